@@ -1,0 +1,78 @@
+"""Challenge states and their transitions, as plain functions.
+
+    pending --approve, right number--> approved
+    pending --approve, wrong number--> number_mismatch   (counts as denied; no retry)
+    pending --deny-------------------> denied
+    pending --fraud------------------> reported
+    pending --time passes expiry-----> expired
+
+Every state but `pending` is final. The broker applies a transition atomically in
+Redis (a Lua script checks "still pending and not expired" and writes the result);
+this module decides *which* transition an answer asks for, and is the one place
+that says what is allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from . import numbers
+from .errors import ErrorCode, ProtocolError
+from .frames import Decision
+
+
+class Status(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    NUMBER_MISMATCH = "number_mismatch"
+    REPORTED = "reported"
+    EXPIRED = "expired"
+
+    @property
+    def final(self) -> bool:
+        return self is not Status.PENDING
+
+    @property
+    def approved(self) -> bool:
+        return self is Status.APPROVED
+
+
+FINAL_STATES = frozenset(s for s in Status if s.final)
+MIN_TTL_S = 10
+MAX_TTL_S = 600  # NIST SP 800-63B-4: an out-of-band secret is valid at most 10 minutes
+DEFAULT_TTL_S = 60
+
+
+def outcome_for(decision: str, typed: str, expected: str) -> Status:
+    """The final state an answer leads to (assuming it is valid and in time)."""
+    if decision == Decision.DENY:
+        return Status.DENIED
+    if decision == Decision.FRAUD:
+        return Status.REPORTED
+    if decision == Decision.APPROVE:
+        return Status.APPROVED if numbers.matches(expected, typed) else Status.NUMBER_MISMATCH
+    raise ProtocolError(ErrorCode.INVALID_FIELD, f"unknown decision {decision!r}")
+
+
+def check_answerable(status: Status, now_ms: int, expires_ms: int) -> None:
+    """Raise unless a challenge in `status` may take an answer at `now_ms`."""
+    if status.final:
+        raise ProtocolError(ErrorCode.ALREADY_ANSWERED, f"challenge already ended: {status}")
+    if now_ms >= expires_ms:
+        raise ProtocolError(ErrorCode.CHALLENGE_EXPIRED, "challenge expired")
+
+
+def effective_status(status: Status, now_ms: int, expires_ms: int) -> Status:
+    """What a reader should report: a pending challenge past expiry is expired."""
+    if status is Status.PENDING and now_ms >= expires_ms:
+        return Status.EXPIRED
+    return status
+
+
+def check_answer_shape(decision: str, typed: str) -> None:
+    """An approval carries the typed number; a deny or report carries none."""
+    if decision == Decision.APPROVE and not typed:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "an approval must carry the typed number")
+    if decision != Decision.APPROVE and typed:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "only an approval carries a number")

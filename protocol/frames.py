@@ -1,0 +1,277 @@
+"""Device frames: one dataclass per frame type, and the schema each is checked by.
+
+A frame on the wire is one binary WebSocket message holding one msgpack map:
+``{"v": 1, "t": <type>, <fields>...}``. Every field is required (optional ones are
+sent as nil), no other key is allowed, and each value is checked by the validator
+named in the frame's SCHEMA. `codec.py` does the bytes; this module is the table.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from . import fields as f
+
+
+class Sender(enum.Enum):
+    BROKER = "broker"
+    DEVICE = "device"
+
+
+class Decision(enum.StrEnum):
+    APPROVE = "approve"
+    DENY = "deny"
+    FRAUD = "fraud"  # "this wasn't me"
+
+
+class CancelReason(enum.StrEnum):
+    ANSWERED = "answered"  # another device (or this one, on another connection) answered
+    EXPIRED = "expired"
+    REVOKED = "revoked"  # the credential it was sent to was removed
+
+
+class RevokeReason(enum.StrEnum):
+    BY_RP = "removed_by_rp"
+    BY_DEVICE = "removed_by_device"
+
+
+TYPED_NUMBER = f.Str(max_len=8, pattern=re.compile(r"^[0-9]{0,8}$"))
+CONTEXT = f.StrMap()
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    TYPE: ClassVar[str]
+    SENDER: ClassVar[Sender]
+    SCHEMA: ClassVar[dict[str, f.Validator]]
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {name: getattr(self, name) for name in self.SCHEMA}
+        for key, value in body.items():
+            if isinstance(value, tuple):  # msgpack has one array type
+                body[key] = list(value)
+        return body
+
+
+# -- broker -> device ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Frame):
+    """First frame on every connection: a fresh nonce to sign, and limits."""
+
+    TYPE: ClassVar[str] = "hello"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "nonce": f.NONCE,
+        "time": f.TIMESTAMP_MS,
+        "max_frame": f.Int(1024, 1 << 20),
+        "node": f.Str(max_len=64),
+    }
+    nonce: bytes
+    time: int
+    max_frame: int
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Frame):
+    """Answer to `authenticate`; `pending` challenge frames follow it at once."""
+
+    TYPE: ClassVar[str] = "welcome"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "accepted": f.ListOf(f.IDENT),
+        "rejected": f.ListOf(f.Record((("cid", f.IDENT), ("code", f.Str(max_len=32))))),
+        "pending": f.Int(0, 1 << 16),
+    }
+    accepted: tuple[str, ...]
+    rejected: tuple[dict[str, str], ...]
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class Enrolled(Frame):
+    TYPE: ClassVar[str] = "enrolled"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "rid": f.REQUEST_ID,
+        "cid": f.IDENT,
+        "rp": f.IDENT,
+        "rp_name": f.TEXT,
+        "user": f.TEXT,
+        "account": f.TEXT,
+    }
+    rid: int
+    cid: str
+    rp: str
+    rp_name: str
+    user: str
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge(Frame):
+    """A sign-in request for one credential. It never carries the number."""
+
+    TYPE: ClassVar[str] = "challenge"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "ch": f.IDENT,
+        "cid": f.IDENT,
+        "rp": f.IDENT,
+        "rp_name": f.TEXT,
+        "account": f.TEXT,
+        "nonce": f.NONCE,
+        "ctx": CONTEXT,
+        "created": f.TIMESTAMP_MS,
+        "expires": f.TIMESTAMP_MS,
+        "digits": f.Int(1, 8),
+    }
+    ch: str
+    cid: str
+    rp: str
+    rp_name: str
+    account: str
+    nonce: bytes
+    ctx: dict[str, str]
+    created: int
+    expires: int
+    digits: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerResult(Frame):
+    """The broker recorded this device's answer; `outcome` is the challenge's end."""
+
+    TYPE: ClassVar[str] = "answer_result"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "ch": f.IDENT,
+        "outcome": f.Str(max_len=32),
+    }
+    ch: str
+    outcome: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel(Frame):
+    TYPE: ClassVar[str] = "cancel"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "ch": f.IDENT,
+        "reason": f.OneOf(frozenset(CancelReason)),
+    }
+    ch: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked(Frame):
+    TYPE: ClassVar[str] = "revoked"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "cid": f.IDENT,
+        "reason": f.OneOf(frozenset(RevokeReason)),
+        "rid": f.Optional(f.REQUEST_ID),
+    }
+    cid: str
+    reason: str
+    rid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Frame):
+    """A refused request; the connection stays open (fatal errors close it instead)."""
+
+    TYPE: ClassVar[str] = "error"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "code": f.Str(max_len=32, min_len=1),
+        "message": f.Str(max_len=512),
+        "ref": f.Optional(f.Str(max_len=64)),
+    }
+    code: str
+    message: str
+    ref: str | None = None
+
+
+# -- device -> broker ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate(Frame):
+    """Proof of each credential key over the hello nonce (signing.auth_bytes)."""
+
+    TYPE: ClassVar[str] = "authenticate"
+    SENDER: ClassVar[Sender] = Sender.DEVICE
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "creds": f.ListOf(f.Record((("cid", f.IDENT), ("sig", f.SIGNATURE))), max_items=64),
+    }
+    creds: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Enroll(Frame):
+    """Register a new credential with a single-use enrollment token."""
+
+    TYPE: ClassVar[str] = "enroll"
+    SENDER: ClassVar[Sender] = Sender.DEVICE
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "rid": f.REQUEST_ID,
+        "token": f.Str(max_len=128, min_len=16, pattern=f.ID_RE_LONG),
+        "pk": f.PUBLIC_KEY,
+        "name": f.NAME,
+        "sig": f.SIGNATURE,
+    }
+    rid: int
+    token: str
+    pk: bytes
+    name: str
+    sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Answer(Frame):
+    """A signed decision on a challenge (signing.answer_bytes)."""
+
+    TYPE: ClassVar[str] = "answer"
+    SENDER: ClassVar[Sender] = Sender.DEVICE
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "ch": f.IDENT,
+        "cid": f.IDENT,
+        "decision": f.OneOf(frozenset(Decision)),
+        "number": TYPED_NUMBER,
+        "ts": f.TIMESTAMP_MS,
+        "ctx_hash": f.HASH,
+        "sig": f.SIGNATURE,
+    }
+    ch: str
+    cid: str
+    decision: str
+    number: str
+    ts: int
+    ctx_hash: bytes
+    sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Revoke(Frame):
+    """The device removes one of its own (authenticated) credentials."""
+
+    TYPE: ClassVar[str] = "revoke"
+    SENDER: ClassVar[Sender] = Sender.DEVICE
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "rid": f.REQUEST_ID,
+        "cid": f.IDENT,
+    }
+    rid: int
+    cid: str
+
+
+_ALL: tuple[type[Frame], ...] = (Hello, Welcome, Enrolled, Challenge, AnswerResult, Cancel, Revoked, Error)
+_ALL += (Authenticate, Enroll, Answer, Revoke)
+FRAME_TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in _ALL}

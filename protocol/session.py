@@ -1,0 +1,175 @@
+"""Connection state for both ends of a device WebSocket, without I/O.
+
+Modelled on the `websockets` and h11 sans-I/O designs: the shells feed each
+received message to `receive()` and get a validated frame (or a ProtocolError
+saying how to close); they send what the `*_frame` helpers return. Which frame is
+allowed in which state lives here and nowhere else.
+
+    broker side:  AWAITING_AUTH --authenticate--> READY
+                  (enroll is allowed in both states; it authenticates the new
+                   credential on this connection, since its proof signs the nonce)
+    device side:  AWAITING_HELLO --hello--> CONNECTED --welcome--> READY
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Mapping
+
+from . import signing
+from .codec import MAX_FRAME_SIZE, decode, encode
+from .errors import ErrorCode, ProtocolError
+from .frames import (
+    Answer,
+    Authenticate,
+    Challenge,
+    Enroll,
+    Frame,
+    Hello,
+    Revoke,
+    Sender,
+    Welcome,
+)
+
+
+class ServerState(enum.Enum):
+    AWAITING_AUTH = "awaiting_auth"
+    READY = "ready"
+
+
+class ClientState(enum.Enum):
+    AWAITING_HELLO = "awaiting_hello"
+    CONNECTED = "connected"
+    READY = "ready"
+
+
+class ServerSession:
+    """The broker's view of one device connection."""
+
+    def __init__(self, *, node: str, now_ms: int, max_frame: int = MAX_FRAME_SIZE) -> None:
+        self.nonce = secrets.token_bytes(32)
+        self.node = node
+        self.max_frame = max_frame
+        self.state = ServerState.AWAITING_AUTH
+        self.credentials: set[str] = set()  # authenticated on this connection
+        self._hello = Hello(nonce=self.nonce, time=now_ms, max_frame=max_frame, node=node)
+
+    def hello_frame(self) -> Hello:
+        return self._hello
+
+    def receive(self, data: bytes) -> Frame:
+        frame = decode(data, max_size=self.max_frame)
+        if frame.SENDER is not Sender.DEVICE:
+            raise ProtocolError(
+                ErrorCode.UNEXPECTED_FRAME,
+                f"{frame.TYPE} is sent by the broker, not a device",
+            )
+        if isinstance(frame, Authenticate):
+            if self.state is not ServerState.AWAITING_AUTH:
+                raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "already authenticated")
+        elif isinstance(frame, Answer | Revoke) and self.state is not ServerState.READY:
+            raise ProtocolError(ErrorCode.NOT_AUTHENTICATED, f"{frame.TYPE} before authenticate")
+        return frame
+
+    def check_owned(self, cid: str, ref: str | None = None) -> None:
+        """A frame about `cid` must come from a connection that proved it."""
+        if cid not in self.credentials:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_CREDENTIAL,
+                "credential not authenticated on this connection",
+                ref=ref,
+            )
+
+    def verify_auth(self, cid: str, public_key: bytes, sig: bytes) -> None:
+        signing.verify(public_key, signing.auth_bytes(self.nonce, cid), sig)
+
+    def verify_enroll(self, frame: Enroll) -> None:
+        signing.verify(
+            frame.pk,
+            signing.enroll_bytes(self.nonce, frame.token, frame.pk, frame.name),
+            frame.sig,
+        )
+
+    def authenticated(self, cids: list[str]) -> None:
+        """Called by the shell once it has checked the proofs of `authenticate`."""
+        self.credentials.update(cids)
+        self.state = ServerState.READY
+
+    def enrolled(self, cid: str) -> None:
+        self.credentials.add(cid)
+
+    def revoked(self, cid: str) -> None:
+        self.credentials.discard(cid)
+
+
+class ClientSession:
+    """The device's view of one broker connection."""
+
+    def __init__(self, *, max_frame: int = MAX_FRAME_SIZE) -> None:
+        self.state = ClientState.AWAITING_HELLO
+        self.nonce: bytes | None = None
+        self.hello: Hello | None = None
+        self.max_frame = max_frame
+        self.credentials: set[str] = set()
+
+    def receive(self, data: bytes) -> Frame:
+        frame = decode(data, max_size=self.max_frame)
+        if frame.SENDER is not Sender.BROKER:
+            raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, f"{frame.TYPE} is sent by devices")
+        if self.state is ClientState.AWAITING_HELLO:
+            if not isinstance(frame, Hello):
+                raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "the first frame must be hello")
+            self.hello, self.nonce = frame, frame.nonce
+            self.state = ClientState.CONNECTED
+        elif isinstance(frame, Hello):
+            raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "hello sent twice")
+        elif isinstance(frame, Welcome):
+            self.credentials.update(frame.accepted)
+            self.state = ClientState.READY
+        elif isinstance(frame, Challenge) and self.state is not ClientState.READY:
+            raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "challenge before welcome")
+        return frame
+
+    def _nonce(self) -> bytes:
+        if self.nonce is None:
+            raise RuntimeError("no hello received yet")
+        return self.nonce
+
+    def authenticate_frame(self, seeds: Mapping[str, bytes]) -> bytes:
+        """Sign the hello nonce with every credential key (cid -> 32-byte seed)."""
+        nonce = self._nonce()
+        creds = tuple(
+            {"cid": cid, "sig": signing.sign(seed, signing.auth_bytes(nonce, cid))}
+            for cid, seed in seeds.items()
+        )
+        return encode(Authenticate(creds=creds))
+
+    def enroll_frame(self, *, rid: int, token: str, seed: bytes, name: str) -> bytes:
+        pk = signing.public_key(seed)
+        sig = signing.sign(seed, signing.enroll_bytes(self._nonce(), token, pk, name))
+        return encode(Enroll(rid=rid, token=token, pk=pk, name=name, sig=sig))
+
+
+def sign_answer(challenge: Challenge, *, seed: bytes, decision: str, number: str, ts: int) -> Answer:
+    """The device's signed answer to `challenge`, over the context it was shown."""
+    ctx_hash = signing.context_hash(challenge.ctx)
+    message = signing.answer_bytes(
+        rp=challenge.rp,
+        ch=challenge.ch,
+        nonce=challenge.nonce,
+        cid=challenge.cid,
+        decision=decision,
+        number=number,
+        ts=ts,
+        ctx_hash=ctx_hash,
+    )
+    return Answer(
+        ch=challenge.ch,
+        cid=challenge.cid,
+        decision=decision,
+        number=number,
+        ts=ts,
+        ctx_hash=ctx_hash,
+        sig=signing.sign(seed, message),
+    )

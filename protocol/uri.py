@@ -1,0 +1,127 @@
+"""The enrollment URI shown as a QR code: build and strict parse.
+
+    pushauth://enroll?v=1&broker=<ws(s) URL>&token=<token>&rp=<rp id>
+        &rp_name=<display name>&account=<label>
+        [&secret=<base32>&algorithm=SHA1|SHA256|SHA512&digits=6|8&period=<s>]
+
+The TOTP part is provisioned by the RP itself (the broker never sees it).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from .errors import ErrorCode, ProtocolError
+from .fields import ID_RE, ID_RE_LONG
+
+SCHEME = "pushauth"
+ALGORITHMS = ("SHA1", "SHA256", "SHA512")
+_BASE32_RE = re.compile(r"^[A-Z2-7]+=*$")
+
+
+@dataclass(frozen=True, slots=True)
+class TotpParams:
+    secret: str  # base32, upper case, no padding
+    algorithm: str = "SHA1"
+    digits: int = 6
+    period: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentURI:
+    broker: str
+    token: str
+    rp: str
+    rp_name: str
+    account: str
+    totp: TotpParams | None = None
+
+    def build(self) -> str:
+        q: list[tuple[str, str]] = [
+            ("v", "1"),
+            ("broker", self.broker),
+            ("token", self.token),
+            ("rp", self.rp),
+            ("rp_name", self.rp_name),
+            ("account", self.account),
+        ]
+        if self.totp is not None:
+            t = self.totp
+            q += [
+                ("secret", t.secret),
+                ("algorithm", t.algorithm),
+                ("digits", str(t.digits)),
+                ("period", str(t.period)),
+            ]
+        return f"{SCHEME}://enroll?{urlencode(q)}"
+
+    def with_totp(self, totp: TotpParams) -> EnrollmentURI:
+        return EnrollmentURI(self.broker, self.token, self.rp, self.rp_name, self.account, totp)
+
+
+def _bad(why: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_URI, f"not a valid enrollment URI: {why}")
+
+
+def parse(text: str) -> EnrollmentURI:
+    text = text.strip()
+    if len(text) > 2048:
+        raise _bad("too long")
+    parts = urlsplit(text)
+    if parts.scheme != SCHEME or parts.netloc != "enroll":
+        raise _bad("expected pushauth://enroll?...")
+    pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
+    q: dict[str, str] = {}
+    for key, value in pairs:
+        if key in q:
+            raise _bad(f"parameter {key!r} given twice")
+        q[key] = value
+    if q.get("v") != "1":
+        raise _bad("unsupported or missing version (v=1)")
+    for key in ("broker", "token", "rp", "rp_name", "account"):
+        if not q.get(key):
+            raise _bad(f"missing {key!r}")
+    broker = urlsplit(q["broker"])
+    if broker.scheme not in ("ws", "wss") or not broker.netloc:
+        raise _bad("broker must be a ws:// or wss:// URL")
+    if not ID_RE_LONG.match(q["token"]):
+        raise _bad("malformed token")
+    if not ID_RE.match(q["rp"]):
+        raise _bad("malformed rp id")
+    if len(q["rp_name"]) > 256 or len(q["account"]) > 256:
+        raise _bad("rp_name and account are at most 256 characters")
+    totp = None
+    if "secret" in q:
+        totp = parse_totp(q)
+    elif {"algorithm", "digits", "period"} & q.keys():
+        raise _bad("TOTP parameters without a secret")
+    return EnrollmentURI(q["broker"], q["token"], q["rp"], q["rp_name"], q["account"], totp)
+
+
+def parse_totp(q: dict[str, str]) -> TotpParams:
+    secret = q["secret"].upper().replace(" ", "").rstrip("=")
+    if not secret or not _BASE32_RE.match(secret):
+        raise _bad("TOTP secret is not base32")
+    try:
+        raw = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    except (binascii.Error, ValueError):
+        raise _bad("TOTP secret is not base32") from None
+    if len(raw) < 10:
+        raise _bad("TOTP secret shorter than 80 bits")
+    algorithm = q.get("algorithm", "SHA1").upper()
+    if algorithm not in ALGORITHMS:
+        raise _bad(f"TOTP algorithm must be one of {ALGORITHMS}")
+    try:
+        digits = int(q.get("digits", "6"))
+        period = int(q.get("period", "30"))
+    except ValueError:
+        raise _bad("TOTP digits and period are integers") from None
+    if digits not in (6, 8):
+        raise _bad("TOTP digits must be 6 or 8")
+    if not 1 <= period <= 3600:
+        raise _bad("TOTP period must be 1..3600 seconds")
+    return TotpParams(secret, algorithm, digits, period)
