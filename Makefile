@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install redis clean
+.PHONY: demo test lint format install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,16 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) redis
-
-# A Redis-protocol server binary for the embedded default and the tests.
-redis:
-	@scripts/ensure-redis
+install: $(STAMP)
 
 demo: install
+	@scripts/ensure-tools runtime
 	$(BIN)/pushauth-broker demo
 
 test: install
+	@scripts/ensure-tools test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/pytest
