@@ -1,0 +1,62 @@
+"""pushauth for relying parties: the SDK (a client of the broker's RP API) and the demo app.
+
+The SDK verifies every device answer end to end with the public keys the RP stored
+at enrollment; see relying_party.sdk and relying_party.verify.
+"""
+
+from .errors import (
+    BadBrokerResponse,
+    BrokerError,
+    BrokerUnavailable,
+    Conflict,
+    InvalidRequest,
+    NoDevices,
+    NotFound,
+    PushAuthError,
+    RateLimited,
+    Unauthorized,
+    VerificationFailed,
+    VerificationReason,
+)
+from .models import (
+    Challenge,
+    Credential,
+    Decision,
+    Enrollment,
+    EnrollmentStatus,
+    Health,
+    RelyingParty,
+    SignInResult,
+    Status,
+    VerifiedAnswer,
+)
+from .sdk import PushAuthClient
+from .totp import TotpParams, new_totp
+
+__all__ = [
+    "BadBrokerResponse",
+    "BrokerError",
+    "BrokerUnavailable",
+    "Challenge",
+    "Conflict",
+    "Credential",
+    "Decision",
+    "Enrollment",
+    "EnrollmentStatus",
+    "Health",
+    "InvalidRequest",
+    "NoDevices",
+    "NotFound",
+    "PushAuthClient",
+    "PushAuthError",
+    "RateLimited",
+    "RelyingParty",
+    "SignInResult",
+    "Status",
+    "TotpParams",
+    "Unauthorized",
+    "VerificationFailed",
+    "VerificationReason",
+    "VerifiedAnswer",
+    "new_totp",
+]

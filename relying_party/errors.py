@@ -1,0 +1,121 @@
+"""Errors the RP SDK raises: one base type, stable codes, nothing untyped.
+
+`BrokerError` is the broker saying no (a problem+json body, docs/http-api.md);
+`BrokerUnavailable` is the network failing; `BadBrokerResponse` is a broker that
+answered something the API does not allow; `VerificationFailed` is a result whose
+signed answer does not hold up under the SDK's own end-to-end check. The last one
+is the security signal: an RP should log it loudly, since an honest broker never
+causes it.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class PushAuthError(Exception):
+    """Base of every error the SDK raises."""
+
+
+class BrokerUnavailable(PushAuthError):
+    """The broker could not be reached, or did not answer in time."""
+
+
+class BadBrokerResponse(PushAuthError):
+    """The broker answered, but not in the form docs/http-api.md describes."""
+
+
+class BrokerError(PushAuthError):
+    """A refusal from the broker, carrying its problem+json body."""
+
+    def __init__(self, status: int, code: str, detail: str, title: str = "") -> None:
+        super().__init__(f"broker refused the request ({status} {code}): {detail or title}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.title = title
+
+
+class InvalidRequest(BrokerError):
+    """400/422: a field was missing, malformed or out of range."""
+
+
+class Unauthorized(BrokerError):
+    """401/403: the API key is missing, wrong or revoked."""
+
+
+class NotFound(BrokerError):
+    """404: no such object for this RP (other RPs' objects look the same)."""
+
+
+class Conflict(BrokerError):
+    """409: the request is valid but the state does not allow it."""
+
+
+class NoDevices(Conflict):
+    """409 no_devices: the user has no active credential to push to."""
+
+
+class RateLimited(BrokerError):
+    """429: too many requests (or pushes for this user); try again later."""
+
+
+_BY_CODE: dict[str, type[BrokerError]] = {"no_devices": NoDevices, "not_found": NotFound}
+_BY_STATUS: dict[int, type[BrokerError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: InvalidRequest,
+    422: InvalidRequest,
+    429: RateLimited,
+}
+
+
+def broker_error(status: int, problem: Any) -> BrokerError:
+    """The typed error for an HTTP error status and its (possibly malformed) problem body."""
+    body = problem if isinstance(problem, dict) else {}
+    code = body.get("code")
+    code = code if isinstance(code, str) and code else f"http_{status}"
+    detail = body.get("detail")
+    title = body.get("title")
+    cls = _BY_CODE.get(code) or _BY_STATUS.get(status, BrokerError)
+    return cls(
+        status,
+        code,
+        detail if isinstance(detail, str) else "",
+        title if isinstance(title, str) else "",
+    )
+
+
+class VerificationReason(enum.StrEnum):
+    """Why a broker's result failed the SDK's end-to-end check."""
+
+    WRONG_CHALLENGE = "wrong_challenge"  # the result is about another challenge
+    MISSING_ANSWER = "missing_answer"  # a final answered status without a signed answer
+    MALFORMED_ANSWER = "malformed_answer"  # fields missing, of the wrong type or shape
+    UNKNOWN_CREDENTIAL = "unknown_credential"  # not one of the RP's stored keys for the user
+    CONTEXT_MISMATCH = "context_mismatch"  # signed over another context than the RP sent
+    BAD_SIGNATURE = "bad_signature"  # does not verify over the RP's own challenge values
+    STATUS_MISMATCH = "status_mismatch"  # the signed answer leads to another outcome
+
+
+class VerificationFailed(PushAuthError):
+    """The broker's result does not match a valid device signature: never an approval."""
+
+    def __init__(
+        self,
+        reason: VerificationReason,
+        message: str,
+        *,
+        challenge_id: str,
+        credential_id: str | None = None,
+        broker_status: str | None = None,
+    ) -> None:
+        super().__init__(f"challenge {challenge_id}: {reason}: {message}")
+        self.reason = reason
+        self.challenge_id = challenge_id
+        self.credential_id = credential_id
+        self.broker_status = broker_status

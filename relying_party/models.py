@@ -1,0 +1,232 @@
+"""What the SDK returns: plain frozen dataclasses, parsed strictly from broker JSON.
+
+Credential and Challenge also convert to and from JSON-safe dicts, because an RP
+keeps them between requests: the credential's public key in its user store (every
+answer is verified with it), the challenge in the sign-in session (its nonce,
+number and context are what the answer must be signed over).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.challenge import Status
+from protocol.frames import Decision
+from protocol.uri import TotpParams
+
+from . import wire
+from .errors import BadBrokerResponse
+from .wire import get, get_bytes, get_optional, get_str_map
+
+__all__ = [
+    "Challenge",
+    "Credential",
+    "Decision",
+    "Enrollment",
+    "EnrollmentStatus",
+    "Health",
+    "RelyingParty",
+    "SignInResult",
+    "Status",
+    "VerifiedAnswer",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RelyingParty:
+    id: str
+    name: str
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> RelyingParty:
+        return cls(id=get(body, "id", str, "rp"), name=get(body, "name", str, "rp"))
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    ok: bool
+    status: str
+    node: str | None
+    redis: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A device credential; the RP stores `public_key` and verifies answers with it."""
+
+    id: str
+    user: str
+    name: str
+    public_key: bytes
+    created_at: int
+    last_used_at: int | None = None
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Credential:
+        what = "credential"
+        return cls(
+            id=get(body, "id", str, what),
+            user=get(body, "user", str, what),
+            name=get(body, "name", str, what),
+            public_key=get_bytes(body, "public_key", what, length=32),
+            created_at=get(body, "created_at", int, what),
+            last_used_at=get_optional(body, "last_used_at", int, what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The broker's JSON form (public key in base64url): from_json reads it back."""
+        return {
+            "id": self.id,
+            "user": self.user,
+            "name": self.name,
+            "public_key": wire.b64encode(self.public_key),
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+        }
+
+
+class EnrollmentStatus(enum.StrEnum):
+    PENDING = "pending"
+    COMPLETED = "completed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """An enrollment; `uri` (the QR code's text) is only known right after creation."""
+
+    id: str
+    user: str
+    account: str
+    status: EnrollmentStatus
+    expires_at: int
+    credential: Credential | None = None
+    token: str | None = None
+    broker_url: str | None = None
+    uri: str | None = None
+    totp: TotpParams | None = None  # provisioned by the RP; the broker never sees it
+
+    @property
+    def completed(self) -> bool:
+        return self.status is EnrollmentStatus.COMPLETED
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> Enrollment:
+        what = "enrollment"
+        raw_status = get(body, "status", str, what)
+        try:
+            status = EnrollmentStatus(raw_status)
+        except ValueError:
+            raise BadBrokerResponse(f"enrollment: unknown status {raw_status[:32]!r}") from None
+        cred = body.get("credential")
+        credential = None if cred is None else Credential.from_json(wire.obj(cred, "enrollment.credential"))
+        if status is EnrollmentStatus.COMPLETED and credential is None:
+            raise BadBrokerResponse("enrollment: completed without a credential")
+        return cls(
+            id=get(body, "id", str, what),
+            user=get(body, "user", str, what),
+            account=get(body, "account", str, what),
+            status=status,
+            expires_at=get(body, "expires_at", int, what),
+            credential=credential,
+            token=get_optional(body, "token", str, what),
+            broker_url=get_optional(body, "broker_url", str, what),
+            uri=get_optional(body, "uri", str, what),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """A sign-in challenge as the RP created it: the values the answer must be signed over.
+
+    `context` is the context the RP sent (not the broker's echo of it), and `number`
+    is what the RP shows the user; the SDK compares the typed number with it itself.
+    """
+
+    id: str
+    user: str
+    number: str
+    digits: int
+    nonce: bytes
+    context: dict[str, str] = field(default_factory=dict)
+    created_at: int = 0
+    expires_at: int = 0
+    devices: int = 0
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any], *, context: Mapping[str, str]) -> Challenge:
+        what = "challenge"
+        number = get(body, "number", str, what)
+        digits = get(body, "digits", int, what)
+        if not (number.isascii() and number.isdigit() and len(number) == digits):
+            raise BadBrokerResponse(f"challenge: number is not {digits} digits")
+        return cls(
+            id=get(body, "id", str, what),
+            user=get(body, "user", str, what),
+            number=number,
+            digits=digits,
+            nonce=get_bytes(body, "nonce", what, length=32),
+            context=dict(context),
+            created_at=get(body, "created_at", int, what),
+            expires_at=get(body, "expires_at", int, what),
+            devices=get(body, "devices", int, what),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict, e.g. to keep in the RP's session between requests."""
+        return {
+            "id": self.id,
+            "user": self.user,
+            "number": self.number,
+            "digits": self.digits,
+            "nonce": wire.b64encode(self.nonce),
+            "context": dict(self.context),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "devices": self.devices,
+        }
+
+    @classmethod
+    def from_stored(cls, body: Mapping[str, Any]) -> Challenge:
+        """Read back what to_json wrote."""
+        return cls.from_json(body, context=get_str_map(body, "context", "stored challenge"))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedAnswer:
+    """A device's answer whose signature the SDK checked with the RP's stored key."""
+
+    credential_id: str
+    decision: Decision
+    number: str
+    ts: int
+    ctx_hash: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SignInResult:
+    """The SDK's own verdict on a challenge, never the broker's word alone.
+
+    `status` is APPROVED only when a device credential the RP stored signed an
+    approval of exactly this challenge with the number the RP showed.
+    """
+
+    challenge_id: str
+    status: Status
+    answer: VerifiedAnswer | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.status is Status.APPROVED and self.answer is not None
+
+    @property
+    def final(self) -> bool:
+        return self.status.final
+
+    @property
+    def credential_id(self) -> str | None:
+        return None if self.answer is None else self.answer.credential_id

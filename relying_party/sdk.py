@@ -1,0 +1,323 @@
+"""Async client of the broker's RP API (docs/http-api.md), on aiohttp.
+
+    async with PushAuthClient("https://broker.example", api_key) as client:
+        challenge = await client.create_challenge("alice", {"app": "Payroll", "ip": ip})
+        show(challenge.number)
+        result = await client.wait_result(challenge, stored_public_keys("alice"))
+        if result.approved: ...
+
+`wait_result` verifies the device's signed answer end to end (relying_party.verify):
+the broker's word alone never approves a sign-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from yarl import URL
+
+from protocol import uri as enrollment_uri
+from protocol.challenge import DEFAULT_TTL_S
+from protocol.errors import ProtocolError
+from protocol.numbers import DEFAULT_DIGITS
+from protocol.uri import TotpParams
+
+from . import verify, wire
+from .errors import BadBrokerResponse, BrokerUnavailable, broker_error
+from .models import (
+    Challenge,
+    Credential,
+    Enrollment,
+    EnrollmentStatus,
+    Health,
+    RelyingParty,
+    SignInResult,
+)
+
+MAX_WAIT_S = 60  # the broker holds a long-poll at most this long (docs/http-api.md)
+MAX_RESPONSE = 1 << 20  # a compromised broker must not make the RP buffer without end
+# A pending answer that came back before its wait was up means a broker that does not
+# hold long-polls; pause this long before asking again instead of spinning.
+EARLY_RETURN_PAUSE_S = 0.25
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _segment(value: str) -> str:
+    """One URL path segment; dots are encoded too so '..' cannot climb the path."""
+    text = quote(value, safe="")
+    return text.replace(".", "%2E") if set(value) == {"."} else text
+
+
+class PushAuthClient:
+    """Client of one broker for one RP (one API key)."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        api_key: str,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        request_timeout: float = 10.0,
+    ) -> None:
+        parts = urlsplit(broker_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"broker URL must be http:// or https://, got {broker_url!r}")
+        if not api_key or any(c.isspace() for c in api_key):
+            raise ValueError("the API key is empty or contains whitespace")
+        self.broker_url = broker_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self._session = session
+        self._owns_session = session is None
+        self._request_timeout = request_timeout
+        self._rp: RelyingParty | None = None
+
+    async def __aenter__(self) -> PushAuthClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session if this client created it (never one passed in)."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # -- the RP API ------------------------------------------------------------
+
+    async def rp(self) -> RelyingParty:
+        """This RP's id and name (cached: the id is part of every signed answer)."""
+        if self._rp is None:
+            self._rp = RelyingParty.from_json(wire.obj(await self._call("GET", "/v1/rp"), "rp"))
+        return self._rp
+
+    async def health(self) -> Health:
+        """The broker's health; `ok` is False when it answers 503 (Redis unreachable)."""
+        status, body = await self._request("GET", "/healthz", expect=(200, 503))
+        fields = wire.obj(body, "health")
+        return Health(
+            ok=status == 200,
+            status=wire.get(fields, "status", str, "health"),
+            node=wire.get_optional(fields, "node", str, "health"),
+            redis=wire.get_optional(fields, "redis", str, "health"),
+        )
+
+    async def create_enrollment(
+        self,
+        user: str,
+        account: str,
+        *,
+        totp: TotpParams | None = None,
+        recoverable: bool = False,
+    ) -> Enrollment:
+        """Start an enrollment; `uri` is the full pushauth://enroll URI for the QR code.
+
+        `totp` (see relying_party.totp.new_totp) is added to the URI here, by the RP:
+        the broker never sees TOTP secrets. The RP stores it with the credential
+        once the enrollment completes.
+        """
+        body = await self._call(
+            "POST",
+            "/v1/enrollments",
+            body={"user": user, "account": account, "recoverable": recoverable},
+            expect=(201,),
+        )
+        enrollment = Enrollment.from_json(wire.obj(body, "enrollment"))
+        if enrollment.uri is None:
+            raise BadBrokerResponse("enrollment: the broker returned no enrollment URI")
+        try:
+            parsed = enrollment_uri.parse(enrollment.uri)
+        except ProtocolError as exc:
+            raise BadBrokerResponse(f"enrollment: {exc.message}") from None
+        if totp is not None:
+            parsed = parsed.with_totp(totp)
+        return replace(enrollment, uri=parsed.build(), totp=totp)
+
+    async def get_enrollment(self, enrollment_id: str, *, wait: int = 0) -> Enrollment:
+        """One read of an enrollment, held up to `wait` seconds while it is pending."""
+        path = f"/v1/enrollments/{_segment(enrollment_id)}"
+        return Enrollment.from_json(wire.obj(await self._call("GET", path, wait=wait), "enrollment"))
+
+    async def wait_enrollment(self, enrollment_id: str, timeout: float) -> Enrollment:
+        """Long-poll until the enrollment is completed or expired, or `timeout` seconds pass.
+
+        Returns the enrollment in whatever state it reached: check `.completed` (then
+        store `.credential`), or `.status` for EXPIRED / PENDING (timed out).
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            wait = min(MAX_WAIT_S, math.floor(max(0.0, deadline - time.monotonic())))
+            started = time.monotonic()
+            enrollment = await self.get_enrollment(enrollment_id, wait=wait)
+            if enrollment.status is not EnrollmentStatus.PENDING:
+                return enrollment
+            if _now_ms() >= enrollment.expires_at:
+                return replace(enrollment, status=EnrollmentStatus.EXPIRED)
+            if time.monotonic() >= deadline:
+                return enrollment
+            await self._pause_if_early(started, wait, deadline)
+
+    async def create_challenge(
+        self,
+        user: str,
+        context: Mapping[str, str] | None = None,
+        ttl: int = DEFAULT_TTL_S,
+        digits: int = DEFAULT_DIGITS,
+    ) -> Challenge:
+        """Push a sign-in challenge to the user's devices; show `.number` to the user.
+
+        Raises NoDevices when the user has no active credential.
+        """
+        ctx = dict(context or {})
+        body = await self._call(
+            "POST",
+            "/v1/challenges",
+            body={"user": user, "context": ctx, "ttl": ttl, "digits": digits},
+            expect=(201,),
+        )
+        challenge = Challenge.from_json(wire.obj(body, "challenge"), context=ctx)
+        if challenge.digits != digits:
+            raise BadBrokerResponse(f"challenge: asked for {digits} digits, got {challenge.digits}")
+        return challenge
+
+    async def get_result(
+        self,
+        challenge: Challenge,
+        public_keys: Mapping[str, bytes],
+        *,
+        wait: int = 0,
+    ) -> SignInResult:
+        """One verified read of a challenge's result, held up to `wait` seconds while pending."""
+        rp = await self.rp()
+        body = await self._call("GET", f"/v1/challenges/{_segment(challenge.id)}", wait=wait)
+        return verify.evaluate(
+            challenge,
+            wire.obj(body, "challenge result"),
+            rp_id=rp.id,
+            public_keys=public_keys,
+            now_ms=_now_ms(),
+        )
+
+    async def wait_result(
+        self,
+        challenge: Challenge,
+        public_keys: Mapping[str, bytes],
+        timeout: float | None = None,
+    ) -> SignInResult:
+        """Long-poll until the challenge ends, and verify the answer end to end.
+
+        `public_keys` maps credential id -> public key, from the RP's own store for
+        this user. The result is APPROVED only if a stored key signed an approval of
+        this very challenge (RP id, challenge id, nonce, context) with the number the
+        RP showed; a broker claiming anything else raises VerificationFailed. With a
+        `timeout`, a still-pending challenge comes back as PENDING; without one, the
+        wait ends at the challenge's expiry at the latest (status EXPIRED).
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            until_expiry = max(0, math.ceil((challenge.expires_at - _now_ms()) / 1000))
+            wait = min(MAX_WAIT_S, until_expiry)
+            if deadline is not None:
+                wait = min(wait, math.floor(max(0.0, deadline - time.monotonic())))
+            started = time.monotonic()
+            result = await self.get_result(challenge, public_keys, wait=wait)
+            if result.final or (deadline is not None and time.monotonic() >= deadline):
+                return result
+            await self._pause_if_early(started, wait, deadline)
+
+    async def list_credentials(self, user: str) -> list[Credential]:
+        body = wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/credentials"), "credentials")
+        items = body.get("credentials")
+        if not isinstance(items, list):
+            raise BadBrokerResponse("credentials: field 'credentials' missing or not a list")
+        return [Credential.from_json(wire.obj(item, "credential")) for item in items]
+
+    async def revoke_credential(self, credential_id: str) -> None:
+        """Revoke a credential at once (the device, if online, is told immediately)."""
+        await self._call("DELETE", f"/v1/credentials/{_segment(credential_id)}", expect=(204,))
+
+    # -- HTTP ------------------------------------------------------------------
+
+    async def _pause_if_early(self, started: float, wait: int, deadline: float | None) -> None:
+        now = time.monotonic()
+        if now - started < wait or wait == 0:
+            pause = EARLY_RETURN_PAUSE_S if deadline is None else min(EARLY_RETURN_PAUSE_S, deadline - now)
+            await asyncio.sleep(max(0.0, pause))
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        wait: int | None = None,
+        expect: tuple[int, ...] = (200,),
+    ) -> Any:
+        return (await self._request(method, path, body=body, wait=wait, expect=expect))[1]
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        wait: int | None = None,
+        expect: tuple[int, ...] = (200,),
+    ) -> tuple[int, Any]:
+        """Send one request; return (status, parsed JSON or None) or raise a typed error."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        query = f"?wait={wait}" if wait else ""
+        # encoded=True: the path segments are already quoted, and must stay so.
+        url = URL(f"{self.broker_url}{path}{query}", encoded=True)
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout + (wait or 0))
+        try:
+            async with self._session.request(
+                method, url, json=body, headers=self._headers, timeout=timeout
+            ) as response:
+                status = response.status
+                raw = await _read_capped(response)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
+            raise BrokerUnavailable(f"cannot reach the pushauth broker at {self.broker_url}: {why}") from None
+        parsed = _parse_json(raw) if raw else None
+        if status not in expect:
+            if 400 <= status < 600:
+                raise broker_error(status, parsed)
+            raise BadBrokerResponse(f"{method} {path}: unexpected HTTP status {status}")
+        if raw and parsed is None:
+            raise BadBrokerResponse(f"{method} {path}: the response is not JSON")
+        return status, parsed
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        data += chunk
+        if len(data) > MAX_RESPONSE:
+            raise BadBrokerResponse(f"the broker's response exceeds {MAX_RESPONSE} bytes")
+    return bytes(data)
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
