@@ -1,0 +1,247 @@
+"""One-shot agent operations: enroll, list pending requests, answer, remove.
+
+Each connects, does its one job and closes. They return data and raise
+AgentErrors; printing is the CLI's (or a terminal UI's) business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+from dataclasses import dataclass
+
+from protocol import fields, signing, uri
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import Challenge, Decision, Welcome
+
+from .connection import Connection
+from .errors import AgentError, Refused, Unreachable, UsageError
+from .messages import REVOKE_MESSAGES
+from .store import Account, AccountStore, StoreError
+
+NUMBER_RE = re.compile(r"^[0-9]{1,8}$")
+# A broker's word that a credential is gone for good (welcome's `rejected` codes).
+GONE_CODES = (ErrorCode.CREDENTIAL_REVOKED, ErrorCode.UNKNOWN_CREDENTIAL)
+
+
+def default_device_name() -> str:
+    return (socket.gethostname() or "device")[:64]
+
+
+def check_device_name(name: str) -> str:
+    try:
+        fields.NAME("device name", name)
+    except ProtocolError:
+        raise UsageError("the device name must be 1 to 64 characters") from None
+    if any(not ch.isprintable() for ch in name):
+        raise UsageError("the device name must not contain control characters")
+    return name
+
+
+def apply_welcome(store: AccountStore, welcome: Welcome) -> list[str]:
+    """Mark credentials the broker refused for good as revoked; say which."""
+    notices = []
+    for rej in welcome.rejected:
+        if rej["code"] in GONE_CODES:
+            account = store.mark_revoked(rej["cid"], REVOKE_MESSAGES[rej["code"]])
+            if account is not None:
+                notices.append(
+                    f'Account "{account.name}" ({account.rp_name}) was {account.status_reason}; '
+                    "its key was deleted from this device."
+                )
+        else:
+            notices.append(f"The broker refused credential {rej['cid']}: {rej['code']}.")
+    return notices
+
+
+# -- enroll -----------------------------------------------------------------------
+
+
+async def enroll(store: AccountStore, text: str, device_name: str | None = None) -> Account:
+    try:
+        parsed = uri.parse(text)
+    except ProtocolError as exc:
+        raise UsageError(exc.message) from None
+    name = check_device_name(device_name if device_name is not None else default_device_name())
+    store.load()  # fail on a damaged store before the broker spends the token
+    seed = signing.new_seed()
+    async with await Connection.open(parsed.broker) as conn:
+        enrolled = await conn.enroll(token=parsed.token, seed=seed, name=name)
+    try:
+        return store.add(
+            wanted_name=enrolled.account or parsed.account,
+            rp=enrolled.rp,
+            rp_name=enrolled.rp_name,
+            user=enrolled.user,
+            label=enrolled.account,
+            broker=parsed.broker,
+            cid=enrolled.cid,
+            device_name=name,
+            seed=seed,
+            totp=parsed.totp,
+        )
+    except (StoreError, OSError) as exc:
+        # The broker holds the credential now, but its key is lost with this process.
+        raise AgentError(
+            f"the broker enrolled this device but saving the account failed ({exc}); "
+            f"remove device {name!r} on {enrolled.rp_name}'s security page and enroll again"
+        ) from None
+
+
+# -- pending requests ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRequest:
+    challenge: Challenge
+    account: Account | None
+    broker_now_ms: int  # the broker's clock when it was fetched
+
+
+@dataclass(slots=True)
+class PendingReport:
+    requests: list[PendingRequest]
+    notices: list[str]  # accounts found revoked
+    failures: list[str]  # brokers that could not be asked
+
+
+@dataclass(slots=True)
+class Fetched:
+    """An authenticated connection to one broker, and what it said on welcome."""
+
+    conn: Connection
+    challenges: list[Challenge]
+    notices: list[str]
+
+
+async def _fetch(store: AccountStore, broker: str, accounts: list[Account]) -> Fetched:
+    conn = await Connection.open(broker)
+    try:
+        welcome, challenges = await conn.authenticate(store.seeds(accounts))
+    except BaseException:
+        await conn.close()
+        raise
+    return Fetched(conn, _dedupe(challenges), apply_welcome(store, welcome))
+
+
+def _dedupe(challenges: list[Challenge]) -> list[Challenge]:
+    # Two accounts of one user on this device get one frame each for one request.
+    seen: dict[str, Challenge] = {}
+    for ch in challenges:
+        seen.setdefault(ch.ch, ch)
+    return list(seen.values())
+
+
+def _accounts_or_fail(store: AccountStore) -> dict[str, list[Account]]:
+    brokers = store.by_broker()
+    if not brokers:
+        raise UsageError("no active accounts on this device (add one with: pushauth-agent enroll URI)")
+    return brokers
+
+
+async def pending(store: AccountStore) -> PendingReport:
+    brokers = _accounts_or_fail(store)
+    report = PendingReport([], [], [])
+
+    async def one(broker: str, accounts: list[Account]) -> None:
+        try:
+            got = await _fetch(store, broker, accounts)
+        except AgentError as exc:
+            report.failures.append(str(exc))
+            return
+        async with got.conn:
+            report.notices.extend(got.notices)
+            by_cid = {a.cid: a for a in accounts}
+            for ch in got.challenges:
+                report.requests.append(PendingRequest(ch, by_cid.get(ch.cid), got.conn.broker_now_ms()))
+
+    await asyncio.gather(*(one(b, accs) for b, accs in brokers.items()))
+    report.requests.sort(key=lambda r: r.challenge.created)
+    return report
+
+
+# -- answer ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerReport:
+    request: PendingRequest
+    outcome: str
+    notices: list[str]
+
+
+def _pick(challenges: list[Challenge], wanted: str) -> Challenge | None:
+    """The challenge `wanted` names exactly, or by a unique prefix (as git does)."""
+    for ch in challenges:
+        if ch.ch == wanted:
+            return ch
+    matches = [ch for ch in challenges if len(wanted) >= 4 and ch.ch.startswith(wanted)]
+    if len(matches) > 1:
+        raise UsageError(f"{wanted!r} names several requests: {', '.join(c.ch for c in matches)}")
+    return matches[0] if matches else None
+
+
+async def answer(store: AccountStore, wanted: str, decision: Decision, number: str = "") -> AnswerReport:
+    """Find request `wanted` at the brokers and answer it."""
+    if decision is Decision.APPROVE and not NUMBER_RE.match(number):
+        raise UsageError("the number must be the 1 to 8 digits shown on the sign-in screen")
+    brokers = _accounts_or_fail(store)
+    failures: list[str] = []
+    notices: list[str] = []
+    for broker, accounts in brokers.items():
+        try:
+            got = await _fetch(store, broker, accounts)
+        except AgentError as exc:
+            failures.append(str(exc))
+            continue
+        conn = got.conn
+        async with conn:
+            notices.extend(got.notices)
+            ch = _pick(got.challenges, wanted)
+            if ch is None:
+                continue
+            if decision is Decision.APPROVE and len(number) != ch.digits:
+                raise UsageError(
+                    f"request {ch.ch} expects the {ch.digits}-digit number on the sign-in screen"
+                )
+            by_cid = {a.cid: a for a in accounts}
+            request = PendingRequest(ch, by_cid.get(ch.cid), conn.broker_now_ms())
+            result = await conn.answer(ch, seed=store.seed(ch.cid), decision=decision, number=number)
+            return AnswerReport(request, result.outcome, notices)
+    why = f"no pending sign-in request {wanted} (it was answered, has expired, or never existed)"
+    if failures:
+        raise Unreachable(f"{why}; and {'; '.join(failures)}")
+    raise Refused(why, code=ErrorCode.UNKNOWN_CHALLENGE)
+
+
+# -- remove ------------------------------------------------------------------------
+
+
+async def remove(store: AccountStore, name: str, *, local_only: bool = False) -> str:
+    """Revoke an account at its broker, then forget its keys. Returns what happened."""
+    account = store.find(name)
+    if not account.active:
+        store.remove(account.name)
+        return f'Forgot "{account.name}" (it was already {account.status_reason or account.status}).'
+    try:
+        conn = (await _fetch(store, account.broker, [account])).conn
+    except Unreachable as exc:
+        if not local_only:
+            raise Unreachable(
+                f"{exc}; the account was NOT removed (it stays valid at {account.rp_name}). "
+                "Retry later, or use --local-only to forget it here anyway."
+            ) from None
+        store.remove(account.name)
+        return (
+            f'Forgot "{account.name}" on this device only; the broker could not be reached, so '
+            f"remove this device in {account.rp_name}'s security settings too."
+        )
+    async with conn:
+        if account.cid in conn.session.credentials:
+            await conn.revoke(account.cid)
+            store.remove(account.name)
+            return f'Removed "{account.name}": {account.rp_name} will no longer send requests to this device.'
+    # The broker had already dropped it (apply_welcome marked it): nothing to revoke.
+    store.remove(account.name)
+    return f'Forgot "{account.name}": the broker no longer knew it.'

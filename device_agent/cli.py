@@ -1,0 +1,278 @@
+"""`pushauth-agent`: the command-line device agent (argument parsing and printing).
+
+The work is done by actions.py (one-shot commands) and listen.py (the long-running
+`listen`); this module parses arguments, prints results and maps failures to one
+line on stderr and an exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+import platformdirs
+
+from protocol.frames import Decision
+
+from . import actions
+from .display import account_json, account_line, request_json, request_text
+from .errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, AgentError
+from .listen import listen
+from .messages import outcome_message
+from .store import AccountStore, StoreError
+
+HOME_ENV = "PUSHAUTH_AGENT_HOME"
+
+DESCRIPTION = """\
+The pushauth device agent: approve sign-ins with number matching.
+
+Add an account by enrolling the pushauth://enroll URI that a service shows as a QR
+code on its security page. Each account gets its own Ed25519 key, made on this
+device and never sent anywhere. Then run `listen` to see sign-in requests as they
+come and answer them, or use `pending`, `approve` and `deny` from scripts.
+"""
+
+EPILOG = f"""\
+exit codes:
+  0  done (for approve: the broker recorded the answer, whatever the outcome)
+  1  the broker refused (enrollment code used or expired, request unknown,
+     expired or already answered, ...)
+  2  bad arguments or input; nothing was sent
+  3  a broker could not be reached, or the connection broke
+
+environment:
+  {HOME_ENV}  the agent's home directory when --home is not given
+                       (default: {platformdirs.user_config_dir("pushauth")})
+
+files:
+  HOME/accounts.json   the accounts and their private keys (mode 0600; HOME is 0700)
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line on stderr (and exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = Parser(prog="pushauth-agent", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    p.add_argument(
+        "--home",
+        metavar="DIR",
+        type=Path,
+        help=f"where accounts and keys are kept (default: ${HOME_ENV}, else the user config dir)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    def command(name: str, summary: str, details: str) -> Parser:
+        return sub.add_parser(
+            name, help=summary, description=f"{summary}\n\n{details}", epilog=EPILOG, formatter_class=fmt
+        )
+
+    c = command(
+        "enroll",
+        "Add an account from a pushauth://enroll URI (the text of the service's QR code).",
+        "Makes a new key pair for the account, registers its public key with the broker\n"
+        "named in the URI (the code in it works once, for a few minutes), and saves the\n"
+        "account. If the URI carries a TOTP secret, the account also shows verification\n"
+        'codes. An account label that is already used here gets a suffix like " (2)".',
+    )
+    c.add_argument("uri", metavar="URI", help="the pushauth://enroll?... URI; quote it in the shell")
+    c.add_argument(
+        "--name",
+        metavar="NAME",
+        help="this device's name as the service will list it (default: the host name)",
+    )
+
+    c = command("accounts", "List the accounts on this device.", "Never shows keys or secrets.")
+    c.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+
+    c = command(
+        "listen",
+        "Stay connected and answer sign-in requests as they come.",
+        "Connects to every broker this device has accounts on (one connection each) and\n"
+        "reconnects with backoff when one drops. Each request shows the service, account,\n"
+        "application, IP address, location, browser, time and seconds left; type the\n"
+        "number shown on the sign-in screen to approve, n to deny, or r to report that the\n"
+        "sign-in was not you. Requests are asked one after another, oldest first.\n"
+        "Accounts added or removed by other commands meanwhile are picked up at once.\n\n"
+        "Stops on Ctrl-C, SIGTERM, or when input ends (after waiting a few seconds for\n"
+        "answers already sent). With --no-input it never reads input: it only prints\n"
+        "requests and events until stopped, for use with approve/deny from elsewhere.",
+    )
+    c.add_argument("--no-input", action="store_true", help="only print; do not read answers from stdin")
+
+    c = command(
+        "pending",
+        "Print the sign-in requests waiting for an answer, and exit.",
+        "Asks every broker this device has accounts on.",
+    )
+    c.add_argument("--json", action="store_true", help="print a JSON list instead of text")
+
+    c = command(
+        "approve",
+        "Approve one sign-in request, typing the number shown on the sign-in screen.",
+        "A wrong number is recorded too: it ends the request as denied (number_mismatch),\n"
+        "with no second try. Exit code 0 means the broker recorded the answer.",
+    )
+    c.add_argument(
+        "id", metavar="ID", help="the request id (as `pending` shows it; a unique prefix is enough)"
+    )
+    c.add_argument(
+        "--number", "-n", required=True, metavar="N", help="the number shown on the sign-in screen"
+    )
+
+    c = command("deny", "Deny one sign-in request.", "Exit code 0 means the broker recorded the answer.")
+    c.add_argument(
+        "id", metavar="ID", help="the request id (as `pending` shows it; a unique prefix is enough)"
+    )
+    c.add_argument(
+        "--fraud",
+        action="store_true",
+        help='report "this wasn\'t me": the service is told, and may block push sign-in for a while',
+    )
+
+    c = command(
+        "remove",
+        "Remove an account: revoke its key at the broker, then delete it here.",
+        "By default nothing is deleted unless the broker confirms the revocation, so\n"
+        "the account cannot be left valid at the service with no way to remove it.",
+    )
+    c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
+    c.add_argument(
+        "--local-only",
+        action="store_true",
+        help="if the broker cannot be reached, delete the account here anyway "
+        "(then remove this device on the service's security page)",
+    )
+    return p
+
+
+def home_dir(arg: Path | None) -> Path:
+    if arg is not None:
+        return arg
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env)
+    return Path(platformdirs.user_config_dir("pushauth"))
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def warn(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
+    account = asyncio.run(actions.enroll(store, args.uri, args.name))
+    say(f'Added "{account.name}" for {account.rp_name} (user {account.user}).')
+    say(f"  broker: {account.broker}")
+    say(f"  this device is listed as: {account.device_name}")
+    if account.has_totp:
+        say("  verification codes: yes")
+    return EXIT_OK
+
+
+def cmd_accounts(store: AccountStore, args: argparse.Namespace) -> int:
+    accounts = store.load()
+    if args.json:
+        say(json.dumps([account_json(a) for a in accounts], indent=2))
+    elif not accounts:
+        say("No accounts yet (add one with: pushauth-agent enroll URI).")
+    else:
+        for account in accounts:
+            say(account_line(account))
+    return EXIT_OK
+
+
+def cmd_pending(store: AccountStore, args: argparse.Namespace) -> int:
+    report = asyncio.run(actions.pending(store))
+    for notice in report.notices:
+        warn(notice)
+    for failure in report.failures:
+        warn(failure)
+    if args.json:
+        say(json.dumps([request_json(r.challenge, r.account, r.broker_now_ms) for r in report.requests]))
+    elif not report.requests:
+        say("No sign-in requests are waiting.")
+    else:
+        for r in report.requests:
+            say(request_text(r.challenge, r.account, r.broker_now_ms))
+            say()
+        say("Answer with: pushauth-agent approve ID --number N, or: pushauth-agent deny ID [--fraud]")
+    return EXIT_UNREACHABLE if report.failures else EXIT_OK
+
+
+def cmd_answer(store: AccountStore, args: argparse.Namespace) -> int:
+    if args.command == "approve":
+        decision, number = Decision.APPROVE, args.number.strip()
+    else:
+        decision, number = (Decision.FRAUD if args.fraud else Decision.DENY), ""
+    report = asyncio.run(actions.answer(store, args.id, decision, number))
+    for notice in report.notices:
+        warn(notice)
+    say(f"Request {report.request.challenge.ch}: {outcome_message(report.outcome)}.")
+    return EXIT_OK
+
+
+def cmd_remove(store: AccountStore, args: argparse.Namespace) -> int:
+    say(asyncio.run(actions.remove(store, args.account, local_only=args.local_only)))
+    return EXIT_OK
+
+
+def cmd_listen(store: AccountStore, args: argparse.Namespace) -> int:
+    store.load()  # a damaged accounts file is reported before anything starts
+    return asyncio.run(listen(store, interactive=not args.no_input))
+
+
+COMMANDS = {
+    "enroll": cmd_enroll,
+    "accounts": cmd_accounts,
+    "listen": cmd_listen,
+    "pending": cmd_pending,
+    "approve": cmd_answer,
+    "deny": cmd_answer,
+    "remove": cmd_remove,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Scripts and tests read our output through pipes: never sit in a buffer.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    args = build_parser().parse_args(argv)
+    store = AccountStore(home_dir(args.home))
+    try:
+        return COMMANDS[args.command](store, args)
+    except AgentError as exc:
+        warn(f"pushauth-agent: {exc}")
+        return exc.exit_code
+    except StoreError as exc:
+        warn(f"pushauth-agent: {exc}")
+        return EXIT_USAGE
+    except OSError as exc:
+        warn(f"pushauth-agent: {exc.filename or 'file'}: {exc.strerror or exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        warn("pushauth-agent: interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

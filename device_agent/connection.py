@@ -1,0 +1,226 @@
+"""One device WebSocket to a broker: a thin asyncio shell around ClientSession.
+
+The protocol rules (which frame when, validation, signing bytes) live in
+protocol.session; this module only moves bytes, waits for replies and turns
+failures into AgentErrors with human messages (device_agent.messages).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Self, TypeVar
+
+import websockets.exceptions as wse
+from websockets.asyncio.client import ClientConnection, connect
+
+from protocol.codec import MAX_FRAME_SIZE, encode
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import (
+    AnswerResult,
+    Challenge,
+    Enrolled,
+    Error,
+    Frame,
+    Hello,
+    Revoke,
+    Revoked,
+    Welcome,
+)
+from protocol.session import ClientSession, sign_answer
+
+from .errors import AgentError, Refused, Unreachable
+from .messages import close_message, error_message
+
+OPEN_TIMEOUT_S = 10.0
+REPLY_TIMEOUT_S = 15.0
+# Keepalive pings find a dead connection (a sleeping laptop, a dropped NAT entry)
+# within a minute, so `listen` reconnects instead of waiting forever.
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
+
+F = TypeVar("F", bound=Frame)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Connection:
+    """An open, hello-received connection to one broker."""
+
+    def __init__(self, url: str, ws: ClientConnection) -> None:
+        self.url = url
+        self._ws = ws
+        self.session = ClientSession(max_frame=MAX_FRAME_SIZE)
+        self._backlog: collections.deque[Frame] = collections.deque()
+        self._clock_offset_ms = 0
+        self._next_rid = 1
+
+    @classmethod
+    async def open(cls, url: str) -> Self:
+        """Connect and read the broker's hello."""
+        try:
+            ws = await connect(
+                url,
+                max_size=MAX_FRAME_SIZE,
+                open_timeout=OPEN_TIMEOUT_S,
+                ping_interval=PING_INTERVAL_S,
+                ping_timeout=PING_TIMEOUT_S,
+                close_timeout=2,
+            )
+        except (OSError, TimeoutError, wse.InvalidHandshake, wse.InvalidURI, wse.InvalidProxy) as exc:
+            raise Unreachable(f"cannot reach the broker at {url}: {_describe(exc)}") from None
+        conn = cls(url, ws)
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                hello = await conn._recv_wire()
+        except TimeoutError:
+            await conn.close()
+            raise Unreachable(f"the broker at {url} sent no greeting") from None
+        assert isinstance(hello, Hello)  # ClientSession allows nothing else first
+        # Expiry times come from the broker's clock; measure ours against it once.
+        conn._clock_offset_ms = hello.time - now_ms()
+        return conn
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    def broker_now_ms(self) -> int:
+        """Now, on the broker's clock (for expiry countdowns and answer timestamps)."""
+        return now_ms() + self._clock_offset_ms
+
+    def rid(self) -> int:
+        rid, self._next_rid = self._next_rid, self._next_rid + 1
+        return rid
+
+    # -- bytes in and out ------------------------------------------------------
+
+    async def _recv_wire(self) -> Frame:
+        try:
+            data = await self._ws.recv()
+        except wse.ConnectionClosed as exc:
+            raise Unreachable(f"{self.url}: {_closed(exc)}") from None
+        try:
+            if isinstance(data, str):
+                raise ProtocolError(ErrorCode.MALFORMED, "frames are binary WebSocket messages")
+            return self.session.receive(data)
+        except ProtocolError as exc:
+            # The broker broke the protocol: say why in the close, as it would.
+            await self._ws.close(exc.close_code, str(exc.code))
+            raise Unreachable(f"{self.url}: {error_message(exc.code)} ({exc.message})") from None
+
+    async def recv(self) -> Frame:
+        """The next frame from the broker (frames set aside while waiting come first)."""
+        if self._backlog:
+            return self._backlog.popleft()
+        return await self._recv_wire()
+
+    async def send(self, frame: Frame | bytes) -> None:
+        data = frame if isinstance(frame, bytes) else encode(frame)
+        try:
+            await self._ws.send(data)
+        except wse.ConnectionClosed as exc:
+            raise Unreachable(f"{self.url}: {_closed(exc)}") from None
+
+    async def _wait_for(self, match: Callable[[Frame], bool]) -> Frame:
+        """The first frame that `match`es; others are kept for `recv()` in order."""
+        for i, frame in enumerate(self._backlog):
+            if match(frame):
+                del self._backlog[i]
+                return frame
+        try:
+            async with asyncio.timeout(REPLY_TIMEOUT_S):
+                while True:
+                    frame = await self._recv_wire()
+                    if match(frame):
+                        return frame
+                    self._backlog.append(frame)
+        except TimeoutError:
+            raise Unreachable(f"{self.url}: the broker did not answer in time") from None
+
+    async def _request(self, frame: Frame, reply: type[F], match: Callable[[F], bool], ref: str) -> F:
+        """Send `frame`; return its `reply`, or raise Refused for the matching error."""
+        await self.send(frame)
+        got = await self._wait_for(
+            lambda f: (isinstance(f, reply) and match(f)) or (isinstance(f, Error) and f.ref == ref)
+        )
+        if isinstance(got, Error):
+            raise Refused(error_message(got.code, got.message), code=got.code)
+        assert isinstance(got, reply)
+        return got
+
+    # -- requests ----------------------------------------------------------------
+
+    async def authenticate(self, seeds: Mapping[str, bytes]) -> tuple[Welcome, list[Challenge]]:
+        """Prove every credential in `seeds`; return the welcome and the pending challenges."""
+        await self.send(self.session.authenticate_frame(seeds))
+        welcome = await self._wait_for(lambda f: isinstance(f, Welcome | Error))
+        if isinstance(welcome, Error):
+            raise Refused(error_message(welcome.code, welcome.message), code=welcome.code)
+        assert isinstance(welcome, Welcome)
+        # The broker sends exactly `pending` challenge frames right after welcome.
+        challenges: list[Challenge] = []
+        for _ in range(welcome.pending):
+            frame = await self._wait_for(lambda f: isinstance(f, Challenge))
+            assert isinstance(frame, Challenge)
+            challenges.append(frame)
+        return welcome, challenges
+
+    async def enroll(self, *, token: str, seed: bytes, name: str) -> Enrolled:
+        rid = self.rid()
+        data = self.session.enroll_frame(rid=rid, token=token, seed=seed, name=name)
+        await self.send(data)
+        got = await self._wait_for(
+            lambda f: (
+                (isinstance(f, Enrolled) and f.rid == rid) or (isinstance(f, Error) and f.ref == str(rid))
+            )
+        )
+        if isinstance(got, Error):
+            raise Refused(error_message(got.code, got.message), code=got.code)
+        assert isinstance(got, Enrolled)
+        return got
+
+    async def answer(self, challenge: Challenge, *, seed: bytes, decision: str, number: str) -> AnswerResult:
+        frame = self.answer_frame(challenge, seed=seed, decision=decision, number=number)
+        return await self._request(frame, AnswerResult, lambda f: f.ch == challenge.ch, challenge.ch)
+
+    def answer_frame(self, challenge: Challenge, *, seed: bytes, decision: str, number: str) -> Frame:
+        return sign_answer(challenge, seed=seed, decision=decision, number=number, ts=self.broker_now_ms())
+
+    async def revoke(self, cid: str) -> Revoked:
+        rid = self.rid()
+        return await self._request(Revoke(rid=rid, cid=cid), Revoked, lambda f: f.rid == rid, str(rid))
+
+
+def _closed(exc: wse.ConnectionClosed) -> str:
+    """Why the connection closed: the broker's close frame, else ours, else none."""
+    close = exc.rcvd or exc.sent
+    return close_message(close.code, close.reason) if close else close_message(None)
+
+
+def _describe(exc: BaseException) -> str:
+    """A short reason for a failed connect, without a traceback."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is it running?)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, wse.InvalidStatus):
+        return f"HTTP {exc.response.status_code} instead of a WebSocket"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["AgentError", "Connection", "Refused", "Unreachable", "now_ms"]

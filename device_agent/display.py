@@ -1,0 +1,91 @@
+"""How the agent shows accounts and sign-in requests to people (plain text and JSON)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from protocol.frames import Challenge
+
+from .store import Account
+
+# Context keys the RP SDK and demo RP send, with the labels people read. Other
+# keys are shown as they come: the user must see everything the answer signs.
+CONTEXT_LABELS: dict[str, str] = {
+    "app": "application",
+    "application": "application",
+    "ip": "IP address",
+    "location": "location",
+    "browser": "browser",
+    "os": "system",
+    "device": "device",
+}
+
+
+def local_time(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ms / 1000))
+
+
+def seconds_left(expires_ms: int, broker_now_ms: int) -> int:
+    return max(0, (expires_ms - broker_now_ms + 999) // 1000)
+
+
+def context_lines(ctx: dict[str, str]) -> list[tuple[str, str]]:
+    known = [(CONTEXT_LABELS[k], ctx[k]) for k in CONTEXT_LABELS if k in ctx]
+    other = [(k, v) for k, v in sorted(ctx.items()) if k not in CONTEXT_LABELS]
+    return known + other
+
+
+def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> str:
+    """A multi-line description of a sign-in request, as the user must see it."""
+    rows = [
+        ("service", ch.rp_name),
+        ("account", account.name if account else ch.account),
+        *context_lines(ch.ctx),
+        ("time", local_time(ch.created)),
+        ("expires in", f"{seconds_left(ch.expires, broker_now_ms)} s"),
+    ]
+    width = max(len(label) for label, _ in rows) + 1
+    body = "\n".join(f"  {label + ':':<{width}} {value}" for label, value in rows)
+    return f"Sign-in request {ch.ch}\n{body}"
+
+
+def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> dict[str, Any]:
+    return {
+        "id": ch.ch,
+        "rp": ch.rp,
+        "rp_name": ch.rp_name,
+        "account": account.name if account else ch.account,
+        "credential_id": ch.cid,
+        "context": ch.ctx,
+        "created_at": ch.created,
+        "expires_at": ch.expires,
+        "seconds_left": seconds_left(ch.expires, broker_now_ms),
+        "digits": ch.digits,
+    }
+
+
+def account_json(a: Account) -> dict[str, Any]:
+    """Everything about an account but its secrets."""
+    return {
+        "name": a.name,
+        "rp": a.rp,
+        "rp_name": a.rp_name,
+        "user": a.user,
+        "label": a.label,
+        "broker": a.broker,
+        "credential_id": a.cid,
+        "device_name": a.device_name,
+        "added_at": a.added,
+        "status": a.status,
+        "status_reason": a.status_reason,
+        "totp": a.has_totp,
+    }
+
+
+def account_line(a: Account) -> str:
+    state = "" if a.active else f"  [{a.status}: {a.status_reason or 'no reason given'}]"
+    totp = ", verification codes" if a.has_totp else ""
+    return (
+        f"{a.name}  ({a.rp_name}, user {a.user}, broker {a.broker}, added {local_time(a.added)}{totp}){state}"
+    )

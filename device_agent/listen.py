@@ -1,0 +1,332 @@
+"""`pushauth-agent listen`: stay connected, show sign-in requests, ask, answer.
+
+One BrokerLink per broker URL keeps one connection with every credential of
+that broker authenticated on it, and reconnects with exponential backoff and full
+jitter. The Listener holds the requests waiting for the user, asks about them one
+at a time (oldest first), and prints what the brokers say. It also watches the
+accounts file, so accounts enrolled or removed by other agent commands take effect
+without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+from protocol.frames import AnswerResult, Cancel, Challenge, Decision, Error, Frame, Revoked
+
+from .actions import apply_welcome
+from .connection import Connection
+from .display import request_text
+from .errors import AgentError
+from .messages import CANCEL_MESSAGES, REVOKE_MESSAGES, error_message, outcome_message
+from .stdin_lines import StdinLines
+from .store import Account, AccountStore, StoreError
+
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 10.0
+# A connection that stayed up this long was healthy: the next drop starts the
+# backoff from the beginning. Shorter ones (a broker that accepts then crashes)
+# keep growing it, so thousands of devices do not hammer a failing broker.
+HEALTHY_AFTER_S = 5.0
+STORE_POLL_S = 1.0
+# After stdin ends, wait this long for the results of answers already sent.
+DRAIN_TIMEOUT_S = 5.0
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter")."""
+    return (rng or random).uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))
+
+
+@dataclass(slots=True)
+class Request:
+    challenge: Challenge
+    link: BrokerLink
+
+
+class BrokerLink:
+    """The connection to one broker, kept up until stopped."""
+
+    def __init__(self, listener: Listener, url: str, accounts: list[Account]) -> None:
+        self.listener = listener
+        self.url = url
+        self.accounts = {a.cid: a for a in accounts}
+        self.conn: Connection | None = None
+        self.task = asyncio.create_task(self._run(), name=f"link {url}")
+
+    @property
+    def cids(self) -> frozenset[str]:
+        return frozenset(self.accounts)
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    async def _run(self) -> None:
+        say = self.listener.say
+        attempt = 0
+        while self.accounts:
+            up_since: float | None = None
+            try:
+                conn = await Connection.open(self.url)
+                try:
+                    seeds = self.listener.store.seeds(list(self.accounts.values()))
+                    welcome, challenges = await conn.authenticate(seeds)
+                    for notice in apply_welcome(self.listener.store, welcome):
+                        say(notice)
+                    for rej in welcome.rejected:
+                        self.accounts.pop(rej["cid"], None)
+                    if not welcome.accepted:
+                        say(f"No account is active at {self.url} any more; not connecting to it.")
+                        return
+                    self.conn, up_since = conn, time.monotonic()
+                    say(f"Connected to {self.url} ({len(welcome.accepted)} account(s)).")
+                    self.listener.reconcile(self, challenges)
+                    while self.accounts:
+                        self.listener.on_frame(self, await conn.recv())
+                    return  # every account here was revoked
+                finally:
+                    self.conn = None
+                    await conn.close()
+            except (AgentError, StoreError) as exc:
+                say(f"{exc}")
+            if up_since is not None and time.monotonic() - up_since >= HEALTHY_AFTER_S:
+                attempt = 0
+            delay = backoff_delay(attempt)
+            attempt += 1
+            say(f"Reconnecting to {self.url} in {delay:.1f} s.")
+            await asyncio.sleep(delay)
+
+
+class Listener:
+    def __init__(self, store: AccountStore, *, interactive: bool, out: TextIO = sys.stdout) -> None:
+        self.store = store
+        self.interactive = interactive
+        self.out = out
+        self.links: dict[str, BrokerLink] = {}
+        self.requests: collections.OrderedDict[str, Request] = collections.OrderedDict()
+        self.asking: str | None = None
+        self.in_flight: dict[str, BrokerLink] = {}  # answers sent, result not yet seen
+        self.stopping = asyncio.Event()
+        self.drained = asyncio.Event()
+        self._store_version: tuple[int, int, int] | None = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # -- accounts -> links -----------------------------------------------------
+
+    async def sync_links(self) -> None:
+        """Start, restart or stop links so they match the active accounts."""
+        self._store_version = self.store.version()
+        wanted = self.store.by_broker()
+        for url, link in list(self.links.items()):
+            if link.task.done() or url not in wanted or link.cids != {a.cid for a in wanted[url]}:
+                await link.stop()
+                del self.links[url]
+                self._forget_link(link)
+        for url, accounts in wanted.items():
+            if url not in self.links:
+                self.links[url] = BrokerLink(self, url, accounts)
+
+    async def _watch_store(self) -> None:
+        while True:
+            await asyncio.sleep(STORE_POLL_S)
+            if self.store.version() != self._store_version:
+                try:
+                    await self.sync_links()
+                except StoreError as exc:
+                    self.say(f"{exc}")
+            self._expire()
+
+    def _forget_link(self, link: BrokerLink) -> None:
+        for ch in [ch for ch, req in self.requests.items() if req.link is link]:
+            self._drop(ch, None)
+
+    # -- requests ------------------------------------------------------------------
+
+    def _now(self, link: BrokerLink) -> int:
+        return link.conn.broker_now_ms() if link.conn else int(time.time() * 1000)
+
+    def reconcile(self, link: BrokerLink, challenges: list[Challenge]) -> None:
+        """After (re)connecting, the broker's pending list is the truth for this link."""
+        fresh = {ch.ch for ch in challenges}
+        for ch, req in list(self.requests.items()):
+            if req.link is link and ch not in fresh:
+                self._drop(ch, "is no longer pending")
+        for challenge in challenges:
+            self._add(link, challenge)
+
+    def _add(self, link: BrokerLink, challenge: Challenge) -> None:
+        # One request reaches each credential of the user: show it once.
+        if challenge.ch in self.requests or challenge.ch in self.in_flight:
+            return
+        self.requests[challenge.ch] = Request(challenge, link)
+        if not self.interactive:
+            # Output-only: show it at once; another command answers it.
+            self._show(self.requests[challenge.ch])
+            self.say(
+                f"Answer with: pushauth-agent approve {challenge.ch} --number N  (or: deny {challenge.ch})"
+            )
+        elif self.asking is not None:
+            self.say(f"Another sign-in request ({challenge.rp_name}) is waiting; it comes next.")
+        self._ask_next()
+
+    def _drop(self, ch: str, why: str | None) -> None:
+        if self.requests.pop(ch, None) is None:
+            return
+        if why is not None:
+            self.say(f"Request {ch} {why}.")
+        if self.asking == ch:
+            self.asking = None
+            if why is not None:
+                self.say("No answer is needed for it any more.")
+            self._ask_next()
+
+    def _expire(self) -> None:
+        for ch, req in list(self.requests.items()):
+            if self._now(req.link) >= req.challenge.expires:
+                self._drop(ch, "expired")
+
+    def _show(self, req: Request) -> None:
+        account = req.link.accounts.get(req.challenge.cid)
+        self.say("")
+        self.say(request_text(req.challenge, account, self._now(req.link)))
+
+    def _ask_next(self) -> None:
+        if not self.interactive or self.asking is not None or not self.requests:
+            return
+        ch, req = next(iter(self.requests.items()))
+        self._show(req)
+        self.asking = ch
+        self._prompt(req.challenge)
+
+    def _prompt(self, challenge: Challenge) -> None:
+        self.say(
+            f"Type the {challenge.digits}-digit number shown on the sign-in screen, "
+            '"n" to deny, or "r" to report "this wasn\'t me":'
+        )
+
+    # -- frames from brokers -------------------------------------------------------
+
+    def on_frame(self, link: BrokerLink, frame: Frame) -> None:
+        if isinstance(frame, Challenge):
+            self._add(link, frame)
+        elif isinstance(frame, Cancel):
+            self._drop(frame.ch, CANCEL_MESSAGES.get(frame.reason, frame.reason))
+        elif isinstance(frame, AnswerResult):
+            self.in_flight.pop(frame.ch, None)
+            self.say(f"Request {frame.ch}: {outcome_message(frame.outcome)}.")
+            self._check_drained()
+        elif isinstance(frame, Error):
+            if frame.ref is not None and self.in_flight.pop(frame.ref, None) is not None:
+                self.say(f"Request {frame.ref}: the answer was not recorded: {error_message(frame.code)}.")
+                self._check_drained()
+            else:
+                self.say(f"{link.url}: {error_message(frame.code, frame.message)}")
+        elif isinstance(frame, Revoked):
+            self._revoked(link, frame)
+
+    def _revoked(self, link: BrokerLink, frame: Revoked) -> None:
+        link.accounts.pop(frame.cid, None)
+        reason = REVOKE_MESSAGES.get(frame.reason, frame.reason)
+        account = self.store.mark_revoked(frame.cid, reason)
+        name = f'"{account.name}" ({account.rp_name})' if account else frame.cid
+        self.say(f"Account {name} was {reason}; its key was deleted from this device.")
+        self._store_version = self.store.version()  # our own change: no relink needed
+        for ch, req in list(self.requests.items()):
+            if req.challenge.cid == frame.cid:
+                self._drop(ch, "was withdrawn: its account was removed")
+
+    # -- answers from the user -----------------------------------------------------
+
+    async def on_line(self, line: str) -> None:
+        text = line.strip().lower()
+        if self.asking is None:
+            if text:
+                self.say("No sign-in request is waiting for an answer; input ignored.")
+            return
+        req = self.requests[self.asking]
+        if text in ("n", "no", "deny"):
+            await self._answer(req, Decision.DENY, "")
+        elif text in ("r", "report"):
+            await self._answer(req, Decision.FRAUD, "")
+        elif text.isdigit() and text.isascii() and len(text) == req.challenge.digits:
+            await self._answer(req, Decision.APPROVE, text)
+        else:
+            if text:
+                self.say(f"That is not a {req.challenge.digits}-digit number, n or r.")
+            self._prompt(req.challenge)
+
+    async def _answer(self, req: Request, decision: Decision, number: str) -> None:
+        ch = req.challenge.ch
+        self.requests.pop(ch, None)
+        self.asking = None
+        conn = req.link.conn
+        try:
+            if conn is None:
+                raise AgentError(
+                    f"not connected to {req.link.url}; it will be asked again after reconnecting"
+                )
+            seed = self.store.seed(req.challenge.cid)
+            frame = conn.answer_frame(req.challenge, seed=seed, decision=decision, number=number)
+            self.in_flight[ch] = req.link
+            await conn.send(frame)
+            self.say(f"Request {ch}: answer sent ({decision}).")
+        except (AgentError, StoreError) as exc:
+            self.in_flight.pop(ch, None)
+            self.say(f"Request {ch}: the answer was not sent: {exc}.")
+        self._ask_next()
+
+    def _check_drained(self) -> None:
+        if not self.in_flight:
+            self.drained.set()
+
+    # -- main loop -----------------------------------------------------------------
+
+    async def _read_input(self) -> None:
+        lines = StdinLines()
+        while (line := await lines.get()) is not None:
+            await self.on_line(line)
+        # Stdin ended: nobody can answer any more. Wait briefly for results of
+        # answers already sent (a script pipes "42" and closes), then stop.
+        if self.in_flight:
+            self.drained.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await self.drained.wait()
+        self.say("Input ended; stopping.")
+        self.stopping.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.sync_links()
+        if not self.links:
+            self.say("No active accounts yet; waiting for one (add one with: pushauth-agent enroll URI).")
+        tasks = [asyncio.create_task(self._watch_store())]
+        if self.interactive:
+            tasks.append(asyncio.create_task(self._read_input()))
+        try:
+            await self.stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for link in self.links.values():
+                await link.stop()
+            self.say("Stopped.")
+        return 0
+
+
+async def listen(store: AccountStore, *, interactive: bool) -> int:
+    return await Listener(store, interactive=interactive).run()

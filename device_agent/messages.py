@@ -1,0 +1,89 @@
+"""Human messages for protocol error codes, close codes and answer outcomes.
+
+The one place where the agent turns stable codes into words; the CLI and a
+terminal UI both print these.
+"""
+
+from __future__ import annotations
+
+from protocol.challenge import Status
+from protocol.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, ErrorCode
+from protocol.frames import CancelReason, RevokeReason
+
+ERROR_MESSAGES: dict[str, str] = {
+    ErrorCode.MALFORMED: "the broker and this agent do not understand each other (malformed frame)",
+    ErrorCode.FRAME_TOO_LARGE: "a message was larger than the protocol allows",
+    ErrorCode.UNSUPPORTED_VERSION: "the broker speaks another protocol version; update the agent",
+    ErrorCode.UNKNOWN_FRAME: "the broker and this agent do not understand each other (unknown frame)",
+    ErrorCode.INVALID_FIELD: "the broker and this agent do not understand each other (invalid field)",
+    ErrorCode.UNEXPECTED_FRAME: "the broker and this agent disagree on the protocol (unexpected frame)",
+    ErrorCode.AUTH_FAILED: "the broker did not accept this device's keys",
+    ErrorCode.NOT_AUTHENTICATED: "the broker did not accept this device's keys",
+    ErrorCode.AUTH_TIMEOUT: "the connection timed out before the device signed in to the broker",
+    ErrorCode.BAD_SIGNATURE: "the broker rejected this device's signature",
+    ErrorCode.UNKNOWN_CREDENTIAL: "the broker does not know this account any more",
+    ErrorCode.CREDENTIAL_REVOKED: "this account was removed at the broker",
+    ErrorCode.UNKNOWN_CHALLENGE: "there is no such sign-in request",
+    ErrorCode.CHALLENGE_EXPIRED: "the sign-in request has expired",
+    ErrorCode.ALREADY_ANSWERED: "the sign-in request was already answered",
+    ErrorCode.CONTEXT_MISMATCH: "the sign-in details changed; the answer was refused",
+    ErrorCode.BAD_TOKEN: (
+        "the enrollment code is unknown, already used or expired; ask the service for a new QR code"
+    ),
+    ErrorCode.RATE_LIMITED: "too many requests; try again later",
+    ErrorCode.INTERNAL: "the broker had an internal error; try again later",
+    ErrorCode.INVALID_URI: "not a valid enrollment URI",
+}
+
+_CLOSE_MESSAGES: dict[int, str] = {
+    CLOSE_NORMAL: "the broker closed the connection",
+    CLOSE_GOING_AWAY: "the broker is shutting down or restarting",
+    1006: "the connection was lost",
+    1011: "the broker had an internal error",
+    1012: "the broker is restarting",
+    1013: "the broker is overloaded; try again later",
+}
+
+OUTCOME_MESSAGES: dict[str, str] = {
+    Status.APPROVED: "approved: the sign-in is allowed",
+    Status.DENIED: "denied: the sign-in was refused",
+    Status.NUMBER_MISMATCH: "number_mismatch: the number did not match, so the sign-in was denied",
+    Status.REPORTED: "reported: the sign-in was refused and reported as not you",
+    Status.EXPIRED: "expired: the sign-in request timed out",
+}
+
+CANCEL_MESSAGES: dict[str, str] = {
+    CancelReason.ANSWERED: "was answered on another device",
+    CancelReason.EXPIRED: "expired",
+    CancelReason.REVOKED: "was withdrawn because its account was removed",
+}
+
+REVOKE_MESSAGES: dict[str, str] = {
+    RevokeReason.BY_RP: "removed by the service",
+    RevokeReason.BY_DEVICE: "removed from this device",
+    ErrorCode.CREDENTIAL_REVOKED: "removed at the broker",
+    ErrorCode.UNKNOWN_CREDENTIAL: "unknown to the broker",
+}
+
+
+def error_message(code: str, detail: str = "") -> str:
+    """Words for an `error` frame's code (or a ProtocolError's), with the peer's detail."""
+    known = ERROR_MESSAGES.get(code)
+    if known is None:
+        return f"the broker refused: {detail or code}"
+    return known
+
+
+def close_message(code: int | None, reason: str = "") -> str:
+    """Words for a WebSocket close; protocol closes carry the ErrorCode as reason."""
+    if reason in ERROR_MESSAGES:
+        return ERROR_MESSAGES[reason]
+    if code in _CLOSE_MESSAGES:
+        return _CLOSE_MESSAGES[code]
+    if code is None:
+        return "the connection was lost"
+    return f"the broker closed the connection (code {code}{': ' + reason if reason else ''})"
+
+
+def outcome_message(outcome: str) -> str:
+    return OUTCOME_MESSAGES.get(outcome, outcome)
