@@ -1,0 +1,36 @@
+"""Test helpers shared by every test file: real servers and processes, cleaned up.
+
+Import as `from support import RedisServer, ...` (pytest puts tests/ on sys.path,
+since tests/ is not a package). The fixtures in tests/conftest.py wrap these.
+"""
+
+from .broker import AGENT, BROKER, BrokerProcess, add_rp, assert_cli_error, console_script, run_cli
+from .ports import LOCALHOST, free_port, port_accepts
+from .process import ManagedProcess, ProcessFailed, cleanup_all, line_on_stdout
+from .proxy import TcpProxy
+from .redis_server import RedisServer, ping, redis_executable
+from .waiting import WaitTimeout, http_status, wait_until
+
+__all__ = [
+    "AGENT",
+    "BROKER",
+    "LOCALHOST",
+    "BrokerProcess",
+    "ManagedProcess",
+    "ProcessFailed",
+    "RedisServer",
+    "TcpProxy",
+    "WaitTimeout",
+    "add_rp",
+    "assert_cli_error",
+    "cleanup_all",
+    "console_script",
+    "free_port",
+    "http_status",
+    "line_on_stdout",
+    "ping",
+    "port_accepts",
+    "redis_executable",
+    "run_cli",
+    "wait_until",
+]

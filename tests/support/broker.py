@@ -1,0 +1,125 @@
+"""BrokerProcess and CLI helpers: the real `pushauth-broker` console script, as a subprocess.
+
+Interface used (see broker/cli.py):
+    pushauth-broker serve --host 127.0.0.1 --port PORT --redis-url URL [--data-dir DIR] [--node NAME]
+        ready when GET /healthz answers 200
+    pushauth-broker rp add NAME --redis-url URL --json
+        prints {"id": ..., "name": ..., "api_key": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .ports import LOCALHOST, free_port
+from .process import ManagedProcess
+from .waiting import http_status
+
+
+def console_script(name: str) -> Path:
+    """A console script of the venv running the tests (never whatever is on PATH)."""
+    return Path(sys.executable).parent / name
+
+
+BROKER = console_script("pushauth-broker")
+AGENT = console_script("pushauth-agent")
+
+
+class BrokerProcess(ManagedProcess):
+    def __init__(
+        self,
+        *,
+        log_dir: Path,
+        redis_url: str | None,
+        data_dir: Path | None = None,
+        node: str | None = None,
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        ready_timeout: float = 20.0,
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        self.redis_url = redis_url
+        self.data_dir = data_dir
+        self.node = node
+        argv: list[str] = [str(BROKER), "serve", "--host", LOCALHOST, "--port", str(self.port)]
+        if redis_url is not None:
+            argv += ["--redis-url", redis_url]
+        if data_dir is not None:
+            argv += ["--data-dir", str(data_dir)]
+        if node is not None:
+            argv += ["--node", node]
+        argv += list(extra_args)
+        super().__init__(
+            argv,
+            log_dir=log_dir,
+            name=f"broker-{node or self.port}",
+            env=env,
+            ready=lambda _proc: http_status(self.http_url + "/healthz", timeout=1.0) == 200,
+            ready_timeout=ready_timeout,
+        )
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOCALHOST}:{self.port}/v1/device"
+
+    def add_rp(self, name: str) -> dict[str, Any]:
+        """Register a relying party in this broker's Redis (see add_rp)."""
+        if self.redis_url is None:
+            raise RuntimeError("add_rp needs a broker started with --redis-url")
+        return add_rp(name, redis_url=self.redis_url, env=self.env)
+
+
+def run_cli(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    timeout: float = 60.0,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run a CLI to completion and capture its output (text)."""
+    return subprocess.run(
+        [os.fspath(a) for a in argv],
+        env={**os.environ, **(env or {})},
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def assert_cli_error(result: subprocess.CompletedProcess[str], *, contains: str | None = None) -> str:
+    """Bad input to a CLI: non-zero exit, one line on stderr, no traceback. Returns the line."""
+    shown = f"exit {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+    assert result.returncode != 0, f"expected a failure\n{shown}"
+    assert "Traceback" not in result.stderr + result.stdout, f"a traceback instead of a message\n{shown}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr\n{shown}"
+    if contains is not None:
+        assert contains.lower() in lines[0].lower(), f"expected {contains!r} in the message\n{shown}"
+    return lines[0]
+
+
+def add_rp(name: str, *, redis_url: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`pushauth-broker rp add NAME --redis-url URL --json`: returns {"id", "name", "api_key"}."""
+    result = run_cli([BROKER, "rp", "add", name, "--redis-url", redis_url, "--json"], env=env)
+    if result.returncode != 0:
+        raise AssertionError(f"rp add failed with {result.returncode}\n{result.stderr}{result.stdout}")
+    rp = json.loads(result.stdout)
+    missing = {"id", "name", "api_key"} - rp.keys()
+    assert not missing, f"rp add --json lacks {sorted(missing)}: {result.stdout!r}"
+    return rp

@@ -1,0 +1,175 @@
+"""TcpProxy: a tiny load balancer for failover tests.
+
+Each new client connection is forwarded to the first backend in the list that
+accepts a connection; existing connections stay where they are until either side
+closes. So when broker node A is killed, its clients are cut off (as behind a real
+load balancer) and their reconnects land on node B.
+
+It runs its own asyncio loop in a thread, so sync and async tests can use it alike
+(an async test's own loop would otherwise have to drive it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, Self
+
+from .ports import LOCALHOST, free_port
+
+Backend = tuple[str, int]
+_CONNECT_TIMEOUT = 1.0
+_CHUNK = 64 * 1024
+
+
+class TcpProxy:
+    def __init__(self, backends: Sequence[Backend | int], *, port: int | None = None) -> None:
+        self._backends: list[Backend] = [_backend(b) for b in backends]
+        self.port = port if port is not None else free_port()
+        # How many client connections went to each backend, for assertions.
+        self.routed: collections.Counter[Backend] = collections.Counter()
+        self.refused = 0  # client connections no backend would take
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name=f"tcp-proxy-{self.port}", daemon=True
+        )
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._lock = threading.Lock()
+
+    # -- control (from the test's thread) --------------------------------------
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._run(self._start())
+        return self
+
+    @property
+    def backends(self) -> list[Backend]:
+        with self._lock:
+            return list(self._backends)
+
+    def set_backends(self, backends: Sequence[Backend | int]) -> None:
+        """Replace the backend list; affects new connections only."""
+        with self._lock:
+            self._backends = [_backend(b) for b in backends]
+
+    @property
+    def url_host(self) -> str:
+        return f"{LOCALHOST}:{self.port}"
+
+    def ws_url(self, path: str = "/v1/device") -> str:
+        return f"ws://{LOCALHOST}:{self.port}{path}"
+
+    def http_url(self, path: str = "") -> str:
+        return f"http://{LOCALHOST}:{self.port}{path}"
+
+    def drop_connections(self) -> None:
+        """Cut every open connection (both sides), as a restarted load balancer would."""
+        self._run(self._drop())
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._run(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
+
+    # -- the proxy (in its own loop) ---------------------------------------------
+
+    async def _start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, LOCALHOST, self.port, reuse_address=True)
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(client_w)
+        try:
+            upstream = await self._connect()
+            if upstream is None:
+                self.refused += 1
+                return
+            backend, (up_r, up_w) = upstream
+            self.routed[backend] += 1
+            self._writers.add(up_w)
+            try:
+                # When one direction ends, close both: half-open is not what an LB does here.
+                pumps = [
+                    asyncio.create_task(_pump(client_r, up_w)),
+                    asyncio.create_task(_pump(up_r, client_w)),
+                ]
+                await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+                for pump in pumps:
+                    pump.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
+            finally:
+                self._writers.discard(up_w)
+                _close(up_w)
+        finally:
+            self._writers.discard(client_w)
+            _close(client_w)
+            self._tasks.discard(task)
+
+    async def _connect(self) -> tuple[Backend, tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None:
+        for backend in self.backends:
+            try:
+                streams = await asyncio.wait_for(asyncio.open_connection(*backend), _CONNECT_TIMEOUT)
+            except (OSError, TimeoutError):
+                continue
+            return backend, streams
+        return None
+
+    async def _drop(self) -> None:
+        for writer in list(self._writers):
+            _abort(writer)
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        await self._drop()
+        # Aborted sockets end the connection tasks by themselves; cancelling them instead
+        # would make asyncio log each one as an error.
+        if self._tasks:
+            _done, stuck = await asyncio.wait(list(self._tasks), timeout=2)
+            for task in stuck:
+                task.cancel()
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(_CHUNK):
+            writer.write(data)
+            await writer.drain()
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError, RuntimeError):
+        writer.close()
+
+
+def _abort(writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
+    with contextlib.suppress(OSError, RuntimeError):
+        transport.abort()
+
+
+def _backend(value: Backend | int) -> Backend:
+    return (LOCALHOST, value) if isinstance(value, int) else (value[0], int(value[1]))

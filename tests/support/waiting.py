@@ -1,0 +1,42 @@
+"""Polling helpers: wait for a condition instead of sleeping a fixed time."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not become true in time (an AssertionError, so pytest shows it as a failure)."""
+
+
+def wait_until(
+    condition: Callable[[], object],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    message: str | Callable[[], str] = "condition",
+) -> object:
+    """Poll `condition` until it returns something truthy, and return that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {text}")
+        time.sleep(interval)
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The HTTP status of GET `url`, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
