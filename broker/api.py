@@ -1,0 +1,320 @@
+"""The RP API: JSON over HTTP, authenticated by each RP's Bearer API key."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import unicodedata
+from typing import Any
+
+from aiohttp import web
+
+from protocol import b64, numbers
+from protocol.challenge import DEFAULT_TTL_S, MAX_TTL_S, MIN_TTL_S, Status
+from protocol.errors import ProtocolError
+from protocol.frames import CONTEXT, RevokeReason
+from protocol.signing import context_hash
+from protocol.uri import EnrollmentURI
+
+from .events import ChallengeEnded
+from .hub import Hub
+from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
+from .problems import ApiError
+from .store import Store, new_id, now_ms
+
+MAX_WAIT_S = 60
+MAX_BODY = 16 * 1024
+
+
+def _store(request: web.Request) -> Store:
+    return request.app["store"]
+
+
+def _hub(request: web.Request) -> Hub:
+    return request.app["hub"]
+
+
+async def authenticate(request: web.Request) -> RelyingParty:
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <API key>'")
+    if len(key) > 256:
+        raise ApiError(401, "unauthorized", "unknown API key")
+    rp = await _store(request).rp_for_key(key.strip())
+    if rp is None:
+        raise ApiError(401, "unauthorized", "unknown API key")
+    return rp
+
+
+# -- input validation ---------------------------------------------------------
+
+
+async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY} bytes")
+    try:
+        body = json.loads(raw or b"null")
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        raise ApiError(400, "invalid_request", f"unknown fields: {', '.join(sorted(unknown))}")
+    return body
+
+
+def text_field(body: dict[str, Any], name: str, max_len: int, *, required: bool = True) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not 1 <= len(value) <= max_len:
+        raise ApiError(400, "invalid_request", f"'{name}' must be a string of 1 to {max_len} characters")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ApiError(400, "invalid_request", f"'{name}' must not contain control characters")
+    return value
+
+
+def user_id(value: str) -> str:
+    return text_field({"user": value}, "user", 128)
+
+
+def int_field(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    value = body.get(name, default)
+    if type(value) is not int or not lo <= value <= hi:
+        raise ApiError(400, "invalid_request", f"'{name}' must be an integer from {lo} to {hi}")
+    return value
+
+
+def bool_field(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if type(value) is not bool:
+        raise ApiError(400, "invalid_request", f"'{name}' must be true or false")
+    return value
+
+
+def wait_param(request: web.Request) -> float:
+    raw = request.query.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_request", "'wait' must be a number of seconds") from None
+    if not 0 <= wait <= MAX_WAIT_S:
+        raise ApiError(400, "invalid_request", f"'wait' must be 0 to {MAX_WAIT_S} seconds")
+    return wait
+
+
+# -- JSON views ----------------------------------------------------------------
+
+
+def credential_json(cred: Credential) -> dict[str, Any]:
+    return {
+        "id": cred.id,
+        "user": cred.user,
+        "account": cred.account,
+        "name": cred.name,
+        "public_key": b64.encode(cred.public_key),
+        "created_at": cred.created,
+        "last_used_at": cred.last_used,
+    }
+
+
+def enrollment_json(enr: Enrollment, cred: Credential | None, now: int) -> dict[str, Any]:
+    return {
+        "id": enr.id,
+        "user": enr.user,
+        "account": enr.account,
+        "recoverable": enr.recoverable,
+        "status": enr.status_at(now),
+        "expires_at": enr.expires,
+        "credential": credential_json(cred) if cred else None,
+    }
+
+
+def challenge_json(rec: ChallengeRecord, status: Status) -> dict[str, Any]:
+    a = rec.answer
+    return {
+        "id": rec.id,
+        "user": rec.user,
+        "status": status.value,
+        "nonce": b64.encode(rec.nonce),
+        "context": rec.ctx,
+        "digits": rec.digits,
+        "created_at": rec.created,
+        "expires_at": rec.expires,
+        "answer": None
+        if a is None
+        else {
+            "credential_id": a.cid,
+            "decision": a.decision,
+            "number": a.number,
+            "ts": a.ts,
+            "ctx_hash": b64.encode(a.ctx_hash),
+            "signature": b64.encode(a.sig),
+        },
+    }
+
+
+# -- handlers -------------------------------------------------------------------
+
+
+async def healthz(request: web.Request) -> web.Response:
+    try:
+        await asyncio.wait_for(_store(request).redis.ping(), 2.0)
+    except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
+        raise ApiError(503, "unavailable", f"redis: {type(exc).__name__}") from None
+    return web.json_response({"status": "ok", "node": request.app["node"], "redis": "ok"})
+
+
+async def get_rp(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    return web.json_response({"id": rp.id, "name": rp.name})
+
+
+def device_url(request: web.Request) -> str:
+    public = request.app["public_url"]
+    if public:
+        return (
+            public.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/") + "/v1/device"
+        )
+    scheme = "wss" if request.secure else "ws"
+    return f"{scheme}://{request.host}/v1/device"
+
+
+async def create_enrollment(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    body = await json_body(request, {"user", "account", "recoverable"})
+    user = text_field(body, "user", 128)
+    account = text_field(body, "account", 256)
+    recoverable = bool_field(body, "recoverable")
+    new = await _store(request).create_enrollment(rp, user, account, recoverable)
+    broker_url = device_url(request)
+    uri = EnrollmentURI(broker_url, new.token, rp.id, rp.name, account).build()
+    out = enrollment_json(new.enrollment, None, now_ms())
+    out.update(token=new.token, broker_url=broker_url, uri=uri)
+    return web.json_response(out, status=201)
+
+
+async def get_enrollment(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    wait = wait_param(request)
+    eid = request.match_info["id"]
+    store, hub = _store(request), _hub(request)
+    fut = hub.wait_enrollment(eid) if wait else None
+    try:
+        enr = await store.get_enrollment(rp.id, eid)
+        if enr is None:
+            raise ApiError(404, "not_found", "no such enrollment")
+        remaining = min(wait, (enr.expires - now_ms()) / 1000)
+        if fut is not None and enr.status_at(now_ms()) == "pending" and remaining > 0:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), remaining)
+            enr = await store.get_enrollment(rp.id, eid) or enr
+    finally:
+        if fut is not None:
+            hub.forget_waiter(eid, fut)
+            fut.cancel()
+    cred = await store.get_credential(enr.credential_id) if enr.credential_id else None
+    return web.json_response(enrollment_json(enr, cred, now_ms()))
+
+
+async def create_challenge(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    body = await json_body(request, {"user", "context", "ttl", "digits"})
+    user = text_field(body, "user", 128)
+    try:
+        ctx = CONTEXT("context", body.get("context", {}))
+    except ProtocolError as err:
+        raise ApiError(400, "invalid_request", err.message) from None
+    ttl = int_field(body, "ttl", DEFAULT_TTL_S, MIN_TTL_S, MAX_TTL_S)
+    digits = int_field(body, "digits", numbers.DEFAULT_DIGITS, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
+    now = now_ms()
+    record = ChallengeRecord(
+        id=new_id(),
+        rp=rp.id,
+        rp_name=rp.name,
+        user=user,
+        number=numbers.generate(digits),
+        digits=digits,
+        nonce=secrets.token_bytes(32),
+        ctx=ctx,
+        ctx_hash=context_hash(ctx),
+        created=now,
+        expires=now + ttl * 1000,
+    )
+    store = _store(request)
+    devices = await store.create_challenge(record)
+    if not devices:
+        raise ApiError(409, "no_devices", "the user has no active authenticator")
+    _hub(request).schedule_expiry(record, record.expires, request.app["expire"])
+    out = challenge_json(record, Status.PENDING)
+    del out["answer"], out["status"]
+    out.update(number=record.number, devices=devices)
+    return web.json_response(out, status=201)
+
+
+async def get_challenge(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    wait = wait_param(request)
+    ch = request.match_info["id"]
+    store, hub = _store(request), _hub(request)
+    # Register before reading, so an answer between the read and the wait is not missed.
+    fut = hub.wait_result(ch) if wait else None
+    try:
+        rec = await store.get_challenge(ch)
+        if rec is None or rec.rp != rp.id:
+            raise ApiError(404, "not_found", "no such challenge")
+        status = rec.status_at(now_ms())
+        remaining = min(wait, (rec.expires - now_ms()) / 1000)
+        if fut is not None and status is Status.PENDING and remaining > 0:
+            try:
+                ended: ChallengeEnded = await asyncio.wait_for(asyncio.shield(fut), remaining)
+                rec.status, rec.answer = ended.status, ended.answer
+            except TimeoutError:
+                # No event seen (maybe missed while pub/sub reconnected): ask Redis.
+                rec = await store.get_challenge(ch) or rec
+            status = rec.status_at(now_ms())
+        # An expired pending challenge is made final in Redis; if an answer got
+        # there first, that answer is reported instead.
+        if (
+            status is Status.EXPIRED
+            and rec.status is Status.PENDING
+            and not await store.expire_challenge(rec, max(now_ms(), rec.expires))
+        ):
+            rec = await store.get_challenge(ch) or rec
+            status = rec.status_at(now_ms())
+    finally:
+        if fut is not None:
+            hub.forget_waiter(ch, fut)
+            fut.cancel()
+    return web.json_response(challenge_json(rec, status))
+
+
+async def list_credentials(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    user = user_id(request.match_info["user"])
+    creds = await _store(request).user_credentials(rp.id, user)
+    return web.json_response({"credentials": [credential_json(c) for c in creds]})
+
+
+async def revoke_credential(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    cid = request.match_info["id"]
+    if not await _store(request).revoke_credential(rp.id, cid, RevokeReason.BY_RP.value):
+        raise ApiError(404, "not_found", "no such credential")
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/rp", get_rp)
+    app.router.add_post("/v1/enrollments", create_enrollment)
+    app.router.add_get("/v1/enrollments/{id}", get_enrollment)
+    app.router.add_post("/v1/challenges", create_challenge)
+    app.router.add_get("/v1/challenges/{id}", get_challenge)
+    app.router.add_get("/v1/users/{user}/credentials", list_credentials)
+    app.router.add_delete("/v1/credentials/{id}", revoke_credential)

@@ -1,0 +1,95 @@
+"""The broker application: HTTP API + device WebSocket on one aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from aiohttp import WSCloseCode, web
+
+from . import api, events, keys
+from .device_ws import device_socket
+from .hub import Hub
+from .models import ChallengeRecord
+from .openapi import openapi_handler
+from .problems import problem_middleware
+from .store import Store, now_ms
+
+log = logging.getLogger(__name__)
+
+
+def create_app(redis: aioredis.Redis, *, node: str, public_url: str | None = None) -> web.Application:
+    app = web.Application(client_max_size=api.MAX_BODY, middlewares=[problem_middleware])
+    store = Store(redis, node)
+    hub = Hub()
+    store.on_event = hub.dispatch
+
+    async def expire(record: ChallengeRecord) -> None:
+        try:
+            await store.expire_challenge(record, max(now_ms(), record.expires))
+        except (aioredis.RedisError, OSError) as exc:  # the next reader expires it instead
+            log.warning("could not expire challenge %s: %s", record.id, exc)
+
+    app["store"], app["hub"], app["node"], app["public_url"], app["expire"] = (
+        store,
+        hub,
+        node,
+        public_url,
+        expire,
+    )
+    api.add_routes(app)
+    app.router.add_get("/v1/device", device_socket)
+    app.router.add_get("/v1/openapi.json", openapi_handler)
+    app.cleanup_ctx.append(_event_listener)
+    app.on_shutdown.append(_close_devices)
+    return app
+
+
+async def _event_listener(app: web.Application) -> AsyncIterator[None]:
+    """Subscribe to the shared event channel before serving, until shutdown."""
+    store: Store = app["store"]
+    ready = asyncio.Event()
+    task = asyncio.create_task(_listen(store, app["hub"], ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _listen(store: Store, hub: Hub, ready: asyncio.Event) -> None:
+    delay = 0.1
+    while True:
+        pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.EVENTS)
+            ready.set()
+            delay = 0.1
+            async for msg in pubsub.listen():
+                if msg["type"] != "message":
+                    continue
+                try:
+                    node, event = events.decode(msg["data"])
+                except (ValueError, TypeError) as exc:
+                    log.warning("ignoring malformed event: %s", exc)
+                    continue
+                if node != store.node:  # our own events were handled when published
+                    await hub.dispatch(event)
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("event channel lost (%s); resubscribing in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+
+async def _close_devices(app: web.Application) -> None:
+    hub: Hub = app["hub"]
+    for device in list(hub.connections):
+        ws = getattr(device, "ws", None)
+        if ws is not None:
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"broker shutting down")

@@ -1,0 +1,219 @@
+"""`pushauth-broker`: run the broker and manage the relying parties it serves."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from .app import create_app
+from .embedded import EmbeddedRedis, EmbeddedRedisError
+from .store import Store
+
+log = logging.getLogger("pushauth.broker")
+
+EPILOG = """\
+State lives in Redis only. With no --redis-url (or PUSHAUTH_REDIS_URL) the broker
+starts a private redis-server itself, with append-only persistence in --data-dir,
+and stops it on exit; `rp` commands on the same --data-dir use the running one.
+Several broker nodes pointed at one Redis behave as one service.
+
+examples:
+  pushauth-broker serve --port 8700
+  pushauth-broker rp add "Contoso Portal"        # prints the RP id and API key
+  pushauth-broker serve --redis-url redis://10.0.0.5:6379/0 --public-url https://push.example.com
+"""
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("PUSHAUTH_DATA_DIR")
+    return Path(env) if env else Path(platformdirs.user_data_dir("pushauth")) / "broker"
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("PUSHAUTH_REDIS_URL"),
+        help="Redis URL, e.g. redis://host:6379/0 or unix:///path/redis.sock "
+        "(env PUSHAUTH_REDIS_URL; default: the embedded Redis in --data-dir)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=_default_data_dir(),
+        help="where the embedded Redis keeps its data (env PUSHAUTH_DATA_DIR; default: %(default)s)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushauth-broker",
+        description="The pushauth broker: relying parties send sign-in challenges over its HTTP API; "
+        "device agents receive them over a WebSocket and answer with signed approvals.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the broker (RP API and device WebSocket on one port)",
+        description="Serve the RP HTTP API (/v1/..., OpenAPI at /v1/openapi.json) and the device "
+        "WebSocket (/v1/device) on one port until SIGINT/SIGTERM.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=int, default=8700, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--public-url",
+        help="the URL devices reach this service at, e.g. https://push.example.com behind a load "
+        "balancer; put into enrollment URIs as wss://.../v1/device (default: the request's Host)",
+    )
+    serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
+    _add_store_args(serve)
+
+    rp = sub.add_parser("rp", help="register, list and remove relying parties")
+    rp_sub = rp.add_subparsers(dest="rp_command", required=True, metavar="ACTION")
+    add = rp_sub.add_parser(
+        "add",
+        help="register an RP; prints its id and API key",
+        description="Register a relying party. The API key is shown once and stored only as a hash: "
+        "keep it in the RP's secret store.",
+    )
+    add.add_argument("name", help="display name shown on devices, e.g. 'Contoso Portal'")
+    add.add_argument("--json", action="store_true", help='print {"id", "name", "api_key"} as JSON')
+    _add_store_args(add)
+    lst = rp_sub.add_parser("list", help="list registered RPs")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    _add_store_args(lst)
+    rm = rp_sub.add_parser("remove", help="remove an RP: its API key stops working within seconds")
+    rm.add_argument("rp_id", help="the RP id printed by `rp add`")
+    _add_store_args(rm)
+    return parser
+
+
+class CliError(Exception):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
+    embedded: EmbeddedRedis | None = None
+    url = args.redis_url
+    if not url:
+        embedded = EmbeddedRedis(args.data_dir)
+        try:
+            url = await asyncio.to_thread(embedded.start)
+        except EmbeddedRedisError as exc:
+            raise CliError(str(exc)) from None
+    client = aioredis.Redis.from_url(url, health_check_interval=0)
+    try:
+        try:
+            await client.ping()
+        except (aioredis.RedisError, OSError) as exc:
+            raise CliError(f"cannot reach Redis at {url}: {exc}") from None
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    node = args.node or f"{socket.gethostname()}-{os.getpid()}"
+    async with open_redis(args) as redis:
+        app = create_app(redis, node=node, public_url=args.public_url)
+        runner = web.AppRunner(app, access_log=log if args.access_log else None, shutdown_timeout=5)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port, reuse_address=True, backlog=1024)
+        await site.start()
+        port = runner.addresses[0][1]
+        print(f"pushauth-broker node {node} listening on http://{args.host}:{port}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("pushauth-broker: shutting down", flush=True)
+        await runner.cleanup()
+
+
+async def rp_command(args: argparse.Namespace) -> None:
+    async with open_redis(args) as redis:
+        store = Store(redis, node="cli")
+        if args.rp_command == "add":
+            name = args.name.strip()
+            if not 1 <= len(name) <= 256:
+                raise CliError("the RP name must be 1 to 256 characters")
+            rp, key = await store.add_rp(name)
+            if args.json:
+                print(json.dumps({"id": rp.id, "name": rp.name, "api_key": key}))
+            else:
+                print(f"RP id:   {rp.id}\nname:    {rp.name}\nAPI key: {key}")
+                print("The API key is shown only now; the broker keeps a hash of it.", file=sys.stderr)
+        elif args.rp_command == "list":
+            rps = await store.list_rps()
+            if args.json:
+                print(json.dumps([{"id": r.id, "name": r.name} for r in rps]))
+            elif not rps:
+                print("no relying parties registered (add one with `pushauth-broker rp add NAME`)")
+            else:
+                for r in rps:
+                    print(f"{r.id}  {r.name}")
+        elif args.rp_command == "remove":
+            if not await store.remove_rp(args.rp_id):
+                raise CliError(f"no relying party with id {args.rp_id!r}")
+            print(f"removed {args.rp_id}")
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    try:
+        import uvloop
+
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            _run(lambda: serve(args))
+        elif args.command == "rp":
+            _run(lambda: rp_command(args))
+    except CliError as exc:
+        print(f"pushauth-broker: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. the port is taken
+        print(f"pushauth-broker: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The device WebSocket: a thin asyncio shell around protocol.session.ServerSession."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import WSMsgType, web
+
+from protocol.challenge import check_answer_shape, outcome_for
+from protocol.codec import MAX_FRAME_SIZE, encode
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import (
+    Answer,
+    AnswerResult,
+    Authenticate,
+    Enroll,
+    Enrolled,
+    Error,
+    Frame,
+    Revoke,
+    RevokeReason,
+    Welcome,
+)
+from protocol.session import ServerSession
+from protocol.signing import answer_bytes, verify
+
+from .hub import Hub
+from .models import Answer as StoredAnswer
+from .models import ChallengeRecord, Credential
+from .store import Store, now_ms
+from .tasks import spawn
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT_S = 30.0  # a connection that neither authenticates nor enrolls is dropped
+# aiohttp itself refuses (close 1009) anything larger; up to this size we read the
+# message and answer with our own code (4413), which tells clients more.
+WS_READ_LIMIT = 4 * MAX_FRAME_SIZE
+
+_ANSWER_REFUSALS = {
+    "expired": (ErrorCode.CHALLENGE_EXPIRED, "challenge expired"),
+    "unknown": (ErrorCode.UNKNOWN_CHALLENGE, "no such challenge"),
+    "revoked": (ErrorCode.CREDENTIAL_REVOKED, "credential was revoked"),
+}
+
+
+class DeviceConnection:
+    def __init__(self, ws: web.WebSocketResponse, session: ServerSession, store: Store, hub: Hub) -> None:
+        self.ws = ws
+        self.session = session
+        self.store = store
+        self.hub = hub
+        self.credentials: dict[str, Credential] = {}
+        self.delivered: dict[str, ChallengeRecord] = {}
+        self.revoking: dict[str, int] = {}
+        # Challenges that arrive before `welcome` went out wait here, so the device
+        # always sees welcome first and each challenge once.
+        self._backlog: list[ChallengeRecord] | None = []
+
+    # -- called by the hub ---------------------------------------------------
+
+    def deliver(self, record: ChallengeRecord) -> None:
+        if record.id in self.delivered:
+            return
+        self.delivered[record.id] = record
+        if self._backlog is not None:
+            self._backlog.append(record)
+        else:
+            spawn(self._send_challenge(record))
+
+    async def send(self, frame: Frame) -> None:
+        await self.ws.send_bytes(encode(frame))
+
+    def drop_credential(self, cid: str) -> None:
+        cred = self.credentials.pop(cid, None)
+        self.session.revoked(cid)
+        if cred is not None:
+            self.hub.detach_credential(self, cred)
+
+    # -- frames from the device --------------------------------------------
+
+    async def run(self) -> None:
+        await self.send(self.session.hello_frame())
+        watchdog = asyncio.get_running_loop().call_later(AUTH_TIMEOUT_S, self._auth_timeout)
+        try:
+            async for msg in self.ws:
+                if msg.type is WSMsgType.BINARY:
+                    await self.handle(msg.data)
+                    if self.session.credentials or self._backlog is None:
+                        watchdog.cancel()
+                elif msg.type is WSMsgType.TEXT:
+                    await self.fail(ProtocolError(ErrorCode.MALFORMED, "frames are binary messages"))
+                else:  # ERROR: aiohttp closed it (e.g. message over its size limit)
+                    break
+        finally:
+            watchdog.cancel()
+            self.hub.detach(self)
+
+    def _auth_timeout(self) -> None:
+        spawn(self.fail(ProtocolError(ErrorCode.AUTH_TIMEOUT, "no authenticate in time")))
+
+    async def fail(self, err: ProtocolError) -> None:
+        log.info("closing device connection: %s", err)
+        await self.ws.close(code=err.close_code, message=err.code.value.encode())
+
+    async def handle(self, data: bytes) -> None:
+        try:
+            frame = self.session.receive(data)
+            if isinstance(frame, Authenticate):
+                await self.on_authenticate(frame)
+            elif isinstance(frame, Enroll):
+                await self.on_enroll(frame)
+            elif isinstance(frame, Answer):
+                await self.on_answer(frame)
+            elif isinstance(frame, Revoke):
+                await self.on_revoke(frame)
+        except ProtocolError as err:
+            if err.fatal:
+                await self.fail(err)
+            else:
+                ref = None if err.ref is None else str(err.ref)
+                await self.send(Error(code=err.code.value, message=err.message, ref=ref))
+
+    async def on_authenticate(self, frame: Authenticate) -> None:
+        proofs = {p["cid"]: p["sig"] for p in frame.creds}
+        creds = await self.store.get_credentials(list(proofs))
+        accepted: list[str] = []
+        rejected: list[dict[str, str]] = []
+        for cid, sig in proofs.items():
+            cred = creds.get(cid)
+            if cred is None:
+                rejected.append({"cid": cid, "code": ErrorCode.UNKNOWN_CREDENTIAL.value})
+            elif not cred.active:
+                rejected.append({"cid": cid, "code": ErrorCode.CREDENTIAL_REVOKED.value})
+            else:
+                try:
+                    self.session.verify_auth(cid, cred.public_key, sig)
+                except ProtocolError:
+                    rejected.append({"cid": cid, "code": ErrorCode.BAD_SIGNATURE.value})
+                    continue
+                accepted.append(cid)
+                self._add_credential(cred)
+        self.session.authenticated(accepted)
+        users = {(c.rp, c.user) for c in self.credentials.values()}
+        for record in await self.store.pending_challenges(users, now_ms()):
+            self.deliver(record)
+        backlog, self._backlog = self._backlog or [], []
+        frames = [f for r in backlog for f in self._frames_for(r)]
+        await self.send(Welcome(accepted=tuple(accepted), rejected=tuple(rejected), pending=len(frames)))
+        for f in frames:
+            await self.send(f)
+        await self._drain_backlog()
+
+    async def _drain_backlog(self) -> None:
+        # Challenges created while the welcome was being sent.
+        while self._backlog:
+            await self._send_challenge(self._backlog.pop(0))
+        self._backlog = None
+
+    def _add_credential(self, cred: Credential) -> None:
+        self.credentials[cred.id] = cred
+        self.hub.attach(self, cred)
+
+    def _frames_for(self, record: ChallengeRecord) -> list[Frame]:
+        return [
+            record.frame_for(c.id, c.account)
+            for c in self.credentials.values()
+            if c.rp == record.rp and c.user == record.user
+        ]
+
+    async def _send_challenge(self, record: ChallengeRecord) -> None:
+        try:
+            for frame in self._frames_for(record):
+                await self.send(frame)
+        except (ConnectionError, RuntimeError):
+            pass  # the socket is closing; the device gets it again when it reconnects
+
+    async def on_enroll(self, frame: Enroll) -> None:
+        try:
+            self.session.verify_enroll(frame)
+            cred = await self.store.complete_enrollment(frame.token, frame.pk, frame.name)
+        except ProtocolError as err:
+            err.ref = str(frame.rid)
+            raise
+        rp = await self.store.get_rp(cred.rp)
+        self.session.enrolled(cred.id)
+        self._add_credential(cred)
+        await self.send(
+            Enrolled(
+                rid=frame.rid,
+                cid=cred.id,
+                rp=cred.rp,
+                rp_name=rp.name if rp else "",
+                user=cred.user,
+                account=cred.account,
+            )
+        )
+
+    async def on_answer(self, frame: Answer) -> None:
+        self.session.check_owned(frame.cid, ref=frame.ch)
+        cred = self.credentials[frame.cid]
+        record = self.delivered.get(frame.ch) or await self.store.get_challenge(frame.ch)
+        if record is None or record.rp != cred.rp or record.user != cred.user:
+            # Another user's challenge looks exactly like a missing one.
+            raise ProtocolError(ErrorCode.UNKNOWN_CHALLENGE, "no such challenge", ref=frame.ch)
+        check_answer_shape(frame.decision, frame.number)
+        if frame.ctx_hash != record.ctx_hash:
+            raise ProtocolError(ErrorCode.CONTEXT_MISMATCH, "signed over another context", ref=frame.ch)
+        message = answer_bytes(
+            rp=record.rp,
+            ch=record.id,
+            nonce=record.nonce,
+            cid=frame.cid,
+            decision=frame.decision,
+            number=frame.number,
+            ts=frame.ts,
+            ctx_hash=frame.ctx_hash,
+        )
+        try:
+            verify(cred.public_key, message, frame.sig)
+        except ProtocolError as err:
+            err.ref = frame.ch
+            raise
+        now = now_ms()
+        if now >= record.expires:
+            raise ProtocolError(ErrorCode.CHALLENGE_EXPIRED, "challenge expired", ref=frame.ch)
+        status = outcome_for(frame.decision, frame.number, record.number)
+        answer = StoredAnswer(frame.cid, frame.decision, frame.number, frame.ts, frame.ctx_hash, frame.sig)
+        # Take it off this connection first, so the hub sends this device the
+        # result and not a "handled elsewhere" cancel.
+        self.delivered.pop(record.id, None)
+        result = await self.store.record_answer(record, answer, status, now)
+        if result == "ok":
+            await self.send(AnswerResult(ch=record.id, outcome=status.value))
+            return
+        code, message_text = _ANSWER_REFUSALS.get(
+            result, (ErrorCode.ALREADY_ANSWERED, f"challenge already ended: {result}")
+        )
+        raise ProtocolError(code, message_text, ref=frame.ch)
+
+    async def on_revoke(self, frame: Revoke) -> None:
+        self.session.check_owned(frame.cid, ref=str(frame.rid))
+        cred = self.credentials[frame.cid]
+        self.revoking[frame.cid] = frame.rid
+        if not await self.store.revoke_credential(cred.rp, cred.id, RevokeReason.BY_DEVICE.value):
+            self.revoking.pop(frame.cid, None)
+            raise ProtocolError(
+                ErrorCode.CREDENTIAL_REVOKED, "credential already revoked", ref=str(frame.rid)
+            )
+
+
+async def device_socket(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    ws = web.WebSocketResponse(max_msg_size=WS_READ_LIMIT, heartbeat=30.0, compress=False)
+    await ws.prepare(request)
+    session = ServerSession(node=app["node"], now_ms=now_ms())
+    conn = DeviceConnection(ws, session, app["store"], app["hub"])
+    await conn.run()
+    return ws

@@ -1,0 +1,82 @@
+"""Events that broker nodes tell each other over one Redis pub/sub channel.
+
+Every node publishes what it changed and receives everything; each one acts on
+the part that concerns its own device connections and waiting RP requests. The
+publishing node has already acted locally, so it skips its own events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from protocol.challenge import Status
+
+from .models import Answer, ChallengeRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeCreated:
+    record: ChallengeRecord
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeEnded:
+    """Answered (first valid answer recorded) or expired."""
+
+    ch: str
+    rp: str
+    user: str
+    status: Status
+    answer: Answer | None
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentCompleted:
+    enrollment_id: str
+    rp: str
+    cid: str
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialRevoked:
+    cid: str
+    rp: str
+    user: str
+    reason: str
+
+
+Event = ChallengeCreated | ChallengeEnded | EnrollmentCompleted | CredentialRevoked
+
+
+def encode(node: str, event: Event) -> bytes:
+    body: list[Any]
+    match event:
+        case ChallengeCreated(record):
+            body = ["c", record.to_event()]
+        case ChallengeEnded(ch, rp, user, status, answer):
+            body = ["e", ch, rp, user, status.value, answer.to_event() if answer else None]
+        case EnrollmentCompleted(eid, rp, cid):
+            body = ["n", eid, rp, cid]
+        case CredentialRevoked(cid, rp, user, reason):
+            body = ["r", cid, rp, user, reason]
+    return msgpack.packb([node, *body], use_bin_type=True)
+
+
+def decode(data: bytes) -> tuple[str, Event]:
+    node, kind, *rest = msgpack.unpackb(data, raw=False)
+    event: Event
+    if kind == "c":
+        event = ChallengeCreated(ChallengeRecord.from_event(rest[0]))
+    elif kind == "e":
+        ch, rp, user, status, answer = rest
+        event = ChallengeEnded(ch, rp, user, Status(status), Answer.from_event(answer) if answer else None)
+    elif kind == "n":
+        event = EnrollmentCompleted(*rest)
+    elif kind == "r":
+        event = CredentialRevoked(*rest)
+    else:
+        raise ValueError(f"unknown event kind {kind!r}")
+    return node, event

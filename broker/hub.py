@@ -1,0 +1,139 @@
+"""This node's live state: device connections, waiting RP requests, expiry timers.
+
+Events (from this node's own writes, or from other nodes over pub/sub) come in
+through `dispatch`; the hub turns them into frames for the local devices and
+results for the local long-polls. Nothing here touches Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from protocol.frames import Cancel, CancelReason, Frame, Revoked
+
+from .events import ChallengeCreated, ChallengeEnded, CredentialRevoked, EnrollmentCompleted, Event
+from .models import ChallengeRecord, Credential
+from .tasks import spawn
+
+log = logging.getLogger(__name__)
+UserKey = tuple[str, str]  # (rp id, user)
+
+
+class Device(Protocol):
+    """What the hub needs of a device connection (broker/device_ws.py)."""
+
+    credentials: dict[str, Credential]
+    delivered: dict[str, ChallengeRecord]
+    revoking: dict[str, int]
+
+    def deliver(self, record: ChallengeRecord) -> None: ...
+    async def send(self, frame: Frame) -> None: ...
+    def drop_credential(self, cid: str) -> None: ...
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.by_user: dict[UserKey, set[Device]] = defaultdict(set)
+        self.by_cid: dict[str, set[Device]] = defaultdict(set)
+        self.result_waiters: dict[str, set[asyncio.Future[ChallengeEnded]]] = defaultdict(set)
+        self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentCompleted]]] = defaultdict(set)
+        self.expiry_timers: dict[str, asyncio.TimerHandle] = {}
+
+    # -- connections -------------------------------------------------------
+
+    def attach(self, device: Device, cred: Credential) -> None:
+        self.by_cid[cred.id].add(device)
+        self.by_user[(cred.rp, cred.user)].add(device)
+
+    def detach_credential(self, device: Device, cred: Credential) -> None:
+        _discard(self.by_cid, cred.id, device)
+        if not any(c.rp == cred.rp and c.user == cred.user for c in device.credentials.values()):
+            _discard(self.by_user, (cred.rp, cred.user), device)
+
+    def detach(self, device: Device) -> None:
+        for cred in list(device.credentials.values()):
+            _discard(self.by_cid, cred.id, device)
+            _discard(self.by_user, (cred.rp, cred.user), device)
+
+    @property
+    def connections(self) -> set[Device]:
+        return {d for devices in self.by_cid.values() for d in devices}
+
+    # -- waiting RP requests -----------------------------------------------
+
+    def wait_result(self, ch: str) -> asyncio.Future[ChallengeEnded]:
+        fut: asyncio.Future[ChallengeEnded] = asyncio.get_running_loop().create_future()
+        self.result_waiters[ch].add(fut)
+        return fut
+
+    def wait_enrollment(self, eid: str) -> asyncio.Future[EnrollmentCompleted]:
+        fut: asyncio.Future[EnrollmentCompleted] = asyncio.get_running_loop().create_future()
+        self.enrollment_waiters[eid].add(fut)
+        return fut
+
+    def forget_waiter(self, key: str, fut: asyncio.Future[Any]) -> None:
+        _discard(self.result_waiters, key, fut)  # type: ignore[arg-type]
+        _discard(self.enrollment_waiters, key, fut)  # type: ignore[arg-type]
+
+    def schedule_expiry(
+        self,
+        record: ChallengeRecord,
+        at_ms: int,
+        expire: Callable[[ChallengeRecord], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Ask `expire` to end the challenge at its expiry, unless it ends first."""
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, at_ms / 1000 - time.time())
+        self.expiry_timers[record.id] = loop.call_later(delay, _expire_now, expire, record)
+
+    # -- events ------------------------------------------------------------
+
+    async def dispatch(self, event: Event) -> None:
+        match event:
+            case ChallengeCreated(record):
+                for device in list(self.by_user.get((record.rp, record.user), ())):
+                    device.deliver(record)
+            case ChallengeEnded(ch, rp, user, status, _answer):
+                timer = self.expiry_timers.pop(ch, None)
+                if timer is not None:
+                    timer.cancel()
+                for fut in self.result_waiters.pop(ch, ()):
+                    if not fut.done():
+                        fut.set_result(event)
+                reason = CancelReason.EXPIRED if status == "expired" else CancelReason.ANSWERED
+                for device in list(self.by_user.get((rp, user), ())):
+                    if device.delivered.pop(ch, None) is not None:
+                        await _send(device, Cancel(ch=ch, reason=reason))
+            case EnrollmentCompleted(eid, _rp, _cid):
+                for fut in self.enrollment_waiters.pop(eid, ()):
+                    if not fut.done():
+                        fut.set_result(event)
+            case CredentialRevoked(cid, _rp, _user, reason):
+                for device in list(self.by_cid.get(cid, ())):
+                    rid = device.revoking.pop(cid, None)
+                    device.drop_credential(cid)
+                    await _send(device, Revoked(cid=cid, reason=reason, rid=rid))
+
+
+async def _send(device: Device, frame: Frame) -> None:
+    try:
+        await device.send(frame)
+    except (ConnectionError, RuntimeError) as exc:  # closing socket: its handler cleans up
+        log.debug("send to closing device failed: %s", exc)
+
+
+def _expire_now(fn: Callable[[ChallengeRecord], Coroutine[Any, Any, None]], record: ChallengeRecord) -> None:
+    spawn(fn(record))
+
+
+def _discard(index: dict[Any, set[Any]], key: Any, item: Any) -> None:
+    items = index.get(key)
+    if items is not None:
+        items.discard(item)
+        if not items:
+            del index[key]

@@ -1,0 +1,62 @@
+"""Redis key names: the one place that knows the broker's state layout.
+
+    pa:rp:{rp}                 hash  RP: name, key_hash, created
+    pa:rpkey:{sha256(key)}     str   API key hash -> RP id
+    pa:rps                     set   RP ids
+    pa:enr:{id}                hash  enrollment: rp, user, account, recoverable, status,
+                                     expires, cid (TTL: expiry + retention)
+    pa:tok:{sha256(token)}     str   enrollment token -> enrollment id (TTL: expiry)
+    pa:cred:{cid}              hash  credential: rp, user, account, name, pk, created,
+                                     last_used, status (active|revoked); durable
+    pa:uc:{rp}:{user}          hash  the user's active credentials: cid -> account label
+    pa:ch:{id}                 hash  challenge: rp, user, number, digits, nonce, ctx,
+                                     ctx_hash, created, expires, status, answer fields
+                                     (TTL: expiry + retention)
+    pa:pend:{rp}:{user}        zset  the user's pending challenge ids, score = expiry ms
+    pa:events                  pub/sub channel shared by every broker node
+
+RP ids and credential/challenge ids are URL-safe tokens minted by the broker; user
+ids are the RP's own strings, so keys that embed one are length-prefixed to keep
+"a:b" + "c" and "a" + "b:c" apart.
+"""
+
+from __future__ import annotations
+
+EVENTS = "pa:events"
+RPS = "pa:rps"
+
+
+def rp(rp_id: str) -> str:
+    return f"pa:rp:{rp_id}"
+
+
+def rp_key(key_hash: str) -> str:
+    return f"pa:rpkey:{key_hash}"
+
+
+def enrollment(enrollment_id: str) -> str:
+    return f"pa:enr:{enrollment_id}"
+
+
+def token(token_hash: str) -> str:
+    return f"pa:tok:{token_hash}"
+
+
+def credential(cid: str) -> str:
+    return f"pa:cred:{cid}"
+
+
+def _user(rp_id: str, user: str) -> str:
+    return f"{rp_id}:{len(user)}:{user}"
+
+
+def user_credentials(rp_id: str, user: str) -> str:
+    return f"pa:uc:{_user(rp_id, user)}"
+
+
+def challenge(ch: str) -> str:
+    return f"pa:ch:{ch}"
+
+
+def pending(rp_id: str, user: str) -> str:
+    return f"pa:pend:{_user(rp_id, user)}"

@@ -1,0 +1,193 @@
+"""Records the broker keeps in Redis, and their hash encodings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.challenge import Status, effective_status
+from protocol.frames import Challenge
+
+
+def _s(h: dict[bytes, bytes], key: str, default: str = "") -> str:
+    v = h.get(key.encode())
+    return v.decode() if v is not None else default
+
+
+def _i(h: dict[bytes, bytes], key: str, default: int = 0) -> int:
+    v = h.get(key.encode())
+    return int(v) if v is not None else default
+
+
+def _b(h: dict[bytes, bytes], key: str) -> bytes:
+    return h.get(key.encode(), b"")
+
+
+@dataclass(frozen=True, slots=True)
+class RelyingParty:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    id: str
+    rp: str
+    user: str
+    account: str
+    name: str
+    public_key: bytes
+    created: int
+    last_used: int | None
+    status: str  # active | revoked
+
+    @classmethod
+    def from_hash(cls, cid: str, h: dict[bytes, bytes]) -> Credential:
+        last = _i(h, "last_used")
+        return cls(
+            id=cid,
+            rp=_s(h, "rp"),
+            user=_s(h, "user"),
+            account=_s(h, "account"),
+            name=_s(h, "name"),
+            public_key=_b(h, "pk"),
+            created=_i(h, "created"),
+            last_used=last or None,
+            status=_s(h, "status"),
+        )
+
+    @property
+    def active(self) -> bool:
+        return self.status == "active"
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    id: str
+    rp: str
+    user: str
+    account: str
+    recoverable: bool
+    status: str  # pending | completed (expired is computed from `expires`)
+    expires: int
+    credential_id: str | None
+
+    @classmethod
+    def from_hash(cls, eid: str, h: dict[bytes, bytes]) -> Enrollment:
+        return cls(
+            id=eid,
+            rp=_s(h, "rp"),
+            user=_s(h, "user"),
+            account=_s(h, "account"),
+            recoverable=_s(h, "recoverable") == "1",
+            status=_s(h, "status"),
+            expires=_i(h, "expires"),
+            credential_id=_s(h, "cid") or None,
+        )
+
+    def status_at(self, now_ms: int) -> str:
+        if self.status == "pending" and now_ms >= self.expires:
+            return "expired"
+        return self.status
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The signed answer as the device sent it (what the RP SDK verifies)."""
+
+    cid: str
+    decision: str
+    number: str
+    ts: int
+    ctx_hash: bytes
+    sig: bytes
+
+    def to_event(self) -> list[Any]:
+        return [self.cid, self.decision, self.number, self.ts, self.ctx_hash, self.sig]
+
+    @classmethod
+    def from_event(cls, v: list[Any]) -> Answer:
+        return cls(*v)
+
+
+@dataclass(slots=True)
+class ChallengeRecord:
+    id: str
+    rp: str
+    rp_name: str
+    user: str
+    number: str
+    digits: int
+    nonce: bytes
+    ctx: dict[str, str]
+    ctx_hash: bytes
+    created: int
+    expires: int
+    status: Status = Status.PENDING
+    answer: Answer | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_fields(self) -> list[Any]:
+        """Field/value pairs for HSET at creation (a pending challenge)."""
+        return [
+            "rp", self.rp, "rp_name", self.rp_name, "user", self.user, "number", self.number,
+            "digits", self.digits, "nonce", self.nonce, "ctx", json.dumps(self.ctx),
+            "ctx_hash", self.ctx_hash, "created", self.created, "expires", self.expires,
+            "status", Status.PENDING.value,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_hash(cls, ch: str, h: dict[bytes, bytes]) -> ChallengeRecord:
+        answer = None
+        if b"a_cid" in h:
+            answer = Answer(
+                cid=_s(h, "a_cid"),
+                decision=_s(h, "a_decision"),
+                number=_s(h, "a_number"),
+                ts=_i(h, "a_ts"),
+                ctx_hash=_b(h, "a_ctx_hash"),
+                sig=_b(h, "a_sig"),
+            )
+        return cls(
+            id=ch,
+            rp=_s(h, "rp"),
+            rp_name=_s(h, "rp_name"),
+            user=_s(h, "user"),
+            number=_s(h, "number"),
+            digits=_i(h, "digits"),
+            nonce=_b(h, "nonce"),
+            ctx=json.loads(_s(h, "ctx", "{}")),
+            ctx_hash=_b(h, "ctx_hash"),
+            created=_i(h, "created"),
+            expires=_i(h, "expires"),
+            status=Status(_s(h, "status", "pending")),
+            answer=answer,
+        )
+
+    def to_event(self) -> list[Any]:
+        return [
+            self.id, self.rp, self.rp_name, self.user, self.number, self.digits,
+            self.nonce, self.ctx, self.ctx_hash, self.created, self.expires,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_event(cls, v: list[Any]) -> ChallengeRecord:
+        return cls(*v)
+
+    def status_at(self, now_ms: int) -> Status:
+        return effective_status(self.status, now_ms, self.expires)
+
+    def frame_for(self, cid: str, account: str) -> Challenge:
+        return Challenge(
+            ch=self.id,
+            cid=cid,
+            rp=self.rp,
+            rp_name=self.rp_name,
+            account=account,
+            nonce=self.nonce,
+            ctx=self.ctx,
+            created=self.created,
+            expires=self.expires,
+            digits=self.digits,
+        )

@@ -1,0 +1,239 @@
+"""The OpenAPI 3.1 document of the RP API (served at /v1/openapi.json).
+
+tests/test_broker_openapi.py checks it against the routes and validates real
+responses against these schemas, so it cannot drift from what the server does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+_ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+_B64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "base64url, no padding"}
+_MS = {"type": "integer", "description": "Unix time in milliseconds"}
+_USER = {"type": "string", "minLength": 1, "maxLength": 128}
+_CONTEXT = {
+    "type": "object",
+    "maxProperties": 16,
+    "additionalProperties": {"type": "string", "maxLength": 256},
+    "description": "Shown on the device, e.g. app, ip, location, browser. Keys 1..32 characters.",
+}
+
+
+def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": props,
+        "required": list(props) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "code": {"type": "string"},
+        },
+        "required": ["type", "title", "status", "detail", "code"],
+    },
+    "RelyingParty": _obj({"id": _ID, "name": {"type": "string"}}),
+    "Credential": _obj(
+        {
+            "id": _ID,
+            "user": _USER,
+            "account": {"type": "string"},
+            "name": {"type": "string"},
+            "public_key": _B64,
+            "created_at": _MS,
+            "last_used_at": {"oneOf": [_MS, {"type": "null"}]},
+        }
+    ),
+    "Enrollment": _obj(
+        {
+            "id": _ID,
+            "user": _USER,
+            "account": {"type": "string"},
+            "recoverable": {"type": "boolean"},
+            "status": {"enum": ["pending", "completed", "expired"]},
+            "expires_at": _MS,
+            "credential": {"oneOf": [{"$ref": "#/components/schemas/Credential"}, {"type": "null"}]},
+            "token": {"type": "string", "description": "single-use, 10 minutes; only at creation"},
+            "broker_url": {"type": "string", "description": "device WebSocket URL; only at creation"},
+            "uri": {"type": "string", "description": "pushauth://enroll URI without TOTP; only at creation"},
+        },
+        ["id", "user", "account", "recoverable", "status", "expires_at", "credential"],
+    ),
+    "NewEnrollment": _obj(
+        {
+            "user": _USER,
+            "account": {"type": "string", "minLength": 1, "maxLength": 256},
+            "recoverable": {"type": "boolean"},
+        },
+        ["user", "account"],
+    ),
+    "NewChallenge": _obj(
+        {
+            "user": _USER,
+            "context": _CONTEXT,
+            "ttl": {"type": "integer", "minimum": 10, "maximum": 600, "default": 60},
+            "digits": {"type": "integer", "minimum": 2, "maximum": 8, "default": 2},
+        },
+        ["user"],
+    ),
+    "Challenge": _obj(
+        {
+            "id": _ID,
+            "user": _USER,
+            "number": {"type": "string", "pattern": "^[1-9][0-9]{1,7}$"},
+            "digits": {"type": "integer"},
+            "nonce": _B64,
+            "context": _CONTEXT,
+            "created_at": _MS,
+            "expires_at": _MS,
+            "devices": {"type": "integer", "minimum": 1},
+        }
+    ),
+    "Answer": _obj(
+        {
+            "credential_id": _ID,
+            "decision": {"enum": ["approve", "deny", "fraud"]},
+            "number": {"type": "string"},
+            "ts": _MS,
+            "ctx_hash": _B64,
+            "signature": _B64,
+        }
+    ),
+    "ChallengeResult": _obj(
+        {
+            "id": _ID,
+            "user": _USER,
+            "status": {"enum": ["pending", "approved", "denied", "number_mismatch", "reported", "expired"]},
+            "nonce": _B64,
+            "context": _CONTEXT,
+            "digits": {"type": "integer"},
+            "created_at": _MS,
+            "expires_at": _MS,
+            "answer": {"oneOf": [{"$ref": "#/components/schemas/Answer"}, {"type": "null"}]},
+        }
+    ),
+    "CredentialList": _obj(
+        {"credentials": {"type": "array", "items": {"$ref": "#/components/schemas/Credential"}}}
+    ),
+    "Health": _obj({"status": {"const": "ok"}, "node": {"type": "string"}, "redis": {"const": "ok"}}),
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    return {
+        str(s): {"description": "error", "content": {"application/problem+json": {"schema": _ref("Problem")}}}
+        for s in statuses
+    }
+
+
+_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+    "description": "long-poll: seconds to wait while the object is pending",
+}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"summary": summary, "security": [{"apiKey": []}], "responses": responses, **extra}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+PATHS: dict[str, Any] = {
+    "/healthz": {
+        "get": {
+            "summary": "Liveness and Redis reachability",
+            "security": [],
+            "responses": {"200": _json("Health", "healthy"), **_problems(503)},
+        }
+    },
+    "/v1/rp": {
+        "get": _op("The calling relying party", {"200": _json("RelyingParty", "ok"), **_problems(401)})
+    },
+    "/v1/enrollments": {
+        "post": _op(
+            "Start adding an authenticator for a user",
+            {"201": _json("Enrollment", "created"), **_problems(400, 401, 413)},
+            requestBody=_body("NewEnrollment"),
+        )
+    },
+    "/v1/enrollments/{id}": {
+        "get": _op(
+            "Enrollment status (long-poll with wait)",
+            {"200": _json("Enrollment", "ok"), **_problems(400, 401, 404)},
+            parameters=[_path_param("id"), _WAIT],
+        )
+    },
+    "/v1/challenges": {
+        "post": _op(
+            "Send a sign-in push to the user's devices",
+            {"201": _json("Challenge", "created"), **_problems(400, 401, 409, 413)},
+            requestBody=_body("NewChallenge"),
+        )
+    },
+    "/v1/challenges/{id}": {
+        "get": _op(
+            "Challenge result with the device's signed answer (long-poll with wait)",
+            {"200": _json("ChallengeResult", "ok"), **_problems(400, 401, 404)},
+            parameters=[_path_param("id"), _WAIT],
+        )
+    },
+    "/v1/users/{user}/credentials": {
+        "get": _op(
+            "A user's active credentials",
+            {"200": _json("CredentialList", "ok"), **_problems(400, 401)},
+            parameters=[_path_param("user")],
+        )
+    },
+    "/v1/credentials/{id}": {
+        "delete": _op(
+            "Revoke a credential; an online device is told at once",
+            {"204": {"description": "revoked"}, **_problems(401, 404)},
+            parameters=[_path_param("id")],
+        )
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "pushauth broker RP API",
+        "version": "1",
+        "description": "See docs/http-api.md. The device WebSocket (/v1/device) is in docs/protocol.md.",
+    },
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}},
+    },
+    "paths": PATHS,
+}
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)

@@ -1,0 +1,70 @@
+"""HTTP errors as RFC 9457 problem documents, and the middleware that ensures
+every error leaves the broker as one (never an HTML page or a traceback)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+_CODES_BY_STATUS = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+    title = _title(status)
+    return web.json_response(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code},
+        status=status,
+        content_type="application/problem+json",
+        headers=headers,
+    )
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as err:
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        return problem(err.status, err.code, err.detail, headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _CODES_BY_STATUS.get(exc.status, "http_error")
+        return problem(exc.status, code, exc.reason or _title(exc.status))
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem(500, "internal", "internal error; the broker logged it")

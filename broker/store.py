@@ -1,0 +1,288 @@
+"""The broker's state in Redis: every read and write of it goes through here."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from protocol.challenge import Status
+from protocol.errors import ErrorCode, ProtocolError
+
+from . import events, keys, lua
+from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
+
+ENROLLMENT_TTL_MS = 10 * 60 * 1000  # DESIGN: enrollment tokens live 10 minutes
+RETENTION_MS = 15 * 60 * 1000  # results stay readable this long after expiry
+RP_CACHE_S = 2.0  # a removed RP's key stops working within this time
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_id(nbytes: int = 16) -> str:
+    return secrets.token_urlsafe(nbytes)
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewEnrollment:
+    enrollment: Enrollment
+    token: str
+
+
+class Store:
+    def __init__(self, redis: Redis, node: str) -> None:
+        self.redis = redis
+        self.node = node
+        # Events this node publishes are acted on here at once (other nodes get
+        # them over pub/sub): set by the app to Hub.dispatch.
+        self.on_event: Callable[[events.Event], Awaitable[None]] | None = None
+        self._rp_cache: dict[str, tuple[float, RelyingParty | None]] = {}
+        self._create = redis.register_script(lua.CREATE_CHALLENGE)
+        self._answer = redis.register_script(lua.RECORD_ANSWER)
+        self._expire = redis.register_script(lua.EXPIRE_CHALLENGE)
+        self._enroll = redis.register_script(lua.COMPLETE_ENROLLMENT)
+        self._revoke = redis.register_script(lua.REVOKE_CREDENTIAL)
+
+    def _event(self, event: events.Event) -> bytes:
+        return events.encode(self.node, event)
+
+    async def _published(self, event: events.Event) -> None:
+        if self.on_event is not None:
+            await self.on_event(event)
+
+    # -- relying parties ---------------------------------------------------
+
+    async def add_rp(self, name: str) -> tuple[RelyingParty, str]:
+        rp = RelyingParty(id=new_id(9), name=name)
+        api_key = "pak_" + secrets.token_urlsafe(32)
+        key_hash = sha256_hex(api_key)  # the key has 256 bits of entropy: a fast hash suffices
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(keys.rp(rp.id), mapping={"name": name, "key_hash": key_hash, "created": now_ms()})
+            p.set(keys.rp_key(key_hash), rp.id)
+            p.sadd(keys.RPS, rp.id)
+            await p.execute()
+        return rp, api_key
+
+    async def list_rps(self) -> list[RelyingParty]:
+        ids = sorted(i.decode() for i in await self.redis.smembers(keys.RPS))
+        async with self.redis.pipeline(transaction=False) as p:
+            for i in ids:
+                p.hget(keys.rp(i), "name")
+            names = await p.execute()
+        return [RelyingParty(i, (n or b"").decode()) for i, n in zip(ids, names, strict=True)]
+
+    async def get_rp(self, rp_id: str) -> RelyingParty | None:
+        name = await self.redis.hget(keys.rp(rp_id), "name")
+        return RelyingParty(rp_id, name.decode()) if name is not None else None
+
+    async def remove_rp(self, rp_id: str) -> bool:
+        key_hash = await self.redis.hget(keys.rp(rp_id), "key_hash")
+        if key_hash is None:
+            return False
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(keys.rp(rp_id), keys.rp_key(key_hash.decode()))
+            p.srem(keys.RPS, rp_id)
+            await p.execute()
+        return True
+
+    async def rp_for_key(self, api_key: str) -> RelyingParty | None:
+        key_hash = sha256_hex(api_key)
+        hit = self._rp_cache.get(key_hash)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        rp_id = await self.redis.get(keys.rp_key(key_hash))
+        rp = await self.get_rp(rp_id.decode()) if rp_id is not None else None
+        if len(self._rp_cache) > 10_000:  # bounded: garbage keys must not grow memory
+            self._rp_cache.clear()
+        self._rp_cache[key_hash] = (now + RP_CACHE_S, rp)
+        return rp
+
+    # -- enrollments -------------------------------------------------------
+
+    async def create_enrollment(
+        self, rp: RelyingParty, user: str, account: str, recoverable: bool
+    ) -> NewEnrollment:
+        eid, token = new_id(), secrets.token_urlsafe(32)
+        expires = now_ms() + ENROLLMENT_TTL_MS
+        enrollment = Enrollment(eid, rp.id, user, account, recoverable, "pending", expires, None)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(
+                keys.enrollment(eid),
+                mapping={
+                    "rp": rp.id,
+                    "user": user,
+                    "account": account,
+                    "recoverable": "1" if recoverable else "0",
+                    "status": "pending",
+                    "expires": expires,
+                },
+            )
+            p.pexpireat(keys.enrollment(eid), expires + RETENTION_MS)
+            p.set(keys.token(sha256_hex(token)), eid, pxat=expires)
+            await p.execute()
+        return NewEnrollment(enrollment, token)
+
+    async def get_enrollment(self, rp_id: str, eid: str) -> Enrollment | None:
+        h = await self.redis.hgetall(keys.enrollment(eid))
+        if not h:
+            return None
+        enrollment = Enrollment.from_hash(eid, h)
+        return enrollment if enrollment.rp == rp_id else None  # another RP's: not found
+
+    async def complete_enrollment(self, token: str, public_key: bytes, device_name: str) -> Credential:
+        """Create the credential for a valid token; the token is used up atomically."""
+        token_key = keys.token(sha256_hex(token))
+        eid = await self.redis.get(token_key)
+        h = await self.redis.hgetall(keys.enrollment(eid.decode())) if eid is not None else {}
+        if not h:
+            raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
+        enrollment = Enrollment.from_hash(eid.decode(), h)
+        now = now_ms()
+        cred = Credential(
+            id=new_id(),
+            rp=enrollment.rp,
+            user=enrollment.user,
+            account=enrollment.account,
+            name=device_name,
+            public_key=public_key,
+            created=now,
+            last_used=None,
+            status="active",
+        )
+        fields = [
+            "rp", cred.rp, "user", cred.user, "account", cred.account, "name", cred.name,
+            "pk", cred.public_key, "created", now, "status", "active", "enrollment", enrollment.id,
+            "recoverable", "1" if enrollment.recoverable else "0",
+        ]  # fmt: skip
+        event = events.EnrollmentCompleted(enrollment.id, enrollment.rp, cred.id)
+        result = await self._enroll(
+            keys=[
+                token_key,
+                keys.enrollment(enrollment.id),
+                keys.credential(cred.id),
+                keys.user_credentials(cred.rp, cred.user),
+            ],
+            args=[enrollment.id, now, cred.id, cred.account, keys.EVENTS, self._event(event), *fields],
+        )
+        if result != b"ok":
+            raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
+        await self._published(event)
+        return cred
+
+    # -- credentials -------------------------------------------------------
+
+    async def get_credentials(self, cids: list[str]) -> dict[str, Credential]:
+        async with self.redis.pipeline(transaction=False) as p:
+            for cid in cids:
+                p.hgetall(keys.credential(cid))
+            hashes = await p.execute()
+        return {cid: Credential.from_hash(cid, h) for cid, h in zip(cids, hashes, strict=True) if h}
+
+    async def get_credential(self, cid: str) -> Credential | None:
+        return (await self.get_credentials([cid])).get(cid)
+
+    async def user_credentials(self, rp_id: str, user: str) -> list[Credential]:
+        cids = [c.decode() for c in await self.redis.hkeys(keys.user_credentials(rp_id, user))]
+        creds = await self.get_credentials(cids)
+        return sorted((c for c in creds.values() if c.active), key=lambda c: (c.created, c.id))
+
+    async def revoke_credential(self, rp_id: str, cid: str, reason: str) -> bool:
+        cred = await self.get_credential(cid)
+        if cred is None or cred.rp != rp_id:
+            return False
+        event = events.CredentialRevoked(cid, cred.rp, cred.user, reason)
+        done = await self._revoke(
+            keys=[keys.credential(cid), keys.user_credentials(cred.rp, cred.user)],
+            args=[rp_id, cid, now_ms(), keys.EVENTS, self._event(event)],
+        )
+        if done:
+            await self._published(event)
+        return bool(done)
+
+    # -- challenges --------------------------------------------------------
+
+    async def create_challenge(self, record: ChallengeRecord) -> int:
+        """Store and announce a challenge; returns the number of active credentials
+        it goes to (0: the user has none, and nothing was stored)."""
+        event = events.ChallengeCreated(record)
+        count = await self._create(
+            keys=[
+                keys.user_credentials(record.rp, record.user),
+                keys.challenge(record.id),
+                keys.pending(record.rp, record.user),
+            ],
+            args=[
+                record.id,
+                record.created,
+                record.expires,
+                RETENTION_MS,
+                keys.EVENTS,
+                self._event(event),
+                *record.to_fields(),
+            ],
+        )
+        if count:
+            await self._published(event)
+        return int(count)
+
+    async def get_challenge(self, ch: str) -> ChallengeRecord | None:
+        h = await self.redis.hgetall(keys.challenge(ch))
+        return ChallengeRecord.from_hash(ch, h) if h else None
+
+    async def record_answer(self, record: ChallengeRecord, answer: Answer, status: Status, now: int) -> str:
+        """Atomically make `answer` the challenge's answer if it is the first valid one."""
+        event = events.ChallengeEnded(record.id, record.rp, record.user, status, answer)
+        result = await self._answer(
+            keys=[
+                keys.challenge(record.id),
+                keys.pending(record.rp, record.user),
+                keys.credential(answer.cid),
+            ],
+            args=[
+                record.id, now, status.value, answer.cid, answer.decision, answer.number,
+                answer.ts, answer.ctx_hash, answer.sig, keys.EVENTS, self._event(event),
+            ],
+        )  # fmt: skip
+        if result == b"ok":
+            await self._published(event)
+        return result.decode()
+
+    async def expire_challenge(self, record: ChallengeRecord, now: int) -> bool:
+        event = events.ChallengeEnded(record.id, record.rp, record.user, Status.EXPIRED, None)
+        done = await self._expire(
+            keys=[keys.challenge(record.id), keys.pending(record.rp, record.user)],
+            args=[record.id, now, keys.EVENTS, self._event(event)],
+        )
+        if done:
+            await self._published(event)
+        return bool(done)
+
+    async def pending_challenges(self, users: set[tuple[str, str]], now: int) -> list[ChallengeRecord]:
+        """The challenges still answerable for these (rp, user) pairs, oldest first."""
+        user_list = sorted(users)
+        async with self.redis.pipeline(transaction=False) as p:
+            for rp_id, user in user_list:
+                p.zrangebyscore(keys.pending(rp_id, user), now + 1, "+inf")
+            id_lists = await p.execute()
+        ids = [i.decode() for lst in id_lists for i in lst]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as p:
+            for ch in ids:
+                p.hgetall(keys.challenge(ch))
+            hashes = await p.execute()
+        records = [ChallengeRecord.from_hash(ch, h) for ch, h in zip(ids, hashes, strict=True) if h]
+        return sorted(
+            (r for r in records if r.status_at(now) is Status.PENDING), key=lambda r: (r.created, r.id)
+        )

@@ -1,0 +1,23 @@
+"""base64url without padding: how binary values travel in JSON and URIs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def decode(text: str) -> bytes:
+    """Strict decode; raises ValueError on anything but unpadded base64url."""
+    if not isinstance(text, str) or not _RE.match(text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error as exc:
+        raise ValueError("not base64url") from exc
