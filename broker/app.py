@@ -16,14 +16,20 @@ from .hub import Hub
 from .models import ChallengeRecord
 from .openapi import openapi_handler
 from .problems import problem_middleware
-from .store import Store, now_ms
+from .store import ENROLLMENT_TTL_MS, Store, now_ms
 
 log = logging.getLogger(__name__)
 
 
-def create_app(redis: aioredis.Redis, *, node: str, public_url: str | None = None) -> web.Application:
+def create_app(
+    redis: aioredis.Redis,
+    *,
+    node: str,
+    public_url: str | None = None,
+    enrollment_ttl_s: int = ENROLLMENT_TTL_MS // 1000,
+) -> web.Application:
     app = web.Application(client_max_size=api.MAX_BODY, middlewares=[problem_middleware])
-    store = Store(redis, node)
+    store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000)
     hub = Hub()
     store.on_event = hub.dispatch
 

@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the URL devices reach this service at, e.g. https://push.example.com behind a load "
         "balancer; put into enrollment URIs as wss://.../v1/device (default: the request's Host)",
     )
+    serve.add_argument(
+        "--enrollment-ttl",
+        type=int,
+        default=600,
+        metavar="SECONDS",
+        help="how long an enrollment QR code stays valid, 10..600 (default: %(default)s)",
+    )
     serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
@@ -137,8 +144,10 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
 
 async def serve(args: argparse.Namespace) -> None:
     node = args.node or f"{socket.gethostname()}-{os.getpid()}"
+    if not 10 <= args.enrollment_ttl <= 600:
+        raise CliError("--enrollment-ttl must be 10 to 600 seconds")
     async with open_redis(args) as redis:
-        app = create_app(redis, node=node, public_url=args.public_url)
+        app = create_app(redis, node=node, public_url=args.public_url, enrollment_ttl_s=args.enrollment_ttl)
         runner = web.AppRunner(app, access_log=log if args.access_log else None, shutdown_timeout=5)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port, reuse_address=True, backlog=1024)

@@ -40,9 +40,10 @@ class NewEnrollment:
 
 
 class Store:
-    def __init__(self, redis: Redis, node: str) -> None:
+    def __init__(self, redis: Redis, node: str, *, enrollment_ttl_ms: int = ENROLLMENT_TTL_MS) -> None:
         self.redis = redis
         self.node = node
+        self.enrollment_ttl_ms = enrollment_ttl_ms
         # Events this node publishes are acted on here at once (other nodes get
         # them over pub/sub): set by the app to Hub.dispatch.
         self.on_event: Callable[[events.Event], Awaitable[None]] | None = None
@@ -114,7 +115,7 @@ class Store:
         self, rp: RelyingParty, user: str, account: str, recoverable: bool
     ) -> NewEnrollment:
         eid, token = new_id(), secrets.token_urlsafe(32)
-        expires = now_ms() + ENROLLMENT_TTL_MS
+        expires = now_ms() + self.enrollment_ttl_ms
         enrollment = Enrollment(eid, rp.id, user, account, recoverable, "pending", expires, None)
         async with self.redis.pipeline(transaction=True) as p:
             p.hset(
