@@ -1,0 +1,375 @@
+"""The RP SDK's HTTP side: typed errors, strict parsing of what the broker sends, URIs, waiting.
+
+The broker here is a small real aiohttp server written by the test, because these
+tests are about answers our real broker never gives (a crashed proxy, junk JSON, a
+lying enrollment URI) and about exact error mapping. The SDK against the real broker
+is tests/test_sdk_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from support import free_port
+
+from protocol import signing
+from protocol import uri as enrollment_uri
+from relying_party import (
+    BadBrokerResponse,
+    BrokerError,
+    BrokerUnavailable,
+    Conflict,
+    Credential,
+    EnrollmentStatus,
+    InvalidRequest,
+    NoDevices,
+    NotFound,
+    PushAuthClient,
+    RateLimited,
+    Unauthorized,
+    new_totp,
+)
+from relying_party.wire import b64decode, b64encode
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+TOKEN = "tok_" + "A" * 28
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def problem(status: int, code: str | None, detail: str = "it went wrong") -> web.Response:
+    body: dict[str, Any] = {"type": "about:blank", "title": "Error", "status": status, "detail": detail}
+    if code is not None:
+        body["code"] = code
+    return web.json_response(body, status=status, content_type="application/problem+json")
+
+
+@dataclass
+class Scripted:
+    """A broker whose every route answers with what the test put in `routes`."""
+
+    url: str = ""
+    routes: dict[str, Handler] = field(default_factory=dict)
+    seen: list[web.Request] = field(default_factory=list)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(request)
+        # The raw path, so a test sees exactly how the SDK quoted it.
+        handler = self.routes.get(f"{request.method} {request.raw_path.split('?')[0].lstrip('/')}")
+        if handler is None:
+            return problem(404, "not_found")
+        return await handler(request)
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[Scripted]:
+    scripted = Scripted()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", scripted.dispatch)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    scripted.url = f"http://{host}:{port}"
+    yield scripted
+    await runner.cleanup()
+
+
+def answer(status: int, body: Any) -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(body, status=status)
+
+    return handler
+
+
+def raw(status: int, text: bytes, content_type: str = "text/html") -> Handler:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=text, content_type=content_type)
+
+    return handler
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_type"),
+    [
+        (400, "validation", InvalidRequest),
+        (401, "unauthorized", Unauthorized),
+        (403, "forbidden", Unauthorized),
+        (404, "not_found", NotFound),
+        (409, "no_devices", NoDevices),
+        (409, "push_blocked", Conflict),
+        (429, "rate_limited", RateLimited),
+        (503, "unavailable", BrokerError),
+    ],
+)
+async def test_problem_json_becomes_a_typed_error(
+    broker: Scripted, status: int, code: str, error_type: type[BrokerError]
+) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return problem(status, code, "the broker says no")
+
+    broker.routes["POST v1/challenges"] = refuse
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(error_type) as caught:
+            await client.create_challenge("alice")
+    assert type(caught.value) is error_type
+    assert (caught.value.status, caught.value.code, caught.value.detail) == (
+        status,
+        code,
+        "the broker says no",
+    )
+    assert "the broker says no" in str(caught.value)
+
+
+async def test_error_without_a_problem_body_still_has_status_and_code(broker: Scripted) -> None:
+    broker.routes["GET v1/rp"] = raw(502, b"<html>Bad Gateway</html>")
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(BrokerError) as caught:
+            await client.rp()
+    assert (caught.value.status, caught.value.code) == (502, "http_502")
+
+
+async def test_unreachable_broker_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with PushAuthClient(url, "key") as client:
+        with pytest.raises(BrokerUnavailable, match=f"cannot reach the pushauth broker at {url}"):
+            await client.health()
+
+
+async def test_broker_that_does_not_answer_in_time_is_unavailable(broker: Scripted) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(2)
+        return web.json_response({})
+
+    broker.routes["GET v1/rp"] = slow
+    async with PushAuthClient(broker.url, "key", request_timeout=0.3) as client:
+        with pytest.raises(BrokerUnavailable, match="cannot reach"):
+            await client.rp()
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        raw(200, b"not json", "application/json"),
+        answer(200, ["a", "list"]),
+        answer(200, {"id": 7, "name": "Acme"}),
+        answer(200, {"name": "Acme"}),
+        raw(200, b'{"id": "x", "name": "' + b"x" * (2 << 20) + b'"}', "application/json"),
+    ],
+    ids=["not json", "not an object", "wrong type", "missing field", "oversized"],
+)
+async def test_malformed_success_is_a_bad_broker_response(broker: Scripted, handler: Handler) -> None:
+    broker.routes["GET v1/rp"] = handler
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(BadBrokerResponse):
+            await client.rp()
+
+
+@pytest.mark.parametrize("url", ["ftp://broker", "broker.example", "http://"])
+def test_bad_broker_url_is_refused(url: str) -> None:
+    with pytest.raises(ValueError, match="http:// or https://"):
+        PushAuthClient(url, "key")
+
+
+def test_bad_api_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="API key"):
+        PushAuthClient("http://broker", "two words")
+
+
+# -- requests ------------------------------------------------------------------------
+
+
+async def test_requests_carry_the_api_key_and_quote_path_segments(broker: Scripted) -> None:
+    broker.routes["GET v1/users/a%2Fb%20c/credentials"] = answer(200, {"credentials": []})
+    broker.routes["GET v1/users/%2E%2E/credentials"] = answer(200, {"credentials": []})
+    async with PushAuthClient(broker.url + "/", "secret-key") as client:
+        assert await client.list_credentials("a/b c") == []
+        assert await client.list_credentials("..") == []
+    assert [r.headers["Authorization"] for r in broker.seen] == ["Bearer secret-key"] * 2
+
+
+async def test_a_session_passed_in_is_used_and_left_open(broker: Scripted) -> None:
+    broker.routes["GET v1/rp"] = answer(200, {"id": "rp_1", "name": "Acme"})
+    async with aiohttp.ClientSession() as session:
+        async with PushAuthClient(broker.url, "key", session=session) as client:
+            first = await client.rp()
+            assert await client.rp() is first  # cached: one request
+        assert not session.closed
+    assert len(broker.seen) == 1
+
+
+async def test_credentials_are_parsed_and_round_trip(broker: Scripted) -> None:
+    pk = signing.public_key(signing.new_seed())
+    cred = {"id": "cred_1", "user": "alice", "name": "Pixel", "public_key": b64encode(pk)}
+    cred |= {"created_at": 1_700_000_000_000, "last_used_at": None}
+    broker.routes["GET v1/users/alice/credentials"] = answer(200, {"credentials": [cred]})
+    broker.routes["DELETE v1/credentials/cred_1"] = raw(204, b"")
+    async with PushAuthClient(broker.url, "key") as client:
+        [got] = await client.list_credentials("alice")
+        assert got.public_key == pk
+        assert Credential.from_json(got.to_json()) == got
+        assert await client.revoke_credential("cred_1") is None
+
+
+async def test_credential_with_a_short_public_key_is_refused(broker: Scripted) -> None:
+    cred = {"id": "c", "user": "alice", "name": "P", "public_key": b64encode(b"\x01" * 31), "created_at": 1}
+    broker.routes["GET v1/users/alice/credentials"] = answer(200, {"credentials": [cred]})
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(BadBrokerResponse, match="32 bytes"):
+            await client.list_credentials("alice")
+
+
+async def test_health_reports_degraded_broker(broker: Scripted) -> None:
+    broker.routes["GET healthz"] = answer(503, {"status": "degraded", "node": "a", "redis": "unreachable"})
+    async with PushAuthClient(broker.url, "key") as client:
+        health = await client.health()
+    assert (health.ok, health.status, health.redis) == (False, "degraded", "unreachable")
+
+
+async def test_challenge_with_a_number_of_the_wrong_length_is_refused(broker: Scripted) -> None:
+    now = _now_ms()
+    body = {"id": "ch_1", "user": "alice", "number": "123", "digits": 2, "nonce": b64encode(b"n" * 32)}
+    body |= {"context": {}, "created_at": now, "expires_at": now + 60_000, "devices": 1}
+    broker.routes["POST v1/challenges"] = answer(201, body)
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(BadBrokerResponse, match="digits"):
+            await client.create_challenge("alice")
+
+
+async def test_challenge_request_body(broker: Scripted) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def create(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return problem(409, "no_devices")
+
+    broker.routes["POST v1/challenges"] = create
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(NoDevices):
+            await client.create_challenge("alice", {"app": "Payroll"}, ttl=120, digits=6)
+    assert received == [{"user": "alice", "context": {"app": "Payroll"}, "ttl": 120, "digits": 6}]
+
+
+# -- enrollment ------------------------------------------------------------------------
+
+
+def enrollment_body(uri: str | None, *, status: str = "pending", expires_in: int = 600_000) -> dict[str, Any]:
+    return {
+        "id": "enr_1",
+        "user": "alice",
+        "account": "alice@acme",
+        "status": status,
+        "expires_at": _now_ms() + expires_in,
+        "credential": None,
+        "token": TOKEN,
+        "broker_url": "wss://broker.example/v1/device",
+        "uri": uri,
+    }
+
+
+BROKER_URI = enrollment_uri.EnrollmentURI(
+    "wss://broker.example/v1/device", TOKEN, "rp_1", "Acme", "alice@acme"
+).build()
+
+
+async def test_enrollment_uri_gets_the_rps_own_totp_secret(broker: Scripted) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def create(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response(enrollment_body(BROKER_URI), status=201)
+
+    broker.routes["POST v1/enrollments"] = create
+    totp = new_totp(algorithm="SHA256", digits=8)
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await client.create_enrollment("alice", "alice@acme", totp=totp, recoverable=True)
+    assert received == [{"user": "alice", "account": "alice@acme", "recoverable": True}]
+    assert enrollment.uri is not None
+    parsed = enrollment_uri.parse(enrollment.uri)
+    assert parsed.totp == totp
+    assert (parsed.token, parsed.rp, parsed.account) == (TOKEN, "rp_1", "alice@acme")
+    assert enrollment.totp == totp
+    assert len(base64.b32decode(totp.secret)) == 20  # a 160-bit secret
+
+
+async def test_enrollment_without_totp_keeps_the_brokers_uri(broker: Scripted) -> None:
+    broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(BROKER_URI))
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await client.create_enrollment("alice", "alice@acme")
+    assert enrollment.uri is not None
+    assert enrollment_uri.parse(enrollment.uri) == enrollment_uri.parse(BROKER_URI)
+
+
+@pytest.mark.parametrize("uri", [None, "https://evil.example/enroll", BROKER_URI.replace("v=1", "v=2")])
+async def test_enrollment_with_a_bad_uri_is_refused(broker: Scripted, uri: str | None) -> None:
+    broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(uri))
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(BadBrokerResponse, match="URI"):
+            await client.create_enrollment("alice", "alice@acme")
+
+
+async def test_wait_enrollment_returns_the_credential(broker: Scripted) -> None:
+    pk = signing.public_key(signing.new_seed())
+    body = enrollment_body(None, status="completed")
+    body["credential"] = {"id": "cred_1", "user": "alice", "name": "Pixel", "public_key": b64encode(pk)}
+    body["credential"] |= {"created_at": 1, "last_used_at": None}
+    broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await client.wait_enrollment("enr_1", timeout=5)
+    assert enrollment.completed
+    assert enrollment.credential is not None
+    assert enrollment.credential.public_key == pk
+    assert broker.seen[0].query["wait"] in ("4", "5")  # a long-poll within the timeout
+
+
+async def test_completed_enrollment_without_credential_is_refused(broker: Scripted) -> None:
+    broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None, status="completed"))
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(BadBrokerResponse, match="without a credential"):
+            await client.wait_enrollment("enr_1", timeout=5)
+
+
+async def test_wait_enrollment_past_expiry_is_expired(broker: Scripted) -> None:
+    broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None, expires_in=-1))
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await client.wait_enrollment("enr_1", timeout=5)
+    assert enrollment.status is EnrollmentStatus.EXPIRED
+    assert not enrollment.completed
+
+
+async def test_wait_enrollment_timeout_returns_pending(broker: Scripted) -> None:
+    broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None))
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await client.wait_enrollment("enr_1", timeout=0)
+    assert enrollment.status is EnrollmentStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"digits": 7}, "digits"), ({"algorithm": "MD5"}, "algorithm")]
+)
+def test_new_totp_refuses_bad_parameters(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        new_totp(**kwargs)
+
+
+def test_base64url_is_strict() -> None:
+    assert b64decode(b64encode(b"\xff\xfe")) == b"\xff\xfe"
+    for bad in ("a", "ab=", "a+b/", "a b"):
+        with pytest.raises(ValueError, match="base64url"):
+            b64decode(bad)
+    json.dumps(b64encode(b"x"))  # plain ASCII, JSON-safe

@@ -1,0 +1,453 @@
+"""The RP SDK against a compromised broker: forged answers must never approve.
+
+The threat model of the SDK is a broker that lies, so the broker here is a small
+real aiohttp server written by the test that returns crafted JSON. The device
+answers are real Ed25519 signatures made with real keys by protocol.session.sign_answer,
+then forged in every way a broker could: another key, another credential, another
+challenge / nonce / RP, altered fields, a wrong number claimed as approved.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from protocol import signing
+from protocol.frames import Answer, Decision
+from protocol.frames import Challenge as ChallengeFrame
+from protocol.session import sign_answer
+from relying_party import (
+    Challenge,
+    PushAuthClient,
+    SignInResult,
+    Status,
+    VerificationFailed,
+    VerificationReason,
+)
+from relying_party.wire import b64encode
+
+RP_ID = "rp_acme"
+NUMBER = "42"
+CONTEXT = {"app": "Payroll", "ip": "203.0.113.7", "browser": "Firefox on Linux"}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class FakeBroker:
+    """A broker under the test's control. `result` builds each GET /v1/challenges/{id} body."""
+
+    url: str = ""
+    rp_id: str = RP_ID
+    number: str = NUMBER
+    ttl_ms: int = 60_000
+    created: dict[str, dict[str, Any]] = field(default_factory=dict)
+    result: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    polls: list[int] = field(default_factory=list)
+
+    async def rp(self, request: web.Request) -> web.Response:
+        return web.json_response({"id": self.rp_id, "name": "Acme"})
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        now = _now_ms()
+        ch = {
+            "id": "ch_" + secrets.token_hex(8),
+            "user": body["user"],
+            "number": self.number,
+            "digits": body["digits"],
+            "nonce": b64encode(secrets.token_bytes(32)),
+            "context": body["context"],
+            "created_at": now,
+            "expires_at": now + self.ttl_ms,
+            "devices": 1,
+        }
+        self.created[ch["id"]] = ch
+        return web.json_response(ch, status=201)
+
+    async def get(self, request: web.Request) -> web.Response:
+        self.polls.append(int(request.query.get("wait", "0")))
+        ch = self.created[request.match_info["id"]]
+        base = {k: ch[k] for k in ("id", "user", "nonce", "context", "created_at", "expires_at")}
+        body = {**base, "status": "pending", "answer": None}
+        if self.result is not None:
+            body = self.result(body)
+        return web.json_response(body)
+
+
+@pytest.fixture
+async def fake_broker() -> AsyncIterator[FakeBroker]:
+    fake = FakeBroker()
+    app = web.Application()
+    app.router.add_get("/v1/rp", fake.rp)
+    app.router.add_post("/v1/challenges", fake.create)
+    app.router.add_get("/v1/challenges/{id}", fake.get)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    fake.url = f"http://{host}:{port}"
+    yield fake
+    await runner.cleanup()
+
+
+@dataclass
+class Device:
+    """One real device credential: a seed the device holds, the public key the RP stored."""
+
+    cid: str
+    seed: bytes = field(default_factory=signing.new_seed)
+
+    @property
+    def public_key(self) -> bytes:
+        return signing.public_key(self.seed)
+
+    def answer(
+        self,
+        challenge: Challenge,
+        decision: str = Decision.APPROVE,
+        number: str = NUMBER,
+        *,
+        rp: str = RP_ID,
+        ch: str | None = None,
+        nonce: bytes | None = None,
+        cid: str | None = None,
+        ctx: dict[str, str] | None = None,
+    ) -> Answer:
+        """The device's real signed answer to the challenge frame it was (maybe falsely) shown."""
+        frame = ChallengeFrame(
+            ch=ch or challenge.id,
+            cid=cid or self.cid,
+            rp=rp,
+            rp_name="Acme",
+            account="alice@acme",
+            nonce=nonce or challenge.nonce,
+            ctx=CONTEXT if ctx is None else ctx,
+            created=challenge.created_at,
+            expires=challenge.expires_at,
+            digits=challenge.digits,
+        )
+        return sign_answer(frame, seed=self.seed, decision=decision, number=number, ts=_now_ms())
+
+
+def answer_json(answer: Answer, **override: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "credential_id": answer.cid,
+        "decision": answer.decision,
+        "number": answer.number,
+        "ts": answer.ts,
+        "ctx_hash": b64encode(answer.ctx_hash),
+        "signature": b64encode(answer.sig),
+    }
+    body.update(override)
+    return body
+
+
+def claims(status: str, answer: dict[str, Any] | None) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    return lambda body: {**body, "status": status, "answer": answer}
+
+
+ALICE = Device("cred_alice_phone")
+ALICE_TABLET = Device("cred_alice_tablet")
+MALLORY = Device("cred_mallory")
+
+
+async def run_sign_in(
+    fake: FakeBroker,
+    make_result: Callable[[Challenge], Callable[[dict[str, Any]], dict[str, Any]]],
+    *,
+    keys: dict[str, bytes] | None = None,
+    timeout: float | None = 5,
+) -> SignInResult:
+    """Create a challenge through the SDK, let the broker answer as told, return the SDK's verdict."""
+    store = {ALICE.cid: ALICE.public_key, ALICE_TABLET.cid: ALICE_TABLET.public_key} if keys is None else keys
+    async with PushAuthClient(fake.url, "test-key") as client:
+        challenge = await client.create_challenge("alice", CONTEXT)
+        fake.result = make_result(challenge)
+        return await client.wait_result(challenge, store, timeout=timeout)
+
+
+# -- honest answers: the SDK reaches each outcome itself ------------------------
+
+
+@pytest.mark.parametrize(
+    ("decision", "number", "status"),
+    [
+        (Decision.APPROVE, NUMBER, Status.APPROVED),
+        (Decision.APPROVE, "17", Status.NUMBER_MISMATCH),
+        (Decision.DENY, "", Status.DENIED),
+        (Decision.FRAUD, "", Status.REPORTED),
+    ],
+)
+async def test_valid_answer_gives_the_outcome_the_sdk_computes(
+    fake_broker: FakeBroker, decision: str, number: str, status: Status
+) -> None:
+    result = await run_sign_in(
+        fake_broker, lambda ch: claims(status, answer_json(ALICE.answer(ch, decision, number)))
+    )
+    assert result.status is status
+    assert result.approved is (status is Status.APPROVED)
+    assert result.credential_id == ALICE.cid
+    assert result.answer is not None
+    assert result.answer.decision == decision
+
+
+async def test_second_device_of_the_user_can_approve(fake_broker: FakeBroker) -> None:
+    result = await run_sign_in(
+        fake_broker, lambda ch: claims("approved", answer_json(ALICE_TABLET.answer(ch)))
+    )
+    assert result.approved
+    assert result.credential_id == ALICE_TABLET.cid
+
+
+# -- forged answers: a VerificationFailed with the reason, never an approval ------
+
+FORGERIES: dict[str, tuple[Callable[[Challenge], dict[str, Any] | None], VerificationReason]] = {
+    # Signed by a key the RP did not store, under the name of Alice's credential.
+    "wrong key": (
+        lambda ch: answer_json(MALLORY.answer(ch, cid=ALICE.cid)),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    # A valid signature by a credential that is not in the RP's store for Alice.
+    "credential not in the store": (
+        lambda ch: answer_json(MALLORY.answer(ch)),
+        VerificationReason.UNKNOWN_CREDENTIAL,
+    ),
+    # Alice's phone signed, the broker says it was her tablet.
+    "relabelled credential id": (
+        lambda ch: answer_json(ALICE.answer(ch), credential_id=ALICE_TABLET.cid),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    "signed over another challenge id": (
+        lambda ch: answer_json(ALICE.answer(ch, ch="ch_other")),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    "signed over another nonce": (
+        lambda ch: answer_json(ALICE.answer(ch, nonce=secrets.token_bytes(32))),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    "signed for another RP": (
+        lambda ch: answer_json(ALICE.answer(ch, rp="rp_other")),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    # The user typed a wrong number; the broker rewrites it to the right one.
+    "number altered": (
+        lambda ch: answer_json(ALICE.answer(ch, number="17"), number=NUMBER),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    # The user denied; the broker turns it into an approval with the right number.
+    "decision altered": (
+        lambda ch: answer_json(ALICE.answer(ch, Decision.DENY, ""), decision="approve", number=NUMBER),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    "timestamp altered": (
+        lambda ch: answer_json((a := ALICE.answer(ch)), ts=a.ts + 1),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    # The device was shown another context (say, another app); the hash says so.
+    "signed over another context": (
+        lambda ch: answer_json(ALICE.answer(ch, ctx={**CONTEXT, "app": "Evil"})),
+        VerificationReason.CONTEXT_MISMATCH,
+    ),
+    # ...and the broker swapped in the hash of the real context: the signature breaks.
+    "context hash replaced": (
+        lambda ch: answer_json(
+            ALICE.answer(ch, ctx={"app": "Evil"}), ctx_hash=b64encode(signing.context_hash(CONTEXT))
+        ),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    "signature bit flipped": (
+        lambda ch: answer_json(
+            (a := ALICE.answer(ch)), signature=b64encode(bytes([a.sig[0] ^ 1]) + a.sig[1:])
+        ),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    "no answer at all": (lambda ch: None, VerificationReason.MISSING_ANSWER),
+    # A real approval with the wrong number, claimed as approved.
+    "wrong number claimed approved": (
+        lambda ch: answer_json(ALICE.answer(ch, number="17")),
+        VerificationReason.STATUS_MISMATCH,
+    ),
+    "deny claimed approved": (
+        lambda ch: answer_json(ALICE.answer(ch, Decision.DENY, "")),
+        VerificationReason.STATUS_MISMATCH,
+    ),
+    "fraud report claimed approved": (
+        lambda ch: answer_json(ALICE.answer(ch, Decision.FRAUD, "")),
+        VerificationReason.STATUS_MISMATCH,
+    ),
+    "signature not base64url": (
+        lambda ch: answer_json(ALICE.answer(ch), signature="not base64!"),
+        VerificationReason.MALFORMED_ANSWER,
+    ),
+    "signature too short": (
+        lambda ch: answer_json((a := ALICE.answer(ch)), signature=b64encode(a.sig[:63])),
+        VerificationReason.MALFORMED_ANSWER,
+    ),
+    "signature missing": (
+        lambda ch: {k: v for k, v in answer_json(ALICE.answer(ch)).items() if k != "signature"},
+        VerificationReason.MALFORMED_ANSWER,
+    ),
+    "unknown decision": (
+        lambda ch: answer_json(ALICE.answer(ch), decision="allow"),
+        VerificationReason.MALFORMED_ANSWER,
+    ),
+    "timestamp is a boolean": (
+        lambda ch: answer_json(ALICE.answer(ch), ts=True),
+        VerificationReason.MALFORMED_ANSWER,
+    ),
+    "approval without a number": (
+        lambda ch: answer_json(ALICE.answer(ch, number="")),
+        VerificationReason.MALFORMED_ANSWER,
+    ),
+    "answer is a list": (lambda ch: [answer_json(ALICE.answer(ch))], VerificationReason.MALFORMED_ANSWER),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGERIES))
+async def test_forged_approval_is_a_verification_failure(fake_broker: FakeBroker, case: str) -> None:
+    forge, reason = FORGERIES[case]
+    with pytest.raises(VerificationFailed) as failure:
+        await run_sign_in(fake_broker, lambda ch: claims("approved", forge(ch)))
+    assert failure.value.reason is reason
+    assert failure.value.broker_status in (None, Status.APPROVED)
+
+
+async def test_replayed_answer_of_an_earlier_challenge_is_refused(fake_broker: FakeBroker) -> None:
+    """A real approval of yesterday's sign-in does not approve today's."""
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        earlier = await client.create_challenge("alice", CONTEXT)
+        old = answer_json(ALICE.answer(earlier))
+        challenge = await client.create_challenge("alice", CONTEXT)
+        fake_broker.result = lambda body: {**body, "status": "approved", "answer": old}
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(challenge, {ALICE.cid: ALICE.public_key}, timeout=5)
+    assert failure.value.reason is VerificationReason.BAD_SIGNATURE
+
+
+async def test_result_about_another_challenge_is_refused(fake_broker: FakeBroker) -> None:
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        earlier = await client.create_challenge("alice", CONTEXT)
+        challenge = await client.create_challenge("alice", CONTEXT)
+        good_old = {**fake_broker.created[earlier.id], "status": "approved"}
+        good_old["answer"] = answer_json(ALICE.answer(earlier))
+        fake_broker.result = lambda body: good_old
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(challenge, {ALICE.cid: ALICE.public_key}, timeout=5)
+    assert failure.value.reason is VerificationReason.WRONG_CHALLENGE
+
+
+async def test_empty_key_store_approves_nothing(fake_broker: FakeBroker) -> None:
+    with pytest.raises(VerificationFailed) as failure:
+        await run_sign_in(fake_broker, lambda ch: claims("approved", answer_json(ALICE.answer(ch))), keys={})
+    assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
+
+
+async def test_broker_cannot_change_the_number_after_creation(fake_broker: FakeBroker) -> None:
+    """The number the SDK compares with is the one from creation, whatever the result echoes."""
+
+    def result(ch: Challenge) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return lambda body: {
+            **body,
+            "status": "approved",
+            "number": "17",
+            "answer": answer_json(ALICE.answer(ch, number="17")),
+        }
+
+    with pytest.raises(VerificationFailed) as failure:
+        await run_sign_in(fake_broker, result)
+    assert failure.value.reason is VerificationReason.STATUS_MISMATCH
+
+
+async def test_broker_cannot_change_the_context_after_creation(fake_broker: FakeBroker) -> None:
+    """The context the SDK checks is the one it sent, not the broker's echo."""
+    evil = {"app": "Evil"}
+
+    def result(ch: Challenge) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        return lambda body: {
+            **body,
+            "status": "approved",
+            "context": evil,
+            "answer": answer_json(ALICE.answer(ch, ctx=evil)),
+        }
+
+    with pytest.raises(VerificationFailed) as failure:
+        await run_sign_in(fake_broker, result)
+    assert failure.value.reason is VerificationReason.CONTEXT_MISMATCH
+
+
+async def test_denial_claim_with_an_approving_answer_is_refused(fake_broker: FakeBroker) -> None:
+    with pytest.raises(VerificationFailed) as failure:
+        await run_sign_in(fake_broker, lambda ch: claims("denied", answer_json(ALICE.answer(ch))))
+    assert failure.value.reason is VerificationReason.STATUS_MISMATCH
+    assert failure.value.broker_status is Status.DENIED
+
+
+# -- expiry and waiting ---------------------------------------------------------
+
+
+async def test_expired_claim_is_expired_even_with_a_valid_answer(fake_broker: FakeBroker) -> None:
+    result = await run_sign_in(fake_broker, lambda ch: claims("expired", answer_json(ALICE.answer(ch))))
+    assert result.status is Status.EXPIRED
+    assert not result.approved
+
+
+async def test_pending_past_expiry_is_expired_by_the_sdks_own_clock(fake_broker: FakeBroker) -> None:
+    """A broker that keeps saying "pending" after expires_at cannot keep the RP waiting."""
+    fake_broker.ttl_ms = -1  # already past its expiry when created
+    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=None)
+    assert result.status is Status.EXPIRED
+
+
+async def test_timeout_while_pending_returns_pending(fake_broker: FakeBroker) -> None:
+    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=0)
+    assert result.status is Status.PENDING
+    assert not result.final
+    assert not result.approved
+
+
+async def test_long_poll_asks_the_broker_to_hold_until_expiry(fake_broker: FakeBroker) -> None:
+    fake_broker.ttl_ms = 30_000
+    await run_sign_in(
+        fake_broker,
+        lambda ch: claims("denied", answer_json(ALICE.answer(ch, Decision.DENY, ""))),
+        timeout=None,
+    )
+    assert fake_broker.polls
+    assert 29 <= fake_broker.polls[0] <= 30
+
+
+async def test_broker_ignoring_the_wait_is_not_hammered(fake_broker: FakeBroker) -> None:
+    """A pending answer that comes back at once is retried after a pause, not in a tight loop."""
+    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=1.0)
+    assert result.status is Status.PENDING
+    assert 1 <= len(fake_broker.polls) <= 8
+
+
+async def test_stored_challenge_round_trips(fake_broker: FakeBroker) -> None:
+    """An RP keeps the challenge in its session between requests; the stored form verifies the same."""
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        challenge = await client.create_challenge("alice", CONTEXT)
+        restored = Challenge.from_stored(challenge.to_json())
+        assert restored == challenge
+        fake_broker.result = claims("approved", answer_json(ALICE.answer(challenge)))
+        result = await client.wait_result(restored, {ALICE.cid: ALICE.public_key}, timeout=5)
+    assert result.approved
+
+
+async def test_tampered_stored_number_does_not_approve(fake_broker: FakeBroker) -> None:
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        challenge = await client.create_challenge("alice", CONTEXT)
+        fake_broker.result = claims("approved", answer_json(ALICE.answer(challenge)))
+        other = replace(challenge, number="17")
+        with pytest.raises(VerificationFailed):
+            await client.wait_result(other, {ALICE.cid: ALICE.public_key}, timeout=5)
