@@ -1,0 +1,372 @@
+"""pushauth-agent as a real subprocess: help, argument errors, bad input, no broker.
+
+Everything here runs without a broker: errors that must be caught before anything
+is sent, and the behaviour when the broker cannot be reached. The flows against a
+real broker are in test_agent_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import AGENT, ManagedProcess, assert_cli_error, free_port, port_accepts, run_cli, wait_until
+
+from device_agent.store import AccountStore
+from protocol import signing
+from protocol.uri import EnrollmentURI, TotpParams
+
+TOKEN = "t" * 32
+
+
+def agent(home: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli([AGENT, "--home", str(home), *args], input=input, timeout=60)
+
+
+def dead_broker() -> str:
+    """A ws:// URL where nothing listens."""
+    return f"ws://127.0.0.1:{free_port()}/v1/device"
+
+
+def enroll_uri(broker: str, **kw: object) -> str:
+    fields: dict[str, object] = {
+        "broker": broker,
+        "token": TOKEN,
+        "rp": "rp1",
+        "rp_name": "Example",
+        "account": "alice@example.com",
+    }
+    fields.update(kw)
+    return EnrollmentURI(**fields).build()  # type: ignore[arg-type]
+
+
+def store_with_account(home: Path, broker: str, name: str = "alice@example.com") -> AccountStore:
+    store = AccountStore(home)
+    store.add(
+        wanted_name=name,
+        rp="rp1",
+        rp_name="Example",
+        user="alice",
+        label=name,
+        broker=broker,
+        cid="cid-" + name.split("@")[0],
+        device_name="laptop",
+        seed=signing.new_seed(),
+    )
+    return store
+
+
+# -- help ---------------------------------------------------------------------------
+
+
+def test_help_explains_commands_exit_codes_and_environment() -> None:
+    result = run_cli([AGENT, "--help"])
+    assert result.returncode == 0
+    for text in ("enroll", "listen", "pending", "approve", "deny", "remove", "accounts"):
+        assert text in result.stdout
+    assert "exit codes" in result.stdout
+    assert "PUSHAUTH_AGENT_HOME" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["enroll", "accounts", "listen", "pending", "approve", "deny", "remove"])
+def test_each_command_has_its_own_help(command: str) -> None:
+    result = run_cli([AGENT, command, "--help"])
+    assert result.returncode == 0
+    assert f"pushauth-agent {command}" in result.stdout
+    assert "exit codes" in result.stdout
+
+
+def test_python_dash_m_runs_the_same_cli() -> None:
+    result = run_cli([sys.executable, "-m", "device_agent", "--help"])
+    assert result.returncode == 0
+    assert "pushauth-agent" in result.stdout
+
+
+# -- argument errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "contains"),
+    [
+        ([], "required"),
+        (["bogus"], "invalid choice"),
+        (["enroll"], "required"),
+        (["approve", "ch1"], "--number"),
+        (["deny"], "required"),
+        (["remove"], "required"),
+        (["accounts", "--frobnicate"], "unrecognized"),
+    ],
+)
+def test_argument_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[str], contains: str) -> None:
+    result = agent(tmp_path / "home", *args)
+    assert_cli_error(result, contains=contains)
+    assert result.returncode == 2
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize(
+    ("uri", "contains"),
+    [
+        ("https://example.com/enroll?v=1", "pushauth://enroll"),
+        ("pushauth://enroll?v=2&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a", "version"),
+        ("pushauth://enroll?v=1&broker=ws://h/&rp=r&rp_name=R&account=a", "token"),
+        ("pushauth://enroll?v=1&broker=http://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a", "ws://"),
+        ("pushauth://enroll?v=1&broker=ws://h/&token=short&rp=r&rp_name=R&account=a", "token"),
+        (
+            "pushauth://enroll?v=1&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a&secret=!!",
+            "base32",
+        ),
+        ("", "pushauth://enroll"),
+    ],
+)
+def test_bad_enrollment_uri_is_refused_before_anything_happens(
+    tmp_path: Path, uri: str, contains: str
+) -> None:
+    result = agent(tmp_path / "home", "enroll", uri)
+    line = assert_cli_error(result, contains=contains)
+    assert result.returncode == 2
+    assert "not a valid enrollment URI" in line
+    assert not (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "bad\tname", ""])
+def test_bad_device_name_is_refused(tmp_path: Path, name: str) -> None:
+    result = agent(tmp_path / "home", "enroll", enroll_uri(dead_broker()), "--name", name)
+    assert_cli_error(result, contains="device name")
+    assert result.returncode == 2
+    assert not (tmp_path / "home").exists()
+
+
+def test_enroll_with_broker_down_says_so_and_stores_nothing(tmp_path: Path) -> None:
+    broker = dead_broker()
+    result = agent(tmp_path / "home", "enroll", enroll_uri(broker))
+    assert_cli_error(result, contains=f"cannot reach the broker at {broker}")
+    assert result.returncode == 3
+    assert AccountStore(tmp_path / "home").load() == []
+
+
+def test_enroll_at_something_that_is_not_a_broker(tmp_path: Path) -> None:
+    # An HTTP server that is not a WebSocket endpoint: a clear message, not a traceback.
+    port = free_port()
+    server = ManagedProcess(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        log_dir=tmp_path / "logs",
+        ready=lambda _p: port_accepts(port),
+    ).start()
+    try:
+        result = agent(tmp_path / "home", "enroll", enroll_uri(f"ws://127.0.0.1:{port}/v1/device"))
+    finally:
+        server.terminate()
+    assert_cli_error(result, contains="cannot reach the broker")
+    assert result.returncode == 3
+
+
+# -- commands on the local store ---------------------------------------------------------
+
+
+def test_accounts_on_an_empty_home(tmp_path: Path) -> None:
+    result = agent(tmp_path / "home", "accounts")
+    assert result.returncode == 0
+    assert "No accounts yet" in result.stdout
+    result = agent(tmp_path / "home", "accounts", "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == []
+
+
+def test_accounts_lists_without_secrets_and_honours_the_env_home(tmp_path: Path) -> None:
+    home = tmp_path / "env-home"
+    store = store_with_account(home, "ws://127.0.0.1:1/v1/device")
+    seed = store.seed("cid-alice")
+    env = {**os.environ, "PUSHAUTH_AGENT_HOME": str(home)}
+    result = subprocess.run(
+        [AGENT, "accounts", "--json"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)
+    assert entry["name"] == "alice@example.com"
+    assert entry["credential_id"] == "cid-alice"
+    assert entry["status"] == "active"
+    assert "seed" not in entry
+    assert signing.public_key(seed).hex() not in result.stdout
+    text = subprocess.run(
+        [AGENT, "accounts"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "alice@example.com" in text.stdout
+    assert "Example" in text.stdout
+
+
+def test_damaged_accounts_file_is_one_line_and_left_alone(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "accounts.json").write_text("{not json")
+    for args in (
+        ["accounts"],
+        ["pending"],
+        ["listen"],
+        ["remove", "x"],
+        ["approve", "abcd", "--number", "12"],
+    ):
+        result = agent(home, *args)
+        assert_cli_error(result, contains="damaged")
+        assert result.returncode == 2
+    assert (home / "accounts.json").read_text() == "{not json"
+
+
+def test_commands_that_need_accounts_say_how_to_add_one(tmp_path: Path) -> None:
+    for args in (["pending"], ["approve", "abcd", "--number", "12"], ["deny", "abcd"]):
+        result = agent(tmp_path / "home", *args)
+        assert_cli_error(result, contains="enroll")
+        assert result.returncode == 2
+
+
+@pytest.mark.parametrize("number", ["abc", "", "123456789", "12 34", "-1"])
+def test_approve_with_a_malformed_number_sends_nothing(tmp_path: Path, number: str) -> None:
+    store_with_account(tmp_path / "home", dead_broker())
+    result = agent(tmp_path / "home", "approve", "abcd", "--number", number)
+    assert_cli_error(result, contains="digits")
+    assert result.returncode == 2
+
+
+def test_remove_unknown_account(tmp_path: Path) -> None:
+    store_with_account(tmp_path / "home", dead_broker())
+    result = agent(tmp_path / "home", "remove", "nobody")
+    assert_cli_error(result, contains='no account named "nobody"')
+    assert result.returncode == 2
+
+
+def test_remove_refuses_when_the_broker_is_down_unless_local_only(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    store = store_with_account(home, dead_broker())
+    result = agent(home, "remove", "alice@example.com")
+    line = assert_cli_error(result, contains="NOT removed")
+    assert "--local-only" in line
+    assert result.returncode == 3
+    assert [a.name for a in store.load()] == ["alice@example.com"]
+
+    result = agent(home, "remove", "alice@example.com", "--local-only")
+    assert result.returncode == 0, result.stderr
+    assert "this device only" in result.stdout
+    assert store.load() == []
+
+
+def test_remove_of_an_already_revoked_account_needs_no_broker(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    store = store_with_account(home, dead_broker())
+    store.mark_revoked("cid-alice", "removed by the service")
+    result = agent(home, "remove", "alice@example.com")
+    assert result.returncode == 0, result.stderr
+    assert "Forgot" in result.stdout
+    assert store.load() == []
+
+
+def test_pending_and_approve_with_the_broker_down(tmp_path: Path) -> None:
+    broker = dead_broker()
+    store_with_account(tmp_path / "home", broker)
+    result = agent(tmp_path / "home", "pending")
+    assert "cannot reach the broker" in result.stderr
+    assert result.returncode == 3
+    result = agent(tmp_path / "home", "approve", "abcd", "--number", "12")
+    assert_cli_error(result, contains="cannot reach the broker")
+    assert result.returncode == 3
+
+
+def test_enroll_keeps_totp_parameters_of_the_uri_when_parsing(tmp_path: Path) -> None:
+    # The URI parser accepts TOTP parameters; with the broker down nothing is stored.
+    uri = enroll_uri(dead_broker(), totp=TotpParams("JBSWY3DPEHPK3PXPJBSWY3DP", "SHA256", 8, 30))
+    result = agent(tmp_path / "home", "enroll", uri)
+    assert_cli_error(result, contains="cannot reach")
+
+
+# -- listen without a broker --------------------------------------------------------------
+
+
+class Listen:
+    """`pushauth-agent listen` with a stdin pipe (ManagedProcess reads no stdin)."""
+
+    def __init__(self, home: Path, log_dir: Path, *args: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.out_path = log_dir / "listen.out"
+        self.err_path = log_dir / "listen.err"
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [AGENT, "--home", str(home), "listen", *args],
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=err,
+            )
+
+    def output(self) -> str:
+        return self.out_path.read_text()
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        wait_until(
+            lambda: text in self.output(), timeout=timeout, message=lambda: f"{text!r} in {self.output()!r}"
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+StartListen = Callable[..., Listen]
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[StartListen]:
+    started: list[Listen] = []
+
+    def start(home: Path, *args: str) -> Listen:
+        proc = Listen(home, tmp_path / f"listen-{len(started)}", *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.close()
+
+
+def test_listen_keeps_retrying_a_down_broker_and_stops_on_sigterm(
+    tmp_path: Path, listener: StartListen
+) -> None:
+    broker = dead_broker()
+    store_with_account(tmp_path / "home", broker)
+    proc = listener(tmp_path / "home", "--no-input")
+    # Several attempts, each one announced: it neither gives up nor crashes.
+    wait_until(lambda: proc.output().count("Reconnecting to") >= 3, timeout=30, message="three retries")
+    assert f"cannot reach the broker at {broker}" in proc.output()
+    proc.proc.send_signal(signal.SIGTERM)
+    assert proc.proc.wait(10) == 0
+    assert "Stopped." in proc.output()
+    assert "Traceback" not in proc.err_path.read_text()
+
+
+def test_listen_stops_when_input_ends(tmp_path: Path, listener: StartListen) -> None:
+    store_with_account(tmp_path / "home", dead_broker())
+    proc = listener(tmp_path / "home")
+    proc.wait_for("Reconnecting to")
+    assert proc.proc.stdin is not None
+    proc.proc.stdin.write(b"42\n")  # no request is being asked: ignored, said so
+    proc.proc.stdin.close()
+    assert proc.proc.wait(10) == 0
+    out = proc.output()
+    assert "input ignored" in out
+    assert "Input ended; stopping." in out
+    assert "Stopped." in out
+
+
+def test_listen_with_no_accounts_waits_for_one(tmp_path: Path, listener: StartListen) -> None:
+    home = tmp_path / "home"
+    proc = listener(home, "--no-input")
+    proc.wait_for("No active accounts yet")
+    broker = dead_broker()
+    store_with_account(home, broker)  # as `enroll` in another terminal would
+    proc.wait_for(f"cannot reach the broker at {broker}")
+    proc.proc.send_signal(signal.SIGINT)
+    assert proc.proc.wait(10) == 0
