@@ -109,11 +109,20 @@ class PushAuthClient:
         return self._rp
 
     async def health(self) -> Health:
-        """The broker's health; `ok` is False when it answers 503 (Redis unreachable)."""
+        """The broker's health; `ok` is False when it answers 503 (e.g. Redis unreachable)."""
         status, body = await self._request("GET", "/healthz", expect=(200, 503))
         fields = wire.obj(body, "health")
+        if status == 503:
+            # A problem body: its code says what is down, its detail why.
+            code, detail = fields.get("code"), fields.get("detail")
+            return Health(
+                ok=False,
+                status=code if isinstance(code, str) else "unavailable",
+                node=None,
+                redis=detail if isinstance(detail, str) else None,
+            )
         return Health(
-            ok=status == 200,
+            ok=True,
             status=wire.get(fields, "status", str, "health"),
             node=wire.get_optional(fields, "node", str, "health"),
             redis=wire.get_optional(fields, "redis", str, "health"),
