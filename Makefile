@@ -18,7 +18,7 @@ install: $(STAMP)
 
 demo: install
 	@scripts/ensure-tools runtime
-	$(BIN)/pushauth-broker demo
+	$(BIN)/pushauth-demo
 
 test: install
 	@scripts/ensure-tools test
