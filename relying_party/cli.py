@@ -1,0 +1,223 @@
+"""`pushauth-rp`: run the demo relying party and manage its users.
+
+    pushauth-rp serve --broker http://127.0.0.1:8470 [--db FILE] [--host H] [--port P]
+    pushauth-rp user add NAME [--password-stdin] [--db FILE]
+    pushauth-rp user passwd NAME [--password-stdin] [--db FILE]
+
+The broker API key comes from the environment (PUSHAUTH_RP_API_KEY) or a file
+(--api-key-file), never from the command line, where every local user could read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from aiohttp import web
+
+from protocol import numbers
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S
+
+from .web import forms, passwords
+from .web.app import create_app
+from .web.config import Settings
+from .web.db import Database, UserExists
+
+PROG = "pushauth-rp"
+DEFAULT_DB = "pushauth-rp.db"
+API_KEY_ENV = "PUSHAUTH_RP_API_KEY"
+
+
+class CliError(Exception):
+    """Bad input or environment: one line on stderr, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: scripts and people read the reason first.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="The pushauth demo relying party: a web sign-in with push approval and number matching.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = sub.add_parser("serve", help="run the web app", description="Run the demo relying party web app.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8471, help="port to listen on (default: 8471)")
+    serve.add_argument(
+        "--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite database (default: {DEFAULT_DB})"
+    )
+    serve.add_argument("--broker", required=True, help="the broker's HTTP URL, e.g. http://127.0.0.1:8470")
+    serve.add_argument(
+        "--api-key-file", type=Path, help=f"file holding the RP's broker API key (default: ${API_KEY_ENV})"
+    )
+    serve.add_argument("--name", default="pushauth demo portal", help="application name shown on devices")
+    serve.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark cookies Secure (use when the site is served over https)",
+    )
+    serve.add_argument(
+        "--digits",
+        type=int,
+        default=numbers.DEFAULT_DIGITS,
+        help=f"digits of the sign-in number, {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS} (default: 2)",
+    )
+    serve.add_argument(
+        "--ttl", type=int, default=60, help=f"seconds a push request stays valid, {MIN_TTL_S}..{MAX_TTL_S}"
+    )
+
+    user = sub.add_parser("user", help="manage users", description="Manage the demo's users.")
+    user_sub = user.add_subparsers(dest="user_command", required=True, parser_class=_Parser)
+    for name, text in (("add", "create a user"), ("passwd", "set a user's password")):
+        cmd = user_sub.add_parser(name, help=text, description=text.capitalize() + ".")
+        cmd.add_argument("name", help="user name: letters, digits, . _ - @ (at most 64)")
+        cmd.add_argument(
+            "--password-stdin", action="store_true", help="read the password from standard input"
+        )
+        cmd.add_argument(
+            "--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite database (default: {DEFAULT_DB})"
+        )
+    return parser
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    if not sys.stdin.isatty():
+        raise CliError("no terminal to ask for the password: use --password-stdin")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat password: ") != first:
+        raise CliError("the passwords do not match")
+    return first
+
+
+def _user_command(args: argparse.Namespace) -> None:
+    try:
+        name = forms.user_name(args.name)
+    except forms.FormError as exc:
+        raise CliError(exc.message) from None
+    password = _read_password(args.password_stdin)
+    problem = passwords.password_problem(password)
+    if problem:
+        raise CliError(problem)
+    db = _open_db(args.db)
+    try:
+        if args.user_command == "add":
+            if db.user_by_name(name) is not None:
+                raise CliError(f"user {name!r} already exists")
+            try:
+                db.add_user(name, passwords.hash_password(password))
+            except UserExists:
+                raise CliError(f"user {name!r} already exists") from None
+            print(f"user {name} added")
+        else:
+            user = db.user_by_name(name)
+            if user is None:
+                raise CliError(f"no user {name!r}")
+            db.set_password(user.id, passwords.hash_password(password))
+            print(f"password of {name} changed")
+    finally:
+        db.close()
+
+
+def _open_db(path: Path) -> Database:
+    if path.parent and not path.parent.exists():
+        raise CliError(f"folder {path.parent} does not exist")
+    try:
+        return Database(path)
+    except sqlite3.Error as exc:
+        raise CliError(f"cannot open database {path}: {exc}") from None
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    if args.api_key_file is not None:
+        try:
+            key = args.api_key_file.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {args.api_key_file}: {exc.strerror}") from None
+    else:
+        key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        raise CliError(f"no broker API key: set ${API_KEY_ENV} or pass --api-key-file")
+    return key
+
+
+def _serve(args: argparse.Namespace) -> None:
+    if not numbers.MIN_DIGITS <= args.digits <= numbers.MAX_DIGITS:
+        raise CliError(f"--digits must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
+    if not MIN_TTL_S <= args.ttl <= MAX_TTL_S:
+        raise CliError(f"--ttl must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
+    if not 0 <= args.port <= 65535:
+        raise CliError("--port must be 0..65535")
+    if not args.broker.startswith(("http://", "https://")):
+        raise CliError("--broker must be an http:// or https:// URL")
+    key = _api_key(args)
+    _open_db(args.db).close()  # fail here, with a message, if the database cannot be opened
+    settings = Settings(
+        db_path=args.db,
+        broker_url=args.broker,
+        api_key=key,
+        app_name=args.name,
+        secure_cookies=args.secure_cookies,
+        push_digits=args.digits,
+        push_ttl=args.ttl,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    asyncio.run(_run(create_app(settings), args.host, args.port))
+
+
+async def _run(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        bound = runner.addresses[0][1] if runner.addresses else port
+        print(f"{PROG} listening on http://{host}:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print(f"{PROG} stopping", flush=True)
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            _serve(args)
+        else:
+            _user_command(args)
+    except CliError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,100 @@
+// Live updates for the push request and setup pages, the countdowns, and "Copy".
+// Progressive enhancement: every page works without this file (the buttons post forms).
+"use strict";
+
+function setStatus(box, data) {
+  box.className = "status status-" + data.tone;
+  box.dataset.status = data.status;
+  box.querySelector(".status-label").textContent = data.label;
+  box.querySelector(".status-message").textContent = data.message;
+}
+
+function countdown(element, seconds, onEnd) {
+  const end = Date.now() + seconds * 1000;
+  function tick() {
+    const left = Math.max(0, Math.round((end - Date.now()) / 1000));
+    element.textContent = Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
+    if (left === 0) {
+      if (onEnd) onEnd();
+      return false;
+    }
+    return true;
+  }
+  if (!tick()) return () => {};
+  const timer = setInterval(() => { if (!tick()) clearInterval(timer); }, 1000);
+  return () => clearInterval(timer);
+}
+
+function followPush(card) {
+  const box = document.getElementById("push-status");
+  const form = document.getElementById("complete-form");
+  const number = document.getElementById("push-number");
+  const count = document.getElementById("countdown");
+  document.querySelectorAll(".js-hide").forEach((el) => el.classList.add("hidden"));
+  if (card.dataset.final === "true") return;
+  const stop = countdown(document.getElementById("countdown-value"), Number(card.dataset.remaining));
+  const events = new EventSource(card.dataset.events);
+  events.addEventListener("status", (message) => {
+    const data = JSON.parse(message.data);
+    setStatus(box, data);
+    if (!data.final) return;
+    events.close();
+    stop();
+    count.classList.add("hidden");
+    if (data.status === "approved") {
+      form.submit();  // the server checks the signed answer again before signing in
+    } else {
+      number.classList.add("number-ended");
+      const again = document.getElementById("send-again");
+      again.classList.replace("secondary", "primary");
+      again.focus();
+    }
+  });
+}
+
+function followSetup(card) {
+  const box = document.getElementById("setup-status");
+  const form = document.getElementById("continue-form");
+  countdown(document.getElementById("countdown-value"), Number(card.dataset.remaining));
+  const events = new EventSource(card.dataset.events);
+  events.addEventListener("setup", (message) => {
+    const data = JSON.parse(message.data);
+    if (data.status === "completed") {
+      events.close();
+      setStatus(box, { tone: "success", status: "completed", label: "Device connected",
+                       message: "Sending a test notification to your device." });
+      form.submit();
+    } else if (data.status === "expired") {
+      events.close();
+      setStatus(box, { tone: "error", status: "expired", label: "Expired",
+                       message: "This QR code expired. Cancel and start again." });
+    } else if (data.status === "unavailable") {
+      setStatus(box, { tone: "error", status: "unavailable", label: "Connection problem",
+                       message: "The sign-in service cannot be reached. Still trying." });
+    }
+  });
+}
+
+function copyButtons() {
+  document.querySelectorAll("[data-copy]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const input = document.getElementById(button.dataset.copy);
+      input.select();
+      try {
+        await navigator.clipboard.writeText(input.value);
+        button.textContent = "Copied";
+      } catch {
+        button.textContent = "Press Ctrl+C";
+      }
+      setTimeout(() => { button.textContent = "Copy"; }, 2500);
+    });
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const push = document.getElementById("push");
+  if (push) followPush(push);
+  const setup = document.getElementById("setup");
+  if (setup) followSetup(setup);
+  copyButtons();
+});

@@ -1,0 +1,100 @@
+"""Who is signed in, and the two steps of signing in (password, then push or code)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from aiohttp import web
+
+from .db import User, now_ms
+from .keys import DB, IP_LIMITER, SETTINGS
+from .sessions import Session, get_session
+
+# How long the second step may take after the password was accepted.
+PENDING_MAX_MS = 10 * 60 * 1000
+
+
+def current_user(request: web.Request) -> User | None:
+    session = get_session(request)
+    uid = session.get("uid")
+    if uid is None:
+        return None
+    user = request.app[DB].user_by_id(uid)
+    if user is None:  # deleted meanwhile: the session is worth nothing
+        session.clear()
+    return user
+
+
+def require_user(request: web.Request) -> User:
+    user = current_user(request)
+    if user is None:
+        get_session(request).flash("info", "Sign in to continue.")
+        raise web.HTTPSeeOther("/signin")
+    return user
+
+
+def pending_user(request: web.Request) -> User:
+    """The user whose password was accepted and who still owes the second step."""
+    session = get_session(request)
+    pending: dict[str, Any] | None = session.get("pending")
+    if pending is None:
+        session.flash("info", "Enter your user name and password to sign in.")
+        raise web.HTTPSeeOther("/signin")
+    if now_ms() - pending["since"] > PENDING_MAX_MS:
+        session.pop("pending")
+        session.pop("push")
+        session.flash("error", "Your sign-in took too long. Enter your password again.")
+        raise web.HTTPSeeOther("/signin")
+    user = request.app[DB].user_by_id(pending["uid"])
+    if user is None:
+        session.pop("pending")
+        raise web.HTTPSeeOther("/signin")
+    return user
+
+
+def begin_second_step(session: Session, user: User) -> None:
+    session["pending"] = {"uid": user.id, "since": now_ms()}
+
+
+def finish_signin(request: web.Request, user: User, method: str) -> None:
+    session = get_session(request)
+    flashes = session.get("flash", [])
+    session.clear()  # a new cookie: nothing from before sign-in carries over (fixation)
+    session["uid"] = user.id
+    session["user_name"] = user.name
+    session["auth_at"] = now_ms()
+    session["method"] = method
+    if flashes:
+        session["flash"] = flashes
+    request.app[DB].record_success(user.id)
+
+
+def locked_message(user: User) -> str | None:
+    wait_ms = user.locked_until - now_ms()
+    if wait_ms <= 0:
+        return None
+    minutes = max(1, math.ceil(wait_ms / 60000))
+    unit = "minute" if minutes == 1 else "minutes"
+    return f"This account is locked for {minutes} {unit} after too many failed attempts. Try again later."
+
+
+def record_failure(request: web.Request, user: User | None, ip: str) -> None:
+    settings = request.app[SETTINGS]
+    request.app[IP_LIMITER].failed(ip)
+    if user is not None:
+        request.app[DB].record_failure(
+            user.id,
+            after=settings.lockout_after,
+            base_s=settings.lockout_base,
+            max_s=settings.lockout_max,
+        )
+
+
+def ip_blocked_message(request: web.Request, ip: str) -> str | None:
+    wait = request.app[IP_LIMITER].retry_after(ip)
+    if wait <= 0:
+        return None
+    minutes = max(1, math.ceil(wait / 60))
+    unit = "minute" if minutes == 1 else "minutes"
+    return f"Too many failed attempts from your network. Try again in {minutes} {unit}."

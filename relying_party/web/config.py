@@ -1,0 +1,38 @@
+"""Settings of the demo relying party, filled by the CLI (or by tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import numbers
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_path: Path
+    broker_url: str  # the broker's HTTP base URL, e.g. http://127.0.0.1:8470
+    api_key: str
+    app_name: str = "pushauth demo portal"
+    # Cookies get the Secure flag (and the __Host- prefix) when the site is served
+    # over https; plain http is only for a local demo, where browsers drop Secure
+    # cookies on anything but localhost.
+    secure_cookies: bool = False
+    push_digits: int = numbers.DEFAULT_DIGITS
+    push_ttl: int = 60  # seconds a sign-in request stays answerable
+    session_idle: int = 30 * 60  # seconds
+    session_max: int = 8 * 3600  # seconds, absolute lifetime of a signed-in session
+    # Password and code attempts: after `lockout_after` consecutive failures an
+    # account is locked for `lockout_base` seconds, doubling up to `lockout_max`.
+    lockout_after: int = 5
+    lockout_base: int = 60
+    lockout_max: int = 15 * 60
+    # Per client address, failures in a sliding window (stops spraying many names).
+    ip_failures: int = 20
+    ip_window: int = 10 * 60
+    argon2_opslimit: int | None = None  # None: PyNaCl's "interactive" profile
+    argon2_memlimit: int | None = None
+
+    @property
+    def cookie_name(self) -> str:
+        return "__Host-pushauth_rp" if self.secure_cookies else "pushauth_rp"

@@ -1,0 +1,301 @@
+"""The demo RP's own SQLite database: users, their devices, pending setups, sessions.
+
+All queries are tiny and indexed, so they run on the event loop thread; only the
+password hashing (deliberately slow) goes to a worker thread.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    handle TEXT NOT NULL UNIQUE,           -- the user id the broker knows: opaque, never reused
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    lockouts INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS devices (
+    credential_id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    public_key BLOB NOT NULL,              -- verifies every answer end to end (DESIGN.md flow 2.7)
+    totp_secret TEXT NOT NULL,             -- provisioned by us, never seen by the broker
+    totp_algorithm TEXT NOT NULL,
+    totp_digits INTEGER NOT NULL,
+    totp_period INTEGER NOT NULL,
+    totp_last_counter INTEGER NOT NULL DEFAULT -1,  -- refuses a code used once already
+    confirmed INTEGER NOT NULL DEFAULT 0,  -- the setup's test push was approved
+    created_at INTEGER NOT NULL,
+    last_used_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS devices_user ON devices(user_id);
+CREATE TABLE IF NOT EXISTS enrollments (
+    id TEXT PRIMARY KEY,                   -- the broker's enrollment id
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    uri TEXT NOT NULL,
+    totp_secret TEXT NOT NULL,
+    totp_algorithm TEXT NOT NULL,
+    totp_digits INTEGER NOT NULL,
+    totp_period INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    credential_id TEXT
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash BLOB PRIMARY KEY,              -- SHA-256 of the cookie: a leaked DB holds no live cookie
+    data TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+"""
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    handle: str
+    password_hash: str
+    created_at: int
+    failed_attempts: int
+    lockouts: int
+    locked_until: int
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    credential_id: str
+    user_id: int
+    name: str
+    public_key: bytes
+    totp_secret: str
+    totp_algorithm: str
+    totp_digits: int
+    totp_period: int
+    totp_last_counter: int
+    confirmed: bool
+    created_at: int
+    last_used_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    id: str
+    user_id: int
+    uri: str
+    totp_secret: str
+    totp_algorithm: str
+    totp_digits: int
+    totp_period: int
+    expires_at: int
+    credential_id: str | None
+
+
+class UserExists(Exception):
+    pass
+
+
+class Database:
+    def __init__(self, path: Path | str) -> None:
+        self.conn = sqlite3.connect(str(path), isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA busy_timeout = 5000")  # the CLI may write while the server runs
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # Users.
+
+    def add_user(self, name: str, password_hash: str) -> User:
+        try:
+            self.conn.execute(
+                "INSERT INTO users (name, handle, password_hash, created_at) VALUES (?, ?, ?, ?)",
+                (name, "u-" + secrets.token_urlsafe(12), password_hash, now_ms()),
+            )
+        except sqlite3.IntegrityError:
+            raise UserExists(name) from None
+        user = self.user_by_name(name)
+        assert user is not None
+        return user
+
+    def set_password(self, user_id: int, password_hash: str) -> None:
+        self.conn.execute(
+            "UPDATE users SET password_hash = ?, failed_attempts = 0, locked_until = 0 WHERE id = ?",
+            (password_hash, user_id),
+        )
+
+    def user_by_name(self, name: str) -> User | None:
+        row = self.conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
+        return User(**row) if row else None
+
+    def user_by_id(self, user_id: int) -> User | None:
+        row = self.conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+        return User(**row) if row else None
+
+    def record_failure(self, user_id: int, *, after: int, base_s: int, max_s: int) -> None:
+        """Count a failed password or code; lock the account after `after` in a row."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute(
+                "SELECT failed_attempts, lockouts FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+            if row is None:
+                return
+            failed, lockouts = row["failed_attempts"] + 1, row["lockouts"]
+            locked_until = 0
+            if failed >= after:
+                # Each lockout in a row doubles the wait, so guessing stays slow for good.
+                locked_until = now_ms() + min(base_s * 2**lockouts, max_s) * 1000
+                failed, lockouts = 0, lockouts + 1
+            self.conn.execute(
+                "UPDATE users SET failed_attempts = ?, lockouts = ?,"
+                " locked_until = MAX(locked_until, ?) WHERE id = ?",
+                (failed, lockouts, locked_until, user_id),
+            )
+
+    def record_success(self, user_id: int) -> None:
+        self.conn.execute(
+            "UPDATE users SET failed_attempts = 0, lockouts = 0, locked_until = 0 WHERE id = ?", (user_id,)
+        )
+
+    # Devices.
+
+    def add_device(self, enrollment: Enrollment, credential_id: str, name: str, public_key: bytes) -> bool:
+        """Store a new credential once (several waiting pages may see it complete)."""
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO devices (credential_id, user_id, name, public_key, totp_secret,"
+            " totp_algorithm, totp_digits, totp_period, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                credential_id,
+                enrollment.user_id,
+                name,
+                public_key,
+                enrollment.totp_secret,
+                enrollment.totp_algorithm,
+                enrollment.totp_digits,
+                enrollment.totp_period,
+                now_ms(),
+            ),
+        )
+        self.conn.execute(
+            "UPDATE enrollments SET credential_id = ? WHERE id = ?", (credential_id, enrollment.id)
+        )
+        return cur.rowcount == 1
+
+    def devices(self, user_id: int, *, confirmed_only: bool = False) -> list[Device]:
+        sql = "SELECT * FROM devices WHERE user_id = ?"
+        if confirmed_only:
+            sql += " AND confirmed = 1"
+        rows = self.conn.execute(sql + " ORDER BY created_at, credential_id", (user_id,)).fetchall()
+        return [_device(r) for r in rows]
+
+    def device(self, user_id: int, credential_id: str) -> Device | None:
+        row = self.conn.execute(
+            "SELECT * FROM devices WHERE user_id = ? AND credential_id = ?", (user_id, credential_id)
+        ).fetchone()
+        return _device(row) if row else None
+
+    def confirm_device(self, credential_id: str) -> None:
+        self.conn.execute(
+            "UPDATE devices SET confirmed = 1, last_used_at = ? WHERE credential_id = ?",
+            (now_ms(), credential_id),
+        )
+
+    def rename_device(self, user_id: int, credential_id: str, name: str) -> bool:
+        cur = self.conn.execute(
+            "UPDATE devices SET name = ? WHERE user_id = ? AND credential_id = ?",
+            (name, user_id, credential_id),
+        )
+        return cur.rowcount == 1
+
+    def remove_device(self, user_id: int, credential_id: str) -> bool:
+        cur = self.conn.execute(
+            "DELETE FROM devices WHERE user_id = ? AND credential_id = ?", (user_id, credential_id)
+        )
+        return cur.rowcount == 1
+
+    def touch_device(self, credential_id: str) -> None:
+        self.conn.execute(
+            "UPDATE devices SET last_used_at = ? WHERE credential_id = ?", (now_ms(), credential_id)
+        )
+
+    def use_totp_counter(self, credential_id: str, counter: int) -> bool:
+        """Record that the code of time step `counter` was used; False if it (or a later one) was.
+
+        One conditional UPDATE, so two requests racing with the same code cannot
+        both win.
+        """
+        cur = self.conn.execute(
+            "UPDATE devices SET totp_last_counter = ?, last_used_at = ?"
+            " WHERE credential_id = ? AND totp_last_counter < ?",
+            (counter, now_ms(), credential_id, counter),
+        )
+        return cur.rowcount == 1
+
+    # Enrollments in progress.
+
+    def add_enrollment(self, enrollment: Enrollment) -> None:
+        self.conn.execute(
+            "INSERT INTO enrollments (id, user_id, uri, totp_secret, totp_algorithm, totp_digits,"
+            " totp_period, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                enrollment.id,
+                enrollment.user_id,
+                enrollment.uri,
+                enrollment.totp_secret,
+                enrollment.totp_algorithm,
+                enrollment.totp_digits,
+                enrollment.totp_period,
+                enrollment.expires_at,
+            ),
+        )
+
+    def enrollment(self, user_id: int, enrollment_id: str) -> Enrollment | None:
+        """Only the user's own enrollments: another user's id reads as unknown."""
+        row = self.conn.execute(
+            "SELECT * FROM enrollments WHERE user_id = ? AND id = ?", (user_id, enrollment_id)
+        ).fetchone()
+        return Enrollment(**row) if row else None
+
+    # Sessions (see sessions.py).
+
+    def session_get(self, id_hash: bytes) -> str | None:
+        row = self.conn.execute(
+            "SELECT data FROM sessions WHERE id_hash = ? AND expires_at > ?", (id_hash, now_ms())
+        ).fetchone()
+        return row["data"] if row else None
+
+    def session_put(self, id_hash: bytes, data: str, expires_at: int) -> None:
+        self.conn.execute(
+            "INSERT INTO sessions (id_hash, data, created_at, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(id_hash) DO UPDATE SET data = excluded.data, expires_at = excluded.expires_at",
+            (id_hash, data, now_ms(), expires_at),
+        )
+
+    def session_delete(self, id_hash: bytes) -> None:
+        self.conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
+
+    def sessions_purge(self) -> None:
+        self.conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now_ms(),))
+
+
+def _device(row: sqlite3.Row) -> Device:
+    d = dict(row)
+    d["confirmed"] = bool(d["confirmed"])
+    d["public_key"] = bytes(d["public_key"])
+    return Device(**d)

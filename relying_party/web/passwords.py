@@ -1,0 +1,53 @@
+"""Password hashing with Argon2id (PyNaCl's libsodium binding, already a dependency)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import nacl.exceptions
+import nacl.pwhash
+
+MIN_LENGTH = 8  # NIST SP 800-63B: at least 8 characters for a user-chosen password
+MAX_LENGTH = 256  # long enough for any passphrase, short enough to refuse junk early
+
+# Argon2id costs 64 MiB per hash: allow only two at once so a burst of sign-ins
+# cannot exhaust memory (the other requests wait their turn, in their worker thread).
+_slots = threading.BoundedSemaphore(2)
+
+
+def hash_password(password: str, *, opslimit: int | None = None, memlimit: int | None = None) -> str:
+    return nacl.pwhash.argon2id.str(
+        password.encode(),
+        opslimit=opslimit or nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+        memlimit=memlimit or nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE,
+    ).decode()
+
+
+def verify_password(stored: str, password: str) -> bool:
+    try:
+        with _slots:
+            return nacl.pwhash.verify(stored.encode(), password.encode())
+    except (nacl.exceptions.CryptoError, ValueError):  # wrong password, or a malformed hash
+        return False
+
+
+# Checked when the user name is unknown, so that the answer takes as long as for
+# a known name and does not tell which names exist.
+_DUMMY_HASH = hash_password("not a real password")
+
+
+async def check(stored: str | None, password: str) -> bool:
+    if stored is None:
+        await asyncio.to_thread(verify_password, _DUMMY_HASH, password)
+        return False
+    return await asyncio.to_thread(verify_password, stored, password)
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is refused, or None."""
+    if len(password) < MIN_LENGTH:
+        return f"The password must have at least {MIN_LENGTH} characters."
+    if len(password) > MAX_LENGTH:
+        return f"The password must have at most {MAX_LENGTH} characters."
+    return None
