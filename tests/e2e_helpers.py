@@ -1,0 +1,45 @@
+"""Shared steps of the end-to-end tests: enroll the real agent, answer with it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from support import AGENT, run_cli
+
+from relying_party.models import Credential
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
+
+
+def agent(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return run_cli([AGENT, "--home", home, *args], timeout=timeout)
+
+
+def agent_ok(home: Path, *args: str) -> str:
+    result = agent(home, *args)
+    assert result.returncode == 0, f"pushauth-agent {' '.join(args)} failed:\n{result.stderr}{result.stdout}"
+    return result.stdout
+
+
+async def enroll(
+    client: PushAuthClient,
+    home: Path,
+    *,
+    user: str = "alice",
+    account: str = "alice@example.com",
+    name: str = "phone",
+) -> Credential:
+    """The RP starts an enrollment, the agent enrolls with its URI, the RP gets the key."""
+    started = await client.create_enrollment(user, account, totp=new_totp())
+    assert started.uri is not None
+    agent_ok(home, "enroll", started.uri, "--name", name)
+    done = await client.wait_enrollment(started.id, timeout=10)
+    assert done.completed and done.credential is not None, done
+    return done.credential
+
+
+def pending(home: Path) -> list[dict[str, Any]]:
+    return json.loads(agent_ok(home, "pending", "--json"))
