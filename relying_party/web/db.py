@@ -6,6 +6,7 @@ password hashing (deliberately slow) goes to a worker thread.
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import time
@@ -109,6 +110,9 @@ class UserExists(Exception):
 
 class Database:
     def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            # Password hashes and TOTP secrets: readable by the owner only, from the start.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.conn = sqlite3.connect(str(path), isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA foreign_keys = ON")

@@ -1,0 +1,300 @@
+"""`pushauth-demo` (what `make demo` runs): the broker and the demo RP, ready to try.
+
+1. makes a data folder (./demo-data by default),
+2. starts `pushauth-broker serve` with its embedded Redis kept in that folder,
+3. registers the demo RP at the broker once (the API key is kept in the folder,
+   mode 0600, and reused on the next run),
+4. creates the demo user with a generated password (kept there too),
+5. starts the demo RP, prints the URL, the password and what to do next,
+6. stops both, in order, on Ctrl-C (or SIGTERM), or when either one dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from device_agent.files import atomic_write
+
+PROG = "pushauth-demo"
+APP_NAME = "pushauth demo portal"
+DEMO_USER = "demo"
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+class DemoError(Exception):
+    """Why the demo cannot start: one line for the person, exit status 1."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C while starting up."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Run the pushauth broker and the demo relying party together, ready to try in a browser.",
+        epilog="Stop everything with Ctrl-C. Delete the data folder to start from scratch.",
+    )
+    parser.add_argument("--data-dir", type=Path, default=Path("demo-data"), help="default: ./demo-data")
+    parser.add_argument("--host", default="127.0.0.1", help="address both listen on (default: 127.0.0.1)")
+    parser.add_argument("--broker-port", type=int, default=8700, help="default: 8700")
+    parser.add_argument("--port", type=int, default=8701, help="the web app's port (default: 8701)")
+    return parser
+
+
+class Child:
+    """One server process of the demo, with its output in a log file."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = log
+        with log.open("ab") as out:
+            # A session of its own: Ctrl-C reaches only the demo, which stops the
+            # servers in order (the web app before the broker it talks to).
+            self.proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                start_new_session=True,
+            )
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def last_lines(self, n: int = 5) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _http_status(url: str, headers: dict[str, str] | None = None) -> int | None:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _wait_ready(child: Child, url: str, stop: threading.Event) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while _http_status(url) != 200:
+        if stop.is_set():
+            raise Interrupted
+        if not child.running():
+            raise DemoError(f"{child.name} exited at start (log: {child.log}):\n{child.last_lines()}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"{child.name} was not ready after {READY_TIMEOUT_S:g} s (log: {child.log})")
+        time.sleep(0.1)
+
+
+def _run(argv: Sequence[str], *, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        list(argv),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise DemoError(result.stderr.strip() or f"{' '.join(argv[:3])} failed ({result.returncode})")
+    return result.stdout
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _register_rp(data: Path, broker_url: str, broker_dir: Path) -> dict[str, Any]:
+    """The demo RP's id and API key: the stored one if the broker still accepts it."""
+    path = data / "rp.json"
+    stored = _read_json(path)
+    if stored and isinstance(stored.get("api_key"), str):
+        status = _http_status(f"{broker_url}/v1/rp", {"Authorization": f"Bearer {stored['api_key']}"})
+        if status == 200:
+            return stored
+    out = _run(
+        [sys.executable, "-m", "broker", "rp", "add", APP_NAME, "--data-dir", str(broker_dir), "--json"]
+    )
+    try:
+        rp = json.loads(out)
+    except ValueError:
+        rp = None
+    if not isinstance(rp, dict) or not isinstance(rp.get("api_key"), str):
+        raise DemoError(f"unexpected output from `pushauth-broker rp add`: {out[:200]!r}")
+    atomic_write(path, json.dumps(rp).encode(), mode=0o600)
+    return rp
+
+
+def _demo_user(data: Path, db: Path) -> dict[str, str]:
+    """The demo user's name and password (made once, then kept in the data folder)."""
+    path = data / "demo-user.json"
+    stored = _read_json(path)
+    rp_cli = [sys.executable, "-m", "relying_party", "user"]
+    if stored and isinstance(stored.get("password"), str) and db.exists():
+        return {"name": str(stored.get("name", DEMO_USER)), "password": stored["password"]}
+    password = "-".join(secrets.token_hex(2) for _ in range(4))  # easy to type, 64 bits
+    try:
+        _run([*rp_cli, "add", DEMO_USER, "--password-stdin", "--db", str(db)], stdin=password + "\n")
+    except DemoError as exc:
+        if "already exists" not in str(exc):
+            raise
+        _run([*rp_cli, "passwd", DEMO_USER, "--password-stdin", "--db", str(db)], stdin=password + "\n")
+    user = {"name": DEMO_USER, "password": password}
+    atomic_write(path, json.dumps(user).encode(), mode=0o600)
+    return user
+
+
+def _banner(url: str, user: dict[str, str], data: Path) -> str:
+    agent = f"pushauth-agent --home {data / 'agent'}"
+    return f"""
+  pushauth demo is running.
+
+    Open        {url}
+    User name   {user["name"]}
+    Password    {user["password"]}
+
+  What to do next:
+    1. Sign in with the user name and password above. You land on Security info.
+    2. Choose "Add sign-in method" > Authenticator app. The page shows a QR code
+       and the setup link. Copy the link and, in another terminal, run:
+         {agent} enroll 'LINK'
+         {agent} listen
+    3. The page sends a test notification: type the number it shows into `listen`.
+    4. Sign out and sign in again: approve with the number, or deny, or press r
+       to report it. "Use a verification code instead" takes the app's codes.
+
+  Data and logs: {data}/   Press Ctrl-C to stop everything.
+"""
+
+
+def run(args: argparse.Namespace) -> None:
+    data: Path = args.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    broker_dir = data / "broker"
+    host = args.host
+    broker_url = f"http://{host}:{args.broker_port}"
+    url = f"http://{host}:{args.port}"
+    children: list[Child] = []
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(f"starting the broker on {broker_url} (embedded Redis in {broker_dir}) ...", flush=True)
+        broker = Child(
+            "broker",
+            [
+                sys.executable,
+                "-m",
+                "broker",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(args.broker_port),
+                "--data-dir",
+                str(broker_dir),
+            ],
+            data / "broker.log",
+        )
+        children.append(broker)
+        _wait_ready(broker, f"{broker_url}/healthz", stop)
+        rp = _register_rp(data, broker_url, broker_dir)
+        db = data / "rp.db"
+        user = _demo_user(data, db)
+        print(f"starting the demo web app on {url} ...", flush=True)
+        web = Child(
+            "web app",
+            [
+                sys.executable,
+                "-m",
+                "relying_party",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                str(args.port),
+                "--db",
+                str(db),
+                "--broker",
+                broker_url,
+                "--name",
+                APP_NAME,
+            ],
+            data / "web.log",
+            env={"PUSHAUTH_RP_API_KEY": rp["api_key"]},
+        )
+        children.append(web)
+        _wait_ready(web, f"{url}/signin", stop)
+        print(_banner(url, user, data), flush=True)
+        while not stop.wait(0.5):
+            for child in children:
+                if not child.running():
+                    raise DemoError(
+                        f"{child.name} stopped unexpectedly (log: {child.log}):\n{child.last_lines()}"
+                    )
+        print("\nstopping ...", flush=True)
+    except Interrupted:
+        print("\nstopping ...", flush=True)
+    finally:
+        for child in reversed(children):
+            child.stop()
+    print("stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        run(args)
+    except DemoError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
