@@ -1,0 +1,442 @@
+"""pushauth-agent against a real broker on a real Redis, driven through the RP HTTP API.
+
+Every command is the real console script in a subprocess; `listen` gets its
+answers through a stdin pipe, as a person would type them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import AGENT, BrokerProcess, assert_cli_error, run_cli, wait_until
+
+from device_agent.store import AccountStore
+from protocol import signing
+
+
+def unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class RP:
+    """The RP side of the HTTP API (docs/http-api.md), as plain HTTP calls."""
+
+    def __init__(self, broker: BrokerProcess, info: dict[str, Any]) -> None:
+        self.base = broker.http_url
+        self.id = info["id"]
+        self.key = info["api_key"]
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.key}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                data = response.read()
+                return response.status, json.loads(data) if data else None
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def ok(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        status, data = self.call(method, path, body)
+        assert 200 <= status < 300, (status, data)
+        return data
+
+    def enrollment_uri(self, user: str = "alice", account: str = "alice@example.com") -> str:
+        return self.ok("POST", "/v1/enrollments", {"user": user, "account": account})["uri"]
+
+    def challenge(self, user: str = "alice", **body: Any) -> dict[str, Any]:
+        body.setdefault("context", {"app": "Webmail", "ip": "203.0.113.5", "browser": "Firefox on Linux"})
+        return self.ok("POST", "/v1/challenges", {"user": user, **body})
+
+    def result(self, ch: dict[str, Any]) -> dict[str, Any]:
+        return self.ok("GET", f"/v1/challenges/{ch['id']}")
+
+    def credentials(self, user: str = "alice") -> list[dict[str, Any]]:
+        return self.ok("GET", f"/v1/users/{user}/credentials")["credentials"]
+
+
+@pytest.fixture
+def rp_api(broker: BrokerProcess, rp: dict[str, Any]) -> RP:
+    return RP(broker, rp)
+
+
+def agent(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli([AGENT, "--home", str(home), *args], timeout=60)
+
+
+def enroll(home: Path, rp_api: RP, user: str = "alice", account: str = "alice@example.com") -> None:
+    result = agent(home, "enroll", rp_api.enrollment_uri(user, account), "--name", f"{user}-laptop")
+    assert result.returncode == 0, result.stderr
+
+
+class Listen:
+    """`pushauth-agent listen` with stdin on a pipe and stdout in a file."""
+
+    def __init__(self, home: Path, log_dir: Path, *args: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.out_path = log_dir / "stdout"
+        self.err_path = log_dir / "stderr"
+        self.seen = 0  # how far `wait_for` has read
+        with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [AGENT, "--home", str(home), "listen", *args], stdin=subprocess.PIPE, stdout=out, stderr=err
+            )
+
+    def output(self) -> str:
+        return self.out_path.read_text()
+
+    def wait_for(self, text: str, timeout: float = 20.0) -> None:
+        """Wait for `text` after everything matched before (output is in order)."""
+
+        def found() -> bool:
+            at = self.output().find(text, self.seen)
+            if at < 0:
+                return False
+            self.seen = at + len(text)
+            return True
+
+        wait_until(found, timeout=timeout, message=lambda: f"{text!r} in\n{self.output()}{self.errors()}")
+
+    def errors(self) -> str:
+        return self.err_path.read_text()
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[Callable[..., Listen]]:
+    started: list[Listen] = []
+
+    def start(home: Path, *args: str) -> Listen:
+        proc = Listen(home, tmp_path / f"listen-{len(started)}", *args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            print(f"listen output:\n{proc.output()}\n{proc.errors()}")
+        proc.close()
+
+
+# -- enroll ---------------------------------------------------------------------------
+
+
+def test_enroll_registers_this_devices_key_and_the_token_works_once(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    uri = rp_api.enrollment_uri()
+    result = agent(home, "enroll", uri, "--name", "work laptop")
+    assert result.returncode == 0, result.stderr
+    assert 'Added "alice@example.com"' in result.stdout
+    store = AccountStore(home)
+    (account,) = store.load()
+    (cred,) = rp_api.credentials()
+    assert cred["id"] == account.cid
+    assert cred["name"] == "work laptop"
+    assert unb64(cred["public_key"]) == signing.public_key(store.seed(account.cid))
+    assert (account.rp, account.user, account.device_name) == (rp_api.id, "alice", "work laptop")
+
+    again = agent(home, "enroll", uri)
+    assert_cli_error(again, contains="already used or expired")
+    assert again.returncode == 1
+    assert len(store.load()) == 1
+
+
+def test_enrolling_the_same_label_twice_makes_unique_names(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    enroll(home, rp_api)
+    listed = json.loads(agent(home, "accounts", "--json").stdout)
+    assert [a["name"] for a in listed] == ["alice@example.com", "alice@example.com (2)"]
+    assert len({a["credential_id"] for a in listed}) == 2
+
+
+# -- pending / approve / deny -------------------------------------------------------------
+
+
+def test_pending_then_approve_with_the_right_number(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge(context={"app": "Payroll", "location": "Berlin, DE"})
+
+    text = agent(home, "pending")
+    assert text.returncode == 0, text.stderr
+    for shown in (ch["id"], "Payroll", "Berlin, DE", "alice@example.com", "expires in"):
+        assert shown in text.stdout
+    assert ch["number"] not in text.stdout.split("expires in")[0].replace(ch["id"], "")
+
+    (listed,) = json.loads(agent(home, "pending", "--json").stdout)
+    assert listed["id"] == ch["id"]
+    assert listed["context"] == {"app": "Payroll", "location": "Berlin, DE"}
+    assert 0 < listed["seconds_left"] <= 60
+    assert "number" not in listed  # the device never learns it
+
+    result = agent(home, "approve", ch["id"][:8], "--number", ch["number"])  # a unique prefix will do
+    assert result.returncode == 0, result.stderr
+    assert f"Request {ch['id']}: approved" in result.stdout
+    final = rp_api.result(ch)
+    assert final["status"] == "approved"
+    # The signed answer verifies with the key the agent holds, over what was shown.
+    answer = final["answer"]
+    seed = AccountStore(home).seed(answer["credential_id"])
+    message = signing.answer_bytes(
+        rp=rp_api.id,
+        ch=ch["id"],
+        nonce=unb64(final["nonce"]),
+        cid=answer["credential_id"],
+        decision="approve",
+        number=ch["number"],
+        ts=answer["ts"],
+        ctx_hash=signing.context_hash(ch["context"]),
+    )
+    signing.verify(signing.public_key(seed), message, unb64(answer["signature"]))
+
+    late = agent(home, "approve", ch["id"], "--number", ch["number"])
+    assert_cli_error(late, contains="no pending sign-in request")
+    assert late.returncode == 1
+    assert json.loads(agent(home, "pending", "--json").stdout) == []
+
+
+def test_a_wrong_number_is_recorded_as_a_mismatch(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge()
+    wrong = "10" if ch["number"] != "10" else "11"
+    result = agent(home, "approve", ch["id"], "--number", wrong)
+    assert result.returncode == 0, result.stderr
+    assert "number_mismatch" in result.stdout
+    assert "did not match" in result.stdout
+    assert rp_api.result(ch)["status"] == "number_mismatch"
+
+
+def test_a_number_of_the_wrong_length_is_refused_before_sending(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge()
+    result = agent(home, "approve", ch["id"], "--number", ch["number"] + "0")
+    assert_cli_error(result, contains="2-digit")
+    assert result.returncode == 2
+    assert rp_api.result(ch)["status"] == "pending"
+
+
+def test_deny_and_report(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge()
+    result = agent(home, "deny", ch["id"])
+    assert result.returncode == 0, result.stderr
+    assert "denied" in result.stdout
+    assert rp_api.result(ch)["status"] == "denied"
+
+    ch = rp_api.challenge()
+    result = agent(home, "deny", ch["id"], "--fraud")
+    assert result.returncode == 0, result.stderr
+    assert "reported" in result.stdout
+    assert rp_api.result(ch)["status"] == "reported"
+
+
+def test_unknown_request_id(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    result = agent(home, "deny", "no-such-request")
+    assert_cli_error(result, contains="no pending sign-in request no-such-request")
+    assert result.returncode == 1
+
+
+# -- remove -------------------------------------------------------------------------------
+
+
+def test_remove_revokes_at_the_broker_then_forgets(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    result = agent(home, "remove", "alice@example.com")
+    assert result.returncode == 0, result.stderr
+    assert "Removed" in result.stdout
+    assert AccountStore(home).load() == []
+    assert rp_api.credentials() == []
+    status, problem = rp_api.call("POST", "/v1/challenges", {"user": "alice"})
+    assert status == 409
+    assert problem["code"] == "no_devices"
+
+
+def test_an_account_removed_by_the_rp_while_offline_is_marked_on_next_contact(
+    tmp_path: Path, rp_api: RP
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    enroll(home, rp_api, "bob", "bob@example.com")
+    alice = AccountStore(home).find("alice@example.com")
+    rp_api.ok("DELETE", f"/v1/credentials/{alice.cid}")
+    result = agent(home, "pending")
+    assert result.returncode == 0, result.stderr
+    assert '"alice@example.com"' in result.stderr
+    assert "deleted from this device" in result.stderr
+    (listed, bob) = json.loads(agent(home, "accounts", "--json").stdout)
+    assert (listed["name"], listed["status"]) == ("alice@example.com", "revoked")
+    assert bob["status"] == "active"
+
+
+# -- listen -------------------------------------------------------------------------------
+
+
+def test_listen_asks_one_request_after_another_and_answers(
+    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home)
+    agent_proc.wait_for("Connected to")
+
+    first = rp_api.challenge(context={"app": "Mail", "ip": "198.51.100.7"})
+    second = rp_api.challenge(context={"app": "CRM"})
+    agent_proc.wait_for(f"Sign-in request {first['id']}")
+    agent_proc.wait_for("198.51.100.7")
+    agent_proc.wait_for("expires in:")
+    agent_proc.wait_for("2-digit number")
+    agent_proc.wait_for("comes next")
+
+    agent_proc.type("7")  # too short: asked again, nothing sent
+    agent_proc.wait_for("not a 2-digit number")
+    assert rp_api.result(first)["status"] == "pending"
+    agent_proc.type(first["number"])
+    agent_proc.wait_for(f"Sign-in request {second['id']}")
+    agent_proc.type("n")
+    wait_until(lambda: rp_api.result(second)["status"] == "denied", message="the deny to be recorded")
+    assert rp_api.result(first)["status"] == "approved"
+    output = agent_proc.output()
+    assert f"Request {first['id']}: approved" in output
+    wait_until(lambda: f"Request {second['id']}: denied" in agent_proc.output(), message="denied printed")
+
+    third = rp_api.challenge(context={"app": "HR"})
+    agent_proc.wait_for(f"Sign-in request {third['id']}")
+    agent_proc.type("r")
+    agent_proc.wait_for(f"Request {third['id']}: reported")
+    assert rp_api.result(third)["status"] == "reported"
+
+    agent_proc.proc.stdin.close()  # type: ignore[union-attr]
+    assert agent_proc.proc.wait(15) == 0
+    assert "Stopped." in agent_proc.output()
+    assert "Traceback" not in agent_proc.errors()
+
+
+def test_listen_drops_a_request_answered_elsewhere_and_hears_of_rp_removal(
+    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home)
+    agent_proc.wait_for("Connected to")
+    ch = rp_api.challenge()
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+
+    # Answered by another agent process (on the same home: another connection).
+    result = agent(home, "approve", ch["id"], "--number", ch["number"])
+    assert result.returncode == 0, result.stderr
+    agent_proc.wait_for(f"Request {ch['id']} was answered on another device")
+    agent_proc.wait_for("No answer is needed")
+    agent_proc.type(ch["number"])
+    agent_proc.wait_for("No sign-in request is waiting")
+
+    (cred,) = rp_api.credentials()
+    rp_api.ok("DELETE", f"/v1/credentials/{cred['id']}")
+    agent_proc.wait_for('Account "alice@example.com" (Example RP) was removed by the service')
+    (account,) = AccountStore(home).load()
+    assert account.status == "revoked"
+
+    agent_proc.proc.send_signal(signal.SIGTERM)
+    assert agent_proc.proc.wait(15) == 0
+
+
+def test_listen_output_only_mode(tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home, "--no-input")
+    agent_proc.wait_for("Connected to")
+    agent_proc.proc.stdin.close()  # type: ignore[union-attr]  # input is not read: it keeps going
+    ch = rp_api.challenge()
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    agent_proc.wait_for(f"pushauth-agent approve {ch['id']}")
+    assert agent(home, "deny", ch["id"]).returncode == 0
+    agent_proc.wait_for(f"Request {ch['id']} was answered on another device")
+    agent_proc.proc.send_signal(signal.SIGINT)
+    assert agent_proc.proc.wait(15) == 0
+
+
+def test_listen_shows_requests_that_were_pending_before_it_started(
+    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge()
+    agent_proc = listener(home)
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    agent_proc.type(ch["number"])
+    agent_proc.wait_for(f"Request {ch['id']}: approved")
+
+
+def test_listen_reconnects_after_a_broker_restart(
+    tmp_path: Path, rp_api: RP, broker: BrokerProcess, listener: Callable[..., Listen]
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home)
+    agent_proc.wait_for("Connected to")
+    broker.kill(signal.SIGKILL)
+    agent_proc.wait_for("Reconnecting to")
+    broker.start()
+    agent_proc.wait_for("Connected to", timeout=30)
+    ch = rp_api.challenge()
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    agent_proc.type(ch["number"])
+    agent_proc.wait_for(f"Request {ch['id']}: approved")
+
+
+def test_listen_picks_up_an_account_enrolled_meanwhile(
+    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
+    home = tmp_path / "agent"
+    agent_proc = listener(home)
+    agent_proc.wait_for("No active accounts yet")
+    enroll(home, rp_api, "carol", "carol@example.com")
+    agent_proc.wait_for("Connected to")
+    ch = rp_api.challenge("carol")
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    agent_proc.wait_for("carol@example.com")
+    agent_proc.type("n")
+    agent_proc.wait_for(f"Request {ch['id']}: denied")
+
+
+def test_listen_says_when_a_request_expires(
+    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home)
+    agent_proc.wait_for("Connected to")
+    ch = rp_api.challenge(ttl=10)  # the shortest the API allows
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    agent_proc.wait_for(f"Request {ch['id']} expired", timeout=30)
+    agent_proc.type(ch["number"])  # too late: nothing is asked any more
+    agent_proc.wait_for("No sign-in request is waiting")
+    assert rp_api.result(ch)["status"] == "expired"
