@@ -15,7 +15,7 @@ def encode(data: bytes) -> str:
 
 def decode(text: str) -> bytes:
     """Strict decode; raises ValueError on anything but unpadded base64url."""
-    if not isinstance(text, str) or not _RE.match(text) or len(text) % 4 == 1:
+    if not isinstance(text, str) or not _RE.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not base64url")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

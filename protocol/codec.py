@@ -10,13 +10,23 @@ from . import PROTOCOL_VERSION
 from .errors import ErrorCode, ProtocolError
 from .frames import FRAME_TYPES, Frame
 
-# 16 KiB holds the largest legal frame (a challenge with a full context, or an
-# authenticate frame with 64 credentials) with room to spare.
-MAX_FRAME_SIZE = 16 * 1024
+# 32 KiB holds the largest legal frame with room to spare: a challenge whose text
+# fields are all at their limits in 4-byte UTF-8 characters is about 21 KiB (16 KiB
+# did not hold it; tests/test_protocol_codec.py builds it).
+MAX_FRAME_SIZE = 32 * 1024
 
 
 def _no_ext(code: int, data: bytes) -> Any:
     raise ProtocolError(ErrorCode.MALFORMED, "msgpack extension types are not allowed")
+
+
+def _map(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    # A repeated key would mean one thing to a decoder that keeps the first value
+    # and another to one that keeps the last: refuse it rather than pick one.
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ProtocolError(ErrorCode.MALFORMED, "a msgpack map repeats a key")
+    return out
 
 
 def encode(frame: Frame) -> bytes:
@@ -33,7 +43,9 @@ def decode(data: bytes, *, max_size: int = MAX_FRAME_SIZE) -> Frame:
     if len(data) > max_size:
         raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes exceeds {max_size}")
     try:
-        raw = msgpack.unpackb(data, raw=False, strict_map_key=True, ext_hook=_no_ext, use_list=True)
+        raw = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, ext_hook=_no_ext, object_pairs_hook=_map, use_list=True
+        )
     except ProtocolError:
         raise
     except (ValueError, TypeError, msgpack.UnpackException) as exc:  # ExtraData etc. are ValueErrors

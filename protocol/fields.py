@@ -38,7 +38,8 @@ class Str:
             raise _bad(name, "expected a string")
         if not self.min_len <= len(value) <= self.max_len:
             raise _bad(name, f"length must be {self.min_len}..{self.max_len}")
-        if self.pattern is not None and not self.pattern.match(value):
+        # fullmatch: with match(), "$" also matches before a trailing newline ("abc\n").
+        if self.pattern is not None and not self.pattern.fullmatch(value):
             raise _bad(name, "has characters or a form that is not allowed")
         return value
 

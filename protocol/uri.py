@@ -21,6 +21,7 @@ from .fields import ID_RE, ID_RE_LONG
 SCHEME = "pushauth"
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 _BASE32_RE = re.compile(r"^[A-Z2-7]+=*$")
+_NUMBER_RE = re.compile(r"[0-9]{1,9}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,9 @@ def parse(text: str) -> EnrollmentURI:
     broker = urlsplit(q["broker"])
     if broker.scheme not in ("ws", "wss") or not broker.netloc:
         raise _bad("broker must be a ws:// or wss:// URL")
-    if not ID_RE_LONG.match(q["token"]):
+    if not ID_RE_LONG.fullmatch(q["token"]):
         raise _bad("malformed token")
-    if not ID_RE.match(q["rp"]):
+    if not ID_RE.fullmatch(q["rp"]):
         raise _bad("malformed rp id")
     if len(q["rp_name"]) > 256 or len(q["account"]) > 256:
         raise _bad("rp_name and account are at most 256 characters")
@@ -104,7 +105,7 @@ def parse(text: str) -> EnrollmentURI:
 
 def parse_totp(q: dict[str, str]) -> TotpParams:
     secret = q["secret"].upper().replace(" ", "").rstrip("=")
-    if not secret or not _BASE32_RE.match(secret):
+    if not secret or not _BASE32_RE.fullmatch(secret):
         raise _bad("TOTP secret is not base32")
     try:
         raw = base64.b32decode(secret + "=" * (-len(secret) % 8))
@@ -115,11 +116,11 @@ def parse_totp(q: dict[str, str]) -> TotpParams:
     algorithm = q.get("algorithm", "SHA1").upper()
     if algorithm not in ALGORITHMS:
         raise _bad(f"TOTP algorithm must be one of {ALGORITHMS}")
-    try:
-        digits = int(q.get("digits", "6"))
-        period = int(q.get("period", "30"))
-    except ValueError:
-        raise _bad("TOTP digits and period are integers") from None
+    digits_text, period_text = q.get("digits", "6"), q.get("period", "30")
+    # int() alone would also take " 6", "+6", "0_6" and non-ASCII digits.
+    if not _NUMBER_RE.fullmatch(digits_text) or not _NUMBER_RE.fullmatch(period_text):
+        raise _bad("TOTP digits and period are integers")
+    digits, period = int(digits_text), int(period_text)
     if digits not in (6, 8):
         raise _bad("TOTP digits must be 6 or 8")
     if not 1 <= period <= 3600:
