@@ -63,7 +63,11 @@ def evaluate(
     if claimed is Status.EXPIRED:
         # A negative claim needs no proof: the broker can always withhold an answer.
         return SignInResult(challenge.id, Status.EXPIRED)
-    answer = verify_answer(challenge, body.get("answer"), rp_id=rp_id, public_keys=public_keys)
+    try:
+        answer = verify_answer(challenge, body.get("answer"), rp_id=rp_id, public_keys=public_keys)
+    except VerificationFailed as failure:
+        failure.broker_status = claimed
+        raise
     outcome = outcome_for(answer.decision, answer.number, challenge.number)
     if outcome is not claimed:
         raise VerificationFailed(

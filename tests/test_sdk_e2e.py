@@ -1,0 +1,284 @@
+"""The RP SDK against the real broker: a real redis-server, `pushauth-broker serve` as a
+subprocess, and a device simulated with protocol.session over a real `websockets` client.
+
+enroll -> challenge -> the device answers -> the SDK verifies the signed answer itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from support import BrokerProcess
+from websockets.asyncio.client import ClientConnection, connect
+
+from protocol import signing
+from protocol import uri as enrollment_uri
+from protocol.codec import encode
+from protocol.frames import (
+    AnswerResult,
+    Cancel,
+    Decision,
+    Enrolled,
+    Error,
+    Frame,
+    Hello,
+    Revoked,
+    Welcome,
+)
+from protocol.frames import Challenge as ChallengeFrame
+from protocol.session import ClientSession, sign_answer
+from relying_party import (
+    Credential,
+    EnrollmentStatus,
+    InvalidRequest,
+    NoDevices,
+    NotFound,
+    PushAuthClient,
+    Status,
+    Unauthorized,
+    VerificationFailed,
+    VerificationReason,
+    new_totp,
+)
+
+CONTEXT = {"app": "Payroll", "ip": "198.51.100.4", "location": "Lyon, FR", "browser": "Firefox"}
+FRAME_WAIT_S = 10
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SimulatedDevice:
+    """A device agent reduced to the protocol: ClientSession for state, websockets for bytes."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.session = ClientSession()
+        self.seeds: dict[str, bytes] = {}
+
+    @classmethod
+    async def connect(cls, url: str) -> SimulatedDevice:
+        device = cls(await connect(url, max_size=None))
+        hello = await device.recv()
+        assert isinstance(hello, Hello)
+        return device
+
+    async def recv(self) -> Frame:
+        data = await asyncio.wait_for(self.ws.recv(), FRAME_WAIT_S)
+        assert isinstance(data, bytes), "the broker sends binary frames only"
+        return self.session.receive(data)
+
+    async def recv_type(self, kind: type[Frame]) -> Any:
+        frame = await self.recv()
+        assert isinstance(frame, kind), f"expected {kind.TYPE}, got {frame}"
+        return frame
+
+    async def enroll(self, uri: str, name: str = "Test phone") -> Enrolled:
+        parsed = enrollment_uri.parse(uri)
+        seed = signing.new_seed()
+        await self.ws.send(self.session.enroll_frame(rid=1, token=parsed.token, seed=seed, name=name))
+        enrolled = await self.recv_type(Enrolled)
+        self.seeds[enrolled.cid] = seed
+        return enrolled
+
+    async def authenticate(self) -> Welcome:
+        """Prove every credential; challenges flow only after the welcome (protocol/session.py)."""
+        await self.ws.send(self.session.authenticate_frame(self.seeds))
+        return await self.recv_type(Welcome)
+
+    async def answer(self, challenge: ChallengeFrame, decision: str, number: str) -> Frame:
+        seed = self.seeds[challenge.cid]
+        answer = sign_answer(challenge, seed=seed, decision=decision, number=number, ts=_now_ms())
+        await self.ws.send(encode(answer))
+        return await self.recv()
+
+
+async def enroll_device(
+    client: PushAuthClient, broker: BrokerProcess, user: str
+) -> tuple[SimulatedDevice, Credential]:
+    """The enrollment flow: RP asks, device scans the URI and registers, RP stores the credential."""
+    totp = new_totp()
+    enrollment = await client.create_enrollment(user, f"{user}@example", totp=totp)
+    assert enrollment.uri is not None
+    parsed = enrollment_uri.parse(enrollment.uri)
+    assert parsed.broker == broker.ws_url
+    assert parsed.totp == totp
+    device = await SimulatedDevice.connect(parsed.broker)
+    waiting = asyncio.create_task(client.wait_enrollment(enrollment.id, timeout=FRAME_WAIT_S))
+    enrolled = await device.enroll(enrollment.uri)
+    welcome = await device.authenticate()
+    assert (welcome.accepted, welcome.rejected, welcome.pending) == ((enrolled.cid,), (), 0)
+    done = await waiting
+    assert done.status is EnrollmentStatus.COMPLETED
+    assert done.credential is not None
+    assert done.credential.id == enrolled.cid
+    assert done.credential.public_key == signing.public_key(device.seeds[enrolled.cid])
+    return device, done.credential
+
+
+def wrong_number(number: str) -> str:
+    """The number with its last digit changed: what a user misreading the screen types."""
+    return number[:-1] + str((int(number[-1]) + 1) % 10)
+
+
+@pytest.fixture
+async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as sdk:
+        yield sdk
+
+
+@pytest.mark.parametrize(
+    ("decision", "typed", "status"),
+    [
+        (Decision.APPROVE, "right", Status.APPROVED),
+        (Decision.APPROVE, "wrong", Status.NUMBER_MISMATCH),
+        (Decision.DENY, "", Status.DENIED),
+        (Decision.FRAUD, "", Status.REPORTED),
+    ],
+)
+async def test_enroll_then_sign_in_is_verified_end_to_end(
+    client: PushAuthClient,
+    broker: BrokerProcess,
+    rp: dict[str, Any],
+    decision: str,
+    typed: str,
+    status: Status,
+) -> None:
+    assert (await client.rp()).id == rp["id"]
+    device, cred = await enroll_device(client, broker, "alice")
+    async with device.ws:
+        challenge = await client.create_challenge("alice", CONTEXT, digits=6)
+        assert challenge.devices == 1
+        assert len(challenge.number) == 6
+        pushed = await device.recv_type(ChallengeFrame)
+        assert (pushed.ch, pushed.cid, pushed.rp, pushed.nonce) == (
+            challenge.id,
+            cred.id,
+            rp["id"],
+            challenge.nonce,
+        )
+        assert pushed.ctx == CONTEXT
+        assert challenge.number not in repr(pushed)  # the device never learns the number
+        # The user types the number from the sign-in page (or a wrong one, or none).
+        # The user types the number from the sign-in page, or a wrong one, or none.
+        number = {"right": challenge.number, "wrong": wrong_number(challenge.number)}.get(typed, typed)
+        reply = await device.answer(pushed, decision, number)
+        assert isinstance(reply, AnswerResult)
+        assert reply.outcome == status
+        result = await client.wait_result(challenge, {cred.id: cred.public_key}, timeout=FRAME_WAIT_S)
+    assert result.status is status
+    assert result.approved is (status is Status.APPROVED)
+    assert result.credential_id == cred.id
+
+
+async def test_rp_with_another_stored_key_does_not_accept_the_brokers_approval(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """The honest broker says approved; an RP whose store holds another key for that id refuses."""
+    device, cred = await enroll_device(client, broker, "bob")
+    async with device.ws:
+        challenge = await client.create_challenge("bob", CONTEXT)
+        pushed = await device.recv_type(ChallengeFrame)
+        assert isinstance(await device.answer(pushed, Decision.APPROVE, challenge.number), AnswerResult)
+        other_key = signing.public_key(signing.new_seed())
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(challenge, {cred.id: other_key}, timeout=FRAME_WAIT_S)
+    assert failure.value.reason is VerificationReason.BAD_SIGNATURE
+    assert failure.value.broker_status is Status.APPROVED
+
+
+async def test_second_answer_is_refused_and_first_one_stands(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    device, cred = await enroll_device(client, broker, "carol")
+    async with device.ws:
+        challenge = await client.create_challenge("carol", CONTEXT)
+        pushed = await device.recv_type(ChallengeFrame)
+        assert isinstance(await device.answer(pushed, Decision.DENY, ""), AnswerResult)
+        again = await device.answer(pushed, Decision.APPROVE, challenge.number)
+        assert isinstance(again, Error)
+        assert (again.code, again.ref) == ("already_answered", challenge.id)
+        result = await client.wait_result(challenge, {cred.id: cred.public_key}, timeout=FRAME_WAIT_S)
+    assert result.status is Status.DENIED
+
+
+async def test_revoked_credential_gets_no_more_challenges(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    device, cred = await enroll_device(client, broker, "dave")
+    async with device.ws:
+        [listed] = await client.list_credentials("dave")
+        assert (listed.id, listed.public_key, listed.name) == (cred.id, cred.public_key, "Test phone")
+        await client.revoke_credential(cred.id)
+        revoked = await device.recv_type(Revoked)
+        assert (revoked.cid, revoked.reason, revoked.rid) == (cred.id, "removed_by_rp", None)
+        assert await client.list_credentials("dave") == []
+        with pytest.raises(NoDevices):
+            await client.create_challenge("dave", CONTEXT)
+        with pytest.raises(NotFound):
+            await client.revoke_credential(cred.id)
+
+
+async def test_unanswered_challenge_expires(client: PushAuthClient, broker: BrokerProcess) -> None:
+    device, cred = await enroll_device(client, broker, "erin")
+    async with device.ws:
+        challenge = await client.create_challenge("erin", CONTEXT, ttl=10)
+        await device.recv_type(ChallengeFrame)
+        result = await client.wait_result(challenge, {cred.id: cred.public_key})
+        assert result.status is Status.EXPIRED
+        cancel = await device.recv_type(Cancel)
+        assert (cancel.ch, cancel.reason) == (challenge.id, "expired")
+
+
+async def test_reconnecting_device_gets_pending_challenges(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    device, cred = await enroll_device(client, broker, "frank")
+    await device.ws.close()
+    challenge = await client.create_challenge("frank", CONTEXT)
+    again = await SimulatedDevice.connect(broker.ws_url)
+    again.seeds = device.seeds
+    async with again.ws:
+        welcome = await again.authenticate()
+        assert (welcome.accepted, welcome.pending) == ((cred.id,), 1)
+        pushed = await again.recv_type(ChallengeFrame)
+        assert isinstance(await again.answer(pushed, Decision.APPROVE, challenge.number), AnswerResult)
+        result = await client.wait_result(challenge, {cred.id: cred.public_key}, timeout=FRAME_WAIT_S)
+    assert result.approved
+
+
+async def test_broker_refusals_are_typed_errors(client: PushAuthClient, broker: BrokerProcess) -> None:
+    with pytest.raises(NoDevices) as no_devices:
+        await client.create_challenge("nobody", CONTEXT)
+    assert no_devices.value.code == "no_devices"
+    with pytest.raises(InvalidRequest):
+        await client.create_challenge("nobody", CONTEXT, digits=9)
+    with pytest.raises(InvalidRequest):
+        await client.create_challenge("nobody", {"k" * 33: "v"})
+    with pytest.raises(NotFound):
+        await client.get_enrollment("no_such_enrollment")
+    with pytest.raises(NotFound):
+        await client.revoke_credential("no_such_credential")
+    async with PushAuthClient(broker.http_url, "wrong-key") as stranger:
+        with pytest.raises(Unauthorized):
+            await stranger.rp()
+    health = await client.health()
+    assert (health.ok, health.redis) == (True, "ok")
+
+
+async def test_other_rp_cannot_see_or_answer_for_this_rp(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    device, cred = await enroll_device(client, broker, "gina")
+    other = broker.add_rp("Other RP")
+    async with device.ws, PushAuthClient(broker.http_url, other["api_key"]) as other_client:
+        assert await other_client.list_credentials("gina") == []
+        with pytest.raises(NoDevices):
+            await other_client.create_challenge("gina", CONTEXT)
+        with pytest.raises(NotFound):
+            await other_client.revoke_credential(cred.id)
