@@ -1,4 +1,4 @@
-"""Reading the broker's JSON strictly, and base64url as docs/http-api.md uses it.
+"""Reading the broker's JSON strictly, with base64url from protocol.b64.
 
 The SDK does not trust the broker, so every field it reads is checked for type
 and shape here; a missing or wrong field is a BadBrokerResponse, not a KeyError
@@ -7,31 +7,18 @@ or a silently wrong value further down.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
+
+from protocol import b64
 
 from .errors import BadBrokerResponse
 
 T = TypeVar("T")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 
-
-def b64encode(data: bytes) -> str:
-    """base64url without padding."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64decode(text: str) -> bytes:
-    """Strict base64url without padding; ValueError on anything else."""
-    if not _B64URL_RE.match(text) or len(text) % 4 == 1:
-        raise ValueError("not base64url without padding")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError("not base64url without padding") from None
+# base64url without padding lives in protocol/b64.py; re-exported for SDK users.
+b64encode = b64.encode
+b64decode = b64.decode
 
 
 def obj(value: Any, what: str) -> Mapping[str, Any]:
