@@ -22,11 +22,18 @@ _DIGESTS: dict[Algorithm, Callable[..., object]] = {
 }
 
 
+class _HOTP(pyotp.HOTP):
+    # pyotp refuses secrets under 112 bits (NIST SP 800-63B's rule for issuing new
+    # ones). An authenticator must show codes for the secrets services already gave
+    # out, and 80-bit ones (16 base32 characters) are common, so any length is allowed.
+    min_secret_length_bits = 8
+
+
 def hotp(secret: bytes, counter: int, *, algorithm: Algorithm = "SHA1", digits: int = 6) -> str:
     """The HOTP code for `counter`, zero-padded to `digits`."""
     if counter < 0:
         raise ValueError("the HOTP counter cannot be negative")
-    generator = pyotp.HOTP(encode_base32_secret(secret), digits=digits, digest=_DIGESTS[algorithm])
+    generator = _HOTP(encode_base32_secret(secret), digits=digits, digest=_DIGESTS[algorithm])
     return generator.at(counter)
 
 

@@ -265,7 +265,10 @@ def parse_uris(texts: Sequence[str]) -> Parsed:
 
 
 def _encode_entry(account: OtpAccount) -> bytes:
-    out = _field(1, account.secret) + _field(2, account.name.encode()) + _field(3, account.issuer.encode())
+    # Field by field as Google Authenticator writes them: no empty issuer, no counter for TOTP.
+    out = _field(1, account.secret) + _field(2, account.name.encode())
+    if account.issuer:
+        out += _field(3, account.issuer.encode())
     out += _field(4, _ALGORITHM_IDS[account.algorithm]) + _field(5, _DIGIT_IDS[account.digits])
     out += _field(6, _TYPE_IDS[account.kind])
     if account.kind == "hotp":

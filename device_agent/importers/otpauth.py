@@ -49,9 +49,15 @@ def _int_param(params: dict[str, str], key: str, default: int) -> int:
     return int(text)
 
 
-def _split_label(path: str) -> tuple[str, str]:
-    """(issuer prefix, name) from the URI path; the prefix is "" when there is none."""
+def _split_label(path: str, issuer_param: str) -> tuple[str, str]:
+    """(issuer prefix, name) from the URI path; the prefix is "" when there is none.
+
+    The prefix ends at the first colon, unless the label starts with the issuer
+    parameter and a colon: then an issuer that itself holds a colon stays whole.
+    """
     label = unquote(path.removeprefix("/")).strip()
+    if issuer_param and label.startswith(issuer_param + ":"):
+        return issuer_param, label[len(issuer_param) + 1 :].strip()
     prefix, sep, rest = label.partition(":")
     if not sep:
         return "", label
@@ -73,7 +79,7 @@ def parse_uri(text: str) -> OtpAccount:
     if kind not in ("totp", "hotp"):
         raise _invalid(f"unsupported token type {kind!r} (only totp and hotp)")
     params = _query(parts.query)
-    prefix, name = _split_label(parts.path)
+    prefix, name = _split_label(parts.path, params.get("issuer", "").strip())
     issuer = params.get("issuer", "").strip() or prefix
     if "secret" not in params:
         raise _invalid("the URI has no secret")
@@ -99,11 +105,12 @@ def describe(text: str) -> str:
         parts = urlsplit(text.strip())
     except ValueError:
         return "?"
-    prefix, name = _split_label(parts.path)
     try:
-        issuer = _query(parts.query).get("issuer", "").strip() or prefix
+        issuer_param = _query(parts.query).get("issuer", "").strip()
     except ImportSourceError:
-        issuer = prefix
+        issuer_param = ""
+    prefix, name = _split_label(parts.path, issuer_param)
+    issuer = issuer_param or prefix
     label = f"{issuer}: {name}" if issuer and name else issuer or name
     return label or "?"
 
@@ -130,6 +137,8 @@ def to_uri(account: OtpAccount) -> str:
     label = quote(account.name, safe="@")
     if account.issuer:
         label = f"{quote(account.issuer, safe='@')}:{label}"
+    elif ":" in account.name:
+        label = f":{label}"  # an empty issuer prefix, so the name's own colon is not read as one
     params = [("secret", encode_base32_secret(account.secret))]
     if account.issuer:
         params.append(("issuer", account.issuer))
