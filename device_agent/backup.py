@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .accounts_model import OtpAccount
-from .files import atomic_write
 from .vault import (
     KdfParams,
     SealedErrorCode,
@@ -24,8 +23,10 @@ from .vault import (
     SealKey,
     accounts_from_json,
     load_json_object,
+    read_sealed_file,
     seal,
     unseal,
+    write_sealed_file,
 )
 
 BACKUP_MAGIC = b"PABACKUP"
@@ -96,14 +97,8 @@ def load_backup(data: bytes, passphrase: str) -> Backup:
 
 def write_backup_file(path: Path, backup: Backup, passphrase: str, *, kdf: KdfParams | None = None) -> None:
     """Write a backup file atomically (never a half-written backup over a good one)."""
-    atomic_write(Path(path), dump_backup(backup, passphrase, kdf=kdf))
+    write_sealed_file(Path(path), dump_backup(backup, passphrase, kdf=kdf), "backup file")
 
 
 def read_backup_file(path: Path, passphrase: str) -> Backup:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SealedFileError(SealedErrorCode.NOT_FOUND, f"no backup file at {path}") from None
-    except IsADirectoryError:
-        raise SealedFileError(SealedErrorCode.NOT_SEALED_FILE, f"{path} is a directory") from None
-    return load_backup(data, passphrase)
+    return load_backup(read_sealed_file(Path(path), "backup file"), passphrase)

@@ -25,11 +25,15 @@ the new ones.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import hmac
 import json
+import os
 import struct
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +53,7 @@ FORMAT_VERSION = 1
 KDF_ARGON2ID = 1
 _HEADER = struct.Struct(">8sHBIQ16s24s16sQ")
 HEADER_SIZE = _HEADER.size
+NONCE_OFFSET = 8 + 2 + 1 + 4 + 8 + 16  # magic, version, kdf, opslimit, memlimit, salt
 # A crafted file must not make us allocate terabytes or spin for hours.
 MAX_MEMLIMIT = 4 * 1024**3
 MAX_OPSLIMIT = 64
@@ -66,6 +71,8 @@ class SealedErrorCode(enum.StrEnum):
     EMPTY_PASSPHRASE = "empty_passphrase"
     BAD_KDF_PARAMS = "bad_kdf_params"
     BAD_CONTENT = "bad_content"  # decrypts, but the payload is not what we wrote
+    CONFLICT = "conflict"  # another program saved the vault since we opened it
+    IO_ERROR = "io_error"  # the file system refused (permissions, disk full, ...)
 
 
 class SealedFileError(Exception):
@@ -229,6 +236,56 @@ def accounts_from_json(items: Any, what: str) -> list[OtpAccount]:
         ) from None
 
 
+def read_sealed_file(path: Path, what: str) -> bytes:
+    """The bytes of a vault or backup file, with file system errors as SealedFileError."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SealedFileError(SealedErrorCode.NOT_FOUND, f"no {what} at {path}") from None
+    except OSError as exc:
+        raise SealedFileError(
+            SealedErrorCode.IO_ERROR, f"cannot read the {what} {path}: {exc.strerror}"
+        ) from None
+
+
+def write_sealed_file(path: Path, data: bytes, what: str) -> None:
+    try:
+        atomic_write(path, data)
+    except OSError as exc:
+        raise SealedFileError(
+            SealedErrorCode.IO_ERROR, f"cannot write the {what} {path}: {exc.strerror}"
+        ) from None
+
+
+@contextlib.contextmanager
+def _write_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on a side file, held while a save checks and replaces the vault
+    (the vault itself is replaced by rename, so it cannot carry the lock)."""
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SealedFileError(SealedErrorCode.IO_ERROR, f"cannot lock {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _nonce_on_disk(path: Path) -> bytes | None:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(HEADER_SIZE)[NONCE_OFFSET : NONCE_OFFSET + nacl.secret.Aead.NONCE_SIZE]
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SealedFileError(
+            SealedErrorCode.IO_ERROR, f"cannot read the vault {path}: {exc.strerror}"
+        ) from None
+
+
 VAULT_FORMAT = "pushauth-vault/1"
 
 
@@ -238,14 +295,23 @@ class Vault:
     `records` holds the agent's other secrets as JSON values under names of its
     choosing (e.g. push credential seeds), so they share the vault's encryption.
     The derived key stays in memory while the vault is open, so `save()` costs no
-    Argon2id run; each save uses a fresh nonce.
+    Argon2id run; each save uses a fresh nonce. A save refuses (CONFLICT) when another
+    program saved the vault since this one was opened, instead of undoing its change.
     """
 
-    def __init__(self, path: Path, key: SealKey, accounts: list[OtpAccount], records: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        key: SealKey,
+        accounts: list[OtpAccount],
+        records: dict[str, Any],
+        nonce_on_disk: bytes | None,
+    ) -> None:
         self.path = path
         self.accounts = accounts
         self.records = records
         self._key = key
+        self._nonce_on_disk = nonce_on_disk  # which version of the file we hold
 
     @property
     def kdf(self) -> KdfParams:
@@ -258,22 +324,27 @@ class Vault:
         if path.exists():
             raise SealedFileError(SealedErrorCode.EXISTS, f"{path} already exists; not overwriting it")
         _check_passphrase(passphrase)
-        vault = cls(path, SealKey.new(passphrase, kdf or KdfParams()), [], {})
-        vault.save()
+        vault = cls(path, SealKey.new(passphrase, kdf or KdfParams()), [], {}, None)
+        try:
+            vault.save()
+        except SealedFileError as exc:
+            if exc.code == SealedErrorCode.CONFLICT:  # created by someone else meanwhile
+                raise SealedFileError(
+                    SealedErrorCode.EXISTS, f"{path} already exists; not overwriting it"
+                ) from None
+            raise
         return vault
 
     @classmethod
     def open(cls, path: Path, passphrase: str) -> Vault:
         path = Path(path)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise SealedFileError(SealedErrorCode.NOT_FOUND, f"no vault at {path}") from None
+        data = read_sealed_file(path, "vault")
         payload, key = unseal(VAULT_MAGIC, "vault", data, passphrase)
         doc = load_json_object(payload, "vault", VAULT_FORMAT)
         if set(doc) != {"format", "accounts", "records"} or not isinstance(doc["records"], dict):
             raise SealedFileError(SealedErrorCode.BAD_CONTENT, "the vault content has unexpected fields")
-        return cls(path, key, accounts_from_json(doc["accounts"], "vault"), doc["records"])
+        nonce = data[NONCE_OFFSET : NONCE_OFFSET + nacl.secret.Aead.NONCE_SIZE]
+        return cls(path, key, accounts_from_json(doc["accounts"], "vault"), doc["records"], nonce)
 
     def save(self) -> None:
         """Write the vault atomically: a crash leaves the previous or the new file, whole."""
@@ -286,13 +357,27 @@ class Vault:
             payload = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise SealedFileError(SealedErrorCode.BAD_CONTENT, f"vault records are not JSON: {exc}") from None
-        atomic_write(self.path, seal(VAULT_MAGIC, self._key, payload.encode("utf-8")))
+        blob = seal(VAULT_MAGIC, self._key, payload.encode("utf-8"))
+        with _write_lock(self.path):
+            if _nonce_on_disk(self.path) != self._nonce_on_disk:
+                raise SealedFileError(
+                    SealedErrorCode.CONFLICT,
+                    "the vault was changed by another program since it was opened; nothing was saved:"
+                    " open it again and repeat the change",
+                )
+            write_sealed_file(self.path, blob, "vault")
+        self._nonce_on_disk = blob[NONCE_OFFSET : NONCE_OFFSET + nacl.secret.Aead.NONCE_SIZE]
 
     def change_passphrase(self, new_passphrase: str, *, kdf: KdfParams | None = None) -> None:
         """Re-key with a new passphrase (and new salt, optionally new cost) and save."""
         _check_passphrase(new_passphrase)
+        old_key = self._key
         self._key = SealKey.new(new_passphrase, kdf or self._key.kdf)
-        self.save()
+        try:
+            self.save()
+        except SealedFileError:
+            self._key = old_key  # the file still has the old passphrase
+            raise
 
 
 def _check_passphrase(passphrase: str) -> None:

@@ -135,7 +135,11 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert info.value.code == SealedErrorCode.NOT_FOUND
     with pytest.raises(SealedFileError) as info:
         read_backup_file(tmp_path, "p")
-    assert info.value.code == SealedErrorCode.NOT_SEALED_FILE
+    assert info.value.code == SealedErrorCode.IO_ERROR
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SealedFileError) as info:
+        write_backup_file(tmp_path / "file" / "b", BACKUP, "p", kdf=FAST)
+    assert info.value.code == SealedErrorCode.IO_ERROR
 
 
 def test_empty_passphrase_refused() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import struct
 from pathlib import Path
@@ -226,5 +225,33 @@ def test_records_that_are_not_json_are_refused_and_the_file_kept(vault_path: Pat
         vault.save()
     assert info.value.code == SealedErrorCode.BAD_CONTENT
     assert vault_path.read_bytes() == before
-    assert [p.name for p in vault_path.parent.iterdir()] == [vault_path.name]
-    assert os.access(vault_path, os.R_OK)
+    assert sorted(p.name for p in vault_path.parent.iterdir()) == [".vault.bin.lock", "vault.bin"]
+
+
+def test_a_save_never_undoes_another_programs_save(vault_path: Path) -> None:
+    first = Vault.open(vault_path, "pw")
+    second = Vault.open(vault_path, "pw")
+    first.accounts.append(OtpAccount(secret=b"\x03" * 20, name="carol"))
+    first.save()
+    second.accounts.clear()
+    with pytest.raises(SealedFileError) as info:
+        second.save()
+    assert info.value.code == SealedErrorCode.CONFLICT
+    assert [a.name for a in Vault.open(vault_path, "pw").accounts] == ["alice@example.com", "bob", "carol"]
+    first.accounts.pop()
+    first.save()  # the program that saved last can go on saving
+    with pytest.raises(SealedFileError) as info:
+        second.change_passphrase("other")
+    assert info.value.code == SealedErrorCode.CONFLICT
+    assert len(Vault.open(vault_path, "pw").accounts) == 2
+
+
+def test_file_system_errors_are_sealed_file_errors(tmp_path: Path) -> None:
+    assert _error(tmp_path).code == SealedErrorCode.IO_ERROR  # a directory
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    # Fails for root too (permissions would not): the parent is a file.
+    with pytest.raises(SealedFileError) as info:
+        Vault.create(not_a_dir / "v", "pw", kdf=FAST)
+    assert info.value.code == SealedErrorCode.IO_ERROR
+    assert info.value.message.startswith("cannot")
