@@ -57,6 +57,8 @@ def outcome_for(decision: str, typed: str, expected: str) -> Status:
 
 def check_answerable(status: Status, now_ms: int, expires_ms: int) -> None:
     """Raise unless a challenge in `status` may take an answer at `now_ms`."""
+    if status is Status.EXPIRED:  # ended by time, not by an answer: say so
+        raise ProtocolError(ErrorCode.CHALLENGE_EXPIRED, "challenge expired")
     if status.final:
         raise ProtocolError(ErrorCode.ALREADY_ANSWERED, f"challenge already ended: {status}")
     if now_ms >= expires_ms:
