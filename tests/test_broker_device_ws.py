@@ -1,0 +1,443 @@
+"""The device WebSocket against a real broker process: bad input is refused with a
+protocol close code or an error frame, changes nothing, and leaves other devices
+working; and the invariants of DESIGN.md 1-7 hold on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import redis.asyncio as aioredis
+import websockets
+from support import BrokerProcess, RedisServer, add_rp
+
+from broker.store import Store
+from protocol import signing
+from protocol.challenge import Status
+from protocol.codec import encode
+from protocol.frames import (
+    Answer,
+    AnswerResult,
+    Authenticate,
+    Cancel,
+    Challenge,
+    Enrolled,
+    Error,
+    Frame,
+    Revoked,
+    Welcome,
+)
+from protocol.session import ClientSession, sign_answer
+from protocol.uri import parse as parse_uri
+from relying_party.sdk import PushAuthClient
+
+CTX = {"app": "Portal", "ip": "198.51.100.4", "location": "Lyon"}
+
+
+@dataclass
+class Device:
+    """One credential on a real WebSocket, driven frame by frame."""
+
+    ws: websockets.ClientConnection
+    session: ClientSession
+    seed: bytes
+    cid: str = ""
+
+    @classmethod
+    async def connect(cls, url: str, seed: bytes | None = None) -> Device:
+        ws = await websockets.connect(url, max_size=None)
+        session = ClientSession()
+        session.receive(await ws.recv())
+        return cls(ws, session, seed or signing.new_seed())
+
+    async def send(self, data: bytes | Frame) -> None:
+        await self.ws.send(data if isinstance(data, bytes) else encode(data))
+
+    async def frame(self, timeout: float = 5.0) -> Frame:
+        return self.session.receive(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def closed(self, timeout: float = 5.0) -> tuple[int, str]:
+        close = None
+        try:
+            while True:
+                await asyncio.wait_for(self.ws.recv(), timeout)
+        except websockets.ConnectionClosed as exc:
+            close = exc.rcvd
+        assert close is not None, "the broker did not send a close frame"
+        return close.code, close.reason
+
+    async def enroll(self, uri: str, name: str = "dev") -> Enrolled:
+        token = parse_uri(uri).token
+        await self.send(self.session.enroll_frame(rid=7, token=token, seed=self.seed, name=name))
+        got = await self.frame()
+        assert isinstance(got, Enrolled), got
+        self.cid = got.cid
+        return got
+
+    async def authenticate(self) -> tuple[Welcome, list[Challenge]]:
+        await self.send(self.session.authenticate_frame({self.cid: self.seed}))
+        welcome = await self.frame()
+        assert isinstance(welcome, Welcome), welcome
+        pending = [await self.frame() for _ in range(welcome.pending)]
+        return welcome, pending  # type: ignore[return-value]
+
+    def answer(self, ch: Challenge, decision: str = "approve", number: str = "", **over: Any) -> Answer:
+        frame = sign_answer(ch, seed=self.seed, decision=decision, number=number, ts=int(time.time() * 1000))
+        return frame if not over else Answer(**{**{k: getattr(frame, k) for k in Answer.SCHEMA}, **over})
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker for this module (starting one per test costs seconds); each test
+    gets its own RP, so users and credentials never meet across tests."""
+    base = tmp_path_factory.mktemp("device-ws")
+    with RedisServer(base / "redis") as redis_server:
+        node = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node="shared").start()
+        yield node
+        node.cleanup()
+
+
+@pytest.fixture
+async def rp(broker: BrokerProcess) -> dict[str, Any]:
+    assert broker.redis_url is not None
+    redis = aioredis.Redis.from_url(broker.redis_url)
+    try:
+        created, api_key = await Store(redis, node="test").add_rp("WS test RP")
+    finally:
+        await redis.aclose()
+    return {"id": created.id, "name": created.name, "api_key": api_key}
+
+
+@pytest.fixture
+async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
+        yield c
+
+
+async def online_device(client: PushAuthClient, url: str, user: str = "alice") -> Device:
+    enrollment = await client.create_enrollment(user, f"{user}@example.com")
+    dev = await Device.connect(url)
+    await dev.enroll(enrollment.uri or "")
+    await dev.authenticate()
+    return dev
+
+
+async def keys_of(client: PushAuthClient, user: str) -> dict[str, bytes]:
+    return {c.id: c.public_key for c in await client.list_credentials(user)}
+
+
+# -- structural errors close the connection with a protocol code -------------------
+
+BAD_FRAMES: dict[str, tuple[bytes | str, int, str]] = {
+    "not-msgpack": (b"\xc1\xc1\xc1", 4400, "malformed"),
+    "trailing-bytes": (encode(Authenticate(creds=())) + b"\x00", 4400, "malformed"),
+    "not-a-map": (msgpack.packb([1, "authenticate"]), 4400, "malformed"),
+    "text-message": ("hello", 4400, "malformed"),
+    "unknown-type": (msgpack.packb({"v": 1, "t": "launch_missiles"}), 4400, "unknown_frame"),
+    "wrong-field-type": (msgpack.packb({"v": 1, "t": "authenticate", "creds": "all"}), 4400, "invalid_field"),
+    "extra-field": (msgpack.packb({"v": 1, "t": "authenticate", "creds": [], "x": 1}), 4400, "invalid_field"),
+    "bool-as-int": (msgpack.packb({"v": True, "t": "authenticate", "creds": []}), 4400, "malformed"),
+    "future-version": (
+        msgpack.packb({"v": 2, "t": "authenticate", "creds": []}),
+        4406,
+        "unsupported_version",
+    ),
+    "oversized": (msgpack.packb({"v": 1, "t": "authenticate", "pad": b"x" * 40000}), 4413, "frame_too_large"),
+    "broker-frame": (encode(Welcome(accepted=(), rejected=(), pending=0)), 4400, "unexpected_frame"),
+    "answer-first": (
+        encode(Answer(ch="c", cid="c", decision="deny", number="", ts=1, ctx_hash=b"h" * 32, sig=b"s" * 64)),
+        4401,
+        "not_authenticated",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FRAMES))
+async def test_structural_errors_close_with_a_code_and_change_nothing(
+    case: str, client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    good = await online_device(client, broker.ws_url)
+    bad = await Device.connect(broker.ws_url)
+    data, code, reason = BAD_FRAMES[case]
+    await bad.ws.send(data)
+    assert await bad.closed() == (code, reason)
+    # The other connection is unaffected and sign-in still works end to end.
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await good.frame()
+    assert isinstance(pushed, Challenge)
+    assert pushed.ch == ch.id
+    await good.send(good.answer(pushed, number=ch.number))
+    assert await good.frame() == AnswerResult(ch=ch.id, outcome="approved")
+    assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)).approved
+
+
+async def test_a_frame_past_the_transport_limit_is_refused(broker: BrokerProcess) -> None:
+    dev = await Device.connect(broker.ws_url)
+    await dev.ws.send(b"\x00" * 200_000)
+    code, _ = await dev.closed()
+    assert code == 1009  # the WebSocket layer's "message too big"
+
+
+# -- refused answers: an error frame, the challenge unchanged ----------------------
+
+
+async def test_forged_signature_is_refused_and_changes_nothing(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    forged = sign_answer(pushed, seed=signing.new_seed(), decision="approve", number=ch.number, ts=1)
+    await dev.send(forged)
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("bad_signature", ch.id)
+    result = await client.get_result(ch, await keys_of(client, "alice"))
+    assert result.status is Status.PENDING
+    # The real key still answers: nothing was used up.
+    await dev.send(dev.answer(pushed, number=ch.number))
+    assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+
+
+async def test_replayed_answer_is_refused(client: PushAuthClient, broker: BrokerProcess) -> None:
+    dev = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    answer = dev.answer(pushed, decision="deny")
+    await dev.send(answer)
+    assert await dev.frame() == AnswerResult(ch=ch.id, outcome="denied")
+    # The same signed bytes again, on this connection and on a fresh one.
+    await dev.send(answer)
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert err.code == "already_answered"
+    other = await Device.connect(broker.ws_url, seed=dev.seed)
+    other.cid = dev.cid
+    await other.authenticate()
+    await other.send(answer)
+    err = await other.frame()
+    assert isinstance(err, Error)
+    assert err.code == "already_answered"
+    assert (await client.get_result(ch, await keys_of(client, "alice"))).status is Status.DENIED
+
+
+async def test_answer_after_expiry_is_refused(client: PushAuthClient, broker: BrokerProcess) -> None:
+    dev = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX, ttl=10)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    cancel = await dev.frame(timeout=15)  # the broker says it expired
+    assert cancel == Cancel(ch=ch.id, reason="expired")
+    await dev.send(dev.answer(pushed, number=ch.number))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert err.code in ("challenge_expired", "already_answered")
+    assert (await client.get_result(ch, await keys_of(client, "alice"))).status is Status.EXPIRED
+
+
+async def test_answer_to_another_users_challenge_is_refused(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    alice = await online_device(client, broker.ws_url, "alice")
+    mallory = await online_device(client, broker.ws_url, "mallory")
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await alice.frame()
+    assert isinstance(pushed, Challenge)
+    # Mallory signs alice's challenge with her own (active, authenticated) key.
+    stolen = Challenge(**{**{k: getattr(pushed, k) for k in Challenge.SCHEMA}, "cid": mallory.cid})
+    await mallory.send(mallory.answer(stolen, number=ch.number))
+    err = await mallory.frame()
+    assert isinstance(err, Error)
+    assert err.code == "unknown_challenge"
+    # Nor may she use alice's credential id on her connection.
+    await mallory.send(mallory.answer(pushed, number=ch.number))
+    err = await mallory.frame()
+    assert isinstance(err, Error)
+    assert err.code == "unknown_credential"
+    assert (await client.get_result(ch, await keys_of(client, "alice"))).status is Status.PENDING
+
+
+async def test_answer_over_another_context_is_refused(client: PushAuthClient, broker: BrokerProcess) -> None:
+    dev = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    shown = Challenge(**{**{k: getattr(pushed, k) for k in Challenge.SCHEMA}, "ctx": {"app": "Harmless"}})
+    await dev.send(dev.answer(shown, number=ch.number))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert err.code == "context_mismatch"
+    assert (await client.get_result(ch, await keys_of(client, "alice"))).status is Status.PENDING
+
+
+# -- invariants ---------------------------------------------------------------------
+
+
+async def test_invariant_1_first_answer_wins_across_nodes(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    a = broker_factory(redis_url=redis_server.url, node="a")
+    b = broker_factory(redis_url=redis_server.url, node="b")
+    rp = add_rp("Race RP", redis_url=redis_server.url)
+    async with PushAuthClient(a.http_url, rp["api_key"]) as client:
+        for _ in range(5):  # several rounds: the race must never let both win
+            phone = await online_device(client, a.ws_url)
+            laptop = await online_device(client, b.ws_url)
+            ch = await client.create_challenge("alice", CTX)
+            p1, p2 = await phone.frame(), await laptop.frame()
+            assert isinstance(p1, Challenge)
+            assert isinstance(p2, Challenge)
+            await asyncio.gather(
+                phone.send(phone.answer(p1, number=ch.number)),
+                laptop.send(laptop.answer(p2, decision="deny")),
+            )
+            replies = [await phone.frame(), await laptop.frame()]
+            wins = [r for r in replies if isinstance(r, AnswerResult)]
+            losers = [r for r in replies if not isinstance(r, AnswerResult)]
+            assert len(wins) == 1, replies
+            assert isinstance(losers[0], Cancel | Error), replies
+            result = await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)
+            assert result.status.value == wins[0].outcome
+            for dev in (phone, laptop):
+                await dev.close()
+
+
+async def test_invariant_3_the_device_never_sees_the_number(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX, digits=8)
+    raw = msgpack.unpackb(await dev.ws.recv())
+    assert raw["t"] == "challenge"
+    assert "number" not in raw
+    assert ch.number.encode() not in msgpack.packb(raw)
+    assert raw["digits"] == 8
+
+
+async def test_invariant_6_auth_proofs_are_bound_to_the_connection_nonce(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    old_proof = dev.session.authenticate_frame({dev.cid: dev.seed})  # signed over the old nonce
+    replay = await Device.connect(broker.ws_url)
+    await replay.send(old_proof)
+    welcome = await replay.frame()
+    assert isinstance(welcome, Welcome)
+    assert welcome.accepted == ()
+    assert welcome.rejected == ({"cid": dev.cid, "code": "bad_signature"},)
+    # With no proven credential it gets no pushes: the challenge goes to `dev` only.
+    await client.create_challenge("alice", CTX)
+    assert isinstance(await dev.frame(), Challenge)
+    with pytest.raises(asyncio.TimeoutError):
+        await replay.frame(timeout=0.5)
+
+
+async def test_invariant_6_revoked_credential_is_cut_off_at_once(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    await client.revoke_credential(dev.cid)
+    assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_rp", rid=None)
+    await dev.send(dev.answer(pushed, number=ch.number))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert err.code == "unknown_credential"
+    assert await client.list_credentials("alice") == []
+    # It cannot come back, and no new challenge can target it.
+    again = await Device.connect(broker.ws_url, seed=dev.seed)
+    again.cid = dev.cid
+    welcome, _ = await again.authenticate()
+    assert welcome.rejected == ({"cid": dev.cid, "code": "credential_revoked"},)
+    from relying_party.errors import NoDevices
+
+    with pytest.raises(NoDevices):
+        await client.create_challenge("alice", CTX)
+
+
+async def test_invariant_7_enrollment_token_is_single_use(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    enrollment = await client.create_enrollment("alice", "alice@example.com")
+    first = await Device.connect(broker.ws_url)
+    await first.enroll(enrollment.uri or "")
+    second = await Device.connect(broker.ws_url)
+    token = parse_uri(enrollment.uri or "").token
+    await second.send(second.session.enroll_frame(rid=9, token=token, seed=second.seed, name="thief"))
+    err = await second.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("bad_token", "9")
+    assert [c.id for c in await client.list_credentials("alice")] == [first.cid]
+
+
+async def test_invariant_7_proof_of_possession_is_required(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    enrollment = await client.create_enrollment("alice", "alice@example.com")
+    token = parse_uri(enrollment.uri or "").token
+    dev = await Device.connect(broker.ws_url)
+    good = dev.session.enroll_frame(rid=1, token=token, seed=dev.seed, name="phone")
+    fields = msgpack.unpackb(good)
+    fields["pk"] = signing.public_key(signing.new_seed())  # someone else's key, our signature
+    await dev.send(msgpack.packb(fields))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert err.code == "bad_signature"
+    # Refused without using the token up: a correct proof still enrolls.
+    await dev.enroll(enrollment.uri or "")
+    assert len(await client.list_credentials("alice")) == 1
+
+
+async def test_invariant_7_enrollment_token_expires(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    broker = broker_factory(redis_url=redis_server.url, extra_args=["--enrollment-ttl", "10"])
+    rp = add_rp("Short TTL RP", redis_url=redis_server.url)
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        enrollment = await client.create_enrollment("alice", "alice@example.com")
+        await asyncio.sleep(10.2)
+        dev = await Device.connect(broker.ws_url)
+        token = parse_uri(enrollment.uri or "").token
+        await dev.send(dev.session.enroll_frame(rid=1, token=token, seed=dev.seed, name="late"))
+        err = await dev.frame()
+        assert isinstance(err, Error)
+        assert err.code == "bad_token"
+        assert (await client.get_enrollment(enrollment.id)).status.value == "expired"
+        assert await client.list_credentials("alice") == []
+
+
+async def test_pending_challenges_reach_a_device_that_comes_online(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    await dev.close()
+    ch = await client.create_challenge("alice", CTX)
+    back = await Device.connect(broker.ws_url, seed=dev.seed)
+    back.cid = dev.cid
+    welcome, pending = await back.authenticate()
+    assert welcome.pending == 1
+    assert [p.ch for p in pending] == [ch.id]
+
+
+async def test_device_removes_its_own_account(
+    client: PushAuthClient, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    from protocol.frames import Revoke
+
+    dev = await online_device(client, broker.ws_url)
+    await dev.send(Revoke(rid=3, cid=dev.cid))
+    assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_device", rid=3)
+    assert await client.list_credentials("alice") == []
