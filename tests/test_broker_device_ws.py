@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
-import redis.asyncio as aioredis
 import websockets
+from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BrokerProcess, RedisServer, add_rp
 
-from broker.store import Store
 from protocol import signing
 from protocol.challenge import Status
 from protocol.codec import encode
@@ -93,28 +92,6 @@ class Device:
 
     async def close(self) -> None:
         await self.ws.close()
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    """One broker for this module (starting one per test costs seconds); each test
-    gets its own RP, so users and credentials never meet across tests."""
-    base = tmp_path_factory.mktemp("device-ws")
-    with RedisServer(base / "redis") as redis_server:
-        node = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node="shared").start()
-        yield node
-        node.cleanup()
-
-
-@pytest.fixture
-async def rp(broker: BrokerProcess) -> dict[str, Any]:
-    assert broker.redis_url is not None
-    redis = aioredis.Redis.from_url(broker.redis_url)
-    try:
-        created, api_key = await Store(redis, node="test").add_rp("WS test RP")
-    finally:
-        await redis.aclose()
-    return {"id": created.id, "name": created.name, "api_key": api_key}
 
 
 @pytest.fixture

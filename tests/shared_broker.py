@@ -1,0 +1,40 @@
+"""A broker shared by the tests of one module, and a fresh RP for each test.
+
+Starting a Redis and a broker per test costs about a second; tests that need
+neither a restart nor their own Redis share one. Each test gets its own relying
+party, so users and credentials of different tests never meet (RP isolation).
+Import both fixtures into the test module: `from shared_broker import broker, rp`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from support import BrokerProcess, RedisServer
+
+from broker.store import Store
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker for this module (starting one per test costs seconds); each test
+    gets its own RP, so users and credentials never meet across tests."""
+    base = tmp_path_factory.mktemp("device-ws")
+    with RedisServer(base / "redis") as redis_server:
+        node = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node="shared").start()
+        yield node
+        node.cleanup()
+
+
+@pytest.fixture
+async def rp(broker: BrokerProcess) -> dict[str, Any]:
+    assert broker.redis_url is not None
+    redis = aioredis.Redis.from_url(broker.redis_url)
+    try:
+        created, api_key = await Store(redis, node="test").add_rp("WS test RP")
+    finally:
+        await redis.aclose()
+    return {"id": created.id, "name": created.name, "api_key": api_key}
