@@ -33,6 +33,11 @@ def test_every_sample_is_recognized(name: str, password: str | None, accounts: i
     assert (len(parsed.accounts), len(parsed.refused)) == (accounts, refused)
 
 
+def test_password_question_never_raises() -> None:
+    assert not is_password_protected(b'{"version": 9, "header": {}, "db": "x"}')
+    assert not is_password_protected(b"\xff")
+
+
 def test_a_broken_migration_line_is_refused_by_line_with_the_reason() -> None:
     parsed = parse_source((DATA / "scito_export_wrong_data.txt").read_bytes())
     [refused] = parsed.refused

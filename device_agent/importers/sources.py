@@ -22,7 +22,10 @@ def is_password_protected(data: bytes) -> bool:
         doc = json.loads(data.decode("utf-8-sig"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         return False
-    return aegis.looks_like_aegis(doc) and aegis.is_encrypted(data)
+    try:
+        return aegis.looks_like_aegis(doc) and aegis.is_encrypted(data)
+    except ImportSourceError:
+        return False  # parse_source will report what is wrong with it
 
 
 def parse_source(data: bytes, *, password: str | None = None) -> Parsed:
