@@ -17,7 +17,7 @@ from protocol.frames import Challenge, Decision, Welcome
 
 from .connection import Connection
 from .errors import AgentError, Refused, Unreachable, UsageError
-from .messages import REVOKE_MESSAGES
+from .messages import REVOKE_MESSAGES, revoked_notice
 from .store import Account, AccountStore, StoreError
 
 NUMBER_RE = re.compile(r"^[0-9]{1,8}$")
@@ -46,10 +46,7 @@ def apply_welcome(store: AccountStore, welcome: Welcome) -> list[str]:
         if rej["code"] in GONE_CODES:
             account = store.mark_revoked(rej["cid"], REVOKE_MESSAGES[rej["code"]])
             if account is not None:
-                notices.append(
-                    f'Account "{account.name}" ({account.rp_name}) was {account.status_reason}; '
-                    "its key was deleted from this device."
-                )
+                notices.append(revoked_notice(account.name, account.rp_name, REVOKE_MESSAGES[rej["code"]]))
         else:
             notices.append(f"The broker refused credential {rej['cid']}: {rej['code']}.")
     return notices

@@ -26,7 +26,7 @@ from .actions import apply_welcome
 from .connection import Connection
 from .display import request_text
 from .errors import AgentError
-from .messages import CANCEL_MESSAGES, REVOKE_MESSAGES, error_message, outcome_message
+from .messages import CANCEL_MESSAGES, REVOKE_MESSAGES, error_message, outcome_message, revoked_notice
 from .stdin_lines import StdinLines
 from .store import Account, AccountStore, StoreError
 
@@ -237,12 +237,14 @@ class Listener:
             self._revoked(link, frame)
 
     def _revoked(self, link: BrokerLink, frame: Revoked) -> None:
-        link.accounts.pop(frame.cid, None)
+        known = link.accounts.pop(frame.cid, None)
         reason = REVOKE_MESSAGES.get(frame.reason, frame.reason)
-        account = self.store.mark_revoked(frame.cid, reason)
-        name = f'"{account.name}" ({account.rp_name})' if account else frame.cid
-        self.say(f"Account {name} was {reason}; its key was deleted from this device.")
-        self._store_version = self.store.version()  # our own change: no relink needed
+        # None when `remove` in another process already forgot it.
+        account = self.store.mark_revoked(frame.cid, reason) or known
+        if account is not None:
+            self.say(revoked_notice(account.name, account.rp_name, reason))
+        else:
+            self.say(revoked_notice(frame.cid, None, reason))
         for ch, req in list(self.requests.items()):
             if req.challenge.cid == frame.cid:
                 self._drop(ch, "was withdrawn: its account was removed")

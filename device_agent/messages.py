@@ -39,6 +39,7 @@ _CLOSE_MESSAGES: dict[int, str] = {
     CLOSE_NORMAL: "the broker closed the connection",
     CLOSE_GOING_AWAY: "the broker is shutting down or restarting",
     1006: "the connection was lost",
+    1009: "a message was larger than the protocol allows",
     1011: "the broker had an internal error",
     1012: "the broker is restarting",
     1013: "the broker is overloaded; try again later",
@@ -64,6 +65,12 @@ REVOKE_MESSAGES: dict[str, str] = {
     ErrorCode.CREDENTIAL_REVOKED: "removed at the broker",
     ErrorCode.UNKNOWN_CREDENTIAL: "unknown to the broker",
 }
+
+
+def revoked_notice(account: str, rp_name: str | None, reason: str) -> str:
+    """What the user reads when one of their accounts stops working here."""
+    who = f'"{account}" ({rp_name})' if rp_name else f'"{account}"'
+    return f"Account {who} was {reason}: this device gets no more sign-in requests for it."
 
 
 def error_message(code: str, detail: str = "") -> str:

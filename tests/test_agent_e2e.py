@@ -291,7 +291,7 @@ def test_an_account_removed_by_the_rp_while_offline_is_marked_on_next_contact(
     result = agent(home, "pending")
     assert result.returncode == 0, result.stderr
     assert '"alice@example.com"' in result.stderr
-    assert "deleted from this device" in result.stderr
+    assert "no more sign-in requests" in result.stderr
     (listed, bob) = json.loads(agent(home, "accounts", "--json").stdout)
     assert (listed["name"], listed["status"]) == ("alice@example.com", "revoked")
     assert bob["status"] == "active"
@@ -440,3 +440,20 @@ def test_listen_says_when_a_request_expires(
     agent_proc.type(ch["number"])  # too late: nothing is asked any more
     agent_proc.wait_for("No sign-in request is waiting")
     assert rp_api.result(ch)["status"] == "expired"
+
+
+def test_remove_while_listening(tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    enroll(home, rp_api, "bob", "bob@example.com")
+    agent_proc = listener(home)
+    agent_proc.wait_for("Connected to")
+    result = agent(home, "remove", "alice@example.com")
+    assert result.returncode == 0, result.stderr
+    assert rp_api.credentials() == []
+    # The listening connection still serves the other account.
+    ch = rp_api.challenge("bob")
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    agent_proc.type(ch["number"])
+    agent_proc.wait_for(f"Request {ch['id']}: approved")
+    assert [a.name for a in AccountStore(home).load()] == ["bob@example.com"]

@@ -1,0 +1,191 @@
+"""The agent facing a broken or hostile WebSocket server instead of a broker.
+
+The server is a few lines of the `websockets` library written here, so that it can
+send what no real broker would: garbage, frames out of order, oversized messages,
+protocol close codes. The agent must close with the protocol's close code, print
+one line and exit 3, never a traceback; and never sign anything for such a peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import pytest
+from support import AGENT
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from device_agent.store import AccountStore
+from protocol import signing
+from protocol.codec import MAX_FRAME_SIZE, encode
+from protocol.frames import Challenge, Hello, Welcome
+
+Behaviour = Callable[[ServerConnection], Awaitable[None]]
+
+
+@dataclass
+class Server:
+    url: str = ""
+    closes: list[tuple[int | None, str]] = field(default_factory=list)
+    received: list[bytes] = field(default_factory=list)
+    behaviour: Behaviour | None = None
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    state = Server()
+
+    async def handler(ws: ServerConnection) -> None:
+        assert state.behaviour is not None
+        try:
+            await state.behaviour(ws)
+            async for message in ws:  # keep reading until the agent closes
+                state.received.append(message if isinstance(message, bytes) else message.encode())
+        except ConnectionClosed:
+            pass
+        state.closes.append((ws.close_code, ws.close_reason or ""))
+
+    async with serve(handler, "127.0.0.1", 0, max_size=None) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        state.url = f"ws://127.0.0.1:{port}/v1/device"
+        yield state
+
+
+def hello() -> bytes:
+    return encode(
+        Hello(nonce=secrets.token_bytes(32), time=int(time.time() * 1000), max_frame=16384, node="x")
+    )
+
+
+def make_home(tmp_path: Path, url: str) -> Path:
+    home = tmp_path / "agent"
+    AccountStore(home).add(
+        wanted_name="alice",
+        rp="rp1",
+        rp_name="Example",
+        user="alice",
+        label="alice",
+        broker=url,
+        cid="cid-alice",
+        device_name="laptop",
+        seed=signing.new_seed(),
+    )
+    return home
+
+
+async def run_agent(home: Path, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        str(AGENT),
+        "--home",
+        str(home),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def assert_one_line(code: int, err: str, contains: str) -> None:
+    assert code == 3, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert contains in lines[0], err
+
+
+async def send_text(ws: ServerConnection) -> None:
+    await ws.send("hello in a text frame")
+
+
+async def send_garbage(ws: ServerConnection) -> None:
+    await ws.send(b"\xc1 not msgpack")
+
+
+async def send_challenge_first(ws: ServerConnection) -> None:
+    ch = Challenge(
+        ch="c1",
+        cid="cid-alice",
+        rp="rp1",
+        rp_name="Example",
+        account="alice",
+        nonce=bytes(32),
+        ctx={},
+        created=0,
+        expires=2**40,
+        digits=2,
+    )
+    await ws.send(encode(ch))
+
+
+async def send_unknown_type(ws: ServerConnection) -> None:
+    await ws.send(msgpack.packb({"v": 1, "t": "surprise"}))
+
+
+async def send_other_version(ws: ServerConnection) -> None:
+    await ws.send(msgpack.packb({"v": 2, "t": "hello"}))
+
+
+async def send_oversized(ws: ServerConnection) -> None:
+    await ws.send(b"\x00" * (MAX_FRAME_SIZE + 1))
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "close_code", "reason", "message"),
+    [
+        (send_text, 4400, "malformed", "malformed frame"),
+        (send_garbage, 4400, "malformed", "malformed frame"),
+        (send_challenge_first, 4400, "unexpected_frame", "unexpected frame"),
+        (send_unknown_type, 4400, "unknown_frame", "unknown frame"),
+        (send_other_version, 4406, "unsupported_version", "another protocol version"),
+        (send_oversized, 1009, "", "larger than the protocol allows"),
+    ],
+)
+async def test_a_broken_peer_is_closed_with_the_protocol_code(
+    tmp_path: Path, server: Server, behaviour: Behaviour, close_code: int, reason: str, message: str
+) -> None:
+    server.behaviour = behaviour
+    home = make_home(tmp_path, server.url)
+    code, _out, err = await run_agent(home, "deny", "c1")
+    assert_one_line(code, err, message)
+    assert len(server.closes) == 1
+    got_code, got_reason = server.closes[0]
+    assert got_code == close_code
+    if reason:
+        assert got_reason == reason
+    assert server.received == []  # nothing was signed for this peer
+    assert AccountStore(home).load()[0].active  # and nothing changed locally
+
+
+async def test_a_protocol_close_from_the_broker_is_explained(tmp_path: Path, server: Server) -> None:
+    async def refuse(ws: ServerConnection) -> None:
+        await ws.send(hello())
+        await ws.recv()  # the authenticate frame
+        await ws.close(4401, "auth_failed")
+
+    server.behaviour = refuse
+    code, _out, err = await run_agent(make_home(tmp_path, server.url), "pending")
+    assert_one_line(code, err, "did not accept this device's keys")
+
+
+async def test_a_welcome_with_a_bogus_pending_count_does_not_hang_forever(
+    tmp_path: Path, server: Server
+) -> None:
+    # The agent waits for the announced challenges only as long as its reply timeout.
+    async def lie(ws: ServerConnection) -> None:
+        await ws.send(hello())
+        await ws.recv()
+        await ws.send(encode(Welcome(accepted=("cid-alice",), rejected=(), pending=1)))
+        await ws.close(1011, "internal")
+
+    server.behaviour = lie
+    code, _out, err = await run_agent(make_home(tmp_path, server.url), "pending")
+    assert_one_line(code, err, "internal error")

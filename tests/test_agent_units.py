@@ -1,0 +1,66 @@
+"""Small pure parts of the agent: backoff, messages, display."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from device_agent.display import context_lines, seconds_left
+from device_agent.listen import BACKOFF_BASE_S, BACKOFF_CAP_S, backoff_delay
+from device_agent.messages import (
+    CANCEL_MESSAGES,
+    ERROR_MESSAGES,
+    OUTCOME_MESSAGES,
+    close_message,
+    error_message,
+)
+from protocol.challenge import Status
+from protocol.errors import CLOSE_CODES, ErrorCode
+from protocol.frames import CancelReason
+
+
+@pytest.mark.parametrize("attempt", range(12))
+def test_backoff_is_full_jitter_under_a_growing_capped_ceiling(attempt: int) -> None:
+    rng = random.Random(attempt)
+    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+    delays = [backoff_delay(attempt, rng) for _ in range(200)]
+    assert all(0 <= d <= ceiling for d in delays)
+    # Full jitter spreads reconnects over the whole range (no thundering herd).
+    assert min(delays) < ceiling * 0.2
+    assert max(delays) > ceiling * 0.8
+
+
+def test_backoff_never_exceeds_the_cap_however_long_the_outage() -> None:
+    assert max(backoff_delay(1000, random.Random(1)) for _ in range(100)) <= BACKOFF_CAP_S
+
+
+def test_every_error_code_has_words() -> None:
+    assert set(ErrorCode) <= ERROR_MESSAGES.keys()
+    assert error_message("bad_token").startswith("the enrollment code")
+    assert "something new" in error_message("brand_new_code", "something new")
+
+
+def test_protocol_closes_are_explained_by_their_reason() -> None:
+    for code, close in CLOSE_CODES.items():
+        assert close_message(close, str(code)) == ERROR_MESSAGES[code]
+    assert "restarting" in close_message(1001)
+    assert "4999" in close_message(4999, "")
+    assert close_message(None) == "the connection was lost"
+
+
+def test_every_outcome_and_cancel_reason_has_words() -> None:
+    assert {s for s in Status if s.final} <= OUTCOME_MESSAGES.keys()
+    assert set(CancelReason) <= CANCEL_MESSAGES.keys()
+
+
+def test_context_shows_known_keys_with_labels_first_and_every_other_key() -> None:
+    lines = context_lines({"zeta": "1", "ip": "203.0.113.5", "app": "Mail", "custom": "x"})
+    assert lines == [("application", "Mail"), ("IP address", "203.0.113.5"), ("custom", "x"), ("zeta", "1")]
+
+
+def test_seconds_left_rounds_up_and_stops_at_zero() -> None:
+    assert seconds_left(10_000, 0) == 10
+    assert seconds_left(10_000, 9_001) == 1
+    assert seconds_left(10_000, 10_000) == 0
+    assert seconds_left(10_000, 20_000) == 0
