@@ -18,6 +18,7 @@ from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI
 
+from .context import node_of
 from .events import ChallengeEnded
 from .hub import Hub
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
@@ -29,11 +30,11 @@ MAX_BODY = 16 * 1024
 
 
 def _store(request: web.Request) -> Store:
-    return request.app["store"]
+    return node_of(request).store
 
 
 def _hub(request: web.Request) -> Hub:
-    return request.app["hub"]
+    return node_of(request).hub
 
 
 async def authenticate(request: web.Request) -> RelyingParty:
@@ -167,7 +168,7 @@ async def healthz(request: web.Request) -> web.Response:
         await asyncio.wait_for(_store(request).redis.ping(), 2.0)
     except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
         raise ApiError(503, "unavailable", f"redis: {type(exc).__name__}") from None
-    return web.json_response({"status": "ok", "node": request.app["node"], "redis": "ok"})
+    return web.json_response({"status": "ok", "node": node_of(request).name, "redis": "ok"})
 
 
 async def get_rp(request: web.Request) -> web.Response:
@@ -176,7 +177,7 @@ async def get_rp(request: web.Request) -> web.Response:
 
 
 def device_url(request: web.Request) -> str:
-    public = request.app["public_url"]
+    public = node_of(request).public_url
     if public:
         return (
             public.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/") + "/v1/device"
@@ -250,7 +251,7 @@ async def create_challenge(request: web.Request) -> web.Response:
     devices = await store.create_challenge(record)
     if not devices:
         raise ApiError(409, "no_devices", "the user has no active authenticator")
-    _hub(request).schedule_expiry(record, record.expires, request.app["expire"])
+    _hub(request).schedule_expiry(record, record.expires, node_of(request).expire)
     out = challenge_json(record, Status.PENDING)
     del out["answer"], out["status"]
     out.update(number=record.number, devices=devices)

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
 
 from . import api, events, keys
+from .context import NODE, Node
 from .device_ws import device_socket
 from .hub import Hub
 from .models import ChallengeRecord
@@ -39,13 +40,7 @@ def create_app(
         except (aioredis.RedisError, OSError) as exc:  # the next reader expires it instead
             log.warning("could not expire challenge %s: %s", record.id, exc)
 
-    app["store"], app["hub"], app["node"], app["public_url"], app["expire"] = (
-        store,
-        hub,
-        node,
-        public_url,
-        expire,
-    )
+    app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
     api.add_routes(app)
     app.router.add_get("/v1/device", device_socket)
     app.router.add_get("/v1/openapi.json", openapi_handler)
@@ -56,9 +51,8 @@ def create_app(
 
 async def _event_listener(app: web.Application) -> AsyncIterator[None]:
     """Subscribe to the shared event channel before serving, until shutdown."""
-    store: Store = app["store"]
     ready = asyncio.Event()
-    task = asyncio.create_task(_listen(store, app["hub"], ready))
+    task = asyncio.create_task(_listen(app[NODE].store, app[NODE].hub, ready))
     await asyncio.wait_for(ready.wait(), 10)
     yield
     task.cancel()
@@ -94,7 +88,7 @@ async def _listen(store: Store, hub: Hub, ready: asyncio.Event) -> None:
 
 
 async def _close_devices(app: web.Application) -> None:
-    hub: Hub = app["hub"]
+    hub = app[NODE].hub
     for device in list(hub.connections):
         ws = getattr(device, "ws", None)
         if ws is not None:

@@ -25,6 +25,7 @@ from protocol.frames import (
 from protocol.session import ServerSession
 from protocol.signing import answer_bytes, verify
 
+from .context import NODE
 from .hub import Hub
 from .models import Answer as StoredAnswer
 from .models import ChallengeRecord, Credential
@@ -254,7 +255,8 @@ async def device_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     ws = web.WebSocketResponse(max_msg_size=WS_READ_LIMIT, heartbeat=30.0, compress=False)
     await ws.prepare(request)
-    session = ServerSession(node=app["node"], now_ms=now_ms())
-    conn = DeviceConnection(ws, session, app["store"], app["hub"])
+    node = app[NODE]
+    session = ServerSession(node=node.name, now_ms=now_ms())
+    conn = DeviceConnection(ws, session, node.store, node.hub)
     await conn.run()
     return ws

@@ -29,12 +29,18 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         node.cleanup()
 
 
-@pytest.fixture
-async def rp(broker: BrokerProcess) -> dict[str, Any]:
+async def new_rp(broker: BrokerProcess, name: str = "Test RP") -> dict[str, Any]:
+    """Register an RP in the broker's Redis with the broker's own Store code
+    (what `pushauth-broker rp add` runs, without a subprocess per test)."""
     assert broker.redis_url is not None
     redis = aioredis.Redis.from_url(broker.redis_url)
     try:
-        created, api_key = await Store(redis, node="test").add_rp("WS test RP")
+        created, api_key = await Store(redis, node="test").add_rp(name)
     finally:
         await redis.aclose()
     return {"id": created.id, "name": created.name, "api_key": api_key}
+
+
+@pytest.fixture
+async def rp(broker: BrokerProcess) -> dict[str, Any]:
+    return await new_rp(broker)

@@ -1,0 +1,196 @@
+"""The RP HTTP API of a real broker: bad input gets a 4xx problem document and
+changes nothing; RP isolation; the OpenAPI document matches what the server does."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+import redis.asyncio as aioredis
+import websockets
+from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
+from support import BrokerProcess
+
+from broker.app import create_app
+from broker.openapi import DOCUMENT
+from protocol import signing
+from protocol.session import ClientSession
+from protocol.uri import parse
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, base: str, key: str) -> None:
+        self.session, self.base, self.key = session, base, key
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        raw: bytes | None = None,
+        key: str | None = None,
+        **kw: Any,
+    ) -> tuple[int, Any, str]:
+        headers = {"Authorization": f"Bearer {key or self.key}"} if (key or self.key) else {}
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        async with self.session.request(method, self.base + path, data=data, headers=headers, **kw) as r:
+            text = await r.text()
+            try:
+                parsed = json.loads(text) if text else None
+            except ValueError:
+                parsed = text
+            return r.status, parsed, r.headers.get("Content-Type", "")
+
+
+@pytest.fixture
+async def api(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, broker.http_url, rp["api_key"])
+
+
+def assert_problem(status: int, body: Any, ctype: str, expected: int, code: str | None = None) -> None:
+    assert status == expected, body
+    assert ctype.startswith("application/problem+json"), ctype
+    jsonschema.validate(body, DOCUMENT["components"]["schemas"]["Problem"])
+    assert body["status"] == expected
+    if code is not None:
+        assert body["code"] == code, body
+
+
+BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
+    ("POST", "/v1/challenges", {"raw": b"{not json"}, 400, "invalid_json"),
+    ("POST", "/v1/challenges", {"raw": b""}, 400, "invalid_json"),
+    ("POST", "/v1/challenges", {"body": ["alice"]}, 400, "invalid_json"),
+    ("POST", "/v1/challenges", {"body": {}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": 7}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": "a\x00b"}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": "x" * 129}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": "alice", "ttl": "60"}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": "alice", "ttl": 601}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": "alice", "digits": 9}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": "alice", "digits": True}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"body": {"user": "alice", "context": {"k": 1}}}, 400, "invalid_request"),
+    (
+        "POST",
+        "/v1/challenges",
+        {"body": {"user": "alice", "context": {str(i): "" for i in range(17)}}},
+        400,
+        None,
+    ),
+    ("POST", "/v1/challenges", {"body": {"user": "alice", "sneaky": 1}}, 400, "invalid_request"),
+    ("POST", "/v1/challenges", {"raw": b'{"user": "' + b"a" * 20000 + b'"}'}, 413, "payload_too_large"),
+    ("POST", "/v1/enrollments", {"body": {"user": "alice"}}, 400, "invalid_request"),
+    ("POST", "/v1/enrollments", {"body": {"user": "alice", "account": "a", "recoverable": "yes"}}, 400, None),
+    ("GET", "/v1/challenges/nope", {}, 404, "not_found"),
+    ("GET", "/v1/challenges/nope?wait=abc", {}, 400, "invalid_request"),
+    ("GET", "/v1/challenges/nope?wait=61", {}, 400, "invalid_request"),
+    ("GET", "/v1/enrollments/nope", {}, 404, "not_found"),
+    ("DELETE", "/v1/credentials/nope", {}, 404, "not_found"),
+    ("GET", "/v1/no-such-route", {}, 404, "not_found"),
+    ("PUT", "/v1/challenges", {"body": {}}, 405, "method_not_allowed"),
+    ("GET", "/v1/device", {}, 400, None),  # a WebSocket endpoint asked without an upgrade
+]
+
+
+@pytest.mark.parametrize(("method", "path", "kw", "status", "code"), BAD_REQUESTS)
+async def test_bad_requests_get_a_problem_and_change_nothing(
+    api: Api, method: str, path: str, kw: dict[str, Any], status: int, code: str | None
+) -> None:
+    enrolled_before = await api.call("GET", "/v1/users/alice/credentials")
+    got = await api.call(method, path, **kw)
+    assert_problem(*got, status, code)
+    assert await api.call("GET", "/v1/users/alice/credentials") == enrolled_before
+    health = await api.call("GET", "/healthz")
+    assert health[0] == 200
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer", "Bearer wrong-key", "Basic dXNlcjpwYXNz", "Bearer " + "k" * 300]
+)
+async def test_requests_without_a_valid_key_are_unauthorized(api: Api, header: str | None) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    async with api.session.post(api.base + "/v1/challenges", json={"user": "alice"}, headers=headers) as r:
+        body = await r.json(content_type=None)
+        assert_problem(r.status, body, r.headers["Content-Type"], 401, "unauthorized")
+        assert r.headers.get("WWW-Authenticate") == "Bearer"
+
+
+async def test_no_devices_is_a_conflict(api: Api) -> None:
+    assert_problem(*await api.call("POST", "/v1/challenges", body={"user": "nobody"}), 409, "no_devices")
+
+
+async def test_rp_isolation(api: Api, broker: BrokerProcess) -> None:
+    """Invariant 5: another RP's key reaches none of this RP's objects."""
+    other = await new_rp(broker, "Other RP")
+    enrollment = await api.call("POST", "/v1/enrollments", body={"user": "alice", "account": "alice"})
+    assert enrollment[0] == 201
+    eid = enrollment[1]["id"]
+    key = other["api_key"]
+    assert_problem(*await api.call("GET", f"/v1/enrollments/{eid}", key=key), 404, "not_found")
+    # Its own user "alice" is another person: no credentials, no pushes.
+    assert await api.call("GET", "/v1/users/alice/credentials", key=key) == (
+        200,
+        {"credentials": []},
+        "application/json; charset=utf-8",
+    )
+    assert_problem(
+        *await api.call("POST", "/v1/challenges", body={"user": "alice"}, key=key), 409, "no_devices"
+    )
+
+
+async def test_openapi_document_covers_exactly_the_routes(api: Api) -> None:
+    status, doc, _ = await api.call("GET", "/v1/openapi.json")
+    assert status == 200
+    assert doc == json.loads(json.dumps(DOCUMENT))
+    served = set()
+    # The app's own route table (an unconnected Redis client: nothing is sent).
+    probe = create_app(aioredis.Redis(), node="probe")
+    for route in probe.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if route.method != "HEAD" and path not in ("/v1/device", "/v1/openapi.json"):
+            served.add((path, route.method.lower()))
+    documented = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+    assert served == documented
+
+
+async def test_responses_match_the_openapi_schemas(api: Api, broker: BrokerProcess) -> None:
+    """Real responses, validated against the served document's schemas."""
+    schemas = DOCUMENT["components"]["schemas"]
+
+    def check(body: Any, name: str) -> None:
+        resolver = {"$ref": f"#/components/schemas/{name}", "components": DOCUMENT["components"]}
+        jsonschema.validate(body, resolver)
+
+    status, enrollment, _ = await api.call("POST", "/v1/enrollments", body={"user": "alice", "account": "A"})
+    assert status == 201
+    check(enrollment, "Enrollment")
+    async with websockets.connect(broker.ws_url) as ws:
+        session = ClientSession()
+        session.receive(await ws.recv())
+        await ws.send(
+            session.enroll_frame(
+                rid=1, token=parse(enrollment["uri"]).token, seed=signing.new_seed(), name="d"
+            )
+        )
+        session.receive(await ws.recv())
+    status, done, _ = await api.call("GET", f"/v1/enrollments/{enrollment['id']}")
+    check(done, "Enrollment")
+    assert done["status"] == "completed"
+    status, ch, _ = await api.call("POST", "/v1/challenges", body={"user": "alice", "context": {"app": "x"}})
+    assert status == 201
+    check(ch, "Challenge")
+    status, result, _ = await api.call("GET", f"/v1/challenges/{ch['id']}")
+    check(result, "ChallengeResult")
+    status, creds, _ = await api.call("GET", "/v1/users/alice/credentials")
+    check(creds, "CredentialList")
+    status, me, _ = await api.call("GET", "/v1/rp")
+    check(me, "RelyingParty")
+    status, health, _ = await api.call("GET", "/healthz")
+    check(health, "Health")
+    assert set(schemas) >= {"Enrollment", "Challenge", "ChallengeResult", "CredentialList", "Problem"}
