@@ -63,6 +63,7 @@ class Credential:
     public_key: bytes
     created_at: int
     last_used_at: int | None = None
+    account: str | None = None  # the account label shown on the device
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Credential:
@@ -74,6 +75,7 @@ class Credential:
             public_key=get_bytes(body, "public_key", what, length=32),
             created_at=get(body, "created_at", int, what),
             last_used_at=get_optional(body, "last_used_at", int, what),
+            account=get_optional(body, "account", str, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -85,6 +87,7 @@ class Credential:
             "public_key": wire.b64encode(self.public_key),
             "created_at": self.created_at,
             "last_used_at": self.last_used_at,
+            "account": self.account,
         }
 
 

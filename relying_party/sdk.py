@@ -232,10 +232,13 @@ class PushAuthClient:
     ) -> SignInResult:
         """Long-poll until the challenge ends, and verify the answer end to end.
 
-        `public_keys` maps credential id -> public key, from the RP's own store for
-        this user. The result is APPROVED only if a stored key signed an approval of
-        this very challenge (RP id, challenge id, nonce, context) with the number the
-        RP showed; a broker claiming anything else raises VerificationFailed. With a
+        `public_keys` maps credential id -> public key, from the RP's own store, and
+        only this user's credentials: a key of another user in it would let that
+        user's device approve this sign-in if a compromised broker routed it there.
+
+        The result is APPROVED only if a stored key signed an approval of this very
+        challenge (RP id, challenge id, nonce, context) with the number the RP
+        showed; a broker claiming anything else raises VerificationFailed. With a
         `timeout`, a still-pending challenge comes back as PENDING; without one, the
         wait ends at the challenge's expiry at the latest (status EXPIRED).
         """

@@ -214,6 +214,7 @@ async def test_revoked_credential_gets_no_more_challenges(
     async with device.ws:
         [listed] = await client.list_credentials("dave")
         assert (listed.id, listed.public_key, listed.name) == (cred.id, cred.public_key, "Test phone")
+        assert (listed.user, listed.account) == ("dave", "dave@example")
         await client.revoke_credential(cred.id)
         revoked = await device.recv_type(Revoked)
         assert (revoked.cid, revoked.reason, revoked.rid) == (cred.id, "removed_by_rp", None)
