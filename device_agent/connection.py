@@ -72,7 +72,7 @@ class Connection:
                 ping_timeout=PING_TIMEOUT_S,
                 close_timeout=2,
             )
-        except (OSError, TimeoutError, wse.InvalidHandshake, wse.InvalidURI, wse.InvalidProxy) as exc:
+        except (OSError, TimeoutError, wse.WebSocketException) as exc:  # refused, DNS, not a WebSocket...
             raise Unreachable(f"cannot reach the broker at {url}: {_describe(exc)}") from None
         conn = cls(url, ws)
         try:

@@ -96,9 +96,14 @@ class BrokerLink:
                     return  # every account here was revoked
                 finally:
                     self.conn = None
+                    self.listener.link_down(self)
                     await conn.close()
             except (AgentError, StoreError) as exc:
                 say(f"{exc}")
+            except Exception as exc:  # noqa: BLE001
+                # A bug must not silently end the link to this broker (the others
+                # live on); report it, and retry as after any failure.
+                print(f"pushauth-agent: internal error on {self.url}: {exc!r}", file=sys.stderr, flush=True)
             if up_since is not None and time.monotonic() - up_since >= HEALTHY_AFTER_S:
                 attempt = 0
             delay = backoff_delay(attempt)
@@ -147,6 +152,16 @@ class Listener:
                 except StoreError as exc:
                     self.say(f"{exc}")
             self._expire()
+
+    def link_down(self, link: BrokerLink) -> None:
+        """Answers sent on a broken connection may or may not have been recorded."""
+        for ch in [ch for ch, sent_on in self.in_flight.items() if sent_on is link]:
+            del self.in_flight[ch]
+            self.say(
+                f"Request {ch}: the connection broke before the broker confirmed the answer; "
+                "if the request is still pending it will be asked again."
+            )
+        self._check_drained()
 
     def _forget_link(self, link: BrokerLink) -> None:
         for ch in [ch for ch, req in self.requests.items() if req.link is link]:
