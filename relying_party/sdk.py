@@ -45,7 +45,7 @@ from .models import (
 
 MAX_WAIT_S = 60  # the broker holds a long-poll at most this long (docs/http-api.md)
 MAX_RESPONSE = 1 << 20  # a compromised broker must not make the RP buffer without end
-# A pending answer that came back before its wait was up means a broker that does not
+# A pending result that came back before its wait was up means a broker that does not
 # hold long-polls; pause this long before asking again instead of spinning.
 EARLY_RETURN_PAUSE_S = 0.25
 
@@ -55,7 +55,7 @@ def _now_ms() -> int:
 
 
 def _segment(value: str) -> str:
-    """One URL path segment; dots are encoded too so '..' cannot climb the path."""
+    """One URL path segment, percent-encoded; '.' and '..' too, so they cannot climb the path."""
     text = quote(value, safe="")
     return text.replace(".", "%2E") if set(value) == {"."} else text
 
@@ -306,7 +306,11 @@ class PushAuthClient:
             ) as response:
                 status = response.status
                 raw = await _read_capped(response)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        except TimeoutError:
+            raise BrokerUnavailable(
+                f"cannot reach the pushauth broker at {self.broker_url}: no answer within {timeout.total:g} s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
             why = str(exc) or type(exc).__name__
             raise BrokerUnavailable(f"cannot reach the pushauth broker at {self.broker_url}: {why}") from None
         parsed = _parse_json(raw) if raw else None

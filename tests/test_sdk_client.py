@@ -158,7 +158,7 @@ async def test_broker_that_does_not_answer_in_time_is_unavailable(broker: Script
 
     broker.routes["GET v1/rp"] = slow
     async with PushAuthClient(broker.url, "key", request_timeout=0.3) as client:
-        with pytest.raises(BrokerUnavailable, match="cannot reach"):
+        with pytest.raises(BrokerUnavailable, match=r"cannot reach .*: no answer within 0\.3 s"):
             await client.rp()
 
 
