@@ -37,8 +37,10 @@ def _end_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     started = [p for p in ManagedProcess.live if p not in before]
     if _failed(request):
-        for proc in started:
-            print(f"\n===== {proc.name} =====\n{proc.describe()}")
+        # Shared ones (from module fixtures) too: their log tail often explains the failure.
+        for proc in sorted(ManagedProcess.live, key=lambda p: p.name):
+            shared = "" if proc in started else " (shared, still running)"
+            print(f"\n===== {proc.name}{shared} =====\n{proc.describe()}")
     for proc in started:
         proc.cleanup()
 

@@ -644,7 +644,7 @@ def decode_or_refuse(data: bytes) -> Frame | None:
     return None
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=300))
 @example(b"\x80")
 @example(b"\xde\xff\xff")
@@ -654,13 +654,13 @@ def test_fuzz_random_bytes(data: bytes) -> None:
     decode_or_refuse(data)
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(msgpack_values)
 def test_fuzz_random_msgpack_values(value: Any) -> None:
     decode_or_refuse(pack(value))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(ALL_FRAMES),
     st.dictionaries(st.one_of(frame_field_names, st.sampled_from(["v", "t"])), msgpack_values, max_size=3),
@@ -677,7 +677,7 @@ def test_fuzz_frames_with_fields_replaced(frame: Frame, changes: dict[str, Any],
         assert wire(decoded) == body
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.sampled_from(ALL_FRAMES), st.data())
 def test_fuzz_mutated_frame_bytes(frame: Frame, data: st.DataObject) -> None:
     raw = bytearray(codec.encode(frame))

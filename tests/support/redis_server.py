@@ -12,7 +12,9 @@ import shutil
 import signal
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
+
+import redis
 
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess, ProcessFailed
@@ -136,10 +138,8 @@ class RedisServer:
     def running(self) -> bool:
         return self.process.running
 
-    def client(self, **kwargs: object):  # -> redis.Redis (imported lazily: not every test needs it)
+    def client(self, **kwargs: Any) -> redis.Redis:
         """A synchronous redis-py client, for assertions on what the broker stored."""
-        import redis
-
         return redis.Redis(host=LOCALHOST, port=self.port, db=0, **kwargs)
 
     def cleanup(self) -> None:

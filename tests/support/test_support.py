@@ -260,6 +260,37 @@ def test_unfinished_processes_are_ended_and_shown_when_a_test_fails(pytester: py
     assert not pid_alive(pid)
 
 
+def test_processes_of_module_fixtures_outlive_each_test(pytester: pytest.Pytester) -> None:
+    tests_dir = Path(__file__).resolve().parent.parent
+    pytester.makeconftest((tests_dir / "conftest.py").read_text())
+    pytester.makepyfile(
+        test_shared="""
+        import sys
+        import pytest
+        from support import ManagedProcess, line_on_stdout
+
+        @pytest.fixture(scope="module")
+        def shared(tmp_path_factory):
+            code = "import time; print('up', flush=True); time.sleep(60)"
+            proc = ManagedProcess([sys.executable, "-c", code], log_dir=tmp_path_factory.mktemp("s"),
+                                  name="shared", ready=line_on_stdout("up"))
+            yield proc.start()
+            proc.cleanup()
+
+        def test_one(shared):
+            assert shared.running
+
+        def test_two(shared):
+            assert shared.running
+            assert shared.starts == 1
+            assert False, "fails on purpose"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"pythonpath={tests_dir}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*===== shared (shared, still running) =====*"])
+
+
 # -- RedisServer ---------------------------------------------------------------
 
 
