@@ -33,7 +33,7 @@ async def security(request: web.Request) -> web.StreamResponse:
 @routes.get("/security/add")
 async def add_method(request: web.Request) -> web.StreamResponse:
     auth.require_user(request)
-    return render(request, "add_method.html")
+    return render(request, "add_method.html", {"error": None})
 
 
 @routes.post("/security/add")

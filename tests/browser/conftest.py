@@ -1,0 +1,229 @@
+"""The browser tests' world: a real broker (on its own Redis), the demo RP as a
+`pushauth-rp serve` subprocess, `pushauth-agent` as the phone, and headless Chromium
+driven by Playwright. Screenshots of every page go to artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+from support import AGENT, BrokerProcess, ManagedProcess, console_script, free_port, run_cli, wait_until
+from support.waiting import http_status
+
+RP_CLI = console_script("pushauth-rp")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+# This machine has no network beyond loopback: nothing may try to reach out.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "correct horse battery"
+PUSH_TTL = 15  # seconds: short enough for the expiry test, long enough to answer
+
+
+def chromium_path() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise AssertionError("chromium is not installed: run scripts/ensure-tools test")
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class Agent:
+    """The phone: `pushauth-agent --home DIR ...` as subprocesses."""
+
+    home: Path
+
+    def run(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        return run_cli([AGENT, "--home", str(self.home), *args], timeout=timeout)
+
+    def ok(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.returncode == 0, f"agent {args[0]} failed ({result.returncode}): {result.stderr}"
+        return result.stdout
+
+    def pending(self) -> list[dict[str, Any]]:
+        return json.loads(self.ok("pending", "--json"))
+
+    def wait_request(self, exclude: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
+        """The next sign-in request on the phone (one it has not seen before)."""
+
+        def fresh() -> dict[str, Any] | None:
+            return next((r for r in self.pending() if r["id"] not in exclude), None)
+
+        return wait_until(fresh, timeout=20, interval=0.3, message="a request on the agent")  # type: ignore[return-value]
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return json.loads(self.ok("accounts", "--json"))
+
+
+@dataclass
+class Stack:
+    url: str
+    user: str
+    password: str
+    agent: Agent
+    web: ManagedProcess
+    broker: BrokerProcess
+    shots: Path
+    seen: set[str] = field(default_factory=set)
+    uri: str | None = None
+
+    def shot(self, page: Page, name: str) -> None:
+        self.shots.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def sign_in_password(self, page: Page, *, password: str | None = None) -> None:
+        page.goto(self.url + "/signin")
+        page.get_by_label("User name").fill(self.user)
+        page.get_by_label("Password").fill(password or self.password)
+        page.get_by_role("button", name="Sign in").click()
+
+    def number(self, page: Page) -> str:
+        text = page.locator("#push-number .number-value").inner_text().strip()
+        assert re.fullmatch(r"[0-9]{2,8}", text), text
+        return text
+
+    def answer(self, *args: str) -> dict[str, Any]:
+        """Wait for the new request on the phone and answer it: ('approve', '--number', N) etc."""
+        request = self.agent.wait_request(self.seen)
+        self.seen.add(request["id"])
+        # "--": a request id may start with "-" (base64url), which argparse would take for an option.
+        self.agent.ok(*args, "--", request["id"])
+        return request
+
+    def status(self, page: Page, status: str) -> None:
+        page.locator(f'#push-status[data-status="{status}"]').wait_for(timeout=20_000)
+
+    def enroll(self, page: Page, prefix: str) -> None:
+        """Password sign-in -> Security info -> add the app -> approve the test push."""
+        self.sign_in_password(page)
+        page.wait_for_url("**/security")
+        self.shot(page, f"{prefix}-01-security-info-empty")
+        page.get_by_role("link", name="Add sign-in method").click()
+        self.shot(page, f"{prefix}-02-add-method")
+        page.get_by_role("button", name="Add").click()
+        page.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+        self.uri = page.get_by_role("textbox", name="Setup link").input_value()
+        assert self.uri.startswith("pushauth://enroll?")
+        assert page.locator(".qr-frame svg").count() == 1
+        self.shot(page, f"{prefix}-03-qr-code")
+        self.agent.ok("enroll", "--name", "Test phone", self.uri)
+        # The page sees the device register, then sends the test notification.
+        page.wait_for_url("**/security/test-notification")
+        self.shot(page, f"{prefix}-04-test-notification")
+        self.answer("approve", "--number", self.number(page))
+        page.wait_for_url("**/security")
+        assert "Test phone" in page.locator("#devices").inner_text()
+        self.shot(page, f"{prefix}-05-security-info-device")
+
+    def sign_out(self, page: Page) -> None:
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url("**/signin")
+
+
+@pytest.fixture
+def stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest) -> Stack:
+    db = tmp_path / "rp.db"
+    user = "alice"
+    added = run_cli([RP_CLI, "user", "add", user, "--password-stdin", "--db", db], input=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    web = ManagedProcess(
+        [
+            RP_CLI,
+            "serve",
+            "--port",
+            str(port),
+            "--db",
+            db,
+            "--broker",
+            broker.http_url,
+            "--name",
+            "Browser Test Portal",
+            "--ttl",
+            str(PUSH_TTL),
+        ],
+        log_dir=tmp_path / "logs",
+        name="pushauth-rp",
+        env={"PUSHAUTH_RP_API_KEY": rp["api_key"]},
+        ready=lambda _p: http_status(url + "/signin", timeout=1.0) == 200,
+    ).start()
+    return Stack(
+        url=url,
+        user=user,
+        password=PASSWORD,
+        agent=Agent(tmp_path / "phone"),
+        web=web,
+        broker=broker,
+        shots=ARTIFACTS,
+    )
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 800})
+    context.set_default_timeout(20_000)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def phone_page(browser: Browser) -> Iterator[Page]:
+    """A phone-sized browser (the sign-in pages must work at this width)."""
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True
+    )
+    context.set_default_timeout(20_000)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def totp_now(uri: str, offset_steps: int = 0) -> str:
+    """The current code for the secret in an enrollment URI, from oathtool (an
+    independent implementation, as a second app would compute it)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    q = parse_qs(urlsplit(uri).query)
+    secret = q["secret"][0]
+    argv = ["oathtool", "--totp", "-b", secret, "--digits", q["digits"][0]]
+    if offset_steps:
+        argv.append(f"--now=now {'+' if offset_steps > 0 else '-'} {abs(offset_steps) * 30} seconds")
+    oathtool = shutil.which("oathtool")
+    assert oathtool, "oathtool is not installed: run scripts/ensure-tools test"
+    out = subprocess.run([oathtool, *argv[1:]], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+TotpNow = Callable[..., str]
+
+
+@pytest.fixture
+def totp_code() -> TotpNow:
+    return totp_now

@@ -1,0 +1,158 @@
+"""End to end in a real browser: the demo RP, the broker and the agent as processes.
+
+Each test saves a screenshot of every page it visits in artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_enroll_then_sign_in_with_push(stack: Any, page: Page) -> None:
+    stack.enroll(page, "journey")
+    stack.sign_out(page)
+    stack.shot(page, "journey-06-signed-out")
+
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    expect(page.locator("#push-status")).to_have_attribute("data-status", "pending")
+    expect(page.get_by_role("button", name="Send again")).to_be_visible()
+    expect(page.get_by_role("link", name="Use a verification code instead")).to_be_visible()
+    stack.shot(page, "journey-07-push-number")
+    number = stack.number(page)
+    request = stack.answer("approve", "--number", number)
+    # What the phone was shown: the application and the place, never the number.
+    assert request["context"]["app"] == "Browser Test Portal"
+    assert request["context"]["location"] == "This computer"
+    assert number not in str(request)
+    page.wait_for_url("**/account")
+    expect(page.locator("#signin-method")).to_contain_text("Push notification (Test phone)")
+    stack.shot(page, "journey-08-account")
+
+
+def test_deny_and_wrong_number_are_refused(stack: Any, page: Page) -> None:
+    stack.enroll(page, "deny")
+    stack.sign_out(page)
+
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    stack.answer("deny")
+    stack.status(page, "denied")
+    expect(page.locator("#push-status")).to_contain_text("denied")
+    stack.shot(page, "deny-01-denied")
+
+    first = stack.number(page)
+    page.get_by_role("button", name="Send again").click()
+    page.wait_for_url("**/signin/push")
+    stack.status(page, "pending")
+    number = stack.number(page)
+    wrong = str((int(number) + 1) % 100).rjust(len(number), "1") if number != first else number[::-1]
+    if wrong == number:
+        wrong = "1" * len(number) if number != "1" * len(number) else "2" * len(number)
+    stack.answer("approve", "--number", wrong)
+    stack.status(page, "number_mismatch")
+    expect(page.locator("#push-status")).to_contain_text("Wrong number")
+    stack.shot(page, "deny-02-wrong-number")
+
+    # Neither answer signed anyone in.
+    page.goto(stack.url + "/account")
+    page.wait_for_url("**/signin")
+
+
+def test_no_answer_expires_and_send_again_works(stack: Any, page: Page) -> None:
+    stack.enroll(page, "expiry")
+    stack.sign_out(page)
+
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    expect(page.locator("#countdown")).to_be_visible()
+    stack.seen.add(stack.agent.wait_request(stack.seen)["id"])  # it reached the phone; nobody answers
+    page.locator('#push-status[data-status="expired"]').wait_for(timeout=40_000)
+    expect(page.locator("#push-status")).to_contain_text("Expired")
+    expect(page.get_by_role("button", name="Send again")).to_be_focused()
+    stack.shot(page, "expiry-01-expired")
+
+    page.get_by_role("button", name="Send again").click()
+    page.wait_for_url("**/signin/push")
+    stack.answer("approve", "--number", stack.number(page))
+    page.wait_for_url("**/account")
+
+
+def test_verification_code_fallback(stack: Any, page: Page, totp_code: Any) -> None:
+    stack.enroll(page, "code")
+    stack.sign_out(page)
+
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    page.get_by_role("link", name="Use a verification code instead").click()
+    page.wait_for_url("**/signin/code")
+    stack.shot(page, "code-01-enter-code")
+    page.get_by_label("Verification code").fill("000000" if totp_code(stack.uri) != "000000" else "111111")
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("alert")).to_contain_text("not right")
+    code = totp_code(stack.uri)
+    page.get_by_label("Verification code").fill(code)
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url("**/account")
+    expect(page.locator("#signin-method")).to_contain_text("Verification code (Test phone)")
+    stack.shot(page, "code-02-account")
+
+    # The same code a second time is refused, even on a fresh sign-in.
+    stack.sign_out(page)
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    page.get_by_role("link", name="Use a verification code instead").click()
+    page.get_by_label("Verification code").fill(code)
+    page.get_by_role("button", name="Verify").click()
+    expect(page.get_by_role("alert")).to_contain_text("already used")
+    stack.shot(page, "code-03-replayed")
+    page.goto(stack.url + "/account")
+    page.wait_for_url("**/signin")
+
+
+def test_removing_the_device_stops_pushes(stack: Any, page: Page) -> None:
+    stack.enroll(page, "remove")
+    page.get_by_role("link", name="Remove Test phone").click()
+    page.wait_for_url("**/remove")
+    expect(page.get_by_role("heading", name="Remove Test phone?")).to_be_visible()
+    stack.shot(page, "remove-01-confirm")
+    page.get_by_role("button", name="Remove device").click()
+    page.wait_for_url("**/security")
+    expect(page.get_by_role("status").first).to_contain_text("was removed")
+    assert "Test phone" not in page.locator("#devices").inner_text()
+    stack.shot(page, "remove-02-removed")
+
+    # The broker revoked the credential: the phone learns it and gets nothing more.
+    def no_requests() -> None:
+        result = stack.agent.run("pending", "--json")
+        if result.returncode == 0:
+            assert json.loads(result.stdout) == []
+        else:
+            assert "no active accounts" in result.stderr, result.stderr
+
+    no_requests()
+    assert [a["status"] for a in stack.agent.accounts()] == ["revoked"]
+    stack.sign_out(page)
+    stack.sign_in_password(page)
+    page.wait_for_url("**/security")  # password only: no device is left to push to
+    no_requests()
+
+
+def test_phone_width_sign_in(stack: Any, page: Page, phone_page: Page) -> None:
+    stack.enroll(page, "phone")
+    stack.sign_out(page)
+    stack.sign_in_password(phone_page)
+    phone_page.wait_for_url("**/signin/push")
+    # Nothing wider than the screen: no sideways scrolling at phone width.
+    width = phone_page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, width
+    stack.shot(phone_page, "phone-01-push-number")
+    stack.answer("approve", "--number", stack.number(phone_page))
+    phone_page.wait_for_url("**/account")
+    stack.shot(phone_page, "phone-02-account")
