@@ -7,8 +7,10 @@ AgentErrors; printing is the CLI's (or a terminal UI's) business.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from protocol import fields, signing, uri
@@ -94,32 +96,14 @@ class PendingRequest:
     challenge: Challenge
     account: Account | None
     broker_now_ms: int  # the broker's clock when it was fetched
+    conn: Connection  # where to answer it (open only inside `_fetch_all`)
 
 
 @dataclass(slots=True)
 class PendingReport:
-    requests: list[PendingRequest]
+    requests: list[PendingRequest]  # oldest first
     notices: list[str]  # accounts found revoked
     failures: list[str]  # brokers that could not be asked
-
-
-@dataclass(slots=True)
-class Fetched:
-    """An authenticated connection to one broker, and what it said on welcome."""
-
-    conn: Connection
-    challenges: list[Challenge]
-    notices: list[str]
-
-
-async def _fetch(store: AccountStore, broker: str, accounts: list[Account]) -> Fetched:
-    conn = await Connection.open(broker)
-    try:
-        welcome, challenges = await conn.authenticate(store.seeds(accounts))
-    except BaseException:
-        await conn.close()
-        raise
-    return Fetched(conn, _dedupe(challenges), apply_welcome(store, welcome))
 
 
 def _dedupe(challenges: list[Challenge]) -> list[Challenge]:
@@ -137,25 +121,47 @@ def _accounts_or_fail(store: AccountStore) -> dict[str, list[Account]]:
     return brokers
 
 
-async def pending(store: AccountStore) -> PendingReport:
+async def _authenticated(
+    store: AccountStore, broker: str, accounts: list[Account]
+) -> tuple[Connection, Welcome, list[Challenge]]:
+    conn = await Connection.open(broker)
+    try:
+        welcome, challenges = await conn.authenticate(store.seeds(accounts))
+    except BaseException:
+        await conn.close()
+        raise
+    return conn, welcome, challenges
+
+
+@contextlib.asynccontextmanager
+async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
+    """Ask every broker at once (a slow one does not delay the others); close all after."""
     brokers = _accounts_or_fail(store)
     report = PendingReport([], [], [])
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def one(broker: str, accounts: list[Account]) -> None:
-        try:
-            got = await _fetch(store, broker, accounts)
-        except AgentError as exc:
-            report.failures.append(str(exc))
-            return
-        async with got.conn:
-            report.notices.extend(got.notices)
+        async def one(broker: str, accounts: list[Account]) -> None:
+            try:
+                conn, welcome, challenges = await _authenticated(store, broker, accounts)
+            except AgentError as exc:
+                report.failures.append(str(exc))
+                return
+            stack.push_async_callback(conn.close)
+            report.notices.extend(apply_welcome(store, welcome))
             by_cid = {a.cid: a for a in accounts}
-            for ch in got.challenges:
-                report.requests.append(PendingRequest(ch, by_cid.get(ch.cid), got.conn.broker_now_ms()))
+            now = conn.broker_now_ms()
+            report.requests.extend(
+                PendingRequest(ch, by_cid.get(ch.cid), now, conn) for ch in _dedupe(challenges)
+            )
 
-    await asyncio.gather(*(one(b, accs) for b, accs in brokers.items()))
-    report.requests.sort(key=lambda r: r.challenge.created)
-    return report
+        await asyncio.gather(*(one(b, accs) for b, accs in brokers.items()))
+        report.requests.sort(key=lambda r: r.challenge.created)
+        yield report
+
+
+async def pending(store: AccountStore) -> PendingReport:
+    async with _fetch_all(store) as report:
+        return report
 
 
 # -- answer ------------------------------------------------------------------------
@@ -168,14 +174,15 @@ class AnswerReport:
     notices: list[str]
 
 
-def _pick(challenges: list[Challenge], wanted: str) -> Challenge | None:
-    """The challenge `wanted` names exactly, or by a unique prefix (as git does)."""
-    for ch in challenges:
-        if ch.ch == wanted:
-            return ch
-    matches = [ch for ch in challenges if len(wanted) >= 4 and ch.ch.startswith(wanted)]
+def _pick(requests: list[PendingRequest], wanted: str) -> PendingRequest | None:
+    """The request `wanted` names exactly, or by a unique prefix (as git does)."""
+    for req in requests:
+        if req.challenge.ch == wanted:
+            return req
+    matches = [r for r in requests if len(wanted) >= 4 and r.challenge.ch.startswith(wanted)]
     if len(matches) > 1:
-        raise UsageError(f"{wanted!r} names several requests: {', '.join(c.ch for c in matches)}")
+        ids = ", ".join(r.challenge.ch for r in matches)
+        raise UsageError(f"{wanted!r} names several requests: {ids}")
     return matches[0] if matches else None
 
 
@@ -183,33 +190,19 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
     """Find request `wanted` at the brokers and answer it."""
     if decision is Decision.APPROVE and not NUMBER_RE.match(number):
         raise UsageError("the number must be the 1 to 8 digits shown on the sign-in screen")
-    brokers = _accounts_or_fail(store)
-    failures: list[str] = []
-    notices: list[str] = []
-    for broker, accounts in brokers.items():
-        try:
-            got = await _fetch(store, broker, accounts)
-        except AgentError as exc:
-            failures.append(str(exc))
-            continue
-        conn = got.conn
-        async with conn:
-            notices.extend(got.notices)
-            ch = _pick(got.challenges, wanted)
-            if ch is None:
-                continue
-            if decision is Decision.APPROVE and len(number) != ch.digits:
-                raise UsageError(
-                    f"request {ch.ch} expects the {ch.digits}-digit number on the sign-in screen"
-                )
-            by_cid = {a.cid: a for a in accounts}
-            request = PendingRequest(ch, by_cid.get(ch.cid), conn.broker_now_ms())
-            result = await conn.answer(ch, seed=store.seed(ch.cid), decision=decision, number=number)
-            return AnswerReport(request, result.outcome, notices)
-    why = f"no pending sign-in request {wanted} (it was answered, has expired, or never existed)"
-    if failures:
-        raise Unreachable(f"{why}; and {'; '.join(failures)}")
-    raise Refused(why, code=ErrorCode.UNKNOWN_CHALLENGE)
+    async with _fetch_all(store) as report:
+        req = _pick(report.requests, wanted)
+        if req is None:
+            why = f"no pending sign-in request {wanted} (it was answered, has expired, or never existed)"
+            if report.failures:
+                raise Unreachable(f"{why}; and {'; '.join(report.failures)}")
+            raise Refused(why, code=ErrorCode.UNKNOWN_CHALLENGE)
+        ch = req.challenge
+        if decision is Decision.APPROVE and len(number) != ch.digits:
+            raise UsageError(f"request {ch.ch} expects the {ch.digits}-digit number on the sign-in screen")
+        seed = store.seed(ch.cid)
+        result = await req.conn.answer(ch, seed=seed, decision=decision, number=number)
+        return AnswerReport(req, result.outcome, report.notices)
 
 
 # -- remove ------------------------------------------------------------------------
@@ -222,7 +215,7 @@ async def remove(store: AccountStore, name: str, *, local_only: bool = False) ->
         store.remove(account.name)
         return f'Forgot "{account.name}" (it was already {account.status_reason or account.status}).'
     try:
-        conn = (await _fetch(store, account.broker, [account])).conn
+        conn, _, _ = await _authenticated(store, account.broker, [account])
     except Unreachable as exc:
         if not local_only:
             raise Unreachable(
@@ -235,10 +228,14 @@ async def remove(store: AccountStore, name: str, *, local_only: bool = False) ->
             f"remove this device in {account.rp_name}'s security settings too."
         )
     async with conn:
-        if account.cid in conn.session.credentials:
-            await conn.revoke(account.cid)
-            store.remove(account.name)
-            return f'Removed "{account.name}": {account.rp_name} will no longer send requests to this device.'
-    # The broker had already dropped it (apply_welcome marked it): nothing to revoke.
+        try:
+            if account.cid in conn.session.credentials:
+                await conn.revoke(account.cid)
+                store.remove(account.name)
+                return f'Removed "{account.name}": {account.rp_name} sends no more requests to this device.'
+        except Refused as exc:
+            if exc.code not in GONE_CODES:
+                raise
+    # The broker had already dropped it (refused at welcome, or revoked meanwhile).
     store.remove(account.name)
     return f'Forgot "{account.name}": the broker no longer knew it.'

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import AGENT, BrokerProcess, assert_cli_error, run_cli, wait_until
+from support import AGENT, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
 from device_agent.store import AccountStore
 from protocol import signing
@@ -457,3 +457,50 @@ def test_remove_while_listening(tmp_path: Path, rp_api: RP, listener: Callable[.
     agent_proc.type(ch["number"])
     agent_proc.wait_for(f"Request {ch['id']}: approved")
     assert [a.name for a in AccountStore(home).load()] == ["bob@example.com"]
+
+
+def test_an_answer_typed_while_the_broker_is_down_is_asked_again_later(
+    tmp_path: Path, rp_api: RP, broker: BrokerProcess, listener: Callable[..., Listen]
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home)
+    agent_proc.wait_for("Connected to")
+    ch = rp_api.challenge(ttl=120)
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    broker.kill(signal.SIGKILL)
+    agent_proc.wait_for("Reconnecting to")
+    agent_proc.type(ch["number"])
+    agent_proc.wait_for(f"Request {ch['id']}: the answer was not sent: not connected")
+    broker.start()  # the challenge waited in Redis meanwhile
+    agent_proc.wait_for("Connected to", timeout=30)
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    agent_proc.type(ch["number"])
+    agent_proc.wait_for(f"Request {ch['id']}: approved")
+    assert rp_api.result(ch)["status"] == "approved"
+
+
+def test_pending_reports_the_brokers_it_reached_and_the_ones_it_did_not(tmp_path: Path, rp_api: RP) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    dead = f"ws://127.0.0.1:{free_port()}/v1/device"
+    AccountStore(home).add(
+        wanted_name="elsewhere",
+        rp="rp2",
+        rp_name="Elsewhere",
+        user="alice",
+        label="elsewhere",
+        broker=dead,
+        cid="cid-elsewhere",
+        device_name="laptop",
+        seed=signing.new_seed(),
+    )
+    ch = rp_api.challenge()
+    result = agent(home, "pending", "--json")
+    assert result.returncode == 3
+    assert [r["id"] for r in json.loads(result.stdout)] == [ch["id"]]
+    assert f"cannot reach the broker at {dead}" in result.stderr
+    # approve still finds the request on the broker that answers.
+    result = agent(home, "approve", ch["id"], "--number", ch["number"])
+    assert result.returncode == 0, result.stderr
+    assert rp_api.result(ch)["status"] == "approved"
