@@ -44,6 +44,7 @@ class ManagedProcess:
         cwd: Path | None = None,
         ready: Ready | None = None,
         ready_timeout: float = 20.0,
+        stdin: bool = False,
     ) -> None:
         self.argv = [os.fspath(a) for a in argv]
         self.name = name or Path(self.argv[0]).name
@@ -56,6 +57,7 @@ class ManagedProcess:
         self.cwd = cwd
         self.ready = ready
         self.ready_timeout = ready_timeout
+        self.stdin = stdin  # a pipe for send_line() (a person typing), else /dev/null
         self.starts = 0
         self._run_offset = 0  # where this run's stdout starts in the (appended) log
         self._proc: subprocess.Popen[bytes] | None = None
@@ -77,7 +79,7 @@ class ManagedProcess:
             self._run_offset = out.tell()
             self._proc = subprocess.Popen(
                 self.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 env=self.env,
@@ -113,6 +115,19 @@ class ManagedProcess:
             self.terminate(timeout=timeout)
         return self.start()
 
+    def send_line(self, text: str) -> None:
+        """Write one line to the process's stdin (needs stdin=True)."""
+        if self._proc is None or self._proc.stdin is None:
+            raise RuntimeError(f"{self.name} was not started with stdin=True")
+        self._proc.stdin.write(text.encode() + b"\n")
+        self._proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        """End of input (Ctrl-D)."""
+        if self._proc is not None and self._proc.stdin is not None and not self._proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self._proc.stdin.close()
+
     def send_signal(self, sig: int) -> None:
         if self._proc is None or self._proc.poll() is not None:
             raise ProcessFailed(f"{self.name} is not running\n{self.describe()}")
@@ -144,6 +159,7 @@ class ManagedProcess:
                 proc.kill()
                 proc.wait(10)
         self._kill_group()
+        self.close_stdin()
         ManagedProcess.live.discard(self)
         return proc.returncode
 
@@ -158,6 +174,7 @@ class ManagedProcess:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(10)
             self._kill_group()
+        self.close_stdin()
         ManagedProcess.live.discard(self)
 
     def _kill_group(self) -> None:

@@ -58,15 +58,14 @@ class TcpProxy:
         with self._lock:
             self._backends = [_backend(b) for b in backends]
 
+    # The same names as BrokerProcess has, so a test can put the proxy where a node was.
     @property
-    def url_host(self) -> str:
-        return f"{LOCALHOST}:{self.port}"
+    def http_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
 
-    def ws_url(self, path: str = "/v1/device") -> str:
-        return f"ws://{LOCALHOST}:{self.port}{path}"
-
-    def http_url(self, path: str = "") -> str:
-        return f"http://{LOCALHOST}:{self.port}{path}"
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOCALHOST}:{self.port}/v1/device"
 
     def drop_connections(self) -> None:
         """Cut every open connection (both sides), as a restarted load balancer would."""

@@ -204,6 +204,24 @@ def test_kill_with_other_signal_delivers_it(tmp_path: Path) -> None:
         proc.kill()
 
 
+def test_send_lines_to_stdin(tmp_path: Path) -> None:
+    code = "import sys\nprint('ready', flush=True)\nfor line in sys.stdin: print('got', line, end='')"
+    proc = ManagedProcess(
+        [PY, "-c", code], log_dir=tmp_path, name="typist", stdin=True, ready=line_on_stdout("ready")
+    )
+    proc.start()
+    proc.send_line("42")
+    proc.wait_for_output("got 42")
+    proc.close_stdin()
+    assert proc.wait(10) == 0
+    without = ManagedProcess(
+        [PY, "-c", "import time; time.sleep(5)"], log_dir=tmp_path, name="nostdin"
+    ).start()
+    with pytest.raises(RuntimeError, match="stdin=True"):
+        without.send_line("x")
+    without.terminate()
+
+
 def test_wait_for_output_fails_when_process_exits(tmp_path: Path) -> None:
     proc = ManagedProcess([PY, "-c", "print('bye')"], log_dir=tmp_path, name="short")
     proc.start()
@@ -441,7 +459,8 @@ def test_proxy_set_backends_and_drop_connections(tmp_path: Path, tcp_proxy: obje
         assert exchange(sock, "3") == ""
     with connect(proxy) as sock:
         assert exchange(sock, "4") == "b:4\n"
-    assert proxy.ws_url() == f"ws://127.0.0.1:{proxy.port}/v1/device"
+    assert proxy.ws_url == f"ws://127.0.0.1:{proxy.port}/v1/device"
+    assert proxy.http_url == f"http://127.0.0.1:{proxy.port}"
 
 
 def test_proxy_close_stops_listening(tmp_path: Path) -> None:
