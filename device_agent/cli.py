@@ -101,12 +101,14 @@ def build_parser() -> Parser:
     c = command(
         "listen",
         "Stay connected and answer sign-in requests as they come.",
-        "Connects to every broker this device has accounts on (one connection each) and\n"
-        "reconnects with backoff when one drops. Each request shows the service, account,\n"
-        "application, IP address, location, browser, time and seconds left; type the\n"
-        "number shown on the sign-in screen to approve, n to deny, or r to report that the\n"
-        "sign-in was not you. Requests are asked one after another, oldest first.\n"
-        "Accounts added or removed by other commands meanwhile are picked up at once.\n\n"
+        "Connects to every broker this device has accounts on (one connection each). When\n"
+        "a broker is down or a connection drops it keeps retrying, at most about 10 s\n"
+        "apart, and gets the requests it missed on reconnect.\n\n"
+        "Each request shows the service, account, application, IP address, location,\n"
+        "browser, time and seconds left; type the number shown on the sign-in screen to\n"
+        "approve, n to deny, or r to report that the sign-in was not you. Requests are\n"
+        "asked one after another, oldest first. Accounts added or removed by other\n"
+        "commands meanwhile are picked up within a second.\n\n"
         "Stops on Ctrl-C, SIGTERM, or when input ends (after waiting a few seconds for\n"
         "answers already sent). With --no-input it never reads input: it only prints\n"
         "requests and events until stopped, for use with approve/deny from elsewhere.",
