@@ -150,17 +150,19 @@ async def serve(args: argparse.Namespace) -> None:
         app = create_app(redis, node=node, public_url=args.public_url, enrollment_ttl_s=args.enrollment_ttl)
         runner = web.AppRunner(app, access_log=log if args.access_log else None, shutdown_timeout=5)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port, reuse_address=True, backlog=1024)
-        await site.start()
-        port = runner.addresses[0][1]
-        print(f"pushauth-broker node {node} listening on http://{args.host}:{port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        print("pushauth-broker: shutting down", flush=True)
-        await runner.cleanup()
+        try:
+            site = web.TCPSite(runner, args.host, args.port, backlog=1024)
+            await site.start()
+            port = runner.addresses[0][1]
+            print(f"pushauth-broker node {node} listening on http://{args.host}:{port}", flush=True)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            print("pushauth-broker: shutting down", flush=True)
+        finally:
+            await runner.cleanup()
 
 
 async def rp_command(args: argparse.Namespace) -> None:

@@ -113,11 +113,17 @@ class Hub:
                 for fut in self.enrollment_waiters.pop(eid, ()):
                     if not fut.done():
                         fut.set_result(event)
-            case CredentialRevoked(cid, _rp, _user, reason):
+            case CredentialRevoked(cid, rp, user, reason):
                 for device in list(self.by_cid.get(cid, ())):
                     rid = device.revoking.pop(cid, None)
                     device.drop_credential(cid)
                     await _send(device, Revoked(cid=cid, reason=reason, rid=rid))
+                    if not any(c.rp == rp and c.user == user for c in device.credentials.values()):
+                        # Nothing on this connection may answer that user's requests now.
+                        for ch, record in list(device.delivered.items()):
+                            if (record.rp, record.user) == (rp, user):
+                                del device.delivered[ch]
+                                await _send(device, Cancel(ch=ch, reason=CancelReason.REVOKED))
 
 
 async def _send(device: Device, frame: Frame) -> None:

@@ -329,6 +329,7 @@ async def test_invariant_6_revoked_credential_is_cut_off_at_once(
     assert isinstance(pushed, Challenge)
     await client.revoke_credential(dev.cid)
     assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_rp", rid=None)
+    assert await dev.frame() == Cancel(ch=ch.id, reason="revoked")
     await dev.send(dev.answer(pushed, number=ch.number))
     err = await dev.frame()
     assert isinstance(err, Error)
@@ -418,3 +419,14 @@ async def test_device_removes_its_own_account(
     await dev.send(Revoke(rid=3, cid=dev.cid))
     assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_device", rid=3)
     assert await client.list_credentials("alice") == []
+
+
+async def test_revocation_withdraws_the_pending_requests(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX)
+    assert isinstance(await dev.frame(), Challenge)
+    await client.revoke_credential(dev.cid)
+    assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_rp", rid=None)
+    assert await dev.frame() == Cancel(ch=ch.id, reason="revoked")
