@@ -18,7 +18,6 @@ from aiohttp import web
 from .config import Settings
 from .db import Database, now_ms
 
-SESSION_KEY = "session"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -61,6 +60,10 @@ class Session:
 
     def take_flashes(self) -> list[tuple[str, str]]:
         return [(k, t) for k, t in self.pop("flash", [])]
+
+
+# A typed request key where aiohttp has them (3.12+), else a plain string key.
+SESSION_KEY: Any = web.RequestKey("session", Session) if hasattr(web, "RequestKey") else "session"
 
 
 def _hash(cookie: str) -> bytes:

@@ -1,0 +1,462 @@
+"""The demo RP over real HTTP: its own aiohttp server, a real broker on its own Redis.
+
+Bad input of every kind gets a clear message on the page and changes nothing.
+Devices are put in the RP's database directly where the test is about the RP's
+own checks (the browser tests enroll real ones through the agent).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pyotp
+import pytest
+from aiohttp.test_utils import TestServer
+from support import BrokerProcess
+
+from relying_party.web import Settings, create_app
+from relying_party.web.db import Database, Enrollment, User, now_ms
+from relying_party.web.keys import DB
+from relying_party.web.passwords import hash_password
+
+PASSWORD = "correct horse battery"
+TOKEN_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+SECRET = pyotp.random_base32(32)
+
+
+@dataclass
+class Site:
+    server: TestServer
+    http: aiohttp.ClientSession
+    db: Database
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url(""))
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, str]:
+        async with self.http.get(self.url + path, allow_redirects=kw.pop("follow", True), **kw) as r:
+            return r.status, await r.text()
+
+    async def token(self, path: str = "/signin") -> str:
+        _, html = await self.get(path)
+        match = TOKEN_RE.search(html)
+        assert match, f"no CSRF token on {path}"
+        return match.group(1)
+
+    async def post(self, path: str, data: Any, *, follow: bool = False, **kw: Any) -> aiohttp.ClientResponse:
+        r = await self.http.post(self.url + path, data=data, allow_redirects=follow, **kw)
+        await r.read()
+        return r
+
+    async def sign_in(self, user: str = "alice", password: str = PASSWORD) -> aiohttp.ClientResponse:
+        token = await self.token()
+        return await self.post("/signin", {"csrf_token": token, "username": user, "password": password})
+
+    async def signed_in(self) -> bool:
+        async with self.http.get(self.url + "/account", allow_redirects=False) as r:
+            return r.status == 200
+
+
+async def _site(settings: Settings) -> AsyncIterator[Site]:
+    app = create_app(settings)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    # unsafe=True: keep cookies for an IP-address host (127.0.0.1), as browsers do.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        yield Site(server, http, app[DB])
+    await server.close()
+
+
+@pytest.fixture
+def settings(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path) -> Settings:
+    db = Database(tmp_path / "rp.db")
+    for name in ("alice", "bob"):
+        db.add_user(name, hash_password(PASSWORD))
+    db.close()
+    return Settings(
+        db_path=tmp_path / "rp.db",
+        broker_url=broker.http_url,
+        api_key=rp["api_key"],
+        app_name="Test Portal",
+        lockout_after=3,
+        ip_failures=50,
+    )
+
+
+@pytest.fixture
+async def site(settings: Settings) -> AsyncIterator[Site]:
+    async for s in _site(settings):
+        yield s
+
+
+def add_device(db: Database, user: User, cid: str = "cred-1", name: str = "Phone") -> None:
+    """A device row as enrollment leaves it (the browser tests make real ones)."""
+    enrollment = Enrollment(f"enr-{cid}", user.id, "pushauth://enroll", SECRET, "SHA1", 6, 30, now_ms(), None)
+    db.add_enrollment(enrollment)
+    db.add_device(enrollment, cid, name, bytes(32))
+    db.confirm_device(cid)
+
+
+def user(db: Database, name: str = "alice") -> User:
+    found = db.user_by_name(name)
+    assert found is not None
+    return found
+
+
+# -- pages, headers, cookies ---------------------------------------------------------
+
+
+async def test_sign_in_page_headers_and_cookie(site: Site) -> None:
+    async with site.http.get(site.url + "/signin") as r:
+        html = await r.text()
+        assert r.status == 200
+        assert "<h1>Sign in</h1>" in html
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert r.headers["Cache-Control"] == "no-store"
+        cookie = r.cookies["pushauth_rp"]
+        assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    # Everything the page loads is served here: no external origin anywhere.
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
+        status, _ = await site.get(asset)
+        assert status == 200, asset
+
+
+def test_secure_cookie_settings() -> None:
+    settings = Settings(db_path=Path("x"), broker_url="http://b", api_key="k", secure_cookies=True)
+    assert settings.cookie_name.startswith("__Host-")
+
+
+async def test_unknown_page_is_a_page_not_a_traceback(site: Site) -> None:
+    status, html = await site.get("/nope")
+    assert status == 404 and "Page not found" in html and "Traceback" not in html
+
+
+# -- password step ---------------------------------------------------------------------
+
+
+async def test_wrong_password_and_unknown_user_read_the_same(site: Site) -> None:
+    for name, password in (("alice", "wrong password"), ("nobody", PASSWORD)):
+        r = await site.sign_in(name, password)
+        assert r.status == 401
+        assert "The user name or password is incorrect." in await r.text()
+    assert not await site.signed_in()
+
+
+async def test_user_without_authenticator_signs_in_with_password(site: Site) -> None:
+    await site.token()
+    before = site.http.cookie_jar.filter_cookies(site.server.make_url("/"))["pushauth_rp"].value
+    r = await site.sign_in()
+    assert r.status == 303 and r.headers["Location"] == "/security"
+    status, html = await site.get("/security")
+    assert status == 200 and "protected by a password only" in html
+    # A new session cookie on sign-in; the one from before is worth nothing now.
+    after = site.http.cookie_jar.filter_cookies(site.server.make_url("/"))["pushauth_rp"].value
+    assert after != before
+    async with aiohttp.ClientSession(cookies={"pushauth_rp": before}) as other:
+        async with other.get(site.url + "/account", allow_redirects=False) as r2:
+            assert r2.status == 303
+
+
+async def test_sign_out_ends_the_session(site: Site) -> None:
+    await site.sign_in()
+    cookie = site.http.cookie_jar.filter_cookies(site.server.make_url("/"))["pushauth_rp"].value
+    token = await site.token("/account")
+    r = await site.post("/signout", {"csrf_token": token})
+    assert r.status == 303 and r.headers["Location"] == "/signin"
+    assert not await site.signed_in()
+    async with aiohttp.ClientSession(cookies={"pushauth_rp": cookie}) as other:
+        async with other.get(site.url + "/account", allow_redirects=False) as r2:
+            assert r2.status == 303
+
+
+async def test_account_locks_after_failed_passwords(site: Site) -> None:
+    for _ in range(3):
+        assert (await site.sign_in("alice", "wrong password")).status == 401
+    r = await site.sign_in()  # the right password, but locked now
+    assert r.status == 429
+    assert "locked" in await r.text()
+    assert not await site.signed_in()
+    assert user(site.db).locked_until > now_ms()
+    # Other accounts are not affected.
+    assert (await site.sign_in("bob")).status == 303
+
+
+async def test_address_limit_stops_spraying_many_names(settings: Settings) -> None:
+    async for s in _site(replace(settings, ip_failures=3)):
+        for name in ("carol", "dave", "erin"):
+            assert (await s.sign_in(name, "guess one two")).status == 401
+        r = await s.sign_in()
+        assert r.status == 429
+        assert "Too many failed attempts from your network" in await r.text()
+
+
+# -- CSRF --------------------------------------------------------------------------------
+
+
+async def test_post_without_csrf_token_is_refused_and_changes_nothing(site: Site) -> None:
+    await site.token()
+    r = await site.post("/signin", {"username": "alice", "password": PASSWORD})
+    assert r.status == 403
+    assert "Nothing was changed" in await r.text()
+    assert not await site.signed_in()
+
+    assert (await site.sign_in()).status == 303
+    add_device(site.db, user(site.db))
+    for data in ({"name": "Renamed"}, {"name": "Renamed", "csrf_token": "forged"}):
+        r = await site.post("/security/devices/cred-1/rename", data)
+        assert r.status == 403
+    r = await site.post("/signout", {})
+    assert r.status == 403
+    assert await site.signed_in()
+    assert site.db.device(user(site.db).id, "cred-1").name == "Phone"  # type: ignore[union-attr]
+
+
+async def test_cross_origin_post_is_refused_even_with_a_token(site: Site) -> None:
+    token = await site.token()
+    r = await site.post(
+        "/signin",
+        {"csrf_token": token, "username": "alice", "password": PASSWORD},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert r.status == 403
+    assert not await site.signed_in()
+
+
+# -- malformed and oversized fields --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ([("username", "al\x00ice"), ("password", PASSWORD)], "characters that are not allowed"),
+        ([("username", "a" * 65), ("password", PASSWORD)], "too long"),
+        ([("username", "al ice"), ("password", PASSWORD)], "A user name has"),
+        ([("username", "alice"), ("username", "bob"), ("password", PASSWORD)], "missing"),
+        ([("password", PASSWORD)], "The user name is missing"),
+        ([("username", "alice"), ("password", "x" * 257)], "too long"),
+        ([("username", "alice"), ("password", "")], "Enter your password"),
+    ],
+)
+async def test_malformed_sign_in_fields(site: Site, fields: list[tuple[str, str]], message: str) -> None:
+    token = await site.token()
+    r = await site.post("/signin", [("csrf_token", token), *fields])
+    assert r.status == 400
+    html = await r.text()
+    assert message in html and "Traceback" not in html
+    assert not await site.signed_in()
+    assert user(site.db).failed_attempts == 0  # malformed input is not a password guess
+
+
+async def test_oversized_form_is_refused(site: Site) -> None:
+    token = await site.token()
+    r = await site.post("/signin", {"csrf_token": token, "username": "alice", "password": "x" * 20_000})
+    assert r.status == 413
+    html = await r.text()
+    assert "larger than this site accepts" in html and "Traceback" not in html
+    assert not await site.signed_in()
+
+
+async def test_file_upload_in_place_of_a_field_is_refused(site: Site) -> None:
+    token = await site.token()
+    form = aiohttp.FormData()
+    form.add_field("csrf_token", token)
+    form.add_field("username", b"alice", filename="name.txt")
+    form.add_field("password", PASSWORD)
+    r = await site.post("/signin", form)
+    assert r.status == 400
+    assert not await site.signed_in()
+
+
+# -- push step and verification codes ---------------------------------------------------------
+
+
+async def test_push_unavailable_offers_verification_code(site: Site) -> None:
+    # The RP has a device on file, but the broker has no active credential for the
+    # user (e.g. the app removed the account itself): the page says so and offers codes.
+    add_device(site.db, user(site.db))
+    r = await site.sign_in()
+    assert r.status == 303 and r.headers["Location"] == "/signin/code"
+    status, html = await site.get("/signin/code")
+    assert status == 200 and "None of your devices can receive requests" in html
+    assert not await site.signed_in()
+
+
+async def _code_page(site: Site) -> str:
+    add_device(site.db, user(site.db))
+    await site.sign_in()
+    return await site.token("/signin/code")
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("", "Enter the code"),
+        ("12ab56", "6 or 8 digits"),
+        ("12345", "6 or 8 digits"),
+        ("1" * 40, "too long"),
+        ("１２３４５６", "6 or 8 digits"),  # full-width digits are not ASCII digits
+    ],
+)
+async def test_malformed_codes(site: Site, code: str, message: str) -> None:
+    token = await _code_page(site)
+    r = await site.post("/signin/code", {"csrf_token": token, "code": code})
+    assert r.status == 400
+    assert message in await r.text()
+    assert not await site.signed_in()
+
+
+async def test_code_signs_in_once_and_is_refused_when_replayed(site: Site) -> None:
+    token = await _code_page(site)
+    totp = pyotp.TOTP(SECRET)
+    wrong = str((int(totp.now()) + 1) % 1_000_000).zfill(6)
+    r = await site.post("/signin/code", {"csrf_token": token, "code": wrong})
+    assert r.status == 401 and "not right" in await r.text()
+
+    code = totp.now()
+    r = await site.post("/signin/code", {"csrf_token": token, "code": code[:3] + " " + code[3:]})
+    assert r.status == 303 and r.headers["Location"] == "/account"
+    _, html = await site.get("/account")
+    assert "Verification code (Phone)" in html
+
+    # Sign out, sign in again, and try the same code: refused.
+    await site.post("/signout", {"csrf_token": await site.token("/account")})
+    await site.sign_in()
+    token = await site.token("/signin/code")
+    r = await site.post("/signin/code", {"csrf_token": token, "code": code})
+    assert r.status == 401 and "already used" in await r.text()
+    assert not await site.signed_in()
+
+
+async def test_code_with_one_step_of_clock_skew(site: Site) -> None:
+    token = await _code_page(site)
+    totp = pyotp.TOTP(SECRET)
+    two_back = totp.at(time.time() - 60)
+    r = await site.post("/signin/code", {"csrf_token": token, "code": two_back})
+    assert r.status == 401  # two steps away: too far
+    r = await site.post("/signin/code", {"csrf_token": token, "code": totp.at(time.time() - 30)})
+    assert r.status == 303
+
+
+async def test_codes_lock_the_account_too(site: Site) -> None:
+    token = await _code_page(site)
+    for _ in range(3):
+        await site.post("/signin/code", {"csrf_token": token, "code": "000000"})
+    r = await site.post("/signin/code", {"csrf_token": token, "code": pyotp.TOTP(SECRET).now()})
+    assert r.status == 429 and "locked" in await r.text()
+    assert not await site.signed_in()
+
+
+async def test_code_page_needs_the_password_first(site: Site) -> None:
+    token = await site.token()
+    r = await site.post("/signin/code", {"csrf_token": token, "code": "123456"})
+    assert r.status == 303 and r.headers["Location"] == "/signin"
+    assert not await site.signed_in()
+
+
+# -- Security info: foreign and expired setups, removed devices, renames ------------------------
+
+
+async def test_foreign_enrollment_is_not_found(site: Site, settings: Settings) -> None:
+    await site.sign_in("alice")
+    r = await site.post(
+        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
+    )
+    assert r.status == 303
+    alice_setup = r.headers["Location"]
+    status, html = await site.get(alice_setup)
+    assert status == 200 and "pushauth://enroll?" in html and "<svg" in html
+
+    async for bob in _site(settings):
+        await bob.sign_in("bob")
+        for path in (alice_setup, "/security/setup/..%2F..", "/security/setup/" + "x" * 100):
+            status, html = await bob.get(path)
+            assert status == 404, path
+            assert "not found" in html and "pushauth://" not in html
+        token = await bob.token("/security")
+        r = await bob.post(alice_setup + "/continue", {"csrf_token": token})
+        assert r.status == 404
+
+
+async def test_continue_before_the_device_registered(site: Site) -> None:
+    await site.sign_in()
+    r = await site.post(
+        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
+    )
+    setup = r.headers["Location"]
+    r = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)}, follow=True)
+    assert "has not connected yet" in await r.text()
+    assert site.db.devices(user(site.db).id) == []
+
+
+async def test_expired_enrollment(site: Site) -> None:
+    await site.sign_in()
+    r = await site.post(
+        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
+    )
+    setup = r.headers["Location"]
+    site.db.conn.execute("UPDATE enrollments SET expires_at = 1")
+    status, html = await site.get(setup)
+    assert status == 200 and "expired" in html and "pushauth://enroll?" not in html
+    r = await site.post(setup + "/continue", {"csrf_token": await site.token("/security")}, follow=True)
+    assert "This setup expired" in await r.text()
+    assert site.db.devices(user(site.db).id) == []
+
+
+async def test_unknown_method_is_refused(site: Site) -> None:
+    await site.sign_in()
+    r = await site.post("/security/add", {"csrf_token": await site.token("/security/add"), "method": "sms"})
+    assert r.status == 400 and "Choose a method" in await r.text()
+
+
+async def test_rename_checks_the_name(site: Site) -> None:
+    await site.sign_in()
+    add_device(site.db, user(site.db))
+    for bad, message in (("   ", "Enter a name"), ("x" * 65, "at most 64"), ("a\x07b", "not allowed")):
+        token = await site.token("/security")
+        r = await site.post(
+            "/security/devices/cred-1/rename", {"csrf_token": token, "name": bad}, follow=True
+        )
+        assert message in await r.text()
+        assert site.db.device(user(site.db).id, "cred-1").name == "Phone"  # type: ignore[union-attr]
+    token = await site.token("/security")
+    r = await site.post(
+        "/security/devices/cred-1/rename", {"csrf_token": token, "name": " Work   phone "}, follow=True
+    )
+    assert "Renamed to Work phone." in await r.text()
+    assert site.db.device(user(site.db).id, "cred-1").name == "Work phone"  # type: ignore[union-attr]
+
+
+async def test_removing_someone_elses_or_a_removed_device(site: Site, settings: Settings) -> None:
+    add_device(site.db, user(site.db, "bob"), cid="bobs-phone")
+    await site.sign_in("alice")
+    add_device(site.db, user(site.db), cid="cred-1")
+    token = await site.token("/security")
+    # Another user's device: refused as unknown, and still there.
+    r = await site.post("/security/devices/bobs-phone/remove", {"csrf_token": token}, follow=True)
+    assert "not on your account" in await r.text()
+    assert site.db.device(user(site.db, "bob").id, "bobs-phone") is not None
+    _, html = await site.get("/security/devices/bobs-phone/remove")
+    assert "not on your account" in html
+    # Its own device: removed (the broker does not know this made-up credential,
+    # which reads as "already revoked"), and a second removal says so.
+    r = await site.post("/security/devices/cred-1/remove", {"csrf_token": token}, follow=True)
+    assert "Phone was removed" in await r.text()
+    r = await site.post("/security/devices/cred-1/remove", {"csrf_token": token}, follow=True)
+    assert "may have been removed already" in await r.text()
+    assert site.db.devices(user(site.db).id) == []
+
+
+async def test_pages_need_sign_in(site: Site) -> None:
+    for path in ("/account", "/security", "/security/add", "/security/test-notification", "/signin/push"):
+        async with site.http.get(site.url + path, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/signin", path
