@@ -1,0 +1,261 @@
+"""`pushauth-loadtest`: load tests of sign-in latency, cross-node overhead and idle connections."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
+from .report import idle_table, signin_table, write_json, write_png
+from .runs import RunError, Target, idle_run, signin_run
+from .schedule import Profile, parse_rate
+
+EPILOG = """\
+All traffic goes to 127.0.0.1. Unless --broker-url is given, the tester starts its own
+redis-server and broker node(s) on free ports and stops them at the end. Latencies are
+counted from each sign-in's intended start (open loop), recorded with HdrHistogram.
+
+examples:
+  pushauth-loadtest signin --rate 200 --duration 30
+  pushauth-loadtest signin --rate 1500 --duration 60 --devices 2000 --workers 2
+  pushauth-loadtest signin --rate 100:2500 --duration 60 --warmup 0        # a ramp
+  pushauth-loadtest crossnode --rate 200 --duration 30
+  pushauth-loadtest idle --devices 18000 --workers 4
+"""
+
+MAX_DURATION_S = 3600
+MAX_DEVICES = 100_000
+
+
+def _positive(kind: type, lo: float, hi: float) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{text} is not within {lo:g}..{hi:g}")
+        return value
+
+    return parse
+
+
+def _rate(text: str) -> tuple[float, float]:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pushauth-loadtest",
+        description="Open-loop load tests of the pushauth broker with real devices (Ed25519 keys, "
+        "WebSockets) and a real RP (HTTP API, end-to-end verification).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--out",
+            type=Path,
+            help="directory for results.json, report.png and process logs "
+            "(default: loadtest-results/MODE-TIMESTAMP)",
+        )
+        p.add_argument(
+            "--workers", type=_positive(int, 1, 64), default=2, help="generator processes (default: 2)"
+        )
+        p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def load(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--rate",
+            type=_rate,
+            default=(200.0, 200.0),
+            help="sign-ins per second: RATE, or FROM:TO for a linear ramp (default: 200)",
+        )
+        p.add_argument(
+            "--duration", type=_positive(float, 0.5, MAX_DURATION_S), default=30.0, help="measured seconds"
+        )
+        p.add_argument(
+            "--warmup",
+            type=_positive(float, 0, 600),
+            default=3.0,
+            help="seconds at the start rate before measuring (default: 3)",
+        )
+        p.add_argument(
+            "--devices",
+            type=_positive(int, 1, MAX_DEVICES),
+            default=200,
+            help="simulated users, one device each (default: 200)",
+        )
+        p.add_argument("--profile", action="store_true", help="sample the broker with py-spy while measuring")
+
+    signin = sub.add_parser("signin", help="sign-ins at a fixed rate or a ramp; per-stage latency")
+    common(signin)
+    load(signin)
+    signin.add_argument("--nodes", type=_positive(int, 1, 8), default=1, help="broker nodes on one Redis")
+    signin.add_argument("--broker-url", help="load a running broker at this http://127.0.0.1:PORT instead")
+    signin.add_argument("--api-key", help="the RP API key for --broker-url")
+    signin.add_argument("--broker-pid", type=int, help="the running broker's PID, to measure its CPU")
+
+    cross = sub.add_parser(
+        "crossnode", help="the same load with RP and devices on one node, then on two nodes; the difference"
+    )
+    common(cross)
+    load(cross)
+
+    idle = sub.add_parser("idle", help="idle devices: broker memory each, and reconnection after a restart")
+    common(idle)
+    idle.add_argument("--devices", type=_positive(int, 1, MAX_DEVICES), default=1000, help="idle devices")
+    idle.add_argument("--settle", type=_positive(float, 0, 60), default=2.0, help="seconds before weighing")
+    return parser
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    out = args.out or Path("loadtest-results") / f"{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _command_line(argv: list[str] | None) -> str:
+    return "pushauth-loadtest " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def _signin_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    return {
+        "warmup": args.warmup,
+        "devices": args.devices,
+        "n_workers": args.workers,
+        "out_dir": out,
+        "profile_broker": args.profile,
+        "progress": not args.no_progress,
+    }
+
+
+def _local(url: str) -> str:
+    url = url.rstrip("/")
+    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        # Load is only ever sent to this machine.
+        raise ClusterError("--broker-url must be http://127.0.0.1:PORT (load stays on this machine)")
+    return url
+
+
+def _rp_id(url: str, api_key: str) -> str:
+    req = urllib.request.Request(url + "/v1/rp", headers={"Authorization": f"Bearer {api_key}"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return str(json.load(resp)["id"])
+    except urllib.error.HTTPError as exc:
+        raise ClusterError(f"GET {url}/v1/rp: HTTP {exc.code} (is --api-key right?)") from None
+    except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        raise ClusterError(f"cannot reach the broker at {url}: {exc}") from None
+
+
+def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    profile = Profile(*args.rate, args.duration)
+    if args.broker_url:
+        if not args.api_key:
+            raise ClusterError("--broker-url needs --api-key")
+        url = _local(args.broker_url)
+        pids = (args.broker_pid,) if args.broker_pid else ()
+        target = Target(url, url, _rp_id(url, args.api_key), args.api_key, pids)
+        result = signin_run(target, profile, **_signin_kwargs(args, out))
+    else:
+        with Cluster(out / "processes", nodes=args.nodes) as cluster:
+            assert cluster.redis is not None
+            rp_id, key = add_rp(cluster.redis.url)
+            # With several nodes the RP and the devices use the first; the others
+            # still receive every event over pub/sub.
+            node = cluster.brokers[0]
+            target = Target(node.http_url, node.http_url, rp_id, key, tuple(b.pid for b in cluster.brokers))
+            result = signin_run(target, profile, **_signin_kwargs(args, out))
+    title = f"sign-ins: {out}"
+    print(signin_table(result, title))
+    write_png(out / "report.png", [("sign-in", result["_recorder"])], _command_line(None))
+    return result
+
+
+def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    profile = Profile(*args.rate, args.duration)
+    result: dict[str, Any] = {}
+    with Cluster(out / "processes", nodes=2) as cluster:
+        assert cluster.redis is not None
+        rp_id, key = add_rp(cluster.redis.url)
+        a, b = cluster.brokers
+        pids = (a.pid, b.pid)
+        # Same cluster, same load: first both parties on node A, then the RP on node B.
+        same = signin_run(
+            Target(a.http_url, a.http_url, rp_id, key, pids), profile, **_signin_kwargs(args, out)
+        )
+        cross = signin_run(
+            Target(b.http_url, a.http_url, rp_id, key, pids), profile, **_signin_kwargs(args, out)
+        )
+    result["same_node"], result["cross_node"] = same, cross
+    result["cross_node_overhead_ms"] = {
+        k: round(cross["latency_ms"]["result"].get(k, 0) - same["latency_ms"]["result"].get(k, 0), 3)
+        for k in ("p50", "p90", "p99")
+    }
+    print(signin_table(same, "same node (RP and devices on node A)"))
+    print()
+    print(signin_table(cross, "cross node (devices on node A, RP on node B)"))
+    overhead = result["cross_node_overhead_ms"]
+    print(f"\ncross-node overhead, end to end: p50 {overhead['p50']:+.3f} ms, p99 {overhead['p99']:+.3f} ms")
+    write_png(
+        out / "report.png",
+        [("same node", same["_recorder"]), ("cross node", cross["_recorder"])],
+        _command_line(None),
+    )
+    return result
+
+
+def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    with Cluster(out / "processes", nodes=1) as cluster:
+        result = idle_run(
+            cluster,
+            devices=args.devices,
+            n_workers=args.workers,
+            settle=args.settle,
+            progress=not args.no_progress,
+        )
+    print(idle_table(result))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    raise_nofile_limit()
+    try:
+        out = _out_dir(args)
+        runner = {"signin": run_signin, "crossnode": run_crossnode, "idle": run_idle}[args.mode]
+        started = time.time()
+        result = runner(args, out)
+        result = {
+            "command": _command_line(argv),
+            "mode": args.mode,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            **result,
+        }
+        write_json(out / "results.json", result)
+        print(f"results: {out / 'results.json'}" + ("" if args.mode == "idle" else f", {out / 'report.png'}"))
+    except (ClusterError, RunError, ValueError, OSError) as exc:
+        print(f"pushauth-loadtest: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    errors = result.get("errors") or {}
+    if args.mode == "crossnode":
+        errors = {**result["same_node"]["errors"], **result["cross_node"]["errors"]}
+    return 3 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""The processes under test: a redis-server and one or more broker nodes, on free ports.
+
+Everything listens on 127.0.0.1 only. The load tester starts them itself (or is
+pointed at a running broker) and stops exactly the processes it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+LOCALHOST = "127.0.0.1"
+
+
+class ClusterError(Exception):
+    """A process under test could not be started or reached."""
+
+
+def raise_nofile_limit() -> int:
+    """Lift this process's open-files soft limit to the hard limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOCALHOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _script(name: str) -> str:
+    """A console script of the running venv, so the broker under test is this checkout's."""
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else name
+
+
+def _wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterError(f"{what} exited with code {proc.returncode} while starting")
+        if check():
+            return
+        time.sleep(0.02)
+    raise ClusterError(f"{what} did not become ready within {timeout:.0f}s")
+
+
+@dataclass
+class Managed:
+    """One child process with its log file; stopped by its own PID only."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def spawn(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class RedisServer(Managed):
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        exe = shutil.which("redis-server") or shutil.which("valkey-server")
+        if exe is None:
+            raise ClusterError("redis-server is not on PATH (it is needed to start a broker)")
+        # No persistence: the load test's state is thrown away with the server.
+        argv = [exe, "--port", str(self.port), "--bind", LOCALHOST, "--dir", str(workdir), "--save", ""]
+        argv += ["--appendonly", "no", "--daemonize", "no", "--maxclients", "1000"]
+        super().__init__("redis", argv, workdir / "redis.log")
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOCALHOST}:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.spawn()
+        _wait_until(self._ping, 10, "redis-server", self.proc)  # type: ignore[arg-type]
+        return self
+
+    def _ping(self) -> bool:
+        try:
+            with socket.create_connection((LOCALHOST, self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+
+class BrokerNode(Managed):
+    def __init__(self, workdir: Path, redis_url: str, node: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.redis_url = redis_url
+        argv = [_script("pushauth-broker"), "serve", "--host", LOCALHOST, "--port", str(self.port)]
+        argv += ["--redis-url", redis_url, "--node", node, "--log-level", "WARNING"]
+        super().__init__(f"broker-{node}", argv, workdir / f"broker-{node}.log")
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOCALHOST}:{self.port}/v1/device"
+
+    def start(self, timeout: float = 30.0) -> BrokerNode:
+        self.spawn()
+        _wait_until(lambda: healthy(self.http_url), timeout, self.name, self.proc)  # type: ignore[arg-type]
+        return self
+
+
+def healthy(http_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(http_url + "/healthz", timeout=1.0) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def add_rp(redis_url: str, name: str = "Load test") -> tuple[str, str]:
+    """Register an RP with the broker's own CLI; returns (rp id, API key)."""
+    result = subprocess.run(
+        [_script("pushauth-broker"), "rp", "add", name, "--redis-url", redis_url, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"pushauth-broker rp add failed: {result.stderr.strip()}")
+    rp = json.loads(result.stdout)
+    return rp["id"], rp["api_key"]
+
+
+class Cluster:
+    """A Redis and `nodes` broker nodes on it; a context manager that stops them all."""
+
+    def __init__(self, workdir: Path, nodes: int = 1) -> None:
+        self.workdir = workdir  # process logs stay here after the run
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.n_nodes = nodes
+        self.redis: RedisServer | None = None
+        self.brokers: list[BrokerNode] = []
+
+    def __enter__(self) -> Cluster:
+        try:
+            self.redis = RedisServer(self.workdir).start()
+            for i in range(self.n_nodes):
+                self.brokers.append(BrokerNode(self.workdir, self.redis.url, f"n{i + 1}").start())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def restart_broker(self, index: int = 0) -> tuple[float, float]:
+        """Stop a node (SIGTERM, as an orderly restart) and start it on the same port.
+
+        Returns (wall time the stop began, wall time the new node answered /healthz)."""
+        old = self.brokers[index]
+        began = time.time()
+        old.stop()
+        assert self.redis is not None
+        new = BrokerNode(self.workdir, self.redis.url, old.name.removeprefix("broker-"), port=old.port)
+        new.start()
+        self.brokers[index] = new
+        return began, time.time()
+
+    def close(self) -> None:
+        for b in self.brokers:
+            with contextlib.suppress(OSError):
+                b.stop()
+        if self.redis is not None:
+            with contextlib.suppress(OSError):
+                self.redis.stop()

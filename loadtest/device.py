@@ -1,0 +1,163 @@
+"""Simulated authenticators: real Ed25519 keys on real WebSockets, speaking protocol/ directly.
+
+A `DeviceLink` is one WebSocket holding one or more credentials, like the device
+agent's connection to one broker; `enroll` registers new credentials the way the
+agent does (RP creates an enrollment, the device proves possession of a new key).
+aiohttp's client is used rather than `websockets` because thousands of links share
+one event loop and one connector here, and it is the cheaper of the two per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from protocol.errors import ProtocolError
+from protocol.frames import Enrolled, Error, Frame, Welcome
+from protocol.session import ClientSession
+from protocol.signing import new_seed, public_key
+
+# Reconnect backoff (doubling, jittered): short enough to be back soon after a broker
+# restart, long enough that thousands of devices do not flood a broker that is down.
+RETRY_MIN_S, RETRY_MAX_S = 0.2, 2.0
+
+
+class LinkError(Exception):
+    """The broker refused or dropped a simulated device; the message says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    cid: str
+    seed: bytes
+    user: str
+    public_key: bytes
+
+
+FrameHandler = Callable[["DeviceLink", Frame, float], Awaitable[None]]
+
+
+class DeviceLink:
+    def __init__(self, url: str, creds: list[Credential], on_frame: FrameHandler | None = None) -> None:
+        self.url = url
+        self.creds = creds
+        self.on_frame = on_frame
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.session = ClientSession()
+        self.welcomes = 0  # successful (re)authentications so far
+
+    async def connect(self, http: aiohttp.ClientSession) -> Welcome:
+        """Open the socket, authenticate every credential, and return the welcome."""
+        self.session = ClientSession()
+        self.ws = ws = await http.ws_connect(self.url, autoping=True, max_msg_size=0)
+        self.session.receive(await self._read())  # hello
+        await ws.send_bytes(self.session.authenticate_frame({c.cid: c.seed for c in self.creds}))
+        while True:  # frames before welcome can only be protocol errors
+            frame = self.session.receive(await self._read())
+            if isinstance(frame, Welcome):
+                break
+        if frame.rejected:
+            raise LinkError(f"credentials rejected: {frame.rejected}")
+        self.welcomes += 1
+        return frame
+
+    async def _read(self) -> bytes:
+        assert self.ws is not None
+        msg = await self.ws.receive()
+        if msg.type is not aiohttp.WSMsgType.BINARY:
+            raise LinkError(f"connection ended: {msg.type.name} {msg.data!r} {msg.extra!r}")
+        return bytes(msg.data)
+
+    async def listen(self) -> None:
+        """Hand every frame to `on_frame` until the broker closes the socket."""
+        assert self.ws is not None
+        async for msg in self.ws:
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                break
+            received = time.perf_counter()  # the loop's clock may count whole milliseconds (uvloop)
+            frame = self.session.receive(msg.data)
+            if self.on_frame is not None:
+                await self.on_frame(self, frame, received)
+
+    async def send(self, data: bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send_bytes(data)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def stay_connected(
+        self,
+        http: aiohttp.ClientSession,
+        gate: asyncio.Semaphore,
+        on_welcome: Callable[[DeviceLink], None],
+        on_drop: Callable[[DeviceLink], None],
+    ) -> None:
+        """Reconnect for ever (until cancelled), as the device agent does after a broker restart."""
+        delay = 0.0
+        while True:
+            if delay:
+                # Jittered, so thousands of devices do not all knock at the same instant.
+                await asyncio.sleep(delay * (0.5 + random.random()))
+            try:
+                async with gate:  # bounds concurrent handshakes (the listen backlog is finite)
+                    await self.connect(http)
+            except (aiohttp.ClientError, OSError, LinkError, ProtocolError, TimeoutError):
+                delay = min(max(delay * 2, RETRY_MIN_S), RETRY_MAX_S)
+                continue
+            delay = 0.0
+            on_welcome(self)
+            with contextlib.suppress(aiohttp.ClientError, OSError, ProtocolError):
+                await self.listen()
+            on_drop(self)
+            delay = RETRY_MIN_S
+
+
+async def enroll(
+    http: aiohttp.ClientSession,
+    http_url: str,
+    ws_url: str,
+    api_key: str,
+    users: list[str],
+    concurrency: int = 32,
+) -> list[Credential]:
+    """Enroll one new credential for each user, over a few provisioning connections."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    queue = list(reversed(users))
+    out: list[Credential] = []
+
+    async def provisioner() -> None:
+        session = ClientSession()
+        async with http.ws_connect(ws_url, max_msg_size=0) as ws:
+            msg = await ws.receive()
+            session.receive(bytes(msg.data))  # hello
+            rid = 0
+            while queue:
+                user = queue.pop()
+                async with http.post(
+                    http_url + "/v1/enrollments", json={"user": user, "account": user}, headers=headers
+                ) as resp:
+                    body = await resp.json()
+                    if resp.status != 201:
+                        raise LinkError(f"POST /v1/enrollments: {resp.status} {body}")
+                seed = new_seed()
+                rid += 1
+                await ws.send_bytes(session.enroll_frame(rid=rid, token=body["token"], seed=seed, name="lt"))
+                msg = await ws.receive()
+                if msg.type is not aiohttp.WSMsgType.BINARY:
+                    raise LinkError(f"enrollment connection ended: {msg.type.name} {msg.extra!r}")
+                frame = session.receive(bytes(msg.data))
+                if isinstance(frame, Error):
+                    raise LinkError(f"enroll refused: {frame.code} {frame.message}")
+                assert isinstance(frame, Enrolled), frame
+                out.append(Credential(frame.cid, seed, user, public_key(seed)))
+
+    await asyncio.gather(*(provisioner() for _ in range(min(concurrency, len(users)))))
+    return out

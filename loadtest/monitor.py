@@ -1,0 +1,89 @@
+"""CPU time and memory of the processes under test (broker nodes, Redis), via psutil."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    at: float  # wall time
+    cpu_s: float  # user + system CPU seconds so far
+    rss: int  # bytes
+
+
+def snapshot(pid: int) -> Snapshot:
+    proc = psutil.Process(pid)
+    with proc.oneshot():
+        cpu = proc.cpu_times()
+        return Snapshot(time.time(), cpu.user + cpu.system, proc.memory_info().rss)
+
+
+@dataclass
+class Sampler:
+    """Samples one process once a second in a thread, for the report's time series."""
+
+    pid: int
+    interval: float = 1.0
+    samples: list[Snapshot] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Sampler:
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(snapshot(self.pid))
+            except psutil.Error:
+                return
+            self._stop.wait(self.interval)
+
+    def stop(self) -> list[Snapshot]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.samples
+
+
+class Profiler:
+    """py-spy sampling a broker for a set time (collapsed stacks, readable as text)."""
+
+    def __init__(self, pid: int, path: Path, seconds: float) -> None:
+        argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(path)]
+        argv += ["--duration", str(max(1, round(seconds))), "--rate", "250", "--nonblocking"]
+        self.path = path
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def finish(self, timeout: float = 60.0) -> str | None:
+        """Wait for py-spy; returns an error message if it failed."""
+        try:
+            _, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return "py-spy did not finish"
+        return None if self.proc.returncode == 0 else err.decode(errors="replace").strip()[-300:]
+
+
+def top_frames(collapsed: Path, n: int = 15) -> list[tuple[str, float]]:
+    """The functions the broker spent most samples in (self time), as (frame, share)."""
+    self_time: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        self_time[stack.split(";")[-1]] += int(count)
+    return [(frame, round(c / total, 4)) for frame, c in self_time.most_common(n)] if total else []

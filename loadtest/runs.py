@@ -1,0 +1,330 @@
+"""The load tester's modes: sign-in load (one node or across nodes) and idle connections.
+
+The parent process starts the processes under test, spreads the devices over
+worker processes (worker.py), tells them when to start, watches the broker with
+psutil, and merges what they recorded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from . import worker
+from .monitor import Profiler, Sampler, snapshot, top_frames
+from .schedule import Profile
+from .stats import STAGES, Recorder, summary_ms
+
+START_DELAY_S = 1.0  # workers get the start time this far ahead, so all begin together
+
+
+class RunError(Exception):
+    """The run could not be carried out (a worker failed, a process died)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where the load goes: the RP's node and the devices' node (the same one unless cross-node)."""
+
+    rp_url: str
+    device_http_url: str
+    rp_id: str
+    api_key: str
+    broker_pids: tuple[int, ...] = ()  # what psutil watches; empty for a broker we did not start
+
+    @property
+    def device_ws_url(self) -> str:
+        return self.device_http_url.replace("http://", "ws://", 1) + "/v1/device"
+
+
+class Workers:
+    """Worker processes and the queues to and from them."""
+
+    def __init__(self, configs: list[worker.WorkerConfig]) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no forked copy of the parent's state
+        self.out: Any = ctx.Queue()
+        self.commands = [ctx.Queue() for _ in configs]
+        self.procs = [
+            ctx.Process(target=worker.main, args=(cfg, cmd, self.out), daemon=True, name=f"lt-worker-{i}")
+            for i, (cfg, cmd) in enumerate(zip(configs, self.commands, strict=True))
+        ]
+        for p in self.procs:
+            p.start()
+
+    def send_all(self, *command: Any) -> None:
+        for q in self.commands:
+            q.put(command)
+
+    def messages(self, timeout: float) -> Iterator[tuple[Any, ...]]:
+        """Messages until `timeout` passes with none; a failed worker ends the run."""
+        while True:
+            try:
+                msg = self.out.get(timeout=timeout)
+            except queue.Empty:
+                dead = [p.name for p in self.procs if not p.is_alive()]
+                raise RunError(f"no word from the workers for {timeout:.0f}s (exited: {dead})") from None
+            if msg[0] == "failed":
+                raise RunError(f"worker {msg[1]} failed: {msg[2]}")
+            yield msg
+
+    def wait_for(
+        self, kind: str, timeout: float, on_other: Callable[[tuple[Any, ...]], None] | None = None
+    ) -> list[Any]:
+        """One `kind` message from every worker; returns their payloads by worker index."""
+        got: dict[int, Any] = {}
+        for msg in self.messages(timeout):
+            if msg[0] == kind:
+                got[msg[1]] = msg[2:]
+                if len(got) == len(self.procs):
+                    return [got[i] for i in range(len(self.procs))]
+            elif on_other is not None:
+                on_other(msg)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.send_all("stop")
+        for p in self.procs:
+            p.join(10)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+
+
+@contextmanager
+def workers(configs: list[worker.WorkerConfig]) -> Iterator[Workers]:
+    w = Workers(configs)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def signin_run(
+    target: Target,
+    profile: Profile,
+    *,
+    warmup: float,
+    devices: int,
+    n_workers: int,
+    out_dir: Path,
+    profile_broker: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Drive sign-ins at `profile` (after `warmup` seconds at its start rate) and measure them."""
+    run_id = "lt" + secrets.token_hex(4)
+    full = Profile(profile.start_rate, profile.end_rate, profile.duration)
+    # The warm-up runs at the start rate before the measured profile begins.
+    schedule = _with_warmup(full, warmup)
+    configs = [
+        worker.WorkerConfig(
+            mode="signin",
+            index=i,
+            workers=n_workers,
+            rp_url=target.rp_url,
+            device_url=target.device_ws_url,
+            enroll_url=target.device_http_url,
+            rp_id=target.rp_id,
+            api_key=target.api_key,
+            devices=n,
+            run_id=run_id,
+            profile=schedule,
+            warmup=warmup,
+        )
+        for i, n in enumerate(split(devices, n_workers))
+    ]
+    rec = Recorder()
+    with workers(configs) as w:
+        w.wait_for("ready", timeout=300)
+        t0 = time.time() + START_DELAY_S
+        w.send_all("go", t0)
+        measure_from, measure_to = t0 + warmup, t0 + warmup + profile.duration
+        samplers = [Sampler(pid).start() for pid in target.broker_pids]
+        before: list[Any] = []
+        after: list[Any] = []
+        profiler: Profiler | None = None
+        bar = tqdm(total=full.total, unit="sign-in", disable=not progress, desc="sign-ins", leave=False)
+        done = [0] * n_workers
+        errors = [0] * n_workers
+        results: dict[int, Any] = {}
+
+        def on_progress(msg: tuple[Any, ...]) -> None:
+            nonlocal before, after, profiler
+            if msg[0] == "progress":
+                done[msg[1]], errors[msg[1]] = msg[2], msg[3]
+                bar.n = sum(done)
+                bar.set_postfix(errors=sum(errors), refresh=False)
+                bar.refresh()
+
+        # CPU is read at the edges of the measured window, between progress messages.
+        for msg in w.messages(timeout=profile.duration + warmup + 60):
+            now = time.time()
+            if not before and now >= measure_from:
+                before = [snapshot(pid) for pid in target.broker_pids]
+                if profile_broker and target.broker_pids:
+                    profiler = Profiler(
+                        target.broker_pids[0], out_dir / "broker-profile.txt", profile.duration
+                    )
+            if before and not after and now >= measure_to:
+                after = [snapshot(pid) for pid in target.broker_pids]
+            if msg[0] == "result":
+                results[msg[1]] = msg[2]
+                if len(results) == n_workers:
+                    break
+            else:
+                on_progress(msg)
+        bar.close()
+        if not after:  # the run ended before the first message past measure_to
+            after = [snapshot(pid) for pid in target.broker_pids]
+        series = [s.stop() for s in samplers]
+    for wire in results.values():
+        rec.merge_wire(wire)
+    out = _signin_summary(rec, profile, warmup, devices, n_workers, target, before, after, series)
+    if profiler is not None:
+        problem = profiler.finish()
+        out["broker_profile"] = (
+            {"file": "broker-profile.txt", "top_self": top_frames(profiler.path)}
+            if problem is None
+            else {"error": problem}
+        )
+    out["_recorder"] = rec  # for the PNG report; dropped from the JSON
+    return out
+
+
+def _with_warmup(profile: Profile, warmup: float) -> Profile:
+    if warmup <= 0:
+        return profile
+    if profile.start_rate != profile.end_rate:
+        raise ValueError("a ramp is measured from its start: use --warmup 0 with FROM:TO rates")
+    return Profile(profile.start_rate, profile.end_rate, profile.duration + warmup)
+
+
+def _signin_summary(
+    rec: Recorder,
+    profile: Profile,
+    warmup: float,
+    devices: int,
+    n_workers: int,
+    target: Target,
+    before: list[Any],
+    after: list[Any],
+    series: list[list[Any]],
+) -> dict[str, Any]:
+    completed = rec.completed
+    out: dict[str, Any] = {
+        "offered_rate": [profile.start_rate, profile.end_rate],
+        "duration_s": profile.duration,
+        "warmup_s": warmup,
+        "devices": devices,
+        "workers": n_workers,
+        "started": rec.started,
+        "completed": completed,
+        "throughput_per_s": round(completed / profile.duration, 1),
+        "errors": dict(rec.errors),
+        "latency_ms": {stage: summary_ms(rec.stages[stage]) for stage in STAGES},
+    }
+    brokers = []
+    for b, a, s in zip(before, after, series, strict=False):
+        cpu = a.cpu_s - b.cpu_s
+        brokers.append(
+            {
+                "cpu_s": round(cpu, 3),
+                "cpu_share_of_one_core": round(cpu / max(a.at - b.at, 1e-9), 3),
+                "cpu_ms_per_signin": round(1000 * cpu / completed, 4) if completed else None,
+                "rss_mib": round(a.rss / 2**20, 1),
+                "series": [(round(x.at - s[0].at, 2), x.cpu_s, x.rss) for x in s] if s else [],
+            }
+        )
+    if brokers:
+        out["brokers"] = brokers
+        total_cpu = sum(b["cpu_s"] for b in brokers)
+        out["broker_cpu_ms_per_signin"] = round(1000 * total_cpu / completed, 4) if completed else None
+    return out
+
+
+def idle_run(
+    cluster: Any,
+    *,
+    devices: int,
+    n_workers: int,
+    settle: float,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Connect `devices` idle devices to one broker, weigh them, restart the broker, time the return."""
+    from .cluster import add_rp
+
+    broker = cluster.brokers[0]
+    rp_id, api_key = add_rp(cluster.redis.url)
+    run_id = "lt" + secrets.token_hex(4)
+    configs = [
+        worker.WorkerConfig(
+            mode="idle",
+            index=i,
+            workers=n_workers,
+            rp_url=broker.http_url,
+            device_url=broker.ws_url,
+            enroll_url=broker.http_url,
+            rp_id=rp_id,
+            api_key=api_key,
+            devices=n,
+            run_id=run_id,
+        )
+        for i, n in enumerate(split(devices, n_workers))
+    ]
+    out: dict[str, Any] = {"devices": devices, "workers": n_workers}
+    counts = [0] * n_workers
+    bar = tqdm(total=devices, unit="device", disable=not progress, leave=False)
+
+    def on_count(msg: tuple[Any, ...]) -> None:
+        if msg[0] == "count":
+            counts[msg[1]] = msg[2]
+            bar.n = sum(counts)
+            bar.refresh()
+
+    with workers(configs) as w:
+        bar.set_description("enrolling")
+        w.wait_for("ready", timeout=900)
+        # Weigh a fresh broker: enrolling grew the old one's heap with short-lived objects.
+        cluster.restart_broker(0)
+        broker = cluster.brokers[0]
+        time.sleep(settle)
+        empty = snapshot(broker.pid)
+        bar.set_description("connecting")
+        began = time.time()
+        w.send_all("connect")
+        all_at = w.wait_for("all", timeout=300, on_other=on_count)
+        out["first_connect_s"] = round(max(a[0] for a in all_at) - began, 3)
+        time.sleep(settle)
+        full = snapshot(broker.pid)
+        out["broker_rss_empty_mib"] = round(empty.rss / 2**20, 1)
+        out["broker_rss_connected_mib"] = round(full.rss / 2**20, 1)
+        out["broker_kib_per_device"] = round((full.rss - empty.rss) / 1024 / devices, 2)
+        out["broker_cpu_s_first_connect"] = round(full.cpu_s - empty.cpu_s, 3)
+
+        w.send_all("mark")
+        w.wait_for("marked", timeout=30, on_other=on_count)
+        bar.set_description("restarting")
+        stop_began, ready_at = cluster.restart_broker(0)
+        all_at = w.wait_for("all", timeout=300, on_other=on_count)
+        back = max(a[0] for a in all_at)
+        out["restart"] = {
+            "broker_down_to_ready_s": round(ready_at - stop_began, 3),
+            "all_back_after_stop_s": round(back - stop_began, 3),
+            "all_back_after_ready_s": round(back - ready_at, 3),
+        }
+        time.sleep(settle)
+        out["broker_rss_after_restart_mib"] = round(snapshot(cluster.brokers[0].pid).rss / 2**20, 1)
+    bar.close()
+    return out

@@ -1,0 +1,308 @@
+"""One load generator process: its share of the devices, and (in sign-in mode) of the RP load.
+
+The parent (runs.py) starts several of these, because one process may hold at
+most 20,000 open files here and because one Python process is one core. Each
+worker talks to the parent over two multiprocessing queues: commands in,
+messages out (`("ready"|"progress"|"result"|"count"|"all"|"marked"|"failed", index, ...)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.queues import Queue
+from typing import Any
+
+import aiohttp
+
+from protocol.challenge import Status
+from protocol.codec import encode
+from protocol.frames import AnswerResult, Challenge, Error, Frame
+from protocol.session import sign_answer
+from relying_party.errors import BadBrokerResponse, VerificationFailed
+from relying_party.models import Challenge as RpChallenge
+from relying_party.verify import evaluate
+
+from .cluster import raise_nofile_limit
+from .device import Credential, DeviceLink, enroll
+from .schedule import Profile, arrivals
+from .stats import Recorder
+
+CONTEXT = {"app": "Load test", "ip": "127.0.0.1", "browser": "pushauth-loadtest"}
+WAIT_S = 10  # the RP's long-poll; a sign-in slower than `timeout` counts as an error
+HANDSHAKES = 64  # concurrent WebSocket handshakes per worker (the broker's backlog is 1024)
+# Timers wake up to ~1 ms late (epoll/libuv count milliseconds), so the scheduler wakes
+# this much early and measures from the later of intended and actual start.
+EARLY_S = 0.001
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    mode: str  # "signin" | "idle"
+    index: int
+    workers: int
+    rp_url: str  # where the RP's requests go
+    device_url: str  # ws:// URL the devices connect to
+    enroll_url: str  # http:// URL of the node that enrolls (same node as device_url)
+    rp_id: str
+    api_key: str
+    devices: int  # this worker's devices (one credential each)
+    run_id: str
+    profile: Profile | None = None
+    warmup: float = 0.0
+    timeout: float = 10.0
+
+
+def main(cfg: WorkerConfig, commands: Queue[Any], out: Queue[Any]) -> None:
+    """Process entry point (multiprocessing, spawn)."""
+    raise_nofile_limit()
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:
+        runner = asyncio.Runner()
+    try:
+        with runner:
+            runner.run(_amain(cfg, commands, out))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the run
+        detail = "".join(traceback.format_exception_only(exc)).strip()
+        out.put(("failed", cfg.index, detail))
+
+
+async def _amain(cfg: WorkerConfig, commands: Queue[Any], out: Queue[Any]) -> None:
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        users = [f"{cfg.run_id}-w{cfg.index}-u{i}" for i in range(cfg.devices)]
+        creds = await enroll(http, cfg.enroll_url, cfg.device_url, cfg.api_key, users)
+        if cfg.mode == "signin":
+            await SigninWorker(cfg, http, creds, out).run(commands)
+        else:
+            await IdleWorker(cfg, http, creds, out).run(commands)
+
+
+async def _command(commands: Queue[Any]) -> tuple[Any, ...]:
+    return tuple(await asyncio.to_thread(commands.get))
+
+
+@dataclass(slots=True)
+class SignIn:
+    """One sign-in in flight: what the RP and the device each know of it."""
+
+    start: float  # perf_counter origin of its latencies
+    cred: Credential
+    recorded: bool
+    number: str | None = None
+    frame: tuple[Challenge, float, DeviceLink] | None = None
+    answered: bool = False
+    rp_done: bool = False
+
+
+@dataclass
+class SigninWorker:
+    cfg: WorkerConfig
+    http: aiohttp.ClientSession
+    creds: list[Credential]
+    out: Queue[Any]
+    rec: Recorder = field(default_factory=Recorder)
+    inflight: dict[str, SignIn] = field(default_factory=dict)
+    # Challenge frames that beat the RP's POST response home (the broker sends the
+    # frame before it answers the POST): the device waits for the number.
+    early: dict[str, tuple[Challenge, float, DeviceLink]] = field(default_factory=dict)
+
+    async def run(self, commands: Queue[Any]) -> None:
+        links = [DeviceLink(self.cfg.device_url, [c], self.on_frame) for c in self.creds]
+        gate = asyncio.Semaphore(HANDSHAKES)
+
+        async def connect(link: DeviceLink) -> None:
+            async with gate:
+                await link.connect(self.http)
+
+        await asyncio.gather(*(connect(link) for link in links))
+        listeners = [asyncio.create_task(link.listen()) for link in links]
+        self.public_keys = {c.cid: c.public_key for c in self.creds}
+        self.headers = {"Authorization": f"Bearer {self.cfg.api_key}", "Content-Type": "application/json"}
+        self.bodies = [json.dumps({"user": c.user, "context": CONTEXT}).encode() for c in self.creds]
+        self.out.put(("ready", self.cfg.index, len(links)))
+        _, t0_wall = await _command(commands)
+        progress = asyncio.create_task(self._report_progress())
+        await self._drive(t0_wall)
+        progress.cancel()
+        self.out.put(("result", self.cfg.index, self.rec.to_wire()))
+        for task in listeners:
+            task.cancel()
+        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+    async def _report_progress(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.out.put(("progress", self.cfg.index, self.rec.completed, sum(self.rec.errors.values())))
+
+    async def _drive(self, t0_wall: float) -> None:
+        assert self.cfg.profile is not None
+        origin = time.perf_counter() + (t0_wall - time.time())
+        tasks: set[asyncio.Task[None]] = set()
+        for n, offset in arrivals(self.cfg.profile, self.cfg.index, self.cfg.workers):
+            intended = origin + offset
+            delay = intended - time.perf_counter() - EARLY_S
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(self.signin(n, intended, offset))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def signin(self, n: int, intended: float, offset: float) -> None:
+        cfg = self.cfg
+        index = (n // cfg.workers) % len(self.creds)
+        recorded = offset >= cfg.warmup
+        s = SignIn(max(intended, time.perf_counter()), self.creds[index], recorded)
+        second = int(offset - cfg.warmup)
+        if recorded:
+            self.rec.started += 1
+        ch_id: str | None = None
+        try:
+            async with asyncio.timeout(cfg.timeout):
+                async with self.http.post(
+                    cfg.rp_url + "/v1/challenges", data=self.bodies[index], headers=self.headers
+                ) as resp:
+                    raw = await resp.read()
+                if resp.status != 201:
+                    return self._error(s, f"create_http_{resp.status}")
+                if recorded:
+                    self.rec.record("create", time.perf_counter() - s.start)
+                challenge = RpChallenge.from_json(json.loads(raw), context=CONTEXT)
+                ch_id = challenge.id
+                s.number = challenge.number
+                self.inflight[ch_id] = s
+                early = self.early.pop(ch_id, None)
+                if early is not None:
+                    await self._answer(s, *early)
+                async with self.http.get(
+                    f"{cfg.rp_url}/v1/challenges/{ch_id}", params={"wait": str(WAIT_S)}, headers=self.headers
+                ) as resp:
+                    raw = await resp.read()
+                if resp.status != 200:
+                    return self._error(s, f"result_http_{resp.status}")
+                result = evaluate(
+                    challenge,
+                    json.loads(raw),
+                    rp_id=cfg.rp_id,
+                    public_keys=self.public_keys,
+                    now_ms=time.time_ns() // 1_000_000,
+                )
+            if result.status is not Status.APPROVED:
+                return self._error(s, f"outcome_{result.status.value}")
+            if recorded:
+                self.rec.record_result(second, time.perf_counter() - s.start)
+        except TimeoutError:
+            self._error(s, "timeout")
+        except VerificationFailed as exc:
+            self._error(s, f"verification_failed_{exc.reason.value}")
+        except BadBrokerResponse:
+            self._error(s, "bad_broker_response")
+        except (aiohttp.ClientError, OSError) as exc:
+            self._error(s, f"http_{type(exc).__name__}")
+        finally:
+            s.rp_done = True
+            if ch_id is not None and (s.answered or not s.recorded):
+                self.inflight.pop(ch_id, None)
+
+    def _error(self, s: SignIn, kind: str) -> None:
+        if s.recorded:
+            self.rec.error(kind)
+
+    async def _answer(self, s: SignIn, frame: Challenge, received: float, link: DeviceLink) -> None:
+        """The user reads the number off the sign-in page and types it on the device."""
+        assert s.number is not None
+        if s.recorded:
+            self.rec.record("deliver", received - s.start)
+        answer = sign_answer(
+            frame, seed=s.cred.seed, decision="approve", number=s.number, ts=time.time_ns() // 1_000_000
+        )
+        await link.send(encode(answer))
+
+    async def on_frame(self, link: DeviceLink, frame: Frame, received: float) -> None:
+        if isinstance(frame, Challenge):
+            s = self.inflight.get(frame.ch)
+            if s is None:
+                self.early[frame.ch] = (frame, received, link)
+            else:
+                await self._answer(s, frame, received, link)
+        elif isinstance(frame, AnswerResult):
+            s = self.inflight.get(frame.ch)
+            if s is None:
+                return
+            s.answered = True
+            if s.recorded:
+                self.rec.record("answer", received - s.start)
+                if frame.outcome != Status.APPROVED.value:
+                    self.rec.error(f"device_outcome_{frame.outcome}")
+            if s.rp_done:
+                self.inflight.pop(frame.ch, None)
+        elif isinstance(frame, Error):
+            s = self.inflight.get(frame.ref or "")
+            if s is not None:
+                self._error(s, f"device_error_{frame.code}")
+
+
+@dataclass
+class IdleWorker:
+    """Devices that connect, authenticate and stay; they reconnect when the broker restarts."""
+
+    cfg: WorkerConfig
+    http: aiohttp.ClientSession
+    creds: list[Credential]
+    out: Queue[Any]
+    waiting: set[DeviceLink] = field(default_factory=set)  # not welcomed since the last mark
+    connected: int = 0
+
+    async def run(self, commands: Queue[Any]) -> None:
+        links = [DeviceLink(self.cfg.device_url, [c]) for c in self.creds]
+        self.out.put(("ready", self.cfg.index, len(links)))
+        tasks: list[asyncio.Task[None]] = []
+        reporter = asyncio.create_task(self._report())
+        gate = asyncio.Semaphore(HANDSHAKES)
+        try:
+            while True:
+                command = await _command(commands)
+                if command[0] == "connect":
+                    self.waiting = set(links)
+                    tasks = [
+                        asyncio.create_task(
+                            link.stay_connected(self.http, gate, self._welcomed, self._dropped)
+                        )
+                        for link in links
+                    ]
+                elif command[0] == "mark":
+                    self.waiting = set(links)
+                    self.out.put(("marked", self.cfg.index))
+                elif command[0] == "stop":
+                    break
+        finally:
+            reporter.cancel()
+            for task in tasks:
+                task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+    def _welcomed(self, link: DeviceLink) -> None:
+        self.connected += 1
+        if link in self.waiting:
+            self.waiting.discard(link)
+            if not self.waiting:
+                self.out.put(("all", self.cfg.index, time.time()))
+
+    def _dropped(self, link: DeviceLink) -> None:
+        self.connected -= 1
+
+    async def _report(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self.out.put(("count", self.cfg.index, self.connected))
