@@ -1,7 +1,7 @@
 """Fixtures for every test: real Redis servers, broker processes, a private HOME.
 
 Everything a test starts is ended when the test ends, pass or fail, and the output
-of its processes is printed when it fails (pytest shows it under "Captured stdout").
+of its processes is shown when it fails (a "process NAME" section in the report).
 """
 
 from __future__ import annotations
@@ -16,32 +16,34 @@ from support import BrokerProcess, ManagedProcess, RedisServer, TcpProxy
 pytest_plugins = ["pytester"]  # tests/support tests check the fixtures in a child pytest run
 
 
+_FIRST_START = pytest.StashKey[int]()  # ManagedProcess.history length when a test began
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_FIRST_START] = len(ManagedProcess.history)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    # Keep each phase's report on the item, so fixtures can tell a failed test at teardown.
+    # On failure, attach the output of every process the test ran, and of shared ones
+    # still running: made here, before teardown stops the fixtures' processes.
     report = yield
-    setattr(item, f"report_{report.when}", report)
+    if report.failed and report.when in ("setup", "call"):
+        ran = ManagedProcess.history[item.stash.get(_FIRST_START, 0) :]
+        shown = dict.fromkeys([*ran, *sorted(ManagedProcess.live, key=lambda p: p.name)])
+        for proc in shown:
+            shared = "" if proc in ran else ", shared"
+            report.sections.append((f"process {proc.name}{shared}", proc.describe()))
     return report
 
 
-def _failed(request: pytest.FixtureRequest) -> bool:
-    return any(
-        getattr(getattr(request.node, f"report_{when}", None), "failed", False) for when in ("setup", "call")
-    )
-
-
 @pytest.fixture(autouse=True)
-def _end_processes(request: pytest.FixtureRequest) -> Iterator[None]:
+def _end_processes() -> Iterator[None]:
     """Whatever process a test started and left running ends with the test."""
     before = set(ManagedProcess.live)
     yield
-    started = [p for p in ManagedProcess.live if p not in before]
-    if _failed(request):
-        # Shared ones (from module fixtures) too: their log tail often explains the failure.
-        for proc in sorted(ManagedProcess.live, key=lambda p: p.name):
-            shared = "" if proc in started else " (shared, still running)"
-            print(f"\n===== {proc.name}{shared} =====\n{proc.describe()}")
-    for proc in started:
+    for proc in [p for p in ManagedProcess.live if p not in before]:
         proc.cleanup()
 
 

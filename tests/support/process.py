@@ -33,6 +33,9 @@ class ManagedProcess:
     """One subprocess: start, wait until ready, signal, stop, read its output."""
 
     live: ClassVar[set[ManagedProcess]] = set()
+    # Every start, in order, so a failed test can show the output of what it ran,
+    # including processes that a fixture has already stopped again.
+    history: ClassVar[list[ManagedProcess]] = []
 
     def __init__(
         self,
@@ -87,6 +90,7 @@ class ManagedProcess:
                 start_new_session=True,
             )
         ManagedProcess.live.add(self)
+        ManagedProcess.history.append(self)
         if self.ready is not None:
             self.wait_ready(self.ready, timeout=self.ready_timeout)
         return self

@@ -260,7 +260,19 @@ def test_unfinished_processes_are_ended_and_shown_when_a_test_fails(pytester: py
     pytester.makepyfile(
         test_leak=f"""
         import sys
+        import pytest
         from support import ManagedProcess, line_on_stdout
+
+        @pytest.fixture
+        def server(tmp_path):
+            code = "import time; print('fixture server up', flush=True); time.sleep(60)"
+            proc = ManagedProcess([sys.executable, "-c", code], log_dir=tmp_path / "f", name="fixtured",
+                                  ready=line_on_stdout("up"))
+            yield proc.start()
+            proc.terminate()  # stopped before the report is printed: its output must still show
+
+        def test_fixture_process_shown(server):
+            assert False, "fails on purpose"
 
         def test_leaks(tmp_path):
             code = "import os, time; print('pid', os.getpid(), flush=True); time.sleep(60)"
@@ -272,8 +284,9 @@ def test_unfinished_processes_are_ended_and_shown_when_a_test_fails(pytester: py
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"pythonpath={tests_dir}")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*===== leaky =====*", "*pid *"])
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*- process fixtured -*", "fixture server up"])
+    result.stdout.fnmatch_lines(["*- process leaky -*", "pid *"])
     pid = int(pidfile.read_text())
     assert not pid_alive(pid)
 
@@ -291,7 +304,7 @@ def test_processes_of_module_fixtures_outlive_each_test(pytester: pytest.Pyteste
         def shared(tmp_path_factory):
             code = "import time; print('up', flush=True); time.sleep(60)"
             proc = ManagedProcess([sys.executable, "-c", code], log_dir=tmp_path_factory.mktemp("s"),
-                                  name="shared", ready=line_on_stdout("up"))
+                                  name="common", ready=line_on_stdout("up"))
             yield proc.start()
             proc.cleanup()
 
@@ -306,7 +319,7 @@ def test_processes_of_module_fixtures_outlive_each_test(pytester: pytest.Pyteste
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"pythonpath={tests_dir}")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*===== shared (shared, still running) =====*"])
+    result.stdout.fnmatch_lines(["*- process common, shared -*"])
 
 
 # -- RedisServer ---------------------------------------------------------------
