@@ -162,9 +162,11 @@ async def test_user_without_authenticator_signs_in_with_password(site: Site) -> 
     # A new session cookie on sign-in; the one from before is worth nothing now.
     after = site.http.cookie_jar.filter_cookies(site.server.make_url("/"))["pushauth_rp"].value
     assert after != before
-    async with aiohttp.ClientSession(cookies={"pushauth_rp": before}) as other:
-        async with other.get(site.url + "/account", allow_redirects=False) as r2:
-            assert r2.status == 303
+    async with (
+        aiohttp.ClientSession(cookies={"pushauth_rp": before}) as other,
+        other.get(site.url + "/account", allow_redirects=False) as r2,
+    ):
+        assert r2.status == 303
 
 
 async def test_sign_out_ends_the_session(site: Site) -> None:
@@ -174,9 +176,11 @@ async def test_sign_out_ends_the_session(site: Site) -> None:
     r = await site.post("/signout", {"csrf_token": token})
     assert r.status == 303 and r.headers["Location"] == "/signin"
     assert not await site.signed_in()
-    async with aiohttp.ClientSession(cookies={"pushauth_rp": cookie}) as other:
-        async with other.get(site.url + "/account", allow_redirects=False) as r2:
-            assert r2.status == 303
+    async with (
+        aiohttp.ClientSession(cookies={"pushauth_rp": cookie}) as other,
+        other.get(site.url + "/account", allow_redirects=False) as r2,
+    ):
+        assert r2.status == 303
 
 
 async def test_account_locks_after_failed_passwords(site: Site) -> None:
@@ -304,7 +308,7 @@ async def _code_page(site: Site) -> str:
         ("12ab56", "6 or 8 digits"),
         ("12345", "6 or 8 digits"),
         ("1" * 40, "too long"),
-        ("１２３４５６", "6 or 8 digits"),  # full-width digits are not ASCII digits
+        ("\uff11\uff12\uff13\uff14\uff15\uff16", "6 or 8 digits"),  # full-width digits: not ASCII
     ],
 )
 async def test_malformed_codes(site: Site, code: str, message: str) -> None:
