@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.protocol_samples import CHALLENGE, SAMPLES, SEED_A, SEED_B, TOKEN
 
 from protocol import codec, signing
@@ -330,3 +332,50 @@ def test_challenge_answered_end_to_end_in_memory() -> None:
         ctx_hash=signing.context_hash(CHALLENGE.ctx),
     )
     signing.verify(PK_A, message, received.sig)
+
+
+# -- random sequences ---------------------------------------------------------------------
+
+ANY_FRAME = st.sampled_from([codec.encode(frame) for frame in SAMPLES.values()]) | st.binary(max_size=40)
+CLIENT_ORDER = [ClientState.AWAITING_HELLO, ClientState.CONNECTED, ClientState.READY]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ANY_FRAME, max_size=12))
+def test_client_session_under_any_sequence(sequence: list[bytes]) -> None:
+    client = ClientSession()
+    for data in sequence:
+        before = client.state
+        try:
+            frame = client.receive(data)
+        except ProtocolError:
+            assert client.state is before  # a refused frame changes nothing
+            continue
+        assert frame.SENDER is Sender.BROKER
+        assert CLIENT_ORDER.index(client.state) >= CLIENT_ORDER.index(before)  # never goes back
+        if isinstance(frame, Challenge):
+            assert before is ClientState.READY
+        if before is ClientState.AWAITING_HELLO:
+            assert isinstance(frame, Hello)
+            assert client.nonce == frame.nonce
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ANY_FRAME, max_size=12), st.booleans())
+def test_server_session_under_any_sequence(sequence: list[bytes], authenticated: bool) -> None:
+    srv = server()
+    if authenticated:
+        srv.authenticated(["cred_A1"])
+    state, credentials = srv.state, set(srv.credentials)
+    for data in sequence:
+        try:
+            frame = srv.receive(data)
+        except ProtocolError:
+            continue
+        assert frame.SENDER is Sender.DEVICE
+        if isinstance(frame, Answer | Revoke):
+            assert authenticated
+        if isinstance(frame, Authenticate):
+            assert not authenticated
+        # receive() only reads: the shell moves the state once it has checked proofs.
+        assert (srv.state, srv.credentials) == (state, credentials)
