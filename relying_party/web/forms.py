@@ -38,7 +38,7 @@ def user_name(value: str) -> str:
     value = value.strip()
     if not value:
         raise FormError("Enter your user name.", "username")
-    if not USER_NAME_RE.match(value):
+    if not USER_NAME_RE.fullmatch(value):
         raise FormError(
             "A user name has 1 to 64 letters, digits, dots, dashes, underscores or @.", "username"
         )
@@ -65,6 +65,6 @@ def totp_code(value: str) -> str:
 
 
 def identifier(value: str) -> str:
-    if not ID_RE.match(value):
+    if not ID_RE.fullmatch(value):
         raise FormError("That link is not valid.")
     return value

@@ -1,0 +1,186 @@
+"""The demo RP's small parts on their own: codes, lockouts, limits, fields, QR, context."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from relying_party.totp import new_totp
+from relying_party.web import forms, passwords, qr, signin_context, totp
+from relying_party.web.db import Database, Enrollment, now_ms
+from relying_party.web.ratelimit import AttemptLimiter
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Database:
+    return Database(tmp_path / "rp.db")
+
+
+def _device(db: Database, name: str, *, algorithm: str = "SHA1", digits: int = 6) -> tuple[str, str]:
+    user = db.user_by_name(name) or db.add_user(name, "x")
+    params = new_totp(algorithm=algorithm, digits=digits)
+    cid = f"cred-{name}-{algorithm}-{digits}"
+    e = Enrollment(f"e-{cid}", user.id, "u", params.secret, algorithm, digits, 30, now_ms(), None)
+    db.add_enrollment(e)
+    db.add_device(e, cid, "Phone", bytes(32))
+    db.confirm_device(cid)
+    return cid, params.secret
+
+
+def oathtool(secret: str, at: float, *, digits: int = 6, algorithm: str = "SHA1") -> str:
+    """The code an independent implementation computes (oathtool, from scripts/ensure-tools)."""
+    exe = shutil.which("oathtool")
+    assert exe, "oathtool is not installed: run scripts/ensure-tools test"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+    out = subprocess.run(
+        [exe, f"--totp={algorithm.lower()}", "-b", secret, "--digits", str(digits), "--now", stamp],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize(("algorithm", "digits"), [("SHA1", 6), ("SHA256", 8), ("SHA512", 6)])
+def test_codes_agree_with_oathtool_within_one_step(db: Database, algorithm: str, digits: int) -> None:
+    cid, secret = _device(db, "alice", algorithm=algorithm, digits=digits)
+    user = db.user_by_name("alice")
+    assert user is not None
+    now = 1_800_000_015.0
+    # One step back is accepted, then the current step, then one step ahead.
+    for offset in (-30, 0, 30):
+        code = oathtool(secret, now + offset, digits=digits, algorithm=algorithm)
+        result = totp.check(db, db.devices(user.id), code, now=now)
+        assert result.device is not None and result.device.credential_id == cid, offset
+    # Two steps ahead: too far.
+    far = oathtool(secret, now + 60, digits=digits, algorithm=algorithm)
+    assert totp.check(db, db.devices(user.id), far, now=now).device is None
+
+
+def test_a_used_code_and_earlier_codes_are_refused(db: Database) -> None:
+    _cid, secret = _device(db, "alice")
+    user = db.user_by_name("alice")
+    assert user is not None
+    now = 1_800_000_015.0
+    current = oathtool(secret, now)
+    assert totp.check(db, db.devices(user.id), current, now=now).device is not None
+    again = totp.check(db, db.devices(user.id), current, now=now)
+    assert again.device is None and again.replayed
+    previous = oathtool(secret, now - 30)
+    assert totp.check(db, db.devices(user.id), previous, now=now).device is None
+
+
+def test_each_device_has_its_own_secret(db: Database) -> None:
+    _device(db, "alice", algorithm="SHA1")
+    cid2, secret2 = _device(db, "alice", algorithm="SHA256")
+    user = db.user_by_name("alice")
+    assert user is not None
+    now = time.time()
+    result = totp.check(db, db.devices(user.id), oathtool(secret2, now, algorithm="SHA256"), now=now)
+    assert result.device is not None and result.device.credential_id == cid2
+    # Another user's device never matches.
+    _cid3, secret3 = _device(db, "bob")
+    assert totp.check(db, db.devices(user.id), oathtool(secret3, now), now=now).device is None
+
+
+def test_lockout_doubles_and_resets_on_success(db: Database) -> None:
+    user = db.add_user("alice", "x")
+    for _ in range(3):
+        db.record_failure(user.id, after=3, base_s=60, max_s=900)
+    first = db.user_by_id(user.id)
+    assert first is not None and 55_000 < first.locked_until - now_ms() <= 60_000
+    for _ in range(3):
+        db.record_failure(user.id, after=3, base_s=60, max_s=900)
+    second = db.user_by_id(user.id)
+    assert second is not None and 115_000 < second.locked_until - now_ms() <= 120_000
+    for _ in range(30):
+        db.record_failure(user.id, after=3, base_s=60, max_s=900)
+    capped = db.user_by_id(user.id)
+    assert capped is not None and capped.locked_until - now_ms() <= 900_000
+    db.record_success(user.id)
+    reset = db.user_by_id(user.id)
+    assert reset is not None and (reset.failed_attempts, reset.lockouts, reset.locked_until) == (0, 0, 0)
+
+
+def test_database_file_is_private(tmp_path: Path) -> None:
+    Database(tmp_path / "rp.db").close()
+    assert (tmp_path / "rp.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_attempt_limiter_window() -> None:
+    limiter = AttemptLimiter(limit=2, window_s=0.2)
+    assert limiter.retry_after("a") == 0
+    limiter.failed("a")
+    limiter.failed("a")
+    assert 0 < limiter.retry_after("a") <= 0.2
+    assert limiter.retry_after("b") == 0  # other addresses are not affected
+    time.sleep(0.25)
+    assert limiter.retry_after("a") == 0
+    limiter.prune()
+    assert limiter._failures == {}
+
+
+async def test_passwords() -> None:
+    stored = passwords.hash_password("correct horse")
+    assert stored.startswith("$argon2id$")
+    assert await passwords.check(stored, "correct horse")
+    assert not await passwords.check(stored, "wrong horse")
+    assert not await passwords.check(None, "correct horse")  # unknown user
+    assert not await passwords.check("not a hash", "x")
+    assert passwords.password_problem("short") is not None
+    assert passwords.password_problem("x" * 257) is not None
+    assert passwords.password_problem("long enough") is None
+
+
+@pytest.mark.parametrize("bad", ["", " ", "al ice", "a" * 65, "-alice", "ali\nce", "ali\u00e7e", "<script>"])
+def test_user_names_refused(bad: str) -> None:
+    with pytest.raises(forms.FormError):
+        forms.user_name(bad)
+
+
+def test_user_names_and_device_names_accepted() -> None:
+    assert forms.user_name(" alice.smith@example ") == "alice.smith@example"
+    assert forms.device_name("  Pixel   8 ") == "Pixel 8"
+
+
+def test_qr_code_is_svg_with_a_title() -> None:
+    svg = qr.svg("pushauth://enroll?v=1&token=abc", title="QR <code>")
+    assert svg.startswith("<svg") and "<title>QR &lt;code&gt;</title>" in svg
+    assert "style=" not in svg  # the page's CSP allows no inline styles
+
+
+@pytest.mark.parametrize(
+    ("ua", "expected"),
+    [
+        ("Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36", "Chrome on Linux"),
+        (
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
+            "Firefox on Windows",
+        ),
+        (
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Version/17.0 Mobile Safari/604.1",
+            "Safari on iOS",
+        ),
+        ("curl/8.0", "Unknown browser"),
+    ],
+)
+def test_browser_names(ua: str, expected: str) -> None:
+    assert signin_context.browser(ua) == expected
+
+
+@pytest.mark.parametrize(
+    ("ip", "place"),
+    [
+        ("127.0.0.1", "This computer"),
+        ("::1", "This computer"),
+        ("192.168.1.5", "Local network"),
+        ("8.8.8.8", "Internet"),
+        ("garbage", "Unknown location"),
+    ],
+)
+def test_places(ip: str, place: str) -> None:
+    assert signin_context.place(ip) == place
