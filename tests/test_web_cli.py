@@ -1,0 +1,171 @@
+"""`pushauth-rp` and `pushauth-demo` as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import sys
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+
+import pytest
+from support import ManagedProcess, assert_cli_error, console_script, free_port, port_accepts, run_cli
+
+from relying_party.web.db import Database
+
+RP = console_script("pushauth-rp")
+DEMO = console_script("pushauth-demo")
+
+
+def test_help() -> None:
+    for argv in ([RP, "--help"], [sys.executable, "-m", "relying_party", "--help"]):
+        result = run_cli(argv)
+        assert result.returncode == 0
+        assert "serve" in result.stdout and "user" in result.stdout
+    result = run_cli([RP, "user", "add", "--help"])
+    assert result.returncode == 0 and "--password-stdin" in result.stdout
+    result = run_cli([DEMO, "--help"])
+    assert result.returncode == 0 and "Ctrl-C" in result.stdout
+
+
+def test_user_add_and_passwd(tmp_path: Path) -> None:
+    db_path = tmp_path / "rp.db"
+    result = run_cli(
+        [RP, "user", "add", "alice", "--password-stdin", "--db", db_path], input="a good password\n"
+    )
+    assert result.returncode == 0, result.stderr
+    db = Database(db_path)
+    user = db.user_by_name("alice")
+    assert user is not None and user.password_hash.startswith("$argon2id$")
+    first_hash = user.password_hash
+    result = run_cli(
+        [RP, "user", "passwd", "alice", "--password-stdin", "--db", db_path], input="another one!\n"
+    )
+    assert result.returncode == 0, result.stderr
+    changed = db.user_by_name("alice")
+    assert changed is not None and changed.password_hash != first_hash
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "message"),
+    [
+        (["user", "add", "bad name", "--password-stdin"], "a good password\n", "user name"),
+        (["user", "add", "bob", "--password-stdin"], "short\n", "at least 8"),
+        (["user", "add", "bob"], None, "--password-stdin"),
+        (["user", "add", "alice", "--password-stdin"], "a good password\n", "already exists"),
+        (["user", "passwd", "nobody", "--password-stdin"], "a good password\n", "no user"),
+        (["user", "frobnicate"], None, "invalid choice"),
+        (["serve", "--broker", "http://127.0.0.1:1"], None, "API key"),
+        (["serve", "--broker", "ftp://x"], None, "http://"),
+        (["serve", "--broker", "http://127.0.0.1:1", "--digits", "9"], None, "--digits"),
+        (["serve", "--broker", "http://127.0.0.1:1", "--ttl", "5"], None, "--ttl"),
+        (["serve", "--broker", "http://127.0.0.1:1", "--port", "notaport"], None, "invalid int"),
+        (["serve"], None, "--broker"),
+    ],
+)
+def test_bad_input_is_one_line_and_changes_nothing(
+    tmp_path: Path, argv: list[str], stdin: str | None, message: str
+) -> None:
+    db_path = tmp_path / "rp.db"
+    run_cli([RP, "user", "add", "alice", "--password-stdin", "--db", db_path], input="a good password\n")
+    before = Database(db_path).user_by_name("alice")
+    extra = ["--db", str(db_path)] if argv[0] == "user" and argv[1] in ("add", "passwd") else []
+    result = run_cli([RP, *argv, *extra], input=stdin, env={"PUSHAUTH_RP_API_KEY": ""})
+    assert_cli_error(result, contains=message)
+    db = Database(db_path)
+    assert db.user_by_name("alice") == before
+    assert db.user_by_name("bob") is None
+
+
+def test_missing_database_folder(tmp_path: Path) -> None:
+    result = run_cli(
+        [RP, "user", "add", "alice", "--password-stdin", "--db", tmp_path / "nope" / "rp.db"],
+        input="a good pw!\n",
+    )
+    assert_cli_error(result, contains="does not exist")
+
+
+def test_serve_on_a_taken_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            [RP, "serve", "--broker", "http://127.0.0.1:1", "--port", str(port), "--db", tmp_path / "rp.db"],
+            env={"PUSHAUTH_RP_API_KEY": "k"},
+        )
+    assert_cli_error(result, contains="cannot listen")
+
+
+def _sign_in(url: str, user: str, password: str) -> str:
+    """A password sign-in with urllib (CSRF token and cookie as a browser has them); the landing path."""
+    jar = CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(url + "/signin", timeout=10) as r:
+        html = r.read().decode()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert token
+    body = urllib.parse.urlencode(
+        {"csrf_token": token.group(1), "username": user, "password": password}
+    ).encode()
+    with opener.open(url + "/signin", data=body, timeout=10) as r:
+        return urllib.parse.urlsplit(r.geturl()).path
+
+
+def _start_demo(tmp_path: Path, data: Path, broker_port: int, port: int) -> ManagedProcess:
+    demo = ManagedProcess(
+        [DEMO, "--data-dir", data, "--broker-port", str(broker_port), "--port", str(port)],
+        log_dir=tmp_path / "logs",
+        name="pushauth-demo",
+        cwd=tmp_path,
+    )
+    demo.start()
+    demo.wait_for_output(r"Press Ctrl-C to stop everything", timeout=60)
+    return demo
+
+
+@pytest.mark.timeout(180)
+def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+    data = tmp_path / "demo-data"
+    broker_port, port = free_port(), free_port()
+    demo = _start_demo(tmp_path, data, broker_port, port)
+    out = demo.stdout()
+    url = re.search(r"Open\s+(http://\S+)", out).group(1)  # type: ignore[union-attr]
+    password = re.search(r"Password\s+(\S+)", out).group(1)  # type: ignore[union-attr]
+    assert url == f"http://127.0.0.1:{port}"
+    assert "pushauth-agent --home" in out
+    # The printed password works: a password-only user lands on Security info.
+    assert _sign_in(url, "demo", password) == "/security"
+    rp = json.loads((data / "rp.json").read_text())
+    assert (data / "rp.json").stat().st_mode & 0o777 == 0o600
+
+    demo.send_signal(signal.SIGINT)  # Ctrl-C
+    assert demo.wait(30) == 0
+    assert "stopped." in demo.stdout()
+    assert not port_accepts(port) and not port_accepts(broker_port)
+
+    # A second run reuses the registration and the demo user.
+    demo = _start_demo(tmp_path, data, broker_port, port)
+    assert json.loads((data / "rp.json").read_text()) == rp
+    assert f"Password    {password}" in demo.stdout()
+    assert _sign_in(url, "demo", password) == "/security"
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(30) == 0
+
+
+def test_demo_reports_a_taken_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = run_cli(
+            [DEMO, "--data-dir", tmp_path / "d", "--broker-port", str(busy), "--port", str(free_port())],
+            timeout=90,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("pushauth-demo: error: broker exited at start")
