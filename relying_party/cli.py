@@ -183,7 +183,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 async def _run(app: web.Application, host: str, port: int) -> None:
-    runner = web.AppRunner(app, handle_signals=False)
+    # Open event streams (push pages) would hold a graceful stop for aiohttp's default
+    # 60 s; they reconnect by themselves, so a short grace is enough.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -84,11 +84,13 @@ def _own_enrollment(request: web.Request, user: User) -> Enrollment:
     return enrollment
 
 
-def _store(db: Database, enrollment: Enrollment, broker: BrokerEnrollment) -> str | None:
+def _store(db: Database, enrollment: Enrollment, broker: BrokerEnrollment, handle: str) -> str | None:
     """Keep the new credential's public key (and our TOTP secret); its id."""
     if not broker.completed or broker.credential is None:
         return None
     cred = broker.credential
+    if cred.user != handle or broker.user != handle:
+        raise PushAuthError(f"enrollment {broker.id}: credential of another user")
     db.add_device(enrollment, cred.id, cred.name, cred.public_key)
     return cred.id
 
@@ -126,7 +128,7 @@ async def setup_events(request: web.Request) -> web.StreamResponse:
         try:
             broker = await client.wait_enrollment(enrollment.id, timeout=POLL_S)
             state = broker.status.value
-            if _store(db, enrollment, broker) is not None:
+            if _store(db, enrollment, broker, user.handle) is not None:
                 state = "completed"
         except NotFound:
             state = "expired"
@@ -158,7 +160,7 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
         except PushAuthError:
             get_session(request).flash("error", "The sign-in service cannot be reached right now.")
             raise web.HTTPSeeOther(f"/security/setup/{enrollment.id}") from None
-        credential_id = _store(db, enrollment, broker) if broker else None
+        credential_id = _store(db, enrollment, broker, user.handle) if broker else None
         if credential_id is None:
             expired = broker is None or broker.status.value == "expired" or now_ms() >= enrollment.expires_at
             get_session(request).flash(

@@ -118,14 +118,19 @@ def test_verification_code_fallback(stack: Any, page: Page, totp_code: Any) -> N
 
 def test_removing_the_device_stops_pushes(stack: Any, page: Page) -> None:
     stack.enroll(page, "remove")
-    page.get_by_role("link", name="Remove Test phone").click()
+    # Rename first, from the keyboard-friendly disclosure on the device row.
+    page.get_by_text("Rename").click()
+    page.get_by_label("New name for Test phone").fill("Old phone")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status").first).to_contain_text("Renamed to Old phone.")
+    page.get_by_role("link", name="Remove Old phone").click()
     page.wait_for_url("**/remove")
-    expect(page.get_by_role("heading", name="Remove Test phone?")).to_be_visible()
+    expect(page.get_by_role("heading", name="Remove Old phone?")).to_be_visible()
     stack.shot(page, "remove-01-confirm")
     page.get_by_role("button", name="Remove device").click()
     page.wait_for_url("**/security")
     expect(page.get_by_role("status").first).to_contain_text("was removed")
-    assert "Test phone" not in page.locator("#devices").inner_text()
+    assert "Old phone" not in page.locator("#devices").inner_text()
     stack.shot(page, "remove-02-removed")
 
     # The broker revoked the credential: the phone learns it and gets nothing more.
@@ -144,9 +149,9 @@ def test_removing_the_device_stops_pushes(stack: Any, page: Page) -> None:
     no_requests()
 
 
-def test_phone_width_sign_in(stack: Any, page: Page, phone_page: Page) -> None:
-    stack.enroll(page, "phone")
-    stack.sign_out(page)
+def test_phone_width_setup_and_sign_in(stack: Any, phone_page: Page) -> None:
+    stack.enroll(phone_page, "phone-setup")
+    stack.sign_out(phone_page)
     stack.sign_in_password(phone_page)
     phone_page.wait_for_url("**/signin/push")
     # Nothing wider than the screen: no sideways scrolling at phone width.
@@ -156,3 +161,41 @@ def test_phone_width_sign_in(stack: Any, page: Page, phone_page: Page) -> None:
     stack.answer("approve", "--number", stack.number(phone_page))
     phone_page.wait_for_url("**/account")
     stack.shot(phone_page, "phone-02-account")
+
+
+def test_bad_input_messages_and_keyboard_only(stack: Any, page: Page) -> None:
+    # Keyboard only: the user name field has focus, Tab moves on, Enter submits.
+    page.goto(stack.url + "/signin")
+    expect(page.get_by_label("User name")).to_be_focused()
+    page.keyboard.type(stack.user)
+    page.keyboard.press("Tab")
+    expect(page.get_by_label("Password")).to_be_focused()
+    page.keyboard.type("not the password")
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("alert")).to_have_text("The user name or password is incorrect.")
+    # The error is tied to the fields, so a screen reader reads it with them.
+    expect(page.get_by_label("Password")).to_have_attribute("aria-describedby", "signin-error")
+    expect(page.get_by_label("Password")).to_be_focused()
+    stack.shot(page, "bad-01-wrong-password")
+
+    page.get_by_label("User name").fill("nobody")
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("The user name or password is incorrect.")
+
+    # A form kept open after its session is gone (cookies cleared): refused, nothing changed.
+    page.goto(stack.url + "/signin")
+    page.context.clear_cookies()
+    page.get_by_label("User name").fill(stack.user)
+    page.get_by_label("Password").fill(stack.password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="That did not work")).to_be_visible()
+    expect(page.locator("#error-detail")).to_contain_text("Nothing was changed")
+    stack.shot(page, "bad-02-csrf")
+
+    page.goto(stack.url + "/no/such/page")
+    expect(page.get_by_role("heading", name="Page not found")).to_be_visible()
+    stack.shot(page, "bad-03-not-found")
+
+    page.goto(stack.url + "/account")
+    page.wait_for_url("**/signin")
