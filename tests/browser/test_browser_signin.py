@@ -36,7 +36,7 @@ def test_enroll_then_sign_in_with_push(stack: Any, page: Page) -> None:
     stack.shot(page, "journey-08-account")
 
 
-def test_deny_and_wrong_number_are_refused(stack: Any, page: Page) -> None:
+def test_deny_wrong_number_and_report_are_refused(stack: Any, page: Page) -> None:
     stack.enroll(page, "deny")
     stack.sign_out(page)
 
@@ -47,18 +47,25 @@ def test_deny_and_wrong_number_are_refused(stack: Any, page: Page) -> None:
     expect(page.locator("#push-status")).to_contain_text("denied")
     stack.shot(page, "deny-01-denied")
 
-    first = stack.number(page)
     page.get_by_role("button", name="Send again").click()
     page.wait_for_url("**/signin/push")
     stack.status(page, "pending")
     number = stack.number(page)
-    wrong = str((int(number) + 1) % 100).rjust(len(number), "1") if number != first else number[::-1]
-    if wrong == number:
-        wrong = "1" * len(number) if number != "1" * len(number) else "2" * len(number)
+    lowest = str(10 ** (len(number) - 1))  # numbers have no leading zero
+    wrong = lowest if number != lowest else str(int(lowest) + 1)
     stack.answer("approve", "--number", wrong)
     stack.status(page, "number_mismatch")
     expect(page.locator("#push-status")).to_contain_text("Wrong number")
     stack.shot(page, "deny-02-wrong-number")
+
+    # "This wasn't me": reported as fraud.
+    page.get_by_role("button", name="Send again").click()
+    page.wait_for_url("**/signin/push")
+    stack.status(page, "pending")
+    stack.answer("deny", "--fraud")
+    stack.status(page, "reported")
+    expect(page.locator("#push-status")).to_contain_text("reported as not made by you")
+    stack.shot(page, "deny-03-reported")
 
     # Neither answer signed anyone in.
     page.goto(stack.url + "/account")
