@@ -7,6 +7,8 @@ own checks (the browser tests enroll real ones through the agent).
 
 from __future__ import annotations
 
+import asyncio
+import html as html_lib
 import re
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +20,7 @@ import aiohttp
 import pyotp
 import pytest
 from aiohttp.test_utils import TestServer
-from support import BrokerProcess
+from support import AGENT, BrokerProcess, run_cli
 
 from relying_party.web import Settings, create_app
 from relying_party.web.db import Database, Enrollment, User, now_ms
@@ -464,3 +466,61 @@ async def test_pages_need_sign_in(site: Site) -> None:
     for path in ("/account", "/security", "/security/add", "/security/test-notification", "/signin/push"):
         async with site.http.get(site.url + path, allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/signin", path
+
+
+# -- with a real device (the agent CLI enrolls and answers) ----------------------------------
+
+
+async def _enroll_with_agent(site: Site, home: Path) -> str:
+    """Add a device the way a person does, over HTTP, with `pushauth-agent` as the phone."""
+    r = await site.post(
+        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
+    )
+    setup = r.headers["Location"]
+    _, html = await site.get(setup)
+    uri = re.search(r'id="enroll-uri"[^>]*value="([^"]+)"', html)
+    assert uri, "no setup link on the page"
+    enrolled = await asyncio.to_thread(
+        run_cli, [AGENT, "--home", home, "enroll", "--name", "Agent", html_lib.unescape(uri.group(1))]
+    )
+    assert enrolled.returncode == 0, enrolled.stderr
+    r = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)})
+    assert r.headers["Location"] == "/security/test-notification"
+    devices = site.db.devices(user(site.db).id)
+    assert [d.confirmed for d in devices] == [False]
+    return devices[0].credential_id
+
+
+async def test_setup_left_unfinished_can_be_finished_later(site: Site, tmp_path: Path) -> None:
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, tmp_path / "phone")
+    # Leave before the test notification is approved: the device is listed as unfinished.
+    _, html = await site.get("/security")
+    assert "Setup not finished" in html
+    # An unfinished device does not count as an authenticator for sign-in.
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await site.sign_in()).headers["Location"] == "/security"
+    r = await site.post(f"/security/devices/{cid}/test", {"csrf_token": await site.token("/security")})
+    assert r.headers["Location"] == "/security/test-notification"
+    status, html = await site.get("/security/test-notification")
+    assert status == 200 and "Approve the test notification" in html
+
+
+async def test_one_sign_in_sends_a_limited_number_of_requests(site: Site, tmp_path: Path) -> None:
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, tmp_path / "phone")
+    site.db.confirm_device(cid)
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    r = await site.sign_in()
+    assert r.headers["Location"] == "/signin/push"
+    token = await site.token("/signin/push")
+    for _ in range(4):
+        r = await site.post("/push/resend", {"csrf_token": token, "purpose": "signin"})
+        assert r.status == 303 and r.headers["Location"] == "/signin/push"
+    r = await site.post("/push/resend", {"csrf_token": token, "purpose": "signin"})
+    assert r.status == 409
+    assert "enough requests for one sign-in" in await r.text()
+    # Finishing with nothing approved signs nobody in.
+    r = await site.post("/push/complete", {"csrf_token": token, "purpose": "signin"})
+    assert "Waiting" in await r.text()
+    assert not await site.signed_in()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from .ratelimit import AttemptLimiter
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # Forms here are a few short fields: anything larger is refused before it is parsed.
 MAX_BODY = 16 * 1024
+PURGE_EVERY_S = 600
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -47,6 +50,16 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with PushAuthClient(settings.broker_url, settings.api_key) as client:
         app[CLIENT] = client
-        app[DB].sessions_purge()
+        purge = asyncio.create_task(_purge_sessions(app[DB]))
         yield
+        purge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge
     app[DB].close()
+
+
+async def _purge_sessions(db: Database) -> None:
+    """Expired sessions are refused when read; this only keeps the table small."""
+    while True:
+        db.sessions_purge()
+        await asyncio.sleep(PURGE_EVERY_S)

@@ -42,6 +42,7 @@ SETUP = "setup"
 # How long one long-poll of the event stream waits before it reports "still waiting"
 # (keeps proxies from closing an idle stream).
 POLL_S = 20
+MAX_SENDS = 5  # push requests per sign-in (the first one and four "Send again")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,15 @@ async def start(
 ) -> str | None:
     """Send a push request and remember it in the session; a message if it failed."""
     settings = request.app[SETTINGS]
+    session = get_session(request)
+    if purpose == SIGNIN:
+        # However many the broker allows, one sign-in never sends more than a few:
+        # a flood of requests is how push fatigue attacks work.
+        pending = session["pending"]
+        if pending.get("sends", 0) >= MAX_SENDS:
+            return "That is enough requests for one sign-in. Use a verification code, or start again."
+        pending["sends"] = pending.get("sends", 0) + 1
+        session["pending"] = pending
     context = signin_context.build(request, settings.app_name)
     if purpose == SETUP:
         context["action"] = "Test notification: finish adding this device"
@@ -135,7 +145,7 @@ async def start(
         )
     except PushAuthError as exc:
         return start_problem(exc)
-    get_session(request)["push"] = {
+    session["push"] = {
         "purpose": purpose,
         "uid": user.id,
         "challenge": challenge.to_json(),
