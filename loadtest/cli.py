@@ -9,7 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
 from .report import idle_table, signin_table, write_json, write_png
@@ -53,8 +53,15 @@ def _rate(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line on stderr (the usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushauth-loadtest",
         description="Open-loop load tests of the pushauth broker with real devices (Ed25519 keys, "
         "WebSockets) and a real RP (HTTP API, end-to-end verification).",
@@ -176,7 +183,8 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             # With several nodes the RP and the devices use the first; the others
             # still receive every event over pub/sub.
             node = cluster.brokers[0]
-            target = Target(node.http_url, node.http_url, rp_id, key, tuple(b.pid for b in cluster.brokers))
+            pids = tuple(b.pid for b in cluster.brokers)
+            target = Target(node.http_url, node.http_url, rp_id, key, pids, cluster.redis.pid)
             result = signin_run(target, profile, **_signin_kwargs(args, out))
     title = f"sign-ins: {out}"
     print(signin_table(result, title))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -60,7 +62,7 @@ class Profiler:
     """py-spy sampling a broker for a set time (collapsed stacks, readable as text)."""
 
     def __init__(self, pid: int, path: Path, seconds: float) -> None:
-        argv = ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--output", str(path)]
+        argv = [_py_spy(), "record", "--pid", str(pid), "--format", "raw", "--output", str(path)]
         argv += ["--duration", str(max(1, round(seconds))), "--rate", "250", "--nonblocking"]
         self.path = path
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -74,6 +76,15 @@ class Profiler:
             self.proc.wait()
             return "py-spy did not finish"
         return None if self.proc.returncode == 0 else err.decode(errors="replace").strip()[-300:]
+
+
+def _py_spy() -> str:
+    """py-spy from this venv (pip install py-spy), else from PATH."""
+    local = Path(sys.executable).parent / "py-spy"
+    found = str(local) if local.exists() else shutil.which("py-spy")
+    if found is None:
+        raise OSError("--profile needs py-spy (pip install py-spy)")
+    return found
 
 
 def top_frames(collapsed: Path, n: int = 15) -> list[tuple[str, float]]:

@@ -34,6 +34,13 @@ def signin_table(result: dict[str, Any], title: str) -> str:
             f"broker CPU {result['broker_cpu_ms_per_signin']:.3f} ms per sign-in (cores busy: {cores}); "
             f"RSS {', '.join(str(b['rss_mib']) for b in result['brokers'])} MiB"
         )
+    extra = [
+        f"{name} {result[key]:.3f}"
+        for name, key in (("Redis", "redis_cpu_ms_per_signin"), ("generator", "generator_cpu_ms_per_signin"))
+        if result.get(key) is not None
+    ]
+    if extra:
+        lines.append(f"CPU ms per sign-in of the others: {', '.join(extra)}")
     return "\n".join(lines)
 
 

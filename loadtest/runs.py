@@ -40,6 +40,7 @@ class Target:
     rp_id: str
     api_key: str
     broker_pids: tuple[int, ...] = ()  # what psutil watches; empty for a broker we did not start
+    redis_pid: int | None = None
 
     @property
     def device_ws_url(self) -> str:
@@ -152,6 +153,9 @@ def signin_run(
         w.send_all("go", t0)
         measure_from, measure_to = t0 + warmup, t0 + warmup + profile.duration
         samplers = [Sampler(pid).start() for pid in target.broker_pids]
+        # Brokers first, then Redis and the generator's own workers (is the generator the limit?).
+        others = ([target.redis_pid] if target.redis_pid else []) + [p.pid for p in w.procs if p.pid]
+        watched = [*target.broker_pids, *others]
         before: list[Any] = []
         after: list[Any] = []
         profiler: Profiler | None = None
@@ -172,13 +176,13 @@ def signin_run(
         for msg in w.messages(timeout=profile.duration + warmup + 60):
             now = time.time()
             if not before and now >= measure_from:
-                before = [snapshot(pid) for pid in target.broker_pids]
+                before = [snapshot(pid) for pid in watched]
                 if profile_broker and target.broker_pids:
                     profiler = Profiler(
                         target.broker_pids[0], out_dir / "broker-profile.txt", profile.duration
                     )
             if before and not after and now >= measure_to:
-                after = [snapshot(pid) for pid in target.broker_pids]
+                after = [snapshot(pid) for pid in watched]
             if msg[0] == "result":
                 results[msg[1]] = msg[2]
                 if len(results) == n_workers:
@@ -187,11 +191,17 @@ def signin_run(
                 on_progress(msg)
         bar.close()
         if not after:  # the run ended before the first message past measure_to
-            after = [snapshot(pid) for pid in target.broker_pids]
+            after = [snapshot(pid) for pid in watched]
         series = [s.stop() for s in samplers]
     for wire in results.values():
         rec.merge_wire(wire)
-    out = _signin_summary(rec, profile, warmup, devices, n_workers, target, before, after, series)
+    nb = len(target.broker_pids)
+    out = _signin_summary(rec, profile, warmup, devices, n_workers, before[:nb], after[:nb], series)
+    completed = max(rec.completed, 1)
+    cpu = [a.cpu_s - b.cpu_s for b, a in zip(before[nb:], after[nb:], strict=True)]
+    if target.redis_pid:
+        out["redis_cpu_ms_per_signin"] = round(1000 * cpu.pop(0) / completed, 4)
+    out["generator_cpu_ms_per_signin"] = round(1000 * sum(cpu) / completed, 4)
     if profiler is not None:
         problem = profiler.finish()
         out["broker_profile"] = (
@@ -217,7 +227,6 @@ def _signin_summary(
     warmup: float,
     devices: int,
     n_workers: int,
-    target: Target,
     before: list[Any],
     after: list[Any],
     series: list[list[Any]],

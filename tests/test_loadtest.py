@@ -1,0 +1,175 @@
+"""pushauth-loadtest: a short real run of each mode (a few seconds), its report, and bad input.
+
+Each run starts its own redis-server and broker(s) on free ports, real devices and a
+real RP, in real subprocesses. Nothing here asserts on speed: the load tester's
+figures are benchmarks (docs/performance.md), not tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from loadtest.schedule import Profile, arrivals, parse_rate
+from loadtest.stats import STAGES, Recorder
+
+LOADTEST = Path(sys.executable).parent / "pushauth-loadtest"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LOADTEST), *args, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def results(out: Path) -> dict[str, Any]:
+    return json.loads((out / "results.json").read_text())
+
+
+def assert_clean_signin(r: dict[str, Any]) -> None:
+    assert r["errors"] == {}
+    assert r["started"] > 0
+    assert r["completed"] == r["started"]
+    for stage in STAGES:
+        assert r["latency_ms"][stage]["count"] == r["completed"], stage
+    # Every milestone comes after the sign-in's intended start and in order.
+    p50 = [r["latency_ms"][stage]["p50"] for stage in ("deliver", "answer", "result")]
+    assert 0 < p50[0] <= p50[1] <= p50[2]
+
+
+def test_signin_smoke_run_completes_and_writes_its_report(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run(
+        "signin", "--rate", "40", "--duration", "2", "--warmup", "0.5", "--devices", "8", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    r = results(out)
+    assert r["mode"] == "signin"
+    assert r["command"].startswith("pushauth-loadtest signin --rate 40")
+    assert_clean_signin(r)
+    assert r["started"] == 80  # 40/s for 2 s, the warm-up not counted
+    assert r["broker_cpu_ms_per_signin"] > 0
+    assert (out / "report.png").read_bytes().startswith(PNG_MAGIC)
+    assert "result" in proc.stdout and "errors: none" in proc.stdout
+    # The processes it started are gone: their logs are left behind.
+    assert (out / "processes" / "broker-n1.log").exists()
+
+
+def test_crossnode_smoke_run_reports_both_sides(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run(
+        "crossnode", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "4", "--out", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    r = results(out)
+    assert_clean_signin(r["same_node"])
+    assert_clean_signin(r["cross_node"])
+    assert set(r["cross_node_overhead_ms"]) == {"p50", "p90", "p99"}
+    assert (out / "report.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run("idle", "--devices", "30", "--settle", "0.2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    r = results(out)
+    assert r["devices"] == 30
+    assert r["first_connect_s"] > 0
+    assert r["restart"]["all_back_after_stop_s"] >= r["restart"]["broker_down_to_ready_s"] > 0
+    assert r["broker_rss_connected_mib"] > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["signin", "--rate", "0"], "rate"),
+        (["signin", "--rate", "fast"], "rate"),
+        (["signin", "--rate", "1:2:3"], "rate"),
+        (["signin", "--duration", "-1"], "duration"),
+        (["signin", "--devices", "0"], "devices"),
+        (["signin", "--broker-url", "http://192.0.2.1:80", "--api-key", "x"], "127.0.0.1"),
+        (["signin", "--broker-url", "http://127.0.0.1:1"], "--api-key"),
+        (["signin", "--rate", "10:20", "--warmup", "1"], "ramp"),
+        (["nosuchmode"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_no_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run(*args, "--out", str(tmp_path / "out"), timeout=30)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+
+
+def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
+    from loadtest.cluster import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = run("signin", "--broker-url", url, "--api-key", "pak_x", "--out", str(tmp_path / "o"), timeout=30)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "cannot reach the broker" in proc.stderr
+
+
+# -- the pure parts --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rate", "duration", "workers"), [(200, 3, 2), (7, 1.5, 3), (1000, 0.5, 4)])
+def test_fixed_rate_arrivals_are_evenly_spaced_across_workers(
+    rate: float, duration: float, workers: int
+) -> None:
+    profile = Profile(rate, rate, duration)
+    merged = sorted(t for w in range(workers) for _, t in arrivals(profile, w, workers))
+    assert len(merged) == int(rate * duration)
+    gaps = {round(b - a, 9) for a, b in itertools.pairwise(merged)}
+    assert gaps == {round(1 / rate, 9)}
+
+
+def test_ramp_arrivals_speed_up_and_total_the_integral() -> None:
+    profile = Profile(100, 300, 10)
+    times = [t for _, t in arrivals(profile, 0, 1)]
+    assert len(times) == 2000  # (100 + 300) / 2 * 10
+    first, last = times[1] - times[0], times[-1] - times[-2]
+    assert first == pytest.approx(1 / 100, rel=0.01)
+    assert last == pytest.approx(1 / 300, rel=0.01)
+
+
+def test_parse_rate() -> None:
+    assert parse_rate("250") == (250.0, 250.0)
+    assert parse_rate("10:2000") == (10.0, 2000.0)
+    for bad in ("0", "-5", "x", "1:2:3", "", "60000"):
+        with pytest.raises(ValueError, match="rate"):
+            parse_rate(bad)
+
+
+def test_recorders_from_several_processes_merge_exactly() -> None:
+    a, b = Recorder(), Recorder()
+    for i in range(1, 101):
+        a.record_result(0, i / 1000)  # 1..100 ms
+        b.record_result(1, (100 + i) / 1000)  # 101..200 ms
+    a.error("timeout")
+    b.error("timeout")
+    b.error("create_http_500")
+    merged = Recorder()
+    merged.merge_wire(a.to_wire())
+    merged.merge_wire(b.to_wire())
+    hist: HdrHistogram = merged.stages["result"]
+    assert hist.get_total_count() == 200 == merged.completed
+    assert hist.get_value_at_percentile(50) == pytest.approx(100_000, rel=0.001)
+    assert hist.get_max_value() == pytest.approx(200_000, rel=0.001)
+    assert sorted(merged.per_second) == [0, 1]
+    assert dict(merged.errors) == {"timeout": 2, "create_http_500": 1}
