@@ -198,7 +198,7 @@ def _banner(url: str, user: dict[str, str], data: Path) -> str:
     1. Sign in with the user name and password above. You land on Security info.
     2. Choose "Add sign-in method" > Authenticator app. The page shows a QR code
        and the setup link. Copy the link and, in another terminal, run:
-         {agent} enroll 'LINK'
+         {agent} enroll 'LINK'      (it asks for a passphrase to protect its keys)
          {agent} listen
     3. The page sends a test notification: type the number it shows into `listen`.
     4. Sign out and sign in again: approve with the number, or deny, or press r

@@ -481,7 +481,9 @@ async def _enroll_with_agent(site: Site, home: Path) -> str:
     uri = re.search(r'id="enroll-uri"[^>]*value="([^"]+)"', html)
     assert uri, "no setup link on the page"
     enrolled = await asyncio.to_thread(
-        run_cli, [AGENT, "--home", home, "enroll", "--name", "Agent", html_lib.unescape(uri.group(1))]
+        run_cli,
+        [AGENT, "--home", home, "enroll", "--name", "Agent", html_lib.unescape(uri.group(1))],
+        env={"PUSHAUTH_AGENT_PASSPHRASE": "phone passphrase", "PUSHAUTH_AGENT_KDF": "test-insecure"},
     )
     assert enrolled.returncode == 0, enrolled.stderr
     r = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)})
