@@ -63,7 +63,9 @@ async def enroll(store: AccountStore, text: str, device_name: str | None = None)
     except ProtocolError as exc:
         raise UsageError(exc.message) from None
     name = check_device_name(device_name if device_name is not None else default_device_name())
-    store.load()  # fail on a damaged store before the broker spends the token
+    # Fail on a damaged vault or a missing passphrase before the broker spends the token.
+    store.unlock()
+    store.load()
     seed = signing.new_seed()
     async with await Connection.open(parsed.broker) as conn:
         enrolled = await conn.enroll(token=parsed.token, seed=seed, name=name)
@@ -210,7 +212,11 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
 
 async def remove(store: AccountStore, name: str, *, local_only: bool = False) -> str:
     """Revoke an account at its broker, then forget its keys. Returns what happened."""
-    account = store.find(name)
+    entry = store.find_entry(name)
+    if entry.account is None:
+        store.remove(entry.name)
+        return f'Removed "{entry.name}" (a verification-code account: nothing to revoke).'
+    account = entry.account
     if not account.active:
         store.remove(account.name)
         return f'Forgot "{account.name}" (it was already {account.status_reason or account.status}).'

@@ -26,6 +26,7 @@ from .display import account_json, account_line, request_json, request_text
 from .errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, AgentError
 from .listen import listen
 from .messages import outcome_message
+from .passphrase import KDF_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
 from .store import AccountStore, StoreError
 
 HOME_ENV = "PUSHAUTH_AGENT_HOME"
@@ -50,9 +51,16 @@ exit codes:
 environment:
   {HOME_ENV}  the agent's home directory when --home is not given
                        (default: {platformdirs.user_config_dir("pushauth")})
+  {PASSPHRASE_ENV}  the vault passphrase, for scripts (else it is asked on
+                       the terminal; twice when the vault is made)
+  {NEW_PASSPHRASE_ENV}  the new passphrase for `passwd` in scripts
+  {KDF_ENV}=test-insecure  FOR TESTS ONLY: new vaults and backups get the
+                       cheapest key derivation, which does not protect them
 
 files:
-  HOME/accounts.json   the accounts and their private keys (mode 0600; HOME is 0700)
+  HOME/vault.pav       every account and its keys and secrets, encrypted with a key
+                       derived from the passphrase (Argon2id); mode 0600, HOME 0700.
+                       An accounts.json of older agents is moved into it and deleted.
 """
 
 
@@ -158,6 +166,12 @@ def build_parser() -> Parser:
         help="if the broker cannot be reached, delete the account here anyway "
         "(then remove this device on the service's security page)",
     )
+    command(
+        "passwd",
+        "Change the vault passphrase.",
+        "Asks for the current passphrase, then the new one twice (scripts: set\n"
+        f"{PASSPHRASE_ENV} and {NEW_PASSPHRASE_ENV}). The vault is rewritten at once.",
+    )
     return p
 
 
@@ -238,6 +252,15 @@ def cmd_remove(store: AccountStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
+    if not store.path.exists() and not store.legacy_path.exists():
+        raise StoreError("there is no vault yet (it is made with the first account)")
+    store.load()  # the current passphrase, checked before the new one is asked
+    store.change_passphrase(store.passphrases.new(store.what, env_var=NEW_PASSPHRASE_ENV))
+    say("The vault passphrase was changed.")
+    return EXIT_OK
+
+
 def cmd_listen(store: AccountStore, args: argparse.Namespace) -> int:
     store.load()  # a damaged accounts file is reported before anything starts
     return asyncio.run(listen(store, interactive=not args.no_input))
@@ -251,6 +274,7 @@ COMMANDS = {
     "approve": cmd_answer,
     "deny": cmd_answer,
     "remove": cmd_remove,
+    "passwd": cmd_passwd,
 }
 
 
@@ -259,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
-    store = AccountStore(home_dir(args.home))
+    store = AccountStore(home_dir(args.home), Passphrases())
     try:
         return COMMANDS[args.command](store, args)
     except AgentError as exc:

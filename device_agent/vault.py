@@ -164,11 +164,15 @@ def seal(magic: bytes, key: SealKey, payload: bytes) -> bytes:
     return header + ciphertext
 
 
-def unseal(magic: bytes, what: str, data: bytes, passphrase: str) -> tuple[bytes, SealKey]:
+def unseal(
+    magic: bytes, what: str, data: bytes, passphrase: str, *, known: SealKey | None = None
+) -> tuple[bytes, SealKey]:
     """Check and decrypt a sealed file; `what` ("vault", "backup") names it in errors.
 
     Structure is checked before the (slow) key derivation, so a truncated or foreign
-    file is reported as such whatever passphrase was typed.
+    file is reported as such whatever passphrase was typed. `known` is a key this
+    process derived earlier from the same passphrase: when the file still has its
+    salt and cost, it is used instead of running Argon2id again.
     """
     if len(data) < len(magic) or data[: len(magic)] != magic:
         raise SealedFileError(SealedErrorCode.NOT_SEALED_FILE, f"this is not a pushauth {what} file")
@@ -197,7 +201,10 @@ def unseal(magic: bytes, what: str, data: bytes, passphrase: str) -> tuple[bytes
         )
     if len(body) > length:
         raise SealedFileError(SealedErrorCode.CORRUPTED, f"the {what} file has unexpected trailing data")
-    key = derive_key(passphrase, salt, kdf)
+    if known is not None and known.salt == salt and known.kdf == kdf:
+        key = known.key
+    else:
+        key = derive_key(passphrase, salt, kdf)
     if not hmac.compare_digest(_key_check(key), check):
         raise SealedFileError(
             SealedErrorCode.WRONG_PASSPHRASE, f"wrong passphrase for this {what} (or its header was altered)"
@@ -335,11 +342,16 @@ class Vault:
             raise
         return vault
 
+    @property
+    def seal_key(self) -> SealKey:
+        """The derived key, for `open(..., known=)` to skip Argon2id on the next open."""
+        return self._key
+
     @classmethod
-    def open(cls, path: Path, passphrase: str) -> Vault:
+    def open(cls, path: Path, passphrase: str, *, known: SealKey | None = None) -> Vault:
         path = Path(path)
         data = read_sealed_file(path, "vault")
-        payload, key = unseal(VAULT_MAGIC, "vault", data, passphrase)
+        payload, key = unseal(VAULT_MAGIC, "vault", data, passphrase, known=known)
         doc = load_json_object(payload, "vault", VAULT_FORMAT)
         if set(doc) != {"format", "accounts", "records"} or not isinstance(doc["records"], dict):
             raise SealedFileError(SealedErrorCode.BAD_CONTENT, "the vault content has unexpected fields")

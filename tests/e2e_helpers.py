@@ -7,15 +7,29 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import AGENT, run_cli
 
+from device_agent.passphrase import KDF_ENV, KDF_TEST_INSECURE, PASSPHRASE_ENV
 from relying_party.models import Credential
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 
+TEST_PASSPHRASE = "correct horse battery staple"
+# What every agent run in the tests gets: the vault passphrase without a prompt, and
+# the cheapest key derivation (for tests only; see device_agent/passphrase.py).
+AGENT_ENV = {PASSPHRASE_ENV: TEST_PASSPHRASE, KDF_ENV: KDF_TEST_INSECURE}
+
+
+@pytest.fixture(autouse=True)
+def agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Import into a test module to give it (and its subprocesses) AGENT_ENV."""
+    for key, value in AGENT_ENV.items():
+        monkeypatch.setenv(key, value)
+
 
 def agent(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return run_cli([AGENT, "--home", home, *args], timeout=timeout)
+    return run_cli([AGENT, "--home", home, *args], timeout=timeout, env=AGENT_ENV)
 
 
 def agent_ok(home: Path, *args: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT, ManagedProcess, assert_cli_error, free_port, port_accepts, run_cli, wait_until
 
 from device_agent.store import AccountStore

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
 from device_agent.store import AccountStore

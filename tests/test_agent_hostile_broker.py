@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import base64
 import multiprocessing
 import os
 import stat
 from pathlib import Path
 
 import pytest
+from e2e_helpers import TEST_PASSPHRASE, agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 
 from device_agent.store import REVOKED, AccountStore, StoreError, unique_name
+from device_agent.vault import Vault
 from protocol import signing
 from protocol.uri import TotpParams
 
@@ -33,6 +35,17 @@ def add(store: AccountStore, name: str = "alice@example.com", cid: str = "cid-1"
     return seed
 
 
+def raw_entries(store: AccountStore) -> list[dict[str, object]]:
+    """The entries as the vault holds them, decrypted independently of the store."""
+    return Vault.open(store.path, TEST_PASSPHRASE).records["entries"]
+
+
+def rewrite_raw(store: AccountStore, change: object) -> None:
+    vault = Vault.open(store.path, TEST_PASSPHRASE)
+    change(vault.records)  # type: ignore[operator]
+    vault.save()
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -52,7 +65,10 @@ def test_round_trip_keeps_every_field_and_the_order(tmp_path: Path) -> None:
     assert first.added > 0
     assert again.seed("cid-b") == seed1
     assert again.seeds(accounts) == {"cid-b": seed1, "cid-a": seed2}
-    assert again.totp("b-account") == totp
+    otp = again.totp("b-account")
+    assert otp is not None
+    assert (otp.algorithm, otp.digits, otp.period) == ("SHA256", 8, 60)
+    assert otp.secret == base64.b32decode(totp.secret)
     assert again.totp("a-account") is None
     assert set(again.by_broker()) == {"ws://127.0.0.1:1/v1/device", "wss://other.example/v1/device"}
 
@@ -107,7 +123,7 @@ def test_remove_forgets_the_account_and_its_key(tmp_path: Path) -> None:
     assert [a.name for a in store.load()] == ["two"]
     with pytest.raises(StoreError):
         store.seed("cid-1")
-    assert "cid-1" not in store.path.read_text()
+    assert [e["name"] for e in raw_entries(store)] == ["two"]
 
 
 def test_removing_an_unknown_account_changes_nothing(tmp_path: Path) -> None:
@@ -132,8 +148,7 @@ def test_mark_revoked_keeps_the_entry_but_deletes_the_key(tmp_path: Path) -> Non
     with pytest.raises(StoreError):
         store.seed("cid-1")
     assert store.seeds([loaded]) == {}
-    raw = json.loads(store.path.read_text())
-    assert raw["accounts"][0]["seed"] is None
+    assert raw_entries(store)[0]["push"]["seed"] is None  # type: ignore[index]
     assert store.mark_revoked("unknown", "x") is None
 
 
@@ -148,22 +163,21 @@ def test_mark_revoked_keeps_the_entry_but_deletes_the_key(tmp_path: Path) -> Non
         b'{"version": 1, "accounts": [42]}',
     ],
 )
-def test_damaged_file_is_reported_and_never_overwritten(tmp_path: Path, content: bytes) -> None:
+def test_damaged_old_plain_file_is_reported_and_never_overwritten(tmp_path: Path, content: bytes) -> None:
     store = AccountStore(tmp_path)
-    store.path.write_bytes(content)
-    with pytest.raises(StoreError, match="damaged"):
+    store.legacy_path.write_bytes(content)
+    with pytest.raises(StoreError, match=r"accounts\.json is damaged \("):
         store.load()
-    with pytest.raises(StoreError, match="damaged"):
+    with pytest.raises(StoreError, match=r"accounts\.json is damaged \("):
         add(store)
-    assert store.path.read_bytes() == content
+    assert store.legacy_path.read_bytes() == content
+    assert not store.path.exists()
 
 
 def test_a_key_of_the_wrong_size_is_damage(tmp_path: Path) -> None:
     store = AccountStore(tmp_path)
     add(store)
-    doc = json.loads(store.path.read_text())
-    doc["accounts"][0]["seed"] = "AAAA"
-    store.path.write_text(json.dumps(doc))
+    rewrite_raw(store, lambda doc: doc["entries"][0]["push"].update(seed="AAAA"))
     with pytest.raises(StoreError, match="wrong size"):
         store.load()
 
@@ -172,11 +186,9 @@ def test_unknown_keys_in_entries_survive_a_rewrite(tmp_path: Path) -> None:
     # A newer agent may add fields; an older one rewriting the file must keep them.
     store = AccountStore(tmp_path)
     add(store, "one", "cid-1")
-    doc = json.loads(store.path.read_text())
-    doc["accounts"][0]["future_field"] = {"x": 1}
-    store.path.write_text(json.dumps(doc))
+    rewrite_raw(store, lambda doc: doc["entries"][0].update(future_field={"x": 1}))
     add(store, "two", "cid-2")
-    assert json.loads(store.path.read_text())["accounts"][0]["future_field"] == {"x": 1}
+    assert raw_entries(store)[0]["future_field"] == {"x": 1}
 
 
 def test_writes_leave_no_temporary_files(tmp_path: Path) -> None:
@@ -184,7 +196,7 @@ def test_writes_leave_no_temporary_files(tmp_path: Path) -> None:
     for i in range(5):
         add(store, f"a{i}", f"cid-{i}")
     store.remove("a0")
-    assert sorted(p.name for p in store.home.iterdir()) == [".accounts.lock", "accounts.json"]
+    assert sorted(p.name for p in store.home.iterdir()) == [".accounts.lock", ".vault.pav.lock", "vault.pav"]
 
 
 def _add_many(home: str, worker: int, count: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 
 from device_agent.display import context_lines, seconds_left
 from device_agent.listen import BACKOFF_BASE_S, BACKOFF_CAP_S, backoff_delay

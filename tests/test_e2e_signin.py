@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import agent, agent_ok, enroll, pending
+from e2e_helpers import AGENT_ENV, agent, agent_ok, enroll, pending
 from support import (
     AGENT,
     BROKER,
@@ -97,6 +98,7 @@ def _listen(home: Path, log_dir: Path, name: str) -> ManagedProcess:
         [AGENT, "--home", home, "listen", "--no-input"],
         log_dir=log_dir,
         name=name,
+        env=AGENT_ENV,
         ready=lambda p: "Connected to" in p.run_stdout(),
     )
     return proc.start()
@@ -190,6 +192,7 @@ class _interactive_listener:
         self._fh = self.log.open("wb")
         self.proc = subprocess.Popen(
             [str(AGENT), "--home", str(home), "listen"],
+            env={**os.environ, **AGENT_ENV},
             stdin=subprocess.PIPE,
             stdout=self._fh,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,78 @@
+"""Where the vault passphrase comes from: the environment (scripts) or a prompt (people).
+
+Also the Argon2id cost for new vaults and backups, which tests lower through an
+environment variable that says what it is for.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable, Mapping
+
+from .errors import UsageError
+from .vault import KdfParams
+
+PASSPHRASE_ENV = "PUSHAUTH_AGENT_PASSPHRASE"
+# `passwd` in scripts: the new passphrase (the current one is PUSHAUTH_AGENT_PASSPHRASE).
+NEW_PASSPHRASE_ENV = "PUSHAUTH_AGENT_NEW_PASSPHRASE"
+# FOR TESTS ONLY: "test-insecure" makes new vaults and backups with the cheapest
+# Argon2id cost libsodium allows, which a stolen file would not survive. Files keep
+# their cost in their header, so a real vault opened with it set stays as strong.
+KDF_ENV = "PUSHAUTH_AGENT_KDF"
+KDF_TEST_INSECURE = "test-insecure"
+
+
+class PassphraseError(UsageError):
+    """No passphrase could be had, or the two typed ones differ."""
+
+
+def kdf_from_env(env: Mapping[str, str] | None = None) -> KdfParams:
+    value = (os.environ if env is None else env).get(KDF_ENV, "")
+    if value == "":
+        return KdfParams()
+    if value == KDF_TEST_INSECURE:
+        return KdfParams.cheapest()
+    raise PassphraseError(f"{KDF_ENV} must be unset or {KDF_TEST_INSECURE!r} (for tests only), not {value!r}")
+
+
+class Passphrases:
+    """Asks once per process and remembers; never writes a passphrase anywhere."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str] | None = None,
+        ask: Callable[[str], str] | None = None,
+        interactive: bool | None = None,
+    ) -> None:
+        self._env = os.environ if env is None else env
+        self._ask = ask or getpass.getpass
+        self._interactive = sys.stdin.isatty() if interactive is None else interactive
+
+    def _prompt(self, prompt: str, env_var: str) -> str:
+        if not self._interactive:
+            raise PassphraseError(f"a passphrase is needed: run this on a terminal, or set {env_var}")
+        try:
+            return self._ask(prompt)
+        except EOFError:
+            raise PassphraseError("no passphrase was typed") from None
+
+    def current(self, what: str) -> str:
+        """The passphrase of an existing vault or backup (`what` names it in the prompt)."""
+        value = self._env.get(PASSPHRASE_ENV)
+        if value:
+            return value
+        return self._prompt(f"Passphrase of {what}: ", PASSPHRASE_ENV)
+
+    def new(self, what: str, *, env_var: str = PASSPHRASE_ENV) -> str:
+        """A passphrase for something new: from `env_var`, else typed twice."""
+        value = self._env.get(env_var)
+        if value:
+            return value
+        first = self._prompt(f"New passphrase for {what}: ", env_var)
+        if not first:
+            raise PassphraseError("the passphrase cannot be empty")
+        if self._prompt("Type it again: ", env_var) != first:
+            raise PassphraseError("the two passphrases differ; nothing was changed")
+        return first
