@@ -195,6 +195,9 @@ def signin_run(
         series = [s.stop() for s in samplers]
     for wire in results.values():
         rec.merge_wire(wire)
+    unaccounted = rec.started - rec.completed - sum(rec.errors.values())
+    if unaccounted > 0:  # a bug in the generator must not look like a clean run
+        rec.errors["unaccounted"] = unaccounted
     nb = len(target.broker_pids)
     out = _signin_summary(rec, profile, warmup, devices, n_workers, before[:nb], after[:nb], series)
     completed = max(rec.completed, 1)
