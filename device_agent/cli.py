@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import NoReturn
 
 import platformdirs
+import segno
 
 from protocol.frames import Decision
 
-from . import actions
-from .display import account_json, account_line, request_json, request_text
+from . import actions, otp_actions
+from .display import entry_json, entry_line, request_json, request_text
 from .errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, AgentError
 from .listen import listen
 from .messages import outcome_message
-from .passphrase import KDF_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
+from .passphrase import IMPORT_PASSWORD_ENV, KDF_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
 from .store import AccountStore, StoreError
 
 HOME_ENV = "PUSHAUTH_AGENT_HOME"
@@ -54,6 +55,7 @@ environment:
   {PASSPHRASE_ENV}  the vault passphrase, for scripts (else it is asked on
                        the terminal; twice when the vault is made)
   {NEW_PASSPHRASE_ENV}  the new passphrase for `passwd` in scripts
+  {IMPORT_PASSWORD_ENV}  the password of an encrypted export for `import`
   {KDF_ENV}=test-insecure  FOR TESTS ONLY: new vaults and backups get the
                        cheapest key derivation, which does not protect them
 
@@ -166,6 +168,58 @@ def build_parser() -> Parser:
         help="if the broker cannot be reached, delete the account here anyway "
         "(then remove this device on the service's security page)",
     )
+    c = command(
+        "code",
+        "Print the current verification codes and the seconds each stays valid.",
+        "Without ACCOUNT: every account with codes (TOTP). HOTP (counter-based) codes are\n"
+        "shown only when the account is named, since showing one uses it up.",
+    )
+    c.add_argument("account", metavar="ACCOUNT", nargs="?", help="only this account")
+    c.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    c = command(
+        "add",
+        "Add a verification-code-only account from an otpauth:// URI.",
+        "The URI is the text of the QR code a service shows for an authenticator app\n"
+        "(otpauth://totp/... or otpauth://hotp/...). Quote it in the shell.",
+    )
+    c.add_argument("uri", metavar="URI", help="the otpauth:// URI")
+    c.add_argument("--name", metavar="NAME", help='the name to list it under (default: "Issuer: account")')
+
+    c = command("rename", "Rename an account (on this device only).", "Names are unique on this device.")
+    c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
+    c.add_argument("new_name", metavar="NEW_NAME", help="its new name")
+
+    c = command(
+        "move",
+        "Move an account to another place in the list.",
+        "Positions count from 1 (the top). Backups keep the order.",
+    )
+    c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
+    c.add_argument("position", metavar="POSITION", type=int, help="its new place, 1 = first")
+
+    c = command(
+        "import",
+        "Import verification-code accounts from another authenticator's export.",
+        "FILE is an Aegis vault export (.json, plain or encrypted: the password is asked,\n"
+        f"or taken from {IMPORT_PASSWORD_ENV}), or a text file with otpauth:// or\n"
+        "otpauth-migration:// URIs (Google Authenticator's export QR codes), one per line.\n"
+        "A single such URI can be given instead of FILE. Prints what was added, what was\n"
+        "skipped as a duplicate and what was refused, by name, with the reason.",
+    )
+    c.add_argument("source", metavar="FILE|URI", help="the export file, or one URI")
+
+    c = command(
+        "export",
+        "Print the verification-code accounts for another authenticator app.",
+        "--format otpauth prints one otpauth:// URI per account. --format migration prints\n"
+        "Google Authenticator's otpauth-migration:// URIs (at most 10 accounts each) and\n"
+        'their QR codes, to scan with the app\'s "Import accounts". Accounts a format\n'
+        "cannot hold are named with the reason. The output holds the secrets: keep it safe.",
+    )
+    c.add_argument("--format", choices=otp_actions.EXPORT_FORMATS, default="otpauth", help="default: otpauth")
+    c.add_argument("--no-qr", action="store_true", help="with --format migration: print only the URIs")
+
     command(
         "passwd",
         "Change the vault passphrase.",
@@ -206,14 +260,72 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_accounts(store: AccountStore, args: argparse.Namespace) -> int:
-    accounts = store.load()
+    entries = store.entries()
     if args.json:
-        say(json.dumps([account_json(a) for a in accounts], indent=2))
-    elif not accounts:
+        say(json.dumps([entry_json(e) for e in entries], indent=2))
+    elif not entries:
         say("No accounts yet (add one with: pushauth-agent enroll URI).")
     else:
-        for account in accounts:
-            say(account_line(account))
+        for entry in entries:
+            say(entry_line(entry))
+    return EXIT_OK
+
+
+def cmd_code(store: AccountStore, args: argparse.Namespace) -> int:
+    lines = otp_actions.codes(store, args.account)
+    if args.json:
+        say(json.dumps([{"name": c.name, "code": c.code, "seconds_left": c.seconds_left} for c in lines]))
+        return EXIT_OK
+    if not lines:
+        say("No account here has verification codes (add one with: pushauth-agent add otpauth://...).")
+    for c in lines:
+        flag = "  [action required for push]" if c.needs_action else ""
+        if c.code is None:
+            say(f"{c.name}: (HOTP: pushauth-agent code {c.name!r} shows the next code){flag}")
+        elif c.seconds_left is None:
+            say(f"{c.name}: {c.code}{flag}")
+        else:
+            say(f"{c.name}: {c.code}  ({c.seconds_left} s left){flag}")
+    return EXIT_OK
+
+
+def cmd_add(store: AccountStore, args: argparse.Namespace) -> int:
+    entry = otp_actions.add_uri(store, args.uri, args.name)
+    say(f'Added "{entry.name}" (verification codes).')
+    return EXIT_OK
+
+
+def cmd_rename(store: AccountStore, args: argparse.Namespace) -> int:
+    entry = store.rename(args.account, args.new_name)
+    say(f'Renamed "{args.account}" to "{entry.name}".')
+    return EXIT_OK
+
+
+def cmd_move(store: AccountStore, args: argparse.Namespace) -> int:
+    for i, entry in enumerate(store.move(args.account, args.position), 1):
+        say(f"{i}. {entry.name}")
+    return EXIT_OK
+
+
+def cmd_import(store: AccountStore, args: argparse.Namespace) -> int:
+    data = otp_actions.read_source(args.source)
+    password = None
+    if otp_actions.needs_password(data):
+        password = store.passphrases.other("Password of the exported vault: ", IMPORT_PASSWORD_ENV)
+    for line in otp_actions.import_source(store, data, password).lines():
+        say(line)
+    return EXIT_OK
+
+
+def cmd_export(store: AccountStore, args: argparse.Namespace) -> int:
+    result = otp_actions.export(store, args.format)
+    for i, uri in enumerate(result.uris, 1):
+        if args.format == "migration" and not args.no_qr:
+            say(f"QR code {i} of {len(result.uris)}:")
+            segno.make(uri, error="l").terminal(out=sys.stdout, compact=True)
+        say(uri)
+    for refused in result.refused:
+        warn(f"not exported: {refused.label}: {refused.reason}")
     return EXIT_OK
 
 
@@ -275,6 +387,12 @@ COMMANDS = {
     "deny": cmd_answer,
     "remove": cmd_remove,
     "passwd": cmd_passwd,
+    "code": cmd_code,
+    "add": cmd_add,
+    "rename": cmd_rename,
+    "move": cmd_move,
+    "import": cmd_import,
+    "export": cmd_export,
 }
 
 

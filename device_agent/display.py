@@ -7,7 +7,7 @@ from typing import Any
 
 from protocol.frames import Challenge
 
-from .store import Account
+from .store import ACTION_REQUIRED, Account, Entry
 
 # Context keys the RP SDK and demo RP send, with the labels people read. Other
 # keys are shown as they come: the user must see everything the answer signs.
@@ -84,8 +84,37 @@ def account_json(a: Account) -> dict[str, Any]:
 
 
 def account_line(a: Account) -> str:
-    state = "" if a.active else f"  [{a.status}: {a.status_reason or 'no reason given'}]"
+    if a.status == ACTION_REQUIRED:
+        state = f"  [action required: {a.status_reason or 're-activate it'}]"
+    else:
+        state = "" if a.active else f"  [{a.status}: {a.status_reason or 'no reason given'}]"
     totp = ", verification codes" if a.has_totp else ""
     return (
         f"{a.name}  ({a.rp_name}, user {a.user}, broker {a.broker}, added {local_time(a.added)}{totp}){state}"
     )
+
+
+def entry_json(e: Entry) -> dict[str, Any]:
+    """Push accounts as `account_json`; verification-code-only ones with their parameters."""
+    if e.account is not None:
+        return {"type": "push", **account_json(e.account)}
+    assert e.otp is not None
+    return {
+        "type": e.otp.kind,
+        "name": e.name,
+        "issuer": e.otp.issuer,
+        "account": e.otp.name,
+        "algorithm": e.otp.algorithm,
+        "digits": e.otp.digits,
+        **({"period": e.otp.period} if e.otp.kind == "totp" else {}),
+        "status": "active",
+        "totp": True,
+    }
+
+
+def entry_line(e: Entry) -> str:
+    if e.account is not None:
+        return account_line(e.account)
+    assert e.otp is not None
+    timing = f"every {e.otp.period} s" if e.otp.kind == "totp" else "counter-based"
+    return f"{e.name}  (verification codes only: {e.otp.kind.upper()}, {e.otp.digits} digits, {timing})"

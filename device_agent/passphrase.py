@@ -21,6 +21,8 @@ NEW_PASSPHRASE_ENV = "PUSHAUTH_AGENT_NEW_PASSPHRASE"
 # Argon2id cost libsodium allows, which a stolen file would not survive. Files keep
 # their cost in their header, so a real vault opened with it set stays as strong.
 KDF_ENV = "PUSHAUTH_AGENT_KDF"
+# `import` of a password-protected export (an encrypted Aegis vault) in scripts.
+IMPORT_PASSWORD_ENV = "PUSHAUTH_AGENT_IMPORT_PASSWORD"
 KDF_TEST_INSECURE = "test-insecure"
 
 
@@ -64,6 +66,10 @@ class Passphrases:
         if value:
             return value
         return self._prompt(f"Passphrase of {what}: ", PASSPHRASE_ENV)
+
+    def other(self, prompt: str, env_var: str) -> str:
+        """A password of something else (an export to import): from `env_var`, else typed."""
+        return self._env.get(env_var) or self._prompt(prompt, env_var)
 
     def new(self, what: str, *, env_var: str = PASSPHRASE_ENV) -> str:
         """A passphrase for something new: from `env_var`, else typed twice."""

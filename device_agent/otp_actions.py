@@ -1,0 +1,115 @@
+"""Verification-code accounts: show codes, add, import and export.
+
+These work on the vault alone (no broker). They return data and raise errors;
+the CLI and the terminal UI print.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import totp
+from .accounts_model import OtpAccount
+from .errors import UsageError
+from .importers import migration, otpauth
+from .importers.report import ExportResult, ImportReport, ImportSourceError, merge
+from .importers.sources import is_password_protected, parse_source
+from .store import AccountStore, Entry
+
+EXPORT_FORMATS = ("otpauth", "migration")
+
+
+@dataclass(frozen=True, slots=True)
+class CodeLine:
+    name: str
+    code: str | None  # None: an HOTP account not asked for by name (showing it uses it up)
+    seconds_left: int | None  # TOTP only
+    kind: str
+    needs_action: bool
+
+
+def code_line(entry: Entry, otp: OtpAccount, at: float) -> CodeLine:
+    left = int(totp.seconds_left(at, otp.period) + 0.999) if otp.kind == "totp" else None
+    return CodeLine(entry.name, totp.code(otp, at), left, otp.kind, entry.needs_action)
+
+
+def codes(store: AccountStore, name: str | None = None, at: float | None = None) -> list[CodeLine]:
+    """Current codes of every account with a code generator, or of one account.
+
+    An HOTP code is used up once shown (the service moves its counter on), so it is
+    shown, and its counter advanced in the vault, only when the account is named.
+    """
+    now = time.time() if at is None else at
+    if name is not None:
+        entry = store.find_entry(name)
+        if entry.otp is None:
+            raise UsageError(f'"{entry.name}" has no verification codes (push sign-in only)')
+        line = code_line(entry, entry.otp, now)
+        if entry.otp.kind == "hotp":
+            store.replace_otp(entry.name, entry.otp.advanced())
+        return [line]
+    out = []
+    for entry in store.entries():
+        if entry.otp is None:
+            continue
+        if entry.otp.kind == "hotp":
+            out.append(CodeLine(entry.name, None, None, "hotp", entry.needs_action))
+        else:
+            out.append(code_line(entry, entry.otp, now))
+    return out
+
+
+def _held(store: AccountStore) -> list[tuple[str, OtpAccount]]:
+    return [(e.name, e.otp) for e in store.entries() if e.otp is not None]
+
+
+def add_uri(store: AccountStore, text: str, name: str | None = None) -> Entry:
+    """Add one otpauth:// URI as a verification-code account."""
+    try:
+        otp = otpauth.parse_uri(text)
+    except ImportSourceError as exc:
+        raise UsageError(exc.message) from None
+    for held_name, held in _held(store):
+        if held.same_codes_as(otp):
+            raise UsageError(f'this account is already here as "{held_name}"; nothing was added')
+    return store.add_otp(otp, name)
+
+
+def read_source(source: str) -> bytes:
+    """The bytes of an import: a URI given on the command line, else a file."""
+    if source.partition(":")[0].lower() in ("otpauth", "otpauth-migration"):
+        return source.encode()
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def import_source(store: AccountStore, data: bytes, password: str | None) -> ImportReport:
+    """Add every new account of an export; duplicates and refusals are reported by name."""
+    try:
+        parsed = parse_source(data, password=password)
+    except ImportSourceError as exc:
+        raise UsageError(exc.message) from None
+    report = merge([otp for _, otp in _held(store)], parsed)
+    if report.added:
+        store.add_many_otp(report.added)
+    return report
+
+
+def needs_password(data: bytes) -> bool:
+    return is_password_protected(data)
+
+
+def export(store: AccountStore, fmt: str) -> ExportResult:
+    """Every account with a code generator, in list order, as URIs of format `fmt`."""
+    accounts = [otp for _, otp in _held(store)]
+    if not accounts:
+        raise UsageError("there are no verification-code accounts to export")
+    if fmt == "otpauth":
+        return otpauth.export_uris(accounts)
+    if fmt == "migration":
+        return migration.export_uris(accounts)
+    raise UsageError(f"unknown export format {fmt!r} ({' or '.join(EXPORT_FORMATS)})")

@@ -1,0 +1,217 @@
+"""The agent's store is the encrypted vault: migration of the old plain file, the
+passphrase (environment, prompt, wrong, missing, changed), nothing readable on disk.
+
+The CLI runs as a real subprocess; in-process checks open the vault independently.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent_env  # noqa: F401  (autouse)
+from support import AGENT, assert_cli_error, run_cli
+
+from device_agent.passphrase import (
+    KDF_ENV,
+    NEW_PASSPHRASE_ENV,
+    PASSPHRASE_ENV,
+    PassphraseError,
+    Passphrases,
+    kdf_from_env,
+)
+from device_agent.store import AccountStore, StoreError
+from device_agent.vault import KdfParams, Vault
+from protocol import signing
+
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DP"
+URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
+
+
+def agent(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**AGENT_ENV, **env}
+    return run_cli([AGENT, "--home", home, *args], env=full)
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def write_legacy(home: Path, seed: bytes) -> None:
+    """An accounts.json exactly as the agent before the vault wrote it."""
+    home.mkdir(mode=0o700)
+    entry = {
+        "name": "alice@example.com",
+        "rp": "rp1",
+        "rp_name": "Example",
+        "user": "alice",
+        "label": "alice@example.com",
+        "broker": "ws://127.0.0.1:1/v1/device",
+        "cid": "cid-alice",
+        "device_name": "laptop",
+        "added": 1700000000000,
+        "status": "active",
+        "status_reason": None,
+        "seed": b64(seed),
+        "totp": {"secret": TOTP_SECRET, "algorithm": "SHA1", "digits": 6, "period": 30},
+    }
+    (home / "accounts.json").write_text(json.dumps({"version": 1, "accounts": [entry]}))
+    os.chmod(home / "accounts.json", 0o600)
+
+
+def test_an_old_plain_store_moves_into_the_vault_and_is_deleted(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    seed = signing.new_seed()
+    write_legacy(home, seed)
+    result = agent(home, "accounts", "--json")
+    assert result.returncode == 0, result.stderr
+    (entry,) = json.loads(result.stdout)
+    assert (entry["name"], entry["credential_id"], entry["totp"]) == ("alice@example.com", "cid-alice", True)
+    assert not (home / "accounts.json").exists()
+    raw = (home / "vault.pav").read_bytes()
+    for secret in (b64(seed).encode(), seed, TOTP_SECRET.encode(), b"cid-alice", b"alice"):
+        assert secret not in raw
+    assert stat.S_IMODE((home / "vault.pav").stat().st_mode) == 0o600
+    store = AccountStore(home)
+    assert store.seed("cid-alice") == seed
+    otp = store.totp("alice@example.com")
+    assert otp is not None and otp.secret == base64.b32decode(TOTP_SECRET)
+    # The code the old store's TOTP parameters give is the one the vault gives.
+    codes = agent(home, "code", "--json")
+    oath = run_cli(["oathtool", "--totp", "-b", TOTP_SECRET])
+    assert json.loads(codes.stdout)[0]["code"] in oath.stdout  # same 30 s step, barring a boundary
+    assert (
+        Vault.open(home / "vault.pav", TEST_PASSPHRASE).records["entries"][0]["name"] == "alice@example.com"
+    )
+
+
+def test_wrong_passphrase_is_one_line_and_leaves_the_vault_untouched(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert agent(home, "add", URI).returncode == 0
+    before = (home / "vault.pav").read_bytes()
+    for args in (
+        ["accounts"],
+        ["code"],
+        ["add", URI.replace("alice", "bob")],
+        ["rename", "ACME: alice", "x"],
+    ):
+        result = agent(home, *args, **{PASSPHRASE_ENV: "not the passphrase"})
+        assert_cli_error(result, contains="wrong passphrase")
+        assert result.returncode == 2
+    assert (home / "vault.pav").read_bytes() == before
+
+
+def test_without_a_passphrase_or_a_terminal_it_says_how_and_makes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+    result = subprocess.run(
+        [AGENT, "--home", home, "add", URI],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert_cli_error(result, contains=PASSPHRASE_ENV)
+    assert not (home / "vault.pav").exists()
+    # Reading an empty home needs no passphrase at all.
+    result = subprocess.run(
+        [AGENT, "--home", home, "accounts"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0 and "No accounts yet" in result.stdout
+
+
+def test_passwd_changes_the_passphrase_and_a_wrong_current_one_changes_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert agent(home, "add", URI).returncode == 0
+    before = (home / "vault.pav").read_bytes()
+    result = agent(home, "passwd", **{PASSPHRASE_ENV: "wrong", NEW_PASSPHRASE_ENV: "new one"})
+    assert_cli_error(result, contains="wrong passphrase")
+    assert (home / "vault.pav").read_bytes() == before
+
+    result = agent(home, "passwd", **{NEW_PASSPHRASE_ENV: "new one"})
+    assert result.returncode == 0, result.stderr
+    assert "changed" in result.stdout
+    assert_cli_error(agent(home, "accounts"), contains="wrong passphrase")
+    listed = agent(home, "accounts", **{PASSPHRASE_ENV: "new one"})
+    assert listed.returncode == 0 and "ACME: alice" in listed.stdout
+    assert Vault.open(home / "vault.pav", "new one").kdf == KdfParams.cheapest()  # cost kept
+
+
+def test_passwd_without_a_vault_is_a_clear_error(tmp_path: Path) -> None:
+    result = agent(tmp_path / "home", "passwd", **{NEW_PASSPHRASE_ENV: "x"})
+    assert_cli_error(result, contains="no vault yet")
+
+
+def test_a_damaged_vault_is_reported_and_left_alone(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert agent(home, "add", URI).returncode == 0
+    path = home / "vault.pav"
+    damaged = bytearray(path.read_bytes())
+    damaged[-5] ^= 1
+    path.write_bytes(bytes(damaged))
+    for args in (["accounts"], ["add", URI.replace("alice", "bob")]):
+        result = agent(home, *args)
+        assert_cli_error(result, contains="fails authentication")
+    assert path.read_bytes() == bytes(damaged)
+
+
+def test_the_passphrase_is_asked_once_per_process_and_twice_when_new(tmp_path: Path) -> None:
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return "typed passphrase"
+
+    store = AccountStore(tmp_path / "home", Passphrases(env={}, ask=ask, interactive=True))
+    store.add_many_otp([])  # creates the vault
+    assert [p.split()[0] for p in asked] == ["New", "Type"]
+    store.entries()
+    store.entries()
+    assert len(asked) == 2  # remembered within the process
+    again = AccountStore(tmp_path / "home", Passphrases(env={}, ask=ask, interactive=True))
+    again.entries()
+    assert asked[-1].startswith("Passphrase of")
+    assert Vault.open(store.path, "typed passphrase").records["entries"] == []
+
+
+def test_two_different_new_passphrases_are_refused() -> None:
+    answers = iter(["one", "two"])
+    passphrases = Passphrases(env={}, ask=lambda _p: next(answers), interactive=True)
+    with pytest.raises(PassphraseError, match="differ"):
+        passphrases.new("the vault")
+
+
+def test_a_wrong_typed_passphrase_can_be_retried_in_the_same_process(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    AccountStore(home).add_many_otp([])
+    answers = iter(["wrong", TEST_PASSPHRASE])
+    store = AccountStore(home, Passphrases(env={}, ask=lambda _p: next(answers), interactive=True))
+    with pytest.raises(StoreError, match="wrong passphrase"):
+        store.entries()
+    assert store.entries() == []
+
+
+def test_the_kdf_variable_is_for_tests_only_and_strict(tmp_path: Path) -> None:
+    assert kdf_from_env({}) == KdfParams()
+    assert kdf_from_env({KDF_ENV: "test-insecure"}) == KdfParams.cheapest()
+    with pytest.raises(PassphraseError, match="for tests only"):
+        kdf_from_env({KDF_ENV: "fast"})
+    result = agent(tmp_path / "home", "add", URI, **{KDF_ENV: "fast"})
+    assert_cli_error(result, contains=KDF_ENV)
+    assert not (tmp_path / "home" / "vault.pav").exists()
+
+
+def test_without_the_test_variable_a_new_vault_gets_the_real_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(KDF_ENV)
+    store = AccountStore(tmp_path / "home")
+    store.add_many_otp([])
+    assert Vault.open(store.path, TEST_PASSPHRASE).kdf == KdfParams()
