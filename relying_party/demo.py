@@ -186,7 +186,8 @@ def _demo_user(data: Path, db: Path) -> dict[str, str]:
 
 
 def _banner(url: str, user: dict[str, str], data: Path) -> str:
-    agent = f"pushauth-agent --home {data / 'agent'}"
+    # The agent from the same installation, so the commands work without an activated venv.
+    agent = f"{Path(sys.executable).parent / 'pushauth-agent'} --home {data / 'agent'}"
     return f"""
   pushauth demo is running.
 
@@ -197,8 +198,9 @@ def _banner(url: str, user: dict[str, str], data: Path) -> str:
   What to do next:
     1. Sign in with the user name and password above. You land on Security info.
     2. Choose "Add sign-in method" > Authenticator app. The page shows a QR code
-       and the setup link. Copy the link and, in another terminal, run:
-         {agent} enroll 'LINK'      (it asks for a passphrase to protect its keys)
+       and the setup link. Copy the link and, in another terminal, run
+       (the app asks for a new passphrase to protect its keys, the first time):
+         {agent} enroll 'LINK'
          {agent} listen
     3. The page sends a test notification: type the number it shows into `listen`.
     4. Sign out and sign in again: approve with the number, or deny, or press r
