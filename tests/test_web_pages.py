@@ -197,6 +197,15 @@ async def test_account_locks_after_failed_passwords(site: Site) -> None:
     assert (await site.sign_in("bob")).status == 303
 
 
+async def test_unknown_names_lock_the_same_way(site: Site) -> None:
+    # Otherwise "locked" after a few tries would tell which user names exist.
+    for _ in range(3):
+        assert (await site.sign_in("nobody", "wrong password")).status == 401
+    r = await site.sign_in("nobody", "wrong password")
+    assert r.status == 429
+    assert "This account is locked for 1 minute" in await r.text()
+
+
 async def test_address_limit_stops_spraying_many_names(settings: Settings) -> None:
     async for s in _site(replace(settings, ip_failures=3)):
         for name in ("carol", "dave", "erin"):

@@ -13,7 +13,7 @@ from ..sdk import PushAuthClient
 from . import csrf, middleware, render, sessions, views_account, views_security, views_signin
 from .config import Settings
 from .db import Database
-from .keys import CLIENT, DB, IP_LIMITER, SETTINGS
+from .keys import CLIENT, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
 from .ratelimit import AttemptLimiter
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -35,6 +35,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[DB] = db
     app[IP_LIMITER] = AttemptLimiter(settings.ip_failures, settings.ip_window)
+    app[NAME_LIMITER] = AttemptLimiter(settings.lockout_after, settings.lockout_base)
     app[render.ENV_KEY] = render.environment()
     app[render.APP_NAME_KEY] = settings.app_name
     app.add_routes(views_signin.routes)

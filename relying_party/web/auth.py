@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from .db import User, now_ms
-from .keys import DB, IP_LIMITER, SETTINGS
+from .keys import DB, IP_LIMITER, NAME_LIMITER, SETTINGS
 from .sessions import Session, get_session
 
 # How long the second step may take after the password was accepted.
@@ -70,25 +70,35 @@ def finish_signin(request: web.Request, user: User, method: str) -> None:
     request.app[DB].record_success(user.id)
 
 
-def locked_message(user: User) -> str | None:
-    wait_ms = user.locked_until - now_ms()
-    if wait_ms <= 0:
-        return None
+def _locked(wait_ms: float) -> str:
     minutes = max(1, math.ceil(wait_ms / 60000))
     unit = "minute" if minutes == 1 else "minutes"
     return f"This account is locked for {minutes} {unit} after too many failed attempts. Try again later."
 
 
-def record_failure(request: web.Request, user: User | None, ip: str) -> None:
+def locked_message(user: User) -> str | None:
+    wait_ms = user.locked_until - now_ms()
+    return _locked(wait_ms) if wait_ms > 0 else None
+
+
+def unknown_name_locked_message(request: web.Request, name: str) -> str | None:
+    """The same lockout for names that do not exist, so that it tells nothing about which do."""
+    wait_s = request.app[NAME_LIMITER].retry_after(name.lower())
+    return _locked(wait_s * 1000) if wait_s > 0 else None
+
+
+def record_failure(request: web.Request, user: User | None, ip: str, name: str = "") -> None:
     settings = request.app[SETTINGS]
     request.app[IP_LIMITER].failed(ip)
-    if user is not None:
-        request.app[DB].record_failure(
-            user.id,
-            after=settings.lockout_after,
-            base_s=settings.lockout_base,
-            max_s=settings.lockout_max,
-        )
+    if user is None:
+        request.app[NAME_LIMITER].failed(name.lower())
+        return
+    request.app[DB].record_failure(
+        user.id,
+        after=settings.lockout_after,
+        base_s=settings.lockout_base,
+        max_s=settings.lockout_max,
+    )
 
 
 def ip_blocked_message(request: web.Request, ip: str) -> str | None:

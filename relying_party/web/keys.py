@@ -13,3 +13,4 @@ SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
 CLIENT = web.AppKey("client", PushAuthClient)
 IP_LIMITER = web.AppKey("ip_limiter", AttemptLimiter)
+NAME_LIMITER = web.AppKey("name_limiter", AttemptLimiter)  # failures on user names that do not exist

@@ -44,10 +44,11 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
     if not password:
         return again("Enter your password.", 400, username)
     user = db.user_by_name(username)
-    if user is not None and (locked := auth.locked_message(user)):
+    locked = auth.locked_message(user) if user else auth.unknown_name_locked_message(request, username)
+    if locked:
         return again(locked, 429, username)
     if not await passwords.check(user.password_hash if user else None, password) or user is None:
-        auth.record_failure(request, user, ip)
+        auth.record_failure(request, user, ip, username)
         return again("The user name or password is incorrect.", 401, username)
 
     session = get_session(request)
