@@ -1,0 +1,229 @@
+"""Verification codes from the CLI: `code`, `add`, `rename`, `move`, `import`, `export`.
+
+pushauth-agent runs as a real subprocess; codes are checked against oathtool (an
+independent implementation) at the time the agent printed them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from e2e_helpers import AGENT_ENV, agent_env  # noqa: F401  (autouse)
+from support import AGENT, assert_cli_error, run_cli
+
+from device_agent import totp
+from device_agent.accounts_model import OtpAccount
+from device_agent.importers.otpauth import parse_uri
+from device_agent.passphrase import IMPORT_PASSWORD_ENV
+from device_agent.store import AccountStore
+from protocol import signing
+from protocol.uri import TotpParams
+
+DATA = Path(__file__).parent / "data"
+SHA256_URI = (
+    "otpauth://totp/ACME%20Co:alice@acme.example?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQGEZA"
+    "&issuer=ACME%20Co&algorithm=SHA256&digits=8&period=60"
+)
+HOTP_URI = "otpauth://hotp/Bank:bob?secret=JBSWY3DPEHPK3PXP&issuer=Bank&counter=5"
+
+
+def agent(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli([AGENT, "--home", home, *args], env={**AGENT_ENV, **env})
+
+
+def ok(home: Path, *args: str, **env: str) -> str:
+    result = agent(home, *args, **env)
+    assert result.returncode == 0, f"{args}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+def oathtool(uri: str, at: float, counter: int | None = None) -> str:
+    acc = parse_uri(uri)
+    secret = acc.secret.hex()
+    if acc.kind == "hotp":
+        args = ["oathtool", "--hotp", "-c", str(counter if counter is not None else acc.counter)]
+    else:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+        args = ["oathtool", f"--totp={acc.algorithm.lower()}", "-s", f"{acc.period}s", "--now", when]
+    return run_cli([*args, "-d", str(acc.digits), secret]).stdout.strip()
+
+
+def vault_bytes(home: Path) -> bytes:
+    return (home / "vault.pav").read_bytes()
+
+
+def test_add_then_code_matches_oathtool_with_seconds_left(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert 'Added "ACME Co: alice@acme.example"' in ok(home, "add", SHA256_URI)
+    for _ in range(3):  # a step boundary between our two clocks is possible, not thrice
+        before = time.time()
+        (line,) = json.loads(ok(home, "code", "--json"))
+        after = time.time()
+        if totp.time_step(before, 60) == totp.time_step(after, 60):
+            break
+    assert line["name"] == "ACME Co: alice@acme.example"
+    assert line["code"] == oathtool(SHA256_URI, before) and len(line["code"]) == 8
+    assert 0 < line["seconds_left"] <= 60
+    text = ok(home, "code", "ACME Co: alice@acme.example")
+    assert re.fullmatch(r"ACME Co: alice@acme\.example: \d{8}  \(\d+ s left\)\n", text)
+
+
+def test_hotp_codes_are_shown_and_used_up_only_when_named(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(home, "add", HOTP_URI)
+    listing = ok(home, "code")
+    assert "Bank: bob: (HOTP" in listing and not re.search(r"\d{6}", listing)
+    first = ok(home, "code", "Bank: bob").split(": ")[-1].strip()
+    second = ok(home, "code", "Bank: bob").split(": ")[-1].strip()
+    assert (first, second) == (oathtool(HOTP_URI, 0, 5), oathtool(HOTP_URI, 0, 6))
+
+
+def test_push_accounts_with_totp_from_enrollment_show_codes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    AccountStore(home).add(
+        wanted_name="alice@example.com",
+        rp="rp1",
+        rp_name="Example",
+        user="alice",
+        label="alice@example.com",
+        broker="ws://127.0.0.1:1/v1/device",
+        cid="cid-alice",
+        device_name="laptop",
+        seed=signing.new_seed(),
+        totp=TotpParams("JBSWY3DPEHPK3PXPJBSWY3DP", "SHA512", 8, 30),
+    )
+    ok(home, "add", HOTP_URI)
+    before = time.time()
+    lines = json.loads(ok(home, "code", "--json"))
+    assert [c["name"] for c in lines] == ["alice@example.com", "Bank: bob"]
+    uri = "otpauth://totp/x?secret=JBSWY3DPEHPK3PXPJBSWY3DP&algorithm=SHA512&digits=8"
+    assert lines[0]["code"] in {oathtool(uri, before), oathtool(uri, before + 1)}
+
+
+@pytest.mark.parametrize(
+    ("uri", "contains"),
+    [
+        ("otpauth://totp/x?secret=!!!", "base32"),
+        ("otpauth://totp/x", "no secret"),
+        ("otpauth://steam/x?secret=JBSWY3DP", "token type"),
+        ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&digits=9", "digits"),
+        ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&algorithm=MD5", "algorithm"),
+        ("https://example.com", "otpauth"),
+    ],
+)
+def test_a_malformed_uri_is_one_line_and_changes_nothing(tmp_path: Path, uri: str, contains: str) -> None:
+    home = tmp_path / "home"
+    ok(home, "add", HOTP_URI)
+    before = vault_bytes(home)
+    assert_cli_error(agent(home, "add", uri), contains=contains)
+    assert vault_bytes(home) == before
+
+
+def test_adding_the_same_secret_twice_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(home, "add", HOTP_URI)
+    before = vault_bytes(home)
+    result = agent(home, "add", HOTP_URI.replace("Bank:bob", "Other:name"))
+    assert_cli_error(result, contains='already here as "Bank: bob"')
+    assert vault_bytes(home) == before
+
+
+def test_rename_and_move_keep_a_unique_ordered_list(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(home, "add", HOTP_URI)
+    ok(home, "add", SHA256_URI, "--name", "work")
+    ok(home, "add", "otpauth://totp/Third?secret=GEZDGNBVGY3TQOJQ")
+    assert ok(home, "move", "Third", "1").splitlines() == ["1. Third", "2. Bank: bob", "3. work"]
+    ok(home, "rename", "Bank: bob", "bank")
+    names = [e["name"] for e in json.loads(ok(home, "accounts", "--json"))]
+    assert names == ["Third", "bank", "work"]
+    before = vault_bytes(home)
+    assert_cli_error(agent(home, "rename", "bank", "work"), contains="already an account named")
+    assert_cli_error(agent(home, "rename", "nobody", "x"), contains='no account named "nobody"')
+    assert_cli_error(agent(home, "rename", "bank", "bad\tname"), contains="printable")
+    assert_cli_error(agent(home, "move", "bank", "4"), contains="1..3")
+    assert_cli_error(agent(home, "move", "bank", "x"), contains="invalid int")
+    assert vault_bytes(home) == before
+
+
+def test_import_google_authenticator_export_reports_by_name(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    out = ok(home, "import", str(DATA / "scito_example_export.txt")).splitlines()
+    assert out[-1] == "2 added, 4 duplicate, 0 refused"
+    assert "added: raspberrypi: pi@raspberrypi" in out
+    assert any(line.startswith("skipped, duplicate: ") for line in out)
+    again = ok(home, "import", str(DATA / "scito_example_export.txt")).splitlines()
+    assert again[-1] == "0 added, 6 duplicate, 0 refused"
+
+
+def test_import_encrypted_aegis_with_the_password_and_refuses_a_wrong_one(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(home, "add", HOTP_URI)
+    before = vault_bytes(home)
+    wrong = agent(home, "import", str(DATA / "aegis_encrypted.json"), **{IMPORT_PASSWORD_ENV: "nope"})
+    assert_cli_error(wrong, contains="wrong password")
+    assert vault_bytes(home) == before
+    out = ok(home, "import", str(DATA / "aegis_encrypted.json"), **{IMPORT_PASSWORD_ENV: "test"})
+    assert out.splitlines()[-1] == "6 added, 0 duplicate, 1 refused"
+    assert "refused: " in out and "steam" in out.lower()
+    plain = ok(home, "import", str(DATA / "aegis_plain.json"))
+    assert plain.splitlines()[-1] == "0 added, 6 duplicate, 1 refused"
+
+
+def test_import_of_unreadable_sources_is_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello\n")
+    assert_cli_error(agent(home, "import", str(junk)), contains="no otpauth")
+    assert_cli_error(agent(home, "import", str(tmp_path / "missing")), contains="cannot read")
+    wrong = DATA / "scito_export_wrong_data.txt"
+    out = agent(home, "import", str(wrong))
+    assert "refused" in out.stdout + out.stderr
+    assert not (home / "vault.pav").exists() or json.loads(ok(home, "accounts", "--json")) == []
+
+
+def _otps(home: Path) -> dict[str, OtpAccount]:
+    return {e.name: e.otp for e in AccountStore(home).entries() if e.otp is not None}
+
+
+@pytest.mark.parametrize("fmt", ["otpauth", "migration"])
+def test_export_then_import_elsewhere_gives_the_same_codes(tmp_path: Path, fmt: str) -> None:
+    home, other = tmp_path / "home", tmp_path / "other"
+    for i in range(12):  # two migration QR codes: at most 10 accounts each
+        secret = base64_secret(i)
+        ok(home, "add", f"otpauth://totp/Svc{i}:user{i}?secret={secret}&issuer=Svc{i}")
+    ok(home, "add", SHA256_URI)  # 60 s period: Google Authenticator cannot hold it
+    result = agent(home, "export", "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    uris = [line for line in result.stdout.splitlines() if line.startswith("otpauth")]
+    if fmt == "migration":
+        assert len(uris) == 2
+        assert result.stdout.count("QR code ") == 2 and "█" in result.stdout
+        assert "not exported: ACME Co: alice@acme.example: Google Authenticator only has 30 s codes" in (
+            result.stderr
+        )
+    else:
+        assert len(uris) == 13 and result.stderr == ""
+    source = tmp_path / "export.txt"
+    source.write_text("\n".join(uris) + "\n")
+    report = ok(other, "import", str(source)).splitlines()
+    expected = 12 if fmt == "migration" else 13
+    assert report[-1] == f"{expected} added, 0 duplicate, 0 refused"
+    mine, theirs = _otps(home), _otps(other)
+    assert list(theirs) == list(mine)[:expected]  # names and order kept
+    for name, otp in theirs.items():
+        assert totp.code(otp, at=1_700_000_000) == totp.code(mine[name], at=1_700_000_000)
+
+
+def base64_secret(i: int) -> str:
+    return base64.b32encode(bytes([i + 1]) * 10).decode().rstrip("=")
+
+
+def test_export_with_nothing_to_export(tmp_path: Path) -> None:
+    assert_cli_error(agent(tmp_path / "home", "export"), contains="no verification-code accounts")
