@@ -24,6 +24,7 @@ from ..errors import (
     BrokerError,
     BrokerUnavailable,
     NoDevices,
+    NotFound,
     PushAuthError,
     RateLimited,
     VerificationFailed,
@@ -237,6 +238,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         except VerificationFailed as exc:
             log.error("answer failed end-to-end verification: %s", exc)
             view = UNVERIFIED
+        except NotFound:
+            view = STATUS_VIEWS[Status.EXPIRED]  # the broker no longer knows it: it cannot be answered
         except BrokerUnavailable:
             view = UNAVAILABLE
         except PushAuthError as exc:
@@ -259,6 +262,8 @@ async def _result(request: web.Request, user: User, challenge: Challenge) -> Sig
     except VerificationFailed as exc:
         log.error("answer failed end-to-end verification: %s", exc)
         return UNVERIFIED
+    except NotFound:
+        return STATUS_VIEWS[Status.EXPIRED]
     except PushAuthError:
         return UNAVAILABLE
 
