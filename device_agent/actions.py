@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from protocol import fields, signing, uri
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import Challenge, Decision, Welcome
+from protocol.frames import Challenge, Decision, Enrolled, Welcome
 
 from .connection import Connection
 from .errors import AgentError, Refused, Unreachable, UsageError
@@ -57,18 +57,36 @@ def apply_welcome(store: AccountStore, welcome: Welcome) -> list[str]:
 # -- enroll -----------------------------------------------------------------------
 
 
-async def enroll(store: AccountStore, text: str, device_name: str | None = None) -> Account:
+def parse_uri(text: str) -> uri.EnrollmentURI:
     try:
-        parsed = uri.parse(text)
+        return uri.parse(text)
     except ProtocolError as exc:
         raise UsageError(exc.message) from None
+
+
+async def register(parsed: uri.EnrollmentURI, device_name: str) -> tuple[Enrolled, bytes]:
+    """Make a key pair and register its public key with the URI's code; returns the seed."""
+    seed = signing.new_seed()
+    async with await Connection.open(parsed.broker) as conn:
+        enrolled = await conn.enroll(token=parsed.token, seed=seed, name=device_name)
+    return enrolled, seed
+
+
+def _saving_failed(exc: Exception, enrolled: Enrolled, name: str) -> AgentError:
+    # The broker holds the credential now, but its key is lost with this process.
+    return AgentError(
+        f"the broker enrolled this device but saving the account failed ({exc}); "
+        f"remove device {name!r} on {enrolled.rp_name}'s security page and enroll again"
+    )
+
+
+async def enroll(store: AccountStore, text: str, device_name: str | None = None) -> Account:
+    parsed = parse_uri(text)
     name = check_device_name(device_name if device_name is not None else default_device_name())
     # Fail on a damaged vault or a missing passphrase before the broker spends the token.
     store.unlock()
     store.load()
-    seed = signing.new_seed()
-    async with await Connection.open(parsed.broker) as conn:
-        enrolled = await conn.enroll(token=parsed.token, seed=seed, name=name)
+    enrolled, seed = await register(parsed, name)
     try:
         return store.add(
             wanted_name=enrolled.account or parsed.account,
@@ -83,11 +101,38 @@ async def enroll(store: AccountStore, text: str, device_name: str | None = None)
             totp=parsed.totp,
         )
     except (StoreError, OSError) as exc:
-        # The broker holds the credential now, but its key is lost with this process.
-        raise AgentError(
-            f"the broker enrolled this device but saving the account failed ({exc}); "
-            f"remove device {name!r} on {enrolled.rp_name}'s security page and enroll again"
-        ) from None
+        raise _saving_failed(exc, enrolled, name) from None
+
+
+async def reactivate(store: AccountStore, account_name: str, text: str, device_name: str | None) -> Account:
+    """Give a restored (or revoked) push account a fresh credential from a new enrollment URI."""
+    parsed = parse_uri(text)
+    name = check_device_name(device_name if device_name is not None else default_device_name())
+    account = store.find(account_name)
+    if account.active:
+        raise UsageError(f'"{account.name}" is active already; nothing to re-activate')
+    if parsed.rp != account.rp:
+        raise UsageError(
+            f'this enrollment URI is for {parsed.rp_name}, but "{account.name}" is an account at '
+            f"{account.rp_name}; nothing was sent"
+        )
+    enrolled, seed = await register(parsed, name)
+    try:
+        return store.reactivate(
+            account.name,
+            rp=enrolled.rp,
+            rp_name=enrolled.rp_name,
+            user=enrolled.user,
+            label=enrolled.account,
+            broker=parsed.broker,
+            cid=enrolled.cid,
+            device_name=name,
+            seed=seed,
+            totp=parsed.totp,
+            recovery_seed=None,
+        )
+    except (StoreError, OSError) as exc:
+        raise _saving_failed(exc, enrolled, name) from None
 
 
 # -- pending requests ----------------------------------------------------------------

@@ -22,9 +22,9 @@ import segno
 
 from protocol.frames import Decision
 
-from . import actions, otp_actions
+from . import actions, backup_actions, otp_actions
 from .display import entry_json, entry_line, request_json, request_text
-from .errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, AgentError
+from .errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
 from .listen import listen
 from .messages import outcome_message
 from .passphrase import IMPORT_PASSWORD_ENV, KDF_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
@@ -220,6 +220,40 @@ def build_parser() -> Parser:
     c.add_argument("--format", choices=otp_actions.EXPORT_FORMATS, default="otpauth", help="default: otpauth")
     c.add_argument("--no-qr", action="store_true", help="with --format migration: print only the URIs")
 
+    c = command(
+        "backup",
+        "Write an encrypted backup of every account, or turn automatic backups on or off.",
+        "backup --to FILE          write the backup to FILE (e.g. in a synced folder)\n"
+        "backup auto on --to FILE  also rewrite it after every change from now on\n"
+        "backup auto off           stop the automatic backups\n\n"
+        "The backup is encrypted with the vault passphrase (Argon2id, XChaCha20-Poly1305)\n"
+        "and keeps the accounts' order and names. It holds the verification-code secrets\n"
+        "and, for accounts the service enrolled as recoverable, their recovery keys; never\n"
+        "the push keys, which stay on this device (a restored push account needs a new\n"
+        "QR code from its service: pushauth-agent reactivate).",
+    )
+    c.add_argument("auto", metavar="auto on|off", nargs="*", help="turn automatic backups on or off")
+    c.add_argument("--to", metavar="FILE", type=Path, help="where the backup goes")
+
+    c = command(
+        "restore",
+        "Restore a backup into this (new, empty) home.",
+        "Asks for the backup's passphrase, which becomes this vault's passphrase too.\n"
+        'Verification codes work at once. Push accounts are listed as "action required"\n'
+        "until re-activated with a new enrollment URI from the service (reactivate).",
+    )
+    c.add_argument("--from", dest="source", metavar="FILE", type=Path, required=True, help="the backup file")
+
+    c = command(
+        "reactivate",
+        "Give a restored push account a new key, with a new enrollment URI from its service.",
+        "On the service's security page, add this device again (or ask for a new QR code)\n"
+        "and give its pushauth://enroll URI here. The account keeps its name and place.",
+    )
+    c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
+    c.add_argument("uri", metavar="URI", help="the new pushauth://enroll?... URI")
+    c.add_argument("--name", metavar="NAME", help="this device's name at the service (default: host name)")
+
     command(
         "passwd",
         "Change the vault passphrase.",
@@ -373,6 +407,52 @@ def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
+    words = [w.lower() for w in args.auto]
+    if words == ["auto", "off"]:
+        store.set_setting(backup_actions.AUTO_BACKUP, None)
+        say("Automatic backups are off.")
+        return EXIT_OK
+    if words not in ([], ["auto", "on"]):
+        raise UsageError("expected: backup --to FILE, backup auto on --to FILE, or backup auto off")
+    if args.to is None:
+        raise UsageError("say where the backup goes: --to FILE")
+    target = {"to": str(args.to.resolve())}
+    if not store.path.exists() and not store.legacy_path.exists():
+        raise UsageError("there is nothing to back up yet")
+    backup_actions.upload(store, target, backup_actions.backup_bytes(store))
+    say(f"Backup written to {target['to']}.")
+    if words:
+        store.set_setting(backup_actions.AUTO_BACKUP, target)
+        say("It is rewritten after every change from now on (backup auto off stops that).")
+    return EXIT_OK
+
+
+def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
+    data = backup_actions.read_file(args.source)
+    if store.entries():
+        raise UsageError("this home has accounts already; restore into a new home (--home DIR)")
+    passphrase = store.passphrases.current(f"the backup {args.source}")
+    backup = backup_actions.open_backup(data, passphrase)
+    store.adopt_passphrase(passphrase)
+    report = backup_actions.restore(store, backup)
+    for name in report.ready:
+        say(f"ready: {name}")
+    for name, rp_name in report.action_required:
+        say(f"action required: {name}: get a new QR code from {rp_name}, then: pushauth-agent reactivate")
+    for name in report.recoverable:
+        say(f"recoverable: {name}")
+    total = len({*report.ready, *(n for n, _ in report.action_required), *report.recoverable})
+    say(f"{total} restored, {len(report.action_required)} need action")
+    return EXIT_OK
+
+
+def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
+    account = asyncio.run(actions.reactivate(store, args.account, args.uri, args.name))
+    say(f'Re-activated "{account.name}" for {account.rp_name}: this device gets its sign-in requests.')
+    return EXIT_OK
+
+
 def cmd_listen(store: AccountStore, args: argparse.Namespace) -> int:
     store.load()  # a damaged accounts file is reported before anything starts
     return asyncio.run(listen(store, interactive=not args.no_input))
@@ -393,6 +473,9 @@ COMMANDS = {
     "move": cmd_move,
     "import": cmd_import,
     "export": cmd_export,
+    "backup": cmd_backup,
+    "restore": cmd_restore,
+    "reactivate": cmd_reactivate,
 }
 
 
@@ -402,6 +485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)
     args = build_parser().parse_args(argv)
     store = AccountStore(home_dir(args.home), Passphrases())
+    store.on_change = backup_actions.auto_backup_hook(backup_actions.upload, warn)
     try:
         return COMMANDS[args.command](store, args)
     except AgentError as exc:

@@ -221,8 +221,10 @@ class AccountStore:
             self._passphrase = self.passphrases.current(self.what)
         return self._passphrase
 
-    def exists(self) -> bool:
-        return self.path.exists() or self.legacy_path.exists()
+    def adopt_passphrase(self, passphrase: str) -> None:
+        """Use `passphrase` for a vault made next (restore: the backup's passphrase)."""
+        if not self.path.exists():
+            self._passphrase = passphrase
 
     def unlock(self) -> None:
         """Get the passphrase now (a new one, typed twice, if there is no vault yet),

@@ -1,0 +1,214 @@
+"""Backup -> restore into a fresh home -> re-activation, with the real agent CLI, a real
+broker and the RP SDK verifying the answers; and every bad backup refused cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import AGENT_ENV, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from shared_broker import broker, rp  # noqa: F401  (fixtures)
+from support import AGENT, BrokerProcess, assert_cli_error, run_cli
+
+from device_agent import totp
+from device_agent.backup import Backup, dump_backup
+from device_agent.passphrase import PASSPHRASE_ENV
+from device_agent.store import AccountStore
+from device_agent.vault import KdfParams
+from protocol.challenge import Status
+from relying_party.sdk import PushAuthClient
+
+TOTP_URIS = [
+    "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME",
+    "otpauth://totp/Big:bob?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Big&algorithm=SHA512&digits=8&period=45",
+    "otpauth://hotp/Bank:carol?secret=JBSWY3DPEHPK3PXP&issuer=Bank&counter=7",
+]
+CONTEXT = {"app": "Webmail", "ip": "203.0.113.5"}
+
+
+def agent(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli([AGENT, "--home", home, *args], env={**AGENT_ENV, **env})
+
+
+def ok(home: Path, *args: str, **env: str) -> str:
+    result = agent(home, *args, **env)
+    assert result.returncode == 0, f"{args}: {result.stderr}{result.stdout}"
+    return result.stdout
+
+
+@pytest.fixture
+async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
+        yield c
+
+
+def codes_at(home: Path, at: float) -> dict[str, str]:
+    return {e.name: totp.code(e.otp, at) for e in AccountStore(home).entries() if e.otp is not None}
+
+
+async def approve(client: PushAuthClient, home: Path, keys: dict[str, bytes]) -> Any:
+    ch = await client.create_challenge("alice", CONTEXT)
+    out = await asyncio.to_thread(ok, home, "approve", ch.id, "--number", ch.number)
+    assert "approved" in out
+    return await client.wait_result(ch, keys, timeout=10)
+
+
+async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: Path) -> None:
+    old, new = tmp_path / "old-phone", tmp_path / "new-phone"
+    for uri in TOTP_URIS:
+        ok(old, "add", uri)
+    cred = await enroll(client, old, name="old phone")
+    ok(old, "move", "alice@example.com", "2")
+    ok(old, "rename", "ACME: alice", "acme")
+    order = [e["name"] for e in json.loads(ok(old, "accounts", "--json"))]
+    assert order == ["acme", "alice@example.com", "Big: bob", "Bank: carol"]
+
+    backup = tmp_path / "sync" / "pushauth.backup"
+    assert "Backup written" in ok(old, "backup", "--to", str(backup))
+    raw = backup.read_bytes()
+    assert b"GEZDGNBVGY3TQOJQ" not in raw and b"alice" not in raw  # ciphertext only
+
+    out = ok(new, "restore", "--from", str(backup))
+    assert "action required: alice@example.com: get a new QR code from Test RP" in out
+    assert out.splitlines()[-1] == "4 restored, 1 need action"
+    listed = json.loads(ok(new, "accounts", "--json"))
+    assert [e["name"] for e in listed] == order
+    push = listed[1]
+    assert (push["type"], push["status"]) == ("push", "action_required")
+    assert "action required" in ok(new, "accounts")
+    at = time.time()
+    assert codes_at(new, at) == codes_at(old, at)  # every TOTP and HOTP account works at once
+    assert ok(new, "code", "Bank: carol") == ok(old, "code", "Bank: carol")  # same HOTP counter
+
+    # A push account in "action required" has no key: the new phone gets no requests.
+    assert AccountStore(new).by_broker() == {}
+    started = await client.create_enrollment("alice", "alice@example.com")
+    assert started.uri is not None
+    ok(new, "reactivate", "alice@example.com", started.uri, "--name", "new phone")
+    done = await client.wait_enrollment(started.id, timeout=10)
+    assert done.credential is not None
+    (entry,) = [e for e in json.loads(ok(new, "accounts", "--json")) if e["name"] == "alice@example.com"]
+    assert entry["status"] == "active" and entry["credential_id"] == done.credential.id
+    assert [e["name"] for e in json.loads(ok(new, "accounts", "--json"))] == order  # place kept
+
+    # Both phones are valid until the old one is removed; each answer verifies end to end.
+    keys = {cred.id: cred.public_key, done.credential.id: done.credential.public_key}
+    for home, cid in ((new, done.credential.id), (old, cred.id)):
+        result = await approve(client, home, keys)
+        assert result.status is Status.APPROVED and result.answer is not None
+        assert result.answer.credential_id == cid
+
+
+async def test_reactivate_refuses_a_uri_of_another_service_and_active_accounts(
+    client: PushAuthClient, tmp_path: Path, broker: BrokerProcess
+) -> None:
+    home = tmp_path / "phone"
+    await enroll(client, home)
+    started = await client.create_enrollment("alice", "alice@example.com")
+    assert started.uri is not None
+    assert_cli_error(agent(home, "reactivate", "alice@example.com", started.uri), contains="active already")
+    assert_cli_error(agent(home, "reactivate", "nobody", started.uri), contains='no account named "nobody"')
+    assert_cli_error(
+        agent(home, "reactivate", "alice@example.com", "pushauth://x"), contains="enrollment URI"
+    )
+    # The code was not spent by the refusals: it still enrolls.
+    assert (await client.get_enrollment(started.id)).status == "pending"
+
+
+def test_restore_refuses_a_home_with_accounts(tmp_path: Path) -> None:
+    home, other = tmp_path / "home", tmp_path / "other"
+    ok(home, "add", TOTP_URIS[0])
+    ok(home, "backup", "--to", str(tmp_path / "b"))
+    ok(other, "add", TOTP_URIS[1])
+    before = (other / "vault.pav").read_bytes()
+    assert_cli_error(agent(other, "restore", "--from", str(tmp_path / "b")), contains="has accounts already")
+    assert (other / "vault.pav").read_bytes() == before
+
+
+def _variants(good: bytes) -> dict[str, tuple[bytes, str]]:
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x40
+    header = bytearray(good)
+    header[30] ^= 1  # inside the salt: the key (and the check) differ
+    version = bytearray(good)
+    version[9] = 9
+    return {
+        "truncated": (good[: len(good) - 10], "truncated"),
+        "tampered": (bytes(flipped), "fails authentication"),
+        "header": (bytes(header), "wrong passphrase"),
+        "version": (bytes(version), "version 9"),
+        "foreign": (b"PAVAULT\x00" + good[8:], "not a pushauth backup"),
+        "empty": (b"", "not a pushauth backup"),
+    }
+
+
+@pytest.mark.parametrize("case", ["truncated", "tampered", "header", "version", "foreign", "empty"])
+def test_a_damaged_backup_is_one_line_and_the_home_stays_empty(tmp_path: Path, case: str) -> None:
+    home = tmp_path / "home"
+    ok(home, "add", TOTP_URIS[0])
+    good_path = tmp_path / "good"
+    ok(home, "backup", "--to", str(good_path))
+    data, message = _variants(good_path.read_bytes())[case]
+    bad = tmp_path / "bad"
+    bad.write_bytes(data)
+    new = tmp_path / "new"
+    assert_cli_error(agent(new, "restore", "--from", str(bad)), contains=message)
+    assert not (new / "vault.pav").exists()
+
+
+def test_a_wrong_backup_passphrase_changes_nothing(tmp_path: Path) -> None:
+    home, new = tmp_path / "home", tmp_path / "new"
+    ok(home, "add", TOTP_URIS[0])
+    ok(home, "backup", "--to", str(tmp_path / "b"))
+    result = agent(new, "restore", "--from", str(tmp_path / "b"), **{PASSPHRASE_ENV: "wrong"})
+    assert_cli_error(result, contains="wrong passphrase")
+    assert not (new / "vault.pav").exists()
+    assert_cli_error(agent(new, "restore", "--from", str(tmp_path / "missing")), contains="no backup file")
+
+
+def test_a_backup_with_a_damaged_account_list_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    content = Backup(settings={"layout": [{"name": "x", "otp": 3, "push": None}]})
+    bad.write_bytes(dump_backup(content, AGENT_ENV[PASSPHRASE_ENV], kdf=KdfParams.cheapest()))
+    assert_cli_error(agent(tmp_path / "new", "restore", "--from", str(bad)), contains="damaged")
+    assert not (tmp_path / "new" / "vault.pav").exists()
+
+
+def test_auto_backup_follows_every_change_until_turned_off(tmp_path: Path) -> None:
+    home, target = tmp_path / "home", tmp_path / "sync" / "auto.backup"
+    ok(home, "add", TOTP_URIS[0])
+    assert_cli_error(agent(home, "backup", "auto", "on"), contains="--to")
+    assert_cli_error(agent(home, "backup", "auto", "maybe", "--to", str(target)), contains="expected")
+    ok(home, "backup", "auto", "on", "--to", str(target))
+
+    def restored_names() -> list[str]:
+        fresh = tmp_path / f"check-{time.monotonic_ns()}"
+        ok(fresh, "restore", "--from", str(target))
+        return [e.name for e in AccountStore(fresh).entries()]
+
+    assert restored_names() == ["ACME: alice"]
+    ok(home, "add", TOTP_URIS[1])
+    ok(home, "rename", "ACME: alice", "acme")
+    assert restored_names() == ["acme", "Big: bob"]
+    ok(home, "backup", "auto", "off")
+    ok(home, "add", TOTP_URIS[2])
+    assert restored_names() == ["acme", "Big: bob"]
+
+
+def test_a_failing_auto_backup_warns_but_the_change_is_kept(tmp_path: Path) -> None:
+    home, target_dir = tmp_path / "home", tmp_path / "sync"
+    ok(home, "add", TOTP_URIS[0])
+    ok(home, "backup", "auto", "on", "--to", str(target_dir / "b"))
+    shutil.rmtree(target_dir)
+    target_dir.write_text("a file where the folder was: the backup cannot be written")
+    result = agent(home, "add", TOTP_URIS[1])
+    assert result.returncode == 0
+    assert "automatic backup failed" in result.stderr
+    assert [e.name for e in AccountStore(home).entries()] == ["ACME: alice", "Big: bob"]
