@@ -41,18 +41,18 @@ class CliError(Exception):
     """Bad input or environment: one line on stderr, exit status 1."""
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, not argparse's usage block: scripts and people read the reason first.
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="The pushauth demo relying party: a web sign-in with push approval and number matching.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     serve = sub.add_parser("serve", help="run the web app", description="Run the demo relying party web app.")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -81,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     user = sub.add_parser("user", help="manage users", description="Manage the demo's users.")
-    user_sub = user.add_subparsers(dest="user_command", required=True, parser_class=_Parser)
+    user_sub = user.add_subparsers(dest="user_command", required=True, parser_class=OneLineParser)
     for name, text in (("add", "create a user"), ("passwd", "set a user's password")):
         cmd = user_sub.add_parser(name, help=text, description=text.capitalize() + ".")
         cmd.add_argument("name", help="user name: letters, digits, . _ - @ (at most 64)")

@@ -24,9 +24,11 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from device_agent.files import atomic_write
+
+from .cli import OneLineParser
 
 PROG = "pushauth-demo"
 APP_NAME = "pushauth demo portal"
@@ -43,13 +45,8 @@ class Interrupted(Exception):
     """Ctrl-C while starting up."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog=PROG,
         description="Run the pushauth broker and the demo relying party together, ready to try in a browser.",
         epilog="Stop everything with Ctrl-C. Delete the data folder to start from scratch.",

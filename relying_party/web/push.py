@@ -10,7 +10,6 @@ keys in our own database (the event stream never changes the session).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from ..errors import (
     VerificationFailed,
 )
 from ..models import Challenge, SignInResult
-from . import auth, signin_context
+from . import auth, signin_context, sse
 from .db import Database, User, now_ms
 from .keys import CLIENT, DB, SETTINGS
 from .render import render
@@ -199,15 +198,14 @@ def page(
     )
 
 
-def _event(view: StatusView) -> bytes:
-    payload = {
+def _payload(view: StatusView) -> dict[str, Any]:
+    return {
         "status": view.status,
         "label": view.label,
         "message": view.message,
         "final": view.final,
         "tone": view.tone,
     }
-    return f"event: status\ndata: {json.dumps(payload)}\n\n".encode()
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -221,16 +219,10 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text="no push request in progress")
     _push, challenge = stored
     keys = public_keys(request.app[DB], user)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            "X-Accel-Buffering": "no",  # a buffering proxy would hold the events back
-        }
-    )
-    await response.prepare(request)
+    response = await sse.open_stream(request)
     client = request.app[CLIENT]
-    await response.write(_event(STATUS_VIEWS[Status.PENDING]))
+    if not await sse.send(response, "status", _payload(STATUS_VIEWS[Status.PENDING])):
+        return response
     while True:
         try:
             result = await client.wait_result(challenge, keys, timeout=POLL_S)
@@ -245,11 +237,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         except PushAuthError as exc:
             log.warning("cannot read the push result: %s", exc)
             view = UNAVAILABLE
-        try:
-            await response.write(_event(view))
-        except (ConnectionResetError, RuntimeError):
-            break  # the page was closed
-        if view.final:
+        if not await sse.send(response, "status", _payload(view)) or view.final:
             break
         if view is UNAVAILABLE:
             await asyncio.sleep(2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 
@@ -12,7 +11,7 @@ from aiohttp import web
 from ..errors import BrokerUnavailable, NotFound, PushAuthError
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
-from . import auth, forms, push, qr
+from . import auth, forms, push, qr, sse
 from .db import Database, Device, Enrollment, User, now_ms
 from .keys import CLIENT, DB
 from .render import render
@@ -119,10 +118,7 @@ async def setup_events(request: web.Request) -> web.StreamResponse:
     """The setup's progress as server-sent events: waiting, then completed or expired."""
     user = auth.require_user(request)
     enrollment = _own_enrollment(request, user)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
+    response = await sse.open_stream(request)
     client, db = request.app[CLIENT], request.app[DB]
     while True:
         try:
@@ -134,11 +130,7 @@ async def setup_events(request: web.Request) -> web.StreamResponse:
             state = "expired"
         except PushAuthError:
             state = "unavailable"
-        try:
-            await response.write(f"event: setup\ndata: {json.dumps({'status': state})}\n\n".encode())
-        except (ConnectionResetError, RuntimeError):
-            break
-        if state in ("completed", "expired"):
+        if not await sse.send(response, "setup", {"status": state}) or state in ("completed", "expired"):
             break
         if state == "unavailable":
             await asyncio.sleep(2)
