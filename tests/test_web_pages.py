@@ -133,9 +133,14 @@ async def test_sign_in_page_headers_and_cookie(site: Site) -> None:
         assert status == 200, asset
 
 
-def test_secure_cookie_settings() -> None:
-    settings = Settings(db_path=Path("x"), broker_url="http://b", api_key="k", secure_cookies=True)
-    assert settings.cookie_name.startswith("__Host-")
+async def test_secure_cookies_for_https_sites(settings: Settings) -> None:
+    async for s in _site(replace(settings, secure_cookies=True)):
+        async with s.http.get(s.url + "/signin") as r:
+            header = r.headers["Set-Cookie"]
+        # The __Host- prefix: Secure, Path=/ and no Domain, so no subdomain can set or read it.
+        assert header.startswith("__Host-pushauth_rp=")
+        assert "Secure" in header and "HttpOnly" in header and "Path=/" in header
+        assert "Domain" not in header
 
 
 async def test_unknown_page_is_a_page_not_a_traceback(site: Site) -> None:
