@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -35,7 +36,9 @@ def token(session: Session) -> str:
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in SAFE_METHODS:
         origin = request.headers.get("Origin")
-        if origin is not None and origin != f"{request.scheme}://{request.host}":
+        # Host only, not scheme: behind a TLS-terminating proxy the app sees http while
+        # the browser says https. "null" (a sandboxed or privacy-stripped origin) fails too.
+        if origin is not None and urlsplit(origin).netloc != request.host:
             raise CsrfError("cross-origin form post")
         session = get_session(request)
         expected = session.get("csrf")
