@@ -7,6 +7,7 @@ import contextlib
 import json
 import secrets
 import unicodedata
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -121,6 +122,7 @@ def credential_json(cred: Credential) -> dict[str, Any]:
         "public_key": b64.encode(cred.public_key),
         "created_at": cred.created,
         "last_used_at": cred.last_used,
+        "recovered_from": cred.recovered_from,
     }
 
 
@@ -266,7 +268,9 @@ async def get_challenge(request: web.Request) -> web.Response:
     # Register before reading, so an answer between the read and the wait is not missed.
     fut = hub.wait_result(ch) if wait else None
     try:
-        rec = await store.get_challenge(ch)
+        live = hub.live.get(ch)
+        # A copy: the hub's record is shared with the device connections.
+        rec = replace(live) if live is not None else await store.get_challenge(ch)
         if rec is None or rec.rp != rp.id:
             raise ApiError(404, "not_found", "no such challenge")
         status = rec.status_at(now_ms())

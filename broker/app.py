@@ -7,10 +7,11 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import msgpack
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
 
-from . import api, events, keys
+from . import api, backups, events, keys, recovery
 from .context import NODE, Node
 from .device_ws import device_socket
 from .hub import Hub
@@ -42,9 +43,12 @@ def create_app(
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
     api.add_routes(app)
+    backups.add_routes(app)  # device requests signed by device keys (no API key)
+    recovery.add_routes(app)
     app.router.add_get("/v1/device", device_socket)
     app.router.add_get("/v1/openapi.json", openapi_handler)
     app.cleanup_ctx.append(_event_listener)
+    app.on_cleanup.append(lambda _app: _close_store(store))
     app.on_shutdown.append(_close_devices)
     return app
 
@@ -72,12 +76,13 @@ async def _listen(store: Store, hub: Hub, ready: asyncio.Event) -> None:
                 if msg["type"] != "message":
                     continue
                 try:
-                    node, event = events.decode(msg["data"])
-                except (ValueError, TypeError) as exc:
+                    if events.origin(msg["data"]) == store.node:
+                        continue  # our own events were handled when published
+                    _, event = events.decode(msg["data"])
+                except (ValueError, TypeError, msgpack.UnpackException) as exc:
                     log.warning("ignoring malformed event: %s", exc)
                     continue
-                if node != store.node:  # our own events were handled when published
-                    await hub.dispatch(event)
+                await hub.dispatch(event)
         except (aioredis.RedisError, OSError) as exc:
             log.warning("event channel lost (%s); resubscribing in %.1fs", exc, delay)
             await asyncio.sleep(delay)
@@ -85,6 +90,10 @@ async def _listen(store: Store, hub: Hub, ready: asyncio.Event) -> None:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+
+
+async def _close_store(store: Store) -> None:
+    store.close()
 
 
 async def _close_devices(app: web.Application) -> None:

@@ -65,6 +65,18 @@ def encode(node: str, event: Event) -> bytes:
     return msgpack.packb([node, *body], use_bin_type=True)
 
 
+def origin(data: bytes) -> str:
+    """The publishing node's name, read without decoding the rest (our own events are
+    half of what every node receives, and they are skipped)."""
+    unpacker = msgpack.Unpacker(raw=False)
+    unpacker.feed(data)
+    unpacker.read_array_header()
+    node = unpacker.unpack()
+    if not isinstance(node, str):
+        raise ValueError("an event starts with the node name")
+    return node
+
+
 def decode(data: bytes) -> tuple[str, Event]:
     node, kind, *rest = msgpack.unpackb(data, raw=False)
     event: Event

@@ -43,6 +43,9 @@ class Hub:
         self.result_waiters: dict[str, set[asyncio.Future[ChallengeEnded]]] = defaultdict(set)
         self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentCompleted]]] = defaultdict(set)
         self.expiry_timers: dict[str, asyncio.TimerHandle] = {}
+        # Challenges created on this node that have not ended: the RP's long-poll
+        # (usually on this node too) reads them here instead of from Redis.
+        self.live: dict[str, ChallengeRecord] = {}
 
     # -- connections -------------------------------------------------------
 
@@ -90,6 +93,7 @@ class Hub:
         loop = asyncio.get_running_loop()
         delay = max(0.0, at_ms / 1000 - time.time())
         self.expiry_timers[record.id] = loop.call_later(delay, _expire_now, expire, record)
+        self.live[record.id] = record
 
     # -- events ------------------------------------------------------------
 
@@ -102,6 +106,7 @@ class Hub:
                 timer = self.expiry_timers.pop(ch, None)
                 if timer is not None:
                     timer.cancel()
+                self.live.pop(ch, None)
                 for fut in self.result_waiters.pop(ch, ()):
                     if not fut.done():
                         fut.set_result(event)

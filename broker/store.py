@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from protocol.challenge import Status
 from protocol.errors import ErrorCode, ProtocolError
 
 from . import events, keys, lua
 from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
+from .redis_pipe import RedisPipe
 
 ENROLLMENT_TTL_MS = 10 * 60 * 1000  # DESIGN: enrollment tokens live 10 minutes
 RETENTION_MS = 15 * 60 * 1000  # results stay readable this long after expiry
@@ -48,11 +52,45 @@ class Store:
         # them over pub/sub): set by the app to Hub.dispatch.
         self.on_event: Callable[[events.Event], Awaitable[None]] | None = None
         self._rp_cache: dict[str, tuple[float, RelyingParty | None]] = {}
-        self._create = redis.register_script(lua.CREATE_CHALLENGE)
-        self._answer = redis.register_script(lua.RECORD_ANSWER)
-        self._expire = redis.register_script(lua.EXPIRE_CHALLENGE)
+        self._rp_lookups: dict[str, asyncio.Future[RelyingParty | None]] = {}
+        # The hot path (challenges, answers, device authentication) goes over one
+        # auto-pipelined connection where the server allows it (redis_pipe.py).
+        self._pipe = RedisPipe.for_client(redis)
+        self._create = self._script(lua.CREATE_CHALLENGE)
+        self._answer = self._script(lua.RECORD_ANSWER)
+        self._expire = self._script(lua.EXPIRE_CHALLENGE)
         self._enroll = redis.register_script(lua.COMPLETE_ENROLLMENT)
         self._revoke = redis.register_script(lua.REVOKE_CREDENTIAL)
+
+    def _script(self, source: str) -> Callable[..., Awaitable[Any]]:
+        """`await run(keys=[...], args=[...])`, on the pipe or else on redis-py."""
+        pipe = self._pipe
+        if pipe is None:
+            return self.redis.register_script(source)
+        sha = pipe.script(source)
+
+        async def run(*, keys: list[Any], args: list[Any]) -> Any:
+            return await pipe.evalsha(sha, keys, args)
+
+        return run
+
+    async def _many(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Read-only commands in one round trip (replies as bytes, lists and ints)."""
+        if self._pipe is not None:
+            return await self._pipe.execute_many(commands)
+        async with self.redis.pipeline(transaction=False) as p:
+            for command in commands:
+                p.execute_command(*command)
+            return list(await p.execute())
+
+    async def _hgetall_many(self, keys_: list[str]) -> list[dict[bytes, bytes]]:
+        replies = await self._many([("HGETALL", k) for k in keys_])
+        # redis-py's pipeline already pairs them up; the pipe gives the flat list.
+        return [r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True)) for r in replies]
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
 
     def _event(self, event: events.Event) -> bytes:
         return events.encode(self.node, event)
@@ -102,11 +140,27 @@ class Store:
         now = time.monotonic()
         if hit is not None and hit[0] > now:
             return hit[1]
-        rp_id = await self.redis.get(keys.rp_key(key_hash))
-        rp = await self.get_rp(rp_id.decode()) if rp_id is not None else None
+        # One lookup per key at a time: when the cached entry of a busy RP expires,
+        # its concurrent requests wait for the same answer instead of all asking Redis.
+        pending = self._rp_lookups.get(key_hash)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[RelyingParty | None] = asyncio.get_running_loop().create_future()
+        self._rp_lookups[key_hash] = fut
+        try:
+            rp_id = (await self._many([("GET", keys.rp_key(key_hash))]))[0]
+            name = (await self._many([("HGET", keys.rp(rp_id.decode()), "name")]))[0] if rp_id else None
+        except BaseException as exc:
+            fut.set_exception(exc if isinstance(exc, Exception) else RedisConnectionError("lookup cancelled"))
+            fut.exception()  # retrieved, whether or not anyone else was waiting
+            raise
+        finally:
+            del self._rp_lookups[key_hash]
+        rp = RelyingParty(rp_id.decode(), name.decode()) if rp_id is not None and name is not None else None
         if len(self._rp_cache) > 10_000:  # bounded: garbage keys must not grow memory
             self._rp_cache.clear()
         self._rp_cache[key_hash] = (now + RP_CACHE_S, rp)
+        fut.set_result(rp)
         return rp
 
     # -- enrollments -------------------------------------------------------
@@ -184,10 +238,7 @@ class Store:
     # -- credentials -------------------------------------------------------
 
     async def get_credentials(self, cids: list[str]) -> dict[str, Credential]:
-        async with self.redis.pipeline(transaction=False) as p:
-            for cid in cids:
-                p.hgetall(keys.credential(cid))
-            hashes = await p.execute()
+        hashes = await self._hgetall_many([keys.credential(cid) for cid in cids])
         return {cid: Credential.from_hash(cid, h) for cid, h in zip(cids, hashes, strict=True) if h}
 
     async def get_credential(self, cid: str) -> Credential | None:
@@ -238,7 +289,7 @@ class Store:
         return int(count)
 
     async def get_challenge(self, ch: str) -> ChallengeRecord | None:
-        h = await self.redis.hgetall(keys.challenge(ch))
+        (h,) = await self._hgetall_many([keys.challenge(ch)])
         return ChallengeRecord.from_hash(ch, h) if h else None
 
     async def record_answer(self, record: ChallengeRecord, answer: Answer, status: Status, now: int) -> str:
@@ -272,17 +323,13 @@ class Store:
     async def pending_challenges(self, users: set[tuple[str, str]], now: int) -> list[ChallengeRecord]:
         """The challenges still answerable for these (rp, user) pairs, oldest first."""
         user_list = sorted(users)
-        async with self.redis.pipeline(transaction=False) as p:
-            for rp_id, user in user_list:
-                p.zrangebyscore(keys.pending(rp_id, user), now + 1, "+inf")
-            id_lists = await p.execute()
+        id_lists = await self._many(
+            [("ZRANGEBYSCORE", keys.pending(rp_id, user), now + 1, "+inf") for rp_id, user in user_list]
+        )
         ids = [i.decode() for lst in id_lists for i in lst]
         if not ids:
             return []
-        async with self.redis.pipeline(transaction=False) as p:
-            for ch in ids:
-                p.hgetall(keys.challenge(ch))
-            hashes = await p.execute()
+        hashes = await self._hgetall_many([keys.challenge(ch) for ch in ids])
         records = [ChallengeRecord.from_hash(ch, h) for ch, h in zip(ids, hashes, strict=True) if h]
         return sorted(
             (r for r in records if r.status_at(now) is Status.PENDING), key=lambda r: (r.created, r.id)
