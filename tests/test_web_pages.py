@@ -551,3 +551,23 @@ async def test_one_sign_in_sends_a_limited_number_of_requests(site: Site, tmp_pa
     r = await site.post("/push/complete", {"csrf_token": token, "purpose": "signin"})
     assert "Waiting" in await r.text()
     assert not await site.signed_in()
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"csrf_token=T&username=%ff%fe&password=x", "application/x-www-form-urlencoded"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="username"\r\n\r\nalice',
+            "multipart/form-data; boundary=b",
+        ),
+        (b"\x00\x01\x02", "application/octet-stream"),
+    ],
+)
+async def test_broken_request_bodies(site: Site, body: bytes, content_type: str) -> None:
+    token = await site.token()
+    body = body.replace(b"csrf_token=T", b"csrf_token=" + token.encode())
+    r = await site.post("/signin", body, headers={"Content-Type": content_type})
+    assert 400 <= r.status < 500
+    assert "Traceback" not in await r.text()
+    assert not await site.signed_in()
