@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html as html_lib
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -570,4 +571,35 @@ async def test_broken_request_bodies(site: Site, body: bytes, content_type: str)
     r = await site.post("/signin", body, headers={"Content-Type": content_type})
     assert 400 <= r.status < 500
     assert "Traceback" not in await r.text()
+    assert not await site.signed_in()
+
+
+async def test_an_answer_that_does_not_verify_signs_nobody_in(site: Site, tmp_path: Path) -> None:
+    """The RP checks every answer with the key it stored at enrollment, not the broker's word:
+    here its stored key is another one, so even a right approval is refused."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    site.db.confirm_device(cid)
+    site.db.conn.execute("UPDATE devices SET public_key = ? WHERE credential_id = ?", (bytes(range(32)), cid))
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    r = await site.sign_in()
+    assert r.headers["Location"] == "/signin/push"
+    _, html = await site.get("/signin/push")
+    number = re.search(r'class="number-value">(\d+)<', html)
+    assert number
+
+    def agent(*args: str) -> Any:
+        env = {"PUSHAUTH_AGENT_PASSPHRASE": "phone passphrase", "PUSHAUTH_AGENT_KDF": "test-insecure"}
+        return run_cli([AGENT, "--home", home, *args], env=env)
+
+    pending = json.loads((await asyncio.to_thread(agent, "pending", "--json")).stdout)
+    signin = [p for p in pending if "action" not in p["context"]]
+    assert len(signin) == 1
+    approved = await asyncio.to_thread(agent, "approve", "--number", number.group(1), "--", signin[0]["id"])
+    assert approved.returncode == 0, approved.stderr
+    token = await site.token("/signin/push")
+    r = await site.post("/push/complete", {"csrf_token": token, "purpose": "signin"})
+    assert r.status == 409
+    assert "could not be verified" in await r.text()
     assert not await site.signed_in()
