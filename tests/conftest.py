@@ -136,3 +136,9 @@ def tcp_proxy() -> Iterator[Callable[..., TcpProxy]]:
     yield start
     for proxy in proxies:
         proxy.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Browser tests last: Playwright's browser session lives until the end of the
+    # run, and nothing else should run beside it.
+    items.sort(key=lambda item: item.nodeid.startswith("tests/browser/"))
