@@ -122,6 +122,7 @@ def credential_json(cred: Credential) -> dict[str, Any]:
         "public_key": b64.encode(cred.public_key),
         "created_at": cred.created,
         "last_used_at": cred.last_used,
+        "recovered_from": cred.recovered_from,
     }
 
 

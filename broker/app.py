@@ -11,7 +11,7 @@ import msgpack
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
 
-from . import api, events, keys
+from . import api, backups, events, keys, recovery
 from .context import NODE, Node
 from .device_ws import device_socket
 from .hub import Hub
@@ -43,6 +43,8 @@ def create_app(
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
     api.add_routes(app)
+    backups.add_routes(app)  # device requests signed by device keys (no API key)
+    recovery.add_routes(app)
     app.router.add_get("/v1/device", device_socket)
     app.router.add_get("/v1/openapi.json", openapi_handler)
     app.cleanup_ctx.append(_event_listener)

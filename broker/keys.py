@@ -14,6 +14,12 @@
                                      (TTL: expiry + retention)
     pa:pend:{rp}:{user}        zset  the user's pending challenge ids, score = expiry ms
     pa:events                  pub/sub channel shared by every broker node
+    pa:blob:{id}               str   an encrypted backup (ciphertext only; id: the base64url
+                                     public key that signs its reads and writes), TTL 400 days
+    pa:seen:{sha256(sig)}      str   a signed device HTTP request already served (replay
+                                     guard, TTL: the allowed clock skew, twice)
+    credential hash, more fields: recovery_pk (the key that may register a new
+                                     credential for it), recovered_from (old cid)
 
 RP ids and credential/challenge ids are URL-safe tokens minted by the broker; user
 ids are the RP's own strings, so keys that embed one are length-prefixed to keep
@@ -60,3 +66,11 @@ def challenge(ch: str) -> str:
 
 def pending(rp_id: str, user: str) -> str:
     return f"pa:pend:{_user(rp_id, user)}"
+
+
+def backup_blob(blob_id: str) -> str:
+    return f"pa:blob:{blob_id}"
+
+
+def seen_signature(sig_hash: str) -> str:
+    return f"pa:seen:{sig_hash}"

@@ -88,3 +88,32 @@ redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
+
+# KEYS: credential hash
+# ARGV: recovery public key
+# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'exists' (a key is named already)
+SET_RECOVERY_KEY = """
+local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk')
+if not c[1] then return 'unknown' end
+if c[1] ~= 'active' then return 'revoked' end
+if c[2] ~= '1' then return 'not_recoverable' end
+if c[3] then return 'exists' end
+redis.call('HSET', KEYS[1], 'recovery_pk', ARGV[1])
+return 'ok'
+"""
+
+# KEYS: old credential hash, new credential hash, user-credentials hash
+# ARGV: the recovery public key that signed, new cid, account label, then the new
+#       credential hash as field/value pairs
+# -> 'ok'; else 'unknown', 'revoked' or 'wrong_key' (the old credential's recovery key changed)
+RECOVER_CREDENTIAL = """
+local c = redis.call('HMGET', KEYS[1], 'status', 'recovery_pk')
+if not c[1] then return 'unknown' end
+if c[1] ~= 'active' then return 'revoked' end
+if c[2] ~= ARGV[1] then return 'wrong_key' end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+return 'ok'
+"""

@@ -41,6 +41,7 @@ class Credential:
     created: int
     last_used: int | None
     status: str  # active | revoked
+    recovered_from: str | None = None  # registered with this credential's recovery key
 
     @classmethod
     def from_hash(cls, cid: str, h: dict[bytes, bytes]) -> Credential:
@@ -55,6 +56,7 @@ class Credential:
             created=_i(h, "created"),
             last_used=last or None,
             status=_s(h, "status"),
+            recovered_from=_s(h, "recovered_from") or None,
         )
 
     @property

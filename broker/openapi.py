@@ -53,6 +53,10 @@ SCHEMAS: dict[str, Any] = {
             "public_key": _B64,
             "created_at": _MS,
             "last_used_at": {"oneOf": [_MS, {"type": "null"}]},
+            "recovered_from": {
+                "oneOf": [_ID, {"type": "null"}],
+                "description": "the credential whose recovery key registered this one (device restored)",
+            },
         }
     ),
     "Enrollment": _obj(
@@ -218,6 +222,62 @@ PATHS: dict[str, Any] = {
             parameters=[_path_param("id")],
         )
     },
+}
+
+# Device requests (no API key): signed by a device-held key over their time, see
+# broker/signed_requests.py, broker/backups.py and broker/recovery.py.
+_SIGNED = {"security": [], "description": "signed by a device key; see docs/http-api.md"}
+SCHEMAS["RecoveryKey"] = _obj({"recovery_pk": _B64, "ts": _MS, "sig": _B64})
+SCHEMAS["Recovery"] = _obj(
+    {
+        "cid": _ID,
+        "pk": _B64,
+        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "recovery_pk": _B64,
+        "ts": _MS,
+        "recovery_sig": _B64,
+        "sig": _B64,
+    }
+)
+SCHEMAS["RecoveredCredential"] = _obj(
+    {"id": _ID, "rp": _ID, "rp_name": {"type": "string"}, "user": _USER, "account": {"type": "string"}}
+)
+_BLOB = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+_SIGNED_HEADERS = [
+    {"name": "X-Pushauth-Time", "in": "header", "required": True, "schema": {"type": "string"}},
+    {"name": "X-Pushauth-Signature", "in": "header", "required": True, "schema": _B64},
+]
+PATHS["/v1/backups/{id}"] = {
+    "put": {
+        "summary": "Store a device's encrypted backup (ciphertext only, at most 256 KiB)",
+        **_SIGNED,
+        "parameters": [_path_param("id"), *_SIGNED_HEADERS],
+        "requestBody": {"required": True, **_BLOB},
+        "responses": {"204": {"description": "stored"}, **_problems(400, 403, 409, 413)},
+    },
+    "get": {
+        "summary": "Read a device's encrypted backup",
+        **_SIGNED,
+        "parameters": [_path_param("id"), *_SIGNED_HEADERS],
+        "responses": {"200": {"description": "the blob", **_BLOB}, **_problems(400, 403, 404, 409)},
+    },
+}
+PATHS["/v1/credentials/{id}/recovery-key"] = {
+    "post": {
+        "summary": "Name the recovery key of a recoverable credential (signed by the credential key)",
+        **_SIGNED,
+        "parameters": [_path_param("id")],
+        "requestBody": _body("RecoveryKey"),
+        "responses": {"204": {"description": "set"}, **_problems(400, 403, 404, 409, 413)},
+    }
+}
+PATHS["/v1/recoveries"] = {
+    "post": {
+        "summary": "Register a new credential for a restored device with the old one's recovery key",
+        **_SIGNED,
+        "requestBody": _body("Recovery"),
+        "responses": {"201": _json("RecoveredCredential", "created"), **_problems(400, 403, 404, 409, 413)},
+    }
 }
 
 DOCUMENT: dict[str, Any] = {

@@ -17,6 +17,7 @@ from protocol import fields, signing, uri
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Challenge, Decision, Enrolled, Welcome
 
+from . import broker_http
 from .connection import Connection
 from .errors import AgentError, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, revoked_notice
@@ -87,6 +88,7 @@ async def enroll(store: AccountStore, text: str, device_name: str | None = None)
     store.unlock()
     store.load()
     enrolled, seed = await register(parsed, name)
+    recovery_seed = await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed)
     try:
         return store.add(
             wanted_name=enrolled.account or parsed.account,
@@ -99,9 +101,23 @@ async def enroll(store: AccountStore, text: str, device_name: str | None = None)
             device_name=name,
             seed=seed,
             totp=parsed.totp,
+            recovery_seed=recovery_seed,
         )
     except (StoreError, OSError) as exc:
         raise _saving_failed(exc, enrolled, name) from None
+
+
+def offer_recovery_key(broker: str, cid: str, seed: bytes) -> bytes | None:
+    """A recovery key for a new credential, if its RP enrolled it as recoverable.
+
+    The broker says whether it is; a broker that cannot be asked leaves the account
+    simply not recoverable (it comes back as "action required" after a restore).
+    """
+    recovery_seed = signing.new_seed()
+    try:
+        return recovery_seed if broker_http.set_recovery_key(broker, cid, seed, recovery_seed) else None
+    except AgentError:
+        return None
 
 
 async def reactivate(store: AccountStore, account_name: str, text: str, device_name: str | None) -> Account:
@@ -129,7 +145,7 @@ async def reactivate(store: AccountStore, account_name: str, text: str, device_n
             device_name=name,
             seed=seed,
             totp=parsed.totp,
-            recovery_seed=None,
+            recovery_seed=await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed),
         )
     except (StoreError, OSError) as exc:
         raise _saving_failed(exc, enrolled, name) from None

@@ -19,9 +19,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protocol import signing
+
+from . import broker_http
 from .accounts_model import OtpAccount
 from .backup import Backup, dump_backup, load_backup
-from .errors import UsageError
+from .errors import AgentError, UsageError
 from .legacy_store import unb64
 from .passphrase import kdf_from_env
 from .store import ACTION_REQUIRED, Account, AccountStore, State, _Record, b64
@@ -184,9 +187,59 @@ def auto_backup_hook(
     return hook
 
 
+BROKER = "broker"
+
+
 def upload(store: AccountStore, target: dict[str, Any], data: bytes) -> None:
-    """Put a sealed backup where `target` says."""
-    write_file(Path(target["to"]), data)
+    """Put a sealed backup where `target` says: a file, or the broker's blob store."""
+    if target["to"] == BROKER:
+        seed = broker_http.blob_seed(store.passphrase(), target["broker"], target["name"])
+        broker_http.put_backup(target["broker"], seed, data)
+    else:
+        write_file(Path(target["to"]), data)
+
+
+def download(target: dict[str, Any], passphrase: str) -> bytes:
+    if target["to"] == BROKER:
+        seed = broker_http.blob_seed(passphrase, target["broker"], target["name"])
+        return broker_http.get_backup(target["broker"], seed)
+    return read_file(Path(target["to"]))
+
+
+def recover_accounts(store: AccountStore, names: list[str], device_name: str) -> list[str]:
+    """Register a new credential for each recoverable account with its recovery key.
+
+    Returns one line per account. An account that cannot recover (the broker is
+    down, the RP removed the old device meanwhile) stays "action required".
+    """
+    lines = []
+    for name in names:
+        account = store.find(name)
+        recovery_seed = store.recovery_seed(name)
+        assert recovery_seed is not None
+        seed, new_recovery_seed = signing.new_seed(), signing.new_seed()
+        try:
+            got = broker_http.recover(
+                account.broker, account.cid, recovery_seed, seed, new_recovery_seed, device_name
+            )
+        except AgentError as exc:
+            lines.append(f"action required: {name}: it could not recover by itself ({exc})")
+            continue
+        store.reactivate(
+            name,
+            rp=got["rp"],
+            rp_name=got["rp_name"],
+            user=got["user"],
+            label=got["account"],
+            broker=account.broker,
+            cid=got["id"],
+            device_name=device_name,
+            seed=seed,
+            totp=None,
+            recovery_seed=new_recovery_seed,
+        )
+        lines.append(f"recovered: {name}: this device has its own new key ({account.rp_name} was told)")
+    return lines
 
 
 def read_file(path: Path) -> bytes:

@@ -22,7 +22,7 @@ import segno
 
 from protocol.frames import Decision
 
-from . import actions, backup_actions, otp_actions
+from . import actions, backup_actions, broker_http, otp_actions
 from .display import entry_json, entry_line, request_json, request_text
 from .errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
 from .listen import listen
@@ -224,16 +224,21 @@ def build_parser() -> Parser:
         "backup",
         "Write an encrypted backup of every account, or turn automatic backups on or off.",
         "backup --to FILE          write the backup to FILE (e.g. in a synced folder)\n"
+        "backup --to broker        store it in the broker's encrypted-backup store\n"
         "backup auto on --to FILE  also rewrite it after every change from now on\n"
         "backup auto off           stop the automatic backups\n\n"
         "The backup is encrypted with the vault passphrase (Argon2id, XChaCha20-Poly1305)\n"
         "and keeps the accounts' order and names. It holds the verification-code secrets\n"
         "and, for accounts the service enrolled as recoverable, their recovery keys; never\n"
         "the push keys, which stay on this device (a restored push account needs a new\n"
-        "QR code from its service: pushauth-agent reactivate).",
+        "QR code from its service: pushauth-agent reactivate).\n\n"
+        "On the broker, the backup is kept as ciphertext under a key derived from the\n"
+        "passphrase, the broker's address and --backup-name: only someone with the\n"
+        "passphrase can read or overwrite it (restore --from broker on the new device).",
     )
     c.add_argument("auto", metavar="auto on|off", nargs="*", help="turn automatic backups on or off")
-    c.add_argument("--to", metavar="FILE", type=Path, help="where the backup goes")
+    c.add_argument("--to", metavar="FILE|broker", help="where the backup goes")
+    broker_options(c)
 
     c = command(
         "restore",
@@ -242,7 +247,15 @@ def build_parser() -> Parser:
         'Verification codes work at once. Push accounts are listed as "action required"\n'
         "until re-activated with a new enrollment URI from the service (reactivate).",
     )
-    c.add_argument("--from", dest="source", metavar="FILE", type=Path, required=True, help="the backup file")
+    c.add_argument(
+        "--from", dest="source", metavar="FILE|broker", required=True, help="the backup file, or broker"
+    )
+    broker_options(c)
+    c.add_argument(
+        "--device-name",
+        metavar="NAME",
+        help="this device's name at the services of recoverable accounts (default: host name)",
+    )
 
     c = command(
         "reactivate",
@@ -261,6 +274,20 @@ def build_parser() -> Parser:
         f"{PASSPHRASE_ENV} and {NEW_PASSPHRASE_ENV}). The vault is rewritten at once.",
     )
     return p
+
+
+def broker_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--broker",
+        metavar="URL",
+        help="with broker: the broker's URL (default: the broker of the first push account)",
+    )
+    c.add_argument(
+        "--backup-name",
+        metavar="NAME",
+        default=broker_http.DEFAULT_BACKUP_NAME,
+        help="with broker: the name of this backup (default: %(default)s)",
+    )
 
 
 def home_dir(arg: Path | None) -> Path:
@@ -407,6 +434,21 @@ def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def backup_target(store: AccountStore | None, args: argparse.Namespace, where: str) -> dict[str, str]:
+    if where != backup_actions.BROKER:
+        return {"to": str(Path(where).resolve())}
+    broker = args.broker
+    if broker is None and store is not None:
+        brokers = [a.broker for a in store.load()]
+        broker = brokers[0] if brokers else None
+    if broker is None:
+        raise UsageError("say which broker keeps the backup: --broker URL")
+    broker_http.http_base(broker)  # a malformed URL is refused before anything happens
+    if not args.backup_name or len(args.backup_name) > 64:
+        raise UsageError("the backup name must be 1 to 64 characters")
+    return {"to": backup_actions.BROKER, "broker": broker, "name": args.backup_name}
+
+
 def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
     words = [w.lower() for w in args.auto]
     if words == ["auto", "off"]:
@@ -414,14 +456,15 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
         say("Automatic backups are off.")
         return EXIT_OK
     if words not in ([], ["auto", "on"]):
-        raise UsageError("expected: backup --to FILE, backup auto on --to FILE, or backup auto off")
+        raise UsageError("expected: backup --to WHERE, backup auto on --to WHERE, or backup auto off")
     if args.to is None:
-        raise UsageError("say where the backup goes: --to FILE")
-    target = {"to": str(args.to.resolve())}
+        raise UsageError("say where the backup goes: --to FILE, or --to broker")
     if not store.path.exists() and not store.legacy_path.exists():
         raise UsageError("there is nothing to back up yet")
+    target = backup_target(store, args, args.to)
     backup_actions.upload(store, target, backup_actions.backup_bytes(store))
-    say(f"Backup written to {target['to']}.")
+    where = target["to"] if target["to"] != backup_actions.BROKER else f"the broker {target['broker']}"
+    say(f"Backup written to {where}.")
     if words:
         store.set_setting(backup_actions.AUTO_BACKUP, target)
         say("It is rewritten after every change from now on (backup auto off stops that).")
@@ -429,21 +472,24 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
-    data = backup_actions.read_file(args.source)
+    device_name = actions.check_device_name(args.device_name or actions.default_device_name())
+    target = backup_target(None, args, args.source)
     if store.entries():
         raise UsageError("this home has accounts already; restore into a new home (--home DIR)")
-    passphrase = store.passphrases.current(f"the backup {args.source}")
-    backup = backup_actions.open_backup(data, passphrase)
+    passphrase = store.passphrases.current("the backup")
+    backup = backup_actions.open_backup(backup_actions.download(target, passphrase), passphrase)
     store.adopt_passphrase(passphrase)
     report = backup_actions.restore(store, backup)
     for name in report.ready:
         say(f"ready: {name}")
     for name, rp_name in report.action_required:
         say(f"action required: {name}: get a new QR code from {rp_name}, then: pushauth-agent reactivate")
-    for name in report.recoverable:
-        say(f"recoverable: {name}")
+    recovered = backup_actions.recover_accounts(store, report.recoverable, device_name)
+    for line in recovered:
+        say(line)
+    need = len(report.action_required) + sum(line.startswith("action required") for line in recovered)
     total = len({*report.ready, *(n for n, _ in report.action_required), *report.recoverable})
-    say(f"{total} restored, {len(report.action_required)} need action")
+    say(f"{total} restored, {need} need action")
     return EXIT_OK
 
 

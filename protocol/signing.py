@@ -21,6 +21,9 @@ DOMAIN_AUTH = "pushauth/auth/v1"
 DOMAIN_ENROLL = "pushauth/enroll/v1"
 DOMAIN_ANSWER = "pushauth/answer/v1"
 DOMAIN_CONTEXT = "pushauth/context/v1"
+DOMAIN_BACKUP = "pushauth/backup/v1"
+DOMAIN_RECOVERY_KEY = "pushauth/recovery-key/v1"
+DOMAIN_RECOVER = "pushauth/recover/v1"
 
 Item = bytes | str | int
 
@@ -72,6 +75,25 @@ def answer_bytes(
 ) -> bytes:
     """What a device signs to answer a challenge; the RP SDK checks the same bytes."""
     return canonical(DOMAIN_ANSWER, rp, ch, nonce, cid, decision, number, ts, ctx_hash)
+
+
+def backup_bytes(op: str, blob_id: str, ts: int, body_hash: bytes) -> bytes:
+    """A read ("get") or write ("put") of the encrypted-backup blob `blob_id` (the
+    base64url public key of the blob's key), at time `ts` (ms), with the SHA-256 of
+    the body written (of nothing, for a read)."""
+    return canonical(DOMAIN_BACKUP, op, blob_id, ts, body_hash)
+
+
+def recovery_key_bytes(cid: str, recovery_pk: bytes, ts: int) -> bytes:
+    """Credential `cid` (its own key signs) names the public key that may recover it."""
+    return canonical(DOMAIN_RECOVERY_KEY, cid, recovery_pk, ts)
+
+
+def recover_bytes(old_cid: str, pk: bytes, name: str, recovery_pk: bytes, ts: int) -> bytes:
+    """A new credential `pk` for the account of `old_cid`; signed by the recovery key of
+    `old_cid` and, as proof of possession, by the new key. `recovery_pk` is the new
+    credential's own recovery key."""
+    return canonical(DOMAIN_RECOVER, old_cid, pk, name, recovery_pk, ts)
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> None:

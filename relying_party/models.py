@@ -64,6 +64,9 @@ class Credential:
     created_at: int
     last_used_at: int | None = None
     account: str | None = None  # the account label shown on the device
+    # Set when a restored device registered this credential with the recovery key of
+    # credential `recovered_from` (an account the RP enrolled as recoverable).
+    recovered_from: str | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Credential:
@@ -76,6 +79,7 @@ class Credential:
             created_at=get(body, "created_at", int, what),
             last_used_at=get_optional(body, "last_used_at", int, what),
             account=get_optional(body, "account", str, what),
+            recovered_from=get_optional(body, "recovered_from", str, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -88,6 +92,7 @@ class Credential:
             "created_at": self.created_at,
             "last_used_at": self.last_used_at,
             "account": self.account,
+            "recovered_from": self.recovered_from,
         }
 
 

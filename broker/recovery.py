@@ -1,0 +1,122 @@
+"""Recoverable credentials: a recovery key per credential, and recovery with it.
+
+When the RP enrolls a user as recoverable, the device makes a second key pair, the
+recovery key, names its public key for the new credential (signed by the credential
+key), and keeps the private half in its encrypted backup. After a restore on a new
+device, the backup's recovery key registers a new credential for the same account
+by itself: signed by the recovery key, with proof of possession of the new key. The
+old credential stays valid until removed; the new one lists `recovered_from` so the
+RP knows (and can show "restored from <old device>").
+
+    POST /v1/credentials/{id}/recovery-key  {"recovery_pk", "ts", "sig"}     -> 204
+    POST /v1/recoveries  {"cid", "pk", "name", "recovery_pk", "ts", "recovery_sig", "sig"}
+                         -> 201 {"id", "rp", "rp_name", "user", "account"}
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from protocol import signing
+from protocol.errors import ProtocolError
+from protocol.fields import NAME
+
+from . import keys, lua
+from .api import json_body, text_field
+from .context import node_of
+from .models import Credential
+from .problems import ApiError
+from .signed_requests import b64_field, check_signed, parse_ts
+from .store import new_id, now_ms
+
+_REFUSALS = {
+    "unknown": (404, "not_found", "no such credential"),
+    "revoked": (409, "credential_revoked", "the credential was removed; it can no longer be recovered"),
+    "not_recoverable": (409, "not_recoverable", "the service did not enroll this credential as recoverable"),
+    "exists": (409, "conflict", "this credential has a recovery key already"),
+    "wrong_key": (403, "bad_signature", "the recovery key does not match"),
+}
+
+
+def _refused(why: bytes | str) -> ApiError:
+    status, code, detail = _REFUSALS[why.decode() if isinstance(why, bytes) else why]
+    return ApiError(status, code, detail)
+
+
+async def _credential(request: web.Request, cid: str) -> tuple[Credential, dict[bytes, bytes]]:
+    if not cid or len(cid) > 64:
+        raise _refused("unknown")
+    h = await node_of(request).store.redis.hgetall(keys.credential(cid))
+    if not h:
+        raise _refused("unknown")
+    cred = Credential.from_hash(cid, h)
+    if not cred.active:
+        raise _refused("revoked")
+    return cred, h
+
+
+async def set_recovery_key(request: web.Request) -> web.Response:
+    body = await json_body(request, {"recovery_pk", "ts", "sig"})
+    recovery_pk = b64_field(body, "recovery_pk", 32)
+    sig = b64_field(body, "sig", 64)
+    ts = parse_ts(body.get("ts"))
+    cred, _ = await _credential(request, request.match_info["id"])
+    store = node_of(request).store
+    await check_signed(store, cred.public_key, signing.recovery_key_bytes(cred.id, recovery_pk, ts), sig, ts)
+    result = await store.redis.eval(lua.SET_RECOVERY_KEY, 1, keys.credential(cred.id), recovery_pk)
+    if result != b"ok":
+        raise _refused(result)
+    return web.Response(status=204)
+
+
+async def recover(request: web.Request) -> web.Response:
+    body = await json_body(request, {"cid", "pk", "name", "recovery_pk", "ts", "recovery_sig", "sig"})
+    old_cid = text_field(body, "cid", 64)
+    pk = b64_field(body, "pk", 32)
+    new_recovery_pk = b64_field(body, "recovery_pk", 32)
+    recovery_sig = b64_field(body, "recovery_sig", 64)
+    sig = b64_field(body, "sig", 64)
+    name = text_field(body, "name", 64)
+    try:
+        NAME("name", name)
+    except ProtocolError as exc:
+        raise ApiError(400, "invalid_request", exc.message) from None
+    ts = parse_ts(body.get("ts"))
+    old, h = await _credential(request, old_cid)
+    recovery_pk = h.get(b"recovery_pk")
+    if recovery_pk is None:
+        raise _refused("not_recoverable")
+    message = signing.recover_bytes(old.id, pk, name, new_recovery_pk, ts)
+    if not signing.is_valid(pk, message, sig):  # proof of possession of the new key
+        raise ApiError(403, "bad_signature", "the new key's signature does not verify")
+    store = node_of(request).store
+    await check_signed(store, recovery_pk, message, recovery_sig, ts)
+    cid = new_id()
+    fields = [
+        "rp", old.rp, "user", old.user, "account", old.account, "name", name, "pk", pk,
+        "created", now_ms(), "status", "active", "recoverable", "1", "recovery_pk", new_recovery_pk,
+        "recovered_from", old.id,
+    ]  # fmt: skip
+    result = await store.redis.eval(
+        lua.RECOVER_CREDENTIAL,
+        3,
+        keys.credential(old.id),
+        keys.credential(cid),
+        keys.user_credentials(old.rp, old.user),
+        recovery_pk,
+        cid,
+        old.account,
+        *fields,
+    )
+    if result != b"ok":
+        raise _refused(result)
+    rp = await store.get_rp(old.rp)
+    rp_name = rp.name if rp else old.rp
+    return web.json_response(
+        {"id": cid, "rp": old.rp, "rp_name": rp_name, "user": old.user, "account": old.account}, status=201
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/credentials/{id}/recovery-key", set_recovery_key)
+    app.router.add_post("/v1/recoveries", recover)

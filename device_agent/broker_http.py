@@ -1,0 +1,168 @@
+"""The broker's device HTTP requests: the encrypted-backup store and recovery.
+
+Each request is signed by a device-held key over its time (protocol/signing.py:
+backup_bytes, recovery_key_bytes, recover_bytes); the broker accepts it once and
+within minutes of its clock (broker/signed_requests.py). Blocking urllib calls:
+these are one-shot commands (and automatic backups after a change), not the
+listening loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import nacl.encoding
+import nacl.hash
+import nacl.pwhash.argon2id as argon2id
+
+from protocol import b64, signing
+
+from .errors import Refused, Unreachable, UsageError
+from .passphrase import kdf_from_env
+from .vault import KdfParams
+
+TIMEOUT_S = 15.0
+DEFAULT_BACKUP_NAME = "default"
+
+
+def http_base(broker: str) -> str:
+    """The broker's HTTP origin from its device WebSocket URL (same host and port)."""
+    parts = urlsplit(broker)
+    scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
+    if scheme is None or not parts.netloc:
+        raise UsageError(f"not a broker URL: {broker!r} (ws://, wss://, http:// or https://)")
+    return urlunsplit((scheme, parts.netloc, "", "", ""))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _call(
+    method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise Unreachable(f"cannot reach the broker at {url}: {reason}") from None
+
+
+def _problem(status: int, data: bytes) -> tuple[str, str]:
+    try:
+        doc = json.loads(data)
+        return str(doc.get("code", status)), str(doc.get("detail", ""))
+    except (ValueError, AttributeError):
+        return str(status), ""
+
+
+def _json_call(url: str, payload: dict[str, Any]) -> tuple[int, Any, str]:
+    status, data = _call(
+        "POST", url, body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    if status >= 400:
+        code, detail = _problem(status, data)
+        return status, code, detail
+    return status, json.loads(data) if data else None, ""
+
+
+# -- the encrypted-backup store ---------------------------------------------------------
+
+
+def blob_seed(passphrase: str, broker: str, name: str, kdf: KdfParams | None = None) -> bytes:
+    """The Ed25519 seed that names and signs the blob of (passphrase, broker, name).
+
+    Argon2id with a salt derived from the broker's origin and the backup name, so
+    the same passphrase gives another key on another broker or under another name,
+    and a new device derives the same key from what the user types. The cost is
+    fixed (not the vault's), since both devices must derive the same key.
+    """
+    salt = nacl.hash.blake2b(
+        f"{http_base(broker)}\0{name}".encode(),
+        digest_size=argon2id.SALTBYTES,
+        person=b"pushauth-blob",
+        encoder=nacl.encoding.RawEncoder,
+    )
+    cost = kdf or kdf_from_env()
+    return argon2id.kdf(32, passphrase.encode(), salt, opslimit=cost.opslimit, memlimit=cost.memlimit)
+
+
+def _blob_request(broker: str, seed: bytes, op: str, body: bytes) -> tuple[int, bytes]:
+    blob_id = b64.encode(signing.public_key(seed))
+    ts = now_ms()
+    sig = signing.sign(seed, signing.backup_bytes(op, blob_id, ts, hashlib.sha256(body).digest()))
+    headers = {"X-Pushauth-Time": str(ts), "X-Pushauth-Signature": b64.encode(sig)}
+    if op == "put":
+        headers["Content-Type"] = "application/octet-stream"
+    url = f"{http_base(broker)}/v1/backups/{quote(blob_id)}"
+    return _call("PUT" if op == "put" else "GET", url, body=body if op == "put" else None, headers=headers)
+
+
+def put_backup(broker: str, seed: bytes, blob: bytes) -> None:
+    status, data = _blob_request(broker, seed, "put", blob)
+    if status != 204:
+        code, detail = _problem(status, data)
+        raise Refused(f"the broker did not store the backup: {detail or code}", code=code)
+
+
+def get_backup(broker: str, seed: bytes) -> bytes:
+    status, data = _blob_request(broker, seed, "get", b"")
+    if status == 404:
+        raise UsageError(
+            f"no backup at {http_base(broker)} for this passphrase and name (check both, and the broker)"
+        )
+    if status != 200:
+        code, detail = _problem(status, data)
+        raise Refused(f"the broker refused to give the backup: {detail or code}", code=code)
+    return data
+
+
+# -- recovery ---------------------------------------------------------------------------
+
+
+def set_recovery_key(broker: str, cid: str, seed: bytes, recovery_seed: bytes) -> bool:
+    """Name the recovery key of a new credential; False if the RP did not make it recoverable."""
+    ts = now_ms()
+    recovery_pk = signing.public_key(recovery_seed)
+    sig = signing.sign(seed, signing.recovery_key_bytes(cid, recovery_pk, ts))
+    url = f"{http_base(broker)}/v1/credentials/{quote(cid)}/recovery-key"
+    status, code, detail = _json_call(
+        url, {"recovery_pk": b64.encode(recovery_pk), "ts": ts, "sig": b64.encode(sig)}
+    )
+    if status == 204:
+        return True
+    if code == "not_recoverable":
+        return False
+    raise Refused(f"the broker did not take the recovery key: {detail or code}", code=code)
+
+
+def recover(
+    broker: str, old_cid: str, recovery_seed: bytes, seed: bytes, new_recovery_seed: bytes, name: str
+) -> dict[str, Any]:
+    """Register credential `seed` for the account of `old_cid`; returns the broker's answer."""
+    ts = now_ms()
+    pk, new_recovery_pk = signing.public_key(seed), signing.public_key(new_recovery_seed)
+    message = signing.recover_bytes(old_cid, pk, name, new_recovery_pk, ts)
+    payload = {
+        "cid": old_cid,
+        "pk": b64.encode(pk),
+        "name": name,
+        "recovery_pk": b64.encode(new_recovery_pk),
+        "ts": ts,
+        "recovery_sig": b64.encode(signing.sign(recovery_seed, message)),
+        "sig": b64.encode(signing.sign(seed, message)),
+    }
+    status, body, detail = _json_call(f"{http_base(broker)}/v1/recoveries", payload)
+    if status != 201 or not isinstance(body, dict):
+        raise Refused(f"the broker refused the recovery: {detail or body}", code=str(body))
+    return body
