@@ -32,6 +32,19 @@ class _Protocol(asyncio.Protocol):
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.BaseTransport | None = None
         self.lost: Exception | None = None
+        self.pending: list[bytes] = []  # commands of this loop iteration, written together
+
+    def write(self, data: bytes) -> None:
+        # Commands issued by different requests in the same event-loop iteration
+        # go out in one write (one syscall, one wake-up of Redis).
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        data, self.pending = b"".join(self.pending), []
+        if self.lost is None and self.transport is not None:
+            self.transport.write(data)  # type: ignore[attr-defined]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -113,8 +126,12 @@ class RedisPipe:
             _, proto = await loop.create_unix_connection(_Protocol, self._path)
         else:
             _, proto = await loop.create_connection(_Protocol, self._host, self._port)
-        for command in self._setup:
-            await self._send(proto, command)[0]
+        try:
+            for command in self._setup:
+                await self._send(proto, command)[0]
+        except BaseException:
+            proto.transport.close()  # type: ignore[union-attr]
+            raise
         return proto
 
     @staticmethod
@@ -125,8 +142,7 @@ class RedisPipe:
             fut: asyncio.Future[Any] = loop.create_future()
             proto.waiters.append(fut)
             futs.append(fut)
-        data = b"".join(hiredis.pack_command(tuple(c)) for c in commands)
-        proto.transport.write(data)  # type: ignore[union-attr]
+        proto.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
         return futs
 
     async def execute(self, *args: Any) -> Any:
