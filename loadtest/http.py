@@ -10,6 +10,7 @@ body or none, responses with a Content-Length. Anything else is an error.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1 << 20
@@ -86,9 +87,14 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpPool:
-    """Keep-alive connections to one host; as many as there are concurrent requests."""
+    """Keep-alive connections to one host, at most `max_connections`; requests beyond
+    that wait for a free connection (that wait counts in their latency).
 
-    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+    Bounded because opening hundreds of connections at once overflows the broker's
+    listen backlog, and a dropped SYN is retried only after 1, 3, 7 s: the run would
+    measure the kernel's retransmission timer instead of the broker."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], max_connections: int = 64) -> None:
         rest = base_url.removeprefix("http://").rstrip("/")
         host, _, port = rest.partition(":")
         self.host, self.port = host, int(port or 80)
@@ -96,6 +102,9 @@ class HttpPool:
         self._headers = "\r\n".join(lines)
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
+        self._max = max_connections
+        self._opening = 0
+        self._queue: deque[asyncio.Future[None]] = deque()
 
     def _encode(self, method: str, path: str, body: bytes | None) -> bytes:
         if body is None:
@@ -106,19 +115,42 @@ class HttpPool:
     async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """(status, body) of one request."""
         data = self._encode(method, path, body)
-        conn = self._idle.pop() if self._idle else await self._connect()
+        conn = await self._acquire()
         try:
             result = await conn.request(data)
         except BaseException:
             conn.close()  # a cancelled or failed request leaves the connection in an unknown state
             self._all.discard(conn)
+            self._wake()
             raise
         if conn.reusable:
             self._idle.append(conn)
         else:
             conn.close()
             self._all.discard(conn)
+        self._wake()
         return result
+
+    async def _acquire(self) -> _Connection:
+        while not self._idle and len(self._all) + self._opening >= self._max:
+            waiter = asyncio.get_running_loop().create_future()
+            self._queue.append(waiter)
+            await waiter
+        if self._idle:
+            return self._idle.pop()
+        self._opening += 1
+        try:
+            return await self._connect()
+        finally:
+            self._opening -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        while self._queue:
+            waiter = self._queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
