@@ -237,7 +237,7 @@ async def create_challenge(request: web.Request) -> web.Response:
     digits = int_field(body, "digits", numbers.DEFAULT_DIGITS, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
     now = now_ms()
     record = ChallengeRecord(
-        id=new_id(),
+        id=new_id("ch"),
         rp=rp.id,
         rp_name=rp.name,
         user=user,

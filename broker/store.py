@@ -29,8 +29,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new_id(nbytes: int = 16) -> str:
-    return secrets.token_urlsafe(nbytes)
+def new_id(prefix: str, nbytes: int = 16) -> str:
+    """A random id with a type prefix ("ch_...", "cr_..."): people can tell ids
+    apart, and an id never starts with "-" (a command line would read an option)."""
+    return f"{prefix}_{secrets.token_urlsafe(nbytes)}"
 
 
 def sha256_hex(text: str) -> str:
@@ -102,7 +104,7 @@ class Store:
     # -- relying parties ---------------------------------------------------
 
     async def add_rp(self, name: str) -> tuple[RelyingParty, str]:
-        rp = RelyingParty(id=new_id(9), name=name)
+        rp = RelyingParty(id=new_id("rp", 9), name=name)
         api_key = "pak_" + secrets.token_urlsafe(32)
         key_hash = sha256_hex(api_key)  # the key has 256 bits of entropy: a fast hash suffices
         async with self.redis.pipeline(transaction=True) as p:
@@ -168,7 +170,7 @@ class Store:
     async def create_enrollment(
         self, rp: RelyingParty, user: str, account: str, recoverable: bool
     ) -> NewEnrollment:
-        eid, token = new_id(), secrets.token_urlsafe(32)
+        eid, token = new_id("en"), secrets.token_urlsafe(32)
         expires = now_ms() + self.enrollment_ttl_ms
         enrollment = Enrollment(eid, rp.id, user, account, recoverable, "pending", expires, None)
         async with self.redis.pipeline(transaction=True) as p:
@@ -205,7 +207,7 @@ class Store:
         enrollment = Enrollment.from_hash(eid.decode(), h)
         now = now_ms()
         cred = Credential(
-            id=new_id(),
+            id=new_id("cr"),
             rp=enrollment.rp,
             user=enrollment.user,
             account=enrollment.account,
