@@ -83,7 +83,6 @@ def build_parser() -> Parser:
         help=f"where accounts and keys are kept (default: ${HOME_ENV}, else the user config dir)",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
 
     def command(name: str, summary: str, details: str) -> Parser:
         return sub.add_parser(
@@ -168,6 +167,16 @@ def build_parser() -> Parser:
         help="if the broker cannot be reached, delete the account here anyway "
         "(then remove this device on the service's security page)",
     )
+    command(
+        "ui",
+        "Open the terminal screen (also what `pushauth-agent` alone does on a terminal).",
+        "The account list with live codes and a countdown, and sign-in requests as they\n"
+        "come: a dialog shows the service, account and context; type the number shown on\n"
+        'the sign-in screen and Enter to approve, Ctrl+N to deny, Ctrl+R to report "this\n'
+        "wasn't me\", Escape to answer later (a: show it again). q quits. Accounts that\n"
+        "need action (restored push accounts) are marked.",
+    )
+
     c = command(
         "code",
         "Print the current verification codes and the seconds each stays valid.",
@@ -499,6 +508,12 @@ def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ui(store: AccountStore, args: argparse.Namespace) -> int:
+    from .tui import run_ui  # textual loads in a blink, but only the screen needs it
+
+    return run_ui(store)
+
+
 def cmd_listen(store: AccountStore, args: argparse.Namespace) -> int:
     store.load()  # a damaged accounts file is reported before anything starts
     return asyncio.run(listen(store, interactive=not args.no_input))
@@ -522,6 +537,7 @@ COMMANDS = {
     "backup": cmd_backup,
     "restore": cmd_restore,
     "reactivate": cmd_reactivate,
+    "ui": cmd_ui,
 }
 
 
@@ -529,7 +545,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Scripts and tests read our output through pipes: never sit in a buffer.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            parser.error("a command is required (the screen opens only on a terminal)")
+        args.command = "ui"
     store = AccountStore(home_dir(args.home), Passphrases())
     store.on_change = backup_actions.auto_backup_hook(backup_actions.upload, warn)
     try:

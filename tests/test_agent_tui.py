@@ -1,0 +1,154 @@
+"""The terminal UI driven headless by Textual's pilot against a real broker: a push
+arrives, the number is typed, the broker records approved (and the RP SDK verifies
+it); deny and report from the keyboard; live codes and "action required" marks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import AGENT_ENV, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from shared_broker import broker, rp  # noqa: F401  (fixtures)
+from support import AGENT, BrokerProcess, assert_cli_error, run_cli
+from textual.pilot import Pilot
+from textual.widgets import DataTable
+
+from device_agent import totp
+from device_agent.store import AccountStore
+from device_agent.tui import AgentApp, RequestScreen
+from protocol.challenge import Status
+from relying_party.sdk import PushAuthClient
+
+CONTEXT = {"app": "Webmail", "ip": "203.0.113.5", "location": "Lyon, FR"}
+TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
+
+
+@pytest.fixture
+async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
+        yield c
+
+
+async def until(pilot: Pilot[Any], check: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+def connected(app: AgentApp) -> bool:
+    return any(link.conn is not None for link in app.listener.links.values())
+
+
+def dialog(app: AgentApp) -> RequestScreen | None:
+    return app.screen if isinstance(app.screen, RequestScreen) else None
+
+
+def rows(app: AgentApp) -> list[list[str]]:
+    table = app.query_one("#accounts", DataTable)
+    return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+
+async def test_a_push_arrives_the_number_is_typed_and_the_broker_records_approved(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home = tmp_path / "phone"
+    cred = await enroll(client, home)
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
+        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        screen = dialog(app)
+        assert screen is not None and screen.request.challenge.ch == ch.id
+        for text in ("Test RP", "alice@example.com", "Webmail", "203.0.113.5", "Lyon, FR"):
+            assert text in screen.details
+        await pilot.press(*ch.number, "enter")
+        result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
+        assert result.status is Status.APPROVED
+        assert result.answer is not None and result.answer.number == ch.number
+        await until(pilot, lambda: dialog(app) is None, "the dialog to close")
+        assert app.answers == [(ch.id, "approve")]
+
+
+@pytest.mark.parametrize(("key", "status"), [("ctrl+n", Status.DENIED), ("ctrl+r", Status.REPORTED)])
+async def test_deny_and_report_from_the_keyboard(
+    client: PushAuthClient, tmp_path: Path, key: str, status: Status
+) -> None:
+    home = tmp_path / "phone"
+    cred = await enroll(client, home)
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
+        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        await pilot.press("9")  # a half-typed number does not matter for a denial
+        await pilot.press(key)
+        result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
+        assert result.status is status
+
+
+async def test_a_short_number_is_not_sent_and_a_request_answered_elsewhere_closes_the_dialog(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home, other = tmp_path / "phone", tmp_path / "laptop"
+    cred = await enroll(client, home)
+    laptop = await enroll(client, other, name="laptop")
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        ch = await client.create_challenge("alice", CONTEXT, ttl=60, digits=3)
+        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        await pilot.press(ch.number[0], "enter")
+        await pilot.pause(0.3)
+        assert dialog(app) is not None and app.answers == []  # 1 of 3 digits: not sent
+        # The other device answers: this dialog goes away by itself.
+        done = await asyncio.to_thread(run_cli, [AGENT, "--home", other, "deny", ch.id], env=AGENT_ENV)
+        assert done.returncode == 0, done.stderr
+        await until(pilot, lambda: dialog(app) is None, "the dialog to close")
+        result = await client.get_result(ch, {cred.id: cred.public_key, laptop.id: laptop.public_key})
+        assert result.status is Status.DENIED and app.answers == []
+
+
+async def test_the_list_shows_live_codes_and_marks_accounts_needing_action(tmp_path: Path) -> None:
+    home, new = tmp_path / "home", tmp_path / "new"
+    store = AccountStore(home)
+    run = lambda h, *a: run_cli([AGENT, "--home", h, *a], env=AGENT_ENV)  # noqa: E731
+    assert run(home, "add", TOTP_URI).returncode == 0
+    store.add(
+        wanted_name="bob@example.com",
+        rp="rp1",
+        rp_name="Example",
+        user="bob",
+        label="bob@example.com",
+        broker="ws://127.0.0.1:1/v1/device",
+        cid="cid-bob",
+        device_name="laptop",
+        seed=bytes(32),
+    )
+    assert run(home, "backup", "--to", str(tmp_path / "b")).returncode == 0
+    assert run(new, "restore", "--from", str(tmp_path / "b")).returncode == 0
+    app = AgentApp(AccountStore(new))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: len(rows(app)) == 2, "the account rows")
+        acme, bob = rows(app)
+        otp = AccountStore(new).totp("ACME: alice")
+        assert otp is not None
+        now = time.time()
+        assert acme[0] == "ACME: alice" and acme[1] in {totp.code(otp, now), totp.code(otp, now - 1)}
+        assert acme[2].endswith(" s")
+        assert bob[0] == "bob@example.com" and "ACTION REQUIRED" in bob[3]
+        first = acme[2]
+        await until(pilot, lambda: rows(app)[0][2] != first, "the countdown to move", timeout=3)
+        await pilot.press("q")
+
+
+def test_no_command_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
+    result = run_cli([AGENT, "--home", tmp_path / "home"], env=AGENT_ENV)
+    assert_cli_error(result, contains="command is required")
+    assert result.returncode == 2
