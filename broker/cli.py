@@ -24,6 +24,8 @@ from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .store import Store
 
 log = logging.getLogger("pushauth.broker")
+REDIS_CONNECTIONS = 64  # redis-py's pool; the hot path has its own pipelined connection
+REDIS_POOL_WAIT_S = 10.0
 
 EPILOG = """\
 State lives in Redis only. With no --redis-url (or PUSHAUTH_REDIS_URL) the broker
@@ -129,7 +131,12 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             url = await asyncio.to_thread(embedded.start)
         except EmbeddedRedisError as exc:
             raise CliError(str(exc)) from None
-    client = aioredis.Redis.from_url(url, health_check_interval=0)
+    # Blocking: a burst of more concurrent commands than pooled connections waits for
+    # a free one (the default pool raised MaxConnectionsError: 500s, dropped devices).
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, health_check_interval=0, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
+    )
+    client = aioredis.Redis.from_pool(pool)
     try:
         try:
             await client.ping()
