@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     common(idle)
     idle.add_argument("--devices", type=_positive(int, 1, MAX_DEVICES), default=1000, help="idle devices")
     idle.add_argument("--settle", type=_positive(float, 0, 60), default=2.0, help="seconds before weighing")
+    idle.add_argument(
+        "--profile", action="store_true", help="sample the restarted broker with py-spy while devices return"
+    )
     return parser
 
 
@@ -232,6 +235,8 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             devices=args.devices,
             n_workers=args.workers,
             settle=args.settle,
+            out_dir=out,
+            profile_broker=args.profile,
             progress=not args.no_progress,
         )
     print(idle_table(result))

@@ -272,6 +272,8 @@ def idle_run(
     devices: int,
     n_workers: int,
     settle: float,
+    out_dir: Path,
+    profile_broker: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Connect `devices` idle devices to one broker, weigh them, restart the broker, time the return."""
@@ -329,6 +331,9 @@ def idle_run(
         w.wait_for("marked", timeout=30, on_other=on_count)
         bar.set_description("restarting")
         stop_began, ready_at = cluster.restart_broker(0)
+        profiler = (
+            Profiler(cluster.brokers[0].pid, out_dir / "broker-profile.txt", 15) if profile_broker else None
+        )
         all_at = w.wait_for("all", timeout=300, on_other=on_count)
         back = max(a[0] for a in all_at)
         out["restart"] = {
@@ -338,5 +343,12 @@ def idle_run(
         }
         time.sleep(settle)
         out["broker_rss_after_restart_mib"] = round(snapshot(cluster.brokers[0].pid).rss / 2**20, 1)
+        if profiler is not None:
+            problem = profiler.finish()
+            out["broker_profile"] = (
+                {"file": "broker-profile.txt", "top_self": top_frames(profiler.path)}
+                if problem is None
+                else {"error": problem}
+            )
     bar.close()
     return out
