@@ -24,7 +24,7 @@ from protocol.frames import Decision
 
 from . import actions, backup_actions, broker_http, otp_actions
 from .display import entry_json, entry_line, request_json, request_text
-from .errors import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
+from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
 from .listen import listen
 from .messages import outcome_message
 from .passphrase import IMPORT_PASSWORD_ENV, KDF_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
@@ -382,9 +382,11 @@ def cmd_import(store: AccountStore, args: argparse.Namespace) -> int:
     password = None
     if otp_actions.needs_password(data):
         password = store.passphrases.other("Password of the exported vault: ", IMPORT_PASSWORD_ENV)
-    for line in otp_actions.import_source(store, data, password).lines():
+    report = otp_actions.import_source(store, data, password)
+    for line in report.lines():
         say(line)
-    return EXIT_OK
+    # Nothing usable at all (e.g. one malformed URI): a failure for scripts too.
+    return EXIT_REFUSED if report.refused and not report.added and not report.duplicates else EXIT_OK
 
 
 def cmd_export(store: AccountStore, args: argparse.Namespace) -> int:

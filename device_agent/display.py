@@ -80,6 +80,7 @@ def account_json(a: Account) -> dict[str, Any]:
         "status": a.status,
         "status_reason": a.status_reason,
         "totp": a.has_totp,
+        "recoverable": a.recoverable,
     }
 
 

@@ -333,10 +333,12 @@ class AccountStore:
             state = self._parse(vault)
             yield state
             self._write(vault, state)
+            if self.on_change is not None:
+                # Still under the lock: automatic backups are written in the order of
+                # the changes, so an older state never overwrites a newer backup.
+                self.on_change(self, state)
         finally:
             os.close(fd)  # closing releases the lock
-        if self.on_change is not None:
-            self.on_change(self, state)
 
     def change_passphrase(self, new: str) -> None:
         """Re-encrypt the vault under `new` (a fresh salt, the current cost)."""

@@ -178,14 +178,23 @@ def test_import_encrypted_aegis_with_the_password_and_refuses_a_wrong_one(tmp_pa
 
 def test_import_of_unreadable_sources_is_one_line(tmp_path: Path) -> None:
     home = tmp_path / "home"
+    ok(home, "add", HOTP_URI)
+    before = vault_bytes(home)
     junk = tmp_path / "junk.txt"
     junk.write_text("hello\n")
     assert_cli_error(agent(home, "import", str(junk)), contains="no otpauth")
     assert_cli_error(agent(home, "import", str(tmp_path / "missing")), contains="cannot read")
-    wrong = DATA / "scito_export_wrong_data.txt"
-    out = agent(home, "import", str(wrong))
-    assert "refused" in out.stdout + out.stderr
-    assert not (home / "vault.pav").exists() or json.loads(ok(home, "accounts", "--json")) == []
+    single = agent(home, "import", "otpauth://totp/x?secret=!!")
+    assert single.returncode == 1 and "refused: line 1 (x): the secret is not base32" in single.stdout
+    # A migration URI whose payload is damaged (a sample from extract_otp_secrets).
+    wrong = agent(home, "import", str(DATA / "scito_export_wrong_data.txt"))
+    assert wrong.returncode == 1
+    assert wrong.stdout.splitlines()[-1] == "0 added, 0 duplicate, 1 refused"
+    assert "refused: line 1 (Google Authenticator export): " in wrong.stdout
+    broken = "otpauth-migration://offline?data=" + base64.b64encode(b"\x0a\x05junk").decode()
+    result = agent(home, "import", broken)
+    assert result.returncode == 1 and "refused: line 1" in result.stdout
+    assert vault_bytes(home) == before
 
 
 def _otps(home: Path) -> dict[str, OtpAccount]:
