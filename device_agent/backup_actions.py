@@ -27,7 +27,7 @@ from .backup import Backup, dump_backup, load_backup
 from .errors import AgentError, UsageError
 from .legacy_store import unb64
 from .passphrase import kdf_from_env
-from .store import ACTION_REQUIRED, Account, AccountStore, State, _Record, b64
+from .store import ACTION_REQUIRED, Account, AccountStore, Record, State, b64
 from .vault import SealedFileError, read_sealed_file, write_sealed_file
 
 AUTO_BACKUP = "auto_backup"  # settings key: {"to": "<absolute path>" or "broker", "name": ...}
@@ -104,7 +104,7 @@ def _layout(backup: Backup) -> list[dict[str, Any]]:
     return layout
 
 
-def _push_record(name: str, raw: dict[str, Any], otp: OtpAccount | None) -> _Record:
+def _push_record(name: str, raw: dict[str, Any], otp: OtpAccount | None) -> Record:
     try:
         fields = {k: raw[k] for k in _PUSH_FIELDS}
         recovery = unb64(raw["recovery_seed"]) if raw.get("recovery_seed") else None
@@ -120,7 +120,7 @@ def _push_record(name: str, raw: dict[str, Any], otp: OtpAccount | None) -> _Rec
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"the backup's push account {name!r} is damaged ({exc})") from None
-    return _Record(name, account, None, otp, recovery)
+    return Record(name, account, None, otp, recovery)
 
 
 def restore(store: AccountStore, backup: Backup) -> Restored:
@@ -131,7 +131,7 @@ def restore(store: AccountStore, backup: Backup) -> Restored:
     for line in layout:
         otp = backup.accounts[line["otp"]] if line.get("otp") is not None else None
         if line.get("push") is None:
-            records.append(_Record(line["name"], None, otp=otp))
+            records.append(Record(line["name"], None, otp=otp))
             report.ready.append(line["name"])
             continue
         rec = _push_record(line["name"], backup.push_accounts[line["push"]], otp)
@@ -224,6 +224,10 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             )
         except AgentError as exc:
             lines.append(f"action required: {name}: it could not recover by itself ({exc})")
+            continue
+        if (got["rp"], got["user"]) != (account.rp, account.user):
+            # A broker must not move an account to another service or user.
+            lines.append(f"action required: {name}: the broker answered for another account")
             continue
         store.reactivate(
             name,

@@ -163,6 +163,9 @@ def recover(
         "sig": b64.encode(signing.sign(seed, message)),
     }
     status, body, detail = _json_call(f"{http_base(broker)}/v1/recoveries", payload)
-    if status != 201 or not isinstance(body, dict):
+    if status != 201:
         raise Refused(f"the broker refused the recovery: {detail or body}", code=str(body))
+    fields = ("id", "rp", "rp_name", "user", "account")
+    if not isinstance(body, dict) or not all(isinstance(body.get(k), str) and body[k] for k in fields):
+        raise Refused("the broker's answer to the recovery is malformed")
     return body

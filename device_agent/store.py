@@ -86,7 +86,7 @@ class Entry:
 
 
 @dataclass(slots=True)
-class _Record:
+class Record:
     """What the vault holds per entry: the public part and the secrets."""
 
     name: str
@@ -105,7 +105,7 @@ class _Record:
 class State:
     """The vault's content while a change is being made (see `AccountStore.change`)."""
 
-    records: list[_Record]
+    records: list[Record]
     settings: dict[str, Any]
 
     def names(self) -> set[str]:
@@ -125,7 +125,7 @@ def b64(data: bytes) -> str:
 _PUSH_KEYS = {f for f in Account.__dataclass_fields__ if f not in ("name", "has_totp", "recoverable")}
 
 
-def _record_to_json(rec: _Record) -> dict[str, Any]:
+def _record_to_json(rec: Record) -> dict[str, Any]:
     out: dict[str, Any] = dict(rec.extra)
     out["name"] = rec.name
     out["otp"] = rec.otp.to_json() if rec.otp is not None else None
@@ -146,7 +146,7 @@ def _key(raw: Any, what: str) -> bytes | None:
     return key
 
 
-def _record_from_json(raw: Any) -> _Record:
+def _record_from_json(raw: Any) -> Record:
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
         raise ValueError("an account entry is not an object with a name")
     name = raw["name"]
@@ -163,7 +163,7 @@ def _record_from_json(raw: Any) -> _Record:
     if account is None and otp is None:
         raise ValueError(f"account {name!r} has neither a push key nor a code generator")
     extra = {k: v for k, v in raw.items() if k not in ("name", "otp", "push")}
-    return _Record(name, account, seed, otp, recovery, extra)
+    return Record(name, account, seed, otp, recovery, extra)
 
 
 def otp_from_totp(params: TotpParams, account: str, issuer: str) -> OtpAccount:
@@ -469,14 +469,14 @@ class AccountStore:
                 has_totp=otp is not None,
                 recoverable=recovery_seed is not None,
             )
-            state.records.append(_Record(name, account, seed, otp, recovery_seed))
+            state.records.append(Record(name, account, seed, otp, recovery_seed))
         return account
 
     def add_otp(self, otp: OtpAccount, wanted_name: str | None = None) -> Entry:
         """Store a TOTP/HOTP-only account under a unique local name."""
         with self.change() as state:
             name = unique_name(check_name(wanted_name or otp.label), state.names())
-            rec = _Record(name, None, otp=otp)
+            rec = Record(name, None, otp=otp)
             state.records.append(rec)
         return rec.entry
 
@@ -485,7 +485,7 @@ class AccountStore:
         with self.change() as state:
             out = []
             for otp in otps:
-                rec = _Record(unique_name(check_name(otp.label), state.names()), None, otp=otp)
+                rec = Record(unique_name(check_name(otp.label), state.names()), None, otp=otp)
                 state.records.append(rec)
                 out.append(rec.entry)
         return out
