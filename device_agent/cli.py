@@ -442,6 +442,10 @@ def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
     store.load()  # the current passphrase, checked before the new one is asked
     store.change_passphrase(store.passphrases.new(store.what, env_var=NEW_PASSPHRASE_ENV))
     say("The vault passphrase was changed.")
+    if store.on_change is not None:
+        # An automatic backup follows the new passphrase at once (on the broker, the
+        # passphrase also names the blob: the old one would be found no more).
+        store.on_change(store, store.state())
     return EXIT_OK
 
 

@@ -19,7 +19,7 @@ from support import AGENT, BrokerProcess, assert_cli_error, run_cli
 
 from device_agent import totp
 from device_agent.backup import Backup, dump_backup
-from device_agent.passphrase import PASSPHRASE_ENV
+from device_agent.passphrase import PASSPHRASE_ENV, Passphrases
 from device_agent.store import AccountStore
 from device_agent.vault import KdfParams
 from protocol.challenge import Status
@@ -212,3 +212,17 @@ def test_a_failing_auto_backup_warns_but_the_change_is_kept(tmp_path: Path) -> N
     assert result.returncode == 0
     assert "automatic backup failed" in result.stderr
     assert [e.name for e in AccountStore(home).entries()] == ["ACME: alice", "Big: bob"]
+
+
+def test_passwd_rewrites_the_automatic_backup_with_the_new_passphrase(tmp_path: Path) -> None:
+    home, target = tmp_path / "home", tmp_path / "auto.backup"
+    ok(home, "add", TOTP_URIS[0])
+    ok(home, "backup", "auto", "on", "--to", str(target))
+    ok(home, "passwd", PUSHAUTH_AGENT_NEW_PASSPHRASE="new passphrase")
+    old = agent(tmp_path / "a", "restore", "--from", str(target))
+    assert_cli_error(old, contains="wrong passphrase")
+    ok(tmp_path / "b", "restore", "--from", str(target), PUSHAUTH_AGENT_PASSPHRASE="new passphrase")
+    assert [
+        e.name
+        for e in AccountStore(tmp_path / "b", Passphrases(env={PASSPHRASE_ENV: "new passphrase"})).entries()
+    ] == ["ACME: alice"]
