@@ -87,14 +87,20 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpPool:
-    """Keep-alive connections to one host, at most `max_connections`; requests beyond
-    that wait for a free connection (that wait counts in their latency).
+    """Keep-alive connections to one host: opened ahead (`prewarm`), grown on demand at
+    most `max_opening` at a time, up to `max_connections`; beyond that requests wait,
+    first come first served, and the wait counts in their latency.
 
-    Bounded because opening hundreds of connections at once overflows the broker's
+    Opening is throttled because hundreds of connects at once overflow the broker's
     listen backlog, and a dropped SYN is retried only after 1, 3, 7 s: the run would
-    measure the kernel's retransmission timer instead of the broker."""
+    measure the kernel's retransmission timer instead of the broker. The ceiling is
+    high because each sign-in holds a connection for its whole long-poll: too few and
+    the pool, not the broker, would cap the rate (a closed loop in an open-loop test).
+    """
 
-    def __init__(self, base_url: str, headers: dict[str, str], max_connections: int = 64) -> None:
+    def __init__(
+        self, base_url: str, headers: dict[str, str], max_connections: int = 2048, max_opening: int = 16
+    ) -> None:
         rest = base_url.removeprefix("http://").rstrip("/")
         host, _, port = rest.partition(":")
         self.host, self.port = host, int(port or 80)
@@ -103,8 +109,14 @@ class HttpPool:
         self._idle: list[_Connection] = []
         self._all: set[_Connection] = set()
         self._max = max_connections
+        self._max_opening = max_opening
         self._opening = 0
-        self._queue: deque[asyncio.Future[None]] = deque()
+        self._queue: deque[asyncio.Future[_Connection | None]] = deque()
+
+    async def prewarm(self, n: int) -> None:
+        while len(self._all) < min(n, self._max):
+            batch = min(self._max_opening, n - len(self._all))
+            self._idle.extend(await asyncio.gather(*(self._connect() for _ in range(batch))))
 
     def _encode(self, method: str, path: str, body: bytes | None) -> bytes:
         if body is None:
@@ -119,38 +131,48 @@ class HttpPool:
         try:
             result = await conn.request(data)
         except BaseException:
-            conn.close()  # a cancelled or failed request leaves the connection in an unknown state
-            self._all.discard(conn)
-            self._wake()
+            self._discard(conn)  # a cancelled or failed request leaves it in an unknown state
             raise
         if conn.reusable:
-            self._idle.append(conn)
+            self._release(conn)
         else:
-            conn.close()
-            self._all.discard(conn)
-        self._wake()
+            self._discard(conn)
         return result
 
     async def _acquire(self) -> _Connection:
-        while not self._idle and len(self._all) + self._opening >= self._max:
-            waiter = asyncio.get_running_loop().create_future()
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if len(self._all) + self._opening < self._max and self._opening < self._max_opening:
+                self._opening += 1
+                try:
+                    return await self._connect()
+                finally:
+                    self._opening -= 1
+                    self._hand_over(None)  # a waiter may open the next one
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self._queue.append(waiter)
-            await waiter
-        if self._idle:
-            return self._idle.pop()
-        self._opening += 1
-        try:
-            return await self._connect()
-        finally:
-            self._opening -= 1
-            self._wake()
+            conn = await waiter
+            if conn is not None:
+                return conn
 
-    def _wake(self) -> None:
+    def _release(self, conn: _Connection) -> None:
+        if not self._hand_over(conn):
+            self._idle.append(conn)
+
+    def _discard(self, conn: _Connection) -> None:
+        conn.close()
+        self._all.discard(conn)
+        self._hand_over(None)
+
+    def _hand_over(self, conn: _Connection | None) -> bool:
+        """Give `conn` (or, with None, a turn to open one) to the longest waiter."""
         while self._queue:
             waiter = self._queue.popleft()
             if not waiter.done():
-                waiter.set_result(None)
-                return
+                waiter.set_result(conn)
+                return True
+        return False
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()

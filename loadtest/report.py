@@ -28,6 +28,9 @@ def signin_table(result: dict[str, Any], title: str) -> str:
         s = result["latency_ms"][stage]
         cells = "".join(f"{s.get(k, float('nan')):>9.3f}" for k in ("p50", "p90", "p99", "p99.9", "max"))
         lines.append(f"{stage:<34}{cells}")
+    lag = result.get("generator_start_lag_ms", {})
+    if lag.get("count"):
+        lines.append(f"generator start lag (late sends): p50 {lag['p50']:.3f} ms, p99 {lag['p99']:.3f} ms")
     if result.get("broker_cpu_ms_per_signin") is not None:
         cores = ", ".join(f"{b['cpu_share_of_one_core']:.2f}" for b in result["brokers"])
         lines.append(

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from . import worker
 from .monitor import Profiler, Sampler, snapshot, top_frames
 from .schedule import Profile
-from .stats import STAGES, Recorder, summary_ms
+from .stats import LAG, STAGES, Recorder, summary_ms
 
 START_DELAY_S = 1.0  # workers get the start time this far ahead, so all begin together
 
@@ -246,6 +246,7 @@ def _signin_summary(
         "throughput_per_s": round(completed / profile.duration, 1),
         "errors": dict(rec.errors),
         "latency_ms": {stage: summary_ms(rec.stages[stage]) for stage in STAGES},
+        "generator_start_lag_ms": summary_ms(rec.stages[LAG]),
     }
     brokers = []
     for b, a, s in zip(before, after, series, strict=False):

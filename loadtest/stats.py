@@ -15,6 +15,9 @@ from hdrh.histogram import HdrHistogram
 
 # Milestones of one sign-in, each measured from its intended start:
 STAGES = ("create", "deliver", "answer", "result")
+# How late the generator itself started each sign-in (0 when on time): a large value
+# means the generator, not the broker, is the bottleneck of that run.
+LAG = "start_lag"
 STAGE_HELP = {
     "create": "POST /v1/challenges answered (RP holds id and number)",
     "deliver": "challenge frame received by the device",
@@ -31,7 +34,9 @@ def new_histogram() -> HdrHistogram:
 
 @dataclass
 class Recorder:
-    stages: dict[str, HdrHistogram] = field(default_factory=lambda: {s: new_histogram() for s in STAGES})
+    stages: dict[str, HdrHistogram] = field(
+        default_factory=lambda: {s: new_histogram() for s in (*STAGES, LAG)}
+    )
     per_second: dict[int, HdrHistogram] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
     started: int = 0

@@ -31,10 +31,11 @@ from .cluster import raise_nofile_limit
 from .device import Credential, DeviceLink, enroll
 from .http import HttpError, HttpPool
 from .schedule import Profile, arrivals
-from .stats import Recorder
+from .stats import LAG, Recorder
 
 CONTEXT = {"app": "Load test", "ip": "127.0.0.1", "browser": "pushauth-loadtest"}
 WAIT_S = 10  # the RP's long-poll; a sign-in slower than `timeout` counts as an error
+PREWARM_CONNECTIONS = 256  # RP connections per worker opened before the run
 HANDSHAKES = 64  # concurrent WebSocket handshakes per worker (the broker's backlog is 1024)
 # Timers wake up to ~1 ms late (epoll/libuv count milliseconds), so the scheduler wakes
 # this much early and measures from the later of intended and actual start.
@@ -128,6 +129,7 @@ class SigninWorker:
         listeners = [asyncio.create_task(link.listen()) for link in links]
         self.public_keys = {c.cid: c.public_key for c in self.creds}
         self.rp = HttpPool(self.cfg.rp_url, {"Authorization": f"Bearer {self.cfg.api_key}"})
+        await self.rp.prewarm(PREWARM_CONNECTIONS)
         self.bodies = [json.dumps({"user": c.user, "context": CONTEXT}).encode() for c in self.creds]
         self.out.put(("ready", self.cfg.index, len(links)))
         _, t0_wall = await _command(commands)
@@ -170,10 +172,12 @@ class SigninWorker:
         cfg = self.cfg
         index = (n // cfg.workers) % len(self.creds)
         recorded = offset >= cfg.warmup
-        s = SignIn(max(intended, time.perf_counter()), self.creds[index], recorded)
+        now = time.perf_counter()
+        s = SignIn(max(intended, now), self.creds[index], recorded)
         second = int(offset - cfg.warmup)
         if recorded:
             self.rec.started += 1
+            self.rec.record(LAG, max(0.0, now - intended))
         ch_id: str | None = None
         try:
             status, raw = await self.rp.request("POST", "/v1/challenges", self.bodies[index])
