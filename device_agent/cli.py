@@ -39,13 +39,19 @@ Add an account by enrolling the pushauth://enroll URI that a service shows as a 
 code on its security page. Each account gets its own Ed25519 key, made on this
 device and never sent anywhere. Then run `listen` to see sign-in requests as they
 come and answer them, or use `pending`, `approve` and `deny` from scripts.
+Without a command, on a terminal, the full screen opens (the same as `ui`).
+
+Verification codes: `code`, `add otpauth://...`, `import`, `export`. Every key and
+secret is kept in one vault encrypted with your passphrase (`passwd` changes it).
+Moving to a new device: `backup`, then `restore` there, then `reactivate` the push
+accounts marked "action required".
 """
 
 EPILOG = f"""\
 exit codes:
   0  done (for approve: the broker recorded the answer, whatever the outcome)
   1  the broker refused (enrollment code used or expired, request unknown,
-     expired or already answered, ...)
+     expired or already answered, ...); import: nothing in it was usable
   2  bad arguments or input; nothing was sent
   3  a broker could not be reached, or the connection broke
 
