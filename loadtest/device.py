@@ -10,10 +10,10 @@ one event loop and one connector here, and it is the cheaper of the two per fram
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,6 +22,8 @@ from protocol.errors import ProtocolError
 from protocol.frames import Enrolled, Error, Frame, Welcome
 from protocol.session import ClientSession
 from protocol.signing import new_seed, public_key
+
+from .ws import WsClient, WsError
 
 # Reconnect backoff (doubling, jittered): short enough to be back soon after a broker
 # restart, long enough that thousands of devices do not flood a broker that is down.
@@ -40,7 +42,7 @@ class Credential:
     public_key: bytes
 
 
-FrameHandler = Callable[["DeviceLink", Frame, float], Awaitable[None]]
+FrameHandler = Callable[["DeviceLink", Frame, float], None]
 
 
 class DeviceLink:
@@ -48,54 +50,76 @@ class DeviceLink:
         self.url = url
         self.creds = creds
         self.on_frame = on_frame
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ws: WsClient | None = None
         self.session = ClientSession()
         self.welcomes = 0  # successful (re)authentications so far
+        self._ready = False
+        self._early: deque[bytes] = deque()  # messages before `welcome` was handled
+        self._waiter: asyncio.Future[None] | None = None
 
-    async def connect(self, http: aiohttp.ClientSession) -> Welcome:
+    def _on_message(self, data: bytes) -> None:
+        received = time.perf_counter()  # the loop's clock may count whole milliseconds (uvloop)
+        if not self._ready:
+            self._early.append(data)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            return
+        try:
+            frame = self.session.receive(data)
+        except ProtocolError as exc:
+            if self.ws is not None:
+                self.ws.close_reason = f"bad frame from the broker: {exc}"
+                self.ws.close()
+            return
+        if self.on_frame is not None:
+            self.on_frame(self, frame, received)
+
+    async def _next(self) -> bytes:
+        assert self.ws is not None
+        while not self._early:
+            if self.ws.closed.done():
+                code, reason = self.ws.closed.result()
+                raise LinkError(f"connection ended: {code} {reason}")
+            self._waiter = asyncio.get_running_loop().create_future()
+            await asyncio.wait([self._waiter, self.ws.closed], return_when=asyncio.FIRST_COMPLETED)
+        return self._early.popleft()
+
+    async def connect(self) -> Welcome:
         """Open the socket, authenticate every credential, and return the welcome."""
         self.session = ClientSession()
-        self.ws = ws = await http.ws_connect(self.url, autoping=True, max_msg_size=0)
-        self.session.receive(await self._read())  # hello
-        await ws.send_bytes(self.session.authenticate_frame({c.cid: c.seed for c in self.creds}))
+        self._ready = False
+        self._early.clear()
+        self.ws = await WsClient.connect(self.url, self._on_message)
+        self.session.receive(await self._next())  # hello
+        self.ws.send(self.session.authenticate_frame({c.cid: c.seed for c in self.creds}))
         while True:  # frames before welcome can only be protocol errors
-            frame = self.session.receive(await self._read())
+            frame = self.session.receive(await self._next())
             if isinstance(frame, Welcome):
                 break
         if frame.rejected:
+            self.ws.close()
             raise LinkError(f"credentials rejected: {frame.rejected}")
+        self._ready = True
         self.welcomes += 1
+        while self._early:  # pending challenges that came with the welcome
+            self._on_message(self._early.popleft())
         return frame
 
-    async def _read(self) -> bytes:
-        assert self.ws is not None
-        msg = await self.ws.receive()
-        if msg.type is not aiohttp.WSMsgType.BINARY:
-            raise LinkError(f"connection ended: {msg.type.name} {msg.data!r} {msg.extra!r}")
-        return bytes(msg.data)
-
     async def listen(self) -> None:
-        """Hand every frame to `on_frame` until the broker closes the socket."""
+        """Until the broker closes the socket (frames go to `on_frame` as they come)."""
         assert self.ws is not None
-        async for msg in self.ws:
-            if msg.type is not aiohttp.WSMsgType.BINARY:
-                break
-            received = time.perf_counter()  # the loop's clock may count whole milliseconds (uvloop)
-            frame = self.session.receive(msg.data)
-            if self.on_frame is not None:
-                await self.on_frame(self, frame, received)
+        await self.ws.closed
 
-    async def send(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         assert self.ws is not None
-        await self.ws.send_bytes(data)
+        self.ws.send(data)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         if self.ws is not None:
-            await self.ws.close()
+            self.ws.close()
 
     async def stay_connected(
         self,
-        http: aiohttp.ClientSession,
         gate: asyncio.Semaphore,
         on_welcome: Callable[[DeviceLink], None],
         on_drop: Callable[[DeviceLink], None],
@@ -108,14 +132,13 @@ class DeviceLink:
                 await asyncio.sleep(delay * (0.5 + random.random()))
             try:
                 async with gate:  # bounds concurrent handshakes (the listen backlog is finite)
-                    await self.connect(http)
-            except (aiohttp.ClientError, OSError, LinkError, ProtocolError, TimeoutError):
+                    await self.connect()
+            except (OSError, LinkError, WsError, ProtocolError):
                 delay = min(max(delay * 2, RETRY_MIN_S), RETRY_MAX_S)
                 continue
             delay = 0.0
             on_welcome(self)
-            with contextlib.suppress(aiohttp.ClientError, OSError, ProtocolError):
-                await self.listen()
+            await self.listen()
             on_drop(self)
             delay = RETRY_MIN_S
 

@@ -9,7 +9,6 @@ messages out (`("ready"|"progress"|"result"|"count"|"all"|"marked"|"failed", ind
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 import traceback
@@ -123,7 +122,7 @@ class SigninWorker:
 
         async def connect(link: DeviceLink) -> None:
             async with gate:
-                await link.connect(self.http)
+                await link.connect()
 
         await asyncio.gather(*(connect(link) for link in links))
         listeners = [asyncio.create_task(link.listen()) for link in links]
@@ -140,7 +139,8 @@ class SigninWorker:
         self.out.put(("result", self.cfg.index, self.rec.to_wire()))
         for task in listeners:
             task.cancel()
-        await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+        for link in links:
+            link.close()
 
     async def _report_progress(self) -> None:
         while True:
@@ -191,7 +191,7 @@ class SigninWorker:
             self.inflight[ch_id] = s
             early = self.early.pop(ch_id, None)
             if early is not None:
-                await self._answer(s, *early)
+                self._answer(s, *early)
             status, raw = await self.rp.request("GET", f"/v1/challenges/{ch_id}?wait={WAIT_S}")
             if status != 200:
                 return self._error(s, f"result_http_{status}")
@@ -228,7 +228,7 @@ class SigninWorker:
         if s.recorded:
             self.rec.error(kind)
 
-    async def _answer(self, s: SignIn, frame: Challenge, received: float, link: DeviceLink) -> None:
+    def _answer(self, s: SignIn, frame: Challenge, received: float, link: DeviceLink) -> None:
         """The user reads the number off the sign-in page and types it on the device."""
         assert s.number is not None
         if s.recorded:
@@ -236,15 +236,15 @@ class SigninWorker:
         answer = sign_answer(
             frame, seed=s.cred.seed, decision="approve", number=s.number, ts=time.time_ns() // 1_000_000
         )
-        await link.send(encode(answer))
+        link.send(encode(answer))
 
-    async def on_frame(self, link: DeviceLink, frame: Frame, received: float) -> None:
+    def on_frame(self, link: DeviceLink, frame: Frame, received: float) -> None:
         if isinstance(frame, Challenge):
             s = self.inflight.get(frame.ch)
             if s is None:
                 self.early[frame.ch] = (frame, received, link)
             else:
-                await self._answer(s, frame, received, link)
+                self._answer(s, frame, received, link)
         elif isinstance(frame, AnswerResult):
             s = self.inflight.get(frame.ch)
             if s is None:
@@ -285,9 +285,7 @@ class IdleWorker:
                 if command[0] == "connect":
                     self.waiting = set(links)
                     tasks = [
-                        asyncio.create_task(
-                            link.stay_connected(self.http, gate, self._welcomed, self._dropped)
-                        )
+                        asyncio.create_task(link.stay_connected(gate, self._welcomed, self._dropped))
                         for link in links
                     ]
                 elif command[0] == "mark":
@@ -299,8 +297,8 @@ class IdleWorker:
             reporter.cancel()
             for task in tasks:
                 task.cancel()
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+            for link in links:
+                link.close()
 
     def _welcomed(self, link: DeviceLink) -> None:
         self.connected += 1
