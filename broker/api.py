@@ -21,6 +21,7 @@ from protocol.uri import EnrollmentURI
 
 from .context import node_of
 from .events import ChallengeEnded
+from .fatigue import PushRefused
 from .hub import Hub
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .problems import ApiError
@@ -250,7 +251,14 @@ async def create_challenge(request: web.Request) -> web.Response:
         expires=now + ttl * 1000,
     )
     store = _store(request)
-    devices = await store.create_challenge(record)
+    try:
+        devices = await store.create_challenge(record)
+    except PushRefused as refused:
+        if refused.retry_after_s is not None:
+            raise ApiError(
+                429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
+            ) from None
+        raise ApiError(409, refused.code, refused.detail) from None
     if not devices:
         raise ApiError(409, "no_devices", "the user has no active authenticator")
     _hub(request).schedule_expiry(record, record.expires, node_of(request).expire)
@@ -306,6 +314,29 @@ async def list_credentials(request: web.Request) -> web.Response:
     return web.json_response({"credentials": [credential_json(c) for c in creds]})
 
 
+async def get_push_block(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    user = user_id(request.match_info["user"])
+    store = _store(request)
+    since, muted_until = await store.push_guard(rp.id, user)
+    policy = store.policy
+    return web.json_response(
+        {
+            "user": user,
+            "muted_until": muted_until,
+            "pushes_since_sign_in": since,
+            "blocked": muted_until is not None or since >= policy.max_since_sign_in,
+            "max_pushes_since_sign_in": policy.max_since_sign_in,
+        }
+    )
+
+
+async def lift_push_block(request: web.Request) -> web.Response:
+    rp = await authenticate(request)
+    await _store(request).lift_push_block(rp.id, user_id(request.match_info["user"]))
+    return web.Response(status=204)
+
+
 async def revoke_credential(request: web.Request) -> web.Response:
     rp = await authenticate(request)
     cid = request.match_info["id"]
@@ -322,4 +353,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/challenges", create_challenge)
     app.router.add_get("/v1/challenges/{id}", get_challenge)
     app.router.add_get("/v1/users/{user}/credentials", list_credentials)
+    app.router.add_get("/v1/users/{user}/push-block", get_push_block)
+    app.router.add_delete("/v1/users/{user}/push-block", lift_push_block)
     app.router.add_delete("/v1/credentials/{id}", revoke_credential)

@@ -14,6 +14,7 @@ from aiohttp import WSCloseCode, web
 from . import api, backups, events, keys, recovery
 from .context import NODE, Node
 from .device_ws import device_socket
+from .fatigue import PushPolicy
 from .hub import Hub
 from .models import ChallengeRecord
 from .openapi import openapi_handler
@@ -29,9 +30,10 @@ def create_app(
     node: str,
     public_url: str | None = None,
     enrollment_ttl_s: int = ENROLLMENT_TTL_MS // 1000,
+    policy: PushPolicy | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=api.MAX_BODY, middlewares=[problem_middleware])
-    store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000)
+    store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000, policy=policy)
     hub = Hub()
     store.on_event = hub.dispatch
 

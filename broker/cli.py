@@ -21,9 +21,11 @@ from aiohttp import web
 
 from .app import create_app
 from .embedded import EmbeddedRedis, EmbeddedRedisError
+from .fatigue import PushPolicy
 from .store import Store
 
 log = logging.getLogger("pushauth.broker")
+DEFAULT_POLICY = PushPolicy()
 REDIS_CONNECTIONS = 64  # redis-py's pool; the hot path has its own pipelined connection
 REDIS_POOL_WAIT_S = 10.0
 
@@ -92,6 +94,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long an enrollment QR code stays valid, 10..600 (default: %(default)s)",
     )
+    fatigue = serve.add_argument_group(
+        "push fatigue protection",
+        "Counted per user since the last successful sign-in; refusals are HTTP 409 push_blocked or "
+        "429 rate_limited, and the RP lifts a block with DELETE /v1/users/{user}/push-block.",
+    )
+    fatigue.add_argument(
+        "--max-pushes",
+        type=int,
+        default=DEFAULT_POLICY.max_since_sign_in,
+        metavar="N",
+        help="push requests allowed since the last successful sign-in, 1..100 (default: %(default)s)",
+    )
+    fatigue.add_argument(
+        "--max-pushes-per-minute",
+        type=int,
+        default=DEFAULT_POLICY.max_per_window,
+        metavar="N",
+        help="push requests per user per minute before 429 (default: %(default)s)",
+    )
+    fatigue.add_argument(
+        "--fraud-mute",
+        type=int,
+        default=DEFAULT_POLICY.fraud_mute_s,
+        metavar="SECONDS",
+        help="how long a 'this wasn't me' report mutes push for that user; 0: until the RP lifts it "
+        "(default: %(default)s)",
+    )
     serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
@@ -153,8 +182,23 @@ async def serve(args: argparse.Namespace) -> None:
     node = args.node or f"{socket.gethostname()}-{os.getpid()}"
     if not 10 <= args.enrollment_ttl <= 600:
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
+    if not 1 <= args.max_pushes <= 100:
+        raise CliError("--max-pushes must be 1 to 100 (NIST SP 800-63B-4 allows at most 100)")
+    if args.max_pushes_per_minute < 1 or args.fraud_mute < 0:
+        raise CliError("--max-pushes-per-minute must be at least 1 and --fraud-mute at least 0")
+    policy = PushPolicy(
+        max_since_sign_in=args.max_pushes,
+        max_per_window=args.max_pushes_per_minute,
+        fraud_mute_s=args.fraud_mute,
+    )
     async with open_redis(args) as redis:
-        app = create_app(redis, node=node, public_url=args.public_url, enrollment_ttl_s=args.enrollment_ttl)
+        app = create_app(
+            redis,
+            node=node,
+            public_url=args.public_url,
+            enrollment_ttl_s=args.enrollment_ttl,
+            policy=policy,
+        )
         runner = web.AppRunner(app, access_log=log if args.access_log else None, shutdown_timeout=5)
         await runner.setup()
         try:

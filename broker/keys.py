@@ -13,6 +13,11 @@
                                      ctx_hash, created, expires, status, answer fields
                                      (TTL: expiry + retention)
     pa:pend:{rp}:{user}        zset  the user's pending challenge ids, score = expiry ms
+    pa:guard:{rp}:{user}       hash  fatigue guard: since (pushes since the last
+                                     successful sign-in), muted_until (ms; -1: until
+                                     the RP lifts it) after a fraud report
+    pa:recent:{rp}:{user}      zset  push times in the rate window since the last
+                                     successful sign-in
     pa:events                  pub/sub channel shared by every broker node
     pa:blob:{id}               str   an encrypted backup (ciphertext only; id: the base64url
                                      public key that signs its reads and writes), TTL 400 days
@@ -62,6 +67,16 @@ def user_credentials(rp_id: str, user: str) -> str:
 
 def challenge(ch: str) -> str:
     return f"pa:ch:{ch}"
+
+
+def push_guard(rp_id: str, user: str) -> str:
+    """hash: pushes since the user's last successful sign-in, fraud mute."""
+    return f"pa:guard:{_user(rp_id, user)}"
+
+
+def recent_pushes(rp_id: str, user: str) -> str:
+    """zset: push times within the rate window since the last successful sign-in."""
+    return f"pa:recent:{_user(rp_id, user)}"
 
 
 def pending(rp_id: str, user: str) -> str:

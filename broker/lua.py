@@ -7,30 +7,51 @@ calling node (ARGV), so all nodes must keep their clocks in sync (NTP).
 
 from __future__ import annotations
 
-# KEYS: user-credentials hash, challenge hash, user-pending zset
-# ARGV: challenge id, now ms, expires ms, retention ms, channel, event, then the
+# KEYS: user-credentials hash, challenge hash, user-pending zset, push guard hash,
+#       recent-pushes zset
+# ARGV: challenge id, now ms, expires ms, retention ms, channel, event, max pushes
+#       since the last sign-in, max pushes per window, window ms, then the
 #       challenge hash as field/value pairs
-# -> number of active credentials (0: nothing was written)
+# -> {n, 0}: sent to n active credentials; {0, 0}: the user has none; refused
+#    (nothing written): {-1, muted until ms (-1: until lifted)} after a fraud
+#    report, {-2, pushes} at the cap since the last sign-in, {-3, retry after ms}
+#    over the rate
 CREATE_CHALLENGE = """
 local n = redis.call('HLEN', KEYS[1])
-if n == 0 then return 0 end
+if n == 0 then return {0, 0} end
+local now = tonumber(ARGV[2])
+local guard = redis.call('HMGET', KEYS[4], 'since', 'muted_until')
+local muted = tonumber(guard[2] or '0')
+if muted < 0 or muted > now then return {-1, muted} end
+local since = tonumber(guard[1] or '0')
+if since >= tonumber(ARGV[7]) then return {-2, since} end
+local window = tonumber(ARGV[9])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
+if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[8]) then
+  local oldest = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+  return {-3, tonumber(oldest[2]) + window - now}
+end
+redis.call('HINCRBY', KEYS[4], 'since', 1)
+redis.call('ZADD', KEYS[5], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[5], window)
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 local keep_until = tonumber(ARGV[3]) + tonumber(ARGV[4])
 redis.call('PEXPIREAT', KEYS[2], keep_until)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-if redis.call('PTTL', KEYS[3]) < keep_until - tonumber(ARGV[2]) then
+if redis.call('PTTL', KEYS[3]) < keep_until - now then
   redis.call('PEXPIREAT', KEYS[3], keep_until)
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return n
+return {n, 0}
 """
 
-# KEYS: challenge hash, user-pending zset, credential hash
+# KEYS: challenge hash, user-pending zset, credential hash, push guard hash,
+#       recent-pushes zset
 # ARGV: challenge id, now ms, final status, cid, decision, number, ts, ctx_hash, sig,
-#       channel, event
+#       channel, event, muted-until ms for a fraud report (-1: until lifted)
 # -> 'ok' if this answer was recorded; else why not: 'unknown', 'expired',
 #    'revoked' or the challenge's final status (it was answered already)
 RECORD_ANSWER = """
@@ -43,6 +64,13 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'a_cid', ARGV[4], 'a_decision', A
   'a_number', ARGV[6], 'a_ts', ARGV[7], 'a_ctx_hash', ARGV[8], 'a_sig', ARGV[9], 'answered', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'last_used', ARGV[2])
+if ARGV[3] == 'approved' then
+  -- a successful sign-in resets the fatigue count (but never lifts a fraud mute)
+  redis.call('HSET', KEYS[4], 'since', 0)
+  redis.call('DEL', KEYS[5])
+elseif ARGV[3] == 'reported' then
+  redis.call('HSET', KEYS[4], 'muted_until', ARGV[12])
+end
 redis.call('PUBLISH', ARGV[10], ARGV[11])
 return 'ok'
 """

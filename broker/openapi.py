@@ -127,6 +127,18 @@ SCHEMAS: dict[str, Any] = {
             "answer": {"oneOf": [{"$ref": "#/components/schemas/Answer"}, {"type": "null"}]},
         }
     ),
+    "PushBlock": _obj(
+        {
+            "user": _USER,
+            "muted_until": {
+                "oneOf": [_MS, {"type": "null"}],
+                "description": "after a fraud report; -1: until the RP lifts it; null: not muted",
+            },
+            "pushes_since_sign_in": {"type": "integer", "minimum": 0},
+            "blocked": {"type": "boolean"},
+            "max_pushes_since_sign_in": {"type": "integer"},
+        }
+    ),
     "CredentialList": _obj(
         {"credentials": {"type": "array", "items": {"$ref": "#/components/schemas/Credential"}}}
     ),
@@ -197,7 +209,7 @@ PATHS: dict[str, Any] = {
     "/v1/challenges": {
         "post": _op(
             "Send a sign-in push to the user's devices",
-            {"201": _json("Challenge", "created"), **_problems(400, 401, 409, 413)},
+            {"201": _json("Challenge", "created"), **_problems(400, 401, 409, 413, 429)},
             requestBody=_body("NewChallenge"),
         )
     },
@@ -214,6 +226,18 @@ PATHS: dict[str, Any] = {
             {"200": _json("CredentialList", "ok"), **_problems(400, 401)},
             parameters=[_path_param("user")],
         )
+    },
+    "/v1/users/{user}/push-block": {
+        "get": _op(
+            "The user's push fatigue state: pushes since the last successful sign-in, fraud mute",
+            {"200": _json("PushBlock", "ok"), **_problems(400, 401)},
+            parameters=[_path_param("user")],
+        ),
+        "delete": _op(
+            "Lift a fraud mute and reset the count of pushes since the last sign-in",
+            {"204": {"description": "lifted"}, **_problems(400, 401)},
+            parameters=[_path_param("user")],
+        ),
     },
     "/v1/credentials/{id}": {
         "delete": _op(

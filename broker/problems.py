@@ -26,11 +26,12 @@ _CODES_BY_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = headers
 
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -58,7 +59,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ApiError as err:
-        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else err.headers
         return problem(err.status, err.code, err.detail, headers)
     except web.HTTPException as exc:
         if exc.status < 400:

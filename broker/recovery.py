@@ -91,7 +91,7 @@ async def recover(request: web.Request) -> web.Response:
         raise ApiError(403, "bad_signature", "the new key's signature does not verify")
     store = node_of(request).store
     await check_signed(store, recovery_pk, message, recovery_sig, ts)
-    cid = new_id()
+    cid = new_id("cr")
     fields = [
         "rp", old.rp, "user", old.user, "account", old.account, "name", name, "pk", pk,
         "created", now_ms(), "status", "active", "recoverable", "1", "recovery_pk", new_recovery_pk,

@@ -17,6 +17,7 @@ from protocol.challenge import Status
 from protocol.errors import ErrorCode, ProtocolError
 
 from . import events, keys, lua
+from .fatigue import PushPolicy, refusal
 from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
 from .redis_pipe import RedisPipe
 
@@ -46,10 +47,18 @@ class NewEnrollment:
 
 
 class Store:
-    def __init__(self, redis: Redis, node: str, *, enrollment_ttl_ms: int = ENROLLMENT_TTL_MS) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        node: str,
+        *,
+        enrollment_ttl_ms: int = ENROLLMENT_TTL_MS,
+        policy: PushPolicy | None = None,
+    ) -> None:
         self.redis = redis
         self.node = node
         self.enrollment_ttl_ms = enrollment_ttl_ms
+        self.policy = policy or PushPolicy()
         # Events this node publishes are acted on here at once (other nodes get
         # them over pub/sub): set by the app to Hub.dispatch.
         self.on_event: Callable[[events.Event], Awaitable[None]] | None = None
@@ -268,27 +277,40 @@ class Store:
 
     async def create_challenge(self, record: ChallengeRecord) -> int:
         """Store and announce a challenge; returns the number of active credentials
-        it goes to (0: the user has none, and nothing was stored)."""
+        it goes to (0: the user has none, and nothing was stored). Raises
+        PushRefused when the fatigue policy holds it back (nothing stored)."""
         event = events.ChallengeCreated(record)
-        count = await self._create(
+        policy = self.policy
+        count, value = await self._create(
             keys=[
                 keys.user_credentials(record.rp, record.user),
                 keys.challenge(record.id),
                 keys.pending(record.rp, record.user),
+                keys.push_guard(record.rp, record.user),
+                keys.recent_pushes(record.rp, record.user),
             ],
             args=[
-                record.id,
-                record.created,
-                record.expires,
-                RETENTION_MS,
-                keys.EVENTS,
-                self._event(event),
+                record.id, record.created, record.expires, RETENTION_MS, keys.EVENTS, self._event(event),
+                policy.max_since_sign_in, policy.max_per_window, policy.window_s * 1000,
                 *record.to_fields(),
             ],
-        )
+        )  # fmt: skip
+        if count < 0:
+            raise refusal(int(count), int(value), policy)
         if count:
             await self._published(event)
         return int(count)
+
+    async def push_guard(self, rp_id: str, user: str) -> tuple[int, int | None]:
+        """(pushes since the last successful sign-in, muted until ms or None; -1: no end)."""
+        since, muted = await self.redis.hmget(keys.push_guard(rp_id, user), ["since", "muted_until"])
+        until = int(muted) if muted is not None else 0
+        active = until < 0 or until > now_ms()
+        return int(since or 0), (until if active else None)
+
+    async def lift_push_block(self, rp_id: str, user: str) -> None:
+        """The RP lifts a fraud mute and the count since the last sign-in."""
+        await self.redis.delete(keys.push_guard(rp_id, user), keys.recent_pushes(rp_id, user))
 
     async def get_challenge(self, ch: str) -> ChallengeRecord | None:
         (h,) = await self._hgetall_many([keys.challenge(ch)])
@@ -302,10 +324,13 @@ class Store:
                 keys.challenge(record.id),
                 keys.pending(record.rp, record.user),
                 keys.credential(answer.cid),
+                keys.push_guard(record.rp, record.user),
+                keys.recent_pushes(record.rp, record.user),
             ],
             args=[
                 record.id, now, status.value, answer.cid, answer.decision, answer.number,
                 answer.ts, answer.ctx_hash, answer.sig, keys.EVENTS, self._event(event),
+                self.policy.muted_until(now),
             ],
         )  # fmt: skip
         if result == b"ok":

@@ -61,7 +61,16 @@ class RateLimited(BrokerError):
     """429: too many requests (or pushes for this user); try again later."""
 
 
-_BY_CODE: dict[str, type[BrokerError]] = {"no_devices": NoDevices, "not_found": NotFound}
+class PushBlocked(Conflict):
+    """409 push_blocked: push is muted after a fraud report, or too many pushes were
+    sent since the user's last successful sign-in (lift with `lift_push_block`)."""
+
+
+_BY_CODE: dict[str, type[BrokerError]] = {
+    "no_devices": NoDevices,
+    "push_blocked": PushBlocked,
+    "not_found": NotFound,
+}
 _BY_STATUS: dict[int, type[BrokerError]] = {
     400: InvalidRequest,
     401: Unauthorized,

@@ -265,6 +265,14 @@ class PushAuthClient:
         """Revoke a credential at once (the device, if online, is told immediately)."""
         await self._call("DELETE", f"/v1/credentials/{_segment(credential_id)}", expect=(204,))
 
+    async def push_block(self, user: str) -> dict[str, Any]:
+        """The user's push fatigue state (see docs/http-api.md, "Push fatigue protection")."""
+        return wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/push-block"), "push block")
+
+    async def lift_push_block(self, user: str) -> None:
+        """Lift a fraud mute and reset the count of pushes since the last sign-in."""
+        await self._call("DELETE", f"/v1/users/{_segment(user)}/push-block", expect=(204,))
+
     # -- HTTP ------------------------------------------------------------------
 
     async def _pause_if_early(self, started: float, wait: int, deadline: float | None) -> None:

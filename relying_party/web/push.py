@@ -25,6 +25,7 @@ from ..errors import (
     NoDevices,
     NotFound,
     PushAuthError,
+    PushBlocked,
     RateLimited,
     VerificationFailed,
 )
@@ -107,6 +108,11 @@ def start_problem(exc: PushAuthError) -> str:
     """What the person reads when a push request could not be sent."""
     if isinstance(exc, NoDevices):
         return "None of your devices can receive requests right now. Use a verification code instead."
+    if isinstance(exc, PushBlocked):
+        return (
+            "Push requests to your devices are paused (after a report that a request was not you, "
+            "or after too many unanswered requests). Use a verification code instead."
+        )
     if isinstance(exc, RateLimited):
         return "Too many requests were sent to your devices. Wait a little, or use a verification code."
     if isinstance(exc, BrokerUnavailable):
