@@ -191,18 +191,19 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def restart_broker(self, index: int = 0) -> tuple[float, float]:
+    def restart_broker(self, index: int = 0) -> tuple[float, float, float]:
         """Stop a node (SIGTERM, as an orderly restart) and start it on the same port.
 
-        Returns (wall time the stop began, wall time the new node answered /healthz)."""
+        Returns wall times: the stop began, the old node exited, the new node answered /healthz."""
         old = self.brokers[index]
         began = time.time()
         old.stop()
+        exited = time.time()
         assert self.redis is not None
         new = BrokerNode(self.workdir, self.redis.url, old.name.removeprefix("broker-"), port=old.port)
         new.start()
         self.brokers[index] = new
-        return began, time.time()
+        return began, exited, time.time()
 
     def close(self) -> None:
         for b in self.brokers:

@@ -55,7 +55,8 @@ def idle_table(result: dict[str, Any]) -> str:
             f"first connect of all: {result['first_connect_s']:.2f}s",
             f"broker RSS empty {result['broker_rss_empty_mib']} MiB, connected "
             f"{result['broker_rss_connected_mib']} MiB: {result['broker_kib_per_device']:.2f} KiB per device",
-            f"restart: stop -> ready {r['broker_down_to_ready_s']:.2f}s; all back "
+            f"restart: old broker exited after {r['old_broker_exit_s']:.2f}s, new one ready "
+            f"{r['broker_down_to_ready_s']:.2f}s after the stop; all back "
             f"{r['all_back_after_stop_s']:.2f}s after the stop began "
             f"({r['all_back_after_ready_s']:.2f}s after the new broker was ready)",
         ]

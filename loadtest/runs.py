@@ -331,13 +331,14 @@ def idle_run(
         w.send_all("mark")
         w.wait_for("marked", timeout=30, on_other=on_count)
         bar.set_description("restarting")
-        stop_began, ready_at = cluster.restart_broker(0)
+        stop_began, exited_at, ready_at = cluster.restart_broker(0)
         profiler = (
             Profiler(cluster.brokers[0].pid, out_dir / "broker-profile.txt", 15) if profile_broker else None
         )
         all_at = w.wait_for("all", timeout=300, on_other=on_count)
         back = max(a[0] for a in all_at)
         out["restart"] = {
+            "old_broker_exit_s": round(exited_at - stop_began, 3),
             "broker_down_to_ready_s": round(ready_at - stop_began, 3),
             "all_back_after_stop_s": round(back - stop_began, 3),
             "all_back_after_ready_s": round(back - ready_at, 3),
