@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from protocol import fields, signing, uri
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Challenge, Decision, Enrolled, Welcome
+from protocol.uri import EnrollmentURI
 
 from . import broker_http
 from .connection import Connection
 from .errors import AgentError, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, revoked_notice
-from .store import Account, AccountStore, StoreError
+from .store import Account, AccountStore, Registration, StoreError
 
 NUMBER_RE = re.compile(r"^[0-9]{1,8}$")
 # A broker's word that a credential is gone for good (welcome's `rejected` codes).
@@ -91,20 +92,28 @@ async def enroll(store: AccountStore, text: str, device_name: str | None = None)
     recovery_seed = await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed)
     try:
         return store.add(
-            wanted_name=enrolled.account or parsed.account,
-            rp=enrolled.rp,
-            rp_name=enrolled.rp_name,
-            user=enrolled.user,
-            label=enrolled.account,
-            broker=parsed.broker,
-            cid=enrolled.cid,
-            device_name=name,
-            seed=seed,
-            totp=parsed.totp,
-            recovery_seed=recovery_seed,
+            enrolled.account or parsed.account,
+            _registration(parsed, enrolled, name, seed, recovery_seed),
         )
     except (StoreError, OSError) as exc:
         raise _saving_failed(exc, enrolled, name) from None
+
+
+def _registration(
+    parsed: EnrollmentURI, enrolled: Enrolled, device_name: str, seed: bytes, recovery_seed: bytes | None
+) -> Registration:
+    return Registration(
+        rp=enrolled.rp,
+        rp_name=enrolled.rp_name,
+        user=enrolled.user,
+        label=enrolled.account,
+        broker=parsed.broker,
+        cid=enrolled.cid,
+        device_name=device_name,
+        seed=seed,
+        totp=parsed.totp,
+        recovery_seed=recovery_seed,
+    )
 
 
 def offer_recovery_key(broker: str, cid: str, seed: bytes) -> bytes | None:
@@ -134,19 +143,8 @@ async def reactivate(store: AccountStore, account_name: str, text: str, device_n
         )
     enrolled, seed = await register(parsed, name)
     try:
-        return store.reactivate(
-            account.name,
-            rp=enrolled.rp,
-            rp_name=enrolled.rp_name,
-            user=enrolled.user,
-            label=enrolled.account,
-            broker=parsed.broker,
-            cid=enrolled.cid,
-            device_name=name,
-            seed=seed,
-            totp=parsed.totp,
-            recovery_seed=await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed),
-        )
+        recovery_seed = await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed)
+        return store.reactivate(account.name, _registration(parsed, enrolled, name, seed, recovery_seed))
     except (StoreError, OSError) as exc:
         raise _saving_failed(exc, enrolled, name) from None
 

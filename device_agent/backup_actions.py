@@ -27,7 +27,7 @@ from .backup import Backup, dump_backup, load_backup
 from .errors import AgentError, UsageError
 from .legacy_store import unb64
 from .passphrase import kdf_from_env
-from .store import ACTION_REQUIRED, Account, AccountStore, Record, State, b64
+from .store import ACTION_REQUIRED, Account, AccountStore, Record, Registration, State, b64
 from .vault import SealedFileError, read_sealed_file, write_sealed_file
 
 AUTO_BACKUP = "auto_backup"  # settings key: {"to": "<absolute path>" or "broker", "name": ...}
@@ -231,16 +231,17 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             continue
         store.reactivate(
             name,
-            rp=got["rp"],
-            rp_name=got["rp_name"],
-            user=got["user"],
-            label=got["account"],
-            broker=account.broker,
-            cid=got["id"],
-            device_name=device_name,
-            seed=seed,
-            totp=None,
-            recovery_seed=new_recovery_seed,
+            Registration(
+                rp=got["rp"],
+                rp_name=got["rp_name"],
+                user=got["user"],
+                label=got["account"],
+                broker=account.broker,
+                cid=got["id"],
+                device_name=device_name,
+                seed=seed,
+                recovery_seed=new_recovery_seed,
+            ),
         )
         lines.append(f"recovered: {name}: this device has its own new key ({account.rp_name} was told)")
     return lines

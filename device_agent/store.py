@@ -73,6 +73,38 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class Registration:
+    """A credential the broker just registered for this device (enrollment,
+    re-activation or recovery): what the store keeps of it."""
+
+    rp: str
+    rp_name: str
+    user: str
+    label: str
+    broker: str
+    cid: str
+    device_name: str
+    seed: bytes
+    totp: TotpParams | None = None
+    recovery_seed: bytes | None = None
+
+    def account(self, name: str, *, has_totp: bool, recoverable: bool) -> Account:
+        return Account(
+            name=name,
+            rp=self.rp,
+            rp_name=self.rp_name,
+            user=self.user,
+            label=self.label,
+            broker=self.broker,
+            cid=self.cid,
+            device_name=self.device_name,
+            added=int(time.time() * 1000),
+            has_totp=has_totp,
+            recoverable=recoverable,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One account as the list shows it: push (maybe with TOTP), or TOTP/HOTP only."""
 
@@ -437,39 +469,13 @@ class AccountStore:
 
     # -- writing ----------------------------------------------------------------
 
-    def add(
-        self,
-        *,
-        wanted_name: str,
-        rp: str,
-        rp_name: str,
-        user: str,
-        label: str,
-        broker: str,
-        cid: str,
-        device_name: str,
-        seed: bytes,
-        totp: TotpParams | None = None,
-        recovery_seed: bytes | None = None,
-    ) -> Account:
+    def add(self, wanted_name: str, reg: Registration) -> Account:
         """Store a new push account under a unique local name and return it."""
-        otp = otp_from_totp(totp, label, rp_name) if totp is not None else None
+        otp = otp_from_totp(reg.totp, reg.label, reg.rp_name) if reg.totp is not None else None
         with self.change() as state:
             name = unique_name(wanted_name, state.names())
-            account = Account(
-                name=name,
-                rp=rp,
-                rp_name=rp_name,
-                user=user,
-                label=label,
-                broker=broker,
-                cid=cid,
-                device_name=device_name,
-                added=int(time.time() * 1000),
-                has_totp=otp is not None,
-                recoverable=recovery_seed is not None,
-            )
-            state.records.append(Record(name, account, seed, otp, recovery_seed))
+            account = reg.account(name, has_totp=otp is not None, recoverable=reg.recovery_seed is not None)
+            state.records.append(Record(name, account, reg.seed, otp, reg.recovery_seed))
         return account
 
     def add_otp(self, otp: OtpAccount, wanted_name: str | None = None) -> Entry:
@@ -545,41 +551,16 @@ class AccountStore:
                     return rec.account
         return None
 
-    def reactivate(
-        self,
-        name: str,
-        *,
-        rp: str,
-        rp_name: str,
-        user: str,
-        label: str,
-        broker: str,
-        cid: str,
-        device_name: str,
-        seed: bytes,
-        totp: TotpParams | None,
-        recovery_seed: bytes | None,
-        keep_recovery: bool = False,
-    ) -> Account:
+    def reactivate(self, name: str, reg: Registration, *, keep_recovery: bool = False) -> Account:
         """Give an account a new credential, keeping its name and place in the list."""
         with self.change() as state:
             rec = state.records[state.index(name)]
-            if totp is not None:
-                rec.otp = otp_from_totp(totp, label, rp_name)
+            if reg.totp is not None:
+                rec.otp = otp_from_totp(reg.totp, reg.label, reg.rp_name)
             if not keep_recovery:
-                rec.recovery_seed = recovery_seed
-            rec.seed = seed
-            rec.account = Account(
-                name=name,
-                rp=rp,
-                rp_name=rp_name,
-                user=user,
-                label=label,
-                broker=broker,
-                cid=cid,
-                device_name=device_name,
-                added=int(time.time() * 1000),
-                has_totp=rec.otp is not None,
-                recoverable=rec.recovery_seed is not None,
+                rec.recovery_seed = reg.recovery_seed
+            rec.seed = reg.seed
+            rec.account = reg.account(
+                name, has_totp=rec.otp is not None, recoverable=rec.recovery_seed is not None
             )
             return rec.account

@@ -19,7 +19,7 @@ import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT, ManagedProcess, assert_cli_error, free_port, port_accepts, run_cli, wait_until
 
-from device_agent.store import AccountStore
+from device_agent.store import AccountStore, Registration
 from protocol import signing
 from protocol.uri import EnrollmentURI, TotpParams
 
@@ -50,15 +50,17 @@ def enroll_uri(broker: str, **kw: object) -> str:
 def store_with_account(home: Path, broker: str, name: str = "alice@example.com") -> AccountStore:
     store = AccountStore(home)
     store.add(
-        wanted_name=name,
-        rp="rp1",
-        rp_name="Example",
-        user="alice",
-        label=name,
-        broker=broker,
-        cid="cid-" + name.split("@")[0],
-        device_name="laptop",
-        seed=signing.new_seed(),
+        name,
+        Registration(
+            rp="rp1",
+            rp_name="Example",
+            user="alice",
+            label=name,
+            broker=broker,
+            cid="cid-" + name.split("@")[0],
+            device_name="laptop",
+            seed=signing.new_seed(),
+        ),
     )
     return store
 

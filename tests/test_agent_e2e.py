@@ -20,7 +20,7 @@ import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
-from device_agent.store import AccountStore
+from device_agent.store import AccountStore, Registration
 from protocol import signing
 
 
@@ -486,15 +486,17 @@ def test_pending_reports_the_brokers_it_reached_and_the_ones_it_did_not(tmp_path
     enroll(home, rp_api)
     dead = f"ws://127.0.0.1:{free_port()}/v1/device"
     AccountStore(home).add(
-        wanted_name="elsewhere",
-        rp="rp2",
-        rp_name="Elsewhere",
-        user="alice",
-        label="elsewhere",
-        broker=dead,
-        cid="cid-elsewhere",
-        device_name="laptop",
-        seed=signing.new_seed(),
+        "elsewhere",
+        Registration(
+            rp="rp2",
+            rp_name="Elsewhere",
+            user="alice",
+            label="elsewhere",
+            broker=dead,
+            cid="cid-elsewhere",
+            device_name="laptop",
+            seed=signing.new_seed(),
+        ),
     )
     ch = rp_api.challenge()
     result = agent(home, "pending", "--json")

@@ -22,7 +22,7 @@ from support import AGENT
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from device_agent.store import AccountStore
+from device_agent.store import AccountStore, Registration
 from protocol import signing
 from protocol.codec import MAX_FRAME_SIZE, encode
 from protocol.frames import Challenge, Hello, Welcome
@@ -67,15 +67,17 @@ def hello() -> bytes:
 def make_home(tmp_path: Path, url: str) -> Path:
     home = tmp_path / "agent"
     AccountStore(home).add(
-        wanted_name="alice",
-        rp="rp1",
-        rp_name="Example",
-        user="alice",
-        label="alice",
-        broker=url,
-        cid="cid-alice",
-        device_name="laptop",
-        seed=signing.new_seed(),
+        "alice",
+        Registration(
+            rp="rp1",
+            rp_name="Example",
+            user="alice",
+            label="alice",
+            broker=url,
+            cid="cid-alice",
+            device_name="laptop",
+            seed=signing.new_seed(),
+        ),
     )
     return home
 

@@ -21,7 +21,7 @@ from device_agent import totp
 from device_agent.accounts_model import OtpAccount
 from device_agent.importers.otpauth import parse_uri
 from device_agent.passphrase import IMPORT_PASSWORD_ENV
-from device_agent.store import AccountStore
+from device_agent.store import AccountStore, Registration
 from protocol import signing
 from protocol.uri import TotpParams
 
@@ -87,16 +87,18 @@ def test_hotp_codes_are_shown_and_used_up_only_when_named(tmp_path: Path) -> Non
 def test_push_accounts_with_totp_from_enrollment_show_codes(tmp_path: Path) -> None:
     home = tmp_path / "home"
     AccountStore(home).add(
-        wanted_name="alice@example.com",
-        rp="rp1",
-        rp_name="Example",
-        user="alice",
-        label="alice@example.com",
-        broker="ws://127.0.0.1:1/v1/device",
-        cid="cid-alice",
-        device_name="laptop",
-        seed=signing.new_seed(),
-        totp=TotpParams("JBSWY3DPEHPK3PXPJBSWY3DP", "SHA512", 8, 30),
+        "alice@example.com",
+        Registration(
+            rp="rp1",
+            rp_name="Example",
+            user="alice",
+            label="alice@example.com",
+            broker="ws://127.0.0.1:1/v1/device",
+            cid="cid-alice",
+            device_name="laptop",
+            seed=signing.new_seed(),
+            totp=TotpParams("JBSWY3DPEHPK3PXPJBSWY3DP", "SHA512", 8, 30),
+        ),
     )
     ok(home, "add", HOTP_URI)
     before = time.time()

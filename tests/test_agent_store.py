@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 
-from device_agent.store import REVOKED, AccountStore, StoreError, unique_name
+from device_agent.store import REVOKED, AccountStore, Registration, StoreError, unique_name
 from device_agent.vault import Vault
 from protocol import signing
 from protocol.uri import TotpParams
@@ -31,7 +31,8 @@ def add(store: AccountStore, name: str = "alice@example.com", cid: str = "cid-1"
         "seed": seed,
     }
     fields.update(kw)
-    store.add(**fields)  # type: ignore[arg-type]
+    wanted = str(fields.pop("wanted_name"))
+    store.add(wanted, Registration(**fields))  # type: ignore[arg-type]
     return seed
 
 

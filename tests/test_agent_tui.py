@@ -18,7 +18,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from device_agent import totp
-from device_agent.store import AccountStore
+from device_agent.store import AccountStore, Registration
 from device_agent.tui import AgentApp, RequestScreen
 from protocol.challenge import Status
 from relying_party.sdk import PushAuthClient
@@ -121,15 +121,17 @@ async def test_the_list_shows_live_codes_and_marks_accounts_needing_action(tmp_p
     run = lambda h, *a: run_cli([AGENT, "--home", h, *a], env=AGENT_ENV)  # noqa: E731
     assert run(home, "add", TOTP_URI).returncode == 0
     store.add(
-        wanted_name="bob@example.com",
-        rp="rp1",
-        rp_name="Example",
-        user="bob",
-        label="bob@example.com",
-        broker="ws://127.0.0.1:1/v1/device",
-        cid="cid-bob",
-        device_name="laptop",
-        seed=bytes(32),
+        "bob@example.com",
+        Registration(
+            rp="rp1",
+            rp_name="Example",
+            user="bob",
+            label="bob@example.com",
+            broker="ws://127.0.0.1:1/v1/device",
+            cid="cid-bob",
+            device_name="laptop",
+            seed=bytes(32),
+        ),
     )
     assert run(home, "backup", "--to", str(tmp_path / "b")).returncode == 0
     assert run(new, "restore", "--from", str(tmp_path / "b")).returncode == 0
