@@ -13,8 +13,9 @@ from typing import Any, NoReturn
 
 from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
 from .report import idle_table, signin_table, write_json, write_png
-from .runs import RunError, Target, idle_run, signin_run
+from .runs import RunError, Target, idle_run, recorder_summary, signin_run
 from .schedule import Profile, parse_rate
+from .stats import Recorder
 
 EPILOG = """\
 All traffic goes to 127.0.0.1. Unless --broker-url is given, the tester starts its own
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(cross)
     load(cross)
+    cross.add_argument(
+        "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating (default: 2)"
+    )
 
     idle = sub.add_parser("idle", help="idle devices: broker memory each, and reconnection after a restart")
     common(idle)
@@ -197,32 +201,53 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     profile = Profile(*args.rate, args.duration)
-    result: dict[str, Any] = {}
+    kwargs = _signin_kwargs(args, out)
     with Cluster(out / "processes", nodes=2) as cluster:
         assert cluster.redis is not None
         rp_id, key = add_rp(cluster.redis.url)
         a, b = cluster.brokers
-        pids = (a.pid, b.pid)
-        # Same cluster, same load: first both parties on node A, then the RP on node B.
-        same = signin_run(
-            Target(a.http_url, a.http_url, rp_id, key, pids), profile, **_signin_kwargs(args, out)
-        )
-        cross = signin_run(
-            Target(b.http_url, a.http_url, rp_id, key, pids), profile, **_signin_kwargs(args, out)
-        )
-    result["same_node"], result["cross_node"] = same, cross
+        pids, redis_pid = (a.pid, b.pid), cluster.redis.pid
+        targets = {
+            "same_node": Target(a.http_url, a.http_url, rp_id, key, pids, redis_pid),
+            "cross_node": Target(b.http_url, a.http_url, rp_id, key, pids, redis_pid),
+        }
+        # Alternating (same, cross, cross, same, ...): a change in the machine's background
+        # load during the run then falls on both sides alike.
+        order = [
+            k for r in range(args.rounds) for k in (("same_node", "cross_node")[:: 1 if r % 2 == 0 else -1])
+        ]
+        phases = [(kind, signin_run(targets[kind], profile, **kwargs)) for kind in order]
+    merged = {kind: Recorder() for kind in targets}
+    for kind, res in phases:
+        merged[kind].merge_wire(res["_recorder"].to_wire())
+    result: dict[str, Any] = {"rounds": args.rounds, "phases": [{"kind": k, **r} for k, r in phases]}
+    for kind, rec in merged.items():
+        result[kind] = recorder_summary(rec)
     result["cross_node_overhead_ms"] = {
-        k: round(cross["latency_ms"]["result"].get(k, 0) - same["latency_ms"]["result"].get(k, 0), 3)
+        k: round(
+            result["cross_node"]["latency_ms"]["result"][k] - result["same_node"]["latency_ms"]["result"][k],
+            3,
+        )
         for k in ("p50", "p90", "p99")
     }
-    print(signin_table(same, "same node (RP and devices on node A)"))
-    print()
-    print(signin_table(cross, "cross node (devices on node A, RP on node B)"))
+    for kind, res in phases:
+        print(
+            signin_table(
+                res,
+                f"{kind} (devices on node A, RP on node {'A' if kind == 'same_node' else 'B'})",
+            )
+        )
+        print()
+    same, cross = (result[k]["latency_ms"]["result"] for k in ("same_node", "cross_node"))
+    print(
+        f"all rounds, end to end:  same node p50 {same['p50']:.3f} ms p99 {same['p99']:.3f} ms; "
+        f"cross node p50 {cross['p50']:.3f} ms p99 {cross['p99']:.3f} ms"
+    )
     overhead = result["cross_node_overhead_ms"]
-    print(f"\ncross-node overhead, end to end: p50 {overhead['p50']:+.3f} ms, p99 {overhead['p99']:+.3f} ms")
+    print(f"cross-node overhead, end to end: p50 {overhead['p50']:+.3f} ms, p99 {overhead['p99']:+.3f} ms")
     write_png(
         out / "report.png",
-        [("same node", same["_recorder"]), ("cross node", cross["_recorder"])],
+        [("same node", merged["same_node"]), ("cross node", merged["cross_node"])],
         _command_line(None),
     )
     return result

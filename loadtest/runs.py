@@ -216,6 +216,16 @@ def signin_run(
     return out
 
 
+def recorder_summary(rec: Recorder) -> dict[str, Any]:
+    """Counts, errors and per-stage latency of a (merged) recording."""
+    return {
+        "started": rec.started,
+        "completed": rec.completed,
+        "errors": dict(rec.errors),
+        "latency_ms": {stage: summary_ms(rec.stages[stage]) for stage in STAGES},
+    }
+
+
 def _with_warmup(profile: Profile, warmup: float) -> Profile:
     if warmup <= 0:
         return profile

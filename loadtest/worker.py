@@ -167,6 +167,12 @@ class SigninWorker:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
+        # The RP may hold its result before the device's answer_result arrives (the two
+        # travel separately, through different nodes in cross-node runs): wait for those.
+        for _ in range(200):  # at most 2 s
+            if not any(s.recorded and not s.answered for s in self.inflight.values()):
+                break
+            await asyncio.sleep(0.01)
 
     async def signin(self, n: int, intended: float, offset: float) -> None:
         cfg = self.cfg
