@@ -11,7 +11,7 @@ import msgpack
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
 
-from . import api, backups, events, keys, recovery
+from . import api, backups, events, recovery
 from .context import NODE, Node
 from .device_ws import device_socket
 from .fatigue import PushPolicy
@@ -68,30 +68,28 @@ async def _event_listener(app: web.Application) -> AsyncIterator[None]:
 
 async def _listen(store: Store, hub: Hub, ready: asyncio.Event) -> None:
     delay = 0.1
+
+    def subscribed() -> None:
+        nonlocal delay
+        ready.set()
+        delay = 0.1
+
     while True:
-        pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(keys.EVENTS)
-            ready.set()
-            delay = 0.1
-            async for msg in pubsub.listen():
-                if msg["type"] != "message":
-                    continue
-                try:
-                    if events.origin(msg["data"]) == store.node:
-                        continue  # our own events were handled when published
-                    _, event = events.decode(msg["data"])
-                except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                    log.warning("ignoring malformed event: %s", exc)
-                    continue
-                await hub.dispatch(event)
+            async with contextlib.aclosing(store.event_messages(subscribed)) as messages:
+                async for data in messages:
+                    try:
+                        if events.origin(data) == store.node:
+                            continue  # our own events were handled when published
+                        _, event = events.decode(data)
+                    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+                        log.warning("ignoring malformed event: %s", exc)
+                        continue
+                    await hub.dispatch(event)
         except (aioredis.RedisError, OSError) as exc:
             log.warning("event channel lost (%s); resubscribing in %.1fs", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
 
 
 async def _close_store(store: Store) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,25 @@ class Store:
     def close(self) -> None:
         if self._pipe is not None:
             self._pipe.close()
+
+    async def event_messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
+        """Every event published on the shared channel (keys.EVENTS), until the
+        connection breaks (a RedisError); `on_subscribed` once listening."""
+        if self._pipe is not None:
+            async with contextlib.aclosing(self._pipe.messages(keys.EVENTS, on_subscribed)) as messages:
+                async for data in messages:
+                    yield data
+            return
+        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.EVENTS)
+            on_subscribed()
+            async for msg in pubsub.listen():
+                if msg["type"] == "message":
+                    yield msg["data"]
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
 
     def _event(self, event: events.Event) -> bytes:
         return events.encode(self.node, event)
