@@ -116,3 +116,35 @@ def test_only_plain_connections_are_pipelined() -> None:
     assert RedisPipe.for_client(aioredis.Redis.from_url("redis://127.0.0.1:1/0")) is not None
     assert RedisPipe.for_client(aioredis.Redis.from_url("unix:///tmp/x.sock?db=2")) is not None
     assert RedisPipe.for_client(aioredis.Redis.from_url("rediss://127.0.0.1:1/0")) is None
+
+
+async def test_subscription_delivers_every_message_in_order_until_the_connection_breaks(
+    redis_server: RedisServer,
+) -> None:
+    pipe = pipe_for(redis_server.url)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    subscribed = asyncio.Event()
+    got: list[bytes] = []
+
+    async def listen() -> None:
+        async for data in pipe.messages("events", subscribed.set):
+            got.append(data)
+
+    task = asyncio.ensure_future(listen())
+    try:
+        await asyncio.wait_for(subscribed.wait(), 5)
+        for i in range(200):
+            await admin.publish("events", f"m{i}".encode())
+            await admin.publish("other", b"not for us")
+        for _ in range(100):
+            if len(got) == 200:
+                break
+            await asyncio.sleep(0.02)
+        assert got == [f"m{i}".encode() for i in range(200)]
+        await admin.client_kill_filter(_type="pubsub")
+        with pytest.raises(ConnectionError):
+            await asyncio.wait_for(task, 5)
+    finally:
+        task.cancel()
+        pipe.close()
+        await admin.aclose()
