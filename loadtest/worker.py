@@ -37,7 +37,8 @@ WAIT_S = 10  # the RP's long-poll; a sign-in slower than `timeout` counts as an 
 PREWARM_CONNECTIONS = 256  # RP connections per worker opened before the run
 HANDSHAKES = 64  # concurrent WebSocket handshakes per worker (the broker's backlog is 1024)
 # Timers wake up to ~1 ms late (epoll/libuv count milliseconds), so the scheduler wakes
-# this much early and measures from the later of intended and actual start.
+# this much early. Latency counts from the earlier of intended and actual start: from the
+# intended one when late (queueing cannot hide), from the send when early (never flattered).
 EARLY_S = 0.001
 
 
@@ -95,7 +96,7 @@ async def _command(commands: Queue[Any]) -> tuple[Any, ...]:
 class SignIn:
     """One sign-in in flight: what the RP and the device each know of it."""
 
-    start: float  # perf_counter origin of its latencies
+    start: float  # perf_counter origin of its latencies: min(intended, actual start)
     cred: Credential
     recorded: bool
     number: str | None = None
@@ -179,7 +180,7 @@ class SigninWorker:
         index = (n // cfg.workers) % len(self.creds)
         recorded = offset >= cfg.warmup
         now = time.perf_counter()
-        s = SignIn(max(intended, now), self.creds[index], recorded)
+        s = SignIn(min(intended, now), self.creds[index], recorded)
         second = int(offset - cfg.warmup)
         if recorded:
             self.rec.started += 1
