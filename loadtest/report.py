@@ -31,11 +31,16 @@ def signin_table(result: dict[str, Any], title: str) -> str:
     lag = result.get("generator_start_lag_ms", {})
     if lag.get("count"):
         lines.append(f"generator start lag (late sends): p50 {lag['p50']:.3f} ms, p99 {lag['p99']:.3f} ms")
-    if result.get("broker_cpu_ms_per_signin") is not None:
+    if result.get("brokers"):
         cores = ", ".join(f"{b['cpu_share_of_one_core']:.2f}" for b in result["brokers"])
+        per = result.get("broker_cpu_ms_per_signin")
         lines.append(
-            f"broker CPU {result['broker_cpu_ms_per_signin']:.3f} ms per sign-in (cores busy: {cores}); "
-            f"RSS {', '.join(str(b['rss_mib']) for b in result['brokers'])} MiB"
+            (
+                f"broker CPU {per:.3f} ms per sign-in"
+                if per is not None
+                else "broker CPU: no sign-in completed"
+            )
+            + f" (cores busy: {cores}); RSS {', '.join(str(b['rss_mib']) for b in result['brokers'])} MiB"
         )
     extra = [
         f"{name} {result[key]:.3f}"
