@@ -24,7 +24,9 @@ test: install
 	@scripts/ensure-tools test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	# Two workers, one test file each at a time: most tests wait on real servers
+	# and subprocesses, and module-scoped fixtures stay within one worker.
+	$(BIN)/pytest -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff format --check .
