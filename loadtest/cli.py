@@ -174,8 +174,15 @@ def _rp_id(url: str, api_key: str) -> str:
         raise ClusterError(f"cannot reach the broker at {url}: {exc}") from None
 
 
+def _profile(args: argparse.Namespace) -> Profile:
+    start, end = args.rate
+    if start != end and args.warmup > 0:
+        raise ValueError("a ramp is measured from its start: use --warmup 0 with FROM:TO rates")
+    return Profile(start, end, args.duration)
+
+
 def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    profile = Profile(*args.rate, args.duration)
+    profile = _profile(args)
     if args.broker_url:
         if not args.api_key:
             raise ClusterError("--broker-url needs --api-key")
@@ -200,7 +207,7 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    profile = Profile(*args.rate, args.duration)
+    profile = _profile(args)
     kwargs = _signin_kwargs(args, out)
     with Cluster(out / "processes", nodes=2) as cluster:
         assert cluster.redis is not None

@@ -67,12 +67,18 @@ class Workers:
 
     def messages(self, timeout: float) -> Iterator[tuple[Any, ...]]:
         """Messages until `timeout` passes with none; a failed worker ends the run."""
+        silent = 0.0
         while True:
             try:
-                msg = self.out.get(timeout=timeout)
+                msg = self.out.get(timeout=1.0)
             except queue.Empty:
-                dead = [p.name for p in self.procs if not p.is_alive()]
-                raise RunError(f"no word from the workers for {timeout:.0f}s (exited: {dead})") from None
+                # A worker that died without a word (killed, or failed to start) ends the run now.
+                dead = [p.name for p in self.procs if p.exitcode not in (None, 0)]
+                silent += 1.0
+                if dead or silent >= timeout:
+                    raise RunError(f"no word from the workers for {silent:.0f}s (exited: {dead})") from None
+                continue
+            silent = 0.0
             if msg[0] == "failed":
                 raise RunError(f"worker {msg[1]} failed: {msg[2]}")
             yield msg

@@ -53,14 +53,15 @@ def assert_clean_signin(r: dict[str, Any]) -> None:
 def test_signin_smoke_run_completes_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run(
-        "signin", "--rate", "40", "--duration", "2", "--warmup", "0.5", "--devices", "8", "--out", str(out)
-    )
+        "signin", "--rate", "40", "--duration", "1", "--warmup", "0.5", "--devices", "8", "--workers", "1",
+        "--out", str(out),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     r = results(out)
     assert r["mode"] == "signin"
     assert r["command"].startswith("pushauth-loadtest signin --rate 40")
     assert_clean_signin(r)
-    assert r["started"] == 80  # 40/s for 2 s, the warm-up not counted
+    assert r["started"] == 40  # 40/s for 1 s, the warm-up not counted
     assert r["broker_cpu_ms_per_signin"] > 0
     assert (out / "report.png").read_bytes().startswith(PNG_MAGIC)
     assert "result" in proc.stdout and "errors: none" in proc.stdout
@@ -71,19 +72,21 @@ def test_signin_smoke_run_completes_and_writes_its_report(tmp_path: Path) -> Non
 def test_crossnode_smoke_run_reports_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run(
-        "crossnode", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "4", "--out", str(out)
-    )
+        "crossnode", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "4", "--rounds", "1",
+        "--workers", "1", "--out", str(out),
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
     r = results(out)
     assert_clean_signin(r["same_node"])
     assert_clean_signin(r["cross_node"])
     assert set(r["cross_node_overhead_ms"]) == {"p50", "p90", "p99"}
+    assert [p["kind"] for p in r["phases"]] == ["same_node", "cross_node"]
     assert (out / "report.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = run("idle", "--devices", "30", "--settle", "0.2", "--out", str(out))
+    proc = run("idle", "--devices", "30", "--workers", "2", "--settle", "0.2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr + proc.stdout
     r = results(out)
     assert r["devices"] == 30
