@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from aiohttp import WSMsgType, web
+from redis.exceptions import RedisError
 
 from protocol.challenge import check_answer_shape, outcome_for
 from protocol.codec import MAX_FRAME_SIZE, encode
@@ -122,6 +123,12 @@ class DeviceConnection:
             else:
                 ref = None if err.ref is None else str(err.ref)
                 await self.send(Error(code=err.code.value, message=err.message, ref=ref))
+        except (RedisError, OSError) as exc:
+            # The store is unreachable: close with "internal" (1011) rather than leave
+            # the device waiting; it reconnects with backoff and gets its pending
+            # challenges again once Redis is back.
+            log.warning("store unavailable while handling a device frame: %s", exc)
+            await self.fail(ProtocolError(ErrorCode.INTERNAL, "the broker's store is unavailable"))
 
     async def on_authenticate(self, frame: Authenticate) -> None:
         proofs = {p["cid"]: p["sig"] for p in frame.creds}

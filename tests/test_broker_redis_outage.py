@@ -1,0 +1,51 @@
+"""Redis goes away under a running broker: devices are told (close 1011) instead of
+being left waiting, /healthz says so, nothing is lost, and all works again once
+Redis is back (append-only persistence, as in production)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from shared_broker import new_rp
+from support import BrokerProcess, RedisServer, http_status, wait_until
+from test_broker_device_ws import CTX, Device, online_device
+
+from protocol.frames import AnswerResult, Challenge
+from relying_party.sdk import PushAuthClient
+
+
+async def test_redis_outage_and_recovery(
+    redis_factory: Callable[..., RedisServer], broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    redis_server = redis_factory(appendonly=True, appendfsync="always")
+    broker = broker_factory(redis_url=redis_server.url)
+    rp = await new_rp(broker, "Outage RP")
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, broker.ws_url)
+        ch = await client.create_challenge("alice", CTX)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge)
+
+        redis_server.kill()
+        await dev.send(dev.answer(pushed, number=ch.number))
+        assert await dev.closed() == (1011, "internal")
+        assert http_status(broker.http_url + "/healthz") == 503
+
+        redis_server.restart()
+        await asyncio.to_thread(
+            wait_until,
+            lambda: http_status(broker.http_url + "/healthz") == 200,
+            timeout=15,
+            message="healthy",
+        )
+        # The device comes back, gets the still-pending challenge again and answers it.
+        back = await Device.connect(broker.ws_url, seed=dev.seed)
+        back.cid = dev.cid
+        welcome, pending = await back.authenticate()
+        assert welcome.accepted == (dev.cid,)
+        assert [p.ch for p in pending] == [ch.id]
+        await back.send(back.answer(pending[0], number=ch.number))
+        assert await back.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        assert (await client.wait_result(ch, keys, timeout=5)).approved
