@@ -119,6 +119,38 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+def worker_configs(
+    mode: str,
+    *,
+    devices: int,
+    n_workers: int,
+    run_id: str,
+    rp_url: str,
+    device_url: str,
+    enroll_url: str,
+    rp_id: str,
+    api_key: str,
+    **extra: Any,
+) -> list[worker.WorkerConfig]:
+    """One config per worker process, the devices spread evenly over them."""
+    return [
+        worker.WorkerConfig(
+            mode=mode,
+            index=i,
+            workers=n_workers,
+            rp_url=rp_url,
+            device_url=device_url,
+            enroll_url=enroll_url,
+            rp_id=rp_id,
+            api_key=api_key,
+            devices=n,
+            run_id=run_id,
+            **extra,
+        )
+        for i, n in enumerate(split(devices, n_workers))
+    ]
+
+
 def signin_run(
     target: Target,
     profile: Profile,
@@ -135,23 +167,19 @@ def signin_run(
     full = Profile(profile.start_rate, profile.end_rate, profile.duration)
     # The warm-up runs at the start rate before the measured profile begins.
     schedule = _with_warmup(full, warmup)
-    configs = [
-        worker.WorkerConfig(
-            mode="signin",
-            index=i,
-            workers=n_workers,
-            rp_url=target.rp_url,
-            device_url=target.device_ws_url,
-            enroll_url=target.device_http_url,
-            rp_id=target.rp_id,
-            api_key=target.api_key,
-            devices=n,
-            run_id=run_id,
-            profile=schedule,
-            warmup=warmup,
-        )
-        for i, n in enumerate(split(devices, n_workers))
-    ]
+    configs = worker_configs(
+        "signin",
+        devices=devices,
+        n_workers=n_workers,
+        run_id=run_id,
+        rp_url=target.rp_url,
+        device_url=target.device_ws_url,
+        enroll_url=target.device_http_url,
+        rp_id=target.rp_id,
+        api_key=target.api_key,
+        profile=schedule,
+        warmup=warmup,
+    )
     rec = Recorder()
     with workers(configs) as w:
         w.wait_for("ready", timeout=300)
@@ -299,21 +327,17 @@ def idle_run(
     broker = cluster.brokers[0]
     rp_id, api_key = add_rp(cluster.redis.url)
     run_id = "lt" + secrets.token_hex(4)
-    configs = [
-        worker.WorkerConfig(
-            mode="idle",
-            index=i,
-            workers=n_workers,
-            rp_url=broker.http_url,
-            device_url=broker.ws_url,
-            enroll_url=broker.http_url,
-            rp_id=rp_id,
-            api_key=api_key,
-            devices=n,
-            run_id=run_id,
-        )
-        for i, n in enumerate(split(devices, n_workers))
-    ]
+    configs = worker_configs(
+        "idle",
+        devices=devices,
+        n_workers=n_workers,
+        run_id=run_id,
+        rp_url=broker.http_url,
+        device_url=broker.ws_url,
+        enroll_url=broker.http_url,
+        rp_id=rp_id,
+        api_key=api_key,
+    )
     out: dict[str, Any] = {"devices": devices, "workers": n_workers}
     counts = [0] * n_workers
     bar = tqdm(total=devices, unit="device", disable=not progress, leave=False)
