@@ -6,12 +6,14 @@ of its processes is shown when it fails (a "process NAME" section in the report)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support import BrokerProcess, ManagedProcess, RedisServer, TcpProxy
+
+from relying_party.sdk import PushAuthClient
 
 pytest_plugins = ["pytester"]  # tests/support tests check the fixtures in a child pytest run
 
@@ -121,6 +123,13 @@ def broker(
 def rp(broker: BrokerProcess) -> dict[str, Any]:
     """A relying party registered at `broker`: {"id", "name", "api_key"}."""
     return broker.add_rp("Example RP")
+
+
+@pytest.fixture
+async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
+    """The RP SDK for `rp` at `broker` (whichever `broker` and `rp` the module uses)."""
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as sdk:
+        yield sdk
 
 
 @pytest.fixture

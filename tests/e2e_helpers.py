@@ -28,12 +28,13 @@ def agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
-def agent(home: Path, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    return run_cli([AGENT, "--home", home, *args], timeout=timeout, env=AGENT_ENV)
+def agent(home: Path, *args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
+    """`pushauth-agent --home HOME ARGS` with AGENT_ENV (plus `env`)."""
+    return run_cli([AGENT, "--home", home, *args], timeout=timeout, env={**AGENT_ENV, **env})
 
 
-def agent_ok(home: Path, *args: str) -> str:
-    result = agent(home, *args)
+def agent_ok(home: Path, *args: str, **env: str) -> str:
+    result = agent(home, *args, **env)
     assert result.returncode == 0, f"pushauth-agent {' '.join(args)} failed:\n{result.stderr}{result.stdout}"
     return result.stdout
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import subprocess
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import AGENT_ENV, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import AGENT_ENV, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import agent_ok as ok
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import AGENT, BrokerProcess, assert_cli_error, run_cli
+from support import BrokerProcess, assert_cli_error
 
 from device_agent import totp
 from device_agent.backup import Backup, dump_backup
@@ -31,22 +30,6 @@ TOTP_URIS = [
     "otpauth://hotp/Bank:carol?secret=JBSWY3DPEHPK3PXP&issuer=Bank&counter=7",
 ]
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5"}
-
-
-def agent(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_cli([AGENT, "--home", home, *args], env={**AGENT_ENV, **env})
-
-
-def ok(home: Path, *args: str, **env: str) -> str:
-    result = agent(home, *args, **env)
-    assert result.returncode == 0, f"{args}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-@pytest.fixture
-async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
-        yield c
 
 
 def codes_at(home: Path, at: float) -> dict[str, str]:

@@ -7,17 +7,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import agent_ok as ok
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import AGENT, BrokerProcess, assert_cli_error, run_cli
+from support import BrokerProcess, assert_cli_error
 
 from device_agent import broker_http
 from device_agent.passphrase import PASSPHRASE_ENV
@@ -29,22 +28,6 @@ from relying_party.totp import new_totp
 
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5"}
 TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
-
-
-def agent(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_cli([AGENT, "--home", home, *args], env={**AGENT_ENV, **env})
-
-
-def ok(home: Path, *args: str, **env: str) -> str:
-    result = agent(home, *args, **env)
-    assert result.returncode == 0, f"{args}: {result.stderr}{result.stdout}"
-    return result.stdout
-
-
-@pytest.fixture
-async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
-        yield c
 
 
 async def enroll_recoverable(client: PushAuthClient, home: Path, name: str) -> Any:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e_helpers import AGENT_ENV, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import AGENT, BrokerProcess, assert_cli_error, run_cli
+from support import AGENT, assert_cli_error, run_cli
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
@@ -25,12 +25,6 @@ from relying_party.sdk import PushAuthClient
 
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5", "location": "Lyon, FR"}
 TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
-
-
-@pytest.fixture
-async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
-        yield c
 
 
 async def until(pilot: Pilot[Any], check: Callable[[], bool], what: str, timeout: float = 15) -> None:

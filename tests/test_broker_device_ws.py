@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,12 +92,6 @@ class Device:
 
     async def close(self) -> None:
         await self.ws.close()
-
-
-@pytest.fixture
-async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
-        yield c
 
 
 async def online_device(client: PushAuthClient, url: str, user: str = "alice") -> Device:

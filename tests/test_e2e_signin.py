@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,6 @@ from protocol.challenge import Status
 from relying_party.sdk import PushAuthClient
 
 CONTEXT = {"app": "Contoso Portal", "ip": "203.0.113.7", "location": "Oslo, Norway", "browser": "Firefox"}
-
-
-@pytest.fixture
-async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    async with PushAuthClient(broker.http_url, rp["api_key"]) as c:
-        yield c
 
 
 async def test_enroll_then_approve_with_the_right_number(client: PushAuthClient, tmp_path: Path) -> None:

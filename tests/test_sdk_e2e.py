@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -124,12 +123,6 @@ async def enroll_device(
 def wrong_number(number: str) -> str:
     """The number with its last digit changed: what a user misreading the screen types."""
     return number[:-1] + str((int(number[-1]) + 1) % 10)
-
-
-@pytest.fixture
-async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    async with PushAuthClient(broker.http_url, rp["api_key"]) as sdk:
-        yield sdk
 
 
 @pytest.mark.parametrize(
