@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import WSMsgType, web
@@ -19,17 +20,20 @@ from protocol.frames import (
     Enrolled,
     Error,
     Frame,
+    NoticeDecision,
+    RecoveryAnswer,
     Revoke,
     RevokeReason,
     Welcome,
 )
 from protocol.session import ServerSession
-from protocol.signing import answer_bytes, verify
+from protocol.signing import answer_bytes, recovery_answer_bytes, verify
 
+from . import notices
 from .context import NODE
 from .hub import Hub
 from .models import Answer as StoredAnswer
-from .models import ChallengeRecord, Credential
+from .models import ChallengeRecord, Credential, Notice
 from .store import Store, now_ms
 from .tasks import spawn
 
@@ -45,6 +49,14 @@ _ANSWER_REFUSALS = {
     "unknown": (ErrorCode.UNKNOWN_CHALLENGE, "no such challenge"),
     "revoked": (ErrorCode.CREDENTIAL_REVOKED, "credential was revoked"),
 }
+_NOTICE_REFUSALS = {
+    "unknown": (ErrorCode.UNKNOWN_NOTICE, "no such open recovery notice for this credential"),
+    "old_revoked": (ErrorCode.CREDENTIAL_REVOKED, "credential was revoked"),
+    "new_revoked": (
+        ErrorCode.CREDENTIAL_REVOKED,
+        "the recovered credential was removed already; there is nothing to answer",
+    ),
+}
 
 
 class DeviceConnection:
@@ -56,9 +68,12 @@ class DeviceConnection:
         self.credentials: dict[str, Credential] = {}
         self.delivered: dict[str, ChallengeRecord] = {}
         self.revoking: dict[str, int] = {}
+        self.notices: dict[str, Notice] = {}
+        self.answering: dict[str, int] = {}
         # Challenges that arrive before `welcome` went out wait here, so the device
-        # always sees welcome first and each challenge once.
+        # always sees welcome first and each challenge once; recovery notices too.
         self._backlog: list[ChallengeRecord] | None = []
+        self._notice_backlog: list[Notice] | None = []
 
     # -- called by the hub ---------------------------------------------------
 
@@ -71,12 +86,23 @@ class DeviceConnection:
         else:
             spawn(self._send_challenge(record))
 
+    def deliver_notice(self, notice: Notice) -> None:
+        if notice.id in self.notices:
+            return
+        self.notices[notice.id] = notice
+        if self._notice_backlog is not None:
+            self._notice_backlog.append(notice)
+        else:
+            spawn(self._send_notice(notice))
+
     async def send(self, frame: Frame) -> None:
         await self.ws.send_bytes(encode(frame))
 
     def drop_credential(self, cid: str) -> None:
         cred = self.credentials.pop(cid, None)
         self.session.revoked(cid)
+        for notice_id in [n.id for n in self.notices.values() if n.old_cid == cid]:
+            del self.notices[notice_id]  # the device drops them with the account
         if cred is not None:
             self.hub.detach_credential(self, cred)
 
@@ -117,6 +143,8 @@ class DeviceConnection:
                 await self.on_answer(frame)
             elif isinstance(frame, Revoke):
                 await self.on_revoke(frame)
+            elif isinstance(frame, RecoveryAnswer):
+                await self.on_recovery_answer(frame)
         except ProtocolError as err:
             if err.fatal:
                 await self.fail(err)
@@ -153,18 +181,39 @@ class DeviceConnection:
         users = {(c.rp, c.user) for c in self.credentials.values()}
         for record in await self.store.pending_challenges(users, now_ms()):
             self.deliver(record)
+        for notice in await notices.open_notices(self.store, list(self.credentials.values()), now_ms()):
+            self.deliver_notice(notice)
         backlog, self._backlog = self._backlog or [], []
         frames = [f for r in backlog for f in self._frames_for(r)]
-        await self.send(Welcome(accepted=tuple(accepted), rejected=tuple(rejected), pending=len(frames)))
+        notice_backlog, self._notice_backlog = self._notice_backlog or [], []
+        await self.send(
+            Welcome(
+                accepted=tuple(accepted),
+                rejected=tuple(rejected),
+                pending=len(frames),
+                notices=len(notice_backlog),
+            )
+        )
         for f in frames:
             await self.send(f)
+        for notice in notice_backlog:
+            await self.send(notice.frame())
         await self._drain_backlog()
 
     async def _drain_backlog(self) -> None:
-        # Challenges created while the welcome was being sent.
-        while self._backlog:
-            await self._send_challenge(self._backlog.pop(0))
+        # Challenges and notices created while the welcome was being sent.
+        while self._backlog or self._notice_backlog:
+            if self._backlog:
+                await self._send_challenge(self._backlog.pop(0))
+            if self._notice_backlog:
+                await self._send_notice(self._notice_backlog.pop(0))
         self._backlog = None
+        self._notice_backlog = None
+
+    async def _send_notice(self, notice: Notice) -> None:
+        # A closing socket: the device gets the notice again when it reconnects.
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.send(notice.frame())
 
     def _add_credential(self, cred: Credential) -> None:
         self.credentials[cred.id] = cred
@@ -256,6 +305,28 @@ class DeviceConnection:
             raise ProtocolError(
                 ErrorCode.CREDENTIAL_REVOKED, "credential already revoked", ref=str(frame.rid)
             )
+
+    async def on_recovery_answer(self, frame: RecoveryAnswer) -> None:
+        ref = str(frame.rid)
+        self.session.check_owned(frame.cid, ref=ref)
+        cred = self.credentials[frame.cid]
+        notice = await notices.get(self.store, frame.notice)
+        if notice is None or notice.old_cid != cred.id:
+            # Another credential's notice looks exactly like a missing one.
+            raise ProtocolError(ErrorCode.UNKNOWN_NOTICE, _NOTICE_REFUSALS["unknown"][1], ref=ref)
+        message = recovery_answer_bytes(notice.id, cred.id, notice.new_cid, frame.decision, frame.ts)
+        try:
+            verify(cred.public_key, message, frame.sig)
+        except ProtocolError as err:
+            err.ref = ref
+            raise
+        # Set before the write, so the hub answers this connection with its rid.
+        self.answering[notice.id] = frame.rid
+        result = await notices.answer(self.store, notice, NoticeDecision(frame.decision), now_ms())
+        if result != "ok":
+            self.answering.pop(notice.id, None)
+            code, text = _NOTICE_REFUSALS.get(result, _NOTICE_REFUSALS["unknown"])
+            raise ProtocolError(code, text, ref=ref)
 
 
 async def device_socket(request: web.Request) -> web.WebSocketResponse:

@@ -14,7 +14,7 @@ import msgpack
 
 from protocol.challenge import Status
 
-from .models import Answer, ChallengeRecord
+from .models import Answer, ChallengeRecord, Notice
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,30 @@ class CredentialRevoked:
     reason: str
 
 
-Event = ChallengeCreated | ChallengeEnded | EnrollmentCompleted | CredentialRevoked
+@dataclass(frozen=True, slots=True)
+class NoticeCreated:
+    """A recovery registered a new credential: ask the old device "was this you?"."""
+
+    notice: Notice
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeAnswered:
+    """The old device answered recovery notice `notice_id` ("confirmed" or "disowned")."""
+
+    notice_id: str
+    old_cid: str
+    outcome: str
+
+
+Event = (
+    ChallengeCreated
+    | ChallengeEnded
+    | EnrollmentCompleted
+    | CredentialRevoked
+    | NoticeCreated
+    | NoticeAnswered
+)
 
 
 def encode(node: str, event: Event) -> bytes:
@@ -62,6 +85,10 @@ def encode(node: str, event: Event) -> bytes:
             body = ["n", eid, rp, cid]
         case CredentialRevoked(cid, rp, user, reason):
             body = ["r", cid, rp, user, reason]
+        case NoticeCreated(notice):
+            body = ["q", notice.to_event()]
+        case NoticeAnswered(notice_id, old_cid, outcome):
+            body = ["a", notice_id, old_cid, outcome]
     return msgpack.packb([node, *body], use_bin_type=True)
 
 
@@ -89,6 +116,10 @@ def decode(data: bytes) -> tuple[str, Event]:
         event = EnrollmentCompleted(*rest)
     elif kind == "r":
         event = CredentialRevoked(*rest)
+    elif kind == "q":
+        event = NoticeCreated(Notice.from_event(rest[0]))
+    elif kind == "a":
+        event = NoticeAnswered(*rest)
     else:
         raise ValueError(f"unknown event kind {kind!r}")
     return node, event

@@ -14,10 +14,18 @@ from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
-from protocol.frames import Cancel, CancelReason, Frame, Revoked
+from protocol.frames import Cancel, CancelReason, Frame, NoticeOutcome, RecoveryResult, Revoked
 
-from .events import ChallengeCreated, ChallengeEnded, CredentialRevoked, EnrollmentCompleted, Event
-from .models import ChallengeRecord, Credential
+from .events import (
+    ChallengeCreated,
+    ChallengeEnded,
+    CredentialRevoked,
+    EnrollmentCompleted,
+    Event,
+    NoticeAnswered,
+    NoticeCreated,
+)
+from .models import ChallengeRecord, Credential, Notice
 from .tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -30,8 +38,11 @@ class Device(Protocol):
     credentials: dict[str, Credential]
     delivered: dict[str, ChallengeRecord]
     revoking: dict[str, int]
+    notices: dict[str, Notice]  # recovery notices sent on this connection, not yet closed
+    answering: dict[str, int]  # notice id -> rid of this connection's recovery_answer
 
     def deliver(self, record: ChallengeRecord) -> None: ...
+    def deliver_notice(self, notice: Notice) -> None: ...
     async def send(self, frame: Frame) -> None: ...
     def drop_credential(self, cid: str) -> None: ...
 
@@ -129,6 +140,22 @@ class Hub:
                             if (record.rp, record.user) == (rp, user):
                                 del device.delivered[ch]
                                 await _send(device, Cancel(ch=ch, reason=CancelReason.REVOKED))
+                # A "was this you?" about a credential that is gone needs no answer
+                # (a disowned one was answered just before: its notice is closed).
+                for device in list(self.by_user.get((rp, user), ())):
+                    for notice in [n for n in device.notices.values() if n.new_cid == cid]:
+                        del device.notices[notice.id]
+                        result = RecoveryResult(notice.id, notice.old_cid, NoticeOutcome.WITHDRAWN.value)
+                        await _send(device, result)
+            case NoticeCreated(notice):
+                for device in list(self.by_cid.get(notice.old_cid, ())):
+                    device.deliver_notice(notice)
+            case NoticeAnswered(notice_id, old_cid, outcome):
+                for device in list(self.by_cid.get(old_cid, ())):
+                    shown = device.notices.pop(notice_id, None)
+                    rid = device.answering.pop(notice_id, None)
+                    if shown is not None or rid is not None:
+                        await _send(device, RecoveryResult(notice_id, old_cid, outcome, rid))
 
 
 async def _send(device: Device, frame: Frame) -> None:

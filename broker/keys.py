@@ -24,7 +24,13 @@
     pa:seen:{sha256(sig)}      str   a signed device HTTP request already served (replay
                                      guard, TTL: the allowed clock skew, twice)
     credential hash, more fields: recovery_pk (the key that may register a new
-                                     credential for it), recovered_from (old cid)
+                                     credential for it), recovered_from (old cid),
+                                     notices ("1" while it may have open recovery
+                                     notices: authenticate reads them only then)
+    pa:rn:{id}                 hash  recovery notice ("was this you?"): old, new, name,
+                                     rp, user, account, created (TTL: 30 days)
+    pa:rns:{old cid}           zset  the open recovery notices of a credential, score =
+                                     creation ms (TTL: 30 days after the newest)
 
 RP ids and credential/challenge ids are URL-safe tokens minted by the broker; user
 ids are the RP's own strings, so keys that embed one are length-prefixed to keep
@@ -89,3 +95,12 @@ def backup_blob(blob_id: str) -> str:
 
 def seen_signature(sig_hash: str) -> str:
     return f"pa:seen:{sig_hash}"
+
+
+def recovery_notice(notice_id: str) -> str:
+    return f"pa:rn:{notice_id}"
+
+
+def recovery_notices(old_cid: str) -> str:
+    """zset: the open recovery notices of credential `old_cid`."""
+    return f"pa:rns:{old_cid}"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.challenge import Status, effective_status
-from protocol.frames import Challenge
+from protocol.frames import Challenge, RecoveryNotice
 
 
 def _s(h: dict[bytes, bytes], key: str, default: str = "") -> str:
@@ -42,6 +42,7 @@ class Credential:
     last_used: int | None
     status: str  # active | revoked
     recovered_from: str | None = None  # registered with this credential's recovery key
+    has_notices: bool = False  # may have open recovery notices (broker/notices.py)
 
     @classmethod
     def from_hash(cls, cid: str, h: dict[bytes, bytes]) -> Credential:
@@ -57,6 +58,7 @@ class Credential:
             last_used=last or None,
             status=_s(h, "status"),
             recovered_from=_s(h, "recovered_from") or None,
+            has_notices=_s(h, "notices") == "1",
         )
 
     @property
@@ -192,4 +194,59 @@ class ChallengeRecord:
             created=self.created,
             expires=self.expires,
             digits=self.digits,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """ "Was this you?": credential `new_cid` was registered with the recovery key of
+    `old_cid` (broker/notices.py keeps it until the old device answers)."""
+
+    id: str
+    old_cid: str
+    new_cid: str
+    new_name: str
+    rp: str
+    user: str
+    account: str
+    created: int
+
+    def to_fields(self) -> list[Any]:
+        return [
+            "old", self.old_cid, "new", self.new_cid, "name", self.new_name, "rp", self.rp,
+            "user", self.user, "account", self.account, "created", self.created,
+        ]  # fmt: skip
+
+    @classmethod
+    def from_hash(cls, notice_id: str, h: dict[bytes, bytes]) -> Notice:
+        return cls(
+            id=notice_id,
+            old_cid=_s(h, "old"),
+            new_cid=_s(h, "new"),
+            new_name=_s(h, "name"),
+            rp=_s(h, "rp"),
+            user=_s(h, "user"),
+            account=_s(h, "account"),
+            created=_i(h, "created"),
+        )
+
+    def to_event(self) -> list[Any]:
+        return [
+            self.id,
+            self.old_cid,
+            self.new_cid,
+            self.new_name,
+            self.rp,
+            self.user,
+            self.account,
+            self.created,
+        ]
+
+    @classmethod
+    def from_event(cls, v: list[Any]) -> Notice:
+        return cls(*v)
+
+    def frame(self) -> RecoveryNotice:
+        return RecoveryNotice(
+            notice=self.id, cid=self.old_cid, new_cid=self.new_cid, new_name=self.new_name, time=self.created
         )

@@ -6,7 +6,8 @@ key), and keeps the private half in its encrypted backup. After a restore on a n
 device, the backup's recovery key registers a new credential for the same account
 by itself: signed by the recovery key, with proof of possession of the new key. The
 old credential stays valid until removed; the new one lists `recovered_from` so the
-RP knows (and can show "restored from <old device>").
+RP knows (and can show "restored from <old device>"), and the old device is asked
+"was this you?" (broker/notices.py): "no" revokes the new credential.
 
     POST /v1/credentials/{id}/recovery-key  {"recovery_pk", "ts", "sig"}     -> 204
     POST /v1/recoveries  {"cid", "pk", "name", "recovery_pk", "ts", "recovery_sig", "sig"}
@@ -21,10 +22,11 @@ from protocol import signing
 from protocol.errors import ProtocolError
 from protocol.fields import NAME
 
-from . import keys, lua
+from . import keys, lua, notices
 from .api import json_body, text_field
 from .context import node_of
-from .models import Credential
+from .events import NoticeCreated
+from .models import Credential, Notice
 from .problems import ApiError
 from .signed_requests import b64_field, check_signed, parse_ts
 from .store import new_id, now_ms
@@ -91,25 +93,32 @@ async def recover(request: web.Request) -> web.Response:
         raise ApiError(403, "bad_signature", "the new key's signature does not verify")
     store = node_of(request).store
     await check_signed(store, recovery_pk, message, recovery_sig, ts)
-    cid = new_id("cr")
+    cid, created = new_id("cr"), now_ms()
     fields = [
         "rp", old.rp, "user", old.user, "account", old.account, "name", name, "pk", pk,
-        "created", now_ms(), "status", "active", "recoverable", "1", "recovery_pk", new_recovery_pk,
+        "created", created, "status", "active", "recoverable", "1", "recovery_pk", new_recovery_pk,
         "recovered_from", old.id,
     ]  # fmt: skip
-    result = await store.redis.eval(
-        lua.RECOVER_CREDENTIAL,
-        3,
-        keys.credential(old.id),
-        keys.credential(cid),
-        keys.user_credentials(old.rp, old.user),
-        recovery_pk,
-        cid,
-        old.account,
-        *fields,
-    )
+    notice = Notice(new_id("rn"), old.id, cid, name, old.rp, old.user, old.account, created)
+    # One transaction: the new credential never exists without its "was this you?"
+    # notice to the old device (the notice script checks the recovery went through).
+    async with store.redis.pipeline(transaction=True) as p:
+        p.eval(
+            lua.RECOVER_CREDENTIAL,
+            3,
+            keys.credential(old.id),
+            keys.credential(cid),
+            keys.user_credentials(old.rp, old.user),
+            recovery_pk,
+            cid,
+            old.account,
+            *fields,
+        )
+        notices.queue_create(p, store, notice)
+        result, _made = await p.execute()
     if result != b"ok":
         raise _refused(result)
+    await notices.announce(store, NoticeCreated(notice))
     rp = await store.get_rp(old.rp)
     rp_name = rp.name if rp else old.rp
     return web.json_response(

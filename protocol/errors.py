@@ -31,6 +31,7 @@ class ErrorCode(enum.StrEnum):
     ALREADY_ANSWERED = "already_answered"
     CONTEXT_MISMATCH = "context_mismatch"
     BAD_TOKEN = "bad_token"  # enrollment token unknown, used or expired
+    UNKNOWN_NOTICE = "unknown_notice"  # no such open recovery notice for this credential
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
     # Enrollment URIs and other local parsing.

@@ -36,6 +36,21 @@ class CancelReason(enum.StrEnum):
 class RevokeReason(enum.StrEnum):
     BY_RP = "removed_by_rp"
     BY_DEVICE = "removed_by_device"
+    DISOWNED = "disowned"  # the old device answered "no, that was not me" to its recovery
+
+
+class NoticeDecision(enum.StrEnum):
+    """The old device's answer to "was this you?" after a recovery (DESIGN flow 5)."""
+
+    CONFIRM = "confirm"  # "yes, it was me": the notice is dismissed, nothing else changes
+    DISOWN = "disown"  # "no": the new credential is revoked and push is muted, as after fraud
+
+
+class NoticeOutcome(enum.StrEnum):
+    CONFIRMED = "confirmed"
+    DISOWNED = "disowned"
+    # The new (or old) credential was removed meanwhile: there is nothing left to answer.
+    WITHDRAWN = "withdrawn"
 
 
 TYPED_NUMBER = f.Str(max_len=8, pattern=re.compile(r"^[0-9]{0,8}$"))
@@ -87,10 +102,14 @@ class Welcome(Frame):
         "accepted": f.ListOf(f.IDENT),
         "rejected": f.ListOf(f.Record((("cid", f.IDENT), ("code", f.Str(max_len=32))))),
         "pending": f.Int(0, 1 << 16),
+        "notices": f.Int(0, 1 << 16),
     }
     accepted: tuple[str, ...]
     rejected: tuple[dict[str, str], ...]
     pending: int
+    # How many `recovery_notice` frames follow the `pending` challenges (so a one-shot
+    # command knows when it has them all).
+    notices: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +203,47 @@ class Revoked(Frame):
 
 
 @dataclass(frozen=True, slots=True)
+class RecoveryNotice(Frame):
+    """ "Was this you?": a new device registered credential `new_cid` for the account
+    of `cid` (this device's) with its recovery key, at `time`. Answer with
+    `recovery_answer`; it stays open (and comes again on every connect) until then."""
+
+    TYPE: ClassVar[str] = "recovery_notice"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "notice": f.IDENT,
+        "cid": f.IDENT,
+        "new_cid": f.IDENT,
+        "new_name": f.NAME,
+        "time": f.TIMESTAMP_MS,
+    }
+    notice: str
+    cid: str
+    new_cid: str
+    new_name: str
+    time: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryResult(Frame):
+    """A recovery notice is closed: sent to every connection holding `cid`; `rid` is
+    the `recovery_answer`'s on the connection that answered, nil elsewhere."""
+
+    TYPE: ClassVar[str] = "recovery_result"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "notice": f.IDENT,
+        "cid": f.IDENT,
+        "outcome": f.OneOf(frozenset(NoticeOutcome)),
+        "rid": f.Optional(f.REQUEST_ID),
+    }
+    notice: str
+    cid: str
+    outcome: str
+    rid: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Error(Frame):
     """A refused request; the connection stays open (fatal errors close it instead)."""
 
@@ -272,6 +332,29 @@ class Revoke(Frame):
     cid: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecoveryAnswer(Frame):
+    """The old credential answers a recovery notice (signing.recovery_answer_bytes)."""
+
+    TYPE: ClassVar[str] = "recovery_answer"
+    SENDER: ClassVar[Sender] = Sender.DEVICE
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "rid": f.REQUEST_ID,
+        "notice": f.IDENT,
+        "cid": f.IDENT,
+        "decision": f.OneOf(frozenset(NoticeDecision)),
+        "ts": f.TIMESTAMP_MS,
+        "sig": f.SIGNATURE,
+    }
+    rid: int
+    notice: str
+    cid: str
+    decision: str
+    ts: int
+    sig: bytes
+
+
 _ALL: tuple[type[Frame], ...] = (Hello, Welcome, Enrolled, Challenge, AnswerResult, Cancel, Revoked, Error)
-_ALL += (Authenticate, Enroll, Answer, Revoke)
+_ALL += (RecoveryNotice, RecoveryResult)
+_ALL += (Authenticate, Enroll, Answer, Revoke, RecoveryAnswer)
 FRAME_TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in _ALL}

@@ -27,6 +27,8 @@ from .frames import (
     Enroll,
     Frame,
     Hello,
+    RecoveryAnswer,
+    RecoveryNotice,
     Revoke,
     Sender,
     Welcome,
@@ -68,7 +70,7 @@ class ServerSession:
         if isinstance(frame, Authenticate):
             if self.state is not ServerState.AWAITING_AUTH:
                 raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "already authenticated")
-        elif isinstance(frame, Answer | Revoke) and self.state is not ServerState.READY:
+        elif isinstance(frame, Answer | Revoke | RecoveryAnswer) and self.state is not ServerState.READY:
             raise ProtocolError(ErrorCode.NOT_AUTHENTICATED, f"{frame.TYPE} before authenticate")
         return frame
 
@@ -127,8 +129,8 @@ class ClientSession:
         elif isinstance(frame, Welcome):
             self.credentials.update(frame.accepted)
             self.state = ClientState.READY
-        elif isinstance(frame, Challenge) and self.state is not ClientState.READY:
-            raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "challenge before welcome")
+        elif isinstance(frame, Challenge | RecoveryNotice) and self.state is not ClientState.READY:
+            raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, f"{frame.TYPE} before welcome")
         return frame
 
     def _nonce(self) -> bytes:
@@ -171,5 +173,20 @@ def sign_answer(challenge: Challenge, *, seed: bytes, decision: str, number: str
         number=number,
         ts=ts,
         ctx_hash=ctx_hash,
+        sig=signing.sign(seed, message),
+    )
+
+
+def sign_recovery_answer(
+    notice: RecoveryNotice, *, seed: bytes, decision: str, ts: int, rid: int
+) -> RecoveryAnswer:
+    """The old credential's signed answer to "was this you?" (`seed` is its key)."""
+    message = signing.recovery_answer_bytes(notice.notice, notice.cid, notice.new_cid, decision, ts)
+    return RecoveryAnswer(
+        rid=rid,
+        notice=notice.notice,
+        cid=notice.cid,
+        decision=decision,
+        ts=ts,
         sig=signing.sign(seed, message),
     )

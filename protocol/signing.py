@@ -24,6 +24,7 @@ DOMAIN_CONTEXT = "pushauth/context/v1"
 DOMAIN_BACKUP = "pushauth/backup/v1"
 DOMAIN_RECOVERY_KEY = "pushauth/recovery-key/v1"
 DOMAIN_RECOVER = "pushauth/recover/v1"
+DOMAIN_RECOVERY_ANSWER = "pushauth/recovery-answer/v1"
 
 Item = bytes | str | int
 
@@ -94,6 +95,13 @@ def recover_bytes(old_cid: str, pk: bytes, name: str, recovery_pk: bytes, ts: in
     `old_cid` and, as proof of possession, by the new key. `recovery_pk` is the new
     credential's own recovery key."""
     return canonical(DOMAIN_RECOVER, old_cid, pk, name, recovery_pk, ts)
+
+
+def recovery_answer_bytes(notice: str, cid: str, new_cid: str, decision: str, ts: int) -> bytes:
+    """The old credential `cid` answers recovery notice `notice` about the new credential
+    `new_cid`: "confirm" (it was me) or "disown" (it was not: revoke it). The notice id
+    is single-use, so a replayed answer finds nothing to act on."""
+    return canonical(DOMAIN_RECOVERY_ANSWER, notice, cid, new_cid, decision, ts)
 
 
 def verify(public_key: bytes, message: bytes, signature: bytes) -> None:

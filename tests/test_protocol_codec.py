@@ -79,6 +79,7 @@ def test_every_frame_type_has_a_sample_and_a_sender() -> None:
         "enroll",
         "answer",
         "revoke",
+        "recovery_answer",
     }
     for cls in FRAME_TYPES.values():
         # The dataclass fields are exactly the schema: nothing is sent that is not checked.

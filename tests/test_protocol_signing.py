@@ -84,8 +84,17 @@ def test_integers_out_of_uint64_cannot_be_signed(bad: int) -> None:
 
 
 def test_domains_are_distinct_and_versioned() -> None:
-    domains = [signing.DOMAIN_AUTH, signing.DOMAIN_ENROLL, signing.DOMAIN_ANSWER, signing.DOMAIN_CONTEXT]
-    assert len(set(domains)) == 4
+    domains = [
+        signing.DOMAIN_AUTH,
+        signing.DOMAIN_ENROLL,
+        signing.DOMAIN_ANSWER,
+        signing.DOMAIN_CONTEXT,
+        signing.DOMAIN_BACKUP,
+        signing.DOMAIN_RECOVERY_KEY,
+        signing.DOMAIN_RECOVER,
+        signing.DOMAIN_RECOVERY_ANSWER,
+    ]
+    assert len(set(domains)) == 8
     assert all(d.startswith("pushauth/") and d.endswith("/v1") for d in domains)
 
 

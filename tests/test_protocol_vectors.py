@@ -50,6 +50,13 @@ ANSWERS: list[dict[str, Any]] = [
 ]
 
 
+RECOVERY_ANSWERS: list[dict[str, Any]] = [
+    {"notice": "rn_0", "cid": "cred_A1", "new_cid": "cred_N1", "decision": "confirm", "seed": 0},
+    {"notice": "rn_1", "cid": "cred_A1", "new_cid": "cred_N2", "decision": "disown", "seed": 0},
+    {"notice": "rn_" + "n" * 61, "cid": "x" * 64, "new_cid": "c", "decision": "disown", "seed": 2},
+]
+
+
 def _key(seed: bytes) -> dict[str, str]:
     return {"seed": seed.hex(), "public_key": signing.public_key(seed).hex()}
 
@@ -119,6 +126,20 @@ def build_vectors() -> dict[str, Any]:
                 "signature": signing.sign(seed, message).hex(),
             }
         )
+    recovery_answers = []
+    for i, spec in enumerate(RECOVERY_ANSWERS):
+        seed = SEEDS[spec["seed"]]
+        inputs = {k: spec[k] for k in ("notice", "cid", "new_cid", "decision")}
+        inputs["ts"] = 1_767_225_620_000 + i
+        message = signing.recovery_answer_bytes(**inputs)
+        recovery_answers.append(
+            {
+                **_key(seed),
+                **inputs,
+                "signing_bytes": message.hex(),
+                "signature": signing.sign(seed, message).hex(),
+            }
+        )
     return {
         "description": (
             "pushauth protocol v1 known-answer vectors. Signing bytes: the domain string, then each "
@@ -133,11 +154,13 @@ def build_vectors() -> dict[str, Any]:
             "enroll": signing.DOMAIN_ENROLL,
             "answer": signing.DOMAIN_ANSWER,
             "context": signing.DOMAIN_CONTEXT,
+            "recovery_answer": signing.DOMAIN_RECOVERY_ANSWER,
         },
         "auth": auth,
         "enroll": enroll,
         "context_hash": contexts,
         "answer": answers,
+        "recovery_answer": recovery_answers,
     }
 
 
@@ -180,6 +203,11 @@ def test_vectors_verify_from_the_file_alone() -> None:
         )
         assert message.hex() == v["signing_bytes"]
         assert signing.is_valid(bytes.fromhex(v["public_key"]), message, bytes.fromhex(v["signature"]))
+    for v in vectors["recovery_answer"]:
+        message = signing.recovery_answer_bytes(v["notice"], v["cid"], v["new_cid"], v["decision"], v["ts"])
+        assert message.hex() == v["signing_bytes"]
+        assert signing.is_valid(bytes.fromhex(v["public_key"]), message, bytes.fromhex(v["signature"]))
+    assert len(vectors["recovery_answer"]) == len(RECOVERY_ANSWERS)
     assert len(vectors["auth"]) == 3
     assert len(vectors["answer"]) == len(ANSWERS)
 
@@ -198,6 +226,12 @@ def test_pinned_values() -> None:
     assert vectors["context_hash"][0]["hash"] == PINNED_EMPTY_CONTEXT_HASH
     assert vectors["context_hash"][2]["hash"] == PINNED_SAMPLE_CONTEXT_HASH
     assert vectors["answer"][0]["signature"] == PINNED_ANSWER_SIGNATURE
+    assert vectors["recovery_answer"][1]["signing_bytes"] == (
+        "0000001b" + b"pushauth/recovery-answer/v1".hex()  # len 27, the domain
+        + "00000004" + b"rn_1".hex() + "00000007" + b"cred_A1".hex() + "00000007" + b"cred_N2".hex()
+        + "00000006" + b"disown".hex() + "00000008" + (1_767_225_620_001).to_bytes(8, "big").hex()
+    )  # fmt: skip
+    assert vectors["recovery_answer"][1]["signature"] == PINNED_RECOVERY_ANSWER_SIGNATURE
 
 
 PINNED_AUTH_SIGNATURE = (
@@ -209,6 +243,10 @@ PINNED_SAMPLE_CONTEXT_HASH = "cf73244dac405b342945f7da1690e1909454b6b05d302f9d74
 PINNED_ANSWER_SIGNATURE = (
     "9a92d40a414a75e0f405fe1ac9b4767a15d3fa7f9fec3fa5712533cd20c035b6"
     "71f6a6072dd3e35f4202b7f4ffb4b8d427c9b0c52ae1a0b8dba86be010dc000c"
+)
+PINNED_RECOVERY_ANSWER_SIGNATURE = (
+    "ce7e9f798628041714c075cd5ea6e87e18030ba84e260cc430e9a8efd867d5bf"
+    "ffa3452d2fc9e07f8e1650d5290878f1b25d1a6b8f7aee64bd89b5103603d20b"
 )
 
 

@@ -20,6 +20,9 @@ from protocol.frames import (
     Error,
     Frame,
     Hello,
+    RecoveryAnswer,
+    RecoveryNotice,
+    RecoveryResult,
     Revoke,
     Revoked,
     Welcome,
@@ -73,12 +76,32 @@ def _answer() -> Answer:
     )
 
 
+RECOVERY_NOTICE = RecoveryNotice(
+    notice="rn_4kQ9", cid="cred_A1", new_cid="cred_N1", new_name="Alice's new phone", time=1_767_225_600_000
+)
+RECOVERY_TS = 1_767_225_620_000
+
+
+def _recovery_answer() -> RecoveryAnswer:
+    n = RECOVERY_NOTICE
+    message = signing.recovery_answer_bytes(n.notice, n.cid, n.new_cid, "disown", RECOVERY_TS)
+    return RecoveryAnswer(
+        rid=9,
+        notice=n.notice,
+        cid=n.cid,
+        decision="disown",
+        ts=RECOVERY_TS,
+        sig=signing.sign(SEED_A, message),
+    )
+
+
 SAMPLES: dict[type[Frame], Frame] = {
     Hello: Hello(nonce=NONCE, time=1_767_225_600_000, max_frame=16384, node="node-a"),
     Welcome: Welcome(
         accepted=("cred_A1", "cred_A2"),
         rejected=({"cid": "cred_old", "code": "credential_revoked"},),
         pending=1,
+        notices=1,
     ),
     Enrolled: Enrolled(
         rid=7,
@@ -108,6 +131,9 @@ SAMPLES: dict[type[Frame], Frame] = {
     ),
     Answer: _answer(),
     Revoke: Revoke(rid=8, cid="cred_A1"),
+    RecoveryNotice: RECOVERY_NOTICE,
+    RecoveryResult: RecoveryResult(notice=RECOVERY_NOTICE.notice, cid="cred_A1", outcome="disowned", rid=9),
+    RecoveryAnswer: _recovery_answer(),
 }
 
 assert set(SAMPLES) == set(FRAME_TYPES.values()), "a frame type has no sample"

@@ -1,0 +1,198 @@
+"""Recovery notices: "was this you?" to the old device after a recovery (DESIGN flow 5).
+
+When a new device registers credential NEW with the recovery key of credential OLD
+(broker/recovery.py), the broker keeps a notice for OLD in Redis and tells OLD's
+device: at once if it is connected (on any node: the NoticeCreated event goes over
+pub/sub), else on its next `authenticate`. The device answers with a signed
+`recovery_answer`: "confirm" drops the notice; "disown" revokes NEW, mutes push for
+the user exactly as a fraud report does, and drops the notice, in one atomic step.
+
+A notice ends when it is answered, or when OLD or NEW is revoked (then it is
+withdrawn: dropped the next time it is read, and a connected old device is told
+at once by the hub). Unanswered, it lives NOTICE_TTL_MS.
+
+Lua scripts normally live in broker/lua.py; these are kept here for now, next to
+the only code that runs them, and the lead will move them there.
+"""
+
+from __future__ import annotations
+
+from redis.asyncio.client import Pipeline
+
+from protocol.frames import NoticeDecision, NoticeOutcome, RevokeReason
+
+from . import events, keys
+from .models import Credential, Notice
+from .store import Store
+
+# 30 days: long enough for an old phone that sits switched off in a drawer or on a
+# holiday to still be asked when it comes back (an attacker who restored a stolen
+# backup hopes the question is never seen), yet bounded, so the notices of an old
+# device that never reconnects (lost, wiped) do not stay in Redis for ever. After
+# that the RP's device list still shows the new device with `recovered_from`.
+NOTICE_TTL_MS = 30 * 24 * 3600 * 1000
+
+# KEYS: new credential hash, notice hash, the old credential's notice zset, old
+#       credential hash
+# ARGV: notice id, old cid, created ms, ttl ms, channel, event, then the notice hash
+#       as field/value pairs
+# -> 1 if the notice was made; 0 if NEW is not an active credential recovered from
+#    OLD (the recovery in the same transaction was refused)
+CREATE_NOTICE = """
+local c = redis.call('HMGET', KEYS[1], 'status', 'recovered_from')
+if c[1] ~= 'active' or c[2] ~= ARGV[2] then return 0 end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[4], 'notices', '1')
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+
+# KEYS: notice hash, the old credential's notice zset, old credential hash, new
+#       credential hash, user-credentials hash, push guard hash
+# ARGV: notice id, old cid, new cid, decision, now ms, muted-until ms (-1: until
+#       lifted), channel, answered event, revoked event
+# -> 'ok'; else (nothing changed but dropping a notice that was moot) 'unknown' (no
+#    such notice for OLD: never made, answered already, expired), 'old_revoked',
+#    'new_revoked' (NEW was removed meanwhile: the notice is dropped)
+ANSWER_NOTICE = """
+local n = redis.call('HMGET', KEYS[1], 'old', 'new')
+if n[1] ~= ARGV[2] or n[2] ~= ARGV[3] then return 'unknown' end
+if redis.call('HGET', KEYS[3], 'status') ~= 'active' then return 'old_revoked' end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('HDEL', KEYS[3], 'notices') end
+if redis.call('HGET', KEYS[4], 'status') ~= 'active' then return 'new_revoked' end
+redis.call('PUBLISH', ARGV[7], ARGV[8])
+if ARGV[4] == 'disown' then
+  -- as lua.REVOKE_CREDENTIAL does, and the mute as lua.RECORD_ANSWER sets it for a
+  -- fraud report
+  redis.call('HSET', KEYS[4], 'status', 'revoked', 'revoked', ARGV[5])
+  redis.call('HDEL', KEYS[5], ARGV[3])
+  redis.call('HSET', KEYS[6], 'muted_until', ARGV[6])
+  redis.call('PUBLISH', ARGV[7], ARGV[9])
+end
+return 'ok'
+"""
+
+# KEYS: the old credential's notice zset, old credential hash, then the hashes of
+#       the notices to drop
+# ARGV: the ids of the notices to drop, oldest-allowed creation ms
+# -> the number of notices left
+PRUNE_NOTICES = """
+for i = 1, #ARGV - 1 do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('DEL', KEYS[i + 2])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[#ARGV])
+local left = redis.call('ZCARD', KEYS[1])
+if left == 0 then redis.call('HDEL', KEYS[2], 'notices') end
+return left
+"""
+
+
+def queue_create(pipe: Pipeline, store: Store, notice: Notice) -> None:
+    """Add the notice's creation to `pipe` (a MULTI that first registers NEW, so the
+    recovery and its notice are made together or not at all)."""
+    event = events.encode(store.node, events.NoticeCreated(notice))
+    pipe.eval(
+        CREATE_NOTICE,
+        4,
+        keys.credential(notice.new_cid),
+        keys.recovery_notice(notice.id),
+        keys.recovery_notices(notice.old_cid),
+        keys.credential(notice.old_cid),
+        notice.id,
+        notice.old_cid,
+        notice.created,
+        NOTICE_TTL_MS,
+        keys.EVENTS,
+        event,
+        *notice.to_fields(),
+    )
+
+
+async def announce(store: Store, *evts: events.Event) -> None:
+    """Act on this node's own events at once (other nodes get them over pub/sub)."""
+    if store.on_event is not None:
+        for event in evts:
+            await store.on_event(event)
+
+
+async def get(store: Store, notice_id: str) -> Notice | None:
+    h = await store.redis.hgetall(keys.recovery_notice(notice_id))
+    return Notice.from_hash(notice_id, h) if h else None
+
+
+async def open_notices(store: Store, creds: list[Credential], now: int) -> list[Notice]:
+    """The open notices of these (authenticated, active) credentials, oldest first.
+
+    Only credentials flagged `has_notices` cost a Redis round trip, so authenticating
+    a device without notices reads nothing more than before. Notices whose new
+    credential was revoked meanwhile, or that expired, are dropped here.
+    """
+    flagged = [c for c in creds if c.has_notices]
+    if not flagged:
+        return []
+    oldest = now - NOTICE_TTL_MS
+    async with store.redis.pipeline(transaction=False) as p:
+        for cred in flagged:
+            p.zrangebyscore(keys.recovery_notices(cred.id), oldest, "+inf")
+        id_lists = await p.execute()
+    ids = {cred.id: [i.decode() for i in lst] for cred, lst in zip(flagged, id_lists, strict=True)}
+    async with store.redis.pipeline(transaction=False) as p:
+        for nid in (nid for lst in ids.values() for nid in lst):
+            p.hgetall(keys.recovery_notice(nid))
+        hashes = iter(await p.execute())
+    found = {cid: [(nid, next(hashes)) for nid in lst] for cid, lst in ids.items()}
+    notices = [Notice.from_hash(nid, h) for lst in found.values() for nid, h in lst if h]
+    new_creds = await store.get_credentials(sorted({n.new_cid for n in notices}))
+    live = [n for n in notices if (c := new_creds.get(n.new_cid)) is not None and c.active]
+    live_ids = {n.id for n in live}
+    for cid, lst in found.items():
+        stale = [nid for nid, _ in lst if nid not in live_ids]
+        if stale or not lst:
+            await store.redis.eval(
+                PRUNE_NOTICES,
+                2 + len(stale),
+                keys.recovery_notices(cid),
+                keys.credential(cid),
+                *(keys.recovery_notice(nid) for nid in stale),
+                *stale,
+                oldest,
+            )
+    return sorted(live, key=lambda n: (n.created, n.id))
+
+
+async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: int) -> str:
+    """Record the old device's answer atomically; returns ANSWER_NOTICE's result."""
+    outcome = NoticeOutcome.DISOWNED if decision is NoticeDecision.DISOWN else NoticeOutcome.CONFIRMED
+    answered = events.NoticeAnswered(notice.id, notice.old_cid, outcome.value)
+    revoked = events.CredentialRevoked(notice.new_cid, notice.rp, notice.user, RevokeReason.DISOWNED.value)
+    result = await store.redis.eval(
+        ANSWER_NOTICE,
+        6,
+        keys.recovery_notice(notice.id),
+        keys.recovery_notices(notice.old_cid),
+        keys.credential(notice.old_cid),
+        keys.credential(notice.new_cid),
+        keys.user_credentials(notice.rp, notice.user),
+        keys.push_guard(notice.rp, notice.user),
+        notice.id,
+        notice.old_cid,
+        notice.new_cid,
+        decision.value,
+        now,
+        store.policy.muted_until(now),
+        keys.EVENTS,
+        events.encode(store.node, answered),
+        events.encode(store.node, revoked),
+    )
+    result = result.decode() if isinstance(result, bytes) else str(result)
+    if result == "ok":
+        await announce(store, answered, *([revoked] if decision is NoticeDecision.DISOWN else []))
+    return result
