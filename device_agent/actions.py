@@ -11,11 +11,11 @@ import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from protocol import fields, signing, uri
 from protocol.errors import ErrorCode, ProtocolError
-from protocol.frames import Challenge, Decision, Enrolled, Welcome
+from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, RecoveryNotice, Welcome
 from protocol.uri import EnrollmentURI
 
 from . import broker_http
@@ -160,11 +160,21 @@ class PendingRequest:
     conn: Connection  # where to answer it (open only inside `_fetch_all`)
 
 
+@dataclass(frozen=True, slots=True)
+class PendingNotice:
+    """An open "was this you?" question about a recovery of one of this device's accounts."""
+
+    notice: RecoveryNotice
+    account: Account | None
+    conn: Connection  # where to answer it (open only inside `_fetch_all`)
+
+
 @dataclass(slots=True)
 class PendingReport:
     requests: list[PendingRequest]  # oldest first
     notices: list[str]  # accounts found revoked
     failures: list[str]  # brokers that could not be asked
+    recoveries: list[PendingNotice] = field(default_factory=list)  # oldest first
 
 
 def _dedupe(challenges: list[Challenge]) -> list[Challenge]:
@@ -214,9 +224,11 @@ async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
             report.requests.extend(
                 PendingRequest(ch, by_cid.get(ch.cid), now, conn) for ch in _dedupe(challenges)
             )
+            report.recoveries.extend(PendingNotice(n, by_cid.get(n.cid), conn) for n in conn.notices)
 
         await asyncio.gather(*(one(b, accs) for b, accs in brokers.items()))
         report.requests.sort(key=lambda r: r.challenge.created)
+        report.recoveries.sort(key=lambda r: (r.notice.time, r.notice.notice))
         yield report
 
 
@@ -264,6 +276,44 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
         seed = store.seed(ch.cid)
         result = await req.conn.answer(ch, seed=seed, decision=decision, number=number)
         return AnswerReport(req, result.outcome, report.notices)
+
+
+# -- "was this you?" after a recovery ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeReport:
+    question: PendingNotice
+    outcome: str
+    notices: list[str]
+
+
+def _pick_notice(questions: list[PendingNotice], wanted: str) -> PendingNotice | None:
+    """The notice `wanted` names exactly, or by a unique prefix (as `_pick` does)."""
+    for q in questions:
+        if q.notice.notice == wanted:
+            return q
+    matches = [q for q in questions if len(wanted) >= 4 and q.notice.notice.startswith(wanted)]
+    if len(matches) > 1:
+        raise UsageError(
+            f"{wanted!r} names several recovery questions: {', '.join(q.notice.notice for q in matches)}"
+        )
+    return matches[0] if matches else None
+
+
+async def answer_notice(store: AccountStore, wanted: str, decision: NoticeDecision) -> NoticeReport:
+    """Find recovery notice `wanted` at the brokers and answer it: CONFIRM ("it was me")
+    or DISOWN ("it was not": the new device's key is revoked and push is paused)."""
+    async with _fetch_all(store) as report:
+        question = _pick_notice(report.recoveries, wanted)
+        if question is None:
+            why = f"no open recovery question {wanted} (it was answered, withdrawn, or never existed)"
+            if report.failures:
+                raise Unreachable(f"{why}; and {'; '.join(report.failures)}")
+            raise Refused(why, code=ErrorCode.UNKNOWN_NOTICE)
+        seed = store.seed(question.notice.cid)
+        result = await question.conn.answer_notice(question.notice, seed=seed, decision=decision)
+        return NoticeReport(question, result.outcome, report.notices)
 
 
 # -- remove ------------------------------------------------------------------------

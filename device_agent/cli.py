@@ -20,13 +20,13 @@ from typing import NoReturn
 import platformdirs
 import segno
 
-from protocol.frames import Decision
+from protocol.frames import Decision, NoticeDecision
 
 from . import actions, backup_actions, broker_http, otp_actions
-from .display import entry_json, entry_line, request_json, request_text
+from .display import entry_json, entry_line, notice_json, notice_text, request_json, request_text
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
 from .listen import listen
-from .messages import outcome_message
+from .messages import notice_outcome_message, outcome_message
 from .passphrase import IMPORT_PASSWORD_ENV, KDF_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
 from .store import AccountStore, StoreError
 
@@ -44,7 +44,8 @@ Without a command, on a terminal, the full screen opens (the same as `ui`).
 Verification codes: `code`, `add otpauth://...`, `import`, `export`. Every key and
 secret is kept in one vault encrypted with your passphrase (`passwd` changes it).
 Moving to a new device: `backup`, then `restore` there, then `reactivate` the push
-accounts marked "action required".
+accounts marked "action required". When a new device restores a recoverable account,
+this device is asked "was this you?" (`listen`, `pending`, `recovery`).
 """
 
 EPILOG = f"""\
@@ -133,7 +134,9 @@ def build_parser() -> Parser:
     c = command(
         "pending",
         "Print the sign-in requests waiting for an answer, and exit.",
-        "Asks every broker this device has accounts on.",
+        "Asks every broker this device has accounts on. Also lists the open recovery\n"
+        'questions ("was this you?": a new device restored one of these accounts); answer\n'
+        "them with: pushauth-agent recovery confirm|disown ID.",
     )
     c.add_argument("--json", action="store_true", help="print a JSON list instead of text")
 
@@ -161,6 +164,32 @@ def build_parser() -> Parser:
     )
 
     c = command(
+        "recovery",
+        'Answer "was this you?" after a new device restored one of your accounts.',
+        "When a new device restores a backup holding a recoverable account, it registers\n"
+        "its own new key for that account by itself, and this (old) device is asked\n"
+        "whether that was you. `pending` (and `listen`) show the open questions with their\n"
+        "IDs.\n\n"
+        "  recovery confirm ID   yes, it was me: both devices keep working (remove this\n"
+        "                        one on the service's security page once the new one works)\n"
+        "  recovery disown ID    no, it was not me: the new device's key is removed at once\n"
+        "                        and push sign-in for the account is paused until the\n"
+        '                        service lifts it, as after a "this wasn\'t me" report.\n'
+        "                        Someone has your backup and its passphrase: change it.\n\n"
+        "The answer is signed with this device's key for the account. Exit code 0 means the\n"
+        "broker recorded it; 1 that there is no such open question.",
+    )
+    c.add_argument(
+        "decision",
+        metavar="confirm|disown",
+        choices=[d.value for d in NoticeDecision],
+        help="confirm: it was me; disown: it was not me",
+    )
+    c.add_argument(
+        "id", metavar="ID", help="the question's id (as `pending` shows it; a unique prefix is enough)"
+    )
+
+    c = command(
         "remove",
         "Remove an account: revoke its key at the broker, then delete it here.",
         "By default nothing is deleted unless the broker confirms the revocation, so\n"
@@ -180,7 +209,8 @@ def build_parser() -> Parser:
         "come: a dialog shows the service, account and context; type the number shown on\n"
         'the sign-in screen and Enter to approve, Ctrl+N to deny, Ctrl+R to report "this\n'
         "wasn't me\", Escape to answer later (a: show it again). q quits. Accounts that\n"
-        "need action (restored push accounts) are marked.",
+        'need action (restored push accounts) are marked. A "was this you?" question after\n'
+        "a new device restored an account opens a dialog too: y (it was me), n (it was not).",
     )
 
     c = command(
@@ -414,14 +444,23 @@ def cmd_pending(store: AccountStore, args: argparse.Namespace) -> int:
     for failure in report.failures:
         warn(failure)
     if args.json:
-        say(json.dumps([request_json(r.challenge, r.account, r.broker_now_ms) for r in report.requests]))
-    elif not report.requests:
+        listed = [request_json(r.challenge, r.account, r.broker_now_ms) for r in report.requests]
+        listed += [notice_json(q.notice, q.account) for q in report.recoveries]
+        say(json.dumps(listed))
+        return EXIT_UNREACHABLE if report.failures else EXIT_OK
+    if not report.requests:
         say("No sign-in requests are waiting.")
     else:
         for r in report.requests:
             say(request_text(r.challenge, r.account, r.broker_now_ms))
             say()
         say("Answer with: pushauth-agent approve ID --number N, or: pushauth-agent deny ID [--fraud]")
+    if report.recoveries:
+        say()
+        for q in report.recoveries:
+            say(notice_text(q.notice, q.account))
+            say()
+        say("Answer with: pushauth-agent recovery confirm ID (it was me), or: ... recovery disown ID")
     return EXIT_UNREACHABLE if report.failures else EXIT_OK
 
 
@@ -434,6 +473,14 @@ def cmd_answer(store: AccountStore, args: argparse.Namespace) -> int:
     for notice in report.notices:
         warn(notice)
     say(f"Request {report.request.challenge.ch}: {outcome_message(report.outcome)}.")
+    return EXIT_OK
+
+
+def cmd_recovery(store: AccountStore, args: argparse.Namespace) -> int:
+    report = asyncio.run(actions.answer_notice(store, args.id, NoticeDecision(args.decision)))
+    for notice in report.notices:
+        warn(notice)
+    say(f"Recovery question {report.question.notice.notice}: {notice_outcome_message(report.outcome)}.")
     return EXIT_OK
 
 
@@ -539,6 +586,7 @@ COMMANDS = {
     "approve": cmd_answer,
     "deny": cmd_answer,
     "remove": cmd_remove,
+    "recovery": cmd_recovery,
     "passwd": cmd_passwd,
     "code": cmd_code,
     "add": cmd_add,

@@ -26,11 +26,14 @@ from protocol.frames import (
     Error,
     Frame,
     Hello,
+    RecoveryAnswer,
+    RecoveryNotice,
+    RecoveryResult,
     Revoke,
     Revoked,
     Welcome,
 )
-from protocol.session import ClientSession, sign_answer
+from protocol.session import ClientSession, sign_answer, sign_recovery_answer
 
 from .errors import AgentError, Refused, Unreachable
 from .messages import close_message, error_message
@@ -59,6 +62,8 @@ class Connection:
         self._backlog: collections.deque[Frame] = collections.deque()
         self._clock_offset_ms = 0
         self._next_rid = 1
+        # The open "was this you?" notices the broker sent right after the welcome.
+        self.notices: list[RecoveryNotice] = []
 
     @classmethod
     async def open(cls, url: str) -> Self:
@@ -176,6 +181,12 @@ class Connection:
             frame = await self._wait_for(lambda f: isinstance(f, Challenge))
             assert isinstance(frame, Challenge)
             challenges.append(frame)
+        # Then exactly `notices` recovery notices ("was this you?").
+        self.notices = []
+        for _ in range(welcome.notices):
+            notice = await self._wait_for(lambda f: isinstance(f, RecoveryNotice))
+            assert isinstance(notice, RecoveryNotice)
+            self.notices.append(notice)
         return welcome, challenges
 
     async def enroll(self, *, token: str, seed: bytes, name: str) -> Enrolled:
@@ -198,6 +209,17 @@ class Connection:
 
     def answer_frame(self, challenge: Challenge, *, seed: bytes, decision: str, number: str) -> Frame:
         return sign_answer(challenge, seed=seed, decision=decision, number=number, ts=self.broker_now_ms())
+
+    def recovery_answer_frame(self, notice: RecoveryNotice, *, seed: bytes, decision: str) -> RecoveryAnswer:
+        """The old credential's signed answer to "was this you?" (`seed`: its key)."""
+        return sign_recovery_answer(
+            notice, seed=seed, decision=decision, ts=self.broker_now_ms(), rid=self.rid()
+        )
+
+    async def answer_notice(self, notice: RecoveryNotice, *, seed: bytes, decision: str) -> RecoveryResult:
+        frame = self.recovery_answer_frame(notice, seed=seed, decision=decision)
+        rid = frame.rid
+        return await self._request(frame, RecoveryResult, lambda f: f.rid == rid, str(rid))
 
     async def revoke(self, cid: str) -> Revoked:
         rid = self.rid()

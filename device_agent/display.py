@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from protocol.frames import Challenge
+from protocol.frames import Challenge, RecoveryNotice
 
 from .store import ACTION_REQUIRED, Account, Entry
 
@@ -52,6 +52,7 @@ def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
 
 def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> dict[str, Any]:
     return {
+        "type": "sign_in",
         "id": ch.ch,
         "rp": ch.rp,
         "rp_name": ch.rp_name,
@@ -62,6 +63,33 @@ def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
         "expires_at": ch.expires,
         "seconds_left": seconds_left(ch.expires, broker_now_ms),
         "digits": ch.digits,
+    }
+
+
+def notice_question(notice: RecoveryNotice, account: Account | None) -> str:
+    """ "Was this you?" after a recovery, as the user reads it (one line)."""
+    name = account.name if account else notice.cid
+    return (
+        f"A new device '{notice.new_name}' restored your account {name} at {local_time(notice.time)}. "
+        "Was this you? [y/n]"
+    )
+
+
+def notice_text(notice: RecoveryNotice, account: Account | None) -> str:
+    service = f" ({account.rp_name})" if account else ""
+    return f"Recovery question {notice.notice}{service}\n  {notice_question(notice, account)}"
+
+
+def notice_json(notice: RecoveryNotice, account: Account | None) -> dict[str, Any]:
+    return {
+        "type": "recovery_notice",
+        "id": notice.notice,
+        "rp_name": account.rp_name if account else None,
+        "account": account.name if account else None,
+        "credential_id": notice.cid,
+        "new_credential_id": notice.new_cid,
+        "new_device_name": notice.new_name,
+        "restored_at": notice.time,
     }
 
 

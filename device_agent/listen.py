@@ -3,7 +3,8 @@
 One BrokerLink per broker URL keeps one connection with every credential of
 that broker authenticated on it, and reconnects with exponential backoff and full
 jitter. The Listener holds the requests waiting for the user, asks about them one
-at a time (oldest first), and prints what the brokers say. It also watches the
+at a time (oldest first), then the open "was this you?" questions about recoveries
+of its accounts (y/n), and prints what the brokers say. It also watches the
 accounts file, so accounts enrolled or removed by other agent commands take effect
 without a restart.
 """
@@ -20,13 +21,31 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from protocol.frames import AnswerResult, Cancel, Challenge, Decision, Error, Frame, Revoked
+from protocol.frames import (
+    AnswerResult,
+    Cancel,
+    Challenge,
+    Decision,
+    Error,
+    Frame,
+    NoticeDecision,
+    RecoveryNotice,
+    RecoveryResult,
+    Revoked,
+)
 
 from .actions import apply_welcome
 from .connection import Connection
-from .display import request_text
+from .display import notice_question, request_text
 from .errors import AgentError
-from .messages import CANCEL_MESSAGES, REVOKE_MESSAGES, error_message, outcome_message, revoked_notice
+from .messages import (
+    CANCEL_MESSAGES,
+    REVOKE_MESSAGES,
+    error_message,
+    notice_outcome_message,
+    outcome_message,
+    revoked_notice,
+)
 from .stdin_lines import StdinLines
 from .store import Account, AccountStore, StoreError
 
@@ -49,6 +68,14 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
 @dataclass(slots=True)
 class Request:
     challenge: Challenge
+    link: BrokerLink
+
+
+@dataclass(slots=True)
+class Question:
+    """ "Was this you?" after a new device restored one of this device's accounts."""
+
+    notice: RecoveryNotice
     link: BrokerLink
 
 
@@ -91,6 +118,7 @@ class BrokerLink:
                     self.conn, up_since = conn, time.monotonic()
                     say(f"Connected to {self.url} ({len(welcome.accepted)} account(s)).")
                     self.listener.reconcile(self, challenges)
+                    self.listener.reconcile_questions(self, conn.notices)
                     while self.accounts:
                         self.listener.on_frame(self, await conn.recv())
                     return  # every account here was revoked
@@ -119,8 +147,11 @@ class Listener:
         self.out = out
         self.links: dict[str, BrokerLink] = {}
         self.requests: collections.OrderedDict[str, Request] = collections.OrderedDict()
-        self.asking: str | None = None
+        self.questions: collections.OrderedDict[str, Question] = collections.OrderedDict()
+        self.asking: str | None = None  # a request's id, or a question's
         self.in_flight: dict[str, BrokerLink] = {}  # answers sent, result not yet seen
+        # (broker URL, rid) of each recovery answer sent -> its notice id
+        self.question_rids: dict[tuple[str, int], str] = {}
         self.stopping = asyncio.Event()
         self.drained = asyncio.Event()
         self._store_version: tuple[int, int, int] | None = None
@@ -155,6 +186,8 @@ class Listener:
 
     def link_down(self, link: BrokerLink) -> None:
         """Answers sent on a broken connection may or may not have been recorded."""
+        for key in [k for k in self.question_rids if k[0] == link.url]:
+            del self.question_rids[key]
         for ch in [ch for ch, sent_on in self.in_flight.items() if sent_on is link]:
             del self.in_flight[ch]
             self.say(
@@ -166,6 +199,8 @@ class Listener:
     def _forget_link(self, link: BrokerLink) -> None:
         for ch in [ch for ch, req in self.requests.items() if req.link is link]:
             self._drop(ch, None)
+        for nid in [nid for nid, q in self.questions.items() if q.link is link]:
+            self._drop_question(nid, None)
 
     # -- requests ------------------------------------------------------------------
 
@@ -218,12 +253,88 @@ class Listener:
         self.say(request_text(req.challenge, account, self._now(req.link)))
 
     def _ask_next(self) -> None:
-        if not self.interactive or self.asking is not None or not self.requests:
+        if not self.interactive or self.asking is not None:
             return
-        ch, req = next(iter(self.requests.items()))
-        self._show(req)
-        self.asking = ch
-        self._prompt(req.challenge)
+        if self.requests:  # sign-in requests expire within minutes: they go first
+            ch, req = next(iter(self.requests.items()))
+            self._show(req)
+            self.asking = ch
+            self._prompt(req.challenge)
+        elif self.questions:
+            nid, question = next(iter(self.questions.items()))
+            self.asking = nid
+            self._show_question(question)
+
+    # -- "was this you?" after a recovery ------------------------------------------
+
+    def reconcile_questions(self, link: BrokerLink, notices: list[RecoveryNotice]) -> None:
+        """After (re)connecting, the broker's open notices are the truth for this link."""
+        fresh = {n.notice for n in notices}
+        for nid, question in list(self.questions.items()):
+            if question.link is link and nid not in fresh:
+                self._drop_question(nid, "is no longer open")
+        for notice in notices:
+            self._add_question(link, notice)
+
+    def _add_question(self, link: BrokerLink, notice: RecoveryNotice) -> None:
+        if notice.notice in self.questions or notice.notice in self.in_flight:
+            return
+        self.questions[notice.notice] = Question(notice, link)
+        if not self.interactive:
+            self._show_question(self.questions[notice.notice])
+            self.say(
+                f"Answer with: pushauth-agent recovery confirm {notice.notice}  "
+                f"(or, if it was not you: recovery disown {notice.notice})"
+            )
+        elif self.asking is not None:
+            self.say("A recovery question is waiting too; it comes next.")
+        self._ask_next()
+
+    def _show_question(self, question: Question) -> None:
+        account = question.link.accounts.get(question.notice.cid)
+        service = f" ({account.rp_name})" if account else ""
+        self.say("")
+        self.say(f"Recovery question {question.notice.notice}{service}")
+        self.say(notice_question(question.notice, account))
+
+    def _drop_question(self, nid: str, why: str | None) -> None:
+        if self.questions.pop(nid, None) is None:
+            return
+        if why is not None:
+            self.say(f"Recovery question {nid} {why}.")
+        if self.asking == nid:
+            self.asking = None
+            self._ask_next()
+
+    async def _answer_question(self, question: Question, decision: NoticeDecision) -> None:
+        nid = question.notice.notice
+        self.questions.pop(nid, None)
+        self.asking = None
+        conn = question.link.conn
+        try:
+            if conn is None:
+                raise AgentError(
+                    f"not connected to {question.link.url}; it will be asked again after reconnecting"
+                )
+            seed = self.store.seed(question.notice.cid)
+            frame = conn.recovery_answer_frame(question.notice, seed=seed, decision=decision)
+            self.in_flight[nid] = question.link
+            self.question_rids[(question.link.url, frame.rid)] = nid
+            await conn.send(frame)
+            self.say(f"Recovery question {nid}: answer sent ({decision}).")
+        except (AgentError, StoreError) as exc:
+            self.in_flight.pop(nid, None)
+            self.say(f"Recovery question {nid}: the answer was not sent: {exc}.")
+        self._ask_next()
+
+    def _question_result(self, link: BrokerLink, frame: RecoveryResult) -> None:
+        mine = frame.rid is not None and self.question_rids.pop((link.url, frame.rid), None) is not None
+        if mine:
+            self.in_flight.pop(frame.notice, None)
+            self.say(f"Recovery question {frame.notice}: {notice_outcome_message(frame.outcome)}.")
+            self._check_drained()
+        else:  # answered by another command or device, or withdrawn
+            self._drop_question(frame.notice, f"was closed: {notice_outcome_message(frame.outcome)}")
 
     def _prompt(self, challenge: Challenge) -> None:
         self.say(
@@ -242,8 +353,23 @@ class Listener:
             self.in_flight.pop(frame.ch, None)
             self.say(f"Request {frame.ch}: {outcome_message(frame.outcome)}.")
             self._check_drained()
+        elif isinstance(frame, RecoveryNotice):
+            self._add_question(link, frame)
+        elif isinstance(frame, RecoveryResult):
+            self._question_result(link, frame)
         elif isinstance(frame, Error):
-            if frame.ref is not None and self.in_flight.pop(frame.ref, None) is not None:
+            nid = (
+                self.question_rids.pop((link.url, int(frame.ref)), None)
+                if (frame.ref or "").isdigit()
+                else None
+            )
+            if nid is not None:
+                self.in_flight.pop(nid, None)
+                self.say(
+                    f"Recovery question {nid}: the answer was not recorded: {error_message(frame.code)}."
+                )
+                self._check_drained()
+            elif frame.ref is not None and self.in_flight.pop(frame.ref, None) is not None:
                 self.say(f"Request {frame.ref}: the answer was not recorded: {error_message(frame.code)}.")
                 self._check_drained()
             else:
@@ -263,6 +389,9 @@ class Listener:
         for ch, req in list(self.requests.items()):
             if req.challenge.cid == frame.cid:
                 self._drop(ch, "was withdrawn: its account was removed")
+        for nid, question in list(self.questions.items()):
+            if question.notice.cid == frame.cid:
+                self._drop_question(nid, "was withdrawn: its account was removed")
 
     # -- answers from the user -----------------------------------------------------
 
@@ -271,6 +400,15 @@ class Listener:
         if self.asking is None:
             if text:
                 self.say("No sign-in request is waiting for an answer; input ignored.")
+            return
+        question = self.questions.get(self.asking)
+        if question is not None:
+            if text in ("y", "yes"):
+                await self._answer_question(question, NoticeDecision.CONFIRM)
+            elif text in ("n", "no"):
+                await self._answer_question(question, NoticeDecision.DISOWN)
+            else:
+                self.say('Type "y" if you restored this account on a new device, or "n" if not.')
             return
         req = self.requests[self.asking]
         if text in ("n", "no", "deny"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from protocol.challenge import Status
 from protocol.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, ErrorCode
-from protocol.frames import CancelReason, RevokeReason
+from protocol.frames import CancelReason, NoticeOutcome, RevokeReason
 
 ERROR_MESSAGES: dict[str, str] = {
     ErrorCode.MALFORMED: "the broker and this agent do not understand each other (malformed frame)",
@@ -29,6 +29,9 @@ ERROR_MESSAGES: dict[str, str] = {
     ErrorCode.CONTEXT_MISMATCH: "the sign-in details changed; the answer was refused",
     ErrorCode.BAD_TOKEN: (
         "the enrollment code is unknown, already used or expired; ask the service for a new QR code"
+    ),
+    ErrorCode.UNKNOWN_NOTICE: (
+        "there is no such open recovery question (it was answered already, or withdrawn)"
     ),
     ErrorCode.RATE_LIMITED: "too many requests; try again later",
     ErrorCode.INTERNAL: "the broker had an internal error; try again later",
@@ -62,9 +65,24 @@ CANCEL_MESSAGES: dict[str, str] = {
 REVOKE_MESSAGES: dict[str, str] = {
     RevokeReason.BY_RP: "removed by the service",
     RevokeReason.BY_DEVICE: "removed from this device",
+    RevokeReason.DISOWNED: 'removed: your other device said this restore was "not me"',
     ErrorCode.CREDENTIAL_REVOKED: "removed at the broker",
     ErrorCode.UNKNOWN_CREDENTIAL: "unknown to the broker",
 }
+
+
+NOTICE_OUTCOME_MESSAGES: dict[str, str] = {
+    NoticeOutcome.CONFIRMED: "confirmed: both devices keep working",
+    NoticeOutcome.DISOWNED: (
+        "disowned: the new device's key was removed and push sign-in is paused until the service "
+        "lifts it; change your backup passphrase, someone else has used it"
+    ),
+    NoticeOutcome.WITHDRAWN: "withdrawn: the new device was removed meanwhile; no answer is needed",
+}
+
+
+def notice_outcome_message(outcome: str) -> str:
+    return NOTICE_OUTCOME_MESSAGES.get(outcome, outcome)
 
 
 def revoked_notice(account: str, rp_name: str | None, reason: str) -> str:

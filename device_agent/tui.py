@@ -2,7 +2,9 @@
 
 Textual draws it: the account list with live codes and a countdown, like the phone
 app; an incoming sign-in request opens a dialog with its context and a number
-field; approve, deny or report from the keyboard. The broker connections are the
+field; approve, deny or report from the keyboard. A "was this you?" question after
+a new device restored one of the accounts opens its own dialog (y / n). The broker
+connections are the
 same Listener as `listen` (listen.py); only the asking and printing differ.
 """
 
@@ -17,12 +19,12 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, Static
 
-from protocol.frames import Decision
+from protocol.frames import Decision, NoticeDecision
 
 from . import otp_actions
-from .display import request_text
+from .display import local_time, request_text
 from .errors import AgentError
-from .listen import Listener, Request
+from .listen import Listener, Question, Request
 from .store import ACTION_REQUIRED, REVOKED, AccountStore, StoreError
 
 REFRESH_S = 1.0
@@ -89,6 +91,55 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
         self.dismiss(None)
 
 
+class NoticeScreen(ModalScreen[NoticeDecision | None]):
+    """ "Was this you?": a new device restored one of this device's accounts."""
+
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("y", "confirm", "Yes, it was me"),
+        Binding("n", "disown", "No, not me"),
+        Binding("escape", "later", "Later"),
+    ]
+    DEFAULT_CSS = """
+    NoticeScreen { align: center middle; }
+    #notice-dialog { width: 72; height: auto; border: thick $error; padding: 1 2; background: $surface; }
+    #notice-buttons { height: auto; margin-top: 1; }
+    NoticeScreen Button { margin-right: 1; }
+    """
+
+    def __init__(self, question: Question, account: str, service: str) -> None:
+        super().__init__()
+        self.question = question
+        notice = question.notice
+        self.details = (
+            f"A new device '{notice.new_name}' restored your account {account}{service} "
+            f"at {local_time(notice.time)}.\n\nWas this you?\n\n"
+            "If not, someone has your backup and its passphrase: No removes that device's key "
+            "at once and pauses push sign-in until the service lifts it."
+        )
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="notice-dialog"):
+            yield Static(self.details, id="notice-details")
+            with Horizontal(id="notice-buttons"):
+                yield Button("Yes, it was me (y)", variant="success", id="confirm")
+                yield Button("No, not me (n)", variant="error", id="disown")
+                yield Button("Later (Esc)", id="later")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        {"confirm": self.action_confirm, "disown": self.action_disown, "later": self.action_later}[
+            event.button.id or ""
+        ]()
+
+    def action_confirm(self) -> None:
+        self.dismiss(NoticeDecision.CONFIRM)
+
+    def action_disown(self) -> None:
+        self.dismiss(NoticeDecision.DISOWN)
+
+    def action_later(self) -> None:
+        self.dismiss(None)
+
+
 class UiListener(Listener):
     """The Listener of `listen`, asking through the app instead of stdin."""
 
@@ -100,12 +151,33 @@ class UiListener(Listener):
         self.app.log_line(text)
 
     def _ask_next(self) -> None:
-        if self.asking is not None or not self.requests:
+        if self.asking is not None:
             return
-        ch, req = next(iter(self.requests.items()))
-        self.asking = ch
-        account = req.link.accounts.get(req.challenge.cid)
-        self.app.ask(req, request_text(req.challenge, account, self._now(req.link)))
+        if self.requests:
+            ch, req = next(iter(self.requests.items()))
+            self.asking = ch
+            account = req.link.accounts.get(req.challenge.cid)
+            self.app.ask(req, request_text(req.challenge, account, self._now(req.link)))
+        elif self.questions:
+            nid, question = next(iter(self.questions.items()))
+            self.asking = nid
+            self.app.ask_question(question)
+
+    def _drop_question(self, nid: str, why: str | None) -> None:
+        if self.asking == nid and nid in self.questions:
+            self.app.withdraw_question(nid)
+        super()._drop_question(nid, why)
+
+    async def answer_question(self, question: Question, decision: NoticeDecision) -> None:
+        await self._answer_question(question, decision)
+
+    def question_later(self, question: Question) -> None:
+        self.asking = None
+        nid = question.notice.notice
+        if nid in self.questions:
+            self.questions.move_to_end(nid)
+        if self.requests or len(self.questions) > 1:
+            self._ask_next()
 
     def _drop(self, ch: str, why: str | None) -> None:
         if self.asking == ch and ch in self.requests:
@@ -142,7 +214,10 @@ class AgentApp(App[int]):
         self.store = store
         self.listener = UiListener(store, self)
         self.dialog: RequestScreen | None = None
-        self.answers: list[tuple[str, str]] = []  # (challenge id, decision) sent, for tests and people
+        self.question_dialog: NoticeScreen | None = None
+        self.answers: list[
+            tuple[str, str]
+        ] = []  # (challenge or notice id, decision) sent, for tests and people
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -223,8 +298,36 @@ class AgentApp(App[int]):
                 self.pop_screen()  # without its callback: there is nothing to answer
 
     def action_ask_again(self) -> None:
-        if self.dialog is None:
+        if self.dialog is None and self.question_dialog is None:
             self.listener._ask_next()
+
+    # -- "was this you?" after a recovery -------------------------------------------------
+
+    def ask_question(self, question: Question) -> None:
+        account = question.link.accounts.get(question.notice.cid)
+        name = account.name if account else question.notice.cid
+        service = f" at {account.rp_name}" if account else ""
+        self.question_dialog = NoticeScreen(question, name, service)
+
+        async def decided(decision: NoticeDecision | None) -> None:
+            self.question_dialog = None
+            if decision is None:
+                self.listener.question_later(question)
+                return
+            self.answers.append((question.notice.notice, str(decision)))
+            try:
+                await self.listener.answer_question(question, decision)
+            except AgentError as exc:
+                self.log_line(str(exc))
+
+        self.push_screen(self.question_dialog, decided)
+
+    def withdraw_question(self, nid: str) -> None:
+        """The question being asked was closed elsewhere (answered, withdrawn)."""
+        if self.question_dialog is not None and self.question_dialog.question.notice.notice == nid:
+            dialog, self.question_dialog = self.question_dialog, None
+            if dialog.is_current:
+                self.pop_screen()
 
 
 def run_ui(store: AccountStore) -> int:

@@ -1,6 +1,7 @@
 """The terminal UI driven headless by Textual's pilot against a real broker: a push
 arrives, the number is typed, the broker records approved (and the RP SDK verifies
-it); deny and report from the keyboard; live codes and "action required" marks."""
+it); deny and report from the keyboard; live codes and "action required" marks; the
+"was this you?" dialog after a recovery."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import pytest
 from e2e_helpers import AGENT_ENV, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import AGENT, assert_cli_error, run_cli
+from test_agent_recovery import enroll_recoverable
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
 from device_agent import totp
 from device_agent.store import AccountStore, Registration
-from device_agent.tui import AgentApp, RequestScreen
+from device_agent.tui import AgentApp, NoticeScreen, RequestScreen
 from protocol.challenge import Status
 from relying_party.sdk import PushAuthClient
 
@@ -148,3 +150,45 @@ def test_no_command_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli([AGENT, "--home", tmp_path / "home"], env=AGENT_ENV)
     assert_cli_error(result, contains="command is required")
     assert result.returncode == 2
+
+
+def question(app: AgentApp) -> NoticeScreen | None:
+    return app.screen if isinstance(app.screen, NoticeScreen) else None
+
+
+async def test_was_this_you_dialog_later_then_no_revokes_the_new_device(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    run = lambda h, *a: run_cli([AGENT, "--home", h, *a], env=AGENT_ENV)  # noqa: E731
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    assert (await asyncio.to_thread(run, old, "backup", "--to", str(tmp_path / "b"))).returncode == 0
+    app = AgentApp(AccountStore(old))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        restored = await asyncio.to_thread(
+            run, new, "restore", "--from", str(tmp_path / "b"), "--device-name", "new phone"
+        )
+        assert restored.returncode == 0, restored.stderr
+        await until(pilot, lambda: question(app) is not None, "the recovery dialog")
+        screen = question(app)
+        assert screen is not None
+        for text in ("'new phone'", "alice@example.com", "Test RP", "Was this you?"):
+            assert text in screen.details
+        await pilot.press("escape")  # later: the dialog closes, the question stays
+        await until(pilot, lambda: question(app) is None, "the dialog to close")
+        assert app.answers == []
+        await pilot.press("a")  # show it again
+        await until(pilot, lambda: question(app) is not None, "the recovery dialog again")
+        await pilot.press("n")
+        await until(pilot, lambda: question(app) is None, "the dialog to close")
+        assert [d for _, d in app.answers] == ["disown"]
+
+        async def only_old() -> bool:
+            return [c.id for c in await client.list_credentials("alice")] == [old_cred.id]
+
+        deadline = time.monotonic() + 10
+        while not await only_old():
+            assert time.monotonic() < deadline, "the new credential to be revoked"
+            await pilot.pause(0.1)
+        assert (await client.push_block("alice"))["muted_until"] is not None

@@ -1,0 +1,172 @@
+""" "Was this you?" after a recovery, end to end with the real agent CLI, a real broker
+on a real Redis and the RP SDK verifying every answer: a recoverable account is
+restored on a new device, which recovers by itself; the old device is asked (while
+`listen` runs, and on a later connect); "no" removes the new device's key and mutes
+push; "yes" changes nothing but the question."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import agent, agent_env  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import agent_ok as ok
+from shared_broker import broker, rp  # noqa: F401  (fixtures)
+from support import assert_cli_error, wait_until
+from test_agent_e2e import Listen
+from test_agent_recovery import approve, enroll_recoverable
+
+from device_agent.store import AccountStore
+from protocol.challenge import Status
+from relying_party.errors import PushBlocked
+from relying_party.sdk import PushAuthClient
+
+CONTEXT = {"app": "Webmail", "ip": "203.0.113.5"}
+QUESTION = "A new device 'new phone' restored your account alice@example.com at "
+
+
+@pytest.fixture
+def listener(tmp_path: Path) -> Iterator[Callable[[Path], Listen]]:
+    started: list[Listen] = []
+
+    def start(home: Path) -> Listen:
+        proc = Listen(home, tmp_path / f"listen-{len(started)}")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            print(f"listen output:\n{proc.output()}\n{proc.errors()}")
+        proc.close()
+
+
+async def restore_on_new_phone(client: PushAuthClient, tmp_path: Path) -> tuple[Path, Path, Any, Any]:
+    """Old phone enrolled as recoverable, backed up, restored on a new phone."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    backup = tmp_path / "pushauth.backup"
+    await asyncio.to_thread(ok, old, "backup", "--to", str(backup))
+    out = await asyncio.to_thread(ok, new, "restore", "--from", str(backup), "--device-name", "new phone")
+    assert "recovered: alice@example.com" in out
+    (new_cred,) = [c for c in await client.list_credentials("alice") if c.recovered_from == old_cred.id]
+    assert AccountStore(new).find("alice@example.com").cid == new_cred.id
+    return old, new, old_cred, new_cred
+
+
+def notices_of(home: Path) -> list[dict[str, Any]]:
+    return [r for r in json.loads(ok(home, "pending", "--json")) if r["type"] == "recovery_notice"]
+
+
+async def test_no_while_listening_removes_the_new_device_and_mutes_push(
+    client: PushAuthClient, tmp_path: Path, listener: Callable[[Path], Listen]
+) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    backup = tmp_path / "pushauth.backup"
+    ok(old, "backup", "--to", str(backup))
+    watching = listener(old)
+    watching.wait_for("Connected to")
+
+    ok(new, "restore", "--from", str(backup), "--device-name", "new phone")
+    (new_cred,) = [c for c in await client.list_credentials("alice") if c.recovered_from == old_cred.id]
+    # Asked at once, while connected.
+    watching.wait_for("Recovery question rn_")
+    watching.wait_for(QUESTION)
+    watching.wait_for("Was this you? [y/n]")
+    watching.type("maybe")
+    watching.wait_for('Type "y"')
+    watching.type("n")
+    watching.wait_for("disowned: the new device's key was removed")
+
+    # The RP sees it: the new credential is gone and push is muted.
+    assert [c.id for c in await client.list_credentials("alice")] == [old_cred.id]
+    block = await client.push_block("alice")
+    assert block["muted_until"] is not None
+    with pytest.raises(PushBlocked):
+        await client.create_challenge("alice", CONTEXT)
+
+    # Once the RP lifts the mute, the new device cannot approve, the old one can.
+    await client.lift_push_block("alice")
+    ch = await client.create_challenge("alice", CONTEXT)
+    refused = await asyncio.to_thread(agent, new, "approve", ch.id, "--number", ch.number)
+    assert_cli_error(refused, contains="no pending sign-in request")
+    assert refused.returncode == 1
+    assert AccountStore(new).find("alice@example.com").status == "revoked"  # the broker refused its key
+    watching.wait_for(f"Sign-in request {ch.id}")
+    watching.type(ch.number)
+    result = await client.wait_result(ch, {old_cred.id: old_cred.public_key}, timeout=10)
+    assert result.status is Status.APPROVED and result.answer is not None
+    assert result.answer.credential_id == old_cred.id
+    assert new_cred.id not in {c.id for c in await client.list_credentials("alice")}
+    assert "Traceback" not in watching.errors()
+
+
+async def test_yes_on_a_later_connect_keeps_both_devices(
+    client: PushAuthClient, tmp_path: Path, listener: Callable[[Path], Listen]
+) -> None:
+    old, new, old_cred, new_cred = await restore_on_new_phone(client, tmp_path)  # old phone offline
+
+    # On its next connect the old phone is asked: `pending` shows it, text and JSON.
+    text = await asyncio.to_thread(ok, old, "pending")
+    assert QUESTION in text and "recovery confirm" in text
+    (notice,) = await asyncio.to_thread(notices_of, old)
+    assert notice["new_device_name"] == "new phone" and notice["credential_id"] == old_cred.id
+    assert notice["new_credential_id"] == new_cred.id and notice["account"] == "alice@example.com"
+
+    # ... and `listen` asks it; "y" answers.
+    watching = listener(old)
+    watching.wait_for(f"Recovery question {notice['id']}")
+    watching.wait_for(QUESTION)
+    watching.type("y")
+    watching.wait_for(f"Recovery question {notice['id']}: confirmed")
+    assert await asyncio.to_thread(notices_of, old) == []
+
+    # Both devices keep approving; nothing is muted.
+    keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+    assert set(keys) == {old_cred.id, new_cred.id}
+    assert (await client.push_block("alice"))["muted_until"] is None
+    watching.proc.kill()  # let the one-shot `approve` answer for the old phone
+    assert await approve(client, new, keys) == new_cred.id
+    assert await approve(client, old, keys) == old_cred.id
+
+    # The question is gone: answering it again is a clean refusal.
+    again = await asyncio.to_thread(agent, old, "recovery", "confirm", notice["id"])
+    assert_cli_error(again, contains="no open recovery question")
+    assert again.returncode == 1
+
+
+async def test_one_shot_disown_and_the_new_device_is_told_while_listening(
+    client: PushAuthClient, tmp_path: Path, listener: Callable[[Path], Listen]
+) -> None:
+    old, new, old_cred, _ = await restore_on_new_phone(client, tmp_path)
+    new_listening = listener(new)
+    new_listening.wait_for("Connected to")
+    (notice,) = await asyncio.to_thread(notices_of, old)
+
+    out = await asyncio.to_thread(ok, old, "recovery", "disown", notice["id"][:10])  # a unique prefix
+    assert f"Recovery question {notice['id']}: disowned" in out
+    new_listening.wait_for('said this restore was "not me"')
+    assert [c.id for c in await client.list_credentials("alice")] == [old_cred.id]
+    assert (await client.push_block("alice"))["muted_until"] is not None
+    wait_until(
+        lambda: AccountStore(new).find("alice@example.com").status == "revoked",
+        message="the new device to mark its account removed",
+    )
+
+
+def test_recovery_command_usage(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    result = agent(home, "recovery", "maybe", "rn_x")
+    assert_cli_error(result, contains="invalid choice")
+    assert result.returncode == 2
+    help_text = agent(home, "recovery", "--help")
+    assert help_text.returncode == 0
+    for shown in ("recovery confirm ID", "recovery disown ID", "pending"):
+        assert shown in help_text.stdout
+    no_accounts = agent(home, "recovery", "confirm", "rn_x")
+    assert_cli_error(no_accounts, contains="no active accounts")
