@@ -145,3 +145,67 @@ redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return 'ok'
 """
+
+# -- recovery notices ("was this you?", broker/notices.py) ------------------------
+
+# KEYS: new credential hash, notice hash, the old credential's notice zset, old
+#       credential hash
+# ARGV: notice id, old cid, created ms, ttl ms, channel, event, then the notice hash
+#       as field/value pairs
+# -> 1 if the notice was made; 0 if NEW is not an active credential recovered from
+#    OLD (the recovery in the same transaction was refused)
+CREATE_NOTICE = """
+local c = redis.call('HMGET', KEYS[1], 'status', 'recovered_from')
+if c[1] ~= 'active' or c[2] ~= ARGV[2] then return 0 end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('HSET', KEYS[4], 'notices', '1')
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+
+# KEYS: notice hash, the old credential's notice zset, old credential hash, new
+#       credential hash, user-credentials hash, push guard hash
+# ARGV: notice id, old cid, new cid, decision, now ms, muted-until ms (-1: until
+#       lifted), channel, answered event, revoked event
+# -> 'ok'; else (nothing changed but dropping a notice that was moot) 'unknown' (no
+#    such notice for OLD: never made, answered already, expired), 'old_revoked',
+#    'new_revoked' (NEW was removed meanwhile: the notice is dropped)
+ANSWER_NOTICE = """
+local n = redis.call('HMGET', KEYS[1], 'old', 'new')
+if n[1] ~= ARGV[2] or n[2] ~= ARGV[3] then return 'unknown' end
+if redis.call('HGET', KEYS[3], 'status') ~= 'active' then return 'old_revoked' end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('HDEL', KEYS[3], 'notices') end
+if redis.call('HGET', KEYS[4], 'status') ~= 'active' then return 'new_revoked' end
+redis.call('PUBLISH', ARGV[7], ARGV[8])
+if ARGV[4] == 'disown' then
+  -- as lua.REVOKE_CREDENTIAL does, and the mute as lua.RECORD_ANSWER sets it for a
+  -- fraud report
+  redis.call('HSET', KEYS[4], 'status', 'revoked', 'revoked', ARGV[5])
+  redis.call('HDEL', KEYS[5], ARGV[3])
+  redis.call('HSET', KEYS[6], 'muted_until', ARGV[6])
+  redis.call('PUBLISH', ARGV[7], ARGV[9])
+end
+return 'ok'
+"""
+
+# KEYS: the old credential's notice zset, old credential hash, then the hashes of
+#       the notices to drop
+# ARGV: the ids of the notices to drop, oldest-allowed creation ms
+# -> the number of notices left
+PRUNE_NOTICES = """
+for i = 1, #ARGV - 1 do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('DEL', KEYS[i + 2])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[#ARGV])
+local left = redis.call('ZCARD', KEYS[1])
+if left == 0 then redis.call('HDEL', KEYS[2], 'notices') end
+return left
+"""

@@ -11,8 +11,8 @@ A notice ends when it is answered, or when OLD or NEW is revoked (then it is
 withdrawn: dropped the next time it is read, and a connected old device is told
 at once by the hub). Unanswered, it lives NOTICE_TTL_MS.
 
-Lua scripts normally live in broker/lua.py; these are kept here for now, next to
-the only code that runs them, and the lead will move them there.
+The atomic steps are Lua scripts in broker/lua.py (CREATE_NOTICE, ANSWER_NOTICE,
+PRUNE_NOTICES).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from redis.asyncio.client import Pipeline
 
 from protocol.frames import NoticeDecision, NoticeOutcome, RevokeReason
 
-from . import events, keys
+from . import events, keys, lua
 from .models import Credential, Notice
 from .store import Store
 
@@ -32,75 +32,13 @@ from .store import Store
 # that the RP's device list still shows the new device with `recovered_from`.
 NOTICE_TTL_MS = 30 * 24 * 3600 * 1000
 
-# KEYS: new credential hash, notice hash, the old credential's notice zset, old
-#       credential hash
-# ARGV: notice id, old cid, created ms, ttl ms, channel, event, then the notice hash
-#       as field/value pairs
-# -> 1 if the notice was made; 0 if NEW is not an active credential recovered from
-#    OLD (the recovery in the same transaction was refused)
-CREATE_NOTICE = """
-local c = redis.call('HMGET', KEYS[1], 'status', 'recovered_from')
-if c[1] ~= 'active' or c[2] ~= ARGV[2] then return 0 end
-local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[2], unpack(fields))
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-redis.call('HSET', KEYS[4], 'notices', '1')
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 1
-"""
-
-# KEYS: notice hash, the old credential's notice zset, old credential hash, new
-#       credential hash, user-credentials hash, push guard hash
-# ARGV: notice id, old cid, new cid, decision, now ms, muted-until ms (-1: until
-#       lifted), channel, answered event, revoked event
-# -> 'ok'; else (nothing changed but dropping a notice that was moot) 'unknown' (no
-#    such notice for OLD: never made, answered already, expired), 'old_revoked',
-#    'new_revoked' (NEW was removed meanwhile: the notice is dropped)
-ANSWER_NOTICE = """
-local n = redis.call('HMGET', KEYS[1], 'old', 'new')
-if n[1] ~= ARGV[2] or n[2] ~= ARGV[3] then return 'unknown' end
-if redis.call('HGET', KEYS[3], 'status') ~= 'active' then return 'old_revoked' end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('HDEL', KEYS[3], 'notices') end
-if redis.call('HGET', KEYS[4], 'status') ~= 'active' then return 'new_revoked' end
-redis.call('PUBLISH', ARGV[7], ARGV[8])
-if ARGV[4] == 'disown' then
-  -- as lua.REVOKE_CREDENTIAL does, and the mute as lua.RECORD_ANSWER sets it for a
-  -- fraud report
-  redis.call('HSET', KEYS[4], 'status', 'revoked', 'revoked', ARGV[5])
-  redis.call('HDEL', KEYS[5], ARGV[3])
-  redis.call('HSET', KEYS[6], 'muted_until', ARGV[6])
-  redis.call('PUBLISH', ARGV[7], ARGV[9])
-end
-return 'ok'
-"""
-
-# KEYS: the old credential's notice zset, old credential hash, then the hashes of
-#       the notices to drop
-# ARGV: the ids of the notices to drop, oldest-allowed creation ms
-# -> the number of notices left
-PRUNE_NOTICES = """
-for i = 1, #ARGV - 1 do
-  redis.call('ZREM', KEYS[1], ARGV[i])
-  redis.call('DEL', KEYS[i + 2])
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[#ARGV])
-local left = redis.call('ZCARD', KEYS[1])
-if left == 0 then redis.call('HDEL', KEYS[2], 'notices') end
-return left
-"""
-
 
 def queue_create(pipe: Pipeline, store: Store, notice: Notice) -> None:
     """Add the notice's creation to `pipe` (a MULTI that first registers NEW, so the
     recovery and its notice are made together or not at all)."""
     event = events.encode(store.node, events.NoticeCreated(notice))
     pipe.eval(
-        CREATE_NOTICE,
+        lua.CREATE_NOTICE,
         4,
         keys.credential(notice.new_cid),
         keys.recovery_notice(notice.id),
@@ -157,7 +95,7 @@ async def open_notices(store: Store, creds: list[Credential], now: int) -> list[
         stale = [nid for nid, _ in lst if nid not in live_ids]
         if stale or not lst:
             await store.redis.eval(
-                PRUNE_NOTICES,
+                lua.PRUNE_NOTICES,
                 2 + len(stale),
                 keys.recovery_notices(cid),
                 keys.credential(cid),
@@ -169,12 +107,12 @@ async def open_notices(store: Store, creds: list[Credential], now: int) -> list[
 
 
 async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: int) -> str:
-    """Record the old device's answer atomically; returns ANSWER_NOTICE's result."""
+    """Record the old device's answer atomically; returns lua.ANSWER_NOTICE's result."""
     outcome = NoticeOutcome.DISOWNED if decision is NoticeDecision.DISOWN else NoticeOutcome.CONFIRMED
     answered = events.NoticeAnswered(notice.id, notice.old_cid, outcome.value)
     revoked = events.CredentialRevoked(notice.new_cid, notice.rp, notice.user, RevokeReason.DISOWNED.value)
     result = await store.redis.eval(
-        ANSWER_NOTICE,
+        lua.ANSWER_NOTICE,
         6,
         keys.recovery_notice(notice.id),
         keys.recovery_notices(notice.old_cid),
