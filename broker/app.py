@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import msgpack
 import redis.asyncio as aioredis
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from . import api, backups, events, recovery
 from .context import NODE, Node
@@ -18,10 +18,11 @@ from .fatigue import PushPolicy
 from .hub import Hub
 from .models import ChallengeRecord
 from .openapi import openapi_handler
-from .problems import problem_middleware
+from .problems import Handler, problem_middleware
 from .store import ENROLLMENT_TTL_MS, Store, now_ms
 
 log = logging.getLogger(__name__)
+DEVICE_PATH = "/v1/device"
 
 
 def create_app(
@@ -32,7 +33,7 @@ def create_app(
     enrollment_ttl_s: int = ENROLLMENT_TTL_MS // 1000,
     policy: PushPolicy | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=api.MAX_BODY, middlewares=[problem_middleware])
+    app = web.Application(client_max_size=api.MAX_BODY, middlewares=[_count_requests, problem_middleware])
     store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000, policy=policy)
     hub = Hub()
     store.on_event = hub.dispatch
@@ -47,7 +48,7 @@ def create_app(
     api.add_routes(app)
     backups.add_routes(app)  # device requests signed by device keys (no API key)
     recovery.add_routes(app)
-    app.router.add_get("/v1/device", device_socket)
+    app.router.add_get(DEVICE_PATH, device_socket)
     app.router.add_get("/v1/openapi.json", openapi_handler)
     app.cleanup_ctx.append(_event_listener)
     app.on_cleanup.append(lambda _app: _close_store(store))
@@ -97,11 +98,35 @@ async def _close_store(store: Store) -> None:
 
 
 async def _close_devices(app: web.Application) -> None:
-    hub = app[NODE].hub
-    sockets = [ws for device in list(hub.connections) if (ws := getattr(device, "ws", None)) is not None]
-    # All at once: one after another, each waiting for its device's close reply,
-    # 18,000 connections took more than ten seconds to close.
-    await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"broker shutting down") for ws in sockets),
-        return_exceptions=True,
-    )
+    # Every device is told "going away" (see going_away); it reconnects, to another
+    # node or to this one when it is back. Waiting long-polls answer at once.
+    node = app[NODE]
+    for device in list(node.hub.connections):
+        device.going_away()
+    node.hub.release_waiters()
+
+
+@web.middleware
+async def _count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == DEVICE_PATH:
+        return await handler(request)
+    inflight = request.app[NODE].inflight
+    inflight.enter()
+    try:
+        return await handler(request)
+    finally:
+        inflight.leave()
+
+
+async def stop_serving(runner: web.AppRunner, timeout: float) -> bool:
+    """An orderly stop, short of aiohttp's full cleanup, for a process that exits next.
+
+    No new connections; every device told "going away"; waiting long-polls answered
+    with the challenge's current state (the RP asks again, on another node); requests
+    in flight finished, up to `timeout` (False if some were not). aiohttp's cleanup
+    would then walk every connection, one task each: 3.7 s at 18,000 devices, which
+    the process exiting does in the kernel. State is all in Redis already."""
+    for site in list(runner.sites):
+        await site.stop()
+    await runner.shutdown()  # the app's on_shutdown: _close_devices
+    return await runner.app[NODE].inflight.drained(timeout)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +14,34 @@ from .models import ChallengeRecord
 from .store import Store
 
 
+class Inflight:
+    """RP API requests being handled now (device sockets are not counted: they last),
+    so that a stopping node can finish them before it exits."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until none is in flight (at most `timeout`); True if so."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        await asyncio.sleep(0.01)  # their responses are written just after the handlers return
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Node:
     store: Store
@@ -20,6 +49,7 @@ class Node:
     name: str
     public_url: str | None
     expire: Callable[[ChallengeRecord], Coroutine[Any, Any, None]]
+    inflight: Inflight = field(default_factory=Inflight)
 
 
 NODE = web.AppKey("node", Node)

@@ -45,6 +45,7 @@ class Device(Protocol):
     def deliver_notice(self, notice: Notice) -> None: ...
     async def send(self, frame: Frame) -> None: ...
     def drop_credential(self, cid: str) -> None: ...
+    def going_away(self) -> None: ...
 
 
 class Hub:
@@ -93,6 +94,15 @@ class Hub:
     def forget_waiter(self, key: str, fut: asyncio.Future[Any]) -> None:
         _discard(self.result_waiters, key, fut)  # type: ignore[arg-type]
         _discard(self.enrollment_waiters, key, fut)  # type: ignore[arg-type]
+
+    def release_waiters(self) -> None:
+        """Shutdown: every waiting long-poll stops waiting now and answers with what it
+        has, as on its own timeout, instead of hanging on a node that is going away."""
+        for waiters in (self.result_waiters, self.enrollment_waiters):
+            for futs in waiters.values():
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_exception(TimeoutError())
 
     def schedule_expiry(
         self,

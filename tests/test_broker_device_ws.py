@@ -5,12 +5,14 @@ working; and the invariants of DESIGN.md 1-7 hold on the wire."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgpack
 import pytest
 import websockets
@@ -424,3 +426,35 @@ async def test_revocation_withdraws_the_pending_requests(
     await client.revoke_credential(dev.cid)
     assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_rp", rid=None)
     assert await dev.frame() == Cancel(ch=ch.id, reason="revoked")
+
+
+async def test_an_orderly_stop_tells_every_device_going_away_and_keeps_its_state(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """SIGTERM: each connected device gets close 1001 with a reason at once (no wait for
+    its reply), an RP long-poll in progress is answered with the challenge's current
+    state instead of being cut off, the broker exits 0, and a restarted broker takes
+    the device back with the challenge that was pending."""
+    node = broker_factory(redis_url=redis_server.url, node="a")
+    rp = add_rp("Restart RP", redis_url=redis_server.url)
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        devices = [await online_device(client, node.ws_url, user) for user in ("alice", "bob")]
+        ch = await client.create_challenge("alice", CTX)
+        assert isinstance(await devices[0].frame(), Challenge)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {rp['api_key']}"}) as http:
+            poll = asyncio.ensure_future(http.get(f"{node.http_url}/v1/challenges/{ch.id}?wait=30"))
+            await asyncio.sleep(0.3)  # the long-poll is waiting at the broker
+            began = time.monotonic()
+            assert await asyncio.to_thread(node.kill, signal.SIGTERM) == 0
+            async with await poll as resp:
+                assert resp.status == 200
+                assert (await resp.json())["status"] == "pending"
+            assert time.monotonic() - began < 5  # not held for its 30 s
+        for dev in devices:
+            assert await dev.closed() == (1001, "broker shutting down")
+        again = broker_factory(redis_url=redis_server.url, node="a")
+        back = await Device.connect(again.ws_url, seed=devices[0].seed)
+        back.cid = devices[0].cid
+        welcome, pending = await back.authenticate()
+        assert welcome.accepted == (back.cid,)
+        assert [p.ch for p in pending] == [ch.id]
