@@ -153,7 +153,7 @@ class ClientSession:
         return encode(Enroll(rid=rid, token=token, pk=pk, name=name, sig=sig))
 
 
-def sign_answer(challenge: Challenge, *, seed: bytes, decision: str, number: str, ts: int) -> Answer:
+def sign_answer(challenge: Challenge, *, seed: signing.Signer, decision: str, number: str, ts: int) -> Answer:
     """The device's signed answer to `challenge`, over the context it was shown."""
     ctx_hash = signing.context_hash(challenge.ctx)
     message = signing.answer_bytes(

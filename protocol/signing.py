@@ -125,9 +125,15 @@ def is_valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
     return True
 
 
-def sign(seed: bytes, message: bytes) -> bytes:
-    """Ed25519 signature with the key from a 32-byte seed."""
-    return nacl.signing.SigningKey(seed).sign(message).signature
+# A private key: its 32-byte seed, or the key made from it. Making the key from the
+# seed costs about as much as a signature, so whoever signs often keeps the key.
+Signer = bytes | nacl.signing.SigningKey
+
+
+def sign(key: Signer, message: bytes) -> bytes:
+    """Ed25519 signature with `key` (a SigningKey or a 32-byte seed)."""
+    signer = key if isinstance(key, nacl.signing.SigningKey) else nacl.signing.SigningKey(key)
+    return signer.sign(message).signature
 
 
 def public_key(seed: bytes) -> bytes:

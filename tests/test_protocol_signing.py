@@ -337,3 +337,22 @@ def test_sign_answer_signs_what_the_rp_checks(decision: str, number: str) -> Non
         ctx_hash=answer.ctx_hash,
     )
     assert not signing.is_valid(PK_A, other, answer.sig)
+
+
+def test_signing_with_a_kept_key_equals_signing_with_its_seed() -> None:
+    import nacl.signing
+
+    seed = signing.new_seed()
+    message = signing.answer_bytes(
+        rp="rp_1",
+        ch="ch_1",
+        nonce=b"n" * 32,
+        cid="cr_1",
+        decision="approve",
+        number="42",
+        ts=1,
+        ctx_hash=b"h" * 32,
+    )
+    kept = signing.sign(nacl.signing.SigningKey(seed), message)
+    assert kept == signing.sign(seed, message)  # Ed25519 is deterministic
+    assert signing.is_valid(signing.public_key(seed), message, kept)
