@@ -284,12 +284,17 @@ async def get_challenge(request: web.Request) -> web.Response:
         status = rec.status_at(now_ms())
         remaining = min(wait, (rec.expires - now_ms()) / 1000)
         if fut is not None and status is Status.PENDING and remaining > 0:
+            # Awaited directly, with a timer of our own: wait_for(shield(fut)) passed the
+            # result on through two more event-loop iterations, on every sign-in's path.
+            timer = asyncio.get_running_loop().call_later(remaining, _give_up, fut)
             try:
-                ended: ChallengeEnded = await asyncio.wait_for(asyncio.shield(fut), remaining)
+                ended: ChallengeEnded = await fut
                 rec.status, rec.answer = ended.status, ended.answer
             except TimeoutError:
                 # No event seen (maybe missed while pub/sub reconnected): ask Redis.
                 rec = await store.get_challenge(ch) or rec
+            finally:
+                timer.cancel()
             status = rec.status_at(now_ms())
         # An expired pending challenge is made final in Redis; if an answer got
         # there first, that answer is reported instead.
@@ -305,6 +310,11 @@ async def get_challenge(request: web.Request) -> web.Response:
             hub.forget_waiter(ch, fut)
             fut.cancel()
     return web.json_response(challenge_json(rec, status))
+
+
+def _give_up(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
 
 
 async def list_credentials(request: web.Request) -> web.Response:
