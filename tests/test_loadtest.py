@@ -45,9 +45,13 @@ def assert_clean_signin(r: dict[str, Any]) -> None:
     assert r["completed"] == r["started"]
     for stage in STAGES:
         assert r["latency_ms"][stage]["count"] == r["completed"], stage
-    # Every milestone comes after the sign-in's intended start and in order.
-    p50 = [r["latency_ms"][stage]["p50"] for stage in ("deliver", "answer", "result")]
-    assert 0 < p50[0] <= p50[1] <= p50[2]
+    # Every milestone comes after the sign-in's intended start, and the device's answer
+    # after its challenge. The device's answer_result and the RP's result travel
+    # separately (through different nodes in cross-node runs): either may come first.
+    p50 = {stage: r["latency_ms"][stage]["p50"] for stage in STAGES}
+    assert p50["create"] > 0
+    assert 0 < p50["deliver"] <= p50["answer"]
+    assert p50["deliver"] <= p50["result"]
 
 
 def test_signin_smoke_run_completes_and_writes_its_report(tmp_path: Path) -> None:
