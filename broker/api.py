@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 import unicodedata
 from dataclasses import replace
@@ -19,10 +18,12 @@ from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI
 
+from . import jsonio
 from .context import node_of
 from .events import ChallengeEnded
 from .fatigue import PushRefused
 from .hub import Hub
+from .jsonio import json_response
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .problems import ApiError
 from .store import Store, new_id, now_ms
@@ -60,7 +61,7 @@ async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY} bytes")
     try:
-        body = json.loads(raw or b"null")
+        body = jsonio.loads(raw or b"null")
     except ValueError:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -171,12 +172,12 @@ async def healthz(request: web.Request) -> web.Response:
         await asyncio.wait_for(_store(request).redis.ping(), 2.0)
     except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
         raise ApiError(503, "unavailable", f"redis: {type(exc).__name__}") from None
-    return web.json_response({"status": "ok", "node": node_of(request).name, "redis": "ok"})
+    return json_response({"status": "ok", "node": node_of(request).name, "redis": "ok"})
 
 
 async def get_rp(request: web.Request) -> web.Response:
     rp = await authenticate(request)
-    return web.json_response({"id": rp.id, "name": rp.name})
+    return json_response({"id": rp.id, "name": rp.name})
 
 
 def device_url(request: web.Request) -> str:
@@ -200,7 +201,7 @@ async def create_enrollment(request: web.Request) -> web.Response:
     uri = EnrollmentURI(broker_url, new.token, rp.id, rp.name, account).build()
     out = enrollment_json(new.enrollment, None, now_ms())
     out.update(token=new.token, broker_url=broker_url, uri=uri)
-    return web.json_response(out, status=201)
+    return json_response(out, status=201)
 
 
 async def get_enrollment(request: web.Request) -> web.Response:
@@ -223,7 +224,7 @@ async def get_enrollment(request: web.Request) -> web.Response:
             hub.forget_waiter(eid, fut)
             fut.cancel()
     cred = await store.get_credential(enr.credential_id) if enr.credential_id else None
-    return web.json_response(enrollment_json(enr, cred, now_ms()))
+    return json_response(enrollment_json(enr, cred, now_ms()))
 
 
 async def create_challenge(request: web.Request) -> web.Response:
@@ -265,7 +266,7 @@ async def create_challenge(request: web.Request) -> web.Response:
     out = challenge_json(record, Status.PENDING)
     del out["answer"], out["status"]
     out.update(number=record.number, devices=devices)
-    return web.json_response(out, status=201)
+    return json_response(out, status=201)
 
 
 async def get_challenge(request: web.Request) -> web.Response:
@@ -309,7 +310,7 @@ async def get_challenge(request: web.Request) -> web.Response:
         if fut is not None:
             hub.forget_waiter(ch, fut)
             fut.cancel()
-    return web.json_response(challenge_json(rec, status))
+    return json_response(challenge_json(rec, status))
 
 
 def _give_up(fut: asyncio.Future[Any]) -> None:
@@ -321,7 +322,7 @@ async def list_credentials(request: web.Request) -> web.Response:
     rp = await authenticate(request)
     user = user_id(request.match_info["user"])
     creds = await _store(request).user_credentials(rp.id, user)
-    return web.json_response({"credentials": [credential_json(c) for c in creds]})
+    return json_response({"credentials": [credential_json(c) for c in creds]})
 
 
 async def get_push_block(request: web.Request) -> web.Response:
@@ -330,7 +331,7 @@ async def get_push_block(request: web.Request) -> web.Response:
     store = _store(request)
     since, muted_until = await store.push_guard(rp.id, user)
     policy = store.policy
-    return web.json_response(
+    return json_response(
         {
             "user": user,
             "muted_until": muted_until,

@@ -10,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .jsonio import json_response
+
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 _B64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "base64url, no padding"}
 _MS = {"type": "integer", "description": "Unix time in milliseconds"}
@@ -320,4 +322,4 @@ DOCUMENT: dict[str, Any] = {
 
 
 async def openapi_handler(request: web.Request) -> web.Response:
-    return web.json_response(DOCUMENT)
+    return json_response(DOCUMENT)

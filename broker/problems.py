@@ -9,6 +9,8 @@ from http import HTTPStatus
 
 from aiohttp import web
 
+from .jsonio import json_response
+
 log = logging.getLogger(__name__)
 
 _CODES_BY_STATUS = {
@@ -36,7 +38,7 @@ class ApiError(Exception):
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     title = _title(status)
-    return web.json_response(
+    return json_response(
         {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code},
         status=status,
         content_type="application/problem+json",

@@ -26,6 +26,7 @@ from . import keys, lua, notices
 from .api import json_body, text_field
 from .context import node_of
 from .events import NoticeCreated
+from .jsonio import json_response
 from .models import Credential, Notice
 from .problems import ApiError
 from .signed_requests import b64_field, check_signed, parse_ts
@@ -121,7 +122,7 @@ async def recover(request: web.Request) -> web.Response:
     await notices.announce(store, NoticeCreated(notice))
     rp = await store.get_rp(old.rp)
     rp_name = rp.name if rp else old.rp
-    return web.json_response(
+    return json_response(
         {"id": cid, "rp": old.rp, "rp_name": rp_name, "user": old.user, "account": old.account}, status=201
     )
 
