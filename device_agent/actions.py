@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from protocol import fields, signing, uri
 from protocol.errors import ErrorCode, ProtocolError
@@ -247,15 +248,17 @@ class AnswerReport:
     notices: list[str]
 
 
-def _pick(requests: list[PendingRequest], wanted: str) -> PendingRequest | None:
-    """The request `wanted` names exactly, or by a unique prefix (as git does)."""
-    for req in requests:
-        if req.challenge.ch == wanted:
-            return req
-    matches = [r for r in requests if len(wanted) >= 4 and r.challenge.ch.startswith(wanted)]
+_T = TypeVar("_T")
+
+
+def _pick(items: list[_T], wanted: str, ident: Callable[[_T], str], what: str) -> _T | None:
+    """The item `wanted` names exactly, or by a unique prefix (as git does)."""
+    for item in items:
+        if ident(item) == wanted:
+            return item
+    matches = [i for i in items if len(wanted) >= 4 and ident(i).startswith(wanted)]
     if len(matches) > 1:
-        ids = ", ".join(r.challenge.ch for r in matches)
-        raise UsageError(f"{wanted!r} names several requests: {ids}")
+        raise UsageError(f"{wanted!r} names several {what}: {', '.join(ident(m) for m in matches)}")
     return matches[0] if matches else None
 
 
@@ -264,7 +267,7 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
     if decision is Decision.APPROVE and not NUMBER_RE.match(number):
         raise UsageError("the number must be the 1 to 8 digits shown on the sign-in screen")
     async with _fetch_all(store) as report:
-        req = _pick(report.requests, wanted)
+        req = _pick(report.requests, wanted, lambda r: r.challenge.ch, "requests")
         if req is None:
             why = f"no pending sign-in request {wanted} (it was answered, has expired, or never existed)"
             if report.failures:
@@ -288,24 +291,11 @@ class NoticeReport:
     notices: list[str]
 
 
-def _pick_notice(questions: list[PendingNotice], wanted: str) -> PendingNotice | None:
-    """The notice `wanted` names exactly, or by a unique prefix (as `_pick` does)."""
-    for q in questions:
-        if q.notice.notice == wanted:
-            return q
-    matches = [q for q in questions if len(wanted) >= 4 and q.notice.notice.startswith(wanted)]
-    if len(matches) > 1:
-        raise UsageError(
-            f"{wanted!r} names several recovery questions: {', '.join(q.notice.notice for q in matches)}"
-        )
-    return matches[0] if matches else None
-
-
 async def answer_notice(store: AccountStore, wanted: str, decision: NoticeDecision) -> NoticeReport:
     """Find recovery notice `wanted` at the brokers and answer it: CONFIRM ("it was me")
     or DISOWN ("it was not": the new device's key is revoked and push is paused)."""
     async with _fetch_all(store) as report:
-        question = _pick_notice(report.recoveries, wanted)
+        question = _pick(report.recoveries, wanted, lambda q: q.notice.notice, "recovery questions")
         if question is None:
             why = f"no open recovery question {wanted} (it was answered, withdrawn, or never existed)"
             if report.failures:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from e2e_helpers import agent, agent_env  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import assert_cli_error, wait_until
-from test_agent_e2e import Listen
+from test_agent_e2e import Listen, listener  # noqa: F401  (listener: fixture)
 from test_agent_recovery import approve, enroll_recoverable
 
 from device_agent.store import AccountStore
@@ -27,22 +27,6 @@ from relying_party.sdk import PushAuthClient
 
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5"}
 QUESTION = "A new device 'new phone' restored your account alice@example.com at "
-
-
-@pytest.fixture
-def listener(tmp_path: Path) -> Iterator[Callable[[Path], Listen]]:
-    started: list[Listen] = []
-
-    def start(home: Path) -> Listen:
-        proc = Listen(home, tmp_path / f"listen-{len(started)}")
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            print(f"listen output:\n{proc.output()}\n{proc.errors()}")
-        proc.close()
 
 
 async def restore_on_new_phone(client: PushAuthClient, tmp_path: Path) -> tuple[Path, Path, Any, Any]:
