@@ -129,4 +129,6 @@ async def stop_serving(runner: web.AppRunner, timeout: float) -> bool:
     for site in list(runner.sites):
         await site.stop()
     await runner.shutdown()  # the app's on_shutdown: _close_devices
-    return await runner.app[NODE].inflight.drained(timeout)
+    drained = await runner.app[NODE].inflight.drained(timeout)
+    await runner.app.cleanup()  # the event listener and Redis connections, before Redis stops
+    return drained

@@ -452,6 +452,8 @@ async def test_an_orderly_stop_tells_every_device_going_away_and_keeps_its_state
             assert time.monotonic() - began < 5  # not held for its 30 s
         for dev in devices:
             assert await dev.closed() == (1001, "broker shutting down")
+        assert "pushauth-broker: stopped in" in node.stdout()
+        assert "Traceback" not in node.output() and "WARNING" not in node.output(), node.output()
         again = broker_factory(redis_url=redis_server.url, node="a")
         back = await Device.connect(again.ws_url, seed=devices[0].seed)
         back.cid = devices[0].cid

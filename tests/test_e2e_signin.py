@@ -228,6 +228,9 @@ async def test_restart_with_embedded_redis_keeps_credentials(tmp_path: Path) -> 
     finally:
         broker.terminate()
     assert not (data / "redis.sock").exists(), "the embedded Redis was not stopped with the broker"
+    # Both stops were orderly: no lost event channel, no traceback.
+    assert broker.stdout().count("pushauth-broker: stopped in") == 2, broker.output()
+    assert "Traceback" not in broker.output() and "WARNING" not in broker.output(), broker.output()
 
 
 def _rp_add_on_data_dir(name: str, data: Path) -> dict[str, Any]:
