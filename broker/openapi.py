@@ -306,6 +306,12 @@ PATHS["/v1/recoveries"] = {
     }
 }
 
+# Every operation reads or writes Redis: while it is unreachable (down, failing over)
+# each one answers 503 `unavailable` with Retry-After, and nothing has changed.
+for _operations in PATHS.values():
+    for _operation in _operations.values():
+        _operation["responses"].update(_problems(503))
+
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from .jsonio import json_response
 
@@ -68,6 +69,13 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         code = _CODES_BY_STATUS.get(exc.status, "http_error")
         return problem(exc.status, code, exc.reason or _title(exc.status))
+    except (RedisError, OSError) as exc:
+        # The store is unreachable (Redis down or failing over): nothing was done, and
+        # the RP may try again, on this node or another.
+        log.warning("store unavailable in %s %s: %s", request.method, request.path, exc)
+        return problem(
+            503, "unavailable", "the broker's store is unavailable; try again shortly", {"Retry-After": "1"}
+        )
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(500, "internal", "internal error; the broker logged it")

@@ -1,7 +1,8 @@
 """Errors the RP SDK raises: one base type, stable codes, nothing untyped.
 
 `BrokerError` is the broker saying no (a problem+json body, docs/http-api.md);
-`BrokerUnavailable` is the network failing; `BadBrokerResponse` is a broker that
+`BrokerUnavailable` is the network failing or the broker unable to serve now (503,
+`ServiceUnavailable`, which is both); `BadBrokerResponse` is a broker that
 answered something the API does not allow; `VerificationFailed` is a result whose
 signed answer does not hold up under the SDK's own end-to-end check. The last one
 is the security signal: an RP should log it loudly, since an honest broker never
@@ -19,7 +20,8 @@ class PushAuthError(Exception):
 
 
 class BrokerUnavailable(PushAuthError):
-    """The broker could not be reached, or did not answer in time."""
+    """The broker could not be reached, did not answer in time, or answered 503 (it
+    cannot reach its store): nothing was done; try again shortly."""
 
 
 class BadBrokerResponse(PushAuthError):
@@ -35,6 +37,11 @@ class BrokerError(PushAuthError):
         self.code = code
         self.detail = detail
         self.title = title
+
+
+class ServiceUnavailable(BrokerError, BrokerUnavailable):
+    """503: the broker is up but cannot serve now (e.g. it cannot reach its Redis).
+    Nothing was done; try again shortly. Caught by `except BrokerUnavailable` too."""
 
 
 class InvalidRequest(BrokerError):
@@ -80,6 +87,7 @@ _BY_STATUS: dict[int, type[BrokerError]] = {
     413: InvalidRequest,
     422: InvalidRequest,
     429: RateLimited,
+    503: ServiceUnavailable,
 }
 
 

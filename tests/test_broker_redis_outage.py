@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import aiohttp
+import pytest
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer, http_status, wait_until
 from test_broker_device_ws import CTX, Device, online_device
 
 from protocol.frames import AnswerResult, Challenge
+from relying_party.errors import BrokerUnavailable
 from relying_party.sdk import PushAuthClient
 
 
@@ -31,6 +34,22 @@ async def test_redis_outage_and_recovery(
         await dev.send(dev.answer(pushed, number=ch.number))
         assert await dev.closed() == (1011, "internal")
         assert http_status(broker.http_url + "/healthz") == 503
+        # The RP API says "unavailable, try again" (503 problem), never a 500.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                broker.http_url + "/v1/challenges",
+                json={"user": "alice", "context": CTX},
+                headers={"Authorization": f"Bearer {rp['api_key']}"},
+            ) as resp,
+        ):
+            assert resp.status == 503
+            assert resp.headers["Content-Type"].startswith("application/problem+json")
+            assert resp.headers["Retry-After"] == "1"
+            assert (await resp.json(content_type=None))["code"] == "unavailable"
+        # The SDK's type for "try again shortly", as for a broker it cannot reach.
+        with pytest.raises(BrokerUnavailable, match="store is unavailable"):
+            await client.create_challenge("alice", CTX)
 
         redis_server.restart()
         await asyncio.to_thread(

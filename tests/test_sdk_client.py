@@ -36,6 +36,7 @@ from relying_party import (
     PushAuthClient,
     PushBlocked,
     RateLimited,
+    ServiceUnavailable,
     Unauthorized,
     new_totp,
 )
@@ -116,7 +117,7 @@ def raw(status: int, text: bytes, content_type: str = "text/html") -> Handler:
         (409, "push_blocked", PushBlocked),
         (409, "some_new_conflict", Conflict),
         (429, "rate_limited", RateLimited),
-        (503, "unavailable", BrokerError),
+        (503, "unavailable", ServiceUnavailable),
     ],
 )
 async def test_problem_json_becomes_a_typed_error(
@@ -130,6 +131,8 @@ async def test_problem_json_becomes_a_typed_error(
         with pytest.raises(error_type) as caught:
             await client.create_challenge("alice")
     assert type(caught.value) is error_type
+    if status == 503:  # "try again shortly", as for a broker the RP cannot reach
+        assert isinstance(caught.value, BrokerUnavailable)
     assert (caught.value.status, caught.value.code, caught.value.detail) == (
         status,
         code,
