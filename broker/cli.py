@@ -21,6 +21,7 @@ import platformdirs
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from . import sentinel
 from .app import create_app, stop_serving
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .fatigue import PushPolicy
@@ -54,7 +55,8 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis-url",
         default=os.environ.get("PUSHAUTH_REDIS_URL"),
-        help="Redis URL, e.g. redis://host:6379/0 or unix:///path/redis.sock "
+        help="Redis URL, e.g. redis://host:6379/0, unix:///path/redis.sock, or through Redis "
+        "Sentinel redis+sentinel://host1:26379,host2:26379/SERVICE[/DB] "
         "(env PUSHAUTH_REDIS_URL; default: the embedded Redis in --data-dir)",
     )
     p.add_argument(
@@ -163,12 +165,18 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             url = await asyncio.to_thread(embedded.start)
         except EmbeddedRedisError as exc:
             raise CliError(str(exc)) from None
-    # Blocking: a burst of more concurrent commands than pooled connections waits for
-    # a free one (the default pool raised MaxConnectionsError: 500s, dropped devices).
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url, health_check_interval=0, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
-    )
-    client = aioredis.Redis.from_pool(pool)
+    if sentinel.is_sentinel_url(url):
+        try:
+            client = sentinel.master_client(url)
+        except ValueError as exc:
+            raise CliError(f"bad --redis-url {url!r}: {exc}") from None
+    else:
+        # Blocking: a burst of more concurrent commands than pooled connections waits for
+        # a free one (the default pool raised MaxConnectionsError: 500s, dropped devices).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, health_check_interval=0, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
+        )
+        client = aioredis.Redis.from_pool(pool)
     try:
         try:
             await client.ping()

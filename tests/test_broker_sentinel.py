@@ -1,0 +1,165 @@
+"""The broker behind Redis Sentinel: it finds the master through the sentinel, and
+after a failover (the master killed, its replica promoted) it serves again from the
+new master with nothing lost: real redis-server processes as master, replica and
+sentinel."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from support import (
+    LOCALHOST,
+    BrokerProcess,
+    ManagedProcess,
+    RedisServer,
+    add_rp,
+    assert_cli_error,
+    free_port,
+    ping,
+    redis_executable,
+    run_cli,
+    wait_until,
+)
+from support.broker import BROKER
+from test_broker_device_ws import CTX, Device, online_device
+
+from broker.sentinel import SentinelURL, parse
+from protocol.frames import AnswerResult, Challenge
+from relying_party.errors import BrokerUnavailable
+from relying_party.sdk import PushAuthClient
+
+SERVICE = "pushauth-test"
+
+
+def test_sentinel_urls_are_parsed() -> None:
+    assert parse("redis+sentinel://10.0.0.1:26380,sentinel-b/main/2") == SentinelURL(
+        sentinels=(("10.0.0.1", 26380), ("sentinel-b", 26379)),
+        service="main",
+        db=2,
+        username=None,
+        password=None,
+    )
+    assert parse("redis+sentinel://app:s3cr%40t@h:1/svc").password == "s3cr@t"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://h:1",  # no service
+        "redis+sentinel://h:port/svc",
+        "redis+sentinel://h:1/svc/zero",
+        "redis+sentinel:///svc",
+    ],
+)
+def test_a_bad_sentinel_url_is_a_clear_cli_error(url: str, tmp_path: Path) -> None:
+    result = run_cli([BROKER, "rp", "add", "X", "--redis-url", url, "--data-dir", tmp_path])
+    assert_cli_error(result, contains="bad --redis-url")
+
+
+def _sentinel(directory: Path, master_port: int) -> ManagedProcess:
+    port = free_port()
+    directory.mkdir(parents=True, exist_ok=True)
+    conf = directory / "sentinel.conf"  # the sentinel rewrites it: its own file
+    conf.write_text(
+        f"port {port}\nbind {LOCALHOST}\ndir {directory}\n"
+        f"sentinel monitor {SERVICE} {LOCALHOST} {master_port} 1\n"
+        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+        f"sentinel failover-timeout {SERVICE} 10000\n"
+    )
+    proc = ManagedProcess(
+        [redis_executable(), conf, "--sentinel"],
+        log_dir=directory,
+        name="sentinel",
+        ready=lambda _proc: ping(port),
+    )
+    proc.port = port  # type: ignore[attr-defined]
+    return proc.start()
+
+
+def _master_port(sentinel_port: int) -> int | None:
+    with redis.Redis(host=LOCALHOST, port=sentinel_port, socket_timeout=1) as s:
+        addr = s.execute_command("SENTINEL", "get-master-addr-by-name", SERVICE)
+    return int(addr[1]) if addr else None
+
+
+def _replicas_known(sentinel_port: int) -> int:
+    with redis.Redis(host=LOCALHOST, port=sentinel_port, socket_timeout=1) as s:
+        return len(s.execute_command("SENTINEL", "replicas", SERVICE))
+
+
+@pytest.fixture
+def sentinel_setup(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, ManagedProcess]]:
+    # No 5 s pause before the replica's first full sync (the default, to batch replicas).
+    master = RedisServer(
+        tmp_path / "master", name="master", extra_args=("--repl-diskless-sync-delay", "0")
+    ).start()
+    replica = RedisServer(
+        tmp_path / "replica", name="replica", extra_args=("--replicaof", LOCALHOST, str(master.port))
+    ).start()
+    sentinel: ManagedProcess | None = None
+    try:
+        wait_until(
+            lambda: replica.client().info("replication").get("master_link_status") == "up",
+            timeout=15,
+            message="the replica in sync with the master",
+        )
+        sentinel = _sentinel(tmp_path / "sentinel", master.port)
+        wait_until(
+            lambda: _replicas_known(sentinel.port) == 1, timeout=15, message="the sentinel sees the replica"
+        )
+        yield master, replica, sentinel
+    finally:
+        if sentinel is not None:
+            sentinel.cleanup()
+        replica.cleanup()
+        master.cleanup()
+
+
+async def test_the_broker_follows_a_sentinel_failover(
+    sentinel_setup: tuple[RedisServer, RedisServer, ManagedProcess],
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    master, replica, sentinel = sentinel_setup
+    url = f"redis+sentinel://{LOCALHOST}:{sentinel.port}/{SERVICE}"  # type: ignore[attr-defined]
+    node = broker_factory(redis_url=url, node="a")
+    rp = add_rp("Sentinel RP", redis_url=url)
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, node.ws_url)
+        ch = await client.create_challenge("alice", CTX)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge)
+        await dev.send(dev.answer(pushed, number=ch.number))
+        assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        assert (await client.wait_result(ch, keys, timeout=5)).approved
+        # Let the replica catch up, then crash the master: the sentinel promotes the replica.
+        await asyncio.to_thread(master.client().execute_command, "WAIT", 1, 2000)
+        master.kill()
+        await asyncio.to_thread(
+            wait_until,
+            lambda: _master_port(sentinel.port) == replica.port,  # type: ignore[attr-defined]
+            timeout=30,
+            message="the sentinel promoted the replica",
+        )
+
+        async def create() -> object:
+            while True:  # 503 (BrokerUnavailable) until the broker reaches the new master
+                try:
+                    return await client.create_challenge("alice", CTX)
+                except BrokerUnavailable:
+                    await asyncio.sleep(0.2)
+
+        again = await asyncio.wait_for(create(), 20)
+        # The device's connection may have met the failover (1011): it reconnects.
+        back = await Device.connect(node.ws_url, seed=dev.seed)
+        back.cid = dev.cid
+        welcome, pending = await back.authenticate()
+        assert welcome.accepted == (dev.cid,)  # the credential survived on the new master
+        assert [p.ch for p in pending] == [again.id]  # type: ignore[attr-defined]
+        await back.send(back.answer(pending[0], number=again.number))  # type: ignore[attr-defined]
+        assert await back.frame() == AnswerResult(ch=again.id, outcome="approved")  # type: ignore[attr-defined]
+        assert (await client.wait_result(again, keys, timeout=5)).approved  # type: ignore[arg-type]
