@@ -163,3 +163,26 @@ async def test_the_broker_follows_a_sentinel_failover(
         await back.send(back.answer(pending[0], number=again.number))  # type: ignore[attr-defined]
         assert await back.frame() == AnswerResult(ch=again.id, outcome="approved")  # type: ignore[attr-defined]
         assert (await client.wait_result(again, keys, timeout=5)).approved  # type: ignore[arg-type]
+
+
+async def test_two_nodes_through_sentinel_share_events(
+    sentinel_setup: tuple[RedisServer, RedisServer, ManagedProcess],
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    """Through Sentinel the event channel runs on redis-py's pub/sub: a challenge made on
+    node B reaches a device on node A live, and B's waiting RP gets A's answer."""
+    _master, _replica, sentinel = sentinel_setup
+    url = f"redis+sentinel://{LOCALHOST}:{sentinel.port}/{SERVICE}"  # type: ignore[attr-defined]
+    a = broker_factory(redis_url=url, node="a")
+    b = broker_factory(redis_url=url, node="b")
+    rp = add_rp("Sentinel RP", redis_url=url)
+    async with PushAuthClient(b.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, a.ws_url)
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        ch = await client.create_challenge("alice", CTX)
+        waiting = asyncio.ensure_future(client.wait_result(ch, keys, timeout=10))
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge) and pushed.ch == ch.id
+        await dev.send(dev.answer(pushed, number=ch.number))
+        assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        assert (await waiting).approved
