@@ -69,7 +69,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         code = _CODES_BY_STATUS.get(exc.status, "http_error")
         return problem(exc.status, code, exc.reason or _title(exc.status))
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:
         # The store is unreachable (Redis down or failing over): nothing was done, and
         # the RP may try again, on this node or another.
         log.warning("store unavailable in %s %s: %s", request.method, request.path, exc)
