@@ -262,6 +262,13 @@ def _pick(items: list[_T], wanted: str, ident: Callable[[_T], str], what: str) -
     return matches[0] if matches else None
 
 
+def _missing(report: PendingReport, why: str, code: ErrorCode) -> Exception:
+    """Nothing by that id: refused, unless a broker could not be asked (it may be there)."""
+    if report.failures:
+        return Unreachable(f"{why}; and {'; '.join(report.failures)}")
+    return Refused(why, code=code)
+
+
 async def answer(store: AccountStore, wanted: str, decision: Decision, number: str = "") -> AnswerReport:
     """Find request `wanted` at the brokers and answer it."""
     if decision is Decision.APPROVE and not NUMBER_RE.match(number):
@@ -270,9 +277,7 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
         req = _pick(report.requests, wanted, lambda r: r.challenge.ch, "requests")
         if req is None:
             why = f"no pending sign-in request {wanted} (it was answered, has expired, or never existed)"
-            if report.failures:
-                raise Unreachable(f"{why}; and {'; '.join(report.failures)}")
-            raise Refused(why, code=ErrorCode.UNKNOWN_CHALLENGE)
+            raise _missing(report, why, ErrorCode.UNKNOWN_CHALLENGE)
         ch = req.challenge
         if decision is Decision.APPROVE and len(number) != ch.digits:
             raise UsageError(f"request {ch.ch} expects the {ch.digits}-digit number on the sign-in screen")
@@ -298,9 +303,7 @@ async def answer_notice(store: AccountStore, wanted: str, decision: NoticeDecisi
         question = _pick(report.recoveries, wanted, lambda q: q.notice.notice, "recovery questions")
         if question is None:
             why = f"no open recovery question {wanted} (it was answered, withdrawn, or never existed)"
-            if report.failures:
-                raise Unreachable(f"{why}; and {'; '.join(report.failures)}")
-            raise Refused(why, code=ErrorCode.UNKNOWN_NOTICE)
+            raise _missing(report, why, ErrorCode.UNKNOWN_NOTICE)
         seed = store.seed(question.notice.cid)
         result = await question.conn.answer_notice(question.notice, seed=seed, decision=decision)
         return NoticeReport(question, result.outcome, report.notices)
