@@ -26,6 +26,7 @@ from .hub import Hub
 from .jsonio import json_response
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .problems import ApiError
+from .signed_requests import b64_field
 from .store import Store, new_id, now_ms
 
 MAX_WAIT_S = 60
@@ -115,7 +116,27 @@ def wait_param(request: web.Request) -> float:
 # -- JSON views ----------------------------------------------------------------
 
 
+def _b64_or_none(value: bytes | None) -> str | None:
+    return None if value is None else b64.encode(value)
+
+
 def credential_json(cred: Credential) -> dict[str, Any]:
+    """A credential with the proofs the RP checks itself (docs/http-api.md)."""
+    recovery_key = None
+    if cred.recovery_pk is not None:
+        recovery_key = {
+            "public_key": b64.encode(cred.recovery_pk),
+            "ts": cred.recovery_pk_ts,
+            "signature": _b64_or_none(cred.recovery_pk_sig),
+        }
+    recovery = None
+    if cred.recovered_from is not None:
+        recovery = {
+            "from": cred.recovered_from,
+            "ts": cred.recovery_ts,
+            "recovery_signature": _b64_or_none(cred.recovery_sig),
+            "signature": _b64_or_none(cred.recovery_pop),
+        }
     return {
         "id": cred.id,
         "user": cred.user,
@@ -125,6 +146,9 @@ def credential_json(cred: Credential) -> dict[str, Any]:
         "created_at": cred.created,
         "last_used_at": cred.last_used,
         "recovered_from": cred.recovered_from,
+        "binding": _b64_or_none(cred.binding),
+        "recovery_key": recovery_key,
+        "recovery": recovery,
     }
 
 
@@ -147,6 +171,7 @@ def challenge_json(rec: ChallengeRecord, status: Status) -> dict[str, Any]:
         "user": rec.user,
         "status": status.value,
         "nonce": b64.encode(rec.nonce),
+        "rp_nonce": b64.encode(rec.rp_nonce),
         "context": rec.ctx,
         "digits": rec.digits,
         "created_at": rec.created,
@@ -198,7 +223,7 @@ async def create_enrollment(request: web.Request) -> web.Response:
     recoverable = bool_field(body, "recoverable")
     new = await _store(request).create_enrollment(rp, user, account, recoverable)
     broker_url = device_url(request)
-    uri = EnrollmentURI(broker_url, new.token, rp.id, rp.name, account).build()
+    uri = EnrollmentURI(broker_url, new.token, rp.id, rp.name, account, recoverable=recoverable).build()
     out = enrollment_json(new.enrollment, None, now_ms())
     out.update(token=new.token, broker_url=broker_url, uri=uri)
     return json_response(out, status=201)
@@ -229,8 +254,14 @@ async def get_enrollment(request: web.Request) -> web.Response:
 
 async def create_challenge(request: web.Request) -> web.Response:
     rp = await authenticate(request)
-    body = await json_body(request, {"user", "context", "ttl", "digits"})
+    body = await json_body(request, {"user", "context", "ttl", "digits", "rp_nonce"})
     user = text_field(body, "user", 128)
+    # The RP's own fresh value, signed by the device (docs/protocol.md, "Freshness"): an
+    # RP that sends none gets one made here, and with it no protection from a broker
+    # that replays old answers.
+    rp_nonce = (
+        b64_field(body, "rp_nonce", 32) if body.get("rp_nonce") is not None else secrets.token_bytes(32)
+    )
     try:
         ctx = CONTEXT("context", body.get("context", {}))
     except ProtocolError as err:
@@ -246,6 +277,7 @@ async def create_challenge(request: web.Request) -> web.Response:
         number=numbers.generate(digits),
         digits=digits,
         nonce=secrets.token_bytes(32),
+        rp_nonce=rp_nonce,
         ctx=ctx,
         ctx_hash=context_hash(ctx),
         created=now,

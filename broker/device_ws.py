@@ -9,9 +9,10 @@ import logging
 from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
+from protocol import SUBPROTOCOLS
 from protocol.challenge import check_answer_shape, outcome_for
 from protocol.codec import MAX_FRAME_SIZE, encode
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import CLOSE_CODES, ErrorCode, ProtocolError
 from protocol.frames import (
     Answer,
     AnswerResult,
@@ -267,7 +268,9 @@ class DeviceConnection:
     async def on_enroll(self, frame: Enroll) -> None:
         try:
             self.session.verify_enroll(frame)
-            cred = await self.store.complete_enrollment(frame.token, frame.pk, frame.name)
+            cred = await self.store.complete_enrollment(
+                frame.token, frame.pk, frame.name, frame.rpk, frame.binding
+            )
         except ProtocolError as err:
             err.ref = str(frame.rid)
             raise
@@ -299,6 +302,7 @@ class DeviceConnection:
             rp=record.rp,
             ch=record.id,
             nonce=record.nonce,
+            rp_nonce=record.rp_nonce,
             cid=frame.cid,
             decision=frame.decision,
             number=frame.number,
@@ -362,10 +366,26 @@ class DeviceConnection:
 
 async def device_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
+    # Version negotiation: the device offers "pushauth.vN" subprotocols; aiohttp picks
+    # the first of ours it offered (ours are best first). A device offering none of
+    # them (a version 1 device offers none at all) is told so with 4406 before any
+    # frame, so it fails with a clear reason instead of misreading version 2 frames.
     ws = web.WebSocketResponse(
-        max_msg_size=WS_READ_LIMIT, heartbeat=30.0, compress=False, timeout=CLOSE_REPLY_TIMEOUT_S
+        max_msg_size=WS_READ_LIMIT,
+        heartbeat=30.0,
+        compress=False,
+        timeout=CLOSE_REPLY_TIMEOUT_S,
+        protocols=SUBPROTOCOLS,
     )
     await ws.prepare(request)
+    if ws.ws_protocol is None:
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")[:64] or "none"
+        log.info("device offered no protocol version this broker speaks (%s)", offered)
+        await ws.close(
+            code=CLOSE_CODES[ErrorCode.UNSUPPORTED_VERSION],
+            message=f"unsupported_version: this broker speaks {', '.join(SUBPROTOCOLS)}".encode()[:120],
+        )
+        return ws
     node = app[NODE]
     session = ServerSession(node=node.name, now_ms=now_ms())
     conn = DeviceConnection(ws, session, node.store, node.hub, request.transport)

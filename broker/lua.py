@@ -118,27 +118,35 @@ return 1
 """
 
 # KEYS: credential hash
-# ARGV: recovery public key
-# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'exists' (a key is named already)
+# ARGV: recovery public key, ts (ms) of the credential key's signature naming it, that
+#       signature
+# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'stale' (not newer than the
+#    key named last: a replayed older naming must not bring back a used key)
 SET_RECOVERY_KEY = """
-local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk')
+local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk_ts')
 if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
 if c[2] ~= '1' then return 'not_recoverable' end
-if c[3] then return 'exists' end
-redis.call('HSET', KEYS[1], 'recovery_pk', ARGV[1])
+local last = tonumber(c[3] or '0')
+if tonumber(ARGV[2]) <= last then return 'stale' end
+redis.call('HSET', KEYS[1], 'recovery_pk', ARGV[1], 'recovery_pk_ts', ARGV[2], 'recovery_pk_sig', ARGV[3])
 return 'ok'
 """
 
 # KEYS: old credential hash, new credential hash, user-credentials hash
 # ARGV: the recovery public key that signed, new cid, account label, then the new
 #       credential hash as field/value pairs
-# -> 'ok'; else 'unknown', 'revoked' or 'wrong_key' (the old credential's recovery key changed)
+# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'wrong_key' (the old
+#    credential's recovery key changed or was used). A recovery key works once: it is
+#    taken off the old credential in the same step.
 RECOVER_CREDENTIAL = """
 local c = redis.call('HMGET', KEYS[1], 'status', 'recovery_pk')
 if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
+if not c[2] then return 'not_recoverable' end
 if c[2] ~= ARGV[1] then return 'wrong_key' end
+redis.call('HDEL', KEYS[1], 'recovery_pk', 'recovery_pk_sig')
+redis.call('HSET', KEYS[1], 'recovery_used', '1')
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))

@@ -43,6 +43,16 @@ class Credential:
     status: str  # active | revoked
     recovered_from: str | None = None  # registered with this credential's recovery key
     has_notices: bool = False  # may have open recovery notices (broker/notices.py)
+    # What the RP checks itself (the broker only keeps and relays it; docs/protocol.md,
+    # "Trust model"): the enrollment binding, the current recovery key and the proof
+    # that named it, and for a recovered credential the recovery's signatures.
+    binding: bytes | None = None
+    recovery_pk: bytes | None = None
+    recovery_pk_ts: int | None = None  # set by a rotation (signed by this credential's key)
+    recovery_pk_sig: bytes | None = None
+    recovery_ts: int | None = None  # recovered: when, and the recovery key's and new key's signatures
+    recovery_sig: bytes | None = None
+    recovery_pop: bytes | None = None
 
     @classmethod
     def from_hash(cls, cid: str, h: dict[bytes, bytes]) -> Credential:
@@ -59,6 +69,13 @@ class Credential:
             status=_s(h, "status"),
             recovered_from=_s(h, "recovered_from") or None,
             has_notices=_s(h, "notices") == "1",
+            binding=h.get(b"binding"),
+            recovery_pk=h.get(b"recovery_pk"),
+            recovery_pk_ts=_i(h, "recovery_pk_ts") or None,
+            recovery_pk_sig=h.get(b"recovery_pk_sig"),
+            recovery_ts=_i(h, "rec_ts") or None,
+            recovery_sig=h.get(b"rec_sig"),
+            recovery_pop=h.get(b"rec_pop"),
         )
 
     @property
@@ -124,6 +141,7 @@ class ChallengeRecord:
     number: str
     digits: int
     nonce: bytes
+    rp_nonce: bytes
     ctx: dict[str, str]
     ctx_hash: bytes
     created: int
@@ -136,8 +154,8 @@ class ChallengeRecord:
         """Field/value pairs for HSET at creation (a pending challenge)."""
         return [
             "rp", self.rp, "rp_name", self.rp_name, "user", self.user, "number", self.number,
-            "digits", self.digits, "nonce", self.nonce, "ctx", json.dumps(self.ctx),
-            "ctx_hash", self.ctx_hash, "created", self.created, "expires", self.expires,
+            "digits", self.digits, "nonce", self.nonce, "rp_nonce", self.rp_nonce,
+            "ctx", json.dumps(self.ctx), "ctx_hash", self.ctx_hash, "created", self.created, "expires", self.expires,
             "status", Status.PENDING.value,
         ]  # fmt: skip
 
@@ -161,6 +179,7 @@ class ChallengeRecord:
             number=_s(h, "number"),
             digits=_i(h, "digits"),
             nonce=_b(h, "nonce"),
+            rp_nonce=_b(h, "rp_nonce"),
             ctx=json.loads(_s(h, "ctx", "{}")),
             ctx_hash=_b(h, "ctx_hash"),
             created=_i(h, "created"),
@@ -172,7 +191,7 @@ class ChallengeRecord:
     def to_event(self) -> list[Any]:
         return [
             self.id, self.rp, self.rp_name, self.user, self.number, self.digits,
-            self.nonce, self.ctx, self.ctx_hash, self.created, self.expires,
+            self.nonce, self.rp_nonce, self.ctx, self.ctx_hash, self.created, self.expires,
         ]  # fmt: skip
 
     @classmethod
@@ -190,6 +209,7 @@ class ChallengeRecord:
             rp_name=self.rp_name,
             account=account,
             nonce=self.nonce,
+            rp_nonce=self.rp_nonce,
             ctx=self.ctx,
             created=self.created,
             expires=self.expires,

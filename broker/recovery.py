@@ -1,13 +1,19 @@
 """Recoverable credentials: a recovery key per credential, and recovery with it.
 
 When the RP enrolls a user as recoverable, the device makes a second key pair, the
-recovery key, names its public key for the new credential (signed by the credential
-key), and keeps the private half in its encrypted backup. After a restore on a new
-device, the backup's recovery key registers a new credential for the same account
-by itself: signed by the recovery key, with proof of possession of the new key. The
-old credential stays valid until removed; the new one lists `recovered_from` so the
-RP knows (and can show "restored from <old device>"), and the old device is asked
-"was this you?" (broker/notices.py): "no" revokes the new credential.
+recovery key, registers its public key with the credential (in `enroll`, bound for
+the RP by the enrollment binding), and keeps the private half in its encrypted
+backup. After a restore on a new device, the backup's recovery key registers a new
+credential for the same account by itself: signed by the recovery key, with proof of
+possession of the new key. A recovery key works once: the recovery takes it off the
+old credential, and the new credential names its own. The device names a new
+recovery key for a credential (signed by the credential key) when the old one may be
+known to someone else: after a passphrase change, a "no" to "was this you?", or a
+recovery. The broker only keeps and relays the signatures: the RP checks them
+against the keys it stored (relying_party.credentials), never the broker's word.
+The old credential stays valid until removed; the new one lists `recovered_from`,
+and the old device is asked "was this you?" (broker/notices.py): "no" revokes the
+new credential.
 
     POST /v1/credentials/{id}/recovery-key  {"recovery_pk", "ts", "sig"}     -> 204
     POST /v1/recoveries  {"cid", "pk", "name", "recovery_pk", "ts", "recovery_sig", "sig"}
@@ -36,8 +42,8 @@ _REFUSALS = {
     "unknown": (404, "not_found", "no such credential"),
     "revoked": (409, "credential_revoked", "the credential was removed; it can no longer be recovered"),
     "not_recoverable": (409, "not_recoverable", "the service did not enroll this credential as recoverable"),
-    "exists": (409, "conflict", "this credential has a recovery key already"),
-    "wrong_key": (403, "bad_signature", "the recovery key does not match"),
+    "stale": (409, "conflict", "a newer recovery key is named already"),
+    "wrong_key": (403, "bad_signature", "the recovery key does not match (it was replaced or used)"),
 }
 
 
@@ -66,7 +72,7 @@ async def set_recovery_key(request: web.Request) -> web.Response:
     cred, _ = await _credential(request, request.match_info["id"])
     store = node_of(request).store
     await check_signed(store, cred.public_key, signing.recovery_key_bytes(cred.id, recovery_pk, ts), sig, ts)
-    result = await store.redis.eval(lua.SET_RECOVERY_KEY, 1, keys.credential(cred.id), recovery_pk)
+    result = await store.redis.eval(lua.SET_RECOVERY_KEY, 1, keys.credential(cred.id), recovery_pk, ts, sig)
     if result != b"ok":
         raise _refused(result)
     return web.Response(status=204)
@@ -89,7 +95,7 @@ async def recover(request: web.Request) -> web.Response:
     recovery_pk = h.get(b"recovery_pk")
     if recovery_pk is None:
         raise _refused("not_recoverable")
-    message = signing.recover_bytes(old.id, pk, name, new_recovery_pk, ts)
+    message = signing.recover_bytes(old.rp, old.id, pk, name, new_recovery_pk, ts)
     if not signing.is_valid(pk, message, sig):  # proof of possession of the new key
         raise ApiError(403, "bad_signature", "the new key's signature does not verify")
     store = node_of(request).store
@@ -98,7 +104,7 @@ async def recover(request: web.Request) -> web.Response:
     fields = [
         "rp", old.rp, "user", old.user, "account", old.account, "name", name, "pk", pk,
         "created", created, "status", "active", "recoverable", "1", "recovery_pk", new_recovery_pk,
-        "recovered_from", old.id,
+        "recovered_from", old.id, "rec_ts", ts, "rec_sig", recovery_sig, "rec_pop", sig,
     ]  # fmt: skip
     notice = Notice(new_id("rn"), old.id, cid, name, old.rp, old.user, old.account, created)
     # One transaction: the new credential never exists without its "was this you?"

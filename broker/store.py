@@ -226,8 +226,18 @@ class Store:
         enrollment = Enrollment.from_hash(eid, h)
         return enrollment if enrollment.rp == rp_id else None  # another RP's: not found
 
-    async def complete_enrollment(self, token: str, public_key: bytes, device_name: str) -> Credential:
-        """Create the credential for a valid token; the token is used up atomically."""
+    async def complete_enrollment(
+        self,
+        token: str,
+        public_key: bytes,
+        device_name: str,
+        recovery_pk: bytes | None = None,
+        binding: bytes | None = None,
+    ) -> Credential:
+        """Create the credential for a valid token; the token is used up atomically.
+
+        `binding` (for the RP to check; the broker cannot) and, for a recoverable
+        enrollment, `recovery_pk` are kept with the credential."""
         token_key = keys.token(sha256_hex(token))
         eid = await self.redis.get(token_key)
         h = await self.redis.hgetall(keys.enrollment(eid.decode())) if eid is not None else {}
@@ -245,12 +255,18 @@ class Store:
             created=now,
             last_used=None,
             status="active",
+            binding=binding,
+            recovery_pk=recovery_pk if enrollment.recoverable else None,
         )
         fields = [
             "rp", cred.rp, "user", cred.user, "account", cred.account, "name", cred.name,
             "pk", cred.public_key, "created", now, "status", "active", "enrollment", enrollment.id,
             "recoverable", "1" if enrollment.recoverable else "0",
         ]  # fmt: skip
+        if binding is not None:
+            fields += ["binding", binding]
+        if recovery_pk is not None and enrollment.recoverable:
+            fields += ["recovery_pk", recovery_pk]
         event = events.EnrollmentCompleted(enrollment.id, enrollment.rp, cred.id)
         result = await self._enroll(
             keys=[

@@ -16,7 +16,9 @@ from typing import Self, TypeVar
 
 import websockets.exceptions as wse
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
+from protocol import PROTOCOL_VERSION, SUBPROTOCOLS
 from protocol.codec import MAX_FRAME_SIZE, encode
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import (
@@ -71,6 +73,7 @@ class Connection:
         try:
             ws = await connect(
                 url,
+                subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
                 max_size=MAX_FRAME_SIZE,
                 open_timeout=OPEN_TIMEOUT_S,
                 ping_interval=PING_INTERVAL_S,
@@ -79,6 +82,15 @@ class Connection:
             )
         except (OSError, TimeoutError, wse.WebSocketException) as exc:  # refused, DNS, not a WebSocket...
             raise Unreachable(f"cannot reach the broker at {url}: {_describe(exc)}") from None
+        if ws.subprotocol is None:
+            # A broker that picked no version speaks none we do: version 1 brokers
+            # ignore the offer. Stop before its frames are misread.
+            await ws.close(4406, "unsupported_version")
+            raise Refused(
+                f"the broker at {url} speaks an older protocol than this agent (which needs "
+                f"version {PROTOCOL_VERSION}); the broker must be upgraded",
+                code=ErrorCode.UNSUPPORTED_VERSION.value,
+            )
         conn = cls(url, ws)
         try:
             async with asyncio.timeout(REPLY_TIMEOUT_S):
@@ -113,18 +125,21 @@ class Connection:
     # -- bytes in and out ------------------------------------------------------
 
     async def _recv_wire(self) -> Frame:
-        try:
-            data = await self._ws.recv()
-        except wse.ConnectionClosed as exc:
-            raise Unreachable(f"{self.url}: {_closed(exc)}") from None
-        try:
-            if isinstance(data, str):
-                raise ProtocolError(ErrorCode.MALFORMED, "frames are binary WebSocket messages")
-            return self.session.receive(data)
-        except ProtocolError as exc:
-            # The broker broke the protocol: say why in the close, as it would.
-            await self._ws.close(exc.close_code, str(exc.code))
-            raise Unreachable(f"{self.url}: {error_message(exc.code)} ({exc.message})") from None
+        while True:
+            try:
+                data = await self._ws.recv()
+            except wse.ConnectionClosed as exc:
+                raise Unreachable(f"{self.url}: {_closed(exc)}") from None
+            try:
+                if isinstance(data, str):
+                    raise ProtocolError(ErrorCode.MALFORMED, "frames are binary WebSocket messages")
+                return self.session.receive(data)
+            except ProtocolError as exc:
+                if exc.code is ErrorCode.UNKNOWN_FRAME:
+                    continue  # a newer broker's frame type: ignored (docs/protocol.md, "Evolution")
+                # The broker broke the protocol: say why in the close, as it would.
+                await self._ws.close(exc.close_code, str(exc.code))
+                raise Unreachable(f"{self.url}: {error_message(exc.code)} ({exc.message})") from None
 
     async def recv(self) -> Frame:
         """The next frame from the broker (frames set aside while waiting come first)."""
@@ -189,9 +204,26 @@ class Connection:
             self.notices.append(notice)
         return welcome, challenges
 
-    async def enroll(self, *, token: str, seed: bytes, name: str) -> Enrolled:
+    async def enroll(
+        self,
+        *,
+        token: str,
+        seed: bytes,
+        name: str,
+        rp: str,
+        binding_secret: bytes | None,
+        recovery_pk: bytes | None,
+    ) -> Enrolled:
         rid = self.rid()
-        data = self.session.enroll_frame(rid=rid, token=token, seed=seed, name=name)
+        data = self.session.enroll_frame(
+            rid=rid,
+            token=token,
+            seed=seed,
+            name=name,
+            rp=rp,
+            binding_secret=binding_secret,
+            recovery_pk=recovery_pk,
+        )
         await self.send(data)
         got = await self._wait_for(
             lambda f: (

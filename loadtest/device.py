@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from protocol import SUBPROTOCOLS
 from protocol.errors import ProtocolError
 from protocol.frames import Enrolled, Error, Frame, Welcome
 from protocol.session import ClientSession
@@ -158,7 +159,7 @@ async def enroll(
 
     async def provisioner() -> None:
         session = ClientSession()
-        async with http.ws_connect(ws_url, max_msg_size=0) as ws:
+        async with http.ws_connect(ws_url, max_msg_size=0, protocols=SUBPROTOCOLS) as ws:
             msg = await ws.receive()
             session.receive(bytes(msg.data))  # hello
             rid = 0

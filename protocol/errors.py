@@ -15,7 +15,7 @@ class ErrorCode(enum.StrEnum):
     MALFORMED = "malformed"  # not msgpack, not a map, trailing bytes
     FRAME_TOO_LARGE = "frame_too_large"
     UNSUPPORTED_VERSION = "unsupported_version"
-    UNKNOWN_FRAME = "unknown_frame"
+    UNKNOWN_FRAME = "unknown_frame"  # not fatal since version 2: a newer peer's frame
     INVALID_FIELD = "invalid_field"  # missing, extra, wrong type or out of range
     UNEXPECTED_FRAME = "unexpected_frame"  # valid frame, wrong state or direction
     # Authentication.
@@ -45,7 +45,6 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_CODES: dict[ErrorCode, int] = {
     ErrorCode.MALFORMED: 4400,
     ErrorCode.INVALID_FIELD: 4400,
-    ErrorCode.UNKNOWN_FRAME: 4400,
     ErrorCode.UNEXPECTED_FRAME: 4400,
     ErrorCode.UNSUPPORTED_VERSION: 4406,
     ErrorCode.FRAME_TOO_LARGE: 4413,

@@ -137,10 +137,7 @@ class Record:
     def __call__(self, name: str, value: Any) -> dict[str, Any]:
         if type(value) is not dict:
             raise _bad(name, "expected a map")
-        known = {k for k, _ in self.fields}
-        extra = set(value) - known
-        if extra:
-            raise _bad(name, f"unknown keys {sorted(map(str, extra))}")
+        # Keys it does not define are ignored, as in frames (docs/protocol.md, "Evolution").
         out: dict[str, Any] = {}
         for key, check in self.fields:
             if key not in value:
@@ -150,6 +147,9 @@ class Record:
 
 
 IDENT = Str(max_len=64, min_len=1, pattern=ID_RE)
+# A code the broker sends (a reason, an outcome, an error code): receivers accept any
+# well-formed code, since later versions add codes, and treat unknown ones generically.
+CODE = Str(max_len=32, min_len=1, pattern=re.compile(r"^[a-z0-9_]{1,32}$"))
 NONCE = Bytes(length=32)
 PUBLIC_KEY = Bytes(length=32)
 SIGNATURE = Bytes(length=64)

@@ -1,9 +1,12 @@
 """Device frames: one dataclass per frame type, and the schema each is checked by.
 
 A frame on the wire is one binary WebSocket message holding one msgpack map:
-``{"v": 1, "t": <type>, <fields>...}``. Every field is required (optional ones are
-sent as nil), no other key is allowed, and each value is checked by the validator
-named in the frame's SCHEMA. `codec.py` does the bytes; this module is the table.
+``{"v": 2, "t": <type>, <fields>...}``. Every field is required (optional ones are
+sent as nil), keys a type does not define are ignored (later revisions may add
+some), and each value is checked by the validator named in the frame's SCHEMA.
+Codes the broker sends (reasons, outcomes, error codes) accept any well-formed code:
+the enums below are what this version sends, not all a receiver may see.
+`codec.py` does the bytes; this module is the table.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class Welcome(Frame):
     SENDER: ClassVar[Sender] = Sender.BROKER
     SCHEMA: ClassVar[dict[str, f.Validator]] = {
         "accepted": f.ListOf(f.IDENT),
-        "rejected": f.ListOf(f.Record((("cid", f.IDENT), ("code", f.Str(max_len=32))))),
+        "rejected": f.ListOf(f.Record((("cid", f.IDENT), ("code", f.CODE)))),
         "pending": f.Int(0, 1 << 16),
         "notices": f.Int(0, 1 << 16),
     }
@@ -145,6 +148,7 @@ class Challenge(Frame):
         "rp_name": f.TEXT,
         "account": f.TEXT,
         "nonce": f.NONCE,
+        "rp_nonce": f.NONCE,
         "ctx": CONTEXT,
         "created": f.TIMESTAMP_MS,
         "expires": f.TIMESTAMP_MS,
@@ -156,6 +160,9 @@ class Challenge(Frame):
     rp_name: str
     account: str
     nonce: bytes
+    # The RP's own fresh value (version 2): the answer signs it, and the RP accepts
+    # only an answer over the value it made, so a replayed old approval cannot pass.
+    rp_nonce: bytes
     ctx: dict[str, str]
     created: int
     expires: int
@@ -170,7 +177,7 @@ class AnswerResult(Frame):
     SENDER: ClassVar[Sender] = Sender.BROKER
     SCHEMA: ClassVar[dict[str, f.Validator]] = {
         "ch": f.IDENT,
-        "outcome": f.Str(max_len=32),
+        "outcome": f.CODE,  # a challenge Status (protocol/challenge.py)
     }
     ch: str
     outcome: str
@@ -182,7 +189,7 @@ class Cancel(Frame):
     SENDER: ClassVar[Sender] = Sender.BROKER
     SCHEMA: ClassVar[dict[str, f.Validator]] = {
         "ch": f.IDENT,
-        "reason": f.OneOf(frozenset(CancelReason)),
+        "reason": f.CODE,  # a CancelReason; unknown ones mean "ended"
     }
     ch: str
     reason: str
@@ -194,7 +201,7 @@ class Revoked(Frame):
     SENDER: ClassVar[Sender] = Sender.BROKER
     SCHEMA: ClassVar[dict[str, f.Validator]] = {
         "cid": f.IDENT,
-        "reason": f.OneOf(frozenset(RevokeReason)),
+        "reason": f.CODE,  # a RevokeReason; unknown ones mean "removed"
         "rid": f.Optional(f.REQUEST_ID),
     }
     cid: str
@@ -234,7 +241,7 @@ class RecoveryResult(Frame):
     SCHEMA: ClassVar[dict[str, f.Validator]] = {
         "notice": f.IDENT,
         "cid": f.IDENT,
-        "outcome": f.OneOf(frozenset(NoticeOutcome)),
+        "outcome": f.CODE,  # a NoticeOutcome; unknown ones mean "closed"
         "rid": f.Optional(f.REQUEST_ID),
     }
     notice: str
@@ -250,7 +257,7 @@ class Error(Frame):
     TYPE: ClassVar[str] = "error"
     SENDER: ClassVar[Sender] = Sender.BROKER
     SCHEMA: ClassVar[dict[str, f.Validator]] = {
-        "code": f.Str(max_len=32, min_len=1),
+        "code": f.CODE,
         "message": f.Str(max_len=512),
         "ref": f.Optional(f.Str(max_len=64)),
     }
@@ -276,7 +283,12 @@ class Authenticate(Frame):
 
 @dataclass(frozen=True, slots=True)
 class Enroll(Frame):
-    """Register a new credential with a single-use enrollment token."""
+    """Register a new credential with a single-use enrollment token.
+
+    `sig` proves possession of `pk` to the broker (over this connection's nonce);
+    `binding` proves it to the RP: a signature by the new key over the secret the RP
+    put in the enrollment link, which the broker never sees (signing.binding_bytes).
+    `rpk` is the credential's recovery public key when the link says recoverable."""
 
     TYPE: ClassVar[str] = "enroll"
     SENDER: ClassVar[Sender] = Sender.DEVICE
@@ -285,12 +297,16 @@ class Enroll(Frame):
         "token": f.Str(max_len=128, min_len=16, pattern=f.ID_RE_LONG),
         "pk": f.PUBLIC_KEY,
         "name": f.NAME,
+        "rpk": f.Optional(f.PUBLIC_KEY),
+        "binding": f.Optional(f.SIGNATURE),
         "sig": f.SIGNATURE,
     }
     rid: int
     token: str
     pk: bytes
     name: str
+    rpk: bytes | None
+    binding: bytes | None
     sig: bytes
 
 

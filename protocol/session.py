@@ -89,7 +89,7 @@ class ServerSession:
     def verify_enroll(self, frame: Enroll) -> None:
         signing.verify(
             frame.pk,
-            signing.enroll_bytes(self.nonce, frame.token, frame.pk, frame.name),
+            signing.enroll_bytes(self.nonce, frame.token, frame.pk, frame.name, frame.rpk),
             frame.sig,
         )
 
@@ -147,10 +147,50 @@ class ClientSession:
         )
         return encode(Authenticate(creds=creds))
 
-    def enroll_frame(self, *, rid: int, token: str, seed: bytes, name: str) -> bytes:
-        pk = signing.public_key(seed)
-        sig = signing.sign(seed, signing.enroll_bytes(self._nonce(), token, pk, name))
-        return encode(Enroll(rid=rid, token=token, pk=pk, name=name, sig=sig))
+    def enroll_frame(
+        self,
+        *,
+        rid: int,
+        token: str,
+        seed: bytes,
+        name: str,
+        rp: str = "",
+        binding_secret: bytes | None = None,
+        recovery_pk: bytes | None = None,
+    ) -> bytes:
+        """`binding_secret` is the link's `es` (the RP's), `rp` the link's RP id."""
+        return encode(
+            enroll(
+                self._nonce(),
+                rid=rid,
+                token=token,
+                seed=seed,
+                name=name,
+                rp=rp,
+                binding_secret=binding_secret,
+                recovery_pk=recovery_pk,
+            )
+        )
+
+
+def enroll(
+    hello_nonce: bytes,
+    *,
+    rid: int,
+    token: str,
+    seed: bytes,
+    name: str,
+    rp: str,
+    binding_secret: bytes | None,
+    recovery_pk: bytes | None,
+) -> Enroll:
+    """The `enroll` frame: proof of possession for the broker, binding for the RP."""
+    pk = signing.public_key(seed)
+    sig = signing.sign(seed, signing.enroll_bytes(hello_nonce, token, pk, name, recovery_pk))
+    binding = None
+    if binding_secret is not None:
+        binding = signing.sign(seed, signing.binding_bytes(rp, token, binding_secret, pk, name, recovery_pk))
+    return Enroll(rid=rid, token=token, pk=pk, name=name, rpk=recovery_pk, binding=binding, sig=sig)
 
 
 def sign_answer(challenge: Challenge, *, seed: signing.Signer, decision: str, number: str, ts: int) -> Answer:
@@ -160,6 +200,7 @@ def sign_answer(challenge: Challenge, *, seed: signing.Signer, decision: str, nu
         rp=challenge.rp,
         ch=challenge.ch,
         nonce=challenge.nonce,
+        rp_nonce=challenge.rp_nonce,
         cid=challenge.cid,
         decision=decision,
         number=number,

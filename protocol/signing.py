@@ -17,13 +17,16 @@ import nacl.signing
 
 from .errors import ErrorCode, ProtocolError
 
+# Each domain carries its own version: it changes when the items it signs change
+# (protocol version 2 changed enroll, answer and recover, and added binding).
 DOMAIN_AUTH = "pushauth/auth/v1"
-DOMAIN_ENROLL = "pushauth/enroll/v1"
-DOMAIN_ANSWER = "pushauth/answer/v1"
+DOMAIN_ENROLL = "pushauth/enroll/v2"
+DOMAIN_BINDING = "pushauth/enroll-binding/v1"
+DOMAIN_ANSWER = "pushauth/answer/v2"
 DOMAIN_CONTEXT = "pushauth/context/v1"
 DOMAIN_BACKUP = "pushauth/backup/v1"
 DOMAIN_RECOVERY_KEY = "pushauth/recovery-key/v1"
-DOMAIN_RECOVER = "pushauth/recover/v1"
+DOMAIN_RECOVER = "pushauth/recover/v2"
 DOMAIN_RECOVERY_ANSWER = "pushauth/recovery-answer/v1"
 
 Item = bytes | str | int
@@ -50,9 +53,22 @@ def auth_bytes(hello_nonce: bytes, cid: str) -> bytes:
     return canonical(DOMAIN_AUTH, hello_nonce, cid)
 
 
-def enroll_bytes(hello_nonce: bytes, token: str, public_key: bytes, device_name: str) -> bytes:
-    """Proof of possession of a new key, bound to the token and this connection."""
-    return canonical(DOMAIN_ENROLL, hello_nonce, token, public_key, device_name)
+def enroll_bytes(
+    hello_nonce: bytes, token: str, public_key: bytes, device_name: str, recovery_pk: bytes | None
+) -> bytes:
+    """Proof of possession of a new key, bound to the token and this connection.
+    A credential without a recovery key signs the empty item in its place."""
+    return canonical(DOMAIN_ENROLL, hello_nonce, token, public_key, device_name, recovery_pk or b"")
+
+
+def binding_bytes(
+    rp: str, token: str, secret: bytes, public_key: bytes, device_name: str, recovery_pk: bytes | None
+) -> bytes:
+    """What the new key signs for the RP: the enrollment link's secret (`es`, which the
+    broker never sees) with the key, name and recovery key registered. Only a device
+    that read the link can make it, and the broker cannot make one for a key of its
+    own; the RP checks it with the secret it made (relying_party.verify)."""
+    return canonical(DOMAIN_BINDING, rp, token, secret, public_key, device_name, recovery_pk or b"")
 
 
 def context_hash(ctx: dict[str, str]) -> bytes:
@@ -68,14 +84,17 @@ def answer_bytes(
     rp: str,
     ch: str,
     nonce: bytes,
+    rp_nonce: bytes,
     cid: str,
     decision: str,
     number: str,
     ts: int,
     ctx_hash: bytes,
 ) -> bytes:
-    """What a device signs to answer a challenge; the RP SDK checks the same bytes."""
-    return canonical(DOMAIN_ANSWER, rp, ch, nonce, cid, decision, number, ts, ctx_hash)
+    """What a device signs to answer a challenge; the RP SDK checks the same bytes.
+    `rp_nonce` is the RP's own fresh value for this challenge: its SDK accepts only
+    an answer over the value it made (no replay of an older approval)."""
+    return canonical(DOMAIN_ANSWER, rp, ch, nonce, rp_nonce, cid, decision, number, ts, ctx_hash)
 
 
 def backup_bytes(op: str, blob_id: str, ts: int, body_hash: bytes) -> bytes:
@@ -90,11 +109,12 @@ def recovery_key_bytes(cid: str, recovery_pk: bytes, ts: int) -> bytes:
     return canonical(DOMAIN_RECOVERY_KEY, cid, recovery_pk, ts)
 
 
-def recover_bytes(old_cid: str, pk: bytes, name: str, recovery_pk: bytes, ts: int) -> bytes:
-    """A new credential `pk` for the account of `old_cid`; signed by the recovery key of
-    `old_cid` and, as proof of possession, by the new key. `recovery_pk` is the new
-    credential's own recovery key."""
-    return canonical(DOMAIN_RECOVER, old_cid, pk, name, recovery_pk, ts)
+def recover_bytes(rp: str, old_cid: str, pk: bytes, name: str, recovery_pk: bytes, ts: int) -> bytes:
+    """A new credential `pk` for the account of `old_cid` at RP `rp`; signed by the
+    recovery key of `old_cid` and, as proof of possession, by the new key. The RP checks
+    both against the recovery key it stored. `recovery_pk` is the new credential's own
+    recovery key (the old one works once)."""
+    return canonical(DOMAIN_RECOVER, rp, old_cid, pk, name, recovery_pk, ts)
 
 
 def recovery_answer_bytes(notice: str, cid: str, new_cid: str, decision: str, ts: int) -> bytes:

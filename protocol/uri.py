@@ -1,10 +1,12 @@
 """The enrollment URI shown as a QR code: build and strict parse.
 
-    pushauth://enroll?v=1&broker=<ws(s) URL>&token=<token>&rp=<rp id>
-        &rp_name=<display name>&account=<label>
+    pushauth://enroll?v=2&broker=<ws(s) URL>&token=<token>&rp=<rp id>
+        &rp_name=<display name>&account=<label>[&recoverable=1][&es=<base64url>]
         [&secret=<base32>&algorithm=SHA1|SHA256|SHA512&digits=6|8&period=<s>]
 
-The TOTP part is provisioned by the RP itself (the broker never sees it).
+The TOTP part and `es` (the RP's enrollment-binding secret) are added by the RP
+itself, to the link the broker made: the broker never sees them. docs/protocol.md
+gives the grammar (ABNF).
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from . import b64
 from .errors import ErrorCode, ProtocolError
 from .fields import ID_RE, ID_RE_LONG
 
 SCHEME = "pushauth"
+URI_VERSION = "2"  # 2: `es` and `recoverable` (protocol version 2)
+BINDING_SECRET_BYTES = 32
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 _BASE32_RE = re.compile(r"^[A-Z2-7]+=*$")
 _NUMBER_RE = re.compile(r"[0-9]{1,9}")
@@ -40,16 +45,22 @@ class EnrollmentURI:
     rp_name: str
     account: str
     totp: TotpParams | None = None
+    recoverable: bool = False
+    binding_secret: bytes | None = None  # `es`: made by the RP, never seen by the broker
 
     def build(self) -> str:
         q: list[tuple[str, str]] = [
-            ("v", "1"),
+            ("v", URI_VERSION),
             ("broker", self.broker),
             ("token", self.token),
             ("rp", self.rp),
             ("rp_name", self.rp_name),
             ("account", self.account),
         ]
+        if self.recoverable:
+            q.append(("recoverable", "1"))
+        if self.binding_secret is not None:
+            q.append(("es", b64.encode(self.binding_secret)))
         if self.totp is not None:
             t = self.totp
             q += [
@@ -61,7 +72,10 @@ class EnrollmentURI:
         return f"{SCHEME}://enroll?{urlencode(q)}"
 
     def with_totp(self, totp: TotpParams) -> EnrollmentURI:
-        return EnrollmentURI(self.broker, self.token, self.rp, self.rp_name, self.account, totp)
+        return replace(self, totp=totp)
+
+    def with_binding_secret(self, secret: bytes) -> EnrollmentURI:
+        return replace(self, binding_secret=secret)
 
 
 def _bad(why: str) -> ProtocolError:
@@ -81,26 +95,52 @@ def parse(text: str) -> EnrollmentURI:
         if key in q:
             raise _bad(f"parameter {key!r} given twice")
         q[key] = value
-    if q.get("v") != "1":
-        raise _bad("unsupported or missing version (v=1)")
+    if q.get("v") != URI_VERSION:
+        raise _bad(f"unsupported or missing version (this agent reads v={URI_VERSION}; is it up to date?)")
     for key in ("broker", "token", "rp", "rp_name", "account"):
         if not q.get(key):
             raise _bad(f"missing {key!r}")
     broker = urlsplit(q["broker"])
-    if broker.scheme not in ("ws", "wss") or not broker.netloc:
-        raise _bad("broker must be a ws:// or wss:// URL")
+    try:
+        host, _port = broker.hostname, broker.port  # port raises on a malformed one
+    except ValueError:
+        host = None
+    if broker.scheme not in ("ws", "wss") or not host:
+        raise _bad("broker must be a ws:// or wss:// URL with a host")
+    if broker.username is not None or broker.password is not None or broker.fragment:
+        raise _bad("broker URL must not carry user info or a fragment")
     if not ID_RE_LONG.fullmatch(q["token"]):
         raise _bad("malformed token")
     if not ID_RE.fullmatch(q["rp"]):
         raise _bad("malformed rp id")
     if len(q["rp_name"]) > 256 or len(q["account"]) > 256:
         raise _bad("rp_name and account are at most 256 characters")
+    recoverable = q.get("recoverable", "0")
+    if recoverable not in ("0", "1"):
+        raise _bad("recoverable must be 0 or 1")
+    secret = None
+    if "es" in q:
+        try:
+            secret = b64.decode(q["es"])
+        except ValueError:
+            secret = b""
+        if len(secret) != BINDING_SECRET_BYTES:
+            raise _bad(f"es must be {BINDING_SECRET_BYTES} bytes in base64url")
     totp = None
     if "secret" in q:
         totp = parse_totp(q)
     elif {"algorithm", "digits", "period"} & q.keys():
         raise _bad("TOTP parameters without a secret")
-    return EnrollmentURI(q["broker"], q["token"], q["rp"], q["rp_name"], q["account"], totp)
+    return EnrollmentURI(
+        q["broker"],
+        q["token"],
+        q["rp"],
+        q["rp_name"],
+        q["account"],
+        totp,
+        recoverable=recoverable == "1",
+        binding_secret=secret,
+    )
 
 
 def parse_totp(q: dict[str, str]) -> TotpParams:

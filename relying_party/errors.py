@@ -117,6 +117,12 @@ class VerificationReason(enum.StrEnum):
     CONTEXT_MISMATCH = "context_mismatch"  # signed over another context than the RP sent
     BAD_SIGNATURE = "bad_signature"  # does not verify over the RP's own challenge values
     STATUS_MISMATCH = "status_mismatch"  # the signed answer leads to another outcome
+    STALE_ANSWER = "stale_answer"  # signed outside the challenge's lifetime by the RP's clock
+    BAD_BINDING = "bad_binding"  # an enrolled key the device did not bind to the RP's link
+    KEY_MISMATCH = "key_mismatch"  # the broker lists another key than the RP stored
+    BAD_RECOVERY = "bad_recovery"  # a recovered credential without valid proof from a stored recovery key
+    RECOVERY_KEY_USED = "recovery_key_used"  # the recovery key was used already (it works once)
+    BAD_ROTATION = "bad_rotation"  # a new recovery key not signed by the credential, or not newer
 
 
 class VerificationFailed(PushAuthError):
@@ -127,11 +133,12 @@ class VerificationFailed(PushAuthError):
         reason: VerificationReason,
         message: str,
         *,
-        challenge_id: str,
+        challenge_id: str = "",
         credential_id: str | None = None,
         broker_status: str | None = None,
     ) -> None:
-        super().__init__(f"challenge {challenge_id}: {reason}: {message}")
+        about = f"challenge {challenge_id}" if challenge_id else f"credential {credential_id}"
+        super().__init__(f"{about}: {reason}: {message}")
         self.reason = reason
         self.challenge_id = challenge_id
         self.credential_id = credential_id

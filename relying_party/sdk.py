@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -29,7 +30,7 @@ from protocol import uri as enrollment_uri
 from protocol.challenge import DEFAULT_TTL_S
 from protocol.errors import ProtocolError
 from protocol.numbers import DEFAULT_DIGITS
-from protocol.uri import TotpParams
+from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
 from .errors import BadBrokerResponse, BrokerUnavailable, broker_error
@@ -140,7 +141,9 @@ class PushAuthClient:
 
         `totp` (see relying_party.totp.new_totp) is added to the URI here, by the RP:
         the broker never sees TOTP secrets. The RP stores it with the credential
-        once the enrollment completes.
+        once the enrollment completes. So is a fresh link secret (`es`), with which
+        `wait_enrollment` checks that the key the broker reports is the device's own:
+        keep the returned Enrollment (`to_json()`, server-side) until then.
         """
         body = await self._call(
             "POST",
@@ -155,26 +158,54 @@ class PushAuthClient:
             parsed = enrollment_uri.parse(enrollment.uri)
         except ProtocolError as exc:
             raise BadBrokerResponse(f"enrollment: {exc.message}") from None
+        rp = await self.rp()
+        if parsed.rp != rp.id or parsed.token != enrollment.token:
+            raise BadBrokerResponse("enrollment: the link names another RP or token than the broker's answer")
+        secret = secrets.token_bytes(BINDING_SECRET_BYTES)
+        parsed = parsed.with_binding_secret(secret)
         if totp is not None:
             parsed = parsed.with_totp(totp)
-        return replace(enrollment, uri=parsed.build(), totp=totp)
+        return replace(
+            enrollment, uri=parsed.build(), totp=totp, binding_secret=secret, recoverable=recoverable
+        )
 
-    async def get_enrollment(self, enrollment_id: str, *, wait: int = 0) -> Enrollment:
-        """One read of an enrollment, held up to `wait` seconds while it is pending."""
-        path = f"/v1/enrollments/{_segment(enrollment_id)}"
-        return Enrollment.from_json(wire.obj(await self._call("GET", path, wait=wait), "enrollment"))
+    async def get_enrollment(self, enrollment: Enrollment, *, wait: int = 0) -> Enrollment:
+        """One read of an enrollment, held up to `wait` seconds while it is pending.
 
-    async def wait_enrollment(self, enrollment_id: str, timeout: float) -> Enrollment:
+        `enrollment` is what create_enrollment returned (or Enrollment.from_stored of
+        it): a completed enrollment's credential is returned only once its binding to
+        that link verified; otherwise VerificationFailed (BAD_BINDING) is raised.
+        """
+        if not isinstance(enrollment, Enrollment):
+            raise TypeError(
+                "pass the Enrollment that create_enrollment returned (it holds the link's secret)"
+            )
+        path = f"/v1/enrollments/{_segment(enrollment.id)}"
+        got = Enrollment.from_json(wire.obj(await self._call("GET", path, wait=wait), "enrollment"))
+        if got.id != enrollment.id or got.user != enrollment.user:
+            raise BadBrokerResponse("enrollment: the broker answered about another enrollment or user")
+        got = replace(
+            got, binding_secret=enrollment.binding_secret, token=enrollment.token, uri=enrollment.uri
+        )
+        if got.credential is not None:
+            if got.credential.user != enrollment.user:
+                raise BadBrokerResponse("enrollment: the credential belongs to another user")
+            verify.verify_binding(got, got.credential, rp_id=(await self.rp()).id)
+        return got
+
+    async def wait_enrollment(self, enrollment: Enrollment, timeout: float) -> Enrollment:
         """Long-poll until the enrollment is completed or expired, or `timeout` seconds pass.
 
         Returns the enrollment in whatever state it reached: check `.completed` (then
-        store `.credential`), or `.status` for EXPIRED / PENDING (timed out).
+        store `.credential`, whose key and recovery key were checked against the
+        link's secret), or `.status` for EXPIRED / PENDING (timed out). Raises
+        VerificationFailed (BAD_BINDING) for a key the device did not bind to the link.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             wait = min(MAX_WAIT_S, math.floor(max(0.0, deadline - time.monotonic())))
             started = time.monotonic()
-            enrollment = await self.get_enrollment(enrollment_id, wait=wait)
+            enrollment = await self.get_enrollment(enrollment, wait=wait)
             if enrollment.status is not EnrollmentStatus.PENDING:
                 return enrollment
             if _now_ms() >= enrollment.expires_at:
@@ -193,18 +224,31 @@ class PushAuthClient:
         """Push a sign-in challenge to the user's devices; show `.number` to the user.
 
         Raises NoDevices when the user has no active credential.
+
+        The SDK makes the challenge's `rp_nonce` and takes its lifetime from its own
+        clock: wait_result accepts only an answer signed over that value within it.
         """
         ctx = dict(context or {})
+        rp_nonce = secrets.token_bytes(32)
+        issued = _now_ms()
         body = await self._call(
             "POST",
             "/v1/challenges",
-            body={"user": user, "context": ctx, "ttl": ttl, "digits": digits},
+            body={
+                "user": user,
+                "context": ctx,
+                "ttl": ttl,
+                "digits": digits,
+                "rp_nonce": wire.b64encode(rp_nonce),
+            },
             expect=(201,),
         )
         challenge = Challenge.from_json(wire.obj(body, "challenge"), context=ctx)
         if challenge.digits != digits:
             raise BadBrokerResponse(f"challenge: asked for {digits} digits, got {challenge.digits}")
-        return challenge
+        if challenge.rp_nonce != rp_nonce or challenge.user != user:
+            raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
+        return replace(challenge, created_at=issued, expires_at=issued + ttl * 1000)
 
     async def get_result(
         self,

@@ -2,10 +2,14 @@
 
 The broker is not trusted to say "approved". A result counts only if its signed
 answer verifies, with a public key from the RP's own store, over the values the
-RP itself holds for the challenge (its RP id, the challenge id, the nonce and the
-context it sent), and if the typed number matches the number the RP was given at
+RP itself holds for the challenge (its RP id, the challenge id, the nonce, its own
+fresh `rp_nonce` and the context it sent), signed within the challenge's lifetime
+by the RP's clock, and if the typed number matches the number the RP was given at
 creation. The outcome is then computed here with protocol.challenge.outcome_for;
 a broker status that disagrees with it is a VerificationFailed, never an approval.
+
+Enrollment binding is checked here too: a completed enrollment's key counts only
+if the device signed it together with the secret the RP put in the link.
 
 Pure functions: no I/O, so every forgery can be tested directly and through HTTP.
 """
@@ -23,10 +27,14 @@ from protocol.frames import Answer, Decision
 
 from . import wire
 from .errors import BadBrokerResponse, VerificationFailed, VerificationReason
-from .models import Challenge, SignInResult, VerifiedAnswer
+from .models import Challenge, Credential, Enrollment, SignInResult, VerifiedAnswer
 
 # Statuses the broker may only claim together with a device's signed answer.
 ANSWERED = frozenset({Status.APPROVED, Status.DENIED, Status.NUMBER_MISMATCH, Status.REPORTED})
+# How far a device's clock may be from the RP's: the answer's signed `ts` must lie
+# within the challenge's lifetime (RP clock) widened by this much on each side. The
+# rp_nonce already ties an answer to one challenge; this bounds how long it can matter.
+MAX_CLOCK_SKEW_MS = 120_000
 
 
 def evaluate(
@@ -123,6 +131,7 @@ def verify_answer(
         rp=rp_id,
         ch=challenge.id,
         nonce=challenge.nonce,
+        rp_nonce=challenge.rp_nonce,
         cid=cid,
         decision=frame.decision,
         number=frame.number,
@@ -131,6 +140,13 @@ def verify_answer(
     )
     if not signing.is_valid(public_key, message, frame.sig):
         raise fail(VerificationReason.BAD_SIGNATURE, "the signature does not verify with the stored key", cid)
+    if not challenge.created_at - MAX_CLOCK_SKEW_MS <= frame.ts <= challenge.expires_at + MAX_CLOCK_SKEW_MS:
+        raise fail(
+            VerificationReason.STALE_ANSWER,
+            f"signed at {frame.ts}, outside the challenge's lifetime "
+            f"{challenge.created_at}..{challenge.expires_at} (RP clock, +/- {MAX_CLOCK_SKEW_MS} ms)",
+            cid,
+        )
     return VerifiedAnswer(
         credential_id=cid,
         decision=Decision(frame.decision),
@@ -139,3 +155,36 @@ def verify_answer(
         ctx_hash=frame.ctx_hash,
         signature=frame.sig,
     )
+
+
+def verify_binding(enrollment: Enrollment, credential: Credential, *, rp_id: str) -> None:
+    """Raise VerificationFailed unless the device bound `credential` to this enrollment.
+
+    The binding is the new key's signature over the link's secret (which the broker
+    never saw), the token, the key, the device name and the recovery key: a broker
+    that substitutes a key of its own, or renames the device, or plants a recovery
+    key, cannot make one."""
+    if enrollment.binding_secret is None or enrollment.token is None:
+        raise ValueError("this Enrollment holds no link secret: pass the one create_enrollment returned")
+    recovery_pk = None if credential.recovery_key is None else credential.recovery_key.public_key
+    message = signing.binding_bytes(
+        rp_id,
+        enrollment.token,
+        enrollment.binding_secret,
+        credential.public_key,
+        credential.name,
+        recovery_pk,
+    )
+    if credential.binding is None or not signing.is_valid(credential.public_key, message, credential.binding):
+        raise VerificationFailed(
+            VerificationReason.BAD_BINDING,
+            "the enrolled key is not bound to this enrollment's link (substituted by the broker?)",
+            credential_id=credential.id,
+        )
+    if credential.recovery_key is not None and credential.recovery_key.signature is not None:
+        # A key named at enrollment is covered by the binding, not a separate signature.
+        raise VerificationFailed(
+            VerificationReason.BAD_BINDING,
+            "a new credential's recovery key comes with the binding",
+            credential_id=credential.id,
+        )

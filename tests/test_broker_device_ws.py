@@ -19,6 +19,7 @@ import websockets
 from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BrokerProcess, RedisServer, add_rp
 
+from protocol import SUBPROTOCOLS
 from protocol import signing
 from protocol.challenge import Status
 from protocol.codec import encode
@@ -52,7 +53,7 @@ class Device:
 
     @classmethod
     async def connect(cls, url: str, seed: bytes | None = None) -> Device:
-        ws = await websockets.connect(url, max_size=None)
+        ws = await websockets.connect(url, max_size=None, subprotocols=list(SUBPROTOCOLS))
         session = ClientSession()
         session.receive(await ws.recv())
         return cls(ws, session, seed or signing.new_seed())
@@ -389,7 +390,7 @@ async def test_invariant_7_enrollment_token_expires(
         err = await dev.frame()
         assert isinstance(err, Error)
         assert err.code == "bad_token"
-        assert (await client.get_enrollment(enrollment.id)).status.value == "expired"
+        assert (await client.get_enrollment(enrollment)).status.value == "expired"
         assert await client.list_credentials("alice") == []
 
 

@@ -17,6 +17,7 @@ from support import BrokerProcess
 
 from broker.app import create_app
 from broker.openapi import DOCUMENT
+from protocol import SUBPROTOCOLS
 from protocol import signing
 from protocol.session import ClientSession
 from protocol.uri import parse
@@ -170,7 +171,7 @@ async def test_responses_match_the_openapi_schemas(api: Api, broker: BrokerProce
     status, enrollment, _ = await api.call("POST", "/v1/enrollments", body={"user": "alice", "account": "A"})
     assert status == 201
     check(enrollment, "Enrollment")
-    async with websockets.connect(broker.ws_url) as ws:
+    async with websockets.connect(broker.ws_url, subprotocols=list(SUBPROTOCOLS)) as ws:
         session = ClientSession()
         session.receive(await ws.recv())
         await ws.send(

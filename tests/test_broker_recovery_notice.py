@@ -18,6 +18,7 @@ from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
 from support import BrokerProcess, RedisServer
 
 from device_agent import broker_http
+from protocol import SUBPROTOCOLS
 from protocol import signing
 from protocol.codec import encode
 from protocol.frames import (
@@ -51,7 +52,7 @@ class Device:
 
     @classmethod
     async def connect(cls, url: str) -> Device:
-        ws = await websockets.connect(url, max_size=None)
+        ws = await websockets.connect(url, max_size=None, subprotocols=list(SUBPROTOCOLS))
         session = ClientSession()
         session.receive(await ws.recv())
         return cls(ws, session)

@@ -108,7 +108,7 @@ async def enroll_device(
     assert parsed.broker == broker.ws_url
     assert parsed.totp == totp
     device = await SimulatedDevice.connect(parsed.broker)
-    waiting = asyncio.create_task(client.wait_enrollment(enrollment.id, timeout=FRAME_WAIT_S))
+    waiting = asyncio.create_task(client.wait_enrollment(enrollment, timeout=FRAME_WAIT_S))
     enrolled = await device.enroll(enrollment.uri)
     welcome = await device.authenticate()
     assert (welcome.accepted, welcome.rejected, welcome.pending) == ((enrolled.cid,), (), 0)

@@ -8,6 +8,7 @@ take it from here.
 from __future__ import annotations
 
 from protocol import signing
+from protocol.session import enroll
 from protocol.frames import (
     FRAME_TYPES,
     Answer,
@@ -33,6 +34,10 @@ SEED_B = bytes(range(32, 64))
 PK_A = signing.public_key(SEED_A)
 NONCE = bytes.fromhex("a5" * 32)  # a hello nonce
 CH_NONCE = bytes.fromhex("5a" * 32)  # a challenge nonce
+RP_NONCE = bytes.fromhex("c3" * 32)  # the RP's own fresh value for that challenge
+RECOVERY_SEED = bytes(range(64, 96))
+RECOVERY_PK = signing.public_key(RECOVERY_SEED)
+BINDING_SECRET = bytes.fromhex("e5" * 32)  # the enrollment link's `es`
 TOKEN = "enrolltoken_0123456789abcdef"
 DEVICE_NAME = "Alice's phone"
 CONTEXT = {"app": "Payroll", "ip": "203.0.113.9", "location": "Zürich, CH", "browser": "Firefox 128"}
@@ -44,6 +49,7 @@ CHALLENGE = Challenge(
     rp_name="Example Corp",
     account="alice@example.com",
     nonce=CH_NONCE,
+    rp_nonce=RP_NONCE,
     ctx=CONTEXT,
     created=1_767_225_600_000,
     expires=1_767_225_660_000,
@@ -59,6 +65,7 @@ def _answer() -> Answer:
         rp=CHALLENGE.rp,
         ch=CHALLENGE.ch,
         nonce=CHALLENGE.nonce,
+        rp_nonce=CHALLENGE.rp_nonce,
         cid=CHALLENGE.cid,
         decision="approve",
         number=ANSWER_NUMBER,
@@ -122,12 +129,15 @@ SAMPLES: dict[type[Frame], Frame] = {
             {"cid": "cred_B1", "sig": signing.sign(SEED_B, signing.auth_bytes(NONCE, "cred_B1"))},
         )
     ),
-    Enroll: Enroll(
+    Enroll: enroll(
+        NONCE,
         rid=7,
         token=TOKEN,
-        pk=PK_A,
+        seed=SEED_A,
         name=DEVICE_NAME,
-        sig=signing.sign(SEED_A, signing.enroll_bytes(NONCE, TOKEN, PK_A, DEVICE_NAME)),
+        rp="rp_example",
+        binding_secret=BINDING_SECRET,
+        recovery_pk=RECOVERY_PK,
     ),
     Answer: _answer(),
     Revoke: Revoke(rid=8, cid="cred_A1"),
