@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test stress lint format install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,16 @@ test: install
 	$(BIN)/ruff check .
 	# Two workers, one test file each at a time: most tests wait on real servers
 	# and subprocesses, and module-scoped fixtures stay within one worker.
+	# A failed test's logs are kept in artifacts/failed/<test id>/ and named at the end.
+	rm -rf artifacts/failed
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The suite N times in a row (SHUFFLE=1: each run in a random order); prints each
+# test's failure count and the runs it failed in. See README, "Tests".
+N ?= 5
+stress: install
+	@scripts/ensure-tools test
+	$(BIN)/python scripts/stress --runs $(N) $(if $(filter 1 yes true,$(SHUFFLE)),--shuffle)
 
 lint: install
 	$(BIN)/ruff format --check .

@@ -19,7 +19,7 @@ from typing import Any
 
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess
-from .waiting import http_status
+from .waiting import DEADLINE, http_status
 
 
 def console_script(name: str) -> Path:
@@ -42,7 +42,7 @@ class BrokerProcess(ManagedProcess):
         port: int | None = None,
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
-        ready_timeout: float = 20.0,
+        ready_timeout: float = DEADLINE,
     ) -> None:
         self.port = port if port is not None else free_port()
         self.redis_url = redis_url

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import ClassVar, Self
 
+from .waiting import DEADLINE
+
 Ready = Callable[["ManagedProcess"], bool]
 
 # Tail of the output shown in failure messages: enough to see a traceback.
@@ -46,7 +48,7 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         ready: Ready | None = None,
-        ready_timeout: float = 20.0,
+        ready_timeout: float = DEADLINE,
         stdin: bool = False,
     ) -> None:
         self.argv = [os.fspath(a) for a in argv]
@@ -235,7 +237,9 @@ class ManagedProcess:
         """Everything the process printed so far, stdout then stderr."""
         return self.stdout() + self.stderr()
 
-    def wait_for_output(self, pattern: str, *, timeout: float = 10.0, stream: str = "run") -> re.Match[str]:
+    def wait_for_output(
+        self, pattern: str, *, timeout: float = DEADLINE, stream: str = "run"
+    ) -> re.Match[str]:
         """Wait until `pattern` (a regex) appears in this run's stdout ("run"), or in all
         of "stdout", "stderr" or "both"."""
         regex = re.compile(pattern, re.MULTILINE)

@@ -18,6 +18,7 @@ import redis
 
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess, ProcessFailed
+from .waiting import DEADLINE
 
 # Inline commands (no RESP framing) are the simplest probes.
 _PING = b"PING\r\n"
@@ -100,7 +101,7 @@ class RedisServer:
             name=self.name,
             # Our own server, not another one that holds the port (ours then exits).
             ready=lambda proc: server_pid(self.port) == proc.pid,
-            ready_timeout=15.0,
+            ready_timeout=DEADLINE,
         )
 
     @property

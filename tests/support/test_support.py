@@ -322,6 +322,44 @@ def test_processes_of_module_fixtures_outlive_each_test(pytester: pytest.Pyteste
     result.stdout.fnmatch_lines(["*- process common, shared -*"])
 
 
+FAILING_WITH_LOGS = """
+    import sys
+    from support import ManagedProcess, line_on_stdout
+
+    def test_ok():
+        pass
+
+    def test_fails(tmp_path):
+        (tmp_path / "notes.log").write_text("a log of the test itself")
+        code = "import time; print('server says hi', flush=True); time.sleep(60)"
+        ManagedProcess([sys.executable, "-c", code], log_dir=tmp_path / "logs", name="chatty",
+                       ready=line_on_stdout("hi")).start()
+        assert False, "fails on purpose"
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_a_failed_test_is_named_at_the_end_with_its_kept_logs(
+    pytester: pytest.Pytester, workers: list[str]
+) -> None:
+    tests_dir = Path(__file__).resolve().parent.parent
+    pytester.makeconftest((tests_dir / "conftest.py").read_text())
+    pytester.makepyfile(test_kept=FAILING_WITH_LOGS)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-o", f"pythonpath={tests_dir}", *workers
+    )
+    result.assert_outcomes(passed=1, failed=1)
+    kept = pytester.path / "artifacts" / "failed" / "test_kept.py__test_fails"
+    # The last lines before pytest's own closing line name the test and its logs.
+    tail = result.outlines[result.outlines.index(next(x for x in result.outlines if "kept logs" in x)) :]
+    assert any(line.startswith("FAILED test_kept.py::test_fails  logs: artifacts/failed/") for line in tail)
+    assert "test_ok" not in "\n".join(tail)
+    assert "fails on purpose" in (kept / "report.txt").read_text()
+    assert "server says hi" in (kept / "processes" / "01-chatty.stdout.log").read_text()
+    assert (kept / "tmp" / "notes.log").read_text() == "a log of the test itself"
+    assert not (pytester.path / "artifacts" / "failed" / "test_kept.py__test_ok").exists()
+
+
 # -- RedisServer ---------------------------------------------------------------
 
 

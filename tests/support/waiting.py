@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+
+# The one deadline for waiting on an event (a log line, a frame, a port, a state in
+# Redis): generous, because a wait ends as soon as the event happens and only a
+# failing test waits this long, while a loaded 2-core CI machine can take seconds
+# for what takes milliseconds on a quiet one. PUSHAUTH_TEST_DEADLINE overrides it.
+DEADLINE = float(os.environ.get("PUSHAUTH_TEST_DEADLINE", "30"))
 
 
 class WaitTimeout(AssertionError):
@@ -15,7 +22,7 @@ class WaitTimeout(AssertionError):
 def wait_until(
     condition: Callable[[], object],
     *,
-    timeout: float = 10.0,
+    timeout: float = DEADLINE,
     interval: float = 0.02,
     message: str | Callable[[], str] = "condition",
 ) -> object:
