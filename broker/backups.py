@@ -1,20 +1,24 @@
 """The encrypted-backup store: devices keep their sealed backup here, ciphertext only.
 
 A blob is named by an Ed25519 public key that the device derives from the user's
-passphrase (device_agent/broker_backup.py); every read and write is signed by that
-key over the time and the body's hash (signed_requests.py), so only holders of the
-passphrase can read or overwrite it. The broker never sees the passphrase or any
-key that decrypts the blob, which is a backup file sealed with its own
-passphrase-derived key. No RP API key is involved: the blob belongs to a person.
+passphrase and backup code (device_agent/backup_keys.py); every read, write and
+delete is signed by that key over the time and the body's hash (signed_requests.py),
+so only holders of both secrets can read, overwrite or delete it. The broker never
+sees either secret or any key that decrypts the blob. No RP API key is involved: the
+blob belongs to a person. Ids are kept out of logs and error messages (BlobIdFilter):
+they name a person's backup.
 
-    PUT /v1/backups/{id}   body: the sealed backup (application/octet-stream)
-    GET /v1/backups/{id}   200 with the blob, or 404
+    PUT    /v1/backups/{id}   body: the wrapped backup (application/octet-stream); 204
+    GET    /v1/backups/{id}   200 with the blob, or 404
+    DELETE /v1/backups/{id}   204, or 404
     headers: X-Pushauth-Time (Unix ms), X-Pushauth-Signature (base64url Ed25519)
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 
 from aiohttp import web
 
@@ -81,10 +85,34 @@ async def get_backup(request: web.Request) -> web.Response:
     blob_id = await _authorized(request, "get", b"")
     blob = await node_of(request).store.redis.get(keys.backup_blob(blob_id))
     if blob is None:
-        raise ApiError(404, "not_found", "no backup under this id (wrong passphrase or name?)")
+        raise ApiError(404, "not_found", "no backup under this id")
     return web.Response(body=blob, content_type="application/octet-stream")
+
+
+async def delete_backup(request: web.Request) -> web.Response:
+    """Gone at once, for good: after a passphrase change or a "not me", the old copy
+    must not open with what someone else may know."""
+    blob_id = await _authorized(request, "delete", b"")
+    if not await node_of(request).store.redis.delete(keys.backup_blob(blob_id)):
+        raise ApiError(404, "not_found", "no backup under this id")
+    return web.Response(status=204)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_put("/v1/backups/{id}", put_backup)
     app.router.add_get("/v1/backups/{id}", get_backup)
+    app.router.add_delete("/v1/backups/{id}", delete_backup)
+
+
+_BLOB_PATH = re.compile(r"(/v1/backups/)([A-Za-z0-9_-]{4})[A-Za-z0-9_%=-]*")
+
+
+class BlobIdFilter(logging.Filter):
+    """Shortens backup ids in log lines (access log, errors) to their first 4 characters:
+    enough to tell requests apart, not to name a person's blob in the store."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/v1/backups/" in message:
+            record.msg, record.args = _BLOB_PATH.sub(r"\1\2…", message), None
+        return True

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from . import sentinel
 from .app import create_app, stop_serving
+from .backups import BlobIdFilter
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .fatigue import PushPolicy
 from .store import Store
@@ -310,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(args, "log_level", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(BlobIdFilter())  # every logger's lines, the access log's too
     try:
         if args.command == "serve":
             _run(lambda: serve(args), exit_after=True)

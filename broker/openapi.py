@@ -287,6 +287,12 @@ PATHS["/v1/backups/{id}"] = {
         "parameters": [_path_param("id"), *_SIGNED_HEADERS],
         "responses": {"200": {"description": "the blob", **_BLOB}, **_problems(400, 403, 404, 409)},
     },
+    "delete": {
+        "summary": "Delete a device's encrypted backup (signed with op 'delete' over an empty body)",
+        **_SIGNED,
+        "parameters": [_path_param("id"), *_SIGNED_HEADERS],
+        "responses": {"204": {"description": "deleted"}, **_problems(400, 403, 404, 409)},
+    },
 }
 PATHS["/v1/credentials/{id}/recovery-key"] = {
     "post": {

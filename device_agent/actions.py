@@ -143,11 +143,31 @@ async def reactivate(store: AccountStore, account_name: str, text: str, device_n
             f"{account.rp_name}; nothing was sent"
         )
     enrolled, seed = await register(parsed, name)
+    if (enrolled.rp, enrolled.user) != (account.rp, account.user):
+        # The link was for another user (or the broker answered for another RP): this
+        # account must not become that user's credential. Take the new key back.
+        undone = await _take_back(parsed.broker, enrolled.cid, seed, enrolled.rp_name)
+        raise Refused(
+            f'this enrollment link is for user {enrolled.user!r} at {enrolled.rp_name}, but "{account.name}"'
+            f" is user {account.user!r} at {account.rp_name}: nothing was changed here; {undone}",
+            code="wrong_account",
+        )
     try:
         recovery_seed = await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed)
         return store.reactivate(account.name, _registration(parsed, enrolled, name, seed, recovery_seed))
     except (StoreError, OSError) as exc:
         raise _saving_failed(exc, enrolled, name) from None
+
+
+async def _take_back(broker: str, cid: str, seed: bytes, rp_name: str) -> str:
+    """Revoke a credential this device just registered by mistake; says what happened."""
+    try:
+        async with await Connection.open(broker) as conn:
+            await conn.authenticate({cid: seed})
+            await conn.revoke(cid)
+    except AgentError as exc:
+        return f"the key just registered could not be revoked ({exc}): remove it on {rp_name}'s security page"
+    return "the key just registered was revoked at once"
 
 
 # -- pending requests ----------------------------------------------------------------

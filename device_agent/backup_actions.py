@@ -14,23 +14,36 @@ What a backup holds (backup.py seals it with the vault passphrase):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from protocol import signing
 
-from . import broker_http
+from . import backup_keys, broker_http
 from .accounts_model import OtpAccount
 from .backup import Backup, dump_backup, load_backup
-from .errors import AgentError, UsageError
+from .backup_keys import BackupCode, BlobKeys
+from .errors import AgentError, Refused, UsageError
 from .legacy_store import unb64
-from .passphrase import kdf_from_env
+from .passphrase import PassphraseError, check_strength, kdf_from_env
 from .store import ACTION_REQUIRED, Account, AccountStore, Record, Registration, State, b64
 from .vault import SealedFileError, read_sealed_file, write_sealed_file
 
 AUTO_BACKUP = "auto_backup"  # settings key: {"to": "<absolute path>" or "broker", "name": ...}
+# The backup code (backup_keys.py) as the user wrote it down: kept in the vault so that
+# later backups need not ask; never put in a backup (it is the second secret of one).
+BACKUP_CODE = "backup_code"
+# The broker backups this device wrote ([{"broker", "name"}]): what a passphrase change
+# or a "not me" rewrites and whose old copies it deletes.
+BROKER_BACKUPS = "broker_backups"
+# Old copies not deleted yet (the broker was down): [{"broker", "seed"}], retried at the
+# next backup to the broker. The seed opens nothing by itself (the blob also needs the
+# old passphrase), and it lives in the encrypted vault.
+STALE_BLOBS = "stale_broker_backups"
+_LOCAL_SETTINGS = {AUTO_BACKUP, BACKUP_CODE, BROKER_BACKUPS, STALE_BLOBS}
 ACTION_REASON = "restored from a backup: scan a new QR code from {rp_name} (pushauth-agent reactivate)"
 _PUSH_FIELDS = ("rp", "rp_name", "user", "label", "broker", "cid", "device_name", "added")
 
@@ -50,17 +63,49 @@ def backup_of(state: State, device_name: str = "") -> Backup:
             fields["recovery_seed"] = b64(rec.recovery_seed) if rec.recovery_seed is not None else None
             push.append(fields)
         layout.append(line)
-    settings = {k: v for k, v in state.settings.items() if k != AUTO_BACKUP}
+    settings = {k: v for k, v in state.settings.items() if k not in _LOCAL_SETTINGS}
     return Backup(accounts, push, {"layout": layout, "agent": settings}, device_name)
 
 
-def backup_bytes(store: AccountStore, state: State | None = None) -> bytes:
-    """The sealed backup of the vault, under the vault's passphrase."""
+def backup_bytes(store: AccountStore, state: State | None = None, passphrase: str | None = None) -> bytes:
+    """The sealed backup of the vault, under the vault's passphrase (which must be strong:
+    a vault made before passphrases were checked may have a weak one)."""
     state = state if state is not None else store.state()
+    passphrase = passphrase if passphrase is not None else store.passphrase()
     try:
-        return dump_backup(backup_of(state), store.passphrase(), kdf=kdf_from_env())
+        check_strength(passphrase, "the vault passphrase")
+    except PassphraseError as exc:
+        raise UsageError(
+            f"{exc}; a backup is encrypted with it, so change it first: pushauth-agent passwd"
+        ) from None
+    try:
+        return dump_backup(backup_of(state), passphrase, kdf=kdf_from_env())
     except SealedFileError as exc:
         raise UsageError(exc.message) from None
+
+
+def check_file_target(store: AccountStore, path: Path, *, force: bool) -> None:
+    """Refuse a backup file that would destroy something: any existing file unless
+    `force`, and never (even with `force`) the vault or another file of the agent's home,
+    where a backup would also be lost with the device."""
+    home = store.home.resolve()
+    target = path.resolve()  # through symbolic links
+    own = [store.path, store.legacy_path, *store.home.glob(".*")]
+    if target == home or target.parent == home or any(_same_file(target, f) for f in own):
+        what = "the agent's vault" if _same_file(target, store.path) else "in the agent's home"
+        raise UsageError(
+            f"{path} is {what} ({store.home}): a backup never goes there, even with --force;"
+            " write it somewhere else (a synced folder, another disk)"
+        )
+    if not force and (path.exists() or path.is_symlink()):
+        raise UsageError(f"{path} exists already; nothing was written (--force replaces it)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)  # a hard link to the vault too
+    except OSError:
+        return False
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -123,8 +168,9 @@ def _push_record(name: str, raw: dict[str, Any], otp: OtpAccount | None) -> Reco
     return Record(name, account, None, otp, recovery)
 
 
-def restore(store: AccountStore, backup: Backup) -> Restored:
-    """Fill an empty home with a backup's accounts, in their order, with their names."""
+def restore(store: AccountStore, backup: Backup, code: BackupCode | None = None) -> Restored:
+    """Fill an empty home with a backup's accounts, in their order, with their names;
+    `code`, the backup code it was restored with, is kept for this device's backups."""
     layout = _layout(backup)
     records = []
     report = Restored()
@@ -154,7 +200,9 @@ def restore(store: AccountStore, backup: Backup) -> Restored:
         state.records.extend(records)
         agent_settings = backup.settings.get("agent")
         if isinstance(agent_settings, dict):
-            state.settings.update(agent_settings)
+            state.settings.update({k: v for k, v in agent_settings.items() if k not in _LOCAL_SETTINGS})
+        if code is not None:
+            state.settings[BACKUP_CODE] = code.text
     return report
 
 
@@ -167,7 +215,7 @@ def auto_target(settings: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def auto_backup_hook(
-    upload: Callable[[AccountStore, dict[str, Any], bytes], None], warn: Callable[[str], None]
+    upload: Callable[[AccountStore, dict[str, Any], bytes, dict[str, Any]], None], warn: Callable[[str], None]
 ) -> Callable[[AccountStore, State], None]:
     """The store's `on_change`: after every change, write the backup where it goes.
 
@@ -180,7 +228,7 @@ def auto_backup_hook(
         if target is None:
             return
         try:
-            upload(store, target, backup_bytes(store, state))
+            upload(store, target, backup_bytes(store, state), state.settings)
         except Exception as exc:  # noqa: BLE001  (any failure is reported, none is fatal)
             warn(f"pushauth-agent: the automatic backup failed: {exc}")
 
@@ -190,20 +238,257 @@ def auto_backup_hook(
 BROKER = "broker"
 
 
-def upload(store: AccountStore, target: dict[str, Any], data: bytes) -> None:
-    """Put a sealed backup where `target` says: a file, or the broker's blob store."""
+def code_of(settings: dict[str, Any]) -> BackupCode | None:
+    """This device's backup code, if it made (or restored with) one."""
+    text = settings.get(BACKUP_CODE)
+    return BackupCode.parse(text) if isinstance(text, str) else None
+
+
+def blob_keys(passphrase: str, code: BackupCode, target: dict[str, Any]) -> BlobKeys:
+    origin = broker_http.http_base(target["broker"])
+    return backup_keys.blob_keys(passphrase, code, origin, target["name"], kdf_from_env())
+
+
+def _where(target: dict[str, Any]) -> str:
+    return f"{broker_http.http_base(target['broker'])} (backup name {target['name']!r})"
+
+
+@contextlib.contextmanager
+def _quietly(store: AccountStore) -> Iterator[None]:
+    """Change settings without the automatic backup that follows every change (the
+    caller writes the backups itself, in the order it needs)."""
+    hook, store.on_change = store.on_change, None
+    try:
+        yield
+    finally:
+        store.on_change = hook
+
+
+def upload(
+    store: AccountStore, target: dict[str, Any], data: bytes, settings: dict[str, Any] | None = None
+) -> None:
+    """Put a sealed backup where `target` says: a file, or the broker's blob store
+    (wrapped under the keys of passphrase and backup code, backup_keys.py)."""
     if target["to"] == BROKER:
-        seed = broker_http.blob_seed(store.passphrase(), target["broker"], target["name"])
-        broker_http.put_backup(target["broker"], seed, data)
+        code = code_of(settings if settings is not None else store.settings())
+        if code is None:
+            raise UsageError("this device has no backup code yet: run pushauth-agent backup --to broker")
+        keys = blob_keys(store.passphrase(), code, target)
+        broker_http.put_backup(target["broker"], keys.seed, backup_keys.wrap(keys, data))
     else:
         write_file(Path(target["to"]), data)
 
 
-def download(target: dict[str, Any], passphrase: str) -> bytes:
+def download(target: dict[str, Any], passphrase: str, code: BackupCode | None = None) -> bytes:
+    """The sealed backup at `target`; one on the broker needs the backup code too."""
     if target["to"] == BROKER:
-        seed = broker_http.blob_seed(passphrase, target["broker"], target["name"])
-        return broker_http.get_backup(target["broker"], seed)
+        if code is None:
+            raise UsageError("a backup on the broker opens only with its backup code")
+        keys = blob_keys(passphrase, code, target)
+        return backup_keys.unwrap(keys, broker_http.get_backup(target["broker"], keys.seed))
     return read_file(Path(target["to"]))
+
+
+def ensure_code(store: AccountStore) -> tuple[BackupCode, bool]:
+    """This device's backup code, made now if it has none; True if it was just made."""
+    code = code_of(store.settings())
+    if code is not None:
+        return code, False
+    code = BackupCode.new()
+    with _quietly(store):
+        store.set_setting(BACKUP_CODE, code.text)
+    return code, True
+
+
+def broker_targets(settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """The broker backups this device keeps: those it wrote, and the automatic one."""
+    out: list[dict[str, Any]] = []
+    listed = settings.get(BROKER_BACKUPS)
+    for item in [*(listed if isinstance(listed, list) else []), auto_target(settings)]:
+        if (
+            isinstance(item, dict)
+            and item.get("to", BROKER) == BROKER
+            and "broker" in item
+            and "name" in item
+        ):
+            target = {"to": BROKER, "broker": item["broker"], "name": item["name"]}
+            if target not in out:
+                out.append(target)
+    return out
+
+
+def _remember(store: AccountStore, target: dict[str, Any], keep: bool) -> None:
+    entry = {"broker": target["broker"], "name": target["name"]}
+    with _quietly(store), store.change() as state:
+        listed = [e for e in state.settings.get(BROKER_BACKUPS) or [] if e != entry]
+        state.settings[BROKER_BACKUPS] = [*listed, entry] if keep else listed
+        if not keep and auto_target(state.settings) == target:
+            state.settings.pop(AUTO_BACKUP, None)  # or the next change would write it again
+
+
+def retry_stale(store: AccountStore) -> list[str]:
+    """Delete old copies that a passphrase change or a "not me" could not delete."""
+    stale = store.settings().get(STALE_BLOBS)
+    if not isinstance(stale, list) or not stale:
+        return []
+    left, lines = [], []
+    for item in stale:
+        try:
+            broker_http.delete_backup(item["broker"], unb64(item["seed"]))
+            lines.append(f"An old copy of the backup at {broker_http.http_base(item['broker'])} was deleted.")
+        except AgentError:
+            left.append(item)
+    with _quietly(store), store.change() as state:
+        state.settings[STALE_BLOBS] = left
+    return lines
+
+
+def backup_to_broker(
+    store: AccountStore, target: dict[str, Any], data: bytes, *, first_code: bool
+) -> list[str]:
+    """`backup --to broker`: write the backup, remember the target, finish old deletions.
+
+    `first_code`: the backup code was just made, so a copy an older agent wrote under
+    the passphrase alone (which a thief of the broker could attack) is deleted now.
+    """
+    upload(store, target, data)
+    lines = retry_stale(store)
+    if target not in broker_targets(store.settings()):
+        _remember(store, target, keep=True)
+    if first_code:
+        origin = broker_http.http_base(target["broker"])
+        seed = backup_keys.legacy_blob_seed(store.passphrase(), origin, target["name"], kdf_from_env())
+        with contextlib.suppress(AgentError):
+            if broker_http.delete_backup(target["broker"], seed):
+                lines.append(
+                    f"The backup an older pushauth-agent kept at {_where(target)} under the passphrase"
+                    " alone was deleted."
+                )
+    return lines
+
+
+def delete_from_broker(store: AccountStore, target: dict[str, Any]) -> list[str]:
+    """`backup delete`: delete the broker backup `target` (this device's code, else asked)."""
+    code = code_of(store.settings()) or BackupCode.parse(store.passphrases.backup_code())
+    keys = blob_keys(store.passphrase(), code, target)
+    if not broker_http.delete_backup(target["broker"], keys.seed):
+        raise Refused(
+            f"no backup at {_where(target)} for this passphrase and backup code (deleted already?)",
+            code="not_found",
+        )
+    lines = [f"Deleted the backup at {_where(target)}."]
+    if store.path.exists():
+        automatic = auto_target(store.settings()) == target
+        _remember(store, target, keep=False)
+        if automatic:
+            lines.append("It was the automatic backup: automatic backups are off now.")
+    return lines
+
+
+def code_lines(code: BackupCode, *, new: bool) -> list[str]:
+    what = "Your new backup code" if new else "Your backup code"
+    return [
+        f"{what}: {code.text}",
+        "  Write it down and keep it apart from your passphrase (on paper, or in a password",
+        "  manager): restoring from the broker needs both; without it the backup cannot be",
+        "  opened. pushauth-agent backup code shows it again.",
+    ]
+
+
+# -- after a secret changed ---------------------------------------------------------------
+
+PASSWD = "passwd"  # the vault passphrase was changed
+DISOWN = "disown"  # "not me": someone restored a backup of ours with our passphrase
+
+
+@dataclass(slots=True)
+class SecretChange:
+    """What `after_secret_change` did, for people; `failures` make the command fail."""
+
+    lines: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    new_code: BackupCode | None = None
+
+    def text(self) -> list[str]:
+        """What to tell the user, the new backup code last (failures apart)."""
+        if self.new_code is None:
+            return self.lines
+        return [*self.lines, *code_lines(self.new_code, new=True)]
+
+
+def after_secret_change(
+    store: AccountStore, reason: str, *, old_passphrase: str | None = None
+) -> SecretChange:
+    """Leave no backup that opens with what may be known, after `reason` (PASSWD, DISOWN).
+
+    Every broker backup this device keeps is rewritten under the current passphrase
+    (and, after DISOWN, a new backup code: someone had the backup, maybe the code too),
+    then its old copy is deleted, signed with the old key; an automatic backup file is
+    rewritten. After PASSWD the code stays: it never left this device and the paper,
+    and the old copies are gone anyway. An old copy that cannot be deleted now (broker
+    down) is remembered and deleted at the next backup to that broker.
+    """
+    state = store.state()
+    report = SecretChange()
+    passphrase = store.passphrase()
+    old_passphrase = old_passphrase if old_passphrase is not None else passphrase
+    old_code = code_of(state.settings)
+    targets = broker_targets(state.settings) if old_code is not None else []
+    code = old_code
+    if reason == DISOWN:
+        report.lines.append(
+            "Whoever restored your backup knows your passphrase: change it now (pushauth-agent passwd)."
+        )
+    if reason == DISOWN and old_code is not None:
+        code = BackupCode.new()
+        with _quietly(store):
+            store.set_setting(BACKUP_CODE, code.text)
+        state.settings[BACKUP_CODE] = code.text
+        report.new_code = code
+    data: bytes | None = None
+    try:
+        data = backup_bytes(store, state, passphrase)
+    except UsageError as exc:
+        if targets or auto_target(state.settings) is not None:
+            report.failures.append(f"no new backup was written: {exc}")
+    auto = auto_target(state.settings)
+    if data is not None and auto is not None and auto["to"] != BROKER:
+        try:
+            write_file(Path(auto["to"]), data)
+            report.lines.append(f"The automatic backup {auto['to']} was rewritten.")
+        except UsageError as exc:
+            report.failures.append(f"the automatic backup was not rewritten: {exc}")
+    stale = []
+    for target in targets:
+        assert code is not None and old_code is not None
+        new, old = blob_keys(passphrase, code, target), blob_keys(old_passphrase, old_code, target)
+        if data is not None:
+            try:
+                broker_http.put_backup(target["broker"], new.seed, backup_keys.wrap(new, data))
+                report.lines.append(f"The backup at {_where(target)} was rewritten.")
+            except AgentError as exc:
+                report.failures.append(f"the backup at {_where(target)} was not rewritten: {exc}")
+        if old.seed == new.seed:
+            continue
+        try:
+            broker_http.delete_backup(target["broker"], old.seed)
+            report.lines.append(
+                f"Its old copy was deleted: the old {_old_secrets(reason)} open nothing there."
+            )
+        except AgentError as exc:
+            stale.append({"broker": target["broker"], "seed": b64(old.seed)})
+            report.failures.append(
+                f"the old copy at {_where(target)} could not be deleted yet ({exc}); it is deleted at"
+                " the next backup to that broker (pushauth-agent backup --to broker)"
+            )
+    if stale:
+        with _quietly(store), store.change() as now:
+            now.settings[STALE_BLOBS] = [*(now.settings.get(STALE_BLOBS) or []), *stale]
+    return report
+
+
+def _old_secrets(reason: str) -> str:
+    return "passphrase" if reason == PASSWD else "backup code"
 
 
 def recover_accounts(store: AccountStore, names: list[str], device_name: str) -> list[str]:

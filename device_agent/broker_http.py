@@ -1,6 +1,7 @@
 """The broker's device HTTP requests: the encrypted-backup store and recovery.
 
-Each request is signed by a device-held key over its time (protocol/signing.py:
+The backup blobs' keys come from backup_keys.py. Each request is signed by a
+device-held key over its time (protocol/signing.py:
 backup_bytes, recovery_key_bytes, recover_bytes); the broker accepts it once and
 within minutes of its clock (broker/signed_requests.py). Blocking urllib calls:
 these are one-shot commands (and automatic backups after a change), not the
@@ -17,15 +18,9 @@ import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import nacl.encoding
-import nacl.hash
-import nacl.pwhash.argon2id as argon2id
-
 from protocol import b64, signing
 
 from .errors import Refused, Unreachable, UsageError
-from .passphrase import kdf_from_env
-from .vault import KdfParams
 
 TIMEOUT_S = 15.0
 DEFAULT_BACKUP_NAME = "default"
@@ -55,7 +50,8 @@ def _call(
         return exc.code, exc.read()
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise Unreachable(f"cannot reach the broker at {url}: {reason}") from None
+        # The origin, not the URL: a path may hold a blob id, which need not be shown.
+        raise Unreachable(f"cannot reach the broker at {http_base(url)}: {reason}") from None
 
 
 def _problem(status: int, data: bytes) -> tuple[str, str]:
@@ -79,24 +75,6 @@ def _json_call(url: str, payload: dict[str, Any]) -> tuple[int, Any, str]:
 # -- the encrypted-backup store ---------------------------------------------------------
 
 
-def blob_seed(passphrase: str, broker: str, name: str, kdf: KdfParams | None = None) -> bytes:
-    """The Ed25519 seed that names and signs the blob of (passphrase, broker, name).
-
-    Argon2id with a salt derived from the broker's origin and the backup name, so
-    the same passphrase gives another key on another broker or under another name,
-    and a new device derives the same key from what the user types. The cost is
-    fixed (not the vault's), since both devices must derive the same key.
-    """
-    salt = nacl.hash.blake2b(
-        f"{http_base(broker)}\0{name}".encode(),
-        digest_size=argon2id.SALTBYTES,
-        person=b"pushauth-blob",
-        encoder=nacl.encoding.RawEncoder,
-    )
-    cost = kdf or kdf_from_env()
-    return argon2id.kdf(32, passphrase.encode(), salt, opslimit=cost.opslimit, memlimit=cost.memlimit)
-
-
 def _blob_request(broker: str, seed: bytes, op: str, body: bytes) -> tuple[int, bytes]:
     blob_id = b64.encode(signing.public_key(seed))
     ts = now_ms()
@@ -105,7 +83,7 @@ def _blob_request(broker: str, seed: bytes, op: str, body: bytes) -> tuple[int, 
     if op == "put":
         headers["Content-Type"] = "application/octet-stream"
     url = f"{http_base(broker)}/v1/backups/{quote(blob_id)}"
-    return _call("PUT" if op == "put" else "GET", url, body=body if op == "put" else None, headers=headers)
+    return _call(op.upper(), url, body=body if op == "put" else None, headers=headers)
 
 
 def put_backup(broker: str, seed: bytes, blob: bytes) -> None:
@@ -119,12 +97,24 @@ def get_backup(broker: str, seed: bytes) -> bytes:
     status, data = _blob_request(broker, seed, "get", b"")
     if status == 404:
         raise UsageError(
-            f"no backup at {http_base(broker)} for this passphrase and name (check both, and the broker)"
+            f"no backup at {http_base(broker)} under this name for this passphrase and backup code"
+            " (check all three, and the broker)"
         )
     if status != 200:
         code, detail = _problem(status, data)
         raise Refused(f"the broker refused to give the backup: {detail or code}", code=code)
     return data
+
+
+def delete_backup(broker: str, seed: bytes) -> bool:
+    """Delete the blob of `seed`: True if it was there, False if there was none."""
+    status, data = _blob_request(broker, seed, "delete", b"")
+    if status == 404:
+        return False
+    if status != 204:
+        code, detail = _problem(status, data)
+        raise Refused(f"the broker did not delete the backup: {detail or code}", code=code)
+    return True
 
 
 # -- recovery ---------------------------------------------------------------------------

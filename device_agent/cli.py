@@ -20,14 +20,22 @@ from typing import NoReturn
 import platformdirs
 import segno
 
-from protocol.frames import Decision, NoticeDecision
+from protocol.frames import Decision, NoticeDecision, NoticeOutcome
 
 from . import actions, backup_actions, broker_http, otp_actions
+from .backup_keys import BackupCode
 from .display import entry_json, entry_line, notice_json, notice_text, request_json, request_text
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
 from .listen import listen
 from .messages import notice_outcome_message, outcome_message
-from .passphrase import IMPORT_PASSWORD_ENV, KDF_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
+from .passphrase import (
+    BACKUP_CODE_ENV,
+    IMPORT_PASSWORD_ENV,
+    KDF_ENV,
+    NEW_PASSPHRASE_ENV,
+    PASSPHRASE_ENV,
+    Passphrases,
+)
 from .store import AccountStore, StoreError
 
 HOME_ENV = "PUSHAUTH_AGENT_HOME"
@@ -62,6 +70,7 @@ environment:
   {PASSPHRASE_ENV}  the vault passphrase, for scripts (else it is asked on
                        the terminal; twice when the vault is made)
   {NEW_PASSPHRASE_ENV}  the new passphrase for `passwd` in scripts
+  {BACKUP_CODE_ENV}  the backup code for `restore --from broker` in scripts
   {IMPORT_PASSWORD_ENV}  the password of an encrypted export for `import`
   {KDF_ENV}=test-insecure  FOR TESTS ONLY: new vaults and backups get the
                        cheapest key derivation, which does not protect them
@@ -268,27 +277,40 @@ def build_parser() -> Parser:
     c = command(
         "backup",
         "Write an encrypted backup of every account, or turn automatic backups on or off.",
-        "backup --to FILE          write the backup to FILE (e.g. in a synced folder)\n"
+        "backup --to FILE          write the backup to FILE (e.g. in a synced folder); an\n"
+        "                          existing FILE is replaced only with --force, and never\n"
+        "                          the vault or another file in the agent's home\n"
         "backup --to broker        store it in the broker's encrypted-backup store\n"
         "backup auto on --to FILE  also rewrite it after every change from now on\n"
-        "backup auto off           stop the automatic backups\n\n"
+        "backup auto off           stop the automatic backups\n"
+        "backup delete --from broker   delete a backup from the broker (without --from:\n"
+        "                          the automatic one, which also stops)\n"
+        "backup code               show this device's backup code\n\n"
         "The backup is encrypted with the vault passphrase (Argon2id, XChaCha20-Poly1305)\n"
         "and keeps the accounts' order and names. It holds the verification-code secrets\n"
         "and, for accounts the service enrolled as recoverable, their recovery keys; never\n"
         "the push keys, which stay on this device (a restored push account needs a new\n"
         "QR code from its service: pushauth-agent reactivate).\n\n"
-        "On the broker, the backup is kept as ciphertext under a key derived from the\n"
-        "passphrase, the broker's address and --backup-name: only someone with the\n"
-        "passphrase can read or overwrite it (restore --from broker on the new device).",
+        "On the broker, the backup is kept as ciphertext under keys derived from the\n"
+        "passphrase AND a backup code (144 random bits, made by the first backup --to\n"
+        "broker and shown then: write it down), with the broker's address and\n"
+        "--backup-name. Restoring it needs both (restore --from broker on the new device);\n"
+        "whoever steals the broker's whole database cannot even try passphrases without\n"
+        "the code. passwd and a recovery disown rewrite it and delete the old copy.",
     )
-    c.add_argument("auto", metavar="auto on|off", nargs="*", help="turn automatic backups on or off")
+    c.add_argument(
+        "auto", metavar="auto on|off|delete|code", nargs="*", help="automatic backups, delete, or code"
+    )
     c.add_argument("--to", metavar="FILE|broker", help="where the backup goes")
+    c.add_argument("--from", dest="source", metavar="broker", help="with delete: where the backup is")
+    c.add_argument("--force", action="store_true", help="with --to FILE: replace an existing file")
     broker_options(c)
 
     c = command(
         "restore",
         "Restore a backup into this (new, empty) home.",
         "Asks for the backup's passphrase, which becomes this vault's passphrase too.\n"
+        f"From the broker it also asks for the backup code (scripts: {BACKUP_CODE_ENV}).\n"
         'Verification codes work at once. Push accounts are listed as "action required"\n'
         "until re-activated with a new enrollment URI from the service (reactivate).",
     )
@@ -316,7 +338,10 @@ def build_parser() -> Parser:
         "passwd",
         "Change the vault passphrase.",
         "Asks for the current passphrase, then the new one twice (scripts: set\n"
-        f"{PASSPHRASE_ENV} and {NEW_PASSPHRASE_ENV}). The vault is rewritten at once.",
+        f"{PASSPHRASE_ENV} and {NEW_PASSPHRASE_ENV}). The vault is rewritten at once.\n"
+        "A new passphrase must be hard to guess (at least 12 characters; four or more\n"
+        "random words do). Backups on the broker are rewritten under it and their old\n"
+        "copies deleted; the backup code stays the same.",
     )
     return p
 
@@ -481,6 +506,10 @@ def cmd_recovery(store: AccountStore, args: argparse.Namespace) -> int:
     for notice in report.notices:
         warn(notice)
     say(f"Recovery question {report.question.notice.notice}: {notice_outcome_message(report.outcome)}.")
+    if report.outcome == NoticeOutcome.DISOWNED:
+        # Someone restored our backup with our passphrase: a new backup code, and no copy
+        # left on the broker that opens with what they know.
+        return report_secret_change(backup_actions.after_secret_change(store, backup_actions.DISOWN))
     return EXIT_OK
 
 
@@ -493,13 +522,21 @@ def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
     if not store.path.exists() and not store.legacy_path.exists():
         raise StoreError("there is no vault yet (it is made with the first account)")
     store.load()  # the current passphrase, checked before the new one is asked
+    old = store.passphrase()
     store.change_passphrase(store.passphrases.new(store.what, env_var=NEW_PASSPHRASE_ENV))
     say("The vault passphrase was changed.")
-    if store.on_change is not None:
-        # An automatic backup follows the new passphrase at once (on the broker, the
-        # passphrase also names the blob: the old one would be found no more).
-        store.on_change(store, store.state())
-    return EXIT_OK
+    # Backups follow the new passphrase, and old copies that open with the old one go.
+    return report_secret_change(
+        backup_actions.after_secret_change(store, backup_actions.PASSWD, old_passphrase=old)
+    )
+
+
+def report_secret_change(report: backup_actions.SecretChange) -> int:
+    for line in report.text():
+        say(line)
+    for failure in report.failures:
+        warn(f"pushauth-agent: {failure}")
+    return EXIT_UNREACHABLE if report.failures else EXIT_OK
 
 
 def backup_target(store: AccountStore | None, args: argparse.Namespace, where: str) -> dict[str, str]:
@@ -523,19 +560,58 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
         store.set_setting(backup_actions.AUTO_BACKUP, None)
         say("Automatic backups are off.")
         return EXIT_OK
+    if words == ["delete"]:
+        return backup_delete(store, args)
+    if words == ["code"]:
+        code = backup_actions.code_of(store.settings())
+        if code is None:
+            raise UsageError("this device has no backup code yet (backup --to broker makes one)")
+        for line in backup_actions.code_lines(code, new=False):
+            say(line)
+        return EXIT_OK
     if words not in ([], ["auto", "on"]):
-        raise UsageError("expected: backup --to WHERE, backup auto on --to WHERE, or backup auto off")
+        raise UsageError(
+            "expected: backup --to WHERE, backup auto on --to WHERE, backup auto off, "
+            "backup delete [--from broker], or backup code"
+        )
     if args.to is None:
         raise UsageError("say where the backup goes: --to FILE, or --to broker")
     if not store.path.exists() and not store.legacy_path.exists():
         raise UsageError("there is nothing to back up yet")
     target = backup_target(store, args, args.to)
-    backup_actions.upload(store, target, backup_actions.backup_bytes(store))
-    where = target["to"] if target["to"] != backup_actions.BROKER else f"the broker {target['broker']}"
+    if target["to"] == backup_actions.BROKER:
+        data = backup_actions.backup_bytes(store)  # a weak passphrase is refused before a code is made
+        code, made = backup_actions.ensure_code(store)
+        if made:
+            for line in backup_actions.code_lines(code, new=True):
+                say(line)
+        for line in backup_actions.backup_to_broker(store, target, data, first_code=made):
+            say(line)
+        where = f"the broker {target['broker']}"
+    else:
+        backup_actions.check_file_target(store, Path(args.to), force=args.force)
+        backup_actions.upload(store, target, backup_actions.backup_bytes(store))
+        where = target["to"]
     say(f"Backup written to {where}.")
     if words:
         store.set_setting(backup_actions.AUTO_BACKUP, target)
         say("It is rewritten after every change from now on (backup auto off stops that).")
+    return EXIT_OK
+
+
+def backup_delete(store: AccountStore, args: argparse.Namespace) -> int:
+    if args.source is None:
+        target = backup_actions.auto_target(store.settings())
+        if target is None or target["to"] != backup_actions.BROKER:
+            raise UsageError("say which backup to delete: backup delete --from broker [--backup-name NAME]")
+    elif args.source != backup_actions.BROKER:
+        raise UsageError(
+            "backup delete deletes a backup on the broker (--from broker); delete files yourself"
+        )
+    else:
+        target = backup_target(store, args, backup_actions.BROKER)
+    for line in backup_actions.delete_from_broker(store, target):
+        say(line)
     return EXIT_OK
 
 
@@ -544,10 +620,13 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     target = backup_target(None, args, args.source)
     if store.entries():
         raise UsageError("this home has accounts already; restore into a new home (--home DIR)")
+    code = None
+    if target["to"] == backup_actions.BROKER:
+        code = BackupCode.parse(store.passphrases.backup_code())  # a typo is caught before Argon2id
     passphrase = store.passphrases.current("the backup")
-    backup = backup_actions.open_backup(backup_actions.download(target, passphrase), passphrase)
+    backup = backup_actions.open_backup(backup_actions.download(target, passphrase, code), passphrase)
     store.adopt_passphrase(passphrase)
-    report = backup_actions.restore(store, backup)
+    report = backup_actions.restore(store, backup, code)
     for name in report.ready:
         say(f"ready: {name}")
     for name, rp_name in report.action_required:

@@ -29,11 +29,13 @@ from protocol.frames import (
     Error,
     Frame,
     NoticeDecision,
+    NoticeOutcome,
     RecoveryNotice,
     RecoveryResult,
     Revoked,
 )
 
+from . import backup_actions
 from .actions import apply_welcome
 from .connection import Connection
 from .display import notice_question, request_text
@@ -155,6 +157,7 @@ class Listener:
         self.stopping = asyncio.Event()
         self.drained = asyncio.Event()
         self._store_version: tuple[int, int, int] | None = None
+        self.chores: set[asyncio.Task[None]] = set()  # work a stop waits for (after_disown)
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -332,9 +335,31 @@ class Listener:
         if mine:
             self.in_flight.pop(frame.notice, None)
             self.say(f"Recovery question {frame.notice}: {notice_outcome_message(frame.outcome)}.")
+            if frame.outcome == NoticeOutcome.DISOWNED:
+                self._after_disown()
             self._check_drained()
         else:  # answered by another command or device, or withdrawn
             self._drop_question(frame.notice, f"was closed: {notice_outcome_message(frame.outcome)}")
+
+    def _after_disown(self) -> None:
+        """Someone else restored our backup: a new backup code, and the broker's old copy
+        deleted (backup_actions.after_secret_change; blocking HTTP, so in a thread)."""
+
+        async def run() -> None:
+            try:
+                report = await asyncio.to_thread(
+                    backup_actions.after_secret_change, self.store, backup_actions.DISOWN
+                )
+                for line in [*report.text(), *report.failures]:
+                    self.say(line)
+            except (AgentError, StoreError) as exc:
+                self.say(f"The backups were not renewed after the disowned recovery: {exc}")
+            finally:
+                self.chores.discard(task)
+                self._check_drained()
+
+        task = asyncio.create_task(run(), name="after disown")
+        self.chores.add(task)
 
     def _prompt(self, challenge: Challenge) -> None:
         self.say(
@@ -443,7 +468,7 @@ class Listener:
         self._ask_next()
 
     def _check_drained(self) -> None:
-        if not self.in_flight:
+        if not self.in_flight and not self.chores:
             self.drained.set()
 
     # -- main loop -----------------------------------------------------------------

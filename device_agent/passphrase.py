@@ -24,6 +24,16 @@ KDF_ENV = "PUSHAUTH_AGENT_KDF"
 # `import` of a password-protected export (an encrypted Aegis vault) in scripts.
 IMPORT_PASSWORD_ENV = "PUSHAUTH_AGENT_IMPORT_PASSWORD"
 KDF_TEST_INSECURE = "test-insecure"
+# `restore --from broker` (and `backup delete` on a device without one) in scripts: the
+# backup code. Never a command-line option: others can read a process's arguments.
+BACKUP_CODE_ENV = "PUSHAUTH_AGENT_BACKUP_CODE"
+
+# A new passphrase must hold up to guessing: zxcvbn's score (0-4, an estimate of the
+# guesses an attacker with dictionaries and common patterns needs) of at least 3
+# ("safely unguessable": about 10^10 guesses, each an Argon2id run), and a length that
+# leaves room for words rather than symbols.
+MIN_PASSPHRASE_LENGTH = 12
+MIN_PASSPHRASE_SCORE = 3
 
 
 class PassphraseError(UsageError):
@@ -39,6 +49,22 @@ def kdf_from_env(env: Mapping[str, str] | None = None) -> KdfParams:
     raise PassphraseError(f"{KDF_ENV} must be unset or {KDF_TEST_INSECURE!r} (for tests only), not {value!r}")
 
 
+def check_strength(passphrase: str, what: str = "the passphrase") -> None:
+    """Refuse a passphrase that is easy to guess, saying why and what would do."""
+    advice = "use four or more random words, e.g. as a diceware list makes them"
+    if len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise PassphraseError(
+            f"{what} is too short ({len(passphrase)} characters, at least {MIN_PASSPHRASE_LENGTH}): {advice}"
+        )
+    import zxcvbn  # its word lists load in milliseconds, and only when a passphrase is set
+
+    result = zxcvbn.zxcvbn(passphrase[:100], user_inputs=["pushauth", "push", "auth", "passphrase"])
+    if result["score"] < MIN_PASSPHRASE_SCORE:
+        feedback = result.get("feedback") or {}
+        why = feedback.get("warning") or "it follows a pattern that guessing programs try early"
+        raise PassphraseError(f"{what} is too easy to guess ({why.rstrip('.')}): {advice}")
+
+
 class Passphrases:
     """Asks once per process and remembers; never writes a passphrase anywhere."""
 
@@ -52,13 +78,13 @@ class Passphrases:
         self._ask = ask or getpass.getpass
         self._interactive = sys.stdin.isatty() if interactive is None else interactive
 
-    def _prompt(self, prompt: str, env_var: str) -> str:
+    def _prompt(self, prompt: str, env_var: str, thing: str = "passphrase") -> str:
         if not self._interactive:
-            raise PassphraseError(f"a passphrase is needed: run this on a terminal, or set {env_var}")
+            raise PassphraseError(f"a {thing} is needed: run this on a terminal, or set {env_var}")
         try:
             return self._ask(prompt)
         except EOFError:
-            raise PassphraseError("no passphrase was typed") from None
+            raise PassphraseError(f"no {thing} was typed") from None
 
     def current(self, what: str) -> str:
         """The passphrase of an existing vault or backup (`what` names it in the prompt)."""
@@ -72,13 +98,23 @@ class Passphrases:
         return self._env.get(env_var) or self._prompt(prompt, env_var)
 
     def new(self, what: str, *, env_var: str = PASSPHRASE_ENV) -> str:
-        """A passphrase for something new: from `env_var`, else typed twice."""
+        """A passphrase for something new: from `env_var`, else typed twice; a weak one
+        is refused (check_strength)."""
         value = self._env.get(env_var)
         if value:
+            check_strength(value, f"the new passphrase ({env_var})")
             return value
         first = self._prompt(f"New passphrase for {what}: ", env_var)
         if not first:
             raise PassphraseError("the passphrase cannot be empty")
+        check_strength(first, "the new passphrase")
         if self._prompt("Type it again: ", env_var) != first:
             raise PassphraseError("the two passphrases differ; nothing was changed")
         return first
+
+    def backup_code(self) -> str:
+        """The backup code of a broker backup, as typed (backup_keys.BackupCode.parse)."""
+        value = self._env.get(BACKUP_CODE_ENV)
+        if value:
+            return value
+        return self._prompt("Backup code (PAB1-...): ", BACKUP_CODE_ENV, "backup code")

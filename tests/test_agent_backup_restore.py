@@ -201,11 +201,19 @@ def test_passwd_rewrites_the_automatic_backup_with_the_new_passphrase(tmp_path: 
     home, target = tmp_path / "home", tmp_path / "auto.backup"
     ok(home, "add", TOTP_URIS[0])
     ok(home, "backup", "auto", "on", "--to", str(target))
-    ok(home, "passwd", PUSHAUTH_AGENT_NEW_PASSPHRASE="new passphrase")
+    ok(home, "passwd", PUSHAUTH_AGENT_NEW_PASSPHRASE="violet kettle marches upstream")
     old = agent(tmp_path / "a", "restore", "--from", str(target))
     assert_cli_error(old, contains="wrong passphrase")
-    ok(tmp_path / "b", "restore", "--from", str(target), PUSHAUTH_AGENT_PASSPHRASE="new passphrase")
+    ok(
+        tmp_path / "b",
+        "restore",
+        "--from",
+        str(target),
+        PUSHAUTH_AGENT_PASSPHRASE="violet kettle marches upstream",
+    )
     assert [
         e.name
-        for e in AccountStore(tmp_path / "b", Passphrases(env={PASSPHRASE_ENV: "new passphrase"})).entries()
+        for e in AccountStore(
+            tmp_path / "b", Passphrases(env={PASSPHRASE_ENV: "violet kettle marches upstream"})
+        ).entries()
     ] == ["ACME: alice"]

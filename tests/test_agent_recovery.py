@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +20,8 @@ from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import BrokerProcess, assert_cli_error
 
 from device_agent import broker_http
-from device_agent.passphrase import PASSPHRASE_ENV
+from device_agent.backup_keys import BackupCode
+from device_agent.passphrase import BACKUP_CODE_ENV, PASSPHRASE_ENV
 from device_agent.store import AccountStore
 from protocol import b64, signing
 from protocol.challenge import Status
@@ -28,6 +30,12 @@ from relying_party.totp import new_totp
 
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5"}
 TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
+
+
+def code_in(out: str) -> str:
+    """The backup code that the first `backup --to broker` shows."""
+    (code,) = re.findall(r"PAB1(?:-[0-9A-Z]{4}){8}", out)
+    return code
 
 
 async def enroll_recoverable(client: PushAuthClient, home: Path, name: str) -> Any:
@@ -59,10 +67,11 @@ async def test_a_recoverable_account_recovers_by_itself_via_the_broker_backup(
 
     out = ok(old, "backup", "--to", "broker", "--backup-name", "phones")
     assert f"the broker {broker.ws_url}" in out
-    # A new phone knows only the broker, the name and the passphrase.
+    code = {BACKUP_CODE_ENV: code_in(out)}
+    # A new phone knows only the broker, the name, the passphrase and the backup code.
     out = ok(
         new, "restore", "--from", "broker", "--broker", broker.ws_url, "--backup-name", "phones",
-        "--device-name", "new phone",
+        "--device-name", "new phone", **code,
     )  # fmt: skip
     assert "recovered: alice@example.com" in out
     assert "action required: alice@plain.example" in out
@@ -85,7 +94,9 @@ async def test_a_recoverable_account_recovers_by_itself_via_the_broker_backup(
     # the same backup then says "action required" for that account.
     await client.revoke_credential(old_cred.id)
     again = tmp_path / "again"
-    out = ok(again, "restore", "--from", "broker", "--broker", broker.ws_url, "--backup-name", "phones")
+    out = ok(
+        again, "restore", "--from", "broker", "--broker", broker.ws_url, "--backup-name", "phones", **code
+    )
     assert "action required: alice@example.com: it could not recover by itself" in out
     assert "removed" in out
 
@@ -94,18 +105,19 @@ async def test_backup_auto_to_the_broker_and_bad_restores(broker: BrokerProcess,
     home = tmp_path / "home"
     ok(home, "add", TOTP_URI)
     where = ["--broker", broker.ws_url, "--backup-name", "auto"]
-    ok(home, "backup", "auto", "on", "--to", "broker", *where)
+    code = {BACKUP_CODE_ENV: code_in(ok(home, "backup", "auto", "on", "--to", "broker", *where))}
     ok(home, "rename", "ACME: alice", "acme")  # rewrites the blob
     fresh = tmp_path / "fresh"
-    ok(fresh, "restore", "--from", "broker", *where)
+    ok(fresh, "restore", "--from", "broker", *where, **code)
     assert [e.name for e in AccountStore(fresh).entries()] == ["acme"]
 
-    # Wrong passphrase or name: the blob is not even found, and nothing is made.
+    # Wrong passphrase, name or code: the blob is not even found, and nothing is made.
     for args, env in (
-        (["--backup-name", "auto"], {PASSPHRASE_ENV: "wrong"}),
-        (["--backup-name", "other"], {}),
+        (["--backup-name", "auto"], {**code, PASSPHRASE_ENV: "wrong"}),
+        (["--backup-name", "other"], code),
+        (["--backup-name", "auto"], {BACKUP_CODE_ENV: BackupCode.new().text}),
     ):
-        empty = tmp_path / f"empty-{len(args)}-{len(env)}"
+        empty = tmp_path / f"empty-{args[1]}-{len(env)}"
         result = agent(empty, "restore", "--from", "broker", "--broker", broker.ws_url, *args, **env)
         assert_cli_error(result, contains="no backup at")
         assert not (empty / "vault.pav").exists()
@@ -131,8 +143,7 @@ def signed_blob(broker: BrokerProcess, seed: bytes, op: str, body: bytes, ts: in
     blob_id = over.pop("blob_id", b64.encode(signing.public_key(seed)))
     sig = signing.sign(seed, signing.backup_bytes(op, blob_id, ts, hashlib.sha256(body).digest()))
     headers = {"X-Pushauth-Time": str(ts), "X-Pushauth-Signature": b64.encode(sig), **over}
-    method = "PUT" if op == "put" else "GET"
-    return call(method, f"{broker.http_url}/v1/backups/{blob_id}", body if op == "put" else None, headers)
+    return call(op.upper(), f"{broker.http_url}/v1/backups/{blob_id}", body if op == "put" else None, headers)
 
 
 def code_of(reply: Any) -> str:
@@ -169,6 +180,17 @@ def test_the_blob_store_refuses_forged_stale_replayed_and_oversized_requests(
     assert signed_blob(broker, seed, "put", b"", now + 9)[0] == 400
     assert signed_blob(broker, other, "get", b"", now + 10)[0] == 404
     assert signed_blob(broker, seed, "get", b"", now + 11) == (200, b"ciphertext-1")
+    # Delete: only its own key, with a signature for "delete" (not one for a read).
+    assert code_of(signed_blob(broker, other, "delete", b"", now + 12, blob_id=blob_id)) == "bad_signature"
+    read_sig = signing.sign(seed, signing.backup_bytes("get", blob_id, now + 13, hashlib.sha256().digest()))
+    headers = {"X-Pushauth-Time": str(now + 13), "X-Pushauth-Signature": b64.encode(read_sig)}
+    assert (
+        code_of(call("DELETE", f"{broker.http_url}/v1/backups/{blob_id}", None, headers)) == "bad_signature"
+    )
+    assert signed_blob(broker, seed, "delete", b"", now + 14) == (204, b"")
+    gone = signed_blob(broker, seed, "get", b"", now + 15)
+    assert gone[0] == 404 and blob_id not in json.loads(gone[1])["detail"]
+    assert code_of(signed_blob(broker, seed, "delete", b"", now + 16)) == "not_found"
 
 
 async def test_recovery_routes_refuse_bad_requests(

@@ -131,17 +131,29 @@ def test_passwd_changes_the_passphrase_and_a_wrong_current_one_changes_nothing(t
     home = tmp_path / "home"
     assert agent(home, "add", URI).returncode == 0
     before = (home / "vault.pav").read_bytes()
-    result = agent(home, "passwd", **{PASSPHRASE_ENV: "wrong", NEW_PASSPHRASE_ENV: "new one"})
+    result = agent(
+        home, "passwd", **{PASSPHRASE_ENV: "wrong", NEW_PASSPHRASE_ENV: "amber trumpet sleeps nightly"}
+    )
     assert_cli_error(result, contains="wrong passphrase")
     assert (home / "vault.pav").read_bytes() == before
 
-    result = agent(home, "passwd", **{NEW_PASSPHRASE_ENV: "new one"})
+    result = agent(home, "passwd", **{NEW_PASSPHRASE_ENV: "amber trumpet sleeps nightly"})
     assert result.returncode == 0, result.stderr
     assert "changed" in result.stdout
     assert_cli_error(agent(home, "accounts"), contains="wrong passphrase")
-    listed = agent(home, "accounts", **{PASSPHRASE_ENV: "new one"})
+    listed = agent(home, "accounts", **{PASSPHRASE_ENV: "amber trumpet sleeps nightly"})
     assert listed.returncode == 0 and "ACME: alice" in listed.stdout
-    assert Vault.open(home / "vault.pav", "new one").kdf == KdfParams.cheapest()  # cost kept
+    assert (
+        Vault.open(home / "vault.pav", "amber trumpet sleeps nightly").kdf == KdfParams.cheapest()
+    )  # cost kept
+
+
+def test_a_weak_typed_passphrase_is_refused_before_it_is_asked_again() -> None:
+    asked: list[str] = []
+    passphrases = Passphrases(env={}, ask=lambda p: asked.append(p) or "letmein", interactive=True)
+    with pytest.raises(PassphraseError, match="too short"):
+        passphrases.new("the vault")
+    assert len(asked) == 1
 
 
 def test_passwd_without_a_vault_is_a_clear_error(tmp_path: Path) -> None:
@@ -182,7 +194,7 @@ def test_the_passphrase_is_asked_once_per_process_and_twice_when_new(tmp_path: P
 
 
 def test_two_different_new_passphrases_are_refused() -> None:
-    answers = iter(["one", "two"])
+    answers = iter(["amber trumpet sleeps nightly", "amber trumpet sleeps nightly!"])
     passphrases = Passphrases(env={}, ask=lambda _p: next(answers), interactive=True)
     with pytest.raises(PassphraseError, match="differ"):
         passphrases.new("the vault")
