@@ -19,7 +19,6 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, RecoveryNotice, Welcome
 from protocol.uri import EnrollmentURI
 
-from . import broker_http
 from .connection import Connection
 from .errors import AgentError, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, revoked_notice
@@ -67,12 +66,24 @@ def parse_uri(text: str) -> uri.EnrollmentURI:
         raise UsageError(exc.message) from None
 
 
-async def register(parsed: uri.EnrollmentURI, device_name: str) -> tuple[Enrolled, bytes]:
-    """Make a key pair and register its public key with the URI's code; returns the seed."""
+async def register(parsed: uri.EnrollmentURI, device_name: str) -> tuple[Enrolled, bytes, bytes | None]:
+    """Make a key pair and register its public key with the URI's code.
+
+    Returns the seed, and the recovery key's seed when the link says the RP enrolls
+    the account as recoverable (the recovery public key goes with the registration,
+    bound for the RP by the link's secret)."""
     seed = signing.new_seed()
+    recovery_seed = signing.new_seed() if parsed.recoverable else None
     async with await Connection.open(parsed.broker) as conn:
-        enrolled = await conn.enroll(token=parsed.token, seed=seed, name=device_name)
-    return enrolled, seed
+        enrolled = await conn.enroll(
+            token=parsed.token,
+            seed=seed,
+            name=device_name,
+            rp=parsed.rp,
+            binding_secret=parsed.binding_secret,
+            recovery_pk=None if recovery_seed is None else signing.public_key(recovery_seed),
+        )
+    return enrolled, seed, recovery_seed
 
 
 def _saving_failed(exc: Exception, enrolled: Enrolled, name: str) -> AgentError:
@@ -89,8 +100,7 @@ async def enroll(store: AccountStore, text: str, device_name: str | None = None)
     # Fail on a damaged vault or a missing passphrase before the broker spends the token.
     store.unlock()
     store.load()
-    enrolled, seed = await register(parsed, name)
-    recovery_seed = await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed)
+    enrolled, seed, recovery_seed = await register(parsed, name)
     try:
         return store.add(
             enrolled.account or parsed.account,
@@ -117,19 +127,6 @@ def _registration(
     )
 
 
-def offer_recovery_key(broker: str, cid: str, seed: bytes) -> bytes | None:
-    """A recovery key for a new credential, if its RP enrolled it as recoverable.
-
-    The broker says whether it is; a broker that cannot be asked leaves the account
-    simply not recoverable (it comes back as "action required" after a restore).
-    """
-    recovery_seed = signing.new_seed()
-    try:
-        return recovery_seed if broker_http.set_recovery_key(broker, cid, seed, recovery_seed) else None
-    except AgentError:
-        return None
-
-
 async def reactivate(store: AccountStore, account_name: str, text: str, device_name: str | None) -> Account:
     """Give a restored (or revoked) push account a fresh credential from a new enrollment URI."""
     parsed = parse_uri(text)
@@ -142,7 +139,7 @@ async def reactivate(store: AccountStore, account_name: str, text: str, device_n
             f'this enrollment URI is for {parsed.rp_name}, but "{account.name}" is an account at '
             f"{account.rp_name}; nothing was sent"
         )
-    enrolled, seed = await register(parsed, name)
+    enrolled, seed, recovery_seed = await register(parsed, name)
     if (enrolled.rp, enrolled.user) != (account.rp, account.user):
         # The link was for another user (or the broker answered for another RP): this
         # account must not become that user's credential. Take the new key back.
@@ -153,7 +150,6 @@ async def reactivate(store: AccountStore, account_name: str, text: str, device_n
             code="wrong_account",
         )
     try:
-        recovery_seed = await asyncio.to_thread(offer_recovery_key, parsed.broker, enrolled.cid, seed)
         return store.reactivate(account.name, _registration(parsed, enrolled, name, seed, recovery_seed))
     except (StoreError, OSError) as exc:
         raise _saving_failed(exc, enrolled, name) from None

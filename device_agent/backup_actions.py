@@ -505,7 +505,7 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
         seed, new_recovery_seed = signing.new_seed(), signing.new_seed()
         try:
             got = broker_http.recover(
-                account.broker, account.cid, recovery_seed, seed, new_recovery_seed, device_name
+                account.broker, account.rp, account.cid, recovery_seed, seed, new_recovery_seed, device_name
             )
         except AgentError as exc:
             lines.append(f"action required: {name}: it could not recover by itself ({exc})")

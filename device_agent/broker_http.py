@@ -137,12 +137,18 @@ def set_recovery_key(broker: str, cid: str, seed: bytes, recovery_seed: bytes) -
 
 
 def recover(
-    broker: str, old_cid: str, recovery_seed: bytes, seed: bytes, new_recovery_seed: bytes, name: str
+    broker: str,
+    rp: str,
+    old_cid: str,
+    recovery_seed: bytes,
+    seed: bytes,
+    new_recovery_seed: bytes,
+    name: str,
 ) -> dict[str, Any]:
-    """Register credential `seed` for the account of `old_cid`; returns the broker's answer."""
+    """Register credential `seed` for the account of `old_cid` at `rp`; returns the broker's answer."""
     ts = now_ms()
     pk, new_recovery_pk = signing.public_key(seed), signing.public_key(new_recovery_seed)
-    message = signing.recover_bytes(old_cid, pk, name, new_recovery_pk, ts)
+    message = signing.recover_bytes(rp, old_cid, pk, name, new_recovery_pk, ts)
     payload = {
         "cid": old_cid,
         "pk": b64.encode(pk),

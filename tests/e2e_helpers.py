@@ -51,7 +51,7 @@ async def enroll(
     started = await client.create_enrollment(user, account, totp=new_totp())
     assert started.uri is not None
     agent_ok(home, "enroll", started.uri, "--name", name)
-    done = await client.wait_enrollment(started.id, timeout=10)
+    done = await client.wait_enrollment(started, timeout=10)
     assert done.completed and done.credential is not None, done
     return done.credential
 

@@ -75,7 +75,7 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
     started = await client.create_enrollment("alice", "alice@example.com")
     assert started.uri is not None
     ok(new, "reactivate", "alice@example.com", started.uri, "--name", "new phone")
-    done = await client.wait_enrollment(started.id, timeout=10)
+    done = await client.wait_enrollment(started, timeout=10)
     assert done.credential is not None
     (entry,) = [e for e in json.loads(ok(new, "accounts", "--json")) if e["name"] == "alice@example.com"]
     assert entry["status"] == "active" and entry["credential_id"] == done.credential.id
@@ -102,7 +102,7 @@ async def test_reactivate_refuses_a_uri_of_another_service_and_active_accounts(
         agent(home, "reactivate", "alice@example.com", "pushauth://x"), contains="enrollment URI"
     )
     # The code was not spent by the refusals: it still enrolls.
-    assert (await client.get_enrollment(started.id)).status == "pending"
+    assert (await client.get_enrollment(started)).status == "pending"
 
 
 def test_restore_refuses_a_home_with_accounts(tmp_path: Path) -> None:

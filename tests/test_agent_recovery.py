@@ -42,7 +42,7 @@ async def enroll_recoverable(client: PushAuthClient, home: Path, name: str) -> A
     started = await client.create_enrollment("alice", "alice@example.com", totp=new_totp(), recoverable=True)
     assert started.uri is not None
     await asyncio.to_thread(ok, home, "enroll", started.uri, "--name", name)
-    done = await client.wait_enrollment(started.id, timeout=10)
+    done = await client.wait_enrollment(started, timeout=10)
     assert done.credential is not None
     return done.credential
 

@@ -215,8 +215,9 @@ def test_server_frame_size_limit() -> None:
     ("data", "code"),
     [
         (b"\xc1", ErrorCode.MALFORMED),
-        (b"\x81\xa1v\x02", ErrorCode.UNSUPPORTED_VERSION),
-        (b"\x82\xa1v\x01\xa1t\xa4nope", ErrorCode.UNKNOWN_FRAME),
+        (b"\x81\xa1v\x03", ErrorCode.UNSUPPORTED_VERSION),
+        (b"\x81\xa1v\x01", ErrorCode.UNSUPPORTED_VERSION),  # a version 1 frame
+        (b"\x82\xa1v\x02\xa1t\xa4nope", ErrorCode.UNKNOWN_FRAME),
     ],
 )
 def test_structural_errors_reach_both_sides(data: bytes, code: ErrorCode) -> None:
@@ -325,6 +326,7 @@ def test_challenge_answered_end_to_end_in_memory() -> None:
         rp=CHALLENGE.rp,
         ch=CHALLENGE.ch,
         nonce=CHALLENGE.nonce,
+        rp_nonce=CHALLENGE.rp_nonce,
         cid="cred_A1",
         decision=received.decision,
         number=received.number,

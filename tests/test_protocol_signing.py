@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 import struct
 from typing import Any
 
@@ -16,6 +17,7 @@ from support.protocol_samples import (
     CONTEXT,
     NONCE,
     PK_A,
+    RP_NONCE,
     SEED_A,
     SEED_B,
     TOKEN,
@@ -31,6 +33,7 @@ ANSWER_FIELDS: dict[str, Any] = {
     "rp": "rp_example",
     "ch": "ch_1",
     "nonce": CH_NONCE,
+    "rp_nonce": RP_NONCE,
     "cid": "cred_A1",
     "decision": "approve",
     "number": "42",
@@ -93,9 +96,15 @@ def test_domains_are_distinct_and_versioned() -> None:
         signing.DOMAIN_RECOVERY_KEY,
         signing.DOMAIN_RECOVER,
         signing.DOMAIN_RECOVERY_ANSWER,
+        signing.DOMAIN_BINDING,
     ]
-    assert len(set(domains)) == 8
-    assert all(d.startswith("pushauth/") and d.endswith("/v1") for d in domains)
+    assert len(set(domains)) == 9
+    # Each domain names its own version: it changes when the items it signs change.
+    assert all(re.fullmatch(r"pushauth/[a-z-]+/v[0-9]+", d) for d in domains)
+    # Protocol version 2 changed these (docs/protocol.md, "Signing bytes").
+    assert signing.DOMAIN_ANSWER.endswith("/v2")
+    assert signing.DOMAIN_ENROLL.endswith("/v2")
+    assert signing.DOMAIN_RECOVER.endswith("/v2")
 
 
 def test_an_auth_signature_never_verifies_as_anything_else() -> None:
@@ -104,7 +113,8 @@ def test_an_auth_signature_never_verifies_as_anything_else() -> None:
     auth_sig = signing.sign(SEED_A, signing.auth_bytes(NONCE, cid))
     assert signing.is_valid(PK_A, signing.auth_bytes(NONCE, cid), auth_sig)
     others = [
-        signing.enroll_bytes(NONCE, cid, PK_A, cid),
+        signing.enroll_bytes(NONCE, cid, PK_A, cid, None),
+        signing.binding_bytes(cid, cid, NONCE, PK_A, cid, None),
         answer_message(nonce=NONCE, cid=cid),
         signing.canonical(signing.DOMAIN_ANSWER, NONCE, cid),
         signing.canonical(signing.DOMAIN_ENROLL, NONCE, cid),
@@ -117,11 +127,17 @@ def test_an_auth_signature_never_verifies_as_anything_else() -> None:
 
 def test_an_answer_or_enroll_signature_never_verifies_as_auth() -> None:
     answer_sig = signing.sign(SEED_A, answer_message())
-    enroll_sig = signing.sign(SEED_A, signing.enroll_bytes(NONCE, TOKEN, PK_A, "phone"))
-    for sig in (answer_sig, enroll_sig):
+    enroll_sig = signing.sign(SEED_A, signing.enroll_bytes(NONCE, TOKEN, PK_A, "phone", None))
+    binding_sig = signing.sign(SEED_A, signing.binding_bytes("rp", TOKEN, NONCE, PK_A, "phone", None))
+    for sig in (answer_sig, enroll_sig, binding_sig):
         assert not signing.is_valid(PK_A, signing.auth_bytes(NONCE, "cred_A1"), sig)
         assert not signing.is_valid(PK_A, signing.auth_bytes(CH_NONCE, "cred_A1"), sig)
     assert not signing.is_valid(PK_A, answer_message(), enroll_sig)
+    # The broker's proof of possession is never a binding for the RP, nor the reverse.
+    assert not signing.is_valid(
+        PK_A, signing.binding_bytes("rp", TOKEN, NONCE, PK_A, "phone", None), enroll_sig
+    )
+    assert not signing.is_valid(PK_A, signing.enroll_bytes(NONCE, TOKEN, PK_A, "phone", None), binding_sig)
 
 
 def test_signing_bytes_start_with_their_domain() -> None:
@@ -129,7 +145,11 @@ def test_signing_bytes_start_with_their_domain() -> None:
         return struct.pack(">I", len(domain)) + domain.encode()
 
     assert signing.auth_bytes(NONCE, "c").startswith(prefix(signing.DOMAIN_AUTH))
-    assert signing.enroll_bytes(NONCE, TOKEN, PK_A, "n").startswith(prefix(signing.DOMAIN_ENROLL))
+    assert signing.enroll_bytes(NONCE, TOKEN, PK_A, "n", None).startswith(prefix(signing.DOMAIN_ENROLL))
+    assert signing.binding_bytes("rp", TOKEN, NONCE, PK_A, "n", None).startswith(
+        prefix(signing.DOMAIN_BINDING)
+    )
+    assert signing.recover_bytes("rp", "c", PK_A, "n", PK_B, 1).startswith(prefix(signing.DOMAIN_RECOVER))
     assert answer_message().startswith(prefix(signing.DOMAIN_ANSWER))
 
 
@@ -139,6 +159,7 @@ CHANGED: dict[str, list[Any]] = {
     "rp": ["rp_other", "rp_exampl", ""],
     "ch": ["ch_2", "ch_10", ""],
     "nonce": [bytes(32), CH_NONCE[:-1] + b"\x5b", CH_NONCE + b"\x00"],
+    "rp_nonce": [bytes(32), RP_NONCE[:-1] + b"\x00", CH_NONCE],
     "cid": ["cred_A2", "cred_B1"],
     "decision": ["deny", "fraud"],
     "number": ["24", "420", "", "042"],
@@ -168,10 +189,12 @@ def test_answer_fields_cannot_shift_into_each_other() -> None:
 @pytest.mark.parametrize(
     ("args", "changed"),
     [
-        ((NONCE, TOKEN, PK_A, "phone"), (CH_NONCE, TOKEN, PK_A, "phone")),
-        ((NONCE, TOKEN, PK_A, "phone"), (NONCE, TOKEN + "x", PK_A, "phone")),
-        ((NONCE, TOKEN, PK_A, "phone"), (NONCE, TOKEN, PK_B, "phone")),
-        ((NONCE, TOKEN, PK_A, "phone"), (NONCE, TOKEN, PK_A, "phone2")),
+        ((NONCE, TOKEN, PK_A, "phone", None), (CH_NONCE, TOKEN, PK_A, "phone", None)),
+        ((NONCE, TOKEN, PK_A, "phone", None), (NONCE, TOKEN + "x", PK_A, "phone", None)),
+        ((NONCE, TOKEN, PK_A, "phone", None), (NONCE, TOKEN, PK_B, "phone", None)),
+        ((NONCE, TOKEN, PK_A, "phone", None), (NONCE, TOKEN, PK_A, "phone2", None)),
+        ((NONCE, TOKEN, PK_A, "phone", None), (NONCE, TOKEN, PK_A, "phone", PK_B)),
+        ((NONCE, TOKEN, PK_A, "phone", PK_A), (NONCE, TOKEN, PK_A, "phone", PK_B)),
     ],
 )
 def test_every_enroll_field_changes_the_signing_bytes(
@@ -318,6 +341,7 @@ def test_sign_answer_signs_what_the_rp_checks(decision: str, number: str) -> Non
         rp=CHALLENGE.rp,
         ch=CHALLENGE.ch,
         nonce=CHALLENGE.nonce,
+        rp_nonce=CHALLENGE.rp_nonce,
         cid=CHALLENGE.cid,
         decision=decision,
         number=number,
@@ -330,6 +354,7 @@ def test_sign_answer_signs_what_the_rp_checks(decision: str, number: str) -> Non
         rp=CHALLENGE.rp,
         ch=CHALLENGE.ch,
         nonce=bytes(32),
+        rp_nonce=CHALLENGE.rp_nonce,
         cid=CHALLENGE.cid,
         decision=decision,
         number=number,
@@ -337,6 +362,19 @@ def test_sign_answer_signs_what_the_rp_checks(decision: str, number: str) -> Non
         ctx_hash=answer.ctx_hash,
     )
     assert not signing.is_valid(PK_A, other, answer.sig)
+    # ... nor for one with another RP freshness value (a replay into a new challenge).
+    replayed = signing.answer_bytes(
+        rp=CHALLENGE.rp,
+        ch=CHALLENGE.ch,
+        nonce=CHALLENGE.nonce,
+        rp_nonce=bytes(32),
+        cid=CHALLENGE.cid,
+        decision=decision,
+        number=number,
+        ts=123,
+        ctx_hash=answer.ctx_hash,
+    )
+    assert not signing.is_valid(PK_A, replayed, answer.sig)
 
 
 def test_signing_with_a_kept_key_equals_signing_with_its_seed() -> None:
@@ -347,6 +385,7 @@ def test_signing_with_a_kept_key_equals_signing_with_its_seed() -> None:
         rp="rp_1",
         ch="ch_1",
         nonce=b"n" * 32,
+        rp_nonce=b"r" * 32,
         cid="cr_1",
         decision="approve",
         number="42",
@@ -356,3 +395,26 @@ def test_signing_with_a_kept_key_equals_signing_with_its_seed() -> None:
     kept = signing.sign(nacl.signing.SigningKey(seed), message)
     assert kept == signing.sign(seed, message)  # Ed25519 is deterministic
     assert signing.is_valid(signing.public_key(seed), message, kept)
+
+
+# -- version 2: binding and recovery bytes -------------------------------------------------
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_every_binding_item_changes_the_signing_bytes(index: int) -> None:
+    args: list[Any] = ["rp_example", TOKEN, bytes(32), PK_A, "phone", PK_B]
+    changed = list(args)
+    changed[index] = {0: "rp_other", 1: TOKEN + "x", 2: b"\x01" * 32, 3: PK_B, 4: "phone2", 5: None}[index]
+    sig = signing.sign(SEED_A, signing.binding_bytes(*args))
+    assert signing.is_valid(PK_A, signing.binding_bytes(*args), sig)
+    assert not signing.is_valid(PK_A, signing.binding_bytes(*changed), sig)
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_every_recover_item_changes_the_signing_bytes(index: int) -> None:
+    args: list[Any] = ["rp_example", "cred_A1", PK_A, "new phone", PK_B, 1_767_225_600_000]
+    changed = list(args)
+    changed[index] = {0: "rp_other", 1: "cred_A2", 2: PK_B, 3: "other", 4: PK_A, 5: 1}[index]
+    sig = signing.sign(SEED_B, signing.recover_bytes(*args))
+    assert signing.is_valid(PK_B, signing.recover_bytes(*args), sig)
+    assert not signing.is_valid(PK_B, signing.recover_bytes(*changed), sig)

@@ -28,7 +28,7 @@ WITH_TOTP = BASE.with_totp(TotpParams(SECRET, "SHA256", 8, 60))
 def query(**params: str) -> str:
     """A URI built by hand from BASE's parameters, with changes (None removes one)."""
     q: dict[str, str | None] = {
-        "v": "1",
+        "v": "2",
         "broker": BASE.broker,
         "token": BASE.token,
         "rp": BASE.rp,
@@ -53,7 +53,7 @@ def refused(text: str) -> ProtocolError:
 @pytest.mark.parametrize("enrollment", [BASE, WITH_TOTP, BASE.with_totp(TotpParams(SECRET))])
 def test_build_parse_round_trip(enrollment: EnrollmentURI) -> None:
     text = enrollment.build()
-    assert text.startswith("pushauth://enroll?v=1&broker=")
+    assert text.startswith("pushauth://enroll?v=2&broker=")
     assert uri.parse(text) == enrollment
 
 
@@ -171,12 +171,12 @@ def test_every_required_parameter_missing_or_empty(name: str) -> None:
 @pytest.mark.parametrize("name", ["v", "broker", "token", "rp", "rp_name", "account", "secret", "digits"])
 def test_a_parameter_given_twice(name: str) -> None:
     text = query(secret=SECRET, digits="6")
-    value = {"v": "1", "broker": BASE.broker, "secret": SECRET, "digits": "6"}.get(name, "x")
+    value = {"v": "2", "broker": BASE.broker, "secret": SECRET, "digits": "6"}.get(name, "x")
     error = refused(f"{text}&{name}={quote(value)}")
     assert "twice" in error.message
 
 
-@pytest.mark.parametrize("version", ["2", "0", "01", "1.0", " 1", "v1"])
+@pytest.mark.parametrize("version", ["1", "3", "0", "02", "2.0", " 2", "v2"])
 def test_unsupported_version(version: str) -> None:
     refused(query(v=version))
 
@@ -188,6 +188,10 @@ def test_unsupported_version(version: str) -> None:
         "https://push.example.com",
         "ws://",
         "wss:///v1/device",
+        "ws://:8700/v1/device",  # a port but no host
+        "wss://user:pw@push.example.com/v1/device",  # user info is not allowed
+        "wss://push.example.com:99999/v1/device",  # no such port
+        "wss://push.example.com/v1/device#frag",
         "push.example.com:8443",
         "javascript:alert(1)",
     ],
@@ -270,3 +274,38 @@ def test_totp_edges_are_accepted() -> None:
 def test_uri_errors_keep_their_code_and_are_not_fatal() -> None:
     error = refused("nope")
     assert not error.fatal  # a local parsing error, not a broken connection
+
+
+# -- version 2: the RP's binding secret and the recoverable flag -----------------------
+
+
+def test_binding_secret_and_recoverable_round_trip() -> None:
+    secret = bytes(range(32))
+    enrollment = replace(BASE, recoverable=True).with_binding_secret(secret)
+    text = enrollment.build()
+    assert "&recoverable=1&" in text + "&"
+    assert "&es=" in text
+    assert uri.parse(text) == enrollment
+    assert uri.parse(query(recoverable="0")).recoverable is False
+    assert uri.parse(query()).binding_secret is None
+
+
+@pytest.mark.parametrize(
+    "es",
+    [
+        "",
+        "AAAA",
+        base64.urlsafe_b64encode(bytes(31)).decode().rstrip("="),
+        "A" * 43 + "=",
+        "+" * 43,
+        "A" * 44,
+    ],
+)
+def test_a_binding_secret_is_32_bytes_of_base64url(es: str) -> None:
+    error = refused(query(es=es))
+    assert "es" in error.message
+
+
+@pytest.mark.parametrize("flag", ["", "2", "true", "yes", " 1"])
+def test_recoverable_is_0_or_1(flag: str) -> None:
+    refused(query(recoverable=flag))
