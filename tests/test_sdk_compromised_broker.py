@@ -23,6 +23,7 @@ from protocol.frames import Answer, Decision
 from protocol.frames import Challenge as ChallengeFrame
 from protocol.session import sign_answer
 from relying_party import (
+    BadBrokerResponse,
     Challenge,
     PushAuthClient,
     SignInResult,
@@ -51,6 +52,8 @@ class FakeBroker:
     ttl_ms: int = 60_000
     created: dict[str, dict[str, Any]] = field(default_factory=dict)
     result: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Edits the POST /v1/challenges answer (what the SDK is told it created).
+    on_create: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     polls: list[int] = field(default_factory=list)
 
     async def rp(self, request: web.Request) -> web.Response:
@@ -65,18 +68,22 @@ class FakeBroker:
             "number": self.number,
             "digits": body["digits"],
             "nonce": b64encode(secrets.token_bytes(32)),
+            # The SDK's own value, echoed (the SDK refuses a challenge without it).
+            "rp_nonce": body["rp_nonce"],
             "context": body["context"],
             "created_at": now,
             "expires_at": now + self.ttl_ms,
             "devices": 1,
         }
+        if self.on_create is not None:
+            ch = self.on_create(ch)
         self.created[ch["id"]] = ch
         return web.json_response(ch, status=201)
 
     async def get(self, request: web.Request) -> web.Response:
         self.polls.append(int(request.query.get("wait", "0")))
         ch = self.created[request.match_info["id"]]
-        base = {k: ch[k] for k in ("id", "user", "nonce", "context", "created_at", "expires_at")}
+        base = {k: ch[k] for k in ("id", "user", "nonce", "rp_nonce", "context", "created_at", "expires_at")}
         body = {**base, "status": "pending", "answer": None}
         if self.result is not None:
             body = self.result(body)
@@ -120,8 +127,10 @@ class Device:
         rp: str = RP_ID,
         ch: str | None = None,
         nonce: bytes | None = None,
+        rp_nonce: bytes | None = None,
         cid: str | None = None,
         ctx: dict[str, str] | None = None,
+        ts: int | None = None,
     ) -> Answer:
         """The device's real signed answer to the challenge frame it was (maybe falsely) shown."""
         frame = ChallengeFrame(
@@ -131,12 +140,15 @@ class Device:
             rp_name="Acme",
             account="alice@acme",
             nonce=nonce or challenge.nonce,
+            rp_nonce=rp_nonce or challenge.rp_nonce,
             ctx=CONTEXT if ctx is None else ctx,
             created=challenge.created_at,
             expires=challenge.expires_at,
             digits=challenge.digits,
         )
-        return sign_answer(frame, seed=self.seed, decision=decision, number=number, ts=_now_ms())
+        return sign_answer(
+            frame, seed=self.seed, decision=decision, number=number, ts=_now_ms() if ts is None else ts
+        )
 
 
 def answer_json(answer: Answer, **override: Any) -> dict[str, Any]:
@@ -167,11 +179,12 @@ async def run_sign_in(
     *,
     keys: dict[str, bytes] | None = None,
     timeout: float | None = 5,
+    ttl: int = 60,
 ) -> SignInResult:
     """Create a challenge through the SDK, let the broker answer as told, return the SDK's verdict."""
     store = {ALICE.cid: ALICE.public_key, ALICE_TABLET.cid: ALICE_TABLET.public_key} if keys is None else keys
     async with PushAuthClient(fake.url, "test-key") as client:
-        challenge = await client.create_challenge("alice", CONTEXT)
+        challenge = await client.create_challenge("alice", CONTEXT, ttl=ttl)
         fake.result = make_result(challenge)
         return await client.wait_result(challenge, store, timeout=timeout)
 
@@ -234,6 +247,20 @@ FORGERIES: dict[str, tuple[Callable[[Challenge], dict[str, Any] | None], Verific
     "signed over another nonce": (
         lambda ch: answer_json(ALICE.answer(ch, nonce=secrets.token_bytes(32))),
         VerificationReason.BAD_SIGNATURE,
+    ),
+    # The RP's own fresh value is what ties an answer to this very sign-in.
+    "signed over another rp_nonce": (
+        lambda ch: answer_json(ALICE.answer(ch, rp_nonce=secrets.token_bytes(32))),
+        VerificationReason.BAD_SIGNATURE,
+    ),
+    # A real signature, but made long before this challenge existed (by the RP's clock).
+    "signed before the challenge": (
+        lambda ch: answer_json(ALICE.answer(ch, ts=ch.created_at - 10 * 60_000)),
+        VerificationReason.STALE_ANSWER,
+    ),
+    "signed after the challenge expired": (
+        lambda ch: answer_json(ALICE.answer(ch, ts=ch.expires_at + 10 * 60_000)),
+        VerificationReason.STALE_ANSWER,
     ),
     "signed for another RP": (
         lambda ch: answer_json(ALICE.answer(ch, rp="rp_other")),
@@ -392,6 +419,42 @@ async def test_denial_claim_with_an_approving_answer_is_refused(fake_broker: Fak
     assert failure.value.broker_status is Status.DENIED
 
 
+# -- the challenge as created: the SDK's own values, not the broker's word ---------
+
+CREATE_LIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    # Freshness is the RP's own random value: a broker that swaps it (say, for the
+    # value of an older challenge it wants to replay an approval of) is caught here.
+    "another rp_nonce": lambda ch: {**ch, "rp_nonce": b64encode(secrets.token_bytes(32))},
+    "no rp_nonce": lambda ch: {k: v for k, v in ch.items() if k != "rp_nonce"},
+    "another user": lambda ch: {**ch, "user": "mallory"},
+    "another digit count": lambda ch: {**ch, "digits": 3, "number": "123"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CREATE_LIES))
+async def test_a_created_challenge_that_is_not_the_rps_is_refused(fake_broker: FakeBroker, case: str) -> None:
+    fake_broker.on_create = CREATE_LIES[case]
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        with pytest.raises(BadBrokerResponse):
+            await client.create_challenge("alice", CONTEXT)
+
+
+async def test_the_challenge_lifetime_is_the_sdks_own(fake_broker: FakeBroker) -> None:
+    """created_at/expires_at come from the RP's clock and ttl, whatever the broker claims:
+    they bound when a signed answer may have been made (STALE_ANSWER outside them)."""
+    fake_broker.on_create = lambda ch: {**ch, "created_at": 0, "expires_at": 2**52}
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        before = _now_ms()
+        challenge = await client.create_challenge("alice", CONTEXT, ttl=30)
+        after = _now_ms()
+        assert before <= challenge.created_at <= after
+        assert challenge.expires_at == challenge.created_at + 30_000
+        fake_broker.result = claims("approved", answer_json(ALICE.answer(challenge, ts=10**12)))
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(challenge, {ALICE.cid: ALICE.public_key}, timeout=5)
+    assert failure.value.reason is VerificationReason.STALE_ANSWER
+
+
 # -- expiry and waiting ---------------------------------------------------------
 
 
@@ -402,9 +465,10 @@ async def test_expired_claim_is_expired_even_with_a_valid_answer(fake_broker: Fa
 
 
 async def test_pending_past_expiry_is_expired_by_the_sdks_own_clock(fake_broker: FakeBroker) -> None:
-    """A broker that keeps saying "pending" after expires_at cannot keep the RP waiting."""
-    fake_broker.ttl_ms = -1  # already past its expiry when created
-    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=None)
+    """A broker that keeps saying "pending" after the challenge's expiry by the RP's clock
+    cannot keep the RP waiting, even if it claims a far later expires_at."""
+    fake_broker.ttl_ms = 3_600_000  # the broker's claim: an hour
+    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=None, ttl=1)
     assert result.status is Status.EXPIRED
 
 
@@ -416,11 +480,12 @@ async def test_timeout_while_pending_returns_pending(fake_broker: FakeBroker) ->
 
 
 async def test_long_poll_asks_the_broker_to_hold_until_expiry(fake_broker: FakeBroker) -> None:
-    fake_broker.ttl_ms = 30_000
+    fake_broker.ttl_ms = 600_000  # the broker's claim does not set the wait; the RP's ttl does
     await run_sign_in(
         fake_broker,
         lambda ch: claims("denied", answer_json(ALICE.answer(ch, Decision.DENY, ""))),
         timeout=None,
+        ttl=30,
     )
     assert fake_broker.polls
     assert 29 <= fake_broker.polls[0] <= 30

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import string
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from protocol.challenge import Status
 from protocol.frames import Challenge as ChallengeFrame
 from protocol.session import sign_answer
 from relying_party import Challenge, VerificationFailed
-from relying_party.verify import evaluate
+from relying_party.verify import MAX_CLOCK_SKEW_MS, evaluate
 from relying_party.wire import b64decode, b64encode
 
 RP_ID = "rp_fuzz"
@@ -43,6 +44,7 @@ def genuine(rng: random.Random) -> tuple[Challenge, dict[str, Any]]:
         number=number,
         digits=digits,
         nonce=rng.randbytes(32),
+        rp_nonce=rng.randbytes(32),
         context=context,
         created_at=0,
         expires_at=2**53,
@@ -54,6 +56,7 @@ def genuine(rng: random.Random) -> tuple[Challenge, dict[str, Any]]:
         rp_name="Fuzz",
         account="alice",
         nonce=challenge.nonce,
+        rp_nonce=challenge.rp_nonce,
         ctx=context,
         created=0,
         expires=2**53,
@@ -112,23 +115,39 @@ MUTATIONS: dict[str, Mutation] = {
     "answer signature": answer_field("signature", b64_flip),
     "answer decision": answer_field("decision", lambda rng, _: rng.choice(["deny", "fraud"])),
     "challenge number held by the RP": lambda rng, ch, body: (
-        Challenge(**{**ch.to_json(), "number": other_number(rng, ch.number), "nonce": ch.nonce}),
+        replace(ch, number=other_number(rng, ch.number)),
         body,
         RP_ID,
     ),
     "challenge nonce held by the RP": lambda rng, ch, body: (
-        Challenge(**{**ch.to_json(), "nonce": flip_bit(rng, ch.nonce)}),
+        replace(ch, nonce=flip_bit(rng, ch.nonce)),
+        body,
+        RP_ID,
+    ),
+    # The RP's own fresh value: an answer over any other (an older challenge's) is void.
+    "rp_nonce held by the RP": lambda rng, ch, body: (
+        replace(ch, rp_nonce=flip_bit(rng, ch.rp_nonce)),
+        body,
+        RP_ID,
+    ),
+    # The lifetime by the RP's clock no longer holds the signed ts (well past the skew).
+    "lifetime held by the RP": lambda rng, ch, body: (
+        replace(
+            ch,
+            created_at=(start := body["answer"]["ts"] + rng.randint(MAX_CLOCK_SKEW_MS + 1, 2**40)),
+            expires_at=start + rng.randint(0, 600_000),
+        ),
         body,
         RP_ID,
     ),
     "context the RP sent": lambda rng, ch, body: (
-        Challenge(**{**ch.to_json(), "nonce": ch.nonce, "context": {**ch.context, ident(rng)[:32]: "x"}}),
+        replace(ch, context={**ch.context, ident(rng)[:32]: "x"}),
         body,
         RP_ID,
     ),
     "RP id": lambda rng, ch, body: (ch, body, ident(rng)),
     "challenge id (RP and result alike)": lambda rng, ch, body: (
-        Challenge(**{**ch.to_json(), "id": (new := ident(rng)), "nonce": ch.nonce}),
+        replace(ch, id=(new := ident(rng))),
         {**body, "id": new},
         RP_ID,
     ),
