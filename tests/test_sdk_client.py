@@ -29,6 +29,7 @@ from relying_party import (
     BrokerUnavailable,
     Conflict,
     Credential,
+    Enrollment,
     EnrollmentStatus,
     InvalidRequest,
     NoDevices,
@@ -38,6 +39,8 @@ from relying_party import (
     RateLimited,
     ServiceUnavailable,
     Unauthorized,
+    VerificationFailed,
+    VerificationReason,
     new_totp,
 )
 from relying_party.wire import b64decode, b64encode
@@ -268,9 +271,13 @@ async def test_challenge_request_body(broker: Scripted) -> None:
 
     broker.routes["POST v1/challenges"] = create
     async with PushAuthClient(broker.url, "key") as client:
-        with pytest.raises(NoDevices):
-            await client.create_challenge("alice", {"app": "Payroll"}, ttl=120, digits=6)
-    assert received == [{"user": "alice", "context": {"app": "Payroll"}, "ttl": 120, "digits": 6}]
+        for _ in range(2):
+            with pytest.raises(NoDevices):
+                await client.create_challenge("alice", {"app": "Payroll"}, ttl=120, digits=6)
+    # The SDK's own fresh value for each challenge: 32 random bytes, a new one each time.
+    nonces = [b64decode(body.pop("rp_nonce")) for body in received]
+    assert [len(n) for n in nonces] == [32, 32] and nonces[0] != nonces[1]
+    assert received == [{"user": "alice", "context": {"app": "Payroll"}, "ttl": 120, "digits": 6}] * 2
 
 
 # -- enrollment ------------------------------------------------------------------------
@@ -293,6 +300,34 @@ def enrollment_body(uri: str | None, *, status: str = "pending", expires_in: int
 BROKER_URI = enrollment_uri.EnrollmentURI(
     "wss://broker.example/v1/device", TOKEN, "rp_1", "Acme", "alice@acme"
 ).build()
+RP = answer(200, {"id": "rp_1", "name": "Acme"})  # create_enrollment checks the link names this RP
+
+
+async def started(broker: Scripted, client: PushAuthClient) -> Enrollment:
+    """A pending enrollment as create_enrollment returns it (with the link's secret)."""
+    broker.routes["GET v1/rp"] = RP
+    broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(BROKER_URI))
+    enrollment = await client.create_enrollment("alice", "alice@acme")
+    broker.seen.clear()
+    return enrollment
+
+
+def bound_credential(enrollment: Enrollment, seed: bytes, *, secret: bytes | None = None) -> dict[str, Any]:
+    """The credential JSON of a device that enrolled with `seed` from the enrollment's link
+    (its binding over the link's secret, or over `secret` if given)."""
+    pk = signing.public_key(seed)
+    es = enrollment.binding_secret if secret is None else secret
+    assert es is not None
+    binding = signing.sign(seed, signing.binding_bytes("rp_1", TOKEN, es, pk, "Pixel", None))
+    return {
+        "id": "cred_1",
+        "user": "alice",
+        "name": "Pixel",
+        "public_key": b64encode(pk),
+        "created_at": 1,
+        "last_used_at": None,
+        "binding": b64encode(binding),
+    }
 
 
 async def test_enrollment_uri_gets_the_rps_own_totp_secret(broker: Scripted) -> None:
@@ -303,6 +338,7 @@ async def test_enrollment_uri_gets_the_rps_own_totp_secret(broker: Scripted) -> 
         return web.json_response(enrollment_body(BROKER_URI), status=201)
 
     broker.routes["POST v1/enrollments"] = create
+    broker.routes["GET v1/rp"] = RP
     totp = new_totp(algorithm="SHA256", digits=8)
     async with PushAuthClient(broker.url, "key") as client:
         enrollment = await client.create_enrollment("alice", "alice@acme", totp=totp, recoverable=True)
@@ -315,55 +351,140 @@ async def test_enrollment_uri_gets_the_rps_own_totp_secret(broker: Scripted) -> 
     assert len(base64.b32decode(totp.secret)) == 20  # a 160-bit secret
 
 
-async def test_enrollment_without_totp_keeps_the_brokers_uri(broker: Scripted) -> None:
+async def test_enrollment_without_totp_adds_only_the_rps_link_secret(broker: Scripted) -> None:
     broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(BROKER_URI))
+    broker.routes["GET v1/rp"] = RP
+    async with PushAuthClient(broker.url, "key") as client:
+        first = await client.create_enrollment("alice", "alice@acme")
+        second = await client.create_enrollment("alice", "alice@acme")
+    assert first.uri is not None and first.binding_secret is not None
+    parsed = enrollment_uri.parse(first.uri)
+    assert parsed.binding_secret == first.binding_secret and len(first.binding_secret) == 32
+    assert parsed == enrollment_uri.parse(BROKER_URI).with_binding_secret(first.binding_secret)
+    assert second.binding_secret != first.binding_secret  # a fresh secret per link
+    # The secret never goes to the broker (only into the link the RP shows).
+    for request in broker.seen:
+        assert b64encode(first.binding_secret) not in str(request.rel_url)
+
+
+async def test_a_link_secret_planted_by_the_broker_is_replaced(broker: Scripted) -> None:
+    """A broker that writes an `es` of its own into the link (so it would know the secret)
+    does not get it used: the SDK's own secret replaces it."""
+    planted = enrollment_uri.parse(BROKER_URI).with_binding_secret(b"\x07" * 32).build()
+    broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(planted))
+    broker.routes["GET v1/rp"] = RP
     async with PushAuthClient(broker.url, "key") as client:
         enrollment = await client.create_enrollment("alice", "alice@acme")
     assert enrollment.uri is not None
-    assert enrollment_uri.parse(enrollment.uri) == enrollment_uri.parse(BROKER_URI)
+    assert enrollment.binding_secret not in (None, b"\x07" * 32)
+    assert enrollment_uri.parse(enrollment.uri).binding_secret == enrollment.binding_secret
 
 
-@pytest.mark.parametrize("uri", [None, "https://evil.example/enroll", BROKER_URI.replace("v=1", "v=2")])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        None,
+        "https://evil.example/enroll",
+        BROKER_URI.replace("v=2", "v=3"),
+        BROKER_URI.replace("rp=rp_1", "rp=rp_other"),  # a link for another RP
+        BROKER_URI.replace(f"token={TOKEN}", "token=tok_other"),  # a token other than the answer's
+    ],
+    ids=["none", "not pushauth", "another version", "another rp", "another token"],
+)
 async def test_enrollment_with_a_bad_uri_is_refused(broker: Scripted, uri: str | None) -> None:
     broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(uri))
+    broker.routes["GET v1/rp"] = RP
     async with PushAuthClient(broker.url, "key") as client:
-        with pytest.raises(BadBrokerResponse, match="URI"):
+        with pytest.raises(BadBrokerResponse, match=r"URI|link"):
             await client.create_enrollment("alice", "alice@acme")
 
 
-async def test_wait_enrollment_returns_the_credential(broker: Scripted) -> None:
-    pk = signing.public_key(signing.new_seed())
-    body = enrollment_body(None, status="completed")
-    body["credential"] = {"id": "cred_1", "user": "alice", "name": "Pixel", "public_key": b64encode(pk)}
-    body["credential"] |= {"created_at": 1, "last_used_at": None}
-    broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
+async def test_wait_enrollment_returns_the_bound_credential(broker: Scripted) -> None:
+    seed = signing.new_seed()
     async with PushAuthClient(broker.url, "key") as client:
-        enrollment = await client.wait_enrollment("enr_1", timeout=5)
-    assert enrollment.completed
-    assert enrollment.credential is not None
-    assert enrollment.credential.public_key == pk
+        enrollment = await started(broker, client)
+        body = enrollment_body(None, status="completed")
+        body["credential"] = bound_credential(enrollment, seed)
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
+        done = await client.wait_enrollment(enrollment, timeout=5)
+        # What an RP keeps between requests checks the binding just as well.
+        stored = Enrollment.from_stored(json.loads(json.dumps(enrollment.to_json())))
+        again = await client.get_enrollment(stored)
+    assert done.completed
+    assert done.credential is not None
+    assert done.credential.public_key == signing.public_key(seed)
+    assert again.credential == done.credential
     assert broker.seen[0].query["wait"] in ("4", "5")  # a long-poll within the timeout
 
 
-async def test_completed_enrollment_without_credential_is_refused(broker: Scripted) -> None:
-    broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None, status="completed"))
+async def test_a_credential_not_bound_to_the_link_is_refused(broker: Scripted) -> None:
+    """A key the broker substitutes (bound to a secret it made up, or not bound at all)."""
     async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await started(broker, client)
+        body = enrollment_body(None, status="completed")
+        for credential in (
+            bound_credential(enrollment, signing.new_seed(), secret=b"\x01" * 32),
+            {**bound_credential(enrollment, signing.new_seed()), "binding": None},
+            {**bound_credential(enrollment, signing.new_seed()), "name": "Renamed"},
+        ):
+            broker.routes["GET v1/enrollments/enr_1"] = answer(200, {**body, "credential": credential})
+            with pytest.raises(VerificationFailed) as failure:
+                await client.wait_enrollment(enrollment, timeout=5)
+            assert failure.value.reason is VerificationReason.BAD_BINDING
+
+
+async def test_wait_enrollment_needs_the_enrollment_object(broker: Scripted) -> None:
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(TypeError, match="Enrollment"):
+            await client.wait_enrollment("enr_1", timeout=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [({"id": "enr_2"}, "another enrollment"), ({"user": "mallory"}, "another enrollment or user")],
+)
+async def test_an_answer_about_another_enrollment_is_refused(
+    broker: Scripted, change: dict[str, str], match: str
+) -> None:
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await started(broker, client)
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, {**enrollment_body(None), **change})
+        with pytest.raises(BadBrokerResponse, match=match):
+            await client.wait_enrollment(enrollment, timeout=5)
+
+
+async def test_a_completed_credential_of_another_user_is_refused(broker: Scripted) -> None:
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await started(broker, client)
+        body = enrollment_body(None, status="completed")
+        body["credential"] = {**bound_credential(enrollment, signing.new_seed()), "user": "mallory"}
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
+        with pytest.raises(BadBrokerResponse, match="another user"):
+            await client.wait_enrollment(enrollment, timeout=5)
+
+
+async def test_completed_enrollment_without_credential_is_refused(broker: Scripted) -> None:
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await started(broker, client)
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None, status="completed"))
         with pytest.raises(BadBrokerResponse, match="without a credential"):
-            await client.wait_enrollment("enr_1", timeout=5)
+            await client.wait_enrollment(enrollment, timeout=5)
 
 
 async def test_wait_enrollment_past_expiry_is_expired(broker: Scripted) -> None:
-    broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None, expires_in=-1))
     async with PushAuthClient(broker.url, "key") as client:
-        enrollment = await client.wait_enrollment("enr_1", timeout=5)
+        enrollment = await started(broker, client)
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None, expires_in=-1))
+        enrollment = await client.wait_enrollment(enrollment, timeout=5)
     assert enrollment.status is EnrollmentStatus.EXPIRED
     assert not enrollment.completed
 
 
 async def test_wait_enrollment_timeout_returns_pending(broker: Scripted) -> None:
-    broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None))
     async with PushAuthClient(broker.url, "key") as client:
-        enrollment = await client.wait_enrollment("enr_1", timeout=0)
+        enrollment = await started(broker, client)
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None))
+        enrollment = await client.wait_enrollment(enrollment, timeout=0)
     assert enrollment.status is EnrollmentStatus.PENDING
 
 
