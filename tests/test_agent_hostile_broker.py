@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +21,10 @@ from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase 
 from support import AGENT
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 from device_agent.store import AccountStore, Registration
-from protocol import signing
+from protocol import SUBPROTOCOLS, signing
 from protocol.codec import MAX_FRAME_SIZE, encode
 from protocol.frames import Challenge, Hello, Welcome
 
@@ -36,6 +37,10 @@ class Server:
     closes: list[tuple[int | None, str]] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
     behaviour: Behaviour | None = None
+    # The protocol version the server picks from the device's offer (None: none, as a
+    # version 1 broker, which ignores the offer); what the device offered.
+    speaks: str | None = SUBPROTOCOLS[0]
+    offered: list[list[str]] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -52,7 +57,11 @@ async def server() -> AsyncIterator[Server]:
             pass
         state.closes.append((ws.close_code, ws.close_reason or ""))
 
-    async with serve(handler, "127.0.0.1", 0, max_size=None) as srv:
+    def pick(_conn: ServerConnection, offered: Sequence[Subprotocol]) -> Subprotocol | None:
+        state.offered.append(list(offered))
+        return Subprotocol(state.speaks) if state.speaks in offered else None
+
+    async with serve(handler, "127.0.0.1", 0, max_size=None, select_subprotocol=pick) as srv:
         port = next(iter(srv.sockets)).getsockname()[1]
         state.url = f"ws://127.0.0.1:{port}/v1/device"
         yield state
@@ -121,6 +130,7 @@ async def send_challenge_first(ws: ServerConnection) -> None:
         rp_name="Example",
         account="alice",
         nonce=bytes(32),
+        rp_nonce=bytes(32),
         ctx={},
         created=0,
         expires=2**40,
@@ -129,12 +139,17 @@ async def send_challenge_first(ws: ServerConnection) -> None:
     await ws.send(encode(ch))
 
 
-async def send_unknown_type(ws: ServerConnection) -> None:
-    await ws.send(msgpack.packb({"v": 1, "t": "surprise"}))
+async def send_newer_version(ws: ServerConnection) -> None:
+    await ws.send(msgpack.packb({"v": 3, "t": "hello"}))
 
 
-async def send_other_version(ws: ServerConnection) -> None:
-    await ws.send(msgpack.packb({"v": 2, "t": "hello"}))
+async def send_older_version(ws: ServerConnection) -> None:
+    # A version 1 hello (no subprotocol talk) on a connection that picked version 2.
+    await ws.send(msgpack.packb({"v": 1, "t": "hello", "nonce": bytes(32), "time": 1, "max_frame": 16384}))
+
+
+async def send_hello_missing_a_field(ws: ServerConnection) -> None:
+    await ws.send(msgpack.packb({"v": 2, "t": "hello", "nonce": bytes(32), "time": 1}))
 
 
 async def send_oversized(ws: ServerConnection) -> None:
@@ -147,8 +162,9 @@ async def send_oversized(ws: ServerConnection) -> None:
         (send_text, 4400, "malformed", "malformed frame"),
         (send_garbage, 4400, "malformed", "malformed frame"),
         (send_challenge_first, 4400, "unexpected_frame", "unexpected frame"),
-        (send_unknown_type, 4400, "unknown_frame", "unknown frame"),
-        (send_other_version, 4406, "unsupported_version", "another protocol version"),
+        (send_newer_version, 4406, "unsupported_version", "another protocol version"),
+        (send_older_version, 4406, "unsupported_version", "another protocol version"),
+        (send_hello_missing_a_field, 4400, "invalid_field", "invalid"),
         (send_oversized, 1009, "", "larger than the protocol allows"),
     ],
 )
@@ -166,6 +182,42 @@ async def test_a_broken_peer_is_closed_with_the_protocol_code(
         assert got_reason == reason
     assert server.received == []  # nothing was signed for this peer
     assert AccountStore(home).load()[0].active  # and nothing changed locally
+
+
+async def test_a_broker_that_picks_no_version_is_left_before_any_frame(
+    tmp_path: Path, server: Server
+) -> None:
+    """A version 1 broker ignores the device's offer of pushauth.v2: the agent closes
+    4406 itself and says the broker is older, without reading or signing anything."""
+    server.speaks = None
+    server.behaviour = lambda ws: ws.send(hello())
+    home = make_home(tmp_path, server.url)
+    code, _out, err = await run_agent(home, "deny", "c1")
+    assert_one_line(code, err, "speaks an older protocol")
+    assert server.offered == [list(SUBPROTOCOLS)]
+    assert server.closes == [(4406, "unsupported_version")]
+    assert server.received == []
+    assert AccountStore(home).load()[0].active
+
+
+async def test_unknown_frame_types_and_keys_are_ignored(tmp_path: Path, server: Server) -> None:
+    """A newer broker's frame type, and keys a frame does not define, change nothing:
+    the agent reads on (docs/protocol.md, "Evolution")."""
+
+    async def newer(ws: ServerConnection) -> None:
+        await ws.send(msgpack.packb({"v": 2, "t": "surprise", "rid": 7, "what": "new"}))
+        await ws.send(hello())
+        await ws.recv()  # the authenticate frame
+        await ws.send(msgpack.packb({"v": 2, "t": "surprise"}))
+        welcome = msgpack.unpackb(encode(Welcome(accepted=("cid-alice",), rejected=(), pending=0)))
+        await ws.send(msgpack.packb({**welcome, "extra": {"later": True}}))
+
+    server.behaviour = newer
+    code, out, err = await run_agent(make_home(tmp_path, server.url), "pending")
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "No sign-in requests are waiting." in out
+    assert server.closes == [(1000, "")]  # an orderly close, not a protocol error
 
 
 async def test_a_protocol_close_from_the_broker_is_explained(tmp_path: Path, server: Server) -> None:
