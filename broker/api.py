@@ -27,7 +27,7 @@ from .jsonio import json_response
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .problems import ApiError
 from .signed_requests import b64_field
-from .store import Store, new_id, now_ms
+from .store import Store, UnknownTarget, new_id, now_ms
 
 MAX_WAIT_S = 60
 MAX_BODY = 16 * 1024
@@ -95,8 +95,8 @@ def int_field(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -
     return value
 
 
-def bool_field(body: dict[str, Any], name: str) -> bool:
-    value = body.get(name, False)
+def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
+    value = body.get(name, default)
     if type(value) is not bool:
         raise ApiError(400, "invalid_request", f"'{name}' must be true or false")
     return value
@@ -149,6 +149,9 @@ def credential_json(cred: Credential) -> dict[str, Any]:
         "binding": _b64_or_none(cred.binding),
         "recovery_key": recovery_key,
         "recovery": recovery,
+        # False until the RP confirms it (POST /v1/credentials/{id}/confirm): until then
+        # it gets only challenges aimed at it (its setup test push).
+        "confirmed": cred.confirmed,
     }
 
 
@@ -176,6 +179,7 @@ def challenge_json(rec: ChallengeRecord, status: Status) -> dict[str, Any]:
         "digits": rec.digits,
         "created_at": rec.created,
         "expires_at": rec.expires,
+        "credential_id": rec.target,
         "answer": None
         if a is None
         else {
@@ -254,8 +258,15 @@ async def get_enrollment(request: web.Request) -> web.Response:
 
 async def create_challenge(request: web.Request) -> web.Response:
     rp = await authenticate(request)
-    body = await json_body(request, {"user", "context", "ttl", "digits", "rp_nonce"})
+    body = await json_body(
+        request, {"user", "context", "ttl", "digits", "rp_nonce", "supersede", "credential_id"}
+    )
     user = text_field(body, "user", 128)
+    # One live prompt per user per RP by default (DESIGN invariant 12): the older
+    # pending ones end as superseded, so "send again" never leaves a stale number
+    # answerable. An RP that runs parallel sign-ins on purpose opts out.
+    supersede = bool_field(body, "supersede", True)
+    target = text_field(body, "credential_id", 64, required=False) or None
     # The RP's own fresh value, signed by the device (docs/protocol.md, "Freshness"): an
     # RP that sends none gets one made here, and with it no protection from a broker
     # that replays old answers.
@@ -282,22 +293,34 @@ async def create_challenge(request: web.Request) -> web.Response:
         ctx_hash=context_hash(ctx),
         created=now,
         expires=now + ttl * 1000,
+        target=target,
     )
     store = _store(request)
     try:
-        devices = await store.create_challenge(record)
+        new = await store.create_challenge(record, supersede=supersede)
+    except UnknownTarget:
+        raise ApiError(
+            404, "not_found", f"no active credential {target} for this user (removed, or another user's)"
+        ) from None
     except PushRefused as refused:
         if refused.retry_after_s is not None:
             raise ApiError(
                 429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
             ) from None
         raise ApiError(409, refused.code, refused.detail) from None
-    if not devices:
+    if not new.devices:
+        if new.unconfirmed:
+            raise ApiError(
+                409,
+                "no_devices",
+                f"the user has no confirmed authenticator ({new.unconfirmed} enrolled but not confirmed: "
+                "send it a test push with credential_id, then POST /v1/credentials/{id}/confirm)",
+            )
         raise ApiError(409, "no_devices", "the user has no active authenticator")
     _hub(request).schedule_expiry(record, record.expires, node_of(request).expire)
     out = challenge_json(record, Status.PENDING)
     del out["answer"], out["status"]
-    out.update(number=record.number, devices=devices)
+    out.update(number=record.number, devices=new.devices, superseded=list(new.superseded))
     return json_response(out, status=201)
 
 
@@ -345,6 +368,26 @@ async def get_challenge(request: web.Request) -> web.Response:
     return json_response(challenge_json(rec, status))
 
 
+async def cancel_challenge(request: web.Request) -> web.Response:
+    """DELETE /v1/challenges/{id}: end a pending challenge (its devices drop the prompt).
+    Answers with the challenge as it is now: cancelled, or the outcome it reached
+    before (an answer the RP may still verify), so a retried DELETE is harmless."""
+    rp = await authenticate(request)
+    ch = request.match_info["id"]
+    store = _store(request)
+    rec = await store.get_challenge(ch)
+    if rec is None or rec.rp != rp.id:
+        raise ApiError(404, "not_found", "no such challenge")
+    now = now_ms()
+    result = await store.cancel_challenge(rec, now)
+    if result == "unknown":  # removed by its retention time meanwhile
+        raise ApiError(404, "not_found", "no such challenge")
+    if result == "expired":
+        await store.expire_challenge(rec, max(now, rec.expires))
+    rec = await store.get_challenge(ch) or rec
+    return json_response(challenge_json(rec, rec.status_at(now_ms())))
+
+
 def _give_up(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError())
@@ -380,6 +423,24 @@ async def lift_push_block(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def confirm_credential(request: web.Request) -> web.Response:
+    """POST /v1/credentials/{id}/confirm: the RP finished the device's setup (its test
+    push verified), so it gets the user's ordinary sign-in requests from now on.
+
+    An explicit call, not a side effect of the test approval: the broker judges an
+    approval only by its number, while the RP alone decides to trust the key (its SDK
+    verified the signature and the enrollment binding, and it stored the key); a
+    broker confirming by itself would put its word where the RP's belongs."""
+    rp = await authenticate(request)
+    cid = request.match_info["id"]
+    result = await _store(request).confirm_credential(rp.id, cid)
+    if result == "unknown":
+        raise ApiError(404, "not_found", "no such credential")
+    if result == "revoked":
+        raise ApiError(409, "credential_revoked", "the credential was removed")
+    return web.Response(status=204)
+
+
 async def revoke_credential(request: web.Request) -> web.Response:
     rp = await authenticate(request)
     cid = request.match_info["id"]
@@ -395,7 +456,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/enrollments/{id}", get_enrollment)
     app.router.add_post("/v1/challenges", create_challenge)
     app.router.add_get("/v1/challenges/{id}", get_challenge)
+    app.router.add_delete("/v1/challenges/{id}", cancel_challenge)
     app.router.add_get("/v1/users/{user}/credentials", list_credentials)
     app.router.add_get("/v1/users/{user}/push-block", get_push_block)
     app.router.add_delete("/v1/users/{user}/push-block", lift_push_block)
     app.router.add_delete("/v1/credentials/{id}", revoke_credential)
+    app.router.add_post("/v1/credentials/{id}/confirm", confirm_credential)

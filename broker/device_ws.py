@@ -59,6 +59,9 @@ _ANSWER_REFUSALS = {
     "expired": (ErrorCode.CHALLENGE_EXPIRED, "challenge expired"),
     "unknown": (ErrorCode.UNKNOWN_CHALLENGE, "no such challenge"),
     "revoked": (ErrorCode.CREDENTIAL_REVOKED, "credential was revoked"),
+    # Aimed at another credential, or this one is not confirmed by the service yet (it
+    # gets only its setup test): to this credential the request does not exist.
+    "not_sent": (ErrorCode.UNKNOWN_CHALLENGE, "no such challenge for this credential"),
 }
 _NOTICE_REFUSALS = {
     "unknown": (ErrorCode.UNKNOWN_NOTICE, "no such open recovery notice for this credential"),
@@ -97,7 +100,7 @@ class DeviceConnection:
     # -- called by the hub ---------------------------------------------------
 
     def deliver(self, record: ChallengeRecord) -> None:
-        if record.id in self.delivered:
+        if record.id in self.delivered or not any(c.receives(record) for c in self.credentials.values()):
             return
         self.delivered[record.id] = record
         if self._backlog is not None:
@@ -252,11 +255,7 @@ class DeviceConnection:
         self.hub.attach(self, cred)
 
     def _frames_for(self, record: ChallengeRecord) -> list[Frame]:
-        return [
-            record.frame_for(c.id, c.account)
-            for c in self.credentials.values()
-            if c.rp == record.rp and c.user == record.user
-        ]
+        return [record.frame_for(c.id, c.account) for c in self.credentials.values() if c.receives(record)]
 
     async def _send_challenge(self, record: ChallengeRecord) -> None:
         try:

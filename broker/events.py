@@ -34,6 +34,26 @@ class ChallengeEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class ChallengesEnded:
+    """Pending challenges of one user ended without an answer: cancelled by the RP,
+    superseded by a newer one, or withdrawn after a fraud report or a block. Packed
+    by the Lua script that ended them (lua._END_PENDING), the only one that knows
+    which ones were still pending."""
+
+    rp: str
+    user: str
+    status: Status
+    chs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialConfirmed:
+    """The RP confirmed a newly enrolled credential: it gets ordinary sign-ins now."""
+
+    cid: str
+
+
+@dataclass(frozen=True, slots=True)
 class EnrollmentCompleted:
     enrollment_id: str
     rp: str
@@ -67,6 +87,8 @@ class NoticeAnswered:
 Event = (
     ChallengeCreated
     | ChallengeEnded
+    | ChallengesEnded
+    | CredentialConfirmed
     | EnrollmentCompleted
     | CredentialRevoked
     | NoticeCreated
@@ -81,6 +103,10 @@ def encode(node: str, event: Event) -> bytes:
             body = ["c", record.to_event()]
         case ChallengeEnded(ch, rp, user, status, answer):
             body = ["e", ch, rp, user, status.value, answer.to_event() if answer else None]
+        case ChallengesEnded(rp, user, status, chs):
+            body = ["x", rp, user, status.value, list(chs)]
+        case CredentialConfirmed(cid):
+            body = ["k", cid]
         case EnrollmentCompleted(eid, rp, cid):
             body = ["n", eid, rp, cid]
         case CredentialRevoked(cid, rp, user, reason):
@@ -112,6 +138,11 @@ def decode(data: bytes) -> tuple[str, Event]:
     elif kind == "e":
         ch, rp, user, status, answer = rest
         event = ChallengeEnded(ch, rp, user, Status(status), Answer.from_event(answer) if answer else None)
+    elif kind == "x":
+        rp, user, status, chs = rest
+        event = ChallengesEnded(rp, user, Status(status), tuple(chs))
+    elif kind == "k":
+        event = CredentialConfirmed(*rest)
     elif kind == "n":
         event = EnrollmentCompleted(*rest)
     elif kind == "r":

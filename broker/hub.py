@@ -12,13 +12,17 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, Protocol
 
+from protocol.challenge import Status
 from protocol.frames import Cancel, CancelReason, Frame, NoticeOutcome, RecoveryResult, Revoked
 
 from .events import (
     ChallengeCreated,
     ChallengeEnded,
+    ChallengesEnded,
+    CredentialConfirmed,
     CredentialRevoked,
     EnrollmentCompleted,
     Event,
@@ -30,6 +34,13 @@ from .tasks import spawn
 
 log = logging.getLogger(__name__)
 UserKey = tuple[str, str]  # (rp id, user)
+# What a device is told when a prompt it holds ends without its own answer.
+_CANCEL_REASONS = {
+    Status.EXPIRED: CancelReason.EXPIRED,
+    Status.CANCELLED: CancelReason.CANCELLED,
+    Status.SUPERSEDED: CancelReason.SUPERSEDED,
+    Status.WITHDRAWN: CancelReason.WITHDRAWN,
+}
 
 
 class Device(Protocol):
@@ -123,18 +134,16 @@ class Hub:
             case ChallengeCreated(record):
                 for device in list(self.by_user.get((record.rp, record.user), ())):
                     device.deliver(record)
-            case ChallengeEnded(ch, rp, user, status, _answer):
-                timer = self.expiry_timers.pop(ch, None)
-                if timer is not None:
-                    timer.cancel()
-                self.live.pop(ch, None)
-                for fut in self.result_waiters.pop(ch, ()):
-                    if not fut.done():
-                        fut.set_result(event)
-                reason = CancelReason.EXPIRED if status == "expired" else CancelReason.ANSWERED
-                for device in list(self.by_user.get((rp, user), ())):
-                    if device.delivered.pop(ch, None) is not None:
-                        await _send(device, Cancel(ch=ch, reason=reason))
+            case ChallengeEnded():
+                await self._challenge_ended(event)
+            case ChallengesEnded(rp, user, status, chs):
+                for ch in chs:
+                    await self._challenge_ended(ChallengeEnded(ch, rp, user, status, None))
+            case CredentialConfirmed(cid):
+                for device in list(self.by_cid.get(cid, ())):
+                    cred = device.credentials.get(cid)
+                    if cred is not None:
+                        device.credentials[cid] = replace(cred, confirmed=True)
             case EnrollmentCompleted(eid, _rp, _cid):
                 for fut in self.enrollment_waiters.pop(eid, ()):
                     if not fut.done():
@@ -166,6 +175,22 @@ class Hub:
                     rid = device.answering.pop(notice_id, None)
                     if shown is not None or rid is not None:
                         await _send(device, RecoveryResult(notice_id, old_cid, outcome, rid))
+
+    async def _challenge_ended(self, event: ChallengeEnded) -> None:
+        ch, rp, user = event.ch, event.rp, event.user
+        timer = self.expiry_timers.pop(ch, None)
+        if timer is not None:
+            timer.cancel()
+        self.live.pop(ch, None)
+        for fut in self.result_waiters.pop(ch, ()):
+            if not fut.done():
+                fut.set_result(event)
+        # Every device still holding the prompt drops it now (DESIGN flow 2: never
+        # asks about an ended one); the one that answered took it off already.
+        reason = _CANCEL_REASONS.get(event.status, CancelReason.ANSWERED)
+        for device in list(self.by_user.get((rp, user), ())):
+            if device.delivered.pop(ch, None) is not None:
+                await _send(device, Cancel(ch=ch, reason=reason))
 
 
 async def _send(device: Device, frame: Frame) -> None:

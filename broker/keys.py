@@ -18,6 +18,10 @@
                                      the RP lifts it) after a fraud report
     pa:recent:{rp}:{user}      zset  push times in the rate window since the last
                                      successful sign-in
+    pa:ucn:{rp}:{user}         set   the user's credentials the RP has not confirmed yet
+                                     (enrolled, test push pending): they get only
+                                     challenges aimed at them (credential hash field
+                                     unconfirmed=1 too; challenge hash field target)
     pa:events                  pub/sub channel shared by every broker node
     pa:blob:{id}               str   an encrypted backup (ciphertext only; id: the base64url
                                      public key that signs its reads and writes), TTL 400 days
@@ -71,8 +75,16 @@ def user_credentials(rp_id: str, user: str) -> str:
     return f"pa:uc:{_user(rp_id, user)}"
 
 
+CHALLENGE_PREFIX = "pa:ch:"
+
+
 def challenge(ch: str) -> str:
-    return f"pa:ch:{ch}"
+    return f"{CHALLENGE_PREFIX}{ch}"
+
+
+def unconfirmed(rp_id: str, user: str) -> str:
+    """set: the user's enrolled credentials that the RP has not confirmed yet."""
+    return f"pa:ucn:{_user(rp_id, user)}"
 
 
 def push_guard(rp_id: str, user: str) -> str:

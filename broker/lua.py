@@ -7,24 +7,68 @@ calling node (ARGV), so all nodes must keep their clocks in sync (NTP).
 
 from __future__ import annotations
 
+# Ends every pending challenge of one user at one RP (its pending zset) but `keep`,
+# with final status `st`, and publishes one ChallengesEnded event naming them
+# (events.py, kind "x", packed here: only this script knows which ones ended).
+# Returns their ids. The challenge hashes are named by the zset, not by KEYS: fine
+# on one Redis (or Sentinel); a Redis Cluster would need them in one hash slot.
+_END_PENDING = """
+local function end_pending(pend, now, st, keep, prefix, channel, node, rp, user)
+  local ids = redis.call('ZRANGEBYSCORE', pend, '(' .. now, '+inf')
+  local ended = {}
+  for _, id in ipairs(ids) do
+    if id ~= keep then
+      local k = prefix .. id
+      if redis.call('HGET', k, 'status') == 'pending' then
+        redis.call('HSET', k, 'status', st, 'ended', now)
+        ended[#ended + 1] = id
+      end
+      redis.call('ZREM', pend, id)
+    end
+  end
+  if #ended > 0 then
+    redis.call('PUBLISH', channel, cmsgpack.pack({node, 'x', rp, user, st, ended}))
+  end
+  return ended
+end
+"""
+
 # KEYS: user-credentials hash, challenge hash, user-pending zset, push guard hash,
-#       recent-pushes zset
+#       recent-pushes zset, the user's unconfirmed-credentials set
 # ARGV: challenge id, now ms, expires ms, retention ms, channel, event, max pushes
-#       since the last sign-in, max pushes per window, window ms, then the
+#       since the last sign-in, max pushes per window, window ms, target cid ('':
+#       every confirmed credential), supersede ('1': end the user's other pending
+#       challenges at this RP), node, rp, user, challenge key prefix, then the
 #       challenge hash as field/value pairs
-# -> {n, 0}: sent to n active credentials; {0, 0}: the user has none; refused
-#    (nothing written): {-1, muted until ms (-1: until lifted)} after a fraud
-#    report, {-2, pushes} at the cap since the last sign-in, {-3, retry after ms}
-#    over the rate
-CREATE_CHALLENGE = """
-local n = redis.call('HLEN', KEYS[1])
-if n == 0 then return {0, 0} end
+# -> {n, 0, superseded ids...}: sent to n credentials (the target, or the confirmed
+#    ones); {0, unconfirmed}: none to send to; {-4, 0}: the target is not an active
+#    credential of the user; refused (the new one not written): {-1, muted until ms
+#    (-1: until lifted), withdrawn ids...} after a fraud report, {-2, pushes,
+#    withdrawn ids...} at the cap since the last sign-in (a block: the user's pending
+#    challenges are withdrawn), {-3, retry after ms} over the rate
+CREATE_CHALLENGE = (
+    _END_PENDING
+    + """
 local now = tonumber(ARGV[2])
+local channel, node, rp, user, prefix = ARGV[5], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
+local n
+if ARGV[10] ~= '' then
+  if redis.call('HEXISTS', KEYS[1], ARGV[10]) == 0 then return {-4, 0} end
+  n = 1
+else
+  local unconfirmed = redis.call('SCARD', KEYS[6])
+  n = redis.call('HLEN', KEYS[1]) - unconfirmed
+  if n <= 0 then return {0, unconfirmed} end
+end
 local guard = redis.call('HMGET', KEYS[4], 'since', 'muted_until')
 local muted = tonumber(guard[2] or '0')
-if muted < 0 or muted > now then return {-1, muted} end
 local since = tonumber(guard[1] or '0')
-if since >= tonumber(ARGV[7]) then return {-2, since} end
+local block = 0
+if muted < 0 or muted > now then block = -1 elseif since >= tonumber(ARGV[7]) then block = -2 end
+if block ~= 0 then
+  local ended = end_pending(KEYS[3], ARGV[2], 'withdrawn', '', prefix, channel, node, rp, user)
+  return {block, block == -1 and muted or since, unpack(ended)}
+end
 local window = tonumber(ARGV[9])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
 if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[8]) then
@@ -34,8 +78,12 @@ end
 redis.call('HINCRBY', KEYS[4], 'since', 1)
 redis.call('ZADD', KEYS[5], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[5], window)
+local superseded = {}
+if ARGV[11] == '1' then
+  superseded = end_pending(KEYS[3], ARGV[2], 'superseded', '', prefix, channel, node, rp, user)
+end
 local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 16, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 local keep_until = tonumber(ARGV[3]) + tonumber(ARGV[4])
 redis.call('PEXPIREAT', KEYS[2], keep_until)
@@ -45,21 +93,34 @@ if redis.call('PTTL', KEYS[3]) < keep_until - now then
   redis.call('PEXPIREAT', KEYS[3], keep_until)
 end
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return {n, 0}
+return {n, 0, unpack(superseded)}
 """
+)
 
 # KEYS: challenge hash, user-pending zset, credential hash, push guard hash,
 #       recent-pushes zset
 # ARGV: challenge id, now ms, final status, cid, decision, number, ts, ctx_hash, sig,
-#       channel, event, muted-until ms for a fraud report (-1: until lifted)
-# -> 'ok' if this answer was recorded; else why not: 'unknown', 'expired',
-#    'revoked' or the challenge's final status (it was answered already)
-RECORD_ANSWER = """
-local st = redis.call('HMGET', KEYS[1], 'status', 'expires')
-if not st[1] then return 'unknown' end
-if st[1] ~= 'pending' then return st[1] end
-if tonumber(ARGV[2]) >= tonumber(st[2]) then return 'expired' end
-if redis.call('HGET', KEYS[3], 'status') ~= 'active' then return 'revoked' end
+#       channel, event, muted-until ms for a fraud report (-1: until lifted), node,
+#       rp, user, challenge key prefix
+# -> {'ok', withdrawn ids...} if this answer was recorded (a fraud report withdraws
+#    the user's other pending challenges at this RP in the same step); else {why}:
+#    'unknown', 'expired', 'revoked', 'not_sent' (a targeted challenge answered by
+#    another credential, or an untargeted one by a credential the RP has not
+#    confirmed) or the challenge's final status (it ended already)
+RECORD_ANSWER = (
+    _END_PENDING
+    + """
+local st = redis.call('HMGET', KEYS[1], 'status', 'expires', 'target')
+if not st[1] then return {'unknown'} end
+if st[1] ~= 'pending' then return {st[1]} end
+if tonumber(ARGV[2]) >= tonumber(st[2]) then return {'expired'} end
+local cred = redis.call('HMGET', KEYS[3], 'status', 'unconfirmed')
+if cred[1] ~= 'active' then return {'revoked'} end
+if st[3] then
+  if st[3] ~= ARGV[4] then return {'not_sent'} end
+elseif cred[2] == '1' then
+  return {'not_sent'}
+end
 redis.call('HSET', KEYS[1], 'status', ARGV[3], 'a_cid', ARGV[4], 'a_decision', ARGV[5],
   'a_number', ARGV[6], 'a_ts', ARGV[7], 'a_ctx_hash', ARGV[8], 'a_sig', ARGV[9], 'answered', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -68,10 +129,30 @@ if ARGV[3] == 'approved' then
   -- a successful sign-in resets the fatigue count (but never lifts a fraud mute)
   redis.call('HSET', KEYS[4], 'since', 0)
   redis.call('DEL', KEYS[5])
-elseif ARGV[3] == 'reported' then
-  redis.call('HSET', KEYS[4], 'muted_until', ARGV[12])
 end
 redis.call('PUBLISH', ARGV[10], ARGV[11])
+if ARGV[3] == 'reported' then
+  -- "this wasn't me": push is muted, and no other prompt of the attacker's stays live
+  redis.call('HSET', KEYS[4], 'muted_until', ARGV[12])
+  local channel, node, rp, user, prefix = ARGV[10], ARGV[13], ARGV[14], ARGV[15], ARGV[16]
+  return {'ok', unpack(end_pending(KEYS[2], ARGV[2], 'withdrawn', ARGV[1], prefix, channel, node, rp, user))}
+end
+return {'ok'}
+"""
+)
+
+# KEYS: challenge hash, user-pending zset
+# ARGV: challenge id, now ms, rp id, final status ('cancelled'), channel, node, user
+# -> 'ok' if the challenge was pending and now has that status; else 'unknown' (none,
+#    or another RP's), 'expired' (past its expiry, not yet marked) or its final status
+END_CHALLENGE = """
+local st = redis.call('HMGET', KEYS[1], 'status', 'expires', 'rp')
+if not st[1] or st[3] ~= ARGV[3] then return 'unknown' end
+if st[1] ~= 'pending' then return st[1] end
+if tonumber(ARGV[2]) >= tonumber(st[2]) then return 'expired' end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ended', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[5], cmsgpack.pack({ARGV[6], 'x', ARGV[3], ARGV[7], ARGV[4], {ARGV[1]}}))
 return 'ok'
 """
 
@@ -87,9 +168,11 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 
-# KEYS: token key, enrollment hash, credential hash, user-credentials hash
+# KEYS: token key, enrollment hash, credential hash, user-credentials hash, the
+#       user's unconfirmed-credentials set
 # ARGV: enrollment id, now ms, cid, account, channel, event, then the credential
-#       hash as field/value pairs
+#       hash as field/value pairs (with unconfirmed=1: it gets only challenges aimed
+#       at it until the RP confirms it)
 # -> 'ok', or 'bad_token' (unknown, used, expired or bound to another enrollment)
 COMPLETE_ENROLLMENT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'bad_token' end
@@ -100,12 +183,13 @@ local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[3])
 redis.call('HSET', KEYS[2], 'status', 'completed', 'cid', ARGV[3])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 'ok'
 """
 
-# KEYS: credential hash, user-credentials hash
+# KEYS: credential hash, user-credentials hash, the user's unconfirmed-credentials set
 # ARGV: rp id, cid, now ms, channel, event
 # -> 1 if revoked now, 0 if unknown, another RP's, or revoked already
 REVOKE_CREDENTIAL = """
@@ -113,8 +197,23 @@ local c = redis.call('HMGET', KEYS[1], 'rp', 'status')
 if c[1] ~= ARGV[1] or c[2] ~= 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked', ARGV[3])
 redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
+"""
+
+# KEYS: credential hash, the user's unconfirmed-credentials set
+# ARGV: rp id, cid, channel, event
+# -> 'ok' (confirmed now or before), 'unknown' (none, or another RP's) or 'revoked'
+CONFIRM_CREDENTIAL = """
+local c = redis.call('HMGET', KEYS[1], 'rp', 'status')
+if c[1] ~= ARGV[1] then return 'unknown' end
+if c[2] ~= 'active' then return 'revoked' end
+if redis.call('HDEL', KEYS[1], 'unconfirmed') == 1 then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+end
+return 'ok'
 """
 
 # KEYS: credential hash
@@ -177,13 +276,17 @@ return 1
 """
 
 # KEYS: notice hash, the old credential's notice zset, old credential hash, new
-#       credential hash, user-credentials hash, push guard hash
+#       credential hash, user-credentials hash, push guard hash, user-pending zset
 # ARGV: notice id, old cid, new cid, decision, now ms, muted-until ms (-1: until
-#       lifted), channel, answered event, revoked event
-# -> 'ok'; else (nothing changed but dropping a notice that was moot) 'unknown' (no
-#    such notice for OLD: never made, answered already, expired), 'old_revoked',
-#    'new_revoked' (NEW was removed meanwhile: the notice is dropped)
-ANSWER_NOTICE = """
+#       lifted), channel, answered event, revoked event, node, rp, user, challenge
+#       key prefix
+# -> {'ok', withdrawn ids...} (a disown withdraws the user's pending challenges, as a
+#    fraud report does); else (nothing changed but dropping a notice that was moot)
+#    'unknown' (no such notice for OLD: never made, answered already, expired),
+#    'old_revoked', 'new_revoked' (NEW was removed meanwhile: the notice is dropped)
+ANSWER_NOTICE = (
+    _END_PENDING
+    + """
 local n = redis.call('HMGET', KEYS[1], 'old', 'new')
 if n[1] ~= ARGV[2] or n[2] ~= ARGV[3] then return 'unknown' end
 if redis.call('HGET', KEYS[3], 'status') ~= 'active' then return 'old_revoked' end
@@ -199,9 +302,12 @@ if ARGV[4] == 'disown' then
   redis.call('HDEL', KEYS[5], ARGV[3])
   redis.call('HSET', KEYS[6], 'muted_until', ARGV[6])
   redis.call('PUBLISH', ARGV[7], ARGV[9])
+  local channel, node, rp, user, prefix = ARGV[7], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+  return {'ok', unpack(end_pending(KEYS[7], ARGV[5], 'withdrawn', '', prefix, channel, node, rp, user))}
 end
-return 'ok'
+return {'ok'}
 """
+)
 
 # KEYS: the old credential's notice zset, old credential hash, then the hashes of
 #       the notices to drop

@@ -53,6 +53,11 @@ class Credential:
     recovery_ts: int | None = None  # recovered: when, and the recovery key's and new key's signatures
     recovery_sig: bytes | None = None
     recovery_pop: bytes | None = None
+    # False from enrollment until the RP confirms it (POST /v1/credentials/{id}/confirm,
+    # after its test push): until then it gets only challenges aimed at it, so an
+    # unfinished setup cannot approve sign-ins. Stored as unconfirmed=1 (credentials
+    # from before this field, and recovered ones, are confirmed).
+    confirmed: bool = True
 
     @classmethod
     def from_hash(cls, cid: str, h: dict[bytes, bytes]) -> Credential:
@@ -76,11 +81,19 @@ class Credential:
             recovery_ts=_i(h, "rec_ts") or None,
             recovery_sig=h.get(b"rec_sig"),
             recovery_pop=h.get(b"rec_pop"),
+            confirmed=_s(h, "unconfirmed") != "1",
         )
 
     @property
     def active(self) -> bool:
         return self.status == "active"
+
+    def receives(self, record: ChallengeRecord) -> bool:
+        """Whether challenge `record` goes to this credential: the one it targets, or
+        else any confirmed credential of its user at its RP."""
+        if self.rp != record.rp or self.user != record.user:
+            return False
+        return self.id == record.target if record.target else self.confirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,15 +162,21 @@ class ChallengeRecord:
     status: Status = Status.PENDING
     answer: Answer | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Sent only to this credential (e.g. a new device's setup test push), which may be
+    # one the RP has not confirmed yet; None: every confirmed credential of the user.
+    target: str | None = None
 
     def to_fields(self) -> list[Any]:
         """Field/value pairs for HSET at creation (a pending challenge)."""
-        return [
+        fields: list[Any] = [
             "rp", self.rp, "rp_name", self.rp_name, "user", self.user, "number", self.number,
             "digits", self.digits, "nonce", self.nonce, "rp_nonce", self.rp_nonce,
-            "ctx", json.dumps(self.ctx), "ctx_hash", self.ctx_hash, "created", self.created, "expires", self.expires,
-            "status", Status.PENDING.value,
+            "ctx", json.dumps(self.ctx), "ctx_hash", self.ctx_hash, "created", self.created,
+            "expires", self.expires, "status", Status.PENDING.value,
         ]  # fmt: skip
+        if self.target is not None:
+            fields += ["target", self.target]
+        return fields
 
     @classmethod
     def from_hash(cls, ch: str, h: dict[bytes, bytes]) -> ChallengeRecord:
@@ -186,17 +205,20 @@ class ChallengeRecord:
             expires=_i(h, "expires"),
             status=Status(_s(h, "status", "pending")),
             answer=answer,
+            target=_s(h, "target") or None,
         )
 
     def to_event(self) -> list[Any]:
         return [
             self.id, self.rp, self.rp_name, self.user, self.number, self.digits,
             self.nonce, self.rp_nonce, self.ctx, self.ctx_hash, self.created, self.expires,
+            self.target,
         ]  # fmt: skip
 
     @classmethod
     def from_event(cls, v: list[Any]) -> ChallengeRecord:
-        return cls(*v)
+        # A node of the previous release sends no target (a rolling upgrade).
+        return cls(*v[:12], target=v[12] if len(v) > 12 else None)
 
     def status_at(self, now_ms: int) -> Status:
         return effective_status(self.status, now_ms, self.expires)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from redis.asyncio.client import Pipeline
 
+from protocol.challenge import Status
 from protocol.frames import NoticeDecision, NoticeOutcome, RevokeReason
 
 from . import events, keys, lua
@@ -111,15 +112,16 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
     outcome = NoticeOutcome.DISOWNED if decision is NoticeDecision.DISOWN else NoticeOutcome.CONFIRMED
     answered = events.NoticeAnswered(notice.id, notice.old_cid, outcome.value)
     revoked = events.CredentialRevoked(notice.new_cid, notice.rp, notice.user, RevokeReason.DISOWNED.value)
-    result = await store.redis.eval(
+    reply = await store.redis.eval(
         lua.ANSWER_NOTICE,
-        6,
+        7,
         keys.recovery_notice(notice.id),
         keys.recovery_notices(notice.old_cid),
         keys.credential(notice.old_cid),
         keys.credential(notice.new_cid),
         keys.user_credentials(notice.rp, notice.user),
         keys.push_guard(notice.rp, notice.user),
+        keys.pending(notice.rp, notice.user),
         notice.id,
         notice.old_cid,
         notice.new_cid,
@@ -129,8 +131,17 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
         keys.EVENTS,
         events.encode(store.node, answered),
         events.encode(store.node, revoked),
+        store.node,
+        notice.rp,
+        notice.user,
+        keys.CHALLENGE_PREFIX,
     )
+    # {'ok', ids withdrawn by a disown...} or a refusal string
+    result, *withdrawn = reply if isinstance(reply, list) else [reply]
     result = result.decode() if isinstance(result, bytes) else str(result)
     if result == "ok":
         await announce(store, answered, *([revoked] if decision is NoticeDecision.DISOWN else []))
+        if withdrawn:
+            ids = tuple(i.decode() for i in withdrawn)
+            await announce(store, events.ChallengesEnded(notice.rp, notice.user, Status.WITHDRAWN, ids))
     return result

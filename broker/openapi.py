@@ -59,6 +59,33 @@ SCHEMAS: dict[str, Any] = {
                 "oneOf": [_ID, {"type": "null"}],
                 "description": "the credential whose recovery key registered this one (device restored)",
             },
+            "binding": {
+                "oneOf": [_B64, {"type": "null"}],
+                "description": "the device's signature binding its key to the enrollment link (RP checks)",
+            },
+            "recovery_key": {
+                "oneOf": [
+                    _obj(
+                        {
+                            "public_key": _B64,
+                            "ts": {"oneOf": [_MS, {"type": "null"}]},
+                            "signature": {"oneOf": [_B64, {"type": "null"}]},
+                        }
+                    ),
+                    {"type": "null"},
+                ]
+            },
+            "recovery": {
+                "oneOf": [
+                    _obj({"from": _ID, "ts": _MS, "recovery_signature": _B64, "signature": _B64}),
+                    {"type": "null"},
+                ]
+            },
+            "confirmed": {
+                "type": "boolean",
+                "description": "false from enrollment until POST /v1/credentials/{id}/confirm: until then "
+                "it gets only challenges with its credential_id (the setup test push)",
+            },
         }
     ),
     "Enrollment": _obj(
@@ -90,6 +117,16 @@ SCHEMAS: dict[str, Any] = {
             "context": _CONTEXT,
             "ttl": {"type": "integer", "minimum": 10, "maximum": 600, "default": 60},
             "digits": {"type": "integer", "minimum": 2, "maximum": 8, "default": 2},
+            "rp_nonce": {**_B64, "description": "the RP's own fresh 32 bytes (base64url); made if absent"},
+            "supersede": {
+                "type": "boolean",
+                "default": True,
+                "description": "end the user's other pending challenges at this RP (status superseded)",
+            },
+            "credential_id": {
+                "oneOf": [_ID, {"type": "null"}],
+                "description": "send only to this credential (confirmed or not): a new device's test push",
+            },
         },
         ["user"],
     ),
@@ -100,10 +137,17 @@ SCHEMAS: dict[str, Any] = {
             "number": {"type": "string", "pattern": "^[1-9][0-9]{1,7}$"},
             "digits": {"type": "integer"},
             "nonce": _B64,
+            "rp_nonce": _B64,
             "context": _CONTEXT,
             "created_at": _MS,
             "expires_at": _MS,
+            "credential_id": {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"},
             "devices": {"type": "integer", "minimum": 1},
+            "superseded": {
+                "type": "array",
+                "items": _ID,
+                "description": "the user's pending challenges this one ended",
+            },
         }
     ),
     "Answer": _obj(
@@ -120,12 +164,20 @@ SCHEMAS: dict[str, Any] = {
         {
             "id": _ID,
             "user": _USER,
-            "status": {"enum": ["pending", "approved", "denied", "number_mismatch", "reported", "expired"]},
+            "status": {
+                "enum": [
+                    *("pending", "approved", "denied", "number_mismatch", "reported", "expired"),
+                    *("cancelled", "superseded", "withdrawn"),
+                ],
+                "description": "only approved, denied, number_mismatch and reported carry an answer",
+            },
             "nonce": _B64,
+            "rp_nonce": _B64,
             "context": _CONTEXT,
             "digits": {"type": "integer"},
             "created_at": _MS,
             "expires_at": _MS,
+            "credential_id": {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"},
             "answer": {"oneOf": [{"$ref": "#/components/schemas/Answer"}, {"type": "null"}]},
         }
     ),
@@ -220,7 +272,13 @@ PATHS: dict[str, Any] = {
             "Challenge result with the device's signed answer (long-poll with wait)",
             {"200": _json("ChallengeResult", "ok"), **_problems(400, 401, 404)},
             parameters=[_path_param("id"), _WAIT],
-        )
+        ),
+        "delete": _op(
+            "Cancel a pending challenge (status cancelled; its devices drop the prompt at once). "
+            "Answers with the challenge as it is now: cancelled, or the outcome it reached before",
+            {"200": _json("ChallengeResult", "ok"), **_problems(401, 404)},
+            parameters=[_path_param("id")],
+        ),
     },
     "/v1/users/{user}/credentials": {
         "get": _op(
@@ -245,6 +303,13 @@ PATHS: dict[str, Any] = {
         "delete": _op(
             "Revoke a credential; an online device is told at once",
             {"204": {"description": "revoked"}, **_problems(401, 404)},
+            parameters=[_path_param("id")],
+        )
+    },
+    "/v1/credentials/{id}/confirm": {
+        "post": _op(
+            "Confirm a newly enrolled credential after its test push: it gets ordinary sign-ins from now on",
+            {"204": {"description": "confirmed (now or before)"}, **_problems(401, 404, 409)},
             parameters=[_path_param("id")],
         )
     },

@@ -41,6 +41,17 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+class UnknownTarget(Exception):
+    """A challenge aimed at a credential that is not an active one of its user."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewChallenge:
+    devices: int  # credentials it was sent to (0: none, and nothing was stored)
+    unconfirmed: int  # when 0: the user's credentials still waiting for the RP's confirm
+    superseded: tuple[str, ...]  # the user's older pending challenges it ended
+
+
 @dataclass(frozen=True, slots=True)
 class NewEnrollment:
     enrollment: Enrollment
@@ -71,8 +82,10 @@ class Store:
         self._create = self._script(lua.CREATE_CHALLENGE)
         self._answer = self._script(lua.RECORD_ANSWER)
         self._expire = self._script(lua.EXPIRE_CHALLENGE)
+        self._end = self._script(lua.END_CHALLENGE)
         self._enroll = redis.register_script(lua.COMPLETE_ENROLLMENT)
         self._revoke = redis.register_script(lua.REVOKE_CREDENTIAL)
+        self._confirm = redis.register_script(lua.CONFIRM_CREDENTIAL)
 
     def _script(self, source: str) -> Callable[..., Awaitable[Any]]:
         """`await run(keys=[...], args=[...])`, on the pipe or else on redis-py."""
@@ -257,11 +270,12 @@ class Store:
             status="active",
             binding=binding,
             recovery_pk=recovery_pk if enrollment.recoverable else None,
+            confirmed=False,
         )
         fields = [
             "rp", cred.rp, "user", cred.user, "account", cred.account, "name", cred.name,
             "pk", cred.public_key, "created", now, "status", "active", "enrollment", enrollment.id,
-            "recoverable", "1" if enrollment.recoverable else "0",
+            "recoverable", "1" if enrollment.recoverable else "0", "unconfirmed", "1",
         ]  # fmt: skip
         if binding is not None:
             fields += ["binding", binding]
@@ -274,6 +288,7 @@ class Store:
                 keys.enrollment(enrollment.id),
                 keys.credential(cred.id),
                 keys.user_credentials(cred.rp, cred.user),
+                keys.unconfirmed(cred.rp, cred.user),
             ],
             args=[enrollment.id, now, cred.id, cred.account, keys.EVENTS, self._event(event), *fields],
         )
@@ -302,40 +317,87 @@ class Store:
             return False
         event = events.CredentialRevoked(cid, cred.rp, cred.user, reason)
         done = await self._revoke(
-            keys=[keys.credential(cid), keys.user_credentials(cred.rp, cred.user)],
+            keys=[
+                keys.credential(cid),
+                keys.user_credentials(cred.rp, cred.user),
+                keys.unconfirmed(cred.rp, cred.user),
+            ],
             args=[rp_id, cid, now_ms(), keys.EVENTS, self._event(event)],
         )
         if done:
             await self._published(event)
         return bool(done)
 
+    async def confirm_credential(self, rp_id: str, cid: str) -> str:
+        """The RP confirms a newly enrolled credential (after its test push): from now
+        on it gets the user's ordinary sign-in requests. 'ok' (now or before),
+        'unknown' (none, or another RP's) or 'revoked'."""
+        cred = await self.get_credential(cid)
+        if cred is None or cred.rp != rp_id:
+            return "unknown"
+        event = events.CredentialConfirmed(cid)
+        result = await self._confirm(
+            keys=[keys.credential(cid), keys.unconfirmed(cred.rp, cred.user)],
+            args=[rp_id, cid, keys.EVENTS, self._event(event)],
+        )
+        result = result.decode()
+        if result == "ok" and not cred.confirmed:
+            await self._published(event)
+        return result
+
     # -- challenges --------------------------------------------------------
 
-    async def create_challenge(self, record: ChallengeRecord) -> int:
-        """Store and announce a challenge; returns the number of active credentials
-        it goes to (0: the user has none, and nothing was stored). Raises
-        PushRefused when the fatigue policy holds it back (nothing stored)."""
+    async def create_challenge(self, record: ChallengeRecord, *, supersede: bool = True) -> NewChallenge:
+        """Store and announce a challenge, to `record.target` or else to the user's
+        confirmed credentials; with `supersede`, the user's older pending challenges at
+        this RP end (superseded) in the same step. Raises PushRefused when the fatigue
+        policy holds it back (nothing stored; a block withdraws the pending ones), and
+        UnknownTarget for a target that is not an active credential of the user."""
         event = events.ChallengeCreated(record)
         policy = self.policy
-        count, value = await self._create(
+        count, value, *ended = await self._create(
             keys=[
                 keys.user_credentials(record.rp, record.user),
                 keys.challenge(record.id),
                 keys.pending(record.rp, record.user),
                 keys.push_guard(record.rp, record.user),
                 keys.recent_pushes(record.rp, record.user),
+                keys.unconfirmed(record.rp, record.user),
             ],
             args=[
                 record.id, record.created, record.expires, RETENTION_MS, keys.EVENTS, self._event(event),
                 policy.max_since_sign_in, policy.max_per_window, policy.window_s * 1000,
-                *record.to_fields(),
+                record.target or "", "1" if supersede else "0", self.node, record.rp, record.user,
+                keys.CHALLENGE_PREFIX, *record.to_fields(),
             ],
         )  # fmt: skip
+        count, ids = int(count), tuple(i.decode() for i in ended)
+        if count == -4:
+            raise UnknownTarget(record.target)
         if count < 0:
-            raise refusal(int(count), int(value), policy)
+            await self._ended(record.rp, record.user, Status.WITHDRAWN, ids)
+            raise refusal(count, int(value), policy)
+        await self._ended(record.rp, record.user, Status.SUPERSEDED, ids)
         if count:
             await self._published(event)
-        return int(count)
+        return NewChallenge(count, int(value) if count == 0 else 0, ids)
+
+    async def _ended(self, rp_id: str, user: str, status: Status, ids: tuple[str, ...]) -> None:
+        """Act here on the ChallengesEnded event a script published (if it ended any)."""
+        if ids:
+            await self._published(events.ChallengesEnded(rp_id, user, status, ids))
+
+    async def cancel_challenge(self, record: ChallengeRecord, now: int) -> str:
+        """The RP ends a pending challenge: 'ok'; else 'unknown', 'expired' or its
+        final status (it ended already)."""
+        result = await self._end(
+            keys=[keys.challenge(record.id), keys.pending(record.rp, record.user)],
+            args=[record.id, now, record.rp, Status.CANCELLED.value, keys.EVENTS, self.node, record.user],
+        )
+        result = result.decode()
+        if result == "ok":
+            await self._ended(record.rp, record.user, Status.CANCELLED, (record.id,))
+        return result
 
     async def push_guard(self, rp_id: str, user: str) -> tuple[int, int | None]:
         """(pushes since the last successful sign-in, muted until ms or None; -1: no end)."""
@@ -353,9 +415,12 @@ class Store:
         return ChallengeRecord.from_hash(ch, h) if h else None
 
     async def record_answer(self, record: ChallengeRecord, answer: Answer, status: Status, now: int) -> str:
-        """Atomically make `answer` the challenge's answer if it is the first valid one."""
+        """Atomically make `answer` the challenge's answer if it is the first valid one
+        ('ok'; else why not: see lua.RECORD_ANSWER). A fraud report withdraws the
+        user's other pending challenges at this RP in the same step: their devices are
+        told (here, before this returns) and they can no longer be answered."""
         event = events.ChallengeEnded(record.id, record.rp, record.user, status, answer)
-        result = await self._answer(
+        result, *withdrawn = await self._answer(
             keys=[
                 keys.challenge(record.id),
                 keys.pending(record.rp, record.user),
@@ -366,11 +431,12 @@ class Store:
             args=[
                 record.id, now, status.value, answer.cid, answer.decision, answer.number,
                 answer.ts, answer.ctx_hash, answer.sig, keys.EVENTS, self._event(event),
-                self.policy.muted_until(now),
+                self.policy.muted_until(now), self.node, record.rp, record.user, keys.CHALLENGE_PREFIX,
             ],
         )  # fmt: skip
         if result == b"ok":
             await self._published(event)
+            await self._ended(record.rp, record.user, Status.WITHDRAWN, tuple(i.decode() for i in withdrawn))
         return result.decode()
 
     async def expire_challenge(self, record: ChallengeRecord, now: int) -> bool:
@@ -384,7 +450,8 @@ class Store:
         return bool(done)
 
     async def pending_challenges(self, users: set[tuple[str, str]], now: int) -> list[ChallengeRecord]:
-        """The challenges still answerable for these (rp, user) pairs, oldest first."""
+        """The challenges still answerable for these (rp, user) pairs, oldest first
+        (whom each goes to is the connection's business: Credential.receives)."""
         user_list = sorted(users)
         id_lists = await self._many(
             [("ZRANGEBYSCORE", keys.pending(rp_id, user), now + 1, "+inf") for rp_id, user in user_list]

@@ -5,11 +5,16 @@
     pending --deny-------------------> denied
     pending --fraud------------------> reported
     pending --time passes expiry-----> expired
+    pending --the RP cancels it------> cancelled
+    pending --a newer challenge------> superseded  (same user at the same RP; the RP may opt out)
+    pending --fraud report or block--> withdrawn   (every other pending one of that user at that RP)
 
-Every state but `pending` is final. The broker applies a transition atomically in
-Redis (a Lua script checks "still pending and not expired" and writes the result);
-this module decides *which* transition an answer asks for, and is the one place
-that says what is allowed.
+Every state but `pending` is final. Only approved, denied, number_mismatch and
+reported come with a device's signed answer; the others are the broker ending a
+prompt, a negative claim that needs no proof (it could always withhold an answer).
+The broker applies a transition atomically in Redis (a Lua script checks "still
+pending and not expired" and writes the result); this module decides *which*
+transition an answer asks for, and is the one place that says what is allowed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ class Status(enum.StrEnum):
     NUMBER_MISMATCH = "number_mismatch"
     REPORTED = "reported"
     EXPIRED = "expired"
+    CANCELLED = "cancelled"  # the RP cancelled it (DELETE /v1/challenges/{id})
+    SUPERSEDED = "superseded"  # a newer challenge for the same user at the same RP
+    WITHDRAWN = "withdrawn"  # ended by a fraud report, a "disown" recovery answer or a block
+    # Never stored or sent by this version: what a reader (the RP SDK) reports for a
+    # final status it does not know, e.g. from a newer broker. Never an approval.
+    UNKNOWN = "unknown"
 
     @property
     def final(self) -> bool:
@@ -39,6 +50,10 @@ class Status(enum.StrEnum):
 
 
 FINAL_STATES = frozenset(s for s in Status if s.final)
+# Final states the broker sets by itself, without a device's answer: a prompt that ended.
+ENDED_WITHOUT_ANSWER = frozenset(
+    {Status.EXPIRED, Status.CANCELLED, Status.SUPERSEDED, Status.WITHDRAWN, Status.UNKNOWN}
+)
 MIN_TTL_S = 10
 MAX_TTL_S = 600  # NIST SP 800-63B-4: an out-of-band secret is valid at most 10 minutes
 DEFAULT_TTL_S = 60

@@ -34,6 +34,9 @@ class CancelReason(enum.StrEnum):
     ANSWERED = "answered"  # another device (or this one, on another connection) answered
     EXPIRED = "expired"
     REVOKED = "revoked"  # the credential it was sent to was removed
+    CANCELLED = "cancelled"  # the RP cancelled it
+    SUPERSEDED = "superseded"  # a newer request for the same user at the same RP replaced it
+    WITHDRAWN = "withdrawn"  # ended by a fraud report (this device's or another's), or a block
 
 
 class RevokeReason(enum.StrEnum):

@@ -183,11 +183,21 @@ async def test_responses_match_the_openapi_schemas(api: Api, broker: BrokerProce
     status, done, _ = await api.call("GET", f"/v1/enrollments/{enrollment['id']}")
     check(done, "Enrollment")
     assert done["status"] == "completed"
+    cid = done["credential"]["id"]
+    status, test, _ = await api.call("POST", "/v1/challenges", body={"user": "alice", "credential_id": cid})
+    assert status == 201
+    check(test, "Challenge")
+    status, _, _ = await api.call("POST", f"/v1/credentials/{cid}/confirm")
+    assert status == 204
     status, ch, _ = await api.call("POST", "/v1/challenges", body={"user": "alice", "context": {"app": "x"}})
     assert status == 201
     check(ch, "Challenge")
+    assert ch["superseded"] == [test["id"]]
     status, result, _ = await api.call("GET", f"/v1/challenges/{ch['id']}")
     check(result, "ChallengeResult")
+    status, cancelled, _ = await api.call("DELETE", f"/v1/challenges/{ch['id']}")
+    assert status == 200 and cancelled["status"] == "cancelled"
+    check(cancelled, "ChallengeResult")
     status, creds, _ = await api.call("GET", "/v1/users/alice/credentials")
     check(creds, "CredentialList")
     status, me, _ = await api.call("GET", "/v1/rp")
