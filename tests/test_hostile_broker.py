@@ -23,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from e2e_helpers import agent_env, agent_ok  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
 from support import BrokerProcess
 from support.hostile_broker import DeviceLink, Exchange, HostileBroker
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from broker import keys as broker_keys
 from device_agent import broker_http
 from device_agent.store import AccountStore
 from protocol import SUBPROTOCOLS, signing
@@ -192,6 +195,14 @@ class AttackerDevice:
         await self.ws.send(self.session.authenticate_frame({cid: seed}))
         while not isinstance(frame := await self.recv(), Welcome):
             pass
+        return frame
+
+    async def approve_next(self, seed: bytes, number: str) -> ChallengeFrame:
+        """Wait for the next challenge the broker pushes, and approve it with `number`."""
+        while not isinstance(frame := await self.recv(), ChallengeFrame):
+            pass
+        answer = sign_answer(frame, seed=seed, decision="approve", number=number, ts=_now_ms())
+        await self.ws.send(encode(answer))
         return frame
 
 
@@ -447,6 +458,41 @@ async def test_injected_recovered_credential_is_refused(
     assert failure.value.credential_id == forged_cid
     hostile.clear()
 
+    # The same credential written straight into the broker's Redis (a compromised store):
+    # the real broker lists it, pushes to it and takes its approval; the SDK does not.
+    redis = aioredis.Redis.from_url(broker.redis_url or "")
+    try:
+        await redis.hset(
+            broker_keys.credential(forged_cid),
+            mapping={
+                "rp": rp["id"], "user": USER, "account": ACCOUNT, "name": "new phone", "pk": attacker_pk,
+                "created": ts, "status": "active", "recovered_from": cred.id,
+                "recovery_pk": signing.public_key(attacker_recovery), "rec_ts": ts,
+                "rec_sig": b64decode(forged["recovery"]["recovery_signature"]),
+                "rec_pop": b64decode(forged["recovery"]["signature"]),
+            },
+        )  # fmt: skip
+        await redis.hset(broker_keys.user_credentials(rp["id"], USER), forged_cid, ACCOUNT)
+    finally:
+        await redis.aclose()
+    listed = {c.id for c in await client.list_credentials(USER)}
+    assert listed == {cred.id, forged_cid} and not hostile.recorded("GET", ".*credentials")[-1].rules
+    synced = await client.sync_credentials(USER, stored)
+    assert [(f.reason, f.credential_id) for f in synced.refused] == [
+        (VerificationReason.BAD_RECOVERY, forged_cid)
+    ]
+    assert synced.public_keys() == keys_of(cred)
+    async with AttackerDevice(broker.ws_url) as device:
+        assert (await device.authenticate(forged_cid, attacker)).accepted == (forged_cid,)
+        challenge = await client.create_challenge(USER, CONTEXT)
+        await device.approve_next(attacker, challenge.number)
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(challenge, synced.public_keys(), timeout=WAIT_S)
+    assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
+    assert failure.value.broker_status is Status.APPROVED  # the real broker took it
+    assert failure.value.credential_id == forged_cid
+    await client.revoke_credential(forged_cid)  # what an RP does with a refused credential
+
     # The same flow with a real recovery (the device's own recovery key, through the real
     # broker) is accepted: the refusal above is about the proof, not about recoveries.
     store = AccountStore(phone)
@@ -516,3 +562,34 @@ async def test_swapped_key_in_credential_list_is_refused(
     # And the honest device still signs in with the stored key.
     _, again = await sign_in(client, phone, keys)
     assert again.approved
+
+
+# -- the harness itself ------------------------------------------------------------------------
+
+
+async def test_the_hostile_proxy_is_transparent_when_honest(
+    hostile: HostileBroker,
+    broker: BrokerProcess,
+) -> None:
+    """Without rules it changes nothing a device sees: the broker's version pick, its
+    frames and its close codes (so the attacks above are the rules' doing alone)."""
+    async with connect(hostile.ws_url, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS]) as ws:
+        assert ws.subprotocol == SUBPROTOCOLS[0]
+        assert isinstance(ClientSession().receive(await asyncio.wait_for(ws.recv(), WAIT_S)), Hello)
+
+    # A device that offers no version the broker speaks (a version 1 agent) gets its 4406,
+    # through the proxy exactly as from the broker itself.
+    async def refusal(url: str) -> tuple[int, str]:
+        async with connect(url) as ws:
+            assert ws.subprotocol is None
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), WAIT_S)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    direct = await refusal(broker.ws_url)
+    assert direct[0] == 4406 and direct[1].startswith("unsupported_version")
+    assert await refusal(hostile.ws_url) == direct
+    assert [link.subprotocol for link in hostile.links] == [SUBPROTOCOLS[0], None]
+    assert hostile.links[1].close is not None and hostile.links[1].close[0] == 4406
+    assert all(not record.tampered for link in hostile.links for record in link.frames)
