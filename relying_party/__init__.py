@@ -23,6 +23,7 @@ from .errors import (
 from .models import (
     Challenge,
     Credential,
+    CredentialSync,
     Decision,
     Enrollment,
     EnrollmentStatus,
@@ -42,6 +43,7 @@ __all__ = [
     "Challenge",
     "Conflict",
     "Credential",
+    "CredentialSync",
     "Decision",
     "Enrollment",
     "EnrollmentStatus",

@@ -9,7 +9,7 @@ number and context are what the answer must be signed over).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -18,12 +18,13 @@ from protocol.frames import Decision
 from protocol.uri import TotpParams
 
 from . import wire
-from .errors import BadBrokerResponse
+from .errors import BadBrokerResponse, VerificationFailed
 from .wire import get, get_bytes, get_optional, get_str_map
 
 __all__ = [
     "Challenge",
     "Credential",
+    "CredentialSync",
     "Decision",
     "Enrollment",
     "EnrollmentStatus",
@@ -134,11 +135,15 @@ class Credential:
     binding: bytes | None = None  # the enrollment binding (signing.binding_bytes), from the broker
     recovery_key: RecoveryKey | None = None
     recovery: RecoveryProof | None = None
+    # The broker's word on whether the RP confirmed it (confirm_credential): until then
+    # it gets only challenges aimed at it (create_challenge(credential_id=...)).
+    confirmed: bool = True
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Credential:
         what = "credential"
         binding, rkey, rproof = body.get("binding"), body.get("recovery_key"), body.get("recovery")
+        confirmed = get_optional(body, "confirmed", bool, what)
         return cls(
             id=get(body, "id", str, what),
             user=get(body, "user", str, what),
@@ -151,11 +156,13 @@ class Credential:
             binding=None if binding is None else get_bytes(body, "binding", what, length=64),
             recovery_key=None if rkey is None else RecoveryKey.from_json(wire.obj(rkey, what)),
             recovery=None if rproof is None else RecoveryProof.from_json(wire.obj(rproof, what)),
+            confirmed=confirmed is not False,
         )
 
     def to_json(self) -> dict[str, Any]:
         """The broker's JSON form (public key in base64url): from_json reads it back."""
         return {
+            "confirmed": self.confirmed,
             "binding": None if self.binding is None else wire.b64encode(self.binding),
             "recovery_key": None if self.recovery_key is None else self.recovery_key.to_json(),
             "recovery": None if self.recovery is None else self.recovery.to_json(),
@@ -168,6 +175,57 @@ class Credential:
             "account": self.account,
             "recovered_from": self.recovered_from,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialSync:
+    """What PushAuthClient.sync_credentials (relying_party.verify.reconcile) found.
+
+    `current` is what the RP should store for the user now: its stored credentials,
+    updated only by what verified, plus accepted recoveries. Nothing in it is the
+    broker's word alone: a recovered credential is in it only if both signatures of its
+    recovery verify with the recovery key the RP stored for `recovery.from` (unused
+    till then), and a new recovery key only if the stored credential's key signed it
+    with a newer `ts`.
+    """
+
+    current: dict[str, Credential] = field(default_factory=dict)
+    added: list[Credential] = field(default_factory=list)  # recovered credentials accepted
+    rotated: list[Credential] = field(default_factory=list)  # stored ones with a verified new recovery key
+    spent: list[str] = field(default_factory=list)  # their recovery key was used by an accepted recovery
+    removed: list[str] = field(default_factory=list)  # stored, but the broker no longer lists them
+    refused: list[VerificationFailed] = field(default_factory=list)  # listed, but did not verify
+
+    @property
+    def changed(self) -> bool:
+        """True when `current` differs from what the RP passed in (write it back)."""
+        return bool(self.added or self.rotated or self.spent or self.removed)
+
+    def public_keys(self) -> dict[str, bytes]:
+        """credential id -> public key of `current`: what wait_result / get_result take."""
+        return {cid: cred.public_key for cid, cred in self.current.items()}
+
+    def apply_to(self, stored: MutableMapping[str, Credential]) -> None:
+        """Make the RP's own mapping `stored` equal to `current` (in place)."""
+        for cid in [cid for cid in stored if cid not in self.current]:
+            del stored[cid]
+        stored.update(self.current)
+
+    def to_json(self) -> dict[str, Any]:
+        """`current` in JSON form (credential id -> Credential.to_json()), for an RP that
+        keeps a user's credentials as one document; credentials_from_json reads it back."""
+        return {cid: cred.to_json() for cid, cred in self.current.items()}
+
+
+def credentials_from_json(body: Mapping[str, Any]) -> dict[str, Credential]:
+    """Read back CredentialSync.to_json() (or any id -> Credential.to_json() mapping)."""
+    out = {}
+    for cid, raw in body.items():
+        cred = Credential.from_json(wire.obj(raw, "stored credential"))
+        if cred.id != cid:
+            raise ValueError(f"stored credential {cid[:64]!r} holds credential {cred.id[:64]!r}")
+        out[cid] = cred
+    return out
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -273,6 +331,9 @@ class Challenge:
     created_at: int = 0
     expires_at: int = 0
     devices: int = 0
+    # Sent only to this credential (a new device's setup test push), or None: to every
+    # confirmed credential of the user.
+    credential_id: str | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], *, context: Mapping[str, str]) -> Challenge:
@@ -292,6 +353,7 @@ class Challenge:
             created_at=get(body, "created_at", int, what),
             expires_at=get(body, "expires_at", int, what),
             devices=get(body, "devices", int, what),
+            credential_id=get_optional(body, "credential_id", str, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -307,6 +369,7 @@ class Challenge:
             "created_at": self.created_at,
             "expires_at": self.expires_at,
             "devices": self.devices,
+            "credential_id": self.credential_id,
         }
 
     @classmethod
@@ -327,17 +390,43 @@ class VerifiedAnswer:
     signature: bytes
 
 
+_REASONS: dict[Status, str] = {
+    Status.PENDING: "waiting for the user's answer",
+    Status.APPROVED: "approved on the user's device with the number shown",
+    Status.DENIED: "denied on the user's device",
+    Status.NUMBER_MISMATCH: "the number typed on the device did not match; the sign-in is denied",
+    Status.REPORTED: "reported on the user's device as not their sign-in",
+    Status.EXPIRED: "no answer before the request expired",
+    Status.CANCELLED: "cancelled by this service",
+    Status.SUPERSEDED: "replaced by a newer sign-in request for the same user",
+    Status.WITHDRAWN: "withdrawn after a fraud report or a push block for this user",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class SignInResult:
     """The SDK's own verdict on a challenge, never the broker's word alone.
 
     `status` is APPROVED only when a device credential the RP stored signed an
-    approval of exactly this challenge with the number the RP showed.
+    approval of exactly this challenge with the number the RP showed. A final status
+    this SDK does not know (from a newer broker) is UNKNOWN: final and not approved,
+    with the broker's word in `broker_status` and `reason`.
     """
 
     challenge_id: str
     status: Status
     answer: VerifiedAnswer | None = None
+    broker_status: str | None = None  # set when the broker said something this SDK does not know
+
+    @property
+    def reason(self) -> str:
+        """Why the sign-in is (not) allowed, in words for logs and support staff."""
+        if self.status is Status.UNKNOWN:
+            return (
+                f"the broker reported status {self.broker_status!r}, which this SDK does not know "
+                "(a newer broker?): treated as ended and not approved; update the SDK"
+            )
+        return _REASONS[self.status]
 
     @property
     def approved(self) -> bool:

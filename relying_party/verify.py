@@ -9,25 +9,36 @@ creation. The outcome is then computed here with protocol.challenge.outcome_for;
 a broker status that disagrees with it is a VerificationFailed, never an approval.
 
 Enrollment binding is checked here too: a completed enrollment's key counts only
-if the device signed it together with the secret the RP put in the link.
+if the device signed it together with the secret the RP put in the link. And the
+broker's list of a user's credentials (reconcile): a recovered credential counts
+only with proof from the recovery key the RP stored, which then works no more.
 
 Pure functions: no I/O, so every forgery can be tested directly and through HTTP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from protocol import signing
-from protocol.challenge import Status, check_answer_shape, outcome_for
+from protocol.challenge import ENDED_WITHOUT_ANSWER, Status, check_answer_shape, outcome_for
 from protocol.codec import validate
 from protocol.errors import ProtocolError
 from protocol.frames import Answer, Decision
 
 from . import wire
 from .errors import BadBrokerResponse, VerificationFailed, VerificationReason
-from .models import Challenge, Credential, Enrollment, SignInResult, VerifiedAnswer
+from .models import (
+    Challenge,
+    Credential,
+    CredentialSync,
+    Enrollment,
+    RecoveryKey,
+    SignInResult,
+    VerifiedAnswer,
+)
 
 # Statuses the broker may only claim together with a device's signed answer.
 ANSWERED = frozenset({Status.APPROVED, Status.DENIED, Status.NUMBER_MISMATCH, Status.REPORTED})
@@ -56,7 +67,9 @@ def evaluate(
     try:
         claimed = Status(raw_status)
     except ValueError:
-        raise BadBrokerResponse(f"{what}: unknown status {raw_status[:32]!r}") from None
+        # A newer broker's outcome: final and never an approval (approving takes a
+        # status this SDK knows and a signature it checks), reported with its word.
+        claimed = Status.UNKNOWN
     if result_id != challenge.id:
         raise VerificationFailed(
             VerificationReason.WRONG_CHALLENGE,
@@ -68,9 +81,13 @@ def evaluate(
         # The RP's clock decides too: an unanswered challenge past its expiry is over.
         status = Status.EXPIRED if now_ms >= challenge.expires_at else Status.PENDING
         return SignInResult(challenge.id, status)
-    if claimed is Status.EXPIRED:
-        # A negative claim needs no proof: the broker can always withhold an answer.
-        return SignInResult(challenge.id, Status.EXPIRED)
+    if claimed in ENDED_WITHOUT_ANSWER:
+        # Expired, cancelled, superseded, withdrawn (or a status this SDK does not know):
+        # a negative claim needs no proof, since the broker can always withhold an
+        # answer; any answer sent along is ignored, so such a claim approves nothing.
+        return SignInResult(
+            challenge.id, claimed, broker_status=raw_status[:32] if claimed is Status.UNKNOWN else None
+        )
     try:
         answer = verify_answer(challenge, body.get("answer"), rp_id=rp_id, public_keys=public_keys)
     except VerificationFailed as failure:
@@ -188,3 +205,185 @@ def verify_binding(enrollment: Enrollment, credential: Credential, *, rp_id: str
             "a new credential's recovery key comes with the binding",
             credential_id=credential.id,
         )
+
+
+# -- the broker's list of a user's credentials ---------------------------------------
+
+
+def reconcile(listed: Sequence[Credential], stored: Mapping[str, Credential], rp_id: str) -> CredentialSync:
+    """What the RP should store for a user, given the broker's list and its own store.
+
+    `stored` maps credential id -> the Credential the RP keeps (its key checked at
+    enrollment by verify_binding, or accepted here before); `listed` is what the
+    broker says now. The broker's list is a claim: a key changes only with a signature
+    the RP can check with a key it holds.
+
+    - A stored credential listed with another public key is refused (KEY_MISMATCH);
+      the stored one stays.
+    - A credential the RP does not hold is accepted only as a recovery: both
+      signatures over signing.recover_bytes(rp_id, from, key, name, its own recovery
+      key, ts) verify, the first with the recovery key the RP stored for `from`, the
+      second with the new key. That recovery key is then spent (None): of several
+      recoveries with it, the earliest (ts, then id) wins, the others are
+      RECOVERY_KEY_USED. The new credential's own recovery key is the one the proof
+      names. Anything else the RP does not hold is UNKNOWN_CREDENTIAL.
+    - A stored credential's new recovery key counts only if its credential key signed
+      it (signing.recovery_key_bytes) with a `ts` newer than the stored key's and than
+      any accepted recovery from it (a replayed older key never comes back), else
+      BAD_ROTATION. A credential with no recovery key and no known recovery from it
+      (the RP did not enroll it as recoverable) takes none.
+    - Stored credentials the broker no longer lists are `removed` (the broker can
+      always stop routing to a device; dropping it trusts nothing new).
+    """
+    current = dict(stored)
+    refused: list[VerificationFailed] = []
+    listed_ids: set[str] = set()
+    recovered: list[Credential] = []
+    rotations: list[Credential] = []
+    for cred in listed:
+        if cred.id in listed_ids:
+            refused.append(_refusal(VerificationReason.KEY_MISMATCH, cred, "listed twice"))
+            continue
+        listed_ids.add(cred.id)
+        mine = stored.get(cred.id)
+        if mine is None:
+            if cred.recovery is None and cred.recovered_from is None:
+                refused.append(
+                    _refusal(
+                        VerificationReason.UNKNOWN_CREDENTIAL,
+                        cred,
+                        "neither stored by the RP nor a recovery (new devices come through wait_enrollment)",
+                    )
+                )
+            else:
+                recovered.append(cred)
+        elif cred.public_key != mine.public_key:
+            refused.append(
+                _refusal(
+                    VerificationReason.KEY_MISMATCH,
+                    cred,
+                    "the broker lists another public key; the stored one stays",
+                )
+            )
+        elif cred.recovery_key is not None and cred.recovery_key != mine.recovery_key:
+            rotations.append(cred)
+
+    # Recoveries: the ts of every accepted recovery from a credential, the floor for
+    # its later recovery keys (the RP's store keeps them in the recovered credentials).
+    floors: dict[str, int] = {}
+    for cred in stored.values():
+        if cred.recovery is not None:
+            floors[cred.recovery.from_id] = max(floors.get(cred.recovery.from_id, 0), cred.recovery.ts)
+    used: dict[str, RecoveryKey] = {}  # spent in this sync: later claims are checked against it
+    added: list[Credential] = []
+    spent: list[str] = []
+    waiting = sorted(recovered, key=lambda c: (c.recovery.ts if c.recovery else 0, c.id))
+    while waiting:
+        later: list[Credential] = []
+        for cred in waiting:
+            source = cred.recovery.from_id if cred.recovery is not None else None
+            if source is not None and source not in current and any(w.id == source for w in waiting):
+                later.append(cred)  # recovered from a recovery listed here too: after it
+                continue
+            outcome = _check_recovery(cred, current.get(source or ""), used, rp_id)
+            if isinstance(outcome, VerificationFailed):
+                refused.append(outcome)
+                continue
+            assert cred.recovery is not None and source is not None
+            current[cred.id] = outcome
+            added.append(outcome)
+            old = current[source]
+            assert old.recovery_key is not None
+            used[source] = old.recovery_key
+            current[source] = replace(old, recovery_key=None)
+            spent.append(source)
+            floors[source] = max(floors.get(source, 0), cred.recovery.ts)
+        if len(later) == len(waiting):  # a cycle, or sources that never verify
+            refused += [
+                _refusal(
+                    VerificationReason.BAD_RECOVERY, c, "recovered from a credential that did not verify"
+                )
+                for c in later
+            ]
+            break
+        waiting = later
+
+    rotated: list[Credential] = []
+    for cred in rotations:
+        mine, new_key = current[cred.id], cred.recovery_key
+        assert new_key is not None
+        failure = _check_rotation(stored[cred.id], new_key, floors.get(cred.id))
+        if failure is not None:
+            refused.append(_refusal(VerificationReason.BAD_ROTATION, cred, failure))
+            continue
+        current[cred.id] = replace(mine, recovery_key=new_key)
+        rotated.append(current[cred.id])
+
+    removed = [cid for cid in stored if cid not in listed_ids]
+    for cid in removed:
+        del current[cid]
+    return CredentialSync(
+        current=current, added=added, rotated=rotated, spent=spent, removed=removed, refused=refused
+    )
+
+
+def _refusal(reason: VerificationReason, cred: Credential, why: str) -> VerificationFailed:
+    return VerificationFailed(reason, why, credential_id=cred.id)
+
+
+def _check_recovery(
+    cred: Credential, source: Credential | None, used: Mapping[str, RecoveryKey], rp_id: str
+) -> Credential | VerificationFailed:
+    """The credential to store for a recovery that verifies, or why it does not."""
+    bad = VerificationReason.BAD_RECOVERY
+    proof = cred.recovery
+    if proof is None:
+        return _refusal(bad, cred, "says it was recovered but carries no recovery proof")
+    if cred.recovered_from is not None and cred.recovered_from != proof.from_id:
+        return _refusal(bad, cred, "its recovered_from and its proof name different credentials")
+    if source is None:
+        return _refusal(bad, cred, f"recovered from {proof.from_id[:64]!r}, which the RP does not hold")
+    if source.user != cred.user:
+        return _refusal(bad, cred, "recovered from a credential of another user")
+    own = cred.recovery_key
+    if own is None:
+        return _refusal(bad, cred, "names no recovery key of its own")
+    if own.signature is not None or own.ts is not None:
+        # The proof signs the recovery key named at recovery; a later one replaced it
+        # at the broker, so the proof can no longer be checked.
+        return _refusal(bad, cred, "its recovery key changed before the RP saw the recovery: cannot check it")
+    key = source.recovery_key or used.get(source.id)
+    if key is None:
+        return _refusal(
+            VerificationReason.RECOVERY_KEY_USED,
+            cred,
+            f"the RP holds no unused recovery key for {source.id[:64]!r} (used, or not recoverable)",
+        )
+    message = signing.recover_bytes(rp_id, source.id, cred.public_key, cred.name, own.public_key, proof.ts)
+    if not signing.is_valid(key.public_key, message, proof.recovery_signature):
+        return _refusal(bad, cred, f"not signed by the recovery key the RP stored for {source.id[:64]!r}")
+    if not signing.is_valid(cred.public_key, message, proof.signature):
+        return _refusal(bad, cred, "the new key's own signature (proof of possession) does not verify")
+    if source.recovery_key is None:
+        return _refusal(
+            VerificationReason.RECOVERY_KEY_USED,
+            cred,
+            f"the recovery key of {source.id[:64]!r} was used by an earlier recovery (it works once)",
+        )
+    return replace(cred, recovered_from=source.id, recovery_key=RecoveryKey(own.public_key), binding=None)
+
+
+def _check_rotation(mine: Credential, new_key: RecoveryKey, recovered_at: int | None) -> str | None:
+    """Why a listed new recovery key of stored credential `mine` does not count, or None."""
+    if new_key.signature is None or new_key.ts is None:
+        return "a recovery key the RP did not get at enrollment comes with the credential's signature"
+    if mine.recovery_key is None and recovered_at is None:
+        return "the RP holds no recovery key for this credential (not enrolled as recoverable)"
+    named = mine.recovery_key.ts if mine.recovery_key is not None else None
+    floor = max(named or 0, recovered_at or 0)
+    if new_key.ts <= floor:
+        return f"named at {new_key.ts}, not after the key it replaces ({floor}): a replayed older key"
+    message = signing.recovery_key_bytes(mine.id, new_key.public_key, new_key.ts)
+    if not signing.is_valid(mine.public_key, message, new_key.signature):
+        return "not signed by the credential's own key"
+    return None

@@ -1,0 +1,311 @@
+"""relying_party.verify.reconcile: the broker's list of a user's credentials against
+what the RP stored, with forged lists (a compromised broker's). Pure function: no
+broker here; tests/test_agent_recovery.py runs sync_credentials against a real one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from protocol import signing
+from relying_party.errors import VerificationFailed, VerificationReason
+from relying_party.models import Credential, CredentialSync, RecoveryKey, RecoveryProof, credentials_from_json
+from relying_party.verify import reconcile
+
+RP = "rp_test"
+T0 = 1_767_225_600_000
+
+
+@dataclass
+class Device:
+    """A credential as the device holds it: its key and its current recovery key."""
+
+    cred: Credential
+    seed: bytes
+    recovery_seed: bytes
+
+
+def enrolled(cid: str = "cr_old", name: str = "old phone") -> Device:
+    """A recoverable credential as the RP stored it after wait_enrollment."""
+    seed, recovery_seed = signing.new_seed(), signing.new_seed()
+    cred = Credential(
+        id=cid,
+        user="alice",
+        name=name,
+        public_key=signing.public_key(seed),
+        created_at=T0,
+        account="alice@example.com",
+        binding=b"b" * 64,
+        recovery_key=RecoveryKey(signing.public_key(recovery_seed)),
+    )
+    return Device(cred, seed, recovery_seed)
+
+
+def recovered(
+    old: Device,
+    cid: str = "cr_new",
+    ts: int = T0 + 1000,
+    *,
+    recovery_seed: bytes | None = None,
+    rp: str = RP,
+    name: str = "new phone",
+) -> Device:
+    """What the broker lists after a recovery from `old` (signed with `recovery_seed`,
+    by default the old credential's recovery key)."""
+    seed, new_recovery = signing.new_seed(), signing.new_seed()
+    pk, rpk = signing.public_key(seed), signing.public_key(new_recovery)
+    message = signing.recover_bytes(rp, old.cred.id, pk, name, rpk, ts)
+    cred = Credential(
+        id=cid,
+        user="alice",
+        name=name,
+        public_key=pk,
+        created_at=ts,
+        account="alice@example.com",
+        recovered_from=old.cred.id,
+        recovery_key=RecoveryKey(rpk),
+        recovery=RecoveryProof(
+            from_id=old.cred.id,
+            ts=ts,
+            recovery_signature=signing.sign(recovery_seed or old.recovery_seed, message),
+            signature=signing.sign(seed, message),
+        ),
+    )
+    return Device(cred, seed, new_recovery)
+
+
+def rotated(dev: Device, ts: int, *, signer: bytes | None = None) -> tuple[Credential, bytes]:
+    """The credential as listed after the device named a new recovery key at `ts`."""
+    new_seed = signing.new_seed()
+    pk = signing.public_key(new_seed)
+    sig = signing.sign(signer or dev.seed, signing.recovery_key_bytes(dev.cred.id, pk, ts))
+    return replace(dev.cred, recovery_key=RecoveryKey(pk, ts, sig)), new_seed
+
+
+def stored(*devs: Device) -> dict[str, Credential]:
+    return {d.cred.id: d.cred for d in devs}
+
+
+def reasons(sync: CredentialSync) -> dict[str | None, VerificationReason]:
+    return {f.credential_id: f.reason for f in sync.refused}
+
+
+def test_an_unchanged_list_changes_nothing() -> None:
+    old = enrolled()
+    sync = reconcile([old.cred], stored(old), RP)
+    assert sync.current == stored(old) and not sync.changed and not sync.refused
+    assert sync.public_keys() == {old.cred.id: old.cred.public_key}
+
+
+def test_a_swapped_key_is_refused_and_the_stored_key_kept() -> None:
+    old = enrolled()
+    swapped = replace(old.cred, public_key=signing.public_key(signing.new_seed()))
+    sync = reconcile([swapped], stored(old), RP)
+    assert reasons(sync) == {old.cred.id: VerificationReason.KEY_MISMATCH}
+    assert sync.current[old.cred.id] == old.cred
+    assert not sync.changed
+
+
+def test_an_unknown_credential_that_is_no_recovery_is_refused() -> None:
+    old, planted = enrolled(), enrolled("cr_planted")
+    sync = reconcile([old.cred, planted.cred], stored(old), RP)
+    assert reasons(sync) == {"cr_planted": VerificationReason.UNKNOWN_CREDENTIAL}
+    assert set(sync.current) == {old.cred.id}
+
+
+def test_a_verified_recovery_is_added_and_spends_the_old_recovery_key() -> None:
+    old = enrolled()
+    new = recovered(old)
+    # As the real broker lists it: the recovery took the key off the old credential.
+    listed = [replace(old.cred, recovery_key=None), new.cred]
+    sync = reconcile(listed, stored(old), RP)
+    assert not sync.refused
+    assert sync.added == [new.cred] and sync.spent == [old.cred.id] and sync.changed
+    assert sync.current[old.cred.id].recovery_key is None
+    assert sync.current[new.cred.id].recovery_key == RecoveryKey(signing.public_key(new.recovery_seed))
+    assert set(sync.public_keys()) == {old.cred.id, new.cred.id}
+
+    # A broker that keeps listing the used key does not bring it back.
+    again = reconcile([old.cred, new.cred], stored(old), RP)
+    assert again.current[old.cred.id].recovery_key is None and not again.refused
+
+    # Later, a second recovery with the same (now spent) key is refused.
+    thief = recovered(old, "cr_thief", ts=T0 + 5000)
+    later = reconcile([*listed, thief.cred], sync.current, RP)
+    assert reasons(later) == {"cr_thief": VerificationReason.RECOVERY_KEY_USED}
+    assert "cr_thief" not in later.current and not later.changed
+
+
+def test_a_recovered_credentials_own_recovery_key_works_for_the_next_recovery() -> None:
+    old = enrolled()
+    new = recovered(old)
+    spent = replace(old.cred, recovery_key=None)  # as the broker lists it after the recovery
+    first = reconcile([spent, new.cred], stored(old), RP)
+    newer = recovered(new, "cr_newer", ts=T0 + 9000)
+    second = reconcile([spent, new.cred, newer.cred], first.current, RP)
+    assert not second.refused and second.added == [newer.cred] and second.spent == [new.cred.id]
+    assert second.current["cr_newer"].recovered_from == new.cred.id
+
+
+def test_a_chain_of_recoveries_in_one_list_verifies_in_order() -> None:
+    old = enrolled()
+    new = recovered(old)
+    newer = recovered(new, "cr_newer", ts=T0 + 9000)
+    sync = reconcile([newer.cred, old.cred, new.cred], stored(old), RP)
+    assert not sync.refused
+    assert [c.id for c in sync.added] == [new.cred.id, "cr_newer"]
+    assert sync.spent == [old.cred.id, new.cred.id]
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        "another_recovery_key",
+        "another_rp",
+        "no_proof",
+        "bad_new_key_signature",
+        "renamed",
+        "swapped_key",
+        "swapped_recovery_key",
+        "rotated_recovery_key",
+        "no_recovery_key",
+        "from_unknown",
+        "recovered_from_disagrees",
+        "another_user",
+    ],
+)
+def test_a_forged_recovery_is_refused(forge: str) -> None:
+    old = enrolled()
+    new = recovered(
+        old,
+        recovery_seed=signing.new_seed() if forge == "another_recovery_key" else None,
+        rp="rp_other" if forge == "another_rp" else RP,
+    )
+    cred, other = new.cred, signing.public_key(signing.new_seed())
+    assert cred.recovery is not None
+    cred = {
+        "no_proof": replace(cred, recovery=None),
+        "bad_new_key_signature": replace(cred, recovery=replace(cred.recovery, signature=b"\x01" * 64)),
+        "renamed": replace(cred, name="old phone"),
+        "swapped_key": replace(cred, public_key=other),
+        "swapped_recovery_key": replace(cred, recovery_key=RecoveryKey(other)),
+        "rotated_recovery_key": replace(cred, recovery_key=RecoveryKey(other, T0 + 2000, b"\x02" * 64)),
+        "no_recovery_key": replace(cred, recovery_key=None),
+        "from_unknown": replace(
+            cred, recovered_from="cr_gone", recovery=replace(cred.recovery, from_id="cr_gone")
+        ),
+        "recovered_from_disagrees": replace(cred, recovered_from="cr_gone"),
+        "another_user": replace(cred, user="mallory"),
+    }.get(forge, cred)
+    sync = reconcile([old.cred, cred], stored(old), RP)
+    assert reasons(sync) == {cred.id: VerificationReason.BAD_RECOVERY}
+    assert set(sync.current) == {old.cred.id} and not sync.changed
+    assert sync.current[old.cred.id].recovery_key == old.cred.recovery_key  # not spent by a forgery
+
+
+def test_no_recovery_from_a_credential_whose_stored_recovery_key_is_none() -> None:
+    old = enrolled()
+    spent = replace(old.cred, recovery_key=None)  # used already, or never recoverable
+    new = recovered(old)
+    sync = reconcile([spent, new.cred], {old.cred.id: spent}, RP)
+    assert reasons(sync) == {new.cred.id: VerificationReason.RECOVERY_KEY_USED}
+    assert set(sync.current) == {old.cred.id}
+
+
+def test_of_two_recoveries_with_one_key_only_the_earliest_counts() -> None:
+    old = enrolled()
+    late = recovered(old, "cr_a", ts=T0 + 2000)
+    early = recovered(old, "cr_z", ts=T0 + 1000)
+    sync = reconcile([old.cred, late.cred, early.cred], stored(old), RP)
+    assert [c.id for c in sync.added] == ["cr_z"]
+    assert reasons(sync) == {"cr_a": VerificationReason.RECOVERY_KEY_USED}
+    # Same ts: the lower id wins.
+    tie_a, tie_b = recovered(old, "cr_b", ts=T0), recovered(old, "cr_a", ts=T0)
+    sync = reconcile([old.cred, tie_a.cred, tie_b.cred], stored(old), RP)
+    assert [c.id for c in sync.added] == ["cr_a"]
+    assert reasons(sync) == {"cr_b": VerificationReason.RECOVERY_KEY_USED}
+    # A forgery with an earlier ts does not use the key up for the real one.
+    forged = recovered(old, "cr_0", ts=T0 - 1, recovery_seed=signing.new_seed())
+    sync = reconcile([old.cred, forged.cred, late.cred], stored(old), RP)
+    assert [c.id for c in sync.added] == ["cr_a"]
+    assert reasons(sync) == {"cr_0": VerificationReason.BAD_RECOVERY}
+
+
+def test_a_rotation_signed_by_the_credential_and_newer_is_taken() -> None:
+    old = enrolled()
+    listed, new_seed = rotated(old, T0 + 100)
+    sync = reconcile([listed], stored(old), RP)
+    assert not sync.refused and sync.rotated == [listed] and sync.changed
+    assert sync.current[old.cred.id].recovery_key == listed.recovery_key
+    # A recovery with the replaced key is refused now; with the new one it verifies.
+    stale = recovered(old)
+    after = reconcile([listed, stale.cred], sync.current, RP)
+    assert reasons(after) == {stale.cred.id: VerificationReason.BAD_RECOVERY}
+    fresh = recovered(Device(listed, old.seed, new_seed))
+    after = reconcile([listed, fresh.cred], sync.current, RP)
+    assert after.added == [fresh.cred] and not after.refused
+
+
+def test_a_bad_rotation_is_refused_and_the_stored_recovery_key_kept() -> None:
+    old = enrolled()
+    first, _ = rotated(old, T0 + 100)
+    base = reconcile([first], stored(old), RP).current
+    dev = Device(base[old.cred.id], old.seed, old.recovery_seed)
+    cases = {
+        "same ts": rotated(dev, T0 + 100)[0],
+        "older ts": rotated(dev, T0 + 50)[0],
+        "signed by another key": rotated(dev, T0 + 200, signer=signing.new_seed())[0],
+        "unsigned": replace(dev.cred, recovery_key=RecoveryKey(signing.public_key(signing.new_seed()))),
+    }
+    for why, listed in cases.items():
+        sync = reconcile([listed], base, RP)
+        assert reasons(sync) == {old.cred.id: VerificationReason.BAD_ROTATION}, why
+        assert sync.current == base and not sync.changed, why
+
+
+def test_a_credential_without_a_recovery_key_takes_none_unless_a_recovery_used_it() -> None:
+    plain = replace(enrolled().cred, recovery_key=None)
+    dev = Device(plain, signing.new_seed(), signing.new_seed())
+    dev.cred = replace(plain, public_key=signing.public_key(dev.seed))
+    listed, _ = rotated(dev, T0 + 100)
+    sync = reconcile([listed], stored(dev), RP)
+    assert reasons(sync) == {dev.cred.id: VerificationReason.BAD_ROTATION}
+
+    # After a recovery used its key, the old device may name a new one, newer than the
+    # recovery (after "No, not me", or a passphrase change): not a replayed older one.
+    old = enrolled()
+    new = recovered(old, ts=T0 + 1000)
+    before, _ = rotated(old, T0 + 500)  # signed by the device before the recovery
+    after, _ = rotated(old, T0 + 2000)
+    first = reconcile([replace(old.cred, recovery_key=None), new.cred], stored(old), RP)
+    assert first.current[old.cred.id].recovery_key is None
+    replay = reconcile([before, new.cred], first.current, RP)
+    assert reasons(replay) == {old.cred.id: VerificationReason.BAD_ROTATION}
+    ok = reconcile([after, new.cred], first.current, RP)
+    assert ok.rotated == [after] and not ok.refused
+    # The same in one sync: the recovery is checked with the stored key first.
+    both = reconcile([after, new.cred], stored(old), RP)
+    assert both.added == [new.cred] and both.spent == [old.cred.id] and both.rotated == [after]
+    assert both.current[old.cred.id].recovery_key == after.recovery_key
+
+
+def test_removed_credentials_leave_and_apply_to_updates_the_rps_mapping() -> None:
+    old, other = enrolled(), enrolled("cr_other")
+    new = recovered(old)
+    # The old device was removed after the recovery: the recovery still verifies.
+    sync = reconcile([other.cred, new.cred], stored(old, other), RP)
+    assert sync.removed == [old.cred.id] and [c.id for c in sync.added] == [new.cred.id]
+    assert set(sync.current) == {other.cred.id, new.cred.id}
+    mine = stored(old, other)
+    sync.apply_to(mine)
+    assert mine == sync.current
+    assert credentials_from_json(sync.to_json()) == sync.current
+
+
+def test_a_refusal_says_which_credential_and_why() -> None:
+    old = enrolled()
+    sync = reconcile([replace(old.cred, public_key=b"\x00" * 32)], stored(old), RP)
+    (failure,) = sync.refused
+    assert isinstance(failure, VerificationFailed)
+    assert str(failure).startswith(f"credential {old.cred.id}: key_mismatch:")
