@@ -37,6 +37,7 @@ from .errors import BadBrokerResponse, BrokerUnavailable, broker_error
 from .models import (
     Challenge,
     Credential,
+    CredentialSync,
     Enrollment,
     EnrollmentStatus,
     Health,
@@ -305,8 +306,30 @@ class PushAuthClient:
             raise BadBrokerResponse("credentials: field 'credentials' missing or not a list")
         return [Credential.from_json(wire.obj(item, "credential")) for item in items]
 
+    async def sync_credentials(self, user: str, stored: Mapping[str, Credential]) -> CredentialSync:
+        """Check the broker's list of `user`'s credentials against the RP's own store.
+
+        `stored` maps credential id -> the Credential the RP keeps for this user (from
+        wait_enrollment, or `current` of an earlier sync). The result's `current` is
+        what to store now (`apply_to`, or write `to_json()`), and `public_keys()` what
+        to verify answers with: recovered credentials only when their recovery proof
+        verifies with the recovery key in `stored` (which is then spent: a recovery
+        key works once), new recovery keys only when signed by the stored credential.
+        Refusals are in `refused` (VerificationFailed, never raised: the rest of the
+        list still counts); show them as a security event. Call it when an answer
+        comes from a credential the RP does not hold and when showing the user's
+        devices, so that a recovery and rotations are seen promptly.
+        """
+        listed = await self.list_credentials(user)
+        if any(cred.user != user for cred in listed):
+            raise BadBrokerResponse("credentials: the broker listed a credential of another user")
+        return verify.reconcile(listed, stored, (await self.rp()).id)
+
     async def revoke_credential(self, credential_id: str) -> None:
-        """Revoke a credential at once (the device, if online, is told immediately)."""
+        """Revoke a credential at once (the device, if online, is told immediately).
+
+        Delete it from the RP's own store too: a recovery from a credential the RP no
+        longer holds is refused by sync_credentials."""
         await self._call("DELETE", f"/v1/credentials/{_segment(credential_id)}", expect=(204,))
 
     async def push_block(self, user: str) -> dict[str, Any]:
