@@ -161,13 +161,10 @@ def forged_approval(created: Exchange, rp_id: str, seed: bytes, cid: str) -> dic
     }
 
 
-def claim_approved(hostile: HostileBroker, challenge_id: str, answer: dict[str, Any]) -> None:
-    """The broker says "approved", with `answer`, about challenge `challenge_id`."""
-    hostile.rewrite(
-        "GET",
-        f"/v1/challenges/{challenge_id}",
-        lambda _ex, body: {**body, "status": "approved", "answer": answer},
-    )
+def claim_approved(hostile: HostileBroker, created: Exchange, answer: dict[str, Any]) -> None:
+    """The broker says at once "approved", with `answer`, about the challenge `created` made."""
+    body = {**created.json, "status": "approved", "answer": answer}
+    hostile.answer("GET", f"/v1/challenges/{body['id']}", lambda _ex: (200, body))
 
 
 class AttackerDevice:
@@ -197,10 +194,12 @@ class AttackerDevice:
             pass
         return frame
 
-    async def approve_next(self, seed: bytes, number: str) -> ChallengeFrame:
-        """Wait for the next challenge the broker pushes, and approve it with `number`."""
-        while not isinstance(frame := await self.recv(), ChallengeFrame):
+    async def approve(self, challenge: Challenge, seed: bytes) -> ChallengeFrame:
+        """Wait for the broker to push `challenge`, and approve it with its number (the
+        broker knows it)."""
+        while not (isinstance(frame := await self.recv(), ChallengeFrame) and frame.ch == challenge.id):
             pass
+        number = challenge.number
         answer = sign_answer(frame, seed=seed, decision="approve", number=number, ts=_now_ms())
         await self.ws.send(encode(answer))
         return frame
@@ -450,8 +449,8 @@ async def test_injected_recovered_credential_is_refused(
 
     # An approval signed by the injected key: the broker claims it, the SDK does not hold it.
     challenge = await client.create_challenge(USER, CONTEXT)
-    answer = forged_approval(hostile.last("POST", "/v1/challenges"), rp["id"], attacker, forged_cid)
-    claim_approved(hostile, challenge.id, answer)
+    created = hostile.last("POST", "/v1/challenges")
+    claim_approved(hostile, created, forged_approval(created, rp["id"], attacker, forged_cid))
     with pytest.raises(VerificationFailed) as failure:
         await client.wait_result(challenge, keys, timeout=WAIT_S)
     assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
@@ -485,7 +484,7 @@ async def test_injected_recovered_credential_is_refused(
     async with AttackerDevice(broker.ws_url) as device:
         assert (await device.authenticate(forged_cid, attacker)).accepted == (forged_cid,)
         challenge = await client.create_challenge(USER, CONTEXT)
-        await device.approve_next(attacker, challenge.number)
+        await device.approve(challenge, attacker)
         with pytest.raises(VerificationFailed) as failure:
             await client.wait_result(challenge, synced.public_keys(), timeout=WAIT_S)
     assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
@@ -548,8 +547,8 @@ async def test_swapped_key_in_credential_list_is_refused(
 
     # An approval signed by the attacker's key under the stored id.
     challenge = await client.create_challenge(USER, CONTEXT)
-    answer = forged_approval(hostile.last("POST", "/v1/challenges"), rp["id"], attacker, cred.id)
-    claim_approved(hostile, challenge.id, answer)
+    created = hostile.last("POST", "/v1/challenges")
+    claim_approved(hostile, created, forged_approval(created, rp["id"], attacker, cred.id))
     with pytest.raises(VerificationFailed) as failure:
         await client.wait_result(challenge, keys, timeout=WAIT_S)
     assert failure.value.reason is VerificationReason.BAD_SIGNATURE
