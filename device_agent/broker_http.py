@@ -120,9 +120,15 @@ def delete_backup(broker: str, seed: bytes) -> bool:
 # -- recovery ---------------------------------------------------------------------------
 
 
-def set_recovery_key(broker: str, cid: str, seed: bytes, recovery_seed: bytes) -> bool:
-    """Name the recovery key of a new credential; False if the RP did not make it recoverable."""
-    ts = now_ms()
+def set_recovery_key(
+    broker: str, cid: str, seed: bytes, recovery_seed: bytes, *, ts: int | None = None
+) -> bool:
+    """Name a new recovery key for credential `cid` (signed by its key `seed`), replacing
+    the one named before (or used by a recovery): True when the broker took it, False
+    if the RP did not enroll the credential as recoverable. Raises Refused when the
+    credential was removed or a newer key is named already, Unreachable when the
+    broker cannot be reached (then the old key stays the valid one)."""
+    ts = now_ms() if ts is None else ts
     recovery_pk = signing.public_key(recovery_seed)
     sig = signing.sign(seed, signing.recovery_key_bytes(cid, recovery_pk, ts))
     url = f"{http_base(broker)}/v1/credentials/{quote(cid)}/recovery-key"
@@ -133,7 +139,12 @@ def set_recovery_key(broker: str, cid: str, seed: bytes, recovery_seed: bytes) -
         return True
     if code == "not_recoverable":
         return False
-    raise Refused(f"the broker did not take the recovery key: {detail or code}", code=code)
+    why = {
+        "credential_revoked": "the account was removed at the service",
+        "not_found": "the service does not know this device's key (removed?)",
+        "conflict": "a newer recovery key is named already (is this device's clock behind?)",
+    }.get(code, detail or code)
+    raise Refused(f"the broker did not take the new recovery key: {why}", code=code)
 
 
 def recover(

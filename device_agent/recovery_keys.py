@@ -1,0 +1,95 @@
+"""Renewing the recovery keys of recoverable accounts when the old ones may be known.
+
+A recovery key (kept in the vault and in every backup) lets a new device register a
+credential for its account by itself, once (broker/recovery.py). After a passphrase
+change (`passwd`) or a "No, not me" to "was this you?" (someone restored a backup of
+ours: they had it and its passphrase), every backup made before may be in someone
+else's hands. So each recoverable account gets a new recovery key: the credential's
+own key signs it (signing.recovery_key_bytes, with a newer ts than the last one), the
+broker replaces the old one, and the RP takes it only with that signature
+(relying_party.verify.reconcile). The old recovery keys in old backups then recover
+nothing. The new seeds go into the vault, so the next backup carries them: call this
+BEFORE backup_actions.after_secret_change rewrites the backups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocol import signing
+
+from . import broker_http
+from .errors import AgentError, Unreachable
+from .store import AccountStore
+
+# What to do when a key could not be renewed now (the broker was down).
+RETRY = (
+    "until it is renewed, the old recovery key in your backups still works for it once: run"
+    " pushauth-agent passwd again when the broker can be reached"
+)
+
+
+@dataclass(slots=True)
+class Rotation:
+    """What rotate_recovery_keys did, for people; `failures` make the command fail."""
+
+    renewed: list[str] = field(default_factory=list)  # account names
+    dropped: list[str] = field(default_factory=list)  # the service no longer has it recoverable
+    failures: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.renewed:
+            out.append(
+                f"New recovery keys for {', '.join(self.renewed)}: the ones in older backups no longer"
+                " recover these accounts."
+            )
+        out += [
+            f"{name}: the service does not have it as recoverable; its recovery key was deleted here."
+            for name in self.dropped
+        ]
+        return out
+
+
+def rotate_recovery_keys(store: AccountStore, names: list[str] | None = None) -> Rotation:
+    """Give every active recoverable push account (or those in `names`) a new recovery key.
+
+    Blocking HTTP, one request per account. An account whose broker cannot be reached
+    or refuses keeps its old key (reported in `failures`); the others are renewed.
+    """
+    report = Rotation()
+    new_seeds: dict[str, bytes] = {}  # credential id -> new recovery seed, taken by the broker
+    for account in store.active():
+        if names is not None and account.name not in names:
+            continue
+        if store.recovery_seed(account.name) is None:
+            continue
+        new_seed = signing.new_seed()
+        try:
+            taken = broker_http.set_recovery_key(
+                account.broker, account.cid, store.seed(account.cid), new_seed
+            )
+        except Unreachable as exc:
+            report.failures.append(f"the recovery key of {account.name} was NOT renewed ({exc}); {RETRY}")
+            continue
+        except AgentError as exc:
+            report.failures.append(f"the recovery key of {account.name} was NOT renewed: {exc}")
+            continue
+        if taken:
+            new_seeds[account.cid] = new_seed
+            report.renewed.append(account.name)
+        else:
+            new_seeds[account.cid] = b""  # not recoverable there: keep no key that recovers nothing
+            report.dropped.append(account.name)
+    if new_seeds:
+        # The broker holds the new keys already: if this write failed, nobody would
+        # have them (the account is then not recoverable; never the old key again).
+        hook, store.on_change = store.on_change, None  # the caller rewrites the backups next
+        try:
+            with store.change() as state:
+                for rec in state.records:
+                    if rec.account is not None and rec.account.cid in new_seeds:
+                        rec.recovery_seed = new_seeds[rec.account.cid] or None
+        finally:
+            store.on_change = hook
+    return report
