@@ -22,7 +22,7 @@ import segno
 
 from protocol.frames import Decision, NoticeDecision, NoticeOutcome
 
-from . import actions, backup_actions, broker_http, otp_actions
+from . import actions, backup_actions, broker_http, otp_actions, recovery_keys
 from .backup_keys import BackupCode
 from .display import entry_json, entry_line, notice_json, notice_text, request_json, request_text
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
@@ -507,9 +507,12 @@ def cmd_recovery(store: AccountStore, args: argparse.Namespace) -> int:
         warn(notice)
     say(f"Recovery question {report.question.notice.notice}: {notice_outcome_message(report.outcome)}.")
     if report.outcome == NoticeOutcome.DISOWNED:
-        # Someone restored our backup with our passphrase: a new backup code, and no copy
-        # left on the broker that opens with what they know.
-        return report_secret_change(backup_actions.after_secret_change(store, backup_actions.DISOWN))
+        # Someone restored our backup with our passphrase: new recovery keys (the old
+        # ones are in that backup), then a new backup code, and no copy left on the
+        # broker that opens with what they know.
+        rotated = report_rotation(recovery_keys.rotate_recovery_keys(store))
+        renewed = backup_actions.after_secret_change(store, backup_actions.DISOWN)
+        return report_secret_change(renewed) or rotated
     return EXIT_OK
 
 
@@ -525,10 +528,20 @@ def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
     old = store.passphrase()
     store.change_passphrase(store.passphrases.new(store.what, env_var=NEW_PASSPHRASE_ENV))
     say("The vault passphrase was changed.")
+    # Backups made with the old passphrase hold the recovery keys: renew those first,
+    # so that the rewritten backups carry the new ones.
+    rotated = report_rotation(recovery_keys.rotate_recovery_keys(store))
     # Backups follow the new passphrase, and old copies that open with the old one go.
-    return report_secret_change(
-        backup_actions.after_secret_change(store, backup_actions.PASSWD, old_passphrase=old)
-    )
+    renewed = backup_actions.after_secret_change(store, backup_actions.PASSWD, old_passphrase=old)
+    return report_secret_change(renewed) or rotated
+
+
+def report_rotation(report: recovery_keys.Rotation) -> int:
+    for line in report.lines():
+        say(line)
+    for failure in report.failures:
+        warn(f"pushauth-agent: {failure}")
+    return EXIT_UNREACHABLE if report.failures else EXIT_OK
 
 
 def report_secret_change(report: backup_actions.SecretChange) -> int:

@@ -35,7 +35,7 @@ from protocol.frames import (
     Revoked,
 )
 
-from . import backup_actions
+from . import backup_actions, recovery_keys
 from .actions import apply_welcome
 from .connection import Connection
 from .display import notice_question, request_text
@@ -342,11 +342,15 @@ class Listener:
             self._drop_question(frame.notice, f"was closed: {notice_outcome_message(frame.outcome)}")
 
     def _after_disown(self) -> None:
-        """Someone else restored our backup: a new backup code, and the broker's old copy
-        deleted (backup_actions.after_secret_change; blocking HTTP, so in a thread)."""
+        """Someone else restored our backup: new recovery keys (recovery_keys), a new
+        backup code, and the broker's old copy deleted (backup_actions.after_secret_change;
+        blocking HTTP, so in a thread)."""
 
         async def run() -> None:
             try:
+                rotation = await asyncio.to_thread(recovery_keys.rotate_recovery_keys, self.store)
+                for line in [*rotation.lines(), *rotation.failures]:
+                    self.say(line)
                 report = await asyncio.to_thread(
                     backup_actions.after_secret_change, self.store, backup_actions.DISOWN
                 )
