@@ -18,8 +18,7 @@ from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
 from support import BrokerProcess, RedisServer
 
 from device_agent import broker_http
-from protocol import SUBPROTOCOLS
-from protocol import signing
+from protocol import SUBPROTOCOLS, signing
 from protocol.codec import encode
 from protocol.frames import (
     Cancel,
@@ -81,8 +80,18 @@ class Device:
         except TimeoutError:
             return got
 
-    async def enroll(self, uri: str, seed: bytes, name: str) -> str:
-        await self.send(self.session.enroll_frame(rid=1, token=parse_uri(uri).token, seed=seed, name=name))
+    async def enroll(self, uri: str, seed: bytes, name: str, recovery_pk: bytes | None = None) -> str:
+        link = parse_uri(uri)
+        frame = self.session.enroll_frame(
+            rid=1,
+            token=link.token,
+            seed=seed,
+            name=name,
+            rp=link.rp,
+            binding_secret=link.binding_secret,
+            recovery_pk=recovery_pk,
+        )
+        await self.send(frame)
         got = await self.frame()
         assert isinstance(got, Enrolled), got
         return got.cid
@@ -121,23 +130,25 @@ async def recoverable_device(
     started = await client.create_enrollment(user, f"{user}@example.com", recoverable=True)
     seed, recovery_seed = signing.new_seed(), signing.new_seed()
     dev = await Device.connect(url)
-    cid = await dev.enroll(started.uri or "", seed, "old phone")
-    assert await asyncio.to_thread(broker_http.set_recovery_key, url, cid, seed, recovery_seed)
+    # A recoverable link: the recovery key is named in `enroll` (bound for the RP).
+    cid = await dev.enroll(started.uri or "", seed, "old phone", signing.public_key(recovery_seed))
     await dev.authenticate({cid: seed})
     return dev, cid, seed, recovery_seed
 
 
-async def recover(url: str, old_cid: str, recovery_seed: bytes, name: str = "new phone") -> tuple[str, bytes]:
-    seed = signing.new_seed()
+async def recover(
+    client: PushAuthClient, url: str, old_cid: str, recovery_seed: bytes, name: str = "new phone"
+) -> tuple[str, bytes]:
+    seed, rp = signing.new_seed(), (await client.rp()).id
     got = await asyncio.to_thread(
-        broker_http.recover, url, old_cid, recovery_seed, seed, signing.new_seed(), name
+        broker_http.recover, url, rp, old_cid, recovery_seed, seed, signing.new_seed(), name
     )
     return got["id"], seed
 
 
 async def recovered(client: PushAuthClient, url: str, recover_at: str | None = None) -> Recovered:
     old, old_cid, old_seed, recovery_seed = await recoverable_device(client, url)
-    new_cid, new_seed = await recover(recover_at or url, old_cid, recovery_seed)
+    new_cid, new_seed = await recover(client, recover_at or url, old_cid, recovery_seed)
     notice = await old.next_of(RecoveryNotice)
     return Recovered(old, old_cid, old_seed, new_cid, new_seed, notice)
 
@@ -243,7 +254,7 @@ async def test_forged_misdirected_unknown_and_replayed_answers_change_nothing(
     await new.authenticate({r.new_cid: r.new_seed})
     # Another user's recoverable device on the same RP, with its own open notice.
     bob, bob_cid, bob_seed, bob_recovery = await recoverable_device(client, broker.ws_url, "bob")
-    await recover(broker.ws_url, bob_cid, bob_recovery)
+    await recover(client, broker.ws_url, bob_cid, bob_recovery)
     bob_notice = await bob.next_of(RecoveryNotice)
 
     # Forged: signed by another key (a stranger's, or the new credential's own).
@@ -311,7 +322,7 @@ async def test_a_revoked_new_credential_found_on_connect_drops_its_notice(
 ) -> None:
     old, old_cid, old_seed, recovery_seed = await recoverable_device(client, broker.ws_url)
     await old.close()  # offline during the recovery
-    new_cid, _ = await recover(broker.ws_url, old_cid, recovery_seed)
+    new_cid, _ = await recover(client, broker.ws_url, old_cid, recovery_seed)
     (notice,) = await open_notices(broker.ws_url, old_cid, old_seed)  # asked on its next connect
     assert notice.new_cid == new_cid
     await client.revoke_credential(new_cid)
