@@ -13,7 +13,7 @@ from aiohttp import web
 
 from . import api, backups, events, recovery
 from .context import NODE, Node
-from .device_ws import device_socket
+from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, device_socket
 from .fatigue import PushPolicy
 from .hub import Hub
 from .models import ChallengeRecord
@@ -32,6 +32,7 @@ def create_app(
     public_url: str | None = None,
     enrollment_ttl_s: int = ENROLLMENT_TTL_MS // 1000,
     policy: PushPolicy | None = None,
+    auth_timeout_s: float = AUTH_TIMEOUT_S,
 ) -> web.Application:
     app = web.Application(client_max_size=api.MAX_BODY, middlewares=[_count_requests, problem_middleware])
     store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000, policy=policy)
@@ -45,6 +46,7 @@ def create_app(
             log.warning("could not expire challenge %s: %s", record.id, exc)
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
+    app[AUTH_TIMEOUT] = auth_timeout_s
     api.add_routes(app)
     backups.add_routes(app)  # device requests signed by device keys (no API key)
     recovery.add_routes(app)

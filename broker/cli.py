@@ -24,6 +24,7 @@ from aiohttp import web
 from . import sentinel
 from .app import create_app, stop_serving
 from .backups import BlobIdFilter
+from .device_ws import AUTH_TIMEOUT_S
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .fatigue import PushPolicy
 from .store import Store
@@ -99,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=600,
         metavar="SECONDS",
         help="how long an enrollment QR code stays valid, 10..600 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=AUTH_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long a device connection may stay open before a credential is authenticated "
+        "or an enrollment completed on it; then it is closed with 4408 auth_timeout, "
+        "0.5..600 (default: %(default)g)",
     )
     fatigue = serve.add_argument_group(
         "push fatigue protection",
@@ -194,6 +204,8 @@ async def serve(args: argparse.Namespace) -> None:
     node = args.node or f"{socket.gethostname()}-{os.getpid()}"
     if not 10 <= args.enrollment_ttl <= 600:
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
+    if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
+        raise CliError("--auth-timeout must be 0.5 to 600 seconds")
     if not 1 <= args.max_pushes <= 100:
         raise CliError("--max-pushes must be 1 to 100 (NIST SP 800-63B-4 allows at most 100)")
     if args.max_pushes_per_minute < 1 or args.fraud_mute < 0:
@@ -209,6 +221,7 @@ async def serve(args: argparse.Namespace) -> None:
             node=node,
             public_url=args.public_url,
             enrollment_ttl_s=args.enrollment_ttl,
+            auth_timeout_s=args.auth_timeout,
             policy=policy,
         )
         runner = web.AppRunner(

@@ -10,7 +10,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from redis.exceptions import RedisError
 
 from protocol import SUBPROTOCOLS
-from protocol.challenge import check_answer_shape, outcome_for
+from protocol.challenge import outcome_for
 from protocol.codec import MAX_FRAME_SIZE, encode
 from protocol.errors import CLOSE_CODES, ErrorCode, ProtocolError
 from protocol.frames import (
@@ -35,6 +35,7 @@ from .context import NODE
 from .hub import Hub
 from .models import Answer as StoredAnswer
 from .models import ChallengeRecord, Credential, Notice
+from .ratelimit import TokenBucket
 from .store import Store, now_ms
 from .tasks import spawn
 
@@ -45,7 +46,16 @@ log = logging.getLogger(__name__)
 # restart, 18,000 devices each owed a reply and the old process lingered for seconds,
 # and a device that never replies held its socket that long for nothing.
 CLOSE_REPLY_TIMEOUT_S = 1.0
-AUTH_TIMEOUT_S = 30.0  # a connection that neither authenticates nor enrolls is dropped
+# A connection on which no credential was authenticated and no enrollment completed
+# within this time is closed (4408 auth_timeout); an `authenticate` whose credentials
+# were all refused does not stop the clock. `serve --auth-timeout` sets it per node.
+AUTH_TIMEOUT_S = 30.0
+AUTH_TIMEOUT = web.AppKey("device_auth_timeout", float)
+# Frames one connection may send (a token bucket): FRAME_BURST at once, FRAMES_PER_S a
+# second sustained; a connection over it is closed (4429 rate_limited). Ordinary use
+# is a few frames a minute; a device coming back with a backlog stays far below this.
+FRAMES_PER_S = 50.0
+FRAME_BURST = 200
 # aiohttp itself refuses (close 1009) anything larger; up to this size we read the
 # message and answer with our own code (4413), which tells clients more.
 WS_READ_LIMIT = 4 * MAX_FRAME_SIZE
@@ -81,8 +91,12 @@ class DeviceConnection:
         store: Store,
         hub: Hub,
         transport: asyncio.BaseTransport | None = None,
+        *,
+        auth_timeout: float = AUTH_TIMEOUT_S,
     ) -> None:
         self.ws = ws
+        self.auth_timeout = auth_timeout
+        self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
         self.transport = transport
         self.session = session
         self.store = store
@@ -144,24 +158,29 @@ class DeviceConnection:
     # -- frames from the device --------------------------------------------
 
     async def run(self) -> None:
-        await self.send(self.session.hello_frame())
-        watchdog = asyncio.get_running_loop().call_later(AUTH_TIMEOUT_S, self._auth_timeout)
+        self.hub.connect(self)  # from now on a stopping node tells it "going away" too
+        watchdog = asyncio.get_running_loop().call_later(self.auth_timeout, self._auth_timeout)
         try:
+            await self.send(self.session.hello_frame())
             async for msg in self.ws:
-                if msg.type is WSMsgType.BINARY:
-                    await self.handle(msg.data)
-                    if self.session.credentials or self._backlog is None:
-                        watchdog.cancel()
-                elif msg.type is WSMsgType.TEXT:
-                    await self.fail(ProtocolError(ErrorCode.MALFORMED, "frames are binary messages"))
-                else:  # ERROR: aiohttp closed it (e.g. message over its size limit)
+                if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                    break  # ERROR: aiohttp closed it (e.g. message over its size limit)
+                if not self.frames.take():
+                    limit = f"more than {FRAME_BURST} frames at once or {FRAMES_PER_S:g} a second"
+                    await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, limit))
                     break
+                if msg.type is WSMsgType.TEXT:
+                    await self.fail(ProtocolError(ErrorCode.MALFORMED, "frames are binary messages"))
+                    break
+                await self.handle(msg.data)
+                if self.session.proven:
+                    watchdog.cancel()
         finally:
             watchdog.cancel()
             self.hub.detach(self)
 
     def _auth_timeout(self) -> None:
-        spawn(self.fail(ProtocolError(ErrorCode.AUTH_TIMEOUT, "no authenticate in time")))
+        spawn(self.fail(ProtocolError(ErrorCode.AUTH_TIMEOUT, "no credential proven in time")))
 
     async def fail(self, err: ProtocolError) -> None:
         log.info("closing device connection: %s", err)
@@ -288,13 +307,20 @@ class DeviceConnection:
         )
 
     async def on_answer(self, frame: Answer) -> None:
+        """The checks run in a fixed order, the first failing one answers (the frame's
+        shape was checked at decode, ServerSession.receive): the credential is this
+        connection's (unknown_credential, or credential_revoked if it was revoked while
+        here), the challenge exists for its user (unknown_challenge), the context
+        matches (context_mismatch), the signature verifies (bad_signature), the
+        challenge has not expired (challenge_expired), then its stored state: still
+        pending, or ended by this very answer (a retry after a lost answer_result gets
+        the recorded outcome again), else already_answered."""
         self.session.check_owned(frame.cid, ref=frame.ch)
         cred = self.credentials[frame.cid]
         record = self.delivered.get(frame.ch) or await self.store.get_challenge(frame.ch)
         if record is None or record.rp != cred.rp or record.user != cred.user:
             # Another user's challenge looks exactly like a missing one.
             raise ProtocolError(ErrorCode.UNKNOWN_CHALLENGE, "no such challenge", ref=frame.ch)
-        check_answer_shape(frame.decision, frame.number)
         if frame.ctx_hash != record.ctx_hash:
             raise ProtocolError(ErrorCode.CONTEXT_MISMATCH, "signed over another context", ref=frame.ch)
         message = answer_bytes(
@@ -325,6 +351,11 @@ class DeviceConnection:
         if result == "ok":
             await self.send(AnswerResult(ch=record.id, outcome=status.value))
             return
+        if result not in _ANSWER_REFUSALS:  # it ended: by this same answer, sent before?
+            ended = await self.store.get_challenge(record.id)
+            if ended is not None and _same_answer(ended.answer, answer):
+                await self.send(AnswerResult(ch=record.id, outcome=ended.status.value))
+                return
         code, message_text = _ANSWER_REFUSALS.get(
             result, (ErrorCode.ALREADY_ANSWERED, f"challenge already ended: {result}")
         )
@@ -363,6 +394,17 @@ class DeviceConnection:
             raise ProtocolError(code, text, ref=ref)
 
 
+def _same_answer(recorded: StoredAnswer | None, answer: StoredAnswer) -> bool:
+    """Whether `answer` repeats the recorded one: same credential, decision, number and
+    context. The signature may differ (a retry signs again, with a new ts)."""
+    return recorded is not None and (recorded.cid, recorded.decision, recorded.number, recorded.ctx_hash) == (
+        answer.cid,
+        answer.decision,
+        answer.number,
+        answer.ctx_hash,
+    )
+
+
 async def device_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     # Version negotiation: the device offers "pushauth.vN" subprotocols; aiohttp picks
@@ -387,6 +429,7 @@ async def device_socket(request: web.Request) -> web.WebSocketResponse:
         return ws
     node = app[NODE]
     session = ServerSession(node=node.name, now_ms=now_ms())
-    conn = DeviceConnection(ws, session, node.store, node.hub, request.transport)
+    auth_timeout = app.get(AUTH_TIMEOUT, AUTH_TIMEOUT_S)
+    conn = DeviceConnection(ws, session, node.store, node.hub, request.transport, auth_timeout=auth_timeout)
     await conn.run()
     return ws

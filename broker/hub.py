@@ -63,6 +63,8 @@ class Hub:
     def __init__(self) -> None:
         self.by_user: dict[UserKey, set[Device]] = defaultdict(set)
         self.by_cid: dict[str, set[Device]] = defaultdict(set)
+        # Every open device socket, authenticated or not: a stopping node tells them all.
+        self.sockets: set[Device] = set()
         self.result_waiters: dict[str, set[asyncio.Future[ChallengeEnded]]] = defaultdict(set)
         self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentCompleted]]] = defaultdict(set)
         self.expiry_timers: dict[str, asyncio.TimerHandle] = {}
@@ -71,6 +73,9 @@ class Hub:
         self.live: dict[str, ChallengeRecord] = {}
 
     # -- connections -------------------------------------------------------
+
+    def connect(self, device: Device) -> None:
+        self.sockets.add(device)
 
     def attach(self, device: Device, cred: Credential) -> None:
         self.by_cid[cred.id].add(device)
@@ -82,13 +87,14 @@ class Hub:
             _discard(self.by_user, (cred.rp, cred.user), device)
 
     def detach(self, device: Device) -> None:
+        self.sockets.discard(device)
         for cred in list(device.credentials.values()):
             _discard(self.by_cid, cred.id, device)
             _discard(self.by_user, (cred.rp, cred.user), device)
 
     @property
     def connections(self) -> set[Device]:
-        return {d for devices in self.by_cid.values() for d in devices}
+        return set(self.sockets)
 
     # -- waiting RP requests -----------------------------------------------
 

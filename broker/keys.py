@@ -4,8 +4,10 @@
     pa:rpkey:{sha256(key)}     str   API key hash -> RP id
     pa:rps                     set   RP ids
     pa:enr:{id}                hash  enrollment: rp, user, account, recoverable, status,
-                                     expires, cid (TTL: expiry + retention)
-    pa:tok:{sha256(token)}     str   enrollment token -> enrollment id (TTL: expiry)
+                                     expires, cid and pk once completed (TTL: expiry +
+                                     retention)
+    pa:tok:{sha256(token)}     str   enrollment token -> enrollment id (TTL: expiry; kept
+                                     after completion, so a retried enroll finds it)
     pa:cred:{cid}              hash  credential: rp, user, account, name, pk, created,
                                      last_used, status (active|revoked); durable
     pa:uc:{rp}:{user}          hash  the user's active credentials: cid -> account label

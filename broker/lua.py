@@ -173,18 +173,20 @@ return 1
 # ARGV: enrollment id, now ms, cid, account, channel, event, then the credential
 #       hash as field/value pairs (with unconfirmed=1: it gets only challenges aimed
 #       at it until the RP confirms it)
-# -> 'ok', or 'bad_token' (unknown, used, expired or bound to another enrollment)
+# -> 'ok', or 'bad_token' (unknown, used, expired or bound to another enrollment).
+# The token works once: the enrollment leaves 'pending' here. Its key stays until the
+# enrollment expires, and the enrollment keeps cid and pk, so a retry after a lost
+# `enrolled` can be recognised (Store.complete_enrollment).
 COMPLETE_ENROLLMENT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'bad_token' end
 local st = redis.call('HMGET', KEYS[2], 'status', 'expires')
 if st[1] ~= 'pending' or tonumber(ARGV[2]) >= tonumber(st[2]) then return 'bad_token' end
-redis.call('DEL', KEYS[1])
 local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[3])
-redis.call('HSET', KEYS[2], 'status', 'completed', 'cid', ARGV[3])
+redis.call('HSET', KEYS[2], 'status', 'completed', 'cid', ARGV[3], 'pk', redis.call('HGET', KEYS[3], 'pk'))
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return 'ok'
 """

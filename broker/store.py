@@ -250,7 +250,9 @@ class Store:
         """Create the credential for a valid token; the token is used up atomically.
 
         `binding` (for the RP to check; the broker cannot) and, for a recoverable
-        enrollment, `recovery_pk` are kept with the credential."""
+        enrollment, `recovery_pk` are kept with the credential. A retry with the same
+        key after the token was used (its `enrolled` was lost) gets the credential that
+        use made, while the enrollment has not expired; any other use is bad_token."""
         token_key = keys.token(sha256_hex(token))
         eid = await self.redis.get(token_key)
         h = await self.redis.hgetall(keys.enrollment(eid.decode())) if eid is not None else {}
@@ -258,6 +260,8 @@ class Store:
             raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
         enrollment = Enrollment.from_hash(eid.decode(), h)
         now = now_ms()
+        if enrollment.status != "pending":
+            return await self._enrolled_before(enrollment.id, h, public_key, now)
         cred = Credential(
             id=new_id("cr"),
             rp=enrollment.rp,
@@ -292,10 +296,30 @@ class Store:
             ],
             args=[enrollment.id, now, cred.id, cred.account, keys.EVENTS, self._event(event), *fields],
         )
-        if result != b"ok":
-            raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
+        if result != b"ok":  # used meanwhile: by a concurrent retry of this same key?
+            h = await self.redis.hgetall(keys.enrollment(enrollment.id))
+            return await self._enrolled_before(enrollment.id, h, public_key, now)
         await self._published(event)
         return cred
+
+    async def _enrolled_before(
+        self, eid: str, h: dict[bytes, bytes], public_key: bytes, now: int
+    ) -> Credential:
+        """The credential an earlier use of this enrollment's token made for the same
+        key, if the enrollment has not expired and the credential is active (the name,
+        recovery key and binding it was made with stand); else bad_token."""
+        done = Enrollment.from_hash(eid, h) if h else None
+        if (
+            done is not None
+            and done.status == "completed"
+            and done.credential_id is not None
+            and now < done.expires
+            and h.get(b"pk") == public_key
+        ):
+            cred = await self.get_credential(done.credential_id)
+            if cred is not None and cred.active:
+                return cred
+        raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
 
     # -- credentials -------------------------------------------------------
 

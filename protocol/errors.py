@@ -19,6 +19,8 @@ class ErrorCode(enum.StrEnum):
     INVALID_FIELD = "invalid_field"  # missing, extra, wrong type or out of range
     UNEXPECTED_FRAME = "unexpected_frame"  # valid frame, wrong state or direction
     # Authentication.
+    # Reserved, never sent by the broker: `authenticate` is answered with `welcome`
+    # listing each refused credential, and the connection stays (it may enroll).
     AUTH_FAILED = "auth_failed"
     NOT_AUTHENTICATED = "not_authenticated"
     AUTH_TIMEOUT = "auth_timeout"
@@ -32,7 +34,7 @@ class ErrorCode(enum.StrEnum):
     CONTEXT_MISMATCH = "context_mismatch"
     BAD_TOKEN = "bad_token"  # enrollment token unknown, used or expired
     UNKNOWN_NOTICE = "unknown_notice"  # no such open recovery notice for this credential
-    RATE_LIMITED = "rate_limited"
+    RATE_LIMITED = "rate_limited"  # a device sent frames faster than the broker allows
     INTERNAL = "internal"
     # Enrollment URIs and other local parsing.
     INVALID_URI = "invalid_uri"

@@ -9,6 +9,12 @@ allowed in which state lives here and nowhere else.
                   (enroll is allowed in both states; it authenticates the new
                    credential on this connection, since its proof signs the nonce)
     device side:  AWAITING_HELLO --hello--> CONNECTED --welcome--> READY
+
+What the broker refuses first, when a frame has several faults (docs/protocol.md,
+"Error precedence"): everything `receive` checks, which needs no state beyond this
+connection's and is fatal (structure, direction, the shape of an answer, the
+connection's state); then, for an answer, the broker's checks in a fixed order
+(broker/device_ws.py, DeviceConnection.on_answer).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import secrets
 from collections.abc import Mapping
 
 from . import signing
+from .challenge import check_answer_shape
 from .codec import MAX_FRAME_SIZE, decode, encode
 from .errors import ErrorCode, ProtocolError
 from .frames import (
@@ -55,6 +62,12 @@ class ServerSession:
         self.max_frame = max_frame
         self.state = ServerState.AWAITING_AUTH
         self.credentials: set[str] = set()  # authenticated on this connection
+        # Revoked while authenticated on this connection: a later frame naming one is
+        # told credential_revoked (what happened to it), not unknown_credential.
+        self.revoked_here: set[str] = set()
+        # Once a credential is proven here (authenticate or enroll), the connection has
+        # passed its authentication deadline, whatever becomes of that credential later.
+        self.proven = False
         self._hello = Hello(nonce=self.nonce, time=now_ms, max_frame=max_frame, node=node)
 
     def hello_frame(self) -> Hello:
@@ -67,6 +80,10 @@ class ServerSession:
                 ErrorCode.UNEXPECTED_FRAME,
                 f"{frame.TYPE} is sent by the broker, not a device",
             )
+        if isinstance(frame, Answer):
+            # A shape fault needs no state, so it is refused here, before anything about
+            # the credential or the challenge: always 4400 invalid_field.
+            check_answer_shape(frame.decision, frame.number)
         if isinstance(frame, Authenticate):
             if self.state is not ServerState.AWAITING_AUTH:
                 raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "already authenticated")
@@ -76,6 +93,8 @@ class ServerSession:
 
     def check_owned(self, cid: str, ref: str | None = None) -> None:
         """A frame about `cid` must come from a connection that proved it."""
+        if cid in self.revoked_here:
+            raise ProtocolError(ErrorCode.CREDENTIAL_REVOKED, "credential was revoked", ref=ref)
         if cid not in self.credentials:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_CREDENTIAL,
@@ -96,13 +115,17 @@ class ServerSession:
     def authenticated(self, cids: list[str]) -> None:
         """Called by the shell once it has checked the proofs of `authenticate`."""
         self.credentials.update(cids)
+        self.proven = self.proven or bool(cids)
         self.state = ServerState.READY
 
     def enrolled(self, cid: str) -> None:
         self.credentials.add(cid)
+        self.proven = True
 
     def revoked(self, cid: str) -> None:
-        self.credentials.discard(cid)
+        if cid in self.credentials:
+            self.credentials.discard(cid)
+            self.revoked_here.add(cid)
 
 
 class ClientSession:

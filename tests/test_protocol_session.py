@@ -204,6 +204,46 @@ def test_check_owned() -> None:
     srv.revoked("cred_never")  # revoking what is not there is harmless
 
 
+def test_a_credential_revoked_on_this_connection_is_told_apart() -> None:
+    """A frame naming a credential revoked while it was authenticated here is refused
+    with credential_revoked (what happened to it); one never proven here, with
+    unknown_credential. Neither closes the connection."""
+    srv, _ = handshake({"cred_A1": SEED_A})
+    srv.revoked("cred_A1")
+    srv.revoked("cred_never")
+    with pytest.raises(ProtocolError) as info:
+        srv.check_owned("cred_A1", ref="3")
+    assert (info.value.code, info.value.ref, info.value.fatal) == (ErrorCode.CREDENTIAL_REVOKED, "3", False)
+    with pytest.raises(ProtocolError) as info:
+        srv.check_owned("cred_never")
+    assert info.value.code is ErrorCode.UNKNOWN_CREDENTIAL
+
+
+@pytest.mark.parametrize(("decision", "number"), [("approve", ""), ("deny", "42"), ("fraud", "42")])
+def test_an_answer_of_the_wrong_shape_is_refused_at_decode(decision: str, number: str) -> None:
+    """The shape of an answer needs no state, so it is checked before anything else,
+    even for a credential this connection never proved: fatal invalid_field."""
+    srv, _ = handshake({"cred_A1": SEED_A})
+    bad = replace(SAMPLES[Answer], cid="cred_nobody", decision=decision, number=number)
+    with pytest.raises(ProtocolError) as info:
+        srv.receive(codec.encode(bad))
+    assert (info.value.code, info.value.fatal, info.value.close_code) == (ErrorCode.INVALID_FIELD, True, 4400)
+
+
+def test_proven_once_a_credential_is_authenticated_or_enrolled() -> None:
+    """`proven` ends the authentication deadline; an authenticate whose credentials
+    were all refused does not set it, and losing the credential does not unset it."""
+    srv = server()
+    srv.authenticated([])
+    assert srv.state is ServerState.READY and not srv.proven
+    srv.enrolled("cred_new")
+    assert srv.proven
+    srv.revoked("cred_new")
+    assert srv.proven
+    srv2, _ = handshake({"cred_A1": SEED_A})
+    assert srv2.proven
+
+
 def test_server_frame_size_limit() -> None:
     srv = ServerSession(node="n", now_ms=NOW, max_frame=1024)
     assert srv.hello_frame().max_frame == 1024
