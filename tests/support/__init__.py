@@ -9,11 +9,12 @@ from .ports import LOCALHOST, free_port, port_accepts
 from .process import ManagedProcess, ProcessFailed, cleanup_all, line_on_stdout
 from .proxy import TcpProxy
 from .redis_server import RedisServer, ping, redis_executable
-from .waiting import WaitTimeout, http_status, wait_until
+from .waiting import DEADLINE, WaitTimeout, http_status, wait_until
 
 __all__ = [
     "AGENT",
     "BROKER",
+    "DEADLINE",
     "LOCALHOST",
     "BrokerProcess",
     "ManagedProcess",
