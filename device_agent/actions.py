@@ -21,7 +21,7 @@ from protocol.uri import EnrollmentURI
 
 from .connection import Connection
 from .errors import AgentError, Refused, Unreachable, UsageError
-from .messages import REVOKE_MESSAGES, revoked_notice
+from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import Account, AccountStore, Registration, StoreError
 
 NUMBER_RE = re.compile(r"^[0-9]{1,8}$")
@@ -188,7 +188,7 @@ class PendingNotice:
 
 @dataclass(slots=True)
 class PendingReport:
-    requests: list[PendingRequest]  # oldest first
+    requests: list[PendingRequest]  # newest first (the one whose number the sign-in page shows)
     notices: list[str]  # accounts found revoked
     failures: list[str]  # brokers that could not be asked
     recoveries: list[PendingNotice] = field(default_factory=list)  # oldest first
@@ -238,13 +238,16 @@ async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
             report.notices.extend(apply_welcome(store, welcome))
             by_cid = {a.cid: a for a in accounts}
             now = conn.broker_now_ms()
-            report.requests.extend(
-                PendingRequest(ch, by_cid.get(ch.cid), now, conn) for ch in _dedupe(challenges)
-            )
+            for ch in _dedupe(challenges):
+                reason = conn.cancelled(ch.ch)
+                if reason is not None:  # ended while we connected: never offered
+                    report.notices.append(f"Request {ch.ch} {cancel_message(reason)}.")
+                    continue
+                report.requests.append(PendingRequest(ch, by_cid.get(ch.cid), now, conn))
             report.recoveries.extend(PendingNotice(n, by_cid.get(n.cid), conn) for n in conn.notices)
 
         await asyncio.gather(*(one(b, accs) for b, accs in brokers.items()))
-        report.requests.sort(key=lambda r: r.challenge.created)
+        report.requests.sort(key=lambda r: r.challenge.created, reverse=True)
         report.recoveries.sort(key=lambda r: (r.notice.time, r.notice.notice))
         yield report
 
@@ -292,13 +295,22 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
     async with _fetch_all(store) as report:
         req = _pick(report.requests, wanted, lambda r: r.challenge.ch, "requests")
         if req is None:
-            why = f"no pending sign-in request {wanted} (it was answered, has expired, or never existed)"
+            why = (
+                f"no pending sign-in request {wanted} (it was answered, cancelled, replaced by a newer "
+                "one, or has expired, or never existed)"
+            )
             raise _missing(report, why, ErrorCode.UNKNOWN_CHALLENGE)
         ch = req.challenge
         if decision is Decision.APPROVE and len(number) != ch.digits:
             raise UsageError(f"request {ch.ch} expects the {ch.digits}-digit number on the sign-in screen")
         seed = store.seed(ch.cid)
-        result = await req.conn.answer(ch, seed=seed, decision=decision, number=number)
+        try:
+            result = await req.conn.answer(ch, seed=seed, decision=decision, number=number)
+        except Refused as exc:
+            reason = req.conn.cancelled(ch.ch)  # ended just before: say how
+            if reason is None:
+                raise
+            raise Refused(f"request {ch.ch} {cancel_message(reason)}", code=exc.code) from None
         return AnswerReport(req, result.outcome, report.notices)
 
 

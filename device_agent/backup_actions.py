@@ -508,7 +508,10 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
                 account.broker, account.rp, account.cid, recovery_seed, seed, new_recovery_seed, device_name
             )
         except AgentError as exc:
-            lines.append(f"action required: {name}: it could not recover by itself ({exc})")
+            lines.append(
+                f"action required: {name}: it could not recover by itself ({exc}); get a new QR code"
+                f" from {account.rp_name}, then: pushauth-agent reactivate"
+            )
             continue
         if (got["rp"], got["user"]) != (account.rp, account.user):
             # A broker must not move an account to another service or user.

@@ -132,8 +132,9 @@ def build_parser() -> Parser:
         "Each request shows the service, account, application, IP address, location,\n"
         "browser, time and seconds left; type the number shown on the sign-in screen to\n"
         "approve, n to deny, or r to report that the sign-in was not you. Requests are\n"
-        "asked one after another, oldest first. Accounts added or removed by other\n"
-        "commands meanwhile are picked up within a second.\n\n"
+        "asked one after another, newest first (a new request from a service normally\n"
+        "replaces its older ones: they are dropped with a message). Accounts added or\n"
+        "removed by other commands meanwhile are picked up within a second.\n\n"
         "Stops on Ctrl-C, SIGTERM, or when input ends (after waiting a few seconds for\n"
         "answers already sent). With --no-input it never reads input: it only prints\n"
         "requests and events until stopped, for use with approve/deny from elsewhere.",

@@ -23,6 +23,7 @@ from protocol.codec import MAX_FRAME_SIZE, encode
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import (
     AnswerResult,
+    Cancel,
     Challenge,
     Enrolled,
     Error,
@@ -180,6 +181,14 @@ class Connection:
             raise Refused(error_message(got.code, got.message), code=got.code)
         assert isinstance(got, reply)
         return got
+
+    def cancelled(self, ch: str) -> str | None:
+        """The reason of a `cancel` for request `ch` that came but was not read yet
+        (the broker ended the request meanwhile), or None."""
+        for frame in self._backlog:
+            if isinstance(frame, Cancel) and frame.ch == ch:
+                return frame.reason
+        return None
 
     # -- requests ----------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from protocol.frames import Challenge, RecoveryNotice
+from protocol.text import printable
 
 from .store import ACTION_REQUIRED, Account, Entry
 
@@ -22,6 +23,14 @@ CONTEXT_LABELS: dict[str, str] = {
 }
 
 
+def shown(value: object) -> str:
+    """Text from a broker, an RP or a link, as it may be shown on a terminal or in the
+    terminal UI: every control, format and line-separator character made a visible
+    escape (protocol/text.py), so an ANSI sequence in a browser string cannot redraw
+    the IP line. Every place that shows such text goes through here."""
+    return printable(str(value))
+
+
 def local_time(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ms / 1000))
 
@@ -31,23 +40,23 @@ def seconds_left(expires_ms: int, broker_now_ms: int) -> int:
 
 
 def context_lines(ctx: dict[str, str]) -> list[tuple[str, str]]:
-    known = [(CONTEXT_LABELS[k], ctx[k]) for k in CONTEXT_LABELS if k in ctx]
-    other = [(k, v) for k, v in sorted(ctx.items()) if k not in CONTEXT_LABELS]
+    known = [(CONTEXT_LABELS[k], shown(ctx[k])) for k in CONTEXT_LABELS if k in ctx]
+    other = [(shown(k), shown(v)) for k, v in sorted(ctx.items()) if k not in CONTEXT_LABELS]
     return known + other
 
 
 def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> str:
     """A multi-line description of a sign-in request, as the user must see it."""
     rows = [
-        ("service", ch.rp_name),
-        ("account", account.name if account else ch.account),
+        ("service", shown(ch.rp_name)),
+        ("account", shown(account.name if account else ch.account)),
         *context_lines(ch.ctx),
         ("time", local_time(ch.created)),
         ("expires in", f"{seconds_left(ch.expires, broker_now_ms)} s"),
     ]
     width = max(len(label) for label, _ in rows) + 1
     body = "\n".join(f"  {label + ':':<{width}} {value}" for label, value in rows)
-    return f"Sign-in request {ch.ch}\n{body}"
+    return f"Sign-in request {shown(ch.ch)}\n{body}"
 
 
 def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> dict[str, Any]:
@@ -68,16 +77,16 @@ def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
 
 def notice_question(notice: RecoveryNotice, account: Account | None) -> str:
     """ "Was this you?" after a recovery, as the user reads it (one line)."""
-    name = account.name if account else notice.cid
+    name = shown(account.name if account else notice.cid)
     return (
-        f"A new device '{notice.new_name}' restored your account {name} at {local_time(notice.time)}. "
+        f"A new device '{shown(notice.new_name)}' restored your account {name} at {local_time(notice.time)}. "
         "Was this you? [y/n]"
     )
 
 
 def notice_text(notice: RecoveryNotice, account: Account | None) -> str:
-    service = f" ({account.rp_name})" if account else ""
-    return f"Recovery question {notice.notice}{service}\n  {notice_question(notice, account)}"
+    service = f" ({shown(account.rp_name)})" if account else ""
+    return f"Recovery question {shown(notice.notice)}{service}\n  {notice_question(notice, account)}"
 
 
 def notice_json(notice: RecoveryNotice, account: Account | None) -> dict[str, Any]:
@@ -118,7 +127,7 @@ def account_line(a: Account) -> str:
     else:
         state = "" if a.active else f"  [{a.status}: {a.status_reason or 'no reason given'}]"
     totp = ", verification codes" if a.has_totp else ""
-    return (
+    return shown(
         f"{a.name}  ({a.rp_name}, user {a.user}, broker {a.broker}, added {local_time(a.added)}{totp}){state}"
     )
 
@@ -146,4 +155,4 @@ def entry_line(e: Entry) -> str:
         return account_line(e.account)
     assert e.otp is not None
     timing = f"every {e.otp.period} s" if e.otp.kind == "totp" else "counter-based"
-    return f"{e.name}  (verification codes only: {e.otp.kind.upper()}, {e.otp.digits} digits, {timing})"
+    return shown(f"{e.name}  (verification codes only: {e.otp.kind.upper()}, {e.otp.digits} digits, {timing})")

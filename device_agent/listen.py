@@ -3,8 +3,10 @@
 One BrokerLink per broker URL keeps one connection with every credential of
 that broker authenticated on it, and reconnects with exponential backoff and full
 jitter. The Listener holds the requests waiting for the user, asks about them one
-at a time (oldest first), then the open "was this you?" questions about recoveries
-of its accounts (y/n), and prints what the brokers say. It also watches the
+at a time (the newest first: it is the one whose number the sign-in page shows, and
+a newer request usually replaced the older ones anyway, which are then dropped
+with a message), then the open "was this you?" questions about recoveries of its
+accounts (y/n), and prints what the brokers say. It also watches the
 accounts file, so accounts enrolled or removed by other agent commands take effect
 without a restart.
 """
@@ -41,8 +43,8 @@ from .connection import Connection
 from .display import notice_question, request_text
 from .errors import AgentError
 from .messages import (
-    CANCEL_MESSAGES,
     REVOKE_MESSAGES,
+    cancel_message,
     error_message,
     notice_outcome_message,
     outcome_message,
@@ -216,10 +218,11 @@ class Listener:
         for ch, req in list(self.requests.items()):
             if req.link is link and ch not in fresh:
                 self._drop(ch, "is no longer pending")
-        for challenge in challenges:
-            self._add(link, challenge)
+        for challenge in challenges:  # all of them first: the newest is asked first
+            self._add(link, challenge, ask=False)
+        self._ask_next()
 
-    def _add(self, link: BrokerLink, challenge: Challenge) -> None:
+    def _add(self, link: BrokerLink, challenge: Challenge, *, ask: bool = True) -> None:
         # One request reaches each credential of the user: show it once.
         if challenge.ch in self.requests or challenge.ch in self.in_flight:
             return
@@ -232,7 +235,8 @@ class Listener:
             )
         elif self.asking is not None:
             self.say(f"Another sign-in request ({challenge.rp_name}) is waiting; it comes next.")
-        self._ask_next()
+        if ask:
+            self._ask_next()
 
     def _drop(self, ch: str, why: str | None) -> None:
         if self.requests.pop(ch, None) is None:
@@ -259,7 +263,7 @@ class Listener:
         if not self.interactive or self.asking is not None:
             return
         if self.requests:  # sign-in requests expire within minutes: they go first
-            ch, req = next(iter(self.requests.items()))
+            ch, req = self._newest()
             self._show(req)
             self.asking = ch
             self._prompt(req.challenge)
@@ -267,6 +271,11 @@ class Listener:
             nid, question = next(iter(self.questions.items()))
             self.asking = nid
             self._show_question(question)
+
+    def _newest(self) -> tuple[str, Request]:
+        """The request to ask about next: the last one that came (requests arrive, and
+        after a reconnect are added, in the order they were made)."""
+        return next(reversed(self.requests.items()))
 
     # -- "was this you?" after a recovery ------------------------------------------
 
@@ -377,7 +386,7 @@ class Listener:
         if isinstance(frame, Challenge):
             self._add(link, frame)
         elif isinstance(frame, Cancel):
-            self._drop(frame.ch, CANCEL_MESSAGES.get(frame.reason, frame.reason))
+            self._drop(frame.ch, cancel_message(frame.reason))
         elif isinstance(frame, AnswerResult):
             self.in_flight.pop(frame.ch, None)
             self.say(f"Request {frame.ch}: {outcome_message(frame.outcome)}.")

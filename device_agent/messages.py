@@ -25,7 +25,9 @@ ERROR_MESSAGES: dict[str, str] = {
     ErrorCode.CREDENTIAL_REVOKED: "this account was removed at the broker",
     ErrorCode.UNKNOWN_CHALLENGE: "there is no such sign-in request",
     ErrorCode.CHALLENGE_EXPIRED: "the sign-in request has expired",
-    ErrorCode.ALREADY_ANSWERED: "the sign-in request was already answered",
+    ErrorCode.ALREADY_ANSWERED: (
+        "the sign-in request has already ended (answered, cancelled, or replaced by a newer one)"
+    ),
     ErrorCode.CONTEXT_MISMATCH: "the sign-in details changed; the answer was refused",
     ErrorCode.BAD_TOKEN: (
         "the enrollment code is unknown, already used or expired; ask the service for a new QR code"
@@ -54,13 +56,26 @@ OUTCOME_MESSAGES: dict[str, str] = {
     Status.NUMBER_MISMATCH: "number_mismatch: the number did not match, so the sign-in was denied",
     Status.REPORTED: "reported: the sign-in was refused and reported as not you",
     Status.EXPIRED: "expired: the sign-in request timed out",
+    Status.CANCELLED: "cancelled: the service cancelled the sign-in request",
+    Status.SUPERSEDED: "superseded: a newer sign-in request replaced it",
+    Status.WITHDRAWN: "withdrawn: ended after a report that a sign-in was not you",
+    Status.UNKNOWN: "ended",
 }
 
 CANCEL_MESSAGES: dict[str, str] = {
     CancelReason.ANSWERED: "was answered on another device",
     CancelReason.EXPIRED: "expired",
     CancelReason.REVOKED: "was withdrawn because its account was removed",
+    CancelReason.CANCELLED: "was cancelled by the service",
+    CancelReason.SUPERSEDED: "was replaced by a newer request",
+    CancelReason.WITHDRAWN: "was withdrawn after your report",
 }
+
+
+def cancel_message(reason: str) -> str:
+    """Words for a `cancel` frame's reason; a newer broker's reasons mean "ended"."""
+    return CANCEL_MESSAGES.get(reason, f"has ended ({reason})")
+
 
 REVOKE_MESSAGES: dict[str, str] = {
     RevokeReason.BY_RP: "removed by the service",

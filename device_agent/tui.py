@@ -154,7 +154,7 @@ class UiListener(Listener):
         if self.asking is not None:
             return
         if self.requests:
-            ch, req = next(iter(self.requests.items()))
+            ch, req = self._newest()
             self.asking = ch
             account = req.link.accounts.get(req.challenge.cid)
             self.app.ask(req, request_text(req.challenge, account, self._now(req.link)))
@@ -188,11 +188,12 @@ class UiListener(Listener):
         await self._answer(req, decision, number)
 
     def later(self, req: Request) -> None:
-        """Put a request back at the end of the queue (asked again after the others)."""
+        """Put a request back in the queue, to be asked again after the others (the
+        newest is asked first, so it goes to the front: the oldest place)."""
         self.asking = None
         ch = req.challenge.ch
         if ch in self.requests:
-            self.requests.move_to_end(ch)
+            self.requests.move_to_end(ch, last=False)
         if len(self.requests) > 1:
             self._ask_next()
 

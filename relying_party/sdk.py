@@ -27,7 +27,7 @@ import aiohttp
 from yarl import URL
 
 from protocol import uri as enrollment_uri
-from protocol.challenge import DEFAULT_TTL_S
+from protocol.challenge import DEFAULT_TTL_S, Status
 from protocol.errors import ProtocolError
 from protocol.numbers import DEFAULT_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
@@ -163,9 +163,9 @@ class PushAuthClient:
         if parsed.rp != rp.id or parsed.token != enrollment.token:
             raise BadBrokerResponse("enrollment: the link names another RP or token than the broker's answer")
         secret = secrets.token_bytes(BINDING_SECRET_BYTES)
-        parsed = parsed.with_binding_secret(secret)
-        if totp is not None:
-            parsed = parsed.with_totp(totp)
+        # What the link says beyond the broker's address and token is the RP's to say:
+        # its own recoverable choice and TOTP (or none), whatever the broker wrote.
+        parsed = replace(parsed, recoverable=recoverable, totp=totp, binding_secret=secret)
         return replace(
             enrollment, uri=parsed.build(), totp=totp, binding_secret=secret, recoverable=recoverable
         )
@@ -185,8 +185,14 @@ class PushAuthClient:
         got = Enrollment.from_json(wire.obj(await self._call("GET", path, wait=wait), "enrollment"))
         if got.id != enrollment.id or got.user != enrollment.user:
             raise BadBrokerResponse("enrollment: the broker answered about another enrollment or user")
+        # The RP's own values (its link secret, token and policy), never the broker's.
         got = replace(
-            got, binding_secret=enrollment.binding_secret, token=enrollment.token, uri=enrollment.uri
+            got,
+            binding_secret=enrollment.binding_secret,
+            token=enrollment.token,
+            uri=enrollment.uri,
+            recoverable=enrollment.recoverable,
+            totp=enrollment.totp,
         )
         if got.credential is not None:
             if got.credential.user != enrollment.user:
@@ -221,10 +227,20 @@ class PushAuthClient:
         context: Mapping[str, str] | None = None,
         ttl: int = DEFAULT_TTL_S,
         digits: int = DEFAULT_DIGITS,
+        *,
+        supersede: bool = True,
+        credential_id: str | None = None,
     ) -> Challenge:
         """Push a sign-in challenge to the user's devices; show `.number` to the user.
 
-        Raises NoDevices when the user has no active credential.
+        Raises NoDevices when the user has no confirmed credential (NotFound for a
+        `credential_id` that is not an active credential of the user).
+
+        One live prompt per user: the broker ends the user's older pending challenges
+        (they become SUPERSEDED, and the devices drop them), which is what "send
+        again" needs. `supersede=False` keeps them (parallel sign-ins on purpose).
+        `credential_id` sends it to that credential only, confirmed or not: the test
+        push of a device being set up (then `confirm_credential`).
 
         The SDK makes the challenge's `rp_nonce` and takes its lifetime from its own
         clock: wait_result accepts only an answer signed over that value within it.
@@ -232,23 +248,26 @@ class PushAuthClient:
         ctx = dict(context or {})
         rp_nonce = secrets.token_bytes(32)
         issued = _now_ms()
-        body = await self._call(
-            "POST",
-            "/v1/challenges",
-            body={
-                "user": user,
-                "context": ctx,
-                "ttl": ttl,
-                "digits": digits,
-                "rp_nonce": wire.b64encode(rp_nonce),
-            },
-            expect=(201,),
-        )
+        request: dict[str, Any] = {
+            "user": user,
+            "context": ctx,
+            "ttl": ttl,
+            "digits": digits,
+            "rp_nonce": wire.b64encode(rp_nonce),
+        }
+        # Sent only when not the default, so plain calls work with older brokers too.
+        if not supersede:
+            request["supersede"] = False
+        if credential_id is not None:
+            request["credential_id"] = credential_id
+        body = await self._call("POST", "/v1/challenges", body=request, expect=(201,))
         challenge = Challenge.from_json(wire.obj(body, "challenge"), context=ctx)
         if challenge.digits != digits:
             raise BadBrokerResponse(f"challenge: asked for {digits} digits, got {challenge.digits}")
         if challenge.rp_nonce != rp_nonce or challenge.user != user:
             raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
+        if challenge.credential_id != credential_id:
+            raise BadBrokerResponse("challenge: the broker aimed it at another credential than asked")
         return replace(challenge, created_at=issued, expires_at=issued + ttl * 1000)
 
     async def get_result(
@@ -298,6 +317,28 @@ class PushAuthClient:
             if result.final or (deadline is not None and time.monotonic() >= deadline):
                 return result
             await self._pause_if_early(started, wait, deadline)
+
+    async def cancel_challenge(self, challenge: Challenge) -> bool:
+        """End a pending challenge: its devices drop the prompt at once and it can no
+        longer be answered (its result becomes CANCELLED). For "cancel" on the sign-in
+        page, and when the user signs in another way (a verification code).
+
+        Returns True if it is cancelled, False if it had ended before (answered,
+        expired, superseded...): then get_result says how, verified as always. A
+        retried call is harmless."""
+        body = await self._call("DELETE", f"/v1/challenges/{_segment(challenge.id)}")
+        fields = wire.obj(body, "challenge result")
+        if wire.get(fields, "id", str, "challenge result") != challenge.id:
+            raise BadBrokerResponse("cancel: the broker answered about another challenge")
+        return wire.get(fields, "status", str, "challenge result") == Status.CANCELLED.value
+
+    async def confirm_credential(self, credential_id: str) -> None:
+        """Finish a device's setup: from now on the credential gets the user's ordinary
+        sign-in requests. Call it after its test push (create_challenge with
+        `credential_id`) came back approved from wait_result, i.e. verified with the
+        key you stored. Until then it gets only challenges aimed at it, so a setup
+        left unfinished cannot approve sign-ins. Confirming twice is harmless."""
+        await self._call("POST", f"/v1/credentials/{_segment(credential_id)}/confirm", expect=(204,))
 
     async def list_credentials(self, user: str) -> list[Credential]:
         body = wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/credentials"), "credentials")

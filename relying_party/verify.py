@@ -198,6 +198,12 @@ def verify_binding(enrollment: Enrollment, credential: Credential, *, rp_id: str
             "the enrolled key is not bound to this enrollment's link (substituted by the broker?)",
             credential_id=credential.id,
         )
+    if credential.recovery_key is not None and not enrollment.recoverable:
+        raise VerificationFailed(
+            VerificationReason.BAD_BINDING,
+            "a recovery key for an enrollment the RP did not make recoverable",
+            credential_id=credential.id,
+        )
     if credential.recovery_key is not None and credential.recovery_key.signature is not None:
         # A key named at enrollment is covered by the binding, not a separate signature.
         raise VerificationFailed(

@@ -46,13 +46,17 @@ async def enroll(
     user: str = "alice",
     account: str = "alice@example.com",
     name: str = "phone",
+    confirm: bool = True,
 ) -> Credential:
-    """The RP starts an enrollment, the agent enrolls with its URI, the RP gets the key."""
+    """The RP starts an enrollment, the agent enrolls with its URI, the RP gets the key
+    and (with `confirm`, as after a test push) lets it receive ordinary sign-ins."""
     started = await client.create_enrollment(user, account, totp=new_totp())
     assert started.uri is not None
     agent_ok(home, "enroll", started.uri, "--name", name)
     done = await client.wait_enrollment(started, timeout=10)
     assert done.completed and done.credential is not None, done
+    if confirm:
+        await client.confirm_credential(done.credential.id)
     return done.credential
 
 

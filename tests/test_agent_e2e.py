@@ -81,6 +81,9 @@ def agent(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def enroll(home: Path, rp_api: RP, user: str = "alice", account: str = "alice@example.com") -> None:
     result = agent(home, "enroll", rp_api.enrollment_uri(user, account), "--name", f"{user}-laptop")
     assert result.returncode == 0, result.stderr
+    for cred in rp_api.credentials(user):  # as the RP does after the test push
+        if not cred["confirmed"]:
+            rp_api.ok("POST", f"/v1/credentials/{cred['id']}/confirm")
 
 
 class Listen:

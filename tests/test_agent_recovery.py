@@ -44,6 +44,7 @@ async def enroll_recoverable(client: PushAuthClient, home: Path, name: str) -> A
     await asyncio.to_thread(ok, home, "enroll", started.uri, "--name", name)
     done = await client.wait_enrollment(started, timeout=10)
     assert done.credential is not None
+    await client.confirm_credential(done.credential.id)
     return done.credential
 
 

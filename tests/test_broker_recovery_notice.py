@@ -132,6 +132,7 @@ async def recoverable_device(
     dev = await Device.connect(url)
     # A recoverable link: the recovery key is named in `enroll` (bound for the RP).
     cid = await dev.enroll(started.uri or "", seed, "old phone", signing.public_key(recovery_seed))
+    await client.confirm_credential(cid)
     await dev.authenticate({cid: seed})
     return dev, cid, seed, recovery_seed
 

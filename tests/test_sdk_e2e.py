@@ -117,6 +117,7 @@ async def enroll_device(
     assert done.credential is not None
     assert done.credential.id == enrolled.cid
     assert done.credential.public_key == signing.public_key(device.seeds[enrolled.cid])
+    await client.confirm_credential(enrolled.cid)  # as after its test push
     return device, done.credential
 
 
