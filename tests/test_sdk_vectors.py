@@ -1,13 +1,16 @@
-"""The SDK's end-to-end check against the known-answer vectors of docs/test-vectors.json.
+"""The RP SDK's verification against the known-answer vectors of docs/test-vectors.json.
 
-The vectors are written independently of the SDK, so an SDK that assembled the signed
-bytes differently (field order, domain, integer width) would fail here even if it
-agreed with itself.
+The vectors are computed from protocol/ (python -m protocol.vectors), not from the
+SDK, so an SDK that assembled the signed bytes differently (field order, domain,
+integer width, a missing rp_nonce) would fail here even if it agreed with itself.
+Covered: answers (verify_answer, evaluate, the freshness window), enrollment
+bindings (verify_binding), recoveries and recovery-key rotations (reconcile).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +18,15 @@ import pytest
 
 from protocol.challenge import Status
 from relying_party import Challenge, VerificationFailed, VerificationReason
-from relying_party.verify import evaluate, verify_answer
+from relying_party.models import Credential, Enrollment, EnrollmentStatus, RecoveryKey, RecoveryProof
+from relying_party.verify import MAX_CLOCK_SKEW_MS, evaluate, reconcile, verify_answer, verify_binding
 from relying_party.wire import b64encode
 
 VECTORS = json.loads((Path(__file__).parent.parent / "docs" / "test-vectors.json").read_text())
-ANSWERS: list[dict[str, Any]] = VECTORS["answer"]
+SIGNING = VECTORS["signing"]
+ANSWERS: list[dict[str, Any]] = SIGNING["answer"]
+T0 = 1_767_225_600_000  # the vectors' challenges live T0 .. T0 + 60 s
+h = bytes.fromhex
 
 
 def challenge_of(vector: dict[str, Any], number: str) -> Challenge:
@@ -28,10 +35,11 @@ def challenge_of(vector: dict[str, Any], number: str) -> Challenge:
         user="alice",
         number=number,
         digits=len(number),
-        nonce=bytes.fromhex(vector["nonce"]),
+        nonce=h(vector["nonce"]),
+        rp_nonce=h(vector["rp_nonce"]),
         context=vector["context"],
-        created_at=0,
-        expires_at=2**53,
+        created_at=T0,
+        expires_at=T0 + 60_000,
     )
 
 
@@ -41,13 +49,13 @@ def answer_json(vector: dict[str, Any]) -> dict[str, Any]:
         "decision": vector["decision"],
         "number": vector["number"],
         "ts": vector["ts"],
-        "ctx_hash": b64encode(bytes.fromhex(vector["ctx_hash"])),
-        "signature": b64encode(bytes.fromhex(vector["signature"])),
+        "ctx_hash": b64encode(h(vector["ctx_hash"])),
+        "signature": b64encode(h(vector["signature"])),
     }
 
 
 def keys_of(vector: dict[str, Any]) -> dict[str, bytes]:
-    return {vector["cid"]: bytes.fromhex(vector["public_key"])}
+    return {vector["cid"]: h(vector["public_key"])}
 
 
 @pytest.mark.parametrize("vector", ANSWERS, ids=[f"{v['decision']}-{v['ch']}" for v in ANSWERS])
@@ -60,15 +68,108 @@ def test_every_answer_vector_verifies(vector: dict[str, Any]) -> None:
 
 
 def test_approval_vector_is_approved_and_any_change_is_refused() -> None:
-    [vector] = [v for v in ANSWERS if v["decision"] == "approve"][:1]
+    vector = next(v for v in ANSWERS if v["decision"] == "approve")
     challenge = challenge_of(vector, vector["number"])
     body = {"id": vector["ch"], "status": "approved", "answer": answer_json(vector)}
-    result = evaluate(challenge, body, rp_id=vector["rp"], public_keys=keys_of(vector), now_ms=0)
+    result = evaluate(challenge, body, rp_id=vector["rp"], public_keys=keys_of(vector), now_ms=T0)
     assert result.status is Status.APPROVED
     assert result.approved
     with pytest.raises(VerificationFailed) as failure:
-        evaluate(challenge, body, rp_id=vector["rp"] + "x", public_keys=keys_of(vector), now_ms=0)
+        evaluate(challenge, body, rp_id=vector["rp"] + "x", public_keys=keys_of(vector), now_ms=T0)
     assert failure.value.reason is VerificationReason.BAD_SIGNATURE
-    other_nonce = Challenge(**{**challenge.to_json(), "nonce": b"\x00" * 32, "context": challenge.context})
+    for changed in (replace(challenge, nonce=bytes(32)), replace(challenge, rp_nonce=bytes(32))):
+        with pytest.raises(VerificationFailed) as failure:
+            evaluate(changed, body, rp_id=vector["rp"], public_keys=keys_of(vector), now_ms=T0)
+        assert failure.value.reason is VerificationReason.BAD_SIGNATURE
+    # The freshness rule: the signed ts must lie in the RP's lifetime +/- MAX_CLOCK_SKEW_MS.
+    late = replace(
+        challenge, created_at=vector["ts"] + MAX_CLOCK_SKEW_MS + 1, expires_at=vector["ts"] + 10**6
+    )
+    with pytest.raises(VerificationFailed) as failure:
+        evaluate(late, body, rp_id=vector["rp"], public_keys=keys_of(vector), now_ms=T0)
+    assert failure.value.reason is VerificationReason.STALE_ANSWER
+    edge = replace(challenge, created_at=vector["ts"] + MAX_CLOCK_SKEW_MS, expires_at=vector["ts"] + 10**6)
+    assert evaluate(edge, body, rp_id=vector["rp"], public_keys=keys_of(vector), now_ms=T0).approved
+
+
+def _enrollment(v: dict[str, Any]) -> Enrollment:
+    return Enrollment(
+        id="en_1",
+        user="alice",
+        account="alice@example.com",
+        status=EnrollmentStatus.COMPLETED,
+        expires_at=T0,
+        token=v["token"],
+        binding_secret=h(v["es"]),
+        recoverable=v["recovery_pk"] is not None,
+    )
+
+
+def _credential(v: dict[str, Any], **changes: Any) -> Credential:
+    rpk = v["recovery_pk"]
+    cred = Credential(
+        id="cred_A1",
+        user="alice",
+        name=v["device_name"],
+        public_key=h(v["public_key"]),
+        created_at=T0,
+        binding=h(v["signature"]),
+        recovery_key=None if rpk is None else RecoveryKey(h(rpk)),
+    )
+    return replace(cred, **changes)
+
+
+@pytest.mark.parametrize("vector", SIGNING["binding"], ids=lambda v: f"rpk={v['recovery_pk'] is not None}")
+def test_binding_vectors_verify(vector: dict[str, Any]) -> None:
+    verify_binding(_enrollment(vector), _credential(vector), rp_id=vector["rp"])
+    for bad in (
+        _credential(vector, name="Mallory's phone"),
+        _credential(vector, binding=None),
+        _credential(vector, recovery_key=RecoveryKey(bytes(32))),
+    ):
+        with pytest.raises(VerificationFailed) as failure:
+            verify_binding(_enrollment(vector), bad, rp_id=vector["rp"])
+        assert failure.value.reason is VerificationReason.BAD_BINDING
     with pytest.raises(VerificationFailed):
-        evaluate(other_nonce, body, rp_id=vector["rp"], public_keys=keys_of(vector), now_ms=0)
+        verify_binding(_enrollment(vector), _credential(vector), rp_id="rp_other")
+
+
+def test_recover_vector_is_accepted_once_by_reconcile() -> None:
+    v = SIGNING["recover"][0]
+    old = Credential(
+        id=v["old_cid"], user="alice", name="Alice's phone", public_key=bytes(32), created_at=T0,
+        recovery_key=RecoveryKey(h(v["recovery_key"])),
+    )  # fmt: skip
+    new = Credential(
+        id="cred_N1",
+        user="alice",
+        name=v["device_name"],
+        public_key=h(v["pk"]),
+        created_at=v["ts"],
+        recovered_from=v["old_cid"],
+        recovery_key=RecoveryKey(h(v["new_recovery_pk"])),
+        recovery=RecoveryProof(v["old_cid"], v["ts"], h(v["recovery_signature"]), h(v["signature"])),
+    )
+    sync = reconcile([old, new], {old.id: old}, v["rp"])
+    assert [c.id for c in sync.added] == ["cred_N1"]
+    assert sync.spent == [old.id]
+    assert not sync.refused
+    # Under another RP id the proof does not verify.
+    other = reconcile([old, new], {old.id: old}, "rp_other")
+    assert not other.added
+    assert [f.reason for f in other.refused] == [VerificationReason.BAD_RECOVERY]
+
+
+def test_recovery_key_vector_is_a_valid_rotation() -> None:
+    v = SIGNING["recovery_key"][0]
+    stored = Credential(
+        id=v["cid"], user="alice", name="Alice's phone", public_key=h(v["public_key"]), created_at=T0,
+        recovery_key=RecoveryKey(bytes(32)),
+    )  # fmt: skip
+    listed = replace(stored, recovery_key=RecoveryKey(h(v["recovery_pk"]), v["ts"], h(v["signature"])))
+    sync = reconcile([listed], {stored.id: stored}, "rp_example")
+    assert [c.id for c in sync.rotated] == [stored.id]
+    assert not sync.refused
+    forged = replace(listed, recovery_key=RecoveryKey(h(v["recovery_pk"]), v["ts"] + 1, h(v["signature"])))
+    sync = reconcile([forged], {stored.id: stored}, "rp_example")
+    assert [f.reason for f in sync.refused] == [VerificationReason.BAD_ROTATION]
