@@ -13,7 +13,7 @@ from shared_broker import new_rp
 from support import BrokerProcess, RedisServer
 from test_broker_device_ws import CTX, Device, online_device
 
-from protocol.frames import AnswerResult, Challenge
+from protocol.frames import AnswerResult, Cancel, Challenge
 from relying_party.errors import PushBlocked, RateLimited
 from relying_party.sdk import PushAuthClient
 
@@ -73,16 +73,19 @@ async def test_cap_since_the_last_sign_in(
     rp = await new_rp(broker, "Cap RP")
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
         dev = await online_device(client, broker.ws_url)
-        for _ in range(2):
-            await client.create_challenge("alice", CTX, ttl=10)
-            assert isinstance(await dev.frame(), Challenge)  # never answered
+        first = await client.create_challenge("alice", CTX, ttl=10)
+        assert isinstance(await dev.frame(), Challenge)  # never answered
+        second = await client.create_challenge("alice", CTX, ttl=10)
+        assert await dev.frame() == Cancel(ch=first.id, reason="superseded")  # "send again"
+        assert isinstance(await dev.frame(), Challenge)
         with pytest.raises(PushBlocked) as refused:
             await client.create_challenge("alice", CTX)
         assert "since the last successful sign-in" in refused.value.detail
         state = await client.push_block("alice")
         assert state["blocked"] is True
         assert state["pushes_since_sign_in"] == 2
-        # Refused challenges were not stored: the device has nothing new pending.
+        # The block withdraws the prompt still pending; the refused one was not stored.
+        assert await dev.frame() == Cancel(ch=second.id, reason="withdrawn")
         with pytest.raises(asyncio.TimeoutError):
             await dev.frame(timeout=0.3)
 

@@ -52,6 +52,10 @@ def test_statuses() -> None:
         "number_mismatch",
         "reported",
         "expired",
+        "cancelled",
+        "superseded",
+        "withdrawn",
+        "unknown",
     ]
     assert set(Status) - {Status.PENDING} == FINAL_STATES
     assert not Status.PENDING.final
