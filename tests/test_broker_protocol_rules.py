@@ -1,0 +1,333 @@
+"""The broker's device-protocol rules of issue 16, against a real broker process over
+real WebSockets: retries after a lost reply are idempotent, a frame flood is cut off,
+every socket hears a shutdown, the authentication deadline holds until a credential
+is proven, a credential revoked on the connection is named as such, and refusals
+come in one fixed order. /work/notes/for-spec-broker.md lists the rules and values."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import msgpack
+import pytest
+import websockets
+from shared_broker import broker, rp  # noqa: F401 - fixtures
+from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli
+from test_broker_device_ws import CTX, Device, keys_of, online_device
+
+from broker.device_ws import FRAME_BURST
+from protocol import signing
+from protocol.frames import Answer, AnswerResult, Cancel, Challenge, Enrolled, Error, Revoke, Revoked, Welcome
+from protocol.uri import parse as parse_uri
+from relying_party.sdk import PushAuthClient
+
+# -- 1. retries after a lost reply -------------------------------------------------
+
+
+def enroll_frame(dev: Device, uri: str, rid: int = 7, seed: bytes | None = None) -> bytes:
+    """An enroll frame over this connection's nonce, bound to the link as the agent does."""
+    link = parse_uri(uri)
+    return dev.session.enroll_frame(
+        rid=rid,
+        token=link.token,
+        seed=seed or dev.seed,
+        name="phone",
+        rp=link.rp,
+        binding_secret=link.binding_secret,
+    )
+
+
+async def test_a_retried_enroll_gets_the_same_credential(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    enrollment = await client.create_enrollment("alice", "alice@example.com")
+    uri = enrollment.uri or ""
+    first = await Device.connect(broker.ws_url)
+    await first.send(enroll_frame(first, uri))
+    await first.close()  # the `enrolled` reply is lost
+    done = await client.wait_enrollment(enrollment, timeout=10)
+    assert done.completed and done.credential is not None
+    cid = done.credential.id
+
+    # The same key retries with the same token on a new connection, with a proof over
+    # the new connection's nonce: the same credential, not a second one.
+    retry = await Device.connect(broker.ws_url, seed=first.seed)
+    await retry.send(enroll_frame(retry, uri, rid=8))
+    enrolled = await retry.frame()
+    assert isinstance(enrolled, Enrolled)
+    assert (enrolled.rid, enrolled.cid, enrolled.user) == (8, cid, "alice")
+    assert [c.id for c in await client.list_credentials("alice")] == [cid]
+    # ... and it counts as proven on this connection: an `authenticate` naming no
+    # credential, and the connection gets and answers the credential's challenges.
+    await client.confirm_credential(cid)
+    await retry.send(retry.session.authenticate_frame({}))
+    assert isinstance(await retry.frame(), Welcome)
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await retry.frame()
+    assert isinstance(pushed, Challenge)
+    assert pushed.cid == cid
+    await retry.send(retry.answer(pushed, number=ch.number))
+    assert await retry.frame() == AnswerResult(ch=ch.id, outcome="approved")
+
+    # Another key with the used token is refused, and so is the old proof replayed on a
+    # new connection (it signs another connection's nonce).
+    thief = await Device.connect(broker.ws_url)
+    await thief.send(enroll_frame(thief, uri, rid=9))
+    err = await thief.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("bad_token", "9")
+    replay = await Device.connect(broker.ws_url)
+    await replay.send(enroll_frame(first, uri, rid=10))  # first's nonce, first's key
+    err = await replay.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("bad_signature", "10")
+    assert [c.id for c in await client.list_credentials("alice")] == [cid]
+
+
+async def test_a_retried_answer_gets_the_recorded_outcome(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    phone = await online_device(client, broker.ws_url)
+    laptop = await online_device(client, broker.ws_url)
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await phone.frame()
+    assert isinstance(pushed, Challenge)
+    other = await laptop.frame()
+    assert isinstance(other, Challenge)
+    await phone.send(phone.answer(pushed, number=ch.number))
+    await phone.close()  # the `answer_result` is lost
+    result = await client.wait_result(ch, await keys_of(client, "alice"), timeout=10)
+    assert result.approved
+    assert await laptop.frame() == Cancel(ch=ch.id, reason="answered")
+
+    # The phone comes back and answers again (signed anew, another ts): the outcome
+    # that was recorded, and nothing else changes.
+    back = await Device.connect(broker.ws_url, seed=phone.seed)
+    back.cid = phone.cid
+    welcome, pending = await back.authenticate()
+    assert (welcome.pending, pending) == (0, [])
+    await back.send(back.answer(pushed, number=ch.number))
+    assert await back.frame() == AnswerResult(ch=ch.id, outcome="approved")
+    # Another decision by the same credential, or any answer by another credential,
+    # is refused as before.
+    await back.send(back.answer(pushed, decision="deny"))
+    err = await back.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("already_answered", ch.id)
+    await laptop.send(laptop.answer(other, number=ch.number))
+    err = await laptop.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("already_answered", ch.id)
+    again = await client.get_result(ch, await keys_of(client, "alice"))
+    assert again.approved
+    assert again.answer == result.answer  # the first answer stands
+
+
+# -- 2. frame floods ------------------------------------------------------------------
+
+
+async def test_a_frame_flood_closes_that_connection_only(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    good = await online_device(client, broker.ws_url)
+    flood = await Device.connect(broker.ws_url)
+    frame = msgpack.packb({"v": 2, "t": "ping_flood"})  # each one would get an error frame
+    sent = 0
+    try:
+        for _ in range(2000):
+            await flood.ws.send(frame)
+            sent += 1
+    except websockets.ConnectionClosed:
+        pass  # the broker closed it mid-flood
+    assert await flood.closed() == (4429, "rate_limited")
+    assert sent > FRAME_BURST
+    # Every other connection works as before: a sign-in end to end.
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await good.frame()
+    assert isinstance(pushed, Challenge)
+    await good.send(good.answer(pushed, number=ch.number))
+    assert await good.frame() == AnswerResult(ch=ch.id, outcome="approved")
+    assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)).approved
+
+
+async def test_a_burst_within_the_limit_is_served(broker: BrokerProcess) -> None:
+    dev = await Device.connect(broker.ws_url)
+    for rid in range(FRAME_BURST // 2):
+        await dev.ws.send(msgpack.packb({"v": 2, "t": "ping_burst", "rid": rid}))
+    for rid in range(FRAME_BURST // 2):
+        err = await dev.frame()
+        assert isinstance(err, Error)
+        assert (err.code, err.ref) == ("unknown_frame", str(rid))
+
+
+# -- 3. shutdown reaches every socket -------------------------------------------------
+
+
+async def test_a_stopping_broker_tells_unauthenticated_sockets_too(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    node = broker_factory(redis_url=redis_server.url, node="stopping")
+    rp_ = add_rp("Stop RP", redis_url=redis_server.url)
+    async with PushAuthClient(node.http_url, rp_["api_key"]) as client:
+        proven = await online_device(client, node.ws_url)
+        silent = await Device.connect(node.ws_url)  # only got hello
+        refused = await Device.connect(node.ws_url)  # authenticated nothing
+        refused.cid = "cr_nobody"
+        welcome, _ = await refused.authenticate()
+        assert welcome.accepted == ()
+        assert await asyncio.to_thread(node.kill, signal.SIGTERM) == 0
+        for dev in (proven, silent, refused):
+            assert await dev.closed() == (1001, "broker shutting down")
+
+
+# -- 4. the authentication deadline --------------------------------------------------
+
+
+async def test_the_auth_deadline_holds_until_a_credential_is_proven(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    node = broker_factory(redis_url=redis_server.url, extra_args=["--auth-timeout", "2"])
+    rp_ = add_rp("Deadline RP", redis_url=redis_server.url)
+    async with PushAuthClient(node.http_url, rp_["api_key"]) as client:
+        proven = await online_device(client, node.ws_url)  # connected first
+        silent = await Device.connect(node.ws_url)
+        refused = await Device.connect(node.ws_url)
+        refused.cid = proven.cid  # a proof signed with the wrong key
+        welcome, _ = await refused.authenticate()
+        assert welcome.rejected == ({"cid": proven.cid, "code": "bad_signature"},)
+        empty = await Device.connect(node.ws_url)
+        await empty.send(empty.session.authenticate_frame({}))
+        assert isinstance(await empty.frame(), Welcome)
+        for dev in (silent, refused, empty):
+            assert await dev.closed(timeout=15) == (4408, "auth_timeout")
+        # The connection that proved a credential outlived them all and still works.
+        ch = await client.create_challenge("alice", CTX)
+        pushed = await proven.frame()
+        assert isinstance(pushed, Challenge)
+        await proven.send(proven.answer(pushed, number=ch.number))
+        assert await proven.frame() == AnswerResult(ch=ch.id, outcome="approved")
+
+
+@pytest.mark.parametrize("value", ["0", "0.1", "601", "nan"])
+def test_auth_timeout_out_of_range_is_a_cli_error(value: str) -> None:
+    result = run_cli(
+        [BROKER, "serve", "--port", "0", "--redis-url", "redis://127.0.0.1:1/0", "--auth-timeout", value]
+    )
+    assert_cli_error(result, contains="--auth-timeout")
+
+
+# -- 5. a credential revoked while on this connection -----------------------------------
+
+
+async def test_revoke_of_a_credential_revoked_meanwhile_says_so(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    await client.revoke_credential(dev.cid)
+    assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_rp", rid=None)
+    await dev.send(Revoke(rid=4, cid=dev.cid))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("credential_revoked", "4")
+    # One this connection never proved is still unknown to it.
+    await dev.send(Revoke(rid=5, cid="cr_never"))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("unknown_credential", "5")
+
+
+# -- 6. the order of refusals ----------------------------------------------------------
+
+
+async def pushed_challenge(
+    client: PushAuthClient, dev: Device, user: str = "alice", ttl: int = 60
+) -> Challenge:
+    await client.create_challenge(user, CTX, ttl=ttl)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    return pushed
+
+
+def unsigned(answer: Answer, **over: object) -> Answer:
+    return Answer(**{**{k: getattr(answer, k) for k in Answer.SCHEMA}, "sig": b"\x00" * 64, **over})
+
+
+@pytest.mark.parametrize(("decision", "number"), [("approve", ""), ("deny", "12")])
+async def test_the_shape_of_an_answer_comes_before_its_credential(
+    decision: str, number: str, client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    pushed = await pushed_challenge(client, dev)
+    bad = unsigned(dev.answer(pushed, decision="deny"), decision=decision, number=number, cid="cr_never")
+    await dev.send(bad)
+    assert await dev.closed() == (4400, "invalid_field")
+
+
+async def test_the_credential_comes_before_the_challenge(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    dev = await online_device(client, broker.ws_url)
+    pushed = await pushed_challenge(client, dev)
+    await dev.send(unsigned(dev.answer(pushed, decision="deny"), cid="cr_never", ch="ch_never"))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("unknown_credential", "ch_never")
+
+
+async def test_the_challenge_comes_before_the_context(client: PushAuthClient, broker: BrokerProcess) -> None:
+    dev = await online_device(client, broker.ws_url)
+    pushed = await pushed_challenge(client, dev)
+    await dev.send(unsigned(dev.answer(pushed, decision="deny"), ch="ch_never", ctx_hash=b"\x01" * 32))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("unknown_challenge", "ch_never")
+
+
+async def test_the_context_comes_before_the_signature(client: PushAuthClient, broker: BrokerProcess) -> None:
+    dev = await online_device(client, broker.ws_url)
+    pushed = await pushed_challenge(client, dev)
+    await dev.send(unsigned(dev.answer(pushed, decision="deny"), ctx_hash=b"\x01" * 32))
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("context_mismatch", pushed.ch)
+
+
+async def test_the_signature_then_expiry_then_the_stored_state(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """bad_signature before challenge_expired, and challenge_expired before
+    already_answered (one wait for the shortest lifetime serves both)."""
+    alice = await online_device(client, broker.ws_url, "alice")
+    bob = await online_device(client, broker.ws_url, "bob")
+    answered = await pushed_challenge(client, bob, "bob", ttl=10)
+    unanswered = await pushed_challenge(client, alice, "alice", ttl=10)
+    await bob.send(bob.answer(answered, decision="deny"))
+    assert await bob.frame() == AnswerResult(ch=answered.ch, outcome="denied")
+    # alice's challenge was made after bob's: once it has expired, so has bob's.
+    assert await alice.frame(timeout=20) == Cancel(ch=unanswered.ch, reason="expired")
+    await alice.send(unsigned(alice.answer(unanswered, decision="deny")))
+    err = await alice.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("bad_signature", unanswered.ch)
+    await bob.send(bob.answer(answered, decision="fraud"))
+    err = await bob.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("challenge_expired", answered.ch)
+
+
+async def test_a_forged_answer_to_an_answered_challenge_is_a_bad_signature(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """The signature comes before the stored state: a forger learns nothing from
+    already_answered, and cannot fetch the recorded outcome."""
+    dev = await online_device(client, broker.ws_url)
+    pushed = await pushed_challenge(client, dev)
+    await dev.send(dev.answer(pushed, decision="deny"))
+    assert await dev.frame() == AnswerResult(ch=pushed.ch, outcome="denied")
+    forged = unsigned(dev.answer(pushed, decision="deny"), sig=signing.sign(signing.new_seed(), b"x"))
+    await dev.send(forged)
+    err = await dev.frame()
+    assert isinstance(err, Error)
+    assert (err.code, err.ref) == ("bad_signature", pushed.ch)
