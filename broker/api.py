@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import unicodedata
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from protocol import b64, numbers
+from protocol import b64, numbers, text
 from protocol.challenge import DEFAULT_TTL_S, MAX_TTL_S, MIN_TTL_S, Status
 from protocol.errors import ProtocolError
 from protocol.frames import CONTEXT, RevokeReason
@@ -79,9 +78,28 @@ def text_field(body: dict[str, Any], name: str, max_len: int, *, required: bool 
         return ""
     if not isinstance(value, str) or not 1 <= len(value) <= max_len:
         raise ApiError(400, "invalid_request", f"'{name}' must be a string of 1 to {max_len} characters")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise ApiError(400, "invalid_request", f"'{name}' must not contain control characters")
+    if (bad := text.first_unsafe(value)) is not None:
+        raise ApiError(400, "invalid_request", _unsafe(name, bad))
     return value
+
+
+def _unsafe(name: str, ch: str) -> str:
+    return f"'{name}' must not contain control or format characters (found {text.describe(ch)})"
+
+
+def context_field(body: dict[str, Any]) -> dict[str, str]:
+    """The sign-in context: data the device shows as plain text (DESIGN invariant 12),
+    so no control, format or line-separator character in a key or a value."""
+    try:
+        ctx = CONTEXT("context", body.get("context", {}))
+    except ProtocolError as err:
+        raise ApiError(400, "invalid_request", err.message) from None
+    for key, value in ctx.items():
+        if (bad := text.first_unsafe(key)) is not None:
+            raise ApiError(400, "invalid_request", _unsafe(f"context key {key!r}", bad))
+        if (bad := text.first_unsafe(value)) is not None:
+            raise ApiError(400, "invalid_request", _unsafe(f"context.{key}", bad))
+    return ctx
 
 
 def user_id(value: str) -> str:
@@ -273,10 +291,7 @@ async def create_challenge(request: web.Request) -> web.Response:
     rp_nonce = (
         b64_field(body, "rp_nonce", 32) if body.get("rp_nonce") is not None else secrets.token_bytes(32)
     )
-    try:
-        ctx = CONTEXT("context", body.get("context", {}))
-    except ProtocolError as err:
-        raise ApiError(400, "invalid_request", err.message) from None
+    ctx = context_field(body)
     ttl = int_field(body, "ttl", DEFAULT_TTL_S, MIN_TTL_S, MAX_TTL_S)
     digits = int_field(body, "digits", numbers.DEFAULT_DIGITS, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
     now = now_ms()

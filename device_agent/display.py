@@ -31,6 +31,13 @@ def shown(value: object) -> str:
     return printable(str(value))
 
 
+def shown_lines(text: str) -> str:
+    """A message of several lines, made by the agent from shown() values and its own
+    words, as it goes to the terminal: line breaks kept, anything else unsafe escaped
+    (a last guard for a message that carries a broker's words unescaped)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def local_time(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ms / 1000))
 
@@ -155,4 +162,6 @@ def entry_line(e: Entry) -> str:
         return account_line(e.account)
     assert e.otp is not None
     timing = f"every {e.otp.period} s" if e.otp.kind == "totp" else "counter-based"
-    return shown(f"{e.name}  (verification codes only: {e.otp.kind.upper()}, {e.otp.digits} digits, {timing})")
+    return shown(
+        f"{e.name}  (verification codes only: {e.otp.kind.upper()}, {e.otp.digits} digits, {timing})"
+    )

@@ -40,7 +40,7 @@ from protocol.frames import (
 from . import backup_actions, recovery_keys
 from .actions import apply_welcome
 from .connection import Connection
-from .display import notice_question, request_text
+from .display import notice_question, request_text, shown_lines
 from .errors import AgentError
 from .messages import (
     REVOKE_MESSAGES,
@@ -162,7 +162,7 @@ class Listener:
         self.chores: set[asyncio.Task[None]] = set()  # work a stop waits for (after_disown)
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        print(shown_lines(text), file=self.out, flush=True)
 
     # -- accounts -> links -----------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -22,7 +23,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log
 from protocol.frames import Decision, NoticeDecision
 
 from . import otp_actions
-from .display import local_time, request_text
+from .display import local_time, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
 from .store import ACTION_REQUIRED, REVOKED, AccountStore, StoreError
@@ -53,7 +54,9 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
     def compose(self) -> ComposeResult:
         digits = self.request.challenge.digits
         with Vertical(id="dialog"):
-            yield Static(self.details, id="details")
+            # Plain text, never markup: the context is whatever the sign-in page was
+            # told ("[/]" in a browser string crashed the screen, "[bold]" restyled it).
+            yield Static(self.details, id="details", markup=False)
             yield Label(f"Type the {digits}-digit number shown on the sign-in screen, then Enter:")
             yield Input(placeholder="number", restrict=r"[0-9]*", max_length=digits, id="number")
             yield Label("", id="hint")
@@ -111,7 +114,7 @@ class NoticeScreen(ModalScreen[NoticeDecision | None]):
         self.question = question
         notice = question.notice
         self.details = (
-            f"A new device '{notice.new_name}' restored your account {account}{service} "
+            f"A new device '{shown(notice.new_name)}' restored your account {account}{service} "
             f"at {local_time(notice.time)}.\n\nWas this you?\n\n"
             "If not, someone has your backup and its passphrase: No removes that device's key "
             "at once and pauses push sign-in until the service lifts it."
@@ -119,7 +122,7 @@ class NoticeScreen(ModalScreen[NoticeDecision | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="notice-dialog"):
-            yield Static(self.details, id="notice-details")
+            yield Static(self.details, id="notice-details", markup=False)
             with Horizontal(id="notice-buttons"):
                 yield Button("Yes, it was me (y)", variant="success", id="confirm")
                 yield Button("No, not me (n)", variant="error", id="disown")
@@ -266,11 +269,11 @@ class AgentApp(App[int]):
                 }.get(entry.account.status, "push")
             rows.append((entry.name, code, left, status))
         table.clear()
-        for row in rows:
-            table.add_row(*row)
+        for row in rows:  # rich Text: a cell that is a str would be read as markup
+            table.add_row(*(Text(shown(cell)) for cell in row))
 
     def log_line(self, text: str) -> None:
-        self.query_one("#events", Log).write_line(text)
+        self.query_one("#events", Log).write_line(shown_lines(text))
 
     # -- sign-in requests -----------------------------------------------------------------
 
@@ -306,8 +309,8 @@ class AgentApp(App[int]):
 
     def ask_question(self, question: Question) -> None:
         account = question.link.accounts.get(question.notice.cid)
-        name = account.name if account else question.notice.cid
-        service = f" at {account.rp_name}" if account else ""
+        name = shown(account.name if account else question.notice.cid)
+        service = f" at {shown(account.rp_name)}" if account else ""
         self.question_dialog = NoticeScreen(question, name, service)
 
         async def decided(decision: NoticeDecision | None) -> None:
