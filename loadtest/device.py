@@ -29,6 +29,9 @@ from .ws import WsClient, WsError
 # Reconnect backoff (doubling, jittered): short enough to be back soon after a broker
 # restart, long enough that thousands of devices do not flood a broker that is down.
 RETRY_MIN_S, RETRY_MAX_S = 0.2, 2.0
+# Enrollments sent over one provisioning connection before it is replaced: below the
+# broker's frame burst (broker/device_ws.py FRAME_BURST, 200), whatever the pace.
+ENROLLS_PER_CONNECTION = 150
 
 
 class LinkError(Exception):
@@ -158,12 +161,18 @@ async def enroll(
     out: list[Credential] = []
 
     async def provisioner() -> None:
+        while queue:
+            await provision_some()
+
+    async def provision_some() -> None:
+        # A fresh connection every ENROLLS_PER_CONNECTION: a broker closes a connection
+        # that sends more than its frame burst faster than its sustained rate (4429).
         session = ClientSession()
         async with http.ws_connect(ws_url, max_msg_size=0, protocols=SUBPROTOCOLS) as ws:
             msg = await ws.receive()
             session.receive(bytes(msg.data))  # hello
             rid = 0
-            while queue:
+            while queue and rid < ENROLLS_PER_CONNECTION:
                 user = queue.pop()
                 async with http.post(
                     http_url + "/v1/enrollments", json={"user": user, "account": user}, headers=headers
