@@ -117,12 +117,14 @@ def test_argument_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[str
     ("uri", "contains"),
     [
         ("https://example.com/enroll?v=1", "pushauth://enroll"),
-        ("pushauth://enroll?v=2&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a", "version"),
-        ("pushauth://enroll?v=1&broker=ws://h/&rp=r&rp_name=R&account=a", "token"),
-        ("pushauth://enroll?v=1&broker=http://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a", "ws://"),
-        ("pushauth://enroll?v=1&broker=ws://h/&token=short&rp=r&rp_name=R&account=a", "token"),
+        # A link of protocol v1 (an RP or broker not updated) and one from the future.
+        ("pushauth://enroll?v=1&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a", "version"),
+        ("pushauth://enroll?v=3&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a", "version"),
+        ("pushauth://enroll?v=2&broker=ws://h/&rp=r&rp_name=R&account=a", "token"),
+        ("pushauth://enroll?v=2&broker=http://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a", "ws://"),
+        ("pushauth://enroll?v=2&broker=ws://h/&token=short&rp=r&rp_name=R&account=a", "token"),
         (
-            "pushauth://enroll?v=1&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a&secret=!!",
+            "pushauth://enroll?v=2&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a&secret=!!",
             "base32",
         ),
         ("", "pushauth://enroll"),
