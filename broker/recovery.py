@@ -43,7 +43,13 @@ _REFUSALS = {
     "revoked": (409, "credential_revoked", "the credential was removed; it can no longer be recovered"),
     "not_recoverable": (409, "not_recoverable", "the service did not enroll this credential as recoverable"),
     "stale": (409, "conflict", "a newer recovery key is named already"),
-    "wrong_key": (403, "bad_signature", "the recovery key does not match (it was replaced or used)"),
+    "used": (409, "recovery_key_used", "its recovery key was used already: a recovery key works once"),
+    "wrong_key": (
+        403,
+        "bad_signature",
+        'the recovery key does not match: it was replaced (after a passphrase change or a "No, not me")'
+        " or used",
+    ),
 }
 
 
@@ -94,10 +100,12 @@ async def recover(request: web.Request) -> web.Response:
     old, h = await _credential(request, old_cid)
     recovery_pk = h.get(b"recovery_pk")
     if recovery_pk is None:
-        raise _refused("not_recoverable")
+        raise _refused("used" if h.get(b"recovery_used") == b"1" else "not_recoverable")
     message = signing.recover_bytes(old.rp, old.id, pk, name, new_recovery_pk, ts)
     if not signing.is_valid(pk, message, sig):  # proof of possession of the new key
         raise ApiError(403, "bad_signature", "the new key's signature does not verify")
+    if not signing.is_valid(recovery_pk, message, recovery_sig):
+        raise _refused("wrong_key")  # said apart: an old backup's key, replaced since
     store = node_of(request).store
     await check_signed(store, recovery_pk, message, recovery_sig, ts)
     cid, created = new_id("cr"), now_ms()

@@ -14,22 +14,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import BrokerProcess, assert_cli_error
+from support import BrokerProcess, RedisServer, assert_cli_error
 
+from broker import keys as redis_keys
 from device_agent import broker_http
 from device_agent.backup_keys import BackupCode
-from device_agent.passphrase import BACKUP_CODE_ENV, PASSPHRASE_ENV
+from device_agent.passphrase import BACKUP_CODE_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV
 from device_agent.store import AccountStore
 from protocol import b64, signing
 from protocol.challenge import Status
+from relying_party.errors import VerificationReason
+from relying_party.models import Credential, CredentialSync
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5"}
 TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
+NEW_PASSPHRASE = "quartz lantern orbit 7 pelican sundial"
+# What a restore says for an account whose recovery the broker refused, and why.
+REFUSED = "action required"
+USED = "a recovery key works once"
+REPLACED = "it was replaced"
 
 
 def code_in(out: str) -> str:
@@ -38,8 +47,10 @@ def code_in(out: str) -> str:
     return code
 
 
-async def enroll_recoverable(client: PushAuthClient, home: Path, name: str) -> Any:
-    started = await client.create_enrollment("alice", "alice@example.com", totp=new_totp(), recoverable=True)
+async def enroll_recoverable(
+    client: PushAuthClient, home: Path, name: str, account: str = "alice@example.com"
+) -> Any:
+    started = await client.create_enrollment("alice", account, totp=new_totp(), recoverable=True)
     assert started.uri is not None
     await asyncio.to_thread(ok, home, "enroll", started.uri, "--name", name)
     done = await client.wait_enrollment(started, timeout=10)
@@ -77,6 +88,14 @@ async def test_a_recoverable_account_recovers_by_itself_via_the_broker_backup(
     assert "recovered: alice@example.com" in out
     assert "action required: alice@plain.example" in out
     assert out.splitlines()[-1] == "3 restored, 1 need action"
+
+    # The same broker backup, passphrase and code a second time: the recovery key is used.
+    out = ok(
+        tmp_path / "second", "restore", "--from", "broker", "--broker", broker.ws_url,
+        "--backup-name", "phones", **code,
+    )  # fmt: skip
+    assert f"{REFUSED}: alice@example.com: it could not recover by itself" in out and USED in out
+    assert sum(c.recovered_from == old_cred.id for c in await client.list_credentials("alice")) == 1
 
     creds = {c.id: c for c in await client.list_credentials("alice")}
     (new_cred,) = [c for c in creds.values() if c.recovered_from == old_cred.id]
@@ -126,6 +145,215 @@ async def test_backup_auto_to_the_broker_and_bad_restores(broker: BrokerProcess,
     assert_cli_error(result, contains="--broker URL")
     result = agent(tmp_path / "x", "restore", "--from", "broker", "--broker", "ftp://nope")
     assert_cli_error(result, contains="not a broker URL")
+
+
+# -- a recovery key works once -------------------------------------------------------------
+
+ACCOUNT = "alice@example.com"
+
+
+def restore(home: Path, backup: Path, device: str, **env: str) -> str:
+    return ok(home, "restore", "--from", str(backup), "--device-name", device, **env)
+
+
+def recovered_line(out: str) -> bool:
+    return f"recovered: {ACCOUNT}" in out
+
+
+def refused_line(out: str) -> str:
+    """The restore's line for the account whose recovery the broker refused."""
+    (line,) = [x for x in out.splitlines() if x.startswith(f"{REFUSED}: {ACCOUNT}: it could not recover")]
+    assert "get a new QR code from" in line and "pushauth-agent reactivate" in line
+    return line
+
+
+def reasons(sync: CredentialSync) -> dict[str | None, VerificationReason]:
+    return {f.credential_id: f.reason for f in sync.refused}
+
+
+async def test_a_backup_recovers_once_and_the_rp_checks_the_recovery(
+    client: PushAuthClient, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    stored: dict[str, Credential] = {old_cred.id: old_cred}  # what the RP keeps
+    backup = tmp_path / "pushauth.backup"
+    ok(old, "backup", "--to", str(backup))
+
+    out = restore(tmp_path / "new", backup, "new phone")
+    assert recovered_line(out) and out.splitlines()[-1] == "1 restored, 0 need action"
+    # The same file and passphrase again, into a third home: refused, and said why.
+    out = restore(tmp_path / "third", backup, "third phone")
+    assert USED in refused_line(out) and out.splitlines()[-1] == "1 restored, 1 need action"
+    listed = await client.list_credentials("alice")
+    assert sorted(c.name for c in listed) == ["new phone", "old phone"]
+
+    # The RP checks the recovery itself, against the recovery key it stored.
+    sync = await client.sync_credentials("alice", stored)
+    (new_cred,) = sync.added
+    assert new_cred.name == "new phone" and new_cred.recovered_from == old_cred.id
+    assert sync.spent == [old_cred.id] and not sync.refused and not sync.removed
+    assert sync.current[old_cred.id].recovery_key is None
+    sync.apply_to(stored)
+    assert await approve(client, tmp_path / "new", sync.public_keys()) == new_cred.id
+    again = await client.sync_credentials("alice", stored)
+    assert not again.changed and not again.refused
+
+    # A compromised broker (here: a hand-written Redis hash) plants a second recovered
+    # credential, signed with the old backup's (used) recovery key, and one from the new
+    # credential signed with a key of its own: the RP refuses both.
+    old_recovery = AccountStore(old).recovery_seed(ACCOUNT)
+    assert old_recovery is not None
+    rp_id = (await client.rp()).id
+    planted = {
+        "cr_planted_used": (old_cred.id, old_recovery),
+        "cr_planted_forged": (new_cred.id, signing.new_seed()),
+    }
+    assert broker.redis_url is not None
+    redis = aioredis.Redis.from_url(broker.redis_url)
+    try:
+        for cid, (from_id, recovery_seed) in planted.items():
+            seed, new_recovery = signing.new_seed(), signing.new_seed()
+            pk, ts = signing.public_key(seed), broker_http.now_ms()
+            message = signing.recover_bytes(rp_id, from_id, pk, "thief", signing.public_key(new_recovery), ts)
+            fields = {
+                "rp": rp_id, "user": "alice", "account": ACCOUNT, "name": "thief", "pk": pk,
+                "created": ts, "status": "active", "recoverable": "1",
+                "recovery_pk": signing.public_key(new_recovery), "recovered_from": from_id,
+                "rec_ts": ts, "rec_sig": signing.sign(recovery_seed, message),
+                "rec_pop": signing.sign(seed, message),
+            }  # fmt: skip
+            await redis.hset(redis_keys.credential(cid), mapping=fields)  # type: ignore[arg-type]
+            await redis.hset(redis_keys.user_credentials(rp_id, "alice"), cid, ACCOUNT)
+    finally:
+        await redis.aclose()
+    assert len(await client.list_credentials("alice")) == 4  # the broker lists them
+    sync = await client.sync_credentials("alice", stored)
+    assert reasons(sync) == {
+        "cr_planted_used": VerificationReason.RECOVERY_KEY_USED,
+        "cr_planted_forged": VerificationReason.BAD_RECOVERY,
+    }
+    assert set(sync.current) == {old_cred.id, new_cred.id} and not sync.changed
+    assert set(sync.public_keys()) == {old_cred.id, new_cred.id}
+
+
+async def test_after_no_not_me_the_old_backup_is_refused_and_a_new_one_works(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    stored: dict[str, Credential] = {old_cred.id: old_cred}
+    backup = tmp_path / "stolen.backup"
+    ok(old, "backup", "--to", str(backup))
+    # A thief with the backup and its passphrase restores it; the RP sees it first.
+    assert recovered_line(restore(tmp_path / "thief", backup, "thief phone"))
+    first = await client.sync_credentials("alice", stored)
+    (thief_cred,) = first.added
+    first.apply_to(stored)
+
+    # The old phone says "No, not me": the thief's key goes, and the old phone renews
+    # its recovery keys (the thief's backup holds the old ones).
+    (notice,) = [r for r in json.loads(ok(old, "pending", "--json")) if r["type"] == "recovery_notice"]
+    stolen_key = AccountStore(old).recovery_seed(ACCOUNT)
+    out = ok(old, "recovery", "disown", notice["id"])
+    assert f"New recovery keys for {ACCOUNT}" in out
+    assert "change it now (pushauth-agent passwd)" in out
+    assert AccountStore(old).recovery_seed(ACCOUNT) not in (None, stolen_key)
+
+    # The stolen backup recovers nothing any more.
+    assert REPLACED in refused_line(restore(tmp_path / "again", backup, "thief phone 2"))
+    assert {c.id for c in await client.list_credentials("alice")} == {old_cred.id}
+
+    # The RP: the thief's credential is gone, the old one has its new recovery key
+    # (signed by the old phone's key, newer than the recovery that used the last one).
+    second = await client.sync_credentials("alice", stored)
+    assert second.removed == [thief_cred.id] and [c.id for c in second.rotated] == [old_cred.id]
+    assert not second.refused
+    second.apply_to(stored)
+
+    # A backup made now recovers, once, and the RP accepts it with the new key.
+    await client.lift_push_block("alice")
+    fresh = tmp_path / "fresh.backup"
+    ok(old, "backup", "--to", str(fresh))
+    assert recovered_line(restore(tmp_path / "new", fresh, "new phone"))
+    third = await client.sync_credentials("alice", stored)
+    assert [c.name for c in third.added] == ["new phone"] and third.spent == [old_cred.id]
+    assert not third.refused
+
+
+async def test_after_passwd_an_older_backup_is_refused(client: PushAuthClient, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    plain = await enroll(client, old, account="alice@plain.example", name="old phone")  # not recoverable
+    stored: dict[str, Credential] = {old_cred.id: old_cred, plain.id: plain}
+    before = tmp_path / "before.backup"
+    ok(old, "backup", "--to", str(before))
+
+    out = ok(old, "passwd", **{NEW_PASSPHRASE_ENV: NEW_PASSPHRASE})
+    assert f"New recovery keys for {ACCOUNT}:" in out and "plain" not in out.split("New recovery keys")[1]
+    # The backup made before the change (with the old passphrase) recovers nothing.
+    out = restore(tmp_path / "new", before, "new phone")
+    assert REPLACED in refused_line(out)
+    assert all(c.recovered_from is None for c in await client.list_credentials("alice"))
+
+    # The RP takes the rotation (signed by the old phone's key) ...
+    sync = await client.sync_credentials("alice", stored)
+    assert [c.id for c in sync.rotated] == [old_cred.id] and not sync.refused
+    sync.apply_to(stored)
+    # ... and a backup made after the change recovers with the new key.
+    after = tmp_path / "after.backup"
+    ok(old, "backup", "--to", str(after), **{PASSPHRASE_ENV: NEW_PASSPHRASE})
+    assert recovered_line(
+        restore(tmp_path / "newer", after, "newer phone", **{PASSPHRASE_ENV: NEW_PASSPHRASE})
+    )
+    sync = await client.sync_credentials("alice", stored)
+    assert [c.name for c in sync.added] == ["newer phone"] and not sync.refused
+
+
+async def test_after_the_old_device_was_removed_its_backup_is_refused(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    # Removed by the RP (Security info) ...
+    old = tmp_path / "old"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    backup = tmp_path / "old.backup"
+    ok(old, "backup", "--to", str(backup))
+    await client.revoke_credential(old_cred.id)
+    assert "removed" in refused_line(restore(tmp_path / "new", backup, "new phone"))
+    # ... or by the device itself (pushauth-agent remove revokes it at the broker).
+    other = tmp_path / "other"
+    await enroll_recoverable(client, other, "other phone")
+    other_backup = tmp_path / "other.backup"
+    ok(other, "backup", "--to", str(other_backup))
+    ok(other, "remove", ACCOUNT)
+    assert "removed" in refused_line(restore(tmp_path / "newer", other_backup, "newer phone"))
+    assert await client.list_credentials("alice") == []
+
+
+async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works(
+    redis_factory: Any, broker_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server: RedisServer = redis_factory()
+    own = broker_factory(redis_url=server.url, node="own")
+    rp = own.add_rp("Down RP")
+    async with PushAuthClient(own.http_url, rp["api_key"]) as sdk:
+        old = tmp_path / "old"
+        await enroll_recoverable(sdk, old, "old phone")
+        before = tmp_path / "before.backup"
+        ok(old, "backup", "--to", str(before))
+        key = AccountStore(old).recovery_seed(ACCOUNT)
+        own.stop()
+        result = agent(old, "passwd", **{NEW_PASSPHRASE_ENV: NEW_PASSPHRASE})
+        assert result.returncode == 3, result.stderr
+        assert "The vault passphrase was changed." in result.stdout
+        assert f"the recovery key of {ACCOUNT} was NOT renewed (cannot reach the broker" in result.stderr
+        assert "the old recovery key in your backups still works for it once" in result.stderr
+        assert "pushauth-agent passwd again" in result.stderr
+        monkeypatch.setenv(PASSPHRASE_ENV, NEW_PASSPHRASE)
+        assert AccountStore(old).recovery_seed(ACCOUNT) == key
+        # As it said: the old backup still recovers (once) until the key is renewed.
+        own.restart()
+        assert recovered_line(restore(tmp_path / "new", before, "new phone"))
 
 
 # -- the device HTTP routes, by hand ----------------------------------------------------------
@@ -202,10 +430,21 @@ async def test_recovery_routes_refuse_bad_requests(
     store = AccountStore(home)
     seed, recovery_seed = store.seed(cred.id), store.recovery_seed("alice@example.com")
     assert recovery_seed is not None
-    url = broker.http_url
-    # A second recovery key is refused, even signed by the credential key.
-    with pytest.raises(broker_http.Refused, match="recovery key already"):
-        broker_http.set_recovery_key(broker.ws_url, cred.id, seed, signing.new_seed())
+    url, rp_id = broker.http_url, (await client.rp()).id
+    # A rotation: a new recovery key signed by the credential key, newer than the last.
+    now = broker_http.now_ms()
+    rotated = signing.new_seed()
+    assert broker_http.set_recovery_key(broker.ws_url, cred.id, seed, rotated, ts=now)
+    for ts, signer, why in (
+        (now, seed, "a newer recovery key is named already"),  # not newer (and replayed)
+        (now - 1, seed, "a newer recovery key is named already"),  # an older one brought back
+        (now + 1, signing.new_seed(), "the signature does not verify"),  # not the credential's key
+    ):
+        with pytest.raises(broker_http.Refused, match=why):
+            broker_http.set_recovery_key(broker.ws_url, cred.id, signer, signing.new_seed(), ts=ts)
+    (listed,) = await client.list_credentials("alice")
+    assert listed.recovery_key is not None and listed.recovery_key.ts == now
+    assert listed.recovery_key.public_key == signing.public_key(rotated)
     # A non-recoverable credential takes none.
     plain = await enroll(client, tmp_path / "plain", account="plain", name="p")
     plain_seed = AccountStore(tmp_path / "plain").seed(plain.id)
@@ -215,14 +454,16 @@ async def test_recovery_routes_refuse_bad_requests(
         new_seed, new_recovery = signing.new_seed(), signing.new_seed()
         ts = over.pop("ts", broker_http.now_ms())
         pk = signing.public_key(new_seed)
-        message = signing.recover_bytes(cred.id, pk, "thief", signing.public_key(new_recovery), ts)
+        message = signing.recover_bytes(
+            over.pop("rp", rp_id), cred.id, pk, "thief", signing.public_key(new_recovery), ts
+        )
         body = {
             "cid": cred.id,
             "pk": b64.encode(pk),
             "name": "thief",
             "recovery_pk": b64.encode(signing.public_key(new_recovery)),
             "ts": ts,
-            "recovery_sig": b64.encode(signing.sign(over.pop("recovery_key", recovery_seed), message)),
+            "recovery_sig": b64.encode(signing.sign(over.pop("recovery_key", rotated), message)),
             "sig": b64.encode(signing.sign(over.pop("new_key", new_seed), message)),
         }
         body.update(over)
@@ -232,6 +473,8 @@ async def test_recovery_routes_refuse_bad_requests(
         return status, json.loads(data)
 
     assert recover(recovery_key=signing.new_seed())[1]["code"] == "bad_signature"  # not the recovery key
+    assert REPLACED in recover(recovery_key=recovery_seed)[1]["detail"]  # the one replaced by the rotation
+    assert recover(rp="rp_other")[1]["code"] == "bad_signature"  # signed for another RP
     assert recover(new_key=signing.new_seed())[1]["code"] == "bad_signature"  # no proof of possession
     assert recover(ts=broker_http.now_ms() - 3_600_000)[1]["code"] == "stale_request"
     assert recover(cid="nope")[1]["code"] in ("bad_signature", "not_found")
@@ -241,5 +484,9 @@ async def test_recovery_routes_refuse_bad_requests(
     assert recover(cid=plain.id)[1]["code"] in ("not_recoverable", "bad_signature")
     # None of these made a credential.
     assert {c.id for c in await client.list_credentials("alice")} == {cred.id, plain.id}
+    # Once: the first good recovery registers a credential, the next one is refused.
+    assert recover()[0] == 201
+    assert recover()[1]["code"] == "recovery_key_used"
+    assert len(await client.list_credentials("alice")) == 3
     await client.revoke_credential(cred.id)
     assert recover()[1]["code"] == "credential_revoked"
