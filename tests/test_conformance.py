@@ -1,0 +1,111 @@
+"""The conformance runner (python -m protocol.conformance) against the real broker.
+
+The runner is a second, independent client of the specification: an RP over HTTP and
+devices over the WebSocket, with no code from broker/ or relying_party/. Here it runs
+as a subprocess against a broker process on its own Redis, and every MUST of
+docs/protocol.md it checks must pass. Its `--slow` checks (the broker's 30 s
+authentication deadline) run against a broker started with a short `--auth-timeout`.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from support import BrokerProcess, RedisServer, free_port, run_cli
+
+LINE = re.compile(
+    r"^(?P<id>[A-Z]+-\d+)\s+(?P<level>MUST|SHOULD)\s+(?P<status>pass|fail|skip)\s+(?P<text>.*)$"
+)
+
+
+def run_conformance(
+    broker: BrokerProcess, api_key: str, *extra: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    result = run_cli(
+        [
+            sys.executable,
+            "-m",
+            "protocol.conformance",
+            "--broker-url",
+            broker.http_url,
+            "--api-key",
+            api_key,
+            *extra,
+        ],
+        timeout=180,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    lines = {}
+    for line in result.stdout.splitlines():
+        m = LINE.match(line)
+        if m:
+            lines[m["id"]] = m.groupdict()
+    return result, lines
+
+
+def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, rp: dict[str, Any]) -> None:
+    result, lines = run_conformance(broker, rp["api_key"])
+    shown = f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    failed = [line for line in lines.values() if line["status"] == "fail" and line["level"] == "MUST"]
+    assert not failed, shown
+    assert result.returncode == 0, shown
+    # Every flow ran: versions, encoding, enrollment, sign-in, fraud, revocation, limits, expiry.
+    for rid in (
+        "VER-1",
+        "VER-2",
+        "ENC-3",
+        "ENC-5",
+        "ENR-2",
+        "ENR-3",
+        "CH-2",
+        "CH-6",
+        "CH-11",
+        "PREC-1",
+        "REV-3",
+        "LIM-2",
+    ):
+        assert lines.get(rid, {}).get("status") == "pass", f"{rid} did not pass\n{shown}"
+    assert lines["LIM-3"]["status"] == "skip"  # needs --slow
+
+
+def test_the_authentication_deadline_with_slow(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker = broker_factory(
+        redis_url=redis_server.url,
+        data_dir=tmp_path / "data",
+        node="slow",
+        extra_args=["--auth-timeout", "2"],
+    )
+    result, lines = run_conformance(broker, broker.add_rp("Slow RP")["api_key"], "--slow")
+    assert lines["LIM-3"]["status"] == "pass", f"{result.stdout}\n{result.stderr}"
+
+
+def test_a_wrong_api_key_is_a_clear_error(broker: BrokerProcess) -> None:
+    result, lines = run_conformance(broker, "not-a-key")
+    assert result.returncode == 2
+    assert "API key" in result.stderr
+    assert not lines
+
+
+def test_an_unreachable_broker_is_a_clear_error() -> None:
+    result = run_cli(
+        [
+            sys.executable,
+            "-m",
+            "protocol.conformance",
+            "--broker-url",
+            f"http://127.0.0.1:{free_port()}",
+            "--api-key",
+            "k",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 2
+    assert "cannot reach" in result.stderr
+    assert "Traceback" not in result.stderr
