@@ -86,6 +86,30 @@ async def test_a_retried_enroll_gets_the_same_credential(
     assert [c.id for c in await client.list_credentials("alice")] == [cid]
 
 
+async def test_no_retried_enroll_once_the_enrollment_expired(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    node = broker_factory(redis_url=redis_server.url, extra_args=["--enrollment-ttl", "10"])
+    rp_ = add_rp("Short TTL RP", redis_url=redis_server.url)
+    async with PushAuthClient(node.http_url, rp_["api_key"]) as client:
+        clock = await online_device(client, node.ws_url, "bob")  # its challenge tells the time
+        enrollment = await client.create_enrollment("alice", "alice@example.com")
+        uri = enrollment.uri or ""
+        first = await Device.connect(node.ws_url)
+        await first.send(enroll_frame(first, uri))
+        await first.close()  # the `enrolled` reply is lost
+        assert (await client.wait_enrollment(enrollment, timeout=10)).completed
+        # Made after the enrollment with the same lifetime: once it expired, so did that.
+        ch = await client.create_challenge("bob", CTX, ttl=10)
+        assert isinstance(await clock.frame(), Challenge)
+        assert await clock.frame(timeout=20) == Cancel(ch=ch.id, reason="expired")
+        retry = await Device.connect(node.ws_url, seed=first.seed)
+        await retry.send(enroll_frame(retry, uri, rid=8))
+        err = await retry.frame()
+        assert isinstance(err, Error)
+        assert (err.code, err.ref) == ("bad_token", "8")
+
+
 async def test_a_retried_answer_gets_the_recorded_outcome(
     client: PushAuthClient, broker: BrokerProcess
 ) -> None:
