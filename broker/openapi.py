@@ -361,7 +361,10 @@ PATHS["/v1/backups/{id}"] = {
 }
 PATHS["/v1/credentials/{id}/recovery-key"] = {
     "post": {
-        "summary": "Name the recovery key of a recoverable credential (signed by the credential key)",
+        "summary": (
+            "Name a new recovery key for a recoverable credential, replacing the last one (signed by the"
+            " credential key, with a ts newer than the last naming's: 409 conflict otherwise)"
+        ),
         **_SIGNED,
         "parameters": [_path_param("id")],
         "requestBody": _body("RecoveryKey"),
@@ -370,7 +373,10 @@ PATHS["/v1/credentials/{id}/recovery-key"] = {
 }
 PATHS["/v1/recoveries"] = {
     "post": {
-        "summary": "Register a new credential for a restored device with the old one's recovery key",
+        "summary": (
+            "Register a new credential for a restored device with the old one's recovery key, once"
+            " (409 recovery_key_used after that)"
+        ),
         **_SIGNED,
         "requestBody": _body("Recovery"),
         "responses": {"201": _json("RecoveredCredential", "created"), **_problems(400, 403, 404, 409, 413)},

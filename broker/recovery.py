@@ -10,7 +10,7 @@ old credential, and the new credential names its own. The device names a new
 recovery key for a credential (signed by the credential key) when the old one may be
 known to someone else: after a passphrase change, a "no" to "was this you?", or a
 recovery. The broker only keeps and relays the signatures: the RP checks them
-against the keys it stored (relying_party.credentials), never the broker's word.
+against the keys it stored (relying_party.verify.reconcile), never the broker's word.
 The old credential stays valid until removed; the new one lists `recovered_from`,
 and the old device is asked "was this you?" (broker/notices.py): "no" revokes the
 new credential.
