@@ -314,7 +314,7 @@ def test_listen_asks_one_request_after_another_and_answers(
     agent_proc.wait_for("Connected to")
 
     first = rp_api.challenge(context={"app": "Mail", "ip": "198.51.100.7"})
-    second = rp_api.challenge(context={"app": "CRM"})
+    second = rp_api.challenge(context={"app": "CRM"}, supersede=False)  # both stay live
     agent_proc.wait_for(f"Sign-in request {first['id']}")
     agent_proc.wait_for("198.51.100.7")
     agent_proc.wait_for("expires in:")
