@@ -19,6 +19,7 @@ from support import BrokerProcess, RedisServer
 
 from device_agent import broker_http
 from protocol import SUBPROTOCOLS, signing
+from protocol.challenge import Status
 from protocol.codec import encode
 from protocol.frames import (
     Cancel,
@@ -220,6 +221,9 @@ async def test_disown_revokes_the_new_credential_mutes_push_and_tells_the_new_de
     assert result == RecoveryResult(r.notice.notice, r.old_cid, "disowned", 7)
     assert await new.next_of(Revoked) == Revoked(cid=r.new_cid, reason="disowned", rid=None)
     assert await new.next_of(Cancel) == Cancel(ch=ch.id, reason="revoked")
+    # As after a fraud report, the pending sign-in is withdrawn (the old device too drops it).
+    assert await r.old.next_of(Cancel) == Cancel(ch=ch.id, reason="withdrawn")
+    assert (await client.get_result(ch, {})).status is Status.WITHDRAWN
     assert not any(isinstance(f, RecoveryResult) and f.outcome == "withdrawn" for f in await r.old.quiet())
 
     assert await active_ids(client) == {r.old_cid}
