@@ -19,6 +19,7 @@ from protocol.uri import EnrollmentURI
 
 from . import jsonio
 from .context import node_of
+from .event_listener import LISTENER
 from .events import ChallengeEnded
 from .fatigue import PushRefused
 from .hub import Hub
@@ -219,7 +220,11 @@ async def healthz(request: web.Request) -> web.Response:
         await asyncio.wait_for(_store(request).redis.ping(), 2.0)
     except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
         raise ApiError(503, "unavailable", f"redis: {type(exc).__name__}") from None
-    return json_response({"status": "ok", "node": node_of(request).name, "redis": "ok"})
+    # A node deaf to the event channel would leave its devices and long-polls waiting.
+    listening, events = request.app[LISTENER].health()
+    if not listening:
+        raise ApiError(503, "events_unavailable", f"not subscribed to the event channel: {events}")
+    return json_response({"status": "ok", "node": node_of(request).name, "redis": "ok", "events": events})
 
 
 async def get_rp(request: web.Request) -> web.Response:

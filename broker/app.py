@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import msgpack
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import api, backups, events, recovery
+from . import api, backups, recovery
 from .context import NODE, Node
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, device_socket
+from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
 from .fatigue import PushPolicy
 from .hub import Hub
 from .models import ChallengeRecord
@@ -33,6 +31,7 @@ def create_app(
     enrollment_ttl_s: int = ENROLLMENT_TTL_MS // 1000,
     policy: PushPolicy | None = None,
     auth_timeout_s: float = AUTH_TIMEOUT_S,
+    events_grace_s: float = EVENTS_GRACE_S,
 ) -> web.Application:
     app = web.Application(client_max_size=api.MAX_BODY, middlewares=[_count_requests, problem_middleware])
     store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000, policy=policy)
@@ -52,6 +51,7 @@ def create_app(
     recovery.add_routes(app)
     app.router.add_get(DEVICE_PATH, device_socket)
     app.router.add_get("/v1/openapi.json", openapi_handler)
+    app[LISTENER] = EventListener(store, hub, grace_s=events_grace_s)
     app.cleanup_ctx.append(_event_listener)
     app.on_cleanup.append(lambda _app: _close_store(store))
     app.on_shutdown.append(_close_devices)
@@ -59,40 +59,10 @@ def create_app(
 
 
 async def _event_listener(app: web.Application) -> AsyncIterator[None]:
-    """Subscribe to the shared event channel before serving, until shutdown."""
-    ready = asyncio.Event()
-    task = asyncio.create_task(_listen(app[NODE].store, app[NODE].hub, ready))
-    await asyncio.wait_for(ready.wait(), 10)
+    """Subscribed to the shared event channel before serving, until shutdown."""
+    await app[LISTENER].start()
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _listen(store: Store, hub: Hub, ready: asyncio.Event) -> None:
-    delay = 0.1
-
-    def subscribed() -> None:
-        nonlocal delay
-        ready.set()
-        delay = 0.1
-
-    while True:
-        try:
-            async with contextlib.aclosing(store.event_messages(subscribed)) as messages:
-                async for data in messages:
-                    try:
-                        if events.origin(data) == store.node:
-                            continue  # our own events were handled when published
-                        _, event = events.decode(data)
-                    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-                        log.warning("ignoring malformed event: %s", exc)
-                        continue
-                    await hub.dispatch(event)
-        except (aioredis.RedisError, OSError) as exc:
-            log.warning("event channel lost (%s); resubscribing in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+    await app[LISTENER].stop()
 
 
 async def _close_store(store: Store) -> None:

@@ -26,6 +26,7 @@ from .app import create_app, stop_serving
 from .backups import BlobIdFilter
 from .device_ws import AUTH_TIMEOUT_S
 from .embedded import EmbeddedRedis, EmbeddedRedisError
+from .event_listener import EVENTS_GRACE_S
 from .fatigue import PushPolicy
 from .store import Store
 
@@ -137,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a 'this wasn't me' report mutes push for that user; 0: until the RP lifts it "
         "(default: %(default)s)",
     )
+    serve.add_argument(
+        "--events-grace",
+        type=float,
+        default=EVENTS_GRACE_S,
+        metavar="SECONDS",
+        help="how long this node may be unsubscribed from the shared event channel (Redis restarting, "
+        "a failover) before /healthz answers 503; it catches up from Redis when back (default: %(default)s)",
+    )
     serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
@@ -223,6 +232,7 @@ async def serve(args: argparse.Namespace) -> None:
             enrollment_ttl_s=args.enrollment_ttl,
             auth_timeout_s=args.auth_timeout,
             policy=policy,
+            events_grace_s=args.events_grace,
         )
         runner = web.AppRunner(
             app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S

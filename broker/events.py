@@ -130,27 +130,77 @@ def origin(data: bytes) -> str:
     return node
 
 
+class MalformedEvent(ValueError):
+    """A message on the event channel that is not an event this release understands."""
+
+
+_STR, _INT, _BYTES, _OPT_STR = str, int, bytes, (str, type(None))
+# Field types, in order, of what each event kind carries (see encode).
+_RECORD = (_STR, _STR, _STR, _STR, _STR, _INT, _BYTES, _BYTES, dict, _BYTES, _INT, _INT)
+_ANSWER = (_STR, _STR, _STR, _INT, _BYTES, _BYTES)
+_NOTICE = (_STR, _STR, _STR, _STR, _STR, _STR, _STR, _INT)
+
+
+def _fields(what: str, value: Any, types: tuple[Any, ...], optional: int = 0) -> list[Any]:
+    """`value` as a list of len(types) items of those types; the last `optional` ones
+    may be missing (a node of the previous release does not send them)."""
+    if type(value) is not list or not len(types) - optional <= len(value) <= len(types):
+        raise MalformedEvent(f"{what}: expected {len(types)} fields")
+    for i, (item, kind) in enumerate(zip(value, types, strict=False)):
+        if not isinstance(item, kind) or isinstance(item, bool):
+            raise MalformedEvent(f"{what}: field {i} has the wrong type")
+    return value
+
+
+def _record(value: Any) -> ChallengeRecord:
+    v = _fields("challenge", value, (*_RECORD, _OPT_STR), optional=1)
+    if not all(type(k) is str and type(x) is str for k, x in v[8].items()):
+        raise MalformedEvent("challenge: context must map strings to strings")
+    return ChallengeRecord.from_event(v)
+
+
+def _status(value: Any) -> Status:
+    try:
+        return Status(value)
+    except (ValueError, TypeError):
+        raise MalformedEvent(f"unknown status {value!r:.40}") from None
+
+
 def decode(data: bytes) -> tuple[str, Event]:
-    node, kind, *rest = msgpack.unpackb(data, raw=False)
+    """Strict: anything but an event of encode()'s shapes raises MalformedEvent, so one
+    bad message (a bug, a newer release, someone with access to Redis) is skipped by
+    the listener (broker/event_listener.py) and never reaches the hub half-formed."""
+    try:
+        message = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise MalformedEvent(f"not msgpack: {exc}") from None
+    if type(message) is not list or len(message) < 2 or type(message[0]) is not str:
+        raise MalformedEvent("an event is a list [node, kind, ...]")
+    node, kind, *rest = message
     event: Event
     if kind == "c":
-        event = ChallengeCreated(ChallengeRecord.from_event(rest[0]))
+        event = ChallengeCreated(_record(_fields("created", rest, (list,))[0]))
     elif kind == "e":
-        ch, rp, user, status, answer = rest
-        event = ChallengeEnded(ch, rp, user, Status(status), Answer.from_event(answer) if answer else None)
+        ch, rp, user, status, answer = _fields("ended", rest, (_STR, _STR, _STR, _STR, (list, type(None))))
+        ans = Answer.from_event(_fields("answer", answer, _ANSWER)) if answer is not None else None
+        event = ChallengeEnded(ch, rp, user, _status(status), ans)
     elif kind == "x":
-        rp, user, status, chs = rest
-        event = ChallengesEnded(rp, user, Status(status), tuple(chs))
+        rp, user, status, chs = _fields("ended many", rest, (_STR, _STR, _STR, list))
+        if not all(type(c) is str for c in chs):
+            raise MalformedEvent("ended many: challenge ids must be strings")
+        event = ChallengesEnded(rp, user, _status(status), tuple(chs))
     elif kind == "k":
-        event = CredentialConfirmed(*rest)
+        event = CredentialConfirmed(*_fields("confirmed", rest, (_STR,)))
     elif kind == "n":
-        event = EnrollmentCompleted(*rest)
+        event = EnrollmentCompleted(*_fields("enrolled", rest, (_STR, _STR, _STR)))
     elif kind == "r":
-        event = CredentialRevoked(*rest)
+        event = CredentialRevoked(*_fields("revoked", rest, (_STR, _STR, _STR, _STR)))
     elif kind == "q":
-        event = NoticeCreated(Notice.from_event(rest[0]))
+        event = NoticeCreated(
+            Notice.from_event(_fields("notice", _fields("notice", rest, (list,))[0], _NOTICE))
+        )
     elif kind == "a":
-        event = NoticeAnswered(*rest)
+        event = NoticeAnswered(*_fields("notice answered", rest, (_STR, _STR, _STR)))
     else:
-        raise ValueError(f"unknown event kind {kind!r}")
+        raise MalformedEvent(f"unknown event kind {kind!r:.40}")
     return node, event

@@ -1,0 +1,138 @@
+"""The event channel is robust (issue 11, finding 4; DESIGN invariant 10).
+
+Two real broker nodes on one real Redis; node A reaches Redis through a TCP proxy,
+so the test can make A deaf to the channel while B and Redis carry on. Garbage on the
+channel is skipped and counted, never fatal; what A missed while it was not
+subscribed (a challenge made on B, one cancelled on B) reaches A's device and A's
+long-poll once A is back; /healthz says 503 while A is deaf past its grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import msgpack
+from shared_broker import new_rp
+from support import BrokerProcess, RedisServer, TcpProxy, wait_until
+from test_broker_device_ws import CTX, online_device
+
+from broker import keys
+from protocol.frames import Cancel, Challenge
+from relying_party.sdk import PushAuthClient
+
+GARBAGE = [
+    b"",
+    b"\xc1",  # never valid msgpack
+    b"garbage",
+    msgpack.packb("just a string"),
+    msgpack.packb(["evil", "c", [1, 2, 3]]),  # a challenge of the wrong shape
+    msgpack.packb(["evil", "x", "rp", ["unhashable"], "cancelled", ["ch_1"]]),  # dispatch used to raise
+    msgpack.packb(["evil", "e", "ch", "rp", "user", "no-such-status", None]),
+    msgpack.packb(["evil", "r", "cid"]),
+    msgpack.packb([["nested"] * 3, "k", "cid"]),
+    msgpack.packb(["evil", "zz"]),
+    b"\x91" * 5000,  # deeply nested arrays
+]
+
+
+def health(broker: BrokerProcess) -> tuple[int | None, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(broker.http_url + "/healthz", timeout=2) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+    except OSError:
+        return None, {}
+
+
+async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_devices(
+    redis_factory: Callable[..., RedisServer],
+    broker_factory: Callable[..., BrokerProcess],
+    tcp_proxy: Callable[..., TcpProxy],
+) -> None:
+    redis_server = redis_factory(appendonly=True, appendfsync="always")
+    proxy = tcp_proxy([redis_server.port])
+    a = broker_factory(
+        redis_url=f"redis://127.0.0.1:{proxy.port}/0", node="a", extra_args=["--events-grace", "1"]
+    )
+    b = broker_factory(redis_url=redis_server.url, node="b")
+    rp = await new_rp(b, "Events RP")
+    async with (
+        PushAuthClient(a.http_url, rp["api_key"]) as via_a,
+        PushAuthClient(b.http_url, rp["api_key"]) as via_b,
+    ):
+        dev = await online_device(via_b, a.ws_url)  # the device stays on node A throughout
+
+        # Garbage on the shared channel: every node skips it and keeps listening.
+        publisher = redis_server.client()
+        for junk in GARBAGE:
+            publisher.publish(keys.EVENTS, junk)
+        live = await via_b.create_challenge("alice", CTX, ttl=120)
+        got = await dev.frame()
+        assert isinstance(got, Challenge) and got.ch == live.id
+        for node in (a, b):
+            status, body = health(node)
+            assert status == 200 and body["events"]["malformed_skipped"] >= len(GARBAGE) - 1, body
+        await via_b.cancel_challenge(live)
+        assert await dev.frame() == Cancel(ch=live.id, reason="cancelled")
+
+        # A long-poll on A for a challenge made on A (waiting needs no Redis then) that
+        # will end while A is deaf.
+        waited = await via_a.create_challenge("alice", CTX, ttl=120)
+        got = await dev.frame()
+        assert isinstance(got, Challenge) and got.ch == waited.id
+        async with aiohttp.ClientSession() as http:
+            poll = asyncio.create_task(
+                _get_json(http, f"{a.http_url}/v1/challenges/{waited.id}?wait=60", rp["api_key"])
+            )
+            await asyncio.to_thread(
+                wait_until, lambda: health(a)[1]["events"]["long_polls"] == 1, message="the long-poll on A"
+            )
+
+            # A goes deaf: its Redis connections are cut and cannot come back; then
+            # Redis itself is killed and restarted (persistence on, as in production).
+            proxy.set_backends([])
+            proxy.drop_connections()
+            redis_server.kill()
+            redis_server.restart()
+            await asyncio.to_thread(
+                wait_until, lambda: health(a)[0] == 503, message="A's /healthz to say 503 while deaf"
+            )
+            # Meanwhile, on B: a new challenge, and the long-polled one cancelled.
+            await asyncio.to_thread(wait_until, lambda: health(b)[0] == 200, message="B healthy again")
+            publisher = redis_server.client()
+            for junk in GARBAGE[:3]:
+                publisher.publish(keys.EVENTS, junk)
+            missed = await via_b.create_challenge("alice", CTX, ttl=120, supersede=False)
+            await via_b.cancel_challenge(waited)
+            assert not poll.done()
+
+            # A hears again: it catches up from Redis.
+            proxy.set_backends([redis_server.port])
+            got = await dev.frame(timeout=30)
+            frames = [got, await dev.frame(timeout=30)]
+            assert Cancel(ch=waited.id, reason="cancelled") in frames
+            assert any(isinstance(f, Challenge) and f.ch == missed.id for f in frames), frames
+            status, result = await asyncio.wait_for(poll, 30)  # well before its 60 s
+            assert (status, result["status"]) == (200, "cancelled")
+        await asyncio.to_thread(wait_until, lambda: health(a)[0] == 200, message="A healthy again")
+        assert health(a)[1]["events"]["resubscriptions"] >= 1
+        # And it keeps hearing live events after that.
+        await via_b.cancel_challenge(missed)
+        assert await dev.frame() == Cancel(ch=missed.id, reason="cancelled")
+        await dev.close()
+    for node in (a, b):
+        node.terminate()
+        err = node.stderr_path.read_text()
+        assert "skipped a malformed event" in err
+        assert "Traceback" not in err, err
+
+
+async def _get_json(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, Any]:
+    async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
+        return resp.status, await resp.json(content_type=None)
