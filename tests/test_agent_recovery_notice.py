@@ -66,6 +66,8 @@ async def test_no_while_listening_removes_the_new_device_and_mutes_push(
     watching.wait_for('Type "y"')
     watching.type("n")
     watching.wait_for("disowned: the new device's key was removed")
+    # The restored backup holds this account's recovery key: it gets a new one at once.
+    watching.wait_for("New recovery keys for alice@example.com")
 
     # The RP sees it: the new credential is gone and push is muted.
     assert [c.id for c in await client.list_credentials("alice")] == [old_cred.id]
