@@ -190,6 +190,12 @@ async def enroll(
                 if isinstance(frame, Error):
                     raise LinkError(f"enroll refused: {frame.code} {frame.message}")
                 assert isinstance(frame, Enrolled), frame
+                # Setup done (no test push in a load test): it gets ordinary sign-ins.
+                async with http.post(
+                    f"{http_url}/v1/credentials/{frame.cid}/confirm", headers=headers
+                ) as resp:
+                    if resp.status != 204:
+                        raise LinkError(f"POST /v1/credentials/{frame.cid}/confirm: {resp.status}")
                 out.append(Credential(frame.cid, seed, user, public_key(seed)))
 
     await asyncio.gather(*(provisioner() for _ in range(min(concurrency, len(users)))))
