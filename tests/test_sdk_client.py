@@ -13,7 +13,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -378,6 +378,43 @@ async def test_a_link_secret_planted_by_the_broker_is_replaced(broker: Scripted)
     assert enrollment.uri is not None
     assert enrollment.binding_secret not in (None, b"\x07" * 32)
     assert enrollment_uri.parse(enrollment.uri).binding_secret == enrollment.binding_secret
+
+
+async def test_the_link_says_what_the_rp_chose_not_what_the_broker_wrote(broker: Scripted) -> None:
+    """A broker that marks the link recoverable, or plants a TOTP secret it knows, for an RP
+    that asked for neither, gets neither shown to the device."""
+    planted = replace(enrollment_uri.parse(BROKER_URI), recoverable=True, totp=new_totp()).build()
+    broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(planted))
+    broker.routes["GET v1/rp"] = RP
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await client.create_enrollment("alice", "alice@acme")
+    assert enrollment.uri is not None
+    parsed = enrollment_uri.parse(enrollment.uri)
+    assert parsed.recoverable is False and parsed.totp is None
+    assert enrollment.recoverable is False
+
+
+async def test_a_recovery_key_on_an_enrollment_not_made_recoverable_is_refused(broker: Scripted) -> None:
+    seed, recovery_seed = signing.new_seed(), signing.new_seed()
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await started(broker, client)  # not recoverable
+        rpk = signing.public_key(recovery_seed)
+        pk = signing.public_key(seed)
+        assert enrollment.binding_secret is not None
+        binding = signing.sign(
+            seed, signing.binding_bytes("rp_1", TOKEN, enrollment.binding_secret, pk, "Pixel", rpk)
+        )
+        credential = {
+            **bound_credential(enrollment, seed),
+            "binding": b64encode(binding),
+            "recovery_key": {"public_key": b64encode(rpk), "ts": None, "signature": None},
+        }
+        body = {**enrollment_body(None, status="completed"), "credential": credential}
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_enrollment(enrollment, timeout=5)
+    assert failure.value.reason is VerificationReason.BAD_BINDING
+    assert "recoverable" in str(failure.value)
 
 
 @pytest.mark.parametrize(
