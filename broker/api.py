@@ -22,6 +22,7 @@ from .context import node_of
 from .event_listener import LISTENER
 from .events import ChallengeEnded
 from .fatigue import PushRefused
+from .http_guard import read_body, require_json
 from .hub import Hub
 from .jsonio import json_response
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
@@ -58,11 +59,12 @@ async def authenticate(request: web.Request) -> RelyingParty:
 
 
 async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        raise ApiError(413, "payload_too_large", f"body larger than {MAX_BODY} bytes")
+    raw = await read_body(request, MAX_BODY)  # within the body timeout
+    require_json(request, raw)
     try:
-        body = jsonio.loads(raw or b"null")
+        body = jsonio.loads_request(raw or b"null")
+    except jsonio.DuplicateKey as dup:
+        raise ApiError(400, "duplicate_key", f"the body names {dup.key!r} twice") from None
     except ValueError:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -155,6 +157,7 @@ def credential_json(cred: Credential) -> dict[str, Any]:
             "ts": cred.recovery_ts,
             "recovery_signature": _b64_or_none(cred.recovery_sig),
             "signature": _b64_or_none(cred.recovery_pop),
+            "recovery_public_key": _b64_or_none(cred.recovery_rpk),
         }
     return {
         "id": cred.id,

@@ -53,6 +53,7 @@ class Credential:
     recovery_ts: int | None = None  # recovered: when, and the recovery key's and new key's signatures
     recovery_sig: bytes | None = None
     recovery_pop: bytes | None = None
+    recovery_rpk: bytes | None = None  # its own recovery key as the recovery named it
     # False from enrollment until the RP confirms it (POST /v1/credentials/{id}/confirm,
     # after its test push): until then it gets only challenges aimed at it, so an
     # unfinished setup cannot approve sign-ins. Stored as unconfirmed=1 (credentials
@@ -81,6 +82,7 @@ class Credential:
             recovery_ts=_i(h, "rec_ts") or None,
             recovery_sig=h.get(b"rec_sig"),
             recovery_pop=h.get(b"rec_pop"),
+            recovery_rpk=h.get(b"rec_rpk"),
             confirmed=_s(h, "unconfirmed") != "1",
         )
 

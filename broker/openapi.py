@@ -77,7 +77,15 @@ SCHEMAS: dict[str, Any] = {
             },
             "recovery": {
                 "oneOf": [
-                    _obj({"from": _ID, "ts": _MS, "recovery_signature": _B64, "signature": _B64}),
+                    _obj(
+                        {
+                            "from": _ID,
+                            "ts": _MS,
+                            "recovery_signature": _B64,
+                            "signature": _B64,
+                            "recovery_public_key": {"oneOf": [_B64, {"type": "null"}]},
+                        }
+                    ),
                     {"type": "null"},
                 ]
             },

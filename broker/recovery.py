@@ -113,6 +113,7 @@ async def recover(request: web.Request) -> web.Response:
         "rp", old.rp, "user", old.user, "account", old.account, "name", name, "pk", pk,
         "created", created, "status", "active", "recoverable", "1", "recovery_pk", new_recovery_pk,
         "recovered_from", old.id, "rec_ts", ts, "rec_sig", recovery_sig, "rec_pop", sig,
+        "rec_rpk", new_recovery_pk,
     ]  # fmt: skip
     notice = Notice(new_id("rn"), old.id, cid, name, old.rp, old.user, old.account, created)
     # One transaction: the new credential never exists without its "was this you?"

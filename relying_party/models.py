@@ -92,6 +92,9 @@ class RecoveryProof:
     ts: int
     recovery_signature: bytes
     signature: bytes
+    # The new credential's own recovery key as named in the recovery (signed by it),
+    # which a later rotation may have replaced as the credential's current one.
+    recovery_public_key: bytes | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> RecoveryProof:
@@ -101,6 +104,9 @@ class RecoveryProof:
             ts=get(body, "ts", int, what),
             recovery_signature=get_bytes(body, "recovery_signature", what, length=64),
             signature=get_bytes(body, "signature", what, length=64),
+            recovery_public_key=None
+            if body.get("recovery_public_key") is None
+            else get_bytes(body, "recovery_public_key", what, length=32),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -109,6 +115,9 @@ class RecoveryProof:
             "ts": self.ts,
             "recovery_signature": wire.b64encode(self.recovery_signature),
             "signature": wire.b64encode(self.signature),
+            "recovery_public_key": None
+            if self.recovery_public_key is None
+            else wire.b64encode(self.recovery_public_key),
         }
 
 

@@ -351,12 +351,14 @@ def _check_recovery(
         return _refusal(bad, cred, f"recovered from {proof.from_id[:64]!r}, which the RP does not hold")
     if source.user != cred.user:
         return _refusal(bad, cred, "recovered from a credential of another user")
-    own = cred.recovery_key
+    # The proof signs the recovery key the new credential named at recovery; the broker
+    # keeps it in the proof, since a rotation may have replaced the current one since.
+    own = (
+        RecoveryKey(proof.recovery_public_key) if proof.recovery_public_key is not None else cred.recovery_key
+    )
     if own is None:
         return _refusal(bad, cred, "names no recovery key of its own")
     if own.signature is not None or own.ts is not None:
-        # The proof signs the recovery key named at recovery; a later one replaced it
-        # at the broker, so the proof can no longer be checked.
         return _refusal(bad, cred, "its recovery key changed before the RP saw the recovery: cannot check it")
     key = source.recovery_key or used.get(source.id)
     if key is None:
@@ -376,7 +378,14 @@ def _check_recovery(
             cred,
             f"the recovery key of {source.id[:64]!r} was used by an earlier recovery (it works once)",
         )
-    return replace(cred, recovered_from=source.id, recovery_key=RecoveryKey(own.public_key), binding=None)
+    accepted = replace(cred, recovered_from=source.id, recovery_key=RecoveryKey(own.public_key), binding=None)
+    later = cred.recovery_key
+    # Renewed since the recovery (e.g. a passphrase change on the new device): it counts
+    # only as a rotation would, else the key named at recovery stays.
+    renewed = later is not None and later.public_key != own.public_key
+    if renewed and later is not None and _check_rotation(accepted, later, proof.ts) is None:
+        accepted = replace(accepted, recovery_key=later)
+    return accepted
 
 
 def _check_rotation(mine: Credential, new_key: RecoveryKey, recovered_at: int | None) -> str | None:

@@ -309,3 +309,27 @@ def test_a_refusal_says_which_credential_and_why() -> None:
     (failure,) = sync.refused
     assert isinstance(failure, VerificationFailed)
     assert str(failure).startswith(f"credential {old.cred.id}: key_mismatch:")
+
+
+def test_a_recovery_whose_key_was_renewed_before_the_rp_looked_still_verifies() -> None:
+    """The new phone changed its passphrase (renewing its recovery key) before the RP's
+    first sync: the broker keeps the key the recovery named in the proof, so the proof
+    still checks, and the renewal counts as a rotation signed by the new credential."""
+    old = enrolled()
+    new = recovered(old)
+    assert new.cred.recovery is not None and new.cred.recovery_key is not None
+    proof = replace(new.cred.recovery, recovery_public_key=new.cred.recovery_key.public_key)
+    named_at_recovery = replace(new, cred=replace(new.cred, recovery=proof))
+    renewed, _ = rotated(named_at_recovery, T0 + 5000)
+    sync = reconcile([replace(old.cred, recovery_key=None), renewed], stored(old), RP)
+    assert not sync.refused
+    assert sync.current[new.cred.id].recovery_key == renewed.recovery_key
+    # A renewal not signed by the new credential leaves the key the recovery named.
+    forged, _ = rotated(named_at_recovery, T0 + 5000, signer=signing.new_seed())
+    sync = reconcile([replace(old.cred, recovery_key=None), forged], stored(old), RP)
+    assert not sync.refused
+    assert sync.current[new.cred.id].recovery_key == RecoveryKey(proof.recovery_public_key or b"")
+    # Without the key in the proof, a renewed key cannot be checked: refused.
+    bare, _ = rotated(new, T0 + 5000)
+    sync = reconcile([replace(old.cred, recovery_key=None), bare], stored(old), RP)
+    assert reasons(sync) == {new.cred.id: VerificationReason.BAD_RECOVERY}
