@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from support import BrokerProcess
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
-from protocol import signing
+from protocol import SUBPROTOCOLS, signing
 from protocol import uri as enrollment_uri
 from protocol.codec import encode
 from protocol.frames import (
@@ -62,7 +64,7 @@ class SimulatedDevice:
 
     @classmethod
     async def connect(cls, url: str) -> SimulatedDevice:
-        device = cls(await connect(url, max_size=None))
+        device = cls(await connect(url, max_size=None, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS]))
         hello = await device.recv()
         assert isinstance(hello, Hello)
         return device
@@ -80,7 +82,16 @@ class SimulatedDevice:
     async def enroll(self, uri: str, name: str = "Test phone") -> Enrolled:
         parsed = enrollment_uri.parse(uri)
         seed = signing.new_seed()
-        await self.ws.send(self.session.enroll_frame(rid=1, token=parsed.token, seed=seed, name=name))
+        frame = self.session.enroll_frame(
+            rid=1,
+            token=parsed.token,
+            seed=seed,
+            name=name,
+            rp=parsed.rp,
+            binding_secret=parsed.binding_secret,
+            recovery_pk=None,
+        )
+        await self.ws.send(frame)
         enrolled = await self.recv_type(Enrolled)
         self.seeds[enrolled.cid] = seed
         return enrolled
@@ -258,7 +269,8 @@ async def test_broker_refusals_are_typed_errors(client: PushAuthClient, broker: 
     with pytest.raises(InvalidRequest):
         await client.create_challenge("nobody", {"k" * 33: "v"})
     with pytest.raises(NotFound):
-        await client.get_enrollment("no_such_enrollment")
+        started = await client.create_enrollment("nobody", "nobody@example")
+        await client.get_enrollment(replace(started, id="no_such_enrollment"))
     with pytest.raises(NotFound):
         await client.revoke_credential("no_such_credential")
     async with PushAuthClient(broker.http_url, "wrong-key") as stranger:
