@@ -268,8 +268,8 @@ async def test_broker_refusals_are_typed_errors(client: PushAuthClient, broker: 
         await client.create_challenge("nobody", CONTEXT, digits=9)
     with pytest.raises(InvalidRequest):
         await client.create_challenge("nobody", {"k" * 33: "v"})
+    started = await client.create_enrollment("nobody", "nobody@example")
     with pytest.raises(NotFound):
-        started = await client.create_enrollment("nobody", "nobody@example")
         await client.get_enrollment(replace(started, id="no_such_enrollment"))
     with pytest.raises(NotFound):
         await client.revoke_credential("no_such_credential")
