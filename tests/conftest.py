@@ -10,6 +10,7 @@ directory, so a red CI run can be diagnosed from its output alone.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import re
@@ -32,6 +33,14 @@ _FIRST_START = pytest.StashKey[int]()  # ManagedProcess.history length when a te
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_FIRST_START] = len(ManagedProcess.history)
+    # An event loop marked as running between tests breaks every async test after it,
+    # far from its cause: name the cause instead (Playwright's sync API does this
+    # while it lives, see the browser fixture in tests/browser/conftest.py).
+    if asyncio._get_running_loop() is not None and not item.nodeid.startswith("tests/browser/"):
+        raise RuntimeError(
+            "an event loop is still marked as running in this thread, left by an earlier test "
+            "(a Playwright sync API session that outlived its module?): async tests cannot run"
+        )
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -298,6 +307,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tests in files:
             rng.shuffle(tests)
         items[:] = [item for tests in files for item in tests]
-    # Browser tests last: Playwright's browser session lives until the end of the
-    # run, and nothing else should run beside it.
+    # Browser tests last in a serial run. (Under xdist the scheduler orders files by
+    # their number of tests: hence a browser per module, see tests/browser/conftest.py.)
     items.sort(key=lambda item: item.nodeid.startswith("tests/browser/"))

@@ -46,8 +46,13 @@ def chromium_path() -> str:
     raise AssertionError("chromium is not installed: run scripts/ensure-tools test")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # Module scope, not session: while Playwright's sync API lives it marks its event
+    # loop as running in the main thread, and pytest-asyncio then fails every async
+    # test with "Runner.run() cannot be called from a running event loop". xdist's
+    # scheduler orders files by their number of tests, so other files can follow
+    # this one on the same worker (4 tests of test_broker_fatigue.py failed so).
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield b
