@@ -21,8 +21,12 @@ import aiohttp
 import pyotp
 import pytest
 from aiohttp.test_utils import TestServer
-from support import AGENT, BrokerProcess, run_cli
+from e2e_helpers import agent as agent_cli
+from support import BrokerProcess
+from support.hostile_broker import HostileBroker
 
+from protocol import signing
+from relying_party import wire
 from relying_party.web import Settings, create_app
 from relying_party.web.db import Database, Enrollment, User, now_ms
 from relying_party.web.keys import DB
@@ -450,28 +454,31 @@ async def test_unknown_method_is_refused(site: Site) -> None:
     assert r.status == 400 and "Choose a method" in await r.text()
 
 
-async def test_rename_checks_the_name(site: Site) -> None:
+async def test_rename_checks_the_name(site: Site, tmp_path: Path) -> None:
+    # A real device: Security info keeps only what the broker still lists.
     await site.sign_in()
-    add_device(site.db, user(site.db))
+    cid = await _enroll_with_agent(site, tmp_path / "phone")
     for bad, message in (("   ", "Enter a name"), ("x" * 65, "at most 64"), ("a\x07b", "not allowed")):
         token = await site.token("/security")
         r = await site.post(
-            "/security/devices/cred-1/rename", {"csrf_token": token, "name": bad}, follow=True
+            f"/security/devices/{cid}/rename", {"csrf_token": token, "name": bad}, follow=True
         )
         assert message in await r.text()
-        assert site.db.device(user(site.db).id, "cred-1").name == "Phone"  # type: ignore[union-attr]
+        assert site.db.device(user(site.db).id, cid).name == "Agent"  # type: ignore[union-attr]
     token = await site.token("/security")
     r = await site.post(
-        "/security/devices/cred-1/rename", {"csrf_token": token, "name": " Work   phone "}, follow=True
+        f"/security/devices/{cid}/rename", {"csrf_token": token, "name": " Work   phone "}, follow=True
     )
     assert "Renamed to Work phone." in await r.text()
-    assert site.db.device(user(site.db).id, "cred-1").name == "Work phone"  # type: ignore[union-attr]
+    assert site.db.device(user(site.db).id, cid).name == "Work phone"  # type: ignore[union-attr]
 
 
-async def test_removing_someone_elses_or_a_removed_device(site: Site, settings: Settings) -> None:
+async def test_removing_someone_elses_or_a_removed_device(
+    site: Site, settings: Settings, tmp_path: Path
+) -> None:
     add_device(site.db, user(site.db, "bob"), cid="bobs-phone")
     await site.sign_in("alice")
-    add_device(site.db, user(site.db), cid="cred-1")
+    cid = await _enroll_with_agent(site, tmp_path / "phone")
     token = await site.token("/security")
     # Another user's device: refused as unknown, and still there.
     r = await site.post("/security/devices/bobs-phone/remove", {"csrf_token": token}, follow=True)
@@ -479,13 +486,17 @@ async def test_removing_someone_elses_or_a_removed_device(site: Site, settings: 
     assert site.db.device(user(site.db, "bob").id, "bobs-phone") is not None
     _, html = await site.get("/security/devices/bobs-phone/remove")
     assert "not on your account" in html
-    # Its own device: removed (the broker does not know this made-up credential,
-    # which reads as "already revoked"), and a second removal says so.
-    r = await site.post("/security/devices/cred-1/remove", {"csrf_token": token}, follow=True)
-    assert "Phone was removed" in await r.text()
-    r = await site.post("/security/devices/cred-1/remove", {"csrf_token": token}, follow=True)
+    # Its own device: revoked at the broker and removed, and a second removal says so.
+    r = await site.post(f"/security/devices/{cid}/remove", {"csrf_token": token}, follow=True)
+    assert "Agent was removed" in await r.text()
+    r = await site.post(f"/security/devices/{cid}/remove", {"csrf_token": token}, follow=True)
     assert "may have been removed already" in await r.text()
     assert site.db.devices(user(site.db).id) == []
+    # A device the broker no longer knows (here made up; in life revoked behind our back)
+    # is removed too, with "already revoked" taken as done.
+    add_device(site.db, user(site.db), cid="cred-1")
+    r = await site.post("/security/devices/cred-1/remove", {"csrf_token": token}, follow=True)
+    assert "Phone was removed" in await r.text()
 
 
 async def test_pages_need_sign_in(site: Site) -> None:
@@ -497,8 +508,13 @@ async def test_pages_need_sign_in(site: Site) -> None:
 # -- with a real device (the agent CLI enrolls and answers) ----------------------------------
 
 
-async def _enroll_with_agent(site: Site, home: Path) -> str:
-    """Add a device the way a person does, over HTTP, with `pushauth-agent` as the phone."""
+async def phone(home: Path, *args: str) -> Any:
+    """`pushauth-agent --home HOME ARGS`, the real agent as the phone (off the event loop)."""
+    return await asyncio.to_thread(agent_cli, home, *args)
+
+
+async def _start_setup(site: Site, home: Path, name: str = "Agent") -> str:
+    """Security info -> Add -> the setup page; the agent enrolls with its link. The page's URL."""
     r = await site.post(
         "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
     )
@@ -506,17 +522,47 @@ async def _enroll_with_agent(site: Site, home: Path) -> str:
     _, html = await site.get(setup)
     uri = re.search(r'id="enroll-uri"[^>]*value="([^"]+)"', html)
     assert uri, "no setup link on the page"
-    enrolled = await asyncio.to_thread(
-        run_cli,
-        [AGENT, "--home", home, "enroll", "--name", "Agent", html_lib.unescape(uri.group(1))],
-        env={"PUSHAUTH_AGENT_PASSPHRASE": "phone passphrase", "PUSHAUTH_AGENT_KDF": "test-insecure"},
-    )
+    link = html_lib.unescape(uri.group(1))
+    assert link.startswith("pushauth://enroll?v=2&") and "&es=" in link and "&recoverable=1" in link
+    enrolled = await phone(home, "enroll", "--name", name, link)
     assert enrolled.returncode == 0, enrolled.stderr
+    return setup
+
+
+async def _enroll_with_agent(site: Site, home: Path) -> str:
+    """Add a device the way a person does, over HTTP, with `pushauth-agent` as the phone."""
+    setup = await _start_setup(site, home)
     r = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)})
     assert r.headers["Location"] == "/security/test-notification"
     devices = site.db.devices(user(site.db).id)
     assert [d.confirmed for d in devices] == [False]
+    # Enrolled as recoverable: the recovery key the app named is kept with the device.
+    assert devices[0].recovery_public_key is not None and devices[0].recovery_key_ts is None
     return devices[0].credential_id
+
+
+def _number(html: str) -> str:
+    number = re.search(r'class="number-value">(\d+)<', html)
+    assert number, "no number on the page"
+    return number.group(1)
+
+
+async def _approve(home: Path, number: str, *, setup: bool) -> None:
+    """Approve the one pending request of its kind (setup test push or sign-in) on the phone."""
+    pending = json.loads((await phone(home, "pending", "--json")).stdout)
+    (request,) = [p for p in pending if ("action" in p["context"]) == setup]
+    approved = await phone(home, "approve", "--number", number, "--", request["id"])
+    assert approved.returncode == 0, approved.stderr
+
+
+async def _finish_setup(site: Site, home: Path, cid: str) -> None:
+    """Approve the test notification on the phone and finish, as a person does."""
+    _, html = await site.get("/security/test-notification")
+    await _approve(home, _number(html), setup=True)
+    token = await site.token("/security/test-notification")
+    r = await site.post("/push/complete", {"csrf_token": token, "purpose": "setup"})
+    assert r.status == 303 and r.headers["Location"] == "/security"
+    assert site.db.device(user(site.db).id, cid).confirmed  # type: ignore[union-attr]
 
 
 async def test_setup_left_unfinished_can_be_finished_later(site: Site, tmp_path: Path) -> None:
@@ -537,7 +583,7 @@ async def test_setup_left_unfinished_can_be_finished_later(site: Site, tmp_path:
 async def test_one_sign_in_sends_a_limited_number_of_requests(site: Site, tmp_path: Path) -> None:
     await site.sign_in()
     cid = await _enroll_with_agent(site, tmp_path / "phone")
-    site.db.confirm_device(cid)
+    await _finish_setup(site, tmp_path / "phone", cid)
     await site.post("/signout", {"csrf_token": await site.token("/security")})
     r = await site.sign_in()
     assert r.headers["Location"] == "/signin/push"
@@ -580,26 +626,200 @@ async def test_an_answer_that_does_not_verify_signs_nobody_in(site: Site, tmp_pa
     home = tmp_path / "phone"
     await site.sign_in()
     cid = await _enroll_with_agent(site, home)
-    site.db.confirm_device(cid)
+    await _finish_setup(site, home, cid)
     site.db.conn.execute("UPDATE devices SET public_key = ? WHERE credential_id = ?", (bytes(range(32)), cid))
-    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    await site.post("/signout", {"csrf_token": await site.token("/account")})
     r = await site.sign_in()
     assert r.headers["Location"] == "/signin/push"
     _, html = await site.get("/signin/push")
-    number = re.search(r'class="number-value">(\d+)<', html)
-    assert number
-
-    def agent(*args: str) -> Any:
-        env = {"PUSHAUTH_AGENT_PASSPHRASE": "phone passphrase", "PUSHAUTH_AGENT_KDF": "test-insecure"}
-        return run_cli([AGENT, "--home", home, *args], env=env)
-
-    pending = json.loads((await asyncio.to_thread(agent, "pending", "--json")).stdout)
-    signin = [p for p in pending if "action" not in p["context"]]
-    assert len(signin) == 1
-    approved = await asyncio.to_thread(agent, "approve", "--number", number.group(1), "--", signin[0]["id"])
-    assert approved.returncode == 0, approved.stderr
+    await _approve(home, _number(html), setup=False)
     token = await site.token("/signin/push")
     r = await site.post("/push/complete", {"csrf_token": token, "purpose": "signin"})
     assert r.status == 409
     assert "could not be verified" in await r.text()
     assert not await site.signed_in()
+
+
+# -- protocol v2: the SDK's checks of what the broker says, as the pages show them ----------
+
+
+@pytest.fixture
+def hostile(broker: BrokerProcess) -> Any:
+    """A compromised broker: the real one behind a proxy that rewrites what the RP reads."""
+    with HostileBroker(broker.http_url) as proxy:
+        yield proxy
+        proxy.check()
+
+
+async def test_a_key_the_device_did_not_bind_to_the_setup_is_refused(
+    settings: Settings, hostile: HostileBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker reports another key than the one the device registered: the SDK finds
+    it not bound to our link's secret (BAD_BINDING); nothing is stored, the page says
+    so, and it is logged as a security event."""
+    planted = wire.b64encode(signing.public_key(signing.new_seed()))
+    hostile.edit_enrolled_credential(lambda cred: {**cred, "public_key": planted})
+    async for s in _site(replace(settings, broker_url=hostile.http_url)):
+        await s.sign_in()
+        setup = await _start_setup(s, tmp_path / "phone")
+        async with s.http.get(s.url + setup + "/events") as r:
+            assert 'data: {"status": "unverified"}' in await r.text()
+        r = await s.post(setup + "/continue", {"csrf_token": await s.token(setup)}, follow=True)
+        html = await r.text()
+        assert "This setup could not be verified, so the device was not added" in html
+        assert "pushauth://enroll?" not in html and "Start again" in html
+        assert s.db.devices(user(s.db).id) == []
+        # The setup stays refused: it never becomes a device, however often it is asked.
+        hostile.clear()
+        r = await s.post(setup + "/continue", {"csrf_token": await s.token(setup)}, follow=True)
+        assert "could not be verified" in await r.text()
+        assert s.db.devices(user(s.db).id) == []
+    events = [r for r in caplog.records if r.name == "relying_party.web.security_events"]
+    assert events and all("bad_binding" in r.getMessage() for r in events)
+
+
+async def test_a_restored_phone_is_added_from_the_broker_list_and_signs_in(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backup restored on a new phone recovers the account with the recovery key
+    (no new QR code); Security info accepts the new device only because our stored
+    recovery key signed that recovery, and that key is then spent."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    await site.sign_in()
+    old_cid = await _enroll_with_agent(site, old)
+    await _finish_setup(site, old, old_cid)
+    backup = tmp_path / "phone.backup"
+    assert (await phone(old, "backup", "--to", str(backup))).returncode == 0
+    restored = await phone(new, "restore", "--from", str(backup), "--device-name", "New phone")
+    assert restored.returncode == 0 and "recovered: alice" in restored.stdout, restored.stderr
+
+    status, html = await site.get("/security")
+    assert status == 200
+    assert "New phone was restored from Agent." in html
+    assert "Restored from Agent" in html
+    uid = user(site.db).id
+    (added,) = [d for d in site.db.devices(uid) if d.credential_id != old_cid]
+    assert added.name == "New phone" and added.recovered_from == old_cid and added.confirmed
+    assert added.recovery_public_key is not None and added.recovery_proof is not None
+    assert site.db.device(uid, old_cid).recovery_public_key is None  # type: ignore[union-attr]  # spent
+    # Seen once: the next visit lists it without announcing it again.
+    _, html = await site.get("/security")
+    assert "was restored from" not in html and "Restored from Agent" in html
+    assert not [r for r in caplog.records if r.name == "relying_party.web.security_events"]
+
+    # The new phone signs in; its answer is verified with the key we accepted.
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    _, html = await site.get("/signin/push")
+    await _approve(new, _number(html), setup=False)
+    r = await site.post(
+        "/push/complete", {"csrf_token": await site.token("/signin/push"), "purpose": "signin"}
+    )
+    assert r.status == 303 and r.headers["Location"] == "/account"
+    _, html = await site.get("/account")
+    assert "Push notification (New phone)" in html
+
+
+async def test_a_restored_phone_can_sign_in_before_security_info_was_seen(site: Site, tmp_path: Path) -> None:
+    """An answer from a credential we do not hold yet makes the RP check the broker's
+    list (the restored device is accepted with its proof) and verify again."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    await site.sign_in()
+    old_cid = await _enroll_with_agent(site, old)
+    await _finish_setup(site, old, old_cid)
+    backup = tmp_path / "phone.backup"
+    assert (await phone(old, "backup", "--to", str(backup))).returncode == 0
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await phone(new, "restore", "--from", str(backup), "--device-name", "New phone")).returncode == 0
+
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    _, html = await site.get("/signin/push")
+    await _approve(new, _number(html), setup=False)
+    r = await site.post(
+        "/push/complete", {"csrf_token": await site.token("/signin/push"), "purpose": "signin"}
+    )
+    assert r.status == 303 and r.headers["Location"] == "/account"
+    assert [d.name for d in site.db.devices(user(site.db).id)] == ["Agent", "New phone"]
+
+
+async def test_forged_devices_in_the_broker_list_are_refused_and_logged(
+    settings: Settings, hostile: HostileBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker lists a device of its own making (a "recovery" with made-up proofs)
+    and swaps the key of ours: neither is stored, our key stays, the page warns."""
+    async for s in _site(replace(settings, broker_url=hostile.http_url)):
+        await s.sign_in()
+        cid = await _enroll_with_agent(s, tmp_path / "phone")
+        mine = s.db.device(user(s.db).id, cid)
+        assert mine is not None
+        planted = wire.b64encode(signing.public_key(signing.new_seed()))
+
+        def forge(
+            _user: str, listed: list[dict[str, Any]], cid: str = cid, planted: str = planted
+        ) -> list[dict[str, Any]]:
+            fake = dict(listed[0])
+            fake.update(
+                id="cr_planted",
+                name="Attacker",
+                public_key=planted,
+                recovered_from=cid,
+                binding=None,
+                recovery_key={
+                    "public_key": planted,
+                    "ts": None,
+                    "signature": None,
+                },
+                recovery={
+                    "from": cid,
+                    "ts": now_ms(),
+                    "recovery_signature": wire.b64encode(bytes(64)),
+                    "signature": wire.b64encode(bytes(64)),
+                },
+            )
+            swapped = {**listed[0], "public_key": wire.b64encode(signing.public_key(signing.new_seed()))}
+            return [swapped, fake]
+
+        hostile.edit_credential_list(forge)
+        status, html = await s.get("/security")
+        assert status == 200
+        assert "listed a device for your account that could not be verified" in html
+        assert "Attacker" not in html
+        assert [d.credential_id for d in s.db.devices(user(s.db).id)] == [cid]
+        assert s.db.device(user(s.db).id, cid) == mine  # key and recovery key unchanged
+    reasons = " ".join(
+        r.getMessage() for r in caplog.records if r.name == "relying_party.web.security_events"
+    )
+    assert "key_mismatch" in reasons and "bad_recovery" in reasons
+
+
+async def test_a_device_removed_in_the_app_is_dropped_here(site: Site, tmp_path: Path) -> None:
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    removed = await phone(home, "remove", "alice")
+    assert removed.returncode == 0, removed.stderr
+    _, html = await site.get("/security")
+    assert "Agent is no longer registered with the sign-in service" in html
+    assert site.db.devices(user(site.db).id) == []
+
+
+async def test_a_push_request_kept_by_an_older_demo_starts_over(site: Site, tmp_path: Path) -> None:
+    """A session from before the upgrade holds a challenge without the SDK's rp_nonce: it
+    cannot be verified, so the step starts over instead of failing."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    row = site.db.conn.execute("SELECT id_hash, data FROM sessions").fetchall()
+    for id_hash, data in row:
+        kept = json.loads(data)
+        if "push" in kept:
+            del kept["push"]["challenge"]["rp_nonce"]
+            site.db.conn.execute(
+                "UPDATE sessions SET data = ? WHERE id_hash = ?", (json.dumps(kept), id_hash)
+            )
+    async with site.http.get(site.url + "/security/test-notification", allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/security"
+    r = await site.post(f"/security/devices/{cid}/test", {"csrf_token": await site.token("/security")})
+    assert r.headers["Location"] == "/security/test-notification"
+    await _finish_setup(site, home, cid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -104,6 +105,77 @@ def test_lockout_doubles_and_resets_on_success(db: Database) -> None:
     db.record_success(user.id)
     reset = db.user_by_id(user.id)
     assert reset is not None and (reset.failed_attempts, reset.lockouts, reset.locked_until) == (0, 0, 0)
+
+
+def test_a_restored_device_shares_the_code_count_of_its_source(db: Database) -> None:
+    """The restored app has the account's secret from its backup: a code used on either
+    device is used on both."""
+    cid, secret = _device(db, "alice")
+    user = db.user_by_name("alice")
+    assert user is not None
+    source = db.device(user.id, cid)
+    assert source is not None
+    db.set_recovery_key(cid, bytes(range(32)))
+    proof = '{"from": "x", "ts": 1, "recovery_signature": "", "signature": ""}'
+    assert db.add_recovered_device(
+        source, "cred-new", "New phone", bytes(32), recovery_public_key=bytes(32), recovery_proof=proof
+    )
+    new = db.device(user.id, "cred-new")
+    assert new is not None and new.recovered_from == cid and new.confirmed and new.totp_secret == secret
+    assert db.device(user.id, cid).recovery_public_key is None  # type: ignore[union-attr]  # spent
+    now = 1_800_000_015.0
+    code = oathtool(secret, now)
+    assert totp.check(db, [new], code, now=now).device is not None
+    again = totp.check(db, db.devices(user.id), code, now=now)
+    assert again.device is None and again.replayed
+
+
+OLD_SCHEMA = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    handle TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, created_at INTEGER NOT NULL,
+    failed_attempts INTEGER NOT NULL DEFAULT 0, lockouts INTEGER NOT NULL DEFAULT 0,
+    locked_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE devices (
+    credential_id TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, public_key BLOB NOT NULL, totp_secret TEXT NOT NULL,
+    totp_algorithm TEXT NOT NULL, totp_digits INTEGER NOT NULL, totp_period INTEGER NOT NULL,
+    totp_last_counter INTEGER NOT NULL DEFAULT -1, confirmed INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL, last_used_at INTEGER
+);
+CREATE TABLE enrollments (
+    id TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    uri TEXT NOT NULL, totp_secret TEXT NOT NULL, totp_algorithm TEXT NOT NULL,
+    totp_digits INTEGER NOT NULL, totp_period INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+    credential_id TEXT
+);
+INSERT INTO users (name, handle, password_hash, created_at) VALUES ('alice', 'u-1', 'x', 1);
+INSERT INTO devices (credential_id, user_id, name, public_key, totp_secret, totp_algorithm,
+    totp_digits, totp_period, confirmed, created_at)
+    VALUES ('cred-old', 1, 'Phone', x'00', 'S', 'SHA1', 6, 30, 1, 1);
+INSERT INTO enrollments (id, user_id, uri, totp_secret, totp_algorithm, totp_digits, totp_period,
+    expires_at) VALUES ('en-old', 1, 'pushauth://enroll?v=1', 'S', 'SHA1', 6, 30, 99999999999999);
+"""
+
+
+def test_a_database_of_the_previous_demo_is_migrated(tmp_path: Path) -> None:
+    """The demo's database from before protocol v2 opens with its devices as they were;
+    a setup it left half done cannot be verified (no link secret), so it reads as such."""
+    path = tmp_path / "rp.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    conn.close()
+    for _ in range(2):  # a second open finds nothing left to do
+        db = Database(path)
+        device = db.device(1, "cred-old")
+        assert device is not None and device.name == "Phone" and device.confirmed
+        assert device.recovery_public_key is None and device.recovered_from is None
+        enrollment = db.enrollment(1, "en-old")
+        assert enrollment is not None and enrollment.sdk_enrollment is None and not enrollment.refused
+        db.close()
+    columns = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(devices)")}
+    assert {"recovery_public_key", "recovery_key_ts", "recovered_from"} <= columns
 
 
 def test_database_file_is_private(tmp_path: Path) -> None:

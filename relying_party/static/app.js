@@ -68,6 +68,13 @@ function followSetup(card) {
       events.close();
       setStatus(box, { tone: "error", status: "expired", label: "Expired",
                        message: "This QR code expired. Cancel and start again." });
+    } else if (data.status === "unverified") {
+      // The key the service reported is not the one this device bound to the QR code:
+      // nothing was added. The page itself says so and offers a new start.
+      events.close();
+      setStatus(box, { tone: "error", status: "unverified", label: "Not verified",
+                       message: "This setup could not be verified. Start again." });
+      window.location.reload();
     } else if (data.status === "unavailable") {
       setStatus(box, { tone: "error", status: "unavailable", label: "Connection problem",
                        message: "The sign-in service cannot be reached. Still trying." });

@@ -58,6 +58,31 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+# Columns added since the first schema, as (table, column, declaration). A new
+# database and one made by an older demo both get them here, the same way: SQLite's
+# CREATE TABLE IF NOT EXISTS never changes an existing table.
+MIGRATIONS: tuple[tuple[str, str, str], ...] = (
+    # Protocol v2: the SDK's pending Enrollment (Enrollment.to_json(): it holds the
+    # link's secret, which checks the device's binding; kept server-side only). NULL
+    # in setups started by an older demo: those cannot be verified, so they read as
+    # expired.
+    ("enrollments", "sdk_enrollment", "TEXT"),
+    # The SDK refused the key the broker reported (VerificationFailed, BAD_BINDING):
+    # the setup is over, nothing was stored.
+    ("enrollments", "refused", "INTEGER NOT NULL DEFAULT 0"),
+    # The credential's recovery key as we accepted it (NULL: not recoverable, or used
+    # by a restore): a restored device counts only if this key signed its recovery.
+    # ts and signature are NULL for the key named at enrollment (the binding covers it)
+    # and set for a rotation signed by the credential's own key.
+    ("devices", "recovery_public_key", "BLOB"),
+    ("devices", "recovery_key_ts", "INTEGER"),
+    ("devices", "recovery_key_signature", "BLOB"),
+    # A device restored from another one: that credential's id, and the recovery proof
+    # the SDK checked (RecoveryProof.to_json()).
+    ("devices", "recovered_from", "TEXT"),
+    ("devices", "recovery_proof", "TEXT"),
+)
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -89,6 +114,11 @@ class Device:
     confirmed: bool
     created_at: int
     last_used_at: int | None
+    recovery_public_key: bytes | None = None
+    recovery_key_ts: int | None = None
+    recovery_key_signature: bytes | None = None
+    recovered_from: str | None = None
+    recovery_proof: str | None = None  # JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +132,8 @@ class Enrollment:
     totp_period: int
     expires_at: int
     credential_id: str | None
+    sdk_enrollment: str | None = None  # JSON, see MIGRATIONS
+    refused: bool = False
 
 
 class UserExists(Exception):
@@ -119,6 +151,17 @@ class Database:
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA busy_timeout = 5000")  # the CLI may write while the server runs
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Add the columns of MIGRATIONS that the database lacks (see there)."""
+        with self.conn:
+            # One writer at a time: the CLI and the server may open it together.
+            self.conn.execute("BEGIN IMMEDIATE")
+            for table, column, declaration in MIGRATIONS:
+                have = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def close(self) -> None:
         self.conn.close()
@@ -179,11 +222,20 @@ class Database:
 
     # Devices.
 
-    def add_device(self, enrollment: Enrollment, credential_id: str, name: str, public_key: bytes) -> bool:
+    def add_device(
+        self,
+        enrollment: Enrollment,
+        credential_id: str,
+        name: str,
+        public_key: bytes,
+        *,
+        recovery_public_key: bytes | None = None,
+    ) -> bool:
         """Store a new credential once (several waiting pages may see it complete)."""
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO devices (credential_id, user_id, name, public_key, totp_secret,"
-            " totp_algorithm, totp_digits, totp_period, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " totp_algorithm, totp_digits, totp_period, created_at, recovery_public_key)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 credential_id,
                 enrollment.user_id,
@@ -194,12 +246,71 @@ class Database:
                 enrollment.totp_digits,
                 enrollment.totp_period,
                 now_ms(),
+                recovery_public_key,
             ),
         )
+        # Done: the link's secret (in sdk_enrollment) is not needed any more.
         self.conn.execute(
-            "UPDATE enrollments SET credential_id = ? WHERE id = ?", (credential_id, enrollment.id)
+            "UPDATE enrollments SET credential_id = ?, sdk_enrollment = NULL WHERE id = ?",
+            (credential_id, enrollment.id),
         )
         return cur.rowcount == 1
+
+    def add_recovered_device(
+        self,
+        source: Device,
+        credential_id: str,
+        name: str,
+        public_key: bytes,
+        *,
+        recovery_public_key: bytes,
+        recovery_proof: str,
+    ) -> bool:
+        """Store a credential that a restored device made with `source`'s recovery key
+        (checked by the SDK), and spend that key: it works once.
+
+        The restored app has the account's verification-code secret from its backup,
+        so the new row gets `source`'s, with its used-code counter (see
+        use_totp_counter). It is confirmed: its owner proved the recovery key."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO devices (credential_id, user_id, name, public_key, totp_secret,"
+                " totp_algorithm, totp_digits, totp_period, totp_last_counter, confirmed, created_at,"
+                " recovery_public_key, recovered_from, recovery_proof)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+                (
+                    credential_id,
+                    source.user_id,
+                    name,
+                    public_key,
+                    source.totp_secret,
+                    source.totp_algorithm,
+                    source.totp_digits,
+                    source.totp_period,
+                    source.totp_last_counter,
+                    now_ms(),
+                    recovery_public_key,
+                    source.credential_id,
+                    recovery_proof,
+                ),
+            )
+            self.set_recovery_key(source.credential_id, None)
+        return cur.rowcount == 1
+
+    def set_recovery_key(
+        self,
+        credential_id: str,
+        public_key: bytes | None,
+        ts: int | None = None,
+        signature: bytes | None = None,
+    ) -> None:
+        """The credential's recovery key from now on (None: spent by a restore)."""
+        self.conn.execute(
+            "UPDATE devices SET recovery_public_key = ?, recovery_key_ts = ?, recovery_key_signature = ?"
+            " WHERE credential_id = ?",
+            (public_key, ts, signature, credential_id),
+        )
 
     def devices(self, user_id: int, *, confirmed_only: bool = False) -> list[Device]:
         sql = "SELECT * FROM devices WHERE user_id = ?"
@@ -241,22 +352,39 @@ class Database:
     def use_totp_counter(self, credential_id: str, counter: int) -> bool:
         """Record that the code of time step `counter` was used; False if it (or a later one) was.
 
-        One conditional UPDATE, so two requests racing with the same code cannot
-        both win.
+        A restored device shares its secret with the device it was restored from, so
+        the count is kept on every device of the user with that secret: a code used
+        on one is used on all. One immediate transaction, so two requests racing
+        with the same code cannot both win.
         """
-        cur = self.conn.execute(
-            "UPDATE devices SET totp_last_counter = ?, last_used_at = ?"
-            " WHERE credential_id = ? AND totp_last_counter < ?",
-            (counter, now_ms(), credential_id, counter),
-        )
-        return cur.rowcount == 1
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute(
+                "SELECT user_id, totp_secret FROM devices WHERE credential_id = ?", (credential_id,)
+            ).fetchone()
+            if row is None:
+                return False
+            same = "WHERE user_id = ? AND totp_secret = ?"
+            (used,) = self.conn.execute(
+                f"SELECT MAX(totp_last_counter) FROM devices {same}", (row["user_id"], row["totp_secret"])
+            ).fetchone()
+            if used >= counter:
+                return False
+            self.conn.execute(
+                f"UPDATE devices SET totp_last_counter = ? {same}",
+                (counter, row["user_id"], row["totp_secret"]),
+            )
+            self.conn.execute(
+                "UPDATE devices SET last_used_at = ? WHERE credential_id = ?", (now_ms(), credential_id)
+            )
+        return True
 
     # Enrollments in progress.
 
     def add_enrollment(self, enrollment: Enrollment) -> None:
         self.conn.execute(
             "INSERT INTO enrollments (id, user_id, uri, totp_secret, totp_algorithm, totp_digits,"
-            " totp_period, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " totp_period, expires_at, sdk_enrollment) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 enrollment.id,
                 enrollment.user_id,
@@ -266,15 +394,20 @@ class Database:
                 enrollment.totp_digits,
                 enrollment.totp_period,
                 enrollment.expires_at,
+                enrollment.sdk_enrollment,
             ),
         )
+
+    def refuse_enrollment(self, enrollment_id: str) -> None:
+        """The SDK refused what the broker reported for this setup: it is over."""
+        self.conn.execute("UPDATE enrollments SET refused = 1 WHERE id = ?", (enrollment_id,))
 
     def enrollment(self, user_id: int, enrollment_id: str) -> Enrollment | None:
         """Only the user's own enrollments: another user's id reads as unknown."""
         row = self.conn.execute(
             "SELECT * FROM enrollments WHERE user_id = ? AND id = ?", (user_id, enrollment_id)
         ).fetchone()
-        return Enrollment(**row) if row else None
+        return _enrollment(row) if row else None
 
     # Sessions (see sessions.py).
 
@@ -302,4 +435,13 @@ def _device(row: sqlite3.Row) -> Device:
     d = dict(row)
     d["confirmed"] = bool(d["confirmed"])
     d["public_key"] = bytes(d["public_key"])
+    for blob in ("recovery_public_key", "recovery_key_signature"):
+        if d[blob] is not None:
+            d[blob] = bytes(d[blob])
     return Device(**d)
+
+
+def _enrollment(row: sqlite3.Row) -> Enrollment:
+    d = dict(row)
+    d["refused"] = bool(d["refused"])
+    return Enrollment(**d)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from aiohttp import web
 from protocol.challenge import Status
 
 from ..errors import (
+    BadBrokerResponse,
     BrokerError,
     BrokerUnavailable,
     NoDevices,
@@ -28,9 +30,10 @@ from ..errors import (
     PushBlocked,
     RateLimited,
     VerificationFailed,
+    VerificationReason,
 )
 from ..models import Challenge, SignInResult
-from . import auth, signin_context, sse
+from . import auth, credentials, signin_context, sse
 from .db import Database, User, now_ms
 from .keys import CLIENT, DB, SETTINGS
 from .render import render
@@ -82,6 +85,24 @@ STATUS_VIEWS: dict[str, StatusView] = {
     Status.EXPIRED: StatusView(
         "expired", "Expired", "The request expired before it was answered. Send a new one.", True, "error"
     ),
+    Status.CANCELLED: StatusView(
+        "cancelled", "Cancelled", "This request was cancelled. Send a new one to continue.", True, "error"
+    ),
+    Status.SUPERSEDED: StatusView(
+        "superseded",
+        "Replaced",
+        "A newer request was sent to your devices, so this one can no longer be answered.",
+        True,
+        "error",
+    ),
+    Status.WITHDRAWN: StatusView(
+        "withdrawn",
+        "Withdrawn",
+        "This request was withdrawn after a report that a request was not made by you. "
+        "Use a verification code instead.",
+        True,
+        "error",
+    ),
 }
 UNVERIFIED = StatusView(
     "unverified",
@@ -99,9 +120,46 @@ UNAVAILABLE = StatusView(
 )
 
 
+def view_of(status: Status) -> StatusView:
+    """What the page shows for a verified status; one this demo does not know (from a
+    newer SDK or broker) is ended and not approved."""
+    return STATUS_VIEWS.get(status, ENDED)
+
+
+ENDED = StatusView(
+    "ended", "Ended", "This request ended without an approval. Send a new one to continue.", True, "error"
+)
+
+
 def public_keys(db: Database, user: User) -> dict[str, bytes]:
     """Every key we stored for the user: an answer signed by anything else is refused."""
     return {d.credential_id: d.public_key for d in db.devices(user.id)}
+
+
+async def verified(
+    request: web.Request,
+    user: User,
+    read: Callable[[dict[str, bytes]], Awaitable[SignInResult]],
+    again: Callable[[dict[str, bytes]], Awaitable[SignInResult]],
+) -> SignInResult:
+    """read(our keys), verified end to end by the SDK. An answer from a credential we do
+    not hold may come from a device restored since we last looked: the devices are
+    synced with the broker (which adds it only with a recovery proof our stored
+    recovery key signed) and the result read once more with `again`."""
+    db = request.app[DB]
+    try:
+        return await read(public_keys(db, user))
+    except VerificationFailed as exc:
+        if exc.reason is not VerificationReason.UNKNOWN_CREDENTIAL:
+            raise
+        try:
+            await credentials.sync(request.app[CLIENT], db, user)
+        except PushAuthError:
+            raise exc from None
+        keys = public_keys(db, user)
+        if exc.credential_id is None or exc.credential_id not in keys:
+            raise
+        return await again(keys)
 
 
 def start_problem(exc: PushAuthError) -> str:
@@ -147,7 +205,13 @@ async def start(
         context["action"] = "Test notification: finish adding this device"
     try:
         challenge = await request.app[CLIENT].create_challenge(
-            user.handle, context, ttl=settings.push_ttl, digits=settings.push_digits
+            user.handle,
+            context,
+            ttl=settings.push_ttl,
+            digits=settings.push_digits,
+            # A setup's test push goes to the device being added only: it is the one
+            # that must prove it works, and it gets no other requests until it did.
+            credential_id=credential if purpose == SETUP else None,
         )
     except PushAuthError as exc:
         return start_problem(exc)
@@ -162,10 +226,18 @@ async def start(
 
 
 def _stored(request: web.Request, purpose: str) -> tuple[dict[str, Any], Challenge] | None:
-    push = get_session(request).get("push")
+    session = get_session(request)
+    push = session.get("push")
     if not push or push.get("purpose") != purpose:
         return None
-    return push, Challenge.from_stored(push["challenge"])
+    try:
+        return push, Challenge.from_stored(push["challenge"])
+    except (BadBrokerResponse, KeyError, TypeError, ValueError):
+        # Kept by an older version of this demo (e.g. without the SDK's rp_nonce): it
+        # cannot be verified any more, so it is dropped and the step starts again.
+        log.info("dropping a push request kept in an older form")
+        session.pop("push")
+        return None
 
 
 def _owner(request: web.Request, purpose: str) -> User:
@@ -224,17 +296,21 @@ async def events(request: web.Request) -> web.StreamResponse:
     if stored is None:
         raise web.HTTPNotFound(text="no push request in progress")
     _push, challenge = stored
-    keys = public_keys(request.app[DB], user)
     response = await sse.open_stream(request)
     client = request.app[CLIENT]
     if not await sse.send(response, "status", _payload(STATUS_VIEWS[Status.PENDING])):
         return response
     while True:
         try:
-            result = await client.wait_result(challenge, keys, timeout=POLL_S)
-            view = STATUS_VIEWS[result.status]
+            result = await verified(
+                request,
+                user,
+                lambda keys: client.wait_result(challenge, keys, timeout=POLL_S),
+                lambda keys: client.get_result(challenge, keys),
+            )
+            view = view_of(result.status)
         except VerificationFailed as exc:
-            log.error("answer failed end-to-end verification: %s", exc)
+            credentials.security_event(user, "an answer failed end-to-end verification", exc)
             view = UNVERIFIED
         except NotFound:
             view = STATUS_VIEWS[Status.EXPIRED]  # the broker no longer knows it: it cannot be answered
@@ -251,10 +327,16 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 async def _result(request: web.Request, user: User, challenge: Challenge) -> SignInResult | StatusView:
+    client = request.app[CLIENT]
     try:
-        return await request.app[CLIENT].get_result(challenge, public_keys(request.app[DB], user))
+        return await verified(
+            request,
+            user,
+            lambda keys: client.get_result(challenge, keys),
+            lambda keys: client.get_result(challenge, keys),
+        )
     except VerificationFailed as exc:
-        log.error("answer failed end-to-end verification: %s", exc)
+        credentials.security_event(user, "an answer failed end-to-end verification", exc)
         return UNVERIFIED
     except NotFound:
         return STATUS_VIEWS[Status.EXPIRED]
@@ -277,7 +359,7 @@ async def complete(request: web.Request) -> web.StreamResponse:
     if isinstance(outcome, StatusView):
         return page(request, purpose, view=outcome, status=409)
     if not outcome.approved or outcome.answer is None:
-        return page(request, purpose, view=STATUS_VIEWS[outcome.status])
+        return page(request, purpose, view=view_of(outcome.status))
     db = request.app[DB]
     cid = outcome.answer.credential_id
     session = get_session(request)
@@ -300,6 +382,16 @@ async def complete(request: web.Request) -> web.StreamResponse:
             ),
             status=409,
         )
+    # The broker sends the device ordinary sign-in requests only from now on.
+    try:
+        await request.app[CLIENT].confirm_credential(cid)
+    except NotFound:
+        session.pop("push")
+        session.flash("error", "That device was removed meanwhile. Start again to add it.")
+        raise web.HTTPSeeOther("/security") from None
+    except PushAuthError as exc:
+        log.warning("cannot confirm credential %s: %s", cid, exc)
+        return page(request, purpose, view=UNAVAILABLE, status=409)
     db.confirm_device(cid)
     session.pop("push")
     device = db.device(user.id, cid)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 
 from aiohttp import web
 
-from ..errors import BrokerUnavailable, NotFound, PushAuthError
+from ..errors import BadBrokerResponse, BrokerUnavailable, NotFound, PushAuthError, VerificationFailed
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
-from . import auth, forms, push, qr, sse
+from . import auth, credentials, forms, push, qr, sse
 from .db import Database, Device, Enrollment, User, now_ms
 from .keys import CLIENT, DB
 from .render import render
@@ -20,13 +21,45 @@ from .sessions import get_session
 log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 POLL_S = 20
+SETUP_ENDED = frozenset({"completed", "expired", "unverified"})
+REFUSED = "This setup could not be verified, so the device was not added. Start again with a new QR code."
+SYNC_UNAVAILABLE = (
+    "The sign-in service cannot be reached right now: devices restored or removed elsewhere "
+    "show up here once it can."
+)
+DROPPED = (
+    "{name} is no longer registered with the sign-in service (removed in the app, or a restore "
+    "was disowned on the old device), so it was removed here too."
+)
+SYNC_REFUSED = (
+    "The sign-in service listed a device for your account that could not be verified. "
+    "It was not added and cannot approve sign-ins."
+)
 
 
 @routes.get("/security")
 async def security(request: web.Request) -> web.StreamResponse:
+    """The user's devices, first brought in step with the broker (restores, removals)."""
     user = auth.require_user(request)
-    devices = request.app[DB].devices(user.id)
-    return render(request, "security.html", {"devices": devices, "user": user})
+    db = request.app[DB]
+    notices: list[tuple[str, str]] = []
+    try:
+        report = await credentials.sync(request.app[CLIENT], db, user)
+    except PushAuthError as exc:
+        log.warning("cannot check the devices of %s with the broker: %s", user.handle, exc)
+        notices.append(("info", SYNC_UNAVAILABLE))
+    else:
+        notices += [("success", f"{r.name} was restored from {r.source_name}.") for r in report.restored]
+        notices += [("info", DROPPED.format(name=name)) for name in report.dropped]
+        if report.refused:
+            notices.append(("error", SYNC_REFUSED))
+    devices = db.devices(user.id)
+    names = {d.credential_id: d.name for d in devices}
+    return render(
+        request,
+        "security.html",
+        {"devices": devices, "user": user, "notices": notices, "names": names},
+    )
 
 
 @routes.get("/security/add")
@@ -43,7 +76,11 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
         return render(request, "add_method.html", {"error": "Choose a method to add."}, status=400)
     params = new_totp()
     try:
-        created = await request.app[CLIENT].create_enrollment(user.handle, user.name, totp=params)
+        # Recoverable: the app registers a recovery key, so a restore of its backup on a
+        # new phone brings the account back without a new QR code (credentials.sync).
+        created = await request.app[CLIENT].create_enrollment(
+            user.handle, user.name, totp=params, recoverable=True
+        )
     except PushAuthError as exc:
         log.warning("enrollment failed: %s", exc)
         message = (
@@ -64,6 +101,8 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
             totp_period=params.period,
             expires_at=created.expires_at,
             credential_id=None,
+            # The SDK's own state of the setup, with the link's secret: only here, server-side.
+            sdk_enrollment=json.dumps(created.to_json()),
         )
     )
     raise web.HTTPSeeOther(f"/security/setup/{created.id}")
@@ -83,14 +122,36 @@ def _own_enrollment(request: web.Request, user: User) -> Enrollment:
     return enrollment
 
 
+def _sdk_enrollment(enrollment: Enrollment) -> BrokerEnrollment | None:
+    """The SDK's Enrollment kept at creation; None for a setup an older demo started
+    (without the link's secret it cannot be verified: it reads as expired)."""
+    if enrollment.sdk_enrollment is None:
+        return None
+    try:
+        return BrokerEnrollment.from_stored(json.loads(enrollment.sdk_enrollment))
+    except (ValueError, BadBrokerResponse):
+        log.error("enrollment %s: the stored setup cannot be read", enrollment.id)
+        return None
+
+
+def _refuse(db: Database, user: User, enrollment: Enrollment, exc: VerificationFailed) -> None:
+    """The broker reported a key the device did not bind to our link: end the setup."""
+    credentials.security_event(user, f"enrollment {enrollment.id} refused (nothing stored)", exc)
+    db.refuse_enrollment(enrollment.id)
+
+
 def _store(db: Database, enrollment: Enrollment, broker: BrokerEnrollment, handle: str) -> str | None:
-    """Keep the new credential's public key (and our TOTP secret); its id."""
+    """Keep the new credential's public key and recovery key (and our TOTP secret); its id.
+
+    `broker` comes from wait_enrollment / get_enrollment with our stored Enrollment:
+    the SDK checked the device's binding to our link before returning it."""
     if not broker.completed or broker.credential is None:
         return None
     cred = broker.credential
     if cred.user != handle or broker.user != handle:
         raise PushAuthError(f"enrollment {broker.id}: credential of another user")
-    db.add_device(enrollment, cred.id, cred.name, cred.public_key)
+    recovery = None if cred.recovery_key is None else cred.recovery_key.public_key
+    db.add_device(enrollment, cred.id, cred.name, cred.public_key, recovery_public_key=recovery)
     return cred.id
 
 
@@ -101,6 +162,8 @@ async def setup_page(request: web.Request) -> web.StreamResponse:
     if enrollment.credential_id is not None:
         raise web.HTTPSeeOther("/security")
     remaining = max(0, math.ceil((enrollment.expires_at - now_ms()) / 1000))
+    if _sdk_enrollment(enrollment) is None:
+        remaining = 0
     return render(
         request,
         "setup.html",
@@ -109,28 +172,42 @@ async def setup_page(request: web.Request) -> web.StreamResponse:
             "qr": qr.svg(enrollment.uri, title="QR code to scan with the authenticator app"),
             "remaining": remaining,
             "expired": remaining == 0,
+            "refused": enrollment.refused,
+            "refused_message": REFUSED,
         },
     )
 
 
 @routes.get("/security/setup/{enrollment}/events")
 async def setup_events(request: web.Request) -> web.StreamResponse:
-    """The setup's progress as server-sent events: waiting, then completed or expired."""
+    """The setup's progress as server-sent events: waiting, then completed, expired or
+    unverified (the SDK refused the key the broker reported)."""
     user = auth.require_user(request)
     enrollment = _own_enrollment(request, user)
     response = await sse.open_stream(request)
     client, db = request.app[CLIENT], request.app[DB]
+    sdk = _sdk_enrollment(enrollment)
     while True:
-        try:
-            broker = await client.wait_enrollment(enrollment.id, timeout=POLL_S)
-            state = broker.status.value
-            if _store(db, enrollment, broker, user.handle) is not None:
-                state = "completed"
-        except NotFound:
+        if enrollment.refused:
+            state = "unverified"
+        elif enrollment.credential_id is not None:
+            state = "completed"
+        elif sdk is None:
             state = "expired"
-        except PushAuthError:
-            state = "unavailable"
-        if not await sse.send(response, "setup", {"status": state}) or state in ("completed", "expired"):
+        else:
+            try:
+                broker = await client.wait_enrollment(sdk, timeout=POLL_S)
+                state = broker.status.value
+                if _store(db, enrollment, broker, user.handle) is not None:
+                    state = "completed"
+            except VerificationFailed as exc:
+                _refuse(db, user, enrollment, exc)
+                state = "unverified"
+            except NotFound:
+                state = "expired"
+            except PushAuthError:
+                state = "unavailable"
+        if not await sse.send(response, "setup", {"status": state}) or state in SETUP_ENDED:
             break
         if state == "unavailable":
             await asyncio.sleep(2)
@@ -144,14 +221,21 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
     enrollment = _own_enrollment(request, user)
     db = request.app[DB]
     credential_id = enrollment.credential_id
+    here = f"/security/setup/{enrollment.id}"
+    if enrollment.refused:
+        raise web.HTTPSeeOther(here)  # it says so
+    sdk = _sdk_enrollment(enrollment)
     if credential_id is None:
         try:
-            broker = await request.app[CLIENT].get_enrollment(enrollment.id)
+            broker = await request.app[CLIENT].get_enrollment(sdk) if sdk is not None else None
+        except VerificationFailed as exc:
+            _refuse(db, user, enrollment, exc)
+            raise web.HTTPSeeOther(here) from None
         except NotFound:
             broker = None
         except PushAuthError:
             get_session(request).flash("error", "The sign-in service cannot be reached right now.")
-            raise web.HTTPSeeOther(f"/security/setup/{enrollment.id}") from None
+            raise web.HTTPSeeOther(here) from None
         credential_id = _store(db, enrollment, broker, user.handle) if broker else None
         if credential_id is None:
             expired = broker is None or broker.status.value == "expired" or now_ms() >= enrollment.expires_at
@@ -161,7 +245,7 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
                 if expired
                 else "Your device has not connected yet. Scan the QR code with the app first.",
             )
-            raise web.HTTPSeeOther("/security" if expired else f"/security/setup/{enrollment.id}")
+            raise web.HTTPSeeOther("/security" if expired else here)
     device = db.device(user.id, credential_id)
     if device is None:
         get_session(request).flash("error", "That device was removed. Start again to add it.")

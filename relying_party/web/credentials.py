@@ -1,0 +1,113 @@
+"""The user's devices as the SDK sees them, and keeping them in step with the broker.
+
+Our database is the store of record: every answer is verified with the keys in it.
+The broker's list of the user's credentials changes it only through the SDK's check
+(PushAuthClient.sync_credentials): a device restored from one of ours is added only
+if the recovery key we stored for that device signed its recovery (that key is then
+spent), a new recovery key only if the device's own key signed it, and credentials
+the broker no longer lists (removed on the device, disowned after a restore) are
+dropped. Whatever does not verify is a security event, logged and never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from ..errors import VerificationFailed
+from ..models import Credential, CredentialSync, RecoveryKey, RecoveryProof
+from ..sdk import PushAuthClient
+from .db import Database, Device, User
+
+# One logger for what only a compromised or misbehaving broker causes: an operator
+# may route it to an alert.
+security_log = logging.getLogger("relying_party.web.security_events")
+
+
+def security_event(user: User, what: str, exc: VerificationFailed) -> None:
+    security_log.error(
+        "SECURITY EVENT: %s for user %s (%s): %s [%s]", what, user.name, user.handle, exc, exc.reason
+    )
+
+
+def stored(device: Device, handle: str) -> Credential:
+    """One of our devices as the SDK's Credential (what sync_credentials checks against)."""
+    recovery_key = None
+    if device.recovery_public_key is not None:
+        recovery_key = RecoveryKey(
+            device.recovery_public_key, device.recovery_key_ts, device.recovery_key_signature
+        )
+    proof = None
+    if device.recovery_proof is not None:
+        proof = RecoveryProof.from_json(json.loads(device.recovery_proof))
+    return Credential(
+        id=device.credential_id,
+        user=handle,
+        name=device.name,
+        public_key=device.public_key,
+        created_at=device.created_at,
+        last_used_at=device.last_used_at,
+        recovered_from=device.recovered_from,
+        recovery_key=recovery_key,
+        recovery=proof,
+        confirmed=device.confirmed,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    name: str
+    source_name: str
+
+
+@dataclass(slots=True)
+class SyncReport:
+    restored: list[Restored] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # names of devices the broker no longer has
+    refused: int = 0
+
+
+async def sync(client: PushAuthClient, db: Database, user: User) -> SyncReport:
+    """Bring our devices of `user` in step with the broker's list, as far as it verifies.
+
+    Raises what the SDK raises when the broker cannot be asked (PushAuthError);
+    our devices are then unchanged."""
+    devices = {d.credential_id: d for d in db.devices(user.id)}
+    result: CredentialSync = await client.sync_credentials(
+        user.handle, {cid: stored(d, user.handle) for cid, d in devices.items()}
+    )
+    report = SyncReport()
+    for exc in result.refused:
+        security_event(user, "the broker listed a credential that did not verify (not stored)", exc)
+        report.refused += 1
+    for cid in result.removed:
+        if db.remove_device(user.id, cid):
+            report.dropped.append(devices[cid].name)
+    for cred in result.added:
+        source_id = cred.recovery.from_id if cred.recovery is not None else None
+        source = devices.get(source_id or "")
+        if source is None or cred.recovery is None or cred.recovery_key is None:
+            continue  # the SDK accepts a recovery only from a device we hold, with its proof
+        if db.add_recovered_device(
+            source,
+            cred.id,
+            cred.name,
+            cred.public_key,
+            recovery_public_key=cred.recovery_key.public_key,
+            recovery_proof=json.dumps(cred.recovery.to_json()),
+        ):
+            report.restored.append(Restored(cred.name, source.name))
+    # Recovery keys as the SDK left them: spent by a restore, or rotated by the device.
+    for cid, cred in result.current.items():
+        device = devices.get(cid)
+        key = cred.recovery_key
+        have = stored(device, user.handle).recovery_key if device is not None else None
+        if device is not None and key != have:
+            db.set_recovery_key(
+                cid,
+                None if key is None else key.public_key,
+                None if key is None else key.ts,
+                None if key is None else key.signature,
+            )
+    return report
