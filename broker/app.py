@@ -9,11 +9,14 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from . import api, backups, recovery
+from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
 from .fatigue import PushPolicy
+from .http_guard import TIMEOUTS, Timeouts
 from .hub import Hub
+from .limits import LIMITER, Limiter, Limits, limit_middleware
 from .models import ChallengeRecord
 from .openapi import openapi_handler
 from .problems import Handler, problem_middleware
@@ -32,8 +35,18 @@ def create_app(
     policy: PushPolicy | None = None,
     auth_timeout_s: float = AUTH_TIMEOUT_S,
     events_grace_s: float = EVENTS_GRACE_S,
+    limits: Limits | None = None,
+    timeouts: Timeouts | None = None,
+    backup_quota: BackupQuota | None = None,
 ) -> web.Application:
-    app = web.Application(client_max_size=api.MAX_BODY, middlewares=[_count_requests, problem_middleware])
+    app = web.Application(
+        client_max_size=api.MAX_BODY,
+        # The limits first: a refused request costs nothing more (broker/limits.py).
+        middlewares=[limit_middleware(), _count_requests, problem_middleware],
+    )
+    app[LIMITER] = Limiter(limits or Limits())
+    app[TIMEOUTS] = timeouts or Timeouts()
+    app[QUOTA] = backup_quota or BackupQuota()
     store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000, policy=policy)
     hub = Hub()
     store.on_event = hub.dispatch

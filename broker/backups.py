@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -26,11 +27,83 @@ from protocol import b64, signing
 
 from . import keys
 from .context import node_of
+from .http_guard import read_body
+from .limits import LIMITER
 from .problems import ApiError
 from .signed_requests import check_signed, parse_ts
+from .store import now_ms
 
 MAX_BLOB = 256 * 1024  # a backup of hundreds of accounts is a few dozen KiB
-BLOB_TTL_S = 400 * 24 * 3600  # refreshed by every write: a forgotten backup goes away
+# Refreshed by every write (the agent writes on every change of its accounts). Was 400
+# days: anyone may store a blob here without an account, in the Redis that holds
+# sign-in state, so abandoned copies (a lost phone, a replaced passphrase) and
+# junk should not pile up against the store's cap for over a year; six months
+# still outlives any phone upgrade.
+BLOB_TTL_S = 180 * 24 * 3600
+# New backup ids per client address per UTC day (overwriting one's own is free): a
+# household makes a few; more is someone filling the store (429 quota_exceeded).
+NEW_BLOBS_PER_IP_DAY = 20
+# The whole store: at most this many bytes and blobs (507 backup_store_full). 256 MiB
+# bounds what strangers can put next to sign-in state; size Redis above it.
+BACKUP_STORE_MAX_BYTES = 256 * 1024 * 1024
+BACKUP_STORE_MAX_BLOBS = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class BackupQuota:
+    new_per_ip_day: int = NEW_BLOBS_PER_IP_DAY
+    max_bytes: int = BACKUP_STORE_MAX_BYTES
+    max_blobs: int = BACKUP_STORE_MAX_BLOBS
+    ttl_s: int = BLOB_TTL_S
+
+
+QUOTA = web.AppKey("backup_quota", BackupQuota)
+
+# KEYS: blob, index zset, sizes hash, total bytes, this address's count for today
+# ARGV: id, body, ttl ms, now ms, max bytes, max blobs, new per address per day (0: no
+#       limits), seconds to the end of the day
+# -> {'ok'} | {'quota', seconds} | {'full', what}
+_PUT = """
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, 100)
+for _, id in ipairs(expired) do
+  local size = tonumber(redis.call('HGET', KEYS[3], id) or '0')
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('DECRBY', KEYS[4], size)
+end
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+local size = string.len(ARGV[2])
+if not old then
+  local per_day = tonumber(ARGV[7])
+  if per_day > 0 and tonumber(redis.call('GET', KEYS[5]) or '0') >= per_day then
+    return {'quota', ARGV[8]}
+  end
+  if tonumber(ARGV[6]) > 0 and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then
+    return {'full', 'blobs'}
+  end
+end
+local total = tonumber(redis.call('GET', KEYS[4]) or '0')
+if tonumber(ARGV[5]) > 0 and total - tonumber(old or '0') + size > tonumber(ARGV[5]) then
+  return {'full', 'bytes'}
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[1], size)
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[1])
+redis.call('INCRBY', KEYS[4], size - tonumber(old or '0'))
+if not old then
+  redis.call('INCR', KEYS[5])
+  redis.call('EXPIRE', KEYS[5], 86400)
+end
+return {'ok'}
+"""
+# KEYS: blob, index zset, sizes hash, total bytes; ARGV: id -> 1 if it existed
+_DELETE = """
+local size = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('DECRBY', KEYS[4], size)
+return redis.call('DEL', KEYS[1])
+"""
 TIME_HEADER = "X-Pushauth-Time"
 SIGNATURE_HEADER = "X-Pushauth-Signature"
 
@@ -62,13 +135,7 @@ async def _authorized(request: web.Request, op: str, body: bytes) -> str:
 
 async def _read_body(request: web.Request) -> bytes:
     # The app-wide JSON body limit is far smaller; blobs are read here with their own.
-    if request.content_length is not None and request.content_length > MAX_BLOB:
-        raise ApiError(413, "payload_too_large", f"a backup is at most {MAX_BLOB} bytes")
-    body = await request.content.read(MAX_BLOB + 1)
-    while len(body) <= MAX_BLOB and not request.content.at_eof():
-        body += await request.content.read(MAX_BLOB + 1 - len(body))
-    if len(body) > MAX_BLOB:
-        raise ApiError(413, "payload_too_large", f"a backup is at most {MAX_BLOB} bytes")
+    body = await read_body(request, MAX_BLOB)
     if not body:
         raise ApiError(400, "invalid_request", "the backup is empty")
     return body
@@ -77,7 +144,38 @@ async def _read_body(request: web.Request) -> bytes:
 async def put_backup(request: web.Request) -> web.Response:
     body = await _read_body(request)
     blob_id = await _authorized(request, "put", body)
-    await node_of(request).store.redis.set(keys.backup_blob(blob_id), body, ex=BLOB_TTL_S)
+    quota = request.app.get(QUOTA) or BackupQuota()
+    limiter = request.app.get(LIMITER)
+    address = limiter.client_address(request) if limiter else (request.remote or "")
+    now = now_ms()
+    day, into_day = divmod(now, 86_400_000)
+    result = await node_of(request).store.redis.eval(
+        _PUT,
+        5,
+        keys.backup_blob(blob_id),
+        keys.BACKUP_INDEX,
+        keys.BACKUP_SIZES,
+        keys.BACKUP_BYTES,
+        keys.backup_quota(address, day),
+        blob_id,
+        body,
+        quota.ttl_s * 1000,
+        now,
+        quota.max_bytes,
+        quota.max_blobs,
+        quota.new_per_ip_day,
+        (86_400_000 - into_day) // 1000 + 1,
+    )
+    outcome = result[0].decode()
+    if outcome == "quota":
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            f"at most {quota.new_per_ip_day} new backups a day from one address; overwriting yours is free",
+            {"Retry-After": result[1].decode()},
+        )
+    if outcome == "full":
+        raise ApiError(507, "backup_store_full", "the broker's backup store is full; keep a file backup")
     return web.Response(status=204)
 
 
@@ -93,7 +191,16 @@ async def delete_backup(request: web.Request) -> web.Response:
     """Gone at once, for good: after a passphrase change or a "not me", the old copy
     must not open with what someone else may know."""
     blob_id = await _authorized(request, "delete", b"")
-    if not await node_of(request).store.redis.delete(keys.backup_blob(blob_id)):
+    existed = await node_of(request).store.redis.eval(
+        _DELETE,
+        4,
+        keys.backup_blob(blob_id),
+        keys.BACKUP_INDEX,
+        keys.BACKUP_SIZES,
+        keys.BACKUP_BYTES,
+        blob_id,
+    )
+    if not existed:
         raise ApiError(404, "not_found", "no backup under this id")
     return web.Response(status=204)
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -23,15 +24,25 @@ from aiohttp import web
 
 from . import sentinel
 from .app import create_app, stop_serving
-from .backups import BlobIdFilter
+from .backups import (
+    BACKUP_STORE_MAX_BLOBS,
+    BACKUP_STORE_MAX_BYTES,
+    BLOB_TTL_S,
+    NEW_BLOBS_PER_IP_DAY,
+    BackupQuota,
+    BlobIdFilter,
+)
 from .device_ws import AUTH_TIMEOUT_S
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .event_listener import EVENTS_GRACE_S
 from .fatigue import PushPolicy
+from .http_guard import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedSite, Timeouts
+from .limits import Limits, Rate
 from .store import Store
 
 log = logging.getLogger("pushauth.broker")
 DEFAULT_POLICY = PushPolicy()
+DEFAULT_LIMITS = Limits()
 SHUTDOWN_TIMEOUT_S = 5.0  # for the RP API requests in flight when the broker is told to stop
 REDIS_CONNECTIONS = 64  # redis-py's pool; the hot path has its own pipelined connection
 REDIS_POOL_WAIT_S = 10.0
@@ -146,6 +157,91 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long this node may be unsubscribed from the shared event channel (Redis restarting, "
         "a failover) before /healthz answers 503; it catches up from Redis when back (default: %(default)s)",
     )
+    limits = serve.add_argument_group(
+        "limits on clients (DESIGN invariant 13)",
+        "RATE[:BURST] is a token bucket: RATE requests a second, BURST at once (default BURST: 10 x RATE); "
+        "0 turns a limit off. Over a limit: HTTP 429 rate_limited with Retry-After. Per client address, "
+        "and per node for all clients together.",
+    )
+    for flag, attr, what in (
+        ("--device-connects-per-ip", "device_per_ip", "new device WebSockets from one address"),
+        ("--device-connects", "device", "new device WebSockets to this node"),
+        ("--backup-requests-per-ip", "backup_per_ip", "backup reads, writes, deletes from one address"),
+        ("--backup-requests", "backup", "backup reads, writes, deletes on this node"),
+        (
+            "--recovery-requests-per-ip",
+            "recovery_per_ip",
+            "recoveries and recovery-key rotations from one address",
+        ),
+        ("--recovery-requests", "recovery", "recoveries and recovery-key rotations on this node"),
+    ):
+        limits.add_argument(
+            flag,
+            type=_rate,
+            default=getattr(DEFAULT_LIMITS, attr),
+            dest=f"limit_{attr}",
+            metavar="RATE[:BURST]",
+            help=f"{what} (default: %(default)s)",
+        )
+    limits.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDR[/BITS]",
+        help="a load balancer whose X-Forwarded-For names the client (its last entry); repeatable. "
+        "Without it every client behind a balancer shares the balancer's address",
+    )
+    limits.add_argument(
+        "--new-backups-per-ip",
+        type=int,
+        default=NEW_BLOBS_PER_IP_DAY,
+        metavar="N",
+        help="new backup ids one address may store per UTC day, 0: no limit (429 quota_exceeded; "
+        "default: %(default)s)",
+    )
+    limits.add_argument(
+        "--backup-store-max-mib",
+        type=int,
+        default=BACKUP_STORE_MAX_BYTES // 2**20,
+        metavar="MIB",
+        help="total size of all stored backups, 0: no limit (507 backup_store_full; default: %(default)s)",
+    )
+    limits.add_argument(
+        "--backup-store-max-blobs",
+        type=int,
+        default=BACKUP_STORE_MAX_BLOBS,
+        metavar="N",
+        help="number of stored backups, 0: no limit (507 backup_store_full; default: %(default)s)",
+    )
+    limits.add_argument(
+        "--backup-ttl-days",
+        type=int,
+        default=BLOB_TTL_S // 86400,
+        metavar="DAYS",
+        help="a backup not written again for this long is deleted (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--head-timeout",
+        type=float,
+        default=HEAD_TIMEOUT_S,
+        metavar="SECONDS",
+        help="time to send a request's line and headers, from connecting or from its first byte "
+        "(408, connection closed; default: %(default)s)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=BODY_TIMEOUT_S,
+        metavar="SECONDS",
+        help="time to send a request's body (408; default: %(default)s)",
+    )
+    limits.add_argument(
+        "--keepalive-timeout",
+        type=float,
+        default=KEEPALIVE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="an idle keep-alive connection is closed after this (default: %(default)s)",
+    )
     serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
@@ -173,6 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 class CliError(Exception):
     pass
+
+
+def _rate(text: str) -> Rate:
+    try:
+        return Rate.parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RATE or RATE:BURST (e.g. 20:300), not {text!r}") from None
 
 
 @contextlib.asynccontextmanager
@@ -224,6 +327,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_per_window=args.max_pushes_per_minute,
         fraud_mute_s=args.fraud_mute,
     )
+    limits, timeouts, quota = _limits(args)
     async with open_redis(args) as redis:
         app = create_app(
             redis,
@@ -233,13 +337,17 @@ async def serve(args: argparse.Namespace) -> None:
             auth_timeout_s=args.auth_timeout,
             policy=policy,
             events_grace_s=args.events_grace,
+            limits=limits,
+            timeouts=timeouts,
+            backup_quota=quota,
         )
         runner = web.AppRunner(
             app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, args.host, args.port, backlog=1024)
+            site = GuardedSite(runner, args.host, args.port, timeouts=timeouts, backlog=1024)
+            site.handler_args(access_log=log if args.access_log else None)
             await site.start()
             port = runner.addresses[0][1]
             tune_gc()
@@ -260,6 +368,35 @@ async def serve(args: argparse.Namespace) -> None:
         if not await stop_serving(runner, SHUTDOWN_TIMEOUT_S):
             log.warning("stopped with requests still in flight after %.0fs", SHUTDOWN_TIMEOUT_S)
         print(f"pushauth-broker: stopped in {time.monotonic() - began:.2f}s", flush=True)
+
+
+def _limits(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
+    for name in ("head_timeout", "body_timeout", "keepalive_timeout"):
+        if not 0 < getattr(args, name) <= 3600:
+            raise CliError(f"--{name.replace('_', '-')} must be more than 0 and at most 3600 seconds")
+    counts = ("new_backups_per_ip", "backup_store_max_mib", "backup_store_max_blobs")
+    if any(getattr(args, n) < 0 for n in counts) or not 1 <= args.backup_ttl_days <= 3650:
+        raise CliError("backup limits must be 0 or more, and --backup-ttl-days 1 to 3650")
+    try:
+        limits = Limits(
+            **{a: getattr(args, f"limit_{a}") for a in _RATE_FIELDS},
+            trusted_proxies=tuple(str(ipaddress.ip_network(p, strict=False)) for p in args.trusted_proxy),
+        )
+    except ValueError as exc:
+        raise CliError(f"bad --trusted-proxy: {exc}") from None
+    timeouts = Timeouts(
+        head_s=args.head_timeout, body_s=args.body_timeout, keepalive_s=args.keepalive_timeout
+    )
+    quota = BackupQuota(
+        new_per_ip_day=args.new_backups_per_ip,
+        max_bytes=args.backup_store_max_mib * 2**20,
+        max_blobs=args.backup_store_max_blobs,
+        ttl_s=args.backup_ttl_days * 86400,
+    )
+    return limits, timeouts, quota
+
+
+_RATE_FIELDS = ("device_per_ip", "device", "backup_per_ip", "backup", "recovery_per_ip", "recovery")
 
 
 def tune_gc() -> None:

@@ -26,7 +26,11 @@
                                      unconfirmed=1 too; challenge hash field target)
     pa:events                  pub/sub channel shared by every broker node
     pa:blob:{id}               str   an encrypted backup (ciphertext only; id: the base64url
-                                     public key that signs its reads and writes), TTL 400 days
+                                     public key that signs its reads and writes), TTL 180 days
+    pa:blobs                   zset  every backup id, score = its expiry ms (the quota's index)
+    pa:blobsz                  hash  backup id -> its size in bytes
+    pa:blobbytes               str   the sum of those sizes
+    pa:blobq:{addr}:{day}      str   new backup ids made from a client address that UTC day
     pa:seen:{sha256(sig)}      str   a signed device HTTP request already served (replay
                                      guard, TTL: the allowed clock skew, twice)
     credential hash, more fields: recovery_pk (the key that may register a new
@@ -105,6 +109,15 @@ def pending(rp_id: str, user: str) -> str:
 
 def backup_blob(blob_id: str) -> str:
     return f"pa:blob:{blob_id}"
+
+
+BACKUP_INDEX = "pa:blobs"
+BACKUP_SIZES = "pa:blobsz"
+BACKUP_BYTES = "pa:blobbytes"
+
+
+def backup_quota(address: str, day: int) -> str:
+    return f"pa:blobq:{address}:{day}"
 
 
 def seen_signature(sig_hash: str) -> str:

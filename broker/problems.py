@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
 from .jsonio import json_response
@@ -20,10 +21,12 @@ _CODES_BY_STATUS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    431: "header_too_large",
     503: "unavailable",
 }
 
@@ -76,6 +79,11 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return problem(
             503, "unavailable", "the broker's store is unavailable; try again shortly", {"Retry-After": "1"}
         )
+    except (ConnectionError, RequestPayloadError) as exc:
+        # The client went away mid-request (or sent a broken chunked body): its
+        # behaviour, not our error. No traceback; the answer may not even arrive.
+        log.debug("incomplete request %s %s from %s: %s", request.method, request.path, request.remote, exc)
+        return problem(400, "incomplete_request", "the request body ended early or was malformed")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(500, "internal", "internal error; the broker logged it")

@@ -39,6 +39,8 @@ class Api:
     ) -> tuple[int, Any, str]:
         headers = {"Authorization": f"Bearer {key or self.key}"} if (key or self.key) else {}
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is not None:
+            headers["Content-Type"] = "application/json"  # a JSON API: anything else is 415
         async with self.session.request(method, self.base + path, data=data, headers=headers, **kw) as r:
             text = await r.text()
             try:

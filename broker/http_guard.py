@@ -1,0 +1,241 @@
+"""What stands between a socket and the RP API: time limits on a request's head and
+body, and problem documents (never text/plain, never a traceback) for requests so
+broken that aiohttp refuses them before any handler runs (DESIGN invariants 9, 13).
+
+aiohttp's own knobs cover part of it: `keepalive_timeout` closes a connection idle
+between requests (and, since aiohttp starts that timer when the connection opens, one
+that never sends a byte). But it has no limit on the time to send a request head: a
+client that sends one header line a minute held its socket for an hour (the default
+keep-alive is 3,630 s), and 300 of them used up a low file-descriptor limit. So the
+broker serves through `GuardedRequestHandler`, aiohttp's own handler plus:
+
+- a head timer: armed when a connection opens and when the first byte of a later
+  request arrives, stopped when the head is complete; on expiry the client gets a
+  408 problem and the connection is closed;
+- `handle_error` answering aiohttp's refusals (a head line or field over 8 KiB, too
+  many headers, a NUL or other invalid byte in a header, a bad method) with a
+  problem document and a debug log line: client behaviour is not a server error.
+
+The body is read by handlers, through `read_body`, with its own time limit (a
+client sending one byte a second must not hold a handler either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+
+from .problems import ApiError, problem
+
+log = logging.getLogger(__name__)
+
+# A request head (request line and headers, at most ~8 KiB by aiohttp's limits) must
+# arrive within this time of the connection opening or of its first byte. Real
+# clients send it in one packet; 10 s allows for a very slow mobile link.
+HEAD_TIMEOUT_S = 10.0
+# A request body (at most 16 KiB of JSON, or a 256 KiB backup) must arrive within
+# this time of the handler asking for it: 256 KiB at 20 KB/s takes 13 s.
+BODY_TIMEOUT_S = 30.0
+# An idle keep-alive connection is closed after this. Longer than the idle timeouts
+# of the RP SDK's pool (15 s) and of common load balancers (60 s), so that it is the
+# client that closes an idle connection, not the broker racing its next request.
+KEEPALIVE_TIMEOUT_S = 75.0
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    head_s: float = HEAD_TIMEOUT_S
+    body_s: float = BODY_TIMEOUT_S
+    keepalive_s: float = KEEPALIVE_TIMEOUT_S
+
+
+TIMEOUTS = web.AppKey("http_timeouts", Timeouts)
+
+
+class GuardedRequestHandler(RequestHandler):
+    """aiohttp's connection handler with a head timer and problem documents for parse
+    errors (see the module docstring). It relies on one internal of aiohttp's: the
+    handler waits for the next request head on `_waiter`, the very signal aiohttp's
+    own keep-alive check uses (and, to see a complete head, its queue of parsed
+    messages); tests/test_broker_http_guard.py pins the behaviour."""
+
+    __slots__ = ("_head_timeout", "_head_timer")
+
+    def __init__(self, manager: Any, *, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()  # a connection that never completes a head is closed too
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._messages:
+            self._disarm()  # a complete head was parsed
+        elif data and not self._request_in_progress and not self._upgraded:
+            self._arm()  # the first bytes of a request head (no-op if armed already)
+
+    def _waiting_for_head(self) -> bool:
+        waiter = self._waiter
+        return waiter is not None and not waiter.done()
+
+    def _arm(self) -> None:
+        if self._head_timeout > 0 and self._head_timer is None:
+            self._head_timer = self._loop.call_later(self._head_timeout, self._head_timed_out)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self._waiting_for_head():
+            return
+        peer = transport.get_extra_info("peername")
+        log.debug("closing a connection from %s: no complete request head in %gs", peer, self._head_timeout)
+        body = orjson.dumps(
+            {
+                "type": "about:blank",
+                "title": "Request Timeout",
+                "status": 408,
+                "detail": f"the request head did not arrive within {self._head_timeout:g} s",
+                "code": "request_timeout",
+            }
+        )
+        transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.force_close()
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's refusals before any handler ran (and errors outside our middleware)
+        as problem documents. Client mistakes are logged at debug level, without a
+        traceback; anything else is a bug of ours and keeps its traceback."""
+        if isinstance(exc, HttpProcessingError) or (exc is None and 400 <= status < 500):
+            status, code, detail = _refusal(status, exc, message)
+            log.debug("refused a request from %s: %s %s", request.remote, status, exc or message)
+        elif isinstance(exc, ConnectionError | RequestPayloadError):
+            status, code, detail = 400, "incomplete_request", "the connection ended before the request did"
+            log.debug("client %s went away: %s", request.remote, exc)
+        elif status == 504:
+            code, detail = "timeout", "the request took too long"
+            log.warning("request handler timed out: %s %s", request.method, request.path)
+        else:
+            log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+            code, detail = "internal", "internal error; the broker logged it"
+        if request.writer.output_size > 0:  # a response began already: nothing to add
+            raise ConnectionError("response already started")
+        resp = problem(status, code, detail)
+        resp.force_close()
+        return resp
+
+
+def _refusal(status: int, exc: BaseException | None, message: str | None) -> tuple[int, str, str]:
+    text = str(getattr(exc, "message", "") or message or "bad request")
+    if isinstance(exc, LineTooLong) or "too long" in text.lower() or "too large" in text.lower():
+        return 431, "header_too_large", "the request line or a header is too long (at most 8190 bytes each)"
+    if isinstance(exc, BadHttpMessage) and "headers" in text.lower() and "many" in text.lower():
+        return 431, "header_too_large", "too many headers"
+    if status == 400 or isinstance(exc, BadHttpMessage):
+        return 400, "bad_request", f"malformed HTTP request: {text[:120]}"
+    return status, "http_error", text[:120]
+
+
+class GuardedSite(web.TCPSite):
+    """web.TCPSite serving through GuardedRequestHandler."""
+
+    def __init__(
+        self, runner: web.AppRunner, host: str, port: int, *, timeouts: Timeouts, **kwargs: Any
+    ) -> None:
+        super().__init__(runner, host, port, **kwargs)
+        self._timeouts = timeouts
+        self._handler_kwargs: dict[str, Any] = {}
+
+    def handler_args(self, **kwargs: Any) -> GuardedSite:
+        """RequestHandler options (access_log, logger...), as AppRunner would pass them."""
+        self._handler_kwargs = kwargs
+        return self
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with its runner
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+
+        def make() -> GuardedRequestHandler:
+            return GuardedRequestHandler(
+                server,
+                loop=loop,
+                head_timeout=self._timeouts.head_s,
+                keepalive_timeout=self._timeouts.keepalive_s,
+                **self._handler_kwargs,
+            )
+
+        self._server = await loop.create_server(
+            make,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+        )
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, at most `limit` bytes (else 413), within the body timeout (else
+    408, and the connection is not kept). A client that goes away midway raises
+    ConnectionError, which problems.problem_middleware logs at debug level."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes")
+    timeouts = request.app.get(TIMEOUTS) or Timeouts()
+    body = b""
+    try:
+        async with asyncio.timeout(timeouts.body_s):
+            while len(body) <= limit and not request.content.at_eof():
+                chunk = await request.content.read(limit + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
+    except TimeoutError:
+        raise ApiError(
+            408,
+            "request_timeout",
+            f"the request body did not arrive within {timeouts.body_s:g} s",
+            {"Connection": "close"},
+        ) from None
+    if len(body) > limit:
+        raise ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes")
+    return body
+
+
+def require_json(request: web.Request, body: bytes) -> None:
+    """A JSON endpoint takes application/json (or a +json type): anything else is 415,
+    so a form post or a text/plain "simple request" from a browser page is refused."""
+    if not body:
+        return
+    ctype = request.content_type  # aiohttp: application/octet-stream when absent
+    if ctype != "application/json" and not (ctype.startswith("application/") and ctype.endswith("+json")):
+        raise ApiError(415, "unsupported_media_type", "send the body as Content-Type: application/json")
