@@ -20,7 +20,7 @@ from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, Recov
 from protocol.uri import EnrollmentURI
 
 from .connection import Connection
-from .errors import AgentError, Refused, Unreachable, UsageError
+from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import Account, AccountStore, Registration, StoreError
 
@@ -61,9 +61,27 @@ def apply_welcome(store: AccountStore, welcome: Welcome) -> list[str]:
 
 def parse_uri(text: str) -> uri.EnrollmentURI:
     try:
-        return uri.parse(text)
+        parsed = uri.parse(text)
     except ProtocolError as exc:
         raise UsageError(exc.message) from None
+    insecure = uri.insecure_transport(parsed.broker)
+    if insecure is not None:  # refused before the passphrase, the token, anything
+        raise InsecureBroker(insecure)
+    return parsed
+
+
+def misdirected(ch: Challenge, account: Account | None) -> str | None:
+    """Why a challenge must be neither shown nor answered, or None: its credential is
+    not one of this device's, or it names another RP than the one the account was
+    enrolled at (docs/protocol.md, section 18.2; the broker's word, not the RP's)."""
+    if account is None:
+        return f"Sign-in request {ch.ch} for an unknown credential was ignored"
+    if ch.rp != account.rp:
+        return (
+            f"Sign-in request {ch.ch} was ignored: the broker sent it for "
+            f'"{account.name}" ({account.rp_name}) but it names another service ({ch.rp})'
+        )
+    return None
 
 
 async def register(parsed: uri.EnrollmentURI, device_name: str) -> tuple[Enrolled, bytes, bytes | None]:
@@ -74,23 +92,45 @@ async def register(parsed: uri.EnrollmentURI, device_name: str) -> tuple[Enrolle
     bound for the RP by the link's secret)."""
     seed = signing.new_seed()
     recovery_seed = signing.new_seed() if parsed.recoverable else None
-    async with await Connection.open(parsed.broker) as conn:
-        enrolled = await conn.enroll(
-            token=parsed.token,
-            seed=seed,
-            name=device_name,
-            rp=parsed.rp,
-            binding_secret=parsed.binding_secret,
-            recovery_pk=None if recovery_seed is None else signing.public_key(recovery_seed),
+
+    async def attempt(conn: Connection) -> Enrolled:
+        async with conn:
+            return await conn.enroll(
+                token=parsed.token,
+                seed=seed,
+                name=device_name,
+                rp=parsed.rp,
+                binding_secret=parsed.binding_secret,
+                recovery_pk=None if recovery_seed is None else signing.public_key(recovery_seed),
+            )
+
+    conn = await Connection.open(parsed.broker)  # unreachable: nothing sent, nothing to retry
+    try:
+        enrolled = await attempt(conn)
+    except Unreachable as exc:
+        if isinstance(exc, BrokerClosed) and exc.final:
+            raise  # a 44xx close: the same frame would be refused again (section 15)
+        # The reply was lost (the connection broke, or timed out): the broker may hold
+        # the credential already. The same token with the same key, name and recovery
+        # key on a new connection gets the same credential (docs/protocol.md, section 8).
+        enrolled = await attempt(await Connection.open(parsed.broker))
+    if enrolled.rp != parsed.rp:
+        # The link the user scanned names the RP; the broker registered the key for
+        # another one: that credential must not live (section 5, `enrolled`).
+        undone = await _take_back(parsed.broker, enrolled.cid, seed, parsed.rp_name)
+        raise Refused(
+            f"the broker enrolled this device at service {enrolled.rp!r}, but the enrollment link is for "
+            f"{parsed.rp!r} ({parsed.rp_name}): nothing was stored; {undone}",
+            code="wrong_rp",
         )
     return enrolled, seed, recovery_seed
 
 
-def _saving_failed(exc: Exception, enrolled: Enrolled, name: str) -> AgentError:
+def _saving_failed(exc: Exception, parsed: EnrollmentURI, name: str) -> AgentError:
     # The broker holds the credential now, but its key is lost with this process.
     return AgentError(
         f"the broker enrolled this device but saving the account failed ({exc}); "
-        f"remove device {name!r} on {enrolled.rp_name}'s security page and enroll again"
+        f"remove device {name!r} on {parsed.rp_name}'s security page and enroll again"
     )
 
 
@@ -102,22 +142,22 @@ async def enroll(store: AccountStore, text: str, device_name: str | None = None)
     store.load()
     enrolled, seed, recovery_seed = await register(parsed, name)
     try:
-        return store.add(
-            enrolled.account or parsed.account,
-            _registration(parsed, enrolled, name, seed, recovery_seed),
-        )
+        return store.add(parsed.account, _registration(parsed, enrolled, name, seed, recovery_seed))
     except (StoreError, OSError) as exc:
-        raise _saving_failed(exc, enrolled, name) from None
+        raise _saving_failed(exc, parsed, name) from None
 
 
 def _registration(
     parsed: EnrollmentURI, enrolled: Enrolled, device_name: str, seed: bytes, recovery_seed: bytes | None
 ) -> Registration:
+    # The RP's name and the account label come from the link the user scanned on the
+    # RP's own page, never from the broker (docs/protocol.md, section 18.3); `register`
+    # checked that the broker enrolled at the link's RP.
     return Registration(
-        rp=enrolled.rp,
-        rp_name=enrolled.rp_name,
+        rp=parsed.rp,
+        rp_name=parsed.rp_name,
         user=enrolled.user,
-        label=enrolled.account,
+        label=parsed.account,
         broker=parsed.broker,
         cid=enrolled.cid,
         device_name=device_name,
@@ -152,7 +192,7 @@ async def reactivate(store: AccountStore, account_name: str, text: str, device_n
     try:
         return store.reactivate(account.name, _registration(parsed, enrolled, name, seed, recovery_seed))
     except (StoreError, OSError) as exc:
-        raise _saving_failed(exc, enrolled, name) from None
+        raise _saving_failed(exc, parsed, name) from None
 
 
 async def _take_back(broker: str, cid: str, seed: bytes, rp_name: str) -> str:
@@ -236,14 +276,22 @@ async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
                 return
             stack.push_async_callback(conn.close)
             report.notices.extend(apply_welcome(store, welcome))
+            if (skew := conn.clock_warning()) is not None:
+                report.notices.append(skew)
             by_cid = {a.cid: a for a in accounts}
             now = conn.broker_now_ms()
-            for ch in _dedupe(challenges):
+            shown = []
+            for ch in challenges:
+                if (why := misdirected(ch, by_cid.get(ch.cid))) is not None:
+                    report.notices.append(f"{why}.")
+                else:
+                    shown.append(ch)
+            for ch in _dedupe(shown):
                 reason = conn.cancelled(ch.ch)
                 if reason is not None:  # ended while we connected: never offered
                     report.notices.append(f"Request {ch.ch} {cancel_message(reason)}.")
                     continue
-                report.requests.append(PendingRequest(ch, by_cid.get(ch.cid), now, conn))
+                report.requests.append(PendingRequest(ch, by_cid[ch.cid], now, conn))
             report.recoveries.extend(PendingNotice(n, by_cid.get(n.cid), conn) for n in conn.notices)
 
         await asyncio.gather(*(one(b, accs) for b, accs in brokers.items()))

@@ -19,8 +19,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from protocol import b64, signing
+from protocol.uri import insecure_transport
 
-from .errors import Refused, Unreachable, UsageError
+from .errors import InsecureBroker, Refused, Unreachable, UsageError
 
 TIMEOUT_S = 15.0
 DEFAULT_BACKUP_NAME = "default"
@@ -32,6 +33,8 @@ def http_base(broker: str) -> str:
     scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
     if scheme is None or not parts.netloc:
         raise UsageError(f"not a broker URL: {broker!r} (ws://, wss://, http:// or https://)")
+    if (insecure := insecure_transport(broker)) is not None:  # backups and recovery keys too
+        raise InsecureBroker(insecure)
     return urlunsplit((scheme, parts.netloc, "", "", ""))
 
 

@@ -127,8 +127,10 @@ def build_parser() -> Parser:
         "listen",
         "Stay connected and answer sign-in requests as they come.",
         "Connects to every broker this device has accounts on (one connection each). When\n"
-        "a broker is down or a connection drops it keeps retrying, at most about 10 s\n"
-        "apart, and gets the requests it missed on reconnect.\n\n"
+        "a broker is down or a connection drops it keeps retrying, at most about 60 s\n"
+        "apart, and gets the requests it missed on reconnect. A broker that refuses the\n"
+        "protocol (a close code 44xx other than 4429 or 4408) is not retried: listen says\n"
+        "why and keeps the other brokers.\n\n"
         "Each request shows the service, account, application, IP address, location,\n"
         "browser, time and seconds left; type the number shown on the sign-in screen to\n"
         "approve, n to deny, or r to report that the sign-in was not you. Requests are\n"

@@ -37,8 +37,9 @@ from protocol.frames import (
     Welcome,
 )
 from protocol.session import ClientSession, sign_answer, sign_recovery_answer
+from protocol.uri import insecure_transport
 
-from .errors import AgentError, Refused, Unreachable
+from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable
 from .messages import close_message, error_message
 
 OPEN_TIMEOUT_S = 10.0
@@ -47,6 +48,9 @@ REPLY_TIMEOUT_S = 15.0
 # within a minute, so `listen` reconnects instead of waiting forever.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
+# The clock skew an RP accepts on an answer's `ts` (docs/protocol.md, section 2.2:
+# MAX_CLOCK_SKEW_MS, relying_party.verify); a device clock further off is warned about.
+MAX_CLOCK_SKEW_MS = 120_000
 
 F = TypeVar("F", bound=Frame)
 
@@ -71,6 +75,9 @@ class Connection:
     @classmethod
     async def open(cls, url: str) -> Self:
         """Connect and read the broker's hello."""
+        insecure = insecure_transport(url)
+        if insecure is not None:  # before any byte goes out (docs/protocol.md, section 2.1)
+            raise InsecureBroker(insecure)
         try:
             ws = await connect(
                 url,
@@ -115,6 +122,18 @@ class Connection:
     async def close(self) -> None:
         await self._ws.close()
 
+    def clock_warning(self) -> str | None:
+        """A warning when this device's clock is off the broker's by more than the
+        skew an RP accepts (docs/protocol.md, section 13); answers still carry the
+        broker's time, but the device clock is wrong for everything else."""
+        if abs(self._clock_offset_ms) <= MAX_CLOCK_SKEW_MS:
+            return None
+        ahead = "behind" if self._clock_offset_ms > 0 else "ahead of"
+        return (
+            f"this device's clock is {abs(self._clock_offset_ms) // 1000} s {ahead} the broker's at "
+            f"{self.url} (more than {MAX_CLOCK_SKEW_MS // 1000} s): set the clock right"
+        )
+
     def broker_now_ms(self) -> int:
         """Now, on the broker's clock (for expiry countdowns and answer timestamps)."""
         return now_ms() + self._clock_offset_ms
@@ -130,7 +149,7 @@ class Connection:
             try:
                 data = await self._ws.recv()
             except wse.ConnectionClosed as exc:
-                raise Unreachable(f"{self.url}: {_closed(exc)}") from None
+                raise _closed_error(self.url, exc) from None
             try:
                 if isinstance(data, str):
                     raise ProtocolError(ErrorCode.MALFORMED, "frames are binary WebSocket messages")
@@ -153,7 +172,7 @@ class Connection:
         try:
             await self._ws.send(data)
         except wse.ConnectionClosed as exc:
-            raise Unreachable(f"{self.url}: {_closed(exc)}") from None
+            raise _closed_error(self.url, exc) from None
 
     async def _wait_for(self, match: Callable[[Frame], bool]) -> Frame:
         """The first frame that `match`es; others are kept for `recv()` in order."""
@@ -265,6 +284,16 @@ class Connection:
     async def revoke(self, cid: str) -> Revoked:
         rid = self.rid()
         return await self._request(Revoke(rid=rid, cid=cid), Revoked, lambda f: f.rid == rid, str(rid))
+
+
+def _closed_error(url: str, exc: wse.ConnectionClosed) -> Unreachable:
+    """Unreachable, or BrokerClosed when the broker closed first with a code (which
+    decides whether `listen` may reconnect)."""
+    message = f"{url}: {_closed(exc)}"
+    broker_first = exc.rcvd is not None and (exc.sent is None or bool(exc.rcvd_then_sent))
+    if broker_first and exc.rcvd is not None:
+        return BrokerClosed(message, close_code=exc.rcvd.code, code=exc.rcvd.reason or None)
+    return Unreachable(message)
 
 
 def _closed(exc: wse.ConnectionClosed) -> str:

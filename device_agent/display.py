@@ -52,10 +52,25 @@ def context_lines(ctx: dict[str, str]) -> list[tuple[str, str]]:
     return known + other
 
 
+def service_name(ch: Challenge, account: Account | None) -> str:
+    """The RP's name to show with a request: the one stored at enrollment (from the link
+    the user scanned on the RP's page), not the broker's word in the challenge
+    (docs/protocol.md, section 18.3)."""
+    return account.rp_name if account is not None else ch.rp_name
+
+
+def broker_calls_it(ch: Challenge, account: Account | None) -> str | None:
+    """The challenge's rp_name when it differs from the stored one (said, not shown as
+    the service's name), else None."""
+    return ch.rp_name if account is not None and ch.rp_name != account.rp_name else None
+
+
 def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> str:
     """A multi-line description of a sign-in request, as the user must see it."""
+    other = broker_calls_it(ch, account)
+    note = "" if other is None else f"  (the broker calls it '{shown(other)}': not the name enrolled)"
     rows = [
-        ("service", shown(ch.rp_name)),
+        ("service", shown(service_name(ch, account)) + note),
         ("account", shown(account.name if account else ch.account)),
         *context_lines(ch.ctx),
         ("time", local_time(ch.created)),
@@ -71,7 +86,8 @@ def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
         "type": "sign_in",
         "id": ch.ch,
         "rp": ch.rp,
-        "rp_name": ch.rp_name,
+        "rp_name": service_name(ch, account),
+        "broker_rp_name": broker_calls_it(ch, account),  # set only when it differs
         "account": account.name if account else ch.account,
         "credential_id": ch.cid,
         "context": ch.ctx,

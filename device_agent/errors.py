@@ -36,3 +36,27 @@ class Unreachable(AgentError):
     """No connection to the broker, or it broke before the answer came."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class InsecureBroker(UsageError):
+    """A broker URL without TLS to a host other than this computer (docs/protocol.md,
+    section 2.1): refused before connecting, whatever the command."""
+
+
+# After the broker closes with one of these, a device MAY reconnect (with backoff);
+# after any other 4xxx close it MUST NOT resend the same thing by itself
+# (docs/protocol.md, section 15): 4429 rate_limited, 4408 auth_timeout.
+RETRYABLE_PROTOCOL_CLOSES = frozenset({4429, 4408})
+
+
+class BrokerClosed(Unreachable):
+    """The broker closed the connection with close code `close_code`."""
+
+    def __init__(self, message: str, *, close_code: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.close_code = close_code
+
+    @property
+    def final(self) -> bool:
+        """A protocol close (4000..4999) that forbids an automatic reconnect."""
+        return 4000 <= self.close_code <= 4999 and self.close_code not in RETRYABLE_PROTOCOL_CLOSES

@@ -38,10 +38,10 @@ from protocol.frames import (
 )
 
 from . import backup_actions, recovery_keys
-from .actions import apply_welcome
+from .actions import apply_welcome, misdirected
 from .connection import Connection
-from .display import notice_question, request_text, shown_lines
-from .errors import AgentError
+from .display import notice_question, request_text, service_name, shown_lines
+from .errors import AgentError, BrokerClosed, InsecureBroker
 from .messages import (
     REVOKE_MESSAGES,
     cancel_message,
@@ -53,8 +53,12 @@ from .messages import (
 from .stdin_lines import StdinLines
 from .store import Account, AccountStore, StoreError
 
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 10.0
+# docs/protocol.md, section 15: the n-th wait is drawn from [0, min(60 s, 1 s x 2^n)].
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+# The attempt number whose ceiling is the cap: where the backoff starts after a
+# 4429 or 4408 close ("starting at its largest step").
+BACKOFF_TOP_ATTEMPT = 6
 # A connection that stayed up this long was healthy: the next drop starts the
 # backoff from the beginning. Shorter ones (a broker that accepts then crashes)
 # keep growing it, so thousands of devices do not hammer a failing broker.
@@ -91,6 +95,9 @@ class BrokerLink:
         self.url = url
         self.accounts = {a.cid: a for a in accounts}
         self.conn: Connection | None = None
+        # Why it stopped for good (a 44xx close, an unencrypted URL): it is not
+        # restarted until its accounts change (docs/protocol.md, section 15).
+        self.halted: str | None = None
         self.task = asyncio.create_task(self._run(), name=f"link {url}")
 
     @property
@@ -121,6 +128,8 @@ class BrokerLink:
                         return
                     self.conn, up_since = conn, time.monotonic()
                     say(f"Connected to {self.url} ({len(welcome.accepted)} account(s)).")
+                    if (skew := conn.clock_warning()) is not None:
+                        say(f"Warning: {skew}.")
                     self.listener.reconcile(self, challenges)
                     self.listener.reconcile_questions(self, conn.notices)
                     while self.accounts:
@@ -132,6 +141,13 @@ class BrokerLink:
                     await conn.close()
             except (AgentError, StoreError) as exc:
                 say(f"{exc}")
+                if (why := _halts(exc)) is not None:
+                    self.halted = why
+                    say(f"Not reconnecting to {self.url}: {why}.")
+                    self.listener._forget_link(self)  # its requests cannot be answered here
+                    return
+                if isinstance(exc, BrokerClosed) and exc.close_code in (4429, 4408):
+                    attempt = max(attempt, BACKOFF_TOP_ATTEMPT)
             except Exception as exc:  # noqa: BLE001
                 # A bug must not silently end the link to this broker (the others
                 # live on); report it, and retry as after any failure.
@@ -142,6 +158,22 @@ class BrokerLink:
             attempt += 1
             say(f"Reconnecting to {self.url} in {delay:.1f} s.")
             await asyncio.sleep(delay)
+
+
+def _halts(exc: AgentError | StoreError) -> str | None:
+    """Why a failure ends a broker link instead of a reconnect, or None: after a 44xx
+    close other than 4429/4408 a device must not resend the same frames by itself
+    (docs/protocol.md, section 15); an unencrypted URL stays unencrypted."""
+    if isinstance(exc, InsecureBroker):
+        return "its URL is not encrypted (wss://); re-enroll the accounts there with a wss:// link"
+    if exc.code == "unsupported_version" or (isinstance(exc, BrokerClosed) and exc.close_code == 4406):
+        return "it speaks another protocol version: the broker or this agent must be upgraded"
+    if isinstance(exc, BrokerClosed) and exc.final:
+        return (
+            f"it closed the connection with code {exc.close_code}; fix the cause, then restart listen "
+            "(the other brokers stay connected)"
+        )
+    return None
 
 
 class Listener:
@@ -171,6 +203,9 @@ class Listener:
         self._store_version = self.store.version()
         wanted = self.store.by_broker()
         for url, link in list(self.links.items()):
+            halted_as_is = link.halted is not None and link.cids == {a.cid for a in wanted.get(url, [])}
+            if halted_as_is:
+                continue  # stopped for good: only a change of its accounts restarts it
             if link.task.done() or url not in wanted or link.cids != {a.cid for a in wanted[url]}:
                 await link.stop()
                 del self.links[url]
@@ -226,6 +261,9 @@ class Listener:
         # One request reaches each credential of the user: show it once.
         if challenge.ch in self.requests or challenge.ch in self.in_flight:
             return
+        if (why := misdirected(challenge, link.accounts.get(challenge.cid))) is not None:
+            self.say(f"{why}.")  # never shown nor answered (docs/protocol.md, section 18.2)
+            return
         self.requests[challenge.ch] = Request(challenge, link)
         if not self.interactive:
             # Output-only: show it at once; another command answers it.
@@ -234,7 +272,8 @@ class Listener:
                 f"Answer with: pushauth-agent approve {challenge.ch} --number N  (or: deny {challenge.ch})"
             )
         elif self.asking is not None:
-            self.say(f"Another sign-in request ({challenge.rp_name}) is waiting; it comes next.")
+            service = service_name(challenge, link.accounts.get(challenge.cid))
+            self.say(f"Another sign-in request ({service}) is waiting; it comes next.")
         if ask:
             self._ask_next()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from dataclasses import dataclass, replace
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -76,6 +77,38 @@ class EnrollmentURI:
 
     def with_binding_secret(self, secret: bytes) -> EnrollmentURI:
         return replace(self, binding_secret=secret)
+
+
+# Schemes that carry the broker's traffic in clear (the HTTP API shares the
+# WebSocket's host and port, so http:// is as exposed as ws://).
+PLAINTEXT_SCHEMES = ("ws", "http")
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or the name `localhost` (docs/protocol.md, section 2.1)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # any other name: it may resolve anywhere
+
+
+def insecure_transport(broker: str) -> str | None:
+    """Why a device must not talk to `broker` (a ws:// or http:// URL whose host is not
+    loopback: section 2.1 requires TLS elsewhere), or None. A device checks this
+    before it connects or sends anything; `parse` accepts such links (an RP or a test
+    on loopback builds them), the device refuses them."""
+    parts = urlsplit(broker)
+    if parts.scheme.lower() not in PLAINTEXT_SCHEMES:
+        return None
+    if parts.hostname is not None and is_loopback(parts.hostname):
+        return None
+    secure = "wss" if parts.scheme.lower() == "ws" else "https"
+    return (
+        f"the broker URL {broker} is not encrypted: {secure}:// is required for any host but this "
+        f"computer (127.0.0.1, ::1, localhost); nothing was sent"
+    )
 
 
 def _bad(why: str) -> ProtocolError:

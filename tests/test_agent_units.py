@@ -8,7 +8,7 @@ import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 
 from device_agent.display import context_lines, seconds_left
-from device_agent.listen import BACKOFF_BASE_S, BACKOFF_CAP_S, backoff_delay
+from device_agent.listen import BACKOFF_BASE_S, BACKOFF_CAP_S, BACKOFF_TOP_ATTEMPT, backoff_delay
 from device_agent.messages import (
     CANCEL_MESSAGES,
     ERROR_MESSAGES,
@@ -34,6 +34,21 @@ def test_backoff_is_full_jitter_under_a_growing_capped_ceiling(attempt: int) -> 
 
 def test_backoff_never_exceeds_the_cap_however_long_the_outage() -> None:
     assert max(backoff_delay(1000, random.Random(1)) for _ in range(100)) <= BACKOFF_CAP_S
+
+
+def test_backoff_is_the_specs_one_second_to_sixty() -> None:
+    """docs/protocol.md, section 15: the n-th wait from [0, min(60 s, 1 s x 2^n)]; after
+    a 4429 or 4408 close `listen` starts at the largest step."""
+    assert (BACKOFF_BASE_S, BACKOFF_CAP_S) == (1.0, 60.0)
+    rng = random.Random(7)
+    assert max(backoff_delay(0, rng) for _ in range(500)) <= 1.0
+    assert max(backoff_delay(5, rng) for _ in range(500)) <= 32.0
+    assert max(backoff_delay(BACKOFF_TOP_ATTEMPT, rng) for _ in range(500)) > 32.0
+    assert (
+        BACKOFF_BASE_S * 2**BACKOFF_TOP_ATTEMPT
+        >= BACKOFF_CAP_S
+        > BACKOFF_BASE_S * 2 ** (BACKOFF_TOP_ATTEMPT - 1)
+    )
 
 
 def test_every_error_code_has_words() -> None:
