@@ -102,6 +102,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const push = document.getElementById("push");
   if (push) followPush(push);
   const setup = document.getElementById("setup");
-  if (setup) followSetup(setup);
+  // Only a setup still waiting for its device is followed (an ended one has no stream).
+  if (setup && setup.dataset.events) followSetup(setup);
   copyButtons();
 });

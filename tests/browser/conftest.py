@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from support import AGENT, BrokerProcess, ManagedProcess, console_script, free_port, run_cli, wait_until
+from support.hostile_broker import HostileBroker
 from support.waiting import http_status
 
 RP_CLI = console_script("pushauth-rp")
@@ -155,6 +156,21 @@ class Stack:
 
 @pytest.fixture
 def stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, request: pytest.FixtureRequest) -> Stack:
+    return start_stack(broker, rp, tmp_path)
+
+
+@pytest.fixture
+def hostile_stack(
+    broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
+) -> Iterator[tuple[Stack, HostileBroker]]:
+    """The demo RP talking to a compromised broker: the real one behind a proxy that can
+    rewrite what the RP reads (tests/support/hostile_broker.py)."""
+    with HostileBroker(broker.http_url) as hostile:
+        yield start_stack(broker, rp, tmp_path, broker_url=hostile.http_url), hostile
+        hostile.check()
+
+
+def start_stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, *, broker_url: str = "") -> Stack:
     db = tmp_path / "rp.db"
     user = "alice"
     added = run_cli([RP_CLI, "user", "add", user, "--password-stdin", "--db", db], input=PASSWORD + "\n")
@@ -170,7 +186,7 @@ def stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, request: py
             "--db",
             db,
             "--broker",
-            broker.http_url,
+            broker_url or broker.http_url,
             "--name",
             "Browser Test Portal",
             "--ttl",

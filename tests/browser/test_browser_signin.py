@@ -6,10 +6,14 @@ Each test saves a screenshot of every page it visits in artifacts/screenshots/.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+
+from protocol import signing
+from relying_party import wire
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -207,3 +211,30 @@ def test_bad_input_messages_and_keyboard_only(stack: Any, page: Page) -> None:
 
     page.goto(stack.url + "/account")
     page.wait_for_url("**/signin")
+
+
+def test_a_setup_whose_key_the_broker_swapped_is_refused_live(hostile_stack: Any, page: Page) -> None:
+    """A compromised broker reports another key than the phone registered: the setup page,
+    waiting live, says the setup could not be verified and offers a new start; nothing
+    is added (protocol v2 enrollment binding)."""
+    stack, hostile = hostile_stack
+    planted = wire.b64encode(signing.public_key(signing.new_seed()))
+    hostile.edit_enrolled_credential(lambda cred: {**cred, "public_key": planted})
+    stack.sign_in_password(page)
+    page.wait_for_url("**/security")
+    page.get_by_role("link", name="Add sign-in method").click()
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+    setup_url = page.url
+    stack.agent.ok(
+        "enroll", "--name", "Test phone", page.get_by_role("textbox", name="Setup link").input_value()
+    )
+    expect(page.locator("#setup-refused")).to_contain_text("This setup could not be verified")
+    assert page.url == setup_url
+    expect(page.get_by_role("link", name="Start again")).to_be_visible()
+    expect(page.locator(".qr-frame")).to_have_count(0)
+    stack.shot(page, "refused-01-setup-not-verified")
+    # An ended setup has no event stream to follow (so the page does not reload again).
+    assert page.locator("#setup").get_attribute("data-events") is None
+    page.goto(stack.url + "/security")
+    assert "Test phone" not in page.locator("#devices").inner_text()
