@@ -204,7 +204,25 @@ SCHEMAS: dict[str, Any] = {
     "CredentialList": _obj(
         {"credentials": {"type": "array", "items": {"$ref": "#/components/schemas/Credential"}}}
     ),
-    "Health": _obj({"status": {"const": "ok"}, "node": {"type": "string"}, "redis": {"const": "ok"}}),
+    "Health": _obj(
+        {
+            "status": {"const": "ok"},
+            "node": {"type": "string"},
+            "redis": {"const": "ok"},
+            # the node's event listener (broker/event_listener.py); 503 events_unavailable
+            # when unsubscribed for longer than serve --events-grace
+            "events": _obj(
+                {
+                    "subscribed": {"type": "boolean"},
+                    "down_for_s": {"type": "number"},
+                    "malformed_skipped": {"type": "integer"},
+                    "resubscriptions": {"type": "integer"},
+                    "catch_ups": {"type": "integer"},
+                    "long_polls": {"type": "integer"},
+                }
+            ),
+        }
+    ),
 }
 
 
@@ -246,7 +264,7 @@ def _body(name: str) -> dict[str, Any]:
 PATHS: dict[str, Any] = {
     "/healthz": {
         "get": {
-            "summary": "Liveness and Redis reachability",
+            "summary": "Liveness, Redis reachability and the event channel",
             "security": [],
             "responses": {"200": _json("Health", "healthy"), **_problems(503)},
         }
