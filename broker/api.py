@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import b64, numbers, text
-from protocol.challenge import DEFAULT_TTL_S, MAX_TTL_S, MIN_TTL_S, Status
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S, Status
 from protocol.errors import ProtocolError
 from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
@@ -26,6 +26,7 @@ from .http_guard import read_body, require_json
 from .hub import Hub
 from .jsonio import json_response
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
+from .policy import PolicyError
 from .problems import ApiError
 from .signed_requests import b64_field
 from .store import Store, UnknownTarget, new_id, now_ms
@@ -235,6 +236,14 @@ async def get_rp(request: web.Request) -> web.Response:
     return json_response({"id": rp.id, "name": rp.name})
 
 
+async def get_rp_policy(request: web.Request) -> web.Response:
+    """GET /v1/rp/policy: the calling RP's push policy, read-only (the operator sets it
+    with `pushauth-broker rp set`; broker/policy.py)."""
+    rp = await authenticate(request)
+    policy = await _store(request).policies.get(rp.id)
+    return json_response(policy.to_json())
+
+
 def device_url(request: web.Request) -> str:
     public = node_of(request).public_url
     if public:
@@ -300,8 +309,15 @@ async def create_challenge(request: web.Request) -> web.Response:
         b64_field(body, "rp_nonce", 32) if body.get("rp_nonce") is not None else secrets.token_bytes(32)
     )
     ctx = context_field(body)
-    ttl = int_field(body, "ttl", DEFAULT_TTL_S, MIN_TTL_S, MAX_TTL_S)
-    digits = int_field(body, "digits", numbers.DEFAULT_DIGITS, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
+    # Digits and TTL are the RP's policy (its defaults, its minimum digits, its
+    # longest lifetime: the NIST SP 800-63B-4 profile's 6 digits and 10 minutes).
+    policy = await _store(request).policies.get(rp.id)
+    ttl = int_field(body, "ttl", policy.ttl, MIN_TTL_S, MAX_TTL_S)
+    digits = int_field(body, "digits", policy.digits, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
+    try:
+        policy.check_challenge(digits=digits, ttl=ttl)
+    except PolicyError as err:
+        raise ApiError(400, "invalid_request", err.message) from None
     now = now_ms()
     record = ChallengeRecord(
         id=new_id("ch"),
@@ -427,15 +443,22 @@ async def get_push_block(request: web.Request) -> web.Response:
     rp = await authenticate(request)
     user = user_id(request.match_info["user"])
     store = _store(request)
-    since, muted_until = await store.push_guard(rp.id, user)
-    policy = store.policy
+    since, muted_until, failures = await store.push_guard(rp.id, user)
+    policy = await store.policies.get(rp.id)
+    limit = policy.failure_limit
     return json_response(
         {
             "user": user,
             "muted_until": muted_until,
             "pushes_since_sign_in": since,
-            "blocked": muted_until is not None or since >= policy.max_since_sign_in,
-            "max_pushes_since_sign_in": policy.max_since_sign_in,
+            "blocked": muted_until is not None
+            or since >= policy.max_pushes
+            or (limit is not None and failures >= limit),
+            "max_pushes_since_sign_in": policy.max_pushes,
+            # NIST SP 800-63B-4 profile: wrong numbers in a row, across challenges
+            # (counted under every profile; a lock only where failure_limit is set)
+            "consecutive_failures": failures,
+            "failure_limit": limit,
         }
     )
 
@@ -475,6 +498,7 @@ async def revoke_credential(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/rp", get_rp)
+    app.router.add_get("/v1/rp/policy", get_rp_policy)
     app.router.add_post("/v1/enrollments", create_enrollment)
     app.router.add_get("/v1/enrollments/{id}", get_enrollment)
     app.router.add_post("/v1/challenges", create_challenge)

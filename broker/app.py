@@ -13,7 +13,6 @@ from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
-from .fatigue import PushPolicy
 from .http_guard import TIMEOUTS, Timeouts
 from .hub import Hub
 from .limits import LIMITER, Limiter, Limits, limit_middleware
@@ -32,7 +31,6 @@ def create_app(
     node: str,
     public_url: str | None = None,
     enrollment_ttl_s: int = ENROLLMENT_TTL_MS // 1000,
-    policy: PushPolicy | None = None,
     auth_timeout_s: float = AUTH_TIMEOUT_S,
     events_grace_s: float = EVENTS_GRACE_S,
     limits: Limits | None = None,
@@ -47,7 +45,7 @@ def create_app(
     app[LIMITER] = Limiter(limits or Limits())
     app[TIMEOUTS] = timeouts or Timeouts()
     app[QUOTA] = backup_quota or BackupQuota()
-    store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000, policy=policy)
+    store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000)
     hub = Hub()
     store.on_event = hub.dispatch
 

@@ -35,13 +35,17 @@ from .backups import (
 from .device_ws import AUTH_TIMEOUT_S
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .event_listener import EVENTS_GRACE_S
-from .fatigue import PushPolicy
 from .http_guard import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedSite, Timeouts
 from .limits import Limits, Rate
+from .policy_cli import (
+    add_deprecated_serve_flags,
+    add_rp_policy_commands,
+    deprecated_flags,
+    rp_policy_command,
+)
 from .store import Store
 
 log = logging.getLogger("pushauth.broker")
-DEFAULT_POLICY = PushPolicy()
 DEFAULT_LIMITS = Limits()
 SHUTDOWN_TIMEOUT_S = 5.0  # for the RP API requests in flight when the broker is told to stop
 REDIS_CONNECTIONS = 64  # redis-py's pool; the hot path has its own pipelined connection
@@ -122,33 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or an enrollment completed on it; then it is closed with 4408 auth_timeout, "
         "0.5..600 (default: %(default)g)",
     )
-    fatigue = serve.add_argument_group(
-        "push fatigue protection",
-        "Counted per user since the last successful sign-in; refusals are HTTP 409 push_blocked or "
-        "429 rate_limited, and the RP lifts a block with DELETE /v1/users/{user}/push-block.",
-    )
-    fatigue.add_argument(
-        "--max-pushes",
-        type=int,
-        default=DEFAULT_POLICY.max_since_sign_in,
-        metavar="N",
-        help="push requests allowed since the last successful sign-in, 1..100 (default: %(default)s)",
-    )
-    fatigue.add_argument(
-        "--max-pushes-per-minute",
-        type=int,
-        default=DEFAULT_POLICY.max_per_window,
-        metavar="N",
-        help="push requests per user per minute before 429 (default: %(default)s)",
-    )
-    fatigue.add_argument(
-        "--fraud-mute",
-        type=int,
-        default=DEFAULT_POLICY.fraud_mute_s,
-        metavar="SECONDS",
-        help="how long a 'this wasn't me' report mutes push for that user; 0: until the RP lifts it "
-        "(default: %(default)s)",
-    )
+    add_deprecated_serve_flags(serve)  # push policy is per RP now: `rp set`
     serve.add_argument(
         "--events-grace",
         type=float,
@@ -261,9 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     lst = rp_sub.add_parser("list", help="list registered RPs")
     lst.add_argument("--json", action="store_true", help="print JSON")
     _add_store_args(lst)
-    rm = rp_sub.add_parser("remove", help="remove an RP: its API key stops working within seconds")
+    rm = rp_sub.add_parser(
+        "remove",
+        help="remove an RP: its API key stops working within seconds, its devices are revoked",
+        description="Remove a relying party: its API key and policy are deleted, every credential of "
+        "its users is revoked (online devices are told at once and can no longer authenticate) and its "
+        "pending sign-in requests end (withdrawn).",
+    )
     rm.add_argument("rp_id", help="the RP id printed by `rp add`")
     _add_store_args(rm)
+    add_rp_policy_commands(rp_sub, _add_store_args)
     return parser
 
 
@@ -318,15 +303,8 @@ async def serve(args: argparse.Namespace) -> None:
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
     if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
         raise CliError("--auth-timeout must be 0.5 to 600 seconds")
-    if not 1 <= args.max_pushes <= 100:
-        raise CliError("--max-pushes must be 1 to 100 (NIST SP 800-63B-4 allows at most 100)")
-    if args.max_pushes_per_minute < 1 or args.fraud_mute < 0:
-        raise CliError("--max-pushes-per-minute must be at least 1 and --fraud-mute at least 0")
-    policy = PushPolicy(
-        max_since_sign_in=args.max_pushes,
-        max_per_window=args.max_pushes_per_minute,
-        fraud_mute_s=args.fraud_mute,
-    )
+    for warning in deprecated_flags(args):
+        log.warning("%s", warning)
     limits, timeouts, quota = _limits(args)
     async with open_redis(args) as redis:
         app = create_app(
@@ -335,7 +313,6 @@ async def serve(args: argparse.Namespace) -> None:
             public_url=args.public_url,
             enrollment_ttl_s=args.enrollment_ttl,
             auth_timeout_s=args.auth_timeout,
-            policy=policy,
             events_grace_s=args.events_grace,
             limits=limits,
             timeouts=timeouts,
@@ -435,10 +412,11 @@ async def rp_command(args: argparse.Namespace) -> None:
             else:
                 for r in rps:
                     print(f"{r.id}  {r.name}")
-        elif args.rp_command == "remove":
-            if not await store.remove_rp(args.rp_id):
-                raise CliError(f"no relying party with id {args.rp_id!r}")
-            print(f"removed {args.rp_id}")
+        else:
+            try:
+                await rp_policy_command(args, store)
+            except ValueError as exc:
+                raise CliError(str(exc)) from None
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]], *, exit_after: bool = False) -> None:

@@ -3,6 +3,8 @@
     pa:rp:{rp}                 hash  RP: name, key_hash, created
     pa:rpkey:{sha256(key)}     str   API key hash -> RP id
     pa:rps                     set   RP ids
+    pa:rpp:{rp}                hash  the RP's policy: the settings the operator set
+                                     (broker/policy.py; the others are the profile's)
     pa:enr:{id}                hash  enrollment: rp, user, account, recoverable, status,
                                      expires, cid and pk once completed (TTL: expiry +
                                      retention)
@@ -17,7 +19,8 @@
     pa:pend:{rp}:{user}        zset  the user's pending challenge ids, score = expiry ms
     pa:guard:{rp}:{user}       hash  fatigue guard: since (pushes since the last
                                      successful sign-in), muted_until (ms; -1: until
-                                     the RP lifts it) after a fraud report
+                                     the RP lifts it) after a fraud report, failures
+                                     (consecutive wrong numbers, across challenges)
     pa:recent:{rp}:{user}      zset  push times in the rate window since the last
                                      successful sign-in
     pa:ucn:{rp}:{user}         set   the user's credentials the RP has not confirmed yet
@@ -59,6 +62,16 @@ def rp(rp_id: str) -> str:
 
 def rp_key(key_hash: str) -> str:
     return f"pa:rpkey:{key_hash}"
+
+
+def rp_policy(rp_id: str) -> str:
+    return f"pa:rpp:{rp_id}"
+
+
+def rp_user_keys(kind: str, rp_id: str) -> str:
+    """SCAN pattern of one RP's per-user keys of a kind ("uc", "pend"), for `rp remove`
+    only (RP ids are URL-safe tokens: no glob characters)."""
+    return f"pa:{kind}:{rp_id}:*"
 
 
 def enrollment(enrollment_id: str) -> str:

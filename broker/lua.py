@@ -38,14 +38,16 @@ end
 # ARGV: challenge id, now ms, expires ms, retention ms, channel, event, max pushes
 #       since the last sign-in, max pushes per window, window ms, target cid ('':
 #       every confirmed credential), supersede ('1': end the user's other pending
-#       challenges at this RP), node, rp, user, challenge key prefix, then the
-#       challenge hash as field/value pairs
+#       challenges at this RP), node, rp, user, challenge key prefix, consecutive
+#       wrong numbers that lock push (0: no such limit), then the challenge hash as
+#       field/value pairs
 # -> {n, 0, superseded ids...}: sent to n credentials (the target, or the confirmed
 #    ones); {0, unconfirmed}: none to send to; {-4, 0}: the target is not an active
 #    credential of the user; refused (the new one not written): {-1, muted until ms
 #    (-1: until lifted), withdrawn ids...} after a fraud report, {-2, pushes,
 #    withdrawn ids...} at the cap since the last sign-in (a block: the user's pending
-#    challenges are withdrawn), {-3, retry after ms} over the rate
+#    challenges are withdrawn), {-5, failures, withdrawn ids...} at the limit of
+#    consecutive wrong numbers (a block too), {-3, retry after ms} over the rate
 CREATE_CHALLENGE = (
     _END_PENDING
     + """
@@ -60,14 +62,17 @@ else
   n = redis.call('HLEN', KEYS[1]) - unconfirmed
   if n <= 0 then return {0, unconfirmed} end
 end
-local guard = redis.call('HMGET', KEYS[4], 'since', 'muted_until')
+local guard = redis.call('HMGET', KEYS[4], 'since', 'muted_until', 'failures')
 local muted = tonumber(guard[2] or '0')
 local since = tonumber(guard[1] or '0')
-local block = 0
-if muted < 0 or muted > now then block = -1 elseif since >= tonumber(ARGV[7]) then block = -2 end
+local failures, failure_limit = tonumber(guard[3] or '0'), tonumber(ARGV[16])
+local block, value = 0, 0
+if muted < 0 or muted > now then block, value = -1, muted
+elseif failure_limit > 0 and failures >= failure_limit then block, value = -5, failures
+elseif since >= tonumber(ARGV[7]) then block, value = -2, since end
 if block ~= 0 then
   local ended = end_pending(KEYS[3], ARGV[2], 'withdrawn', '', prefix, channel, node, rp, user)
-  return {block, block == -1 and muted or since, unpack(ended)}
+  return {block, value, unpack(ended)}
 end
 local window = tonumber(ARGV[9])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
@@ -83,7 +88,7 @@ if ARGV[11] == '1' then
   superseded = end_pending(KEYS[3], ARGV[2], 'superseded', '', prefix, channel, node, rp, user)
 end
 local fields = {}
-for i = 16, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 17, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 local keep_until = tonumber(ARGV[3]) + tonumber(ARGV[4])
 redis.call('PEXPIREAT', KEYS[2], keep_until)
@@ -101,9 +106,11 @@ return {n, 0, unpack(superseded)}
 #       recent-pushes zset
 # ARGV: challenge id, now ms, final status, cid, decision, number, ts, ctx_hash, sig,
 #       channel, event, muted-until ms for a fraud report (-1: until lifted), node,
-#       rp, user, challenge key prefix
-# -> {'ok', withdrawn ids...} if this answer was recorded (a fraud report withdraws
-#    the user's other pending challenges at this RP in the same step); else {why}:
+#       rp, user, challenge key prefix, consecutive wrong numbers that lock push (0:
+#       no such limit)
+# -> {'ok', withdrawn ids...} if this answer was recorded (a fraud report, or the
+#    wrong number that reaches the limit, withdraws the user's other pending
+#    challenges at this RP in the same step); else {why}:
 #    'unknown', 'expired', 'revoked', 'not_sent' (a targeted challenge answered by
 #    another credential, or an untargeted one by a credential the RP has not
 #    confirmed) or the challenge's final status (it ended already)
@@ -125,10 +132,16 @@ redis.call('HSET', KEYS[1], 'status', ARGV[3], 'a_cid', ARGV[4], 'a_decision', A
   'a_number', ARGV[6], 'a_ts', ARGV[7], 'a_ctx_hash', ARGV[8], 'a_sig', ARGV[9], 'answered', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'last_used', ARGV[2])
+local locked = false
 if ARGV[3] == 'approved' then
-  -- a successful sign-in resets the fatigue count (but never lifts a fraud mute)
-  redis.call('HSET', KEYS[4], 'since', 0)
+  -- a successful sign-in resets the fatigue counts (but never lifts a fraud mute)
+  redis.call('HSET', KEYS[4], 'since', 0, 'failures', 0)
   redis.call('DEL', KEYS[5])
+elseif ARGV[3] == 'number_mismatch' then
+  -- a failed attempt (NIST SP 800-63B-4): counted across challenges
+  local failures = redis.call('HINCRBY', KEYS[4], 'failures', 1)
+  local limit = tonumber(ARGV[17] or '0')
+  locked = limit > 0 and failures >= limit
 end
 redis.call('PUBLISH', ARGV[10], ARGV[11])
 if ARGV[3] == 'reported' then
@@ -137,9 +150,31 @@ if ARGV[3] == 'reported' then
   local channel, node, rp, user, prefix = ARGV[10], ARGV[13], ARGV[14], ARGV[15], ARGV[16]
   return {'ok', unpack(end_pending(KEYS[2], ARGV[2], 'withdrawn', ARGV[1], prefix, channel, node, rp, user))}
 end
+if locked then
+  -- the limit reached: no other prompt may take another attempt
+  return {'ok', unpack(end_pending(KEYS[2], ARGV[2], 'withdrawn', ARGV[1], ARGV[16], ARGV[10], ARGV[13],
+    ARGV[14], ARGV[15]))}
+end
 return {'ok'}
 """
 )
+
+# KEYS: push guard hash, recent-pushes zset
+# ARGV: consecutive wrong numbers that lock push (0: no such limit)
+# -> the consecutive wrong numbers kept. The RP lifts what blocks push: a fraud mute,
+#    the cap since the last sign-in and the lock after too many wrong numbers. A count
+#    of wrong numbers below the limit is no block, and lifting the cap does not make
+#    the failures less consecutive (NIST SP 800-63B-4): it stays.
+LIFT_PUSH_BLOCK = """
+local failures = tonumber(redis.call('HGET', KEYS[1], 'failures') or '0')
+local limit = tonumber(ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+if limit > 0 and failures > 0 and failures < limit then
+  redis.call('HSET', KEYS[1], 'failures', failures)
+  return failures
+end
+return 0
+"""
 
 # KEYS: challenge hash, user-pending zset
 # ARGV: challenge id, now ms, rp id, final status ('cancelled'), channel, node, user
@@ -169,16 +204,18 @@ return 1
 """
 
 # KEYS: token key, enrollment hash, credential hash, user-credentials hash, the
-#       user's unconfirmed-credentials set
+#       user's unconfirmed-credentials set, the RP's hash (gone: the RP was removed)
 # ARGV: enrollment id, now ms, cid, account, channel, event, then the credential
 #       hash as field/value pairs (with unconfirmed=1: it gets only challenges aimed
 #       at it until the RP confirms it)
-# -> 'ok', or 'bad_token' (unknown, used, expired or bound to another enrollment).
+# -> 'ok', or 'bad_token' (unknown, used, expired, bound to another enrollment, or
+#    its RP was removed).
 # The token works once: the enrollment leaves 'pending' here. Its key stays until the
 # enrollment expires, and the enrollment keeps cid and pk, so a retry after a lost
 # `enrolled` can be recognised (Store.complete_enrollment).
 COMPLETE_ENROLLMENT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'bad_token' end
+if redis.call('EXISTS', KEYS[6]) == 0 then return 'bad_token' end
 local st = redis.call('HMGET', KEYS[2], 'status', 'expires')
 if st[1] ~= 'pending' or tonumber(ARGV[2]) >= tonumber(st[2]) then return 'bad_token' end
 local fields = {}

@@ -127,7 +127,7 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
         notice.new_cid,
         decision.value,
         now,
-        store.policy.muted_until(now),
+        (await store.policies.get(notice.rp)).muted_until(now),
         keys.EVENTS,
         events.encode(store.node, answered),
         events.encode(store.node, revoked),

@@ -199,6 +199,29 @@ SCHEMAS: dict[str, Any] = {
             "pushes_since_sign_in": {"type": "integer", "minimum": 0},
             "blocked": {"type": "boolean"},
             "max_pushes_since_sign_in": {"type": "integer"},
+            "consecutive_failures": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "challenges answered with a wrong number in a row, across challenges "
+                "(a successful sign-in resets it; lifting resets it when it is at failure_limit)",
+            },
+            "failure_limit": {
+                "oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}],
+                "description": "the count that locks push (NIST SP 800-63B-4 profile: 100); null: none",
+            },
+        }
+    ),
+    "Policy": _obj(
+        {
+            "profile": {"enum": ["default", "nist-800-63b-4"]},
+            "max_pushes": {"type": "integer", "minimum": 1, "maximum": 100},
+            "max_pushes_per_minute": {"type": "integer", "minimum": 1},
+            "fraud_mute": {"type": "integer", "minimum": 0, "description": "seconds; 0: until lifted"},
+            "digits": {"type": "integer", "minimum": 2, "maximum": 8},
+            "min_digits": {"type": "integer", "minimum": 2, "maximum": 8},
+            "ttl": {"type": "integer", "minimum": 10, "maximum": 600},
+            "max_ttl": {"type": "integer", "minimum": 10, "maximum": 600},
+            "failure_limit": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
         }
     ),
     "CredentialList": _obj(
@@ -271,6 +294,12 @@ PATHS: dict[str, Any] = {
     },
     "/v1/rp": {
         "get": _op("The calling relying party", {"200": _json("RelyingParty", "ok"), **_problems(401)})
+    },
+    "/v1/rp/policy": {
+        "get": _op(
+            "The calling relying party's push policy (set by the broker's operator: `rp set`)",
+            {"200": _json("Policy", "ok"), **_problems(401)},
+        )
     },
     "/v1/enrollments": {
         "post": _op(

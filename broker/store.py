@@ -18,8 +18,9 @@ from protocol.challenge import Status
 from protocol.errors import ErrorCode, ProtocolError
 
 from . import events, keys, lua
-from .fatigue import PushPolicy, refusal
+from .fatigue import refusal
 from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
+from .policy import PolicyCache
 from .redis_pipe import RedisPipe
 
 ENROLLMENT_TTL_MS = 10 * 60 * 1000  # DESIGN: enrollment tokens live 10 minutes
@@ -65,12 +66,12 @@ class Store:
         node: str,
         *,
         enrollment_ttl_ms: int = ENROLLMENT_TTL_MS,
-        policy: PushPolicy | None = None,
     ) -> None:
         self.redis = redis
         self.node = node
         self.enrollment_ttl_ms = enrollment_ttl_ms
-        self.policy = policy or PushPolicy()
+        # Each RP's policy (broker/policy.py): read from Redis, cached briefly.
+        self.policies = PolicyCache(self.stored_policy)
         # Events this node publishes are acted on here at once (other nodes get
         # them over pub/sub): set by the app to Hub.dispatch.
         self.on_event: Callable[[events.Event], Awaitable[None]] | None = None
@@ -86,6 +87,7 @@ class Store:
         self._enroll = redis.register_script(lua.COMPLETE_ENROLLMENT)
         self._revoke = redis.register_script(lua.REVOKE_CREDENTIAL)
         self._confirm = redis.register_script(lua.CONFIRM_CREDENTIAL)
+        self._lift = redis.register_script(lua.LIFT_PUSH_BLOCK)
 
     def _script(self, source: str) -> Callable[..., Awaitable[Any]]:
         """`await run(keys=[...], args=[...])`, on the pipe or else on redis-py."""
@@ -173,10 +175,24 @@ class Store:
         if key_hash is None:
             return False
         async with self.redis.pipeline(transaction=True) as p:
-            p.delete(keys.rp(rp_id), keys.rp_key(key_hash.decode()))
+            p.delete(keys.rp(rp_id), keys.rp_key(key_hash.decode()), keys.rp_policy(rp_id))
             p.srem(keys.RPS, rp_id)
             await p.execute()
         return True
+
+    async def stored_policy(self, rp_id: str) -> dict[bytes, bytes]:
+        """The settings of the RP's policy the operator set (policy.from_hash)."""
+        (h,) = await self._hgetall_many([keys.rp_policy(rp_id)])
+        return h
+
+    async def set_policy(self, rp_id: str, settings: dict[str, str | int]) -> None:
+        """Replace the settings the operator set (validated by the caller)."""
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(keys.rp_policy(rp_id))
+            if settings:
+                p.hset(keys.rp_policy(rp_id), mapping=settings)
+            await p.execute()
+        self.policies.forget(rp_id)
 
     async def rp_for_key(self, api_key: str) -> RelyingParty | None:
         key_hash = sha256_hex(api_key)
@@ -293,6 +309,7 @@ class Store:
                 keys.credential(cred.id),
                 keys.user_credentials(cred.rp, cred.user),
                 keys.unconfirmed(cred.rp, cred.user),
+                keys.rp(cred.rp),
             ],
             args=[enrollment.id, now, cred.id, cred.account, keys.EVENTS, self._event(event), *fields],
         )
@@ -378,7 +395,7 @@ class Store:
         policy holds it back (nothing stored; a block withdraws the pending ones), and
         UnknownTarget for a target that is not an active credential of the user."""
         event = events.ChallengeCreated(record)
-        policy = self.policy
+        policy = await self.policies.get(record.rp)
         count, value, *ended = await self._create(
             keys=[
                 keys.user_credentials(record.rp, record.user),
@@ -390,9 +407,9 @@ class Store:
             ],
             args=[
                 record.id, record.created, record.expires, RETENTION_MS, keys.EVENTS, self._event(event),
-                policy.max_since_sign_in, policy.max_per_window, policy.window_s * 1000,
+                policy.max_pushes, policy.max_pushes_per_minute, policy.window_s * 1000,
                 record.target or "", "1" if supersede else "0", self.node, record.rp, record.user,
-                keys.CHALLENGE_PREFIX, *record.to_fields(),
+                keys.CHALLENGE_PREFIX, policy.failure_limit or 0, *record.to_fields(),
             ],
         )  # fmt: skip
         count, ids = int(count), tuple(i.decode() for i in ended)
@@ -411,28 +428,38 @@ class Store:
         if ids:
             await self._published(events.ChallengesEnded(rp_id, user, status, ids))
 
-    async def cancel_challenge(self, record: ChallengeRecord, now: int) -> str:
-        """The RP ends a pending challenge: 'ok'; else 'unknown', 'expired' or its
-        final status (it ended already)."""
+    async def cancel_challenge(
+        self, record: ChallengeRecord, now: int, status: Status = Status.CANCELLED
+    ) -> str:
+        """The RP ends a pending challenge (`status`: withdrawn when the RP is being
+        removed): 'ok'; else 'unknown', 'expired' or its final status (it ended already)."""
         result = await self._end(
             keys=[keys.challenge(record.id), keys.pending(record.rp, record.user)],
-            args=[record.id, now, record.rp, Status.CANCELLED.value, keys.EVENTS, self.node, record.user],
+            args=[record.id, now, record.rp, status.value, keys.EVENTS, self.node, record.user],
         )
         result = result.decode()
         if result == "ok":
-            await self._ended(record.rp, record.user, Status.CANCELLED, (record.id,))
+            await self._ended(record.rp, record.user, status, (record.id,))
         return result
 
-    async def push_guard(self, rp_id: str, user: str) -> tuple[int, int | None]:
-        """(pushes since the last successful sign-in, muted until ms or None; -1: no end)."""
-        since, muted = await self.redis.hmget(keys.push_guard(rp_id, user), ["since", "muted_until"])
+    async def push_guard(self, rp_id: str, user: str) -> tuple[int, int | None, int]:
+        """(pushes since the last successful sign-in, muted until ms or None; -1: no end,
+        consecutive wrong numbers)."""
+        since, muted, failures = await self.redis.hmget(
+            keys.push_guard(rp_id, user), ["since", "muted_until", "failures"]
+        )
         until = int(muted) if muted is not None else 0
         active = until < 0 or until > now_ms()
-        return int(since or 0), (until if active else None)
+        return int(since or 0), (until if active else None), int(failures or 0)
 
     async def lift_push_block(self, rp_id: str, user: str) -> None:
-        """The RP lifts a fraud mute and the count since the last sign-in."""
-        await self.redis.delete(keys.push_guard(rp_id, user), keys.recent_pushes(rp_id, user))
+        """The RP lifts a fraud mute, the count since the last sign-in and a lock after
+        too many consecutive wrong numbers (a count below the limit stays)."""
+        policy = await self.policies.get(rp_id)
+        await self._lift(
+            keys=[keys.push_guard(rp_id, user), keys.recent_pushes(rp_id, user)],
+            args=[policy.failure_limit or 0],
+        )
 
     async def get_challenge(self, ch: str) -> ChallengeRecord | None:
         (h,) = await self._hgetall_many([keys.challenge(ch)])
@@ -444,6 +471,7 @@ class Store:
         user's other pending challenges at this RP in the same step: their devices are
         told (here, before this returns) and they can no longer be answered."""
         event = events.ChallengeEnded(record.id, record.rp, record.user, status, answer)
+        policy = await self.policies.get(record.rp)
         result, *withdrawn = await self._answer(
             keys=[
                 keys.challenge(record.id),
@@ -455,7 +483,8 @@ class Store:
             args=[
                 record.id, now, status.value, answer.cid, answer.decision, answer.number,
                 answer.ts, answer.ctx_hash, answer.sig, keys.EVENTS, self._event(event),
-                self.policy.muted_until(now), self.node, record.rp, record.user, keys.CHALLENGE_PREFIX,
+                policy.muted_until(now), self.node, record.rp, record.user, keys.CHALLENGE_PREFIX,
+                policy.failure_limit or 0,
             ],
         )  # fmt: skip
         if result == b"ok":

@@ -81,6 +81,7 @@ REVOKE_MESSAGES: dict[str, str] = {
     RevokeReason.BY_RP: "removed by the service",
     RevokeReason.BY_DEVICE: "removed from this device",
     RevokeReason.DISOWNED: 'removed: your other device said this restore was "not me"',
+    RevokeReason.RP_REMOVED: "removed: the service no longer uses this broker",
     ErrorCode.CREDENTIAL_REVOKED: "removed at the broker",
     ErrorCode.UNKNOWN_CREDENTIAL: "unknown to the broker",
 }

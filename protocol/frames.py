@@ -43,6 +43,7 @@ class RevokeReason(enum.StrEnum):
     BY_RP = "removed_by_rp"
     BY_DEVICE = "removed_by_device"
     DISOWNED = "disowned"  # the old device answered "no, that was not me" to its recovery
+    RP_REMOVED = "rp_removed"  # the operator removed the RP from the broker (`rp remove`)
 
 
 class NoticeDecision(enum.StrEnum):

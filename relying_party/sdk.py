@@ -29,7 +29,7 @@ from yarl import URL
 from protocol import uri as enrollment_uri
 from protocol.challenge import DEFAULT_TTL_S, Status
 from protocol.errors import ProtocolError
-from protocol.numbers import DEFAULT_DIGITS
+from protocol.numbers import MIN_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
@@ -226,7 +226,7 @@ class PushAuthClient:
         user: str,
         context: Mapping[str, str] | None = None,
         ttl: int = DEFAULT_TTL_S,
-        digits: int = DEFAULT_DIGITS,
+        digits: int | None = None,
         *,
         supersede: bool = True,
         credential_id: str | None = None,
@@ -244,6 +244,8 @@ class PushAuthClient:
 
         The SDK makes the challenge's `rp_nonce` and takes its lifetime from its own
         clock: wait_result accepts only an answer signed over that value within it.
+        `digits` None: the RP's policy decides (2 by default, 6 or more under the NIST
+        SP 800-63B-4 profile; see `policy`).
         """
         ctx = dict(context or {})
         rp_nonce = secrets.token_bytes(32)
@@ -252,9 +254,10 @@ class PushAuthClient:
             "user": user,
             "context": ctx,
             "ttl": ttl,
-            "digits": digits,
             "rp_nonce": wire.b64encode(rp_nonce),
         }
+        if digits is not None:
+            request["digits"] = digits
         # Sent only when not the default, so plain calls work with older brokers too.
         if not supersede:
             request["supersede"] = False
@@ -262,8 +265,12 @@ class PushAuthClient:
             request["credential_id"] = credential_id
         body = await self._call("POST", "/v1/challenges", body=request, expect=(201,))
         challenge = Challenge.from_json(wire.obj(body, "challenge"), context=ctx)
-        if challenge.digits != digits:
-            raise BadBrokerResponse(f"challenge: asked for {digits} digits, got {challenge.digits}")
+        # Asked for: exactly those; left to the RP's policy: a number it could show.
+        wrong = (challenge.digits != digits) if digits is not None else (challenge.digits < MIN_DIGITS)
+        if wrong:
+            raise BadBrokerResponse(
+                f"challenge: asked for {digits or 'the policy'} digits, got {challenge.digits}"
+            )
         if challenge.rp_nonce != rp_nonce or challenge.user != user:
             raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
         if challenge.credential_id != credential_id:
@@ -376,6 +383,11 @@ class PushAuthClient:
     async def push_block(self, user: str) -> dict[str, Any]:
         """The user's push fatigue state (see docs/http-api.md, "Push fatigue protection")."""
         return wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/push-block"), "push block")
+
+    async def policy(self) -> dict[str, Any]:
+        """This RP's push policy as the broker enforces it (docs/http-api.md, "Policy"):
+        set by the broker's operator, read-only here."""
+        return wire.obj(await self._call("GET", "/v1/rp/policy"), "policy")
 
     async def lift_push_block(self, user: str) -> None:
         """Lift a fraud mute and reset the count of pushes since the last sign-in."""

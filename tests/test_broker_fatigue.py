@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer
+from support import BrokerProcess, RedisServer, set_policy
 from test_broker_device_ws import CTX, Device, online_device
 
 from protocol.frames import AnswerResult, Cancel, Challenge
@@ -20,15 +20,14 @@ from relying_party.sdk import PushAuthClient
 
 @pytest.fixture
 def policy_broker(redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]) -> BrokerProcess:
-    return broker_factory(
-        redis_url=redis_server.url,
-        extra_args=["--max-pushes", "4", "--max-pushes-per-minute", "3", "--fraud-mute", "0"],
-    )
+    return broker_factory(redis_url=redis_server.url)
 
 
 @pytest.fixture
 async def client(policy_broker: BrokerProcess) -> AsyncIterator[PushAuthClient]:
     rp: dict[str, Any] = await new_rp(policy_broker, "Fatigue RP")
+    flags = ["--max-pushes", "4", "--max-pushes-per-minute", "3", "--fraud-mute", "0"]
+    set_policy(rp["id"], *flags, redis_url=str(policy_broker.redis_url))
     async with PushAuthClient(policy_broker.http_url, rp["api_key"]) as c:
         yield c
 
@@ -69,8 +68,9 @@ async def test_rate_limit_and_a_sign_in_resets_it(
 async def test_cap_since_the_last_sign_in(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
-    broker = broker_factory(redis_url=redis_server.url, extra_args=["--max-pushes", "2"])
+    broker = broker_factory(redis_url=redis_server.url)
     rp = await new_rp(broker, "Cap RP")
+    set_policy(rp["id"], "--max-pushes", "2", redis_url=redis_server.url)
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
         dev = await online_device(client, broker.ws_url)
         first = await client.create_challenge("alice", CTX, ttl=10)
@@ -111,8 +111,9 @@ async def test_fraud_report_mutes_push_until_the_rp_lifts_it(
 async def test_fraud_mute_times_out(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
-    broker = broker_factory(redis_url=redis_server.url, extra_args=["--fraud-mute", "1"])
+    broker = broker_factory(redis_url=redis_server.url)
     rp = await new_rp(broker, "Mute RP")
+    set_policy(rp["id"], "--fraud-mute", "1", redis_url=redis_server.url)
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
         dev = await online_device(client, broker.ws_url)
         await client.create_challenge("alice", CTX)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from e2e_helpers import agent, agent_env, agent_ok, enroll, pending  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
-from support import BrokerProcess, RedisServer, add_rp
+from support import BrokerProcess, RedisServer, add_rp, set_policy
 from test_agent_e2e import Listen, listener  # noqa: F401 - fixture
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -238,8 +238,9 @@ async def test_a_fraud_report_withdraws_the_other_prompt_before_its_result_retur
 async def test_a_block_withdraws_the_pending_prompts(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
-    node = broker_factory(redis_url=redis_server.url, extra_args=["--max-pushes", "2"])
+    node = broker_factory(redis_url=redis_server.url)
     capped = add_rp("Capped RP", redis_url=redis_server.url)
+    set_policy(capped["id"], "--max-pushes", "2", redis_url=redis_server.url)
     async with PushAuthClient(node.http_url, capped["api_key"]) as client:
         dev = await device_for(client, node.ws_url, "phone")
         await dev.authenticate()

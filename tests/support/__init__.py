@@ -4,7 +4,16 @@ Import as `from support import RedisServer, ...` (pytest puts tests/ on sys.path
 since tests/ is not a package). The fixtures in tests/conftest.py wrap these.
 """
 
-from .broker import AGENT, BROKER, BrokerProcess, add_rp, assert_cli_error, console_script, run_cli
+from .broker import (
+    AGENT,
+    BROKER,
+    BrokerProcess,
+    add_rp,
+    assert_cli_error,
+    console_script,
+    run_cli,
+    set_policy,
+)
 from .ports import LOCALHOST, free_port, port_accepts
 from .process import ManagedProcess, ProcessFailed, cleanup_all, line_on_stdout
 from .proxy import TcpProxy
@@ -33,5 +42,6 @@ __all__ = [
     "port_accepts",
     "redis_executable",
     "run_cli",
+    "set_policy",
     "wait_until",
 ]

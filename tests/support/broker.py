@@ -5,6 +5,8 @@ Interface used (see broker/cli.py):
         ready when GET /healthz answers 200
     pushauth-broker rp add NAME --redis-url URL --json
         prints {"id": ..., "name": ..., "api_key": ...}
+    pushauth-broker rp set RP_ID [--max-pushes N ...] --redis-url URL --json
+        prints the RP's policy now in force
 """
 
 from __future__ import annotations
@@ -112,6 +114,14 @@ def assert_cli_error(result: subprocess.CompletedProcess[str], *, contains: str 
     if contains is not None:
         assert contains.lower() in lines[0].lower(), f"expected {contains!r} in the message\n{shown}"
     return lines[0]
+
+
+def set_policy(rp_id: str, *flags: str, redis_url: str) -> dict[str, Any]:
+    """`pushauth-broker rp set RP_ID FLAGS... --redis-url URL --json`: the policy now in force."""
+    result = run_cli([BROKER, "rp", "set", rp_id, *flags, "--redis-url", redis_url, "--json"])
+    if result.returncode != 0:
+        raise AssertionError(f"rp set failed with {result.returncode}\n{result.stderr}{result.stdout}")
+    return json.loads(result.stdout)
 
 
 def add_rp(name: str, *, redis_url: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -1,0 +1,189 @@
+"""Push policy per relying party, kept in Redis, the same on every node.
+
+DESIGN ("Digits and TTL are the RP's policy"; invariant 8; "Policies ... are per RP,
+kept in Redis"): push caps, rate, fraud-mute length, digits and TTL bounds are
+settings of an RP, set by the operator with `pushauth-broker rp set RP_ID ...` and
+shown to the RP at GET /v1/rp/policy. Fields the operator never set take the
+profile's defaults, so a new RP gets a complete policy without a write.
+
+Why a short per-node cache and no invalidation event: what must agree exactly across
+nodes, the counts (pushes since the last sign-in, pushes in the rate window,
+consecutive wrong numbers, the fraud mute), lives in Redis and is checked and written
+atomically by the Lua scripts; only the limits are cached. A changed policy reaches
+every node within CACHE_S, the same bound that already applies to a removed RP's API
+key, and an event could be missed while a node resubscribes, so a TTL would be
+needed as the backstop anyway. The hot path reads Redis for it at most once per RP
+per CACHE_S per node.
+
+The NIST SP 800-63B-4 profile (`nist-800-63b-4`), for out-of-band push with number
+matching (sections 3.1.3 and 3.2.2): the number has at least 6 digits, a challenge
+lives at most 10 minutes, an answer is accepted once (always so here: invariant 1),
+and at most 100 consecutive failed authentication attempts per account, counted
+across challenges (a new challenge does not reset the count; only a successful
+sign-in or the RP lifting the lock does). What counts as a failed attempt is the
+authenticator's output proving wrong: an answer with the wrong number
+(`number_mismatch`). A "deny", a "this wasn't me" and a prompt left unanswered
+(expired, cancelled, superseded, withdrawn) present no secret, so they are not
+attempts in NIST's sense; unanswered prompts are bounded by the push cap instead, and
+a report mutes push anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from protocol import numbers
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S
+
+log = logging.getLogger(__name__)
+
+PROFILE_DEFAULT = "default"
+PROFILE_NIST = "nist-800-63b-4"
+PROFILES = (PROFILE_DEFAULT, PROFILE_NIST)
+NIST_MIN_DIGITS = numbers.STRICT_MIN_DIGITS  # 6
+NIST_MAX_TTL_S = 600  # "valid for at most 10 minutes"
+NIST_FAILURE_LIMIT = 100  # "no more than 100 consecutive failed authentication attempts"
+MAX_PUSHES_LIMIT = 100  # the cap since the last sign-in never exceeds NIST's 100
+RATE_WINDOW_S = 60
+CACHE_S = 2.0
+
+
+class PolicyError(ValueError):
+    """A policy (or a request under it) that is not allowed; `field` names the setting."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RpPolicy:
+    """One RP's policy; field names are the Redis hash fields, the JSON members and
+    (with dashes) the `rp set` flags."""
+
+    profile: str = PROFILE_DEFAULT
+    max_pushes: int = 20  # challenges since the user's last successful sign-in
+    max_pushes_per_minute: int = 10
+    fraud_mute: int = 24 * 3600  # seconds a "this wasn't me" mutes push; 0: until lifted
+    digits: int = numbers.DEFAULT_DIGITS  # when the request names none
+    min_digits: int = numbers.MIN_DIGITS
+    ttl: int = 60  # seconds, when the request names none
+    max_ttl: int = MAX_TTL_S
+
+    @property
+    def failure_limit(self) -> int | None:
+        """Consecutive wrong numbers that lock push (None: not limited by count)."""
+        return NIST_FAILURE_LIMIT if self.profile == PROFILE_NIST else None
+
+    @property
+    def window_s(self) -> int:
+        return RATE_WINDOW_S
+
+    def muted_until(self, now_ms: int) -> int:
+        """The muted-until value a fraud report at `now_ms` sets (-1: no end)."""
+        return -1 if self.fraud_mute == 0 else now_ms + self.fraud_mute * 1000
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "failure_limit": self.failure_limit}
+
+    def validate(self) -> RpPolicy:
+        """Self, or PolicyError naming the first setting out of bounds."""
+        _between("max_pushes", self.max_pushes, 1, MAX_PUSHES_LIMIT, "(NIST SP 800-63B-4 allows 100)")
+        _between("max_pushes_per_minute", self.max_pushes_per_minute, 1, 10_000)
+        _between("fraud_mute", self.fraud_mute, 0, 365 * 86400, "seconds (0: until the service lifts it)")
+        _between("min_digits", self.min_digits, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
+        _between("digits", self.digits, self.min_digits, numbers.MAX_DIGITS, "(at least min_digits)")
+        _between("max_ttl", self.max_ttl, MIN_TTL_S, MAX_TTL_S, "seconds")
+        _between("ttl", self.ttl, MIN_TTL_S, self.max_ttl, "seconds (at most max_ttl)")
+        if self.profile not in PROFILES:
+            raise PolicyError("profile", f"profile must be one of {', '.join(PROFILES)}")
+        if self.profile == PROFILE_NIST:
+            if self.min_digits < NIST_MIN_DIGITS:
+                raise PolicyError(
+                    "min_digits", f"the {PROFILE_NIST} profile needs min_digits of at least {NIST_MIN_DIGITS}"
+                )
+            if self.max_ttl > NIST_MAX_TTL_S:
+                raise PolicyError("max_ttl", f"the {PROFILE_NIST} profile allows max_ttl of at most 600 s")
+        return self
+
+    def check_challenge(self, *, digits: int, ttl: int) -> None:
+        """PolicyError if a challenge's digits or ttl is outside this RP's bounds."""
+        if digits < self.min_digits:
+            raise PolicyError(
+                "digits",
+                f"'digits' {digits} is below this service's policy minimum of {self.min_digits}"
+                f"{self._profile_note()}",
+            )
+        if ttl > self.max_ttl:
+            raise PolicyError(
+                "ttl",
+                f"'ttl' {ttl} is above this service's policy maximum of {self.max_ttl} seconds"
+                f"{self._profile_note()}",
+            )
+
+    def _profile_note(self) -> str:
+        return f" (profile {self.profile})" if self.profile != PROFILE_DEFAULT else ""
+
+
+def _between(name: str, value: int, lo: int, hi: int, note: str = "") -> None:
+    if type(value) is not int or not lo <= value <= hi:
+        raise PolicyError(name, f"{name} must be {lo} to {hi}{' ' + note if note else ''}")
+
+
+INT_FIELDS = tuple(f.name for f in fields(RpPolicy) if f.name != "profile")
+FIELDS = ("profile", *INT_FIELDS)
+
+
+def profile_defaults(profile: str) -> RpPolicy:
+    if profile == PROFILE_NIST:
+        return RpPolicy(profile=PROFILE_NIST, digits=NIST_MIN_DIGITS, min_digits=NIST_MIN_DIGITS)
+    if profile not in PROFILES:
+        raise PolicyError("profile", f"profile must be one of {', '.join(PROFILES)}")
+    return RpPolicy()
+
+
+def effective(stored: Mapping[str, Any]) -> RpPolicy:
+    """The policy from the settings the operator set (`stored`: field -> value, as
+    strings or ints); the others are the profile's defaults. Not validated."""
+    profile = str(stored.get("profile") or PROFILE_DEFAULT)
+    base = profile_defaults(profile if profile in PROFILES else PROFILE_DEFAULT)
+    return replace(base, **{k: int(v) for k, v in stored.items() if k in INT_FIELDS})
+
+
+def from_hash(h: Mapping[bytes, bytes]) -> RpPolicy:
+    """An RP's policy from its Redis hash. Only `rp set` writes it, validated; a hash
+    that is broken anyway (written by hand) falls back to the defaults, loudly."""
+    stored = {k.decode(): v.decode() for k, v in h.items()}
+    try:
+        return effective(stored).validate()
+    except (ValueError, UnicodeDecodeError) as exc:
+        log.warning("the stored policy %r is invalid (%s); using the default policy", stored, exc)
+        return RpPolicy()
+
+
+class PolicyCache:
+    """Each RP's policy as this node last read it, for at most CACHE_S seconds."""
+
+    def __init__(self, read: Callable[[str], Awaitable[Mapping[bytes, bytes]]], ttl_s: float = CACHE_S):
+        self._read = read
+        self._ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, RpPolicy]] = {}
+
+    async def get(self, rp_id: str) -> RpPolicy:
+        now = time.monotonic()
+        hit = self._cache.get(rp_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        policy = from_hash(await self._read(rp_id))
+        if len(self._cache) > 10_000:  # bounded, whatever happens
+            self._cache.clear()
+        self._cache[rp_id] = (now + self._ttl_s, policy)
+        return policy
+
+    def forget(self, rp_id: str) -> None:
+        self._cache.pop(rp_id, None)

@@ -1,0 +1,142 @@
+"""`pushauth-broker rp set|show|remove`, and the serve flags that policy replaced.
+
+    pushauth-broker rp set RP_ID [--profile nist-800-63b-4|default] [--max-pushes N]
+        [--max-pushes-per-minute N] [--fraud-mute SECONDS] [--digits N] [--min-digits N]
+        [--ttl S] [--max-ttl S] [--reset] [--json]
+    pushauth-broker rp show RP_ID [--json]
+
+The serve flags --max-pushes, --max-pushes-per-minute and --fraud-mute made the push
+policy a setting of each node, so two nodes could enforce different limits for the
+same user. They are deprecated: still accepted (a deployment's scripts keep
+starting), they have no effect, and the node logs a warning naming the command
+that replaces them. Keeping them as defaults for RPs with no policy set would have
+kept exactly that disagreement for every such RP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from . import policy, rp_removal
+from .store import Store
+
+DEPRECATED_SERVE_FLAGS = {
+    "--max-pushes": "max_pushes",
+    "--max-pushes-per-minute": "max_pushes_per_minute",
+    "--fraud-mute": "fraud_mute",
+}
+
+
+def add_deprecated_serve_flags(serve: argparse.ArgumentParser) -> None:
+    group = serve.add_argument_group(
+        "deprecated",
+        "Push policy (caps, rate, fraud mute, digits, TTL, the NIST SP 800-63B-4 profile) is per RP, "
+        "kept in Redis, the same on every node: `pushauth-broker rp set RP_ID ...`.",
+    )
+    for flag, name in DEPRECATED_SERVE_FLAGS.items():
+        group.add_argument(
+            flag,
+            dest=f"deprecated_{name}",
+            metavar="N",
+            help=f"no effect; use `pushauth-broker rp set RP_ID {flag} N`",
+        )
+
+
+def deprecated_flags(args: argparse.Namespace) -> list[str]:
+    """One warning for each deprecated serve flag given."""
+    return [
+        f"{flag} {value} has no effect and is deprecated: push policy is per relying party, the same "
+        f"on every node; set it with `pushauth-broker rp set RP_ID {flag} {value}`"
+        for flag, name in DEPRECATED_SERVE_FLAGS.items()
+        if (value := getattr(args, f"deprecated_{name}", None)) is not None
+    ]
+
+
+def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.ArgumentParser], None]) -> None:
+    """`rp set` and `rp show` (the subparsers of `rp`)."""
+    defaults = policy.RpPolicy()
+    nist = policy.profile_defaults(policy.PROFILE_NIST)
+    s = rp_sub.add_parser(
+        "set",
+        help="set an RP's push policy (caps, rate, fraud mute, digits, TTL, profile)",
+        description="Set settings of a relying party's push policy; settings not named keep their value, "
+        "and settings never set take the profile's defaults. Every broker node applies the change within "
+        f"{policy.CACHE_S:g} seconds. The {policy.PROFILE_NIST} profile (NIST SP 800-63B-4, out-of-band "
+        f"push): at least {policy.NIST_MIN_DIGITS} digits, a challenge lives at most 10 minutes, and "
+        f"{policy.NIST_FAILURE_LIMIT} consecutive wrong numbers lock push for that user until the RP lifts "
+        "it (DELETE /v1/users/{user}/push-block).",
+    )
+    s.add_argument("rp_id", help="the RP id printed by `rp add`")
+    s.add_argument("--profile", choices=policy.PROFILES, help="the named profile (default: default)")
+    for name, metavar, what in (
+        ("max_pushes", "N", "challenges since the user's last successful sign-in, 1..100"),
+        ("max_pushes_per_minute", "N", "challenges per user per minute before 429 rate_limited"),
+        ("fraud_mute", "SECONDS", "how long a 'this wasn't me' report mutes push; 0: until the RP lifts it"),
+        ("digits", "N", "digits of the number when the request names none"),
+        ("min_digits", "N", "the fewest digits a request may ask for"),
+        ("ttl", "SECONDS", "a challenge's lifetime when the request names none"),
+        ("max_ttl", "SECONDS", "the longest lifetime a request may ask for, at most 600"),
+    ):
+        default, strict = getattr(defaults, name), getattr(nist, name)
+        shown = f"{default}" if default == strict else f"{default}; {policy.PROFILE_NIST}: {strict}"
+        s.add_argument(
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            type=int,
+            metavar=metavar,
+            help=f"{what} (default: {shown})",
+        )
+    s.add_argument("--reset", action="store_true", help="forget every setting first, then apply the flags")
+    s.add_argument("--json", action="store_true", help="print the policy now in force as JSON")
+    add_store_args(s)
+    show = rp_sub.add_parser("show", help="show an RP's push policy")
+    show.add_argument("rp_id", help="the RP id printed by `rp add`")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    add_store_args(show)
+
+
+async def rp_policy_command(args: argparse.Namespace, store: Store) -> None:
+    """`rp set`, `rp show`, `rp remove`; ValueError for the CLI's one-line message."""
+    if args.rp_command == "remove":
+        removal = await rp_removal.remove_rp(store, args.rp_id)
+        if removal is None:
+            raise ValueError(f"no relying party with id {args.rp_id!r}")
+        print(
+            f"removed {args.rp_id}: {removal.revoked} credential(s) revoked, "
+            f"{removal.ended} pending challenge(s) withdrawn"
+        )
+        return
+    if await store.get_rp(args.rp_id) is None:
+        raise ValueError(f"no relying party with id {args.rp_id!r}")
+    stored = {k.decode(): v.decode() for k, v in (await store.stored_policy(args.rp_id)).items()}
+    if args.rp_command == "set":
+        settings: dict[str, str | int] = {} if args.reset else dict(stored)
+        if args.profile is not None:
+            settings["profile"] = args.profile
+        for name in policy.INT_FIELDS:
+            if getattr(args, name) is not None:
+                settings[name] = getattr(args, name)
+        try:
+            policy.effective(settings).validate()
+        except policy.PolicyError as err:
+            flag = "--" + err.field.replace("_", "-")
+            raise ValueError(f"{flag}: {err.message}; nothing was changed") from None
+        await store.set_policy(args.rp_id, settings)
+        stored = {k: str(v) for k, v in settings.items()}
+    _print(args, policy.effective(stored), stored)
+
+
+def _print(args: argparse.Namespace, current: policy.RpPolicy, stored: dict[str, str]) -> None:
+    if args.json:
+        print(json.dumps({"rp": args.rp_id, **current.to_json()}))
+        return
+    print(f"policy of {args.rp_id} (profile {current.profile}):")
+    for name, value in current.to_json().items():
+        if name == "profile":
+            continue
+        origin = "" if name in stored or name == "failure_limit" else "  (profile default)"
+        shown = "none" if value is None else value
+        print(f"  {name.replace('_', '-'):<24}{shown}{origin}")

@@ -1,0 +1,317 @@
+"""Policy per RP (issue 11, finding 7), on real brokers, Redis and the real CLI.
+
+The push caps, rate, fraud mute, digits and TTL bounds are settings of the RP, kept
+in Redis: two nodes started with different (deprecated) serve flags enforce the RP's
+one policy. The NIST SP 800-63B-4 profile: at least 6 digits, TTL at most 10
+minutes, 100 consecutive wrong numbers across challenges lock push until the RP lifts
+it. `rp remove` leaves nothing of the RP that still works."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli, set_policy
+from test_broker_device_ws import CTX, Device, online_device
+
+from protocol.frames import AnswerResult, Cancel, Challenge, Error, Revoked
+from relying_party.errors import InvalidRequest, PushBlocked
+from relying_party.sdk import PushAuthClient
+
+
+def rp_cli(*argv: str, redis_url: str) -> tuple[int, str, str]:
+    result = run_cli([BROKER, "rp", *argv, "--redis-url", redis_url])
+    return result.returncode, result.stdout, result.stderr
+
+
+async def policy_at(node: BrokerProcess, api_key: str) -> dict[str, object]:
+    async with PushAuthClient(node.http_url, api_key) as client:
+        return await client.policy()
+
+
+async def test_two_nodes_with_different_old_flags_enforce_the_rps_one_policy(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    a = broker_factory(redis_url=redis_server.url, node="a", extra_args=["--max-pushes", "2"])
+    b = broker_factory(
+        redis_url=redis_server.url,
+        node="b",
+        extra_args=["--max-pushes", "50", "--max-pushes-per-minute", "100", "--fraud-mute", "0"],
+    )
+    # The deprecated flags are accepted and say what replaced them.
+    assert "--max-pushes 2 has no effect and is deprecated" in a.stderr()
+    assert "`pushauth-broker rp set RP_ID --fraud-mute 0`" in b.stderr()
+    rp = add_rp("Policy RP", redis_url=redis_server.url)
+    shown = set_policy(
+        rp["id"], "--max-pushes", "3", "--max-pushes-per-minute", "100", redis_url=redis_server.url
+    )
+    assert (shown["max_pushes"], shown["max_pushes_per_minute"], shown["fraud_mute"]) == (3, 100, 86400)
+    assert (
+        await policy_at(a, rp["api_key"])
+        == await policy_at(b, rp["api_key"])
+        == {k: v for k, v in shown.items() if k != "rp"}
+    )
+    async with (
+        PushAuthClient(a.http_url, rp["api_key"]) as on_a,
+        PushAuthClient(b.http_url, rp["api_key"]) as on_b,
+    ):
+        dev = await online_device(on_a, b.ws_url)
+        for node in (on_a, on_b, on_a):  # a alone would stop at 2, b alone at 50
+            await node.create_challenge("alice", CTX)
+            await next_challenge(dev)
+        for node in (on_b, on_a):
+            with pytest.raises(PushBlocked) as refused:
+                await node.create_challenge("alice", CTX)
+            assert "the limit is 3" in refused.value.detail
+        state = await on_b.push_block("alice")
+        assert (state["pushes_since_sign_in"], state["max_pushes_since_sign_in"], state["blocked"]) == (
+            3,
+            3,
+            True,
+        )
+        # A change reaches every node (within the policy cache's 2 s).
+        set_policy(rp["id"], "--max-pushes", "4", redis_url=redis_server.url)
+        for node in (a, b):
+            await wait_for_policy(node, rp["api_key"], "max_pushes", 4)
+        await on_b.create_challenge("alice", CTX)
+        with pytest.raises(PushBlocked):
+            await on_a.create_challenge("alice", CTX)
+        await dev.close()
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll until true: a node's cached view (policy, API key) takes a change within 2 s."""
+    for _ in range(200):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never: {what}")
+
+
+async def wait_for_policy(node: BrokerProcess, api_key: str, name: str, value: object) -> None:
+    async def shown() -> bool:
+        return (await policy_at(node, api_key))[name] == value
+
+    await eventually(shown, f"{node.name} shows {name}={value}")
+
+
+def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
+    url = redis_server.url
+    rp = add_rp("CLI RP", redis_url=url)
+    code, out, _ = rp_cli("show", rp["id"], "--json", redis_url=url)
+    assert code == 0
+    assert json.loads(out) == {
+        "rp": rp["id"],
+        "profile": "default",
+        "max_pushes": 20,
+        "max_pushes_per_minute": 10,
+        "fraud_mute": 86400,
+        "digits": 2,
+        "min_digits": 2,
+        "ttl": 60,
+        "max_ttl": 600,
+        "failure_limit": None,
+    }
+    nist = set_policy(rp["id"], "--profile", "nist-800-63b-4", "--max-ttl", "300", redis_url=url)
+    assert (nist["digits"], nist["min_digits"], nist["max_ttl"], nist["failure_limit"]) == (6, 6, 300, 100)
+    # Refusals: one line, exit non-zero, nothing changed.
+    for flags, named in (
+        (["--min-digits", "4"], "--min-digits"),
+        (["--digits", "9"], "--digits"),
+        (["--ttl", "400"], "--ttl"),  # above this RP's max_ttl
+        (["--max-ttl", "601"], "--max-ttl"),
+        (["--max-pushes", "101"], "--max-pushes"),
+        (["--max-pushes-per-minute", "0"], "--max-pushes-per-minute"),
+        (["--fraud-mute", "-1"], "--fraud-mute"),
+    ):
+        result = run_cli([BROKER, "rp", "set", rp["id"], *flags, "--redis-url", url])
+        assert_cli_error(result, contains=named)
+        assert "nothing was changed" in result.stderr
+    bad = run_cli([BROKER, "rp", "set", rp["id"], "--profile", "strict", "--redis-url", url])
+    assert bad.returncode == 2 and "invalid choice: 'strict'" in bad.stderr
+    assert_cli_error(
+        run_cli([BROKER, "rp", "set", "rp_nope", "--max-pushes", "3", "--redis-url", url]),
+        contains="no relying party",
+    )
+    assert_cli_error(
+        run_cli([BROKER, "rp", "show", "rp_nope", "--redis-url", url]), contains="no relying party"
+    )
+    code, out, _ = rp_cli("show", rp["id"], "--json", redis_url=url)
+    assert json.loads(out) == {"rp": rp["id"], **{k: v for k, v in nist.items() if k != "rp"}}
+    # The text form marks what the profile decides; --reset forgets every setting.
+    code, out, _ = rp_cli("show", rp["id"], redis_url=url)
+    assert code == 0 and "profile nist-800-63b-4" in out
+    assert "max-ttl                 300\n" in out and "digits                  6  (profile default)" in out
+    assert set_policy(rp["id"], "--reset", redis_url=url)["profile"] == "default"
+
+
+async def test_nist_profile_bounds_digits_and_ttl(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    node = broker_factory(redis_url=redis_server.url)
+    rp = add_rp("NIST RP", redis_url=redis_server.url)
+    set_policy(rp["id"], "--profile", "nist-800-63b-4", "--max-ttl", "300", redis_url=redis_server.url)
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, node.ws_url)
+        ch = await client.create_challenge("alice", CTX)  # the policy's digits
+        assert (ch.digits, len(ch.number)) == (6, 6)
+        for kwargs, field in (({"digits": 4}, "'digits' 4"), ({"ttl": 301}, "'ttl' 301")):
+            with pytest.raises(InvalidRequest) as refused:
+                await client.create_challenge("alice", CTX, **kwargs)  # type: ignore[arg-type]
+            assert refused.value.status == 400
+            assert field in refused.value.detail and "profile nist-800-63b-4" in refused.value.detail
+        # Refused before anything was stored or sent: the first one is still the live one.
+        assert isinstance(await dev.frame(), Challenge)
+        assert (await client.push_block("alice"))["pushes_since_sign_in"] == 1
+        await dev.close()
+
+
+async def next_challenge(dev: Device) -> Challenge:
+    pushed = await dev.frame()
+    while isinstance(pushed, Cancel):  # the one before, superseded
+        pushed = await dev.frame()
+    assert isinstance(pushed, Challenge), pushed
+    return pushed
+
+
+async def answer(dev: Device, decision: str, number: str = "") -> str:
+    pushed = await next_challenge(dev)
+    await dev.send(dev.answer(pushed, decision=decision, number=number))
+    result = await dev.frame()
+    assert isinstance(result, AnswerResult), result
+    return result.outcome
+
+
+def wrong(number: str) -> str:
+    return ("1" if number[0] != "1" else "2") + number[1:]
+
+
+async def test_nist_profile_locks_push_after_100_consecutive_wrong_numbers(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    node = broker_factory(redis_url=redis_server.url)
+    rp = add_rp("Lock RP", redis_url=redis_server.url)
+    # The profile keeps the push cap of 20 since the last sign-in; the rate is out of the way.
+    nist = ("--profile", "nist-800-63b-4", "--max-pushes-per-minute", "10000")
+    assert set_policy(rp["id"], *nist, redis_url=redis_server.url)["max_pushes"] == 20
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, node.ws_url)
+        # A successful sign-in resets the count; a deny is no failed attempt (no number typed).
+        for _ in range(2):
+            ch = await client.create_challenge("alice", CTX)
+            assert await answer(dev, "approve", wrong(ch.number)) == "number_mismatch"
+        assert (await client.push_block("alice"))["consecutive_failures"] == 2
+        ch = await client.create_challenge("alice", CTX)
+        assert await answer(dev, "approve", ch.number) == "approved"
+        await client.create_challenge("alice", CTX)
+        assert await answer(dev, "deny") == "denied"
+        state = await client.push_block("alice")
+        assert (state["consecutive_failures"], state["failure_limit"], state["blocked"]) == (0, 100, False)
+        # 100 wrong numbers in a row, each in a new challenge. The push cap blocks every 20
+        # and the RP lifts it (the user signed in another way): neither a new challenge nor
+        # that lift resets the count of consecutive wrong numbers.
+        failures = 0
+        while failures < 100:
+            if (await client.push_block("alice"))["pushes_since_sign_in"] == 20:
+                with pytest.raises(PushBlocked, match="since the last successful sign-in"):
+                    await client.create_challenge("alice", CTX)
+                await client.lift_push_block("alice")
+                assert (await client.push_block("alice"))["consecutive_failures"] == failures
+            ch = await client.create_challenge("alice", CTX)
+            assert await answer(dev, "approve", wrong(ch.number)) == "number_mismatch"
+            failures += 1
+        state = await client.push_block("alice")
+        assert (state["consecutive_failures"], state["blocked"]) == (100, True)
+        with pytest.raises(PushBlocked) as refused:
+            await client.create_challenge("alice", CTX)
+        assert "100 consecutive" in refused.value.detail and "wrong number" in refused.value.detail
+        # Until the RP lifts it.
+        await client.lift_push_block("alice")
+        assert (await client.push_block("alice"))["consecutive_failures"] == 0
+        ch = await client.create_challenge("alice", CTX)
+        assert await answer(dev, "approve", ch.number) == "approved"
+        await dev.close()
+
+
+async def test_the_wrong_number_that_reaches_the_limit_withdraws_the_other_prompts(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    node = broker_factory(redis_url=redis_server.url)
+    rp = add_rp("Lock RP", redis_url=redis_server.url)
+    set_policy(
+        rp["id"],
+        *("--profile", "nist-800-63b-4", "--max-pushes", "100", "--max-pushes-per-minute", "10000"),
+        redis_url=redis_server.url,
+    )
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, node.ws_url)
+        for _ in range(99):
+            ch = await client.create_challenge("alice", CTX)
+            assert await answer(dev, "approve", wrong(ch.number)) == "number_mismatch"
+        await client.lift_push_block("alice")  # the cap: 99 pushes; 99 failures stay
+        assert (await client.push_block("alice"))["consecutive_failures"] == 99
+        other = await client.create_challenge("alice", CTX)
+        last = await client.create_challenge("alice", CTX, supersede=False)
+        first, second = await dev.frame(), await dev.frame()
+        assert isinstance(first, Challenge) and isinstance(second, Challenge)
+        await dev.send(dev.answer(second, number=wrong(last.number)))
+        got = {await dev.frame(), await dev.frame()}
+        assert got == {
+            Cancel(ch=other.id, reason="withdrawn"),
+            AnswerResult(ch=last.id, outcome="number_mismatch"),
+        }
+        await dev.send(dev.answer(first, number=other.number))  # too late: no 101st attempt
+        refused = await dev.frame()
+        assert isinstance(refused, Error), refused
+        assert (await client.get_result(other, {})).status.value == "withdrawn"
+        await dev.close()
+
+
+async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    node = broker_factory(redis_url=redis_server.url)
+    rp = add_rp("Leaving RP", redis_url=redis_server.url)
+    stays = add_rp("Staying RP", redis_url=redis_server.url)
+    async with (
+        PushAuthClient(node.http_url, rp["api_key"]) as client,
+        PushAuthClient(node.http_url, stays["api_key"]) as other,
+    ):
+        dev = await online_device(client, node.ws_url)
+        bystander = await online_device(other, node.ws_url)
+        ch = await client.create_challenge("alice", CTX)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge)
+        code, out, err = rp_cli("remove", rp["id"], redis_url=redis_server.url)
+        assert code == 0, err
+        assert out.strip() == f"removed {rp['id']}: 1 credential(s) revoked, 1 pending challenge(s) withdrawn"
+        # The device is told at once, and the pending request is gone from it.
+        assert await dev.frame() == Revoked(cid=dev.cid, reason="rp_removed", rid=None)
+        assert await dev.frame() == Cancel(ch=ch.id, reason="revoked")
+        # It cannot approve the pending challenge (the number is right) ...
+        await dev.send(dev.answer(pushed, number=ch.number))
+        refused = await dev.frame()
+        assert isinstance(refused, Error) and refused.code == "credential_revoked"
+        # ... nor authenticate again.
+        again = await Device.connect(node.ws_url, seed=dev.seed)
+        again.cid = dev.cid
+        welcome, _ = await again.authenticate()
+        assert welcome.rejected == ({"cid": dev.cid, "code": "credential_revoked"},)
+        # Its API key stops working (within the key cache's 2 s); the other RP is untouched.
+        async with aiohttp.ClientSession() as http:
+
+            async def key_refused() -> bool:
+                headers = {"Authorization": f"Bearer {rp['api_key']}"}
+                async with http.get(node.http_url + "/v1/rp", headers=headers) as r:
+                    return r.status == 401
+
+            await eventually(key_refused, "the removed RP's API key is refused")
+        ch2 = await other.create_challenge("alice", CTX)
+        assert isinstance(await bystander.frame(), Challenge)
+        assert ch2.devices == 1
+        assert_cli_error(run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", redis_server.url]))
+        for d in (dev, again, bystander):
+            await d.close()
