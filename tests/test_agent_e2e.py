@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import urllib.error
@@ -26,6 +27,10 @@ from protocol import signing
 
 def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 class RP:
@@ -183,7 +188,12 @@ def test_pending_then_approve_with_the_right_number(tmp_path: Path, rp_api: RP) 
     home = tmp_path / "agent"
     enroll(home, rp_api)
     # Eight digits: a two-digit number would turn up by chance in the printed clock time.
-    ch = rp_api.challenge(context={"app": "Payroll", "location": "Berlin, DE"}, digits=8)
+    # The RP's own fresh value (protocol v2): the device must sign over it.
+    rp_nonce = os.urandom(32)
+    ch = rp_api.challenge(
+        context={"app": "Payroll", "location": "Berlin, DE"}, digits=8, rp_nonce=b64(rp_nonce)
+    )
+    assert unb64(ch["rp_nonce"]) == rp_nonce
 
     text = agent(home, "pending")
     assert text.returncode == 0, text.stderr
@@ -209,6 +219,7 @@ def test_pending_then_approve_with_the_right_number(tmp_path: Path, rp_api: RP) 
         rp=rp_api.id,
         ch=ch["id"],
         nonce=unb64(final["nonce"]),
+        rp_nonce=rp_nonce,
         cid=answer["credential_id"],
         decision="approve",
         number=ch["number"],
