@@ -400,7 +400,7 @@ async def remove(store: AccountStore, name: str, *, local_only: bool = False) ->
         return f'Forgot "{account.name}" (it was already {account.status_reason or account.status}).'
     try:
         conn, _, _ = await _authenticated(store, account.broker, [account])
-    except Unreachable as exc:
+    except (Unreachable, InsecureBroker) as exc:  # an unencrypted URL: only --local-only helps
         if not local_only:
             raise Unreachable(
                 f"{exc}; the account was NOT removed (it stays valid at {account.rp_name}). "
