@@ -255,18 +255,25 @@ end
 return 'ok'
 """
 
+# Both keep the last 8 recovery keys that no longer work (used, or replaced) in
+# `recovery_prior` (32 bytes each), so that broker/recovery.py can tell a caller who
+# proves one of them why it fails, and tell anyone else nothing.
+#
 # KEYS: credential hash
 # ARGV: recovery public key, ts (ms) of the credential key's signature naming it, that
 #       signature
 # -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'stale' (not newer than the
 #    key named last: a replayed older naming must not bring back a used key)
 SET_RECOVERY_KEY = """
-local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk_ts')
+local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk_ts', 'recovery_pk', 'recovery_prior')
 if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
 if c[2] ~= '1' then return 'not_recoverable' end
 local last = tonumber(c[3] or '0')
 if tonumber(ARGV[2]) <= last then return 'stale' end
+if c[4] then
+  redis.call('HSET', KEYS[1], 'recovery_prior', string.sub((c[5] or '') .. c[4], -256))
+end
 redis.call('HSET', KEYS[1], 'recovery_pk', ARGV[1], 'recovery_pk_ts', ARGV[2], 'recovery_pk_sig', ARGV[3])
 return 'ok'
 """
@@ -283,8 +290,9 @@ if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
 if not c[2] then return 'not_recoverable' end
 if c[2] ~= ARGV[1] then return 'wrong_key' end
+local prior = redis.call('HGET', KEYS[1], 'recovery_prior') or ''
 redis.call('HDEL', KEYS[1], 'recovery_pk', 'recovery_pk_sig')
-redis.call('HSET', KEYS[1], 'recovery_used', '1')
+redis.call('HSET', KEYS[1], 'recovery_used', '1', 'recovery_prior', string.sub(prior .. c[2], -256))
 local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))

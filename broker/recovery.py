@@ -39,18 +39,22 @@ from .signed_requests import b64_field, check_signed, parse_ts
 from .store import new_id, now_ms
 
 _REFUSALS = {
-    "unknown": (404, "not_found", "no such credential"),
     "revoked": (409, "credential_revoked", "the credential was removed; it can no longer be recovered"),
     "not_recoverable": (409, "not_recoverable", "the service did not enroll this credential as recoverable"),
     "stale": (409, "conflict", "a newer recovery key is named already"),
-    "used": (409, "recovery_key_used", "its recovery key was used already: a recovery key works once"),
-    "wrong_key": (
-        403,
-        "bad_signature",
-        'the recovery key does not match: it was replaced (after a passphrase change or a "No, not me")'
-        " or used",
+    "used": (
+        409,
+        "recovery_key_used",
+        "this recovery key works no more: it was used already (a recovery key works once), or it was"
+        ' replaced (after a passphrase change or a "No, not me")',
     ),
+    "wrong_key": (409, "recovery_key_used", "the recovery key was replaced or used meanwhile"),
 }
+# No state oracle (DESIGN invariant 13): a caller who proves no key of the credential
+# learns nothing about it, not even whether it exists. One answer for all of that.
+_NOTHING_PROVEN = ApiError(
+    403, "recovery_refused", "refused: the signature does not verify for this credential (or there is none)"
+)
 
 
 def _refused(why: bytes | str) -> ApiError:
@@ -59,15 +63,18 @@ def _refused(why: bytes | str) -> ApiError:
 
 
 async def _credential(request: web.Request, cid: str) -> tuple[Credential, dict[bytes, bytes]]:
+    """The credential `cid`, revoked or not; unknown ones are refused like a bad signature."""
     if not cid or len(cid) > 64:
-        raise _refused("unknown")
+        raise _NOTHING_PROVEN
     h = await node_of(request).store.redis.hgetall(keys.credential(cid))
     if not h:
-        raise _refused("unknown")
-    cred = Credential.from_hash(cid, h)
-    if not cred.active:
-        raise _refused("revoked")
-    return cred, h
+        raise _NOTHING_PROVEN
+    return Credential.from_hash(cid, h), h
+
+
+def _prior_keys(h: dict[bytes, bytes]) -> list[bytes]:
+    raw = h.get(b"recovery_prior", b"")
+    return [raw[i : i + 32] for i in range(0, len(raw) - 31, 32)]
 
 
 async def set_recovery_key(request: web.Request) -> web.Response:
@@ -76,8 +83,11 @@ async def set_recovery_key(request: web.Request) -> web.Response:
     sig = b64_field(body, "sig", 64)
     ts = parse_ts(body.get("ts"))
     cred, _ = await _credential(request, request.match_info["id"])
+    message = signing.recovery_key_bytes(cred.id, recovery_pk, ts)
+    if not signing.is_valid(cred.public_key, message, sig):
+        raise _NOTHING_PROVEN
     store = node_of(request).store
-    await check_signed(store, cred.public_key, signing.recovery_key_bytes(cred.id, recovery_pk, ts), sig, ts)
+    await check_signed(store, cred.public_key, message, sig, ts)
     result = await store.redis.eval(lua.SET_RECOVERY_KEY, 1, keys.credential(cred.id), recovery_pk, ts, sig)
     if result != b"ok":
         raise _refused(result)
@@ -98,14 +108,18 @@ async def recover(request: web.Request) -> web.Response:
         raise ApiError(400, "invalid_request", exc.message) from None
     ts = parse_ts(body.get("ts"))
     old, h = await _credential(request, old_cid)
-    recovery_pk = h.get(b"recovery_pk")
-    if recovery_pk is None:
-        raise _refused("used" if h.get(b"recovery_used") == b"1" else "not_recoverable")
     message = signing.recover_bytes(old.rp, old.id, pk, name, new_recovery_pk, ts)
+    recovery_pk = h.get(b"recovery_pk")
+    # What the caller may be told depends on which key it proves: none, nothing at all;
+    # a used or replaced one, that it works no more; the current one, everything.
+    if recovery_pk is None or not signing.is_valid(recovery_pk, message, recovery_sig):
+        if not any(signing.is_valid(k, message, recovery_sig) for k in _prior_keys(h)):
+            raise _NOTHING_PROVEN
+        raise _refused("used" if old.active else "revoked")
+    if not old.active:
+        raise _refused("revoked")
     if not signing.is_valid(pk, message, sig):  # proof of possession of the new key
         raise ApiError(403, "bad_signature", "the new key's signature does not verify")
-    if not signing.is_valid(recovery_pk, message, recovery_sig):
-        raise _refused("wrong_key")  # said apart: an old backup's key, replaced since
     store = node_of(request).store
     await check_signed(store, recovery_pk, message, recovery_sig, ts)
     cid, created = new_id("cr"), now_ms()

@@ -238,11 +238,6 @@ def test_the_backup_store_has_a_daily_quota_per_address_and_a_total_cap(
     assert_clean_log(broker)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not built yet: POST /v1/recoveries still says not_found / not_recoverable / credential_revoked "
-    "to callers who prove nothing (conflicts with the recovery helper's recovery_key_used; see the report)",
-)
 async def test_a_recovery_says_nothing_about_a_credential_it_cannot_prove(
     strict_broker: BrokerProcess,
 ) -> None:
