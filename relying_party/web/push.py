@@ -120,15 +120,15 @@ UNAVAILABLE = StatusView(
 )
 
 
+ENDED = StatusView(
+    "ended", "Ended", "This request ended without an approval. Send a new one to continue.", True, "error"
+)
+
+
 def view_of(status: Status) -> StatusView:
     """What the page shows for a verified status; one this demo does not know (from a
     newer SDK or broker) is ended and not approved."""
     return STATUS_VIEWS.get(status, ENDED)
-
-
-ENDED = StatusView(
-    "ended", "Ended", "This request ended without an approval. Send a new one to continue.", True, "error"
-)
 
 
 def public_keys(db: Database, user: User) -> dict[str, bytes]:
