@@ -220,7 +220,7 @@ def test_user_names_and_device_names_accepted() -> None:
 
 
 def test_qr_code_is_svg_with_a_title() -> None:
-    svg = qr.svg("pushauth://enroll?v=1&token=abc", title="QR <code>")
+    svg = qr.svg("pushauth://enroll?v=2&token=abc", title="QR <code>")
     assert svg.startswith("<svg") and "<title>QR &lt;code&gt;</title>" in svg
     assert "style=" not in svg  # the page's CSP allows no inline styles
 
