@@ -111,8 +111,8 @@ def user_id(value: str) -> str:
 
 
 def int_field(body: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = body.get(name, default)
-    if type(value) is not int or not lo <= value <= hi:
+    value = jsonio.as_int(body.get(name, default))
+    if value is None or not lo <= value <= hi:
         raise ApiError(400, "invalid_request", f"'{name}' must be an integer from {lo} to {hi}")
     return value
 

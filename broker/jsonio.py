@@ -59,3 +59,14 @@ def json_response(
     return web.Response(
         body=orjson.dumps(data), status=status, content_type=content_type, charset="utf-8", headers=headers
     )
+
+
+def as_int(value: object) -> int | None:
+    """A JSON number that is an integer, as an int (None otherwise). JSON has one number
+    type: 10 and 10.0 are the same number, and JSON Schema's "integer" (the OpenAPI
+    document) accepts both; true and false are not numbers."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None

@@ -10,17 +10,36 @@ from typing import Any
 
 from aiohttp import web
 
-from .jsonio import json_response
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S
+from protocol.numbers import MAX_DIGITS, MIN_DIGITS
 
+from .api import MAX_WAIT_S
+from .backups import MAX_BLOB
+from .jsonio import json_response
+from .openapi_rules import SAFE_TEXT, b64url
+
+# Exactly what the API accepts (issue 11, finding 8): every id, key, signature and
+# text field has the pattern and lengths the handlers check (tests/test_openapi_fuzz.py).
 _ID = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
-_B64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "base64url, no padding"}
+_B64_32 = b64url(32)  # public keys, nonces, hashes
+_B64_64 = b64url(64)  # signatures
 _MS = {"type": "integer", "description": "Unix time in milliseconds"}
-_USER = {"type": "string", "minLength": 1, "maxLength": 128}
+
+
+def _text(max_len: int, min_len: int = 1) -> dict[str, Any]:
+    """Text shown to people: no control, format or line-separator characters
+    (protocol/text.py, DESIGN invariant 12)."""
+    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": SAFE_TEXT}
+
+
+_USER = _text(128)
 _CONTEXT = {
     "type": "object",
     "maxProperties": 16,
-    "additionalProperties": {"type": "string", "maxLength": 256},
-    "description": "Shown on the device, e.g. app, ip, location, browser. Keys 1..32 characters.",
+    "propertyNames": _text(32),
+    "additionalProperties": _text(256, 0),
+    "description": "Shown on the device, e.g. app, ip, location, browser: at most 16 entries, keys "
+    "1..32 and values 0..256 characters, none of them control, format or line-separator characters.",
 }
 
 
@@ -50,9 +69,9 @@ SCHEMAS: dict[str, Any] = {
         {
             "id": _ID,
             "user": _USER,
-            "account": {"type": "string"},
-            "name": {"type": "string"},
-            "public_key": _B64,
+            "account": _text(256),
+            "name": _text(64),
+            "public_key": _B64_32,
             "created_at": _MS,
             "last_used_at": {"oneOf": [_MS, {"type": "null"}]},
             "recovered_from": {
@@ -60,16 +79,16 @@ SCHEMAS: dict[str, Any] = {
                 "description": "the credential whose recovery key registered this one (device restored)",
             },
             "binding": {
-                "oneOf": [_B64, {"type": "null"}],
+                "oneOf": [_B64_64, {"type": "null"}],
                 "description": "the device's signature binding its key to the enrollment link (RP checks)",
             },
             "recovery_key": {
                 "oneOf": [
                     _obj(
                         {
-                            "public_key": _B64,
+                            "public_key": _B64_32,
                             "ts": {"oneOf": [_MS, {"type": "null"}]},
-                            "signature": {"oneOf": [_B64, {"type": "null"}]},
+                            "signature": {"oneOf": [_B64_64, {"type": "null"}]},
                         }
                     ),
                     {"type": "null"},
@@ -81,9 +100,9 @@ SCHEMAS: dict[str, Any] = {
                         {
                             "from": _ID,
                             "ts": _MS,
-                            "recovery_signature": _B64,
-                            "signature": _B64,
-                            "recovery_public_key": {"oneOf": [_B64, {"type": "null"}]},
+                            "recovery_signature": _B64_64,
+                            "signature": _B64_64,
+                            "recovery_public_key": {"oneOf": [_B64_32, {"type": "null"}]},
                         }
                     ),
                     {"type": "null"},
@@ -100,7 +119,7 @@ SCHEMAS: dict[str, Any] = {
         {
             "id": _ID,
             "user": _USER,
-            "account": {"type": "string"},
+            "account": _text(256),
             "recoverable": {"type": "boolean"},
             "status": {"enum": ["pending", "completed", "expired"]},
             "expires_at": _MS,
@@ -114,8 +133,8 @@ SCHEMAS: dict[str, Any] = {
     "NewEnrollment": _obj(
         {
             "user": _USER,
-            "account": {"type": "string", "minLength": 1, "maxLength": 256},
-            "recoverable": {"type": "boolean"},
+            "account": _text(256),
+            "recoverable": {"type": "boolean", "default": False},
         },
         ["user", "account"],
     ),
@@ -123,9 +142,21 @@ SCHEMAS: dict[str, Any] = {
         {
             "user": _USER,
             "context": _CONTEXT,
-            "ttl": {"type": "integer", "minimum": 10, "maximum": 600, "default": 60},
-            "digits": {"type": "integer", "minimum": 2, "maximum": 8, "default": 2},
-            "rp_nonce": {**_B64, "description": "the RP's own fresh 32 bytes (base64url); made if absent"},
+            "ttl": {
+                "type": "integer",
+                "minimum": MIN_TTL_S,
+                "maximum": MAX_TTL_S,
+                "description": "seconds; default and maximum are the RP's policy (GET /v1/rp/policy: "
+                "ttl, max_ttl; 400 naming the field above max_ttl)",
+            },
+            "digits": {
+                "type": "integer",
+                "minimum": MIN_DIGITS,
+                "maximum": MAX_DIGITS,
+                "description": "default and minimum are the RP's policy (GET /v1/rp/policy: digits, "
+                "min_digits; 400 naming the field below min_digits)",
+            },
+            "rp_nonce": {**_B64_32, "description": "the RP's own fresh 32 bytes (base64url); made if absent"},
             "supersede": {
                 "type": "boolean",
                 "default": True,
@@ -143,9 +174,9 @@ SCHEMAS: dict[str, Any] = {
             "id": _ID,
             "user": _USER,
             "number": {"type": "string", "pattern": "^[1-9][0-9]{1,7}$"},
-            "digits": {"type": "integer"},
-            "nonce": _B64,
-            "rp_nonce": _B64,
+            "digits": {"type": "integer", "minimum": MIN_DIGITS, "maximum": MAX_DIGITS},
+            "nonce": _B64_32,
+            "rp_nonce": _B64_32,
             "context": _CONTEXT,
             "created_at": _MS,
             "expires_at": _MS,
@@ -164,8 +195,8 @@ SCHEMAS: dict[str, Any] = {
             "decision": {"enum": ["approve", "deny", "fraud"]},
             "number": {"type": "string"},
             "ts": _MS,
-            "ctx_hash": _B64,
-            "signature": _B64,
+            "ctx_hash": _B64_32,
+            "signature": _B64_64,
         }
     ),
     "ChallengeResult": _obj(
@@ -179,10 +210,10 @@ SCHEMAS: dict[str, Any] = {
                 ],
                 "description": "only approved, denied, number_mismatch and reported carry an answer",
             },
-            "nonce": _B64,
-            "rp_nonce": _B64,
+            "nonce": _B64_32,
+            "rp_nonce": _B64_32,
             "context": _CONTEXT,
-            "digits": {"type": "integer"},
+            "digits": {"type": "integer", "minimum": MIN_DIGITS, "maximum": MAX_DIGITS},
             "created_at": _MS,
             "expires_at": _MS,
             "credential_id": {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"},
@@ -267,13 +298,14 @@ def _problems(*statuses: int) -> dict[str, Any]:
 _WAIT = {
     "name": "wait",
     "in": "query",
-    "schema": {"type": "number", "minimum": 0, "maximum": 60, "default": 0},
+    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S, "default": 0},
     "description": "long-poll: seconds to wait while the object is pending",
 }
 
 
 def _path_param(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    """{id}: an id the broker made; {user}: the RP's own name for its user."""
+    return {"name": name, "in": "path", "required": True, "schema": _USER if name == "user" else _ID}
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -373,44 +405,59 @@ PATHS: dict[str, Any] = {
 # Device requests (no API key): signed by a device-held key over their time, see
 # broker/signed_requests.py, broker/backups.py and broker/recovery.py.
 _SIGNED = {"security": [], "description": "signed by a device key; see docs/http-api.md"}
-SCHEMAS["RecoveryKey"] = _obj({"recovery_pk": _B64, "ts": _MS, "sig": _B64})
+# The request's time, Unix ms: within 5 minutes of the broker's clock or 403 stale_request.
+_TS = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "description": "Unix time in milliseconds"}
+SCHEMAS["RecoveryKey"] = _obj({"recovery_pk": _B64_32, "ts": _TS, "sig": _B64_64})
 SCHEMAS["Recovery"] = _obj(
     {
         "cid": _ID,
-        "pk": _B64,
-        "name": {"type": "string", "minLength": 1, "maxLength": 64},
-        "recovery_pk": _B64,
-        "ts": _MS,
-        "recovery_sig": _B64,
-        "sig": _B64,
+        "pk": _B64_32,
+        "name": _text(64),
+        "recovery_pk": _B64_32,
+        "ts": _TS,
+        "recovery_sig": _B64_64,
+        "sig": _B64_64,
     }
 )
 SCHEMAS["RecoveredCredential"] = _obj(
-    {"id": _ID, "rp": _ID, "rp_name": {"type": "string"}, "user": _USER, "account": {"type": "string"}}
+    {"id": _ID, "rp": _ID, "rp_name": _text(256), "user": _USER, "account": _text(256)}
 )
-_BLOB = {"content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}
+_BLOB = {
+    "content": {
+        "application/octet-stream": {
+            "schema": {"type": "string", "format": "binary", "minLength": 1, "maxLength": MAX_BLOB}
+        }
+    }
+}
+# A backup id is the base64url public key that signs the blob's requests.
+_BACKUP_ID = {"name": "id", "in": "path", "required": True, "schema": _B64_32}
 _SIGNED_HEADERS = [
-    {"name": "X-Pushauth-Time", "in": "header", "required": True, "schema": {"type": "string"}},
-    {"name": "X-Pushauth-Signature", "in": "header", "required": True, "schema": _B64},
+    {
+        "name": "X-Pushauth-Time",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]{1,16}$", "description": "Unix time in milliseconds"},
+    },
+    {"name": "X-Pushauth-Signature", "in": "header", "required": True, "schema": _B64_64},
 ]
 PATHS["/v1/backups/{id}"] = {
     "put": {
         "summary": "Store a device's encrypted backup (ciphertext only, at most 256 KiB)",
         **_SIGNED,
-        "parameters": [_path_param("id"), *_SIGNED_HEADERS],
+        "parameters": [_BACKUP_ID, *_SIGNED_HEADERS],
         "requestBody": {"required": True, **_BLOB},
         "responses": {"204": {"description": "stored"}, **_problems(400, 403, 409, 413)},
     },
     "get": {
         "summary": "Read a device's encrypted backup",
         **_SIGNED,
-        "parameters": [_path_param("id"), *_SIGNED_HEADERS],
+        "parameters": [_BACKUP_ID, *_SIGNED_HEADERS],
         "responses": {"200": {"description": "the blob", **_BLOB}, **_problems(400, 403, 404, 409)},
     },
     "delete": {
         "summary": "Delete a device's encrypted backup (signed with op 'delete' over an empty body)",
         **_SIGNED,
-        "parameters": [_path_param("id"), *_SIGNED_HEADERS],
+        "parameters": [_BACKUP_ID, *_SIGNED_HEADERS],
         "responses": {"204": {"description": "deleted"}, **_problems(400, 403, 404, 409)},
     },
 }
@@ -443,6 +490,113 @@ PATHS["/v1/recoveries"] = {
 for _operations in PATHS.values():
     for _operation in _operations.values():
         _operation["responses"].update(_problems(503))
+
+
+# What every operation may answer besides its own outcomes: a malformed request head
+# or a NUL in it (400), a head or body too slow (408) or too large (431), the store
+# unreachable (503); with an API key, 401; with a JSON body, 400 (what the schema
+# refuses: the detail names the field), 413 and 415; with an id or user in the path,
+# 400 for a user name with control characters and 404; device requests are also
+# rate-limited per address and per node (429 with Retry-After).
+def _extra_statuses(path: str, operation: dict[str, Any]) -> list[int]:
+    statuses = [400, 408, 431, 503]
+    if operation.get("security") != []:
+        statuses.append(401)
+    if "requestBody" in operation:
+        statuses += [413, 415]
+    if "{" in path or path == "/v1/challenges":  # a credential_id that is not the user's
+        statuses.append(404)
+    if operation.get("security") == [] and path != "/healthz":
+        statuses += [403, 409, 429]
+    return statuses
+
+
+for _path, _operations in PATHS.items():
+    for _operation in _operations.values():
+        _documented = _operation["responses"]
+        _documented.update(
+            {k: v for k, v in _problems(*_extra_statuses(_path, _operation)).items() if k not in _documented}
+        )
+
+# operationIds, and links from the operations that make ids to those that take them
+# (OpenAPI 3.1 "links"): how a client, or a fuzzer, reaches real objects.
+_OPERATION_IDS = {
+    ("/healthz", "get"): "health",
+    ("/v1/rp", "get"): "getRp",
+    ("/v1/rp/policy", "get"): "getRpPolicy",
+    ("/v1/enrollments", "post"): "createEnrollment",
+    ("/v1/enrollments/{id}", "get"): "getEnrollment",
+    ("/v1/challenges", "post"): "createChallenge",
+    ("/v1/challenges/{id}", "get"): "getChallenge",
+    ("/v1/challenges/{id}", "delete"): "cancelChallenge",
+    ("/v1/users/{user}/credentials", "get"): "listCredentials",
+    ("/v1/users/{user}/push-block", "get"): "getPushBlock",
+    ("/v1/users/{user}/push-block", "delete"): "liftPushBlock",
+    ("/v1/credentials/{id}", "delete"): "revokeCredential",
+    ("/v1/credentials/{id}/confirm", "post"): "confirmCredential",
+    ("/v1/credentials/{id}/recovery-key", "post"): "setRecoveryKey",
+    ("/v1/recoveries", "post"): "recoverCredential",
+    ("/v1/backups/{id}", "put"): "putBackup",
+    ("/v1/backups/{id}", "get"): "getBackup",
+    ("/v1/backups/{id}", "delete"): "deleteBackup",
+}
+for (_path, _method), _operation_id in _OPERATION_IDS.items():
+    PATHS[_path][_method]["operationId"] = _operation_id
+
+
+def _links(path: str, method: str, status: str, links: dict[str, tuple[str, str, str]]) -> None:
+    """links: name -> (operationId, its parameter, a runtime expression for its value)."""
+    PATHS[path][method]["responses"][status]["links"] = {
+        name: {"operationId": op, "parameters": {param: value}} for name, (op, param, value) in links.items()
+    }
+
+
+_links(
+    "/v1/enrollments",
+    "post",
+    "201",
+    {
+        "GetEnrollment": ("getEnrollment", "id", "$response.body#/id"),
+        "ListCredentials": ("listCredentials", "user", "$response.body#/user"),
+    },
+)
+_links(
+    "/v1/enrollments/{id}",
+    "get",
+    "200",
+    {
+        "ConfirmCredential": ("confirmCredential", "id", "$response.body#/credential/id"),
+        "RevokeCredential": ("revokeCredential", "id", "$response.body#/credential/id"),
+    },
+)
+_links(
+    "/v1/challenges",
+    "post",
+    "201",
+    {
+        "GetChallenge": ("getChallenge", "id", "$response.body#/id"),
+        "CancelChallenge": ("cancelChallenge", "id", "$response.body#/id"),
+        "GetPushBlock": ("getPushBlock", "user", "$response.body#/user"),
+        "LiftPushBlock": ("liftPushBlock", "user", "$response.body#/user"),
+        "ListCredentials": ("listCredentials", "user", "$response.body#/user"),
+    },
+)
+_links(
+    "/v1/users/{user}/credentials",
+    "get",
+    "200",
+    {
+        "ConfirmCredential": ("confirmCredential", "id", "$response.body#/credentials/0/id"),
+        "RevokeCredential": ("revokeCredential", "id", "$response.body#/credentials/0/id"),
+        "SetRecoveryKey": ("setRecoveryKey", "id", "$response.body#/credentials/0/id"),
+    },
+)
+_links(
+    "/v1/recoveries",
+    "post",
+    "201",
+    {"RevokeCredential": ("revokeCredential", "id", "$response.body#/id")},
+)
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",

@@ -71,7 +71,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         code = _CODES_BY_STATUS.get(exc.status, "http_error")
-        return problem(exc.status, code, exc.reason or _title(exc.status))
+        # A 405 says which methods the resource has (RFC 9110: Allow is required).
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return problem(exc.status, code, exc.reason or _title(exc.status), allow)
     except RedisError as exc:
         # The store is unreachable (Redis down or failing over): nothing was done, and
         # the RP may try again, on this node or another.

@@ -15,6 +15,7 @@ from typing import Any
 from protocol import b64, signing
 
 from . import keys
+from .jsonio import as_int
 from .problems import ApiError
 from .store import Store, now_ms
 
@@ -34,7 +35,8 @@ def b64_field(body: dict[str, Any], name: str, size: int) -> bytes:
 def parse_ts(value: Any) -> int:
     if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 16:
         value = int(value)
-    if type(value) is not int or value < 0:
+    value = as_int(value)  # 1.0 is the number 1 in JSON
+    if value is None or value < 0:
         raise ApiError(400, "invalid_request", "'ts' must be the request time in Unix milliseconds")
     return value
 

@@ -1,0 +1,70 @@
+"""JSON Schema forms of the rules the API checks, built from the code that checks them.
+
+The OpenAPI document (broker/openapi.py) must say exactly what the API accepts
+(issue 11, finding 8): a schema looser than the handlers makes clients and fuzzers
+send what is refused; a stricter one hides what is allowed. So the patterns here are
+derived from the one place each rule lives: protocol/text.py for the characters text
+may not hold, protocol/b64.py's alphabet for binary values.
+"""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from functools import cache
+from typing import Any
+
+from protocol.text import UNSAFE_CATEGORIES
+
+
+def b64url(nbytes: int) -> dict[str, Any]:
+    """Exactly `nbytes` bytes in unpadded base64url: that many characters, no more."""
+    chars = math.ceil(nbytes * 8 / 6)
+    return {
+        "type": "string",
+        "pattern": f"^[A-Za-z0-9_-]{{{chars}}}$",
+        "minLength": chars,
+        "maxLength": chars,
+        "description": f"{nbytes} bytes, base64url without padding ({chars} characters)",
+    }
+
+
+def _escape(cp: int) -> str:
+    """A code point inside a character class, readable by both Python's re and
+    ECMA-262 in Unicode mode: \\uXXXX for the BMP, the character itself above it
+    (an astral escape is written differently in each)."""
+    return f"\\u{cp:04x}" if cp <= 0xFFFF else chr(cp)
+
+
+# Where Cc, Cf, Zl, Zp and Cs live: planes 0 and 1, and the tags of plane 14. Planes 2
+# to 13 hold ideographs or nothing; leaving them out keeps the scan (done at import,
+# by every broker command) at a few hundredths of a second instead of 0.3 s.
+_PLANES = (range(0x20000), range(0xE0000, 0xE1000))
+
+
+# Lone surrogates (Cs) cannot reach a handler: orjson refuses them in JSON and a URL's
+# UTF-8 cannot encode them. A pattern naming them is one regex engines refuse (a
+# surrogate is no Unicode scalar value), so the pattern leaves them out.
+_CATEGORIES = UNSAFE_CATEGORIES - {"Cs"}
+
+
+@cache
+def _unsafe_ranges() -> tuple[tuple[int, int], ...]:
+    ranges: list[tuple[int, int]] = []
+    for cp in (cp for plane in _PLANES for cp in plane):
+        if unicodedata.category(chr(cp)) in _CATEGORIES:
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1] = (ranges[-1][0], cp)
+            else:
+                ranges.append((cp, cp))
+    return tuple(ranges)
+
+
+def safe_text_pattern() -> str:
+    """Text with none of the characters protocol.text.is_unsafe refuses (Cc, Cf, Zl,
+    Zp), by this Python's Unicode database: the same one the broker checks with."""
+    parts = [_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in _unsafe_ranges()]
+    return f"^[^{''.join(parts)}]*$"
+
+
+SAFE_TEXT = safe_text_pattern()

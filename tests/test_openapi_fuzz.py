@@ -1,0 +1,139 @@
+"""The OpenAPI document says exactly what the API accepts (issue 11, finding 8).
+
+Schemathesis, run against the served document of a real broker (real Redis, a real
+RP key, a real enrolled device so that ids lead somewhere), in its coverage, fuzzing
+and stateful phases with every check: schema-valid requests are never refused,
+schema-invalid ones always are, every status and body is documented, 405s name the
+allowed methods. No failure, no warning (a "schema validation mismatch" among them),
+no traceback or error in the broker's log. Bounded examples and a fixed seed keep it
+deterministic and within about 30 s.
+
+The pattern of text fields is derived from protocol/text.py; the last test checks it
+against that rule for every code point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import unicodedata
+from collections.abc import Callable
+from pathlib import Path
+
+from support import BrokerProcess, RedisServer, add_rp, console_script, set_policy
+from test_broker_device_ws import CTX, online_device
+
+from broker.openapi_rules import SAFE_TEXT, b64url
+from protocol import b64, text
+from relying_party.sdk import PushAuthClient
+
+SCHEMATHESIS = console_script("schemathesis")
+SEED = 20261204
+MAX_EXAMPLES = 25
+# Backup and recovery requests are rate-limited per address: off here, so the fuzzer
+# reaches the logic behind the limit (tests/test_broker_http_guard.py tests the limit).
+NO_LIMITS = [
+    *("--backup-requests-per-ip", "0", "--backup-requests", "0"),
+    *("--recovery-requests-per-ip", "0", "--recovery-requests", "0"),
+]
+
+
+def config(user: str, credential: str, challenge: str, enrollment: str) -> str:
+    """Real ids offered to the fuzzer half of the time (the rest it makes up), and
+    warnings fail the run. Long-polls are not waited for (wait=0): a pending
+    enrollment would hold each request for up to 60 s."""
+    return f"""
+[warnings]
+fail-on = true
+
+[parameters]
+"query.wait" = 0
+
+[dictionaries.users]
+values = ["{user}"]
+[dictionaries.credentials]
+values = ["{credential}"]
+[dictionaries.challenges]
+values = ["{challenge}"]
+[dictionaries.enrollments]
+values = ["{enrollment}"]
+
+[[operations]]
+include-operation-id = "createChallenge"
+parameters = {{ "body.user" = {{ dictionary = "users", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = ["listCredentials", "getPushBlock", "liftPushBlock"]
+parameters = {{ "path.user" = {{ dictionary = "users", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = ["revokeCredential", "confirmCredential", "setRecoveryKey"]
+parameters = {{ "path.id" = {{ dictionary = "credentials", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = ["getChallenge", "cancelChallenge"]
+parameters = {{ "path.id" = {{ dictionary = "challenges", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = "getEnrollment"
+parameters = {{ "path.id" = {{ dictionary = "enrollments", probability = 0.5 }} }}
+"""
+
+
+async def test_schemathesis_finds_nothing(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    broker = broker_factory(redis_url=redis_server.url, node="fuzzed", extra_args=NO_LIMITS)
+    rp = add_rp("Fuzzed RP", redis_url=redis_server.url)
+    # Caps out of the way: pushes to the real user should reach the broker's logic.
+    set_policy(
+        rp["id"], "--max-pushes", "100", "--max-pushes-per-minute", "10000", redis_url=redis_server.url
+    )
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, broker.ws_url)
+        challenge = await client.create_challenge("alice", CTX)
+        enrollment = await client.create_enrollment("alice", "second device")
+        await dev.close()
+    settings = tmp_path / "schemathesis.toml"
+    settings.write_text(config("alice", dev.cid, challenge.id, enrollment.id))
+    argv = [
+        *(str(SCHEMATHESIS), "--config-file", str(settings), "run", f"{broker.http_url}/v1/openapi.json"),
+        *("--url", broker.http_url, "-H", f"Authorization: Bearer {rp['api_key']}"),
+        *("--phases", "coverage,fuzzing,stateful", "--checks", "all"),
+        *("--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1"),
+        *("--report", "ndjson", "--report-dir", str(tmp_path / "report")),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 300)
+    report = out.decode(errors="replace")
+    (tmp_path / "schemathesis.log").write_text(report)  # kept with a failed test's logs
+    assert proc.returncode == 0, report
+    assert "No issues found" in report, report
+    assert "validation mismatch" not in report.lower(), report
+    assert "WARNINGS" not in report and "FAILURES" not in report and "ERRORS" not in report, report
+    for phase in ("Coverage", "Fuzzing", "Stateful"):
+        assert re.search(rf"✅ {phase}", report), f"phase {phase} did not pass\n{report}"
+    log = broker.stderr()
+    assert "Traceback" not in log and " ERROR " not in log, log
+
+
+def test_the_text_pattern_is_the_text_rule() -> None:
+    """SAFE_TEXT refuses exactly the characters protocol.text refuses (lone surrogates
+    aside: no JSON or URL can carry them), for every code point."""
+    allowed = re.compile(SAFE_TEXT)
+    for cp in range(sys.maxunicode + 1):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        ch = chr(cp)
+        assert bool(allowed.fullmatch(ch)) is not text.is_unsafe(ch), f"U+{cp:04X} {unicodedata.category(ch)}"
+
+
+def test_b64url_lengths_are_exact() -> None:
+    for nbytes in (32, 64):
+        pattern = re.compile(b64url(nbytes)["pattern"])
+        assert pattern.fullmatch(b64.encode(bytes(nbytes)))
+        assert not pattern.fullmatch(b64.encode(bytes(nbytes - 1)))
+        assert not pattern.fullmatch(b64.encode(bytes(nbytes + 1)))
