@@ -29,7 +29,7 @@ from yarl import URL
 from protocol import uri as enrollment_uri
 from protocol.challenge import DEFAULT_TTL_S, Status
 from protocol.errors import ProtocolError
-from protocol.numbers import MIN_DIGITS
+from protocol.numbers import DEFAULT_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
@@ -226,7 +226,7 @@ class PushAuthClient:
         user: str,
         context: Mapping[str, str] | None = None,
         ttl: int = DEFAULT_TTL_S,
-        digits: int | None = None,
+        digits: int = DEFAULT_DIGITS,
         *,
         supersede: bool = True,
         credential_id: str | None = None,
@@ -244,8 +244,9 @@ class PushAuthClient:
 
         The SDK makes the challenge's `rp_nonce` and takes its lifetime from its own
         clock: wait_result accepts only an answer signed over that value within it.
-        `digits` None: the RP's policy decides (2 by default, 6 or more under the NIST
-        SP 800-63B-4 profile; see `policy`).
+        `digits` is always sent and checked against what the broker made, so a broker
+        cannot weaken number matching: under the NIST SP 800-63B-4 profile pass 6 or
+        more (the broker refuses fewer than the RP's policy's min_digits; see `policy`).
         """
         ctx = dict(context or {})
         rp_nonce = secrets.token_bytes(32)
@@ -254,10 +255,9 @@ class PushAuthClient:
             "user": user,
             "context": ctx,
             "ttl": ttl,
+            "digits": digits,
             "rp_nonce": wire.b64encode(rp_nonce),
         }
-        if digits is not None:
-            request["digits"] = digits
         # Sent only when not the default, so plain calls work with older brokers too.
         if not supersede:
             request["supersede"] = False
@@ -265,12 +265,8 @@ class PushAuthClient:
             request["credential_id"] = credential_id
         body = await self._call("POST", "/v1/challenges", body=request, expect=(201,))
         challenge = Challenge.from_json(wire.obj(body, "challenge"), context=ctx)
-        # Asked for: exactly those; left to the RP's policy: a number it could show.
-        wrong = (challenge.digits != digits) if digits is not None else (challenge.digits < MIN_DIGITS)
-        if wrong:
-            raise BadBrokerResponse(
-                f"challenge: asked for {digits or 'the policy'} digits, got {challenge.digits}"
-            )
+        if challenge.digits != digits:
+            raise BadBrokerResponse(f"challenge: asked for {digits} digits, got {challenge.digits}")
         if challenge.rp_nonce != rp_nonce or challenge.user != user:
             raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
         if challenge.credential_id != credential_id:

@@ -156,16 +156,29 @@ async def test_nist_profile_bounds_digits_and_ttl(
     set_policy(rp["id"], "--profile", "nist-800-63b-4", "--max-ttl", "300", redis_url=redis_server.url)
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
         dev = await online_device(client, node.ws_url)
-        ch = await client.create_challenge("alice", CTX)  # the policy's digits
-        assert (ch.digits, len(ch.number)) == (6, 6)
-        for kwargs, field in (({"digits": 4}, "'digits' 4"), ({"ttl": 301}, "'ttl' 301")):
+        # A request naming no digits gets the policy's (the SDK always names them: it
+        # checks the broker made as many as it asked for).
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {rp['api_key']}"}
+            body = {"user": "alice", "context": CTX}
+            async with http.post(node.http_url + "/v1/challenges", json=body, headers=headers) as r:
+                assert r.status == 201
+                made = await r.json()
+        assert (made["digits"], len(made["number"]), made["expires_at"] - made["created_at"]) == (
+            6,
+            6,
+            60_000,
+        )
+        for kwargs, field in (({"digits": 4}, "'digits' 4"), ({"digits": 6, "ttl": 301}, "'ttl' 301")):
             with pytest.raises(InvalidRequest) as refused:
                 await client.create_challenge("alice", CTX, **kwargs)  # type: ignore[arg-type]
             assert refused.value.status == 400
             assert field in refused.value.detail and "profile nist-800-63b-4" in refused.value.detail
         # Refused before anything was stored or sent: the first one is still the live one.
-        assert isinstance(await dev.frame(), Challenge)
-        assert (await client.push_block("alice"))["pushes_since_sign_in"] == 1
+        assert (await dev.frame()).ch == made["id"]  # type: ignore[attr-defined]
+        ch = await client.create_challenge("alice", CTX, digits=8, ttl=300)  # within the policy
+        assert len(ch.number) == 8
+        assert (await client.push_block("alice"))["pushes_since_sign_in"] == 2
         await dev.close()
 
 
@@ -201,12 +214,12 @@ async def test_nist_profile_locks_push_after_100_consecutive_wrong_numbers(
         dev = await online_device(client, node.ws_url)
         # A successful sign-in resets the count; a deny is no failed attempt (no number typed).
         for _ in range(2):
-            ch = await client.create_challenge("alice", CTX)
+            ch = await client.create_challenge("alice", CTX, digits=6)
             assert await answer(dev, "approve", wrong(ch.number)) == "number_mismatch"
         assert (await client.push_block("alice"))["consecutive_failures"] == 2
-        ch = await client.create_challenge("alice", CTX)
+        ch = await client.create_challenge("alice", CTX, digits=6)
         assert await answer(dev, "approve", ch.number) == "approved"
-        await client.create_challenge("alice", CTX)
+        await client.create_challenge("alice", CTX, digits=6)
         assert await answer(dev, "deny") == "denied"
         state = await client.push_block("alice")
         assert (state["consecutive_failures"], state["failure_limit"], state["blocked"]) == (0, 100, False)
@@ -217,21 +230,21 @@ async def test_nist_profile_locks_push_after_100_consecutive_wrong_numbers(
         while failures < 100:
             if (await client.push_block("alice"))["pushes_since_sign_in"] == 20:
                 with pytest.raises(PushBlocked, match="since the last successful sign-in"):
-                    await client.create_challenge("alice", CTX)
+                    await client.create_challenge("alice", CTX, digits=6)
                 await client.lift_push_block("alice")
                 assert (await client.push_block("alice"))["consecutive_failures"] == failures
-            ch = await client.create_challenge("alice", CTX)
+            ch = await client.create_challenge("alice", CTX, digits=6)
             assert await answer(dev, "approve", wrong(ch.number)) == "number_mismatch"
             failures += 1
         state = await client.push_block("alice")
         assert (state["consecutive_failures"], state["blocked"]) == (100, True)
         with pytest.raises(PushBlocked) as refused:
-            await client.create_challenge("alice", CTX)
+            await client.create_challenge("alice", CTX, digits=6)
         assert "100 consecutive" in refused.value.detail and "wrong number" in refused.value.detail
         # Until the RP lifts it.
         await client.lift_push_block("alice")
         assert (await client.push_block("alice"))["consecutive_failures"] == 0
-        ch = await client.create_challenge("alice", CTX)
+        ch = await client.create_challenge("alice", CTX, digits=6)
         assert await answer(dev, "approve", ch.number) == "approved"
         await dev.close()
 
@@ -249,12 +262,12 @@ async def test_the_wrong_number_that_reaches_the_limit_withdraws_the_other_promp
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
         dev = await online_device(client, node.ws_url)
         for _ in range(99):
-            ch = await client.create_challenge("alice", CTX)
+            ch = await client.create_challenge("alice", CTX, digits=6)
             assert await answer(dev, "approve", wrong(ch.number)) == "number_mismatch"
         await client.lift_push_block("alice")  # the cap: 99 pushes; 99 failures stay
         assert (await client.push_block("alice"))["consecutive_failures"] == 99
-        other = await client.create_challenge("alice", CTX)
-        last = await client.create_challenge("alice", CTX, supersede=False)
+        other = await client.create_challenge("alice", CTX, digits=6)
+        last = await client.create_challenge("alice", CTX, digits=6, supersede=False)
         first, second = await dev.frame(), await dev.frame()
         assert isinstance(first, Challenge) and isinstance(second, Challenge)
         await dev.send(dev.answer(second, number=wrong(last.number)))
