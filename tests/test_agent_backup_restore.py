@@ -77,6 +77,7 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
     ok(new, "reactivate", "alice@example.com", started.uri, "--name", "new phone")
     done = await client.wait_enrollment(started, timeout=10)
     assert done.credential is not None
+    await client.confirm_credential(done.credential.id)  # as after its test push
     (entry,) = [e for e in json.loads(ok(new, "accounts", "--json")) if e["name"] == "alice@example.com"]
     assert entry["status"] == "active" and entry["credential_id"] == done.credential.id
     assert [e["name"] for e in json.loads(ok(new, "accounts", "--json"))] == order  # place kept
