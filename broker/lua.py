@@ -265,7 +265,8 @@ return 'ok'
 # -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'stale' (not newer than the
 #    key named last: a replayed older naming must not bring back a used key)
 SET_RECOVERY_KEY = """
-local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk_ts', 'recovery_pk', 'recovery_prior')
+local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk_ts', 'recovery_pk',
+  'recovery_prior')
 if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
 if c[2] ~= '1' then return 'not_recoverable' end

@@ -17,8 +17,7 @@ from support import BrokerProcess
 
 from broker.app import create_app
 from broker.openapi import DOCUMENT
-from protocol import SUBPROTOCOLS
-from protocol import signing
+from protocol import SUBPROTOCOLS, signing
 from protocol.session import ClientSession
 from protocol.uri import parse
 

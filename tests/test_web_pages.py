@@ -823,3 +823,42 @@ async def test_a_push_request_kept_by_an_older_demo_starts_over(site: Site, tmp_
     r = await site.post(f"/security/devices/{cid}/test", {"csrf_token": await site.token("/security")})
     assert r.headers["Location"] == "/security/test-notification"
     await _finish_setup(site, home, cid)
+
+
+async def _sign_ins_on_the_phone(home: Path) -> list[dict[str, Any]]:
+    pending = json.loads((await phone(home, "pending", "--json")).stdout)
+    return [p for p in pending if "action" not in p["context"]]
+
+
+async def test_send_again_cancel_and_a_code_end_the_earlier_requests(site: Site, tmp_path: Path) -> None:
+    """Issue 11: the phone never keeps a request the page no longer shows. "Send again"
+    replaces it (superseded), Cancel and signing in with a code end it at the broker."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+
+    # Send again, twice: one live request on the phone, the one with the page's number.
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    token = await site.token("/signin/push")
+    for _ in range(2):
+        r = await site.post("/push/resend", {"csrf_token": token, "purpose": "signin"})
+        assert r.status == 303
+    _, html = await site.get("/signin/push")
+    (live,) = await _sign_ins_on_the_phone(home)
+    # Cancel: the request ends at the broker, the phone has nothing left to answer.
+    r = await site.post("/signin/cancel", {"csrf_token": await site.token("/signin/push")})
+    assert r.status == 303 and r.headers["Location"] == "/signin"
+    assert await _sign_ins_on_the_phone(home) == []
+    late = await phone(home, "approve", "--number", _number(html), "--", live["id"])
+    assert late.returncode == 1 and "cancel" in (late.stdout + late.stderr).lower()
+
+    # A verification code instead of the push: the push request ends too.
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    assert len(await _sign_ins_on_the_phone(home)) == 1
+    codes = json.loads((await phone(home, "code", "--json")).stdout)
+    code = next(c["code"] for c in codes if c.get("code"))
+    r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
+    assert r.status == 303 and r.headers["Location"] == "/account"
+    assert await _sign_ins_on_the_phone(home) == []

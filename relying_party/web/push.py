@@ -240,6 +240,21 @@ def _stored(request: web.Request, purpose: str) -> tuple[dict[str, Any], Challen
         return None
 
 
+async def withdraw(request: web.Request, purpose: str) -> None:
+    """End the session's request for `purpose` at the broker, then forget it: the person
+    cancelled, or signed in another way, so the phone must not keep asking (a prompt
+    left live could still be approved, or confuse the next one)."""
+    stored = _stored(request, purpose)
+    get_session(request).pop("push")
+    if stored is None:
+        return
+    try:
+        await request.app[CLIENT].cancel_challenge(stored[1])
+    except PushAuthError as exc:
+        # It still ends at its expiry; nothing the person does depends on this.
+        log.warning("could not cancel push request %s: %s", stored[1].id, exc)
+
+
 def _owner(request: web.Request, purpose: str) -> User:
     return auth.pending_user(request) if purpose == SIGNIN else auth.require_user(request)
 

@@ -101,15 +101,15 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
         if checked.replayed:
             return again("That code was already used. Wait for the next code in the app.", 401)
         return again("That code is not right. Check the code in the app and try again.", 401)
+    await push.withdraw(request, push.SIGNIN)  # signed in another way: the prompt ends
     auth.finish_signin(request, user, f"Verification code ({checked.device.name})")
     raise web.HTTPSeeOther("/account")
 
 
 @routes.post("/signin/cancel")
 async def cancel(request: web.Request) -> web.StreamResponse:
-    session = get_session(request)
-    session.pop("pending")
-    session.pop("push")
+    await push.withdraw(request, push.SIGNIN)
+    get_session(request).pop("pending")
     raise web.HTTPSeeOther("/signin")
 
 

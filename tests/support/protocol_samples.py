@@ -8,7 +8,6 @@ take it from here.
 from __future__ import annotations
 
 from protocol import signing
-from protocol.session import enroll
 from protocol.frames import (
     FRAME_TYPES,
     Answer,
@@ -28,6 +27,7 @@ from protocol.frames import (
     Revoked,
     Welcome,
 )
+from protocol.session import enroll
 
 SEED_A = bytes(range(32))  # 000102...1f
 SEED_B = bytes(range(32, 64))
