@@ -39,6 +39,12 @@ from .signed_requests import b64_field, check_signed, parse_ts
 from .store import new_id, now_ms
 
 _REFUSALS = {
+    # The credential vanished between the read and the script: as if it never was.
+    "unknown": (
+        403,
+        "recovery_refused",
+        "refused: the signature does not verify for this credential (or there is none)",
+    ),
     "revoked": (409, "credential_revoked", "the credential was removed; it can no longer be recovered"),
     "not_recoverable": (409, "not_recoverable", "the service did not enroll this credential as recoverable"),
     "stale": (409, "conflict", "a newer recovery key is named already"),
