@@ -312,9 +312,11 @@ class Listener:
             self._show_question(question)
 
     def _newest(self) -> tuple[str, Request]:
-        """The request to ask about next: the last one that came (requests arrive, and
-        after a reconnect are added, in the order they were made)."""
-        return next(reversed(self.requests.items()))
+        """The request to ask about next: the one made last (by its creation time; the
+        broker re-sends pending ones after a reconnect in no promised order), of equal
+        ones the last that came."""
+        items = list(self.requests.items())
+        return max(reversed(items), key=lambda item: item[1].challenge.created)
 
     # -- "was this you?" after a recovery ------------------------------------------
 

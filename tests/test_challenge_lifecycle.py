@@ -138,6 +138,10 @@ async def test_opting_out_of_supersede_keeps_both_and_the_newest_is_asked_first(
     home = tmp_path / "phone"
     cred = await enroll(client, home)
     older = await client.create_challenge("alice", CONTEXT, digits=6)
+    # "Newest" is by creation time (ms): let the clock move on, so the two differ.
+    made = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 <= made:  # at most a millisecond
+        pass
     newer = await client.create_challenge("alice", CONTEXT, digits=6, supersede=False)
     assert [r["id"] for r in pending(home)] == [newer.id, older.id]  # newest first
     ask = listener(home)
