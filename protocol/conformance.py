@@ -308,18 +308,7 @@ class Runner:
         device = await self.device()
         seed = signing.new_seed()
         rid = device.rid()
-        await device.send_frame(
-            enroll(
-                device.nonce,
-                rid=rid,
-                token=link.token,
-                seed=seed,
-                name="conformance",
-                rp=link.rp,
-                binding_secret=link.binding_secret,
-                recovery_pk=None,
-            )
-        )
+        await device.send_frame(enroll_frame(device.nonce, rid, link, seed, None))
         got = await device.expect(Enrolled, lambda f: f.rid == rid)
         welcome = await device.authenticate({got.cid: seed})
         if got.cid not in welcome.accepted:
@@ -344,6 +333,15 @@ class Runner:
             AnswerResult | Error,
             lambda f: getattr(f, "ch", None) == ch.ch or getattr(f, "ref", None) == ch.ch,
         )  # type: ignore[arg-type]
+
+    async def ends(self, acct: Account, decision: str, outcome: str) -> str:
+        """A new challenge answered `decision` (no number) ends `outcome` for the device and the RP."""
+        _, ch = await self.challenge(acct)
+        res = await self.answer(acct, ch, decision)
+        status = (await self.rp.ok("GET", f"/v1/challenges/{ch.ch}"))["status"]
+        if not isinstance(res, AnswerResult) or res.outcome != outcome or status != outcome:
+            raise Failed(f"got {res}, the RP sees {status}")
+        return f"{outcome} on both sides"
 
     # -- the flows --
 
@@ -549,16 +547,7 @@ class Runner:
 
         async def bad_sig() -> str:
             d = await self.device()
-            frame = enroll(
-                d.nonce,
-                rid=1,
-                token=link.token,
-                seed=seed,
-                name="conformance",
-                rp=link.rp,
-                binding_secret=link.binding_secret,
-                recovery_pk=rpk,
-            )
+            frame = enroll_frame(d.nonce, 1, link, seed, rpk)
             await d.send_frame(Enroll(**{**frame.to_wire(), "sig": bytes(64)}))
             err = await d.expect(Error)
             await d.close()
@@ -570,16 +559,7 @@ class Runner:
 
         async def first() -> str:
             d = await self.device()
-            frame = enroll(
-                d.nonce,
-                rid=7,
-                token=link.token,
-                seed=seed,
-                name="conformance",
-                rp=link.rp,
-                binding_secret=link.binding_secret,
-                recovery_pk=rpk,
-            )
+            frame = enroll_frame(d.nonce, 7, link, seed, rpk)
             await d.send_frame(frame, x_future={"a": 1})  # an unknown key: ignored
             got = await d.expect(Enrolled, lambda f: f.rid == 7)
             if (got.rp, got.user) != (self.rp.id, user):
@@ -623,16 +603,7 @@ class Runner:
 
         async def retry() -> str:
             d = await self.device()  # the first enrolled was "lost": a new connection, a new nonce
-            frame = enroll(
-                d.nonce,
-                rid=3,
-                token=link.token,
-                seed=seed,
-                name="conformance",
-                rp=link.rp,
-                binding_secret=link.binding_secret,
-                recovery_pk=rpk,
-            )
+            frame = enroll_frame(d.nonce, 3, link, seed, rpk)
             await d.send_frame(frame)
             got = await d.expect(
                 Enrolled | Error, lambda f: f.rid == 3 if isinstance(f, Enrolled) else f.ref == "3"
@@ -650,16 +621,7 @@ class Runner:
 
         async def other_key() -> str:
             d = state["device"]
-            frame = enroll(
-                d.nonce,
-                rid=9,
-                token=link.token,
-                seed=other,
-                name="conformance",
-                rp=link.rp,
-                binding_secret=link.binding_secret,
-                recovery_pk=None,
-            )
+            frame = enroll_frame(d.nonce, 9, link, other, None)
             await d.send_frame(frame)
             err = await d.expect(Error)
             if (err.code, err.ref) != ("bad_token", "9"):
@@ -776,15 +738,7 @@ class Runner:
 
         await self.req("CH-3", MUST, "approve with a wrong number ends number_mismatch", mismatch)
 
-        async def deny() -> str:
-            _, ch4 = await self.challenge(a)
-            res = await self.answer(a, ch4, "deny")
-            status = (await self.rp.ok("GET", f"/v1/challenges/{ch4.ch}"))["status"]
-            if not isinstance(res, AnswerResult) or res.outcome != "denied" or status != "denied":
-                raise Failed(f"got {res}, the RP sees {status}")
-            return "denied on both sides"
-
-        await self.req("CH-4", MUST, "deny ends denied", deny)
+        await self.req("CH-4", MUST, "deny ends denied", lambda: self.ends(a, "deny", "denied"))
 
         made5, ch5 = await self.challenge(a, context=ctx)
 
@@ -824,15 +778,7 @@ class Runner:
     async def fraud(self) -> None:
         f = await self.enrolled_account("fraud")
 
-        async def report() -> str:
-            _, ch = await self.challenge(f)
-            res = await self.answer(f, ch, "fraud")
-            status = (await self.rp.ok("GET", f"/v1/challenges/{ch.ch}"))["status"]
-            if not isinstance(res, AnswerResult) or res.outcome != "reported" or status != "reported":
-                raise Failed(f"got {res}, the RP sees {status}")
-            return "reported on both sides"
-
-        await self.req("CH-5", MUST, "fraud ends reported", report)
+        await self.req("CH-5", MUST, "fraud ends reported", lambda: self.ends(f, "fraud", "reported"))
 
         async def muted() -> str:
             status, body = await self.rp.call(
@@ -968,6 +914,22 @@ async def expect_close(d: Device, code: int, name: str, *, timeout: float = TIME
     if got != code or not reason.startswith(name):
         raise Failed(f"closed {got} {reason!r}, not {code} {name}")
     return f"closed {got} {reason!r}"
+
+
+def enroll_frame(
+    nonce: bytes, rid: int, link: uri.EnrollmentURI, seed: bytes, recovery_pk: bytes | None
+) -> Enroll:
+    """The runner's enroll for `link` (device name "conformance"), signed with `seed`."""
+    return enroll(
+        nonce,
+        rid=rid,
+        token=link.token,
+        seed=seed,
+        name="conformance",
+        rp=link.rp,
+        binding_secret=link.binding_secret,
+        recovery_pk=recovery_pk,
+    )
 
 
 def padded(size: int) -> bytes:
