@@ -7,7 +7,7 @@ take it from here.
 
 from __future__ import annotations
 
-from protocol import signing
+from protocol import signing, vectors
 from protocol.frames import (
     FRAME_TYPES,
     Answer,
@@ -29,33 +29,21 @@ from protocol.frames import (
 )
 from protocol.session import enroll
 
-SEED_A = bytes(range(32))  # 000102...1f
-SEED_B = bytes(range(32, 64))
+# The fixed inputs are those of the published test vectors (protocol/vectors.py), so
+# these samples and docs/test-vectors.json pin the same keys, nonces and challenge.
+SEED_A, SEED_B = vectors.SEEDS[0], vectors.SEEDS[1]  # 000102...1f, 202122...3f
 PK_A = signing.public_key(SEED_A)
-NONCE = bytes.fromhex("a5" * 32)  # a hello nonce
-CH_NONCE = bytes.fromhex("5a" * 32)  # a challenge nonce
-RP_NONCE = bytes.fromhex("c3" * 32)  # the RP's own fresh value for that challenge
-RECOVERY_SEED = bytes(range(64, 96))
+NONCE = vectors.HELLO_NONCE  # a hello nonce
+CH_NONCE = vectors.CH_NONCE  # a challenge nonce
+RP_NONCE = vectors.RP_NONCE  # the RP's own fresh value for that challenge
+RECOVERY_SEED = vectors.RECOVERY_SEED
 RECOVERY_PK = signing.public_key(RECOVERY_SEED)
-BINDING_SECRET = bytes.fromhex("e5" * 32)  # the enrollment link's `es`
-TOKEN = "enrolltoken_0123456789abcdef"
-DEVICE_NAME = "Alice's phone"
-CONTEXT = {"app": "Payroll", "ip": "203.0.113.9", "location": "Zürich, CH", "browser": "Firefox 128"}
-
-CHALLENGE = Challenge(
-    ch="ch_7Jq2",
-    cid="cred_A1",
-    rp="rp_example",
-    rp_name="Example Corp",
-    account="alice@example.com",
-    nonce=CH_NONCE,
-    rp_nonce=RP_NONCE,
-    ctx=CONTEXT,
-    created=1_767_225_600_000,
-    expires=1_767_225_660_000,
-    digits=2,
-)
-ANSWER_TS = 1_767_225_610_000
+BINDING_SECRET = vectors.BINDING_SECRET  # the enrollment link's `es`
+TOKEN = vectors.TOKEN
+DEVICE_NAME = vectors.DEVICE_NAME
+CHALLENGE = vectors.CHALLENGE
+CONTEXT = CHALLENGE.ctx
+ANSWER_TS = vectors.T0 + 10_000
 ANSWER_NUMBER = "42"
 
 
@@ -83,10 +71,8 @@ def _answer() -> Answer:
     )
 
 
-RECOVERY_NOTICE = RecoveryNotice(
-    notice="rn_4kQ9", cid="cred_A1", new_cid="cred_N1", new_name="Alice's new phone", time=1_767_225_600_000
-)
-RECOVERY_TS = 1_767_225_620_000
+RECOVERY_NOTICE = vectors.NOTICE
+RECOVERY_TS = vectors.T0 + 20_000
 
 
 def _recovery_answer() -> RecoveryAnswer:
