@@ -18,7 +18,7 @@ change anything on the way:
 The broker builds enrollment links from the request's Host, which the proxy passes
 on, so devices enrolled through the proxy keep talking through it.
 
-Like TcpProxy, it runs its own event loop in a thread, so a test may block on a CLI
+Like TcpProxy, it runs its own event loop in a thread (ThreadedServer), so a test may block on a CLI
 subprocess (an agent talking through the proxy) without stalling it. Rules run in
 that thread; they are plain functions. A rule that raises is recorded in `errors`
 (the client gets a 500, or the WebSocket closes 1011) and `check()` fails the test.
@@ -32,9 +32,9 @@ import json
 import re
 import threading
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import WSMsgType, web
@@ -44,7 +44,8 @@ from protocol.codec import decode, encode
 from protocol.errors import ProtocolError
 from protocol.frames import Frame, Hello
 
-from .ports import LOCALHOST, free_port
+from .ports import LOCALHOST
+from .threaded_server import DEVICE_PATH, ThreadedServer
 
 # Answer the SDK in the broker's place: (status, JSON body), or None to ask the broker.
 Responder = Callable[["Exchange"], tuple[int, Any] | None]
@@ -79,7 +80,6 @@ _WS_HEADERS = frozenset(
         "Sec-WebSocket-Protocol",
     )
 )
-DEVICE_PATH = "/v1/device"
 _UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=300)  # long-polls hold up to 60 s
 
 
@@ -148,10 +148,12 @@ class _Rule:
     fn: Any
 
 
-class HostileBroker:
+class HostileBroker(ThreadedServer):
+    run_timeout = 15.0
+
     def __init__(self, upstream: str, *, port: int | None = None) -> None:
+        super().__init__("hostile-broker", port=port)
         self.upstream = upstream.rstrip("/")
-        self.port = port if port is not None else free_port()
         self.exchanges: list[Exchange] = []
         self.links: list[DeviceLink] = []
         self.errors: list[str] = []
@@ -159,23 +161,9 @@ class HostileBroker:
         self._device_rules: list[FrameRule] = []
         self._broker_rules: list[FrameRule] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"hostile-broker-{self.port}", daemon=True
-        )
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._sockets: set[web.WebSocketResponse | aiohttp.ClientWebSocketResponse] = set()
-
-    # -- where clients go --------------------------------------------------------
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOCALHOST}:{self.port}{DEVICE_PATH}"
 
     # -- rules (from the test's thread) ------------------------------------------
 
@@ -267,29 +255,7 @@ class HostileBroker:
             errors = list(self.errors)
         assert not errors, "a hostile broker rule raised:\n" + "\n".join(errors)
 
-    # -- life ---------------------------------------------------------------------
-
-    def start(self) -> Self:
-        self._thread.start()
-        self._run(self._start())
-        return self
-
-    def close(self) -> None:
-        if not self._thread.is_alive():
-            return
-        self._run(self._close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(15)
+    # -- life (start, close, `with`: ThreadedServer) --------------------------------
 
     async def _start(self) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False, timeout=_UPSTREAM_TIMEOUT)

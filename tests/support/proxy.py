@@ -5,8 +5,8 @@ accepts a connection; existing connections stay where they are until either side
 closes. So when broker node A is killed, its clients are cut off (as behind a real
 load balancer) and their reconnects land on node B.
 
-It runs its own asyncio loop in a thread, so sync and async tests can use it alike
-(an async test's own loop would otherwise have to drive it).
+It runs its own asyncio loop in a thread (ThreadedServer), so sync and async tests
+can use it alike (an async test's own loop would otherwise have to drive it).
 """
 
 from __future__ import annotations
@@ -15,38 +15,29 @@ import asyncio
 import collections
 import contextlib
 import threading
-from collections.abc import Coroutine, Sequence
-from typing import Any, Self
+from collections.abc import Sequence
 
-from .ports import LOCALHOST, free_port
+from .ports import LOCALHOST
+from .threaded_server import ThreadedServer
 
 Backend = tuple[str, int]
 _CONNECT_TIMEOUT = 1.0
 _CHUNK = 64 * 1024
 
 
-class TcpProxy:
+class TcpProxy(ThreadedServer):
     def __init__(self, backends: Sequence[Backend | int], *, port: int | None = None) -> None:
+        super().__init__("tcp-proxy", port=port)
         self._backends: list[Backend] = [_backend(b) for b in backends]
-        self.port = port if port is not None else free_port()
         # How many client connections went to each backend, for assertions.
         self.routed: collections.Counter[Backend] = collections.Counter()
         self.refused = 0  # client connections no backend would take
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"tcp-proxy-{self.port}", daemon=True
-        )
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._lock = threading.Lock()
 
     # -- control (from the test's thread) --------------------------------------
-
-    def start(self) -> Self:
-        self._thread.start()
-        self._run(self._start())
-        return self
 
     @property
     def backends(self) -> list[Backend]:
@@ -58,35 +49,9 @@ class TcpProxy:
         with self._lock:
             self._backends = [_backend(b) for b in backends]
 
-    # The same names as BrokerProcess has, so a test can put the proxy where a node was.
-    @property
-    def http_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOCALHOST}:{self.port}/v1/device"
-
     def drop_connections(self) -> None:
         """Cut every open connection (both sides), as a restarted load balancer would."""
         self._run(self._drop())
-
-    def close(self) -> None:
-        if not self._thread.is_alive():
-            return
-        self._run(self._close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
-        asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
 
     # -- the proxy (in its own loop) ---------------------------------------------
 
