@@ -18,13 +18,14 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e_helpers import agent, agent_env, agent_ok  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from hostile_fixtures import client, hostile  # noqa: F401  (fixtures: the SDK through the hostile proxy)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
 from support import AGENT, BrokerProcess, wait_until
 from support.hostile_broker import DeviceLink, HostileBroker
@@ -45,19 +46,6 @@ REMOTE_WS = "ws://push.example.com/v1/device"
 
 
 # -- a real broker, through the hostile proxy ---------------------------------------
-
-
-@pytest.fixture
-def hostile(broker: BrokerProcess) -> Iterator[HostileBroker]:
-    with HostileBroker(broker.http_url) as proxy:
-        yield proxy
-    proxy.check()
-
-
-@pytest.fixture
-async def client(hostile: HostileBroker, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    async with PushAuthClient(hostile.http_url, rp["api_key"]) as sdk:
-        yield sdk
 
 
 async def start_enrollment(client: PushAuthClient) -> tuple[Enrollment, str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from e2e_helpers import agent_env, agent_ok  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from hostile_fixtures import client, hostile  # noqa: F401  (fixtures: the SDK through the hostile proxy)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
 from support import BrokerProcess
 from support.hostile_broker import DeviceLink, Exchange, HostileBroker
@@ -64,20 +64,6 @@ WAIT_S = 10
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@pytest.fixture
-def hostile(broker: BrokerProcess) -> Iterator[HostileBroker]:
-    with HostileBroker(broker.http_url) as proxy:
-        yield proxy
-    proxy.check()
-
-
-@pytest.fixture
-async def client(hostile: HostileBroker, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
-    """The RP's SDK, talking to the broker only through the hostile proxy."""
-    async with PushAuthClient(hostile.http_url, rp["api_key"]) as sdk:
-        yield sdk
 
 
 # -- honest steps, through the proxy ---------------------------------------------------------
