@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -31,6 +32,24 @@ def agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def agent(home: Path, *args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
     """`pushauth-agent --home HOME ARGS` with AGENT_ENV (plus `env`)."""
     return run_cli([AGENT, "--home", home, *args], timeout=timeout, env={**AGENT_ENV, **env})
+
+
+async def run_agent(home: Path, *args: str) -> tuple[int, str, str]:
+    """`pushauth-agent --home HOME ARGS` as an asyncio subprocess, so the test's loop keeps
+    serving (a fake broker, say) meanwhile: (exit code, stdout, stderr). It inherits the
+    test's environment (import `agent_env` for AGENT_ENV)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(AGENT),
+        "--home",
+        str(home),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
 
 
 def agent_ok(home: Path, *args: str, **env: str) -> str:

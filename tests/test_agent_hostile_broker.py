@@ -8,7 +8,6 @@ one line and exit 3, never a traceback; and never sign anything for such a peer.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -17,8 +16,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
-from support import AGENT
+from e2e_helpers import agent_env, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -89,21 +87,6 @@ def make_home(tmp_path: Path, url: str) -> Path:
         ),
     )
     return home
-
-
-async def run_agent(home: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(AGENT),
-        "--home",
-        str(home),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def assert_one_line(code: int, err: str, contains: str) -> None:

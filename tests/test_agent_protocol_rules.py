@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import agent, agent_env, agent_ok  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from e2e_helpers import agent, agent_env, agent_ok, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from hostile_fixtures import client, hostile  # noqa: F401  (fixtures: the SDK through the hostile proxy)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
 from support import AGENT, BrokerProcess, wait_until
@@ -381,22 +381,14 @@ async def test_a_clock_off_by_more_than_two_minutes_is_warned_about(tmp_path: Pa
     peer = await peers(welcomes("cid-alice", clock_off_ms=-10 * 60 * 1000))
     home = tmp_path / "agent"
     store_account(home, peer.url)
-    proc = await asyncio.create_subprocess_exec(
-        str(AGENT), "--home", str(home), "pending",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err
-    assert "No sign-in requests are waiting." in out.decode()
-    assert "this device's clock is 600 s ahead of the broker's" in err.decode()
+    code, out, err = await run_agent(home, "pending")
+    assert code == 0, err
+    assert "No sign-in requests are waiting." in out
+    assert "this device's clock is 600 s ahead of the broker's" in err
     near = await peers(welcomes("cid-alice", clock_off_ms=-60 * 1000))
     store_account(tmp_path / "other", near.url)
-    proc = await asyncio.create_subprocess_exec(
-        str(AGENT), "--home", str(tmp_path / "other"), "pending",
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0 and "clock" not in err.decode()
+    code, _out, err = await run_agent(tmp_path / "other", "pending")
+    assert code == 0 and "clock" not in err
 
 
 # -- `listen --no-input` in the background ---------------------------------------------

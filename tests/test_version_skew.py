@@ -26,8 +26,8 @@ from typing import Any
 import msgpack
 import pytest
 from aiohttp import web
-from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
-from support import AGENT, BrokerProcess
+from e2e_helpers import agent_env, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from support import BrokerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -98,21 +98,6 @@ async def v1_broker() -> AsyncIterator[V1Broker]:
         yield state
     finally:
         await runner.cleanup()
-
-
-async def run_agent(home: Path, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(AGENT),
-        "--home",
-        str(home),
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def assert_clear_failure(code: int, err: str, *contains: str) -> None:
