@@ -33,6 +33,9 @@ def _text(max_len: int, min_len: int = 1) -> dict[str, Any]:
 
 
 _USER = _text(128)
+_DIGITS = {"type": "integer", "minimum": MIN_DIGITS, "maximum": MAX_DIGITS}
+# A challenge's credential_id, as the broker reports it.
+_TARGETED = {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"}
 _CONTEXT = {
     "type": "object",
     "maxProperties": 16,
@@ -41,6 +44,10 @@ _CONTEXT = {
     "description": "Shown on the device, e.g. app, ip, location, browser: at most 16 entries, keys "
     "1..32 and values 0..256 characters, none of them control, format or line-separator characters.",
 }
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _obj(props: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
@@ -123,7 +130,7 @@ SCHEMAS: dict[str, Any] = {
             "recoverable": {"type": "boolean"},
             "status": {"enum": ["pending", "completed", "expired"]},
             "expires_at": _MS,
-            "credential": {"oneOf": [{"$ref": "#/components/schemas/Credential"}, {"type": "null"}]},
+            "credential": {"oneOf": [_ref("Credential"), {"type": "null"}]},
             "token": {"type": "string", "description": "single-use, 10 minutes; only at creation"},
             "broker_url": {"type": "string", "description": "device WebSocket URL; only at creation"},
             "uri": {"type": "string", "description": "pushauth://enroll URI without TOTP; only at creation"},
@@ -150,9 +157,7 @@ SCHEMAS: dict[str, Any] = {
                 "ttl, max_ttl; 400 naming the field above max_ttl)",
             },
             "digits": {
-                "type": "integer",
-                "minimum": MIN_DIGITS,
-                "maximum": MAX_DIGITS,
+                **_DIGITS,
                 "description": "default and minimum are the RP's policy (GET /v1/rp/policy: digits, "
                 "min_digits; 400 naming the field below min_digits)",
             },
@@ -174,13 +179,13 @@ SCHEMAS: dict[str, Any] = {
             "id": _ID,
             "user": _USER,
             "number": {"type": "string", "pattern": "^[1-9][0-9]{1,7}$"},
-            "digits": {"type": "integer", "minimum": MIN_DIGITS, "maximum": MAX_DIGITS},
+            "digits": _DIGITS,
             "nonce": _B64_32,
             "rp_nonce": _B64_32,
             "context": _CONTEXT,
             "created_at": _MS,
             "expires_at": _MS,
-            "credential_id": {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"},
+            "credential_id": _TARGETED,
             "devices": {"type": "integer", "minimum": 1},
             "superseded": {
                 "type": "array",
@@ -213,11 +218,11 @@ SCHEMAS: dict[str, Any] = {
             "nonce": _B64_32,
             "rp_nonce": _B64_32,
             "context": _CONTEXT,
-            "digits": {"type": "integer", "minimum": MIN_DIGITS, "maximum": MAX_DIGITS},
+            "digits": _DIGITS,
             "created_at": _MS,
             "expires_at": _MS,
-            "credential_id": {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"},
-            "answer": {"oneOf": [{"$ref": "#/components/schemas/Answer"}, {"type": "null"}]},
+            "credential_id": _TARGETED,
+            "answer": {"oneOf": [_ref("Answer"), {"type": "null"}]},
         }
     ),
     "PushBlock": _obj(
@@ -255,9 +260,7 @@ SCHEMAS: dict[str, Any] = {
             "failure_limit": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
         }
     ),
-    "CredentialList": _obj(
-        {"credentials": {"type": "array", "items": {"$ref": "#/components/schemas/Credential"}}}
-    ),
+    "CredentialList": _obj({"credentials": {"type": "array", "items": _ref("Credential")}}),
     "Health": _obj(
         {
             "status": {"const": "ok"},
@@ -278,10 +281,6 @@ SCHEMAS: dict[str, Any] = {
         }
     ),
 }
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(name: str, description: str) -> dict[str, Any]:
