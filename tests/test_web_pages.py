@@ -555,6 +555,17 @@ async def _approve(home: Path, number: str, *, setup: bool) -> None:
     assert approved.returncode == 0, approved.stderr
 
 
+async def _push_sign_in(site: Site, home: Path) -> None:
+    """Sign in with the password, approve the push on the phone and finish: to /account."""
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    _, html = await site.get("/signin/push")
+    await _approve(home, _number(html), setup=False)
+    r = await site.post(
+        "/push/complete", {"csrf_token": await site.token("/signin/push"), "purpose": "signin"}
+    )
+    assert r.status == 303 and r.headers["Location"] == "/account"
+
+
 async def _finish_setup(site: Site, home: Path, cid: str) -> None:
     """Approve the test notification on the phone and finish, as a person does."""
     _, html = await site.get("/security/test-notification")
@@ -709,13 +720,7 @@ async def test_a_restored_phone_is_added_from_the_broker_list_and_signs_in(
 
     # The new phone signs in; its answer is verified with the key we accepted.
     await site.post("/signout", {"csrf_token": await site.token("/security")})
-    assert (await site.sign_in()).headers["Location"] == "/signin/push"
-    _, html = await site.get("/signin/push")
-    await _approve(new, _number(html), setup=False)
-    r = await site.post(
-        "/push/complete", {"csrf_token": await site.token("/signin/push"), "purpose": "signin"}
-    )
-    assert r.status == 303 and r.headers["Location"] == "/account"
+    await _push_sign_in(site, new)
     _, html = await site.get("/account")
     assert "Push notification (New phone)" in html
 
@@ -732,13 +737,7 @@ async def test_a_restored_phone_can_sign_in_before_security_info_was_seen(site: 
     await site.post("/signout", {"csrf_token": await site.token("/security")})
     assert (await phone(new, "restore", "--from", str(backup), "--device-name", "New phone")).returncode == 0
 
-    assert (await site.sign_in()).headers["Location"] == "/signin/push"
-    _, html = await site.get("/signin/push")
-    await _approve(new, _number(html), setup=False)
-    r = await site.post(
-        "/push/complete", {"csrf_token": await site.token("/signin/push"), "purpose": "signin"}
-    )
-    assert r.status == 303 and r.headers["Location"] == "/account"
+    await _push_sign_in(site, new)
     assert [d.name for d in site.db.devices(user(site.db).id)] == ["Agent", "New phone"]
 
 
