@@ -540,19 +540,20 @@ def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def report_rotation(report: recovery_keys.Rotation) -> int:
-    for line in report.lines():
-        say(line)
-    for failure in report.failures:
-        warn(f"pushauth-agent: {failure}")
-    return EXIT_UNREACHABLE if report.failures else EXIT_OK
+    return report_lines(report.lines(), report.failures)
 
 
 def report_secret_change(report: backup_actions.SecretChange) -> int:
-    for line in report.text():
+    return report_lines(report.text(), report.failures)
+
+
+def report_lines(lines: list[str], failures: list[str]) -> int:
+    """What was done, then each failure as a warning; any failure fails the command."""
+    for line in lines:
         say(line)
-    for failure in report.failures:
+    for failure in failures:
         warn(f"pushauth-agent: {failure}")
-    return EXIT_UNREACHABLE if report.failures else EXIT_OK
+    return EXIT_UNREACHABLE if failures else EXIT_OK
 
 
 def backup_target(store: AccountStore | None, args: argparse.Namespace, where: str) -> dict[str, str]:
