@@ -36,6 +36,7 @@ from protocol.frames import (
 )
 from protocol.session import ClientSession, sign_answer
 from protocol.uri import parse as parse_uri
+from relying_party.models import Challenge as RpChallenge
 from relying_party.sdk import PushAuthClient
 
 CTX = {"app": "Portal", "ip": "198.51.100.4", "location": "Lyon"}
@@ -107,6 +108,14 @@ async def online_device(client: PushAuthClient, url: str, user: str = "alice") -
 
 async def keys_of(client: PushAuthClient, user: str) -> dict[str, bytes]:
     return {c.id: c.public_key for c in await client.list_credentials(user)}
+
+
+async def approve_push(dev: Device, ch: RpChallenge) -> None:
+    """`dev`'s next frame is a push; it approves with the RP's number and gets approved."""
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    await dev.send(dev.answer(pushed, number=ch.number))
+    assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
 
 
 # -- structural errors close the connection with a protocol code -------------------

@@ -25,11 +25,11 @@ import websockets
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer, http_status
 from test_agent_recovery import signed_blob
-from test_broker_device_ws import CTX, Device, online_device
+from test_broker_device_ws import CTX, Device, approve_push, online_device
 
 from device_agent import broker_http
 from protocol import SUBPROTOCOLS, b64, signing
-from protocol.frames import AnswerResult, Challenge
+from protocol.frames import Challenge
 from relying_party.sdk import PushAuthClient
 
 DEADLINE_S = 20.0  # far beyond every timeout under test (1 s): "closed before this"
@@ -151,10 +151,7 @@ async def test_slow_clients_are_closed_in_time_while_sign_ins_go_on(strict_broke
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
         dev = await online_device(client, broker.ws_url)
         ch = await client.create_challenge("alice", CTX)
-        pushed = await dev.frame()
-        assert isinstance(pushed, Challenge)
-        await dev.send(dev.answer(pushed, number=ch.number))
-        assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        await approve_push(dev, ch)
 
         # Each slow client is closed (reads end) well before the deadline.
         got = await asyncio.to_thread(_read_all, half_head)

@@ -15,7 +15,7 @@ import pytest
 import websockets
 from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli
-from test_broker_device_ws import CTX, Device, keys_of, online_device
+from test_broker_device_ws import CTX, Device, approve_push, keys_of, online_device
 
 from broker.device_ws import FRAME_BURST
 from protocol import signing
@@ -169,10 +169,7 @@ async def test_a_frame_flood_closes_that_connection_only(
     assert sent > FRAME_BURST
     # Every other connection works as before: a sign-in end to end.
     ch = await client.create_challenge("alice", CTX)
-    pushed = await good.frame()
-    assert isinstance(pushed, Challenge)
-    await good.send(good.answer(pushed, number=ch.number))
-    assert await good.frame() == AnswerResult(ch=ch.id, outcome="approved")
+    await approve_push(good, ch)
     assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)).approved
 
 
@@ -228,10 +225,7 @@ async def test_the_auth_deadline_holds_until_a_credential_is_proven(
             assert await dev.closed(timeout=15) == (4408, "auth_timeout")
         # The connection that proved a credential outlived them all and still works.
         ch = await client.create_challenge("alice", CTX)
-        pushed = await proven.frame()
-        assert isinstance(pushed, Challenge)
-        await proven.send(proven.answer(pushed, number=ch.number))
-        assert await proven.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        await approve_push(proven, ch)
 
 
 @pytest.mark.parametrize("value", ["0", "0.1", "601", "nan"])

@@ -25,7 +25,7 @@ from support import (
     wait_until,
 )
 from support.broker import BROKER
-from test_broker_device_ws import CTX, Device, online_device
+from test_broker_device_ws import CTX, Device, approve_push, online_device
 
 from broker.sentinel import SentinelURL, parse
 from protocol.frames import AnswerResult, Challenge
@@ -130,10 +130,7 @@ async def test_the_broker_follows_a_sentinel_failover(
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
         dev = await online_device(client, node.ws_url)
         ch = await client.create_challenge("alice", CTX)
-        pushed = await dev.frame()
-        assert isinstance(pushed, Challenge)
-        await dev.send(dev.answer(pushed, number=ch.number))
-        assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        await approve_push(dev, ch)
         keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
         assert (await client.wait_result(ch, keys, timeout=5)).approved
         # Let the replica catch up, then crash the master: the sentinel promotes the replica.
