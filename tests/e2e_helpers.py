@@ -52,6 +52,20 @@ async def run_agent(home: Path, *args: str) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+def assert_clear_failure(code: int, err: str, *contains: str, exit_code: int | None = None) -> None:
+    """A CLI that refused as it should: exit `exit_code` (None: any but 0) and one line on
+    stderr, no traceback, that says each of `contains`."""
+    if exit_code is None:
+        assert code != 0, err
+    else:
+        assert code == exit_code, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for text in contains:
+        assert text in lines[0], err
+
+
 def agent_ok(home: Path, *args: str, **env: str) -> str:
     result = agent(home, *args, **env)
     assert result.returncode == 0, f"pushauth-agent {' '.join(args)} failed:\n{result.stderr}{result.stdout}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from e2e_helpers import agent_env, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from e2e_helpers import agent_env, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -89,14 +89,6 @@ def make_home(tmp_path: Path, url: str) -> Path:
     return home
 
 
-def assert_one_line(code: int, err: str, contains: str) -> None:
-    assert code == 3, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert contains in lines[0], err
-
-
 async def send_text(ws: ServerConnection) -> None:
     await ws.send("hello in a text frame")
 
@@ -157,7 +149,7 @@ async def test_a_broken_peer_is_closed_with_the_protocol_code(
     server.behaviour = behaviour
     home = make_home(tmp_path, server.url)
     code, _out, err = await run_agent(home, "deny", "c1")
-    assert_one_line(code, err, message)
+    assert_clear_failure(code, err, message, exit_code=3)
     assert len(server.closes) == 1
     got_code, got_reason = server.closes[0]
     assert got_code == close_code
@@ -176,7 +168,7 @@ async def test_a_broker_that_picks_no_version_is_left_before_any_frame(
     server.behaviour = lambda ws: ws.send(hello())
     home = make_home(tmp_path, server.url)
     code, _out, err = await run_agent(home, "deny", "c1")
-    assert_one_line(code, err, "speaks an older protocol")
+    assert_clear_failure(code, err, "speaks an older protocol", exit_code=3)
     assert server.offered == [list(SUBPROTOCOLS)]
     assert server.closes == [(4406, "unsupported_version")]
     assert server.received == []
@@ -211,7 +203,7 @@ async def test_a_protocol_close_from_the_broker_is_explained(tmp_path: Path, ser
 
     server.behaviour = refuse
     code, _out, err = await run_agent(make_home(tmp_path, server.url), "pending")
-    assert_one_line(code, err, "did not accept this device's keys")
+    assert_clear_failure(code, err, "did not accept this device's keys", exit_code=3)
 
 
 async def test_a_welcome_with_a_bogus_pending_count_does_not_hang_forever(
@@ -226,4 +218,4 @@ async def test_a_welcome_with_a_bogus_pending_count_does_not_hang_forever(
 
     server.behaviour = lie
     code, _out, err = await run_agent(make_home(tmp_path, server.url), "pending")
-    assert_one_line(code, err, "internal error")
+    assert_clear_failure(code, err, "internal error", exit_code=3)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import agent, agent_env, agent_ok, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from e2e_helpers import agent, agent_env, agent_ok, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from hostile_fixtures import client, hostile  # noqa: F401  (fixtures: the SDK through the hostile proxy)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
 from support import AGENT, BrokerProcess, wait_until
@@ -61,10 +61,7 @@ def accounts(home: Path) -> list[dict[str, Any]]:
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int, contains: str) -> None:
     assert result.returncode == code, result.stderr + result.stdout
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert contains in lines[0], result.stderr
+    assert_clear_failure(result.returncode, result.stderr, contains)
 
 
 # -- gap 1: no ws:// to a host other than this computer ------------------------------

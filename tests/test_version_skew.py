@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 import pytest
 from aiohttp import web
-from e2e_helpers import agent_env, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from e2e_helpers import agent_env, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from support import BrokerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -98,15 +98,6 @@ async def v1_broker() -> AsyncIterator[V1Broker]:
         yield state
     finally:
         await runner.cleanup()
-
-
-def assert_clear_failure(code: int, err: str, *contains: str) -> None:
-    assert code != 0, err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for text in contains:
-        assert text in lines[0], err
 
 
 async def test_the_v2_agent_against_a_v1_broker_fails_clearly(v1_broker: V1Broker, tmp_path: Path) -> None:
