@@ -12,6 +12,8 @@ import pytest
 from support import AGENT, run_cli
 
 from device_agent.passphrase import KDF_ENV, KDF_TEST_INSECURE, PASSPHRASE_ENV
+from device_agent.store import AccountStore, Registration
+from protocol import signing
 from relying_party.models import Credential
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
@@ -91,6 +93,26 @@ async def enroll(
     if confirm:
         await client.confirm_credential(done.credential.id)
     return done.credential
+
+
+def make_home(tmp_path: Path, url: str) -> Path:
+    """An agent home (tmp_path/agent) holding one account, alice at rp1, whose broker is
+    `url` (a fake one, say), with a fresh key: no enrollment needed."""
+    home = tmp_path / "agent"
+    AccountStore(home).add(
+        "alice",
+        Registration(
+            rp="rp1",
+            rp_name="Example",
+            user="alice",
+            label="alice",
+            broker=url,
+            cid="cid-alice",
+            device_name="laptop",
+            seed=signing.new_seed(),
+        ),
+    )
+    return home
 
 
 def pending(home: Path) -> list[dict[str, Any]]:

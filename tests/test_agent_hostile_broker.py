@@ -16,13 +16,13 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from e2e_helpers import agent_env, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from e2e_helpers import agent_env, assert_clear_failure, make_home, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from device_agent.store import AccountStore, Registration
-from protocol import SUBPROTOCOLS, signing
+from device_agent.store import AccountStore
+from protocol import SUBPROTOCOLS
 from protocol.codec import MAX_FRAME_SIZE, encode
 from protocol.frames import Challenge, Hello, Welcome
 
@@ -69,24 +69,6 @@ def hello() -> bytes:
     return encode(
         Hello(nonce=secrets.token_bytes(32), time=int(time.time() * 1000), max_frame=16384, node="x")
     )
-
-
-def make_home(tmp_path: Path, url: str) -> Path:
-    home = tmp_path / "agent"
-    AccountStore(home).add(
-        "alice",
-        Registration(
-            rp="rp1",
-            rp_name="Example",
-            user="alice",
-            label="alice",
-            broker=url,
-            cid="cid-alice",
-            device_name="laptop",
-            seed=signing.new_seed(),
-        ),
-    )
-    return home
 
 
 async def send_text(ws: ServerConnection) -> None:

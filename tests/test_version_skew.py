@@ -26,14 +26,13 @@ from typing import Any
 import msgpack
 import pytest
 from aiohttp import web
-from e2e_helpers import agent_env, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
+from e2e_helpers import agent_env, assert_clear_failure, make_home, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from support import BrokerProcess
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from device_agent.store import AccountStore, Registration
-from protocol import signing
+from device_agent.store import AccountStore
 from protocol.session import ClientSession
 from protocol.uri import EnrollmentURI
 
@@ -101,14 +100,7 @@ async def v1_broker() -> AsyncIterator[V1Broker]:
 
 
 async def test_the_v2_agent_against_a_v1_broker_fails_clearly(v1_broker: V1Broker, tmp_path: Path) -> None:
-    home = tmp_path / "agent"
-    AccountStore(home).add(
-        "alice",
-        Registration(
-            rp="rp1", rp_name="Example", user="alice", label="alice", broker=v1_broker.url, cid="cid-alice",
-            device_name="laptop", seed=signing.new_seed(),
-        ),
-    )  # fmt: skip
+    home = make_home(tmp_path, v1_broker.url)
     code, _out, err = await run_agent(home, "pending")
     assert_clear_failure(code, err, "older protocol", v1_broker.url)
     assert v1_broker.offered == ["pushauth.v2"]
