@@ -17,7 +17,7 @@ import msgpack
 import pytest
 import websockets
 from shared_broker import broker, rp  # noqa: F401 - fixtures
-from support import BrokerProcess, RedisServer, add_rp
+from support import BrokerProcess, RedisServer, add_rp, wait_until
 
 from protocol import SUBPROTOCOLS, signing
 from protocol.challenge import Status
@@ -468,7 +468,9 @@ async def test_an_orderly_stop_tells_every_device_going_away_and_keeps_its_state
         assert isinstance(await devices[0].frame(), Challenge)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {rp['api_key']}"}) as http:
             poll = asyncio.ensure_future(http.get(f"{node.http_url}/v1/challenges/{ch.id}?wait=30"))
-            await asyncio.sleep(0.3)  # the long-poll is waiting at the broker
+            await asyncio.to_thread(
+                wait_until, lambda: node.long_polls() == 1, message="the long-poll waiting at the broker"
+            )
             began = time.monotonic()
             assert await asyncio.to_thread(node.kill, signal.SIGTERM) == 0
             async with await poll as resp:

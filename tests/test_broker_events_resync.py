@@ -10,8 +10,6 @@ long-poll once A is back; /healthz says 503 while A is deaf past its grace perio
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -40,16 +38,6 @@ GARBAGE = [
 ]
 
 
-def health(broker: BrokerProcess) -> tuple[int | None, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(broker.http_url + "/healthz", timeout=2) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-    except OSError:
-        return None, {}
-
-
 async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_devices(
     redis_factory: Callable[..., RedisServer],
     broker_factory: Callable[..., BrokerProcess],
@@ -76,7 +64,7 @@ async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_device
         got = await dev.frame()
         assert isinstance(got, Challenge) and got.ch == live.id
         for node in (a, b):
-            status, body = health(node)
+            status, body = node.health()
             assert status == 200 and body["events"]["malformed_skipped"] >= len(GARBAGE) - 1, body
         await via_b.cancel_challenge(live)
         assert await dev.frame() == Cancel(ch=live.id, reason="cancelled")
@@ -90,9 +78,7 @@ async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_device
             poll = asyncio.create_task(
                 _get_json(http, f"{a.http_url}/v1/challenges/{waited.id}?wait=60", rp["api_key"])
             )
-            await asyncio.to_thread(
-                wait_until, lambda: health(a)[1]["events"]["long_polls"] == 1, message="the long-poll on A"
-            )
+            await asyncio.to_thread(wait_until, lambda: a.long_polls() == 1, message="the long-poll on A")
 
             # A goes deaf: its Redis connections are cut and cannot come back; then
             # Redis itself is killed and restarted (persistence on, as in production).
@@ -101,10 +87,10 @@ async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_device
             redis_server.kill()
             redis_server.restart()
             await asyncio.to_thread(
-                wait_until, lambda: health(a)[0] == 503, message="A's /healthz to say 503 while deaf"
+                wait_until, lambda: a.health()[0] == 503, message="A's /healthz to say 503 while deaf"
             )
             # Meanwhile, on B: a new challenge, and the long-polled one cancelled.
-            await asyncio.to_thread(wait_until, lambda: health(b)[0] == 200, message="B healthy again")
+            await asyncio.to_thread(wait_until, lambda: b.health()[0] == 200, message="B healthy again")
             publisher = redis_server.client()
             for junk in GARBAGE[:3]:
                 publisher.publish(keys.EVENTS, junk)
@@ -120,8 +106,8 @@ async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_device
             assert any(isinstance(f, Challenge) and f.ch == missed.id for f in frames), frames
             status, result = await asyncio.wait_for(poll, 30)  # well before its 60 s
             assert (status, result["status"]) == (200, "cancelled")
-        await asyncio.to_thread(wait_until, lambda: health(a)[0] == 200, message="A healthy again")
-        assert health(a)[1]["events"]["resubscriptions"] >= 1
+        await asyncio.to_thread(wait_until, lambda: a.health()[0] == 200, message="A healthy again")
+        assert a.health()[1]["events"]["resubscriptions"] >= 1
         # And it keeps hearing live events after that.
         await via_b.cancel_challenge(missed)
         assert await dev.frame() == Cancel(ch=missed.id, reason="cancelled")

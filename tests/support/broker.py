@@ -15,6 +15,8 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,20 @@ class BrokerProcess(ManagedProcess):
     @property
     def ws_url(self) -> str:
         return f"ws://{LOCALHOST}:{self.port}/v1/device"
+
+    def health(self) -> tuple[int | None, dict[str, Any]]:
+        """GET /healthz: (status, body), or (None, {}) when the node does not answer."""
+        try:
+            with urllib.request.urlopen(self.http_url + "/healthz", timeout=2) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+        except OSError:
+            return None, {}
+
+    def long_polls(self) -> int:
+        """RP long-polls waiting at this node now (from /healthz)."""
+        return int(self.health()[1].get("events", {}).get("long_polls", -1))
 
     def add_rp(self, name: str) -> dict[str, Any]:
         """Register a relying party in this broker's Redis (see add_rp)."""
