@@ -141,7 +141,8 @@ async def test_two_nodes_device_on_a_rp_on_b(
         ch = await on_b.create_challenge("alice", CONTEXT)
         wait_until(lambda: ch.id in watcher.run_stdout(), timeout=10, message="node A delivers B's challenge")
         waiting = asyncio.create_task(on_b.wait_result(ch, {cred.id: cred.public_key}, timeout=15))
-        await asyncio.sleep(0.2)  # the RP is now long-polling node B
+        # The approval must reach the RP's long-poll on node B through the event channel.
+        await asyncio.to_thread(wait_until, lambda: node_b.long_polls() == 1, message="the long-poll on B")
         await asyncio.to_thread(agent_ok, home, "approve", ch.id, "--number", ch.number)
         result = await waiting
     assert result.approved
