@@ -31,12 +31,17 @@ class BadBrokerResponse(PushAuthError):
 class BrokerError(PushAuthError):
     """A refusal from the broker, carrying its problem+json body."""
 
-    def __init__(self, status: int, code: str, detail: str, title: str = "") -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, title: str = "", retry_after: int | None = None
+    ) -> None:
         super().__init__(f"broker refused the request ({status} {code}): {detail or title}")
         self.status = status
         self.code = code
         self.detail = detail
         self.title = title
+        # Seconds from the Retry-After header (429, 503), when the broker sent a valid one:
+        # "try again in N s" for the person, without parsing `detail`.
+        self.retry_after = retry_after
 
 
 class ServiceUnavailable(BrokerError, BrokerUnavailable):
@@ -91,8 +96,9 @@ _BY_STATUS: dict[int, type[BrokerError]] = {
 }
 
 
-def broker_error(status: int, problem: Any) -> BrokerError:
-    """The typed error for an HTTP error status and its (possibly malformed) problem body."""
+def broker_error(status: int, problem: Any, retry_after: str | None = None) -> BrokerError:
+    """The typed error for an HTTP error status and its (possibly malformed) problem body
+    (and its Retry-After header: delay-seconds only, anything else is ignored)."""
     body = problem if isinstance(problem, dict) else {}
     code = body.get("code")
     code = code if isinstance(code, str) and code else f"http_{status}"
@@ -104,7 +110,16 @@ def broker_error(status: int, problem: Any) -> BrokerError:
         code,
         detail if isinstance(detail, str) else "",
         title if isinstance(title, str) else "",
+        _retry_after_s(retry_after),
     )
+
+
+def _retry_after_s(value: str | None) -> int | None:
+    # An HTTP date form is allowed by RFC 9110, but the broker sends seconds; a bound
+    # keeps a hostile header from telling a person to wait for years.
+    if value is None or not value.strip().isascii() or not value.strip().isdigit():
+        return None
+    return min(int(value.strip()), 86_400)
 
 
 class VerificationReason(enum.StrEnum):

@@ -429,6 +429,7 @@ class PushAuthClient:
                 method, url, json=body, headers=self._headers, timeout=timeout
             ) as response:
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
                 raw = await _read_capped(response)
         except TimeoutError:
             raise BrokerUnavailable(
@@ -440,7 +441,7 @@ class PushAuthClient:
         parsed = _parse_json(raw) if raw else None
         if status not in expect:
             if 400 <= status < 600:
-                raise broker_error(status, parsed)
+                raise broker_error(status, parsed, retry_after)
             raise BadBrokerResponse(f"{method} {path}: unexpected HTTP status {status}")
         if raw and parsed is None:
             raise BadBrokerResponse(f"{method} {path}: the response is not JSON")

@@ -51,6 +51,7 @@ async def test_rate_limit_and_a_sign_in_resets_it(
     with pytest.raises(RateLimited) as refused:
         await client.create_challenge("alice", CTX)
     assert refused.value.code == "rate_limited"
+    assert refused.value.retry_after is not None and 0 < refused.value.retry_after <= 60
     assert (await client.push_block("alice"))["pushes_since_sign_in"] == 3
     # Another user of the same RP is not affected.
     other = await online_device(client, policy_broker.ws_url, user="bob")

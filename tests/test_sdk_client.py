@@ -144,6 +144,25 @@ async def test_problem_json_becomes_a_typed_error(
     assert "the broker says no" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("header", "seconds"), [("7", 7), (" 12 ", 12), ("soon", None), ("-3", None), (None, None)]
+)
+async def test_retry_after_seconds_come_with_the_error(
+    broker: Scripted, header: str | None, seconds: int | None
+) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        response = problem(429, "rate_limited", "too many")
+        if header is not None:
+            response.headers["Retry-After"] = header
+        return response
+
+    broker.routes["POST v1/challenges"] = refuse
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.create_challenge("alice")
+    assert caught.value.retry_after == seconds
+
+
 async def test_error_without_a_problem_body_still_has_status_and_code(broker: Scripted) -> None:
     broker.routes["GET v1/rp"] = raw(502, b"<html>Bad Gateway</html>")
     async with PushAuthClient(broker.url, "key") as client:
