@@ -50,6 +50,27 @@ CREATE TABLE IF NOT EXISTS enrollments (
     expires_at INTEGER NOT NULL,
     credential_id TEXT
 );
+-- Sign-in activity (as Microsoft's My Sign-ins): every sign-in and attempt, newest first.
+-- A push attempt keeps its challenge (Challenge.to_json()) until its result is read and
+-- verified ("settled"), so an attempt whose page was closed (an attacker's, after a
+-- report) still gets its true result the next time the user looks or signs in.
+CREATE TABLE IF NOT EXISTS signin_activity (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    at INTEGER NOT NULL,
+    method TEXT NOT NULL,                  -- password | push | code | recovery (activity.METHODS)
+    result TEXT NOT NULL,                  -- activity.RESULTS; "pending" until settled
+    purpose TEXT NOT NULL DEFAULT 'signin',  -- signin | reauth
+    app TEXT NOT NULL,
+    place TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    browser TEXT NOT NULL,
+    detail TEXT NOT NULL DEFAULT '',       -- the device, or why a push was refused
+    challenge_id TEXT UNIQUE,
+    challenge TEXT,                        -- while pending only
+    seen INTEGER NOT NULL DEFAULT 0        -- a report the user was shown after signing in
+);
+CREATE INDEX IF NOT EXISTS activity_user ON signin_activity(user_id, at);
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash BLOB PRIMARY KEY,              -- SHA-256 of the cookie: a leaked DB holds no live cookie
     data TEXT NOT NULL,
@@ -81,7 +102,16 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     # the SDK checked (RecoveryProof.to_json()).
     ("devices", "recovered_from", "TEXT"),
     ("devices", "recovery_proof", "TEXT"),
+    # "Sign out everywhere" and a password change raise the epoch: a session made at a
+    # lower one is signed out on its next request (sessions are rows we cannot list by
+    # user cheaply; the check is one integer per request).
+    ("users", "session_epoch", "INTEGER NOT NULL DEFAULT 0"),
+    # After a "this wasn't me" report the next sign-in must change the password (which
+    # lifts the push pause at the broker): set when the report is seen, cleared by it.
+    ("users", "must_change_password", "INTEGER NOT NULL DEFAULT 0"),
+    ("users", "password_changed_at", "INTEGER"),
 )
+ACTIVITY_KEEP = 200  # rows per user: enough for months of sign-ins, bounded against floods
 
 
 def now_ms() -> int:
@@ -98,6 +128,9 @@ class User:
     failed_attempts: int
     lockouts: int
     locked_until: int
+    session_epoch: int = 0
+    must_change_password: bool = False
+    password_changed_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +167,24 @@ class Enrollment:
     credential_id: str | None
     sdk_enrollment: str | None = None  # JSON, see MIGRATIONS
     refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    id: int
+    user_id: int
+    at: int
+    method: str
+    result: str
+    purpose: str
+    app: str
+    place: str
+    ip: str
+    browser: str
+    detail: str
+    challenge_id: str | None
+    challenge: str | None  # JSON, while pending
+    seen: bool
 
 
 class UserExists(Exception):
@@ -182,17 +233,27 @@ class Database:
 
     def set_password(self, user_id: int, password_hash: str) -> None:
         self.conn.execute(
-            "UPDATE users SET password_hash = ?, failed_attempts = 0, locked_until = 0 WHERE id = ?",
-            (password_hash, user_id),
+            "UPDATE users SET password_hash = ?, failed_attempts = 0, locked_until = 0,"
+            " must_change_password = 0, password_changed_at = ? WHERE id = ?",
+            (password_hash, now_ms(), user_id),
         )
 
     def user_by_name(self, name: str) -> User | None:
         row = self.conn.execute("SELECT * FROM users WHERE name = ?", (name,)).fetchone()
-        return User(**row) if row else None
+        return _user(row) if row else None
 
     def user_by_id(self, user_id: int) -> User | None:
         row = self.conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
-        return User(**row) if row else None
+        return _user(row) if row else None
+
+    def bump_session_epoch(self, user_id: int) -> int:
+        """Sign out every session of the user made before now; the new epoch."""
+        self.conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?", (user_id,))
+        row = self.conn.execute("SELECT session_epoch FROM users WHERE id = ?", (user_id,)).fetchone()
+        return int(row["session_epoch"]) if row else 0
+
+    def require_password_change(self, user_id: int) -> None:
+        self.conn.execute("UPDATE users SET must_change_password = 1 WHERE id = ?", (user_id,))
 
     def record_failure(self, user_id: int, *, after: int, base_s: int, max_s: int) -> None:
         """Count a failed password or code; lock the account after `after` in a row."""
@@ -409,6 +470,83 @@ class Database:
         ).fetchone()
         return _enrollment(row) if row else None
 
+    # Sign-in activity (see activity.py).
+
+    def add_activity(
+        self,
+        user_id: int,
+        method: str,
+        result: str,
+        context: dict[str, str],
+        *,
+        purpose: str = "signin",
+        detail: str = "",
+        challenge_id: str | None = None,
+        challenge: str | None = None,
+    ) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(
+                "INSERT OR IGNORE INTO signin_activity (user_id, at, method, result, purpose, app, place,"
+                " ip, browser, detail, challenge_id, challenge) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    now_ms(),
+                    method,
+                    result,
+                    purpose,
+                    context.get("app", ""),
+                    context.get("location", ""),
+                    context.get("ip", ""),
+                    context.get("browser", ""),
+                    detail,
+                    challenge_id,
+                    challenge,
+                ),
+            )
+            self.conn.execute(
+                "DELETE FROM signin_activity WHERE user_id = ? AND id NOT IN"
+                " (SELECT id FROM signin_activity WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?)",
+                (user_id, user_id, ACTIVITY_KEEP),
+            )
+
+    def settle_activity(self, challenge_id: str, result: str, detail: str | None = None) -> bool:
+        """The final result of a push attempt, once (a settled row never changes)."""
+        cur = self.conn.execute(
+            "UPDATE signin_activity SET result = ?, detail = COALESCE(?, detail), challenge = NULL"
+            " WHERE challenge_id = ? AND result = 'pending'",
+            (result, detail, challenge_id),
+        )
+        return cur.rowcount == 1
+
+    def activity(self, user_id: int, *, limit: int = 50) -> list[Activity]:
+        rows = self.conn.execute(
+            "SELECT * FROM signin_activity WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?",
+            (user_id, limit),
+        ).fetchall()
+        return [_activity(r) for r in rows]
+
+    def pending_activity(self, user_id: int, *, limit: int = 10) -> list[Activity]:
+        rows = self.conn.execute(
+            "SELECT * FROM signin_activity WHERE user_id = ? AND result = 'pending'"
+            " AND challenge IS NOT NULL ORDER BY at DESC, id DESC LIMIT ?",
+            (user_id, limit),
+        ).fetchall()
+        return [_activity(r) for r in rows]
+
+    def unseen_reports(self, user_id: int) -> list[Activity]:
+        rows = self.conn.execute(
+            "SELECT * FROM signin_activity WHERE user_id = ? AND result = 'reported' AND seen = 0"
+            " ORDER BY at DESC, id DESC",
+            (user_id,),
+        ).fetchall()
+        return [_activity(r) for r in rows]
+
+    def mark_reports_seen(self, user_id: int) -> None:
+        self.conn.execute(
+            "UPDATE signin_activity SET seen = 1 WHERE user_id = ? AND result = 'reported'", (user_id,)
+        )
+
     # Sessions (see sessions.py).
 
     def session_get(self, id_hash: bytes) -> str | None:
@@ -429,6 +567,18 @@ class Database:
 
     def sessions_purge(self) -> None:
         self.conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now_ms(),))
+
+
+def _user(row: sqlite3.Row) -> User:
+    d = dict(row)
+    d["must_change_password"] = bool(d.get("must_change_password", 0))
+    return User(**d)
+
+
+def _activity(row: sqlite3.Row) -> Activity:
+    d = dict(row)
+    d["seen"] = bool(d["seen"])
+    return Activity(**d)
 
 
 def _device(row: sqlite3.Row) -> Device:
