@@ -71,6 +71,28 @@ CREATE TABLE IF NOT EXISTS signin_activity (
     seen INTEGER NOT NULL DEFAULT 0        -- a report the user was shown after signing in
 );
 CREATE INDEX IF NOT EXISTS activity_user ON signin_activity(user_id, at);
+-- Recovery methods (recovery_codes.py, access_pass.py): only scrypt hashes are kept.
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    code_hash BLOB NOT NULL,               -- scrypt(code, the set's salt)
+    salt BLOB NOT NULL,                    -- one per set: one hash per attempt finds the code
+    created_at INTEGER NOT NULL,
+    used_at INTEGER,                       -- set once, atomically: a code works once
+    PRIMARY KEY (user_id, code_hash)
+);
+CREATE TABLE IF NOT EXISTS access_passes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    pass_hash BLOB NOT NULL,               -- scrypt(pass, salt)
+    salt BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,                       -- set once, atomically: a pass works once
+    used_ip TEXT,
+    used_browser TEXT,
+    revoked_at INTEGER                     -- replaced by a newer pass before it was used
+);
+CREATE INDEX IF NOT EXISTS access_passes_user ON access_passes(user_id);
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash BLOB PRIMARY KEY,              -- SHA-256 of the cookie: a leaked DB holds no live cookie
     data TEXT NOT NULL,
