@@ -27,7 +27,7 @@ from aiohttp import web
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
-from .web import forms, passwords
+from .web import forms, passwords, proxies
 from .web.app import create_app
 from .web.config import Settings
 from .web.db import Database, UserExists
@@ -78,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--ttl", type=int, default=60, help=f"seconds a push request stays valid, {MIN_TTL_S}..{MAX_TTL_S}"
+    )
+    serve.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS_OR_CIDR",
+        help="a reverse proxy whose X-Forwarded-For is believed (repeat for each; default: none, "
+        "the header is ignored)",
     )
 
     user = sub.add_parser("user", help="manage users", description="Manage the demo's users.")
@@ -166,6 +174,10 @@ def _serve(args: argparse.Namespace) -> None:
         raise CliError("--port must be 0..65535")
     if not args.broker.startswith(("http://", "https://")):
         raise CliError("--broker must be an http:// or https:// URL")
+    try:
+        proxies.parse_networks(args.trusted_proxy)
+    except ValueError as exc:
+        raise CliError(f"--trusted-proxy: {exc}") from None
     key = _api_key(args)
     _open_db(args.db).close()  # fail here, with a message, if the database cannot be opened
     settings = Settings(
@@ -176,6 +188,7 @@ def _serve(args: argparse.Namespace) -> None:
         secure_cookies=args.secure_cookies,
         push_digits=args.digits,
         push_ttl=args.ttl,
+        trusted_proxies=tuple(args.trusted_proxy),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

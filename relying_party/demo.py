@@ -55,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address both listen on (default: 127.0.0.1)")
     parser.add_argument("--broker-port", type=int, default=8700, help="default: 8700")
     parser.add_argument("--port", type=int, default=8701, help="the web app's port (default: 8701)")
+    parser.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS_OR_CIDR",
+        help="a reverse proxy in front of the web app whose X-Forwarded-For is believed (repeatable)",
+    )
     return parser
 
 
@@ -263,6 +270,7 @@ def run(args: argparse.Namespace) -> None:
                 broker_url,
                 "--name",
                 APP_NAME,
+                *(f"--trusted-proxy={proxy}" for proxy in args.trusted_proxy),
             ],
             data / "web.log",
             env={"PUSHAUTH_RP_API_KEY": rp["api_key"]},

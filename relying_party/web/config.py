@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from protocol import numbers
 
+from . import proxies
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True)
 class Settings:
     db_path: Path
     broker_url: str  # the broker's HTTP base URL, e.g. http://127.0.0.1:8470
@@ -30,8 +33,18 @@ class Settings:
     # Per client address, failures in a sliding window (stops spraying many names).
     ip_failures: int = 20
     ip_window: int = 10 * 60
+    # Reverse proxies whose X-Forwarded-For is believed (addresses or CIDR networks);
+    # empty: the TCP peer is the client (a header from anyone else is ignored).
+    trusted_proxies: tuple[str, ...] = ()
+    # A fresh second factor within this many seconds lets the user add or remove a
+    # sign-in method or change the password; older, and they are asked again.
+    reauth_window: int = 10 * 60
     argon2_opslimit: int | None = None  # None: PyNaCl's "interactive" profile
     argon2_memlimit: int | None = None
+
+    @cached_property
+    def trusted_networks(self) -> tuple[proxies.Network, ...]:
+        return proxies.parse_networks(self.trusted_proxies)
 
     @property
     def cookie_name(self) -> str:

@@ -2,6 +2,8 @@
 
 The place is only what the RP can honestly know without a geolocation database:
 the kind of network the request came from.
+The address is the TCP peer's, or behind trusted proxies the one they forwarded
+(proxies.py).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import ipaddress
 import re
 
 from aiohttp import web
+
+from .keys import SETTINGS
+from .proxies import forwarded_client
 
 _BROWSERS = (
     ("Edg/", "Edge"),
@@ -32,7 +37,10 @@ _SYSTEMS = (
 
 
 def client_ip(request: web.Request) -> str:
-    return request.remote or "unknown"
+    trusted = request.app[SETTINGS].trusted_networks
+    if not trusted:
+        return request.remote or "unknown"
+    return forwarded_client(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
 
 
 def place(ip: str) -> str:
