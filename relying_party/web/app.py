@@ -10,7 +10,16 @@ from pathlib import Path
 from aiohttp import web
 
 from ..sdk import PushAuthClient
-from . import csrf, middleware, render, sessions, views_account, views_security, views_signin
+from . import (
+    csrf,
+    middleware,
+    render,
+    sessions,
+    views_account,
+    views_recovery,
+    views_security,
+    views_signin,
+)
 from .config import Settings
 from .db import Database
 from .keys import CLIENT, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
@@ -41,6 +50,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(views_signin.routes)
     app.add_routes(views_account.routes)
     app.add_routes(views_security.routes)
+    app.add_routes(views_recovery.routes)
     app.router.add_static("/static/", STATIC, append_version=True, name="static")
     app.on_response_prepare.append(middleware.security_headers)
     app.cleanup_ctx.append(_lifetime)

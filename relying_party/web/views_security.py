@@ -12,7 +12,7 @@ from aiohttp import web
 from ..errors import BadBrokerResponse, BrokerUnavailable, NotFound, PushAuthError, VerificationFailed
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
-from . import auth, credentials, forms, push, qr, sse
+from . import access_pass, auth, credentials, forms, push, qr, recovery_codes, sse
 from .db import Database, Device, Enrollment, User, now_ms
 from .keys import CLIENT, DB
 from .render import render
@@ -58,7 +58,15 @@ async def security(request: web.Request) -> web.StreamResponse:
     return render(
         request,
         "security.html",
-        {"devices": devices, "user": user, "notices": notices, "names": names},
+        {
+            "devices": devices,
+            "user": user,
+            "notices": notices,
+            "names": names,
+            # Recovery methods (recovery_methods.html).
+            "recovery": recovery_codes.summary(db, user.id),
+            "access_pass": access_pass.latest(db, user.id),
+        },
     )
 
 
