@@ -3,6 +3,7 @@
     pushauth-rp serve --broker http://127.0.0.1:8470 [--db FILE] [--host H] [--port P]
     pushauth-rp user add NAME [--password-stdin] [--db FILE]
     pushauth-rp user passwd NAME [--password-stdin] [--db FILE]
+    pushauth-rp user tap NAME [--minutes N] [--db FILE]
 
 The broker API key comes from the environment (PUSHAUTH_RP_API_KEY) or a file
 (--api-key-file), never from the command line, where every local user could read it.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime
 import getpass
 import logging
 import os
@@ -27,7 +29,7 @@ from aiohttp import web
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
-from .web import forms, passwords, proxies
+from .web import access_pass, forms, passwords, proxies
 from .web.app import create_app
 from .web.config import Settings
 from .web.db import Database, UserExists
@@ -99,7 +101,50 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument(
             "--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite database (default: {DEFAULT_DB})"
         )
+    tap = user_sub.add_parser(
+        "tap",
+        help="issue a temporary access pass",
+        description=(
+            "Issue a temporary access pass: the user signs in with it after the password, in place "
+            "of the push, once, and can then add a new device. An unused earlier pass stops working. "
+            "The pass is printed once; only its hash is kept."
+        ),
+    )
+    tap.add_argument("name", help="the user's name")
+    tap.add_argument(
+        "--minutes",
+        type=int,
+        default=access_pass.DEFAULT_MINUTES,
+        help=f"how long it stays valid, {access_pass.MIN_MINUTES}..{access_pass.MAX_MINUTES} "
+        f"(default: {access_pass.DEFAULT_MINUTES})",
+    )
+    tap.add_argument(
+        "--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite database (default: {DEFAULT_DB})"
+    )
     return parser
+
+
+def _tap_command(args: argparse.Namespace) -> None:
+    try:
+        name = forms.user_name(args.name)
+    except forms.FormError as exc:
+        raise CliError(exc.message) from None
+    if not args.db.exists():
+        raise CliError(f"no database {args.db} (the demo keeps it in its data folder: --db FILE)")
+    db = _open_db(args.db)
+    try:
+        user = db.user_by_name(name)
+        if user is None:
+            raise CliError(f"no user {name!r}")
+        try:
+            secret, expires = access_pass.issue(db, user.id, args.minutes)
+        except access_pass.BadMinutes as exc:
+            raise CliError(f"--minutes: {exc}") from None
+    finally:
+        db.close()
+    until = datetime.datetime.fromtimestamp(expires / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"temporary access pass for {user.name}: {secret}")
+    print(f"valid until {until}, for one sign-in; give it to {user.name} only, it is not shown again")
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -223,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             _serve(args)
+        elif args.user_command == "tap":
+            _tap_command(args)
         else:
             _user_command(args)
     except CliError as exc:
