@@ -4,19 +4,28 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two stamps: the demo needs only the runtime packages; the tests add the `test`
+# extra (pytest, Playwright, ...) on top. Either is redone when pyproject.toml changes.
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test stress lint format install clean
+.PHONY: demo test stress lint format install install-runtime clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
-demo: install
+install-runtime: $(STAMP)
+
+install: $(TEST_STAMP)
+
+demo: install-runtime
 	@scripts/ensure-tools runtime
 	$(BIN)/pushauth-demo
 
