@@ -1,0 +1,150 @@
+"""`pushauth-radius`: the RADIUS server with push approval, and its user enrollment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from ..errors import PushAuthError
+from . import audit, config
+from .enroll import EnrollError, enroll
+from .server import StartError, serve
+
+PROG = "pushauth-radius"
+DEFAULT_CONFIG = Path("/etc/pushauth/radius.toml")
+
+DESCRIPTION = """\
+A RADIUS server for VPN gateways that adds push approval with number matching.
+
+The gateway sends an Access-Request with the user's name and password (PAP). The
+password is checked by an upstream RADIUS server ([first_factor] mode = "upstream"),
+or was checked by the gateway already (mode = "gateway"). Then the user's devices get
+a push, and the gateway gets an Access-Challenge saying "Type 47 in your
+authenticator, then press Enter". The follow-up Access-Request (with the State) gets
+Access-Accept once the device's signed approval with that number is verified here;
+a 6-8 digit verification code typed at that prompt is checked as TOTP instead.
+Clients marked push_only get no challenge: the first request waits for the approval.
+"""
+
+EPILOG = """\
+questions:
+  Which gateways may ask?  Only the [[client]] entries (address or network, secret);
+                        anything else is dropped and logged (decision=drop).
+  Message-Authenticator?  Required on every Access-Request; without it, or wrong
+                        (a wrong shared secret), the packet is dropped and logged.
+  Gateway timeout?      Set the gateway's RADIUS timeout above challenge.answer_wait
+                        (default 25 s), and above challenge.ttl for push_only clients.
+  Several instances?    Point them at one Redis (radius.redis_url): the State of a
+                        challenge is kept there, so any instance can take the answer.
+  Audit log?            One line per decision on stderr, or to syslog (authpriv) with
+                        radius.syslog = true: decision, outcome, user, client, challenge.
+  Broker unreachable?   broker.when_unreachable = "reject" (default, fail closed) or
+                        "accept" (fail open: the first factor alone lets users in).
+
+environment:
+  PUSHAUTH_RADIUS_API_KEY  the broker API key, when broker.api_key_file is not set
+
+exit codes: 0 done, 1 error (one line on stderr), 2 bad arguments.
+See docs/radius.md for every setting and deploy/radius/ for an OpenVPN example.
+"""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        help=f"the TOML configuration (default: {DEFAULT_CONFIG})",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    sub.add_parser(
+        "serve",
+        help="run the RADIUS server",
+        description="Run the RADIUS server until SIGINT or SIGTERM. Prints "
+        "'pushauth-radius listening on udp HOST:PORT' once it serves.",
+    )
+    check = sub.add_parser(
+        "check-config",
+        help="read the configuration and say what it means",
+        description="Check the configuration file.",
+    )
+    check.set_defaults(quiet=False)
+    enroll_cmd = sub.add_parser(
+        "enroll",
+        help="add a user's authenticator (prints a QR code)",
+        description="Add an authenticator for USER: prints the enrollment link and its QR code, waits "
+        "for the device to enroll, then sends a test push to approve with the number shown. "
+        "USER is the name the gateway sends, after the [users] mapping (realm stripped, lower case).",
+    )
+    enroll_cmd.add_argument("user", help="the user's name as pushauth-radius sees it (e.g. alice)")
+    enroll_cmd.add_argument("--account", help="the account label shown on the device (default: USER)")
+    enroll_cmd.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for the device and the test push (default: 600)",
+    )
+    return parser
+
+
+def _describe(cfg: config.Config) -> str:
+    lines = [
+        f"listen: udp {cfg.listen}:{cfg.port}",
+        f"broker: {cfg.broker_url} (when unreachable: {cfg.broker_down})",
+        f"redis: {cfg.redis_url}",
+        f"user store: {cfg.store}",
+        f"first factor: {cfg.first_factor}"
+        + (f" ({cfg.upstream.host}:{cfg.upstream.port})" if cfg.upstream else " (checked by the gateway)"),
+        f"challenge: {cfg.digits} digits, valid {cfg.ttl} s, answer wait {cfg.answer_wait:g} s",
+    ]
+    lines += [f"client {c.name}: {c.network}" + (" (push only)" if c.push_only else "") for c in cfg.clients]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+        if args.command == "check-config":
+            print(_describe(cfg))
+        elif args.command == "serve":
+            audit.setup(syslog=cfg.audit_syslog)
+            asyncio.run(serve(cfg))
+        else:
+            from ..web import forms
+
+            try:
+                name = forms.user_name(args.user)
+            except forms.FormError as exc:
+                raise EnrollError(exc.message) from None
+            asyncio.run(enroll(cfg, name, account=args.account, timeout=args.timeout, out=sys.stdout))
+    except (config.ConfigError, StartError, EnrollError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except PushAuthError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -1,0 +1,253 @@
+"""The TOML configuration file of pushauth-radius (documented in docs/radius.md).
+
+Every value is checked here, once, with a message that names the key; the rest of
+the server only sees the typed Config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protocol import numbers
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S
+
+API_KEY_ENV = "PUSHAUTH_RADIUS_API_KEY"
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used: one line that names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """A RADIUS client (a VPN gateway, a NAS) allowed to ask, and its shared secret."""
+
+    name: str
+    network: Network
+    secret: bytes
+    push_only: bool = False  # it cannot show an Access-Challenge (see docs/radius.md)
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """The RADIUS server that checks passwords in mode "upstream"."""
+
+    host: str
+    port: int
+    secret: bytes
+    timeout: float = 5.0
+    retries: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    broker_url: str
+    api_key: str
+    clients: tuple[Client, ...]
+    listen: str = "0.0.0.0"
+    port: int = 1812
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    store: Path = Path("/var/lib/pushauth-radius/users.db")
+    app_name: str = "VPN"
+    broker_timeout: float = 10.0
+    digits: int = numbers.DEFAULT_DIGITS
+    ttl: int = 60
+    answer_wait: float = 25.0
+    first_factor: str = "gateway"  # or "upstream"
+    upstream: Upstream | None = None
+    broker_down: str = "reject"  # or "accept" (fail-open)
+    strip_realm: bool = True
+    lowercase: bool = True
+    user_rate: int = 10
+    rate_window: int = 60
+    duplicate_window: float = 30.0
+    replay_window: int = 600
+    audit_syslog: bool = False
+
+    def client_for(self, address: str) -> Client | None:
+        """The most specific client whose network holds `address`, or None (unknown: drop)."""
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return None
+        best: Client | None = None
+        for client in self.clients:
+            inside = ip.version == client.network.version and ip in client.network
+            if inside and (best is None or client.network.prefixlen > best.network.prefixlen):
+                best = client
+        return best
+
+
+def load(path: Path) -> Config:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, base=path.parent, name=str(path))
+
+
+def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
+    r = _Reader(data, base, name)
+    broker = r.table("broker")
+    radius = r.table("radius")
+    challenge = r.table("challenge")
+    first = r.table("first_factor")
+    users = r.table("users")
+    limits = r.table("limits")
+
+    digits = r.int(challenge, "challenge.digits", numbers.DEFAULT_DIGITS)
+    if not numbers.MIN_DIGITS <= digits <= numbers.MAX_DIGITS:
+        raise r.error("challenge.digits", f"must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
+    ttl = r.int(challenge, "challenge.ttl", 60)
+    if not MIN_TTL_S <= ttl <= MAX_TTL_S:
+        raise r.error("challenge.ttl", f"must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
+    mode = r.str(first, "first_factor.mode", "gateway")
+    if mode not in ("gateway", "upstream"):
+        raise r.error("first_factor.mode", 'must be "gateway" or "upstream"')
+    upstream = None
+    if mode == "upstream":
+        upstream = Upstream(
+            host=r.str(first, "first_factor.host", None),
+            port=r.port(first, "first_factor.port", 1812),
+            secret=r.secret(first, "first_factor"),
+            timeout=r.positive(first, "first_factor.timeout", 5.0),
+            retries=r.int(first, "first_factor.retries", 2),
+        )
+    broker_down = r.str(broker, "broker.when_unreachable", "reject")
+    if broker_down not in ("reject", "accept"):
+        raise r.error("broker.when_unreachable", 'must be "reject" (fail closed) or "accept" (fail open)')
+    url = r.str(broker, "broker.url", None)
+    if not url.startswith(("http://", "https://")):
+        raise r.error("broker.url", "must be an http:// or https:// URL")
+
+    clients = []
+    raw_clients = data.get("client", [])
+    if not isinstance(raw_clients, list) or not raw_clients:
+        raise r.error("client", "add at least one [[client]] (a VPN gateway: name, address, secret)")
+    for i, raw in enumerate(raw_clients):
+        where = f"client[{i}]"
+        if not isinstance(raw, dict):
+            raise r.error(where, "must be a table")
+        try:
+            network = ipaddress.ip_network(r.str(raw, f"{where}.address", None), strict=False)
+        except ValueError as exc:
+            raise r.error(f"{where}.address", str(exc)) from None
+        clients.append(
+            Client(
+                name=r.str(raw, f"{where}.name", str(network)),
+                network=network,
+                secret=r.secret(raw, where),
+                push_only=r.bool(raw, f"{where}.push_only", False),
+            )
+        )
+
+    return Config(
+        broker_url=url,
+        api_key=r.api_key(broker),
+        clients=tuple(clients),
+        listen=r.str(radius, "radius.listen", "0.0.0.0"),
+        port=r.port(radius, "radius.port", 1812),
+        redis_url=r.str(radius, "radius.redis_url", "redis://127.0.0.1:6379/0"),
+        store=r.path(radius, "radius.store", "/var/lib/pushauth-radius/users.db"),
+        app_name=r.str(radius, "radius.app_name", "VPN"),
+        broker_timeout=r.positive(broker, "broker.timeout", 10.0),
+        digits=digits,
+        ttl=ttl,
+        answer_wait=r.positive(challenge, "challenge.answer_wait", 25.0),
+        first_factor=mode,
+        upstream=upstream,
+        broker_down=broker_down,
+        strip_realm=r.bool(users, "users.strip_realm", True),
+        lowercase=r.bool(users, "users.lowercase", True),
+        user_rate=r.int(limits, "limits.user_requests", 10),
+        rate_window=r.int(limits, "limits.user_window", 60),
+        duplicate_window=r.positive(limits, "limits.duplicate_window", 30.0),
+        replay_window=r.int(limits, "limits.replay_window", 600),
+        audit_syslog=r.bool(radius, "radius.syslog", False),
+    )
+
+
+class _Reader:
+    def __init__(self, data: dict[str, Any], base: Path, name: str) -> None:
+        self.data, self.base, self.name = data, base, name
+
+    def error(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.name}: {key}: {why}")
+
+    def table(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, "must be a table")
+        return value
+
+    def _get(self, table: dict[str, Any], key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
+        short = key.rsplit(".", 1)[-1]
+        if short not in table:
+            if default is None:
+                raise self.error(key, "missing")
+            return default
+        value = table[short]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"must be {getattr(kind, '__name__', 'a number')}")
+        return value
+
+    def str(self, table: dict[str, Any], key: str, default: str | None) -> str:
+        return self._get(table, key, default, str)
+
+    def bool(self, table: dict[str, Any], key: str, default: bool) -> bool:
+        return self._get(table, key, default, bool)
+
+    def int(self, table: dict[str, Any], key: str, default: int) -> int:
+        value = self._get(table, key, default, int)
+        if value < 0:
+            raise self.error(key, "must not be negative")
+        return value
+
+    def positive(self, table: dict[str, Any], key: str, default: float) -> float:
+        value = self._get(table, key, default, (int, float))
+        if isinstance(value, bool) or value <= 0:
+            raise self.error(key, "must be a positive number of seconds")
+        return float(value)
+
+    def port(self, table: dict[str, Any], key: str, default: int) -> int:
+        value = self.int(table, key, default)
+        if value > 65535:
+            raise self.error(key, "must be 0..65535")
+        return value
+
+    def path(self, table: dict[str, Any], key: str, default: str) -> Path:
+        return self.base / Path(self.str(table, key, default))
+
+    def _file(self, key: str, value: str) -> str:
+        path = self.base / value
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise self.error(key, f"cannot read {path}: {exc.strerror}") from None
+
+    def secret(self, table: dict[str, Any], where: str) -> bytes:
+        """`secret = "..."` or `secret_file = "..."` (better: not in the config file)."""
+        if "secret_file" in table:
+            text = self._file(f"{where}.secret_file", self.str(table, f"{where}.secret_file", None))
+        else:
+            text = self.str(table, f"{where}.secret", "")
+        if not text:
+            raise self.error(f"{where}.secret", "missing or empty (set secret or secret_file)")
+        return text.encode()
+
+    def api_key(self, broker: dict[str, Any]) -> str:
+        if "api_key_file" in broker:
+            key = self._file("broker.api_key_file", self.str(broker, "broker.api_key_file", None))
+        else:
+            key = os.environ.get(API_KEY_ENV, "").strip()
+        if not key:
+            raise self.error("broker.api_key_file", f"no broker API key: set it or ${API_KEY_ENV}")
+        return key

@@ -1,0 +1,215 @@
+"""One Access-Request's steps: first factor, push, wait for the verified answer, or a code.
+
+The I/O around the decisions of `core`: the RP SDK (every answer is verified end to
+end there, with the keys in our store), Redis (`state`) and the user store.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from pyrad import packet as rp
+
+from ..errors import (
+    BrokerUnavailable,
+    NoDevices,
+    PushAuthError,
+    PushBlocked,
+    RateLimited,
+    VerificationFailed,
+    VerificationReason,
+)
+from ..models import Challenge, Decision, SignInResult, Status
+from ..sdk import PushAuthClient
+from ..web.db import User
+from . import core, upstream
+from .config import Config
+from .core import Outcome
+from .packets import AccessRequest
+from .state import Pending, StateStore
+from .store import UserStore
+
+log = logging.getLogger("pushauth.radius")
+STATE_BYTES = 16
+# How long a verification code stays claimed in Redis: its period with one step of
+# skew either way (relying_party.web.totp.SKEW_STEPS), for the longest period we issue.
+CODE_CLAIM_S = 3 * 30 + 30
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to answer: code (Access-Accept/Reject/Challenge), Reply-Message, State."""
+
+    code: int
+    outcome: Outcome
+    message: str
+    user: str | None = None
+    challenge_id: str | None = None
+    state: bytes | None = None
+
+
+class Engine:
+    def __init__(self, config: Config, sdk: PushAuthClient, states: StateStore, store: UserStore) -> None:
+        self.config = config
+        self.sdk = sdk
+        self.states = states
+        self.store = store
+
+    async def handle(self, request: AccessRequest) -> Verdict:
+        if request.state is not None:
+            return await self._answer(request)
+        return await self._start(request)
+
+    def _final(self, outcome: Outcome, user: str | None = None, challenge_id: str | None = None) -> Verdict:
+        code = rp.AccessAccept if outcome in core.ACCEPTED else rp.AccessReject
+        return Verdict(code, outcome, core.MESSAGES[outcome], user, challenge_id)
+
+    # -- the first Access-Request: user name and password -------------------------
+
+    async def _start(self, request: AccessRequest) -> Verdict:
+        cfg = self.config
+        if not request.user_name or request.password is None:
+            return self._final(Outcome.BAD_REQUEST, request.user_name)
+        name = core.map_user(request.user_name, strip_realm=cfg.strip_realm, lowercase=cfg.lowercase)
+        if name is None:
+            return self._final(Outcome.FIRST_FACTOR_FAILED, request.user_name)
+        if not await self.states.allow(name, cfg.user_rate, cfg.rate_window):
+            return self._final(Outcome.RATE_LIMITED, name)
+        if cfg.upstream is not None:
+            try:
+                ok = await upstream.check_password(
+                    cfg.upstream, request.user_name, request.password, nas_id="pushauth-radius"
+                )
+            except upstream.UpstreamUnavailable as exc:
+                log.warning("%s", exc)
+                return self._final(Outcome.UPSTREAM_UNAVAILABLE, name)
+            if not ok:
+                return self._final(Outcome.FIRST_FACTOR_FAILED, name)
+        user = self.store.user(name)
+        if user is None:
+            return self._final(Outcome.NOT_ENROLLED, name)
+        context = {"app": cfg.app_name, "client": request.client.name}
+        if request.calling_station:
+            context["from"] = request.calling_station[:256]
+        if request.client.push_only:
+            # No screen to show a number on: the device is told so, and any approval
+            # counts (docs/radius.md, "Push-only clients": why that is weaker).
+            context[core.PUSH_ONLY_NUMBER_KEY] = "none is shown for this sign-in: type 1"
+        try:
+            challenge = await self.sdk.create_challenge(user.handle, context, ttl=cfg.ttl, digits=cfg.digits)
+        except NoDevices:
+            return self._final(Outcome.NO_DEVICES, name)
+        except (PushBlocked, RateLimited):
+            return self._final(Outcome.BLOCKED, name)
+        except BrokerUnavailable as exc:
+            log.warning("%s", exc)
+            return self._final(
+                Outcome.FAIL_OPEN if cfg.broker_down == "accept" else Outcome.BROKER_UNAVAILABLE, name
+            )
+        except PushAuthError as exc:
+            log.error("creating the challenge failed: %s", exc)
+            return self._final(Outcome.BROKER_UNAVAILABLE, name)
+        if request.client.push_only:
+            return await self._push_only(challenge, user, name)
+        state = secrets.token_bytes(STATE_BYTES)
+        await self.states.put(
+            state, Pending(challenge, name, request.client.name), challenge.expires_at - _now_ms()
+        )
+        return Verdict(
+            rp.AccessChallenge,
+            Outcome.CHALLENGED,
+            core.challenge_message(challenge.number),
+            name,
+            challenge.id,
+            state,
+        )
+
+    async def _push_only(self, challenge: Challenge, user: User, name: str) -> Verdict:
+        result = await self._wait(challenge, user, until_expiry=True)
+        if isinstance(result, Verdict):
+            return result
+        answer = result.answer
+        # A verified approval (signed by a stored key over this very challenge) is what
+        # push-only accepts, whatever number was typed: there was none to type.
+        if answer is not None and answer.decision is Decision.APPROVE:
+            if result.status is Status.NUMBER_MISMATCH:
+                # The broker counts it as a wrong number; our sign-in succeeded, so the
+                # count of pushes since the last sign-in starts again, as after an approval.
+                try:
+                    await self.sdk.lift_push_block(user.handle)
+                except PushAuthError as exc:
+                    log.warning("could not reset the push count of %s: %s", name, exc)
+            return self._final(Outcome.APPROVED, name, challenge.id)
+        return self._final(core.outcome_of(result.status), name, challenge.id)
+
+    # -- the follow-up Access-Request: State and the typed answer -----------------
+
+    async def _answer(self, request: AccessRequest) -> Verdict:
+        assert request.state is not None
+        pending = await self.states.take(request.state)
+        if pending is None or pending.client != request.client.name:
+            return self._final(Outcome.UNKNOWN_STATE, request.user_name)
+        name, challenge = pending.user, pending.challenge
+        user = self.store.user(name)
+        if user is None:
+            return self._final(Outcome.NOT_ENROLLED, name, challenge.id)
+        answer = core.read_answer(request.password or "", challenge.number)
+        if isinstance(answer, core.Totp):
+            return await self._code(user, name, challenge, answer.code)
+        result = await self._wait(challenge, user, until_expiry=False)
+        if isinstance(result, Verdict):
+            return result
+        if result.status is Status.PENDING or not result.final:
+            await self._cancel(challenge)
+        return self._final(core.outcome_of(result.status), name, challenge.id)
+
+    async def _code(self, user: User, name: str, challenge: Challenge, code: str) -> Verdict:
+        if not await self.states.allow(name, self.config.user_rate, self.config.rate_window):
+            await self._cancel(challenge)
+            return self._final(Outcome.RATE_LIMITED, name, challenge.id)
+        check = self.store.check_code(user, code)
+        if check.device is not None and not await self.states.code_unused(name, code, CODE_CLAIM_S):
+            check = type(check)(None, replayed=True)  # used at another instance
+        await self._cancel(challenge)  # signed in another way (or not): the push is over
+        if check.device is not None:
+            return self._final(Outcome.TOTP_OK, name, challenge.id)
+        return self._final(Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD, name, challenge.id)
+
+    async def _wait(self, challenge: Challenge, user: User, *, until_expiry: bool) -> SignInResult | Verdict:
+        """The SDK's verified result, or the Verdict when there is none to be had."""
+        remaining = (challenge.expires_at - _now_ms()) / 1000
+        timeout = remaining if until_expiry else min(remaining, self.config.answer_wait)
+        try:
+            try:
+                return await self.sdk.wait_result(
+                    challenge, self.store.public_keys(user), timeout=max(0.0, timeout)
+                )
+            except VerificationFailed as exc:
+                if exc.reason is not VerificationReason.UNKNOWN_CREDENTIAL:
+                    raise
+                # Perhaps a device restored since we last looked: follow the broker's
+                # list (the SDK adds it only with a valid recovery proof), then again.
+                await self.store.sync(self.sdk, user)
+                return await self.sdk.wait_result(challenge, self.store.public_keys(user), timeout=0)
+        except VerificationFailed as exc:
+            log.error("SECURITY EVENT: the broker's result for %s did not verify: %s", user.name, exc)
+            return self._final(Outcome.VERIFICATION_FAILED, user.name, challenge.id)
+        except BrokerUnavailable as exc:
+            log.warning("%s", exc)
+            return self._final(Outcome.BROKER_UNAVAILABLE, user.name, challenge.id)
+        except PushAuthError as exc:
+            log.error("reading the result of %s failed: %s", challenge.id, exc)
+            return self._final(Outcome.BROKER_UNAVAILABLE, user.name, challenge.id)
+
+    async def _cancel(self, challenge: Challenge) -> None:
+        try:
+            await self.sdk.cancel_challenge(challenge)
+        except PushAuthError as exc:
+            log.warning("could not cancel %s: %s", challenge.id, exc)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,70 @@
+"""The users pushauth-radius serves and their devices: the demo RP's own database.
+
+A RADIUS server is a relying party like the demo: it stores each device's public key
+(every answer is verified with it) and the TOTP secret it provisioned (the broker
+never sees those). So it keeps them in the same SQLite schema, with the same code
+(relying_party.web.db, .totp, .credentials): one place for storing credentials,
+checking codes and following the broker's list (restored devices). Its users have no
+password in it: the first factor is the VPN gateway's or the upstream server's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..models import Credential
+from ..sdk import PushAuthClient
+from ..web import credentials, totp
+from ..web.db import Database, Device, Enrollment, User, UserExists
+
+# The web schema wants a password hash; this one never verifies (it is no Argon2 string).
+NO_PASSWORD = "!pushauth-radius: no password here"
+
+
+class UserStore:
+    def __init__(self, path: Path) -> None:
+        self.db = Database(path)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def user(self, name: str) -> User | None:
+        return self.db.user_by_name(name)
+
+    def ensure_user(self, name: str) -> User:
+        user = self.db.user_by_name(name)
+        if user is not None:
+            return user
+        try:
+            return self.db.add_user(name, NO_PASSWORD)
+        except UserExists:  # added meanwhile by another enrollment
+            found = self.db.user_by_name(name)
+            assert found is not None
+            return found
+
+    def devices(self, user: User, *, confirmed_only: bool = False) -> list[Device]:
+        return self.db.devices(user.id, confirmed_only=confirmed_only)
+
+    def public_keys(self, user: User) -> dict[str, bytes]:
+        """Every key stored for the user: an answer signed by anything else is refused."""
+        return {d.credential_id: d.public_key for d in self.devices(user)}
+
+    def check_code(self, user: User, code: str) -> totp.CodeCheck:
+        """A verification code of one of the user's confirmed devices, used at most once."""
+        return totp.check(self.db, self.devices(user, confirmed_only=True), code)
+
+    def add_enrollment(self, enrollment: Enrollment) -> None:
+        self.db.add_enrollment(enrollment)
+
+    def add_device(self, enrollment: Enrollment, credential: Credential) -> None:
+        recovery = None if credential.recovery_key is None else credential.recovery_key.public_key
+        self.db.add_device(
+            enrollment, credential.id, credential.name, credential.public_key, recovery_public_key=recovery
+        )
+
+    def confirm_device(self, credential_id: str) -> None:
+        self.db.confirm_device(credential_id)
+
+    async def sync(self, client: PushAuthClient, user: User) -> credentials.SyncReport:
+        """Follow the broker's list of the user's devices, as far as it verifies."""
+        return await credentials.sync(client, self.db, user)
