@@ -17,7 +17,7 @@ from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI
 
-from . import jsonio
+from . import jsonio, metrics
 from .context import node_of
 from .event_listener import LISTENER
 from .events import ChallengeEnded
@@ -333,6 +333,7 @@ async def create_challenge(request: web.Request) -> web.Response:
         created=now,
         expires=now + ttl * 1000,
         target=target,
+        created_at=metrics.perf(),
     )
     store = _store(request)
     try:
@@ -342,6 +343,7 @@ async def create_challenge(request: web.Request) -> web.Response:
             404, "not_found", f"no active credential {target} for this user (removed, or another user's)"
         ) from None
     except PushRefused as refused:
+        metrics.signin_refused(refused.code)
         if refused.retry_after_s is not None:
             raise ApiError(
                 429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
@@ -370,6 +372,7 @@ async def get_challenge(request: web.Request) -> web.Response:
     store, hub = _store(request), _hub(request)
     # Register before reading, so an answer between the read and the wait is not missed.
     fut = hub.wait_result(ch) if wait else None
+    woken = None  # the live record, when an event ended the wait (broker/metrics.py)
     try:
         live = hub.live.get(ch)
         # A copy: the hub's record is shared with the device connections.
@@ -385,6 +388,7 @@ async def get_challenge(request: web.Request) -> web.Response:
             try:
                 ended: ChallengeEnded = await fut
                 rec.status, rec.answer = ended.status, ended.answer
+                woken = live
             except TimeoutError:
                 # No event seen (maybe missed while pub/sub reconnected): ask Redis.
                 rec = await store.get_challenge(ch) or rec
@@ -404,6 +408,7 @@ async def get_challenge(request: web.Request) -> web.Response:
         if fut is not None:
             hub.forget_waiter(ch, fut)
             fut.cancel()
+    metrics.result_sent(woken)
     return json_response(challenge_json(rec, status))
 
 

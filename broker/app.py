@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import api, backups, recovery
+from . import api, backups, metrics, recovery
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
+from .events import Event
 from .http_guard import TIMEOUTS, Timeouts
 from .hub import Hub
 from .limits import LIMITER, Limiter, Limits, limit_middleware
@@ -47,12 +48,18 @@ def create_app(
     app[QUOTA] = backup_quota or BackupQuota()
     store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000)
     hub = Hub()
-    store.on_event = hub.dispatch
+
+    async def published(event: Event) -> None:  # what this node wrote: counted here once
+        metrics.count_event(event)
+        await hub.dispatch(event)
+
+    store.on_event = published
 
     async def expire(record: ChallengeRecord) -> None:
         try:
             await store.expire_challenge(record, max(now_ms(), record.expires))
         except (aioredis.RedisError, OSError) as exc:  # the next reader expires it instead
+            metrics.REDIS_ERRORS_EXPIRY.inc()
             log.warning("could not expire challenge %s: %s", record.id, exc)
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)

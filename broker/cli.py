@@ -32,11 +32,13 @@ from .backups import (
     BackupQuota,
     BlobIdFilter,
 )
+from .context import NODE
 from .device_ws import AUTH_TIMEOUT_S
 from .embedded import EmbeddedRedis, EmbeddedRedisError
-from .event_listener import EVENTS_GRACE_S
+from .event_listener import EVENTS_GRACE_S, LISTENER
 from .http_guard import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedSite, Timeouts
 from .limits import Limits, Rate
+from .metrics import metrics_app
 from .policy_cli import (
     add_deprecated_serve_flags,
     add_rp_policy_commands,
@@ -221,6 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="an idle keep-alive connection is closed after this (default: %(default)s)",
     )
     serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics, a listener of its own "
+        "(default: none); 0 picks a free port (printed)",
+    )
+    serve.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address of the metrics listener; it has no authentication, so keep it on loopback or "
+        "a private network (default: %(default)s)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
     _add_store_args(serve)
@@ -303,6 +318,8 @@ async def serve(args: argparse.Namespace) -> None:
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
     if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
         raise CliError("--auth-timeout must be 0.5 to 600 seconds")
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise CliError("--metrics-port must be 0 to 65535")
     for warning in deprecated_flags(args):
         log.warning("%s", warning)
     limits, timeouts, quota = _limits(args)
@@ -322,7 +339,10 @@ async def serve(args: argparse.Namespace) -> None:
             app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
         await runner.setup()
+        metrics: web.AppRunner | None = None
         try:
+            if args.metrics_port is not None:
+                metrics = await _serve_metrics(app, node, args.metrics_host, args.metrics_port)
             site = GuardedSite(runner, args.host, args.port, timeouts=timeouts, backlog=1024)
             site.handler_args(access_log=log if args.access_log else None)
             await site.start()
@@ -336,6 +356,8 @@ async def serve(args: argparse.Namespace) -> None:
             await stop.wait()
         except BaseException:
             await runner.cleanup()
+            if metrics is not None:
+                await metrics.cleanup()
             raise
         print("pushauth-broker: shutting down", flush=True)
         # Closing thousands of sockets allocates enough to set off full garbage
@@ -344,7 +366,19 @@ async def serve(args: argparse.Namespace) -> None:
         began = time.monotonic()
         if not await stop_serving(runner, SHUTDOWN_TIMEOUT_S):
             log.warning("stopped with requests still in flight after %.0fs", SHUTDOWN_TIMEOUT_S)
+        if metrics is not None:
+            await metrics.cleanup()
         print(f"pushauth-broker: stopped in {time.monotonic() - began:.2f}s", flush=True)
+
+
+async def _serve_metrics(app: web.Application, node: str, host: str, port: int) -> web.AppRunner:
+    """The metrics listener: its own port, so that it is never on the public one."""
+    runner = web.AppRunner(metrics_app(node, app[NODE].hub, app[LISTENER]), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    bound = runner.addresses[0][1]
+    print(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics", flush=True)
+    return runner
 
 
 def _limits(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:

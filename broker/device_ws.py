@@ -30,7 +30,7 @@ from protocol.frames import (
 from protocol.session import ServerSession
 from protocol.signing import answer_bytes, recovery_answer_bytes, verify
 
-from . import notices
+from . import metrics, notices
 from .context import NODE
 from .hub import Hub
 from .models import Answer as StoredAnswer
@@ -183,6 +183,7 @@ class DeviceConnection:
         spawn(self.fail(ProtocolError(ErrorCode.AUTH_TIMEOUT, "no credential proven in time")))
 
     async def fail(self, err: ProtocolError) -> None:
+        metrics.device_error(err.code.value)
         log.info("closing device connection: %s", err)
         await self.ws.close(code=err.close_code, message=err.code.value.encode())
 
@@ -203,12 +204,14 @@ class DeviceConnection:
             if err.fatal:
                 await self.fail(err)
             else:
+                metrics.device_error(err.code.value)
                 ref = None if err.ref is None else str(err.ref)
                 await self.send(Error(code=err.code.value, message=err.message, ref=ref))
         except (RedisError, OSError) as exc:
             # The store is unreachable: close with "internal" (1011) rather than leave
             # the device waiting; it reconnects with backoff and gets its pending
             # challenges again once Redis is back.
+            metrics.REDIS_ERRORS_DEVICE.inc()
             log.warning("store unavailable while handling a device frame: %s", exc)
             await self.fail(ProtocolError(ErrorCode.INTERNAL, "the broker's store is unavailable"))
 
@@ -280,6 +283,7 @@ class DeviceConnection:
         try:
             for frame in self._frames_for(record):
                 await self.send(frame)
+            metrics.delivered(record)
         except (ConnectionError, RuntimeError):
             pass  # the socket is closing; the device gets it again when it reconnects
 
@@ -347,6 +351,7 @@ class DeviceConnection:
         # Take it off this connection first, so the hub sends this device the
         # result and not a "handled elsewhere" cancel.
         self.delivered.pop(record.id, None)
+        metrics.answered(record)  # before the write: the RP's long-poll may wake from it
         result = await self.store.record_answer(record, answer, status, now)
         if result == "ok":
             await self.send(AnswerResult(ch=record.id, outcome=status.value))

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 
 from protocol.challenge import Status
 
-from . import events, keys, notices
+from . import events, keys, metrics, notices
 from .hub import Device, Hub
 from .models import Credential
 from .store import Store, now_ms
@@ -106,6 +106,7 @@ class EventListener:
                         await self._handle(data)
                 reason = "the subscription ended"
             except (RedisError, OSError) as exc:
+                metrics.REDIS_ERRORS_EVENTS.inc()
                 reason = str(exc) or type(exc).__name__
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
@@ -139,6 +140,8 @@ class EventListener:
         except Exception as exc:  # noqa: BLE001 - anything on the channel may be garbage
             self._skip(data, exc)
             return
+        if type(event) is events.ChallengeCreated:
+            metrics.event_lag(event.record.created)
         try:
             await self.hub.dispatch(event)
         except Exception as exc:

@@ -167,6 +167,12 @@ class ChallengeRecord:
     # Sent only to this credential (e.g. a new device's setup test push), which may be
     # one the RP has not confirmed yet; None: every confirmed credential of the user.
     target: str | None = None
+    # When this node created, first delivered and recorded the answer of this record
+    # (time.perf_counter; 0: not here): the stage histograms of broker/metrics.py.
+    # Never stored, never sent.
+    created_at: float = field(default=0.0, compare=False, repr=False)
+    delivered_at: float = field(default=0.0, compare=False, repr=False)
+    answered_at: float = field(default=0.0, compare=False, repr=False)
 
     def to_fields(self) -> list[Any]:
         """Field/value pairs for HSET at creation (a pending challenge)."""

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
+from . import metrics
 from .jsonio import json_response
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class ApiError(Exception):
 
 def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     title = _title(status)
+    metrics.rejected(status, code)
     return json_response(
         {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code},
         status=status,
@@ -77,6 +79,7 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     except RedisError as exc:
         # The store is unreachable (Redis down or failing over): nothing was done, and
         # the RP may try again, on this node or another.
+        metrics.REDIS_ERRORS_API.inc()
         log.warning("store unavailable in %s %s: %s", request.method, request.path, exc)
         return problem(
             503, "unavailable", "the broker's store is unavailable; try again shortly", {"Retry-After": "1"}

@@ -1,0 +1,271 @@
+"""Prometheus metrics of one broker process, served on their own listener (`serve
+--metrics-port`, loopback by default: see docs/operations.md).
+
+The hot path (create, deliver, answer, long-poll) pays for what it counts and nothing
+more: every counter and histogram child it touches is bound once, here, at import
+(no label lookup per request), and an observation is one lock and a bisect in
+prometheus-client. What can be read off the node's own state (devices, credentials
+and challenges held, long-polls, the event listener's counts) is read only when
+Prometheus scrapes, by `NodeCollector`.
+
+Stage latencies are measured on one node with its monotonic clock, except the first
+stage of a challenge created on another node, which can only be measured from its
+creation time (wall clock, milliseconds): the nodes' clocks must agree (NTP).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from protocol.challenge import Status
+
+from .events import ChallengeCreated, ChallengeEnded, ChallengesEnded, Event
+
+if TYPE_CHECKING:
+    from .event_listener import EventListener
+    from .hub import Hub
+    from .models import ChallengeRecord
+
+disable_created_metrics()  # no *_created series: each would double the exposition for nothing
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, resident memory, open fds
+
+# -- sign-ins ----------------------------------------------------------------------
+
+_SIGNINS = Counter(
+    "pushauth_signins",
+    "Sign-in challenges ended on this node, by outcome (the node that recorded the end counts it); "
+    "blocked and rate_limited: refused before a push was sent",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SIGNIN_OUTCOME = {s: _SIGNINS.labels(s.value) for s in Status if s not in (Status.PENDING, Status.UNKNOWN)}
+_SIGNIN_REFUSED = {
+    "push_blocked": _SIGNINS.labels("blocked"),
+    "rate_limited": _SIGNINS.labels("rate_limited"),
+}
+CHALLENGES_CREATED = Counter(
+    "pushauth_challenges_created", "Sign-in challenges created on this node and sent", registry=REGISTRY
+)
+
+# Seconds; the answer stage includes the person reading and typing.
+_FAST = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_HUMAN = (0.005, 0.025, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_STAGES = Histogram(
+    "pushauth_signin_stage_seconds",
+    "Time of each stage of a sign-in on this node: created -> challenge frame written to the first "
+    "device here (live pushes only, not the backlog of a device coming online); delivered -> the "
+    "device's answer verified here (includes the person); answered -> the RP's long-poll answered "
+    "with the result (recorded in Redis, announced; when the answer arrived at the long-poll's node)",
+    ["stage"],
+    buckets=sorted({*_FAST, *_HUMAN}),
+    registry=REGISTRY,
+)
+STAGE_DELIVERED = _STAGES.labels("delivered")
+STAGE_ANSWERED = _STAGES.labels("answered")
+STAGE_RESULT = _STAGES.labels("result")
+
+EVENT_LAG = Histogram(
+    "pushauth_event_lag_seconds",
+    "From a challenge's creation on another node to this node handling its event (pub/sub lag "
+    "plus the creating node's own work; wall clocks of both nodes)",
+    buckets=_FAST,
+    registry=REGISTRY,
+)
+
+# -- errors and refusals -----------------------------------------------------------
+
+_REDIS_ERRORS = Counter(
+    "pushauth_redis_errors",
+    "Redis failures seen on this node: api (a request answered 503), device (a device frame, "
+    "connection closed 1011), expiry (a challenge's expiry timer), events (the event channel lost)",
+    ["where"],
+    registry=REGISTRY,
+)
+REDIS_ERRORS_API = _REDIS_ERRORS.labels("api")
+REDIS_ERRORS_DEVICE = _REDIS_ERRORS.labels("device")
+REDIS_ERRORS_EXPIRY = _REDIS_ERRORS.labels("expiry")
+REDIS_ERRORS_EVENTS = _REDIS_ERRORS.labels("events")
+
+_REJECTED = Counter(
+    "pushauth_http_rejected",
+    "HTTP requests answered with a problem document, by status and problem code",
+    ["status", "code"],
+    registry=REGISTRY,
+)
+_rejected_children: dict[tuple[int, str], Counter] = {}
+
+_DEVICE_ERRORS = Counter(
+    "pushauth_device_errors",
+    "Device frames refused (an error frame or a close), by protocol error code",
+    ["code"],
+    registry=REGISTRY,
+)
+_device_error_children: dict[str, Counter] = {}
+
+
+def rejected(status: int, code: str) -> None:
+    """Count one problem response (not the hot path: a refusal already costs more)."""
+    child = _rejected_children.get((status, code))
+    if child is None:
+        if len(_rejected_children) > 200:  # codes are ours, but keep the label set bounded anyway
+            code = "other"
+        child = _rejected_children.setdefault((status, code), _REJECTED.labels(str(status), code))
+    child.inc()
+
+
+def device_error(code: str) -> None:
+    child = _device_error_children.get(code)
+    if child is None:
+        child = _device_error_children.setdefault(code, _DEVICE_ERRORS.labels(code))
+    child.inc()
+
+
+# -- events this node publishes ------------------------------------------------------
+
+
+def count_event(event: Event) -> None:
+    """Called for each event this node published (store.on_event): so every outcome is
+    counted once, by the node that wrote it."""
+    cls = type(event)
+    if cls is ChallengeEnded:
+        SIGNIN_OUTCOME[event.status].inc()  # type: ignore[union-attr]
+    elif cls is ChallengeCreated:
+        CHALLENGES_CREATED.inc()
+    elif cls is ChallengesEnded:
+        SIGNIN_OUTCOME[event.status].inc(len(event.chs))  # type: ignore[union-attr]
+
+
+def signin_refused(code: str) -> None:
+    """A challenge refused by the fatigue policy (fatigue.PushRefused.code)."""
+    (_SIGNIN_REFUSED.get(code) or _SIGNINS.labels(code)).inc()
+
+
+# -- stage timing (called on the hot path) ------------------------------------------
+
+perf = time.perf_counter
+
+
+def delivered(record: ChallengeRecord) -> None:
+    """The first challenge frame for `record` was written to a device on this node."""
+    if record.delivered_at:
+        return
+    now = perf()
+    record.delivered_at = now
+    if record.created_at:
+        STAGE_DELIVERED.observe(now - record.created_at)
+    else:  # created on another node: only its wall-clock creation time is known
+        STAGE_DELIVERED.observe(max(0.0, time.time() - record.created / 1000))
+
+
+def answered(record: ChallengeRecord) -> None:
+    now = perf()
+    record.answered_at = now
+    if record.delivered_at:
+        STAGE_ANSWERED.observe(now - record.delivered_at)
+
+
+def result_sent(record: ChallengeRecord | None) -> None:
+    if record is not None and record.answered_at:
+        STAGE_RESULT.observe(perf() - record.answered_at)
+
+
+def event_lag(created_ms: int) -> None:
+    EVENT_LAG.observe(max(0.0, time.time() - created_ms / 1000))
+
+
+# -- read at scrape time ---------------------------------------------------------------
+
+
+class NodeCollector(Collector):
+    """Gauges and counts that the node keeps anyway, read when Prometheus asks."""
+
+    def __init__(self, node: str, hub: Hub, listener: EventListener) -> None:
+        self.node = node
+        self.hub = hub
+        self.listener = listener
+
+    def collect(self) -> Iterator[Metric]:
+        hub, listener = self.hub, self.listener
+        info = GaugeMetricFamily(
+            "pushauth_node", "This broker process (1), named by its node", labels=["node"]
+        )
+        info.add_metric([self.node], 1)
+        yield info
+        yield GaugeMetricFamily(
+            "pushauth_devices_connected", "Device WebSockets open on this node", value=len(hub.sockets)
+        )
+        yield GaugeMetricFamily(
+            "pushauth_credentials_online",
+            "Credentials authenticated on a device connection of this node",
+            value=len(hub.by_cid),
+        )
+        yield GaugeMetricFamily(
+            "pushauth_users_online", "Users (RP, user) with a device on this node", value=len(hub.by_user)
+        )
+        yield GaugeMetricFamily(
+            "pushauth_challenges_pending",
+            "Challenges created on this node that have not ended yet",
+            value=len(hub.live),
+        )
+        yield GaugeMetricFamily(
+            "pushauth_long_polls",
+            "RP long-polls waiting on this node for a result or an enrollment",
+            value=sum(map(len, hub.result_waiters.values())) + sum(map(len, hub.enrollment_waiters.values())),
+        )
+        healthy, _ = listener.health()
+        yield GaugeMetricFamily(
+            "pushauth_event_channel_subscribed",
+            "1 while this node is subscribed to the event channel",
+            value=1 if listener.subscribed and healthy else 0,
+        )
+        down = 0.0 if listener.down_since is None else time.monotonic() - listener.down_since
+        yield GaugeMetricFamily(
+            "pushauth_event_channel_down_seconds", "How long the node has been unsubscribed now", value=down
+        )
+        yield CounterMetricFamily(
+            "pushauth_event_channel_resubscriptions",
+            "Times the node subscribed again after losing the event channel",
+            value=max(0, listener.subscriptions - 1),
+        )
+        yield CounterMetricFamily(
+            "pushauth_event_channel_malformed",
+            "Messages on the event channel skipped as malformed or not usable",
+            value=listener.bad_events,
+        )
+        yield CounterMetricFamily(
+            "pushauth_event_channel_catch_ups",
+            "Catch-ups from Redis completed after a resubscription",
+            value=listener.catch_ups,
+        )
+
+
+# -- the listener ------------------------------------------------------------------------
+
+
+def metrics_app(node: str, hub: Hub, listener: EventListener) -> web.Application:
+    """GET /metrics (text exposition format); nothing else on this port."""
+    REGISTRY.register(NodeCollector(node, hub, listener))
+
+    async def handler(_request: web.Request) -> web.Response:
+        body = generate_latest(REGISTRY)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    return app
