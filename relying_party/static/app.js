@@ -45,9 +45,17 @@ function followPush(card) {
       form.submit();  // the server checks the signed answer again before signing in
     } else {
       number.classList.add("number-ended");
-      const again = document.getElementById("send-again");
-      again.classList.replace("secondary", "primary");
-      again.focus();
+      const code = document.getElementById("use-code");
+      if (data.next === "code" && code) {
+        // Reported (or push paused): the code is the way on, "Send again" would be refused.
+        document.getElementById("send-again-form").classList.add("hidden");
+        code.classList.replace("secondary", "primary");
+        code.focus();
+      } else {
+        const again = document.getElementById("send-again");
+        again.classList.replace("secondary", "primary");
+        again.focus();
+      }
     }
   });
 }

@@ -13,9 +13,12 @@ from ..sdk import PushAuthClient
 from . import (
     csrf,
     middleware,
+    reauth,
     render,
     sessions,
     views_account,
+    views_activity,
+    views_password,
     views_recovery,
     views_security,
     views_signin,
@@ -51,6 +54,9 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(views_account.routes)
     app.add_routes(views_security.routes)
     app.add_routes(views_recovery.routes)
+    app.add_routes(views_activity.routes)
+    app.add_routes(views_password.routes)
+    app.add_routes(reauth.routes)
     app.router.add_static("/static/", STATIC, append_version=True, name="static")
     app.on_response_prepare.append(middleware.security_headers)
     app.cleanup_ctx.append(_lifetime)

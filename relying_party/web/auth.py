@@ -15,6 +15,10 @@ from .sessions import Session, get_session
 PENDING_MAX_MS = 10 * 60 * 1000
 
 
+# Where a user who must change the password is sent (fraud.py), and what stays open then.
+PASSWORD_PAGE = "/security/password"
+
+
 def current_user(request: web.Request) -> User | None:
     session = get_session(request)
     uid = session.get("uid")
@@ -23,14 +27,24 @@ def current_user(request: web.Request) -> User | None:
     user = request.app[DB].user_by_id(uid)
     if user is None:  # deleted meanwhile: the session is worth nothing
         session.clear()
+        return None
+    if session.get("epoch", 0) != user.session_epoch:
+        # "Sign out everywhere" or a password change since this session signed in.
+        session.clear()
+        session.flash("info", "You were signed out on this device. Sign in again to continue.")
+        return None
     return user
 
 
-def require_user(request: web.Request) -> User:
+def require_user(request: web.Request, *, password_change: bool = False) -> User:
+    """The signed-in user, else to the sign-in page. While the user must change the
+    password (after a fraud report) every page but that one leads there."""
     user = current_user(request)
     if user is None:
         get_session(request).flash("info", "Sign in to continue.")
         raise web.HTTPSeeOther("/signin")
+    if user.must_change_password and not password_change:
+        raise web.HTTPSeeOther(PASSWORD_PAGE)
     return user
 
 
@@ -64,6 +78,9 @@ def finish_signin(request: web.Request, user: User, method: str) -> None:
     session["uid"] = user.id
     session["user_name"] = user.name
     session["auth_at"] = now_ms()
+    session["epoch"] = user.session_epoch
+    # The sign-in itself is the freshest proof of who this is (reauth.py).
+    session["verified_at"] = session["auth_at"]
     session["method"] = method
     if flashes:
         session["flash"] = flashes

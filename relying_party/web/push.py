@@ -10,10 +10,12 @@ keys in our own database (the event stream never changes the session).
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +24,6 @@ from protocol.challenge import Status
 
 from ..errors import (
     BadBrokerResponse,
-    BrokerError,
     BrokerUnavailable,
     NoDevices,
     NotFound,
@@ -33,7 +34,7 @@ from ..errors import (
     VerificationReason,
 )
 from ..models import Challenge, SignInResult
-from . import auth, credentials, signin_context, sse
+from . import activity, auth, credentials, signin_context, sse
 from .db import Database, User, now_ms
 from .keys import CLIENT, DB, SETTINGS
 from .render import render
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 
 SIGNIN = "signin"
 SETUP = "setup"
+REAUTH = "reauth"  # "verify it's you" before a sensitive change (reauth.py)
+PURPOSES = (SIGNIN, SETUP, REAUTH)
+# The page that shows a purpose's request, and where to go when there is none.
+PAGES = {SIGNIN: "/signin/push", SETUP: "/security/test-notification", REAUTH: "/reauth/push"}
+HOMES = {SIGNIN: "/signin/code", SETUP: "/security", REAUTH: "/reauth"}
+# After these the code path is the primary action: push is paused or the user
+# said a request was not theirs (as Microsoft Authenticator and Duo do).
+CODE_FIRST = frozenset({"reported", "withdrawn"})
 # How long one long-poll of the event stream waits before it reports "still waiting"
 # (keeps proxies from closing an idle stream).
 POLL_S = 20
@@ -78,7 +87,8 @@ STATUS_VIEWS: dict[str, StatusView] = {
         "reported",
         "Reported",
         "The request was reported as not made by you. Nothing was signed in, and push requests "
-        "for this account are paused. If this was you, use a verification code.",
+        "to your devices are paused. If this was you, sign in with a verification code from the "
+        "app: you will then be asked to change your password, which resumes push requests.",
         True,
         "error",
     ),
@@ -98,8 +108,8 @@ STATUS_VIEWS: dict[str, StatusView] = {
     Status.WITHDRAWN: StatusView(
         "withdrawn",
         "Withdrawn",
-        "This request was withdrawn after a report that a request was not made by you. "
-        "Use a verification code instead.",
+        "This request was withdrawn: a request was reported as not made by you, or push requests "
+        "to your devices are paused. Sign in with a verification code from the app instead.",
         True,
         "error",
     ),
@@ -162,23 +172,83 @@ async def verified(
         return await again(keys)
 
 
-def start_problem(exc: PushAuthError) -> str:
-    """What the person reads when a push request could not be sent."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why no push request was sent, for the person (`message`) and the page (`reason`)."""
+
+    reason: str  # paused | blocked | rate_limited | no_devices | unavailable | too_many | failed
+    message: str
+    until: int | None = None  # ms: the end of a pause (None: until lifted, or not a pause)
+
+
+def _when(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%d %b %Y, %H:%M UTC")
+
+
+def paused_message(until: int | None) -> str:
+    """A fraud pause in words; `until` is the broker's muted_until (ms, or -1: until lifted)."""
+    end = f"until {_when(until)}" if until is not None and until > 0 else "until you change your password"
+    return (
+        f"Push requests to your devices are paused {end}, because a sign-in request was reported "
+        "as not made by you. Sign in with a verification code from the app; you will then be asked "
+        "to change your password, which resumes push requests."
+    )
+
+
+async def refusal(request: web.Request, user: User, exc: PushAuthError) -> Refusal:
+    """What the person reads when a push request could not be sent. A block is looked up
+    at the broker (GET push-block): a pause after a report says until when; a block after
+    too many requests says how it ends."""
     if isinstance(exc, NoDevices):
-        return "None of your devices can receive requests right now. Use a verification code instead."
+        return Refusal(
+            "no_devices",
+            "None of your devices can receive requests right now. Use a verification code instead.",
+        )
     if isinstance(exc, PushBlocked):
-        return (
-            "Push requests to your devices are paused (after a report that a request was not you, "
-            "or after too many unanswered requests). Use a verification code instead."
+        try:
+            state = await request.app[CLIENT].push_block(user.handle)
+        except PushAuthError:
+            state = {}
+        muted = state.get("muted_until")
+        if isinstance(muted, int) and (muted < 0 or muted > now_ms()):
+            return Refusal("paused", paused_message(muted), muted)
+        return Refusal(
+            "blocked",
+            "Push requests to your devices are paused: too many requests were sent without a "
+            "successful sign-in. Sign in with a verification code from the app to resume them.",
         )
     if isinstance(exc, RateLimited):
-        return "Too many requests were sent to your devices. Wait a little, or use a verification code."
+        wait = exc.retry_after or 60
+        unit = "second" if wait == 1 else "seconds"
+        return Refusal(
+            "rate_limited",
+            f"Too many requests were sent to your devices in the last minute. Wait {wait} {unit} "
+            "before sending another, or use a verification code now.",
+            now_ms() + wait * 1000,
+        )
     if isinstance(exc, BrokerUnavailable):
-        return "The sign-in service cannot be reached right now. Use a verification code, or try again later."
-    if isinstance(exc, BrokerError) and exc.status == 409:
-        return f"A request cannot be sent right now ({exc.detail or exc.code}). Use a verification code."
+        return Refusal(
+            "unavailable",
+            "The sign-in service cannot be reached right now. Use a verification code, or try again later.",
+        )
     log.warning("push request failed: %s", exc)
-    return "The request could not be sent. Try again, or use a verification code."
+    return Refusal("failed", "The request could not be sent. Try again, or use a verification code.")
+
+
+def remember_refusal(request: web.Request, purpose: str, why: Refusal) -> None:
+    """Shown once by the page the person lands on (the code form), like a flash."""
+    get_session(request)["push_refusal"] = {"purpose": purpose, **asdict(why)}
+
+
+def take_refusal(request: web.Request, purpose: str) -> Refusal | None:
+    kept = get_session(request).pop("push_refusal")
+    if not isinstance(kept, dict) or kept.pop("purpose", None) != purpose:
+        return None
+    return Refusal(**kept)
+
+
+def _tracked(purpose: str) -> bool:
+    return purpose in (SIGNIN, REAUTH)  # sign-in activity; a setup's test push is not a sign-in
 
 
 async def start(
@@ -188,21 +258,31 @@ async def start(
     *,
     enrollment: str | None = None,
     credential: str | None = None,
-) -> str | None:
-    """Send a push request and remember it in the session; a message if it failed."""
+) -> Refusal | None:
+    """Send a push request and remember it in the session; why not, if it was not sent.
+
+    A request of the same purpose still in the session is cancelled first: exactly one
+    is live, the one whose number the page shows."""
     settings = request.app[SETTINGS]
     session = get_session(request)
+    db = request.app[DB]
+    context = signin_context.build(request, settings.app_name)
+    await retire(request, purpose, "replaced")
     if purpose == SIGNIN:
         # However many the broker allows, one sign-in never sends more than a few:
         # a flood of requests is how push fatigue attacks work.
         pending = session["pending"]
         if pending.get("sends", 0) >= MAX_SENDS:
-            return "That is enough requests for one sign-in. Use a verification code, or start again."
+            return Refusal(
+                "too_many",
+                "That is enough requests for one sign-in. Use a verification code, or start again.",
+            )
         pending["sends"] = pending.get("sends", 0) + 1
         session["pending"] = pending
-    context = signin_context.build(request, settings.app_name)
     if purpose == SETUP:
         context["action"] = "Test notification: finish adding this device"
+    elif purpose == REAUTH:
+        context["action"] = "Verify it's you before changing your security info"
     try:
         challenge = await request.app[CLIENT].create_challenge(
             user.handle,
@@ -214,7 +294,11 @@ async def start(
             credential_id=credential if purpose == SETUP else None,
         )
     except PushAuthError as exc:
-        return start_problem(exc)
+        why = await refusal(request, user, exc)
+        if _tracked(purpose):
+            activity.record(db, user, "push", "refused", context, purpose=purpose, detail=why.reason)
+        return why
+    session.pop("push_refusal")
     session["push"] = {
         "purpose": purpose,
         "uid": user.id,
@@ -222,7 +306,24 @@ async def start(
         "enrollment": enrollment,
         "credential": credential,
     }
+    if _tracked(purpose):
+        db.add_activity(
+            user.id,
+            "push",
+            "pending",
+            context,
+            purpose=purpose,
+            challenge_id=challenge.id,
+            challenge=json.dumps(challenge.to_json()),
+        )
     return None
+
+
+def settle(db: Database, challenge_id: str, status: Status | str, device: str | None = None) -> None:
+    """Record a push attempt's final result in the activity (once; later calls change nothing)."""
+    result = status if isinstance(status, str) else activity.result_of(status)
+    if result is not None:
+        db.settle_activity(challenge_id, result, device)
 
 
 def _stored(request: web.Request, purpose: str) -> tuple[dict[str, Any], Challenge] | None:
@@ -240,40 +341,98 @@ def _stored(request: web.Request, purpose: str) -> tuple[dict[str, Any], Challen
         return None
 
 
-async def withdraw(request: web.Request, purpose: str) -> None:
+async def retire(request: web.Request, purpose: str, why: str = "cancelled") -> SignInResult | None:
     """End the session's request for `purpose` at the broker, then forget it: the person
-    cancelled, or signed in another way, so the phone must not keep asking (a prompt
-    left live could still be approved, or confuse the next one)."""
+    sent a new one (`why` "replaced"), cancelled, or signed in another way, so the phone
+    must not keep asking (a prompt left live could still be approved, or confuse the
+    next one). If it had ended before (answered, expired), its verified result is
+    returned, so an approval that came in meanwhile is not thrown away."""
     stored = _stored(request, purpose)
     get_session(request).pop("push")
     if stored is None:
-        return
+        return None
+    push, challenge = stored
+    db = request.app[DB]
     try:
-        await request.app[CLIENT].cancel_challenge(stored[1])
+        cancelled = await request.app[CLIENT].cancel_challenge(challenge)
     except PushAuthError as exc:
         # It still ends at its expiry; nothing the person does depends on this.
-        log.warning("could not cancel push request %s: %s", stored[1].id, exc)
+        log.warning("could not cancel push request %s: %s", challenge.id, exc)
+        return None
+    if cancelled:
+        settle(db, challenge.id, why)
+        return None
+    user = db.user_by_id(push["uid"])
+    if user is None:
+        return None
+    outcome = await _result(request, user, challenge)
+    if isinstance(outcome, StatusView):
+        return None
+    settle(db, challenge.id, outcome.status, _device_name(db, user, outcome))
+    return outcome
+
+
+async def withdraw(request: web.Request, purpose: str) -> None:
+    """Cancel the session's request: the person cancelled or signed in another way."""
+    await retire(request, purpose, "cancelled")
+
+
+def _device_name(db: Database, user: User, outcome: SignInResult) -> str | None:
+    cid = outcome.credential_id
+    device = db.device(user.id, cid) if cid else None
+    return device.name if device else None
+
+
+async def settle_pending(request: web.Request, user: User) -> None:
+    """Read and verify the result of the user's push attempts still marked pending
+    (their page was closed: an attacker's, after a report), so the activity and the
+    fraud check see what really happened."""
+    db = request.app[DB]
+    for row in db.pending_activity(user.id):
+        try:
+            challenge = Challenge.from_stored(json.loads(row.challenge or "null"))
+        except (BadBrokerResponse, KeyError, TypeError, ValueError):
+            settle(db, row.challenge_id or "", "expired")
+            continue
+        outcome = await _result(request, user, challenge)
+        if outcome is UNVERIFIED:
+            settle(db, challenge.id, "unverified")
+        elif isinstance(outcome, SignInResult) and outcome.final:
+            settle(db, challenge.id, outcome.status, _device_name(db, user, outcome))
+        elif outcome is STATUS_VIEWS[Status.EXPIRED] or challenge.expires_at < now_ms() - 60_000:
+            settle(db, challenge.id, "expired")  # the broker forgot it: it cannot be answered
 
 
 def _owner(request: web.Request, purpose: str) -> User:
     return auth.pending_user(request) if purpose == SIGNIN else auth.require_user(request)
 
 
-def page(
-    request: web.Request,
-    purpose: str,
-    *,
-    view: StatusView | None = None,
-    problem: str | None = None,
-    status: int = 200,
+def _purpose(value: object) -> str:
+    if value not in PURPOSES:
+        raise web.HTTPBadRequest(text="unknown purpose")
+    return str(value)
+
+
+async def page(
+    request: web.Request, purpose: str, *, view: StatusView | None = None, status: int = 200
 ) -> web.Response:
+    """The request page. Without a `view` it asks the broker (without waiting) how the
+    request stands, so a reload never shows an ended request as live or a live one as
+    ended; the event stream keeps it current from there."""
     stored = _stored(request, purpose)
     if stored is None:
-        raise web.HTTPSeeOther("/signin" if purpose == SIGNIN else "/security")
+        raise web.HTTPSeeOther(HOMES[purpose])
     push, challenge = stored
     remaining = max(0, math.ceil((challenge.expires_at - now_ms()) / 1000))
     if view is None:
-        view = STATUS_VIEWS[Status.PENDING] if remaining > 0 else STATUS_VIEWS[Status.EXPIRED]
+        outcome = await _result(request, _owner(request, purpose), challenge)
+        if isinstance(outcome, SignInResult):
+            view = view_of(outcome.status)
+            settle(request.app[DB], challenge.id, outcome.status)
+        else:
+            view = outcome
+        if view.status == "pending" and remaining == 0:
+            view = STATUS_VIEWS[Status.EXPIRED]  # by our clock, whatever the broker still says
     return render(
         request,
         "push.html",
@@ -284,7 +443,8 @@ def page(
             "devices": challenge.devices,
             "remaining": remaining,
             "view": view,
-            "problem": problem,
+            "code_first": view.status in CODE_FIRST,
+            "code_url": HOMES[purpose] if purpose != SETUP else None,
             "enrollment": push.get("enrollment"),
         },
         status=status,
@@ -298,14 +458,14 @@ def _payload(view: StatusView) -> dict[str, Any]:
         "message": view.message,
         "final": view.final,
         "tone": view.tone,
+        # Which action the page makes primary and focuses once the request ended.
+        "next": "code" if view.status in CODE_FIRST else "again",
     }
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /push/events?purpose=...: the request's status as server-sent events."""
-    purpose = request.query.get("purpose", SIGNIN)
-    if purpose not in (SIGNIN, SETUP):
-        raise web.HTTPBadRequest(text="unknown purpose")
+    purpose = _purpose(request.query.get("purpose", SIGNIN))
     user = _owner(request, purpose)
     stored = _stored(request, purpose)
     if stored is None:
@@ -313,6 +473,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     _push, challenge = stored
     response = await sse.open_stream(request)
     client = request.app[CLIENT]
+    db = request.app[DB]
     if not await sse.send(response, "status", _payload(STATUS_VIEWS[Status.PENDING])):
         return response
     while True:
@@ -324,11 +485,15 @@ async def events(request: web.Request) -> web.StreamResponse:
                 lambda keys: client.get_result(challenge, keys),
             )
             view = view_of(result.status)
+            if not result.approved:  # an approval is recorded by the POST that finishes the step
+                settle(db, challenge.id, result.status)
         except VerificationFailed as exc:
             credentials.security_event(user, "an answer failed end-to-end verification", exc)
             view = UNVERIFIED
+            settle(db, challenge.id, "unverified")
         except NotFound:
             view = STATUS_VIEWS[Status.EXPIRED]  # the broker no longer knows it: it cannot be answered
+            settle(db, challenge.id, "expired")
         except BrokerUnavailable:
             view = UNAVAILABLE
         except PushAuthError as exc:
@@ -359,34 +524,49 @@ async def _result(request: web.Request, user: User, challenge: Challenge) -> Sig
         return UNAVAILABLE
 
 
+# What finishes each purpose once its request is approved and verified: set by the
+# modules that own the step (views_signin, reauth), so this one needs none of them.
+Finisher = Callable[[web.Request, User, SignInResult], Awaitable[web.StreamResponse]]
+FINISHERS: dict[str, Finisher] = {}
+
+
 async def complete(request: web.Request) -> web.StreamResponse:
     """POST /push/complete: finish the step if (and only if) the answer verifies as approved."""
     form = await request.post()
-    purpose = form.get("purpose")
-    if purpose not in (SIGNIN, SETUP):
-        raise web.HTTPBadRequest(text="unknown purpose")
+    purpose = _purpose(form.get("purpose"))
     user = _owner(request, purpose)
     stored = _stored(request, purpose)
     if stored is None:
-        raise web.HTTPSeeOther("/signin" if purpose == SIGNIN else "/security")
-    push, challenge = stored
+        raise web.HTTPSeeOther(HOMES[purpose])
+    _push, challenge = stored
     outcome = await _result(request, user, challenge)
     if isinstance(outcome, StatusView):
-        return page(request, purpose, view=outcome, status=409)
+        return await page(request, purpose, view=outcome, status=409)
+    settle(request.app[DB], challenge.id, outcome.status, _device_name(request.app[DB], user, outcome))
     if not outcome.approved or outcome.answer is None:
-        return page(request, purpose, view=view_of(outcome.status))
+        return await page(request, purpose, view=view_of(outcome.status))
+    return await _finish(request, purpose, user, outcome)
+
+
+async def _finish(
+    request: web.Request, purpose: str, user: User, outcome: SignInResult
+) -> web.StreamResponse:
+    if purpose in FINISHERS:
+        request.app[DB].touch_device(outcome.answer.credential_id if outcome.answer else "")
+        return await FINISHERS[purpose](request, user, outcome)
+    return await _finish_setup(request, user, outcome)
+
+
+async def _finish_setup(request: web.Request, user: User, outcome: SignInResult) -> web.StreamResponse:
     db = request.app[DB]
-    cid = outcome.answer.credential_id
     session = get_session(request)
-    if purpose == SIGNIN:
-        db.touch_device(cid)
-        device = db.device(user.id, cid)
-        auth.finish_signin(request, user, f"Push notification ({device.name if device else 'a device'})")
-        raise web.HTTPSeeOther("/account")
+    stored = _stored(request, SETUP)
+    push = stored[0] if stored else {}
+    cid = outcome.credential_id
     if cid != push.get("credential"):
-        return page(
+        return await page(
             request,
-            purpose,
+            SETUP,
             view=StatusView(
                 "other_device",
                 "Approved elsewhere",
@@ -406,7 +586,7 @@ async def complete(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/security") from None
     except PushAuthError as exc:
         log.warning("cannot confirm credential %s: %s", cid, exc)
-        return page(request, purpose, view=UNAVAILABLE, status=409)
+        return await page(request, SETUP, view=UNAVAILABLE, status=409)
     db.confirm_device(cid)
     session.pop("push")
     device = db.device(user.id, cid)
@@ -417,24 +597,31 @@ async def complete(request: web.Request) -> web.StreamResponse:
 
 
 async def resend(request: web.Request) -> web.StreamResponse:
-    """POST /push/resend: a new request (a new number) for the same step."""
+    """POST /push/resend: a new request (a new number) for the same step. The earlier one
+    is cancelled first; if it was approved meanwhile, that approval finishes the step."""
     form = await request.post()
-    purpose = form.get("purpose")
-    if purpose not in (SIGNIN, SETUP):
-        raise web.HTTPBadRequest(text="unknown purpose")
+    purpose = _purpose(form.get("purpose"))
     user = _owner(request, purpose)
     stored = _stored(request, purpose)
     if stored is None and purpose == SETUP:
         raise web.HTTPSeeOther("/security")
-    # For sign-in there may be none yet: the first request could not be sent, and the
-    # person asks for one from the code page.
+    # There may be none yet: the first request could not be sent, and the person asks
+    # for one from the code page.
     push = stored[0] if stored else {}
-    problem = await start(
+    earlier = await retire(request, purpose, "replaced")
+    if earlier is not None and earlier.approved:
+        if purpose == SETUP:
+            get_session(request)["push"] = push  # _finish_setup checks it was the new device
+        return await _finish(request, purpose, user, earlier)
+    why = await start(
         request, user, purpose, enrollment=push.get("enrollment"), credential=push.get("credential")
     )
-    if problem is not None and stored is None:
-        get_session(request).flash("error", problem)
-        raise web.HTTPSeeOther("/signin/code")
-    if problem is not None:
-        return page(request, purpose, view=STATUS_VIEWS[Status.EXPIRED], problem=problem, status=409)
-    raise web.HTTPSeeOther("/signin/push" if purpose == SIGNIN else "/security/test-notification")
+    if why is not None:
+        # Nothing is live now (the earlier request was cancelled): the page says why
+        # none was sent, and offers the code.
+        if purpose == SETUP:
+            get_session(request).flash("error", why.message)
+        else:
+            remember_refusal(request, purpose, why)
+        raise web.HTTPSeeOther(HOMES[purpose])
+    raise web.HTTPSeeOther(PAGES[purpose])

@@ -12,7 +12,7 @@ from aiohttp import web
 from ..errors import BadBrokerResponse, BrokerUnavailable, NotFound, PushAuthError, VerificationFailed
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
-from . import access_pass, auth, credentials, forms, push, qr, recovery_codes, sse
+from . import access_pass, auth, credentials, forms, fraud, push, qr, reauth, recovery_codes, sse
 from .db import Database, Device, Enrollment, User, now_ms
 from .keys import CLIENT, DB
 from .render import render
@@ -55,6 +55,7 @@ async def security(request: web.Request) -> web.StreamResponse:
             notices.append(("error", SYNC_REFUSED))
     devices = db.devices(user.id)
     names = {d.credential_id: d.name for d in devices}
+    pause = fraud.pause_of(await fraud.push_state(request, user), now_ms()) if devices else None
     return render(
         request,
         "security.html",
@@ -63,6 +64,7 @@ async def security(request: web.Request) -> web.StreamResponse:
             "user": user,
             "notices": notices,
             "names": names,
+            "pause": pause,  # push paused after a report, or blocked (fraud.py)
             # Recovery methods (recovery_methods.html).
             "recovery": recovery_codes.summary(db, user.id),
             "access_pass": access_pass.latest(db, user.id),
@@ -73,12 +75,14 @@ async def security(request: web.Request) -> web.StreamResponse:
 @routes.get("/security/add")
 async def add_method(request: web.Request) -> web.StreamResponse:
     auth.require_user(request)
+    reauth.require_fresh(request, "/security/add")
     return render(request, "add_method.html", {"error": None})
 
 
 @routes.post("/security/add")
 async def add_authenticator(request: web.Request) -> web.StreamResponse:
     user = auth.require_user(request)
+    reauth.require_fresh(request, "/security/add")
     form = await request.post()
     if form.get("method") != "authenticator":
         return render(request, "add_method.html", {"error": "Choose a method to add."}, status=400)
@@ -264,7 +268,7 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
         request, user, push.SETUP, enrollment=enrollment.id, credential=device.credential_id
     )
     if problem is not None:
-        get_session(request).flash("error", problem)
+        get_session(request).flash("error", problem.message)
         raise web.HTTPSeeOther("/security")
     raise web.HTTPSeeOther("/security/test-notification")
 
@@ -272,7 +276,7 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
 @routes.get("/security/test-notification")
 async def setup_test(request: web.Request) -> web.StreamResponse:
     auth.require_user(request)
-    return push.page(request, push.SETUP)
+    return await push.page(request, push.SETUP)
 
 
 @routes.post("/security/devices/{credential}/test")
@@ -282,7 +286,7 @@ async def device_test(request: web.Request) -> web.StreamResponse:
     device = _own_device(request, user)
     problem = await push.start(request, user, push.SETUP, credential=device.credential_id)
     if problem is not None:
-        get_session(request).flash("error", problem)
+        get_session(request).flash("error", problem.message)
         raise web.HTTPSeeOther("/security")
     raise web.HTTPSeeOther("/security/test-notification")
 
@@ -305,6 +309,7 @@ def _own_device(request: web.Request, user: User) -> Device:
 async def remove_confirm(request: web.Request) -> web.StreamResponse:
     user = auth.require_user(request)
     device = _own_device(request, user)
+    reauth.require_fresh(request, f"/security/devices/{device.credential_id}/remove")
     others = [
         d
         for d in request.app[DB].devices(user.id, confirmed_only=True)
@@ -317,6 +322,7 @@ async def remove_confirm(request: web.Request) -> web.StreamResponse:
 async def remove(request: web.Request) -> web.StreamResponse:
     user = auth.require_user(request)
     device = _own_device(request, user)
+    reauth.require_fresh(request, f"/security/devices/{device.credential_id}/remove")
     try:
         await request.app[CLIENT].revoke_credential(device.credential_id)
     except NotFound:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import auth, forms, passwords, push, signin_context, totp
-from .keys import DB
+from ..models import SignInResult
+from . import activity, auth, forms, fraud, passwords, push, signin_context, totp
+from .db import User
+from .keys import DB, SETTINGS
 from .render import render
 from .sessions import get_session
 
@@ -49,33 +51,54 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
         return again(locked, 429, username)
     if not await passwords.check(user.password_hash if user else None, password) or user is None:
         auth.record_failure(request, user, ip, username)
+        if user is not None:
+            activity.record(db, user, "password", "wrong_password", _context(request))
         return again("The user name or password is incorrect.", 401, username)
 
     session = get_session(request)
     if not db.devices(user.id, confirmed_only=True):
         auth.finish_signin(request, user, "Password")
+        activity.record(db, user, "password", "password", _context(request))
         get_session(request).flash(
             "info", "Your account is protected by a password only. Add the authenticator app below."
         )
-        raise web.HTTPSeeOther("/security")
+        target = await fraud.after_signin(request, user)
+        raise web.HTTPSeeOther("/security" if target == "/account" else target)
     auth.begin_second_step(session, user)
-    problem = await push.start(request, user, push.SIGNIN)
-    if problem is not None:
-        session.flash("error", problem)
+    refused = await push.start(request, user, push.SIGNIN)
+    if refused is not None:
+        # The code is the way on: its page says why no request was sent.
+        push.remember_refusal(request, push.SIGNIN, refused)
         raise web.HTTPSeeOther("/signin/code")
     raise web.HTTPSeeOther("/signin/push")
+
+
+def _context(request: web.Request) -> dict[str, str]:
+    return signin_context.build(request, request.app[SETTINGS].app_name)
+
+
+async def _push_approved(request: web.Request, user: User, outcome: SignInResult) -> web.StreamResponse:
+    """The sign-in's push request was approved and verified: signed in."""
+    db = request.app[DB]
+    cid = outcome.credential_id
+    device = db.device(user.id, cid) if cid else None
+    auth.finish_signin(request, user, f"Push notification ({device.name if device else 'a device'})")
+    raise web.HTTPSeeOther(await fraud.after_signin(request, user))
+
+
+push.FINISHERS[push.SIGNIN] = _push_approved
 
 
 @routes.get("/signin/push")
 async def push_page(request: web.Request) -> web.StreamResponse:
     auth.pending_user(request)
-    return push.page(request, push.SIGNIN)
+    return await push.page(request, push.SIGNIN)
 
 
 @routes.get("/signin/code")
 async def code_form(request: web.Request) -> web.StreamResponse:
     auth.pending_user(request)
-    return render(request, "code.html", {"error": None})
+    return render(request, "code.html", {"error": None, "refusal": push.take_refusal(request, push.SIGNIN)})
 
 
 @routes.post("/signin/code")
@@ -85,7 +108,7 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
     ip = signin_context.client_ip(request)
 
     def again(error: str, status: int) -> web.Response:
-        return render(request, "code.html", {"error": error}, status=status)
+        return render(request, "code.html", {"error": error, "refusal": None}, status=status)
 
     blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
     if blocked:
@@ -98,12 +121,14 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
     checked = totp.check(db, db.devices(user.id, confirmed_only=True), code)
     if checked.device is None:
         auth.record_failure(request, user, ip)
+        activity.record(db, user, "code", "wrong_code", _context(request))
         if checked.replayed:
             return again("That code was already used. Wait for the next code in the app.", 401)
         return again("That code is not right. Check the code in the app and try again.", 401)
     await push.withdraw(request, push.SIGNIN)  # signed in another way: the prompt ends
     auth.finish_signin(request, user, f"Verification code ({checked.device.name})")
-    raise web.HTTPSeeOther("/account")
+    activity.record(db, user, "code", "code", _context(request), detail=checked.device.name)
+    raise web.HTTPSeeOther(await fraud.after_signin(request, user))
 
 
 @routes.post("/signin/cancel")

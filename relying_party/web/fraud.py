@@ -1,0 +1,79 @@
+"""After "this wasn't me": the push pause, and what the next sign-in shows and requires.
+
+As in Microsoft's and Duo's fraud flows: a report pauses push for the user at the
+broker (its fraud mute); the next successful sign-in (a verification code, or push
+once the pause ended) shows what was reported (time, place, browser) and must change
+the password, since whoever sent the request knew it. The password change lifts the
+pause at the broker (DELETE /v1/users/{user}/push-block), which also resets the count
+of pushes since the last sign-in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import PushAuthError
+from . import auth, push
+from .db import User, now_ms
+from .keys import CLIENT, DB
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PushPause:
+    kind: str  # paused (after a report) | blocked (too many requests, or wrong numbers)
+    until: int | None  # ms, the end of a pause; None: until lifted
+
+
+def pause_of(state: dict[str, Any] | None, now: int) -> PushPause | None:
+    """The broker's PushBlock (docs/http-api.md) as what the person is told; None: push works."""
+    if not state:
+        return None
+    muted = state.get("muted_until")
+    if isinstance(muted, int) and not isinstance(muted, bool) and (muted < 0 or muted > now):
+        return PushPause("paused", None if muted < 0 else muted)
+    if state.get("blocked") is True:
+        return PushPause("blocked", None)
+    return None
+
+
+async def push_state(request: web.Request, user: User) -> dict[str, Any] | None:
+    """The user's PushBlock at the broker, or None when it cannot be asked now."""
+    try:
+        return await request.app[CLIENT].push_block(user.handle)
+    except PushAuthError as exc:
+        log.warning("cannot read the push block of %s: %s", user.handle, exc)
+        return None
+
+
+async def after_signin(request: web.Request, user: User) -> str:
+    """Where a sign-in that just succeeded goes: the password change when a request was
+    reported (or push is paused after one), else the account page. A sign-in ends a
+    block for too many requests (the broker's rule: the user signed in another way)."""
+    db = request.app[DB]
+    await push.settle_pending(request, user)
+    state = await push_state(request, user)
+    pause = pause_of(state, now_ms())
+    if db.unseen_reports(user.id) or (pause is not None and pause.kind == "paused"):
+        db.require_password_change(user.id)
+    fresh = db.user_by_id(user.id)
+    if fresh is not None and fresh.must_change_password:
+        return auth.PASSWORD_PAGE
+    if state and (pause is not None or state.get("pushes_since_sign_in", 0)):
+        await lift(request, user)
+    return "/account"
+
+
+async def lift(request: web.Request, user: User) -> bool:
+    """Resume push for the user at the broker; False if it could not be reached."""
+    try:
+        await request.app[CLIENT].lift_push_block(user.handle)
+    except PushAuthError as exc:
+        log.warning("cannot lift the push block of %s: %s", user.handle, exc)
+        return False
+    return True

@@ -1,0 +1,133 @@
+"""Re-authentication: a fresh second factor before a sensitive change.
+
+Adding or removing a sign-in method and changing the password need proof within the
+last `Settings.reauth_window` seconds (10 minutes by default) that the person at the
+keyboard holds a second factor: a sign-in, or "Verify it's you" here (a push request
+or a verification code; the password for an account that has no app yet, since that
+is all it has). A stolen session cookie alone then cannot lock the owner out.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..models import SignInResult
+from . import auth, forms, passwords, push, signin_context, totp
+from .db import User, now_ms
+from .keys import DB, SETTINGS
+from .render import render
+from .sessions import Session, get_session
+
+routes = web.RouteTableDef()
+NEXT_KEY = "reauth_next"
+
+
+def fresh(request: web.Request) -> bool:
+    verified = get_session(request).get("verified_at") or 0
+    return now_ms() - verified <= request.app[SETTINGS].reauth_window * 1000
+
+
+def require_fresh(request: web.Request, back: str) -> None:
+    """Go on if the second factor is fresh; else to "Verify it's you", then back to
+    `back` (a page of this site: a GET, so a form posted too late is shown again)."""
+    if fresh(request):
+        return
+    session = get_session(request)
+    session[NEXT_KEY] = back if back.startswith("/") and not back.startswith("//") else "/security"
+    raise web.HTTPSeeOther("/reauth")
+
+
+def _verified(session: Session) -> str:
+    session["verified_at"] = now_ms()
+    return session.pop(NEXT_KEY) or "/security"
+
+
+@routes.get("/reauth")
+async def reauth_page(request: web.Request) -> web.StreamResponse:
+    user = auth.require_user(request, password_change=True)
+    return _page(request, user)
+
+
+def _page(request: web.Request, user: User, *, error: str | None = None, status: int = 200) -> web.Response:
+    has_app = bool(request.app[DB].devices(user.id, confirmed_only=True))
+    return render(
+        request,
+        "reauth.html",
+        {"has_app": has_app, "error": error, "refusal": push.take_refusal(request, push.REAUTH)},
+        status=status,
+    )
+
+
+@routes.post("/reauth/push")
+async def reauth_push(request: web.Request) -> web.StreamResponse:
+    user = auth.require_user(request, password_change=True)
+    refused = await push.start(request, user, push.REAUTH)
+    if refused is not None:
+        push.remember_refusal(request, push.REAUTH, refused)
+        raise web.HTTPSeeOther("/reauth")
+    raise web.HTTPSeeOther(push.PAGES[push.REAUTH])
+
+
+@routes.get("/reauth/push")
+async def reauth_push_page(request: web.Request) -> web.StreamResponse:
+    auth.require_user(request, password_change=True)
+    return await push.page(request, push.REAUTH)
+
+
+async def _push_approved(request: web.Request, user: User, outcome: SignInResult) -> web.StreamResponse:
+    raise web.HTTPSeeOther(_verified(get_session(request)))
+
+
+push.FINISHERS[push.REAUTH] = _push_approved
+
+
+@routes.post("/reauth/code")
+async def reauth_code(request: web.Request) -> web.StreamResponse:
+    user = auth.require_user(request, password_change=True)
+    form = await request.post()
+    db = request.app[DB]
+    ip = signin_context.client_ip(request)
+    blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
+    if blocked:
+        return _page(request, user, error=blocked, status=429)
+    try:
+        code = forms.totp_code(forms.text(form, "code", max_len=32, label="The code"))
+    except forms.FormError as exc:
+        return _page(request, user, error=exc.message, status=400)
+    checked = totp.check(db, db.devices(user.id, confirmed_only=True), code)
+    if checked.device is None:
+        auth.record_failure(request, user, ip)
+        why = "That code was already used." if checked.replayed else "That code is not right."
+        return _page(request, user, error=why + " Check the code in the app and try again.", status=401)
+    await push.withdraw(request, push.REAUTH)
+    raise web.HTTPSeeOther(_verified(get_session(request)))
+
+
+@routes.post("/reauth/password")
+async def reauth_password(request: web.Request) -> web.StreamResponse:
+    """Only for an account without an app: with one, the password is not a second factor."""
+    user = auth.require_user(request, password_change=True)
+    db = request.app[DB]
+    if db.devices(user.id, confirmed_only=True):
+        raise web.HTTPSeeOther("/reauth")
+    form = await request.post()
+    ip = signin_context.client_ip(request)
+    blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
+    if blocked:
+        return _page(request, user, error=blocked, status=429)
+    try:
+        password = forms.text(form, "password", max_len=passwords.MAX_LENGTH, label="The password")
+    except forms.FormError as exc:
+        return _page(request, user, error=exc.message, status=400)
+    if not await passwords.check(user.password_hash, password):
+        auth.record_failure(request, user, ip)
+        return _page(request, user, error="The password is incorrect.", status=401)
+    raise web.HTTPSeeOther(_verified(get_session(request)))
+
+
+@routes.post("/reauth/cancel")
+async def reauth_cancel(request: web.Request) -> web.StreamResponse:
+    auth.require_user(request, password_change=True)
+    await push.withdraw(request, push.REAUTH)
+    get_session(request).pop(NEXT_KEY)
+    raise web.HTTPSeeOther("/security")
