@@ -222,4 +222,8 @@ class BlobIdFilter(logging.Filter):
         message = record.getMessage()
         if "/v1/backups/" in message:
             record.msg, record.args = _BLOB_PATH.sub(r"\1\2…", message), None
+            # The access log's fields too (the request line), which JSON logs show.
+            for key, value in list(vars(record).items()):
+                if key != "msg" and isinstance(value, str) and "/v1/backups/" in value:
+                    setattr(record, key, _BLOB_PATH.sub(r"\1\2…", value))
         return True

@@ -22,7 +22,7 @@ import platformdirs
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import sentinel
+from . import logs, sentinel
 from .app import create_app, stop_serving
 from .backups import (
     BACKUP_STORE_MAX_BLOBS,
@@ -38,6 +38,7 @@ from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .event_listener import EVENTS_GRACE_S, LISTENER
 from .http_guard import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedSite, Timeouts
 from .limits import Limits, Rate
+from .logs import FORMATS
 from .metrics import metrics_app
 from .policy_cli import (
     add_deprecated_serve_flags,
@@ -237,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
         "a private network (default: %(default)s)",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=FORMATS,
+        help="log lines on stderr as text, or one JSON object per line with ts, level, node, event, "
+        "logger and fields (default: %(default)s)",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
     _add_store_args(serve)
 
@@ -313,7 +321,7 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    node = args.node or f"{socket.gethostname()}-{os.getpid()}"
+    node = args.node
     if not 10 <= args.enrollment_ttl <= 600:
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
     if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
@@ -479,12 +487,14 @@ def _exit_now() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    if args.command == "serve":
+        args.node = args.node or f"{socket.gethostname()}-{os.getpid()}"
+    logs.configure(
+        getattr(args, "log_level", "WARNING"),
+        getattr(args, "log_format", "text"),
+        getattr(args, "node", None) or "cli",
+        [BlobIdFilter()],  # every logger's lines, the access log's too
     )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(BlobIdFilter())  # every logger's lines, the access log's too
     try:
         if args.command == "serve":
             _run(lambda: serve(args), exit_after=True)
