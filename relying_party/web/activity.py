@@ -18,6 +18,7 @@ METHODS: dict[str, str] = {
     "push": "Push notification",
     "code": "Verification code",
     "recovery": "Recovery code",
+    "access_pass": "Temporary access pass",
 }
 
 
