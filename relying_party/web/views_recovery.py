@@ -6,9 +6,9 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from . import access_pass, auth, forms, push, recovery_codes, signin_context
+from . import access_pass, activity, auth, forms, fraud, push, reauth, recovery_codes, signin_context
 from .db import User
-from .keys import DB
+from .keys import DB, SETTINGS
 from .render import render
 from .sessions import get_session
 
@@ -25,6 +25,17 @@ def _typed(form: MultiDictProxy[str | bytes | object], label: str) -> str:
 
 def _blocked(request: web.Request, user: User) -> str | None:
     return auth.ip_blocked_message(request, signin_context.client_ip(request)) or auth.locked_message(user)
+
+
+def _context(request: web.Request) -> dict[str, str]:
+    return signin_context.build(request, request.app[SETTINGS].app_name)
+
+
+async def _signed_in(request: web.Request, user: User) -> str:
+    """Where a recovery sign-in goes: the password change if a report requires one
+    (fraud.py), else Security info, where a lost device is removed and a new one added."""
+    target = await fraud.after_signin(request, user)
+    return "/security" if target == "/account" else target
 
 
 # -- sign-in with a recovery code ------------------------------------------------------
@@ -55,11 +66,13 @@ async def recovery_code_submit(request: web.Request) -> web.StreamResponse:
     outcome = await recovery_codes.use(db, user.id, typed)
     if outcome is not recovery_codes.Use.ACCEPTED:
         auth.record_failure(request, user, signin_context.client_ip(request))
+        activity.record(db, user, "recovery", "wrong_code", _context(request))
         if outcome is recovery_codes.Use.USED:
             return again("That recovery code was used already. Each code works once: use another one.", 401)
         return again("That recovery code is not right. Check it and try again.", 401)
     await push.withdraw(request, push.SIGNIN)  # signed in another way: the prompt ends
     auth.finish_signin(request, user, "Recovery code")
+    activity.record(db, user, "recovery", "code", _context(request))
     left = recovery_codes.summary(db, user.id)
     n = left.left if left else 0
     session = get_session(request)
@@ -68,7 +81,7 @@ async def recovery_code_submit(request: web.Request) -> web.StreamResponse:
         f"You signed in with a recovery code. {n} recovery code{'' if n == 1 else 's'} left."
         + (" Get a new set below." if n <= recovery_codes.LOW else ""),
     )
-    raise web.HTTPSeeOther("/security")
+    raise web.HTTPSeeOther(await _signed_in(request, user))
 
 
 # -- sign-in with a temporary access pass ------------------------------------------------
@@ -96,8 +109,9 @@ async def access_pass_submit(request: web.Request) -> web.StreamResponse:
     except forms.FormError as exc:
         return again(exc.message, 400)
     ip = signin_context.client_ip(request)
+    db = request.app[DB]
     outcome = await access_pass.use(
-        request.app[DB],
+        db,
         user.id,
         typed,
         ip=ip,
@@ -105,6 +119,7 @@ async def access_pass_submit(request: web.Request) -> web.StreamResponse:
     )
     if outcome is not access_pass.Use.ACCEPTED:
         auth.record_failure(request, user, ip)
+        activity.record(db, user, "access_pass", "wrong_code", _context(request), detail=outcome.value)
         messages = {
             access_pass.Use.USED: "That temporary access pass was used already. It works once: "
             "ask your administrator for a new one.",
@@ -116,11 +131,14 @@ async def access_pass_submit(request: web.Request) -> web.StreamResponse:
         )
     await push.withdraw(request, push.SIGNIN)
     auth.finish_signin(request, user, "Temporary access pass")
+    activity.record(db, user, "access_pass", "code", _context(request))
+    # finish_signin counts as a fresh second factor (reauth.py): adding the new device
+    # needs nothing more for the next minutes.
     get_session(request).flash(
         "info",
         "You signed in with a temporary access pass. Add your new device now: the pass cannot be used again.",
     )
-    raise web.HTTPSeeOther("/security")
+    raise web.HTTPSeeOther(await _signed_in(request, user))
 
 
 # -- Security info: a new set of recovery codes ---------------------------------------------
@@ -129,6 +147,7 @@ async def access_pass_submit(request: web.Request) -> web.StreamResponse:
 @routes.get("/security/recovery-codes")
 async def codes_confirm(request: web.Request) -> web.StreamResponse:
     user = auth.require_user(request)
+    reauth.require_fresh(request, "/security/recovery-codes")
     return render(
         request,
         "recovery_codes.html",
@@ -146,5 +165,6 @@ async def codes_generate(request: web.Request) -> web.StreamResponse:
     their hashes, and the page is no-store (middleware), so a reload cannot bring them
     back; the old set stopped working."""
     user = auth.require_user(request)
+    reauth.require_fresh(request, "/security/recovery-codes")
     codes = await recovery_codes.replace_set(request.app[DB], user.id)
     return render(request, "recovery_codes.html", {"codes": codes, "summary": None, "count": len(codes)})
