@@ -22,7 +22,7 @@ import platformdirs
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import logs, sentinel
+from . import logs, sentinel, webapp_static
 from .app import create_app, stop_serving
 from .backups import (
     BACKUP_STORE_MAX_BLOBS,
@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--public-url",
         help="the URL devices reach this service at, e.g. https://push.example.com behind a load "
         "balancer; put into enrollment URIs as wss://.../v1/device (default: the request's Host)",
+    )
+    serve.add_argument(
+        "--webapp",
+        action="store_true",
+        help="also serve the web authenticator's static files at /app/ (for the demo; "
+        "deploy/webapp.md says how to host them on their own origin)",
     )
     serve.add_argument(
         "--enrollment-ttl",
@@ -293,7 +299,10 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
     if not url:
         embedded = EmbeddedRedis(args.data_dir)
         try:
-            url = await asyncio.to_thread(embedded.start)
+            # In this (the main) thread, not a worker thread: the server's death signal
+            # is tied to the thread that starts it (broker/lifeline.py). Nothing is
+            # served yet, so blocking the loop while it starts costs nothing.
+            url = embedded.start()
         except EmbeddedRedisError as exc:
             raise CliError(str(exc)) from None
     if sentinel.is_sentinel_url(url):
@@ -343,6 +352,8 @@ async def serve(args: argparse.Namespace) -> None:
             timeouts=timeouts,
             backup_quota=quota,
         )
+        if args.webapp:
+            webapp_static.add_routes(app)
         runner = web.AppRunner(
             app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
