@@ -150,7 +150,7 @@ class Stack:
         self.shot(page, f"{prefix}-05-security-info-device")
 
     def sign_out(self, page: Page) -> None:
-        page.get_by_role("button", name="Sign out").click()
+        page.get_by_role("button", name="Sign out", exact=True).click()  # not "Sign out everywhere"
         page.wait_for_url("**/signin")
 
 
