@@ -1,0 +1,99 @@
+"""The web authenticator's static files (device_agent/webapp/) at /app/, for the demo.
+
+Off unless `pushauth-broker serve --webapp`: an operator may host the files on any
+origin instead (deploy/webapp.md). Whoever serves them can make the app sign, so the
+route serves only the files that are there when the broker starts (read once into
+memory: nothing written later is served), under a strict Content-Security-Policy that
+names no other host: scripts, styles and the manifest from this origin only, network
+connections to this origin and to encrypted WebSockets (each account's broker comes
+from its enrollment link), plus loopback ws:// for local brokers (the app refuses
+ws:// to any other host itself: docs/protocol.md section 2.1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+PREFIX = "/app"
+ROOT = Path(__file__).resolve().parent.parent / "device_agent" / "webapp"
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".webmanifest": "application/manifest+json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "manifest-src 'self'",
+        "worker-src 'self'",
+        "connect-src 'self' wss: ws://127.0.0.1:* ws://localhost:* ws://[::1]:*",
+        "media-src 'self' blob:",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "camera=(self), publickey-credentials-get=(self), "
+    "publickey-credentials-create=(self), "
+    "geolocation=(), microphone=()",
+    # Revalidated on every load (the ETag makes that cheap): a fixed app reaches phones
+    # at once; the service worker keeps a copy for offline use.
+    "Cache-Control": "no-cache",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StaticFile:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def load(root: Path = ROOT) -> dict[str, StaticFile]:
+    """Every servable file under `root`, by its path relative to it ("js/app.js")."""
+    files: dict[str, StaticFile] = {}
+    for path in sorted(root.rglob("*")):
+        kind = TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0]
+        if not path.is_file() or path.suffix not in TYPES or kind is None:
+            continue
+        body = path.read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        files[path.relative_to(root).as_posix()] = StaticFile(body, kind, etag)
+    return files
+
+
+def add_routes(app: web.Application, root: Path = ROOT) -> None:
+    files = load(root)
+
+    async def redirect(_request: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect(PREFIX + "/")
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["path"] or "index.html"
+        found = files.get(name)
+        if found is None:
+            raise web.HTTPNotFound(reason="no such file of the web authenticator")
+        headers = {**HEADERS, "ETag": found.etag}
+        if request.headers.get("If-None-Match") == found.etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=found.body, headers={**headers, "Content-Type": found.content_type})
+
+    app.router.add_get(PREFIX, redirect)
+    app.router.add_get(PREFIX + "/{path:.*}", serve)
