@@ -30,7 +30,12 @@ GONE_CODES = (ErrorCode.CREDENTIAL_REVOKED, ErrorCode.UNKNOWN_CREDENTIAL)
 
 
 def default_device_name() -> str:
-    return (socket.gethostname() or "device")[:64]
+    """How the service lists this device unless --name says otherwise. The bare host
+    name ("vm", "localhost") says nothing to someone reading their Security info page;
+    naming the app as well tells them which authenticator it is, as the app's own
+    name does for a phone authenticator."""
+    host = socket.gethostname().split(".")[0] or "this computer"
+    return f"pushauth-agent on {host}"[:64]
 
 
 def check_device_name(name: str) -> str:
@@ -134,15 +139,20 @@ def _saving_failed(exc: Exception, parsed: EnrollmentURI, name: str) -> AgentErr
     )
 
 
-async def enroll(store: AccountStore, text: str, device_name: str | None = None) -> Account:
+async def enroll(
+    store: AccountStore, text: str, device_name: str | None = None
+) -> tuple[Account, Account | None]:
+    """The new account, and the revoked one it replaced (store.add), if any."""
     parsed = parse_uri(text)
     name = check_device_name(device_name if device_name is not None else default_device_name())
     # Fail on a damaged vault or a missing passphrase before the broker spends the token.
     store.unlock()
     store.load()
     enrolled, seed, recovery_seed = await register(parsed, name)
+    reg = _registration(parsed, enrolled, name, seed, recovery_seed)
     try:
-        return store.add(parsed.account, _registration(parsed, enrolled, name, seed, recovery_seed))
+        replaced = store.revoked_predecessor(reg)
+        return store.add(parsed.account, reg), replaced
     except (StoreError, OSError) as exc:
         raise _saving_failed(exc, parsed, name) from None
 

@@ -111,13 +111,14 @@ def build_parser() -> Parser:
         "Makes a new key pair for the account, registers its public key with the broker\n"
         "named in the URI (the code in it works once, for a few minutes), and saves the\n"
         "account. If the URI carries a TOTP secret, the account also shows verification\n"
-        'codes. An account label that is already used here gets a suffix like " (2)".',
+        'codes. An account label that is already used here gets a suffix like " (2)"; an\n'
+        "account of the same user at the same service that was revoked is replaced instead.",
     )
     c.add_argument("uri", metavar="URI", help="the pushauth://enroll?... URI; quote it in the shell")
     c.add_argument(
         "--name",
         metavar="NAME",
-        help="this device's name as the service will list it (default: the host name)",
+        help='this device\'s name as the service will list it (default: "pushauth-agent on HOST")',
     )
 
     c = command("accounts", "List the accounts on this device.", "Never shows keys or secrets.")
@@ -324,7 +325,8 @@ def build_parser() -> Parser:
     c.add_argument(
         "--device-name",
         metavar="NAME",
-        help="this device's name at the services of recoverable accounts (default: host name)",
+        help="this device's name at the services of recoverable accounts "
+        '(default: "pushauth-agent on HOST")',
     )
 
     c = command(
@@ -335,7 +337,11 @@ def build_parser() -> Parser:
     )
     c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
     c.add_argument("uri", metavar="URI", help="the new pushauth://enroll?... URI")
-    c.add_argument("--name", metavar="NAME", help="this device's name at the service (default: host name)")
+    c.add_argument(
+        "--name",
+        metavar="NAME",
+        help='this device\'s name at the service (default: "pushauth-agent on HOST")',
+    )
 
     command(
         "passwd",
@@ -384,12 +390,18 @@ def warn(text: str) -> None:
 
 
 def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
-    account = asyncio.run(actions.enroll(store, args.uri, args.name))
-    say(f'Added "{account.name}" for {account.rp_name} (user {account.user}).')
+    account, replaced = asyncio.run(actions.enroll(store, args.uri, args.name))
+    if replaced is not None:
+        say(f'Replaced the revoked account "{account.name}" for {account.rp_name} (user {account.user}).')
+    else:
+        say(f'Added "{account.name}" for {account.rp_name} (user {account.user}).')
     say(f"  broker: {account.broker}")
     say(f"  this device is listed as: {account.device_name}")
     if account.has_totp:
         say("  verification codes: yes")
+    # The service sends a test notification to finish the setup: it waits at the broker
+    # until this device connects, so `listen` may start now or be running already.
+    say("To approve the service's test notification: pushauth-agent listen (unless it is running)")
     return EXIT_OK
 
 
@@ -408,12 +420,21 @@ def cmd_accounts(store: AccountStore, args: argparse.Namespace) -> int:
 def cmd_code(store: AccountStore, args: argparse.Namespace) -> int:
     lines = otp_actions.codes(store, args.account)
     if args.json:
-        say(json.dumps([{"name": c.name, "code": c.code, "seconds_left": c.seconds_left} for c in lines]))
+        say(
+            json.dumps(
+                [
+                    {"name": c.name, "code": c.code, "seconds_left": c.seconds_left, "revoked": c.revoked}
+                    for c in lines
+                ]
+            )
+        )
         return EXIT_OK
     if not lines:
         say("No account here has verification codes (add one with: pushauth-agent add otpauth://...).")
     for c in lines:
         flag = "  [action required for push]" if c.needs_action else ""
+        if c.revoked:
+            flag = "  [revoked: the service removed this account; its codes no longer work]"
         if c.code is None:
             say(f"{c.name}: (HOTP: pushauth-agent code {c.name!r} shows the next code){flag}")
         elif c.seconds_left is None:

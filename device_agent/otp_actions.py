@@ -28,11 +28,12 @@ class CodeLine:
     seconds_left: int | None  # TOTP only
     kind: str
     needs_action: bool
+    revoked: bool = False  # the service removed the account: its codes no longer work there
 
 
 def code_line(entry: Entry, otp: OtpAccount, at: float) -> CodeLine:
     left = int(totp.seconds_left(at, otp.period) + 0.999) if otp.kind == "totp" else None
-    return CodeLine(entry.name, totp.code(otp, at), left, otp.kind, entry.needs_action)
+    return CodeLine(entry.name, totp.code(otp, at), left, otp.kind, entry.needs_action, entry.revoked)
 
 
 def codes(store: AccountStore, name: str | None = None, at: float | None = None) -> list[CodeLine]:
@@ -55,7 +56,7 @@ def codes(store: AccountStore, name: str | None = None, at: float | None = None)
         if entry.otp is None:
             continue
         if entry.otp.kind == "hotp":
-            out.append(CodeLine(entry.name, None, None, "hotp", entry.needs_action))
+            out.append(CodeLine(entry.name, None, None, "hotp", entry.needs_action, entry.revoked))
         else:
             out.append(code_line(entry, entry.otp, now))
     return out

@@ -116,6 +116,11 @@ class Entry:
     def needs_action(self) -> bool:
         return self.account is not None and self.account.status == ACTION_REQUIRED
 
+    @property
+    def revoked(self) -> bool:
+        """The service removed its push credential: its codes no longer work there either."""
+        return self.account is not None and self.account.status == REVOKED
+
 
 @dataclass(slots=True)
 class Record:
@@ -226,6 +231,18 @@ def check_name(name: str) -> str:
     if not name or len(name) > 256 or any(not ch.isprintable() for ch in name):
         raise StoreError("an account name must be 1 to 256 printable characters")
     return name
+
+
+def _revoked_predecessor(state: State, reg: Registration) -> Record | None:
+    for rec in state.records:
+        a = rec.account
+        if (
+            a is not None
+            and a.status == REVOKED
+            and (a.rp, a.user, a.broker) == (reg.rp, reg.user, reg.broker)
+        ):
+            return rec
+    return None
 
 
 class AccountStore:
@@ -470,13 +487,29 @@ class AccountStore:
     # -- writing ----------------------------------------------------------------
 
     def add(self, wanted_name: str, reg: Registration) -> Account:
-        """Store a new push account under a unique local name and return it."""
+        """Store a new push account under a unique local name and return it.
+
+        A revoked account for the same user at the same service (and broker) is
+        replaced in place, keeping its name and position: enrolling again after the
+        service removed this device gives "demo" back, not "demo (2)" beside a dead
+        "demo" whose codes no longer work."""
         otp = otp_from_totp(reg.totp, reg.label, reg.rp_name) if reg.totp is not None else None
+        recoverable = reg.recovery_seed is not None
         with self.change() as state:
+            old = _revoked_predecessor(state, reg)
+            if old is not None:
+                old.account = reg.account(old.name, has_totp=otp is not None, recoverable=recoverable)
+                old.seed, old.otp, old.recovery_seed = reg.seed, otp, reg.recovery_seed
+                return old.account
             name = unique_name(wanted_name, state.names())
-            account = reg.account(name, has_totp=otp is not None, recoverable=reg.recovery_seed is not None)
+            account = reg.account(name, has_totp=otp is not None, recoverable=recoverable)
             state.records.append(Record(name, account, reg.seed, otp, reg.recovery_seed))
         return account
+
+    def revoked_predecessor(self, reg: Registration) -> Account | None:
+        """The revoked account that `add(reg)` would replace, if any."""
+        rec = _revoked_predecessor(self._read(), reg)
+        return rec.account if rec is not None else None
 
     def add_otp(self, otp: OtpAccount, wanted_name: str | None = None) -> Entry:
         """Store a TOTP/HOTP-only account under a unique local name."""

@@ -265,7 +265,7 @@ class AgentApp(App[int]):
             if entry.account is not None:
                 status = {
                     ACTION_REQUIRED: "ACTION REQUIRED: reactivate",
-                    REVOKED: f"removed: {entry.account.status_reason or ''}",
+                    REVOKED: f"revoked: {entry.account.status_reason or 'removed at the service'}",
                 }.get(entry.account.status, "push")
             rows.append((entry.name, code, left, status))
         table.clear()

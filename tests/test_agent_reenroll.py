@@ -1,0 +1,77 @@
+"""pushauth-agent (real subprocesses) against a real broker: an account the service
+removed is marked "revoked" wherever its codes are shown, and enrolling again at the
+same service for the same user replaces it instead of adding "name (2)" (issue 12)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+from e2e_helpers import agent, agent_env, agent_ok, enroll  # noqa: F401  (agent_env: autouse)
+
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
+
+LABEL = "alice@example.com"
+
+
+def _codes(home: Path) -> list[dict[str, object]]:
+    return json.loads(agent_ok(home, "code", "--json"))
+
+
+async def test_revoked_account_is_marked_where_codes_are_shown_and_re_enroll_replaces_it(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home = tmp_path / "phone"
+    first = await enroll(client, home, name="Phone")
+    (line,) = _codes(home)
+    assert line["name"] == LABEL and line["revoked"] is False
+    assert "revoked" not in agent_ok(home, "code")
+
+    # The service removes the device; the agent learns it on its next connection.
+    await client.revoke_credential(first.id)
+    await asyncio.to_thread(agent, home, "pending", "--json")
+    (line,) = _codes(home)
+    assert line["name"] == LABEL and line["revoked"] is True
+    text = agent_ok(home, "code")
+    assert re.search(
+        rf"^{re.escape(LABEL)}: \d{{6}} .*\[revoked: the service removed this account", text, re.M
+    ), text
+    (listed,) = json.loads(agent_ok(home, "accounts", "--json"))
+    assert listed["status"] == "revoked"
+    assert "[revoked:" in agent_ok(home, "accounts")
+
+    # Enrolled again at the same service for the same user: the revoked entry is
+    # replaced in place (same name, a new key, new codes), not joined by "(2)".
+    started = await client.create_enrollment("alice", LABEL, totp=new_totp())
+    assert started.uri is not None
+    out = agent_ok(home, "enroll", "--name", "Phone", started.uri)
+    assert f'Replaced the revoked account "{LABEL}"' in out, out
+    assert "pushauth-agent listen" in out  # where the test notification is answered
+    (listed,) = json.loads(agent_ok(home, "accounts", "--json"))
+    assert listed["name"] == LABEL and listed["status"] == "active" and listed["totp"]
+    (line,) = _codes(home)
+    assert line["revoked"] is False and "revoked" not in agent_ok(home, "code")
+    assert listed["credential_id"] != first.id
+    done = await client.wait_enrollment(started, timeout=10)
+    assert done.credential is not None and done.credential.id == listed["credential_id"]
+
+    # An active account is never replaced: a second enrollment of the same user here
+    # is a second entry.
+    again = await client.create_enrollment("alice", LABEL)
+    assert again.uri is not None
+    out = agent_ok(home, "enroll", "--name", "Phone", again.uri)
+    assert f'Added "{LABEL} (2)"' in out, out
+    assert [a["name"] for a in json.loads(agent_ok(home, "accounts", "--json"))] == [LABEL, f"{LABEL} (2)"]
+
+
+async def test_default_device_name_says_which_app(client: PushAuthClient, tmp_path: Path) -> None:
+    home = tmp_path / "phone"
+    started = await client.create_enrollment("alice", LABEL)
+    assert started.uri is not None
+    out = agent_ok(home, "enroll", started.uri)
+    assert "this device is listed as: pushauth-agent on " in out, out
+    done = await client.wait_enrollment(started, timeout=10)
+    assert done.credential is not None and done.credential.name.startswith("pushauth-agent on ")
