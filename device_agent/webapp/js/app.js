@@ -1,0 +1,473 @@
+// The web authenticator's UI: a thin shell over the protocol modules, the broker
+// connections and IndexedDB. Text from brokers, RPs and links goes in through
+// textContent and printable() only.
+
+import * as db from "./db.js";
+import { newKeyPair } from "./keys.js";
+import { BrokerConnection, ReplyError } from "./connection.js";
+import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
+import { printable } from "./protocol/text.js";
+import { Prompts, contextRows, signAnswer } from "./prompts.js";
+import { totp, secondsLeft } from "./totp.js";
+import * as webauthn from "./webauthn.js";
+import { startScan, stopScan, scanSupported } from "./scan.js";
+
+const $ = (id) => document.getElementById(id);
+const events = new EventTarget();
+const connections = new Map(); // broker URL -> BrokerConnection
+const prompts = new Prompts();
+let view = "home";
+let openAccount = null;
+let expiryTimer = null;
+let accountsCache = [];
+
+const ENDED = {
+  answered: "This request was answered on another device.",
+  cancelled: "The sign-in request was cancelled.",
+  superseded: "This request was replaced by a newer one.",
+  expired: "The sign-in request expired.",
+  withdrawn: "The sign-in request was withdrawn.",
+  revoked: "The account of this request was removed.",
+};
+const OUTCOMES = {
+  approved: "Approved. You can return to the sign-in page.",
+  denied: "Denied. Nobody was signed in.",
+  number_mismatch: "The number did not match, so the sign-in was denied.",
+  reported: "Reported. The service was told and sign-in requests are paused.",
+};
+const REMOVALS = {
+  removed_by_device: "was removed from this phone.",
+  removed_by_rp: "was removed by the service.",
+  rp_removed: "was removed: the service no longer uses this server.",
+  disowned: "was removed after a recovery was disowned.",
+};
+
+function toast(message) {
+  const el = $("toast");
+  el.textContent = "";
+  // A fresh text node each time, so screen readers announce a repeated message too.
+  requestAnimationFrame(() => (el.textContent = message));
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => (el.textContent = ""), 6000);
+}
+
+function showError(id, message) {
+  const el = $(id);
+  el.textContent = message ?? "";
+  el.hidden = !message;
+}
+
+function text(tag, value, className) {
+  const el = document.createElement(tag);
+  el.textContent = printable(value);
+  if (className) el.className = className;
+  return el;
+}
+
+function fillDetails(dl, rows) {
+  dl.replaceChildren();
+  for (const [label, value] of rows) dl.append(text("dt", label), text("dd", value || "(not given)"));
+}
+
+// -- accounts and connections ----------------------------------------------------
+
+async function accountsAt(broker) {
+  return (await db.listAccounts()).filter((a) => a.broker === broker);
+}
+
+function connectionFor(broker) {
+  let conn = connections.get(broker);
+  if (!conn) {
+    conn = new BrokerConnection(broker, () => accountsAt(broker), events);
+    connections.set(broker, conn);
+    conn.start();
+  }
+  return conn;
+}
+
+async function refreshAccounts() {
+  accountsCache = await db.listAccounts();
+  renderAccounts();
+  renderConn();
+}
+
+function renderConn() {
+  const el = $("conn");
+  if (!accountsCache.length) {
+    el.dataset.state = "none";
+    el.textContent = "No accounts yet";
+    return;
+  }
+  const states = [...connections.values()].map((c) => c.state ?? "connecting");
+  const online = states.length > 0 && states.every((s) => s === "online");
+  el.dataset.state = online ? "online" : states.includes("online") ? "partly" : "offline";
+  el.textContent = online ? "Connected" : "Connecting…";
+}
+
+function renderAccounts() {
+  const list = $("accounts");
+  list.replaceChildren();
+  $("empty").hidden = accountsCache.length > 0;
+  for (const account of accountsCache) {
+    const li = document.createElement("li");
+    li.dataset.cid = account.cid;
+    const head = document.createElement("div");
+    head.className = "acct-head";
+    const names = document.createElement("div");
+    names.append(text("div", account.name, "acct-name"), text("div", account.rp_name, "acct-rp"));
+    const manage = document.createElement("button");
+    manage.type = "button";
+    manage.textContent = "Manage";
+    manage.setAttribute("aria-label", `Manage ${printable(account.name)}`);
+    manage.addEventListener("click", () => openManage(account.cid));
+    head.append(names, manage);
+    li.append(head);
+    if (account.totp) {
+      const row = document.createElement("div");
+      row.className = "code-row";
+      const code = document.createElement("button");
+      code.type = "button";
+      code.className = "code";
+      code.dataset.role = "code";
+      code.setAttribute("aria-label", `Verification code for ${printable(account.name)}; tap to copy`);
+      code.addEventListener("click", () => copyCode(code));
+      const secs = text("span", "", "secs");
+      secs.dataset.role = "secs";
+      row.append(code, secs);
+      li.append(row);
+    }
+    list.append(li);
+  }
+  tickCodes();
+}
+
+async function tickCodes() {
+  const now = Date.now();
+  for (const account of accountsCache) {
+    if (!account.totp) continue;
+    const li = document.querySelector(`li[data-cid="${CSS.escape(account.cid)}"]`);
+    if (!li) continue;
+    const code = await totp(account.totp, now);
+    const btn = li.querySelector('[data-role="code"]');
+    if (btn.dataset.code !== code) {
+      btn.dataset.code = code;
+      btn.textContent = code.length === 8 ? `${code.slice(0, 4)} ${code.slice(4)}` : `${code.slice(0, 3)} ${code.slice(3)}`;
+    }
+    li.querySelector('[data-role="secs"]').textContent = `${secondsLeft(account.totp.period, now)} s left`;
+  }
+}
+
+async function copyCode(button) {
+  try {
+    await navigator.clipboard.writeText(button.dataset.code);
+    toast("Code copied");
+  } catch {
+    toast(`Code ${button.dataset.code}: copying is not allowed here`);
+  }
+}
+
+// -- views -------------------------------------------------------------------------
+
+function show(name) {
+  view = name;
+  render();
+}
+
+function render() {
+  const prompt = prompts.current();
+  const shown = prompt ? "prompt" : view;
+  for (const id of ["home", "add", "prompt", "account"]) $(id).hidden = id !== shown;
+  if (prompt) renderPrompt(prompt);
+  else $("prompt").removeAttribute("data-ch");
+}
+
+function renderPrompt(prompt) {
+  const { frame } = prompt;
+  const section = $("prompt");
+  const fresh = section.dataset.ch !== frame.ch;
+  const account = accountsCache.find((a) => a.cid === frame.cid);
+  // The service's name as stored from the link the user scanned, not the broker's
+  // word (docs/protocol.md section 18.3).
+  const rows = [
+    ["Service", account ? account.rp_name : frame.rp_name],
+    ["Account", account ? account.label : frame.account],
+    ...contextRows(frame.ctx),
+    ["Time", new Date(frame.created - prompt.connection.offsetMs).toLocaleTimeString()],
+  ];
+  if (account && frame.rp_name !== account.rp_name) rows.push(["Server calls it", frame.rp_name]);
+  fillDetails($("prompt-details"), rows);
+  $("prompt-more").hidden = prompts.size < 2;
+  $("prompt-more").textContent = `${prompts.size - 1} more request(s) waiting.`;
+  if (fresh) {
+    section.dataset.ch = frame.ch;
+    $("number").value = "";
+    $("number").maxLength = frame.digits;
+    showError("prompt-error", null);
+    setBusy(false);
+    clearTimeout(expiryTimer);
+    expiryTimer = setTimeout(render, Math.max(0, frame.expires - prompt.connection.brokerNow()) + 50);
+  }
+}
+
+function setBusy(busy) {
+  for (const id of ["approve", "deny", "report"]) $(id).disabled = busy;
+}
+
+// -- answering -----------------------------------------------------------------------
+
+async function decide(decision) {
+  const prompt = prompts.current();
+  if (!prompt) return;
+  const account = await db.getAccount(prompt.frame.cid);
+  if (!account) return;
+  let number = "";
+  if (decision === "approve") {
+    number = $("number").value.trim();
+    if (!/^[0-9]{1,8}$/.test(number) || number.length !== prompt.frame.digits) {
+      showError("prompt-error", `Type the ${prompt.frame.digits}-digit number shown on the sign-in screen.`);
+      $("number").focus();
+      return;
+    }
+  }
+  setBusy(true);
+  showError("prompt-error", null);
+  try {
+    if (decision === "approve" && account.uvCredential) {
+      try {
+        await webauthn.verifyUser(account.uvCredential);
+      } catch {
+        showError("prompt-error", "The screen lock did not confirm it was you; nothing was sent.");
+        setBusy(false);
+        return;
+      }
+    }
+    const answer = await signAnswer(prompt, account, decision, number);
+    const result = await prompt.connection.answer(answer);
+    prompts.remove(prompt.frame.ch);
+    toast(OUTCOMES[result.outcome] ?? `The request ended (${printable(result.outcome)}).`);
+  } catch (exc) {
+    const code = exc instanceof ReplyError ? exc.code : "";
+    if (code in ENDED || code === "already_answered" || code === "challenge_expired" || code === "unknown_challenge") {
+      prompts.remove(prompt.frame.ch);
+      toast(ENDED[code] ?? "This request has already ended.");
+    } else {
+      showError("prompt-error", `Could not send the answer: ${printable(exc.message)}`);
+    }
+  } finally {
+    setBusy(false);
+    render();
+  }
+}
+
+function buildKeypad() {
+  const pad = $("keypad");
+  const keys = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "clear", "0", "back"];
+  for (const key of keys) {
+    const b = document.createElement("button");
+    b.type = "button";
+    if (key === "back") (b.textContent = "⌫"), b.setAttribute("aria-label", "Delete last digit");
+    else if (key === "clear") (b.textContent = "C"), b.setAttribute("aria-label", "Clear the number");
+    else b.textContent = key;
+    b.dataset.key = key;
+    b.addEventListener("click", () => {
+      const input = $("number");
+      if (key === "back") input.value = input.value.slice(0, -1);
+      else if (key === "clear") input.value = "";
+      else if (input.value.length < input.maxLength) input.value += key;
+    });
+    pad.append(b);
+  }
+  $("number").addEventListener("input", (e) => (e.target.value = e.target.value.replace(/[^0-9]/g, "")));
+}
+
+// -- adding an account ---------------------------------------------------------------
+
+async function addAccount(linkText) {
+  showError("add-error", null);
+  let link;
+  try {
+    link = parseEnrollmentUri(linkText);
+  } catch (exc) {
+    return showError("add-error", exc.message);
+  }
+  const insecure = insecureTransport(link.broker);
+  if (insecure) return showError("add-error", insecure);
+  const deviceName = $("device-name").value.trim() || "Web authenticator";
+  if ([...deviceName].length > 64 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(deviceName))
+    return showError("add-error", "The phone's name must be 1 to 64 characters without control characters.");
+  $("add-submit").disabled = true;
+  try {
+    const keyPair = await newKeyPair();
+    const conn = connectionFor(link.broker);
+    const enrolled = await conn.enroll(link, keyPair, deviceName);
+    if (enrolled.rp !== link.rp) {
+      await conn.revoke(enrolled.cid).catch(() => null);
+      throw new Error(`the server enrolled this phone at another service (${enrolled.rp}); nothing was kept`);
+    }
+    const order = accountsCache.length ? Math.max(...accountsCache.map((a) => a.order)) + 1 : 0;
+    await db.putAccount({
+      cid: enrolled.cid,
+      broker: link.broker,
+      rp: link.rp,
+      rp_name: link.rp_name,
+      user: enrolled.user,
+      label: link.account,
+      name: link.account,
+      deviceName,
+      privateKey: keyPair.privateKey,
+      publicKey: keyPair.publicKey,
+      totp: link.totp,
+      uvCredential: null,
+      added: Date.now(),
+      order,
+    });
+    await db.putSetting("deviceName", deviceName);
+    $("link").value = "";
+    await refreshAccounts();
+    toast(`Added ${link.account} at ${link.rp_name}. Approve the test request that follows.`);
+    show("home");
+  } catch (exc) {
+    const why = exc instanceof ReplyError && exc.code === "bad_token" ? "this setup link was already used or has expired; get a new one from the service" : exc.message;
+    showError("add-error", `Could not add the account: ${printable(why)}`);
+  } finally {
+    $("add-submit").disabled = false;
+  }
+}
+
+// -- managing an account -----------------------------------------------------------
+
+async function openManage(cid) {
+  const account = await db.getAccount(cid);
+  if (!account) return;
+  openAccount = cid;
+  fillDetails($("account-details"), [
+    ["Service", account.rp_name],
+    ["Account", account.label],
+    ["This phone", account.deviceName],
+    ["Added", new Date(account.added).toLocaleString()],
+  ]);
+  $("rename").value = account.name;
+  $("uv").checked = !!account.uvCredential;
+  $("uv").disabled = !webauthn.available();
+  showError("account-error", null);
+  show("account");
+}
+
+async function rename(event) {
+  event.preventDefault();
+  const name = $("rename").value.trim();
+  if (!name || [...name].length > 64) return showError("account-error", "A name is 1 to 64 characters.");
+  const account = await db.getAccount(openAccount);
+  await db.putAccount({ ...account, name });
+  await refreshAccounts();
+  toast("Renamed");
+  show("home");
+}
+
+async function toggleUv() {
+  const account = await db.getAccount(openAccount);
+  showError("account-error", null);
+  if (!$("uv").checked) {
+    await db.putAccount({ ...account, uvCredential: null });
+    return toast("Approving no longer asks for the screen lock");
+  }
+  try {
+    const id = await webauthn.register(account.label);
+    await db.putAccount({ ...account, uvCredential: id });
+    toast("Approving now asks for the screen lock");
+  } catch (exc) {
+    $("uv").checked = false;
+    showError("account-error", `This phone's screen lock could not be set up: ${printable(exc.message)}`);
+  }
+}
+
+async function remove() {
+  const account = await db.getAccount(openAccount);
+  if (!account) return show("home");
+  if (!confirm(`Remove ${account.name}? Sign-in requests of ${account.rp_name} will no longer reach this phone.`)) return;
+  try {
+    // Revoked at the broker first (as the Python agent does): then the key is useless anywhere.
+    await connectionFor(account.broker).revoke(account.cid);
+  } catch (exc) {
+    if (!(exc instanceof ReplyError && ["credential_revoked", "unknown_credential"].includes(exc.code)))
+      return showError("account-error", `Could not reach the server to remove it: ${printable(exc.message)}. Nothing was removed.`);
+  }
+  await forget(account.cid);
+  toast(`${account.name} ${REMOVALS.removed_by_device}`);
+  show("home");
+}
+
+async function forget(cid) {
+  await db.deleteAccount(cid);
+  prompts.dropCredential(cid);
+  await refreshAccounts();
+}
+
+// -- events from the brokers ----------------------------------------------------------
+
+events.addEventListener("challenge", async ({ detail }) => {
+  const { frame, connection } = detail;
+  const account = await db.getAccount(frame.cid);
+  // Not one of ours, or it names another RP than the account's: neither shown nor answered.
+  if (!account || account.rp !== frame.rp || account.broker !== connection.url) return;
+  prompts.add(frame, connection);
+  render();
+});
+
+events.addEventListener("ended", ({ detail }) => {
+  const shownCh = $("prompt").dataset.ch;
+  if (prompts.remove(detail.ch) && shownCh === detail.ch && !detail.answered)
+    toast(ENDED[detail.reason] ?? "The sign-in request ended.");
+  render();
+});
+
+events.addEventListener("removed", async ({ detail }) => {
+  const account = await db.getAccount(detail.cid);
+  if (!account) return;
+  await forget(detail.cid);
+  toast(`${printable(account.name)} ${REMOVALS[detail.reason] ?? "was removed."}`);
+  render();
+});
+
+events.addEventListener("status", ({ detail }) => {
+  const conn = connections.get(detail.broker);
+  if (conn) conn.state = detail.state;
+  renderConn();
+});
+
+events.addEventListener("fault", ({ detail }) => {
+  $("fault").hidden = false;
+  $("fault").textContent = printable(detail.message);
+});
+
+// -- start ---------------------------------------------------------------------------
+
+async function main() {
+  buildKeypad();
+  $("add-open").addEventListener("click", () => show("add"));
+  $("add-cancel").addEventListener("click", () => (stopScan(), show("home")));
+  $("add-form").addEventListener("submit", (e) => (e.preventDefault(), addAccount($("link").value)));
+  $("number-form").addEventListener("submit", (e) => (e.preventDefault(), decide("approve")));
+  $("deny").addEventListener("click", () => decide("deny"));
+  $("report").addEventListener("click", () => decide("fraud"));
+  $("rename-form").addEventListener("submit", rename);
+  $("uv").addEventListener("change", toggleUv);
+  $("remove").addEventListener("click", remove);
+  $("account-back").addEventListener("click", () => show("home"));
+  $("scan").hidden = !scanSupported();
+  $("scan").addEventListener("click", () =>
+    startScan($("video"), $("scanner"), $("scan-status"), (link) => {
+      $("link").value = link;
+      addAccount(link);
+    }),
+  );
+  $("device-name").value = (await db.getSetting("deviceName")) ?? "";
+  await refreshAccounts();
+  for (const broker of new Set(accountsCache.map((a) => a.broker))) connectionFor(broker);
+  setInterval(tickCodes, 1000);
+  if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => null);
+  render();
+  document.body.dataset.ready = "1";
+}
+
+main();

@@ -1,0 +1,237 @@
+// One WebSocket per broker (docs/protocol.md sections 2, 6.2, 15): offers pushauth.v2,
+// authenticates every account held at that broker, enrolls, answers, revokes. A thin
+// I/O shell around protocol/session.js; what it learns it reports as events:
+//   "challenge" {frame}, "ended" {ch, reason}, "removed" {cid, reason},
+//   "status" {broker, state}, "fault" {broker, message}.
+
+import { authBytes, enrollBytes, bindingBytes } from "./protocol/signing.js";
+import { encodeFrame, SUBPROTOCOLS } from "./protocol/frames.js";
+import { DeviceSession } from "./protocol/session.js";
+import { insecureTransport } from "./protocol/uri.js";
+import { sign } from "./keys.js";
+
+const REPLY_TIMEOUT_MS = 15000;
+const MAX_BACKOFF_MS = 60000;
+const STABLE_MS = 5000;
+const REMOVED = new Set(["credential_revoked", "unknown_credential"]);
+
+export class ReplyError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.code = code;
+  }
+}
+
+export class BrokerConnection {
+  constructor(url, accounts, events) {
+    this.url = url;
+    this.accounts = accounts; // () => the accounts held at this broker now
+    this.events = events;
+    this.ws = null;
+    this.session = null;
+    this.offsetMs = 0; // broker clock minus ours (section 13)
+    this.waiting = new Map(); // rid or "ch:<id>" -> {resolve, reject, timer}
+    this.nextRid = 1;
+    this.attempt = 0;
+    this.closed = false;
+    this.authenticated = false;
+    this.helloWaiters = [];
+    this.openedAt = 0;
+    this.retryTimer = null;
+  }
+
+  brokerNow() {
+    return Date.now() + this.offsetMs;
+  }
+
+  start() {
+    const why = insecureTransport(this.url);
+    if (why) {
+      this.events.dispatchEvent(new CustomEvent("fault", { detail: { broker: this.url, message: why } }));
+      return;
+    }
+    this.connect();
+  }
+
+  stop() {
+    this.closed = true;
+    clearTimeout(this.retryTimer);
+    this.ws?.close(1000);
+    this.fail(new ReplyError("closed", "the app closed the connection"));
+  }
+
+  status(state) {
+    this.events.dispatchEvent(new CustomEvent("status", { detail: { broker: this.url, state } }));
+  }
+
+  connect() {
+    this.session = new DeviceSession();
+    this.authenticated = false;
+    this.status("connecting");
+    const ws = new WebSocket(this.url, [...SUBPROTOCOLS]);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onopen = () => {
+      this.openedAt = Date.now();
+      // A broker that picked no version (or one not offered) speaks an older protocol.
+      if (!SUBPROTOCOLS.includes(ws.protocol)) {
+        ws.close(4406, "unsupported_version");
+        this.fatal("the broker speaks an older or unknown protocol version; it or this app must be upgraded");
+      }
+    };
+    ws.onmessage = (msg) => this.receive(msg.data);
+    ws.onclose = (ev) => this.closedBy(ev);
+  }
+
+  async receive(data) {
+    if (typeof data === "string") return this.breach("malformed", "a text message");
+    let frame;
+    try {
+      frame = this.session.receive(new Uint8Array(data));
+    } catch (exc) {
+      if (exc.fatal === false) return; // an unknown frame type from a newer broker
+      return this.breach(exc.code ?? "malformed", exc.message);
+    }
+    await this.handle(frame);
+  }
+
+  // The broker broke the protocol: close with the error's code, sign nothing more on
+  // this connection, report it, and reconnect with backoff (section 7.2).
+  breach(code, message) {
+    const close = { malformed: 4400, invalid_field: 4400, unexpected_frame: 4400, unsupported_version: 4406, frame_too_large: 4413 }[code] ?? 4400;
+    this.session = null;
+    this.ws?.close(close, code);
+    this.events.dispatchEvent(new CustomEvent("fault", { detail: { broker: this.url, message: `the broker sent a bad frame (${code}): ${message}` } }));
+  }
+
+  async handle(frame) {
+    switch (frame.t) {
+      case "hello": {
+        this.offsetMs = frame.time - Date.now();
+        await this.authenticate();
+        for (const wake of this.helloWaiters.splice(0)) wake();
+        break;
+      }
+      case "welcome":
+        this.authenticated = true;
+        this.status("online");
+        for (const rejected of frame.rejected)
+          if (REMOVED.has(rejected.code)) this.emit("removed", { cid: rejected.cid, reason: rejected.code });
+        break;
+      case "challenge":
+        this.emit("challenge", { frame, connection: this });
+        break;
+      case "cancel":
+        this.emit("ended", { ch: frame.ch, reason: frame.reason });
+        this.settle(`ch:${frame.ch}`, null, new ReplyError(frame.reason, `the request ended: ${frame.reason}`));
+        break;
+      case "answer_result":
+        this.settle(`ch:${frame.ch}`, frame);
+        this.emit("ended", { ch: frame.ch, reason: frame.outcome, answered: true });
+        break;
+      case "enrolled":
+        this.settle(String(frame.rid), frame);
+        break;
+      case "revoked":
+        if (frame.rid !== null) this.settle(String(frame.rid), frame);
+        this.emit("removed", { cid: frame.cid, reason: frame.reason });
+        break;
+      case "error": {
+        const key = frame.ref === null ? null : this.waiting.has(frame.ref) ? frame.ref : `ch:${frame.ref}`;
+        if (key !== null) this.settle(key, null, new ReplyError(frame.code, frame.message));
+        break;
+      }
+      default:
+        break; // recovery notices: this app holds no recovery keys (see deploy/webapp.md)
+    }
+  }
+
+  emit(type, detail) {
+    this.events.dispatchEvent(new CustomEvent(type, { detail: { broker: this.url, ...detail } }));
+  }
+
+  async authenticate() {
+    const nonce = this.session.nonce;
+    const creds = [];
+    for (const account of await this.accounts())
+      creds.push({ cid: account.cid, sig: await sign(account.privateKey, authBytes(nonce, account.cid)) });
+    this.send({ t: "authenticate", creds: creds.slice(0, 64) });
+  }
+
+  send(frame) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) throw new ReplyError("offline", "not connected to the broker");
+    this.ws.send(encodeFrame(frame));
+  }
+
+  request(key, frame) {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(key);
+        reject(new ReplyError("timeout", "the broker did not answer in time"));
+        this.ws?.close(1000);
+      }, REPLY_TIMEOUT_MS);
+      this.waiting.set(key, { resolve, reject, timer });
+      try {
+        this.send(frame);
+      } catch (exc) {
+        this.settle(key, null, exc);
+      }
+    });
+  }
+
+  settle(key, value, error = null) {
+    const w = this.waiting.get(key);
+    if (!w) return;
+    this.waiting.delete(key);
+    clearTimeout(w.timer);
+    if (error) w.reject(error);
+    else w.resolve(value);
+  }
+
+  fail(error) {
+    for (const key of [...this.waiting.keys()]) this.settle(key, null, error);
+  }
+
+  whenConnected() {
+    if (this.session?.nonce && this.ws?.readyState === WebSocket.OPEN) return Promise.resolve();
+    return new Promise((resolve) => this.helloWaiters.push(resolve));
+  }
+
+  // Enroll a new key with the link's token (section 5 `enroll`, 11.3 binding).
+  async enroll(link, keyPair, deviceName) {
+    await this.whenConnected();
+    const rid = this.nextRid++;
+    const binding = link.es ? await sign(keyPair.privateKey, bindingBytes(link.rp, link.token, link.es, keyPair.publicKey, deviceName, null)) : null;
+    const sig = await sign(keyPair.privateKey, enrollBytes(this.session.nonce, link.token, keyPair.publicKey, deviceName, null));
+    return this.request(String(rid), { t: "enroll", rid, token: link.token, pk: keyPair.publicKey, name: deviceName, rpk: null, binding, sig });
+  }
+
+  answer(frame) {
+    return this.request(`ch:${frame.ch}`, { t: "answer", ...frame });
+  }
+
+  async revoke(cid) {
+    const rid = this.nextRid++;
+    return this.request(String(rid), { t: "revoke", rid, cid });
+  }
+
+  fatal(message) {
+    this.closed = true;
+    this.events.dispatchEvent(new CustomEvent("fault", { detail: { broker: this.url, message } }));
+  }
+
+  // Reconnect with full-jitter backoff (section 15), except after a 44xx close other
+  // than 4408/4429, which needs the user or a new version.
+  closedBy(ev) {
+    this.fail(new ReplyError("offline", "the connection to the broker closed"));
+    this.status("offline");
+    if (this.closed) return;
+    if (ev.code >= 4400 && ev.code < 4500 && ev.code !== 4408 && ev.code !== 4429) {
+      return this.fatal(`the broker closed the connection (${ev.code} ${ev.reason}); reopen the app to try again`);
+    }
+    if (Date.now() - this.openedAt >= STABLE_MS && this.openedAt) this.attempt = 0;
+    const wait = Math.random() * Math.min(MAX_BACKOFF_MS, 1000 * 2 ** this.attempt);
+    this.attempt += 1;
+    this.retryTimer = setTimeout(() => this.connect(), wait);
+  }
+}

@@ -1,0 +1,26 @@
+// Ed25519 keys in WebCrypto: made non-extractable, so the private key never leaves
+// the browser's key store (not even to this app's own code), and kept in IndexedDB.
+
+export async function newKeyPair() {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  return { privateKey: pair.privateKey, publicKey };
+}
+
+export async function sign(privateKey, bytes) {
+  return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, privateKey, bytes));
+}
+
+export async function verify(publicKey, bytes, signature) {
+  const key = await crypto.subtle.importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]);
+  return crypto.subtle.verify({ name: "Ed25519" }, key, signature, bytes);
+}
+
+// For the known-answer vectors only: a key from a 32-byte seed (PKCS #8 wrapping of
+// RFC 8410). The app itself never imports a private key.
+const PKCS8_PREFIX = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+export async function keyFromSeed(seed) {
+  const der = new Uint8Array([...PKCS8_PREFIX, ...seed]);
+  return crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, true, ["sign"]);
+}

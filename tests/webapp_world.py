@@ -1,0 +1,157 @@
+"""The web authenticator's test world: a real broker serving the app (`serve --webapp`)
+on its own Redis, the RP SDK as the relying party, and headless Chromium with a phone
+profile (390x844, touch, mobile) driven by Playwright's async API.
+
+Everything runs on one event loop per test module (Playwright's sync API would mark the
+loop as running and break the async tests after it). Screenshots of every screen go to
+artifacts/screenshots/webapp-*.png. Import the fixtures into a test module:
+`from webapp_world import app_broker, browser, rp, phone, ...`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from axe_playwright_python.async_playwright import Axe
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from shared_broker import new_rp
+from support import BrokerProcess, RedisServer
+
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
+
+ROOT = Path(__file__).resolve().parents[1]
+VECTORS = json.loads((ROOT / "docs" / "test-vectors.json").read_text())
+SHOTS = ROOT / "artifacts" / "screenshots"
+PHONE = {
+    "viewport": {"width": 390, "height": 844},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+WAIT_MS = 15_000  # one generous deadline for anything the page must show
+
+
+def chromium_args() -> list[str]:
+    from browser.conftest import CHROMIUM_ARGS  # the same flags as the demo RP's browser tests
+
+    return list(CHROMIUM_ARGS)
+
+
+def chromium_path() -> str:
+    from browser.conftest import chromium_path as find
+
+    return find()
+
+
+@pytest.fixture(scope="module")
+def app_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    base = tmp_path_factory.mktemp("webapp")
+    with RedisServer(base / "redis") as redis_server:
+        node = BrokerProcess(
+            log_dir=base / "logs", redis_url=redis_server.url, node="webapp", extra_args=["--webapp"]
+        ).start()
+        yield node
+        node.cleanup()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=chromium_path(), args=chromium_args())
+        yield b
+        await b.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def rp(app_broker: BrokerProcess) -> AsyncIterator[PushAuthClient]:
+    created = await new_rp(app_broker, "Contoso Portal")
+    async with PushAuthClient(app_broker.http_url, created["api_key"]) as client:
+        yield client
+
+
+@dataclass
+class Phone:
+    """One phone: a browser context (its own IndexedDB) with the app open."""
+
+    context: BrowserContext
+    page: Page
+    url: str
+
+    async def open(self) -> Page:
+        self.page = await self.context.new_page()
+        await self.page.goto(self.url)
+        await self.page.locator("body[data-ready='1']").wait_for(timeout=WAIT_MS)
+        return self.page
+
+    async def shot(self, name: str) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        await self.page.screenshot(path=str(SHOTS / f"webapp-{name}.png"), full_page=True)
+
+    async def axe_clean(self, what: str) -> None:
+        results = await Axe().run(self.page)
+        assert results.violations_count == 0, f"axe on {what}:\n{results.generate_report()}"
+
+    async def add_account(self, uri: str, device_name: str = "Test phone") -> str:
+        """Paste the link on the Add account screen; returns the new account's cid."""
+        page = self.page
+        await page.get_by_role("button", name="Add account").click()
+        await page.get_by_label("Setup link").fill(uri)
+        await page.get_by_label("Name of this phone").fill(device_name)
+        before = set(await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)"))
+        await page.get_by_role("button", name="Add", exact=True).click()
+        await page.locator("#home:not([hidden])").wait_for(timeout=WAIT_MS)
+        await page.locator("#accounts li").nth(len(before)).wait_for(timeout=WAIT_MS)
+        after = await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
+        (cid,) = set(after) - before
+        return cid
+
+    async def prompt(self, challenge_id: str) -> None:
+        await self.page.locator(f"#prompt:not([hidden])[data-ch='{challenge_id}']").wait_for(timeout=WAIT_MS)
+
+    async def no_prompt(self) -> None:
+        await self.page.locator("#prompt[hidden]").wait_for(state="attached", timeout=WAIT_MS)
+
+    async def type_number(self, number: str) -> None:
+        for digit in number:
+            await self.page.locator(f"#keypad button[data-key='{digit}']").tap()
+
+    async def toast(self, words: str) -> None:
+        await self.page.locator("#toast", has_text=words).wait_for(timeout=WAIT_MS)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def phone(browser: Browser, app_broker: BrokerProcess) -> AsyncIterator[Phone]:
+    context = await browser.new_context(**PHONE)
+    context.set_default_timeout(WAIT_MS)
+    p = Phone(context, None, app_broker.http_url + "/app/")  # type: ignore[arg-type]
+    await p.open()
+    yield p
+    await context.close()
+
+
+async def enrolled(
+    rp: PushAuthClient, phone: Phone, user: str = "alice", *, confirm: bool = True
+) -> dict[str, Any]:
+    """An account added by pasting the RP's link (with its `es` and a TOTP secret); the
+    RP checks the binding and stores the key, and confirms the credential."""
+    totp = new_totp()
+    enrollment = await rp.create_enrollment(user, f"{user}@contoso.example", totp=totp)
+    assert enrollment.uri is not None
+    cid = await phone.add_account(enrollment.uri)
+    done = await rp.wait_enrollment(enrollment, timeout=10)
+    assert done.completed and done.credential is not None and done.credential.id == cid
+    if confirm:
+        await rp.confirm_credential(cid)
+    return {"cid": cid, "key": done.credential.public_key, "totp": totp, "uri": enrollment.uri, "user": user}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
