@@ -120,6 +120,12 @@ PUSH_ONLY_MESSAGE = "Approve the sign-in request on your authenticator."
 PUSH_ONLY_NUMBER_KEY = "number to type"
 
 
+def push_only_hint(digits: int) -> str:
+    """What a push-only request's device shows instead of a number to match."""
+    example = "1" * digits
+    return f"none is shown for this sign-in: type any {digits}-digit number, e.g. {example}"
+
+
 @dataclass(frozen=True, slots=True)
 class Totp:
     code: str

@@ -97,7 +97,7 @@ class Engine:
         if request.client.push_only:
             # No screen to show a number on: the device is told so, and any approval
             # counts (docs/radius.md, "Push-only clients": why that is weaker).
-            context[core.PUSH_ONLY_NUMBER_KEY] = "none is shown for this sign-in: type 1"
+            context[core.PUSH_ONLY_NUMBER_KEY] = core.push_only_hint(cfg.digits)
         try:
             challenge = await self.sdk.create_challenge(user.handle, context, ttl=cfg.ttl, digits=cfg.digits)
         except NoDevices:

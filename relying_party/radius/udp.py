@@ -35,8 +35,7 @@ class RadiusProtocol(asyncio.DatagramProtocol):
         self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # a datagram endpoint's
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)

@@ -1,0 +1,400 @@
+"""pushauth-radius end to end: radclient (FreeRADIUS's client) against the real server,
+the real broker and Redis, with the real agent CLI approving on the "device".
+
+Access-Request (user, password) -> Access-Challenge "Type NN in your authenticator"
+-> the agent approves (or denies, or types a wrong number) -> the follow-up
+Access-Request with the State -> Access-Accept / Access-Reject. Then what must be
+dropped: a wrong shared secret, no Message-Authenticator, a replay, an unknown client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import agent_env, agent_ok, pending  # noqa: F401 - agent_env is a fixture
+from pyrad import packet as rp
+from shared_broker import broker, new_rp  # noqa: F401 - broker is a fixture
+from support import (
+    DEADLINE,
+    BrokerProcess,
+    ManagedProcess,
+    console_script,
+    free_port,
+    line_on_stdout,
+    wait_until,
+)
+
+from relying_party.radius import dictionary
+
+RADIUS = console_script("pushauth-radius")
+SECRET = "testing123"
+NUMBER_RE = re.compile(r'Reply-Message = "Type (\d+) in your authenticator, then press Enter"')
+STATE_RE = re.compile(r"State = (0x[0-9a-f]+)")
+
+
+@dataclass
+class Setup:
+    base: Path
+    broker: BrokerProcess
+    rp: dict[str, Any]
+    home: Path  # the agent's home, alice enrolled
+    store: Path
+    enroll_output: str
+
+
+def write_config(
+    setup: Setup,
+    port: int,
+    *,
+    ttl: int = 60,
+    push_only: bool = False,
+    name: str = "radius",
+    rate: int = 1000,
+) -> Path:
+    key_file = setup.base / "api-key"
+    key_file.write_text(setup.rp["api_key"])
+    path = setup.base / f"{name}.toml"
+    path.write_text(
+        f"""
+[broker]
+url = "{setup.broker.http_url}"
+api_key_file = "{key_file}"
+
+[radius]
+listen = "127.0.0.1"
+port = {port}
+redis_url = "{setup.broker.redis_url}"
+store = "{setup.store}"
+app_name = "Test VPN"
+
+[challenge]
+digits = 2
+ttl = {ttl}
+answer_wait = 25
+
+[first_factor]
+mode = "gateway"
+
+[limits]
+user_requests = {rate}
+user_window = 60
+
+[[client]]
+name = "gw-local"
+address = "127.0.0.1/32"
+secret = "{SECRET}"
+push_only = {str(push_only).lower()}
+"""
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """alice enrolled with `pushauth-radius enroll` (QR, link, test push approved by the agent)."""
+    base = tmp_path_factory.mktemp("radius")
+    made = Setup(base, broker, asyncio.run(new_rp(broker, "VPN")), base / "agent", base / "users.db", "")
+    config = write_config(made, free_port())
+    enroll = ManagedProcess(
+        [RADIUS, "--config", config, "enroll", "alice"], log_dir=base / "logs", name="radius-enroll"
+    ).start()
+    try:
+        link = enroll.wait_for_output(r"^link: (\S+)$").group(1)
+        agent_ok(made.home, "enroll", link, "--name", "phone")
+        number = enroll.wait_for_output(r"Test push: type (\d+) in your authenticator").group(1)
+        _approve(made.home, number)
+        assert enroll.wait(timeout=DEADLINE) == 0, enroll.describe()
+        made.enroll_output = enroll.stdout()
+        yield made
+    finally:
+        enroll.cleanup()
+
+
+def _only_pending(home: Path) -> dict[str, Any]:
+    def one() -> dict[str, Any] | None:
+        waiting = pending(home)
+        return waiting[0] if len(waiting) == 1 else None
+
+    found = wait_until(one, message="one pending sign-in request on the agent")
+    assert isinstance(found, dict)
+    return found
+
+
+def _approve(home: Path, number: str) -> None:
+    request = _only_pending(home)
+    agent_ok(home, "approve", request["id"], "--number", number)
+
+
+@pytest.fixture(scope="module")
+def server(setup: Setup) -> Iterator[tuple[ManagedProcess, int]]:
+    port = free_port()
+    proc = _serve(setup, write_config(setup, port))
+    yield proc, port
+    proc.cleanup()
+
+
+def _serve(setup: Setup, config: Path, name: str = "radius") -> ManagedProcess:
+    return ManagedProcess(
+        [RADIUS, "--config", config, "serve"],
+        log_dir=setup.base / "logs",
+        name=name,
+        ready=line_on_stdout(r"pushauth-radius listening on udp"),
+    ).start()
+
+
+@dataclass
+class Reply:
+    code: str | None  # "Access-Accept", ... or None: no reply
+    text: str
+
+    @property
+    def number(self) -> str:
+        match = NUMBER_RE.search(self.text)
+        assert match, self.text
+        return match.group(1)
+
+    @property
+    def state(self) -> str:
+        match = STATE_RE.search(self.text)
+        assert match, self.text
+        return match.group(1)
+
+    @property
+    def message(self) -> str:
+        match = re.search(r'Reply-Message = "([^"]*)"', self.text)
+        assert match, self.text
+        return match.group(1)
+
+
+def radclient(port: int, *attrs: str, secret: str = SECRET, timeout: float = 30, ma: bool = True) -> Reply:
+    """One request with radclient; `ma` adds a Message-Authenticator (radclient computes it)."""
+    line = ", ".join([*attrs, *(["Message-Authenticator = 0x00"] if ma else [])])
+    result = subprocess.run(
+        ["radclient", "-x", "-t", str(timeout), "-r", "1", f"127.0.0.1:{port}", "auth", secret],
+        input=line,
+        capture_output=True,
+        text=True,
+        timeout=timeout + DEADLINE,
+    )
+    text = result.stdout + result.stderr
+    match = re.search(r"Received (Access-\w+) Id", text)
+    return Reply(match.group(1) if match else None, text)
+
+
+def start(port: int, user: str = "alice") -> Reply:
+    reply = radclient(port, f'User-Name = "{user}"', 'User-Password = "gateway-checked"')
+    assert reply.code == "Access-Challenge", reply.text
+    return reply
+
+
+def follow_up(port: int, challenge: Reply, typed: str = "") -> Reply:
+    return radclient(port, 'User-Name = "alice"', f'User-Password = "{typed}"', f"State = {challenge.state}")
+
+
+def audit_line(proc: ManagedProcess, pattern: str) -> str:
+    return proc.wait_for_output(pattern, stream="stderr").group(0)
+
+
+# -- tests --------------------------------------------------------------------------
+
+
+def test_enroll_prints_a_qr_code_and_confirms_with_a_test_push(setup: Setup) -> None:
+    out = setup.enroll_output
+    assert "pushauth://enroll?" in out
+    assert "█" in out or "▀" in out  # the QR code, drawn in the terminal
+    assert "alice can now sign in with push approval or a verification code" in out
+
+
+def test_right_number_is_accepted(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    challenge = start(port)
+    assert re.fullmatch(r"\d\d", challenge.number)
+    _approve(setup.home, challenge.number)
+    reply = follow_up(port, challenge)
+    assert reply.code == "Access-Accept", reply.text
+    assert reply.message == "Approved."
+    audit_line(
+        proc, r"decision=accept outcome=approved user=alice client=gw-local addr=127\.0\.0\.1 .*challenge=\S+"
+    )
+
+
+def test_wrong_number_is_rejected(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
+    _, port = server
+    challenge = start(port)
+    wrong = "10" if challenge.number != "10" else "11"
+    _approve(setup.home, wrong)
+    reply = follow_up(port, challenge)
+    assert reply.code == "Access-Reject", reply.text
+    assert "did not match" in reply.message
+
+
+def test_deny_is_rejected(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    challenge = start(port)
+    agent_ok(setup.home, "deny", _only_pending(setup.home)["id"])
+    reply = follow_up(port, challenge)
+    assert reply.code == "Access-Reject", reply.text
+    assert reply.message == "Denied on your authenticator."
+    audit_line(proc, r"decision=reject outcome=denied user=alice")
+
+
+def test_a_verification_code_at_the_prompt_is_checked_as_totp(
+    setup: Setup, server: tuple[ManagedProcess, int]
+) -> None:
+    _, port = server
+    (code,) = [line["code"] for line in json.loads(agent_ok(setup.home, "code", "--json"))]
+    challenge = start(port)
+    reply = follow_up(port, challenge, typed=code)
+    assert reply.code == "Access-Accept", reply.text
+    assert reply.message == "Verification code accepted."
+    assert pending(setup.home) == []  # the push it replaced was cancelled
+    again = follow_up(port, start(port), typed=code)
+    assert again.code == "Access-Reject", again.text
+    assert "used already" in again.message
+    wrong = follow_up(port, start(port), typed="000000" if code != "000000" else "111111")
+    assert wrong.code == "Access-Reject" and wrong.message == "Wrong verification code."
+
+
+def test_a_state_is_answered_once(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
+    _, port = server
+    challenge = start(port)
+    agent_ok(setup.home, "deny", _only_pending(setup.home)["id"])
+    assert follow_up(port, challenge).code == "Access-Reject"
+    again = follow_up(port, challenge)  # a new request (radclient: new authenticator), same State
+    assert again.code == "Access-Reject"
+    assert "unknown or over" in again.message
+
+
+def test_a_challenge_not_answered_in_time_expires(setup: Setup) -> None:
+    port = free_port()
+    proc = _serve(setup, write_config(setup, port, ttl=10, name="short-ttl"), name="radius-short")
+    try:
+        challenge = start(port)
+        reply = follow_up(port, challenge)  # waits until the 10 s are up
+        assert reply.code == "Access-Reject", reply.text
+        assert "expired" in reply.message
+        audit_line(proc, r"decision=reject outcome=expired user=alice")
+    finally:
+        proc.cleanup()
+
+
+def test_push_only_waits_for_the_approval_in_the_first_request(setup: Setup) -> None:
+    port = free_port()
+    proc = _serve(setup, write_config(setup, port, push_only=True, name="push-only"), name="radius-push-only")
+    try:
+        result: dict[str, Reply] = {}
+
+        def ask() -> None:
+            result["reply"] = radclient(port, 'User-Name = "alice"', 'User-Password = "x"')
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        request = _only_pending(setup.home)
+        # The device is told that no number is shown; the one it types is not checked.
+        assert "none is shown" in request["context"]["number to type"]
+        agent_ok(setup.home, "approve", request["id"], "--number", "11")
+        asking.join(DEADLINE)
+        assert result["reply"].code == "Access-Accept", result["reply"].text
+        audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
+    finally:
+        proc.cleanup()
+
+
+def test_requests_per_user_are_limited(setup: Setup) -> None:
+    port = free_port()
+    proc = _serve(setup, write_config(setup, port, rate=2, name="rate"), name="radius-rate")
+    try:
+        for _ in range(2):
+            reply = radclient(port, 'User-Name = "bob"', 'User-Password = "pw"')
+            assert reply.code == "Access-Reject" and "No authenticator" in reply.message, reply.text
+        third = radclient(port, 'User-Name = "bob"', 'User-Password = "pw"')
+        assert third.code == "Access-Reject" and "Too many" in third.message, third.text
+        audit_line(proc, r"decision=reject outcome=rate_limited user=bob")
+    finally:
+        proc.cleanup()
+
+
+def test_a_wrong_shared_secret_is_dropped_and_logged(server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"', secret="not-the-secret", timeout=1)
+    assert reply.code is None, reply.text
+    audit_line(proc, r"decision=drop outcome=bad_message_authenticator client=gw-local")
+
+
+def test_a_request_without_message_authenticator_is_dropped(server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"', ma=False, timeout=1)
+    assert reply.code is None, reply.text
+    audit_line(proc, r"decision=drop outcome=no_message_authenticator client=gw-local")
+
+
+def _request(user: str = "mallory") -> bytes:
+    pkt = rp.AuthPacket(
+        code=rp.AccessRequest, secret=SECRET.encode(), dict=dictionary.load(), message_authenticator=True
+    )
+    pkt["User-Name"] = user
+    pkt["User-Password"] = pkt.PwCrypt("pw")
+    return pkt.RequestPacket()
+
+
+def _socket(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((host, 0))
+    sock.settimeout(DEADLINE)
+    return sock
+
+
+def test_a_retransmission_gets_the_same_reply_and_a_replay_none(server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    data = _request()
+    with _socket() as first, _socket() as other:
+        first.sendto(data, ("127.0.0.1", port))
+        reply, _ = first.recvfrom(4096)
+        assert reply[0] == rp.AccessReject  # mallory has no authenticator
+        first.sendto(data, ("127.0.0.1", port))  # RFC 5080: same source, id and authenticator
+        assert first.recvfrom(4096)[0] == reply
+        other.sendto(data, ("127.0.0.1", port))  # the same packet from elsewhere: a replay
+        audit_line(proc, r"decision=drop outcome=replayed user=mallory client=gw-local")
+        other.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            other.recvfrom(4096)
+
+
+def test_an_unknown_client_is_dropped_and_logged(server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    with _socket("127.0.0.2") as sock:
+        sock.sendto(_request(), ("127.0.0.1", port))
+        audit_line(proc, r"decision=drop outcome=unknown_client addr=127\.0\.0\.2")
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recvfrom(4096)
+
+
+def test_check_config_and_bad_config_say_one_line(setup: Setup, tmp_path: Path) -> None:
+    good = subprocess.run(
+        [RADIUS, "--config", write_config(setup, 1812, name="check"), "check-config"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+    )
+    assert good.returncode == 0, good.stderr
+    assert "client gw-local: 127.0.0.1/32" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[broker]\nurl = "ftp://x"\n')
+    result = subprocess.run(
+        [RADIUS, "--config", bad, "check-config"], capture_output=True, text=True, timeout=DEADLINE
+    )
+    assert result.returncode == 1
+    assert (
+        result.stderr.count("\n") == 1 and "broker.url" in result.stderr and "Traceback" not in result.stderr
+    )
