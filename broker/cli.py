@@ -47,6 +47,7 @@ from .policy_cli import (
     rp_policy_command,
 )
 from .store import Store
+from .workers import MAX_WORKERS, WorkersError, supervise
 
 log = logging.getLogger("pushauth.broker")
 DEFAULT_LIMITS = Limits()
@@ -231,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
     serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help=f"processes serving the port (SO_REUSEPORT), each a node of its own named NODE-wI on the same "
+        f"Redis (one embedded Redis for all); with --metrics-port P, worker I serves metrics on P+I; "
+        f"1..{MAX_WORKERS} (default: %(default)s)",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
+    serve.add_argument(
         "--metrics-port",
         type=int,
         metavar="PORT",
@@ -335,8 +346,7 @@ async def serve(args: argparse.Namespace) -> None:
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
     if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
         raise CliError("--auth-timeout must be 0.5 to 600 seconds")
-    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
-        raise CliError("--metrics-port must be 0 to 65535")
+    _check_ports(args)
     for warning in deprecated_flags(args):
         log.warning("%s", warning)
     limits, timeouts, quota = _limits(args)
@@ -362,12 +372,19 @@ async def serve(args: argparse.Namespace) -> None:
         try:
             if args.metrics_port is not None:
                 metrics = await _serve_metrics(app, node, args.metrics_host, args.metrics_port)
-            site = GuardedSite(runner, args.host, args.port, timeouts=timeouts, backlog=1024)
+            site = GuardedSite(
+                runner,
+                args.host,
+                args.port,
+                timeouts=timeouts,
+                backlog=1024,
+                reuse_port=args.reuse_port or None,
+            )
             site.handler_args(access_log=log if args.access_log else None)
             await site.start()
             port = runner.addresses[0][1]
             tune_gc()
-            print(f"pushauth-broker node {node} listening on http://{args.host}:{port}", flush=True)
+            say(f"pushauth-broker node {node} listening on http://{args.host}:{port}")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -378,7 +395,7 @@ async def serve(args: argparse.Namespace) -> None:
             if metrics is not None:
                 await metrics.cleanup()
             raise
-        print("pushauth-broker: shutting down", flush=True)
+        say("pushauth-broker: shutting down")
         # Closing thousands of sockets allocates enough to set off full garbage
         # collections of a heap that is about to be dropped: seconds, for nothing.
         gc.disable()
@@ -387,7 +404,7 @@ async def serve(args: argparse.Namespace) -> None:
             log.warning("stopped with requests still in flight after %.0fs", SHUTDOWN_TIMEOUT_S)
         if metrics is not None:
             await metrics.cleanup()
-        print(f"pushauth-broker: stopped in {time.monotonic() - began:.2f}s", flush=True)
+        say(f"pushauth-broker: stopped in {time.monotonic() - began:.2f}s")
 
 
 async def _serve_metrics(app: web.Application, node: str, host: str, port: int) -> web.AppRunner:
@@ -396,8 +413,16 @@ async def _serve_metrics(app: web.Application, node: str, host: str, port: int) 
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
     bound = runner.addresses[0][1]
-    print(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics", flush=True)
+    say(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics")
     return runner
+
+
+def _check_ports(args: argparse.Namespace) -> None:
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise CliError(f"--workers must be 1 to {MAX_WORKERS}")
+    last = (args.metrics_port or 0) + args.workers - 1
+    if args.metrics_port is not None and not (args.metrics_port >= 0 and last <= 65535):
+        raise CliError("--metrics-port must be 0 to 65535 (with --workers N: up to 65536 - N)")
 
 
 def _limits(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
@@ -485,14 +510,22 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]], *, exit_after: bool = Fa
             _exit_now()
 
 
+def say(line: str) -> None:
+    """A status line on stdout. A worker's stdout is a pipe to its supervisor: if that
+    died (and this worker is stopping because of it), the stop must go on regardless."""
+    with contextlib.suppress(OSError):
+        print(line, flush=True)
+
+
 def _exit_now() -> None:
     """The server has stopped: state is in Redis, devices were told, requests answered,
     the embedded Redis stopped. Exit without tearing down what is left one object at a
     time: cancelling the tasks of 18,000 device connections and freeing their objects
     took seconds after the broker had otherwise stopped."""
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()
+        sys.stderr.flush()
     os._exit(0)
 
 
@@ -507,11 +540,15 @@ def main(argv: list[str] | None = None) -> int:
         [BlobIdFilter()],  # every logger's lines, the access log's too
     )
     try:
-        if args.command == "serve":
+        if args.command == "serve" and args.workers != 1:
+            _check_ports(args)
+            serve_argv = list(sys.argv[1:] if argv is None else argv)
+            asyncio.run(supervise(args, serve_argv))
+        elif args.command == "serve":
             _run(lambda: serve(args), exit_after=True)
         elif args.command == "rp":
             _run(lambda: rp_command(args))
-    except CliError as exc:
+    except (CliError, WorkersError) as exc:
         print(f"pushauth-broker: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken
