@@ -23,6 +23,10 @@ class Settings:
     secure_cookies: bool = False
     push_digits: int = numbers.DEFAULT_DIGITS
     push_ttl: int = 60  # seconds a sign-in request stays answerable
+    # Seconds a setup's test notification stays answerable (at least push_ttl): it goes
+    # to the new device only, and waits at the broker until that device connects, so a
+    # person who enrolls first and then starts `pushauth-agent listen` still has time.
+    setup_push_ttl: int = 180
     session_idle: int = 30 * 60  # seconds
     session_max: int = 8 * 3600  # seconds, absolute lifetime of a signed-in session
     # Password and code attempts: after `lockout_after` consecutive failures an

@@ -287,7 +287,7 @@ async def start(
         challenge = await request.app[CLIENT].create_challenge(
             user.handle,
             context,
-            ttl=settings.push_ttl,
+            ttl=max(settings.push_ttl, settings.setup_push_ttl) if purpose == SETUP else settings.push_ttl,
             digits=settings.push_digits,
             # A setup's test push goes to the device being added only: it is the one
             # that must prove it works, and it gets no other requests until it did.
