@@ -1,0 +1,172 @@
+"""Operations (issue 15): the broker's Prometheus metrics on their own loopback
+listener, counted from real sign-ins on real broker processes and a real Redis, and
+`--log-format json`. Values are read with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import urllib.request
+from collections.abc import Callable
+
+import aiohttp
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+from support import BrokerProcess, RedisServer, add_rp, free_port, http_status, wait_until
+from test_broker_device_ws import BAD_FRAMES, CTX, Device, approve_push, keys_of, online_device
+
+from protocol.frames import Challenge
+from relying_party.sdk import PushAuthClient
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = resp.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def with_metrics(
+    factory: Callable[..., BrokerProcess], redis: RedisServer, node: str
+) -> tuple[BrokerProcess, int]:
+    port = free_port()
+    broker = factory(redis_url=redis.url, node=node, extra_args=["--metrics-port", str(port)])
+    assert f"node {node} metrics on http://127.0.0.1:{port}/metrics" in broker.stdout()
+    return broker, port
+
+
+async def test_a_sign_in_is_counted_with_its_stages_devices_and_refusals(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    broker, port = with_metrics(broker_factory, redis_server, "m")
+    rp = add_rp("Metrics RP", redis_url=redis_server.url)
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, broker.ws_url)
+        ch = await client.create_challenge("alice", CTX)
+        during = scrape(port)
+        # The RP's long-poll waits before the device answers: the answered -> result stage.
+        result = asyncio.ensure_future(client.wait_result(ch, await keys_of(client, "alice"), timeout=20))
+        await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 1, message="the long-poll waiting")
+        await approve_push(dev, ch)
+        assert (await result).approved
+        denied = await client.create_challenge("alice", CTX)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge)
+        await dev.send(dev.answer(pushed, decision="deny"))
+        await dev.frame()  # answer_result
+        await client.wait_result(denied, await keys_of(client, "alice"), timeout=10)
+
+        assert value(during, "pushauth_challenges_pending") == 1
+        assert value(during, "pushauth_devices_connected") == 1
+        assert value(during, "pushauth_credentials_online") == 1
+        after = scrape(port)
+        assert value(after, "pushauth_signins_total", outcome="approved") == 1
+        assert value(after, "pushauth_signins_total", outcome="denied") == 1
+        assert value(after, "pushauth_challenges_created_total") == 2
+        assert value(after, "pushauth_challenges_pending") == 0
+        for stage, count in (("delivered", 2), ("answered", 2), ("result", 1)):
+            assert value(after, "pushauth_signin_stage_seconds_count", stage=stage) == count, stage
+            assert 0 < value(after, "pushauth_signin_stage_seconds_sum", stage=stage) < 10, stage
+        assert value(after, "pushauth_node", node="m") == 1
+
+        # Refusals: by HTTP status and problem code, and device frames by protocol code.
+        async with aiohttp.ClientSession() as http, http.get(f"{broker.http_url}/v1/rp") as resp:
+            assert resp.status == 401
+        bad = await Device.connect(broker.ws_url)
+        frame, _close, code = BAD_FRAMES["not-msgpack"]
+        await bad.send(frame)
+        await bad.closed()
+        await dev.close()
+    after = scrape(port)
+    assert value(after, "pushauth_http_rejected_total", status="401", code="unauthorized") == 1
+    assert value(after, "pushauth_device_errors_total", code=code) == 1
+    wait_until(lambda: value(scrape(port), "pushauth_devices_connected") == 0, message="devices gone")
+
+
+def test_metrics_have_their_own_loopback_listener_and_are_not_on_the_api_port(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    broker, port = with_metrics(broker_factory, redis_server, "m")
+    assert http_status(f"{broker.http_url}/metrics") == 404
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(broker.pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert listening == {("127.0.0.1", broker.port), ("127.0.0.1", port)}
+    plain = broker_factory(redis_url=redis_server.url, node="plain")  # no flag: no listener
+    assert "metrics on" not in plain.stdout()
+    assert (
+        len([c for c in psutil.Process(plain.pid).net_connections(kind="tcp") if c.status == "LISTEN"]) == 1
+    )
+
+
+async def test_each_outcome_is_counted_once_and_other_nodes_measure_event_lag(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    a, port_a = with_metrics(broker_factory, redis_server, "a")
+    b, port_b = with_metrics(broker_factory, redis_server, "b")
+    rp = add_rp("Two nodes", redis_url=redis_server.url)
+    async with PushAuthClient(a.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, b.ws_url)  # the device on b, the RP on a
+        ch = await client.create_challenge("alice", CTX)
+        await approve_push(dev, ch)
+        assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=10)).approved
+        await dev.close()
+    on_a, on_b = scrape(port_a), scrape(port_b)
+    approved = [value(s, "pushauth_signins_total", outcome="approved") for s in (on_a, on_b)]
+    assert approved == [0, 1]  # counted by b, which recorded the answer
+    assert value(on_a, "pushauth_challenges_created_total") == 1
+    assert value(on_b, "pushauth_event_lag_seconds_count") == 1  # a's ChallengeCreated, handled on b
+    assert value(on_b, "pushauth_signin_stage_seconds_count", stage="delivered") == 1
+
+
+def test_a_lost_event_channel_counts_redis_errors_and_resubscriptions(
+    broker_factory: Callable[..., BrokerProcess], redis_factory: Callable[..., RedisServer]
+) -> None:
+    redis = redis_factory()
+    _, port = with_metrics(broker_factory, redis, "m")
+    redis.kill()
+    wait_until(
+        lambda: value(scrape(port), "pushauth_event_channel_subscribed") == 0, message="the node to notice"
+    )
+    redis.restart()
+    wait_until(
+        lambda: value(scrape(port), "pushauth_event_channel_resubscriptions_total") >= 1,
+        message="the node to subscribe again",
+    )
+    samples = scrape(port)
+    assert value(samples, "pushauth_redis_errors_total", where="events") >= 1
+    assert value(samples, "pushauth_event_channel_subscribed") == 1
+
+
+def test_json_logs_are_one_object_per_line_and_text_stays_the_default(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    as_json = broker_factory(
+        redis_url=redis_server.url, node="j", extra_args=["--log-format", "json", "--access-log"]
+    )
+    as_text = broker_factory(redis_url=redis_server.url, node="t", extra_args=["--access-log"])
+    for broker in (as_json, as_text):
+        assert http_status(f"{broker.http_url}/v1/rp") == 401
+    wait_until(lambda: "/v1/rp" in as_json.stderr() and "/v1/rp" in as_text.stderr(), message="access logs")
+    lines = [json.loads(line) for line in as_json.stderr().splitlines() if line.strip()]
+    assert lines, as_json.stderr()
+    for line in lines:
+        assert {"ts", "level", "node", "event", "logger", "fields"} <= line.keys(), line
+        assert line["node"] == "j" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    access = next(line for line in lines if "/v1/rp" in line["event"])
+    assert access["level"] == "INFO" and access["fields"]["response_status"] == 401
+    text_line = next(line for line in as_text.stderr().splitlines() if "/v1/rp" in line)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pushauth\.broker: 127\.0\.0\.1 ", text_line)
