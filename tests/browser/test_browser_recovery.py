@@ -188,6 +188,9 @@ def test_test_notification_goes_to_the_new_device_only(
     _shot(stack, page, "second-01-test-notification")
     test_push = new_phone.wait_request()
     assert "action" in test_push["context"]
+    # Time for a person to start `listen` after enrolling (the sign-in TTL here is 15 s).
+    assert test_push["seconds_left"] > 150, test_push
+    expect(page.locator("#countdown-value")).to_have_text(re.compile(r"^[23]:[0-5][0-9]$"))
     assert stack.agent.pending() == []  # the old phone got nothing
 
     # A sign-in meanwhile (another browser): only the set-up phone is asked.
