@@ -47,7 +47,7 @@ def _recovery_sign_in(stack: Any, page: Page, code: str) -> None:
 
 
 def test_recovery_codes_sign_in_once_each_and_a_new_set_replaces_the_old(stack: Any, page: Page) -> None:
-    stack.enroll(page, "rcodes")
+    stack.enroll(page, "rcodes-setup")
     expect(page.locator("#recovery-left")).to_contain_text("Not set up")
     _shot(stack, page, "rcodes-01-security-no-codes")
     page.locator("#recovery-codes-link").click()
@@ -135,7 +135,7 @@ def test_temporary_access_pass_signs_in_once_and_adds_a_new_device(
     stack: Any, page: Page, tmp_path: Path
 ) -> None:
     db = tmp_path / "rp.db"  # the stack's database (tests/browser/conftest.py: start_stack)
-    stack.enroll(page, "tap")
+    stack.enroll(page, "tap-setup")
     stack.sign_out(page)
 
     # Expired: refused. (Made to expire in the database: the shortest pass lasts 10 minutes.)
@@ -181,7 +181,7 @@ def test_test_notification_goes_to_the_new_device_only(
 ) -> None:
     """Finding 3: the test push is the new device's alone ("Sent to 1 device"); until it
     is approved the device gets no sign-in and the Account page does not count it."""
-    stack.enroll(page, "second")
+    stack.enroll(page, "second-setup")
     new_phone = type(stack.agent)(tmp_path / "new-phone")
     _add_device(stack, page, new_phone, "New phone")
     expect(page.locator("#push")).to_contain_text("Sent to 1 device.")
