@@ -1,0 +1,176 @@
+"""pushauth-radius's sans-I/O parts: decisions, packet checks and the configuration.
+
+No servers here: what a typed answer means, the user mapping, the RFC 5080 duplicate
+cache with a clock passed in, the Message-Authenticator check of packets.parse on
+packets pyrad builds, and the configuration's one-line errors.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+import pytest
+from pyrad import packet as rp
+
+from protocol.challenge import Status
+from relying_party.radius import config, core, dictionary, packets
+from relying_party.radius.core import Cached, DuplicateCache, InProgress, New, Outcome, Totp, WaitForPush
+
+CLIENT = config.Client("gw", ipaddress.ip_network("10.0.0.0/24"), b"s3cret")
+
+
+@pytest.mark.parametrize(
+    ("typed", "number", "meaning"),
+    [
+        ("", "47", WaitForPush()),
+        ("47", "47", WaitForPush()),  # the number typed on the VPN too: not a code
+        ("123456", "47", Totp("123456")),
+        (" 12345678 ", "47", Totp("12345678")),
+        ("123456", "123456", WaitForPush()),  # a 6-digit number typed back is the number
+        ("12345", "47", WaitForPush()),
+        ("123456789", "47", WaitForPush()),
+        ("yes", "47", WaitForPush()),
+    ],
+)
+def test_what_a_typed_answer_means(typed: str, number: str, meaning: object) -> None:
+    assert core.read_answer(typed, number) == meaning
+
+
+@pytest.mark.parametrize(
+    ("name", "strip", "lower", "mapped"),
+    [
+        ("Alice@CORP.example", True, True, "alice"),
+        ("CORP\\Alice", True, True, "alice"),
+        ("alice@corp", False, True, "alice@corp"),
+        ("Alice", True, False, "Alice"),
+        ("", True, True, None),
+        ("al ice", True, True, None),
+        ("a" * 65, True, True, None),
+        ("bob\x00", True, True, None),
+    ],
+)
+def test_user_mapping(name: str, strip: bool, lower: bool, mapped: str | None) -> None:
+    assert core.map_user(name, strip_realm=strip, lowercase=lower) == mapped
+
+
+def test_only_a_verified_approval_accepts() -> None:
+    assert core.outcome_of(Status.APPROVED) is Outcome.APPROVED
+    for status in Status:
+        outcome = core.outcome_of(status)
+        assert (outcome in core.ACCEPTED) == (status is Status.APPROVED), status
+        assert outcome in core.MESSAGES
+
+
+def test_duplicates_are_processed_once_and_answered_alike() -> None:
+    cache = DuplicateCache(window=30)
+    key = ("10.0.0.1", 5000, 7, b"a" * 16)
+    assert isinstance(cache.seen(key, 0.0), New)
+    assert isinstance(cache.seen(key, 100.0), InProgress)  # however long processing takes
+    cache.answered(key, b"reply", 100.0)
+    assert cache.seen(key, 129.0) == Cached(b"reply")
+    assert isinstance(cache.seen(key, 130.0), New)  # the window is over
+    other = ("10.0.0.1", 5001, 7, b"a" * 16)
+    assert isinstance(cache.seen(other, 130.0), New)  # another source port is another request
+    cache.answered(other, None, 130.0)  # nothing sent: forgotten, a retransmission is processed
+    assert isinstance(cache.seen(other, 131.0), New)
+
+
+def _request(secret: bytes = b"s3cret", *, ma: bool = True) -> bytes:
+    pkt = rp.AuthPacket(
+        code=rp.AccessRequest, secret=secret, dict=dictionary.load(), message_authenticator=ma
+    )
+    pkt["User-Name"] = "alice"
+    pkt["User-Password"] = pkt.PwCrypt("correct horse")
+    pkt["State"] = b"\x01" * 16
+    return pkt.RequestPacket()
+
+
+def test_a_request_is_taken_only_with_a_valid_message_authenticator() -> None:
+    parsed = packets.parse(_request(), CLIENT)
+    assert isinstance(parsed, packets.AccessRequest)
+    assert (parsed.user_name, parsed.password, parsed.state) == ("alice", "correct horse", b"\x01" * 16)
+    assert packets.parse(_request(b"other"), CLIENT) is Outcome.BAD_MESSAGE_AUTHENTICATOR
+    assert packets.parse(_request(ma=False), CLIENT) is Outcome.NO_MESSAGE_AUTHENTICATOR
+    data = bytearray(_request())
+    data[-1] ^= 1  # one bit of the State changed on the way
+    assert packets.parse(bytes(data), CLIENT) is Outcome.BAD_MESSAGE_AUTHENTICATOR
+    assert packets.parse(b"\x01\x02\x00\x10", CLIENT) is Outcome.MALFORMED
+    accounting = bytearray(_request())
+    accounting[0] = rp.AccountingRequest
+    assert packets.parse(bytes(accounting), CLIENT) is Outcome.MALFORMED
+
+
+def test_replies_verify_at_the_client_with_message_authenticator() -> None:
+    raw = _request()
+    request = packets.parse(raw, CLIENT)
+    assert isinstance(request, packets.AccessRequest)
+    sent = rp.AuthPacket(secret=b"s3cret", dict=dictionary.load(), packet=raw)
+    for data in (
+        packets.challenge(request, core.challenge_message("47"), b"\x02" * 16),
+        packets.accept(request, "Approved."),
+        packets.reject(request, "x" * 400),  # cut to one attribute
+    ):
+        reply = sent.CreateReply(packet=data)
+        assert sent.VerifyReply(reply, data, enforce_ma=True)
+    challenge = sent.CreateReply(
+        packet=packets.challenge(request, core.challenge_message("47"), b"\x02" * 16)
+    )
+    assert challenge.code == rp.AccessChallenge
+    assert challenge["State"] == [b"\x02" * 16]
+    assert challenge["Reply-Message"] == ["Type 47 in your authenticator, then press Enter"]
+
+
+def _config(tmp_path: Path, text: str) -> config.Config:
+    (tmp_path / "key").write_text("k" * 20)
+    path = tmp_path / "radius.toml"
+    path.write_text('[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "key"\n' + text)
+    return config.load(path)
+
+
+CLIENTS = (
+    '[[client]]\nname = "net"\naddress = "10.0.0.0/8"\nsecret = "a"\n'
+    '[[client]]\nname = "host"\naddress = "10.1.2.3"\nsecret_file = "s"\npush_only = true\n'
+)
+
+
+def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("from-a-file\n")
+    cfg = _config(tmp_path, CLIENTS)
+    host = cfg.client_for("10.1.2.3")
+    assert host is not None and host.name == "host" and host.push_only and host.secret == b"from-a-file"
+    net = cfg.client_for("10.9.9.9")
+    assert net is not None and net.name == "net" and not net.push_only
+    assert cfg.client_for("192.0.2.1") is None
+    assert cfg.client_for("::1") is None
+    assert (cfg.ttl, cfg.digits, cfg.first_factor, cfg.broker_down) == (60, 2, "gateway", "reject")
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("", "client"),
+        ('[[client]]\naddress = "10.0.0.0/33"\nsecret = "a"\n', "client[0].address"),
+        ('[[client]]\naddress = "10.0.0.1"\n', "client[0].secret"),
+        ('[[client]]\naddress = "10.0.0.1"\nsecret_file = "missing"\n', "client[0].secret_file"),
+        ("[challenge]\nttl = 5\n" + CLIENTS, "challenge.ttl"),
+        ("[challenge]\ndigits = 9\n" + CLIENTS, "challenge.digits"),
+        ('[challenge]\ndigits = "6"\n' + CLIENTS, "challenge.digits"),
+        ('[first_factor]\nmode = "ldap"\n' + CLIENTS, "first_factor.mode"),
+        ('[first_factor]\nmode = "upstream"\n' + CLIENTS, "first_factor.host"),
+        ("[radius]\nport = 70000\n" + CLIENTS, "radius.port"),
+        ("[limits]\nduplicate_window = 0\n" + CLIENTS, "limits.duplicate_window"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    (tmp_path / "s").write_text("x")
+    with pytest.raises(config.ConfigError, match="radius.toml: " + re.escape(key)):
+        _config(tmp_path, text)
+
+
+def test_config_not_toml(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[broker\n")
+    with pytest.raises(config.ConfigError, match="not valid TOML"):
+        config.load(path)
