@@ -141,14 +141,21 @@ def view_of(status: Status) -> StatusView:
     return STATUS_VIEWS.get(status, ENDED)
 
 
-def public_keys(db: Database, user: User) -> dict[str, bytes]:
-    """Every key we stored for the user: an answer signed by anything else is refused."""
-    return {d.credential_id: d.public_key for d in db.devices(user.id)}
+def public_keys(db: Database, user: User, challenge: Challenge) -> dict[str, bytes]:
+    """The keys that may answer `challenge`: an answer signed by anything else is refused.
+    A setup's test push (targeted) only the new device's; any other request only the
+    devices whose setup was finished: a device becomes active for sign-ins once its test
+    push is approved, whatever a broker routes to it."""
+    if challenge.credential_id is not None:
+        device = db.device(user.id, challenge.credential_id)
+        return {device.credential_id: device.public_key} if device else {}
+    return {d.credential_id: d.public_key for d in db.devices(user.id, confirmed_only=True)}
 
 
 async def verified(
     request: web.Request,
     user: User,
+    challenge: Challenge,
     read: Callable[[dict[str, bytes]], Awaitable[SignInResult]],
     again: Callable[[dict[str, bytes]], Awaitable[SignInResult]],
 ) -> SignInResult:
@@ -158,7 +165,7 @@ async def verified(
     recovery key signed) and the result read once more with `again`."""
     db = request.app[DB]
     try:
-        return await read(public_keys(db, user))
+        return await read(public_keys(db, user, challenge))
     except VerificationFailed as exc:
         if exc.reason is not VerificationReason.UNKNOWN_CREDENTIAL:
             raise
@@ -166,7 +173,7 @@ async def verified(
             await credentials.sync(request.app[CLIENT], db, user)
         except PushAuthError:
             raise exc from None
-        keys = public_keys(db, user)
+        keys = public_keys(db, user, challenge)
         if exc.credential_id is None or exc.credential_id not in keys:
             raise
         return await again(keys)
@@ -481,6 +488,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             result = await verified(
                 request,
                 user,
+                challenge,
                 lambda keys: client.wait_result(challenge, keys, timeout=POLL_S),
                 lambda keys: client.get_result(challenge, keys),
             )
@@ -512,6 +520,7 @@ async def _result(request: web.Request, user: User, challenge: Challenge) -> Sig
         return await verified(
             request,
             user,
+            challenge,
             lambda keys: client.get_result(challenge, keys),
             lambda keys: client.get_result(challenge, keys),
         )
