@@ -340,16 +340,22 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             await asyncio.to_thread(embedded.stop)
 
 
-async def serve(args: argparse.Namespace) -> None:
-    node = args.node
+def check_serve(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
+    """Refuse bad `serve` arguments with one message, before anything starts (with
+    --workers, in the supervisor, so that N workers do not each say it)."""
     if not 10 <= args.enrollment_ttl <= 600:
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
     if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
         raise CliError("--auth-timeout must be 0.5 to 600 seconds")
     _check_ports(args)
+    return _limits(args)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    node = args.node
+    limits, timeouts, quota = check_serve(args)
     for warning in deprecated_flags(args):
         log.warning("%s", warning)
-    limits, timeouts, quota = _limits(args)
     async with open_redis(args) as redis:
         app = create_app(
             redis,
@@ -541,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "serve" and args.workers != 1:
-            _check_ports(args)
+            check_serve(args)
             serve_argv = list(sys.argv[1:] if argv is None else argv)
             asyncio.run(supervise(args, serve_argv))
         elif args.command == "serve":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import BROKER, BrokerProcess, line_on_stdout, run_cli, wait_until
+from support import BROKER, BrokerProcess, assert_cli_error, line_on_stdout, run_cli, wait_until
 from test_broker_device_ws import CTX, Device, approve_push, keys_of, online_device
 
 from protocol.frames import Challenge
@@ -153,3 +153,15 @@ async def test_a_killed_supervisor_stops_its_workers_in_order_and_a_dead_worker_
             assert await dev.closed() == (1001, "broker shutting down")
     for pid in (again, w1, redis_pid):
         wait_until(lambda pid=pid: not running(pid), message=f"process {pid} to end after the supervisor")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--workers", "0"], "--workers must be 1 to 64"),
+        (["--workers", "2", "--enrollment-ttl", "5"], "--enrollment-ttl"),
+        (["--workers", "2", "--metrics-port", "65535"], "--metrics-port"),
+    ],
+)
+def test_bad_worker_arguments_get_one_line_before_anything_starts(args: list[str], words: str) -> None:
+    assert_cli_error(run_cli([BROKER, "serve", "--port", "0", *args]), contains=words)
