@@ -24,6 +24,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer
 
+from protocol.uri import TotpParams
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 
@@ -127,22 +128,33 @@ class Phone:
         await self.page.locator("#toast", has_text=words).wait_for(timeout=WAIT_MS)
 
 
+async def new_phone(browser: Browser, url: str, **options: Any) -> Phone:
+    """A fresh phone (its own browser context and storage) with the app open at `url`."""
+    context = await browser.new_context(**{**PHONE, **options})
+    context.set_default_timeout(WAIT_MS)
+    p = Phone(context, None, url)  # type: ignore[arg-type]
+    await p.open()
+    return p
+
+
 @pytest_asyncio.fixture(loop_scope="module")
 async def phone(browser: Browser, app_broker: BrokerProcess) -> AsyncIterator[Phone]:
-    context = await browser.new_context(**PHONE)
-    context.set_default_timeout(WAIT_MS)
-    p = Phone(context, None, app_broker.http_url + "/app/")  # type: ignore[arg-type]
-    await p.open()
+    p = await new_phone(browser, app_broker.http_url + "/app/")
     yield p
-    await context.close()
+    await p.context.close()
 
 
 async def enrolled(
-    rp: PushAuthClient, phone: Phone, user: str = "alice", *, confirm: bool = True
+    rp: PushAuthClient,
+    phone: Phone,
+    user: str = "alice",
+    *,
+    confirm: bool = True,
+    totp: TotpParams | None = None,
 ) -> dict[str, Any]:
     """An account added by pasting the RP's link (with its `es` and a TOTP secret); the
     RP checks the binding and stores the key, and confirms the credential."""
-    totp = new_totp()
+    totp = totp or new_totp()
     enrollment = await rp.create_enrollment(user, f"{user}@contoso.example", totp=totp)
     assert enrollment.uri is not None
     cid = await phone.add_account(enrollment.uri)

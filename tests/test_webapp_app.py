@@ -1,0 +1,226 @@
+"""The web authenticator beyond one sign-in: verification codes equal to the Python
+agent's, tap to copy, rename, remove (revoked at the broker), removal by the RP,
+approving behind WebAuthn user verification (Chromium's virtual authenticator), the
+installable app (manifest, icons, service worker offline, headers), dark at 320 px.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+from PIL import Image
+from playwright.async_api import Browser
+from support import BrokerProcess
+from test_webapp_signin import CONTEXT, result
+from webapp_world import (  # noqa: F401
+    Phone,
+    app_broker,
+    browser,
+    enrolled,
+    new_phone,
+    phone,
+    rp,
+)
+
+from device_agent.accounts_model import decode_base32_secret
+from device_agent.totp import totp as agent_totp
+from protocol.challenge import Status
+from protocol.uri import TotpParams
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def agent_codes(params: TotpParams, around: tuple[float, float]) -> set[str]:
+    """The Python agent's codes for the secret at the instants a code was read between."""
+    secret = decode_base32_secret(params.secret)
+    kw: dict[str, Any] = {"algorithm": params.algorithm, "digits": params.digits, "period": params.period}
+    return {agent_totp(secret, at, **kw) for at in around}
+
+
+@pytest.mark.parametrize("params", [("SHA1", 6, 30), ("SHA256", 8, 60), ("SHA512", 6, 30)])
+async def test_codes_equal_the_python_agents_and_copy_on_tap(
+    rp: PushAuthClient, phone: Phone, params: tuple[str, int, int]
+) -> None:
+    totp = new_totp(*params)
+    await enrolled(rp, phone, totp=totp)
+    code = phone.page.locator("#accounts [data-role='code']")
+    await code.wait_for()
+    await phone.page.locator("#accounts [data-role='code'][data-code]").wait_for()
+    before = time.time()
+    shown = await code.get_attribute("data-code")
+    after = time.time()
+    assert shown in agent_codes(totp, (before, after))
+    seconds = await phone.page.locator("#accounts [data-role='secs']").inner_text()
+    assert seconds.endswith(" s left") and 1 <= int(seconds.split()[0]) <= totp.period
+    await phone.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=phone.url)
+    await code.tap()
+    await phone.toast("Code copied")
+    copied = await phone.page.evaluate("navigator.clipboard.readText()")
+    assert copied in agent_codes(totp, (before, time.time()))
+
+
+async def test_rename_and_remove_revokes_at_the_broker(rp: PushAuthClient, phone: Phone) -> None:
+    account = await enrolled(rp, phone)
+    page = phone.page
+    await page.get_by_role("button", name="Manage alice@contoso.example").tap()
+    await phone.shot("10-manage-account")
+    await phone.axe_clean("the manage account screen")
+    await page.get_by_label("Name shown in this app").fill("Work")
+    await page.get_by_role("button", name="Rename").tap()
+    await page.locator("#accounts .acct-name", has_text="Work").wait_for()
+    await phone.toast("Renamed")
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Manage Work").tap()
+    await page.get_by_role("button", name="Remove account").tap()
+    await phone.toast("was removed from this phone")
+    await page.locator("#accounts li").wait_for(state="detached")
+    assert [c.id for c in await rp.list_credentials("alice")] == []
+    assert account["cid"]
+    await phone.shot("11-removed")
+
+
+async def test_removal_by_the_service_reaches_the_open_app(rp: PushAuthClient, phone: Phone) -> None:
+    account = await enrolled(rp, phone)
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await rp.revoke_credential(account["cid"])
+    await phone.toast("was removed by the service")
+    await phone.no_prompt()
+    await phone.page.locator("#accounts li").wait_for(state="detached")
+
+
+async def test_approving_asks_for_the_screen_lock_when_set(
+    rp: PushAuthClient, browser: Browser, app_broker: BrokerProcess
+) -> None:
+    # WebAuthn needs a domain (an IP address is no relying party id): the app at localhost.
+    phone = await new_phone(browser, f"http://localhost:{app_broker.port}/app/")
+    try:
+        await screen_lock_gate(rp, phone)
+    finally:
+        await phone.context.close()
+
+
+async def screen_lock_gate(rp: PushAuthClient, phone: Phone) -> None:
+    cdp = await phone.context.new_cdp_session(phone.page)
+    await cdp.send("WebAuthn.enable")
+    added = await cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    authenticator = added["authenticatorId"]
+    account = await enrolled(rp, phone)
+    page = phone.page
+    await page.get_by_role("button", name="Manage alice@contoso.example").tap()
+    await page.get_by_label("Ask for this phone's screen lock").tap()
+    await page.locator("#toast:has-text('now asks'), #account-error:visible").first.wait_for()
+    assert await page.locator("#account-error").is_hidden(), await page.locator("#account-error").inner_text()
+    assert await page.get_by_label("Ask for this phone's screen lock").is_checked()
+    await phone.shot("12-screen-lock-on")
+    await page.get_by_role("button", name="Back").tap()
+    creds = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]
+    assert len(creds) == 1
+
+    # The user fails the screen lock: nothing is sent, the request stays.
+    await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": False})
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await phone.type_number(challenge.number)
+    await page.get_by_role("button", name="Approve").tap()
+    await page.locator("#prompt-error", has_text="did not confirm").wait_for()
+    await phone.shot("13-screen-lock-failed")
+    assert (await rp.get_result(challenge, {account["cid"]: account["key"]})).status is Status.PENDING
+
+    # Verified: the approval goes through, after one more assertion by the authenticator.
+    await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": True})
+    await page.get_by_role("button", name="Approve").tap()
+    assert await result(rp, challenge, account) is Status.APPROVED
+    after = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]
+    assert after[0]["signCount"] > creds[0]["signCount"]
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+async def test_installable_offline_and_served_with_a_strict_policy(
+    phone: Phone, app_broker: BrokerProcess
+) -> None:
+    base = phone.url
+    status, headers, _ = fetch(base)
+    assert status == 200
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "http" not in csp  # no other host named
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    _, _, raw = fetch(base + "manifest.webmanifest")
+    manifest = json.loads(raw)
+    assert manifest["display"] == "standalone" and manifest["start_url"] == "./"
+    for icon in manifest["icons"]:
+        _, icon_headers, body = fetch(base + icon["src"])
+        if icon["type"] == "image/png":
+            assert Image.open(io.BytesIO(body)).size == tuple(int(n) for n in icon["sizes"].split("x"))
+        assert icon_headers["Content-Type"] == icon["type"]
+
+    page = phone.page
+    await page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    # Everything the page asked for came from its own origin (no third-party host).
+    origin = base.split("/app/")[0]
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    await page.reload()
+    await page.locator("body[data-ready='1']").wait_for()
+    assert requests and all(u.startswith(origin + "/app/") for u in requests), requests
+    # Offline: the shell comes from the service worker's cache.
+    await phone.context.set_offline(True)
+    try:
+        await page.reload()
+        await page.locator("body[data-ready='1']").wait_for()
+        await page.get_by_role("heading", name="Accounts").wait_for()
+        await phone.shot("14-offline")
+    finally:
+        await phone.context.set_offline(False)
+    cached = await page.evaluate(
+        """async () => { const out = [];
+             for (const name of await caches.keys())
+               for (const req of await (await caches.open(name)).keys()) out.push(req.url);
+             return out; }"""
+    )
+    assert cached and all(u.startswith(base) for u in cached)
+    assert not any("/v1/" in u for u in cached)  # never an API answer
+
+
+async def test_dark_and_320_px_wide(browser: Browser, rp: PushAuthClient, app_broker: BrokerProcess) -> None:
+    small = await new_phone(
+        browser, app_broker.http_url + "/app/", viewport={"width": 320, "height": 640}, color_scheme="dark"
+    )
+    try:
+        await enrolled(rp, small)
+        challenge = await rp.create_challenge("alice", CONTEXT)
+        await small.prompt(challenge.id)
+        assert await small.page.evaluate("document.documentElement.scrollWidth") <= 320
+        await small.shot("15-dark-320-prompt")
+        await small.axe_clean("the dark prompt at 320 px")
+        await small.page.get_by_role("button", name="Deny").tap()
+        await small.no_prompt()
+        assert await small.page.evaluate("document.documentElement.scrollWidth") <= 320
+        await small.shot("16-dark-320-accounts")
+        await small.axe_clean("the dark account list at 320 px")
+    finally:
+        await small.context.close()
