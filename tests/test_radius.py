@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -34,11 +35,13 @@ from support import (
     wait_until,
 )
 
-from relying_party.radius import dictionary
+from relying_party.radius import cli, dictionary
 
 RADIUS = console_script("pushauth-radius")
 SECRET = "testing123"
 NUMBER_RE = re.compile(r'Reply-Message = "Type (\d+) in your authenticator, then press Enter"')
+UPSTREAM_SECRET = "upstream-secret"
+FREERADIUS = shutil.which("freeradius") or "/usr/sbin/freeradius"
 STATE_RE = re.compile(r"State = (0x[0-9a-f]+)")
 
 
@@ -60,10 +63,17 @@ def write_config(
     push_only: bool = False,
     name: str = "radius",
     rate: int = 1000,
+    upstream: int | None = None,
 ) -> Path:
     key_file = setup.base / "api-key"
     key_file.write_text(setup.rp["api_key"])
     path = setup.base / f"{name}.toml"
+    first_factor = 'mode = "gateway"'
+    if upstream is not None:
+        first_factor = (
+            f'mode = "upstream"\nhost = "127.0.0.1"\nport = {upstream}\nsecret = "{UPSTREAM_SECRET}"\n'
+            "timeout = 1\nretries = 0"
+        )
     path.write_text(
         f"""
 [broker]
@@ -83,7 +93,7 @@ ttl = {ttl}
 answer_wait = 25
 
 [first_factor]
-mode = "gateway"
+{first_factor}
 
 [limits]
 user_requests = {rate}
@@ -380,21 +390,122 @@ def test_an_unknown_client_is_dropped_and_logged(server: tuple[ManagedProcess, i
             sock.recvfrom(4096)
 
 
-def test_check_config_and_bad_config_say_one_line(setup: Setup, tmp_path: Path) -> None:
-    good = subprocess.run(
-        [RADIUS, "--config", write_config(setup, 1812, name="check"), "check-config"],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
+def _freeradius(base: Path, port: int) -> ManagedProcess:
+    """FreeRADIUS with a minimal configuration: PAP for alice from a users file, and a
+    Message-Authenticator in every reply (3.2.1 adds none by itself; pushauth-radius
+    takes no upstream reply without one: BlastRADIUS)."""
+    conf = base / "freeradius"
+    conf.mkdir()
+    (conf / "authorize").write_text('alice Cleartext-Password := "right-password"\n')
+    sign = "update reply {\n Message-Authenticator := 0x00\n }"
+    (conf / "radiusd.conf").write_text(
+        f"""
+prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = /var
+sbindir = /usr/sbin
+logdir = {conf}
+raddbdir = {conf}
+radacctdir = {conf}
+name = freeradius
+confdir = {conf}
+modconfdir = {conf}
+run_dir = {conf}
+db_dir = {conf}
+libdir = /usr/lib/freeradius
+pidfile = {conf}/radiusd.pid
+max_request_time = 30
+cleanup_delay = 5
+max_requests = 1024
+hostname_lookups = no
+log {{
+ destination = stdout
+ auth = yes
+}}
+security {{
+ allow_core_dumps = no
+ max_attributes = 200
+ reject_delay = 0
+ status_server = no
+}}
+client local {{
+ ipaddr = 127.0.0.1
+ secret = {UPSTREAM_SECRET}
+}}
+thread pool {{
+ start_servers = 1
+ max_servers = 2
+ min_spare_servers = 1
+ max_spare_servers = 2
+}}
+modules {{
+ pap {{
+ }}
+ files {{
+  filename = {conf}/authorize
+ }}
+}}
+server default {{
+ listen {{
+  type = auth
+  ipaddr = 127.0.0.1
+  port = {port}
+ }}
+ authorize {{
+  files
+  pap
+ }}
+ authenticate {{
+  pap
+ }}
+ post-auth {{
+  {sign}
+  Post-Auth-Type REJECT {{
+   {sign}
+  }}
+ }}
+}}
+"""
     )
-    assert good.returncode == 0, good.stderr
-    assert "client gw-local: 127.0.0.1/32" in good.stdout
+    return ManagedProcess(
+        [FREERADIUS, "-f", "-l", "stdout", "-d", conf],
+        log_dir=base / "logs",
+        name="freeradius",
+        ready=line_on_stdout(r"Ready to process requests"),
+    ).start()
+
+
+def test_upstream_mode_checks_the_password_at_a_real_radius_server(setup: Setup, tmp_path: Path) -> None:
+    upstream_port, port = free_port(), free_port()
+    freeradius = _freeradius(tmp_path, upstream_port)
+    proc = _serve(setup, write_config(setup, port, upstream=upstream_port, name="upstream"), name="radius-up")
+    try:
+        right = radclient(port, 'User-Name = "alice"', 'User-Password = "right-password"')
+        assert right.code == "Access-Challenge", right.text
+        freeradius.wait_for_output(r"Login OK: \[alice\]")
+        agent_ok(setup.home, "deny", _only_pending(setup.home)["id"])  # end the push
+        wrong = radclient(port, 'User-Name = "alice"', 'User-Password = "wrong-password"')
+        assert wrong.code == "Access-Reject", wrong.text
+        assert wrong.message == "Wrong user name or password."
+        audit_line(proc, r"decision=reject outcome=first_factor_failed user=alice")
+        assert pending(setup.home) == []  # no push for a wrong password
+        freeradius.terminate()
+        down = radclient(port, 'User-Name = "alice"', 'User-Password = "right-password"')
+        assert down.code == "Access-Reject", down.text
+        assert "cannot be checked right now" in down.message
+    finally:
+        proc.cleanup()
+        freeradius.cleanup()
+
+
+def test_check_config_and_bad_config_say_one_line(
+    setup: Setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["--config", str(write_config(setup, 1812, name="check")), "check-config"]) == 0
+    assert "client gw-local: 127.0.0.1/32" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text('[broker]\nurl = "ftp://x"\n')
-    result = subprocess.run(
-        [RADIUS, "--config", bad, "check-config"], capture_output=True, text=True, timeout=DEADLINE
-    )
-    assert result.returncode == 1
-    assert (
-        result.stderr.count("\n") == 1 and "broker.url" in result.stderr and "Traceback" not in result.stderr
-    )
+    assert cli.main(["--config", str(bad), "check-config"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "broker.url" in err and "Traceback" not in err
