@@ -691,6 +691,10 @@ def cmd_ui(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_listen(store: AccountStore, args: argparse.Namespace) -> int:
+    # Started before the first `enroll` (as the walkthrough does): the vault is made now,
+    # with its new passphrase typed here, so the account `enroll` adds later is read
+    # without a passphrase prompt in the middle of listening.
+    store.ensure_vault()
     store.load()  # a damaged accounts file is reported before anything starts
     return asyncio.run(listen(store, interactive=not args.no_input))
 

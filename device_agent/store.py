@@ -389,6 +389,12 @@ class AccountStore:
         finally:
             os.close(fd)  # closing releases the lock
 
+    def ensure_vault(self) -> None:
+        """Make the (empty) vault now if there is none: a new passphrase is asked here."""
+        if not self.path.exists() and not self.legacy_path.exists():
+            with self.change():
+                pass
+
     def change_passphrase(self, new: str) -> None:
         """Re-encrypt the vault under `new` (a fresh salt, the current cost)."""
         self._prepare_home()

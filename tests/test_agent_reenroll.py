@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from e2e_helpers import agent, agent_env, agent_ok, enroll  # noqa: F401  (agent_env: autouse)
+from test_agent_e2e import Listen, listener  # noqa: F401  (listener: fixture)
 
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
@@ -75,3 +77,29 @@ async def test_default_device_name_says_which_app(client: PushAuthClient, tmp_pa
     assert "this device is listed as: pushauth-agent on " in out, out
     done = await client.wait_enrollment(started, timeout=10)
     assert done.credential is not None and done.credential.name.startswith("pushauth-agent on ")
+
+
+async def test_listen_started_before_the_first_enroll_answers_the_test_notification(
+    client: PushAuthClient, tmp_path: Path, listener: Callable[..., Listen]
+) -> None:
+    """The walkthrough's order: `listen` first (it makes the vault, so it never asks for
+    the passphrase mid-way), then `enroll` in another terminal; the service's test
+    notification, sent to the new device only, shows up in `listen` and is approved."""
+    home = tmp_path / "phone"
+    listening = listener(home)
+    listening.wait_for("No active accounts yet; waiting for one")
+    assert (home / "vault.pav").exists()
+    started = await client.create_enrollment("alice", LABEL, totp=new_totp())
+    assert started.uri is not None
+    agent_ok(home, "enroll", "--name", "Phone", started.uri)
+    done = await client.wait_enrollment(started, timeout=10)
+    assert done.credential is not None
+    test_push = await client.create_challenge(
+        "alice", {"action": "Test notification"}, ttl=180, credential_id=done.credential.id
+    )
+    assert test_push.devices == 1
+    listening.wait_for(f"Sign-in request {test_push.id}")
+    listening.wait_for("Type the")
+    listening.type(test_push.number)
+    result = await client.wait_result(test_push, {done.credential.id: done.credential.public_key}, timeout=20)
+    assert result.approved, result
