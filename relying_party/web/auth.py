@@ -41,7 +41,9 @@ def require_user(request: web.Request, *, password_change: bool = False) -> User
     password (after a fraud report) every page but that one leads there."""
     user = current_user(request)
     if user is None:
-        get_session(request).flash("info", "Sign in to continue.")
+        session = get_session(request)
+        if not session.get("flash"):  # current_user may have said why already
+            session.flash("info", "Sign in to continue.")
         raise web.HTTPSeeOther("/signin")
     if user.must_change_password and not password_change:
         raise web.HTTPSeeOther(PASSWORD_PAGE)

@@ -493,7 +493,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                 lambda keys: client.get_result(challenge, keys),
             )
             view = view_of(result.status)
-            if not result.approved:  # an approval is recorded by the POST that finishes the step
+            # An approval is recorded by the POST that finishes the step, and a request we
+            # ended ourselves by retire(), which knows why (replaced or cancelled).
+            if result.status not in (Status.APPROVED, Status.CANCELLED, Status.SUPERSEDED):
                 settle(db, challenge.id, result.status)
         except VerificationFailed as exc:
             credentials.security_event(user, "an answer failed end-to-end verification", exc)
