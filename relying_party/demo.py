@@ -200,15 +200,21 @@ def _banner(url: str, user: dict[str, str], data: Path) -> str:
     Password    {user["password"]}
 
   What to do next:
-    1. Sign in with the user name and password above. You land on Security info.
-    2. Choose "Add sign-in method" > Authenticator app. The page shows a QR code
-       and the setup link. Copy the link and, in another terminal, run
-       (the app asks for a new passphrase to protect its keys, the first time):
-         {agent} enroll 'LINK'
+    1. In another terminal, start the app (the first time it asks for a new
+       passphrase to protect its keys), and leave it running:
          {agent} listen
-    3. The page sends a test notification: type the number it shows into `listen`.
-    4. Sign out and sign in again: approve with the number, or deny, or press r
-       to report it. "Use a verification code instead" takes the app's codes.
+    2. Sign in with the user name and password above. You land on Security info.
+    3. Choose "Add sign-in method" > Authenticator app. The page shows a QR code
+       and the setup link. Copy the link and, in a third terminal, run
+         {agent} enroll --name 'My laptop' 'LINK'
+    4. The page sends a test notification to the new device only: type the
+       number it shows into `listen`. The device now approves sign-ins.
+    5. Sign out and sign in again: type the number into `listen` to approve, or n
+       to deny. Or choose "Use a verification code instead" with a code from
+         {agent} code
+    6. Security info also has recovery codes, for when the app is lost. Lost it
+       anyway? An administrator issues a temporary access pass:
+         {Path(sys.executable).parent / "pushauth-rp"} user tap {user["name"]} --db {data / "rp.db"}
 
   Data and logs: {data}/   Press Ctrl-C to stop everything.
 """
