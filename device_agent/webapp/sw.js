@@ -18,6 +18,7 @@ const SHELL = [
   "js/keys.js",
   "js/prompts.js",
   "js/scan.js",
+  "js/scan-worker.js",
   "js/totp.js",
   "js/webauthn.js",
   "js/protocol/bytes.js",
@@ -29,10 +30,19 @@ const SHELL = [
   "js/protocol/text.js",
   "js/protocol/uri.js",
 ];
-const SHELL_URLS = new Set(SHELL.map((p) => new URL(p, self.registration.scope).href));
+// Built by scripts/build-webapp; an app served without it still installs.
+const OPTIONAL = ["vendor/jsQR.js"];
+const SHELL_URLS = new Set([...SHELL, ...OPTIONAL].map((p) => new URL(p, self.registration.scope).href));
 
 self.addEventListener("install", (event) => {
-  event.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
+  event.waitUntil(
+    (async () => {
+      const cache = await caches.open(CACHE);
+      await cache.addAll(SHELL);
+      await Promise.all(OPTIONAL.map((p) => cache.add(p).catch(() => null)));
+      await self.skipWaiting();
+    })(),
+  );
 });
 
 self.addEventListener("activate", (event) => {

@@ -1,0 +1,88 @@
+"""Adding an account by scanning the QR code with the camera: Chromium's file-backed
+fake camera plays a Y4M video of the RP's QR code (made here with segno), and the app
+reads it (jsQR in a worker: desktop Linux Chromium has no BarcodeDetector) and enrolls.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import segno
+from PIL import Image
+from playwright.async_api import Browser
+from support import BrokerProcess
+from webapp_world import (  # noqa: F401
+    SHOTS,
+    app_broker,
+    browser,
+    chromium_args,
+    chromium_path,
+    new_phone,
+    rp,
+)
+
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+WIDTH, HEIGHT = 640, 480
+
+
+def qr_video(text: str, path: Path, frames: int = 3) -> Path:
+    """A Y4M (4:2:0) video whose every frame is the QR code of `text`, black on white."""
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="png", scale=4, border=4)
+    code = Image.open(io.BytesIO(out.getvalue())).convert("L")
+    assert code.width <= HEIGHT, f"QR code of {code.width} px does not fit"
+    frame = Image.new("L", (WIDTH, HEIGHT), 255)
+    frame.paste(code, ((WIDTH - code.width) // 2, (HEIGHT - code.height) // 2))
+    chroma = bytes([128]) * (WIDTH // 2 * HEIGHT // 2)  # no colour
+    with path.open("wb") as y4m:
+        y4m.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            y4m.write(b"FRAME\n" + frame.tobytes() + chroma + chroma)
+    return path
+
+
+async def test_add_an_account_by_scanning_its_qr_code(
+    rp: PushAuthClient, app_broker: BrokerProcess, tmp_path: Path, browser: Browser
+) -> None:
+    assert (Path(__file__).parents[1] / "device_agent/webapp/vendor/jsQR.js").is_file(), (
+        "run scripts/build-webapp (make test does)"
+    )
+    enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
+    assert enrollment.uri is not None
+    video = qr_video(enrollment.uri, tmp_path / "qr.y4m")
+    camera = await browser.browser_type.launch(
+        executable_path=chromium_path(),
+        args=[
+            *chromium_args(),
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}",
+        ],
+    )
+    try:
+        phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
+        page = phone.page
+        await page.get_by_role("button", name="Add account").tap()
+        await page.get_by_label("Name of this phone").fill("Scanning phone")
+        await page.get_by_role("button", name="Scan QR code").tap()
+        await page.locator("#accounts li").wait_for()
+        done = await rp.wait_enrollment(enrollment, timeout=10)
+        assert done.completed and done.credential is not None
+        assert done.credential.name == "Scanning phone"
+        assert await page.locator("#accounts li").get_attribute("data-cid") == done.credential.id
+        await phone.shot("17-added-by-scanning")
+    finally:
+        await camera.close()
+    keep_first_frame(video, SHOTS / "webapp-17-camera-feed.png")
+
+
+def keep_first_frame(video: Path, png: Path) -> None:
+    """The fake camera's picture, kept with the screenshots."""
+    raw = video.read_bytes()
+    start = raw.index(b"FRAME\n") + len(b"FRAME\n")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    Image.frombytes("L", (WIDTH, HEIGHT), raw[start : start + WIDTH * HEIGHT]).save(png)
