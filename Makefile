@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test stress lint format install install-runtime clean
+.PHONY: demo test stress lint format install install-runtime clean webapp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,11 +25,15 @@ install-runtime: $(STAMP)
 
 install: $(TEST_STAMP)
 
-demo: install-runtime
+# The web authenticator's QR decoder (jsQR), pinned by device_agent/webapp_build/package-lock.json.
+webapp:
+	@scripts/build-webapp
+
+demo: install-runtime webapp
 	@scripts/ensure-tools runtime
 	$(BIN)/pushauth-demo
 
-test: install
+test: install webapp
 	@scripts/ensure-tools test
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
