@@ -189,7 +189,7 @@ def _demo_user(data: Path, db: Path) -> dict[str, str]:
     return user
 
 
-def _banner(url: str, user: dict[str, str], data: Path) -> str:
+def _banner(url: str, user: dict[str, str], data: Path, app_url: str = "") -> str:
     # The agent from the same installation, so the commands work without an activated venv.
     agent = f"{Path(sys.executable).parent / 'pushauth-agent'} --home {data / 'agent'}"
     return f"""
@@ -198,6 +198,8 @@ def _banner(url: str, user: dict[str, str], data: Path) -> str:
     Open        {url}
     User name   {user["name"]}
     Password    {user["password"]}
+    Phone app   {app_url or "(not served)"}  (the web authenticator: open it in a browser on
+                this computer and paste the setup link there, instead of steps 1 and 3)
 
   What to do next:
     1. In another terminal, start the app (the first time it asks for a new
@@ -250,6 +252,7 @@ def run(args: argparse.Namespace) -> None:
                 str(args.broker_port),
                 "--data-dir",
                 str(broker_dir),
+                "--webapp",  # the web authenticator at /app/ (deploy/webapp.md)
             ],
             data / "broker.log",
         )
@@ -283,7 +286,9 @@ def run(args: argparse.Namespace) -> None:
         )
         children.append(web)
         _wait_ready(web, f"{url}/signin", stop)
-        print(_banner(url, user, data), flush=True)
+        # localhost, not 127.0.0.1: WebAuthn (the app's optional screen-lock check) needs a name.
+        app_host = "localhost" if host == "127.0.0.1" else host
+        print(_banner(url, user, data, f"http://{app_host}:{args.broker_port}/app/"), flush=True)
         while not stop.wait(0.5):
             for child in children:
                 if not child.running():
