@@ -285,6 +285,15 @@ def test_a_state_is_answered_once(setup: Setup, server: tuple[ManagedProcess, in
     assert "unknown or over" in again.message
 
 
+def test_a_state_answers_only_for_its_own_user(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
+    _, port = server
+    challenge = start(port)
+    other = radclient(port, 'User-Name = "mallory"', 'User-Password = ""', f"State = {challenge.state}")
+    assert other.code == "Access-Reject" and "unknown or over" in other.message, other.text
+    assert pending(setup.home) == []  # the push was cancelled
+    assert follow_up(port, challenge).code == "Access-Reject"  # and the State is spent
+
+
 def test_a_challenge_not_answered_in_time_expires(setup: Setup) -> None:
     port = free_port()
     proc = _serve(setup, write_config(setup, port, ttl=10, name="short-ttl"), name="radius-short")

@@ -150,9 +150,15 @@ class Engine:
     async def _answer(self, request: AccessRequest) -> Verdict:
         assert request.state is not None
         pending = await self.states.take(request.state)
-        if pending is None or pending.client != request.client.name:
+        if pending is None:
             return self._final(Outcome.UNKNOWN_STATE, request.user_name)
         name, challenge = pending.user, pending.challenge
+        cfg = self.config
+        mapped = core.map_user(request.user_name or "", strip_realm=cfg.strip_realm, lowercase=cfg.lowercase)
+        if pending.client != request.client.name or mapped != name:
+            # Another gateway or another user than the one challenged: not an answer to it.
+            await self._cancel(challenge)
+            return self._final(Outcome.UNKNOWN_STATE, request.user_name, challenge.id)
         user = self.store.user(name)
         if user is None:
             return self._final(Outcome.NOT_ENROLLED, name, challenge.id)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 
+import redis.exceptions
 from pyrad import packet as rp
 
 from . import audit, core, packets
@@ -92,6 +93,9 @@ class RadiusProtocol(asyncio.DatagramProtocol):
                 challenge=verdict.challenge_id,
                 ms=round((time.monotonic() - started) * 1000),
             )
+        except (redis.exceptions.RedisError, OSError) as exc:
+            # No reply: the gateway retries, or fails over to another instance.
+            log.error("request from %s (%s) dropped: Redis unavailable: %s", client.name, host, exc)
         except Exception:
             # One request's failure (Redis down, a bug) must not stop the server: no
             # reply, so the client retries or fails over; the log says why.
