@@ -4,6 +4,7 @@ once, kept only as a hash, replaces an unused earlier one; bad input is one line
 from __future__ import annotations
 
 import re
+import shlex
 import sqlite3
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from support import assert_cli_error, console_script, run_cli
 
+from relying_party.demo import _banner
 from relying_party.web import access_pass
 from relying_party.web.db import Database
 
@@ -90,3 +92,21 @@ def test_tap_without_the_database(tmp_path: Path) -> None:
     assert_cli_error(
         run_cli([RP, "user", "tap", "alice", "--db", tmp_path / "no" / "such.db"]), contains="no database"
     )
+
+
+def test_demo_banner_starts_listen_first_and_its_tap_command_works(tmp_path: Path) -> None:
+    """The banner `make demo` prints: `listen` before `enroll --name`, and the
+    administrator's command for a temporary access pass runs as printed."""
+    data = tmp_path / "demo-data"
+    data.mkdir()
+    added = run_cli(
+        [RP, "user", "add", "demo", "--password-stdin", "--db", data / "rp.db"], input="a good password\n"
+    )
+    assert added.returncode == 0, added.stderr
+    text = _banner("http://127.0.0.1:8701", {"name": "demo", "password": "x"}, data)
+    assert text.index(" listen\n") < text.index(" enroll --name ")
+    assert "press r" not in text
+    (tap_line,) = [line for line in text.splitlines() if " user tap " in line]
+    result = run_cli(shlex.split(tap_line))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("temporary access pass for demo: ")
