@@ -13,6 +13,7 @@ from ..errors import PushAuthError
 from . import audit, config
 from .enroll import EnrollError, enroll
 from .server import StartError, serve
+from .store import StoreError
 
 PROG = "pushauth-radius"
 DEFAULT_CONFIG = Path("/etc/pushauth/radius.toml")
@@ -124,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(_describe(cfg))
         elif args.command == "serve":
-            audit.setup(syslog=cfg.audit_syslog)
+            try:
+                audit.setup(syslog=cfg.audit_syslog)
+            except OSError as exc:
+                raise StartError(f"cannot log to syslog (/dev/log): {exc.strerror}") from None
             asyncio.run(serve(cfg))
         else:
             from ..web import forms
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             except forms.FormError as exc:
                 raise EnrollError(exc.message) from None
             asyncio.run(enroll(cfg, name, account=args.account, timeout=args.timeout, out=sys.stdout))
-    except (config.ConfigError, StartError, EnrollError) as exc:
+    except (config.ConfigError, StartError, EnrollError, StoreError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except PushAuthError as exc:

@@ -10,6 +10,7 @@ password in it: the first factor is the VPN gateway's or the upstream server's.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from ..models import Credential
@@ -21,9 +22,17 @@ from ..web.db import Database, Device, Enrollment, User, UserExists
 NO_PASSWORD = "!pushauth-radius: no password here"
 
 
+class StoreError(Exception):
+    """The user store cannot be opened: one line for the CLI."""
+
+
 class UserStore:
     def __init__(self, path: Path) -> None:
-        self.db = Database(path)
+        try:
+            self.db = Database(path)
+        except (OSError, sqlite3.Error) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreError(f"cannot open the user store {path}: {why}") from None
 
     def close(self) -> None:
         self.db.close()
