@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from e2e_helpers import agent, agent_env, agent_ok, enroll  # noqa: F401  (agent_env: autouse)
 from test_agent_e2e import Listen, listener  # noqa: F401  (listener: fixture)
+from textual.widgets import DataTable
 
+from device_agent.store import AccountStore
+from device_agent.tui import AgentApp
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 
@@ -103,3 +107,25 @@ async def test_listen_started_before_the_first_enroll_answers_the_test_notificat
     listening.type(test_push.number)
     result = await client.wait_result(test_push, {done.credential.id: done.credential.public_key}, timeout=20)
     assert result.approved, result
+
+
+async def test_the_terminal_ui_marks_a_revoked_account(client: PushAuthClient, tmp_path: Path) -> None:
+    """The TUI (Textual's pilot, headless) learns from the broker that the service
+    removed the account and shows its row, codes and all, as revoked."""
+    home = tmp_path / "phone"
+    cred = await enroll(client, home, name="Phone")
+    await client.revoke_credential(cred.id)
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+
+        def row() -> list[str]:
+            table = app.query_one("#accounts", DataTable)
+            return [str(cell) for cell in table.get_row_at(0)] if table.row_count else []
+
+        deadline = time.monotonic() + 20
+        while "revoked" not in " ".join(row()):
+            assert time.monotonic() < deadline, f"no revoked mark in {row()}"
+            await pilot.pause(0.05)
+        name, code, _left, status = row()
+        assert name == LABEL and re.fullmatch(r"\d{6}", code) and status.startswith("revoked: ")
+        await pilot.press("q")
