@@ -76,7 +76,8 @@ async def use(db: Database, user_id: int, typed: str) -> Use:
     """Spend the code the user typed, if it is one of theirs and unused. The check and
     the spending are one UPDATE, so two requests racing with one code cannot both win."""
     row = db.conn.execute("SELECT salt FROM recovery_codes WHERE user_id = ? LIMIT 1", (user_id,)).fetchone()
-    if row is None or recovery_secrets.normalize(typed) is None:
+    bare = recovery_secrets.normalize(typed)
+    if row is None or bare is None or len(bare) != GROUPS * GROUP_LEN:  # no hash for junk
         return Use.WRONG
     code_hash = await recovery_secrets.digest_async(typed, bytes(row["salt"]))
     cur = db.conn.execute(
