@@ -148,7 +148,7 @@ async def test_time_from_the_rps_request_to_the_prompt_on_screen(
     )
     await enrolled(rp, phone)
     samples = []
-    for _ in range(20):
+    for _ in range(50):
         await phone.page.evaluate(
             """() => new Promise((ready) => {
                  window.__shown = null;
