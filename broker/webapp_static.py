@@ -12,8 +12,11 @@ ws:// to any other host itself: docs/protocol.md section 2.1).
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import mimetypes
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +100,36 @@ def add_routes(app: web.Application, root: Path = ROOT) -> None:
 
     app.router.add_get(PREFIX, redirect)
     app.router.add_get(PREFIX + "/{path:.*}", serve)
+
+
+def integrity(body: bytes) -> str:
+    """The Subresource Integrity value of a file (sha384, as deploy/webapp.md pins it)."""
+    return "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
+
+
+def import_map(files: dict[str, StaticFile]) -> str:
+    """An import map pinning every JavaScript module by hash (`<script type="importmap">`
+    before the app's script; browsers refuse a module whose bytes differ)."""
+    pins = {
+        f"./{name}": integrity(f.body)
+        for name, f in files.items()
+        if name.startswith("js/") and name != "js/scan-worker.js"
+    }
+    return json.dumps({"integrity": pins}, indent=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m broker.webapp_static [--import-map]`: the sha384 of every file an operator
+    serves (a checksum list to compare a deployed copy with), or the import map that pins
+    the modules (deploy/webapp.md)."""
+    args = sys.argv[1:] if argv is None else argv
+    files = load()
+    if args == ["--import-map"]:
+        print(import_map(files))
+        return
+    for name, found in files.items():
+        print(f"{integrity(found.body)}  {name}")
+
+
+if __name__ == "__main__":
+    main()
