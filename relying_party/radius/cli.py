@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import PushAuthError
-from . import audit, config
+from . import audit, config, core
 from .enroll import EnrollError, enroll
 from .server import StartError, serve
 from .store import StoreError
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
         help="add a user's authenticator (prints a QR code)",
         description="Add an authenticator for USER: prints the enrollment link and its QR code, waits "
         "for the device to enroll, then sends a test push to approve with the number shown. "
-        "USER is the name the gateway sends, after the [users] mapping (realm stripped, lower case).",
+        "USER is mapped as the gateway's User-Name is ([users]: realm stripped, lower case).",
     )
     enroll_cmd.add_argument("user", help="the user's name as pushauth-radius sees it (e.g. alice)")
     enroll_cmd.add_argument("--account", help="the account label shown on the device (default: USER)")
@@ -131,12 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise StartError(f"cannot log to syslog (/dev/log): {exc.strerror}") from None
             asyncio.run(serve(cfg))
         else:
-            from ..web import forms
-
-            try:
-                name = forms.user_name(args.user)
-            except forms.FormError as exc:
-                raise EnrollError(exc.message) from None
+            # The same mapping as the server's, so "CORP\alice" enrolls the alice it will look up.
+            name = core.map_user(args.user, strip_realm=cfg.strip_realm, lowercase=cfg.lowercase)
+            if name is None:
+                raise EnrollError("a user name has 1 to 64 letters, digits, dots, dashes, underscores or @")
             asyncio.run(enroll(cfg, name, account=args.account, timeout=args.timeout, out=sys.stdout))
     except (config.ConfigError, StartError, EnrollError, StoreError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
