@@ -224,3 +224,32 @@ async def test_dark_and_320_px_wide(browser: Browser, rp: PushAuthClient, app_br
         await small.axe_clean("the dark account list at 320 px")
     finally:
         await small.context.close()
+
+
+async def test_the_private_key_cannot_be_read_even_by_the_apps_own_code(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """Whoever serves the app's code can make it sign while it is open, but cannot copy a
+    key off the phone: the stored key is a non-extractable WebCrypto key, and its public
+    half is the one the RP checked the binding of."""
+    account = await enrolled(rp, phone)
+    stored = await phone.page.evaluate(
+        """async (cid) => {
+             const db = await import(new URL('js/db.js', document.baseURI).href);
+             const a = await db.getAccount(cid);
+             let exported = null;
+             for (const format of ['pkcs8', 'jwk', 'raw'])
+               try { await crypto.subtle.exportKey(format, a.privateKey); exported = format; } catch {}
+             return {
+               type: a.privateKey.constructor.name,
+               extractable: a.privateKey.extractable,
+               algorithm: a.privateKey.algorithm.name,
+               exported,
+               publicKey: Array.from(a.publicKey),
+             };
+           }""",
+        account["cid"],
+    )
+    assert stored["type"] == "CryptoKey" and stored["algorithm"] == "Ed25519"
+    assert stored["extractable"] is False and stored["exported"] is None
+    assert bytes(stored["publicKey"]) == account["key"]
