@@ -1,0 +1,194 @@
+"""The TOML configuration file of pushauth-pam (documented in docs/pam.md).
+
+Every value is checked here, once, with a message that names the key; the rest only
+sees the typed Config. The broker API key lives in a file of its own that only root
+may read: one readable by a group or by everyone is refused, since with it any local
+user could push to (and so pester) every user of this RP.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocol import numbers
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S
+
+DEFAULT_PATH = Path("/etc/pushauth/pam.toml")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used: one line that names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    broker_url: str
+    api_key: str
+    store: Path = Path("/var/lib/pushauth-pam/users.db")
+    app_name: str = field(default_factory=lambda: f"{socket.gethostname()} sign-in")
+    # "deny" (fail closed, the default) or "allow" (fail open) when the broker cannot be reached.
+    when_unreachable: str = "deny"
+    digits: int = numbers.DEFAULT_DIGITS
+    # Timeouts, in seconds (docs/pam.md, "Timeouts").
+    request_timeout: float = 5.0  # each HTTP request to the broker
+    push_ttl: int = 60  # how long the push stays valid, and so the longest wait for it
+    enroll_timeout: float = 600.0  # how long `pushauth-pam enroll` waits for the device
+    code_fallback: bool = True  # "code" at the prompt, and a code when the broker is unreachable
+    user_template: str = "{user}"
+    user_map: dict[str, str] | None = None  # from map_file: local user -> pushauth user
+    bypass_groups: tuple[str, ...] = ()
+    syslog: bool = True
+    audit_file: Path | None = None  # also append the audit lines here
+
+    @property
+    def fail_open(self) -> bool:
+        return self.when_unreachable == "allow"
+
+
+def load(path: Path) -> Config:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, base=path.parent, name=str(path))
+
+
+def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
+    r = _Reader(data, base, name)
+    broker, pam, challenge, users, timeouts = (
+        r.table(t) for t in ("broker", "pam", "challenge", "users", "timeouts")
+    )
+    url = r.str(broker, "broker.url", None)
+    if not url.startswith(("http://", "https://")):
+        raise r.error("broker.url", "must be an http:// or https:// URL")
+    when = r.str(broker, "broker.when_unreachable", "deny")
+    if when not in ("deny", "allow"):
+        raise r.error("broker.when_unreachable", 'must be "deny" (fail closed) or "allow" (fail open)')
+    digits = r.int(challenge, "challenge.digits", numbers.DEFAULT_DIGITS)
+    if not numbers.MIN_DIGITS <= digits <= numbers.MAX_DIGITS:
+        raise r.error("challenge.digits", f"must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
+    ttl = r.int(timeouts, "timeouts.push", 60)
+    if not MIN_TTL_S <= ttl <= MAX_TTL_S:
+        raise r.error("timeouts.push", f"must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
+    template = r.str(users, "users.template", "{user}")
+    if template.count("{user}") != 1 or template.replace("{user}", "").count("{") != 0:
+        raise r.error(
+            "users.template", 'must hold "{user}" once and no other {field}, e.g. "{user}@example.com"'
+        )
+    user_map = None
+    if "map_file" in users:
+        user_map = _read_map(r, r.path(users, "users.map_file", None))
+    groups = users.get("bypass_groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) and g for g in groups):
+        raise r.error("users.bypass_groups", "must be a list of group names")
+    audit_file = r.str(pam, "pam.audit_file", "")
+    return Config(
+        broker_url=url,
+        api_key=read_api_key(r.path(broker, "broker.api_key_file", None)),
+        store=r.path(pam, "pam.store", "/var/lib/pushauth-pam/users.db"),
+        app_name=r.str(pam, "pam.app_name", f"{socket.gethostname()} sign-in"),
+        when_unreachable=when,
+        digits=digits,
+        request_timeout=r.positive(timeouts, "timeouts.request", 5.0),
+        push_ttl=ttl,
+        enroll_timeout=r.positive(timeouts, "timeouts.enroll", 600.0),
+        code_fallback=r.bool(challenge, "challenge.code_fallback", True),
+        user_template=template,
+        user_map=user_map,
+        bypass_groups=tuple(groups),
+        syslog=r.bool(pam, "pam.syslog", True),
+        audit_file=base / audit_file if audit_file else None,
+    )
+
+
+def read_api_key(path: Path) -> str:
+    """The broker API key, from a regular file that only its owner, root, can read."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"broker.api_key_file: cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"broker.api_key_file: {path} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"broker.api_key_file: {path} is readable or writable by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}): refused; chmod 600 {path}"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"broker.api_key_file: {path} is not owned by root: refused; chown root {path}")
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"broker.api_key_file: cannot read {path}: {exc.strerror}") from None
+    if not key or any(c.isspace() for c in key):
+        raise ConfigError(f"broker.api_key_file: {path} holds no API key (one line, no spaces)")
+    return key
+
+
+def _read_map(r: _Reader, path: Path) -> dict[str, str]:
+    """`local_user pushauth_user` per line; # starts a comment."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise r.error("users.map_file", f"cannot read {path}: {exc.strerror}") from None
+    out: dict[str, str] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise r.error("users.map_file", f"{path} line {n}: expected 'local_user pushauth_user'")
+        out[parts[0]] = parts[1]
+    return out
+
+
+class _Reader:
+    def __init__(self, data: dict[str, Any], base: Path, name: str) -> None:
+        self.data, self.base, self.name = data, base, name
+
+    def error(self, key: str, why: str) -> ConfigError:
+        return ConfigError(f"{self.name}: {key}: {why}")
+
+    def table(self, key: str) -> dict[str, Any]:
+        value = self.data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.error(key, "must be a table")
+        return value
+
+    def _get(self, table: dict[str, Any], key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
+        short = key.rsplit(".", 1)[-1]
+        if short not in table:
+            if default is None:
+                raise self.error(key, "missing")
+            return default
+        value = table[short]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise self.error(key, f"must be {getattr(kind, '__name__', 'a number')}")
+        return value
+
+    def str(self, table: dict[str, Any], key: str, default: str | None) -> str:
+        return self._get(table, key, default, str)
+
+    def bool(self, table: dict[str, Any], key: str, default: bool) -> bool:
+        return self._get(table, key, default, bool)
+
+    def int(self, table: dict[str, Any], key: str, default: int) -> int:
+        return self._get(table, key, default, int)
+
+    def positive(self, table: dict[str, Any], key: str, default: float) -> float:
+        value = self._get(table, key, default, (int, float))
+        if isinstance(value, bool) or value <= 0:
+            raise self.error(key, "must be a positive number of seconds")
+        return float(value)
+
+    def path(self, table: dict[str, Any], key: str, default: str | None) -> Path:
+        return self.base / Path(self.str(table, key, default))

@@ -1,0 +1,227 @@
+"""One PAM authentication: push with number matching, or a verification code.
+
+The I/O around core's decisions: the RP SDK (every answer is verified end to end
+there, with the keys in our store), the user store and the PAM conversation, which
+is whatever shell runs us (libpam-python's pamh, pam_exec's stdout) behind the
+Conversation protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..errors import (
+    BrokerUnavailable,
+    NoDevices,
+    PushAuthError,
+    PushBlocked,
+    RateLimited,
+    VerificationFailed,
+    VerificationReason,
+)
+from ..models import Challenge
+from ..radius.store import UserStore
+from ..sdk import PushAuthClient
+from ..web.db import User
+from . import core, mapping
+from .config import Config
+from .core import Outcome
+
+log = logging.getLogger("pushauth.pam")
+
+
+class Conversation(Protocol):
+    # False for pam_exec: it can show lines but not ask (the push is then the only way).
+    interactive: bool
+
+    def prompt(self, text: str, *, echo: bool) -> str | None:
+        """Ask the person; None when there is no one to ask (pam_exec)."""
+
+    def info(self, text: str) -> None: ...
+
+    def error(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    user: str  # the local account (PAM_USER)
+    service: str  # PAM_SERVICE: sshd, sudo, ...
+    rhost: str | None = None
+    tty: str | None = None
+    ruser: str | None = None
+
+
+@dataclass(slots=True)
+class Decision:
+    outcome: Outcome
+    pushauth_user: str | None = None
+    challenge_id: str | None = None
+    detail: str | None = None  # for the log only (a group name, an error)
+    started: float = field(default_factory=time.monotonic)
+    prompt_ms: int | None = None  # start -> the number prompt shown
+    approval_ms: int | None = None  # the device signed its answer -> our decision
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome in core.ALLOWED
+
+    @property
+    def message(self) -> str:
+        return core.MESSAGES[self.outcome]
+
+    def fields(self, request: Request) -> dict[str, object]:
+        out: dict[str, object] = {
+            "user": request.user,
+            "pushauth_user": self.pushauth_user,
+            "service": request.service,
+            "rhost": request.rhost,
+            "tty": request.tty,
+            "challenge": self.challenge_id,
+            "ms": int((time.monotonic() - self.started) * 1000),
+        }
+        if self.prompt_ms is not None:
+            out["prompt_ms"] = self.prompt_ms
+        if self.approval_ms is not None:
+            out["approval_ms"] = self.approval_ms
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+async def authenticate(config: Config, request: Request, conv: Conversation, started: float) -> Decision:
+    """Decide one sign-in of `request.user`, talking to the person through `conv`."""
+    group = mapping.in_bypass_group(config, request.user)
+    if group is not None:
+        return Decision(Outcome.BYPASS, detail=f"group {group}", started=started)
+    name = mapping.pushauth_user(config, request.user)
+    if name is None:
+        return Decision(Outcome.UNMAPPED, started=started)
+    store = UserStore(config.store)
+    try:
+        user = store.user(name)
+        if user is None or not store.devices(user, confirmed_only=True):
+            return Decision(Outcome.NOT_ENROLLED, name, started=started)
+        async with PushAuthClient(
+            config.broker_url, config.api_key, request_timeout=config.request_timeout
+        ) as sdk:
+            return await _push(
+                config, request, conv, sdk, store, user, Decision(Outcome.ENDED, name, started=started)
+            )
+    finally:
+        store.close()
+
+
+async def _push(
+    config: Config,
+    request: Request,
+    conv: Conversation,
+    sdk: PushAuthClient,
+    store: UserStore,
+    user: User,
+    decision: Decision,
+) -> Decision:
+    context = {"app": config.app_name, "service": request.service, "user": request.user}
+    if request.rhost:
+        context["from"] = request.rhost[:256]
+    try:
+        challenge = await sdk.create_challenge(
+            user.handle, context, ttl=config.push_ttl, digits=config.digits
+        )
+    except NoDevices:
+        decision.outcome = Outcome.NO_DEVICES
+        return decision
+    except (PushBlocked, RateLimited) as exc:
+        decision.detail = exc.code
+        return _code(config, conv, store, user, decision, core.BLOCKED_CODE_PROMPT, Outcome.BLOCKED)
+    except BrokerUnavailable as exc:
+        decision.detail = str(exc)
+        if config.fail_open:
+            decision.outcome = Outcome.FAIL_OPEN
+            return decision
+        # The codes are checked here, against our own store: they work without the broker.
+        return _code(
+            config, conv, store, user, decision, core.UNREACHABLE_CODE_PROMPT, Outcome.BROKER_UNAVAILABLE
+        )
+    except PushAuthError as exc:
+        decision.outcome, decision.detail = Outcome.BROKER_UNAVAILABLE, str(exc)
+        return decision
+    decision.challenge_id = challenge.id
+    decision.prompt_ms = int((time.monotonic() - decision.started) * 1000)
+    if conv.interactive:
+        text = core.number_prompt(challenge.number, code_fallback=config.code_fallback)
+        typed = conv.prompt(text, echo=True)
+    else:
+        conv.info(core.number_info(challenge.number))
+        typed = None
+    answer = core.read_answer(typed, challenge.number) if config.code_fallback else core.WaitForPush()
+    if not isinstance(answer, core.WaitForPush):
+        await _cancel(sdk, challenge)  # signing in another way: the push is over
+        if isinstance(answer, core.Totp):
+            return _check(store, user, decision, answer.code)
+        return _code(config, conv, store, user, decision, core.CODE_PROMPT, Outcome.NO_CODE)
+    return await _wait(sdk, store, user, challenge, decision)
+
+
+async def _wait(
+    sdk: PushAuthClient, store: UserStore, user: User, challenge: Challenge, decision: Decision
+) -> Decision:
+    try:
+        try:
+            result = await sdk.wait_result(challenge, store.public_keys(user))
+        except VerificationFailed as exc:
+            if exc.reason is not VerificationReason.UNKNOWN_CREDENTIAL:
+                raise
+            # Perhaps a device restored since we last looked: follow the broker's list
+            # (the SDK adds it only with a valid recovery proof), then read again.
+            await store.sync(sdk, user)
+            result = await sdk.wait_result(challenge, store.public_keys(user), timeout=0)
+    except VerificationFailed as exc:
+        log.error("SECURITY EVENT: the broker's result for %s did not verify: %s", user.name, exc)
+        decision.outcome, decision.detail = Outcome.VERIFICATION_FAILED, str(exc.reason)
+        return decision
+    except PushAuthError as exc:
+        decision.outcome, decision.detail = Outcome.BROKER_UNAVAILABLE, str(exc)
+        return decision
+    if not result.final:
+        await _cancel(sdk, challenge)
+    decision.outcome = core.outcome_of(result.status)
+    if result.answer is not None:
+        decision.approval_ms = max(0, time.time_ns() // 1_000_000 - result.answer.ts)
+    return decision
+
+
+def _code(
+    config: Config,
+    conv: Conversation,
+    store: UserStore,
+    user: User,
+    decision: Decision,
+    prompt: str,
+    otherwise: Outcome,
+) -> Decision:
+    """Ask for a verification code (when allowed and someone can type one)."""
+    typed = conv.prompt(prompt, echo=False) if config.code_fallback and conv.interactive else None
+    code = core.clean_code(typed)
+    if code is None:
+        decision.outcome = otherwise
+        return decision
+    return _check(store, user, decision, code)
+
+
+def _check(store: UserStore, user: User, decision: Decision, code: str) -> Decision:
+    check = store.check_code(user, code)
+    if check.device is not None:
+        decision.outcome = Outcome.TOTP_OK
+    else:
+        decision.outcome = Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD
+    return decision
+
+
+async def _cancel(sdk: PushAuthClient, challenge: Challenge) -> None:
+    try:
+        await sdk.cancel_challenge(challenge)
+    except PushAuthError as exc:
+        log.warning("could not cancel %s: %s", challenge.id, exc)
