@@ -217,6 +217,28 @@ def test_reauthentication_sign_out_everywhere_and_no_device(
     finally:
         other.close()
 
+    # Without JavaScript the page is rendered from the broker's state: a reload after
+    # "this wasn't me" shows it reported, with the code as the primary action.
+    plain = browser.new_context(viewport={"width": 1100, "height": 800}, java_script_enabled=False)
+    plain.set_default_timeout(20_000)
+    try:
+        nojs = plain.new_page()
+        stack.sign_in_password(nojs)
+        nojs.wait_for_url("**/signin/push")
+        expect(nojs.locator("#push-status")).to_have_attribute("data-status", "pending")
+        stack.answer("deny", "--fraud")
+        wait_until(lambda: not stack.agent.pending(), timeout=20, interval=0.3, message="the report recorded")
+        nojs.reload()
+        expect(nojs.locator("#push-status")).to_have_attribute("data-status", "reported")
+        expect(nojs.get_by_role("link", name="Use a verification code instead")).to_have_class(
+            re.compile(r"\bprimary\b")
+        )
+        expect(nojs.locator("#send-again")).to_be_hidden()
+        # (axe-core itself needs JavaScript: the same markup is checked with it above.)
+        stack.shot(nojs, "reauth-05-no-js-reported")
+    finally:
+        plain.close()
+
     # The app removed its account itself: the RP still lists it, the broker has none.
     name = stack.agent.accounts()[0]["name"]
     stack.agent.ok("remove", name)
@@ -225,4 +247,4 @@ def test_reauthentication_sign_out_everywhere_and_no_device(
     expect(page.locator('#push-refused[data-reason="no_devices"]')).to_contain_text(
         "None of your devices can receive requests"
     )
-    checked(stack, page, "reauth-05-no-device")
+    checked(stack, page, "reauth-06-no-device")
