@@ -31,7 +31,11 @@ function followPush(card) {
   const number = document.getElementById("push-number");
   const count = document.getElementById("countdown");
   document.querySelectorAll(".js-hide").forEach((el) => el.classList.add("hidden"));
-  if (card.dataset.final === "true") return;
+  if (card.dataset.final === "true") {
+    // Approved while the page was away (a reload asks the service): finish, checked again there.
+    if (box.dataset.status === "approved") form.submit();
+    return;
+  }
   const stop = countdown(document.getElementById("countdown-value"), Number(card.dataset.remaining));
   const events = new EventSource(card.dataset.events);
   events.addEventListener("status", (message) => {

@@ -12,7 +12,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..models import SignInResult
-from . import auth, forms, passwords, push, signin_context, totp
+from . import activity, auth, forms, passwords, push, signin_context, totp
 from .db import User, now_ms
 from .keys import DB, SETTINGS
 from .render import render
@@ -95,11 +95,14 @@ async def reauth_code(request: web.Request) -> web.StreamResponse:
     except forms.FormError as exc:
         return _page(request, user, error=exc.message, status=400)
     checked = totp.check(db, db.devices(user.id, confirmed_only=True), code)
+    context = signin_context.build(request, request.app[SETTINGS].app_name)
     if checked.device is None:
         auth.record_failure(request, user, ip)
+        activity.record(db, user, "code", "wrong_code", context, purpose=push.REAUTH)
         why = "That code was already used." if checked.replayed else "That code is not right."
         return _page(request, user, error=why + " Check the code in the app and try again.", status=401)
     await push.withdraw(request, push.REAUTH)
+    activity.record(db, user, "code", "code", context, purpose=push.REAUTH, detail=checked.device.name)
     raise web.HTTPSeeOther(_verified(get_session(request)))
 
 
