@@ -411,7 +411,10 @@ async def settle_pending(request: web.Request, user: User) -> None:
 
 
 def _owner(request: web.Request, purpose: str) -> User:
-    return auth.pending_user(request) if purpose == SIGNIN else auth.require_user(request)
+    if purpose == SIGNIN:
+        return auth.pending_user(request)
+    # "Verify it's you" is also the way to the password change that a report requires.
+    return auth.require_user(request, password_change=purpose == REAUTH)
 
 
 def _purpose(value: object) -> str:
