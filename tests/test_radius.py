@@ -64,6 +64,8 @@ def write_config(
     name: str = "radius",
     rate: int = 1000,
     upstream: int | None = None,
+    broker_url: str | None = None,
+    when_unreachable: str = "reject",
 ) -> Path:
     key_file = setup.base / "api-key"
     key_file.write_text(setup.rp["api_key"])
@@ -77,8 +79,10 @@ def write_config(
     path.write_text(
         f"""
 [broker]
-url = "{setup.broker.http_url}"
+url = "{broker_url or setup.broker.http_url}"
 api_key_file = "{key_file}"
+when_unreachable = "{when_unreachable}"
+timeout = 2
 
 [radius]
 listen = "127.0.0.1"
@@ -506,6 +510,27 @@ def test_upstream_mode_checks_the_password_at_a_real_radius_server(setup: Setup,
     finally:
         proc.cleanup()
         freeradius.cleanup()
+
+
+@pytest.mark.parametrize("choice", ["reject", "accept"])
+def test_broker_unreachable_fails_closed_or_open_as_configured(setup: Setup, choice: str) -> None:
+    port, nobody = free_port(), free_port()  # nothing listens on `nobody`
+    config = write_config(
+        setup, port, broker_url=f"http://127.0.0.1:{nobody}", when_unreachable=choice, name=f"down-{choice}"
+    )
+    proc = _serve(setup, config, name=f"radius-down-{choice}")
+    try:
+        reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
+        if choice == "reject":
+            assert reply.code == "Access-Reject", reply.text
+            assert "unreachable" in reply.message
+            audit_line(proc, r"decision=reject outcome=broker_unavailable user=alice")
+        else:
+            assert reply.code == "Access-Accept", reply.text
+            assert "without push approval" in reply.message
+            audit_line(proc, r"decision=accept outcome=fail_open user=alice")
+    finally:
+        proc.cleanup()
 
 
 def test_check_config_and_bad_config_say_one_line(
