@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ from support import (
 )
 
 from relying_party.radius import cli, dictionary
+from relying_party.sdk import PushAuthClient
+from relying_party.web import totp
+from relying_party.web.db import Database
 
 RADIUS = console_script("pushauth-radius")
 SECRET = "testing123"
@@ -277,6 +281,47 @@ def test_a_verification_code_at_the_prompt_is_checked_as_totp(
     assert "used already" in again.message
     wrong = follow_up(port, start(port), typed="000000" if code != "000000" else "111111")
     assert wrong.code == "Access-Reject" and wrong.message == "Wrong verification code."
+
+
+def test_after_a_fraud_report_a_verification_code_still_signs_in(
+    setup: Setup, server: tuple[ManagedProcess, int]
+) -> None:
+    proc, port = server
+    challenge = start(port)
+    agent_ok(setup.home, "deny", "--fraud", _only_pending(setup.home)["id"])
+    reported = follow_up(port, challenge)
+    assert reported.code == "Access-Reject" and "reported this sign-in" in reported.message, reported.text
+    try:
+        blocked = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
+        assert blocked.code == "Access-Challenge", blocked.text
+        assert "Push sign-in is blocked" in blocked.message and "verification code" in blocked.message
+        audit_line(proc, r"decision=challenge outcome=code_only user=alice")
+        assert pending(setup.home) == []  # no push was sent
+        # The code of the next time step (one step of skew is allowed): not used before.
+        db = Database(setup.store)
+        try:
+            (device,) = db.devices(db.user_by_name("alice").id)  # type: ignore[union-attr]
+        finally:
+            db.close()
+        code = totp.code_at(device, int(time.time() // device.totp_period) + 1)
+        not_a_code = follow_up(port, blocked, typed="")
+        assert not_a_code.code == "Access-Reject", not_a_code.text
+        blocked = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
+        accepted = follow_up(port, blocked, typed=code)
+        assert accepted.code == "Access-Accept", accepted.text
+    finally:
+        asyncio.run(_lift(setup))
+
+
+async def _lift(setup: Setup) -> None:
+    db = Database(setup.store)
+    try:
+        user = db.user_by_name("alice")
+    finally:
+        db.close()
+    assert user is not None
+    async with PushAuthClient(setup.broker.http_url, setup.rp["api_key"]) as sdk:
+        await sdk.lift_push_block(user.handle)
 
 
 def test_a_state_is_answered_once(setup: Setup, server: tuple[ManagedProcess, int]) -> None:

@@ -32,9 +32,11 @@ CLIENT = config.Client("gw", ipaddress.ip_network("10.0.0.0/24"), b"s3cret")
         ("12345", "47", WaitForPush()),
         ("123456789", "47", WaitForPush()),
         ("yes", "47", WaitForPush()),
+        ("123456", None, Totp("123456")),  # push blocked: only a code was asked for
+        ("", None, WaitForPush()),
     ],
 )
-def test_what_a_typed_answer_means(typed: str, number: str, meaning: object) -> None:
+def test_what_a_typed_answer_means(typed: str, number: str | None, meaning: object) -> None:
     assert core.read_answer(typed, number) == meaning
 
 

@@ -21,6 +21,7 @@ class Outcome(enum.StrEnum):
     """How one Access-Request ended: the `outcome=` of its audit line."""
 
     CHALLENGED = "challenged"  # Access-Challenge sent: the push is out
+    CODE_ONLY = "code_only"  # Access-Challenge asking for a code: push is blocked for the user
     APPROVED = "approved"
     DENIED = "denied"
     NUMBER_MISMATCH = "number_mismatch"
@@ -114,7 +115,9 @@ def challenge_message(number: str) -> str:
     return f"Type {number} in your authenticator, then press Enter"
 
 
-PUSH_ONLY_MESSAGE = "Approve the sign-in request on your authenticator."
+# Access-Challenge when push cannot be sent (blocked after a report or too many pushes):
+# the person can still sign in with a verification code from the authenticator.
+CODE_ONLY_MESSAGE = "Push sign-in is blocked for your account for now. Type a verification code"
 # The context key under which a push-only request shows its number on the device,
 # since the person has no other screen to read it from (see docs/radius.md).
 PUSH_ONLY_NUMBER_KEY = "number to type"
@@ -136,15 +139,15 @@ class WaitForPush:
     pass
 
 
-def read_answer(typed: str, number: str) -> Totp | WaitForPush:
+def read_answer(typed: str, number: str | None) -> Totp | WaitForPush:
     """What the text typed at the challenge prompt means.
 
     The number itself (typed on the VPN instead of, or as well as, the authenticator),
     an empty line or anything else: wait for the push answer. 6 to 8 digits: a
     verification code. The number comes first, since with 6+ digit numbers both
-    look alike."""
+    look alike. With no push (`number` None) only a code counts."""
     text = typed.strip()
-    if text == number:
+    if number is not None and text == number:
         return WaitForPush()
     if CODE_RE.fullmatch(text):
         return Totp(text)

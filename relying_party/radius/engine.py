@@ -93,7 +93,8 @@ class Engine:
             return self._final(Outcome.NOT_ENROLLED, name)
         context = {"app": cfg.app_name, "client": request.client.name}
         if request.calling_station:
-            context["from"] = request.calling_station[:256]
+            # Shown on the device as plain text: printable characters only, and short.
+            context["from"] = "".join(c for c in request.calling_station if c.isprintable())[:64] or "?"
         if request.client.push_only:
             # No screen to show a number on: the device is told so, and any approval
             # counts (docs/radius.md, "Push-only clients": why that is weaker).
@@ -103,7 +104,10 @@ class Engine:
         except NoDevices:
             return self._final(Outcome.NO_DEVICES, name)
         except (PushBlocked, RateLimited):
-            return self._final(Outcome.BLOCKED, name)
+            if request.client.push_only:
+                return self._final(Outcome.BLOCKED, name)
+            # No push, but a verification code still signs in: ask for one.
+            return await self._challenge(request, Pending(None, name, request.client.name), cfg.ttl * 1000)
         except BrokerUnavailable as exc:
             log.warning("%s", exc)
             return self._final(
@@ -114,16 +118,23 @@ class Engine:
             return self._final(Outcome.BROKER_UNAVAILABLE, name)
         if request.client.push_only:
             return await self._push_only(challenge, user, name)
+        pending = Pending(challenge, name, request.client.name)
+        return await self._challenge(request, pending, challenge.expires_at - _now_ms())
+
+    async def _challenge(self, request: AccessRequest, pending: Pending, ttl_ms: int) -> Verdict:
+        """An Access-Challenge, its State record in Redis for `ttl_ms`."""
         state = secrets.token_bytes(STATE_BYTES)
-        await self.states.put(
-            state, Pending(challenge, name, request.client.name), challenge.expires_at - _now_ms()
-        )
+        await self.states.put(state, pending, ttl_ms)
+        if pending.challenge is None:
+            return Verdict(
+                rp.AccessChallenge, Outcome.CODE_ONLY, core.CODE_ONLY_MESSAGE, pending.user, None, state
+            )
         return Verdict(
             rp.AccessChallenge,
             Outcome.CHALLENGED,
-            core.challenge_message(challenge.number),
-            name,
-            challenge.id,
+            core.challenge_message(pending.challenge.number),
+            pending.user,
+            pending.challenge.id,
             state,
         )
 
@@ -153,18 +164,21 @@ class Engine:
         if pending is None:
             return self._final(Outcome.UNKNOWN_STATE, request.user_name)
         name, challenge = pending.user, pending.challenge
+        challenge_id = None if challenge is None else challenge.id
         cfg = self.config
         mapped = core.map_user(request.user_name or "", strip_realm=cfg.strip_realm, lowercase=cfg.lowercase)
         if pending.client != request.client.name or mapped != name:
             # Another gateway or another user than the one challenged: not an answer to it.
             await self._cancel(challenge)
-            return self._final(Outcome.UNKNOWN_STATE, request.user_name, challenge.id)
+            return self._final(Outcome.UNKNOWN_STATE, request.user_name, challenge_id)
         user = self.store.user(name)
         if user is None:
-            return self._final(Outcome.NOT_ENROLLED, name, challenge.id)
-        answer = core.read_answer(request.password or "", challenge.number)
+            return self._final(Outcome.NOT_ENROLLED, name, challenge_id)
+        answer = core.read_answer(request.password or "", None if challenge is None else challenge.number)
         if isinstance(answer, core.Totp):
             return await self._code(user, name, challenge, answer.code)
+        if challenge is None:
+            return self._final(Outcome.TOTP_BAD, name)
         result = await self._wait(challenge, user, until_expiry=False)
         if isinstance(result, Verdict):
             return result
@@ -172,17 +186,18 @@ class Engine:
             await self._cancel(challenge)
         return self._final(core.outcome_of(result.status), name, challenge.id)
 
-    async def _code(self, user: User, name: str, challenge: Challenge, code: str) -> Verdict:
+    async def _code(self, user: User, name: str, challenge: Challenge | None, code: str) -> Verdict:
+        challenge_id = None if challenge is None else challenge.id
         if not await self.states.allow(name, self.config.user_rate, self.config.rate_window):
             await self._cancel(challenge)
-            return self._final(Outcome.RATE_LIMITED, name, challenge.id)
+            return self._final(Outcome.RATE_LIMITED, name, challenge_id)
         check = self.store.check_code(user, code)
         if check.device is not None and not await self.states.code_unused(name, code, CODE_CLAIM_S):
             check = type(check)(None, replayed=True)  # used at another instance
         await self._cancel(challenge)  # signed in another way (or not): the push is over
         if check.device is not None:
-            return self._final(Outcome.TOTP_OK, name, challenge.id)
-        return self._final(Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD, name, challenge.id)
+            return self._final(Outcome.TOTP_OK, name, challenge_id)
+        return self._final(Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD, name, challenge_id)
 
     async def _wait(self, challenge: Challenge, user: User, *, until_expiry: bool) -> SignInResult | Verdict:
         """The SDK's verified result, or the Verdict when there is none to be had."""
@@ -210,7 +225,9 @@ class Engine:
             log.error("reading the result of %s failed: %s", challenge.id, exc)
             return self._final(Outcome.BROKER_UNAVAILABLE, user.name, challenge.id)
 
-    async def _cancel(self, challenge: Challenge) -> None:
+    async def _cancel(self, challenge: Challenge | None) -> None:
+        if challenge is None:
+            return
         try:
             await self.sdk.cancel_challenge(challenge)
         except PushAuthError as exc:

@@ -27,17 +27,19 @@ PREFIX = "pushauth:radius:"
 class Pending:
     """A push sent, waiting for its follow-up Access-Request (behind one State value)."""
 
-    challenge: Challenge
+    challenge: Challenge | None  # None: push is blocked, only a verification code is asked for
     user: str  # the pushauth-radius user name
     client: str  # the client that got the Access-Challenge: only it may answer
 
     def to_json(self) -> str:
-        return json.dumps({"challenge": self.challenge.to_json(), "user": self.user, "client": self.client})
+        challenge = None if self.challenge is None else self.challenge.to_json()
+        return json.dumps({"challenge": challenge, "user": self.user, "client": self.client})
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Pending:
         data: dict[str, Any] = json.loads(text)
-        return cls(Challenge.from_stored(data["challenge"]), data["user"], data["client"])
+        challenge = None if data["challenge"] is None else Challenge.from_stored(data["challenge"])
+        return cls(challenge, data["user"], data["client"])
 
 
 class StateStore:
