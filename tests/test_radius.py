@@ -153,12 +153,42 @@ def _approve(home: Path, number: str) -> None:
     agent_ok(home, "approve", request["id"], "--number", number)
 
 
+READY = r"pushauth-radius listening on udp"
+
+
 @pytest.fixture(scope="module")
-def server(setup: Setup) -> Iterator[tuple[ManagedProcess, int]]:
-    port = free_port()
-    proc = _serve(setup, write_config(setup, port))
-    yield proc, port
-    proc.cleanup()
+def servers(setup: Setup) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
+    """The RADIUS servers of this module, by name, started at once (each start costs an
+    interpreter's imports): the main one, and one per setting the tests need."""
+    nobody = free_port()  # nothing listens there: an unreachable broker
+    settings: dict[str, dict[str, Any]] = {
+        "main": {},
+        "short-ttl": {"ttl": 10},
+        "push-only": {"push_only": True},
+        "rate": {"rate": 2},
+        "down-reject": {"broker_url": f"http://127.0.0.1:{nobody}", "when_unreachable": "reject"},
+        "down-accept": {"broker_url": f"http://127.0.0.1:{nobody}", "when_unreachable": "accept"},
+    }
+    started: dict[str, tuple[ManagedProcess, int]] = {}
+    try:
+        for name, options in settings.items():
+            port = free_port()
+            config = write_config(setup, port, name=name, **options)
+            proc = ManagedProcess(
+                [RADIUS, "--config", config, "serve"], log_dir=setup.base / "logs", name=f"radius-{name}"
+            )
+            started[name] = (proc.start(), port)
+        for proc, _ in started.values():
+            proc.wait_ready(line_on_stdout(READY))
+        yield started
+    finally:
+        for proc, _ in started.values():
+            proc.cleanup()
+
+
+@pytest.fixture
+def server(servers: dict[str, tuple[ManagedProcess, int]]) -> tuple[ManagedProcess, int]:
+    return servers["main"]
 
 
 def _serve(setup: Setup, config: Path, name: str = "radius") -> ManagedProcess:
@@ -166,7 +196,7 @@ def _serve(setup: Setup, config: Path, name: str = "radius") -> ManagedProcess:
         [RADIUS, "--config", config, "serve"],
         log_dir=setup.base / "logs",
         name=name,
-        ready=line_on_stdout(r"pushauth-radius listening on udp"),
+        ready=line_on_stdout(READY),
     ).start()
 
 
@@ -343,53 +373,45 @@ def test_a_state_answers_only_for_its_own_user(setup: Setup, server: tuple[Manag
     assert follow_up(port, challenge).code == "Access-Reject"  # and the State is spent
 
 
-def test_a_challenge_not_answered_in_time_expires(setup: Setup) -> None:
-    port = free_port()
-    proc = _serve(setup, write_config(setup, port, ttl=10, name="short-ttl"), name="radius-short")
-    try:
-        challenge = start(port)
-        reply = follow_up(port, challenge)  # waits until the 10 s are up
-        assert reply.code == "Access-Reject", reply.text
-        assert "expired" in reply.message
-        audit_line(proc, r"decision=reject outcome=expired user=alice")
-    finally:
-        proc.cleanup()
+def test_a_challenge_not_answered_in_time_expires(
+    servers: dict[str, tuple[ManagedProcess, int]],
+) -> None:
+    proc, port = servers["short-ttl"]
+    challenge = start(port)
+    reply = follow_up(port, challenge)  # waits until the 10 s are up
+    assert reply.code == "Access-Reject", reply.text
+    assert "expired" in reply.message
+    audit_line(proc, r"decision=reject outcome=expired user=alice")
 
 
-def test_push_only_waits_for_the_approval_in_the_first_request(setup: Setup) -> None:
-    port = free_port()
-    proc = _serve(setup, write_config(setup, port, push_only=True, name="push-only"), name="radius-push-only")
-    try:
-        result: dict[str, Reply] = {}
+def test_push_only_waits_for_the_approval_in_the_first_request(
+    setup: Setup, servers: dict[str, tuple[ManagedProcess, int]]
+) -> None:
+    proc, port = servers["push-only"]
+    result: dict[str, Reply] = {}
 
-        def ask() -> None:
-            result["reply"] = radclient(port, 'User-Name = "alice"', 'User-Password = "x"')
+    def ask() -> None:
+        result["reply"] = radclient(port, 'User-Name = "alice"', 'User-Password = "x"')
 
-        asking = threading.Thread(target=ask)
-        asking.start()
-        request = _only_pending(setup.home)
-        # The device is told that no number is shown; the one it types is not checked.
-        assert "none is shown" in request["context"]["number to type"]
-        agent_ok(setup.home, "approve", request["id"], "--number", "11")
-        asking.join(DEADLINE)
-        assert result["reply"].code == "Access-Accept", result["reply"].text
-        audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
-    finally:
-        proc.cleanup()
+    asking = threading.Thread(target=ask)
+    asking.start()
+    request = _only_pending(setup.home)
+    # The device is told that no number is shown; the one it types is not checked.
+    assert "none is shown" in request["context"]["number to type"]
+    agent_ok(setup.home, "approve", request["id"], "--number", "11")
+    asking.join(DEADLINE)
+    assert result["reply"].code == "Access-Accept", result["reply"].text
+    audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
 
 
-def test_requests_per_user_are_limited(setup: Setup) -> None:
-    port = free_port()
-    proc = _serve(setup, write_config(setup, port, rate=2, name="rate"), name="radius-rate")
-    try:
-        for _ in range(2):
-            reply = radclient(port, 'User-Name = "bob"', 'User-Password = "pw"')
-            assert reply.code == "Access-Reject" and "No authenticator" in reply.message, reply.text
-        third = radclient(port, 'User-Name = "bob"', 'User-Password = "pw"')
-        assert third.code == "Access-Reject" and "Too many" in third.message, third.text
-        audit_line(proc, r"decision=reject outcome=rate_limited user=bob")
-    finally:
-        proc.cleanup()
+def test_requests_per_user_are_limited(servers: dict[str, tuple[ManagedProcess, int]]) -> None:
+    proc, port = servers["rate"]
+    for _ in range(2):
+        reply = radclient(port, 'User-Name = "bob"', 'User-Password = "pw"')
+        assert reply.code == "Access-Reject" and "No authenticator" in reply.message, reply.text
+    third = radclient(port, 'User-Name = "bob"', 'User-Password = "pw"')
+    assert third.code == "Access-Reject" and "Too many" in third.message, third.text
+    audit_line(proc, r"decision=reject outcome=rate_limited user=bob")
 
 
 def test_a_wrong_shared_secret_is_dropped_and_logged(server: tuple[ManagedProcess, int]) -> None:
@@ -558,24 +580,19 @@ def test_upstream_mode_checks_the_password_at_a_real_radius_server(setup: Setup,
 
 
 @pytest.mark.parametrize("choice", ["reject", "accept"])
-def test_broker_unreachable_fails_closed_or_open_as_configured(setup: Setup, choice: str) -> None:
-    port, nobody = free_port(), free_port()  # nothing listens on `nobody`
-    config = write_config(
-        setup, port, broker_url=f"http://127.0.0.1:{nobody}", when_unreachable=choice, name=f"down-{choice}"
-    )
-    proc = _serve(setup, config, name=f"radius-down-{choice}")
-    try:
-        reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
-        if choice == "reject":
-            assert reply.code == "Access-Reject", reply.text
-            assert "unreachable" in reply.message
-            audit_line(proc, r"decision=reject outcome=broker_unavailable user=alice")
-        else:
-            assert reply.code == "Access-Accept", reply.text
-            assert "without push approval" in reply.message
-            audit_line(proc, r"decision=accept outcome=fail_open user=alice")
-    finally:
-        proc.cleanup()
+def test_broker_unreachable_fails_closed_or_open_as_configured(
+    servers: dict[str, tuple[ManagedProcess, int]], choice: str
+) -> None:
+    proc, port = servers[f"down-{choice}"]
+    reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
+    if choice == "reject":
+        assert reply.code == "Access-Reject", reply.text
+        assert "unreachable" in reply.message
+        audit_line(proc, r"decision=reject outcome=broker_unavailable user=alice")
+    else:
+        assert reply.code == "Access-Accept", reply.text
+        assert "without push approval" in reply.message
+        audit_line(proc, r"decision=accept outcome=fail_open user=alice")
 
 
 def test_check_config_and_bad_config_say_one_line(
