@@ -23,11 +23,15 @@ def decide(
         config = load(path)
     except ConfigError as exc:
         decision = flow.Decision(Outcome.CONFIG_ERROR, detail=str(exc), started=started)
-        text = audit.decision_line(decision.outcome, **decision.fields(request))
-        # Also on stderr: where sshd -e, pamtester and pam_exec's log put it when no
-        # syslog daemon listens.
-        print(f"{audit.TAG}: {text}", file=sys.stderr, flush=True)
-        audit.record(text, to_syslog=True, audit_file=None, priority=syslog.LOG_ERR)
+        # The whole reason on a line of its own (the audit line's values are cut short),
+        # and both also on stderr: where sshd -e, pamtester and pam_exec's log put them
+        # when no syslog daemon listens.
+        for text in (
+            f"configuration error: {exc}",
+            audit.decision_line(decision.outcome, **decision.fields(request)),
+        ):
+            print(f"{audit.TAG}: {text}", file=sys.stderr, flush=True)
+            audit.record(text, to_syslog=True, audit_file=None, priority=syslog.LOG_ERR)
         _tell(conv, decision)
         return decision
     try:

@@ -1,0 +1,292 @@
+"""pushauth-pam through a real PAM stack: `pamtester` (Linux-PAM's conversation, as sudo
+and su use) against a service file in /etc/pam.d/ that loads the module with
+libpam-python, with the real broker, Redis and the real agent CLI answering.
+
+The person's side: the number shows in the prompt "Type NN in your authenticator, then
+press Enter"; they press Enter (here before the approval: the module then waits for
+the answer) or type "code" for a verification code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_helpers import agent_env, agent_ok, pending  # noqa: F401 - agent_env is a fixture
+from pam_world import (
+    NUMBER_PROMPT,
+    PAM,
+    Account,
+    World,
+    add_to_group,
+    approve,
+    enroll_device,
+    local_account,
+    make_world,
+    module_line,
+    only_pending,
+    pam_service,
+    remove_from_group,
+)
+from shared_broker import broker  # noqa: F401 - a fixture
+from support import DEADLINE, BrokerProcess, ManagedProcess, free_port, run_cli
+
+from relying_party.sdk import PushAuthClient
+from relying_party.web.db import Database
+
+
+@pytest.fixture(scope="module")
+def account() -> Iterator[Account]:
+    with local_account() as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def world(broker: BrokerProcess, account: Account, tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(broker, tmp_path_factory.mktemp("pam"), account)
+
+
+@pytest.fixture(scope="module")
+def service(world: World) -> Iterator[str]:
+    with pam_service(module_line(world.config())) as name:
+        yield name
+
+
+RUNS = itertools.count(1)
+
+
+def pamtester(world: World, service: str, user: str | None = None) -> ManagedProcess:
+    """pamtester on `service`; a pipe on stdin for the person's lines. Its stdout (PAM's
+    info messages) line-buffered by stdbuf, as on a terminal; logs of its own per run."""
+    return ManagedProcess(
+        ["stdbuf", "-oL", "pamtester", "-v", service, user or world.account.name, "authenticate"],
+        log_dir=world.base / "logs",
+        name=f"pamtester-{next(RUNS)}",
+        stdin=True,
+    ).start()
+
+
+def number_of(proc: ManagedProcess) -> str:
+    return proc.wait_for_output(NUMBER_PROMPT.pattern, stream="both").group(1)
+
+
+def finish(proc: ManagedProcess) -> tuple[int, str]:
+    code = proc.wait(timeout=DEADLINE)
+    return code, proc.output()
+
+
+def test_enroll_prints_a_qr_code_and_confirms_with_a_test_push(world: World) -> None:
+    out = world.enroll_output
+    assert "pushauth://enroll?" in out
+    assert "█" in out or "▀" in out  # the QR code, drawn in the terminal
+    assert f"{world.account.name} can now sign in with push approval or a verification code" in out
+
+
+def test_the_right_number_signs_in(world: World, service: str) -> None:
+    before = world.audit_count()
+    proc = pamtester(world, service)
+    number = number_of(proc)
+    assert re.fullmatch(r"\d\d", number)
+    proc.send_line("")  # Enter first: the module waits for the device's answer
+    request = approve(world.home, number)
+    assert request["context"]["service"] == service  # the device sees which sign-in it is
+    code, out = finish(proc)
+    assert code == 0, out
+    assert "Approved on your authenticator." in out
+    assert "successfully authenticated" in out
+    line = world.audit_line(r"decision=allow outcome=approved", before)
+    assert (
+        f"user={world.account.name} pushauth_user={world.account.name}@test.example service={service}" in line
+    )
+    assert re.search(r"challenge=\S+ ms=\d+ prompt_ms=\d+ approval_ms=\d+", line), line
+
+
+def test_a_wrong_number_is_refused(world: World, service: str) -> None:
+    before = world.audit_count()
+    proc = pamtester(world, service)
+    number = number_of(proc)
+    proc.send_line("")
+    approve(world.home, "10" if number != "10" else "11")
+    code, out = finish(proc)
+    assert code != 0, out
+    assert "Wrong number typed in your authenticator" in out
+    world.audit_line(r"decision=deny outcome=number_mismatch user=\S+ .*challenge=\S+", before)
+
+
+def test_deny_is_refused(world: World, service: str) -> None:
+    before = world.audit_count()
+    proc = pamtester(world, service)
+    number_of(proc)
+    proc.send_line("")
+    agent_ok(world.home, "deny", only_pending(world.home)["id"])
+    code, out = finish(proc)
+    assert code != 0, out
+    assert "Denied on your authenticator." in out
+    world.audit_line(r"decision=deny outcome=denied", before)
+
+
+def test_a_report_is_refused_and_mutes_push_until_lifted(world: World, service: str) -> None:
+    before = world.audit_count()
+    proc = pamtester(world, service)
+    number_of(proc)
+    proc.send_line("")
+    agent_ok(world.home, "deny", "--fraud", only_pending(world.home)["id"])
+    code, out = finish(proc)
+    assert code != 0, out
+    assert "You reported this sign-in as not yours" in out
+    world.audit_line(r"decision=deny outcome=reported", before)
+    # Push is muted now: the module says so and takes a verification code instead.
+    muted = pamtester(world, service)
+    muted.wait_for_output(r"Push sign-in is paused for your account", stream="both")
+    muted.send_line("")
+    code, out = finish(muted)
+    assert code != 0, out
+    world.audit_line(r"decision=deny outcome=push_blocked .*detail=push_blocked", before)
+    asyncio.run(_lift(world))
+
+
+async def _lift(world: World) -> None:
+    db = Database(world.store)
+    try:
+        user = db.user_by_name(f"{world.account.name}@test.example")
+    finally:
+        db.close()
+    assert user is not None
+    async with PushAuthClient(world.broker.http_url, world.rp["api_key"]) as sdk:
+        await sdk.lift_push_block(user.handle)
+
+
+def test_code_at_the_prompt_takes_a_verification_code(world: World, service: str) -> None:
+    before = world.audit_count()
+    proc = pamtester(world, service)
+    number_of(proc)
+    proc.send_line("code")
+    proc.wait_for_output(r"Verification code: ", stream="both")
+    assert pending(world.home) == []  # the push was cancelled: the device drops it
+    (code,) = [line["code"] for line in json.loads(agent_ok(world.home, "code", "--json"))]
+    proc.send_line(code)
+    status, out = finish(proc)
+    assert status == 0, out
+    assert "Verification code accepted." in out
+    world.audit_line(r"decision=allow outcome=totp_ok", before)
+    # The same code again: refused (RFC 6238 codes are single-use here).
+    again = pamtester(world, service)
+    number_of(again)
+    again.send_line(code)  # a code typed straight at the number prompt counts too
+    status, out = finish(again)
+    assert status != 0, out
+    assert "used already" in out
+    world.audit_line(r"decision=deny outcome=totp_replayed", before)
+
+
+def test_a_push_not_answered_in_time_expires(world: World) -> None:
+    before = world.audit_count()
+    with pam_service(module_line(world.config("short", ttl=10))) as short:
+        proc = pamtester(world, short)
+        number_of(proc)
+        proc.send_line("")
+        status, out = finish(proc)
+    assert status != 0, out
+    assert "No answer in time: the request expired." in out
+    world.audit_line(r"decision=deny outcome=expired", before)
+
+
+def test_a_user_without_a_device_is_refused_without_a_push(world: World, service: str) -> None:
+    before = world.audit_count()
+    with local_account() as other:
+        proc = pamtester(world, service, other.name)
+        status, out = finish(proc)
+    assert status != 0, out
+    assert "No authenticator is set up for you on this host" in out
+    world.audit_line(rf"decision=deny outcome=not_enrolled user={other.name}", before)
+    assert pending(world.home) == []
+
+
+def test_broker_unreachable_fail_closed_refuses_but_takes_a_code(world: World) -> None:
+    before = world.audit_count()
+    down = f"http://127.0.0.1:{free_port()}"
+    with pam_service(module_line(world.config("closed", broker_url=down))) as closed:
+        proc = pamtester(world, closed)
+        proc.wait_for_output(r"The approval service is unreachable\. Verification code", stream="both")
+        proc.send_line("")
+        status, out = finish(proc)
+        assert status != 0, out
+        assert "sign-in refused" in out
+        world.audit_line(r"decision=deny outcome=broker_unavailable .*detail=\"cannot reach", before)
+        # The codes are checked against the host's own store: they still work. (A second
+        # device's code: the first device's current one may be spent by another test.)
+        second = world.base / "agent-2"
+        enroll_device(world, second, "tablet")
+        (code,) = [line["code"] for line in json.loads(agent_ok(second, "code", "--json"))]
+        proc = pamtester(world, closed)
+        proc.wait_for_output(r"Verification code", stream="both")
+        proc.send_line(code)
+        status, out = finish(proc)
+    assert status == 0, out
+    assert "Verification code accepted." in out
+    world.audit_line(r"decision=allow outcome=totp_ok .*detail=\"cannot reach", before)
+
+
+def test_broker_unreachable_fail_open_lets_in_and_says_so(world: World) -> None:
+    before = world.audit_count()
+    down = f"http://127.0.0.1:{free_port()}"
+    with pam_service(module_line(world.config("open", broker_url=down, when_unreachable="allow"))) as opened:
+        proc = pamtester(world, opened)
+        status, out = finish(proc)
+    assert status == 0, out
+    assert "signed in without push approval" in out
+    world.audit_line(r"decision=allow outcome=fail_open .*detail=\"cannot reach", before)
+
+
+def test_a_member_of_a_bypass_group_needs_no_push(world: World) -> None:
+    before = world.audit_count()
+    account = world.account
+    with pam_service(module_line(world.config("bypass", bypass=True))) as bypass:
+        add_to_group(account.name, account.bypass_group)
+        try:
+            status, out = finish(pamtester(world, bypass))
+        finally:
+            remove_from_group(account.name, account.bypass_group)
+        assert status == 0, out
+        line = world.audit_line(r"decision=allow outcome=bypass", before)
+        assert f'detail="group {account.bypass_group}"' in line
+        assert pending(world.home) == []  # no push was sent
+
+
+def test_a_group_readable_api_key_file_is_refused_with_a_log_line(world: World, tmp_path: Path) -> None:
+    loose = tmp_path / "loose-key"
+    loose.write_text(world.rp["api_key"])
+    loose.chmod(0o640)
+    config = tmp_path / "loose.toml"
+    config.write_text(world.config("loose-src").read_text().replace(str(world.key_file), str(loose)))
+    with pam_service(module_line(config)) as svc:
+        status, out = finish(pamtester(world, svc))
+    assert status != 0, out
+    assert "Push sign-in is misconfigured on this host" in out
+    assert re.search(
+        r"configuration error: broker\.api_key_file: .* is readable or writable by group or others", out
+    )
+    assert re.search(r"decision=deny outcome=config_error user=\S+ pushauth_user=- service=\S+", out)
+    assert pending(world.home) == []
+    result = run_cli([PAM, "--config", config, "check-config"])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "chmod 600" in result.stderr, result.stderr
+
+
+def test_pam_exec_mode_pushes_with_the_number_printed(world: World) -> None:
+    before = world.audit_count()
+    line = f"auth required pam_exec.so stdout quiet {PAM} --config {world.config()} exec\n"
+    with pam_service(line) as svc:
+        proc = pamtester(world, svc)
+        number = proc.wait_for_output(r"Type (\d+) in your authenticator$", stream="both").group(1)
+        approve(world.home, number)
+        status, out = finish(proc)
+    assert status == 0, out
+    world.audit_line(
+        rf"decision=allow outcome=approved user={world.account.name} pushauth_user=\S+ service={svc}", before
+    )
