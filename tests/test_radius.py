@@ -276,6 +276,19 @@ def test_right_number_is_accepted(setup: Setup, server: tuple[ManagedProcess, in
     )
 
 
+def test_the_answer_may_reach_another_instance(
+    setup: Setup, servers: dict[str, tuple[ManagedProcess, int]]
+) -> None:
+    """Behind a load balancer: the State's record is in the shared Redis."""
+    _, first = servers["main"]
+    other, second = servers["short-ttl"]
+    challenge = start(first)
+    _approve(setup.home, challenge.number)
+    reply = follow_up(second, challenge)
+    assert reply.code == "Access-Accept", reply.text
+    audit_line(other, r"decision=accept outcome=approved user=alice")
+
+
 def test_wrong_number_is_rejected(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
     _, port = server
     challenge = start(port)
