@@ -66,7 +66,8 @@ async def recovery_code_submit(request: web.Request) -> web.StreamResponse:
     outcome = await recovery_codes.use(db, user.id, typed)
     if outcome is not recovery_codes.Use.ACCEPTED:
         auth.record_failure(request, user, signin_context.client_ip(request))
-        activity.record(db, user, "recovery", "wrong_code", _context(request))
+        detail = "used already" if outcome is recovery_codes.Use.USED else ""
+        activity.record(db, user, "recovery", "wrong_code", _context(request), detail=detail)
         if outcome is recovery_codes.Use.USED:
             return again("That recovery code was used already. Each code works once: use another one.", 401)
         return again("That recovery code is not right. Check it and try again.", 401)
@@ -119,7 +120,8 @@ async def access_pass_submit(request: web.Request) -> web.StreamResponse:
     )
     if outcome is not access_pass.Use.ACCEPTED:
         auth.record_failure(request, user, ip)
-        activity.record(db, user, "access_pass", "wrong_code", _context(request), detail=outcome.value)
+        detail = {access_pass.Use.USED: "used already", access_pass.Use.EXPIRED: "expired"}.get(outcome, "")
+        activity.record(db, user, "access_pass", "wrong_code", _context(request), detail=detail)
         messages = {
             access_pass.Use.USED: "That temporary access pass was used already. It works once: "
             "ask your administrator for a new one.",

@@ -172,6 +172,21 @@ def test_temporary_access_pass_signs_in_once_and_adds_a_new_device(
     _tap_sign_in(stack, page, secret)
     expect(page.get_by_role("alert")).to_contain_text("used already")
     _shot(stack, page, "tap-04-used-already")
+    page.get_by_role("button", name="Cancel sign-in").click()
+
+    # Sign-in activity shows the pass's uses, the refused ones with why.
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    stack.answer("approve", "--number", stack.number(page))
+    page.wait_for_url("**/account")
+    page.goto(stack.url + "/security/activity")
+    rows = page.locator('.activity-row[data-method="access_pass"]')
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("used already")  # newest first
+    expect(rows.nth(1)).to_have_attribute("data-result", "code")  # the sign-in itself
+    expect(rows.nth(2)).to_contain_text("expired")
+    _shot(stack, page, "tap-05-activity")
+    stack.sign_out(page)
     page.goto(stack.url + "/account")
     page.wait_for_url("**/signin")
 
