@@ -78,7 +78,7 @@ async def recovery_code_submit(request: web.Request) -> web.StreamResponse:
     n = left.left if left else 0
     session = get_session(request)
     session.flash(
-        "info" if n > recovery_codes.LOW else "error",
+        "info" if n > recovery_codes.LOW else "warn",
         f"You signed in with a recovery code. {n} recovery code{'' if n == 1 else 's'} left."
         + (" Get a new set below." if n <= recovery_codes.LOW else ""),
     )
