@@ -149,3 +149,15 @@ async def test_only_a_device_whose_setup_was_approved_answers_sign_ins(site: Sit
     )
     assert r.status == 409 and "could not be verified" in await r.text()
     assert not await site.signed_in()
+
+
+async def test_few_codes_left_is_said_at_sign_in_and_on_security_info(site: Site) -> None:
+    codes = await recovery_codes.replace_set(site.db, user(site.db).id)
+    for code in codes[:7]:
+        assert await recovery_codes.use(site.db, user(site.db).id, code) is recovery_codes.Use.ACCEPTED
+    token = await _at_second_step(site, "/signin/recovery-code")
+    r = await site.post("/signin/recovery-code", {"csrf_token": token, "code": codes[7]}, follow=True)
+    html = await r.text()
+    assert "You signed in with a recovery code. 2 recovery codes left. Get a new set below." in html
+    assert 'class="alert alert-warn"' in html
+    assert '<p id="recovery-left" class="warn-text">2 of 10 codes left</p>' in html
