@@ -133,7 +133,7 @@ def test_refused_push_says_why_and_the_earlier_request_is_cancelled(
     # Two pushes a minute (the approved test push of the setup resets the count): the
     # sign-in's first request and one "Send again"; the next is refused.
     set_policy(rp["id"], "--max-pushes-per-minute", "2", redis_url=str(stack.broker.redis_url))
-    stack.enroll(page, "refused")
+    stack.enroll(page, "push-refused")
     stack.sign_out(page)
 
     stack.sign_in_password(page)
@@ -143,12 +143,12 @@ def test_refused_push_says_why_and_the_earlier_request_is_cancelled(
     page.wait_for_url("**/signin/push")
     stack.status(page, "pending")
     stack.seen.add(stack.agent.wait_request(stack.seen)["id"])
-    checked(stack, page, "refused-01-waiting")
+    checked(stack, page, "push-refused-01-waiting")
     page.get_by_role("button", name="Send again").click()
     page.wait_for_url("**/signin/code")
     refused = page.locator('#push-refused[data-reason="rate_limited"]')
     expect(refused).to_contain_text(re.compile(r"Wait \d+ seconds? before sending another"))
-    checked(stack, page, "refused-02-rate-limited")
+    checked(stack, page, "push-refused-02-rate-limited")
     # Nothing is live: the earlier request was cancelled, the phone no longer has it.
     wait_until(lambda: not stack.agent.pending(), timeout=20, interval=0.3, message="the prompt withdrawn")
     page.goto(stack.url + "/signin/push")
