@@ -35,6 +35,9 @@ class ErrorCode(enum.StrEnum):
     BAD_TOKEN = "bad_token"  # enrollment token unknown, used or expired
     UNKNOWN_NOTICE = "unknown_notice"  # no such open recovery notice for this credential
     RATE_LIMITED = "rate_limited"  # a device sent frames faster than the broker allows
+    # Optional extensions (docs/protocol.md, appendix A).
+    PUSH_UNAVAILABLE = "push_unavailable"  # this broker sends no Web Push
+    PUSH_SERVICE_REFUSED = "push_service_refused"  # the endpoint is not on the broker's list
     INTERNAL = "internal"
     # Enrollment URIs and other local parsing.
     INVALID_URI = "invalid_uri"

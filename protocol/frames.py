@@ -374,7 +374,47 @@ class RecoveryAnswer(Frame):
     sig: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class PushSubscribe(Frame):
+    """Optional extension (docs/protocol.md, appendix A): wake these credentials with Web
+    Push when a request comes while no connection holds them. All of endpoint, p256dh
+    and auth, or none: none asks for the broker's key and removes any subscription."""
+
+    TYPE: ClassVar[str] = "push_subscribe"
+    SENDER: ClassVar[Sender] = Sender.DEVICE
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "rid": f.REQUEST_ID,
+        "cids": f.ListOf(f.IDENT, max_items=64),
+        "endpoint": f.Optional(f.Str(max_len=2048, min_len=1)),
+        "p256dh": f.Optional(f.Bytes(length=65)),
+        "auth": f.Optional(f.Bytes(length=16)),
+    }
+    rid: int
+    cids: tuple[str, ...]
+    endpoint: str | None
+    p256dh: bytes | None
+    auth: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class PushSubscribed(Frame):
+    """The answer to push_subscribe: the broker's VAPID public key (the subscription's
+    applicationServerKey) and the credentials now subscribed (none after a removal)."""
+
+    TYPE: ClassVar[str] = "push_subscribed"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {
+        "rid": f.REQUEST_ID,
+        "key": f.Bytes(length=65),
+        "cids": f.ListOf(f.IDENT, max_items=64),
+    }
+    rid: int
+    key: bytes
+    cids: tuple[str, ...]
+
+
 _ALL: tuple[type[Frame], ...] = (Hello, Welcome, Enrolled, Challenge, AnswerResult, Cancel, Revoked, Error)
 _ALL += (RecoveryNotice, RecoveryResult)
 _ALL += (Authenticate, Enroll, Answer, Revoke, RecoveryAnswer)
+_ALL += (PushSubscribe, PushSubscribed)
 FRAME_TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in _ALL}

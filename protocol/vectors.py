@@ -41,6 +41,8 @@ from .frames import (
     Error,
     Frame,
     Hello,
+    PushSubscribe,
+    PushSubscribed,
     RecoveryNotice,
     RecoveryResult,
     Revoke,
@@ -191,6 +193,15 @@ def sample_frames() -> list[Frame]:
         sign_recovery_answer(NOTICE, seed=SEEDS[0], decision="disown", ts=T0 + 20_000, rid=9),
         RecoveryResult(notice=NOTICE.notice, cid="cred_A1", outcome="disowned", rid=9),
         Error(code="already_answered", message="challenge already ended: approved", ref=CHALLENGE.ch),
+        PushSubscribe(
+            rid=10,
+            cids=("cred_A1",),
+            endpoint="https://push.example.net/send/abc123",
+            p256dh=b"\x04" + bytes(range(1, 65)),
+            auth=bytes(range(16)),
+        ),
+        PushSubscribe(rid=11, cids=("cred_A1",), endpoint=None, p256dh=None, auth=None),
+        PushSubscribed(rid=10, key=b"\x04" + bytes(range(64, 128)), cids=("cred_A1",)),
     ]
 
 

@@ -81,6 +81,7 @@ def test_every_frame_type_has_a_sample_and_a_sender() -> None:
         "answer",
         "revoke",
         "recovery_answer",
+        "push_subscribe",  # the optional Web Push extension (docs/protocol.md, appendix A)
     }
     for cls in FRAME_TYPES.values():
         # The dataclass fields are exactly the schema: nothing is sent that is not checked.

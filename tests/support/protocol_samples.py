@@ -20,6 +20,8 @@ from protocol.frames import (
     Error,
     Frame,
     Hello,
+    PushSubscribe,
+    PushSubscribed,
     RecoveryAnswer,
     RecoveryNotice,
     RecoveryResult,
@@ -130,6 +132,14 @@ SAMPLES: dict[type[Frame], Frame] = {
     RecoveryNotice: RECOVERY_NOTICE,
     RecoveryResult: RecoveryResult(notice=RECOVERY_NOTICE.notice, cid="cred_A1", outcome="disowned", rid=9),
     RecoveryAnswer: _recovery_answer(),
+    PushSubscribe: PushSubscribe(
+        rid=10,
+        cids=("cred_A1",),
+        endpoint="https://push.example.net/send/abc123",
+        p256dh=b"\x04" + bytes(range(1, 65)),
+        auth=bytes(range(16)),
+    ),
+    PushSubscribed: PushSubscribed(rid=10, key=b"\x04" + bytes(range(64, 128)), cids=("cred_A1",)),
 }
 
 assert set(SAMPLES) == set(FRAME_TYPES.values()), "a frame type has no sample"

@@ -105,6 +105,12 @@ export const FRAMES = Object.freeze({
     ["number", str({ max: 8, pattern: TYPED_RE })], ["ts", MS], ["ctx_hash", bin(32)], ["sig", bin(64)],
   ]],
   revoke: [D, [["rid", RID], ["cid", IDENT]]],
+  // Optional extension (docs/protocol.md appendix A): Web Push wake-ups.
+  push_subscribe: [D, [
+    ["rid", RID], ["cids", listOf(IDENT, 64)], ["endpoint", optional(str({ min: 1, max: 2048 }))],
+    ["p256dh", optional(bin(65))], ["auth", optional(bin(16))],
+  ]],
+  push_subscribed: [B, [["rid", RID], ["key", bin(65)], ["cids", listOf(IDENT, 64)]]],
   recovery_answer: [D, [
     ["rid", RID], ["notice", IDENT], ["cid", IDENT], ["decision", oneOf(["confirm", "disown"])],
     ["ts", MS], ["sig", bin(64)],
