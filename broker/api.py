@@ -30,6 +30,7 @@ from .policy import PolicyError
 from .problems import ApiError
 from .signed_requests import b64_field
 from .store import Store, UnknownTarget, new_id, now_ms
+from .webpush import WEBPUSH
 
 MAX_WAIT_S = 60
 MAX_BODY = 16 * 1024
@@ -359,6 +360,9 @@ async def create_challenge(request: web.Request) -> web.Response:
             )
         raise ApiError(409, "no_devices", "the user has no active authenticator")
     _hub(request).schedule_expiry(record, record.expires, node_of(request).expire)
+    push = request.app.get(WEBPUSH)
+    if push is not None:  # wake the devices that are not connected (docs/protocol.md, appendix A)
+        push.wake_for(store.redis, record)
     out = challenge_json(record, Status.PENDING)
     del out["answer"], out["status"]
     out.update(number=record.number, devices=new.devices, superseded=list(new.superseded))

@@ -22,7 +22,7 @@ import platformdirs
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import logs, sentinel, webapp_static
+from . import logs, sentinel, webapp_static, webpush
 from .app import create_app, stop_serving
 from .backups import (
     BACKUP_STORE_MAX_BLOBS,
@@ -119,6 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve the web authenticator's static files at /app/ (for the demo; "
         "deploy/webapp.md says how to host them on their own origin)",
+    )
+    serve.add_argument(
+        "--push-key",
+        type=Path,
+        metavar="FILE",
+        help="send Web Push wake-ups to web authenticators that are closed, signed with the VAPID key in "
+        "FILE (a P-256 PEM key, made there if absent; docs/protocol.md appendix A)",
+    )
+    serve.add_argument(
+        "--push-subject",
+        default="mailto:postmaster@localhost",
+        help="the VAPID contact push services may write to (mailto: or https: URL; default: %(default)s)",
+    )
+    serve.add_argument(
+        "--push-service",
+        action="append",
+        metavar="ORIGIN",
+        help="a push service the broker may send to (repeatable; replaces the browsers' services, "
+        "e.g. https://fcm.googleapis.com)",
     )
     serve.add_argument(
         "--enrollment-ttl",
@@ -370,6 +389,11 @@ async def serve(args: argparse.Namespace) -> None:
         )
         if args.webapp:
             webapp_static.add_routes(app)
+        if args.push_key is not None:
+            push = webpush.WebPush(webpush.load_or_create_key(args.push_key), args.push_subject)
+            if args.push_service:
+                push.services = tuple(args.push_service)
+            webpush.install(app, push)
         runner = web.AppRunner(
             app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )

@@ -22,6 +22,7 @@ from protocol.frames import (
     Error,
     Frame,
     NoticeDecision,
+    PushSubscribe,
     RecoveryAnswer,
     Revoke,
     RevokeReason,
@@ -30,7 +31,7 @@ from protocol.frames import (
 from protocol.session import ServerSession
 from protocol.signing import answer_bytes, recovery_answer_bytes, verify
 
-from . import metrics, notices
+from . import metrics, notices, webpush
 from .context import NODE
 from .hub import Hub
 from .models import Answer as StoredAnswer
@@ -38,6 +39,7 @@ from .models import ChallengeRecord, Credential, Notice
 from .ratelimit import TokenBucket
 from .store import Store, now_ms
 from .tasks import spawn
+from .webpush import WEBPUSH, WebPush
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,10 @@ class DeviceConnection:
         transport: asyncio.BaseTransport | None = None,
         *,
         auth_timeout: float = AUTH_TIMEOUT_S,
+        push: WebPush | None = None,
     ) -> None:
         self.ws = ws
+        self.push = push
         self.auth_timeout = auth_timeout
         self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
         self.transport = transport
@@ -200,6 +204,8 @@ class DeviceConnection:
                 await self.on_revoke(frame)
             elif isinstance(frame, RecoveryAnswer):
                 await self.on_recovery_answer(frame)
+            elif isinstance(frame, PushSubscribe):
+                await webpush.on_subscribe(self.push, self, frame)
         except ProtocolError as err:
             if err.fatal:
                 await self.fail(err)
@@ -435,6 +441,8 @@ async def device_socket(request: web.Request) -> web.WebSocketResponse:
     node = app[NODE]
     session = ServerSession(node=node.name, now_ms=now_ms())
     auth_timeout = app.get(AUTH_TIMEOUT, AUTH_TIMEOUT_S)
-    conn = DeviceConnection(ws, session, node.store, node.hub, request.transport, auth_timeout=auth_timeout)
+    conn = DeviceConnection(
+        ws, session, node.store, node.hub, request.transport, auth_timeout=auth_timeout, push=app.get(WEBPUSH)
+    )
     await conn.run()
     return ws

@@ -71,6 +71,9 @@ class Hub:
         # Challenges created on this node that have not ended: the RP's long-poll
         # (usually on this node too) reads them here instead of from Redis.
         self.live: dict[str, ChallengeRecord] = {}
+        # Told when a credential gets its first or loses its last connection on this
+        # node (the Web Push extension records presence with it: broker/webpush.py).
+        self.on_presence: Callable[[list[str], bool], None] | None = None
 
     # -- connections -------------------------------------------------------
 
@@ -78,19 +81,29 @@ class Hub:
         self.sockets.add(device)
 
     def attach(self, device: Device, cred: Credential) -> None:
+        first = cred.id not in self.by_cid
         self.by_cid[cred.id].add(device)
         self.by_user[(cred.rp, cred.user)].add(device)
+        if first and self.on_presence is not None:
+            self.on_presence([cred.id], True)
 
     def detach_credential(self, device: Device, cred: Credential) -> None:
         _discard(self.by_cid, cred.id, device)
         if not any(c.rp == cred.rp and c.user == cred.user for c in device.credentials.values()):
             _discard(self.by_user, (cred.rp, cred.user), device)
+        if cred.id not in self.by_cid and self.on_presence is not None:
+            self.on_presence([cred.id], False)
 
     def detach(self, device: Device) -> None:
         self.sockets.discard(device)
+        gone = []
         for cred in list(device.credentials.values()):
             _discard(self.by_cid, cred.id, device)
             _discard(self.by_user, (cred.rp, cred.user), device)
+            if cred.id not in self.by_cid:
+                gone.append(cred.id)
+        if gone and self.on_presence is not None:
+            self.on_presence(gone, False)
 
     @property
     def connections(self) -> set[Device]:

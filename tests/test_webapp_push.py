@@ -1,0 +1,218 @@
+"""Web Push wake-ups (docs/protocol.md, appendix A) from a real broker (`serve --push-key`)
+to a local push service that stands in for the browsers' (which this machine cannot
+reach): a device subscribes over its WebSocket, goes away, and the next challenge
+reaches it as one push message that the test decrypts with the subscription's own keys
+(RFC 8291, http_ece) and whose VAPID signature (RFC 8292) it checks. The payload says
+only that a request is waiting: no number, no context, no ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import http_ece
+import pytest
+import pytest_asyncio
+import redis
+import websockets
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from multidict import CIMultiDict
+from shared_broker import new_rp
+from support import BrokerProcess, RedisServer, free_port, wait_until
+
+from broker.webpush import WAKE_PAYLOAD
+from protocol import SUBPROTOCOLS, signing
+from protocol.codec import encode
+from protocol.frames import Challenge, Error, PushSubscribe, PushSubscribed
+from protocol.session import ClientSession
+from protocol.uri import parse
+from relying_party.sdk import PushAuthClient
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+SUBJECT = "mailto:ops@contoso.example"
+CONTEXT = {"app": "Payroll", "ip": "203.0.113.9", "location": "Zürich, CH", "browser": "Firefox 128"}
+
+
+@pytest.fixture(scope="module")
+def push_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def push_broker(tmp_path_factory: pytest.TempPathFactory, push_port: int) -> Iterator[BrokerProcess]:
+    base = tmp_path_factory.mktemp("webpush")
+    with RedisServer(base / "redis") as redis_server:
+        node = BrokerProcess(
+            log_dir=base / "logs",
+            redis_url=redis_server.url,
+            node="push",
+            extra_args=[
+                "--push-key", str(base / "vapid.pem"),
+                "--push-subject", SUBJECT,
+                "--push-service", f"http://127.0.0.1:{push_port}",
+            ],
+        ).start()  # fmt: skip
+        node.vapid_pem = base / "vapid.pem"  # type: ignore[attr-defined]
+        yield node
+        node.cleanup()
+
+
+class PushService:
+    """A push service on loopback: keeps each message it is sent, answers 201."""
+
+    def __init__(self) -> None:
+        self.messages: asyncio.Queue[tuple[str, CIMultiDict[str], bytes]] = asyncio.Queue()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await self.messages.put((request.path, request.headers.copy(), await request.read()))
+        return web.Response(status=201)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def push_service(push_port: int) -> AsyncIterator[PushService]:
+    service = PushService()
+    app = web.Application()
+    app.router.add_post("/push/{id}", service.handle)
+    server = TestServer(app, host="127.0.0.1", port=push_port)
+    await server.start_server()
+    yield service
+    await server.close()
+
+
+class Device:
+    """A device over the real WebSocket, with the Python protocol core."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = ClientSession()
+        self.ws: Any = None
+
+    async def __aenter__(self) -> Device:
+        self.ws = await websockets.connect(self.url, subprotocols=list(SUBPROTOCOLS))
+        self.session.receive(await self.ws.recv())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.ws.close()
+
+    async def send(self, frame: Any) -> None:
+        await self.ws.send(frame if isinstance(frame, bytes) else encode(frame))
+
+    async def next(self, kind: type) -> Any:
+        while True:
+            frame = self.session.receive(await asyncio.wait_for(self.ws.recv(), 10))
+            if isinstance(frame, kind | Error):
+                return frame
+
+
+def subscription_keys() -> tuple[ec.EllipticCurvePrivateKey, bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return key, public, secrets.token_bytes(16)
+
+
+def b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def check_vapid(header: str, public_key: bytes, audience: str) -> None:
+    """`Authorization: vapid t=<JWT ES256>, k=<public key>` (RFC 8292)."""
+    scheme, _, params = header.partition(" ")
+    assert scheme == "vapid"
+    fields = dict(p.strip().split("=", 1) for p in params.split(","))
+    assert b64url_decode(fields["k"]) == public_key
+    head, claims, sig = fields["t"].split(".")
+    raw = b64url_decode(sig)
+    der = encode_dss_signature(int.from_bytes(raw[:32]), int.from_bytes(raw[32:]))
+    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+    key.verify(der, f"{head}.{claims}".encode(), ec.ECDSA(hashes.SHA256()))
+    body = json.loads(b64url_decode(claims))
+    assert body["aud"] == audience and body["sub"] == SUBJECT
+
+
+async def test_a_closed_device_is_woken_by_a_push_that_says_only_that_a_request_waits(
+    push_broker: BrokerProcess, push_service: PushService, push_port: int
+) -> None:
+    created = await new_rp(push_broker, "Contoso Portal")
+    async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
+        enrollment = await rp.create_enrollment("alice", "alice@contoso.example")
+        link = parse(enrollment.uri or "")
+        seed = signing.new_seed()
+        async with Device(push_broker.ws_url) as device:
+            await device.send(
+                device.session.enroll_frame(
+                    rid=1,
+                    token=link.token,
+                    seed=seed,
+                    name="Phone",
+                    rp=link.rp,
+                    binding_secret=link.binding_secret,
+                )
+            )
+            cid = (await device.next(object)).cid
+            await device.send(device.session.authenticate_frame({}))
+            await rp.wait_enrollment(enrollment, timeout=10)
+            await rp.confirm_credential(cid)
+
+            # The broker's key first (no subscription yet), then the subscription.
+            await device.send(PushSubscribe(rid=2, cids=(cid,), endpoint=None, p256dh=None, auth=None))
+            answer = await device.next(PushSubscribed)
+            assert isinstance(answer, PushSubscribed) and answer.cids == ()
+            vapid = serialization.load_pem_private_key(push_broker.vapid_pem.read_bytes(), None)  # type: ignore[attr-defined]
+            vapid_public = vapid.public_key().public_bytes(  # type: ignore[union-attr]
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+            assert answer.key == vapid_public
+            # A push service the broker does not list is refused: it never POSTs anywhere.
+            key, p256dh, auth = subscription_keys()
+            await device.send(
+                PushSubscribe(rid=3, cids=(cid,), endpoint="https://evil.example/x", p256dh=p256dh, auth=auth)
+            )
+            refused = await device.next(PushSubscribed)
+            assert (
+                isinstance(refused, Error) and refused.code == "push_service_refused" and refused.ref == "3"
+            )
+            endpoint = f"http://127.0.0.1:{push_port}/push/phone1"
+            await device.send(PushSubscribe(rid=4, cids=(cid,), endpoint=endpoint, p256dh=p256dh, auth=auth))
+            subscribed = await device.next(PushSubscribed)
+            assert isinstance(subscribed, PushSubscribed) and subscribed.cids == (cid,)
+
+            # Connected: the request comes over the socket, and no push is sent.
+            online = await rp.create_challenge("alice", CONTEXT, ttl=30)
+            frame = await device.next(Challenge)
+            assert isinstance(frame, Challenge) and frame.ch == online.id
+
+        # Closed: once the broker sees the connection gone, the next request is a push.
+        # (a Redis state: the node's presence entry for the credential is removed on close).
+        store = redis.Redis.from_url(push_broker.redis_url or "")
+        try:
+            wait_until(
+                lambda: store.hlen(f"pa:wp:live:{cid}") == 0, message="the closed connection forgotten"
+            )
+        finally:
+            store.close()
+        offline = await rp.create_challenge("alice", CONTEXT, ttl=45)
+        path, headers, body = await asyncio.wait_for(push_service.messages.get(), 10)
+    assert path == "/push/phone1" and push_service.messages.empty()  # one message, for the second request
+    assert (
+        headers["TTL"] == "45" and headers["Content-Encoding"] == "aes128gcm" and headers["Urgency"] == "high"
+    )
+    check_vapid(headers["Authorization"], vapid_public, f"http://127.0.0.1:{push_port}")
+    plain = http_ece.decrypt(body, private_key=key, auth_secret=auth, version="aes128gcm")
+    assert plain == WAKE_PAYLOAD
+    text = plain.decode()
+    assert not any(ch.isdigit() for ch in text)  # no number
+    for secret in (offline.id, online.id, cid, "alice", "Contoso", *CONTEXT.values()):
+        assert secret not in text
+    assert json.loads(text) == {"t": "waiting", "text": "A sign-in request is waiting"}
