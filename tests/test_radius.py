@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from e2e_helpers import agent_env, agent_ok, pending  # noqa: F401 - agent_env is a fixture
 from pyrad import packet as rp
 from shared_broker import broker, new_rp  # noqa: F401 - broker is a fixture
@@ -39,7 +40,7 @@ from support import (
 from relying_party.radius import cli, dictionary
 from relying_party.sdk import PushAuthClient
 from relying_party.web import totp
-from relying_party.web.db import Database
+from relying_party.web.db import Database, Device
 
 RADIUS = console_script("pushauth-radius")
 SECRET = "testing123"
@@ -334,6 +335,8 @@ def test_after_a_fraud_report_a_verification_code_still_signs_in(
     agent_ok(setup.home, "deny", "--fraud", _only_pending(setup.home)["id"])
     reported = follow_up(port, challenge)
     assert reported.code == "Access-Reject" and "reported this sign-in" in reported.message, reported.text
+    device = _device(setup)
+    code = ""
     try:
         blocked = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
         assert blocked.code == "Access-Challenge", blocked.text
@@ -341,11 +344,6 @@ def test_after_a_fraud_report_a_verification_code_still_signs_in(
         audit_line(proc, r"decision=challenge outcome=code_only user=alice")
         assert pending(setup.home) == []  # no push was sent
         # The code of the next time step (one step of skew is allowed): not used before.
-        db = Database(setup.store)
-        try:
-            (device,) = db.devices(db.user_by_name("alice").id)  # type: ignore[union-attr]
-        finally:
-            db.close()
         code = totp.code_at(device, int(time.time() // device.totp_period) + 1)
         not_a_code = follow_up(port, blocked, typed="")
         assert not_a_code.code == "Access-Reject", not_a_code.text
@@ -353,7 +351,31 @@ def test_after_a_fraud_report_a_verification_code_still_signs_in(
         accepted = follow_up(port, blocked, typed=code)
         assert accepted.code == "Access-Accept", accepted.text
     finally:
+        # Leave alice as she was for the other tests, whatever their order: push allowed,
+        # and this step's code unused (here and in Redis).
         asyncio.run(_lift(setup))
+        db = Database(setup.store)
+        try:
+            db.conn.execute(
+                "UPDATE devices SET totp_last_counter = ? WHERE credential_id = ?",
+                (device.totp_last_counter, device.credential_id),
+            )
+        finally:
+            db.close()
+        with redis.Redis.from_url(setup.broker.redis_url) as store:
+            store.delete(f"pushauth:radius:code:alice:{code}")
+
+
+def _device(setup: Setup) -> Device:
+    """alice's one device as the RADIUS server stores it."""
+    db = Database(setup.store)
+    try:
+        user = db.user_by_name("alice")
+        assert user is not None
+        (device,) = db.devices(user.id)
+    finally:
+        db.close()
+    return device
 
 
 async def _lift(setup: Setup) -> None:
