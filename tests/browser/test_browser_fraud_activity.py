@@ -53,69 +53,88 @@ def results(page: Page) -> list[str]:
     return page.locator("#activity tbody tr").evaluate_all("rows => rows.map(r => r.dataset.result)")
 
 
-def test_fraud_report_to_password_change_and_push_resumed(stack: Any, page: Page, totp_code: Any) -> None:
-    stack.enroll(page, "fraud")
-    stack.sign_out(page)
+def test_fraud_report_to_password_change_and_push_resumed(
+    stack: Any, page: Page, browser: Browser, totp_code: Any
+) -> None:
+    stack.enroll(page, "fraud")  # `page` stays signed in: the user's own browser
+    # A sign-in from another browser, which the user reports on the phone as not theirs.
+    other = browser.new_context(viewport={"width": 1100, "height": 800})
+    other.set_default_timeout(20_000)
+    try:
+        elsewhere = other.new_page()
+        # "This wasn't me": the code is now the primary, focused way on; no "Send again".
+        stack.sign_in_password(elsewhere)
+        elsewhere.wait_for_url("**/signin/push")
+        stack.answer("deny", "--fraud")
+        stack.status(elsewhere, "reported")
+        code_link = elsewhere.get_by_role("link", name="Use a verification code instead")
+        expect(code_link).to_be_focused()
+        expect(code_link).to_have_class(re.compile(r"\bprimary\b"))
+        expect(elsewhere.locator("#send-again")).to_be_hidden()
+        checked(stack, elsewhere, "fraud-01-reported-code-first")
 
-    # "This wasn't me": the code is now the primary, focused way on; no "Send again".
-    stack.sign_in_password(page)
-    page.wait_for_url("**/signin/push")
-    stack.answer("deny", "--fraud")
-    stack.status(page, "reported")
-    code_link = page.get_by_role("link", name="Use a verification code instead")
-    expect(code_link).to_be_focused()
-    expect(code_link).to_have_class(re.compile(r"\bprimary\b"))
-    expect(page.locator("#send-again")).to_be_hidden()
-    checked(stack, page, "fraud-01-reported-code-first")
+        # The user, still signed in elsewhere, sees the pause and its end on Security info.
+        page.goto(stack.url + "/security")
+        pause = page.locator('#push-pause[data-kind="paused"]')
+        expect(pause).to_contain_text(re.compile(r"paused\s+until \d\d \w{3} \d{4}, \d\d:\d\d UTC"))
+        expect(pause.get_by_role("link", name="Change your password")).to_be_visible()
+        checked(stack, page, "fraud-01b-security-info-paused")
 
-    # Asking for a push anyway is refused, and the page says why and until when.
-    code_link.click()
-    page.wait_for_url("**/signin/code")
-    page.get_by_role("button", name="Send a request to my app instead").click()
-    page.wait_for_url("**/signin/code")
-    refused = page.locator('#push-refused[data-reason="paused"]')
-    expect(refused).to_contain_text("No request was sent")
-    expect(refused).to_contain_text(re.compile(r"paused until \d\d \w{3} \d{4}, \d\d:\d\d UTC"))
-    expect(page.get_by_label("Verification code")).to_be_focused()
-    checked(stack, page, "fraud-02-push-paused-refused")
+        # Asking for a push anyway is refused, and the page says why and until when.
+        code_link.click()
+        elsewhere.wait_for_url("**/signin/code")
+        elsewhere.get_by_role("button", name="Send a request to my app instead").click()
+        elsewhere.wait_for_url("**/signin/code")
+        refused = elsewhere.locator('#push-refused[data-reason="paused"]')
+        expect(refused).to_contain_text("No request was sent")
+        expect(refused).to_contain_text(re.compile(r"paused until \d\d \w{3} \d{4}, \d\d:\d\d UTC"))
+        expect(elsewhere.get_by_label("Verification code")).to_be_focused()
+        checked(stack, elsewhere, "fraud-02-push-paused-refused")
 
-    # The next sign-in (a code) shows what was reported and requires a new password.
-    page.get_by_label("Verification code").fill(totp_code(stack.uri))
-    page.get_by_role("button", name="Verify").click()
-    page.wait_for_url("**/security/password")
-    expect(page.locator("#fraud-notice")).to_contain_text("reported as not made by you")
-    report = page.locator("#reports .report").first
-    expect(report).to_contain_text("This computer (127.0.0.1)")
-    expect(report).to_contain_text("Chrome (headless)")
-    expect(page.locator('#pause-state[data-kind="paused"]')).to_contain_text("paused until")
-    checked(stack, page, "fraud-03-password-change-required")
-    page.goto(stack.url + "/account")
-    page.wait_for_url("**/security/password")  # nothing else until it is changed
+        # The next sign-in (a code) shows what was reported and requires a new password.
+        elsewhere.get_by_label("Verification code").fill(totp_code(stack.uri))
+        elsewhere.get_by_role("button", name="Verify").click()
+        elsewhere.wait_for_url("**/security/password")
+        expect(elsewhere.locator("#fraud-notice")).to_contain_text("reported as not made by you")
+        report = elsewhere.locator("#reports .report").first
+        expect(report).to_contain_text("This computer (127.0.0.1)")
+        expect(report).to_contain_text("Chrome (headless)")
+        expect(elsewhere.locator('#pause-state[data-kind="paused"]')).to_contain_text("paused until")
+        checked(stack, elsewhere, "fraud-03-password-change-required")
+        elsewhere.goto(stack.url + "/account")
+        elsewhere.wait_for_url("**/security/password")  # nothing else until it is changed
 
-    page.get_by_label("Current password").fill(stack.password)
-    page.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
-    page.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
-    page.get_by_role("button", name="Change password").click()
-    page.wait_for_url("**/security")
-    expect(page.get_by_role("status").filter(has_text="password was changed")).to_contain_text(
-        "Push requests to your devices are on again"
-    )
-    expect(page.locator("#push-pause")).to_have_count(0)
-    checked(stack, page, "fraud-04-password-changed-push-resumed")
+        elsewhere.get_by_label("Current password").fill(stack.password)
+        elsewhere.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+        elsewhere.get_by_label("Repeat the new password").fill(NEW_PASSWORD)
+        elsewhere.get_by_role("button", name="Change password").click()
+        elsewhere.wait_for_url("**/security")
+        expect(elsewhere.get_by_role("status").filter(has_text="password was changed")).to_contain_text(
+            "Push requests to your devices are on again"
+        )
+        expect(elsewhere.locator("#push-pause")).to_have_count(0)
+        checked(stack, elsewhere, "fraud-04-password-changed-push-resumed")
+        # Every other session ended with the password change.
+        page.goto(stack.url + "/security")
+        page.wait_for_url("**/signin")
+        expect(page.get_by_role("status")).to_contain_text("You were signed out on this device")
 
-    # The activity lists the report, the refused push and the code sign-in.
-    page.get_by_role("link", name="Review sign-in activity").click()
-    page.wait_for_url("**/security/activity")
-    assert results(page)[:3] == ["code", "refused", "reported"]
-    reported = page.locator('#activity tr[data-result="reported"]')
-    expect(reported).to_contain_text("Reported as not you")
-    expect(reported).to_contain_text("127.0.0.1")
-    expect(reported).to_contain_text("Chrome (headless)")
-    expect(page.locator('#activity tr[data-result="refused"]')).to_contain_text("Push paused after a report")
-    checked(stack, page, "fraud-05-activity")
+        # The activity lists the report, the refused push and the code sign-in.
+        elsewhere.get_by_role("link", name="Review sign-in activity").click()
+        elsewhere.wait_for_url("**/security/activity")
+        assert results(elsewhere)[:3] == ["code", "refused", "reported"]
+        reported = elsewhere.locator('#activity tr[data-result="reported"]')
+        expect(reported).to_contain_text("Reported as not you")
+        expect(reported).to_contain_text("127.0.0.1")
+        expect(reported).to_contain_text("Chrome (headless)")
+        expect(elsewhere.locator('#activity tr[data-result="refused"]')).to_contain_text(
+            "Push paused after a report"
+        )
+        checked(stack, elsewhere, "fraud-05-activity")
+    finally:
+        other.close()
 
     # Push works again, with the new password; the old one is refused.
-    stack.sign_out(page)
     stack.sign_in_password(page)
     expect(page.locator("#signin-error")).to_contain_text("incorrect")
     stack.sign_in_password(page, password=NEW_PASSWORD)
