@@ -1,0 +1,124 @@
+"""pushauth-pam's plain parts: what a typed line means, outcomes, the configuration
+file (every refusal names its key) and the user mapping. The flows themselves run
+against real PAM, sshd and the broker in test_pam.py and test_pam_sshd.py."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from protocol.challenge import Status
+from relying_party.pam import core, mapping
+from relying_party.pam.config import ConfigError, load, parse
+from relying_party.pam.core import Outcome
+
+
+def test_a_line_typed_at_the_number_prompt() -> None:
+    assert core.read_answer("", "47") == core.WaitForPush()
+    assert core.read_answer(None, "47") == core.WaitForPush()  # nobody to ask (pam_exec)
+    assert core.read_answer(" 47 ", "47") == core.WaitForPush()  # the number typed here too
+    assert core.read_answer("Code", "47") == core.AskCode()
+    assert core.read_answer("123456", "47") == core.Totp("123456")
+    assert core.read_answer("123456", "123456") == core.WaitForPush()  # a 6-digit number first
+    assert core.read_answer("12345", "47") == core.WaitForPush()
+    assert core.clean_code("123 456") == "123456"
+    assert core.clean_code("12a456") is None
+
+
+def test_only_a_verified_approval_a_code_fail_open_or_bypass_allow() -> None:
+    assert core.outcome_of(Status.APPROVED) is Outcome.APPROVED
+    assert core.outcome_of(Status.PENDING) is Outcome.EXPIRED
+    assert core.outcome_of(Status.UNKNOWN) is Outcome.ENDED
+    allowed = {o for o in Outcome if core.pam_result(o) == "PAM_SUCCESS"}
+    assert allowed == {Outcome.APPROVED, Outcome.TOTP_OK, Outcome.FAIL_OPEN, Outcome.BYPASS}
+    assert core.pam_result(Outcome.BROKER_UNAVAILABLE) == "PAM_AUTHINFO_UNAVAIL"
+    assert core.pam_result(Outcome.CONFIG_ERROR) == "PAM_SERVICE_ERR"
+    assert set(core.MESSAGES) == set(Outcome)  # every outcome says something (or "" on purpose)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> Path:
+    path = tmp_path / "key"
+    path.write_text("pak_test\n")
+    path.chmod(0o600)
+    return path
+
+
+def config_text(key: Path, extra: str = "", users: str = "") -> dict[str, object]:
+    return tomllib.loads(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n{extra}\n[users]\n{users}'
+    )
+
+
+def test_defaults_and_relative_paths(key: Path, tmp_path: Path) -> None:
+    config = parse(config_text(key, '[pam]\nstore = "users.db"'), base=tmp_path)
+    assert config.api_key == "pak_test"
+    assert config.store == tmp_path / "users.db"
+    assert not config.fail_open and config.push_ttl == 60 and config.digits == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "key_name"),
+    [
+        ("[broker.x]\n[challenge]\ndigits = 1", "challenge.digits"),
+        ("[timeouts]\npush = 5", "timeouts.push"),
+        ("[timeouts]\nrequest = 0", "timeouts.request"),
+        ('[challenge]\ncode_fallback = "yes"', "challenge.code_fallback"),
+    ],
+)
+def test_a_bad_value_is_refused_naming_its_key(key: Path, tmp_path: Path, extra: str, key_name: str) -> None:
+    with pytest.raises(ConfigError, match=key_name.replace(".", r"\.")):
+        parse(config_text(key, extra), base=tmp_path, name="pam.toml")
+
+
+def test_when_unreachable_and_template_are_checked(key: Path, tmp_path: Path) -> None:
+    bad = tomllib.loads(f'[broker]\nurl = "http://x"\napi_key_file = "{key}"\nwhen_unreachable = "maybe"')
+    with pytest.raises(ConfigError, match="when_unreachable"):
+        parse(bad, base=tmp_path)
+    with pytest.raises(ConfigError, match=r"users\.template"):
+        parse(config_text(key, users='template = "{uid}"'), base=tmp_path)
+
+
+def test_the_api_key_file_must_be_root_only(key: Path, tmp_path: Path) -> None:
+    for mode in (0o640, 0o604, 0o620):
+        key.chmod(mode)
+        with pytest.raises(ConfigError, match=rf"mode 0{mode:o}\): refused; chmod 600"):
+            parse(config_text(key), base=tmp_path)
+    key.chmod(0o400)
+    assert parse(config_text(key), base=tmp_path).api_key == "pak_test"
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse(config_text(tmp_path / "missing"), base=tmp_path)
+
+
+def test_a_missing_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "none.toml")
+    (tmp_path / "bad.toml").write_text("[broker\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(tmp_path / "bad.toml")
+
+
+def test_user_mapping_by_template_or_map_file(key: Path, tmp_path: Path) -> None:
+    config = parse(config_text(key, users='template = "{user}@example.com"'), base=tmp_path)
+    assert mapping.pushauth_user(config, "alice") == "alice@example.com"
+    assert mapping.pushauth_user(config, "bad name") is None
+    (tmp_path / "users.map").write_text("# local pushauth\nalice  a.smith@example.com\n")
+    config = parse(config_text(key, users='map_file = "users.map"'), base=tmp_path)
+    assert mapping.pushauth_user(config, "alice") == "a.smith@example.com"
+    assert mapping.pushauth_user(config, "bob") is None  # not listed: no push sign-in
+    (tmp_path / "users.map").write_text("alice\n")
+    with pytest.raises(ConfigError, match="line 1"):
+        parse(config_text(key, users='map_file = "users.map"'), base=tmp_path)
+
+
+def test_bypass_by_primary_group(key: Path, tmp_path: Path) -> None:
+    me = pwd.getpwuid(os.getuid())
+    primary = grp.getgrgid(me.pw_gid).gr_name
+    config = parse(config_text(key, users=f'bypass_groups = ["no-such-group-x", "{primary}"]'), base=tmp_path)
+    assert mapping.in_bypass_group(config, me.pw_name) == primary
+    assert mapping.in_bypass_group(config, "no-such-user-x") is None
