@@ -65,7 +65,7 @@ def test_defaults_and_relative_paths(key: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "key_name"),
     [
-        ("[broker.x]\n[challenge]\ndigits = 1", "challenge.digits"),
+        ("[challenge]\ndigits = 1", "challenge.digits"),
         ("[timeouts]\npush = 5", "timeouts.push"),
         ("[timeouts]\nrequest = 0", "timeouts.request"),
         ('[challenge]\ncode_fallback = "yes"', "challenge.code_fallback"),
