@@ -63,6 +63,11 @@ def test_user_add_and_passwd(tmp_path: Path) -> None:
         (["serve", "--broker", "ftp://x"], None, "http://"),
         (["serve", "--broker", "http://127.0.0.1:1", "--digits", "9"], None, "--digits"),
         (["serve", "--broker", "http://127.0.0.1:1", "--ttl", "5"], None, "--ttl"),
+        (
+            ["serve", "--broker", "http://127.0.0.1:1", "--trusted-proxy", "10.0.0.0/33"],
+            None,
+            "--trusted-proxy",
+        ),
         (["serve", "--broker", "http://127.0.0.1:1", "--port", "notaport"], None, "invalid int"),
         (["serve"], None, "--broker"),
     ],
