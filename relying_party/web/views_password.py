@@ -19,7 +19,8 @@ async def _page(
     request: web.Request, user: User, *, error: str | None = None, status: int = 200
 ) -> web.Response:
     db = request.app[DB]
-    state = await fraud.push_state(request, user) if user.must_change_password else None
+    reports = db.unseen_reports(user.id)  # also when the user came from Security info's pause
+    state = await fraud.push_state(request, user) if user.must_change_password or reports else None
     return render(
         request,
         "password.html",
@@ -27,7 +28,7 @@ async def _page(
             "user": user,
             "error": error,
             "required": user.must_change_password,
-            "reports": db.unseen_reports(user.id),
+            "reports": reports,
             "pause": fraud.pause_of(state, now_ms()),
         },
         status=status,
