@@ -213,3 +213,25 @@ def test_password_change_clears_the_requirement_and_epochs_count_up() -> None:
     assert changed is not None and not changed.must_change_password and changed.password_changed_at
     assert db.bump_session_epoch(user.id) == 1
     assert db.bump_session_epoch(user.id) == 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/security/password",
+        "/security/signout-everywhere",
+        "/reauth/push",
+        "/reauth/code",
+        "/reauth/password",
+        "/reauth/cancel",
+    ],
+)
+async def test_new_forms_need_the_csrf_token(
+    http_site: tuple[str, Database, aiohttp.ClientSession], path: str
+) -> None:
+    url, _db, http = http_site
+    async with http.get(url + "/signin"):
+        pass  # a session exists, so only the token is missing
+    async with http.post(url + path, data={"code": "123456"}, allow_redirects=False) as r:
+        assert r.status == 403
+        assert "Nothing was changed" in await r.text()
