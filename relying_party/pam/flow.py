@@ -153,6 +153,12 @@ async def _push(
     if conv.interactive:
         text = core.number_prompt(challenge.number, code_fallback=config.code_fallback)
         typed = conv.prompt(text, echo=True)
+        if typed is None:
+            # The conversation failed (the SSH client went away): nobody is waiting for
+            # this sign-in any more, so the device should not be asked about it either.
+            await _cancel(sdk, challenge)
+            decision.outcome, decision.detail = Outcome.CANCELLED, "the conversation ended"
+            return decision
     else:
         conv.info(core.number_info(challenge.number))
         typed = None
