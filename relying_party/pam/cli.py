@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import PushAuthError
+from ..radius.store import StoreError
 from . import mapping, pam_module, shell
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .core import Outcome
@@ -80,9 +81,7 @@ def _enroll(args: argparse.Namespace) -> None:
         raise CliError(f"{args.user!r} has no pushauth user (users.map_file has no line for it)")
     try:
         asyncio.run(enroll(config, args.user, name, out=sys.stdout))
-    except EnrollError as exc:
-        raise CliError(str(exc)) from None
-    except PushAuthError as exc:
+    except (EnrollError, StoreError, PushAuthError) as exc:
         raise CliError(str(exc)) from None
 
 

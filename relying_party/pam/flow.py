@@ -23,7 +23,7 @@ from ..errors import (
     VerificationReason,
 )
 from ..models import Challenge
-from ..radius.store import UserStore
+from ..radius.store import StoreError, UserStore
 from ..sdk import PushAuthClient
 from ..web.db import User
 from . import core, mapping
@@ -99,7 +99,10 @@ async def authenticate(config: Config, request: Request, conv: Conversation, sta
     name = mapping.pushauth_user(config, request.user)
     if name is None:
         return Decision(Outcome.UNMAPPED, started=started)
-    store = UserStore(config.store)
+    try:
+        store = UserStore(config.store)
+    except StoreError as exc:
+        return Decision(Outcome.CONFIG_ERROR, name, detail=str(exc), started=started)
     try:
         user = store.user(name)
         if user is None or not store.devices(user, confirmed_only=True):

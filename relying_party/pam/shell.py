@@ -39,6 +39,10 @@ def decide(
     except Exception as exc:  # noqa: BLE001 - a PAM module must answer, never crash its host
         decision = flow.Decision(Outcome.CONFIG_ERROR, detail=f"{type(exc).__name__}: {exc}", started=started)
     text = audit.decision_line(decision.outcome, **decision.fields(request))
+    if decision.outcome is Outcome.CONFIG_ERROR:
+        # What the operator must fix, in full and where it is seen without syslog too.
+        print(f"{audit.TAG}: error: {decision.detail}", file=sys.stderr, flush=True)
+        audit.record(f"error: {decision.detail}", to_syslog=config.syslog, audit_file=config.audit_file)
     audit.record(
         text,
         to_syslog=config.syslog,
