@@ -170,10 +170,11 @@ def make_world(broker: BrokerProcess, base: Path, account: Account) -> World:
     return world
 
 
-def enroll_device(world: World, home: Path, name: str = "phone") -> str:
-    """`pushauth-pam enroll` of the world's account with the agent at `home`; its output."""
+def enroll_device(world: World, home: Path, name: str = "phone", user: str | None = None) -> str:
+    """`pushauth-pam enroll` of the world's account (or `user`) with the agent at `home`;
+    its output."""
     enroll = ManagedProcess(
-        [PAM, "--config", world.config(), "enroll", world.account.name],
+        [PAM, "--config", world.config(), "enroll", user or world.account.name],
         log_dir=world.base / "logs",
         name=f"pam-enroll-{name}",
     ).start()

@@ -207,6 +207,23 @@ def test_a_user_without_a_device_is_refused_without_a_push(world: World, service
     assert pending(world.home) == []
 
 
+def test_a_device_removed_at_the_broker_is_no_device_and_leaves_the_store(world: World, service: str) -> None:
+    before = world.audit_count()
+    home = world.base / "agent-removed"
+    with local_account() as other:
+        enroll_device(world, home, "old phone", user=other.name)
+        (account,) = json.loads(agent_ok(home, "accounts", "--json"))
+        agent_ok(home, "remove", account["name"])  # revoked at the broker
+        status, out = finish(pamtester(world, service, other.name))
+        assert status != 0, out
+        assert "No authenticator is set up for you on this host" in out
+        world.audit_line(rf"decision=deny outcome=no_devices user={other.name}", before)
+        # The store followed the broker's list: the next attempt asks the broker nothing.
+        status, out = finish(pamtester(world, service, other.name))
+        assert status != 0, out
+        world.audit_line(rf"decision=deny outcome=not_enrolled user={other.name}", before)
+
+
 def test_broker_unreachable_fail_closed_refuses_but_takes_a_code(world: World) -> None:
     before = world.audit_count()
     down = f"http://127.0.0.1:{free_port()}"

@@ -8,6 +8,7 @@ Conversation protocol.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -134,6 +135,11 @@ async def _push(
             user.handle, context, ttl=config.push_ttl, digits=config.digits
         )
     except NoDevices:
+        # Removed on the device (or by another RP tool) since it was enrolled here: follow
+        # the broker's list, so the store says so too (the SDK drops only what it no
+        # longer lists; it adds nothing without proof).
+        with contextlib.suppress(PushAuthError):
+            await store.sync(sdk, user)
         decision.outcome = Outcome.NO_DEVICES
         return decision
     except (PushBlocked, RateLimited) as exc:
