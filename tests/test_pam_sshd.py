@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,7 +109,6 @@ class Login:
     prompts: list[str] = field(default_factory=list)
     ok: bool = False
     error: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def ssh_login(
@@ -131,10 +129,8 @@ def ssh_login(
             login.prompts.append(text)
             match = NUMBER_PROMPT.search(text)
             if match:
-                login.timings["prompt"] = time.monotonic()
                 answers.append(on_number(match.group(1)))
             elif text.startswith("Password"):
-                login.timings["password"] = time.monotonic()
                 answers.append(password)
             else:
                 answers.append(on_other(text))
@@ -145,7 +141,6 @@ def ssh_login(
         transport.start_client(timeout=DEADLINE)
         transport.auth_interactive(user, handler)
         login.ok = transport.is_authenticated()
-        login.timings["done"] = time.monotonic()
     except paramiko.AuthenticationException as exc:
         login.error = str(exc)
     finally:
