@@ -13,7 +13,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from protocol.challenge import Status
-from relying_party.web import Settings, activity, create_app, fraud, push
+from relying_party.web import Settings, activity, create_app, push_pause
 from relying_party.web.db import ACTIVITY_KEEP, Database, now_ms
 from relying_party.web.keys import DB
 from relying_party.web.passwords import hash_password
@@ -139,23 +139,27 @@ async def test_forwarded_for_is_ignored_without_trusted_proxies(tmp_path: Path) 
 
 def test_pause_of_the_brokers_push_block() -> None:
     now = now_ms()
-    assert fraud.pause_of(None, now) is None
-    assert fraud.pause_of({"muted_until": None, "blocked": False}, now) is None
-    assert fraud.pause_of({"muted_until": now + 60_000, "blocked": True}, now) == fraud.PushPause(
+    assert push_pause.pause_of(None, now) is None
+    assert push_pause.pause_of({"muted_until": None, "blocked": False}, now) is None
+    assert push_pause.pause_of({"muted_until": now + 60_000, "blocked": True}, now) == push_pause.PushPause(
         "paused", now + 60_000
     )
-    assert fraud.pause_of({"muted_until": -1, "blocked": True}, now) == fraud.PushPause("paused", None)
+    assert push_pause.pause_of({"muted_until": -1, "blocked": True}, now) == push_pause.PushPause(
+        "paused", None
+    )
     # A mute that ended (the broker has not noticed yet) is no pause.
-    assert fraud.pause_of({"muted_until": now - 1, "blocked": False}, now) is None
-    assert fraud.pause_of({"muted_until": None, "blocked": True}, now) == fraud.PushPause("blocked", None)
+    assert push_pause.pause_of({"muted_until": now - 1, "blocked": False}, now) is None
+    assert push_pause.pause_of({"muted_until": None, "blocked": True}, now) == push_pause.PushPause(
+        "blocked", None
+    )
     # A malformed field is not taken for a pause.
-    assert fraud.pause_of({"muted_until": True, "blocked": "yes"}, now) is None
+    assert push_pause.pause_of({"muted_until": True, "blocked": "yes"}, now) is None
 
 
 def test_paused_message_says_until_when() -> None:
-    assert "until 04 Dec 2026, 18:00 UTC" in push.paused_message(1796407200000)
-    assert "until you change your password" in push.paused_message(-1)
-    assert "verification code" in push.paused_message(None)
+    assert "until 04 Dec 2026, 18:00 UTC" in push_pause.paused_message(1796407200000)
+    assert "until you change your password" in push_pause.paused_message(-1)
+    assert "verification code" in push_pause.paused_message(None)
 
 
 # -- sign-in activity ----------------------------------------------------------------------

@@ -11,7 +11,6 @@ of pushes since the last sign-in.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -20,26 +19,9 @@ from ..errors import PushAuthError
 from . import auth, push
 from .db import User, now_ms
 from .keys import CLIENT, DB
+from .push_pause import pause_of
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class PushPause:
-    kind: str  # paused (after a report) | blocked (too many requests, or wrong numbers)
-    until: int | None  # ms, the end of a pause; None: until lifted
-
-
-def pause_of(state: dict[str, Any] | None, now: int) -> PushPause | None:
-    """The broker's PushBlock (docs/http-api.md) as what the person is told; None: push works."""
-    if not state:
-        return None
-    muted = state.get("muted_until")
-    if isinstance(muted, int) and not isinstance(muted, bool) and (muted < 0 or muted > now):
-        return PushPause("paused", None if muted < 0 else muted)
-    if state.get("blocked") is True:
-        return PushPause("blocked", None)
-    return None
 
 
 async def push_state(request: web.Request, user: User) -> dict[str, Any] | None:

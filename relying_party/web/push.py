@@ -10,7 +10,6 @@ keys in our own database (the event stream never changes the session).
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import logging
 import math
@@ -34,7 +33,7 @@ from ..errors import (
     VerificationReason,
 )
 from ..models import Challenge, SignInResult
-from . import activity, auth, credentials, signin_context, sse
+from . import activity, auth, credentials, push_pause, signin_context, sse
 from .db import Database, User, now_ms
 from .keys import CLIENT, DB, SETTINGS
 from .render import render
@@ -188,20 +187,6 @@ class Refusal:
     until: int | None = None  # ms: the end of a pause (None: until lifted, or not a pause)
 
 
-def _when(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%d %b %Y, %H:%M UTC")
-
-
-def paused_message(until: int | None) -> str:
-    """A fraud pause in words; `until` is the broker's muted_until (ms, or -1: until lifted)."""
-    end = f"until {_when(until)}" if until is not None and until > 0 else "until you change your password"
-    return (
-        f"Push requests to your devices are paused {end}, because a sign-in request was reported "
-        "as not made by you. Sign in with a verification code from the app; you will then be asked "
-        "to change your password, which resumes push requests."
-    )
-
-
 async def refusal(request: web.Request, user: User, exc: PushAuthError) -> Refusal:
     """What the person reads when a push request could not be sent. A block is looked up
     at the broker (GET push-block): a pause after a report says until when; a block after
@@ -215,15 +200,11 @@ async def refusal(request: web.Request, user: User, exc: PushAuthError) -> Refus
         try:
             state = await request.app[CLIENT].push_block(user.handle)
         except PushAuthError:
-            state = {}
-        muted = state.get("muted_until")
-        if isinstance(muted, int) and (muted < 0 or muted > now_ms()):
-            return Refusal("paused", paused_message(muted), muted)
-        return Refusal(
-            "blocked",
-            "Push requests to your devices are paused: too many requests were sent without a "
-            "successful sign-in. Sign in with a verification code from the app to resume them.",
-        )
+            state = None
+        pause = push_pause.pause_of(state, now_ms())
+        if pause is not None and pause.kind == "paused":
+            return Refusal("paused", push_pause.paused_message(pause.until), pause.until)
+        return Refusal("blocked", push_pause.BLOCKED_MESSAGE)
     if isinstance(exc, RateLimited):
         wait = exc.retry_after or 60
         unit = "second" if wait == 1 else "seconds"

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from . import auth, forms, fraud, passwords, reauth
+from . import auth, forms, fraud, passwords, push_pause, reauth
 from .db import User, now_ms
 from .keys import DB, SETTINGS
 from .render import render
@@ -29,7 +29,7 @@ async def _page(
             "error": error,
             "required": user.must_change_password,
             "reports": reports,
-            "pause": fraud.pause_of(state, now_ms()),
+            "pause": push_pause.pause_of(state, now_ms()),
         },
         status=status,
     )

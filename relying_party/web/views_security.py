@@ -12,7 +12,7 @@ from aiohttp import web
 from ..errors import BadBrokerResponse, BrokerUnavailable, NotFound, PushAuthError, VerificationFailed
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
-from . import access_pass, auth, credentials, forms, fraud, push, qr, reauth, recovery_codes, sse
+from . import access_pass, auth, credentials, forms, fraud, push, push_pause, qr, reauth, recovery_codes, sse
 from .db import Database, Device, Enrollment, User, now_ms
 from .keys import CLIENT, DB
 from .render import render
@@ -55,7 +55,7 @@ async def security(request: web.Request) -> web.StreamResponse:
             notices.append(("error", SYNC_REFUSED))
     devices = db.devices(user.id)
     names = {d.credential_id: d.name for d in devices}
-    pause = fraud.pause_of(await fraud.push_state(request, user), now_ms()) if devices else None
+    pause = push_pause.pause_of(await fraud.push_state(request, user), now_ms()) if devices else None
     return render(
         request,
         "security.html",

@@ -1,0 +1,49 @@
+"""The broker's push block (GET /v1/users/{user}/push-block) in the person's words.
+
+One place for reading it: the sign-in pages (why a push was refused), Security info
+(the pause and its end) and the password change that lifts it (fraud.py).
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class PushPause:
+    kind: str  # paused (after a report) | blocked (too many requests, or wrong numbers)
+    until: int | None  # ms, the end of a pause; None: until lifted
+
+
+def pause_of(state: dict[str, Any] | None, now: int) -> PushPause | None:
+    """The broker's PushBlock (docs/http-api.md) as what the person is told; None: push works."""
+    if not state:
+        return None
+    muted = state.get("muted_until")
+    if isinstance(muted, int) and not isinstance(muted, bool) and (muted < 0 or muted > now):
+        return PushPause("paused", None if muted < 0 else muted)
+    if state.get("blocked") is True:
+        return PushPause("blocked", None)
+    return None
+
+
+def _when(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%d %b %Y, %H:%M UTC")
+
+
+def paused_message(until: int | None) -> str:
+    """A fraud pause in words; `until` in ms (None: until lifted)."""
+    end = f"until {_when(until)}" if until is not None and until > 0 else "until you change your password"
+    return (
+        f"Push requests to your devices are paused {end}, because a sign-in request was reported "
+        "as not made by you. Sign in with a verification code from the app; you will then be asked "
+        "to change your password, which resumes push requests."
+    )
+
+
+BLOCKED_MESSAGE = (
+    "Push requests to your devices are paused: too many requests were sent without a "
+    "successful sign-in. Sign in with a verification code from the app to resume them."
+)
