@@ -17,6 +17,7 @@ const SHELL = [
   "js/db.js",
   "js/keys.js",
   "js/prompts.js",
+  "js/push.js",
   "js/scan.js",
   "js/scan-worker.js",
   "js/totp.js",
@@ -70,6 +71,36 @@ self.addEventListener("fetch", (event) => {
         if (cached) return cached;
         throw new Error("offline and not cached");
       }
+    })(),
+  );
+});
+
+// A push from the broker says only that a request is waiting (no number, no context):
+// show that, and open the app on tap; the app gets the request over its WebSocket.
+self.addEventListener("push", (event) => {
+  event.waitUntil(
+    (async () => {
+      await self.registration.showNotification("pushauth", {
+        body: "A sign-in request is waiting",
+        tag: "pushauth-signin",
+        renotify: true,
+        requireInteraction: true,
+        icon: "icons/icon-192.png",
+      });
+      // An open app whose connection dropped (a phone asleep) reconnects at once.
+      const open = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+      for (const client of open) client.postMessage({ t: "push" });
+    })(),
+  );
+});
+
+self.addEventListener("notificationclick", (event) => {
+  event.notification.close();
+  event.waitUntil(
+    (async () => {
+      const open = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+      const app = open.find((c) => c.url.startsWith(self.registration.scope));
+      return app ? app.focus() : self.clients.openWindow(self.registration.scope);
     })(),
   );
 });

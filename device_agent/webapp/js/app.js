@@ -11,6 +11,7 @@ import { Prompts, contextRows, signAnswer } from "./prompts.js";
 import { totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
 import { startScan, stopScan, scanSupported } from "./scan.js";
+import { PUSH, browserCanPush, brokerKey, turnOn } from "./push.js";
 
 const $ = (id) => document.getElementById(id);
 const events = new EventTarget();
@@ -20,6 +21,7 @@ let view = "home";
 let openAccount = null;
 let expiryTimer = null;
 let accountsCache = [];
+const pushState = new Map(); // broker URL -> {state, key, why}
 
 const ENDED = {
   answered: "This request was answered on another device.",
@@ -322,6 +324,7 @@ async function addAccount(linkText) {
       order,
     });
     await db.putSetting("deviceName", deviceName);
+    setupPush(conn); // the new account is woken by push too, if it is on
     $("link").value = "";
     await refreshAccounts();
     toast(`Added ${link.account} at ${link.rp_name}. Approve the test request that follows.`);
@@ -403,7 +406,58 @@ async function forget(cid) {
   await refreshAccounts();
 }
 
+// -- Web Push --------------------------------------------------------------------------
+
+async function setupPush(conn) {
+  const cids = (await accountsAt(conn.url)).map((a) => a.cid);
+  if (!cids.length) return;
+  const key = await brokerKey(conn, cids);
+  if (!key) pushState.set(conn.url, { state: PUSH.UNAVAILABLE });
+  else if (!browserCanPush()) pushState.set(conn.url, { state: PUSH.FAILED, key, why: "this browser has no push notifications" });
+  else {
+    pushState.set(conn.url, { state: PUSH.OFFERED, key });
+    // Turned on before (permission granted): renewed on every connect, silently.
+    if (Notification.permission === "granted") await enablePush(conn, key);
+  }
+  renderPush();
+}
+
+async function enablePush(conn, key) {
+  try {
+    await turnOn(conn, (await accountsAt(conn.url)).map((a) => a.cid), key);
+    pushState.set(conn.url, { state: PUSH.ON, key });
+  } catch (exc) {
+    pushState.set(conn.url, { state: PUSH.FAILED, key, why: exc.message });
+  }
+}
+
+function renderPush() {
+  const states = [...pushState.values()];
+  const note = $("push-note");
+  const button = $("push-on");
+  const on = states.some((p) => p.state === PUSH.ON);
+  const offered = states.find((p) => p.state === PUSH.OFFERED);
+  const failed = states.find((p) => p.state === PUSH.FAILED);
+  button.hidden = !offered && !failed;
+  note.dataset.state = on ? PUSH.ON : offered ? PUSH.OFFERED : failed ? PUSH.FAILED : PUSH.UNAVAILABLE;
+  $("push-text").textContent = on
+    ? "Notifications are on: you are told when a sign-in request is waiting, even with this app closed."
+    : offered
+      ? "Turn on notifications to hear about sign-in requests while this app is closed."
+      : failed
+        ? `Notifications could not be turned on here (${printable(failed.why)}): keep this app open to receive sign-in requests.`
+        : "Push notifications are not set up on this server: keep this app open to receive sign-in requests.";
+}
+
+async function pushOnTapped() {
+  for (const [broker, p] of pushState)
+    if (p.state === PUSH.OFFERED || p.state === PUSH.FAILED) await enablePush(connectionFor(broker), p.key);
+  renderPush();
+}
+
 // -- events from the brokers ----------------------------------------------------------
+
+events.addEventListener("ready", ({ detail }) => setupPush(detail.connection));
 
 events.addEventListener("challenge", async ({ detail }) => {
   const { frame, connection } = detail;
@@ -454,6 +508,7 @@ async function main() {
   $("uv").addEventListener("change", toggleUv);
   $("remove").addEventListener("click", remove);
   $("account-back").addEventListener("click", () => show("home"));
+  $("push-on").addEventListener("click", pushOnTapped);
   $("scan").hidden = !scanSupported();
   $("scan").addEventListener("click", () =>
     startScan($("video"), $("scanner"), $("scan-status"), (link) => {
@@ -465,7 +520,12 @@ async function main() {
   await refreshAccounts();
   for (const broker of new Set(accountsCache.map((a) => a.broker))) connectionFor(broker);
   setInterval(tickCodes, 1000);
-  if ("serviceWorker" in navigator) navigator.serviceWorker.register("sw.js").catch(() => null);
+  if ("serviceWorker" in navigator) {
+    navigator.serviceWorker.register("sw.js").catch(() => null);
+    navigator.serviceWorker.addEventListener("message", ({ data }) => {
+      if (data?.t === "push") for (const conn of connections.values()) conn.reconnectNow();
+    });
+  }
   render();
   document.body.dataset.ready = "1";
 }

@@ -53,6 +53,13 @@ export class BrokerConnection {
     this.connect();
   }
 
+  // Now rather than after the backoff (a push said a request is waiting).
+  reconnectNow() {
+    if (this.closed || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
+    clearTimeout(this.retryTimer);
+    this.connect();
+  }
+
   stop() {
     this.closed = true;
     clearTimeout(this.retryTimer);
@@ -115,6 +122,7 @@ export class BrokerConnection {
       case "welcome":
         this.authenticated = true;
         this.status("online");
+        this.emit("ready", { connection: this });
         for (const rejected of frame.rejected)
           if (REMOVED.has(rejected.code)) this.emit("removed", { cid: rejected.cid, reason: rejected.code });
         break;
@@ -130,6 +138,7 @@ export class BrokerConnection {
         this.emit("ended", { ch: frame.ch, reason: frame.outcome, answered: true });
         break;
       case "enrolled":
+      case "push_subscribed":
         this.settle(String(frame.rid), frame);
         break;
       case "revoked":
@@ -208,6 +217,14 @@ export class BrokerConnection {
 
   answer(frame) {
     return this.request(`ch:${frame.ch}`, { t: "answer", ...frame });
+  }
+
+  // Web Push (docs/protocol.md appendix A): with `sub` null, asks for the broker's key
+  // and removes any subscription; else subscribes `cids` to it. A broker without push
+  // answers push_unavailable, an older one unknown_frame: both reject.
+  async pushSubscribe(cids, sub) {
+    const rid = this.nextRid++;
+    return this.request(String(rid), { t: "push_subscribe", rid, cids, endpoint: sub?.endpoint ?? null, p256dh: sub?.p256dh ?? null, auth: sub?.auth ?? null });
   }
 
   async revoke(cid) {
