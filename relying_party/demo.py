@@ -253,6 +253,9 @@ def run(args: argparse.Namespace) -> None:
                 "--data-dir",
                 str(broker_dir),
                 "--webapp",  # the web authenticator at /app/ (deploy/webapp.md)
+                # Web Push wake-ups for it (they need the browser's push service online).
+                "--push-key",
+                str(broker_dir / "vapid.pem"),
             ],
             data / "broker.log",
         )
