@@ -1,0 +1,77 @@
+"""The web authenticator with the demo RP, as a person uses them: set up on the demo
+RP's Security info page (password, "Add sign-in method", the setup link pasted into the
+phone app, the test notification approved with its number), then a sign-in approved on
+the phone. The demo RP is a real `pushauth-rp serve` process; two browser contexts: a
+desktop for the RP's pages and a phone for the app.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from browser.conftest import start_stack
+from playwright.async_api import Browser, Page
+from shared_broker import new_rp
+from support import BrokerProcess
+from webapp_world import WAIT_MS, app_broker, browser, new_phone  # noqa: F401
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def number(page: Page) -> str:
+    text = (await page.locator("#push-number .number-value").inner_text()).strip()
+    assert re.fullmatch(r"[0-9]{2,8}", text), text
+    return text
+
+
+async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
+    app_broker: BrokerProcess, browser: Browser, tmp_path: Path
+) -> None:
+    stack = start_stack(app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path)
+    desktop_context = await browser.new_context(viewport={"width": 1100, "height": 800})
+    desktop_context.set_default_timeout(WAIT_MS)
+    phone = await new_phone(browser, app_broker.http_url + "/app/")
+    try:
+        desktop = await desktop_context.new_page()
+        await desktop.goto(stack.url + "/signin")
+        await desktop.get_by_label("User name").fill(stack.user)
+        await desktop.get_by_label("Password").fill(stack.password)
+        await desktop.get_by_role("button", name="Sign in").click()
+        await desktop.wait_for_url("**/security")
+        await desktop.get_by_role("link", name="Add sign-in method").click()
+        await desktop.get_by_role("button", name="Add").click()
+        await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+        link = await desktop.get_by_role("textbox", name="Setup link").input_value()
+
+        await phone.add_account(link, device_name="Alice's phone")
+        # The RP saw the device register and sent its test notification.
+        await desktop.wait_for_url("**/security/test-notification")
+        test_number = await number(desktop)
+        await phone.page.locator("#prompt:not([hidden])").wait_for()
+        await phone.shot("20-demo-rp-test-notification")
+        await phone.type_number(test_number)
+        await phone.page.get_by_role("button", name="Approve").tap()
+        await desktop.wait_for_url("**/security")
+        assert "Alice's phone" in await desktop.locator("#devices").inner_text()
+
+        # A sign-in: password, then the number approved on the phone.
+        await desktop.get_by_role("button", name="Sign out", exact=True).click()
+        await desktop.wait_for_url("**/signin")
+        await desktop.get_by_label("User name").fill(stack.user)
+        await desktop.get_by_label("Password").fill(stack.password)
+        await desktop.get_by_role("button", name="Sign in").click()
+        sign_in_number = await number(desktop)
+        await phone.page.locator("#prompt:not([hidden])").wait_for()
+        details = await phone.page.locator("#prompt-details").inner_text()
+        assert "Browser Test Portal" in details and "127.0.0.1" in details
+        await phone.shot("21-demo-rp-sign-in")
+        await phone.type_number(sign_in_number)
+        await phone.page.get_by_role("button", name="Approve").tap()
+        await desktop.wait_for_url("**/account")
+        await phone.toast("Approved")
+    finally:
+        await desktop_context.close()
+        await phone.context.close()
+        stack.web.cleanup()
