@@ -108,8 +108,8 @@ class Phone:
         await page.get_by_label("Name of this phone").fill(device_name)
         before = set(await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)"))
         await page.get_by_role("button", name="Add", exact=True).click()
-        await page.locator("#home:not([hidden])").wait_for(timeout=WAIT_MS)
-        await page.locator("#accounts li").nth(len(before)).wait_for(timeout=WAIT_MS)
+        # Attached, not visible: the RP's test request may already cover the list.
+        await page.locator("#accounts li").nth(len(before)).wait_for(state="attached", timeout=WAIT_MS)
         after = await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
         (cid,) = set(after) - before
         return cid
