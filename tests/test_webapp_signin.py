@@ -13,6 +13,7 @@ import statistics
 import time
 
 import pytest
+from playwright.async_api import Browser
 from support import BrokerProcess, set_policy
 from webapp_world import (  # noqa: F401
     ROOT,
@@ -20,6 +21,7 @@ from webapp_world import (  # noqa: F401
     app_broker,
     browser,
     enrolled,
+    new_phone,
     phone,
     rp,
 )
@@ -183,3 +185,26 @@ async def test_time_from_the_rps_request_to_the_prompt_on_screen(
     out.write_text(json.dumps(figures, indent=1) + "\n")
     print("web authenticator, RP create -> prompt visible:", figures)
     assert all(s > 0 for s in samples)
+
+
+async def test_a_request_answered_on_another_phone_leaves_this_one_at_once(
+    rp: PushAuthClient, phone: Phone, browser: Browser, app_broker: BrokerProcess
+) -> None:
+    first = await enrolled(rp, phone)
+    other = await new_phone(browser, app_broker.http_url + "/app/")
+    try:
+        second = await enrolled(rp, other)
+        challenge = await rp.create_challenge("alice", CONTEXT)
+        await phone.prompt(challenge.id)
+        await other.prompt(challenge.id)
+        await other.type_number(challenge.number)
+        await other.page.get_by_role("button", name="Approve").tap()
+        await phone.no_prompt()
+        await phone.toast("answered on another device")
+        await phone.shot("22-answered-elsewhere")
+        keys = {first["cid"]: first["key"], second["cid"]: second["key"]}
+        verdict = await rp.wait_result(challenge, keys, timeout=10)
+        assert verdict.status is Status.APPROVED and verdict.answer is not None
+        assert verdict.answer.credential_id == second["cid"]
+    finally:
+        await other.context.close()
