@@ -253,3 +253,19 @@ async def test_the_private_key_cannot_be_read_even_by_the_apps_own_code(
     assert stored["type"] == "CryptoKey" and stored["algorithm"] == "Ed25519"
     assert stored["extractable"] is False and stored["exported"] is None
     assert bytes(stored["publicKey"]) == account["key"]
+
+
+async def test_accounts_keep_the_order_the_user_gives_them(rp: PushAuthClient, phone: Phone) -> None:
+    await enrolled(rp, phone, "alice")
+    await enrolled(rp, phone, "bob")
+    names = phone.page.locator("#accounts .acct-name")
+    assert await names.all_inner_texts() == ["alice@contoso.example", "bob@contoso.example"]
+    await phone.page.get_by_role("button", name="Manage bob@contoso.example").tap()
+    await phone.page.get_by_role("button", name="Move up").tap()
+    await phone.toast("Moved up")
+    await phone.page.get_by_role("button", name="Back").tap()
+    assert await names.all_inner_texts() == ["bob@contoso.example", "alice@contoso.example"]
+    await phone.page.reload()
+    await phone.page.locator("body[data-ready='1']").wait_for()
+    await phone.page.locator("#accounts li").nth(1).wait_for()
+    assert await names.all_inner_texts() == ["bob@contoso.example", "alice@contoso.example"]

@@ -9,6 +9,7 @@ request made while the app was closed is there when it opens again.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import time
 
@@ -55,6 +56,7 @@ async def test_add_by_pasting_the_link_then_approve_with_the_number(rp: PushAuth
     for shown in ("Contoso Portal", "alice@contoso.example", *CONTEXT.values()):
         assert shown in details
     assert await phone.page.locator("#number").input_value() == ""  # typed, never offered
+    assert re.fullmatch(r"Expires in \d+ s", await phone.page.locator("#prompt-left").inner_text())
     await phone.shot("04-prompt")
     await phone.axe_clean("the sign-in prompt")
     await phone.type_number(challenge.number)

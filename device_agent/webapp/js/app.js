@@ -143,7 +143,15 @@ function renderAccounts() {
   tickCodes();
 }
 
+function tickPrompt() {
+  const prompt = prompts.current();
+  if (!prompt) return;
+  const left = Math.max(0, Math.ceil((prompt.frame.expires - prompt.connection.brokerNow()) / 1000));
+  $("prompt-left").textContent = `Expires in ${left} s`;
+}
+
 async function tickCodes() {
+  tickPrompt();
   const now = Date.now();
   for (const account of accountsCache) {
     if (!account.totp) continue;
@@ -198,6 +206,7 @@ function renderPrompt(prompt) {
   ];
   if (account && frame.rp_name !== account.rp_name) rows.push(["Server calls it", frame.rp_name]);
   fillDetails($("prompt-details"), rows);
+  tickPrompt();
   $("prompt-more").hidden = prompts.size < 2;
   $("prompt-more").textContent = `${prompts.size - 1} more request(s) waiting.`;
   if (fresh) {
@@ -367,6 +376,21 @@ async function rename(event) {
   show("home");
 }
 
+// The list's order is the user's: swap with the neighbour above (-1) or below (+1).
+async function move(step) {
+  const at = accountsCache.findIndex((a) => a.cid === openAccount);
+  const to = at + step;
+  if (at < 0 || to < 0 || to >= accountsCache.length) return;
+  const order = accountsCache.map((a) => a.cid);
+  [order[at], order[to]] = [order[to], order[at]];
+  for (const [i, cid] of order.entries()) {
+    const account = await db.getAccount(cid);
+    if (account.order !== i) await db.putAccount({ ...account, order: i });
+  }
+  await refreshAccounts();
+  toast(step < 0 ? "Moved up" : "Moved down");
+}
+
 async function toggleUv() {
   const account = await db.getAccount(openAccount);
   showError("account-error", null);
@@ -506,6 +530,8 @@ async function main() {
   $("report").addEventListener("click", () => decide("fraud"));
   $("rename-form").addEventListener("submit", rename);
   $("uv").addEventListener("change", toggleUv);
+  $("move-up").addEventListener("click", () => move(-1));
+  $("move-down").addEventListener("click", () => move(1));
   $("remove").addEventListener("click", remove);
   $("account-back").addEventListener("click", () => show("home"));
   $("push-on").addEventListener("click", pushOnTapped);
