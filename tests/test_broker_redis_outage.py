@@ -52,11 +52,12 @@ async def test_redis_outage_and_recovery(
             await client.create_challenge("alice", CTX)
 
         redis_server.restart()
+        # Healthy, and done catching up from Redis: a catch-up still running when the
+        # device comes back would deliver its pending challenge a second time.
         await asyncio.to_thread(
             wait_until,
-            lambda: http_status(broker.http_url + "/healthz") == 200,
-            timeout=15,
-            message="healthy",
+            lambda: (h := broker.health())[0] == 200 and h[1]["events"]["catch_ups"] >= 1,
+            message="healthy and caught up",
         )
         # The device comes back, gets the still-pending challenge again and answers it.
         back = await Device.connect(broker.ws_url, seed=dev.seed)
