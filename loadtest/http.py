@@ -141,8 +141,13 @@ class HttpPool:
 
     async def _acquire(self) -> _Connection:
         while True:
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.reusable:
+                    return conn
+                # The broker closed it while idle (its keep-alive timeout): a request
+                # written to it would wait for an answer that never comes.
+                self._all.discard(conn)
             if len(self._all) + self._opening < self._max and self._opening < self._max_opening:
                 self._opening += 1
                 try:
