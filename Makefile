@@ -46,7 +46,7 @@ test: install webapp
 # The suite N times in a row (SHUFFLE=1: each run in a random order); prints each
 # test's failure count and the runs it failed in. See README, "Tests".
 N ?= 5
-stress: install
+stress: install webapp
 	@scripts/ensure-tools test
 	$(BIN)/python scripts/stress --runs $(N) $(if $(filter 1 yes true,$(SHUFFLE)),--shuffle)
 

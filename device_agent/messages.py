@@ -36,6 +36,8 @@ ERROR_MESSAGES: dict[str, str] = {
         "there is no such open recovery question (it was answered already, or withdrawn)"
     ),
     ErrorCode.RATE_LIMITED: "too many requests; try again later",
+    ErrorCode.PUSH_UNAVAILABLE: "this broker sends no background notifications (Web Push)",
+    ErrorCode.PUSH_SERVICE_REFUSED: "the broker does not send notifications through that push service",
     ErrorCode.INTERNAL: "the broker had an internal error; try again later",
     ErrorCode.INVALID_URI: "not a valid enrollment URI",
 }
