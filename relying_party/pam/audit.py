@@ -3,7 +3,7 @@
     pushauth-pam[812]: decision=allow outcome=approved user=alice pushauth_user=alice@example.com
     service=sshd rhost=203.0.113.9 tty=ssh challenge=ch_3KQ... ms=5120
 
-The key=value form is the RADIUS server's (relying_party.radius.audit.line), so one log
+The key=value form is the RADIUS server's too (relying_party.host.audit.line), so one log
 search reads both.
 """
 
@@ -15,7 +15,7 @@ import syslog
 import time
 from pathlib import Path
 
-from ..radius.audit import line
+from ..host.audit import line
 from .core import ALLOWED, Outcome
 
 TAG = "pushauth-pam"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import PushAuthError
-from ..radius.store import StoreError
+from ..host.store import StoreError
 from . import mapping, pam_module, shell
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .core import Outcome

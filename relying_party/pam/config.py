@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,9 @@ from typing import Any
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
+from ..host.config import ConfigError, TomlReader, read_toml
+
 DEFAULT_PATH = Path("/etc/pushauth/pam.toml")
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used: one line that names the file and the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +49,11 @@ class Config:
 
 
 def load(path: Path) -> Config:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, base=path.parent, name=str(path))
+    return parse(read_toml(path), base=path.parent, name=str(path))
 
 
 def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
-    r = _Reader(data, base, name)
+    r = TomlReader(data, base, name)
     broker, pam, challenge, users, timeouts = (
         r.table(t) for t in ("broker", "pam", "challenge", "users", "timeouts")
     )
@@ -133,7 +124,7 @@ def read_api_key(path: Path) -> str:
     return key
 
 
-def _read_map(r: _Reader, path: Path) -> dict[str, str]:
+def _read_map(r: TomlReader, path: Path) -> dict[str, str]:
     """`local_user pushauth_user` per line; # starts a comment."""
     try:
         text = path.read_text()
@@ -149,46 +140,3 @@ def _read_map(r: _Reader, path: Path) -> dict[str, str]:
             raise r.error("users.map_file", f"{path} line {n}: expected 'local_user pushauth_user'")
         out[parts[0]] = parts[1]
     return out
-
-
-class _Reader:
-    def __init__(self, data: dict[str, Any], base: Path, name: str) -> None:
-        self.data, self.base, self.name = data, base, name
-
-    def error(self, key: str, why: str) -> ConfigError:
-        return ConfigError(f"{self.name}: {key}: {why}")
-
-    def table(self, key: str) -> dict[str, Any]:
-        value = self.data.get(key, {})
-        if not isinstance(value, dict):
-            raise self.error(key, "must be a table")
-        return value
-
-    def _get(self, table: dict[str, Any], key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
-        short = key.rsplit(".", 1)[-1]
-        if short not in table:
-            if default is None:
-                raise self.error(key, "missing")
-            return default
-        value = table[short]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(key, f"must be {getattr(kind, '__name__', 'a number')}")
-        return value
-
-    def str(self, table: dict[str, Any], key: str, default: str | None) -> str:
-        return self._get(table, key, default, str)
-
-    def bool(self, table: dict[str, Any], key: str, default: bool) -> bool:
-        return self._get(table, key, default, bool)
-
-    def int(self, table: dict[str, Any], key: str, default: int) -> int:
-        return self._get(table, key, default, int)
-
-    def positive(self, table: dict[str, Any], key: str, default: float) -> float:
-        value = self._get(table, key, default, (int, float))
-        if isinstance(value, bool) or value <= 0:
-            raise self.error(key, "must be a positive number of seconds")
-        return float(value)
-
-    def path(self, table: dict[str, Any], key: str, default: str | None) -> Path:
-        return self.base / Path(self.str(table, key, default))

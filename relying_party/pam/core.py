@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from protocol.challenge import Status
 
+from ..host import outcomes
+
 CODE_RE = re.compile(r"[0-9]{6,8}")
 # Typed at the number prompt: "I cannot get the push, let me type a verification code".
 CODE_WORD = "code"
@@ -77,22 +79,10 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.CONFIG_ERROR: "Push sign-in is misconfigured on this host. Ask your administrator.",
 }
 
-_BY_STATUS: dict[Status, Outcome] = {
-    Status.APPROVED: Outcome.APPROVED,
-    Status.DENIED: Outcome.DENIED,
-    Status.NUMBER_MISMATCH: Outcome.NUMBER_MISMATCH,
-    Status.REPORTED: Outcome.REPORTED,
-    Status.EXPIRED: Outcome.EXPIRED,
-    Status.PENDING: Outcome.EXPIRED,  # still unanswered when the wait ended
-    Status.CANCELLED: Outcome.CANCELLED,
-    Status.SUPERSEDED: Outcome.SUPERSEDED,
-    Status.WITHDRAWN: Outcome.WITHDRAWN,
-}
-
 
 def outcome_of(status: Status) -> Outcome:
     """The outcome of the SDK's verified status (APPROVED only when the SDK approved it)."""
-    return _BY_STATUS.get(status, Outcome.ENDED)
+    return Outcome(outcomes.BY_STATUS.get(status, outcomes.ENDED))
 
 
 def number_prompt(number: str, *, code_fallback: bool = True) -> str:

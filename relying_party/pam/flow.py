@@ -23,8 +23,8 @@ from ..errors import (
     VerificationFailed,
     VerificationReason,
 )
+from ..host.store import StoreError, UserStore
 from ..models import Challenge
-from ..radius.store import StoreError, UserStore
 from ..sdk import PushAuthClient
 from ..web.db import User
 from . import core, mapping

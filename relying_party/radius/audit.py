@@ -5,7 +5,7 @@
 
 Dropped packets get a line too (decision=drop), since an unknown client or a bad
 Message-Authenticator is what an operator must see. Values are quoted when they
-hold spaces or quotes, and stripped of control characters: a user name is input.
+hold spaces or quotes, and stripped of control characters (relying_party.host.audit).
 """
 
 from __future__ import annotations
@@ -14,19 +14,9 @@ import logging
 import logging.handlers
 import sys
 
+from ..host.audit import line
+
 log = logging.getLogger("pushauth.radius.audit")
-
-
-def _value(value: object) -> str:
-    text = "-" if value is None or value == "" else str(value)
-    text = "".join(c if c.isprintable() else "?" for c in text)[:128]
-    if any(c in text for c in ' "='):
-        text = '"' + text.replace('"', "'") + '"'
-    return text
-
-
-def line(decision: str, **fields: object) -> str:
-    return " ".join([f"decision={decision}", *(f"{k}={_value(v)}" for k, v in fields.items())])
 
 
 def record(decision: str, **fields: object) -> None:

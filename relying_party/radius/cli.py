@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import PushAuthError
+from ..host.store import StoreError
 from . import audit, config, core
 from .enroll import EnrollError, enroll
 from .server import StartError, serve
-from .store import StoreError
 
 PROG = "pushauth-radius"
 DEFAULT_CONFIG = Path("/etc/pushauth/radius.toml")

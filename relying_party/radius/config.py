@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,12 +15,11 @@ from typing import Any
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
+from ..host.config import ConfigError as ConfigError  # raised by parse and load
+from ..host.config import TomlReader, read_toml
+
 API_KEY_ENV = "PUSHAUTH_RADIUS_API_KEY"
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used: one line that names the file and the key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,13 +83,7 @@ class Config:
 
 
 def load(path: Path) -> Config:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return parse(data, base=path.parent, name=str(path))
+    return parse(read_toml(path), base=path.parent, name=str(path))
 
 
 def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
@@ -175,48 +167,7 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
     )
 
 
-class _Reader:
-    def __init__(self, data: dict[str, Any], base: Path, name: str) -> None:
-        self.data, self.base, self.name = data, base, name
-
-    def error(self, key: str, why: str) -> ConfigError:
-        return ConfigError(f"{self.name}: {key}: {why}")
-
-    def table(self, key: str) -> dict[str, Any]:
-        value = self.data.get(key, {})
-        if not isinstance(value, dict):
-            raise self.error(key, "must be a table")
-        return value
-
-    def _get(self, table: dict[str, Any], key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
-        short = key.rsplit(".", 1)[-1]
-        if short not in table:
-            if default is None:
-                raise self.error(key, "missing")
-            return default
-        value = table[short]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise self.error(key, f"must be {getattr(kind, '__name__', 'a number')}")
-        return value
-
-    def str(self, table: dict[str, Any], key: str, default: str | None) -> str:
-        return self._get(table, key, default, str)
-
-    def bool(self, table: dict[str, Any], key: str, default: bool) -> bool:
-        return self._get(table, key, default, bool)
-
-    def int(self, table: dict[str, Any], key: str, default: int) -> int:
-        value = self._get(table, key, default, int)
-        if value < 0:
-            raise self.error(key, "must not be negative")
-        return value
-
-    def positive(self, table: dict[str, Any], key: str, default: float) -> float:
-        value = self._get(table, key, default, (int, float))
-        if isinstance(value, bool) or value <= 0:
-            raise self.error(key, "must be a positive number of seconds")
-        return float(value)
-
+class _Reader(TomlReader):
     def port(self, table: dict[str, Any], key: str, default: int) -> int:
         value = self.int(table, key, default)
         if value > 65535:

@@ -22,6 +22,7 @@ from ..errors import (
     VerificationFailed,
     VerificationReason,
 )
+from ..host.store import UserStore
 from ..models import Challenge, Decision, SignInResult, Status
 from ..sdk import PushAuthClient
 from ..web.db import User
@@ -30,7 +31,6 @@ from .config import Config
 from .core import Outcome
 from .packets import AccessRequest
 from .state import Pending, StateStore
-from .store import UserStore
 
 log = logging.getLogger("pushauth.radius")
 STATE_BYTES = 16

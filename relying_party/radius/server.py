@@ -10,11 +10,11 @@ import signal
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from ..host.store import UserStore
 from ..sdk import PushAuthClient
 from .config import Config
 from .engine import Engine
 from .state import StateStore
-from .store import UserStore
 from .udp import RadiusProtocol
 
 log = logging.getLogger("pushauth.radius")

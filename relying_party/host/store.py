@@ -1,11 +1,13 @@
-"""The users pushauth-radius serves and their devices: the demo RP's own database.
+"""The users a host-side relying party (pushauth-pam, pushauth-radius) serves and their
+devices: the demo RP's own database.
 
-A RADIUS server is a relying party like the demo: it stores each device's public key
+A PAM module or a RADIUS server is a relying party like the demo: it stores each device's public key
 (every answer is verified with it) and the TOTP secret it provisioned (the broker
 never sees those). So it keeps them in the same SQLite schema, with the same code
 (relying_party.web.db, .totp, .credentials): one place for storing credentials,
 checking codes and following the broker's list (restored devices). Its users have no
-password in it: the first factor is the VPN gateway's or the upstream server's.
+password in it: the first factor is the host's (PAM) or the VPN gateway's or upstream
+server's (RADIUS).
 """
 
 from __future__ import annotations

@@ -1,0 +1,3 @@
+"""What the host-side relying parties (pushauth-pam, pushauth-radius) share: the local
+store of users, devices and TOTP secrets, the TOML config reader, the audit line format
+and the terminal enrollment. Each keeps only what is its own."""

@@ -1,0 +1,22 @@
+"""The audit line format of pushauth-pam and pushauth-radius: key=value, which syslog and
+log search read well, e.g.
+
+    decision=accept outcome=approved user=alice client=vpn-gw challenge=ch_3KQ... ms=1834
+
+Values are quoted when they hold spaces or quotes, and stripped of control characters:
+a user name is input.
+"""
+
+from __future__ import annotations
+
+
+def _value(value: object) -> str:
+    text = "-" if value is None or value == "" else str(value)
+    text = "".join(c if c.isprintable() else "?" for c in text)[:128]
+    if any(c in text for c in ' "='):
+        text = '"' + text.replace('"', "'") + '"'
+    return text
+
+
+def line(decision: str, **fields: object) -> str:
+    return " ".join([f"decision={decision}", *(f"{k}={_value(v)}" for k, v in fields.items())])

@@ -1,0 +1,89 @@
+"""Adding a user's authenticator from a terminal, as the demo's Security info page does:
+print the enrollment link and its QR code, wait for the device to enroll (the SDK checks
+its key against the link's secret), store the key and the TOTP secret provisioned here,
+then send a test push to that device alone, which the user approves with the number
+shown; only then is the device confirmed and gets ordinary sign-ins."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TextIO
+
+import segno
+
+from protocol.challenge import DEFAULT_TTL_S
+
+from ..errors import VerificationFailed
+from ..sdk import PushAuthClient
+from ..totp import new_totp
+from ..web.db import Enrollment
+from .store import UserStore
+
+
+class EnrollError(Exception):
+    """The enrollment did not complete: one line for the CLI."""
+
+
+async def enroll_in_terminal(
+    *,
+    store: Path,
+    sdk: PushAuthClient,
+    user: str,
+    account: str,
+    intro: str,
+    test_context: Mapping[str, str],
+    digits: int,
+    timeout: float,
+    done: str,
+    out: TextIO,
+    ttl: int = DEFAULT_TTL_S,
+) -> None:
+    """Enroll a device for pushauth user `user` (account label `account`): `intro` is
+    printed above the QR code, `done` once the test push is approved."""
+    users = UserStore(store)
+    try:
+        row_user = users.ensure_user(user)
+        params = new_totp()
+        started = await sdk.create_enrollment(row_user.handle, account, totp=params)
+        assert started.uri is not None  # the SDK guarantees it on creation
+        row = Enrollment(
+            id=started.id,
+            user_id=row_user.id,
+            uri=started.uri,
+            totp_secret=params.secret,
+            totp_algorithm=params.algorithm,
+            totp_digits=params.digits,
+            totp_period=params.period,
+            expires_at=started.expires_at,
+            credential_id=None,
+            sdk_enrollment=json.dumps(started.to_json()),
+        )
+        users.add_enrollment(row)
+        print(intro, file=out)
+        segno.make(started.uri, error="l").terminal(out=out, compact=True)
+        print(f"link: {started.uri}", file=out, flush=True)
+        try:
+            completed = await sdk.wait_enrollment(started, timeout=timeout)
+        except VerificationFailed as exc:
+            raise EnrollError(
+                f"the broker reported a key the device did not bind to this link: {exc}"
+            ) from None
+        if not completed.completed or completed.credential is None:
+            raise EnrollError(f"the device did not enroll in time ({completed.status}); run enroll again")
+        cred = completed.credential
+        users.add_device(row, cred)
+        print(f"device {cred.name!r} enrolled; sending a test push", file=out, flush=True)
+        test = await sdk.create_challenge(
+            row_user.handle, dict(test_context), ttl=ttl, digits=digits, credential_id=cred.id
+        )
+        print(f"Test push: type {test.number} in your authenticator", file=out, flush=True)
+        result = await sdk.wait_result(test, {cred.id: cred.public_key})
+        if not result.approved:
+            raise EnrollError(f"the test push was not approved: {result.reason}; run enroll again")
+        await sdk.confirm_credential(cred.id)
+        users.confirm_device(cred.id)
+        print(done, file=out, flush=True)
+    finally:
+        users.close()
