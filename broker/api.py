@@ -125,8 +125,8 @@ def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
     return value
 
 
-def wait_param(request: web.Request) -> float:
-    raw = request.query.get("wait", "0")
+def wait_param(request: web.Request, default: float = 0) -> float:
+    raw = request.query.get("wait", str(default))
     try:
         wait = float(raw)
     except ValueError:
@@ -293,7 +293,15 @@ async def get_enrollment(request: web.Request) -> web.Response:
 
 
 async def create_challenge(request: web.Request) -> web.Response:
+    """POST /v1/challenges: the challenge, with its number, in one JSON body (201).
+    The streamed form of the same request is broker/api_stream.py."""
     rp = await authenticate(request)
+    return json_response(await start_challenge(request, rp), status=201)
+
+
+async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, Any]:
+    """Validate the body, create the challenge and push it: the 201 body (with the
+    number). Every refusal is an ApiError, raised before anything is answered."""
     body = await json_body(
         request, {"user", "context", "ttl", "digits", "rp_nonce", "supersede", "credential_id"}
     )
@@ -366,13 +374,19 @@ async def create_challenge(request: web.Request) -> web.Response:
     out = challenge_json(record, Status.PENDING)
     del out["answer"], out["status"]
     out.update(number=record.number, devices=new.devices, superseded=list(new.superseded))
-    return json_response(out, status=201)
+    return out
 
 
 async def get_challenge(request: web.Request) -> web.Response:
     rp = await authenticate(request)
     wait = wait_param(request)
-    ch = request.match_info["id"]
+    return json_response(await challenge_result(request, rp, request.match_info["id"], wait))
+
+
+async def challenge_result(request: web.Request, rp: RelyingParty, ch: str, wait: float) -> dict[str, Any]:
+    """The challenge's result body, held up to `wait` seconds while it is pending: the
+    long-poll's answer, and the streamed create's second line (broker/api_stream.py).
+    404 (ApiError) for a challenge of another RP or none."""
     store, hub = _store(request), _hub(request)
     # Register before reading, so an answer between the read and the wait is not missed.
     fut = hub.wait_result(ch) if wait else None
@@ -413,7 +427,7 @@ async def get_challenge(request: web.Request) -> web.Response:
             hub.forget_waiter(ch, fut)
             fut.cancel()
     metrics.result_sent(woken)
-    return json_response(challenge_json(rec, status))
+    return challenge_json(rec, status)
 
 
 async def cancel_challenge(request: web.Request) -> web.Response:
@@ -510,7 +524,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/rp/policy", get_rp_policy)
     app.router.add_post("/v1/enrollments", create_enrollment)
     app.router.add_get("/v1/enrollments/{id}", get_enrollment)
-    app.router.add_post("/v1/challenges", create_challenge)
+    # POST /v1/challenges is api_stream.create_challenge: this module's create_challenge,
+    # or the streamed form when the RP asks for it (Accept: application/x-ndjson).
     app.router.add_get("/v1/challenges/{id}", get_challenge)
     app.router.add_delete("/v1/challenges/{id}", cancel_challenge)
     app.router.add_get("/v1/users/{user}/credentials", list_credentials)

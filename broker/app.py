@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import api, backups, metrics, recovery
+from . import api, api_stream, backups, metrics, recovery
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, device_socket
@@ -65,6 +65,7 @@ def create_app(
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
     app[AUTH_TIMEOUT] = auth_timeout_s
     api.add_routes(app)
+    api_stream.add_routes(app)  # POST /v1/challenges, plain or streamed
     backups.add_routes(app)  # device requests signed by device keys (no API key)
     recovery.add_routes(app)
     app.router.add_get(DEVICE_PATH, device_socket)

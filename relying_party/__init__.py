@@ -33,6 +33,7 @@ from .models import (
     Status,
     VerifiedAnswer,
 )
+from .one_request import PendingSignIn
 from .sdk import PushAuthClient
 from .totp import TotpParams, new_totp
 
@@ -51,6 +52,7 @@ __all__ = [
     "InvalidRequest",
     "NoDevices",
     "NotFound",
+    "PendingSignIn",
     "PushAuthClient",
     "PushAuthError",
     "PushBlocked",

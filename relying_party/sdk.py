@@ -13,12 +13,13 @@ the broker's word alone never approves a sign-in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import secrets
 import time
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -44,6 +45,8 @@ from .models import (
     RelyingParty,
     SignInResult,
 )
+from .one_request import NDJSON, STREAM_ACCEPT, PendingSignIn, StreamLines
+from .one_request import parse_line as _parse_line
 
 MAX_WAIT_S = 60  # the broker holds a long-poll at most this long (docs/http-api.md)
 MAX_RESPONSE = 1 << 20  # a compromised broker must not make the RP buffer without end
@@ -248,30 +251,64 @@ class PushAuthClient:
         cannot weaken number matching: under the NIST SP 800-63B-4 profile pass 6 or
         more (the broker refuses fewer than the RP's policy's min_digits; see `policy`).
         """
-        ctx = dict(context or {})
-        rp_nonce = secrets.token_bytes(32)
-        issued = _now_ms()
-        request: dict[str, Any] = {
-            "user": user,
-            "context": ctx,
-            "ttl": ttl,
-            "digits": digits,
-            "rp_nonce": wire.b64encode(rp_nonce),
-        }
-        # Sent only when not the default, so plain calls work with older brokers too.
-        if not supersede:
-            request["supersede"] = False
-        if credential_id is not None:
-            request["credential_id"] = credential_id
-        body = await self._call("POST", "/v1/challenges", body=request, expect=(201,))
-        challenge = Challenge.from_json(wire.obj(body, "challenge"), context=ctx)
-        if challenge.digits != digits:
-            raise BadBrokerResponse(f"challenge: asked for {digits} digits, got {challenge.digits}")
-        if challenge.rp_nonce != rp_nonce or challenge.user != user:
-            raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
-        if challenge.credential_id != credential_id:
-            raise BadBrokerResponse("challenge: the broker aimed it at another credential than asked")
-        return replace(challenge, created_at=issued, expires_at=issued + ttl * 1000)
+        asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
+        body = await self._call("POST", "/v1/challenges", body=asked.request, expect=(201,))
+        return asked.check(body)
+
+    async def sign_in(
+        self,
+        user: str,
+        context: Mapping[str, str] | None = None,
+        ttl: int = DEFAULT_TTL_S,
+        digits: int = DEFAULT_DIGITS,
+        *,
+        supersede: bool = True,
+        credential_id: str | None = None,
+    ) -> PendingSignIn:
+        """create_challenge and wait_result in one HTTP request, where the broker streams.
+
+            async with await client.sign_in("alice", {"app": "Payroll"}) as pending:
+                show(pending.challenge.number)          # at once
+                result = await pending.result(stored_public_keys("alice"))
+
+        The broker answers `Accept: application/x-ndjson` with the challenge (the
+        number) at once and its result when it ends, in one response (docs/http-api.md,
+        "One request"). `pending.result` verifies that result exactly as wait_result
+        does, and reads it by long-poll instead whenever the one request cannot give
+        it: a broker that does not stream (it answers plain JSON: told by the
+        Content-Type), a stream cut short, or a wait that ran out. Arguments, checks
+        and errors are create_challenge's.
+        """
+        asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        # The broker holds the result at most this long (the challenge's expiry bounds it too).
+        wait = min(MAX_WAIT_S, ttl)
+        url = URL(f"{self.broker_url}/v1/challenges?wait={wait}", encoded=True)
+        headers = {**self._headers, "Accept": STREAM_ACCEPT}
+        timeout = aiohttp.ClientTimeout(total=self._request_timeout + wait)
+        response: aiohttp.ClientResponse | None = None
+        try:
+            with self._network_errors(self._request_timeout):
+                response = await self._session.post(url, json=asked.request, headers=headers, timeout=timeout)
+                if response.status == 201 and response.content_type == NDJSON:
+                    lines = StreamLines(response, MAX_RESPONSE)
+                    async with asyncio.timeout(self._request_timeout):
+                        first = await lines.next()
+                else:  # an error, or a broker that does not stream: an ordinary body
+                    status, retry_after = response.status, response.headers.get("Retry-After")
+                    raw = await _read_capped(response)
+                    response.release()
+                    body = _decoded("POST", "/v1/challenges", status, raw, retry_after, (201,))
+                    return PendingSignIn(self, asked.check(body), None)
+            if first is None:
+                raise BadBrokerResponse("challenge: the stream ended before the challenge")
+            challenge = asked.check(_parse_line(first, "challenge"))
+        except BaseException:
+            if response is not None:
+                response.close()
+            raise
+        return PendingSignIn(self, challenge, lines)
 
     async def get_result(
         self,
@@ -281,8 +318,15 @@ class PushAuthClient:
         wait: int = 0,
     ) -> SignInResult:
         """One verified read of a challenge's result, held up to `wait` seconds while pending."""
-        rp = await self.rp()
         body = await self._call("GET", f"/v1/challenges/{_segment(challenge.id)}", wait=wait)
+        return await self.verified(challenge, body, public_keys)
+
+    async def verified(
+        self, challenge: Challenge, body: Any, public_keys: Mapping[str, bytes]
+    ) -> SignInResult:
+        """The SDK's verdict on one result body of the broker (a long-poll's answer or the
+        one request's second line): relying_party.verify, the one place it is decided."""
+        rp = await self.rp()
         return verify.evaluate(
             challenge,
             wire.obj(body, "challenge result"),
@@ -424,28 +468,92 @@ class PushAuthClient:
         # encoded=True: the path segments are already quoted, and must stay so.
         url = URL(f"{self.broker_url}{path}{query}", encoded=True)
         timeout = aiohttp.ClientTimeout(total=self._request_timeout + (wait or 0))
-        try:
+        with self._network_errors(timeout.total):
             async with self._session.request(
                 method, url, json=body, headers=self._headers, timeout=timeout
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
                 raw = await _read_capped(response)
+        return status, _decoded(method, path, status, raw, retry_after, expect)
+
+    @contextlib.contextmanager
+    def _network_errors(self, seconds: float | None) -> Iterator[None]:
+        """Timeouts and broken connections as BrokerUnavailable."""
+        try:
+            yield
         except TimeoutError:
             raise BrokerUnavailable(
-                f"cannot reach the pushauth broker at {self.broker_url}: no answer within {timeout.total:g} s"
+                f"cannot reach the pushauth broker at {self.broker_url}: no answer within {seconds:g} s"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             why = str(exc) or type(exc).__name__
             raise BrokerUnavailable(f"cannot reach the pushauth broker at {self.broker_url}: {why}") from None
-        parsed = _parse_json(raw) if raw else None
-        if status not in expect:
-            if 400 <= status < 600:
-                raise broker_error(status, parsed, retry_after)
-            raise BadBrokerResponse(f"{method} {path}: unexpected HTTP status {status}")
-        if raw and parsed is None:
-            raise BadBrokerResponse(f"{method} {path}: the response is not JSON")
-        return status, parsed
+
+
+def _decoded(
+    method: str, path: str, status: int, raw: bytes, retry_after: str | None, expect: tuple[int, ...]
+) -> Any:
+    """A response's JSON body, or the typed error its status and problem body mean."""
+    parsed = _parse_json(raw) if raw else None
+    if status not in expect:
+        if 400 <= status < 600:
+            raise broker_error(status, parsed, retry_after)
+        raise BadBrokerResponse(f"{method} {path}: unexpected HTTP status {status}")
+    if raw and parsed is None:
+        raise BadBrokerResponse(f"{method} {path}: the response is not JSON")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """What the RP asks for in POST /v1/challenges, and the check of what the broker made."""
+
+    request: dict[str, Any]
+    user: str
+    context: dict[str, str]
+    ttl: int
+    digits: int
+    rp_nonce: bytes
+    credential_id: str | None
+    issued: int
+
+    @classmethod
+    def new(
+        cls,
+        user: str,
+        context: Mapping[str, str] | None,
+        ttl: int,
+        digits: int,
+        *,
+        supersede: bool,
+        credential_id: str | None,
+    ) -> _Asked:
+        ctx = dict(context or {})
+        rp_nonce = secrets.token_bytes(32)
+        request: dict[str, Any] = {
+            "user": user,
+            "context": ctx,
+            "ttl": ttl,
+            "digits": digits,
+            "rp_nonce": wire.b64encode(rp_nonce),
+        }
+        # Sent only when not the default, so plain calls work with older brokers too.
+        if not supersede:
+            request["supersede"] = False
+        if credential_id is not None:
+            request["credential_id"] = credential_id
+        return cls(request, user, ctx, ttl, digits, rp_nonce, credential_id, _now_ms())
+
+    def check(self, body: Any) -> Challenge:
+        challenge = Challenge.from_json(wire.obj(body, "challenge"), context=self.context)
+        if challenge.digits != self.digits:
+            raise BadBrokerResponse(f"challenge: asked for {self.digits} digits, got {challenge.digits}")
+        if challenge.rp_nonce != self.rp_nonce or challenge.user != self.user:
+            raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
+        if challenge.credential_id != self.credential_id:
+            raise BadBrokerResponse("challenge: the broker aimed it at another credential than asked")
+        return replace(challenge, created_at=self.issued, expires_at=self.issued + self.ttl * 1000)
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
