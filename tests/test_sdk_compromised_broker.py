@@ -5,10 +5,15 @@ real aiohttp server written by the test that returns crafted JSON. The device
 answers are real Ed25519 signatures made with real keys by protocol.session.sign_answer,
 then forged in every way a broker could: another key, another credential, another
 challenge / nonce / RP, altered fields, a wrong number claimed as approved.
+
+Each forgery is tried through both ways the SDK reads a result: the long-poll
+(create_challenge + wait_result) and the one request (sign_in: the broker streams the
+challenge and the forged result as two lines, docs/http-api.md "One request").
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +38,7 @@ from relying_party import (
 )
 from relying_party.wire import b64encode
 
+NDJSON = "application/x-ndjson"
 RP_ID = "rp_acme"
 NUMBER = "42"
 CONTEXT = {"app": "Payroll", "ip": "203.0.113.7", "browser": "Firefox on Linux"}
@@ -55,11 +61,17 @@ class FakeBroker:
     # Edits the POST /v1/challenges answer (what the SDK is told it created).
     on_create: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     polls: list[int] = field(default_factory=list)
+    # Set: POST /v1/challenges with Accept: application/x-ndjson is streamed, its second
+    # line made by stream_result(the challenge as the SDK will know it) (and later
+    # long-polls say the same). None: the broker does not stream (an older broker).
+    stream_result: Callable[[Challenge], Callable[[dict[str, Any]], dict[str, Any]]] | None = None
+    # Raw bytes to stream after the first line instead of a result line.
+    stream_tail: bytes | None = None
 
     async def rp(self, request: web.Request) -> web.Response:
         return web.json_response({"id": self.rp_id, "name": "Acme"})
 
-    async def create(self, request: web.Request) -> web.Response:
+    async def create(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         now = _now_ms()
         ch = {
@@ -78,16 +90,29 @@ class FakeBroker:
         if self.on_create is not None:
             ch = self.on_create(ch)
         self.created[ch["id"]] = ch
-        return web.json_response(ch, status=201)
+        streams = self.stream_result is not None or self.stream_tail is not None
+        if not (streams and NDJSON in request.headers.get("Accept", "")):
+            return web.json_response(ch, status=201)
+        response = web.StreamResponse(status=201, headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        await response.write(json.dumps(ch).encode() + b"\n")
+        if self.stream_result is not None:
+            self.result = self.stream_result(Challenge.from_json(ch, context=body["context"]))
+            await response.write(json.dumps(self._result_body(ch)).encode() + b"\n")
+        else:
+            assert self.stream_tail is not None
+            await response.write(self.stream_tail)
+        await response.write_eof()
+        return response
 
     async def get(self, request: web.Request) -> web.Response:
         self.polls.append(int(request.query.get("wait", "0")))
-        ch = self.created[request.match_info["id"]]
+        return web.json_response(self._result_body(self.created[request.match_info["id"]]))
+
+    def _result_body(self, ch: dict[str, Any]) -> dict[str, Any]:
         base = {k: ch[k] for k in ("id", "user", "nonce", "rp_nonce", "context", "created_at", "expires_at")}
         body = {**base, "status": "pending", "answer": None}
-        if self.result is not None:
-            body = self.result(body)
-        return web.json_response(body)
+        return body if self.result is None else self.result(body)
 
 
 @pytest.fixture
@@ -173,6 +198,14 @@ ALICE_TABLET = Device("cred_alice_tablet")
 MALLORY = Device("cred_mallory")
 
 
+FLOWS = ("long-poll", "one request")
+
+
+@pytest.fixture(params=FLOWS)
+def flow(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 async def run_sign_in(
     fake: FakeBroker,
     make_result: Callable[[Challenge], Callable[[dict[str, Any]], dict[str, Any]]],
@@ -180,10 +213,17 @@ async def run_sign_in(
     keys: dict[str, bytes] | None = None,
     timeout: float | None = 5,
     ttl: int = 60,
+    flow: str = "long-poll",
 ) -> SignInResult:
-    """Create a challenge through the SDK, let the broker answer as told, return the SDK's verdict."""
+    """Create a challenge through the SDK, let the broker answer as told, return the SDK's verdict:
+    with create_challenge + wait_result, or with sign_in (the broker streams its lie)."""
     store = {ALICE.cid: ALICE.public_key, ALICE_TABLET.cid: ALICE_TABLET.public_key} if keys is None else keys
     async with PushAuthClient(fake.url, "test-key") as client:
+        if flow == "one request":
+            fake.stream_result = make_result
+            async with await client.sign_in("alice", CONTEXT, ttl=ttl) as pending:
+                assert pending.streamed
+                return await pending.result(store, timeout=timeout)
         challenge = await client.create_challenge("alice", CONTEXT, ttl=ttl)
         fake.result = make_result(challenge)
         return await client.wait_result(challenge, store, timeout=timeout)
@@ -202,10 +242,10 @@ async def run_sign_in(
     ],
 )
 async def test_valid_answer_gives_the_outcome_the_sdk_computes(
-    fake_broker: FakeBroker, decision: str, number: str, status: Status
+    fake_broker: FakeBroker, flow: str, decision: str, number: str, status: Status
 ) -> None:
     result = await run_sign_in(
-        fake_broker, lambda ch: claims(status, answer_json(ALICE.answer(ch, decision, number)))
+        fake_broker, lambda ch: claims(status, answer_json(ALICE.answer(ch, decision, number))), flow=flow
     )
     assert result.status is status
     assert result.approved is (status is Status.APPROVED)
@@ -214,9 +254,9 @@ async def test_valid_answer_gives_the_outcome_the_sdk_computes(
     assert result.answer.decision == decision
 
 
-async def test_second_device_of_the_user_can_approve(fake_broker: FakeBroker) -> None:
+async def test_second_device_of_the_user_can_approve(fake_broker: FakeBroker, flow: str) -> None:
     result = await run_sign_in(
-        fake_broker, lambda ch: claims("approved", answer_json(ALICE_TABLET.answer(ch)))
+        fake_broker, lambda ch: claims("approved", answer_json(ALICE_TABLET.answer(ch))), flow=flow
     )
     assert result.approved
     assert result.credential_id == ALICE_TABLET.cid
@@ -341,10 +381,12 @@ FORGERIES: dict[str, tuple[Callable[[Challenge], dict[str, Any] | None], Verific
 
 
 @pytest.mark.parametrize("case", sorted(FORGERIES))
-async def test_forged_approval_is_a_verification_failure(fake_broker: FakeBroker, case: str) -> None:
+async def test_forged_approval_is_a_verification_failure(
+    fake_broker: FakeBroker, flow: str, case: str
+) -> None:
     forge, reason = FORGERIES[case]
     with pytest.raises(VerificationFailed) as failure:
-        await run_sign_in(fake_broker, lambda ch: claims("approved", forge(ch)))
+        await run_sign_in(fake_broker, lambda ch: claims("approved", forge(ch)), flow=flow)
     assert failure.value.reason is reason
     assert failure.value.broker_status is Status.APPROVED
 
@@ -373,13 +415,15 @@ async def test_result_about_another_challenge_is_refused(fake_broker: FakeBroker
     assert failure.value.reason is VerificationReason.WRONG_CHALLENGE
 
 
-async def test_empty_key_store_approves_nothing(fake_broker: FakeBroker) -> None:
+async def test_empty_key_store_approves_nothing(fake_broker: FakeBroker, flow: str) -> None:
     with pytest.raises(VerificationFailed) as failure:
-        await run_sign_in(fake_broker, lambda ch: claims("approved", answer_json(ALICE.answer(ch))), keys={})
+        await run_sign_in(
+            fake_broker, lambda ch: claims("approved", answer_json(ALICE.answer(ch))), keys={}, flow=flow
+        )
     assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
 
 
-async def test_broker_cannot_change_the_number_after_creation(fake_broker: FakeBroker) -> None:
+async def test_broker_cannot_change_the_number_after_creation(fake_broker: FakeBroker, flow: str) -> None:
     """The number the SDK compares with is the one from creation, whatever the result echoes."""
 
     def result(ch: Challenge) -> Callable[[dict[str, Any]], dict[str, Any]]:
@@ -391,11 +435,11 @@ async def test_broker_cannot_change_the_number_after_creation(fake_broker: FakeB
         }
 
     with pytest.raises(VerificationFailed) as failure:
-        await run_sign_in(fake_broker, result)
+        await run_sign_in(fake_broker, result, flow=flow)
     assert failure.value.reason is VerificationReason.STATUS_MISMATCH
 
 
-async def test_broker_cannot_change_the_context_after_creation(fake_broker: FakeBroker) -> None:
+async def test_broker_cannot_change_the_context_after_creation(fake_broker: FakeBroker, flow: str) -> None:
     """The context the SDK checks is the one it sent, not the broker's echo."""
     evil = {"app": "Evil"}
 
@@ -408,13 +452,13 @@ async def test_broker_cannot_change_the_context_after_creation(fake_broker: Fake
         }
 
     with pytest.raises(VerificationFailed) as failure:
-        await run_sign_in(fake_broker, result)
+        await run_sign_in(fake_broker, result, flow=flow)
     assert failure.value.reason is VerificationReason.CONTEXT_MISMATCH
 
 
-async def test_denial_claim_with_an_approving_answer_is_refused(fake_broker: FakeBroker) -> None:
+async def test_denial_claim_with_an_approving_answer_is_refused(fake_broker: FakeBroker, flow: str) -> None:
     with pytest.raises(VerificationFailed) as failure:
-        await run_sign_in(fake_broker, lambda ch: claims("denied", answer_json(ALICE.answer(ch))))
+        await run_sign_in(fake_broker, lambda ch: claims("denied", answer_json(ALICE.answer(ch))), flow=flow)
     assert failure.value.reason is VerificationReason.STATUS_MISMATCH
     assert failure.value.broker_status is Status.DENIED
 
@@ -458,22 +502,28 @@ async def test_the_challenge_lifetime_is_the_sdks_own(fake_broker: FakeBroker) -
 # -- expiry and waiting ---------------------------------------------------------
 
 
-async def test_expired_claim_is_expired_even_with_a_valid_answer(fake_broker: FakeBroker) -> None:
-    result = await run_sign_in(fake_broker, lambda ch: claims("expired", answer_json(ALICE.answer(ch))))
+async def test_expired_claim_is_expired_even_with_a_valid_answer(fake_broker: FakeBroker, flow: str) -> None:
+    result = await run_sign_in(
+        fake_broker, lambda ch: claims("expired", answer_json(ALICE.answer(ch))), flow=flow
+    )
     assert result.status is Status.EXPIRED
     assert not result.approved
 
 
-async def test_pending_past_expiry_is_expired_by_the_sdks_own_clock(fake_broker: FakeBroker) -> None:
+async def test_pending_past_expiry_is_expired_by_the_sdks_own_clock(
+    fake_broker: FakeBroker, flow: str
+) -> None:
     """A broker that keeps saying "pending" after the challenge's expiry by the RP's clock
     cannot keep the RP waiting, even if it claims a far later expires_at."""
     fake_broker.ttl_ms = 3_600_000  # the broker's claim: an hour
-    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=None, ttl=1)
+    result = await run_sign_in(
+        fake_broker, lambda ch: claims("pending", None), timeout=None, ttl=1, flow=flow
+    )
     assert result.status is Status.EXPIRED
 
 
-async def test_timeout_while_pending_returns_pending(fake_broker: FakeBroker) -> None:
-    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=0)
+async def test_timeout_while_pending_returns_pending(fake_broker: FakeBroker, flow: str) -> None:
+    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=0, flow=flow)
     assert result.status is Status.PENDING
     assert not result.final
     assert not result.approved
@@ -491,9 +541,9 @@ async def test_long_poll_asks_the_broker_to_hold_until_expiry(fake_broker: FakeB
     assert 29 <= fake_broker.polls[0] <= 30
 
 
-async def test_broker_ignoring_the_wait_is_not_hammered(fake_broker: FakeBroker) -> None:
+async def test_broker_ignoring_the_wait_is_not_hammered(fake_broker: FakeBroker, flow: str) -> None:
     """A pending answer that comes back at once is retried after a pause, not in a tight loop."""
-    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=1.0)
+    result = await run_sign_in(fake_broker, lambda ch: claims("pending", None), timeout=1.0, flow=flow)
     assert result.status is Status.PENDING
     assert 1 <= len(fake_broker.polls) <= 8
 
@@ -516,3 +566,65 @@ async def test_tampered_stored_number_does_not_approve(fake_broker: FakeBroker) 
         other = replace(challenge, number="17")
         with pytest.raises(VerificationFailed):
             await client.wait_result(other, {ALICE.cid: ALICE.public_key}, timeout=5)
+
+
+# -- the one request: what only the stream can get wrong --------------------------
+
+
+async def test_sdk_falls_back_to_the_long_poll_when_the_broker_does_not_stream(
+    fake_broker: FakeBroker,
+) -> None:
+    """An older broker answers the streamed create with its plain JSON body (its
+    Content-Type says so): one challenge, then the result by long-poll."""
+    async with (
+        PushAuthClient(fake_broker.url, "test-key") as client,
+        await client.sign_in("alice", CONTEXT, ttl=30) as pending,
+    ):
+        assert not pending.streamed
+        fake_broker.result = claims("approved", answer_json(ALICE.answer(pending.challenge)))
+        result = await pending.result({ALICE.cid: ALICE.public_key})
+    assert result.approved
+    assert len(fake_broker.created) == 1
+    assert fake_broker.polls == [30]
+
+
+@pytest.mark.parametrize("case", sorted(CREATE_LIES))
+async def test_a_streamed_challenge_that_is_not_the_rps_is_refused(
+    fake_broker: FakeBroker, case: str
+) -> None:
+    fake_broker.on_create = CREATE_LIES[case]
+    fake_broker.stream_tail = b""
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        with pytest.raises(BadBrokerResponse):
+            await client.sign_in("alice", CONTEXT)
+
+
+async def test_a_stream_that_ends_early_is_read_by_long_poll(fake_broker: FakeBroker) -> None:
+    """A stream cut after the number (a node going away, a proxy) is no verdict: the
+    SDK asks by long-poll, and verifies that answer as always."""
+    fake_broker.stream_tail = b'{"id": "ch_half'  # a partial line, then the end
+    async with (
+        PushAuthClient(fake_broker.url, "test-key") as client,
+        await client.sign_in("alice", CONTEXT) as pending,
+    ):
+        assert pending.streamed
+        fake_broker.result = claims("approved", answer_json(MALLORY.answer(pending.challenge)))
+        with pytest.raises(VerificationFailed) as failure:
+            await pending.result({ALICE.cid: ALICE.public_key})
+    assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
+    assert len(fake_broker.polls) == 1
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [b"not json\n", b"[1, 2]\n", b'{"id": 1}\n', b"x" * (2 << 20)],
+    ids=["not JSON", "a list", "a wrong field", "a line over the limit"],
+)
+async def test_a_malformed_result_line_is_a_bad_broker_response(fake_broker: FakeBroker, tail: bytes) -> None:
+    fake_broker.stream_tail = tail
+    async with (
+        PushAuthClient(fake_broker.url, "test-key") as client,
+        await client.sign_in("alice", CONTEXT) as pending,
+    ):
+        with pytest.raises(BadBrokerResponse):
+            await pending.result({ALICE.cid: ALICE.public_key})

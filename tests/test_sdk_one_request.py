@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BrokerProcess
-from test_sdk_e2e import CONTEXT, FRAME_WAIT_S, SimulatedDevice, enroll_device, wrong_number
+from test_sdk_e2e import CONTEXT, FRAME_WAIT_S, enroll_device, wrong_number
 
 from protocol.challenge import MIN_TTL_S
 from protocol.frames import AnswerResult, Cancel, Decision
@@ -29,13 +29,13 @@ NDJSON = "application/x-ndjson"
 
 
 @pytest.fixture
-async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:  # noqa: F811
+async def client(broker: BrokerProcess, rp: dict[str, Any]) -> AsyncIterator[PushAuthClient]:
     async with PushAuthClient(broker.http_url, rp["api_key"]) as sdk:
         yield sdk
 
 
 @pytest.fixture
-async def http(rp: dict[str, Any]) -> AsyncIterator[aiohttp.ClientSession]:  # noqa: F811
+async def http(rp: dict[str, Any]) -> AsyncIterator[aiohttp.ClientSession]:
     headers = {"Authorization": f"Bearer {rp['api_key']}"}
     async with aiohttp.ClientSession(headers=headers) as session:
         yield session
@@ -61,24 +61,23 @@ async def _line(response: aiohttp.ClientResponse) -> Any:
 )
 async def test_sign_in_in_one_request_is_verified_end_to_end(
     client: PushAuthClient,
-    broker: BrokerProcess,  # noqa: F811
+    broker: BrokerProcess,
     decision: str,
     typed: str,
     status: Status,
 ) -> None:
     device, cred = await enroll_device(client, broker, f"alice-{status}")
-    async with device.ws:
-        async with await client.sign_in(f"alice-{status}", CONTEXT, digits=6) as pending:
-            # The number is there before anyone answered: the page can show it now.
-            assert pending.streamed
-            challenge = pending.challenge
-            assert len(challenge.number) == 6
-            pushed = await device.recv_type(ChallengeFrame)
-            assert (pushed.ch, pushed.cid) == (challenge.id, cred.id)
-            number = {"right": challenge.number, "wrong": wrong_number(challenge.number)}.get(typed, typed)
-            reply = await device.answer(pushed, decision, number)
-            assert isinstance(reply, AnswerResult)
-            result = await pending.result({cred.id: cred.public_key})
+    async with device.ws, await client.sign_in(f"alice-{status}", CONTEXT, digits=6) as pending:
+        # The number is there before anyone answered: the page can show it now.
+        assert pending.streamed
+        challenge = pending.challenge
+        assert len(challenge.number) == 6
+        pushed = await device.recv_type(ChallengeFrame)
+        assert (pushed.ch, pushed.cid) == (challenge.id, cred.id)
+        number = {"right": challenge.number, "wrong": wrong_number(challenge.number)}.get(typed, typed)
+        reply = await device.answer(pushed, decision, number)
+        assert isinstance(reply, AnswerResult)
+        result = await pending.result({cred.id: cred.public_key})
     assert result.status is status
     assert result.approved is (status is Status.APPROVED)
     assert result.credential_id == cred.id
@@ -87,7 +86,7 @@ async def test_sign_in_in_one_request_is_verified_end_to_end(
 async def test_the_wire_number_first_then_the_long_polls_body(
     client: PushAuthClient,
     http: aiohttp.ClientSession,
-    broker: BrokerProcess,  # noqa: F811
+    broker: BrokerProcess,
 ) -> None:
     device, cred = await enroll_device(client, broker, "bob")
     async with device.ws:
@@ -112,7 +111,7 @@ async def test_the_wire_number_first_then_the_long_polls_body(
     assert result["answer"]["credential_id"] == cred.id
 
 
-async def test_expiry_inside_the_stream(client: PushAuthClient, broker: BrokerProcess) -> None:  # noqa: F811
+async def test_expiry_inside_the_stream(client: PushAuthClient, broker: BrokerProcess) -> None:
     device, cred = await enroll_device(client, broker, "erin")
     async with device.ws:
         pending = await client.sign_in("erin", CONTEXT, ttl=MIN_TTL_S)
@@ -126,7 +125,7 @@ async def test_expiry_inside_the_stream(client: PushAuthClient, broker: BrokerPr
 async def test_rp_going_away_mid_stream_leaves_the_challenge_answerable(
     client: PushAuthClient,
     http: aiohttp.ClientSession,
-    broker: BrokerProcess,  # noqa: F811
+    broker: BrokerProcess,
 ) -> None:
     device, cred = await enroll_device(client, broker, "carol")
     async with device.ws:
@@ -148,7 +147,7 @@ async def test_rp_going_away_mid_stream_leaves_the_challenge_answerable(
 
 async def test_sdk_stream_given_up_before_the_result_then_read_by_long_poll(
     client: PushAuthClient,
-    broker: BrokerProcess,  # noqa: F811
+    broker: BrokerProcess,
 ) -> None:
     """An RP that closes its PendingSignIn (say, the page went away) may read the result later."""
     device, cred = await enroll_device(client, broker, "gina")
@@ -174,7 +173,7 @@ async def test_sdk_stream_given_up_before_the_result_then_read_by_long_poll(
 )
 async def test_refusals_are_problems_not_streams(
     http: aiohttp.ClientSession,
-    broker: BrokerProcess,  # noqa: F811
+    broker: BrokerProcess,
     body: dict[str, Any],
     query: str,
     headers: dict[str, str],
@@ -188,7 +187,7 @@ async def test_refusals_are_problems_not_streams(
         assert (await response.json())["code"] == code
 
 
-async def test_sdk_refusals_are_the_usual_errors(client: PushAuthClient, rp: dict[str, Any]) -> None:  # noqa: F811
+async def test_sdk_refusals_are_the_usual_errors(client: PushAuthClient, rp: dict[str, Any]) -> None:
     with pytest.raises(NoDevices):
         await client.sign_in("nobody", CONTEXT)
     with pytest.raises(InvalidRequest):
@@ -201,7 +200,7 @@ async def test_sdk_refusals_are_the_usual_errors(client: PushAuthClient, rp: dic
 async def test_plain_json_is_answered_without_ndjson_in_accept(
     client: PushAuthClient,
     http: aiohttp.ClientSession,
-    broker: BrokerProcess,  # noqa: F811
+    broker: BrokerProcess,
 ) -> None:
     """What an older RP sends (and an Accept that refuses ndjson) gets the one JSON body."""
     device, _cred = await enroll_device(client, broker, "hal")
