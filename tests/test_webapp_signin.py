@@ -27,7 +27,7 @@ from webapp_world import (  # noqa: F401
     rp,
 )
 
-from protocol.challenge import Status
+from protocol.challenge import MIN_TTL_S, Status
 from relying_party.sdk import PushAuthClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -125,6 +125,18 @@ async def test_superseded_and_cancelled_requests_leave_the_screen_at_once(
     await phone.no_prompt()
     await phone.toast("cancelled")
     await phone.shot("09-cancelled")
+
+
+async def test_an_expired_request_leaves_the_screen_at_once(rp: PushAuthClient, phone: Phone) -> None:
+    """The shortest lifetime the protocol allows; the prompt goes when it is up, by the
+    broker's clock (the app's own timer, or the broker's `cancel` if that comes first)."""
+    account = await enrolled(rp, phone)
+    challenge = await rp.create_challenge("alice", CONTEXT, ttl=MIN_TTL_S)
+    await phone.prompt(challenge.id)
+    await phone.page.locator("#prompt[hidden]").wait_for(state="attached", timeout=(MIN_TTL_S + 20) * 1000)
+    await phone.toast("The sign-in request expired.")
+    await phone.shot("26-expired")
+    assert (await rp.get_result(challenge, {account["cid"]: account["key"]})).status is Status.EXPIRED
 
 
 async def test_a_request_made_while_the_app_was_closed_is_shown_when_it_opens(

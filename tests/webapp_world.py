@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from axe_playwright_python.async_playwright import Axe
+from browser.accessibility import assert_no_axe_violations_async
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer
@@ -97,8 +97,7 @@ class Phone:
         await self.page.screenshot(path=str(SHOTS / f"webapp-{name}.png"), full_page=True)
 
     async def axe_clean(self, what: str) -> None:
-        results = await Axe().run(self.page)
-        assert results.violations_count == 0, f"axe on {what}:\n{results.generate_report()}"
+        await assert_no_axe_violations_async(self.page, what)
 
     async def add_account(self, uri: str, device_name: str = "Test phone") -> str:
         """Paste the link on the Add account screen; returns the new account's cid."""

@@ -2,7 +2,7 @@
 // the phone at once), the cached copy when offline. Only the shell's own files are
 // ever cached: no API answer, no other origin, and WebSocket traffic never passes here.
 
-const CACHE = "pushauth-shell-v1";
+const CACHE = "pushauth-shell-v2";
 const SHELL = [
   "./",
   "index.html",
@@ -19,6 +19,7 @@ const SHELL = [
   "js/prompts.js",
   "js/push.js",
   "js/scan.js",
+  "js/sealed.js",
   "js/scan-worker.js",
   "js/totp.js",
   "js/webauthn.js",

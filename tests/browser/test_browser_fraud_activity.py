@@ -15,20 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from axe_playwright_python.sync_playwright import Axe
+from accessibility import assert_no_axe_violations
 from playwright.sync_api import Browser, Page, expect
 from support import set_policy, wait_until
 
 pytestmark = pytest.mark.timeout(240)
-AXE = Axe()
 NEW_PASSWORD = "a brand new passphrase"
 
 
 def checked(stack: Any, page: Page, name: str) -> None:
     """Screenshot the state, then axe-core on it: no violation."""
     stack.shot(page, name)
-    results = AXE.run(page)
-    assert results.violations_count == 0, f"{name}:\n{results.generate_report()}"
+    assert_no_axe_violations(page, name)
 
 
 def age_reauth(page: Page, db: Path) -> None:

@@ -3,7 +3,9 @@
 // textContent and printable() only.
 
 import * as db from "./db.js";
-import { newKeyPair } from "./keys.js";
+import { newKeyPair, newRecoveryKey } from "./keys.js";
+import * as sealed from "./sealed.js";
+import { utf8 } from "./protocol/bytes.js";
 import { BrokerConnection, ReplyError } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { printable } from "./protocol/text.js";
@@ -17,6 +19,8 @@ const $ = (id) => document.getElementById(id);
 const events = new EventTarget();
 const connections = new Map(); // broker URL -> BrokerConnection
 const prompts = new Prompts();
+const notices = new Map(); // notice id -> {frame, connection}: open "was this you?" questions
+const codeParams = new Map(); // cid -> TOTP parameters with the secret unsealed (memory only)
 let view = "home";
 let openAccount = null;
 let expiryTimer = null;
@@ -36,6 +40,11 @@ const OUTCOMES = {
   denied: "Denied. Nobody was signed in.",
   number_mismatch: "The number did not match, so the sign-in was denied.",
   reported: "Reported. The service was told and sign-in requests are paused.",
+};
+const NOTICE_OUTCOMES = {
+  confirmed: "Thanks. Both devices keep working; remove the old one on the service's security page when you stop using it.",
+  disowned: "The new device was removed and the service was told it was not you; sign-in requests are paused until the service lifts the pause.",
+  withdrawn: "The recovery question was closed: one of the two devices was removed meanwhile.",
 };
 const REMOVALS = {
   removed_by_device: "was removed from this phone.",
@@ -150,6 +159,30 @@ function tickPrompt() {
   $("prompt-left").textContent = `Expires in ${left} s`;
 }
 
+// The account's TOTP parameters with its secret, unsealed once and kept in memory.
+async function totpParams(account) {
+  let params = codeParams.get(account.cid);
+  if (!params) {
+    const { sealed: box, ...rest } = account.totp;
+    const secret = box ? new TextDecoder().decode(await sealed.open(box, `totp:${account.cid}`)) : account.totp.secret;
+    params = { ...rest, secret };
+    codeParams.set(account.cid, params);
+  }
+  return params;
+}
+
+async function sealedTotp(cid, params) {
+  if (!params) return null;
+  const { secret, ...rest } = params;
+  return { ...rest, sealed: await sealed.seal(utf8(secret), `totp:${cid}`) };
+}
+
+// Accounts stored by an earlier version of the app kept the TOTP secret as plain text.
+async function sealPlainSecrets() {
+  for (const account of await db.listAccounts())
+    if (account.totp?.secret) await db.putAccount({ ...account, totp: await sealedTotp(account.cid, account.totp) });
+}
+
 async function tickCodes() {
   tickPrompt();
   const now = Date.now();
@@ -157,13 +190,14 @@ async function tickCodes() {
     if (!account.totp) continue;
     const li = document.querySelector(`li[data-cid="${CSS.escape(account.cid)}"]`);
     if (!li) continue;
-    const code = await totp(account.totp, now);
+    const params = await totpParams(account);
+    const code = await totp(params, now);
     const btn = li.querySelector('[data-role="code"]');
     if (btn.dataset.code !== code) {
       btn.dataset.code = code;
       btn.textContent = code.length === 8 ? `${code.slice(0, 4)} ${code.slice(4)}` : `${code.slice(0, 3)} ${code.slice(3)}`;
     }
-    li.querySelector('[data-role="secs"]').textContent = `${secondsLeft(account.totp.period, now)} s left`;
+    li.querySelector('[data-role="secs"]').textContent = `${secondsLeft(params.period, now)} s left`;
   }
 }
 
@@ -183,12 +217,27 @@ function show(name) {
   render();
 }
 
+// A sign-in request comes first (it expires in minutes), then a recovery question,
+// then the screen the user chose.
 function render() {
   const prompt = prompts.current();
-  const shown = prompt ? "prompt" : view;
-  for (const id of ["home", "add", "prompt", "account"]) $(id).hidden = id !== shown;
+  const notice = prompt ? null : currentNotice();
+  const shown = prompt ? "prompt" : notice ? "notice" : view;
+  for (const id of ["home", "add", "prompt", "notice", "account"]) $(id).hidden = id !== shown;
   if (prompt) renderPrompt(prompt);
   else $("prompt").removeAttribute("data-ch");
+  if (notice) renderNotice(notice);
+  else $("notice").removeAttribute("data-notice");
+}
+
+// The shown request's time is up by the broker's clock: it leaves the screen at once,
+// whether or not the broker's own `cancel` (reason expired) has arrived yet.
+function expireShown(ch) {
+  const prompt = prompts.current();
+  if (prompt || $("prompt").dataset.ch !== ch) return render();
+  prompts.remove(ch);
+  toast(ENDED.expired);
+  render();
 }
 
 function renderPrompt(prompt) {
@@ -216,7 +265,7 @@ function renderPrompt(prompt) {
     showError("prompt-error", null);
     setBusy(false);
     clearTimeout(expiryTimer);
-    expiryTimer = setTimeout(render, Math.max(0, frame.expires - prompt.connection.brokerNow()) + 50);
+    expiryTimer = setTimeout(() => expireShown(frame.ch), Math.max(0, frame.expires - prompt.connection.brokerNow()) + 50);
   }
 }
 
@@ -309,8 +358,10 @@ async function addAccount(linkText) {
   $("add-submit").disabled = true;
   try {
     const keyPair = await newKeyPair();
+    // The service enrolls the account as recoverable: it gets a recovery key too.
+    const recovery = link.recoverable ? await newRecoveryKey() : null;
     const conn = connectionFor(link.broker);
-    const enrolled = await conn.enroll(link, keyPair, deviceName);
+    const enrolled = await conn.enroll(link, keyPair, deviceName, recovery?.publicKey ?? null);
     if (enrolled.rp !== link.rp) {
       await conn.revoke(enrolled.cid).catch(() => null);
       throw new Error(`the server enrolled this phone at another service (${enrolled.rp}); nothing was kept`);
@@ -327,7 +378,8 @@ async function addAccount(linkText) {
       deviceName,
       privateKey: keyPair.privateKey,
       publicKey: keyPair.publicKey,
-      totp: link.totp,
+      totp: await sealedTotp(enrolled.cid, link.totp),
+      recovery: recovery && { publicKey: recovery.publicKey, seed: await sealed.seal(recovery.seed, `recovery:${enrolled.cid}`) },
       uvCredential: null,
       added: Date.now(),
       order,
@@ -427,7 +479,75 @@ async function remove() {
 async function forget(cid) {
   await db.deleteAccount(cid);
   prompts.dropCredential(cid);
+  codeParams.delete(cid);
+  for (const [id, n] of notices) if (n.frame.cid === cid) notices.delete(id);
   await refreshAccounts();
+}
+
+// -- "was this you?" after a recovery (docs/protocol.md section 5 recovery_notice) -----
+
+function currentNotice() {
+  // The oldest first: they come in the order the recoveries happened.
+  let oldest = null;
+  for (const n of notices.values()) if (!oldest || n.frame.time < oldest.frame.time) oldest = n;
+  return oldest;
+}
+
+function renderNotice(n) {
+  const { frame, connection } = n;
+  const section = $("notice");
+  const account = accountsCache.find((a) => a.cid === frame.cid);
+  const when = new Date(frame.time - connection.offsetMs).toLocaleString();
+  const name = account ? account.name : frame.cid;
+  $("notice-text").textContent = printable(
+    `A new device ('${frame.new_name}') was added to ${name} by recovery on ${when}. Was this you?`,
+  );
+  fillDetails($("notice-details"), [
+    ["Service", account?.rp_name ?? ""],
+    ["Account", account?.label ?? frame.cid],
+    ["New device", frame.new_name],
+    ["Added", when],
+  ]);
+  $("notice-more").hidden = notices.size < 2;
+  $("notice-more").textContent = `${notices.size - 1} more recovery question(s) waiting.`;
+  if (section.dataset.notice !== frame.notice) {
+    section.dataset.notice = frame.notice;
+    showError("notice-error", null);
+    setNoticeBusy(false);
+  }
+}
+
+function setNoticeBusy(busy) {
+  for (const id of ["notice-yes", "notice-no"]) $(id).disabled = busy;
+}
+
+// "Yes" dismisses the question; "No" (disown) makes the broker revoke the new device's
+// key and pause push for the user as a fraud report does, and the service is told.
+async function answerNotice(decision) {
+  const n = currentNotice();
+  if (!n) return;
+  const account = await db.getAccount(n.frame.cid);
+  if (!account) return;
+  setNoticeBusy(true);
+  showError("notice-error", null);
+  try {
+    const result = await n.connection.answerNotice(n.frame, account.privateKey, decision);
+    notices.delete(n.frame.notice);
+    // The recovery used this account's recovery key up (a recovery key works once).
+    if (account.recovery) await db.putAccount({ ...account, recovery: null });
+    toast(NOTICE_OUTCOMES[result.outcome] ?? `The recovery question was closed (${printable(result.outcome)}).`);
+  } catch (exc) {
+    const code = exc instanceof ReplyError ? exc.code : "";
+    if (["unknown_notice", "credential_revoked", "unknown_credential"].includes(code)) {
+      notices.delete(n.frame.notice);
+      toast("This recovery question was already closed.");
+    } else {
+      showError("notice-error", `Could not send the answer: ${printable(exc.message)}`);
+    }
+  } finally {
+    setNoticeBusy(false);
+    render();
+  }
 }
 
 // -- Web Push --------------------------------------------------------------------------
@@ -481,7 +601,13 @@ async function pushOnTapped() {
 
 // -- events from the brokers ----------------------------------------------------------
 
-events.addEventListener("ready", ({ detail }) => setupPush(detail.connection));
+events.addEventListener("ready", ({ detail }) => {
+  // The broker re-sends every open question right after its welcome: those it does not
+  // re-send were closed while this app was away.
+  for (const [id, n] of notices) if (n.connection === detail.connection) notices.delete(id);
+  render();
+  setupPush(detail.connection);
+});
 
 events.addEventListener("challenge", async ({ detail }) => {
   const { frame, connection } = detail;
@@ -489,6 +615,21 @@ events.addEventListener("challenge", async ({ detail }) => {
   // Not one of ours, or it names another RP than the account's: neither shown nor answered.
   if (!account || account.rp !== frame.rp || account.broker !== connection.url) return;
   prompts.add(frame, connection);
+  render();
+});
+
+events.addEventListener("notice", async ({ detail }) => {
+  const { frame, connection } = detail;
+  const account = await db.getAccount(frame.cid);
+  if (!account || account.broker !== connection.url) return; // not one of ours
+  notices.set(frame.notice, { frame, connection });
+  render();
+});
+
+events.addEventListener("notice_closed", ({ detail }) => {
+  // Our own answer is reported by answerNotice; this is another device's, or withdrawn.
+  if (notices.delete(detail.notice) && !detail.mine)
+    toast(NOTICE_OUTCOMES[detail.outcome] ?? "The recovery question was closed.");
   render();
 });
 
@@ -527,6 +668,8 @@ async function main() {
   $("add-form").addEventListener("submit", (e) => (e.preventDefault(), addAccount($("link").value)));
   $("number-form").addEventListener("submit", (e) => (e.preventDefault(), decide("approve")));
   $("deny").addEventListener("click", () => decide("deny"));
+  $("notice-yes").addEventListener("click", () => answerNotice("confirm"));
+  $("notice-no").addEventListener("click", () => answerNotice("disown"));
   $("report").addEventListener("click", () => decide("fraud"));
   $("rename-form").addEventListener("submit", rename);
   $("uv").addEventListener("change", toggleUv);
@@ -543,6 +686,7 @@ async function main() {
     }),
   );
   $("device-name").value = (await db.getSetting("deviceName")) ?? "";
+  await sealPlainSecrets();
   await refreshAccounts();
   for (const broker of new Set(accountsCache.map((a) => a.broker))) connectionFor(broker);
   setInterval(tickCodes, 1000);

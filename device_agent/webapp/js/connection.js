@@ -2,9 +2,10 @@
 // authenticates every account held at that broker, enrolls, answers, revokes. A thin
 // I/O shell around protocol/session.js; what it learns it reports as events:
 //   "challenge" {frame}, "ended" {ch, reason}, "removed" {cid, reason},
+//   "notice" {frame} ("was this you?"), "notice_closed" {notice, cid, outcome, mine},
 //   "status" {broker, state}, "fault" {broker, message}.
 
-import { authBytes, enrollBytes, bindingBytes } from "./protocol/signing.js";
+import { authBytes, enrollBytes, bindingBytes, recoveryAnswerBytes } from "./protocol/signing.js";
 import { encodeFrame, SUBPROTOCOLS } from "./protocol/frames.js";
 import { DeviceSession } from "./protocol/session.js";
 import { insecureTransport } from "./protocol/uri.js";
@@ -150,8 +151,16 @@ export class BrokerConnection {
         if (key !== null) this.settle(key, null, new ReplyError(frame.code, frame.message));
         break;
       }
+      case "recovery_notice":
+        this.emit("notice", { frame, connection: this });
+        break;
+      case "recovery_result":
+        // `rid` is set on the connection whose answer it settles only.
+        if (frame.rid !== null) this.settle(String(frame.rid), frame);
+        this.emit("notice_closed", { notice: frame.notice, cid: frame.cid, outcome: frame.outcome, mine: frame.rid !== null });
+        break;
       default:
-        break; // recovery notices: this app holds no recovery keys (see deploy/webapp.md)
+        break;
     }
   }
 
@@ -207,12 +216,23 @@ export class BrokerConnection {
   }
 
   // Enroll a new key with the link's token (section 5 `enroll`, 11.3 binding).
-  async enroll(link, keyPair, deviceName) {
+  // `recoveryPk`: the public half of the account's recovery key, or null.
+  async enroll(link, keyPair, deviceName, recoveryPk = null) {
     await this.whenConnected();
     const rid = this.nextRid++;
-    const binding = link.es ? await sign(keyPair.privateKey, bindingBytes(link.rp, link.token, link.es, keyPair.publicKey, deviceName, null)) : null;
-    const sig = await sign(keyPair.privateKey, enrollBytes(this.session.nonce, link.token, keyPair.publicKey, deviceName, null));
-    return this.request(String(rid), { t: "enroll", rid, token: link.token, pk: keyPair.publicKey, name: deviceName, rpk: null, binding, sig });
+    const binding = link.es ? await sign(keyPair.privateKey, bindingBytes(link.rp, link.token, link.es, keyPair.publicKey, deviceName, recoveryPk)) : null;
+    const sig = await sign(keyPair.privateKey, enrollBytes(this.session.nonce, link.token, keyPair.publicKey, deviceName, recoveryPk));
+    return this.request(String(rid), { t: "enroll", rid, token: link.token, pk: keyPair.publicKey, name: deviceName, rpk: recoveryPk, binding, sig });
+  }
+
+  // "Was this you?" (section 5 `recovery_answer`): `decision` is "confirm" or "disown",
+  // signed with the key of the notice's (old) credential; resolves with the
+  // `recovery_result`, rejects with the broker's error code.
+  async answerNotice(notice, privateKey, decision) {
+    const rid = this.nextRid++;
+    const ts = this.brokerNow();
+    const sig = await sign(privateKey, recoveryAnswerBytes(notice.notice, notice.cid, notice.new_cid, decision, ts));
+    return this.request(String(rid), { t: "recovery_answer", rid, notice: notice.notice, cid: notice.cid, decision, ts, sig });
   }
 
   answer(frame) {

@@ -1,6 +1,7 @@
 // The app's storage: one IndexedDB database. Accounts (with their WebCrypto key pair,
 // whose private half is non-extractable: IndexedDB keeps the CryptoKey object itself,
-// never its bytes) and settings (the device name).
+// never its bytes; their TOTP secret and recovery key sealed by sealed.js) and settings
+// (the device name, the sealing key).
 
 const DB_NAME = "pushauth";
 const DB_VERSION = 1;
@@ -51,3 +52,12 @@ export const deleteAccount = (cid) => tx("accounts", "readwrite", (s) => request
 
 export const getSetting = (key) => tx("settings", "readonly", (s) => request(s.get(key)));
 export const putSetting = (key, value) => tx("settings", "readwrite", (s) => request(s.put(value, key)));
+
+// Writes `value` unless the key is set already, in one transaction; returns what is stored.
+export const putSettingOnce = (key, value) =>
+  tx("settings", "readwrite", async (s) => {
+    const had = await request(s.get(key));
+    if (had !== undefined) return had;
+    await request(s.add(value, key));
+    return value;
+  });

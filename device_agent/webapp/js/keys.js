@@ -7,6 +7,17 @@ export async function newKeyPair() {
   return { privateKey: pair.privateKey, publicKey };
 }
 
+// A recovery key (docs/protocol.md section 16) for an account the service enrolled as
+// recoverable: unlike the account's key it must leave this app one day (in a backup, to
+// recover on a new phone), so its 32-byte seed is kept, sealed (sealed.js), as the
+// Python agent keeps it; the broker and the RP get only the public half.
+export async function newRecoveryKey() {
+  const pair = await crypto.subtle.generateKey({ name: "Ed25519" }, true, ["sign", "verify"]);
+  const pkcs8 = new Uint8Array(await crypto.subtle.exportKey("pkcs8", pair.privateKey));
+  const publicKey = new Uint8Array(await crypto.subtle.exportKey("raw", pair.publicKey));
+  return { seed: pkcs8.slice(-32), publicKey };
+}
+
 export async function sign(privateKey, bytes) {
   return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, privateKey, bytes));
 }

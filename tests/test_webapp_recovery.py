@@ -1,0 +1,186 @@
+""" "Was this you?" on the web authenticator: the phone app holds a recoverable account
+(the link said recoverable=1, so it registered a recovery key); the Python agent CLI, as
+a subprocess, restores a backup holding that recovery key on a "new phone" and recovers
+by itself; the open app asks at once. "Yes" keeps both devices (each one's answer
+verified by the RP SDK, and a request approved by the Python agent leaves the app's
+screen); "No" has the broker revoke the new key and pause push for the user as a fraud
+report does. Real broker, Redis, Chromium (phone profile) and agent process.
+
+The web app writes no backup yet (docs: deploy/webapp.md, "What is not there"): the
+test builds the backup file the Python agent reads from the app's own stored account and
+recovery key, read through the app's modules as a backup export would read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import TEST_PASSPHRASE, agent, agent_env  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import agent_ok as ok
+from support import BrokerProcess
+from test_webapp_signin import CONTEXT
+from webapp_world import (  # noqa: F401
+    Phone,
+    app_broker,
+    browser,
+    phone,
+    rp,
+)
+
+from device_agent.backup import Backup, write_backup_file
+from device_agent.store import AccountStore
+from device_agent.vault import KdfParams
+from protocol import signing
+from protocol.challenge import Status
+from relying_party.errors import PushBlocked
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+ACCOUNT = "alice@contoso.example"
+
+READ_ACCOUNT = """async (cid) => {
+  const db = await import(new URL('js/db.js', document.baseURI).href);
+  const sealed = await import(new URL('js/sealed.js', document.baseURI).href);
+  const a = await db.getAccount(cid);
+  const seed = await sealed.open(a.recovery.seed, 'recovery:' + cid);
+  return {
+    rp: a.rp, rp_name: a.rp_name, user: a.user, label: a.label, broker: a.broker,
+    device_name: a.deviceName, added: a.added,
+    recovery_pk: Array.from(a.recovery.publicKey), seed: Array.from(seed),
+    stored: Array.from(a.recovery.seed.ct),
+  };
+}"""
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def recoverable_on_the_app(rp: PushAuthClient, phone: Phone) -> Any:
+    started = await rp.create_enrollment("alice", ACCOUNT, totp=new_totp(), recoverable=True)
+    assert started.uri is not None and "recoverable=1" in started.uri
+    cid = await phone.add_account(started.uri, "Old phone")
+    done = await rp.wait_enrollment(started, timeout=10)
+    assert done.completed and done.credential is not None and done.credential.id == cid
+    assert done.credential.recovery_key is not None  # the RP checked and stored it
+    await rp.confirm_credential(cid)
+    return done.credential
+
+
+async def restore_with_the_python_agent(
+    phone: Phone, old: Any, tmp_path: Path, *, app_closed: bool = False
+) -> tuple[Path, Any]:
+    """The backup the app's account would go into, restored by `pushauth-agent restore`
+    on a new phone, which recovers the account with the recovery key by itself (with
+    `app_closed`, while the app is closed: it is asked when it opens again)."""
+    a = await phone.page.evaluate(READ_ACCOUNT, old.id)
+    if app_closed:
+        await phone.page.close()
+    seed = bytes(a["seed"])
+    assert signing.public_key(seed) == bytes(a["recovery_pk"]) == old.recovery_key.public_key
+    assert seed not in bytes(a["stored"])  # kept sealed, not as plain bytes
+    push = {k: a[k] for k in ("rp", "rp_name", "user", "label", "broker", "device_name", "added")}
+    push.update(cid=old.id, seed=None, recovery_seed=b64(seed))
+    backup = Backup(
+        push_accounts=[push],
+        settings={"layout": [{"name": ACCOUNT, "otp": None, "push": 0}]},
+        device_name="Old phone",
+    )
+    path = tmp_path / "pushauth.backup"
+    write_backup_file(path, backup, TEST_PASSPHRASE, kdf=KdfParams.cheapest())
+    new_home = tmp_path / "new"
+    out = await asyncio.to_thread(ok, new_home, "restore", "--from", str(path), "--device-name", "new phone")
+    assert f"recovered: {ACCOUNT}" in out
+    if app_closed:
+        await phone.open()
+    return new_home, AccountStore(new_home).find(ACCOUNT)
+
+
+async def the_question(phone: Phone, rp: PushAuthClient, old: Any) -> Any:
+    (new,) = [c for c in await rp.list_credentials("alice") if c.recovered_from == old.id]
+    question = phone.page.locator("#notice:not([hidden])")
+    await question.wait_for()
+    text = await phone.page.locator("#notice-text").inner_text()
+    assert text.startswith(f"A new device ('new phone') was added to {ACCOUNT} by recovery on ")
+    assert text.endswith("Was this you?")
+    details = await phone.page.locator("#notice-details").inner_text()
+    assert "Contoso Portal" in details and "new phone" in details
+    return new
+
+
+async def test_yes_keeps_both_devices(
+    rp: PushAuthClient, phone: Phone, app_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    old = await recoverable_on_the_app(rp, phone)
+    new_home, restored = await restore_with_the_python_agent(phone, old, tmp_path)
+    new = await the_question(phone, rp, old)
+    assert restored.cid == new.id
+    await phone.shot("23-recovery-question")
+    await phone.axe_clean("the recovery question")
+    await phone.page.get_by_role("button", name="Yes, it was me").tap()
+    await phone.toast("Both devices keep working")
+    await phone.page.locator("#notice[hidden]").wait_for(state="attached")
+    await phone.shot("24-recovery-confirmed")
+
+    # Both credentials are valid; nothing is muted.
+    keys = {c.id: c.public_key for c in await rp.list_credentials("alice")}
+    assert set(keys) == {old.id, new.id}
+    assert (await rp.push_block("alice"))["muted_until"] is None
+
+    # A request approved on the new phone (the Python agent) leaves the app's screen at once.
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await asyncio.to_thread(ok, new_home, "approve", challenge.id, "--number", challenge.number)
+    await phone.no_prompt()
+    await phone.toast("answered on another device")
+    verdict = await rp.wait_result(challenge, keys, timeout=10)
+    assert verdict.status is Status.APPROVED and verdict.answer is not None
+    assert verdict.answer.credential_id == new.id
+
+    # ... and the app still approves with its own key.
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await phone.type_number(challenge.number)
+    await phone.page.get_by_role("button", name="Approve").tap()
+    verdict = await rp.wait_result(challenge, keys, timeout=10)
+    assert verdict.status is Status.APPROVED and verdict.answer is not None
+    assert verdict.answer.credential_id == old.id
+
+
+async def test_no_asked_on_opening_removes_the_new_device_and_the_service_is_told(
+    rp: PushAuthClient, phone: Phone, app_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    old = await recoverable_on_the_app(rp, phone)
+    new_home, _ = await restore_with_the_python_agent(phone, old, tmp_path, app_closed=True)
+    new = await the_question(phone, rp, old)
+    await phone.page.get_by_role("button", name="No, it wasn't me").tap()
+    await phone.toast("The new device was removed")
+    await phone.page.locator("#notice[hidden]").wait_for(state="attached")
+    await phone.shot("25-recovery-disowned")
+    await phone.axe_clean("the home screen after a disowned recovery")
+
+    # The new credential is revoked, and the RP sees the fraud: push is muted for alice.
+    assert [c.id for c in await rp.list_credentials("alice")] == [old.id]
+    sync = await rp.sync_credentials("alice", {old.id: old, new.id: new})
+    assert sync.removed == [new.id]
+    assert (await rp.push_block("alice"))["muted_until"] is not None
+    with pytest.raises(PushBlocked):
+        await rp.create_challenge("alice", CONTEXT)
+    # The new phone's key is refused by the broker.
+    refused = await asyncio.to_thread(agent, new_home, "pending")
+    assert "Traceback" not in refused.stderr
+    assert AccountStore(new_home).find(ACCOUNT).status == "revoked"
+
+    # Once the RP lifts the mute, the app's own key still signs in.
+    await rp.lift_push_block("alice")
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await phone.type_number(challenge.number)
+    await phone.page.get_by_role("button", name="Approve").tap()
+    verdict = await rp.wait_result(challenge, {old.id: old.public_key}, timeout=10)
+    assert verdict.status is Status.APPROVED
