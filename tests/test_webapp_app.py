@@ -10,17 +10,21 @@ import io
 import json
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
-from playwright.async_api import Browser
+from playwright.async_api import Browser, async_playwright
 from support import BrokerProcess
 from test_webapp_signin import CONTEXT, result
 from webapp_world import (  # noqa: F401
+    PHONE,
     Phone,
     app_broker,
     browser,
+    chromium_args,
+    chromium_path,
     enrolled,
     new_phone,
     phone,
@@ -269,3 +273,48 @@ async def test_accounts_keep_the_order_the_user_gives_them(rp: PushAuthClient, p
     await phone.page.locator("body[data-ready='1']").wait_for()
     await phone.page.locator("#accounts li").nth(1).wait_for()
     assert await names.all_inner_texts() == ["bob@contoso.example", "alice@contoso.example"]
+
+
+async def test_verification_code_secrets_are_not_plain_text_in_the_profile_files(
+    rp: PushAuthClient, app_broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Read the browser profile's IndexedDB files as someone with a copy of the disk
+    would: the phone's name (stored as it is) is there, the TOTP secret is not, neither
+    in base32 nor as bytes (sealed with a non-extractable AES-GCM key, js/sealed.js)."""
+    profile = tmp_path / "profile"
+    marker = "Phone-marker-7Q2ZKX"
+    async with async_playwright() as p:
+        context = await p.chromium.launch_persistent_context(
+            str(profile), executable_path=chromium_path(), args=chromium_args(), **PHONE
+        )
+        phone = Phone(context, None, app_broker.http_url + "/app/")  # type: ignore[arg-type]
+        await phone.open()
+        totp = new_totp()
+        enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=totp)
+        assert enrollment.uri is not None
+        cid = await phone.add_account(enrollment.uri, marker)
+        await phone.page.locator("#accounts [data-role='code'][data-code]").wait_for()
+        stored = await phone.page.evaluate(
+            """async (cid) => {
+                 const db = await import(new URL('js/db.js', document.baseURI).href);
+                 const a = await db.getAccount(cid);
+                 const key = await db.getSetting('sealKey');
+                 return {fields: Object.keys(a.totp).sort(), extractable: key.extractable,
+                         algorithm: key.algorithm.name};
+               }""",
+            cid,
+        )
+        assert stored == {
+            "fields": ["algorithm", "digits", "period", "sealed"],
+            "extractable": False,
+            "algorithm": "AES-GCM",
+        }
+        await context.close()
+    files = [f for f in (profile / "Default" / "IndexedDB").rglob("*") if f.is_file()]
+    disk = b"".join(f.read_bytes() for f in files)
+    # V8 writes a string as Latin-1 or UTF-16: both are looked for.
+    plain = [lambda text: text.encode("latin-1"), lambda text: text.encode("utf-16-le")]
+    assert any(enc(marker) in disk for enc in plain)  # what is stored as it is is found so
+    secret = totp.secret.upper().rstrip("=")
+    assert not any(enc(secret) in disk for enc in plain)
+    assert decode_base32_secret(totp.secret) not in disk
