@@ -15,6 +15,7 @@ enrolled key taken on the broker's word; another key listed under a stored id.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from dataclasses import replace
@@ -547,6 +548,67 @@ async def test_swapped_key_in_credential_list_is_refused(
     # And the honest device still signs in with the stored key.
     _, again = await sign_in(client, phone, keys)
     assert again.approved
+
+
+# -- 5. the one request: the streamed result is verified like the long-poll's -----------------
+
+
+async def test_forged_result_in_the_one_request_stream_is_refused(
+    client: PushAuthClient,
+    hostile: HostileBroker,
+    rp: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """sign_in gets the challenge and its result as two lines of one streamed response.
+    A broker that turns the user's denial on the second line into an approval, signed
+    by a key it holds under the user's credential id, gets a VerificationFailed; and
+    a broker that swaps the stream for a plain body only sends the SDK to the long-poll,
+    whose answer is verified the same way."""
+    home = tmp_path / "phone"
+    cred = await enroll_agent(client, hostile, home, "phone")
+    keys = keys_of(cred)
+
+    # Honest, through the proxy, line by line: the number comes before the answer.
+    async with await client.sign_in(USER, CONTEXT) as pending:
+        assert pending.streamed
+        await run(home, "approve", pending.challenge.id, "--number", pending.challenge.number)
+        assert (await pending.result(keys)).approved
+    honest = hostile.last("POST", "/v1/challenges")
+    assert honest.lines[0]["number"] == pending.challenge.number and not honest.rules
+    assert honest.lines[1]["status"] == "approved"
+
+    # The user denies; the broker's second line says approved, with its own signature.
+    attacker = signing.new_seed()
+
+    def approve_instead(exchange: Exchange, index: int, body: Any) -> Any:
+        if index == 0:
+            return body
+        created = replace(exchange, response_body=json.dumps(exchange.lines[0]).encode())
+        return {**body, "status": "approved", "answer": forged_approval(created, rp["id"], attacker, cred.id)}
+
+    hostile.rewrite_stream("POST", "/v1/challenges", approve_instead)
+    async with await client.sign_in(USER, CONTEXT) as pending:
+        await run(home, "deny", pending.challenge.id)
+        with pytest.raises(VerificationFailed) as failure:
+            await pending.result(keys)
+    assert failure.value.reason is VerificationReason.BAD_SIGNATURE
+    assert failure.value.broker_status is Status.APPROVED
+    streamed = hostile.last("POST", "/v1/challenges")
+    assert "rewrite_line" in streamed.rules and streamed.upstream_body is not None
+    assert b'"denied"' in streamed.upstream_body  # the real broker said denied
+
+    # A broker that does not stream (as an older one: the proxy drops the stream from
+    # Accept): the SDK carries on by long-poll, with the same verification.
+    hostile.clear()
+    hostile.streaming = False
+    creates = len(hostile.recorded("POST", "/v1/challenges"))
+    async with await client.sign_in(USER, CONTEXT) as pending:
+        assert not pending.streamed
+        await run(home, "approve", pending.challenge.id, "--number", pending.challenge.number)
+        assert (await pending.result(keys)).approved
+    assert hostile.last("POST", "/v1/challenges").json["number"] == pending.challenge.number
+    assert hostile.last("GET", f"/v1/challenges/{pending.challenge.id}").json["status"] == "approved"
+    assert len(hostile.recorded("POST", "/v1/challenges")) == creates + 1  # one challenge, not two
 
 
 # -- the harness itself ------------------------------------------------------------------------

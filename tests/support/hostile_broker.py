@@ -9,6 +9,8 @@ change anything on the way:
 - a rule can rewrite the broker's JSON before the SDK sees it (`rewrite`), answer in
   the broker's place (`answer`), or answer a new request with a recorded response
   (`replay`);
+- a streamed answer (the one-request sign-in, application/x-ndjson) is passed on line
+  by line as it comes, each line recorded and open to a rule (`rewrite_stream`);
 - the device WebSocket is passed through frame by frame (the subprotocol the device
   offers goes to the broker, the broker's pick comes back), every frame is decoded
   with protocol.codec and recorded, and a rule can replace or drop frames in either
@@ -51,6 +53,9 @@ from .threaded_server import DEVICE_PATH, ThreadedServer
 Responder = Callable[["Exchange"], tuple[int, Any] | None]
 # The broker's JSON body -> what the SDK gets.
 Rewriter = Callable[["Exchange", Any], Any]
+# One line of a streamed answer: (exchange, its index from 0, the broker's JSON) -> what the SDK gets.
+LineRewriter = Callable[["Exchange", int, Any], Any]
+NDJSON = "application/x-ndjson"
 # A device frame in flight -> the frame (or raw bytes) passed on, or None to drop it.
 FrameRule = Callable[[Frame, "DeviceLink"], Frame | bytes | None]
 
@@ -98,6 +103,8 @@ class Exchange:
     upstream_status: int | None = None
     upstream_body: bytes | None = None
     rules: list[str] = field(default_factory=list)  # which kinds of rule touched it
+    # A streamed answer: each line the client got, parsed, in order.
+    lines: list[Any] = field(default_factory=list)
 
     @property
     def request_json(self) -> Any:
@@ -164,6 +171,9 @@ class HostileBroker(ThreadedServer):
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._sockets: set[web.WebSocketResponse | aiohttp.ClientWebSocketResponse] = set()
+        # False: the RP's Accept header loses application/x-ndjson on the way, so the
+        # broker answers as one that does not stream (plain JSON, then the long-poll).
+        self.streaming = True
 
     # -- rules (from the test's thread) ------------------------------------------
 
@@ -175,6 +185,10 @@ class HostileBroker(ThreadedServer):
     def rewrite(self, method: str, path: str, fn: Rewriter) -> None:
         """Pass the broker's JSON answer to matching requests through fn(exchange, body)."""
         self._add(_Rule(method.upper(), re.compile(path), "rewrite", fn))
+
+    def rewrite_stream(self, method: str, path: str, fn: LineRewriter) -> None:
+        """Pass each line of the broker's streamed answer through fn(exchange, index, body)."""
+        self._add(_Rule(method.upper(), re.compile(path), "rewrite_line", fn))
 
     def replay(self, method: str, path: str, recorded: Exchange, edit: Rewriter | None = None) -> None:
         """Answer matching requests with a response recorded earlier (edited by `edit`)."""
@@ -326,13 +340,17 @@ class HostileBroker(ThreadedServer):
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         headers["Accept-Encoding"] = "identity"  # bodies stay readable for rewrites
+        if not self.streaming and "Accept" in headers:
+            headers["Accept"] = "application/json"
         url = URL(self.upstream + request.raw_path, encoded=True)
         async with self._session.request(
             request.method, url, headers=headers, data=exchange.request_body or None, allow_redirects=False
         ) as upstream:
             exchange.upstream_status = upstream.status
-            exchange.upstream_body = await upstream.read()
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
+            if upstream.content_type == NDJSON:
+                return await self._forward_stream(request, exchange, upstream, out_headers)
+            exchange.upstream_body = await upstream.read()
         body = exchange.upstream_body
         rewritten = self._rule_for(request.method, exchange.path, "rewrite")
         if rewritten is not None and body:
@@ -341,6 +359,34 @@ class HostileBroker(ThreadedServer):
             exchange.rules.append("rewrite")
         exchange.status, exchange.response_body = upstream.status, body
         return web.Response(status=upstream.status, body=body, headers=out_headers)
+
+    async def _forward_stream(
+        self,
+        request: web.Request,
+        exchange: Exchange,
+        upstream: aiohttp.ClientResponse,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        """Each line on to the client as it comes (the number must not wait for the result)."""
+        exchange.status = upstream.status
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        rewritten = self._rule_for(request.method, exchange.path, "rewrite_line")
+        got, sent = bytearray(), bytearray()
+        async for raw in upstream.content:  # line by line
+            got += raw
+            line = raw
+            if raw.strip():
+                if rewritten is not None:
+                    rule, exchange.match = rewritten
+                    line = _dump(rule.fn(exchange, len(exchange.lines), _json(raw))) + b"\n"
+                    exchange.rules.append("rewrite_line")
+                exchange.lines.append(_json(line))
+            sent += line
+            await response.write(line)
+        exchange.upstream_body, exchange.response_body = bytes(got), bytes(sent)
+        await response.write_eof()
+        return response
 
     # -- the device WebSocket --------------------------------------------------------
 
