@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -210,3 +211,31 @@ async def test_plain_json_is_answered_without_ndjson_in_accept(
             async with http.post(url, json=_body("hal"), headers={"Accept": accept}) as response:
                 assert (response.status, response.content_type) == (201, "application/json")
                 assert "number" in await response.json()
+
+
+async def test_a_node_shutting_down_ends_the_stream_with_what_it_has(
+    client: PushAuthClient,
+    http: aiohttp.ClientSession,
+    broker: BrokerProcess,
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    """SIGTERM to the node holding the stream: the second line comes at once with the
+    challenge as it stands (pending), as a long-poll answers; the RP then reads the
+    result from another node, and the challenge is still answerable there."""
+    leaving = broker_factory(redis_url=broker.redis_url, node="leaving")
+    device, cred = await enroll_device(client, broker, "ivan")  # the device stays on `broker`
+    async with device.ws:
+        url = f"{leaving.http_url}/v1/challenges"
+        async with http.post(url, json=_body("ivan"), headers={"Accept": NDJSON}) as response:
+            created = await _line(response)
+            pushed = await device.recv_type(ChallengeFrame)
+            stopping = asyncio.create_task(asyncio.to_thread(leaving.kill, signal.SIGTERM))
+            held = await _line(response)
+            assert (held["id"], held["status"], held["answer"]) == (created["id"], "pending", None)
+            assert await response.content.read() == b""
+        assert await stopping == 0
+        reply = await device.answer(pushed, Decision.APPROVE, created["number"])
+        assert isinstance(reply, AnswerResult) and reply.outcome == Status.APPROVED
+        async with http.get(f"{broker.http_url}/v1/challenges/{created['id']}?wait=5") as polled:
+            body = await polled.json()
+    assert (body["status"], body["answer"]["credential_id"]) == ("approved", cred.id)
