@@ -279,8 +279,10 @@ async def test_verification_code_secrets_are_not_plain_text_in_the_profile_files
     rp: PushAuthClient, app_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     """Read the browser profile's IndexedDB files as someone with a copy of the disk
-    would: the phone's name (stored as it is) is there, the TOTP secret is not, neither
-    in base32 nor as bytes (sealed with a non-extractable AES-GCM key, js/sealed.js)."""
+    would search them: the phone's name (stored as it is) is there, the TOTP secret is
+    not, neither in base32 nor as bytes (sealed with a non-extractable AES-GCM key,
+    js/sealed.js). A reader who parses the stored key objects gets further: see
+    deploy/webapp.md, "Secrets at rest"."""
     profile = tmp_path / "profile"
     marker = "Phone-marker-7Q2ZKX"
     async with async_playwright() as p:

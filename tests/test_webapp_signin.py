@@ -136,6 +136,7 @@ async def test_an_expired_request_leaves_the_screen_at_once(rp: PushAuthClient, 
     await phone.page.locator("#prompt[hidden]").wait_for(state="attached", timeout=(MIN_TTL_S + 20) * 1000)
     await phone.toast("The sign-in request expired.")
     await phone.shot("26-expired")
+    await phone.axe_clean("the home screen after a request expired")
     assert (await rp.get_result(challenge, {account["cid"]: account["key"]})).status is Status.EXPIRED
 
 

@@ -1,10 +1,11 @@
 // Secrets the app must read back as bytes (TOTP secrets, recovery keys) are kept in
 // IndexedDB sealed with AES-256-GCM under one key made here as a non-extractable
-// WebCrypto key and kept in IndexedDB as the CryptoKey object (the browser keeps its
-// bytes out of reach of page scripts). What that protects: the secrets do not lie in the
-// profile's IndexedDB files as plain text, so a reader of those files (a copied browser
-// profile, a backup of the phone's disk) gets ciphertext. It does not protect against
-// code running in this origin, which can ask the browser to decrypt (deploy/webapp.md).
+// WebCrypto key and kept in IndexedDB as the CryptoKey object (out of reach of page
+// scripts). What that buys: the secrets are not in the profile's files as plain text (a
+// search of a copied profile or disk image finds ciphertext). What it does not: Chromium
+// writes a CryptoKey's bytes into IndexedDB's records, so whoever parses those files gets
+// the sealing key too; and code running in this origin can ask the browser to decrypt
+// (deploy/webapp.md, "Secrets at rest").
 
 import * as db from "./db.js";
 
