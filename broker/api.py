@@ -292,16 +292,10 @@ async def get_enrollment(request: web.Request) -> web.Response:
     return json_response(enrollment_json(enr, cred, now_ms()))
 
 
-async def create_challenge(request: web.Request) -> web.Response:
-    """POST /v1/challenges: the challenge, with its number, in one JSON body (201).
-    The streamed form of the same request is broker/api_stream.py."""
-    rp = await authenticate(request)
-    return json_response(await start_challenge(request, rp), status=201)
-
-
 async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, Any]:
-    """Validate the body, create the challenge and push it: the 201 body (with the
-    number). Every refusal is an ApiError, raised before anything is answered."""
+    """POST /v1/challenges (its handler is broker/api_stream.py, plain or streamed):
+    validate the body, create the challenge and push it; the 201 body, with the
+    number. Every refusal is an ApiError, raised before anything is answered."""
     body = await json_body(
         request, {"user", "context", "ttl", "digits", "rp_nonce", "supersede", "credential_id"}
     )
@@ -524,8 +518,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/rp/policy", get_rp_policy)
     app.router.add_post("/v1/enrollments", create_enrollment)
     app.router.add_get("/v1/enrollments/{id}", get_enrollment)
-    # POST /v1/challenges is api_stream.create_challenge: this module's create_challenge,
-    # or the streamed form when the RP asks for it (Accept: application/x-ndjson).
+    # POST /v1/challenges: api_stream.create_challenge (start_challenge, then one JSON
+    # body, or the streamed form when the RP asks for it).
     app.router.add_get("/v1/challenges/{id}", get_challenge)
     app.router.add_delete("/v1/challenges/{id}", cancel_challenge)
     app.router.add_get("/v1/users/{user}/credentials", list_credentials)

@@ -302,6 +302,15 @@ _WAIT = {
 }
 
 
+_STREAM_WAIT = {
+    "name": "wait",
+    "in": "query",
+    "schema": {"type": "number", "minimum": 0, "maximum": MAX_WAIT_S, "default": MAX_WAIT_S},
+    "description": "streamed form: seconds to wait for the result line while the challenge is pending "
+    "(its expiry bounds it too); checked, and not used, in the plain form",
+}
+
+
 def _path_param(name: str) -> dict[str, Any]:
     """{id}: an id the broker made; {user}: the RP's own name for its user."""
     return {"name": name, "in": "path", "required": True, "schema": _USER if name == "user" else _ID}
@@ -348,9 +357,26 @@ PATHS: dict[str, Any] = {
     },
     "/v1/challenges": {
         "post": _op(
-            "Send a sign-in push to the user's devices",
-            {"201": _json("Challenge", "created"), **_problems(400, 401, 409, 413, 429)},
+            "Send a sign-in push to the user's devices. With `Accept: application/x-ndjson` the "
+            "same request also brings the result (docs/http-api.md, 'One request')",
+            {
+                "201": {
+                    "description": "created. As application/json: the Challenge. As "
+                    "application/x-ndjson (when Accept lists it): a chunked stream of JSON lines, "
+                    "each ending in LF: first the Challenge, sent at once; then, when the challenge "
+                    "ends or `wait` passes, its ChallengeResult (the body of GET "
+                    "/v1/challenges/{id}; status pending when the wait passed or the node shut "
+                    "down: read it by long-poll). A stream that ends after the first line means the "
+                    "same. Blank lines are reserved and to be skipped",
+                    "content": {
+                        "application/json": {"schema": _ref("Challenge")},
+                        "application/x-ndjson": {"schema": {"type": "string"}},
+                    },
+                },
+                **_problems(400, 401, 409, 413, 429),
+            },
             requestBody=_body("NewChallenge"),
+            parameters=[_STREAM_WAIT],
         )
     },
     "/v1/challenges/{id}": {
@@ -601,7 +627,8 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "pushauth broker RP API",
-        "version": "1",
+        # 1.1: the one-request (streamed) form of POST /v1/challenges (docs/http-api.md, "Versions").
+        "version": "1.1",
         "description": "See docs/http-api.md. The device WebSocket (/v1/device) is in docs/protocol.md.",
     },
     "components": {

@@ -8,6 +8,13 @@
 
 `wait_result` verifies the device's signed answer end to end (relying_party.verify):
 the broker's word alone never approves a sign-in.
+
+The same in one HTTP request, where the broker streams (docs/http-api.md, "One request";
+the long-poll above when it does not):
+
+    async with await client.sign_in("alice", {"app": "Payroll", "ip": ip}) as pending:
+        show(pending.challenge.number)
+        result = await pending.result(stored_public_keys("alice"))
 """
 
 from __future__ import annotations

@@ -168,6 +168,8 @@ async def test_sdk_stream_given_up_before_the_result_then_read_by_long_poll(
         ({"user": "x", "ttl": 1}, "", {}, 400, "invalid_request"),
         ({"user": "dora"}, "?wait=61", {}, 400, "invalid_request"),
         ({"user": "dora"}, "?wait=soon", {}, 400, "invalid_request"),
+        # checked in the plain form too (it does not wait), as the OpenAPI document says
+        ({"user": "dora"}, "?wait=-1", {"Accept": "application/json"}, 400, "invalid_request"),
         ({"user": "dora"}, "", {"Authorization": "Bearer nope"}, 401, "unauthorized"),
         ({"user": "nobody"}, "", {}, 409, "no_devices"),
     ],
