@@ -95,9 +95,8 @@ async def create_challenge(request: web.Request) -> web.StreamResponse:
         log.warning("stream of %s ends without a result: %s", created["id"], exc)
         result = None
     try:
-        if result is not None:
-            await response.write(_line(result))
-        await response.write_eof()
+        # The last line and the end of the stream in one write (one send, one read).
+        await response.write_eof(_line(result) if result is not None else b"")
     except ConnectionError:
         # The RP gave up (its own timeout, a closed page): the challenge is unaffected.
         log.debug("stream of %s: the RP went away before the result", created["id"])

@@ -26,11 +26,14 @@ examples:
   pushauth-loadtest signin --rate 200 --duration 30
   pushauth-loadtest signin --rate 1500 --duration 60 --devices 2000 --workers 2
   pushauth-loadtest signin --rate 100:2500 --duration 60 --warmup 0        # a ramp
+  pushauth-loadtest signin --rate 200 --duration 30 --one-request    # the streamed create
+  pushauth-loadtest flows --rate 200 --duration 30 --rounds 2          # two- vs one-request RP
   pushauth-loadtest crossnode --rate 200 --duration 30
   pushauth-loadtest idle --devices 18000 --workers 4
 """
 
 MAX_DURATION_S = 3600
+FLOW_WORDS = {"two_requests": "create, then long-poll", "one_request": "streamed create"}
 MAX_DEVICES = 100_000
 
 
@@ -107,9 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--profile", action="store_true", help="sample the broker with py-spy while measuring")
 
+    def flow(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--one-request",
+            action="store_true",
+            help="the RP signs in with one request: POST /v1/challenges streamed (Accept: "
+            "application/x-ndjson), the number then the result; default: create, then long-poll",
+        )
+
     signin = sub.add_parser("signin", help="sign-ins at a fixed rate or a ramp; per-stage latency")
     common(signin)
     load(signin)
+    flow(signin)
     signin.add_argument("--nodes", type=_positive(int, 1, 8), default=1, help="broker nodes on one Redis")
     signin.add_argument("--broker-url", help="load a running broker at this http://127.0.0.1:PORT instead")
     signin.add_argument("--api-key", help="the RP API key for --broker-url")
@@ -120,7 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(cross)
     load(cross)
+    flow(cross)
     cross.add_argument(
+        "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating (default: 2)"
+    )
+
+    flows = sub.add_parser(
+        "flows",
+        help="the same load with the RP's two requests (create, long-poll), then with one (streamed "
+        "create), alternating on one broker; the difference",
+    )
+    common(flows)
+    load(flows)
+    flows.add_argument(
         "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating (default: 2)"
     )
 
@@ -146,6 +170,7 @@ def _command_line(argv: list[str] | None) -> str:
 
 def _signin_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return {
+        "one_request": getattr(args, "one_request", False),
         "warmup": args.warmup,
         "devices": args.devices,
         "n_workers": args.workers,
@@ -218,11 +243,7 @@ def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "same_node": Target(a.http_url, a.http_url, rp_id, key, pids, redis_pid),
             "cross_node": Target(b.http_url, a.http_url, rp_id, key, pids, redis_pid),
         }
-        # Alternating (same, cross, cross, same, ...): a change in the machine's background
-        # load during the run then falls on both sides alike.
-        order = [
-            k for r in range(args.rounds) for k in (("same_node", "cross_node")[:: 1 if r % 2 == 0 else -1])
-        ]
+        order = _alternating(args.rounds, ("same_node", "cross_node"))
         phases = [(kind, signin_run(targets[kind], profile, **kwargs)) for kind in order]
     merged = {kind: Recorder() for kind in targets}
     for kind, res in phases:
@@ -260,6 +281,55 @@ def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return result
 
 
+def _alternating(rounds: int, kinds: tuple[str, str]) -> list[str]:
+    """(a, b, b, a, a, b, ...): a change in the machine's background load during the run
+    then falls on both sides alike."""
+    return [k for r in range(rounds) for k in (kinds[:: 1 if r % 2 == 0 else -1])]
+
+
+def run_flows(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    profile = _profile(args)
+    kwargs = _signin_kwargs(args, out)
+    with Cluster(out / "processes", nodes=1) as cluster:
+        assert cluster.redis is not None
+        rp_id, key = add_rp(cluster.redis.url)
+        node = cluster.brokers[0]
+        target = Target(node.http_url, node.http_url, rp_id, key, (node.pid,), cluster.redis.pid)
+        order = _alternating(args.rounds, ("two_requests", "one_request"))
+        phases = [
+            (kind, signin_run(target, profile, **{**kwargs, "one_request": kind == "one_request"}))
+            for kind in order
+        ]
+    merged = {kind: Recorder() for kind in ("two_requests", "one_request")}
+    for kind, res in phases:
+        merged[kind].merge_wire(res["_recorder"].to_wire())
+    result: dict[str, Any] = {"rounds": args.rounds, "phases": [{"kind": k, **r} for k, r in phases]}
+    for kind, rec in merged.items():
+        result[kind] = recorder_summary(rec)
+    two, one = (result[k]["latency_ms"]["result"] for k in ("two_requests", "one_request"))
+    result["one_request_difference_ms"] = {k: round(one[k] - two[k], 3) for k in ("p50", "p90", "p99")}
+    for kind, res in phases:
+        print(
+            signin_table(
+                res,
+                f"{kind.replace('_', ' ')} ({FLOW_WORDS[kind]})",
+            )
+        )
+        print()
+    print(
+        f"all rounds, end to end:  two requests p50 {two['p50']:.3f} ms p99 {two['p99']:.3f} ms; "
+        f"one request p50 {one['p50']:.3f} ms p99 {one['p99']:.3f} ms"
+    )
+    diff = result["one_request_difference_ms"]
+    print(f"one request minus two, end to end: p50 {diff['p50']:+.3f} ms, p99 {diff['p99']:+.3f} ms")
+    write_png(
+        out / "report.png",
+        [("two requests", merged["two_requests"]), ("one request", merged["one_request"])],
+        _command_line(None),
+    )
+    return result
+
+
 def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     with Cluster(out / "processes", nodes=1) as cluster:
         result = idle_run(
@@ -280,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     try:
         out = _out_dir(args)
-        runner = {"signin": run_signin, "crossnode": run_crossnode, "idle": run_idle}[args.mode]
+        runner = {"signin": run_signin, "crossnode": run_crossnode, "flows": run_flows, "idle": run_idle}[
+            args.mode
+        ]
         started = time.time()
         result = runner(args, out)
         result = {
@@ -299,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = result.get("errors") or {}
     if args.mode == "crossnode":
         errors = {**result["same_node"]["errors"], **result["cross_node"]["errors"]}
+    if args.mode == "flows":
+        errors = {**result["two_requests"]["errors"], **result["one_request"]["errors"]}
     return 3 if errors else 0
 
 

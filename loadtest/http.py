@@ -4,7 +4,8 @@ Why not aiohttp's client: measured here, it costs 0.3-0.5 ms of CPU per request,
 so at 1,500 sign-ins/s (3,000 requests/s) the RP side alone would need more than
 one of the machine's two cores, and the generator, not the broker, would set the
 figures. This client does only what the broker's API needs: requests with a JSON
-body or none, responses with a Content-Length. Anything else is an error.
+body or none, responses with a Content-Length, and the one-request sign-in's chunked
+stream of JSON lines (docs/http-api.md, "One request"). Anything else is an error.
 """
 
 from __future__ import annotations
@@ -26,12 +27,27 @@ class _Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.reusable = True
+        # A chunked response being read: its lines so far, the partial one, the reader
+        # waiting for the next, and whether the last chunk came.
+        self.chunked = False
+        self.lines: deque[bytes] = deque()
+        self.partial = bytearray()
+        self.line_waiter: asyncio.Future[None] | None = None
+        self.ended = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
+        if self.chunked:
+            try:
+                self._read_chunks()
+            except HttpError as exc:
+                self.reusable = False
+                self.chunked, self.ended = False, True
+                self._wake(exc)
+            return
         if self.waiter is not None and not self.waiter.done():
             try:
                 parsed = self._parse()
@@ -52,6 +68,16 @@ class _Connection(asyncio.Protocol):
         if not head.startswith(b"http/1.1 "):
             raise HttpError(f"not an HTTP/1.1 response: {head[:40]!r}")
         status = int(head[9:12])
+        if b"\r\ntransfer-encoding: chunked" in head:
+            # The one-request sign-in's stream: the head now, the lines as they come.
+            del self.buf[: end + 4]
+            if b"\r\nconnection: close" in head:
+                self.reusable = False
+            self.chunked, self.ended = True, False
+            self.lines.clear()
+            self.partial.clear()
+            self._read_chunks()
+            return status, b""
         at = head.find(b"\r\ncontent-length:")
         if at < 0:
             raise HttpError("response without Content-Length")
@@ -67,12 +93,60 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
         return status, body
 
+    def _read_chunks(self) -> None:
+        """Whole chunks out of the buffer (aiohttp writes each line as one), split into lines."""
+        while not self.ended:
+            eol = self.buf.find(b"\r\n")
+            if eol < 0:
+                return
+            try:
+                size = int(bytes(self.buf[:eol]).split(b";", 1)[0], 16)
+            except ValueError:
+                raise HttpError(f"bad chunk size line {bytes(self.buf[:eol])[:20]!r}") from None
+            if len(self.buf) < eol + 2 + size + 2:
+                return
+            self.partial += self.buf[eol + 2 : eol + 2 + size]
+            del self.buf[: eol + 4 + size]
+            if len(self.partial) > MAX_BODY:
+                raise HttpError("streamed line too large")
+            while (at := self.partial.find(b"\n")) >= 0:
+                line = bytes(self.partial[:at])
+                del self.partial[: at + 1]
+                if line.strip():
+                    self.lines.append(line)
+            if size == 0:  # the last chunk (no trailers: the broker sends none)
+                self.chunked, self.ended = False, True
+            self._wake(None)
+
+    def _wake(self, exc: Exception | None) -> None:
+        if self.line_waiter is not None and not self.line_waiter.done():
+            if exc is None:
+                self.line_waiter.set_result(None)
+            else:
+                self.line_waiter.set_exception(exc)
+
+    async def next_line(self) -> bytes | None:
+        """The next line of the stream, or None once it ended."""
+        while not self.lines:
+            if self.ended:
+                return None
+            self.line_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.line_waiter
+            finally:
+                self.line_waiter = None
+        return self.lines.popleft()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(HttpError(f"connection lost: {exc}"))
+        if self.chunked:
+            self.chunked, self.ended = False, True
+            self._wake(HttpError(f"connection lost mid-stream: {exc}"))
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
+        self.ended = False
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)  # type: ignore[union-attr]
         try:
@@ -118,11 +192,25 @@ class HttpPool:
             batch = min(self._max_opening, n - len(self._all))
             self._idle.extend(await asyncio.gather(*(self._connect() for _ in range(batch))))
 
-    def _encode(self, method: str, path: str, body: bytes | None) -> bytes:
+    def _encode(self, method: str, path: str, body: bytes | None, extra: str = "") -> bytes:
         if body is None:
-            return f"{method} {path} HTTP/1.1\r\n{self._headers}\r\n\r\n".encode()
-        head = f"{method} {path} HTTP/1.1\r\n{self._headers}\r\nContent-Type: application/json\r\n"
+            return f"{method} {path} HTTP/1.1\r\n{self._headers}\r\n{extra}\r\n".encode()
+        head = f"{method} {path} HTTP/1.1\r\n{self._headers}\r\n{extra}Content-Type: application/json\r\n"
         return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+    async def stream(self, method: str, path: str, body: bytes, accept: str) -> Streamed:
+        """Send one request whose answer may be a chunked stream of lines: the status and
+        (for a non-streamed answer) the body at once, the lines from `Streamed.next_line`.
+        Call `Streamed.close` when done: the connection goes back to the pool only once
+        the stream ended."""
+        data = self._encode(method, path, body, f"Accept: {accept}\r\n")
+        conn = await self._acquire()
+        try:
+            status, raw = await conn.request(data)
+        except BaseException:
+            self._discard(conn)
+            raise
+        return Streamed(self, conn, status, raw)
 
     async def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """(status, body) of one request."""
@@ -133,10 +221,7 @@ class HttpPool:
         except BaseException:
             self._discard(conn)  # a cancelled or failed request leaves it in an unknown state
             raise
-        if conn.reusable:
-            self._release(conn)
-        else:
-            self._discard(conn)
+        self._done_with(conn)
         return result
 
     async def _acquire(self) -> _Connection:
@@ -188,8 +273,48 @@ class HttpPool:
         self._all.add(conn)
         return conn
 
+    def _done_with(self, conn: _Connection) -> None:
+        if conn.reusable and not conn.chunked:
+            self._release(conn)
+        else:
+            self._discard(conn)
+
     def close(self) -> None:
         for conn in self._all:
             conn.close()
         self._all.clear()
         self._idle.clear()
+
+
+class Streamed:
+    """A response of HttpPool.stream: `status`, `body` (empty for a stream), `lines`."""
+
+    __slots__ = ("_conn", "_pool", "body", "status", "streamed")
+
+    def __init__(self, pool: HttpPool, conn: _Connection, status: int, body: bytes) -> None:
+        self._pool, self._conn = pool, conn
+        self.status, self.body = status, body
+        self.streamed = conn.chunked or conn.ended  # ended: the whole stream came in one read
+
+    async def next_line(self) -> bytes | None:
+        return await self._conn.next_line()
+
+    def abort(self) -> None:
+        """Close the connection (a stream not read to its end)."""
+        conn, self._conn = self._conn, None  # type: ignore[assignment]
+        if conn is not None:
+            self._pool._discard(conn)
+
+    async def close(self) -> None:
+        """Read the stream to its end (the last chunk follows the last line at once), then
+        give the connection back; on any error, or if cancelled, close it instead."""
+        conn, self._conn = self._conn, None  # type: ignore[assignment]
+        if conn is None:
+            return
+        try:
+            while conn.chunked and await conn.next_line() is not None:
+                pass
+        except BaseException:
+            self._pool._discard(conn)
+            raise
+        self._pool._done_with(conn)

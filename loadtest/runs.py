@@ -161,8 +161,10 @@ def signin_run(
     out_dir: Path,
     profile_broker: bool = False,
     progress: bool = True,
+    one_request: bool = False,
 ) -> dict[str, Any]:
-    """Drive sign-ins at `profile` (after `warmup` seconds at its start rate) and measure them."""
+    """Drive sign-ins at `profile` (after `warmup` seconds at its start rate) and measure them.
+    `one_request`: the RP's flow is the streamed create (else create + long-poll)."""
     run_id = "lt" + secrets.token_hex(4)
     full = Profile(profile.start_rate, profile.end_rate, profile.duration)
     # The warm-up runs at the start rate before the measured profile begins.
@@ -179,6 +181,7 @@ def signin_run(
         api_key=target.api_key,
         profile=schedule,
         warmup=warmup,
+        one_request=one_request,
     )
     rec = Recorder()
     with workers(configs) as w:
@@ -234,6 +237,7 @@ def signin_run(
         rec.errors["unaccounted"] = unaccounted
     nb = len(target.broker_pids)
     out = _signin_summary(rec, profile, warmup, devices, n_workers, before[:nb], after[:nb], series)
+    out["rp_flow"] = "one_request" if one_request else "two_requests"
     completed = max(rec.completed, 1)
     cpu = [a.cpu_s - b.cpu_s for b, a in zip(before[nb:], after[nb:], strict=True)]
     if target.redis_pid:

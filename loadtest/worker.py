@@ -29,12 +29,14 @@ from relying_party.verify import evaluate
 
 from .cluster import raise_nofile_limit
 from .device import Credential, DeviceLink, enroll
-from .http import HttpError, HttpPool
+from .http import HttpError, HttpPool, Streamed
 from .schedule import Profile, arrivals
 from .stats import LAG, Recorder
 
 CONTEXT = {"app": "Load test", "ip": "127.0.0.1", "browser": "pushauth-loadtest"}
 WAIT_S = 10  # the RP's long-poll; a sign-in slower than `timeout` counts as an error
+NDJSON = "application/x-ndjson"
+STREAM_ACCEPT = f"{NDJSON}, application/json;q=0.5"  # what the SDK sends (relying_party/one_request.py)
 PREWARM_CONNECTIONS = 256  # RP connections per worker opened before the run
 HANDSHAKES = 64  # concurrent WebSocket handshakes per worker (the broker's backlog is 1024)
 # Timers wake up to ~1 ms late (epoll/libuv count milliseconds), so the scheduler wakes
@@ -58,6 +60,9 @@ class WorkerConfig:
     profile: Profile | None = None
     warmup: float = 0.0
     timeout: float = 10.0
+    # The RP's flow: False, create + long-poll (two requests); True, the one-request
+    # sign-in (POST /v1/challenges streamed: the number, then the result).
+    one_request: bool = False
 
 
 def main(cfg: WorkerConfig, commands: Queue[Any], out: Queue[Any]) -> None:
@@ -189,10 +194,23 @@ class SigninWorker:
             self.rec.started += 1
             self.rec.record(LAG, max(0.0, now - intended))
         ch_id: str | None = None
+        stream: Streamed | None = None
+        result_read = False
         try:
-            status, raw = await self.rp.request("POST", "/v1/challenges", self.bodies[index])
-            if status != 201:
-                return self._error(s, f"create_http_{status}")
+            if cfg.one_request:
+                path = f"/v1/challenges?wait={WAIT_S}"
+                stream = await self.rp.stream("POST", path, self.bodies[index], STREAM_ACCEPT)
+                if stream.status != 201:
+                    return self._error(s, f"create_http_{stream.status}")
+                if not stream.streamed:
+                    return self._error(s, "not_streamed")
+                raw = await stream.next_line()
+                if raw is None:
+                    return self._error(s, "stream_ended_before_challenge")
+            else:
+                status, raw = await self.rp.request("POST", "/v1/challenges", self.bodies[index])
+                if status != 201:
+                    return self._error(s, f"create_http_{status}")
             if recorded:
                 self.rec.record("create", time.perf_counter() - s.start)
             challenge = RpChallenge.from_json(json.loads(raw), context=CONTEXT)
@@ -202,9 +220,15 @@ class SigninWorker:
             early = self.early.pop(ch_id, None)
             if early is not None:
                 self._answer(s, *early)
-            status, raw = await self.rp.request("GET", f"/v1/challenges/{ch_id}?wait={WAIT_S}")
-            if status != 200:
-                return self._error(s, f"result_http_{status}")
+            if stream is not None:
+                raw = await stream.next_line()
+                if raw is None:
+                    return self._error(s, "stream_ended_before_result")
+                result_read = True
+            else:
+                status, raw = await self.rp.request("GET", f"/v1/challenges/{ch_id}?wait={WAIT_S}")
+                if status != 200:
+                    return self._error(s, f"result_http_{status}")
             result = evaluate(
                 challenge,
                 json.loads(raw),
@@ -233,6 +257,11 @@ class SigninWorker:
             s.rp_done = True
             if ch_id is not None and (s.answered or not s.recorded):
                 self.inflight.pop(ch_id, None)
+            if stream is not None:
+                if result_read:  # after the latency was taken: the last chunk follows at once
+                    await stream.close()
+                else:  # cut off, refused or failed midway: the connection is not reused
+                    stream.abort()
 
     def _error(self, s: SignIn, kind: str) -> None:
         if s.recorded:

@@ -88,6 +88,24 @@ def test_crossnode_smoke_run_reports_both_sides(tmp_path: Path) -> None:
     assert (out / "report.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_flows_smoke_run_reports_the_two_and_the_one_request_flow(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run(
+        "flows", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "16", "--rounds", "1",
+        "--workers", "1", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    r = results(out)
+    assert_clean_signin(r["two_requests"])
+    assert_clean_signin(r["one_request"])
+    assert [(p["kind"], p["rp_flow"]) for p in r["phases"]] == [
+        ("two_requests", "two_requests"),
+        ("one_request", "one_request"),
+    ]
+    assert set(r["one_request_difference_ms"]) == {"p50", "p90", "p99"}
+    assert "one request minus two" in proc.stdout
+
+
 def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run("idle", "--devices", "30", "--workers", "2", "--settle", "0.2", "--out", str(out))

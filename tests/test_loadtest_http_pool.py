@@ -1,5 +1,6 @@
 """The load tester's HTTP pool against a real aiohttp server that closes idle
-keep-alive connections (as the broker does after its keep-alive timeout)."""
+keep-alive connections (as the broker does after its keep-alive timeout), and that
+streams JSON lines in chunks (as the broker's one-request sign-in does)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,42 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
         # Before the fix this request was written to the closed connection and waited forever.
         assert await asyncio.wait_for(pool.request("GET", "/"), 30) == (200, b'{"ok": true}')
         assert idle not in pool._all
+    finally:
+        pool.close()
+        await runner.cleanup()
+
+
+async def test_a_streamed_answer_comes_line_by_line_and_the_connection_is_reused() -> None:
+    go_on = asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=201, headers={"Content-Type": "application/x-ndjson"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{"n": 1}\n')
+        await go_on.wait()  # the second line only once the client read the first
+        await response.write(b'{"n":')  # a line split over chunks, and a blank line
+        await response.write_eof(b" 2}\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    pool = HttpPool(f"http://127.0.0.1:{port}", {})
+    try:
+        for _ in range(2):
+            go_on.clear()
+            got = await pool.stream("POST", "/", b"{}", "application/x-ndjson")
+            assert (got.status, got.streamed) == (201, True)
+            assert await asyncio.wait_for(got.next_line(), 30) == b'{"n": 1}'
+            go_on.set()
+            assert await asyncio.wait_for(got.next_line(), 30) == b'{"n": 2}'
+            assert await asyncio.wait_for(got.next_line(), 30) is None
+            await got.close()
+            assert len(pool._all) == 1  # the same connection, back in the pool
     finally:
         pool.close()
         await runner.cleanup()
