@@ -1,0 +1,464 @@
+"""A broker node's death under load, through a real HAProxy: what
+tests/test_haproxy_failover.py asserts on and docs/performance.md measures.
+
+Real parts only: a Redis of its own, broker nodes as `pushauth-broker serve`
+subprocesses (`--trusted-proxy 127.0.0.1`), haproxy running a loopback rendering of a
+config file (support/haproxy.py), simulated devices from the load tester (real Ed25519
+keys on real WebSockets, through HAProxy, reconnecting as the agent does), and the RP
+SDK (`create_challenge`, then `wait_result`, which verifies every answer end to end).
+
+Sign-ins start at a fixed rate, each for a user with no sign-in in flight (a second
+one would supersede the first: an outcome of the test, not of the balancer). In the
+middle an action runs (SIGKILL or SIGTERM of a node); every sign-in's outcome is
+counted with its start and end time, so a run says how many RP requests failed, how,
+and for how long after the action.
+
+As a command, the before/after measurement of docs/performance.md:
+
+    PYTHONPATH=tests .venv/bin/python -m support.failover --config deploy/haproxy.cfg
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from loadtest.device import Credential, DeviceLink, enroll
+from protocol.codec import encode
+from protocol.frames import Challenge, Frame
+from protocol.session import sign_answer
+from relying_party.errors import BrokerError, BrokerUnavailable, PushAuthError, VerificationFailed
+from relying_party.sdk import PushAuthClient
+
+from .broker import BrokerProcess, add_rp, set_policy
+from .haproxy import SHIPPED, HAProxyProcess, frontends
+from .ports import LOCALHOST, free_port
+from .process import ManagedProcess
+from .redis_server import RedisServer
+from .waiting import DEADLINE, wait_until
+
+CONTEXT = {"app": "Failover test", "ip": "203.0.113.7", "browser": "pushauth-failover"}
+FRONTEND = "pushauth"  # the frontend RPs and devices use (the config's others get ports too)
+WAIT_RESULT_S = 20.0  # a sign-in not ended after this counts as "pending" (generous: only a failure waits)
+HANDSHAKES = 32  # concurrent device handshakes (the load tester's bound, smaller)
+
+
+# -- the servers ------------------------------------------------------------------
+
+
+class Cluster:
+    """Redis, broker nodes named a, b, ... and HAProxy in front, from a config file."""
+
+    def __init__(self, directory: Path, config: str, nodes: int = 2) -> None:
+        self.directory = directory
+        self.config = config
+        self.redis = RedisServer(directory / "redis")
+        self.nodes: dict[str, BrokerProcess] = {}
+        self.names = [chr(ord("a") + i) for i in range(nodes)]
+        self.haproxy: HAProxyProcess | None = None
+        self.rp: dict[str, Any] = {}
+
+    def start(self) -> Cluster:
+        self.redis.start()
+        for name in self.names:
+            self.nodes[name] = BrokerProcess(
+                log_dir=self.directory,
+                redis_url=self.redis.url,
+                node=name,
+                # HAProxy's X-Forwarded-For names the client (the per-address limits).
+                extra_args=["--trusted-proxy", LOCALHOST],
+            )
+        for node in self.nodes.values():  # started one after another: ports are claimed first
+            node.start()
+        self.haproxy = HAProxyProcess(
+            log_dir=self.directory,
+            config=self.config,
+            binds={name: free_port() for name in frontends(self.config)},
+            servers={name: f"{LOCALHOST}:{node.port}" for name, node in self.nodes.items()},
+        ).start()
+        for name in self.names:
+            self.wait_node(name, "UP")
+        self.rp = add_rp("Failover test", redis_url=self.redis.url)
+        # Each user signs in about once a second here: far above the per-minute cap
+        # that protects real users from push fatigue.
+        set_policy(self.rp["id"], "--max-pushes-per-minute", "10000", redis_url=self.redis.url)
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.haproxy is not None
+        return self.haproxy.url(FRONTEND)
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/v1/device"
+
+    def wait_node(self, name: str, status: str, timeout: float = DEADLINE) -> None:
+        """Wait until HAProxy shows every server named `name` (in each backend) as `status`."""
+        assert self.haproxy is not None
+        haproxy = self.haproxy
+
+        def reached() -> bool:
+            mine = [s for (_, server), s in haproxy.server_status().items() if server == name]
+            return bool(mine) and all(s == status for s in mine)
+
+        wait_until(
+            reached, timeout=timeout, message=lambda: f"node {name} {status}: {haproxy.server_status()}"
+        )
+
+    def processes(self) -> list[ManagedProcess]:
+        return [self.redis.process, *self.nodes.values(), *([self.haproxy] if self.haproxy else [])]
+
+    def cleanup(self) -> None:
+        for proc in reversed(self.processes()):
+            proc.cleanup()
+
+
+# -- devices ----------------------------------------------------------------------
+
+
+@dataclass
+class Device:
+    cred: Credential
+    link: DeviceLink
+    welcomes: list[float] = field(default_factory=list)  # monotonic times of each welcome
+    drops: list[float] = field(default_factory=list)  # monotonic times the socket ended
+    answers: list[str] = field(default_factory=list)  # challenge ids it approved, in order
+
+
+class Fleet:
+    """Devices that stay connected through the balancer (reconnecting with the load
+    tester's backoff, as the agent does) and approve each challenge with the number
+    its RP showed, as a person reading it off the sign-in page would."""
+
+    def __init__(self, ws_url: str, creds: list[Credential]) -> None:
+        self.devices = {c.cid: Device(c, DeviceLink(ws_url, [c], self._on_frame)) for c in creds}
+        self.numbers: dict[str, str] = {}  # challenge id -> the number the RP shows
+        self.early: dict[str, tuple[Challenge, DeviceLink]] = {}  # frames that beat the RP's answer
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        gate = asyncio.Semaphore(HANDSHAKES)
+        for device in self.devices.values():
+            self._tasks.append(
+                asyncio.create_task(device.link.stay_connected(gate, self._welcomed, self._dropped))
+            )
+        await wait_async(lambda: all(d.welcomes for d in self.devices.values()), "every device connected")
+
+    def _device(self, link: DeviceLink) -> Device:
+        return self.devices[link.creds[0].cid]
+
+    def _welcomed(self, link: DeviceLink) -> None:
+        self._device(link).welcomes.append(time.monotonic())
+
+    def _dropped(self, link: DeviceLink) -> None:
+        self._device(link).drops.append(time.monotonic())
+
+    def shown(self, challenge_id: str, number: str) -> None:
+        """The RP shows `number` for this challenge: the device can answer it now."""
+        self.numbers[challenge_id] = number
+        early = self.early.pop(challenge_id, None)
+        if early is not None:
+            self._approve(*early, number)
+
+    def _on_frame(self, link: DeviceLink, frame: Frame, _received: float) -> None:
+        if not isinstance(frame, Challenge):
+            return
+        number = self.numbers.get(frame.ch)
+        if number is None:
+            self.early[frame.ch] = (frame, link)
+        else:  # a challenge sent again after a reconnect is answered again: harmless
+            self._approve(frame, link, number)
+
+    def _approve(self, frame: Challenge, link: DeviceLink, number: str) -> None:
+        device = self._device(link)
+        answer = sign_answer(
+            frame, seed=device.cred.seed, decision="approve", number=number, ts=time.time_ns() // 1_000_000
+        )
+        link.send(encode(answer))  # a socket that just died drops it; the challenge comes again
+        device.answers.append(frame.ch)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for device in self.devices.values():
+            device.link.close()
+
+
+async def enroll_fleet(cluster: Cluster, users: int, prefix: str) -> list[Credential]:
+    """New users with one confirmed device each, enrolled through the balancer."""
+    async with aiohttp.ClientSession() as http:
+        return await enroll(
+            http,
+            cluster.url,
+            cluster.ws_url,
+            cluster.rp["api_key"],
+            [f"{prefix}-u{i}" for i in range(users)],
+            concurrency=8,
+        )
+
+
+# -- sign-ins ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SignIn:
+    user: str
+    started: float  # monotonic
+    ended: float
+    outcome: str  # "approved", or how it failed: "http_503", "unreachable", "pending", ...
+    challenge: str | None = None
+    created: float | None = None  # monotonic: the RP had the challenge (its number)
+
+
+class Load:
+    """Sign-ins at a fixed rate, each for a user without one in flight."""
+
+    def __init__(self, url: str, api_key: str, fleet: Fleet) -> None:
+        self.client = PushAuthClient(url, api_key)
+        self.fleet = fleet
+        self.idle = deque(fleet.devices.values())
+        self.results: list[SignIn] = []
+        self.skipped = 0  # ticks with no idle user (none, unless sign-ins hang)
+
+    async def run(
+        self, rate: float, duration: float, at: float | None = None, action: Callable[[], None] | None = None
+    ) -> None:
+        """`rate` sign-ins a second for `duration` s; `action` runs in a thread `at` s in
+        (while the load goes on), and the load ends no earlier than the action."""
+        start = time.monotonic()
+        tasks: set[asyncio.Task[None]] = set()
+        acting: asyncio.Future[None] | None = None
+        for n in range(int(rate * duration)):
+            offset = n / rate
+            if action is not None and acting is None and at is not None and offset >= at:
+                acting = asyncio.ensure_future(asyncio.to_thread(action))
+            delay = start + offset - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if not self.idle:
+                self.skipped += 1
+                continue
+            task = asyncio.create_task(self._one(self.idle.popleft()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        if acting is not None:
+            await acting
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _one(self, device: Device) -> None:
+        started = time.monotonic()
+        challenge_id, created = None, None
+        try:
+            challenge = await self.client.create_challenge(device.cred.user, CONTEXT)
+            challenge_id, created = challenge.id, time.monotonic()
+            self.fleet.shown(challenge.id, challenge.number)
+            result = await self.client.wait_result(
+                challenge, {device.cred.cid: device.cred.public_key}, timeout=WAIT_RESULT_S
+            )
+            outcome = result.status.value
+        except BrokerError as exc:
+            outcome = f"http_{exc.status}"
+        except BrokerUnavailable:  # no HTTP answer at all: reset, refused, timed out
+            outcome = "unreachable"
+        except VerificationFailed as exc:
+            outcome = f"verification_failed_{exc.reason.value}"
+        except PushAuthError as exc:
+            outcome = type(exc).__name__
+        finally:
+            self.idle.append(device)
+        self.results.append(
+            SignIn(device.cred.user, started, time.monotonic(), outcome, challenge_id, created)
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def wait_async(condition: Callable[[], object], message: str, timeout: float = DEADLINE) -> None:
+    """wait_until for the event loop's own state (polls without blocking the loop)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+        await asyncio.sleep(0.02)
+
+
+# -- one node's death, start to end -------------------------------------------------
+
+
+@dataclass
+class Stop:
+    """What happened to the node that was stopped, by the monotonic clock."""
+
+    node: str
+    sig: int
+    sent: float = 0.0  # the signal
+    down: float = 0.0  # HAProxy showed it DOWN
+
+
+def stop_node(cluster: Cluster, name: str, sig: int, stop: Stop) -> Callable[[], None]:
+    """The action: signal node `name`, wait for it to exit and for HAProxy to mark it DOWN."""
+
+    def act() -> None:
+        stop.sent = time.monotonic()
+        cluster.nodes[name].kill(sig, timeout=DEADLINE)
+        cluster.wait_node(name, "DOWN")
+        stop.down = time.monotonic()
+
+    return act
+
+
+@dataclass
+class Report:
+    stop: Stop
+    results: list[SignIn]
+    skipped: int
+    devices: list[Device]
+    access: list[Any]  # support.haproxy.AccessLine of this run
+
+    def outcomes(self, after: float | None = None) -> Counter[str]:
+        return Counter(r.outcome for r in self.results if after is None or r.started >= after)
+
+    def server_errors(self) -> list[SignIn]:
+        return [r for r in self.results if r.outcome.startswith("http_5")]
+
+    def summary(self) -> dict[str, Any]:
+        errors = sorted(self.server_errors(), key=lambda r: r.started)
+        approved = [r for r in self.results if r.outcome == "approved"]
+        t0 = self.stop.sent
+        lb_5xx = [a for a in self.access if a.status >= 500]
+        return {
+            "node": self.stop.node,
+            "signal": signal.Signals(self.stop.sig).name,
+            "marked_down_after_s": round(self.stop.down - t0, 3),
+            "sign_ins": len(self.results),
+            "outcomes": dict(self.outcomes()),
+            "skipped_no_idle_user": self.skipped,
+            "rp_5xx": len(errors),
+            # Seconds after the signal: when the failed sign-ins started, and when their 5xx came.
+            "rp_5xx_started_s": _span([r.started - t0 for r in errors]),
+            "rp_5xx_answered_s": _span([r.ended - t0 for r in errors]),
+            "slowest_approved_s": max((round(r.ended - r.started, 3) for r in approved), default=None),
+            "approved_slower_than_0_5_s": sum(1 for r in approved if r.ended - r.started > 0.5),
+            "haproxy_5xx": len(lb_5xx),
+            "haproxy_retried": sum(1 for a in self.access if a.retries),
+            "haproxy_redispatched": sum(1 for a in self.access if a.redispatched),
+            "devices_dropped": sum(1 for d in self.devices if any(t >= t0 for t in d.drops)),
+        }
+
+
+def _span(values: list[float]) -> list[float] | None:
+    return [round(min(values), 3), round(max(values), 3)] if values else None
+
+
+async def signins_around_stop(
+    cluster: Cluster,
+    *,
+    node: str,
+    sig: int,
+    rate: float,
+    before: float,
+    after: float,
+    users: int,
+    prefix: str,
+) -> Report:
+    """Enroll `users` devices, run the load for before + after seconds, stop `node` with
+    `sig` `before` s in; the report covers this run only."""
+    assert cluster.haproxy is not None
+    creds = await enroll_fleet(cluster, users, prefix)
+    fleet = Fleet(cluster.ws_url, creds)
+    await fleet.start()
+    load = Load(cluster.url, cluster.rp["api_key"], fleet)
+    log_from = len(cluster.haproxy.access_log())
+    stop = Stop(node, sig)
+    try:
+        await load.run(rate, before + after, at=before, action=stop_node(cluster, node, sig, stop))
+    finally:
+        await load.close()
+        await fleet.stop()
+    return Report(
+        stop,
+        load.results,
+        load.skipped,
+        list(fleet.devices.values()),
+        cluster.haproxy.access_log()[log_from:],
+    )
+
+
+# -- the measurement command ------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cluster_from(config: Path, nodes: int, keep: Path | None) -> Iterator[Cluster]:
+    directory = Path(tempfile.mkdtemp(prefix="pushauth-failover-")) if keep is None else keep
+    cluster = Cluster(directory, config.read_text(), nodes=nodes)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m support.failover",
+        description="Kill (or stop) one broker node behind HAProxy under a steady sign-in load, "
+        "and count what the RPs saw: 5xx answers, and for how long after the signal. "
+        "Everything on loopback, started here and stopped at the end.",
+    )
+    parser.add_argument("--config", type=Path, default=SHIPPED, help="HAProxy config (default: %(default)s)")
+    parser.add_argument("--nodes", type=int, default=2, help="broker nodes (servers a, b, ... of the config)")
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="sign-ins per second (default: %(default)s)"
+    )
+    parser.add_argument("--before", type=float, default=3.0, help="seconds of load before the signal")
+    parser.add_argument("--after", type=float, default=7.0, help="seconds of load after it")
+    parser.add_argument("--users", type=int, default=100, help="users, one device each")
+    parser.add_argument("--signal", choices=("KILL", "TERM"), default="KILL", help="to node a")
+    parser.add_argument("--out", type=Path, help="keep the processes' logs and the rendered config here")
+    args = parser.parse_args(argv)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    sig = signal.Signals[f"SIG{args.signal}"]
+    with cluster_from(args.config, args.nodes, args.out) as cluster:
+        report = asyncio.run(
+            signins_around_stop(
+                cluster,
+                node="a",
+                sig=sig,
+                rate=args.rate,
+                before=args.before,
+                after=args.after,
+                users=args.users,
+                prefix=f"m{os.getpid()}",
+            )
+        )
+    summary = {
+        "config": str(args.config),
+        "rate": args.rate,
+        "before_s": args.before,
+        "after_s": args.after,
+        **report.summary(),
+        "load_average": os.getloadavg(),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""HAProxyProcess: a real haproxy running a loopback rendering of deploy/haproxy.cfg.
+
+The test runs the shipped file, not a copy of it: `render` changes only what ties it to
+a production host and keeps every other line as written:
+
+- each frontend's `bind` lines become one plain-HTTP `bind 127.0.0.1:PORT` (no TLS);
+- each `server NAME ADDRESS ...` gets the test's address for NAME (options kept);
+- `log` lines in `global` go to stdout (the test reads the access log);
+- the `stats socket` goes to the test's directory (added if the file has none, as an
+  older config: the measurements of docs/performance.md run one);
+- `user`, `group`, `chroot`, `daemon` and `pidfile` in `global` are dropped, and its
+  `maxconn` lowered to TEST_MAXCONN: haproxy refuses to start when it cannot raise its
+  open-file limit to twice that, and a test process here may hold at most 20,000.
+
+A line the renderer needs but does not find (a frontend without a port, a server
+without an address) is an error, so the file and the test cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .ports import LOCALHOST, port_accepts
+from .process import ManagedProcess
+from .waiting import DEADLINE, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "deploy" / "haproxy.cfg"
+_HOST_ONLY = {"user", "group", "chroot", "daemon", "pidfile"}
+TEST_MAXCONN = 4096
+
+
+class RenderError(ValueError):
+    """The config does not have the lines the loopback rendering replaces."""
+
+
+def haproxy_executable() -> str:
+    found = shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if Path(p).exists()), None
+    )
+    if found is None:
+        raise RuntimeError("haproxy is not installed (scripts/ensure-tools test installs it)")
+    return found
+
+
+def render(text: str, *, binds: Mapping[str, int], servers: Mapping[str, str], stats_socket: Path) -> str:
+    """The loopback variant of a config (see the module's docstring)."""
+    out: list[str] = []
+    section, name = "", ""
+    bound: set[str] = set()
+    placed: set[str] = set()
+    has_socket = False
+    for line in text.splitlines():
+        words = line.split()
+        if line[:1].strip() and words:  # a section header starts at column 0
+            section, name = words[0], words[1] if len(words) > 1 else ""
+            out.append(line)
+            if section == "global":
+                out.append("    # rendered for a loopback test run by tests/support/haproxy.py")
+            continue
+        keyword = words[0] if words else ""
+        if section == "global" and keyword in _HOST_ONLY:
+            continue
+        if section == "global" and keyword == "maxconn":
+            out.append(f"    maxconn {min(int(words[1]), TEST_MAXCONN)}")
+        elif section == "global" and keyword == "log":
+            out.append("    log stdout format raw local0")
+        elif section == "global" and words[:2] == ["stats", "socket"]:
+            out.append(f"    stats socket {stats_socket} mode 600 level admin")
+            has_socket = True
+        elif section in ("frontend", "listen") and keyword == "bind":
+            if name not in binds:
+                raise RenderError(f"no test port for {section} {name!r}")
+            if name not in bound:  # several binds (say IPv4 and IPv6) become one
+                out.append(f"    bind {LOCALHOST}:{binds[name]}")
+                bound.add(name)
+        elif section in ("backend", "listen") and keyword == "server":
+            if len(words) < 3 or words[1] not in servers:
+                raise RenderError(f"no test address for server {words[1:2]} in {section} {name!r}")
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}server {words[1]} {servers[words[1]]} {' '.join(words[3:])}".rstrip())
+            placed.add(words[1])
+        else:
+            out.append(line)
+    if missing := set(binds) - bound:
+        raise RenderError(f"the config has no frontend {sorted(missing)}")
+    if missing := set(servers) - placed:
+        raise RenderError(f"the config has no server {sorted(missing)}")
+    if not has_socket:
+        at = next(i for i, line in enumerate(out) if line.split()[:1] == ["global"])
+        out.insert(at + 1, f"    stats socket {stats_socket} mode 600 level admin")
+    return "\n".join(out) + "\n"
+
+
+def frontends(text: str) -> list[str]:
+    """Names of the config's frontends (each needs a port)."""
+    return [m.group(1) for m in re.finditer(r"^(?:frontend|listen)\s+(\S+)", text, re.MULTILINE)]
+
+
+@dataclass(frozen=True)
+class AccessLine:
+    """One request from HAProxy's httplog line (the fields the tests count)."""
+
+    backend: str
+    server: str
+    status: int
+    retries: int  # connection attempts beyond the first
+    redispatched: bool  # "+" before the retries: sent to another server than first chosen
+    termination: str  # the 4-letter termination state, e.g. "----", "SH--", "CD--"
+    request: str
+
+
+# client [date] frontend backend/server Tq/Tw/Tc/Tr/Ta status bytes - - tsc act/fe/be/srv/+retries q "req"
+_ACCESS = re.compile(
+    r"^\S+ \[[^\]]+\] \S+ (?P<backend>[^/\s]+)/(?P<server>\S+) \S+ (?P<status>-?\d+) \S+ \S+ \S+ "
+    r'(?P<tsc>\S{4}) \d+/\d+/\d+/\d+/(?P<plus>\+?)(?P<retries>\d+) \S+ "(?P<request>[^"]*)"',
+    re.MULTILINE,
+)
+
+
+def parse_access_log(text: str) -> list[AccessLine]:
+    lines = []
+    for match in _ACCESS.finditer(text.replace("\r", "")):
+        lines.append(
+            AccessLine(
+                backend=match["backend"],
+                server=match["server"],
+                status=int(match["status"]),
+                retries=int(match["retries"]),
+                redispatched=bool(match["plus"]),
+                termination=match["tsc"],
+                request=match["request"],
+            )
+        )
+    return lines
+
+
+class HAProxyProcess(ManagedProcess):
+    """haproxy in the foreground (-db) on a rendered config; its log on stdout."""
+
+    def __init__(
+        self,
+        *,
+        log_dir: Path,
+        config: str,
+        binds: Mapping[str, int],
+        servers: Mapping[str, str],
+        name: str = "haproxy",
+    ) -> None:
+        self.binds = dict(binds)
+        self.socket_path = Path(log_dir) / f"{name}.sock"
+        self.config_path = Path(log_dir) / f"{name}.cfg"
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            render(config, binds=binds, servers=servers, stats_socket=self.socket_path)
+        )
+        super().__init__(
+            [haproxy_executable(), "-db", "-f", str(self.config_path)],
+            log_dir=log_dir,
+            name=name,
+            ready=lambda _proc: (
+                self.socket_path.exists() and all(port_accepts(p) for p in self.binds.values())
+            ),
+            ready_timeout=DEADLINE,
+        )
+
+    def url(self, frontend: str) -> str:
+        return f"http://{LOCALHOST}:{self.binds[frontend]}"
+
+    def command(self, line: str) -> str:
+        """One command on the stats socket (the runtime API), its answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            sock.connect(str(self.socket_path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def server_status(self) -> dict[tuple[str, str], str]:
+        """(backend, server) -> status as `show stat` says: UP, DOWN, "UP 1/2", MAINT, ..."""
+        text = self.command("show stat").lstrip("# ")
+        rows = csv.DictReader(io.StringIO(text))
+        return {
+            (row["pxname"], row["svname"]): row["status"]
+            for row in rows
+            if row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    def wait_status(self, backend: str, server: str, status: str, timeout: float = DEADLINE) -> None:
+        """Wait until `show stat` gives `status` (UP, DOWN, ...) for backend/server."""
+        wait_until(
+            lambda: self.server_status().get((backend, server)) == status,
+            timeout=timeout,
+            message=lambda: f"{backend}/{server} {status} (now: {self.server_status()})",
+        )
+
+    def access_log(self) -> list[AccessLine]:
+        return parse_access_log(self.stdout())

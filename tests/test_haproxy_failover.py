@@ -1,0 +1,143 @@
+"""deploy/haproxy.cfg, run by a real HAProxy in front of two real broker nodes: a node
+killed (SIGKILL) or stopped (SIGTERM) under a steady sign-in load costs the RPs no
+5xx, every sign-in ends approved and verified by the SDK, and the devices that were on
+that node reconnect through HAProxy and answer the sign-ins after it.
+
+The config is the shipped file rendered for loopback (support/haproxy.py: bind,
+server addresses, log target, stats socket); the load and the counting are
+support/failover.py, which also measures the old config for docs/performance.md.
+Counts only, never timings: the one bound is the generous DEADLINE on waits.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.failover import Cluster, Report, signins_around_stop
+from support.haproxy import SHIPPED, RenderError, frontends, haproxy_executable, render
+
+RATE = 60  # sign-ins per second
+BEFORE_S, AFTER_S = 2.0, 4.0  # load before and after the signal
+USERS = 50  # one device each; each user signs in about once a second
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    started = Cluster(tmp_path_factory.mktemp("haproxy"), SHIPPED.read_text(), nodes=2)
+    try:
+        yield started.start()
+    finally:
+        started.cleanup()
+
+
+def _render_shipped(directory: Path) -> tuple[str, str]:
+    text = SHIPPED.read_text()
+    rendered = render(
+        text,
+        binds={name: 20000 + i for i, name in enumerate(frontends(text))},
+        servers={"a": "127.0.0.1:18701", "b": "127.0.0.1:18702"},
+        stats_socket=directory / "admin.sock",
+    )
+    return text, rendered
+
+
+def test_the_tested_config_is_the_shipped_one(tmp_path: Path) -> None:
+    """Only what ties the file to a production host changes; haproxy accepts the result."""
+    text, rendered = _render_shipped(tmp_path)
+    replaced = ("bind ", "server ", "log ", "stats socket ", "maxconn ")
+    kept = [line for line in text.splitlines() if not line.strip().startswith(replaced)]
+    assert kept, "the renderer would replace every line"
+    missing = [line for line in kept if line not in rendered.splitlines()]
+    assert not missing, f"lines of deploy/haproxy.cfg missing from the tested config: {missing}"
+    assert "ssl crt" not in rendered and "/run/haproxy" not in rendered
+    assert "server a 127.0.0.1:18701 track api/a" in rendered  # options after the address kept
+    check = subprocess.run(
+        [haproxy_executable(), "-c", "-f", str(_write(tmp_path / "haproxy.cfg", rendered))],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+
+
+def test_render_refuses_a_config_it_cannot_map(tmp_path: Path) -> None:
+    text = SHIPPED.read_text()
+    socket = tmp_path / "admin.sock"
+    with pytest.raises(RenderError, match="stats"):  # a frontend the test has no port for
+        render(text, binds={"pushauth": 20000}, servers={"a": "x:1", "b": "x:2"}, stats_socket=socket)
+    with pytest.raises(RenderError, match="'b'"):  # a server the test has no node for
+        render(text, binds=dict.fromkeys(frontends(text), 1), servers={"a": "x:1"}, stats_socket=socket)
+
+
+async def test_a_killed_node_costs_no_5xx(cluster: Cluster) -> None:
+    report = await signins_around_stop(
+        cluster,
+        node="a",
+        sig=signal.SIGKILL,
+        rate=RATE,
+        before=BEFORE_S,
+        after=AFTER_S,
+        users=USERS,
+        prefix="k",
+    )
+    _assert_no_failure(report)
+    # Back for the next test: HAProxy takes it in again once its checks pass.
+    cluster.nodes["a"].start()
+    cluster.wait_node("a", "UP")
+
+
+async def test_a_stopped_node_costs_no_5xx(cluster: Cluster) -> None:
+    """SIGTERM: the node stops accepting, tells its devices 1001, answers its long-polls
+    with the current state (the SDK asks again, through HAProxy) and exits."""
+    report = await signins_around_stop(
+        cluster,
+        node="b",
+        sig=signal.SIGTERM,
+        rate=RATE,
+        before=BEFORE_S,
+        after=AFTER_S,
+        users=USERS,
+        prefix="t",
+    )
+    assert cluster.nodes["b"].returncode == 0, cluster.nodes["b"].describe()
+    _assert_no_failure(report)
+    cluster.nodes["b"].start()
+    cluster.wait_node("b", "UP")
+
+
+def _assert_no_failure(report: Report) -> None:
+    summary = report.summary()
+    t0 = report.stop.sent
+    # No RP request answered 5xx, and HAProxy answered none to anyone (devices included).
+    assert not report.server_errors(), summary
+    assert not [a for a in report.access if a.status >= 500], summary
+    # Every sign-in ended approved and verified (wait_result checks the device's signature),
+    # those in flight at the signal too: their requests were sent again to the live node.
+    assert report.outcomes() == {"approved": len(report.results)}, summary
+    after = [r for r in report.results if r.started >= t0]
+    assert len(after) >= RATE * AFTER_S / 2, f"too few sign-ins after the signal: {summary}"
+    # The devices that were on the stopped node (about half) came back through HAProxy
+    # and approved sign-ins that started after they were back.
+    moved = [d for d in report.devices if any(t >= t0 for t in d.drops)]
+    assert 0 < len(moved) < len(report.devices), summary
+    approved_by_user: dict[str, list[float]] = {}
+    for r in report.results:
+        if r.outcome == "approved":
+            approved_by_user.setdefault(r.user, []).append(r.started)
+    for device in moved:
+        drop = min(t for t in device.drops if t >= t0)
+        back = [t for t in device.welcomes if t > drop]
+        assert back, f"{device.cred.user} did not reconnect after {drop - t0:.3f} s: {summary}"
+        later = [t for t in approved_by_user.get(device.cred.user, []) if t > back[0]]
+        assert later, f"{device.cred.user} approved no sign-in after it reconnected: {summary}"
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
