@@ -25,6 +25,7 @@ from ..errors import (
 )
 from ..host.store import StoreError, UserStore
 from ..models import Challenge
+from ..one_request import PendingSignIn
 from ..sdk import PushAuthClient
 from ..web.db import User
 from . import core, mapping
@@ -131,9 +132,9 @@ async def _push(
     if request.rhost:
         context["from"] = request.rhost[:256]
     try:
-        challenge = await sdk.create_challenge(
-            user.handle, context, ttl=config.push_ttl, digits=config.digits
-        )
+        # The one-request sign-in (the number now, the result on the same HTTP exchange;
+        # the long-poll with a broker that does not stream): PushAuthClient.sign_in.
+        pending = await sdk.sign_in(user.handle, context, ttl=config.push_ttl, digits=config.digits)
     except NoDevices:
         # Removed on the device (or by another RP tool) since it was enrolled here: follow
         # the broker's list, so the store says so too (the SDK drops only what it no
@@ -157,6 +158,20 @@ async def _push(
     except PushAuthError as exc:
         decision.outcome, decision.detail = Outcome.BROKER_UNAVAILABLE, str(exc)
         return decision
+    with contextlib.closing(pending):  # a stream left unread is closed; the challenge goes on
+        return await _after_push(config, conv, sdk, store, user, pending, decision)
+
+
+async def _after_push(
+    config: Config,
+    conv: Conversation,
+    sdk: PushAuthClient,
+    store: UserStore,
+    user: User,
+    pending: PendingSignIn,
+    decision: Decision,
+) -> Decision:
+    challenge = pending.challenge
     decision.challenge_id = challenge.id
     decision.prompt_ms = int((time.monotonic() - decision.started) * 1000)
     if conv.interactive:
@@ -177,15 +192,16 @@ async def _push(
         if isinstance(answer, core.Totp):
             return _check(store, user, decision, answer.code)
         return _code(config, conv, store, user, decision, core.CODE_PROMPT, Outcome.NO_CODE)
-    return await _wait(sdk, store, user, challenge, decision)
+    return await _wait(sdk, store, user, pending, decision)
 
 
 async def _wait(
-    sdk: PushAuthClient, store: UserStore, user: User, challenge: Challenge, decision: Decision
+    sdk: PushAuthClient, store: UserStore, user: User, pending: PendingSignIn, decision: Decision
 ) -> Decision:
+    challenge = pending.challenge
     try:
         try:
-            result = await sdk.wait_result(challenge, store.public_keys(user))
+            result = await pending.result(store.public_keys(user))
         except VerificationFailed as exc:
             if exc.reason is not VerificationReason.UNKNOWN_CREDENTIAL:
                 raise
