@@ -54,6 +54,9 @@ CONTEXT = {"app": "Failover test", "ip": "203.0.113.7", "browser": "pushauth-fai
 FRONTEND = "pushauth"  # the frontend RPs and devices use (the config's others get ports too)
 WAIT_RESULT_S = 20.0  # a sign-in not ended after this counts as "pending" (generous: only a failure waits)
 HANDSHAKES = 32  # concurrent device handshakes (the load tester's bound, smaller)
+# The RP's flow: "two" requests (create_challenge, then wait_result's long-poll), "one"
+# (sign_in: the streamed create), or "both" alternating.
+FLOWS = ("two", "one", "both")
 
 
 # -- the servers ------------------------------------------------------------------
@@ -223,14 +226,18 @@ class SignIn:
     outcome: str  # "approved", or how it failed: "http_503", "unreachable", "pending", ...
     challenge: str | None = None
     created: float | None = None  # monotonic: the RP had the challenge (its number)
+    one_request: bool = False  # PushAuthClient.sign_in (streamed), else create_challenge + wait_result
 
 
 class Load:
     """Sign-ins at a fixed rate, each for a user without one in flight."""
 
-    def __init__(self, url: str, api_key: str, fleet: Fleet) -> None:
+    def __init__(self, url: str, api_key: str, fleet: Fleet, flow: str = "both") -> None:
+        if flow not in FLOWS:
+            raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
         self.client = PushAuthClient(url, api_key)
         self.fleet = fleet
+        self.flow = flow
         self.idle = deque(fleet.devices.values())
         self.results: list[SignIn] = []
         self.skipped = 0  # ticks with no idle user (none, unless sign-ins hang)
@@ -253,7 +260,8 @@ class Load:
             if not self.idle:
                 self.skipped += 1
                 continue
-            task = asyncio.create_task(self._one(self.idle.popleft()))
+            one_request = self.flow == "one" or (self.flow == "both" and n % 2 == 1)
+            task = asyncio.create_task(self._one(self.idle.popleft(), one_request))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if acting is not None:
@@ -261,16 +269,21 @@ class Load:
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _one(self, device: Device) -> None:
+    async def _one(self, device: Device, one_request: bool) -> None:
         started = time.monotonic()
         challenge_id, created = None, None
+        keys = {device.cred.cid: device.cred.public_key}
         try:
-            challenge = await self.client.create_challenge(device.cred.user, CONTEXT)
-            challenge_id, created = challenge.id, time.monotonic()
-            self.fleet.shown(challenge.id, challenge.number)
-            result = await self.client.wait_result(
-                challenge, {device.cred.cid: device.cred.public_key}, timeout=WAIT_RESULT_S
-            )
+            if one_request:  # the number and the result in one streamed response (or by long-poll)
+                async with await self.client.sign_in(device.cred.user, CONTEXT) as pending:
+                    challenge_id, created = pending.challenge.id, time.monotonic()
+                    self.fleet.shown(pending.challenge.id, pending.challenge.number)
+                    result = await pending.result(keys, timeout=WAIT_RESULT_S)
+            else:
+                challenge = await self.client.create_challenge(device.cred.user, CONTEXT)
+                challenge_id, created = challenge.id, time.monotonic()
+                self.fleet.shown(challenge.id, challenge.number)
+                result = await self.client.wait_result(challenge, keys, timeout=WAIT_RESULT_S)
             outcome = result.status.value
         except BrokerError as exc:
             outcome = f"http_{exc.status}"
@@ -283,7 +296,7 @@ class Load:
         finally:
             self.idle.append(device)
         self.results.append(
-            SignIn(device.cred.user, started, time.monotonic(), outcome, challenge_id, created)
+            SignIn(device.cred.user, started, time.monotonic(), outcome, challenge_id, created, one_request)
         )
 
     async def close(self) -> None:
@@ -349,6 +362,7 @@ class Report:
             "marked_down_after_s": round(self.stop.down - t0, 3),
             "sign_ins": len(self.results),
             "outcomes": dict(self.outcomes()),
+            "outcomes_one_request": dict(Counter(r.outcome for r in self.results if r.one_request)),
             "skipped_no_idle_user": self.skipped,
             "rp_5xx": len(errors),
             # Seconds after the signal: when the failed sign-ins started, and when their 5xx came.
@@ -377,6 +391,7 @@ async def signins_around_stop(
     after: float,
     users: int,
     prefix: str,
+    flow: str = "both",
 ) -> Report:
     """Enroll `users` devices, run the load for before + after seconds, stop `node` with
     `sig` `before` s in; the report covers this run only."""
@@ -384,7 +399,7 @@ async def signins_around_stop(
     creds = await enroll_fleet(cluster, users, prefix)
     fleet = Fleet(cluster.ws_url, creds)
     await fleet.start()
-    load = Load(cluster.url, cluster.rp["api_key"], fleet)
+    load = Load(cluster.url, cluster.rp["api_key"], fleet, flow)
     log_from = len(cluster.haproxy.access_log())
     stop = Stop(node, sig)
     try:
@@ -429,7 +444,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=float, default=3.0, help="seconds of load before the signal")
     parser.add_argument("--after", type=float, default=7.0, help="seconds of load after it")
     parser.add_argument("--users", type=int, default=100, help="users, one device each")
-    parser.add_argument("--signal", choices=("KILL", "TERM"), default="KILL", help="to node a")
+    parser.add_argument(
+        "--signal", choices=("KILL", "TERM", "STOP"), default="KILL", help="to node a (STOP: a hung node)"
+    )
+    parser.add_argument(
+        "--flow",
+        choices=FLOWS,
+        default="two",
+        help="the RP's requests: two (create, long-poll), one (the streamed create), both alternating",
+    )
     parser.add_argument("--out", type=Path, help="keep the processes' logs and the rendered config here")
     args = parser.parse_args(argv)
     if args.out is not None:
@@ -446,11 +469,13 @@ def main(argv: list[str] | None = None) -> int:
                 after=args.after,
                 users=args.users,
                 prefix=f"m{os.getpid()}",
+                flow=args.flow,
             )
         )
     summary = {
         "config": str(args.config),
         "rate": args.rate,
+        "flow": args.flow,
         "before_s": args.before,
         "after_s": args.after,
         **report.summary(),
