@@ -53,11 +53,13 @@ async def test_codes_equal_the_python_agents_and_copy_on_tap(
     rp: PushAuthClient, phone: Phone, params: tuple[str, int, int]
 ) -> None:
     totp = new_totp(*params)
+    # Every code shown was computed after `before` and before `after`: it is the agent's
+    # code at one of the two (the interval spans at most one time step).
+    before = time.time()
     await enrolled(rp, phone, totp=totp)
     code = phone.page.locator("#accounts [data-role='code']")
     await code.wait_for()
     await phone.page.locator("#accounts [data-role='code'][data-code]").wait_for()
-    before = time.time()
     shown = await code.get_attribute("data-code")
     after = time.time()
     assert shown in agent_codes(totp, (before, after))
@@ -320,3 +322,34 @@ async def test_verification_code_secrets_are_not_plain_text_in_the_profile_files
     secret = totp.secret.upper().rstrip("=")
     assert not any(enc(secret) in disk for enc in plain)
     assert decode_base32_secret(totp.secret) not in disk
+
+
+async def test_a_secret_stored_in_plain_text_by_an_earlier_version_is_sealed_on_start(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """Accounts an earlier version of the app stored kept the TOTP secret in plain text:
+    the app seals it when it starts, and the codes stay the Python agent's."""
+    totp = new_totp()
+    account = await enrolled(rp, phone, totp=totp)
+    modules = """const db = await import(new URL('js/db.js', document.baseURI).href);
+                 const sealed = await import(new URL('js/sealed.js', document.baseURI).href);"""
+    await phone.page.evaluate(
+        f"""async (cid) => {{ {modules}
+             const a = await db.getAccount(cid);
+             const {{ sealed: box, ...rest }} = a.totp;
+             const secret = new TextDecoder().decode(await sealed.open(box, 'totp:' + cid));
+             await db.putAccount({{ ...a, totp: {{ ...rest, secret }} }});
+           }}""",
+        account["cid"],
+    )
+    before = time.time()
+    await phone.page.reload()
+    await phone.page.locator("#accounts [data-role='code'][data-code]").wait_for()
+    shown = await phone.page.locator("#accounts [data-role='code']").get_attribute("data-code")
+    assert shown in agent_codes(totp, (before, time.time()))
+    fields = await phone.page.evaluate(
+        f"""async (cid) => {{ {modules}
+             return Object.keys((await db.getAccount(cid)).totp).sort(); }}""",
+        account["cid"],
+    )
+    assert fields == ["algorithm", "digits", "period", "sealed"]

@@ -57,6 +57,15 @@ READ_ACCOUNT = """async (cid) => {
 }"""
 
 
+async def recovery_key_shown(phone: Phone) -> str:
+    """What Manage says of the account's recovery key."""
+    await phone.page.get_by_role("button", name=f"Manage {ACCOUNT}").tap()
+    row = phone.page.locator("#account:not([hidden]) #account-details dt:text-is('Recovery key') + dd")
+    shown = await row.inner_text()
+    await phone.page.get_by_role("button", name="Back").tap()
+    return shown
+
+
 def b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -117,6 +126,8 @@ async def test_yes_keeps_both_devices(
     rp: PushAuthClient, phone: Phone, app_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     old = await recoverable_on_the_app(rp, phone)
+    await phone.no_prompt()
+    assert await recovery_key_shown(phone) == "kept on this phone only (no backup in this app yet)"
     new_home, restored = await restore_with_the_python_agent(phone, old, tmp_path)
     new = await the_question(phone, rp, old)
     assert restored.cid == new.id
@@ -126,6 +137,7 @@ async def test_yes_keeps_both_devices(
     await phone.toast("Both devices keep working")
     await phone.page.locator("#notice[hidden]").wait_for(state="attached")
     await phone.shot("24-recovery-confirmed")
+    assert await recovery_key_shown(phone) == "none"  # the recovery used it up
 
     # Both credentials are valid; nothing is muted.
     keys = {c.id: c.public_key for c in await rp.list_credentials("alice")}

@@ -409,6 +409,8 @@ async function openManage(cid) {
     ["Account", account.label],
     ["This phone", account.deviceName],
     ["Added", new Date(account.added).toLocaleString()],
+    // Said plainly: this app cannot back the recovery key up yet (deploy/webapp.md).
+    ["Recovery key", account.recovery ? "kept on this phone only (no backup in this app yet)" : "none"],
   ]);
   $("rename").value = account.name;
   $("uv").checked = !!account.uvCredential;
