@@ -4,7 +4,8 @@ a subprocess, restores a backup holding that recovery key on a "new phone" and r
 by itself; the open app asks at once. "Yes" keeps both devices (each one's answer
 verified by the RP SDK, and a request approved by the Python agent leaves the app's
 screen); "No" has the broker revoke the new key and pause push for the user as a fraud
-report does. Real broker, Redis, Chromium (phone profile) and agent process.
+report does; a question with nothing left to answer (the RP removed the new device)
+leaves the screen. Real broker, Redis, Chromium (phone profile) and agent process.
 
 The web app writes no backup yet (docs: deploy/webapp.md, "What is not there"): the
 test builds the backup file the Python agent reads from the app's own stored account and
@@ -196,3 +197,17 @@ async def test_no_asked_on_opening_removes_the_new_device_and_the_service_is_tol
     await phone.page.get_by_role("button", name="Approve").tap()
     verdict = await rp.wait_result(challenge, {old.id: old.public_key}, timeout=10)
     assert verdict.status is Status.APPROVED
+
+
+async def test_the_question_goes_when_the_service_removes_the_new_device(
+    rp: PushAuthClient, phone: Phone, tmp_path: Path
+) -> None:
+    """Nothing left to answer: the broker withdraws the question and the app drops it."""
+    old = await recoverable_on_the_app(rp, phone)
+    await restore_with_the_python_agent(phone, old, tmp_path)
+    new = await the_question(phone, rp, old)
+    await rp.revoke_credential(new.id)
+    await phone.page.locator("#notice[hidden]").wait_for(state="attached")
+    await phone.toast("The recovery question was closed")
+    assert [c.id for c in await rp.list_credentials("alice")] == [old.id]
+    assert (await rp.push_block("alice"))["muted_until"] is None
