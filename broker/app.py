@@ -11,7 +11,7 @@ from aiohttp import web
 from . import api, api_stream, backups, metrics, recovery
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
-from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, device_socket
+from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, HEARTBEAT, Heartbeat, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
 from .events import Event
 from .http_guard import TIMEOUTS, Timeouts
@@ -64,6 +64,7 @@ def create_app(
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
     app[AUTH_TIMEOUT] = auth_timeout_s
+    app[HEARTBEAT] = Heartbeat()  # one timer pings every device socket
     api.add_routes(app)
     api_stream.add_routes(app)  # POST /v1/challenges, plain or streamed
     backups.add_routes(app)  # device requests signed by device keys (no API key)

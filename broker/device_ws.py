@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
+from typing import Any
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 from redis.exceptions import RedisError
 
 from protocol import SUBPROTOCOLS
@@ -31,15 +33,17 @@ from protocol.frames import (
 from protocol.session import ServerSession
 from protocol.signing import answer_bytes, recovery_answer_bytes, verify
 
-from . import metrics, notices, webpush
+from . import metrics, notices, webpush, wsframes
 from .context import NODE
 from .hub import Hub
 from .models import Answer as StoredAnswer
 from .models import ChallengeRecord, Credential, Notice
+from .problems import ApiError
 from .ratelimit import TokenBucket
 from .store import Store, now_ms
 from .tasks import spawn
 from .webpush import WEBPUSH, WebPush
+from .wsframes import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameError, HandshakeError
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +66,15 @@ FRAME_BURST = 200
 # message and answer with our own code (4413), which tells clients more.
 WS_READ_LIMIT = 4 * MAX_FRAME_SIZE
 
-# RFC 6455 close frame from a server (FIN + opcode 8, unmasked): code 1001, a reason.
-_GOING_AWAY_REASON = b"broker shutting down"
-_GOING_AWAY = bytes((0x88, 2 + len(_GOING_AWAY_REASON)))
-_GOING_AWAY += WSCloseCode.GOING_AWAY.to_bytes(2, "big") + _GOING_AWAY_REASON
+# Sent to every device socket when the broker stops (docs/protocol.md, 2.3).
+_GOING_AWAY = wsframes.close_frame(wsframes.GOING_AWAY, b"broker shutting down")
+# Every device socket is pinged once per HEARTBEAT_S, and one that sent nothing at all
+# since its previous ping (no pong, no frame) is dropped: a dead peer (a phone gone off
+# the network without closing) costs a socket for at most two periods.
+HEARTBEAT_S = 30.0
+# Messages received but not yet handled, per connection: above INBOX_HIGH the socket
+# stops reading (TCP pushes back on the device) until the backlog is down to INBOX_LOW.
+INBOX_HIGH, INBOX_LOW = 32, 8
 
 _ANSWER_REFUSALS = {
     "expired": (ErrorCode.CHALLENGE_EXPIRED, "challenge expired"),
@@ -85,23 +94,283 @@ _NOTICE_REFUSALS = {
 }
 
 
-class DeviceConnection:
+class Heartbeat:
+    """Pings for all device sockets from one timer (a wheel of SLOTS slots).
+
+    aiohttp's heartbeat kept two timers per socket and rescheduled one on every
+    message; at 18,000 idle devices that is 36,000 timers for nothing. Here a socket
+    joins a slot when it opens, one timer visits one slot every HEARTBEAT_S / SLOTS
+    seconds, and runs only while there are sockets."""
+
+    SLOTS = 30
+
+    def __init__(self, interval: float = HEARTBEAT_S) -> None:
+        self.interval = interval
+        self._slots: list[set[WsSocket]] = [set() for _ in range(self.SLOTS)]
+        self._join = 0  # the slot the next socket joins (round robin)
+        self._visit = 0  # the slot the next tick visits
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, sock: WsSocket) -> int:
+        slot = self._join
+        self._join = (slot + 1) % self.SLOTS
+        self._slots[slot].add(sock)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval / self.SLOTS, self.tick)
+        return slot
+
+    def discard(self, sock: WsSocket, slot: int) -> None:
+        self._slots[slot].discard(sock)
+
+    def tick(self) -> None:
+        """Visit the next slot: each of its sockets is pinged, or dropped if it sent
+        nothing since the last ping."""
+        self._timer = None
+        slot = self._slots[self._visit]
+        self._visit = (self._visit + 1) % self.SLOTS
+        for sock in list(slot):
+            sock.beat()
+        if any(self._slots):
+            self._timer = asyncio.get_running_loop().call_later(self.interval / self.SLOTS, self.tick)
+
+
+HEARTBEAT = web.AppKey("device_heartbeat", Heartbeat)
+
+
+class WsSocket(asyncio.Protocol):
+    """A server WebSocket served from protocol callbacks (broker/wsframes.py says why):
+    binary messages to `on_message`, pings answered, the close handshake, write flow
+    control. No task and no timer while idle; subclasses add what the socket is for."""
+
+    __slots__ = ("_closer", "_closing", "_decoder", "_drain", "_heartbeat", "_silent", "_slot", "transport")
+
+    def __init__(self, heartbeat: Heartbeat | None = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._decoder = wsframes.Decoder(WS_READ_LIMIT)
+        self._closing = False  # a close frame went out (or came in): no more messages
+        self._closer: asyncio.TimerHandle | None = None  # drops a peer that does not reply to close
+        self._drain: asyncio.Future[None] | None = None  # set while the transport's buffer is full
+        self._heartbeat = heartbeat
+        self._slot = 0
+        self._silent = False  # pinged, and nothing received since
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self._heartbeat is not None:
+            self._slot = self._heartbeat.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._silent = False
+        try:
+            messages = self._decoder.feed(data)
+            for opcode, payload in messages:
+                if opcode == OP_PING:
+                    if not self._closing:
+                        self._write(wsframes.frame(OP_PONG, payload))
+                elif opcode == OP_CLOSE:
+                    self._peer_closed(payload)
+                    return
+                elif opcode != OP_PONG and not self._closing:
+                    self.on_message(opcode, payload)
+        except FrameError as exc:
+            # The peer broke RFC 6455: say why and end the connection (RFC 6455 7.1.7).
+            log.info("closing device connection: %s", exc.reason)
+            self._fail(exc.code, exc.reason.encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._closer is not None:
+            self._closer.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.discard(self, self._slot)
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("the device socket closed"))
+        self.transport = None
+        self._closing = True
+        self.on_lost()
+
+    def pause_writing(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # -- for subclasses --------------------------------------------------------
+
+    def on_message(self, opcode: int, payload: bytes) -> None:
+        """A text or binary message (OP_TEXT, OP_BINARY)."""
+
+    def on_lost(self) -> None:
+        """The connection ended (after a close handshake, or not). Messages received
+        before it are still the subclass's to handle."""
+
+    def on_halt(self) -> None:
+        """The broker is closing the socket: messages not handled yet are dropped."""
+
+    async def send_bytes(self, data: bytes) -> None:
+        """One binary message; waits while the device reads slower than we write.
+        ConnectionResetError once the socket is closing (callers treat it so)."""
+        if self._closing:
+            raise ConnectionResetError("the device socket is closing")
+        self._write(wsframes.frame(OP_BINARY, data))
+        if self._drain is not None:
+            await self._drain
+
+    def close(self, code: int, reason: bytes = b"") -> None:
+        """Send a close frame; the connection ends at the peer's reply, or after
+        CLOSE_REPLY_TIMEOUT_S without one."""
+        if self._closing or self.transport is None:
+            return
+        self._closing = True
+        self.on_halt()
+        self._write(wsframes.close_frame(code, reason))
+        self._closer = asyncio.get_running_loop().call_later(CLOSE_REPLY_TIMEOUT_S, self._abort)
+
+    def going_away(self) -> None:
+        """Broker shutdown: a close frame (1001 going away), and no wait for the reply.
+
+        The socket stops reading: handling 18,000 replies kept a restarting broker busy
+        for seconds. The TCP connection ends when the process exits, a moment later."""
+        transport = self.transport
+        if transport is not None and not self._closing and not transport.is_closing():
+            self._closing = True
+            self.on_halt()
+            transport.write(_GOING_AWAY)
+            transport.pause_reading()
+
+    def beat(self) -> None:
+        """The heartbeat's visit: drop a peer that stayed silent since the last ping."""
+        transport = self.transport
+        if transport is None or self._closing:
+            return
+        if self._silent:
+            log.info("closing device connection: no pong within %gs", HEARTBEAT_S)
+            transport.abort()
+            return
+        self._silent = True
+        self._write(wsframes.frame(OP_PING))
+
+    # -- internals -------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the device socket is closed")
+        transport.write(data)
+
+    def _peer_closed(self, payload: bytes) -> None:
+        try:
+            wsframes.close_code(payload)
+        except FrameError as exc:
+            self._fail(exc.code, exc.reason.encode())
+            return
+        if not self._closing:  # the device began it: reply, then end the connection
+            self._closing = True
+            with contextlib.suppress(ConnectionError):
+                self._write(wsframes.close_frame(wsframes.NORMAL))
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, code: int, reason: bytes) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if not self._closing and not transport.is_closing():
+            transport.write(wsframes.close_frame(code, reason))
+        self._closing = True
+        self.on_halt()
+        transport.close()
+        # close() waits for the write buffer to drain; a peer that does not read is cut.
+        self._closer = asyncio.get_running_loop().call_later(CLOSE_REPLY_TIMEOUT_S, self._abort)
+
+    def _abort(self) -> None:
+        self._closer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _Upgrade(web.StreamResponse):
+    """What the device handler returns: the 101 is written and the socket handed from
+    aiohttp's connection handler to `sock`, once aiohttp is done with the request.
+
+    From then on aiohttp neither reads, writes nor closes the socket: its handler
+    forgets the transport, tells its server the connection is gone (so an orderly
+    shutdown does not wait for it), and its task ends after this response. Bytes the
+    client sent after the request head (aiohttp keeps them for the WebSocket reader it
+    would have started) go to `sock`. tests/test_broker_device_ws.py covers the path."""
+
+    def __init__(self, sock: WsSocket, head: bytes, refusal: tuple[int, bytes] | None = None) -> None:
+        super().__init__(status=101)
+        self.force_close()  # aiohttp's handler must not wait for another request on it
+        self._sock = sock
+        self._head = head
+        self._refusal = refusal
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        transport = request.transport
+        handler: Any = request.protocol
+        if transport is None or transport.is_closing():
+            return None  # the client went away before its answer
+        tail = bytes(getattr(handler, "_message_tail", b""))
+        handler._message_tail = b""
+        handler.transport = None  # aiohttp must not close or write to the socket now
+        handler.connection_lost(None)
+        transport.write(self._head)
+        transport.set_protocol(self._sock)
+        self._sock.connection_made(transport)
+        if self._refusal is not None:
+            self._sock.close(*self._refusal)
+        elif tail:
+            self._sock.data_received(tail)
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+class DeviceConnection(WsSocket):
+    """One device's socket: frames in, in order, handled by a task that exists only
+    while there are some; an idle connection is this object, its session and its
+    credentials (no task, no timer once authenticated)."""
+
+    __slots__ = (
+        "_backlog",
+        "_inbox",
+        "_notice_backlog",
+        "_watchdog",
+        "_worker",
+        "answering",
+        "auth_timeout",
+        "credentials",
+        "delivered",
+        "frames",
+        "hub",
+        "notices",
+        "push",
+        "revoking",
+        "session",
+        "store",
+    )
+
     def __init__(
         self,
-        ws: web.WebSocketResponse,
         session: ServerSession,
         store: Store,
         hub: Hub,
-        transport: asyncio.BaseTransport | None = None,
         *,
         auth_timeout: float = AUTH_TIMEOUT_S,
         push: WebPush | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
-        self.ws = ws
+        super().__init__(heartbeat)
         self.push = push
         self.auth_timeout = auth_timeout
         self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
-        self.transport = transport
         self.session = session
         self.store = store
         self.hub = hub
@@ -114,6 +383,9 @@ class DeviceConnection:
         # always sees welcome first and each challenge once; recovery notices too.
         self._backlog: list[ChallengeRecord] | None = []
         self._notice_backlog: list[Notice] | None = []
+        self._inbox: deque[tuple[int, bytes]] | None = None  # messages not handled yet
+        self._worker: asyncio.Task[None] | None = None  # handles the inbox, while it has any
+        self._watchdog: asyncio.TimerHandle | None = None  # the authentication deadline
 
     # -- called by the hub ---------------------------------------------------
 
@@ -136,20 +408,7 @@ class DeviceConnection:
             spawn(self._send_notice(notice))
 
     async def send(self, frame: Frame) -> None:
-        await self.ws.send_bytes(encode(frame))
-
-    def going_away(self) -> None:
-        """Broker shutdown: a close frame (1001 going away), and no wait for the reply.
-
-        Written straight to the transport, which then stops reading: aiohttp's close()
-        waits for the device's reply, one task per socket, and handling 18,000 replies
-        kept a restarting broker busy for four seconds. aiohttp writes each frame in one
-        transport write, so this frame cannot land inside another. The TCP connection
-        ends when the process exits, a moment later."""
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(_GOING_AWAY)  # type: ignore[attr-defined]
-            transport.pause_reading()  # type: ignore[attr-defined]
+        await self.send_bytes(encode(frame))
 
     def drop_credential(self, cid: str) -> None:
         cred = self.credentials.pop(cid, None)
@@ -161,35 +420,69 @@ class DeviceConnection:
 
     # -- frames from the device --------------------------------------------
 
-    async def run(self) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
         self.hub.connect(self)  # from now on a stopping node tells it "going away" too
-        watchdog = asyncio.get_running_loop().call_later(self.auth_timeout, self._auth_timeout)
+        self._watchdog = asyncio.get_running_loop().call_later(self.auth_timeout, self._auth_timeout)
+        self._write(wsframes.frame(OP_BINARY, encode(self.session.hello_frame())))
+
+    def on_message(self, opcode: int, payload: bytes) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append((opcode, payload))
+        if len(inbox) == INBOX_HIGH and self.transport is not None:
+            self.transport.pause_reading()
+        if self._worker is None:
+            self._worker = spawn(self._work(inbox))
+
+    async def _work(self, inbox: deque[tuple[int, bytes]]) -> None:
+        """The frames received, one at a time and in order, until none is left."""
         try:
-            await self.send(self.session.hello_frame())
-            async for msg in self.ws:
-                if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
-                    break  # ERROR: aiohttp closed it (e.g. message over its size limit)
+            while inbox:
+                opcode, payload = inbox.popleft()
+                if len(inbox) == INBOX_LOW and self.transport is not None:
+                    self.transport.resume_reading()
                 if not self.frames.take():
                     limit = f"more than {FRAME_BURST} frames at once or {FRAMES_PER_S:g} a second"
                     await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, limit))
                     break
-                if msg.type is WSMsgType.TEXT:
+                if opcode == OP_TEXT:
                     await self.fail(ProtocolError(ErrorCode.MALFORMED, "frames are binary messages"))
                     break
-                await self.handle(msg.data)
-                if self.session.proven:
-                    watchdog.cancel()
+                await self.handle(payload)
+                if self.session.proven and self._watchdog is not None:
+                    self._watchdog.cancel()
+                    self._watchdog = None
+        except Exception:  # a bug of ours: the device reconnects and retries
+            log.exception("error handling a device frame")
+            self.close(1011, ErrorCode.INTERNAL.value.encode())
         finally:
-            watchdog.cancel()
-            self.hub.detach(self)
+            self._worker = None
+            if self._inbox is inbox and not inbox:
+                self._inbox = None
+
+    def on_lost(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self.hub.detach(self)
+
+    def on_halt(self) -> None:
+        if self._inbox is not None:
+            self._inbox.clear()
 
     def _auth_timeout(self) -> None:
-        spawn(self.fail(ProtocolError(ErrorCode.AUTH_TIMEOUT, "no credential proven in time")))
+        self._watchdog = None
+        self._close_for(ProtocolError(ErrorCode.AUTH_TIMEOUT, "no credential proven in time"))
 
     async def fail(self, err: ProtocolError) -> None:
+        self._close_for(err)
+
+    def _close_for(self, err: ProtocolError) -> None:
         metrics.device_error(err.code.value)
         log.info("closing device connection: %s", err)
-        await self.ws.close(code=err.close_code, message=err.code.value.encode())
+        self.close(err.close_code, err.code.value.encode())
 
     async def handle(self, data: bytes) -> None:
         try:
@@ -214,6 +507,8 @@ class DeviceConnection:
                 ref = None if err.ref is None else str(err.ref)
                 await self.send(Error(code=err.code.value, message=err.message, ref=ref))
         except (RedisError, OSError) as exc:
+            if self._closing and isinstance(exc, ConnectionError):
+                return  # the device went away before its reply: nothing to tell it
             # The store is unreachable: close with "internal" (1011) rather than leave
             # the device waiting; it reconnects with backoff and gets its pending
             # challenges again once Redis is back.
@@ -416,33 +711,29 @@ def _same_answer(recorded: StoredAnswer | None, answer: StoredAnswer) -> bool:
     )
 
 
-async def device_socket(request: web.Request) -> web.WebSocketResponse:
+async def device_socket(request: web.Request) -> web.StreamResponse:
     app = request.app
-    # Version negotiation: the device offers "pushauth.vN" subprotocols; aiohttp picks
-    # the first of ours it offered (ours are best first). A device offering none of
-    # them (a version 1 device offers none at all) is told so with 4406 before any
-    # frame, so it fails with a clear reason instead of misreading version 2 frames.
-    ws = web.WebSocketResponse(
-        max_msg_size=WS_READ_LIMIT,
-        heartbeat=30.0,
-        compress=False,
-        timeout=CLOSE_REPLY_TIMEOUT_S,
-        protocols=SUBPROTOCOLS,
-    )
-    await ws.prepare(request)
-    if ws.ws_protocol is None:
+    try:
+        accept, version = wsframes.handshake(request.headers, SUBPROTOCOLS)
+    except HandshakeError as exc:
+        raise ApiError(400, "invalid_request", f"not a WebSocket opening handshake: {exc}") from None
+    head = wsframes.switching_protocols(accept, version)
+    if version is None:
+        # Version negotiation: the device offers "pushauth.vN" subprotocols, and the
+        # first it offered that this broker speaks is picked. A device offering none of
+        # them (a version 1 device offers none at all) is told so with 4406 before any
+        # frame, so it fails with a clear reason instead of misreading version 2 frames.
         offered = request.headers.get("Sec-WebSocket-Protocol", "")[:64] or "none"
         log.info("device offered no protocol version this broker speaks (%s)", offered)
-        await ws.close(
-            code=CLOSE_CODES[ErrorCode.UNSUPPORTED_VERSION],
-            message=f"unsupported_version: this broker speaks {', '.join(SUBPROTOCOLS)}".encode()[:120],
-        )
-        return ws
+        reason = f"unsupported_version: this broker speaks {', '.join(SUBPROTOCOLS)}".encode()[:120]
+        return _Upgrade(WsSocket(), head, (CLOSE_CODES[ErrorCode.UNSUPPORTED_VERSION], reason))
     node = app[NODE]
-    session = ServerSession(node=node.name, now_ms=now_ms())
-    auth_timeout = app.get(AUTH_TIMEOUT, AUTH_TIMEOUT_S)
     conn = DeviceConnection(
-        ws, session, node.store, node.hub, request.transport, auth_timeout=auth_timeout, push=app.get(WEBPUSH)
+        ServerSession(node=node.name, now_ms=now_ms()),
+        node.store,
+        node.hub,
+        auth_timeout=app.get(AUTH_TIMEOUT, AUTH_TIMEOUT_S),
+        push=app.get(WEBPUSH),
+        heartbeat=app.get(HEARTBEAT),
     )
-    await conn.run()
-    return ws
+    return _Upgrade(conn, head)
