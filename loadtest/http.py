@@ -297,7 +297,8 @@ class Streamed:
         self.streamed = conn.chunked or conn.ended  # ended: the whole stream came in one read
 
     async def next_line(self) -> bytes | None:
-        return await self._conn.next_line()
+        """The next line of a streamed answer; None once it ended (or for a plain one)."""
+        return await self._conn.next_line() if self.streamed else None
 
     def abort(self) -> None:
         """Close the connection (a stream not read to its end)."""
