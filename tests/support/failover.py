@@ -44,7 +44,7 @@ from relying_party.errors import BrokerError, BrokerUnavailable, PushAuthError, 
 from relying_party.sdk import PushAuthClient
 
 from .broker import BrokerProcess, add_rp, set_policy
-from .haproxy import SHIPPED, HAProxyProcess, frontends
+from .haproxy import SHIPPED, AccessLine, HAProxyProcess, frontends
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess
 from .redis_server import RedisServer
@@ -264,10 +264,10 @@ class Load:
             task = asyncio.create_task(self._one(self.idle.popleft(), one_request))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+        if tasks:  # before the action's outcome: a failed action leaves no task behind
+            await asyncio.wait(tasks)
         if acting is not None:
             await acting
-        if tasks:
-            await asyncio.wait(tasks)
 
     async def _one(self, device: Device, one_request: bool) -> None:
         started = time.monotonic()
@@ -343,7 +343,7 @@ class Report:
     results: list[SignIn]
     skipped: int
     devices: list[Device]
-    access: list[Any]  # support.haproxy.AccessLine of this run
+    access: list[AccessLine]  # HAProxy's log lines of this run
 
     def outcomes(self, after: float | None = None) -> Counter[str]:
         return Counter(r.outcome for r in self.results if after is None or r.started >= after)

@@ -59,13 +59,16 @@ def render(text: str, *, binds: Mapping[str, int], servers: Mapping[str, str], s
     has_socket = False
     for line in text.splitlines():
         words = line.split()
-        if line[:1].strip() and words:  # a section header starts at column 0
+        if not words or words[0].startswith("#"):  # blank or a comment, wherever it starts
+            out.append(line)
+            continue
+        if line[:1].strip():  # a section header starts at column 0
             section, name = words[0], words[1] if len(words) > 1 else ""
             out.append(line)
             if section == "global":
                 out.append("    # rendered for a loopback test run by tests/support/haproxy.py")
             continue
-        keyword = words[0] if words else ""
+        keyword = words[0]
         if section == "global" and keyword in _HOST_ONLY:
             continue
         if section == "global" and keyword == "maxconn":
