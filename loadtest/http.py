@@ -18,7 +18,12 @@ MAX_BODY = 1 << 20
 
 
 class HttpError(Exception):
-    """The connection broke, or the response was not one this client understands."""
+    """The connection broke, or the response was not one this client understands.
+    `kind` names which, for the run's error counts (e.g. `connection_lost`)."""
+
+    def __init__(self, message: str, kind: str = "bad_response") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class _Connection(asyncio.Protocol):
@@ -140,10 +145,10 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(HttpError(f"connection lost: {exc}"))
+            self.waiter.set_exception(HttpError(f"connection lost: {exc}", "connection_lost"))
         if self.chunked:
             self.chunked, self.ended = False, True
-            self._wake(HttpError(f"connection lost mid-stream: {exc}"))
+            self._wake(HttpError(f"connection lost mid-stream: {exc}", "connection_lost_mid_stream"))
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         self.ended = False
@@ -269,7 +274,9 @@ class HttpPool:
         try:
             _, conn = await loop.create_connection(_Connection, self.host, self.port)
         except OSError as exc:
-            raise HttpError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
+            raise HttpError(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}", "cannot_connect"
+            ) from None
         self._all.add(conn)
         return conn
 

@@ -249,7 +249,9 @@ class SigninWorker:
             self._error(s, f"verification_failed_{exc.reason.value}")
         except BadBrokerResponse:
             self._error(s, "bad_broker_response")
-        except (HttpError, OSError) as exc:
+        except HttpError as exc:
+            self._error(s, f"http_{exc.kind}")
+        except OSError as exc:
             self._error(s, f"http_{type(exc).__name__}")
         except Exception as exc:  # noqa: BLE001 - anything else is counted, never lost
             self._error(s, f"unexpected_{type(exc).__name__}")
