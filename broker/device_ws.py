@@ -156,10 +156,13 @@ class WsSocket(asyncio.Protocol):
 
     # -- asyncio.Protocol ----------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def opened(self, transport: asyncio.Transport, head: bytes) -> None:
+        """The socket is ours (see _Upgrade): the 101 head goes out in one write with
+        `greeting()`, one wake-up of the device instead of two."""
+        self.transport = transport
         if self._heartbeat is not None:
             self._slot = self._heartbeat.add(self)
+        transport.write(head + self.greeting())
 
     def data_received(self, data: bytes) -> None:
         self._silent = False
@@ -201,6 +204,10 @@ class WsSocket(asyncio.Protocol):
             drain.set_result(None)
 
     # -- for subclasses --------------------------------------------------------
+
+    def greeting(self) -> bytes:
+        """Frames sent right after the handshake."""
+        return b""
 
     def on_message(self, opcode: int, payload: bytes) -> None:
         """A text or binary message (OP_TEXT, OP_BINARY)."""
@@ -320,9 +327,8 @@ class _Upgrade(web.StreamResponse):
         handler._message_tail = b""
         handler.transport = None  # aiohttp must not close or write to the socket now
         handler.connection_lost(None)
-        transport.write(self._head)
         transport.set_protocol(self._sock)
-        self._sock.connection_made(transport)
+        self._sock.opened(transport, self._head)  # type: ignore[arg-type]
         if self._refusal is not None:
             self._sock.close(*self._refusal)
         elif tail:
@@ -420,11 +426,10 @@ class DeviceConnection(WsSocket):
 
     # -- frames from the device --------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+    def greeting(self) -> bytes:
         self.hub.connect(self)  # from now on a stopping node tells it "going away" too
         self._watchdog = asyncio.get_running_loop().call_later(self.auth_timeout, self._auth_timeout)
-        self._write(wsframes.frame(OP_BINARY, encode(self.session.hello_frame())))
+        return wsframes.frame(OP_BINARY, encode(self.session.hello_frame()))
 
     def on_message(self, opcode: int, payload: bytes) -> None:
         inbox = self._inbox
