@@ -241,3 +241,25 @@ async def test_a_node_shutting_down_ends_the_stream_with_what_it_has(
         async with http.get(f"{broker.http_url}/v1/challenges/{created['id']}?wait=5") as polled:
             body = await polled.json()
     assert (body["status"], body["answer"]["credential_id"]) == ("approved", cred.id)
+
+
+async def test_the_wait_passing_gives_a_pending_line_and_the_long_poll_carries_on(
+    client: PushAuthClient,
+    http: aiohttp.ClientSession,
+    broker: BrokerProcess,
+) -> None:
+    """`?wait=0`: the second line at once, pending; the challenge goes on and the
+    long-poll reads its answer."""
+    device, cred = await enroll_device(client, broker, "judy")
+    async with device.ws:
+        url = f"{broker.http_url}/v1/challenges"
+        async with http.post(f"{url}?wait=0", json=_body("judy"), headers={"Accept": NDJSON}) as response:
+            created = await _line(response)
+            held = await _line(response)
+            assert await response.content.read() == b""
+        assert (held["id"], held["status"], held["answer"]) == (created["id"], "pending", None)
+        pushed = await device.recv_type(ChallengeFrame)
+        assert isinstance(await device.answer(pushed, Decision.APPROVE, created["number"]), AnswerResult)
+        async with http.get(f"{url}/{created['id']}?wait=5") as polled:
+            body = await polled.json()
+    assert (body["status"], body["answer"]["credential_id"]) == ("approved", cred.id)
