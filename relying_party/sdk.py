@@ -295,16 +295,24 @@ class PushAuthClient:
         headers = {**self._headers, "Accept": STREAM_ACCEPT}
         timeout = aiohttp.ClientTimeout(total=self._request_timeout + wait)
         response: aiohttp.ClientResponse | None = None
+        lines: StreamLines | None = None
         try:
+            # The answer up to the number within the request timeout, as create_challenge's;
+            # `timeout` (with the wait) bounds the whole response.
             with self._network_errors(self._request_timeout):
-                response = await self._session.post(url, json=asked.request, headers=headers, timeout=timeout)
-                if response.status == 201 and response.content_type == NDJSON:
-                    lines = StreamLines(response, MAX_RESPONSE)
-                    async with asyncio.timeout(self._request_timeout):
+                async with asyncio.timeout(self._request_timeout):
+                    response = await self._session.post(
+                        url, json=asked.request, headers=headers, timeout=timeout
+                    )
+                    if response.status == 201 and response.content_type == NDJSON:
+                        lines = StreamLines(response, MAX_RESPONSE)
                         first = await lines.next()
-                else:  # an error, or a broker that does not stream: an ordinary body
-                    status, retry_after = response.status, response.headers.get("Retry-After")
-                    raw = await _read_capped(response)
+                    else:
+                        status, retry_after = response.status, response.headers.get("Retry-After")
+                        raw = await _read_capped(response)
+                if lines is None:
+                    # An error, or a broker that does not stream: an ordinary body.
+                    assert response is not None
                     response.release()
                     body = _decoded("POST", "/v1/challenges", status, raw, retry_after, (201,))
                     return PendingSignIn(self, asked.check(body), None)
