@@ -29,7 +29,7 @@ import signal
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from .broker import BrokerProcess, add_rp, set_policy
 from .haproxy import SHIPPED, AccessLine, HAProxyProcess, frontends
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess
+from .proxy import TcpProxy
 from .redis_server import RedisServer
 from .waiting import DEADLINE, wait_until
 
@@ -65,21 +66,30 @@ FLOWS = ("two", "one", "both")
 class Cluster:
     """Redis, broker nodes named a, b, ... and HAProxy in front, from a config file."""
 
-    def __init__(self, directory: Path, config: str, nodes: int = 2) -> None:
+    def __init__(
+        self, directory: Path, config: str, nodes: int = 2, redis_proxied: Collection[str] = ()
+    ) -> None:
         self.directory = directory
         self.config = config
         self.redis = RedisServer(directory / "redis")
         self.nodes: dict[str, BrokerProcess] = {}
         self.names = [chr(ord("a") + i) for i in range(nodes)]
+        # Nodes that reach Redis through a proxy of their own, which cut_redis cuts.
+        self.redis_proxied = set(redis_proxied)
+        self.redis_proxies: dict[str, TcpProxy] = {}
         self.haproxy: HAProxyProcess | None = None
         self.rp: dict[str, Any] = {}
 
     def start(self) -> Cluster:
         self.redis.start()
         for name in self.names:
+            redis_url = self.redis.url
+            if name in self.redis_proxied:
+                proxy = self.redis_proxies[name] = TcpProxy([self.redis.port]).start()
+                redis_url = f"redis://{LOCALHOST}:{proxy.port}/0"
             self.nodes[name] = BrokerProcess(
                 log_dir=self.directory,
-                redis_url=self.redis.url,
+                redis_url=redis_url,
                 node=name,
                 # HAProxy's X-Forwarded-For names the client (the per-address limits).
                 extra_args=["--trusted-proxy", LOCALHOST],
@@ -128,6 +138,8 @@ class Cluster:
     def cleanup(self) -> None:
         for proc in reversed(self.processes()):
             proc.cleanup()
+        for proxy in self.redis_proxies.values():
+            proxy.close()
 
 
 # -- devices ----------------------------------------------------------------------
@@ -227,17 +239,21 @@ class SignIn:
     challenge: str | None = None
     created: float | None = None  # monotonic: the RP had the challenge (its number)
     one_request: bool = False  # PushAuthClient.sign_in (streamed), else create_challenge + wait_result
+    detail: str = ""  # the error's message, when it failed
 
 
 class Load:
     """Sign-ins at a fixed rate, each for a user without one in flight."""
 
-    def __init__(self, url: str, api_key: str, fleet: Fleet, flow: str = "both") -> None:
+    def __init__(
+        self, url: str, api_key: str, fleet: Fleet, flow: str = "both", wait_result_s: float = WAIT_RESULT_S
+    ) -> None:
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
         self.client = PushAuthClient(url, api_key)
         self.fleet = fleet
         self.flow = flow
+        self.wait_result_s = wait_result_s
         self.idle = deque(fleet.devices.values())
         self.results: list[SignIn] = []
         self.skipped = 0  # ticks with no idle user (none, unless sign-ins hang)
@@ -271,32 +287,41 @@ class Load:
 
     async def _one(self, device: Device, one_request: bool) -> None:
         started = time.monotonic()
-        challenge_id, created = None, None
+        challenge_id, created, detail = None, None, ""
         keys = {device.cred.cid: device.cred.public_key}
         try:
             if one_request:  # the number and the result in one streamed response (or by long-poll)
                 async with await self.client.sign_in(device.cred.user, CONTEXT) as pending:
                     challenge_id, created = pending.challenge.id, time.monotonic()
                     self.fleet.shown(pending.challenge.id, pending.challenge.number)
-                    result = await pending.result(keys, timeout=WAIT_RESULT_S)
+                    result = await pending.result(keys, timeout=self.wait_result_s)
             else:
                 challenge = await self.client.create_challenge(device.cred.user, CONTEXT)
                 challenge_id, created = challenge.id, time.monotonic()
                 self.fleet.shown(challenge.id, challenge.number)
-                result = await self.client.wait_result(challenge, keys, timeout=WAIT_RESULT_S)
+                result = await self.client.wait_result(challenge, keys, timeout=self.wait_result_s)
             outcome = result.status.value
         except BrokerError as exc:
-            outcome = f"http_{exc.status}"
-        except BrokerUnavailable:  # no HTTP answer at all: reset, refused, timed out
-            outcome = "unreachable"
+            outcome, detail = f"http_{exc.status}", str(exc)
+        except BrokerUnavailable as exc:  # no HTTP answer at all: reset, refused, timed out
+            outcome, detail = "unreachable", str(exc)
         except VerificationFailed as exc:
-            outcome = f"verification_failed_{exc.reason.value}"
+            outcome, detail = f"verification_failed_{exc.reason.value}", str(exc)
         except PushAuthError as exc:
-            outcome = type(exc).__name__
+            outcome, detail = type(exc).__name__, str(exc)
         finally:
             self.idle.append(device)
         self.results.append(
-            SignIn(device.cred.user, started, time.monotonic(), outcome, challenge_id, created, one_request)
+            SignIn(
+                device.cred.user,
+                started,
+                time.monotonic(),
+                outcome,
+                challenge_id,
+                created,
+                one_request,
+                detail,
+            )
         )
 
     async def close(self) -> None:
@@ -315,26 +340,44 @@ async def wait_async(condition: Callable[[], object], message: str, timeout: flo
 # -- one node's death, start to end -------------------------------------------------
 
 
+# What happens to the node: a signal (KILL: it dies; TERM: an orderly stop; STOP: it
+# hangs), or REDIS: its connection to Redis is cut (the node needs redis_proxied).
+EVENTS = ("KILL", "TERM", "STOP", "REDIS")
+
+
 @dataclass
 class Stop:
     """What happened to the node that was stopped, by the monotonic clock."""
 
     node: str
-    sig: int
-    sent: float = 0.0  # the signal
+    event: str  # one of EVENTS
+    sent: float = 0.0  # the signal, or the cut
     down: float = 0.0  # HAProxy showed it DOWN
 
 
-def stop_node(cluster: Cluster, name: str, sig: int, stop: Stop) -> Callable[[], None]:
-    """The action: signal node `name`, wait for it to exit and for HAProxy to mark it DOWN."""
+def stop_node(cluster: Cluster, stop: Stop) -> Callable[[], None]:
+    """The action: do `stop.event` to the node, wait (for its exit after KILL or TERM)
+    until HAProxy marks it DOWN."""
+    if stop.event not in EVENTS:
+        raise ValueError(f"event must be one of {EVENTS}, got {stop.event!r}")
 
     def act() -> None:
         stop.sent = time.monotonic()
-        cluster.nodes[name].kill(sig, timeout=DEADLINE)
-        cluster.wait_node(name, "DOWN")
+        if stop.event == "REDIS":
+            proxy = cluster.redis_proxies[stop.node]
+            proxy.set_backends([])  # new connections refused ...
+            proxy.drop_connections()  # ... and the node's open ones reset
+        else:
+            cluster.nodes[stop.node].kill(signal.Signals[f"SIG{stop.event}"], timeout=DEADLINE)
+        cluster.wait_node(stop.node, "DOWN")
         stop.down = time.monotonic()
 
     return act
+
+
+def restore_redis(cluster: Cluster, name: str) -> None:
+    """Undo a REDIS cut: the node reconnects by itself."""
+    cluster.redis_proxies[name].set_backends([cluster.redis.port])
 
 
 @dataclass
@@ -358,7 +401,7 @@ class Report:
         lb_5xx = [a for a in self.access if a.status >= 500]
         return {
             "node": self.stop.node,
-            "signal": signal.Signals(self.stop.sig).name,
+            "event": self.stop.event,
             "marked_down_after_s": round(self.stop.down - t0, 3),
             "sign_ins": len(self.results),
             "outcomes": dict(self.outcomes()),
@@ -374,6 +417,12 @@ class Report:
             "haproxy_retried": sum(1 for a in self.access if a.retries),
             "haproxy_redispatched": sum(1 for a in self.access if a.redispatched),
             "devices_dropped": sum(1 for d in self.devices if any(t >= t0 for t in d.drops)),
+            # The first few failures: when (s after the event), which flow, what the SDK said.
+            "failures": [
+                [round(r.started - t0, 3), "one" if r.one_request else "two", r.outcome, r.detail]
+                for r in self.results
+                if r.outcome != "approved"
+            ][:10],
         }
 
 
@@ -385,25 +434,26 @@ async def signins_around_stop(
     cluster: Cluster,
     *,
     node: str,
-    sig: int,
+    event: str,
     rate: float,
     before: float,
     after: float,
     users: int,
     prefix: str,
     flow: str = "both",
+    wait_result_s: float = WAIT_RESULT_S,
 ) -> Report:
-    """Enroll `users` devices, run the load for before + after seconds, stop `node` with
-    `sig` `before` s in; the report covers this run only."""
+    """Enroll `users` devices, run the load for before + after seconds, do `event` to
+    `node` `before` s in; the report covers this run only."""
     assert cluster.haproxy is not None
     creds = await enroll_fleet(cluster, users, prefix)
     fleet = Fleet(cluster.ws_url, creds)
     await fleet.start()
-    load = Load(cluster.url, cluster.rp["api_key"], fleet, flow)
+    load = Load(cluster.url, cluster.rp["api_key"], fleet, flow, wait_result_s)
     log_from = len(cluster.haproxy.access_log())
-    stop = Stop(node, sig)
+    stop = Stop(node, event)
     try:
-        await load.run(rate, before + after, at=before, action=stop_node(cluster, node, sig, stop))
+        await load.run(rate, before + after, at=before, action=stop_node(cluster, stop))
     finally:
         await load.close()
         await fleet.stop()
@@ -420,9 +470,11 @@ async def signins_around_stop(
 
 
 @contextlib.contextmanager
-def cluster_from(config: Path, nodes: int, keep: Path | None) -> Iterator[Cluster]:
+def cluster_from(
+    config: Path, nodes: int, keep: Path | None, redis_proxied: Collection[str] = ()
+) -> Iterator[Cluster]:
     directory = Path(tempfile.mkdtemp(prefix="pushauth-failover-")) if keep is None else keep
-    cluster = Cluster(directory, config.read_text(), nodes=nodes)
+    cluster = Cluster(directory, config.read_text(), nodes=nodes, redis_proxied=redis_proxied)
     try:
         yield cluster.start()
     finally:
@@ -445,7 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", type=float, default=7.0, help="seconds of load after it")
     parser.add_argument("--users", type=int, default=100, help="users, one device each")
     parser.add_argument(
-        "--signal", choices=("KILL", "TERM", "STOP"), default="KILL", help="to node a (STOP: a hung node)"
+        "--signal",
+        choices=EVENTS,
+        default="KILL",
+        help="to node a: KILL, TERM, STOP (a hung node), or REDIS (its connection to Redis cut)",
     )
     parser.add_argument(
         "--flow",
@@ -457,13 +512,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-    sig = signal.Signals[f"SIG{args.signal}"]
-    with cluster_from(args.config, args.nodes, args.out) as cluster:
+    proxied = ["a"] if args.signal == "REDIS" else []
+    with cluster_from(args.config, args.nodes, args.out, proxied) as cluster:
         report = asyncio.run(
             signins_around_stop(
                 cluster,
                 node="a",
-                sig=sig,
+                event=args.signal,
                 rate=args.rate,
                 before=args.before,
                 after=args.after,
