@@ -137,6 +137,10 @@ class Heartbeat:
 HEARTBEAT = web.AppKey("device_heartbeat", Heartbeat)
 
 
+# Where a socket's input goes after a frame error: nowhere (see WsSocket._fail).
+_DISCARD = wsframes.Decoder(0)
+
+
 class WsSocket(asyncio.Protocol):
     """A server WebSocket served from protocol callbacks (broker/wsframes.py says why):
     binary messages to `on_message`, pings answered, the close handshake, write flow
@@ -166,6 +170,8 @@ class WsSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._silent = False
+        if self._decoder is _DISCARD:
+            return
         try:
             messages = self._decoder.feed(data)
             for opcode, payload in messages:
@@ -284,16 +290,20 @@ class WsSocket(asyncio.Protocol):
             self.transport.close()
 
     def _fail(self, code: int, reason: bytes) -> None:
+        """Close after a frame we cannot read past: what follows is discarded until the
+        peer ends the connection or CLOSE_REPLY_TIMEOUT_S passes. Closing at once, with
+        the rest of (say) an oversized message unread, would make the kernel answer
+        with a reset, and the peer might never read the close frame and its code."""
         transport = self.transport
         if transport is None:
             return
         if not self._closing and not transport.is_closing():
             transport.write(wsframes.close_frame(code, reason))
         self._closing = True
+        self._decoder = _DISCARD
         self.on_halt()
-        transport.close()
-        # close() waits for the write buffer to drain; a peer that does not read is cut.
-        self._closer = asyncio.get_running_loop().call_later(CLOSE_REPLY_TIMEOUT_S, self._abort)
+        if self._closer is None:
+            self._closer = asyncio.get_running_loop().call_later(CLOSE_REPLY_TIMEOUT_S, self._abort)
 
     def _abort(self) -> None:
         self._closer = None
@@ -311,19 +321,28 @@ class _Upgrade(web.StreamResponse):
     client sent after the request head (aiohttp keeps them for the WebSocket reader it
     would have started) go to `sock`. tests/test_broker_device_ws.py covers the path."""
 
-    def __init__(self, sock: WsSocket, head: bytes, refusal: tuple[int, bytes] | None = None) -> None:
+    def __init__(
+        self, request: web.Request, sock: WsSocket, head: bytes, refusal: tuple[int, bytes] | None = None
+    ) -> None:
         super().__init__(status=101)
         self.force_close()  # aiohttp's handler must not wait for another request on it
         self._sock = sock
         self._head = head
         self._refusal = refusal
+        # Taken now, in the handler: aiohttp parses what is left of an upgrade whose
+        # handler set no WebSocket reader as the next HTTP request, before prepare().
+        # Nothing can arrive in between: the handler's return and prepare() run in one
+        # step of the event loop.
+        handler: Any = request.protocol
+        self._tail = bytes(getattr(handler, "_message_tail", b""))
+        handler._message_tail = b""
 
     async def prepare(self, request: web.BaseRequest) -> Any:
         transport = request.transport
         handler: Any = request.protocol
         if transport is None or transport.is_closing():
             return None  # the client went away before its answer
-        tail = bytes(getattr(handler, "_message_tail", b""))
+        tail = self._tail + bytes(getattr(handler, "_message_tail", b""))
         handler._message_tail = b""
         handler.transport = None  # aiohttp must not close or write to the socket now
         handler.connection_lost(None)
@@ -731,7 +750,7 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         offered = request.headers.get("Sec-WebSocket-Protocol", "")[:64] or "none"
         log.info("device offered no protocol version this broker speaks (%s)", offered)
         reason = f"unsupported_version: this broker speaks {', '.join(SUBPROTOCOLS)}".encode()[:120]
-        return _Upgrade(WsSocket(), head, (CLOSE_CODES[ErrorCode.UNSUPPORTED_VERSION], reason))
+        return _Upgrade(request, WsSocket(), head, (CLOSE_CODES[ErrorCode.UNSUPPORTED_VERSION], reason))
     node = app[NODE]
     conn = DeviceConnection(
         ServerSession(node=node.name, now_ms=now_ms()),
@@ -741,4 +760,4 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         push=app.get(WEBPUSH),
         heartbeat=app.get(HEARTBEAT),
     )
-    return _Upgrade(conn, head)
+    return _Upgrade(request, conn, head)

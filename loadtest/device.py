@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from nacl.signing import SigningKey
 
 from protocol import SUBPROTOCOLS
 from protocol.errors import ProtocolError
 from protocol.frames import Enrolled, Error, Frame, Welcome
 from protocol.session import ClientSession
-from protocol.signing import new_seed, public_key
+from protocol.signing import Signer, new_seed, public_key
 
 from .ws import WsClient, WsError
 
@@ -60,13 +61,15 @@ class DeviceLink:
         self._ready = False
         self._early: deque[bytes] = deque()  # messages before `welcome` was handled
         self._waiter: asyncio.Future[None] | None = None
+        # Keys made once: deriving one from its seed at every connect cost the generator
+        # as much as the signature (it reconnects 18,000 devices after a restart).
+        self._keys: dict[str, Signer] | None = None
 
     def _on_message(self, data: bytes) -> None:
         received = time.perf_counter()  # the loop's clock may count whole milliseconds (uvloop)
         if not self._ready:
             self._early.append(data)
-            if self._waiter is not None and not self._waiter.done():
-                self._waiter.set_result(None)
+            self._wake()
             return
         try:
             frame = self.session.receive(data)
@@ -78,14 +81,20 @@ class DeviceLink:
         if self.on_frame is not None:
             self.on_frame(self, frame, received)
 
+    def _wake(self, _: object = None) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     async def _next(self) -> bytes:
         assert self.ws is not None
         while not self._early:
             if self.ws.closed.done():
                 code, reason = self.ws.closed.result()
                 raise LinkError(f"connection ended: {code} {reason}")
+            # One future, woken by a message or by the close (asyncio.wait on two
+            # futures cost the generator more than the rest of the handshake).
             self._waiter = asyncio.get_running_loop().create_future()
-            await asyncio.wait([self._waiter, self.ws.closed], return_when=asyncio.FIRST_COMPLETED)
+            await self._waiter
         return self._early.popleft()
 
     async def connect(self) -> Welcome:
@@ -94,8 +103,11 @@ class DeviceLink:
         self._ready = False
         self._early.clear()
         self.ws = await WsClient.connect(self.url, self._on_message)
+        self.ws.closed.add_done_callback(self._wake)
         self.session.receive(await self._next())  # hello
-        self.ws.send(self.session.authenticate_frame({c.cid: c.seed for c in self.creds}))
+        if self._keys is None:
+            self._keys = {c.cid: SigningKey(c.seed) for c in self.creds}
+        self.ws.send(self.session.authenticate_frame(self._keys))
         while True:  # frames before welcome can only be protocol errors
             frame = self.session.receive(await self._next())
             if isinstance(frame, Welcome):
@@ -127,6 +139,7 @@ class DeviceLink:
         gate: asyncio.Semaphore,
         on_welcome: Callable[[DeviceLink], None],
         on_drop: Callable[[DeviceLink], None],
+        on_fail: Callable[[Exception], None] | None = None,
     ) -> None:
         """Reconnect for ever (until cancelled), as the device agent does after a broker restart."""
         delay = 0.0
@@ -137,7 +150,9 @@ class DeviceLink:
             try:
                 async with gate:  # bounds concurrent handshakes (the listen backlog is finite)
                     await self.connect()
-            except (OSError, LinkError, WsError, ProtocolError):
+            except (OSError, LinkError, WsError, ProtocolError) as exc:
+                if on_fail is not None:
+                    on_fail(exc)
                 delay = min(max(delay * 2, RETRY_MIN_S), RETRY_MAX_S)
                 continue
             delay = 0.0

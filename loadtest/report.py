@@ -54,18 +54,28 @@ def signin_table(result: dict[str, Any], title: str) -> str:
 
 def idle_table(result: dict[str, Any]) -> str:
     r = result["restart"]
-    return "\n".join(
-        [
-            f"idle devices: {result['devices']} in {result['workers']} workers",
-            f"first connect of all: {result['first_connect_s']:.2f}s",
-            f"broker RSS empty {result['broker_rss_empty_mib']} MiB, connected "
-            f"{result['broker_rss_connected_mib']} MiB: {result['broker_kib_per_device']:.2f} KiB per device",
-            f"restart: old broker exited after {r['old_broker_exit_s']:.2f}s, new one ready "
-            f"{r['broker_down_to_ready_s']:.2f}s after the stop; all back "
-            f"{r['all_back_after_stop_s']:.2f}s after the stop began "
-            f"({r['all_back_after_ready_s']:.2f}s after the new broker was ready)",
-        ]
-    )
+    lines = [
+        f"idle devices: {result['devices']} in {result['workers']} workers",
+        f"first connect of all: {result['first_connect_s']:.2f}s",
+        f"broker RSS empty {result['broker_rss_empty_mib']} MiB, connected "
+        f"{result['broker_rss_connected_mib']} MiB: {result['broker_kib_per_device']:.2f} KiB per device",
+        f"restart: old broker exited after {r['old_broker_exit_s']:.2f}s, new one ready "
+        f"{r['broker_down_to_ready_s']:.2f}s after the stop; all back "
+        f"{r['all_back_after_stop_s']:.2f}s after the stop began "
+        f"({r['all_back_after_ready_s']:.2f}s after the new broker was ready)",
+    ]
+    if "generator_cpu_s" in r:
+        first = (
+            result["broker_cpu_s_first_connect"],
+            result["generator_cpu_s_first_connect"],
+            result["redis_cpu_s_first_connect"],
+        )
+        again = (r["new_broker_cpu_s"], r["generator_cpu_s"], r["redis_cpu_s"])
+        cpu = ", ".join(f"{x:.2f}" for x in first)
+        lines.append(f"CPU s (broker, load generator, Redis): first connect {cpu}")
+        cpu = ", ".join(f"{x:.2f}" for x in again)
+        lines.append(f"  restart to all back (the new broker since its start) {cpu}")
+    return "\n".join(lines)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

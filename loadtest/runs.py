@@ -345,12 +345,19 @@ def idle_run(
     out: dict[str, Any] = {"devices": devices, "workers": n_workers}
     counts = [0] * n_workers
     bar = tqdm(total=devices, unit="device", disable=not progress, leave=False)
+    # Devices connected over time after the restart (the workers report every 0.25 s):
+    # a steady climb means the machine's CPU sets the pace, steps mean the backoff does.
+    curve: list[tuple[float, int]] = []
+    curve_from: list[float] = []
+    failures: list[dict[str, int]] = [{} for _ in range(n_workers)]  # failed connects, by kind
 
     def on_count(msg: tuple[Any, ...]) -> None:
         if msg[0] == "count":
-            counts[msg[1]] = msg[2]
+            _, index, counts[index], at, failures[index] = msg
             bar.n = sum(counts)
             bar.refresh()
+            if curve_from:
+                curve.append((round(at - curve_from[0], 2), sum(counts)))
 
     with workers(configs) as w:
         bar.set_description("enrolling")
@@ -359,33 +366,59 @@ def idle_run(
         cluster.restart_broker(0)
         broker = cluster.brokers[0]
         time.sleep(settle)
+        # CPU of the others on the same cores: the load generator's workers and Redis.
+        others = [p.pid for p in w.procs if p.pid is not None] + [cluster.redis.pid]
         empty = snapshot(broker.pid)
+        others_before = [snapshot(pid).cpu_s for pid in others]
         bar.set_description("connecting")
         began = time.time()
         w.send_all("connect")
         all_at = w.wait_for("all", timeout=300, on_other=on_count)
         out["first_connect_s"] = round(max(a[0] for a in all_at) - began, 3)
+        out["first_connect_failures"] = _total(failures)
+        others_after = [snapshot(pid).cpu_s for pid in others]
         time.sleep(settle)
         full = snapshot(broker.pid)
         out["broker_rss_empty_mib"] = round(empty.rss / 2**20, 1)
         out["broker_rss_connected_mib"] = round(full.rss / 2**20, 1)
         out["broker_kib_per_device"] = round((full.rss - empty.rss) / 1024 / devices, 2)
         out["broker_cpu_s_first_connect"] = round(full.cpu_s - empty.cpu_s, 3)
+        spent = [a - b for a, b in zip(others_after, others_before, strict=True)]
+        out["generator_cpu_s_first_connect"] = round(sum(spent[:-1]), 3)
+        out["redis_cpu_s_first_connect"] = round(spent[-1], 3)
 
         w.send_all("mark")
         w.wait_for("marked", timeout=30, on_other=on_count)
+        failed_before = _total(failures)
         bar.set_description("restarting")
+        others_before = [snapshot(pid).cpu_s for pid in others]
+        curve_from.append(time.time())
         stop_began, exited_at, ready_at = cluster.restart_broker(0)
+        curve_from[0] = stop_began
         profiler = (
             Profiler(cluster.brokers[0].pid, out_dir / "broker-profile.txt", 15) if profile_broker else None
         )
         all_at = w.wait_for("all", timeout=300, on_other=on_count)
         back = max(a[0] for a in all_at)
+        spent = [a - b for a, b in zip([snapshot(pid).cpu_s for pid in others], others_before, strict=True)]
+        new_broker = snapshot(cluster.brokers[0].pid)
         out["restart"] = {
             "old_broker_exit_s": round(exited_at - stop_began, 3),
             "broker_down_to_ready_s": round(ready_at - stop_began, 3),
             "all_back_after_stop_s": round(back - stop_began, 3),
             "all_back_after_ready_s": round(back - ready_at, 3),
+            "each_worker_all_back_after_stop_s": [round(a[0] - stop_began, 3) for a in all_at],
+            # From the stop to the last device back; the new broker's since it started.
+            "new_broker_cpu_s": round(new_broker.cpu_s, 3),
+            "generator_cpu_s": round(sum(spent[:-1]), 3),
+            "redis_cpu_s": round(spent[-1], 3),
+            "connected_curve": sorted((t, n) for t, n in curve if t <= back - stop_began + 1.0),
+        }
+        time.sleep(0.5)  # the workers' next counts include every failure until all were back
+        for index, (_, _, failed) in enumerate(w.wait_for("count", timeout=30, on_other=on_count)):
+            failures[index] = failed
+        out["restart"]["failed_connects"] = {
+            k: v - failed_before.get(k, 0) for k, v in _total(failures).items() if v - failed_before.get(k, 0)
         }
         time.sleep(settle)
         out["broker_rss_after_restart_mib"] = round(snapshot(cluster.brokers[0].pid).rss / 2**20, 1)
@@ -398,3 +431,11 @@ def idle_run(
             )
     bar.close()
     return out
+
+
+def _total(per_worker: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for counts in per_worker:
+        for kind, n in counts.items():
+            total[kind] = total.get(kind, 0) + n
+    return total

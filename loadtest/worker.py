@@ -313,6 +313,7 @@ class IdleWorker:
     out: Queue[Any]
     waiting: set[DeviceLink] = field(default_factory=set)  # not welcomed since the last mark
     connected: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # failed (re)connects by kind
 
     async def run(self, commands: Queue[Any]) -> None:
         links = [DeviceLink(self.cfg.device_url, [c]) for c in self.creds]
@@ -325,10 +326,8 @@ class IdleWorker:
                 command = await _command(commands)
                 if command[0] == "connect":
                     self.waiting = set(links)
-                    tasks = [
-                        asyncio.create_task(link.stay_connected(gate, self._welcomed, self._dropped))
-                        for link in links
-                    ]
+                    hooks = (self._welcomed, self._dropped, self._failed)
+                    tasks = [asyncio.create_task(link.stay_connected(gate, *hooks)) for link in links]
                 elif command[0] == "mark":
                     self.waiting = set(links)
                     self.out.put(("marked", self.cfg.index))
@@ -351,7 +350,11 @@ class IdleWorker:
     def _dropped(self, link: DeviceLink) -> None:
         self.connected -= 1
 
+    def _failed(self, exc: Exception) -> None:
+        kind = type(exc).__name__
+        self.failures[kind] = self.failures.get(kind, 0) + 1
+
     async def _report(self) -> None:
         while True:
             await asyncio.sleep(0.25)
-            self.out.put(("count", self.cfg.index, self.connected))
+            self.out.put(("count", self.cfg.index, self.connected, time.time(), dict(self.failures)))

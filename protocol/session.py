@@ -161,8 +161,8 @@ class ClientSession:
             raise RuntimeError("no hello received yet")
         return self.nonce
 
-    def authenticate_frame(self, seeds: Mapping[str, bytes]) -> bytes:
-        """Sign the hello nonce with every credential key (cid -> 32-byte seed)."""
+    def authenticate_frame(self, seeds: Mapping[str, signing.Signer]) -> bytes:
+        """Sign the hello nonce with every credential key (cid -> 32-byte seed or SigningKey)."""
         nonce = self._nonce()
         creds = tuple(
             {"cid": cid, "sig": signing.sign(seed, signing.auth_bytes(nonce, cid))}
