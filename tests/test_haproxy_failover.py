@@ -1,7 +1,9 @@
 """deploy/haproxy.cfg, run by a real HAProxy in front of two real broker nodes: a node
 killed (SIGKILL) or stopped (SIGTERM) under a steady sign-in load costs the RPs no
 5xx, every sign-in ends approved and verified by the SDK, and the devices that were on
-that node reconnect through HAProxy and answer the sign-ins after it.
+that node reconnect through HAProxy and answer the sign-ins after it. A node cut off
+from Redis costs no 5xx either (its 503s are sent to the other node), and every
+sign-in after HAProxy took it out is approved.
 
 The config is the shipped file rendered for loopback (support/haproxy.py: bind,
 server addresses, log target, stats socket); the load and the counting are
