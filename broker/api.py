@@ -17,7 +17,7 @@ from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI
 
-from . import jsonio, metrics
+from . import jsonio, keys, metrics
 from .context import node_of
 from .event_listener import LISTENER
 from .events import ChallengeEnded
@@ -29,7 +29,7 @@ from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyError
 from .problems import ApiError
 from .signed_requests import b64_field
-from .store import Store, UnknownTarget, new_id, now_ms
+from .store import Store, UnknownTarget, now_ms
 from .webpush import WEBPUSH
 
 MAX_WAIT_S = 60
@@ -275,7 +275,10 @@ async def get_enrollment(request: web.Request) -> web.Response:
     eid = request.match_info["id"]
     store, hub = _store(request), _hub(request)
     fut = hub.wait_enrollment(eid) if wait else None
+    channel = None
     try:
+        if fut is not None:
+            channel = await _listen(store, hub, eid)
         enr = await store.get_enrollment(rp.id, eid)
         if enr is None:
             raise ApiError(404, "not_found", "no such enrollment")
@@ -288,6 +291,8 @@ async def get_enrollment(request: web.Request) -> web.Response:
         if fut is not None:
             hub.forget_waiter(eid, fut)
             fut.cancel()
+        if channel is not None:
+            hub.channels.release(channel)
     cred = await store.get_credential(enr.credential_id) if enr.credential_id else None
     return json_response(enrollment_json(enr, cred, now_ms()))
 
@@ -323,7 +328,7 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
         raise ApiError(400, "invalid_request", err.message) from None
     now = now_ms()
     record = ChallengeRecord(
-        id=new_id("ch"),
+        id=keys.mint("ch", keys.user_tag(rp.id, user)),
         rp=rp.id,
         rp_name=rp.name,
         user=user,
@@ -338,9 +343,15 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
         target=target,
         created_at=metrics.perf(),
     )
-    store = _store(request)
+    store, hub = _store(request), _hub(request)
+    # This node hears the challenge's end from now on (its user's channel is held
+    # until then); `heard`: it was listening before the challenge was written, so the
+    # long-poll may trust the record it keeps (Hub.live) without asking Redis.
+    channel, heard = hub.hold_user(rp.id, user)
+    created = False
     try:
         new = await store.create_challenge(record, supersede=supersede)
+        created = bool(new.devices)
     except UnknownTarget:
         raise ApiError(
             404, "not_found", f"no active credential {target} for this user (removed, or another user's)"
@@ -352,6 +363,9 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
                 429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
             ) from None
         raise ApiError(409, refused.code, refused.detail) from None
+    finally:
+        if not created:
+            hub.channels.release(channel)
     if not new.devices:
         if new.unconfirmed:
             raise ApiError(
@@ -361,7 +375,7 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
                 "send it a test push with credential_id, then POST /v1/credentials/{id}/confirm)",
             )
         raise ApiError(409, "no_devices", "the user has no active authenticator")
-    _hub(request).schedule_expiry(record, record.expires, node_of(request).expire)
+    hub.schedule_expiry(record, record.expires, node_of(request).expire, channel, heard)
     push = request.app.get(WEBPUSH)
     if push is not None:  # wake the devices that are not connected (docs/protocol.md, appendix A)
         push.wake_for(store.redis, record)
@@ -385,7 +399,10 @@ async def challenge_result(request: web.Request, rp: RelyingParty, ch: str, wait
     # Register before reading, so an answer between the read and the wait is not missed.
     fut = hub.wait_result(ch) if wait else None
     woken = None  # the live record, when an event ended the wait (broker/metrics.py)
+    channel = None
     try:
+        if fut is not None:
+            channel = await _listen(store, hub, ch)
         live = hub.live.get(ch)
         # A copy: the hub's record is shared with the device connections.
         rec = replace(live) if live is not None else await store.get_challenge(ch)
@@ -420,6 +437,8 @@ async def challenge_result(request: web.Request, rp: RelyingParty, ch: str, wait
         if fut is not None:
             hub.forget_waiter(ch, fut)
             fut.cancel()
+        if channel is not None:
+            hub.channels.release(channel)
     metrics.result_sent(woken)
     return challenge_json(rec, status)
 
@@ -442,6 +461,22 @@ async def cancel_challenge(request: web.Request) -> web.Response:
         await store.expire_challenge(rec, max(now, rec.expires))
     rec = await store.get_challenge(ch) or rec
     return json_response(challenge_json(rec, rec.status_at(now_ms())))
+
+
+async def _listen(store: Store, hub: Hub, id_: str) -> str | None:
+    """Hold the channel of the user that challenge or enrollment `id_` belongs to, and
+    wait until the subscription holds: the caller reads the state after this, so no
+    event is missed in between. No round trip when this node listens already (a device
+    of the user is here, or the challenge was created here). None for an unknown id."""
+    await store.resolve_tags([id_])
+    channel = keys.id_channel(id_)
+    if channel is not None and not hub.channels.hold(channel):
+        try:
+            await hub.channels.ready([channel])
+        except BaseException:
+            hub.channels.release(channel)
+            raise
+    return channel
 
 
 def _give_up(fut: asyncio.Future[Any]) -> None:

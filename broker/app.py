@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import api, api_stream, backups, metrics, recovery
+from protocol.challenge import Status
+
+from . import api, api_stream, backups, metrics, recovery, subscriber
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, HEARTBEAT, Heartbeat, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
-from .events import Event
+from .events import ChallengeEnded, Event
 from .http_guard import TIMEOUTS, Timeouts
 from .hub import Hub
 from .limits import LIMITER, Limiter, Limits, limit_middleware
@@ -47,7 +49,7 @@ def create_app(
     app[TIMEOUTS] = timeouts or Timeouts()
     app[QUOTA] = backup_quota or BackupQuota()
     store = Store(redis, node, enrollment_ttl_ms=enrollment_ttl_s * 1000)
-    hub = Hub()
+    hub = Hub(subscriber.for_store(redis, store.pipe))
 
     async def published(event: Event) -> None:  # what this node wrote: counted here once
         metrics.count_event(event)
@@ -57,10 +59,17 @@ def create_app(
 
     async def expire(record: ChallengeRecord) -> None:
         try:
-            await store.expire_challenge(record, max(now_ms(), record.expires))
+            if not await store.expire_challenge(record, max(now_ms(), record.expires)):
+                # It ended otherwise, and the event did not reach this node (a
+                # reconnect): act on the stored outcome, as the catch-up would.
+                ended = await store.get_challenge(record.id)
+                status = ended.status_at(now_ms()) if ended is not None else Status.EXPIRED
+                answer = ended.answer if ended is not None else None
+                await hub.dispatch(ChallengeEnded(record.id, record.rp, record.user, status, answer))
         except (aioredis.RedisError, OSError) as exc:  # the next reader expires it instead
             metrics.REDIS_ERRORS_EXPIRY.inc()
             log.warning("could not expire challenge %s: %s", record.id, exc)
+            hub.forget_challenge(record.id)
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
     app[AUTH_TIMEOUT] = auth_timeout_s

@@ -22,7 +22,7 @@ import platformdirs
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from . import logs, sentinel, webapp_static, webpush
+from . import layout, logs, sentinel, webapp_static, webpush
 from .app import create_app, stop_serving
 from .backups import (
     BACKUP_STORE_MAX_BLOBS,
@@ -352,6 +352,10 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             await client.ping()
         except (aioredis.RedisError, OSError) as exc:
             raise CliError(f"cannot reach Redis at {url}: {exc}") from None
+        try:
+            await layout.ensure(client)  # Redis 7+; a store of key layout 1 is moved once
+        except layout.LayoutError as exc:
+            raise CliError(str(exc)) from None
         yield client
     finally:
         await client.aclose()

@@ -545,6 +545,7 @@ class DeviceConnection(WsSocket):
         creds = await self.store.get_credentials(list(proofs))
         accepted: list[str] = []
         rejected: list[dict[str, str]] = []
+        channels: set[str] = set()
         for cid, sig in proofs.items():
             cred = creds.get(cid)
             if cred is None:
@@ -558,8 +559,11 @@ class DeviceConnection(WsSocket):
                     rejected.append({"cid": cid, "code": ErrorCode.BAD_SIGNATURE.value})
                     continue
                 accepted.append(cid)
-                self._add_credential(cred)
+                channels.add(self._add_credential(cred))
         self.session.authenticated(accepted)
+        # Listening on the users' channels before reading what is pending: whatever
+        # comes after the read arrives as an event (the device ignores repeats).
+        await self.hub.channels.ready(channels)
         users = {(c.rp, c.user) for c in self.credentials.values()}
         for record in await self.store.pending_challenges(users, now_ms()):
             self.deliver(record)
@@ -597,9 +601,10 @@ class DeviceConnection(WsSocket):
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.send(notice.frame())
 
-    def _add_credential(self, cred: Credential) -> None:
+    def _add_credential(self, cred: Credential) -> str:
+        """Attach `cred` here; its user's event channel (see Hub.attach)."""
         self.credentials[cred.id] = cred
-        self.hub.attach(self, cred)
+        return self.hub.attach(self, cred)
 
     def _frames_for(self, record: ChallengeRecord) -> list[Frame]:
         return [record.frame_for(c.id, c.account) for c in self.credentials.values() if c.receives(record)]
@@ -623,7 +628,7 @@ class DeviceConnection(WsSocket):
             raise
         rp = await self.store.get_rp(cred.rp)
         self.session.enrolled(cred.id)
-        self._add_credential(cred)
+        channel = self._add_credential(cred)
         await self.send(
             Enrolled(
                 rid=frame.rid,
@@ -634,6 +639,11 @@ class DeviceConnection(WsSocket):
                 account=cred.account,
             )
         )
+        # The RP heard of the enrollment from the script's event and may have sent its
+        # test push before this node listened on the user's channel: read it once.
+        await self.hub.channels.ready([channel])
+        for record in await self.store.pending_challenges({(cred.rp, cred.user)}, now_ms()):
+            self.deliver(record)
 
     async def on_answer(self, frame: Answer) -> None:
         """The checks run in a fixed order, the first failing one answers (the frame's

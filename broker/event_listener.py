@@ -1,15 +1,15 @@
-"""One node's ear on the shared event channel: never deaf for long, never fooled.
+"""One node's ear on the event channels: never deaf for long, never fooled.
 
-Every node subscribes to the one pub/sub channel (keys.EVENTS) and hands what other
-nodes did to its hub (broker/hub.py). Three things make that robust (DESIGN
-invariant 10, issue 11):
+Every node listens on the shard channels of the users it serves now (broker/
+subscriber.py; which ones, the hub and the API say) and hands what other nodes did to
+its hub (broker/hub.py). Three things make that robust (DESIGN invariant 10, issue 11):
 
 - A message that is not a well-formed event (events.decode is strict) or that the
   hub cannot act on is logged as a warning, counted, and skipped. One bad message
   once ended the listener of every node, silently.
 - Pub/sub is fire-and-forget: what is published while this node is not subscribed
   (Redis restarting, a failover, a network blip) is gone. So after every
-  resubscription the node brings its own connections up to date from the state in
+  resubscription (of every channel held) the node brings its own connections up to date from the state in
   Redis (`catch_up`): pending challenges and open recovery questions of the users
   with devices here are delivered if new, prompts that ended meanwhile are
   cancelled, credentials revoked or confirmed meanwhile are acted on, and waiting
@@ -88,6 +88,9 @@ class EventListener:
             "malformed_skipped": self.bad_events,
             "resubscriptions": max(0, self.subscriptions - 1),
             "catch_ups": self.catch_ups,
+            # what routing costs this node: messages received, channels listened on
+            "events_received": self.hub.channels.received,
+            "channels": self.hub.channels.channels(),
             # RP long-polls waiting here for an event (a challenge's end, an enrollment)
             "long_polls": sum(map(len, self.hub.result_waiters.values()))
             + sum(map(len, self.hub.enrollment_waiters.values())),
@@ -100,7 +103,7 @@ class EventListener:
         delay = 0.1
         while True:
             try:
-                async with contextlib.aclosing(self.store.event_messages(self._subscribed)) as messages:
+                async with contextlib.aclosing(self.hub.channels.messages(self._subscribed)) as messages:
                     async for data in messages:
                         delay = 0.1
                         await self._handle(data)
@@ -267,8 +270,9 @@ async def _notices(store: Store, hub: Hub) -> None:
 
 
 async def _waiters(store: Store, hub: Hub) -> None:
-    """Long-polls waiting here for a challenge that ended or an enrollment that completed."""
-    await _ended(store, hub, sorted(hub.result_waiters))
+    """Long-polls waiting here for a challenge that ended or an enrollment that completed,
+    and challenges created here that ended (their channel holds are released)."""
+    await _ended(store, hub, sorted(hub.result_waiters.keys() | hub.holding.keys()))
     for eid in sorted(hub.enrollment_waiters):
         h = await store.redis.hgetall(keys.enrollment(eid))
         if h.get(b"status") == b"completed" and h.get(b"cid"):

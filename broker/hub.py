@@ -3,6 +3,11 @@
 Events (from this node's own writes, or from other nodes over pub/sub) come in
 through `dispatch`; the hub turns them into frames for the local devices and
 results for the local long-polls. Nothing here touches Redis.
+
+The hub also says which users' event channels this node listens on (broker/
+subscriber.py, docs/scaling.md "Event routing"): a user's channel is held while a
+device connection here has one of the user's credentials, and while a challenge
+created here is live; the API holds one while a long-poll waits.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Protocol
 from protocol.challenge import Status
 from protocol.frames import Cancel, CancelReason, Frame, NoticeOutcome, RecoveryResult, Revoked
 
+from . import keys
 from .events import (
     ChallengeCreated,
     ChallengeEnded,
@@ -30,6 +36,7 @@ from .events import (
     NoticeCreated,
 )
 from .models import ChallengeRecord, Credential, Notice
+from .subscriber import Subscriber
 from .tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -60,7 +67,8 @@ class Device(Protocol):
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, channels: Subscriber) -> None:
+        self.channels = channels
         self.by_user: dict[UserKey, set[Device]] = defaultdict(set)
         self.by_cid: dict[str, set[Device]] = defaultdict(set)
         # Every open device socket, authenticated or not: a stopping node tells them all.
@@ -71,6 +79,8 @@ class Hub:
         # Challenges created on this node that have not ended: the RP's long-poll
         # (usually on this node too) reads them here instead of from Redis.
         self.live: dict[str, ChallengeRecord] = {}
+        # Challenges created here that have not ended: the user channel each holds.
+        self.holding: dict[str, str] = {}
         # Told when a credential gets its first or loses its last connection on this
         # node (the Web Push extension records presence with it: broker/webpush.py).
         self.on_presence: Callable[[list[str], bool], None] | None = None
@@ -80,17 +90,32 @@ class Hub:
     def connect(self, device: Device) -> None:
         self.sockets.add(device)
 
-    def attach(self, device: Device, cred: Credential) -> None:
+    def attach(self, device: Device, cred: Credential) -> str:
+        """Route `cred`'s user's events to `device`; returns the user's channel (the
+        caller waits for it with `channels.ready` before reading pending state)."""
         first = cred.id not in self.by_cid
         self.by_cid[cred.id].add(device)
-        self.by_user[(cred.rp, cred.user)].add(device)
+        user = (cred.rp, cred.user)
+        channel = keys.user_channel(cred.rp, cred.user)
+        if user not in self.by_user:
+            self.channels.hold(channel)
+        self.by_user[user].add(device)
         if first and self.on_presence is not None:
             self.on_presence([cred.id], True)
+        return channel
+
+    def _leave_user(self, user: UserKey, device: Device) -> None:
+        devices = self.by_user.get(user)
+        if devices is not None and device in devices:
+            devices.discard(device)
+            if not devices:
+                del self.by_user[user]
+                self.channels.release(keys.user_channel(*user))
 
     def detach_credential(self, device: Device, cred: Credential) -> None:
         _discard(self.by_cid, cred.id, device)
         if not any(c.rp == cred.rp and c.user == cred.user for c in device.credentials.values()):
-            _discard(self.by_user, (cred.rp, cred.user), device)
+            self._leave_user((cred.rp, cred.user), device)
         if cred.id not in self.by_cid and self.on_presence is not None:
             self.on_presence([cred.id], False)
 
@@ -99,7 +124,7 @@ class Hub:
         gone = []
         for cred in list(device.credentials.values()):
             _discard(self.by_cid, cred.id, device)
-            _discard(self.by_user, (cred.rp, cred.user), device)
+            self._leave_user((cred.rp, cred.user), device)
             if cred.id not in self.by_cid:
                 gone.append(cred.id)
         if gone and self.on_presence is not None:
@@ -134,19 +159,44 @@ class Hub:
                     if not fut.done():
                         fut.set_exception(TimeoutError())
 
+    def hold_user(self, rp_id: str, user: str) -> tuple[str, bool]:
+        """Listen on the user's channel (a challenge is being created here): the
+        channel, and whether the subscription was confirmed before this call, so that
+        every event of the challenge will arrive here (see `schedule_expiry`)."""
+        channel = keys.user_channel(rp_id, user)
+        return channel, self.channels.hold(channel)
+
     def schedule_expiry(
         self,
         record: ChallengeRecord,
         at_ms: int,
         expire: Callable[[ChallengeRecord], Coroutine[Any, Any, None]],
+        channel: str,
+        heard: bool,
     ) -> None:
-        """Ask `expire` to end the challenge at its expiry, unless it ends first."""
+        """Ask `expire` to end the challenge at its expiry, unless it ends first; keep
+        the hold on its user's `channel` (hold_user) until it ends. `heard`: the
+        channel was confirmed before the challenge was written, so its end is sure to
+        arrive here and the record is kept in `live` for the long-poll to read."""
         loop = asyncio.get_running_loop()
         delay = max(0.0, at_ms / 1000 - time.time())
         self.expiry_timers[record.id] = loop.call_later(delay, _expire_now, expire, record)
-        self.live[record.id] = record
+        self.holding[record.id] = channel
+        if heard:
+            self.live[record.id] = record
 
     # -- events ------------------------------------------------------------
+
+    def forget_challenge(self, ch: str) -> None:
+        """Stop tracking a challenge created here without an event (its expiry could not
+        be written): the long-polls and devices ask Redis or get it from the catch-up."""
+        timer = self.expiry_timers.pop(ch, None)
+        if timer is not None:
+            timer.cancel()
+        self.live.pop(ch, None)
+        channel = self.holding.pop(ch, None)
+        if channel is not None:
+            self.channels.release(channel)
 
     async def dispatch(self, event: Event) -> None:
         match event:
@@ -201,6 +251,9 @@ class Hub:
         if timer is not None:
             timer.cancel()
         self.live.pop(ch, None)
+        channel = self.holding.pop(ch, None)
+        if channel is not None:
+            self.channels.release(channel)
         for fut in self.result_waiters.pop(ch, ()):
             if not fut.done():
                 fut.set_result(event)

@@ -1,7 +1,11 @@
 """Lua scripts: the state transitions that must be atomic across broker nodes.
 
 Each script checks and writes in one step, so two nodes (or two devices) racing
-on the same challenge, token or credential cannot both win. Times come from the
+on the same challenge, token or credential cannot both win. Every script touches the
+keys of one user (one hash slot, broker/keys.py) and publishes with SPUBLISH on that
+user's shard channel, in the same slot: one Redis Cluster shard runs each of them
+(tests/test_broker_key_slots.py runs them on a cluster node, which refuses anything
+else). Times come from the
 calling node (ARGV), so all nodes must keep their clocks in sync (NTP).
 """
 
@@ -10,8 +14,9 @@ from __future__ import annotations
 # Ends every pending challenge of one user at one RP (its pending zset) but `keep`,
 # with final status `st`, and publishes one ChallengesEnded event naming them
 # (events.py, kind "x", packed here: only this script knows which ones ended).
-# Returns their ids. The challenge hashes are named by the zset, not by KEYS: fine
-# on one Redis (or Sentinel); a Redis Cluster would need them in one hash slot.
+# Returns their ids. The challenge hashes are named by the zset, not by KEYS: they
+# carry the user's hash tag (`prefix`, keys.challenge_prefix), so they are in the
+# slot of the zset, which Redis Cluster requires of every key a script touches.
 _END_PENDING = """
 local function end_pending(pend, now, st, keep, prefix, channel, node, rp, user)
   local ids = redis.call('ZRANGEBYSCORE', pend, '(' .. now, '+inf')
@@ -27,7 +32,7 @@ local function end_pending(pend, now, st, keep, prefix, channel, node, rp, user)
     end
   end
   if #ended > 0 then
-    redis.call('PUBLISH', channel, cmsgpack.pack({node, 'x', rp, user, st, ended}))
+    redis.call('SPUBLISH', channel, cmsgpack.pack({node, 'x', rp, user, st, ended}))
   end
   return ended
 end
@@ -97,7 +102,7 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if redis.call('PTTL', KEYS[3]) < keep_until - now then
   redis.call('PEXPIREAT', KEYS[3], keep_until)
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('SPUBLISH', ARGV[5], ARGV[6])
 return {n, 0, unpack(superseded)}
 """
 )
@@ -143,7 +148,7 @@ elseif ARGV[3] == 'number_mismatch' then
   local limit = tonumber(ARGV[17] or '0')
   locked = limit > 0 and failures >= limit
 end
-redis.call('PUBLISH', ARGV[10], ARGV[11])
+redis.call('SPUBLISH', ARGV[10], ARGV[11])
 if ARGV[3] == 'reported' then
   -- "this wasn't me": push is muted, and no other prompt of the attacker's stays live
   redis.call('HSET', KEYS[4], 'muted_until', ARGV[12])
@@ -187,7 +192,7 @@ if st[1] ~= 'pending' then return st[1] end
 if tonumber(ARGV[2]) >= tonumber(st[2]) then return 'expired' end
 redis.call('HSET', KEYS[1], 'status', ARGV[4], 'ended', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[5], cmsgpack.pack({ARGV[6], 'x', ARGV[3], ARGV[7], ARGV[4], {ARGV[1]}}))
+redis.call('SPUBLISH', ARGV[5], cmsgpack.pack({ARGV[6], 'x', ARGV[3], ARGV[7], ARGV[4], {ARGV[1]}}))
 return 'ok'
 """
 
@@ -199,23 +204,23 @@ local st = redis.call('HMGET', KEYS[1], 'status', 'expires')
 if st[1] ~= 'pending' or tonumber(ARGV[2]) < tonumber(st[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'expired')
 redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('SPUBLISH', ARGV[3], ARGV[4])
 return 1
 """
 
 # KEYS: token key, enrollment hash, credential hash, user-credentials hash, the
-#       user's unconfirmed-credentials set, the RP's hash (gone: the RP was removed)
+#       user's unconfirmed-credentials set
 # ARGV: enrollment id, now ms, cid, account, channel, event, then the credential
 #       hash as field/value pairs (with unconfirmed=1: it gets only challenges aimed
 #       at it until the RP confirms it)
-# -> 'ok', or 'bad_token' (unknown, used, expired, bound to another enrollment, or
-#    its RP was removed).
+# -> 'ok', or 'bad_token' (unknown, used, expired, bound to another enrollment).
+# Whether the RP still exists is asked after (Store.complete_enrollment): the RP's
+# hash is in another slot.
 # The token works once: the enrollment leaves 'pending' here. Its key stays until the
 # enrollment expires, and the enrollment keeps cid and pk, so a retry after a lost
 # `enrolled` can be recognised (Store.complete_enrollment).
 COMPLETE_ENROLLMENT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'bad_token' end
-if redis.call('EXISTS', KEYS[6]) == 0 then return 'bad_token' end
 local st = redis.call('HMGET', KEYS[2], 'status', 'expires')
 if st[1] ~= 'pending' or tonumber(ARGV[2]) >= tonumber(st[2]) then return 'bad_token' end
 local fields = {}
@@ -224,7 +229,7 @@ redis.call('HSET', KEYS[3], unpack(fields))
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[3])
 redis.call('HSET', KEYS[2], 'status', 'completed', 'cid', ARGV[3], 'pk', redis.call('HGET', KEYS[3], 'pk'))
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('SPUBLISH', ARGV[5], ARGV[6])
 return 'ok'
 """
 
@@ -237,7 +242,7 @@ if c[1] ~= ARGV[1] or c[2] ~= 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked', ARGV[3])
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
+redis.call('SPUBLISH', ARGV[4], ARGV[5])
 return 1
 """
 
@@ -250,7 +255,7 @@ if c[1] ~= ARGV[1] then return 'unknown' end
 if c[2] ~= 'active' then return 'revoked' end
 if redis.call('HDEL', KEYS[1], 'unconfirmed') == 1 then
   redis.call('SREM', KEYS[2], ARGV[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  redis.call('SPUBLISH', ARGV[3], ARGV[4])
 end
 return 'ok'
 """
@@ -319,7 +324,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 redis.call('HSET', KEYS[4], 'notices', '1')
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('SPUBLISH', ARGV[5], ARGV[6])
 return 1
 """
 
@@ -342,14 +347,14 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('HDEL', KEYS[3], 'notices') end
 if redis.call('HGET', KEYS[4], 'status') ~= 'active' then return 'new_revoked' end
-redis.call('PUBLISH', ARGV[7], ARGV[8])
+redis.call('SPUBLISH', ARGV[7], ARGV[8])
 if ARGV[4] == 'disown' then
   -- as lua.REVOKE_CREDENTIAL does, and the mute as lua.RECORD_ANSWER sets it for a
   -- fraud report
   redis.call('HSET', KEYS[4], 'status', 'revoked', 'revoked', ARGV[5])
   redis.call('HDEL', KEYS[5], ARGV[3])
   redis.call('HSET', KEYS[6], 'muted_until', ARGV[6])
-  redis.call('PUBLISH', ARGV[7], ARGV[9])
+  redis.call('SPUBLISH', ARGV[7], ARGV[9])
   local channel, node, rp, user, prefix = ARGV[7], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
   return {'ok', unpack(end_pending(KEYS[7], ARGV[5], 'withdrawn', '', prefix, channel, node, rp, user))}
 end

@@ -293,7 +293,7 @@ class NodeCollector(Collector):
         healthy, _ = listener.health()
         yield GaugeMetricFamily(
             "pushauth_event_channel_subscribed",
-            "1 while this node is subscribed to the event channel",
+            "1 while this node is subscribed to its event channels",
             value=1 if listener.subscribed and healthy else 0,
         )
         down = 0.0 if listener.down_since is None else time.monotonic() - listener.down_since
@@ -309,6 +309,17 @@ class NodeCollector(Collector):
             "pushauth_event_channel_malformed",
             "Messages on the event channel skipped as malformed or not usable",
             value=listener.bad_events,
+        )
+        yield CounterMetricFamily(
+            "pushauth_events_received",
+            "Event messages this node received from Redis (its own included): what routing events "
+            "to the nodes that need them keeps constant per sign-in as nodes are added",
+            value=hub.channels.received,
+        )
+        yield GaugeMetricFamily(
+            "pushauth_event_channels",
+            "User event channels this node listens on (devices here, challenges and long-polls)",
+            value=hub.channels.channels(),
         )
         yield CounterMetricFamily(
             "pushauth_event_channel_catch_ups",

@@ -49,7 +49,7 @@ def queue_create(pipe: Pipeline, store: Store, notice: Notice) -> None:
         notice.old_cid,
         notice.created,
         NOTICE_TTL_MS,
-        keys.EVENTS,
+        keys.user_channel(notice.rp, notice.user),
         event,
         *notice.to_fields(),
     )
@@ -63,6 +63,7 @@ async def announce(store: Store, *evts: events.Event) -> None:
 
 
 async def get(store: Store, notice_id: str) -> Notice | None:
+    await store.resolve_tags([notice_id])
     h = await store.redis.hgetall(keys.recovery_notice(notice_id))
     return Notice.from_hash(notice_id, h) if h else None
 
@@ -83,6 +84,7 @@ async def open_notices(store: Store, creds: list[Credential], now: int) -> list[
             p.zrangebyscore(keys.recovery_notices(cred.id), oldest, "+inf")
         id_lists = await p.execute()
     ids = {cred.id: [i.decode() for i in lst] for cred, lst in zip(flagged, id_lists, strict=True)}
+    await store.resolve_tags([nid for lst in ids.values() for nid in lst])
     async with store.redis.pipeline(transaction=False) as p:
         for nid in (nid for lst in ids.values() for nid in lst):
             p.hgetall(keys.recovery_notice(nid))
@@ -128,13 +130,13 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
         decision.value,
         now,
         (await store.policies.get(notice.rp)).muted_until(now),
-        keys.EVENTS,
+        keys.user_channel(notice.rp, notice.user),
         events.encode(store.node, answered),
         events.encode(store.node, revoked),
         store.node,
         notice.rp,
         notice.user,
-        keys.CHALLENGE_PREFIX,
+        keys.challenge_prefix(keys.user_tag(notice.rp, notice.user)),
     )
     # {'ok', ids withdrawn by a disown...} or a refusal string
     result, *withdrawn = reply if isinstance(reply, list) else [reply]

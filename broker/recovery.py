@@ -36,7 +36,7 @@ from .jsonio import json_response
 from .models import Credential, Notice
 from .problems import ApiError
 from .signed_requests import b64_field, check_signed, parse_ts
-from .store import new_id, now_ms
+from .store import now_ms
 
 _REFUSALS = {
     # The credential vanished between the read and the script: as if it never was.
@@ -72,7 +72,9 @@ async def _credential(request: web.Request, cid: str) -> tuple[Credential, dict[
     """The credential `cid`, revoked or not; unknown ones are refused like a bad signature."""
     if not cid or len(cid) > 64:
         raise _NOTHING_PROVEN
-    h = await node_of(request).store.redis.hgetall(keys.credential(cid))
+    store = node_of(request).store
+    await store.resolve_tags([cid])
+    h = await store.redis.hgetall(keys.credential(cid))
     if not h:
         raise _NOTHING_PROVEN
     return Credential.from_hash(cid, h), h
@@ -128,14 +130,16 @@ async def recover(request: web.Request) -> web.Response:
         raise ApiError(403, "bad_signature", "the new key's signature does not verify")
     store = node_of(request).store
     await check_signed(store, recovery_pk, message, recovery_sig, ts)
-    cid, created = new_id("cr"), now_ms()
+    # The new credential, its notice and the old credential: one user, one slot.
+    tag = keys.user_tag(old.rp, old.user)
+    cid, created = keys.mint("cr", tag), now_ms()
     fields = [
         "rp", old.rp, "user", old.user, "account", old.account, "name", name, "pk", pk,
         "created", created, "status", "active", "recoverable", "1", "recovery_pk", new_recovery_pk,
         "recovered_from", old.id, "rec_ts", ts, "rec_sig", recovery_sig, "rec_pop", sig,
         "rec_rpk", new_recovery_pk,
     ]  # fmt: skip
-    notice = Notice(new_id("rn"), old.id, cid, name, old.rp, old.user, old.account, created)
+    notice = Notice(keys.mint("rn", tag), old.id, cid, name, old.rp, old.user, old.account, created)
     # One transaction: the new credential never exists without its "was this you?"
     # notice to the old device (the notice script checks the recovery went through).
     async with store.redis.pipeline(transaction=True) as p:

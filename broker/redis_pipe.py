@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -70,56 +69,11 @@ class _Protocol(asyncio.Protocol):
                 fut.set_exception(self.lost)
 
 
-class _Subscriber(asyncio.Protocol):
-    """A SUBSCRIBE connection: the messages' data, queued in order."""
-
-    def __init__(self) -> None:
-        self.reader = hiredis.Reader()
-        self.transport: asyncio.BaseTransport | None = None
-        self.messages: deque[bytes] = deque()
-        self.replies: deque[Any] = deque()  # anything else (AUTH, SELECT, SUBSCRIBE replies)
-        self.wakeup: asyncio.Future[None] | None = None
-        self.lost: Exception | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            if type(reply) is list and len(reply) == 3 and reply[0] == b"message":
-                self.messages.append(reply[2])
-            else:
-                self.replies.append(reply)
-        self._wake()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed by server'}")
-        self._wake()
-
-    def _wake(self) -> None:
-        if self.wakeup is not None and not self.wakeup.done():
-            self.wakeup.set_result(None)
-
-    async def wait(self) -> None:
-        if self.lost is not None:
-            raise self.lost
-        self.wakeup = asyncio.get_running_loop().create_future()
-        await self.wakeup
-
-    async def reply(self) -> Any:
-        while not self.replies:
-            await self.wait()
-        reply = self.replies.popleft()
-        if isinstance(reply, hiredis.ReplyError):
-            raise ResponseError(str(reply))
-        return reply
-
-
 class RedisPipe:
     def __init__(self, *, host: str | None, port: int, path: str | None, db: int, auth: list[str]) -> None:
-        self._host, self._port, self._path = host, port, path
-        self._setup = ([["AUTH", *auth]] if auth else []) + ([["SELECT", str(db)]] if db else [])
+        self.host, self.port, self.path = host, port, path
+        # Sent first on every connection (broker/subscriber.py connects alike).
+        self.setup = ([["AUTH", *auth]] if auth else []) + ([["SELECT", str(db)]] if db else [])
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._scripts: dict[str, str] = {}  # sha1 -> source
@@ -169,12 +123,12 @@ class RedisPipe:
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        if self._path is not None:
-            _, proto = await loop.create_unix_connection(_Protocol, self._path)
+        if self.path is not None:
+            _, proto = await loop.create_unix_connection(_Protocol, self.path)
         else:
-            _, proto = await loop.create_connection(_Protocol, self._host, self._port)
+            _, proto = await loop.create_connection(_Protocol, self.host, self.port)
         try:
-            for command in self._setup:
+            for command in self.setup:
                 await self._send(proto, command)[0]
         except BaseException:
             proto.transport.close()  # type: ignore[union-attr]
@@ -202,36 +156,6 @@ class RedisPipe:
             return []
         futs = self._send(await self._connection(), *commands)
         return list(await asyncio.gather(*futs))
-
-    async def messages(self, channel: str, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
-        """The data of every message on `channel`, on a connection of its own, until it
-        breaks (ConnectionError). `on_subscribed` is called once the subscription holds.
-
-        Replaces redis-py's PubSub on the hot path: every node receives every event,
-        its own included, and redis-py spent more per message than handling it costs."""
-        loop = asyncio.get_running_loop()
-        try:
-            if self._path is not None:
-                transport, sub = await asyncio.wait_for(
-                    loop.create_unix_connection(_Subscriber, self._path), CONNECT_TIMEOUT_S
-                )
-            else:
-                transport, sub = await asyncio.wait_for(
-                    loop.create_connection(_Subscriber, self._host, self._port), CONNECT_TIMEOUT_S
-                )
-        except (OSError, TimeoutError) as exc:
-            raise ConnectionError(f"cannot connect to Redis: {exc}") from None
-        try:
-            for command in [*self._setup, ["SUBSCRIBE", channel]]:
-                transport.write(hiredis.pack_command(tuple(command)))  # type: ignore[attr-defined]
-                await sub.reply()
-            on_subscribed()
-            while True:
-                while sub.messages:
-                    yield sub.messages.popleft()
-                await sub.wait()
-        finally:
-            transport.close()
 
     def script(self, source: str) -> str:
         sha = hashlib.sha1(source.encode()).hexdigest()

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from protocol.challenge import Status
 from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import RevokeReason
 
 from . import events, keys, lua
 from .fatigue import refusal
@@ -115,28 +115,25 @@ class Store:
         # redis-py's pipeline already pairs them up; the pipe gives the flat list.
         return [r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True)) for r in replies]
 
+    @property
+    def pipe(self) -> RedisPipe | None:
+        return self._pipe
+
     def close(self) -> None:
         if self._pipe is not None:
             self._pipe.close()
 
-    async def event_messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
-        """Every event published on the shared channel (keys.EVENTS), until the
-        connection breaks (a RedisError); `on_subscribed` once listening."""
-        if self._pipe is not None:
-            async with contextlib.aclosing(self._pipe.messages(keys.EVENTS, on_subscribed)) as messages:
-                async for data in messages:
-                    yield data
+    async def resolve_tags(self, ids: Iterable[str]) -> None:
+        """Make keys.tag_of know the tags of these ids: computed for the ids that carry
+        one (every id minted since layout 2), read from the migration's index for the
+        ones that do not (layout 1: broker/layout.py), once per process."""
+        todo = sorted({i for i in ids if keys.tag_of(i) is None})
+        if not todo:
             return
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(keys.EVENTS)
-            on_subscribed()
-            async for msg in pubsub.listen():
-                if msg["type"] == "message":
-                    yield msg["data"]
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
+        tags = await self._many([("GET", keys.legacy_index(i)) for i in todo])
+        for id_, tag in zip(todo, tags, strict=True):
+            if tag is not None:
+                keys.remember_legacy(id_, tag.decode())
 
     def _event(self, event: events.Event) -> bytes:
         return events.encode(self.node, event)
@@ -228,7 +225,8 @@ class Store:
     async def create_enrollment(
         self, rp: RelyingParty, user: str, account: str, recoverable: bool
     ) -> NewEnrollment:
-        eid, token = new_id("en"), secrets.token_urlsafe(32)
+        tag = keys.user_tag(rp.id, user)
+        eid, token = keys.mint("en", tag), keys.mint_token(tag)
         expires = now_ms() + self.enrollment_ttl_ms
         enrollment = Enrollment(eid, rp.id, user, account, recoverable, "pending", expires, None)
         async with self.redis.pipeline(transaction=True) as p:
@@ -244,11 +242,12 @@ class Store:
                 },
             )
             p.pexpireat(keys.enrollment(eid), expires + RETENTION_MS)
-            p.set(keys.token(sha256_hex(token)), eid, pxat=expires)
+            p.set(keys.token(tag, sha256_hex(token)), eid, pxat=expires)
             await p.execute()
         return NewEnrollment(enrollment, token)
 
     async def get_enrollment(self, rp_id: str, eid: str) -> Enrollment | None:
+        await self.resolve_tags([eid])
         h = await self.redis.hgetall(keys.enrollment(eid))
         if not h:
             return None
@@ -269,8 +268,16 @@ class Store:
         enrollment, `recovery_pk` are kept with the credential. A retry with the same
         key after the token was used (its `enrolled` was lost) gets the credential that
         use made, while the enrollment has not expired; any other use is bad_token."""
-        token_key = keys.token(sha256_hex(token))
+        token_hash = sha256_hex(token)
+        tag = keys.token_tag(token, token_hash)
+        if tag is None:  # a token of layout 1 (made before the migration)?
+            legacy = keys.legacy_token_id(token_hash)
+            await self.resolve_tags([legacy])
+            tag = keys.tag_of(legacy) or keys.NO_TAG
+        token_key = keys.token(tag, token_hash)
         eid = await self.redis.get(token_key)
+        if eid is not None:
+            keys.remember_legacy(eid.decode(), tag)  # a layout-1 enrollment id has no tag
         h = await self.redis.hgetall(keys.enrollment(eid.decode())) if eid is not None else {}
         if not h:
             raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
@@ -279,7 +286,7 @@ class Store:
         if enrollment.status != "pending":
             return await self._enrolled_before(enrollment.id, h, public_key, now)
         cred = Credential(
-            id=new_id("cr"),
+            id=keys.mint("cr", keys.user_tag(enrollment.rp, enrollment.user)),
             rp=enrollment.rp,
             user=enrollment.user,
             account=enrollment.account,
@@ -309,13 +316,21 @@ class Store:
                 keys.credential(cred.id),
                 keys.user_credentials(cred.rp, cred.user),
                 keys.unconfirmed(cred.rp, cred.user),
-                keys.rp(cred.rp),
             ],
-            args=[enrollment.id, now, cred.id, cred.account, keys.EVENTS, self._event(event), *fields],
-        )
+            args=[
+                enrollment.id, now, cred.id, cred.account, keys.user_channel(cred.rp, cred.user),
+                self._event(event), *fields,
+            ],
+        )  # fmt: skip
         if result != b"ok":  # used meanwhile: by a concurrent retry of this same key?
             h = await self.redis.hgetall(keys.enrollment(enrollment.id))
             return await self._enrolled_before(enrollment.id, h, public_key, now)
+        # The RP's hash is in another slot than the script's keys, so its existence is
+        # asked here, after: an RP removed before this read has its credentials revoked
+        # here; one removed after it finds this credential in its SCAN (rp_removal.py).
+        if not await self.redis.exists(keys.rp(cred.rp)):
+            await self.revoke_credential(cred.rp, cred.id, RevokeReason.RP_REMOVED.value)
+            raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
         await self._published(event)
         return cred
 
@@ -341,6 +356,7 @@ class Store:
     # -- credentials -------------------------------------------------------
 
     async def get_credentials(self, cids: list[str]) -> dict[str, Credential]:
+        await self.resolve_tags(cids)
         hashes = await self._hgetall_many([keys.credential(cid) for cid in cids])
         return {cid: Credential.from_hash(cid, h) for cid, h in zip(cids, hashes, strict=True) if h}
 
@@ -363,7 +379,7 @@ class Store:
                 keys.user_credentials(cred.rp, cred.user),
                 keys.unconfirmed(cred.rp, cred.user),
             ],
-            args=[rp_id, cid, now_ms(), keys.EVENTS, self._event(event)],
+            args=[rp_id, cid, now_ms(), keys.user_channel(cred.rp, cred.user), self._event(event)],
         )
         if done:
             await self._published(event)
@@ -379,7 +395,7 @@ class Store:
         event = events.CredentialConfirmed(cid)
         result = await self._confirm(
             keys=[keys.credential(cid), keys.unconfirmed(cred.rp, cred.user)],
-            args=[rp_id, cid, keys.EVENTS, self._event(event)],
+            args=[rp_id, cid, keys.user_channel(cred.rp, cred.user), self._event(event)],
         )
         result = result.decode()
         if result == "ok" and not cred.confirmed:
@@ -396,6 +412,7 @@ class Store:
         UnknownTarget for a target that is not an active credential of the user."""
         event = events.ChallengeCreated(record)
         policy = await self.policies.get(record.rp)
+        tag = keys.user_tag(record.rp, record.user)
         count, value, *ended = await self._create(
             keys=[
                 keys.user_credentials(record.rp, record.user),
@@ -406,10 +423,11 @@ class Store:
                 keys.unconfirmed(record.rp, record.user),
             ],
             args=[
-                record.id, record.created, record.expires, RETENTION_MS, keys.EVENTS, self._event(event),
+                record.id, record.created, record.expires, RETENTION_MS, keys.channel(tag),
+                self._event(event),
                 policy.max_pushes, policy.max_pushes_per_minute, policy.window_s * 1000,
                 record.target or "", "1" if supersede else "0", self.node, record.rp, record.user,
-                keys.CHALLENGE_PREFIX, policy.failure_limit or 0, *record.to_fields(),
+                keys.challenge_prefix(tag), policy.failure_limit or 0, *record.to_fields(),
             ],
         )  # fmt: skip
         count, ids = int(count), tuple(i.decode() for i in ended)
@@ -435,8 +453,11 @@ class Store:
         removed): 'ok'; else 'unknown', 'expired' or its final status (it ended already)."""
         result = await self._end(
             keys=[keys.challenge(record.id), keys.pending(record.rp, record.user)],
-            args=[record.id, now, record.rp, status.value, keys.EVENTS, self.node, record.user],
-        )
+            args=[
+                record.id, now, record.rp, status.value, keys.user_channel(record.rp, record.user),
+                self.node, record.user,
+            ],
+        )  # fmt: skip
         result = result.decode()
         if result == "ok":
             await self._ended(record.rp, record.user, status, (record.id,))
@@ -462,6 +483,7 @@ class Store:
         )
 
     async def get_challenge(self, ch: str) -> ChallengeRecord | None:
+        await self.resolve_tags([ch])
         (h,) = await self._hgetall_many([keys.challenge(ch)])
         return ChallengeRecord.from_hash(ch, h) if h else None
 
@@ -472,6 +494,7 @@ class Store:
         told (here, before this returns) and they can no longer be answered."""
         event = events.ChallengeEnded(record.id, record.rp, record.user, status, answer)
         policy = await self.policies.get(record.rp)
+        tag = keys.user_tag(record.rp, record.user)
         result, *withdrawn = await self._answer(
             keys=[
                 keys.challenge(record.id),
@@ -482,8 +505,8 @@ class Store:
             ],
             args=[
                 record.id, now, status.value, answer.cid, answer.decision, answer.number,
-                answer.ts, answer.ctx_hash, answer.sig, keys.EVENTS, self._event(event),
-                policy.muted_until(now), self.node, record.rp, record.user, keys.CHALLENGE_PREFIX,
+                answer.ts, answer.ctx_hash, answer.sig, keys.channel(tag), self._event(event),
+                policy.muted_until(now), self.node, record.rp, record.user, keys.challenge_prefix(tag),
                 policy.failure_limit or 0,
             ],
         )  # fmt: skip
@@ -496,7 +519,7 @@ class Store:
         event = events.ChallengeEnded(record.id, record.rp, record.user, Status.EXPIRED, None)
         done = await self._expire(
             keys=[keys.challenge(record.id), keys.pending(record.rp, record.user)],
-            args=[record.id, now, keys.EVENTS, self._event(event)],
+            args=[record.id, now, keys.user_channel(record.rp, record.user), self._event(event)],
         )
         if done:
             await self._published(event)
@@ -509,11 +532,17 @@ class Store:
         id_lists = await self._many(
             [("ZRANGEBYSCORE", keys.pending(rp_id, user), now + 1, "+inf") for rp_id, user in user_list]
         )
-        ids = [i.decode() for lst in id_lists for i in lst]
+        # A user's pending challenges are in the user's slot, whatever their ids look
+        # like (a layout-1 id was moved there by the migration).
+        ids = [
+            (i.decode(), keys.challenge_prefix(keys.user_tag(rp_id, user)) + i.decode())
+            for (rp_id, user), lst in zip(user_list, id_lists, strict=True)
+            for i in lst
+        ]
         if not ids:
             return []
-        hashes = await self._hgetall_many([keys.challenge(ch) for ch in ids])
-        records = [ChallengeRecord.from_hash(ch, h) for ch, h in zip(ids, hashes, strict=True) if h]
+        hashes = await self._hgetall_many([key for _, key in ids])
+        records = [ChallengeRecord.from_hash(ch, h) for (ch, _), h in zip(ids, hashes, strict=True) if h]
         return sorted(
             (r for r in records if r.status_at(now) is Status.PENDING), key=lambda r: (r.created, r.id)
         )

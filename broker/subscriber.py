@@ -1,0 +1,373 @@
+"""The node's pub/sub connection: the shard channels it listens on, held by reference.
+
+Events about a user are published on that user's shard channel (keys.channel), and a
+node listens only on the channels of the users it serves now (docs/scaling.md, "Event
+routing"): those with a device connected here, and those an RP request here waits on.
+The hub and the API `hold` a channel while they need it and `release` it after; the
+first hold subscribes, the last release unsubscribes. Changes made in one event-loop
+iteration go out in one write, one SSUBSCRIBE / SUNSUBSCRIBE per channel (Redis
+Cluster wants the channels of one command in one slot).
+
+A subscription counts only once Redis confirmed it: `ready(channel)` waits for that.
+Whoever must not miss an event subscribes first, waits, and reads the stored state
+after (the event listener's catch-up does the same for everything after a reconnect).
+While the connection is down `ready` returns at once: the catch-up that follows the
+resubscription covers whatever the caller reads meanwhile.
+
+`Subscriber` is the interface (a Redis Cluster variant routes the channels to their
+shards); `RawSubscriber` speaks RESP on a socket of its own (hiredis parses), on the
+plain TCP / Unix socket connections that broker/redis_pipe.py pipelines, and
+`ClientSubscriber` uses a connection of redis-py's pool (TLS, Sentinel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, Protocol
+
+import hiredis
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, ResponseError
+
+from .redis_pipe import CONNECT_TIMEOUT_S, RedisPipe
+
+
+class Subscriber(Protocol):
+    received: int  # messages received, all channels, since start
+
+    def hold(self, channel: str) -> bool:
+        """Listen on `channel` until released; True if the subscription is confirmed
+        already (what is published from now on arrives)."""
+        ...
+
+    def release(self, channel: str) -> None: ...
+
+    async def ready(self, channels: Iterable[str]) -> None:
+        """Until these held channels are confirmed (at once while disconnected)."""
+        ...
+
+    def messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
+        """Connect, subscribe every held channel, call `on_subscribed` once all are
+        confirmed, then the data of every message until the connection breaks
+        (ConnectionError)."""
+        ...
+
+    def channels(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+_SUB, _UNSUB = b"ssubscribe", b"sunsubscribe"
+_MESSAGES = (b"smessage", b"message")
+
+
+class _Channels:
+    """The bookkeeping both implementations share (no I/O of its own): how many hold
+    each channel, which subscriptions Redis confirmed, which commands await a reply.
+    Redis answers the commands of one connection in order, so the replies about one
+    channel match its sent commands first to last."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._holds: dict[str, int] = {}
+        self._confirmed: set[str] = set()
+        self._sent: dict[str, deque[bytes]] = {}  # channel -> commands awaiting a reply
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._dirty: set[str] = set()
+        self._live = False  # connected and subscribed in pub/sub mode
+        self._flush_soon = False
+
+    # -- what the hub and the API call --------------------------------------------
+
+    def hold(self, channel: str) -> bool:
+        n = self._holds.get(channel, 0)
+        self._holds[channel] = n + 1
+        if n == 0:
+            self._changed(channel)
+        return channel in self._confirmed and channel not in self._sent
+
+    def release(self, channel: str) -> None:
+        n = self._holds.get(channel, 0)
+        if n <= 1:
+            self._holds.pop(channel, None)
+            self._changed(channel)
+        else:
+            self._holds[channel] = n - 1
+
+    async def ready(self, channels: Iterable[str]) -> None:
+        futs = []
+        loop = asyncio.get_running_loop()
+        for channel in channels:
+            if not self._live or (channel in self._confirmed and channel not in self._sent):
+                continue
+            if channel not in self._holds:
+                continue
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(channel, []).append(fut)
+            futs.append(fut)
+        if futs:
+            await asyncio.gather(*futs)
+
+    def channels(self) -> int:
+        return len(self._holds)
+
+    # -- the connection's side ---------------------------------------------------------
+
+    def _changed(self, channel: str) -> None:
+        if not self._live:
+            return  # sent with all the others on (re)connect
+        self._dirty.add(channel)
+        if not self._flush_soon:
+            self._flush_soon = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_soon = False
+        dirty, self._dirty = self._dirty, set()
+        if not self._live:
+            return
+        commands: list[tuple[bytes, str]] = []
+        for channel in dirty:
+            sent = self._sent.get(channel)
+            subscribed = sent[-1] == _SUB if sent else channel in self._confirmed
+            wanted = channel in self._holds
+            if wanted != subscribed:
+                command = _SUB if wanted else _UNSUB
+                self._sent.setdefault(channel, deque()).append(command)
+                commands.append((command, channel))
+        if commands:
+            self._write(commands)
+
+    def _write(self, commands: list[tuple[bytes, str]]) -> None:
+        raise NotImplementedError
+
+    def _connected(self) -> list[tuple[bytes, str]]:
+        """The subscriptions to send on a new connection: every held channel."""
+        self._live = True
+        self._confirmed.clear()
+        self._sent = {channel: deque([_SUB]) for channel in self._holds}
+        self._dirty.clear()
+        return [(_SUB, channel) for channel in self._holds]
+
+    def _disconnected(self) -> None:
+        self._live = False
+        self._confirmed.clear()
+        self._sent.clear()
+        for futs in self._waiters.values():  # see `ready`: the catch-up covers them
+            for fut in futs:
+                if not fut.done():
+                    fut.set_result(None)
+        self._waiters.clear()
+
+    def _reply(self, reply: Any) -> bytes | None:
+        """A reply or push from Redis: a message's data, or None (a confirmation)."""
+        if isinstance(reply, hiredis.ReplyError | ResponseError):
+            # A refused SSUBSCRIBE (a Redis without sharded pub/sub, a cluster node
+            # that does not serve the slot) would break the matching of replies.
+            raise ConnectionError(f"Redis refused a subscription: {reply}")
+        if type(reply) is not list or len(reply) != 3:
+            raise ConnectionError(f"unexpected reply on the subscription: {reply!r:.80}")
+        kind = reply[0]
+        if kind in _MESSAGES:
+            self.received += 1
+            return reply[2]  # type: ignore[no-any-return]
+        channel = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        sent = self._sent.get(channel)
+        if not sent or sent[0] != kind:
+            raise ConnectionError(f"unexpected {kind!r} for {channel}")
+        sent.popleft()
+        if sent:
+            return None
+        del self._sent[channel]
+        if kind == _SUB:
+            self._confirmed.add(channel)
+        else:
+            self._confirmed.discard(channel)
+        for fut in self._waiters.pop(channel, ()):
+            if not fut.done():
+                fut.set_result(None)
+        return None
+
+    def _all_confirmed(self, channels: list[str]) -> bool:
+        return not any(c in self._sent for c in channels)
+
+
+class _Socket(asyncio.Protocol):
+    """RESP replies of the subscription connection, parsed by hiredis, in order."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.transport: asyncio.Transport | None = None
+        self.replies: deque[Any] = deque()
+        self.wakeup: asyncio.Future[None] | None = None
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            self.replies.append(reply)
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed by server'}")
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(None)
+
+    async def wait(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+        if self.replies:
+            return
+        self.wakeup = asyncio.get_running_loop().create_future()
+        await self.wakeup
+
+
+def _pack(commands: list[tuple[bytes, str]]) -> bytes:
+    return b"".join(hiredis.pack_command((command, channel)) for command, channel in commands)
+
+
+class RawSubscriber(_Channels):
+    """On a socket of its own to the server RedisPipe `pipe` talks to (hot path: at
+    every sign-in a node may subscribe and unsubscribe a user's channel, and receive
+    its events; redis-py's PubSub spends more per message than handling it costs)."""
+
+    def __init__(self, pipe: RedisPipe) -> None:
+        super().__init__()
+        self._pipe = pipe
+        self._sock: _Socket | None = None
+        self._early: deque[bytes] = deque()  # messages that came with the confirmations
+
+    def _write(self, commands: list[tuple[bytes, str]]) -> None:
+        sock = self._sock
+        if sock is not None and sock.transport is not None and sock.lost is None:
+            sock.transport.write(_pack(commands))
+
+    async def messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        pipe = self._pipe
+        try:
+            if pipe.path is not None:
+                connecting = loop.create_unix_connection(_Socket, pipe.path)
+            else:
+                connecting = loop.create_connection(_Socket, pipe.host, pipe.port)
+            transport, sock = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:
+            raise ConnectionError(f"cannot connect to Redis: {exc}") from None
+        try:
+            for command in pipe.setup:  # AUTH: answered before pub/sub mode
+                transport.write(hiredis.pack_command(tuple(command)))
+                while not sock.replies:
+                    await sock.wait()
+                reply = sock.replies.popleft()
+                if isinstance(reply, hiredis.ReplyError):
+                    raise ConnectionError(f"Redis refused {command[0]}: {reply}")
+            self._sock = sock
+            initial = self._connected()
+            if initial:
+                transport.write(_pack(initial))
+            channels = [channel for _, channel in initial]
+            while not self._all_confirmed(channels):
+                await sock.wait()
+                while sock.replies:
+                    data = self._reply(sock.replies.popleft())
+                    if data is not None:
+                        self._early.append(data)
+            on_subscribed()
+            while True:
+                while self._early:
+                    yield self._early.popleft()
+                while sock.replies:
+                    data = self._reply(sock.replies.popleft())
+                    if data is not None:
+                        yield data
+                await sock.wait()
+        finally:
+            self._sock = None
+            self._disconnected()
+            self._early.clear()
+            transport.close()
+
+    def close(self) -> None:
+        sock = self._sock
+        if sock is not None and sock.transport is not None:
+            sock.transport.close()
+
+
+class ClientSubscriber(_Channels):
+    """On a connection of redis-py's pool (TLS, Sentinel: whatever `redis` connects
+    with). One task reads; writes go out in order from the flush."""
+
+    def __init__(self, redis: Redis) -> None:
+        super().__init__()
+        self._redis = redis
+        self._conn: Any = None
+        self._writes: asyncio.Queue[list[tuple[bytes, str]]] | None = None
+
+    def _write(self, commands: list[tuple[bytes, str]]) -> None:
+        if self._writes is not None:
+            self._writes.put_nowait(commands)
+
+    async def _writer(self, conn: Any, queue: asyncio.Queue[list[tuple[bytes, str]]]) -> None:
+        while True:
+            commands = await queue.get()
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+
+    async def messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
+        pool = self._redis.connection_pool
+        conn = pool.make_connection()
+        writer: asyncio.Task[None] | None = None
+        try:
+            await conn.connect()
+            queue: asyncio.Queue[list[tuple[bytes, str]]] = asyncio.Queue()
+            self._conn, self._writes = conn, queue
+            initial = self._connected()
+            if initial:
+                queue.put_nowait(initial)
+            writer = asyncio.create_task(self._writer(conn, queue))
+            channels = [channel for _, channel in initial]
+            early: deque[bytes] = deque()
+            while not self._all_confirmed(channels):
+                data = self._reply(await self._read(conn, writer))
+                if data is not None:
+                    early.append(data)
+            on_subscribed()
+            while early:
+                yield early.popleft()
+            while True:
+                data = self._reply(await self._read(conn, writer))
+                if data is not None:
+                    yield data
+        finally:
+            self._conn, self._writes = None, None
+            self._disconnected()
+            if writer is not None:
+                writer.cancel()
+                with contextlib.suppress(BaseException):
+                    await writer
+            with contextlib.suppress(Exception):
+                await conn.disconnect()
+
+    @staticmethod
+    async def _read(conn: Any, writer: asyncio.Task[None]) -> Any:
+        if writer.done():
+            writer.result()  # a failed write: raise it
+        try:
+            return await conn.read_response(disable_decoding=True, disconnect_on_error=True)
+        except ResponseError as exc:
+            return exc
+
+    def close(self) -> None:
+        pass
+
+
+def for_store(redis: Redis, pipe: RedisPipe | None) -> Subscriber:
+    return RawSubscriber(pipe) if pipe is not None else ClientSubscriber(redis)
