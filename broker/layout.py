@@ -216,11 +216,19 @@ def _quota_key(rest: str) -> str:
 
 
 async def _rename(redis: Redis, old: str, new: str, kind: str, result: Migration) -> None:
+    if not await redis.exists(old):
+        return  # none (a new store), expired meanwhile, or moved by an earlier run
     try:
         await redis.rename(old, new)
     except ResponseError as exc:
         if "no such key" in str(exc).lower():
-            return  # expired meanwhile, or moved by another run
+            return
+        if "slot" in str(exc).lower():
+            raise LayoutError(
+                "this store has keys of layout 1 and is a Redis Cluster, where keys cannot be "
+                "renamed across slots: run this release once on the single Redis the data came "
+                "from (it moves the keys at start), then move the data to the cluster"
+            ) from None
         raise
     result.renamed += 1
     result.by_kind[kind] = result.by_kind.get(kind, 0) + 1

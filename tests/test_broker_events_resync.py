@@ -56,16 +56,22 @@ async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_device
     ):
         dev = await online_device(via_b, a.ws_url)  # the device stays on node A throughout
 
-        # Garbage on the shared channel: every node skips it and keeps listening.
-        publisher = redis_server.client()
-        for junk in GARBAGE:
-            publisher.publish(keys.EVENTS, junk)
+        # Garbage on alice's channel: every node listening (A for its device, B for the
+        # challenge it made) skips it and keeps listening.
+        channel = keys.user_channel(rp["id"], "alice")
         live = await via_b.create_challenge("alice", CTX, ttl=120)
         got = await dev.frame()
         assert isinstance(got, Challenge) and got.ch == live.id
+        publisher = redis_server.client()
+        for junk in GARBAGE:
+            publisher.spublish(channel, junk)
         for node in (a, b):
-            status, body = node.health()
-            assert status == 200 and body["events"]["malformed_skipped"] >= len(GARBAGE) - 1, body
+            await asyncio.to_thread(
+                wait_until,
+                lambda node=node: node.health()[1]["events"]["malformed_skipped"] >= len(GARBAGE) - 1,
+                message=f"node {node.node} to skip the garbage",
+            )
+            assert node.health()[0] == 200
         await via_b.cancel_challenge(live)
         assert await dev.frame() == Cancel(ch=live.id, reason="cancelled")
 
@@ -93,7 +99,7 @@ async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_device
             await asyncio.to_thread(wait_until, lambda: b.health()[0] == 200, message="B healthy again")
             publisher = redis_server.client()
             for junk in GARBAGE[:3]:
-                publisher.publish(keys.EVENTS, junk)
+                publisher.spublish(channel, junk)
             missed = await via_b.create_challenge("alice", CTX, ttl=120, supersede=False)
             await via_b.cancel_challenge(waited)
             assert not poll.done()

@@ -3,10 +3,17 @@
 No persistence by default (`--save '' --appendonly no`): tests start from nothing
 and leave nothing. Durability tests pass `appendonly=True` and use kill()/restart(),
 which keep the port and the data directory, as a crashed and restarted server would.
+
+`cluster=True` (or PUSHAUTH_TEST_REDIS_CLUSTER=1 in the environment, for every server
+the tests start) makes it a Redis Cluster of one node that serves every hash slot: the
+broker talks to it as to a single Redis, and it refuses, as every cluster node does,
+any command or script whose keys span slots (CROSSSLOT) and any shard channel outside
+the script's slot. tests/test_broker_key_slots.py runs on one.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -18,7 +25,7 @@ import redis
 
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess, ProcessFailed
-from .waiting import DEADLINE
+from .waiting import DEADLINE, wait_until
 
 # Inline commands (no RESP framing) are the simplest probes.
 _PING = b"PING\r\n"
@@ -71,7 +78,11 @@ class RedisServer:
         appendfsync: str = "everysec",
         extra_args: tuple[str, ...] = (),
         name: str = "redis",
+        cluster: bool | None = None,
     ) -> None:
+        if cluster is None:
+            cluster = os.environ.get("PUSHAUTH_TEST_REDIS_CLUSTER", "") not in ("", "0")
+        self.cluster = cluster
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._fixed_port = port is not None
@@ -93,6 +104,7 @@ class RedisServer:
             "--appendfsync", self.appendfsync,
             "--daemonize", "no",
             "--logfile", "",
+            *(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] if self.cluster else []),
             *self.extra_args,
         ]  # fmt: skip
         return ManagedProcess(
@@ -118,7 +130,24 @@ class RedisServer:
             self.port = free_port()
             self.process = self._process()
             self.process.start()
+        self._serve_every_slot()
         return self
+
+    def _serve_every_slot(self) -> None:
+        """A cluster node of its own: give it all 16384 slots (kept in nodes.conf over a
+        restart), and wait until it says the cluster is ok."""
+        if not self.cluster:
+            return
+        client = self.client()
+        try:
+            if client.execute_command("CLUSTER", "INFO").decode().find("cluster_slots_assigned:16384") < 0:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            wait_until(
+                lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"),
+                message="the one-node cluster to serve every slot",
+            )
+        finally:
+            client.close()
 
     def kill(self) -> None:
         """SIGKILL: a crash, nothing flushed beyond what the server already wrote."""
@@ -133,6 +162,7 @@ class RedisServer:
         if self.process.running:
             self.process.terminate()
         self.process.start()
+        self._serve_every_slot()
         return self
 
     @property
