@@ -276,6 +276,10 @@ SCHEMAS: dict[str, Any] = {
                     "resubscriptions": {"type": "integer"},
                     "catch_ups": {"type": "integer"},
                     "long_polls": {"type": "integer"},
+                    # event messages received since start (all the node's user
+                    # channels), and the channels listened on now (docs/scaling.md)
+                    "events_received": {"type": "integer"},
+                    "channels": {"type": "integer"},
                 }
             ),
         }

@@ -17,7 +17,7 @@ resubscription covers whatever the caller reads meanwhile.
 `Subscriber` is the interface (a Redis Cluster variant routes the channels to their
 shards); `RawSubscriber` speaks RESP on a socket of its own (hiredis parses), on the
 plain TCP / Unix socket connections that broker/redis_pipe.py pipelines, and
-`ClientSubscriber` uses a connection of redis-py's pool (TLS, Sentinel).
+`ClientSubscriber` uses redis-py's PubSub (TLS, Sentinel).
 """
 
 from __future__ import annotations
@@ -303,67 +303,73 @@ class RawSubscriber(_Channels):
 
 
 class ClientSubscriber(_Channels):
-    """On a connection of redis-py's pool (TLS, Sentinel: whatever `redis` connects
-    with). One task reads; writes go out in order from the flush."""
+    """On redis-py's PubSub (TLS, Sentinel: whatever `redis` connects with). One task
+    reads; the flush's commands go out in order from one writer task."""
 
     def __init__(self, redis: Redis) -> None:
         super().__init__()
         self._redis = redis
-        self._conn: Any = None
         self._writes: asyncio.Queue[list[tuple[bytes, str]]] | None = None
 
     def _write(self, commands: list[tuple[bytes, str]]) -> None:
         if self._writes is not None:
             self._writes.put_nowait(commands)
 
-    async def _writer(self, conn: Any, queue: asyncio.Queue[list[tuple[bytes, str]]]) -> None:
+    @staticmethod
+    async def _writer(pubsub: Any, queue: asyncio.Queue[list[tuple[bytes, str]]]) -> None:
         while True:
-            commands = await queue.get()
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            for command, channel in await queue.get():
+                if command == _SUB:
+                    await pubsub.ssubscribe(channel)
+                else:
+                    await pubsub.sunsubscribe(channel)
 
     async def messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
-        pool = self._redis.connection_pool
-        conn = pool.make_connection()
+        pubsub = self._redis.pubsub()
         writer: asyncio.Task[None] | None = None
         try:
-            await conn.connect()
+            await pubsub.connect()
             queue: asyncio.Queue[list[tuple[bytes, str]]] = asyncio.Queue()
-            self._conn, self._writes = conn, queue
+            self._writes = queue
             initial = self._connected()
             if initial:
                 queue.put_nowait(initial)
-            writer = asyncio.create_task(self._writer(conn, queue))
+            writer = asyncio.create_task(self._writer(pubsub, queue))
             channels = [channel for _, channel in initial]
             early: deque[bytes] = deque()
             while not self._all_confirmed(channels):
-                data = self._reply(await self._read(conn, writer))
+                data = self._reply(await self._read(pubsub, writer))
                 if data is not None:
                     early.append(data)
             on_subscribed()
             while early:
                 yield early.popleft()
             while True:
-                data = self._reply(await self._read(conn, writer))
+                data = self._reply(await self._read(pubsub, writer))
                 if data is not None:
                     yield data
         finally:
-            self._conn, self._writes = None, None
+            self._writes = None
             self._disconnected()
             if writer is not None:
                 writer.cancel()
                 with contextlib.suppress(BaseException):
                     await writer
             with contextlib.suppress(Exception):
-                await conn.disconnect()
+                await pubsub.aclose()
 
     @staticmethod
-    async def _read(conn: Any, writer: asyncio.Task[None]) -> Any:
-        if writer.done():
-            writer.result()  # a failed write: raise it
-        try:
-            return await conn.read_response(disable_decoding=True, disconnect_on_error=True)
-        except ResponseError as exc:
-            return exc
+    async def _read(pubsub: Any, writer: asyncio.Task[None]) -> Any:
+        while True:
+            if writer.done():
+                writer.result()  # a failed write: raise it
+            # redis-py reconnects by itself and subscribes again: the confirmations it
+            # gets then match no command sent here, and _reply ends this connection, so
+            # the listener starts over and catches up (what was published between is lost).
+            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
+            if msg is not None:
+                kind = msg["type"]
+                return [kind.encode() if isinstance(kind, str) else kind, msg["channel"], msg["data"]]
 
     def close(self) -> None:
         pass

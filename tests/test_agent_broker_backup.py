@@ -21,6 +21,7 @@ from support import BrokerProcess, RedisServer, assert_cli_error
 from test_agent_e2e import Listen, listener  # noqa: F401  (listener: fixture)
 from test_agent_recovery import code_in, enroll_recoverable
 
+from broker import keys as broker_keys
 from device_agent import backup_keys, broker_http
 from device_agent.backup import load_backup
 from device_agent.backup_keys import BackupCode
@@ -34,6 +35,8 @@ from device_agent.passphrase import (
 from device_agent.store import AccountStore
 from device_agent.vault import SealedFileError, Vault, unseal
 from relying_party.sdk import PushAuthClient
+
+BLOB_PREFIX = broker_keys.backup_blob("")  # the blobs' key names, less their ids
 
 TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
 PASSPHRASE = AGENT_ENV[PASSPHRASE_ENV]
@@ -76,7 +79,7 @@ def dump_redis(url: str) -> dict[bytes, Any]:
 
 
 def blob_keys_in(dump: dict[bytes, Any]) -> list[bytes]:
-    return [k for k in dump if k.startswith(b"pa:blob:")]
+    return [k for k in dump if k.startswith(BLOB_PREFIX.encode())]
 
 
 def attack(
@@ -88,7 +91,7 @@ def attack(
     confirmed = []
     stored = {k.decode(): v for k, v in dump.items() if isinstance(v, bytes)}
     values = list(stored.values())
-    ids = {k.removeprefix("pa:blob:") for k in stored if k.startswith("pa:blob:")}
+    ids = {k.removeprefix(BLOB_PREFIX) for k in stored if k.startswith(BLOB_PREFIX)}
     # 1. The blob id of the passphrase alone (agents before backup codes).
     legacy_id = backup_keys.BlobKeys(backup_keys.legacy_blob_seed(guess, origin, name, kdf), b"").blob_id
     if legacy_id in ids or legacy_id in log:
@@ -107,7 +110,7 @@ def attack(
     for candidate in codes:
         keys = backup_keys.blob_keys(guess, candidate, origin, name, kdf)
         if keys.blob_id in ids:
-            sealed = backup_keys.unwrap(keys, stored[f"pa:blob:{keys.blob_id}"])
+            sealed = backup_keys.unwrap(keys, stored[broker_keys.backup_blob(keys.blob_id)])
             load_backup(sealed, guess)  # raises unless it truly opens
             confirmed.append("the derivation names a stored blob, which opens")
         if keys.blob_id in log:
@@ -131,7 +134,7 @@ def test_a_thief_of_redis_and_the_log_cannot_test_a_passphrase(
     log = logged_broker.output()
     (blob_key,) = blob_keys_in(dump)
     assert "PUT /v1/backups/" in log  # the access log is on, and logs the requests...
-    assert blob_key.decode().removeprefix("pa:blob:") not in log  # ...without the blob's id
+    assert blob_key.decode().removeprefix(BLOB_PREFIX) not in log  # ...without the blob's id
     assert b"PABACKUP" not in dump[blob_key] and b"ACME" not in dump[blob_key]
 
     origin = logged_broker.http_url

@@ -67,7 +67,8 @@ async def test_a_sign_in_reaches_only_the_nodes_of_its_device_and_its_rp(
 
         # Alice's device goes away; a challenge made meanwhile reaches it on node C.
         await alice.close()
-        await asyncio.to_thread(wait_until, lambda: a.health()[1]["events"]["channels"] == 0, message="A idle")
+        idle = lambda: a.health()[1]["events"]["channels"] == 0  # noqa: E731
+        await asyncio.to_thread(wait_until, idle, message="A listens on no channel")
         missed = await via_b.create_challenge("alice", CTX, ttl=120)
         again = await Device.connect(c.ws_url, seed=alice.seed)
         again.cid = alice.cid

@@ -13,6 +13,7 @@ from redis.exceptions import ConnectionError, ResponseError
 from support import RedisServer
 
 from broker.redis_pipe import RedisPipe
+from broker.subscriber import RawSubscriber
 
 
 def pipe_for(url: str) -> RedisPipe:
@@ -121,26 +122,38 @@ def test_only_plain_connections_are_pipelined() -> None:
 async def test_subscription_delivers_every_message_in_order_until_the_connection_breaks(
     redis_server: RedisServer,
 ) -> None:
+    """broker/subscriber.py on the pipe's server: the held shard channels only, in
+    order; a channel held later counts once `ready`; a broken connection ends it."""
     pipe = pipe_for(redis_server.url)
+    sub = RawSubscriber(pipe)
     admin = aioredis.Redis.from_url(redis_server.url)
     subscribed = asyncio.Event()
     got: list[bytes] = []
 
     async def listen() -> None:
-        async for data in pipe.messages("events", subscribed.set):
+        async for data in sub.messages(subscribed.set):
             got.append(data)
 
+    assert sub.hold("events") is False  # not connected yet: sent on connect
     task = asyncio.ensure_future(listen())
     try:
         await asyncio.wait_for(subscribed.wait(), 5)
+        assert sub.hold("events") is True and sub.channels() == 1  # a second hold: confirmed
         for i in range(200):
-            await admin.publish("events", f"m{i}".encode())
-            await admin.publish("other", b"not for us")
+            await admin.spublish("events", f"m{i}".encode())
+            await admin.spublish("other", b"not for us")
+        assert sub.hold("later") is False
+        await asyncio.wait_for(sub.ready(["later"]), 5)
+        await admin.spublish("later", b"now heard")
         for _ in range(100):
-            if len(got) == 200:
+            if len(got) == 201:
                 break
             await asyncio.sleep(0.02)
-        assert got == [f"m{i}".encode() for i in range(200)]
+        assert got == [f"m{i}".encode() for i in range(200)] + [b"now heard"]
+        assert sub.received == 201
+        sub.release("events")
+        sub.release("events")
+        assert sub.channels() == 1
         await admin.client_kill_filter(_type="pubsub")
         with pytest.raises(ConnectionError):
             await asyncio.wait_for(task, 5)
