@@ -344,14 +344,11 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
         created_at=metrics.perf(),
     )
     store, hub = _store(request), _hub(request)
-    # This node hears the challenge's end from now on (its user's channel is held
-    # until then); `heard`: it was listening before the challenge was written, so the
-    # long-poll may trust the record it keeps (Hub.live) without asking Redis.
-    channel, heard = hub.hold_user(rp.id, user)
-    created = False
+    # Whether this node listens on the user's channel already (a device of the user is
+    # here): then the challenge's end is sure to reach it (see Hub.schedule_expiry).
+    listening = hub.listening(rp.id, user)
     try:
         new = await store.create_challenge(record, supersede=supersede)
-        created = bool(new.devices)
     except UnknownTarget:
         raise ApiError(
             404, "not_found", f"no active credential {target} for this user (removed, or another user's)"
@@ -363,9 +360,6 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
                 429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
             ) from None
         raise ApiError(409, refused.code, refused.detail) from None
-    finally:
-        if not created:
-            hub.channels.release(channel)
     if not new.devices:
         if new.unconfirmed:
             raise ApiError(
@@ -375,7 +369,7 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
                 "send it a test push with credential_id, then POST /v1/credentials/{id}/confirm)",
             )
         raise ApiError(409, "no_devices", "the user has no active authenticator")
-    hub.schedule_expiry(record, record.expires, node_of(request).expire, channel, heard)
+    hub.schedule_expiry(record, record.expires, node_of(request).expire, listening)
     push = request.app.get(WEBPUSH)
     if push is not None:  # wake the devices that are not connected (docs/protocol.md, appendix A)
         push.wake_for(store.redis, record)

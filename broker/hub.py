@@ -159,30 +159,31 @@ class Hub:
                     if not fut.done():
                         fut.set_exception(TimeoutError())
 
-    def hold_user(self, rp_id: str, user: str) -> tuple[str, bool]:
-        """Listen on the user's channel (a challenge is being created here): the
-        channel, and whether the subscription was confirmed before this call, so that
-        every event of the challenge will arrive here (see `schedule_expiry`)."""
-        channel = keys.user_channel(rp_id, user)
-        return channel, self.channels.hold(channel)
+    def listening(self, rp_id: str, user: str) -> int | None:
+        """The epoch of this node's confirmed subscription to the user's channel (None:
+        none now). Read before a challenge is written, for `schedule_expiry`."""
+        return self.channels.epoch(keys.user_channel(rp_id, user))
 
     def schedule_expiry(
         self,
         record: ChallengeRecord,
         at_ms: int,
         expire: Callable[[ChallengeRecord], Coroutine[Any, Any, None]],
-        channel: str,
-        heard: bool,
+        listening: int | None,
     ) -> None:
-        """Ask `expire` to end the challenge at its expiry, unless it ends first; keep
-        the hold on its user's `channel` (hold_user) until it ends. `heard`: the
-        channel was confirmed before the challenge was written, so its end is sure to
-        arrive here and the record is kept in `live` for the long-poll to read."""
+        """Ask `expire` to end the challenge at its expiry, unless it ends first, and
+        listen on its user's channel until it ends (subscribed after the write: this
+        node does not need its own ChallengeCreated back). `listening`: `listening()`
+        before the write; if the same subscription still holds, none of the
+        challenge's events can have passed this node by, and the record is kept in
+        `live` for the long-poll to read without asking Redis."""
         loop = asyncio.get_running_loop()
         delay = max(0.0, at_ms / 1000 - time.time())
         self.expiry_timers[record.id] = loop.call_later(delay, _expire_now, expire, record)
+        channel = keys.user_channel(record.rp, record.user)
+        self.channels.hold(channel)
         self.holding[record.id] = channel
-        if heard:
+        if listening is not None and self.channels.epoch(channel) == listening:
             self.live[record.id] = record
 
     # -- events ------------------------------------------------------------

@@ -45,6 +45,12 @@ class Subscriber(Protocol):
 
     def release(self, channel: str) -> None: ...
 
+    def epoch(self, channel: str) -> int | None:
+        """A number for the current confirmed subscription to `channel`, new at every
+        (re)subscription; None while not confirmed. Equal numbers at two moments: no
+        message on the channel published between them was missed."""
+        ...
+
     async def ready(self, channels: Iterable[str]) -> None:
         """Until these held channels are confirmed (at once while disconnected)."""
         ...
@@ -73,7 +79,8 @@ class _Channels:
     def __init__(self) -> None:
         self.received = 0
         self._holds: dict[str, int] = {}
-        self._confirmed: set[str] = set()
+        self._confirmed: dict[str, int] = {}  # channel -> epoch of its subscription
+        self._epochs = 0
         self._sent: dict[str, deque[bytes]] = {}  # channel -> commands awaiting a reply
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._dirty: set[str] = set()
@@ -88,6 +95,9 @@ class _Channels:
         if n == 0:
             self._changed(channel)
         return channel in self._confirmed and channel not in self._sent
+
+    def epoch(self, channel: str) -> int | None:
+        return self._confirmed.get(channel) if channel not in self._sent else None
 
     def release(self, channel: str) -> None:
         n = self._holds.get(channel, 0)
@@ -183,9 +193,10 @@ class _Channels:
             return None
         del self._sent[channel]
         if kind == _SUB:
-            self._confirmed.add(channel)
+            self._epochs += 1
+            self._confirmed[channel] = self._epochs
         else:
-            self._confirmed.discard(channel)
+            self._confirmed.pop(channel, None)
         for fut in self._waiters.pop(channel, ()):
             if not fut.done():
                 fut.set_result(None)

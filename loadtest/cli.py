@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
@@ -29,6 +30,7 @@ examples:
   pushauth-loadtest signin --rate 200 --duration 30 --one-request    # the streamed create
   pushauth-loadtest flows --rate 200 --duration 30 --rounds 2          # two- vs one-request RP
   pushauth-loadtest crossnode --rate 200 --duration 30
+  pushauth-loadtest routing --nodes 1,2,4,8 --rate 100 --duration 10  # messages per sign-in
   pushauth-loadtest idle --devices 18000 --workers 4
 """
 
@@ -148,6 +150,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating (default: 2)"
     )
 
+    routing = sub.add_parser(
+        "routing",
+        help="event messages received by all nodes per sign-in, for each node count: devices "
+        "spread over the nodes but the first, the RP on the first",
+    )
+    common(routing)
+    load(routing)
+    routing.add_argument(
+        "--nodes",
+        type=_node_counts,
+        default=(1, 2, 4, 8),
+        help="node counts to run, comma-separated (default: 1,2,4,8)",
+    )
+
     idle = sub.add_parser("idle", help="idle devices: broker memory each, and reconnection after a restart")
     common(idle)
     idle.add_argument("--devices", type=_positive(int, 1, MAX_DEVICES), default=1000, help="idle devices")
@@ -156,6 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--profile", action="store_true", help="sample the restarted broker with py-spy while devices return"
     )
     return parser
+
+
+def _node_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected node counts like 1,2,4,8, not {text!r}") from None
+    if not counts or not all(1 <= n <= 8 for n in counts):
+        raise argparse.ArgumentTypeError("node counts are 1..8")
+    return counts
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
@@ -219,8 +245,8 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         with Cluster(out / "processes", nodes=args.nodes) as cluster:
             assert cluster.redis is not None
             rp_id, key = add_rp(cluster.redis.url)
-            # With several nodes the RP and the devices use the first; the others
-            # still receive every event over pub/sub.
+            # With several nodes the RP and the devices use the first; the others hear
+            # no event of theirs (docs/scaling.md, "Event routing").
             node = cluster.brokers[0]
             pids = tuple(b.pid for b in cluster.brokers)
             target = Target(node.http_url, node.http_url, rp_id, key, pids, cluster.redis.pid)
@@ -330,6 +356,63 @@ def run_flows(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return result
 
 
+def _events_received(urls: list[str]) -> list[int]:
+    """Each node's count of event messages received (GET /healthz)."""
+    counts = []
+    for url in urls:
+        with urllib.request.urlopen(url + "/healthz", timeout=5) as resp:
+            counts.append(int(json.load(resp)["events"]["events_received"]))
+    return counts
+
+
+def _count_into(counts: list[int], urls: list[str]) -> None:
+    counts.extend(_events_received(urls))
+
+
+def run_routing(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """For each node count: the RP on node 1, the devices spread over the others (all on
+    node 1 when it is alone); the messages every node received during the sign-ins,
+    from each node's own counter, per completed sign-in."""
+    profile = _profile(args)
+    kwargs = _signin_kwargs(args, out)
+    rows = []
+    for n in args.nodes:
+        with Cluster(out / f"processes-{n}", nodes=n) as cluster:
+            assert cluster.redis is not None
+            rp_id, key = add_rp(cluster.redis.url)
+            urls = [b.http_url for b in cluster.brokers]
+            device_urls = tuple(urls[1:] or urls)
+            pids = tuple(b.pid for b in cluster.brokers)
+            target = Target(urls[0], device_urls[0], rp_id, key, pids, cluster.redis.pid, device_urls)
+            before: list[int] = []
+            result = signin_run(
+                target, profile, **kwargs, on_ready=functools.partial(_count_into, before, urls)
+            )
+            time.sleep(0.5)  # the last results' events are on their way to the nodes
+            after = _events_received(urls)
+        per_node = [a - b for a, b in zip(after, before, strict=True)]
+        done = max(1, result["started"] - sum(result["errors"].values()))
+        rows.append(
+            {
+                "nodes": n,
+                "sign_ins": done,
+                "messages": sum(per_node),
+                "per_sign_in": round(sum(per_node) / done, 3),
+                "per_node": per_node,
+                "errors": result["errors"],
+                "result_p50_ms": result["latency_ms"]["result"]["p50"],
+            }
+        )
+        print(
+            f"{n} node(s): {sum(per_node)} messages for {done} sign-ins = {sum(per_node) / done:.2f} "
+            f"per sign-in (per node: {per_node}); result p50 {rows[-1]['result_p50_ms']:.3f} ms"
+        )
+    print("\nnodes  sign-ins  messages received (all nodes)  per sign-in")
+    for row in rows:
+        print(f"{row['nodes']:>5}  {row['sign_ins']:>8}  {row['messages']:>29}  {row['per_sign_in']:>11.2f}")
+    return {"runs": rows}
+
+
 def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     with Cluster(out / "processes", nodes=1) as cluster:
         result = idle_run(
@@ -350,9 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile_limit()
     try:
         out = _out_dir(args)
-        runner = {"signin": run_signin, "crossnode": run_crossnode, "flows": run_flows, "idle": run_idle}[
-            args.mode
-        ]
+        runner = {
+            "signin": run_signin,
+            "crossnode": run_crossnode,
+            "flows": run_flows,
+            "routing": run_routing,
+            "idle": run_idle,
+        }[args.mode]
         started = time.time()
         result = runner(args, out)
         result = {
@@ -362,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
             **result,
         }
         write_json(out / "results.json", result)
-        print(f"results: {out / 'results.json'}" + ("" if args.mode == "idle" else f", {out / 'report.png'}"))
+        shown = "" if args.mode in ("idle", "routing") else f", {out / 'report.png'}"
+        print(f"results: {out / 'results.json'}" + shown)
     except (ClusterError, RunError, ValueError, OSError) as exc:
         print(f"pushauth-loadtest: {exc}", file=sys.stderr)
         return 1
@@ -373,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         errors = {**result["same_node"]["errors"], **result["cross_node"]["errors"]}
     if args.mode == "flows":
         errors = {**result["two_requests"]["errors"], **result["one_request"]["errors"]}
+    if args.mode == "routing":
+        errors = {k: v for row in result["runs"] for k, v in row["errors"].items()}
     return 3 if errors else 0
 
 

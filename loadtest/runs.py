@@ -41,10 +41,21 @@ class Target:
     api_key: str
     broker_pids: tuple[int, ...] = ()  # what psutil watches; empty for a broker we did not start
     redis_pid: int | None = None
+    # Nodes the devices connect to for sign-ins, spread evenly (they enroll on
+    # device_http_url); empty: all on device_http_url.
+    spread_http_urls: tuple[str, ...] = ()
 
     @property
     def device_ws_url(self) -> str:
-        return self.device_http_url.replace("http://", "ws://", 1) + "/v1/device"
+        return _ws(self.device_http_url)
+
+    @property
+    def spread_ws_urls(self) -> tuple[str, ...]:
+        return tuple(_ws(url) for url in self.spread_http_urls)
+
+
+def _ws(http_url: str) -> str:
+    return http_url.replace("http://", "ws://", 1) + "/v1/device"
 
 
 class Workers:
@@ -162,9 +173,11 @@ def signin_run(
     profile_broker: bool = False,
     progress: bool = True,
     one_request: bool = False,
+    on_ready: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Drive sign-ins at `profile` (after `warmup` seconds at its start rate) and measure them.
-    `one_request`: the RP's flow is the streamed create (else create + long-poll)."""
+    `one_request`: the RP's flow is the streamed create (else create + long-poll).
+    `on_ready`: called once every device is enrolled and connected, before the first sign-in."""
     run_id = "lt" + secrets.token_hex(4)
     full = Profile(profile.start_rate, profile.end_rate, profile.duration)
     # The warm-up runs at the start rate before the measured profile begins.
@@ -182,10 +195,13 @@ def signin_run(
         profile=schedule,
         warmup=warmup,
         one_request=one_request,
+        device_urls=target.spread_ws_urls,
     )
     rec = Recorder()
     with workers(configs) as w:
         w.wait_for("ready", timeout=300)
+        if on_ready is not None:
+            on_ready()
         t0 = time.time() + START_DELAY_S
         w.send_all("go", t0)
         measure_from, measure_to = t0 + warmup, t0 + warmup + profile.duration

@@ -63,6 +63,9 @@ class WorkerConfig:
     # The RP's flow: False, create + long-poll (two requests); True, the one-request
     # sign-in (POST /v1/challenges streamed: the number, then the result).
     one_request: bool = False
+    # ws:// URLs the devices connect to for sign-ins, one after the other (event
+    # routing: devices spread over nodes); empty: all on device_url, where they enroll.
+    device_urls: tuple[str, ...] = ()
 
 
 def main(cfg: WorkerConfig, commands: Queue[Any], out: Queue[Any]) -> None:
@@ -124,7 +127,8 @@ class SigninWorker:
     early: dict[str, tuple[Challenge, float, DeviceLink]] = field(default_factory=dict)
 
     async def run(self, commands: Queue[Any]) -> None:
-        links = [DeviceLink(self.cfg.device_url, [c], self.on_frame) for c in self.creds]
+        urls = self.cfg.device_urls or (self.cfg.device_url,)
+        links = [DeviceLink(urls[i % len(urls)], [c], self.on_frame) for i, c in enumerate(self.creds)]
         gate = asyncio.Semaphore(HANDSHAKES)
 
         async def connect(link: DeviceLink) -> None:
