@@ -106,6 +106,24 @@ def test_flows_smoke_run_reports_the_two_and_the_one_request_flow(tmp_path: Path
     assert "one request minus two" in proc.stdout
 
 
+def test_routing_smoke_run_counts_the_messages_each_node_received(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run(
+        "routing", "--nodes", "1,3", "--rate", "20", "--duration", "1", "--warmup", "0", "--devices", "4",
+        "--workers", "1", "--out", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    runs = results(out)["runs"]
+    assert [r["nodes"] for r in runs] == [1, 3]
+    for r in runs:
+        assert r["errors"] == {} and r["sign_ins"] == 20 and len(r["per_node"]) == r["nodes"]
+    # Alone, a node hears each sign-in's two events (its own); with three, the RP's node
+    # hears the end and the device's node both: never the idle share of the others.
+    assert runs[0]["per_sign_in"] == 2.0
+    assert 2.0 <= runs[1]["per_sign_in"] <= 4.0, runs[1]
+    assert "per sign-in" in proc.stdout
+
+
 def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run("idle", "--devices", "30", "--workers", "2", "--settle", "0.2", "--out", str(out))
