@@ -127,9 +127,11 @@ async def test_a_node_that_loses_redis_costs_no_5xx(cluster: Cluster) -> None:
             after=AFTER_S,
             users=USERS,
             prefix="r",
-            # Long-polls that node b holds when it loses Redis are not answered (they end
-            # on the SDK's timeout: a broker matter, docs/operations.md): keep that short.
+            # Requests and long-polls that node b holds when it loses Redis are not
+            # answered (they end on the SDK's timeouts: a broker matter,
+            # docs/operations.md): keep those short.
             wait_result_s=3,
+            request_timeout=4,
         )
     finally:
         restore_redis(cluster, "b")

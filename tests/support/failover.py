@@ -246,11 +246,17 @@ class Load:
     """Sign-ins at a fixed rate, each for a user without one in flight."""
 
     def __init__(
-        self, url: str, api_key: str, fleet: Fleet, flow: str = "both", wait_result_s: float = WAIT_RESULT_S
+        self,
+        url: str,
+        api_key: str,
+        fleet: Fleet,
+        flow: str = "both",
+        wait_result_s: float = WAIT_RESULT_S,
+        request_timeout: float = 10.0,  # the SDK's default
     ) -> None:
         if flow not in FLOWS:
             raise ValueError(f"flow must be one of {FLOWS}, got {flow!r}")
-        self.client = PushAuthClient(url, api_key)
+        self.client = PushAuthClient(url, api_key, request_timeout=request_timeout)
         self.fleet = fleet
         self.flow = flow
         self.wait_result_s = wait_result_s
@@ -442,6 +448,7 @@ async def signins_around_stop(
     prefix: str,
     flow: str = "both",
     wait_result_s: float = WAIT_RESULT_S,
+    request_timeout: float = 10.0,
 ) -> Report:
     """Enroll `users` devices, run the load for before + after seconds, do `event` to
     `node` `before` s in; the report covers this run only."""
@@ -449,7 +456,7 @@ async def signins_around_stop(
     creds = await enroll_fleet(cluster, users, prefix)
     fleet = Fleet(cluster.ws_url, creds)
     await fleet.start()
-    load = Load(cluster.url, cluster.rp["api_key"], fleet, flow, wait_result_s)
+    load = Load(cluster.url, cluster.rp["api_key"], fleet, flow, wait_result_s, request_timeout)
     log_from = len(cluster.haproxy.access_log())
     stop = Stop(node, event)
     try:
