@@ -9,6 +9,7 @@ messages out (`("ready"|"progress"|"result"|"count"|"all"|"marked"|"failed", ind
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 import traceback
@@ -321,6 +322,12 @@ class IdleWorker:
 
     async def run(self, commands: Queue[Any]) -> None:
         links = [DeviceLink(self.cfg.device_url, [c]) for c in self.creds]
+        # Thousands of long-lived links: the garbage collector walking them over and
+        # over cost the generator more per device the more it held (as in the broker,
+        # broker/cli.py tune_gc). What exists now is never collected again.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], 100)
         self.out.put(("ready", self.cfg.index, len(links)))
         tasks: list[asyncio.Task[None]] = []
         reporter = asyncio.create_task(self._report())
