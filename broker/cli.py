@@ -21,8 +21,9 @@ from typing import Any
 import platformdirs
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import RedisClusterException
 
-from . import layout, logs, sentinel, webapp_static, webpush
+from . import layout, logs, redis_cluster, sentinel, webapp_static, webpush
 from .app import create_app, stop_serving
 from .backups import (
     BACKUP_STORE_MAX_BLOBS,
@@ -77,8 +78,9 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis-url",
         default=os.environ.get("PUSHAUTH_REDIS_URL"),
-        help="Redis URL, e.g. redis://host:6379/0, unix:///path/redis.sock, or through Redis "
-        "Sentinel redis+sentinel://host1:26379,host2:26379/SERVICE[/DB] "
+        help="Redis URL, e.g. redis://host:6379/0, unix:///path/redis.sock, through Redis "
+        "Sentinel redis+sentinel://host1:26379,host2:26379/SERVICE[/DB], or a Redis Cluster "
+        "redis+cluster://host1:6379,host2:6379 (Redis >= 7) "
         "(env PUSHAUTH_REDIS_URL; default: the embedded Redis in --data-dir)",
     )
     p.add_argument(
@@ -335,9 +337,15 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             url = embedded.start()
         except EmbeddedRedisError as exc:
             raise CliError(str(exc)) from None
+    client: aioredis.Redis | aioredis.RedisCluster
     if sentinel.is_sentinel_url(url):
         try:
             client = sentinel.master_client(url)
+        except ValueError as exc:
+            raise CliError(f"bad --redis-url {url!r}: {exc}") from None
+    elif redis_cluster.is_cluster_url(url):
+        try:
+            client = redis_cluster.cluster_client(url)
         except ValueError as exc:
             raise CliError(f"bad --redis-url {url!r}: {exc}") from None
     else:
@@ -350,7 +358,7 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
     try:
         try:
             await client.ping()
-        except (aioredis.RedisError, OSError) as exc:
+        except (aioredis.RedisError, RedisClusterException, OSError) as exc:
             raise CliError(f"cannot reach Redis at {url}: {exc}") from None
         try:
             await layout.ensure(client)  # Redis 7+; a store of key layout 1 is moved once

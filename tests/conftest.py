@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from support import BrokerProcess, ManagedProcess, RedisServer, TcpProxy
+from support.redis_cluster import RedisCluster
 
 from relying_party.sdk import PushAuthClient
 
@@ -211,6 +212,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh, empty, non-persistent Redis on a free port."""
     with RedisServer(tmp_path / "redis") as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A real Redis Cluster (three masters, a replica each), once per test module: it
+    costs seconds. A test that kills or fails over nodes heals it before it ends."""
+    with RedisCluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -1,0 +1,188 @@
+"""broker/cluster_pipe.py against a real Redis Cluster (three masters, three replicas):
+commands reach the master of their slot, follow a manual failover (MOVED), load their
+scripts where they are missing (NOSCRIPT), durable writes are on a replica before they
+return, and sharded subscriptions and commands survive the SIGKILL of a master."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+from support import LOCALHOST, RedisServer, wait_until
+from support.redis_cluster import RedisCluster
+
+from broker.cluster_pipe import ClusterPipe, ShardedSubscriber, command_slot
+from broker.redis_cluster import ClusterURL, parse
+
+# Keys whose slots are spread over the three masters (hash tags pick the slot).
+KEYS = [f"t:{{u{i}}}:k" for i in range(12)]
+
+
+def _on(node: RedisServer, *command: object) -> object:
+    with redis.Redis(host=LOCALHOST, port=node.port, socket_timeout=2) as r:
+        return r.execute_command(*command)
+
+
+def _seeds(cluster: RedisCluster) -> list[tuple[str, int]]:
+    return parse(cluster.url).seeds  # type: ignore[return-value]
+
+
+@pytest.fixture
+async def pipe(redis_cluster: RedisCluster) -> AsyncIterator[ClusterPipe]:
+    redis_cluster.heal()
+    p = ClusterPipe(_seeds(redis_cluster), auth=[])
+    yield p
+    p.close()
+
+
+def test_cluster_urls_are_parsed() -> None:
+    assert parse("redis+cluster://10.0.0.1:7001,node-b,[::1]:7003/") == ClusterURL(
+        seeds=(("10.0.0.1", 7001), ("node-b", 6379), ("::1", 7003)), username=None, password=None
+    )
+    where = parse("redis+cluster://app:s3cr%40t@h:1")
+    assert (where.username, where.password) == ("app", "s3cr@t")
+    assert parse("redis+cluster://:pw@h:1").username is None
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+cluster://h:1/0", "only database 0"),
+        ("redis+cluster://h:port", "port must be a number"),
+        ("redis+cluster://h:70000", "port must be a number"),
+        ("redis+cluster://:1", "missing its host"),
+        ("redis+cluster://h:1,", "missing its host"),
+        ("redis+cluster://h:1?x=1", "no ?query"),
+    ],
+)
+def test_bad_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says.replace("?", r"\?")):
+        parse(url)
+
+
+def test_the_slot_of_a_command_is_its_first_key() -> None:
+    assert command_slot(("GET", "{a}x")) == command_slot(("HGETALL", "{a}y"))
+    assert command_slot(("EVALSHA", "f" * 40, 2, "{a}x", "{b}y", "arg")) == command_slot(("GET", "{a}z"))
+    assert command_slot(("EVALSHA", "f" * 40, 0, "arg")) is None
+    assert command_slot(("PING",)) is None
+
+
+async def test_commands_reach_the_master_of_their_slot(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
+    for i, key in enumerate(KEYS):
+        assert await pipe.execute("SET", key, i) == b"OK"
+    owners = {redis_cluster.master_of_key(k).port for k in KEYS}
+    assert len(owners) == 3  # the keys really are spread over every master
+    for i, key in enumerate(KEYS):
+        # Stored on the master of its slot (a plain connection, no redirection).
+        assert _on(redis_cluster.master_of_key(key), "GET", key) == str(i).encode()
+    # Many at once: grouped per master, answered in the commands' order.
+    replies = await pipe.execute_many([("GET", k) for k in reversed(KEYS)])
+    assert replies == [str(i).encode() for i in reversed(range(len(KEYS)))]
+    assert pipe.redirects == 0
+
+
+async def test_commands_follow_a_manual_failover(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
+    key = KEYS[0]
+    await pipe.execute("SET", key, "before")
+    master = redis_cluster.master_of_key(key)
+    (replica,) = redis_cluster.replicas_of(master)
+    redis_cluster.failover(replica)
+    assert redis_cluster.master_of_key(key).port == replica.port
+    # The pipe still sends to the old master, which now answers MOVED.
+    assert await pipe.execute("GET", key) == b"before"
+    assert await pipe.execute("SET", key, "after") == b"OK"
+    assert pipe.redirects >= 1
+    assert _on(replica, "GET", key) == b"after"
+    assert await pipe.execute_many([("GET", k) for k in KEYS[:3]]) == [b"after", b"1", b"2"]
+
+
+async def test_a_script_is_loaded_where_it_is_missing(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
+    sha = pipe.script("return redis.call('INCR', KEYS[1])")
+    key = "t:{script}:n"
+    assert await pipe.evalsha(sha, [key], []) == 1
+    master = redis_cluster.master_of_key(key)
+    _on(master, "SCRIPT", "FLUSH")  # as after a restart or a failover to a fresh node
+    assert await pipe.evalsha(sha, [key], []) == 2
+    # Ran once per call, never twice: NOSCRIPT means it did not run.
+    assert _on(master, "GET", key) == b"2"
+
+
+async def test_a_durable_write_is_on_the_replica_when_it_returns(
+    pipe: ClusterPipe, redis_cluster: RedisCluster
+) -> None:
+    sha = pipe.script("return redis.call('SET', KEYS[1], ARGV[1])", idempotent=False, durable=True)
+    keys = [f"t:{{d{i}}}:x" for i in range(30)]
+    # Many at once (one WAIT per master shares them), each acknowledged by a replica.
+    await asyncio.gather(*(pipe.evalsha(sha, [k], [k]) for k in keys))
+    assert pipe.unreplicated == 0
+    for key in keys:
+        (replica,) = redis_cluster.replicas_of(redis_cluster.master_of_key(key))
+        with redis.Redis(host=LOCALHOST, port=replica.port) as r:
+            r.execute_command("READONLY")
+            assert r.get(key) == key.encode()
+
+
+async def test_commands_and_subscriptions_survive_a_master_kill(
+    pipe: ClusterPipe, redis_cluster: RedisCluster
+) -> None:
+    channels = [f"t:{{c{i}}}:ev".encode() for i in range(12)]
+    got: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
+    resubscribed: set[bytes] = set()
+    sub = ShardedSubscriber(pipe, lambda ch, data: got.put_nowait((ch, data)), resubscribed.update)
+    await sub.subscribe(*channels)
+    assert sub.healthy
+    for ch in channels:
+        assert await pipe.execute("SPUBLISH", ch, b"one") == 1
+        assert await asyncio.wait_for(got.get(), 10) == (ch, b"one")
+
+    victim_key = KEYS[5]
+    await pipe.execute("SET", victim_key, "kept")
+    await pipe.durable("SET", "t:{u5}:durable", "kept")
+    victim = redis_cluster.master_of_key(victim_key)
+    on_victim = {ch for ch in channels if redis_cluster.master_of_key(ch).port == victim.port}
+    assert on_victim
+
+    # Reads keep coming while the master dies: each one gets its answer, none is lost.
+    stop = asyncio.Event()
+
+    async def reader() -> int:
+        n = 0
+        while not stop.is_set():
+            assert await pipe.execute("GET", victim_key) == b"kept"
+            n += 1
+        return n
+
+    reading = asyncio.ensure_future(reader())
+    promoted = await asyncio.to_thread(redis_cluster.kill_master, victim)
+    # The subscriber noticed on its own and subscribed again at the promoted replica.
+    await asyncio.to_thread(
+        wait_until, lambda: on_victim <= resubscribed and sub.healthy, message="resubscribed after the kill"
+    )
+    stop.set()
+    assert await asyncio.wait_for(reading, 30) > 0
+    assert await pipe.execute("GET", "t:{u5}:durable") == b"kept"  # it was on the replica
+    for ch in channels:
+        assert await pipe.execute("SPUBLISH", ch, b"two") == 1
+        assert await asyncio.wait_for(got.get(), 10) == (ch, b"two")
+    assert redis_cluster.master_of_key(victim_key).port == promoted.port
+    await sub.close()
+    await asyncio.to_thread(redis_cluster.restart, victim)  # back, as a replica
+
+
+async def test_a_subscription_moves_with_its_slot(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
+    """A manual failover demotes the master: the server drops its sharded subscribers'
+    channels (`sunsubscribe`), and they are subscribed again at the new master."""
+    channel = b"t:{moving}:ev"
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    resubscribed: set[bytes] = set()
+    sub = ShardedSubscriber(pipe, lambda _ch, data: got.put_nowait(data), resubscribed.update)
+    await sub.subscribe(channel)
+    master = redis_cluster.master_of_key(channel)
+    (replica,) = redis_cluster.replicas_of(master)
+    await asyncio.to_thread(redis_cluster.failover, replica)
+    await asyncio.to_thread(wait_until, lambda: channel in resubscribed and sub.healthy, message="resubscribed")
+    assert await pipe.execute("SPUBLISH", channel, b"after") == 1
+    assert await asyncio.wait_for(got.get(), 10) == b"after"
+    await sub.close()
