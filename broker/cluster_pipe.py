@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hiredis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
@@ -73,6 +74,8 @@ def _encode(value: Any) -> bytes:
 
 def command_slot(command: Command) -> int | None:
     """The slot of a command's first key (None: no key; any master serves it)."""
+    if command[0] == "MULTI":  # ClusterPipe.transaction: the slot of its first command
+        return command_slot(command[1]) if len(command) > 1 else None
     name = _encode(command[0]).upper()
     if name in (b"EVALSHA", b"EVAL", b"FCALL", b"EVALSHA_RO", b"EVAL_RO"):
         if int(command[2]) == 0:
@@ -141,6 +144,21 @@ class ClusterPipe:
         self.redirects = 0
         self.resends = 0
         self.unreplicated = 0
+
+    @classmethod
+    def for_client(cls, redis: Any) -> ClusterPipe | None:
+        """A pipe to the cluster that redis-py's RedisCluster `redis` talks to, or None
+        for any other client (or a cluster over TLS: that stays on redis-py)."""
+        if not isinstance(redis, RedisCluster):
+            return None
+        kwargs = redis.get_connection_kwargs()
+        if kwargs.get("ssl") or "ssl" in str(kwargs.get("connection_class", "")).lower():
+            return None
+        username, password = kwargs.get("username"), kwargs.get("password")
+        auth = ([username, password] if username else [password]) if password else []
+        seeds = [(n.host, int(n.port)) for n in redis.nodes_manager.startup_nodes.values()]
+        seeds += [(n.host, int(n.port)) for n in redis.get_nodes()]
+        return cls(seeds, auth=auth)
 
     # -- the slot map ----------------------------------------------------------------
 
@@ -217,10 +235,13 @@ class ClusterPipe:
 
     # -- sending ------------------------------------------------------------------------
 
-    def _send_durable(self, node: _Node, proto: _Protocol, command: Command) -> list[asyncio.Future[Any]]:
-        """The command, and the WAIT it shares with the other durable writes sent to this
-        master in this event-loop iteration (sent right after them, in one write)."""
-        futs = RedisPipe._send(proto, command)
+    def _send_durable(
+        self, node: _Node, proto: _Protocol, command: Command | None, sent: asyncio.Future[Any] | None = None
+    ) -> list[asyncio.Future[Any]]:
+        """The command (or the reply future of one `sent` already), and the WAIT it
+        shares with the other durable writes sent to this master in this event-loop
+        iteration (sent right after them)."""
+        futs = RedisPipe._send(proto, command) if command is not None else [sent]  # type: ignore[list-item]
         if node.wait is None:
             loop = asyncio.get_running_loop()
             node.wait = loop.create_future()
@@ -243,6 +264,14 @@ class ClusterPipe:
             proto = await pipe._connection()
         except ConnectionError as exc:
             raise _NotSent(str(exc)) from None
+        if command[0] == "MULTI":  # a transaction: its EXEC's reply is the command's
+            futs = RedisPipe._send(proto, ("MULTI",), *command[1:], ("EXEC",))
+            for fut in futs[:-1]:
+                fut.add_done_callback(_consume)  # +OK / +QUEUED; an error shows in EXEC's
+            if durable:
+                reply_fut, wait_fut = self._send_durable(node, proto, None, futs[-1])
+                return await self._durable_reply(reply_fut, wait_fut)
+            return await futs[-1]
         if asking:
             asking_fut, *futs = RedisPipe._send(proto, ("ASKING",), command)
             asking_fut.add_done_callback(_consume)
@@ -250,6 +279,9 @@ class ClusterPipe:
         if not durable:
             return await RedisPipe._send(proto, command)[0]
         reply_fut, wait_fut = self._send_durable(node, proto, command)
+        return await self._durable_reply(reply_fut, wait_fut)
+
+    async def _durable_reply(self, reply_fut: asyncio.Future[Any], wait_fut: asyncio.Future[Any]) -> Any:
         try:
             reply = await reply_fut
         except BaseException:
@@ -386,6 +418,15 @@ class ClusterPipe:
     async def durable(self, *args: Any, idempotent: bool = True) -> Any:
         """A write that is on a replica too before this returns (see the module doc)."""
         return await self._run(args, idempotent=idempotent, durable=True)
+
+    async def transaction(self, commands: list[Command], *, durable: bool = False) -> list[Any]:
+        """MULTI, the commands, EXEC: atomic on the master of their (one) slot; their
+        replies. Written in one piece, so nothing of other callers comes in between.
+        Resent after a lost connection, so only for writes that may run twice."""
+        reply = await self._run(("MULTI", *commands), idempotent=True, durable=durable)
+        if reply is None:
+            raise ResponseError("the transaction was aborted")
+        return list(reply)
 
     async def masters(self) -> list[Address]:
         """Every master now (for scans: each one holds part of the keys)."""

@@ -69,7 +69,9 @@ def test_the_slot_of_a_command_is_its_first_key() -> None:
     assert command_slot(("PING",)) is None
 
 
-async def test_commands_reach_the_master_of_their_slot(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
+async def test_commands_reach_the_master_of_their_slot(
+    pipe: ClusterPipe, redis_cluster: RedisCluster
+) -> None:
     for i, key in enumerate(KEYS):
         assert await pipe.execute("SET", key, i) == b"OK"
     owners = {redis_cluster.master_of_key(k).port for k in KEYS}
@@ -182,7 +184,37 @@ async def test_a_subscription_moves_with_its_slot(pipe: ClusterPipe, redis_clust
     master = redis_cluster.master_of_key(channel)
     (replica,) = redis_cluster.replicas_of(master)
     await asyncio.to_thread(redis_cluster.failover, replica)
-    await asyncio.to_thread(wait_until, lambda: channel in resubscribed and sub.healthy, message="resubscribed")
+    await asyncio.to_thread(
+        wait_until, lambda: channel in resubscribed and sub.healthy, message="resubscribed"
+    )
     assert await pipe.execute("SPUBLISH", channel, b"after") == 1
     assert await asyncio.wait_for(got.get(), 10) == b"after"
     await sub.close()
+
+
+async def test_a_transaction_is_atomic_and_durable(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
+    replies = await pipe.transaction(
+        [("HSET", "t:{tx}:h", "a", "1"), ("SET", "t:{tx}:s", "x"), ("PEXPIRE", "t:{tx}:s", 60000)],
+        durable=True,
+    )
+    assert replies == [1, b"OK", 1]
+    assert pipe.unreplicated == 0
+    (replica,) = redis_cluster.replicas_of(redis_cluster.master_of_key("t:{tx}:h"))
+    with redis.Redis(host=LOCALHOST, port=replica.port) as r:
+        r.execute_command("READONLY")
+        assert r.get("t:{tx}:s") == b"x"
+
+
+async def test_a_pipe_for_redis_pys_cluster_client(redis_cluster: RedisCluster) -> None:
+    from broker.redis_cluster import cluster_client
+
+    client = cluster_client(redis_cluster.url)
+    try:
+        await client.ping()
+        p = ClusterPipe.for_client(client)
+        assert p is not None
+        assert await p.execute("SET", "t:{fc}:x", "1") == b"OK"
+        assert await client.get("t:{fc}:x") == b"1"
+        p.close()
+    finally:
+        await client.aclose()
