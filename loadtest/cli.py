@@ -29,6 +29,7 @@ examples:
   pushauth-loadtest signin --rate 100:2500 --duration 60 --warmup 0        # a ramp
   pushauth-loadtest signin --rate 200 --duration 30 --one-request    # the streamed create
   pushauth-loadtest flows --rate 200 --duration 30 --rounds 2          # two- vs one-request RP
+  pushauth-loadtest signin --rate 200 --duration 30 --redis-cluster         # on a Redis Cluster
   pushauth-loadtest crossnode --rate 200 --duration 30
   pushauth-loadtest routing --nodes 1,2,4,8 --rate 100 --duration 10  # messages per sign-in
   pushauth-loadtest idle --devices 18000 --workers 4
@@ -125,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     load(signin)
     flow(signin)
     signin.add_argument("--nodes", type=_positive(int, 1, 8), default=1, help="broker nodes on one Redis")
+    where = signin.add_mutually_exclusive_group()
+    where.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="start a Redis Cluster (three masters, a replica each) instead of one redis-server",
+    )
+    where.add_argument(
+        "--redis-url",
+        help="start the broker node(s) on this running Redis instead, e.g. redis://127.0.0.1:6379/0 or "
+        "redis+cluster://127.0.0.1:7000,127.0.0.1:7001 (its CPU is not measured)",
+    )
     signin.add_argument("--broker-url", help="load a running broker at this http://127.0.0.1:PORT instead")
     signin.add_argument("--api-key", help="the RP API key for --broker-url")
     signin.add_argument("--broker-pid", type=int, help="the running broker's PID, to measure its CPU")
@@ -242,14 +254,16 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         target = Target(url, url, _rp_id(url, args.api_key), args.api_key, pids)
         result = signin_run(target, profile, **_signin_kwargs(args, out))
     else:
-        with Cluster(out / "processes", nodes=args.nodes) as cluster:
+        with Cluster(
+            out / "processes", nodes=args.nodes, redis_cluster=args.redis_cluster, redis_url=args.redis_url
+        ) as cluster:
             assert cluster.redis is not None
             rp_id, key = add_rp(cluster.redis.url)
             # With several nodes the RP and the devices use the first; the others hear
             # no event of theirs (docs/scaling.md, "Event routing").
             node = cluster.brokers[0]
             pids = tuple(b.pid for b in cluster.brokers)
-            target = Target(node.http_url, node.http_url, rp_id, key, pids, cluster.redis.pid)
+            target = Target(node.http_url, node.http_url, rp_id, key, pids, cluster.redis.pids)
             result = signin_run(target, profile, **_signin_kwargs(args, out))
     title = f"sign-ins: {out}"
     print(signin_table(result, title))
@@ -264,7 +278,7 @@ def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         assert cluster.redis is not None
         rp_id, key = add_rp(cluster.redis.url)
         a, b = cluster.brokers
-        pids, redis_pid = (a.pid, b.pid), cluster.redis.pid
+        pids, redis_pid = (a.pid, b.pid), cluster.redis.pids
         targets = {
             "same_node": Target(a.http_url, a.http_url, rp_id, key, pids, redis_pid),
             "cross_node": Target(b.http_url, a.http_url, rp_id, key, pids, redis_pid),
@@ -320,7 +334,7 @@ def run_flows(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         assert cluster.redis is not None
         rp_id, key = add_rp(cluster.redis.url)
         node = cluster.brokers[0]
-        target = Target(node.http_url, node.http_url, rp_id, key, (node.pid,), cluster.redis.pid)
+        target = Target(node.http_url, node.http_url, rp_id, key, (node.pid,), cluster.redis.pids)
         order = _alternating(args.rounds, ("two_requests", "one_request"))
         phases = [
             (kind, signin_run(target, profile, **{**kwargs, "one_request": kind == "one_request"}))
@@ -383,7 +397,7 @@ def run_routing(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             urls = [b.http_url for b in cluster.brokers]
             device_urls = tuple(urls[1:] or urls)
             pids = tuple(b.pid for b in cluster.brokers)
-            target = Target(urls[0], device_urls[0], rp_id, key, pids, cluster.redis.pid, device_urls)
+            target = Target(urls[0], device_urls[0], rp_id, key, pids, cluster.redis.pids, device_urls)
             before: list[int] = []
             result = signin_run(
                 target, profile, **kwargs, on_ready=functools.partial(_count_into, before, urls)

@@ -95,7 +95,7 @@ class Managed:
 
 
 class RedisServer(Managed):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, name: str = "redis") -> None:
         self.port = free_port()
         exe = shutil.which("redis-server") or shutil.which("valkey-server")
         if exe is None:
@@ -103,7 +103,11 @@ class RedisServer(Managed):
         # No persistence: the load test's state is thrown away with the server.
         argv = [exe, "--port", str(self.port), "--bind", LOCALHOST, "--dir", str(workdir), "--save", ""]
         argv += ["--appendonly", "no", "--daemonize", "no", "--maxclients", "1000"]
-        super().__init__("redis", argv, workdir / "redis.log")
+        super().__init__(name, argv, workdir / f"{name}.log")
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return (self.pid,)
 
     @property
     def url(self) -> str:
@@ -121,6 +125,75 @@ class RedisServer(Managed):
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
             return False
+
+
+class RedisClusterNodes:
+    """A Redis Cluster of `masters` masters with `replicas` replicas each, made with
+    `redis-cli --cluster create` as deploy/redis-cluster/ describes (no persistence)."""
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 1) -> None:
+        exe = shutil.which("redis-server") or shutil.which("valkey-server")
+        self.cli = shutil.which("redis-cli") or shutil.which("valkey-cli")
+        if exe is None or self.cli is None:
+            raise ClusterError("redis-server and redis-cli are needed to start a Redis Cluster")
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = []
+        for i in range(masters * (1 + replicas)):
+            node = RedisServer(workdir, name=f"redis-c{i}")
+            node.argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf"]
+            node.argv += ["--cluster-node-timeout", "5000"]
+            self.nodes.append(node)
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{LOCALHOST}:{n.port}" for n in self.nodes)
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(n.pid for n in self.nodes)
+
+    def start(self) -> RedisClusterNodes:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"{LOCALHOST}:{n.port}" for n in self.nodes]
+        replicas = ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        made = subprocess.run(
+            [self.cli, "--cluster", "create", *addresses, *replicas],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            stdin=subprocess.DEVNULL,
+        )
+        if made.returncode != 0:
+            raise ClusterError(f"redis-cli --cluster create failed: {made.stdout[-2000:]} {made.stderr}")
+        first = self.nodes[0].proc
+        _wait_until(lambda: all(map(_cluster_ok, self.nodes)), 60, "the Redis Cluster", first)  # type: ignore[arg-type]
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_ok(node: RedisServer) -> bool:
+    try:
+        with socket.create_connection((LOCALHOST, node.port), timeout=0.5) as s:
+            s.sendall(b"CLUSTER INFO\r\n")
+            return b"cluster_state:ok" in s.recv(4096)
+    except OSError:
+        return False
+
+
+@dataclass
+class ExternalRedis:
+    """A Redis (or Redis Cluster) the tester did not start: nothing to stop or weigh."""
+
+    url: str
+    pids: tuple[int, ...] = ()
+
+    def stop(self) -> None:
+        pass
 
 
 class BrokerNode(Managed):
@@ -172,18 +245,30 @@ def add_rp(redis_url: str, name: str = "Load test") -> tuple[str, str]:
 
 
 class Cluster:
-    """A Redis and `nodes` broker nodes on it; a context manager that stops them all."""
+    """A Redis and `nodes` broker nodes on it; a context manager that stops them all.
 
-    def __init__(self, workdir: Path, nodes: int = 1) -> None:
+    The Redis is one redis-server by default, a Redis Cluster (three masters, three
+    replicas) with `redis_cluster`, or one already running at `redis_url`."""
+
+    def __init__(
+        self, workdir: Path, nodes: int = 1, *, redis_cluster: bool = False, redis_url: str | None = None
+    ) -> None:
         self.workdir = workdir  # process logs stay here after the run
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.n_nodes = nodes
-        self.redis: RedisServer | None = None
+        self.redis_cluster = redis_cluster
+        self.redis_url = redis_url
+        self.redis: RedisServer | RedisClusterNodes | ExternalRedis | None = None
         self.brokers: list[BrokerNode] = []
 
     def __enter__(self) -> Cluster:
         try:
-            self.redis = RedisServer(self.workdir).start()
+            if self.redis_url:
+                self.redis = ExternalRedis(self.redis_url)
+            elif self.redis_cluster:
+                self.redis = RedisClusterNodes(self.workdir).start()
+            else:
+                self.redis = RedisServer(self.workdir).start()
             for i in range(self.n_nodes):
                 self.brokers.append(BrokerNode(self.workdir, self.redis.url, f"n{i + 1}").start())
         except BaseException:

@@ -40,7 +40,7 @@ class Target:
     rp_id: str
     api_key: str
     broker_pids: tuple[int, ...] = ()  # what psutil watches; empty for a broker we did not start
-    redis_pid: int | None = None
+    redis_pids: tuple[int, ...] = ()  # one redis-server, or every node of a Redis Cluster
     # Nodes the devices connect to for sign-ins, spread evenly (they enroll on
     # device_http_url); empty: all on device_http_url.
     spread_http_urls: tuple[str, ...] = ()
@@ -207,7 +207,7 @@ def signin_run(
         measure_from, measure_to = t0 + warmup, t0 + warmup + profile.duration
         samplers = [Sampler(pid).start() for pid in target.broker_pids]
         # Brokers first, then Redis and the generator's own workers (is the generator the limit?).
-        others = ([target.redis_pid] if target.redis_pid else []) + [p.pid for p in w.procs if p.pid]
+        others = [*target.redis_pids, *(p.pid for p in w.procs if p.pid)]
         watched = [*target.broker_pids, *others]
         before: list[Any] = []
         after: list[Any] = []
@@ -256,8 +256,10 @@ def signin_run(
     out["rp_flow"] = "one_request" if one_request else "two_requests"
     completed = max(rec.completed, 1)
     cpu = [a.cpu_s - b.cpu_s for b, a in zip(before[nb:], after[nb:], strict=True)]
-    if target.redis_pid:
-        out["redis_cpu_ms_per_signin"] = round(1000 * cpu.pop(0) / completed, 4)
+    if target.redis_pids:
+        nr = len(target.redis_pids)
+        out["redis_cpu_ms_per_signin"] = round(1000 * sum(cpu[:nr]) / completed, 4)
+        cpu = cpu[nr:]
     out["generator_cpu_ms_per_signin"] = round(1000 * sum(cpu) / completed, 4)
     if profiler is not None:
         problem = profiler.finish()
