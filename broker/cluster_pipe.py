@@ -30,7 +30,7 @@ does not care which one it has, plus what only a cluster needs:
   election): a command keeps being resent within `retry_budget_s`, then it fails
   with ConnectionError, as on a single Redis that went away.
 
-Sharded pub/sub (SSUBSCRIBE, Redis >= 7) is ShardedSubscriber below.
+Sharded pub/sub (SSUBSCRIBE, Redis >= 7) is ClusterSubscriber below.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ import contextlib
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 from .redis_pipe import CONNECT_TIMEOUT_S, RedisPipe, _Protocol
+from .subscriber import _Channels, _pack
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ MAX_REDIRECTS = 16  # MOVED/ASK hops of one command before it gives up (a map in
 BACKOFF_S = (0.02, 0.05, 0.1, 0.2, 0.4)  # between resends while the cluster heals
 DURABLE_REPLICAS = 1
 DURABLE_WAIT_MS = 1000
+UNREPLICATED_LOG_S = 60.0  # how often a master without a confirming replica is logged
+REPLICA_RECHECK_S = 5.0  # meanwhile, how often the slot map is read to see a replica back
 
 # Errors that say the command did not run: resending it is always safe.
 _NOT_RUN = ("TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN")
@@ -144,6 +148,9 @@ class ClusterPipe:
         self.redirects = 0
         self.resends = 0
         self.unreplicated = 0
+        self._replica_count: dict[Address, int] = {}  # live replicas of each master (the map's)
+        self._warned: dict[Address, float] = {}
+        self._refreshed_at = 0.0
 
     @classmethod
     def for_client(cls, redis: Any) -> ClusterPipe | None:
@@ -195,13 +202,18 @@ class ClusterPipe:
                 continue
             slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
             known: list[Address] = []
+            replica_count: dict[Address, int] = {}
             for start, end, master, *replicas in reply:
-                # An empty host means "the address you reached me at".
+                # An empty host means "the address you reached me at". A replica that
+                # failed is left out by the server.
                 owner = (master[0].decode() or address[0], int(master[1]))
+                replica_count[owner] = len(replicas)
                 known += [owner, *((r[0].decode() or address[0], int(r[1])) for r in replicas)]
                 for slot in range(int(start), int(end) + 1):
                     slots[slot] = owner
             self._slots = slots
+            self._replica_count = replica_count
+            self._refreshed_at = asyncio.get_running_loop().time()
             self._known = list(dict.fromkeys(known)) or self._known
             # Forget nodes that own no slots and whose connections broke (a dead master).
             # A demoted master that lives keeps its connections: what is in flight there
@@ -229,6 +241,9 @@ class ClusterPipe:
         self._slots[slot] = address
         self.redirects += 1
         # One slot moved usually means many did (a failover): refresh the rest, in the background.
+        self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self._refresh())
             self._refreshing.add_done_callback(_consume)
@@ -236,11 +251,16 @@ class ClusterPipe:
     # -- sending ------------------------------------------------------------------------
 
     def _send_durable(
-        self, node: _Node, proto: _Protocol, command: Command | None, sent: asyncio.Future[Any] | None = None
+        self,
+        node: _Node,
+        proto: _Protocol,
+        wanted: int,
+        command: Command | None,
+        sent: asyncio.Future[Any] | None = None,
     ) -> list[asyncio.Future[Any]]:
-        """The command (or the reply future of one `sent` already), and the WAIT it
-        shares with the other durable writes sent to this master in this event-loop
-        iteration (sent right after them)."""
+        """The command (or the reply future of one `sent` already), and the WAIT for
+        `wanted` replicas it shares with the other durable writes sent to this master in
+        this event-loop iteration (sent right after them)."""
         futs = RedisPipe._send(proto, command) if command is not None else [sent]  # type: ignore[list-item]
         if node.wait is None:
             loop = asyncio.get_running_loop()
@@ -251,7 +271,7 @@ class ClusterPipe:
                 if proto.lost is not None:
                     wait.set_exception(proto.lost)
                     return
-                (fut,) = RedisPipe._send(proto, ("WAIT", self.durable_replicas, self.durable_wait_ms))
+                (fut,) = RedisPipe._send(proto, ("WAIT", wanted, self.durable_wait_ms))
                 fut.add_done_callback(lambda f: wait.done() or _chain(f, wait))
 
             loop.call_soon(send_wait)
@@ -259,6 +279,12 @@ class ClusterPipe:
 
     async def _attempt(self, node: _Node, command: Command, *, asking: bool, durable: bool) -> Any:
         """Send once; ConnectionError before sending is turned into _NotSent."""
+        # A master with no live replica (its own died, a failover made it master) has
+        # nobody to wait for: a WAIT would only cost its timeout on every write.
+        wanted = min(self.durable_replicas, self._replica_count.get(node.address, self.durable_replicas))
+        if durable and wanted == 0:
+            self._unreplicated(node.address)
+            durable = False
         pipe = node.durable if durable else node.pipe
         try:
             proto = await pipe._connection()
@@ -269,8 +295,8 @@ class ClusterPipe:
             for fut in futs[:-1]:
                 fut.add_done_callback(_consume)  # +OK / +QUEUED; an error shows in EXEC's
             if durable:
-                reply_fut, wait_fut = self._send_durable(node, proto, None, futs[-1])
-                return await self._durable_reply(reply_fut, wait_fut)
+                reply_fut, wait_fut = self._send_durable(node, proto, wanted, None, futs[-1])
+                return await self._durable_reply(node, wanted, reply_fut, wait_fut)
             return await futs[-1]
         if asking:
             asking_fut, *futs = RedisPipe._send(proto, ("ASKING",), command)
@@ -278,10 +304,12 @@ class ClusterPipe:
             return await futs[0]
         if not durable:
             return await RedisPipe._send(proto, command)[0]
-        reply_fut, wait_fut = self._send_durable(node, proto, command)
-        return await self._durable_reply(reply_fut, wait_fut)
+        reply_fut, wait_fut = self._send_durable(node, proto, wanted, command)
+        return await self._durable_reply(node, wanted, reply_fut, wait_fut)
 
-    async def _durable_reply(self, reply_fut: asyncio.Future[Any], wait_fut: asyncio.Future[Any]) -> Any:
+    async def _durable_reply(
+        self, node: _Node, wanted: int, reply_fut: asyncio.Future[Any], wait_fut: asyncio.Future[Any]
+    ) -> Any:
         try:
             reply = await reply_fut
         except BaseException:
@@ -291,12 +319,29 @@ class ClusterPipe:
             acked = await wait_fut
         except ResponseError:
             acked = 0
-        if int(acked) < self.durable_replicas:
-            # No replica confirmed in time (one is down or far behind): the write is on
-            # the master only. Serving on is the lesser harm; it is counted and logged.
-            self.unreplicated += 1
-            log.warning("a durable write reached no replica within %d ms", self.durable_wait_ms)
+        if int(acked) < wanted:
+            # No replica confirmed in time (it is far behind, or died since the slot map
+            # was read): the write is on the master only. Serving on is the lesser harm.
+            self._unreplicated(node.address)
         return reply
+
+    def _unreplicated(self, address: Address) -> None:
+        """A durable write that is on the master only: counted, and logged now and then.
+        The slot map is read again now and then meanwhile, to see a replica come back
+        (or learn that the one it lists has died)."""
+        self.unreplicated += 1
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._refreshed_at >= REPLICA_RECHECK_S:
+            self._refresh_soon()
+        if loop.time() - self._warned.get(address, -UNREPLICATED_LOG_S) >= UNREPLICATED_LOG_S:
+            self._warned[address] = loop.time()
+            log.warning(
+                "Redis Cluster master %s:%d has no replica that confirms writes within %d ms: "
+                "its writes are on the master only (%d so far on all masters)",
+                *address,
+                self.durable_wait_ms,
+                self.unreplicated,
+            )
 
     async def _run(
         self, command: Command, *, idempotent: bool, durable: bool = False, script: str | None = None
@@ -428,6 +473,9 @@ class ClusterPipe:
             raise ResponseError("the transaction was aborted")
         return list(reply)
 
+    def subscriber(self) -> ClusterSubscriber:
+        return ClusterSubscriber(self)
+
     async def masters(self) -> list[Address]:
         """Every master now (for scans: each one holds part of the keys)."""
         if all(s is None for s in self._slots):
@@ -472,19 +520,16 @@ def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
 # -- sharded pub/sub ----------------------------------------------------------------------
 
 
-class _ShardConnection(asyncio.Protocol):
-    """One SSUBSCRIBE connection to one master: smessages to the subscriber, the rest
-    (confirmations, errors, unsolicited sunsubscribes) to it as well."""
+class _ShardSocket(asyncio.Protocol):
+    """One SSUBSCRIBE connection to one master; its replies go to the subscriber's one
+    queue (the order across masters does not matter, within one it is kept)."""
 
-    def __init__(self, owner: ShardedSubscriber, address: Address) -> None:
+    def __init__(self, owner: ClusterSubscriber, address: Address) -> None:
         self.owner = owner
         self.address = address
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
-        self.lost = False
-        self.channels: set[bytes] = set()  # confirmed here
-        self.confirming: dict[bytes, asyncio.Future[None]] = {}
-        self.setup: asyncio.Future[Any] | None = None  # the AUTH reply
+        self.lost: ConnectionError | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -492,216 +537,144 @@ class _ShardConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            if type(reply) is list and len(reply) == 3:
-                kind = reply[0]
-                if kind == b"smessage":
-                    self.owner.on_message(reply[1], reply[2])
-                    continue
-                if kind == b"ssubscribe":
-                    self.channels.add(reply[1])
-                    fut = self.confirming.pop(reply[1], None)
-                    if fut is not None and not fut.done():
-                        fut.set_result(None)
-                    continue
-                if kind == b"sunsubscribe":
-                    self.channels.discard(reply[1])
-                    self.owner._unsubscribed(self, reply[1])
-                    continue
-            if self.setup is not None and not self.setup.done():
-                if isinstance(reply, hiredis.ReplyError):
-                    self.setup.set_exception(ResponseError(str(reply)))
-                else:
-                    self.setup.set_result(reply)
-                continue
-            if isinstance(reply, hiredis.ReplyError):
-                # A refused SSUBSCRIBE (MOVED: the slot is elsewhere now). Every channel
-                # still unconfirmed here is retried through a fresh slot map.
-                for fut in self.confirming.values():
-                    if not fut.done():
-                        fut.set_exception(ResponseError(str(reply)))
-                self.confirming.clear()
+            self.owner._replies.append((self, reply))
+        self.owner._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        for fut in self.confirming.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError(f"Redis connection lost: {exc or 'closed by server'}"))
-        self.confirming.clear()
-        self.owner._lost(self)
+        where = f"{self.address[0]}:{self.address[1]}"
+        self.lost = ConnectionError(f"Redis Cluster node {where} lost: {exc or 'closed by server'}")
+        self.owner._wake()
 
-    def send(self, *command: Any) -> None:
-        if self.transport is not None and not self.lost:
-            self.transport.write(hiredis.pack_command(command))
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and self.lost is None:
+            self.transport.write(data)
 
 
-class ShardedSubscriber:
-    """Sharded pub/sub on a cluster: each channel is SSUBSCRIBEd at the master of its
-    slot (one connection per master, the channels of one slot in one command).
+class ClusterSubscriber(_Channels):
+    """broker/subscriber.py's Subscriber on a Redis Cluster: each held channel is
+    SSUBSCRIBEd at the master of its slot, one connection per master.
 
-    When a master's connection breaks (it died: a failover) or the server drops a
-    channel (`sunsubscribe` pushed when its slot moved to another master), the
-    channels it held are subscribed again wherever their slots are now, and then
-    `on_resubscribed` is told which ones: what was published meanwhile is gone, so
-    the owner catches up from the state in Redis (broker/event_listener.py).
-    """
+    Anything that says the slot map changed ends `messages` with ConnectionError, as a
+    broken connection does on a single Redis: a master's connection lost (it died), a
+    refused SSUBSCRIBE (MOVED), a `sunsubscribe` pushed by the server (the slot moved to
+    another master, as in a manual failover). The event listener then calls `messages`
+    again, which reads the slot map afresh and subscribes every held channel where it
+    is now, and the node catches up from the state in Redis (broker/event_listener.py).
+    While a dead master's replica has not taken over yet, `messages` keeps trying for
+    the pipe's retry budget before it gives up."""
 
-    def __init__(
-        self,
-        pipe: ClusterPipe,
-        on_message: Callable[[bytes, bytes], None],
-        on_resubscribed: Callable[[set[bytes]], Awaitable[None] | None],
-    ) -> None:
-        self.pipe = pipe
-        self.on_message = on_message
-        self.on_resubscribed = on_resubscribed
-        self.wanted: set[bytes] = set()
-        self._conns: dict[Address, _ShardConnection] = {}
-        self._orphans: set[bytes] = set()
-        self._repairing: asyncio.Task[None] | None = None
-        self.resubscriptions = 0  # channels subscribed again after a failover or a move
-        self.closed = False
+    def __init__(self, pipe: ClusterPipe) -> None:
+        super().__init__()
+        self._pipe = pipe
+        self._socks: dict[Address, _ShardSocket] = {}
+        self._replies: deque[tuple[_ShardSocket, Any]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._broken: ConnectionError | None = None
 
-    async def _connection(self, address: Address) -> _ShardConnection:
-        conn = self._conns.get(address)
-        if conn is not None and not conn.lost:
-            return conn
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _wait(self) -> None:
+        if not self._replies and self._failure() is None:
+            self._wakeup = asyncio.get_running_loop().create_future()
+            await self._wakeup
+        if (failure := self._failure()) is not None and not self._replies:
+            raise failure
+
+    def _failure(self) -> ConnectionError | None:
+        if self._broken is not None:
+            return self._broken
+        return next((s.lost for s in self._socks.values() if s.lost is not None), None)
+
+    def _write(self, commands: list[tuple[bytes, str]]) -> None:
+        by_sock: dict[_ShardSocket, list[tuple[bytes, str]]] = {}
+        for command, channel in commands:
+            owner = self._pipe._slots[key_slot(channel.encode())]
+            sock = self._socks.get(owner) if owner is not None else None
+            if sock is None:
+                # A master this subscription has no connection to: the map changed.
+                self._broken = ConnectionError(f"no connection to the master of {channel}")
+                self._wake()
+                return
+            by_sock.setdefault(sock, []).append((command, channel))
+        for sock, group in by_sock.items():
+            sock.write(_pack(group))
+
+    async def _connect(self, address: Address) -> _ShardSocket:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _ShardConnection(self, address), *address), CONNECT_TIMEOUT_S
+            _, sock = await asyncio.wait_for(
+                loop.create_connection(lambda: _ShardSocket(self, address), *address), CONNECT_TIMEOUT_S
             )
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"cannot connect to Redis at {address[0]}:{address[1]}: {exc}") from None
-        if self.pipe._auth:
-            conn.setup = loop.create_future()
-            conn.send("AUTH", *self.pipe._auth)
-            try:
-                await asyncio.wait_for(conn.setup, CONNECT_TIMEOUT_S)
-            except BaseException:
-                conn.transport.close()  # type: ignore[union-attr]
-                raise
-        self._conns[address] = conn
-        return conn
+        if self._pipe._auth:  # answered before pub/sub mode, alone on the connection
+            sock.write(hiredis.pack_command(("AUTH", *self._pipe._auth)))
+            while not any(s is sock for s, _ in self._replies):
+                if sock.lost is not None:
+                    raise sock.lost
+                self._wakeup = loop.create_future()
+                await self._wakeup
+            ((_, reply),) = [r for r in self._replies if r[0] is sock]
+            self._replies.remove((sock, reply))
+            if isinstance(reply, hiredis.ReplyError):
+                sock.transport.close()  # type: ignore[union-attr]
+                raise ConnectionError(f"Redis refused AUTH: {reply}")
+        return sock
 
-    async def _subscribe_once(self, channels: Iterable[bytes]) -> set[bytes]:
-        """SSUBSCRIBE where the slot map says; the channels that failed."""
-        by_slot: dict[int, list[bytes]] = {}
-        for channel in channels:
-            by_slot.setdefault(key_slot(channel), []).append(channel)
-        waits: list[tuple[bytes, asyncio.Future[None]]] = []
-        failed: set[bytes] = set()
+    async def _connect_all(self) -> None:
+        """A connection to every master of a fresh slot map; during a failover (a master
+        that does not answer) again, a little later, within the retry budget."""
         loop = asyncio.get_running_loop()
-        for slot, group in by_slot.items():
-            try:
-                node = await self.pipe._owner(slot)
-                conn = await self._connection(node.address)
-            except (ConnectionError, ResponseError):
-                failed.update(group)
-                continue
-            todo = [c for c in group if c not in conn.channels]
-            for channel in todo:
-                fut = conn.confirming.get(channel) or loop.create_future()
-                conn.confirming[channel] = fut
-                waits.append((channel, fut))
-            if todo:
-                conn.send("SSUBSCRIBE", *todo)
-        for channel, fut in waits:
-            try:
-                await asyncio.wait_for(asyncio.shield(fut), CONNECT_TIMEOUT_S)
-            except (ConnectionError, ResponseError, TimeoutError):
-                failed.add(channel)
-        return failed
-
-    async def subscribe(self, *channels: str | bytes) -> None:
-        """Listen on these channels (confirmed by their masters when this returns;
-        ConnectionError if the cluster could not be reached within the retry budget)."""
-        wanted = {_encode(c) for c in channels}
-        self.wanted |= wanted
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.pipe.retry_budget_s
+        deadline = loop.time() + self._pipe.retry_budget_s
         failures = 0
-        while wanted := await self._subscribe_once(wanted) & self.wanted:
-            failures += 1
-            if loop.time() >= deadline:
-                self._orphan(wanted)  # keep trying in the background
-                raise ConnectionError(f"cannot subscribe to {len(wanted)} sharded channel(s)")
-            await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
-            with contextlib.suppress(ConnectionError):
-                await self.pipe.refresh()
-
-    async def unsubscribe(self, *channels: str | bytes) -> None:
-        gone = {_encode(c) for c in channels}
-        self.wanted -= gone
-        self._orphans -= gone
-        by_conn: dict[_ShardConnection, list[bytes]] = {}
-        for conn in self._conns.values():
-            for channel in gone & (conn.channels | set(conn.confirming)):
-                by_conn.setdefault(conn, []).append(channel)
-        for conn, group in by_conn.items():
-            by_slot: dict[int, list[bytes]] = {}
-            for channel in group:
-                conn.channels.discard(channel)
-                by_slot.setdefault(key_slot(channel), []).append(channel)
-            for slot_group in by_slot.values():
-                conn.send("SUNSUBSCRIBE", *slot_group)
-
-    # -- repair ---------------------------------------------------------------------
-
-    def _lost(self, conn: _ShardConnection) -> None:
-        if self._conns.get(conn.address) is conn:
-            del self._conns[conn.address]
-        self._orphan(conn.channels & self.wanted)
-
-    def _unsubscribed(self, conn: _ShardConnection, channel: bytes) -> None:
-        if channel in self.wanted:  # not our own SUNSUBSCRIBE: the server dropped it
-            self._orphan({channel})
-
-    def _orphan(self, channels: set[bytes]) -> None:
-        if not channels or self.closed:
-            return
-        self._orphans |= channels
-        if self._repairing is None or self._repairing.done():
-            self._repairing = asyncio.get_running_loop().create_task(self._repair())
-
-    async def _repair(self) -> None:
-        failures = 0
-        while self._orphans and not self.closed:
-            batch, self._orphans = self._orphans & self.wanted, set()
-            with contextlib.suppress(ConnectionError):
-                await self.pipe.refresh()
-            failed = await self._subscribe_once(batch) & self.wanted
-            done = batch - failed
-            self._orphans |= failed
-            if done:
-                self.resubscriptions += len(done)
-                try:
-                    result = self.on_resubscribed(done)
-                    if result is not None:
-                        await result
-                except Exception:
-                    log.exception("catching up after a resubscription failed")
-            if failed:
+        while True:
+            try:
+                await self._pipe.refresh()
+                for address in await self._pipe.masters():
+                    if address not in self._socks:
+                        self._socks[address] = await self._connect(address)
+                return
+            except ConnectionError:
                 failures += 1
+                if loop.time() >= deadline:
+                    raise
                 await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
-            else:
-                failures = 0
 
-    @property
-    def healthy(self) -> bool:
-        """Every wanted channel is confirmed by a live connection."""
-        held: set[bytes] = set()
-        for conn in self._conns.values():
-            if not conn.lost:
-                held |= conn.channels
-        return self.wanted <= held
+    async def messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
+        try:
+            self._broken = None
+            await self._connect_all()
+            initial = self._connected()
+            if initial:
+                self._write(initial)
+            channels = [channel for _, channel in initial]
+            early: deque[bytes] = deque()
+            while not self._all_confirmed(channels):
+                await self._wait()
+                while self._replies:
+                    data = self._reply(self._replies.popleft()[1])
+                    if data is not None:
+                        early.append(data)
+            on_subscribed()
+            while True:
+                while early:
+                    yield early.popleft()
+                while self._replies:
+                    data = self._reply(self._replies.popleft()[1])
+                    if data is not None:
+                        yield data
+                await self._wait()
+        finally:
+            socks, self._socks = self._socks, {}
+            self._replies.clear()
+            self._disconnected()
+            for sock in socks.values():
+                if sock.transport is not None:
+                    sock.transport.close()
 
-    async def close(self) -> None:
-        self.closed = True
-        if self._repairing is not None:
-            self._repairing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._repairing
-        for conn in list(self._conns.values()):
-            if conn.transport is not None:
-                conn.transport.close()
-        self._conns.clear()
+    def close(self) -> None:
+        for sock in self._socks.values():
+            if sock.transport is not None:
+                sock.transport.close()

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
 from . import keys
@@ -78,6 +78,11 @@ async def ensure(redis: Redis, *, wait_s: float = 60.0) -> Migration | None:
     """Make sure the store has layout 2; the Migration if this call moved it."""
     await check_server(redis)
     if await redis.get(keys.LAYOUT) == keys.LAYOUT_VERSION.encode():
+        return None
+    if isinstance(redis, RedisCluster):
+        # A cluster never held layout 1 (its steps cross slots): this is a new store. A
+        # store of layout 1 is moved on its own Redis first, then its data to a cluster.
+        await redis.set(keys.LAYOUT, keys.LAYOUT_VERSION, nx=True)
         return None
     if not await redis.set(LOCK, str(time.time()), nx=True, px=LOCK_MS):
         deadline = time.monotonic() + wait_s

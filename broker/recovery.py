@@ -22,6 +22,8 @@ new credential.
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from protocol import signing
@@ -140,9 +142,10 @@ async def recover(request: web.Request) -> web.Response:
         "rec_rpk", new_recovery_pk,
     ]  # fmt: skip
     notice = Notice(keys.mint("rn", tag), old.id, cid, name, old.rp, old.user, old.account, created)
+
     # One transaction: the new credential never exists without its "was this you?"
     # notice to the old device (the notice script checks the recovery went through).
-    async with store.redis.pipeline(transaction=True) as p:
+    def fill(p: Any) -> None:
         p.eval(
             lua.RECOVER_CREDENTIAL,
             3,
@@ -155,7 +158,8 @@ async def recover(request: web.Request) -> web.Response:
             *fields,
         )
         notices.queue_create(p, store, notice)
-        result, _made = await p.execute()
+
+    result, _made = await store.atomic(fill, durable=True)
     if result != b"ok":
         raise _refused(result)
     await notices.announce(store, NoticeCreated(notice))

@@ -18,6 +18,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import RevokeReason
 
 from . import events, keys, lua
+from .cluster_pipe import ClusterPipe
 from .fatigue import refusal
 from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyCache
@@ -59,6 +60,19 @@ class NewEnrollment:
     token: str
 
 
+class _Queued:
+    """What Store.atomic's `fill` adds, as commands for ClusterPipe.transaction."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[Any, ...]] = []
+
+    def execute_command(self, *args: Any) -> None:
+        self.commands.append(args)
+
+    def eval(self, script: str, numkeys: int, *keys_and_args: Any) -> None:
+        self.commands.append(("EVAL", script, numkeys, *keys_and_args))
+
+
 class Store:
     def __init__(
         self,
@@ -78,23 +92,38 @@ class Store:
         self._rp_cache: dict[str, tuple[float, RelyingParty | None]] = {}
         self._rp_lookups: dict[str, asyncio.Future[RelyingParty | None]] = {}
         # The hot path (challenges, answers, device authentication) goes over one
-        # auto-pipelined connection where the server allows it (redis_pipe.py).
-        self._pipe = RedisPipe.for_client(redis)
-        self._create = self._script(lua.CREATE_CHALLENGE)
+        # auto-pipelined connection where the server allows it (redis_pipe.py), on a
+        # Redis Cluster one per master (cluster_pipe.py).
+        self._pipe: RedisPipe | ClusterPipe | None = ClusterPipe.for_client(redis) or RedisPipe.for_client(
+            redis
+        )
+        self.clustered = isinstance(self._pipe, ClusterPipe)
+        # On a cluster a creation is durable (on a replica before anyone hears of it),
+        # and is not resent after a lost connection: it may have run (cluster_pipe.py).
+        self._create = self._script(lua.CREATE_CHALLENGE, idempotent=False, durable=True)
         self._answer = self._script(lua.RECORD_ANSWER)
         self._expire = self._script(lua.EXPIRE_CHALLENGE)
         self._end = self._script(lua.END_CHALLENGE)
-        self._enroll = redis.register_script(lua.COMPLETE_ENROLLMENT)
-        self._revoke = redis.register_script(lua.REVOKE_CREDENTIAL)
-        self._confirm = redis.register_script(lua.CONFIRM_CREDENTIAL)
+        # Credentials: on a cluster over the pipe as well, durable. A second run finds
+        # the token used, the credential revoked or confirmed, and changes nothing.
+        admin = self._script if self.clustered else (lambda source, **_: redis.register_script(source))
+        self._enroll = admin(lua.COMPLETE_ENROLLMENT, durable=True)
+        self._revoke = admin(lua.REVOKE_CREDENTIAL, durable=True)
+        self._confirm = admin(lua.CONFIRM_CREDENTIAL, durable=True)
         self._lift = redis.register_script(lua.LIFT_PUSH_BLOCK)
 
-    def _script(self, source: str) -> Callable[..., Awaitable[Any]]:
-        """`await run(keys=[...], args=[...])`, on the pipe or else on redis-py."""
+    def _script(
+        self, source: str, *, idempotent: bool = True, durable: bool = False
+    ) -> Callable[..., Awaitable[Any]]:
+        """`await run(keys=[...], args=[...])`, on the pipe or else on redis-py.
+        `idempotent` and `durable` matter on a Redis Cluster only (ClusterPipe.script)."""
         pipe = self._pipe
         if pipe is None:
             return self.redis.register_script(source)
-        sha = pipe.script(source)
+        if isinstance(pipe, ClusterPipe):
+            sha = pipe.script(source, idempotent=idempotent, durable=durable)
+        else:
+            sha = pipe.script(source)
 
         async def run(*, keys: list[Any], args: list[Any]) -> Any:
             return await pipe.evalsha(sha, keys, args)
@@ -115,8 +144,21 @@ class Store:
         # redis-py's pipeline already pairs them up; the pipe gives the flat list.
         return [r if isinstance(r, dict) else dict(zip(r[::2], r[1::2], strict=True)) for r in replies]
 
+    async def atomic(self, fill: Callable[[Any], object], *, durable: bool = False) -> list[Any]:
+        """A MULTI/EXEC of the commands `fill` adds to the pipeline-like object it gets
+        (`execute_command(*args)`, `eval(script, numkeys, *keys_and_args)`; keys of one
+        slot); their replies. On a cluster `durable` puts it on a replica before this
+        returns (cluster_pipe.py); elsewhere it changes nothing."""
+        if isinstance(self._pipe, ClusterPipe):
+            queued = _Queued()
+            fill(queued)
+            return await self._pipe.transaction(queued.commands, durable=durable)
+        async with self.redis.pipeline(transaction=True) as p:
+            fill(p)
+            return list(await p.execute())
+
     @property
-    def pipe(self) -> RedisPipe | None:
+    def pipe(self) -> RedisPipe | ClusterPipe | None:
         return self._pipe
 
     def close(self) -> None:
@@ -229,21 +271,21 @@ class Store:
         eid, token = keys.mint("en", tag), keys.mint_token(tag)
         expires = now_ms() + self.enrollment_ttl_ms
         enrollment = Enrollment(eid, rp.id, user, account, recoverable, "pending", expires, None)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(
-                keys.enrollment(eid),
-                mapping={
-                    "rp": rp.id,
-                    "user": user,
-                    "account": account,
-                    "recoverable": "1" if recoverable else "0",
-                    "status": "pending",
-                    "expires": expires,
-                },
-            )
-            p.pexpireat(keys.enrollment(eid), expires + RETENTION_MS)
-            p.set(keys.token(tag, sha256_hex(token)), eid, pxat=expires)
-            await p.execute()
+        fields = {
+            "rp": rp.id,
+            "user": user,
+            "account": account,
+            "recoverable": "1" if recoverable else "0",
+            "status": "pending",
+            "expires": expires,
+        }
+
+        def fill(p: Any) -> None:
+            p.execute_command("HSET", keys.enrollment(eid), *(x for kv in fields.items() for x in kv))
+            p.execute_command("PEXPIREAT", keys.enrollment(eid), expires + RETENTION_MS)
+            p.execute_command("SET", keys.token(tag, sha256_hex(token)), eid, "PXAT", expires)
+
+        await self.atomic(fill, durable=True)
         return NewEnrollment(enrollment, token)
 
     async def get_enrollment(self, rp_id: str, eid: str) -> Enrollment | None:

@@ -386,5 +386,10 @@ class ClientSubscriber(_Channels):
         pass
 
 
-def for_store(redis: Redis, pipe: RedisPipe | None) -> Subscriber:
-    return RawSubscriber(pipe) if pipe is not None else ClientSubscriber(redis)
+def for_store(redis: Redis, pipe: Any) -> Subscriber:
+    """The subscriber for a store's pipe: RedisPipe, ClusterPipe (cluster_pipe.py), or none."""
+    if pipe is None:
+        return ClientSubscriber(redis)
+    if isinstance(pipe, RedisPipe):
+        return RawSubscriber(pipe)
+    return pipe.subscriber()  # type: ignore[no-any-return]

@@ -1,11 +1,13 @@
 """broker/cluster_pipe.py against a real Redis Cluster (three masters, three replicas):
 commands reach the master of their slot, follow a manual failover (MOVED), load their
 scripts where they are missing (NOSCRIPT), durable writes are on a replica before they
-return, and sharded subscriptions and commands survive the SIGKILL of a master."""
+return, and sharded subscriptions (broker/subscriber.py's interface) and commands survive the
+SIGKILL of a master, and follow a slot to its new master."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,7 +15,7 @@ import redis
 from support import LOCALHOST, RedisServer, wait_until
 from support.redis_cluster import RedisCluster
 
-from broker.cluster_pipe import ClusterPipe, ShardedSubscriber, command_slot
+from broker.cluster_pipe import ClusterPipe, ClusterSubscriber, command_slot
 from broker.redis_cluster import ClusterURL, parse
 
 # Keys whose slots are spread over the three masters (hash tags pick the slot).
@@ -126,25 +128,63 @@ async def test_a_durable_write_is_on_the_replica_when_it_returns(
             assert r.get(key) == key.encode()
 
 
+class Listener:
+    """What broker/event_listener.py does with a subscriber: listen until the messages
+    end with ConnectionError, then listen again (a fresh slot map, every held channel
+    subscribed where it is now)."""
+
+    def __init__(self, sub: ClusterSubscriber) -> None:
+        self.sub = sub
+        self.got: asyncio.Queue[bytes] = asyncio.Queue()
+        self.subscriptions = 0
+        self.task = asyncio.ensure_future(self._run())
+
+    def _subscribed(self) -> None:
+        self.subscriptions += 1
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for data in self.sub.messages(self._subscribed):
+                    self.got.put_nowait(data)
+            except redis.exceptions.ConnectionError:
+                await asyncio.sleep(0.05)
+
+    async def resubscribed(self, after: int) -> None:
+        await asyncio.to_thread(
+            wait_until,
+            lambda: self.subscriptions > after,
+            message="subscribed again after the slot map changed",
+        )
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+
+async def _hold(sub: ClusterSubscriber, channels: list[str]) -> None:
+    for ch in channels:
+        sub.hold(ch)
+    await sub.ready(channels)
+
+
 async def test_commands_and_subscriptions_survive_a_master_kill(
     pipe: ClusterPipe, redis_cluster: RedisCluster
 ) -> None:
-    channels = [f"t:{{c{i}}}:ev".encode() for i in range(12)]
-    got: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue()
-    resubscribed: set[bytes] = set()
-    sub = ShardedSubscriber(pipe, lambda ch, data: got.put_nowait((ch, data)), resubscribed.update)
-    await sub.subscribe(*channels)
-    assert sub.healthy
+    channels = [f"t:{{c{i}}}:ev" for i in range(12)]
+    sub = pipe.subscriber()
+    listener = Listener(sub)
+    await listener.resubscribed(0)
+    await _hold(sub, channels)
     for ch in channels:
-        assert await pipe.execute("SPUBLISH", ch, b"one") == 1
-        assert await asyncio.wait_for(got.get(), 10) == (ch, b"one")
+        assert await pipe.execute("SPUBLISH", ch, ch + ":one") == 1
+        assert await asyncio.wait_for(listener.got.get(), 10) == (ch + ":one").encode()
 
     victim_key = KEYS[5]
     await pipe.execute("SET", victim_key, "kept")
     await pipe.durable("SET", "t:{u5}:durable", "kept")
     victim = redis_cluster.master_of_key(victim_key)
-    on_victim = {ch for ch in channels if redis_cluster.master_of_key(ch).port == victim.port}
-    assert on_victim
 
     # Reads keep coming while the master dies: each one gets its answer, none is lost.
     stop = asyncio.Event()
@@ -157,39 +197,45 @@ async def test_commands_and_subscriptions_survive_a_master_kill(
         return n
 
     reading = asyncio.ensure_future(reader())
+    before = listener.subscriptions
     promoted = await asyncio.to_thread(redis_cluster.kill_master, victim)
-    # The subscriber noticed on its own and subscribed again at the promoted replica.
-    await asyncio.to_thread(
-        wait_until, lambda: on_victim <= resubscribed and sub.healthy, message="resubscribed after the kill"
-    )
+    await listener.resubscribed(before)  # every held channel, at the promoted replica too
     stop.set()
     assert await asyncio.wait_for(reading, 30) > 0
     assert await pipe.execute("GET", "t:{u5}:durable") == b"kept"  # it was on the replica
     for ch in channels:
-        assert await pipe.execute("SPUBLISH", ch, b"two") == 1
-        assert await asyncio.wait_for(got.get(), 10) == (ch, b"two")
+        assert await pipe.execute("SPUBLISH", ch, ch + ":two") == 1
+        assert await asyncio.wait_for(listener.got.get(), 10) == (ch + ":two").encode()
     assert redis_cluster.master_of_key(victim_key).port == promoted.port
-    await sub.close()
+
+    # The promoted master has no replica now: a durable write does not wait for one.
+    unreplicated = pipe.unreplicated
+    assert await pipe.durable("SET", victim_key, "alone") == b"OK"
+    assert pipe.unreplicated == unreplicated + 1
     await asyncio.to_thread(redis_cluster.restart, victim)  # back, as a replica
+    await pipe.refresh()
+    assert await pipe.durable("SET", victim_key, "replicated") == b"OK"
+    assert pipe.unreplicated == unreplicated + 1
+    await listener.stop()
 
 
 async def test_a_subscription_moves_with_its_slot(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
     """A manual failover demotes the master: the server drops its sharded subscribers'
     channels (`sunsubscribe`), and they are subscribed again at the new master."""
-    channel = b"t:{moving}:ev"
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-    resubscribed: set[bytes] = set()
-    sub = ShardedSubscriber(pipe, lambda _ch, data: got.put_nowait(data), resubscribed.update)
-    await sub.subscribe(channel)
+    channel = "t:{moving}:ev"
+    sub = pipe.subscriber()
+    listener = Listener(sub)
+    await listener.resubscribed(0)
+    await _hold(sub, [channel])
     master = redis_cluster.master_of_key(channel)
     (replica,) = redis_cluster.replicas_of(master)
+    before = listener.subscriptions
     await asyncio.to_thread(redis_cluster.failover, replica)
-    await asyncio.to_thread(
-        wait_until, lambda: channel in resubscribed and sub.healthy, message="resubscribed"
-    )
+    await listener.resubscribed(before)
+    await sub.ready([channel])
     assert await pipe.execute("SPUBLISH", channel, b"after") == 1
-    assert await asyncio.wait_for(got.get(), 10) == b"after"
-    await sub.close()
+    assert await asyncio.wait_for(listener.got.get(), 10) == b"after"
+    await listener.stop()
 
 
 async def test_a_transaction_is_atomic_and_durable(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:

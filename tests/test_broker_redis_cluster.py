@@ -1,0 +1,223 @@
+"""The broker on a real Redis Cluster (three masters, three replicas, redis-server
+processes started here): sign-ins across two broker nodes, and the SIGKILL of the
+master that holds a user's slot while sign-ins run, with nothing lost (credentials,
+enrollments, a pending challenge made just before the kill) and sign-ins going on
+after the failover."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import websockets
+from e2e_helpers import agent_env, agent_ok, enroll  # noqa: F401 - agent_env: autouse fixture
+from support import BROKER, BrokerProcess, add_rp, assert_cli_error, run_cli
+from support.redis_cluster import RedisCluster
+from test_broker_device_ws import CTX, Device, online_device
+
+from broker import keys
+from protocol.frames import AnswerResult, Challenge
+from relying_party.errors import BrokerUnavailable, PushAuthError
+from relying_party.sdk import PushAuthClient
+
+# Generous: a failover takes cluster-node-timeout (2 s here) plus an election, and a
+# loaded two-core machine can take several times that. Only a failing test waits it.
+FAILOVER_BOUND_S = 60.0
+
+
+@dataclass
+class Nodes:
+    cluster: RedisCluster
+    a: BrokerProcess
+    b: BrokerProcess
+    rp: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="module")
+def nodes(redis_cluster: RedisCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    """Two broker nodes on the module's cluster, and one RP (started once: seconds)."""
+    logs = tmp_path_factory.mktemp("cluster-brokers")
+    url = redis_cluster.url
+    a = BrokerProcess(log_dir=logs, redis_url=url, node="a").start()
+    b = BrokerProcess(log_dir=logs, redis_url=url, node="b").start()
+    try:
+        yield Nodes(redis_cluster, a, b, add_rp("Cluster RP", redis_url=url))
+    finally:
+        b.cleanup()
+        a.cleanup()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis+cluster://h:1/0", "redis+cluster://h:port", "redis+cluster://:7000"],
+)
+def test_a_bad_cluster_url_is_a_clear_cli_error(url: str, tmp_path: Path) -> None:
+    result = run_cli([BROKER, "rp", "add", "X", "--redis-url", url, "--data-dir", tmp_path])
+    assert_cli_error(result, contains="bad --redis-url")
+
+
+def test_an_unreachable_cluster_is_a_clear_cli_error(tmp_path: Path) -> None:
+    result = run_cli([BROKER, "rp", "add", "X", "--redis-url", "redis+cluster://127.0.0.1:9", "--json"])
+    assert_cli_error(result, contains="cannot reach Redis")
+
+
+async def test_sign_ins_across_two_nodes_on_a_cluster(nodes: Nodes, tmp_path: Path) -> None:
+    """A device on node A gets a push the RP made on node B, live, over the user's shard
+    channel, and B's waiting RP gets A's answer; the real agent, enrolled through B,
+    answers a challenge the RP made on A."""
+    async with (
+        PushAuthClient(nodes.a.http_url, nodes.rp["api_key"]) as on_a,
+        PushAuthClient(nodes.b.http_url, nodes.rp["api_key"]) as on_b,
+    ):
+        dev = await online_device(on_b, nodes.a.ws_url, user="dave")
+        keys_ = {c.id: c.public_key for c in await on_b.list_credentials("dave")}
+        ch = await on_b.create_challenge("dave", CTX)
+        waiting = asyncio.ensure_future(on_b.wait_result(ch, keys_, timeout=20))
+        pushed = await dev.frame(timeout=20)
+        assert isinstance(pushed, Challenge) and pushed.ch == ch.id
+        await dev.send(dev.answer(pushed, number=ch.number))
+        assert await dev.frame(timeout=20) == AnswerResult(ch=ch.id, outcome="approved")
+        assert (await waiting).approved
+        await dev.close()
+
+        home = tmp_path / "agent"
+        cred = await enroll(on_b, home, user="carol")
+        ch = await on_a.create_challenge("carol", CTX)
+        waiting = asyncio.ensure_future(on_a.wait_result(ch, {cred.id: cred.public_key}, timeout=30))
+        (listed,) = json.loads(agent_ok(home, "pending", "--json"))
+        assert listed["id"] == ch.id
+        assert f"Request {ch.id}: approved" in agent_ok(home, "approve", ch.id, "--number", ch.number)
+        assert (await waiting).approved
+
+
+# -- a master dies under load --------------------------------------------------------------
+
+
+def _users_per_master(nodes: Nodes, rp_id: str, per_master: int) -> dict[int, list[str]]:
+    """User names whose slots sit on each master (per_master of them each)."""
+    found: dict[int, list[str]] = {m.port: [] for m in nodes.cluster.masters()}
+    i = 0
+    while any(len(v) < per_master for v in found.values()):
+        user = f"user{i}"
+        port = nodes.cluster.master_of_key("{" + keys.user_tag(rp_id, user) + "}").port
+        if len(found[port]) < per_master:
+            found[port].append(user)
+        i += 1
+    return found
+
+
+@dataclass
+class SignIns:
+    """Sign-ins in a loop for one user (its device answering), counted by wall time."""
+
+    client: PushAuthClient
+    url: str
+    dev: Device
+    user: str
+    keys: dict[str, bytes]
+    ok: list[float] = field(default_factory=list)
+    failed: int = 0
+    reconnects: int = 0
+
+    async def _reconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.dev.close()
+        back = await Device.connect(self.url, seed=self.dev.seed)
+        back.cid = self.dev.cid
+        await back.authenticate()
+        self.dev = back
+        self.reconnects += 1
+
+    async def _one(self) -> None:
+        ch = await self.client.create_challenge(self.user, CTX)
+        while True:  # skip what is not this push (cancels of earlier attempts, re-deliveries)
+            pushed = await self.dev.frame(timeout=15)
+            if isinstance(pushed, Challenge) and pushed.ch == ch.id:
+                break
+        await self.dev.send(self.dev.answer(pushed, number=ch.number))
+        result = await self.client.wait_result(ch, self.keys, timeout=15)
+        assert result.approved, result
+        self.ok.append(time.monotonic())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self._one()
+            except (BrokerUnavailable, PushAuthError, TimeoutError, websockets.ConnectionClosed):
+                # The failover: a 503, a push that came while this node was resubscribing
+                # (caught up later), a device connection closed with 1011. Try again.
+                self.failed += 1
+                with contextlib.suppress(Exception):
+                    await self._reconnect()
+                await asyncio.sleep(0.1)
+
+
+async def test_a_master_killed_under_load_loses_nothing(nodes: Nodes) -> None:
+    cluster = nodes.cluster
+    cluster.heal()
+    rp_id = nodes.rp["id"]
+    by_master = _users_per_master(nodes, rp_id, per_master=2)
+    users = [u for us in by_master.values() for u in us]
+    async with PushAuthClient(nodes.b.http_url, nodes.rp["api_key"]) as client:
+        devices = {u: await online_device(client, nodes.a.ws_url, user=u) for u in users}
+        creds = {u: {c.id: c.public_key for c in await client.list_credentials(u)} for u in users}
+        # The victim: a user whose master will die, with a challenge that stays pending.
+        victim_master = next(iter(by_master))
+        victim = by_master[victim_master][0]
+        loops = {u: SignIns(client, nodes.a.ws_url, devices[u], u, creds[u]) for u in users if u != victim}
+        stop = asyncio.Event()
+        running = [asyncio.ensure_future(s.run(stop)) for s in loops.values()]
+        try:
+            await asyncio.wait_for(_until(lambda: all(s.ok for s in loops.values())), FAILOVER_BOUND_S)
+            # Written just before the kill, with no wait of the test's own: the broker's
+            # durable writes are what keeps them.
+            enrollments = {u: await client.create_enrollment(u, f"{u}@phone2") for u in users}
+            pending = await client.create_challenge(victim, CTX)
+            master = cluster.node_at(victim_master)
+            killed_at = time.monotonic()
+            promoted = await asyncio.to_thread(cluster.kill_master, master, FAILOVER_BOUND_S)
+            assert cluster.master_of_key("{" + keys.user_tag(rp_id, victim) + "}").port == promoted.port
+            # Sign-ins go on after the failover, for users of every master, the dead one's too.
+            after = {u: len(s.ok) for u, s in loops.items()}
+            await asyncio.wait_for(
+                _until(lambda: all(len(s.ok) >= after[u] + 2 for u, s in loops.items())), FAILOVER_BOUND_S
+            )
+        finally:
+            stop.set()
+            await asyncio.gather(*running, return_exceptions=True)
+
+        # Every credential is still there, and every enrollment made just before the kill.
+        for u in users:
+            assert {c.id for c in await client.list_credentials(u)} == set(creds[u])
+            assert (await client.get_enrollment(enrollments[u])).status == "pending"
+        # The challenge made just before the kill is still pending and answerable.
+        dev = devices[victim]
+        with contextlib.suppress(Exception):
+            await dev.close()
+        back = await Device.connect(nodes.a.ws_url, seed=dev.seed)
+        back.cid = dev.cid
+        _welcome, waiting = await back.authenticate()
+        assert [c.ch for c in waiting] == [pending.id]
+        await back.send(back.answer(waiting[0], number=pending.number))
+        assert await back.frame(timeout=20) == AnswerResult(ch=pending.id, outcome="approved")
+        assert (await client.wait_result(pending, creds[victim], timeout=20)).approved
+        await back.close()
+        after_kill = sum(1 for s in loops.values() for t in s.ok if t > killed_at)
+        assert after_kill >= 2 * len(loops)
+        for s in loops.values():
+            with contextlib.suppress(Exception):
+                await s.dev.close()
+    await asyncio.to_thread(cluster.restart, master)
+
+
+async def _until(condition: Any) -> None:
+    """Poll a condition on the test's own counters (set by its own tasks)."""
+    while not condition():  # noqa: ASYNC110 - several tasks' counters, no single event to wait on
+        await asyncio.sleep(0.05)
