@@ -221,3 +221,21 @@ async def _until(condition: Any) -> None:
     """Poll a condition on the test's own counters (set by its own tasks)."""
     while not condition():  # noqa: ASYNC110 - several tasks' counters, no single event to wait on
         await asyncio.sleep(0.05)
+
+
+async def test_rp_remove_finds_its_users_on_every_master(nodes: Nodes) -> None:
+    """`rp remove` SCANs every master for the RP's users: all their credentials are
+    revoked and their pending challenges withdrawn, wherever their slots are."""
+    rp = add_rp("Going away", redis_url=nodes.cluster.url)
+    by_master = _users_per_master(nodes, rp["id"], per_master=1)
+    users = [u for us in by_master.values() for u in us]
+    async with PushAuthClient(nodes.a.http_url, rp["api_key"]) as client:
+        devices = [await online_device(client, nodes.a.ws_url, user=u) for u in users]
+        for u in users:
+            await client.create_challenge(u, CTX)
+    removed = run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", nodes.cluster.url])
+    assert removed.returncode == 0, removed.stderr
+    n = len(users)
+    assert f"{n} credential(s) revoked, {n} pending challenge(s) withdrawn" in removed.stdout
+    for dev in devices:
+        await dev.close()
