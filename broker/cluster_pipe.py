@@ -80,7 +80,8 @@ def command_slot(command: Command) -> int | None:
     """The slot of a command's first key (None: no key; any master serves it)."""
     if command[0] == "MULTI":  # ClusterPipe.transaction: the slot of its first command
         return command_slot(command[1]) if len(command) > 1 else None
-    name = _encode(command[0]).upper()
+    name = command[0]
+    name = name.upper().encode() if isinstance(name, str) else bytes(name).upper()
     if name in (b"EVALSHA", b"EVAL", b"FCALL", b"EVALSHA_RO", b"EVAL_RO"):
         if int(command[2]) == 0:
             return None
@@ -88,6 +89,11 @@ def command_slot(command: Command) -> int | None:
     if len(command) < 2 or name in (b"PING", b"WAIT", b"SCRIPT", b"INFO", b"CLUSTER", b"ASKING", b"WAITAOF"):
         return None
     return key_slot(_encode(command[1]))
+
+
+def _resendable(text: str) -> bool:
+    """An error that says the command did not run, and may succeed elsewhere or later."""
+    return text.startswith(_NOT_RUN) or text.startswith(("MOVED ", "ASK "))
 
 
 def _redirect(text: str) -> tuple[str, int, Address] | None:
@@ -343,14 +349,38 @@ class ClusterPipe:
                 self.unreplicated,
             )
 
+    def _ready(self, slot: int | None) -> _Protocol | None:
+        """The live connection to the master of `slot`, if there is one already."""
+        if slot is None:
+            return None
+        address = self._slots[slot]
+        node = self._nodes.get(address) if address is not None else None
+        proto = node.pipe._proto if node is not None else None
+        return proto if proto is not None and proto.lost is None else None
+
     async def _run(
         self, command: Command, *, idempotent: bool, durable: bool = False, script: str | None = None
     ) -> Any:
         """One command, routed, redirected and resent until it has a reply or the
         retry budget is spent."""
+        slot = command_slot(command)
+        # The common case, in as few steps as RedisPipe.execute: a known master, connected.
+        if not durable and (proto := self._ready(slot)) is not None:
+            try:
+                return await RedisPipe._send(proto, command)[0]
+            except ResponseError as exc:  # NOSCRIPT too: the slow way loads it
+                if not isinstance(exc, NoScriptError) and not _resendable(str(exc)):
+                    raise
+            except ConnectionError:
+                if not idempotent:
+                    raise  # it may have run: the caller must not assume either way
+        return await self._resend(command, slot, idempotent=idempotent, durable=durable, script=script)
+
+    async def _resend(
+        self, command: Command, slot: int | None, *, idempotent: bool, durable: bool, script: str | None
+    ) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_budget_s
-        slot = command_slot(command)
         asking: Address | None = None
         hops = 0
         failures = 0
@@ -409,27 +439,21 @@ class ClusterPipe:
         for one master are written together; the replies in the commands' order."""
         if not commands:
             return []
-        # Fast path: connect to the masters needed (at once when connected already),
-        # then send everything without another pause, so the commands for one master go
-        # out in one write; whatever meets a redirection or a lost connection goes the
-        # slow way, on its own.
-        targets: list[_Node | None] = []
-        for command in commands:
-            try:
-                node = await self._owner(command_slot(command))
-                await node.pipe._connection()
-            except ConnectionError:
-                node = None
-            targets.append(node)
+        # Fast path: connect to the masters needed (none to wait for once connected), then
+        # send everything without another pause, so the commands for one master go out
+        # in one write; whatever meets a redirection or a lost connection goes the slow
+        # way, on its own.
+        slots = [command_slot(c) for c in commands]
+        for slot in slots:
+            if slot is not None and self._ready(slot) is None:
+                with contextlib.suppress(ConnectionError):
+                    await (await self._owner(slot)).pipe._connection()
         futs: list[asyncio.Future[Any] | None] = []
-        for command, node in zip(commands, targets, strict=True):
-            proto = node.pipe._proto if node is not None else None
-            if proto is None or proto.lost is not None:
-                futs.append(None)
-            else:
-                futs.append(RedisPipe._send(proto, command)[0])
+        for command, slot in zip(commands, slots, strict=True):
+            proto = self._ready(slot)
+            futs.append(RedisPipe._send(proto, command)[0] if proto is not None else None)
         replies: list[Any] = []
-        for command, fut in zip(commands, futs, strict=True):
+        for command, slot, fut in zip(commands, slots, futs, strict=True):
             if fut is not None:
                 try:
                     replies.append(await fut)
@@ -437,11 +461,11 @@ class ClusterPipe:
                 except NoScriptError:
                     raise
                 except ResponseError as exc:
-                    if _redirect(str(exc)) is None and not str(exc).startswith(_NOT_RUN):
+                    if not _resendable(str(exc)):
                         raise
                 except ConnectionError:
                     pass
-            replies.append(await self._run(command, idempotent=True))
+            replies.append(await self._resend(command, slot, idempotent=True, durable=False, script=None))
         return replies
 
     def script(self, source: str, *, idempotent: bool = True, durable: bool = False) -> str:
