@@ -94,9 +94,22 @@ class Managed:
             self._log = None
 
 
+def cluster_port() -> int:
+    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
+    while True:
+        port = free_port()
+        if port + 10000 <= 65535:
+            with socket.socket() as s:
+                try:
+                    s.bind((LOCALHOST, port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
 class RedisServer(Managed):
-    def __init__(self, workdir: Path, name: str = "redis") -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, name: str = "redis", port: int | None = None) -> None:
+        self.port = port or free_port()
         exe = shutil.which("redis-server") or shutil.which("valkey-server")
         if exe is None:
             raise ClusterError("redis-server is not on PATH (it is needed to start a broker)")
@@ -139,7 +152,7 @@ class RedisClusterNodes:
         self.replicas = replicas
         self.nodes: list[RedisServer] = []
         for i in range(masters * (1 + replicas)):
-            node = RedisServer(workdir, name=f"redis-c{i}")
+            node = RedisServer(workdir, name=f"redis-c{i}", port=cluster_port())
             node.argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf"]
             node.argv += ["--cluster-node-timeout", "5000"]
             self.nodes.append(node)
