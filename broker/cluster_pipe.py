@@ -41,7 +41,7 @@ import hashlib
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 Command = tuple[Any, ...]
+OnReply = Callable[[Any], Awaitable[None]]
 
 RETRY_BUDGET_S = 8.0  # a failover of a cluster with cluster-node-timeout ~5 s fits
 MAX_REDIRECTS = 16  # MOVED/ASK hops of one command before it gives up (a map in flux)
@@ -283,7 +284,9 @@ class ClusterPipe:
             loop.call_soon(send_wait)
         return [*futs, node.wait]
 
-    async def _attempt(self, node: _Node, command: Command, *, asking: bool, durable: bool) -> Any:
+    async def _attempt(
+        self, node: _Node, command: Command, *, asking: bool, durable: bool, early: OnReply | None = None
+    ) -> Any:
         """Send once; ConnectionError before sending is turned into _NotSent."""
         # A master with no live replica (its own died, a failover made it master) has
         # nobody to wait for: a WAIT would only cost its timeout on every write.
@@ -302,7 +305,7 @@ class ClusterPipe:
                 fut.add_done_callback(_consume)  # +OK / +QUEUED; an error shows in EXEC's
             if durable:
                 reply_fut, wait_fut = self._send_durable(node, proto, wanted, None, futs[-1])
-                return await self._durable_reply(node, wanted, reply_fut, wait_fut)
+                return await self._durable_reply(node, wanted, reply_fut, wait_fut, early)
             return await futs[-1]
         if asking:
             asking_fut, *futs = RedisPipe._send(proto, ("ASKING",), command)
@@ -311,13 +314,20 @@ class ClusterPipe:
         if not durable:
             return await RedisPipe._send(proto, command)[0]
         reply_fut, wait_fut = self._send_durable(node, proto, wanted, command)
-        return await self._durable_reply(node, wanted, reply_fut, wait_fut)
+        return await self._durable_reply(node, wanted, reply_fut, wait_fut, early)
 
     async def _durable_reply(
-        self, node: _Node, wanted: int, reply_fut: asyncio.Future[Any], wait_fut: asyncio.Future[Any]
+        self,
+        node: _Node,
+        wanted: int,
+        reply_fut: asyncio.Future[Any],
+        wait_fut: asyncio.Future[Any],
+        early: OnReply | None,
     ) -> Any:
         try:
             reply = await reply_fut
+            if early is not None:  # while the WAIT is under way
+                await early(reply)
         except BaseException:
             wait_fut.add_done_callback(_consume)  # shared: others may still await it
             raise
@@ -359,7 +369,13 @@ class ClusterPipe:
         return proto if proto is not None and proto.lost is None else None
 
     async def _run(
-        self, command: Command, *, idempotent: bool, durable: bool = False, script: str | None = None
+        self,
+        command: Command,
+        *,
+        idempotent: bool,
+        durable: bool = False,
+        script: str | None = None,
+        early: OnReply | None = None,
     ) -> Any:
         """One command, routed, redirected and resent until it has a reply or the
         retry budget is spent."""
@@ -374,10 +390,19 @@ class ClusterPipe:
             except ConnectionError:
                 if not idempotent:
                     raise  # it may have run: the caller must not assume either way
-        return await self._resend(command, slot, idempotent=idempotent, durable=durable, script=script)
+        return await self._resend(
+            command, slot, idempotent=idempotent, durable=durable, script=script, early=early
+        )
 
     async def _resend(
-        self, command: Command, slot: int | None, *, idempotent: bool, durable: bool, script: str | None
+        self,
+        command: Command,
+        slot: int | None,
+        *,
+        idempotent: bool,
+        durable: bool,
+        script: str | None,
+        early: OnReply | None = None,
     ) -> Any:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_budget_s
@@ -387,7 +412,9 @@ class ClusterPipe:
         while True:
             node = self._node(asking) if asking is not None else await self._owner(slot)
             try:
-                return await self._attempt(node, command, asking=asking is not None, durable=durable)
+                return await self._attempt(
+                    node, command, asking=asking is not None, durable=durable, early=early
+                )
             except NoScriptError:
                 if script is None:
                     raise
@@ -475,14 +502,31 @@ class ClusterPipe:
         self._scripts[sha] = _Script(source, idempotent, durable)
         return sha
 
-    async def evalsha(self, sha: str, keys: list[Any], args: list[Any]) -> Any:
+    async def evalsha(
+        self, sha: str, keys: list[Any], args: list[Any], *, on_reply: OnReply | None = None
+    ) -> Any:
+        """Run a registered script. `on_reply(reply)` is awaited once with its reply before
+        this returns; for a durable script as soon as the reply is in, while the WAIT for
+        the replica is still under way (what only this node's own devices hear of early:
+        its own event, which other nodes have from the script's SPUBLISH already)."""
         info = self._scripts[sha]
-        return await self._run(
+        called = False
+
+        async def once(reply: Any) -> None:
+            nonlocal called
+            if not called and on_reply is not None:
+                called = True
+                await on_reply(reply)
+
+        reply = await self._run(
             ("EVALSHA", sha, len(keys), *keys, *args),
             idempotent=info.idempotent,
             durable=info.durable,
             script=sha,
+            early=once if info.durable and on_reply is not None else None,
         )
+        await once(reply)
+        return reply
 
     async def durable(self, *args: Any, idempotent: bool = True) -> Any:
         """A write that is on a replica too before this returns (see the module doc)."""

@@ -125,8 +125,13 @@ class Store:
         else:
             sha = pipe.script(source)
 
-        async def run(*, keys: list[Any], args: list[Any]) -> Any:
-            return await pipe.evalsha(sha, keys, args)
+        async def run(*, keys: list[Any], args: list[Any], on_reply: Any = None) -> Any:
+            if on_reply is not None and isinstance(pipe, ClusterPipe):
+                return await pipe.evalsha(sha, keys, args, on_reply=on_reply)
+            reply = await pipe.evalsha(sha, keys, args)
+            if on_reply is not None:
+                await on_reply(reply)
+            return reply
 
         return run
 
@@ -455,6 +460,16 @@ class Store:
         event = events.ChallengeCreated(record)
         policy = await self.policies.get(record.rp)
         tag = keys.user_tag(record.rp, record.user)
+
+        async def announce(reply: list[Any]) -> None:
+            # This node's devices hear of it as soon as it is stored: on a Redis Cluster
+            # while the WAIT for a replica is under way (the RP hears of it only after).
+            count, _value, *ended = reply
+            if int(count) > 0:
+                await self._ended(record.rp, record.user, Status.SUPERSEDED, tuple(i.decode() for i in ended))
+                await self._published(event)
+
+        extra = {"on_reply": announce} if self._pipe is not None else {}  # not on redis-py's Script
         count, value, *ended = await self._create(
             keys=[
                 keys.user_credentials(record.rp, record.user),
@@ -471,6 +486,7 @@ class Store:
                 record.target or "", "1" if supersede else "0", self.node, record.rp, record.user,
                 keys.challenge_prefix(tag), policy.failure_limit or 0, *record.to_fields(),
             ],
+            **extra,
         )  # fmt: skip
         count, ids = int(count), tuple(i.decode() for i in ended)
         if count == -4:
@@ -478,9 +494,8 @@ class Store:
         if count < 0:
             await self._ended(record.rp, record.user, Status.WITHDRAWN, ids)
             raise refusal(count, int(value), policy)
-        await self._ended(record.rp, record.user, Status.SUPERSEDED, ids)
-        if count:
-            await self._published(event)
+        if not extra:  # redis-py's script: announced here
+            await announce([count, value, *ended])
         return NewChallenge(count, int(value) if count == 0 else 0, ids)
 
     async def _ended(self, rp_id: str, user: str, status: Status, ids: tuple[str, ...]) -> None:
