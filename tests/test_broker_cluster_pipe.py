@@ -117,9 +117,15 @@ async def test_a_durable_write_is_on_the_replica_when_it_returns(
     pipe: ClusterPipe, redis_cluster: RedisCluster
 ) -> None:
     sha = pipe.script("return redis.call('SET', KEYS[1], ARGV[1])", idempotent=False, durable=True)
-    keys = [f"t:{{d{i}}}:x" for i in range(30)]
-    # Many at once (one WAIT per master shares them), each acknowledged by a replica.
-    await asyncio.gather(*(pipe.evalsha(sha, [k], [k]) for k in keys))
+    keys = [f"t:{{d{i}}}:x" for i in range(300)]
+
+    async def write(i: int, key: str) -> None:
+        for _ in range(i % 10):  # spread over several event-loop iterations: while one
+            await asyncio.sleep(0)  # WAIT is out, the next writes join the following one
+        await pipe.evalsha(sha, [key], [key])
+
+    # Many at once, each acknowledged by a replica before it returns.
+    await asyncio.gather(*(write(i, k) for i, k in enumerate(keys)))
     assert pipe.unreplicated == 0
     for key in keys:
         (replica,) = redis_cluster.replicas_of(redis_cluster.master_of_key(key))
