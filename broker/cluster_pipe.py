@@ -92,6 +92,27 @@ def command_slot(command: Command) -> int | None:
     return key_slot(_encode(command[1]))
 
 
+def live_replicas(cluster_nodes: str, default_host: str) -> dict[Address, int]:
+    """Master address -> its replicas that are up (not flagged fail or fail?, link
+    connected), from CLUSTER NODES. (CLUSTER SLOTS leaves out replicas that have not
+    replicated a byte yet, as in a new cluster, so it cannot say this.)"""
+    rows = [line.split() for line in cluster_nodes.splitlines() if line.strip()]
+    where: dict[str, Address] = {}
+    for row in rows:
+        host, _, port = row[1].split("@")[0].rpartition(":")
+        where[row[0]] = (host or default_host, int(port))
+    count: dict[Address, int] = {}
+    for row in rows:
+        flags = set(row[2].split(","))
+        if "master" in flags:
+            count.setdefault(where[row[0]], 0)
+        elif (
+            row[3] in where and not flags & {"fail", "fail?", "handshake", "noaddr"} and row[7] == "connected"
+        ):
+            count[where[row[3]]] = count.get(where[row[3]], 0) + 1
+    return count
+
+
 def _resendable(text: str) -> bool:
     """An error that says the command did not run, and may succeed elsewhere or later."""
     return text.startswith(_NOT_RUN) or text.startswith(("MOVED ", "ASK "))
@@ -256,25 +277,23 @@ class ClusterPipe:
         errors: list[str] = []
         for address in candidates:
             try:
-                reply = await asyncio.wait_for(
-                    self._node(address).pipe.execute("CLUSTER", "SLOTS"), CONNECT_TIMEOUT_S
+                reply, nodes = await asyncio.wait_for(
+                    self._node(address).pipe.execute_many([("CLUSTER", "SLOTS"), ("CLUSTER", "NODES")]),
+                    CONNECT_TIMEOUT_S,
                 )
             except (ConnectionError, ResponseError, TimeoutError, OSError) as exc:
                 errors.append(f"{address[0]}:{address[1]}: {exc}")
                 continue
             slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
             known: list[Address] = []
-            replica_count: dict[Address, int] = {}
             for start, end, master, *replicas in reply:
-                # An empty host means "the address you reached me at". A replica that
-                # failed is left out by the server.
+                # An empty host means "the address you reached me at".
                 owner = (master[0].decode() or address[0], int(master[1]))
-                replica_count[owner] = len(replicas)
                 known += [owner, *((r[0].decode() or address[0], int(r[1])) for r in replicas)]
                 for slot in range(int(start), int(end) + 1):
                     slots[slot] = owner
             self._slots = slots
-            self._replica_count = replica_count
+            self._replica_count = live_replicas(nodes.decode(), address[0])
             self._refreshed_at = asyncio.get_running_loop().time()
             self._known = list(dict.fromkeys(known)) or self._known
             # Forget nodes that own no slots and whose connections broke (a dead master).

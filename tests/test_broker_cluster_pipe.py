@@ -126,7 +126,7 @@ async def test_a_durable_write_is_on_the_replica_when_it_returns(
 
     # Many at once, each acknowledged by a replica before it returns.
     await asyncio.gather(*(write(i, k) for i, k in enumerate(keys)))
-    assert pipe.unreplicated == 0
+    assert pipe.unreplicated == 0, (pipe._replica_count, pipe.unreplicated)
     for key in keys:
         (replica,) = redis_cluster.replicas_of(redis_cluster.master_of_key(key))
         with redis.Redis(host=LOCALHOST, port=replica.port) as r:
@@ -250,7 +250,7 @@ async def test_a_transaction_is_atomic_and_durable(pipe: ClusterPipe, redis_clus
         durable=True,
     )
     assert replies == [1, b"OK", 1]
-    assert pipe.unreplicated == 0
+    assert pipe.unreplicated == 0, (pipe._replica_count, pipe.unreplicated)
     (replica,) = redis_cluster.replicas_of(redis_cluster.master_of_key("t:{tx}:h"))
     with redis.Redis(host=LOCALHOST, port=replica.port) as r:
         r.execute_command("READONLY")
