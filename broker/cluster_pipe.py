@@ -233,6 +233,7 @@ class ClusterPipe:
         self.unreplicated = 0
         self._replica_count: dict[Address, int] = {}  # live replicas of each master (the map's)
         self._warned: dict[Address, float] = {}
+        self._behind: dict[Address, float] = {}  # master -> until when its writes do not wait
         self._refreshed_at = 0.0
 
     @classmethod
@@ -351,8 +352,12 @@ class ClusterPipe:
     ) -> Any:
         """Send once; ConnectionError before sending is turned into _NotSent."""
         # A master with no live replica (its own died, a failover made it master) has
-        # nobody to wait for: a WAIT would only cost its timeout on every write.
+        # nobody to wait for: a WAIT would only cost its timeout on every write. Nor has
+        # one whose replica just let a WAIT time out (it is syncing, or far behind): for
+        # a while its writes do not wait, then one WAIT tries again.
         wanted = min(self.durable_replicas, self._replica_count.get(node.address, self.durable_replicas))
+        if durable and self._behind.get(node.address, 0.0) > asyncio.get_running_loop().time():
+            wanted = 0
         if durable and wanted == 0:
             self._unreplicated(node.address)
             durable = False
@@ -400,6 +405,7 @@ class ClusterPipe:
         if int(acked) < wanted:
             # No replica confirmed in time (it is far behind, or died since the slot map
             # was read): the write is on the master only. Serving on is the lesser harm.
+            self._behind[node.address] = asyncio.get_running_loop().time() + REPLICA_RECHECK_S
             self._unreplicated(node.address)
         return reply
 

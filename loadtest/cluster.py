@@ -152,9 +152,11 @@ class RedisClusterNodes:
         self.replicas = replicas
         self.nodes: list[RedisServer] = []
         for i in range(masters * (1 + replicas)):
-            node = RedisServer(workdir, name=f"redis-c{i}", port=cluster_port())
-            node.argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf"]
-            node.argv += ["--cluster-node-timeout", "5000"]
+            home = workdir / f"redis-c{i}"  # its own: a replica's sync writes dump.rdb there
+            home.mkdir(parents=True, exist_ok=True)
+            node = RedisServer(home, name=f"redis-c{i}", port=cluster_port())
+            node.argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            node.argv += ["--cluster-node-timeout", "5000", "--repl-diskless-sync-delay", "0"]
             self.nodes.append(node)
 
     @property
@@ -181,21 +183,34 @@ class RedisClusterNodes:
         if made.returncode != 0:
             raise ClusterError(f"redis-cli --cluster create failed: {made.stdout[-2000:]} {made.stderr}")
         first = self.nodes[0].proc
-        _wait_until(lambda: all(map(_cluster_ok, self.nodes)), 60, "the Redis Cluster", first)  # type: ignore[arg-type]
+        # Every node ok, and every replica in sync: a load test must not begin while a
+        # replica still loads (the broker's durable writes would wait for it).
+        ready = lambda: all(map(_cluster_ok, self.nodes)) and self._replicas_synced()  # noqa: E731
+        _wait_until(ready, 60, "the Redis Cluster", first)  # type: ignore[arg-type]
         return self
 
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
+    def _replicas_synced(self) -> bool:
+        masters = [_ask(n, b"INFO replication") for n in self.nodes]
+        online = sum(text.count(b",state=online,") for text in masters if b"role:master" in text)
+        return online == len(self.nodes) - len(self.nodes) // (1 + self.replicas)
 
-def _cluster_ok(node: RedisServer) -> bool:
+
+def _ask(node: RedisServer, inline: bytes) -> bytes:
+    """An inline command's reply (enough of it for a status check); b"" if none."""
     try:
         with socket.create_connection((LOCALHOST, node.port), timeout=0.5) as s:
-            s.sendall(b"CLUSTER INFO\r\n")
-            return b"cluster_state:ok" in s.recv(4096)
+            s.sendall(inline + b"\r\n")
+            return s.recv(65536)
     except OSError:
-        return False
+        return b""
+
+
+def _cluster_ok(node: RedisServer) -> bool:
+    return b"cluster_state:ok" in _ask(node, b"CLUSTER INFO")
 
 
 @dataclass
