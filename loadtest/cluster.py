@@ -94,19 +94,6 @@ class Managed:
             self._log = None
 
 
-def cluster_port() -> int:
-    """A free port whose cluster-bus port (port + 10000) is free and valid too."""
-    while True:
-        port = free_port()
-        if port + 10000 <= 65535:
-            with socket.socket() as s:
-                try:
-                    s.bind((LOCALHOST, port + 10000))
-                except OSError:
-                    continue
-            return port
-
-
 class RedisServer(Managed):
     def __init__(self, workdir: Path, name: str = "redis", port: int | None = None) -> None:
         self.port = port or free_port()
@@ -154,8 +141,11 @@ class RedisClusterNodes:
         for i in range(masters * (1 + replicas)):
             home = workdir / f"redis-c{i}"  # its own: a replica's sync writes dump.rdb there
             home.mkdir(parents=True, exist_ok=True)
-            node = RedisServer(home, name=f"redis-c{i}", port=cluster_port())
+            node = RedisServer(home, name=f"redis-c{i}")
+            # The cluster bus on a port of its own (the default, port + 10000, can be
+            # above 65535 or taken).
             node.argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            node.argv += ["--cluster-port", str(free_port())]
             node.argv += ["--cluster-node-timeout", "5000", "--repl-diskless-sync-delay", "0"]
             self.nodes.append(node)
 

@@ -22,7 +22,7 @@ from typing import Any, Self
 import redis
 from redis.crc import key_slot
 
-from .ports import LOCALHOST
+from .ports import LOCALHOST, free_port
 from .redis_server import RedisServer
 from .waiting import DEADLINE, wait_until
 
@@ -72,6 +72,10 @@ class RedisCluster:
                         "0",
                         "--repl-diskless-sync-delay",
                         "0",
+                        # The cluster bus on a claimed port too (by default port + 10000,
+                        # which may be in the kernel's ephemeral range, or another test's).
+                        "--cluster-port",
+                        str(free_port()),
                     ),
                 )
             )
