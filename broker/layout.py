@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import ResponseError
+from redis.asyncio import Redis
+from redis.exceptions import RedisClusterException, ResponseError
 
 from . import keys
 
@@ -78,11 +78,6 @@ async def ensure(redis: Redis, *, wait_s: float = 60.0) -> Migration | None:
     """Make sure the store has layout 2; the Migration if this call moved it."""
     await check_server(redis)
     if await redis.get(keys.LAYOUT) == keys.LAYOUT_VERSION.encode():
-        return None
-    if isinstance(redis, RedisCluster):
-        # A cluster never held layout 1 (its steps cross slots): this is a new store. A
-        # store of layout 1 is moved on its own Redis first, then its data to a cluster.
-        await redis.set(keys.LAYOUT, keys.LAYOUT_VERSION, nx=True)
         return None
     if not await redis.set(LOCK, str(time.time()), nx=True, px=LOCK_MS):
         deadline = time.monotonic() + wait_s
@@ -225,7 +220,7 @@ async def _rename(redis: Redis, old: str, new: str, kind: str, result: Migration
         return  # none (a new store), expired meanwhile, or moved by an earlier run
     try:
         await redis.rename(old, new)
-    except ResponseError as exc:
+    except (ResponseError, RedisClusterException) as exc:  # the latter: redis-py's RedisCluster
         if "no such key" in str(exc).lower():
             return
         if "slot" in str(exc).lower():

@@ -239,3 +239,18 @@ async def test_rp_remove_finds_its_users_on_every_master(nodes: Nodes) -> None:
     assert f"{n} credential(s) revoked, {n} pending challenge(s) withdrawn" in removed.stdout
     for dev in devices:
         await dev.close()
+
+
+def test_a_layout_1_store_on_a_cluster_is_refused_with_a_message(nodes: Nodes) -> None:
+    """Keys of the old layout cannot be renamed across slots: the operator is told to
+    migrate on the single Redis first (broker/layout.py), nothing is half moved."""
+    client = nodes.cluster.client()
+    try:
+        client.delete(keys.LAYOUT)
+        client.sadd("pa:rps", "rp_old")  # a layout-1 key
+        result = run_cli([BROKER, "rp", "list", "--redis-url", nodes.cluster.url])
+        assert_cli_error(result, contains="run this release once on the single Redis")
+    finally:
+        client.delete("pa:rps")
+        client.set(keys.LAYOUT, keys.LAYOUT_VERSION)
+        client.close()
