@@ -158,25 +158,29 @@ class RedisClusterNodes:
         return tuple(n.pid for n in self.nodes)
 
     def start(self) -> RedisClusterNodes:
-        for node in self.nodes:
-            node.start()
-        addresses = [f"{LOCALHOST}:{n.port}" for n in self.nodes]
-        replicas = ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
-        made = subprocess.run(
-            [self.cli, "--cluster", "create", *addresses, *replicas],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-        if made.returncode != 0:
-            raise ClusterError(f"redis-cli --cluster create failed: {made.stdout[-2000:]} {made.stderr}")
-        first = self.nodes[0].proc
-        # Every node ok, and every replica in sync: a load test must not begin while a
-        # replica still loads (the broker's durable writes would wait for it).
-        ready = lambda: all(map(_cluster_ok, self.nodes)) and self._replicas_synced()  # noqa: E731
-        _wait_until(ready, 60, "the Redis Cluster", first)  # type: ignore[arg-type]
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"{LOCALHOST}:{n.port}" for n in self.nodes]
+            replicas = ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            made = subprocess.run(
+                [self.cli, "--cluster", "create", *addresses, *replicas],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                stdin=subprocess.DEVNULL,
+            )
+            if made.returncode != 0:
+                raise ClusterError(f"redis-cli --cluster create failed: {made.stdout[-2000:]} {made.stderr}")
+            first = self.nodes[0].proc
+            # Every node ok, and every replica in sync: a load test must not begin while a
+            # replica still loads (the broker's durable writes would wait for it).
+            ready = lambda: all(map(_cluster_ok, self.nodes)) and self._replicas_synced()  # noqa: E731
+            _wait_until(ready, 60, "the Redis Cluster", first)  # type: ignore[arg-type]
+        except BaseException:
+            self.stop()  # what did start: nothing of a failed start is left running
+            raise
         return self
 
     def stop(self) -> None:
