@@ -249,7 +249,8 @@ class ClusterPipe:
         auth = ([username, password] if username else [password]) if password else []
         seeds = [(n.host, int(n.port)) for n in redis.nodes_manager.startup_nodes.values()]
         seeds += [(n.host, int(n.port)) for n in redis.get_nodes()]
-        return cls(seeds, auth=auth)
+        wait_ms = int(getattr(redis, "pushauth_wait_ms", DURABLE_WAIT_MS))  # the URL's ?wait_ms
+        return cls(seeds, auth=auth, durable_replicas=1 if wait_ms else 0, durable_wait_ms=wait_ms)
 
     # -- the slot map ----------------------------------------------------------------
 
@@ -355,6 +356,8 @@ class ClusterPipe:
         # nobody to wait for: a WAIT would only cost its timeout on every write. Nor has
         # one whose replica just let a WAIT time out (it is syncing, or far behind): for
         # a while its writes do not wait, then one WAIT tries again.
+        if self.durable_replicas == 0:  # the operator chose so (?wait_ms=0)
+            durable = False
         wanted = min(self.durable_replicas, self._replica_count.get(node.address, self.durable_replicas))
         if durable and self._behind.get(node.address, 0.0) > asyncio.get_running_loop().time():
             wanted = 0

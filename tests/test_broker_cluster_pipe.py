@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -43,6 +44,8 @@ def test_cluster_urls_are_parsed() -> None:
     assert parse("redis+cluster://10.0.0.1:7001,node-b,[::1]:7003/") == ClusterURL(
         seeds=(("10.0.0.1", 7001), ("node-b", 6379), ("::1", 7003)), username=None, password=None
     )
+    assert parse("redis+cluster://h:1/?wait_ms=250").wait_ms == 250
+    assert parse("redis+cluster://h:1").wait_ms == 1000
     where = parse("redis+cluster://app:s3cr%40t@h:1")
     assert (where.username, where.password) == ("app", "s3cr@t")
     assert parse("redis+cluster://:pw@h:1").username is None
@@ -56,11 +59,13 @@ def test_cluster_urls_are_parsed() -> None:
         ("redis+cluster://h:70000", "port must be a number"),
         ("redis+cluster://:1", "missing its host"),
         ("redis+cluster://h:1,", "missing its host"),
-        ("redis+cluster://h:1?x=1", "no ?query"),
+        ("redis+cluster://h:1?x=1", "unknown option 'x'"),
+        ("redis+cluster://h:1?wait_ms=-1", "wait_ms must be 0 to 60000"),
+        ("redis+cluster://h:1?wait_ms=soon", "wait_ms must be 0 to 60000"),
     ],
 )
 def test_bad_cluster_urls_say_what_is_wrong(url: str, says: str) -> None:
-    with pytest.raises(ValueError, match=says.replace("?", r"\?")):
+    with pytest.raises(ValueError, match=re.escape(says)):
         parse(url)
 
 
@@ -265,8 +270,20 @@ async def test_a_pipe_for_redis_pys_cluster_client(redis_cluster: RedisCluster) 
         await client.ping()
         p = ClusterPipe.for_client(client)
         assert p is not None
+        assert (p.durable_replicas, p.durable_wait_ms) == (1, 1000)
         assert await p.execute("SET", "t:{fc}:x", "1") == b"OK"
         assert await client.get("t:{fc}:x") == b"1"
+        p.close()
+    finally:
+        await client.aclose()
+    # ?wait_ms=0: durable writes do not wait for a replica (and are not counted as missed).
+    client = cluster_client(redis_cluster.url + "/?wait_ms=0")
+    try:
+        await client.ping()
+        p = ClusterPipe.for_client(client)
+        assert p is not None and p.durable_replicas == 0
+        assert await p.durable("SET", "t:{fc}:y", "1") == b"OK"
+        assert p.unreplicated == 0
         p.close()
     finally:
         await client.aclose()
