@@ -72,9 +72,11 @@ _GOING_AWAY = wsframes.close_frame(wsframes.GOING_AWAY, b"broker shutting down")
 # since its previous ping (no pong, no frame) is dropped: a dead peer (a phone gone off
 # the network without closing) costs a socket for at most two periods.
 HEARTBEAT_S = 30.0
-# Messages received but not yet handled, per connection: above INBOX_HIGH the socket
-# stops reading (TCP pushes back on the device) until the backlog is down to INBOX_LOW.
+# Messages received but not yet handled, per connection: at INBOX_HIGH messages or
+# INBOX_BYTES bytes the socket stops reading (TCP pushes back on the device) until the
+# backlog is down to INBOX_LOW messages and half the bytes (aiohttp's queue: 64 KiB).
 INBOX_HIGH, INBOX_LOW = 32, 8
+INBOX_BYTES = 64 * 1024
 
 _ANSWER_REFUSALS = {
     "expired": (ErrorCode.CHALLENGE_EXPIRED, "challenge expired"),
@@ -365,7 +367,9 @@ class DeviceConnection(WsSocket):
 
     __slots__ = (
         "_backlog",
+        "_held",
         "_inbox",
+        "_inbox_paused",
         "_notice_backlog",
         "_watchdog",
         "_worker",
@@ -409,6 +413,8 @@ class DeviceConnection(WsSocket):
         self._backlog: list[ChallengeRecord] | None = []
         self._notice_backlog: list[Notice] | None = []
         self._inbox: deque[tuple[int, bytes]] | None = None  # messages not handled yet
+        self._held = 0  # their bytes
+        self._inbox_paused = False  # reading stopped because of them
         self._worker: asyncio.Task[None] | None = None  # handles the inbox, while it has any
         self._watchdog: asyncio.TimerHandle | None = None  # the authentication deadline
 
@@ -455,7 +461,10 @@ class DeviceConnection(WsSocket):
         if inbox is None:
             inbox = self._inbox = deque()
         inbox.append((opcode, payload))
-        if len(inbox) == INBOX_HIGH and self.transport is not None:
+        self._held += len(payload)
+        full = len(inbox) >= INBOX_HIGH or self._held >= INBOX_BYTES
+        if full and not self._inbox_paused and self.transport is not None:
+            self._inbox_paused = True
             self.transport.pause_reading()
         if self._worker is None:
             self._worker = spawn(self._work(inbox))
@@ -465,8 +474,9 @@ class DeviceConnection(WsSocket):
         try:
             while inbox:
                 opcode, payload = inbox.popleft()
-                if len(inbox) == INBOX_LOW and self.transport is not None:
-                    self.transport.resume_reading()
+                self._held -= len(payload)
+                if self._inbox_paused and len(inbox) <= INBOX_LOW and self._held <= INBOX_BYTES // 2:
+                    self._resume_inbox()
                 if not self.frames.take():
                     limit = f"more than {FRAME_BURST} frames at once or {FRAMES_PER_S:g} a second"
                     await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, limit))
@@ -495,6 +505,14 @@ class DeviceConnection(WsSocket):
     def on_halt(self) -> None:
         if self._inbox is not None:
             self._inbox.clear()
+        self._held = 0
+        self._resume_inbox()  # closing: the peer's close reply (or the rest) must be read
+
+    def _resume_inbox(self) -> None:
+        if self._inbox_paused:
+            self._inbox_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def _auth_timeout(self) -> None:
         self._watchdog = None
