@@ -321,7 +321,7 @@ class _Upgrade(web.StreamResponse):
     forgets the transport, tells its server the connection is gone (so an orderly
     shutdown does not wait for it), and its task ends after this response. Bytes the
     client sent after the request head (aiohttp keeps them for the WebSocket reader it
-    would have started) go to `sock`. tests/test_broker_device_ws.py covers the path."""
+    would have started) go to `sock`. tests/test_broker_device_socket.py covers the path."""
 
     def __init__(
         self, request: web.Request, sock: WsSocket, head: bytes, refusal: tuple[int, bytes] | None = None
