@@ -249,8 +249,19 @@ def install(app: web.Application, push: WebPush) -> None:
     node = app[NODE]
     redis = node.store.redis
 
+    # Marks are written in the order the hub made them: a connection that replaces another
+    # (or re-authenticates) gives "gone" then "live" for the same credential, and two
+    # pipelines on two pooled connections could reach Redis the other way round, leaving
+    # a connected device recorded as gone (it would get a push instead of its prompt).
+    # asyncio.Lock is FIFO, and spawned tasks reach it in the order they were spawned.
+    in_order = asyncio.Lock()
+
+    async def mark(cids: list[str], live: bool) -> None:
+        async with in_order:
+            await _quietly(push.mark(redis, node.name, cids, live))
+
     def presence(cids: list[str], live: bool) -> None:
-        spawn(_quietly(push.mark(redis, node.name, cids, live)))
+        spawn(mark(cids, live))
 
     node.hub.on_presence = presence
 
@@ -258,14 +269,16 @@ def install(app: web.Application, push: WebPush) -> None:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(LIVE_TTL_MS / 3000)
-                await _quietly(push.mark(redis, node.name, list(node.hub.by_cid), True))
+                async with in_order:  # the list read inside: a later "gone" lands after it
+                    await _quietly(push.mark(redis, node.name, list(node.hub.by_cid), True))
 
         task = asyncio.get_running_loop().create_task(loop())
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await _quietly(push.mark(redis, node.name, list(node.hub.by_cid), False))
+        async with in_order:
+            await _quietly(push.mark(redis, node.name, list(node.hub.by_cid), False))
         await push.close()
 
     app.cleanup_ctx.append(renew)

@@ -191,7 +191,14 @@ async def test_a_closed_device_is_woken_by_a_push_that_says_only_that_a_request_
             subscribed = await device.next(PushSubscribed)
             assert isinstance(subscribed, PushSubscribed) and subscribed.cids == (cid,)
 
-            # Connected: the request comes over the socket, and no push is sent.
+            # Connected: the request comes over the socket, and no push is sent. (Presence
+            # is written to Redis by a task of its own: wait until it is there, as the
+            # offline half below waits until it is gone.)
+            store = redis.Redis.from_url(push_broker.redis_url or "")
+            try:
+                wait_until(lambda: store.hlen(f"pa:wp:live:{cid}") == 1, message="the connection recorded")
+            finally:
+                store.close()
             online = await rp.create_challenge("alice", CONTEXT, ttl=30)
             frame = await device.next(Challenge)
             assert isinstance(frame, Challenge) and frame.ch == online.id
