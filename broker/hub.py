@@ -189,8 +189,9 @@ class Hub:
     # -- events ------------------------------------------------------------
 
     def forget_challenge(self, ch: str) -> None:
-        """Stop tracking a challenge created here without an event (its expiry could not
-        be written): the long-polls and devices ask Redis or get it from the catch-up."""
+        """Stop tracking a challenge created here: its timer, its record and its channel.
+        When it ended (below), or without an event (its expiry could not be written: the
+        long-polls and devices ask Redis or get it from the catch-up)."""
         timer = self.expiry_timers.pop(ch, None)
         if timer is not None:
             timer.cancel()
@@ -248,13 +249,7 @@ class Hub:
 
     async def _challenge_ended(self, event: ChallengeEnded) -> None:
         ch, rp, user = event.ch, event.rp, event.user
-        timer = self.expiry_timers.pop(ch, None)
-        if timer is not None:
-            timer.cancel()
-        self.live.pop(ch, None)
-        channel = self.holding.pop(ch, None)
-        if channel is not None:
-            self.channels.release(channel)
+        self.forget_challenge(ch)
         for fut in self.result_waiters.pop(ch, ()):
             if not fut.done():
                 fut.set_result(event)
