@@ -176,6 +176,20 @@ _DEVICE_ERRORS = Counter(
 )
 _device_error_children: dict[str, Counter] = {}
 
+_WEBPUSH_WAKEUPS = Counter(
+    "pushauth_webpush_wakeups",
+    "Web Push decisions for a new challenge, per subscribed credential: sent (pushed, the "
+    "push service took it), connected (no push: a connection is live on some node), failed "
+    "(the push service refused or could not be reached), gone (the push service said the "
+    "subscription no longer exists: it is removed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBPUSH_SENT = _WEBPUSH_WAKEUPS.labels("sent")
+WEBPUSH_CONNECTED = _WEBPUSH_WAKEUPS.labels("connected")
+WEBPUSH_FAILED = _WEBPUSH_WAKEUPS.labels("failed")
+WEBPUSH_GONE = _WEBPUSH_WAKEUPS.labels("gone")
+
 
 def rejected(status: int, code: str) -> None:
     """Count one problem response (not the hot path: a refusal already costs more)."""

@@ -42,7 +42,7 @@ from protocol import b64
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import PushSubscribe, PushSubscribed
 
-from . import keys
+from . import keys, metrics
 from .context import NODE
 from .models import ChallengeRecord
 from .tasks import spawn
@@ -159,25 +159,30 @@ class WebPush:
                     p.hdel(_live_key(cid), node)
             await p.execute()
 
-    async def offline(self, redis: aioredis.Redis, cids: list[str]) -> list[str]:
-        """Of `cids`, those with a subscription and no live connection on any node."""
+    async def presence(self, redis: aioredis.Redis, cids: list[str]) -> tuple[list[str], list[str]]:
+        """Of `cids`, those with a subscription: (no live connection on any node, connected)."""
         async with redis.pipeline(transaction=False) as p:
             for cid in cids:
                 p.exists(_sub_key(cid))
                 p.hvals(_live_key(cid))
             found = await p.execute()
         now = int(time.time() * 1000)
-        out = []
+        offline: list[str] = []
+        connected: list[str] = []
         for cid, has_sub, live in zip(cids, found[::2], found[1::2], strict=True):
-            if has_sub and not any(int(v) > now for v in live):
-                out.append(cid)
-        return out
+            if has_sub:
+                (connected if any(int(v) > now for v in live) else offline).append(cid)
+        return offline, connected
 
     # -- sending -----------------------------------------------------------
 
     async def _wake(self, redis: aioredis.Redis, cids: list[str], ttl_s: int) -> None:
         try:
-            for cid in await self.offline(redis, cids):
+            offline, connected = await self.presence(redis, cids)
+            # Counted once decided, so an operator (and a test) can see that a connected
+            # device was not pushed, not only that a push was sent.
+            metrics.WEBPUSH_CONNECTED.inc(len(connected))
+            for cid in offline:
                 raw = await redis.get(_sub_key(cid))
                 if raw is not None:
                     await self._send(redis, cid, json.loads(raw), ttl_s)
@@ -202,10 +207,16 @@ class WebPush:
         except WebPushException as exc:
             status = exc.response.status if exc.response is not None else None
             if status in (404, 410):  # the subscription is gone (RFC 8030, section 7.3)
+                metrics.WEBPUSH_GONE.inc()
                 await redis.delete(_sub_key(cid))
+            else:
+                metrics.WEBPUSH_FAILED.inc()
             log.warning("web push to credential %s failed: %s", cid, status or exc)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            metrics.WEBPUSH_FAILED.inc()
             log.warning("web push to credential %s failed: %s", cid, exc)
+        else:
+            metrics.WEBPUSH_SENT.inc()
 
     async def targets(self, redis: aioredis.Redis, record: ChallengeRecord) -> list[str]:
         """The credentials a challenge goes to: its target, or the user's confirmed ones."""

@@ -7,34 +7,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import urllib.request
 from collections.abc import Callable
 
 import aiohttp
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 from support import BrokerProcess, RedisServer, add_rp, free_port, http_status, wait_until
+from support.metrics import scrape, value
 from test_broker_device_ws import BAD_FRAMES, CTX, Device, approve_push, keys_of, online_device
 
 from protocol.frames import Challenge
 from relying_party.sdk import PushAuthClient
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        assert resp.headers["Content-Type"].startswith("text/plain")
-        text = resp.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def with_metrics(

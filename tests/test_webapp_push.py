@@ -29,6 +29,7 @@ from multidict import CIMultiDict
 from playwright.async_api import Browser
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer, free_port, wait_until
+from support.metrics import scrape, value
 from webapp_world import browser, enrolled, new_phone  # noqa: F401
 
 from broker.webpush import WAKE_PAYLOAD
@@ -52,6 +53,7 @@ def push_port() -> int:
 @pytest.fixture(scope="module")
 def push_broker(tmp_path_factory: pytest.TempPathFactory, push_port: int) -> Iterator[BrokerProcess]:
     base = tmp_path_factory.mktemp("webpush")
+    metrics_port = free_port()
     with RedisServer(base / "redis") as redis_server:
         node = BrokerProcess(
             log_dir=base / "logs",
@@ -62,9 +64,11 @@ def push_broker(tmp_path_factory: pytest.TempPathFactory, push_port: int) -> Ite
                 "--push-subject", SUBJECT,
                 "--push-service", f"http://127.0.0.1:{push_port}",
                 "--webapp",
+                "--metrics-port", str(metrics_port),
             ],
         ).start()  # fmt: skip
         node.vapid_pem = base / "vapid.pem"  # type: ignore[attr-defined]
+        node.metrics_port = metrics_port  # type: ignore[attr-defined]
         yield node
         node.cleanup()
 
@@ -127,6 +131,11 @@ def subscription_keys() -> tuple[ec.EllipticCurvePrivateKey, bytes, bytes]:
 
 def b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def wakeups(broker: BrokerProcess, outcome: str) -> float:
+    """The broker's count of Web Push decisions with this outcome (`/metrics`)."""
+    return value(scrape(broker.metrics_port), "pushauth_webpush_wakeups_total", outcome=outcome)  # type: ignore[attr-defined]
 
 
 def check_vapid(header: str, public_key: bytes, audience: str) -> None:
@@ -199,9 +208,18 @@ async def test_a_closed_device_is_woken_by_a_push_that_says_only_that_a_request_
                 wait_until(lambda: store.hlen(f"pa:wp:live:{cid}") == 1, message="the connection recorded")
             finally:
                 store.close()
+            connected_before = wakeups(push_broker, "connected")
             online = await rp.create_challenge("alice", CONTEXT, ttl=30)
             frame = await device.next(Challenge)
             assert isinstance(frame, Challenge) and frame.ch == online.id
+            # The push decision is the broker's own task, after the creation: the device
+            # stays connected until it is made (closing first would make it a push).
+            await asyncio.to_thread(
+                wait_until,
+                lambda: wakeups(push_broker, "connected") == connected_before + 1,
+                message="the broker's decision not to push the connected device",
+            )
+            assert push_service.messages.empty()
 
         # Closed: once the broker sees the connection gone, the next request is a push.
         # (a Redis state: the node's presence entry for the credential is removed on close).
@@ -212,8 +230,12 @@ async def test_a_closed_device_is_woken_by_a_push_that_says_only_that_a_request_
             )
         finally:
             store.close()
+        sent_before = wakeups(push_broker, "sent")
         offline = await rp.create_challenge("alice", CONTEXT, ttl=45)
         path, headers, body = await asyncio.wait_for(push_service.messages.get(), 10)
+        await asyncio.to_thread(
+            wait_until, lambda: wakeups(push_broker, "sent") == sent_before + 1, message="the push counted"
+        )
     assert path == "/push/phone1" and push_service.messages.empty()  # one message, for the second request
     assert (
         headers["TTL"] == "45" and headers["Content-Encoding"] == "aes128gcm" and headers["Urgency"] == "high"
