@@ -150,6 +150,7 @@ async def screen_lock_gate(rp: PushAuthClient, phone: Phone) -> None:
     await page.get_by_role("button", name="Approve").tap()
     await page.locator("#prompt-error", has_text="did not confirm").wait_for()
     await phone.shot("13-screen-lock-failed")
+    await phone.axe_clean("the prompt after a failed screen lock")
     assert (await rp.get_result(challenge, {account["cid"]: account["key"]})).status is Status.PENDING
 
     # Verified: the approval goes through, after one more assertion by the authenticator.
@@ -200,6 +201,7 @@ async def test_installable_offline_and_served_with_a_strict_policy(
         await page.locator("body[data-ready='1']").wait_for()
         await page.get_by_role("heading", name="Accounts").wait_for()
         await phone.shot("14-offline")
+        await phone.axe_clean("the home screen offline")
     finally:
         await phone.context.set_offline(False)
     cached = await page.evaluate(

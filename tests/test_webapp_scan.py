@@ -30,6 +30,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 WIDTH, HEIGHT = 640, 480
 
 
+def blank_video(path: Path, frames: int = 3) -> Path:
+    """A Y4M video of white frames: a camera that sees no QR code."""
+    return write_y4m(Image.new("L", (WIDTH, HEIGHT), 255), path, frames)
+
+
 def qr_video(text: str, path: Path, frames: int = 3) -> Path:
     """A Y4M (4:2:0) video whose every frame is the QR code of `text`, black on white."""
     out = io.BytesIO()
@@ -38,12 +43,28 @@ def qr_video(text: str, path: Path, frames: int = 3) -> Path:
     assert code.width <= HEIGHT, f"QR code of {code.width} px does not fit"
     frame = Image.new("L", (WIDTH, HEIGHT), 255)
     frame.paste(code, ((WIDTH - code.width) // 2, (HEIGHT - code.height) // 2))
+    return write_y4m(frame, path, frames)
+
+
+def write_y4m(frame: Image.Image, path: Path, frames: int) -> Path:
     chroma = bytes([128]) * (WIDTH // 2 * HEIGHT // 2)  # no colour
     with path.open("wb") as y4m:
         y4m.write(f"YUV4MPEG2 W{WIDTH} H{HEIGHT} F10:1 Ip A1:1 C420jpeg\n".encode())
         for _ in range(frames):
             y4m.write(b"FRAME\n" + frame.tobytes() + chroma + chroma)
     return path
+
+
+async def camera_phone(browser: Browser, video: Path) -> Browser:
+    """A Chromium whose camera plays `video` (Chromium's file-backed fake capture)."""
+    return await browser.browser_type.launch(
+        executable_path=chromium_path(),
+        args=[
+            *chromium_args(),
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={video}",
+        ],
+    )
 
 
 async def test_add_an_account_by_scanning_its_qr_code(
@@ -55,14 +76,7 @@ async def test_add_an_account_by_scanning_its_qr_code(
     enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
     assert enrollment.uri is not None
     video = qr_video(enrollment.uri, tmp_path / "qr.y4m")
-    camera = await browser.browser_type.launch(
-        executable_path=chromium_path(),
-        args=[
-            *chromium_args(),
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={video}",
-        ],
-    )
+    camera = await camera_phone(browser, video)
     try:
         phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
         page = phone.page
@@ -78,6 +92,32 @@ async def test_add_an_account_by_scanning_its_qr_code(
     finally:
         await camera.close()
     keep_first_frame(video, SHOTS / "webapp-17-camera-feed.png")
+
+
+async def test_the_open_scanner_is_accessible_and_cancel_turns_the_camera_off(
+    app_broker: BrokerProcess, tmp_path: Path, browser: Browser
+) -> None:
+    camera = await camera_phone(browser, blank_video(tmp_path / "blank.y4m"))
+    try:
+        phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
+        page = phone.page
+        await page.get_by_role("button", name="Add account").tap()
+        await page.get_by_role("button", name="Scan QR code").tap()
+        await page.locator("#scanner:visible").wait_for()
+        # The camera is on: its picture is playing (no QR code in it, so it stays open).
+        await page.wait_for_function(
+            "() => { const v = document.getElementById('video'); return v.srcObject && v.readyState >= 2; }"
+        )
+        await phone.shot("27-scanner-open")
+        await phone.axe_clean("the camera scanner while open")
+        tracks = await page.evaluate_handle("document.getElementById('video').srcObject.getTracks()")
+        await page.get_by_role("button", name="Cancel").tap()
+        await page.get_by_role("heading", name="Accounts").wait_for()
+        # Cancel turns the camera off, not only hides it.
+        states = await tracks.evaluate("ts => ts.map(t => t.readyState)")
+        assert states and all(s == "ended" for s in states), states
+    finally:
+        await camera.close()
 
 
 def keep_first_frame(video: Path, png: Path) -> None:
