@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiohttp import web
 from support import free_port, wait_until
 
+from loadtest import http
 from loadtest.http import HttpPool
 
 
@@ -67,6 +69,37 @@ async def test_a_streamed_answer_comes_line_by_line_and_the_connection_is_reused
             assert await asyncio.wait_for(got.next_line(), 30) is None
             await got.close()
             assert len(pool._all) == 1  # the same connection, back in the pool
+    finally:
+        pool.close()
+        await runner.cleanup()
+
+
+async def test_a_connection_idle_past_the_limit_is_closed_by_the_pool_not_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server has not closed it (its keep-alive timeout is long), but it might be
+    closing it just as a request goes out: the pool closes it itself and opens another."""
+    peers: list[object] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        peers.append(request.transport)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, keepalive_timeout=600)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    pool = HttpPool(f"http://127.0.0.1:{port}", {})
+    try:
+        assert await pool.request("GET", "/") == (200, b'{"ok": true}')
+        assert await pool.request("GET", "/") == (200, b'{"ok": true}')
+        assert peers[0] is peers[1]  # within the limit: the same connection
+        (idle,) = pool._idle
+        monkeypatch.setattr(http, "IDLE_LIMIT_S", 0.0)  # every idle connection is now too old
+        assert await pool.request("GET", "/") == (200, b'{"ok": true}')
+        assert peers[2] is not peers[1] and idle not in pool._all and not idle.reusable
     finally:
         pool.close()
         await runner.cleanup()
