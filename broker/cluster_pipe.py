@@ -50,7 +50,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
-from .redis_pipe import CONNECT_TIMEOUT_S, RedisPipe, _Protocol
+from .redis_pipe import CONNECT_TIMEOUT_S, REPLY_TIMEOUT_S, RedisPipe, _Protocol
 from .subscriber import _Channels, _pack
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,15 @@ class ClusterPipe:
             node = _Node(
                 address,
                 RedisPipe(host=host, port=port, path=None, db=0, auth=self._auth),
-                RedisPipe(host=host, port=port, path=None, db=0, auth=self._auth),
+                # Its WAIT blocks up to durable_wait_ms by design: not a hang.
+                RedisPipe(
+                    host=host,
+                    port=port,
+                    path=None,
+                    db=0,
+                    auth=self._auth,
+                    reply_timeout=REPLY_TIMEOUT_S + self.durable_wait_ms / 1000,
+                ),
             )
             self._nodes[address] = node
         return node

@@ -134,6 +134,11 @@ class EventListener:
         self.subscribed = False
         if self.down_since is None:
             self.down_since = time.monotonic()
+        # The waiting long-polls (and streamed creates) can no longer hear their event:
+        # they answer now with the state read from Redis (pending: the RP asks again),
+        # or 503 when Redis cannot be read either, which a load balancer sends on to
+        # another node. Held until their `wait` ran out, they cost RPs a timeout.
+        self.hub.release_waiters()
 
     async def _handle(self, data: bytes) -> None:
         try:

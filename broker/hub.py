@@ -151,8 +151,9 @@ class Hub:
         _discard(self.enrollment_waiters, key, fut)  # type: ignore[arg-type]
 
     def release_waiters(self) -> None:
-        """Shutdown: every waiting long-poll stops waiting now and answers with what it
-        has, as on its own timeout, instead of hanging on a node that is going away."""
+        """Shutdown, or the event channel lost: every waiting long-poll stops waiting now
+        and answers with what it has, as on its own timeout, instead of hanging on a node
+        that is going away or can no longer hear how its challenge ends."""
         for waiters in (self.result_waiters, self.enrollment_waiters):
             for futs in waiters.values():
                 for fut in futs:

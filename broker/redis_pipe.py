@@ -24,15 +24,51 @@ from redis.asyncio.connection import Connection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 CONNECT_TIMEOUT_S = 5.0
+# A connection with commands outstanding and no reply for this long is given up (its
+# commands fail, the next one reconnects): a Redis that hangs (stopped, a stalled host,
+# a network path that drops packets without a reset) must cost requests a prompt 503,
+# not a wait as long as TCP's retransmissions. Each hot-path command is a short script
+# (Redis answers it in well under a millisecond), so seconds of silence mean a hang.
+REPLY_TIMEOUT_S = 5.0
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, reply_timeout: float = REPLY_TIMEOUT_S) -> None:
         self.reader = hiredis.Reader()
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.transport: asyncio.BaseTransport | None = None
         self.lost: Exception | None = None
         self.pending: list[bytes] = []  # commands of this loop iteration, written together
+        self.reply_timeout = reply_timeout
+        # The loop's time of the last sign of life: a reply, or the first command sent
+        # to an idle connection. Checked by `_watch` while commands are outstanding.
+        self.progress_at = 0.0
+        self.watching: asyncio.TimerHandle | None = None
+
+    def expect(self, futs: list[asyncio.Future[Any]]) -> None:
+        """Commands sent: their replies are awaited (and the connection watched)."""
+        if self.lost is not None:
+            # Lost between the caller getting this connection and sending (a server that
+            # accepts and closes at once): nothing will answer, so fail them now.
+            for fut in futs:
+                fut.set_exception(self.lost)
+            return
+        if not self.waiters:
+            self.progress_at = asyncio.get_running_loop().time()
+        self.waiters.extend(futs)
+        if self.watching is None:
+            self.watching = asyncio.get_running_loop().call_later(self.reply_timeout / 5, self._watch)
+
+    def _watch(self) -> None:
+        self.watching = None
+        if not self.waiters or self.lost is not None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() - self.progress_at < self.reply_timeout:
+            self.watching = loop.call_later(self.reply_timeout / 5, self._watch)
+            return
+        self.lost = ConnectionError(f"Redis did not answer for {self.reply_timeout:g} s")
+        self.transport.abort()  # type: ignore[union-attr]  # connection_lost fails the waiters
 
     def write(self, data: bytes) -> None:
         # Commands issued by different requests in the same event-loop iteration
@@ -50,6 +86,7 @@ class _Protocol(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.progress_at = asyncio.get_running_loop().time()
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
             fut = self.waiters.popleft()
@@ -62,7 +99,11 @@ class _Protocol(asyncio.Protocol):
                 fut.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed by server'}")
+        if self.watching is not None:
+            self.watching.cancel()
+            self.watching = None
+        if self.lost is None:  # else given up by _watch, which said why
+            self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed by server'}")
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
@@ -70,8 +111,18 @@ class _Protocol(asyncio.Protocol):
 
 
 class RedisPipe:
-    def __init__(self, *, host: str | None, port: int, path: str | None, db: int, auth: list[str]) -> None:
+    def __init__(
+        self,
+        *,
+        host: str | None,
+        port: int,
+        path: str | None,
+        db: int,
+        auth: list[str],
+        reply_timeout: float = REPLY_TIMEOUT_S,
+    ) -> None:
         self.host, self.port, self.path = host, port, path
+        self.reply_timeout = reply_timeout  # longer where a command blocks on purpose (WAIT)
         # Sent first on every connection (broker/subscriber.py connects alike).
         self.setup = ([["AUTH", *auth]] if auth else []) + ([["SELECT", str(db)]] if db else [])
         self._proto: _Protocol | None = None
@@ -124,9 +175,11 @@ class RedisPipe:
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         if self.path is not None:
-            _, proto = await loop.create_unix_connection(_Protocol, self.path)
+            _, proto = await loop.create_unix_connection(lambda: _Protocol(self.reply_timeout), self.path)
         else:
-            _, proto = await loop.create_connection(_Protocol, self.host, self.port)
+            _, proto = await loop.create_connection(
+                lambda: _Protocol(self.reply_timeout), self.host, self.port
+            )
         try:
             for command in self.setup:
                 await self._send(proto, command)[0]
@@ -138,11 +191,8 @@ class RedisPipe:
     @staticmethod
     def _send(proto: _Protocol, *commands: list[Any] | tuple[Any, ...]) -> list[asyncio.Future[Any]]:
         loop = asyncio.get_running_loop()
-        futs: list[asyncio.Future[Any]] = []
-        for _ in commands:
-            fut: asyncio.Future[Any] = loop.create_future()
-            proto.waiters.append(fut)
-            futs.append(fut)
+        futs: list[asyncio.Future[Any]] = [loop.create_future() for _ in commands]
+        proto.expect(futs)
         proto.write(b"".join(hiredis.pack_command(tuple(c)) for c in commands))
         return futs
 

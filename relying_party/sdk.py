@@ -41,7 +41,7 @@ from protocol.numbers import DEFAULT_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
-from .errors import BadBrokerResponse, BrokerUnavailable, broker_error
+from .errors import BadBrokerResponse, BrokerUnavailable, ServiceUnavailable, broker_error
 from .models import (
     Challenge,
     Credential,
@@ -60,6 +60,8 @@ MAX_RESPONSE = 1 << 20  # a compromised broker must not make the RP buffer witho
 # A pending result that came back before its wait was up means a broker that does not
 # hold long-polls; pause this long before asking again instead of spinning.
 EARLY_RETURN_PAUSE_S = 0.25
+# A long-poll answered 503 is asked again after the broker's Retry-After, at most this.
+UNAVAILABLE_PAUSE_MAX_S = 5.0
 
 
 def _now_ms() -> int:
@@ -375,7 +377,18 @@ class PushAuthClient:
             if deadline is not None:
                 wait = min(wait, math.floor(max(0.0, deadline - time.monotonic())))
             started = time.monotonic()
-            result = await self.get_result(challenge, public_keys, wait=wait)
+            try:
+                result = await self.get_result(challenge, public_keys, wait=wait)
+            except ServiceUnavailable as exc:
+                # The broker (or the node the balancer chose) cannot read the state now,
+                # its Redis gone or its event channel lost. Reading is safe to repeat:
+                # ask again, there or on another node, while the wait may go on.
+                now = time.monotonic()
+                left = until_expiry if deadline is None else min(until_expiry, deadline - now)
+                if left <= 0:
+                    raise
+                await asyncio.sleep(min(exc.retry_after or 1, UNAVAILABLE_PAUSE_MAX_S, left))
+                continue
             if result.final or (deadline is not None and time.monotonic() >= deadline):
                 return result
             await self._pause_if_early(started, wait, deadline)

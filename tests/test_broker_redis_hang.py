@@ -1,0 +1,145 @@
+"""A node whose Redis hangs or goes away answers what it holds at once, with a
+retryable 503, instead of letting RPs wait for their own timeouts (docs/operations.md,
+"Load balancer"): real broker processes, a real Redis (stopped with SIGSTOP: a hung
+server that neither answers nor closes), and a real TCP path to it that is cut.
+
+The client timeouts below are generous bounds that only a broker that holds the
+request would reach; nothing here measures how fast the answer comes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Callable
+
+import aiohttp
+from support import BrokerProcess, RedisServer, TcpProxy, add_rp, wait_until
+from test_broker_device_ws import CTX, approve_push, keys_of, online_device
+
+from protocol.challenge import Status
+from protocol.frames import AnswerResult, Challenge
+from relying_party.sdk import PushAuthClient
+
+# Longer than the broker's REPLY_TIMEOUT_S (5 s) with room for a slow machine, and
+# shorter than the waits the requests ask for: reaching it means the broker held on.
+HELD = 20.0
+WAIT = 25  # the long-polls' and streams' own wait, seconds
+
+
+async def test_a_hung_redis_costs_a_create_a_503_and_the_broker_recovers_when_it_wakes(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    broker = broker_factory(redis_url=redis_server.url)
+    rp = add_rp("Hang RP", redis_url=redis_server.url)
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, broker.ws_url)
+        headers = {"Authorization": f"Bearer {rp['api_key']}"}
+        body = {"user": "alice", "context": CTX}
+        redis_server.process.kill(signal.SIGSTOP)  # hung: the connection stays open, silent
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HELD)) as http,
+                http.post(f"{broker.http_url}/v1/challenges", json=body, headers=headers) as resp,
+            ):
+                problem = await resp.json(content_type=None)
+                assert resp.status == 503, problem
+                assert resp.headers["Content-Type"].startswith("application/problem+json")
+                assert resp.headers["Retry-After"] == "1"
+                assert problem["status"] == 503 and "store is unavailable" in problem["detail"]
+        finally:
+            redis_server.process.kill(signal.SIGCONT)
+        # Awake again: the next sign-in goes through on a new connection to Redis (the
+        # hung one was given up), and it is the device's next prompt: nothing was
+        # created meanwhile.
+        ch = await client.create_challenge("alice", CTX)
+        await approve_push(dev, ch)
+        result = await client.wait_result(ch, await keys_of(client, "alice"), timeout=10)
+        assert result.status is Status.APPROVED
+        await dev.close()
+
+
+async def test_waiting_long_polls_and_streams_are_answered_when_redis_is_cut(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    with TcpProxy([redis_server.port]) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        broker = broker_factory(redis_url=url)
+        rp = add_rp("Cut RP", redis_url=redis_server.url)
+        headers = {"Authorization": f"Bearer {rp['api_key']}"}
+        async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+            dev = await online_device(client, broker.ws_url)
+            polled = await client.create_challenge("alice", CTX, supersede=False)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HELD)) as http:
+                poll = asyncio.ensure_future(
+                    http.get(f"{broker.http_url}/v1/challenges/{polled.id}?wait={WAIT}", headers=headers)
+                )
+                stream = await http.post(
+                    f"{broker.http_url}/v1/challenges?wait={WAIT}",
+                    json={"user": "alice", "context": CTX, "supersede": False},
+                    headers={**headers, "Accept": "application/x-ndjson"},
+                )
+                assert stream.status == 201 and stream.headers["Content-Type"] == "application/x-ndjson"
+                first = json.loads(await stream.content.readline())
+                assert first["number"] and first["user"] == "alice"
+                await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 2, message="both waiting")
+
+                proxy.set_backends([])  # new connections refused ...
+                proxy.drop_connections()  # ... and the broker's open ones reset
+
+                # The long-poll: a 503 problem (the state cannot be read), which a load
+                # balancer sends on to another node, not a hold until its wait ends.
+                resp = await poll
+                problem = await resp.json(content_type=None)
+                assert resp.status == 503 and problem["status"] == 503, problem
+                assert resp.headers["Retry-After"] == "1"
+                # The stream ends after its first line: the RP reads the result by
+                # long-poll (docs/http-api.md, "One request").
+                assert await stream.content.read() == b""
+                stream.release()
+            proxy.set_backends([redis_server.port])
+            await asyncio.to_thread(
+                wait_until, lambda: broker.health()[1]["events"]["subscribed"], message="resubscribed"
+            )
+            # The challenges stood the cut: still pending, answerable.
+            result = await client.get_result(polled, await keys_of(client, "alice"))
+            assert result.status is Status.PENDING
+            await dev.close()
+
+
+async def test_the_sdk_asks_again_through_a_redis_outage_and_gets_the_approval(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """PushAuthClient.wait_result while the broker's Redis is cut and restored: the
+    long-poll answered 503 is asked again (it is only a read), not raised to the RP."""
+    with TcpProxy([redis_server.port]) as proxy:
+        broker = broker_factory(redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        rp = add_rp("Outage RP", redis_url=redis_server.url)
+        async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+            dev = await online_device(client, broker.ws_url)
+            keys = await keys_of(client, "alice")
+            ch = await client.create_challenge("alice", CTX, ttl=120)
+            pushed = await dev.frame()
+            assert isinstance(pushed, Challenge) and pushed.ch == ch.id
+            waiting = asyncio.ensure_future(client.wait_result(ch, keys, timeout=90))
+            await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 1, message="the long-poll")
+            proxy.set_backends([])
+            proxy.drop_connections()
+            # Refused while Redis is away: the SDK asks again after each 503, and keeps
+            # waiting (the broker logs each refusal).
+            refused = f"store unavailable in GET /v1/challenges/{ch.id}"
+            await asyncio.to_thread(
+                wait_until,
+                lambda: broker.stderr_path.read_text().count(refused) >= 3,
+                message="the long-poll refused three times",
+            )
+            assert not waiting.done()
+            proxy.set_backends([redis_server.port])
+            await asyncio.to_thread(wait_until, lambda: broker.health()[0] == 200, message="the node back")
+            await dev.send(dev.answer(pushed, number=ch.number))
+            while not isinstance(got := await dev.frame(timeout=30), AnswerResult):
+                assert isinstance(got, Challenge) and got.ch == ch.id  # the catch-up's re-delivery
+            assert got == AnswerResult(ch=ch.id, outcome="approved")
+            result = await asyncio.wait_for(waiting, 60)
+            assert result.status is Status.APPROVED
+            await dev.close()
