@@ -116,7 +116,9 @@ async def test_a_stopped_node_costs_no_5xx(cluster: Cluster) -> None:
 
 async def test_a_node_that_loses_redis_costs_no_5xx(cluster: Cluster) -> None:
     """Node b's connection to Redis is cut: it answers 503 (having done nothing) until
-    its /healthz check takes it out, and HAProxy sends those requests to node a."""
+    its /healthz check takes it out, and HAProxy sends those requests to node a; what
+    b was holding (long-polls, streams) is answered at once. Before that, 18-22 of 360
+    sign-ins of this run ended on the SDK's timeout."""
     try:
         report = await signins_around_stop(
             cluster,
@@ -127,11 +129,6 @@ async def test_a_node_that_loses_redis_costs_no_5xx(cluster: Cluster) -> None:
             after=AFTER_S,
             users=USERS,
             prefix="r",
-            # Requests and long-polls that node b holds when it loses Redis are not
-            # answered (they end on the SDK's timeouts: a broker matter,
-            # docs/operations.md): keep those short.
-            wait_result_s=3,
-            request_timeout=4,
         )
     finally:
         restore_redis(cluster, "b")
@@ -140,10 +137,11 @@ async def test_a_node_that_loses_redis_costs_no_5xx(cluster: Cluster) -> None:
     assert not report.server_errors(), summary
     assert not [a for a in report.access if a.status >= 500], summary
     assert any(a.status < 500 and a.retries for a in report.access), f"no request sent again: {summary}"
-    # Every sign-in that started once HAProxy had taken node b out was approved.
+    # Every sign-in was approved, those in flight when node b lost Redis too: what b
+    # held was answered 503 at once and sent on, or asked again by the SDK.
+    assert report.outcomes() == {"approved": len(report.results)}, summary
     after_down = [r for r in report.results if r.started >= report.stop.down]
     assert len(after_down) >= RATE * AFTER_S / 4, summary
-    assert {r.outcome for r in after_down} == {"approved"}, summary
 
 
 def _assert_no_failure(report: Report) -> None:
