@@ -5,6 +5,9 @@ streams JSON lines in chunks (as the broker's one-request sign-in does)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -14,18 +17,28 @@ from loadtest import http
 from loadtest.http import HttpPool
 
 
+@contextlib.asynccontextmanager
+async def pool_to(app: web.Application, **runner_args: Any) -> AsyncIterator[HttpPool]:
+    """`app` served on a free loopback port, and a load-tester pool to it."""
+    runner = web.AppRunner(app, **runner_args)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    pool = HttpPool(f"http://127.0.0.1:{port}", {})
+    try:
+        yield pool
+    finally:
+        pool.close()
+        await runner.cleanup()
+
+
 async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
     async def hello(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
     app = web.Application()
     app.router.add_get("/", hello)
-    runner = web.AppRunner(app, keepalive_timeout=0.2)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    pool = HttpPool(f"http://127.0.0.1:{port}", {})
-    try:
+    async with pool_to(app, keepalive_timeout=0.2) as pool:
         assert await pool.request("GET", "/") == (200, b'{"ok": true}')
         (idle,) = pool._idle
         # The server's keep-alive timeout ends the idle connection.
@@ -33,9 +46,6 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
         # Before the fix this request was written to the closed connection and waited forever.
         assert await asyncio.wait_for(pool.request("GET", "/"), 30) == (200, b'{"ok": true}')
         assert idle not in pool._all
-    finally:
-        pool.close()
-        await runner.cleanup()
 
 
 async def test_a_streamed_answer_comes_line_by_line_and_the_connection_is_reused() -> None:
@@ -53,12 +63,7 @@ async def test_a_streamed_answer_comes_line_by_line_and_the_connection_is_reused
 
     app = web.Application()
     app.router.add_post("/", stream)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    pool = HttpPool(f"http://127.0.0.1:{port}", {})
-    try:
+    async with pool_to(app) as pool:
         for _ in range(2):
             go_on.clear()
             got = await pool.stream("POST", "/", b"{}", "application/x-ndjson")
@@ -69,9 +74,6 @@ async def test_a_streamed_answer_comes_line_by_line_and_the_connection_is_reused
             assert await asyncio.wait_for(got.next_line(), 30) is None
             await got.close()
             assert len(pool._all) == 1  # the same connection, back in the pool
-    finally:
-        pool.close()
-        await runner.cleanup()
 
 
 async def test_a_connection_idle_past_the_limit_is_closed_by_the_pool_not_reused(
@@ -87,12 +89,7 @@ async def test_a_connection_idle_past_the_limit_is_closed_by_the_pool_not_reused
 
     app = web.Application()
     app.router.add_get("/", hello)
-    runner = web.AppRunner(app, keepalive_timeout=600)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    pool = HttpPool(f"http://127.0.0.1:{port}", {})
-    try:
+    async with pool_to(app, keepalive_timeout=600) as pool:
         assert await pool.request("GET", "/") == (200, b'{"ok": true}')
         assert await pool.request("GET", "/") == (200, b'{"ok": true}')
         assert peers[0] is peers[1]  # within the limit: the same connection
@@ -100,6 +97,3 @@ async def test_a_connection_idle_past_the_limit_is_closed_by_the_pool_not_reused
         monkeypatch.setattr(http, "IDLE_LIMIT_S", 0.0)  # every idle connection is now too old
         assert await pool.request("GET", "/") == (200, b'{"ok": true}')
         assert peers[2] is not peers[1] and idle not in pool._all and not idle.reusable
-    finally:
-        pool.close()
-        await runner.cleanup()
