@@ -60,7 +60,8 @@ MAX_RESPONSE = 1 << 20  # a compromised broker must not make the RP buffer witho
 # A pending result that came back before its wait was up means a broker that does not
 # hold long-polls; pause this long before asking again instead of spinning.
 EARLY_RETURN_PAUSE_S = 0.25
-# A long-poll answered 503 is asked again after the broker's Retry-After, at most this.
+# A long-poll that failed (503, a broken connection) is asked again after the 503's
+# Retry-After (else 1 s), at most this.
 UNAVAILABLE_PAUSE_MAX_S = 5.0
 
 
@@ -368,7 +369,10 @@ class PushAuthClient:
         challenge (RP id, challenge id, nonce, context) with the number the RP
         showed; a broker claiming anything else raises VerificationFailed. With a
         `timeout`, a still-pending challenge comes back as PENDING; without one, the
-        wait ends at the challenge's expiry at the latest (status EXPIRED).
+        wait ends at the challenge's expiry at the latest (status EXPIRED). A 503 (the
+        broker cannot read the state now), a broken connection or a request that timed
+        out is asked again (after the 503's Retry-After, else 1 s) while the wait may
+        go on, and raised (BrokerUnavailable) after that.
         """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
@@ -379,15 +383,18 @@ class PushAuthClient:
             started = time.monotonic()
             try:
                 result = await self.get_result(challenge, public_keys, wait=wait)
-            except ServiceUnavailable as exc:
-                # The broker (or the node the balancer chose) cannot read the state now,
-                # its Redis gone or its event channel lost. Reading is safe to repeat:
-                # ask again, there or on another node, while the wait may go on.
+            except BrokerUnavailable as exc:
+                # The broker (or the node the balancer chose) cannot read the state now
+                # (503: its Redis gone, its event channel lost), or the connection broke
+                # or timed out (a node that died or hung holding the long-poll). Reading
+                # is safe to repeat: ask again, there or on another node, while the wait
+                # may go on.
                 now = time.monotonic()
                 left = until_expiry if deadline is None else min(until_expiry, deadline - now)
                 if left <= 0:
                     raise
-                await asyncio.sleep(min(exc.retry_after or 1, UNAVAILABLE_PAUSE_MAX_S, left))
+                pause = exc.retry_after if isinstance(exc, ServiceUnavailable) else None
+                await asyncio.sleep(min(pause or 1, UNAVAILABLE_PAUSE_MAX_S, left))
                 continue
             if result.final or (deadline is not None and time.monotonic() >= deadline):
                 return result

@@ -143,3 +143,39 @@ async def test_the_sdk_asks_again_through_a_redis_outage_and_gets_the_approval(
             result = await asyncio.wait_for(waiting, 60)
             assert result.status is Status.APPROVED
             await dev.close()
+
+
+async def test_the_sdk_asks_again_when_its_long_poll_connection_breaks(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """The RP's connection to the broker breaks while its long-poll waits (a node or a
+    balancer that died holding it): wait_result asks again, and gets the approval."""
+    broker = broker_factory(redis_url=redis_server.url)
+    rp = add_rp("Path RP", redis_url=redis_server.url)
+    with TcpProxy([broker.port]) as proxy:
+        async with (
+            PushAuthClient(broker.http_url, rp["api_key"]) as direct,
+            PushAuthClient(f"http://127.0.0.1:{proxy.port}", rp["api_key"]) as client,
+        ):
+            dev = await online_device(direct, broker.ws_url)
+            keys = await keys_of(client, "alice")
+            ch = await client.create_challenge("alice", CTX, ttl=120)
+            pushed = await dev.frame()
+            assert isinstance(pushed, Challenge) and pushed.ch == ch.id
+            waiting = asyncio.ensure_future(client.wait_result(ch, keys, timeout=90))
+            await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 1, message="the long-poll")
+            # The long-poll's connection is reset under it, twice (aiohttp itself sends a
+            # GET again once when a reused connection breaks; not a fresh one).
+            for polls in (2, 3):
+                proxy.drop_connections()
+                # The SDK is back on a new connection, waiting for the same challenge (the
+                # broker still holds the orphaned long-polls too: they end at their wait).
+                await asyncio.to_thread(
+                    wait_until, lambda polls=polls: broker.long_polls() == polls, message="asked again"
+                )
+            assert not waiting.done()
+            await dev.send(dev.answer(pushed, number=ch.number))
+            assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+            result = await asyncio.wait_for(waiting, 60)
+            assert result.status is Status.APPROVED
+            await dev.close()
