@@ -15,10 +15,12 @@ from collections.abc import Callable
 
 import aiohttp
 from support import BrokerProcess, RedisServer, TcpProxy, add_rp, wait_until
-from test_broker_device_ws import CTX, approve_push, keys_of, online_device
+from test_broker_device_ws import CTX, Device, approve_push, keys_of, online_device
 
 from protocol.challenge import Status
 from protocol.frames import AnswerResult, Challenge
+from relying_party.models import Challenge as RpChallenge
+from relying_party.models import SignInResult
 from relying_party.sdk import PushAuthClient
 
 # Longer than the broker's REPLY_TIMEOUT_S (5 s) with room for a slow machine, and
@@ -107,6 +109,19 @@ async def test_waiting_long_polls_and_streams_are_answered_when_redis_is_cut(
             await dev.close()
 
 
+async def sdk_waiting(
+    client: PushAuthClient, dev: Device, broker: BrokerProcess
+) -> tuple[RpChallenge, Challenge, asyncio.Future[SignInResult]]:
+    """A sign-in pushed to `dev`, and the SDK's wait_result for it waiting at the broker."""
+    keys = await keys_of(client, "alice")
+    ch = await client.create_challenge("alice", CTX, ttl=120)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge) and pushed.ch == ch.id
+    waiting = asyncio.ensure_future(client.wait_result(ch, keys, timeout=90))
+    await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 1, message="the long-poll")
+    return ch, pushed, waiting
+
+
 async def test_the_sdk_asks_again_through_a_redis_outage_and_gets_the_approval(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
@@ -117,12 +132,7 @@ async def test_the_sdk_asks_again_through_a_redis_outage_and_gets_the_approval(
         rp = add_rp("Outage RP", redis_url=redis_server.url)
         async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
             dev = await online_device(client, broker.ws_url)
-            keys = await keys_of(client, "alice")
-            ch = await client.create_challenge("alice", CTX, ttl=120)
-            pushed = await dev.frame()
-            assert isinstance(pushed, Challenge) and pushed.ch == ch.id
-            waiting = asyncio.ensure_future(client.wait_result(ch, keys, timeout=90))
-            await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 1, message="the long-poll")
+            ch, pushed, waiting = await sdk_waiting(client, dev, broker)
             proxy.set_backends([])
             proxy.drop_connections()
             # Refused while Redis is away: the SDK asks again after each 503, and keeps
@@ -158,12 +168,7 @@ async def test_the_sdk_asks_again_when_its_long_poll_connection_breaks(
             PushAuthClient(f"http://127.0.0.1:{proxy.port}", rp["api_key"]) as client,
         ):
             dev = await online_device(direct, broker.ws_url)
-            keys = await keys_of(client, "alice")
-            ch = await client.create_challenge("alice", CTX, ttl=120)
-            pushed = await dev.frame()
-            assert isinstance(pushed, Challenge) and pushed.ch == ch.id
-            waiting = asyncio.ensure_future(client.wait_result(ch, keys, timeout=90))
-            await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 1, message="the long-poll")
+            ch, pushed, waiting = await sdk_waiting(client, dev, broker)
             # The long-poll's connection is reset under it, twice (aiohttp itself sends a
             # GET again once when a reused connection breaks; not a fresh one).
             for polls in (2, 3):
