@@ -389,8 +389,10 @@ class PushAuthClient:
                 # or timed out (a node that died or hung holding the long-poll). Reading
                 # is safe to repeat: ask again, there or on another node, while the wait
                 # may go on.
-                now = time.monotonic()
-                left = until_expiry if deadline is None else min(until_expiry, deadline - now)
+                # Both bounds read now: the failed request may have taken its whole wait.
+                left = (challenge.expires_at - _now_ms()) / 1000
+                if deadline is not None:
+                    left = min(left, deadline - time.monotonic())
                 if left <= 0:
                     raise
                 pause = exc.retry_after if isinstance(exc, ServiceUnavailable) else None
