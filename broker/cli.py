@@ -24,6 +24,7 @@ from aiohttp import web
 from redis.exceptions import RedisClusterException
 
 from . import layout, logs, redis_cluster, sentinel, webapp_static, webpush
+from .activation import ActivationError, listening_socket, systemd_socket, url_address
 from .app import create_app, stop_serving
 from .backups import (
     BACKUP_STORE_MAX_BLOBS,
@@ -107,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the RP HTTP API (/v1/..., OpenAPI at /v1/openapi.json) and the device "
         "WebSocket (/v1/device) on one port until SIGINT/SIGTERM.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s); not used when systemd passes the "
+        "listening socket (socket activation: deploy/pushauth-broker@.socket)",
+    )
     serve.add_argument(
         "--port", type=int, default=8700, help="port; 0 picks a free one (default: %(default)s)"
     )
@@ -262,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         f"1..{MAX_WORKERS} (default: %(default)s)",
     )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
+    # Set for workers when the supervisor was given a socket (broker/activation.py).
+    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument(
         "--metrics-port",
         type=int,
@@ -419,14 +427,17 @@ async def serve(args: argparse.Namespace) -> None:
                 args.host,
                 args.port,
                 timeouts=timeouts,
+                sock=args.listen_sock,
                 backlog=1024,
                 reuse_port=args.reuse_port or None,
             )
             site.handler_args(access_log=log if args.access_log else None)
             await site.start()
-            port = runner.addresses[0][1]
+            host, port = args.host, runner.addresses[0][1]
+            if args.listen_sock is not None:
+                host, port = url_address(args.listen_sock)
             tune_gc()
-            say(f"pushauth-broker node {node} listening on http://{args.host}:{port}")
+            say(f"pushauth-broker node {node} listening on http://{host}:{port}")
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -457,6 +468,14 @@ async def _serve_metrics(app: web.Application, node: str, host: str, port: int) 
     bound = runner.addresses[0][1]
     say(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics")
     return runner
+
+
+def passed_socket(args: argparse.Namespace) -> socket.socket | None:
+    """The listening socket this process was given (systemd's, or a supervisor's
+    --listen-fd), or None: then `serve` binds --host and --port itself."""
+    if args.listen_fd is not None:
+        return listening_socket(args.listen_fd)
+    return systemd_socket()
 
 
 def _check_ports(args: argparse.Namespace) -> None:
@@ -582,6 +601,8 @@ def main(argv: list[str] | None = None) -> int:
         [BlobIdFilter()],  # every logger's lines, the access log's too
     )
     try:
+        if args.command == "serve":
+            args.listen_sock = passed_socket(args)
         if args.command == "serve" and args.workers != 1:
             check_serve(args)
             serve_argv = list(sys.argv[1:] if argv is None else argv)
@@ -590,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             _run(lambda: serve(args), exit_after=True)
         elif args.command == "rp":
             _run(lambda: rp_command(args))
-    except (CliError, WorkersError) as exc:
+    except (CliError, WorkersError, ActivationError) as exc:
         print(f"pushauth-broker: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,13 +165,22 @@ def _refusal(status: int, exc: BaseException | None, message: str | None) -> tup
 
 
 class GuardedSite(web.TCPSite):
-    """web.TCPSite serving through GuardedRequestHandler."""
+    """web.TCPSite serving through GuardedRequestHandler, on host:port or on a listening
+    socket that was passed in (`sock`: socket activation, broker/activation.py)."""
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, *, timeouts: Timeouts, **kwargs: Any
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        timeouts: Timeouts,
+        sock: socket.socket | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self._timeouts = timeouts
+        self._sock = sock
         self._handler_kwargs: dict[str, Any] = {}
 
     def handler_args(self, **kwargs: Any) -> GuardedSite:
@@ -193,6 +203,13 @@ class GuardedSite(web.TCPSite):
                 **self._handler_kwargs,
             )
 
+        if self._sock is not None:
+            # The event loop calls listen() again: without a backlog, asyncio's default
+            # of 100 would replace the owner's and overflow when thousands reconnect.
+            self._server = await loop.create_server(
+                make, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog
+            )
+            return
         self._server = await loop.create_server(
             make,
             self._host,

@@ -14,6 +14,8 @@ carries what one does to the devices and long-polls held by another.
   Redis stops, and the supervisor exits 0.
 - A worker that dies is started again (after 1 s, doubling up to 30 s while it keeps
   dying young); its devices reconnect, to the others meanwhile.
+- Given a listening socket (systemd socket activation, broker/activation.py), it passes
+  that one socket to every worker instead: one accept queue, kept across restarts.
 - Killed itself (SIGKILL), the supervisor leaves nothing behind: workers and the
   embedded Redis get SIGTERM from the kernel (broker/lifeline.py).
 """
@@ -30,6 +32,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from .activation import url_address
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .lifeline import die_with_parent
 
@@ -52,6 +55,7 @@ class Worker:
     proc: asyncio.subprocess.Process | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     starts: int = 0
+    pass_fds: tuple[int, ...] = ()
 
 
 def hold_port(host: str, port: int) -> socket.socket:
@@ -71,11 +75,15 @@ def hold_port(host: str, port: int) -> socket.socket:
 
 
 def worker_argv(serve_argv: list[str], *, index: int, node: str, port: int, redis_url: str,
-                metrics_port: int | None) -> list[str]:  # fmt: skip
+                metrics_port: int | None, listen_fd: int | None = None) -> list[str]:  # fmt: skip
     """The worker's command line: the operator's own `serve` arguments, then overrides
     (argparse keeps an option's last value)."""
     argv = [sys.executable, "-P", "-m", "broker", *serve_argv]
-    argv += ["--workers", "1", "--reuse-port", "--port", str(port), "--node", f"{node}-w{index}"]
+    argv += ["--workers", "1", "--node", f"{node}-w{index}"]
+    if listen_fd is not None:  # the supervisor's passed socket: one accept queue for all
+        argv += ["--listen-fd", str(listen_fd)]
+    else:
+        argv += ["--reuse-port", "--port", str(port)]
     argv += ["--redis-url", redis_url]
     if metrics_port is not None:
         argv += ["--metrics-port", str(metrics_port + index if metrics_port else 0)]
@@ -83,8 +91,9 @@ def worker_argv(serve_argv: list[str], *, index: int, node: str, port: int, redi
 
 
 async def supervise(args: argparse.Namespace, serve_argv: list[str]) -> None:
-    holder = hold_port(args.host, args.port)
-    port = holder.getsockname()[1]
+    passed: socket.socket | None = args.listen_sock  # socket activation (broker/activation.py)
+    holder = passed if passed is not None else hold_port(args.host, args.port)
+    host, port = url_address(holder) if passed is not None else (args.host, holder.getsockname()[1])
     embedded: EmbeddedRedis | None = None
     url = args.redis_url
     if not url:
@@ -94,9 +103,11 @@ async def supervise(args: argparse.Namespace, serve_argv: list[str]) -> None:
         except EmbeddedRedisError as exc:
             holder.close()
             raise WorkersError(str(exc)) from None
+    listen_fd = passed.fileno() if passed is not None else None
     workers = [
         Worker(i, worker_argv(serve_argv, index=i, node=args.node, port=port, redis_url=url,
-                              metrics_port=args.metrics_port))
+                              metrics_port=args.metrics_port, listen_fd=listen_fd),
+               pass_fds=(listen_fd,) if listen_fd is not None else ())
         for i in range(args.workers)
     ]  # fmt: skip
     stopping = asyncio.Event()
@@ -106,10 +117,11 @@ async def supervise(args: argparse.Namespace, serve_argv: list[str]) -> None:
     keepers = [asyncio.create_task(_keep(w, stopping)) for w in workers]
     try:
         await _all_ready(workers, keepers, stopping)
-        holder.close()
+        if passed is None:
+            holder.close()  # the workers hold the port now; a passed socket stays, for restarts
         if not stopping.is_set():
             print(
-                f"pushauth-broker node {args.node} listening on http://{args.host}:{port} "
+                f"pushauth-broker node {args.node} listening on http://{host}:{port} "
                 f"({len(workers)} workers)",
                 flush=True,
             )
@@ -143,6 +155,9 @@ async def _all_ready(
     if not done:
         raise WorkersError(f"the workers were not ready within {READY_TIMEOUT_S:g} s")
     ready.cancel()
+    # Stopped before every worker was ready: the cancelled gather's error is read here,
+    # or asyncio logs it as never retrieved.
+    ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _keep(worker: Worker, stopping: asyncio.Event) -> None:
@@ -173,6 +188,7 @@ async def _spawn(worker: Worker) -> asyncio.subprocess.Process:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,  # read for the ready line, and passed on
         stderr=None,  # the worker's log lines go straight to ours
+        pass_fds=worker.pass_fds,
         preexec_fn=die_with_parent(signal.SIGTERM),
         # Its own process group: a Ctrl-C reaches the supervisor alone, which then
         # stops the workers in order (they would otherwise each get it at once).

@@ -183,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     idle.add_argument(
         "--profile", action="store_true", help="sample the restarted broker with py-spy while devices return"
     )
+    idle.add_argument(
+        "--held-socket",
+        action="store_true",
+        help="hold the broker's listening socket and pass it to each broker started, as systemd socket "
+        "activation does (deploy/pushauth-broker@.socket): while no broker runs, devices' connections "
+        "wait in its backlog instead of being refused",
+    )
     return parser
 
 
@@ -428,7 +435,7 @@ def run_routing(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    with Cluster(out / "processes", nodes=1) as cluster:
+    with Cluster(out / "processes", nodes=1, held_sockets=args.held_socket) as cluster:
         result = idle_run(
             cluster,
             devices=args.devices,

@@ -22,7 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from broker.activation import activated_argv
+
 LOCALHOST = "127.0.0.1"
+# A held socket's backlog: every device's connection attempt made while no broker runs
+# waits in it (the kernel caps it at net.core.somaxconn; the broker calls listen(1024)).
+HELD_BACKLOG = 4096
 
 
 class ClusterError(Exception):
@@ -69,11 +74,16 @@ class Managed:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
+    pass_fds: tuple[int, ...] = ()
 
     def spawn(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            pass_fds=self.pass_fds,
         )
 
     @property
@@ -219,15 +229,28 @@ class ExternalRedis:
 
 
 class BrokerNode(Managed):
-    def __init__(self, workdir: Path, redis_url: str, node: str, port: int | None = None) -> None:
-        self.port = port or free_port()
+    def __init__(
+        self,
+        workdir: Path,
+        redis_url: str,
+        node: str,
+        port: int | None = None,
+        listen: socket.socket | None = None,
+    ) -> None:
+        """`listen`: a listening socket the tester holds and passes to the node as systemd
+        socket activation does (broker/activation.py), so that it outlives restarts."""
+        self.port = listen.getsockname()[1] if listen is not None else port or free_port()
         self.redis_url = redis_url
+        self.listen = listen
         argv = [_script("pushauth-broker"), "serve", "--host", LOCALHOST, "--port", str(self.port)]
         argv += ["--redis-url", redis_url, "--node", node, "--log-level", "WARNING"]
         # Every simulated device connects from 127.0.0.1: the per-address handshake limit
         # (meant for one client's address) would throttle the whole load test.
         argv += ["--device-connects-per-ip", "0"]
-        super().__init__(f"broker-{node}", argv, workdir / f"broker-{node}.log")
+        fds: tuple[int, ...] = ()
+        if listen is not None:
+            argv, fds = activated_argv(argv, listen.fileno()), (listen.fileno(),)
+        super().__init__(f"broker-{node}", argv, workdir / f"broker-{node}.log", pass_fds=fds)
 
     @property
     def http_url(self) -> str:
@@ -270,10 +293,18 @@ class Cluster:
     """A Redis and `nodes` broker nodes on it; a context manager that stops them all.
 
     The Redis is one redis-server by default, a Redis Cluster (three masters, three
-    replicas) with `redis_cluster`, or one already running at `redis_url`."""
+    replicas) with `redis_cluster`, or one already running at `redis_url`. With
+    `held_sockets`, the tester holds each node's listening socket, as systemd socket
+    activation does, and it stays open across `restart_broker`."""
 
     def __init__(
-        self, workdir: Path, nodes: int = 1, *, redis_cluster: bool = False, redis_url: str | None = None
+        self,
+        workdir: Path,
+        nodes: int = 1,
+        *,
+        redis_cluster: bool = False,
+        redis_url: str | None = None,
+        held_sockets: bool = False,
     ) -> None:
         self.workdir = workdir  # process logs stay here after the run
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -282,6 +313,8 @@ class Cluster:
         self.redis_url = redis_url
         self.redis: RedisServer | RedisClusterNodes | ExternalRedis | None = None
         self.brokers: list[BrokerNode] = []
+        self.held_sockets = held_sockets
+        self.sockets: list[socket.socket] = []
 
     def __enter__(self) -> Cluster:
         try:
@@ -292,7 +325,13 @@ class Cluster:
             else:
                 self.redis = RedisServer(self.workdir).start()
             for i in range(self.n_nodes):
-                self.brokers.append(BrokerNode(self.workdir, self.redis.url, f"n{i + 1}").start())
+                listen = None
+                if self.held_sockets:
+                    listen = socket.create_server((LOCALHOST, 0), backlog=HELD_BACKLOG)
+                    self.sockets.append(listen)
+                self.brokers.append(
+                    BrokerNode(self.workdir, self.redis.url, f"n{i + 1}", listen=listen).start()
+                )
         except BaseException:
             self.close()
             raise
@@ -310,7 +349,9 @@ class Cluster:
         old.stop()
         exited = time.time()
         assert self.redis is not None
-        new = BrokerNode(self.workdir, self.redis.url, old.name.removeprefix("broker-"), port=old.port)
+        new = BrokerNode(
+            self.workdir, self.redis.url, old.name.removeprefix("broker-"), port=old.port, listen=old.listen
+        )
         new.start()
         self.brokers[index] = new
         return began, exited, time.time()
@@ -322,3 +363,5 @@ class Cluster:
         if self.redis is not None:
             with contextlib.suppress(OSError):
                 self.redis.stop()
+        for sock in self.sockets:
+            sock.close()

@@ -52,6 +52,9 @@ def signin_table(result: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
+HELD = " (held socket)"
+
+
 def idle_table(result: dict[str, Any]) -> str:
     r = result["restart"]
     lines = [
@@ -59,7 +62,8 @@ def idle_table(result: dict[str, Any]) -> str:
         f"first connect of all: {result['first_connect_s']:.2f}s",
         f"broker RSS empty {result['broker_rss_empty_mib']} MiB, connected "
         f"{result['broker_rss_connected_mib']} MiB: {result['broker_kib_per_device']:.2f} KiB per device",
-        f"restart: old broker exited after {r['old_broker_exit_s']:.2f}s, new one ready "
+        f"restart{HELD if result.get('held_socket') else ''}: old broker exited after "
+        f"{r['old_broker_exit_s']:.2f}s, new one ready "
         f"{r['broker_down_to_ready_s']:.2f}s after the stop; all back "
         f"{r['all_back_after_stop_s']:.2f}s after the stop began "
         f"({r['all_back_after_ready_s']:.2f}s after the new broker was ready)",

@@ -360,7 +360,7 @@ def idle_run(
         rp_id=rp_id,
         api_key=api_key,
     )
-    out: dict[str, Any] = {"devices": devices, "workers": n_workers}
+    out: dict[str, Any] = {"devices": devices, "workers": n_workers, "held_socket": bool(cluster.sockets)}
     counts = [0] * n_workers
     bar = tqdm(total=devices, unit="device", disable=not progress, leave=False)
     # Devices connected over time after the restart (the workers report every 0.25 s):

@@ -124,15 +124,21 @@ def test_routing_smoke_run_counts_the_messages_each_node_received(tmp_path: Path
     assert "per sign-in" in proc.stdout
 
 
-def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("held", [False, True], ids=["port-closed", "held-socket"])
+def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_path: Path, held: bool) -> None:
     out = tmp_path / "run"
-    proc = run("idle", "--devices", "30", "--workers", "2", "--settle", "0.2", "--out", str(out))
+    extra = ["--held-socket"] if held else []
+    proc = run("idle", "--devices", "30", "--workers", "2", "--settle", "0.2", *extra, "--out", str(out))
     assert proc.returncode == 0, proc.stderr + proc.stdout
     r = results(out)
     assert r["devices"] == 30
     assert r["first_connect_s"] > 0
     assert r["restart"]["all_back_after_stop_s"] >= r["restart"]["broker_down_to_ready_s"] > 0
     assert r["broker_rss_connected_mib"] > 0
+    assert r["held_socket"] is held
+    if held:  # the socket stayed open: no device was refused while no broker ran
+        assert r["restart"]["failed_connects"] == {}, r["restart"]
+        assert "restart (held socket):" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -20,6 +21,8 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from broker.activation import activated_argv
 
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess
@@ -47,7 +50,12 @@ class BrokerProcess(ManagedProcess):
         extra_args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         ready_timeout: float = DEADLINE,
+        listen_socket: socket.socket | None = None,
     ) -> None:
+        """`listen_socket`: serve on this listening socket, passed as systemd socket
+        activation passes it (the test holds it across restarts, as systemd does)."""
+        if listen_socket is not None:
+            port = listen_socket.getsockname()[1]
         self.port = port if port is not None else free_port()
         self.redis_url = redis_url
         self.data_dir = data_dir
@@ -60,8 +68,13 @@ class BrokerProcess(ManagedProcess):
         if node is not None:
             argv += ["--node", node]
         argv += list(extra_args)
+        pass_fds: tuple[int, ...] = ()
+        if listen_socket is not None:
+            argv = activated_argv(argv, listen_socket.fileno())
+            pass_fds = (listen_socket.fileno(),)
         super().__init__(
             argv,
+            pass_fds=pass_fds,
             log_dir=log_dir,
             name=f"broker-{node or self.port}",
             env=env,

@@ -50,8 +50,10 @@ class ManagedProcess:
         ready: Ready | None = None,
         ready_timeout: float = DEADLINE,
         stdin: bool = False,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.argv = [os.fspath(a) for a in argv]
+        self.pass_fds = tuple(pass_fds)  # descriptors the process inherits (a held socket)
         self.name = name or Path(self.argv[0]).name
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -90,6 +92,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                pass_fds=self.pass_fds,
             )
         ManagedProcess.live.add(self)
         ManagedProcess.history.append(self)
