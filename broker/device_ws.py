@@ -230,11 +230,21 @@ class WsSocket(asyncio.Protocol):
     async def send_bytes(self, data: bytes) -> None:
         """One binary message; waits while the device reads slower than we write.
         ConnectionResetError once the socket is closing (callers treat it so)."""
+        self.send_now(data)
+        if self._drain is not None:
+            await self._drain
+
+    def send_now(self, data: bytes) -> None:
+        """One binary message, written without waiting: for a caller that saw
+        `keeps_up` (else send_bytes). ConnectionResetError once the socket is closing."""
         if self._closing:
             raise ConnectionResetError("the device socket is closing")
         self._write(wsframes.frame(OP_BINARY, data))
-        if self._drain is not None:
-            await self._drain
+
+    @property
+    def keeps_up(self) -> bool:
+        """Nothing waits in the transport's buffer: a message written now leaves at once."""
+        return self._drain is None
 
     def close(self, code: int, reason: bytes = b"") -> None:
         """Send a close frame; the connection ends at the peer's reply, or after
@@ -426,7 +436,16 @@ class DeviceConnection(WsSocket):
         self.delivered[record.id] = record
         if self._backlog is not None:
             self._backlog.append(record)
-        else:
+        elif self.keeps_up:
+            # Written now, no task: the frame leaves before the RP's 201 (which the caller
+            # sends next), and the device's side is the longer path of a sign-in.
+            try:
+                for frame in self._frames_for(record):
+                    self.send_now(encode(frame))
+            except ConnectionError:
+                return  # closing; the device gets it again when it reconnects
+            metrics.delivered(record)
+        else:  # its buffer is full: a task waits for room (send_bytes)
             spawn(self._send_challenge(record))
 
     def deliver_notice(self, notice: Notice) -> None:
