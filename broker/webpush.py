@@ -34,9 +34,6 @@ from urllib.parse import urlsplit
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
-from cryptography.hazmat.primitives import serialization
-from py_vapid import Vapid02
-from pywebpush import WebPushException, webpush_async
 
 from protocol import b64
 from protocol.errors import ErrorCode, ProtocolError
@@ -48,6 +45,8 @@ from .models import ChallengeRecord
 from .tasks import spawn
 
 if TYPE_CHECKING:
+    from py_vapid import Vapid02
+
     from .device_ws import DeviceConnection
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,14 @@ def service_allowed(endpoint: str, services: Iterable[str]) -> bool:
 
 
 def load_or_create_key(path: Path) -> Vapid02:
-    """The broker's VAPID key (a P-256 key in PEM), made at first use (mode 0600)."""
+    """The broker's VAPID key (a P-256 key in PEM), made at first use (mode 0600).
+
+    The Web Push libraries are imported here, by a broker started with --push-key: they
+    pull in requests and cryptography, about 80 ms of every start otherwise (a restart
+    that 18,000 devices wait for; docs/performance.md, section 3)."""
+    import pywebpush  # noqa: F401 - now, not at the first push (a stall of the event loop)
+    from py_vapid import Vapid02
+
     if not path.exists():
         key = Vapid02()
         key.generate_keys()
@@ -131,6 +137,8 @@ class WebPush:
 
     @property
     def public_key(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
         return self.key.public_key.public_bytes(
             serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
         )
@@ -190,6 +198,8 @@ class WebPush:
             log.warning("web push: store unavailable: %s", exc)
 
     async def _send(self, redis: aioredis.Redis, cid: str, info: dict[str, object], ttl_s: int) -> None:
+        from pywebpush import WebPushException, webpush_async  # loaded with the key
+
         if not service_allowed(str(info.get("endpoint")), self.services):
             return  # refused when stored; the list may have changed since
         if self._session is None or self._session.closed:
