@@ -101,11 +101,14 @@ class PendingSignIn:
         lines, self._lines = self._lines, None  # the stream is read once
         if lines is not None:
             line = None
+            # As long as one long-poll is held: a node that hangs holding the stream is
+            # left then, and the long-polls below ask through the balancer.
+            held = self._client.held_answer_s if timeout is None else min(timeout, self._client.held_answer_s)
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(held):
                     line = await lines.next()
             except (TimeoutError, aiohttp.ClientError, OSError):
-                # `timeout` ran out (then one read, below, says how it stands), or the
+                # The time above ran out (then the long-poll says how it stands), or the
                 # stream was cut short (a node going away, a proxy): the long-poll goes on.
                 pass
             finally:

@@ -25,10 +25,10 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -63,6 +63,20 @@ EARLY_RETURN_PAUSE_S = 0.25
 # A long-poll that failed (503, a broken connection) is asked again after the 503's
 # Retry-After (else 1 s), at most this.
 UNAVAILABLE_PAUSE_MAX_S = 5.0
+# A live broker answers a create, or a long-poll once its wait is up, in milliseconds;
+# a node that hangs (SIGSTOP, a stalled host) holding the request never does. After this
+# long without an answer a create is sent again (supersede: a second create replaces the
+# first, which the RP never saw), and a long-poll is asked again.
+ANSWER_TIMEOUT_S = 3.0
+# One long-poll (or the wait for a stream's result line) holds at most this long, so that
+# a node that hangs holding it is noticed after LONG_POLL_S + answer_timeout and the SDK
+# asks again, through the balancer; a sign-in pending longer costs a read every 10 s.
+LONG_POLL_S = 10
+# A create that failed fast (connection refused or reset) is sent again after this,
+# doubling up to 1 s, while the request timeout lasts.
+RESEND_PAUSE_S = 0.25
+
+T = TypeVar("T")
 
 
 def _now_ms() -> int:
@@ -85,7 +99,15 @@ class PushAuthClient:
         *,
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = 10.0,
+        answer_timeout: float = ANSWER_TIMEOUT_S,
     ) -> None:
+        """`request_timeout`: how long a request may take in all (beyond a long-poll's
+        wait), a create with the times it is sent again. `answer_timeout`: how long one
+        create, or one long-poll past its wait, may go unanswered before it is sent
+        again (a node that hangs holding it; see create_challenge); at most
+        `request_timeout`."""
+        if not answer_timeout > 0:  # also refuses nan
+            raise ValueError("answer_timeout must be more than 0 seconds")
         parts = urlsplit(broker_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"broker URL must be http:// or https://, got {broker_url!r}")
@@ -96,7 +118,12 @@ class PushAuthClient:
         self._session = session
         self._owns_session = session is None
         self._request_timeout = request_timeout
+        self._answer_timeout = min(answer_timeout, request_timeout)
         self._rp: RelyingParty | None = None
+        self.creates_sent_again = 0  # creates sent again after no answer (see create_challenge)
+        # How long one held request (a long-poll past its wait, a stream's result line)
+        # may go unanswered before the SDK asks again (relying_party/one_request.py).
+        self.held_answer_s = LONG_POLL_S + self._answer_timeout
 
     async def __aenter__(self) -> PushAuthClient:
         return self
@@ -260,10 +287,23 @@ class PushAuthClient:
         `digits` is always sent and checked against what the broker made, so a broker
         cannot weaken number matching: under the NIST SP 800-63B-4 profile pass 6 or
         more (the broker refuses fewer than the RP's policy's min_digits; see `policy`).
+
+        A create that gets no answer within `answer_timeout`, or whose connection breaks
+        before an answer (a node that hangs or dies holding it), is sent again while
+        `request_timeout` lasts: through a load balancer it reaches a live node. That is
+        safe because the second create supersedes the first (the RP never saw its
+        number); it counts one more push against the user's limits. With
+        `supersede=False` it would leave two prompts, so it is not sent again.
         """
         asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
-        body = await self._call("POST", "/v1/challenges", body=asked.request, expect=(201,))
-        return asked.check(body)
+
+        async def attempt(seconds: float) -> Challenge:
+            body = await self._call(
+                "POST", "/v1/challenges", body=asked.request, expect=(201,), timeout=seconds
+            )
+            return asked.check(body)
+
+        return await self._sent_until_answered(attempt, resend=supersede)
 
     async def sign_in(
         self,
@@ -290,20 +330,30 @@ class PushAuthClient:
         and errors are create_challenge's.
         """
         asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         # The broker holds the result at most this long (the challenge's expiry bounds it too).
         wait = min(MAX_WAIT_S, ttl)
         url = URL(f"{self.broker_url}/v1/challenges?wait={wait}", encoded=True)
         headers = {**self._headers, "Accept": STREAM_ACCEPT}
         timeout = aiohttp.ClientTimeout(total=self._request_timeout + wait)
+
+        async def attempt(seconds: float) -> PendingSignIn:
+            return await self._sign_in_once(asked, url, headers, timeout, seconds)
+
+        # Sent again as create_challenge is, up to the number (never after it).
+        return await self._sent_until_answered(attempt, resend=supersede)
+
+    async def _sign_in_once(
+        self, asked: _Asked, url: URL, headers: dict[str, str], timeout: aiohttp.ClientTimeout, seconds: float
+    ) -> PendingSignIn:
+        """One streamed create: the number within `seconds`; `timeout` (with the wait)
+        bounds the whole response."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
         response: aiohttp.ClientResponse | None = None
         lines: StreamLines | None = None
         try:
-            # The answer up to the number within the request timeout, as create_challenge's;
-            # `timeout` (with the wait) bounds the whole response.
-            with self._network_errors(self._request_timeout):
-                async with asyncio.timeout(self._request_timeout):
+            with self._network_errors(seconds):
+                async with asyncio.timeout(seconds):
                     response = await self._session.post(
                         url, json=asked.request, headers=headers, timeout=timeout
                     )
@@ -377,7 +427,7 @@ class PushAuthClient:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
             until_expiry = max(0, math.ceil((challenge.expires_at - _now_ms()) / 1000))
-            wait = min(MAX_WAIT_S, until_expiry)
+            wait = min(LONG_POLL_S, until_expiry)
             if deadline is not None:
                 wait = min(wait, math.floor(max(0.0, deadline - time.monotonic())))
             started = time.monotonic()
@@ -486,8 +536,9 @@ class PushAuthClient:
         body: dict[str, Any] | None = None,
         wait: int | None = None,
         expect: tuple[int, ...] = (200,),
+        timeout: float | None = None,
     ) -> Any:
-        return (await self._request(method, path, body=body, wait=wait, expect=expect))[1]
+        return (await self._request(method, path, body=body, wait=wait, expect=expect, timeout=timeout))[1]
 
     async def _request(
         self,
@@ -497,22 +548,52 @@ class PushAuthClient:
         body: dict[str, Any] | None = None,
         wait: int | None = None,
         expect: tuple[int, ...] = (200,),
+        timeout: float | None = None,
     ) -> tuple[int, Any]:
-        """Send one request; return (status, parsed JSON or None) or raise a typed error."""
+        """Send one request; return (status, parsed JSON or None) or raise a typed error.
+        `timeout`: seconds beyond the wait (default: the request timeout; a long-poll's
+        is the answer timeout, since a live broker answers it when its wait is up)."""
         if self._session is None:
             self._session = aiohttp.ClientSession()
         query = f"?wait={wait}" if wait else ""
         # encoded=True: the path segments are already quoted, and must stay so.
         url = URL(f"{self.broker_url}{path}{query}", encoded=True)
-        timeout = aiohttp.ClientTimeout(total=self._request_timeout + (wait or 0))
-        with self._network_errors(timeout.total):
+        if timeout is None:
+            timeout = self._answer_timeout if wait else self._request_timeout
+        limit = aiohttp.ClientTimeout(total=timeout + (wait or 0))
+        with self._network_errors(limit.total):
             async with self._session.request(
-                method, url, json=body, headers=self._headers, timeout=timeout
+                method, url, json=body, headers=self._headers, timeout=limit
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
                 raw = await _read_capped(response)
         return status, _decoded(method, path, status, raw, retry_after, expect)
+
+    async def _sent_until_answered(self, attempt: Callable[[float], Awaitable[T]], *, resend: bool) -> T:
+        """`attempt(seconds)` (a create), sent again after no answer or a broken
+        connection (BrokerUnavailable, not a 503: that node answered, having done
+        nothing, and a balancer sends that on itself) while the request timeout lasts."""
+        if not resend:
+            return await attempt(self._request_timeout)
+        deadline = time.monotonic() + self._request_timeout
+        pause = RESEND_PAUSE_S
+        while True:
+            began = time.monotonic()
+            try:
+                return await attempt(min(self._answer_timeout, max(0.0, deadline - began)))
+            except ServiceUnavailable:
+                raise
+            except BrokerUnavailable:
+                now = time.monotonic()
+                if now >= deadline:
+                    raise
+                if now - began < self._answer_timeout:  # refused or reset at once: not so fast
+                    await asyncio.sleep(min(pause, deadline - now))
+                    pause = min(pause * 2, 1.0)
+                if time.monotonic() >= deadline:
+                    raise
+                self.creates_sent_again += 1
 
     @contextlib.contextmanager
     def _network_errors(self, seconds: float | None) -> Iterator[None]:
