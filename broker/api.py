@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 from dataclasses import replace
 from typing import Any
@@ -29,7 +30,7 @@ from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyError
 from .problems import ApiError
 from .signed_requests import b64_field
-from .store import Store, UnknownTarget, now_ms
+from .store import NewChallenge, Store, UnknownTarget, now_ms
 from .webpush import WEBPUSH
 
 MAX_WAIT_S = 60
@@ -347,8 +348,9 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
     # Whether this node listens on the user's channel already (a device of the user is
     # here): then the challenge's end is sure to reach it (see Hub.schedule_expiry).
     listening = hub.listening(rp.id, user)
+    idempotency_key = idempotency_key_header(request)
     try:
-        new = await store.create_challenge(record, supersede=supersede)
+        new = await store.create_challenge(record, supersede=supersede, idempotency_key=idempotency_key)
     except UnknownTarget:
         raise ApiError(
             404, "not_found", f"no active credential {target} for this user (removed, or another user's)"
@@ -369,6 +371,8 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
                 "send it a test push with credential_id, then POST /v1/credentials/{id}/confirm)",
             )
         raise ApiError(409, "no_devices", "the user has no active authenticator")
+    if new.made_before is not None:
+        return await _made_before(store, new, record, rp_nonce_sent=body.get("rp_nonce") is not None)
     hub.schedule_expiry(record, record.expires, node_of(request).expire, listening)
     push = request.app.get(WEBPUSH)
     if push is not None:  # wake the devices that are not connected (docs/protocol.md, appendix A)
@@ -376,6 +380,43 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
     out = challenge_json(record, Status.PENDING)
     del out["answer"], out["status"]
     out.update(number=record.number, devices=new.devices, superseded=list(new.superseded))
+    return out
+
+
+def idempotency_key_header(request: web.Request) -> str | None:
+    """The create's Idempotency-Key (draft-ietf-httpapi-idempotency-key-header), if any:
+    1 to 64 characters of A-Z a-z 0-9 - _ (400 otherwise)."""
+    value = request.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise ApiError(
+            400, "invalid_request", "Idempotency-Key must be 1 to 64 characters of A-Z a-z 0-9 - _"
+        )
+    return value
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+async def _made_before(
+    store: Store, new: NewChallenge, asked: ChallengeRecord, *, rp_nonce_sent: bool
+) -> dict[str, Any]:
+    """The 201 body of the challenge an earlier create with the same Idempotency-Key made
+    (a create sent again: nothing new pushed, nothing superseded), whatever its state now.
+    A key used for another request (other context, digits, target or rp_nonce) is 409."""
+    assert new.made_before is not None
+    made = await store.get_challenge(new.made_before)
+    if made is None or made.rp != asked.rp:  # expired with its key: a race of milliseconds
+        raise ApiError(404, "not_found", "the challenge this Idempotency-Key made has expired")
+    same = (made.ctx_hash, made.digits, made.target) == (asked.ctx_hash, asked.digits, asked.target)
+    if not same or (rp_nonce_sent and made.rp_nonce != asked.rp_nonce):
+        raise ApiError(
+            409, "idempotency_key_reused", "this Idempotency-Key made a challenge for another request"
+        )
+    out = challenge_json(made, Status.PENDING)
+    del out["answer"], out["status"]
+    out.update(number=made.number, devices=new.devices, superseded=[])
     return out
 
 

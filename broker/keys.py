@@ -224,6 +224,11 @@ def recent_pushes(rp_id: str, user: str) -> str:
     return user_key("recent", rp_id, user)
 
 
+def create_key(rp_id: str, user: str, idempotency_key: str) -> str:
+    """The challenge a create with this Idempotency-Key made (docs/http-api.md)."""
+    return f"{user_key('idem', rp_id, user)}:{idempotency_key}"
+
+
 def pending(rp_id: str, user: str) -> str:
     return user_key("pend", rp_id, user)
 

@@ -39,7 +39,8 @@ end
 """
 
 # KEYS: user-credentials hash, challenge hash, user-pending zset, push guard hash,
-#       recent-pushes zset, the user's unconfirmed-credentials set
+#       recent-pushes zset, the user's unconfirmed-credentials set, and with an
+#       Idempotency-Key its key (the challenge it made, "id n", until that expires)
 # ARGV: challenge id, now ms, expires ms, retention ms, channel, event, max pushes
 #       since the last sign-in, max pushes per window, window ms, target cid ('':
 #       every confirmed credential), supersede ('1': end the user's other pending
@@ -52,10 +53,16 @@ end
 #    (-1: until lifted), withdrawn ids...} after a fraud report, {-2, pushes,
 #    withdrawn ids...} at the cap since the last sign-in (a block: the user's pending
 #    challenges are withdrawn), {-5, failures, withdrawn ids...} at the limit of
-#    consecutive wrong numbers (a block too), {-3, retry after ms} over the rate
+#    consecutive wrong numbers (a block too), {-3, retry after ms} over the rate;
+#    {-6, "id n"}: the Idempotency-Key made challenge id already (sent to n), nothing done
 CREATE_CHALLENGE = (
     _END_PENDING
     + """
+local idem = KEYS[7]
+if idem then
+  local prior = redis.call('GET', idem)
+  if prior then return {-6, prior} end
+end
 local now = tonumber(ARGV[2])
 local channel, node, rp, user, prefix = ARGV[5], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
 local n
@@ -102,6 +109,7 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if redis.call('PTTL', KEYS[3]) < keep_until - now then
   redis.call('PEXPIREAT', KEYS[3], keep_until)
 end
+if idem then redis.call('SET', idem, ARGV[1] .. ' ' .. n, 'PXAT', ARGV[3]) end
 redis.call('SPUBLISH', ARGV[5], ARGV[6])
 return {n, 0, unpack(superseded)}
 """

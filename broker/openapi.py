@@ -306,6 +306,16 @@ _WAIT = {
 }
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+    "description": "a create sent again with the same key (a node that hung, a broken connection) gets "
+    "the challenge the first one made, in the same 201 form, instead of a new one: nothing more pushed "
+    "or superseded; until that challenge expires; per RP and user. 409 idempotency_key_reused when the "
+    "key made a challenge for another request (context, digits, credential_id or rp_nonce)",
+}
+
 _STREAM_WAIT = {
     "name": "wait",
     "in": "query",
@@ -380,7 +390,7 @@ PATHS: dict[str, Any] = {
                 **_problems(400, 401, 409, 413, 429),
             },
             requestBody=_body("NewChallenge"),
-            parameters=[_STREAM_WAIT],
+            parameters=[_STREAM_WAIT, _IDEMPOTENCY_KEY],
         )
     },
     "/v1/challenges/{id}": {
@@ -631,8 +641,9 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "pushauth broker RP API",
-        # 1.1: the one-request (streamed) form of POST /v1/challenges (docs/http-api.md, "Versions").
-        "version": "1.1",
+        # 1.1: the one-request (streamed) form of POST /v1/challenges; 1.2: its Idempotency-Key
+        # (docs/http-api.md, "Versions").
+        "version": "1.2",
         "description": "See docs/http-api.md. The device WebSocket (/v1/device) is in docs/protocol.md.",
     },
     "components": {

@@ -47,11 +47,15 @@ class UnknownTarget(Exception):
     """A challenge aimed at a credential that is not an active one of its user."""
 
 
+CREATED_BEFORE = -6  # CREATE_CHALLENGE's answer when its Idempotency-Key made one already
+
+
 @dataclass(frozen=True, slots=True)
 class NewChallenge:
     devices: int  # credentials it was sent to (0: none, and nothing was stored)
     unconfirmed: int  # when 0: the user's credentials still waiting for the RP's confirm
     superseded: tuple[str, ...]  # the user's older pending challenges it ended
+    made_before: str | None = None  # the challenge its Idempotency-Key made (nothing new)
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,12 +455,16 @@ class Store:
 
     # -- challenges --------------------------------------------------------
 
-    async def create_challenge(self, record: ChallengeRecord, *, supersede: bool = True) -> NewChallenge:
+    async def create_challenge(
+        self, record: ChallengeRecord, *, supersede: bool = True, idempotency_key: str | None = None
+    ) -> NewChallenge:
         """Store and announce a challenge, to `record.target` or else to the user's
         confirmed credentials; with `supersede`, the user's older pending challenges at
         this RP end (superseded) in the same step. Raises PushRefused when the fatigue
         policy holds it back (nothing stored; a block withdraws the pending ones), and
-        UnknownTarget for a target that is not an active credential of the user."""
+        UnknownTarget for a target that is not an active credential of the user. With an
+        `idempotency_key` that made a challenge of this user already (and it has not
+        expired), nothing is done: `made_before` names that challenge."""
         event = events.ChallengeCreated(record)
         policy = await self.policies.get(record.rp)
         tag = keys.user_tag(record.rp, record.user)
@@ -478,6 +486,7 @@ class Store:
                 keys.push_guard(record.rp, record.user),
                 keys.recent_pushes(record.rp, record.user),
                 keys.unconfirmed(record.rp, record.user),
+                *([keys.create_key(record.rp, record.user, idempotency_key)] if idempotency_key else []),
             ],
             args=[
                 record.id, record.created, record.expires, RETENTION_MS, keys.channel(tag),
@@ -488,7 +497,11 @@ class Store:
             ],
             **extra,
         )  # fmt: skip
-        count, ids = int(count), tuple(i.decode() for i in ended)
+        count = int(count)
+        if count == CREATED_BEFORE:
+            made, _, devices = value.decode().partition(" ")
+            return NewChallenge(int(devices), 0, (), made_before=made)
+        ids = tuple(i.decode() for i in ended)
         if count == -4:
             raise UnknownTarget(record.target)
         if count < 0:

@@ -291,15 +291,22 @@ class PushAuthClient:
         A create that gets no answer within `answer_timeout`, or whose connection breaks
         before an answer (a node that hangs or dies holding it), is sent again while
         `request_timeout` lasts: through a load balancer it reaches a live node. That is
-        safe because the second create supersedes the first (the RP never saw its
-        number); it counts one more push against the user's limits. With
-        `supersede=False` it would leave two prompts, so it is not sent again.
+        safe: every attempt carries one Idempotency-Key, so a broker that got an earlier
+        one answers with the challenge that one made (RP API 1.2); an older broker makes
+        a second, which supersedes the first (the RP never saw its number) and counts
+        one more push against the user's limits. With `supersede=False` an older
+        broker would leave two prompts, so such a create is not sent again.
         """
         asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
 
         async def attempt(seconds: float) -> Challenge:
             body = await self._call(
-                "POST", "/v1/challenges", body=asked.request, expect=(201,), timeout=seconds
+                "POST",
+                "/v1/challenges",
+                body=asked.request,
+                expect=(201,),
+                timeout=seconds,
+                headers=asked.headers,
             )
             return asked.check(body)
 
@@ -333,7 +340,7 @@ class PushAuthClient:
         # The broker holds the result at most this long (the challenge's expiry bounds it too).
         wait = min(MAX_WAIT_S, ttl)
         url = URL(f"{self.broker_url}/v1/challenges?wait={wait}", encoded=True)
-        headers = {**self._headers, "Accept": STREAM_ACCEPT}
+        headers = {**self._headers, **asked.headers, "Accept": STREAM_ACCEPT}
         timeout = aiohttp.ClientTimeout(total=self._request_timeout + wait)
 
         async def attempt(seconds: float) -> PendingSignIn:
@@ -537,8 +544,12 @@ class PushAuthClient:
         wait: int | None = None,
         expect: tuple[int, ...] = (200,),
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
-        return (await self._request(method, path, body=body, wait=wait, expect=expect, timeout=timeout))[1]
+        sent = await self._request(
+            method, path, body=body, wait=wait, expect=expect, timeout=timeout, headers=headers
+        )
+        return sent[1]
 
     async def _request(
         self,
@@ -549,6 +560,7 @@ class PushAuthClient:
         wait: int | None = None,
         expect: tuple[int, ...] = (200,),
         timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Any]:
         """Send one request; return (status, parsed JSON or None) or raise a typed error.
         `timeout`: seconds beyond the wait (default: the request timeout; a long-poll's
@@ -563,7 +575,7 @@ class PushAuthClient:
         limit = aiohttp.ClientTimeout(total=timeout + (wait or 0))
         with self._network_errors(limit.total):
             async with self._session.request(
-                method, url, json=body, headers=self._headers, timeout=limit
+                method, url, json=body, headers={**self._headers, **(headers or {})}, timeout=limit
             ) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
@@ -635,6 +647,9 @@ class _Asked:
     rp_nonce: bytes
     credential_id: str | None
     issued: int
+    # Sent with every attempt of this create: a broker that got an earlier one answers
+    # with the challenge that one made (docs/http-api.md, Idempotency-Key).
+    headers: dict[str, str]
 
     @classmethod
     def new(
@@ -661,7 +676,8 @@ class _Asked:
             request["supersede"] = False
         if credential_id is not None:
             request["credential_id"] = credential_id
-        return cls(request, user, ctx, ttl, digits, rp_nonce, credential_id, _now_ms())
+        headers = {"Idempotency-Key": secrets.token_urlsafe(16)}
+        return cls(request, user, ctx, ttl, digits, rp_nonce, credential_id, _now_ms(), headers)
 
     def check(self, body: Any) -> Challenge:
         challenge = Challenge.from_json(wire.obj(body, "challenge"), context=self.context)

@@ -101,3 +101,41 @@ def test_bad_timeouts_are_refused(request_timeout: float, answer_timeout: float)
         PushAuthClient(
             "http://127.0.0.1:1", "key", request_timeout=request_timeout, answer_timeout=answer_timeout
         )
+
+
+@pytest.mark.parametrize("flow", ["create_challenge", "sign_in"])
+async def test_a_create_whose_answer_was_lost_gets_the_challenge_it_made(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], flow: str
+) -> None:
+    """The create reaches the broker and is carried out, and its answer never comes back:
+    the SDK sends it again with the same Idempotency-Key, and the broker answers with the
+    challenge the first made. One prompt on the device, nothing superseded; without the
+    key the second create would supersede the challenge the device is showing."""
+    live = broker_factory(redis_url=redis_server.url, node="live")
+    rp = add_rp("Lost RP", redis_url=redis_server.url)
+    with TcpProxy([live.port]) as proxy:
+        proxy.mute_replies = 1
+        async with (
+            PushAuthClient(live.http_url, rp["api_key"]) as direct,
+            PushAuthClient(f"http://{LOCALHOST}:{proxy.port}", rp["api_key"], answer_timeout=1.0) as client,
+        ):
+            dev = await online_device(direct, live.ws_url)
+            keys = await keys_of(direct, "alice")
+            if flow == "sign_in":
+                pending = await client.sign_in("alice", CTX)
+                challenge = pending.challenge
+            else:
+                challenge = await client.create_challenge("alice", CTX)
+            assert client.creates_sent_again >= 1
+            pushed = await dev.frame()  # the first attempt's challenge, the one the RP now holds
+            assert isinstance(pushed, Challenge) and pushed.ch == challenge.id
+            await dev.send(dev.answer(pushed, number=challenge.number))
+            # The next frame is the answer's result: no second challenge, no cancel of this one.
+            assert await dev.frame() == AnswerResult(ch=challenge.id, outcome="approved")
+            if flow == "sign_in":
+                async with pending:
+                    result = await pending.result(keys, timeout=30)
+            else:
+                result = await client.wait_result(challenge, keys, timeout=30)
+            assert result.status is Status.APPROVED
+            await dev.close()

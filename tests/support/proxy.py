@@ -32,6 +32,9 @@ class TcpProxy(ThreadedServer):
         # How many client connections went to each backend, for assertions.
         self.routed: collections.Counter[Backend] = collections.Counter()
         self.refused = 0  # client connections no backend would take
+        # The next this many connections lose every byte the backend sends back (a path that
+        # fails one way: the request arrives and is carried out, the answer never comes).
+        self.mute_replies = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -71,11 +74,13 @@ class TcpProxy(ThreadedServer):
             backend, (up_r, up_w) = upstream
             self.routed[backend] += 1
             self._writers.add(up_w)
+            with self._lock:
+                muted, self.mute_replies = self.mute_replies > 0, max(0, self.mute_replies - 1)
             try:
                 # When one direction ends, close both: half-open is not what an LB does here.
                 pumps = [
                     asyncio.create_task(_pump(client_r, up_w)),
-                    asyncio.create_task(_pump(up_r, client_w)),
+                    asyncio.create_task(_discard(up_r) if muted else _pump(up_r, client_w)),
                 ]
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
                 for pump in pumps:
@@ -122,6 +127,15 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         while data := await reader.read(_CHUNK):
             writer.write(data)
             await writer.drain()
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    """Read the backend's answer and drop it: a client that never hears back. Ends with
+    the client's side (the answer's end would close the connection, an answer of sorts)."""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while await reader.read(_CHUNK):
+            pass
+    await asyncio.Event().wait()
 
 
 def _close(writer: asyncio.StreamWriter) -> None:
