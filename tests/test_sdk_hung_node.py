@@ -16,11 +16,13 @@ from collections.abc import Callable
 
 import pytest
 from support import LOCALHOST, BrokerProcess, RedisServer, TcpProxy, add_rp, wait_until
-from test_broker_device_ws import CTX, keys_of, online_device
+from test_broker_device_ws import CTX, Device, keys_of, online_device
 
 from protocol.challenge import Status
 from protocol.frames import AnswerResult, Challenge
 from relying_party.errors import BrokerUnavailable
+from relying_party.models import Challenge as RpChallenge
+from relying_party.one_request import PendingSignIn
 from relying_party.sdk import PushAuthClient
 
 
@@ -41,6 +43,32 @@ async def taken_out_after_first_attempt(proxy: TcpProxy, hung: BrokerProcess, li
     proxy.set_backends([live.port])
 
 
+async def created(client: PushAuthClient, flow: str) -> tuple[RpChallenge, PendingSignIn | None]:
+    """A create by `flow`: create_challenge, or sign_in (the streamed one request)."""
+    if flow == "sign_in":
+        pending = await client.sign_in("alice", CTX)
+        return pending.challenge, pending
+    return await client.create_challenge("alice", CTX), None
+
+
+async def approved(
+    dev: Device, client: PushAuthClient, challenge: RpChallenge, pending: PendingSignIn | None,
+    keys: dict[str, bytes],
+) -> None:  # fmt: skip
+    """The device's next frames: `challenge`, then its approval's result; the SDK verifies it."""
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge) and pushed.ch == challenge.id
+    await dev.send(dev.answer(pushed, number=challenge.number))
+    assert await dev.frame() == AnswerResult(ch=challenge.id, outcome="approved")
+    if pending is not None:
+        async with pending:
+            result = await pending.result(keys, timeout=30)
+    else:
+        result = await client.wait_result(challenge, keys, timeout=30)
+    assert result.status is Status.APPROVED
+    await dev.close()
+
+
 @pytest.mark.parametrize("flow", ["create_challenge", "sign_in"])
 async def test_a_create_a_hung_node_holds_is_sent_again_and_approved(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], flow: str
@@ -55,25 +83,12 @@ async def test_a_create_a_hung_node_holds_is_sent_again_and_approved(
             dev = await online_device(direct, live.ws_url)
             keys = await keys_of(direct, "alice")
             balancer = asyncio.ensure_future(taken_out_after_first_attempt(proxy, hung, live))
-            if flow == "sign_in":
-                pending = await client.sign_in("alice", CTX)
-                challenge = pending.challenge
-            else:
-                challenge = await client.create_challenge("alice", CTX)
+            challenge, pending = await created(client, flow)
             await balancer
             assert client.creates_sent_again >= 1
             assert proxy.routed[(LOCALHOST, live.port)] >= 1
-            pushed = await dev.frame()  # only the live node's challenge: the hung one never ran
-            assert isinstance(pushed, Challenge) and pushed.ch == challenge.id
-            await dev.send(dev.answer(pushed, number=challenge.number))
-            assert await dev.frame() == AnswerResult(ch=challenge.id, outcome="approved")
-            if flow == "sign_in":
-                async with pending:
-                    result = await pending.result(keys, timeout=30)
-            else:
-                result = await client.wait_result(challenge, keys, timeout=30)
-            assert result.status is Status.APPROVED
-            await dev.close()
+            # Only the live node's challenge reaches the device: the hung one never ran.
+            await approved(dev, client, challenge, pending, keys)
 
 
 async def test_a_create_that_does_not_supersede_is_not_sent_again(
@@ -121,21 +136,8 @@ async def test_a_create_whose_answer_was_lost_gets_the_challenge_it_made(
         ):
             dev = await online_device(direct, live.ws_url)
             keys = await keys_of(direct, "alice")
-            if flow == "sign_in":
-                pending = await client.sign_in("alice", CTX)
-                challenge = pending.challenge
-            else:
-                challenge = await client.create_challenge("alice", CTX)
+            challenge, pending = await created(client, flow)
             assert client.creates_sent_again >= 1
-            pushed = await dev.frame()  # the first attempt's challenge, the one the RP now holds
-            assert isinstance(pushed, Challenge) and pushed.ch == challenge.id
-            await dev.send(dev.answer(pushed, number=challenge.number))
-            # The next frame is the answer's result: no second challenge, no cancel of this one.
-            assert await dev.frame() == AnswerResult(ch=challenge.id, outcome="approved")
-            if flow == "sign_in":
-                async with pending:
-                    result = await pending.result(keys, timeout=30)
-            else:
-                result = await client.wait_result(challenge, keys, timeout=30)
-            assert result.status is Status.APPROVED
-            await dev.close()
+            # The first attempt's challenge, the one the RP holds, and then the answer's
+            # result: no second challenge, no cancel of this one.
+            await approved(dev, client, challenge, pending, keys)
