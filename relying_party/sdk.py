@@ -65,8 +65,8 @@ EARLY_RETURN_PAUSE_S = 0.25
 UNAVAILABLE_PAUSE_MAX_S = 5.0
 # A live broker answers a create, or a long-poll once its wait is up, in milliseconds;
 # a node that hangs (SIGSTOP, a stalled host) holding the request never does. After this
-# long without an answer a create is sent again (supersede: a second create replaces the
-# first, which the RP never saw), and a long-poll is asked again.
+# long without an answer a create is sent again (with the same Idempotency-Key: a broker
+# that got the first answers with the challenge it made), and a long-poll is asked again.
 ANSWER_TIMEOUT_S = 3.0
 # One long-poll (or the wait for a stream's result line) holds at most this long, so that
 # a node that hangs holding it is noticed after LONG_POLL_S + answer_timeout and the SDK
