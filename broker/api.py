@@ -30,7 +30,7 @@ from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyError
 from .problems import ApiError
 from .signed_requests import b64_field
-from .store import NewChallenge, Store, UnknownTarget, now_ms
+from .store import Store, UnknownTarget, now_ms
 from .webpush import WEBPUSH
 
 MAX_WAIT_S = 60
@@ -372,7 +372,8 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
             )
         raise ApiError(409, "no_devices", "the user has no active authenticator")
     if new.made_before is not None:
-        return await _made_before(store, new, record, rp_nonce_sent=body.get("rp_nonce") is not None)
+        sent_nonce = body.get("rp_nonce") is not None
+        return await _made_before(store, new.made_before, new.devices, record, rp_nonce_sent=sent_nonce)
     hub.schedule_expiry(record, record.expires, node_of(request).expire, listening)
     push = request.app.get(WEBPUSH)
     if push is not None:  # wake the devices that are not connected (docs/protocol.md, appendix A)
@@ -400,13 +401,12 @@ _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 async def _made_before(
-    store: Store, new: NewChallenge, asked: ChallengeRecord, *, rp_nonce_sent: bool
+    store: Store, made_id: str, devices: int, asked: ChallengeRecord, *, rp_nonce_sent: bool
 ) -> dict[str, Any]:
     """The 201 body of the challenge an earlier create with the same Idempotency-Key made
     (a create sent again: nothing new pushed, nothing superseded), whatever its state now.
     A key used for another request (other context, digits, target or rp_nonce) is 409."""
-    assert new.made_before is not None
-    made = await store.get_challenge(new.made_before)
+    made = await store.get_challenge(made_id)
     if made is None or made.rp != asked.rp:  # expired with its key: a race of milliseconds
         raise ApiError(404, "not_found", "the challenge this Idempotency-Key made has expired")
     same = (made.ctx_hash, made.digits, made.target) == (asked.ctx_hash, asked.digits, asked.target)
@@ -416,7 +416,7 @@ async def _made_before(
         )
     out = challenge_json(made, Status.PENDING)
     del out["answer"], out["status"]
-    out.update(number=made.number, devices=new.devices, superseded=[])
+    out.update(number=made.number, devices=devices, superseded=[])
     return out
 
 

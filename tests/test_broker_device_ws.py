@@ -52,8 +52,10 @@ class Device:
     cid: str = ""
 
     @classmethod
-    async def connect(cls, url: str, seed: bytes | None = None) -> Device:
-        ws = await websockets.connect(url, max_size=None, subprotocols=list(SUBPROTOCOLS))
+    async def connect(cls, url: str, seed: bytes | None = None, open_timeout: float = 10.0) -> Device:
+        ws = await websockets.connect(
+            url, max_size=None, subprotocols=list(SUBPROTOCOLS), open_timeout=open_timeout
+        )
         session = ClientSession()
         session.receive(await ws.recv())
         return cls(ws, session, seed or signing.new_seed())

@@ -15,7 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import BROKER, LOCALHOST, BrokerProcess, RedisServer, add_rp, assert_cli_error, line_on_stdout
+from support import (
+    BROKER,
+    DEADLINE,
+    LOCALHOST,
+    BrokerProcess,
+    RedisServer,
+    add_rp,
+    assert_cli_error,
+    line_on_stdout,
+)
 from test_broker_device_ws import CTX, Device, online_device
 
 from broker.activation import activated_argv
@@ -64,7 +73,8 @@ async def test_a_restart_on_a_held_socket_refuses_no_one(
         # No broker runs now. An RP's request and a device's reconnection are not
         # refused: they wait in the socket's backlog.
         waiting = await asyncio.to_thread(http_get_on, held)
-        back_task = asyncio.ensure_future(Device.connect(node.ws_url, seed=dev.seed))
+        # Its handshake waits across the next broker's start: allow it the tests' deadline.
+        back_task = asyncio.ensure_future(Device.connect(node.ws_url, seed=dev.seed, open_timeout=DEADLINE))
         done, _ = await asyncio.wait([back_task], timeout=0.5)
         assert not done  # connected at the TCP level, waiting for a broker to answer
 
