@@ -19,7 +19,7 @@ from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI
 
 from . import jsonio, keys, metrics
-from .context import node_of
+from .context import ApiRequest, node_of
 from .event_listener import LISTENER
 from .events import ChallengeEnded
 from .fatigue import PushRefused
@@ -37,15 +37,15 @@ MAX_WAIT_S = 60
 MAX_BODY = 16 * 1024
 
 
-def _store(request: web.Request) -> Store:
+def _store(request: ApiRequest) -> Store:
     return node_of(request).store
 
 
-def _hub(request: web.Request) -> Hub:
+def _hub(request: ApiRequest) -> Hub:
     return node_of(request).hub
 
 
-async def authenticate(request: web.Request) -> RelyingParty:
+async def authenticate(request: ApiRequest) -> RelyingParty:
     header = request.headers.get("Authorization", "")
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
@@ -61,7 +61,7 @@ async def authenticate(request: web.Request) -> RelyingParty:
 # -- input validation ---------------------------------------------------------
 
 
-async def json_body(request: web.Request, allowed: set[str]) -> dict[str, Any]:
+async def json_body(request: ApiRequest, allowed: set[str]) -> dict[str, Any]:
     raw = await read_body(request, MAX_BODY)  # within the body timeout
     require_json(request, raw)
     try:
@@ -126,7 +126,7 @@ def bool_field(body: dict[str, Any], name: str, default: bool = False) -> bool:
     return value
 
 
-def wait_param(request: web.Request, default: float = 0) -> float:
+def wait_param(request: ApiRequest, default: float = 0) -> float:
     raw = request.query.get("wait", str(default))
     try:
         wait = float(raw)
@@ -298,7 +298,7 @@ async def get_enrollment(request: web.Request) -> web.Response:
     return json_response(enrollment_json(enr, cred, now_ms()))
 
 
-async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, Any]:
+async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, Any]:
     """POST /v1/challenges (its handler is broker/api_stream.py, plain or streamed):
     validate the body, create the challenge and push it; the 201 body, with the
     number. Every refusal is an ApiError, raised before anything is answered."""
@@ -384,7 +384,7 @@ async def start_challenge(request: web.Request, rp: RelyingParty) -> dict[str, A
     return out
 
 
-def idempotency_key_header(request: web.Request) -> str | None:
+def idempotency_key_header(request: ApiRequest) -> str | None:
     """The create's Idempotency-Key (draft-ietf-httpapi-idempotency-key-header), if any:
     1 to 64 characters of A-Z a-z 0-9 - _ (400 otherwise)."""
     value = request.headers.get("Idempotency-Key")
@@ -420,13 +420,19 @@ async def _made_before(
     return out
 
 
-async def get_challenge(request: web.Request) -> web.Response:
+async def challenge_view(request: ApiRequest) -> dict[str, Any]:
+    """GET /v1/challenges/{id}: the challenge, held up to `wait` while it is pending (the
+    long-poll). Served through aiohttp (get_challenge) or the RP lane (broker/rp_lane.py)."""
     rp = await authenticate(request)
     wait = wait_param(request)
-    return json_response(await challenge_result(request, rp, request.match_info["id"], wait))
+    return await challenge_result(request, rp, request.match_info["id"], wait)
 
 
-async def challenge_result(request: web.Request, rp: RelyingParty, ch: str, wait: float) -> dict[str, Any]:
+async def get_challenge(request: web.Request) -> web.Response:
+    return json_response(await challenge_view(request))
+
+
+async def challenge_result(request: ApiRequest, rp: RelyingParty, ch: str, wait: float) -> dict[str, Any]:
     """The challenge's result body, held up to `wait` seconds while it is pending: the
     long-poll's answer, and the streamed create's second line (broker/api_stream.py).
     404 (ApiError) for a challenge of another RP or none."""

@@ -25,13 +25,17 @@ which tells the RP to read the result by long-poll.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from . import api
+from .context import ApiRequest
 from .jsonio import json_response
+from .models import RelyingParty
 from .problems import ApiError
 
 log = logging.getLogger(__name__)
@@ -39,7 +43,7 @@ log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
 
 
-def wants_stream(request: web.Request) -> bool:
+def wants_stream(request: ApiRequest) -> bool:
     """True when the Accept header lists application/x-ndjson with a quality above 0.
 
     An RP that streams lists application/json too (at a lower quality), so an older
@@ -60,47 +64,88 @@ def wants_stream(request: web.Request) -> bool:
     return False
 
 
-async def create_challenge(request: web.Request) -> web.StreamResponse:
-    """POST /v1/challenges: one JSON body, or streamed, by the Accept header."""
+# The streamed response's headers. nginx buffers a proxied response unless told not
+# to: the number must not wait.
+STREAM_HEADERS = {"Content-Type": NDJSON, "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
+class Lines(Protocol):
+    """Where a streamed create's two lines go: an aiohttp response, or the RP lane's
+    connection (broker/rp_lane.py). Both raise ConnectionError once the RP is gone."""
+
+    async def first(self, line: bytes) -> None:
+        """The 201's head and the first line (the number), sent now."""
+
+    async def last(self, line: bytes) -> None:
+        """The last line (may be empty) and the end of the stream, in one write."""
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    rp: RelyingParty
+    body: dict[str, Any]  # the 201 body, and the stream's first line
+    wait: float  # how long the result line may take
+    streamed: bool  # whether the RP asked for the stream
+
+
+async def created(request: ApiRequest) -> Created:
+    """POST /v1/challenges up to its 201: authenticated, validated, created, pushed.
+    Every refusal is an ApiError (a 4xx problem), raised before anything is sent."""
     rp = await api.authenticate(request)
     # How long the result line may take: the long-poll's `wait`, here defaulting to its
     # longest; the challenge's expiry bounds it too. Checked in both forms (the plain one
     # does not wait), so what the OpenAPI document refuses is refused.
     wait = api.wait_param(request, default=api.MAX_WAIT_S)
-    created = await api.start_challenge(request, rp)  # refusals: 4xx problems, nothing streamed
-    if not wants_stream(request):
-        return json_response(created, status=201)
-    response = web.StreamResponse(
-        status=201,
-        headers={
-            "Content-Type": NDJSON,
-            "Cache-Control": "no-store",
-            # nginx buffers a proxied response unless told not to; the number must not wait.
-            "X-Accel-Buffering": "no",
-        },
-    )
-    response.enable_chunked_encoding()
+    body = await api.start_challenge(request, rp)
+    return Created(rp, body, wait, wants_stream(request))
+
+
+async def stream(request: ApiRequest, made: Created, lines: Lines) -> None:
+    """The streamed form after the 201 is decided: the number now, the result when the
+    challenge ends (or no second line, which sends the RP to the long-poll)."""
+    ch = made.body["id"]
     try:
-        await response.prepare(request)
-        await response.write(_line(created))  # sent now: the page shows the number
+        await lines.first(_line(made.body))  # sent now: the page shows the number
     except ConnectionError:
-        log.debug("stream of %s: the RP went away before the number", created["id"])
-        return response
+        log.debug("stream of %s: the RP went away before the number", ch)
+        return
     try:
         # Registered, read, awaited and expired exactly as a long-poll (hub.release_waiters
         # at shutdown ends it with the current state, as it does a long-poll).
-        result = await api.challenge_result(request, rp, created["id"], wait)
+        result = await api.challenge_result(request, made.rp, ch, made.wait)
     except (ApiError, RedisError, OSError) as exc:
         # The challenge stands; the RP reads its result by long-poll (no second line).
-        log.warning("stream of %s ends without a result: %s", created["id"], exc)
+        log.warning("stream of %s ends without a result: %s", ch, exc)
         result = None
     try:
-        # The last line and the end of the stream in one write (one send, one read).
-        await response.write_eof(_line(result) if result is not None else b"")
+        await lines.last(_line(result) if result is not None else b"")
     except ConnectionError:
         # The RP gave up (its own timeout, a closed page): the challenge is unaffected.
-        log.debug("stream of %s: the RP went away before the result", created["id"])
+        log.debug("stream of %s: the RP went away before the result", ch)
+
+
+async def create_challenge(request: web.Request) -> web.StreamResponse:
+    """POST /v1/challenges through aiohttp: one JSON body, or streamed, by the Accept header."""
+    made = await created(request)
+    if not made.streamed:
+        return json_response(made.body, status=201)
+    response = web.StreamResponse(status=201, headers=STREAM_HEADERS)
+    response.enable_chunked_encoding()
+    await stream(request, made, _ResponseLines(request, response))
     return response
+
+
+class _ResponseLines:
+    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.request, self.response = request, response
+
+    async def first(self, line: bytes) -> None:
+        await self.response.prepare(self.request)
+        await self.response.write(line)
+
+    async def last(self, line: bytes) -> None:
+        # The last line and the end of the stream in one write (one send, one read).
+        await self.response.write_eof(line)
 
 
 def _line(body: dict[str, object]) -> bytes:

@@ -48,6 +48,7 @@ from .policy_cli import (
     deprecated_flags,
     rp_policy_command,
 )
+from .rp_lane import Lane
 from .store import Store
 from .workers import MAX_WORKERS, WorkersError, supervise
 
@@ -292,6 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
         "logger and fields (default: %(default)s)",
     )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
+    serve.add_argument(
+        "--no-rp-lane",
+        dest="rp_lane",
+        action="store_false",
+        help="serve every request through aiohttp, a sign-in's RP requests (POST /v1/challenges, "
+        "GET /v1/challenges/ID) included; by default those are answered from protocol callbacks, "
+        "which costs less CPU (docs/performance.md, section 11). The answers are the same either way",
+    )
     _add_store_args(serve)
 
     rp = sub.add_parser("rp", help="register, list and remove relying parties")
@@ -430,6 +439,7 @@ async def serve(args: argparse.Namespace) -> None:
                 sock=args.listen_sock,
                 backlog=1024,
                 reuse_port=args.reuse_port or None,
+                lane=Lane(app, timeouts, log if args.access_log else None) if args.rp_lane else None,
             )
             site.handler_args(access_log=log if args.access_log else None)
             await site.start()

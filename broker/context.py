@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .http_head import LaneRequest
 from .hub import Hub
 from .models import ChallengeRecord
 from .store import Store
@@ -55,5 +56,10 @@ class Node:
 NODE = web.AppKey("node", Node)
 
 
-def node_of(request: web.Request) -> Node:
+# A request as the RP API's handlers read it: aiohttp's, or one the RP lane served
+# (broker/http_head.py LaneRequest, the same attribute names and types).
+ApiRequest = web.Request | LaneRequest
+
+
+def node_of(request: ApiRequest) -> Node:
     return request.app[NODE]

@@ -26,14 +26,19 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
-from .problems import ApiError, problem
+from .http_head import LaneRequest
+from .problems import ApiError, problem, problem_document
+
+if TYPE_CHECKING:
+    from .context import ApiRequest
+    from .rp_lane import Lane
 
 log = logging.getLogger(__name__)
 
@@ -109,19 +114,7 @@ class GuardedRequestHandler(RequestHandler):
             return
         peer = transport.get_extra_info("peername")
         log.debug("closing a connection from %s: no complete request head in %gs", peer, self._head_timeout)
-        body = orjson.dumps(
-            {
-                "type": "about:blank",
-                "title": "Request Timeout",
-                "status": 408,
-                "detail": f"the request head did not arrive within {self._head_timeout:g} s",
-                "code": "request_timeout",
-            }
-        )
-        transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        transport.write(head_timed_out(self._head_timeout))
         self.force_close()
 
     def handle_error(
@@ -153,6 +146,17 @@ class GuardedRequestHandler(RequestHandler):
         return resp
 
 
+def head_timed_out(timeout: float) -> bytes:
+    """The whole 408 response to a request head that did not arrive in time."""
+    body = orjson.dumps(
+        problem_document(408, "request_timeout", f"the request head did not arrive within {timeout:g} s")
+    )
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+
 def _refusal(status: int, exc: BaseException | None, message: str | None) -> tuple[int, str, str]:
     text = str(getattr(exc, "message", "") or message or "bad request")
     if isinstance(exc, LineTooLong) or "too long" in text.lower() or "too large" in text.lower():
@@ -176,11 +180,13 @@ class GuardedSite(web.TCPSite):
         *,
         timeouts: Timeouts,
         sock: socket.socket | None = None,
+        lane: Lane | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self._timeouts = timeouts
         self._sock = sock
+        self._lane = lane
         self._handler_kwargs: dict[str, Any] = {}
 
     def handler_args(self, **kwargs: Any) -> GuardedSite:
@@ -194,7 +200,7 @@ class GuardedSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
 
-        def make() -> GuardedRequestHandler:
+        def guarded() -> GuardedRequestHandler:
             return GuardedRequestHandler(
                 server,
                 loop=loop,
@@ -202,6 +208,13 @@ class GuardedSite(web.TCPSite):
                 keepalive_timeout=self._timeouts.keepalive_s,
                 **self._handler_kwargs,
             )
+
+        lane = self._lane
+
+        def make() -> asyncio.Protocol:
+            # Every connection starts in the RP lane when there is one; it hands itself
+            # to aiohttp at the first request the lane does not serve.
+            return guarded() if lane is None else lane.connection(guarded)
 
         if self._sock is not None:
             # The event loop calls listen() again: without a backlog, asyncio's default
@@ -220,13 +233,21 @@ class GuardedSite(web.TCPSite):
             reuse_port=self._reuse_port,
         )
 
+    async def stop(self) -> None:
+        await super().stop()
+        if self._lane is not None:  # as aiohttp does its idle connections at shutdown
+            self._lane.close()
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+
+async def read_body(request: ApiRequest, limit: int) -> bytes:
     """The whole body, at most `limit` bytes (else 413), within the body timeout (else
     408, and the connection is not kept). A client that goes away midway raises
-    ConnectionError, which problems.problem_middleware logs at debug level."""
+    ConnectionError, which problems.problem_middleware logs at debug level. The RP
+    lane read its requests' bodies before the handler ran, within the same timeout."""
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes")
+    if isinstance(request, LaneRequest):
+        return request.body
     timeouts = request.app.get(TIMEOUTS) or Timeouts()
     body = b""
     try:
@@ -248,7 +269,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return body
 
 
-def require_json(request: web.Request, body: bytes) -> None:
+def require_json(request: ApiRequest, body: bytes) -> None:
     """A JSON endpoint takes application/json (or a +json type): anything else is 415,
     so a form post or a text/plain "simple request" from a browser page is refused."""
     if not body:

@@ -41,14 +41,19 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
-    title = _title(status)
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_document(status: int, code: str, detail: str) -> dict[str, object]:
+    """The problem document of one refusal, counted in the metrics (the one place both
+    aiohttp's responses and the RP lane's take it from)."""
     metrics.rejected(status, code)
+    return {"type": "about:blank", "title": _title(status), "status": status, "detail": detail, "code": code}
+
+
+def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
     return json_response(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail, "code": code},
-        status=status,
-        content_type="application/problem+json",
-        headers=headers,
+        problem_document(status, code, detail), status=status, content_type=PROBLEM_JSON, headers=headers
     )
 
 
@@ -62,33 +67,44 @@ def _title(status: int) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+Problem = tuple[int, str, str, dict[str, str] | None]  # status, code, detail, headers
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as err:
-        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else err.headers
-        return problem(err.status, err.code, err.detail, headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        parts = problem_for(exc, request.method, request.path, request.remote)
+        if parts is None:
             raise
+        return problem(*parts)
+
+
+def problem_for(exc: Exception, method: str, path: str, remote: str | None) -> Problem | None:
+    """The problem response an exception out of a handler becomes (None: let it pass,
+    a redirect). Logged here: client mistakes at debug level, bugs with a traceback."""
+    if isinstance(exc, ApiError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
+        return exc.status, exc.code, exc.detail, headers
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            return None
         code = _CODES_BY_STATUS.get(exc.status, "http_error")
         # A 405 says which methods the resource has (RFC 9110: Allow is required).
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return problem(exc.status, code, exc.reason or _title(exc.status), allow)
-    except RedisError as exc:
+        return exc.status, code, exc.reason or _title(exc.status), allow
+    if isinstance(exc, RedisError):
         # The store is unreachable (Redis down or failing over): nothing was done, and
         # the RP may try again, on this node or another.
         metrics.REDIS_ERRORS_API.inc()
-        log.warning("store unavailable in %s %s: %s", request.method, request.path, exc)
-        return problem(
-            503, "unavailable", "the broker's store is unavailable; try again shortly", {"Retry-After": "1"}
-        )
-    except (ConnectionError, RequestPayloadError) as exc:
+        log.warning("store unavailable in %s %s: %s", method, path, exc)
+        detail = "the broker's store is unavailable; try again shortly"
+        return 503, "unavailable", detail, {"Retry-After": "1"}
+    if isinstance(exc, ConnectionError | RequestPayloadError):
         # The client went away mid-request (or sent a broken chunked body): its
         # behaviour, not our error. No traceback; the answer may not even arrive.
-        log.debug("incomplete request %s %s from %s: %s", request.method, request.path, request.remote, exc)
-        return problem(400, "incomplete_request", "the request body ended early or was malformed")
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return problem(500, "internal", "internal error; the broker logged it")
+        log.debug("incomplete request %s %s from %s: %s", method, path, remote, exc)
+        return 400, "incomplete_request", "the request body ended early or was malformed", None
+    log.error("unhandled error in %s %s", method, path, exc_info=exc)
+    return 500, "internal", "internal error; the broker logged it", None

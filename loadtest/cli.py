@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
             "--workers", type=_positive(int, 1, 64), default=2, help="generator processes (default: 2)"
         )
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        p.add_argument(
+            "--broker-option",
+            action="append",
+            default=[],
+            metavar="OPTION",
+            help="add OPTION to the `pushauth-broker serve` command of every node started, for A/B "
+            "runs of one checkout, e.g. --broker-option=--no-rp-lane (repeat for several)",
+        )
 
     def load(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -262,7 +270,11 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         result = signin_run(target, profile, **_signin_kwargs(args, out))
     else:
         with Cluster(
-            out / "processes", nodes=args.nodes, redis_cluster=args.redis_cluster, redis_url=args.redis_url
+            out / "processes",
+            nodes=args.nodes,
+            redis_cluster=args.redis_cluster,
+            redis_url=args.redis_url,
+            broker_options=args.broker_option,
         ) as cluster:
             assert cluster.redis is not None
             rp_id, key = add_rp(cluster.redis.url)
@@ -281,7 +293,7 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     profile = _profile(args)
     kwargs = _signin_kwargs(args, out)
-    with Cluster(out / "processes", nodes=2) as cluster:
+    with Cluster(out / "processes", nodes=2, broker_options=args.broker_option) as cluster:
         assert cluster.redis is not None
         rp_id, key = add_rp(cluster.redis.url)
         a, b = cluster.brokers
@@ -337,7 +349,7 @@ def _alternating(rounds: int, kinds: tuple[str, str]) -> list[str]:
 def run_flows(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     profile = _profile(args)
     kwargs = _signin_kwargs(args, out)
-    with Cluster(out / "processes", nodes=1) as cluster:
+    with Cluster(out / "processes", nodes=1, broker_options=args.broker_option) as cluster:
         assert cluster.redis is not None
         rp_id, key = add_rp(cluster.redis.url)
         node = cluster.brokers[0]
@@ -398,7 +410,7 @@ def run_routing(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     kwargs = _signin_kwargs(args, out)
     rows = []
     for n in args.nodes:
-        with Cluster(out / f"processes-{n}", nodes=n) as cluster:
+        with Cluster(out / f"processes-{n}", nodes=n, broker_options=args.broker_option) as cluster:
             assert cluster.redis is not None
             rp_id, key = add_rp(cluster.redis.url)
             urls = [b.http_url for b in cluster.brokers]
@@ -435,7 +447,9 @@ def run_routing(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    with Cluster(out / "processes", nodes=1, held_sockets=args.held_socket) as cluster:
+    with Cluster(
+        out / "processes", nodes=1, held_sockets=args.held_socket, broker_options=args.broker_option
+    ) as cluster:
         result = idle_run(
             cluster,
             devices=args.devices,

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -236,9 +236,11 @@ class BrokerNode(Managed):
         node: str,
         port: int | None = None,
         listen: socket.socket | None = None,
+        options: Sequence[str] = (),
     ) -> None:
         """`listen`: a listening socket the tester holds and passes to the node as systemd
-        socket activation does (broker/activation.py), so that it outlives restarts."""
+        socket activation does (broker/activation.py), so that it outlives restarts.
+        `options`: more options for `serve` (the load tester's --broker-option)."""
         self.port = listen.getsockname()[1] if listen is not None else port or free_port()
         self.redis_url = redis_url
         self.listen = listen
@@ -246,7 +248,8 @@ class BrokerNode(Managed):
         argv += ["--redis-url", redis_url, "--node", node, "--log-level", "WARNING"]
         # Every simulated device connects from 127.0.0.1: the per-address handshake limit
         # (meant for one client's address) would throttle the whole load test.
-        argv += ["--device-connects-per-ip", "0"]
+        argv += ["--device-connects-per-ip", "0", *options]
+        self.options = tuple(options)
         fds: tuple[int, ...] = ()
         if listen is not None:
             argv, fds = activated_argv(argv, listen.fileno()), (listen.fileno(),)
@@ -305,6 +308,7 @@ class Cluster:
         redis_cluster: bool = False,
         redis_url: str | None = None,
         held_sockets: bool = False,
+        broker_options: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir  # process logs stay here after the run
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -315,6 +319,7 @@ class Cluster:
         self.brokers: list[BrokerNode] = []
         self.held_sockets = held_sockets
         self.sockets: list[socket.socket] = []
+        self.broker_options = tuple(broker_options)
 
     def __enter__(self) -> Cluster:
         try:
@@ -330,7 +335,9 @@ class Cluster:
                     listen = socket.create_server((LOCALHOST, 0), backlog=HELD_BACKLOG)
                     self.sockets.append(listen)
                 self.brokers.append(
-                    BrokerNode(self.workdir, self.redis.url, f"n{i + 1}", listen=listen).start()
+                    BrokerNode(
+                        self.workdir, self.redis.url, f"n{i + 1}", listen=listen, options=self.broker_options
+                    ).start()
                 )
         except BaseException:
             self.close()
@@ -350,7 +357,12 @@ class Cluster:
         exited = time.time()
         assert self.redis is not None
         new = BrokerNode(
-            self.workdir, self.redis.url, old.name.removeprefix("broker-"), port=old.port, listen=old.listen
+            self.workdir,
+            self.redis.url,
+            old.name.removeprefix("broker-"),
+            port=old.port,
+            listen=old.listen,
+            options=old.options,
         )
         new.start()
         self.brokers[index] = new

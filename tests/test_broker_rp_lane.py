@@ -1,0 +1,353 @@
+"""The RP lane (broker/rp_lane.py, broker/http_head.py): a sign-in's RP requests served
+off aiohttp on the broker's one port. What it must hold, checked on real broker
+processes with raw sockets:
+
+- its parser takes only the plain form and hands everything else to aiohttp;
+- it answers as aiohttp does: the same statuses, problem codes and content types for
+  the same requests, against a node started with --no-rp-lane on the same Redis;
+- one connection can mix lane and aiohttp requests, one after another or pipelined,
+  and is answered in order;
+- the streamed create works on it, keep-alive after it, and an RP leaving mid-stream
+  leaves the challenge answerable;
+- its time limits (head, body, idle) answer as aiohttp's guard does, and a stopping
+  node closes its idle connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+import pytest
+from shared_broker import new_rp
+from support import BrokerProcess, RedisServer
+from test_broker_device_ws import CTX, approve_push, online_device
+
+from broker.http_head import HAND_OFF, MAX_BODY, Head, parse_head
+from relying_party.models import Challenge as RpChallenge
+from relying_party.sdk import PushAuthClient
+
+DEADLINE_S = 20.0
+
+
+# -- the parser ---------------------------------------------------------------------
+
+PLAIN_CREATE = (
+    b"POST /v1/challenges HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer k\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+)
+
+
+def test_the_plain_forms_are_lane_requests() -> None:
+    head = parse_head(PLAIN_CREATE)
+    assert isinstance(head, Head)
+    assert (head.route, head.method, head.path, head.content_length) == (
+        "create",
+        "POST",
+        "/v1/challenges",
+        2,
+    )
+    assert head.length == len(PLAIN_CREATE) - 2 and head.keep_alive
+    assert ("Authorization", "Bearer k") in head.headers
+
+    get = b"GET /v1/challenges/ch_abcdefgh0123456789-_ABCDEFGH?wait=25 HTTP/1.1\r\nConnection: close\r\n\r\n"
+    head = parse_head(get)
+    assert isinstance(head, Head)
+    assert head.route == "result" and head.params == {"id": "ch_abcdefgh0123456789-_ABCDEFGH"}
+    assert head.query == "wait=25" and not head.keep_alive and head.length == len(get)
+    # No header at all is a complete head too.
+    assert isinstance(parse_head(b"GET /v1/challenges/x HTTP/1.1\r\n\r\n"), Head)
+
+
+@pytest.mark.parametrize("cut", [0, 5, 30, len(PLAIN_CREATE) - 5])
+def test_an_incomplete_head_waits_for_more(cut: int) -> None:
+    assert parse_head(PLAIN_CREATE[:cut]) is None
+
+
+HANDED_OFF = {
+    "another route": b"GET /v1/rp HTTP/1.1\r\n\r\n",
+    "a WebSocket upgrade, before its headers": b"GET /v1/device HTTP/1.1\r\nUpgr",
+    "a trailing slash": b"POST /v1/challenges/ HTTP/1.1\r\n\r\n",
+    "another method": b"DELETE /v1/challenges/ch_x HTTP/1.1\r\n\r\n",
+    "HEAD": b"HEAD /v1/challenges/ch_x HTTP/1.1\r\n\r\n",
+    "HTTP/1.0": b"GET /v1/challenges/ch_x HTTP/1.0\r\n\r\n",
+    "a percent-encoded id": b"GET /v1/challenges/ch%5Fx HTTP/1.1\r\n\r\n",
+    "a percent-encoded query": b"GET /v1/challenges/ch_x?wait=1%30 HTTP/1.1\r\n\r\n",
+    "two spaces": b"GET  /v1/challenges/ch_x HTTP/1.1\r\n\r\n",
+    "a bare LF": b"GET /v1/challenges/ch_x HTTP/1.1\nHost: b\n\n\r\n\r\n",
+    "a chunked body": b"POST /v1/challenges HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "Expect": b"POST /v1/challenges HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+    "Upgrade": b"GET /v1/challenges/ch_x HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
+    "Connection: upgrade": b"GET /v1/challenges/ch_x HTTP/1.1\r\nConnection: Upgrade\r\n\r\n",
+    "a folded line": b"GET /v1/challenges/ch_x HTTP/1.1\r\nX-A: 1\r\n  2\r\n\r\n",
+    "a space before the colon": b"GET /v1/challenges/ch_x HTTP/1.1\r\nHost : b\r\n\r\n",
+    "no colon": b"GET /v1/challenges/ch_x HTTP/1.1\r\nHost\r\n\r\n",
+    "a NUL": b"GET /v1/challenges/ch_x HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",
+    "a bare CR": b"GET /v1/challenges/ch_x HTTP/1.1\r\nX-A: a\rb\r\n\r\n",
+    "a non-ASCII byte": b"GET /v1/challenges/ch_x HTTP/1.1\r\nX-A: caf\xc3\xa9\r\n\r\n",
+    "two Content-Lengths": b"POST /v1/challenges HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+    "a signed Content-Length": b"POST /v1/challenges HTTP/1.1\r\nContent-Length: +2\r\n\r\n",
+    "a body over the limit": b"POST /v1/challenges HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY + 1),
+    "a GET with a body": b"GET /v1/challenges/ch_x HTTP/1.1\r\nContent-Length: 1\r\n\r\nx",
+    "a head too long": b"GET /v1/challenges/ch_x HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n",
+    "a request line never ending": b"GET /v1/challenges/" + b"a" * 9000,
+    "too many headers": b"GET /v1/challenges/ch_x HTTP/1.1\r\n" + b"X-A: 1\r\n" * 65 + b"\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", HANDED_OFF.values(), ids=HANDED_OFF.keys())
+def test_anything_else_goes_to_aiohttp(raw: bytes) -> None:
+    assert parse_head(raw) is HAND_OFF
+
+
+# -- on real broker processes -------------------------------------------------------
+
+
+@pytest.fixture
+def nodes(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> tuple[BrokerProcess, BrokerProcess]:
+    """Two nodes on one Redis: the lane's (short time limits), and one serving every
+    request through aiohttp."""
+    limits = [
+        "--head-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+        "--keepalive-timeout",
+        "1",
+        "--log-level",
+        "DEBUG",
+    ]
+    lane = broker_factory(redis_url=redis_server.url, node="lane", extra_args=limits)
+    plain = broker_factory(redis_url=redis_server.url, node="plain", extra_args=[*limits, "--no-rp-lane"])
+    return lane, plain
+
+
+class Conn:
+    """A raw keep-alive HTTP/1.1 connection, read one response at a time."""
+
+    def __init__(self, broker: BrokerProcess) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", broker.port), timeout=DEADLINE_S)
+        self.file = self.sock.makefile("rb")
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def head(self) -> tuple[int, dict[str, str]]:
+        status_line = self.file.readline()
+        assert status_line.startswith(b"HTTP/1.1 "), status_line
+        headers: dict[str, str] = {}
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return int(status_line.split()[1]), headers
+
+    def response(self) -> tuple[int, dict[str, str], Any]:
+        status, headers = self.head()
+        if headers.get("transfer-encoding") == "chunked":
+            body = b"".join(iter(self.chunk, b""))
+        else:
+            body = self.file.read(int(headers["content-length"]))
+        return status, headers, json.loads(body) if body else None
+
+    def chunk(self) -> bytes:
+        size = int(self.file.readline(), 16)
+        data = self.file.read(size)
+        assert self.file.read(2) == b"\r\n"
+        return data
+
+    def closed(self) -> bool:
+        """True when the broker closed the connection (nothing more to read)."""
+        return self.file.read(1) == b""
+
+
+def req(method: str, path: str, key: str = "", body: Any = None, **headers: str) -> bytes:
+    data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+    lines = [f"{method} {path} HTTP/1.1", "Host: broker"]
+    if key:
+        lines.append(f"Authorization: Bearer {key}")
+    if data:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(data)}"]
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
+
+
+def answer(broker: BrokerProcess, data: bytes) -> tuple[int, str, str | None]:
+    """Status, content type and problem code (if any) of one request's answer."""
+    with Conn(broker) as conn:
+        conn.send(data)
+        status, headers, body = conn.response()
+    code = body.get("code") if isinstance(body, dict) else None
+    return status, headers.get("content-type", ""), code
+
+
+def answer_body(broker: BrokerProcess, data: bytes) -> Any:
+    with Conn(broker) as conn:
+        conn.send(data)
+        return conn.response()[2]
+
+
+async def test_the_lane_answers_as_aiohttp_does(nodes: tuple[BrokerProcess, BrokerProcess]) -> None:
+    lane, plain = nodes
+    rp = await new_rp(lane)
+    key = rp["api_key"]
+    async with PushAuthClient(lane.http_url, key) as client:
+        await online_device(client, lane.ws_url)  # alice can be asked
+        made = await client.create_challenge("alice", CTX)
+    cases = {
+        "no devices": req("POST", "/v1/challenges", key, {"user": "bob", "context": CTX}),
+        "no key": req("POST", "/v1/challenges", "", {"user": "alice"}),
+        "unknown key": req("POST", "/v1/challenges", "pak_nope", {"user": "alice"}),
+        "bad JSON": req("POST", "/v1/challenges", key, b'{"user": '),
+        "not an object": req("POST", "/v1/challenges", key, b"[1]"),
+        "unknown field": req("POST", "/v1/challenges", key, {"user": "alice", "colour": 1}),
+        "bad digits": req("POST", "/v1/challenges", key, {"user": "alice", "digits": 99}),
+        "bad wait": req("POST", "/v1/challenges?wait=soon", key, {"user": "alice"}),
+        "wrong type": req("POST", "/v1/challenges", key, b"user=alice").replace(
+            b"application/json", b"application/x-www-form-urlencoded"
+        ),
+        "no body": req("POST", "/v1/challenges", key),
+        "bad idempotency key": req(
+            "POST", "/v1/challenges", key, {"user": "alice"}, Idempotency_Key="no spaces"
+        ),
+        "unknown challenge": req("GET", "/v1/challenges/ch_aaaaaaaa0123456789012345678901", key),
+        "another RP's key": req("GET", f"/v1/challenges/{made.id}", "pak_nope"),
+        "read": req("GET", f"/v1/challenges/{made.id}", key),
+        "bad wait on read": req("GET", f"/v1/challenges/{made.id}?wait=61", key),
+    }
+    for name, data in cases.items():
+        got, expected = answer(lane, data), answer(plain, data)
+        assert got == expected, name
+        assert got[0] != 500 and (got[0] < 400) == (got[2] is None), (name, got)
+
+
+async def test_one_connection_mixes_lane_and_aiohttp_requests(
+    nodes: tuple[BrokerProcess, BrokerProcess],
+) -> None:
+    lane, _ = nodes
+    rp = await new_rp(lane)
+    key = rp["api_key"]
+    async with PushAuthClient(lane.http_url, key) as client:
+        await online_device(client, lane.ws_url)
+    create = req("POST", "/v1/challenges", key, {"user": "alice", "context": CTX, "supersede": False})
+    with Conn(lane) as conn:
+        # One after another: the lane, then aiohttp (the hand-off), then aiohttp still.
+        conn.send(create)
+        status, _, made = conn.response()
+        assert status == 201 and made["number"]
+        conn.send(req("GET", "/v1/rp", key))
+        assert conn.response()[2] == {"id": rp["id"], "name": rp["name"]}
+        conn.send(req("GET", f"/v1/challenges/{made['id']}", key))
+        assert conn.response()[2]["status"] == "pending"
+    with Conn(lane) as conn:
+        # Pipelined in one write: answered in order, each exactly once.
+        conn.send(create + req("GET", "/v1/challenges/ch_aaaaaaaa0123456789012345678901", key) + create)
+        first, missing, second = conn.response(), conn.response(), conn.response()
+        assert (first[0], missing[0], second[0]) == (201, 404, 201)
+        assert first[2]["id"] != second[2]["id"]
+        conn.send(req("GET", "/v1/rp", key) + req("GET", f"/v1/challenges/{first[2]['id']}", key))
+        assert conn.response()[0] == 200 and conn.response()[2]["id"] == first[2]["id"]
+    # A chunked body and HTTP/1.0 are aiohttp's to read, and are served.
+    body = json.dumps({"user": "alice", "context": CTX, "supersede": False}).encode()
+    chunked = req("POST", "/v1/challenges", key, body).replace(
+        b"Content-Length: %d" % len(body), b"Transfer-Encoding: chunked"
+    )
+    chunked = chunked[: -len(body)] + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    assert answer(lane, chunked)[0] == 201
+    old = req("GET", f"/v1/challenges/{made['id']}", key).replace(b"HTTP/1.1", b"HTTP/1.0")
+    with Conn(lane) as conn:
+        conn.send(old)
+        assert conn.file.readline().split()[1] == b"200"
+
+
+async def test_streamed_create_on_the_lane(nodes: tuple[BrokerProcess, BrokerProcess]) -> None:
+    lane, _ = nodes
+    rp = await new_rp(lane)
+    key = rp["api_key"]
+    async with PushAuthClient(lane.http_url, key) as client:
+        dev = await online_device(client, lane.ws_url)
+        stream = req(
+            "POST", "/v1/challenges", key, {"user": "alice", "context": CTX}, Accept="application/x-ndjson"
+        )
+        with Conn(lane) as conn:
+            conn.send(stream)
+            status, headers = await asyncio.to_thread(conn.head)
+            assert (status, headers["content-type"], headers["transfer-encoding"]) == (
+                201,
+                "application/x-ndjson",
+                "chunked",
+            )
+            created = json.loads(await asyncio.to_thread(conn.chunk))
+            await approve_push(dev, _rp_challenge(created))
+            result = json.loads(await asyncio.to_thread(conn.chunk))
+            assert result["status"] == "approved" and result["id"] == created["id"]
+            assert await asyncio.to_thread(conn.chunk) == b""  # the end of the stream
+            # The connection carries on.
+            conn.send(req("GET", f"/v1/challenges/{created['id']}", key))
+            assert (await asyncio.to_thread(conn.response))[2]["status"] == "approved"
+
+        # An RP that leaves after the number: the challenge stays answerable.
+        with Conn(lane) as conn:
+            conn.send(stream)
+            await asyncio.to_thread(conn.head)
+            created = json.loads(await asyncio.to_thread(conn.chunk))
+        await approve_push(dev, _rp_challenge(created))
+        assert (
+            await asyncio.to_thread(answer_body, lane, req("GET", f"/v1/challenges/{created['id']}", key))
+        )["status"] == "approved"
+        await dev.close()
+
+
+def _rp_challenge(body: dict[str, Any]) -> RpChallenge:
+    """What approve_push reads of the RP's challenge: its id and number."""
+    return cast(RpChallenge, SimpleNamespace(id=body["id"], number=body["number"]))
+
+
+async def test_time_limits_and_shutdown(nodes: tuple[BrokerProcess, BrokerProcess]) -> None:
+    lane, _ = nodes
+    rp = await new_rp(lane)
+    key = rp["api_key"]
+    read = req("GET", "/v1/challenges/ch_aaaaaaaa0123456789012345678901", key)
+    with Conn(lane) as idle, Conn(lane) as half_head, Conn(lane) as half_body:
+        idle.send(read)
+        assert idle.response()[0] == 404
+        half_head.send(read[:30])
+        create = req("POST", "/v1/challenges", key, {"user": "alice", "context": CTX})
+        half_body.send(create[:-5])
+        # Each is answered or closed within its 1 s limit (read blocks until then).
+        assert idle.closed()  # idle past --keepalive-timeout: closed without a word
+        status, headers, doc = half_head.response()
+        assert (status, doc["code"], headers["connection"]) == (408, "request_timeout", "close")
+        assert "head" in doc["detail"] and half_head.closed()
+        status, headers, doc = half_body.response()
+        assert (status, doc["code"], headers["connection"]) == (408, "request_timeout", "close")
+        assert "body" in doc["detail"] and half_body.closed()
+
+    # Connection: close is honoured; a stopping node closes idle connections.
+    with Conn(lane) as conn:
+        conn.send(read.replace(b"Host: broker", b"Host: broker\r\nConnection: close"))
+        assert conn.response()[1]["connection"] == "close" and conn.closed()
+    with Conn(lane) as conn:
+        conn.send(read)
+        assert conn.response()[0] == 404
+        lane.send_signal(signal.SIGTERM)
+        assert conn.closed()
+    lane.wait(DEADLINE_S)
+    log = lane.stderr_path.read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-4000:]
