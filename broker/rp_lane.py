@@ -269,10 +269,7 @@ class LaneConnection(asyncio.Protocol):
     def _finished(self, request: LaneRequest, reply: Reply) -> None:
         self.busy = False
         if self.lane.access_log is not None:
-            head = request.head
-            self.lane.access_log.info(
-                '%s "%s %s HTTP/1.1" %d %d', self.remote, head.method, head.target, reply.status, reply.size
-            )
+            _access(self.lane.access_log, request, reply)
         if self.transport is None:
             return
         if reply.close or not reply.complete:
@@ -319,6 +316,32 @@ class LaneConnection(asyncio.Protocol):
             reply = Reply(self, keep_alive=False)
             reply.send(408, problem_document(408, "request_timeout", detail), None, PROBLEM)
         transport.close()
+
+
+def _access(logger: logging.Logger, request: LaneRequest, reply: Reply) -> None:
+    """One access log line in aiohttp's default format and with its fields, so that a
+    request reads the same in the log whichever way it was served."""
+    line = f"{request.method} {request.head.target} HTTP/1.1"
+    when = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime())
+    referer = request.headers.get("Referer", "-")
+    agent = request.headers.get("User-Agent", "-")
+    fields = {
+        "remote_address": request.remote,
+        "first_request_line": line,
+        "response_status": reply.status,
+        "response_size": reply.size,
+    }
+    logger.info(
+        '%s %s "%s" %s %s "%s" "%s"',
+        request.remote,
+        when,
+        line,
+        reply.status,
+        reply.size,
+        referer,
+        agent,
+        extra=fields,
+    )
 
 
 def _chunk(data: bytes) -> bytes:

@@ -150,5 +150,17 @@ def test_json_logs_are_one_object_per_line_and_text_stays_the_default(
         assert line["node"] == "j" and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
     access = next(line for line in lines if "/v1/rp" in line["event"])
     assert access["level"] == "INFO" and access["fields"]["response_status"] == 401
+    # A request the RP lane serves (broker/rp_lane.py) logs as one aiohttp serves does.
+    assert http_status(f"{as_json.http_url}/v1/challenges/ch_none") == 401
+    wait_until(lambda: "/v1/challenges/ch_none" in as_json.stderr(), message="the lane's access log")
+    lines = [json.loads(line) for line in as_json.stderr().splitlines() if line.strip()]
+    lane = next(line for line in lines if "/v1/challenges/ch_none" in line["event"])
+    for line, path in ((access, "/v1/rp"), (lane, "/v1/challenges/ch_none")):
+        assert re.fullmatch(rf'127\.0\.0\.1 \[.+\] "GET {path} HTTP/1\.1" 401 \d+ "-" ".+"', line["event"]), (
+            line
+        )
+        fields = line["fields"]
+        assert (fields["first_request_line"], fields["response_status"]) == (f"GET {path} HTTP/1.1", 401)
+        assert fields["remote_address"] == "127.0.0.1" and fields["response_size"] > 0
     text_line = next(line for line in as_text.stderr().splitlines() if "/v1/rp" in line)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pushauth\.broker: 127\.0\.0\.1 ", text_line)
