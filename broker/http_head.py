@@ -11,14 +11,16 @@ unambiguous form and nothing else:
   HTTP/1.1`, with an id and a query of plain characters (no percent-encoding);
 - header lines `name: value`, the name a token, the value printable ASCII or tab,
   CRLF line ends, at most MAX_HEADERS of them and MAX_HEAD bytes in all;
-- at most one Content-Length of up to MAX_BODY bytes (none or 0 for GET), and no
-  Transfer-Encoding, Expect or Upgrade.
+- exactly one Host; at most one Content-Length of up to MAX_BODY bytes (none or 0 for
+  GET); no Transfer-Encoding, Expect or Upgrade.
 
 Anything else (another route, HTTP/1.0, a chunked body, a folded or malformed line,
 a non-ASCII byte, a head too long) is `HAND_OFF`: the connection goes to aiohttp with
 every byte it sent, and aiohttp's own parser answers it exactly as it did before the
 lane existed, errors included. So the lane never judges an odd request, and there is
 no form two parsers could read differently (request smuggling needs one).
+tests/test_broker_rp_lane.py checks that against aiohttp's own parser, on generated
+requests.
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     headers: list[tuple[str, str]] = []
     content_length: int | None = None
     keep_alive = True
+    hosts = 0
     for line in lines:
         name, colon, value = line.partition(b":")
         # A name that is not a token covers a folded line (it starts with a space) and a
@@ -121,6 +124,8 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
             if content_length is not None or not _DIGITS.fullmatch(value):
                 return HAND_OFF
             content_length = int(value)
+        elif lname == b"host":
+            hosts += 1
         elif lname == b"connection":
             tokens = {t.strip().lower() for t in value.split(b",")}
             if b"upgrade" in tokens:
@@ -128,6 +133,8 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
             if b"close" in tokens:
                 keep_alive = False
         headers.append((name.decode(), value.decode()))
+    if hosts != 1:
+        return HAND_OFF  # HTTP/1.1 needs one (RFC 9112, 3.2): aiohttp answers 400
     content_length = content_length or 0
     if content_length > MAX_BODY or (route == "result" and content_length):
         return HAND_OFF  # aiohttp answers 413, or reads the GET's body as it always did

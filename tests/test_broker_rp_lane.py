@@ -24,6 +24,11 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+from aiohttp import HttpVersion11
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_parser import HttpRequestParser
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer
 from test_broker_device_ws import CTX, approve_push, online_device
@@ -55,13 +60,14 @@ def test_the_plain_forms_are_lane_requests() -> None:
     assert head.length == len(PLAIN_CREATE) - 2 and head.keep_alive
     assert ("Authorization", "Bearer k") in head.headers
 
-    get = b"GET /v1/challenges/ch_abcdefgh0123456789-_ABCDEFGH?wait=25 HTTP/1.1\r\nConnection: close\r\n\r\n"
+    get = b"GET /v1/challenges/ch_abcdefgh0123456789-_ABCDEFGH?wait=25 HTTP/1.1\r\n"
+    get += b"Host: b\r\nConnection: close\r\n\r\n"
     head = parse_head(get)
     assert isinstance(head, Head)
     assert head.route == "result" and head.params == {"id": "ch_abcdefgh0123456789-_ABCDEFGH"}
     assert head.query == "wait=25" and not head.keep_alive and head.length == len(get)
-    # No header at all is a complete head too.
-    assert isinstance(parse_head(b"GET /v1/challenges/x HTTP/1.1\r\n\r\n"), Head)
+    # Host is the one header HTTP/1.1 requires (RFC 9112, 3.2).
+    assert isinstance(parse_head(b"GET /v1/challenges/x HTTP/1.1\r\nHost: b\r\n\r\n"), Head)
 
 
 @pytest.mark.parametrize("cut", [0, 5, 30, len(PLAIN_CREATE) - 5])
@@ -97,12 +103,108 @@ HANDED_OFF = {
     "a head too long": b"GET /v1/challenges/ch_x HTTP/1.1\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n",
     "a request line never ending": b"GET /v1/challenges/" + b"a" * 9000,
     "too many headers": b"GET /v1/challenges/ch_x HTTP/1.1\r\n" + b"X-A: 1\r\n" * 65 + b"\r\n",
+    "no Host": b"GET /v1/challenges/ch_x HTTP/1.1\r\nX-A: 1\r\n\r\n",
+    "two Hosts": b"GET /v1/challenges/ch_x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
 }
 
 
 @pytest.mark.parametrize("raw", HANDED_OFF.values(), ids=HANDED_OFF.keys())
 def test_anything_else_goes_to_aiohttp(raw: bytes) -> None:
     assert parse_head(raw) is HAND_OFF
+
+
+# What the lane takes, aiohttp's own parser (llhttp, the one that answers every other
+# request) must read the same way: the same method, target, headers, body length and
+# keep-alive. Requests are built mostly of plain pieces, with the ones parsers are known
+# to disagree on, one at most in each; only those the lane takes are compared (assume), and there
+# must be enough of them for Hypothesis's health check.
+_PLAIN_HEADERS = [("Content-Length", "2"), ("content-length", "0"), ("Connection", "close")]
+_PLAIN_HEADERS += [("Connection", "keep-alive"), ("connection", "Keep-Alive, Close"), ("X-A", "a\tb")]
+_PLAIN_HEADERS += [("X-A", ""), ("Accept", "application/json"), ("Authorization", "Bearer " + "k" * 40)]
+_ODD_NAMES = [
+    "Host",
+    "Transfer-Encoding",
+    "Expect",
+    "Upgrade",
+    " X-A",
+    "X-A ",
+    "X\x00A",
+    "X A",
+    "Content-Length",
+]
+_ODD_VALUES = ["+2", "02", " 2", "2,2", "chunked", "Upgrade", "a\x00b", "a\x7fb", "caf\u00e9", "a\rb", "a\nb"]
+_TARGETS = [
+    "/v1/challenges",
+    "/v1/challenges?wait=1",
+    "/v1/challenges/ch_a1",
+    "/v1/challenges/ch_a1?wait=5&x=",
+]
+_ODD_TARGETS = [
+    "/v1/challenges/",
+    "/v1/rp",
+    "/v1/challenges/%41",
+    "*",
+    "/v1/challenges/ch_a1#f",
+    "/v1/challenges/a/b",
+]
+
+
+@st.composite
+def _requests(draw: st.DrawFn) -> bytes:
+    headers = draw(st.integers(0, 4))
+    pieces = 5 + 3 * headers
+    odd = draw(st.integers(0, 3 * pieces))  # the one odd piece, if any (two times in three: none)
+    index = iter(range(pieces))
+
+    def pick(plain: list[str], odds: list[str]) -> str:
+        return draw(st.sampled_from(odds if next(index) == odd else plain))
+
+    method = draw(st.sampled_from(["POST", "GET"]))
+    plain_targets = _TARGETS[:2] if method == "POST" else _TARGETS[2:]
+    method = pick([method], ["HEAD", "post", "PUT", "GET "])
+    target = pick(plain_targets, _ODD_TARGETS)
+    version = pick(["HTTP/1.1"], ["HTTP/1.0", "http/1.1", "HTTP/1.1 ", "HTTP/2"])
+    eol = pick(["\r\n"], ["\n", "\r"])
+    lines = [f"{method} {target} {version}"]
+    for _ in range(headers):
+        name, value = draw(st.sampled_from(_PLAIN_HEADERS))
+        if name.lower() == "content-length" and method != "POST":
+            value = "0"
+        name = pick([name], _ODD_NAMES)
+        sep = pick([": ", ":"], [" :", ":\t", "", ":  "])
+        lines.append(name + sep + pick([value], _ODD_VALUES))
+    if next(index) != odd:  # the one header HTTP/1.1 requires (its absence: an odd piece)
+        lines.insert(draw(st.integers(1, len(lines))), "Host: b")
+    body = draw(st.sampled_from([b"", b"{}", b"0\r\n\r\n"]))
+    return (eol.join(lines) + eol + eol).encode() + body
+
+
+@settings(max_examples=200, deadline=None)
+@given(_requests())
+def test_what_the_lane_takes_aiohttp_reads_alike(raw: bytes) -> None:
+    head = parse_head(raw)
+    assume(isinstance(head, Head))
+    assert isinstance(head, Head)
+    for cut in range(head.length):  # fed piece by piece, it is incomplete until its end
+        assert parse_head(raw[:cut]) is None
+    loop = asyncio.new_event_loop()
+    try:
+        parser = HttpRequestParser(BaseProtocol(loop), loop, 2**16, max_line_size=8190, max_field_size=8190)
+        # This request's bytes (bytes past its body are another request, for both).
+        messages, upgraded, _ = parser.feed_data(raw[: head.length + head.content_length])
+    finally:
+        loop.close()
+    message = messages[0][0]
+    assert (message.method, message.path, message.version) == (head.method, head.target, HttpVersion11)
+    # (aiohttp spells the names it knows its own way; the lane's headers are case-blind too)
+    assert [(k.lower(), v) for k, v in message.headers.items()] == [(k.lower(), v) for k, v in head.headers]
+    assert int(message.headers.get("Content-Length", 0)) == head.content_length
+    assert (message.should_close, message.chunked, message.upgrade, upgraded) == (
+        not head.keep_alive,
+        False,
+        False,
+        False,
+    )
 
 
 # -- on real broker processes -------------------------------------------------------
