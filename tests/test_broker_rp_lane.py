@@ -290,13 +290,15 @@ def req(method: str, path: str, key: str = "", body: Any = None, **headers: str)
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + data
 
 
-def answer(broker: BrokerProcess, data: bytes) -> tuple[int, str, str | None]:
-    """Status, content type and problem code (if any) of one request's answer."""
+def answer(broker: BrokerProcess, data: bytes) -> tuple[int, str, str | None, dict[str, str]]:
+    """Status, content type, problem code (if any) and the other headers of one answer
+    (but those that differ by the moment or by server: Date, Server, Content-Length)."""
     with Conn(broker) as conn:
         conn.send(data)
         status, headers, body = conn.response()
     code = body.get("code") if isinstance(body, dict) else None
-    return status, headers.get("content-type", ""), code
+    rest = {k: v for k, v in headers.items() if k not in ("date", "server", "content-length", "content-type")}
+    return status, headers.get("content-type", ""), code, rest
 
 
 def answer_body(broker: BrokerProcess, data: bytes) -> Any:
