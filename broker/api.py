@@ -24,6 +24,7 @@ from .event_listener import LISTENER
 from .events import ChallengeEnded
 from .fatigue import PushRefused
 from .http_guard import read_body, require_json
+from .http_head import MAX_BODY
 from .hub import Hub
 from .jsonio import json_response
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
@@ -34,7 +35,6 @@ from .store import Store, UnknownTarget, now_ms
 from .webpush import WEBPUSH
 
 MAX_WAIT_S = 60
-MAX_BODY = 16 * 1024
 
 
 def _store(request: ApiRequest) -> Store:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 # handed to it, to be refused there.
 MAX_HEAD: Final = 8190
 MAX_HEADERS: Final = 64
-MAX_BODY: Final = 16 * 1024  # the RP API's JSON bodies (broker/api.py MAX_BODY)
+MAX_BODY: Final = 16 * 1024  # the RP API's JSON bodies, here and through aiohttp (broker/api.py)
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Not allowed in a value here: controls but tab, DEL, and anything beyond ASCII.
