@@ -157,6 +157,17 @@ def head_timed_out(timeout: float) -> bytes:
     )
 
 
+def body_timed_out(timeout: float) -> ApiError:
+    """The refusal of a request whose body did not arrive in time: 408, and the
+    connection is not kept (what is still on its way would read as the next request)."""
+    return ApiError(
+        408,
+        "request_timeout",
+        f"the request body did not arrive within {timeout:g} s",
+        {"Connection": "close"},
+    )
+
+
 def _refusal(status: int, exc: BaseException | None, message: str | None) -> tuple[int, str, str]:
     text = str(getattr(exc, "message", "") or message or "bad request")
     if isinstance(exc, LineTooLong) or "too long" in text.lower() or "too large" in text.lower():
@@ -258,12 +269,7 @@ async def read_body(request: ApiRequest, limit: int) -> bytes:
                     break
                 body += chunk
     except TimeoutError:
-        raise ApiError(
-            408,
-            "request_timeout",
-            f"the request body did not arrive within {timeouts.body_s:g} s",
-            {"Connection": "close"},
-        ) from None
+        raise body_timed_out(timeouts.body_s) from None
     if len(body) > limit:
         raise ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes")
     return body

@@ -37,7 +37,7 @@ from aiohttp import web
 
 from . import api, api_stream
 from .context import NODE
-from .http_guard import Timeouts, head_timed_out
+from .http_guard import Timeouts, body_timed_out, head_timed_out
 from .http_head import HAND_OFF, MAX_BODY, MAX_HEAD, LaneRequest, parse_head
 from .problems import PROBLEM_JSON, problem_document, problem_for
 from .tasks import spawn
@@ -312,9 +312,11 @@ class LaneConnection(asyncio.Protocol):
             log.debug("closing %s's connection: no request head in %gs", self.remote, timeouts.head_s)
             transport.write(head_timed_out(timeouts.head_s))
         elif kind == _BODY:
-            detail = f"the request body did not arrive within {timeouts.body_s:g} s"
+            refusal = body_timed_out(timeouts.body_s)
             reply = Reply(self, keep_alive=False)
-            reply.send(408, problem_document(408, "request_timeout", detail), None, PROBLEM)
+            reply.send(
+                refusal.status, problem_document(refusal.status, refusal.code, refusal.detail), None, PROBLEM
+            )
         transport.close()
 
 
