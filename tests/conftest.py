@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import BrokerProcess, ManagedProcess, RedisServer, TcpProxy
+from support import BrokerProcess, ManagedProcess, RedisServer, TcpProxy, new_rp_sync
 from support.redis_cluster import RedisCluster
 
 from relying_party.sdk import PushAuthClient
@@ -256,17 +256,25 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
 
 
 @pytest.fixture
-def broker(
+def own_broker(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
 ) -> BrokerProcess:
-    """One broker node on its own Redis, ready to serve."""
+    """One broker node on its own Redis, ready to serve: for a test that kills or
+    restarts it, also in a module whose other tests share one (tests/shared_broker.py)."""
     return broker_factory(redis_url=redis_server.url, data_dir=tmp_path / "broker-data", node="a")
 
 
 @pytest.fixture
+def broker(own_broker: BrokerProcess) -> BrokerProcess:
+    """The test's broker: its own here; tests/shared_broker.py has one per module."""
+    return own_broker
+
+
+@pytest.fixture
 def rp(broker: BrokerProcess) -> dict[str, Any]:
-    """A relying party registered at `broker`: {"id", "name", "api_key"}."""
-    return broker.add_rp("Example RP")
+    """A relying party registered at `broker`: {"id", "name", "api_key"}. Synchronous,
+    for the browser tests' sync Playwright too."""
+    return new_rp_sync(broker, "Example RP")
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 Starting a Redis and a broker per test costs about a second; tests that need
 neither a restart nor their own Redis share one. Each test gets its own relying
 party, so users and credentials of different tests never meet (RP isolation).
-Import both fixtures into the test module: `from shared_broker import broker, rp`.
+Import both fixtures into the test module: `from shared_broker import broker, rp`;
+a test that kills or restarts its broker takes conftest's `own_broker` instead.
 """
 
 from __future__ import annotations
@@ -12,10 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
-from support import BrokerProcess, RedisServer
-
-from broker.store import Store
+from support import BrokerProcess, RedisServer, new_rp
 
 
 @pytest.fixture(scope="module")
@@ -27,18 +25,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
         node = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node="shared").start()
         yield node
         node.cleanup()
-
-
-async def new_rp(broker: BrokerProcess, name: str = "Test RP") -> dict[str, Any]:
-    """Register an RP in the broker's Redis with the broker's own Store code
-    (what `pushauth-broker rp add` runs, without a subprocess per test)."""
-    assert broker.redis_url is not None
-    redis = aioredis.Redis.from_url(broker.redis_url)
-    try:
-        created, api_key = await Store(redis, node="test").add_rp(name)
-    finally:
-        await redis.aclose()
-    return {"id": created.id, "name": created.name, "api_key": api_key}
 
 
 @pytest.fixture

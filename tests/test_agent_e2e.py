@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
+from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import AGENT, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
 from device_agent.store import AccountStore, Registration
@@ -40,6 +41,7 @@ class RP:
         self.base = broker.http_url
         self.id = info["id"]
         self.key = info["api_key"]
+        self.name = info["name"]
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
         request = urllib.request.Request(
@@ -376,7 +378,7 @@ def test_listen_drops_a_request_answered_elsewhere_and_hears_of_rp_removal(
 
     (cred,) = rp_api.credentials()
     rp_api.ok("DELETE", f"/v1/credentials/{cred['id']}")
-    agent_proc.wait_for('Account "alice@example.com" (Example RP) was removed by the service')
+    agent_proc.wait_for(f'Account "alice@example.com" ({rp_api.name}) was removed by the service')
     (account,) = AccountStore(home).load()
     assert account.status == "revoked"
 
@@ -412,15 +414,17 @@ def test_listen_shows_requests_that_were_pending_before_it_started(
 
 
 def test_listen_reconnects_after_a_broker_restart(
-    tmp_path: Path, rp_api: RP, broker: BrokerProcess, listener: Callable[..., Listen]
+    tmp_path: Path, own_broker: BrokerProcess, listener: Callable[..., Listen]
 ) -> None:
+    # Its own broker: this test kills it.
+    rp_api = RP(own_broker, own_broker.add_rp("Example RP"))
     home = tmp_path / "agent"
     enroll(home, rp_api)
     agent_proc = listener(home)
     agent_proc.wait_for("Connected to")
-    broker.kill(signal.SIGKILL)
+    own_broker.kill(signal.SIGKILL)
     agent_proc.wait_for("Reconnecting to")
-    broker.start()
+    own_broker.start()
     agent_proc.wait_for("Connected to", timeout=30)
     ch = rp_api.challenge()
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
@@ -476,19 +480,21 @@ def test_remove_while_listening(tmp_path: Path, rp_api: RP, listener: Callable[.
 
 
 def test_an_answer_typed_while_the_broker_is_down_is_asked_again_later(
-    tmp_path: Path, rp_api: RP, broker: BrokerProcess, listener: Callable[..., Listen]
+    tmp_path: Path, own_broker: BrokerProcess, listener: Callable[..., Listen]
 ) -> None:
+    # Its own broker: this test kills it.
+    rp_api = RP(own_broker, own_broker.add_rp("Example RP"))
     home = tmp_path / "agent"
     enroll(home, rp_api)
     agent_proc = listener(home)
     agent_proc.wait_for("Connected to")
     ch = rp_api.challenge(ttl=120)
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
-    broker.kill(signal.SIGKILL)
+    own_broker.kill(signal.SIGKILL)
     agent_proc.wait_for("Reconnecting to")
     agent_proc.type(ch["number"])
     agent_proc.wait_for(f"Request {ch['id']}: the answer was not sent: not connected")
-    broker.start()  # the challenge waited in Redis meanwhile
+    own_broker.start()  # the challenge waited in Redis meanwhile
     agent_proc.wait_for("Connected to", timeout=30)
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
     agent_proc.type(ch["number"])

@@ -10,7 +10,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import BrokerProcess, RedisServer, add_rp
+from shared_broker import broker  # noqa: F401  (a fixture: one broker for the module)
+from support import BrokerProcess, new_rp
 from test_broker_device_ws import CTX, Device, online_device
 from test_broker_http_api import assert_problem
 
@@ -39,9 +40,8 @@ async def next_challenge_frames(dev: Device, until: str) -> list[Any]:
 
 
 @pytest.fixture
-async def world(redis_server: RedisServer, broker_factory: Any) -> Any:  # (broker, rp, device, http)
-    broker = broker_factory(redis_url=redis_server.url, node="a")
-    rp = add_rp("Idempotent RP", redis_url=redis_server.url)
+async def world(broker: BrokerProcess) -> Any:  # (broker, rp, device, http)
+    rp = await new_rp(broker, "Idempotent RP")  # an RP of its own: keys are per RP and user
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client, aiohttp.ClientSession() as http:
         dev = await online_device(client, broker.ws_url, "alice")
         yield broker, rp, dev, http

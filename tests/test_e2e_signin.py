@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from e2e_helpers import AGENT_ENV, agent, agent_ok, enroll, pending
+from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import (
     AGENT,
     BROKER,

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import BrokerProcess
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol

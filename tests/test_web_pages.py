@@ -22,6 +22,7 @@ import pyotp
 import pytest
 from aiohttp.test_utils import TestServer
 from e2e_helpers import agent as agent_cli
+from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import BrokerProcess
 from support.hostile_broker import HostileBroker
 

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from test_web_pages import (
     Site,
     _approve,

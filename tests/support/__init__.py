@@ -11,6 +11,8 @@ from .broker import (
     add_rp,
     assert_cli_error,
     console_script,
+    new_rp,
+    new_rp_sync,
     run_cli,
     set_policy,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "free_port",
     "http_status",
     "line_on_stdout",
+    "new_rp",
+    "new_rp_sync",
     "ping",
     "port_accepts",
     "redis_executable",

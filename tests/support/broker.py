@@ -11,6 +11,8 @@ Interface used (see broker/cli.py):
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import os
 import socket
@@ -22,7 +24,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
+
 from broker.activation import activated_argv
+from broker.store import Store
 
 from .ports import LOCALHOST, free_port
 from .process import ManagedProcess
@@ -151,6 +156,27 @@ def set_policy(rp_id: str, *flags: str, redis_url: str) -> dict[str, Any]:
     if result.returncode != 0:
         raise AssertionError(f"rp set failed with {result.returncode}\n{result.stderr}{result.stdout}")
     return json.loads(result.stdout)
+
+
+async def new_rp(broker: BrokerProcess, name: str = "Test RP") -> dict[str, Any]:
+    """Register an RP in the broker's Redis with the broker's own Store code: what
+    `pushauth-broker rp add` runs, without a subprocess (about 0.4 s of CPU) per test.
+    The CLI itself is tested through `add_rp`."""
+    if broker.redis_url is None:
+        raise RuntimeError("new_rp needs a broker started with --redis-url")
+    redis = aioredis.Redis.from_url(broker.redis_url)
+    try:
+        created, api_key = await Store(redis, node="test").add_rp(name)
+    finally:
+        await redis.aclose()
+    return {"id": created.id, "name": created.name, "api_key": api_key}
+
+
+def new_rp_sync(broker: BrokerProcess, name: str = "Test RP") -> dict[str, Any]:
+    """`new_rp` for synchronous code (a sync fixture, a Playwright test), which may run
+    while this thread's event loop is running: it runs on a thread of its own."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, new_rp(broker, name)).result()
 
 
 def add_rp(name: str, *, redis_url: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
