@@ -95,6 +95,8 @@ async def test_commands_reach_the_master_of_their_slot(
 async def test_commands_follow_a_manual_failover(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
     key = KEYS[0]
     await pipe.execute("SET", key, "before")
+    for i, other in enumerate(KEYS[1:3], start=1):  # its own values: tests run in any order
+        await pipe.execute("SET", other, i)
     master = redis_cluster.master_of_key(key)
     (replica,) = redis_cluster.replicas_of(master)
     redis_cluster.failover(replica)
