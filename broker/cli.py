@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import RedisClusterException
 
-from . import layout, logs, redis_cluster, sentinel, webapp_static, webpush
+from . import cpus, layout, logs, redis_cluster, sentinel, webapp_static, webpush
 from .activation import ActivationError, listening_socket, systemd_socket, url_address
 from .app import create_app, stop_serving
 from .backups import (
@@ -268,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"Redis (one embedded Redis for all); with --metrics-port P, worker I serves metrics on P+I; "
         f"1..{MAX_WORKERS} (default: %(default)s)",
     )
+    serve.add_argument(
+        "--cpus",
+        type=_cpus,
+        metavar="LIST",
+        help="run on these CPUs only, e.g. 1, 0,2 or 2-3 (as taskset -c): a core of its own answers "
+        "sooner than one shared with busy processes; with --workers N, worker I takes the list's "
+        "(I mod length)-th CPU alone; the embedded Redis is not pinned (default: wherever the "
+        "system puts it)",
+    )
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
     # Set for workers when the supervisor was given a socket (broker/activation.py).
     serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
@@ -334,6 +343,13 @@ class CliError(Exception):
     pass
 
 
+def _cpus(text: str) -> tuple[int, ...]:
+    try:
+        return cpus.parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _rate(text: str) -> Rate:
     try:
         return Rate.parse(text)
@@ -396,6 +412,11 @@ def check_serve(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota
     if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
         raise CliError("--auth-timeout must be 0.5 to 600 seconds")
     _check_ports(args)
+    if args.cpus:
+        try:
+            cpus.check(args.cpus)
+        except cpus.CpusError as exc:
+            raise CliError(str(exc)) from None
     return _limits(args)
 
 
@@ -405,6 +426,8 @@ async def serve(args: argparse.Namespace) -> None:
     for warning in deprecated_flags(args):
         log.warning("%s", warning)
     async with open_redis(args) as redis:
+        if args.cpus:  # after the embedded Redis started: it keeps the machine's CPUs
+            cpus.pin(args.cpus)
         app = create_app(
             redis,
             node=node,
@@ -621,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             _run(lambda: serve(args), exit_after=True)
         elif args.command == "rp":
             _run(lambda: rp_command(args))
-    except (CliError, WorkersError, ActivationError) as exc:
+    except (CliError, WorkersError, ActivationError, cpus.CpusError) as exc:
         print(f"pushauth-broker: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken

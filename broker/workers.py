@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 
 from .activation import url_address
+from .cpus import for_worker, format_cpus
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 from .lifeline import die_with_parent
 
@@ -75,7 +76,8 @@ def hold_port(host: str, port: int) -> socket.socket:
 
 
 def worker_argv(serve_argv: list[str], *, index: int, node: str, port: int, redis_url: str,
-                metrics_port: int | None, listen_fd: int | None = None) -> list[str]:  # fmt: skip
+                metrics_port: int | None, listen_fd: int | None = None,
+                cpus: tuple[int, ...] | None = None) -> list[str]:  # fmt: skip
     """The worker's command line: the operator's own `serve` arguments, then overrides
     (argparse keeps an option's last value)."""
     argv = [sys.executable, "-P", "-m", "broker", *serve_argv]
@@ -87,6 +89,8 @@ def worker_argv(serve_argv: list[str], *, index: int, node: str, port: int, redi
     argv += ["--redis-url", redis_url]
     if metrics_port is not None:
         argv += ["--metrics-port", str(metrics_port + index if metrics_port else 0)]
+    if cpus:  # one CPU each, round robin (broker/cpus.py)
+        argv += ["--cpus", format_cpus(for_worker(cpus, index))]
     return argv
 
 
@@ -106,7 +110,7 @@ async def supervise(args: argparse.Namespace, serve_argv: list[str]) -> None:
     listen_fd = passed.fileno() if passed is not None else None
     workers = [
         Worker(i, worker_argv(serve_argv, index=i, node=args.node, port=port, redis_url=url,
-                              metrics_port=args.metrics_port, listen_fd=listen_fd),
+                              metrics_port=args.metrics_port, listen_fd=listen_fd, cpus=args.cpus),
                pass_fds=(listen_fd,) if listen_fd is not None else ())
         for i in range(args.workers)
     ]  # fmt: skip

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
+
+from broker.cpus import CpusError, format_cpus, parse_cpus, pin
 
 from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
 from .report import idle_table, signin_table, write_json, write_png
@@ -30,6 +33,7 @@ examples:
   pushauth-loadtest signin --rate 200 --duration 30 --one-request    # the streamed create
   pushauth-loadtest flows --rate 200 --duration 30 --rounds 2          # two- vs one-request RP
   pushauth-loadtest signin --rate 200 --duration 30 --redis-cluster         # on a Redis Cluster
+  pushauth-loadtest signin --rate 200 --duration 30 --broker-cpus 1   # broker on a core of its own
   pushauth-loadtest crossnode --rate 200 --duration 30
   pushauth-loadtest routing --nodes 1,2,4,8 --rate 100 --duration 10  # messages per sign-in
   pushauth-loadtest idle --devices 18000 --workers 4
@@ -51,6 +55,26 @@ def _positive(kind: type, lo: float, hi: float) -> Any:
         return value
 
     return parse
+
+
+def _cpu_list(text: str) -> tuple[int, ...]:
+    try:
+        return parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def place(args: argparse.Namespace) -> dict[str, str] | None:
+    """--broker-cpus: pin this process, so the generator workers and the Redis it starts
+    inherit the other CPUs, and have each broker node pin itself to the list."""
+    if not args.broker_cpus:
+        return None
+    others = tuple(sorted(os.sched_getaffinity(0) - set(args.broker_cpus)))
+    if not others:
+        raise ValueError("--broker-cpus leaves no CPU for the load generator")
+    pin(others)
+    args.broker_option = [*args.broker_option, f"--cpus={format_cpus(args.broker_cpus)}"]
+    return {"broker": format_cpus(args.broker_cpus), "generator_and_redis": format_cpus(others)}
 
 
 def _rate(text: str) -> tuple[float, float]:
@@ -95,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="OPTION",
             help="add OPTION to the `pushauth-broker serve` command of every node started, for A/B "
             "runs of one checkout, e.g. --broker-option=--no-rp-lane (repeat for several)",
+        )
+        p.add_argument(
+            "--broker-cpus",
+            type=_cpu_list,
+            metavar="LIST",
+            help="give the broker node(s) these CPUs (`serve --cpus LIST`) and run the generator and "
+            "the Redis it starts on the others, e.g. 1 on a two-core machine (default: no pinning)",
         )
 
     def load(p: argparse.ArgumentParser) -> None:
@@ -467,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raise_nofile_limit()
     try:
+        cpus = place(args)
         out = _out_dir(args)
         runner = {
             "signin": run_signin,
@@ -481,12 +513,13 @@ def main(argv: list[str] | None = None) -> int:
             "command": _command_line(argv),
             "mode": args.mode,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            **({"cpus": cpus} if cpus else {}),
             **result,
         }
         write_json(out / "results.json", result)
         shown = "" if args.mode in ("idle", "routing") else f", {out / 'report.png'}"
         print(f"results: {out / 'results.json'}" + shown)
-    except (ClusterError, RunError, ValueError, OSError) as exc:
+    except (ClusterError, RunError, ValueError, OSError, CpusError) as exc:
         print(f"pushauth-loadtest: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
