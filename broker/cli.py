@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--cpus",
-        type=_cpus,
+        type=cpus.cpu_list_arg,
         metavar="LIST",
         help="run on these CPUs only, e.g. 1, 0,2 or 2-3 (as taskset -c): a core of its own answers "
         "sooner than one shared with busy processes; with --workers N, worker I takes the list's "
@@ -341,13 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 class CliError(Exception):
     pass
-
-
-def _cpus(text: str) -> tuple[int, ...]:
-    try:
-        return cpus.parse_cpus(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _rate(text: str) -> Rate:

@@ -16,8 +16,11 @@ runs on the list's (I mod len)-th CPU alone (broker/workers.py), as HAProxy's
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 
+_NUMBER = re.compile("[0-9]+")  # str.isdigit() also takes "²", which int() refuses
 MAX_CPU = 4095  # the kernel's CONFIG_NR_CPUS is at most 8192; a larger number is a typo
 
 
@@ -31,7 +34,7 @@ def parse_cpus(text: str) -> tuple[int, ...]:
     for part in text.split(","):
         part = part.strip()
         lo_text, sep, hi_text = part.partition("-")
-        if not lo_text.isdigit() or (sep and not hi_text.isdigit()):
+        if not _NUMBER.fullmatch(lo_text) or (sep and not _NUMBER.fullmatch(hi_text)):
             raise ValueError(f"{text!r} is not a CPU list (examples: 1, 0,2, 2-3)")
         lo, hi = int(lo_text), int(hi_text) if sep else int(lo_text)
         if lo > hi:
@@ -40,6 +43,14 @@ def parse_cpus(text: str) -> tuple[int, ...]:
             raise ValueError(f"CPU {hi} is out of range")
         cpus.update(range(lo, hi + 1))
     return tuple(sorted(cpus))
+
+
+def cpu_list_arg(text: str) -> tuple[int, ...]:
+    """parse_cpus as an argparse `type` (serve --cpus, the load tester's --broker-cpus)."""
+    try:
+        return parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def format_cpus(cpus: tuple[int, ...]) -> str:

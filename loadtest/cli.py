@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
-from broker.cpus import CpusError, format_cpus, parse_cpus, pin
+from broker.cpus import CpusError, cpu_list_arg, format_cpus, pin
 
 from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
 from .report import idle_table, signin_table, write_json, write_png
@@ -57,18 +57,13 @@ def _positive(kind: type, lo: float, hi: float) -> Any:
     return parse
 
 
-def _cpu_list(text: str) -> tuple[int, ...]:
-    try:
-        return parse_cpus(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def place(args: argparse.Namespace) -> dict[str, str] | None:
     """--broker-cpus: pin this process, so the generator workers and the Redis it starts
     inherit the other CPUs, and have each broker node pin itself to the list."""
     if not args.broker_cpus:
         return None
+    if not hasattr(os, "sched_getaffinity"):
+        raise ValueError("--broker-cpus needs Linux (sched_setaffinity)")
     others = tuple(sorted(os.sched_getaffinity(0) - set(args.broker_cpus)))
     if not others:
         raise ValueError("--broker-cpus leaves no CPU for the load generator")
@@ -122,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--broker-cpus",
-            type=_cpu_list,
+            type=cpu_list_arg,
             metavar="LIST",
             help="give the broker node(s) these CPUs (`serve --cpus LIST`) and run the generator and "
             "the Redis it starts on the others, e.g. 1 on a two-core machine (default: no pinning)",

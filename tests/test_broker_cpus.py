@@ -61,6 +61,8 @@ def test_cpu_lists_read_as_taskset_writes_them(text: str, cpus: tuple[int, ...])
         ("1-", "not a CPU list"),
         ("0,,1", "not a CPU list"),
         ("1.5", "not a CPU list"),
+        ("1-2-3", "not a CPU list"),
+        ("\u00b2", "not a CPU list"),
         ("3-1", "from low to high"),
         (f"{MAX_CPU + 1}", "out of range"),
         ("0-99999999999", "out of range"),
