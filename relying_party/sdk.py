@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -41,7 +42,7 @@ from protocol.numbers import DEFAULT_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
-from .errors import BadBrokerResponse, BrokerUnavailable, ServiceUnavailable, broker_error
+from .errors import BadBrokerResponse, BrokerError, BrokerUnavailable, ServiceUnavailable, broker_error
 from .models import (
     Challenge,
     Credential,
@@ -75,6 +76,11 @@ LONG_POLL_S = 10
 # A create that failed fast (connection refused or reset) is sent again after this,
 # doubling up to 1 s, while the request timeout lasts.
 RESEND_PAUSE_S = 0.25
+# The RP API version from which a broker answers a create sent again with the same
+# Idempotency-Key with the challenge the first made (docs/http-api.md): from it on, a
+# create with supersede=False can be sent again without leaving two prompts.
+KEYED_CREATES_SINCE = (1, 2)
+_API_VERSION = re.compile(r"(\d{1,4})\.(\d{1,4})(?:\.\d{1,4})?")
 
 T = TypeVar("T")
 
@@ -121,6 +127,9 @@ class PushAuthClient:
         self._answer_timeout = min(answer_timeout, request_timeout)
         self._rp: RelyingParty | None = None
         self.creates_sent_again = 0  # creates sent again after no answer (see create_challenge)
+        # Whether the broker's creates are keyed (KEYED_CREATES_SINCE): read from its
+        # OpenAPI document before the first create that does not supersede.
+        self._keyed_creates: bool | None = None
         # How long one held request (a long-poll past its wait, a stream's result line)
         # may go unanswered before the SDK asks again (relying_party/one_request.py).
         self.held_answer_s = LONG_POLL_S + self._answer_timeout
@@ -295,7 +304,11 @@ class PushAuthClient:
         one answers with the challenge that one made (RP API 1.2); an older broker makes
         a second, which supersedes the first (the RP never saw its number) and counts
         one more push against the user's limits. With `supersede=False` an older
-        broker would leave two prompts, so such a create is not sent again.
+        broker would leave two prompts: before the first such create the SDK reads the
+        broker's API version (GET /v1/openapi.json, once per client) and sends a create
+        with `supersede=False` again only to a broker of RP API 1.2 or later; to an
+        older one (or when the version cannot be read) it is sent once, with all of
+        `request_timeout`.
         """
         asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
 
@@ -310,7 +323,8 @@ class PushAuthClient:
             )
             return asked.check(body)
 
-        return await self._sent_until_answered(attempt, resend=supersede)
+        deadline = time.monotonic() + self._request_timeout
+        return await self._sent_until_answered(attempt, deadline, resend=await self._may_resend(supersede))
 
     async def sign_in(
         self,
@@ -347,7 +361,8 @@ class PushAuthClient:
             return await self._sign_in_once(asked, url, headers, timeout, seconds)
 
         # Sent again as create_challenge is, up to the number (never after it).
-        return await self._sent_until_answered(attempt, resend=supersede)
+        deadline = time.monotonic() + self._request_timeout
+        return await self._sent_until_answered(attempt, deadline, resend=await self._may_resend(supersede))
 
     async def _sign_in_once(
         self, asked: _Asked, url: URL, headers: dict[str, str], timeout: aiohttp.ClientTimeout, seconds: float
@@ -582,13 +597,32 @@ class PushAuthClient:
                 raw = await _read_capped(response)
         return status, _decoded(method, path, status, raw, retry_after, expect)
 
-    async def _sent_until_answered(self, attempt: Callable[[float], Awaitable[T]], *, resend: bool) -> T:
+    async def _may_resend(self, supersede: bool) -> bool:
+        """Whether a create may be sent again (see create_challenge): always when it
+        supersedes; else only to a broker whose creates are keyed (KEYED_CREATES_SINCE),
+        which the SDK reads from its OpenAPI document once, with the answer timeout (so
+        a node that hangs holding the read costs the first such create that much)."""
+        if supersede:
+            return True
+        if self._keyed_creates is None:
+            try:
+                document = await self._call("GET", "/v1/openapi.json", timeout=self._answer_timeout)
+            except BrokerUnavailable:
+                return False  # not learned: send this create once, ask again next time
+            except (BrokerError, BadBrokerResponse):
+                document = None  # a broker without the document predates keyed creates
+            self._keyed_creates = (_api_version(document) or (0, 0)) >= KEYED_CREATES_SINCE
+        return self._keyed_creates
+
+    async def _sent_until_answered(
+        self, attempt: Callable[[float], Awaitable[T]], deadline: float, *, resend: bool
+    ) -> T:
         """`attempt(seconds)` (a create), sent again after no answer or a broken
         connection (BrokerUnavailable, not a 503: that node answered, having done
-        nothing, and a balancer sends that on itself) while the request timeout lasts."""
+        nothing, and a balancer sends that on itself) until `deadline`."""
         if not resend:
-            return await attempt(self._request_timeout)
-        deadline = time.monotonic() + self._request_timeout
+            # At least one answer timeout, should reading the API version have taken it all.
+            return await attempt(max(self._answer_timeout, deadline - time.monotonic()))
         pause = RESEND_PAUSE_S
         while True:
             began = time.monotonic()
@@ -614,11 +648,19 @@ class PushAuthClient:
             yield
         except TimeoutError:
             raise BrokerUnavailable(
-                f"cannot reach the pushauth broker at {self.broker_url}: no answer within {seconds:g} s"
+                f"cannot reach the pushauth broker at {self.broker_url}: no answer within {seconds:.3g} s"
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             why = str(exc) or type(exc).__name__
             raise BrokerUnavailable(f"cannot reach the pushauth broker at {self.broker_url}: {why}") from None
+
+
+def _api_version(document: Any) -> tuple[int, int] | None:
+    """(major, minor) of an OpenAPI document's info.version, if it has one."""
+    info = document.get("info") if isinstance(document, dict) else None
+    version = info.get("version") if isinstance(info, dict) else None
+    match = _API_VERSION.fullmatch(version) if isinstance(version, str) else None
+    return (int(match[1]), int(match[2])) if match else None
 
 
 def _decoded(

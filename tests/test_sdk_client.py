@@ -67,6 +67,13 @@ class Scripted:
     url: str = ""
     routes: dict[str, Handler] = field(default_factory=dict)
     seen: list[web.Request] = field(default_factory=list)
+    # Set before the server stops: handlers that hang (a node that holds a request) end then.
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def asked(self, route: str) -> int:
+        """How many requests reached `route` ("POST v1/challenges")."""
+        method, path = route.split(" ", 1)
+        return sum(1 for r in self.seen if r.method == method and r.path.lstrip("/") == path)
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         self.seen.append(request)
@@ -89,6 +96,7 @@ async def broker() -> AsyncIterator[Scripted]:
     host, port = runner.addresses[0][:2]
     scripted.url = f"http://{host}:{port}"
     yield scripted
+    scripted.released.set()
     await runner.cleanup()
 
 
@@ -558,3 +566,118 @@ def test_base64url_is_strict() -> None:
         with pytest.raises(ValueError, match="base64url"):
             b64decode(bad)
     json.dumps(b64encode(b"x"))  # plain ASCII, JSON-safe
+
+
+# -- a create sent again ----------------------------------------------------------------
+
+
+def made(request_body: dict[str, Any], n: int) -> dict[str, Any]:
+    """The 201 body of challenge `n` made as `request_body` asked."""
+    now = _now_ms()
+    return {
+        "id": f"ch_{n}", "user": request_body["user"], "number": "42", "digits": request_body["digits"],
+        "nonce": b64encode(bytes([n]) * 32), "rp_nonce": request_body["rp_nonce"],
+        "context": request_body["context"], "created_at": now, "expires_at": now + 60_000, "devices": 1,
+    }  # fmt: skip
+
+
+def held_first(broker: Scripted) -> Handler:
+    """A create route whose first request is held until the test ends (a node that hangs
+    holding it); later ones make a challenge. Each records its Idempotency-Key."""
+    keys: list[str | None] = []
+
+    async def create(request: web.Request) -> web.Response:
+        keys.append(request.headers.get("Idempotency-Key"))
+        body = await request.json()
+        if len(keys) == 1:
+            await broker.released.wait()
+        return web.json_response(made(body, len(keys)), status=201)
+
+    create.keys = keys  # type: ignore[attr-defined]
+    return create
+
+
+def openapi(version: Any) -> Handler:
+    return answer(200, {"openapi": "3.1.0", "info": {"title": "pushauth broker", "version": version}})
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.10", "2.0", "1.2.3"])
+async def test_a_create_that_keeps_other_prompts_is_sent_again_to_a_keyed_broker(
+    broker: Scripted, version: str
+) -> None:
+    """RP API 1.2 answers a create sent again with the challenge the first made, so even a
+    create with supersede=False goes again, with the same key; the version is read once."""
+    create = held_first(broker)
+    broker.routes |= {"POST v1/challenges": create, "GET v1/openapi.json": openapi(version)}
+    async with PushAuthClient(broker.url, "key", request_timeout=10, answer_timeout=1.5) as client:
+        challenge = await client.create_challenge("alice", {"app": "Payroll"}, supersede=False)
+        assert challenge.id == "ch_2" and client.creates_sent_again == 1
+        await client.create_challenge("alice", supersede=False)
+    keys = create.keys  # type: ignore[attr-defined]
+    assert len(keys) == 3 and keys[0] == keys[1] != keys[2]
+    assert broker.asked("GET v1/openapi.json") == 1
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        openapi("1.1"),
+        openapi("0.9"),
+        openapi(12),
+        openapi("one.two"),
+        answer(200, {"openapi": "3.1.0"}),
+        answer(200, ["not", "a", "document"]),
+        raw(200, b"not json", "application/json"),
+        None,  # no document at all: 404
+    ],
+)
+async def test_a_create_that_keeps_other_prompts_is_sent_once_to_an_older_broker(
+    broker: Scripted, document: Handler | None
+) -> None:
+    """Without keyed creates a second create would leave two prompts: one attempt, with the
+    whole request timeout, and the version is not read again."""
+    create = held_first(broker)
+    broker.routes["POST v1/challenges"] = create
+    if document is not None:
+        broker.routes["GET v1/openapi.json"] = document
+    async with PushAuthClient(broker.url, "key", request_timeout=1.5, answer_timeout=1.5) as client:
+        # One attempt with (nearly) all of the request timeout.
+        with pytest.raises(BrokerUnavailable, match=r"no answer within 1\.[45]\d? s"):
+            await client.create_challenge("alice", supersede=False)
+        assert client.creates_sent_again == 0
+        await client.create_challenge("alice", supersede=False)  # answered, and the version not read again
+    assert broker.asked("POST v1/challenges") == 2
+    assert broker.asked("GET v1/openapi.json") == 1
+
+
+async def test_a_version_that_cannot_be_read_is_asked_again_next_time(broker: Scripted) -> None:
+    """A hung read of the document sends that create once (within the request timeout
+    still) and learns nothing: the next create that keeps other prompts reads it again."""
+    reads = 0
+
+    async def document(request: web.Request) -> web.Response:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            await broker.released.wait()
+        return await openapi("1.2")(request)
+
+    create = held_first(broker)
+    broker.routes |= {"POST v1/challenges": create, "GET v1/openapi.json": document}
+    async with PushAuthClient(broker.url, "key", request_timeout=10, answer_timeout=1.5) as client:
+        create.keys.append(None)  # the first create is not held
+        challenge = await client.create_challenge("alice", supersede=False)
+        assert challenge.id == "ch_2" and client.creates_sent_again == 0
+        create.keys.clear()  # the next is held: sent again now that the version is read
+        challenge = await client.create_challenge("alice", supersede=False)
+        assert challenge.id == "ch_2" and client.creates_sent_again == 1
+    assert reads == 2
+
+
+async def test_creates_that_supersede_do_not_read_the_version(broker: Scripted) -> None:
+    create = held_first(broker)
+    broker.routes["POST v1/challenges"] = create
+    async with PushAuthClient(broker.url, "key", request_timeout=10, answer_timeout=1.5) as client:
+        challenge = await client.create_challenge("alice")
+        assert challenge.id == "ch_2" and client.creates_sent_again == 1
+    assert broker.asked("GET v1/openapi.json") == 0

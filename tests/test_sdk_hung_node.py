@@ -2,7 +2,8 @@
 connections, and nothing answers): the SDK sends the create again after `answer_timeout`,
 and through a balancer that has taken the hung node out it reaches a live node. The RP
 gets that node's challenge, the device approves it, and the SDK verifies the approval.
-With `supersede=False` a second create would leave two prompts: it is not sent again.
+With `supersede=False` it is sent again only to a broker whose creates are keyed (RP API
+1.2: the same Idempotency-Key gets the challenge the first made), as this one is.
 
 The balancer is a TcpProxy (support/proxy.py) that the test points away from the hung
 node once the first attempt has reached it, as HAProxy's checks do a few seconds in
@@ -91,19 +92,55 @@ async def test_a_create_a_hung_node_holds_is_sent_again_and_approved(
             await approved(dev, client, challenge, pending, keys)
 
 
-async def test_a_create_that_does_not_supersede_is_not_sent_again(
+@pytest.mark.parametrize("flow", ["create_challenge", "sign_in"])
+async def test_a_create_that_keeps_other_prompts_is_sent_again_to_a_keyed_broker(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], flow: str
+) -> None:
+    """With `supersede=False` a second create on an older broker would leave two prompts;
+    this broker says RP API 1.2 (keyed creates), so the SDK sends it again all the same:
+    the device gets the new prompt once, and the earlier one stays pending."""
+    live, hung = nodes(redis_server, broker_factory)
+    rp = add_rp("Hung RP", redis_url=redis_server.url)
+    with TcpProxy([live.port]) as proxy:
+        async with (
+            PushAuthClient(live.http_url, rp["api_key"]) as direct,
+            PushAuthClient(f"http://{LOCALHOST}:{proxy.port}", rp["api_key"], answer_timeout=1.0) as client,
+        ):
+            dev = await online_device(direct, live.ws_url)
+            keys = await keys_of(direct, "alice")
+            # The first such create reads the API version, at the live node.
+            earlier = await client.create_challenge("alice", CTX, supersede=False)
+            pushed = await dev.frame()
+            assert isinstance(pushed, Challenge) and pushed.ch == earlier.id
+            proxy.set_backends([hung.port])
+            proxy.drop_connections()  # the client's kept-alive connection to the live node too
+            balancer = asyncio.ensure_future(taken_out_after_first_attempt(proxy, hung, live))
+            if flow == "sign_in":
+                pending: PendingSignIn | None = await client.sign_in("alice", CTX, supersede=False)
+                assert pending is not None
+                challenge = pending.challenge
+            else:
+                challenge, pending = await client.create_challenge("alice", CTX, supersede=False), None
+            await balancer
+            assert client.creates_sent_again >= 1 and challenge.id != earlier.id
+            await approved(dev, client, challenge, pending, keys)
+            still = await direct.get_result(earlier, keys)
+            assert still.status is Status.PENDING
+
+
+async def test_a_create_that_keeps_other_prompts_is_sent_once_when_the_version_is_unknown(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
+    """The version read reaches the hung node too: nothing learned, so the create is sent
+    once, with what is left of the request timeout, and never to the live node."""
     live, hung = nodes(redis_server, broker_factory)
     rp = add_rp("Hung RP", redis_url=redis_server.url)
     with TcpProxy([hung.port]) as proxy:
         async with PushAuthClient(
             f"http://{LOCALHOST}:{proxy.port}", rp["api_key"], request_timeout=2.0, answer_timeout=1.0
         ) as client:
-            balancer = asyncio.ensure_future(taken_out_after_first_attempt(proxy, hung, live))
-            with pytest.raises(BrokerUnavailable, match="no answer within 2 s"):
+            with pytest.raises(BrokerUnavailable, match="no answer within 1 s"):
                 await client.create_challenge("alice", CTX, supersede=False)
-            await balancer
             assert client.creates_sent_again == 0
             assert proxy.routed[(LOCALHOST, live.port)] == 0
 
