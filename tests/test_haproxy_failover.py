@@ -13,13 +13,18 @@ Counts only, never timings: the one bound is the generous DEADLINE on waits.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.failover import Cluster, Report, restore_redis, signins_around_stop
+from support.failover import CONTEXT, Cluster, Fleet, Report, enroll_fleet, restore_redis, signins_around_stop
 from support.haproxy import SHIPPED, RenderError, frontends, haproxy_executable, render
+
+from protocol.challenge import Status
+from relying_party.sdk import PushAuthClient
 
 RATE = 60  # sign-ins per second
 BEFORE_S, AFTER_S = 2.0, 4.0  # load before and after the signal
@@ -142,6 +147,43 @@ async def test_a_node_that_loses_redis_costs_no_5xx(cluster: Cluster) -> None:
     assert report.outcomes() == {"approved": len(report.results)}, summary
     after_down = [r for r in report.results if r.started >= report.stop.down]
     assert len(after_down) >= RATE * AFTER_S / 4, summary
+
+
+async def test_a_hung_node_s_keyed_create_is_sent_to_the_live_node(cluster: Cluster) -> None:
+    """SIGSTOP: node a accepts connections and answers nothing. A plain create with an
+    Idempotency-Key (the SDK's carry one) is sent on by HAProxy after 2 s of silence,
+    so an RP whose own resend comes later (here: never within 30 s) gets its challenge
+    from node b, the number in it, and its device the prompt."""
+    assert cluster.haproxy is not None
+    creds = await enroll_fleet(cluster, 6, "h")
+    fleet = Fleet(cluster.ws_url, creds)
+    await fleet.start()
+    log_from = len(cluster.haproxy.access_log())
+    cluster.nodes["a"].kill(signal.SIGSTOP)
+    try:
+        async with PushAuthClient(
+            cluster.url, cluster.rp["api_key"], request_timeout=30, answer_timeout=30
+        ) as client:
+            made = await asyncio.gather(*(client.create_challenge(c.user, CONTEXT) for c in creds))
+            assert client.creates_sent_again == 0
+            for challenge in made:
+                fleet.shown(challenge.id, challenge.number)
+            # Long-polls are read requests that a hung node holds for their whole wait:
+            # asked once HAProxy has taken it out (the SDK asks again after 13 s).
+            await asyncio.to_thread(cluster.wait_node, "a", "DOWN")
+            keys = {c.cid: c.public_key for c in creds}
+            results = await asyncio.gather(*(client.wait_result(ch, keys, timeout=30) for ch in made))
+    finally:
+        cluster.nodes["a"].kill(signal.SIGCONT)
+        await fleet.stop()
+        cluster.wait_node("a", "UP")
+    assert [r.status for r in results] == [Status.APPROVED] * len(creds)
+    creates = [
+        a for a in cluster.haproxy.access_log()[log_from:] if a.request.startswith("POST /v1/challenges ")
+    ]
+    assert len(creates) == len(creds) and all(a.status == 201 and a.server == "b" for a in creates), creates
+    # Round robin sent some to the hung node first: those waited 2 s and were sent on.
+    assert any(a.retries and a.redispatched for a in creates), creates
 
 
 def _assert_no_failure(report: Report) -> None:
