@@ -12,8 +12,10 @@ node once the first attempt has reached it, as HAProxy's checks do a few seconds
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import pytest
 from support import LOCALHOST, BrokerProcess, RedisServer, TcpProxy, add_rp, wait_until
@@ -44,12 +46,42 @@ async def taken_out_after_first_attempt(proxy: TcpProxy, hung: BrokerProcess, li
     proxy.set_backends([live.port])
 
 
-async def created(client: PushAuthClient, flow: str) -> tuple[RpChallenge, PendingSignIn | None]:
+async def created(
+    client: PushAuthClient, flow: str, *, supersede: bool = True
+) -> tuple[RpChallenge, PendingSignIn | None]:
     """A create by `flow`: create_challenge, or sign_in (the streamed one request)."""
     if flow == "sign_in":
-        pending = await client.sign_in("alice", CTX)
+        pending = await client.sign_in("alice", CTX, supersede=supersede)
         return pending.challenge, pending
-    return await client.create_challenge("alice", CTX), None
+    return await client.create_challenge("alice", CTX, supersede=supersede), None
+
+
+@dataclass
+class Rig:
+    live: BrokerProcess
+    hung: BrokerProcess
+    proxy: TcpProxy
+    direct: PushAuthClient  # to the live node
+    client: PushAuthClient  # through the proxy, answer_timeout 1 s
+    dev: Device  # alice's, online at the live node
+    keys: dict[str, bytes]
+
+
+@contextlib.asynccontextmanager
+async def rig(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], *, first: str
+) -> AsyncIterator[Rig]:
+    """A live and a hung node, the proxy sending new connections to the `first` one
+    ("hung" or "live"), and alice's device online at the live node."""
+    live, hung = nodes(redis_server, broker_factory)
+    rp = add_rp("Hung RP", redis_url=redis_server.url)
+    with TcpProxy([hung.port if first == "hung" else live.port]) as proxy:
+        async with (
+            PushAuthClient(live.http_url, rp["api_key"]) as direct,
+            PushAuthClient(f"http://{LOCALHOST}:{proxy.port}", rp["api_key"], answer_timeout=1.0) as client,
+        ):
+            dev = await online_device(direct, live.ws_url)
+            yield Rig(live, hung, proxy, direct, client, dev, await keys_of(direct, "alice"))
 
 
 async def approved(
@@ -74,22 +106,14 @@ async def approved(
 async def test_a_create_a_hung_node_holds_is_sent_again_and_approved(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], flow: str
 ) -> None:
-    live, hung = nodes(redis_server, broker_factory)
-    rp = add_rp("Hung RP", redis_url=redis_server.url)
-    with TcpProxy([hung.port]) as proxy:
-        async with (
-            PushAuthClient(live.http_url, rp["api_key"]) as direct,
-            PushAuthClient(f"http://{LOCALHOST}:{proxy.port}", rp["api_key"], answer_timeout=1.0) as client,
-        ):
-            dev = await online_device(direct, live.ws_url)
-            keys = await keys_of(direct, "alice")
-            balancer = asyncio.ensure_future(taken_out_after_first_attempt(proxy, hung, live))
-            challenge, pending = await created(client, flow)
-            await balancer
-            assert client.creates_sent_again >= 1
-            assert proxy.routed[(LOCALHOST, live.port)] >= 1
-            # Only the live node's challenge reaches the device: the hung one never ran.
-            await approved(dev, client, challenge, pending, keys)
+    async with rig(redis_server, broker_factory, first="hung") as r:
+        balancer = asyncio.ensure_future(taken_out_after_first_attempt(r.proxy, r.hung, r.live))
+        challenge, pending = await created(r.client, flow)
+        await balancer
+        assert r.client.creates_sent_again >= 1
+        assert r.proxy.routed[(LOCALHOST, r.live.port)] >= 1
+        # Only the live node's challenge reaches the device: the hung one never ran.
+        await approved(r.dev, r.client, challenge, pending, r.keys)
 
 
 @pytest.mark.parametrize("flow", ["create_challenge", "sign_in"])
@@ -99,33 +123,20 @@ async def test_a_create_that_keeps_other_prompts_is_sent_again_to_a_keyed_broker
     """With `supersede=False` a second create on an older broker would leave two prompts;
     this broker says RP API 1.2 (keyed creates), so the SDK sends it again all the same:
     the device gets the new prompt once, and the earlier one stays pending."""
-    live, hung = nodes(redis_server, broker_factory)
-    rp = add_rp("Hung RP", redis_url=redis_server.url)
-    with TcpProxy([live.port]) as proxy:
-        async with (
-            PushAuthClient(live.http_url, rp["api_key"]) as direct,
-            PushAuthClient(f"http://{LOCALHOST}:{proxy.port}", rp["api_key"], answer_timeout=1.0) as client,
-        ):
-            dev = await online_device(direct, live.ws_url)
-            keys = await keys_of(direct, "alice")
-            # The first such create reads the API version, at the live node.
-            earlier = await client.create_challenge("alice", CTX, supersede=False)
-            pushed = await dev.frame()
-            assert isinstance(pushed, Challenge) and pushed.ch == earlier.id
-            proxy.set_backends([hung.port])
-            proxy.drop_connections()  # the client's kept-alive connection to the live node too
-            balancer = asyncio.ensure_future(taken_out_after_first_attempt(proxy, hung, live))
-            if flow == "sign_in":
-                pending: PendingSignIn | None = await client.sign_in("alice", CTX, supersede=False)
-                assert pending is not None
-                challenge = pending.challenge
-            else:
-                challenge, pending = await client.create_challenge("alice", CTX, supersede=False), None
-            await balancer
-            assert client.creates_sent_again >= 1 and challenge.id != earlier.id
-            await approved(dev, client, challenge, pending, keys)
-            still = await direct.get_result(earlier, keys)
-            assert still.status is Status.PENDING
+    async with rig(redis_server, broker_factory, first="live") as r:
+        # The first such create reads the API version, at the live node.
+        earlier = await r.client.create_challenge("alice", CTX, supersede=False)
+        pushed = await r.dev.frame()
+        assert isinstance(pushed, Challenge) and pushed.ch == earlier.id
+        r.proxy.set_backends([r.hung.port])
+        r.proxy.drop_connections()  # the client's kept-alive connection to the live node too
+        balancer = asyncio.ensure_future(taken_out_after_first_attempt(r.proxy, r.hung, r.live))
+        challenge, pending = await created(r.client, flow, supersede=False)
+        await balancer
+        assert r.client.creates_sent_again >= 1 and challenge.id != earlier.id
+        await approved(r.dev, r.client, challenge, pending, r.keys)
+        still = await r.direct.get_result(earlier, r.keys)
+        assert still.status is Status.PENDING
 
 
 async def test_a_create_that_keeps_other_prompts_is_sent_once_when_the_version_is_unknown(
