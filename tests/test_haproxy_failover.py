@@ -14,17 +14,22 @@ Counts only, never timings: the one bound is the generous DEADLINE on waits.
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from support.failover import CONTEXT, Cluster, Fleet, Report, enroll_fleet, restore_redis, signins_around_stop
 from support.haproxy import SHIPPED, RenderError, frontends, haproxy_executable, render
 
 from protocol.challenge import Status
 from relying_party.sdk import PushAuthClient
+from relying_party.wire import b64encode
 
 RATE = 60  # sign-ins per second
 BEFORE_S, AFTER_S = 2.0, 4.0  # load before and after the signal
@@ -184,6 +189,72 @@ async def test_a_hung_node_s_keyed_create_is_sent_to_the_live_node(cluster: Clus
     assert len(creates) == len(creds) and all(a.status == 201 and a.server == "b" for a in creates), creates
     # Round robin sent some to the hung node first: those waited 2 s and were sent on.
     assert any(a.retries and a.redispatched for a in creates), creates
+
+
+async def test_a_stream_that_waits_longer_than_a_create_may_take_is_not_cut(cluster: Cluster) -> None:
+    """The 2 s server timeout is for plain creates only: a streamed create (keyed, and
+    without ?wait, so it may wait 60 s) whose result comes after more than 2 s of
+    silence gets it through HAProxy, in one response."""
+    assert cluster.haproxy is not None
+    (cred,) = await enroll_fleet(cluster, 1, "s")
+    fleet = Fleet(cluster.ws_url, [cred])
+    await fleet.start()
+    body = {"user": cred.user, "context": CONTEXT, "rp_nonce": b64encode(secrets.token_bytes(32))}
+    headers = {
+        "Authorization": f"Bearer {cluster.rp['api_key']}",
+        "Accept": "application/x-ndjson",
+        "Idempotency-Key": secrets.token_urlsafe(16),
+    }
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{cluster.url}/v1/challenges", json=body, headers=headers) as response,
+        ):
+            assert response.status == 201 and response.content_type == "application/x-ndjson"
+            challenge = json.loads(await response.content.readline())
+            # The person reads the number and types it in after 3 s: silence longer
+            # than a plain create may take.
+            await asyncio.sleep(3)
+            fleet.shown(challenge["id"], challenge["number"])
+            result = json.loads(await response.content.readline())
+            assert await response.content.read() == b""
+    finally:
+        await fleet.stop()
+    assert result["id"] == challenge["id"] and result["status"] == "approved", result
+
+
+async def test_a_long_poll_a_hung_node_holds_is_asked_of_the_live_node(cluster: Cluster) -> None:
+    """A long-poll (?wait=1) held by a hung node goes to another node after 1 + 2 s of
+    silence: reads are safe to repeat. Node a's checks are off here, so that HAProxy
+    keeps sending it requests (and the test knows some reach it) until it wakes."""
+    assert cluster.haproxy is not None
+    (cred,) = await enroll_fleet(cluster, 1, "p")
+    async with PushAuthClient(cluster.url, cluster.rp["api_key"]) as client:
+        challenge = await client.create_challenge(cred.user, CONTEXT)
+    log_from = len(cluster.haproxy.access_log())
+    headers = {"Authorization": f"Bearer {cluster.rp['api_key']}"}
+    cluster.haproxy.command("disable health api/a")
+    cluster.nodes["a"].kill(signal.SIGSTOP)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+
+            async def poll() -> tuple[int, dict[str, Any]]:
+                url = f"{cluster.url}/v1/challenges/{challenge.id}?wait=1"
+                async with http.get(url, headers=headers) as response:
+                    return response.status, await response.json()
+
+            answers = await asyncio.gather(*(poll() for _ in range(4)))
+    finally:
+        cluster.nodes["a"].kill(signal.SIGCONT)
+        cluster.haproxy.command("enable health api/a")
+        cluster.wait_node("a", "UP")
+    assert all(status == 200 and body["status"] == "pending" for status, body in answers), answers
+    polls = [
+        a for a in cluster.haproxy.access_log()[log_from:] if a.request.startswith("GET /v1/challenges/")
+    ]
+    assert len(polls) == 4 and all(a.status == 200 and a.server == "b" for a in polls), polls
+    # Round robin sent every other one to the hung node first.
+    assert sum(1 for a in polls if a.retries and a.redispatched) >= 1, polls
 
 
 def _assert_no_failure(report: Report) -> None:
