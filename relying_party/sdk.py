@@ -42,7 +42,14 @@ from protocol.numbers import DEFAULT_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
-from .errors import BadBrokerResponse, BrokerError, BrokerUnavailable, ServiceUnavailable, broker_error
+from .errors import (
+    BadBrokerResponse,
+    BrokerError,
+    BrokerUnavailable,
+    NotFound,
+    ServiceUnavailable,
+    broker_error,
+)
 from .models import (
     Challenge,
     Credential,
@@ -607,10 +614,12 @@ class PushAuthClient:
         if self._keyed_creates is None:
             try:
                 document = await self._call("GET", "/v1/openapi.json", timeout=self._answer_timeout)
-            except BrokerUnavailable:
-                return False  # not learned: send this create once, ask again next time
-            except (BrokerError, BadBrokerResponse):
+            except (NotFound, BadBrokerResponse):
                 document = None  # a broker without the document predates keyed creates
+            except (BrokerUnavailable, BrokerError):
+                # No answer, or one about this moment (429, 503, ...): not learned. This
+                # create is sent once; the next one asks again.
+                return False
             self._keyed_creates = (_api_version(document) or (0, 0)) >= KEYED_CREATES_SINCE
         return self._keyed_creates
 

@@ -650,16 +650,23 @@ async def test_a_create_that_keeps_other_prompts_is_sent_once_to_an_older_broker
     assert broker.asked("GET v1/openapi.json") == 1
 
 
-async def test_a_version_that_cannot_be_read_is_asked_again_next_time(broker: Scripted) -> None:
-    """A hung read of the document sends that create once (within the request timeout
-    still) and learns nothing: the next create that keeps other prompts reads it again."""
+@pytest.mark.parametrize("first", ["hangs", 429, 503, 401])
+async def test_a_version_that_cannot_be_read_is_asked_again_next_time(
+    broker: Scripted, first: str | int
+) -> None:
+    """A read of the document that gets no answer, or an answer about this moment (rate
+    limited, unavailable, a key being rotated), sends that create once (within the
+    request timeout still) and learns nothing: the next such create reads it again."""
     reads = 0
 
     async def document(request: web.Request) -> web.Response:
         nonlocal reads
         reads += 1
         if reads == 1:
-            await broker.released.wait()
+            if first == "hangs":
+                await broker.released.wait()
+            else:
+                return problem(int(first), None)
         return await openapi("1.2")(request)
 
     create = held_first(broker)
