@@ -581,20 +581,20 @@ def made(request_body: dict[str, Any], n: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def held_first(broker: Scripted) -> Handler:
+@dataclass
+class HeldFirst:
     """A create route whose first request is held until the test ends (a node that hangs
-    holding it); later ones make a challenge. Each records its Idempotency-Key."""
-    keys: list[str | None] = []
+    holding it); later ones make a challenge. `keys`: each request's Idempotency-Key."""
 
-    async def create(request: web.Request) -> web.Response:
-        keys.append(request.headers.get("Idempotency-Key"))
+    broker: Scripted
+    keys: list[str | None] = field(default_factory=list)
+
+    async def __call__(self, request: web.Request) -> web.Response:
+        self.keys.append(request.headers.get("Idempotency-Key"))
         body = await request.json()
-        if len(keys) == 1:
-            await broker.released.wait()
-        return web.json_response(made(body, len(keys)), status=201)
-
-    create.keys = keys  # type: ignore[attr-defined]
-    return create
+        if len(self.keys) == 1:
+            await self.broker.released.wait()
+        return web.json_response(made(body, len(self.keys)), status=201)
 
 
 def openapi(version: Any) -> Handler:
@@ -607,13 +607,13 @@ async def test_a_create_that_keeps_other_prompts_is_sent_again_to_a_keyed_broker
 ) -> None:
     """RP API 1.2 answers a create sent again with the challenge the first made, so even a
     create with supersede=False goes again, with the same key; the version is read once."""
-    create = held_first(broker)
+    create = HeldFirst(broker)
     broker.routes |= {"POST v1/challenges": create, "GET v1/openapi.json": openapi(version)}
     async with PushAuthClient(broker.url, "key", request_timeout=10, answer_timeout=1.5) as client:
         challenge = await client.create_challenge("alice", {"app": "Payroll"}, supersede=False)
         assert challenge.id == "ch_2" and client.creates_sent_again == 1
         await client.create_challenge("alice", supersede=False)
-    keys = create.keys  # type: ignore[attr-defined]
+    keys = create.keys
     assert len(keys) == 3 and keys[0] == keys[1] != keys[2]
     assert broker.asked("GET v1/openapi.json") == 1
 
@@ -636,7 +636,7 @@ async def test_a_create_that_keeps_other_prompts_is_sent_once_to_an_older_broker
 ) -> None:
     """Without keyed creates a second create would leave two prompts: one attempt, with the
     whole request timeout, and the version is not read again."""
-    create = held_first(broker)
+    create = HeldFirst(broker)
     broker.routes["POST v1/challenges"] = create
     if document is not None:
         broker.routes["GET v1/openapi.json"] = document
@@ -669,7 +669,7 @@ async def test_a_version_that_cannot_be_read_is_asked_again_next_time(
                 return problem(int(first), None)
         return await openapi("1.2")(request)
 
-    create = held_first(broker)
+    create = HeldFirst(broker)
     broker.routes |= {"POST v1/challenges": create, "GET v1/openapi.json": document}
     async with PushAuthClient(broker.url, "key", request_timeout=10, answer_timeout=1.5) as client:
         create.keys.append(None)  # the first create is not held
@@ -682,7 +682,7 @@ async def test_a_version_that_cannot_be_read_is_asked_again_next_time(
 
 
 async def test_creates_that_supersede_do_not_read_the_version(broker: Scripted) -> None:
-    create = held_first(broker)
+    create = HeldFirst(broker)
     broker.routes["POST v1/challenges"] = create
     async with PushAuthClient(broker.url, "key", request_timeout=10, answer_timeout=1.5) as client:
         challenge = await client.create_challenge("alice")
