@@ -3,7 +3,9 @@ killed (SIGKILL) or stopped (SIGTERM) under a steady sign-in load costs the RPs 
 5xx, every sign-in ends approved and verified by the SDK, and the devices that were on
 that node reconnect through HAProxy and answer the sign-ins after it. A node cut off
 from Redis costs no 5xx either (its 503s are sent to the other node), and every
-sign-in after HAProxy took it out is approved.
+sign-in after HAProxy took it out is approved. What a hung node (SIGSTOP) holds is sent
+to the live node: a keyed create after 2 s, a long-poll after its wait + 2 s or when
+HAProxy's checks take the node out, whichever comes first.
 
 The config is the shipped file rendered for loopback (support/haproxy.py: bind,
 server addresses, log target, stats socket); the load and the counting are
@@ -24,7 +26,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import wait_until
+from support import DEADLINE, wait_until
 from support.failover import CONTEXT, Cluster, Fleet, Report, enroll_fleet, restore_redis, signins_around_stop
 from support.haproxy import SHIPPED, AccessLine, RenderError, frontends, haproxy_executable, render
 
@@ -248,6 +250,41 @@ async def test_a_long_poll_a_hung_node_holds_is_asked_of_the_live_node(cluster: 
     assert all(a.status == 200 and a.server == "b" for a in polls), polls
     # Round robin sent every other one to the hung node first.
     assert sum(1 for a in polls if a.retries and a.redispatched) >= 1, polls
+
+
+async def test_what_a_hung_node_holds_is_sent_on_when_it_is_taken_out(cluster: Cluster) -> None:
+    """Long-polls (?wait=40: a server timeout of 42 s) held by a SIGSTOPped node are
+    cut when HAProxy's checks take it out (`on-marked-down shutdown-sessions`) and sent
+    to the live node, which answers them when the challenge ends (cancelled here, once
+    the node is out): well before the client's DEADLINE, where without the cut they
+    would wait the 42 s."""
+    assert cluster.haproxy is not None
+    (cred,) = await enroll_fleet(cluster, 1, "c")
+    async with PushAuthClient(cluster.url, cluster.rp["api_key"]) as client:
+        challenge = await client.create_challenge(cred.user, CONTEXT)
+        log_from = len(cluster.haproxy.access_log())
+        headers = {"Authorization": f"Bearer {cluster.rp['api_key']}"}
+        cluster.nodes["a"].kill(signal.SIGSTOP)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as http:
+
+                async def poll() -> tuple[int, dict[str, Any]]:
+                    url = f"{cluster.url}/v1/challenges/{challenge.id}?wait=40"
+                    async with http.get(url, headers=headers) as response:
+                        return response.status, await response.json()
+
+                # Round robin sends every other one to the hung node, before its checks fail.
+                polls = [asyncio.create_task(poll()) for _ in range(4)]
+                await asyncio.to_thread(cluster.wait_node, "a", "DOWN")
+                assert await client.cancel_challenge(challenge)
+                answers = await asyncio.gather(*polls)
+        finally:
+            cluster.nodes["a"].kill(signal.SIGCONT)
+            cluster.wait_node("a", "UP")
+    assert all(status == 200 and body["status"] == "cancelled" for status, body in answers), answers
+    logged = _logged(cluster, log_from, "GET /v1/challenges/", len(answers))
+    assert all(a.status == 200 and a.server == "b" for a in logged), logged
+    assert sum(1 for a in logged if a.retries and a.redispatched) >= 1, logged
 
 
 def _logged(cluster: Cluster, log_from: int, request: str, count: int) -> list[AccessLine]:
