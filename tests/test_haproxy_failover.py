@@ -20,6 +20,7 @@ import json
 import secrets
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,27 @@ from typing import Any
 import aiohttp
 import pytest
 from support import DEADLINE, wait_until
-from support.failover import CONTEXT, Cluster, Fleet, Report, enroll_fleet, restore_redis, signins_around_stop
-from support.haproxy import SHIPPED, AccessLine, RenderError, frontends, haproxy_executable, render
+from support.failover import (
+    CONTEXT,
+    FRONTEND,
+    Cluster,
+    Fleet,
+    Report,
+    enroll_fleet,
+    restore_redis,
+    signins_around_stop,
+    wait_async,
+)
+from support.haproxy import (
+    SHIPPED,
+    AccessLine,
+    HAProxyProcess,
+    RenderError,
+    frontends,
+    haproxy_executable,
+    render,
+)
+from support.ports import LOCALHOST, free_port
 
 from protocol.challenge import MIN_TTL_S, Status
 from relying_party.sdk import PushAuthClient
@@ -88,6 +108,12 @@ def test_render_refuses_a_config_it_cannot_map(tmp_path: Path) -> None:
         render(text, binds={"pushauth": 20000}, servers={"a": "x:1", "b": "x:2"}, stats_socket=socket)
     with pytest.raises(RenderError, match="'b'"):  # a server the test has no node for
         render(text, binds=dict.fromkeys(frontends(text), 1), servers={"a": "x:1"}, stats_socket=socket)
+    binds, servers = dict.fromkeys(frontends(text), 1), {"a": "x:1", "b": "x:2"}
+    shorter = render(text, binds=binds, servers=servers, stats_socket=socket, hard_stop_after="2s")
+    assert "    hard-stop-after 2s" in shorter.splitlines()
+    without = "\n".join(line for line in text.splitlines() if "hard-stop-after" not in line)
+    with pytest.raises(RenderError, match="hard-stop-after"):  # a shorter time asked of a file without one
+        render(without, binds=binds, servers=servers, stats_socket=socket, hard_stop_after="2s")
 
 
 async def test_a_killed_node_costs_no_5xx(cluster: Cluster) -> None:
@@ -285,6 +311,55 @@ async def test_what_a_hung_node_holds_is_sent_on_when_it_is_taken_out(cluster: C
     logged = _logged(cluster, log_from, "GET /v1/challenges/", len(answers))
     assert all(a.status == 200 and a.server == "b" for a in logged), logged
     assert sum(1 for a in logged if a.retries and a.redispatched) >= 1, logged
+
+
+async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster, tmp_path: Path) -> None:
+    """`systemctl reload haproxy` (SIGUSR2 to the master of a -W HAProxy): the old
+    worker keeps its device WebSockets only until `hard-stop-after` (2 s here, the
+    shipped file's 2 minutes rendered shorter), then exits; its devices reconnect
+    through the new worker and approve sign-ins there. Without the setting the pinged
+    WebSockets would keep the old worker for good."""
+    text = SHIPPED.read_text()
+    lb = HAProxyProcess(
+        log_dir=tmp_path,
+        config=text,
+        binds={name: free_port() for name in frontends(text)},
+        servers={name: f"{LOCALHOST}:{node.port}" for name, node in cluster.nodes.items()},
+        name="haproxy-reload",
+        master_worker=True,
+        hard_stop_after="2s",
+    ).start()
+    fleet: Fleet | None = None
+    try:
+        for name in cluster.nodes:
+            lb.wait_status("api", name, "UP")
+        creds = await enroll_fleet(cluster, 4, "r")
+        fleet = Fleet(lb.url(FRONTEND).replace("http://", "ws://") + "/v1/device", creds)
+        await fleet.start()
+        (old,) = lb.workers()
+        reloaded = time.monotonic()
+        lb.reload()
+        await asyncio.to_thread(
+            wait_until,
+            lambda: old not in lb.workers() and len(lb.workers()) == 1,
+            message=lambda: f"the old worker {old} gone, one worker left: {lb.workers()}",
+        )
+        devices = list(fleet.devices.values())
+        await wait_async(
+            lambda: all(d.drops and d.drops[-1] > reloaded and d.welcomes[-1] > d.drops[-1] for d in devices),
+            "every device dropped by the old worker and back through the new one",
+        )
+        async with PushAuthClient(lb.url(FRONTEND), cluster.rp["api_key"]) as client:
+            made = [await client.create_challenge(c.user, CONTEXT) for c in creds]
+            for challenge in made:
+                fleet.shown(challenge.id, challenge.number)
+            keys = {c.cid: c.public_key for c in creds}
+            results = await asyncio.gather(*(client.wait_result(ch, keys, timeout=DEADLINE) for ch in made))
+        assert [r.status for r in results] == [Status.APPROVED] * len(creds)
+    finally:
+        if fleet is not None:
+            await fleet.stop()
+        lb.cleanup()
 
 
 def _logged(cluster: Cluster, log_from: int, request: str, count: int) -> list[AccessLine]:

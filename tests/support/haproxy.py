@@ -10,7 +10,9 @@ a production host and keeps every other line as written:
   older config: the measurements of docs/performance.md run one);
 - `user`, `group`, `chroot`, `daemon` and `pidfile` in `global` are dropped, and its
   `maxconn` lowered to TEST_MAXCONN: haproxy refuses to start when it cannot raise its
-  open-file limit to twice that, and a test process here may hold at most 20,000.
+  open-file limit to twice that, and a test process here may hold at most 20,000;
+- `hard-stop-after` in `global`, when a test asks, gets the test's shorter time (a
+  reload test cannot wait the shipped minutes).
 
 A line the renderer needs but does not find (a frontend without a port, a server
 without an address) is an error, so the file and the test cannot drift apart.
@@ -22,6 +24,7 @@ import csv
 import io
 import re
 import shutil
+import signal
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,13 +53,21 @@ def haproxy_executable() -> str:
     return found
 
 
-def render(text: str, *, binds: Mapping[str, int], servers: Mapping[str, str], stats_socket: Path) -> str:
+def render(
+    text: str,
+    *,
+    binds: Mapping[str, int],
+    servers: Mapping[str, str],
+    stats_socket: Path,
+    hard_stop_after: str | None = None,
+) -> str:
     """The loopback variant of a config (see the module's docstring)."""
     out: list[str] = []
     section, name = "", ""
     bound: set[str] = set()
     placed: set[str] = set()
     has_socket = False
+    hard_stop_set = False
     for line in text.splitlines():
         words = line.split()
         if not words or words[0].startswith("#"):  # blank or a comment, wherever it starts
@@ -75,6 +86,9 @@ def render(text: str, *, binds: Mapping[str, int], servers: Mapping[str, str], s
             out.append(f"    maxconn {min(int(words[1]), TEST_MAXCONN)}")
         elif section == "global" and keyword == "log":
             out.append("    log stdout format raw local0")
+        elif section == "global" and keyword == "hard-stop-after" and hard_stop_after is not None:
+            out.append(f"    hard-stop-after {hard_stop_after}")
+            hard_stop_set = True
         elif section == "global" and words[:2] == ["stats", "socket"]:
             out.append(f"    stats socket {stats_socket} mode 600 level admin")
             has_socket = True
@@ -96,6 +110,8 @@ def render(text: str, *, binds: Mapping[str, int], servers: Mapping[str, str], s
         raise RenderError(f"the config has no frontend {sorted(missing)}")
     if missing := set(servers) - placed:
         raise RenderError(f"the config has no server {sorted(missing)}")
+    if hard_stop_after is not None and not hard_stop_set:
+        raise RenderError("the config has no hard-stop-after in global")
     if not has_socket:
         at = next(i for i, line in enumerate(out) if line.split()[:1] == ["global"])
         out.insert(at + 1, f"    stats socket {stats_socket} mode 600 level admin")
@@ -146,7 +162,9 @@ def parse_access_log(text: str) -> list[AccessLine]:
 
 
 class HAProxyProcess(ManagedProcess):
-    """haproxy in the foreground (-db) on a rendered config; its log on stdout."""
+    """haproxy in the foreground (-db) on a rendered config; its log on stdout. With
+    `master_worker`, as systemd runs it (-W): a master that `reload()` tells to start a
+    new worker on the file while the old one finishes what it holds (a soft stop)."""
 
     def __init__(
         self,
@@ -156,16 +174,24 @@ class HAProxyProcess(ManagedProcess):
         binds: Mapping[str, int],
         servers: Mapping[str, str],
         name: str = "haproxy",
+        master_worker: bool = False,
+        hard_stop_after: str | None = None,
     ) -> None:
         self.binds = dict(binds)
         self.socket_path = Path(log_dir) / f"{name}.sock"
         self.config_path = Path(log_dir) / f"{name}.cfg"
         Path(log_dir).mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            render(config, binds=binds, servers=servers, stats_socket=self.socket_path)
+            render(
+                config,
+                binds=binds,
+                servers=servers,
+                stats_socket=self.socket_path,
+                hard_stop_after=hard_stop_after,
+            )
         )
         super().__init__(
-            [haproxy_executable(), "-db", "-f", str(self.config_path)],
+            [haproxy_executable(), *(["-W"] if master_worker else []), "-db", "-f", str(self.config_path)],
             log_dir=log_dir,
             name=name,
             ready=lambda _proc: (
@@ -176,6 +202,22 @@ class HAProxyProcess(ManagedProcess):
 
     def url(self, frontend: str) -> str:
         return f"http://{LOCALHOST}:{self.binds[frontend]}"
+
+    def reload(self) -> None:
+        """`systemctl reload haproxy`: SIGUSR2 to the master (master_worker only)."""
+        self.send_signal(signal.SIGUSR2)
+
+    def workers(self) -> set[int]:
+        """PIDs of the master's worker processes (master_worker only)."""
+        found = set()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if int(fields[1]) == self.pid:  # the parent's PID, after the state
+                found.add(int(stat.parent.name))
+        return found
 
     def command(self, line: str) -> str:
         """One command on the stats socket (the runtime API), its answer."""
