@@ -21,6 +21,7 @@ import secrets
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from support.failover import (
     FRONTEND,
     Cluster,
     Fleet,
+    Load,
     Report,
     enroll_fleet,
     restore_redis,
@@ -314,10 +316,11 @@ async def test_what_a_hung_node_holds_is_sent_on_when_it_is_taken_out(cluster: C
 
 
 async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster, tmp_path: Path) -> None:
-    """`systemctl reload haproxy` (SIGUSR2 to the master of a -W HAProxy): the old
-    worker keeps its device WebSockets only until `hard-stop-after` (2 s here, the
-    shipped file's 2 minutes rendered shorter), then exits; its devices reconnect
-    through the new worker and approve sign-ins there. Without the setting the pinged
+    """`systemctl reload haproxy` (SIGUSR2 to the master of a -W HAProxy) under a steady
+    sign-in load: the old worker keeps its device WebSockets only until
+    `hard-stop-after` (2 s here, the shipped file's 2 minutes rendered shorter), then
+    exits; its devices reconnect through the new worker, and every sign-in, those in
+    flight across the reload too, ends approved. Without the setting the pinged
     WebSockets would keep the old worker for good."""
     text = SHIPPED.read_text()
     lb = HAProxyProcess(
@@ -330,33 +333,47 @@ async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster, tmp_path:
         hard_stop_after="2s",
     ).start()
     fleet: Fleet | None = None
+    load: Load | None = None
     try:
         for name in cluster.nodes:
             lb.wait_status("api", name, "UP")
-        creds = await enroll_fleet(cluster, 4, "r")
+        creds = await enroll_fleet(cluster, 20, "r")
         fleet = Fleet(lb.url(FRONTEND).replace("http://", "ws://") + "/v1/device", creds)
         await fleet.start()
         (old,) = lb.workers()
-        reloaded = time.monotonic()
-        lb.reload()
-        await asyncio.to_thread(
-            wait_until,
-            lambda: old not in lb.workers() and len(lb.workers()) == 1,
-            message=lambda: f"the old worker {old} gone, one worker left: {lb.workers()}",
-        )
+        reloaded = 0.0
+
+        def reload() -> None:
+            nonlocal reloaded
+            reloaded = time.monotonic()
+            lb.reload()
+            wait_until(
+                lambda: old not in lb.workers() and len(lb.workers()) == 1,
+                message=lambda: f"the old worker {old} gone, one worker left: {lb.workers()}",
+            )
+
+        load = Load(lb.url(FRONTEND), cluster.rp["api_key"], fleet)
+        await load.run(RATE / 2, BEFORE_S + AFTER_S, at=BEFORE_S, action=reload)
         devices = list(fleet.devices.values())
         await wait_async(
             lambda: all(d.drops and d.drops[-1] > reloaded and d.welcomes[-1] > d.drops[-1] for d in devices),
             "every device dropped by the old worker and back through the new one",
         )
-        async with PushAuthClient(lb.url(FRONTEND), cluster.rp["api_key"]) as client:
-            made = [await client.create_challenge(c.user, CONTEXT) for c in creds]
-            for challenge in made:
-                fleet.shown(challenge.id, challenge.number)
-            keys = {c.cid: c.public_key for c in creds}
-            results = await asyncio.gather(*(client.wait_result(ch, keys, timeout=DEADLINE) for ch in made))
+        outcomes = Counter(r.outcome for r in load.results)
+        assert outcomes == {"approved": len(load.results)}, [
+            r for r in load.results if r.outcome != "approved"
+        ]
+        assert any(r.started < reloaded < r.ended for r in load.results), "no sign-in spanned the reload"
+        # And once back, each device approves a sign-in through the new worker.
+        made = [await load.client.create_challenge(c.user, CONTEXT) for c in creds]
+        for challenge in made:
+            fleet.shown(challenge.id, challenge.number)
+        keys = {c.cid: c.public_key for c in creds}
+        results = await asyncio.gather(*(load.client.wait_result(ch, keys, timeout=DEADLINE) for ch in made))
         assert [r.status for r in results] == [Status.APPROVED] * len(creds)
     finally:
+        if load is not None:
+            await load.close()
         if fleet is not None:
             await fleet.stop()
         lb.cleanup()
