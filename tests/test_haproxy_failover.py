@@ -337,7 +337,7 @@ async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster, tmp_path:
     try:
         for name in cluster.nodes:
             lb.wait_status("api", name, "UP")
-        creds = await enroll_fleet(cluster, 20, "r")
+        creds = await enroll_fleet(cluster, 20, "l")
         fleet = Fleet(lb.url(FRONTEND).replace("http://", "ws://") + "/v1/device", creds)
         await fleet.start()
         (old,) = lb.workers()
