@@ -257,27 +257,17 @@ async def test_a_long_poll_a_hung_node_holds_is_asked_of_the_live_node(cluster: 
     async with PushAuthClient(cluster.url, cluster.rp["api_key"]) as client:
         challenge = await client.create_challenge(cred.user, CONTEXT)
     log_from = len(cluster.haproxy.access_log())
-    headers = {"Authorization": f"Bearer {cluster.rp['api_key']}"}
     cluster.haproxy.command("disable health api/a")
     cluster.nodes["a"].kill(signal.SIGSTOP)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-
-            async def poll() -> tuple[int, dict[str, Any]]:
-                url = f"{cluster.url}/v1/challenges/{challenge.id}?wait=1"
-                async with http.get(url, headers=headers) as response:
-                    return response.status, await response.json()
-
-            answers = await asyncio.gather(*(poll() for _ in range(4)))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as http:
+            answers = await asyncio.gather(*(_long_poll(http, cluster, challenge.id, 1) for _ in range(4)))
     finally:
         cluster.nodes["a"].kill(signal.SIGCONT)
         cluster.haproxy.command("enable health api/a")
         cluster.wait_node("a", "UP")
     assert all(status == 200 and body["status"] == "pending" for status, body in answers), answers
-    polls = _logged(cluster, log_from, "GET /v1/challenges/", len(answers))
-    assert all(a.status == 200 and a.server == "b" for a in polls), polls
-    # Round robin sent every other one to the hung node first.
-    assert sum(1 for a in polls if a.retries and a.redispatched) >= 1, polls
+    _assert_polls_answered_by_b(cluster, log_from, len(answers))
 
 
 async def test_what_a_hung_node_holds_is_sent_on_when_it_is_taken_out(cluster: Cluster) -> None:
@@ -291,18 +281,11 @@ async def test_what_a_hung_node_holds_is_sent_on_when_it_is_taken_out(cluster: C
     async with PushAuthClient(cluster.url, cluster.rp["api_key"]) as client:
         challenge = await client.create_challenge(cred.user, CONTEXT)
         log_from = len(cluster.haproxy.access_log())
-        headers = {"Authorization": f"Bearer {cluster.rp['api_key']}"}
         cluster.nodes["a"].kill(signal.SIGSTOP)
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=DEADLINE)) as http:
-
-                async def poll() -> tuple[int, dict[str, Any]]:
-                    url = f"{cluster.url}/v1/challenges/{challenge.id}?wait=40"
-                    async with http.get(url, headers=headers) as response:
-                        return response.status, await response.json()
-
                 # Round robin sends every other one to the hung node, before its checks fail.
-                polls = [asyncio.create_task(poll()) for _ in range(4)]
+                polls = [asyncio.create_task(_long_poll(http, cluster, challenge.id, 40)) for _ in range(4)]
                 await asyncio.to_thread(cluster.wait_node, "a", "DOWN")
                 assert await client.cancel_challenge(challenge)
                 answers = await asyncio.gather(*polls)
@@ -310,9 +293,7 @@ async def test_what_a_hung_node_holds_is_sent_on_when_it_is_taken_out(cluster: C
             cluster.nodes["a"].kill(signal.SIGCONT)
             cluster.wait_node("a", "UP")
     assert all(status == 200 and body["status"] == "cancelled" for status, body in answers), answers
-    logged = _logged(cluster, log_from, "GET /v1/challenges/", len(answers))
-    assert all(a.status == 200 and a.server == "b" for a in logged), logged
-    assert sum(1 for a in logged if a.retries and a.redispatched) >= 1, logged
+    _assert_polls_answered_by_b(cluster, log_from, len(answers))
 
 
 async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster, tmp_path: Path) -> None:
@@ -378,6 +359,23 @@ async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster, tmp_path:
         if fleet is not None:
             await fleet.stop()
         lb.cleanup()
+
+
+async def _long_poll(
+    http: aiohttp.ClientSession, cluster: Cluster, challenge_id: str, wait: int
+) -> tuple[int, dict[str, Any]]:
+    """One GET /v1/challenges/{id}?wait=N through HAProxy: its status and body."""
+    url = f"{cluster.url}/v1/challenges/{challenge_id}?wait={wait}"
+    async with http.get(url, headers={"Authorization": f"Bearer {cluster.rp['api_key']}"}) as response:
+        return response.status, await response.json()
+
+
+def _assert_polls_answered_by_b(cluster: Cluster, log_from: int, count: int) -> None:
+    """The `count` long-polls since `log_from` were all answered by node b, and round
+    robin had sent at least one of them to the hung node a first."""
+    polls = _logged(cluster, log_from, "GET /v1/challenges/", count)
+    assert all(a.status == 200 and a.server == "b" for a in polls), polls
+    assert sum(1 for a in polls if a.retries and a.redispatched) >= 1, polls
 
 
 def _logged(cluster: Cluster, log_from: int, request: str, count: int) -> list[AccessLine]:
