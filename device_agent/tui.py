@@ -11,13 +11,15 @@ same Listener as `listen` (listen.py); only the asking and printing differ.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
+from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, Static
 
 from protocol.frames import Decision, NoticeDecision
@@ -29,6 +31,7 @@ from .listen import Listener, Question, Request
 from .store import ACTION_REQUIRED, REVOKED, AccountStore, StoreError
 
 REFRESH_S = 1.0
+W = TypeVar("W", bound=Widget)
 
 
 class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
@@ -245,8 +248,19 @@ class AgentApp(App[int]):
 
     # -- the account list ---------------------------------------------------------------
 
+    def _main_widget(self, selector: str, kind: type[W]) -> W | None:
+        """A widget of the main screen, or None once the app is closing: Textual removes
+        the widgets before the refresh timer's last tick or a link's last event (as its
+        WebSocket closes) is done with, and neither may crash the exit."""
+        try:
+            return self.query_one(selector, kind)
+        except NoMatches:
+            return None
+
     def refresh_accounts(self) -> None:
-        table = self.query_one("#accounts", DataTable)
+        table = self._main_widget("#accounts", DataTable)
+        if table is None:
+            return
         try:
             entries = self.store.entries()
         except StoreError as exc:
@@ -273,7 +287,9 @@ class AgentApp(App[int]):
             table.add_row(*(Text(shown(cell)) for cell in row))
 
     def log_line(self, text: str) -> None:
-        self.query_one("#events", Log).write_line(shown_lines(text))
+        events = self._main_widget("#events", Log)
+        if events is not None:
+            events.write_line(shown_lines(text))
 
     # -- sign-in requests -----------------------------------------------------------------
 

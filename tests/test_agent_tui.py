@@ -193,3 +193,17 @@ async def test_was_this_you_dialog_later_then_no_revokes_the_new_device(
             assert time.monotonic() < deadline, "the new credential to be revoked"
             await pilot.pause(0.1)
         assert (await client.push_block("alice"))["muted_until"] is not None
+
+
+async def test_the_refresh_tick_and_a_last_link_event_after_the_app_closed_do_not_crash_it(
+    tmp_path: Path,
+) -> None:
+    """Textual removes the main screen's widgets while the app closes; the account
+    refresh timer can still tick, and a closing link still report, after that. Both
+    then do nothing (they raised NoMatches, which ended the app with a traceback)."""
+    app = AgentApp(AccountStore(tmp_path / "phone"))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: bool(app.query("#accounts")), "the account list")
+    assert not app.query("#accounts")  # closed: its widgets are gone
+    app.refresh_accounts()
+    app.log_line("disconnected")
