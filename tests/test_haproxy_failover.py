@@ -36,6 +36,7 @@ from support.failover import (
     Fleet,
     Load,
     Report,
+    device_url,
     enroll_fleet,
     restore_redis,
     signins_around_stop,
@@ -44,13 +45,11 @@ from support.failover import (
 from support.haproxy import (
     SHIPPED,
     AccessLine,
-    HAProxyProcess,
     RenderError,
     frontends,
     haproxy_executable,
     render,
 )
-from support.ports import LOCALHOST, free_port
 
 from protocol.challenge import MIN_TTL_S, Status
 from relying_party.sdk import PushAuthClient
@@ -296,30 +295,21 @@ async def test_what_a_hung_node_holds_is_sent_on_when_it_is_taken_out(cluster: C
     _assert_polls_answered_by_b(cluster, log_from, len(answers))
 
 
-async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster, tmp_path: Path) -> None:
+async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster) -> None:
     """`systemctl reload haproxy` (SIGUSR2 to the master of a -W HAProxy) under a steady
     sign-in load: the old worker keeps its device WebSockets only until
     `hard-stop-after` (2 s here, the shipped file's 2 minutes rendered shorter), then
     exits; its devices reconnect through the new worker, and every sign-in, before,
     during and after the reload, ends approved. Without the setting the pinged
     WebSockets would keep the old worker for good."""
-    text = SHIPPED.read_text()
-    lb = HAProxyProcess(
-        log_dir=tmp_path,
-        config=text,
-        binds={name: free_port() for name in frontends(text)},
-        servers={name: f"{LOCALHOST}:{node.port}" for name, node in cluster.nodes.items()},
-        name="haproxy-reload",
-        master_worker=True,
-        hard_stop_after="2s",
-    ).start()
+    lb = cluster.balancer("haproxy-reload", master_worker=True, hard_stop_after="2s").start()
     fleet: Fleet | None = None
     load: Load | None = None
     try:
         for name in cluster.nodes:
             lb.wait_status("api", name, "UP")
         creds = await enroll_fleet(cluster, 20, "l")
-        fleet = Fleet(lb.url(FRONTEND).replace("http://", "ws://") + "/v1/device", creds)
+        fleet = Fleet(device_url(lb.url(FRONTEND)), creds)
         await fleet.start()
         (old,) = lb.workers()
         reloaded = 0.0

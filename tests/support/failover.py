@@ -96,12 +96,7 @@ class Cluster:
             )
         for node in self.nodes.values():  # started one after another: ports are claimed first
             node.start()
-        self.haproxy = HAProxyProcess(
-            log_dir=self.directory,
-            config=self.config,
-            binds={name: free_port() for name in frontends(self.config)},
-            servers={name: f"{LOCALHOST}:{node.port}" for name, node in self.nodes.items()},
-        ).start()
+        self.haproxy = self.balancer().start()
         for name in self.names:
             self.wait_node(name, "UP")
         self.rp = add_rp("Failover test", redis_url=self.redis.url)
@@ -110,6 +105,18 @@ class Cluster:
         set_policy(self.rp["id"], "--max-pushes-per-minute", "10000", redis_url=self.redis.url)
         return self
 
+    def balancer(self, name: str = "haproxy", **options: Any) -> HAProxyProcess:
+        """An HAProxy (not started) on this cluster's config and nodes, on ports of its
+        own; `options` as HAProxyProcess takes them (say, master_worker)."""
+        return HAProxyProcess(
+            log_dir=self.directory,
+            config=self.config,
+            binds={frontend: free_port() for frontend in frontends(self.config)},
+            servers={node_name: f"{LOCALHOST}:{node.port}" for node_name, node in self.nodes.items()},
+            name=name,
+            **options,
+        )
+
     @property
     def url(self) -> str:
         assert self.haproxy is not None
@@ -117,7 +124,7 @@ class Cluster:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/v1/device"
+        return device_url(self.url)
 
     def wait_node(self, name: str, status: str, timeout: float = DEADLINE) -> None:
         """Wait until HAProxy shows every server named `name` (in each backend) as `status`."""
@@ -143,6 +150,11 @@ class Cluster:
 
 
 # -- devices ----------------------------------------------------------------------
+
+
+def device_url(http_url: str) -> str:
+    """The device WebSocket URL behind the balancer at `http_url`."""
+    return http_url.replace("http://", "ws://") + "/v1/device"
 
 
 @dataclass
