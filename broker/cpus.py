@@ -17,6 +17,7 @@ runs on the list's (I mod len)-th CPU alone (broker/workers.py), as HAProxy's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 
@@ -62,35 +63,46 @@ def for_worker(cpus: tuple[int, ...], index: int) -> tuple[int, ...]:
     return (cpus[index % len(cpus)],)
 
 
-def check(cpus: tuple[int, ...]) -> None:
+def check(cpus: tuple[int, ...], option: str = "--cpus") -> None:
     """Refuse a list this process could not run on, before anything starts: each CPU is
     tried on the calling thread, whose own mask is then put back."""
     if not hasattr(os, "sched_setaffinity"):
-        raise CpusError("--cpus needs Linux (sched_setaffinity)")
+        raise CpusError(f"{option} needs Linux (sched_setaffinity)")
     present = os.cpu_count() or 1
     missing = [c for c in cpus if c >= present]
     if missing:
-        raise CpusError(f"--cpus: CPU {missing[0]} does not exist here (CPUs 0-{present - 1})")
+        raise CpusError(f"{option}: CPU {missing[0]} does not exist here (CPUs 0-{present - 1})")
     before = os.sched_getaffinity(0)
     try:
         for cpu in cpus:
             try:
                 os.sched_setaffinity(0, (cpu,))
             except OSError as exc:  # EINVAL: outside this process's cpuset (cgroup)
-                raise CpusError(f"--cpus: CPU {cpu} cannot be used here: {exc.strerror}") from None
+                raise CpusError(f"{option}: CPU {cpu} cannot be used here: {exc.strerror}") from None
     finally:
         os.sched_setaffinity(0, before)
 
 
-def pin(cpus: tuple[int, ...]) -> None:
-    """Run every thread of this process (and what it starts later) on `cpus` only."""
-    check(cpus)
+def pin(cpus: tuple[int, ...], pid: int | None = None, option: str = "--cpus") -> None:
+    """Run every thread of process `pid` (default: this one), and the threads and
+    processes it starts later, on `cpus` only."""
+    check(cpus, option)
     # One call sets one thread's mask: every thread there is now, then the new ones
     # inherit it from the thread that starts them.
-    for tid in os.listdir("/proc/self/task"):
+    for tid in os.listdir(f"/proc/{'self' if pid is None else pid}/task"):
         try:
             os.sched_setaffinity(int(tid), cpus)
         except ProcessLookupError:  # the thread ended meanwhile
             continue
         except OSError as exc:
-            raise CpusError(f"--cpus {format_cpus(cpus)}: {exc.strerror}") from None
+            raise CpusError(f"{option} {format_cpus(cpus)}: {exc.strerror}") from None
+
+
+def cpus_of(pid: int) -> tuple[int, ...]:
+    """The CPUs a process's threads may run on (the union of their masks), read from the
+    kernel: what a run records is where its processes were, not what was asked."""
+    cpus: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+            cpus |= os.sched_getaffinity(int(tid))
+    return tuple(sorted(cpus))

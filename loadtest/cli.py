@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
-from broker.cpus import CpusError, cpu_list_arg, format_cpus, pin
+from broker.cpus import CpusError, check, cpu_list_arg, format_cpus, pin
 
 from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
 from .report import idle_table, signin_table, write_json, write_png
@@ -34,6 +34,7 @@ examples:
   pushauth-loadtest flows --rate 200 --duration 30 --rounds 2          # two- vs one-request RP
   pushauth-loadtest signin --rate 200 --duration 30 --redis-cluster         # on a Redis Cluster
   pushauth-loadtest signin --rate 200 --duration 30 --broker-cpus 1   # broker on a core of its own
+  pushauth-loadtest signin --rate 200 --duration 30 --broker-cpus 1 --redis-cpus 1  # ... with its Redis
   pushauth-loadtest crossnode --rate 200 --duration 30
   pushauth-loadtest routing --nodes 1,2,4,8 --rate 100 --duration 10  # messages per sign-in
   pushauth-loadtest idle --devices 18000 --workers 4
@@ -58,18 +59,34 @@ def _positive(kind: type, lo: float, hi: float) -> Any:
 
 
 def place(args: argparse.Namespace) -> dict[str, str] | None:
-    """--broker-cpus: pin this process, so the generator workers and the Redis it starts
-    inherit the other CPUs, and have each broker node pin itself to the list."""
-    if not args.broker_cpus:
+    """--broker-cpus: pin this process, so the generator workers (and the Redis it starts,
+    unless --redis-cpus) inherit the other CPUs, and have each broker node pin itself to
+    the list. --redis-cpus: checked here, applied by Cluster once its Redis runs."""
+    if not (args.broker_cpus or args.redis_cpus):
         return None
+    if args.redis_cpus and (getattr(args, "redis_url", None) or getattr(args, "broker_url", None)):
+        raise ValueError("--redis-cpus needs a Redis the tester starts (not --redis-url, --broker-url)")
     if not hasattr(os, "sched_getaffinity"):
-        raise ValueError("--broker-cpus needs Linux (sched_setaffinity)")
-    others = tuple(sorted(os.sched_getaffinity(0) - set(args.broker_cpus)))
-    if not others:
-        raise ValueError("--broker-cpus leaves no CPU for the load generator")
-    pin(others)
-    args.broker_option = [*args.broker_option, f"--cpus={format_cpus(args.broker_cpus)}"]
-    return {"broker": format_cpus(args.broker_cpus), "generator_and_redis": format_cpus(others)}
+        raise ValueError("--broker-cpus and --redis-cpus need Linux (sched_setaffinity)")
+    generator = tuple(sorted(os.sched_getaffinity(0)))
+    if args.broker_cpus:
+        generator = tuple(c for c in generator if c not in args.broker_cpus)
+        if not generator:
+            raise ValueError("--broker-cpus leaves no CPU for the load generator")
+        pin(generator)
+        args.broker_option = [*args.broker_option, f"--cpus={format_cpus(args.broker_cpus)}"]
+    if args.redis_cpus:
+        check(args.redis_cpus, "--redis-cpus")
+    return {
+        "broker": format_cpus(args.broker_cpus) if args.broker_cpus else "any",
+        "generator": format_cpus(generator),
+        "redis": format_cpus(args.redis_cpus or generator),
+    }
+
+
+def _cluster(args: argparse.Namespace, workdir: Path, **kwargs: Any) -> Cluster:
+    """The processes under test, started with the options every mode shares."""
+    return Cluster(workdir, broker_options=args.broker_option, redis_cpus=args.redis_cpus or (), **kwargs)
 
 
 def _rate(text: str) -> tuple[float, float]:
@@ -121,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="LIST",
             help="give the broker node(s) these CPUs (`serve --cpus LIST`) and run the generator and "
             "the Redis it starts on the others, e.g. 1 on a two-core machine (default: no pinning)",
+        )
+        p.add_argument(
+            "--redis-cpus",
+            type=cpu_list_arg,
+            metavar="LIST",
+            help="run the Redis the tester starts (every node of a --redis-cluster) on these CPUs, "
+            "e.g. the broker's: with --broker-cpus 1, --redis-cpus 1 puts broker and Redis on CPU 1 "
+            "and the generator alone on the others (default: with the generator)",
         )
 
     def load(p: argparse.ArgumentParser) -> None:
@@ -295,12 +320,12 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         target = Target(url, url, _rp_id(url, args.api_key), args.api_key, pids)
         result = signin_run(target, profile, **_signin_kwargs(args, out))
     else:
-        with Cluster(
+        with _cluster(
+            args,
             out / "processes",
             nodes=args.nodes,
             redis_cluster=args.redis_cluster,
             redis_url=args.redis_url,
-            broker_options=args.broker_option,
         ) as cluster:
             assert cluster.redis is not None
             rp_id, key = add_rp(cluster.redis.url)
@@ -319,7 +344,7 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     profile = _profile(args)
     kwargs = _signin_kwargs(args, out)
-    with Cluster(out / "processes", nodes=2, broker_options=args.broker_option) as cluster:
+    with _cluster(args, out / "processes", nodes=2) as cluster:
         assert cluster.redis is not None
         rp_id, key = add_rp(cluster.redis.url)
         a, b = cluster.brokers
@@ -375,7 +400,7 @@ def _alternating(rounds: int, kinds: tuple[str, str]) -> list[str]:
 def run_flows(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     profile = _profile(args)
     kwargs = _signin_kwargs(args, out)
-    with Cluster(out / "processes", nodes=1, broker_options=args.broker_option) as cluster:
+    with _cluster(args, out / "processes", nodes=1) as cluster:
         assert cluster.redis is not None
         rp_id, key = add_rp(cluster.redis.url)
         node = cluster.brokers[0]
@@ -436,7 +461,7 @@ def run_routing(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     kwargs = _signin_kwargs(args, out)
     rows = []
     for n in args.nodes:
-        with Cluster(out / f"processes-{n}", nodes=n, broker_options=args.broker_option) as cluster:
+        with _cluster(args, out / f"processes-{n}", nodes=n) as cluster:
             assert cluster.redis is not None
             rp_id, key = add_rp(cluster.redis.url)
             urls = [b.http_url for b in cluster.brokers]
@@ -473,9 +498,7 @@ def run_routing(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
-    with Cluster(
-        out / "processes", nodes=1, held_sockets=args.held_socket, broker_options=args.broker_option
-    ) as cluster:
+    with _cluster(args, out / "processes", nodes=1, held_sockets=args.held_socket) as cluster:
         result = idle_run(
             cluster,
             devices=args.devices,

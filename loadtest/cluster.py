@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from broker.activation import activated_argv
+from broker.cpus import pin
 
 LOCALHOST = "127.0.0.1"
 # A held socket's backlog: every device's connection attempt made while no broker runs
@@ -296,7 +297,8 @@ class Cluster:
     """A Redis and `nodes` broker nodes on it; a context manager that stops them all.
 
     The Redis is one redis-server by default, a Redis Cluster (three masters, three
-    replicas) with `redis_cluster`, or one already running at `redis_url`. With
+    replicas) with `redis_cluster`, or one already running at `redis_url`; with
+    `redis_cpus`, the Redis processes it starts run on those CPUs only. With
     `held_sockets`, the tester holds each node's listening socket, as systemd socket
     activation does, and it stays open across `restart_broker`."""
 
@@ -309,6 +311,7 @@ class Cluster:
         redis_url: str | None = None,
         held_sockets: bool = False,
         broker_options: Sequence[str] = (),
+        redis_cpus: tuple[int, ...] = (),
     ) -> None:
         self.workdir = workdir  # process logs stay here after the run
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -320,6 +323,7 @@ class Cluster:
         self.held_sockets = held_sockets
         self.sockets: list[socket.socket] = []
         self.broker_options = tuple(broker_options)
+        self.redis_cpus = redis_cpus
 
     def __enter__(self) -> Cluster:
         try:
@@ -329,6 +333,9 @@ class Cluster:
                 self.redis = RedisClusterNodes(self.workdir).start()
             else:
                 self.redis = RedisServer(self.workdir).start()
+            if self.redis_cpus:
+                for pid in self.redis.pids:
+                    pin(self.redis_cpus, pid, "--redis-cpus")
             for i in range(self.n_nodes):
                 listen = None
                 if self.held_sockets:

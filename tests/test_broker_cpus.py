@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -154,8 +155,67 @@ def test_the_load_tester_gives_the_broker_its_cpus_and_takes_the_others(tmp_path
     assert proc.returncode == 0, proc.stderr + proc.stdout
     r = json.loads((out / "results.json").read_text())
     others = format_cpus(tuple(c for c in allowed() if c != cpu))
-    assert r["cpus"] == {"broker": str(cpu), "generator_and_redis": others}
+    assert r["cpus"] == {"broker": str(cpu), "generator": others, "redis": others}
     assert r["completed"] == r["started"] == 20 and r["errors"] == {}
+
+
+def _children(pid: int, name: str) -> list[int]:
+    """The PIDs of `pid`'s child processes named `name` (read from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after its ")"
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        if comm == name and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(len(allowed()) < 2, reason="needs a CPU for the broker and one for the generator")
+def test_the_load_tester_runs_its_redis_on_redis_cpus_and_stops_it(tmp_path: Path) -> None:
+    cpu = allowed()[-1]
+    others = set(allowed()) - {cpu}
+    # A run long enough to look at; ended by Ctrl-C once its processes were seen.
+    proc = subprocess.Popen(
+        [str(LOADTEST), "signin", "--rate", "10", "--duration", "120", "--warmup", "0", "--devices", "2",
+         "--workers", "1", "--broker-cpus", str(cpu), "--redis-cpus", str(cpu), "--no-progress",
+         "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        found = wait_until(lambda: _children(proc.pid, "redis-server"), message="the tester's redis-server")
+        assert isinstance(found, list) and len(found) == 1
+        redis = found[0]
+        # Every Redis thread on the broker's CPU, the tester itself on the others.
+        wait_until(lambda: threads_on(redis, {cpu}), message=f"redis-server on CPU {cpu}")
+        assert threads_on(proc.pid, others)
+        broker = wait_until(lambda: _children(proc.pid, "pushauth-broker"), message="the broker node")
+        assert isinstance(broker, list)
+        wait_until(lambda: threads_on(broker[0], {cpu}), message=f"the broker on CPU {cpu}")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in out + err
+    assert not os.path.exists(f"/proc/{redis}"), "the Redis outlived the tester"
+
+
+def test_the_load_tester_refuses_redis_cpus_for_a_redis_it_does_not_start(tmp_path: Path) -> None:
+    proc = _loadtest(
+        "signin", "--redis-cpus", str(allowed()[0]), "--redis-url", "redis://127.0.0.1:1/0",
+        "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "pushauth-loadtest: --redis-cpus needs a Redis the tester starts (not --redis-url, --broker-url)"
+    ]
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_load_tester_refuses_to_leave_the_generator_no_cpu(tmp_path: Path) -> None:
