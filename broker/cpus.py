@@ -17,7 +17,6 @@ runs on the list's (I mod len)-th CPU alone (broker/workers.py), as HAProxy's
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 
@@ -97,12 +96,3 @@ def pin(cpus: tuple[int, ...], pid: int | None = None, option: str = "--cpus") -
         except OSError as exc:
             raise CpusError(f"{option} {format_cpus(cpus)}: {exc.strerror}") from None
 
-
-def cpus_of(pid: int) -> tuple[int, ...]:
-    """The CPUs a process's threads may run on (the union of their masks), read from the
-    kernel: what a run records is where its processes were, not what was asked."""
-    cpus: set[int] = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
-            cpus |= os.sched_getaffinity(int(tid))
-    return tuple(sorted(cpus))
