@@ -95,4 +95,3 @@ def pin(cpus: tuple[int, ...], pid: int | None = None, option: str = "--cpus") -
             continue
         except OSError as exc:
             raise CpusError(f"{option} {format_cpus(cpus)}: {exc.strerror}") from None
-

@@ -17,6 +17,7 @@ from .api import MAX_WAIT_S
 from .backups import MAX_BLOB
 from .jsonio import json_response
 from .openapi_rules import SAFE_TEXT, b64url
+from .policy import MAX_PUSHES_LIMIT
 
 # Exactly what the API accepts (issue 11, finding 8): every id, key, signature and
 # text field has the pattern and lengths the handlers check (tests/test_openapi_fuzz.py).
@@ -34,6 +35,7 @@ def _text(max_len: int, min_len: int = 1) -> dict[str, Any]:
 
 _USER = _text(128)
 _DIGITS = {"type": "integer", "minimum": MIN_DIGITS, "maximum": MAX_DIGITS}
+_TTL = {"type": "integer", "minimum": MIN_TTL_S, "maximum": MAX_TTL_S}
 # A challenge's credential_id, as the broker reports it.
 _TARGETED = {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"}
 _CONTEXT = {
@@ -150,9 +152,7 @@ SCHEMAS: dict[str, Any] = {
             "user": _USER,
             "context": _CONTEXT,
             "ttl": {
-                "type": "integer",
-                "minimum": MIN_TTL_S,
-                "maximum": MAX_TTL_S,
+                **_TTL,
                 "description": "seconds; default and maximum are the RP's policy (GET /v1/rp/policy: "
                 "ttl, max_ttl; 400 naming the field above max_ttl)",
             },
@@ -250,13 +250,13 @@ SCHEMAS: dict[str, Any] = {
     "Policy": _obj(
         {
             "profile": {"enum": ["default", "nist-800-63b-4"]},
-            "max_pushes": {"type": "integer", "minimum": 1, "maximum": 100},
+            "max_pushes": {"type": "integer", "minimum": 1, "maximum": MAX_PUSHES_LIMIT},
             "max_pushes_per_minute": {"type": "integer", "minimum": 1},
             "fraud_mute": {"type": "integer", "minimum": 0, "description": "seconds; 0: until lifted"},
-            "digits": {"type": "integer", "minimum": 2, "maximum": 8},
-            "min_digits": {"type": "integer", "minimum": 2, "maximum": 8},
-            "ttl": {"type": "integer", "minimum": 10, "maximum": 600},
-            "max_ttl": {"type": "integer", "minimum": 10, "maximum": 600},
+            "digits": _DIGITS,
+            "min_digits": _DIGITS,
+            "ttl": _TTL,
+            "max_ttl": _TTL,
             "failure_limit": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
         }
     ),
