@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
             type=cpu_list_arg,
             metavar="LIST",
             help="give the broker node(s) these CPUs (`serve --cpus LIST`) and run the generator and "
-            "the Redis it starts on the others, e.g. 1 on a two-core machine (default: no pinning)",
+            "the Redis it starts (unless --redis-cpus) on the others, e.g. 1 on a two-core machine "
+            "(default: no pinning)",
         )
         p.add_argument(
             "--redis-cpus",
