@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import os
+import signal
 import sys
 import time
 import urllib.error
@@ -25,6 +26,8 @@ EPILOG = """\
 All traffic goes to 127.0.0.1. Unless --broker-url is given, the tester starts its own
 redis-server and broker node(s) on free ports and stops them at the end. Latencies are
 counted from each sign-in's intended start (open loop), recorded with HdrHistogram.
+Ctrl-C or SIGTERM ends a run early and stops every process it started (exit 130 or
+143; no results are written).
 
 examples:
   pushauth-loadtest signin --rate 200 --duration 30
@@ -513,8 +516,33 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     return result
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the run unwinds and stops what it started, as on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM (kill, timeout(1), a cancelled CI job) ends a run as Ctrl-C does, instead
+    of killing this process and leaving its Redis, brokers and workers running. The
+    first signal unwinds; later ones are ignored so that they cannot cut the cleanup
+    short. A SIGINT ignored at start (a background job of a script) stays ignored."""
+
+    def interrupted(signum: int, frame: object) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, interrupted)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, interrupted)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _stop_on_signals()
     raise_nofile_limit()
     try:
         cpus = place(args)
@@ -541,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ClusterError, RunError, ValueError, OSError, CpusError) as exc:
         print(f"pushauth-loadtest: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return 128 + getattr(exc, "signum", signal.SIGINT)  # the shell's code for a signal's end
     errors = result.get("errors") or {}
     if args.mode == "crossnode":
         errors = {**result["same_node"]["errors"], **result["cross_node"]["errors"]}

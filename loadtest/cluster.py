@@ -87,6 +87,17 @@ class Managed:
             pass_fds=self.pass_fds,
         )
 
+    def spawn_until(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Spawn, then wait until `ready()`. A process that fails to become ready, or whose
+        start is interrupted (Ctrl-C, SIGTERM), is stopped here: the caller never got it
+        to stop, and nothing the tester starts may outlive it."""
+        self.spawn()
+        try:
+            _wait_until(ready, timeout, self.name, self.proc)  # type: ignore[arg-type]
+        except BaseException:
+            self.stop()
+            raise
+
     @property
     def pid(self) -> int:
         assert self.proc is not None
@@ -125,8 +136,7 @@ class RedisServer(Managed):
         return f"redis://{LOCALHOST}:{self.port}/0"
 
     def start(self) -> RedisServer:
-        self.spawn()
-        _wait_until(self._ping, 10, "redis-server", self.proc)  # type: ignore[arg-type]
+        self.spawn_until(self._ping, 10)
         return self
 
     def _ping(self) -> bool:
@@ -265,8 +275,7 @@ class BrokerNode(Managed):
         return f"ws://{LOCALHOST}:{self.port}/v1/device"
 
     def start(self, timeout: float = 30.0) -> BrokerNode:
-        self.spawn()
-        _wait_until(lambda: healthy(self.http_url), timeout, self.name, self.proc)  # type: ignore[arg-type]
+        self.spawn_until(lambda: healthy(self.http_url), timeout)
         return self
 
 

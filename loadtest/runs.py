@@ -108,10 +108,11 @@ class Workers:
                 on_other(msg)
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
+    def close(self, grace: float = 10.0) -> None:
+        """Ask each worker to stop; one still there after `grace` seconds is terminated."""
         self.send_all("stop")
         for p in self.procs:
-            p.join(10)
+            p.join(grace)
             if p.is_alive():
                 p.terminate()
                 p.join()
@@ -122,8 +123,12 @@ def workers(configs: list[worker.WorkerConfig]) -> Iterator[Workers]:
     w = Workers(configs)
     try:
         yield w
-    finally:
-        w.close()
+    except BaseException:
+        # A failed or interrupted run: a worker in the middle of its schedule reads no
+        # "stop" until the schedule ends, so it is not waited for.
+        w.close(grace=0)
+        raise
+    w.close()
 
 
 def split(total: int, parts: int) -> list[int]:

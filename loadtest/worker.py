@@ -81,6 +81,10 @@ def main(cfg: WorkerConfig, commands: Queue[Any], out: Queue[Any]) -> None:
     try:
         with runner:
             runner.run(_amain(cfg, commands, out))
+    except KeyboardInterrupt:
+        # Ctrl-C reaches the whole process group: the parent stops the run and everything
+        # it started, so a worker just ends, without a traceback of its own.
+        return
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which stops the run
         detail = "".join(traceback.format_exception_only(exc)).strip()
         out.put(("failed", cfg.index, detail))

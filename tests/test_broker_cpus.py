@@ -12,7 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import BROKER, BrokerProcess, assert_cli_error, line_on_stdout, run_cli, wait_until
+from support import (
+    BROKER,
+    BrokerProcess,
+    ManagedProcess,
+    assert_cli_error,
+    children,
+    line_on_stdout,
+    run_cli,
+    wait_until,
+)
 
 from broker.cpus import MAX_CPU, for_worker, format_cpus, parse_cpus
 
@@ -159,51 +168,31 @@ def test_the_load_tester_gives_the_broker_its_cpus_and_takes_the_others(tmp_path
     assert r["completed"] == r["started"] == 20 and r["errors"] == {}
 
 
-def _children(pid: int, name: str) -> list[int]:
-    """The PIDs of `pid`'s child processes named `name` (read from /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:  # gone meanwhile
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces, so split after its ")"
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        if comm == name and int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-            found.append(int(entry))
-    return found
+def _child(parent: int, name: str) -> int | None:
+    return next((pid for pid, comm in children(parent).items() if comm == name), None)
 
 
 @pytest.mark.skipif(len(allowed()) < 2, reason="needs a CPU for the broker and one for the generator")
-def test_the_load_tester_runs_its_redis_on_redis_cpus_and_stops_it(tmp_path: Path) -> None:
+def test_the_load_tester_runs_its_redis_on_redis_cpus(tmp_path: Path) -> None:
     cpu = allowed()[-1]
     others = set(allowed()) - {cpu}
-    # A run long enough to look at; ended by Ctrl-C once its processes were seen.
-    proc = subprocess.Popen(
-        [str(LOADTEST), "signin", "--rate", "10", "--duration", "120", "--warmup", "0", "--devices", "2",
-         "--workers", "1", "--broker-cpus", str(cpu), "--redis-cpus", str(cpu), "--no-progress",
-         "--out", str(tmp_path / "run")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        found = wait_until(lambda: _children(proc.pid, "redis-server"), message="the tester's redis-server")
-        assert isinstance(found, list) and len(found) == 1
-        redis = found[0]
+    # A run long enough to look at, stopped (SIGTERM) once its processes were seen.
+    argv = [
+        LOADTEST, "signin", "--rate", "10", "--duration", "120", "--warmup", "0", "--devices", "2",
+        "--workers", "1", "--broker-cpus", str(cpu), "--redis-cpus", str(cpu), "--no-progress",
+        "--out", tmp_path / "run",
+    ]  # fmt: skip
+    with ManagedProcess(argv, log_dir=tmp_path / "logs", name="loadtest") as tester:
+        redis = wait_until(lambda: _child(tester.pid, "redis-server"), message="the tester's redis-server")
+        assert isinstance(redis, int)
         # Every Redis thread on the broker's CPU, the tester itself on the others.
         wait_until(lambda: threads_on(redis, {cpu}), message=f"redis-server on CPU {cpu}")
-        assert threads_on(proc.pid, others)
-        broker = wait_until(lambda: _children(proc.pid, "pushauth-broker"), message="the broker node")
-        assert isinstance(broker, list)
-        wait_until(lambda: threads_on(broker[0], {cpu}), message=f"the broker on CPU {cpu}")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out + err
-    assert "Traceback" not in out + err
-    assert not os.path.exists(f"/proc/{redis}"), "the Redis outlived the tester"
+        assert threads_on(tester.pid, others)
+        broker = wait_until(lambda: _child(tester.pid, "pushauth-broker"), message="the broker node")
+        assert isinstance(broker, int)
+        wait_until(lambda: threads_on(broker, {cpu}), message=f"the broker on CPU {cpu}")
+        assert tester.kill(signal.SIGTERM, timeout=60) == 128 + signal.SIGTERM, tester.output()
+    assert "Traceback" not in tester.output()
 
 
 def test_the_load_tester_refuses_redis_cpus_for_a_redis_it_does_not_start(tmp_path: Path) -> None:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hdrh.histogram import HdrHistogram
+from support import ManagedProcess, descendants, free_port, pid_alive, wait_until
 
 from loadtest.schedule import Profile, arrivals, parse_rate
 from loadtest.stats import STAGES, Recorder
@@ -172,6 +177,65 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "cannot reach the broker" in proc.stderr
+
+
+# Ctrl-C must reach the tester even where this test's own SIGINT is ignored (a job started
+# in the background by a script passes SIG_IGN on to its children, and Python keeps it).
+DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _signing_in(metrics_port: int) -> bool:
+    """The broker node has created challenges: the generator's devices are connected and
+    the run is under way (every process of the tester has long finished starting)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return False
+    created = re.search(r"^pushauth_challenges_created_total (\S+)$", text, re.MULTILINE)
+    return created is not None and float(created[1]) > 0
+
+
+def _under_way(tester: int, when: str, metrics_port: int) -> dict[int, str]:
+    """The tester's processes once they are there: at "start", its Redis and its broker
+    node (starting); in the "run", once sign-ins are being made."""
+    found = descendants(tester)
+    if not {"redis-server", "pushauth-broker"} <= set(found.values()):
+        return {}
+    if when == "run" and not _signing_in(metrics_port):
+        return {}
+    return found
+
+
+# Ctrl-C at start is not among them: it reaches the whole group, and a Python process
+# interrupted while its interpreter starts prints a traceback of Python's own.
+@pytest.mark.parametrize(("stop", "when"), [("sigterm", "start"), ("sigterm", "run"), ("ctrl-c", "run")])
+def test_a_stopped_run_leaves_nothing_it_started_running(tmp_path: Path, stop: str, when: str) -> None:
+    metrics_port = free_port()
+    argv: list[str | Path] = [
+        LOADTEST, "signin", "--rate", "10", "--duration", "120", "--warmup", "0", "--devices", "2",
+        "--workers", "1", "--no-progress", "--out", tmp_path / "run",
+        f"--broker-option=--metrics-port={metrics_port}",
+    ]  # fmt: skip
+    if stop == "ctrl-c":
+        argv = [sys.executable, "-c", DEFAULT_SIGINT, *argv]
+    with ManagedProcess(argv, log_dir=tmp_path / "logs", name="loadtest") as tester:
+        started = wait_until(
+            lambda: _under_way(tester.pid, when, metrics_port), message=f"the tester's processes ({when})"
+        )
+        assert isinstance(started, dict)
+        if stop == "sigterm":  # kill, timeout(1), a cancelled CI job: the tester alone
+            tester.send_signal(signal.SIGTERM)
+        else:  # a terminal's Ctrl-C: the whole foreground process group
+            os.killpg(tester.pid, signal.SIGINT)
+        code = tester.wait(60)
+        left = lambda: {pid: name for pid, name in started.items() if pid_alive(pid)}  # noqa: E731
+        wait_until(lambda: not left(), message=lambda: f"the tester's processes to end, left: {left()}")
+    assert code == 128 + (signal.SIGTERM if stop == "sigterm" else signal.SIGINT), tester.output()
+    assert "Traceback" not in tester.output()
 
 
 # -- the pure parts --------------------------------------------------------------

@@ -17,7 +17,15 @@ from .broker import (
     set_policy,
 )
 from .ports import LOCALHOST, free_port, port_accepts
-from .process import ManagedProcess, ProcessFailed, cleanup_all, line_on_stdout
+from .process import (
+    ManagedProcess,
+    ProcessFailed,
+    children,
+    cleanup_all,
+    descendants,
+    line_on_stdout,
+    pid_alive,
+)
 from .proxy import TcpProxy
 from .redis_server import RedisServer, ping, redis_executable
 from .waiting import DEADLINE, WaitTimeout, http_status, wait_until
@@ -35,13 +43,16 @@ __all__ = [
     "WaitTimeout",
     "add_rp",
     "assert_cli_error",
+    "children",
     "cleanup_all",
     "console_script",
+    "descendants",
     "free_port",
     "http_status",
     "line_on_stdout",
     "new_rp",
     "new_rp_sync",
+    "pid_alive",
     "ping",
     "port_accepts",
     "redis_executable",

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .ports import LOCALHOST, port_accepts
-from .process import ManagedProcess
+from .process import ManagedProcess, children
 from .waiting import DEADLINE, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,15 +209,7 @@ class HAProxyProcess(ManagedProcess):
 
     def workers(self) -> set[int]:
         """PIDs of the master's worker processes (master_worker only)."""
-        found = set()
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue  # gone meanwhile
-            if int(fields[1]) == self.pid:  # the parent's PID, after the state
-                found.add(int(stat.parent.name))
-        return found
+        return set(children(self.pid))
 
     def command(self, line: str) -> str:
         """One command on the stats socket (the runtime API), its answer."""

@@ -281,6 +281,44 @@ def line_on_stdout(pattern: str) -> Ready:
     return lambda proc: regex.search(proc.run_stdout()) is not None
 
 
+def _stat(pid: int | str) -> tuple[str, list[str]] | None:
+    """(command name, the fields after it) of /proc/PID/stat; None once it is gone. The
+    name may hold spaces and parentheses, so the fields are split after its last ")"."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    head, _, rest = text.rpartition(")")
+    return head.partition("(")[2], rest.split()
+
+
+def children(pid: int) -> dict[int, str]:
+    """The processes whose parent is `pid`: PID -> command name."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        stat = _stat(entry) if entry.isdigit() else None
+        if stat is not None and int(stat[1][1]) == pid:  # state, then the parent's PID
+            found[int(entry)] = stat[0]
+    return found
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Children, their children, and so on: PID -> command name."""
+    found: dict[int, str] = {}
+    todo = [pid]
+    while todo:
+        for child, name in children(todo.pop()).items():
+            found[child] = name
+            todo.append(child)
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """The process exists and is not a zombie (which is dead for our purposes)."""
+    stat = _stat(pid)
+    return stat is not None and stat[1][0] != "Z"
+
+
 def cleanup_all() -> None:
     for proc in list(ManagedProcess.live):
         proc.cleanup()

@@ -24,6 +24,7 @@ from support import (
     free_port,
     http_status,
     line_on_stdout,
+    pid_alive,
     ping,
     port_accepts,
     run_cli,
@@ -67,19 +68,6 @@ ECHO_SERVER = textwrap.dedent(
     asyncio.run(main())
     """
 )
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still "exists"; it is dead for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 # -- ports ---------------------------------------------------------------------
