@@ -517,7 +517,7 @@ def run_idle(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM: the run unwinds and stops what it started, as on Ctrl-C."""
+    """Ctrl-C or SIGTERM, raised in the main thread: the run unwinds and stops what it started."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
