@@ -67,7 +67,12 @@ class Cluster:
     """Redis, broker nodes named a, b, ... and HAProxy in front, from a config file."""
 
     def __init__(
-        self, directory: Path, config: str, nodes: int = 2, redis_proxied: Collection[str] = ()
+        self,
+        directory: Path,
+        config: str,
+        nodes: int = 2,
+        redis_proxied: Collection[str] = (),
+        master_worker: bool = False,
     ) -> None:
         self.directory = directory
         self.config = config
@@ -78,6 +83,7 @@ class Cluster:
         self.redis_proxied = set(redis_proxied)
         self.redis_proxies: dict[str, TcpProxy] = {}
         self.haproxy: HAProxyProcess | None = None
+        self.master_worker = master_worker  # HAProxy as systemd runs it, for RELOAD
         self.rp: dict[str, Any] = {}
 
     def start(self) -> Cluster:
@@ -96,7 +102,7 @@ class Cluster:
             )
         for node in self.nodes.values():  # started one after another: ports are claimed first
             node.start()
-        self.haproxy = self.balancer().start()
+        self.haproxy = self.balancer(master_worker=self.master_worker).start()
         for name in self.names:
             self.wait_node(name, "UP")
         self.rp = add_rp("Failover test", redis_url=self.redis.url)
@@ -359,8 +365,9 @@ async def wait_async(condition: Callable[[], object], message: str, timeout: flo
 
 
 # What happens to the node: a signal (KILL: it dies; TERM: an orderly stop; STOP: it
-# hangs), or REDIS: its connection to Redis is cut (the node needs redis_proxied).
-EVENTS = ("KILL", "TERM", "STOP", "REDIS")
+# hangs), or REDIS: its connection to Redis is cut (the node needs redis_proxied); or
+# RELOAD: no node, HAProxy is reloaded as `systemctl reload` does (needs master_worker).
+EVENTS = ("KILL", "TERM", "STOP", "REDIS", "RELOAD")
 
 
 @dataclass
@@ -370,7 +377,7 @@ class Stop:
     node: str
     event: str  # one of EVENTS
     sent: float = 0.0  # the signal, or the cut
-    down: float = 0.0  # HAProxy showed it DOWN
+    down: float = 0.0  # HAProxy showed it DOWN (RELOAD: HAProxy's new worker runs)
 
 
 def stop_node(cluster: Cluster, stop: Stop) -> Callable[[], None]:
@@ -381,6 +388,14 @@ def stop_node(cluster: Cluster, stop: Stop) -> Callable[[], None]:
 
     def act() -> None:
         stop.sent = time.monotonic()
+        if stop.event == "RELOAD":
+            lb = cluster.haproxy
+            assert lb is not None
+            old = lb.workers()
+            lb.reload()
+            wait_until(lambda: lb.workers() - old, message="HAProxy's new worker")
+            stop.down = time.monotonic()
+            return
         if stop.event == "REDIS":
             proxy = cluster.redis_proxies[stop.node]
             proxy.set_backends([])  # new connections refused ...
@@ -435,6 +450,9 @@ class Report:
             "haproxy_retried": sum(1 for a in self.access if a.retries),
             "haproxy_redispatched": sum(1 for a in self.access if a.redispatched),
             "devices_dropped": sum(1 for d in self.devices if any(t >= t0 for t in d.drops)),
+            # When (s after the event) devices lost their socket: a reload's old worker
+            # holds them until its hard-stop-after.
+            "devices_dropped_s": _span([t - t0 for d in self.devices for t in d.drops if t >= t0]),
             # The first few failures: when (s after the event), which flow, what the SDK said.
             "failures": [
                 [round(r.started - t0, 3), "one" if r.one_request else "two", r.outcome, r.detail]
@@ -490,10 +508,16 @@ async def signins_around_stop(
 
 @contextlib.contextmanager
 def cluster_from(
-    config: Path, nodes: int, keep: Path | None, redis_proxied: Collection[str] = ()
+    config: Path,
+    nodes: int,
+    keep: Path | None,
+    redis_proxied: Collection[str] = (),
+    master_worker: bool = False,
 ) -> Iterator[Cluster]:
     directory = Path(tempfile.mkdtemp(prefix="pushauth-failover-")) if keep is None else keep
-    cluster = Cluster(directory, config.read_text(), nodes=nodes, redis_proxied=redis_proxied)
+    cluster = Cluster(
+        directory, config.read_text(), nodes=nodes, redis_proxied=redis_proxied, master_worker=master_worker
+    )
     try:
         yield cluster.start()
     finally:
@@ -519,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
         "--signal",
         choices=EVENTS,
         default="KILL",
-        help="to node a: KILL, TERM, STOP (a hung node), or REDIS (its connection to Redis cut)",
+        help="to node a: KILL, TERM, STOP (a hung node), or REDIS (its connection to Redis cut); "
+        "or RELOAD: HAProxy (run with -W, as systemd does) reloaded, no node touched",
     )
     parser.add_argument(
         "--flow",
@@ -532,7 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
     proxied = ["a"] if args.signal == "REDIS" else []
-    with cluster_from(args.config, args.nodes, args.out, proxied) as cluster:
+    with cluster_from(
+        args.config, args.nodes, args.out, proxied, master_worker=args.signal == "RELOAD"
+    ) as cluster:
         report = asyncio.run(
             signins_around_stop(
                 cluster,
