@@ -204,8 +204,11 @@ class HAProxyProcess(ManagedProcess):
         return f"http://{LOCALHOST}:{self.binds[frontend]}"
 
     def reload(self) -> None:
-        """`systemctl reload haproxy`: SIGUSR2 to the master (master_worker only)."""
+        """`systemctl reload haproxy`: SIGUSR2 to the master (master_worker only); returns
+        once the new worker runs (the old one may still serve what it holds)."""
+        old = self.workers()
         self.send_signal(signal.SIGUSR2)
+        wait_until(lambda: self.workers() - old, message="HAProxy's new worker")
 
     def workers(self) -> set[int]:
         """PIDs of the master's worker processes (master_worker only)."""
