@@ -36,6 +36,7 @@ from support.failover import (
     Fleet,
     Load,
     Report,
+    back_after,
     device_url,
     enroll_fleet,
     restore_redis,
@@ -404,10 +405,9 @@ def _assert_no_failure(report: Report) -> None:
         if r.outcome == "approved":
             approved_by_user.setdefault(r.user, []).append(r.started)
     for device in moved:
-        drop = min(t for t in device.drops if t >= t0)
-        back = [t for t in device.welcomes if t > drop]
-        assert back, f"{device.cred.user} did not reconnect after {drop - t0:.3f} s: {summary}"
-        later = [t for t in approved_by_user.get(device.cred.user, []) if t > back[0]]
+        back = back_after(device, t0)
+        assert back is not None, f"{device.cred.user} did not reconnect: {summary}"
+        later = [t for t in approved_by_user.get(device.cred.user, []) if t > back]
         assert later, f"{device.cred.user} approved no sign-in after it reconnected: {summary}"
 
 

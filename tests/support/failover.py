@@ -29,7 +29,7 @@ import signal
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,8 +73,10 @@ class Cluster:
         nodes: int = 2,
         redis_proxied: Collection[str] = (),
         master_worker: bool = False,
+        broker_args: Sequence[str] = (),
     ) -> None:
         self.directory = directory
+        self.broker_args = list(broker_args)  # more `pushauth-broker serve` options, every node
         self.config = config
         self.redis = RedisServer(directory / "redis")
         self.nodes: dict[str, BrokerProcess] = {}
@@ -98,7 +100,7 @@ class Cluster:
                 redis_url=redis_url,
                 node=name,
                 # HAProxy's X-Forwarded-For names the client (the per-address limits).
-                extra_args=["--trusted-proxy", LOCALHOST],
+                extra_args=["--trusted-proxy", LOCALHOST, *self.broker_args],
             )
         for node in self.nodes.values():  # started one after another: ports are claimed first
             node.start()
@@ -429,6 +431,7 @@ class Report:
         approved = [r for r in self.results if r.outcome == "approved"]
         t0 = self.stop.sent
         lb_5xx = [a for a in self.access if a.status >= 500]
+        backs = [back_after(d, t0) for d in self.devices if any(t >= t0 for t in d.drops)]
         return {
             "node": self.stop.node,
             "event": self.stop.event,
@@ -450,6 +453,11 @@ class Report:
             # When (s after the event) devices lost their socket: a reload's old worker
             # holds them until its hard-stop-after.
             "devices_dropped_s": _span([t - t0 for d in self.devices for t in d.drops if t >= t0]),
+            # When (s after the event) each dropped device was connected again: the
+            # last one is when the whole fleet was back. Those still out at the end are
+            # counted, never left out of the span.
+            "devices_back_s": _span([t - t0 for t in backs if t is not None]),
+            "devices_not_back": sum(1 for t in backs if t is None),
             # The first few failures: when (s after the event), which flow, what the SDK said.
             "failures": [
                 [round(r.started - t0, 3), "one" if r.one_request else "two", r.outcome, r.detail]
@@ -457,6 +465,12 @@ class Report:
                 if r.outcome != "approved"
             ][:10],
         }
+
+
+def back_after(device: Device, t0: float) -> float | None:
+    """When `device` was welcomed again after its first drop at or after `t0`, or None."""
+    dropped = min(t for t in device.drops if t >= t0)
+    return next((t for t in device.welcomes if t > dropped), None)
 
 
 def _span(values: list[float]) -> list[float] | None:
@@ -513,7 +527,15 @@ def cluster_from(
 ) -> Iterator[Cluster]:
     directory = Path(tempfile.mkdtemp(prefix="pushauth-failover-")) if keep is None else keep
     cluster = Cluster(
-        directory, config.read_text(), nodes=nodes, redis_proxied=redis_proxied, master_worker=master_worker
+        directory,
+        config.read_text(),
+        nodes=nodes,
+        redis_proxied=redis_proxied,
+        master_worker=master_worker,
+        # Every simulated device connects from 127.0.0.1, where real ones have addresses
+        # of their own: the per-address limit (300 at once, then 20 a second) would
+        # hold back a fleet of thousands and measure itself.
+        broker_args=["--device-connects-per-ip", "0"],
     )
     try:
         yield cluster.start()

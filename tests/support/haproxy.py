@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -37,7 +38,18 @@ from .waiting import DEADLINE, wait_until
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "deploy" / "haproxy.cfg"
 _HOST_ONLY = {"user", "group", "chroot", "daemon", "pidfile"}
-TEST_MAXCONN = 4096
+
+
+def _test_maxconn() -> int:
+    """As many connections as the open-file limit lets haproxy have (it needs about two
+    files per connection, and refuses to start without them), at most 9,000: room for
+    support.failover's fleets of 8,000 devices."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    files = 1_000_000 if hard == resource.RLIM_INFINITY else hard
+    return max(256, min(9000, (files - 200) // 2))
+
+
+TEST_MAXCONN = _test_maxconn()
 
 
 class RenderError(ValueError):
