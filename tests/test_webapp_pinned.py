@@ -1,0 +1,171 @@
+"""The web authenticator on an origin of its own with its modules pinned by hash, as
+deploy/webapp.md ("On its own origin", step 3) says: the import map printed by the real
+`python -m broker.webapp_static --import-map`, put in a copy of index.html before the
+app's script, and allowed by the policy by its own sha256. A page served so works end to
+end; a copy with one module changed on the way (a mirror, a cache) is refused by the
+browser before any of the app's code runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from playwright.async_api import Browser, ConsoleMessage
+from support import BrokerProcess
+from test_webapp_signin import CONTEXT, result
+from webapp_world import PHONE, WAIT_MS, Phone, app_broker, browser, enrolled, rp  # noqa: F401
+
+from broker.webapp_static import CSP, HEADERS, ROOT, load
+from protocol.challenge import Status
+from relying_party.sdk import PushAuthClient
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+REPO = Path(__file__).resolve().parents[1]
+APP_SCRIPT = '<script type="module" src="js/app.js"></script>'
+# Imported by the app's modules, not by index.html: the pin covers the whole module graph.
+TAMPERED = "js/protocol/signing.js"
+
+
+def import_map() -> str:
+    """The operator's step: the release's pins, from the command deploy/webapp.md names."""
+    done = subprocess.run(
+        [sys.executable, "-m", "broker.webapp_static", "--import-map"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def pinned_copy(site: Path, pins: str) -> str:
+    """The release's files copied to `site`, index.html carrying the import map before
+    the app's script; returns the Content-Security-Policy that allows that map alone."""
+    shutil.copytree(ROOT, site)
+    index = site / "index.html"
+    html = index.read_text()
+    assert html.count(APP_SCRIPT) == 1, "index.html no longer loads js/app.js as the tests expect"
+    index.write_text(html.replace(APP_SCRIPT, f'<script type="importmap">{pins}</script>\n  {APP_SCRIPT}'))
+    digest = base64.b64encode(hashlib.sha256(pins.encode()).digest()).decode()
+    assert "script-src 'self';" in CSP
+    return CSP.replace("script-src 'self';", f"script-src 'self' 'sha256-{digest}';")
+
+
+async def serve(site: Path, csp: str) -> AsyncIterator[str]:
+    """`site` at /app/ on an origin of its own (not the broker's), with the headers the
+    broker sends and `csp`, the way deploy/webapp.md's nginx block serves it."""
+    files = load(site)
+
+    async def one(request: web.Request) -> web.StreamResponse:
+        found = files.get(request.match_info["path"] or "index.html")
+        if found is None:
+            raise web.HTTPNotFound()
+        headers = {**HEADERS, "Content-Security-Policy": csp, "Content-Type": found.content_type}
+        return web.Response(body=found.body, headers=headers)
+
+    app = web.Application()
+    app.router.add_get("/app/{path:.*}", one)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site_server = web.TCPSite(runner, "127.0.0.1", 0)
+    await site_server.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}/app/"
+    finally:
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def pins() -> str:
+    return import_map()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def pinned(tmp_path: Path, pins: str) -> AsyncIterator[str]:
+    csp = pinned_copy(tmp_path / "site", pins)
+    async for url in serve(tmp_path / "site", csp):
+        yield url
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def tampered(tmp_path: Path, pins: str) -> AsyncIterator[str]:
+    csp = pinned_copy(tmp_path / "site", pins)
+    module = tmp_path / "site" / TAMPERED
+    # One changed line, as a compromised mirror would make it: the module still parses
+    # and would run, and only its bytes differ from the release's.
+    module.write_text(module.read_text() + "\nglobalThis.tampered = true;\n")
+    async for url in serve(tmp_path / "site", csp):
+        yield url
+
+
+def integrity_errors(messages: list[ConsoleMessage]) -> list[str]:
+    return [m.text for m in messages if "integrity" in m.text.lower()]
+
+
+async def test_pins_cover_every_module_the_app_loads(pins: str) -> None:
+    """Every module under js/ is pinned; what runs outside the module graph (the service
+    worker, the QR scanner's classic worker and jsQR) cannot be, as deploy/webapp.md says."""
+    modules = {name for name in load() if name.startswith("js/")} - {"js/scan-worker.js"}
+    assert f'"./{TAMPERED}"' in pins
+    assert all(f'"./{name}"' in pins for name in modules), pins
+    assert '"./sw.js"' not in pins and '"./js/scan-worker.js"' not in pins
+
+
+async def test_the_pinned_app_on_its_own_origin_signs_in(
+    browser: Browser,
+    rp: PushAuthClient,
+    app_broker: BrokerProcess,
+    pinned: str,
+) -> None:
+    assert not pinned.startswith(app_broker.http_url)  # its own origin, as deployed
+    context = await browser.new_context(**PHONE)
+    context.set_default_timeout(WAIT_MS)
+    messages: list[ConsoleMessage] = []
+    context.on("console", lambda m: messages.append(m))  # from the first load on
+    phone = Phone(context, None, pinned)  # type: ignore[arg-type]
+    try:
+        await phone.open()
+        account = await enrolled(rp, phone)
+        challenge = await rp.create_challenge("alice", CONTEXT, credential_id=account["cid"])
+        await phone.prompt(challenge.id)
+        await phone.type_number(challenge.number)
+        await phone.page.get_by_role("button", name="Approve").tap()
+        assert await result(rp, challenge, account) is Status.APPROVED
+        assert not integrity_errors(messages)
+    finally:
+        await phone.context.close()
+
+
+async def test_a_tampered_module_is_refused_before_the_app_runs(
+    browser: Browser,
+    tampered: str,
+) -> None:
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        fetched: list[str] = []
+        page.on("requestfinished", lambda r: fetched.append(r.url))
+        async with page.expect_console_message(
+            lambda m: "integrity" in m.text.lower() and TAMPERED in m.text, timeout=WAIT_MS
+        ) as refusal:
+            await page.goto(tampered)
+        assert "blocked" in (await refusal.value).text.lower()
+        assert tampered + TAMPERED in fetched  # served, then refused by the browser
+        # None of the app's code ran: the tampered line did not, and the app never
+        # became ready (its entry module waits on the refused one).
+        assert await page.evaluate("globalThis.tampered === undefined")
+        assert await page.locator("body").get_attribute("data-ready") is None
+    finally:
+        await context.close()
