@@ -9,13 +9,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-# Three workers on two cores, one test file each at a time: most tests wait on real
-# servers, subprocesses and the 10 s shortest challenge lifetime rather than compute
-# (the suite keeps the two cores about 70% busy with two workers), and module-scoped
-# fixtures stay within one worker. Measured on this 2-core VM: 8 min 15 s with two
-# workers, 6 min 45 s with three (README, "Tests"); 2026-12-05, with one broker per
-# module where tests allow it: pytest 385 s against 470 s before.
-XDIST := -n 3 --dist loadfile
+# Four workers on two cores, one test file each at a time: most tests wait on real
+# servers, subprocesses and the 10 s shortest challenge lifetime rather than compute,
+# and module-scoped fixtures stay within one worker. Measured on this 2-core VM: 8 min
+# 15 s with two workers, 6 min 45 s with three (README, "Tests"); 2026-12-05, with one
+# broker per module where tests allow it: pytest 385 s against 470 s before;
+# 2026-12-06 on a slower VM: 525 and 570 s with three, 458 s with four (the two cores
+# 1.7 busy: user + sys 788 s in 461 s).
+XDIST := -n 4 --dist loadfile
 
 .PHONY: demo test stress lint format install install-runtime clean webapp
 
