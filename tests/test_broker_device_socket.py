@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from shared_broker import broker  # noqa: F401 - fixture
-from support import BrokerProcess, RedisServer
+from support import BrokerProcess, RedisServer, serving
 
 from broker import wsframes
 from broker.app import create_app
@@ -193,14 +193,10 @@ async def local_app(tmp_path: Path) -> AsyncIterator[tuple[web.Application, int]
     with RedisServer(tmp_path / "redis") as server:
         redis = aioredis.Redis.from_url(server.url)
         app = create_app(redis, node="local")
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
         try:
-            yield app, runner.addresses[0][1]
+            async with serving(app) as url:
+                yield app, int(url.rsplit(":", 1)[1])
         finally:
-            await runner.cleanup()
             await redis.aclose()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from support import free_port, wait_until
+from support import serving, wait_until
 
 from loadtest import http
 from loadtest.http import HttpPool
@@ -20,16 +20,12 @@ from loadtest.http import HttpPool
 @contextlib.asynccontextmanager
 async def pool_to(app: web.Application, **runner_args: Any) -> AsyncIterator[HttpPool]:
     """`app` served on a free loopback port, and a load-tester pool to it."""
-    runner = web.AppRunner(app, **runner_args)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    pool = HttpPool(f"http://127.0.0.1:{port}", {})
-    try:
-        yield pool
-    finally:
-        pool.close()
-        await runner.cleanup()
+    async with serving(app, **runner_args) as url:
+        pool = HttpPool(url, {})
+        try:
+            yield pool
+        finally:
+            pool.close()
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from support import free_port
+from support import free_port, serving
 
 from protocol import signing
 from protocol import uri as enrollment_uri
@@ -89,15 +89,10 @@ async def broker() -> AsyncIterator[Scripted]:
     scripted = Scripted()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", scripted.dispatch)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    scripted.url = f"http://{host}:{port}"
-    yield scripted
-    scripted.released.set()
-    await runner.cleanup()
+    async with serving(app) as url:
+        scripted.url = url
+        yield scripted
+        scripted.released.set()
 
 
 def answer(status: int, body: Any) -> Handler:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from support import serving
 
 from protocol import signing
 from protocol.frames import Answer, Decision
@@ -123,14 +124,9 @@ async def fake_broker() -> AsyncIterator[FakeBroker]:
     app.router.add_get("/v1/rp", fake.rp)
     app.router.add_post("/v1/challenges", fake.create)
     app.router.add_get("/v1/challenges/{id}", fake.get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    fake.url = f"http://{host}:{port}"
-    yield fake
-    await runner.cleanup()
+    async with serving(app) as url:
+        fake.url = url
+        yield fake
 
 
 @dataclass

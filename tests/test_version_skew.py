@@ -27,7 +27,7 @@ import msgpack
 import pytest
 from aiohttp import web
 from e2e_helpers import agent_env, assert_clear_failure, make_home, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
-from support import BrokerProcess
+from support import BrokerProcess, serving
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
@@ -87,16 +87,9 @@ async def v1_broker() -> AsyncIterator[V1Broker]:
 
     app = web.Application()
     app.router.add_get("/v1/device", device)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.url = f"ws://127.0.0.1:{port}/v1/device"
-    try:
+    async with serving(app) as url:
+        state.url = url.replace("http://", "ws://", 1) + "/v1/device"
         yield state
-    finally:
-        await runner.cleanup()
 
 
 async def test_the_v2_agent_against_a_v1_broker_fails_clearly(v1_broker: V1Broker, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from playwright.async_api import Browser, ConsoleMessage
-from support import BrokerProcess
+from support import BrokerProcess, serving
 from test_webapp_signin import CONTEXT, result
 from webapp_world import PHONE, WAIT_MS, Phone, app_broker, browser, enrolled, rp  # noqa: F401
 
@@ -76,15 +76,8 @@ async def serve(site: Path, csp: str) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/app/{path:.*}", one)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site_server = web.TCPSite(runner, "127.0.0.1", 0)
-    await site_server.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}/app/"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url + "/app/"
 
 
 @pytest_asyncio.fixture(loop_scope="module")

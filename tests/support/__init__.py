@@ -16,6 +16,7 @@ from .broker import (
     run_cli,
     set_policy,
 )
+from .local_app import serving
 from .ports import LOCALHOST, free_port, port_accepts
 from .process import (
     ManagedProcess,
@@ -57,6 +58,7 @@ __all__ = [
     "port_accepts",
     "redis_executable",
     "run_cli",
+    "serving",
     "set_policy",
     "wait_until",
 ]
