@@ -13,6 +13,7 @@ from protocol.challenge import Status
 from . import api, api_stream, backups, metrics, recovery, subscriber
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
+from .cors import cors_middleware
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, HEARTBEAT, Heartbeat, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
 from .events import ChallengeEnded, Event
@@ -42,8 +43,9 @@ def create_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=api.MAX_BODY,
-        # The limits first: a refused request costs nothing more (broker/limits.py).
-        middlewares=[limit_middleware(), _count_requests, problem_middleware],
+        # The limits first: a refused request costs nothing more (broker/limits.py); only
+        # a CORS preflight of the device requests is answered before them (broker/cors.py).
+        middlewares=[cors_middleware, limit_middleware(), _count_requests, problem_middleware],
     )
     app[LIMITER] = Limiter(limits or Limits())
     app[TIMEOUTS] = timeouts or Timeouts()

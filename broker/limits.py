@@ -161,18 +161,24 @@ def _in(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6N
 LIMITER = web.AppKey("limiter", Limiter)
 
 
-def request_class(request: web.Request) -> str | None:
-    """Which limited class an unauthenticated request belongs to, if any."""
-    path = request.path
-    if path == "/v1/device":
-        return "device"
+def device_request_path(path: str) -> str | None:
+    """ "backup" or "recovery" for the paths of the device HTTP requests (open to anyone,
+    signed by device keys: broker/backups.py, broker/recovery.py), else None."""
     if path.startswith("/v1/backups/"):
         return "backup"
-    if request.method == "POST" and (
-        path == "/v1/recoveries" or (path.startswith("/v1/credentials/") and path.endswith("/recovery-key"))
-    ):
+    if path == "/v1/recoveries" or (path.startswith("/v1/credentials/") and path.endswith("/recovery-key")):
         return "recovery"
     return None
+
+
+def request_class(request: web.Request) -> str | None:
+    """Which limited class an unauthenticated request belongs to, if any."""
+    if request.path == "/v1/device":
+        return "device"
+    kind = device_request_path(request.path)
+    if kind == "recovery" and request.method != "POST":
+        return None
+    return kind
 
 
 def limit_middleware(classify: Callable[[web.Request], str | None] = request_class) -> Handler:

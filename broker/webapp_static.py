@@ -5,9 +5,10 @@ origin instead (deploy/webapp.md). Whoever serves them can make the app sign, so
 route serves only the files that are there when the broker starts (read once into
 memory: nothing written later is served), under a strict Content-Security-Policy that
 names no other host: scripts, styles and the manifest from this origin only, network
-connections to this origin and to encrypted WebSockets (each account's broker comes
-from its enrollment link), plus loopback ws:// for local brokers (the app refuses
-ws:// to any other host itself: docs/protocol.md section 2.1).
+connections to this origin and to encrypted WebSockets and HTTPS (each account's broker
+comes from its enrollment link; a restored account recovers over HTTPS at its broker),
+plus loopback ws:// and http:// for local brokers (the app refuses them for any other
+host itself: docs/protocol.md section 2.1).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ CSP = "; ".join(
         "img-src 'self'",
         "manifest-src 'self'",
         "worker-src 'self'",
-        "connect-src 'self' wss: ws://127.0.0.1:* ws://localhost:* ws://[::1]:*",
+        "connect-src 'self' wss: https: ws://127.0.0.1:* ws://localhost:* ws://[::1]:*"
+        " http://127.0.0.1:* http://localhost:* http://[::1]:*",
         "media-src 'self' blob:",
         "base-uri 'none'",
         "form-action 'none'",
@@ -107,14 +109,20 @@ def integrity(body: bytes) -> str:
     return "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
 
 
+# Scripts that run outside the module graph, which an import map cannot pin: the service
+# worker, the QR scanner's classic worker and the jsQR it loads (deploy/webapp.md).
+CLASSIC_SCRIPTS = frozenset({"sw.js", "js/scan-worker.js", "vendor/jsQR.js"})
+
+
+def modules(files: dict[str, StaticFile]) -> list[str]:
+    """The app's JavaScript modules: its own (js/) and the vendored ones it imports."""
+    return [name for name in files if name.endswith(".js") and name not in CLASSIC_SCRIPTS]
+
+
 def import_map(files: dict[str, StaticFile]) -> str:
     """An import map pinning every JavaScript module by hash (`<script type="importmap">`
     before the app's script; browsers refuse a module whose bytes differ)."""
-    pins = {
-        f"./{name}": integrity(f.body)
-        for name, f in files.items()
-        if name.startswith("js/") and name != "js/scan-worker.js"
-    }
+    pins = {f"./{name}": integrity(files[name].body) for name in modules(files)}
     return json.dumps({"integrity": pins}, indent=1)
 
 

@@ -143,11 +143,12 @@ class SealKey:
         return cls(derive_key(passphrase, salt, kdf), salt, kdf)
 
 
-def seal(magic: bytes, key: SealKey, payload: bytes) -> bytes:
-    """Encrypt `payload` into the sealed-file layout with a fresh nonce."""
+def seal(magic: bytes, key: SealKey, payload: bytes, *, nonce: bytes | None = None) -> bytes:
+    """Encrypt `payload` into the sealed-file layout with a fresh nonce (`nonce` is for
+    known-answer vectors only: a reused nonce under one key breaks the encryption)."""
     if len(payload) > MAX_PAYLOAD:
         raise SealedFileError(SealedErrorCode.BAD_CONTENT, "too much data to seal (over 64 MiB)")
-    nonce = nacl.utils.random(nacl.secret.Aead.NONCE_SIZE)
+    nonce = nacl.utils.random(nacl.secret.Aead.NONCE_SIZE) if nonce is None else nonce
     length = len(payload) + nacl.secret.Aead.MACBYTES
     header = _HEADER.pack(
         magic,

@@ -194,12 +194,23 @@ async def test_unauthenticated_endpoints_are_rate_limited_per_address(
     other = exchange(broker, request("GET", f"/v1/backups/{blob}", X_Forwarded_For="198.51.100.7"))
     assert problem_of(other)[0] != 429
 
+    # The web authenticator on its own origin asks first (CORS preflight): answered
+    # before the limits, so asking costs none of the address's recoveries.
+    origin = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    for _ in range(4):
+        asked = exchange(broker, request("OPTIONS", "/v1/recoveries", **origin))
+        assert asked.startswith(b"HTTP/1.1 204"), asked[:200]
+        assert b"Access-Control-Allow-Origin: *" in asked and b"Access-Control-Allow-Headers: Content-Type" in asked
     body = b'{"cid": "x"}'
-    recoveries = [
-        problem_of(exchange(broker, request("POST", "/v1/recoveries", body, Content_Type="application/json")))
+    raw = [
+        exchange(broker, request("POST", "/v1/recoveries", body, Content_Type="application/json", **origin))
         for _ in range(3)
     ]
-    assert [s for s, _ in recoveries] == [400, 400, 429]
+    assert [problem_of(r)[0] for r in raw] == [400, 400, 429]
+    # Its refusals are readable there too; the RP API (an API key) is not open to pages.
+    assert all(b"Access-Control-Allow-Origin: *" in r for r in raw)
+    rp_api = exchange(broker, request("OPTIONS", "/v1/challenges", **origin))
+    assert b"Access-Control-Allow-Origin" not in rp_api
 
     ok = [await websockets.connect(broker.ws_url, subprotocols=list(SUBPROTOCOLS)) for _ in range(2)]
     with pytest.raises(websockets.InvalidStatus) as refused:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from e2e_helpers import TEST_PASSPHRASE
 from playwright.async_api import Browser, ConsoleMessage
 from support import BrokerProcess, serving
 from test_webapp_signin import CONTEXT, result
@@ -108,12 +109,16 @@ def integrity_errors(messages: list[ConsoleMessage]) -> list[str]:
 
 
 async def test_pins_cover_every_module_the_app_loads(pins: str) -> None:
-    """Every module under js/ is pinned; what runs outside the module graph (the service
+    """Every module under js/ and every vendored module it imports (the backup's Argon2id
+    and XChaCha20-Poly1305) is pinned; what runs outside the module graph (the service
     worker, the QR scanner's classic worker and jsQR) cannot be, as deploy/webapp.md says."""
-    modules = {name for name in load() if name.startswith("js/")} - {"js/scan-worker.js"}
+    files = load()
+    modules = {name for name in files if name.startswith("js/")} - {"js/scan-worker.js"}
+    vendored = {name for name in files if name.startswith("vendor/noble-") and name.endswith(".js")}
+    assert len(vendored) == 10, vendored
     assert f'"./{TAMPERED}"' in pins
-    assert all(f'"./{name}"' in pins for name in modules), pins
-    assert '"./sw.js"' not in pins and '"./js/scan-worker.js"' not in pins
+    assert all(f'"./{name}"' in pins for name in modules | vendored), pins
+    assert not any(f'"./{name}"' in pins for name in ("sw.js", "js/scan-worker.js", "vendor/jsQR.js"))
 
 
 async def test_the_pinned_app_on_its_own_origin_signs_in(
@@ -139,6 +144,45 @@ async def test_the_pinned_app_on_its_own_origin_signs_in(
         assert not integrity_errors(messages)
     finally:
         await phone.context.close()
+
+
+async def test_the_pinned_app_backs_up_and_a_new_phone_recovers_across_origins(
+    browser: Browser,
+    rp: PushAuthClient,
+    app_broker: BrokerProcess,
+    pinned: str,
+    tmp_path: Path,
+) -> None:
+    """The backup's modules (and the vendored Argon2id and XChaCha20-Poly1305 they import)
+    load under the pins; the restored account recovers with POST /v1/recoveries from the
+    app's own origin to the broker's (CORS, broker/cors.py)."""
+    phones = []
+    messages: list[ConsoleMessage] = []
+    try:
+        for _ in range(2):
+            context = await browser.new_context(**PHONE)
+            context.set_default_timeout(WAIT_MS)
+            context.on("console", lambda m: messages.append(m))
+            phones.append(Phone(context, None, pinned))  # type: ignore[arg-type]
+            await phones[-1].open()
+        old, new = phones
+        started = await rp.create_enrollment("pat", "pat@contoso.example", recoverable=True)
+        assert started.uri is not None
+        cid = await old.add_account(started.uri, "Old phone")
+        done = await rp.wait_enrollment(started, timeout=10)
+        assert done.completed and done.credential is not None
+        await old.save_backup(tmp_path / "pat.backup", TEST_PASSPHRASE)
+        await new.restore(tmp_path / "pat.backup", TEST_PASSPHRASE)
+        await new.page.locator("#backup-status", has_text="Restored").wait_for()
+        (line,) = await new.page.locator("#restore-report li").all_inner_texts()
+        assert line == "pat@contoso.example: recovered: sign-in requests reach this phone"
+        sync = await rp.sync_credentials("pat", {cid: done.credential})
+        (recovered,) = sync.added
+        assert recovered.recovered_from == cid and not sync.refused
+        assert not integrity_errors(messages)
+    finally:
+        for phone in phones:
+            await phone.context.close()
 
 
 async def test_a_tampered_module_is_refused_before_the_app_runs(

@@ -7,9 +7,9 @@ screen); "No" has the broker revoke the new key and pause push for the user as a
 report does; a question with nothing left to answer (the RP removed the new device)
 leaves the screen. Real broker, Redis, Chromium (phone profile) and agent process.
 
-The web app writes no backup yet (docs: deploy/webapp.md, "What is not there"): the
-test builds the backup file the Python agent reads from the app's own stored account and
-recovery key, read through the app's modules as a backup export would read them.
+The backup the agent restores is the one the app saves on its Backup screen (its
+format is tested on its own in test_webapp_backup.py); the test also reads the app's
+stored recovery key through its modules, to check that it is kept sealed.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from webapp_world import (  # noqa: F401
     rp,
 )
 
-from device_agent.backup import Backup, write_backup_file
+from device_agent.backup import load_backup
 from device_agent.store import AccountStore
-from device_agent.vault import KdfParams
 from protocol import signing
 from protocol.challenge import Status
 from relying_party.errors import PushBlocked
@@ -85,24 +84,19 @@ async def recoverable_on_the_app(rp: PushAuthClient, phone: Phone) -> Any:
 async def restore_with_the_python_agent(
     phone: Phone, old: Any, tmp_path: Path, *, app_closed: bool = False
 ) -> tuple[Path, Any]:
-    """The backup the app's account would go into, restored by `pushauth-agent restore`
-    on a new phone, which recovers the account with the recovery key by itself (with
-    `app_closed`, while the app is closed: it is asked when it opens again)."""
+    """The app's own backup (saved on its Backup screen), restored by `pushauth-agent
+    restore` on a new phone, which recovers the account with the recovery key by itself
+    (with `app_closed`, while the app is closed: it is asked when it opens again)."""
     a = await phone.page.evaluate(READ_ACCOUNT, old.id)
-    if app_closed:
-        await phone.page.close()
     seed = bytes(a["seed"])
     assert signing.public_key(seed) == bytes(a["recovery_pk"]) == old.recovery_key.public_key
     assert seed not in bytes(a["stored"])  # kept sealed, not as plain bytes
-    push = {k: a[k] for k in ("rp", "rp_name", "user", "label", "broker", "device_name", "added")}
-    push.update(cid=old.id, seed=None, recovery_seed=b64(seed))
-    backup = Backup(
-        push_accounts=[push],
-        settings={"layout": [{"name": ACCOUNT, "otp": None, "push": 0}]},
-        device_name="Old phone",
-    )
     path = tmp_path / "pushauth.backup"
-    write_backup_file(path, backup, TEST_PASSPHRASE, kdf=KdfParams.cheapest())
+    await phone.save_backup(path, TEST_PASSPHRASE)
+    await phone.page.get_by_role("button", name="Back", exact=True).tap()
+    assert load_backup(path.read_bytes(), TEST_PASSPHRASE).push_accounts[0]["recovery_seed"] == b64(seed)
+    if app_closed:
+        await phone.page.close()
     new_home = tmp_path / "new"
     out = await asyncio.to_thread(ok, new_home, "restore", "--from", str(path), "--device-name", "new phone")
     assert f"recovered: {ACCOUNT}" in out
@@ -128,7 +122,7 @@ async def test_yes_keeps_both_devices(
 ) -> None:
     old = await recoverable_on_the_app(rp, phone)
     await phone.no_prompt()
-    assert await recovery_key_shown(phone) == "kept on this phone only (no backup in this app yet)"
+    assert await recovery_key_shown(phone) == "kept on this phone and in its backups"
     new_home, restored = await restore_with_the_python_agent(phone, old, tmp_path)
     new = await the_question(phone, rp, old)
     assert restored.cid == new.id

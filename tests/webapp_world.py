@@ -11,6 +11,7 @@ artifacts/screenshots/webapp-*.png. Import the fixtures into a test module:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -125,6 +126,32 @@ class Phone:
 
     async def toast(self, words: str) -> None:
         await self.page.locator("#toast", has_text=words).wait_for(timeout=WAIT_MS)
+
+    async def _backup_view(self) -> None:
+        if await self.page.locator("#backup[hidden]").count():
+            await self.page.get_by_role("button", name="Back up or restore").tap()
+
+    async def save_backup(self, path: Path, passphrase: str) -> None:
+        """Back up to a file on the Backup screen; the download is saved at `path`."""
+        page = self.page
+        await self._backup_view()
+        await page.get_by_label("Passphrase (at least 12").fill(passphrase)
+        await page.get_by_label("The same passphrase again").fill(passphrase)
+        async with page.expect_download() as info:
+            await page.get_by_role("button", name="Save backup file").tap()
+        download = await info.value
+        assert re.fullmatch(r"pushauth-\d{4}-\d\d-\d\d\.backup", download.suggested_filename)
+        await download.save_as(path)
+        await page.locator("#backup-status", has_text="saved as a file").wait_for(timeout=WAIT_MS)
+
+    async def restore(self, path: Path, passphrase: str, name: str = "New phone") -> None:
+        """Start a restore from the file at `path` (the caller waits for what follows)."""
+        page = self.page
+        await self._backup_view()
+        await page.get_by_label("Backup file").set_input_files(str(path))
+        await page.get_by_label("The backup's passphrase").fill(passphrase)
+        await page.get_by_label("This phone's name").fill(name)
+        await page.get_by_role("button", name="Restore", exact=True).tap()
 
 
 async def new_phone(browser: Browser, url: str, **options: Any) -> Phone:

@@ -2,7 +2,7 @@
 // the phone at once), the cached copy when offline. Only the shell's own files are
 // ever cached: no API answer, no other origin, and WebSocket traffic never passes here.
 
-const CACHE = "pushauth-shell-v2";
+const CACHE = "pushauth-shell-v3";
 const SHELL = [
   "./",
   "index.html",
@@ -13,13 +13,16 @@ const SHELL = [
   "icons/icon-512.png",
   "icons/icon-maskable-512.png",
   "js/app.js",
+  "js/backup.js",
   "js/connection.js",
   "js/db.js",
   "js/keys.js",
   "js/prompts.js",
   "js/push.js",
+  "js/recovery.js",
   "js/scan.js",
   "js/sealed.js",
+  "js/sealedfile.js",
   "js/scan-worker.js",
   "js/totp.js",
   "js/webauthn.js",
@@ -33,7 +36,11 @@ const SHELL = [
   "js/protocol/uri.js",
 ];
 // Built by scripts/build-webapp; an app served without it still installs.
-const OPTIONAL = ["vendor/jsQR.js"];
+const OPTIONAL = [
+  "vendor/jsQR.js",
+  ...["argon2.js", "blake2.js", "_blake.js", "_md.js", "_u64.js", "utils.js"].map((f) => `vendor/noble-hashes/${f}`),
+  ...["chacha.js", "_arx.js", "_poly1305.js", "utils.js"].map((f) => `vendor/noble-ciphers/${f}`),
+];
 const SHELL_URLS = new Set([...SHELL, ...OPTIONAL].map((p) => new URL(p, self.registration.scope).href));
 
 self.addEventListener("install", (event) => {

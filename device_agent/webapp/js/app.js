@@ -14,6 +14,7 @@ import { totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
 import { startScan, stopScan, scanSupported } from "./scan.js";
 import { PUSH, browserCanPush, brokerKey, turnOn } from "./push.js";
+import { recover } from "./recovery.js";
 
 const $ = (id) => document.getElementById(id);
 const events = new EventTarget();
@@ -82,8 +83,12 @@ function fillDetails(dl, rows) {
 
 // -- accounts and connections ----------------------------------------------------
 
+// Accounts this phone holds a key of (not codes-only ones, nor restored push accounts
+// that wait for a new QR code): the ones a broker connection authenticates.
+const hasKey = (a) => !!a.privateKey;
+
 async function accountsAt(broker) {
-  return (await db.listAccounts()).filter((a) => a.broker === broker);
+  return (await db.listAccounts()).filter((a) => hasKey(a) && a.broker === broker);
 }
 
 function connectionFor(broker) {
@@ -126,6 +131,7 @@ function renderAccounts() {
     head.className = "acct-head";
     const names = document.createElement("div");
     names.append(text("div", account.name, "acct-name"), text("div", account.rp_name, "acct-rp"));
+    if (account.actionRequired) names.append(text("div", actionText(account), "acct-action"));
     const manage = document.createElement("button");
     manage.type = "button";
     manage.textContent = "Manage";
@@ -223,7 +229,7 @@ function render() {
   const prompt = prompts.current();
   const notice = prompt ? null : currentNotice();
   const shown = prompt ? "prompt" : notice ? "notice" : view;
-  for (const id of ["home", "add", "prompt", "notice", "account"]) $(id).hidden = id !== shown;
+  for (const id of ["home", "add", "prompt", "notice", "account", "backup"]) $(id).hidden = id !== shown;
   if (prompt) renderPrompt(prompt);
   else $("prompt").removeAttribute("data-ch");
   if (notice) renderNotice(notice);
@@ -366,7 +372,12 @@ async function addAccount(linkText) {
       await conn.revoke(enrolled.cid).catch(() => null);
       throw new Error(`the server enrolled this phone at another service (${enrolled.rp}); nothing was kept`);
     }
-    const order = accountsCache.length ? Math.max(...accountsCache.map((a) => a.order)) + 1 : 0;
+    // A restored account waiting for this new QR code is replaced, keeping its name and place.
+    const waiting = accountsCache.find(
+      (a) => a.actionRequired && a.broker === link.broker && a.rp === link.rp && a.user === enrolled.user,
+    );
+    if (waiting) await forget(waiting.cid);
+    const order = waiting ? waiting.order : nextOrder();
     await db.putAccount({
       cid: enrolled.cid,
       broker: link.broker,
@@ -374,7 +385,7 @@ async function addAccount(linkText) {
       rp_name: link.rp_name,
       user: enrolled.user,
       label: link.account,
-      name: link.account,
+      name: waiting ? waiting.name : link.account,
       deviceName,
       privateKey: keyPair.privateKey,
       publicKey: keyPair.publicKey,
@@ -398,6 +409,8 @@ async function addAccount(linkText) {
   }
 }
 
+const nextOrder = () => (accountsCache.length ? Math.max(...accountsCache.map((a) => a.order)) + 1 : 0);
+
 // -- managing an account -----------------------------------------------------------
 
 async function openManage(cid) {
@@ -409,8 +422,8 @@ async function openManage(cid) {
     ["Account", account.label],
     ["This phone", account.deviceName],
     ["Added", new Date(account.added).toLocaleString()],
-    // Said plainly: this app cannot back the recovery key up yet (deploy/webapp.md).
-    ["Recovery key", account.recovery ? "kept on this phone only (no backup in this app yet)" : "none"],
+    ["Recovery key", account.recovery ? "kept on this phone and in its backups" : "none"],
+    ...(account.actionRequired ? [["Status", actionText(account)]] : []),
   ]);
   $("rename").value = account.name;
   $("uv").checked = !!account.uvCredential;
@@ -468,7 +481,8 @@ async function remove() {
   if (!confirm(`Remove ${account.name}? Sign-in requests of ${account.rp_name} will no longer reach this phone.`)) return;
   try {
     // Revoked at the broker first (as the Python agent does): then the key is useless anywhere.
-    await connectionFor(account.broker).revoke(account.cid);
+    // (An account without a key on this phone has nothing to revoke from here.)
+    if (hasKey(account)) await connectionFor(account.broker).revoke(account.cid);
   } catch (exc) {
     if (!(exc instanceof ReplyError && ["credential_revoked", "unknown_credential"].includes(exc.code)))
       return showError("account-error", `Could not reach the server to remove it: ${printable(exc.message)}. Nothing was removed.`);
@@ -549,6 +563,180 @@ async function answerNotice(decision) {
   } finally {
     setNoticeBusy(false);
     render();
+  }
+}
+
+// -- backup and restore (docs/backup-format.md; deploy/webapp.md) ---------------------
+// The format and its crypto load only when used (js/backup.js, js/sealedfile.js).
+
+const MAX_BACKUP_FILE = 64 * 1024 ** 2 + 4096;
+// Recovery answers after which the backup's recovery key is of no more use.
+const SPENT = new Set(["recovery_key_used", "credential_revoked", "recovery_refused"]);
+
+const actionText = (account) => `Action required: scan a new QR code from ${account.rp_name}'s security page.`;
+const totpOf = ({ secret, algorithm, digits, period }) => ({ secret, algorithm, digits, period });
+
+function openBackupView() {
+  for (const id of ["backup-error", "restore-error"]) showError(id, null);
+  $("restore-report").replaceChildren();
+  $("backup-status").textContent = "";
+  $("restore-device-name").value = $("device-name").value;
+  show("backup");
+}
+
+// Argon2id takes a second or more on a phone: say that something happens.
+const progress = (what) => (fraction) => ($("backup-status").textContent = `${what}… ${Math.round(fraction * 100)} %`);
+
+// Each account as a backup line (js/backup.js), its secrets unsealed for the file.
+async function backupLines() {
+  const lines = [];
+  for (const account of await db.listAccounts()) {
+    const params = account.totp ? await totpParams(account) : null;
+    const recoverySeed = account.recovery ? await sealed.open(account.recovery.seed, `recovery:${account.cid}`) : null;
+    lines.push({
+      name: account.name,
+      otp: params && { ...totpOf(params), label: account.label, issuer: account.rp_name },
+      push: account.broker && {
+        rp: account.rp,
+        rp_name: account.rp_name,
+        user: account.user,
+        label: account.label,
+        broker: account.broker,
+        cid: account.cid,
+        device_name: account.deviceName,
+        added: account.added,
+        recovery_seed: recoverySeed,
+      },
+    });
+  }
+  return lines;
+}
+
+function download(bytes, name) {
+  const url = URL.createObjectURL(new Blob([bytes], { type: "application/octet-stream" }));
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+async function writeBackup(event) {
+  event.preventDefault();
+  showError("backup-error", null);
+  const passphrase = $("backup-pass").value;
+  const format = await import("./backup.js");
+  if (!accountsCache.length) return showError("backup-error", "There are no accounts to back up yet.");
+  const problem = format.passphraseProblem(passphrase);
+  if (problem) return showError("backup-error", problem);
+  if (passphrase !== $("backup-pass2").value) return showError("backup-error", "The two passphrases differ.");
+  $("backup-submit").disabled = true;
+  try {
+    const doc = format.backupDocument(await backupLines(), (await db.getSetting("deviceName")) ?? "");
+    const data = await format.sealBackup(doc, passphrase, { onProgress: progress("Encrypting the backup") });
+    download(data, `pushauth-${new Date().toISOString().slice(0, 10)}.backup`);
+    $("backup-pass").value = $("backup-pass2").value = "";
+    $("backup-status").textContent =
+      `Backup of ${doc.settings.layout.length} account(s) saved as a file. Keep it apart from this phone, and the passphrase apart from the file.`;
+  } catch (exc) {
+    $("backup-status").textContent = "";
+    showError("backup-error", `Could not write the backup: ${printable(exc.message)}`);
+  } finally {
+    $("backup-submit").disabled = false;
+  }
+}
+
+// One backup line into this app: verification codes at once; a push account recovers
+// with its recovery key (a new credential of this phone), else waits for a new QR code.
+async function restoreLine(line, order, deviceName) {
+  const base = { name: line.name, order, uvCredential: null, privateKey: null, publicKey: null, recovery: null };
+  const codes = line.otp ? "; verification codes work" : "";
+  if (!line.push) {
+    const cid = `codes:${crypto.randomUUID()}`;
+    const { label, issuer } = line.otp;
+    await db.putAccount({ ...base, cid, broker: null, rp: null, rp_name: issuer, user: null, label, deviceName, added: Date.now(), totp: await sealedTotp(cid, totpOf(line.otp)) });
+    return "verification codes work";
+  }
+  const p = line.push;
+  const common = { ...base, broker: p.broker, rp: p.rp, rp_name: p.rp_name, label: p.label };
+  let failed = null;
+  if (p.recovery_seed) {
+    try {
+      const made = await recover(p, deviceName);
+      await db.putAccount({
+        ...common,
+        cid: made.cid,
+        user: made.user,
+        deviceName,
+        added: Date.now(),
+        privateKey: made.keyPair.privateKey,
+        publicKey: made.keyPair.publicKey,
+        totp: line.otp && (await sealedTotp(made.cid, totpOf(line.otp))),
+        recovery: { publicKey: made.recovery.publicKey, seed: await sealed.seal(made.recovery.seed, `recovery:${made.cid}`) },
+      });
+      return `recovered: sign-in requests reach this phone${codes}`;
+    } catch (exc) {
+      failed = exc;
+    }
+  }
+  // Kept with its recovery key unless the server said it works no more: a recovery that
+  // failed for a passing reason can be tried again from the Python agent or a backup.
+  const keep = p.recovery_seed && !SPENT.has(failed?.code);
+  await db.putAccount({
+    ...common,
+    cid: p.cid,
+    user: p.user,
+    deviceName: p.device_name,
+    added: p.added,
+    actionRequired: true,
+    totp: line.otp && (await sealedTotp(p.cid, totpOf(line.otp))),
+    recovery: keep ? { publicKey: null, seed: await sealed.seal(p.recovery_seed, `recovery:${p.cid}`) } : null,
+  });
+  const why = failed ? ` (the recovery failed: ${failed.message})` : "";
+  return `action required: scan a new QR code from ${p.rp_name}${why}${codes}`;
+}
+
+async function restoreBackup(event) {
+  event.preventDefault();
+  showError("restore-error", null);
+  const report = $("restore-report");
+  report.replaceChildren();
+  const file = $("restore-file").files[0];
+  const passphrase = $("restore-pass").value;
+  const deviceName = $("restore-device-name").value.trim() || "Web authenticator";
+  if ((await db.listAccounts()).length)
+    return showError("restore-error", "Restore works in an app without accounts (as on a new phone). Nothing was changed.");
+  if (!file) return showError("restore-error", "Choose the backup file first.");
+  if (file.size > MAX_BACKUP_FILE) return showError("restore-error", "This file is too large to be a pushauth backup.");
+  if (!passphrase) return showError("restore-error", "Type the backup's passphrase.");
+  if ([...deviceName].length > 64 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(deviceName))
+    return showError("restore-error", "The phone's name must be 1 to 64 characters without control characters.");
+  $("restore-submit").disabled = true;
+  try {
+    let opened;
+    try {
+      const { openBackup } = await import("./backup.js");
+      opened = await openBackup(new Uint8Array(await file.arrayBuffer()), passphrase, { onProgress: progress("Opening the backup") });
+    } catch (exc) {
+      $("backup-status").textContent = "";
+      return showError("restore-error", `Could not open the backup: ${printable(exc.message)}. Nothing was changed.`);
+    }
+    $("backup-status").textContent = "Restoring…";
+    const done = [];
+    for (const [order, line] of opened.lines.entries()) done.push([line.name, await restoreLine(line, order, deviceName)]);
+    for (const { name, why } of opened.unsupported) done.push([name, `not carried over: ${why}`]);
+    for (const [name, what] of done) report.append(text("li", `${name}: ${what}`));
+    $("restore-pass").value = "";
+    $("restore-file").value = "";
+    $("device-name").value = deviceName;
+    await db.putSetting("deviceName", deviceName);
+    await refreshAccounts();
+    for (const broker of new Set(accountsCache.filter(hasKey).map((a) => a.broker))) connectionFor(broker);
+    $("backup-status").textContent = `Restored ${opened.lines.length} account(s) from the backup of '${printable(opened.deviceName)}'.`;
+  } finally {
+    $("restore-submit").disabled = false;
   }
 }
 
@@ -679,6 +867,10 @@ async function main() {
   $("move-down").addEventListener("click", () => move(1));
   $("remove").addEventListener("click", remove);
   $("account-back").addEventListener("click", () => show("home"));
+  $("backup-open").addEventListener("click", openBackupView);
+  $("backup-back").addEventListener("click", () => show("home"));
+  $("backup-form").addEventListener("submit", writeBackup);
+  $("restore-form").addEventListener("submit", restoreBackup);
   $("push-on").addEventListener("click", pushOnTapped);
   $("scan").hidden = !scanSupported();
   $("scan").addEventListener("click", () =>
@@ -690,7 +882,7 @@ async function main() {
   $("device-name").value = (await db.getSetting("deviceName")) ?? "";
   await sealPlainSecrets();
   await refreshAccounts();
-  for (const broker of new Set(accountsCache.map((a) => a.broker))) connectionFor(broker);
+  for (const broker of new Set(accountsCache.filter(hasKey).map((a) => a.broker))) connectionFor(broker);
   setInterval(tickCodes, 1000);
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("sw.js").catch(() => null);

@@ -27,8 +27,9 @@ export async function verify(publicKey, bytes, signature) {
   return crypto.subtle.verify({ name: "Ed25519" }, key, signature, bytes);
 }
 
-// For the known-answer vectors only: a key from a 32-byte seed (PKCS #8 wrapping of
-// RFC 8410). The app itself never imports a private key.
+// A key from a 32-byte seed (PKCS #8 wrapping of RFC 8410): for the known-answer
+// vectors, and for a backup's recovery key when it signs a recovery (recovery.js). The
+// account keys are never imported: they are made here, non-extractable.
 const PKCS8_PREFIX = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 export async function keyFromSeed(seed) {

@@ -1,0 +1,299 @@
+"""Backup and restore in the web authenticator, in the Python agent's format.
+
+- The app's modules against docs/backup-vectors.json in Chromium: each sealed vector
+  opens to its document and is reproduced byte for byte; each refused one is refused
+  with its code (tests/test_backup_vectors.py holds the agent to the same file).
+- A backup the app saves (a real download) restores with `pushauth-agent restore` as a
+  subprocess: the recoverable account recovers by itself and the app is asked "was this
+  you?", the other comes back as "action required", codes are the same.
+- The same file restored on a second phone: the recoverable account recovers with a
+  key of the new phone (the RP accepts the recovery by its own check, and a sign-in on
+  the new phone is approved and verified by the SDK); the other waits for a new QR
+  code, which re-activates it in place; codes work at once.
+- A backup the agent wrote restores in the app, its HOTP account reported by name.
+- Bad input changes nothing: a wrong passphrase, a damaged file, a weak passphrase, a
+  restore into an app that has accounts.
+
+Real broker, Redis, Chromium (phone profile) and agent process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from e2e_helpers import TEST_PASSPHRASE, agent, agent_env  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import agent_ok as ok
+from webapp_world import (  # noqa: F401
+    Phone,
+    app_broker,
+    browser,
+    new_phone,
+    phone,
+    rp,
+)
+
+from device_agent.backup import Backup, write_backup_file
+from device_agent.backup_vectors import DOCUMENT
+from device_agent.store import AccountStore
+from device_agent.vault import KdfParams
+from protocol.challenge import Status
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+VECTORS = json.loads((Path(__file__).resolve().parent.parent / "docs" / "backup-vectors.json").read_text())
+SAFE = "alice@contoso.example"  # recoverable
+PLAIN = "alice@fabrikam.example"  # not recoverable
+
+CHECK = """async (vectors) => {
+  const base = document.baseURI;
+  const backup = await import(new URL('js/backup.js', base).href);
+  const sf = await import(new URL('js/sealedfile.js', base).href);
+  const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  const bytes = (h) => new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16)));
+  const failures = [];
+  let opened = 0, resealed = 0, refused = 0;
+  for (const v of vectors.sealed) {
+    const got = await backup.openBackup(bytes(v.file), v.open_with);
+    const want = backup.linesOf(v.document);
+    if (JSON.stringify(got) !== JSON.stringify(want)) failures.push(['open', v.name]); else opened++;
+    const again = await backup.sealBackup(v.document, v.passphrase,
+      { kdf: { opslimit: v.opslimit, memlimit: v.memlimit }, salt: bytes(v.salt), nonce: bytes(v.nonce) });
+    if (hex(again) !== v.file) failures.push(['seal', v.name]); else resealed++;
+  }
+  for (const v of vectors.refused) {
+    try {
+      await backup.openBackup(bytes(v.file), v.passphrase);
+      failures.push(['opened', v.name]);
+    } catch (exc) {
+      const right = exc instanceof sf.SealedFileError && exc.code === v.code;
+      if (right) refused++;
+      else failures.push([v.name, exc.code ?? exc.message]);
+    }
+  }
+  return { failures, opened, resealed, refused };
+}"""
+
+CODE_OF = """async (cid) => {
+  const li = document.querySelector(`li[data-cid="${CSS.escape(cid)}"] [data-role="code"]`);
+  return li ? li.dataset.code : null;
+}"""
+
+
+async def test_the_app_agrees_with_every_backup_vector(phone: Phone) -> None:
+    result = await phone.page.evaluate(CHECK, VECTORS)
+    assert result["failures"] == []
+    assert result["opened"] == result["resealed"] == len(VECTORS["sealed"])
+    assert result["refused"] == len(VECTORS["refused"])
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def stored_of(accounts: dict[str, Any]) -> dict[str, Any]:
+    """What the RP stored at enrollment, by credential id."""
+    return {a["cid"]: a["credential"] for a in accounts.values()}
+
+
+async def enroll_two(rp: PushAuthClient, phone: Phone, user: str) -> dict[str, Any]:
+    """A recoverable account and a plain one, both with codes, added on `phone`."""
+    out: dict[str, Any] = {}
+    for label, recoverable in ((SAFE, True), (PLAIN, False)):
+        totp = new_totp()
+        started = await rp.create_enrollment(user, label, totp=totp, recoverable=recoverable)
+        assert started.uri is not None
+        cid = await phone.add_account(started.uri, "Old phone")
+        done = await rp.wait_enrollment(started, timeout=10)
+        assert done.completed and done.credential is not None and done.credential.id == cid
+        await rp.confirm_credential(cid)
+        out[label] = {"cid": cid, "totp": totp, "credential": done.credential}
+    await phone.page.get_by_role("button", name="Back up or restore").tap()
+    return out
+
+
+async def report(phone: Phone) -> list[str]:
+    await phone.page.locator("#backup-status", has_text="Restored").wait_for()
+    return await phone.page.locator("#restore-report li").all_inner_texts()
+
+
+def code_now(totp: Any) -> str:
+    return pyotp.TOTP(
+        totp.secret, digits=totp.digits, interval=totp.period, digest=totp.algorithm.lower()
+    ).now()
+
+
+async def shows_code(phone: Phone, cid: str, totp: Any) -> None:
+    """The app's code for `cid` is the RP's current one (read twice across a step edge)."""
+    for _ in range(3):
+        shown = await phone.page.evaluate(CODE_OF, cid)
+        if shown == code_now(totp):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"the app shows {shown!r}, the service expects {code_now(totp)!r}")
+
+
+# -- the app's backup, restored by the agent and by another phone -------------------------
+
+
+async def test_a_backup_saved_by_the_app_restores_with_the_agent(
+    rp: PushAuthClient, phone: Phone, tmp_path: Path
+) -> None:
+    accounts = await enroll_two(rp, phone, "carol")
+    path = tmp_path / "app.backup"
+    await phone.save_backup(path, TEST_PASSPHRASE)
+    home = tmp_path / "agent"
+    out = await asyncio.to_thread(ok, home, "restore", "--from", str(path), "--device-name", "Laptop")
+    assert f"recovered: {SAFE}" in out
+    store = AccountStore(home)
+    assert store.find(SAFE).active
+    assert store.find(PLAIN).status == "action_required"
+    # The recovery is the service's to check, with the recovery key it stored.
+    sync = await rp.sync_credentials("carol", stored_of(accounts))
+    (new,) = sync.added
+    assert new.recovered_from == accounts[SAFE]["cid"] and new.name == "Laptop" and not sync.refused
+    # The app is asked at once whether this was its user.
+    await phone.page.locator("#notice:not([hidden])").wait_for()
+    # Codes: the agent shows what the service expects for both accounts.
+    for label in (SAFE, PLAIN):
+        codes = json.loads(await asyncio.to_thread(ok, home, "code", label, "--json"))
+        assert code_now(accounts[label]["totp"]) in json.dumps(codes)
+
+
+async def test_a_backup_saved_by_the_app_restores_on_a_new_phone(
+    rp: PushAuthClient, phone: Phone, browser: Any, app_broker: Any, tmp_path: Path
+) -> None:
+    accounts = await enroll_two(rp, phone, "dave")
+    path = tmp_path / "app.backup"
+    await phone.save_backup(path, TEST_PASSPHRASE)
+    new = await new_phone(browser, app_broker.http_url + "/app/")
+    try:
+        await new.restore(path, TEST_PASSPHRASE)
+        lines = await report(new)
+        assert any(line.startswith(f"{SAFE}: recovered") for line in lines), lines
+        assert any(line.startswith(f"{PLAIN}: action required: scan a new QR code") for line in lines), lines
+        cids = await new.page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
+        assert len(cids) == 2 and accounts[PLAIN]["cid"] in cids
+        (recovered,) = [c for c in cids if c != accounts[PLAIN]["cid"]]
+        assert recovered != accounts[SAFE]["cid"]
+        await new.page.locator(f"li[data-cid='{accounts[PLAIN]['cid']}'] .acct-action").wait_for(
+            state="attached"
+        )
+        await shows_code(new, recovered, accounts[SAFE]["totp"])
+        await shows_code(new, accounts[PLAIN]["cid"], accounts[PLAIN]["totp"])
+
+        # The service accepts the recovered key by its own check, and a sign-in reaches the
+        # new phone and is approved there (the SDK verifies the answer with the new key).
+        sync = await rp.sync_credentials("dave", stored_of(accounts))
+        (key,) = sync.added
+        assert key.id == recovered and key.recovered_from == accounts[SAFE]["cid"] and key.name == "New phone"
+        await phone.page.locator("#notice:not([hidden])").wait_for()  # the old phone is asked
+        await new.page.get_by_role("button", name="Back", exact=True).tap()
+        challenge = await rp.create_challenge("dave", {"app": "Backup test"}, credential_id=recovered)
+        await new.prompt(challenge.id)
+        await new.type_number(challenge.number)
+        await new.page.get_by_role("button", name="Approve").tap()
+        verdict = await rp.wait_result(challenge, sync.public_keys(), timeout=10)
+        assert verdict.status == Status.APPROVED
+
+        # The plain account is re-activated by a new QR code, in place and under its name.
+        started = await rp.create_enrollment("dave", PLAIN, totp=new_totp())
+        assert started.uri is not None
+        await new.page.get_by_role("button", name="Add account").tap()
+        await new.page.get_by_label("Setup link").fill(started.uri)
+        await new.page.get_by_role("button", name="Add", exact=True).tap()
+        done = await rp.wait_enrollment(started, timeout=10)
+        assert done.completed and done.credential is not None
+        await new.page.locator(f"li[data-cid='{done.credential.id}']").wait_for(state="attached")
+        names = await new.page.locator("#accounts .acct-name").all_inner_texts()
+        assert names == [SAFE, PLAIN]
+        assert await new.page.locator(".acct-action").count() == 0
+    finally:
+        await new.context.close()
+
+
+async def test_a_backup_written_by_the_agent_restores_in_the_app(phone: Phone, tmp_path: Path) -> None:
+    # The vectors' document, written by the agent's own writer (its push accounts are at
+    # brokers that do not exist: they come back waiting, their recovery failing plainly).
+    from device_agent.backup_actions import open_backup
+
+    path = tmp_path / "agent.backup"
+    vector = open_backup(bytes.fromhex(VECTORS["sealed"][0]["file"]), VECTORS["sealed"][0]["open_with"])
+    write_backup_file(path, vector, TEST_PASSPHRASE, kdf=KdfParams.cheapest())
+    await phone.restore(path, TEST_PASSPHRASE)
+    lines = await report(phone)
+    assert lines[1] == "GitHub: bob: verification codes work"
+    assert (
+        lines[-1]
+        == "Fabrikam: vpn: not carried over: counter-based (HOTP) codes are not supported by this app"
+    )
+    assert lines[0].startswith(
+        "alice@contoso.example: action required: scan a new QR code from Contoso (the recovery failed:"
+    )
+    assert lines[2] == "alice (Tailspin Toys): action required: scan a new QR code from Tailspin Toys"
+    names = await phone.page.locator("#accounts .acct-name").all_inner_texts()
+    assert names == ["alice@contoso.example", "GitHub: bob", "alice (Tailspin Toys)"]
+    bob = DOCUMENT["accounts"][1]
+    li = phone.page.locator("#accounts li", has_text="GitHub: bob")
+    cid = await li.get_attribute("data-cid")
+    totp = pyotp.TOTP(bob["secret"], digits=bob["digits"], interval=bob["period"], digest="sha256")
+    shown = await phone.page.evaluate(CODE_OF, cid)
+    assert shown in {totp.now(), totp.at(__import__("time").time() - bob["period"])}
+
+
+# -- bad input changes nothing ------------------------------------------------------------
+
+
+async def test_bad_backups_and_passphrases_change_nothing(phone: Phone, tmp_path: Path) -> None:
+    page = phone.page
+    good = tmp_path / "good.backup"
+    write_backup_file(good, Backup(), TEST_PASSPHRASE, kdf=KdfParams.cheapest())
+    damaged = tmp_path / "damaged.backup"
+    data = bytearray(good.read_bytes())
+    data[-1] ^= 1
+    damaged.write_bytes(bytes(data))
+    other = tmp_path / "notes.txt"
+    other.write_text("not a backup")
+    for path, passphrase, words in (
+        (good, "not the passphrase", "wrong passphrase for this backup"),
+        (damaged, TEST_PASSPHRASE, "damaged or was altered"),
+        (other, TEST_PASSPHRASE, "not a pushauth backup file"),
+    ):
+        await phone.restore(path, passphrase)
+        await page.locator("#restore-error", has_text=words).wait_for()
+        await page.locator("#restore-error", has_text="Nothing was changed").wait_for()
+        assert await page.locator("#accounts li").count() == 0
+
+    # No backup of an empty app, and none under a weak or mistyped passphrase.
+    await page.get_by_role("button", name="Save backup file").tap()
+    await page.locator("#backup-error", has_text="no accounts to back up").wait_for()
+
+
+async def test_a_weak_passphrase_saves_nothing_and_restore_needs_an_empty_app(
+    rp: PushAuthClient, phone: Phone, tmp_path: Path
+) -> None:
+    await enroll_two(rp, phone, "erin")
+    page = phone.page
+    downloads: list[Any] = []
+    page.on("download", lambda d: downloads.append(d))
+    for first, second, words in (
+        ("short", "short", "too short"),
+        ("aaaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaa", "repeats a few characters"),
+        (TEST_PASSPHRASE, TEST_PASSPHRASE + "!", "The two passphrases differ"),
+    ):
+        await page.get_by_label("Passphrase (at least 12").fill(first)
+        await page.get_by_label("The same passphrase again").fill(second)
+        await page.get_by_role("button", name="Save backup file").tap()
+        await page.locator("#backup-error", has_text=words).wait_for()
+    path = tmp_path / "erin.backup"
+    await phone.save_backup(path, TEST_PASSPHRASE)
+    assert len(downloads) == 1  # only the good one
+    before = await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
+    await phone.restore(path, TEST_PASSPHRASE)
+    await page.locator("#restore-error", has_text="Restore works in an app without accounts").wait_for()
+    after = await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
+    assert after == before
