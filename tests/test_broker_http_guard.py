@@ -200,7 +200,10 @@ async def test_unauthenticated_endpoints_are_rate_limited_per_address(
     for _ in range(4):
         asked = exchange(broker, request("OPTIONS", "/v1/recoveries", **origin))
         assert asked.startswith(b"HTTP/1.1 204"), asked[:200]
-        assert b"Access-Control-Allow-Origin: *" in asked and b"Access-Control-Allow-Headers: Content-Type" in asked
+        assert (
+            b"Access-Control-Allow-Origin: *" in asked
+            and b"Access-Control-Allow-Headers: Content-Type" in asked
+        )
     body = b'{"cid": "x"}'
     raw = [
         exchange(broker, request("POST", "/v1/recoveries", body, Content_Type="application/json", **origin))

@@ -176,7 +176,9 @@ async def test_installable_offline_and_served_with_a_strict_policy(
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
     # No host named but loopback (local brokers); other brokers by scheme (wss:, https:).
     hosts = [source for source in csp.replace(";", " ").split() if "://" in source]
-    assert hosts and all(h.split("://")[1].startswith(("127.0.0.1:", "localhost:", "[::1]:")) for h in hosts), csp
+    assert hosts and all(
+        h.split("://")[1].startswith(("127.0.0.1:", "localhost:", "[::1]:")) for h in hosts
+    ), csp
     assert headers["X-Content-Type-Options"] == "nosniff"
     _, _, raw = fetch(base + "manifest.webmanifest")
     manifest = json.loads(raw)
