@@ -174,6 +174,8 @@ async def test_a_backup_saved_by_the_app_restores_on_a_new_phone(
     try:
         await new.restore(path, TEST_PASSPHRASE)
         lines = await report(new)
+        await new.shot("27-restored")
+        await new.axe_clean("the backup screen after a restore")
         assert any(line.startswith(f"{SAFE}: recovered") for line in lines), lines
         assert any(line.startswith(f"{PLAIN}: action required: scan a new QR code") for line in lines), lines
         cids = await new.page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
@@ -193,6 +195,8 @@ async def test_a_backup_saved_by_the_app_restores_on_a_new_phone(
         assert key.id == recovered and key.recovered_from == accounts[SAFE]["cid"] and key.name == "New phone"
         await phone.page.locator("#notice:not([hidden])").wait_for()  # the old phone is asked
         await new.page.get_by_role("button", name="Back", exact=True).tap()
+        await new.shot("28-action-required")
+        await new.axe_clean("the home screen with an account that needs a new QR code")
         challenge = await rp.create_challenge("dave", {"app": "Backup test"}, credential_id=recovered)
         await new.prompt(challenge.id)
         await new.type_number(challenge.number)
@@ -267,6 +271,8 @@ async def test_bad_backups_and_passphrases_change_nothing(phone: Phone, tmp_path
         await page.locator("#restore-error", has_text=words).wait_for()
         await page.locator("#restore-error", has_text="Nothing was changed").wait_for()
         assert await page.locator("#accounts li").count() == 0
+    await phone.shot("29-restore-refused")
+    await phone.axe_clean("the backup screen with a refused restore")
 
     # No backup of an empty app, and none under a weak or mistyped passphrase.
     await page.get_by_role("button", name="Save backup file").tap()
