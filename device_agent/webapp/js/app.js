@@ -427,7 +427,7 @@ async function openManage(cid) {
   ]);
   $("rename").value = account.name;
   $("uv").checked = !!account.uvCredential;
-  $("uv").disabled = !webauthn.available();
+  $("uv").disabled = !webauthn.available() || !hasKey(account); // nothing to approve without a key
   showError("account-error", null);
   show("account");
 }
@@ -478,7 +478,10 @@ async function toggleUv() {
 async function remove() {
   const account = await db.getAccount(openAccount);
   if (!account) return show("home");
-  if (!confirm(`Remove ${account.name}? Sign-in requests of ${account.rp_name} will no longer reach this phone.`)) return;
+  const what = hasKey(account)
+    ? `Sign-in requests of ${account.rp_name} will no longer reach this phone.`
+    : "Its verification codes will be gone from this phone.";
+  if (!confirm(`Remove ${account.name}? ${what}`)) return;
   try {
     // Revoked at the broker first (as the Python agent does): then the key is useless anywhere.
     // (An account without a key on this phone has nothing to revoke from here.)

@@ -102,15 +102,14 @@ function otpFromJson(raw) {
     ALGORITHMS.includes(algorithm) &&
     [6, 7, 8].includes(digits) &&
     (kind === "hotp" ? Number.isSafeInteger(raw.counter) && raw.counter >= 0 : Number.isInteger(raw.period) && raw.period >= 1 && raw.period <= MAX_PERIOD);
-  let bytes = null;
-  try {
-    bytes = typeof secret === "string" && /^[A-Z2-7]+$/.test(secret) ? base32Decode(secret) : null;
-  } catch {
-    bytes = null;
-  }
+  // Read as the agent reads it (accounts_model.decode_base32_secret): case, spaces,
+  // dashes and padding do not matter; a length no whole number of bytes has does.
+  const clean = typeof secret === "string" ? secret.replace(/[\s-]/g, "").toUpperCase().replace(/=+$/, "") : "";
+  const whole = /^[A-Z2-7]+$/.test(clean) && ![1, 3, 6].includes(clean.length % 8);
+  const bytes = whole ? base32Decode(clean) : null;
   if (!ok || !bytes || !bytes.length || bytes.length > MAX_SECRET_BYTES)
     throw bad(`the backup holds an invalid account (${typeof name === "string" ? name : "?"})`);
-  return raw;
+  return { ...raw, secret: clean };
 }
 
 function pushFromJson(name, raw) {
