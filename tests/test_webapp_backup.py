@@ -39,6 +39,7 @@ from webapp_world import (  # noqa: F401
 
 from device_agent.backup import Backup, write_backup_file
 from device_agent.backup_vectors import DOCUMENT
+from device_agent.passphrase import PassphraseError, check_strength
 from device_agent.store import AccountStore
 from device_agent.vault import KdfParams
 from protocol.challenge import Status
@@ -90,6 +91,39 @@ async def test_the_app_agrees_with_every_backup_vector(phone: Phone) -> None:
     assert result["failures"] == []
     assert result["opened"] == result["resealed"] == len(VECTORS["sealed"])
     assert result["refused"] == len(VECTORS["refused"])
+
+
+PASSPHRASES = [
+    "correct horse battery staple",
+    "password1234",
+    "Password123!",
+    "aaaaaaaaaaaaaaaa",
+    "qwertyuiopasdf",
+    "1234567890123",
+    "Tr0ub4dor&3xyz",
+    "pushauth passphrase",
+    "zebra umbrella quantum velvet",
+    "john smith 1985",
+    "iloveyouiloveyou",
+    "P@ssw0rdP@ssw0rd",
+    "mañana corazón árbol",
+]
+RATE = """async (passphrases) => {
+  const backup = await import(new URL('js/backup.js', document.baseURI).href);
+  return Promise.all(passphrases.map((p) => backup.passphraseProblem(p)));
+}"""
+
+
+async def test_the_app_refuses_the_passphrases_the_agent_refuses(phone: Phone) -> None:
+    problems = await phone.page.evaluate(RATE, PASSPHRASES)
+    for passphrase, problem in zip(PASSPHRASES, problems, strict=True):
+        try:
+            check_strength(passphrase)
+            agent_ok = True
+        except PassphraseError:
+            agent_ok = False
+        assert (problem is None) == agent_ok, (passphrase, problem)
+    assert sum(p is None for p in problems) >= 4  # not a rule that refuses everything
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -288,7 +322,8 @@ async def test_a_weak_passphrase_saves_nothing_and_restore_needs_an_empty_app(
     page.on("download", lambda d: downloads.append(d))
     for first, second, words in (
         ("short", "short", "too short"),
-        ("aaaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaa", "repeats a few characters"),
+        ("aaaaaaaaaaaaaaaa", "aaaaaaaaaaaaaaaa", 'too easy to guess (Repeated characters like "aaa"'),
+        ("password1234", "password1234", "too easy to guess (This is similar to a commonly used password)"),
         (TEST_PASSPHRASE, TEST_PASSPHRASE + "!", "The two passphrases differ"),
     ):
         await page.get_by_label("Passphrase (at least 12").fill(first)

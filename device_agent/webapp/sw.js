@@ -38,6 +38,7 @@ const SHELL = [
 // Built by scripts/build-webapp; an app served without it still installs.
 const OPTIONAL = [
   "vendor/jsQR.js",
+  "vendor/zxcvbn.js",
   ...["argon2.js", "blake2.js", "_blake.js", "_md.js", "_u64.js", "utils.js"].map((f) => `vendor/noble-hashes/${f}`),
   ...["chacha.js", "_arx.js", "_poly1305.js", "utils.js"].map((f) => `vendor/noble-ciphers/${f}`),
 ];

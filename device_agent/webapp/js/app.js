@@ -632,7 +632,7 @@ async function writeBackup(event) {
   const passphrase = $("backup-pass").value;
   const format = await import("./backup.js");
   if (!accountsCache.length) return showError("backup-error", "There are no accounts to back up yet.");
-  const problem = format.passphraseProblem(passphrase);
+  const problem = await format.passphraseProblem(passphrase);
   if (problem) return showError("backup-error", problem);
   if (passphrase !== $("backup-pass2").value) return showError("backup-error", "The two passphrases differ.");
   $("backup-submit").disabled = true;
