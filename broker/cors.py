@@ -26,7 +26,8 @@ HEADERS = {
 PREFLIGHT = {
     **HEADERS,
     "Access-Control-Allow-Methods": "GET, POST, PUT, DELETE",
-    "Access-Control-Allow-Headers": "Content-Type",
+    # The backup store's requests are signed in these two headers (broker/backups.py).
+    "Access-Control-Allow-Headers": "Content-Type, X-Pushauth-Time, X-Pushauth-Signature",
     "Access-Control-Max-Age": "600",
 }
 

@@ -148,10 +148,10 @@ def legacy_blob_seed(passphrase: str, origin: str, name: str, kdf: KdfParams) ->
     return argon2id.kdf(32, passphrase.encode(), salt, opslimit=kdf.opslimit, memlimit=kdf.memlimit)
 
 
-def wrap(keys: BlobKeys, sealed: bytes) -> bytes:
+def wrap(keys: BlobKeys, sealed: bytes, *, nonce: bytes | None = None) -> bytes:
     """What the broker stores: magic, nonce, XChaCha20-Poly1305 of the sealed backup
-    (magic and blob id as associated data)."""
-    nonce = nacl.utils.random(nacl.secret.Aead.NONCE_SIZE)
+    (magic and blob id as associated data). `nonce` is for known-answer vectors only."""
+    nonce = nacl.utils.random(nacl.secret.Aead.NONCE_SIZE) if nonce is None else nonce
     box = nacl.secret.Aead(keys.wrap).encrypt(sealed, WRAP_MAGIC + keys.public_key, nonce)
     return WRAP_MAGIC + nonce + box.ciphertext
 

@@ -11,7 +11,10 @@ document with the same salt and nonce; each `refused` vector is a file it must r
 with the error code given (device_agent/vault.py SealedErrorCode), before or after the
 key derivation as the format says. Fixed inputs, so the output is the same on every
 run; tests/test_backup_vectors.py checks the file is exactly this output and that the
-agent agrees with every vector. Binary values are hex strings.
+agent agrees with every vector. `codes` are backup codes as people type them (the secret each
+reads as; typed codes to refuse) and `blobs` a broker copy: the keys derived from
+passphrase, backup code, broker origin and backup name, and the stored (wrapped) blob
+of the first sealed file. Binary values are hex strings.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import sys
 from typing import Any
 
 from .backup import BACKUP_FORMAT, BACKUP_MAGIC
+from .backup_keys import CODE_PREFIX, BackupCode, blob_keys, wrap
 from .vault import HEADER_SIZE, NONCE_OFFSET, VAULT_MAGIC, KdfParams, SealKey, derive_key, seal
 
 PASSPHRASE = "correct horse battery staple"
@@ -215,6 +219,58 @@ def refused_vectors() -> list[dict[str, Any]]:
     ]
 
 
+CODE = BackupCode(bytes(range(200, 218)))
+ORIGIN = "https://push.contoso.example"
+BLOB_NAME = "default"
+WRAP_NONCE = bytes(range(50, 74))
+
+
+def code_vectors() -> dict[str, Any]:
+    """Backup codes as people type them (backup_keys.BackupCode.parse) and the secret each
+    reads as, and typed codes that must be refused."""
+    text = CODE.text
+    bare = text.removeprefix(CODE_PREFIX + "-")
+    typo = text[:-1] + ("0" if text[-1] != "0" else "1")
+    return {
+        "valid": [
+            {"typed": typed, "secret": CODE.secret.hex()}
+            for typed in (
+                text,
+                text.lower(),
+                bare,
+                bare.replace("-", ""),
+                " " + text.replace("-", " ") + " ",
+                text.replace("0", "O").replace("1", "I"),
+                text.replace("1", "l"),
+            )
+        ],
+        "invalid": [typo, text[:-4], text + "A", text.replace(text[5], "U", 1), "", "PAB1-"],
+    }
+
+
+def blob_vectors() -> list[dict[str, Any]]:
+    """The keys of a broker copy (backup_keys.blob_keys) and the stored blob (wrap) of the
+    first sealed vector's file."""
+    keys = blob_keys(PASSPHRASE, CODE, ORIGIN, BLOB_NAME, CHEAP)
+    sealed = bytes.fromhex(sealed_vectors()[0]["file"])
+    return [
+        {
+            "code": CODE.text,
+            "passphrase": PASSPHRASE,
+            "origin": ORIGIN,
+            "name": BLOB_NAME,
+            "opslimit": CHEAP.opslimit,
+            "memlimit": CHEAP.memlimit,
+            "seed": keys.seed.hex(),
+            "blob_id": keys.blob_id,
+            "wrap_key": keys.wrap.hex(),
+            "nonce": WRAP_NONCE.hex(),
+            "sealed": sealed.hex(),
+            "stored": wrap(keys, sealed, nonce=WRAP_NONCE).hex(),
+        }
+    ]
+
+
 def build() -> dict[str, Any]:
     return {
         "description": "Known-answer vectors of the pushauth backup file (docs/backup-format.md), from `python -m device_agent.backup_vectors`.",
@@ -222,6 +278,8 @@ def build() -> dict[str, Any]:
         "magic": BACKUP_MAGIC.hex(),
         "sealed": sealed_vectors(),
         "refused": refused_vectors(),
+        "codes": code_vectors(),
+        "blobs": blob_vectors(),
     }
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from device_agent import backup_vectors
 from device_agent.backup import BACKUP_MAGIC, dump_backup, load_backup
+from device_agent.backup_keys import BackupCode, BackupCodeError, blob_keys, unwrap, wrap
 from device_agent.vault import KdfParams, SealedFileError
 
 PATH = Path(__file__).resolve().parent.parent / "docs" / "backup-vectors.json"
@@ -62,3 +63,30 @@ def test_the_vectors_cover_every_refusal_before_and_after_the_key() -> None:
         "unsupported_version",
         "bad_content",
     }
+
+
+@pytest.mark.parametrize("vector", VECTORS["codes"]["valid"], ids=lambda v: v["typed"])
+def test_each_typed_backup_code_reads_as_its_secret(vector: dict[str, Any]) -> None:
+    assert BackupCode.parse(vector["typed"]).secret.hex() == vector["secret"]
+
+
+@pytest.mark.parametrize("typed", VECTORS["codes"]["invalid"])
+def test_each_mistyped_backup_code_is_refused(typed: str) -> None:
+    with pytest.raises(BackupCodeError):
+        BackupCode.parse(typed)
+
+
+@pytest.mark.parametrize("vector", VECTORS["blobs"], ids=lambda v: v["blob_id"])
+def test_each_broker_copy_has_its_keys_and_unwraps_to_its_file(vector: dict[str, Any]) -> None:
+    kdf = KdfParams(vector["opslimit"], vector["memlimit"])
+    keys = blob_keys(
+        vector["passphrase"], BackupCode.parse(vector["code"]), vector["origin"], vector["name"], kdf
+    )
+    assert (keys.seed.hex(), keys.blob_id, keys.wrap.hex()) == (
+        vector["seed"],
+        vector["blob_id"],
+        vector["wrap_key"],
+    )
+    stored = bytes.fromhex(vector["stored"])
+    assert unwrap(keys, stored).hex() == vector["sealed"]
+    assert wrap(keys, bytes.fromhex(vector["sealed"]), nonce=bytes.fromhex(vector["nonce"])) == stored

@@ -202,7 +202,7 @@ async def test_unauthenticated_endpoints_are_rate_limited_per_address(
         assert asked.startswith(b"HTTP/1.1 204"), asked[:200]
         assert (
             b"Access-Control-Allow-Origin: *" in asked
-            and b"Access-Control-Allow-Headers: Content-Type" in asked
+            and b"Access-Control-Allow-Headers: Content-Type, X-Pushauth-Time, X-Pushauth-Signature" in asked
         )
     body = b'{"cid": "x"}'
     raw = [

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
-from e2e_helpers import TEST_PASSPHRASE, agent, agent_env  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from webapp_world import (  # noqa: F401
     Phone,
@@ -39,7 +40,7 @@ from webapp_world import (  # noqa: F401
 
 from device_agent.backup import Backup, write_backup_file
 from device_agent.backup_vectors import DOCUMENT
-from device_agent.passphrase import PassphraseError, check_strength
+from device_agent.passphrase import BACKUP_CODE_ENV, KDF_ENV, PassphraseError, check_strength
 from device_agent.store import AccountStore
 from device_agent.vault import KdfParams
 from protocol.challenge import Status
@@ -51,7 +52,7 @@ VECTORS = json.loads((Path(__file__).resolve().parent.parent / "docs" / "backup-
 SAFE = "alice@contoso.example"  # recoverable
 PLAIN = "alice@fabrikam.example"  # not recoverable
 
-CHECK = """async (vectors) => {
+CHECK = r"""async (vectors) => {
   const base = document.baseURI;
   const backup = await import(new URL('js/backup.js', base).href);
   const sf = await import(new URL('js/sealedfile.js', base).href);
@@ -77,7 +78,35 @@ CHECK = """async (vectors) => {
       else failures.push([v.name, exc.code ?? exc.message]);
     }
   }
-  return { failures, opened, resealed, refused };
+  const keys = await import(new URL('js/blobkeys.js', base).href);
+  const ed = await import(new URL('js/keys.js', base).href);
+  let codes = 0, blobs = 0;
+  for (const v of vectors.codes.valid) {
+    try {
+      if (hex(keys.parseCode(v.typed)) === v.secret) codes++;
+      else failures.push(['code', v.typed]);
+    } catch (exc) { failures.push(['code', v.typed, exc.message]); }
+  }
+  for (const typed of vectors.codes.invalid) {
+    try { keys.parseCode(typed); failures.push(['accepted', typed]); }
+    catch (exc) {
+      if (exc instanceof keys.BackupCodeError) codes++;
+      else failures.push([typed, exc.message]);
+    }
+  }
+  for (const v of vectors.blobs) {
+    const code = keys.parseCode(v.code);
+    if (keys.codeText(code) !== v.code) failures.push(['code text', v.code]);
+    const kdf = { opslimit: v.opslimit, memlimit: v.memlimit };
+    const k = await keys.blobKeys(v.passphrase, code, v.origin, v.name, { kdf });
+    const pk = await ed.publicKeyOfSeed(k.seed);
+    const id = btoa(String.fromCharCode(...pk)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    const ok = hex(k.seed) === v.seed && hex(k.wrap) === v.wrap_key && id === v.blob_id
+      && hex(keys.unwrap(k, pk, bytes(v.stored))) === v.sealed
+      && hex(keys.wrap(k, pk, bytes(v.sealed), bytes(v.nonce))) === v.stored;
+    if (ok) blobs++; else failures.push(['blob', v.blob_id]);
+  }
+  return { failures, opened, resealed, refused, codes, blobs };
 }"""
 
 CODE_OF = """async (cid) => {
@@ -91,6 +120,8 @@ async def test_the_app_agrees_with_every_backup_vector(phone: Phone) -> None:
     assert result["failures"] == []
     assert result["opened"] == result["resealed"] == len(VECTORS["sealed"])
     assert result["refused"] == len(VECTORS["refused"])
+    assert result["codes"] == len(VECTORS["codes"]["valid"]) + len(VECTORS["codes"]["invalid"])
+    assert result["blobs"] == len(VECTORS["blobs"]) == 1
 
 
 PASSPHRASES = [
@@ -338,3 +369,89 @@ async def test_a_weak_passphrase_saves_nothing_and_restore_needs_an_empty_app(
     await page.locator("#restore-error", has_text="Restore works in an app without accounts").wait_for()
     after = await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
     assert after == before
+
+
+# -- copies on the server (the broker's encrypted-backup store) ---------------------------
+
+CODE_RE = re.compile(r"PAB1(?:-[0-9A-Z]{4}){8}")
+# The agent derives a server copy's keys at the real Argon2id cost here (its tests run
+# at the cheapest): the app always uses the real one, and both must derive the same keys.
+REAL_COST = {KDF_ENV: ""}
+
+
+async def test_a_server_copy_saved_by_the_app_restores_with_the_agent(
+    rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
+) -> None:
+    accounts = await enroll_two(rp, phone, "gwen")
+    code = await phone.save_to_server(TEST_PASSPHRASE)
+    await phone.page.locator("#backup-code", has_text="Write it down now").wait_for()
+    assert await phone.save_to_server(TEST_PASSPHRASE) == code  # one code per phone
+    await phone.page.locator("#backup-code", has_text="The same as before").wait_for()
+    home = tmp_path / "agent"
+    out = await asyncio.to_thread(
+        ok,
+        home,
+        "restore",
+        "--from",
+        "broker",
+        "--broker",
+        app_broker.ws_url,
+        "--device-name",
+        "Laptop",
+        **{**REAL_COST, BACKUP_CODE_ENV: code.lower()},
+    )
+    assert f"recovered: {SAFE}" in out
+    assert AccountStore(home).find(PLAIN).status == "action_required"
+    sync = await rp.sync_credentials("gwen", stored_of(accounts))
+    (new,) = sync.added
+    assert new.recovered_from == accounts[SAFE]["cid"] and new.name == "Laptop"
+
+
+async def test_a_server_copy_saved_by_the_agent_restores_in_the_app(
+    rp: PushAuthClient, browser: Any, app_broker: Any, tmp_path: Path
+) -> None:
+    home = tmp_path / "agent"
+    credential = await enroll(rp, home, user="hana", account="hana@contoso.example")
+    out = await asyncio.to_thread(ok, home, "backup", "--to", "broker", **REAL_COST)
+    (code,) = CODE_RE.findall(out)
+    new = await new_phone(browser, app_broker.http_url + "/app/")
+    try:
+        await new.restore_from_server(app_broker.ws_url, code.replace("-", " "), TEST_PASSPHRASE)
+        (line,) = await report(new)
+        waiting = "action required: scan a new QR code from Contoso Portal; verification codes work"
+        assert line == f"hana@contoso.example: {waiting}"
+        cid = await new.page.locator("#accounts li").get_attribute("data-cid")
+        assert cid == credential.id  # waiting under the old device's credential, for a new QR code
+        # The phone keeps the code for its own server copies, as the agent does.
+        assert await new.save_to_server(TEST_PASSPHRASE) == code
+    finally:
+        await new.context.close()
+
+
+async def test_a_mistyped_code_or_a_wrong_passphrase_restores_nothing_from_the_server(
+    rp: PushAuthClient, phone: Phone, app_broker: Any
+) -> None:
+    await enroll_two(rp, phone, "ivan")
+    code = await phone.save_to_server(TEST_PASSPHRASE)
+    await phone.page.get_by_role("button", name="Back", exact=True).tap()
+    empty = await new_phone(phone.context.browser, app_broker.http_url + "/app/")
+    page = empty.page
+    try:
+        typo = code[:-1] + ("0" if code[-1] != "0" else "1")
+        for typed, passphrase, address, words in (
+            (typo, TEST_PASSPHRASE, app_broker.ws_url, "this backup code is mistyped"),
+            (
+                code,
+                TEST_PASSPHRASE + " again",
+                app_broker.ws_url,
+                "no backup on this server for this passphrase",
+            ),
+            (code, TEST_PASSPHRASE, "ws://push.example.com/v1/device", "not encrypted"),
+            (code, TEST_PASSPHRASE, "push.example.com", "not a server address"),
+        ):
+            await empty.restore_from_server(address, typed, passphrase)
+            await page.locator("#restore-error", has_text=words).wait_for()
+            await page.locator("#restore-error", has_text="Nothing was changed").wait_for()
+            assert await page.locator("#accounts li").count() == 0
+    finally:
+        await empty.context.close()

@@ -144,14 +144,38 @@ class Phone:
         await download.save_as(path)
         await page.locator("#backup-status", has_text="saved as a file").wait_for(timeout=WAIT_MS)
 
-    async def restore(self, path: Path, passphrase: str, name: str = "New phone") -> None:
-        """Start a restore from the file at `path` (the caller waits for what follows)."""
+    async def save_to_server(self, passphrase: str) -> str:
+        """Save a copy on the server; returns the backup code the app shows."""
         page = self.page
         await self._backup_view()
-        await page.get_by_label("Backup file").set_input_files(str(path))
-        await page.get_by_label("The backup's passphrase").fill(passphrase)
-        await page.get_by_label("This phone's name").fill(name)
-        await page.get_by_role("button", name="Restore", exact=True).tap()
+        await page.get_by_label("Passphrase (at least 12").fill(passphrase)
+        await page.get_by_label("The same passphrase again").fill(passphrase)
+        await page.get_by_role("button", name="Save to the server").tap()
+        shown = page.locator("#backup-code:not([hidden])")
+        await shown.wait_for(timeout=WAIT_MS)
+        found = re.search(r"PAB1(-[0-9A-Z]{4}){8}", await shown.inner_text())
+        assert found, await shown.inner_text()
+        return found.group(0)
+
+    async def restore(self, path: Path, passphrase: str, name: str = "New phone") -> None:
+        """Start a restore from the file at `path` (the caller waits for what follows)."""
+        await self._restore_fields(passphrase, name)
+        await self.page.get_by_label("Backup file").set_input_files(str(path))
+        await self.page.get_by_role("button", name="Restore from the file").tap()
+
+    async def restore_from_server(
+        self, address: str, code: str, passphrase: str, name: str = "New phone"
+    ) -> None:
+        """Start a restore of the server copy at `address` (the caller waits for what follows)."""
+        await self._restore_fields(passphrase, name)
+        await self.page.get_by_label("Server address").fill(address)
+        await self.page.get_by_label("Backup code").fill(code)
+        await self.page.get_by_role("button", name="Restore from the server").tap()
+
+    async def _restore_fields(self, passphrase: str, name: str) -> None:
+        await self._backup_view()
+        await self.page.get_by_label("The backup's passphrase").fill(passphrase)
+        await self.page.get_by_label("This phone's name").fill(name)
 
 
 async def new_phone(browser: Browser, url: str, **options: Any) -> Phone:

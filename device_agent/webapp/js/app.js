@@ -3,7 +3,7 @@
 // textContent and printable() only.
 
 import * as db from "./db.js";
-import { newKeyPair, newRecoveryKey } from "./keys.js";
+import { newKeyPair, newRecoveryKey, publicKeyOfSeed } from "./keys.js";
 import * as sealed from "./sealed.js";
 import { utf8 } from "./protocol/bytes.js";
 import { BrokerConnection, ReplyError } from "./connection.js";
@@ -14,7 +14,7 @@ import { totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
 import { startScan, stopScan, scanSupported } from "./scan.js";
 import { PUSH, browserCanPush, brokerKey, turnOn } from "./push.js";
-import { recover } from "./recovery.js";
+import * as brokerHttp from "./brokerhttp.js";
 
 const $ = (id) => document.getElementById(id);
 const events = new EventTarget();
@@ -579,12 +579,31 @@ const SPENT = new Set(["recovery_key_used", "credential_revoked", "recovery_refu
 const actionText = (account) => `Action required: scan a new QR code from ${account.rp_name}'s security page.`;
 const totpOf = ({ secret, algorithm, digits, period }) => ({ secret, algorithm, digits, period });
 
+const CODE_SETTING = "backupCode"; // the backup code of server copies, sealed
+
+// The brokers this phone's push accounts are at: where a server copy can go.
+const backupBrokers = () => [...new Set(accountsCache.filter((a) => a.broker).map((a) => a.broker))];
+
 function openBackupView() {
   for (const id of ["backup-error", "restore-error"]) showError(id, null);
   $("restore-report").replaceChildren();
   $("backup-status").textContent = "";
+  $("backup-code").hidden = true;
   $("restore-device-name").value = $("device-name").value;
+  renderBackupTargets();
   show("backup");
+}
+
+function renderBackupTargets() {
+  const brokers = backupBrokers();
+  $("backup-broker").replaceChildren(...brokers.map((b) => Object.assign(document.createElement("option"), { value: b, textContent: b })));
+  $("backup-broker-row").hidden = brokers.length < 2;
+  $("backup-server").disabled = brokers.length === 0;
+}
+
+async function storedCode() {
+  const box = await db.getSetting(CODE_SETTING);
+  return box ? sealed.open(box, "backup-code") : null;
 }
 
 // Argon2id takes a second or more on a phone: say that something happens.
@@ -629,26 +648,69 @@ function download(bytes, name) {
 async function writeBackup(event) {
   event.preventDefault();
   showError("backup-error", null);
+  $("backup-code").hidden = true;
+  const toServer = event.submitter?.id === "backup-server";
   const passphrase = $("backup-pass").value;
   const format = await import("./backup.js");
   if (!accountsCache.length) return showError("backup-error", "There are no accounts to back up yet.");
   const problem = await format.passphraseProblem(passphrase);
   if (problem) return showError("backup-error", problem);
   if (passphrase !== $("backup-pass2").value) return showError("backup-error", "The two passphrases differ.");
-  $("backup-submit").disabled = true;
+  const broker = backupBrokers().length === 1 ? backupBrokers()[0] : $("backup-broker").value;
+  if (toServer && !broker) return showError("backup-error", "None of these accounts is at a server that keeps backups.");
+  for (const id of ["backup-submit", "backup-server"]) $(id).disabled = true;
   try {
     const doc = format.backupDocument(await backupLines(), (await db.getSetting("deviceName")) ?? "");
     const data = await format.sealBackup(doc, passphrase, { onProgress: progress("Encrypting the backup") });
-    download(data, `pushauth-${new Date().toISOString().slice(0, 10)}.backup`);
+    const count = `Backup of ${doc.settings.layout.length} account(s)`;
+    if (!toServer) {
+      download(data, `pushauth-${new Date().toISOString().slice(0, 10)}.backup`);
+      $("backup-status").textContent = `${count} saved as a file. Keep it apart from this phone, and the passphrase apart from the file.`;
+    } else {
+      const blob = await import("./blobkeys.js");
+      const had = await storedCode();
+      const fresh = !had;
+      const code = had ?? blob.newCode();
+      await saveToServer(broker, passphrase, code, data);
+      // Kept only once a copy exists under it; shown each time, so it can be written down.
+      if (fresh) await db.putSetting(CODE_SETTING, await sealed.seal(code, "backup-code"));
+      $("backup-status").textContent = `${count} saved on ${brokerHttp.httpBase(broker)}.`;
+      $("backup-code").textContent = `Backup code: ${blob.codeText(code)}. ${
+        fresh ? "Write it down now and keep it apart from this phone" : "The same as before; keep it apart from this phone"
+      }: a restore from the server needs it and the passphrase.`;
+      $("backup-code").hidden = false;
+    }
     $("backup-pass").value = $("backup-pass2").value = "";
-    $("backup-status").textContent =
-      `Backup of ${doc.settings.layout.length} account(s) saved as a file. Keep it apart from this phone, and the passphrase apart from the file.`;
   } catch (exc) {
     $("backup-status").textContent = "";
-    showError("backup-error", `Could not write the backup: ${printable(exc.message)}`);
+    showError("backup-error", `Could not save the backup: ${printable(exc.message)}`);
   } finally {
     $("backup-submit").disabled = false;
+    renderBackupTargets();
   }
+}
+
+// A copy on the broker: the sealed file wrapped under keys of the passphrase AND the
+// backup code (js/blobkeys.js), so that a thief of the server cannot test guesses.
+async function saveToServer(broker, passphrase, code, data) {
+  const blob = await import("./blobkeys.js");
+  const origin = brokerHttp.httpBase(broker);
+  const keys = await blob.blobKeys(passphrase, code, origin, brokerHttp.DEFAULT_BACKUP_NAME, {
+    onProgress: progress("Deriving the server copy's keys"),
+  });
+  const blobPk = await publicKeyOfSeed(keys.seed);
+  await brokerHttp.putBlob(broker, keys.seed, blob.wrap(keys, blobPk, data));
+}
+
+// The sealed backup of a server copy: from the address, the typed code and the passphrase.
+async function readFromServer(address, typedCode, passphrase) {
+  const blob = await import("./blobkeys.js");
+  const code = blob.parseCode(typedCode);
+  const keys = await blob.blobKeys(passphrase, code, brokerHttp.httpBase(address), brokerHttp.DEFAULT_BACKUP_NAME, {
+    onProgress: progress("Deriving the server copy's keys"),
+  });
+  const stored = await brokerHttp.getBlob(address, keys.seed);
+  return { code, data: blob.unwrap(keys, await publicKeyOfSeed(keys.seed), stored) };
 }
 
 // One backup line into this app: verification codes at once; a push account recovers
@@ -667,7 +729,7 @@ async function restoreLine(line, order, deviceName) {
   let failed = null;
   if (p.recovery_seed) {
     try {
-      const made = await recover(p, deviceName);
+      const made = await brokerHttp.recover(p, deviceName);
       await db.putAccount({
         ...common,
         cid: made.cid,
@@ -706,22 +768,29 @@ async function restoreBackup(event) {
   showError("restore-error", null);
   const report = $("restore-report");
   report.replaceChildren();
+  const fromServer = event.submitter?.id === "restore-server";
   const file = $("restore-file").files[0];
+  const address = $("restore-server-url").value.trim();
   const passphrase = $("restore-pass").value;
   const deviceName = $("restore-device-name").value.trim() || "Web authenticator";
   if ((await db.listAccounts()).length)
     return showError("restore-error", "Restore works in an app without accounts (as on a new phone). Nothing was changed.");
-  if (!file) return showError("restore-error", "Choose the backup file first.");
-  if (file.size > MAX_BACKUP_FILE) return showError("restore-error", "This file is too large to be a pushauth backup.");
+  if (!fromServer && !file) return showError("restore-error", "Choose the backup file first.");
+  if (!fromServer && file.size > MAX_BACKUP_FILE) return showError("restore-error", "This file is too large to be a pushauth backup.");
+  if (fromServer && !address) return showError("restore-error", "Type the address of the server the copy was saved on.");
   if (!passphrase) return showError("restore-error", "Type the backup's passphrase.");
   if ([...deviceName].length > 64 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(deviceName))
     return showError("restore-error", "The phone's name must be 1 to 64 characters without control characters.");
-  $("restore-submit").disabled = true;
+  for (const id of ["restore-submit", "restore-server"]) $(id).disabled = true;
   try {
     let opened;
+    let code = null;
     try {
       const { openBackup } = await import("./backup.js");
-      opened = await openBackup(new Uint8Array(await file.arrayBuffer()), passphrase, { onProgress: progress("Opening the backup") });
+      let data;
+      if (fromServer) ({ code, data } = await readFromServer(address, $("restore-code").value, passphrase));
+      else data = new Uint8Array(await file.arrayBuffer());
+      opened = await openBackup(data, passphrase, { onProgress: progress("Opening the backup") });
     } catch (exc) {
       $("backup-status").textContent = "";
       return showError("restore-error", `Could not open the backup: ${printable(exc.message)}. Nothing was changed.`);
@@ -731,15 +800,17 @@ async function restoreBackup(event) {
     for (const [order, line] of opened.lines.entries()) done.push([line.name, await restoreLine(line, order, deviceName)]);
     for (const { name, why } of opened.unsupported) done.push([name, `not carried over: ${why}`]);
     for (const [name, what] of done) report.append(text("li", `${name}: ${what}`));
-    $("restore-pass").value = "";
-    $("restore-file").value = "";
+    // The code of a server copy stays for this phone's own server copies (as the agent keeps it).
+    if (code) await db.putSetting(CODE_SETTING, await sealed.seal(code, "backup-code"));
+    for (const id of ["restore-pass", "restore-file", "restore-code"]) $(id).value = "";
     $("device-name").value = deviceName;
     await db.putSetting("deviceName", deviceName);
     await refreshAccounts();
+    renderBackupTargets();
     for (const broker of new Set(accountsCache.filter(hasKey).map((a) => a.broker))) connectionFor(broker);
     $("backup-status").textContent = `Restored ${opened.lines.length} account(s) from the backup of '${printable(opened.deviceName)}'.`;
   } finally {
-    $("restore-submit").disabled = false;
+    for (const id of ["restore-submit", "restore-server"]) $(id).disabled = false;
   }
 }
 

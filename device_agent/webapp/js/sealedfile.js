@@ -37,7 +37,7 @@ export class SealedFileError extends Error {
   }
 }
 
-function person(text) {
+export function person(text) {
   // libsodium pads a short personalization with zero bytes to 16; noble wants all 16.
   const out = new Uint8Array(16);
   out.set(new TextEncoder().encode(text));

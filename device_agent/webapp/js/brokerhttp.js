@@ -1,0 +1,137 @@
+// The broker's device HTTP requests (docs/http-api.md), as device_agent/broker_http.py
+// makes them: a recovery after a restore, and the encrypted-backup store. Each request
+// is signed by a device-held key over its time; the broker accepts it once and within
+// minutes of its clock. The broker answers them from any origin (broker/cors.py).
+//
+// Recovery (docs/protocol.md section 16): the backup's recovery key of the old device's
+// credential signs for a new key made on this phone, which signs too (proof of
+// possession), and the broker registers the new credential for the same service, user
+// and account, using the old recovery key up. The new credential gets a recovery key of
+// its own.
+
+import { newKeyPair, newRecoveryKey, keyFromSeed, publicKeyOfSeed, sign } from "./keys.js";
+import { b64urlEncode } from "./protocol/bytes.js";
+import { backupBytes, recoverBytes } from "./protocol/signing.js";
+import { insecureTransport } from "./protocol/uri.js";
+
+const WHY = {
+  recovery_key_used: "its recovery key was used already (a recovery key works once)",
+  credential_revoked: "the old device was removed at the service",
+  recovery_refused: "the server does not accept this recovery key",
+  rate_limited: "the server is busy; try again in a minute",
+};
+
+export class BrokerError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "BrokerError";
+    this.code = code;
+  }
+}
+
+// The broker's HTTP origin from its device WebSocket URL or an HTTP(S) address, its
+// host and port as written (as device_agent/broker_http.py http_base makes it: a broker
+// copy's keys are derived from this text, so both must read an address alike).
+export function httpBase(address) {
+  const m = /^(wss?|https?):\/\/([^/?#@]+)(?:[/?#]|$)/i.exec(address.trim());
+  let host = null;
+  try {
+    host = m && new URL(`http://${m[2]}`).hostname;
+  } catch {
+    host = null;
+  }
+  if (!host) throw new BrokerError("bad_address", `not a server address: ${address} (wss://, ws://, https:// or http://)`);
+  const secure = ["wss", "https"].includes(m[1].toLowerCase());
+  const insecure = secure ? null : insecureTransport(`ws://${m[2]}`);
+  if (insecure) throw new BrokerError("insecure", insecure);
+  return `${secure ? "https" : "http"}://${m[2]}`;
+}
+
+// `push` is a backup line's push part (js/backup.js) with its recovery seed. Returns
+// {cid, user, keyPair, recovery} of the new credential; throws BrokerError.
+export async function recover(push, deviceName) {
+  const keyPair = await newKeyPair();
+  const recovery = await newRecoveryKey();
+  const ts = Date.now();
+  const message = recoverBytes(push.rp, push.cid, keyPair.publicKey, deviceName, recovery.publicKey, ts);
+  const body = {
+    cid: push.cid,
+    pk: b64urlEncode(keyPair.publicKey),
+    name: deviceName,
+    recovery_pk: b64urlEncode(recovery.publicKey),
+    ts,
+    recovery_sig: b64urlEncode(await sign(await keyFromSeed(push.recovery_seed), message)),
+    sig: b64urlEncode(await sign(keyPair.privateKey, message)),
+  };
+  let response;
+  try {
+    response = await fetch(`${httpBase(push.broker)}/v1/recoveries`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch (exc) {
+    throw new BrokerError("unreachable", `the server could not be reached (${exc.message})`);
+  }
+  const answer = await response.json().catch(() => null);
+  if (response.status !== 201) {
+    const code = typeof answer?.code === "string" ? answer.code : `http_${response.status}`;
+    throw new BrokerError(code, WHY[code] ?? `the server refused the recovery (${code})`);
+  }
+  const fields = ["id", "rp", "user"];
+  if (!answer || !fields.every((k) => typeof answer[k] === "string" && answer[k]))
+    throw new BrokerError("malformed", "the server's answer to the recovery is malformed");
+  // The server must have recovered the account at the service the backup names.
+  if (answer.rp !== push.rp)
+    throw new BrokerError("wrong_rp", `the server recovered the account at another service (${answer.rp})`);
+  return { cid: answer.id, user: answer.user, keyPair, recovery };
+}
+
+// -- the encrypted-backup store -----------------------------------------------------------
+
+export const DEFAULT_BACKUP_NAME = "default";
+
+async function blobRequest(broker, seed, op, body = new Uint8Array(0)) {
+  const blobId = b64urlEncode(await publicKeyOfSeed(seed));
+  const ts = Date.now();
+  const bodyHash = new Uint8Array(await crypto.subtle.digest("SHA-256", body));
+  const sig = await sign(await keyFromSeed(seed), backupBytes(op, blobId, ts, bodyHash));
+  const headers = { "X-Pushauth-Time": String(ts), "X-Pushauth-Signature": b64urlEncode(sig) };
+  if (op === "put") headers["Content-Type"] = "application/octet-stream";
+  try {
+    return await fetch(`${httpBase(broker)}/v1/backups/${encodeURIComponent(blobId)}`, {
+      method: op.toUpperCase(),
+      headers,
+      body: op === "put" ? body : undefined,
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch (exc) {
+    throw new BrokerError("unreachable", `the server could not be reached (${exc.message})`);
+  }
+}
+
+async function refusal(response, what) {
+  const answer = await response.json().catch(() => null);
+  const code = typeof answer?.code === "string" ? answer.code : `http_${response.status}`;
+  const detail = typeof answer?.detail === "string" ? answer.detail : code;
+  return new BrokerError(code, `the server ${what}: ${detail}`);
+}
+
+export async function putBlob(broker, seed, blob) {
+  const response = await blobRequest(broker, seed, "put", blob);
+  if (response.status !== 204) throw await refusal(response, "did not store the backup");
+}
+
+export async function getBlob(broker, seed) {
+  const response = await blobRequest(broker, seed, "get");
+  if (response.status === 404)
+    throw new BrokerError(
+      "not_found",
+      "there is no backup on this server for this passphrase and backup code (check both, and the server's address)",
+    );
+  if (response.status !== 200) throw await refusal(response, "refused to give the backup");
+  return new Uint8Array(await response.arrayBuffer());
+}
