@@ -23,6 +23,7 @@ import asyncio
 import json
 import re
 from pathlib import Path
+from secrets import token_bytes
 from typing import Any
 
 import pyotp
@@ -38,8 +39,11 @@ from webapp_world import (  # noqa: F401
     rp,
 )
 
-from device_agent.backup import Backup, write_backup_file
+from device_agent import broker_http
+from device_agent.backup import Backup, load_backup, write_backup_file
 from device_agent.backup_vectors import DOCUMENT
+from device_agent.errors import Refused
+from device_agent.legacy_store import unb64 as b64decode
 from device_agent.passphrase import BACKUP_CODE_ENV, KDF_ENV, PassphraseError, check_strength
 from device_agent.store import AccountStore
 from device_agent.vault import KdfParams
@@ -455,3 +459,71 @@ async def test_a_mistyped_code_or_a_wrong_passphrase_restores_nothing_from_the_s
             assert await page.locator("#accounts li").count() == 0
     finally:
         await empty.context.close()
+
+
+# -- after "No, it wasn't me" ---------------------------------------------------------------
+
+
+async def test_after_no_older_backups_recover_nothing_and_a_new_one_works(
+    rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
+) -> None:
+    stored = {}
+    for label in ("kim@contoso.example", "kim@fabrikam.example"):
+        started = await rp.create_enrollment("kim", label, totp=new_totp(), recoverable=True)
+        assert started.uri is not None
+        cid = await phone.add_account(started.uri, "Old phone")
+        done = await rp.wait_enrollment(started, timeout=10)
+        assert done.completed and done.credential is not None
+        await rp.confirm_credential(cid)
+        stored[cid] = done.credential
+    first, second = stored
+    old_file = tmp_path / "old.backup"
+    await phone.save_backup(old_file, TEST_PASSPHRASE)
+    code = await phone.save_to_server(TEST_PASSPHRASE)
+    await phone.page.get_by_role("button", name="Back", exact=True).tap()
+
+    # A thief with the file and its passphrase recovers the first account on a device of
+    # its own; the phone is asked and says no.
+    pushed = load_backup(old_file.read_bytes(), TEST_PASSPHRASE).push_accounts
+    seeds = {p["cid"]: b64decode(p["recovery_seed"]) for p in pushed}
+    rp_id = pushed[0]["rp"]
+
+    def thief_recovers(cid: str) -> dict[str, Any]:
+        return broker_http.recover(
+            app_broker.ws_url, rp_id, cid, seeds[cid], token_bytes(32), token_bytes(32), "thief"
+        )
+
+    await asyncio.to_thread(thief_recovers, first)
+    await phone.page.locator("#notice:not([hidden])").wait_for()
+    await phone.page.get_by_role("button", name="No, it wasn't me").tap()
+    await phone.toast("Older backups of this phone recover nothing now")
+    assert "Not done" not in await phone.page.locator("#toast").inner_text()
+
+    # The other account's recovery key in the old backup was replaced: refused.
+    with pytest.raises(Refused) as refused:
+        await asyncio.to_thread(thief_recovers, second)
+    assert refused.value.code == "recovery_key_used"
+    # The server copy (which the thief may also open) is gone.
+    gone = await asyncio.to_thread(
+        agent,
+        tmp_path / "thief",
+        "restore",
+        "--from",
+        "broker",
+        "--broker",
+        app_broker.ws_url,
+        **{**REAL_COST, BACKUP_CODE_ENV: code},
+    )
+    assert gone.returncode != 0 and "no backup at" in gone.stderr
+    # The service accepts the renewed keys by its own check (signed by each credential).
+    sync = await rp.sync_credentials("kim", stored)
+    assert {c.id for c in sync.rotated} == {first, second} and not sync.refused
+    # A new backup holds the new keys, and a new backup code.
+    new_file = tmp_path / "new.backup"
+    await phone.save_backup(new_file, TEST_PASSPHRASE)
+    renewed = {
+        p["cid"]: b64decode(p["recovery_seed"])
+        for p in load_backup(new_file.read_bytes(), TEST_PASSPHRASE).push_accounts
+    }
+    assert renewed.keys() == seeds.keys() and all(renewed[c] != seeds[c] for c in seeds)
+    assert await phone.save_to_server(TEST_PASSPHRASE) != code

@@ -554,7 +554,8 @@ async function answerNotice(decision) {
     notices.delete(n.frame.notice);
     // The recovery used this account's recovery key up (a recovery key works once).
     if (account.recovery) await db.putAccount({ ...account, recovery: null });
-    toast(NOTICE_OUTCOMES[result.outcome] ?? `The recovery question was closed (${printable(result.outcome)}).`);
+    const said = NOTICE_OUTCOMES[result.outcome] ?? `The recovery question was closed (${printable(result.outcome)}).`;
+    toast(result.outcome === "disowned" ? `${said} ${await renewAfterDisown(account.cid)}` : said);
   } catch (exc) {
     const code = exc instanceof ReplyError ? exc.code : "";
     if (["unknown_notice", "credential_revoked", "unknown_credential"].includes(code)) {
@@ -569,6 +570,39 @@ async function answerNotice(decision) {
   }
 }
 
+// After "No, it wasn't me": whoever restored a backup of this phone holds its passphrase,
+// maybe its backup code too. Old backups must recover nothing more (docs/protocol.md
+// section 16, "Renewal"; as the agent does): every recoverable account gets a new
+// recovery key (the old ones in any backup are refused from now on), the server copies
+// are deleted and the next one gets a new backup code. What is left undone is said.
+async function renewAfterDisown(answeredCid) {
+  const failed = [];
+  for (const account of await db.listAccounts()) {
+    if (!hasKey(account) || !(account.recovery || account.cid === answeredCid)) continue;
+    try {
+      const fresh = await newRecoveryKey();
+      const taken = await brokerHttp.setRecoveryKey(account.broker, account.cid, account.privateKey, fresh.publicKey);
+      const recovery = taken ? { publicKey: fresh.publicKey, seed: await sealed.seal(fresh.seed, `recovery:${account.cid}`) } : null;
+      await db.putAccount({ ...(await db.getAccount(account.cid)), recovery });
+    } catch (exc) {
+      failed.push(`${account.name}'s recovery key was not renewed (${exc.message})`);
+    }
+  }
+  const kept = [];
+  for (const copy of (await db.getSetting(COPIES_SETTING)) ?? []) {
+    try {
+      await brokerHttp.deleteBlob(copy.broker, await sealed.open(copy.seed, `server-copy:${copy.broker}`));
+    } catch (exc) {
+      kept.push(copy);
+      failed.push(`the copy on ${brokerHttp.httpBase(copy.broker)} was not deleted (${exc.message})`);
+    }
+  }
+  await db.putSetting(COPIES_SETTING, kept);
+  await db.putSetting(CODE_SETTING, null);
+  const done = "Older backups of this phone recover nothing now: make a new one (Back up or restore), which gets a new backup code.";
+  return failed.length ? `${done} Not done: ${failed.join("; ")}.` : done;
+}
+
 // -- backup and restore (docs/backup-format.md; deploy/webapp.md) ---------------------
 // The format and its crypto load only when used (js/backup.js, js/sealedfile.js).
 
@@ -580,6 +614,9 @@ const actionText = (account) => `Action required: scan a new QR code from ${acco
 const totpOf = ({ secret, algorithm, digits, period }) => ({ secret, algorithm, digits, period });
 
 const CODE_SETTING = "backupCode"; // the backup code of server copies, sealed
+// This phone's server copies, [{broker, seed (sealed)}]: what a "No, it wasn't me" deletes.
+// The seed opens nothing by itself (the copy also needs the passphrase and the code).
+const COPIES_SETTING = "serverCopies";
 
 // The brokers this phone's push accounts are at: where a server copy can go.
 const backupBrokers = () => [...new Set(accountsCache.filter((a) => a.broker).map((a) => a.broker))];
@@ -700,6 +737,9 @@ async function saveToServer(broker, passphrase, code, data) {
   });
   const blobPk = await publicKeyOfSeed(keys.seed);
   await brokerHttp.putBlob(broker, keys.seed, blob.wrap(keys, blobPk, data));
+  const copies = ((await db.getSetting(COPIES_SETTING)) ?? []).filter((c) => c.broker !== broker);
+  copies.push({ broker, seed: await sealed.seal(keys.seed, `server-copy:${broker}`) });
+  await db.putSetting(COPIES_SETTING, copies);
 }
 
 // The sealed backup of a server copy: from the address, the typed code and the passphrase.

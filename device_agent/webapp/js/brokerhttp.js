@@ -11,7 +11,7 @@
 
 import { newKeyPair, newRecoveryKey, keyFromSeed, publicKeyOfSeed, sign } from "./keys.js";
 import { b64urlEncode } from "./protocol/bytes.js";
-import { backupBytes, recoverBytes } from "./protocol/signing.js";
+import { backupBytes, recoverBytes, recoveryKeyBytes } from "./protocol/signing.js";
 import { insecureTransport } from "./protocol/uri.js";
 
 const WHY = {
@@ -63,18 +63,7 @@ export async function recover(push, deviceName) {
     recovery_sig: b64urlEncode(await sign(await keyFromSeed(push.recovery_seed), message)),
     sig: b64urlEncode(await sign(keyPair.privateKey, message)),
   };
-  let response;
-  try {
-    response = await fetch(`${httpBase(push.broker)}/v1/recoveries`, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-      credentials: "omit",
-      cache: "no-store",
-    });
-  } catch (exc) {
-    throw new BrokerError("unreachable", `the server could not be reached (${exc.message})`);
-  }
+  const response = await postJson(`${httpBase(push.broker)}/v1/recoveries`, body);
   const answer = await response.json().catch(() => null);
   if (response.status !== 201) {
     const code = typeof answer?.code === "string" ? answer.code : `http_${response.status}`;
@@ -87,6 +76,34 @@ export async function recover(push, deviceName) {
   if (answer.rp !== push.rp)
     throw new BrokerError("wrong_rp", `the server recovered the account at another service (${answer.rp})`);
   return { cid: answer.id, user: answer.user, keyPair, recovery };
+}
+
+async function postJson(url, body) {
+  try {
+    return await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch (exc) {
+    throw new BrokerError("unreachable", `the server could not be reached (${exc.message})`);
+  }
+}
+
+// Name a new recovery key for credential `cid` (signed by its key), replacing the one
+// named before or used by a recovery: true when the broker took it, false when the
+// service did not enroll the credential as recoverable.
+export async function setRecoveryKey(broker, cid, privateKey, recoveryPk) {
+  const ts = Date.now();
+  const sig = await sign(privateKey, recoveryKeyBytes(cid, recoveryPk, ts));
+  const url = `${httpBase(broker)}/v1/credentials/${encodeURIComponent(cid)}/recovery-key`;
+  const response = await postJson(url, { recovery_pk: b64urlEncode(recoveryPk), ts, sig: b64urlEncode(sig) });
+  if (response.status === 204) return true;
+  const failure = await refusal(response, "did not take the new recovery key");
+  if (failure.code === "not_recoverable") return false;
+  throw failure;
 }
 
 // -- the encrypted-backup store -----------------------------------------------------------
@@ -123,6 +140,14 @@ async function refusal(response, what) {
 export async function putBlob(broker, seed, blob) {
   const response = await blobRequest(broker, seed, "put", blob);
   if (response.status !== 204) throw await refusal(response, "did not store the backup");
+}
+
+// Delete the blob of `seed`: true if it was there, false if there was none.
+export async function deleteBlob(broker, seed) {
+  const response = await blobRequest(broker, seed, "delete");
+  if (response.status === 404) return false;
+  if (response.status !== 204) throw await refusal(response, "did not delete the backup");
+  return true;
 }
 
 export async function getBlob(broker, seed) {
