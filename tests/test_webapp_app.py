@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import TEST_PASSPHRASE
 from PIL import Image
 from playwright.async_api import Browser, async_playwright
 from support import BrokerProcess
@@ -32,6 +33,7 @@ from webapp_world import (  # noqa: F401
 )
 
 from device_agent.accounts_model import decode_base32_secret
+from device_agent.backup_keys import BackupCode
 from device_agent.totp import totp as agent_totp
 from protocol.challenge import Status
 from protocol.uri import TotpParams
@@ -287,9 +289,9 @@ async def test_verification_code_secrets_are_not_plain_text_in_the_profile_files
     rp: PushAuthClient, app_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     """Read the browser profile's IndexedDB files as someone with a copy of the disk
-    would search them: the phone's name (stored as it is) is there, the TOTP secret is
-    not, neither in base32 nor as bytes (sealed with a non-extractable AES-GCM key,
-    js/sealed.js). A reader who parses the stored key objects gets further: see
+    would search them: the phone's name (stored as it is) is there, the TOTP secret and
+    the backup code of a server copy are not, neither as text nor as bytes (sealed with
+    a non-extractable AES-GCM key, js/sealed.js). A reader who parses the stored key objects gets further: see
     deploy/webapp.md, "Secrets at rest"."""
     profile = tmp_path / "profile"
     marker = "Phone-marker-7Q2ZKX"
@@ -319,6 +321,7 @@ async def test_verification_code_secrets_are_not_plain_text_in_the_profile_files
             "extractable": False,
             "algorithm": "AES-GCM",
         }
+        code = await phone.save_to_server(TEST_PASSPHRASE)  # the backup code is kept, sealed
         await context.close()
     files = [f for f in (profile / "Default" / "IndexedDB").rglob("*") if f.is_file()]
     disk = b"".join(f.read_bytes() for f in files)
@@ -328,6 +331,8 @@ async def test_verification_code_secrets_are_not_plain_text_in_the_profile_files
     secret = totp.secret.upper().rstrip("=")
     assert not any(enc(secret) in disk for enc in plain)
     assert decode_base32_secret(totp.secret) not in disk
+    assert not any(enc(code) in disk or enc(code.replace("-", "")) in disk for enc in plain)
+    assert BackupCode.parse(code).secret not in disk
 
 
 async def test_a_secret_stored_in_plain_text_by_an_earlier_version_is_sealed_on_start(
