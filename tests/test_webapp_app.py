@@ -208,6 +208,15 @@ async def test_installable_offline_and_served_with_a_strict_policy(
         await page.get_by_role("heading", name="Accounts").wait_for()
         await phone.shot("14-offline")
         await phone.axe_clean("the home screen offline")
+        # The modules a backup loads only when used (with the vendored Argon2id,
+        # XChaCha20-Poly1305 and zxcvbn) are in the cache too.
+        lazy = """async () => {
+            const b = await import('./js/backup.js');
+            const k = await import('./js/blobkeys.js');
+            const code = k.codeText(new Uint8Array(18));
+            return [await b.passphraseProblem('correct horse battery staple'), code];
+        }"""
+        assert await page.evaluate(lazy) == [None, BackupCode(bytes(18)).text]
     finally:
         await phone.context.set_offline(False)
     cached = await page.evaluate(
