@@ -162,8 +162,8 @@ LIMITER = web.AppKey("limiter", Limiter)
 
 
 def device_request_path(path: str) -> str | None:
-    """ "backup" or "recovery" for the paths of the device HTTP requests (open to anyone,
-    signed by device keys: broker/backups.py, broker/recovery.py), else None."""
+    """The class of a device HTTP request's path, "backup" or "recovery" (open to anyone,
+    signed by device keys: broker/backups.py, broker/recovery.py); None for other paths."""
     if path.startswith("/v1/backups/"):
         return "backup"
     if path == "/v1/recoveries" or (path.startswith("/v1/credentials/") and path.endswith("/recovery-key")):

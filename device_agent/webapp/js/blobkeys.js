@@ -17,7 +17,7 @@ import { xchacha20poly1305 } from "../vendor/noble-ciphers/chacha.js";
 import { canonical } from "./protocol/signing.js";
 import { DEFAULT_KDF, deriveKey, person } from "./sealedfile.js";
 
-export const CODE_PREFIX = "PAB1";
+const CODE_PREFIX = "PAB1";
 const SECRET_BYTES = 18;
 const CHECK_BYTES = 2;
 const CHARS = ((SECRET_BYTES + CHECK_BYTES) * 8) / 5; // 32

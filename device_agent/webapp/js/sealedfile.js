@@ -17,7 +17,7 @@ import { xchacha20poly1305 } from "../vendor/noble-ciphers/chacha.js";
 export const BACKUP_MAGIC = new TextEncoder().encode("PABACKUP");
 const FORMAT_VERSION = 1;
 const KDF_ARGON2ID = 1;
-export const HEADER_SIZE = 8 + 2 + 1 + 4 + 8 + 16 + 24 + 16 + 8;
+const HEADER_SIZE = 8 + 2 + 1 + 4 + 8 + 16 + 24 + 16 + 8;
 // What libsodium (and so the Python agent) accepts, and what a crafted file may ask of
 // this phone: never terabytes of memory or hours of work.
 const OPSLIMIT_MIN = 1;
@@ -47,7 +47,7 @@ const CHECK_PERSON = person("pushauth-keychk");
 
 // The passphrase as UTF-8 of its NFC form: "é" typed as one code point or as e + accent
 // derives the same key (as device_agent/vault.py does).
-export const passphraseBytes = (passphrase) => new TextEncoder().encode(passphrase.normalize("NFC"));
+const passphraseBytes = (passphrase) => new TextEncoder().encode(passphrase.normalize("NFC"));
 
 export async function deriveKey(passphrase, salt, kdf, onProgress) {
   return argon2idAsync(passphraseBytes(passphrase), salt, {
