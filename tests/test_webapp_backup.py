@@ -529,3 +529,53 @@ async def test_after_no_older_backups_recover_nothing_and_a_new_one_works(
     }
     assert renewed.keys() == seeds.keys() and all(renewed[c] != seeds[c] for c in seeds)
     assert await phone.save_to_server(TEST_PASSPHRASE) != code
+
+
+async def copy_written_after(phone: Phone, before: str) -> str:
+    """Wait until the phone has written a new automatic copy: the home screen's note
+    names the copy's content (`data-digest`), which changes with each copy."""
+    note = phone.page.locator(f"#auto-note[data-digest]:not([data-digest='{before}'])")
+    await note.wait_for(state="attached")
+    digest = await note.get_attribute("data-digest")
+    assert digest
+    return digest
+
+
+async def test_the_server_copy_is_kept_up_to_date_after_each_change(
+    rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
+) -> None:
+    await enroll_two(rp, phone, "lena")
+    code = await phone.save_to_server(TEST_PASSPHRASE)
+    await phone.page.locator("#backup-auto-status", has_text="kept up to date after each change").wait_for()
+    await phone.shot("30-saved-to-the-server")
+    await phone.axe_clean("the backup screen after a save to the server, with its backup code")
+    first = await phone.page.locator("#auto-note").get_attribute("data-digest")
+    assert first
+    await phone.page.get_by_role("button", name="Back", exact=True).tap()
+
+    # A change: one more account, then a rename; each rewrites the copy on its own.
+    started = await rp.create_enrollment("lena", "lena@tailspin.example", totp=new_totp())
+    assert started.uri is not None
+    await phone.add_account(started.uri)
+    second = await copy_written_after(phone, first)
+    await phone.page.get_by_role("button", name=f"Manage {SAFE}").tap()
+    await phone.page.get_by_label("Name shown in this app").fill("Contoso (work)")
+    await phone.page.get_by_role("button", name="Rename").tap()
+    await copy_written_after(phone, second)
+
+    home = tmp_path / "agent"
+    out = await asyncio.to_thread(
+        ok,
+        home,
+        "restore",
+        "--from",
+        "broker",
+        "--broker",
+        app_broker.ws_url,
+        "--device-name",
+        "Laptop",
+        **{**REAL_COST, BACKUP_CODE_ENV: code},
+    )
+    assert "recovered: Contoso (work)" in out
+    names = [a["name"] for a in json.loads(await asyncio.to_thread(ok, home, "accounts", "--json"))]
+    assert names == ["Contoso (work)", PLAIN, "lena@tailspin.example"]

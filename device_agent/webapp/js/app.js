@@ -5,7 +5,7 @@
 import * as db from "./db.js";
 import { newKeyPair, newRecoveryKey, publicKeyOfSeed } from "./keys.js";
 import * as sealed from "./sealed.js";
-import { utf8 } from "./protocol/bytes.js";
+import { hex, utf8 } from "./protocol/bytes.js";
 import { BrokerConnection, ReplyError } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { printable } from "./protocol/text.js";
@@ -105,6 +105,7 @@ async function refreshAccounts() {
   accountsCache = await db.listAccounts();
   renderAccounts();
   renderConn();
+  autoBackup();
 }
 
 function renderConn() {
@@ -576,6 +577,10 @@ async function answerNotice(decision) {
 // recovery key (the old ones in any backup are refused from now on), the server copies
 // are deleted and the next one gets a new backup code. What is left undone is said.
 async function renewAfterDisown(answeredCid) {
+  // Automatic copies stop first, and one under way ends before anything is renewed, so
+  // that no copy under the known code and keys is written again with the new keys in it.
+  await db.putSetting(AUTO_SETTING, null);
+  await autoRunning;
   const failed = [];
   for (const account of await db.listAccounts()) {
     if (!hasKey(account) || !(account.recovery || account.cid === answeredCid)) continue;
@@ -599,6 +604,7 @@ async function renewAfterDisown(answeredCid) {
   }
   await db.putSetting(COPIES_SETTING, kept);
   await db.putSetting(CODE_SETTING, null);
+  renderAutoStatus();
   const done = "Older backups of this phone recover nothing now: make a new one (Back up or restore), which gets a new backup code.";
   return failed.length ? `${done} Not done: ${failed.join("; ")}.` : done;
 }
@@ -617,6 +623,10 @@ const CODE_SETTING = "backupCode"; // the backup code of server copies, sealed
 // This phone's server copies, [{broker, seed (sealed)}]: what a "No, it wasn't me" deletes.
 // The seed opens nothing by itself (the copy also needs the passphrase and the code).
 const COPIES_SETTING = "serverCopies";
+// Automatic server copies: {broker, salt, kdf, fileKey, seed, wrap (the last three
+// sealed), last (digest of the last copy's content), at}. The derived keys, not the
+// passphrase: they open only this phone's own copies, whose content the phone holds.
+const AUTO_SETTING = "autoBackup";
 
 // The brokers this phone's push accounts are at: where a server copy can go.
 const backupBrokers = () => [...new Set(accountsCache.filter((a) => a.broker).map((a) => a.broker))];
@@ -628,7 +638,20 @@ function openBackupView() {
   $("backup-code").hidden = true;
   $("restore-device-name").value = $("device-name").value;
   renderBackupTargets();
+  renderAutoStatus();
   show("backup");
+}
+
+// Where the automatic copy stands, on the Backup screen and under the home screen's list
+// (`data-digest` names the copy's content: it changes with each new copy).
+async function renderAutoStatus() {
+  const auto = await db.getSetting(AUTO_SETTING);
+  for (const id of ["backup-auto-status", "auto-note"]) $(id).hidden = !auto;
+  if (!auto) return $("auto-note").removeAttribute("data-digest");
+  const when = new Date(auto.at).toLocaleString();
+  $("backup-auto-status").textContent = `The copy on ${brokerHttp.httpBase(auto.broker)} is kept up to date after each change; last updated ${when}.`;
+  $("auto-note").textContent = `Backup on the server up to date (${when}).`;
+  $("auto-note").dataset.digest = auto.last;
 }
 
 function renderBackupTargets() {
@@ -698,7 +721,8 @@ async function writeBackup(event) {
   for (const id of ["backup-submit", "backup-server"]) $(id).disabled = true;
   try {
     const doc = format.backupDocument(await backupLines(), (await db.getSetting("deviceName")) ?? "");
-    const data = await format.sealBackup(doc, passphrase, { onProgress: progress("Encrypting the backup") });
+    const sk = await format.backupKey(passphrase, { onProgress: progress("Encrypting the backup") });
+    const data = format.sealBackupWith(doc, sk);
     const count = `Backup of ${doc.settings.layout.length} account(s)`;
     if (!toServer) {
       download(data, `pushauth-${new Date().toISOString().slice(0, 10)}.backup`);
@@ -708,9 +732,21 @@ async function writeBackup(event) {
       const had = await storedCode();
       const fresh = !had;
       const code = had ?? blob.newCode();
-      await saveToServer(broker, passphrase, code, data);
+      const keys = await saveToServer(broker, passphrase, code, data);
       // Kept only once a copy exists under it; shown each time, so it can be written down.
       if (fresh) await db.putSetting(CODE_SETTING, await sealed.seal(code, "backup-code"));
+      const auto = $("backup-auto").checked && {
+        broker,
+        salt: sk.salt,
+        kdf: sk.kdf,
+        fileKey: await sealed.seal(sk.key, "auto-backup:file"),
+        seed: await sealed.seal(keys.seed, "auto-backup:seed"),
+        wrap: await sealed.seal(keys.wrap, "auto-backup:wrap"),
+        last: await contentDigest(doc),
+        at: Date.now(),
+      };
+      await db.putSetting(AUTO_SETTING, auto || null);
+      renderAutoStatus();
       $("backup-status").textContent = `${count} saved on ${brokerHttp.httpBase(broker)}.`;
       $("backup-code").textContent = `Backup code: ${blob.codeText(code)}. ${
         fresh ? "Write it down now and keep it apart from this phone" : "The same as before; keep it apart from this phone"
@@ -740,6 +776,54 @@ async function saveToServer(broker, passphrase, code, data) {
   const copies = ((await db.getSetting(COPIES_SETTING)) ?? []).filter((c) => c.broker !== broker);
   copies.push({ broker, seed: await sealed.seal(keys.seed, `server-copy:${broker}`) });
   await db.putSetting(COPIES_SETTING, copies);
+  return keys;
+}
+
+// What a copy holds, apart from when it was made: an unchanged list needs no new copy.
+async function contentDigest(doc) {
+  const bytes = utf8(JSON.stringify({ ...doc, created_at: 0 }));
+  return hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+}
+
+// After each change (every path that changes accounts ends in refreshAccounts), the
+// automatic server copy is rewritten under the kept keys: one upload at a time, the
+// last change wins; a failure is said and tried again after the next change or start.
+let autoRunning = null;
+let autoAgain = false;
+
+function autoBackup() {
+  if (autoRunning) {
+    autoAgain = true;
+    return autoRunning;
+  }
+  autoRunning = (async () => {
+    do {
+      autoAgain = false;
+      await autoBackupOnce();
+    } while (autoAgain);
+  })().finally(() => (autoRunning = null));
+  return autoRunning;
+}
+
+async function autoBackupOnce() {
+  const auto = await db.getSetting(AUTO_SETTING);
+  if (!auto) return;
+  try {
+    const format = await import("./backup.js");
+    const blob = await import("./blobkeys.js");
+    const doc = format.backupDocument(await backupLines(), (await db.getSetting("deviceName")) ?? "");
+    const digest = await contentDigest(doc);
+    if (digest === auto.last) return;
+    const sk = { key: await sealed.open(auto.fileKey, "auto-backup:file"), salt: auto.salt, kdf: auto.kdf };
+    const keys = { seed: await sealed.open(auto.seed, "auto-backup:seed"), wrap: await sealed.open(auto.wrap, "auto-backup:wrap") };
+    const blobPk = await publicKeyOfSeed(keys.seed);
+    await brokerHttp.putBlob(auto.broker, keys.seed, blob.wrap(keys, blobPk, format.sealBackupWith(doc, sk)));
+    const now = await db.getSetting(AUTO_SETTING); // turned off meanwhile (a "no"): stays off
+    if (now) await db.putSetting(AUTO_SETTING, { ...now, last: digest, at: Date.now() });
+    renderAutoStatus();
+  } catch (exc) {
+    toast(`The copy on the server could not be updated (${printable(exc.message)}); it is tried again after the next change.`);
+  }
 }
 
 // The sealed backup of a server copy: from the address, the typed code and the passphrase.
@@ -996,6 +1080,7 @@ async function main() {
   $("device-name").value = (await db.getSetting("deviceName")) ?? "";
   await sealPlainSecrets();
   await refreshAccounts();
+  renderAutoStatus();
   for (const broker of new Set(accountsCache.filter(hasKey).map((a) => a.broker))) connectionFor(broker);
   setInterval(tickCodes, 1000);
   if ("serviceWorker" in navigator) {

@@ -13,7 +13,7 @@
 // its own (docs/protocol.md section 16).
 
 import { b64urlDecode, b64urlEncode } from "./protocol/bytes.js";
-import { BACKUP_MAGIC, SealedFileError, seal, unseal } from "./sealedfile.js";
+import { BACKUP_MAGIC, SealedFileError, seal, sealKey, sealWith, unseal } from "./sealedfile.js";
 import { base32Decode } from "./totp.js";
 
 export const BACKUP_FORMAT = "pushauth-backup/1";
@@ -101,11 +101,17 @@ export function backupDocument(lines, deviceName, createdAt = Math.floor(Date.no
   };
 }
 
+// Compact, as json.dumps(separators=(",", ":")) writes it; JSON.stringify never writes
+// NaN or Infinity (it writes null), and the document holds none.
+const payloadOf = (doc) => new TextEncoder().encode(JSON.stringify(doc));
+
 export async function sealBackup(doc, passphrase, options = {}) {
-  // Compact, as json.dumps(separators=(",", ":")) writes it; JSON.stringify never
-  // writes NaN or Infinity (it writes null), and the document holds none.
-  return seal(BACKUP_MAGIC, passphrase, new TextEncoder().encode(JSON.stringify(doc)), options);
+  return seal(BACKUP_MAGIC, passphrase, payloadOf(doc), options);
 }
+
+// The same under a key derived before (sealedfile.js sealKey): automatic backups.
+export const backupKey = (passphrase, options = {}) => sealKey(passphrase, options);
+export const sealBackupWith = (doc, key) => sealWith(BACKUP_MAGIC, key, payloadOf(doc));
 
 // -- reading ---------------------------------------------------------------------------
 

@@ -81,31 +81,40 @@ function checkKdf(kdf) {
   );
 }
 
-// `salt` and `nonce` are parameters only so that test vectors can be reproduced; the
-// app passes none and gets fresh random ones for every file.
-export async function seal(magic, passphrase, payload, { kdf = DEFAULT_KDF, salt, nonce, onProgress } = {}) {
+// A key derived from a passphrase, with the salt and cost it came from (as
+// device_agent/vault.py's SealKey): a later file sealed with it skips Argon2id. `salt`
+// is a parameter only so that test vectors can be reproduced.
+export async function sealKey(passphrase, { kdf = DEFAULT_KDF, salt, onProgress } = {}) {
   if (!passphrase) throw new SealedFileError("empty_passphrase", "the backup passphrase cannot be empty");
   if (!checkKdf(kdf)) throw new SealedFileError("bad_kdf_params", "Argon2id cost out of range");
-  if (payload.length > MAX_PAYLOAD) throw new SealedFileError("bad_content", "too much data to seal (over 64 MiB)");
   salt ??= crypto.getRandomValues(new Uint8Array(16));
-  nonce ??= crypto.getRandomValues(new Uint8Array(24));
-  const key = await deriveKey(passphrase, salt, kdf, onProgress);
+  return { key: await deriveKey(passphrase, salt, kdf, onProgress), salt, kdf };
+}
+
+// `payload` sealed under `sk` (sealKey) with a fresh nonce (`nonce` for test vectors only:
+// a nonce used twice under one key breaks the encryption).
+export function sealWith(magic, sk, payload, nonce = crypto.getRandomValues(new Uint8Array(24))) {
+  if (payload.length > MAX_PAYLOAD) throw new SealedFileError("bad_content", "too much data to seal (over 64 MiB)");
   const header = new Uint8Array(HEADER_SIZE);
   const view = new DataView(header.buffer);
   header.set(magic, 0);
   view.setUint16(8, FORMAT_VERSION);
   view.setUint8(10, KDF_ARGON2ID);
-  view.setUint32(11, kdf.opslimit);
-  view.setBigUint64(15, BigInt(kdf.memlimit));
-  header.set(salt, 23);
+  view.setUint32(11, sk.kdf.opslimit);
+  view.setBigUint64(15, BigInt(sk.kdf.memlimit));
+  header.set(sk.salt, 23);
   header.set(nonce, 39);
-  header.set(keyCheck(key), 63);
+  header.set(keyCheck(sk.key), 63);
   view.setBigUint64(79, BigInt(payload.length + 16));
-  const ciphertext = xchacha20poly1305(key, nonce, header).encrypt(payload);
+  const ciphertext = xchacha20poly1305(sk.key, nonce, header).encrypt(payload);
   const out = new Uint8Array(HEADER_SIZE + ciphertext.length);
   out.set(header);
   out.set(ciphertext, HEADER_SIZE);
   return out;
+}
+
+export async function seal(magic, passphrase, payload, { kdf, salt, nonce, onProgress } = {}) {
+  return sealWith(magic, await sealKey(passphrase, { kdf, salt, onProgress }), payload, nonce);
 }
 
 // Structure is checked before the (slow) key derivation, so that a truncated or foreign
