@@ -385,6 +385,14 @@ CODE_RE = re.compile(r"PAB1(?:-[0-9A-Z]{4}){8}")
 REAL_COST = {KDF_ENV: ""}
 
 
+async def agent_restores_from_server(home: Path, broker: Any, code: str, *, succeeds: bool = True) -> Any:
+    """`pushauth-agent restore --from broker` of the broker's copy, as a laptop would."""
+    args = ("restore", "--from", "broker", "--broker", broker.ws_url, "--device-name", "Laptop")
+    done = await asyncio.to_thread(agent, home, *args, **{**REAL_COST, BACKUP_CODE_ENV: code})
+    assert (done.returncode == 0) == succeeds, done.stderr + done.stdout
+    return done
+
+
 async def test_a_server_copy_saved_by_the_app_restores_with_the_agent(
     rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
 ) -> None:
@@ -394,18 +402,7 @@ async def test_a_server_copy_saved_by_the_app_restores_with_the_agent(
     assert await phone.save_to_server(TEST_PASSPHRASE) == code  # one code per phone
     await phone.page.locator("#backup-code", has_text="The same as before").wait_for()
     home = tmp_path / "agent"
-    out = await asyncio.to_thread(
-        ok,
-        home,
-        "restore",
-        "--from",
-        "broker",
-        "--broker",
-        app_broker.ws_url,
-        "--device-name",
-        "Laptop",
-        **{**REAL_COST, BACKUP_CODE_ENV: code.lower()},
-    )
+    out = (await agent_restores_from_server(home, app_broker, code.lower())).stdout
     assert f"recovered: {SAFE}" in out
     assert AccountStore(home).find(PLAIN).status == "action_required"
     sync = await rp.sync_credentials("gwen", stored_of(accounts))
@@ -506,17 +503,8 @@ async def test_after_no_older_backups_recover_nothing_and_a_new_one_works(
         await asyncio.to_thread(thief_recovers, second)
     assert refused.value.code == "recovery_key_used"
     # The server copy (which the thief may also open) is gone.
-    gone = await asyncio.to_thread(
-        agent,
-        tmp_path / "thief",
-        "restore",
-        "--from",
-        "broker",
-        "--broker",
-        app_broker.ws_url,
-        **{**REAL_COST, BACKUP_CODE_ENV: code},
-    )
-    assert gone.returncode != 0 and "no backup at" in gone.stderr
+    gone = await agent_restores_from_server(tmp_path / "thief", app_broker, code, succeeds=False)
+    assert "no backup at" in gone.stderr
     # The service accepts the renewed keys by its own check (signed by each credential).
     sync = await rp.sync_credentials("kim", stored)
     assert {c.id for c in sync.rotated} == {first, second} and not sync.refused
@@ -564,18 +552,7 @@ async def test_the_server_copy_is_kept_up_to_date_after_each_change(
     await copy_written_after(phone, second)
 
     home = tmp_path / "agent"
-    out = await asyncio.to_thread(
-        ok,
-        home,
-        "restore",
-        "--from",
-        "broker",
-        "--broker",
-        app_broker.ws_url,
-        "--device-name",
-        "Laptop",
-        **{**REAL_COST, BACKUP_CODE_ENV: code},
-    )
+    out = (await agent_restores_from_server(home, app_broker, code)).stdout
     assert "recovered: Contoso (work)" in out
     names = [a["name"] for a in json.loads(await asyncio.to_thread(ok, home, "accounts", "--json"))]
     assert names == ["Contoso (work)", PLAIN, "lena@tailspin.example"]
