@@ -556,7 +556,10 @@ async function answerNotice(decision) {
     // The recovery used this account's recovery key up (a recovery key works once).
     if (account.recovery) await db.putAccount({ ...account, recovery: null });
     const said = NOTICE_OUTCOMES[result.outcome] ?? `The recovery question was closed (${printable(result.outcome)}).`;
-    toast(result.outcome === "disowned" ? `${said} ${await renewAfterDisown(account.cid)}` : said);
+    // After a "no", the renewal stops the automatic copy before the list is refreshed.
+    const renewed = result.outcome === "disowned" ? await renewAfterDisown(account.cid) : null;
+    await refreshAccounts(); // (and the automatic server copy, which held the spent key)
+    toast(renewed ? `${said} ${renewed}` : said);
   } catch (exc) {
     const code = exc instanceof ReplyError ? exc.code : "";
     if (["unknown_notice", "credential_revoked", "unknown_credential"].includes(code)) {
