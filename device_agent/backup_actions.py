@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import signing
+from protocol.b64 import decode as b64decode
 
 from . import backup_keys, broker_http
 from .accounts_model import OtpAccount
@@ -152,7 +153,15 @@ def _layout(backup: Backup) -> list[dict[str, Any]]:
 def _push_record(name: str, raw: dict[str, Any], otp: OtpAccount | None) -> Record:
     try:
         fields = {k: raw[k] for k in _PUSH_FIELDS}
-        recovery = unb64(raw["recovery_seed"]) if raw.get("recovery_seed") else None
+        # Checked here, not trusted: the store keeps these as they are, and the web
+        # authenticator's reader (js/backup.js) refuses the same (test_webapp_backup.py).
+        for key, value in fields.items():
+            if (type(value) is not int) if key == "added" else not isinstance(value, str):
+                raise TypeError(f"{key} is missing or invalid")
+        seed_text = raw.get("recovery_seed")
+        if seed_text is not None and not isinstance(seed_text, str):
+            raise TypeError("its recovery key is not text")
+        recovery = b64decode(seed_text) if seed_text else None
         if recovery is not None and len(recovery) != 32:
             raise ValueError("a recovery key of the wrong size")
         account = Account(

@@ -165,6 +165,28 @@ def test_a_backup_with_a_damaged_account_list_is_refused(tmp_path: Path) -> None
     assert not (tmp_path / "new" / "vault.pav").exists()
 
 
+def test_a_backup_with_a_push_account_of_the_wrong_types_is_refused(tmp_path: Path) -> None:
+    """A push account's fields are checked, not stored as they come (the web
+    authenticator's reader refuses the same: test_webapp_backup.py)."""
+    push = {
+        "rp": None,
+        "rp_name": "Contoso",
+        "user": "alice",
+        "label": "alice",
+        "broker": "wss://push.contoso.example/v1/device",
+        "cid": "cred_A1",
+        "device_name": "Old phone",
+        "added": 1,
+        "recovery_seed": None,
+    }
+    content = Backup(push_accounts=[push], settings={"layout": [{"name": "x", "otp": None, "push": 0}]})
+    bad = tmp_path / "bad"
+    bad.write_bytes(dump_backup(content, AGENT_ENV[PASSPHRASE_ENV], kdf=KdfParams.cheapest()))
+    result = agent(tmp_path / "new", "restore", "--from", str(bad))
+    assert_cli_error(result, contains="the backup's push account 'x' is damaged (rp is missing or invalid)")
+    assert not (tmp_path / "new" / "vault.pav").exists()
+
+
 def test_auto_backup_follows_every_change_until_turned_off(tmp_path: Path) -> None:
     home, target = tmp_path / "home", tmp_path / "sync" / "auto.backup"
     ok(home, "add", TOTP_URIS[0])

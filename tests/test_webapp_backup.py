@@ -40,7 +40,7 @@ from webapp_world import (  # noqa: F401
     rp,
 )
 
-from device_agent import broker_http
+from device_agent import backup_vectors, broker_http
 from device_agent.backup import Backup, load_backup, write_backup_file
 from device_agent.backup_vectors import DOCUMENT
 from device_agent.errors import Refused
@@ -556,3 +556,109 @@ async def test_the_server_copy_is_kept_up_to_date_after_each_change(
     assert "recovered: Contoso (work)" in out
     names = [a["name"] for a in json.loads(await asyncio.to_thread(ok, home, "accounts", "--json"))]
     assert names == ["Contoso (work)", PLAIN, "lena@tailspin.example"]
+
+
+# -- the two readers agree on what a backup may hold ----------------------------------------
+
+
+def _mutations() -> list[tuple[str, Any]]:
+    """The vectors' document with one thing wrong (or odd but valid) at a time: each field
+    dropped, null, of another type; indexes out of range; names twice; bad secrets."""
+    out: list[tuple[str, Any]] = [("as it is", DOCUMENT)]
+    others: list[Any] = [None, True, -1, 1.5, "x", "", [], {}]
+
+    def walk(path: tuple[Any, ...], value: Any) -> None:
+        if isinstance(value, dict):
+            for key in value:
+                walk((*path, key), value[key])
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                walk((*path, i), item)
+        for other in others:
+            if type(other) is not type(value) or other != value:
+                out.append((f"{'.'.join(map(str, path))} = {other!r}", replaced(path, other)))
+        if path and isinstance(path[-1], str):
+            out.append((f"{'.'.join(map(str, path))} dropped", replaced(path, DROP)))
+
+    walk((), DOCUMENT)
+    layout = ("settings", "layout")
+    out += [
+        ("an index past the end", replaced((*layout, 0, "otp"), 3)),
+        ("two lines with one name", replaced((*layout, 1, "name"), "alice@contoso.example")),
+        ("a line with neither part", replaced((*layout, 1, "otp"), None)),
+        ("a secret in lower case", replaced(("accounts", 0, "secret"), "jbswy3dpehpk3pxp")),
+        ("a secret with spaces and padding", replaced(("accounts", 0, "secret"), "JBSW Y3DP EHPK 3PXP====")),
+        ("a secret of a length no bytes have", replaced(("accounts", 0, "secret"), "JBSWY3D")),
+        ("a secret that is not base32", replaced(("accounts", 0, "secret"), "JBSWY3DP1")),
+        (
+            "a recovery key of 31 bytes",
+            replaced(("push_accounts", 0, "recovery_seed"), "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHg"),
+        ),
+        (
+            "a recovery key that is not base64url",
+            replaced(("push_accounts", 0, "recovery_seed"), "not base64!"),
+        ),
+        ("7 digits", replaced(("accounts", 0, "digits"), 7)),
+        ("a period of an hour and a second", replaced(("accounts", 0, "period"), 3601)),
+        ("an extra field in a push account (ignored)", replaced(("push_accounts", 0, "seed"), None)),
+    ]
+    return out
+
+
+DROP = object()
+
+
+def replaced(path: tuple[Any, ...], value: Any) -> Any:
+    doc = json.loads(json.dumps(DOCUMENT))
+    if not path:
+        return value
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is DROP:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return doc
+
+
+def agent_takes(doc: Any) -> bool:
+    """Whether the agent restores this document: its reader's checks and its restore's."""
+    from device_agent.backup_actions import _layout, _push_record
+    from device_agent.errors import UsageError
+    from device_agent.vault import SealedFileError
+
+    try:
+        data = backup_vectors._sealed(backup_vectors._payload(doc))
+        backup = load_backup(data, backup_vectors.PASSPHRASE)
+        layout = _layout(backup)
+        for line in layout:
+            if line.get("push") is not None:
+                _push_record(line["name"], backup.push_accounts[line["push"]], None)
+        if len({line["name"] for line in layout}) != len(layout):
+            raise UsageError("two accounts with one name")
+    except (SealedFileError, UsageError):
+        return False
+    return True
+
+
+APP_TAKES = """async (docs) => {
+  const backup = await import(new URL('js/backup.js', document.baseURI).href);
+  const sf = await import(new URL('js/sealedfile.js', document.baseURI).href);
+  return docs.map((doc) => {
+    try { backup.linesOf(doc); return true; }
+    catch (exc) { return exc instanceof sf.SealedFileError ? false : `${exc.name}: ${exc.message}`; }
+  });
+}"""
+
+
+async def test_the_app_and_the_agent_take_and_refuse_the_same_backups(phone: Phone) -> None:
+    cases = _mutations()
+    app = await phone.page.evaluate(APP_TAKES, [doc for _, doc in cases])
+    differ = [
+        (name, verdict)
+        for (name, doc), verdict in zip(cases, app, strict=True)
+        if verdict != agent_takes(doc)
+    ]
+    assert differ == []
+    assert app[0] is True and app.count(False) > 50  # the document as it is, and many refusals
