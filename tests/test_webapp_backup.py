@@ -35,6 +35,7 @@ from webapp_world import (  # noqa: F401
     Phone,
     app_broker,
     browser,
+    enrolled,
     new_phone,
     phone,
     rp,
@@ -172,16 +173,10 @@ def stored_of(accounts: dict[str, Any]) -> dict[str, Any]:
 
 async def enroll_two(rp: PushAuthClient, phone: Phone, user: str) -> dict[str, Any]:
     """A recoverable account and a plain one, both with codes, added on `phone`."""
-    out: dict[str, Any] = {}
-    for label, recoverable in ((SAFE, True), (PLAIN, False)):
-        totp = new_totp()
-        started = await rp.create_enrollment(user, label, totp=totp, recoverable=recoverable)
-        assert started.uri is not None
-        cid = await phone.add_account(started.uri, "Old phone")
-        done = await rp.wait_enrollment(started, timeout=10)
-        assert done.completed and done.credential is not None and done.credential.id == cid
-        await rp.confirm_credential(cid)
-        out[label] = {"cid": cid, "totp": totp, "credential": done.credential}
+    out = {
+        label: await enrolled(rp, phone, user, account=label, recoverable=safe, device_name="Old phone")
+        for label, safe in ((SAFE, True), (PLAIN, False))
+    }
     await phone.page.get_by_role("button", name="Back up or restore").tap()
     return out
 
@@ -468,13 +463,8 @@ async def test_after_no_older_backups_recover_nothing_and_a_new_one_works(
 ) -> None:
     stored = {}
     for label in ("kim@contoso.example", "kim@fabrikam.example"):
-        started = await rp.create_enrollment("kim", label, totp=new_totp(), recoverable=True)
-        assert started.uri is not None
-        cid = await phone.add_account(started.uri, "Old phone")
-        done = await rp.wait_enrollment(started, timeout=10)
-        assert done.completed and done.credential is not None
-        await rp.confirm_credential(cid)
-        stored[cid] = done.credential
+        added = await enrolled(rp, phone, "kim", account=label, recoverable=True, device_name="Old phone")
+        stored[added["cid"]] = added["credential"]
     first, second = stored
     old_file = tmp_path / "old.backup"
     await phone.save_backup(old_file, TEST_PASSPHRASE)

@@ -201,18 +201,29 @@ async def enrolled(
     *,
     confirm: bool = True,
     totp: TotpParams | None = None,
+    account: str | None = None,
+    recoverable: bool = False,
+    device_name: str = "Test phone",
 ) -> dict[str, Any]:
     """An account added by pasting the RP's link (with its `es` and a TOTP secret); the
-    RP checks the binding and stores the key, and confirms the credential."""
+    RP checks the binding and stores the key (`credential`), and confirms it."""
     totp = totp or new_totp()
-    enrollment = await rp.create_enrollment(user, f"{user}@contoso.example", totp=totp)
+    label = account or f"{user}@contoso.example"
+    enrollment = await rp.create_enrollment(user, label, totp=totp, recoverable=recoverable)
     assert enrollment.uri is not None
-    cid = await phone.add_account(enrollment.uri)
+    cid = await phone.add_account(enrollment.uri, device_name)
     done = await rp.wait_enrollment(enrollment, timeout=10)
     assert done.completed and done.credential is not None and done.credential.id == cid
     if confirm:
         await rp.confirm_credential(cid)
-    return {"cid": cid, "key": done.credential.public_key, "totp": totp, "uri": enrollment.uri, "user": user}
+    return {
+        "cid": cid,
+        "key": done.credential.public_key,
+        "credential": done.credential,
+        "totp": totp,
+        "uri": enrollment.uri,
+        "user": user,
+    }
 
 
 def now_ms() -> int:

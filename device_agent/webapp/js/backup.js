@@ -12,9 +12,8 @@
 // recoverable: then `recovery_seed` (32 bytes) lets the new device register a key of
 // its own (docs/protocol.md section 16).
 
-import { b64urlDecode, b64urlEncode } from "./protocol/bytes.js";
 import { BACKUP_MAGIC, SealedFileError, seal, sealKey, sealWith, unseal } from "./sealedfile.js";
-import { base32Decode } from "./totp.js";
+import { b64urlDecode, b64urlEncode, base32Decode } from "./protocol/bytes.js";
 
 export const BACKUP_FORMAT = "pushauth-backup/1";
 const DOC_FIELDS = ["accounts", "created_at", "device_name", "format", "push_accounts", "settings"];

@@ -14,6 +14,7 @@
 
 import { blake2b } from "../vendor/noble-hashes/blake2.js";
 import { xchacha20poly1305 } from "../vendor/noble-ciphers/chacha.js";
+import { base32Decode, base32Encode, concat, equal } from "./protocol/bytes.js";
 import { canonical } from "./protocol/signing.js";
 import { DEFAULT_KDF, deriveKey, person } from "./sealedfile.js";
 
@@ -37,43 +38,13 @@ export class BackupCodeError extends Error {
 const digest = (data, who, { key, size = 32 } = {}) => blake2b(data, { dkLen: size, key, personalization: person(who) });
 const check = (secret) => digest(secret, "pushauth-bcchk", { size: CHECK_BYTES });
 
-function toBase32(bytes) {
-  let out = "";
-  let bits = 0;
-  let value = 0;
-  for (const b of bytes) {
-    value = (value << 8) | b;
-    bits += 8;
-    while (bits >= 5) {
-      out += CROCKFORD[(value >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-  }
-  return out; // 20 bytes: exactly 32 characters, no remainder
-}
-
-function fromBase32(text) {
-  const out = [];
-  let bits = 0;
-  let value = 0;
-  for (const ch of text) {
-    value = ((value << 5) | CROCKFORD.indexOf(ch)) & 0xffff;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return new Uint8Array(out);
-}
-
 export function newCode() {
   return crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
 }
 
 // As the user writes it down: PAB1-XXXX-XXXX-... (8 groups of 4).
 export function codeText(secret) {
-  const raw = toBase32(new Uint8Array([...secret, ...check(secret)]));
+  const raw = base32Encode(concat([secret, check(secret)]), CROCKFORD); // 20 bytes: 32 characters
   return [CODE_PREFIX, ...raw.match(/.{4}/g)].join("-");
 }
 
@@ -90,10 +61,9 @@ export function parseCode(typed) {
   if (bad.length) throw new BackupCodeError(`a backup code has only letters and digits, not ${bad.map((c) => `'${c}'`).join(" ")}: ${HINT}`);
   if (text.length !== CHARS)
     throw new BackupCodeError(`a backup code has ${CHARS} letters and digits after ${CODE_PREFIX}, this one ${text.length}: ${HINT}`);
-  const raw = fromBase32(text);
+  const raw = base32Decode(text, CROCKFORD);
   const secret = raw.slice(0, SECRET_BYTES);
-  const sum = check(secret);
-  if (sum[0] !== raw[SECRET_BYTES] || sum[1] !== raw[SECRET_BYTES + 1])
+  if (!equal(check(secret), raw.slice(SECRET_BYTES)))
     throw new BackupCodeError(`this backup code is mistyped (its check letters do not match): ${HINT}`);
   return secret;
 }
@@ -110,19 +80,18 @@ export async function blobKeys(passphrase, code, origin, name, { kdf = DEFAULT_K
   };
 }
 
-const associated = (blobPk) => new Uint8Array([...WRAP_MAGIC, ...blobPk]);
+const associated = (blobPk) => concat([WRAP_MAGIC, blobPk]);
 
 // What the broker stores: magic, nonce, XChaCha20-Poly1305 of the sealed backup (magic
 // and blob id as associated data). `nonce` only for the known-answer vectors.
 export function wrap(keys, blobPk, sealed, nonce = crypto.getRandomValues(new Uint8Array(24))) {
   const box = xchacha20poly1305(keys.wrap, nonce, associated(blobPk)).encrypt(sealed);
-  return new Uint8Array([...WRAP_MAGIC, ...nonce, ...box]);
+  return concat([WRAP_MAGIC, nonce, box]);
 }
 
 export function unwrap(keys, blobPk, stored) {
   const head = WRAP_MAGIC.length + 24;
-  const magicOk = WRAP_MAGIC.every((b, i) => stored[i] === b);
-  if (stored.length < head + 16 || !magicOk)
+  if (stored.length < head + 16 || !equal(stored.subarray(0, WRAP_MAGIC.length), WRAP_MAGIC))
     throw new BackupCodeError("the server's copy of the backup is not a pushauth server backup (altered?)");
   try {
     return xchacha20poly1305(keys.wrap, stored.slice(WRAP_MAGIC.length, head), associated(blobPk)).decrypt(stored.slice(head));

@@ -64,11 +64,11 @@ export async function recover(push, deviceName) {
     sig: b64urlEncode(await sign(keyPair.privateKey, message)),
   };
   const response = await postJson(`${httpBase(push.broker)}/v1/recoveries`, body);
-  const answer = await response.json().catch(() => null);
   if (response.status !== 201) {
-    const code = typeof answer?.code === "string" ? answer.code : `http_${response.status}`;
+    const { code } = await refusal(response, "refused the recovery");
     throw new BrokerError(code, WHY[code] ?? `the server refused the recovery (${code})`);
   }
+  const answer = await response.json().catch(() => null);
   const fields = ["id", "rp", "user"];
   if (!answer || !fields.every((k) => typeof answer[k] === "string" && answer[k]))
     throw new BrokerError("malformed", "the server's answer to the recovery is malformed");

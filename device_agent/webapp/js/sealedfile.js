@@ -13,6 +13,7 @@
 import { argon2idAsync } from "../vendor/noble-hashes/argon2.js";
 import { blake2b } from "../vendor/noble-hashes/blake2.js";
 import { xchacha20poly1305 } from "../vendor/noble-ciphers/chacha.js";
+import { equal } from "./protocol/bytes.js";
 
 export const BACKUP_MAGIC = new TextEncoder().encode("PABACKUP");
 const FORMAT_VERSION = 1;
@@ -61,13 +62,6 @@ export async function deriveKey(passphrase, salt, kdf, onProgress) {
 }
 
 const keyCheck = (key) => blake2b(new Uint8Array(0), { dkLen: 16, key, personalization: CHECK_PERSON });
-
-function equal(a, b) {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
-  return diff === 0;
-}
 
 function checkKdf(kdf) {
   const { opslimit, memlimit } = kdf;

@@ -1,26 +1,12 @@
 // RFC 6238 verification codes (RFC 4226 truncation), with WebCrypto's HMAC; the time
 // step is floor(unix seconds / period), as device_agent/totp.py computes it.
 
-const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+import { base32Decode } from "./protocol/bytes.js";
+
 const HASHES = { SHA1: "SHA-1", SHA256: "SHA-256", SHA512: "SHA-512" };
 
-export function base32Decode(text) {
-  const clean = text.toUpperCase().replace(/[\s=]/g, "");
-  const out = [];
-  let bits = 0;
-  let value = 0;
-  for (const ch of clean) {
-    const v = ALPHABET.indexOf(ch);
-    if (v < 0) throw new Error("not base32");
-    value = ((value << 5) | v) & 0xffff;
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >> (bits - 8)) & 0xff);
-      bits -= 8;
-    }
-  }
-  return new Uint8Array(out);
-}
+// A secret as stored or typed: any case, white space and padding ignored.
+const secretBytes = (text) => base32Decode(text.toUpperCase().replace(/[\s=]/g, ""));
 
 export async function hotp(secret, counter, { algorithm = "SHA1", digits = 6 } = {}) {
   const key = await crypto.subtle.importKey("raw", secret, { name: "HMAC", hash: HASHES[algorithm] }, false, [
@@ -36,7 +22,7 @@ export async function hotp(secret, counter, { algorithm = "SHA1", digits = 6 } =
 
 export async function totp(params, atMs = Date.now()) {
   const step = Math.floor(atMs / 1000 / params.period);
-  return hotp(base32Decode(params.secret), step, params);
+  return hotp(secretBytes(params.secret), step, params);
 }
 
 export function secondsLeft(period, atMs = Date.now()) {

@@ -34,10 +34,50 @@ export function b64urlDecode(text) {
   return out;
 }
 
+// Without an early exit on the first difference (as hmac.compare_digest): it also
+// compares key checks and MACs.
 export function equal(a, b) {
   if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+export const RFC4648_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+// Base32 in `alphabet` (RFC 4648 by default; backup codes use Crockford's), no padding.
+// The decoder takes only the alphabet's characters; leftover bits are dropped, as
+// Python's b32decode drops them.
+export function base32Encode(bytes, alphabet = RFC4648_BASE32) {
+  let out = "";
+  let bits = 0;
+  let value = 0;
+  for (const b of bytes) {
+    value = ((value << 8) | b) & 0xffff;
+    bits += 8;
+    while (bits >= 5) {
+      out += alphabet[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  return bits ? out + alphabet[(value << (5 - bits)) & 31] : out;
+}
+
+export function base32Decode(text, alphabet = RFC4648_BASE32) {
+  const out = [];
+  let bits = 0;
+  let value = 0;
+  for (const ch of text) {
+    const v = alphabet.indexOf(ch);
+    if (v < 0) throw new Error("not base32");
+    value = ((value << 5) | v) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return new Uint8Array(out);
 }
 
 export function concat(parts) {

@@ -2,7 +2,7 @@
 // pushauth://enroll?v=2&broker=..&token=..&rp=..&rp_name=..&account=..
 //   [&recoverable=0|1][&es=<base64url 32 bytes>][&secret=..&algorithm=..&digits=..&period=..]
 
-import { b64urlDecode } from "./bytes.js";
+import { b64urlDecode, base32Decode } from "./bytes.js";
 import { ProtocolError } from "./errors.js";
 
 export const URI_VERSION = "2";
@@ -38,27 +38,12 @@ export function insecureTransport(broker) {
   return `the broker address ${broker} is not encrypted: wss:// is required for any host but this device; nothing was sent`;
 }
 
-function base32Bytes(secret) {
-  let bits = 0;
-  let value = 0;
-  let n = 0;
-  for (const ch of secret) {
-    value = (value << 5) | "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".indexOf(ch);
-    bits += 5;
-    if (bits >= 8) {
-      n++;
-      bits -= 8;
-    }
-  }
-  return n;
-}
-
 function parseTotp(q) {
   const secret = q.get("secret").toUpperCase().replaceAll(" ", "").replace(/=+$/, "");
   if (!secret || !BASE32_RE.test(secret)) throw bad("the TOTP secret is not base32");
   // Python's b32decode refuses lengths that are not a whole number of 5-bit groups.
   if (![0, 2, 4, 5, 7].includes(secret.length % 8)) throw bad("the TOTP secret is not base32");
-  if (base32Bytes(secret) < 10) throw bad("the TOTP secret is shorter than 80 bits");
+  if (base32Decode(secret).length < 10) throw bad("the TOTP secret is shorter than 80 bits");
   const algorithm = (q.get("algorithm") ?? "SHA1").toUpperCase();
   if (!["SHA1", "SHA256", "SHA512"].includes(algorithm)) throw bad("TOTP algorithm must be SHA1, SHA256 or SHA512");
   const digitsText = q.get("digits") ?? "6";
