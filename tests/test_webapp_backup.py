@@ -46,7 +46,13 @@ from device_agent.backup import Backup, load_backup, write_backup_file
 from device_agent.backup_vectors import DOCUMENT
 from device_agent.errors import Refused
 from device_agent.legacy_store import unb64 as b64decode
-from device_agent.passphrase import BACKUP_CODE_ENV, KDF_ENV, PassphraseError, check_strength
+from device_agent.passphrase import (
+    BACKUP_CODE_ENV,
+    KDF_ENV,
+    PASSPHRASE_ENV,
+    PassphraseError,
+    check_strength,
+)
 from device_agent.store import AccountStore
 from device_agent.vault import KdfParams
 from protocol.challenge import Status
@@ -57,6 +63,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 VECTORS = json.loads((Path(__file__).resolve().parent.parent / "docs" / "backup-vectors.json").read_text())
 SAFE = "alice@contoso.example"  # recoverable
 PLAIN = "alice@fabrikam.example"  # not recoverable
+NEW_PASSPHRASE = "violet kettle drums at noon"
 
 CHECK = r"""async (vectors) => {
   const base = document.baseURI;
@@ -380,10 +387,13 @@ CODE_RE = re.compile(r"PAB1(?:-[0-9A-Z]{4}){8}")
 REAL_COST = {KDF_ENV: ""}
 
 
-async def agent_restores_from_server(home: Path, broker: Any, code: str, *, succeeds: bool = True) -> Any:
+async def agent_restores_from_server(
+    home: Path, broker: Any, code: str, *, succeeds: bool = True, passphrase: str = TEST_PASSPHRASE
+) -> Any:
     """`pushauth-agent restore --from broker` of the broker's copy, as a laptop would."""
     args = ("restore", "--from", "broker", "--broker", broker.ws_url, "--device-name", "Laptop")
-    done = await asyncio.to_thread(agent, home, *args, **{**REAL_COST, BACKUP_CODE_ENV: code})
+    env = {**REAL_COST, BACKUP_CODE_ENV: code, PASSPHRASE_ENV: passphrase}
+    done = await asyncio.to_thread(agent, home, *args, **env)
     assert (done.returncode == 0) == succeeds, done.stderr + done.stdout
     return done
 
@@ -455,6 +465,65 @@ async def test_a_mistyped_code_or_a_wrong_passphrase_restores_nothing_from_the_s
         await empty.context.close()
 
 
+async def test_a_new_passphrase_replaces_the_server_copy_and_the_old_one_goes(
+    rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
+) -> None:
+    """The app keeps no passphrase: a new one is given by saving again. The copy under
+    the old passphrase is deleted (whoever learnt it opens nothing), the code stays, and
+    the automatic copy follows the new passphrase."""
+    await enroll_two(rp, phone, "mona")
+    code = await phone.save_to_server(TEST_PASSPHRASE)
+    assert await phone.save_to_server(NEW_PASSPHRASE) == code
+    status = phone.page.locator("#backup-status")
+    await status.filter(has_text="The copy under the previous passphrase was deleted").wait_for()
+    gone = await agent_restores_from_server(tmp_path / "old", app_broker, code, succeeds=False)
+    assert "no backup at" in gone.stderr
+    # Saving again under the same passphrase deletes nothing: that copy is the new one.
+    await phone.save_to_server(NEW_PASSPHRASE)
+    await status.filter(has_text="saved on").wait_for()
+    assert "deleted" not in await status.inner_text()
+    first = await phone.page.locator("#auto-note").get_attribute("data-digest")
+    assert first
+
+    # A change is written under the new passphrase, and that copy restores.
+    await phone.page.get_by_role("button", name="Back", exact=True).tap()
+    await phone.page.get_by_role("button", name=f"Manage {SAFE}").tap()
+    await phone.page.get_by_label("Name shown in this app").fill("Contoso (new passphrase)")
+    await phone.page.get_by_role("button", name="Rename").tap()
+    await copy_written_after(phone, first)
+    home = tmp_path / "new"
+    out = (await agent_restores_from_server(home, app_broker, code, passphrase=NEW_PASSPHRASE)).stdout
+    assert "recovered: Contoso (new passphrase)" in out
+
+
+async def test_an_old_copy_that_cannot_be_deleted_now_is_deleted_at_the_next_save(
+    rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
+) -> None:
+    await enrolled(rp, phone, "nora")  # not recoverable: the agent's restores ask the phone nothing
+    code = await phone.save_to_server(TEST_PASSPHRASE)
+    status = phone.page.locator("#backup-status")
+
+    # The network fails for the deletion only: the new copy is saved, the old one stays
+    # listed, and the status says so.
+    async def cut(route: Any) -> None:
+        await (route.abort() if route.request.method == "DELETE" else route.continue_())
+
+    await phone.context.route("**/v1/backups/**", cut)
+    try:
+        await phone.save_to_server(NEW_PASSPHRASE)
+        await status.filter(has_text="could not be deleted").wait_for()
+        await status.filter(has_text="tried again at the next save").wait_for()
+    finally:
+        await phone.context.unroute("**/v1/backups/**", cut)
+    still = await agent_restores_from_server(tmp_path / "old", app_broker, code)
+    assert "action required: nora@contoso.example" in still.stdout
+
+    await phone.save_to_server(NEW_PASSPHRASE)
+    await status.filter(has_text="The copy under the previous passphrase was deleted").wait_for()
+    gone = await agent_restores_from_server(tmp_path / "again", app_broker, code, succeeds=False)
+    assert "no backup at" in gone.stderr
+
+
 # -- after "No, it wasn't me" ---------------------------------------------------------------
 
 
@@ -506,6 +575,59 @@ async def test_after_no_older_backups_recover_nothing_and_a_new_one_works(
         for p in load_backup(new_file.read_bytes(), TEST_PASSPHRASE).push_accounts
     }
     assert renewed.keys() == seeds.keys() and all(renewed[c] != seeds[c] for c in seeds)
+    assert await phone.save_to_server(TEST_PASSPHRASE) != code
+
+
+async def test_retired_backups_recover_nothing_and_a_new_one_works(
+    rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
+) -> None:
+    """A lost backup, or a passphrase that may be known: "Retire older backups" does what
+    a "no" does, without a stranger's recovery to start it."""
+    accounts = await enroll_two(rp, phone, "olga")
+    safe = accounts[SAFE]["cid"]
+    old_file = tmp_path / "old.backup"
+    await phone.save_backup(old_file, TEST_PASSPHRASE)
+    code = await phone.save_to_server(TEST_PASSPHRASE)
+    (pushed,) = load_backup(old_file.read_bytes(), TEST_PASSPHRASE).push_accounts[:1]
+    assert pushed["cid"] == safe
+
+    page = phone.page
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    await page.get_by_role("button", name="Retire older backups").tap()
+    # Said no: nothing started (the status line is set before the first await).
+    assert "Retiring" not in await page.locator("#backup-status").inner_text()
+    await page.locator("#backup-auto-status:not([hidden])").wait_for()
+    page.once("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Retire older backups").tap()
+    await page.locator(
+        "#backup-status", has_text="Older backups of this phone recover nothing now"
+    ).wait_for()
+    assert "Not done" not in await page.locator("#backup-status").inner_text()
+    await page.locator("#backup-auto-status[hidden]").wait_for(state="attached")
+
+    # The old file's recovery key is refused, the server copy is gone, the service
+    # accepts the renewed key by its own check.
+    with pytest.raises(Refused) as refused:
+        await asyncio.to_thread(
+            broker_http.recover,
+            app_broker.ws_url,
+            pushed["rp"],
+            safe,
+            b64decode(pushed["recovery_seed"]),
+            token_bytes(32),
+            token_bytes(32),
+            "thief",
+        )
+    assert refused.value.code == "recovery_key_used"
+    gone = await agent_restores_from_server(tmp_path / "thief", app_broker, code, succeeds=False)
+    assert "no backup at" in gone.stderr
+    sync = await rp.sync_credentials("olga", stored_of(accounts))
+    assert [c.id for c in sync.rotated] == [safe] and not sync.refused
+    # A new backup holds the new key and recovers; the next server copy has a new code.
+    new_file = tmp_path / "new.backup"
+    await phone.save_backup(new_file, TEST_PASSPHRASE)
+    (renewed,) = load_backup(new_file.read_bytes(), TEST_PASSPHRASE).push_accounts[:1]
+    assert renewed["recovery_seed"] != pushed["recovery_seed"]
     assert await phone.save_to_server(TEST_PASSPHRASE) != code
 
 

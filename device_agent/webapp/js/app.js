@@ -5,7 +5,7 @@
 import * as db from "./db.js";
 import { newKeyPair, newRecoveryKey, publicKeyOfSeed } from "./keys.js";
 import * as sealed from "./sealed.js";
-import { hex, utf8 } from "./protocol/bytes.js";
+import { equal, hex, utf8 } from "./protocol/bytes.js";
 import { BrokerConnection, ReplyError } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { printable } from "./protocol/text.js";
@@ -557,7 +557,7 @@ async function answerNotice(decision) {
     if (account.recovery) await db.putAccount({ ...account, recovery: null });
     const said = NOTICE_OUTCOMES[result.outcome] ?? `The recovery question was closed (${printable(result.outcome)}).`;
     // After a "no", the renewal stops the automatic copy before the list is refreshed.
-    const renewed = result.outcome === "disowned" ? await renewAfterDisown(account.cid) : null;
+    const renewed = result.outcome === "disowned" ? await retireBackups(account.cid) : null;
     await refreshAccounts(); // (and the automatic server copy, which held the spent key)
     toast(renewed ? `${said} ${renewed}` : said);
   } catch (exc) {
@@ -574,12 +574,14 @@ async function answerNotice(decision) {
   }
 }
 
-// After "No, it wasn't me": whoever restored a backup of this phone holds its passphrase,
-// maybe its backup code too. Old backups must recover nothing more (docs/protocol.md
+// After "No, it wasn't me" (whoever restored a backup of this phone holds its passphrase,
+// maybe its backup code too) and on "Retire older backups" (one was lost, or its
+// passphrase may be known), old backups must recover nothing more (docs/protocol.md
 // section 16, "Renewal"; as the agent does): every recoverable account gets a new
 // recovery key (the old ones in any backup are refused from now on), the server copies
 // are deleted and the next one gets a new backup code. What is left undone is said.
-async function renewAfterDisown(answeredCid) {
+// `answeredCid`: the account whose recovery key the disowned recovery used up.
+async function retireBackups(answeredCid = null) {
   // Automatic copies stop first, and one under way ends before anything is renewed, so
   // that no copy under the known code and keys is written again with the new keys in it.
   await db.putSetting(AUTO_SETTING, null);
@@ -610,6 +612,21 @@ async function renewAfterDisown(answeredCid) {
   renderAutoStatus();
   const done = "Older backups of this phone recover nothing now: make a new one (Back up or restore), which gets a new backup code.";
   return failed.length ? `${done} Not done: ${failed.join("; ")}.` : done;
+}
+
+async function retireOlderBackups() {
+  const what = "Retire older backups? Older backups will no longer set up sign-in requests on another device, and this phone's copies on the server are deleted. Make a new backup afterwards.";
+  if (!confirm(what)) return;
+  $("backup-retire").disabled = true;
+  $("backup-code").hidden = true;
+  $("backup-status").textContent = "Retiring older backups…";
+  try {
+    const said = await retireBackups();
+    await refreshAccounts();
+    $("backup-status").textContent = said;
+  } finally {
+    $("backup-retire").disabled = false;
+  }
 }
 
 // -- backup and restore (docs/backup-format.md; deploy/webapp.md) ---------------------
@@ -735,7 +752,7 @@ async function writeBackup(event) {
       const had = await storedCode();
       const fresh = !had;
       const code = had ?? blob.newCode();
-      const keys = await saveToServer(broker, passphrase, code, data);
+      const { keys, old } = await saveToServer(broker, passphrase, code, data);
       // Kept only once a copy exists under it; shown each time, so it can be written down.
       if (fresh) await db.putSetting(CODE_SETTING, await sealed.seal(code, "backup-code"));
       const auto = $("backup-auto").checked && {
@@ -750,7 +767,7 @@ async function writeBackup(event) {
       };
       await db.putSetting(AUTO_SETTING, auto || null);
       renderAutoStatus();
-      $("backup-status").textContent = `${count} saved on ${brokerHttp.httpBase(broker)}.`;
+      $("backup-status").textContent = `${count} saved on ${brokerHttp.httpBase(broker)}.${oldCopiesText(old)}`;
       $("backup-code").textContent = `Backup code: ${blob.codeText(code)}. ${
         fresh ? "Write it down now and keep it apart from this phone" : "The same as before; keep it apart from this phone"
       }: a restore from the server needs it and the passphrase.`;
@@ -776,10 +793,38 @@ async function saveToServer(broker, passphrase, code, data) {
   });
   const blobPk = await publicKeyOfSeed(keys.seed);
   await brokerHttp.putBlob(broker, keys.seed, blob.wrap(keys, blobPk, data));
-  const copies = ((await db.getSetting(COPIES_SETTING)) ?? []).filter((c) => c.broker !== broker);
+  // Copies this phone made on that broker under another passphrase (a new one was
+  // given by saving again): deleted now, as the agent's passwd does, so that whoever
+  // learnt the old passphrase opens nothing; one that cannot be deleted now is kept in
+  // the list and tried again at the next save (and by a "No, it wasn't me").
+  const copies = [];
+  const old = { deleted: 0, failed: [] };
+  for (const copy of (await db.getSetting(COPIES_SETTING)) ?? []) {
+    if (copy.broker !== broker) {
+      copies.push(copy);
+      continue;
+    }
+    const seed = await sealed.open(copy.seed, `server-copy:${broker}`);
+    if (equal(seed, keys.seed)) continue; // the copy just written
+    try {
+      if (await brokerHttp.deleteBlob(broker, seed)) old.deleted++;
+    } catch (exc) {
+      copies.push(copy);
+      old.failed.push(exc.message);
+    }
+  }
   copies.push({ broker, seed: await sealed.seal(keys.seed, `server-copy:${broker}`) });
   await db.putSetting(COPIES_SETTING, copies);
-  return keys;
+  return { keys, old };
+}
+
+// What saveToServer did with the copies under another passphrase, for the status line.
+function oldCopiesText({ deleted, failed }) {
+  const gone = deleted
+    ? " The copy under the previous passphrase was deleted; if that passphrase may be known, retire older backups too (below)."
+    : "";
+  if (!failed.length) return gone;
+  return `${gone} A copy under a previous passphrase could not be deleted (${printable(failed.join("; "))}); it is tried again at the next save.`;
 }
 
 // What a copy holds, apart from when it was made: an unchanged list needs no new copy.
@@ -1070,6 +1115,7 @@ async function main() {
   $("account-back").addEventListener("click", () => show("home"));
   $("backup-open").addEventListener("click", openBackupView);
   $("backup-back").addEventListener("click", () => show("home"));
+  $("backup-retire").addEventListener("click", retireOlderBackups);
   $("backup-form").addEventListener("submit", writeBackup);
   $("restore-form").addEventListener("submit", restoreBackup);
   $("push-on").addEventListener("click", pushOnTapped);
