@@ -408,6 +408,7 @@ def code_lines(code: BackupCode, *, new: bool) -> list[str]:
 
 PASSWD = "passwd"  # the vault passphrase was changed
 DISOWN = "disown"  # "not me": someone restored a backup of ours with our passphrase
+RETIRE = "retire"  # `backup retire`: a backup was lost, or its passphrase may be known
 
 
 @dataclass(slots=True)
@@ -428,10 +429,12 @@ class SecretChange:
 def after_secret_change(
     store: AccountStore, reason: str, *, old_passphrase: str | None = None
 ) -> SecretChange:
-    """Leave no backup that opens with what may be known, after `reason` (PASSWD, DISOWN).
+    """Leave no backup that opens with what may be known, after `reason` (PASSWD,
+    DISOWN, RETIRE).
 
     Every broker backup this device keeps is rewritten under the current passphrase
-    (and, after DISOWN, a new backup code: someone had the backup, maybe the code too),
+    (and, after DISOWN or RETIRE, a new backup code: someone had the backup, maybe the
+    code too),
     then its old copy is deleted, signed with the old key; an automatic backup file is
     rewritten. After PASSWD the code stays: it never left this device and the paper,
     and the old copies are gone anyway. An old copy that cannot be deleted now (broker
@@ -448,7 +451,7 @@ def after_secret_change(
         report.lines.append(
             "Whoever restored your backup knows your passphrase: change it now (pushauth-agent passwd)."
         )
-    if reason == DISOWN and old_code is not None:
+    if reason in (DISOWN, RETIRE) and old_code is not None:
         code = BackupCode.new()
         with _quietly(store):
             store.set_setting(BACKUP_CODE, code.text)
@@ -482,7 +485,7 @@ def after_secret_change(
         try:
             broker_http.delete_backup(target["broker"], old.seed)
             report.lines.append(
-                f"Its old copy was deleted: the old {_old_secrets(reason)} open nothing there."
+                f"Its old copy was deleted: the old {_old_secrets(reason)} opens nothing there."
             )
         except AgentError as exc:
             stale.append({"broker": target["broker"], "seed": b64(old.seed)})

@@ -289,7 +289,13 @@ def build_parser() -> Parser:
         "backup auto off           stop the automatic backups\n"
         "backup delete --from broker   delete a backup from the broker (without --from:\n"
         "                          the automatic one, which also stops)\n"
-        "backup code               show this device's backup code\n\n"
+        "backup code               show this device's backup code\n"
+        "backup retire             a backup was lost, or its passphrase may be known: give\n"
+        "                          every recoverable account a new recovery key (older\n"
+        "                          backups then recover nothing; their verification codes\n"
+        "                          still work: remove such an account at its service and\n"
+        "                          add it again), a new backup code, and rewrite the\n"
+        "                          broker and automatic backups, deleting the old copies\n\n"
         "The backup is encrypted with the vault passphrase (Argon2id, XChaCha20-Poly1305)\n"
         "and keeps the accounts' order and names. It holds the verification-code secrets\n"
         "and, for accounts the service enrolled as recoverable, their recovery keys; never\n"
@@ -300,10 +306,14 @@ def build_parser() -> Parser:
         "broker and shown then: write it down), with the broker's address and\n"
         "--backup-name. Restoring it needs both (restore --from broker on the new device);\n"
         "whoever steals the broker's whole database cannot even try passphrases without\n"
-        "the code. passwd and a recovery disown rewrite it and delete the old copy.",
+        "the code. passwd, a recovery disown and backup retire rewrite it and delete\n"
+        "the old copy.",
     )
     c.add_argument(
-        "auto", metavar="auto on|off|delete|code", nargs="*", help="automatic backups, delete, or code"
+        "auto",
+        metavar="auto on|off|delete|code|retire",
+        nargs="*",
+        help="automatic backups, delete, code, or retire",
     )
     c.add_argument("--to", metavar="FILE|broker", help="where the backup goes")
     c.add_argument("--from", dest="source", metavar="broker", help="with delete: where the backup is")
@@ -600,6 +610,8 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
         return EXIT_OK
     if words == ["delete"]:
         return backup_delete(store, args)
+    if words == ["retire"]:
+        return backup_retire(store)
     if words == ["code"]:
         code = backup_actions.code_of(store.settings())
         if code is None:
@@ -610,7 +622,7 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
     if words not in ([], ["auto", "on"]):
         raise UsageError(
             "expected: backup --to WHERE, backup auto on --to WHERE, backup auto off, "
-            "backup delete [--from broker], or backup code"
+            "backup delete [--from broker], backup code, or backup retire"
         )
     if args.to is None:
         raise UsageError("say where the backup goes: --to FILE, or --to broker")
@@ -635,6 +647,22 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
         store.set_setting(backup_actions.AUTO_BACKUP, target)
         say("It is rewritten after every change from now on (backup auto off stops that).")
     return EXIT_OK
+
+
+def backup_retire(store: AccountStore) -> int:
+    """Older backups recover nothing: new recovery keys first (so that the rewritten
+    backups carry them), then a new code and no copy left that opens with the old one."""
+    if not store.path.exists() and not store.legacy_path.exists():
+        raise UsageError("there is nothing to retire: this device has no accounts yet")
+    store.load()
+    rotated = report_rotation(recovery_keys.rotate_recovery_keys(store))
+    renewed = backup_actions.after_secret_change(store, backup_actions.RETIRE)
+    failed = report_secret_change(renewed) or rotated
+    say(
+        "Verification codes in older backups still work: to end those, remove the account at"
+        " its service and add it again."
+    )
+    return failed
 
 
 def backup_delete(store: AccountStore, args: argparse.Namespace) -> int:

@@ -3,13 +3,13 @@
 A recovery key (kept in the vault and in every backup) lets a new device register a
 credential for its account by itself, once (broker/recovery.py). After a passphrase
 change (`passwd`) or a "No, not me" to "was this you?" (someone restored a backup of
-ours: they had it and its passphrase), every backup made before may be in someone
-else's hands. So each recoverable account gets a new recovery key: the credential's
-own key signs it (signing.recovery_key_bytes, with a newer ts than the last one), the
-broker replaces the old one, and the RP takes it only with that signature
-(relying_party.verify.reconcile). The old recovery keys in old backups then recover
-nothing. The new seeds go into the vault, so the next backup carries them: call this
-BEFORE backup_actions.after_secret_change rewrites the backups.
+ours: they had it and its passphrase) or `backup retire` (a backup was lost), every
+backup made before may be in someone else's hands. So each recoverable account gets a
+new recovery key: the credential's own key signs it (signing.recovery_key_bytes, with a
+newer ts than the last one), the broker replaces the old one, and the RP takes it only
+with that signature (relying_party.verify.reconcile). The old recovery keys in old
+backups then recover nothing. The new seeds go into the vault, so the next backup
+carries them: call this BEFORE backup_actions.after_secret_change rewrites the backups.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .store import AccountStore
 # What to do when a key could not be renewed now (the broker was down).
 RETRY = (
     "until it is renewed, the old recovery key in your backups still works for it once: run"
-    " pushauth-agent passwd again when the broker can be reached"
+    " pushauth-agent backup retire when the broker can be reached"
 )
 
 

@@ -1,7 +1,7 @@
 """Backups on the broker that a thief of the broker cannot attack, with the real agent CLI,
 a real broker process on a real Redis: the backup code (the second secret), old copies
-deleted after `passwd` and after a "not me", `backup delete`; and the agent's other
-refusals of issue 10: weak passphrases, backups over files that must stay, and
+deleted after `passwd`, after a "not me" and by `backup retire`, `backup delete`; and the
+agent's other refusals of issue 10: weak passphrases, backups over files that must stay, and
 re-activation with another user's or another service's enrollment link."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from e2e_helpers import agent_ok as ok
 from shared_broker import broker, new_rp, rp  # noqa: F401  (fixtures)
 from support import BrokerProcess, RedisServer, assert_cli_error
 from test_agent_e2e import Listen, listener  # noqa: F401  (listener: fixture)
-from test_agent_recovery import code_in, enroll_recoverable
+from test_agent_recovery import REPLACED, code_in, enroll_recoverable, refused_line, restore
 
 from broker import keys as broker_keys
 from device_agent import backup_keys, broker_http
@@ -259,6 +259,46 @@ async def test_disown_renews_the_code_and_deletes_the_copy_the_thief_used(
     )
     assert "alice@example.com" in out
     assert "Traceback" not in watching.errors()
+
+
+async def test_backup_retire_leaves_no_older_backup_that_recovers(
+    client: PushAuthClient, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """A backup was lost (or its passphrase may be known): `backup retire` renews the
+    recovery keys, the code and the broker copy, as a "not me" does, unasked."""
+    old = tmp_path / "old"
+    cred = await enroll_recoverable(client, old, "old phone")
+    before = tmp_path / "before.backup"
+    await asyncio.to_thread(ok, old, "backup", "--to", str(before))
+    code = code_in(await asyncio.to_thread(ok, old, "backup", "--to", "broker", *where(broker)))
+
+    out = await asyncio.to_thread(ok, old, "backup", "retire")
+    assert "New recovery keys for alice@example.com" in out
+    assert "Its old copy was deleted: the old backup code opens nothing there." in out
+    assert "Verification codes in older backups still work" in out
+    assert "change it now" not in out  # the passphrase was not given away
+    new_code = code_in(out.split("Your new backup code:")[1])
+    assert new_code != code
+    # The file made before recovers nothing, the old code finds no copy, the new one does.
+    assert REPLACED in refused_line(restore(tmp_path / "file", before, "thief phone"))
+    again = await asyncio.to_thread(
+        agent, tmp_path / "again", "restore", "--from", "broker", *where(broker), **{BACKUP_CODE_ENV: code}
+    )
+    assert_cli_error(again, contains="no backup at")
+    # The service takes the renewed key by its own check.
+    sync = await client.sync_credentials("alice", {cred.id: cred})
+    assert [c.id for c in sync.rotated] == [cred.id] and not sync.refused
+    fresh = await asyncio.to_thread(
+        ok, tmp_path / "fresh", "restore", "--from", "broker", *where(broker), "--device-name", "new phone",
+        **{BACKUP_CODE_ENV: new_code},
+    )  # fmt: skip
+    assert "recovered: alice@example.com" in fresh
+
+
+def test_backup_retire_with_nothing_to_retire_says_so(tmp_path: Path) -> None:
+    result = agent(tmp_path / "empty", "backup", "retire")
+    assert_cli_error(result, contains="nothing to retire")
+    assert not (tmp_path / "empty" / "vault.pav").exists()
 
 
 def test_a_backup_file_never_replaces_what_must_stay(tmp_path: Path) -> None:

@@ -348,7 +348,7 @@ async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works
         assert "The vault passphrase was changed." in result.stdout
         assert f"the recovery key of {ACCOUNT} was NOT renewed (cannot reach the broker" in result.stderr
         assert "the old recovery key in your backups still works for it once" in result.stderr
-        assert "pushauth-agent passwd again" in result.stderr
+        assert "pushauth-agent backup retire when the broker can be reached" in result.stderr
         monkeypatch.setenv(PASSPHRASE_ENV, NEW_PASSPHRASE)
         assert AccountStore(old).recovery_seed(ACCOUNT) == key
         # As it said: the old backup still recovers (once) until the key is renewed.
