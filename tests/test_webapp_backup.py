@@ -294,6 +294,47 @@ async def test_a_backup_saved_by_the_app_restores_on_a_new_phone(
         await new.context.close()
 
 
+SHARED = "shared@contoso.example"
+NAMES = "els => els.map(e => e.textContent)"
+
+
+async def test_two_accounts_with_one_label_get_two_names_and_their_backup_restores(
+    rp: PushAuthClient, phone: Phone, tmp_path: Path
+) -> None:
+    """One e-mail address at two services (here two users of one) is common; a backup
+    names each account once (both readers refuse a name twice), so the app gives the
+    second one "NAME (2)", as the agent does, and refuses a rename to a taken name."""
+    for user in ("pat", "quinn"):
+        await enrolled(rp, phone, user, account=SHARED)
+    page = phone.page
+    assert await page.locator("#accounts .acct-name").evaluate_all(NAMES) == [SHARED, f"{SHARED} (2)"]
+    await page.get_by_role("button", name=f"Manage {SHARED} (2)").tap()
+    await page.get_by_label("Name shown in this app").fill(SHARED)
+    await page.get_by_role("button", name="Rename").tap()
+    await page.locator("#account-error", has_text=f'There is already an account named "{SHARED}"').wait_for()
+    await page.get_by_role("button", name="Back", exact=True).tap()
+    assert await page.locator("#accounts .acct-name").evaluate_all(NAMES) == [SHARED, f"{SHARED} (2)"]
+
+    path = tmp_path / "app.backup"
+    await phone.save_backup(path, TEST_PASSPHRASE)
+    home = tmp_path / "agent"
+    await asyncio.to_thread(ok, home, "restore", "--from", str(path), "--device-name", "Laptop")
+    assert [e.name for e in AccountStore(home).entries()] == [SHARED, f"{SHARED} (2)"]
+
+    # An earlier version of the app gave both one name: the app renames the later one
+    # when it starts, so that its backups restore.
+    await page.evaluate(
+        """async () => {
+             const db = await import(new URL('js/db.js', document.baseURI).href);
+             for (const a of await db.listAccounts()) await db.putAccount({ ...a, name: 'same' });
+           }"""
+    )
+    await page.reload()
+    await page.locator("body[data-ready='1']").wait_for()
+    await page.locator("#accounts .acct-name", has_text="same (2)").wait_for()
+    assert await page.locator("#accounts .acct-name").evaluate_all(NAMES) == ["same", "same (2)"]
+
+
 async def test_a_backup_written_by_the_agent_restores_in_the_app(phone: Phone, tmp_path: Path) -> None:
     # The vectors' document, written by the agent's own writer (its push accounts are at
     # brokers that do not exist: they come back waiting, their recovery failing plainly).

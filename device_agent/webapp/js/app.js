@@ -386,7 +386,7 @@ async function addAccount(linkText) {
       rp_name: link.rp_name,
       user: enrolled.user,
       label: link.account,
-      name: waiting ? waiting.name : link.account,
+      name: waiting ? waiting.name : uniqueName(link.account),
       deviceName,
       privateKey: keyPair.privateKey,
       publicKey: keyPair.publicKey,
@@ -411,6 +411,26 @@ async function addAccount(linkText) {
 }
 
 const nextOrder = () => (accountsCache.length ? Math.max(...accountsCache.map((a) => a.order)) + 1 : 0);
+
+// A backup names each account once (both readers refuse a name twice), and one address
+// at two services is common: `wanted`, or `wanted (2)`, `wanted (3)`... whichever is
+// free, as the agent's store.unique_name does.
+function uniqueName(wanted, taken = new Set(accountsCache.map((a) => a.name))) {
+  if (!taken.has(wanted)) return wanted;
+  let n = 2;
+  while (taken.has(`${wanted} (${n})`)) n++;
+  return `${wanted} (${n})`;
+}
+
+// Earlier versions of the app gave two accounts one name: the later one is renamed.
+async function uniqueNames() {
+  const taken = new Set();
+  for (const account of await db.listAccounts()) {
+    const name = uniqueName(account.name, taken);
+    taken.add(name);
+    if (name !== account.name) await db.putAccount({ ...account, name });
+  }
+}
 
 // -- managing an account -----------------------------------------------------------
 
@@ -437,6 +457,8 @@ async function rename(event) {
   event.preventDefault();
   const name = $("rename").value.trim();
   if (!name || [...name].length > 64) return showError("account-error", "A name is 1 to 64 characters.");
+  if (accountsCache.some((a) => a.name === name && a.cid !== openAccount))
+    return showError("account-error", `There is already an account named "${printable(name)}"; choose another name.`);
   const account = await db.getAccount(openAccount);
   await db.putAccount({ ...account, name });
   await refreshAccounts();
@@ -1128,6 +1150,7 @@ async function main() {
   );
   $("device-name").value = (await db.getSetting("deviceName")) ?? "";
   await sealPlainSecrets();
+  await uniqueNames();
   await refreshAccounts();
   renderAutoStatus();
   for (const broker of new Set(accountsCache.filter(hasKey).map((a) => a.broker))) connectionFor(broker);
