@@ -118,6 +118,7 @@ def test_hotp_with_and_without_counter() -> None:
         ("otpauth://motp/x?secret=JRZCL47CMXVOQMNPZR2F7J4RGI", "unsupported token type 'motp'"),
         ("otpauth://totp/x?secret=JRZCL47CMXVOQMNPZR2F7J4RGI&digits=5", "digits 5"),
         ("otpauth://totp/x?secret=JRZCL47CMXVOQMNPZR2F7J4RGI&digits=six", "digits must be a whole number"),
+        ("otpauth://totp/x?secret=JRZCL47CMXVOQMNPZR2F7J4RGI&digits=\u0666", "digits must be a whole number"),
         ("otpauth://totp/x?secret=JRZCL47CMXVOQMNPZR2F7J4RGI&period=0", "period must be 1..3600"),
         ("otpauth://totp/x?secret=JRZCL47CMXVOQMNPZR2F7J4RGI&period=-30", "period must be a whole number"),
         ("otpauth://totp/x?secret=JRZCL47CMXVOQMNPZR2F7J4RGI&algorithm=MD5", "unsupported algorithm 'MD5'"),

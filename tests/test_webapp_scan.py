@@ -1,13 +1,16 @@
 """Adding an account by scanning the QR code with the camera: Chromium's file-backed
 fake camera plays a Y4M video of the RP's QR code (made here with segno), and the app
-reads it (jsQR in a worker: desktop Linux Chromium has no BarcodeDetector) and enrolls.
+reads it (jsQR in a worker: desktop Linux Chromium has no BarcodeDetector) and enrolls;
+another service's verification-code QR code (otpauth://) adds a codes-only account.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
+import pyotp
 import pytest
 import segno
 from PIL import Image
@@ -92,6 +95,29 @@ async def test_add_an_account_by_scanning_its_qr_code(
     finally:
         await camera.close()
     keep_first_frame(video, SHOTS / "webapp-17-camera-feed.png")
+
+
+async def test_scan_any_services_verification_code_qr(
+    app_broker: BrokerProcess, tmp_path: Path, browser: Browser
+) -> None:
+    """The QR code a service shows for "an authenticator app" (otpauth://): a codes-only
+    account whose codes are the service's."""
+    secret = pyotp.random_base32()
+    uri = f"otpauth://totp/Example:ana%40example.org?secret={secret}&issuer=Example"
+    camera = await camera_phone(browser, qr_video(uri, tmp_path / "otp.y4m"))
+    try:
+        phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
+        page = phone.page
+        await page.get_by_role("button", name="Add account").tap()
+        await page.get_by_role("button", name="Scan QR code").tap()
+        code = page.locator("#accounts li [data-role='code'][data-code]")
+        await code.wait_for()
+        assert await page.locator("#accounts .acct-name").all_inner_texts() == ["Example: ana@example.org"]
+        shown = await code.get_attribute("data-code")
+        now = time.time()
+        assert shown in {pyotp.TOTP(secret).at(now), pyotp.TOTP(secret).at(now - 30)}
+    finally:
+        await camera.close()
 
 
 async def test_the_open_scanner_is_accessible_and_cancel_turns_the_camera_off(

@@ -44,7 +44,9 @@ def _int_param(params: dict[str, str], key: str, default: int) -> int:
     text = params.get(key, "").strip()
     if not text:
         return default
-    if not text.isdecimal():
+    # ASCII digits only: isdecimal() alone takes other scripts' digits ("\u0666" is 6),
+    # which no service writes and other readers (the web authenticator's) do not take.
+    if not (text.isascii() and text.isdecimal()):
         raise _invalid(f"{key} must be a whole number, not {text!r}")
     return int(text)
 

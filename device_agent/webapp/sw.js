@@ -24,6 +24,8 @@ const SHELL = [
   "js/scan.js",
   "js/sealed.js",
   "js/sealedfile.js",
+  "js/otp.js",
+  "js/migration.js",
   "js/scan-worker.js",
   "js/totp.js",
   "js/webauthn.js",

@@ -5,7 +5,7 @@
 import * as db from "./db.js";
 import { newKeyPair, newRecoveryKey, publicKeyOfSeed } from "./keys.js";
 import * as sealed from "./sealed.js";
-import { equal, hex, utf8 } from "./protocol/bytes.js";
+import { base32Encode, equal, hex, utf8 } from "./protocol/bytes.js";
 import { BrokerConnection, ReplyError } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { printable } from "./protocol/text.js";
@@ -110,9 +110,10 @@ async function refreshAccounts() {
 
 function renderConn() {
   const el = $("conn");
-  if (!accountsCache.length) {
+  // Verification-code accounts need no server: only push accounts connect.
+  if (!accountsCache.some(hasKey)) {
     el.dataset.state = "none";
-    el.textContent = "No accounts yet";
+    el.textContent = !accountsCache.length ? "No accounts yet" : accountsCache.some((a) => a.broker) ? "Not connected" : "Codes only";
     return;
   }
   const states = [...connections.values()].map((c) => c.state ?? "connecting");
@@ -349,8 +350,27 @@ function buildKeypad() {
 
 // -- adding an account ---------------------------------------------------------------
 
-async function addAccount(linkText) {
+function openAddView() {
   showError("add-error", null);
+  $("add-status").textContent = "";
+  $("add-report").replaceChildren();
+  show("add");
+}
+
+// The Add account screen takes a service's setup link (push sign-in, maybe with codes),
+// any service's verification-code link and Google Authenticator's export, pasted or
+// scanned; the last two load their readers only when used.
+function addFromText(input) {
+  showError("add-error", null);
+  $("add-status").textContent = "";
+  $("add-report").replaceChildren();
+  const scheme = input.trim().split(":")[0].toLowerCase();
+  if (scheme === "otpauth") return addCodes(input);
+  if (scheme === "otpauth-migration") return importExport(input);
+  return addAccount(input);
+}
+
+async function addAccount(linkText) {
   let link;
   try {
     link = parseEnrollmentUri(linkText);
@@ -411,6 +431,113 @@ async function addAccount(linkText) {
 }
 
 const nextOrder = () => (accountsCache.length ? Math.max(...accountsCache.map((a) => a.order)) + 1 : 0);
+
+// -- verification-code accounts (js/otp.js, js/migration.js) ---------------------------
+
+// The codes this app makes now, as accounts js/otp.js can compare ({name, otp}).
+async function heldCodes(otp) {
+  const held = [];
+  for (const account of accountsCache.filter((a) => a.totp)) {
+    const { secret, algorithm, digits, period } = await totpParams(account);
+    held.push({ name: account.name, otp: { kind: "totp", secret: otp.decodeSecret(secret), algorithm, digits, period } });
+  }
+  return held;
+}
+
+// Why this app will not add `account` (null when it will): what the agent would refuse
+// as a name in its list (a backup must restore there), a counter-based account, or one
+// that makes the codes of one it holds.
+function codesRefusal(otp, account, held) {
+  if (account.kind !== "totp") return otp.HOTP_REFUSAL;
+  const problem = otp.nameProblem(otp.labelOf(account));
+  if (problem) return problem;
+  const twin = held.find((h) => otp.sameCodes(h.otp, account));
+  return twin ? `it is here already as "${twin.name}"` : null;
+}
+
+// A codes-only account (no key: nothing to approve), as a restore makes one.
+async function putCodesAccount({ name, label, issuer, totp }, order, deviceName) {
+  const cid = `codes:${crypto.randomUUID()}`;
+  await db.putAccount({
+    cid,
+    name,
+    order,
+    broker: null,
+    rp: null,
+    rp_name: issuer,
+    user: null,
+    label,
+    deviceName,
+    added: Date.now(),
+    uvCredential: null,
+    privateKey: null,
+    publicKey: null,
+    recovery: null,
+    totp: await sealedTotp(cid, totp),
+  });
+  return cid;
+}
+
+// Adds each of `accounts` this app can hold; returns a line per account, for people.
+async function addCodeAccounts(otp, accounts) {
+  const held = await heldCodes(otp);
+  const taken = new Set(accountsCache.map((a) => a.name));
+  const deviceName = (await db.getSetting("deviceName")) ?? "";
+  let order = nextOrder();
+  const lines = [];
+  for (const account of accounts) {
+    const why = codesRefusal(otp, account, held);
+    if (why) {
+      lines.push({ added: false, text: `${otp.labelOf(account)}: not added, ${why}` });
+      continue;
+    }
+    const name = uniqueName(otp.labelOf(account), taken);
+    taken.add(name);
+    held.push({ name, otp: account });
+    const totp = { secret: base32Encode(account.secret), algorithm: account.algorithm, digits: account.digits, period: account.period };
+    await putCodesAccount({ name, label: account.name, issuer: account.issuer, totp }, order++, deviceName);
+    lines.push({ added: true, name, text: `added: ${name}` });
+  }
+  if (lines.some((l) => l.added)) await refreshAccounts();
+  return lines;
+}
+
+async function addCodes(input) {
+  const otp = await import("./otp.js");
+  let account;
+  try {
+    account = otp.parseOtpauth(input);
+  } catch (exc) {
+    if (!(exc instanceof otp.OtpError)) throw exc;
+    return showError("add-error", `Could not add the account: ${printable(exc.message)}. Nothing was added.`);
+  }
+  const [line] = await addCodeAccounts(otp, [account]);
+  if (!line.added) return showError("add-error", `${printable(line.text)}. Nothing was added.`);
+  $("link").value = "";
+  toast(`Added ${line.name}: its verification codes are on the home screen.`);
+  show("home");
+}
+
+// One QR code of a Google Authenticator export: every account this app can hold is
+// added; the others, and the export's QR codes still to scan, are said by name.
+async function importExport(input) {
+  const [otp, mig] = await Promise.all([import("./otp.js"), import("./migration.js")]);
+  let batch;
+  try {
+    batch = mig.parseMigration(input);
+  } catch (exc) {
+    if (!(exc instanceof otp.OtpError)) throw exc;
+    return showError("add-error", `Could not read the export: ${printable(exc.message)}. Nothing was added.`);
+  }
+  const lines = await addCodeAccounts(otp, batch.accounts);
+  lines.push(...batch.refused.map((r) => ({ added: false, text: `${r.label}: not added, ${r.reason}` })));
+  const added = lines.filter((l) => l.added).length;
+  const more = batch.batchSize > 1 ? ` This was QR code ${batch.batchIndex + 1} of ${batch.batchSize} of the export: scan the others too.` : "";
+  $("add-status").textContent = `${added} of ${lines.length} account(s) added.${more}`;
+  $("add-report").replaceChildren(...lines.map((l) => text("li", printable(l.text))));
+  $("link").value = "";
+}
+
 
 // A backup names each account once (both readers refuse a name twice), and one address
 // at two services is common: `wanted`, or `wanted (2)`, `wanted (3)`... whichever is
@@ -913,9 +1040,8 @@ async function restoreLine(line, order, deviceName) {
   const base = { name: line.name, order, uvCredential: null, privateKey: null, publicKey: null, recovery: null };
   const codes = line.otp ? "; verification codes work" : "";
   if (!line.push) {
-    const cid = `codes:${crypto.randomUUID()}`;
     const { label, issuer } = line.otp;
-    await db.putAccount({ ...base, cid, broker: null, rp: null, rp_name: issuer, user: null, label, deviceName, added: Date.now(), totp: await sealedTotp(cid, totpOf(line.otp)) });
+    await putCodesAccount({ name: line.name, label, issuer, totp: totpOf(line.otp) }, order, deviceName);
     return "verification codes work";
   }
   const p = line.push;
@@ -1121,9 +1247,9 @@ events.addEventListener("fault", ({ detail }) => {
 
 async function main() {
   buildKeypad();
-  $("add-open").addEventListener("click", () => show("add"));
+  $("add-open").addEventListener("click", openAddView);
   $("add-cancel").addEventListener("click", () => (stopScan(), show("home")));
-  $("add-form").addEventListener("submit", (e) => (e.preventDefault(), addAccount($("link").value)));
+  $("add-form").addEventListener("submit", (e) => (e.preventDefault(), addFromText($("link").value)));
   $("number-form").addEventListener("submit", (e) => (e.preventDefault(), decide("approve")));
   $("deny").addEventListener("click", () => decide("deny"));
   $("notice-yes").addEventListener("click", () => answerNotice("confirm"));
@@ -1145,7 +1271,7 @@ async function main() {
   $("scan").addEventListener("click", () =>
     startScan($("video"), $("scanner"), $("scan-status"), (link) => {
       $("link").value = link;
-      addAccount(link);
+      addFromText(link);
     }),
   );
   $("device-name").value = (await db.getSetting("deviceName")) ?? "";

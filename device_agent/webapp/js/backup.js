@@ -13,16 +13,13 @@
 // its own (docs/protocol.md section 16).
 
 import { BACKUP_MAGIC, SealedFileError, seal, sealKey, sealWith, unseal } from "./sealedfile.js";
-import { b64urlDecode, b64urlEncode, base32Decode } from "./protocol/bytes.js";
+import { b64urlDecode, b64urlEncode, base32Encode } from "./protocol/bytes.js";
+import { HOTP_REFUSAL, OtpError, account, decodeSecret } from "./otp.js";
 
 export const BACKUP_FORMAT = "pushauth-backup/1";
 const DOC_FIELDS = ["accounts", "created_at", "device_name", "format", "push_accounts", "settings"];
 const PUSH_FIELDS = ["rp", "rp_name", "user", "label", "broker", "cid", "device_name", "added"];
 const OTP_FIELDS = ["algorithm", "digits", "issuer", "kind", "name", "period", "secret"];
-const ALGORITHMS = ["SHA1", "SHA256", "SHA512"];
-const MAX_LABEL_CHARS = 256;
-const MAX_SECRET_BYTES = 1024;
-const MAX_PERIOD = 3600;
 // As device_agent/passphrase.py: at least 12 characters, and a zxcvbn score of at least
 // 3 (an estimate of the guesses an attacker with word lists and common patterns needs)
 // with the same hints; zxcvbn-ts with the English and common word lists scores as the
@@ -119,24 +116,24 @@ function otpFromJson(raw) {
   const wanted = raw.kind === "hotp" ? OTP_FIELDS.map((f) => (f === "period" ? "counter" : f)) : OTP_FIELDS;
   if (!sameKeys(raw, wanted)) throw bad("the backup holds an invalid account: unexpected fields");
   const { kind, name, issuer, secret, algorithm, digits } = raw;
-  const ok =
+  const hotp = kind === "hotp";
+  const typed =
     ["totp", "hotp"].includes(kind) &&
-    typeof name === "string" &&
-    typeof issuer === "string" &&
-    [...name].length <= MAX_LABEL_CHARS &&
-    [...issuer].length <= MAX_LABEL_CHARS &&
-    (name || issuer) &&
-    ALGORITHMS.includes(algorithm) &&
-    [6, 7, 8].includes(digits) &&
-    (kind === "hotp" ? Number.isSafeInteger(raw.counter) && raw.counter >= 0 : Number.isInteger(raw.period) && raw.period >= 1 && raw.period <= MAX_PERIOD);
-  // Read as the agent reads it (accounts_model.decode_base32_secret): case, spaces,
-  // dashes and padding do not matter; a length no whole number of bytes has does.
-  const clean = typeof secret === "string" ? secret.replace(/[\s-]/g, "").toUpperCase().replace(/=+$/, "") : "";
-  const whole = /^[A-Z2-7]+$/.test(clean) && ![1, 3, 6].includes(clean.length % 8);
-  const bytes = whole ? base32Decode(clean) : null;
-  if (!ok || !bytes || !bytes.length || bytes.length > MAX_SECRET_BYTES)
-    throw bad(`the backup holds an invalid account (${typeof name === "string" ? name : "?"})`);
-  return { ...raw, secret: clean };
+    [name, issuer, secret, algorithm].every((v) => typeof v === "string") &&
+    [digits, hotp ? raw.counter : raw.period].every(Number.isSafeInteger);
+  // Then the rules every account meets (js/otp.js, as OtpAccount.from_json applies
+  // them): the secret read as the agent reads it (case, white space, dashes and padding
+  // do not matter; a length no whole number of bytes has does), the algorithm spelled
+  // exactly, digits, period or counter, labels.
+  let checked = null;
+  try {
+    if (typed)
+      checked = account({ secret: decodeSecret(secret), name, issuer, kind, algorithm, digits, period: hotp ? 30 : raw.period, counter: hotp ? raw.counter : 0 });
+  } catch (exc) {
+    if (!(exc instanceof OtpError)) throw exc;
+  }
+  if (!checked) throw bad(`the backup holds an invalid account (${typeof name === "string" ? name : "?"})`);
+  return { ...raw, secret: base32Encode(checked.secret) };
 }
 
 function pushFromJson(name, raw) {
@@ -192,7 +189,7 @@ export function linesOf(doc) {
     const otp = hasOtp ? accounts[entry.otp] : null;
     const push = hasPush ? pushFromJson(entry.name, doc.push_accounts[entry.push]) : null;
     if (otp?.kind === "hotp") {
-      unsupported.push({ name: entry.name, why: "counter-based (HOTP) codes are not supported by this app" });
+      unsupported.push({ name: entry.name, why: HOTP_REFUSAL });
       if (!push) continue;
     }
     const codes = otp?.kind === "totp" ? otp : null;

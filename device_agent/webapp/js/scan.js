@@ -1,9 +1,11 @@
-// Reading the enrollment QR code with the camera: the browser's own BarcodeDetector
-// where it has one (Chrome on Android and macOS), else jsQR in a worker
-// (scan-worker.js; the one third-party file, pinned by scripts/build-webapp). Where
-// neither can run, the app says so and the link is pasted instead.
+// Reading a QR code with the camera: a service's setup link, any service's
+// verification-code link (otpauth://) or a Google Authenticator export
+// (otpauth-migration://). The browser's own BarcodeDetector where it has one (Chrome on
+// Android and macOS), else jsQR in a worker (scan-worker.js; pinned by
+// scripts/build-webapp). Where neither can run, the app says so and the link is pasted
+// instead.
 
-const LINK_PREFIX = "pushauth://enroll?";
+const LINK = /^(pushauth:\/\/enroll\?|otpauth:\/\/|otpauth-migration:\/\/)/i;
 let stream = null;
 let running = false;
 let worker = null;
@@ -49,7 +51,7 @@ export async function startScan(video, box, status, onLink) {
     await video.play();
     running = true;
     while (running) {
-      const link = (await detect(video)).find((text) => text.startsWith(LINK_PREFIX));
+      const link = (await detect(video)).find((text) => LINK.test(text));
       if (link) {
         stopScan();
         onLink(link);

@@ -1,0 +1,264 @@
+// Verification-code accounts from otpauth:// URIs (Google's Key Uri Format), the QR
+// codes of every service that offers an authenticator app:
+//
+//   otpauth://TYPE/[ISSUER:]NAME?secret=BASE32[&issuer=ISSUER][&algorithm=SHA1]
+//       [&digits=6][&period=30][&counter=N]
+//
+// The agent's reader in JavaScript: device_agent/accounts_model.py (the rules every
+// account meets) and device_agent/importers/otpauth.py (the URI), down to Python's
+// urlsplit, unquote and str.strip, so that both take the same URIs, read them alike and
+// refuse the same ones with the same reason (tests/test_webapp_codes.py feeds both the
+// same corpus). Tolerated as the agent tolerates them: lower-case, padded, spaced or
+// dashed secrets, a label with or without the issuer prefix, an issuer parameter that
+// differs from the prefix (the parameter wins), "+" or %20 for spaces, algorithm names
+// such as "sha1" or "HmacSHA256", parameter names in any case, unknown parameters.
+
+import { base32Decode } from "./protocol/bytes.js";
+
+export class OtpError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "OtpError";
+    this.code = code; // "invalid_account", "malformed", "unsupported_version" (report.py)
+  }
+}
+
+const invalid = (reason) => new OtpError("invalid_account", reason);
+
+// This app makes time-based codes only (a counter-based account needs its counter kept
+// in step with the service's, which the agent does).
+export const HOTP_REFUSAL = "counter-based (HOTP) codes are not supported by this app";
+
+export const DIGITS = [6, 7, 8];
+export const MAX_PERIOD = 3600;
+export const MAX_SECRET_BYTES = 1024;
+export const MAX_LABEL_CHARS = 256;
+const MAX_URI_CHARS = 4096;
+const ALGORITHMS = ["SHA1", "SHA256", "SHA512"];
+
+// -- Python's string rules, where the agent's reader leans on them ----------------------
+
+// What Python's str.isspace() (and so str.strip() and the regex \s) counts as white
+// space; JavaScript's \s differs (it has U+FEFF, lacks U+001C-U+001F and U+0085).
+const SPACE = "\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+const EDGES = new RegExp(`^[${SPACE}]+|[${SPACE}]+$`, "gu");
+const SPACE_OR_DASH = new RegExp(`[${SPACE}-]`, "gu");
+
+export const strip = (text) => text.replace(EDGES, "");
+export const chars = (text) => [...text].length; // Python's len(): code points
+
+// Characters Python's str.isprintable() refuses (the space aside).
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
+
+// Python's repr() of a string, which the agent's messages quote values with.
+export function repr(text) {
+  const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
+  let out = "";
+  for (const ch of text) {
+    const code = ch.codePointAt(0);
+    if (ch === quote || ch === "\\") out += `\\${ch}`;
+    else if (ch === "\t") out += "\\t";
+    else if (ch === "\n") out += "\\n";
+    else if (ch === "\r") out += "\\r";
+    else if (!UNPRINTABLE.test(ch)) out += ch;
+    else if (code < 0x100) out += `\\x${code.toString(16).padStart(2, "0")}`;
+    else if (code < 0x10000) out += `\\u${code.toString(16).padStart(4, "0")}`;
+    else out += `\\U${code.toString(16).padStart(8, "0")}`;
+  }
+  return quote + out + quote;
+}
+
+const utf8Lenient = new TextDecoder("utf-8"); // errors become U+FFFD, as errors="replace"
+
+// urllib.parse.unquote: each run of ASCII characters is percent-decoded to bytes and
+// read as UTF-8; other characters stay as they are; a "%" without two hex digits stays.
+export function unquote(text) {
+  if (!text.includes("%")) return text;
+  return text.replace(/[\x00-\x7f]+/g, (run) => {
+    const bytes = [];
+    const [first, ...rest] = run.split("%");
+    for (const ch of first) bytes.push(ch.charCodeAt(0));
+    for (const item of rest) {
+      const escaped = /^[0-9a-fA-F]{2}/.test(item);
+      if (escaped) bytes.push(parseInt(item.slice(0, 2), 16));
+      for (const ch of escaped ? item.slice(2) : `%${item}`) bytes.push(ch.charCodeAt(0));
+    }
+    return utf8Lenient.decode(new Uint8Array(bytes));
+  });
+}
+
+export const unquotePlus = (text) => unquote(text.replaceAll("+", " "));
+
+const SCHEME_CHARS = /^[A-Za-z0-9+.-]*$/;
+const C0_OR_SPACE = /^[\x00-\x20]+/;
+
+// urllib.parse.urlsplit (Python 3.11): {scheme, netloc, path, query, fragment}; throws
+// where it raises ValueError (brackets of an IPv6 host, a netloc that NFKC changes into
+// one with URL delimiters).
+function urlsplit(text) {
+  let url = text.replace(C0_OR_SPACE, "").replace(/[\t\r\n]/g, "");
+  let scheme = "";
+  let netloc = "";
+  let query = "";
+  let fragment = "";
+  const colon = url.indexOf(":");
+  if (colon > 0 && /^[A-Za-z]/.test(url) && SCHEME_CHARS.test(url.slice(0, colon))) {
+    scheme = url.slice(0, colon).toLowerCase();
+    url = url.slice(colon + 1);
+  }
+  if (url.startsWith("//")) {
+    const ends = ["/", "?", "#"].map((c) => url.indexOf(c, 2)).filter((i) => i >= 0);
+    const end = ends.length ? Math.min(...ends) : url.length;
+    netloc = url.slice(2, end);
+    url = url.slice(end);
+    if (netloc.includes("[") !== netloc.includes("]")) throw new Error("Invalid IPv6 URL");
+    if (netloc.includes("[")) checkBracketedHost(netloc.split("[")[1].split("]")[0]);
+  }
+  if (url.includes("#")) [url, fragment] = [url.slice(0, url.indexOf("#")), url.slice(url.indexOf("#") + 1)];
+  if (url.includes("?")) [url, query] = [url.slice(0, url.indexOf("?")), url.slice(url.indexOf("?") + 1)];
+  checkNetloc(netloc);
+  return { scheme, netloc, path: url, query, fragment };
+}
+
+function checkBracketedHost(host) {
+  if (host.startsWith("v")) {
+    if (!/^v[a-fA-F0-9]+\.[^\n]+$/.test(host)) throw new Error("IPvFuture address is invalid");
+    return;
+  }
+  // ipaddress.ip_address: an IPv6 address (an IPv4 one is refused in brackets), with an
+  // optional %scope; the URL parser's IPv6 reader checks the address.
+  const at = host.indexOf("%");
+  const [address, scope] = at < 0 ? [host, null] : [host.slice(0, at), host.slice(at + 1)];
+  if (scope !== null && (!scope || scope.includes("%"))) throw new Error("Invalid IPv6 address");
+  try {
+    new URL(`http://[${address}]/`);
+  } catch {
+    throw new Error("not an IPv6 address");
+  }
+}
+
+function checkNetloc(netloc) {
+  if (!netloc || /^[\x00-\x7f]*$/.test(netloc)) return;
+  const n = netloc.replace(/[@:#?]/g, "");
+  const normal = n.normalize("NFKC");
+  if (n !== normal && /[/?#@:]/.test(normal)) throw new Error("netloc contains invalid characters under NFKC");
+}
+
+// -- the account rules (accounts_model.py) ----------------------------------------------
+
+// A base32 secret as people and apps write it: any case, spaces and dashes between
+// groups, "=" padding or none. Leftover bits are dropped, as Python's b32decode does.
+export function decodeSecret(text) {
+  const cleaned = text.replace(SPACE_OR_DASH, "").toUpperCase().replace(/=+$/, "");
+  if (!cleaned) throw invalid("the secret is empty");
+  if (!/^[A-Z2-7]+$/.test(cleaned)) throw invalid("the secret is not base32 (letters A-Z and digits 2-7)");
+  if ([1, 3, 6].includes(cleaned.length % 8)) throw invalid("the secret has an impossible base32 length (truncated?)");
+  return base32Decode(cleaned);
+}
+
+// "sha1", "SHA-256", "HmacSHA512" and the like to SHA1 / SHA256 / SHA512.
+export function normalizeAlgorithm(text) {
+  let name = strip(text).toUpperCase().replaceAll("-", "").replaceAll("_", "");
+  if (name.startsWith("HMAC")) name = name.slice(4);
+  if (ALGORITHMS.includes(name)) return name;
+  throw invalid(`unsupported algorithm ${repr(text)} (SHA1, SHA256 or SHA512)`);
+}
+
+// The checks of OtpAccount.__post_init__, in its order. Integers are BigInts until they
+// pass (a URI may hold any number of digits).
+function checkAccount(a) {
+  if (a.kind !== "totp" && a.kind !== "hotp") throw invalid(`unsupported token type ${repr(String(a.kind))} (totp or hotp)`);
+  if (!ALGORITHMS.includes(a.algorithm)) throw invalid(`unsupported algorithm ${repr(String(a.algorithm))}`);
+  if (!a.secret.length) throw invalid("the secret is empty");
+  if (a.secret.length > MAX_SECRET_BYTES) throw invalid(`the secret is longer than ${MAX_SECRET_BYTES} bytes`);
+  if (!DIGITS.includes(Number(a.digits))) throw invalid(`unsupported number of digits ${a.digits} (6, 7 or 8)`);
+  if (a.period < 1n || a.period > BigInt(MAX_PERIOD))
+    throw invalid(`the period must be 1..${MAX_PERIOD} seconds, not ${a.period}`);
+  if (a.counter < 0n || a.counter >= 2n ** 63n) throw invalid(`the counter must be 0..2^63-1, not ${a.counter}`);
+  for (const [label, value] of [["name", a.name], ["issuer", a.issuer]])
+    if (chars(value) > MAX_LABEL_CHARS) throw invalid(`the ${label} must be text of at most ${MAX_LABEL_CHARS} characters`);
+  if (!a.name && !a.issuer) throw invalid("the account has neither a name nor an issuer");
+  return { ...a, digits: Number(a.digits), period: Number(a.period), counter: a.counter };
+}
+
+// {secret (bytes), name, issuer, kind, algorithm, digits, period, counter (BigInt)}: an
+// account as the agent's OtpAccount holds it; throws OtpError where that refuses.
+export function account({ secret, name, issuer = "", kind = "totp", algorithm = "SHA1", digits = 6n, period = 30n, counter = 0n }) {
+  return checkAccount({ secret, name, issuer, kind, algorithm, digits: BigInt(digits), period: BigInt(period), counter: BigInt(counter) });
+}
+
+// How people see an account: "Issuer: name" (or whichever of the two exists).
+export const labelOf = ({ issuer, name }) => (issuer && name ? `${issuer}: ${name}` : issuer || name);
+
+// Whether both make the same codes (a duplicate), labels and HOTP counter aside.
+export function sameCodes(a, b) {
+  if (a.kind !== b.kind || a.algorithm !== b.algorithm || a.digits !== b.digits) return false;
+  if (a.secret.length !== b.secret.length || a.secret.some((x, i) => x !== b.secret[i])) return false;
+  return a.kind === "hotp" || a.period === b.period;
+}
+
+// The agent's store.check_name: what it refuses as an account's name in its list.
+export function nameProblem(name) {
+  const n = strip(name);
+  if (!n || chars(n) > 256 || UNPRINTABLE.test(n)) return "an account name must be 1 to 256 printable characters";
+  return null;
+}
+
+// -- otpauth:// URIs (importers/otpauth.py) ---------------------------------------------
+
+function query(text) {
+  const params = new Map();
+  for (const part of text.split("&")) {
+    if (!part) continue;
+    const eq = part.indexOf("=");
+    const [rawKey, value] = eq < 0 ? [part, ""] : [part.slice(0, eq), part.slice(eq + 1)];
+    const key = strip(unquote(rawKey)).toLowerCase();
+    if (params.has(key)) throw invalid(`parameter ${repr(key)} is given twice`);
+    params.set(key, unquotePlus(value));
+  }
+  return params;
+}
+
+function intParam(params, key, fallback) {
+  const text = strip(params.get(key) ?? "");
+  if (!text) return BigInt(fallback);
+  if (!/^[0-9]+$/.test(text)) throw invalid(`${key} must be a whole number, not ${repr(text)}`);
+  return BigInt(text);
+}
+
+// [issuer prefix, name] of the URI's path: the prefix ends at the first colon, unless
+// the label starts with the issuer parameter and a colon (an issuer with a colon).
+function splitLabel(path, issuerParam) {
+  const label = strip(unquote(path.startsWith("/") ? path.slice(1) : path));
+  if (issuerParam && label.startsWith(`${issuerParam}:`)) return [issuerParam, strip(label.slice(issuerParam.length + 1))];
+  const colon = label.indexOf(":");
+  if (colon < 0) return ["", label];
+  return [strip(label.slice(0, colon)), strip(label.slice(colon + 1))];
+}
+
+// One otpauth:// URI as an account; throws OtpError("invalid_account") with the reason.
+export function parseOtpauth(input) {
+  const text = strip(input);
+  if (chars(text) > MAX_URI_CHARS) throw invalid(`the URI is longer than ${MAX_URI_CHARS} characters`);
+  let parts;
+  try {
+    parts = urlsplit(text);
+  } catch {
+    throw invalid("not a well-formed URI");
+  }
+  if (parts.scheme !== "otpauth") throw invalid("not an otpauth:// URI");
+  const kind = parts.netloc.toLowerCase();
+  if (kind !== "totp" && kind !== "hotp") throw invalid(`unsupported token type ${repr(kind)} (only totp and hotp)`);
+  const params = query(parts.query);
+  const issuerParam = strip(params.get("issuer") ?? "");
+  const [prefix, name] = splitLabel(parts.path, issuerParam);
+  if (!params.has("secret")) throw invalid("the URI has no secret");
+  // In the order the agent evaluates them, so that a URI with two faults gets its reason.
+  const secret = decodeSecret(params.get("secret"));
+  const algorithm = normalizeAlgorithm(params.get("algorithm") || "SHA1");
+  const digits = intParam(params, "digits", 6);
+  const period = intParam(params, "period", 30);
+  // The spec requires a counter for HOTP, but some exporters leave out counter=0.
+  const counter = intParam(params, "counter", 0);
+  return checkAccount({ secret, name, issuer: issuerParam || prefix, kind, algorithm, digits, period, counter });
+}
