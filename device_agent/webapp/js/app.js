@@ -538,7 +538,6 @@ async function importExport(input) {
   $("link").value = "";
 }
 
-
 // A backup names each account once (both readers refuse a name twice), and one address
 // at two services is common: `wanted`, or `wanted (2)`, `wanted (3)`... whichever is
 // free, as the agent's store.unique_name does.
