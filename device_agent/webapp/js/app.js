@@ -564,12 +564,22 @@ async function openManage(cid) {
   const account = await db.getAccount(cid);
   if (!account) return;
   openAccount = cid;
+  // A codes-only account (from an otpauth:// link, an export or a backup) has no
+  // sign-in requests, so no device name or recovery key to speak of.
+  const push = account.broker
+    ? [
+        ["This phone", account.deviceName],
+        ["Added", new Date(account.added).toLocaleString()],
+        ["Recovery key", account.recovery ? "kept on this phone and in its backups" : "none"],
+      ]
+    : [
+        ["Added", new Date(account.added).toLocaleString()],
+        ["Sign-in requests", "none: verification codes only"],
+      ];
   fillDetails($("account-details"), [
     ["Service", account.rp_name],
     ["Account", account.label],
-    ["This phone", account.deviceName],
-    ["Added", new Date(account.added).toLocaleString()],
-    ["Recovery key", account.recovery ? "kept on this phone and in its backups" : "none"],
+    ...push,
     ...(account.actionRequired ? [["Status", actionText(account)]] : []),
   ]);
   $("rename").value = account.name;
