@@ -10,7 +10,7 @@ import { BrokerConnection, ReplyError } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
-import { totp, secondsLeft } from "./totp.js";
+import { counterCode, totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
 import { startScan, stopScan, scanSupported } from "./scan.js";
 import { PUSH, browserCanPush, brokerKey, turnOn } from "./push.js";
@@ -150,9 +150,30 @@ function renderAccounts() {
       code.dataset.role = "code";
       code.setAttribute("aria-label", `Verification code for ${printable(account.name)}; tap to copy`);
       code.addEventListener("click", () => copyCode(code));
-      const secs = text("span", "", "secs");
-      secs.dataset.role = "secs";
-      row.append(code, secs);
+      row.append(code);
+      if (isHotp(account)) {
+        // A counter-based code is made when asked for (each one works once at the
+        // service), not every 30 seconds.
+        const shown = hotpShown.get(account.cid);
+        if (shown) {
+          code.dataset.code = shown;
+          code.textContent = spaced(shown);
+        } else {
+          code.textContent = "No code yet";
+          code.disabled = true;
+        }
+        const next = document.createElement("button");
+        next.type = "button";
+        next.className = "next-code";
+        next.textContent = "New code";
+        next.setAttribute("aria-label", `New verification code for ${printable(account.name)}`);
+        next.addEventListener("click", () => newCounterCode(account.cid));
+        row.append(next);
+      } else {
+        const secs = text("span", "", "secs");
+        secs.dataset.role = "secs";
+        row.append(secs);
+      }
       li.append(row);
     }
     list.append(li);
@@ -195,7 +216,7 @@ async function tickCodes() {
   tickPrompt();
   const now = Date.now();
   for (const account of accountsCache) {
-    if (!account.totp) continue;
+    if (!account.totp || isHotp(account)) continue;
     const li = document.querySelector(`li[data-cid="${CSS.escape(account.cid)}"]`);
     if (!li) continue;
     const params = await totpParams(account);
@@ -203,10 +224,33 @@ async function tickCodes() {
     const btn = li.querySelector('[data-role="code"]');
     if (btn.dataset.code !== code) {
       btn.dataset.code = code;
-      btn.textContent = code.length === 8 ? `${code.slice(0, 4)} ${code.slice(4)}` : `${code.slice(0, 3)} ${code.slice(3)}`;
+      btn.textContent = spaced(code);
     }
     li.querySelector('[data-role="secs"]').textContent = `${secondsLeft(params.period, now)} s left`;
   }
+}
+
+const spaced = (code) => (code.length === 8 ? `${code.slice(0, 4)} ${code.slice(4)}` : `${code.slice(0, 3)} ${code.slice(3)}`);
+
+// The codes of counter-based accounts shown since the app opened (cid -> code).
+const hotpShown = new Map();
+
+// The next code of a counter-based account. The counter moves on and is stored before
+// the code is shown, as the agent does, so that no code is ever shown twice; the
+// automatic server copy follows (it holds the counter). One at a time: two quick taps
+// must not read the same counter.
+let counterChain = Promise.resolve();
+const newCounterCode = (cid) => (counterChain = counterChain.then(() => nextCounterCode(cid)));
+
+async function nextCounterCode(cid) {
+  const account = await db.getAccount(cid);
+  if (!account?.totp) return;
+  const params = await totpParams(account);
+  const code = await counterCode(params);
+  await db.putAccount({ ...account, totp: { ...account.totp, counter: params.counter + 1 } });
+  codeParams.delete(cid);
+  hotpShown.set(cid, code);
+  await refreshAccounts();
 }
 
 async function copyCode(button) {
@@ -438,17 +482,17 @@ const nextOrder = () => (accountsCache.length ? Math.max(...accountsCache.map((a
 async function heldCodes(otp) {
   const held = [];
   for (const account of accountsCache.filter((a) => a.totp)) {
-    const { secret, algorithm, digits, period } = await totpParams(account);
-    held.push({ name: account.name, otp: { kind: "totp", secret: otp.decodeSecret(secret), algorithm, digits, period } });
+    const { kind = "totp", secret, algorithm, digits, period } = await totpParams(account);
+    held.push({ name: account.name, otp: { kind, secret: otp.decodeSecret(secret), algorithm, digits, period } });
   }
   return held;
 }
 
 // Why this app will not add `account` (null when it will): what the agent would refuse
-// as a name in its list (a backup must restore there), a counter-based account, or one
-// that makes the codes of one it holds.
+// as a name in its list (a backup must restore there), a counter this app cannot keep
+// exactly (past 2^53), or an account that makes the codes of one it holds.
 function codesRefusal(otp, account, held) {
-  if (account.kind !== "totp") return otp.HOTP_REFUSAL;
+  if (account.counter > BigInt(Number.MAX_SAFE_INTEGER)) return "its counter is too large for this app";
   const problem = otp.nameProblem(otp.labelOf(account));
   if (problem) return problem;
   const twin = held.find((h) => otp.sameCodes(h.otp, account));
@@ -494,7 +538,7 @@ async function addCodeAccounts(otp, accounts) {
     const name = uniqueName(otp.labelOf(account), taken);
     taken.add(name);
     held.push({ name, otp: account });
-    const totp = { secret: base32Encode(account.secret), algorithm: account.algorithm, digits: account.digits, period: account.period };
+    const totp = totpOf({ ...account, secret: base32Encode(account.secret), counter: Number(account.counter) });
     await putCodesAccount({ name, label: account.name, issuer: account.issuer, totp }, order++, deviceName);
     lines.push({ added: true, name, text: `added: ${name}` });
   }
@@ -795,7 +839,11 @@ const MAX_BACKUP_FILE = 64 * 1024 ** 2 + 4096;
 const SPENT = new Set(["recovery_key_used", "credential_revoked", "recovery_refused"]);
 
 const actionText = (account) => `Action required: scan a new QR code from ${account.rp_name}'s security page.`;
-const totpOf = ({ secret, algorithm, digits, period }) => ({ secret, algorithm, digits, period });
+// An account's code generator as stored and backed up: time-based, or counter-based
+// with the next counter to use.
+const totpOf = ({ kind = "totp", secret, algorithm, digits, period, counter }) =>
+  kind === "hotp" ? { kind, secret, algorithm, digits, counter } : { secret, algorithm, digits, period };
+const isHotp = (account) => account.totp?.kind === "hotp";
 
 const CODE_SETTING = "backupCode"; // the backup code of server copies, sealed
 // This phone's server copies, [{broker, seed (sealed)}]: what a "No, it wasn't me" deletes.
@@ -1127,7 +1175,6 @@ async function restoreBackup(event) {
     $("backup-status").textContent = "Restoring…";
     const done = [];
     for (const [order, line] of opened.lines.entries()) done.push([line.name, await restoreLine(line, order, deviceName)]);
-    for (const { name, why } of opened.unsupported) done.push([name, `not carried over: ${why}`]);
     for (const [name, what] of done) report.append(text("li", `${name}: ${what}`));
     // The code of a server copy stays for this phone's own server copies (as the agent keeps it).
     if (code) await db.putSetting(CODE_SETTING, await sealed.seal(code, "backup-code"));

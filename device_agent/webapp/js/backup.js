@@ -5,7 +5,8 @@
 // "lines"; it gets lines back to store.
 //
 // A line is one account in the list, in order:
-//   {name, otp: {secret, algorithm, digits, period, label, issuer} | null,
+//   {name, otp: {secret, algorithm, digits, period, label, issuer} (time-based) or
+//               {kind: "hotp", secret, algorithm, digits, counter, label, issuer} | null,
 //    push: {rp, rp_name, user, label, broker, cid, device_name, added, recovery_seed} | null}
 // The push part never holds the account's key (it cannot leave the phone), so a
 // restored push account needs a new QR code, unless the service enrolled it as
@@ -14,7 +15,7 @@
 
 import { BACKUP_MAGIC, SealedFileError, seal, sealKey, sealWith, unseal } from "./sealedfile.js";
 import { b64urlDecode, b64urlEncode, base32Encode } from "./protocol/bytes.js";
-import { HOTP_REFUSAL, OtpError, account, decodeSecret } from "./otp.js";
+import { OtpError, account, decodeSecret } from "./otp.js";
 
 export const BACKUP_FORMAT = "pushauth-backup/1";
 const DOC_FIELDS = ["accounts", "created_at", "device_name", "format", "push_accounts", "settings"];
@@ -76,8 +77,9 @@ export function backupDocument(lines, deviceName, createdAt = Math.floor(Date.no
     const entry = { name: line.name, otp: null, push: null };
     if (line.otp) {
       entry.otp = accounts.length;
-      const { secret, algorithm, digits, period, label, issuer } = line.otp;
-      accounts.push({ kind: "totp", name: label, issuer, secret, algorithm, digits, period });
+      const { kind = "totp", secret, algorithm, digits, period, counter, label, issuer } = line.otp;
+      const common = { kind, name: label, issuer, secret, algorithm, digits };
+      accounts.push(kind === "hotp" ? { ...common, counter } : { ...common, period });
     }
     if (line.push) {
       entry.push = pushAccounts.length;
@@ -156,8 +158,7 @@ function pushFromJson(name, raw) {
 }
 
 // The lines of a backup document, checked as device_agent/backup.py load_backup and
-// backup_actions.py restore check them. HOTP accounts are returned apart, by name
-// (this app makes time-based codes only): never dropped in silence.
+// backup_actions.py restore check them.
 export function linesOf(doc) {
   if (!isObject(doc) || doc.format !== BACKUP_FORMAT)
     throw new SealedFileError(
@@ -176,7 +177,6 @@ export function linesOf(doc) {
   const damaged = bad("the backup's account list is damaged (a newer or foreign pushauth wrote it?)");
   if (!Array.isArray(layout)) throw damaged;
   const lines = [];
-  const unsupported = [];
   for (const entry of layout) {
     if (!isObject(entry) || typeof entry.name !== "string") throw damaged;
     for (const [key, items] of [["otp", accounts], ["push", doc.push_accounts]]) {
@@ -188,27 +188,16 @@ export function linesOf(doc) {
     if (!hasOtp && !hasPush) throw damaged;
     const otp = hasOtp ? accounts[entry.otp] : null;
     const push = hasPush ? pushFromJson(entry.name, doc.push_accounts[entry.push]) : null;
-    if (otp?.kind === "hotp") {
-      unsupported.push({ name: entry.name, why: HOTP_REFUSAL });
-      if (!push) continue;
-    }
-    const codes = otp?.kind === "totp" ? otp : null;
+    const common = otp && { secret: otp.secret, algorithm: otp.algorithm, digits: otp.digits, label: otp.name, issuer: otp.issuer };
     lines.push({
       name: entry.name,
-      otp: codes && {
-        secret: codes.secret,
-        algorithm: codes.algorithm,
-        digits: codes.digits,
-        period: codes.period,
-        label: codes.name,
-        issuer: codes.issuer,
-      },
+      otp: otp && (otp.kind === "hotp" ? { kind: "hotp", ...common, counter: otp.counter } : { ...common, period: otp.period }),
       push,
     });
   }
   if (new Set(layout.map((e) => e.name)).size !== layout.length)
     throw bad("the backup's account list is damaged (two accounts with one name)");
-  return { lines, unsupported, deviceName: doc.device_name, createdAt: doc.created_at };
+  return { lines, deviceName: doc.device_name, createdAt: doc.created_at };
 }
 
 export async function openBackup(data, passphrase, options = {}) {

@@ -25,10 +25,6 @@ export class OtpError extends Error {
 
 const invalid = (reason) => new OtpError("invalid_account", reason);
 
-// This app makes time-based codes only (a counter-based account needs its counter kept
-// in step with the service's, which the agent does).
-export const HOTP_REFUSAL = "counter-based (HOTP) codes are not supported by this app";
-
 export const DIGITS = [6, 7, 8];
 export const MAX_PERIOD = 3600;
 export const MAX_SECRET_BYTES = 1024;

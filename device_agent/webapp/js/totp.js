@@ -25,6 +25,9 @@ export async function totp(params, atMs = Date.now()) {
   return hotp(secretBytes(params.secret), step, params);
 }
 
+// A counter-based (HOTP) account's code at its stored counter (the next one to use).
+export const counterCode = (params) => hotp(secretBytes(params.secret), params.counter, params);
+
 export function secondsLeft(period, atMs = Date.now()) {
   return period - (Math.floor(atMs / 1000) % period);
 }
