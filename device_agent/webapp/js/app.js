@@ -240,7 +240,10 @@ const hotpShown = new Map();
 // automatic server copy follows (it holds the counter). One at a time: two quick taps
 // must not read the same counter.
 let counterChain = Promise.resolve();
-const newCounterCode = (cid) => (counterChain = counterChain.then(() => nextCounterCode(cid)));
+const newCounterCode = (cid) =>
+  (counterChain = counterChain
+    .then(() => nextCounterCode(cid))
+    .catch((exc) => toast(`No new code: ${printable(exc.message)}`)));
 
 async function nextCounterCode(cid) {
   const account = await db.getAccount(cid);
