@@ -25,10 +25,10 @@ export class OtpError extends Error {
 
 const invalid = (reason) => new OtpError("invalid_account", reason);
 
-export const DIGITS = [6, 7, 8];
-export const MAX_PERIOD = 3600;
-export const MAX_SECRET_BYTES = 1024;
-export const MAX_LABEL_CHARS = 256;
+const DIGITS = [6, 7, 8];
+const MAX_PERIOD = 3600;
+const MAX_SECRET_BYTES = 1024;
+const MAX_LABEL_CHARS = 256;
 const MAX_URI_CHARS = 4096;
 const ALGORITHMS = ["SHA1", "SHA256", "SHA512"];
 
@@ -47,7 +47,7 @@ export const chars = (text) => [...text].length; // Python's len(): code points
 const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
 
 // Python's repr() of a string, which the agent's messages quote values with.
-export function repr(text) {
+function repr(text) {
   const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
   let out = "";
   for (const ch of text) {
@@ -83,7 +83,7 @@ export function unquote(text) {
   });
 }
 
-export const unquotePlus = (text) => unquote(text.replaceAll("+", " "));
+const unquotePlus = (text) => unquote(text.replaceAll("+", " "));
 
 const SCHEME_CHARS = /^[A-Za-z0-9+.-]*$/;
 const C0_OR_SPACE = /^[\x00-\x20]+/;
@@ -153,7 +153,7 @@ export function decodeSecret(text) {
 }
 
 // "sha1", "SHA-256", "HmacSHA512" and the like to SHA1 / SHA256 / SHA512.
-export function normalizeAlgorithm(text) {
+function normalizeAlgorithm(text) {
   let name = strip(text).toUpperCase().replaceAll("-", "").replaceAll("_", "");
   if (name.startsWith("HMAC")) name = name.slice(4);
   if (ALGORITHMS.includes(name)) return name;
