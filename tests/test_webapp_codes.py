@@ -379,9 +379,12 @@ async def test_a_google_authenticator_export_adds_what_this_app_can_hold(
     why; a backup of the result restores with the agent, codes and counter alike."""
     home = tmp_path / "laptop"
     secrets = [pyotp.random_base32() for _ in range(11)]
-    for i, secret in enumerate(secrets):
-        await asyncio.to_thread(ok, home, "add", f"otpauth://totp/Ex:u{i}%40x.org?secret={secret}&issuer=Ex")
-    await asyncio.to_thread(ok, home, "add", f"otpauth://hotp/Bank:me?secret={secrets[0]}&counter=3")
+    links = tmp_path / "links.txt"
+    links.write_text(
+        "".join(f"otpauth://totp/Ex:u{i}%40x.org?secret={s}&issuer=Ex\n" for i, s in enumerate(secrets))
+        + f"otpauth://hotp/Bank:me?secret={secrets[0]}&counter=3\n"
+    )
+    await asyncio.to_thread(ok, home, "import", str(links))
     out = await asyncio.to_thread(ok, home, "export", "--format", "migration", "--no-qr")
     first, second = [line for line in out.splitlines() if line.startswith("otpauth-migration://")]
     page = phone.page
