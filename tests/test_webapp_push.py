@@ -41,6 +41,7 @@ from protocol.uri import parse
 from relying_party.sdk import PushAuthClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+FULL_CHROMIUM = True  # Web Push: the headless shell has no push service client
 SUBJECT = "mailto:ops@contoso.example"
 CONTEXT = {"app": "Payroll", "ip": "203.0.113.9", "location": "Zürich, CH", "browser": "Firefox 128"}
 

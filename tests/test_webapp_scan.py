@@ -61,7 +61,7 @@ def write_y4m(frame: Image.Image, path: Path, frames: int) -> Path:
 async def camera_phone(browser: Browser, video: Path) -> Browser:
     """A Chromium whose camera plays `video` (Chromium's file-backed fake capture)."""
     return await browser.browser_type.launch(
-        executable_path=chromium_path(),
+        executable_path=chromium_path(full=True),
         args=[
             *chromium_args(),
             "--use-fake-device-for-media-stream",

@@ -47,10 +47,10 @@ def chromium_args() -> list[str]:
     return list(CHROMIUM_ARGS)
 
 
-def chromium_path() -> str:
+def chromium_path(*, full: bool = False) -> str:
     from browser.conftest import chromium_path as find
 
-    return find()
+    return find(full=full)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,11 @@ def app_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProce
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
+async def browser(request: pytest.FixtureRequest) -> AsyncIterator[Browser]:
+    # A module that needs what only the full browser has says FULL_CHROMIUM = True.
+    full = getattr(request.module, "FULL_CHROMIUM", False)
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=chromium_path(), args=chromium_args())
+        b = await p.chromium.launch(executable_path=chromium_path(full=full), args=chromium_args())
         yield b
         await b.close()
 
