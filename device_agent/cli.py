@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import platformdirs
-import segno
 
 from protocol.frames import Decision, NoticeDecision, NoticeOutcome
 
@@ -26,7 +25,6 @@ from . import actions, backup_actions, broker_http, otp_actions, recovery_keys
 from .backup_keys import BackupCode
 from .display import entry_json, entry_line, notice_json, notice_text, request_json, request_text
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
-from .listen import listen
 from .messages import notice_outcome_message, outcome_message
 from .passphrase import (
     BACKUP_CODE_ENV,
@@ -485,6 +483,8 @@ def cmd_import(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_export(store: AccountStore, args: argparse.Namespace) -> int:
+    import segno  # 18 ms of every command's start otherwise, and only export draws QR codes
+
     result = otp_actions.export(store, args.format)
     for i, uri in enumerate(result.uris, 1):
         if args.format == "migration" and not args.no_qr:
@@ -724,6 +724,8 @@ def cmd_listen(store: AccountStore, args: argparse.Namespace) -> int:
     # without a passphrase prompt in the middle of listening.
     store.ensure_vault()
     store.load()  # a damaged accounts file is reported before anything starts
+    from .listen import listen  # only this command and the screen need it
+
     return asyncio.run(listen(store, interactive=not args.no_input))
 
 
