@@ -21,7 +21,10 @@ TEST_STAMP := $(VENV)/.installed-test
 # broker per module where tests allow it: pytest 385 s against 470 s before;
 # 2026-12-06 on a slower VM: 525 and 570 s with three, 458 s with four (the two cores
 # 1.7 busy: user + sys 788 s in 461 s).
-XDIST := -n 4 --dist loadfile
+# --no-loadscope-reorder: the files in tests/conftest.py's order, longest first (from
+# tests/file_seconds.json), not xdist's (most tests first, which left the long browser
+# files for the end).
+XDIST := -n 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test stress lint format install install-runtime clean webapp
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import re
 import shutil
@@ -324,6 +325,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tests in files:
             rng.shuffle(tests)
         items[:] = [item for tests in files for item in tests]
-    # Browser tests last in a serial run. (Under xdist the scheduler orders files by
-    # their number of tests: hence a browser per module, see tests/browser/conftest.py.)
-    items.sort(key=lambda item: item.nodeid.startswith("tests/browser/"))
+    elif hasattr(config, "workerinput"):
+        # An xdist worker: with --no-loadscope-reorder (the Makefile's XDIST) the scheduler
+        # hands each free worker the next file in this order, so the longest go first and
+        # the short ones fill in at the end. In xdist's own order (most tests first) the
+        # three browser files, 100 s each, came last and ran while the other workers idled.
+        seconds = _file_seconds()
+        items.sort(key=lambda item: -seconds.get(item.nodeid.split("::", 1)[0], 0.0))
+    if not hasattr(config, "workerinput"):
+        # Browser tests last in a serial run (the module-scoped Playwright browser must not
+        # meet async tests in one module's lifetime; see tests/browser/conftest.py).
+        items.sort(key=lambda item: item.nodeid.startswith("tests/browser/"))
+
+
+def _file_seconds() -> dict[str, float]:
+    """Each test file's seconds in a measured run (scripts/test-file-seconds writes them);
+    a file not measured yet counts as 0 s."""
+    with open(Path(__file__).parent / "file_seconds.json") as f:
+        return dict(json.load(f))
