@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--devices",
             type=_positive(int, 1, MAX_DEVICES),
             default=200,
-            help="simulated users, one device each (default: 200)",
+            help="simulated users, one device each (default: 200); a user with a sign-in open gets no "
+            "second one (it would supersede the first): make it at least the rate times the latency",
         )
         p.add_argument("--profile", action="store_true", help="sample the broker with py-spy while measuring")
 

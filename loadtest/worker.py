@@ -130,6 +130,7 @@ class SigninWorker:
     # Challenge frames that beat the RP's POST response home (the broker sends the
     # frame before it answers the POST): the device waits for the number.
     early: dict[str, tuple[Challenge, float, DeviceLink]] = field(default_factory=dict)
+    busy: set[int] = field(default_factory=set)  # indexes of creds with a sign-in open
 
     async def run(self, commands: Queue[Any]) -> None:
         urls = self.cfg.device_urls or (self.cfg.device_url,)
@@ -192,11 +193,29 @@ class SigninWorker:
                 break
             await asyncio.sleep(0.01)
 
+    def _idle_user(self, n: int) -> int | None:
+        """The credential of sign-in `n`: the next in turn whose user has none open. A
+        second sign-in of a user with one open would end that one as superseded (the
+        broker keeps one live prompt per user and RP): the generator's doing, not the
+        broker's. None when every user has one open (too few --devices for the rate)."""
+        first = (n // self.cfg.workers) % len(self.creds)
+        for k in range(len(self.creds)):
+            index = (first + k) % len(self.creds)
+            if index not in self.busy:
+                return index
+        return None
+
     async def signin(self, n: int, intended: float, offset: float) -> None:
         cfg = self.cfg
-        index = (n // cfg.workers) % len(self.creds)
         recorded = offset >= cfg.warmup
         now = time.perf_counter()
+        index = self._idle_user(n)
+        if index is None:
+            if recorded:
+                self.rec.started += 1
+                self.rec.error("no_idle_user")
+            return
+        self.busy.add(index)
         s = SignIn(min(intended, now), self.creds[index], recorded)
         second = int(offset - cfg.warmup)
         if recorded:
@@ -265,6 +284,7 @@ class SigninWorker:
         except Exception as exc:  # noqa: BLE001 - anything else is counted, never lost
             self._error(s, f"unexpected_{type(exc).__name__}")
         finally:
+            self.busy.discard(index)
             s.rp_done = True
             if ch_id is not None and (s.answered or not s.recorded):
                 self.inflight.pop(ch_id, None)

@@ -158,7 +158,7 @@ def test_the_load_tester_gives_the_broker_its_cpus_and_takes_the_others(tmp_path
     cpu = allowed()[-1]
     out = tmp_path / "run"
     proc = _loadtest(
-        "signin", "--rate", "20", "--duration", "1", "--warmup", "0", "--devices", "4", "--workers", "1",
+        "signin", "--rate", "20", "--duration", "1", "--warmup", "0", "--devices", "20", "--workers", "1",
         "--broker-cpus", str(cpu), "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout

@@ -24,6 +24,7 @@ from support import ManagedProcess, descendants, free_port, pid_alive, wait_unti
 
 from loadtest.schedule import Profile, arrivals, parse_rate
 from loadtest.stats import STAGES, Recorder
+from loadtest.worker import SigninWorker, WorkerConfig
 
 LOADTEST = Path(sys.executable).parent / "pushauth-loadtest"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -62,7 +63,7 @@ def assert_clean_signin(r: dict[str, Any]) -> None:
 def test_signin_smoke_run_completes_and_writes_its_report(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run(
-        "signin", "--rate", "40", "--duration", "1", "--warmup", "0.5", "--devices", "8", "--workers", "1",
+        "signin", "--rate", "40", "--duration", "1", "--warmup", "0.5", "--devices", "40", "--workers", "1",
         "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -81,7 +82,7 @@ def test_signin_smoke_run_completes_and_writes_its_report(tmp_path: Path) -> Non
 def test_crossnode_smoke_run_reports_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run(
-        "crossnode", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "4", "--rounds", "1",
+        "crossnode", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "30", "--rounds", "1",
         "--workers", "1", "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -96,7 +97,7 @@ def test_crossnode_smoke_run_reports_both_sides(tmp_path: Path) -> None:
 def test_flows_smoke_run_reports_the_two_and_the_one_request_flow(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run(
-        "flows", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "16", "--rounds", "1",
+        "flows", "--rate", "30", "--duration", "1", "--warmup", "0.5", "--devices", "30", "--rounds", "1",
         "--workers", "1", "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -114,7 +115,7 @@ def test_flows_smoke_run_reports_the_two_and_the_one_request_flow(tmp_path: Path
 def test_routing_smoke_run_counts_the_messages_each_node_received(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run(
-        "routing", "--nodes", "1,3", "--rate", "20", "--duration", "1", "--warmup", "0", "--devices", "4",
+        "routing", "--nodes", "1,3", "--rate", "20", "--duration", "1", "--warmup", "0", "--devices", "20",
         "--workers", "1", "--out", str(out),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -286,3 +287,16 @@ def test_recorders_from_several_processes_merge_exactly() -> None:
     assert hist.get_max_value() == pytest.approx(200_000, rel=0.001)
     assert sorted(merged.per_second) == [0, 1]
     assert dict(merged.errors) == {"timeout": 2, "create_http_500": 1}
+
+
+def test_a_users_next_sign_in_goes_to_another_user_while_one_is_open() -> None:
+    """A second sign-in of a user with one open would supersede it (one live prompt per
+    user and RP): the generator takes the next user without one instead, and says so
+    when every user has one open (too few --devices for the rate)."""
+    cfg = WorkerConfig("signin", 0, 1, "", "", "", "rp", "key", 3, "run")
+    worker = SigninWorker(cfg, http=None, creds=[None] * 3, out=None)  # type: ignore[arg-type, list-item]
+    assert [worker._idle_user(n) for n in range(4)] == [0, 1, 2, 0]  # in turn while all are idle
+    worker.busy = {1}
+    assert [worker._idle_user(n) for n in range(3)] == [0, 2, 2]
+    worker.busy = {0, 1, 2}
+    assert worker._idle_user(0) is None
