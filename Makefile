@@ -20,7 +20,9 @@ TEST_STAMP := $(VENV)/.installed-test
 # 15 s with two workers, 6 min 45 s with three (README, "Tests"); 2026-12-05, with one
 # broker per module where tests allow it: pytest 385 s against 470 s before;
 # 2026-12-06 on a slower VM: 525 and 570 s with three, 458 s with four (the two cores
-# 1.7 busy: user + sys 788 s in 461 s).
+# 1.7 busy: user + sys 788 s in 461 s). Later that day, a slower VM again: 650-700 s
+# (1,025 s of CPU: Chromium 320, agent runs 240, broker starts 130); with the headless
+# shell and bytecode kept, 512-534 s (850 s of CPU).
 # --no-loadscope-reorder: the files in tests/conftest.py's order, longest first (from
 # tests/file_seconds.json), not xdist's (most tests first, which left the long browser
 # files for the end).
