@@ -333,8 +333,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         seconds = _file_seconds()
         items.sort(key=lambda item: -seconds.get(item.nodeid.split("::", 1)[0], 0.0))
     if not hasattr(config, "workerinput"):
-        # Browser tests last in a serial run (the module-scoped Playwright browser must not
-        # meet async tests in one module's lifetime; see tests/browser/conftest.py).
+        # Browser tests last in a serial run, as before this order existed.
         items.sort(key=lambda item: item.nodeid.startswith("tests/browser/"))
 
 
