@@ -139,7 +139,12 @@ def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_pa
     r = results(out)
     assert r["devices"] == 30
     assert r["first_connect_s"] > 0
-    assert r["restart"]["all_back_after_stop_s"] >= r["restart"]["broker_down_to_ready_s"] > 0
+    restart = r["restart"]
+    # Devices come back to the new node, which starts only after the old one exited. Not
+    # after "ready": that is when /healthz first answered the poll, and the new node may
+    # serve every device before then (CI saw 2.291 s against 2.292 s with a held socket).
+    assert restart["all_back_after_stop_s"] >= restart["old_broker_exit_s"] > 0
+    assert restart["broker_down_to_ready_s"] >= restart["old_broker_exit_s"]
     assert r["broker_rss_connected_mib"] > 0
     assert r["held_socket"] is held
     if held:  # the socket stayed open: no device was refused while no broker ran
