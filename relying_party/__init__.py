@@ -4,6 +4,11 @@ The SDK verifies every device answer end to end with the public keys the RP stor
 at enrollment; see relying_party.sdk and relying_party.verify.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     BadBrokerResponse,
     BrokerError,
@@ -33,9 +38,27 @@ from .models import (
     Status,
     VerifiedAnswer,
 )
-from .one_request import PendingSignIn
-from .sdk import PushAuthClient
 from .totp import TotpParams, new_totp
+
+if TYPE_CHECKING:
+    from .one_request import PendingSignIn
+    from .sdk import PushAuthClient
+
+# The client and the one-request sign-in need aiohttp; the rest of the package (the
+# demo's user commands, the PAM and RADIUS integrations' code checks) does not, so
+# they are imported on first use: a CLI command should not pay 0.3 s for a client it
+# never opens.
+_LAZY = {"PendingSignIn": ".one_request", "PushAuthClient": ".sdk"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BadBrokerResponse",

@@ -22,17 +22,16 @@ import signal
 import sqlite3
 import sys
 from pathlib import Path
-from typing import NoReturn
-
-from aiohttp import web
+from typing import TYPE_CHECKING, NoReturn
 
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
 from .web import access_pass, forms, passwords, proxies
-from .web.app import create_app
-from .web.config import Settings
 from .web.db import Database, UserExists
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 PROG = "pushauth-rp"
 DEFAULT_DB = "pushauth-rp.db"
@@ -225,6 +224,10 @@ def _serve(args: argparse.Namespace) -> None:
         raise CliError(f"--trusted-proxy: {exc}") from None
     key = _api_key(args)
     _open_db(args.db).close()  # fail here, with a message, if the database cannot be opened
+    # Only `serve` needs the web app and aiohttp (0.3 s of imports the user commands skip).
+    from .web.app import create_app
+    from .web.config import Settings
+
     settings = Settings(
         db_path=args.db,
         broker_url=args.broker,
@@ -241,6 +244,8 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 async def _run(app: web.Application, host: str, port: int) -> None:
+    from aiohttp import web
+
     # Open event streams (push pages) would hold a graceful stop for aiohttp's default
     # 60 s; they reconnect by themselves, so a short grace is enough.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)

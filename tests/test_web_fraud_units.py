@@ -13,7 +13,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from protocol.challenge import Status
-from relying_party.web import Settings, activity, create_app, push_pause
+from relying_party.web import activity, push_pause
+from relying_party.web.app import create_app
+from relying_party.web.config import Settings
 from relying_party.web.db import ACTIVITY_KEEP, Database, now_ms
 from relying_party.web.keys import DB
 from relying_party.web.passwords import hash_password

@@ -28,7 +28,8 @@ from support.hostile_broker import HostileBroker
 
 from protocol import signing
 from relying_party import wire
-from relying_party.web import Settings, create_app
+from relying_party.web.app import create_app
+from relying_party.web.config import Settings
 from relying_party.web.db import Database, Enrollment, User, now_ms
 from relying_party.web.keys import DB
 from relying_party.web.passwords import hash_password

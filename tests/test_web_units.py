@@ -208,6 +208,15 @@ async def test_passwords() -> None:
     assert passwords.password_problem("long enough") is None
 
 
+def test_the_unknown_name_hash_costs_what_a_users_hash_costs() -> None:
+    """Refusing an unknown name verifies a fixed hash: it must be a real Argon2id hash
+    with the parameters users' hashes get now, or the answer's time would tell."""
+    dummy, fresh = passwords.DUMMY_HASH, passwords.hash_password("any password")
+    # $argon2id$v=19$m=...,t=...,p=...$SALT$HASH: all but the last two fields
+    assert dummy.rsplit("$", 2)[0] == fresh.rsplit("$", 2)[0]
+    assert passwords.verify_password(passwords.DUMMY_HASH, "not a real password")
+
+
 @pytest.mark.parametrize("bad", ["", " ", "al ice", "a" * 65, "-alice", "ali\nce", "ali\u00e7e", "<script>"])
 def test_user_names_refused(bad: str) -> None:
     with pytest.raises(forms.FormError):
