@@ -5,7 +5,7 @@ passphrase and backup code (device_agent/backup_keys.py); every read, write and
 delete is signed by that key over the time and the body's hash (signed_requests.py),
 so only holders of both secrets can read, overwrite or delete it. The broker never
 sees either secret or any key that decrypts the blob. No RP API key is involved: the
-blob belongs to a person. Ids are kept out of logs and error messages (BlobIdFilter):
+blob belongs to a person. Ids are kept out of logs and error messages (logs.BlobIdFilter):
 they name a person's backup.
 
     PUT    /v1/backups/{id}   body: the wrapped backup (application/octet-stream); 204
@@ -17,8 +17,6 @@ they name a person's backup.
 from __future__ import annotations
 
 import hashlib
-import logging
-import re
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -209,21 +207,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_put("/v1/backups/{id}", put_backup)
     app.router.add_get("/v1/backups/{id}", get_backup)
     app.router.add_delete("/v1/backups/{id}", delete_backup)
-
-
-_BLOB_PATH = re.compile(r"(/v1/backups/)([A-Za-z0-9_-]{4})[A-Za-z0-9_%=-]*")
-
-
-class BlobIdFilter(logging.Filter):
-    """Shortens backup ids in log lines (access log, errors) to their first 4 characters:
-    enough to tell requests apart, not to name a person's blob in the store."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "/v1/backups/" in message:
-            record.msg, record.args = _BLOB_PATH.sub(r"\1\2…", message), None
-            # The access log's fields too (the request line), which JSON logs show.
-            for key, value in list(vars(record).items()):
-                if key != "msg" and isinstance(value, str) and "/v1/backups/" in value:
-                    setattr(record, key, _BLOB_PATH.sub(r"\1\2…", value))
-        return True

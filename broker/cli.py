@@ -5,58 +5,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
-import ipaddress
 import json
 import logging
 import os
-import signal
 import socket
 import sys
-import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import platformdirs
-import redis.asyncio as aioredis
-from aiohttp import web
-from redis.exceptions import RedisClusterException
 
-from . import cpus, layout, logs, redis_cluster, sentinel, webapp_static, webpush
-from .activation import ActivationError, listening_socket, systemd_socket, url_address
-from .app import create_app, stop_serving
-from .backups import (
-    BACKUP_STORE_MAX_BLOBS,
-    BACKUP_STORE_MAX_BYTES,
-    BLOB_TTL_S,
-    NEW_BLOBS_PER_IP_DAY,
-    BackupQuota,
-    BlobIdFilter,
-)
-from .context import NODE
-from .device_ws import AUTH_TIMEOUT_S
-from .embedded import EmbeddedRedis, EmbeddedRedisError
-from .event_listener import EVENTS_GRACE_S, LISTENER
-from .http_guard import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedSite, Timeouts
-from .limits import Limits, Rate
-from .logs import FORMATS
-from .metrics import metrics_app
-from .policy_cli import (
-    add_deprecated_serve_flags,
-    add_rp_policy_commands,
-    deprecated_flags,
-    rp_policy_command,
-)
-from .rp_lane import Lane
+from . import cpus, logs
+from .activation import ActivationError
+from .command import CliError, open_redis
+from .logs import BlobIdFilter
+from .policy_cli import add_rp_policy_commands, rp_policy_command
 from .store import Store
-from .workers import MAX_WORKERS, WorkersError, supervise
-
-log = logging.getLogger("pushauth.broker")
-DEFAULT_LIMITS = Limits()
-SHUTDOWN_TIMEOUT_S = 5.0  # for the RP API requests in flight when the broker is told to stop
-REDIS_CONNECTIONS = 64  # redis-py's pool; the hot path has its own pipelined connection
-REDIS_POOL_WAIT_S = 10.0
+from .workers import WorkersError, supervise
 
 EPILOG = """\
 State lives in Redis only. With no --redis-url (or PUSHAUTH_REDIS_URL) the broker
@@ -93,7 +59,9 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; without `serve_options`, `serve` is listed but has no
+    options: its module imports the server, which other commands need not load."""
     parser = argparse.ArgumentParser(
         prog="pushauth-broker",
         description="The pushauth broker: relying parties send sign-in challenges over its HTTP API; "
@@ -109,208 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the RP HTTP API (/v1/..., OpenAPI at /v1/openapi.json) and the device "
         "WebSocket (/v1/device) on one port until SIGINT/SIGTERM.",
     )
-    serve.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default: %(default)s); not used when systemd passes the "
-        "listening socket (socket activation: deploy/pushauth-broker@.socket)",
-    )
-    serve.add_argument(
-        "--port", type=int, default=8700, help="port; 0 picks a free one (default: %(default)s)"
-    )
-    serve.add_argument(
-        "--public-url",
-        help="the URL devices reach this service at, e.g. https://push.example.com behind a load "
-        "balancer; put into enrollment URIs as wss://.../v1/device (default: the request's Host)",
-    )
-    serve.add_argument(
-        "--webapp",
-        action="store_true",
-        help="also serve the web authenticator's static files at /app/ (for the demo; "
-        "deploy/webapp.md says how to host them on their own origin)",
-    )
-    serve.add_argument(
-        "--push-key",
-        type=Path,
-        metavar="FILE",
-        help="send Web Push wake-ups to web authenticators that are closed, signed with the VAPID key in "
-        "FILE (a P-256 PEM key, made there if absent; docs/protocol.md appendix A)",
-    )
-    serve.add_argument(
-        "--push-subject",
-        default="mailto:postmaster@localhost",
-        help="the VAPID contact push services may write to (mailto: or https: URL; default: %(default)s)",
-    )
-    serve.add_argument(
-        "--push-service",
-        action="append",
-        metavar="ORIGIN",
-        help="a push service the broker may send to (repeatable; replaces the browsers' services, "
-        "e.g. https://fcm.googleapis.com)",
-    )
-    serve.add_argument(
-        "--enrollment-ttl",
-        type=int,
-        default=600,
-        metavar="SECONDS",
-        help="how long an enrollment QR code stays valid, 10..600 (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--auth-timeout",
-        type=float,
-        default=AUTH_TIMEOUT_S,
-        metavar="SECONDS",
-        help="how long a device connection may stay open before a credential is authenticated "
-        "or an enrollment completed on it; then it is closed with 4408 auth_timeout, "
-        "0.5..600 (default: %(default)g)",
-    )
-    add_deprecated_serve_flags(serve)  # push policy is per RP now: `rp set`
-    serve.add_argument(
-        "--events-grace",
-        type=float,
-        default=EVENTS_GRACE_S,
-        metavar="SECONDS",
-        help="how long this node may be unsubscribed from the shared event channel (Redis restarting, "
-        "a failover) before /healthz answers 503; it catches up from Redis when back (default: %(default)s)",
-    )
-    limits = serve.add_argument_group(
-        "limits on clients (DESIGN invariant 13)",
-        "RATE[:BURST] is a token bucket: RATE requests a second, BURST at once (default BURST: 10 x RATE); "
-        "0 turns a limit off. Over a limit: HTTP 429 rate_limited with Retry-After. Per client address, "
-        "and per node for all clients together.",
-    )
-    for flag, attr, what in (
-        ("--device-connects-per-ip", "device_per_ip", "new device WebSockets from one address"),
-        ("--device-connects", "device", "new device WebSockets to this node"),
-        ("--backup-requests-per-ip", "backup_per_ip", "backup reads, writes, deletes from one address"),
-        ("--backup-requests", "backup", "backup reads, writes, deletes on this node"),
-        (
-            "--recovery-requests-per-ip",
-            "recovery_per_ip",
-            "recoveries and recovery-key rotations from one address",
-        ),
-        ("--recovery-requests", "recovery", "recoveries and recovery-key rotations on this node"),
-    ):
-        limits.add_argument(
-            flag,
-            type=_rate,
-            default=getattr(DEFAULT_LIMITS, attr),
-            dest=f"limit_{attr}",
-            metavar="RATE[:BURST]",
-            help=f"{what} (default: %(default)s)",
-        )
-    limits.add_argument(
-        "--trusted-proxy",
-        action="append",
-        default=[],
-        metavar="ADDR[/BITS]",
-        help="a load balancer whose X-Forwarded-For names the client (its last entry); repeatable. "
-        "Without it every client behind a balancer shares the balancer's address",
-    )
-    limits.add_argument(
-        "--new-backups-per-ip",
-        type=int,
-        default=NEW_BLOBS_PER_IP_DAY,
-        metavar="N",
-        help="new backup ids one address may store per UTC day, 0: no limit (429 quota_exceeded; "
-        "default: %(default)s)",
-    )
-    limits.add_argument(
-        "--backup-store-max-mib",
-        type=int,
-        default=BACKUP_STORE_MAX_BYTES // 2**20,
-        metavar="MIB",
-        help="total size of all stored backups, 0: no limit (507 backup_store_full; default: %(default)s)",
-    )
-    limits.add_argument(
-        "--backup-store-max-blobs",
-        type=int,
-        default=BACKUP_STORE_MAX_BLOBS,
-        metavar="N",
-        help="number of stored backups, 0: no limit (507 backup_store_full; default: %(default)s)",
-    )
-    limits.add_argument(
-        "--backup-ttl-days",
-        type=int,
-        default=BLOB_TTL_S // 86400,
-        metavar="DAYS",
-        help="a backup not written again for this long is deleted (default: %(default)s)",
-    )
-    limits.add_argument(
-        "--head-timeout",
-        type=float,
-        default=HEAD_TIMEOUT_S,
-        metavar="SECONDS",
-        help="time to send a request's line and headers, from connecting or from its first byte "
-        "(408, connection closed; default: %(default)s)",
-    )
-    limits.add_argument(
-        "--body-timeout",
-        type=float,
-        default=BODY_TIMEOUT_S,
-        metavar="SECONDS",
-        help="time to send a request's body (408; default: %(default)s)",
-    )
-    limits.add_argument(
-        "--keepalive-timeout",
-        type=float,
-        default=KEEPALIVE_TIMEOUT_S,
-        metavar="SECONDS",
-        help="an idle keep-alive connection is closed after this (default: %(default)s)",
-    )
-    serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        metavar="N",
-        help=f"processes serving the port (SO_REUSEPORT), each a node of its own named NODE-wI on the same "
-        f"Redis (one embedded Redis for all); with --metrics-port P, worker I serves metrics on P+I; "
-        f"1..{MAX_WORKERS} (default: %(default)s)",
-    )
-    serve.add_argument(
-        "--cpus",
-        type=cpus.cpu_list_arg,
-        metavar="LIST",
-        help="run on these CPUs only, e.g. 1, 0,2 or 2-3 (as taskset -c): a core of its own answers "
-        "sooner than one shared with busy processes; with --workers N, worker I takes the list's "
-        "(I mod length)-th CPU alone; the embedded Redis is not pinned (default: wherever the "
-        "system puts it)",
-    )
-    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set for workers
-    # Set for workers when the supervisor was given a socket (broker/activation.py).
-    serve.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
-    serve.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve Prometheus metrics at http://METRICS_HOST:PORT/metrics, a listener of its own "
-        "(default: none); 0 picks a free port (printed)",
-    )
-    serve.add_argument(
-        "--metrics-host",
-        default="127.0.0.1",
-        help="address of the metrics listener; it has no authentication, so keep it on loopback or "
-        "a private network (default: %(default)s)",
-    )
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    serve.add_argument(
-        "--log-format",
-        default="text",
-        choices=FORMATS,
-        help="log lines on stderr as text, or one JSON object per line with ts, level, node, event, "
-        "logger and fields (default: %(default)s)",
-    )
-    serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
-    serve.add_argument(
-        "--no-rp-lane",
-        dest="rp_lane",
-        action="store_false",
-        help="serve every request through aiohttp, a sign-in's RP requests (POST /v1/challenges, "
-        "GET /v1/challenges/ID) included; by default those are answered from protocol callbacks, "
-        "which costs less CPU (docs/performance.md, section 11). The answers are the same either way",
-    )
-    _add_store_args(serve)
+    if serve_options:
+        from . import serve_cli
+
+        serve_cli.add_arguments(serve, _add_store_args)
 
     rp = sub.add_parser("rp", help="register, list and remove relying parties")
     rp_sub = rp.add_subparsers(dest="rp_command", required=True, metavar="ACTION")
@@ -337,222 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_args(rm)
     add_rp_policy_commands(rp_sub, _add_store_args)
     return parser
-
-
-class CliError(Exception):
-    pass
-
-
-def _rate(text: str) -> Rate:
-    try:
-        return Rate.parse(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected RATE or RATE:BURST (e.g. 20:300), not {text!r}") from None
-
-
-@contextlib.asynccontextmanager
-async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
-    embedded: EmbeddedRedis | None = None
-    url = args.redis_url
-    if not url:
-        embedded = EmbeddedRedis(args.data_dir)
-        try:
-            # In this (the main) thread, not a worker thread: the server's death signal
-            # is tied to the thread that starts it (broker/lifeline.py). Nothing is
-            # served yet, so blocking the loop while it starts costs nothing.
-            url = embedded.start()
-        except EmbeddedRedisError as exc:
-            raise CliError(str(exc)) from None
-    client: aioredis.Redis | aioredis.RedisCluster
-    if sentinel.is_sentinel_url(url):
-        try:
-            client = sentinel.master_client(url)
-        except ValueError as exc:
-            raise CliError(f"bad --redis-url {url!r}: {exc}") from None
-    elif redis_cluster.is_cluster_url(url):
-        try:
-            client = redis_cluster.cluster_client(url)
-        except ValueError as exc:
-            raise CliError(f"bad --redis-url {url!r}: {exc}") from None
-    else:
-        # Blocking: a burst of more concurrent commands than pooled connections waits for
-        # a free one (the default pool raised MaxConnectionsError: 500s, dropped devices).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, health_check_interval=0, max_connections=REDIS_CONNECTIONS, timeout=REDIS_POOL_WAIT_S
-        )
-        client = aioredis.Redis.from_pool(pool)
-    try:
-        try:
-            await client.ping()
-        except (aioredis.RedisError, RedisClusterException, OSError) as exc:
-            raise CliError(f"cannot reach Redis at {url}: {exc}") from None
-        try:
-            await layout.ensure(client)  # Redis 7+; a store of key layout 1 is moved once
-        except layout.LayoutError as exc:
-            raise CliError(str(exc)) from None
-        yield client
-    finally:
-        await client.aclose()
-        if embedded is not None:
-            await asyncio.to_thread(embedded.stop)
-
-
-def check_serve(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
-    """Refuse bad `serve` arguments with one message, before anything starts (with
-    --workers, in the supervisor, so that N workers do not each say it)."""
-    if not 10 <= args.enrollment_ttl <= 600:
-        raise CliError("--enrollment-ttl must be 10 to 600 seconds")
-    if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
-        raise CliError("--auth-timeout must be 0.5 to 600 seconds")
-    _check_ports(args)
-    if args.cpus:
-        try:
-            cpus.check(args.cpus)
-        except cpus.CpusError as exc:
-            raise CliError(str(exc)) from None
-    return _limits(args)
-
-
-async def serve(args: argparse.Namespace) -> None:
-    node = args.node
-    limits, timeouts, quota = check_serve(args)
-    for warning in deprecated_flags(args):
-        log.warning("%s", warning)
-    async with open_redis(args) as redis:
-        if args.cpus:  # after the embedded Redis started: it keeps the machine's CPUs
-            cpus.pin(args.cpus)
-        app = create_app(
-            redis,
-            node=node,
-            public_url=args.public_url,
-            enrollment_ttl_s=args.enrollment_ttl,
-            auth_timeout_s=args.auth_timeout,
-            events_grace_s=args.events_grace,
-            limits=limits,
-            timeouts=timeouts,
-            backup_quota=quota,
-        )
-        if args.webapp:
-            webapp_static.add_routes(app)
-        if args.push_key is not None:
-            push = webpush.WebPush(webpush.load_or_create_key(args.push_key), args.push_subject)
-            if args.push_service:
-                push.services = tuple(args.push_service)
-            webpush.install(app, push)
-        runner = web.AppRunner(
-            app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
-        )
-        await runner.setup()
-        metrics: web.AppRunner | None = None
-        try:
-            if args.metrics_port is not None:
-                metrics = await _serve_metrics(app, node, args.metrics_host, args.metrics_port)
-            site = GuardedSite(
-                runner,
-                args.host,
-                args.port,
-                timeouts=timeouts,
-                sock=args.listen_sock,
-                backlog=1024,
-                reuse_port=args.reuse_port or None,
-                lane=Lane(app, timeouts, log if args.access_log else None) if args.rp_lane else None,
-            )
-            site.handler_args(access_log=log if args.access_log else None)
-            await site.start()
-            host, port = args.host, runner.addresses[0][1]
-            if args.listen_sock is not None:
-                host, port = url_address(args.listen_sock)
-            tune_gc()
-            say(f"pushauth-broker node {node} listening on http://{host}:{port}")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-        except BaseException:
-            await runner.cleanup()
-            if metrics is not None:
-                await metrics.cleanup()
-            raise
-        say("pushauth-broker: shutting down")
-        # Closing thousands of sockets allocates enough to set off full garbage
-        # collections of a heap that is about to be dropped: seconds, for nothing.
-        gc.disable()
-        began = time.monotonic()
-        if not await stop_serving(runner, SHUTDOWN_TIMEOUT_S):
-            log.warning("stopped with requests still in flight after %.0fs", SHUTDOWN_TIMEOUT_S)
-        if metrics is not None:
-            await metrics.cleanup()
-        say(f"pushauth-broker: stopped in {time.monotonic() - began:.2f}s")
-
-
-async def _serve_metrics(app: web.Application, node: str, host: str, port: int) -> web.AppRunner:
-    """The metrics listener: its own port, so that it is never on the public one."""
-    runner = web.AppRunner(metrics_app(node, app[NODE].hub, app[LISTENER]), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
-    bound = runner.addresses[0][1]
-    say(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics")
-    return runner
-
-
-def passed_socket(args: argparse.Namespace) -> socket.socket | None:
-    """The listening socket this process was given (systemd's, or a supervisor's
-    --listen-fd), or None: then `serve` binds --host and --port itself."""
-    if args.listen_fd is not None:
-        return listening_socket(args.listen_fd)
-    return systemd_socket()
-
-
-def _check_ports(args: argparse.Namespace) -> None:
-    if not 1 <= args.workers <= MAX_WORKERS:
-        raise CliError(f"--workers must be 1 to {MAX_WORKERS}")
-    last = (args.metrics_port or 0) + args.workers - 1
-    if args.metrics_port is not None and not (args.metrics_port >= 0 and last <= 65535):
-        raise CliError("--metrics-port must be 0 to 65535 (with --workers N: up to 65536 - N)")
-
-
-def _limits(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
-    for name in ("head_timeout", "body_timeout", "keepalive_timeout"):
-        if not 0 < getattr(args, name) <= 3600:
-            raise CliError(f"--{name.replace('_', '-')} must be more than 0 and at most 3600 seconds")
-    counts = ("new_backups_per_ip", "backup_store_max_mib", "backup_store_max_blobs")
-    if any(getattr(args, n) < 0 for n in counts) or not 1 <= args.backup_ttl_days <= 3650:
-        raise CliError("backup limits must be 0 or more, and --backup-ttl-days 1 to 3650")
-    try:
-        limits = Limits(
-            **{a: getattr(args, f"limit_{a}") for a in _RATE_FIELDS},
-            trusted_proxies=tuple(str(ipaddress.ip_network(p, strict=False)) for p in args.trusted_proxy),
-        )
-    except ValueError as exc:
-        raise CliError(f"bad --trusted-proxy: {exc}") from None
-    timeouts = Timeouts(
-        head_s=args.head_timeout, body_s=args.body_timeout, keepalive_s=args.keepalive_timeout
-    )
-    quota = BackupQuota(
-        new_per_ip_day=args.new_backups_per_ip,
-        max_bytes=args.backup_store_max_mib * 2**20,
-        max_blobs=args.backup_store_max_blobs,
-        ttl_s=args.backup_ttl_days * 86400,
-    )
-    return limits, timeouts, quota
-
-
-_RATE_FIELDS = ("device_per_ip", "device", "backup_per_ip", "backup", "recovery_per_ip", "recovery")
-
-
-def tune_gc() -> None:
-    """Garbage collection for a heap of thousands of long-lived connections.
-
-    With CPython's defaults a full collection runs each time the heap grows by a
-    quarter, and it walks every object: measured while 18,000 devices reconnected
-    after a restart, 11 full collections took 3.7 s of the 13 s. Startup objects are
-    frozen (never walked again) and a full collection waits for ten times as many
-    younger ones; reference counting still frees everything without cycles at once.
-    """
-    gc.freeze()
-    gen0, gen1, _ = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, 100)
 
 
 async def rp_command(args: argparse.Namespace) -> None:
@@ -597,13 +151,6 @@ def _run(main: Callable[[], Coroutine[Any, Any, None]], *, exit_after: bool = Fa
             _exit_now()
 
 
-def say(line: str) -> None:
-    """A status line on stdout. A worker's stdout is a pipe to its supervisor: if that
-    died (and this worker is stopping because of it), the stop must go on regardless."""
-    with contextlib.suppress(OSError):
-        print(line, flush=True)
-
-
 def _exit_now() -> None:
     """The server has stopped: state is in Redis, devices were told, requests answered,
     the embedded Redis stopped. Exit without tearing down what is left one object at a
@@ -617,7 +164,8 @@ def _exit_now() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(serve_options=words[:1] == ["serve"]).parse_args(argv)
     if args.command == "serve":
         args.node = args.node or f"{socket.gethostname()}-{os.getpid()}"
     logs.configure(
@@ -628,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "serve":
-            args.listen_sock = passed_socket(args)
-        if args.command == "serve" and args.workers != 1:
-            check_serve(args)
-            serve_argv = list(sys.argv[1:] if argv is None else argv)
-            asyncio.run(supervise(args, serve_argv))
-        elif args.command == "serve":
-            _run(lambda: serve(args), exit_after=True)
+            from . import serve_cli
+
+            args.listen_sock = serve_cli.passed_socket(args)
+            if args.workers != 1:
+                serve_cli.check_serve(args)
+                asyncio.run(supervise(args, list(words)))
+            else:
+                _run(lambda: serve_cli.serve(args), exit_after=True)
         elif args.command == "rp":
             _run(lambda: rp_command(args))
     except (CliError, WorkersError, ActivationError, cpus.CpusError) as exc:

@@ -4,13 +4,14 @@
 A JSON line holds `ts` (UTC, ISO 8601, milliseconds), `level`, `node`, `event` (the
 message, as the text format would print it), `logger`, and `fields`: whatever a call
 passed with `extra=` (empty for most lines), plus `exc` with the traceback, if any.
-The same filters apply to both formats (e.g. backups.BlobIdFilter, which hides backup
+The same filters apply to both formats (e.g. BlobIdFilter, which hides backup
 ids), since they rewrite the record before any formatter sees it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,3 +58,21 @@ def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) ->
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+
+
+_BLOB_PATH = re.compile(r"(/v1/backups/)([A-Za-z0-9_-]{4})[A-Za-z0-9_%=-]*")
+
+
+class BlobIdFilter(logging.Filter):
+    """Shortens backup ids in log lines (access log, errors) to their first 4 characters:
+    enough to tell requests apart, not to name a person's blob in the store."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "/v1/backups/" in message:
+            record.msg, record.args = _BLOB_PATH.sub(r"\1\2…", message), None
+            # The access log's fields too (the request line), which JSON logs show.
+            for key, value in list(vars(record).items()):
+                if key != "msg" and isinstance(value, str) and "/v1/backups/" in value:
+                    setattr(record, key, _BLOB_PATH.sub(r"\1\2…", value))
+        return True

@@ -348,7 +348,7 @@ class IdleWorker:
         links = [DeviceLink(self.cfg.device_url, [c]) for c in self.creds]
         # Thousands of long-lived links: the garbage collector walking them over and
         # over cost the generator more per device the more it held (as in the broker,
-        # broker/cli.py tune_gc). What exists now is never collected again.
+        # broker/serve_cli.py tune_gc). What exists now is never collected again.
         gc.collect()
         gc.freeze()
         gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], 100)
