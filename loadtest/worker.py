@@ -198,6 +198,8 @@ class SigninWorker:
         second sign-in of a user with one open would end that one as superseded (the
         broker keeps one live prompt per user and RP): the generator's doing, not the
         broker's. None when every user has one open (too few --devices for the rate)."""
+        if len(self.busy) >= len(self.creds):  # overloaded: say so at once, no scan
+            return None
         first = (n // self.cfg.workers) % len(self.creds)
         for k in range(len(self.creds)):
             index = (first + k) % len(self.creds)

@@ -1,6 +1,6 @@
 """The Python agent against docs/backup-vectors.json, the backup file's known answers
 (the web authenticator is checked against the same file in Chromium:
-tests/test_webapp_backup.py). When the format changes on purpose, regenerate it:
+tests/webapp/test_webapp_backup.py). When the format changes on purpose, regenerate it:
 
     .venv/bin/python -m device_agent.backup_vectors > docs/backup-vectors.json
 """

@@ -478,7 +478,8 @@ async def test_an_orderly_stop_tells_every_device_going_away_and_keeps_its_state
             async with await poll as resp:
                 assert resp.status == 200
                 assert (await resp.json())["status"] == "pending"
-            assert time.monotonic() - began < 5  # not held for its 30 s
+            # Not held for its 30 s (a bound far from both: a slow machine's stop takes seconds).
+            assert time.monotonic() - began < 20
         for dev in devices:
             assert await dev.closed() == (1001, "broker shutting down")
         assert "pushauth-broker: stopped in" in node.stdout()

@@ -7,7 +7,7 @@
 // The agent's reader in JavaScript: device_agent/accounts_model.py (the rules every
 // account meets) and device_agent/importers/otpauth.py (the URI), down to Python's
 // urlsplit, unquote and str.strip, so that both take the same URIs, read them alike and
-// refuse the same ones with the same reason (tests/test_webapp_codes.py feeds both the
+// refuse the same ones with the same reason (tests/webapp/test_webapp_codes.py feeds both the
 // same corpus). Tolerated as the agent tolerates them: lower-case, padded, spaced or
 // dashed secrets, a label with or without the issuer prefix, an issuer parameter that
 // differs from the prefix (the parameter wins), "+" or %20 for spaces, algorithm names

@@ -21,15 +21,7 @@ import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from test_webapp_backup import NEW_PASSPHRASE, PLAIN, SAFE, enroll_two, report, stored_of
-from webapp_world import (  # noqa: F401
-    Phone,
-    app_broker,
-    browser,
-    enrolled,
-    new_phone,
-    phone,
-    rp,
-)
+from webapp_world import Phone, enrolled, new_phone
 
 from device_agent import broker_http
 from device_agent.backup import load_backup

@@ -30,7 +30,7 @@ import pyotp
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent_env  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
-from webapp_world import Phone, app_broker, browser, phone  # noqa: F401
+from webapp_world import Phone
 
 from device_agent.accounts_model import OtpAccount
 from device_agent.importers import migration, otpauth
@@ -38,7 +38,7 @@ from device_agent.importers.report import ImportSourceError
 from device_agent.store import AccountStore
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 SECRET = "4SJHB4GSD43FZBAI7C2HLRJGPQ"
 
 # -- the corpus ---------------------------------------------------------------------------

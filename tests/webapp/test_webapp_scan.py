@@ -16,15 +16,7 @@ import segno
 from PIL import Image
 from playwright.async_api import Browser
 from support import BrokerProcess
-from webapp_world import (  # noqa: F401
-    SHOTS,
-    app_broker,
-    browser,
-    chromium_args,
-    chromium_path,
-    new_phone,
-    rp,
-)
+from webapp_world import SHOTS, chromium_args, chromium_path, new_phone
 
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
@@ -73,7 +65,7 @@ async def camera_phone(browser: Browser, video: Path) -> Browser:
 async def test_add_an_account_by_scanning_its_qr_code(
     rp: PushAuthClient, app_broker: BrokerProcess, tmp_path: Path, browser: Browser
 ) -> None:
-    assert (Path(__file__).parents[1] / "device_agent/webapp/vendor/jsQR.js").is_file(), (
+    assert (Path(__file__).parents[2] / "device_agent/webapp/vendor/jsQR.js").is_file(), (
         "run scripts/build-webapp (make test does)"
     )
     enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())

@@ -16,16 +16,7 @@ import time
 import pytest
 from playwright.async_api import Browser
 from support import BrokerProcess, set_policy
-from webapp_world import (  # noqa: F401
-    ROOT,
-    Phone,
-    app_broker,
-    browser,
-    enrolled,
-    new_phone,
-    phone,
-    rp,
-)
+from webapp_world import ROOT, Phone, enrolled, new_phone
 
 from protocol.challenge import MIN_TTL_S, Status
 from relying_party.sdk import PushAuthClient

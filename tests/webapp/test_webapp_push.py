@@ -30,7 +30,7 @@ from playwright.async_api import Browser
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer, free_port, wait_until
 from support.metrics import scrape, value
-from webapp_world import browser, enrolled, new_phone  # noqa: F401
+from webapp_world import enrolled, new_phone
 
 from broker.webpush import WAKE_PAYLOAD
 from protocol import SUBPROTOCOLS, signing

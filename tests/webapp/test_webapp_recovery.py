@@ -24,13 +24,7 @@ from e2e_helpers import TEST_PASSPHRASE, agent, agent_env  # noqa: F401  (agent_
 from e2e_helpers import agent_ok as ok
 from support import BrokerProcess
 from test_webapp_signin import CONTEXT
-from webapp_world import (  # noqa: F401
-    Phone,
-    app_broker,
-    browser,
-    phone,
-    rp,
-)
+from webapp_world import Phone
 
 from device_agent.backup import load_backup
 from device_agent.store import AccountStore

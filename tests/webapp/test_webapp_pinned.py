@@ -23,7 +23,7 @@ from e2e_helpers import TEST_PASSPHRASE
 from playwright.async_api import Browser, ConsoleMessage
 from support import BrokerProcess, serving
 from test_webapp_signin import CONTEXT, result
-from webapp_world import PHONE, WAIT_MS, Phone, app_broker, browser, enrolled, rp  # noqa: F401
+from webapp_world import PHONE, WAIT_MS, Phone, enrolled
 
 from broker.webapp_static import CSP, HEADERS, ROOT, load
 from protocol.challenge import Status
@@ -31,7 +31,7 @@ from relying_party.sdk import PushAuthClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 APP_SCRIPT = '<script type="module" src="js/app.js"></script>'
 # Imported by the app's modules, not by index.html: the pin covers the whole module graph.
 TAMPERED = "js/protocol/signing.js"

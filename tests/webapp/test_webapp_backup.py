@@ -18,7 +18,7 @@
 Real broker, Redis, Chromium (phone profile) and agent process.
 
 Copies on the server, a new passphrase, retiring and the automatic copy:
-tests/test_webapp_backup_server.py.
+tests/webapp/test_webapp_backup_server.py.
 """
 
 from __future__ import annotations
@@ -35,15 +35,7 @@ import pyotp
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent_env  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
-from webapp_world import (  # noqa: F401
-    Phone,
-    app_broker,
-    browser,
-    enrolled,
-    new_phone,
-    phone,
-    rp,
-)
+from webapp_world import Phone, enrolled, new_phone
 
 from device_agent import backup_vectors
 from device_agent.backup import Backup, load_backup, write_backup_file
@@ -59,7 +51,7 @@ from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-VECTORS = json.loads((Path(__file__).resolve().parent.parent / "docs" / "backup-vectors.json").read_text())
+VECTORS = json.loads((Path(__file__).resolve().parents[2] / "docs" / "backup-vectors.json").read_text())
 SAFE = "alice@contoso.example"  # recoverable
 PLAIN = "alice@fabrikam.example"  # not recoverable
 NEW_PASSPHRASE = "violet kettle drums at noon"

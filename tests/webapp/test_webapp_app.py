@@ -19,18 +19,7 @@ from PIL import Image
 from playwright.async_api import Browser, async_playwright
 from support import BrokerProcess
 from test_webapp_signin import CONTEXT, result
-from webapp_world import (  # noqa: F401
-    PHONE,
-    Phone,
-    app_broker,
-    browser,
-    chromium_args,
-    chromium_path,
-    enrolled,
-    new_phone,
-    phone,
-    rp,
-)
+from webapp_world import PHONE, Phone, chromium_args, chromium_path, enrolled, new_phone
 
 from device_agent.accounts_model import decode_base32_secret
 from device_agent.backup_keys import BackupCode

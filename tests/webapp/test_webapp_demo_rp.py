@@ -15,7 +15,7 @@ from browser.conftest import start_stack
 from playwright.async_api import Browser, Page
 from shared_broker import new_rp
 from support import BrokerProcess
-from webapp_world import WAIT_MS, app_broker, browser, new_phone  # noqa: F401
+from webapp_world import WAIT_MS, new_phone
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
