@@ -75,7 +75,8 @@ async def test_a_lost_connection_fails_its_callers_and_the_next_call_reconnects(
     try:
         assert await pipe.execute("PING") == b"PONG"
         blocked = asyncio.ensure_future(pipe.execute("BLPOP", "never", 0))
-        await asyncio.sleep(0.1)
+        while (await admin.info("clients"))["blocked_clients"] != 1:  # noqa: ASYNC110 - Redis's state
+            await asyncio.sleep(0.01)  # the BLPOP is at the server: killing its connection fails it
         await admin.client_kill_filter(_type="normal", skipme=True)
         with pytest.raises(ConnectionError):
             await blocked
