@@ -50,6 +50,8 @@ SHUTDOWN_TIMEOUT_S = 5.0  # for the RP API requests in flight when the broker is
 def add_arguments(
     serve: argparse.ArgumentParser, add_store_args: Callable[[argparse.ArgumentParser], None]
 ) -> None:
+    """The options of `serve`, their defaults taken from the modules that use them;
+    `add_store_args` adds --redis-url and --data-dir, which the `rp` commands share."""
     serve.add_argument(
         "--host",
         default="127.0.0.1",
