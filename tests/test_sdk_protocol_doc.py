@@ -111,7 +111,7 @@ def test_threat_model_links_tests_that_exist() -> None:
     table = section("Threat model")
     # The seven attackers of issue 10, and whoever serves the web authenticator (issue 13).
     assert table.count("\n| **") == 8
-    for path, name in re.findall(r"`((?:browser/)?test_\w+\.py)::(test_\w+)`", table):
+    for path, name in re.findall(r"`((?:browser/|webapp/)?test_\w+\.py)::(test_\w+)`", table):
         source = (ROOT / "tests" / path).read_text()
         assert f"def {name}(" in source, f"{path}::{name} does not exist"
     for name in re.findall(r"`::(test_\w+)`", table):
