@@ -22,7 +22,9 @@ TEST_STAMP := $(VENV)/.installed-test
 # 2026-12-06 on a slower VM: 525 and 570 s with three, 458 s with four (the two cores
 # 1.7 busy: user + sys 788 s in 461 s). Later that day, a slower VM again: 650-700 s
 # (1,025 s of CPU: Chromium 320, agent runs 240, broker starts 130); with the headless
-# shell and bytecode kept, 512-534 s (850 s of CPU).
+# shell and bytecode kept, 512-534 s (850 s of CPU). 2026-12-06 afternoon: `rp` commands
+# of broker and demo RP without the server's imports, 518 s (851 s of CPU); three shuffled
+# runs (`make stress N=3 SHUFFLE=1`) 551-572 s.
 # --no-loadscope-reorder: the files in tests/conftest.py's order, longest first (from
 # tests/file_seconds.json), not xdist's (most tests first, which left the long browser
 # files for the end).
