@@ -32,14 +32,20 @@ XDIST := -n 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test stress lint format install install-runtime clean webapp
 
+# uv installs what pyproject.toml lists in 5 s where pip took 40 s on this VM, the same
+# versions from the same index (PyPI); a tenth of a clean `make test`. pip stays the
+# fallback: where uv cannot be installed or fails, pip installs the same.
+UV := $(BIN)/uv pip install --quiet --native-tls --python $(BIN)/python
+install_packages = { [ -x $(BIN)/uv ] && $(UV) $(1); } || $(BIN)/pip install --quiet $(1)
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet 'uv>=0.9' || echo "uv not installed: pip installs the packages"
+	$(call install_packages,-e .)
 	touch $(STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(call install_packages,-e '.[test]')
 	touch $(TEST_STAMP)
 
 install-runtime: $(STAMP)
