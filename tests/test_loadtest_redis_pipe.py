@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError, ResponseError
-from support import RedisServer
+from support import RedisServer, wait_until
 
 from broker.redis_pipe import RedisPipe
 from broker.subscriber import RawSubscriber
@@ -75,8 +75,12 @@ async def test_a_lost_connection_fails_its_callers_and_the_next_call_reconnects(
     try:
         assert await pipe.execute("PING") == b"PONG"
         blocked = asyncio.ensure_future(pipe.execute("BLPOP", "never", 0))
-        while (await admin.info("clients"))["blocked_clients"] != 1:  # noqa: ASYNC110 - Redis's state
-            await asyncio.sleep(0.01)  # the BLPOP is at the server: killing its connection fails it
+        # The BLPOP is at the server: killing its connection must fail it.
+        watch = redis_server.client()
+        await asyncio.to_thread(
+            wait_until, lambda: watch.info("clients")["blocked_clients"] == 1, message="the BLPOP at Redis"
+        )
+        watch.close()
         await admin.client_kill_filter(_type="normal", skipme=True)
         with pytest.raises(ConnectionError):
             await blocked
