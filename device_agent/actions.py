@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from protocol import fields, signing, uri
+from protocol import signing, uri
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, RecoveryNotice, Welcome
 from protocol.uri import EnrollmentURI
 
 from .connection import Connection
+from .device_names import check_device_name, default_device_name
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import Account, AccountStore, Registration, StoreError
@@ -27,25 +27,6 @@ from .store import Account, AccountStore, Registration, StoreError
 NUMBER_RE = re.compile(r"^[0-9]{1,8}$")
 # A broker's word that a credential is gone for good (welcome's `rejected` codes).
 GONE_CODES = (ErrorCode.CREDENTIAL_REVOKED, ErrorCode.UNKNOWN_CREDENTIAL)
-
-
-def default_device_name() -> str:
-    """How the service lists this device unless --name says otherwise. The bare host
-    name ("vm", "localhost") says nothing to someone reading their Security info page;
-    naming the app as well tells them which authenticator it is, as the app's own
-    name does for a phone authenticator."""
-    host = socket.gethostname().split(".")[0] or "this computer"
-    return f"pushauth-agent on {host}"[:64]
-
-
-def check_device_name(name: str) -> str:
-    try:
-        fields.NAME("device name", name)
-    except ProtocolError:
-        raise UsageError("the device name must be 1 to 64 characters") from None
-    if any(not ch.isprintable() for ch in name):
-        raise UsageError("the device name must not contain control characters")
-    return name
 
 
 def apply_welcome(store: AccountStore, welcome: Welcome) -> list[str]:

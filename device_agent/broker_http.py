@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -45,6 +43,11 @@ def now_ms() -> int:
 def _call(
     method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
+    # Imported here: urllib.request (with http.client, email and ssl) is a fifth of the
+    # agent's start-up, and most runs of the agent never call a broker over HTTP.
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:

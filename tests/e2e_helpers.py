@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import AGENT, run_cli
+from support import AGENT, run_cli, wait_until
 
 from device_agent.passphrase import KDF_ENV, KDF_TEST_INSECURE, PASSPHRASE_ENV
 from device_agent.store import AccountStore, Registration
@@ -117,3 +117,22 @@ def make_home(tmp_path: Path, url: str) -> Path:
 
 def pending(home: Path) -> list[dict[str, Any]]:
     return json.loads(agent_ok(home, "pending", "--json"))
+
+
+def only_pending(home: Path) -> dict[str, Any]:
+    """The one sign-in request waiting on the agent at `home`, once it has arrived."""
+
+    def one() -> dict[str, Any] | None:
+        waiting = pending(home)
+        return waiting[0] if len(waiting) == 1 else None
+
+    found = wait_until(one, message="one pending sign-in request on the agent")
+    assert isinstance(found, dict)
+    return found
+
+
+def approve(home: Path, number: str) -> dict[str, Any]:
+    """Approve the one request waiting on the agent with `number`; return the request."""
+    request = only_pending(home)
+    agent_ok(home, "approve", request["id"], "--number", number)
+    return request

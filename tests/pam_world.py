@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from e2e_helpers import agent_ok, pending
+from e2e_helpers import agent_ok, approve
 from shared_broker import new_rp
 from support import DEADLINE, BrokerProcess, ManagedProcess, console_script, wait_until
 
@@ -187,19 +187,3 @@ def enroll_device(world: World, home: Path, name: str = "phone", user: str | Non
         return enroll.stdout()
     finally:
         enroll.cleanup()
-
-
-def only_pending(home: Path) -> dict[str, Any]:
-    def one() -> dict[str, Any] | None:
-        waiting = pending(home)
-        return waiting[0] if len(waiting) == 1 else None
-
-    found = wait_until(one, message="one pending sign-in request on the agent")
-    assert isinstance(found, dict)
-    return found
-
-
-def approve(home: Path, number: str) -> dict[str, Any]:
-    request = only_pending(home)
-    agent_ok(home, "approve", request["id"], "--number", number)
-    return request

@@ -17,19 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import agent_env, agent_ok, pending  # noqa: F401 - agent_env is a fixture
+from e2e_helpers import agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
 from pam_world import (
     NUMBER_PROMPT,
     PAM,
     Account,
     World,
     add_to_group,
-    approve,
     enroll_device,
     local_account,
     make_world,
     module_line,
-    only_pending,
     pam_service,
     remove_from_group,
 )

@@ -20,17 +20,15 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from e2e_helpers import agent_env, agent_ok, pending  # noqa: F401 - agent_env is a fixture
+from e2e_helpers import agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
 from pam_world import (
     NUMBER_PROMPT,
     PASSWORD,
     Account,
     World,
-    approve,
     local_account,
     make_world,
     module_line,
-    only_pending,
     pam_service,
 )
 from shared_broker import broker  # noqa: F401 - a fixture

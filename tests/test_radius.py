@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import redis
-from e2e_helpers import agent_env, agent_ok, pending  # noqa: F401 - agent_env is a fixture
+from e2e_helpers import agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
 from pyrad import packet as rp
 from shared_broker import broker, new_rp  # noqa: F401 - broker is a fixture
 from support import (
@@ -34,7 +34,6 @@ from support import (
     console_script,
     free_port,
     line_on_stdout,
-    wait_until,
 )
 
 from relying_party.radius import cli, dictionary
@@ -131,27 +130,12 @@ def setup(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> It
         link = enroll.wait_for_output(r"^link: (\S+)$").group(1)
         agent_ok(made.home, "enroll", link, "--name", "phone")
         number = enroll.wait_for_output(r"Test push: type (\d+) in your authenticator").group(1)
-        _approve(made.home, number)
+        approve(made.home, number)
         assert enroll.wait(timeout=DEADLINE) == 0, enroll.describe()
         made.enroll_output = enroll.stdout()
         yield made
     finally:
         enroll.cleanup()
-
-
-def _only_pending(home: Path) -> dict[str, Any]:
-    def one() -> dict[str, Any] | None:
-        waiting = pending(home)
-        return waiting[0] if len(waiting) == 1 else None
-
-    found = wait_until(one, message="one pending sign-in request on the agent")
-    assert isinstance(found, dict)
-    return found
-
-
-def _approve(home: Path, number: str) -> None:
-    request = _only_pending(home)
-    agent_ok(home, "approve", request["id"], "--number", number)
 
 
 READY = r"pushauth-radius listening on udp"
@@ -268,7 +252,7 @@ def test_right_number_is_accepted(setup: Setup, server: tuple[ManagedProcess, in
     proc, port = server
     challenge = start(port)
     assert re.fullmatch(r"\d\d", challenge.number)
-    _approve(setup.home, challenge.number)
+    approve(setup.home, challenge.number)
     reply = follow_up(port, challenge)
     assert reply.code == "Access-Accept", reply.text
     assert reply.message == "Approved."
@@ -284,7 +268,7 @@ def test_the_answer_may_reach_another_instance(
     _, first = servers["main"]
     other, second = servers["short-ttl"]
     challenge = start(first)
-    _approve(setup.home, challenge.number)
+    approve(setup.home, challenge.number)
     reply = follow_up(second, challenge)
     assert reply.code == "Access-Accept", reply.text
     audit_line(other, r"decision=accept outcome=approved user=alice")
@@ -294,7 +278,7 @@ def test_wrong_number_is_rejected(setup: Setup, server: tuple[ManagedProcess, in
     _, port = server
     challenge = start(port)
     wrong = "10" if challenge.number != "10" else "11"
-    _approve(setup.home, wrong)
+    approve(setup.home, wrong)
     reply = follow_up(port, challenge)
     assert reply.code == "Access-Reject", reply.text
     assert "did not match" in reply.message
@@ -303,7 +287,7 @@ def test_wrong_number_is_rejected(setup: Setup, server: tuple[ManagedProcess, in
 def test_deny_is_rejected(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
     proc, port = server
     challenge = start(port)
-    agent_ok(setup.home, "deny", _only_pending(setup.home)["id"])
+    agent_ok(setup.home, "deny", only_pending(setup.home)["id"])
     reply = follow_up(port, challenge)
     assert reply.code == "Access-Reject", reply.text
     assert reply.message == "Denied on your authenticator."
@@ -332,7 +316,7 @@ def test_after_a_fraud_report_a_verification_code_still_signs_in(
 ) -> None:
     proc, port = server
     challenge = start(port)
-    agent_ok(setup.home, "deny", "--fraud", _only_pending(setup.home)["id"])
+    agent_ok(setup.home, "deny", "--fraud", only_pending(setup.home)["id"])
     reported = follow_up(port, challenge)
     assert reported.code == "Access-Reject" and "reported this sign-in" in reported.message, reported.text
     device = _device(setup)
@@ -392,7 +376,7 @@ async def _lift(setup: Setup) -> None:
 def test_a_state_is_answered_once(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
     _, port = server
     challenge = start(port)
-    agent_ok(setup.home, "deny", _only_pending(setup.home)["id"])
+    agent_ok(setup.home, "deny", only_pending(setup.home)["id"])
     assert follow_up(port, challenge).code == "Access-Reject"
     again = follow_up(port, challenge)  # a new request (radclient: new authenticator), same State
     assert again.code == "Access-Reject"
@@ -430,7 +414,7 @@ def test_push_only_waits_for_the_approval_in_the_first_request(
 
     asking = threading.Thread(target=ask)
     asking.start()
-    request = _only_pending(setup.home)
+    request = only_pending(setup.home)
     # The device is told that no number is shown; the one it types is not checked.
     assert "none is shown" in request["context"]["number to type"]
     agent_ok(setup.home, "approve", request["id"], "--number", "11")
@@ -599,7 +583,7 @@ def test_upstream_mode_checks_the_password_at_a_real_radius_server(setup: Setup,
         right = radclient(port, 'User-Name = "alice"', 'User-Password = "right-password"')
         assert right.code == "Access-Challenge", right.text
         freeradius.wait_for_output(r"Login OK: \[alice\]")
-        agent_ok(setup.home, "deny", _only_pending(setup.home)["id"])  # end the push
+        agent_ok(setup.home, "deny", only_pending(setup.home)["id"])  # end the push
         wrong = radclient(port, 'User-Name = "alice"', 'User-Password = "wrong-password"')
         assert wrong.code == "Access-Reject", wrong.text
         assert wrong.message == "Wrong user name or password."

@@ -1,0 +1,29 @@
+"""The name a service lists this device under (enroll, reactivate, restore)."""
+
+from __future__ import annotations
+
+import socket
+
+from protocol import fields
+from protocol.errors import ProtocolError
+
+from .errors import UsageError
+
+
+def default_device_name() -> str:
+    """How the service lists this device unless --name says otherwise. The bare host
+    name ("vm", "localhost") says nothing to someone reading their Security info page;
+    naming the app as well tells them which authenticator it is, as the app's own
+    name does for a phone authenticator."""
+    host = socket.gethostname().split(".")[0] or "this computer"
+    return f"pushauth-agent on {host}"[:64]
+
+
+def check_device_name(name: str) -> str:
+    try:
+        fields.NAME("device name", name)
+    except ProtocolError:
+        raise UsageError("the device name must be 1 to 64 characters") from None
+    if any(not ch.isprintable() for ch in name):
+        raise UsageError("the device name must not contain control characters")
+    return name
