@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import BrokerProcess, ManagedProcess, RedisServer, TcpProxy, new_rp_sync
+from support import FAILED_DIR, BrokerProcess, ManagedProcess, RedisServer, TcpProxy, new_rp_sync
 from support.redis_cluster import RedisCluster
 
 from relying_party.sdk import PushAuthClient
@@ -63,6 +63,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         where = _keep_artifacts(item, report, [*item.stash.get(_KEPT, []), *ran])
         if report.failed:
             report.sections.append(("kept logs", str(where)))
+            if report.when in ("setup", "call"):
+                item.stash[FAILED_DIR] = where  # fixtures' teardowns add to it
         prop = ("artifacts", _shown_path(item.config, where))
         if prop not in item.user_properties:
             item.user_properties.append(prop)  # on the teardown report too: junit XML shows it

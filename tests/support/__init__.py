@@ -16,6 +16,7 @@ from .broker import (
     run_cli,
     set_policy,
 )
+from .failed import FAILED_DIR
 from .local_app import serving
 from .ports import LOCALHOST, free_port, port_accepts
 from .process import (
@@ -35,6 +36,7 @@ __all__ = [
     "AGENT",
     "BROKER",
     "DEADLINE",
+    "FAILED_DIR",
     "LOCALHOST",
     "BrokerProcess",
     "ManagedProcess",

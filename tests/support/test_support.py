@@ -592,3 +592,31 @@ def test_broker_fixture_serves_healthz_and_registers_an_rp(
     other = broker.add_rp("Other RP")
     assert other["id"] != rp["id"]
     assert other["api_key"] != rp["api_key"]
+
+
+FAILING_WEB_APP_TEST = """
+    import pytest
+
+    pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+    async def test_fails(phone):
+        await phone.page.evaluate("console.log('the app says hi')")
+        assert False, "fails on purpose"
+"""
+
+
+def test_a_failed_web_app_test_keeps_its_pages(pytester: pytest.Pytester) -> None:
+    # The web app's tests drive async Playwright pages, which the report hook cannot
+    # reach: the `phone` fixture keeps them in its teardown, beside the test's logs.
+    tests_dir = Path(__file__).resolve().parent.parent
+    pytester.makeconftest((tests_dir / "conftest.py").read_text())
+    webapp = pytester.mkpydir("webapp_kept")
+    (webapp / "conftest.py").write_text((tests_dir / "webapp" / "conftest.py").read_text())
+    (webapp / "test_page.py").write_text(textwrap.dedent(FAILING_WEB_APP_TEST))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-o", f"pythonpath={tests_dir}")
+    result.assert_outcomes(failed=1)
+    kept = pytester.path / "artifacts" / "failed" / "webapp_kept_test_page.py__test_fails"
+    assert "fails on purpose" in (kept / "report.txt").read_text()
+    assert (kept / "phone1-page1.png").read_bytes().startswith(b"\x89PNG")
+    assert "/app/" in (kept / "phone1-page1.html").read_text().splitlines()[0]
+    assert "log: the app says hi" in (kept / "phone1-page1.console.txt").read_text()

@@ -1,17 +1,22 @@
 """Fixtures of the web authenticator's tests (the world is described in
 tests/webapp_world.py, which holds the helpers these modules import): a real broker
 serving the app, the RP SDK as the relying party, headless Chromium with a phone profile.
+
+A failed test keeps each open page (screenshot, HTML, console) beside its logs in
+artifacts/failed/<test id>/, as the demo RP's browser tests do.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer
+from support import FAILED_DIR, BrokerProcess, RedisServer
 from webapp_world import Phone, chromium_args, chromium_path, new_phone
 
 from relying_party.sdk import PushAuthClient
@@ -46,7 +51,39 @@ async def rp(app_broker: BrokerProcess) -> AsyncIterator[PushAuthClient]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def phone(browser: Browser, app_broker: BrokerProcess) -> AsyncIterator[Phone]:
+async def phone(
+    browser: Browser, app_broker: BrokerProcess, request: pytest.FixtureRequest
+) -> AsyncIterator[Phone]:
     p = await new_phone(browser, app_broker.http_url + "/app/")
     yield p
+    await keep_pages(request, browser)  # before its pages close
     await p.context.close()
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="module")
+async def _pages_of_a_failed_test(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """For a test that opens its own phones (new_phone) rather than taking `phone`."""
+    yield
+    if "browser" in request.fixturenames and "phone" not in request.fixturenames:
+        await keep_pages(request, request.getfixturevalue("browser"))
+
+
+async def keep_pages(request: pytest.FixtureRequest, browser: Browser) -> None:
+    """If the test failed: every page open in the browser, as tests/conftest.py keeps the
+    sync Playwright pages (that hook cannot run async Playwright calls)."""
+    dest: Path | None = request.node.stash.get(FAILED_DIR, None)
+    if dest is None:
+        return
+    for c, context in enumerate(browser.contexts, 1):
+        for n, page in enumerate(context.pages, 1):
+            name = f"phone{c}-page{n}"
+            try:
+                await page.screenshot(path=str(dest / f"{name}.png"), full_page=True, timeout=10_000)
+                (dest / f"{name}.html").write_text(f"<!-- {page.url} -->\n{await page.content()}")
+                messages = page.console_messages()
+                messages = await messages if inspect.isawaitable(messages) else messages
+                (dest / f"{name}.console.txt").write_text(
+                    "".join(f"{m.type}: {m.text}\n" for m in messages) or "(no console messages)\n"
+                )
+            except Exception as exc:  # noqa: BLE001 - a closed or crashed page must not hide the failure
+                (dest / f"{name}.error.txt").write_text(f"could not keep the page: {exc!r}\n")
