@@ -275,7 +275,8 @@ def build_parser() -> Parser:
         "--format otpauth prints one otpauth:// URI per account. --format migration prints\n"
         "Google Authenticator's otpauth-migration:// URIs (at most 10 accounts each) and\n"
         'their QR codes, to scan with the app\'s "Import accounts". Accounts a format\n'
-        "cannot hold are named with the reason. The output holds the secrets: keep it safe.",
+        "cannot hold, and push accounts without codes (their sign-in requests cannot move),\n"
+        "are named on stderr with the reason. The output holds the secrets: keep it safe.",
     )
     c.add_argument("--format", choices=otp_actions.EXPORT_FORMATS, default="otpauth", help="default: otpauth")
     c.add_argument("--no-qr", action="store_true", help="with --format migration: print only the URIs")

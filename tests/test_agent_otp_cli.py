@@ -233,6 +233,29 @@ def test_export_then_import_elsewhere_gives_the_same_codes(tmp_path: Path, fmt: 
         assert totp.code(otp, at=1_700_000_000) == totp.code(mine[name], at=1_700_000_000)
 
 
+def test_export_names_a_push_account_without_codes(tmp_path: Path) -> None:
+    """A push-only account cannot move to another app: named with the reason, not left
+    out in silence; the accounts with codes are exported."""
+    home = tmp_path / "home"
+    ok(home, "add", SHA256_URI)
+    store = AccountStore(home)
+    store.add(
+        "alice",
+        Registration(
+            rp="rp1", rp_name="Example", user="alice", label="alice", broker="wss://push.example.com/v1/device",
+            cid="cid-alice", device_name="laptop", seed=signing.new_seed(),
+        ),
+    )  # fmt: skip
+    result = agent(home, "export")
+    assert result.returncode == 0, result.stderr
+    (uri,) = result.stdout.splitlines()
+    assert parse_uri(uri).same_codes_as(parse_uri(SHA256_URI))
+    assert result.stderr == (
+        "not exported: alice: it has no verification codes (sign-in requests stay with this "
+        "device: on a new device, restore a backup or add the account again at the service)\n"
+    )
+
+
 def base64_secret(i: int) -> str:
     return base64.b32encode(bytes([i + 1]) * 10).decode().rstrip("=")
 

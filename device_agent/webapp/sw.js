@@ -2,7 +2,7 @@
 // the phone at once), the cached copy when offline. Only the shell's own files are
 // ever cached: no API answer, no other origin, and WebSocket traffic never passes here.
 
-const CACHE = "pushauth-shell-v3";
+const CACHE = "pushauth-shell-v4";
 const SHELL = [
   "./",
   "index.html",
@@ -26,6 +26,7 @@ const SHELL = [
   "js/sealedfile.js",
   "js/otp.js",
   "js/migration.js",
+  "js/export.js",
   "js/scan-worker.js",
   "js/totp.js",
   "js/webauthn.js",
@@ -42,6 +43,7 @@ const SHELL = [
 const OPTIONAL = [
   "vendor/jsQR.js",
   "vendor/zxcvbn.js",
+  "vendor/uqr.js",
   ...["argon2.js", "blake2.js", "_blake.js", "_md.js", "_u64.js", "utils.js"].map((f) => `vendor/noble-hashes/${f}`),
   ...["chacha.js", "_arx.js", "_poly1305.js", "utils.js"].map((f) => `vendor/noble-ciphers/${f}`),
 ];

@@ -30,12 +30,13 @@ import pyotp
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent_env  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
-from webapp_world import Phone
+from webapp_world import Phone, enrolled
 
 from device_agent.accounts_model import OtpAccount
 from device_agent.importers import migration, otpauth
 from device_agent.importers.report import ImportSourceError
 from device_agent.store import AccountStore
+from relying_party.sdk import PushAuthClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 DATA = Path(__file__).parents[1] / "data"
@@ -297,6 +298,38 @@ async def test_the_app_reads_every_uri_as_the_agent_does(phone: Phone) -> None:
     assert sum(bool(r.get("refused")) for r in app["exports"]) > 10
 
 
+APP_WRITES = """async ({ accounts, batchId }) => {
+  const base = document.baseURI;
+  const otp = await import(new URL('js/otp.js', base).href);
+  const mig = await import(new URL('js/migration.js', base).href);
+  const bytes = (hex) => Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+  const held = accounts.map((a) =>
+    otp.account({ ...a, secret: bytes(a.secret), counter: BigInt(a.counter) }));
+  return { otpauth: held.map(otp.toOtpauth), migration: mig.exportMigration(held, batchId) };
+}"""
+
+
+async def test_the_app_writes_an_export_as_the_agent_does(phone: Phone) -> None:
+    """Every account the corpus holds, written by both as otpauth:// URIs and as a Google
+    Authenticator export: the same bytes, and the same refusals (7 digits, 60 s codes)."""
+    accounts = [otpauth.parse_uri(u) for u in otpauth_corpus() if "error" not in agent_reads_otpauth(u)]
+    accounts += [a for u in migration_corpus() if "error" not in agent_reads_migration(u)
+                 for a in migration.parse_uri(u).parsed.accounts]  # fmt: skip
+    assert {a.kind for a in accounts} == {"totp", "hotp"}
+    app = await phone.page.evaluate(
+        APP_WRITES, {"accounts": [account_json(a) for a in accounts], "batchId": 7}
+    )
+    want = migration.export_uris(accounts, batch_id=7)
+    assert app["otpauth"] == [otpauth.to_uri(a) for a in accounts]
+    assert app["migration"]["uris"] == want.uris and len(want.uris) > 10
+    assert app["migration"]["refused"] == [{"label": r.label, "reason": r.reason} for r in want.refused]
+    reasons = {r.reason for r in want.refused}
+    assert {
+        "Google Authenticator has no 7-digit codes",
+        "Google Authenticator only has 30 s codes, not 60 s",
+    } <= reasons
+
+
 # -- adding them in the app ----------------------------------------------------------------
 
 NAMES = "els => els.map(e => e.textContent)"
@@ -465,3 +498,88 @@ async def test_a_damaged_export_adds_nothing(phone: Phone) -> None:
         await phone.page.locator("#add-error", has_text=words).wait_for()
         await phone.page.locator("#add-error", has_text="Nothing was added").wait_for()
     assert await phone.page.locator("#accounts li").count() == 0
+
+
+# -- moving them to another app --------------------------------------------------------------
+
+READ_QR_CODES = """async () => {
+  // The app's own QR reader (vendor/jsQR.js) on each drawn code's pixels.
+  return [...document.querySelectorAll('#export-qr canvas')].map((canvas) => {
+    const { data } = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+    return { text: jsQR(data, canvas.width, canvas.height)?.data ?? null, uri: canvas.dataset.uri };
+  });
+}"""
+
+
+async def test_the_codes_move_to_another_app_by_qr_code_or_link(
+    phone: Phone, rp: PushAuthClient, tmp_path: Path
+) -> None:
+    """Move to another app: Google Authenticator QR codes (read back with the app's own
+    QR reader) and otpauth:// links, which the agent imports with the same codes, counter
+    and all; a push account's codes move too, a push-only account is named with the
+    reason, as is a 60 s account that the QR format cannot hold (its link still moves)."""
+    secrets = [pyotp.random_base32() for _ in range(12)]
+    links = tmp_path / "links.txt"
+    links.write_text(
+        "".join(f"otpauth://totp/Ex:u{i}%40x.org?secret={s}&issuer=Ex\n" for i, s in enumerate(secrets[:11]))
+        + f"otpauth://hotp/Bank:me?secret={secrets[11]}&counter=3\n"
+    )
+    laptop = tmp_path / "laptop"
+    await asyncio.to_thread(ok, laptop, "import", str(links))
+    out = await asyncio.to_thread(ok, laptop, "export", "--format", "migration", "--no-qr")
+    for code in (line for line in out.splitlines() if line.startswith("otpauth-migration://")):
+        await add_link(phone, code)
+        await phone.page.locator("#add-status", has_text="account(s) added").wait_for()
+    slow = pyotp.random_base32()
+    await add_link(phone, f"otpauth://totp/Slow:s?secret={slow}&issuer=Slow&digits=8&period=60")
+    await phone.toast("Added Slow: s")  # one account: back on the list
+    pushed = await enrolled(rp, phone, "gwen")  # a push account with its own codes
+    only_push = await rp.create_enrollment("hal", "hal@contoso.example")  # and one without
+    assert only_push.uri is not None
+    await phone.add_account(only_push.uri)
+    assert (await rp.wait_enrollment(only_push, timeout=10)).completed
+
+    page = phone.page
+    await page.get_by_role("button", name="Back up or restore").tap()
+    await page.get_by_role("button", name="Show the codes' secrets").tap()
+    await page.locator(
+        "#export-status", has_text="14 account(s) with verification codes; 2 QR code(s)"
+    ).wait_for()
+    assert await page.locator("#export-report li").all_inner_texts() == [
+        "not exported: hal@contoso.example: it has no verification codes (sign-in requests stay with this "
+        "phone: on a new phone, restore a backup or add the account again at the service)",
+        "not in the QR codes: Slow: s: Google Authenticator only has 30 s codes, not 60 s "
+        "(its link is above)",
+    ]
+    await phone.shot("34-move-to-another-app")
+    await phone.axe_clean("the export to another app")
+
+    await page.add_script_tag(url=f"{phone.url}vendor/jsQR.js")
+    read = await page.evaluate(READ_QR_CODES)
+    assert [r["text"] for r in read] == [r["uri"] for r in read] and len(read) == 2
+    scanned = tmp_path / "scanned"
+    (tmp_path / "scanned.txt").write_text("".join(f"{r['text']}\n" for r in read))
+    await asyncio.to_thread(ok, scanned, "import", str(tmp_path / "scanned.txt"))
+    gwen = pushed["totp"]
+    want = {
+        **{f"Ex: u{i}@x.org": pyotp.TOTP(s) for i, s in enumerate(secrets[:11])},
+        "Contoso Portal: gwen@contoso.example": pyotp.TOTP(gwen.secret, digits=gwen.digits),
+    }
+    for name, service in want.items():
+        (line,) = json.loads(await asyncio.to_thread(ok, scanned, "code", name, "--json"))
+        assert line["code"] in service_codes(service), name
+    (line,) = json.loads(await asyncio.to_thread(ok, scanned, "code", "Bank: me", "--json"))
+    assert line["code"] == pyotp.HOTP(secrets[11]).at(3)  # the app had not used a code yet
+
+    typed = (await page.get_by_label("otpauth:// links, one per line").input_value()).splitlines()
+    assert len(typed) == 14 and all(link.startswith("otpauth://") for link in typed)
+    linked = tmp_path / "linked"
+    (tmp_path / "typed.txt").write_text("\n".join(typed))
+    await asyncio.to_thread(ok, linked, "import", str(tmp_path / "typed.txt"))
+    (line,) = json.loads(await asyncio.to_thread(ok, linked, "code", "Slow: s", "--json"))
+    assert line["code"] in service_codes(pyotp.TOTP(slow, digits=8, interval=60))
+
+    await page.get_by_role("button", name="Hide the secrets").tap()
+    assert await page.locator("#export-qr canvas").count() == 0
+    assert await page.locator("#export-links").input_value() == ""
+    await page.get_by_role("button", name="Show the codes' secrets").wait_for()

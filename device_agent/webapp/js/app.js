@@ -265,6 +265,62 @@ async function copyCode(button) {
   }
 }
 
+// -- moving codes to another app (js/export.js) ------------------------------------------
+
+// The secrets appear only when asked for, and go when hidden or when the screen is left.
+async function showExport() {
+  const { exportOf, drawQr } = await import("./export.js");
+  const items = [];
+  for (const account of accountsCache) {
+    const totp = account.totp ? await totpParams(account) : null;
+    items.push({ name: account.name, label: account.label, issuer: account.rp_name, totp });
+  }
+  const { links, codes, refused, notInCodes } = exportOf(items);
+  $("export-qr").replaceChildren(
+    ...codes.map((uri, i) => {
+      const canvas = document.createElement("canvas");
+      drawQr(canvas, uri);
+      canvas.setAttribute("role", "img");
+      canvas.setAttribute("aria-label", `QR code ${i + 1} of ${codes.length} for Google Authenticator`);
+      canvas.dataset.uri = uri;
+      const li = document.createElement("li");
+      li.append(text("p", `QR code ${i + 1} of ${codes.length}`), canvas);
+      return li;
+    }),
+  );
+  $("export-qr-title").hidden = !codes.length;
+  $("export-links").value = links.join("\n");
+  $("export-links-row").hidden = !links.length;
+  $("export-report").replaceChildren(
+    ...refused.map((r) => text("li", `not exported: ${r.label}: ${r.reason}`)),
+    ...notInCodes.map((r) => text("li", `not in the QR codes: ${r.label}: ${r.reason} (its link is above)`)),
+  );
+  $("export-status").textContent = links.length
+    ? `${links.length} account(s) with verification codes; ${codes.length} QR code(s) for Google Authenticator.`
+    : "No account here has verification codes to move.";
+  $("export-out").hidden = false;
+  $("export-show").hidden = true;
+}
+
+function hideExport() {
+  $("export-qr").replaceChildren();
+  $("export-links").value = "";
+  $("export-report").replaceChildren();
+  $("export-status").textContent = "";
+  $("export-out").hidden = true;
+  $("export-show").hidden = false;
+}
+
+async function copyExportLinks() {
+  try {
+    await navigator.clipboard.writeText($("export-links").value);
+    toast("Links copied: paste them only into the other app");
+  } catch {
+    $("export-links").select();
+    toast("Copying is not allowed here: the links are selected, copy them by hand");
+  }
+}
+
 // -- views -------------------------------------------------------------------------
 
 function show(name) {
@@ -862,6 +918,7 @@ const backupBrokers = () => [...new Set(accountsCache.filter((a) => a.broker).ma
 
 function openBackupView() {
   for (const id of ["backup-error", "restore-error"]) showError(id, null);
+  hideExport();
   $("restore-report").replaceChildren();
   $("backup-status").textContent = "";
   $("backup-code").hidden = true;
@@ -1321,7 +1378,10 @@ async function main() {
   $("remove").addEventListener("click", remove);
   $("account-back").addEventListener("click", () => show("home"));
   $("backup-open").addEventListener("click", openBackupView);
-  $("backup-back").addEventListener("click", () => show("home"));
+  $("backup-back").addEventListener("click", () => (hideExport(), show("home")));
+  $("export-show").addEventListener("click", showExport);
+  $("export-hide").addEventListener("click", hideExport);
+  $("export-copy").addEventListener("click", copyExportLinks);
   $("backup-retire").addEventListener("click", retireOlderBackups);
   $("backup-form").addEventListener("submit", writeBackup);
   $("restore-form").addEventListener("submit", restoreBackup);

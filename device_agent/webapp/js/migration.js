@@ -175,3 +175,59 @@ export function parseMigration(input) {
   return { accounts, refused, version, batchSize: size, batchIndex: index, batchId };
 }
 
+
+// -- writing: the agent's migration.export_uris ---------------------------------------------
+
+const MAX_PER_CODE = 10;
+const ALGORITHM_IDS = { SHA1: 1n, SHA256: 2n, SHA512: 3n };
+const DIGIT_IDS = new Map([[6, 1n], [8, 2n]]);
+const TYPE_IDS = { hotp: 1n, totp: 2n };
+
+function writeVarint(value) {
+  let v = BigInt.asUintN(64, BigInt(value)); // a negative int32/int64: ten bytes, as protobuf writes it
+  const out = [];
+  do {
+    const byte = Number(v & 0x7fn);
+    v >>= 7n;
+    out.push(v ? byte | 0x80 : byte);
+  } while (v);
+  return out;
+}
+
+const field = (number, value) =>
+  value instanceof Uint8Array
+    ? [...writeVarint((BigInt(number) << 3n) | BigInt(BYTES)), ...writeVarint(value.length), ...value]
+    : [...writeVarint((BigInt(number) << 3n) | BigInt(VARINT)), ...writeVarint(value)];
+
+function encodeEntry(a) {
+  // Field by field as Google Authenticator writes them: no empty issuer, no counter for TOTP.
+  const utf8 = (text) => new TextEncoder().encode(text);
+  const out = [...field(1, a.secret), ...field(2, utf8(a.name))];
+  if (a.issuer) out.push(...field(3, utf8(a.issuer)));
+  out.push(...field(4, ALGORITHM_IDS[a.algorithm]), ...field(5, DIGIT_IDS.get(a.digits)), ...field(6, TYPE_IDS[a.kind]));
+  if (a.kind === "hotp") out.push(...field(7, a.counter));
+  return Uint8Array.from(out);
+}
+
+// otpauth-migration:// URIs, one per QR code of at most 10 accounts, as one batch:
+// {uris, refused: [{label, reason}]}. Accounts the format cannot carry (7 digits; a
+// period other than 30 s: it has no period field) are refused by name, never changed.
+export function exportMigration(accounts, batchId = crypto.getRandomValues(new Uint32Array(1))[0] >>> 1) {
+  const refused = [];
+  const fitting = [];
+  for (const a of accounts) {
+    if (!DIGIT_IDS.has(a.digits)) refused.push({ label: labelOf(a), reason: `Google Authenticator has no ${a.digits}-digit codes` });
+    else if (a.kind === "totp" && a.period !== 30)
+      refused.push({ label: labelOf(a), reason: `Google Authenticator only has 30 s codes, not ${a.period} s` });
+    else fitting.push(a);
+  }
+  const chunks = [];
+  for (let i = 0; i < fitting.length; i += MAX_PER_CODE) chunks.push(fitting.slice(i, i + MAX_PER_CODE));
+  const uris = chunks.map((chunk, index) => {
+    const payload = [...chunk.flatMap((a) => field(1, encodeEntry(a)))];
+    payload.push(...field(2, 1), ...field(3, chunks.length), ...field(4, index), ...field(5, batchId));
+    const data = btoa(String.fromCharCode(...payload));
+    return `${PREFIX}data=${encodeURIComponent(data)}`;
+  });
+  return { uris, refused };
+}

@@ -13,7 +13,7 @@
 // differs from the prefix (the parameter wins), "+" or %20 for spaces, algorithm names
 // such as "sha1" or "HmacSHA256", parameter names in any case, unknown parameters.
 
-import { base32Decode } from "./protocol/bytes.js";
+import { base32Decode, base32Encode } from "./protocol/bytes.js";
 
 export class OtpError extends Error {
   constructor(code, message) {
@@ -257,4 +257,27 @@ export function parseOtpauth(input) {
   // The spec requires a counter for HOTP, but some exporters leave out counter=0.
   const counter = intParam(params, "counter", 0);
   return checkAccount({ secret, name, issuer: issuerParam || prefix, kind, algorithm, digits, period, counter });
+}
+
+// -- writing: the agent's otpauth.to_uri ---------------------------------------------------
+
+// Python's urllib.parse.quote(text, safe): UTF-8, every byte escaped (upper-case hex) but
+// A-Z a-z 0-9 _ . - ~ and the characters of `safe` ("@" here, or none).
+// encodeURIComponent also leaves ! ' ( ) * as they are: those are escaped here.
+function quote(text, safe = "") {
+  const out = encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  return safe.includes("@") ? out.replaceAll("%40", "@") : out;
+}
+
+// The otpauth:// URI of an account (as account() holds it), every parameter spelled
+// out and spaces as %20: the bytes `pushauth-agent export` writes for the same account.
+export function toOtpauth(a) {
+  let label = quote(a.name, "@");
+  if (a.issuer) label = `${quote(a.issuer, "@")}:${label}`;
+  else if (a.name.includes(":")) label = `:${label}`; // an empty issuer, so the name's colon is not read as one
+  const params = [["secret", base32Encode(a.secret)]];
+  if (a.issuer) params.push(["issuer", a.issuer]);
+  params.push(["algorithm", a.algorithm], ["digits", String(a.digits)]);
+  params.push(a.kind === "totp" ? ["period", String(a.period)] : ["counter", String(a.counter)]);
+  return `otpauth://${a.kind}/${label}?${params.map(([k, v]) => `${k}=${quote(v)}`).join("&")}`;
 }
