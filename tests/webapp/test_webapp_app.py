@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from e2e_helpers import TEST_PASSPHRASE
 from PIL import Image
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, CDPSession, async_playwright
 from support import BrokerProcess
 from test_webapp_signin import CONTEXT, result
 from webapp_world import PHONE, Phone, chromium_args, chromium_path, enrolled, new_phone
@@ -104,7 +104,40 @@ async def test_approving_asks_for_the_screen_lock_when_set(
         await phone.context.close()
 
 
-async def screen_lock_gate(rp: PushAuthClient, phone: Phone) -> None:
+async def test_showing_the_codes_secrets_asks_for_the_screen_lock_when_set(
+    rp: PushAuthClient, browser: Browser, app_broker: BrokerProcess
+) -> None:
+    """Move to another app shows every code generator: behind the screen lock where an
+    account asks for it before approving; a failed check shows nothing."""
+    phone = await new_phone(browser, f"http://localhost:{app_broker.port}/app/")
+    try:
+        cdp, authenticator, _account, _creds = await lock_an_account(rp, phone)
+        page = phone.page
+        await cdp.send(
+            "WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": False}
+        )
+        await page.get_by_role("button", name="Back up or restore").tap()
+        await page.get_by_role("button", name="Show the codes' secrets").tap()
+        await page.locator(
+            "#export-error", has_text="did not confirm it was you; nothing is shown"
+        ).wait_for()
+        assert await page.locator("#export-out").is_hidden()
+        assert await page.locator("#export-links").input_value() == ""
+        assert await page.locator("#export-qr canvas").count() == 0
+        await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": True})
+        await page.get_by_role("button", name="Show the codes' secrets").tap()
+        await page.locator("#export-status", has_text="1 account(s) with verification codes").wait_for()
+        assert await page.locator("#export-error").is_hidden()
+        assert (await page.locator("#export-links").input_value()).startswith("otpauth://totp/")
+    finally:
+        await phone.context.close()
+
+
+async def lock_an_account(
+    rp: PushAuthClient, phone: Phone
+) -> tuple[CDPSession, str, dict[str, Any], list[Any]]:
+    """A virtual platform authenticator, and an enrolled account that asks for the screen
+    lock before approving: (the CDP session, the authenticator, the account, its credentials)."""
     cdp = await phone.context.new_cdp_session(phone.page)
     await cdp.send("WebAuthn.enable")
     added = await cdp.send(
@@ -132,7 +165,12 @@ async def screen_lock_gate(rp: PushAuthClient, phone: Phone) -> None:
     await page.get_by_role("button", name="Back").tap()
     creds = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]
     assert len(creds) == 1
+    return cdp, authenticator, account, creds
 
+
+async def screen_lock_gate(rp: PushAuthClient, phone: Phone) -> None:
+    cdp, authenticator, account, creds = await lock_an_account(rp, phone)
+    page = phone.page
     # The user fails the screen lock: nothing is sent, the request stays.
     await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": False})
     challenge = await rp.create_challenge("alice", CONTEXT)

@@ -268,10 +268,22 @@ async function copyCode(button) {
 // -- moving codes to another app (js/export.js) ------------------------------------------
 
 // The secrets appear only when asked for, and go when hidden or when the screen is left.
+// Where the user asked for the screen lock before approving, it is asked for here too:
+// whoever holds the unlocked phone could otherwise copy every code generator.
 async function showExport() {
+  showError("export-error", null);
+  const accounts = await db.listAccounts(); // as stored: the screen lock setting included
+  const locked = accounts.find((a) => a.uvCredential);
+  if (locked) {
+    try {
+      await webauthn.verifyUser(locked.uvCredential);
+    } catch {
+      return showError("export-error", "The screen lock did not confirm it was you; nothing is shown.");
+    }
+  }
   const { exportOf, drawQr } = await import("./export.js");
   const items = [];
-  for (const account of accountsCache) {
+  for (const account of accounts) {
     const totp = account.totp ? await totpParams(account) : null;
     items.push({ name: account.name, label: account.label, issuer: account.rp_name, totp });
   }
@@ -303,6 +315,7 @@ async function showExport() {
 }
 
 function hideExport() {
+  showError("export-error", null);
   $("export-qr").replaceChildren();
   $("export-links").value = "";
   $("export-report").replaceChildren();
