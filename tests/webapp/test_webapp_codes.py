@@ -527,9 +527,12 @@ async def test_the_codes_move_to_another_app_by_qr_code_or_link(
     laptop = tmp_path / "laptop"
     await asyncio.to_thread(ok, laptop, "import", str(links))
     out = await asyncio.to_thread(ok, laptop, "export", "--format", "migration", "--no-qr")
-    for code in (line for line in out.splitlines() if line.startswith("otpauth-migration://")):
-        await add_link(phone, code)
-        await phone.page.locator("#add-status", has_text="account(s) added").wait_for()
+    first, second = [line for line in out.splitlines() if line.startswith("otpauth-migration://")]
+    status = phone.page.locator("#add-status")
+    await add_link(phone, first)
+    await status.filter(has_text="10 of 10 account(s) added. This was QR code 1 of 2").wait_for()
+    await add_link(phone, second)
+    await status.filter(has_text="2 of 2 account(s) added. This was QR code 2 of 2").wait_for()
     slow = pyotp.random_base32()
     await add_link(phone, f"otpauth://totp/Slow:s?secret={slow}&issuer=Slow&digits=8&period=60")
     await phone.toast("Added Slow: s")  # one account: back on the list
