@@ -24,7 +24,10 @@ TEST_STAMP := $(VENV)/.installed-test
 # (1,025 s of CPU: Chromium 320, agent runs 240, broker starts 130); with the headless
 # shell and bytecode kept, 512-534 s (850 s of CPU). 2026-12-06 afternoon: `rp` commands
 # of broker and demo RP without the server's imports, 518 s (851 s of CPU); three shuffled
-# runs (`make stress N=3 SHUFFLE=1`) 551-572 s.
+# runs (`make stress N=3 SHUFFLE=1`) 551-572 s. 2026-12-06 13:30, a faster VM (Ed25519
+# signing 20.4 us): 353 s; of the CPU (process accounting), agent runs 25%, Chromium 23%,
+# broker processes 19%, the workers 17%; offline agent commands now skip the network
+# imports (0.16 -> 0.10 s a run).
 # --no-loadscope-reorder: the files in tests/conftest.py's order, longest first (from
 # tests/file_seconds.json), not xdist's (most tests first, which left the long browser
 # files for the end).
