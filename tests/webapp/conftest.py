@@ -8,7 +8,6 @@ artifacts/failed/<test id>/, as the demo RP's browser tests do.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -62,7 +61,8 @@ async def phone(
 
 @pytest_asyncio.fixture(autouse=True, loop_scope="module")
 async def _pages_of_a_failed_test(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """For a test that opens its own phones (new_phone) rather than taking `phone`."""
+    """For a test that opens its own phones (new_phone) rather than taking `phone`: the
+    pages still open at teardown (a test that closes its phones in `finally` keeps none)."""
     yield
     if "browser" in request.fixturenames and "phone" not in request.fixturenames:
         await keep_pages(request, request.getfixturevalue("browser"))
@@ -80,8 +80,7 @@ async def keep_pages(request: pytest.FixtureRequest, browser: Browser) -> None:
             try:
                 await page.screenshot(path=str(dest / f"{name}.png"), full_page=True, timeout=10_000)
                 (dest / f"{name}.html").write_text(f"<!-- {page.url} -->\n{await page.content()}")
-                messages = page.console_messages()
-                messages = await messages if inspect.isawaitable(messages) else messages
+                messages = await page.console_messages()
                 (dest / f"{name}.console.txt").write_text(
                     "".join(f"{m.type}: {m.text}\n" for m in messages) or "(no console messages)\n"
                 )

@@ -175,7 +175,6 @@ export function parseMigration(input) {
   return { accounts, refused, version, batchSize: size, batchIndex: index, batchId };
 }
 
-
 // -- writing: the agent's migration.export_uris ---------------------------------------------
 
 const MAX_PER_CODE = 10;
@@ -224,7 +223,7 @@ export function exportMigration(accounts, batchId = crypto.getRandomValues(new U
   const chunks = [];
   for (let i = 0; i < fitting.length; i += MAX_PER_CODE) chunks.push(fitting.slice(i, i + MAX_PER_CODE));
   const uris = chunks.map((chunk, index) => {
-    const payload = [...chunk.flatMap((a) => field(1, encodeEntry(a)))];
+    const payload = chunk.flatMap((a) => field(1, encodeEntry(a)));
     payload.push(...field(2, 1), ...field(3, chunks.length), ...field(4, index), ...field(5, batchId));
     const data = btoa(String.fromCharCode(...payload));
     return `${PREFIX}data=${encodeURIComponent(data)}`;

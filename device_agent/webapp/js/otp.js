@@ -261,19 +261,19 @@ export function parseOtpauth(input) {
 
 // -- writing: the agent's otpauth.to_uri ---------------------------------------------------
 
-// Python's urllib.parse.quote(text, safe): UTF-8, every byte escaped (upper-case hex) but
-// A-Z a-z 0-9 _ . - ~ and the characters of `safe` ("@" here, or none).
+// Python's urllib.parse.quote(text, safe="@" if keepAt else ""): UTF-8, every byte
+// escaped (upper-case hex) but A-Z a-z 0-9 _ . - ~ (and "@" in a label).
 // encodeURIComponent also leaves ! ' ( ) * as they are: those are escaped here.
-function quote(text, safe = "") {
+function quote(text, keepAt = false) {
   const out = encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-  return safe.includes("@") ? out.replaceAll("%40", "@") : out;
+  return keepAt ? out.replaceAll("%40", "@") : out;
 }
 
 // The otpauth:// URI of an account (as account() holds it), every parameter spelled
 // out and spaces as %20: the bytes `pushauth-agent export` writes for the same account.
 export function toOtpauth(a) {
-  let label = quote(a.name, "@");
-  if (a.issuer) label = `${quote(a.issuer, "@")}:${label}`;
+  let label = quote(a.name, true);
+  if (a.issuer) label = `${quote(a.issuer, true)}:${label}`;
   else if (a.name.includes(":")) label = `:${label}`; // an empty issuer, so the name's colon is not read as one
   const params = [["secret", base32Encode(a.secret)]];
   if (a.issuer) params.push(["issuer", a.issuer]);
