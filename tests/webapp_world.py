@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,10 @@ class Phone:
         await self._backup_view()
         await self.page.get_by_label("The backup's passphrase").fill(passphrase)
         await self.page.get_by_label("This phone's name").fill(name)
+
+
+# The `phones` fixture (tests/webapp/conftest.py): `await phones(url, on=browser, **options)`.
+PhoneMaker = Callable[..., Awaitable["Phone"]]
 
 
 async def new_phone(browser: Browser, url: str, **options: Any) -> Phone:

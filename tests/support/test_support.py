@@ -599,15 +599,18 @@ FAILING_WEB_APP_TEST = """
 
     pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-    async def test_fails(phone):
+    async def test_fails(phone, phones):
         await phone.page.evaluate("console.log('the app says hi')")
+        other = await phones(phone.url)
+        await other.page.evaluate("console.log('the other phone says hi')")
         assert False, "fails on purpose"
 """
 
 
 def test_a_failed_web_app_test_keeps_its_pages(pytester: pytest.Pytester) -> None:
     # The web app's tests drive async Playwright pages, which the report hook cannot
-    # reach: the `phone` fixture keeps them in its teardown, beside the test's logs.
+    # reach: the `phone` and `phones` fixtures keep them in their teardown, beside the
+    # test's logs.
     tests_dir = Path(__file__).resolve().parent.parent
     pytester.makeconftest((tests_dir / "conftest.py").read_text())
     webapp = pytester.mkpydir("webapp_kept")
@@ -617,6 +620,9 @@ def test_a_failed_web_app_test_keeps_its_pages(pytester: pytest.Pytester) -> Non
     result.assert_outcomes(failed=1)
     kept = pytester.path / "artifacts" / "failed" / "webapp_kept_test_page.py__test_fails"
     assert "fails on purpose" in (kept / "report.txt").read_text()
-    assert (kept / "phone1-page1.png").read_bytes().startswith(b"\x89PNG")
-    assert "/app/" in (kept / "phone1-page1.html").read_text().splitlines()[0]
-    assert "log: the app says hi" in (kept / "phone1-page1.console.txt").read_text()
+    assert (kept / "phone-page1.png").read_bytes().startswith(b"\x89PNG")
+    assert "/app/" in (kept / "phone-page1.html").read_text().splitlines()[0]
+    assert "log: the app says hi" in (kept / "phone-page1.console.txt").read_text()
+    # A phone the test made itself (the `phones` fixture) is kept too, before it closes.
+    assert (kept / "phone2-page1.png").read_bytes().startswith(b"\x89PNG")
+    assert "log: the other phone says hi" in (kept / "phone2-page1.console.txt").read_text()

@@ -2,21 +2,23 @@
 tests/webapp_world.py, which holds the helpers these modules import): a real broker
 serving the app, the RP SDK as the relying party, headless Chromium with a phone profile.
 
-A failed test keeps each open page (screenshot, HTML, console) beside its logs in
-artifacts/failed/<test id>/, as the demo RP's browser tests do.
+A failed test keeps each page of its phones (`phone`, and those `phones` made) beside its
+logs in artifacts/failed/<test id>/: a screenshot, the HTML and the console, as the demo
+RP's browser tests do.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 from shared_broker import new_rp
 from support import FAILED_DIR, BrokerProcess, RedisServer
-from webapp_world import Phone, chromium_args, chromium_path, new_phone
+from webapp_world import Phone, PhoneMaker, chromium_args, chromium_path, new_phone
 
 from relying_party.sdk import PushAuthClient
 
@@ -55,28 +57,37 @@ async def phone(
 ) -> AsyncIterator[Phone]:
     p = await new_phone(browser, app_broker.http_url + "/app/")
     yield p
-    await keep_pages(request, browser)  # before its pages close
+    await keep_pages(request, {"phone": p})  # before its pages close
     await p.context.close()
 
 
-@pytest_asyncio.fixture(autouse=True, loop_scope="module")
-async def _pages_of_a_failed_test(request: pytest.FixtureRequest) -> AsyncIterator[None]:
-    """For a test that opens its own phones (new_phone) rather than taking `phone`: the
-    pages still open at teardown (a test that closes its phones in `finally` keeps none)."""
-    yield
-    if "browser" in request.fixturenames and "phone" not in request.fixturenames:
-        await keep_pages(request, request.getfixturevalue("browser"))
+@pytest_asyncio.fixture(loop_scope="module")
+async def phones(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[PhoneMaker]:
+    """More phones for a test: `await phones(url, on=another_browser, **context_options)`.
+    They are closed at teardown, after a failed test's pages are kept (a test that closed
+    them itself, in a `finally`, would leave nothing to look at)."""
+    made: list[Phone] = []
+
+    async def make(url: str, *, on: Browser | None = None, **options: Any) -> Phone:
+        p = await new_phone(on or browser, url, **options)
+        made.append(p)
+        return p
+
+    yield make
+    await keep_pages(request, {f"phone{n}": p for n, p in enumerate(made, 2)})
+    for p in made:
+        await p.context.close()
 
 
-async def keep_pages(request: pytest.FixtureRequest, browser: Browser) -> None:
-    """If the test failed: every page open in the browser, as tests/conftest.py keeps the
-    sync Playwright pages (that hook cannot run async Playwright calls)."""
+async def keep_pages(request: pytest.FixtureRequest, phones: dict[str, Phone]) -> None:
+    """If the test failed: each page of each phone, as tests/conftest.py keeps the sync
+    Playwright pages (that hook cannot run async Playwright calls)."""
     dest: Path | None = request.node.stash.get(FAILED_DIR, None)
     if dest is None:
         return
-    for c, context in enumerate(browser.contexts, 1):
-        for n, page in enumerate(context.pages, 1):
-            name = f"phone{c}-page{n}"
+    for label, p in phones.items():
+        for n, page in enumerate(p.context.pages, 1):
+            name = f"{label}-page{n}"
             try:
                 await page.screenshot(path=str(dest / f"{name}.png"), full_page=True, timeout=10_000)
                 (dest / f"{name}.html").write_text(f"<!-- {page.url} -->\n{await page.content()}")

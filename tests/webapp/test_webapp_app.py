@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from e2e_helpers import TEST_PASSPHRASE
 from PIL import Image
-from playwright.async_api import Browser, CDPSession, async_playwright
+from playwright.async_api import CDPSession, async_playwright
 from support import BrokerProcess
 from test_webapp_signin import CONTEXT, result
-from webapp_world import PHONE, Phone, chromium_args, chromium_path, enrolled, new_phone
+from webapp_world import PHONE, Phone, PhoneMaker, chromium_args, chromium_path, enrolled
 
 from device_agent.accounts_model import decode_base32_secret
 from device_agent.backup_keys import BackupCode
@@ -94,43 +94,33 @@ async def test_removal_by_the_service_reaches_the_open_app(rp: PushAuthClient, p
 
 
 async def test_approving_asks_for_the_screen_lock_when_set(
-    rp: PushAuthClient, browser: Browser, app_broker: BrokerProcess
+    rp: PushAuthClient, phones: PhoneMaker, app_broker: BrokerProcess
 ) -> None:
     # WebAuthn needs a domain (an IP address is no relying party id): the app at localhost.
-    phone = await new_phone(browser, f"http://localhost:{app_broker.port}/app/")
-    try:
-        await screen_lock_gate(rp, phone)
-    finally:
-        await phone.context.close()
+    phone = await phones(f"http://localhost:{app_broker.port}/app/")
+    await screen_lock_gate(rp, phone)
 
 
 async def test_showing_the_codes_secrets_asks_for_the_screen_lock_when_set(
-    rp: PushAuthClient, browser: Browser, app_broker: BrokerProcess
+    rp: PushAuthClient, phones: PhoneMaker, app_broker: BrokerProcess
 ) -> None:
     """Move to another app shows every code generator: behind the screen lock where an
     account asks for it before approving; a failed check shows nothing."""
-    phone = await new_phone(browser, f"http://localhost:{app_broker.port}/app/")
-    try:
-        cdp, authenticator, _account, _creds = await lock_an_account(rp, phone)
-        page = phone.page
-        await cdp.send(
-            "WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": False}
-        )
-        await page.get_by_role("button", name="Back up or restore").tap()
-        await page.get_by_role("button", name="Show the codes' secrets").tap()
-        await page.locator(
-            "#export-error", has_text="did not confirm it was you; nothing is shown"
-        ).wait_for()
-        assert await page.locator("#export-out").is_hidden()
-        assert await page.locator("#export-links").input_value() == ""
-        assert await page.locator("#export-qr canvas").count() == 0
-        await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": True})
-        await page.get_by_role("button", name="Show the codes' secrets").tap()
-        await page.locator("#export-status", has_text="1 account(s) with verification codes").wait_for()
-        assert await page.locator("#export-error").is_hidden()
-        assert (await page.locator("#export-links").input_value()).startswith("otpauth://totp/")
-    finally:
-        await phone.context.close()
+    phone = await phones(f"http://localhost:{app_broker.port}/app/")
+    cdp, authenticator, _account, _creds = await lock_an_account(rp, phone)
+    page = phone.page
+    await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": False})
+    await page.get_by_role("button", name="Back up or restore").tap()
+    await page.get_by_role("button", name="Show the codes' secrets").tap()
+    await page.locator("#export-error", has_text="did not confirm it was you; nothing is shown").wait_for()
+    assert await page.locator("#export-out").is_hidden()
+    assert await page.locator("#export-links").input_value() == ""
+    assert await page.locator("#export-qr canvas").count() == 0
+    await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": True})
+    await page.get_by_role("button", name="Show the codes' secrets").tap()
+    await page.locator("#export-status", has_text="1 account(s) with verification codes").wait_for()
+    assert await page.locator("#export-error").is_hidden()
+    assert (await page.locator("#export-links").input_value()).startswith("otpauth://totp/")
 
 
 async def lock_an_account(
@@ -256,24 +246,23 @@ async def test_installable_offline_and_served_with_a_strict_policy(
     assert not any("/v1/" in u for u in cached)  # never an API answer
 
 
-async def test_dark_and_320_px_wide(browser: Browser, rp: PushAuthClient, app_broker: BrokerProcess) -> None:
-    small = await new_phone(
-        browser, app_broker.http_url + "/app/", viewport={"width": 320, "height": 640}, color_scheme="dark"
+async def test_dark_and_320_px_wide(
+    phones: PhoneMaker, rp: PushAuthClient, app_broker: BrokerProcess
+) -> None:
+    small = await phones(
+        app_broker.http_url + "/app/", viewport={"width": 320, "height": 640}, color_scheme="dark"
     )
-    try:
-        await enrolled(rp, small)
-        challenge = await rp.create_challenge("alice", CONTEXT)
-        await small.prompt(challenge.id)
-        assert await small.page.evaluate("document.documentElement.scrollWidth") <= 320
-        await small.shot("15-dark-320-prompt")
-        await small.axe_clean("the dark prompt at 320 px")
-        await small.page.get_by_role("button", name="Deny").tap()
-        await small.no_prompt()
-        assert await small.page.evaluate("document.documentElement.scrollWidth") <= 320
-        await small.shot("16-dark-320-accounts")
-        await small.axe_clean("the dark account list at 320 px")
-    finally:
-        await small.context.close()
+    await enrolled(rp, small)
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await small.prompt(challenge.id)
+    assert await small.page.evaluate("document.documentElement.scrollWidth") <= 320
+    await small.shot("15-dark-320-prompt")
+    await small.axe_clean("the dark prompt at 320 px")
+    await small.page.get_by_role("button", name="Deny").tap()
+    await small.no_prompt()
+    assert await small.page.evaluate("document.documentElement.scrollWidth") <= 320
+    await small.shot("16-dark-320-accounts")
+    await small.axe_clean("the dark account list at 320 px")
 
 
 async def test_the_private_key_cannot_be_read_even_by_the_apps_own_code(

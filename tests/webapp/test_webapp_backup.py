@@ -35,7 +35,7 @@ import pyotp
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent_env  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
-from webapp_world import Phone, enrolled, new_phone
+from webapp_world import Phone, PhoneMaker, enrolled
 
 from device_agent import backup_vectors
 from device_agent.backup import Backup, load_backup, write_backup_file
@@ -230,59 +230,54 @@ async def test_a_backup_saved_by_the_app_restores_with_the_agent(
 
 
 async def test_a_backup_saved_by_the_app_restores_on_a_new_phone(
-    rp: PushAuthClient, phone: Phone, browser: Any, app_broker: Any, tmp_path: Path
+    rp: PushAuthClient, phone: Phone, phones: PhoneMaker, app_broker: Any, tmp_path: Path
 ) -> None:
     accounts = await enroll_two(rp, phone, "dave")
     path = tmp_path / "app.backup"
     await phone.save_backup(path, TEST_PASSPHRASE)
-    new = await new_phone(browser, app_broker.http_url + "/app/")
-    try:
-        await new.restore(path, TEST_PASSPHRASE)
-        lines = await report(new)
-        await new.shot("27-restored")
-        await new.axe_clean("the backup screen after a restore")
-        assert any(line.startswith(f"{SAFE}: recovered") for line in lines), lines
-        assert any(line.startswith(f"{PLAIN}: action required: scan a new QR code") for line in lines), lines
-        cids = await new.page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
-        assert len(cids) == 2 and accounts[PLAIN]["cid"] in cids
-        (recovered,) = [c for c in cids if c != accounts[PLAIN]["cid"]]
-        assert recovered != accounts[SAFE]["cid"]
-        await new.page.locator(f"li[data-cid='{accounts[PLAIN]['cid']}'] .acct-action").wait_for(
-            state="attached"
-        )
-        await shows_code(new, recovered, accounts[SAFE]["totp"])
-        await shows_code(new, accounts[PLAIN]["cid"], accounts[PLAIN]["totp"])
+    new = await phones(app_broker.http_url + "/app/")
+    await new.restore(path, TEST_PASSPHRASE)
+    lines = await report(new)
+    await new.shot("27-restored")
+    await new.axe_clean("the backup screen after a restore")
+    assert any(line.startswith(f"{SAFE}: recovered") for line in lines), lines
+    assert any(line.startswith(f"{PLAIN}: action required: scan a new QR code") for line in lines), lines
+    cids = await new.page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
+    assert len(cids) == 2 and accounts[PLAIN]["cid"] in cids
+    (recovered,) = [c for c in cids if c != accounts[PLAIN]["cid"]]
+    assert recovered != accounts[SAFE]["cid"]
+    await new.page.locator(f"li[data-cid='{accounts[PLAIN]['cid']}'] .acct-action").wait_for(state="attached")
+    await shows_code(new, recovered, accounts[SAFE]["totp"])
+    await shows_code(new, accounts[PLAIN]["cid"], accounts[PLAIN]["totp"])
 
-        # The service accepts the recovered key by its own check, and a sign-in reaches the
-        # new phone and is approved there (the SDK verifies the answer with the new key).
-        sync = await rp.sync_credentials("dave", stored_of(accounts))
-        (key,) = sync.added
-        assert key.id == recovered and key.recovered_from == accounts[SAFE]["cid"] and key.name == "New phone"
-        await phone.page.locator("#notice:not([hidden])").wait_for()  # the old phone is asked
-        await new.page.get_by_role("button", name="Back", exact=True).tap()
-        await new.shot("28-action-required")
-        await new.axe_clean("the home screen with an account that needs a new QR code")
-        challenge = await rp.create_challenge("dave", {"app": "Backup test"}, credential_id=recovered)
-        await new.prompt(challenge.id)
-        await new.type_number(challenge.number)
-        await new.page.get_by_role("button", name="Approve").tap()
-        verdict = await rp.wait_result(challenge, sync.public_keys(), timeout=10)
-        assert verdict.status == Status.APPROVED
+    # The service accepts the recovered key by its own check, and a sign-in reaches the
+    # new phone and is approved there (the SDK verifies the answer with the new key).
+    sync = await rp.sync_credentials("dave", stored_of(accounts))
+    (key,) = sync.added
+    assert key.id == recovered and key.recovered_from == accounts[SAFE]["cid"] and key.name == "New phone"
+    await phone.page.locator("#notice:not([hidden])").wait_for()  # the old phone is asked
+    await new.page.get_by_role("button", name="Back", exact=True).tap()
+    await new.shot("28-action-required")
+    await new.axe_clean("the home screen with an account that needs a new QR code")
+    challenge = await rp.create_challenge("dave", {"app": "Backup test"}, credential_id=recovered)
+    await new.prompt(challenge.id)
+    await new.type_number(challenge.number)
+    await new.page.get_by_role("button", name="Approve").tap()
+    verdict = await rp.wait_result(challenge, sync.public_keys(), timeout=10)
+    assert verdict.status == Status.APPROVED
 
-        # The plain account is re-activated by a new QR code, in place and under its name.
-        started = await rp.create_enrollment("dave", PLAIN, totp=new_totp())
-        assert started.uri is not None
-        await new.page.get_by_role("button", name="Add account").tap()
-        await new.page.get_by_label("Setup link").fill(started.uri)
-        await new.page.get_by_role("button", name="Add", exact=True).tap()
-        done = await rp.wait_enrollment(started, timeout=10)
-        assert done.completed and done.credential is not None
-        await new.page.locator(f"li[data-cid='{done.credential.id}']").wait_for(state="attached")
-        names = await new.page.locator("#accounts .acct-name").all_inner_texts()
-        assert names == [SAFE, PLAIN]
-        assert await new.page.locator(".acct-action").count() == 0
-    finally:
-        await new.context.close()
+    # The plain account is re-activated by a new QR code, in place and under its name.
+    started = await rp.create_enrollment("dave", PLAIN, totp=new_totp())
+    assert started.uri is not None
+    await new.page.get_by_role("button", name="Add account").tap()
+    await new.page.get_by_label("Setup link").fill(started.uri)
+    await new.page.get_by_role("button", name="Add", exact=True).tap()
+    done = await rp.wait_enrollment(started, timeout=10)
+    assert done.completed and done.credential is not None
+    await new.page.locator(f"li[data-cid='{done.credential.id}']").wait_for(state="attached")
+    names = await new.page.locator("#accounts .acct-name").all_inner_texts()
+    assert names == [SAFE, PLAIN]
+    assert await new.page.locator(".acct-action").count() == 0
 
 
 SHARED = "shared@contoso.example"

@@ -21,7 +21,7 @@ import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from test_webapp_backup import NEW_PASSPHRASE, PLAIN, SAFE, enroll_two, report, stored_of
-from webapp_world import Phone, enrolled, new_phone
+from webapp_world import Phone, PhoneMaker, enrolled
 
 from device_agent import broker_http
 from device_agent.backup import load_backup
@@ -72,53 +72,47 @@ async def test_a_server_copy_saved_by_the_app_restores_with_the_agent(
 
 
 async def test_a_server_copy_saved_by_the_agent_restores_in_the_app(
-    rp: PushAuthClient, browser: Any, app_broker: Any, tmp_path: Path
+    rp: PushAuthClient, phones: PhoneMaker, app_broker: Any, tmp_path: Path
 ) -> None:
     home = tmp_path / "agent"
     credential = await enroll(rp, home, user="hana", account="hana@contoso.example")
     out = await asyncio.to_thread(ok, home, "backup", "--to", "broker", **REAL_COST)
     (code,) = CODE_RE.findall(out)
-    new = await new_phone(browser, app_broker.http_url + "/app/")
-    try:
-        await new.restore_from_server(app_broker.ws_url, code.replace("-", " "), TEST_PASSPHRASE)
-        (line,) = await report(new)
-        waiting = "action required: scan a new QR code from Contoso Portal; verification codes work"
-        assert line == f"hana@contoso.example: {waiting}"
-        cid = await new.page.locator("#accounts li").get_attribute("data-cid")
-        assert cid == credential.id  # waiting under the old device's credential, for a new QR code
-        # The phone keeps the code for its own server copies, as the agent does.
-        assert await new.save_to_server(TEST_PASSPHRASE) == code
-    finally:
-        await new.context.close()
+    new = await phones(app_broker.http_url + "/app/")
+    await new.restore_from_server(app_broker.ws_url, code.replace("-", " "), TEST_PASSPHRASE)
+    (line,) = await report(new)
+    waiting = "action required: scan a new QR code from Contoso Portal; verification codes work"
+    assert line == f"hana@contoso.example: {waiting}"
+    cid = await new.page.locator("#accounts li").get_attribute("data-cid")
+    assert cid == credential.id  # waiting under the old device's credential, for a new QR code
+    # The phone keeps the code for its own server copies, as the agent does.
+    assert await new.save_to_server(TEST_PASSPHRASE) == code
 
 
 async def test_a_mistyped_code_or_a_wrong_passphrase_restores_nothing_from_the_server(
-    rp: PushAuthClient, phone: Phone, app_broker: Any
+    rp: PushAuthClient, phone: Phone, app_broker: Any, phones: PhoneMaker
 ) -> None:
     await enroll_two(rp, phone, "ivan")
     code = await phone.save_to_server(TEST_PASSPHRASE)
     await phone.page.get_by_role("button", name="Back", exact=True).tap()
-    empty = await new_phone(phone.context.browser, app_broker.http_url + "/app/")
+    empty = await phones(app_broker.http_url + "/app/")
     page = empty.page
-    try:
-        typo = code[:-1] + ("0" if code[-1] != "0" else "1")
-        for typed, passphrase, address, words in (
-            (typo, TEST_PASSPHRASE, app_broker.ws_url, "this backup code is mistyped"),
-            (
-                code,
-                TEST_PASSPHRASE + " again",
-                app_broker.ws_url,
-                "no backup on this server for this passphrase",
-            ),
-            (code, TEST_PASSPHRASE, "ws://push.example.com/v1/device", "not encrypted"),
-            (code, TEST_PASSPHRASE, "push.example.com", "not a server address"),
-        ):
-            await empty.restore_from_server(address, typed, passphrase)
-            await page.locator("#restore-error", has_text=words).wait_for()
-            await page.locator("#restore-error", has_text="Nothing was changed").wait_for()
-            assert await page.locator("#accounts li").count() == 0
-    finally:
-        await empty.context.close()
+    typo = code[:-1] + ("0" if code[-1] != "0" else "1")
+    for typed, passphrase, address, words in (
+        (typo, TEST_PASSPHRASE, app_broker.ws_url, "this backup code is mistyped"),
+        (
+            code,
+            TEST_PASSPHRASE + " again",
+            app_broker.ws_url,
+            "no backup on this server for this passphrase",
+        ),
+        (code, TEST_PASSPHRASE, "ws://push.example.com/v1/device", "not encrypted"),
+        (code, TEST_PASSPHRASE, "push.example.com", "not a server address"),
+    ):
+        await empty.restore_from_server(address, typed, passphrase)
+        await page.locator("#restore-error", has_text=words).wait_for()
+        await page.locator("#restore-error", has_text="Nothing was changed").wait_for()
+        assert await page.locator("#accounts li").count() == 0
 
 
 async def test_a_new_passphrase_replaces_the_server_copy_and_the_old_one_goes(

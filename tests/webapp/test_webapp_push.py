@@ -26,11 +26,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from multidict import CIMultiDict
-from playwright.async_api import Browser
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer, free_port, wait_until
 from support.metrics import scrape, value
-from webapp_world import enrolled, new_phone
+from webapp_world import PhoneMaker, enrolled
 
 from broker.webpush import WAKE_PAYLOAD
 from protocol import SUBPROTOCOLS, signing
@@ -252,51 +251,48 @@ async def test_a_closed_device_is_woken_by_a_push_that_says_only_that_a_request_
 
 
 async def test_the_app_offers_notifications_and_its_worker_shows_the_wake_up(
-    push_broker: BrokerProcess, browser: Browser
+    push_broker: BrokerProcess, phones: PhoneMaker
 ) -> None:
     """The app on a broker with push: it offers to turn notifications on (without push it
     says to keep it open: the other webapp tests). Chromium here reaches no push service,
     so subscribing fails and the app says so; the service worker's handling of a push is
     shown by delivering one through DevTools (ServiceWorker.deliverPushMessage)."""
     created = await new_rp(push_broker, "Contoso Portal")
-    phone = await new_phone(browser, push_broker.http_url + "/app/")
-    try:
-        async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
-            await enrolled(rp, phone)
-        page = phone.page
-        await page.locator("#push-note[data-state='offered']").wait_for()
-        await page.get_by_role("button", name="Turn on notifications").wait_for()
-        await phone.shot("18-notifications-offered")
-        await phone.axe_clean("the home screen offering notifications")
+    phone = await phones(push_broker.http_url + "/app/")
+    async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
+        await enrolled(rp, phone)
+    page = phone.page
+    await page.locator("#push-note[data-state='offered']").wait_for()
+    await page.get_by_role("button", name="Turn on notifications").wait_for()
+    await phone.shot("18-notifications-offered")
+    await phone.axe_clean("the home screen offering notifications")
 
-        await phone.context.grant_permissions(["notifications"], origin=phone.url)
-        await page.get_by_role("button", name="Turn on notifications").tap()
-        await page.locator("#push-note[data-state='failed']").wait_for()
-        assert "keep this app open" in await page.locator("#push-text").inner_text()
-        await phone.shot("19-notifications-failed-here")
+    await phone.context.grant_permissions(["notifications"], origin=phone.url)
+    await page.get_by_role("button", name="Turn on notifications").tap()
+    await page.locator("#push-note[data-state='failed']").wait_for()
+    assert "keep this app open" in await page.locator("#push-text").inner_text()
+    await phone.shot("19-notifications-failed-here")
 
-        cdp = await phone.context.new_cdp_session(page)
-        registrations: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.put_nowait(e))
-        await cdp.send("ServiceWorker.enable")
-        registration = (await asyncio.wait_for(registrations.get(), 10))["registrations"][0]
-        await page.evaluate(
-            """() => { window.pushTold = new Promise((resolve) => navigator.serviceWorker.addEventListener(
-                 'message', (e) => resolve(e.data), {once: true})); }"""
-        )
-        await cdp.send(
-            "ServiceWorker.deliverPushMessage",
-            {
-                "origin": push_broker.http_url,
-                "registrationId": registration["registrationId"],
-                "data": WAKE_PAYLOAD.decode(),
-            },
-        )
-        # The worker showed the notification, then told the open page (which reconnects).
-        assert await asyncio.wait_for(page.evaluate("window.pushTold"), 10) == {"t": "push"}
-        shown = await page.evaluate(
-            "async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => n.body)"
-        )
-        assert shown == ["A sign-in request is waiting"]
-    finally:
-        await phone.context.close()
+    cdp = await phone.context.new_cdp_session(page)
+    registrations: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    cdp.on("ServiceWorker.workerRegistrationUpdated", lambda e: registrations.put_nowait(e))
+    await cdp.send("ServiceWorker.enable")
+    registration = (await asyncio.wait_for(registrations.get(), 10))["registrations"][0]
+    await page.evaluate(
+        """() => { window.pushTold = new Promise((resolve) => navigator.serviceWorker.addEventListener(
+             'message', (e) => resolve(e.data), {once: true})); }"""
+    )
+    await cdp.send(
+        "ServiceWorker.deliverPushMessage",
+        {
+            "origin": push_broker.http_url,
+            "registrationId": registration["registrationId"],
+            "data": WAKE_PAYLOAD.decode(),
+        },
+    )
+    # The worker showed the notification, then told the open page (which reconnects).
+    assert await asyncio.wait_for(page.evaluate("window.pushTold"), 10) == {"t": "push"}
+    shown = await page.evaluate(
+        "async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => n.body)"
+    )
+    assert shown == ["A sign-in request is waiting"]

@@ -14,9 +14,8 @@ import statistics
 import time
 
 import pytest
-from playwright.async_api import Browser
 from support import BrokerProcess, set_policy
-from webapp_world import ROOT, Phone, enrolled, new_phone
+from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
 from protocol.challenge import MIN_TTL_S, Status
 from relying_party.sdk import PushAuthClient
@@ -194,23 +193,20 @@ async def test_time_from_the_rps_request_to_the_prompt_on_screen(
 
 
 async def test_a_request_answered_on_another_phone_leaves_this_one_at_once(
-    rp: PushAuthClient, phone: Phone, browser: Browser, app_broker: BrokerProcess
+    rp: PushAuthClient, phone: Phone, phones: PhoneMaker, app_broker: BrokerProcess
 ) -> None:
     first = await enrolled(rp, phone)
-    other = await new_phone(browser, app_broker.http_url + "/app/")
-    try:
-        second = await enrolled(rp, other)
-        challenge = await rp.create_challenge("alice", CONTEXT)
-        await phone.prompt(challenge.id)
-        await other.prompt(challenge.id)
-        await other.type_number(challenge.number)
-        await other.page.get_by_role("button", name="Approve").tap()
-        await phone.no_prompt()
-        await phone.toast("answered on another device")
-        await phone.shot("22-answered-elsewhere")
-        keys = {first["cid"]: first["key"], second["cid"]: second["key"]}
-        verdict = await rp.wait_result(challenge, keys, timeout=10)
-        assert verdict.status is Status.APPROVED and verdict.answer is not None
-        assert verdict.answer.credential_id == second["cid"]
-    finally:
-        await other.context.close()
+    other = await phones(app_broker.http_url + "/app/")
+    second = await enrolled(rp, other)
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await other.prompt(challenge.id)
+    await other.type_number(challenge.number)
+    await other.page.get_by_role("button", name="Approve").tap()
+    await phone.no_prompt()
+    await phone.toast("answered on another device")
+    await phone.shot("22-answered-elsewhere")
+    keys = {first["cid"]: first["key"], second["cid"]: second["key"]}
+    verdict = await rp.wait_result(challenge, keys, timeout=10)
+    assert verdict.status is Status.APPROVED and verdict.answer is not None
+    assert verdict.answer.credential_id == second["cid"]
