@@ -4,7 +4,7 @@ profile (390x844, touch, mobile) driven by Playwright's async API.
 
 Everything runs on one event loop per test module (Playwright's sync API would mark the
 loop as running and break the async tests after it). Screenshots of every screen go to
-artifacts/screenshots/webapp-*.png. The fixtures (app_broker, browser, rp, phone) are in
+artifacts/screenshots/webapp-*.png. The fixtures (app_broker, browser, rp, phone, phones) are in
 tests/webapp/conftest.py, next to the tests; the helpers (Phone, new_phone, enrolled, ...) here.
 """
 
@@ -157,7 +157,7 @@ class Phone:
         await self.page.get_by_label("This phone's name").fill(name)
 
 
-# The `phones` fixture (tests/webapp/conftest.py): `await phones(url, on=browser, **options)`.
+# The `phones` fixture (tests/webapp/conftest.py): `await phones(url, **context_options)`.
 PhoneMaker = Callable[..., Awaitable["Phone"]]
 
 

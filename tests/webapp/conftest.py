@@ -63,13 +63,13 @@ async def phone(
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def phones(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[PhoneMaker]:
-    """More phones for a test: `await phones(url, on=another_browser, **context_options)`.
-    They are closed at teardown, after a failed test's pages are kept (a test that closed
-    them itself, in a `finally`, would leave nothing to look at)."""
+    """More phones for a test: `await phones(url, **context_options)`. They are closed
+    at teardown, after a failed test's pages are kept (a test that closed them itself, in
+    a `finally`, would leave nothing to look at)."""
     made: list[Phone] = []
 
-    async def make(url: str, *, on: Browser | None = None, **options: Any) -> Phone:
-        p = await new_phone(on or browser, url, **options)
+    async def make(url: str, **options: Any) -> Phone:
+        p = await new_phone(browser, url, **options)
         made.append(p)
         return p
 
