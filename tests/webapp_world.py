@@ -4,7 +4,7 @@ profile (390x844, touch, mobile) driven by Playwright's async API.
 
 Everything runs on one event loop per test module (Playwright's sync API would mark the
 loop as running and break the async tests after it). Screenshots of every screen go to
-artifacts/screenshots/webapp-*.png. The fixtures (app_broker, browser, rp, phone, phones) are in
+artifacts/screenshots/webapp-*.png. The fixtures (app_broker, browser, rp, phone, phones, opened) are in
 tests/webapp/conftest.py, next to the tests; the helpers (Phone, new_phone, enrolled, ...) here.
 """
 
@@ -16,10 +16,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import pytest
 from browser.accessibility import assert_no_axe_violations_async
 from playwright.async_api import Browser, BrowserContext, Page
+from support import FAILED_DIR
 
 from protocol.uri import TotpParams
 from relying_party.sdk import PushAuthClient
@@ -204,3 +206,52 @@ async def enrolled(
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+T = TypeVar("T", BrowserContext, Browser)
+
+
+class Opened:
+    """Browser contexts and browsers a test opens: closed at teardown, after a failed
+    test's pages are kept (closed by the test itself, in a `finally`, they would be gone
+    before anything could be kept). `opened(label, thing)` returns `thing`; the pages of
+    a browser's contexts are kept as "<label>", "<label>2", ..."""
+
+    def __init__(self) -> None:
+        self.things: list[tuple[str, BrowserContext | Browser]] = []
+
+    def __call__(self, label: str, thing: T) -> T:
+        self.things.append((label, thing))
+        return thing
+
+    def contexts(self) -> dict[str, BrowserContext]:
+        found: dict[str, BrowserContext] = {}
+        for label, thing in self.things:
+            contexts = thing.contexts if isinstance(thing, Browser) else [thing]
+            for n, context in enumerate(contexts, 1):
+                found[label if n == 1 else f"{label}{n}"] = context
+        return found
+
+    async def close(self) -> None:
+        for _, thing in reversed(self.things):
+            await thing.close()
+
+
+async def keep_pages(request: pytest.FixtureRequest, contexts: dict[str, BrowserContext]) -> None:
+    """If the test failed: each page of each browser context, as tests/conftest.py keeps
+    the sync Playwright pages (that hook cannot run async Playwright calls)."""
+    dest: Path | None = request.node.stash.get(FAILED_DIR, None)
+    if dest is None:
+        return
+    for label, context in contexts.items():
+        for n, page in enumerate(context.pages, 1):
+            name = f"{label}-page{n}"
+            try:
+                await page.screenshot(path=str(dest / f"{name}.png"), full_page=True, timeout=10_000)
+                (dest / f"{name}.html").write_text(f"<!-- {page.url} -->\n{await page.content()}")
+                messages = await page.console_messages()
+                (dest / f"{name}.console.txt").write_text(
+                    "".join(f"{m.type}: {m.text}\n" for m in messages) or "(no console messages)\n"
+                )
+            except Exception as exc:  # noqa: BLE001 - a closed or crashed page must not hide the failure
+                (dest / f"{name}.error.txt").write_text(f"could not keep the page: {exc!r}\n")

@@ -596,21 +596,26 @@ def test_broker_fixture_serves_healthz_and_registers_an_rp(
 
 FAILING_WEB_APP_TEST = """
     import pytest
+    from webapp_world import chromium_args, chromium_path
 
     pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-    async def test_fails(phone, phones):
+    async def test_fails(phone, phones, browser, opened):
         await phone.page.evaluate("console.log('the app says hi')")
         other = await phones(phone.url)
         await other.page.evaluate("console.log('the other phone says hi')")
+        # A browser of its own (as the camera tests launch), given to `opened`.
+        own = opened("camera", await browser.browser_type.launch(executable_path=chromium_path(), args=chromium_args()))
+        page = await (await own.new_context()).new_page()
+        await page.evaluate("console.log('the camera says hi')")
         assert False, "fails on purpose"
 """
 
 
 def test_a_failed_web_app_test_keeps_its_pages(pytester: pytest.Pytester) -> None:
     # The web app's tests drive async Playwright pages, which the report hook cannot
-    # reach: the `phone` and `phones` fixtures keep them in their teardown, beside the
-    # test's logs.
+    # reach: the `opened` fixture (under `phone` and `phones`) keeps them in its
+    # teardown, beside the test's logs, before it closes them.
     tests_dir = Path(__file__).resolve().parent.parent
     pytester.makeconftest((tests_dir / "conftest.py").read_text())
     webapp = pytester.mkpydir("webapp_kept")
@@ -626,3 +631,6 @@ def test_a_failed_web_app_test_keeps_its_pages(pytester: pytest.Pytester) -> Non
     # A phone the test made itself (the `phones` fixture) is kept too, before it closes.
     assert (kept / "phone2-page1.png").read_bytes().startswith(b"\x89PNG")
     assert "log: the other phone says hi" in (kept / "phone2-page1.console.txt").read_text()
+    # And the pages of a browser the test launched itself.
+    assert (kept / "camera-page1.png").read_bytes().startswith(b"\x89PNG")
+    assert "log: the camera says hi" in (kept / "camera-page1.console.txt").read_text()

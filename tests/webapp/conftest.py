@@ -2,23 +2,22 @@
 tests/webapp_world.py, which holds the helpers these modules import): a real broker
 serving the app, the RP SDK as the relying party, headless Chromium with a phone profile.
 
-A failed test keeps each page of its phones (`phone`, and those `phones` made) beside its
-logs in artifacts/failed/<test id>/: a screenshot, the HTML and the console, as the demo
-RP's browser tests do.
+A failed test keeps each page of its phones (`phone`, those `phones` made, and any browser
+or context given to `opened`) beside its logs in artifacts/failed/<test id>/: a
+screenshot, the HTML and the console, as the demo RP's browser tests do.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, async_playwright
 from shared_broker import new_rp
-from support import FAILED_DIR, BrokerProcess, RedisServer
-from webapp_world import Phone, PhoneMaker, chromium_args, chromium_path, new_phone
+from support import BrokerProcess, RedisServer
+from webapp_world import Opened, Phone, PhoneMaker, chromium_args, chromium_path, keep_pages, new_phone
 
 from relying_party.sdk import PushAuthClient
 
@@ -52,48 +51,33 @@ async def rp(app_broker: BrokerProcess) -> AsyncIterator[PushAuthClient]:
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def phone(
-    browser: Browser, app_broker: BrokerProcess, request: pytest.FixtureRequest
-) -> AsyncIterator[Phone]:
-    p = await new_phone(browser, app_broker.http_url + "/app/")
-    yield p
-    await keep_pages(request, {"phone": p})  # before its pages close
-    await p.context.close()
+async def opened(request: pytest.FixtureRequest) -> AsyncIterator[Opened]:
+    things = Opened()
+    yield things
+    try:
+        await keep_pages(request, things.contexts())
+    finally:
+        await things.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")
-async def phones(browser: Browser, request: pytest.FixtureRequest) -> AsyncIterator[PhoneMaker]:
-    """More phones for a test: `await phones(url, **context_options)`. They are closed
-    at teardown, after a failed test's pages are kept (a test that closed them itself, in
-    a `finally`, would leave nothing to look at)."""
-    made: list[Phone] = []
+async def phone(browser: Browser, app_broker: BrokerProcess, opened: Opened) -> Phone:
+    p = await new_phone(browser, app_broker.http_url + "/app/")
+    opened("phone", p.context)
+    return p
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def phones(browser: Browser, opened: Opened) -> PhoneMaker:
+    """More phones for a test: `await phones(url, **context_options)`, closed at teardown
+    after a failed test's pages are kept (see `Opened`)."""
+    made = 1  # the `phone` fixture's is "phone"
 
     async def make(url: str, **options: Any) -> Phone:
+        nonlocal made
         p = await new_phone(browser, url, **options)
-        made.append(p)
+        made += 1
+        opened(f"phone{made}", p.context)
         return p
 
-    yield make
-    await keep_pages(request, {f"phone{n}": p for n, p in enumerate(made, 2)})
-    for p in made:
-        await p.context.close()
-
-
-async def keep_pages(request: pytest.FixtureRequest, phones: dict[str, Phone]) -> None:
-    """If the test failed: each page of each phone, as tests/conftest.py keeps the sync
-    Playwright pages (that hook cannot run async Playwright calls)."""
-    dest: Path | None = request.node.stash.get(FAILED_DIR, None)
-    if dest is None:
-        return
-    for label, p in phones.items():
-        for n, page in enumerate(p.context.pages, 1):
-            name = f"{label}-page{n}"
-            try:
-                await page.screenshot(path=str(dest / f"{name}.png"), full_page=True, timeout=10_000)
-                (dest / f"{name}.html").write_text(f"<!-- {page.url} -->\n{await page.content()}")
-                messages = await page.console_messages()
-                (dest / f"{name}.console.txt").write_text(
-                    "".join(f"{m.type}: {m.text}\n" for m in messages) or "(no console messages)\n"
-                )
-            except Exception as exc:  # noqa: BLE001 - a closed or crashed page must not hide the failure
-                (dest / f"{name}.error.txt").write_text(f"could not keep the page: {exc!r}\n")
+    return make

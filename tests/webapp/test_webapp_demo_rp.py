@@ -15,7 +15,7 @@ from browser.conftest import start_stack
 from playwright.async_api import Browser, Page
 from shared_broker import new_rp
 from support import BrokerProcess
-from webapp_world import WAIT_MS, new_phone
+from webapp_world import WAIT_MS, Opened, PhoneMaker
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -27,12 +27,12 @@ async def number(page: Page) -> str:
 
 
 async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
-    app_broker: BrokerProcess, browser: Browser, tmp_path: Path
+    app_broker: BrokerProcess, browser: Browser, tmp_path: Path, phones: PhoneMaker, opened: Opened
 ) -> None:
     stack = start_stack(app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path)
-    desktop_context = await browser.new_context(viewport={"width": 1100, "height": 800})
+    desktop_context = opened("desktop", await browser.new_context(viewport={"width": 1100, "height": 800}))
     desktop_context.set_default_timeout(WAIT_MS)
-    phone = await new_phone(browser, app_broker.http_url + "/app/")
+    phone = await phones(app_broker.http_url + "/app/")
     try:
         desktop = await desktop_context.new_page()
         await desktop.goto(stack.url + "/signin")
@@ -72,6 +72,4 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
         await desktop.wait_for_url("**/account")
         await phone.toast("Approved")
     finally:
-        await desktop_context.close()
-        await phone.context.close()
         stack.web.cleanup()

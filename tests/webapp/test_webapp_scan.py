@@ -16,7 +16,7 @@ import segno
 from PIL import Image
 from playwright.async_api import Browser
 from support import BrokerProcess
-from webapp_world import SHOTS, chromium_args, chromium_path, new_phone
+from webapp_world import SHOTS, Opened, chromium_args, chromium_path, new_phone
 
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
@@ -63,7 +63,7 @@ async def camera_phone(browser: Browser, video: Path) -> Browser:
 
 
 async def test_add_an_account_by_scanning_its_qr_code(
-    rp: PushAuthClient, app_broker: BrokerProcess, tmp_path: Path, browser: Browser
+    rp: PushAuthClient, app_broker: BrokerProcess, tmp_path: Path, browser: Browser, opened: Opened
 ) -> None:
     assert (Path(__file__).parents[2] / "device_agent/webapp/vendor/jsQR.js").is_file(), (
         "run scripts/build-webapp (make test does)"
@@ -71,71 +71,62 @@ async def test_add_an_account_by_scanning_its_qr_code(
     enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
     assert enrollment.uri is not None
     video = qr_video(enrollment.uri, tmp_path / "qr.y4m")
-    camera = await camera_phone(browser, video)
-    try:
-        phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
-        page = phone.page
-        await page.get_by_role("button", name="Add account").tap()
-        await page.get_by_label("Name of this phone").fill("Scanning phone")
-        await page.get_by_role("button", name="Scan QR code").tap()
-        await page.locator("#accounts li").wait_for()
-        done = await rp.wait_enrollment(enrollment, timeout=10)
-        assert done.completed and done.credential is not None
-        assert done.credential.name == "Scanning phone"
-        assert await page.locator("#accounts li").get_attribute("data-cid") == done.credential.id
-        await phone.shot("17-added-by-scanning")
-    finally:
-        await camera.close()
+    camera = opened("camera", await camera_phone(browser, video))
+    phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
+    page = phone.page
+    await page.get_by_role("button", name="Add account").tap()
+    await page.get_by_label("Name of this phone").fill("Scanning phone")
+    await page.get_by_role("button", name="Scan QR code").tap()
+    await page.locator("#accounts li").wait_for()
+    done = await rp.wait_enrollment(enrollment, timeout=10)
+    assert done.completed and done.credential is not None
+    assert done.credential.name == "Scanning phone"
+    assert await page.locator("#accounts li").get_attribute("data-cid") == done.credential.id
+    await phone.shot("17-added-by-scanning")
     keep_first_frame(video, SHOTS / "webapp-17-camera-feed.png")
 
 
 async def test_scan_any_services_verification_code_qr(
-    app_broker: BrokerProcess, tmp_path: Path, browser: Browser
+    app_broker: BrokerProcess, tmp_path: Path, browser: Browser, opened: Opened
 ) -> None:
     """The QR code a service shows for "an authenticator app" (otpauth://): a codes-only
     account whose codes are the service's."""
     secret = pyotp.random_base32()
     uri = f"otpauth://totp/Example:ana%40example.org?secret={secret}&issuer=Example"
-    camera = await camera_phone(browser, qr_video(uri, tmp_path / "otp.y4m"))
-    try:
-        phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
-        page = phone.page
-        await page.get_by_role("button", name="Add account").tap()
-        await page.get_by_role("button", name="Scan QR code").tap()
-        code = page.locator("#accounts li [data-role='code'][data-code]")
-        await code.wait_for()
-        assert await page.locator("#accounts .acct-name").all_inner_texts() == ["Example: ana@example.org"]
-        shown = await code.get_attribute("data-code")
-        now = time.time()
-        assert shown in {pyotp.TOTP(secret).at(now), pyotp.TOTP(secret).at(now - 30)}
-    finally:
-        await camera.close()
+    camera = opened("camera", await camera_phone(browser, qr_video(uri, tmp_path / "otp.y4m")))
+    phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
+    page = phone.page
+    await page.get_by_role("button", name="Add account").tap()
+    await page.get_by_role("button", name="Scan QR code").tap()
+    code = page.locator("#accounts li [data-role='code'][data-code]")
+    await code.wait_for()
+    assert await page.locator("#accounts .acct-name").all_inner_texts() == ["Example: ana@example.org"]
+    shown = await code.get_attribute("data-code")
+    now = time.time()
+    assert shown in {pyotp.TOTP(secret).at(now), pyotp.TOTP(secret).at(now - 30)}
 
 
 async def test_the_open_scanner_is_accessible_and_cancel_turns_the_camera_off(
-    app_broker: BrokerProcess, tmp_path: Path, browser: Browser
+    app_broker: BrokerProcess, tmp_path: Path, browser: Browser, opened: Opened
 ) -> None:
-    camera = await camera_phone(browser, blank_video(tmp_path / "blank.y4m"))
-    try:
-        phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
-        page = phone.page
-        await page.get_by_role("button", name="Add account").tap()
-        await page.get_by_role("button", name="Scan QR code").tap()
-        await page.locator("#scanner:visible").wait_for()
-        # The camera is on: its picture is playing (no QR code in it, so it stays open).
-        await page.wait_for_function(
-            "() => { const v = document.getElementById('video'); return v.srcObject && v.readyState >= 2; }"
-        )
-        await phone.shot("27-scanner-open")
-        await phone.axe_clean("the camera scanner while open")
-        tracks = await page.evaluate_handle("document.getElementById('video').srcObject.getTracks()")
-        await page.get_by_role("button", name="Cancel").tap()
-        await page.get_by_role("heading", name="Accounts").wait_for()
-        # Cancel turns the camera off, not only hides it.
-        states = await tracks.evaluate("ts => ts.map(t => t.readyState)")
-        assert states and all(s == "ended" for s in states), states
-    finally:
-        await camera.close()
+    camera = opened("camera", await camera_phone(browser, blank_video(tmp_path / "blank.y4m")))
+    phone = await new_phone(camera, app_broker.http_url + "/app/", permissions=["camera"])
+    page = phone.page
+    await page.get_by_role("button", name="Add account").tap()
+    await page.get_by_role("button", name="Scan QR code").tap()
+    await page.locator("#scanner:visible").wait_for()
+    # The camera is on: its picture is playing (no QR code in it, so it stays open).
+    await page.wait_for_function(
+        "() => { const v = document.getElementById('video'); return v.srcObject && v.readyState >= 2; }"
+    )
+    await phone.shot("27-scanner-open")
+    await phone.axe_clean("the camera scanner while open")
+    tracks = await page.evaluate_handle("document.getElementById('video').srcObject.getTracks()")
+    await page.get_by_role("button", name="Cancel").tap()
+    await page.get_by_role("heading", name="Accounts").wait_for()
+    # Cancel turns the camera off, not only hides it.
+    states = await tracks.evaluate("ts => ts.map(t => t.readyState)")
+    assert states and all(s == "ended" for s in states), states
 
 
 def keep_first_frame(video: Path, png: Path) -> None:
