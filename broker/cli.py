@@ -16,6 +16,8 @@ from typing import Any
 
 import platformdirs
 
+from protocol import text
+
 from . import cpus, logs
 from .activation import ActivationError
 from .command import CliError, open_redis
@@ -34,6 +36,12 @@ examples:
   pushauth-broker serve --port 8700
   pushauth-broker rp add "Contoso Portal"        # prints the RP id and API key
   pushauth-broker serve --redis-url redis://10.0.0.5:6379/0 --public-url https://push.example.com
+
+exit status:
+  0  done (serve: stopped by SIGINT or SIGTERM)
+  1  the system refused: a port in use, a directory that cannot be made or read
+  2  bad arguments or input, or Redis cannot be reached; nothing was changed
+  130  interrupted (Ctrl-C) before serving
 """
 
 
@@ -88,7 +96,12 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
         "add",
         help="register an RP; prints its id and API key",
         description="Register a relying party. The API key is shown once and stored only as a hash: "
-        "keep it in the RP's secret store.",
+        "keep it in the RP's secret store. Devices show the name as plain text: control and format "
+        "characters are refused.",
+        epilog="""examples:
+  pushauth-broker rp add "Contoso Portal"
+  pushauth-broker rp add "Contoso Portal" --json --redis-url redis://10.0.0.5:6379/0 > rp.json""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add.add_argument("name", help="display name shown on devices, e.g. 'Contoso Portal'")
     add.add_argument("--json", action="store_true", help='print {"id", "name", "api_key"} as JSON')
@@ -101,7 +114,10 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
         help="remove an RP: its API key stops working within seconds, its devices are revoked",
         description="Remove a relying party: its API key and policy are deleted, every credential of "
         "its users is revoked (online devices are told at once and can no longer authenticate) and its "
-        "pending sign-in requests end (withdrawn).",
+        "pending sign-in requests end (withdrawn). It asks for no confirmation and cannot be undone: "
+        "the RP's users enroll again with an RP added anew.",
+        epilog="example:\n  pushauth-broker rp remove rp_Cm-Kvhqvpefc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rm.add_argument("rp_id", help="the RP id printed by `rp add`")
     _add_store_args(rm)
@@ -116,6 +132,11 @@ async def rp_command(args: argparse.Namespace) -> None:
             name = args.name.strip()
             if not 1 <= len(name) <= 256:
                 raise CliError("the RP name must be 1 to 256 characters")
+            # Devices show it as plain text (docs/protocol.md, section 18.4).
+            if (bad := text.first_unsafe(name)) is not None:
+                raise CliError(
+                    f"the RP name must not contain control or format characters (found {text.describe(bad)})"
+                )
             rp, key = await store.add_rp(name)
             if args.json:
                 print(json.dumps({"id": rp.id, "name": rp.name, "api_key": key}))
@@ -130,7 +151,7 @@ async def rp_command(args: argparse.Namespace) -> None:
                 print("no relying parties registered (add one with `pushauth-broker rp add NAME`)")
             else:
                 for r in rps:
-                    print(f"{r.id}  {r.name}")
+                    print(f"{r.id}  {text.printable(r.name)}")  # one stored before names were checked
         else:
             try:
                 await rp_policy_command(args, store)
@@ -189,12 +210,27 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, WorkersError, ActivationError, cpus.CpusError) as exc:
         print(f"pushauth-broker: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # e.g. the port is taken
-        print(f"pushauth-broker: {exc.strerror or exc}", file=sys.stderr)
+    except BrokenPipeError:  # `rp show ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+    except socket.gaierror as exc:  # --host is not an address or a name this machine resolves
+        print(
+            f"pushauth-broker: cannot listen on {getattr(args, 'host', '?')}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    except OSError as exc:  # e.g. the port is taken, a --data-dir that cannot be made
+        print(f"pushauth-broker: {_os_error(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _os_error(exc: OSError) -> str:
+    """The system's reason, with the file it was about when it names one."""
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 from redis.exceptions import RedisClusterException
 
 from . import layout, redis_cluster, sentinel
@@ -29,10 +30,34 @@ def say(line: str) -> None:
         print(line, flush=True)
 
 
+def check_redis_url(url: str | None) -> None:
+    """--redis-url (or PUSHAUTH_REDIS_URL): a URL no client can use is refused before
+    anything starts, with the reason, instead of as a traceback from inside redis-py (a
+    bad scheme, port or IPv6 host)."""
+    if url is None:
+        return  # the embedded Redis
+    try:
+        if sentinel.is_sentinel_url(url):
+            sentinel.parse(url)
+        elif redis_cluster.is_cluster_url(url):
+            redis_cluster.parse(url)
+        elif not url.startswith(PLAIN_SCHEMES):
+            raise ValueError(f"the scheme must be one of {', '.join(ALL_SCHEMES)}")
+        else:
+            parse_url(url)
+    except ValueError as exc:
+        raise CliError(f"bad --redis-url {url!r}: {exc}") from None
+
+
+PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
+ALL_SCHEMES = (*PLAIN_SCHEMES, f"{sentinel.SCHEME}://", f"{redis_cluster.SCHEME}://")
+
+
 @contextlib.asynccontextmanager
 async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
     embedded: EmbeddedRedis | None = None
     url = args.redis_url
+    check_redis_url(url)
     if not url:
         embedded = EmbeddedRedis(args.data_dir)
         try:

@@ -67,7 +67,14 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
         f"{policy.CACHE_S:g} seconds. The {policy.PROFILE_NIST} profile (NIST SP 800-63B-4, out-of-band "
         f"push): at least {policy.NIST_MIN_DIGITS} digits, a challenge lives at most 10 minutes, and "
         f"{policy.NIST_FAILURE_LIMIT} consecutive wrong numbers lock push for that user until the RP lifts "
-        "it (DELETE /v1/users/{user}/push-block).",
+        "it (DELETE /v1/users/{user}/push-block). A new bound that the setting in force does not fit "
+        "(--max-ttl below the ttl) is refused: give both.",
+        epilog="""examples:
+  pushauth-broker rp set rp_Cm-Kvhqvpefc --digits 3 --max-pushes 5
+  pushauth-broker rp set rp_Cm-Kvhqvpefc --profile nist-800-63b-4 --max-ttl 300
+  pushauth-broker rp set rp_Cm-Kvhqvpefc --max-ttl 30 --ttl 30
+  pushauth-broker rp set rp_Cm-Kvhqvpefc --reset          # back to the defaults""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("rp_id", help="the RP id printed by `rp add`")
     s.add_argument("--profile", choices=policy.PROFILES, help="the named profile (default: default)")
@@ -123,7 +130,15 @@ async def rp_policy_command(args: argparse.Namespace, store: Store) -> None:
             policy.effective(settings).validate()
         except policy.PolicyError as err:
             flag = "--" + err.field.replace("_", "-")
-            raise ValueError(f"{flag}: {err.message}; nothing was changed") from None
+            if getattr(args, err.field, None) is not None or err.field == "profile":
+                raise ValueError(f"{flag}: {err.message}; nothing was changed") from None
+            # The setting that no longer fits was not on this command line: it is the one in
+            # force (stored, or the profile's), which the new value conflicts with.
+            now = getattr(policy.effective(settings), err.field, None)
+            raise ValueError(
+                f"{err.message}: the {err.field.replace('_', '-')} in force ({now}) does not fit; "
+                f"give {flag} too; nothing was changed"
+            ) from None
         await store.set_policy(args.rp_id, settings)
         stored = {k: str(v) for k, v in settings.items()}
     _print(args, policy.effective(stored), stored)

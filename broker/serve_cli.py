@@ -17,6 +17,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -30,7 +31,7 @@ from .backups import (
     NEW_BLOBS_PER_IP_DAY,
     BackupQuota,
 )
-from .command import CliError, open_redis, say
+from .command import CliError, check_redis_url, open_redis, say
 from .context import NODE
 from .device_ws import AUTH_TIMEOUT_S
 from .event_listener import EVENTS_GRACE_S, LISTENER
@@ -77,7 +78,7 @@ def add_arguments(
         type=Path,
         metavar="FILE",
         help="send Web Push wake-ups to web authenticators that are closed, signed with the VAPID key in "
-        "FILE (a P-256 PEM key, made there if absent; docs/protocol.md appendix A)",
+        "FILE (a P-256 PEM key, made there if absent, in a folder that exists; docs/protocol.md appendix A)",
     )
     serve.add_argument(
         "--push-subject",
@@ -236,7 +237,14 @@ def add_arguments(
         help="address of the metrics listener; it has no authentication, so keep it on loopback or "
         "a private network (default: %(default)s)",
     )
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the least severe log lines written to stderr: INFO says when the node starts and stops, "
+        "loses or regains Redis and why a device connection was closed; DEBUG adds each refused request, "
+        "timed-out connection and client that went away (default: %(default)s)",
+    )
     serve.add_argument(
         "--log-format",
         default="text",
@@ -256,6 +264,23 @@ def add_arguments(
     add_store_args(serve)
 
 
+def _check_public_url(url: str | None) -> None:
+    """--public-url: where devices reach this service. Each enrollment link carries it
+    (as ws(s)://.../v1/device): a value no device can use would make every link useless,
+    so it is refused at start."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError when out of range
+    except ValueError as exc:
+        raise CliError(f"bad --public-url {url!r}: {exc}") from None
+    if parts.scheme not in ("https", "http", "wss", "ws") or not parts.hostname:
+        raise CliError(f"bad --public-url {url!r}: expected an https:// (or http://) URL with a host")
+    if "?" in url or "#" in url or parts.username is not None:
+        raise CliError(f"bad --public-url {url!r}: it takes no user, ?query or #fragment")
+
+
 def _rate(text: str) -> Rate:
     try:
         return Rate.parse(text)
@@ -270,6 +295,12 @@ def check_serve(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota
         raise CliError("--enrollment-ttl must be 10 to 600 seconds")
     if not 0.5 <= args.auth_timeout <= 600:  # also refuses nan
         raise CliError("--auth-timeout must be 0.5 to 600 seconds")
+    if not 0 < args.events_grace <= 3600:
+        raise CliError("--events-grace must be more than 0 and at most 3600 seconds")
+    if not 0 <= args.port <= 65535:
+        raise CliError("--port must be 0 to 65535")
+    _check_public_url(args.public_url)
+    check_redis_url(args.redis_url)
     _check_ports(args)
     if args.cpus:
         try:
@@ -301,6 +332,12 @@ async def serve(args: argparse.Namespace) -> None:
         if args.webapp:
             webapp_static.add_routes(app)
         if args.push_key is not None:
+            # Checked here, not with the other options: the key may sit in --data-dir,
+            # which the embedded Redis has just made.
+            if not args.push_key.parent.is_dir():
+                raise CliError(
+                    f"--push-key {args.push_key}: the folder {args.push_key.parent} does not exist"
+                )
             push = webpush.WebPush(webpush.load_or_create_key(args.push_key), args.push_subject)
             if args.push_service:
                 push.services = tuple(args.push_service)

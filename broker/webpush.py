@@ -118,7 +118,6 @@ def load_or_create_key(path: Path) -> Vapid02:
     if not path.exists():
         key = Vapid02()
         key.generate_keys()
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(key.private_pem())

@@ -53,6 +53,63 @@ def test_bad_arguments_are_errors(redis_server: RedisServer) -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_bad_urls_and_values_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    """Each with one line naming the option and exit 2, never a traceback from inside a
+    library, a broker serving on another port than asked, or links no device can use."""
+    data = ["--data-dir", str(tmp_path / "data")]
+    for url, why in (
+        ("foo://x", "the scheme must be one of"),
+        ("redis://[::1", "Invalid IPv6 URL"),
+        ("redis://127.0.0.1:99999", "Port out of range"),
+    ):
+        for argv in (["rp", "list"], ["serve", "--port", "0"], ["serve", "--port", "0", "--workers", "2"]):
+            result = run_cli([BROKER, *argv, "--redis-url", url])
+            assert result.returncode == 2
+            assert why in assert_cli_error(result, contains=f"bad --redis-url {url!r}")
+        from_env = run_cli([BROKER, "rp", "list"], env={"PUSHAUTH_REDIS_URL": url})
+        assert from_env.returncode == 2
+        assert why in assert_cli_error(from_env, contains="bad --redis-url")
+    for flags, named in (
+        (["--public-url", "notaurl"], "bad --public-url 'notaurl'"),
+        (["--public-url", "ftp://push.example.com"], "bad --public-url"),
+        (["--public-url", "https://push.example.com/base?x=1#f"], "no user, ?query or #fragment"),
+        (["--public-url", "https://[::1"], "bad --public-url"),
+        (["--port", "70000"], "--port must be 0 to 65535"),
+        (["--port", "-1"], "--port must be 0 to 65535"),
+        (["--events-grace", "-5"], "--events-grace"),
+        (["--events-grace", "nan"], "--events-grace"),
+    ):
+        result = run_cli([BROKER, "serve", *flags, *data])
+        assert result.returncode == 2
+        assert_cli_error(result, contains=named)
+    assert not (tmp_path / "data").exists(), "refused before the embedded Redis started"
+    # Not an address: said with the host, after the embedded Redis started (and stopped).
+    assert_cli_error(
+        run_cli([BROKER, "serve", "--host", "999.1.1.1", "--port", "0", *data]),
+        contains="cannot listen on 999.1.1.1",
+    )
+    # A mistyped folder for the Web Push key is refused, not made.
+    key = tmp_path / "no-such-folder" / "vapid.pem"
+    assert_cli_error(
+        run_cli([BROKER, "serve", "--port", "0", "--push-key", str(key), *data]),
+        contains=f"the folder {key.parent} does not exist",
+    )
+    assert not key.parent.exists()
+    # A data directory that cannot be made: the message names it.
+    for argv in (["rp", "list"], ["serve", "--port", "0"]):
+        assert_cli_error(
+            run_cli([BROKER, *argv, "--data-dir", "/proc/no-such-dir"]), contains="/proc/no-such-dir: "
+        )
+
+
+def test_an_rp_name_with_control_characters_is_refused(redis_server: RedisServer) -> None:
+    for name, found in (("Evil\x1b]0;pwned\x07Corp", "U+001B (ESC)"), ("Good\u202eliaP", "U+202E")):
+        result = run_cli([BROKER, "rp", "add", name, "--redis-url", redis_server.url])
+        assert result.returncode == 2
+        assert found in assert_cli_error(result, contains="must not contain control or format characters")
+    assert json.loads(run_cli([BROKER, "rp", "list", "--json", "--redis-url", redis_server.url]).stdout) == []
+
+
 def test_port_in_use_is_an_error(redis_server: RedisServer, tmp_path: Path) -> None:
     import socket
 

@@ -4,7 +4,9 @@ changes nothing; RP isolation; the OpenAPI document matches what the server does
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -20,6 +22,8 @@ from broker.openapi import DOCUMENT
 from protocol import SUBPROTOCOLS, signing
 from protocol.session import ClientSession
 from protocol.uri import parse
+
+HTTP_API_DOC = Path(__file__).resolve().parents[1] / "docs" / "http-api.md"
 
 
 class Api:
@@ -205,4 +209,9 @@ async def test_responses_match_the_openapi_schemas(api: Api, broker: BrokerProce
     check(me, "RelyingParty")
     status, health, _ = await api.call("GET", "/healthz")
     check(health, "Health")
+    # docs/http-api.md names each field of its events, as the node shows them.
+    row = next(line for line in HTTP_API_DOC.read_text().splitlines() if line.startswith("| `GET /healthz`"))
+    named = re.search(r'"events": \{([^}]*)\}', row)
+    assert named is not None, row
+    assert {f.strip().strip('"') for f in named.group(1).split(",")} == set(health["events"])
     assert set(schemas) >= {"Enrollment", "Challenge", "ChallengeResult", "CredentialList", "Problem"}

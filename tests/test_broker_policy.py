@@ -130,6 +130,13 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
         result = run_cli([BROKER, "rp", "set", rp["id"], *flags, "--redis-url", url])
         assert_cli_error(result, contains=named)
         assert "nothing was changed" in result.stderr
+    # A new bound that the setting in force (not on this command line) no longer fits:
+    # the message names that setting and its value, and what to give with the new bound.
+    before = set_policy(rp["id"], redis_url=url)
+    result = run_cli([BROKER, "rp", "set", rp["id"], "--max-ttl", "30", "--redis-url", url])
+    line = assert_cli_error(result, contains=f"the ttl in force ({before['ttl']}) does not fit")
+    assert "give --ttl too" in line and "nothing was changed" in line
+    assert set_policy(rp["id"], redis_url=url) == before
     bad = run_cli([BROKER, "rp", "set", rp["id"], "--profile", "strict", "--redis-url", url])
     assert bad.returncode == 2 and "invalid choice: 'strict'" in bad.stderr
     assert_cli_error(

@@ -605,7 +605,8 @@ FAILING_WEB_APP_TEST = """
         other = await phones(phone.url)
         await other.page.evaluate("console.log('the other phone says hi')")
         # A browser of its own (as the camera tests launch), given to `opened`.
-        own = opened("camera", await browser.browser_type.launch(executable_path=chromium_path(), args=chromium_args()))
+        own = await browser.browser_type.launch(executable_path=chromium_path(), args=chromium_args())
+        opened("camera", own)
         page = await (await own.new_context()).new_page()
         await page.evaluate("console.log('the camera says hi')")
         assert False, "fails on purpose"
