@@ -45,8 +45,18 @@ def _hub(request: ApiRequest) -> Hub:
     return node_of(request).hub
 
 
+def one_header(request: ApiRequest, name: str) -> str | None:
+    """A header that must come at most once: two values (two Authorization headers,
+    two Idempotency-Keys) are read differently by different servers, so neither is
+    chosen (400)."""
+    values = request.headers.getall(name, [])
+    if len(values) > 1:
+        raise ApiError(400, "invalid_request", f"send one {name} header, not {len(values)}")
+    return values[0] if values else None
+
+
 async def authenticate(request: ApiRequest) -> RelyingParty:
-    header = request.headers.get("Authorization", "")
+    header = one_header(request, "Authorization") or ""
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <API key>'")
@@ -387,7 +397,7 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
 def idempotency_key_header(request: ApiRequest) -> str | None:
     """The create's Idempotency-Key (draft-ietf-httpapi-idempotency-key-header), if any:
     1 to 64 characters of A-Z a-z 0-9 - _ (400 otherwise)."""
-    value = request.headers.get("Idempotency-Key")
+    value = one_header(request, "Idempotency-Key")
     if value is None:
         return None
     if not _IDEMPOTENCY_KEY.fullmatch(value):

@@ -132,6 +132,10 @@ async def _authorized(request: web.Request, op: str, body: bytes) -> str:
 
 
 async def _read_body(request: web.Request) -> bytes:
+    if request.content_type != "application/octet-stream":  # aiohttp: also when the header is absent
+        raise ApiError(
+            415, "unsupported_media_type", "send the backup as Content-Type: application/octet-stream"
+        )
     # The app-wide JSON body limit is far smaller; blobs are read here with their own.
     body = await read_body(request, MAX_BLOB)
     if not body:

@@ -257,6 +257,10 @@ async def read_body(request: ApiRequest, limit: int) -> bytes:
     lane read its requests' bodies before the handler ran, within the same timeout."""
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "payload_too_large", f"the body is larger than {limit} bytes")
+    # Bodies are small: none is compressed. Refused rather than read as it came (the
+    # lane) or inflated (aiohttp), so that every node reads a body the same way.
+    if any(v.strip().lower() != "identity" for v in request.headers.getall("Content-Encoding", [])):
+        raise ApiError(415, "unsupported_media_type", "send the body without Content-Encoding")
     if isinstance(request, LaneRequest):
         return request.body
     timeouts = request.app.get(TIMEOUTS) or Timeouts()

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 import redis.asyncio as aioredis
 import websockets
+from multidict import CIMultiDict
 from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
 from support import BrokerProcess
 
@@ -113,6 +114,50 @@ async def test_bad_requests_get_a_problem_and_change_nothing(
     assert await api.call("GET", "/v1/users/alice/credentials") == enrolled_before
     health = await api.call("GET", "/healthz")
     assert health[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "extra", "status", "detail"),
+    [
+        # Two values of a header that must come once: servers differ on which one counts.
+        ("POST", "/v1/challenges", [("Authorization", "Bearer x")], 400, "send one Authorization header"),
+        ("GET", "/v1/users/alice/credentials", [("Authorization", "Bearer x")], 400, "one Authorization"),
+        (
+            "POST",
+            "/v1/challenges",
+            [("Idempotency-Key", "k1"), ("Idempotency-Key", "k2")],
+            400,
+            "send one Idempotency-Key header",
+        ),
+        # A compressed body (here: plain JSON said to be gzip), on the lane and on aiohttp.
+        ("POST", "/v1/challenges", [("Content-Encoding", "gzip")], 415, "without Content-Encoding"),
+        ("POST", "/v1/enrollments", [("Content-Encoding", "gzip")], 415, "without Content-Encoding"),
+    ],
+)
+async def test_ambiguous_requests_are_refused(
+    api: Api, method: str, path: str, extra: list[tuple[str, str]], status: int, detail: str
+) -> None:
+    headers = CIMultiDict(
+        [("Authorization", f"Bearer {api.key}"), ("Content-Type", "application/json"), *extra]
+    )
+    fields = {"user": "alice", **({"account": "alice@example.com"} if path == "/v1/enrollments" else {})}
+    body = json.dumps(fields).encode() if method == "POST" else None
+    before = await api.call("GET", "/v1/users/alice/credentials")
+    async with api.session.request(method, api.base + path, data=body, headers=headers) as r:
+        problem = await r.json(content_type=None)
+        assert_problem(r.status, problem, r.headers["Content-Type"], status)
+        assert detail in problem["detail"]
+    assert await api.call("GET", "/v1/users/alice/credentials") == before
+
+
+async def test_a_backup_must_be_sent_as_octet_stream(api: Api) -> None:
+    blob_id = "A" * 43  # the content type is checked before the id and the signature
+    async with api.session.put(
+        f"{api.base}/v1/backups/{blob_id}", data=b'{"a": 1}', headers={"Content-Type": "application/json"}
+    ) as r:
+        problem = await r.json(content_type=None)
+        assert_problem(r.status, problem, r.headers["Content-Type"], 415, "unsupported_media_type")
+        assert "application/octet-stream" in problem["detail"]
 
 
 @pytest.mark.parametrize(
