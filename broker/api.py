@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
+from redis import exceptions as redis_errors
 
 from protocol import b64, numbers, text
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S, Status
@@ -232,8 +233,16 @@ def challenge_json(rec: ChallengeRecord, status: Status) -> dict[str, Any]:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    node = node_of(request)
     try:
-        await asyncio.wait_for(_store(request).redis.ping(), 2.0)
+        # A write, not a PING: a Redis that answers but takes no writes (a replica after
+        # a failover behind a plain redis:// URL, out of memory, a failing disk) fails
+        # every sign-in, and a load balancer must take this node out.
+        await asyncio.wait_for(node.store.redis.set(keys.HEALTH.format(node=node.name), "1", px=60_000), 2.0)
+    except redis_errors.ResponseError as exc:
+        raise ApiError(
+            503, "unavailable", f"redis refuses writes ({type(exc).__name__}): {str(exc).splitlines()[0]}"
+        ) from None
     except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
         raise ApiError(503, "unavailable", f"redis: {type(exc).__name__}") from None
     # A node deaf to the event channel would leave its devices and long-polls waiting.

@@ -53,7 +53,7 @@ def _default_data_dir() -> Path:
 def _add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--redis-url",
-        default=os.environ.get("PUSHAUTH_REDIS_URL"),
+        default=os.environ.get("PUSHAUTH_REDIS_URL") or None,  # set but empty: not set
         help="Redis URL, e.g. redis://host:6379/0, unix:///path/redis.sock, through Redis "
         "Sentinel redis+sentinel://host1:26379,host2:26379/SERVICE[/DB], or a Redis Cluster "
         "redis+cluster://host1:6379,host2:6379 (Redis >= 7) "
@@ -90,7 +90,9 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
 
         serve_cli.add_arguments(serve, _add_store_args)
 
-    rp = sub.add_parser("rp", help="register, list and remove relying parties")
+    rp = sub.add_parser(
+        "rp", help="register, list and remove relying parties; set and show their push policy"
+    )
     rp_sub = rp.add_subparsers(dest="rp_command", required=True, metavar="ACTION")
     add = rp_sub.add_parser(
         "add",
@@ -213,11 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `rp show ... | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 1
-    except socket.gaierror as exc:  # --host is not an address or a name this machine resolves
-        print(
-            f"pushauth-broker: cannot listen on {getattr(args, 'host', '?')}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+    except (socket.gaierror, UnicodeError) as exc:  # --host: not an address, or a name that is not
+        reason = getattr(exc, "strerror", None) or exc
+        print(f"pushauth-broker: cannot listen on {getattr(args, 'host', '?')}: {reason}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. the port is taken, a --data-dir that cannot be made
         print(f"pushauth-broker: {_os_error(exc)}", file=sys.stderr)

@@ -6,11 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, ResponseError
+from redis.sentinel import MasterNotFoundError
 
 from . import layout, redis_cluster, sentinel
 from .embedded import EmbeddedRedis, EmbeddedRedisError
@@ -46,7 +49,23 @@ def check_redis_url(url: str | None) -> None:
         else:
             parse_url(url)
     except ValueError as exc:
-        raise CliError(f"bad --redis-url {url!r}: {exc}") from None
+        raise CliError(f"bad --redis-url {shown_url(url)!r}: {exc}") from None
+    if url.startswith(PLAIN_SCHEMES[:2]) and not re.fullmatch(r"/?(\d+)?", urlsplit(url).path):
+        raise CliError(f"bad --redis-url {shown_url(url)!r}: the path must be a database number, e.g. /0")
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a message or a log line: its password (of every host of a
+    Sentinel or Cluster URL: they share one user part) replaced by ***."""
+    url = re.sub(r"^([a-z+]+://[^/@:]*):[^/@]*@", r"\1:***@", url)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)  # unix:///path?password=...
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, in a line: redis-py's Sentinel error carries its client's repr."""
+    if isinstance(exc, MasterNotFoundError):
+        return str(exc).split(" : ")[0] + " (no Sentinel answered, or none knows that service)"
+    return str(exc)
 
 
 PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -69,15 +88,9 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             raise CliError(str(exc)) from None
     client: aioredis.Redis | aioredis.RedisCluster
     if sentinel.is_sentinel_url(url):
-        try:
-            client = sentinel.master_client(url)
-        except ValueError as exc:
-            raise CliError(f"bad --redis-url {url!r}: {exc}") from None
+        client = sentinel.master_client(url)  # check_redis_url parsed it
     elif redis_cluster.is_cluster_url(url):
-        try:
-            client = redis_cluster.cluster_client(url)
-        except ValueError as exc:
-            raise CliError(f"bad --redis-url {url!r}: {exc}") from None
+        client = redis_cluster.cluster_client(url)
     else:
         # Blocking: a burst of more concurrent commands than pooled connections waits for
         # a free one (the default pool raised MaxConnectionsError: 500s, dropped devices).
@@ -89,11 +102,21 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
         try:
             await client.ping()
         except (aioredis.RedisError, RedisClusterException, OSError) as exc:
-            raise CliError(f"cannot reach Redis at {url}: {exc}") from None
+            raise CliError(f"cannot reach Redis at {shown_url(url)}: {_reason(exc)}") from None
+        # One node of a cluster behind a plain URL answers PING, then MOVED for most keys.
+        if not isinstance(client, aioredis.RedisCluster) and (await client.info("cluster")).get(
+            "cluster_enabled"
+        ):
+            raise CliError(
+                f"Redis at {shown_url(url)} is a node of a Redis Cluster: give all of it as "
+                "--redis-url redis+cluster://HOST:PORT,HOST:PORT"
+            )
         try:
             await layout.ensure(client)  # Redis 7+; a store of key layout 1 is moved once
         except layout.LayoutError as exc:
             raise CliError(str(exc)) from None
+        except ResponseError as exc:  # e.g. READONLY: a replica
+            raise CliError(f"Redis at {shown_url(url)} refused: {exc}") from None
         yield client
     finally:
         await client.aclose()

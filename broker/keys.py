@@ -77,6 +77,7 @@ import secrets
 
 LAYOUT = "pa:layout"
 LAYOUT_VERSION = "2"
+HEALTH = "pa:health:{node}"  # /healthz writes it: a Redis that takes no writes is not healthy
 RPS = "pa:{rp}:rps"
 TAG_LEN = 8
 # A tagged id: a two-letter kind, "_", the tag (lower-case base32), 22 random

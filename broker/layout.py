@@ -77,8 +77,15 @@ async def check_server(redis: Redis) -> None:
 async def ensure(redis: Redis, *, wait_s: float = 60.0) -> Migration | None:
     """Make sure the store has layout 2; the Migration if this call moved it."""
     await check_server(redis)
-    if await redis.get(keys.LAYOUT) == keys.LAYOUT_VERSION.encode():
+    marker = await redis.get(keys.LAYOUT)
+    if marker == keys.LAYOUT_VERSION.encode():
         return None
+    if marker is not None:  # layout 1 had no marker: this is a newer broker's store, or not ours
+        raise LayoutError(
+            f"the store has key layout {marker.decode(errors='replace')!r} ({keys.LAYOUT}), which this "
+            f"broker (layout {keys.LAYOUT_VERSION}) does not know: a newer broker's store? "
+            "Nothing was changed"
+        )
     if not await redis.set(LOCK, str(time.time()), nx=True, px=LOCK_MS):
         deadline = time.monotonic() + wait_s
         while await redis.get(keys.LAYOUT) != keys.LAYOUT_VERSION.encode():

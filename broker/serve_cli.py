@@ -114,8 +114,9 @@ def add_arguments(
         type=float,
         default=EVENTS_GRACE_S,
         metavar="SECONDS",
-        help="how long this node may be unsubscribed from the shared event channel (Redis restarting, "
-        "a failover) before /healthz answers 503; it catches up from Redis when back (default: %(default)s)",
+        help="how long this node may be unsubscribed from its event channels (Redis restarting, "
+        "a failover) before /healthz answers 503; it catches up from Redis when back, more than 0 and at "
+        "most 3600 (default: %(default)s)",
     )
     limits = serve.add_argument_group(
         "limits on clients (DESIGN invariant 13)",
@@ -281,6 +282,19 @@ def _check_public_url(url: str | None) -> None:
         raise CliError(f"bad --public-url {url!r}: it takes no user, ?query or #fragment")
 
 
+def _check_push(args: argparse.Namespace) -> None:
+    """--push-subject and --push-service, as RFC 8292 and the push services take them."""
+    subject = args.push_subject
+    if not (subject.startswith("mailto:") and "@" in subject) and not subject.startswith("https://"):
+        raise CliError(f"bad --push-subject {subject!r}: a mailto: address or an https:// URL")
+    for origin in args.push_service or ():
+        parts = urlsplit(origin)
+        if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+            raise CliError(
+                f"bad --push-service {origin!r}: an https:// origin, e.g. https://fcm.googleapis.com"
+            )
+
+
 def _rate(text: str) -> Rate:
     try:
         return Rate.parse(text)
@@ -301,6 +315,7 @@ def check_serve(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota
         raise CliError("--port must be 0 to 65535")
     _check_public_url(args.public_url)
     check_redis_url(args.redis_url)
+    _check_push(args)
     _check_ports(args)
     if args.cpus:
         try:
@@ -338,7 +353,13 @@ async def serve(args: argparse.Namespace) -> None:
                 raise CliError(
                     f"--push-key {args.push_key}: the folder {args.push_key.parent} does not exist"
                 )
-            push = webpush.WebPush(webpush.load_or_create_key(args.push_key), args.push_subject)
+            try:
+                key = webpush.load_or_create_key(args.push_key)
+            except ValueError as exc:
+                raise CliError(
+                    f"--push-key {args.push_key}: not a P-256 private key in PEM ({exc})"
+                ) from None
+            push = webpush.WebPush(key, args.push_subject)
             if args.push_service:
                 push.services = tuple(args.push_service)
             webpush.install(app, push)
@@ -393,7 +414,11 @@ async def _serve_metrics(app: web.Application, node: str, host: str, port: int) 
     """The metrics listener: its own port, so that it is never on the public one."""
     runner = web.AppRunner(metrics_app(node, app[NODE].hub, app[LISTENER]), access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except (socket.gaierror, UnicodeError) as exc:  # a name that cannot be (IDNA: "bad..host")
+        await runner.cleanup()
+        raise CliError(f"cannot listen on --metrics-host {host}: {exc}") from None
     bound = runner.addresses[0][1]
     say(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics")
     return runner

@@ -121,7 +121,12 @@ def load_or_create_key(path: Path) -> Vapid02:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(key.private_pem())
-    return Vapid02.from_file(str(path))
+    # Read here, not by Vapid02.from_file: that logs at ERROR and makes a key in place of a
+    # file it cannot open. ValueError for what is not a P-256 private key in PEM.
+    key = Vapid02.from_pem(path.read_bytes())
+    if getattr(getattr(key.private_key, "curve", None), "name", None) != "secp256r1":
+        raise ValueError("the key is not on the P-256 curve")
+    return key
 
 
 @dataclass

@@ -64,6 +64,13 @@ def hold_port(host: str, port: int) -> socket.socket:
     (a free one for port 0) until the workers have bound it too, and takes no
     connections itself."""
     family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    if port:
+        # SO_REUSEPORT would also share the port with another server that set it (a
+        # second `serve --workers` on the same port: each would get half the traffic).
+        # A bind without it fails while any server listens there: "address in use".
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(addr)
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -153,15 +160,15 @@ async def _all_ready(
         )
     finally:
         stop.cancel()
+        ready.cancel()
+        # Not all ready (stopped, or a worker failed): the cancelled gather's error is
+        # read here, or asyncio logs it as never retrieved, with a traceback.
+        ready.add_done_callback(lambda f: f.cancelled() or f.exception())
     for task in done:
         if task in keepers:
             task.result()  # a worker failed before it was ready: raises WorkersError
     if not done:
         raise WorkersError(f"the workers were not ready within {READY_TIMEOUT_S:g} s")
-    ready.cancel()
-    # Stopped before every worker was ready: the cancelled gather's error is read here,
-    # or asyncio logs it as never retrieved.
-    ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 async def _keep(worker: Worker, stopping: asyncio.Event) -> None:

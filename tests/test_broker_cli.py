@@ -59,16 +59,20 @@ def test_bad_urls_and_values_are_refused_before_anything_starts(tmp_path: Path) 
     data = ["--data-dir", str(tmp_path / "data")]
     for url, why in (
         ("foo://x", "the scheme must be one of"),
+        ("", "the scheme must be one of"),
         ("redis://[::1", "Invalid IPv6 URL"),
         ("redis://127.0.0.1:99999", "Port out of range"),
+        ("redis://127.0.0.1:x/0", "Port could not be cast"),
+        ("redis://127.0.0.1:6379/abc", "the path must be a database number"),
     ):
         for argv in (["rp", "list"], ["serve", "--port", "0"], ["serve", "--port", "0", "--workers", "2"]):
             result = run_cli([BROKER, *argv, "--redis-url", url])
             assert result.returncode == 2
             assert why in assert_cli_error(result, contains=f"bad --redis-url {url!r}")
-        from_env = run_cli([BROKER, "rp", "list"], env={"PUSHAUTH_REDIS_URL": url})
-        assert from_env.returncode == 2
-        assert why in assert_cli_error(from_env, contains="bad --redis-url")
+        if url:  # PUSHAUTH_REDIS_URL set but empty means not set: the embedded Redis
+            from_env = run_cli([BROKER, "rp", "list"], env={"PUSHAUTH_REDIS_URL": url})
+            assert from_env.returncode == 2
+            assert why in assert_cli_error(from_env, contains="bad --redis-url")
     for flags, named in (
         (["--public-url", "notaurl"], "bad --public-url 'notaurl'"),
         (["--public-url", "ftp://push.example.com"], "bad --public-url"),
@@ -78,6 +82,9 @@ def test_bad_urls_and_values_are_refused_before_anything_starts(tmp_path: Path) 
         (["--port", "-1"], "--port must be 0 to 65535"),
         (["--events-grace", "-5"], "--events-grace"),
         (["--events-grace", "nan"], "--events-grace"),
+        (["--push-subject", "notamailto"], "bad --push-subject"),
+        (["--push-service", "notorigin"], "bad --push-service"),
+        (["--push-service", "https://fcm.googleapis.com/fcm/send"], "an https:// origin"),
     ):
         result = run_cli([BROKER, "serve", *flags, *data])
         assert result.returncode == 2
@@ -95,11 +102,51 @@ def test_bad_urls_and_values_are_refused_before_anything_starts(tmp_path: Path) 
         contains=f"the folder {key.parent} does not exist",
     )
     assert not key.parent.exists()
+    # Nor is a file that holds no P-256 key (a traceback from the VAPID library before).
+    for name, content in (("junk.pem", b"not a pem\n"), ("rsa.pem", rsa_private_key_pem())):
+        (tmp_path / name).write_bytes(content)
+        line = assert_cli_error(
+            run_cli([BROKER, "serve", "--port", "0", "--push-key", tmp_path / name, *data])
+        )
+        assert f"--push-key {tmp_path / name}: not a P-256 private key in PEM" in line
+    assert_cli_error(
+        run_cli(
+            [BROKER, "serve", "--port", "0", "--metrics-port", "0", "--metrics-host", "bad..host", *data]
+        ),
+        contains="cannot listen on --metrics-host bad..host",
+    )
     # A data directory that cannot be made: the message names it.
     for argv in (["rp", "list"], ["serve", "--port", "0"]):
         assert_cli_error(
             run_cli([BROKER, *argv, "--data-dir", "/proc/no-such-dir"]), contains="/proc/no-such-dir: "
         )
+
+
+def rsa_private_key_pem() -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_a_redis_password_is_never_shown(redis_server: RedisServer) -> None:
+    for url in (f"redis://:s3cret@127.0.0.1:{free_port()}/0", "redis+cluster://user:s3cret@127.0.0.1:1/x"):
+        result = run_cli([BROKER, "rp", "list", "--redis-url", url])
+        line = assert_cli_error(result)
+        assert "s3cret" not in result.stderr + result.stdout and ":***@" in line, line
+
+
+def test_a_store_of_an_unknown_layout_is_refused_and_left_alone(redis_server: RedisServer) -> None:
+    """A newer broker's store (or something else's): never "migrated" over."""
+    client = redis_server.client()
+    for marker in (b"3", b"garbage"):
+        client.set("pa:layout", marker)
+        for argv in (["rp", "list"], ["serve", "--port", "0"]):
+            line = assert_cli_error(run_cli([BROKER, *argv, "--redis-url", redis_server.url]))
+            assert "does not know" in line and "Nothing was changed" in line, line
+        assert client.get("pa:layout") == marker
 
 
 def test_an_rp_name_with_control_characters_is_refused(redis_server: RedisServer) -> None:

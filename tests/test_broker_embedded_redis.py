@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 from support import BROKER, BrokerProcess, ManagedProcess, redis_executable, run_cli, wait_until
+from support.redis_cluster import redis_cli
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc (Linux)")
 
@@ -140,3 +143,48 @@ def test_a_second_process_on_the_data_dir_shares_the_running_redis(tmp_path: Pat
     assert sorted(r["name"] for r in rp_cli(data, "list")) == ["One", "Two"]
     broker.terminate()
     wait_until(lambda: not redis_running(pid), message="redis-server to stop with its broker")
+
+
+def test_a_copy_taken_with_redis_cli_restores_as_operations_md_says(tmp_path: Path, pids: list[int]) -> None:
+    """docs/operations.md, "Backing up the broker's data", step by step with the embedded
+    Redis: a copy taken while the broker runs, restored into an empty data directory,
+    brings back what the copy held (and only that)."""
+    data, copy, restored = tmp_path / "data", tmp_path / "pushauth.rdb", tmp_path / "restored"
+    broker = start_broker(tmp_path, data)
+    pids.append(redis_pid(data))
+    rp_cli(data, "add", "Backed up RP")
+    taken = subprocess.run(
+        [redis_cli(), "-s", data / "redis.sock", "--rdb", copy], capture_output=True, text=True, timeout=60
+    )
+    assert taken.returncode == 0, taken.stderr
+    rp_cli(data, "add", "Added after the copy")
+    broker.terminate()
+
+    restored.mkdir()
+    shutil.copy(copy, restored / "dump.rdb")
+    sock = restored / "redis.sock"
+    argv = [redis_executable(), "--dir", restored, "--appendonly", "no", "--save", "", "--port", "0"]
+    with ManagedProcess(
+        [*argv, "--unixsocket", sock],
+        log_dir=tmp_path / "logs",
+        name="restore",
+        ready=lambda _: sock.exists(),
+    ) as once:
+        client = redis.Redis(unix_socket_path=str(sock))
+        client.config_set("appendonly", "yes")
+        wait_until(
+            lambda: (
+                (info := client.info("persistence"))["aof_enabled"] == 1
+                and info["aof_rewrite_in_progress"] == 0
+                and info["aof_rewrite_scheduled"] == 0
+            ),
+            message="the append-only file written from the copy",
+        )
+        with contextlib.suppress(redis.ConnectionError):
+            client.shutdown()
+        assert once.wait() == 0
+
+    again = start_broker(tmp_path, restored)
+    pids.append(redis_pid(restored))
+    assert [r["name"] for r in rp_cli(restored, "list")] == ["Backed up RP"]
+    again.terminate()

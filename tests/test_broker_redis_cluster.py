@@ -254,3 +254,14 @@ def test_a_layout_1_store_on_a_cluster_is_refused_with_a_message(nodes: Nodes) -
         client.delete("pa:rps")
         client.set(keys.LAYOUT, keys.LAYOUT_VERSION)
         client.close()
+
+
+def test_a_plain_url_to_a_cluster_node_says_to_name_the_cluster(nodes: Nodes) -> None:
+    """redis://one-node of a cluster answers PING, then MOVED for most keys: the
+    operator is told what to give instead of a MovedError traceback."""
+    one_node = nodes.cluster.nodes[0].url
+    for argv in (["rp", "list"], ["serve", "--port", "0"]):
+        result = run_cli([BROKER, *argv, "--redis-url", one_node])
+        assert_cli_error(
+            result, contains="is a node of a Redis Cluster: give all of it as --redis-url redis+cluster://"
+        )

@@ -69,3 +69,23 @@ async def test_redis_outage_and_recovery(
         assert await back.frame() == AnswerResult(ch=ch.id, outcome="approved")
         keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
         assert (await client.wait_result(ch, keys, timeout=5)).approved
+
+
+async def test_a_redis_that_takes_no_writes_is_unhealthy(
+    redis_factory: Callable[..., RedisServer], broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """A plain redis:// URL whose server became a replica (a Sentinel failover behind the
+    broker's back): PING still answers, every sign-in fails. /healthz says so, so that a
+    load balancer takes the node out, and says healthy again once it takes writes."""
+    redis_server, master = redis_factory(), redis_factory()
+    broker = broker_factory(redis_url=redis_server.url)
+    assert broker.health()[0] == 200
+    replica = redis_server.client()
+    replica.replicaof("127.0.0.1", master.port)
+    try:
+        status, body = broker.health()
+        assert status == 503, body
+        assert body["code"] == "unavailable" and "read only replica" in body["detail"], body
+    finally:
+        replica.replicaof("NO", "ONE")
+    assert broker.health()[0] == 200

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import BROKER, BrokerProcess, assert_cli_error, line_on_stdout, run_cli, wait_until
+from support import BROKER, BrokerProcess, assert_cli_error, free_port, line_on_stdout, run_cli, wait_until
 from test_broker_device_ws import CTX, Device, approve_push, keys_of, online_device
 
 from protocol.frames import Challenge
@@ -97,6 +97,13 @@ async def test_two_workers_get_challenges_to_either_and_stop_together(
     workers = worker_pids(broker)
     redis_pid = int((data / "redis.pid").read_text())
     leftovers += [*workers, redis_pid]
+    # A second supervisor on the same port is refused, not given half the connections
+    # (SO_REUSEPORT would share the port with it).
+    port = broker.http_url.rpartition(":")[2]
+    second = run_cli([BROKER, "serve", "--port", port, "--workers", "2", "--data-dir", tmp_path / "other"])
+    assert second.returncode == 1
+    assert_cli_error(second, contains="address already in use")
+    assert not (tmp_path / "other").exists()
     rp = add_rp(data)  # `rp` shares the supervisor's embedded Redis
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
         devices = await one_device_per_worker(client, broker)
@@ -165,3 +172,11 @@ async def test_a_killed_supervisor_stops_its_workers_in_order_and_a_dead_worker_
 )
 def test_bad_worker_arguments_get_one_line_before_anything_starts(args: list[str], words: str) -> None:
     assert_cli_error(run_cli([BROKER, "serve", "--port", "0", *args]), contains=words)
+
+
+def test_a_worker_that_cannot_start_is_reported_without_a_traceback() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    result = run_cli([BROKER, "serve", "--port", "0", "--workers", "2", "--redis-url", url])
+    assert result.returncode == 2
+    assert "cannot reach Redis" in result.stderr
+    assert "Traceback" not in result.stderr and "never retrieved" not in result.stderr, result.stderr

@@ -30,6 +30,9 @@ from .waiting import DEADLINE, wait_until
 # quick failovers in tests; long enough that a loaded 2-core machine does not see
 # a failover nobody caused.
 NODE_TIMEOUT_MS = 2000
+# The nodes start from the configuration deploy/ ships (so a line Redis refuses there
+# fails these tests); the test's own options (ports, loopback, timings) override it.
+DEPLOY_CONF = Path(__file__).resolve().parents[2] / "deploy" / "redis-cluster" / "redis.conf"
 
 
 def redis_cli() -> str:
@@ -59,6 +62,7 @@ class RedisCluster:
                     self.directory / f"node{i}",
                     name=f"cluster-node{i}",
                     appendonly=appendonly,
+                    config_file=DEPLOY_CONF,
                     extra_args=(
                         "--cluster-enabled",
                         "yes",

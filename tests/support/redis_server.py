@@ -79,7 +79,9 @@ class RedisServer:
         extra_args: tuple[str, ...] = (),
         name: str = "redis",
         cluster: bool | None = None,
+        config_file: Path | None = None,
     ) -> None:
+        """`config_file`: a redis.conf to start from; the options here override it."""
         if cluster is None:
             cluster = os.environ.get("PUSHAUTH_TEST_REDIS_CLUSTER", "") not in ("", "0")
         self.cluster = cluster
@@ -90,12 +92,14 @@ class RedisServer:
         self.appendonly = appendonly
         self.appendfsync = appendfsync
         self.extra_args = extra_args
+        self.config_file = config_file
         self.name = name
         self.process = self._process()
 
     def _process(self) -> ManagedProcess:
         argv = [
             redis_executable(),
+            *([str(self.config_file)] if self.config_file else []),  # must come first
             "--port", str(self.port),
             "--bind", LOCALHOST,
             "--dir", str(self.directory),
