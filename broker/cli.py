@@ -23,8 +23,10 @@ from .activation import ActivationError
 from .command import CliError, open_redis
 from .logs import BlobIdFilter
 from .policy_cli import add_rp_policy_commands, rp_policy_command
-from .store import Store
+from .store import RP_CACHE_S, Store
 from .workers import WorkersError, supervise
+
+MAX_KEEP_OLD_MIN = 7 * 24 * 60  # a week: long enough to roll out a new key anywhere
 
 EPILOG = """\
 State lives in Redis only. With no --redis-url (or PUSHAUTH_REDIS_URL) the broker
@@ -123,6 +125,29 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     )
     rm.add_argument("rp_id", help="the RP id printed by `rp add`")
     _add_store_args(rm)
+    rot = rp_sub.add_parser(
+        "rotate-key",
+        help="give an RP a new API key; the old one ends at once or after --keep-old",
+        description="Replace an RP's API key: the new key is shown once, the old one stops working "
+        f"on every node within {RP_CACHE_S:g} seconds (a leaked key), or after --keep-old minutes so "
+        "that the RP can switch to the new key without a refused request. The RP's users, devices "
+        "and pending sign-ins are not touched.",
+        epilog="""examples:
+  pushauth-broker rp rotate-key rp_Cm-Kvhqvpefc                  # leaked: the old key ends now
+  pushauth-broker rp rotate-key rp_Cm-Kvhqvpefc --keep-old 60    # routine: both work for an hour""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rot.add_argument("rp_id", help="the RP id printed by `rp add`")
+    rot.add_argument(
+        "--keep-old",
+        type=int,
+        default=0,
+        metavar="MINUTES",
+        help=f"how long the old key keeps working, 0..{MAX_KEEP_OLD_MIN} (default: 0, it ends now); "
+        "a key kept from an earlier rotation ends now either way",
+    )
+    rot.add_argument("--json", action="store_true", help='print {"id", "name", "api_key"} as JSON')
+    _add_store_args(rot)
     add_rp_policy_commands(rp_sub, _add_store_args)
     return parser
 
@@ -145,6 +170,23 @@ async def rp_command(args: argparse.Namespace) -> None:
             else:
                 print(f"RP id:   {rp.id}\nname:    {rp.name}\nAPI key: {key}")
                 print("The API key is shown only now; the broker keeps a hash of it.", file=sys.stderr)
+        elif args.rp_command == "rotate-key":
+            if not 0 <= args.keep_old <= MAX_KEEP_OLD_MIN:
+                raise CliError(f"--keep-old must be 0 to {MAX_KEEP_OLD_MIN} minutes")
+            rp = await store.get_rp(args.rp_id)
+            key = await store.rotate_rp_key(args.rp_id, args.keep_old * 60) if rp is not None else None
+            if rp is None or key is None:
+                raise CliError(f"no relying party with id {args.rp_id!r}")
+            if args.json:
+                print(json.dumps({"id": rp.id, "name": rp.name, "api_key": key}))
+            else:
+                print(f"RP id:   {rp.id}\nname:    {text.printable(rp.name)}\nAPI key: {key}")
+            old = (
+                f"works for {args.keep_old} more minute(s)"
+                if args.keep_old
+                else f"stops working within {RP_CACHE_S:g} seconds"
+            )
+            print(f"The new API key is shown only now; the old one {old}.", file=sys.stderr)
         elif args.rp_command == "list":
             rps = await store.list_rps()
             if args.json:

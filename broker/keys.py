@@ -13,7 +13,7 @@ too. The slot comes from the hash tag, the part of a key between braces:
 - {rp}: the RPs and their API keys (few; one slot).
 - {blob}: the encrypted backups and their quota index (one slot: the quota is global).
 
-    pa:{rp}:rp:{rp}            hash  RP: name, key_hash, created
+    pa:{rp}:rp:{rp}            hash  RP: name, key_hash, created, old_key_hash (rotate-key)
     pa:{rp}:rpkey:{sha256(key)} str  API key hash -> RP id
     pa:{rp}:rps                set   RP ids
     pa:{rp}:rpp:{rp}           hash  the RP's policy: the settings the operator set

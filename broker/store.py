@@ -206,6 +206,31 @@ class Store:
             await p.execute()
         return rp, api_key
 
+    async def rotate_rp_key(self, rp_id: str, keep_old_s: int) -> str | None:
+        """A new API key for the RP (None: no such RP). The key it replaces ends at once
+        (every node stops taking it within RP_CACHE_S), or after `keep_old_s` so that the
+        RP can switch without a refused request. One earlier key at most: a key kept from
+        a rotation before ends now."""
+        current, earlier = await self.redis.hmget(keys.rp(rp_id), ["key_hash", "old_key_hash"])
+        if current is None:
+            return None
+        api_key = "pak_" + secrets.token_urlsafe(32)
+        key_hash = sha256_hex(api_key)
+        old = keys.rp_key(current.decode())
+        async with self.redis.pipeline(transaction=True) as p:
+            if earlier is not None:
+                p.delete(keys.rp_key(earlier.decode()))
+            p.set(keys.rp_key(key_hash), rp_id)
+            p.hset(keys.rp(rp_id), "key_hash", key_hash)
+            if keep_old_s:
+                p.pexpire(old, keep_old_s * 1000)
+                p.hset(keys.rp(rp_id), "old_key_hash", current)
+            else:
+                p.delete(old)
+                p.hdel(keys.rp(rp_id), "old_key_hash")
+            await p.execute()
+        return api_key
+
     async def list_rps(self) -> list[RelyingParty]:
         ids = sorted(i.decode() for i in await self.redis.smembers(keys.RPS))
         async with self.redis.pipeline(transaction=False) as p:
@@ -219,11 +244,13 @@ class Store:
         return RelyingParty(rp_id, name.decode()) if name is not None else None
 
     async def remove_rp(self, rp_id: str) -> bool:
-        key_hash = await self.redis.hget(keys.rp(rp_id), "key_hash")
+        key_hash, earlier = await self.redis.hmget(keys.rp(rp_id), ["key_hash", "old_key_hash"])
         if key_hash is None:
             return False
         async with self.redis.pipeline(transaction=True) as p:
             p.delete(keys.rp(rp_id), keys.rp_key(key_hash.decode()), keys.rp_policy(rp_id))
+            if earlier is not None:  # kept for a while by `rp rotate-key --keep-old`
+                p.delete(keys.rp_key(earlier.decode()))
             p.srem(keys.RPS, rp_id)
             await p.execute()
         return True

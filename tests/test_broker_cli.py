@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from support import BROKER, RedisServer, assert_cli_error, free_port, run_cli
+from support import (
+    BROKER,
+    BrokerProcess,
+    RedisServer,
+    add_rp,
+    assert_cli_error,
+    free_port,
+    run_cli,
+    wait_until,
+)
 
 
 def test_rp_add_list_remove(redis_server: RedisServer) -> None:
@@ -175,3 +189,52 @@ def test_help_answers_real_questions() -> None:
     serve = run_cli([BROKER, "serve", "--help"]).stdout
     for needle in ("--public-url", "--data-dir", "--enrollment-ttl", "PUSHAUTH_REDIS_URL"):
         assert needle in serve
+
+
+def test_rotate_key_ends_the_old_key_now_or_after_keep_old(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    url = redis_server.url
+    broker = broker_factory(redis_url=url)
+    rp = add_rp("Rotating RP", redis_url=url)
+
+    def works(key: str) -> int | None:
+        request = urllib.request.Request(
+            broker.http_url + "/v1/rp", headers={"Authorization": f"Bearer {key}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def rotate(*flags: str) -> dict[str, Any]:
+        result = run_cli([BROKER, "rp", "rotate-key", rp["id"], *flags, "--json", "--redis-url", url])
+        assert result.returncode == 0, result.stderr
+        new = json.loads(result.stdout)
+        assert (new["id"], new["name"]) == (rp["id"], "Rotating RP") and new["api_key"] != rp["api_key"]
+        return new
+
+    assert works(rp["api_key"]) == 200
+    # Routine: both keys work while the RP switches; the old one for --keep-old minutes.
+    kept = rotate("--keep-old", "1")
+    assert works(kept["api_key"]) == 200 and works(rp["api_key"]) == 200
+    old_entry = f"pa:{{rp}}:rpkey:{hashlib.sha256(rp['api_key'].encode()).hexdigest()}"
+    assert 0 < redis_server.client().pttl(old_entry) <= 60_000
+    # Leaked: the key it replaces ends at once, and so does one kept from before.
+    now = rotate()
+    wait_until(
+        lambda: works(rp["api_key"]) == 401 and works(kept["api_key"]) == 401,
+        message="the replaced keys refused on the node (after its 2 s cache)",
+    )
+    assert works(now["api_key"]) == 200
+    # Removing the RP ends a key kept from a rotation too.
+    last = rotate("--keep-old", "5")
+    assert run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", url]).returncode == 0
+    wait_until(lambda: works(now["api_key"]) == 401 and works(last["api_key"]) == 401, message="both refused")
+    for argv, words in (
+        (["rp_nope"], "no relying party"),
+        ([rp["id"]], "no relying party"),
+        (["rp_nope", "--keep-old", "-1"], "--keep-old must be 0 to 10080"),
+    ):
+        assert_cli_error(run_cli([BROKER, "rp", "rotate-key", *argv, "--redis-url", url]), contains=words)
