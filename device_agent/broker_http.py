@@ -14,10 +14,10 @@ import hashlib
 import json
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlunsplit
 
 from protocol import b64, signing
-from protocol.uri import insecure_transport
+from protocol.uri import insecure_transport, split_url
 
 from .errors import InsecureBroker, Refused, Unreachable, UsageError
 
@@ -27,10 +27,14 @@ DEFAULT_BACKUP_NAME = "default"
 
 def http_base(broker: str) -> str:
     """The broker's HTTP origin from its device WebSocket URL (same host and port)."""
-    parts = urlsplit(broker)
-    scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
-    if scheme is None or not parts.netloc:
-        raise UsageError(f"not a broker URL: {broker!r} (ws://, wss://, http:// or https://)")
+    parts = split_url(broker)
+    scheme = (
+        None
+        if parts is None
+        else {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
+    )
+    if parts is None or scheme is None or not parts.hostname:
+        raise UsageError(f"not a broker URL: {broker!r} (ws://, wss://, http:// or https:// with a host)")
     if (insecure := insecure_transport(broker)) is not None:  # backups and recovery keys too
         raise InsecureBroker(insecure)
     return urlunsplit((scheme, parts.netloc, "", "", ""))

@@ -16,7 +16,7 @@ import binascii
 import ipaddress
 import re
 from dataclasses import dataclass, replace
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from . import b64
 from .errors import ErrorCode, ProtocolError
@@ -79,6 +79,19 @@ class EnrollmentURI:
         return replace(self, binding_secret=secret)
 
 
+def split_url(text: str) -> SplitResult | None:
+    """`text` split as a URL, or None when it is not one: urllib raises ValueError for a
+    malformed IPv6 host ("ws://[::1") and for a port that is not a number in 0..65535.
+    Every place that reads a broker URL from a link or from the user goes through here,
+    so such a URL is refused with a message, never a traceback."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018  (raises on a malformed or out-of-range port)
+    except ValueError:
+        return None
+    return parts
+
+
 # Schemes that carry the broker's traffic in clear (the HTTP API shares the
 # WebSocket's host and port, so http:// is as exposed as ws://).
 PLAINTEXT_SCHEMES = ("ws", "http")
@@ -99,7 +112,9 @@ def insecure_transport(broker: str) -> str | None:
     loopback: section 2.1 requires TLS elsewhere), or None. A device checks this
     before it connects or sends anything; `parse` accepts such links (an RP or a test
     on loopback builds them), the device refuses them."""
-    parts = urlsplit(broker)
+    parts = split_url(broker)
+    if parts is None:
+        return f"the broker URL {broker} is malformed; nothing was sent"
     if parts.scheme.lower() not in PLAINTEXT_SCHEMES:
         return None
     if parts.hostname is not None and is_loopback(parts.hostname):
@@ -119,8 +134,8 @@ def parse(text: str) -> EnrollmentURI:
     text = text.strip()
     if len(text) > 2048:
         raise _bad("too long")
-    parts = urlsplit(text)
-    if parts.scheme != SCHEME or parts.netloc != "enroll":
+    parts = split_url(text)
+    if parts is None or parts.scheme != SCHEME or parts.netloc != "enroll":
         raise _bad("expected pushauth://enroll?...")
     pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
     q: dict[str, str] = {}
@@ -133,12 +148,8 @@ def parse(text: str) -> EnrollmentURI:
     for key in ("broker", "token", "rp", "rp_name", "account"):
         if not q.get(key):
             raise _bad(f"missing {key!r}")
-    broker = urlsplit(q["broker"])
-    try:
-        host, _port = broker.hostname, broker.port  # port raises on a malformed one
-    except ValueError:
-        host = None
-    if broker.scheme not in ("ws", "wss") or not host:
+    broker = split_url(q["broker"])
+    if broker is None or broker.scheme not in ("ws", "wss") or not broker.hostname:
         raise _bad("broker must be a ws:// or wss:// URL with a host")
     if broker.username is not None or broker.password is not None or broker.fragment:
         raise _bad("broker URL must not carry user info or a fragment")

@@ -140,6 +140,40 @@ def test_bad_enrollment_uri_is_refused_before_anything_happens(
     assert not (tmp_path / "home").exists()
 
 
+BROKEN_URLS = ["ws://[::1", "ws://[::1]:99999/v1/device", "wss://[nope]/v1/device"]
+
+
+@pytest.mark.parametrize("broker", BROKEN_URLS)
+def test_enroll_and_reactivate_refuse_a_broker_url_urllib_cannot_split(tmp_path: Path, broker: str) -> None:
+    # urllib.parse raises ValueError on these ("Invalid IPv6 URL", "Port out of range").
+    link = f"pushauth://enroll?v=2&broker={broker}&token={TOKEN}&rp=rp1&rp_name=X&account=a"
+    result = agent(tmp_path / "home", "enroll", link)
+    assert_cli_error(result, contains="broker must be a ws:// or wss:// URL with a host")
+    assert result.returncode == 2
+    assert not (tmp_path / "home").exists()
+    store_with_account(tmp_path / "old", dead_broker())
+    result = agent(tmp_path / "old", "reactivate", "alice@example.com", link)
+    assert_cli_error(result, contains="not a valid enrollment URI")
+    assert result.returncode == 2
+
+
+@pytest.mark.parametrize("broker", [*BROKEN_URLS, "http://[::1", "https://h:70000/"])
+def test_backup_commands_refuse_a_broker_url_urllib_cannot_split(tmp_path: Path, broker: str) -> None:
+    home = tmp_path / "home"
+    store_with_account(home, dead_broker())
+    for args in (
+        ["backup", "--to", "broker", "--broker", broker],
+        ["backup", "delete", "--from", "broker", "--broker", broker],
+    ):
+        result = agent(home, *args)
+        assert_cli_error(result, contains="not a broker URL")
+        assert result.returncode == 2
+    result = agent(tmp_path / "new", "restore", "--from", "broker", "--broker", broker)
+    assert_cli_error(result, contains="not a broker URL")
+    assert result.returncode == 2
+    assert not (tmp_path / "new" / "vault.pav").exists()
+
+
 @pytest.mark.parametrize("name", ["x" * 65, "bad\tname", ""])
 def test_bad_device_name_is_refused(tmp_path: Path, name: str) -> None:
     result = agent(tmp_path / "home", "enroll", enroll_uri(dead_broker()), "--name", name)

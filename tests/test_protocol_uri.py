@@ -156,6 +156,8 @@ def test_totp_algorithm_case_is_normalised() -> None:
         BASE.build().replace("pushauth://", "push auth://", 1),
         "x" * 3000,
         query(account="a" * 2100),  # over 2048 characters in all
+        "pushauth://[::1",  # urllib raises ValueError for a broken IPv6 host
+        "pushauth://enroll:99999?v=2",  # and for a port out of range
     ],
 )
 def test_not_an_enrollment_uri(text: str) -> None:
@@ -194,10 +196,31 @@ def test_unsupported_version(version: str) -> None:
         "wss://push.example.com/v1/device#frag",
         "push.example.com:8443",
         "javascript:alert(1)",
+        # urllib.parse raises ValueError for these: refused like the rest, not a traceback.
+        "ws://[::1",
+        "wss://[::1/v1/device",
+        "ws://[not-an-address]/v1/device",
+        "wss://[::1]:70000/v1/device",
+        "ws://[::1]:-1/v1/device",
+        "wss://push.example.com:port/v1/device",
     ],
 )
 def test_broker_must_be_a_websocket_url(broker: str) -> None:
-    refused(query(broker=broker))
+    error = refused(query(broker=broker))
+    assert "broker" in error.message
+
+
+@pytest.mark.parametrize("broker", ["ws://[::1", "http://[::1/x", "wss://h:99999/", "ws://[zz]/"])
+def test_split_url_and_insecure_transport_refuse_a_malformed_url(broker: str) -> None:
+    assert uri.split_url(broker) is None
+    why = uri.insecure_transport(broker)  # a device must not connect there either
+    assert why is not None and "malformed" in why
+
+
+def test_split_url_keeps_a_good_ipv6_url() -> None:
+    parts = uri.split_url("ws://[::1]:8700/v1/device")
+    assert parts is not None and parts.hostname == "::1" and parts.port == 8700
+    assert uri.insecure_transport("ws://[::1]:8700/v1/device") is None
 
 
 @pytest.mark.parametrize(
