@@ -20,6 +20,7 @@ from protocol.uri import EnrollmentURI
 
 from .connection import Connection
 from .device_names import check_device_name, default_device_name
+from .display import shown
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import Account, AccountStore, Registration, StoreError
@@ -384,33 +385,34 @@ async def remove(store: AccountStore, name: str, *, local_only: bool = False) ->
     entry = store.find_entry(name)
     if entry.account is None:
         store.remove(entry.name)
-        return f'Removed "{entry.name}" (a verification-code account: nothing to revoke).'
+        return f'Removed "{shown(entry.name)}" (a verification-code account: nothing to revoke).'
     account = entry.account
+    name, rp_name = shown(account.name), shown(account.rp_name)
     if not account.active:
         store.remove(account.name)
-        return f'Forgot "{account.name}" (it was already {account.status_reason or account.status}).'
+        return f'Forgot "{name}" (it was already {shown(account.status_reason or account.status)}).'
     try:
         conn, _, _ = await _authenticated(store, account.broker, [account])
     except (Unreachable, InsecureBroker) as exc:  # an unencrypted URL: only --local-only helps
         if not local_only:
             raise Unreachable(
-                f"{exc}; the account was NOT removed (it stays valid at {account.rp_name}). "
+                f"{exc}; the account was NOT removed (it stays valid at {rp_name}). "
                 "Retry later, or use --local-only to forget it here anyway."
             ) from None
         store.remove(account.name)
         return (
-            f'Forgot "{account.name}" on this device only; the broker could not be reached, so '
-            f"remove this device in {account.rp_name}'s security settings too."
+            f'Forgot "{name}" on this device only; the broker could not be reached, so '
+            f"remove this device in {rp_name}'s security settings too."
         )
     async with conn:
         try:
             if account.cid in conn.session.credentials:
                 await conn.revoke(account.cid)
                 store.remove(account.name)
-                return f'Removed "{account.name}": {account.rp_name} sends no more requests to this device.'
+                return f'Removed "{name}": {rp_name} sends no more requests to this device.'
         except Refused as exc:
             if exc.code not in GONE_CODES:
                 raise
     # The broker had already dropped it (refused at welcome, or revoked meanwhile).
     store.remove(account.name)
-    return f'Forgot "{account.name}": the broker no longer knew it.'
+    return f'Forgot "{name}": the broker no longer knew it.'

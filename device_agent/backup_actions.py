@@ -27,6 +27,7 @@ from . import backup_keys, broker_http
 from .accounts_model import OtpAccount
 from .backup import Backup, dump_backup, load_backup
 from .backup_keys import BackupCode, BlobKeys
+from .display import shown
 from .errors import AgentError, Refused, UsageError
 from .legacy_store import unb64
 from .passphrase import PassphraseError, check_strength, kdf_from_env
@@ -521,13 +522,13 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             )
         except AgentError as exc:
             lines.append(
-                f"action required: {name}: it could not recover by itself ({exc}); get a new QR code"
-                f" from {account.rp_name}, then: pushauth-agent reactivate"
+                f"action required: {shown(name)}: it could not recover by itself ({exc}); get a new QR code"
+                f" from {shown(account.rp_name)}, then: pushauth-agent reactivate"
             )
             continue
         if (got["rp"], got["user"]) != (account.rp, account.user):
             # A broker must not move an account to another service or user.
-            lines.append(f"action required: {name}: the broker answered for another account")
+            lines.append(f"action required: {shown(name)}: the broker answered for another account")
             continue
         store.reactivate(
             name,
@@ -543,7 +544,9 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
                 recovery_seed=new_recovery_seed,
             ),
         )
-        lines.append(f"recovered: {name}: this device has its own new key ({account.rp_name} was told)")
+        lines.append(
+            f"recovered: {shown(name)}: this device has its own new key ({shown(account.rp_name)} was told)"
+        )
     return lines
 
 

@@ -27,7 +27,16 @@ from protocol.frames import Decision, NoticeDecision, NoticeOutcome
 from . import backup_actions, broker_http, otp_actions, recovery_keys
 from .backup_keys import BackupCode
 from .device_names import check_device_name, default_device_name
-from .display import entry_json, entry_line, notice_json, notice_text, request_json, request_text
+from .display import (
+    entry_json,
+    entry_line,
+    notice_json,
+    notice_text,
+    request_json,
+    request_text,
+    shown,
+    shown_lines,
+)
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
 from .messages import notice_outcome_message, outcome_message
 from .passphrase import (
@@ -392,11 +401,14 @@ def home_dir(arg: Path | None) -> Path:
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    """One message on stdout. Names in it come through display.shown(); shown_lines is
+    the last guard for a broker's or RP's words that reach here unescaped: no control
+    character gets to the terminal (docs/protocol.md, section 18.4)."""
+    print(shown_lines(text), flush=True)
 
 
 def warn(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(shown_lines(text), file=sys.stderr, flush=True)
 
 
 # -- commands ---------------------------------------------------------------------
@@ -408,12 +420,13 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
     from . import actions
 
     account, replaced = asyncio.run(actions.enroll(store, args.uri, args.name))
+    name, rp_name, user = shown(account.name), shown(account.rp_name), shown(account.user)
     if replaced is not None:
-        say(f'Replaced the revoked account "{account.name}" for {account.rp_name} (user {account.user}).')
+        say(f'Replaced the revoked account "{name}" for {rp_name} (user {user}).')
     else:
-        say(f'Added "{account.name}" for {account.rp_name} (user {account.user}).')
-    say(f"  broker: {account.broker}")
-    say(f"  this device is listed as: {account.device_name}")
+        say(f'Added "{name}" for {rp_name} (user {user}).')
+    say(f"  broker: {shown(account.broker)}")
+    say(f"  this device is listed as: {shown(account.device_name)}")
     if account.has_totp:
         say("  verification codes: yes")
     # The service sends a test notification to finish the setup: it waits at the broker
@@ -475,7 +488,7 @@ def cmd_rename(store: AccountStore, args: argparse.Namespace) -> int:
 
 def cmd_move(store: AccountStore, args: argparse.Namespace) -> int:
     for i, entry in enumerate(store.move(args.account, args.position), 1):
-        say(f"{i}. {entry.name}")
+        say(f"{i}. {shown(entry.name)}")
     return EXIT_OK
 
 
@@ -719,9 +732,12 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     store.adopt_passphrase(passphrase)
     report = backup_actions.restore(store, backup, code)
     for name in report.ready:
-        say(f"ready: {name}")
+        say(f"ready: {shown(name)}")
     for name, rp_name in report.action_required:
-        say(f"action required: {name}: get a new QR code from {rp_name}, then: pushauth-agent reactivate")
+        say(
+            f"action required: {shown(name)}: get a new QR code from {shown(rp_name)}, "
+            "then: pushauth-agent reactivate"
+        )
     recovered = backup_actions.recover_accounts(store, report.recoverable, device_name)
     for line in recovered:
         say(line)
@@ -737,7 +753,8 @@ def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
     from . import actions
 
     account = asyncio.run(actions.reactivate(store, args.account, args.uri, args.name))
-    say(f'Re-activated "{account.name}" for {account.rp_name}: this device gets its sign-in requests.')
+    name, rp_name = shown(account.name), shown(account.rp_name)
+    say(f'Re-activated "{name}" for {rp_name}: this device gets its sign-in requests.')
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from protocol.challenge import Status
 from protocol.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, ErrorCode
 from protocol.frames import CancelReason, NoticeOutcome, RevokeReason
+from protocol.text import printable
 
 ERROR_MESSAGES: dict[str, str] = {
     ErrorCode.MALFORMED: "the broker and this agent do not understand each other (malformed frame)",
@@ -105,7 +106,8 @@ def notice_outcome_message(outcome: str) -> str:
 
 def revoked_notice(account: str, rp_name: str | None, reason: str) -> str:
     """What the user reads when one of their accounts stops working here."""
-    who = f'"{account}" ({rp_name})' if rp_name else f'"{account}"'
+    # The names come from the RP's link (or the broker's frame): shown as display.shown does.
+    who = f'"{printable(account)}" ({printable(rp_name)})' if rp_name else f'"{printable(account)}"'
     return f"Account {who} was {reason}: this device gets no more sign-in requests for it."
 
 
