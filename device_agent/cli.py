@@ -234,7 +234,9 @@ def build_parser() -> Parser:
         'the sign-in screen and Enter to approve, Ctrl+N to deny, Ctrl+R to report "this\n'
         "wasn't me\", Escape to answer later (a: show it again). q quits. Accounts that\n"
         'need action (restored push accounts) are marked. A "was this you?" question after\n'
-        "a new device restored an account opens a dialog too: y (it was me), n (it was not).",
+        "a new device restored an account opens a dialog too: y (it was me), n (it was not).\n\n"
+        "It needs a terminal: with stdin or stdout not one (a pipe, a file), it refuses\n"
+        "(exit 2) and nothing is opened.",
     )
 
     c = command(
@@ -806,10 +808,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)
     parser = build_parser()
     args = parser.parse_args(argv)
+    on_terminal = sys.stdin.isatty() and sys.stdout.isatty()
     if args.command is None:
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        if not on_terminal:
             parser.error("a command is required (the screen opens only on a terminal)")
         args.command = "ui"
+    elif args.command == "ui" and not on_terminal:
+        # Escape codes into a pipe, and a screen that waits for keys no one can type.
+        parser.error(
+            "ui: the screen opens only on a terminal (stdin and stdout); "
+            "in scripts use listen, pending, approve, deny or code"
+        )
     store = AccountStore(home_dir(args.home), Passphrases())
     store.on_change = backup_actions.auto_backup_hook(backup_actions.upload, warn)
     try:

@@ -113,6 +113,29 @@ def test_argument_errors_are_one_line_with_exit_2(tmp_path: Path, args: list[str
     assert not (tmp_path / "home").exists()
 
 
+@pytest.mark.parametrize("stdin_tty", [False, True])
+def test_ui_refuses_without_a_terminal(tmp_path: Path, stdin_tty: bool) -> None:
+    # `pushauth-agent ui </dev/null | tail`, and `pushauth-agent ui | tail` from a terminal:
+    # no escape codes into the pipe, no screen waiting for keys; it ends at once.
+    main, other = os.openpty()
+    try:
+        result = subprocess.run(
+            [AGENT, "--home", str(tmp_path / "home"), "ui"],
+            stdin=other if stdin_tty else subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        os.close(main)
+        os.close(other)
+    assert_cli_error(result, contains="the screen opens only on a terminal")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert not (tmp_path / "home").exists()
+
+
 @pytest.mark.parametrize(
     ("uri", "contains"),
     [
