@@ -222,8 +222,10 @@ class PendingNotice:
 class PendingReport:
     requests: list[PendingRequest]  # newest first (the one whose number the sign-in page shows)
     notices: list[str]  # accounts found revoked
-    failures: list[str]  # brokers that could not be asked
+    failures: list[str]  # why each broker that could not be asked was not (one line each)
     recoveries: list[PendingNotice] = field(default_factory=list)  # oldest first
+    unreachable: list[str] = field(default_factory=list)  # the URLs of those brokers
+    asked: int = 0  # how many brokers were asked
 
 
 def _dedupe(challenges: list[Challenge]) -> list[Challenge]:
@@ -257,7 +259,7 @@ async def _authenticated(
 async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
     """Ask every broker at once (a slow one does not delay the others); close all after."""
     brokers = _accounts_or_fail(store)
-    report = PendingReport([], [], [])
+    report = PendingReport([], [], [], asked=len(brokers))
     async with contextlib.AsyncExitStack() as stack:
 
         async def one(broker: str, accounts: list[Account]) -> None:
@@ -265,6 +267,7 @@ async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
                 conn, welcome, challenges = await _authenticated(store, broker, accounts)
             except AgentError as exc:
                 report.failures.append(str(exc))
+                report.unreachable.append(broker)
                 return
             stack.push_async_callback(conn.close)
             report.notices.extend(apply_welcome(store, welcome))

@@ -160,7 +160,14 @@ def build_parser() -> Parser:
         "Print the sign-in requests waiting for an answer, and exit.",
         "Asks every broker this device has accounts on. Also lists the open recovery\n"
         'questions ("was this you?": a new device restored one of these accounts); answer\n'
-        "them with: pushauth-agent recovery confirm|disown ID.",
+        "them with: pushauth-agent recovery confirm|disown ID.\n\n"
+        "A broker that cannot be reached is named on stderr, and what the others have is\n"
+        'still listed; "No sign-in requests are waiting" is said only when every broker\n'
+        "answered. Exit code 3 when any broker could not be asked.\n\n"
+        '--json prints one list; each item has a "type": "sign_in" (a request: id, rp,\n'
+        'rp_name, account, context, seconds_left, ...), "recovery_notice" (a question), or\n'
+        '"unreachable" (a broker that could not be asked: "broker" its URL, "error" why).\n'
+        "So [] means that every broker answered and nothing is waiting.",
     )
     c.add_argument("--json", action="store_true", help="print a JSON list instead of text")
 
@@ -533,15 +540,32 @@ def cmd_pending(store: AccountStore, args: argparse.Namespace) -> int:
     if args.json:
         listed = [request_json(r.challenge, r.account, r.broker_now_ms) for r in report.requests]
         listed += [notice_json(q.notice, q.account) for q in report.recoveries]
+        # A broker that could not be asked is an item too: [] means "nothing is waiting",
+        # never "could not ask".
+        listed += [
+            {"type": "unreachable", "broker": broker, "error": why}
+            for broker, why in zip(report.unreachable, report.failures, strict=True)
+        ]
         say(json.dumps(listed))
         return EXIT_UNREACHABLE if report.failures else EXIT_OK
     if not report.requests:
-        say("No sign-in requests are waiting.")
+        if not report.unreachable:
+            say("No sign-in requests are waiting.")
+        elif len(report.unreachable) == report.asked:
+            say("No broker could be asked: whether sign-in requests are waiting is not known.")
+        else:
+            answered = report.asked - len(report.unreachable)
+            say(
+                f"No sign-in requests are waiting at the {answered} of {report.asked} brokers that "
+                f"answered; not known for {', '.join(shown(b) for b in report.unreachable)}."
+            )
     else:
         for r in report.requests:
             say(request_text(r.challenge, r.account, r.broker_now_ms))
             say()
         say("Answer with: pushauth-agent approve ID --number N, or: pushauth-agent deny ID [--fraud]")
+        if report.unreachable:
+            say(f"Not asked (could not be reached): {', '.join(shown(b) for b in report.unreachable)}.")
     if report.recoveries:
         say()
         for q in report.recoveries:

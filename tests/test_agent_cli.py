@@ -333,6 +333,14 @@ def test_pending_and_approve_with_the_broker_down(tmp_path: Path) -> None:
     result = agent(tmp_path / "home", "pending")
     assert "cannot reach the broker" in result.stderr
     assert result.returncode == 3
+    # It could not ask: it must not say that nothing is waiting.
+    assert "No sign-in requests are waiting" not in result.stdout
+    assert "No broker could be asked: whether sign-in requests are waiting is not known." in result.stdout
+    result = agent(tmp_path / "home", "pending", "--json")
+    assert result.returncode == 3
+    (item,) = json.loads(result.stdout)
+    assert item["type"] == "unreachable" and item["broker"] == broker
+    assert item["error"].startswith(f"cannot reach the broker at {broker}")
     result = agent(tmp_path / "home", "approve", "abcd", "--number", "12")
     assert_cli_error(result, contains="cannot reach the broker")
     assert result.returncode == 3

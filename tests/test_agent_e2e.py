@@ -519,11 +519,29 @@ def test_pending_reports_the_brokers_it_reached_and_the_ones_it_did_not(tmp_path
             seed=signing.new_seed(),
         ),
     )
+    # Nothing waiting yet: said only of the broker that answered, never "nothing waits".
+    result = agent(home, "pending")
+    assert result.returncode == 3
+    assert "No sign-in requests are waiting." not in result.stdout
+    assert f"No sign-in requests are waiting at the 1 of 2 brokers that answered; not known for {dead}." in (
+        result.stdout
+    )
+    (item,) = json.loads(agent(home, "pending", "--json").stdout)
+    assert item["type"] == "unreachable" and item["broker"] == dead
+    assert item["error"].startswith(f"cannot reach the broker at {dead}: connection refused")
     ch = rp_api.challenge()
     result = agent(home, "pending", "--json")
     assert result.returncode == 3
-    assert [r["id"] for r in json.loads(result.stdout)] == [ch["id"]]
+    listed = json.loads(result.stdout)
+    assert [(r["type"], r.get("id"), r.get("broker")) for r in listed] == [
+        ("sign_in", ch["id"], None),
+        ("unreachable", None, dead),
+    ]
     assert f"cannot reach the broker at {dead}" in result.stderr
+    result = agent(home, "pending")
+    assert result.returncode == 3
+    assert ch["id"] in result.stdout
+    assert f"Not asked (could not be reached): {dead}." in result.stdout
     # approve still finds the request on the broker that answers.
     result = agent(home, "approve", ch["id"], "--number", ch["number"])
     assert result.returncode == 0, result.stderr
