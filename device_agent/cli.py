@@ -843,7 +843,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ui: the screen opens only on a terminal (stdin and stdout); "
             "in scripts use listen, pending, approve, deny or code"
         )
-    store = AccountStore(home_dir(args.home), Passphrases())
+    home = home_dir(args.home)
+    if home.exists() and not home.is_dir():
+        where = "--home" if args.home is not None else (HOME_ENV if os.environ.get(HOME_ENV) else "home")
+        warn(f"pushauth-agent: {where} {home} is not a folder (the agent keeps its vault in a folder)")
+        return EXIT_USAGE
+    store = AccountStore(home, Passphrases())
     store.on_change = backup_actions.auto_backup_hook(backup_actions.upload, warn)
     try:
         return COMMANDS[args.command](store, args)

@@ -241,6 +241,21 @@ def test_accounts_on_an_empty_home(tmp_path: Path) -> None:
     assert json.loads(result.stdout) == []
 
 
+@pytest.mark.parametrize("args", [["accounts"], ["accounts", "--json"], ["code"], ["pending"], ["passwd"]])
+def test_a_home_that_is_a_file_is_refused(tmp_path: Path, args: list[str]) -> None:
+    log = tmp_path / "some.log"
+    log.write_text("not a home\n")
+    result = agent(log, *args)
+    assert_cli_error(result, contains=f"--home {log} is not a folder")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert log.read_text() == "not a home\n"
+    env = {**os.environ, "PUSHAUTH_AGENT_HOME": str(log)}
+    result = subprocess.run([AGENT, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert_cli_error(result, contains=f"PUSHAUTH_AGENT_HOME {log} is not a folder")
+    assert result.returncode == 2
+
+
 def test_accounts_lists_without_secrets_and_honours_the_env_home(tmp_path: Path) -> None:
     home = tmp_path / "env-home"
     store = store_with_account(home, "ws://127.0.0.1:1/v1/device")
