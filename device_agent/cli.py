@@ -364,7 +364,10 @@ def build_parser() -> Parser:
         "reactivate",
         "Give a restored push account a new key, with a new enrollment URI from its service.",
         "On the service's security page, add this device again (or ask for a new QR code)\n"
-        "and give its pushauth://enroll URI here. The account keeps its name and place.",
+        "and give its pushauth://enroll URI here. The account keeps its name and place.\n"
+        "As after enroll, the service then sends a test notification: the new key gets\n"
+        "sign-in requests once that is approved (pushauth-agent listen, or pending and\n"
+        "approve) and the service has confirmed it.",
     )
     c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
     c.add_argument("uri", metavar="URI", help="the new pushauth://enroll?... URI")
@@ -423,6 +426,11 @@ def warn(text: str) -> None:
 # -- commands ---------------------------------------------------------------------
 
 
+TEST_NOTIFICATION_HINT = (
+    "To approve the service's test notification: pushauth-agent listen (unless it is running)"
+)
+
+
 def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
     import asyncio
 
@@ -440,7 +448,7 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
         say("  verification codes: yes")
     # The service sends a test notification to finish the setup: it waits at the broker
     # until this device connects, so `listen` may start now or be running already.
-    say("To approve the service's test notification: pushauth-agent listen (unless it is running)")
+    say(TEST_NOTIFICATION_HINT)
     return EXIT_OK
 
 
@@ -780,7 +788,12 @@ def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
 
     account = asyncio.run(actions.reactivate(store, args.account, args.uri, args.name))
     name, rp_name = shown(account.name), shown(account.rp_name)
-    say(f'Re-activated "{name}" for {rp_name}: this device gets its sign-in requests.')
+    say(f'Re-activated "{name}" for {rp_name} with a new key (user {shown(account.user)}).')
+    say(f"  this device is listed as: {shown(account.device_name)}")
+    # As after enroll: the new key gets ordinary sign-in requests only once the service
+    # has confirmed it, after its test notification is approved.
+    say(f"Its sign-in requests come once {rp_name} has confirmed the new key with a test notification.")
+    say(TEST_NOTIFICATION_HINT)
     return EXIT_OK
 
 

@@ -74,9 +74,17 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
     assert AccountStore(new).by_broker() == {}
     started = await client.create_enrollment("alice", "alice@example.com")
     assert started.uri is not None
-    ok(new, "reactivate", "alice@example.com", started.uri, "--name", "new phone")
+    out = ok(new, "reactivate", "alice@example.com", started.uri, "--name", "new phone")
+    assert 'Re-activated "alice@example.com" for Test RP with a new key (user alice).' in out
+    # Unconfirmed until the service's test notification is approved: it says so, and an
+    # ordinary sign-in request does not reach the new key yet.
+    assert "once Test RP has confirmed the new key with a test notification" in out
+    assert "test notification: pushauth-agent listen" in out
+    assert "gets its sign-in requests." not in out
     done = await client.wait_enrollment(started, timeout=10)
     assert done.credential is not None
+    await client.create_challenge("alice", CONTEXT)
+    assert json.loads(ok(new, "pending", "--json")) == []
     await client.confirm_credential(done.credential.id)  # as after its test push
     (entry,) = [e for e in json.loads(ok(new, "accounts", "--json")) if e["name"] == "alice@example.com"]
     assert entry["status"] == "active" and entry["credential_id"] == done.credential.id
