@@ -21,7 +21,7 @@ from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import BrokerProcess, RedisServer, assert_cli_error
 
 from broker import keys as redis_keys
-from device_agent import broker_http
+from device_agent import broker_http, recovery_keys
 from device_agent.backup_keys import BackupCode
 from device_agent.passphrase import BACKUP_CODE_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV
 from device_agent.store import AccountStore
@@ -354,6 +354,19 @@ async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works
         # As it said: the old backup still recovers (once) until the key is renewed.
         own.restart()
         assert recovered_line(restore(tmp_path / "new", before, "new phone"))
+        # And what it said to run renews it once the broker is back.
+        out = ok(old, "backup", "retire", **{PASSPHRASE_ENV: NEW_PASSPHRASE})
+        assert f"New recovery keys for {ACCOUNT}" in out
+        assert AccountStore(old).recovery_seed(ACCOUNT) not in (None, key)
+
+
+def test_the_readme_gives_the_advice_the_agent_gives_when_a_key_was_not_renewed() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    at = readme.index("the recovery key of NAME was NOT renewed")
+    paragraph = readme[at : readme.index("\n\n", at)]
+    assert "pushauth-agent backup retire" in recovery_keys.RETRY
+    assert "`pushauth-agent backup retire` when the broker is back" in paragraph
+    assert "passwd` again" not in paragraph
 
 
 # -- the device HTTP routes, by hand ----------------------------------------------------------
