@@ -395,6 +395,20 @@ def delete_from_broker(store: AccountStore, target: dict[str, Any]) -> list[str]
     return lines
 
 
+def delete_auto_file(store: AccountStore, target: dict[str, Any]) -> list[str]:
+    """`backup delete` alone, when the automatic backup goes to a file: stop the
+    automatic backups first (so no change writes it again), then delete the file."""
+    store.set_setting(AUTO_BACKUP, None)
+    path = Path(target["to"])
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return [
+            f"The automatic backup {path} was not there (deleted already?); automatic backups are off now."
+        ]
+    return [f"Deleted the backup {path}.", "It was the automatic backup: automatic backups are off now."]
+
+
 def code_lines(code: BackupCode, *, new: bool) -> list[str]:
     what = "Your new backup code" if new else "Your backup code"
     return [

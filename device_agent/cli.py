@@ -308,8 +308,9 @@ def build_parser() -> Parser:
         "backup --to broker        store it in the broker's encrypted-backup store\n"
         "backup auto on --to FILE  also rewrite it after every change from now on\n"
         "backup auto off           stop the automatic backups\n"
-        "backup delete --from broker   delete a backup from the broker (without --from:\n"
-        "                          the automatic one, which also stops)\n"
+        "backup delete --from broker   delete a backup from the broker\n"
+        "backup delete             delete the automatic backup (its file, or its copy on\n"
+        "                          the broker); automatic backups stop\n"
         "backup code               show this device's backup code\n"
         "backup retire             a backup was lost, or its passphrase may be known: give\n"
         "                          every recoverable account a new recovery key (older\n"
@@ -739,9 +740,17 @@ def backup_retire(store: AccountStore) -> int:
 
 def backup_delete(store: AccountStore, args: argparse.Namespace) -> int:
     if args.source is None:
-        target = backup_actions.auto_target(store.settings())
-        if target is None or target["to"] != backup_actions.BROKER:
-            raise UsageError("say which backup to delete: backup delete --from broker [--backup-name NAME]")
+        # Alone: the automatic backup, which then stops (or the next change writes it again).
+        target = backup_actions.auto_target(store.settings()) if store.path.exists() else None
+        if target is None:
+            raise UsageError(
+                "there is no automatic backup; say which backup to delete: "
+                "backup delete --from broker [--backup-name NAME]"
+            )
+        if target["to"] != backup_actions.BROKER:
+            for line in backup_actions.delete_auto_file(store, target):
+                say(line)
+            return EXIT_OK
     elif args.source != backup_actions.BROKER:
         raise UsageError(
             "backup delete deletes a backup on the broker (--from broker); delete files yourself"

@@ -98,6 +98,23 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
         assert result.answer.credential_id == cid
 
 
+def test_backup_delete_alone_deletes_the_automatic_file_backup_and_stops_it(tmp_path: Path) -> None:
+    home, sync = tmp_path / "phone", tmp_path / "sync"
+    ok(home, "add", TOTP_URIS[0])
+    assert_cli_error(agent(home, "backup", "delete"), contains="there is no automatic backup")
+    sync.mkdir()
+    auto = sync / "auto.backup"
+    ok(home, "backup", "auto", "on", "--to", str(auto))
+    assert auto.exists()
+    out = ok(home, "backup", "delete")
+    assert f"Deleted the backup {auto}." in out
+    assert "automatic backups are off now" in out
+    assert not auto.exists()
+    ok(home, "add", TOTP_URIS[1])  # a change: the automatic backup is not written again
+    assert not auto.exists()
+    assert_cli_error(agent(home, "backup", "delete"), contains="there is no automatic backup")
+
+
 async def test_reactivate_refuses_a_uri_of_another_service_and_active_accounts(
     client: PushAuthClient, tmp_path: Path, broker: BrokerProcess
 ) -> None:
