@@ -347,8 +347,12 @@ def build_parser() -> Parser:
         "Restore a backup into this (new, empty) home.",
         "Asks for the backup's passphrase, which becomes this vault's passphrase too.\n"
         f"From the broker it also asks for the backup code (scripts: {BACKUP_CODE_ENV}).\n"
-        'Verification codes work at once. Push accounts are listed as "action required"\n'
-        "until re-activated with a new enrollment URI from the service (reactivate).",
+        'Each account is listed as it comes back. "ready:" verification codes work at once.\n'
+        '"recovered:" a push account the service enrolled as recoverable: this device\n'
+        "registered its own new key with the backup's recovery key, by itself, and it works\n"
+        'at once (the old device is asked "was this you?"). "action required:" any other\n'
+        "push account (or a recoverable one that could not recover now): it needs a new\n"
+        "enrollment URI from the service (pushauth-agent reactivate).",
     )
     c.add_argument(
         "--from", dest="source", metavar="FILE|broker", required=True, help="the backup file, or broker"

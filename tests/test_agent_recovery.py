@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import BrokerProcess, RedisServer, assert_cli_error
+from support import AGENT, BrokerProcess, RedisServer, assert_cli_error, run_cli
 
 from broker import keys as redis_keys
 from device_agent import broker_http, recovery_keys
@@ -358,6 +358,16 @@ async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works
         out = ok(old, "backup", "retire", **{PASSPHRASE_ENV: NEW_PASSPHRASE})
         assert f"New recovery keys for {ACCOUNT}" in out
         assert AccountStore(old).recovery_seed(ACCOUNT) not in (None, key)
+
+
+def test_restore_help_tells_recovered_accounts_from_those_that_need_action() -> None:
+    # What restore prints ("recovered: ...", "action required: ...", as the tests above
+    # read it), explained in its --help.
+    help_text = " ".join(run_cli([AGENT, "restore", "--help"]).stdout.split())
+    assert '"recovered:" a push account the service enrolled as recoverable' in help_text
+    assert "it works at once" in help_text
+    assert '"action required:" any other push account' in help_text
+    assert "Push accounts are listed as" not in help_text
 
 
 def test_the_readme_gives_the_advice_the_agent_gives_when_a_key_was_not_renewed() -> None:
