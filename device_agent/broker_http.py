@@ -105,10 +105,11 @@ def put_backup(broker: str, seed: bytes, blob: bytes) -> None:
 
 def get_backup(broker: str, seed: bytes) -> bytes:
     status, data = _blob_request(broker, seed, "get", b"")
-    if status == 404:
-        raise UsageError(
+    if status == 404:  # the broker was asked and has none: exit 1, as `backup delete` of none
+        raise Refused(
             f"no backup at {http_base(broker)} under this name for this passphrase and backup code"
-            " (check all three, and the broker)"
+            " (check all three, and the broker)",
+            code="not_found",
         )
     if status != 200:
         code, detail = _problem(status, data)

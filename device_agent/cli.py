@@ -70,8 +70,9 @@ this device is asked "was this you?" (`listen`, `pending`, `recovery`).
 EPILOG = f"""\
 exit codes:
   0  done (for approve: the broker recorded the answer, whatever the outcome)
-  1  the broker refused (enrollment code used or expired, request unknown,
-     expired or already answered, ...); import: nothing in it was usable
+  1  the broker refused or has no such thing (enrollment code used or expired,
+     request unknown, expired or already answered, no backup there, ...);
+     import: nothing in it was usable
   2  bad arguments or input; nothing was sent
   3  a broker could not be reached, or the connection broke
 

@@ -140,6 +140,7 @@ async def test_backup_auto_to_the_broker_and_bad_restores(broker: BrokerProcess,
         empty = tmp_path / f"empty-{args[1]}-{len(env)}"
         result = agent(empty, "restore", "--from", "broker", "--broker", broker.ws_url, *args, **env)
         assert_cli_error(result, contains="no backup at")
+        assert result.returncode == 1  # the broker was asked and has none (as backup delete)
         assert not (empty / "vault.pav").exists()
     result = agent(tmp_path / "x", "restore", "--from", "broker")
     assert_cli_error(result, contains="--broker URL")
