@@ -101,6 +101,16 @@ def check_file_target(store: AccountStore, path: Path, *, force: bool) -> None:
         )
     if not force and (path.exists() or path.is_symlink()):
         raise UsageError(f"{path} exists already; nothing was written (--force replaces it)")
+    check_folder(path)
+
+
+def check_folder(path: Path) -> None:
+    """A backup goes into a folder that exists: a mistyped one is refused, never made
+    (a backup in a folder no sync client watches is a backup nobody has)."""
+    if not path.parent.is_dir():
+        raise UsageError(
+            f"the folder {path.parent} does not exist; nothing was written (make it first, or check the path)"
+        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -111,8 +121,9 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def write_file(path: Path, data: bytes) -> None:
+    check_folder(path)  # an automatic backup's folder may have gone since (a sync folder unmounted)
     try:
-        write_sealed_file(path, data, "backup file")
+        write_sealed_file(path, data, "backup file", make_parents=False)
     except SealedFileError as exc:
         raise UsageError(exc.message) from None
 

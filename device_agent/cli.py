@@ -303,7 +303,8 @@ def build_parser() -> Parser:
     c = command(
         "backup",
         "Write an encrypted backup of every account, or turn automatic backups on or off.",
-        "backup --to FILE          write the backup to FILE (e.g. in a synced folder); an\n"
+        "backup --to FILE          write the backup to FILE (e.g. in a synced folder that\n"
+        "                          exists: a missing folder is refused, not made); an\n"
         "                          existing FILE is replaced only with --force, and never\n"
         "                          the vault or another file in the agent's home\n"
         "backup --to broker        store it in the broker's encrypted-backup store\n"

@@ -7,14 +7,18 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, make_parents: bool = True) -> None:
     """Replace `path` with `data` so that a crash leaves the old or the new file.
+
+    With make_parents (the agent's home), missing folders are made (mode 0700); without
+    it (a backup in a folder the user named), a missing folder is an OSError.
 
     Write a temporary file in the same directory with the final mode from the
     start (never world-readable, even briefly), fsync it, rename it over the
     target, then fsync the directory so the rename itself is durable.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)

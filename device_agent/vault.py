@@ -256,9 +256,9 @@ def read_sealed_file(path: Path, what: str) -> bytes:
         ) from None
 
 
-def write_sealed_file(path: Path, data: bytes, what: str) -> None:
+def write_sealed_file(path: Path, data: bytes, what: str, *, make_parents: bool = True) -> None:
     try:
-        atomic_write(path, data)
+        atomic_write(path, data, make_parents=make_parents)
     except OSError as exc:
         raise SealedFileError(
             SealedErrorCode.IO_ERROR, f"cannot write the {what} {path}: {exc.strerror}"

@@ -54,6 +54,7 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
     assert order == ["acme", "alice@example.com", "Big: bob", "Bank: carol"]
 
     backup = tmp_path / "sync" / "pushauth.backup"
+    backup.parent.mkdir()
     assert "Backup written" in ok(old, "backup", "--to", str(backup))
     raw = backup.read_bytes()
     assert b"GEZDGNBVGY3TQOJQ" not in raw and b"alice" not in raw  # ciphertext only
@@ -96,6 +97,33 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
         result = await approve(client, home, keys)
         assert result.status is Status.APPROVED and result.answer is not None
         assert result.answer.credential_id == cid
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_a_backup_into_a_folder_that_does_not_exist_is_refused(tmp_path: Path, auto: bool) -> None:
+    home = tmp_path / "phone"
+    ok(home, "add", TOTP_URIS[0])
+    missing = tmp_path / "nonexistent" / "deeper"
+    result = agent(home, "backup", *(["auto", "on"] if auto else []), "--to", str(missing / "x.backup"))
+    assert_cli_error(result, contains=f"the folder {missing} does not exist")
+    assert result.returncode == 2
+    assert "Backup written" not in result.stdout
+    assert not (tmp_path / "nonexistent").exists()
+    assert "automatic backups: on" not in ok(home, "accounts")
+    ok(home, "add", TOTP_URIS[1])  # no automatic backup was turned on: nothing is made
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_an_automatic_backup_whose_folder_went_is_not_made_again(tmp_path: Path) -> None:
+    home, sync = tmp_path / "phone", tmp_path / "sync"
+    sync.mkdir()
+    ok(home, "add", TOTP_URIS[0])
+    ok(home, "backup", "auto", "on", "--to", str(sync / "auto.backup"))
+    shutil.rmtree(sync)  # a sync folder unmounted, say
+    result = agent(home, "add", TOTP_URIS[1])
+    assert result.returncode == 0, result.stderr  # the change itself is saved
+    assert f"the automatic backup failed: the folder {sync} does not exist" in result.stderr
+    assert not sync.exists()
 
 
 def test_backup_delete_alone_deletes_the_automatic_file_backup_and_stops_it(tmp_path: Path) -> None:
@@ -214,6 +242,7 @@ def test_a_backup_with_a_push_account_of_the_wrong_types_is_refused(tmp_path: Pa
 
 def test_auto_backup_follows_every_change_until_turned_off(tmp_path: Path) -> None:
     home, target = tmp_path / "home", tmp_path / "sync" / "auto.backup"
+    target.parent.mkdir()
     ok(home, "add", TOTP_URIS[0])
     assert_cli_error(agent(home, "backup", "auto", "on"), contains="--to")
     assert_cli_error(agent(home, "backup", "auto", "maybe", "--to", str(target)), contains="expected")
@@ -235,6 +264,7 @@ def test_auto_backup_follows_every_change_until_turned_off(tmp_path: Path) -> No
 
 def test_a_failing_auto_backup_warns_but_the_change_is_kept(tmp_path: Path) -> None:
     home, target_dir = tmp_path / "home", tmp_path / "sync"
+    target_dir.mkdir()
     ok(home, "add", TOTP_URIS[0])
     ok(home, "backup", "auto", "on", "--to", str(target_dir / "b"))
     shutil.rmtree(target_dir)
