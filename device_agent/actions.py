@@ -23,7 +23,7 @@ from .device_names import check_device_name, default_device_name
 from .display import shown
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
-from .store import Account, AccountStore, Registration, StoreError
+from .store import ACTION_REQUIRED, Account, AccountStore, Registration, StoreError
 
 NUMBER_RE = re.compile(r"^[0-9]{1,8}$")
 # A broker's word that a credential is gone for good (welcome's `rejected` codes).
@@ -391,6 +391,9 @@ async def remove(store: AccountStore, name: str, *, local_only: bool = False) ->
         return f'Removed "{shown(entry.name)}" (a verification-code account: nothing to revoke).'
     account = entry.account
     name, rp_name = shown(account.name), shown(account.rp_name)
+    if account.status == ACTION_REQUIRED:  # restored, never re-activated: it has no key
+        store.remove(account.name)
+        return f'Forgot "{name}" (a restored push account that was never re-activated: nothing to revoke).'
     if not account.active:
         store.remove(account.name)
         return f'Forgot "{name}" (it was already {shown(account.status_reason or account.status)}).'

@@ -66,7 +66,9 @@ OUTCOME_MESSAGES: dict[str, str] = {
 }
 
 CANCEL_MESSAGES: dict[str, str] = {
-    CancelReason.ANSWERED: "was answered on another device",
+    # The broker does not say who answered: another device, or `approve`/`deny` run
+    # with this same home (another connection); both look alike from here.
+    CancelReason.ANSWERED: "was answered (by another device, or by approve/deny on this one)",
     CancelReason.EXPIRED: "expired",
     CancelReason.REVOKED: "was withdrawn because its account was removed",
     CancelReason.CANCELLED: "was cancelled by the service",

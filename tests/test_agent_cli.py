@@ -338,8 +338,25 @@ def test_remove_of_an_already_revoked_account_needs_no_broker(tmp_path: Path) ->
     store.mark_revoked("cid-alice", "removed by the service")
     result = agent(home, "remove", "alice@example.com")
     assert result.returncode == 0, result.stderr
-    assert "Forgot" in result.stdout
+    assert result.stdout == 'Forgot "alice@example.com" (it was already removed by the service).\n'
     assert store.load() == []
+
+
+def test_remove_of_a_restored_account_that_needs_action_does_not_say_to_reactivate_it(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    store_with_account(old, dead_broker())
+    backup = tmp_path / "phone.backup"
+    assert agent(old, "backup", "--to", str(backup)).returncode == 0
+    restored = agent(new, "restore", "--from", str(backup))
+    assert "action required: alice@example.com" in restored.stdout, restored.stderr
+    result = agent(new, "remove", "alice@example.com")
+    assert result.returncode == 0, result.stderr
+    said = (
+        'Forgot "alice@example.com" (a restored push account that was never re-activated: nothing to revoke).'
+    )
+    assert result.stdout == said + "\n"
+    assert "reactivate" not in result.stdout
+    assert AccountStore(new).load() == []
 
 
 def test_pending_and_approve_with_the_broker_down(tmp_path: Path) -> None:
