@@ -38,6 +38,7 @@ from .display import (
     shown_lines,
 )
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
+from .help_texts import command_epilog, main_exit_codes
 from .messages import notice_outcome_message, outcome_message
 from .passphrase import (
     BACKUP_CODE_ENV,
@@ -68,13 +69,7 @@ this device is asked "was this you?" (`listen`, `pending`, `recovery`).
 """
 
 EPILOG = f"""\
-exit codes:
-  0  done (for approve: the broker recorded the answer, whatever the outcome)
-  1  the broker refused or has no such thing (enrollment code used or expired,
-     request unknown, expired or already answered, no backup there, ...);
-     import: nothing in it was usable
-  2  bad arguments or input; nothing was sent
-  3  a broker could not be reached, or the connection broke
+{main_exit_codes()}
 
 environment:
   {HOME_ENV}  the agent's home directory when --home is not given
@@ -114,7 +109,11 @@ def build_parser() -> Parser:
 
     def command(name: str, summary: str, details: str) -> Parser:
         return sub.add_parser(
-            name, help=summary, description=f"{summary}\n\n{details}", epilog=EPILOG, formatter_class=fmt
+            name,
+            help=summary,
+            description=f"{summary}\n\n{details}",
+            epilog=command_epilog(name),
+            formatter_class=fmt,
         )
 
     c = command(
@@ -164,7 +163,7 @@ def build_parser() -> Parser:
         "them with: pushauth-agent recovery confirm|disown ID.\n\n"
         "A broker that cannot be reached is named on stderr, and what the others have is\n"
         'still listed; "No sign-in requests are waiting" is said only when every broker\n'
-        "answered. Exit code 3 when any broker could not be asked.\n\n"
+        "answered.\n\n"
         '--json prints one list; each item has a "type": "sign_in" (a request: id, rp,\n'
         'rp_name, account, context, seconds_left, ...), "recovery_notice" (a question), or\n'
         '"unreachable" (a broker that could not be asked: "broker" its URL, "error" why).\n'
@@ -176,7 +175,7 @@ def build_parser() -> Parser:
         "approve",
         "Approve one sign-in request, typing the number shown on the sign-in screen.",
         "A wrong number is recorded too: it ends the request as denied (number_mismatch),\n"
-        "with no second try. Exit code 0 means the broker recorded the answer.",
+        "with no second try.",
     )
     c.add_argument(
         "id", metavar="ID", help="the request id (as `pending` shows it; a unique prefix is enough)"
@@ -185,7 +184,12 @@ def build_parser() -> Parser:
         "--number", "-n", required=True, metavar="N", help="the number shown on the sign-in screen"
     )
 
-    c = command("deny", "Deny one sign-in request.", "Exit code 0 means the broker recorded the answer.")
+    c = command(
+        "deny",
+        "Deny one sign-in request.",
+        'With --fraud it is reported as "this wasn\'t me": the service is told, and may\n'
+        "block push sign-in for the account for a while.",
+    )
     c.add_argument(
         "id", metavar="ID", help="the request id (as `pending` shows it; a unique prefix is enough)"
     )
@@ -208,8 +212,7 @@ def build_parser() -> Parser:
         "                        and push sign-in for the account is paused until the\n"
         '                        service lifts it, as after a "this wasn\'t me" report.\n'
         "                        Someone has your backup and its passphrase: change it.\n\n"
-        "The answer is signed with this device's key for the account. Exit code 0 means the\n"
-        "broker recorded it; 1 that there is no such open question.",
+        "The answer is signed with this device's key for the account.",
     )
     c.add_argument(
         "decision",

@@ -19,6 +19,8 @@ import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT, ManagedProcess, assert_cli_error, free_port, port_accepts, run_cli, wait_until
 
+from device_agent.cli import build_parser
+from device_agent.help_texts import COMMAND_EXITS
 from device_agent.store import AccountStore, Registration
 from protocol import signing
 from protocol.uri import EnrollmentURI, TotpParams
@@ -83,6 +85,48 @@ def test_each_command_has_its_own_help(command: str) -> None:
     assert result.returncode == 0
     assert f"pushauth-agent {command}" in result.stdout
     assert "exit codes" in result.stdout
+
+
+def help_section(text: str, title: str) -> str:
+    """The lines of `title:` in a --help text, up to the next blank line."""
+    start = text.index(f"\n{title}:\n") + len(title) + 3
+    return text[start : text.index("\n\n", start)]
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_EXITS))
+def test_each_command_lists_only_its_own_exit_codes(command: str) -> None:
+    result = run_cli([AGENT, command, "--help"])
+    assert result.returncode == 0
+    codes = help_section(result.stdout, "exit codes")
+    listed = [int(line.split()[0]) for line in codes.splitlines() if not line.startswith("     ")]
+    assert listed == sorted(COMMAND_EXITS[command])
+    # No other command's codes (the generic block said "for approve: ..." and "import: ...").
+    others = {"approve", "import", "enroll", "restore"} - {command}
+    assert not any(f"for {other}" in codes or f"{other}:" in codes for other in others), codes
+
+
+def test_the_commands_used_most_have_examples_of_themselves() -> None:
+    for command in (
+        "enroll",
+        "approve",
+        "deny",
+        "pending",
+        "listen",
+        "backup",
+        "restore",
+        "code",
+        "export",
+        "import",
+    ):
+        examples = help_section(run_cli([AGENT, command, "--help"]).stdout, "examples")
+        lines = examples.splitlines()
+        assert lines and all(line.startswith("  pushauth-agent ") for line in lines), examples
+        assert any(f" {command} " in line or line.endswith(f" {command}") for line in lines), examples
+
+
+def test_every_command_has_its_exit_codes_written_once() -> None:
+    parser_commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert parser_commands == set(COMMAND_EXITS)
 
 
 def test_python_dash_m_runs_the_same_cli() -> None:
