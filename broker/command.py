@@ -61,6 +61,15 @@ def shown_url(url: str) -> str:
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)  # unix:///path?password=...
 
 
+async def _other_cluster_nodes(client: aioredis.Redis) -> bool:
+    if not (await client.info("cluster")).get("cluster_enabled"):
+        return False
+    info = await client.execute_command("CLUSTER", "INFO")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    known = re.search(r"cluster_known_nodes:(\d+)", text)
+    return known is None or int(known.group(1)) > 1
+
+
 def _reason(exc: Exception) -> str:
     """What went wrong, in a line: redis-py's Sentinel error carries its client's repr."""
     if isinstance(exc, MasterNotFoundError):
@@ -103,10 +112,9 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
             await client.ping()
         except (aioredis.RedisError, RedisClusterException, OSError) as exc:
             raise CliError(f"cannot reach Redis at {shown_url(url)}: {_reason(exc)}") from None
-        # One node of a cluster behind a plain URL answers PING, then MOVED for most keys.
-        if not isinstance(client, aioredis.RedisCluster) and (await client.info("cluster")).get(
-            "cluster_enabled"
-        ):
+        # One node of a cluster behind a plain URL answers PING, then MOVED for most keys
+        # (a cluster of one node serves every slot itself: that one works).
+        if not isinstance(client, aioredis.RedisCluster) and await _other_cluster_nodes(client):
             raise CliError(
                 f"Redis at {shown_url(url)} is a node of a Redis Cluster: give all of it as "
                 "--redis-url redis+cluster://HOST:PORT,HOST:PORT"
