@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from protocol import signing, uri
+from protocol import numbers, signing, uri
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, RecoveryNotice, Welcome
 from protocol.uri import EnrollmentURI
@@ -25,7 +25,7 @@ from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachab
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import ACTION_REQUIRED, Account, AccountStore, Registration, StoreError
 
-NUMBER_RE = re.compile(r"^[0-9]{1,8}$")
+NUMBER_RE = re.compile(rf"^[0-9]{{{numbers.MIN_DIGITS},{numbers.MAX_DIGITS}}}$")  # what an RP can show
 # A broker's word that a credential is gone for good (welcome's `rejected` codes).
 GONE_CODES = (ErrorCode.CREDENTIAL_REVOKED, ErrorCode.UNKNOWN_CREDENTIAL)
 
@@ -334,7 +334,10 @@ def _missing(report: PendingReport, why: str, code: ErrorCode) -> Exception:
 async def answer(store: AccountStore, wanted: str, decision: Decision, number: str = "") -> AnswerReport:
     """Find request `wanted` at the brokers and answer it."""
     if decision is Decision.APPROVE and not NUMBER_RE.match(number):
-        raise UsageError("the number must be the 1 to 8 digits shown on the sign-in screen")
+        raise UsageError(
+            f"the number must be the {numbers.MIN_DIGITS} to {numbers.MAX_DIGITS} digits "
+            "shown on the sign-in screen"
+        )
     async with _fetch_all(store) as report:
         req = _pick(report.requests, wanted, lambda r: r.challenge.ch, "requests")
         if req is None:

@@ -460,7 +460,14 @@ async def test_rename_checks_the_name(site: Site, tmp_path: Path) -> None:
     # A real device: Security info keeps only what the broker still lists.
     await site.sign_in()
     cid = await _enroll_with_agent(site, tmp_path / "phone")
-    for bad, message in (("   ", "Enter a name"), ("x" * 65, "at most 64"), ("a\x07b", "not allowed")):
+    for bad, message in (
+        ("   ", "Enter a name"),
+        ("x" * 65, "at most 64"),
+        ("a\x07b", "not allowed"),
+        # Invisible or reordering: one device's name could pass for another's.
+        ("\u200b\u200b", "U+200B"),
+        ("Phone\u202eA gnp.exe", "U+202E"),
+    ):
         token = await site.token("/security")
         r = await site.post(
             f"/security/devices/{cid}/rename", {"csrf_token": token, "name": bad}, follow=True
@@ -473,6 +480,18 @@ async def test_rename_checks_the_name(site: Site, tmp_path: Path) -> None:
     )
     assert "Renamed to Work phone." in await r.text()
     assert site.db.device(user(site.db).id, cid).name == "Work phone"  # type: ignore[union-attr]
+
+
+async def test_the_remove_page_names_a_device_that_keeps_the_same_codes(site: Site) -> None:
+    """A phone restored from another's backup shows that one's codes: removing the other
+    does not stop them there, and the page says so instead of promising it."""
+    await site.sign_in()
+    add_device(site.db, user(site.db), cid="cred-a", name="Phone A")
+    _, html = await site.get("/security/devices/cred-a/remove")
+    assert "its verification codes will no longer work." in html and "except on" not in html
+    add_device(site.db, user(site.db), cid="cred-b", name="Phone B")  # the same TOTP secret
+    _, html = await site.get("/security/devices/cred-a/remove")
+    assert "will no longer work, except on Phone B: restored from its backup, it shows the same codes" in html
 
 
 async def test_removing_someone_elses_or_a_removed_device(
@@ -499,6 +518,50 @@ async def test_removing_someone_elses_or_a_removed_device(
     add_device(site.db, user(site.db), cid="cred-1")
     r = await site.post("/security/devices/cred-1/remove", {"csrf_token": token}, follow=True)
     assert "Phone was removed" in await r.text()
+
+
+async def test_a_signed_in_user_on_a_second_step_page_goes_to_the_account(site: Site) -> None:
+    """Back to the push page after signing in, or a second tab: no "sign in" banner over
+    the account page of someone signed in."""
+    await site.sign_in()  # alice has no authenticator: the password signs her in
+    assert await site.signed_in()
+    for path in ("/signin/push", "/signin/code", "/signin/recovery-code", "/signin/access-pass"):
+        async with site.http.get(site.url + path, allow_redirects=False) as r:
+            assert (r.status, r.headers["Location"]) == (303, "/account"), path
+    _, html = await site.get("/account")
+    assert "Enter your user name and password" not in html
+
+
+async def test_a_password_of_blanks_is_refused_and_a_change_speaks_of_push_only_after_a_pause(
+    site: Site,
+) -> None:
+    await site.sign_in()
+    for blank in (" " * 10, "\u200b" * 10, "\u3000" * 10):
+        token = await site.token("/security/password")
+        form = {"csrf_token": token, "current": PASSWORD, "new": blank, "repeat": blank}
+        r = await site.post("/security/password", form, follow=True)
+        assert r.status == 400 and "characters you can see" in html_lib.unescape(await r.text())
+    assert user(site.db).password_changed_at is None
+    token = await site.token("/security/password")
+    new = "a new and long password"
+    r = await site.post(
+        "/security/password", {"csrf_token": token, "current": PASSWORD, "new": new, "repeat": new}
+    )
+    assert r.status == 303
+    _, html = await site.get("/security")
+    assert "Your password was changed and you were signed out everywhere else." in html
+    assert "Push requests" not in html  # push was never paused
+
+
+async def test_the_first_recovery_codes_do_not_speak_of_earlier_ones(site: Site) -> None:
+    await site.sign_in()
+    for earlier in (False, True):
+        r = await site.post(
+            "/security/recovery-codes", {"csrf_token": await site.token("/security/recovery-codes")}
+        )
+        text = await r.text()
+        assert r.status == 200 and "Save these codes now" in text
+        assert ("Your earlier codes no longer work." in text) is earlier
 
 
 async def test_pages_need_sign_in(site: Site) -> None:

@@ -55,6 +55,8 @@ def pending_user(request: web.Request) -> User:
     session = get_session(request)
     pending: dict[str, Any] | None = session.get("pending")
     if pending is None:
+        if current_user(request) is not None:  # signed in already (Back, another tab)
+            raise web.HTTPSeeOther("/account")
         session.flash("info", "Enter your user name and password to sign in.")
         raise web.HTTPSeeOther("/signin")
     if now_ms() - pending["since"] > PENDING_MAX_MS:

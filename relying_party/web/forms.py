@@ -7,6 +7,8 @@ import unicodedata
 
 from multidict import MultiDictProxy
 
+from protocol import text as shown_text
+
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 DEVICE_NAME_MAX = 64
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -51,6 +53,13 @@ def device_name(value: str) -> str:
         raise FormError("Enter a name for the device.", "name")
     if len(value) > DEVICE_NAME_MAX:
         raise FormError(f"A device name has at most {DEVICE_NAME_MAX} characters.", "name")
+    # Shown to people on this site and on devices: an invisible or reordering character
+    # (zero-width, bidi override) could make one device's name pass for another's.
+    if (bad := shown_text.first_unsafe(value)) is not None:
+        raise FormError(
+            f"A device name cannot contain invisible or control characters ({shown_text.describe(bad)}).",
+            "name",
+        )
     return value
 
 

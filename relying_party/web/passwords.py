@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import unicodedata
 
 import nacl.exceptions
 import nacl.pwhash
@@ -54,4 +55,6 @@ def password_problem(password: str) -> str | None:
         return f"The password must have at least {MIN_LENGTH} characters."
     if len(password) > MAX_LENGTH:
         return f"The password must have at most {MAX_LENGTH} characters."
+    if all(unicodedata.category(c)[0] in "CZ" for c in password):  # spaces, zero-width, controls
+        return "The password must have characters you can see, not only spaces or invisible ones."
     return None

@@ -67,22 +67,26 @@ async def password_submit(request: web.Request) -> web.StreamResponse:
     hashed = await asyncio.to_thread(
         passwords.hash_password, new, opslimit=settings.argon2_opslimit, memlimit=settings.argon2_memlimit
     )
+    # Push was paused by a report (which the new password answers): then say whether it is
+    # on again. Otherwise there is nothing to say about push.
+    paused = user.must_change_password or bool(db.unseen_reports(user.id))
     db.set_password(user.id, hashed)  # also ends "must change" (fraud.py)
     db.mark_reports_seen(user.id)
     # Whoever knew the old password may hold a session: all others end now.
     session = get_session(request)
     session["epoch"] = db.bump_session_epoch(user.id)
     resumed = await fraud.lift(request, user)
-    session.flash(
-        "success" if resumed else "error",
-        "Your password was changed and you were signed out everywhere else. "
-        + (
-            "Push requests to your devices are on again."
-            if resumed
-            else "Push requests could not be resumed now (the sign-in service cannot be reached): "
-            "they resume when the pause ends."
-        ),
-    )
+    changed = "Your password was changed and you were signed out everywhere else."
+    if not paused:
+        session.flash("success", changed)
+    elif resumed:
+        session.flash("success", f"{changed} Push requests to your devices are on again.")
+    else:
+        session.flash(
+            "error",
+            f"{changed} Push requests could not be resumed now (the sign-in service cannot be reached): "
+            "they resume when the pause ends.",
+        )
     raise web.HTTPSeeOther("/security")
 
 

@@ -168,5 +168,10 @@ async def codes_generate(request: web.Request) -> web.StreamResponse:
     back; the old set stopped working."""
     user = auth.require_user(request)
     reauth.require_fresh(request, "/security/recovery-codes")
+    replaced = recovery_codes.summary(request.app[DB], user.id) is not None  # an earlier set existed
     codes = await recovery_codes.replace_set(request.app[DB], user.id)
-    return render(request, "recovery_codes.html", {"codes": codes, "summary": None, "count": len(codes)})
+    return render(
+        request,
+        "recovery_codes.html",
+        {"codes": codes, "summary": None, "count": len(codes), "replaced": replaced},
+    )

@@ -315,7 +315,12 @@ async def remove_confirm(request: web.Request) -> web.StreamResponse:
         for d in request.app[DB].devices(user.id, confirmed_only=True)
         if d.credential_id != device.credential_id
     ]
-    return render(request, "remove.html", {"device": device, "last": not others})
+    # A device restored from this one's backup shows the same codes (its account's TOTP
+    # secret came with the backup): those keep working there.
+    shares_codes = [d.name for d in others if d.totp_secret and d.totp_secret == device.totp_secret]
+    return render(
+        request, "remove.html", {"device": device, "last": not others, "shares_codes": shares_codes}
+    )
 
 
 @routes.post("/security/devices/{credential}/remove")

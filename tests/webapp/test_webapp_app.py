@@ -69,6 +69,18 @@ async def test_rename_and_remove_revokes_at_the_broker(rp: PushAuthClient, phone
     await page.get_by_role("button", name="Manage alice@contoso.example").tap()
     await phone.shot("10-manage-account")
     await phone.axe_clean("the manage account screen")
+    # A name with a control, zero-width or bidi character is refused, as in Add and Restore.
+    for bad in ("Ctl\u0007name", "\u200b\u200b", "\u202eevil"):
+        await page.get_by_label("Name shown in this app").fill(bad)
+        await page.get_by_role("button", name="Rename").tap()
+        await page.locator("#account-error", has_text="without control or invisible characters").wait_for()
+    stored = await page.evaluate(
+        """async () => {
+             const db = await import(new URL('js/db.js', document.baseURI).href);
+             return (await db.listAccounts()).map((a) => a.name);
+           }"""
+    )
+    assert stored == ["alice@contoso.example"]
     await page.get_by_label("Name shown in this app").fill("Work")
     await page.get_by_role("button", name="Rename").tap()
     await page.locator("#accounts .acct-name", has_text="Work").wait_for()
@@ -81,6 +93,19 @@ async def test_rename_and_remove_revokes_at_the_broker(rp: PushAuthClient, phone
     assert [c.id for c in await rp.list_credentials("alice")] == []
     assert account["cid"]
     await phone.shot("11-removed")
+
+
+async def test_the_app_says_nothing_of_a_servers_push_before_it_has_one(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """No account, no server asked: no claim about push. With an account on this broker
+    (no --push-key), the note says that it has none."""
+    await phone.page.locator("body[data-ready='1']").wait_for()
+    assert await phone.page.locator("#push-note").is_hidden()
+    await enrolled(rp, phone)
+    note = phone.page.locator("#push-note[data-state='unavailable']")
+    await note.wait_for()
+    assert "not set up on this server" in await note.inner_text()
 
 
 async def test_removal_by_the_service_reaches_the_open_app(rp: PushAuthClient, phone: Phone) -> None:

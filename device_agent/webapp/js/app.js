@@ -8,7 +8,7 @@ import * as sealed from "./sealed.js";
 import { base32Encode, equal, hex, utf8 } from "./protocol/bytes.js";
 import { BrokerConnection, ReplyError } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
-import { printable } from "./protocol/text.js";
+import { hasUnsafe, printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
 import { counterCode, totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
@@ -496,7 +496,7 @@ async function addAccount(linkText) {
   const insecure = insecureTransport(link.broker);
   if (insecure) return showError("add-error", insecure);
   const deviceName = $("device-name").value.trim() || "Web authenticator";
-  if ([...deviceName].length > 64 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(deviceName))
+  if ([...deviceName].length > 64 || hasUnsafe(deviceName))
     return showError("add-error", "The phone's name must be 1 to 64 characters without control characters.");
   $("add-submit").disabled = true;
   try {
@@ -708,7 +708,8 @@ async function openManage(cid) {
 async function rename(event) {
   event.preventDefault();
   const name = $("rename").value.trim();
-  if (!name || [...name].length > 64) return showError("account-error", "A name is 1 to 64 characters.");
+  if (!name || [...name].length > 64 || hasUnsafe(name))
+    return showError("account-error", "A name is 1 to 64 characters without control or invisible characters.");
   if (accountsCache.some((a) => a.name === name && a.cid !== openAccount))
     return showError("account-error", `There is already an account named "${printable(name)}"; choose another name.`);
   const account = await db.getAccount(openAccount);
@@ -1229,7 +1230,7 @@ async function restoreBackup(event) {
   if (!fromServer && file.size > MAX_BACKUP_FILE) return showError("restore-error", "This file is too large to be a pushauth backup.");
   if (fromServer && !address) return showError("restore-error", "Type the address of the server the copy was saved on.");
   if (!passphrase) return showError("restore-error", "Type the backup's passphrase.");
-  if ([...deviceName].length > 64 || /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u.test(deviceName))
+  if ([...deviceName].length > 64 || hasUnsafe(deviceName))
     return showError("restore-error", "The phone's name must be 1 to 64 characters without control characters.");
   for (const id of ["restore-submit", "restore-server"]) $(id).disabled = true;
   try {
@@ -1304,6 +1305,7 @@ function renderPush() {
       : failed
         ? `Notifications could not be turned on here (${printable(failed.why)}): keep this app open to receive sign-in requests.`
         : "Push notifications are not set up on this server: keep this app open to receive sign-in requests.";
+  note.hidden = !states.length; // no server asked yet (no account): nothing to say about one
 }
 
 async function pushOnTapped() {

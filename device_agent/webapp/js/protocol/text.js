@@ -11,3 +11,10 @@ export function printable(text) {
     return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
   });
 }
+
+// Whether `text` holds a character printable() would escape (protocol/text.py
+// first_unsafe): names people give are refused with it rather than shown escaped.
+export function hasUnsafe(text) {
+  UNSAFE.lastIndex = 0; // a /g expression's test() starts where the last one stopped
+  return UNSAFE.test(String(text));
+}
