@@ -317,6 +317,17 @@ async def get_enrollment(request: web.Request) -> web.Response:
     return json_response(enrollment_json(enr, cred, now_ms()))
 
 
+async def cancel_enrollment(request: web.Request) -> web.Response:
+    """DELETE /v1/enrollments/{id}: withdraw a pending enrollment (the RP's "cancel" on
+    its setup page, or a newer setup of the same user): a device that uses its link
+    afterwards is refused (bad_token). Idempotent: 204 also when it had ended before; a
+    completed one keeps its credential (DELETE /v1/credentials/{id} revokes that)."""
+    rp = await authenticate(request)
+    if not await _store(request).cancel_enrollment(rp.id, request.match_info["id"]):
+        raise ApiError(404, "not_found", "no such enrollment")
+    return web.Response(status=204)
+
+
 async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, Any]:
     """POST /v1/challenges (its handler is broker/api_stream.py, plain or streamed):
     validate the body, create the challenge and push it; the 201 body, with the
@@ -613,6 +624,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/rp/policy", get_rp_policy)
     app.router.add_post("/v1/enrollments", create_enrollment)
     app.router.add_get("/v1/enrollments/{id}", get_enrollment)
+    app.router.add_delete("/v1/enrollments/{id}", cancel_enrollment)
     # POST /v1/challenges: api_stream.create_challenge (start_challenge, then one JSON
     # body, or the streamed form when the RP asks for it).
     app.router.add_get("/v1/challenges/{id}", get_challenge)

@@ -241,6 +241,24 @@ redis.call('SPUBLISH', ARGV[5], ARGV[6])
 return 'ok'
 """
 
+# KEYS: enrollment hash
+# ARGV: rp id, now ms
+# -> 'ok' (withdrawn now, or ended before: completed, expired or withdrawn), or
+#    'unknown' (none, or another RP's).
+# A pending enrollment becomes 'cancelled' (COMPLETE_ENROLLMENT then refuses its token,
+# whatever the clocks of the nodes say) and its expiry is brought forward to now: it
+# reads as expired. A completed one stays as it is: its credential is revoked apart.
+CANCEL_ENROLLMENT = """
+local e = redis.call('HMGET', KEYS[1], 'rp', 'status', 'expires')
+if e[1] ~= ARGV[1] then return 'unknown' end
+if e[2] == 'pending' then
+  local expires = e[3]
+  if tonumber(ARGV[2]) < tonumber(expires) then expires = ARGV[2] end
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'expires', expires)
+end
+return 'ok'
+"""
+
 # KEYS: credential hash, user-credentials hash, the user's unconfirmed-credentials set
 # ARGV: rp id, cid, now ms, channel, event
 # -> 1 if revoked now, 0 if unknown, another RP's, or revoked already

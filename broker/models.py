@@ -105,7 +105,7 @@ class Enrollment:
     user: str
     account: str
     recoverable: bool
-    status: str  # pending | completed (expired is computed from `expires`)
+    status: str  # pending | completed | cancelled (expired is computed from `expires`)
     expires: int
     credential_id: str | None
 
@@ -123,7 +123,9 @@ class Enrollment:
         )
 
     def status_at(self, now_ms: int) -> str:
-        if self.status == "pending" and now_ms >= self.expires:
+        """What the RP API says: one the RP withdrew (cancelled) reads as expired, as
+        it can no longer complete (the API's statuses stay those readers know)."""
+        if self.status == "cancelled" or (self.status == "pending" and now_ms >= self.expires):
             return "expired"
         return self.status
 

@@ -367,7 +367,14 @@ PATHS: dict[str, Any] = {
             "Enrollment status (long-poll with wait)",
             {"200": _json("Enrollment", "ok"), **_problems(400, 401, 404)},
             parameters=[_path_param("id"), _WAIT],
-        )
+        ),
+        "delete": _op(
+            "Withdraw a pending enrollment: a device that uses its link afterwards is refused, and "
+            "it reads as expired. Idempotent (also 204 when it had ended before; a completed one "
+            "keeps its credential)",
+            {"204": {"description": "withdrawn (now or before)"}, **_problems(401, 404)},
+            parameters=[_path_param("id")],
+        ),
     },
     "/v1/challenges": {
         "post": _op(
@@ -565,6 +572,7 @@ _OPERATION_IDS = {
     ("/v1/rp/policy", "get"): "getRpPolicy",
     ("/v1/enrollments", "post"): "createEnrollment",
     ("/v1/enrollments/{id}", "get"): "getEnrollment",
+    ("/v1/enrollments/{id}", "delete"): "cancelEnrollment",
     ("/v1/challenges", "post"): "createChallenge",
     ("/v1/challenges/{id}", "get"): "getChallenge",
     ("/v1/challenges/{id}", "delete"): "cancelChallenge",
@@ -596,6 +604,7 @@ _links(
     "201",
     {
         "GetEnrollment": ("getEnrollment", "id", "$response.body#/id"),
+        "CancelEnrollment": ("cancelEnrollment", "id", "$response.body#/id"),
         "ListCredentials": ("listCredentials", "user", "$response.body#/user"),
     },
 )
@@ -641,9 +650,9 @@ DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "pushauth broker RP API",
-        # 1.1: the one-request (streamed) form of POST /v1/challenges; 1.2: its Idempotency-Key
-        # (docs/http-api.md, "Versions").
-        "version": "1.2",
+        # 1.1: the one-request (streamed) form of POST /v1/challenges; 1.2: its Idempotency-Key;
+        # 1.3: DELETE /v1/enrollments/{id} (docs/http-api.md, "Versions").
+        "version": "1.3",
         "description": "See docs/http-api.md. The device WebSocket (/v1/device) is in docs/protocol.md.",
     },
     "components": {

@@ -114,6 +114,7 @@ class Store:
         self._enroll = admin(lua.COMPLETE_ENROLLMENT, durable=True)
         self._revoke = admin(lua.REVOKE_CREDENTIAL, durable=True)
         self._confirm = admin(lua.CONFIRM_CREDENTIAL, durable=True)
+        self._cancel_enrollment = admin(lua.CANCEL_ENROLLMENT, durable=True)
         self._lift = redis.register_script(lua.LIFT_PUSH_BLOCK)
 
     def _script(
@@ -331,6 +332,14 @@ class Store:
             return None
         enrollment = Enrollment.from_hash(eid, h)
         return enrollment if enrollment.rp == rp_id else None  # another RP's: not found
+
+    async def cancel_enrollment(self, rp_id: str, eid: str) -> bool:
+        """The RP withdraws a pending enrollment: its token is refused from now on.
+        True also when it had ended before (idempotent); False for an unknown id or
+        another RP's."""
+        await self.resolve_tags([eid])
+        result = await self._cancel_enrollment(keys=[keys.enrollment(eid)], args=[rp_id, now_ms()])
+        return bool(result == b"ok")
 
     async def complete_enrollment(
         self,

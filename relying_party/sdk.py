@@ -277,6 +277,18 @@ class PushAuthClient:
                 return enrollment
             await self._pause_if_early(started, wait, deadline)
 
+    async def cancel_enrollment(self, enrollment: Enrollment | str) -> None:
+        """Withdraw a pending enrollment: a device that uses its link afterwards is
+        refused by the broker ("already used or has expired"), and the enrollment reads
+        as EXPIRED. For "cancel" on the setup page, and before a user's newer setup.
+
+        Harmless when it had ended before (completed, expired, withdrawn); a completed
+        one keeps its credential: read it with get_enrollment, and revoke_credential it
+        if the setup is to be undone. NotFound for an id the broker does not know (or
+        another RP's); a broker older than RP API 1.3 has no such call (PushAuthError)."""
+        eid = enrollment.id if isinstance(enrollment, Enrollment) else enrollment
+        await self._call("DELETE", f"/v1/enrollments/{_segment(eid)}", expect=(204,))
+
     async def create_challenge(
         self,
         user: str,

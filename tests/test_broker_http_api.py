@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,48 @@ async def test_responses_match_the_openapi_schemas(api: Api, broker: BrokerProce
     assert named is not None, row
     assert {f.strip().strip('"') for f in named.group(1).split(",")} == set(health["events"])
     assert set(schemas) >= {"Enrollment", "Challenge", "ChallengeResult", "CredentialList", "Problem"}
+
+
+async def _enroll_over_ws(broker: BrokerProcess, uri: str, name: str = "d") -> Any:
+    """A device registers with the enrollment link's token: the broker's reply frame."""
+    async with websockets.connect(broker.ws_url, subprotocols=list(SUBPROTOCOLS)) as ws:
+        session = ClientSession()
+        session.receive(await ws.recv())
+        await ws.send(session.enroll_frame(rid=1, token=parse(uri).token, seed=signing.new_seed(), name=name))
+        reply = await ws.recv()
+    return session.receive(reply)  # Enrolled, or the broker's Error frame
+
+
+async def test_a_cancelled_enrollment_refuses_its_link(api: Api, broker: BrokerProcess) -> None:
+    """DELETE /v1/enrollments/{id}: RP-scoped, idempotent, and a device using the link
+    afterwards is refused (bad_token); the enrollment reads as expired."""
+    other = await new_rp(broker, "Other RP")
+    status, enrollment, _ = await api.call("POST", "/v1/enrollments", body={"user": "alice", "account": "A"})
+    assert status == 201
+    eid = enrollment["id"]
+    # Another RP's key cannot withdraw it (and cannot tell it exists), nor can an unknown id.
+    assert_problem(
+        *await api.call("DELETE", f"/v1/enrollments/{eid}", key=other["api_key"]), 404, "not_found"
+    )
+    assert_problem(*await api.call("DELETE", "/v1/enrollments/en_nope"), 404, "not_found")
+    assert (await api.call("GET", f"/v1/enrollments/{eid}"))[1]["status"] == "pending"
+    for _ in range(2):  # a retried call is harmless
+        status, body, _ = await api.call("DELETE", f"/v1/enrollments/{eid}")
+        assert (status, body) == (204, None)
+    status, after, _ = await api.call("GET", f"/v1/enrollments/{eid}")
+    assert status == 200 and after["status"] == "expired" and after["credential"] is None
+    assert after["expires_at"] <= int(time.time() * 1000)
+    refused = await _enroll_over_ws(broker, enrollment["uri"])
+    assert getattr(refused, "code", None) == "bad_token", refused
+    assert (await api.call("GET", "/v1/users/alice/credentials"))[1] == {"credentials": []}
+
+    # A completed enrollment keeps its credential: DELETE answers 204 and changes nothing.
+    status, done_before, _ = await api.call("POST", "/v1/enrollments", body={"user": "alice", "account": "A"})
+    await _enroll_over_ws(broker, done_before["uri"], "phone")
+    status, body, _ = await api.call("DELETE", f"/v1/enrollments/{done_before['id']}")
+    assert (status, body) == (204, None)
+    status, done, _ = await api.call("GET", f"/v1/enrollments/{done_before['id']}")
+    assert done["status"] == "completed" and done["credential"]["name"] == "phone"
+    assert [c["id"] for c in (await api.call("GET", "/v1/users/alice/credentials"))[1]["credentials"]] == [
+        done["credential"]["id"]
+    ]

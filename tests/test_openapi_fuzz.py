@@ -78,6 +78,10 @@ parameters = {{ "path.id" = {{ dictionary = "challenges", probability = 0.5 }} }
 [[operations]]
 include-operation-id = "getEnrollment"
 parameters = {{ "path.id" = {{ dictionary = "enrollments", probability = 0.5 }} }}
+
+[[operations]]
+include-operation-id = "cancelEnrollment"
+parameters = {{ "path.id" = {{ dictionary = "enrollments", probability = 0.5 }} }}
 """
 
 
@@ -101,6 +105,9 @@ async def test_schemathesis_finds_nothing(
         *(str(SCHEMATHESIS), "--config-file", str(settings), "run", f"{broker.http_url}/v1/openapi.json"),
         *("--url", broker.http_url, "-H", f"Authorization: Bearer {rp['api_key']}"),
         *("--phases", "coverage,fuzzing,stateful", "--checks", "all"),
+        # All but "a deleted resource is still there": DELETE /v1/enrollments/{id} withdraws an
+        # enrollment without erasing it, and it reads as expired from then on (docs/http-api.md).
+        *("--exclude-checks", "use_after_free"),
         *("--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1"),
         *("--report", "ndjson", "--report-dir", str(tmp_path / "report")),
     ]

@@ -292,3 +292,37 @@ async def test_other_rp_cannot_see_or_answer_for_this_rp(
             await other_client.create_challenge("gina", CONTEXT)
         with pytest.raises(NotFound):
             await other_client.revoke_credential(cred.id)
+
+
+async def test_cancel_enrollment_withdraws_the_link(client: PushAuthClient, broker: BrokerProcess) -> None:
+    """cancel_enrollment: the link is refused afterwards (bad_token), the enrollment reads
+    as expired, a second call is harmless, another RP's or an unknown id is NotFound."""
+    enrollment = await client.create_enrollment("hana", "hana@example", totp=new_totp())
+    assert enrollment.uri is not None
+    other = broker.add_rp("Other RP")
+    async with PushAuthClient(broker.http_url, other["api_key"]) as other_client:
+        with pytest.raises(NotFound):
+            await other_client.cancel_enrollment(enrollment)
+    with pytest.raises(NotFound):
+        await client.cancel_enrollment("en_no_such_enrollment")
+    assert (await client.get_enrollment(enrollment)).status is EnrollmentStatus.PENDING
+    await client.cancel_enrollment(enrollment)
+    await client.cancel_enrollment(enrollment.id)
+    assert (await client.wait_enrollment(enrollment, timeout=0)).status is EnrollmentStatus.EXPIRED
+    device = await SimulatedDevice.connect(broker.ws_url)
+    async with device.ws:
+        parsed = enrollment_uri.parse(enrollment.uri)
+        await device.ws.send(
+            device.session.enroll_frame(
+                rid=1,
+                token=parsed.token,
+                seed=signing.new_seed(),
+                name="late",
+                rp=parsed.rp,
+                binding_secret=parsed.binding_secret,
+                recovery_pk=None,
+            )
+        )
+        refused = await device.recv_type(Error)
+    assert refused.code == "bad_token"
+    assert await client.list_credentials("hana") == []
