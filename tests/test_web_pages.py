@@ -31,7 +31,7 @@ from relying_party import wire
 from relying_party.web.app import create_app
 from relying_party.web.config import Settings
 from relying_party.web.db import Database, Enrollment, User, now_ms
-from relying_party.web.keys import DB
+from relying_party.web.keys import CLIENT, DB
 from relying_party.web.passwords import hash_password
 
 PASSWORD = "correct horse battery"
@@ -928,3 +928,73 @@ async def test_send_again_cancel_and_a_code_end_the_earlier_requests(site: Site,
     r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
     assert r.status == 303 and r.headers["Location"] == "/account"
     assert await _sign_ins_on_the_phone(home) == []
+
+
+# -- cancelling a setup, and a newer setup: the earlier link stops working ------------------
+
+
+async def _setup_link(site: Site) -> tuple[str, str]:
+    """Security info -> Add -> the setup page: its URL and the setup link it shows."""
+    r = await site.post(
+        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
+    )
+    setup = r.headers["Location"]
+    _, html = await site.get(setup)
+    uri = re.search(r'id="enroll-uri"[^>]*value="([^"]+)"', html)
+    assert uri, "no setup link on the page"
+    assert f'formaction="{setup}/cancel"' in html  # Cancel posts, with the form's CSRF token
+    return setup, html_lib.unescape(uri.group(1))
+
+
+async def _refused(home: Path, link: str) -> None:
+    """The phone tries the link: the broker refuses it as used or expired."""
+    enrolled = await phone(home, "enroll", "--name", "Late", link)
+    assert enrolled.returncode != 0
+    assert "already used or expired" in enrolled.stdout + enrolled.stderr
+
+
+async def test_cancel_withdraws_the_setup_link(site: Site, tmp_path: Path) -> None:
+    await site.sign_in()
+    setup, link = await _setup_link(site)
+    # Without the CSRF token nothing changes.
+    r = await site.post(setup + "/cancel", {})
+    assert r.status == 403
+    r = await site.post(setup + "/cancel", {"csrf_token": await site.token(setup)}, follow=True)
+    assert str(r.url).endswith("/security")
+    assert "The setup was cancelled: its link no longer works." in await r.text()
+    await _refused(tmp_path / "phone", link)
+    _, html = await site.get("/security")
+    assert "Setup not finished" not in html and "Late" not in html
+    assert site.db.devices(user(site.db).id) == []
+    status, html = await site.get(setup)
+    assert status == 404 and "pushauth://" not in html
+
+
+async def test_cancel_after_the_device_registered_removes_it(site: Site, tmp_path: Path) -> None:
+    """The device registered while the page was open, before the click: Cancel undoes it."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    setup = await _start_setup(site, home)
+    r = await site.post(setup + "/cancel", {"csrf_token": await site.token("/security")}, follow=True)
+    assert "The setup was cancelled" in await r.text()
+    assert site.db.devices(user(site.db).id) == []
+    # Revoked at the broker too: nothing is left to show as "Setup not finished", nor to sync.
+    assert await site.server.app[CLIENT].list_credentials(user(site.db).handle) == []
+    _, html = await site.get("/security")
+    assert "Agent" not in html and "could not be verified" not in html
+
+
+async def test_a_new_setup_withdraws_the_earlier_link(site: Site, tmp_path: Path) -> None:
+    """Add twice: only the newest link works ("The link works once" stays true)."""
+    await site.sign_in()
+    first_page, first = await _setup_link(site)
+    second_page, second = await _setup_link(site)
+    assert first != second
+    await _refused(tmp_path / "old-phone", first)
+    status, _ = await site.get(first_page)
+    assert status == 404
+    enrolled = await phone(tmp_path / "phone", "enroll", "--name", "Agent", second)
+    assert enrolled.returncode == 0, enrolled.stderr
+    r = await site.post(second_page + "/continue", {"csrf_token": await site.token(second_page)})
+    assert r.headers["Location"] == "/security/test-notification"
+    assert [d.name for d in site.db.devices(user(site.db).id)] == ["Agent"]

@@ -481,6 +481,20 @@ class Database:
             ),
         )
 
+    def open_enrollments(self, user_id: int) -> list[Enrollment]:
+        """The user's setups whose link may still work: no device registered through
+        them yet, not refused, not expired."""
+        rows = self.conn.execute(
+            "SELECT * FROM enrollments WHERE user_id = ? AND credential_id IS NULL AND refused = 0"
+            " AND expires_at > ? ORDER BY expires_at",
+            (user_id, now_ms()),
+        ).fetchall()
+        return [_enrollment(r) for r in rows]
+
+    def remove_enrollment(self, user_id: int, enrollment_id: str) -> None:
+        """A setup that was cancelled (its link withdrawn at the broker): forgotten."""
+        self.conn.execute("DELETE FROM enrollments WHERE user_id = ? AND id = ?", (user_id, enrollment_id))
+
     def refuse_enrollment(self, enrollment_id: str) -> None:
         """The SDK refused what the broker reported for this setup: it is over."""
         self.conn.execute("UPDATE enrollments SET refused = 1 WHERE id = ?", (enrollment_id,))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -88,6 +89,10 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
         return render(request, "add_method.html", {"error": "Choose a method to add."}, status=400)
     params = new_totp()
     try:
+        # One live link per user: an earlier setup not used yet is withdrawn first ("Add"
+        # twice, or a setup page left open), so the link on the new page is the only one.
+        for earlier in request.app[DB].open_enrollments(user.id):
+            await _withdraw(request, user, earlier, keep_registered=True)
         # Recoverable: the app registers a recovery key, so a restore of its backup on a
         # new phone brings the account back without a new QR code (credentials.sync).
         created = await request.app[CLIENT].create_enrollment(
@@ -188,6 +193,68 @@ async def setup_page(request: web.Request) -> web.StreamResponse:
             "refused_message": REFUSED,
         },
     )
+
+
+async def _withdraw(
+    request: web.Request, user: User, enrollment: Enrollment, *, keep_registered: bool
+) -> None:
+    """Withdraw a setup's link at the broker (a device that uses it afterwards is refused),
+    then forget the setup. A device that registered with it before is kept as an
+    unfinished setup (`keep_registered`: a newer setup started) or removed (the person
+    cancelled this one). Raises PushAuthError if the broker cannot be asked: nothing
+    changed then, and the link may still work."""
+    client, db = request.app[CLIENT], request.app[DB]
+    sdk = _sdk_enrollment(enrollment)
+    credential_id = enrollment.credential_id
+    if credential_id is None and sdk is not None and not enrollment.refused:
+        try:
+            await client.cancel_enrollment(sdk)
+            # Used before it was withdrawn? Then a device registered: the broker says so now.
+            broker = await client.get_enrollment(sdk)
+        except NotFound:
+            broker = None  # the broker forgot it: its link cannot work any more
+        except VerificationFailed as exc:
+            _refuse(db, user, enrollment, exc)  # not the device's own key: nothing stored
+            broker = None
+        if broker is not None and broker.completed and broker.credential is not None:
+            if keep_registered:
+                _store(db, enrollment, broker, user.handle)
+                return  # listed as "Setup not finished", with its own setup kept
+            credential_id = broker.credential.id
+    if credential_id is not None and not keep_registered:
+        device = db.device(user.id, credential_id)
+        if device is None or not device.confirmed:
+            with contextlib.suppress(NotFound):  # gone at the broker already
+                await client.revoke_credential(credential_id)
+            db.remove_device(user.id, credential_id)
+    db.remove_enrollment(user.id, enrollment.id)
+
+
+@routes.post("/security/setup/{enrollment}/cancel")
+async def setup_cancel(request: web.Request) -> web.StreamResponse:
+    """Cancel on the setup page: the link stops working, and a device that registered with
+    it meanwhile (its test notification not approved) is removed."""
+    user = auth.require_user(request)
+    enrollment = _own_enrollment(request, user)
+    device = request.app[DB].device(user.id, enrollment.credential_id) if enrollment.credential_id else None
+    if device is not None and device.confirmed:
+        raise web.HTTPSeeOther("/security")  # finished before the click: nothing to cancel
+    try:
+        await _withdraw(request, user, enrollment, keep_registered=False)
+    except PushAuthError as exc:
+        log.warning("cannot cancel setup %s: %s", enrollment.id, exc)
+        get_session(request).flash(
+            "error",
+            "The setup could not be cancelled: the sign-in service cannot be reached. "
+            "Its link may still work. Try again.",
+        )
+        raise web.HTTPSeeOther(f"/security/setup/{enrollment.id}") from None
+    get_session(request).flash(
+        "success",
+        "The setup was cancelled: its link no longer works."
+        + (f" {device.name} was removed." if device else ""),
+    )
+    raise web.HTTPSeeOther("/security")
 
 
 @routes.get("/security/setup/{enrollment}/events")

@@ -238,3 +238,22 @@ def test_a_setup_whose_key_the_broker_swapped_is_refused_live(hostile_stack: Any
     assert page.locator("#setup").get_attribute("data-events") is None
     page.goto(stack.url + "/security")
     assert "Test phone" not in page.locator("#devices").inner_text()
+
+
+def test_cancel_on_the_setup_page_withdraws_its_link(stack: Any, page: Page) -> None:
+    """Cancel is a POST that withdraws the link at the broker: the app cannot use it after."""
+    stack.sign_in_password(page)
+    page.wait_for_url("**/security")
+    page.get_by_role("link", name="Add sign-in method").click()
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+    link = page.get_by_role("textbox", name="Setup link").input_value()
+    page.get_by_role("button", name="Cancel").click()
+    page.wait_for_url("**/security")
+    expect(page.get_by_role("status").filter(has_text="The setup was cancelled")).to_be_visible()
+    stack.shot(page, "setup-cancelled")
+    late = stack.agent.run("enroll", "--name", "Test phone", link)
+    assert late.returncode != 0 and "already used or expired" in late.stdout + late.stderr
+    page.reload()
+    expect(page.locator("#devices")).not_to_contain_text("Test phone")
+    expect(page.locator("#devices")).not_to_contain_text("Setup not finished")
