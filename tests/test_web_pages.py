@@ -998,3 +998,54 @@ async def test_a_new_setup_withdraws_the_earlier_link(site: Site, tmp_path: Path
     r = await site.post(second_page + "/continue", {"csrf_token": await site.token(second_page)})
     assert r.headers["Location"] == "/security/test-notification"
     assert [d.name for d in site.db.devices(user(site.db).id)] == ["Agent"]
+
+
+# -- a test notification approved after its page was closed -----------------------------------
+
+
+@pytest.mark.parametrize("where", ["security info", "finish setup"])
+async def test_a_test_approved_after_the_page_closed_finishes_the_setup(
+    site: Site, tmp_path: Path, where: str
+) -> None:
+    """Add the app, close the tab, approve the test on the phone ("Approved"): signed in
+    again, the RP finds that verified approval and finishes the setup, without a second test."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    _, html = await site.get("/security/test-notification")
+    await _approve(home, _number(html), setup=True)
+    site.http.cookie_jar.clear()  # the tab (and its session) is gone; a new sign-in
+    assert (await site.sign_in()).headers["Location"] == "/security"
+    if where == "security info":
+        _, html = await site.get("/security")
+        assert "Agent is set up: it can now approve sign-ins." in html
+    else:
+        r = await site.post(f"/security/devices/{cid}/test", {"csrf_token": await site.token("/account")})
+        assert r.headers["Location"] == "/security"
+        _, html = await site.get("/security")
+        assert "Agent is set up: it can now approve sign-ins." in html
+    assert "Setup not finished" not in html
+    assert site.db.device(user(site.db).id, cid).confirmed  # type: ignore[union-attr]
+    pending = json.loads((await phone(home, "pending", "--json")).stdout)
+    assert pending == []  # no second test notification
+    # Confirmed at the broker too: the device now gets ordinary sign-ins.
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    await _push_sign_in(site, home)
+
+
+async def test_a_denied_test_is_not_taken_for_an_approval(site: Site, tmp_path: Path) -> None:
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    pending = json.loads((await phone(home, "pending", "--json")).stdout)
+    (request,) = pending
+    denied = await phone(home, "deny", "--", request["id"])
+    assert denied.returncode == 0, denied.stderr
+    site.http.cookie_jar.clear()
+    await site.sign_in()
+    _, html = await site.get("/security")
+    assert "Setup not finished" in html and "is set up" not in html
+    assert not site.db.device(user(site.db).id, cid).confirmed  # type: ignore[union-attr]
+    # "Finish setup" sends a new test notification, as before.
+    r = await site.post(f"/security/devices/{cid}/test", {"csrf_token": await site.token("/security")})
+    assert r.headers["Location"] == "/security/test-notification"

@@ -171,11 +171,12 @@ def test_a_database_of_the_previous_demo_is_migrated(tmp_path: Path) -> None:
         device = db.device(1, "cred-old")
         assert device is not None and device.name == "Phone" and device.confirmed
         assert device.recovery_public_key is None and device.recovered_from is None
+        assert device.setup_challenge is None  # no test notification to look for
         enrollment = db.enrollment(1, "en-old")
         assert enrollment is not None and enrollment.sdk_enrollment is None and not enrollment.refused
         db.close()
     columns = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(devices)")}
-    assert {"recovery_public_key", "recovery_key_ts", "recovered_from"} <= columns
+    assert {"recovery_public_key", "recovery_key_ts", "recovered_from", "setup_challenge"} <= columns
 
 
 def test_database_file_is_private(tmp_path: Path) -> None:

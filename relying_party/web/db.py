@@ -132,6 +132,10 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     # lifts the push pause at the broker): set when the report is seen, cleared by it.
     ("users", "must_change_password", "INTEGER NOT NULL DEFAULT 0"),
     ("users", "password_changed_at", "INTEGER"),
+    # The last test notification sent to a device not confirmed yet (Challenge.to_json()):
+    # approved after its page was closed, it still finishes the setup when Security info
+    # is shown next (views_security.finish_from_test). NULL once confirmed.
+    ("devices", "setup_challenge", "TEXT"),
 )
 ACTIVITY_KEEP = 200  # rows per user: enough for months of sign-ins, bounded against floods
 
@@ -174,6 +178,7 @@ class Device:
     recovery_key_signature: bytes | None = None
     recovered_from: str | None = None
     recovery_proof: str | None = None  # JSON
+    setup_challenge: str | None = None  # JSON, see MIGRATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,8 +415,16 @@ class Database:
 
     def confirm_device(self, credential_id: str) -> None:
         self.conn.execute(
-            "UPDATE devices SET confirmed = 1, last_used_at = ? WHERE credential_id = ?",
+            "UPDATE devices SET confirmed = 1, last_used_at = ?, setup_challenge = NULL"
+            " WHERE credential_id = ?",
             (now_ms(), credential_id),
+        )
+
+    def set_setup_challenge(self, credential_id: str, challenge: str | None) -> None:
+        """The test notification sent to a device being set up (None: none to look at)."""
+        self.conn.execute(
+            "UPDATE devices SET setup_challenge = ? WHERE credential_id = ? AND confirmed = 0",
+            (challenge, credential_id),
         )
 
     def rename_device(self, user_id: int, credential_id: str, name: str) -> bool:

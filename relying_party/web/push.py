@@ -287,6 +287,10 @@ async def start(
             activity.record(db, user, "push", "refused", context, purpose=purpose, detail=why.reason)
         return why
     session.pop("push_refusal")
+    if purpose == SETUP and credential is not None:
+        # Kept with the device too: approved after this session or page is gone, it
+        # still finishes the setup (views_security.finish_from_test).
+        db.set_setup_challenge(credential, json.dumps(challenge.to_json()))
     session["push"] = {
         "purpose": purpose,
         "uid": user.id,

@@ -11,6 +11,7 @@ import math
 from aiohttp import web
 
 from ..errors import BadBrokerResponse, BrokerUnavailable, NotFound, PushAuthError, VerificationFailed
+from ..models import Challenge
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
 from . import access_pass, auth, credentials, forms, fraud, push, push_pause, qr, reauth, recovery_codes, sse
@@ -32,10 +33,50 @@ DROPPED = (
     "{name} is no longer registered with the sign-in service (removed in the app, or a restore "
     "was disowned on the old device), so it was removed here too."
 )
+FINISHED = "{name} is set up: it can now approve sign-ins."
 SYNC_REFUSED = (
     "The sign-in service listed a device for your account that could not be verified. "
     "It was not added and cannot approve sign-ins."
 )
+
+
+async def finish_from_test(request: web.Request, user: User, device: Device) -> bool:
+    """Finish a device's setup whose test notification was approved after its page was
+    closed (or in another session): the result is read from the broker and verified end
+    to end with the device's own key, as the test notification page does, then the
+    credential is confirmed. True if the setup was finished now."""
+    if device.confirmed or device.setup_challenge is None:
+        return False
+    client, db = request.app[CLIENT], request.app[DB]
+    cid = device.credential_id
+    try:
+        challenge = Challenge.from_stored(json.loads(device.setup_challenge))
+        result = await client.get_result(challenge, {cid: device.public_key})
+    except (BadBrokerResponse, KeyError, TypeError, ValueError, NotFound):
+        db.set_setup_challenge(cid, None)  # unreadable, or forgotten by the broker: none to finish
+        return False
+    except VerificationFailed as exc:
+        credentials.security_event(user, "a setup's test answer failed end-to-end verification", exc)
+        db.set_setup_challenge(cid, None)
+        return False
+    except PushAuthError as exc:
+        log.warning("cannot read the test notification of %s: %s", cid, exc)
+        return False
+    if not result.final:
+        return False  # still waiting for the phone: looked at again next time
+    if not result.approved or result.credential_id != cid:
+        db.set_setup_challenge(cid, None)  # denied, expired, replaced: "Finish setup" sends a new one
+        return False
+    try:
+        await client.confirm_credential(cid)
+    except NotFound:
+        db.set_setup_challenge(cid, None)  # removed at the broker: the next sync drops it
+        return False
+    except PushAuthError as exc:
+        log.warning("cannot confirm credential %s: %s", cid, exc)
+        return False
+    db.confirm_device(cid)
+    return True
 
 
 @routes.get("/security")
@@ -54,6 +95,9 @@ async def security(request: web.Request) -> web.StreamResponse:
         notices += [("info", DROPPED.format(name=name)) for name in report.dropped]
         if report.refused:
             notices.append(("error", SYNC_REFUSED))
+    for device in db.devices(user.id):
+        if await finish_from_test(request, user, device):
+            notices.append(("success", FINISHED.format(name=device.name)))
     devices = db.devices(user.id)
     names = {d.credential_id: d.name for d in devices}
     pause = push_pause.pause_of(await fraud.push_state(request, user), now_ms()) if devices else None
@@ -329,8 +373,6 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
     if device is None:
         get_session(request).flash("error", "That device was removed. Start again to add it.")
         raise web.HTTPSeeOther("/security")
-    if device.confirmed:
-        raise web.HTTPSeeOther("/security")
     problem = await push.start(
         request, user, push.SETUP, enrollment=enrollment.id, credential=device.credential_id
     )
@@ -351,6 +393,10 @@ async def device_test(request: web.Request) -> web.StreamResponse:
     """Finish a setup that was left before its test push (from the device list)."""
     user = auth.require_user(request)
     device = _own_device(request, user)
+    if await finish_from_test(request, user, device):
+        # Its last test notification was approved meanwhile: no second one needed.
+        get_session(request).flash("success", FINISHED.format(name=device.name))
+        raise web.HTTPSeeOther("/security")
     problem = await push.start(request, user, push.SETUP, credential=device.credential_id)
     if problem is not None:
         get_session(request).flash("error", problem.message)
