@@ -1049,3 +1049,37 @@ async def test_a_denied_test_is_not_taken_for_an_approval(site: Site, tmp_path: 
     # "Finish setup" sends a new test notification, as before.
     r = await site.post(f"/security/devices/{cid}/test", {"csrf_token": await site.token("/security")})
     assert r.headers["Location"] == "/security/test-notification"
+
+
+# -- Security info: when the password was set ------------------------------------------------
+
+
+async def test_security_info_says_when_the_password_was_last_set(site: Site) -> None:
+    await site.sign_in()
+    _, html = await site.get("/security")
+    assert "Set when your account was created, <time" in html and "Last changed" not in html
+    new = "another horse battery staple"
+    r = await site.post(
+        "/security/password",
+        {
+            "csrf_token": await site.token("/security/password"),
+            "current": PASSWORD,
+            "new": new,
+            "repeat": new,
+        },
+        follow=True,
+    )
+    assert r.status == 200
+    if not await site.signed_in():  # a password change may sign the other sessions out
+        await site.sign_in(password=new)
+    alice = user(site.db)
+    assert alice.password_changed_at is not None and alice.password_changed_at > alice.created_at
+    _, html = await site.get("/security")
+    assert "Set when your account was created" not in html
+    changed = re.search(r'Last changed <time datetime="([^"]+)">', html)
+    assert changed, html
+    # An account from a demo that did not keep the time: no date claim at all.
+    site.db.conn.execute("UPDATE users SET password_changed_at = NULL")
+    _, html = await site.get("/security")
+    assert "Used with your user name to sign in" in html
+    assert "Set when" not in html and "Last changed" not in html

@@ -247,10 +247,14 @@ class Database:
     # Users.
 
     def add_user(self, name: str, password_hash: str) -> User:
+        now = now_ms()
         try:
+            # password_changed_at: when the password was last set (here, with the account).
+            # NULL only for accounts of a demo before it was kept: when is unknown then.
             self.conn.execute(
-                "INSERT INTO users (name, handle, password_hash, created_at) VALUES (?, ?, ?, ?)",
-                (name, "u-" + secrets.token_urlsafe(12), password_hash, now_ms()),
+                "INSERT INTO users (name, handle, password_hash, created_at, password_changed_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (name, "u-" + secrets.token_urlsafe(12), password_hash, now, now),
             )
         except sqlite3.IntegrityError:
             raise UserExists(name) from None
