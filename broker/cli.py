@@ -22,6 +22,7 @@ from . import cpus, logs
 from .activation import ActivationError
 from .command import CliError, open_redis
 from .logs import BlobIdFilter
+from .models import RelyingParty
 from .policy_cli import add_rp_policy_commands, rp_policy_command
 from .store import RP_CACHE_S, Store
 from .workers import WorkersError, supervise
@@ -165,10 +166,8 @@ async def rp_command(args: argparse.Namespace) -> None:
                     f"the RP name must not contain control or format characters (found {text.describe(bad)})"
                 )
             rp, key = await store.add_rp(name)
-            if args.json:
-                print(json.dumps({"id": rp.id, "name": rp.name, "api_key": key}))
-            else:
-                print(f"RP id:   {rp.id}\nname:    {rp.name}\nAPI key: {key}")
+            _show_key(args, rp, key)
+            if not args.json:
                 print("The API key is shown only now; the broker keeps a hash of it.", file=sys.stderr)
         elif args.rp_command == "rotate-key":
             if not 0 <= args.keep_old <= MAX_KEEP_OLD_MIN:
@@ -177,10 +176,7 @@ async def rp_command(args: argparse.Namespace) -> None:
             key = await store.rotate_rp_key(args.rp_id, args.keep_old * 60) if rp is not None else None
             if rp is None or key is None:
                 raise CliError(f"no relying party with id {args.rp_id!r}")
-            if args.json:
-                print(json.dumps({"id": rp.id, "name": rp.name, "api_key": key}))
-            else:
-                print(f"RP id:   {rp.id}\nname:    {text.printable(rp.name)}\nAPI key: {key}")
+            _show_key(args, rp, key)
             old = (
                 f"works for {args.keep_old} more minute(s)"
                 if args.keep_old
@@ -201,6 +197,14 @@ async def rp_command(args: argparse.Namespace) -> None:
                 await rp_policy_command(args, store)
             except ValueError as exc:
                 raise CliError(str(exc)) from None
+
+
+def _show_key(args: argparse.Namespace, rp: RelyingParty, key: str) -> None:
+    """An RP's new API key, on stdout: shown this once (`rp add`, `rp rotate-key`)."""
+    if args.json:
+        print(json.dumps({"id": rp.id, "name": rp.name, "api_key": key}))
+    else:
+        print(f"RP id:   {rp.id}\nname:    {text.printable(rp.name)}\nAPI key: {key}")
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]], *, exit_after: bool = False) -> None:

@@ -580,14 +580,7 @@ async def phone(home: Path, *args: str) -> Any:
 
 async def _start_setup(site: Site, home: Path, name: str = "Agent") -> str:
     """Security info -> Add -> the setup page; the agent enrolls with its link. The page's URL."""
-    r = await site.post(
-        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
-    )
-    setup = r.headers["Location"]
-    _, html = await site.get(setup)
-    uri = re.search(r'id="enroll-uri"[^>]*value="([^"]+)"', html)
-    assert uri, "no setup link on the page"
-    link = html_lib.unescape(uri.group(1))
+    setup, link = await _setup_link(site)
     assert link.startswith("pushauth://enroll?v=2&") and "&es=" in link and "&recoverable=1" in link
     enrolled = await phone(home, "enroll", "--name", name, link)
     assert enrolled.returncode == 0, enrolled.stderr
