@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from protocol.challenge import Status
+from relying_party.host.config import TomlReader
 from relying_party.pam import core, mapping
-from relying_party.pam.config import ConfigError, load, parse
+from relying_party.pam.config import KEYS, ConfigError, load, parse
 from relying_party.pam.core import Outcome
 
 
@@ -69,11 +70,29 @@ def test_defaults_and_relative_paths(key: Path, tmp_path: Path) -> None:
         ("[timeouts]\npush = 5", "timeouts.push"),
         ("[timeouts]\nrequest = 0", "timeouts.request"),
         ('[challenge]\ncode_fallback = "yes"', "challenge.code_fallback"),
+        # nan and inf passed, and every sign-in then waited for ever.
+        ("[timeouts]\nrequest = nan", "timeouts.request"),
+        ("[timeouts]\nenroll = inf", "timeouts.enroll"),
+        # A misspelled key or table would leave the default in force without a word.
+        ('[pam]\nstroe = "/tmp/x"', "pam.stroe"),
+        ("[timeout]\npush = 5", "timeout"),
     ],
 )
 def test_a_bad_value_is_refused_naming_its_key(key: Path, tmp_path: Path, extra: str, key_name: str) -> None:
     with pytest.raises(ConfigError, match=key_name.replace(".", r"\.")):
         parse(config_text(key, extra), base=tmp_path, name="pam.toml")
+
+
+@pytest.mark.parametrize("url", ["http://", "http://a b:99999", "ftp://broker.example", "http://[::1"])
+def test_a_broker_url_no_request_could_use_is_refused(key: Path, tmp_path: Path, url: str) -> None:
+    bad = tomllib.loads(f'[broker]\nurl = "{url}"\napi_key_file = "{key}"')
+    with pytest.raises(ConfigError, match=r"pam\.toml: broker\.url: "):
+        parse(bad, base=tmp_path, name="pam.toml")
+
+
+def test_the_shipped_example_holds_only_keys_the_module_reads() -> None:
+    example = Path(__file__).resolve().parents[1] / "deploy" / "ssh" / "pam.toml"
+    TomlReader(tomllib.loads(example.read_text()), example.parent, str(example)).refuse_unknown(KEYS)
 
 
 def test_when_unreachable_and_template_are_checked(key: Path, tmp_path: Path) -> None:

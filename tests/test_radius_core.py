@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 from pyrad import packet as rp
 
 from protocol.challenge import Status
+from relying_party.host.config import TomlReader
 from relying_party.radius import config, core, dictionary, packets
 from relying_party.radius.core import Cached, DuplicateCache, InProgress, New, Outcome, Totp, WaitForPush
 
@@ -163,12 +165,35 @@ def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
         ('[first_factor]\nmode = "upstream"\n' + CLIENTS, "first_factor.host"),
         ("[radius]\nport = 70000\n" + CLIENTS, "radius.port"),
         ("[limits]\nduplicate_window = 0\n" + CLIENTS, "limits.duplicate_window"),
+        ("[limits]\nduplicate_window = nan\n" + CLIENTS, "limits.duplicate_window"),
+        # A misspelled key or table would leave the default in force without a word.
+        ("[radius]\nprot = 1812\n" + CLIENTS, "radius.prot"),
+        ("[limitz]\n" + CLIENTS, "limitz"),
+        ('[[client]]\naddress = "10.0.0.1"\nsecret = "a"\nsecrt = "b"\n', "client[0].secrt"),
+        # A Redis URL redis-py cannot read: a traceback at start before.
+        ('[radius]\nredis_url = "mysql://x"\n' + CLIENTS, "radius.redis_url"),
+        ('[radius]\nredis_url = "redis://h:99999/0"\n' + CLIENTS, "radius.redis_url"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     (tmp_path / "s").write_text("x")
     with pytest.raises(config.ConfigError, match="radius.toml: " + re.escape(key)):
         _config(tmp_path, text)
+
+
+@pytest.mark.parametrize("url", ["http://", "ftp://broker.example", "http://[::1"])
+def test_config_refuses_a_broker_url_no_request_could_use(tmp_path: Path, url: str) -> None:
+    (tmp_path / "key").write_text("k" * 20)
+    path = tmp_path / "radius.toml"
+    path.write_text(f'[broker]\nurl = "{url}"\napi_key_file = "key"\n' + CLIENTS)
+    with pytest.raises(config.ConfigError, match=r"radius\.toml: broker\.url: "):
+        config.load(path)
+
+
+def test_the_shipped_example_holds_only_keys_the_server_reads() -> None:
+    example = Path(__file__).resolve().parents[1] / "deploy" / "radius" / "radius.toml"
+    reader = TomlReader(tomllib.loads(example.read_text()), example.parent, str(example))
+    reader.refuse_unknown(config.KEYS, {"client": config.CLIENT_KEYS})
 
 
 def test_config_not_toml(tmp_path: Path) -> None:

@@ -4,9 +4,12 @@ must be a positive number of seconds`), for a log or a terminal."""
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(Exception):
@@ -64,9 +67,44 @@ class TomlReader:
 
     def positive(self, table: dict[str, Any], key: str, default: float) -> float:
         value = self._get(table, key, default, (int, float))
-        if isinstance(value, bool) or value <= 0:
+        if isinstance(value, bool) or not math.isfinite(value) or value <= 0:  # nan, inf: a hang
             raise self.error(key, "must be a positive number of seconds")
         return float(value)
+
+    def http_url(self, table: dict[str, Any], key: str) -> str:
+        """A required http:// or https:// URL with a host (the broker's)."""
+        url = self.str(table, key, None)
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError when not a number in 0..65535
+        except ValueError as exc:
+            raise self.error(key, f"not a URL ({exc})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.error(key, "must be an http:// or https:// URL with a host")
+        return url
+
+    def refuse_unknown(
+        self, tables: Mapping[str, frozenset[str]], arrays: Mapping[str, frozenset[str]] = {}
+    ) -> None:
+        """A key this program does not read is a typing mistake (`stroe = ...`) that would
+        otherwise leave the default in force without a word: refused, with its name."""
+        for top, value in self.data.items():
+            if top in tables and isinstance(value, dict):
+                unknown = sorted(set(value) - tables[top])
+                where = [f"{top}.{k}" for k in unknown]
+            elif top in arrays and isinstance(value, list):
+                where = [
+                    f"{top}[{i}].{k}"
+                    for i, entry in enumerate(value)
+                    if isinstance(entry, dict)
+                    for k in sorted(set(entry) - arrays[top])
+                ]
+            elif top in tables or top in arrays:
+                continue  # the wrong type is reported where the value is read
+            else:
+                where = [top]
+            if where:
+                raise self.error(where[0], "unknown key (misspelled?)")
 
     def path(self, table: dict[str, Any], key: str, default: str | None) -> Path:
         return self.base / Path(self.str(table, key, default))

@@ -48,6 +48,16 @@ class Config:
         return self.when_unreachable == "allow"
 
 
+# Every key the file may hold, by table (docs/pam.md): another one is refused by name.
+KEYS = {
+    "broker": frozenset({"url", "api_key_file", "when_unreachable"}),
+    "pam": frozenset({"store", "app_name", "syslog", "audit_file"}),
+    "challenge": frozenset({"digits", "code_fallback"}),
+    "users": frozenset({"template", "map_file", "bypass_groups"}),
+    "timeouts": frozenset({"push", "request", "enroll"}),
+}
+
+
 def load(path: Path) -> Config:
     return parse(read_toml(path), base=path.parent, name=str(path))
 
@@ -57,9 +67,8 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
     broker, pam, challenge, users, timeouts = (
         r.table(t) for t in ("broker", "pam", "challenge", "users", "timeouts")
     )
-    url = r.str(broker, "broker.url", None)
-    if not url.startswith(("http://", "https://")):
-        raise r.error("broker.url", "must be an http:// or https:// URL")
+    r.refuse_unknown(KEYS)
+    url = r.http_url(broker, "broker.url")
     when = r.str(broker, "broker.when_unreachable", "deny")
     if when not in ("deny", "allow"):
         raise r.error("broker.when_unreachable", 'must be "deny" (fail closed) or "allow" (fail open)')

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from redis.connection import parse_url
+
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
@@ -82,12 +84,25 @@ class Config:
         return best
 
 
+# Every key the file may hold, by table (docs/radius.md): another one is refused by name.
+KEYS = {
+    "broker": frozenset({"url", "api_key_file", "when_unreachable", "timeout"}),
+    "radius": frozenset({"listen", "port", "redis_url", "store", "app_name", "syslog"}),
+    "challenge": frozenset({"digits", "ttl", "answer_wait"}),
+    "first_factor": frozenset({"mode", "host", "port", "secret", "secret_file", "timeout", "retries"}),
+    "users": frozenset({"strip_realm", "lowercase"}),
+    "limits": frozenset({"user_requests", "user_window", "duplicate_window", "replay_window"}),
+}
+CLIENT_KEYS = frozenset({"name", "address", "secret", "secret_file", "push_only"})
+
+
 def load(path: Path) -> Config:
     return parse(read_toml(path), base=path.parent, name=str(path))
 
 
 def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
     r = _Reader(data, base, name)
+    r.refuse_unknown(KEYS, {"client": CLIENT_KEYS})
     broker = r.table("broker")
     radius = r.table("radius")
     challenge = r.table("challenge")
@@ -116,9 +131,7 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
     broker_down = r.str(broker, "broker.when_unreachable", "reject")
     if broker_down not in ("reject", "accept"):
         raise r.error("broker.when_unreachable", 'must be "reject" (fail closed) or "accept" (fail open)')
-    url = r.str(broker, "broker.url", None)
-    if not url.startswith(("http://", "https://")):
-        raise r.error("broker.url", "must be an http:// or https:// URL")
+    url = r.http_url(broker, "broker.url")
 
     clients = []
     raw_clients = data.get("client", [])
@@ -147,7 +160,7 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
         clients=tuple(clients),
         listen=r.str(radius, "radius.listen", "0.0.0.0"),
         port=r.port(radius, "radius.port", 1812),
-        redis_url=r.str(radius, "radius.redis_url", "redis://127.0.0.1:6379/0"),
+        redis_url=r.redis_url(radius, "radius.redis_url", "redis://127.0.0.1:6379/0"),
         store=r.path(radius, "radius.store", "/var/lib/pushauth-radius/users.db"),
         app_name=r.str(radius, "radius.app_name", "VPN"),
         broker_timeout=r.positive(broker, "broker.timeout", 10.0),
@@ -168,6 +181,14 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
 
 
 class _Reader(TomlReader):
+    def redis_url(self, table: dict[str, Any], key: str, default: str) -> str:
+        url = self.str(table, key, default)
+        try:
+            parse_url(url)  # redis-py's own reading: scheme, port, options
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
+        return url
+
     def port(self, table: dict[str, Any], key: str, default: int) -> int:
         value = self.int(table, key, default)
         if value > 65535:
