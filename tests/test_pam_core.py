@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from support import console_script, run_cli
 
 from protocol.challenge import Status
 from relying_party.host.config import TomlReader
@@ -133,6 +134,28 @@ def test_user_mapping_by_template_or_map_file(key: Path, tmp_path: Path) -> None
     (tmp_path / "users.map").write_text("alice\n")
     with pytest.raises(ConfigError, match="line 1"):
         parse(config_text(key, users='map_file = "users.map"'), base=tmp_path)
+
+
+@pytest.mark.parametrize("template", ["{user} x", "{user}/x", "{user}@" + "e" * 63])
+def test_a_template_that_makes_no_valid_name_is_refused(key: Path, tmp_path: Path, template: str) -> None:
+    with pytest.raises(ConfigError, match=r"users\.template: .* makes no valid pushauth user name"):
+        parse(config_text(key, users=f'template = "{template}"'), base=tmp_path)
+
+
+def test_a_map_file_line_with_an_invalid_name_is_refused_naming_the_line(key: Path, tmp_path: Path) -> None:
+    (tmp_path / "users.map").write_text("alice alice@example.com\n# ok\nnobody no/body\n")
+    with pytest.raises(ConfigError, match=r"users\.map_file: .*users\.map line 3: pushauth user 'no/body'"):
+        parse(config_text(key, users='map_file = "users.map"'), base=tmp_path)
+
+
+def test_check_config_refuses_a_template_that_maps_nobody(key: Path, tmp_path: Path) -> None:
+    path = tmp_path / "pam.toml"
+    path.write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n[users]\ntemplate = "{{user}} x"\n'
+    )
+    result = run_cli([console_script("pushauth-pam"), "--config", path, "check-config"])
+    assert result.returncode == 1, result.stdout
+    assert "users.template" in result.stderr and "' '" in result.stderr, result.stderr
 
 
 def test_bypass_by_primary_group(key: Path, tmp_path: Path) -> None:

@@ -21,6 +21,20 @@ from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 from ..host.config import ConfigError, TomlReader, read_toml
 
 DEFAULT_PATH = Path("/etc/pushauth/pam.toml")
+MAX_NAME = 64  # the longest pushauth user name
+NAME_CHARS = "letters, digits and . _ - @ +"
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a pushauth user name, or None when it can."""
+    if not name:
+        return "is empty"
+    if len(name) > MAX_NAME:
+        return f"is longer than {MAX_NAME} characters"
+    bad = sorted({c for c in name if not (c.isalnum() or c in "._-@+")})
+    if bad:
+        return f"holds {', '.join(repr(c) for c in bad)}: only {NAME_CHARS}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +97,11 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
         raise r.error(
             "users.template", 'must hold "{user}" once and no other {field}, e.g. "{user}@example.com"'
         )
+    # What the template adds to every local name must itself be allowed in a pushauth
+    # name, or every user maps to a name that is refused (outcome=unmapped for all).
+    problem = name_problem(template.replace("{user}", "a"))
+    if problem is not None:
+        raise r.error("users.template", f"{template!r} makes no valid pushauth user name: it {problem}")
     user_map = None
     if "map_file" in users:
         user_map = _read_map(r, r.path(users, "users.map_file", None))
@@ -147,5 +166,8 @@ def _read_map(r: TomlReader, path: Path) -> dict[str, str]:
         parts = line.split()
         if len(parts) != 2:
             raise r.error("users.map_file", f"{path} line {n}: expected 'local_user pushauth_user'")
+        problem = name_problem(parts[1])
+        if problem is not None:
+            raise r.error("users.map_file", f"{path} line {n}: pushauth user {parts[1]!r} {problem}")
         out[parts[0]] = parts[1]
     return out

@@ -5,9 +5,7 @@ from __future__ import annotations
 import grp
 import pwd
 
-from .config import Config
-
-MAX_NAME = 64
+from .config import Config, name_problem
 
 
 def pushauth_user(config: Config, local: str) -> str | None:
@@ -17,7 +15,7 @@ def pushauth_user(config: Config, local: str) -> str | None:
         name = config.user_map.get(local)
     else:
         name = config.user_template.replace("{user}", local)
-    if not name or len(name) > MAX_NAME or any(not (c.isalnum() or c in "._-@+") for c in name):
+    if not name or name_problem(name) is not None:
         return None
     return name
 
