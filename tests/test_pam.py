@@ -233,6 +233,7 @@ def test_broker_unreachable_fail_closed_refuses_but_takes_a_code(world: World) -
         assert status != 0, out
         assert "sign-in refused" in out
         world.audit_line(r"decision=deny outcome=broker_unavailable .*detail=\"cannot reach", before)
+        assert "code from your authenticator still works" not in out  # it was just asked for
         # The codes are checked against the host's own store: they still work. (A second
         # device's code: the first device's current one may be spent by another test.)
         second = world.base / "agent-2"
@@ -256,6 +257,59 @@ def test_broker_unreachable_fail_open_lets_in_and_says_so(world: World) -> None:
     assert status == 0, out
     assert "signed in without push approval" in out
     world.audit_line(r"decision=allow outcome=fail_open .*detail=\"cannot reach", before)
+
+
+# A stack that routes "unreachable" to fail open itself (docs/pam.md, "PAM lines"):
+# only PAM_AUTHINFO_UNAVAIL gets past the module to pam_permit.
+def fail_open_stack(config: Path) -> str:
+    return (
+        module_line(config, "[success=done authinfo_unavail=ignore default=die]")
+        + "auth required pam_permit.so\n"
+    )
+
+
+def test_broker_unreachable_without_a_code_prompt_promises_no_code(world: World) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    config = world.config("down-exec", broker_url=down)
+    line = f"auth required pam_exec.so stdout quiet {PAM} --config {config} exec\n"
+    with pam_service(line) as svc:
+        status, out = finish(pamtester(world, svc))
+    assert status != 0, out
+    assert "The approval service is unreachable: sign-in refused." in out
+    assert "verification code" not in out.lower(), out  # pam_exec cannot ask for one
+
+
+def test_a_refused_api_key_is_a_configuration_error_never_unreachable(world: World, tmp_path: Path) -> None:
+    before = world.audit_count()
+    wrong = tmp_path / "wrong-key"
+    wrong.write_text("pak_" + "x" * 40 + "\n")
+    wrong.chmod(0o600)
+    config = tmp_path / "wrong.toml"
+    config.write_text(world.config("wrong-src").read_text().replace(str(world.key_file), str(wrong)))
+    with pam_service(fail_open_stack(config)) as svc:
+        status, out = finish(pamtester(world, svc))
+    assert status != 0, out  # PAM_SERVICE_ERR: the fail-open route does not take it
+    assert "Push sign-in is misconfigured on this host" in out
+    assert "Verification code" not in out and "unreachable" not in out, out
+    line = world.audit_line(r"decision=deny outcome=config_error ", before)
+    assert "broker.api_key_file: the broker refused the API key" in line and "401" in line, line
+    assert pending(world.home) == []
+
+
+def test_a_broker_failing_after_the_push_refuses_even_where_unreachable_fails_open(
+    own_broker: BrokerProcess, account: Account, tmp_path: Path
+) -> None:
+    world = make_world(own_broker, tmp_path, account)
+    with pam_service(fail_open_stack(world.config("after-push", ttl=10))) as svc:
+        proc = pamtester(world, svc)
+        number_of(proc)
+        proc.send_line("")  # waiting for the device's answer
+        own_broker.kill()
+        status, out = finish(proc)
+    assert status != 0, out  # PAM_AUTH_ERR: the person may have denied it
+    assert "The approval service failed: sign-in refused." in out
+    assert "Verification code" not in out, out
+    world.audit_line(r"decision=deny outcome=broker_error .*challenge=\S+")
 
 
 def test_a_member_of_a_bypass_group_needs_no_push(world: World) -> None:

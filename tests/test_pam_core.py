@@ -39,6 +39,7 @@ def test_only_a_verified_approval_a_code_fail_open_or_bypass_allow() -> None:
     allowed = {o for o in Outcome if core.pam_result(o) == "PAM_SUCCESS"}
     assert allowed == {Outcome.APPROVED, Outcome.TOTP_OK, Outcome.FAIL_OPEN, Outcome.BYPASS}
     assert core.pam_result(Outcome.BROKER_UNAVAILABLE) == "PAM_AUTHINFO_UNAVAIL"
+    assert core.pam_result(Outcome.BROKER_ERROR) == "PAM_AUTH_ERR"  # never routed to fail open
     assert core.pam_result(Outcome.CONFIG_ERROR) == "PAM_SERVICE_ERR"
     assert set(core.MESSAGES) == set(Outcome)  # every outcome says something (or "" on purpose)
 

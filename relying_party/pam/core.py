@@ -39,7 +39,10 @@ class Outcome(enum.StrEnum):
     NOT_ENROLLED = "not_enrolled"  # no authenticator stored for the user on this host
     NO_DEVICES = "no_devices"  # the broker has no active device of the user
     BLOCKED = "push_blocked"  # and no valid code was typed instead
-    BROKER_UNAVAILABLE = "broker_unavailable"
+    BROKER_UNAVAILABLE = "broker_unavailable"  # unreachable before the push was sent
+    # Any other broker failure: one after the push was sent (the person may have denied
+    # it), or a refusal that is no configuration error. Never routed as "unreachable".
+    BROKER_ERROR = "broker_error"
     FAIL_OPEN = "fail_open"  # the broker was unreachable and the config allows that
     BYPASS = "bypass"  # a member of a bypass group
     VERIFICATION_FAILED = "verification_failed"  # the SDK refused the broker's result
@@ -72,8 +75,8 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.NOT_ENROLLED: NOT_SET_UP,
     Outcome.NO_DEVICES: NOT_SET_UP,
     Outcome.BLOCKED: "Push sign-in is paused for your account, and no valid verification code was typed.",
-    Outcome.BROKER_UNAVAILABLE: "The approval service is unreachable: sign-in refused. "
-    "A verification code from your authenticator still works.",
+    Outcome.BROKER_UNAVAILABLE: "The approval service is unreachable: sign-in refused.",
+    Outcome.BROKER_ERROR: "The approval service failed: sign-in refused. Try again.",
     Outcome.VERIFICATION_FAILED: "The answer could not be verified: sign-in refused.",
     Outcome.UNMAPPED: "Push sign-in is not set up for your account on this host. Ask your administrator.",
     Outcome.CONFIG_ERROR: "Push sign-in is misconfigured on this host. Ask your administrator.",
@@ -137,9 +140,10 @@ def clean_code(typed: str | None) -> str | None:
 
 
 def pam_result(outcome: Outcome) -> str:
-    """The PAM return code's name for an outcome. The broker being unreachable is
-    PAM_AUTHINFO_UNAVAIL (a stack may route it, docs/pam.md); a bad configuration
-    PAM_SERVICE_ERR; every other refusal PAM_AUTH_ERR."""
+    """The PAM return code's name for an outcome. The broker being unreachable before
+    the push was sent is PAM_AUTHINFO_UNAVAIL (a stack may route it, docs/pam.md); a
+    bad configuration (a refused API key too) PAM_SERVICE_ERR; every other refusal,
+    a broker failure after the push was sent included, PAM_AUTH_ERR."""
     if outcome in ALLOWED:
         return "PAM_SUCCESS"
     if outcome is Outcome.BROKER_UNAVAILABLE:

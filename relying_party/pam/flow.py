@@ -20,6 +20,7 @@ from ..errors import (
     PushAuthError,
     PushBlocked,
     RateLimited,
+    Unauthorized,
     VerificationFailed,
     VerificationReason,
 )
@@ -146,6 +147,8 @@ async def _push(
     except (PushBlocked, RateLimited) as exc:
         decision.detail = exc.code
         return _code(config, conv, store, user, decision, core.BLOCKED_CODE_PROMPT, Outcome.BLOCKED)
+    except Unauthorized as exc:
+        return _refused_key(decision, exc)
     except BrokerUnavailable as exc:
         decision.detail = str(exc)
         if config.fail_open:
@@ -156,7 +159,9 @@ async def _push(
             config, conv, store, user, decision, core.UNREACHABLE_CODE_PROMPT, Outcome.BROKER_UNAVAILABLE
         )
     except PushAuthError as exc:
-        decision.outcome, decision.detail = Outcome.BROKER_UNAVAILABLE, str(exc)
+        # The broker answered, but not with a push: not "unreachable" (which a stack may
+        # route to fail open), a refusal.
+        decision.outcome, decision.detail = Outcome.BROKER_ERROR, str(exc)
         return decision
     with contextlib.closing(pending):  # a stream left unread is closed; the challenge goes on
         return await _after_push(config, conv, sdk, store, user, pending, decision)
@@ -213,14 +218,26 @@ async def _wait(
         log.error("SECURITY EVENT: the broker's result for %s did not verify: %s", user.name, exc)
         decision.outcome, decision.detail = Outcome.VERIFICATION_FAILED, str(exc.reason)
         return decision
+    except Unauthorized as exc:
+        return _refused_key(decision, exc)
     except PushAuthError as exc:
-        decision.outcome, decision.detail = Outcome.BROKER_UNAVAILABLE, str(exc)
+        # The push went out: whatever fails now (the broker gone included) refuses, since
+        # the person may have denied or reported it (docs/pam.md, "Fail open or fail closed").
+        decision.outcome, decision.detail = Outcome.BROKER_ERROR, str(exc)
         return decision
     if not result.final:
         await _cancel(sdk, challenge)
     decision.outcome = core.outcome_of(result.status)
     if result.answer is not None:
         decision.approval_ms = max(0, time.time_ns() // 1_000_000 - result.answer.ts)
+    return decision
+
+
+def _refused_key(decision: Decision, exc: Unauthorized) -> Decision:
+    """The broker refused our API key (wrong or revoked): a configuration error to fix,
+    never "unreachable" (which a stack may route to fail open)."""
+    decision.outcome = Outcome.CONFIG_ERROR
+    decision.detail = f"broker.api_key_file: the broker refused the API key ({exc})"
     return decision
 
 
