@@ -148,6 +148,35 @@ def test_a_report_is_refused_and_mutes_push_until_lifted(world: World, service: 
     asyncio.run(_lift(world))
 
 
+def test_a_code_sign_in_lifts_the_push_block(world: World, service: str) -> None:
+    before = world.audit_count()
+    home = world.base / "agent-blocked"
+    with local_account() as other:
+        enroll_device(world, home, "phone", user=other.name)
+        proc = pamtester(world, service, other.name)
+        number_of(proc)
+        proc.send_line("")
+        agent_ok(home, "deny", "--fraud", only_pending(home)["id"])
+        status, out = finish(proc)
+        assert status != 0, out
+        muted = pamtester(world, service, other.name)
+        muted.wait_for_output(r"Push sign-in is paused for your account", stream="both")
+        (code,) = [line["code"] for line in json.loads(agent_ok(home, "code", "--json"))]
+        muted.send_line(code)
+        status, out = finish(muted)
+        assert status == 0, out
+        line = world.audit_line(rf"decision=allow outcome=totp_ok user={other.name} ", before)
+        assert "detail=push_blocked" in line and "not lifted" not in line, line
+        # The code sign-in lifted the block: the next sign-in is a push again.
+        again = pamtester(world, service, other.name)
+        number = number_of(again)
+        again.send_line("")
+        approve(home, number)
+        status, out = finish(again)
+        assert status == 0, out
+        world.audit_line(rf"decision=allow outcome=approved user={other.name} ", before)
+
+
 async def _lift(world: World) -> None:
     db = Database(world.store)
     try:
@@ -245,7 +274,11 @@ def test_broker_unreachable_fail_closed_refuses_but_takes_a_code(world: World) -
         status, out = finish(proc)
     assert status == 0, out
     assert "Verification code accepted." in out
-    world.audit_line(r"decision=allow outcome=totp_ok .*detail=\"cannot reach", before)
+    # Best effort: still signed in, the failed lift said in the detail.
+    world.audit_line(
+        r"outcome=totp_ok .*detail=\"push block not lifted \(BrokerUnavailable\); cannot reach",
+        before,
+    )
 
 
 def test_broker_unreachable_fail_open_lets_in_and_says_so(world: World) -> None:

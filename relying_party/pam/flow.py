@@ -24,6 +24,7 @@ from ..errors import (
     VerificationFailed,
     VerificationReason,
 )
+from ..host import push_block
 from ..host.store import StoreError, UserStore
 from ..models import Challenge
 from ..one_request import PendingSignIn
@@ -113,9 +114,17 @@ async def authenticate(config: Config, request: Request, conv: Conversation, sta
         async with PushAuthClient(
             config.broker_url, config.api_key, request_timeout=config.request_timeout
         ) as sdk:
-            return await _push(
+            decision = await _push(
                 config, request, conv, sdk, store, user, Decision(Outcome.ENDED, name, started=started)
             )
+            if decision.outcome is Outcome.TOTP_OK:
+                # Signed in another way: the broker's push block (after a report, or too
+                # many pushes) ends now, or push would stay blocked for good.
+                problem = await push_block.lift_after_signin(sdk, user.handle)
+                if problem is not None:
+                    # First: the audit line cuts long values short.
+                    decision.detail = "; ".join(filter(None, (problem, decision.detail)))
+            return decision
     finally:
         store.close()
 
