@@ -7,8 +7,11 @@ packets pyrad builds, and the configuration's one-line errors.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import re
+import struct
 import tomllib
 from pathlib import Path
 
@@ -201,3 +204,71 @@ def test_config_not_toml(tmp_path: Path) -> None:
     path.write_text("[broker\n")
     with pytest.raises(config.ConfigError, match="not valid TOML"):
         config.load(path)
+
+
+def _raw(*attrs: bytes, tail: bytes = b"", mas: int = 1) -> bytes:
+    """An Access-Request of these encoded attributes (then `tail`, bytes as they are),
+    with `mas` Message-Authenticators, the first one valid for CLIENT's secret."""
+    body = b"".join(attrs) + b"".join(b"\x50\x12" + b"\x00" * 16 for _ in range(mas)) + tail
+    head = bytes([rp.AccessRequest, 7]) + struct.pack("!H", 20 + len(body)) + b"\x05" * 16
+    if not mas:
+        return head + body
+    at = len(b"".join(attrs)) + 2
+    mac = hmac.new(CLIENT.secret, head + body, hashlib.md5).digest()
+    body = body[:at] + mac + body[at + 16 :]
+    return head + body
+
+
+def _attr(code: int, value: bytes) -> bytes:
+    return bytes([code, 2 + len(value)]) + value
+
+
+def _pw(password: bytes = b"pw") -> bytes:
+    pkt = rp.AuthPacket(code=rp.AccessRequest, secret=CLIENT.secret, authenticator=b"\x05" * 16)
+    return _attr(2, pkt.PwCrypt(password))
+
+
+def test_well_formed_raw_request_is_taken() -> None:
+    parsed = packets.parse(_raw(_attr(1, b"alice"), _pw(), _attr(31, b"203.0.113.9")), CLIENT)
+    assert isinstance(parsed, packets.AccessRequest)
+    assert (parsed.user_name, parsed.password, parsed.calling_station) == ("alice", "pw", "203.0.113.9")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # RFC 2865 section 3: at most 4096 bytes (here 20 Proxy-States of 253 bytes).
+        _raw(_attr(1, b"alice"), _pw(), *[_attr(33, b"p" * 251)] * 20),
+        # an attribute whose length runs past the end of the packet
+        _raw(_attr(1, b"alice"), _pw(), tail=b"\x1f\x40abc"),
+        _raw(_attr(1, b"alice"), _pw(), tail=b"\x1f\x01"),
+        _raw(_attr(1, b"alice"), _pw(), tail=b"\x1f"),
+        # RFC 3579 section 3.2: at most one Message-Authenticator
+        _raw(_attr(1, b"alice"), _pw(), mas=2),
+        # two User-Names: which one signs in?
+        _raw(_attr(1, b"alice"), _attr(1, b"mallory"), _pw()),
+        # under 4096 bytes, but the reply copying its Proxy-State would not be
+        _raw(_attr(1, b"alice"), _pw(), *[_attr(33, b"p" * 251)] * 15),
+    ],
+    ids=["over-4096", "past-end", "length-1", "half-header", "two-MA", "two-user-names", "reply-too-big"],
+)
+def test_malformed_requests_are_dropped(data: bytes) -> None:
+    assert packets.parse(data, CLIENT) is Outcome.MALFORMED
+
+
+def test_replies_never_exceed_4096_bytes() -> None:
+    # The most Proxy-State a request may carry: the longest reply still fits.
+    states = [_attr(33, b"p" * 251)] * 14 + [_attr(33, b"q" * 20)]
+    request = packets.parse(_raw(_attr(1, b"alice"), _pw(), *states), CLIENT)
+    assert isinstance(request, packets.AccessRequest)
+    data = packets.challenge(request, "x" * 400, b"\x02" * 16)
+    assert len(data) <= packets.MAX_PACKET
+    sent = rp.AuthPacket(secret=CLIENT.secret, dict=dictionary.load(), packet=request.packet.raw_packet)
+    assert sent.VerifyReply(sent.CreateReply(packet=data), data, enforce_ma=True)
+
+
+def test_text_attributes_that_are_not_utf8() -> None:
+    parsed = packets.parse(_raw(_attr(1, b"\xff\xfe\xfd"), _pw(), _attr(31, b"10.0.0.\xff")), CLIENT)
+    assert isinstance(parsed, packets.AccessRequest)
+    assert parsed.user_name is None  # no usable user name: the engine's bad_request
+    assert parsed.calling_station == "10.0.0.\\xff"  # escaped text, not a bytes repr
