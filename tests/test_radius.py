@@ -36,7 +36,7 @@ from support import (
     line_on_stdout,
 )
 
-from relying_party.radius import cli, dictionary
+from relying_party.radius import cli, core, dictionary
 from relying_party.sdk import PushAuthClient
 from relying_party.web import totp
 from relying_party.web.db import Database, Device
@@ -312,9 +312,9 @@ def test_a_verification_code_at_the_prompt_is_checked_as_totp(
 
 
 def test_after_a_fraud_report_a_verification_code_still_signs_in(
-    setup: Setup, server: tuple[ManagedProcess, int]
+    setup: Setup, servers: dict[str, tuple[ManagedProcess, int]]
 ) -> None:
-    proc, port = server
+    proc, port = servers["main"]
     challenge = start(port)
     agent_ok(setup.home, "deny", "--fraud", only_pending(setup.home)["id"])
     reported = follow_up(port, challenge)
@@ -326,6 +326,15 @@ def test_after_a_fraud_report_a_verification_code_still_signs_in(
         assert blocked.code == "Access-Challenge", blocked.text
         assert "Push sign-in is blocked" in blocked.message and "verification code" in blocked.message
         audit_line(proc, r"decision=challenge outcome=code_only user=alice")
+        # A push-only client cannot send a code: its reject says what else to do.
+        push_only_proc, push_only_port = servers["push-only"]
+        refused = radclient(push_only_port, 'User-Name = "alice"', 'User-Password = "pw"')
+        assert refused.code == "Access-Reject", refused.text
+        assert refused.message == core.PUSH_ONLY_BLOCKED
+        assert (
+            "ask your administrator" in refused.message and "Use a verification code" not in refused.message
+        )
+        audit_line(push_only_proc, r"decision=reject outcome=push_blocked user=alice")
         assert pending(setup.home) == []  # no push was sent
         # The code of the next time step (one step of skew is allowed): not used before.
         code = totp.code_at(device, int(time.time() // device.totp_period) + 1)

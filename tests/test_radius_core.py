@@ -272,3 +272,11 @@ def test_text_attributes_that_are_not_utf8() -> None:
     assert isinstance(parsed, packets.AccessRequest)
     assert parsed.user_name is None  # no usable user name: the engine's bad_request
     assert parsed.calling_station == "10.0.0.\\xff"  # escaped text, not a bytes repr
+
+
+def test_push_only_clients_are_not_told_to_use_a_code() -> None:
+    for outcome in (Outcome.BLOCKED, Outcome.WITHDRAWN):
+        text = core.message(outcome, push_only=True)
+        assert "verification code" not in text.replace("asks for a verification code", ""), outcome
+        assert len(text.encode()) <= packets.MAX_REPLY_MESSAGE
+    assert core.message(Outcome.WITHDRAWN, push_only=False) == core.MESSAGES[Outcome.WITHDRAWN]

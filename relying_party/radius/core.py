@@ -68,6 +68,12 @@ DROPPED = frozenset(
     }
 )
 
+# A push-only client cannot send a verification code: what its user can do instead.
+PUSH_ONLY_BLOCKED = (
+    "Push sign-in is blocked for your account for now. Sign in from a client that asks "
+    "for a verification code, or ask your administrator to unblock push."
+)
+
 # Reply-Message of each final outcome: what the VPN client shows the person.
 MESSAGES: dict[Outcome, str] = {
     Outcome.APPROVED: "Approved.",
@@ -87,13 +93,22 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.UPSTREAM_UNAVAILABLE: "The password cannot be checked right now. Try again later.",
     Outcome.NOT_ENROLLED: "No authenticator is set up for this account. Ask your administrator.",
     Outcome.NO_DEVICES: "No authenticator is set up for this account. Ask your administrator.",
-    Outcome.BLOCKED: "Push sign-in is blocked for your account for now. Use a verification code.",
+    Outcome.BLOCKED: PUSH_ONLY_BLOCKED,
     Outcome.RATE_LIMITED: "Too many sign-in attempts. Wait a minute and try again.",
     Outcome.UNKNOWN_STATE: "This sign-in request is unknown or over. Sign in again.",
     Outcome.BROKER_UNAVAILABLE: "The approval service is unreachable. Try again later.",
     Outcome.VERIFICATION_FAILED: "The answer could not be verified. Sign in again.",
     Outcome.BAD_REQUEST: "The request lacks a user name or password.",
 }
+
+
+# Push-only clients: the same outcomes, in words that do not ask for a verification code.
+PUSH_ONLY_MESSAGES: dict[Outcome, str] = {Outcome.WITHDRAWN: PUSH_ONLY_BLOCKED}
+
+
+def message(outcome: Outcome, *, push_only: bool) -> str:
+    """The Reply-Message of a final outcome, for a push-only client or not."""
+    return (push_only and PUSH_ONLY_MESSAGES.get(outcome)) or MESSAGES[outcome]
 
 
 def outcome_of(status: Status) -> Outcome:

@@ -63,9 +63,16 @@ class Engine:
             return await self._answer(request)
         return await self._start(request)
 
-    def _final(self, outcome: Outcome, user: str | None = None, challenge_id: str | None = None) -> Verdict:
+    def _final(
+        self,
+        outcome: Outcome,
+        user: str | None = None,
+        challenge_id: str | None = None,
+        *,
+        push_only: bool = False,
+    ) -> Verdict:
         code = rp.AccessAccept if outcome in core.ACCEPTED else rp.AccessReject
-        return Verdict(code, outcome, core.MESSAGES[outcome], user, challenge_id)
+        return Verdict(code, outcome, core.message(outcome, push_only=push_only), user, challenge_id)
 
     # -- the first Access-Request: user name and password -------------------------
 
@@ -154,7 +161,7 @@ class Engine:
                 except PushAuthError as exc:
                     log.warning("could not reset the push count of %s: %s", name, exc)
             return self._final(Outcome.APPROVED, name, challenge.id)
-        return self._final(core.outcome_of(result.status), name, challenge.id)
+        return self._final(core.outcome_of(result.status), name, challenge.id, push_only=True)
 
     # -- the follow-up Access-Request: State and the typed answer -----------------
 
