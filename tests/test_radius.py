@@ -633,3 +633,42 @@ def test_check_config_and_bad_config_say_one_line(
     assert cli.main(["--config", str(bad), "check-config"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "broker.url" in err and "Traceback" not in err
+
+
+def _store_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    db = Database(path)
+    try:
+        return {
+            table: [tuple(row) for row in db.conn.execute(f"SELECT * FROM {table} ORDER BY 1")]
+            for table in ("users", "enrollments", "devices")
+        }
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("timeout", ["-5", "nan", "0", "inf", "soon"])
+def test_enroll_checks_its_timeout_before_creating_anything(
+    setup: Setup, timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(setup, 1812, name="enroll-timeout")
+    before = _store_rows(setup.store)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--config", str(config), "enroll", "newcomer", "--timeout", timeout])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "--timeout" in err, err
+    assert _store_rows(setup.store) == before
+
+
+def test_a_failed_enroll_leaves_the_store_as_it_was(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(setup, 1812, name="enroll-fail")
+    before = _store_rows(setup.store)
+    # No device uses the link: the wait ends after the 1 s asked for.
+    assert cli.main(["--config", str(config), "enroll", "latecomer", "--timeout", "1"]) == 1
+    out, err = capsys.readouterr()
+    assert "link: pushauth://enroll?" in out
+    assert "did not enroll in time" in err and err.count("\n") == 1, err
+    assert _store_rows(setup.store) == before
+    # alice exists already: a failed second device for her keeps her and her device.
+    assert cli.main(["--config", str(config), "enroll", "alice", "--timeout", "1"]) == 1
+    assert _store_rows(setup.store) == before

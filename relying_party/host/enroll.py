@@ -6,7 +6,9 @@ shown; only then is the device confirmed and gets ordinary sign-ins."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
@@ -16,6 +18,8 @@ import segno
 from protocol.challenge import DEFAULT_TTL_S
 
 from ..errors import VerificationFailed
+from ..models import Credential
+from ..models import Enrollment as SdkEnrollment
 from ..sdk import PushAuthClient
 from ..totp import new_totp
 from ..web.db import Enrollment
@@ -42,48 +46,72 @@ async def enroll_in_terminal(
 ) -> None:
     """Enroll a device for pushauth user `user` (account label `account`): `intro` is
     printed above the QR code, `done` once the test push is approved."""
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise EnrollError(f"the timeout is a number of seconds above 0, not {timeout:g}")
     users = UserStore(store)
     try:
+        existed = users.user(user) is not None
         row_user = users.ensure_user(user)
-        params = new_totp()
-        started = await sdk.create_enrollment(row_user.handle, account, totp=params)
-        assert started.uri is not None  # the SDK guarantees it on creation
-        row = Enrollment(
-            id=started.id,
-            user_id=row_user.id,
-            uri=started.uri,
-            totp_secret=params.secret,
-            totp_algorithm=params.algorithm,
-            totp_digits=params.digits,
-            totp_period=params.period,
-            expires_at=started.expires_at,
-            credential_id=None,
-            sdk_enrollment=json.dumps(started.to_json()),
-        )
-        users.add_enrollment(row)
-        print(intro, file=out)
-        segno.make(started.uri, error="l").terminal(out=out, compact=True)
-        print(f"link: {started.uri}", file=out, flush=True)
+        started = None
+        cred = None
         try:
-            completed = await sdk.wait_enrollment(started, timeout=timeout)
-        except VerificationFailed as exc:
-            raise EnrollError(
-                f"the broker reported a key the device did not bind to this link: {exc}"
-            ) from None
-        if not completed.completed or completed.credential is None:
-            raise EnrollError(f"the device did not enroll in time ({completed.status}); run enroll again")
-        cred = completed.credential
-        users.add_device(row, cred)
-        print(f"device {cred.name!r} enrolled; sending a test push", file=out, flush=True)
-        test = await sdk.create_challenge(
-            row_user.handle, dict(test_context), ttl=ttl, digits=digits, credential_id=cred.id
-        )
-        print(f"Test push: type {test.number} in your authenticator", file=out, flush=True)
-        result = await sdk.wait_result(test, {cred.id: cred.public_key})
-        if not result.approved:
-            raise EnrollError(f"the test push was not approved: {result.reason}; run enroll again")
-        await sdk.confirm_credential(cred.id)
-        users.confirm_device(cred.id)
+            params = new_totp()
+            started = await sdk.create_enrollment(row_user.handle, account, totp=params)
+            assert started.uri is not None  # the SDK guarantees it on creation
+            row = Enrollment(
+                id=started.id,
+                user_id=row_user.id,
+                uri=started.uri,
+                totp_secret=params.secret,
+                totp_algorithm=params.algorithm,
+                totp_digits=params.digits,
+                totp_period=params.period,
+                expires_at=started.expires_at,
+                credential_id=None,
+                sdk_enrollment=json.dumps(started.to_json()),
+            )
+            users.add_enrollment(row)
+            print(intro, file=out)
+            segno.make(started.uri, error="l").terminal(out=out, compact=True)
+            print(f"link: {started.uri}", file=out, flush=True)
+            try:
+                completed = await sdk.wait_enrollment(started, timeout=timeout)
+            except VerificationFailed as exc:
+                raise EnrollError(
+                    f"the broker reported a key the device did not bind to this link: {exc}"
+                ) from None
+            if not completed.completed or completed.credential is None:
+                raise EnrollError(f"the device did not enroll in time ({completed.status}); run enroll again")
+            cred = completed.credential
+            users.add_device(row, cred)
+            print(f"device {cred.name!r} enrolled; sending a test push", file=out, flush=True)
+            test = await sdk.create_challenge(
+                row_user.handle, dict(test_context), ttl=ttl, digits=digits, credential_id=cred.id
+            )
+            print(f"Test push: type {test.number} in your authenticator", file=out, flush=True)
+            result = await sdk.wait_result(test, {cred.id: cred.public_key})
+            if not result.approved:
+                raise EnrollError(f"the test push was not approved: {result.reason}; run enroll again")
+            await sdk.confirm_credential(cred.id)
+            users.confirm_device(cred.id)
+        except BaseException:
+            # A failed enrollment leaves the store as it was, and withdraws what the
+            # broker holds for it (as far as the broker can be reached).
+            if started is not None:
+                users.forget_enrollment(row_user, started.id, cred.id if cred is not None else None)
+            if not existed:
+                users.forget_user(row_user)
+            await _withdraw(sdk, started, cred)
+            raise
         print(done, file=out, flush=True)
     finally:
         users.close()
+
+
+async def _withdraw(sdk: PushAuthClient, started: SdkEnrollment | None, cred: Credential | None) -> None:
+    """Best effort: the link refused from now on, an unconfirmed credential revoked."""
+    with contextlib.suppress(Exception):
+        if cred is not None:
+            await sdk.revoke_credential(cred.id)
+        elif started is not None:
+            await sdk.cancel_enrollment(started)

@@ -73,6 +73,23 @@ class UserStore:
             enrollment, credential.id, credential.name, credential.public_key, recovery_public_key=recovery
         )
 
+    def forget_enrollment(self, user: User, enrollment_id: str, credential_id: str | None) -> None:
+        """Undo a failed enrollment: its row, its unconfirmed device."""
+        if credential_id is not None:
+            self.db.conn.execute(
+                "DELETE FROM devices WHERE user_id = ? AND credential_id = ? AND confirmed = 0",
+                (user.id, credential_id),
+            )
+        self.db.remove_enrollment(user.id, enrollment_id)
+
+    def forget_user(self, user: User) -> None:
+        """Remove a user added by a failed enrollment (only while nothing else refers to it)."""
+        self.db.conn.execute(
+            "DELETE FROM users WHERE id = ? AND NOT EXISTS (SELECT 1 FROM devices WHERE user_id = ?)"
+            " AND NOT EXISTS (SELECT 1 FROM enrollments WHERE user_id = ?)",
+            (user.id, user.id, user.id),
+        )
+
     def confirm_device(self, credential_id: str) -> None:
         self.db.confirm_device(credential_id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -59,6 +60,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _seconds(text: str) -> float:
+    """A --timeout: seconds, finite and above 0 (checked before anything is created)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0, not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
@@ -97,7 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     enroll_cmd.add_argument("--account", help="the account label shown on the device (default: USER)")
     enroll_cmd.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=600,
         help="seconds to wait for the device and the test push (default: 600)",
     )
