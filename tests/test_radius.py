@@ -672,3 +672,39 @@ def test_a_failed_enroll_leaves_the_store_as_it_was(setup: Setup, capsys: pytest
     # alice exists already: a failed second device for her keeps her and her device.
     assert cli.main(["--config", str(config), "enroll", "alice", "--timeout", "1"]) == 1
     assert _store_rows(setup.store) == before
+
+
+def test_a_user_name_that_is_not_utf8_is_a_bad_request(server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    pkt = rp.AuthPacket(
+        code=rp.AccessRequest, secret=SECRET.encode(), dict=dictionary.load(), message_authenticator=True
+    )
+    pkt["User-Name"] = b"\xff\xfe\xfd"
+    pkt["User-Password"] = pkt.PwCrypt("pw")
+    pkt["Calling-Station-Id"] = b"10.9.8.\xff"
+    with _socket() as sock:
+        sock.sendto(pkt.RequestPacket(), ("127.0.0.1", port))
+        data, _ = sock.recvfrom(4096)
+    reply = pkt.CreateReply(packet=data)
+    assert reply.code == rp.AccessReject
+    assert reply["Reply-Message"] == [core.MESSAGES[core.Outcome.BAD_REQUEST]]
+    line = audit_line(proc, r"decision=reject outcome=bad_request .*station=10\.9\.8\.\\xff")
+    assert "b'" not in line
+
+
+def test_an_oversized_request_is_dropped_as_malformed(server: tuple[ManagedProcess, int]) -> None:
+    proc, port = server
+    pkt = rp.AuthPacket(
+        code=rp.AccessRequest, secret=SECRET.encode(), dict=dictionary.load(), message_authenticator=True
+    )
+    pkt["User-Name"] = "oversized"
+    pkt["User-Password"] = pkt.PwCrypt("pw")
+    pkt["Proxy-State"] = [b"p" * 253] * 20
+    data = pkt.RequestPacket()
+    assert len(data) > 4096
+    with _socket() as sock:
+        sock.sendto(data, ("127.0.0.1", port))
+        audit_line(proc, r"decision=drop outcome=malformed client=gw-local")
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recvfrom(8192)
