@@ -343,6 +343,11 @@ def test_after_a_fraud_report_a_verification_code_still_signs_in(
         blocked = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
         accepted = follow_up(port, blocked, typed=code)
         assert accepted.code == "Access-Accept", accepted.text
+        # Signed in another way: the block is lifted, the next sign-in is a push again.
+        again = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
+        assert again.code == "Access-Challenge" and "blocked" not in again.message, again.text
+        agent_ok(setup.home, "deny", only_pending(setup.home)["id"])
+        assert follow_up(port, again).code == "Access-Reject"
     finally:
         # Leave alice as she was for the other tests, whatever their order: push allowed,
         # and this step's code unused (here and in Redis).

@@ -22,6 +22,7 @@ from ..errors import (
     VerificationFailed,
     VerificationReason,
 )
+from ..host.push_block import lift_after_signin
 from ..host.store import UserStore
 from ..models import Challenge, Decision, SignInResult, Status
 from ..sdk import PushAuthClient
@@ -203,6 +204,9 @@ class Engine:
             check = type(check)(None, replayed=True)  # used at another instance
         await self._cancel(challenge)  # signed in another way (or not): the push is over
         if check.device is not None:
+            # Signed in another way: a push block (a report, too many pushes) ends, or push
+            # would stay blocked for good (docs/http-api.md). Best effort: the code stands.
+            await lift_after_signin(self.sdk, user.handle)
             return self._final(Outcome.TOTP_OK, name, challenge_id)
         return self._final(Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD, name, challenge_id)
 
