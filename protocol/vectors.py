@@ -492,6 +492,7 @@ def uri_vectors() -> dict[str, list[dict[str, Any]]]:
         ("broker with user info", _uri(("broker", "wss://user:pw@push.example.com/v1/device"))),
         ("broker with a fragment", _uri(("broker", "wss://push.example.com/v1/device#x"))),
         ("broker with a malformed port", _uri(("broker", "wss://push.example.com:99999/v1/device"))),
+        ("broker with a broken IPv6 host", _uri(("broker", "wss://[::1/v1/device"))),
         ("token of 15 characters", _uri(("token", "t" * 15))),
         ("token with a dot", _uri(("token", "enrolltoken.0123456789abcdef"))),
         ("rp with a space", _uri(("rp", "rp example"))),
