@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
+from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import RedisClusterException, ResponseError
-from redis.sentinel import MasterNotFoundError
 
 from . import layout, redis_cluster, sentinel
 from .embedded import EmbeddedRedis, EmbeddedRedisError

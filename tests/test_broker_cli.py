@@ -238,3 +238,12 @@ def test_rotate_key_ends_the_old_key_now_or_after_keep_old(
         (["rp_nope", "--keep-old", "-1"], "--keep-old must be 0 to 10080"),
     ):
         assert_cli_error(run_cli([BROKER, "rp", "rotate-key", *argv, "--redis-url", url]), contains=words)
+
+
+def test_an_unreachable_sentinel_is_one_readable_line() -> None:
+    url = f"redis+sentinel://127.0.0.1:{free_port()}/mymaster"
+    line = assert_cli_error(
+        run_cli([BROKER, "rp", "list", "--redis-url", url]), contains="cannot reach Redis"
+    )
+    assert "No master found for 'mymaster' (no Sentinel answered" in line
+    assert len(line) < 200, line  # redis-py's message carries its client's whole repr
