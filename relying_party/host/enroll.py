@@ -7,7 +7,6 @@ shown; only then is the device confirmed and gets ordinary sign-ins."""
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -57,19 +56,7 @@ async def enroll_in_terminal(
         try:
             params = new_totp()
             started = await sdk.create_enrollment(row_user.handle, account, totp=params)
-            assert started.uri is not None  # the SDK guarantees it on creation
-            row = Enrollment(
-                id=started.id,
-                user_id=row_user.id,
-                uri=started.uri,
-                totp_secret=params.secret,
-                totp_algorithm=params.algorithm,
-                totp_digits=params.digits,
-                totp_period=params.period,
-                expires_at=started.expires_at,
-                credential_id=None,
-                sdk_enrollment=json.dumps(started.to_json()),
-            )
+            row = Enrollment.started(started, row_user.id, params)
             users.add_enrollment(row)
             print(intro, file=out)
             segno.make(started.uri, error="l").terminal(out=out, compact=True)

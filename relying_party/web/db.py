@@ -6,12 +6,19 @@ password hashing (deliberately slow) goes to a worker thread.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from protocol.uri import TotpParams
+
+    from ..models import Enrollment as SdkEnrollment
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -194,6 +201,25 @@ class Enrollment:
     credential_id: str | None
     sdk_enrollment: str | None = None  # JSON, see MIGRATIONS
     refused: bool = False
+
+    @classmethod
+    def started(cls, created: SdkEnrollment, user_id: int, totp: TotpParams) -> Enrollment:
+        """The row of a setup the broker has just created (`created`, the SDK's state,
+        with the link's secret: kept only here, server-side) with the TOTP secret
+        provisioned for it (the demo RP's Security info, pushauth-pam/-radius enroll)."""
+        assert created.uri is not None  # the SDK guarantees it on creation
+        return cls(
+            id=created.id,
+            user_id=user_id,
+            uri=created.uri,
+            totp_secret=totp.secret,
+            totp_algorithm=totp.algorithm,
+            totp_digits=totp.digits,
+            totp_period=totp.period,
+            expires_at=created.expires_at,
+            credential_id=None,
+            sdk_enrollment=json.dumps(created.to_json()),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,22 +150,7 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
             else "The setup could not be started. Try again later."
         )
         return render(request, "add_method.html", {"error": message}, status=503)
-    assert created.uri is not None  # the SDK guarantees it on creation
-    request.app[DB].add_enrollment(
-        Enrollment(
-            id=created.id,
-            user_id=user.id,
-            uri=created.uri,
-            totp_secret=params.secret,
-            totp_algorithm=params.algorithm,
-            totp_digits=params.digits,
-            totp_period=params.period,
-            expires_at=created.expires_at,
-            credential_id=None,
-            # The SDK's own state of the setup, with the link's secret: only here, server-side.
-            sdk_enrollment=json.dumps(created.to_json()),
-        )
-    )
+    request.app[DB].add_enrollment(Enrollment.started(created, user.id, params))
     raise web.HTTPSeeOther(f"/security/setup/{created.id}")
 
 
