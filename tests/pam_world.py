@@ -147,15 +147,17 @@ template = "{{user}}@test.example"
         regex = re.compile(pattern)
 
         def found() -> str | None:
-            lines = self.audit.read_text().splitlines()[after:] if self.audit.exists() else []
-            return next((line for line in lines if regex.search(line)), None)
+            return next((line for line in self.audit_lines(after) if regex.search(line)), None)
 
         line = wait_until(found, message=lambda: f"an audit line /{pattern}/ in {self.audit}")
         assert isinstance(line, str)
         return line
 
+    def audit_lines(self, after: int = 0) -> list[str]:
+        return self.audit.read_text().splitlines()[after:] if self.audit.exists() else []
+
     def audit_count(self) -> int:
-        return len(self.audit.read_text().splitlines()) if self.audit.exists() else 0
+        return len(self.audit_lines())
 
 
 def make_world(broker: BrokerProcess, base: Path, account: Account) -> World:

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from pam_world import (
     remove_from_group,
 )
 from shared_broker import broker  # noqa: F401 - a fixture
-from support import DEADLINE, BrokerProcess, ManagedProcess, free_port, run_cli
+from support import DEADLINE, BrokerProcess, ManagedProcess, free_port, run_cli, wait_until
 
 from relying_party.sdk import PushAuthClient
 from relying_party.web.db import Database
@@ -126,6 +127,40 @@ def test_deny_is_refused(world: World, service: str) -> None:
     assert code != 0, out
     assert "Denied on your authenticator." in out
     world.audit_line(r"decision=deny outcome=denied", before)
+
+
+def test_a_sign_in_whose_process_is_killed_at_the_prompt_withdraws_its_push(
+    world: World, service: str
+) -> None:
+    """Killed outright (SIGKILL: nothing in the process runs), the push still ends on the
+    device and the audit line says so: the watchdog process does both."""
+    before = world.audit_count()
+    proc = pamtester(world, service)
+    number_of(proc)
+    challenge = only_pending(world.home)["id"]
+    proc.kill(signal.SIGKILL)
+    line = world.audit_line(rf"decision=deny outcome=cancelled .*challenge={challenge} ", before)
+    assert 'detail="the PAM process ended during the sign-in' in line
+    wait_until(lambda: pending(world.home) == [], message="the push withdrawn from the device")
+
+
+def test_a_sign_in_that_ends_as_usual_leaves_its_watchdog_quiet(world: World, service: str) -> None:
+    before = world.audit_count()
+    proc = pamtester(world, service)
+    number = number_of(proc)
+    proc.send_line("")
+    approve(world.home, number)
+    assert finish(proc)[0] == 0
+    world.audit_line(r"decision=allow outcome=approved", before)
+    # A later sign-in's line comes after: had the watchdog of the first one taken the end
+    # of its process for a death, its "cancelled" line would be among them.
+    proc = pamtester(world, service)
+    number_of(proc)
+    proc.send_line("")
+    agent_ok(world.home, "deny", only_pending(world.home)["id"])
+    finish(proc)
+    world.audit_line(r"decision=deny outcome=denied", before)
+    assert "outcome=cancelled" not in "".join(world.audit_lines(before))
 
 
 def test_a_report_is_refused_and_mutes_push_until_lifted(world: World, service: str) -> None:

@@ -199,3 +199,32 @@ def test_ssh_login_with_code_at_the_prompt(world: World, sshd: Sshd) -> None:
     assert login.prompts[-1] == "Verification code: "
     world.audit_line(r"decision=allow outcome=totp_ok", before)
     assert pending(world.home) == []  # the push it replaced was cancelled
+
+
+def test_a_client_that_goes_away_at_the_number_prompt_ends_the_push(world: World, sshd: Sshd) -> None:
+    """sshd ends the PAM conversation of a client that disconnects with SIGTERM to its
+    PAM process: the push must still be withdrawn from the device and audited."""
+    before = world.audit_count()
+    transport = paramiko.Transport(("127.0.0.1", sshd.port))
+    asked: dict[str, str] = {}
+
+    def handler(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        (text, _echo), *_ = prompts
+        if text.startswith("Password"):
+            return [PASSWORD]
+        match = NUMBER_PROMPT.search(text)
+        assert match, text
+        asked["id"] = only_pending(world.home)["id"]  # the push reached the device
+        transport.sock.close()  # the client goes away without answering
+        raise EOFError("gone")
+
+    try:
+        transport.start_client(timeout=DEADLINE)
+        with pytest.raises((EOFError, OSError, paramiko.SSHException)):  # paramiko: the closed socket
+            transport.auth_interactive(world.account.name, handler)
+    finally:
+        transport.close()
+    assert asked, "the number prompt was never shown"
+    line = world.audit_line(rf"decision=deny outcome=cancelled .*challenge={asked['id']} ", before)
+    assert f"user={world.account.name} " in line and f"service={sshd.service} " in line
+    wait_until(lambda: pending(world.home) == [], message="the push withdrawn from the device")

@@ -8,9 +8,11 @@ Conversation protocol.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,14 +97,34 @@ class Decision:
         return out
 
 
-async def authenticate(config: Config, request: Request, conv: Conversation, started: float) -> Decision:
-    """Decide one sign-in of `request.user`, talking to the person through `conv`."""
+@dataclass(slots=True)
+class Underway:
+    """What a sign-in under way has started, for whoever must end it if this process dies
+    first (the shell's watchdog): `on_push` is called once the push is out."""
+
+    pushauth_user: str | None = None
+    challenge: Challenge | None = None
+    on_push: Callable[[Underway], None] | None = None
+
+    def pushed(self, challenge: Challenge) -> None:
+        self.challenge = challenge
+        if self.on_push is not None:
+            self.on_push(self)
+
+
+async def authenticate(
+    config: Config, request: Request, conv: Conversation, started: float, underway: Underway | None = None
+) -> Decision:
+    """Decide one sign-in of `request.user`, talking to the person through `conv`;
+    `underway` follows what it has started."""
+    underway = underway if underway is not None else Underway()
     group = mapping.in_bypass_group(config, request.user)
     if group is not None:
         return Decision(Outcome.BYPASS, detail=f"group {group}", started=started)
     name = mapping.pushauth_user(config, request.user)
     if name is None:
         return Decision(Outcome.UNMAPPED, started=started)
+    underway.pushauth_user = name
     try:
         store = UserStore(config.store)
     except StoreError as exc:
@@ -115,7 +137,14 @@ async def authenticate(config: Config, request: Request, conv: Conversation, sta
             config.broker_url, config.api_key, request_timeout=config.request_timeout
         ) as sdk:
             decision = await _push(
-                config, request, conv, sdk, store, user, Decision(Outcome.ENDED, name, started=started)
+                config,
+                request,
+                conv,
+                sdk,
+                store,
+                user,
+                Decision(Outcome.ENDED, name, started=started),
+                underway,
             )
             if decision.outcome is Outcome.TOTP_OK:
                 # Signed in another way: the broker's push block (after a report, or too
@@ -137,6 +166,7 @@ async def _push(
     store: UserStore,
     user: User,
     decision: Decision,
+    underway: Underway,
 ) -> Decision:
     context = {"app": config.app_name, "service": request.service, "user": request.user}
     if request.rhost:
@@ -173,7 +203,7 @@ async def _push(
         decision.outcome, decision.detail = Outcome.BROKER_ERROR, str(exc)
         return decision
     with contextlib.closing(pending):  # a stream left unread is closed; the challenge goes on
-        return await _after_push(config, conv, sdk, store, user, pending, decision)
+        return await _after_push(config, conv, sdk, store, user, pending, decision, underway)
 
 
 async def _after_push(
@@ -184,9 +214,11 @@ async def _after_push(
     user: User,
     pending: PendingSignIn,
     decision: Decision,
+    underway: Underway,
 ) -> Decision:
     challenge = pending.challenge
     decision.challenge_id = challenge.id
+    underway.pushed(challenge)
     decision.prompt_ms = int((time.monotonic() - decision.started) * 1000)
     if conv.interactive:
         text = core.number_prompt(challenge.number, code_fallback=config.code_fallback)
@@ -275,6 +307,21 @@ def _check(store: UserStore, user: User, decision: Decision, code: str) -> Decis
     else:
         decision.outcome = Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD
     return decision
+
+
+async def withdraw(config: Config, challenge: Challenge) -> str | None:
+    """End a push with a client of its own (the shell's watchdog), within the configured
+    request timeout. Returns why it could not, or None."""
+    try:
+        async with PushAuthClient(
+            config.broker_url, config.api_key, request_timeout=config.request_timeout
+        ) as sdk:
+            await asyncio.wait_for(sdk.cancel_challenge(challenge), config.request_timeout)
+    except PushAuthError as exc:
+        return f"could not cancel the push: {exc}"
+    except TimeoutError:
+        return f"could not cancel the push: no answer within {config.request_timeout:g} s"
+    return None
 
 
 async def _cancel(sdk: PushAuthClient, challenge: Challenge) -> None:

@@ -7,11 +7,17 @@ from __future__ import annotations
 import asyncio
 import sys
 import syslog
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from . import audit, flow
-from .config import DEFAULT_PATH, ConfigError, load
+from .config import DEFAULT_PATH, Config, ConfigError, load
 from .core import Outcome
+from .watchdog import Watchdog
+
+T = TypeVar("T")
 
 
 def decide(
@@ -34,10 +40,53 @@ def decide(
             audit.record(text, to_syslog=True, audit_file=None, priority=syslog.LOG_ERR)
         _tell(conv, decision)
         return decision
+    watchdogs: list[Watchdog] = []
+
+    def orphaned(underway: flow.Underway) -> None:
+        # In the watchdog, after this process died mid-sign-in (sshd: the client went
+        # away at a prompt): nobody will read an answer, so the push is withdrawn from the
+        # devices, then the line is written.
+        assert underway.challenge is not None
+        problem = _in_new_thread(lambda: asyncio.run(flow.withdraw(config, underway.challenge)))
+        ended = "the PAM process ended during the sign-in (the client went away)"
+        decision = flow.Decision(
+            Outcome.CANCELLED,
+            underway.pushauth_user,
+            underway.challenge.id,
+            detail="; ".join(filter(None, (ended, problem))),
+            started=started,
+        )
+        _record(config, request, decision)
+
+    def watch(underway: flow.Underway) -> None:
+        try:
+            watchdogs.append(Watchdog.start(lambda: orphaned(underway)))
+        except OSError as exc:  # no process to spare: the sign-in goes on unwatched
+            audit.record(f"error: no watchdog for the push: {exc}", to_syslog=config.syslog, audit_file=None)
+
+    underway = flow.Underway(on_push=watch)
     try:
-        decision = asyncio.run(flow.authenticate(config, request, conv, started))
+        decision = asyncio.run(flow.authenticate(config, request, conv, started, underway))
     except Exception as exc:  # noqa: BLE001 - a PAM module must answer, never crash its host
         decision = flow.Decision(Outcome.CONFIG_ERROR, detail=f"{type(exc).__name__}: {exc}", started=started)
+    for watchdog in watchdogs:
+        watchdog.dismiss()
+    _record(config, request, decision)
+    _tell(conv, decision)
+    return decision
+
+
+def _in_new_thread(work: Callable[[], T]) -> T:
+    """Run `work` in a thread of its own: the watchdog is a fork taken inside this
+    process's event loop, whose stale copy would refuse a new asyncio.run."""
+    result: list[T] = []
+    thread = threading.Thread(target=lambda: result.append(work()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _record(config: Config, request: flow.Request, decision: flow.Decision) -> None:
     text = audit.decision_line(decision.outcome, **decision.fields(request))
     if decision.outcome is Outcome.CONFIG_ERROR:
         # What the operator must fix, in full and where it is seen without syslog too.
@@ -49,8 +98,6 @@ def decide(
         audit_file=config.audit_file,
         priority=syslog.LOG_INFO if decision.allowed else syslog.LOG_NOTICE,
     )
-    _tell(conv, decision)
-    return decision
 
 
 def _tell(conv: flow.Conversation, decision: flow.Decision) -> None:
