@@ -60,7 +60,9 @@ def decide(
 
     def watch(underway: flow.Underway) -> None:
         try:
-            watchdogs.append(Watchdog.start(lambda: orphaned(underway)))
+            watchdogs.append(
+                Watchdog.start(lambda: orphaned(underway), deadline=2 * config.request_timeout + 5)
+            )
         except OSError as exc:  # no process to spare: the sign-in goes on unwatched
             audit.record(f"error: no watchdog for the push: {exc}", to_syslog=config.syslog, audit_file=None)
 

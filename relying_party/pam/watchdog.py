@@ -18,7 +18,9 @@ their own) and a hangup of the terminal does not reach it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import signal
 from collections.abc import Callable
 
 
@@ -27,13 +29,15 @@ class Watchdog:
         self._writer = writer
 
     @classmethod
-    def start(cls, on_orphaned: Callable[[], None]) -> Watchdog:
+    def start(cls, on_orphaned: Callable[[], None], *, deadline: float) -> Watchdog:
+        """`on_orphaned` gets `deadline` seconds, then the watchdog ends regardless (a
+        lock some thread held at the fork would otherwise keep it for ever)."""
         reader, writer = os.pipe()  # not inherited across exec: only this process writes
         pid = os.fork()
         if pid == 0:  # the short-lived middle process: fork again and leave
             try:
                 if os.fork() == 0:
-                    _watch(reader, writer, on_orphaned)
+                    _watch(reader, writer, on_orphaned, deadline)
             finally:
                 os._exit(0)
         os.close(reader)
@@ -49,7 +53,7 @@ class Watchdog:
             os.close(self._writer)
 
 
-def _watch(reader: int, writer: int, on_orphaned: Callable[[], None]) -> None:
+def _watch(reader: int, writer: int, on_orphaned: Callable[[], None], deadline: float) -> None:
     """The watchdog's whole life. Never returns; never runs the host's exit handlers."""
     try:
         os.close(writer)
@@ -61,6 +65,10 @@ def _watch(reader: int, writer: int, on_orphaned: Callable[[], None]) -> None:
         os.closerange(3, reader)
         os.closerange(reader + 1, os.sysconf("SC_OPEN_MAX"))
         if not os.read(reader, 1):
+            with contextlib.suppress(ValueError):  # Python may not let a sub-interpreter
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not the host's handler: end
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+            signal.alarm(max(1, math.ceil(deadline)))
             on_orphaned()
     finally:
         os._exit(0)
