@@ -275,14 +275,17 @@ async def _notices(store: Store, hub: Hub) -> None:
 
 
 async def _waiters(store: Store, hub: Hub) -> None:
-    """Long-polls waiting here for a challenge that ended or an enrollment that completed,
-    and challenges created here that ended (their channel holds are released)."""
+    """Long-polls waiting here for a challenge that ended or an enrollment that completed
+    or was cancelled, and challenges created here that ended (their channel holds are
+    released)."""
     await _ended(store, hub, sorted(hub.result_waiters.keys() | hub.holding.keys()))
     for eid in sorted(hub.enrollment_waiters):
         h = await store.redis.hgetall(keys.enrollment(eid))
+        rp = h.get(b"rp", b"").decode()
         if h.get(b"status") == b"completed" and h.get(b"cid"):
-            event = events.EnrollmentCompleted(eid, h.get(b"rp", b"").decode(), h[b"cid"].decode())
-            await hub.dispatch(event)
+            await hub.dispatch(events.EnrollmentCompleted(eid, rp, h[b"cid"].decode()))
+        elif h.get(b"status") == b"cancelled":
+            await hub.dispatch(events.EnrollmentCancelled(eid, rp))
 
 
 def _devices(hub: Hub) -> set[Device]:

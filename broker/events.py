@@ -61,6 +61,14 @@ class EnrollmentCompleted:
 
 
 @dataclass(frozen=True, slots=True)
+class EnrollmentCancelled:
+    """The RP withdrew a pending enrollment: its long-polls answer now, not when they time out."""
+
+    enrollment_id: str
+    rp: str
+
+
+@dataclass(frozen=True, slots=True)
 class CredentialRevoked:
     cid: str
     rp: str
@@ -90,6 +98,7 @@ Event = (
     | ChallengesEnded
     | CredentialConfirmed
     | EnrollmentCompleted
+    | EnrollmentCancelled
     | CredentialRevoked
     | NoticeCreated
     | NoticeAnswered
@@ -109,6 +118,8 @@ def encode(node: str, event: Event) -> bytes:
             body = ["k", cid]
         case EnrollmentCompleted(eid, rp, cid):
             body = ["n", eid, rp, cid]
+        case EnrollmentCancelled(eid, rp):
+            body = ["w", eid, rp]
         case CredentialRevoked(cid, rp, user, reason):
             body = ["r", cid, rp, user, reason]
         case NoticeCreated(notice):
@@ -193,6 +204,8 @@ def decode(data: bytes) -> tuple[str, Event]:
         event = CredentialConfirmed(*_fields("confirmed", rest, (_STR,)))
     elif kind == "n":
         event = EnrollmentCompleted(*_fields("enrolled", rest, (_STR, _STR, _STR)))
+    elif kind == "w":
+        event = EnrollmentCancelled(*_fields("enrollment cancelled", rest, (_STR, _STR)))
     elif kind == "r":
         event = CredentialRevoked(*_fields("revoked", rest, (_STR, _STR, _STR, _STR)))
     elif kind == "q":

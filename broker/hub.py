@@ -30,6 +30,7 @@ from .events import (
     ChallengesEnded,
     CredentialConfirmed,
     CredentialRevoked,
+    EnrollmentCancelled,
     EnrollmentCompleted,
     Event,
     NoticeAnswered,
@@ -74,7 +75,9 @@ class Hub:
         # Every open device socket, authenticated or not: a stopping node tells them all.
         self.sockets: set[Device] = set()
         self.result_waiters: dict[str, set[asyncio.Future[ChallengeEnded]]] = defaultdict(set)
-        self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentCompleted]]] = defaultdict(set)
+        self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentCompleted | EnrollmentCancelled]]] = (
+            defaultdict(set)
+        )
         self.expiry_timers: dict[str, asyncio.TimerHandle] = {}
         # Challenges created on this node that have not ended: the RP's long-poll
         # (usually on this node too) reads them here instead of from Redis.
@@ -141,8 +144,10 @@ class Hub:
         self.result_waiters[ch].add(fut)
         return fut
 
-    def wait_enrollment(self, eid: str) -> asyncio.Future[EnrollmentCompleted]:
-        fut: asyncio.Future[EnrollmentCompleted] = asyncio.get_running_loop().create_future()
+    def wait_enrollment(self, eid: str) -> asyncio.Future[EnrollmentCompleted | EnrollmentCancelled]:
+        fut: asyncio.Future[EnrollmentCompleted | EnrollmentCancelled] = (
+            asyncio.get_running_loop().create_future()
+        )
         self.enrollment_waiters[eid].add(fut)
         return fut
 
@@ -216,7 +221,7 @@ class Hub:
                     cred = device.credentials.get(cid)
                     if cred is not None:
                         device.credentials[cid] = replace(cred, confirmed=True)
-            case EnrollmentCompleted(eid, _rp, _cid):
+            case EnrollmentCompleted(eid, _, _) | EnrollmentCancelled(eid, _):
                 for fut in self.enrollment_waiters.pop(eid, ()):
                     if not fut.done():
                         fut.set_result(event)

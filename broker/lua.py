@@ -242,12 +242,13 @@ return 'ok'
 """
 
 # KEYS: enrollment hash
-# ARGV: rp id, now ms
-# -> 'ok' (withdrawn now, or ended before: completed, expired or withdrawn), or
-#    'unknown' (none, or another RP's).
+# ARGV: rp id, now ms, channel, event
+# -> 'cancelled' (withdrawn now: the event was published), 'ok' (ended before:
+#    completed, expired or withdrawn), or 'unknown' (none, or another RP's).
 # A pending enrollment becomes 'cancelled' (COMPLETE_ENROLLMENT then refuses its token,
 # whatever the clocks of the nodes say) and its expiry is brought forward to now: it
-# reads as expired. A completed one stays as it is: its credential is revoked apart.
+# reads as expired; the event wakes the RP's long-polls on it. A completed one stays as
+# it is: its credential is revoked apart.
 CANCEL_ENROLLMENT = """
 local e = redis.call('HMGET', KEYS[1], 'rp', 'status', 'expires')
 if e[1] ~= ARGV[1] then return 'unknown' end
@@ -255,6 +256,8 @@ if e[2] == 'pending' then
   local expires = e[3]
   if tonumber(ARGV[2]) < tonumber(expires) then expires = ARGV[2] end
   redis.call('HSET', KEYS[1], 'status', 'cancelled', 'expires', expires)
+  redis.call('SPUBLISH', ARGV[3], ARGV[4])
+  return 'cancelled'
 end
 return 'ok'
 """
@@ -282,6 +285,7 @@ if c[2] ~= 'active' then return 'revoked' end
 if redis.call('HDEL', KEYS[1], 'unconfirmed') == 1 then
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('SPUBLISH', ARGV[3], ARGV[4])
+  return 'cancelled'
 end
 return 'ok'
 """

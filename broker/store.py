@@ -338,8 +338,16 @@ class Store:
         True also when it had ended before (idempotent); False for an unknown id or
         another RP's."""
         await self.resolve_tags([eid])
-        result = await self._cancel_enrollment(keys=[keys.enrollment(eid)], args=[rp_id, now_ms()])
-        return bool(result == b"ok")
+        channel = keys.id_channel(eid)
+        if channel is None:
+            return False  # not an id this broker made
+        event = events.EnrollmentCancelled(eid, rp_id)
+        result = await self._cancel_enrollment(
+            keys=[keys.enrollment(eid)], args=[rp_id, now_ms(), channel, self._event(event)]
+        )
+        if result == b"cancelled":
+            await self._published(event)  # other nodes get it from the channel
+        return result in (b"cancelled", b"ok")
 
     async def complete_enrollment(
         self,

@@ -16,11 +16,13 @@ import asyncio
 from collections.abc import Callable
 
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer, wait_until
+from support import DEADLINE, BrokerProcess, RedisServer, wait_until
 from test_broker_device_ws import CTX, Device, keys_of, online_device
 
 from protocol.frames import AnswerResult, Challenge
+from relying_party.models import EnrollmentStatus
 from relying_party.sdk import PushAuthClient
+from relying_party.totp import new_totp
 
 
 def received(node: BrokerProcess) -> int:
@@ -82,3 +84,23 @@ async def test_a_sign_in_reaches_only_the_nodes_of_its_device_and_its_rp(
     for node in (a, b, c):
         node.terminate()
         assert "Traceback" not in node.stderr_path.read_text()
+
+
+async def test_a_cancellation_on_one_node_answers_the_long_poll_on_another(
+    redis_factory: Callable[..., RedisServer],
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    """The setup page's long-poll waits on B; the RP withdraws the link through A."""
+    redis_server = redis_factory()
+    a, b = (broker_factory(redis_url=redis_server.url, node=name) for name in "ab")
+    rp = await new_rp(b, "Routing RP")
+    async with (
+        PushAuthClient(a.http_url, rp["api_key"]) as via_a,
+        PushAuthClient(b.http_url, rp["api_key"]) as via_b,
+    ):
+        enrollment = await via_a.create_enrollment("dora", "dora@example", totp=new_totp())
+        waiting = asyncio.create_task(via_b.wait_enrollment(enrollment, timeout=60))
+        await asyncio.to_thread(wait_until, lambda: b.long_polls() == 1, message="the long-poll on B")
+        await via_a.cancel_enrollment(enrollment)
+        # Within the test's deadline, half the long-poll's wait: woken, not timed out.
+        assert (await asyncio.wait_for(waiting, DEADLINE)).status is EnrollmentStatus.EXPIRED

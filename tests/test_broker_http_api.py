@@ -3,6 +3,7 @@ changes nothing; RP isolation; the OpenAPI document matches what the server does
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -17,7 +18,7 @@ import redis.asyncio as aioredis
 import websockets
 from multidict import CIMultiDict
 from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
-from support import BrokerProcess
+from support import DEADLINE, BrokerProcess, wait_until
 
 from broker.app import create_app
 from broker.openapi import DOCUMENT
@@ -306,3 +307,17 @@ async def test_a_cancelled_enrollment_refuses_its_link(api: Api, broker: BrokerP
     assert [c["id"] for c in (await api.call("GET", "/v1/users/alice/credentials"))[1]["credentials"]] == [
         done["credential"]["id"]
     ]
+
+
+async def test_a_long_poll_on_an_enrollment_answers_when_it_is_cancelled(
+    api: Api, broker: BrokerProcess
+) -> None:
+    """The setup page's long-poll ends with the cancellation (another tab's Cancel, a newer
+    setup), not when its wait runs out (MAX_WAIT_S: 60 s, twice the deadline here)."""
+    status, enrollment, _ = await api.call("POST", "/v1/enrollments", body={"user": "ivy", "account": "I"})
+    assert status == 201
+    poll = asyncio.ensure_future(api.call("GET", f"/v1/enrollments/{enrollment['id']}?wait=60"))
+    await asyncio.to_thread(wait_until, lambda: broker.long_polls() == 1, message="the long-poll waiting")
+    assert (await api.call("DELETE", f"/v1/enrollments/{enrollment['id']}"))[0] == 204
+    status, after, _ = await asyncio.wait_for(poll, DEADLINE)
+    assert status == 200 and after["status"] == "expired" and after["credential"] is None
