@@ -285,7 +285,6 @@ if c[2] ~= 'active' then return 'revoked' end
 if redis.call('HDEL', KEYS[1], 'unconfirmed') == 1 then
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('SPUBLISH', ARGV[3], ARGV[4])
-  return 'cancelled'
 end
 return 'ok'
 """

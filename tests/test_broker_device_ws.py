@@ -108,6 +108,23 @@ async def online_device(client: PushAuthClient, url: str, user: str = "alice") -
     return dev
 
 
+async def test_a_device_confirmed_while_connected_gets_ordinary_sign_ins(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """The web authenticator's setup: enroll on its open connection, the test push, then
+    the RP confirms; the next (untargeted) sign-in reaches that same connection."""
+    enrollment = await client.create_enrollment("zed", "zed@example.com")
+    dev = await Device.connect(broker.ws_url)
+    await dev.enroll(enrollment.uri or "")
+    await dev.authenticate()
+    test = await client.create_challenge("zed", CTX, credential_id=dev.cid)
+    await approve_push(dev, test)
+    await client.confirm_credential(dev.cid)
+    ch = await client.create_challenge("zed", CTX)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge) and pushed.ch == ch.id, pushed
+
+
 async def keys_of(client: PushAuthClient, user: str) -> dict[str, bytes]:
     return {c.id: c.public_key for c in await client.list_credentials(user)}
 
