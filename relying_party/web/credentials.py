@@ -7,6 +7,10 @@ if the recovery key we stored for that device signed its recovery (that key is t
 spent), a new recovery key only if the device's own key signed it, and credentials
 the broker no longer lists (removed on the device, disowned after a restore) are
 dropped. Whatever does not verify is a security event, logged and never stored.
+
+Removing a device is one idea everywhere (the Security info page, a setup cancelled,
+pushauth-pam/-radius `remove`): revoke it at the broker first, then delete it here
+(`remove`). In that order, a failure at the broker leaves both as they were.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from ..errors import VerificationFailed
+from ..errors import NotFound, VerificationFailed
 from ..models import Credential, CredentialSync, RecoveryKey, RecoveryProof
 from ..sdk import PushAuthClient
 from .db import Database, Device, User
@@ -53,6 +57,27 @@ def stored(device: Device, handle: str) -> Credential:
         recovery=proof,
         confirmed=device.confirmed,
     )
+
+
+async def revoke(client: PushAuthClient, credential_id: str) -> bool:
+    """Revoke a credential at the broker (an online device is told at once, and no
+    challenge reaches it again). True if revoked now, False if the broker had it no
+    more (removed on the device, or revoked before): done either way. Raises
+    PushAuthError when the broker cannot be asked or refuses: nothing changed then."""
+    try:
+        await client.revoke_credential(credential_id)
+    except NotFound:
+        return False
+    return True
+
+
+async def remove(client: PushAuthClient, db: Database, user: User, credential_id: str) -> bool:
+    """Remove one of `user`'s devices: revoked at the broker (`revoke`), then deleted from
+    our store, so its answers and codes no longer count here. Returns what `revoke`
+    returns; raises as it does, with our store unchanged."""
+    revoked = await revoke(client, credential_id)
+    db.remove_device(user.id, credential_id)
+    return revoked
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -253,9 +252,7 @@ async def _withdraw(
     if credential_id is not None and not keep_registered:
         device = db.device(user.id, credential_id)
         if device is None or not device.confirmed:
-            with contextlib.suppress(NotFound):  # gone at the broker already
-                await client.revoke_credential(credential_id)
-            db.remove_device(user.id, credential_id)
+            await credentials.remove(client, db, user, credential_id)
     db.remove_enrollment(user.id, enrollment.id)
 
 
@@ -427,9 +424,8 @@ async def remove(request: web.Request) -> web.StreamResponse:
     device = _own_device(request, user)
     reauth.require_fresh(request, f"/security/devices/{device.credential_id}/remove")
     try:
-        await request.app[CLIENT].revoke_credential(device.credential_id)
-    except NotFound:
-        pass  # already gone at the broker (the device removed itself): remove our copy too
+        # Already gone at the broker (the device removed itself) counts as revoked.
+        await credentials.remove(request.app[CLIENT], request.app[DB], user, device.credential_id)
     except PushAuthError as exc:
         log.warning("revoke failed: %s", exc)
         get_session(request).flash(
@@ -437,7 +433,6 @@ async def remove(request: web.Request) -> web.StreamResponse:
             f"{device.name} could not be removed: the sign-in service cannot be reached. Try again later.",
         )
         raise web.HTTPSeeOther("/security") from None
-    request.app[DB].remove_device(user.id, device.credential_id)
     get_session(request).flash("success", f"{device.name} was removed. It can no longer approve sign-ins.")
     raise web.HTTPSeeOther("/security")
 
