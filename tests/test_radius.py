@@ -24,16 +24,18 @@ from typing import Any
 
 import pytest
 import redis
-from e2e_helpers import agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
+from e2e_helpers import agent, agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
 from pyrad import packet as rp
 from shared_broker import broker, new_rp  # noqa: F401 - broker is a fixture
 from support import (
     DEADLINE,
     BrokerProcess,
     ManagedProcess,
+    assert_cli_error,
     console_script,
     free_port,
     line_on_stdout,
+    run_cli,
 )
 
 from relying_party.radius import cli, core, dictionary
@@ -118,22 +120,29 @@ push_only = {str(push_only).lower()}
 
 
 @pytest.fixture(scope="module")
-def setup(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     """alice enrolled with `pushauth-radius enroll` (QR, link, test push approved by the agent)."""
     base = tmp_path_factory.mktemp("radius")
     made = Setup(base, broker, asyncio.run(new_rp(broker, "VPN")), base / "agent", base / "users.db", "")
-    config = write_config(made, free_port())
+    made.enroll_output = enroll_device(made, "alice", made.home, "phone")
+    return made
+
+
+def enroll_device(setup: Setup, user: str, home: Path, name: str) -> str:
+    """`pushauth-radius enroll USER` with the agent at `home` (its device `name`): its output."""
+    config = write_config(setup, free_port())
     enroll = ManagedProcess(
-        [RADIUS, "--config", config, "enroll", "alice"], log_dir=base / "logs", name="radius-enroll"
+        [RADIUS, "--config", config, "enroll", user],
+        log_dir=setup.base / "logs",
+        name=f"radius-enroll-{user}",
     ).start()
     try:
         link = enroll.wait_for_output(r"^link: (\S+)$").group(1)
-        agent_ok(made.home, "enroll", link, "--name", "phone")
+        agent_ok(home, "enroll", link, "--name", name)
         number = enroll.wait_for_output(r"Test push: type (\d+) in your authenticator").group(1)
-        approve(made.home, number)
+        approve(home, number)
         assert enroll.wait(timeout=DEADLINE) == 0, enroll.describe()
-        made.enroll_output = enroll.stdout()
-        yield made
+        return enroll.stdout()
     finally:
         enroll.cleanup()
 
@@ -230,8 +239,10 @@ def start(port: int, user: str = "alice") -> Reply:
     return reply
 
 
-def follow_up(port: int, challenge: Reply, typed: str = "") -> Reply:
-    return radclient(port, 'User-Name = "alice"', f'User-Password = "{typed}"', f"State = {challenge.state}")
+def follow_up(port: int, challenge: Reply, typed: str = "", user: str = "alice") -> Reply:
+    return radclient(
+        port, f'User-Name = "{user}"', f'User-Password = "{typed}"', f"State = {challenge.state}"
+    )
 
 
 def audit_line(proc: ManagedProcess, pattern: str) -> str:
@@ -250,6 +261,7 @@ def test_enroll_prints_a_qr_code_and_confirms_with_a_test_push(setup: Setup) -> 
 
 def test_right_number_is_accepted(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
     proc, port = server
+    used = _device(setup).last_used_at or 0
     challenge = start(port)
     assert re.fullmatch(r"\d\d", challenge.number)
     approve(setup.home, challenge.number)
@@ -259,6 +271,7 @@ def test_right_number_is_accepted(setup: Setup, server: tuple[ManagedProcess, in
     audit_line(
         proc, r"decision=accept outcome=approved user=alice client=gw-local addr=127\.0\.0\.1 .*challenge=\S+"
     )
+    assert (_device(setup).last_used_at or 0) > used  # what `pushauth-radius devices` shows as last used
 
 
 def test_the_answer_may_reach_another_instance(
@@ -638,6 +651,97 @@ def test_check_config_and_bad_config_say_one_line(
     assert cli.main(["--config", str(bad), "check-config"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "broker.url" in err and "Traceback" not in err
+
+
+def _devices(store: Path, name: str) -> list[Device]:
+    db = Database(store)
+    try:
+        user = db.user_by_name(name)
+        return [] if user is None else db.devices(user.id)
+    finally:
+        db.close()
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli([RADIUS, "--config", config, *args])
+
+
+def _ok(config: Path, *args: str) -> str:
+    result = _cli(config, *args)
+    assert result.returncode == 0 and result.stderr == "", result
+    return result.stdout
+
+
+def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_down(
+    setup: Setup, server: tuple[ManagedProcess, int]
+) -> None:
+    proc, port = server
+    lost_home, kept_home = setup.base / "agent-carol-lost", setup.base / "agent-carol-kept"
+    enroll_device(setup, "carol", lost_home, "phone")
+    enroll_device(setup, "carol", kept_home, "phone")
+    config = write_config(setup, 1812, name="devices")
+    listed = json.loads(_ok(config, "devices", "CORP\\Carol", "--json"))  # mapped as the server maps it
+    assert [(d["name"], d["confirmed"], d["restored_from"]) for d in listed] == [("phone", True, None)] * 2
+    lost, kept = (str(d["credential_id"]) for d in listed)
+    stored = _devices(setup.store, "carol")
+
+    # Two devices named "phone": refused with both ids, nothing changed.
+    ambiguous = _cli(config, "remove", "carol", "phone")
+    line = assert_cli_error(ambiguous, contains='2 devices named "phone"')
+    assert ambiguous.returncode == 1 and lost in line and kept in line
+    assert _devices(setup.store, "carol") == stored
+
+    (device,) = [d for d in stored if d.credential_id == lost]
+    code = totp.code_at(device, int(time.time() // device.totp_period))  # the lost phone's code now
+    out = _ok(config, "remove", "carol", lost)
+    assert f'removed "phone" ({lost}) of carol' in out and "revoked at the broker" in out, out
+    assert [d.credential_id for d in _devices(setup.store, "carol")] == [kept]
+
+    # The next sign-in pushes to the kept phone alone, and the lost phone's code is refused.
+    challenge = start(port, "carol")
+    only_pending(kept_home)
+    told = agent(lost_home, "pending", "--json")  # the lost phone's agent is told, and gets no push
+    assert told.returncode == 0 and json.loads(told.stdout) == [], told
+    assert "no more sign-in requests" in told.stderr, told.stderr
+    reply = follow_up(port, challenge, typed=code, user="carol")
+    assert reply.code == "Access-Reject" and reply.message == "Wrong verification code.", reply.text
+    audit_line(proc, r"decision=reject outcome=totp_bad user=carol")
+
+    # The broker unreachable: refused, nothing changed.
+    down = write_config(setup, 1812, name="devices-down", broker_url=f"http://127.0.0.1:{free_port()}")
+    refused = _cli(down, "remove", "carol", "phone")
+    line = assert_cli_error(refused, contains="nothing was removed: the broker cannot be reached")
+    assert refused.returncode == 1 and "--here-only" in line
+    assert [d.credential_id for d in _devices(setup.store, "carol")] == [kept]
+
+    # --here-only: gone from the store at once; the output says the broker still lists it.
+    out = _ok(down, "remove", "carol", "phone", "--here-only")
+    assert "the broker still lists it" in out, out
+    assert f"pushauth-radius --config {down} remove carol {kept}" in out, out
+    assert _devices(setup.store, "carol") == []
+
+    # The broker back: its credential id revokes it there, and the device is told.
+    out = _ok(config, "remove", "carol", kept)
+    assert f"{kept} was not in this host's store; now revoked at the broker" in out, out
+    told = agent(kept_home, "pending", "--json")
+    assert "no more sign-in requests" in told.stderr, told.stderr
+
+
+def test_devices_and_remove_name_an_unknown_user_or_device(
+    setup: Setup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(setup, 1812, name="devices-unknown")
+    result = _cli(config, "devices", "nobody")
+    assert result.returncode == 1
+    assert_cli_error(result, contains="nobody is not enrolled here")
+    stored = _devices(setup.store, "alice")
+    result = _cli(config, "remove", "alice", "no such phone")
+    assert result.returncode == 1
+    assert_cli_error(result, contains='alice has no device "no such phone"')
+    assert _devices(setup.store, "alice") == stored
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--config", str(config), "remove", "alice", "phone", "--here-only", "--everywhere"])
+    assert exited.value.code == 2 and "unrecognized arguments: --everywhere" in capsys.readouterr().err
 
 
 def _store_rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:

@@ -1,3 +1,4 @@
 """What the host-side relying parties (pushauth-pam, pushauth-radius) share: the local
-store of users, devices and TOTP secrets, the TOML config reader, the audit line format
-and the terminal enrollment. Each keeps only what is its own."""
+store of users, devices and TOTP secrets, the TOML config reader, the audit line format,
+the terminal enrollment and device management (`devices`, `remove`). Each keeps only
+what is its own."""

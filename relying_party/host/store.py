@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ..models import Credential
+from ..models import Credential, Decision, SignInResult
 from ..sdk import PushAuthClient
 from ..web import credentials, totp
 from ..web.db import Database, Device, Enrollment, User, UserExists
@@ -92,6 +92,13 @@ class UserStore:
 
     def confirm_device(self, credential_id: str) -> None:
         self.db.confirm_device(credential_id)
+
+    def answered(self, result: SignInResult) -> None:
+        """A verified approval: its device's "last used" is now (`devices USER` shows it;
+        a verification code sets it in check_code)."""
+        answer = result.answer
+        if answer is not None and answer.decision is Decision.APPROVE:
+            self.db.touch_device(answer.credential_id)
 
     async def sync(self, client: PushAuthClient, user: User) -> credentials.SyncReport:
         """Follow the broker's list of the user's devices, as far as it verifies."""

@@ -9,7 +9,8 @@ verification. The parts:
 - flow: one sign-in's steps over the SDK, the user store and a PAM conversation;
 - audit: one syslog line per decision;
 - pam_module: the file libpam-python loads (pam_python.so), a thin shell over flow;
-- cli: `pushauth-pam enroll USER`, `exec` (for pam_exec), `check-config`, `pam-line`.
+- cli: `pushauth-pam enroll USER`, `devices USER` and `remove USER DEVICE` (from
+  relying_party.host.devices), `exec` (for pam_exec), `check-config`, `pam-line`.
 
 See docs/pam.md.
 """

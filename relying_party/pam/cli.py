@@ -1,6 +1,11 @@
-"""`pushauth-pam`: enroll a host's users, check the configuration, and the pam_exec mode.
+"""`pushauth-pam`: enroll a host's users, manage their devices, check the configuration,
+and the pam_exec mode.
 
     pushauth-pam [--config FILE] enroll USER     QR code + link, test push, store the device
+    pushauth-pam [--config FILE] devices USER [--json]
+                                                 the user's devices as this host stores them
+    pushauth-pam [--config FILE] remove USER DEVICE [--here-only]
+                                                 revoke a device at the broker, delete it here
     pushauth-pam [--config FILE] check-config    read the configuration, say what it means
     pushauth-pam [--config FILE] pam-line        the pam.d line for libpam-python, this install
     pushauth-pam [--config FILE] exec            for pam_exec (no prompts: push only)
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import shlex
 import sys
 import sysconfig
 import time
@@ -25,7 +31,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..errors import PushAuthError
+from ..host import devices
 from ..host.store import StoreError
+from ..sdk import PushAuthClient
 from . import mapping, pam_module, shell
 from .config import DEFAULT_PATH, Config, ConfigError, load
 from .core import Outcome
@@ -57,6 +65,46 @@ def _parser() -> argparse.ArgumentParser:
         "send a test push and store the device.",
     )
     add.add_argument("user", help="the local account (mapped to its pushauth user by the configuration)")
+    listing = sub.add_parser(
+        "devices",
+        help="list a local user's devices",
+        description="List USER's devices as this host's store has them (the broker is not asked): "
+        "name, credential id, when added and last used (its last approval or verification code), "
+        "confirmed or 'setup not finished' (its test push never approved), and the device it was "
+        "restored from, if any. A device removed on the phone itself leaves this list at "
+        "USER's next push sign-in.",
+    )
+    listing.add_argument(
+        "user", metavar="USER", help="the local account (mapped to its pushauth user by the configuration)"
+    )
+    listing.add_argument("--json", action="store_true", help="a JSON list, one object per device")
+    drop = sub.add_parser(
+        "remove",
+        help="remove a local user's device (lost or stolen): revoke it at the broker, delete it here",
+        description="Remove DEVICE of USER: revoke it at the broker (an online device is told at "
+        "once, and no push reaches it again), then delete it from this host's store (its "
+        "approvals and verification codes no longer count). If the broker cannot be reached, "
+        "nothing is removed, unless --here-only is given.",
+        epilog="--here-only deletes the device from this host's store without asking the broker: its "
+        "approvals and codes stop counting here at once, but the broker still lists it, so it still "
+        "gets USER's pushes (an approval from it is refused here, and ends that sign-in attempt) and "
+        "a \"this wasn't me\" report from it still pauses USER's push at the broker. Once the broker "
+        "can be reached, run remove USER CREDENTIAL_ID (the id --here-only printed) to revoke it there: "
+        "a device no longer in the store is revoked only if the broker lists it for USER.",
+    )
+    drop.add_argument(
+        "user", metavar="USER", help="the local account (mapped to its pushauth user by the configuration)"
+    )
+    drop.add_argument(
+        "device",
+        metavar="DEVICE",
+        help="its name or credential id (see devices USER); a name two devices share is refused",
+    )
+    drop.add_argument(
+        "--here-only",
+        action="store_true",
+        help="do not ask the broker: delete it from this host's store only (see below)",
+    )
     sub.add_parser("check-config", help="read the configuration and say what it means")
     sub.add_parser("pam-line", help="print the pam.d line that loads the module for this installation")
     sub.add_parser("exec", help="authenticate PAM_USER for pam_exec (push only, no prompts)")
@@ -76,13 +124,60 @@ def _enroll(args: argparse.Namespace) -> None:
         pwd.getpwnam(args.user)
     except KeyError:
         raise CliError(f"no local user {args.user!r} on this host") from None
-    name = mapping.pushauth_user(config, args.user)
-    if name is None:
-        raise CliError(f"{args.user!r} has no pushauth user (users.map_file has no line for it)")
+    name = _pushauth_user(config, args.user)
     try:
         asyncio.run(enroll(config, args.user, name, out=sys.stdout))
     except (EnrollError, StoreError, PushAuthError) as exc:
         raise CliError(str(exc)) from None
+
+
+def _pushauth_user(config: Config, local: str) -> str:
+    """The pushauth user of local account `local`, by the configuration's mapping. For
+    `devices` and `remove` the local account need not exist any more: a departed user's
+    devices can still be listed and removed."""
+    name = mapping.pushauth_user(config, local)
+    if name is None:
+        raise CliError(f"{local!r} has no pushauth user (users.map_file has no line for it)")
+    return name
+
+
+def _unknown(local: str, exc: devices.UnknownUser) -> CliError:
+    try:
+        pwd.getpwnam(local)
+    except KeyError:
+        return CliError(f"no local user {local!r} on this host, and {exc}")
+    return CliError(str(exc))
+
+
+def _devices(args: argparse.Namespace) -> None:
+    config = _config(args.config)
+    name = _pushauth_user(config, args.user)
+    try:
+        devices.show(config.store, name, who=args.user, as_json=args.json, out=sys.stdout)
+    except devices.UnknownUser as exc:
+        raise _unknown(args.user, exc) from None
+    except (devices.DeviceError, StoreError) as exc:
+        raise CliError(str(exc)) from None
+
+
+def _remove(args: argparse.Namespace) -> None:
+    config = _config(args.config)
+    name = _pushauth_user(config, args.user)
+
+    def client() -> PushAuthClient:
+        return PushAuthClient(config.broker_url, config.api_key, request_timeout=config.request_timeout)
+
+    try:
+        removed = asyncio.run(
+            devices.remove(config.store, client, name, args.device, here_only=args.here_only, who=args.user)
+        )
+    except devices.UnknownUser as exc:
+        raise _unknown(args.user, exc) from None
+    except (devices.DeviceError, StoreError) as exc:
+        raise CliError(str(exc)) from None
+    config_arg = [] if args.config == DEFAULT_PATH else ["--config", str(args.config)]
+    again = shlex.join([PROG, *config_arg, "remove", args.user])
+    print(devices.report(removed, who=args.user, again=again))
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -141,6 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "enroll":
             _enroll(args)
+        elif args.command == "devices":
+            _devices(args)
+        elif args.command == "remove":
+            _remove(args)
         elif args.command == "check-config":
             _check(args)
         elif args.command == "pam-line":

@@ -268,6 +268,7 @@ async def _wait(
         return decision
     if not result.final:
         await _cancel(sdk, challenge)
+    store.answered(result)
     decision.outcome = core.outcome_of(result.status)
     if result.answer is not None:
         decision.approval_ms = max(0, time.time_ns() // 1_000_000 - result.answer.ts)

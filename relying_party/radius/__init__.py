@@ -12,7 +12,8 @@ verification. The parts, from the wire inwards:
   (the State records, rate limits) and the user store;
 - store, state, upstream, audit: the user store (the demo RP's database), the
   Redis records, the upstream RADIUS check, the audit log lines;
-- config, enroll, cli: the TOML file, `pushauth-radius enroll USER`, the command.
+- config, enroll, cli: the TOML file, `pushauth-radius enroll USER`, the command (with
+  `devices USER` and `remove USER DEVICE`, from relying_party.host.devices).
 
 See docs/radius.md.
 """

@@ -1,4 +1,14 @@
-"""`pushauth-radius`: the RADIUS server with push approval, and its user enrollment."""
+"""`pushauth-radius`: the RADIUS server with push approval, its users' enrollment and
+device management.
+
+    pushauth-radius [--config FILE] serve               run the RADIUS server
+    pushauth-radius [--config FILE] check-config        read the configuration, say what it means
+    pushauth-radius [--config FILE] enroll USER         QR code + link, test push, store the device
+    pushauth-radius [--config FILE] devices USER [--json]
+                                                        the user's devices as the store has them
+    pushauth-radius [--config FILE] remove USER DEVICE [--here-only]
+                                                        revoke a device at the broker, delete it here
+"""
 
 from __future__ import annotations
 
@@ -6,12 +16,15 @@ import argparse
 import asyncio
 import contextlib
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 from ..errors import PushAuthError
+from ..host import devices
 from ..host.store import StoreError
+from ..sdk import PushAuthClient
 from . import audit, config, core
 from .enroll import EnrollError, enroll
 from .server import StartError, serve
@@ -113,7 +126,67 @@ def _parser() -> argparse.ArgumentParser:
         default=600,
         help="seconds to wait for the device and the test push (default: 600)",
     )
+    user_help = "the user's name as pushauth-radius sees it, mapped as for enroll (e.g. alice)"
+    listing = sub.add_parser(
+        "devices",
+        help="list a user's devices",
+        description="List USER's devices as the user store has them (the broker is not asked): "
+        "name, credential id, when added and last used (its last approval or verification code), "
+        "confirmed or 'setup not finished' (its test push never approved), and the device it was "
+        "restored from, if any. A device removed on the phone itself leaves this list at "
+        "USER's next push sign-in.",
+    )
+    listing.add_argument("user", metavar="USER", help=user_help)
+    listing.add_argument("--json", action="store_true", help="a JSON list, one object per device")
+    drop = sub.add_parser(
+        "remove",
+        help="remove a user's device (lost or stolen): revoke it at the broker, delete it here",
+        description="Remove DEVICE of USER: revoke it at the broker (an online device is told at "
+        "once, and no push reaches it again), then delete it from the user store (its "
+        "approvals and verification codes no longer count, on every instance sharing the store). "
+        "If the broker cannot be reached, nothing is removed, unless --here-only is given.",
+        epilog="--here-only deletes the device from the user store without asking the broker: its "
+        "approvals and codes stop counting here at once, but the broker still lists it, so it still "
+        "gets USER's pushes (an approval from it is refused here, and ends that sign-in attempt) and "
+        "a \"this wasn't me\" report from it still pauses USER's push at the broker. Once the broker "
+        "can be reached, run remove USER CREDENTIAL_ID (the id --here-only printed) to revoke it there: "
+        "a device no longer in the store is revoked only if the broker lists it for USER.",
+    )
+    drop.add_argument("user", metavar="USER", help=user_help)
+    drop.add_argument(
+        "device",
+        metavar="DEVICE",
+        help="its name or credential id (see devices USER); a name two devices share is refused",
+    )
+    drop.add_argument(
+        "--here-only",
+        action="store_true",
+        help="do not ask the broker: delete it from the user store only (see below)",
+    )
     return parser
+
+
+def _user(cfg: config.Config, user: str) -> str:
+    """The pushauth user of `user`: the server's own mapping, so "CORP\\alice" names the
+    alice it looks up."""
+    name = core.map_user(user, strip_realm=cfg.strip_realm, lowercase=cfg.lowercase)
+    if name is None:
+        raise EnrollError("a user name has 1 to 64 letters, digits, dots, dashes, underscores or @")
+    return name
+
+
+def _remove(cfg: config.Config, args: argparse.Namespace) -> None:
+    name = _user(cfg, args.user)
+
+    def client() -> PushAuthClient:
+        return PushAuthClient(cfg.broker_url, cfg.api_key, request_timeout=cfg.broker_timeout)
+
+    removed = asyncio.run(
+        devices.remove(cfg.store, client, name, args.device, here_only=args.here_only, who=name)
+    )
+    config_arg = [] if args.config == DEFAULT_CONFIG else ["--config", str(args.config)]
+    again = shlex.join([PROG, *config_arg, "remove", name])
+    print(devices.report(removed, who=name, again=again))
 
 
 def _describe(cfg: config.Config) -> str:
@@ -142,13 +215,15 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:
                 raise StartError(f"cannot log to syslog (/dev/log): {exc.strerror}") from None
             asyncio.run(serve(cfg))
-        else:
-            # The same mapping as the server's, so "CORP\alice" enrolls the alice it will look up.
-            name = core.map_user(args.user, strip_realm=cfg.strip_realm, lowercase=cfg.lowercase)
-            if name is None:
-                raise EnrollError("a user name has 1 to 64 letters, digits, dots, dashes, underscores or @")
+        elif args.command == "enroll":
+            name = _user(cfg, args.user)
             asyncio.run(enroll(cfg, name, account=args.account, timeout=args.timeout, out=sys.stdout))
-    except (config.ConfigError, StartError, EnrollError, StoreError) as exc:
+        elif args.command == "devices":
+            name = _user(cfg, args.user)
+            devices.show(cfg.store, name, who=name, as_json=args.json, out=sys.stdout)
+        else:
+            _remove(cfg, args)
+    except (config.ConfigError, StartError, EnrollError, StoreError, devices.DeviceError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except PushAuthError as exc:

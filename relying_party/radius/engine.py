@@ -216,7 +216,7 @@ class Engine:
         timeout = remaining if until_expiry else min(remaining, self.config.answer_wait)
         try:
             try:
-                return await self.sdk.wait_result(
+                result = await self.sdk.wait_result(
                     challenge, self.store.public_keys(user), timeout=max(0.0, timeout)
                 )
             except VerificationFailed as exc:
@@ -225,7 +225,9 @@ class Engine:
                 # Perhaps a device restored since we last looked: follow the broker's
                 # list (the SDK adds it only with a valid recovery proof), then again.
                 await self.store.sync(self.sdk, user)
-                return await self.sdk.wait_result(challenge, self.store.public_keys(user), timeout=0)
+                result = await self.sdk.wait_result(challenge, self.store.public_keys(user), timeout=0)
+            self.store.answered(result)
+            return result
         except VerificationFailed as exc:
             log.error("SECURITY EVENT: the broker's result for %s did not verify: %s", user.name, exc)
             return self._final(Outcome.VERIFICATION_FAILED, user.name, challenge.id)
