@@ -20,10 +20,9 @@ def default_device_name() -> str:
 
 
 def check_device_name(name: str) -> str:
+    """The broker's rule (the enroll frame's `name`), checked before anything is sent."""
     try:
-        fields.NAME("device name", name)
-    except ProtocolError:
-        raise UsageError("the device name must be 1 to 64 characters") from None
-    if any(not ch.isprintable() for ch in name):
-        raise UsageError("the device name must not contain control characters")
+        fields.DEVICE_NAME("device name", name)
+    except ProtocolError as exc:  # "field 'device name': length must be 1..64", ...
+        raise UsageError(exc.message.replace("field 'device name':", "the device name:", 1)) from None
     return name

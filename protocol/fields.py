@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import text
 from .errors import ErrorCode, ProtocolError
 
 Validator = Callable[[str, Any], Any]
@@ -32,12 +33,17 @@ class Str:
     max_len: int = 256
     min_len: int = 0
     pattern: re.Pattern[str] | None = None
+    # No control, format or line-separator character (protocol.text): for text a peer
+    # states about itself, which others show (a device's own name).
+    plain: bool = False
 
     def __call__(self, name: str, value: Any) -> str:
         if type(value) is not str:
             raise _bad(name, "expected a string")
         if not self.min_len <= len(value) <= self.max_len:
             raise _bad(name, f"length must be {self.min_len}..{self.max_len}")
+        if self.plain and (bad := text.first_unsafe(value)) is not None:
+            raise _bad(name, f"must not contain control or format characters (found {text.describe(bad)})")
         # fullmatch: with match(), "$" also matches before a trailing newline ("abc\n").
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise _bad(name, "has characters or a form that is not allowed")
@@ -158,3 +164,6 @@ TIMESTAMP_MS = Int(0, 2**53)
 REQUEST_ID = Int(0, 2**31)
 TEXT = Str(max_len=256)
 NAME = Str(max_len=64, min_len=1)
+# A device's name as the device sends it (enroll): the RP lists it and other devices
+# show it, so it is plain text. What a device receives (new_name) is only escaped.
+DEVICE_NAME = Str(max_len=64, min_len=1, plain=True)

@@ -300,7 +300,7 @@ class Enroll(Frame):
         "rid": f.REQUEST_ID,
         "token": f.Str(max_len=128, min_len=16, pattern=f.ID_RE_LONG),
         "pk": f.PUBLIC_KEY,
-        "name": f.NAME,
+        "name": f.DEVICE_NAME,
         "rpk": f.Optional(f.PUBLIC_KEY),
         "binding": f.Optional(f.SIGNATURE),
         "sig": f.SIGNATURE,

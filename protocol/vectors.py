@@ -399,6 +399,8 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("authenticate entry without sig", B, AA, _frame_bytes("authenticate", {"creds": [{"cid": "cred_A1"}]}), "invalid_field", None),
         ("enroll token of 15 characters", B, AA, _frame_bytes("enroll", {"rid": 1, "token": "t" * 15, "pk": bytes(32), "name": "n", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll with an empty device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
+        ("enroll with a bidi override in the device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "phone\u202e", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
+        ("enroll with a line feed in the device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "a\nb", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll without the binding key (nil must be sent)", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "n", "rpk": None, "sig": bytes(64)}), "invalid_field", None),
         # -- answer shape (before any state) --
         ("an approval without a number", B, R, _frame_bytes("answer", _answer_fields(number="")), "invalid_field", None),

@@ -419,6 +419,26 @@ async def test_invariant_7_proof_of_possession_is_required(
     assert len(await client.list_credentials("alice")) == 1
 
 
+async def test_a_device_name_with_control_or_format_characters_is_refused(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """The RP lists a device's name, and other devices show it after a recovery: a bidi
+    override or a line break in it is refused (invalid_field), and the link still works."""
+    enrollment = await client.create_enrollment("alice", "alice@example.com")
+    token = parse_uri(enrollment.uri or "").token
+    for name in ("phone\u202e", "a\nb", "\u200bphone"):
+        dev = await Device.connect(broker.ws_url)
+        fields = msgpack.unpackb(dev.session.enroll_frame(rid=1, token=token, seed=dev.seed, name="phone"))
+        fields["name"] = name
+        await dev.send(msgpack.packb(fields))
+        code, reason = await dev.closed()
+        assert (code, reason) == (4400, "invalid_field"), name
+    assert await client.list_credentials("alice") == []
+    dev = await Device.connect(broker.ws_url)
+    await dev.enroll(enrollment.uri or "")
+    assert [c.name for c in await client.list_credentials("alice")] == ["dev"]
+
+
 async def test_invariant_7_enrollment_token_expires(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
