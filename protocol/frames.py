@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import fields as f
+from .errors import ErrorCode, ProtocolError
 
 
 class Sender(enum.Enum):
@@ -394,6 +395,15 @@ class PushSubscribe(Frame):
     endpoint: str | None
     p256dh: bytes | None
     auth: bytes | None
+
+    def check_shape(self) -> None:
+        """All three set or all nil: a shape fault, refused before anything else
+        (4400 invalid_field, whether or not the broker sends Web Push)."""
+        parts = (self.endpoint, self.p256dh, self.auth)
+        if any(p is None for p in parts) and any(p is not None for p in parts):
+            raise ProtocolError(
+                ErrorCode.INVALID_FIELD, "push_subscribe: endpoint, p256dh and auth go together"
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from .frames import (
     Enroll,
     Frame,
     Hello,
+    PushSubscribe,
     RecoveryAnswer,
     RecoveryNotice,
     Revoke,
@@ -84,6 +85,8 @@ class ServerSession:
             # A shape fault needs no state, so it is refused here, before anything about
             # the credential or the challenge: always 4400 invalid_field.
             check_answer_shape(frame.decision, frame.number)
+        elif isinstance(frame, PushSubscribe):
+            frame.check_shape()
         if isinstance(frame, Authenticate):
             if self.state is not ServerState.AWAITING_AUTH:
                 raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, "already authenticated")

@@ -402,6 +402,8 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("enroll with a bidi override in the device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "phone\u202e", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll with a line feed in the device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "a\nb", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll without the binding key (nil must be sent)", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "n", "rpk": None, "sig": bytes(64)}), "invalid_field", None),
+        ("push_subscribe with an endpoint but no keys", B, R, _frame_bytes("push_subscribe", {"rid": 3, "cids": ["cred_A1"], "endpoint": "https://push.example.net/send/abc123", "p256dh": None, "auth": None}), "invalid_field", None),
+        ("push_subscribe with keys but no endpoint", B, AA, _frame_bytes("push_subscribe", {"rid": 3, "cids": [], "endpoint": None, "p256dh": b"\x04" + bytes(64), "auth": bytes(16)}), "invalid_field", None),
         # -- answer shape (before any state) --
         ("an approval without a number", B, R, _frame_bytes("answer", _answer_fields(number="")), "invalid_field", None),
         ("a denial with a number", B, R, _frame_bytes("answer", _answer_fields(decision="deny")), "invalid_field", None),

@@ -153,6 +153,22 @@ BAD_FRAMES: dict[str, tuple[bytes | str, int, str]] = {
     ),
     "oversized": (msgpack.packb({"v": 1, "t": "authenticate", "pad": b"x" * 40000}), 4413, "frame_too_large"),
     "broker-frame": (encode(Welcome(accepted=(), rejected=(), pending=0)), 4400, "unexpected_frame"),
+    # A shape fault before anything else (push sent or not, authenticated or not).
+    "push-subscribe-half": (
+        msgpack.packb(
+            {
+                "v": 2,
+                "t": "push_subscribe",
+                "rid": 1,
+                "cids": [],
+                "endpoint": "https://p.example/x",
+                "p256dh": None,
+                "auth": None,
+            }
+        ),
+        4400,
+        "invalid_field",
+    ),
     "answer-first": (
         encode(Answer(ch="c", cid="c", decision="deny", number="", ts=1, ctx_hash=b"h" * 32, sig=b"s" * 64)),
         4401,
