@@ -18,14 +18,19 @@ from protocol.text import UNSAFE_CATEGORIES
 
 
 def b64url(nbytes: int) -> dict[str, Any]:
-    """Exactly `nbytes` bytes in unpadded base64url: that many characters, no more."""
+    """Exactly `nbytes` bytes in canonical unpadded base64url: that many characters,
+    the last one with its unused low bits zero (protocol.b64.decode refuses others)."""
     chars = math.ceil(nbytes * 8 / 6)
+    unused = chars * 6 - nbytes * 8
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = "".join(c for i, c in enumerate(alphabet) if i % (1 << unused) == 0)
+    last_class = "A-Za-z0-9_-" if unused == 0 else last.replace("-", "\\-")
     return {
         "type": "string",
-        "pattern": f"^[A-Za-z0-9_-]{{{chars}}}$",
+        "pattern": f"^[A-Za-z0-9_-]{{{chars - 1}}}[{last_class}]$",
         "minLength": chars,
         "maxLength": chars,
-        "description": f"{nbytes} bytes, base64url without padding ({chars} characters)",
+        "description": f"{nbytes} bytes, canonical base64url without padding ({chars} characters)",
     }
 
 

@@ -28,6 +28,7 @@ BINDING_SECRET_BYTES = 32
 ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 _BASE32_RE = re.compile(r"^[A-Z2-7]+=*$")
 _NUMBER_RE = re.compile(r"[0-9]{1,9}")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,14 @@ def parse(text: str) -> EnrollmentURI:
     parts = split_url(text)
     if parts is None or parts.scheme != SCHEME or parts.netloc != "enroll":
         raise _bad("expected pushauth://enroll?...")
-    pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
+    # application/x-www-form-urlencoded, but a "%" must start an escape and the bytes
+    # must be UTF-8 (as the web app's parser, decodeURIComponent, has it).
+    if _BAD_PERCENT.search(parts.query):
+        raise _bad("a parameter is not valid percent-encoded UTF-8")
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False, errors="strict")
+    except UnicodeDecodeError:
+        raise _bad("a parameter is not valid percent-encoded UTF-8") from None
     q: dict[str, str] = {}
     for key, value in pairs:
         if key in q:

@@ -479,6 +479,11 @@ def uri_vectors() -> dict[str, list[dict[str, Any]]]:
         ("a space as + and as %20; white space around the URI", "  " + _uri().replace("Example+Corp", "Example%20Corp") + "\n"),
         ("a ws:// broker on loopback with a port and a query", _uri(("broker", "ws://127.0.0.1:8080/v1/device?x=1"))),
         ("reserved characters in the labels", _uri(("rp_name", "Bob & Alice's = Shop #1 + 100%"), ("account", "ä ö/?&=#"))),
+        # Read as application/x-www-form-urlencoded (section 11.1), not by the builder's grammar:
+        ("empty pieces (&&, a trailing &) are skipped", _uri().replace("&token=", "&&token=", 1) + "&"),
+        ("a raw = in a value belongs to the value; a bare name is an empty unknown parameter", _uri().replace("rp_name=Example+Corp", "rp_name=Example=Corp", 1) + "&flag"),
+        ("TOTP digits with a leading zero", _uri(extra=[("secret", _TOTP_SECRET), ("digits", "06")])),
+        ("a ws:// broker on another host: parsed (a device refuses to connect, section 2.1)", _uri(("broker", "ws://push.example.com/v1/device"))),
     ]  # fmt: skip
     invalid = [
         ("another scheme", _uri().replace("pushauth://", "otpauth://", 1)),
@@ -506,6 +511,9 @@ def uri_vectors() -> dict[str, list[dict[str, Any]]]:
         ("es of 31 bytes", _uri(extra=[("es", b64.encode(bytes(31)))])),
         ("es with padding", _uri(extra=[("es", es + "=")])),
         ("es in standard base64 (+ and /)", _uri(extra=[("es", "+/" + es[2:])])),
+        ("es with non-zero unused bits (not canonical base64url)", _uri(extra=[("es", es[:-1] + "V")])),
+        ("a % that starts no escape", _uri(("account", "100%")).replace("100%25", "100%", 1)),
+        ("a percent-escape that is not UTF-8", _uri(("account", "x")).replace("account=x", "account=%C3%28", 1)),
         ("TOTP secret not base32", _uri(extra=[("secret", "JBSWY3DP1HPK3PXP")])),
         ("TOTP secret under 80 bits", _uri(extra=[("secret", "JBSWY3DPEHPK3PX")])),
         ("TOTP algorithm MD5", _uri(extra=[("secret", _TOTP_SECRET), ("algorithm", "MD5")])),

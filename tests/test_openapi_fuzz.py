@@ -47,6 +47,11 @@ def config(user: str, credential: str, challenge: str, enrollment: str) -> str:
 [warnings]
 fail-on = true
 
+# A refusal is any of the usual 4xx, and 413 for a body over the size limit (a backup
+# larger than its maxLength is refused before it is read).
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429"]
+
 [parameters]
 "query.wait" = 0
 
@@ -144,3 +149,19 @@ def test_b64url_lengths_are_exact() -> None:
         assert pattern.fullmatch(b64.encode(bytes(nbytes)))
         assert not pattern.fullmatch(b64.encode(bytes(nbytes - 1)))
         assert not pattern.fullmatch(b64.encode(bytes(nbytes + 1)))
+
+
+def test_b64url_pattern_is_the_decoders_rule() -> None:
+    """A value the pattern allows decodes, and one it refuses does not (or is another
+    length): the last character's unused bits are zero (canonical base64url)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for nbytes in (16, 32, 64, 65):
+        pattern = re.compile(b64url(nbytes)["pattern"])
+        stem = b64.encode(bytes(range(nbytes)))[:-1]
+        for last in alphabet:
+            value = stem + last
+            try:
+                decoded: bytes | None = b64.decode(value)
+            except ValueError:
+                decoded = None
+            assert bool(pattern.fullmatch(value)) is (decoded is not None and len(decoded) == nbytes), value
