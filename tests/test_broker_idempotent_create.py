@@ -96,7 +96,7 @@ async def test_a_key_used_for_another_request_is_409_and_changes_nothing(
     world: Any, change: dict[str, Any], idem: str
 ) -> None:
     broker, rp, dev, http = world
-    body = {"user": "alice", "context": CTX, "rp_nonce": "B" * 43}
+    body = {"user": "alice", "context": CTX, "rp_nonce": "B" * 42 + "A"}  # canonical base64url: 32 bytes
     _, first, _ = await create(http, broker, rp["api_key"], body, idem)
     assert isinstance(await dev.frame(), Challenge)
     status, problem, ctype = await create(http, broker, rp["api_key"], {**body, **change}, idem)
