@@ -296,6 +296,28 @@ def test_a_device_removed_at_the_broker_is_no_device_and_leaves_the_store(world:
         world.audit_line(rf"decision=deny outcome=not_enrolled user={other.name}", before)
 
 
+def test_a_code_of_a_device_removed_on_the_phone_is_refused_while_another_gets_the_push(
+    world: World, service: str
+) -> None:
+    """The user removed one of two devices on the phone itself: the push still goes (to the
+    other), and that device's code typed at the prompt no longer signs in (the store
+    follows the broker's list before a code is checked)."""
+    before = world.audit_count()
+    home = world.base / "agent-removed-on-phone"
+    enroll_device(world, home, "spare phone")
+    (account,) = json.loads(agent_ok(home, "accounts", "--json"))
+    (code,) = [line["code"] for line in json.loads(agent_ok(home, "code", "--json"))]
+    agent_ok(home, "remove", account["name"])  # revoked at the broker, not yet known here
+    proc = pamtester(world, service)
+    number_of(proc)  # the push reached the other device
+    proc.send_line(code)
+    status, out = finish(proc)
+    assert status != 0, out
+    world.audit_line(r"decision=deny outcome=totp_bad", before)
+    listed = run_cli([PAM, "--config", world.config(), "devices", world.account.name])
+    assert listed.returncode == 0 and "spare phone" not in listed.stdout, listed
+
+
 def test_broker_unreachable_fail_closed_refuses_but_takes_a_code(world: World) -> None:
     before = world.audit_count()
     down = f"http://127.0.0.1:{free_port()}"

@@ -324,6 +324,22 @@ def test_a_verification_code_at_the_prompt_is_checked_as_totp(
     assert wrong.code == "Access-Reject" and wrong.message == "Wrong verification code."
 
 
+def test_a_code_of_a_device_removed_on_the_phone_is_refused(
+    setup: Setup, server: tuple[ManagedProcess, int]
+) -> None:
+    """Removed on the phone itself (revoked at the broker only): the push still goes to
+    the user's other device, and the removed one's code no longer signs in."""
+    _, port = server
+    home = setup.base / "agent-alice-spare"
+    enroll_device(setup, "alice", home, "spare phone")
+    (account,) = json.loads(agent_ok(home, "accounts", "--json"))
+    (code,) = [line["code"] for line in json.loads(agent_ok(home, "code", "--json"))]
+    agent_ok(home, "remove", account["name"])
+    reply = follow_up(port, start(port), typed=code)
+    assert reply.code == "Access-Reject" and reply.message == "Wrong verification code.", reply.text
+    assert "spare phone" not in [d.name for d in _devices(setup.store, "alice")]
+
+
 def test_after_a_fraud_report_a_verification_code_still_signs_in(
     setup: Setup, servers: dict[str, tuple[ManagedProcess, int]]
 ) -> None:

@@ -179,13 +179,14 @@ async def _push(
         # Removed on the device (or by another RP tool) since it was enrolled here: follow
         # the broker's list, so the store says so too (the SDK drops only what it no
         # longer lists; it adds nothing without proof).
-        with contextlib.suppress(PushAuthError):
-            await store.sync(sdk, user)
+        await store.follow(sdk, user)
         decision.outcome = Outcome.NO_DEVICES
         return decision
     except (PushBlocked, RateLimited) as exc:
         decision.detail = exc.code
-        return _code(config, conv, store, user, decision, core.BLOCKED_CODE_PROMPT, Outcome.BLOCKED)
+        return await _code(
+            config, conv, store, user, decision, core.BLOCKED_CODE_PROMPT, Outcome.BLOCKED, sdk
+        )
     except Unauthorized as exc:
         return _refused_key(decision, exc)
     except BrokerUnavailable as exc:
@@ -194,7 +195,7 @@ async def _push(
             decision.outcome = Outcome.FAIL_OPEN
             return decision
         # The codes are checked here, against our own store: they work without the broker.
-        return _code(
+        return await _code(
             config, conv, store, user, decision, core.UNREACHABLE_CODE_PROMPT, Outcome.BROKER_UNAVAILABLE
         )
     except PushAuthError as exc:
@@ -236,8 +237,8 @@ async def _after_push(
     if not isinstance(answer, core.WaitForPush):
         await _cancel(sdk, challenge)  # signing in another way: the push is over
         if isinstance(answer, core.Totp):
-            return _check(store, user, decision, answer.code)
-        return _code(config, conv, store, user, decision, core.CODE_PROMPT, Outcome.NO_CODE)
+            return await _check(store, user, decision, answer.code, sdk)
+        return await _code(config, conv, store, user, decision, core.CODE_PROMPT, Outcome.NO_CODE, sdk)
     return await _wait(sdk, store, user, pending, decision)
 
 
@@ -283,7 +284,7 @@ def _refused_key(decision: Decision, exc: Unauthorized) -> Decision:
     return decision
 
 
-def _code(
+async def _code(
     config: Config,
     conv: Conversation,
     store: UserStore,
@@ -291,17 +292,23 @@ def _code(
     decision: Decision,
     prompt: str,
     otherwise: Outcome,
+    sdk: PushAuthClient | None = None,
 ) -> Decision:
-    """Ask for a verification code (when allowed and someone can type one)."""
+    """Ask for a verification code (when allowed and someone can type one); `sdk` when
+    the broker answered, to follow its list of devices first."""
     typed = conv.prompt(prompt, echo=False) if config.code_fallback and conv.interactive else None
     code = core.clean_code(typed)
     if code is None:
         decision.outcome = otherwise
         return decision
-    return _check(store, user, decision, code)
+    return await _check(store, user, decision, code, sdk)
 
 
-def _check(store: UserStore, user: User, decision: Decision, code: str) -> Decision:
+async def _check(
+    store: UserStore, user: User, decision: Decision, code: str, sdk: PushAuthClient | None
+) -> Decision:
+    if sdk is not None:
+        await store.follow(sdk, user)  # a device removed on the phone counts no more
     check = store.check_code(user, code)
     if check.device is not None:
         decision.outcome = Outcome.TOTP_OK

@@ -199,6 +199,8 @@ class Engine:
         if not await self.states.allow(name, self.config.user_rate, self.config.rate_window):
             await self._cancel(challenge)
             return self._final(Outcome.RATE_LIMITED, name, challenge_id)
+        if challenge is not None:  # the broker answered: a device removed on the phone counts no more
+            await self.store.follow(self.sdk, user)
         check = self.store.check_code(user, code)
         if check.device is not None and not await self.states.code_unused(name, code, CODE_CLAIM_S):
             check = type(check)(None, replayed=True)  # used at another instance
