@@ -12,11 +12,9 @@ server's (RADIUS).
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 from pathlib import Path
 
-from ..errors import PushAuthError
 from ..models import Credential, Decision, SignInResult
 from ..sdk import PushAuthClient
 from ..web import credentials, totp
@@ -107,8 +105,6 @@ class UserStore:
         return await credentials.sync(client, self.db, user)
 
     async def follow(self, client: PushAuthClient, user: User) -> None:
-        """Best effort: sync, leaving the store as it is if the broker cannot be asked.
-        Before a verification code is checked with the broker reachable, so that a
-        device removed elsewhere (on the phone itself) no longer counts here."""
-        with contextlib.suppress(PushAuthError):
-            await self.sync(client, user)
+        """Before a code is checked (credentials.follow): a device removed on the phone
+        itself no longer counts; the broker unreachable leaves the store as it is."""
+        await credentials.follow(client, self.db, user)

@@ -15,11 +15,12 @@ pushauth-pam/-radius `remove`): revoke it at the broker first, then delete it he
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
 
-from ..errors import NotFound, VerificationFailed
+from ..errors import NotFound, PushAuthError, VerificationFailed
 from ..models import Credential, CredentialSync, RecoveryKey, RecoveryProof
 from ..sdk import PushAuthClient
 from .db import Database, Device, User
@@ -27,6 +28,7 @@ from .db import Database, Device, User
 # One logger for what only a compromised or misbehaving broker causes: an operator
 # may route it to an alert.
 security_log = logging.getLogger("relying_party.web.security_events")
+log = logging.getLogger(__name__)
 
 
 def security_event(user: User, what: str, exc: VerificationFailed) -> None:
@@ -136,3 +138,13 @@ async def sync(client: PushAuthClient, db: Database, user: User) -> SyncReport:
                 None if key is None else key.signature,
             )
     return report
+
+
+async def follow(client: PushAuthClient, db: Database, user: User, *, within: float = 2.0) -> None:
+    """Best effort before a verification code is checked: sync, so that a device removed
+    elsewhere (on the phone itself) no longer counts here. A broker that cannot answer
+    within `within` seconds leaves the devices as they are: codes work without it."""
+    try:
+        await asyncio.wait_for(sync(client, db, user), within)
+    except (PushAuthError, TimeoutError) as exc:
+        log.info("devices of %s not checked with the broker before a code: %s", user.handle, exc or "timeout")
