@@ -21,6 +21,7 @@ a recovery proven with a stored recovery key.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import sqlite3
@@ -283,3 +284,46 @@ def report(removed: Removed, *, who: str, again: str) -> str:
             f"{who} has no devices left on this host: their sign-ins are refused until one is enrolled"
         )
     return "\n".join(lines)
+
+
+def add_commands(
+    sub: argparse._SubParsersAction[Any], *, who: str, user_help: str, store: str, shared: str = ""
+) -> None:
+    """The `devices` and `remove` subcommands of a host CLI (pushauth-pam, -radius): `who`
+    ("a local user's"), USER's help, and what the CLI calls its store."""
+    listing = sub.add_parser(
+        "devices",
+        help=f"list {who} devices",
+        description=f"List USER's devices as {store} has them (the broker is not asked): "
+        "name, credential id, when added and last used (its last approval or verification code), "
+        "confirmed or 'setup not finished' (its test push never approved), and the device it was "
+        "restored from, if any. A device removed on the phone itself leaves this list when "
+        "USER next signs in with the broker reachable.",
+    )
+    listing.add_argument("user", metavar="USER", help=user_help)
+    listing.add_argument("--json", action="store_true", help="a JSON list, one object per device")
+    drop = sub.add_parser(
+        "remove",
+        help=f"remove {who} device (lost or stolen): revoke it at the broker, delete it here",
+        description="Remove DEVICE of USER: revoke it at the broker (an online device is told at "
+        f"once, and no push reaches it again), then delete it from {store} (its "
+        f"approvals and verification codes no longer count{shared}). "
+        "If the broker cannot be reached, nothing is removed, unless --here-only is given.",
+        epilog=f"--here-only deletes the device from {store} without asking the broker: its "
+        "approvals and codes stop counting here at once, but the broker still lists it, so it still "
+        "gets USER's pushes (an approval from it is refused here, and ends that sign-in attempt) and "
+        "a \"this wasn't me\" report from it still pauses USER's push at the broker. Once the broker "
+        "can be reached, run remove USER CREDENTIAL_ID (the id --here-only printed) to revoke it there: "
+        "a device no longer in the store is revoked only if the broker lists it for USER.",
+    )
+    drop.add_argument("user", metavar="USER", help=user_help)
+    drop.add_argument(
+        "device",
+        metavar="DEVICE",
+        help="its name or credential id (see devices USER); a name two devices share is refused",
+    )
+    drop.add_argument(
+        "--here-only",
+        action="store_true",
+        help=f"do not ask the broker: delete it from {store} only (see below)",
+    )

@@ -126,42 +126,12 @@ def _parser() -> argparse.ArgumentParser:
         default=600,
         help="seconds to wait for the device and the test push (default: 600)",
     )
-    user_help = "the user's name as pushauth-radius sees it, mapped as for enroll (e.g. alice)"
-    listing = sub.add_parser(
-        "devices",
-        help="list a user's devices",
-        description="List USER's devices as the user store has them (the broker is not asked): "
-        "name, credential id, when added and last used (its last approval or verification code), "
-        "confirmed or 'setup not finished' (its test push never approved), and the device it was "
-        "restored from, if any. A device removed on the phone itself leaves this list at "
-        "USER's next push sign-in.",
-    )
-    listing.add_argument("user", metavar="USER", help=user_help)
-    listing.add_argument("--json", action="store_true", help="a JSON list, one object per device")
-    drop = sub.add_parser(
-        "remove",
-        help="remove a user's device (lost or stolen): revoke it at the broker, delete it here",
-        description="Remove DEVICE of USER: revoke it at the broker (an online device is told at "
-        "once, and no push reaches it again), then delete it from the user store (its "
-        "approvals and verification codes no longer count, on every instance sharing the store). "
-        "If the broker cannot be reached, nothing is removed, unless --here-only is given.",
-        epilog="--here-only deletes the device from the user store without asking the broker: its "
-        "approvals and codes stop counting here at once, but the broker still lists it, so it still "
-        "gets USER's pushes (an approval from it is refused here, and ends that sign-in attempt) and "
-        "a \"this wasn't me\" report from it still pauses USER's push at the broker. Once the broker "
-        "can be reached, run remove USER CREDENTIAL_ID (the id --here-only printed) to revoke it there: "
-        "a device no longer in the store is revoked only if the broker lists it for USER.",
-    )
-    drop.add_argument("user", metavar="USER", help=user_help)
-    drop.add_argument(
-        "device",
-        metavar="DEVICE",
-        help="its name or credential id (see devices USER); a name two devices share is refused",
-    )
-    drop.add_argument(
-        "--here-only",
-        action="store_true",
-        help="do not ask the broker: delete it from the user store only (see below)",
+    devices.add_commands(
+        sub,
+        who="a user's",
+        user_help="the user's name as pushauth-radius sees it, mapped as for enroll (e.g. alice)",
+        store="the user store",
+        shared=" (on every instance sharing the store)",
     )
     return parser
 
