@@ -14,13 +14,13 @@ import itertools
 import json
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from e2e_helpers import agent, agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
+from host_cli import command, command_ok, stored_devices
 from pam_world import (
     NUMBER_PROMPT,
     PAM,
@@ -42,7 +42,7 @@ from relying_party.pam import cli as pam_cli
 from relying_party.sdk import PushAuthClient
 from relying_party.web import totp
 from relying_party.web.credentials import SyncReport
-from relying_party.web.db import Database, Device
+from relying_party.web.db import Database
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,9 @@ def test_enroll_prints_a_qr_code_and_confirms_with_a_test_push(world: World) -> 
 
 def test_the_right_number_signs_in(world: World, service: str) -> None:
     before = world.audit_count()
-    (device,) = [d for d in _devices(world.store, f"{world.account.name}@test.example") if d.name == "phone"]
+    (device,) = [
+        d for d in stored_devices(world.store, f"{world.account.name}@test.example") if d.name == "phone"
+    ]
     proc = pamtester(world, service)
     number = number_of(proc)
     assert re.fullmatch(r"\d\d", number)
@@ -111,7 +113,9 @@ def test_the_right_number_signs_in(world: World, service: str) -> None:
     )
     assert re.search(r"challenge=\S+ ms=\d+ prompt_ms=\d+ approval_ms=\d+", line), line
     # The approving device's "last used" (pushauth-pam devices) is now.
-    (used,) = [d for d in _devices(world.store, f"{world.account.name}@test.example") if d.name == "phone"]
+    (used,) = [
+        d for d in stored_devices(world.store, f"{world.account.name}@test.example") if d.name == "phone"
+    ]
     assert used.last_used_at is not None and used.last_used_at > (device.last_used_at or 0)
 
 
@@ -464,26 +468,6 @@ def test_pam_exec_mode_pushes_with_the_number_printed(world: World) -> None:
 # -- devices and remove ----------------------------------------------------------------
 
 
-def _devices(store: Path, name: str) -> list[Device]:
-    """The devices of pushauth user `name` in the store."""
-    db = Database(store)
-    try:
-        user = db.user_by_name(name)
-        return [] if user is None else db.devices(user.id)
-    finally:
-        db.close()
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli([PAM, "--config", config, *args])
-
-
-def _ok(config: Path, *args: str) -> str:
-    result = _cli(config, *args)
-    assert result.returncode == 0 and result.stderr == "", result
-    return result.stdout
-
-
 async def _sync(world: World, name: str) -> SyncReport:
     store = UserStore(world.store)
     try:
@@ -504,25 +488,25 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
         user, name = other.name, f"{other.name}@test.example"
         enroll_device(world, lost_home, "phone", user=user)
         enroll_device(world, kept_home, "phone", user=user)
-        listed = json.loads(_ok(world.config(), "devices", user, "--json"))
+        listed = json.loads(command_ok(PAM, world.config(), "devices", user, "--json"))
         assert [(d["name"], d["confirmed"], d["restored_from"]) for d in listed] == [
             ("phone", True, None)
         ] * 2
         assert all(d["added"] and d["last_used"] for d in listed), listed  # the setup's approval
         lost, kept = (str(d["credential_id"]) for d in listed)
-        stored = _devices(world.store, name)
+        stored = stored_devices(world.store, name)
 
         # Two devices named "phone": refused with both ids, nothing changed.
-        ambiguous = _cli(world.config(), "remove", user, "phone")
+        ambiguous = command(PAM, world.config(), "remove", user, "phone")
         line = assert_cli_error(ambiguous, contains='2 devices named "phone"')
         assert ambiguous.returncode == 1 and lost in line and kept in line
-        assert _devices(world.store, name) == stored
+        assert stored_devices(world.store, name) == stored
 
         (device,) = [d for d in stored if d.credential_id == lost]
         code = totp.code_at(device, int(time.time() // device.totp_period))  # the lost phone's code now
-        out = _ok(world.config(), "remove", user, lost)
+        out = command_ok(PAM, world.config(), "remove", user, lost)
         assert f'removed "phone" ({lost}) of {user}' in out and "revoked at the broker" in out, out
-        assert [d.credential_id for d in _devices(world.store, name)] == [kept]
+        assert [d.credential_id for d in stored_devices(world.store, name)] == [kept]
 
         # The next sign-in pushes to the kept phone alone, and the lost phone's code is refused.
         proc = pamtester(world, service, user)
@@ -542,52 +526,54 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
         db = Database(world.store)
         db.rename_device(device.user_id, kept, "kept\x1b[2J phone")
         db.close()
-        stored = _devices(world.store, name)
+        stored = stored_devices(world.store, name)
         down = world.config("devices-down", broker_url=f"http://127.0.0.1:{free_port()}")
-        text = _ok(down, "devices", user)
+        text = command_ok(PAM, down, "devices", user)
         assert "\x1b" not in text, text
         assert re.search(
             rf"^kept\\x1b\[2J phone +{kept} +(\d{{4}}-\d\d-\d\d \d\d:\d\d UTC +){{2}}confirmed$", text, re.M
         ), text
-        refused = _cli(down, "remove", user, kept)
+        refused = command(PAM, down, "remove", user, kept)
         line = assert_cli_error(refused, contains="nothing was removed: the broker cannot be reached")
         assert refused.returncode == 1 and "--here-only" in line
-        assert _devices(world.store, name) == stored
+        assert stored_devices(world.store, name) == stored
 
         # --here-only: gone from this host at once; the output says the broker still lists it.
-        out = _ok(down, "remove", user, kept, "--here-only")
+        out = command_ok(PAM, down, "remove", user, kept, "--here-only")
         assert "\x1b" not in out and '"kept\\x1b[2J phone"' in out, out
         assert "the broker still lists it" in out, out
         assert f"pushauth-pam --config {down} remove {user} {kept}" in out, out
-        assert _devices(world.store, name) == []
+        assert stored_devices(world.store, name) == []
         # Meanwhile the broker's list does not bring it back: the SDK takes no credential
         # the store does not hold (logged as a security event), unless proven a recovery.
         report = asyncio.run(_sync(world, name))
         assert (report.refused, report.restored, report.dropped) == (1, [], [])
-        assert _devices(world.store, name) == []
+        assert stored_devices(world.store, name) == []
 
         # The broker back: its credential id revokes it there, and the device is told.
-        out = _ok(world.config(), "remove", user, kept)
+        out = command_ok(PAM, world.config(), "remove", user, kept)
         assert f"{kept} was not in this host's store; now revoked at the broker" in out, out
         told = agent(kept_home, "pending", "--json")
         assert "no more sign-in requests" in told.stderr, told.stderr
-        assert_cli_error(_cli(world.config(), "remove", user, kept), contains="on this host or at the broker")
+        assert_cli_error(
+            command(PAM, world.config(), "remove", user, kept), contains="on this host or at the broker"
+        )
 
 
 def test_devices_and_remove_name_an_unknown_user_or_device(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = world.config()
-    result = _cli(config, "devices", "nosuchuser")
+    result = command(PAM, config, "devices", "nosuchuser")
     assert result.returncode == 1
     assert_cli_error(
         result, contains="no local user 'nosuchuser' on this host, and nosuchuser is not enrolled here"
     )
-    stored = _devices(world.store, f"{world.account.name}@test.example")
-    result = _cli(config, "remove", world.account.name, "no such phone")
+    stored = stored_devices(world.store, f"{world.account.name}@test.example")
+    result = command(PAM, config, "remove", world.account.name, "no such phone")
     assert result.returncode == 1
     assert_cli_error(result, contains=f'{world.account.name} has no device "no such phone"')
-    assert _devices(world.store, f"{world.account.name}@test.example") == stored
+    assert stored_devices(world.store, f"{world.account.name}@test.example") == stored
     with pytest.raises(SystemExit) as exited:
         pam_cli.main(["--config", str(config), "remove", world.account.name])
     assert exited.value.code == 2

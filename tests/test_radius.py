@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import redis
 from e2e_helpers import agent, agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
+from host_cli import command, command_ok, stored_devices
 from pyrad import packet as rp
 from shared_broker import broker, new_rp  # noqa: F401 - broker is a fixture
 from support import (
@@ -35,7 +36,6 @@ from support import (
     console_script,
     free_port,
     line_on_stdout,
-    run_cli,
 )
 
 from relying_party.radius import cli, core, dictionary
@@ -337,7 +337,7 @@ def test_a_code_of_a_device_removed_on_the_phone_is_refused(
     agent_ok(home, "remove", account["name"])
     reply = follow_up(port, start(port), typed=code)
     assert reply.code == "Access-Reject" and reply.message == "Wrong verification code.", reply.text
-    assert "spare phone" not in [d.name for d in _devices(setup.store, "alice")]
+    assert "spare phone" not in [d.name for d in stored_devices(setup.store, "alice")]
 
 
 def test_after_a_fraud_report_a_verification_code_still_signs_in(
@@ -669,25 +669,6 @@ def test_check_config_and_bad_config_say_one_line(
     assert err.count("\n") == 1 and "broker.url" in err and "Traceback" not in err
 
 
-def _devices(store: Path, name: str) -> list[Device]:
-    db = Database(store)
-    try:
-        user = db.user_by_name(name)
-        return [] if user is None else db.devices(user.id)
-    finally:
-        db.close()
-
-
-def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run_cli([RADIUS, "--config", config, *args])
-
-
-def _ok(config: Path, *args: str) -> str:
-    result = _cli(config, *args)
-    assert result.returncode == 0 and result.stderr == "", result
-    return result.stdout
-
-
 def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_down(
     setup: Setup, server: tuple[ManagedProcess, int]
 ) -> None:
@@ -696,22 +677,24 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
     enroll_device(setup, "carol", lost_home, "phone")
     enroll_device(setup, "carol", kept_home, "phone")
     config = write_config(setup, 1812, name="devices")
-    listed = json.loads(_ok(config, "devices", "CORP\\Carol", "--json"))  # mapped as the server maps it
+    listed = json.loads(
+        command_ok(RADIUS, config, "devices", "CORP\\Carol", "--json")
+    )  # mapped as the server maps it
     assert [(d["name"], d["confirmed"], d["restored_from"]) for d in listed] == [("phone", True, None)] * 2
     lost, kept = (str(d["credential_id"]) for d in listed)
-    stored = _devices(setup.store, "carol")
+    stored = stored_devices(setup.store, "carol")
 
     # Two devices named "phone": refused with both ids, nothing changed.
-    ambiguous = _cli(config, "remove", "carol", "phone")
+    ambiguous = command(RADIUS, config, "remove", "carol", "phone")
     line = assert_cli_error(ambiguous, contains='2 devices named "phone"')
     assert ambiguous.returncode == 1 and lost in line and kept in line
-    assert _devices(setup.store, "carol") == stored
+    assert stored_devices(setup.store, "carol") == stored
 
     (device,) = [d for d in stored if d.credential_id == lost]
     code = totp.code_at(device, int(time.time() // device.totp_period))  # the lost phone's code now
-    out = _ok(config, "remove", "carol", lost)
+    out = command_ok(RADIUS, config, "remove", "carol", lost)
     assert f'removed "phone" ({lost}) of carol' in out and "revoked at the broker" in out, out
-    assert [d.credential_id for d in _devices(setup.store, "carol")] == [kept]
+    assert [d.credential_id for d in stored_devices(setup.store, "carol")] == [kept]
 
     # The next sign-in pushes to the kept phone alone, and the lost phone's code is refused.
     challenge = start(port, "carol")
@@ -725,19 +708,19 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
 
     # The broker unreachable: refused, nothing changed.
     down = write_config(setup, 1812, name="devices-down", broker_url=f"http://127.0.0.1:{free_port()}")
-    refused = _cli(down, "remove", "carol", "phone")
+    refused = command(RADIUS, down, "remove", "carol", "phone")
     line = assert_cli_error(refused, contains="nothing was removed: the broker cannot be reached")
     assert refused.returncode == 1 and "--here-only" in line
-    assert [d.credential_id for d in _devices(setup.store, "carol")] == [kept]
+    assert [d.credential_id for d in stored_devices(setup.store, "carol")] == [kept]
 
     # --here-only: gone from the store at once; the output says the broker still lists it.
-    out = _ok(down, "remove", "carol", "phone", "--here-only")
+    out = command_ok(RADIUS, down, "remove", "carol", "phone", "--here-only")
     assert "the broker still lists it" in out, out
     assert f"pushauth-radius --config {down} remove carol {kept}" in out, out
-    assert _devices(setup.store, "carol") == []
+    assert stored_devices(setup.store, "carol") == []
 
     # The broker back: its credential id revokes it there, and the device is told.
-    out = _ok(config, "remove", "carol", kept)
+    out = command_ok(RADIUS, config, "remove", "carol", kept)
     assert f"{kept} was not in this host's store; now revoked at the broker" in out, out
     told = agent(kept_home, "pending", "--json")
     assert "no more sign-in requests" in told.stderr, told.stderr
@@ -747,14 +730,14 @@ def test_devices_and_remove_name_an_unknown_user_or_device(
     setup: Setup, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(setup, 1812, name="devices-unknown")
-    result = _cli(config, "devices", "nobody")
+    result = command(RADIUS, config, "devices", "nobody")
     assert result.returncode == 1
     assert_cli_error(result, contains="nobody is not enrolled here")
-    stored = _devices(setup.store, "alice")
-    result = _cli(config, "remove", "alice", "no such phone")
+    stored = stored_devices(setup.store, "alice")
+    result = command(RADIUS, config, "remove", "alice", "no such phone")
     assert result.returncode == 1
     assert_cli_error(result, contains='alice has no device "no such phone"')
-    assert _devices(setup.store, "alice") == stored
+    assert stored_devices(setup.store, "alice") == stored
     with pytest.raises(SystemExit) as exited:
         cli.main(["--config", str(config), "remove", "alice", "phone", "--here-only", "--everywhere"])
     assert exited.value.code == 2 and "unrecognized arguments: --everywhere" in capsys.readouterr().err
