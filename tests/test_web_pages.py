@@ -28,6 +28,8 @@ from support.hostile_broker import HostileBroker
 
 from protocol import signing
 from relying_party import wire
+from relying_party.sdk import PushAuthClient
+from relying_party.web import recovery_codes
 from relying_party.web.app import create_app
 from relying_party.web.config import Settings
 from relying_party.web.db import Database, Enrollment, User, now_ms
@@ -350,9 +352,27 @@ async def test_malformed_codes(site: Site, code: str, message: str) -> None:
     assert not await site.signed_in()
 
 
-async def test_code_signs_in_once_and_is_refused_when_replayed(site: Site) -> None:
-    token = await _code_page(site)
-    totp = pyotp.TOTP(SECRET)
+async def _real_code_page(site: Site, tmp_path: Path) -> tuple[str, pyotp.TOTP]:
+    """alice's device made real (the agent enrolled it, the broker lists it: the code step
+    follows the broker's list first), then the password: at the code page. Its CSRF
+    token and the device's codes (the secret we provisioned for it)."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    device = site.db.device(user(site.db).id, cid)
+    assert device is not None and (device.totp_algorithm, device.totp_digits, device.totp_period) == (
+        "SHA1",
+        6,
+        30,
+    )
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    return await site.token("/signin/code"), pyotp.TOTP(device.totp_secret)
+
+
+async def test_code_signs_in_once_and_is_refused_when_replayed(site: Site, tmp_path: Path) -> None:
+    token, totp = await _real_code_page(site, tmp_path)
     wrong = str((int(totp.now()) + 1) % 1_000_000).zfill(6)
     r = await site.post("/signin/code", {"csrf_token": token, "code": wrong})
     assert r.status == 401 and "not right" in await r.text()
@@ -361,20 +381,19 @@ async def test_code_signs_in_once_and_is_refused_when_replayed(site: Site) -> No
     r = await site.post("/signin/code", {"csrf_token": token, "code": code[:3] + " " + code[3:]})
     assert r.status == 303 and r.headers["Location"] == "/account"
     _, html = await site.get("/account")
-    assert "Verification code (Phone)" in html
+    assert "Verification code (Agent)" in html
 
     # Sign out, sign in again, and try the same code: refused.
     await site.post("/signout", {"csrf_token": await site.token("/account")})
-    await site.sign_in()
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
     token = await site.token("/signin/code")
     r = await site.post("/signin/code", {"csrf_token": token, "code": code})
     assert r.status == 401 and "already used" in await r.text()
     assert not await site.signed_in()
 
 
-async def test_code_with_one_step_of_clock_skew(site: Site) -> None:
-    token = await _code_page(site)
-    totp = pyotp.TOTP(SECRET)
+async def test_code_with_one_step_of_clock_skew(site: Site, tmp_path: Path) -> None:
+    token, totp = await _real_code_page(site, tmp_path)
     # Codes are picked by time step: keep clear of a step boundary while the request runs.
     if time.time() % 30 > 27:
         await asyncio.sleep(30 - time.time() % 30 + 0.1)
@@ -385,11 +404,13 @@ async def test_code_with_one_step_of_clock_skew(site: Site) -> None:
     assert r.status == 303
 
 
-async def test_codes_lock_the_account_too(site: Site) -> None:
-    token = await _code_page(site)
+async def test_codes_lock_the_account_too(site: Site, tmp_path: Path) -> None:
+    token, totp = await _real_code_page(site, tmp_path)
+    wrong = str((int(totp.now()) + 1) % 1_000_000).zfill(6)
     for _ in range(3):
-        await site.post("/signin/code", {"csrf_token": token, "code": "000000"})
-    r = await site.post("/signin/code", {"csrf_token": token, "code": pyotp.TOTP(SECRET).now()})
+        r = await site.post("/signin/code", {"csrf_token": token, "code": wrong})
+        assert r.status == 401 and "not right" in await r.text()
+    r = await site.post("/signin/code", {"csrf_token": token, "code": totp.now()})
     assert r.status == 429 and "locked" in await r.text()
     assert not await site.signed_in()
 
@@ -862,6 +883,148 @@ async def test_a_device_removed_in_the_app_is_dropped_here(site: Site, tmp_path:
     _, html = await site.get("/security")
     assert "Agent is no longer registered with the sign-in service" in html
     assert site.db.devices(user(site.db).id) == []
+
+
+# -- the broker's word drops devices, never the second step (docs/protocol.md section 20) -----
+
+
+async def _set_up_device(site: Site, home: Path) -> str:
+    """alice (password only so far) adds a device with the agent and finishes its setup."""
+    assert (await site.sign_in()).headers["Location"] == "/security"
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    return cid
+
+
+async def _to_recovery_code(site: Site, code: str) -> aiohttp.ClientResponse:
+    return await site.post(
+        "/signin/recovery-code", {"csrf_token": await site.token("/signin/recovery-code"), "code": code}
+    )
+
+
+async def test_a_broker_that_drops_every_device_cannot_downgrade_to_the_password(
+    site: Site, broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
+) -> None:
+    """A compromised broker revokes alice's only device (here through the RP API with
+    another client of the same RP, as a broker's own code could); Security info drops it
+    on the broker's word. With alice's stolen password that must not be a sign-in: the
+    second step is still owed, the page says no app is left and what to do, and a
+    recovery code still gets her in."""
+    cid = await _set_up_device(site, tmp_path / "phone")
+    codes = await recovery_codes.replace_set(site.db, user(site.db).id)
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as other:
+        await other.revoke_credential(cid)
+    _, html = await site.get("/security")
+    assert "Agent is no longer registered with the sign-in service" in html
+    assert site.db.devices(user(site.db).id) == []
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+
+    r = await site.sign_in()
+    assert r.status == 303 and r.headers["Location"] == "/signin/code"  # not signed in by the password
+    assert not await site.signed_in()
+    status, html = await site.get("/signin/code")
+    assert status == 200
+    assert "No authenticator app of yours is registered with this account any more" in html
+    assert 'href="/signin/recovery-code"' in html and 'href="/signin/access-pass"' in html
+    assert "ask your administrator" in html
+    assert 'action="/signin/code"' not in html  # no code can be right: none is asked for
+    # A code typed anyway (posted to the form's address) signs nobody in either.
+    r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": "123456"})
+    assert r.status == 401 and "No authenticator app of yours" in await r.text()
+    assert not await site.signed_in()
+
+    r = await _to_recovery_code(site, codes[0])
+    assert r.status == 303 and r.headers["Location"] == "/security"
+    assert await site.signed_in()
+    _, html = await site.get("/account")
+    assert "Recovery code" in html and 'id="no-device-left"' in html
+    _, html = await site.get("/security")
+    assert 'id="no-device-left"' in html and "protected by a password only" not in html
+
+
+async def test_removing_the_last_device_yourself_makes_the_password_enough_again(
+    site: Site, tmp_path: Path
+) -> None:
+    """The one way back to password-only sign-in: the user removes the last device on
+    Security info (after a fresh second factor; the page warns). Here after the first
+    device was removed on the phone and dropped, a recovery-code sign-in and a new one."""
+    old = await _set_up_device(site, tmp_path / "old")
+    codes = await recovery_codes.replace_set(site.db, user(site.db).id)
+    removed = await phone(tmp_path / "old", "remove", "alice")
+    assert removed.returncode == 0, removed.stderr
+    _, html = await site.get("/security")
+    assert "Agent is no longer registered" in html and site.db.device(user(site.db).id, old) is None
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await site.sign_in()).headers["Location"] == "/signin/code"
+    assert (await _to_recovery_code(site, codes[0])).headers["Location"] == "/security"
+
+    # A new phone (the recovery sign-in is fresh enough to add it), then its removal.
+    new = await _enroll_with_agent(site, tmp_path / "new")
+    # An unfinished setup's removal ends nothing: the second step stays owed.
+    status, html = await site.get(f"/security/devices/{new}/remove")
+    assert status == 200 and "protected by your password only" not in html
+    await _finish_setup(site, tmp_path / "new", new)
+    status, html = await site.get(f"/security/devices/{new}/remove")
+    assert status == 200 and "Without it, your account is protected by your password only." in html
+    token = await site.token(f"/security/devices/{new}/remove")
+    r = await site.post(f"/security/devices/{new}/remove", {"csrf_token": token})
+    assert r.status == 303 and r.headers["Location"] == "/security"
+    assert site.db.devices(user(site.db).id) == [] and not user(site.db).second_factor
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+
+    r = await site.sign_in()
+    assert r.status == 303 and r.headers["Location"] == "/security"
+    _, html = await site.get("/security")
+    assert "protected by a password only" in html
+    assert await site.signed_in()
+
+
+async def test_a_code_of_a_device_removed_on_the_phone_no_longer_signs_in(site: Site, tmp_path: Path) -> None:
+    """The code step follows the broker's list first (credentials.follow): a device the
+    person removed on the phone itself is dropped before its code is checked, even when
+    its secret's codes are still known (here from our own record)."""
+    home = tmp_path / "phone"
+    cid = await _set_up_device(site, home)
+    secret = site.db.device(user(site.db).id, cid).totp_secret  # type: ignore[union-attr]
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    removed = await phone(home, "remove", "alice")
+    assert removed.returncode == 0, removed.stderr
+
+    r = await site.sign_in()
+    assert r.headers["Location"] == "/signin/code"  # the broker has no device to ask
+    assert site.db.device(user(site.db).id, cid) is not None  # not synced yet
+    token = await site.token("/signin/code")
+    r = await site.post("/signin/code", {"csrf_token": token, "code": pyotp.TOTP(secret).now()})
+    assert r.status == 401
+    assert "No authenticator app of yours is registered with this account any more" in await r.text()
+    assert site.db.devices(user(site.db).id) == []
+    assert not await site.signed_in()
+
+
+async def test_a_code_of_a_device_removed_on_the_phone_does_not_verify_it_is_you(
+    site: Site, settings: Settings, tmp_path: Path
+) -> None:
+    """The same at "Verify it's you" (re-authentication): the code is refused, and with
+    no device left the password is not offered in its place."""
+    home = tmp_path / "phone"
+    cid = await _set_up_device(site, home)
+    secret = site.db.device(user(site.db).id, cid).totp_secret  # type: ignore[union-attr]
+    async for s in _site(replace(settings, reauth_window=0)):
+        await _push_sign_in(s, home)
+        removed = await phone(home, "remove", "alice")
+        assert removed.returncode == 0, removed.stderr
+        async with s.http.get(s.url + "/security/add", allow_redirects=False) as r:
+            assert r.headers["Location"] == "/reauth"
+        token = await s.token("/reauth")
+        r = await s.post("/reauth/code", {"csrf_token": token, "code": pyotp.TOTP(secret).now()})
+        assert r.status == 401
+        html = html_lib.unescape(await r.text())
+        assert "none can verify it's you" in html and 'action="/reauth/password"' not in html
+        assert s.db.devices(user(s.db).id) == []
+        r = await s.post("/reauth/password", {"csrf_token": token, "password": PASSWORD})
+        assert r.status == 303 and r.headers["Location"] == "/reauth"
+        async with s.http.get(s.url + "/security/add", allow_redirects=False) as r:
+            assert r.headers["Location"] == "/reauth"  # still not verified
 
 
 async def test_a_push_request_kept_by_an_older_demo_starts_over(site: Site, tmp_path: Path) -> None:

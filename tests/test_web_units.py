@@ -12,7 +12,7 @@ import pytest
 
 from relying_party.totp import new_totp
 from relying_party.web import forms, passwords, qr, signin_context, totp
-from relying_party.web.db import Database, Enrollment, now_ms
+from relying_party.web.db import MIGRATIONS, SCHEMA, Database, Enrollment, now_ms
 from relying_party.web.ratelimit import AttemptLimiter
 
 
@@ -177,6 +177,70 @@ def test_a_database_of_the_previous_demo_is_migrated(tmp_path: Path) -> None:
         db.close()
     columns = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(devices)")}
     assert {"recovery_public_key", "recovery_key_ts", "recovered_from", "setup_challenge"} <= columns
+
+
+def test_the_migration_marks_accounts_with_a_finished_device_as_needing_a_second_step(
+    tmp_path: Path,
+) -> None:
+    """A database of the demo from before users.second_factor: an account with a device
+    whose setup was finished needs a second step from the first open on, whatever the
+    broker's list says later; one with only an unfinished setup, or none, does not."""
+    path = tmp_path / "rp.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA)
+    for table, column, declaration in MIGRATIONS:
+        if (table, column) != ("users", "second_factor"):
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    for uid, name in ((1, "alice"), (2, "bob"), (3, "carol")):
+        conn.execute(
+            "INSERT INTO users (id, name, handle, password_hash, created_at) VALUES (?, ?, ?, 'x', 1)",
+            (uid, name, f"u-{uid}"),
+        )
+    for cid, uid, confirmed in (("cred-a", 1, 1), ("cred-a2", 1, 0), ("cred-b", 2, 0)):
+        conn.execute(
+            "INSERT INTO devices (credential_id, user_id, name, public_key, totp_secret, totp_algorithm,"
+            " totp_digits, totp_period, confirmed, created_at)"
+            " VALUES (?, ?, 'Phone', x'00', 'S', 'SHA1', 6, 30, ?, 1)",
+            (cid, uid, confirmed),
+        )
+    conn.commit()
+    conn.close()
+    for _ in range(2):  # a second open finds nothing left to do
+        db = Database(path)
+        flags = {name: db.user_by_name(name).second_factor for name in ("alice", "bob", "carol")}  # type: ignore[union-attr]
+        assert flags == {"alice": True, "bob": False, "carol": False}
+        db.close()
+    # The pre-v2 database of the test above is covered the same way.
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old)
+    conn.executescript(OLD_SCHEMA)
+    conn.close()
+    db = Database(old)
+    assert db.user_by_name("alice").second_factor  # type: ignore[union-attr]
+    db.close()
+
+
+def test_the_second_step_ends_only_when_the_user_removes_the_last_device(db: Database) -> None:
+    """Set by a finished setup (or a restore); a device dropped on the broker's word
+    (remove_device) leaves it; end_second_factor (the user's own removal on Security
+    info) ends it only once no finished device is left."""
+    first, _ = _device(db, "alice")
+    alice = db.user_by_name("alice")
+    assert alice is not None and alice.second_factor
+    assert not db.add_user("bob", "x").second_factor
+    source = db.device(alice.id, first)
+    assert source is not None
+    db.set_recovery_key(first, bytes(range(32)))
+    proof = '{"from": "x", "ts": 1, "recovery_signature": "", "signature": ""}'
+    assert db.add_recovered_device(
+        source, "cred-new", "New phone", bytes(32), recovery_public_key=bytes(32), recovery_proof=proof
+    )
+    assert db.remove_device(alice.id, first)
+    assert not db.end_second_factor(alice.id)  # the restored one is left
+    assert db.remove_device(alice.id, "cred-new")
+    assert db.user_by_id(alice.id).second_factor  # type: ignore[union-attr]  # dropped: still owed
+    assert db.end_second_factor(alice.id)
+    assert not db.user_by_id(alice.id).second_factor  # type: ignore[union-attr]
 
 
 def test_database_file_is_private(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .db import User, now_ms
+from .db import Database, User, now_ms
 from .keys import DB, IP_LIMITER, NAME_LIMITER, SETTINGS
 from .sessions import Session, get_session
 
@@ -69,6 +69,27 @@ def pending_user(request: web.Request) -> User:
         session.pop("pending")
         raise web.HTTPSeeOther("/signin")
     return user
+
+
+# What the second step says when the account needs one and has no device left.
+NO_DEVICE_LEFT = (
+    "No authenticator app of yours is registered with this account any more (it was removed "
+    "in the app, or the sign-in service no longer lists it), so none can approve this sign-in "
+    "or show a code. Sign in with one of your recovery codes, or with a temporary access pass "
+    "from your administrator; if you have neither, ask your administrator. Then add your app "
+    "again on Security info."
+)
+
+
+def second_factor_required(db: Database, user: User) -> bool:
+    """Whether signing in (and "Verify it's you") needs more than the password: the one
+    place for this rule. Decided by our own records, never by the broker's list: an
+    account that once finished a device's setup keeps needing a second step when the
+    broker stops listing its devices (they are dropped here on its word, credentials.sync);
+    only the user's own removal of the last device on Security info ends it
+    (Database.end_second_factor). Revoking credentials is denial for a compromised
+    broker, never a way to password-only sign-in."""
+    return user.second_factor or bool(db.devices(user.id, confirmed_only=True))
 
 
 def begin_second_step(session: Session, user: User) -> None:

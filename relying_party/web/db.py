@@ -143,7 +143,20 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     # approved after its page was closed, it still finishes the setup when Security info
     # is shown next (views_security.finish_from_test). NULL once confirmed.
     ("devices", "setup_challenge", "TEXT"),
+    # The account has had a second factor: set when a device's setup is first finished
+    # (or a device is restored), cleared only when the user removes their last device
+    # on Security info. Sign-in asks for a second step while it is set, whatever the
+    # broker's list of devices says (auth.second_factor_required): the broker can make
+    # us drop devices, never make the account password-only again.
+    ("users", "second_factor", "INTEGER NOT NULL DEFAULT 0"),
 )
+# Run once, in the same transaction, right after its column was added to an existing
+# database: what that database already knew, carried into the new column.
+BACKFILLS: dict[tuple[str, str], str] = {
+    ("users", "second_factor"): (
+        "UPDATE users SET second_factor = 1 WHERE id IN (SELECT user_id FROM devices WHERE confirmed = 1)"
+    ),
+}
 ACTIVITY_KEEP = 200  # rows per user: enough for months of sign-ins, bounded against floods
 
 
@@ -164,6 +177,7 @@ class User:
     session_epoch: int = 0
     must_change_password: bool = False
     password_changed_at: int | None = None
+    second_factor: bool = False  # see MIGRATIONS and auth.second_factor_required
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +280,8 @@ class Database:
                 have = {row["name"] for row in self.conn.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     self.conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                    if (table, column) in BACKFILLS:
+                        self.conn.execute(BACKFILLS[table, column])
 
     def close(self) -> None:
         self.conn.close()
@@ -414,6 +430,7 @@ class Database:
                 ),
             )
             self.set_recovery_key(source.credential_id, None)
+            self._second_factor_set(credential_id)
         return cur.rowcount == 1
 
     def set_recovery_key(
@@ -444,11 +461,34 @@ class Database:
         return _device(row) if row else None
 
     def confirm_device(self, credential_id: str) -> None:
+        """The device's setup is finished: it answers sign-ins, and its user needs a
+        second step from now on (second_factor, see MIGRATIONS)."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(
+                "UPDATE devices SET confirmed = 1, last_used_at = ?, setup_challenge = NULL"
+                " WHERE credential_id = ?",
+                (now_ms(), credential_id),
+            )
+            self._second_factor_set(credential_id)
+
+    def _second_factor_set(self, credential_id: str) -> None:
         self.conn.execute(
-            "UPDATE devices SET confirmed = 1, last_used_at = ?, setup_challenge = NULL"
-            " WHERE credential_id = ?",
-            (now_ms(), credential_id),
+            "UPDATE users SET second_factor = 1 WHERE id IN"
+            " (SELECT user_id FROM devices WHERE credential_id = ? AND confirmed = 1)",
+            (credential_id,),
         )
+
+    def end_second_factor(self, user_id: int) -> bool:
+        """Password only again: for the user's own removal of their last device on
+        Security info, and only if no confirmed device is left. Never for a device
+        dropped because the broker no longer lists it (remove_device)."""
+        cur = self.conn.execute(
+            "UPDATE users SET second_factor = 0 WHERE id = ? AND NOT EXISTS"
+            " (SELECT 1 FROM devices WHERE user_id = ? AND confirmed = 1)",
+            (user_id, user_id),
+        )
+        return cur.rowcount == 1
 
     def set_setup_challenge(self, credential_id: str, challenge: str | None) -> None:
         """The test notification sent to a device being set up (None: none to look at)."""
@@ -651,6 +691,7 @@ class Database:
 def _user(row: sqlite3.Row) -> User:
     d = dict(row)
     d["must_change_password"] = bool(d.get("must_change_password", 0))
+    d["second_factor"] = bool(d.get("second_factor", 0))
     return User(**d)
 
 

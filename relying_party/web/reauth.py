@@ -3,8 +3,10 @@
 Adding or removing a sign-in method and changing the password need proof within the
 last `Settings.reauth_window` seconds (10 minutes by default) that the person at the
 keyboard holds a second factor: a sign-in, or "Verify it's you" here (a push request
-or a verification code; the password for an account that has no app yet, since that
-is all it has). A stolen session cookie alone then cannot lock the owner out.
+or a verification code; the password for an account that needs no second step, since
+that is all it has). A stolen session cookie alone then cannot lock the owner out.
+An account that needs one and has no device left (auth.second_factor_required) signs
+in again with a recovery code or an access pass: a sign-in is fresh.
 """
 
 from __future__ import annotations
@@ -12,14 +14,21 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..models import SignInResult
-from . import activity, auth, forms, passwords, push, signin_context, totp
+from . import activity, auth, credentials, forms, passwords, push, signin_context, totp
 from .db import User, now_ms
-from .keys import DB, SETTINGS
+from .keys import CLIENT, DB, SETTINGS
 from .render import render
 from .sessions import Session, get_session
 
 routes = web.RouteTableDef()
 NEXT_KEY = "reauth_next"
+NO_DEVICE_LEFT = (
+    "No authenticator app of yours is registered with this account any more (it was removed "
+    "in the app, or the sign-in service no longer lists it), so none can verify it's you, and "
+    "your password alone is not enough. Sign out, then sign in again with a recovery code or a "
+    "temporary access pass from your administrator (or ask your administrator): you can then add "
+    "your app again."
+)
 
 
 def fresh(request: web.Request) -> bool:
@@ -49,11 +58,20 @@ async def reauth_page(request: web.Request) -> web.StreamResponse:
 
 
 def _page(request: web.Request, user: User, *, error: str | None = None, status: int = 200) -> web.Response:
-    has_app = bool(request.app[DB].devices(user.id, confirmed_only=True))
+    db = request.app[DB]
+    has_app = bool(db.devices(user.id, confirmed_only=True))
     return render(
         request,
         "reauth.html",
-        {"has_app": has_app, "error": error, "refusal": push.take_refusal(request, push.REAUTH)},
+        {
+            "has_app": has_app,
+            # The password verifies only an account that needs no second step; one that
+            # does and has no device left (dropped on the broker's word) is told so.
+            "password_only": not auth.second_factor_required(db, user),
+            "no_device_message": NO_DEVICE_LEFT,
+            "error": error,
+            "refusal": push.take_refusal(request, push.REAUTH),
+        },
         status=status,
     )
 
@@ -94,11 +112,16 @@ async def reauth_code(request: web.Request) -> web.StreamResponse:
         code = forms.totp_code(forms.text(form, "code", max_len=32, label="The code"))
     except forms.FormError as exc:
         return _page(request, user, error=exc.message, status=400)
-    checked = totp.check(db, db.devices(user.id, confirmed_only=True), code)
+    # As at sign-in: a device removed on the phone itself no longer verifies by code.
+    await credentials.follow(request.app[CLIENT], db, user)
+    devices = db.devices(user.id, confirmed_only=True)
+    checked = totp.check(db, devices, code)
     context = signin_context.build(request, request.app[SETTINGS].app_name)
     if checked.device is None:
         auth.record_failure(request, user, ip)
         activity.record(db, user, "code", "wrong_code", context, purpose=push.REAUTH)
+        if not devices:
+            return _page(request, user, status=401)  # it says there is none left
         why = "That code was already used." if checked.replayed else "That code is not right."
         return _page(request, user, error=why + " Check the code in the app and try again.", status=401)
     await push.withdraw(request, push.REAUTH)
@@ -108,10 +131,10 @@ async def reauth_code(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/reauth/password")
 async def reauth_password(request: web.Request) -> web.StreamResponse:
-    """Only for an account without an app: with one, the password is not a second factor."""
+    """Only for an account that needs no second step: otherwise the password is not one."""
     user = auth.require_user(request, password_change=True)
     db = request.app[DB]
-    if db.devices(user.id, confirmed_only=True):
+    if auth.second_factor_required(db, user):
         raise web.HTTPSeeOther("/reauth")
     form = await request.post()
     ip = signin_context.client_ip(request)

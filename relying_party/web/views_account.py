@@ -16,13 +16,15 @@ routes = web.RouteTableDef()
 async def account(request: web.Request) -> web.StreamResponse:
     user = auth.require_user(request)
     session = get_session(request)
-    devices = request.app[DB].devices(user.id, confirmed_only=True)
+    db = request.app[DB]
+    devices = db.devices(user.id, confirmed_only=True)
     return render(
         request,
         "account.html",
         {
             "user": user,
             "devices": devices,
+            "second_factor": auth.second_factor_required(db, user),
             "auth_at": session.get("auth_at"),
             "method": session.get("method", "Password"),
         },

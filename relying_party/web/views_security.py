@@ -109,6 +109,7 @@ async def security(request: web.Request) -> web.StreamResponse:
             "notices": notices,
             "names": names,
             "pause": pause,  # push paused after a report, or blocked (fraud.py)
+            "second_factor": auth.second_factor_required(db, user),
             # Recovery methods (recovery_methods.html).
             "recovery": recovery_codes.summary(db, user.id),
             "access_pass": access_pass.latest(db, user.id),
@@ -413,9 +414,10 @@ async def remove_confirm(request: web.Request) -> web.StreamResponse:
     # A device restored from this one's backup shows the same codes (its account's TOTP
     # secret came with the backup): those keep working there.
     shares_codes = [d.name for d in others if d.totp_secret and d.totp_secret == device.totp_secret]
-    return render(
-        request, "remove.html", {"device": device, "last": not others, "shares_codes": shares_codes}
-    )
+    # Removing the last confirmed device makes the account password-only (remove below);
+    # an unfinished setup never counted.
+    last = device.confirmed and not others
+    return render(request, "remove.html", {"device": device, "last": last, "shares_codes": shares_codes})
 
 
 @routes.post("/security/devices/{credential}/remove")
@@ -433,6 +435,11 @@ async def remove(request: web.Request) -> web.StreamResponse:
             f"{device.name} could not be removed: the sign-in service cannot be reached. Try again later.",
         )
         raise web.HTTPSeeOther("/security") from None
+    if device.confirmed:
+        # The user's own removal of their last device, after a fresh second factor, is
+        # the one way back to password-only sign-in (auth.second_factor_required): never
+        # a device dropped because the broker stopped listing it.
+        request.app[DB].end_second_factor(user.id)
     get_session(request).flash("success", f"{device.name} was removed. It can no longer approve sign-ins.")
     raise web.HTTPSeeOther("/security")
 

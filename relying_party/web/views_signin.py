@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..models import SignInResult
-from . import activity, auth, forms, fraud, passwords, push, signin_context, totp
+from . import activity, auth, credentials, forms, fraud, passwords, push, signin_context, totp
 from .db import User
-from .keys import DB, SETTINGS
+from .keys import CLIENT, DB, SETTINGS
 from .render import render
 from .sessions import get_session
 
@@ -56,7 +56,7 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
         return again("The user name or password is incorrect.", 401, username)
 
     session = get_session(request)
-    if not db.devices(user.id, confirmed_only=True):
+    if not auth.second_factor_required(db, user):
         auth.finish_signin(request, user, "Password")
         activity.record(db, user, "password", "password", _context(request))
         get_session(request).flash(
@@ -65,6 +65,10 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
         target = await fraud.after_signin(request, user)
         raise web.HTTPSeeOther("/security" if target == "/account" else target)
     auth.begin_second_step(session, user)
+    if not db.devices(user.id, confirmed_only=True):
+        # A second step is owed and no device is left to take it: the code page says
+        # so, and offers a recovery code or an access pass.
+        raise web.HTTPSeeOther("/signin/code")
     refused = await push.start(request, user, push.SIGNIN)
     if refused is not None:
         # The code is the way on: its page says why no request was sent.
@@ -95,10 +99,29 @@ async def push_page(request: web.Request) -> web.StreamResponse:
     return await push.page(request, push.SIGNIN)
 
 
+def _code_page(
+    request: web.Request, user: User, *, error: str | None = None, status: int = 200
+) -> web.Response:
+    # Only a user who owes a second step gets here: with no device left (dropped on the
+    # broker's word), the page says so and offers the ways that remain.
+    no_device = not request.app[DB].devices(user.id, confirmed_only=True)
+    refusal = push.take_refusal(request, push.SIGNIN) if error is None else None
+    return render(
+        request,
+        "code.html",
+        {
+            "error": error,
+            "refusal": refusal,
+            "no_device": no_device,
+            "no_device_message": auth.NO_DEVICE_LEFT,
+        },
+        status=status,
+    )
+
+
 @routes.get("/signin/code")
 async def code_form(request: web.Request) -> web.StreamResponse:
-    auth.pending_user(request)
-    return render(request, "code.html", {"error": None, "refusal": push.take_refusal(request, push.SIGNIN)})
+    return _code_page(request, auth.pending_user(request))
 
 
 @routes.post("/signin/code")
@@ -108,7 +131,7 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
     ip = signin_context.client_ip(request)
 
     def again(error: str, status: int) -> web.Response:
-        return render(request, "code.html", {"error": error, "refusal": None}, status=status)
+        return _code_page(request, user, error=error, status=status)
 
     blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
     if blocked:
@@ -118,10 +141,16 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
     except forms.FormError as exc:
         return again(exc.message, 400)
     db = request.app[DB]
-    checked = totp.check(db, db.devices(user.id, confirmed_only=True), code)
+    # A device removed on the phone itself must not sign in by code: follow the broker's
+    # list first (best effort, bounded; the second step stays owed whatever it drops).
+    await credentials.follow(request.app[CLIENT], db, user)
+    devices = db.devices(user.id, confirmed_only=True)
+    checked = totp.check(db, devices, code)
     if checked.device is None:
         auth.record_failure(request, user, ip)
         activity.record(db, user, "code", "wrong_code", _context(request))
+        if not devices:
+            return _code_page(request, user, status=401)  # it says there is none left
         if checked.replayed:
             return again("That code was already used. Wait for the next code in the app.", 401)
         return again("That code is not right. Check the code in the app and try again.", 401)
