@@ -4,7 +4,7 @@ Why not aiohttp's client: measured here, it costs 0.3-0.5 ms of CPU per request,
 so at 1,500 sign-ins/s (3,000 requests/s) the RP side alone would need more than
 one of the machine's two cores, and the generator, not the broker, would set the
 figures. This client does only what the broker's API needs: requests with a JSON
-body or none, responses with a Content-Length, and the one-request sign-in's chunked
+body or none, responses with a Content-Length (or none: 204), and the one-request sign-in's chunked
 stream of JSON lines (docs/http-api.md, "One request"). Anything else is an error.
 """
 
@@ -19,6 +19,11 @@ MAX_BODY = 1 << 20
 # broker's keep-alive timeout (75 s, broker/http_guard.py), so the broker never closes
 # one as a request is written to it (aiohttp's client uses 15 s too).
 IDLE_LIMIT_S = 15.0
+# A connection opened ahead (prewarm) that has carried no request yet is reused only this
+# soon after it was opened: the broker closes one that sends no request line within its
+# head timeout (10 s by default, `serve --head-timeout`), and must not do so just as the
+# first request goes out.
+FRESH_LIMIT_S = 5.0
 
 
 class HttpError(Exception):
@@ -43,7 +48,8 @@ class _Connection(asyncio.Protocol):
         self.partial = bytearray()
         self.line_waiter: asyncio.Future[None] | None = None
         self.ended = False
-        self.idle_since = 0.0  # the loop's time when it went back to the pool
+        self.idle_since = 0.0  # the loop's time when it was opened or went back to the pool
+        self.used = False  # has carried a request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
@@ -89,6 +95,11 @@ class _Connection(asyncio.Protocol):
             self._read_chunks()
             return status, b""
         at = head.find(b"\r\ncontent-length:")
+        if at < 0 and status in (204, 304):  # no body, whatever the headers say (RFC 9112 6.3)
+            del self.buf[: end + 4]
+            if b"\r\nconnection: close" in head:
+                self.reusable = False
+            return status, b""
         if at < 0:
             raise HttpError("response without Content-Length")
         line_end = head.find(b"\r\n", at + 2)
@@ -157,6 +168,7 @@ class _Connection(asyncio.Protocol):
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         self.ended = False
+        self.used = True
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(data)  # type: ignore[union-attr]
         try:
@@ -239,13 +251,14 @@ class HttpPool:
             now = asyncio.get_running_loop().time()
             while self._idle:
                 conn = self._idle.pop()
-                if conn.reusable and now - conn.idle_since < IDLE_LIMIT_S:
+                if conn.reusable and now - conn.idle_since < (IDLE_LIMIT_S if conn.used else FRESH_LIMIT_S):
                     return conn
                 # The broker closed it while idle (its keep-alive timeout): a request
                 # written to it would wait for an answer that never comes. Or it has been
                 # idle long enough that the broker may be closing it right now, as the
                 # request goes out (seen: 'connection lost' on 3 of 24,000 requests of a
-                # flows run whose phases left connections idle): close it ourselves.
+                # flows run whose phases left connections idle): close it ourselves. The
+                # same for one opened ahead and unused for longer than FRESH_LIMIT_S.
                 self._discard(conn)
             if len(self._all) + self._opening < self._max and self._opening < self._max_opening:
                 self._opening += 1
@@ -287,6 +300,7 @@ class HttpPool:
             raise HttpError(
                 f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}", "cannot_connect"
             ) from None
+        conn.idle_since = loop.time()  # a prewarmed one waits in the pool from now
         self._all.add(conn)
         return conn
 

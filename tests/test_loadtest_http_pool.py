@@ -93,3 +93,43 @@ async def test_a_connection_idle_past_the_limit_is_closed_by_the_pool_not_reused
         monkeypatch.setattr(http, "IDLE_LIMIT_S", 0.0)  # every idle connection is now too old
         assert await pool.request("GET", "/") == (200, b'{"ok": true}')
         assert peers[2] is not peers[1] and idle not in pool._all and not idle.reusable
+
+
+async def test_connections_opened_ahead_are_used_while_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prewarmed connections carry the first requests (they were all thrown away, as if
+    idle since the loop's clock began); one left unused too long is not (the broker
+    closes a connection that sends no request within its head timeout)."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    async with pool_to(app) as pool:
+        await pool.prewarm(2)
+        warm = list(pool._idle)
+        assert await pool.request("GET", "/") == (200, b'{"ok": true}')
+        assert await pool.request("GET", "/") == (200, b'{"ok": true}')
+        assert set(pool._all) == set(warm)  # no connection opened on demand
+        await pool.prewarm(3)
+        (fresh,) = set(pool._all) - set(warm)
+        monkeypatch.setattr(http, "FRESH_LIMIT_S", 0.0)  # the unused one is now too old
+        pool._idle.remove(fresh)
+        pool._idle.append(fresh)  # next in line
+        assert await pool.request("GET", "/") == (200, b'{"ok": true}')
+        assert fresh not in pool._all
+        assert set(warm) <= set(pool._all)  # the one that carried requests took it: 15 s for those
+
+
+async def test_a_204_without_content_length_is_read_and_the_connection_reused() -> None:
+    """The broker answers DELETE /v1/credentials/{id} with 204 and no Content-Length."""
+
+    async def delete(request: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_delete("/x", delete)
+    async with pool_to(app) as pool:
+        assert await pool.request("DELETE", "/x") == (204, b"")
+        assert await pool.request("DELETE", "/x") == (204, b"")
+        assert len(pool._all) == 1
