@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -14,15 +15,31 @@ import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
 
+import psutil
+
 from broker.cpus import CpusError, check, cpu_list_arg, format_cpus, pin
 
 from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
+from .monitor import usable
 from .report import idle_table, signin_table, write_json, write_png
 from .runs import RunError, Target, idle_run, recorder_summary, signin_run
 from .schedule import Profile, parse_rate
 from .stats import Recorder
 
-EPILOG = """\
+EXIT_STATUS = """\
+exit status:
+  0    done: the run completed and every sign-in was verified
+  1    the run failed: a process under test could not be started (its last log lines and
+       its log are named) or reached, a generator worker or a measured process ended, or
+       --broker-cpus / --redis-cpus cannot be applied; no results are written
+  2    bad arguments (one line on stderr); nothing was started
+  3    the run completed, but sign-ins failed: counted by kind in the summary and results.json
+  130, 143  ended by Ctrl-C or SIGTERM; everything it started is stopped, no results written
+"""
+
+
+EPILOG = (
+    """\
 All traffic goes to 127.0.0.1. Unless --broker-url is given, the tester starts its own
 redis-server and broker node(s) on free ports and stops them at the end. Latencies are
 counted from each sign-in's intended start (open loop), recorded with HdrHistogram.
@@ -41,7 +58,13 @@ examples:
   pushauth-loadtest crossnode --rate 200 --duration 30
   pushauth-loadtest routing --nodes 1,2,4,8 --rate 100 --duration 10  # messages per sign-in
   pushauth-loadtest idle --devices 18000 --workers 4
+  pushauth-loadtest signin --broker-url http://127.0.0.1:8700 --api-key pak_... --broker-pid PID
+      # a running broker, started with --device-connects-per-ip 0 (docs/performance.md, "Commands")
+
 """
+    + EXIT_STATUS
+)
+
 
 MAX_DURATION_S = 3600
 FLOW_WORDS = {"two_requests": "create, then long-poll", "one_request": "streamed create"}
@@ -73,6 +96,7 @@ def place(args: argparse.Namespace) -> dict[str, str] | None:
         raise ValueError("--broker-cpus and --redis-cpus need Linux (sched_setaffinity)")
     generator = tuple(sorted(os.sched_getaffinity(0)))
     if args.broker_cpus:
+        check(args.broker_cpus, "--broker-cpus")  # here, not when the broker fails to start
         generator = tuple(c for c in generator if c not in args.broker_cpus)
         if not generator:
             raise ValueError("--broker-cpus leaves no CPU for the load generator")
@@ -106,26 +130,49 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Epilogs as written; every option with a default says it ("(default: ...)"),
+    unless its help says it in its own words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or "default" in text
+            or action.default in (None, False, [], argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing (exit 2, nothing started)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="pushauth-loadtest",
         description="Open-loop load tests of the pushauth broker with real devices (Ed25519 keys, "
         "WebSockets) and a real RP (HTTP API, end-to-end verification).",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
     )
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
+
+    def mode(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name, help=help, description=help, epilog=EXIT_STATUS, formatter_class=_Formatter
+        )
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--out",
             type=Path,
-            help="directory for results.json, report.png and process logs "
-            "(default: loadtest-results/MODE-TIMESTAMP)",
+            help="directory for results.json, the process logs and (signin, crossnode, flows) "
+            "report.png (default: loadtest-results/MODE-TIMESTAMP); a failed run removes it "
+            "if it stayed empty, else says it kept it",
         )
-        p.add_argument(
-            "--workers", type=_positive(int, 1, 64), default=2, help="generator processes (default: 2)"
-        )
+        p.add_argument("--workers", type=_positive(int, 1, 64), default=2, help="generator processes, 1..64")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
         p.add_argument(
             "--broker-option",
@@ -133,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=[],
             metavar="OPTION",
             help="add OPTION to the `pushauth-broker serve` command of every node started, for A/B "
-            "runs of one checkout, e.g. --broker-option=--no-rp-lane (repeat for several)",
+            "runs of one checkout, e.g. --broker-option=--no-rp-lane (repeat for several; default: none)",
         )
         p.add_argument(
             "--broker-cpus",
@@ -157,23 +204,27 @@ def build_parser() -> argparse.ArgumentParser:
             "--rate",
             type=_rate,
             default=(200.0, 200.0),
-            help="sign-ins per second: RATE, or FROM:TO for a linear ramp (default: 200)",
+            help="sign-ins per second, more than 0 and at most 50000: RATE, or FROM:TO for a linear "
+            "ramp (default: 200)",
         )
         p.add_argument(
-            "--duration", type=_positive(float, 0.5, MAX_DURATION_S), default=30.0, help="measured seconds"
+            "--duration",
+            type=_positive(float, 0.5, MAX_DURATION_S),
+            default=30.0,
+            help=f"measured seconds, 0.5..{MAX_DURATION_S}",
         )
         p.add_argument(
             "--warmup",
             type=_positive(float, 0, 600),
             default=3.0,
-            help="seconds at the start rate before measuring (default: 3)",
+            help="seconds at the start rate before measuring, 0..600; 0 with a FROM:TO ramp",
         )
         p.add_argument(
             "--devices",
             type=_positive(int, 1, MAX_DEVICES),
             default=200,
-            help="simulated users, one device each (default: 200); a user with a sign-in open gets no "
-            "second one (it would supersede the first): make it at least the rate times the latency",
+            help=f"simulated users, one device each, 1..{MAX_DEVICES:,}; a user with a sign-in open "
+            "gets no second one (it would supersede the first): make it at least the rate times the latency",
         )
         p.add_argument("--profile", action="store_true", help="sample the broker with py-spy while measuring")
 
@@ -182,14 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--one-request",
             action="store_true",
             help="the RP signs in with one request: POST /v1/challenges streamed (Accept: "
-            "application/x-ndjson), the number then the result; default: create, then long-poll",
+            "application/x-ndjson), the number then the result (default: create, then long-poll)",
         )
 
-    signin = sub.add_parser("signin", help="sign-ins at a fixed rate or a ramp; per-stage latency")
+    signin = mode("signin", "sign-ins at a fixed rate or a ramp; per-stage latency")
     common(signin)
     load(signin)
     flow(signin)
-    signin.add_argument("--nodes", type=_positive(int, 1, 8), default=1, help="broker nodes on one Redis")
+    signin.add_argument(
+        "--nodes", type=_positive(int, 1, 8), default=1, help="broker nodes on one Redis, 1..8"
+    )
     where = signin.add_mutually_exclusive_group()
     where.add_argument(
         "--redis-cluster",
@@ -198,37 +251,53 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument(
         "--redis-url",
-        help="start the broker node(s) on this running Redis instead, e.g. redis://127.0.0.1:6379/0 or "
+        help="start the broker node(s) on this running Redis instead, e.g. redis://127.0.0.1:PORT/0 or "
         "redis+cluster://127.0.0.1:7000,127.0.0.1:7001 (its CPU is not measured)",
     )
-    signin.add_argument("--broker-url", help="load a running broker at this http://127.0.0.1:PORT instead")
-    signin.add_argument("--api-key", help="the RP API key for --broker-url")
-    signin.add_argument("--broker-pid", type=int, help="the running broker's PID, to measure its CPU")
+    signin.add_argument(
+        "--broker-url",
+        help="load a running broker at this http://127.0.0.1:PORT instead of starting one: start it "
+        "with --device-connects-per-ip 0 (every simulated device connects from 127.0.0.1). The run's "
+        "users and credentials stay in its Redis; the tester revokes the credentials at the end "
+        "(best effort). Its Redis's CPU is not measured, unless it is the embedded Redis of a "
+        "--broker-pid",
+    )
+    signin.add_argument("--api-key", help="the RP API key for --broker-url (shown as pak_... in results)")
+    signin.add_argument(
+        "--broker-pid",
+        type=int,
+        action="append",
+        metavar="PID",
+        help="a --broker-url broker's process, to measure its CPU: repeat for several nodes. Its "
+        "descendants are measured with it: give a `serve --workers N` broker's supervisor PID (the "
+        "one started) and its N workers count as the broker, its embedded Redis as Redis "
+        "(default: the broker's CPU is not measured)",
+    )
 
-    cross = sub.add_parser(
-        "crossnode", help="the same load with RP and devices on one node, then on two nodes; the difference"
+    cross = mode(
+        "crossnode", "the same load with RP and devices on one node, then on two nodes; the difference"
     )
     common(cross)
     load(cross)
     flow(cross)
     cross.add_argument(
-        "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating (default: 2)"
+        "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating, 1..10"
     )
 
-    flows = sub.add_parser(
+    flows = mode(
         "flows",
-        help="the same load with the RP's two requests (create, long-poll), then with one (streamed "
+        "the same load with the RP's two requests (create, long-poll), then with one (streamed "
         "create), alternating on one broker; the difference",
     )
     common(flows)
     load(flows)
     flows.add_argument(
-        "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating (default: 2)"
+        "--rounds", type=_positive(int, 1, 10), default=2, help="pairs of runs, alternating, 1..10"
     )
 
-    routing = sub.add_parser(
+    routing = mode(
         "routing",
-        help="event messages received by all nodes per sign-in, for each node count: devices "
+        "event messages received by all nodes per sign-in, for each node count: devices "
         "spread over the nodes but the first, the RP on the first",
     )
     common(routing)
@@ -237,13 +306,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--nodes",
         type=_node_counts,
         default=(1, 2, 4, 8),
-        help="node counts to run, comma-separated (default: 1,2,4,8)",
+        help="node counts to run, comma-separated, each 1..8 (default: 1,2,4,8)",
     )
 
-    idle = sub.add_parser("idle", help="idle devices: broker memory each, and reconnection after a restart")
+    idle = mode(
+        "idle",
+        "idle devices: broker memory each, and reconnection after a restart (results.json, no report.png)",
+    )
     common(idle)
-    idle.add_argument("--devices", type=_positive(int, 1, MAX_DEVICES), default=1000, help="idle devices")
-    idle.add_argument("--settle", type=_positive(float, 0, 60), default=2.0, help="seconds before weighing")
+    idle.add_argument(
+        "--devices",
+        type=_positive(int, 1, MAX_DEVICES),
+        default=1000,
+        help=f"idle devices, 1..{MAX_DEVICES:,}",
+    )
+    idle.add_argument(
+        "--settle", type=_positive(float, 0, 60), default=2.0, help="seconds before weighing, 0..60"
+    )
     idle.add_argument(
         "--profile", action="store_true", help="sample the restarted broker with py-spy while devices return"
     )
@@ -267,14 +346,80 @@ def _node_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-def _out_dir(args: argparse.Namespace) -> Path:
-    out = args.out or Path("loadtest-results") / f"{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+def _out_path(args: argparse.Namespace) -> Path:
+    return args.out or Path("loadtest-results") / f"{args.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _command_line(argv: list[str] | None) -> str:
-    return "pushauth-loadtest " + " ".join(sys.argv[1:] if argv is None else argv)
+def _created_dirs(out: Path) -> list[Path]:
+    """The directories a mkdir of `out` makes: those not there yet, the outermost first."""
+    made = []
+    for path in (out, *out.parents):
+        if path.exists():
+            break
+        made.append(path)
+    return made[::-1]
+
+
+def _leave_failed(out: Path, made: list[Path]) -> None:
+    """After a failed or stopped run: its directory goes if the run put nothing in it (no
+    process was started); otherwise it stays for the processes' logs, and is named."""
+    if not out.is_dir():
+        return
+    if any(path.is_file() for path in out.rglob("*")):
+        print(f"pushauth-loadtest: the run's logs are kept in {out}", file=sys.stderr)
+        return
+    if made:
+        shutil.rmtree(made[0], ignore_errors=True)  # only directories this run made, all empty
+
+
+API_KEY_SHOWN = "pak_..."
+
+
+def command_line(argv: list[str], api_key: str | None) -> str:
+    """The command as run, for results.json and the report's title, with the RP API key
+    replaced by pak_... (as --api-key KEY, --api-key=KEY or an abbreviation of it)."""
+    words = []
+    for word in argv:
+        if api_key and word == api_key:
+            word = API_KEY_SHOWN
+        elif api_key and word.startswith("--") and word.endswith("=" + api_key):
+            word = word[: -len(api_key)] + API_KEY_SHOWN
+        words.append(word)
+    return "pushauth-loadtest " + " ".join(words)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """What argparse cannot check alone; raises UsageError before anything starts."""
+    if args.mode in ("signin", "crossnode", "flows", "routing"):
+        start, end = args.rate
+        if start != end and args.warmup > 0:
+            raise UsageError("a ramp is measured from its start: use --warmup 0 with FROM:TO rates")
+    if args.mode != "signin":
+        return
+    if not args.broker_url:
+        for given, name in ((args.api_key, "--api-key"), (args.broker_pid, "--broker-pid")):
+            if given:
+                raise UsageError(
+                    f"{name} is for --broker-url runs (the tester measures the brokers it starts)"
+                )
+        return
+    if not args.api_key:
+        raise UsageError("--broker-url needs --api-key")
+    args.broker_url = _local(args.broker_url)
+    for given, name in (
+        (args.nodes != 1, "--nodes"),
+        (args.redis_cluster, "--redis-cluster"),
+        (args.redis_url, "--redis-url"),
+        (args.broker_option, "--broker-option"),
+        (args.broker_cpus, "--broker-cpus"),
+        (args.redis_cpus, "--redis-cpus"),
+    ):
+        if given:
+            raise UsageError(f"{name} is for brokers the tester starts, not with --broker-url")
+    for pid in dict.fromkeys(args.broker_pid or ()):
+        problem = usable(pid) if pid > 0 else "not a process id"
+        if problem is not None:
+            raise UsageError(f"--broker-pid {pid}: {problem}")
 
 
 def _signin_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -293,7 +438,7 @@ def _local(url: str) -> str:
     url = url.rstrip("/")
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
         # Load is only ever sent to this machine.
-        raise ClusterError("--broker-url must be http://127.0.0.1:PORT (load stays on this machine)")
+        raise UsageError("--broker-url must be http://127.0.0.1:PORT (load stays on this machine)")
     return url
 
 
@@ -310,20 +455,18 @@ def _rp_id(url: str, api_key: str) -> str:
 
 def _profile(args: argparse.Namespace) -> Profile:
     start, end = args.rate
-    if start != end and args.warmup > 0:
-        raise ValueError("a ramp is measured from its start: use --warmup 0 with FROM:TO rates")
     return Profile(start, end, args.duration)
 
 
 def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     profile = _profile(args)
     if args.broker_url:
-        if not args.api_key:
-            raise ClusterError("--broker-url needs --api-key")
-        url = _local(args.broker_url)
-        pids = (args.broker_pid,) if args.broker_pid else ()
+        url = args.broker_url
+        pids = tuple(dict.fromkeys(args.broker_pid or ()))
         target = Target(url, url, _rp_id(url, args.api_key), args.api_key, pids)
-        result = signin_run(target, profile, **_signin_kwargs(args, out))
+        # A broker the tester did not start keeps what the run put in its Redis: the
+        # credentials at least are revoked at the end (docs/performance.md, "Commands").
+        result = signin_run(target, profile, **_signin_kwargs(args, out), revoke=True)
     else:
         with _cluster(
             args,
@@ -342,7 +485,14 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             result = signin_run(target, profile, **_signin_kwargs(args, out))
     title = f"sign-ins: {out}"
     print(signin_table(result, title))
-    write_png(out / "report.png", [("sign-in", result["_recorder"])], _command_line(None))
+    if "credentials_revoked" in result:
+        revoked = result["credentials_revoked"]
+        print(
+            f"credentials: revoked {revoked['revoked']} of the {revoked['enrolled']} this run enrolled "
+            "at the broker (best effort); their records, and the users' push-fatigue state, stay in "
+            "its Redis, the challenges until they expire"
+        )
+    write_png(out / "report.png", [("sign-in", result["_recorder"])], args.command)
     return result
 
 
@@ -391,7 +541,7 @@ def run_crossnode(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     write_png(
         out / "report.png",
         [("same node", merged["same_node"]), ("cross node", merged["cross_node"])],
-        _command_line(None),
+        args.command,
     )
     return result
 
@@ -440,7 +590,7 @@ def run_flows(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     write_png(
         out / "report.png",
         [("two requests", merged["two_requests"]), ("one request", merged["one_request"])],
-        _command_line(None),
+        args.command,
     )
     return result
 
@@ -542,12 +692,22 @@ def _stop_on_signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(words)
+    try:
+        check_args(args)
+    except UsageError as exc:
+        print(f"pushauth-loadtest: {exc}", file=sys.stderr)
+        return 2
+    args.command = command_line(words, getattr(args, "api_key", None))
     _stop_on_signals()
     raise_nofile_limit()
+    out = made = None
     try:
         cpus = place(args)
-        out = _out_dir(args)
+        out = _out_path(args)
+        made = _created_dirs(out)
+        out.mkdir(parents=True, exist_ok=True)
         runner = {
             "signin": run_signin,
             "crossnode": run_crossnode,
@@ -558,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         result = runner(args, out)
         result = {
-            "command": _command_line(argv),
+            "command": args.command,
             "mode": args.mode,
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             **({"cpus": cpus} if cpus else {}),
@@ -567,10 +727,16 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out / "results.json", result)
         shown = "" if args.mode in ("idle", "routing") else f", {out / 'report.png'}"
         print(f"results: {out / 'results.json'}" + shown)
-    except (ClusterError, RunError, ValueError, OSError, CpusError) as exc:
+    except (ClusterError, RunError, ValueError, OSError, CpusError, psutil.Error) as exc:
+        if isinstance(exc, psutil.NoSuchProcess):
+            exc = RunError(f"process {exc.pid} (a broker or Redis measured) ended during the run")
         print(f"pushauth-loadtest: {exc}", file=sys.stderr)
+        if out is not None:
+            _leave_failed(out, made or [])
         return 1
     except KeyboardInterrupt as exc:
+        if out is not None:
+            _leave_failed(out, made or [])
         return 128 + getattr(exc, "signum", signal.SIGINT)  # the shell's code for a signal's end
     errors = result.get("errors") or {}
     if args.mode == "crossnode":

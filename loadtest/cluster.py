@@ -55,15 +55,36 @@ def _script(name: str) -> str:
     return str(path) if path.exists() else name
 
 
-def _wait_until(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen[bytes]) -> None:
+def _wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[bytes],
+    log_path: Path | None = None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise ClusterError(f"{what} exited with code {proc.returncode} while starting")
+            raise ClusterError(f"{what} exited with code {proc.returncode} while starting" + _why(log_path))
         if check():
             return
         time.sleep(0.02)
-    raise ClusterError(f"{what} did not become ready within {timeout:.0f}s")
+    raise ClusterError(f"{what} did not become ready within {timeout:.0f}s" + _why(log_path))
+
+
+def _why(log_path: Path | None, lines: int = 3) -> str:
+    """The last lines a process wrote (the reason it gave, as a rule) and where its log is."""
+    if log_path is None:
+        return ""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(max(0, log_path.stat().st_size - 4096))
+            text = log.read().decode(errors="replace")
+    except OSError:
+        return f"\n  log: {log_path}"
+    last = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    said = "".join(f"\n  {line}" for line in last) if last else "\n  (it wrote nothing)"
+    return f"; its last words:{said}\n  log: {log_path}"
 
 
 @dataclass
@@ -93,7 +114,7 @@ class Managed:
         to stop, and nothing the tester starts may outlive it."""
         self.spawn()
         try:
-            _wait_until(ready, timeout, self.name, self.proc)  # type: ignore[arg-type]
+            _wait_until(ready, timeout, self.name, self.proc, self.log_path)  # type: ignore[arg-type]
         except BaseException:
             self.stop()
             raise

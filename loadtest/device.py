@@ -25,7 +25,7 @@ from protocol.frames import Enrolled, Error, Frame, Welcome
 from protocol.session import ClientSession
 from protocol.signing import Signer, new_seed, public_key
 
-from .ws import WsClient, WsError
+from .ws import TOO_MANY_CONNECTS, WsClient, WsError
 
 # Reconnect backoff (doubling, jittered): short enough to be back soon after a broker
 # restart, long enough that thousands of devices do not flood a broker that is down.
@@ -183,7 +183,13 @@ async def enroll(
         # A fresh connection every ENROLLS_PER_CONNECTION: a broker closes a connection
         # that sends more than its frame burst faster than its sustained rate (4429).
         session = ClientSession()
-        async with http.ws_connect(ws_url, max_msg_size=0, protocols=SUBPROTOCOLS) as ws:
+        try:
+            ws = await http.ws_connect(ws_url, max_msg_size=0, protocols=SUBPROTOCOLS)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 429:
+                raise LinkError(TOO_MANY_CONNECTS) from None
+            raise
+        async with ws:
             msg = await ws.receive()
             session.receive(bytes(msg.data))  # hello
             rid = 0

@@ -8,10 +8,14 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+# A broker's embedded Redis (serve without --redis-url) is its child: its CPU is Redis's.
+REDIS_NAMES = frozenset({"redis-server", "valkey-server"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,56 @@ def snapshot(pid: int) -> Snapshot:
     with proc.oneshot():
         cpu = proc.cpu_times()
         return Snapshot(time.time(), cpu.user + cpu.system, proc.memory_info().rss)
+
+
+def usable(pid: int) -> str | None:
+    """Why the CPU time of process `pid` cannot be read, or None if it can."""
+    try:
+        snapshot(pid)
+    except psutil.NoSuchProcess:
+        return "no such process"
+    except psutil.AccessDenied:
+        return "its CPU time cannot be read (another user's process?)"
+    except psutil.Error as exc:
+        return str(exc)
+    return None
+
+
+@dataclass(frozen=True)
+class Watched:
+    """The processes whose CPU a run measures for the brokers it was given."""
+
+    brokers: tuple[int, ...]  # the given processes and their broker descendants
+    redis: tuple[int, ...]  # Redis servers among their descendants (an embedded Redis)
+    supervisors: frozenset[int] = frozenset()  # brokers with broker children (serve --workers)
+
+    @property
+    def first_worker(self) -> int | None:
+        """The first broker process that serves sign-ins itself (for --profile)."""
+        return next((pid for pid in self.brokers if pid not in self.supervisors), None)
+
+
+def with_descendants(pids: Iterable[int]) -> Watched:
+    """Each process and its descendants, once each: a `serve --workers N` supervisor does
+    no sign-in work itself, its N workers (its children) do. A redis-server among the
+    descendants (the embedded Redis of a broker started without --redis-url) is counted
+    as Redis, not as broker. A process that ended meanwhile raises psutil.NoSuchProcess."""
+    brokers: dict[int, None] = {}
+    redis: dict[int, None] = {}
+    parents: set[int] = set()
+    for pid in pids:
+        brokers[pid] = None
+        for child in psutil.Process(pid).children(recursive=True):
+            try:
+                name, parent = child.name(), child.ppid()
+            except psutil.NoSuchProcess:
+                continue  # ended between the listing and the look
+            if name in REDIS_NAMES:
+                redis[child.pid] = None
+            else:
+                brokers[child.pid] = None
+                parents.add(parent)
+    return Watched(tuple(p for p in brokers if p not in redis), tuple(redis), frozenset(parents))
 
 
 @dataclass

@@ -32,21 +32,25 @@ def signin_table(result: dict[str, Any], title: str) -> str:
     if lag.get("count"):
         lines.append(f"generator start lag (late sends): p50 {lag['p50']:.3f} ms, p99 {lag['p99']:.3f} ms")
     if result.get("brokers"):
-        cores = ", ".join(f"{b['cpu_share_of_one_core']:.2f}" for b in result["brokers"])
+        brokers = result["brokers"]
+        cores = ", ".join(f"{b['cpu_share_of_one_core']:.2f}" for b in brokers)
+        if len(brokers) > 1:  # several nodes, or a `serve --workers` supervisor and its workers
+            cores += f"; PIDs {', '.join(str(b.get('pid')) for b in brokers)}"
         per = result.get("broker_cpu_ms_per_signin")
-        lines.append(
-            (
-                f"broker CPU {per:.3f} ms per sign-in"
-                if per is not None
-                else "broker CPU: no sign-in completed"
-            )
-            + f" (cores busy: {cores}); RSS {', '.join(str(b['rss_mib']) for b in result['brokers'])} MiB"
+        rss = ", ".join(str(b["rss_mib"]) for b in brokers)
+        said = (
+            f"broker CPU {per:.3f} ms per sign-in" if per is not None else "broker CPU: no sign-in completed"
         )
+        lines.append(f"{said} (cores busy: {cores}); RSS {rss} MiB")
+    elif "brokers" not in result and "generator_cpu_ms_per_signin" in result:
+        lines.append("broker CPU not measured (give --broker-pid)")
     extra = [
         f"{name} {result[key]:.3f}"
         for name, key in (("Redis", "redis_cpu_ms_per_signin"), ("generator", "generator_cpu_ms_per_signin"))
         if result.get(key) is not None
     ]
+    if "redis_cpu_ms_per_signin" in result and result["redis_cpu_ms_per_signin"] is None:
+        extra.append("Redis not measured (a Redis the tester did not start)")
     if extra:
         lines.append(f"CPU ms per sign-in of the others: {', '.join(extra)}")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from . import worker
-from .monitor import Profiler, Sampler, snapshot, top_frames
+from .monitor import Profiler, Sampler, snapshot, top_frames, with_descendants
 from .schedule import Profile
 from .stats import LAG, STAGES, Recorder, summary_ms
 
@@ -39,7 +39,9 @@ class Target:
     device_http_url: str
     rp_id: str
     api_key: str
-    broker_pids: tuple[int, ...] = ()  # what psutil watches; empty for a broker we did not start
+    # What psutil watches, with their descendants (a `serve --workers` supervisor's
+    # workers, and an embedded Redis, measured as Redis); empty: no broker CPU measured.
+    broker_pids: tuple[int, ...] = ()
     redis_pids: tuple[int, ...] = ()  # one redis-server, or every node of a Redis Cluster
     # Nodes the devices connect to for sign-ins, spread evenly (they enroll on
     # device_http_url); empty: all on device_http_url.
@@ -179,10 +181,12 @@ def signin_run(
     progress: bool = True,
     one_request: bool = False,
     on_ready: Callable[[], None] | None = None,
+    revoke: bool = False,
 ) -> dict[str, Any]:
     """Drive sign-ins at `profile` (after `warmup` seconds at its start rate) and measure them.
     `one_request`: the RP's flow is the streamed create (else create + long-poll).
-    `on_ready`: called once every device is enrolled and connected, before the first sign-in."""
+    `on_ready`: called once every device is enrolled and connected, before the first sign-in.
+    `revoke`: at the end, revoke the credentials the run enrolled (a broker it did not start)."""
     run_id = "lt" + secrets.token_hex(4)
     full = Profile(profile.start_rate, profile.end_rate, profile.duration)
     # The warm-up runs at the start rate before the measured profile begins.
@@ -201,8 +205,12 @@ def signin_run(
         warmup=warmup,
         one_request=one_request,
         device_urls=target.spread_ws_urls,
+        revoke=revoke,
     )
     rec = Recorder()
+    watched_brokers = with_descendants(target.broker_pids)
+    broker_pids = watched_brokers.brokers
+    redis_pids = (*target.redis_pids, *watched_brokers.redis)
     with workers(configs) as w:
         w.wait_for("ready", timeout=300)
         if on_ready is not None:
@@ -210,10 +218,10 @@ def signin_run(
         t0 = time.time() + START_DELAY_S
         w.send_all("go", t0)
         measure_from, measure_to = t0 + warmup, t0 + warmup + profile.duration
-        samplers = [Sampler(pid).start() for pid in target.broker_pids]
+        samplers = [Sampler(pid).start() for pid in broker_pids]
         # Brokers first, then Redis and the generator's own workers (is the generator the limit?).
-        others = [*target.redis_pids, *(p.pid for p in w.procs if p.pid)]
-        watched = [*target.broker_pids, *others]
+        others = [*redis_pids, *(p.pid for p in w.procs if p.pid)]
+        watched = [*broker_pids, *others]
         before: list[Any] = []
         after: list[Any] = []
         profiler: Profiler | None = None
@@ -235,10 +243,9 @@ def signin_run(
             now = time.time()
             if not before and now >= measure_from:
                 before = [snapshot(pid) for pid in watched]
-                if profile_broker and target.broker_pids:
-                    profiler = Profiler(
-                        target.broker_pids[0], out_dir / "broker-profile.txt", profile.duration
-                    )
+                profiled = watched_brokers.first_worker  # not a `serve --workers` supervisor
+                if profile_broker and profiled is not None:
+                    profiler = Profiler(profiled, out_dir / "broker-profile.txt", profile.duration)
             if before and not after and now >= measure_to:
                 after = [snapshot(pid) for pid in watched]
             if msg[0] == "result":
@@ -251,21 +258,30 @@ def signin_run(
         if not after:  # the run ended before the first message past measure_to
             after = [snapshot(pid) for pid in watched]
         series = [s.stop() for s in samplers]
+        revoked = None
+        if revoke:
+            w.send_all("revoke")
+            counts = w.wait_for("revoked", timeout=120)
+            revoked = {"revoked": sum(c[0] for c in counts), "enrolled": sum(c[1] for c in counts)}
     for wire in results.values():
         rec.merge_wire(wire)
     unaccounted = rec.started - rec.completed - sum(rec.errors.values())
     if unaccounted > 0:  # a bug in the generator must not look like a clean run
         rec.errors["unaccounted"] = unaccounted
-    nb = len(target.broker_pids)
-    out = _signin_summary(rec, profile, warmup, devices, n_workers, before[:nb], after[:nb], series)
+    nb = len(broker_pids)
+    out = _signin_summary(
+        rec, profile, warmup, devices, n_workers, broker_pids, before[:nb], after[:nb], series
+    )
     out["rp_flow"] = "one_request" if one_request else "two_requests"
     completed = max(rec.completed, 1)
     cpu = [a.cpu_s - b.cpu_s for b, a in zip(before[nb:], after[nb:], strict=True)]
-    if target.redis_pids:
-        nr = len(target.redis_pids)
-        out["redis_cpu_ms_per_signin"] = round(1000 * sum(cpu[:nr]) / completed, 4)
-        cpu = cpu[nr:]
-    out["generator_cpu_ms_per_signin"] = round(1000 * sum(cpu) / completed, 4)
+    nr = len(redis_pids)
+    # None: a Redis the tester neither started nor found under a --broker-pid (--redis-url,
+    # --broker-url with an external Redis) is not measured.
+    out["redis_cpu_ms_per_signin"] = round(1000 * sum(cpu[:nr]) / completed, 4) if nr else None
+    out["generator_cpu_ms_per_signin"] = round(1000 * sum(cpu[nr:]) / completed, 4)
+    if revoked is not None:
+        out["credentials_revoked"] = revoked
     if profiler is not None:
         problem = profiler.finish()
         out["broker_profile"] = (
@@ -301,6 +317,7 @@ def _signin_summary(
     warmup: float,
     devices: int,
     n_workers: int,
+    pids: tuple[int, ...],
     before: list[Any],
     after: list[Any],
     series: list[list[Any]],
@@ -320,10 +337,11 @@ def _signin_summary(
         "generator_start_lag_ms": summary_ms(rec.stages[LAG]),
     }
     brokers = []
-    for b, a, s in zip(before, after, series, strict=False):
+    for pid, b, a, s in zip(pids, before, after, series, strict=False):
         cpu = a.cpu_s - b.cpu_s
         brokers.append(
             {
+                "pid": pid,
                 "cpu_s": round(cpu, 3),
                 "cpu_share_of_one_core": round(cpu / max(a.at - b.at, 1e-9), 3),
                 "cpu_ms_per_signin": round(1000 * cpu / completed, 4) if completed else None,

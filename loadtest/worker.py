@@ -9,6 +9,7 @@ messages out (`("ready"|"progress"|"result"|"count"|"all"|"marked"|"failed", ind
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
@@ -44,6 +45,8 @@ HANDSHAKES = 64  # concurrent WebSocket handshakes per worker (the broker's back
 # this much early. Latency counts from the earlier of intended and actual start: from the
 # intended one when late (queueing cannot hide), from the send when early (never flattered).
 EARLY_S = 0.001
+REVOKE_AT_ONCE = 16  # credentials revoked concurrently at the end of a --broker-url run
+REVOKE_S = 60.0  # ... within this many seconds
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class WorkerConfig:
     # ws:// URLs the devices connect to for sign-ins, one after the other (event
     # routing: devices spread over nodes); empty: all on device_url, where they enroll.
     device_urls: tuple[str, ...] = ()
+    # After the result, on the parent's "revoke": DELETE this worker's credentials at the
+    # broker (a --broker-url run: a broker the tester did not start keeps them).
+    revoke: bool = False
 
 
 def main(cfg: WorkerConfig, commands: Queue[Any], out: Queue[Any]) -> None:
@@ -154,12 +160,39 @@ class SigninWorker:
         progress = asyncio.create_task(self._report_progress())
         await self._drive(t0_wall)
         progress.cancel()
-        self.rp.close()
         self.out.put(("result", self.cfg.index, self.rec.to_wire()))
         for task in listeners:
             task.cancel()
         for link in links:
             link.close()
+        if self.cfg.revoke:
+            # Told by the parent once it has measured (the revocations' CPU is not the
+            # run's); "stop" instead when the run is ending otherwise.
+            while (command := await _command(commands))[0] not in ("revoke", "stop"):
+                pass
+            if command[0] == "revoke":
+                revoked = await self._revoke()
+                self.out.put(("revoked", self.cfg.index, revoked, len(self.creds)))
+        self.rp.close()
+
+    async def _revoke(self) -> int:
+        """DELETE /v1/credentials/{id} for each of this worker's credentials, a few at a
+        time, within REVOKE_S: best effort; returns how many the broker revoked (204)."""
+        gate = asyncio.Semaphore(REVOKE_AT_ONCE)
+        done = 0
+
+        async def one(cid: str) -> None:
+            nonlocal done
+            async with gate:
+                try:
+                    status, _ = await self.rp.request("DELETE", f"/v1/credentials/{cid}")
+                except (HttpError, OSError):
+                    return
+                done += status == 204
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(one(c.cid) for c in self.creds)), REVOKE_S)
+        return done
 
     async def _report_progress(self) -> None:
         while True:

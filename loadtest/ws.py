@@ -23,6 +23,15 @@ MAX_MESSAGE = 1 << 20
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
+# What a 429 on a device connection means in a load test, and which broker setting to change.
+TOO_MANY_CONNECTS = (
+    "the broker refused a device connection with HTTP 429: it limits new device WebSockets "
+    "per client address (`serve --device-connects-per-ip`, default 20:300) and every simulated "
+    "device connects from 127.0.0.1; start it with --device-connects-per-ip 0 (and, for more "
+    "than 20,000 devices, a higher --device-connects: the per-node limit, default 3000:20000)"
+)
+
+
 class WsError(Exception):
     """The handshake failed or the server broke the protocol."""
 
@@ -100,6 +109,8 @@ class WsClient(asyncio.Protocol):
         del self.buf[: end + 4]
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status + b" ":
+            if status.startswith(b"HTTP/1.1 429 "):
+                raise WsError(TOO_MANY_CONNECTS)
             raise WsError(f"handshake refused: {status.decode(errors='replace')}")
         accept = base64.b64encode(hashlib.sha1(self.key + GUID).digest())
         headers = {

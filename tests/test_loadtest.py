@@ -7,6 +7,7 @@ figures are benchmarks (docs/performance.md), not tests.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
@@ -22,6 +23,9 @@ import pytest
 from hdrh.histogram import HdrHistogram
 from support import ManagedProcess, descendants, free_port, pid_alive, wait_until
 
+from loadtest.cli import build_parser, command_line
+from loadtest.report import signin_table
+from loadtest.runs import _signin_summary
 from loadtest.schedule import Profile, arrivals, parse_rate
 from loadtest.stats import STAGES, Recorder
 from loadtest.worker import SigninWorker, WorkerConfig
@@ -152,6 +156,13 @@ def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_pa
         assert "restart (held socket):" in proc.stdout
 
 
+def _gone_pid() -> int:
+    """The PID of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return child.pid
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -163,16 +174,79 @@ def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_pa
         (["signin", "--broker-url", "http://192.0.2.1:80", "--api-key", "x"], "127.0.0.1"),
         (["signin", "--broker-url", "http://127.0.0.1:1"], "--api-key"),
         (["signin", "--rate", "10:20", "--warmup", "1"], "ramp"),
+        (["signin", "--broker-pid", "1"], "--broker-pid is for --broker-url runs"),
+        (["signin", "--broker-url", "http://127.0.0.1:1", "--api-key", "x", "--nodes", "2"], "--nodes"),
+        (
+            ["signin", "--broker-url", "http://127.0.0.1:1", "--api-key", "x", "--broker-pid", "GONE"],
+            "GONE: no such",
+        ),
         (["nosuchmode"], "invalid choice"),
     ],
 )
-def test_bad_input_is_one_line_and_no_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_is_one_line_exit_2_and_nothing_started(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    if "GONE" in args:  # before anything starts: no device enrolled, no directory made
+        gone = str(_gone_pid())
+        args, message = [gone if a == "GONE" else a for a in args], message.replace("GONE", gone)
     proc = run(*args, "--out", str(tmp_path / "out"), timeout=30)
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert message in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_broker_that_cannot_start_says_why_and_where_its_log_is(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = run(
+        "signin", "--redis-url", "redis://127.0.0.1:1/0", "--devices", "1", "--out", str(out), timeout=60
+    )
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    log = out / "processes" / "broker-n1.log"
+    assert "broker-n1 exited with code 2 while starting" in proc.stderr
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in proc.stderr  # the broker's own words
+    assert f"log: {log}" in proc.stderr and log.is_file()
+    assert f"the run's logs are kept in {out}" in proc.stderr
+    assert not (out / "results.json").exists()
+
+
+def test_help_gives_every_default_the_ranges_and_the_exit_status() -> None:
+    proc = run("signin", "--help", timeout=30)
+    assert proc.returncode == 0
+    for words in ("(default: 200)", "1..64", "0.5..3600", "exit status:", "2    bad arguments"):
+        assert words in proc.stdout, words
+    # Every option with a default says it, in every mode.
+    parser = build_parser()
+    modes = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for name, mode in modes.items():
+        text = mode.format_help()
+        assert "exit status:" in text, name
+        for action in mode._actions:
+            if not action.option_strings or action.default in (None, False, [], argparse.SUPPRESS):
+                continue
+            option = action.option_strings[-1]
+            block = text[text.index(f"  {option} ") :].split("\n  -", 1)[0]
+            assert "default" in block, (name, option, block)
+
+
+def test_the_api_key_is_never_in_the_recorded_command() -> None:
+    key = "pak_H82lYewNtNzbsjLKiTthbuY-G_tbyqHp2N6NBV_llAM"
+    for given in (["--api-key", key], [f"--api-key={key}"], ["--api-k", key], [f"--api={key}"]):
+        shown = command_line(["signin", "--broker-url", "http://127.0.0.1:8700", *given], key)
+        assert key not in shown and "pak_..." in shown, shown
+    # Other words that merely contain a short key stay as they were.
+    assert command_line(["signin", "--devices", "10"], "1") == "pushauth-loadtest signin --devices 10"
+
+
+def test_a_run_on_a_redis_it_did_not_start_says_its_cpu_is_not_measured() -> None:
+    rec = Recorder()
+    result = _signin_summary(rec, Profile(10, 10, 1), 0, 1, 1, (), [], [], [])
+    result.update(redis_cpu_ms_per_signin=None, generator_cpu_ms_per_signin=1.0)
+    table = signin_table(result, "t")
+    assert "Redis not measured" in table and "broker CPU not measured" in table
 
 
 def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
@@ -183,6 +257,7 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "cannot reach the broker" in proc.stderr
+    assert not (tmp_path / "o").exists()  # the failed run left no empty directory
 
 
 # Ctrl-C must reach the tester even where this test's own SIGINT is ignored (a job started
