@@ -36,9 +36,9 @@ import aiohttp
 from yarl import URL
 
 from protocol import uri as enrollment_uri
-from protocol.challenge import DEFAULT_TTL_S, Status
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S, Status
 from protocol.errors import ProtocolError
-from protocol.numbers import DEFAULT_DIGITS
+from protocol.numbers import MAX_DIGITS, MIN_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
@@ -293,8 +293,8 @@ class PushAuthClient:
         self,
         user: str,
         context: Mapping[str, str] | None = None,
-        ttl: int = DEFAULT_TTL_S,
-        digits: int = DEFAULT_DIGITS,
+        ttl: int | None = None,
+        digits: int | None = None,
         *,
         supersede: bool = True,
         credential_id: str | None = None,
@@ -310,11 +310,21 @@ class PushAuthClient:
         `credential_id` sends it to that credential only, confirmed or not: the test
         push of a device being set up (then `confirm_credential`).
 
-        The SDK makes the challenge's `rp_nonce` and takes its lifetime from its own
-        clock: wait_result accepts only an answer signed over that value within it.
-        `digits` is always sent and checked against what the broker made, so a broker
-        cannot weaken number matching: under the NIST SP 800-63B-4 profile pass 6 or
-        more (the broker refuses fewer than the RP's policy's min_digits; see `policy`).
+        `ttl` (seconds, 10..600) and `digits` (2..8) default to None: not sent, so the
+        RP's policy at the broker decides (its `ttl` and `digits`, set by the broker's
+        operator with `pushauth-broker rp set`; see `policy`). A value named here is
+        sent, and refused by the broker outside the policy's bounds (InvalidRequest:
+        fewer digits than its min_digits, a ttl above its max_ttl).
+
+        The SDK makes the challenge's `rp_nonce` and sets its lifetime by its own clock:
+        the returned `created_at` is the RP's clock when the create was built, and
+        `expires_at` that plus the `ttl` named here or, when none was named, plus the
+        lifetime the broker answered (its `expires_at - created_at`), which must be
+        10..600 s (BadBrokerResponse otherwise; docs/protocol.md section 13).
+        wait_result accepts only an answer signed over that `rp_nonce` within that
+        window. The broker's `digits` must be the number named here, or 2..8 when none
+        was (BadBrokerResponse otherwise): name `digits` to pin a minimum yourself, so
+        that not even the broker's word on the policy can weaken number matching.
 
         A create that gets no answer within `answer_timeout`, or whose connection breaks
         before an answer (a node that hangs or dies holding it), is sent again while
@@ -349,8 +359,8 @@ class PushAuthClient:
         self,
         user: str,
         context: Mapping[str, str] | None = None,
-        ttl: int = DEFAULT_TTL_S,
-        digits: int = DEFAULT_DIGITS,
+        ttl: int | None = None,
+        digits: int | None = None,
         *,
         supersede: bool = True,
         credential_id: str | None = None,
@@ -366,12 +376,14 @@ class PushAuthClient:
         "One request"). `pending.result` verifies that result exactly as wait_result
         does, and reads it by long-poll instead whenever the one request cannot give
         it: a broker that does not stream (it answers plain JSON: told by the
-        Content-Type), a stream cut short, or a wait that ran out. Arguments, checks
-        and errors are create_challenge's.
+        Content-Type), a stream cut short, or a wait that ran out. Arguments (`ttl` and
+        `digits` None: the RP's policy at the broker), checks and errors are
+        create_challenge's; which keys to pass to `result` is as for wait_result.
         """
         asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
-        # The broker holds the result at most this long (the challenge's expiry bounds it too).
-        wait = min(MAX_WAIT_S, ttl)
+        # The broker holds the result at most this long (the challenge's expiry bounds it too,
+        # which is all that bounds it when the policy's ttl applies).
+        wait = MAX_WAIT_S if ttl is None else min(MAX_WAIT_S, ttl)
         url = URL(f"{self.broker_url}/v1/challenges?wait={wait}", encoded=True)
         headers = {**self._headers, **asked.headers, "Accept": STREAM_ACCEPT}
         timeout = aiohttp.ClientTimeout(total=self._request_timeout + wait)
@@ -705,8 +717,8 @@ class _Asked:
     request: dict[str, Any]
     user: str
     context: dict[str, str]
-    ttl: int
-    digits: int
+    ttl: int | None  # None: not sent, the RP's policy at the broker decides
+    digits: int | None
     rp_nonce: bytes
     credential_id: str | None
     issued: int
@@ -719,21 +731,20 @@ class _Asked:
         cls,
         user: str,
         context: Mapping[str, str] | None,
-        ttl: int,
-        digits: int,
+        ttl: int | None,
+        digits: int | None,
         *,
         supersede: bool,
         credential_id: str | None,
     ) -> _Asked:
         ctx = dict(context or {})
         rp_nonce = secrets.token_bytes(32)
-        request: dict[str, Any] = {
-            "user": user,
-            "context": ctx,
-            "ttl": ttl,
-            "digits": digits,
-            "rp_nonce": wire.b64encode(rp_nonce),
-        }
+        request: dict[str, Any] = {"user": user, "context": ctx, "rp_nonce": wire.b64encode(rp_nonce)}
+        # Named only when the RP names them: else the RP's policy at the broker decides.
+        if ttl is not None:
+            request["ttl"] = ttl
+        if digits is not None:
+            request["digits"] = digits
         # Sent only when not the default, so plain calls work with older brokers too.
         if not supersede:
             request["supersede"] = False
@@ -744,13 +755,34 @@ class _Asked:
 
     def check(self, body: Any) -> Challenge:
         challenge = Challenge.from_json(wire.obj(body, "challenge"), context=self.context)
-        if challenge.digits != self.digits:
+        if self.digits is not None and challenge.digits != self.digits:
             raise BadBrokerResponse(f"challenge: asked for {self.digits} digits, got {challenge.digits}")
+        if not MIN_DIGITS <= challenge.digits <= MAX_DIGITS:
+            raise BadBrokerResponse(
+                f"challenge: {challenge.digits} digits, outside {MIN_DIGITS}..{MAX_DIGITS}"
+            )
         if challenge.rp_nonce != self.rp_nonce or challenge.user != self.user:
             raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
         if challenge.credential_id != self.credential_id:
             raise BadBrokerResponse("challenge: the broker aimed it at another credential than asked")
-        return replace(challenge, created_at=self.issued, expires_at=self.issued + self.ttl * 1000)
+        return replace(
+            challenge, created_at=self.issued, expires_at=self.issued + self.lifetime_ms(challenge)
+        )
+
+    def lifetime_ms(self, challenge: Challenge) -> int:
+        """How long the challenge lives, counted from `issued` by the RP's clock (its
+        freshness window, docs/protocol.md section 13): the ttl the RP named, else the
+        one the broker applied (its policy's), read off its answer and held to the
+        protocol's bounds, so a broker cannot stretch the window past 600 s."""
+        if self.ttl is not None:
+            return self.ttl * 1000
+        lifetime = challenge.expires_at - challenge.created_at
+        if not MIN_TTL_S * 1000 <= lifetime <= MAX_TTL_S * 1000:
+            raise BadBrokerResponse(
+                f"challenge: a lifetime of {lifetime} ms (expires_at - created_at), "
+                f"outside {MIN_TTL_S}..{MAX_TTL_S} s"
+            )
+        return lifetime
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:

@@ -296,10 +296,20 @@ async def test_challenge_request_body(broker: Scripted) -> None:
         for _ in range(2):
             with pytest.raises(NoDevices):
                 await client.create_challenge("alice", {"app": "Payroll"}, ttl=120, digits=6)
+        # Neither ttl nor digits named: neither is sent, the RP's policy at the broker decides.
+        with pytest.raises(NoDevices):
+            await client.create_challenge("alice")
+        with pytest.raises(NoDevices):
+            await client.sign_in("alice", {"app": "Payroll"}, digits=8)
     # The SDK's own fresh value for each challenge: 32 random bytes, a new one each time.
     nonces = [b64decode(body.pop("rp_nonce")) for body in received]
-    assert [len(n) for n in nonces] == [32, 32] and nonces[0] != nonces[1]
-    assert received == [{"user": "alice", "context": {"app": "Payroll"}, "ttl": 120, "digits": 6}] * 2
+    assert [len(n) for n in nonces] == [32] * 4 and len(set(nonces)) == 4
+    assert received == [
+        {"user": "alice", "context": {"app": "Payroll"}, "ttl": 120, "digits": 6},
+        {"user": "alice", "context": {"app": "Payroll"}, "ttl": 120, "digits": 6},
+        {"user": "alice", "context": {}},
+        {"user": "alice", "context": {"app": "Payroll"}, "digits": 8},
+    ]
 
 
 # -- enrollment ------------------------------------------------------------------------
@@ -570,7 +580,8 @@ def made(request_body: dict[str, Any], n: int) -> dict[str, Any]:
     """The 201 body of challenge `n` made as `request_body` asked."""
     now = _now_ms()
     return {
-        "id": f"ch_{n}", "user": request_body["user"], "number": "42", "digits": request_body["digits"],
+        "id": f"ch_{n}", "user": request_body["user"], "number": "42",
+        "digits": request_body.get("digits", 2),
         "nonce": b64encode(bytes([n]) * 32), "rp_nonce": request_body["rp_nonce"],
         "context": request_body["context"], "created_at": now, "expires_at": now + 60_000, "devices": 1,
     }  # fmt: skip

@@ -38,6 +38,7 @@ from relying_party import (
     VerificationReason,
 )
 from relying_party.sdk import LONG_POLL_S
+from relying_party.verify import MAX_CLOCK_SKEW_MS
 from relying_party.wire import b64encode
 
 NDJSON = "application/x-ndjson"
@@ -63,6 +64,8 @@ class FakeBroker:
     # Edits the POST /v1/challenges answer (what the SDK is told it created).
     on_create: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     polls: list[int] = field(default_factory=list)
+    # The bodies of POST /v1/challenges, as the SDK sent them.
+    asked: list[dict[str, Any]] = field(default_factory=list)
     # Set: POST /v1/challenges with Accept: application/x-ndjson is streamed, its second
     # line made by stream_result(the challenge as the SDK will know it) (and later
     # long-polls say the same). None: the broker does not stream (an older broker).
@@ -75,12 +78,13 @@ class FakeBroker:
 
     async def create(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.asked.append(body)
         now = _now_ms()
         ch = {
             "id": "ch_" + secrets.token_hex(8),
             "user": body["user"],
             "number": self.number,
-            "digits": body["digits"],
+            "digits": body.get("digits", 2),  # this broker's policy: 2 digits
             "nonce": b64encode(secrets.token_bytes(32)),
             # The SDK's own value, echoed (the SDK refuses a challenge without it).
             "rp_nonce": body["rp_nonce"],
@@ -477,7 +481,66 @@ async def test_a_created_challenge_that_is_not_the_rps_is_refused(fake_broker: F
     fake_broker.on_create = CREATE_LIES[case]
     async with PushAuthClient(fake_broker.url, "test-key") as client:
         with pytest.raises(BadBrokerResponse):
-            await client.create_challenge("alice", CONTEXT)
+            await client.create_challenge("alice", CONTEXT, digits=2)
+
+
+# What a broker may not answer to a create that named no digits or ttl (the RP's policy
+# decides): the protocol's bounds hold whatever the broker says its policy is.
+UNBOUNDED_POLICY_LIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "9 digits": lambda ch: {**ch, "digits": 9, "number": "123456789"},
+    "1 digit": lambda ch: {**ch, "digits": 1, "number": "7"},
+    "a lifetime of 9.999 s": lambda ch: {**ch, "expires_at": ch["created_at"] + 9_999},
+    "a lifetime of 600.001 s": lambda ch: {**ch, "expires_at": ch["created_at"] + 600_001},
+    "a lifetime of a century": lambda ch: {**ch, "created_at": 0, "expires_at": 2**52},
+    "a negative lifetime": lambda ch: {**ch, "expires_at": ch["created_at"] - 60_000},
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNBOUNDED_POLICY_LIES))
+async def test_a_policy_answer_outside_the_protocols_bounds_is_refused(
+    fake_broker: FakeBroker, flow: str, case: str
+) -> None:
+    """With no ttl or digits named, the SDK takes the broker's (the RP's policy there),
+    only within 2..8 digits and 10..600 s: a broker cannot stretch the RP's freshness
+    window past 600 s, nor make a number of 9 digits or of 1."""
+    fake_broker.on_create = UNBOUNDED_POLICY_LIES[case]
+    fake_broker.stream_result = (lambda ch: claims("pending", None)) if flow == "one request" else None
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        create = client.sign_in if flow == "one request" else client.create_challenge
+        with pytest.raises(BadBrokerResponse, match=r"digits|lifetime"):
+            await create("alice", CONTEXT)
+    assert [set(body) & {"ttl", "digits"} for body in fake_broker.asked] == [set()]
+
+
+@pytest.mark.parametrize("lifetime_ms", [10_000, 120_000, 600_000])
+async def test_without_a_ttl_the_lifetime_is_the_brokers_counted_by_the_rps_clock(
+    fake_broker: FakeBroker, flow: str, lifetime_ms: int
+) -> None:
+    """No ttl named: the window is the lifetime the broker answered (expires_at -
+    created_at), counted from the RP's own clock, whatever the broker's clock says; an
+    answer signed past it is STALE_ANSWER, one within it approves."""
+    fake_broker.on_create = lambda ch: {**ch, "created_at": 5_000, "expires_at": 5_000 + lifetime_ms}
+    fake_broker.ttl_ms = lifetime_ms
+    keys = {ALICE.cid: ALICE.public_key}
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        before = _now_ms()
+        if flow == "one request":
+            fake_broker.stream_result = lambda ch: claims("pending", None)
+            async with await client.sign_in("alice", CONTEXT) as pending:
+                challenge = pending.challenge
+        else:
+            challenge = await client.create_challenge("alice", CONTEXT)
+        assert before <= challenge.created_at <= _now_ms()
+        assert challenge.expires_at == challenge.created_at + lifetime_ms
+        assert challenge.digits == 2
+        late = challenge.expires_at + MAX_CLOCK_SKEW_MS + 1
+        fake_broker.result = claims("approved", answer_json(ALICE.answer(challenge, ts=late)))
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(challenge, keys, timeout=5)
+        assert failure.value.reason is VerificationReason.STALE_ANSWER
+        fake_broker.result = claims("approved", answer_json(ALICE.answer(challenge, ts=late - 1)))
+        assert (await client.wait_result(challenge, keys, timeout=5)).approved
+    assert [set(body) & {"ttl", "digits"} for body in fake_broker.asked] == [set()]
 
 
 async def test_the_challenge_lifetime_is_the_sdks_own(fake_broker: FakeBroker) -> None:
@@ -596,7 +659,7 @@ async def test_a_streamed_challenge_that_is_not_the_rps_is_refused(
     fake_broker.stream_tail = b""
     async with PushAuthClient(fake_broker.url, "test-key") as client:
         with pytest.raises(BadBrokerResponse):
-            await client.sign_in("alice", CONTEXT)
+            await client.sign_in("alice", CONTEXT, digits=2)
 
 
 async def test_a_stream_that_ends_early_is_read_by_long_poll(fake_broker: FakeBroker) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import BrokerProcess
+from support import BrokerProcess, set_policy
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -326,3 +326,55 @@ async def test_cancel_enrollment_withdraws_the_link(client: PushAuthClient, brok
         refused = await device.recv_type(Error)
     assert refused.code == "bad_token"
     assert await client.list_credentials("hana") == []
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [("--digits", "6", "--ttl", "120"), ("--profile", "nist-800-63b-4", "--ttl", "120")],
+    ids=["6 digits, 120 s", "nist-800-63b-4, 120 s"],
+)
+async def test_a_challenge_that_names_no_digits_or_ttl_takes_the_rps_policy(
+    client: PushAuthClient, broker: BrokerProcess, rp: dict[str, Any], policy: tuple[str, ...]
+) -> None:
+    """The operator's `rp set` decides what a default create_challenge / sign_in gets:
+    a 6-digit number and a 120 s lifetime (by the RP's clock too: the SDK's freshness
+    window is the broker's lifetime when the RP named none), verified end to end as
+    always. A value the RP names is still sent, and the policy still bounds it."""
+    assert broker.redis_url is not None
+    await asyncio.to_thread(set_policy, rp["id"], *policy, redis_url=broker.redis_url)
+    device, cred = await enroll_device(client, broker, "ivy")
+    keys = {cred.id: cred.public_key}
+    async with device.ws:
+        before = _now_ms()
+        challenge = await client.create_challenge("ivy", CONTEXT)
+        assert before <= challenge.created_at <= _now_ms()
+        assert (challenge.digits, len(challenge.number)) == (6, 6)
+        assert challenge.expires_at - challenge.created_at == 120_000
+        pushed = await device.recv_type(ChallengeFrame)
+        assert (pushed.ch, pushed.digits, pushed.expires - pushed.created) == (challenge.id, 6, 120_000)
+        assert isinstance(await device.answer(pushed, Decision.APPROVE, challenge.number), AnswerResult)
+        result = await client.wait_result(challenge, keys, timeout=FRAME_WAIT_S)
+        assert result.approved and result.credential_id == cred.id
+
+        # The one-request form takes the policy the same way.
+        async with await client.sign_in("ivy", CONTEXT) as pending:
+            streamed = pending.challenge
+            assert (streamed.digits, len(streamed.number)) == (6, 6)
+            assert streamed.expires_at - streamed.created_at == 120_000
+            pushed = await device.recv_type(ChallengeFrame)
+            assert isinstance(await device.answer(pushed, Decision.APPROVE, streamed.number), AnswerResult)
+            assert (await pending.result(keys, timeout=FRAME_WAIT_S)).approved
+
+        # Named values are sent as they are: within the policy they count, below its
+        # min_digits (6 under the NIST profile, 2 otherwise) the broker refuses, naming
+        # the field, and makes nothing.
+        pinned = await client.create_challenge("ivy", CONTEXT, ttl=30, digits=8)
+        assert (pinned.digits, len(pinned.number), pinned.expires_at - pinned.created_at) == (8, 8, 30_000)
+        pushed = await device.recv_type(ChallengeFrame)
+        assert (pushed.ch, pushed.digits, pushed.expires - pushed.created) == (pinned.id, 8, 30_000)
+        if "--profile" in policy:
+            with pytest.raises(InvalidRequest, match="digits"):
+                await client.create_challenge("ivy", CONTEXT, digits=2)
+        else:
+            two = await client.create_challenge("ivy", CONTEXT, digits=2)
+            assert (two.digits, len(two.number), two.expires_at - two.created_at) == (2, 2, 120_000)
