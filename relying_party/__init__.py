@@ -38,7 +38,7 @@ from .models import (
     Status,
     VerifiedAnswer,
 )
-from .totp import TotpParams, new_totp
+from .totp import TotpCheck, TotpParams, check_code, new_totp
 
 if TYPE_CHECKING:
     from .one_request import PendingSignIn
@@ -84,10 +84,12 @@ __all__ = [
     "ServiceUnavailable",
     "SignInResult",
     "Status",
+    "TotpCheck",
     "TotpParams",
     "Unauthorized",
     "VerificationFailed",
     "VerificationReason",
     "VerifiedAnswer",
+    "check_code",
     "new_totp",
 ]

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from protocol.challenge import Status
+from protocol.errors import ProtocolError
 from protocol.frames import Decision
-from protocol.uri import TotpParams
+from protocol.uri import TotpParams, parse_totp
 
 from . import wire
 from .errors import BadBrokerResponse, VerificationFailed
@@ -33,6 +34,8 @@ __all__ = [
     "SignInResult",
     "Status",
     "VerifiedAnswer",
+    "totp_from_json",
+    "totp_to_json",
 ]
 
 
@@ -256,7 +259,10 @@ class Enrollment:
     token: str | None = None
     broker_url: str | None = None
     uri: str | None = None
-    totp: TotpParams | None = None  # provisioned by the RP; the broker never sees it
+    # Provisioned by the RP (create_enrollment's `totp`); the broker never sees it. Kept
+    # through to_json / from_stored and on what get_enrollment / wait_enrollment return:
+    # once completed, store it with the credential (that device's verification codes).
+    totp: TotpParams | None = None
     # The link's `es`: made by the SDK, shown only in the link, never sent to the
     # broker. Keep it with the pending enrollment (to_json / from_stored):
     # wait_enrollment checks the device's binding with it.
@@ -293,8 +299,8 @@ class Enrollment:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """What an RP keeps of a pending enrollment between requests (it holds the
-        link's secret: keep it server-side); from_stored reads it back."""
+        """What an RP keeps of a pending enrollment between requests: the link's secret
+        and the TOTP secret it provisioned (keep it server-side); from_stored reads it back."""
         return {
             "id": self.id,
             "user": self.user,
@@ -305,17 +311,47 @@ class Enrollment:
             "uri": self.uri,
             "recoverable": self.recoverable,
             "binding_secret": None if self.binding_secret is None else wire.b64encode(self.binding_secret),
+            "totp": None if self.totp is None else totp_to_json(self.totp),
         }
 
     @classmethod
     def from_stored(cls, body: Mapping[str, Any]) -> Enrollment:
-        secret = body.get("binding_secret")
+        """Read back what to_json wrote (ValueError for TOTP parameters that are not valid)."""
+        secret, totp = body.get("binding_secret"), body.get("totp")
         return replace(
             cls.from_json({**body, "credential": None}),
             binding_secret=None
             if secret is None
             else get_bytes(body, "binding_secret", "stored enrollment", length=32),
+            totp=None if totp is None else totp_from_json(totp),
         )
+
+
+def totp_to_json(params: TotpParams) -> dict[str, Any]:
+    """TOTP parameters as a JSON-safe dict (they hold the secret: keep it server-side)."""
+    return {
+        "secret": params.secret,
+        "algorithm": params.algorithm,
+        "digits": params.digits,
+        "period": params.period,
+    }
+
+
+def totp_from_json(body: Any) -> TotpParams:
+    """Read back totp_to_json, checked as an enrollment link's TOTP part is (ValueError)."""
+    fields = body if isinstance(body, dict) else {}
+    secret, algorithm = fields.get("secret"), fields.get("algorithm")
+    digits, period = fields.get("digits"), fields.get("period")
+    if not (
+        isinstance(secret, str) and isinstance(algorithm, str) and type(digits) is int and type(period) is int
+    ):
+        raise ValueError("stored TOTP parameters: secret, algorithm, digits and period are required")
+    try:
+        return parse_totp(
+            {"secret": secret, "algorithm": algorithm, "digits": str(digits), "period": str(period)}
+        )
+    except ProtocolError as exc:
+        raise ValueError(f"stored TOTP parameters: {exc.message}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,10 +197,12 @@ class PushAuthClient:
         """Start an enrollment; `uri` is the full pushauth://enroll URI for the QR code.
 
         `totp` (see relying_party.totp.new_totp) is added to the URI here, by the RP:
-        the broker never sees TOTP secrets. The RP stores it with the credential
-        once the enrollment completes. So is a fresh link secret (`es`), with which
+        the broker never sees TOTP secrets. So is a fresh link secret (`es`), with which
         `wait_enrollment` checks that the key the broker reports is the device's own:
-        keep the returned Enrollment (`to_json()`, server-side) until then.
+        keep the returned Enrollment (`to_json()`, server-side: it holds both secrets)
+        until then. The enrollment wait_enrollment returns carries the same `totp`:
+        store it with that credential once completed (that device's verification
+        codes; relying_party.totp.check_code checks one).
         """
         body = await self._call(
             "POST",
@@ -261,8 +263,10 @@ class PushAuthClient:
 
         Returns the enrollment in whatever state it reached: check `.completed` (then
         store `.credential`, whose key and recovery key were checked against the
-        link's secret), or `.status` for EXPIRED / PENDING (timed out). Raises
-        VerificationFailed (BAD_BINDING) for a key the device did not bind to the link.
+        link's secret, and with it `.totp`, the TOTP parameters the RP provisioned in
+        create_enrollment, or None), or `.status` for EXPIRED / PENDING (timed out).
+        Raises VerificationFailed (BAD_BINDING) for a key the device did not bind to the
+        link.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         while True:

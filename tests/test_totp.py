@@ -1,8 +1,11 @@
 """TOTP/HOTP codes: the RFC test vectors, and equality with oathtool (an independent
-C implementation, OATH Toolkit) for every algorithm, digit count and several periods."""
+C implementation, OATH Toolkit) for every algorithm, digit count and several periods;
+and the RP's check of a code (relying_party.totp) against the same vectors and the
+device agent's codes."""
 
 from __future__ import annotations
 
+import base64
 import random
 import shutil
 import subprocess
@@ -11,6 +14,9 @@ import pytest
 
 from device_agent.accounts_model import OtpAccount
 from device_agent.totp import code, hotp, seconds_left, time_step, totp
+from protocol.uri import TotpParams
+from relying_party import totp as rp_totp
+from relying_party.totp import TotpCheck, new_totp
 
 OATHTOOL = shutil.which("oathtool")
 needs_oathtool = pytest.mark.skipif(
@@ -131,3 +137,62 @@ def test_hotp_sha2_equals_oathtool(algorithm: str, digits: int) -> None:
         )
         ours = [hotp(secret, counter + i, algorithm=algorithm, digits=digits) for i in range(3)]  # type: ignore[arg-type]
         assert ours == expected
+
+
+# -- the RP's check of a code (relying_party.totp: the SDK's, the demo RP's, PAM's, RADIUS's) --
+
+RFC6238_PARAMS = {
+    algorithm: TotpParams(base64.b32encode(seed).decode().rstrip("="), algorithm, 8, 30)
+    for algorithm, seed in RFC6238_SEEDS.items()
+}
+
+
+@pytest.mark.parametrize(("at", "sha1", "sha256", "sha512"), RFC6238)
+def test_rp_check_accepts_the_rfc6238_vectors(at: int, sha1: str, sha256: str, sha512: str) -> None:
+    for algorithm, expected in (("SHA1", sha1), ("SHA256", sha256), ("SHA512", sha512)):
+        params = RFC6238_PARAMS[algorithm]
+        assert rp_totp.code_at(params, at // 30) == expected
+        assert rp_totp.check_code(params, expected, last_used_step=None, now=at) == TotpCheck(at // 30)
+
+
+@pytest.mark.parametrize("algorithm", ["SHA1", "SHA256", "SHA512"])
+@pytest.mark.parametrize(("digits", "period"), [(6, 30), (8, 60), (6, 1), (8, 3600)])
+def test_rp_check_accepts_what_the_device_agent_shows(algorithm: str, digits: int, period: int) -> None:
+    """The device's code (device_agent.totp, from the secret in the enrollment link) is
+    the one the RP's check accepts, for every algorithm, digit count and period we issue."""
+    params = new_totp(algorithm, digits, period)
+    secret = base64.b32decode(params.secret + "=" * (-len(params.secret) % 8))
+    rng = random.Random(params.secret)
+    for at in (period * 3, 1_111_111_109, rng.randrange(period * 3, 2**32)):
+        shown = totp(secret, at, algorithm=algorithm, digits=digits, period=period)  # type: ignore[arg-type]
+        assert rp_totp.check_code(params, shown, last_used_step=None, now=at).step == at // period
+
+
+def test_rp_check_allows_one_step_of_skew_and_refuses_a_reused_code() -> None:
+    params = new_totp()
+    now = 1_800_000_015.0
+    step = int(now // 30)
+    code = {s: rp_totp.code_at(params, s) for s in range(step - 2, step + 3)}
+    assert len(set(code.values())) == 5, "five different codes (a collision would blur this test)"
+    check = rp_totp.check_code
+    # One step either way counts: a device clock up to a step off, a code typed late.
+    for s in (step - 1, step, step + 1):
+        assert check(params, code[s], last_used_step=None, now=now) == TotpCheck(s)
+    for s in (step - 2, step + 2):
+        assert check(params, code[s], last_used_step=None, now=now) == TotpCheck(None, replayed=False)
+    # Once a step was used, its code and every earlier one are refused as replayed; a later one counts.
+    assert check(params, code[step], last_used_step=step, now=now) == TotpCheck(None, replayed=True)
+    assert check(params, code[step - 1], last_used_step=step, now=now) == TotpCheck(None, replayed=True)
+    assert check(params, code[step + 1], last_used_step=step, now=now) == TotpCheck(step + 1)
+    assert not check(params, code[step], last_used_step=step, now=now).ok
+    # Not a code at all (letters, full-width digits), or of another length: refused, no match.
+    for bad in (
+        "",
+        code[step][:-1],
+        code[step] + "0",
+        "12345a",
+        "\uff11\uff12\uff13\uff14\uff15\uff16",
+        " " + code[step][1:],
+    ):
+        assert check(params, bad, last_used_step=None, now=now) == TotpCheck(None)
+    assert rp_totp.matching_steps(params, code[step], now=now) == [step]

@@ -36,7 +36,7 @@ from .state import Pending, StateStore
 log = logging.getLogger("pushauth.radius")
 STATE_BYTES = 16
 # How long a verification code stays claimed in Redis: its period with one step of
-# skew either way (relying_party.web.totp.SKEW_STEPS), for the longest period we issue.
+# skew either way (relying_party.totp.SKEW_STEPS), for the longest period we issue.
 CODE_CLAIM_S = 3 * 30 + 30
 
 

@@ -1,4 +1,5 @@
-"""Verification codes (RFC 6238): the secret we provision per device, and the check.
+"""Verification codes of our devices: the SDK's check (relying_party.totp, the one place
+a code is computed and matched) over the secrets and used steps in our database.
 
 Each device credential has its own secret (DESIGN.md flow 3), so a code is checked
 against every confirmed device of the user; one time step of clock skew either way
@@ -7,27 +8,25 @@ is allowed, and a code (or an earlier one) of a device that was used once is ref
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import time
 from dataclasses import dataclass
 
-import pyotp
+from protocol.uri import TotpParams
 
+from .. import totp as sdk_totp
+from ..totp import SKEW_STEPS
 from .db import Database, Device
 
-SKEW_STEPS = 1
-_DIGESTS = {"SHA1": hashlib.sha1, "SHA256": hashlib.sha256, "SHA512": hashlib.sha512}
+__all__ = ["SKEW_STEPS", "CodeCheck", "check", "code_at", "params_of"]
+
+
+def params_of(device: Device) -> TotpParams:
+    """The TOTP parameters we provisioned for `device` at its enrollment."""
+    return TotpParams(device.totp_secret, device.totp_algorithm, device.totp_digits, device.totp_period)
 
 
 def code_at(device: Device, counter: int) -> str:
-    otp = pyotp.TOTP(
-        device.totp_secret,
-        digits=device.totp_digits,
-        digest=_DIGESTS[device.totp_algorithm],
-        interval=device.totp_period,
-    )
-    return otp.generate_otp(counter)
+    return sdk_totp.code_at(params_of(device), counter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +39,9 @@ def check(db: Database, devices: list[Device], code: str, *, now: float | None =
     t = time.time() if now is None else now
     replayed = False
     for device in devices:
-        if len(code) != device.totp_digits:
-            continue
-        step = int(t // device.totp_period)
-        for counter in (step, step - SKEW_STEPS, step + SKEW_STEPS):
-            if hmac.compare_digest(code_at(device, counter), code):
-                if db.use_totp_counter(device.credential_id, counter):
-                    return CodeCheck(device)
-                replayed = True
+        for counter in sdk_totp.matching_steps(params_of(device), code, now=t):
+            # The compare and set of the used step, atomic in the database.
+            if db.use_totp_counter(device.credential_id, counter):
+                return CodeCheck(device)
+            replayed = True
     return CodeCheck(None, replayed)
