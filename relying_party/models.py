@@ -147,8 +147,13 @@ class Credential:
     binding: bytes | None = None  # the enrollment binding (signing.binding_bytes), from the broker
     recovery_key: RecoveryKey | None = None
     recovery: RecoveryProof | None = None
-    # The broker's word on whether the RP confirmed it (confirm_credential): until then
-    # it gets only challenges aimed at it (create_challenge(credential_id=...)).
+    # Whether the RP confirmed it (confirm_credential, after its approved test push):
+    # until then the broker sends it only challenges aimed at it (create_challenge(
+    # credential_id=...)), and its key verifies nothing but that test push. Read from
+    # the broker (wait_enrollment: False, list_credentials) it is the broker's word;
+    # in the RP's store it is the RP's own record: confirm_credential(credential)
+    # returns the copy to store, sync_credentials keeps it as stored (a recovery it
+    # accepts is confirmed by its proof).
     confirmed: bool = True
 
     @classmethod
@@ -194,11 +199,12 @@ class CredentialSync:
     """What PushAuthClient.sync_credentials (relying_party.verify.reconcile) found.
 
     `current` is what the RP should store for the user now: its stored credentials,
-    updated only by what verified, plus accepted recoveries. Nothing in it is the
-    broker's word alone: a recovered credential is in it only if both signatures of its
-    recovery verify with the recovery key the RP stored for `recovery.from` (unused
-    till then), and a new recovery key only if the stored credential's key signed it
-    with a newer `ts`.
+    updated only by what verified, plus accepted recoveries. Nothing in it that decides
+    a sign-in is the broker's word alone: a recovered credential is in it only if both
+    signatures of its recovery verify with the recovery key the RP stored for
+    `recovery.from` (unused till then; it is then `confirmed`), a new recovery key only
+    if the stored credential's key signed it with a newer `ts`, and `confirmed` is what
+    the RP stored. Only `last_used_at` is the broker's (later values; for display).
     """
 
     current: dict[str, Credential] = field(default_factory=dict)
@@ -207,11 +213,18 @@ class CredentialSync:
     spent: list[str] = field(default_factory=list)  # their recovery key was used by an accepted recovery
     removed: list[str] = field(default_factory=list)  # stored, but the broker no longer lists them
     refused: list[VerificationFailed] = field(default_factory=list)  # listed, but did not verify
+    # Stored ones whose last_used_at the broker reports later than stored (taken into
+    # `current`: for showing "last used", it decides nothing).
+    last_used: list[str] = field(default_factory=list)
+    # Stored as confirmed by the RP (its `confirmed`, which the sync never changes), but
+    # listed by the broker as not confirmed, so they get no ordinary sign-in requests:
+    # call confirm_credential for them again (harmless twice).
+    unconfirmed_at_broker: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         """True when `current` differs from what the RP passed in (write it back)."""
-        return bool(self.added or self.rotated or self.spent or self.removed)
+        return bool(self.added or self.rotated or self.spent or self.removed or self.last_used)
 
     def public_keys(self) -> dict[str, bytes]:
         """credential id -> public key of `current`: what wait_result / get_result take."""

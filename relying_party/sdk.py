@@ -3,7 +3,8 @@
     async with PushAuthClient("https://broker.example", api_key) as client:
         challenge = await client.create_challenge("alice", {"app": "Payroll", "ip": ip})
         show(challenge.number)
-        result = await client.wait_result(challenge, stored_public_keys("alice"))
+        # The keys of alice's confirmed credentials, from the RP's own store:
+        result = await client.wait_result(challenge, confirmed_public_keys("alice"))
         if result.approved: ...
 
 `wait_result` verifies the device's signed answer end to end (relying_party.verify):
@@ -14,7 +15,7 @@ the long-poll above when it does not):
 
     async with await client.sign_in("alice", {"app": "Payroll", "ip": ip}) as pending:
         show(pending.challenge.number)
-        result = await pending.result(stored_public_keys("alice"))
+        result = await pending.result(confirmed_public_keys("alice"))
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -373,7 +374,7 @@ class PushAuthClient:
 
             async with await client.sign_in("alice", {"app": "Payroll"}) as pending:
                 show(pending.challenge.number)          # at once
-                result = await pending.result(stored_public_keys("alice"))
+                result = await pending.result(confirmed_public_keys("alice"))
 
         The broker answers `Accept: application/x-ndjson` with the challenge (the
         number) at once and its result when it ends, in one response (docs/http-api.md,
@@ -382,7 +383,10 @@ class PushAuthClient:
         it: a broker that does not stream (it answers plain JSON: told by the
         Content-Type), a stream cut short, or a wait that ran out. Arguments (`ttl` and
         `digits` None: the RP's policy at the broker), checks and errors are
-        create_challenge's; which keys to pass to `result` is as for wait_result.
+        create_challenge's. `pending.result` takes the keys wait_result takes: for an
+        ordinary sign-in those of the user's confirmed credentials (the RP's own
+        record), for a setup test push (`credential_id`) that new credential's key
+        alone.
         """
         asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
         # The broker holds the result at most this long (the challenge's expiry bounds it too,
@@ -471,6 +475,15 @@ class PushAuthClient:
         `public_keys` maps credential id -> public key, from the RP's own store, and
         only this user's credentials: a key of another user in it would let that
         user's device approve this sign-in if a compromised broker routed it there.
+        Which of them:
+
+        - an ordinary sign-in: the keys of the user's **confirmed** credentials (the
+          RP's own `confirmed`: an approved test push, then confirm_credential; or a
+          recovery sync_credentials accepted), e.g. `{c.id: c.public_key for c in
+          stored if c.confirmed}`. A device whose setup is unfinished approves nothing.
+        - a device's setup test push (create_challenge with `credential_id`): that new
+          credential's key alone, `{cred.id: cred.public_key}`, so that only the device
+          being set up can pass it.
 
         The result is APPROVED only if a stored key signed an approval of this very
         challenge (RP id, challenge id, nonce, context) with the number the RP
@@ -523,15 +536,28 @@ class PushAuthClient:
             raise BadBrokerResponse("cancel: the broker answered about another challenge")
         return wire.get(fields, "status", str, "challenge result") == Status.CANCELLED.value
 
-    async def confirm_credential(self, credential_id: str) -> None:
+    @overload
+    async def confirm_credential(self, credential: Credential) -> Credential: ...
+    @overload
+    async def confirm_credential(self, credential: str) -> None: ...
+    async def confirm_credential(self, credential: Credential | str) -> Credential | None:
         """Finish a device's setup: from now on the credential gets the user's ordinary
         sign-in requests. Call it after its test push (create_challenge with
-        `credential_id`) came back approved from wait_result, i.e. verified with the
-        key you stored. Until then it gets only challenges aimed at it, so a setup
-        left unfinished cannot approve sign-ins. Confirming twice is harmless."""
-        await self._call("POST", f"/v1/credentials/{_segment(credential_id)}/confirm", expect=(204,))
+        `credential_id`) came back approved from wait_result, verified with that
+        credential's key alone. Until then it gets only challenges aimed at it, so a
+        setup left unfinished cannot approve sign-ins. Confirming twice is harmless.
+
+        Given the Credential (as wait_enrollment returned it, `confirmed` False), it
+        returns the copy to store, with `confirmed` True: that flag in the RP's store is
+        the RP's own record (sync_credentials never changes it), and its keys are the
+        ones ordinary sign-ins verify with (see wait_result). Given an id, None."""
+        cid = credential.id if isinstance(credential, Credential) else credential
+        await self._call("POST", f"/v1/credentials/{_segment(cid)}/confirm", expect=(204,))
+        return replace(credential, confirmed=True) if isinstance(credential, Credential) else None
 
     async def list_credentials(self, user: str) -> list[Credential]:
+        """The broker's list of `user`'s active credentials, unchecked: its word on keys,
+        `confirmed` and `last_used_at`. Check it with sync_credentials before storing."""
         body = wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/credentials"), "credentials")
         items = body.get("credentials")
         if not isinstance(items, list):
@@ -551,6 +577,16 @@ class PushAuthClient:
         list still counts); show them as a security event. Call it when an answer
         comes from a credential the RP does not hold and when showing the user's
         devices, so that a recovery and rotations are seen promptly.
+
+        For the credentials it keeps, `current` takes the broker's later `last_used_at`
+        (`last_used`; for display). Their `confirmed` stays what the RP stored, its own
+        record of an approved test push (confirm_credential returns the copy to
+        store): the broker's word must not make an unfinished setup's key count.
+        `unconfirmed_at_broker` names those the RP holds as confirmed and the broker
+        does not (they get no ordinary sign-ins: confirm them again). Recoveries in
+        `added` are confirmed by their proof; copy the TOTP secret and last used step
+        of the device each came from (`recovered_from`) to it: the restored app shows
+        that device's codes.
         """
         listed = await self.list_credentials(user)
         if any(cred.user != user for cred in listed):

@@ -240,12 +240,20 @@ def reconcile(listed: Sequence[Credential], stored: Mapping[str, Credential], rp
       (the RP did not enroll it as recoverable) takes none.
     - Stored credentials the broker no longer lists are `removed` (the broker can
       always stop routing to a device; dropping it trusts nothing new).
+    - Of a stored credential listed with its stored key, the broker's later
+      `last_used_at` is taken (`last_used`: for display, it decides nothing). Its
+      `confirmed` stays the RP's own: a broker that calls an unfinished setup
+      confirmed must not make its key count for sign-ins; one the RP holds as
+      confirmed but the broker does not is named in `unconfirmed_at_broker` (it gets
+      no ordinary sign-in requests there: confirm it again). A recovery accepted
+      here is confirmed by its proof.
     """
     current = dict(stored)
     refused: list[VerificationFailed] = []
     listed_ids: set[str] = set()
     recovered: list[Credential] = []
     rotations: list[Credential] = []
+    kept: list[Credential] = []  # listed with the key the RP stored for them
     for cred in listed:
         if cred.id in listed_ids:
             refused.append(_refusal(VerificationReason.KEY_MISMATCH, cred, "listed twice"))
@@ -271,8 +279,10 @@ def reconcile(listed: Sequence[Credential], stored: Mapping[str, Credential], rp
                     "the broker lists another public key; the stored one stays",
                 )
             )
-        elif cred.recovery_key is not None and cred.recovery_key != mine.recovery_key:
-            rotations.append(cred)
+        else:
+            kept.append(cred)
+            if cred.recovery_key is not None and cred.recovery_key != mine.recovery_key:
+                rotations.append(cred)
 
     # Recoveries: the ts of every accepted recovery from a credential, the floor for
     # its later recovery keys (the RP's store keeps them in the recovered credentials).
@@ -325,11 +335,28 @@ def reconcile(listed: Sequence[Credential], stored: Mapping[str, Credential], rp
         current[cred.id] = replace(mine, recovery_key=new_key)
         rotated.append(current[cred.id])
 
+    last_used: list[str] = []
+    unconfirmed: list[str] = []
+    for cred in kept:
+        mine = current[cred.id]
+        if cred.last_used_at is not None and (mine.last_used_at or 0) < cred.last_used_at:
+            current[cred.id] = replace(mine, last_used_at=cred.last_used_at)
+            last_used.append(cred.id)
+        if mine.confirmed and not cred.confirmed:
+            unconfirmed.append(cred.id)
+
     removed = [cid for cid in stored if cid not in listed_ids]
     for cid in removed:
         del current[cid]
     return CredentialSync(
-        current=current, added=added, rotated=rotated, spent=spent, removed=removed, refused=refused
+        current=current,
+        added=added,
+        rotated=rotated,
+        spent=spent,
+        removed=removed,
+        refused=refused,
+        last_used=last_used,
+        unconfirmed_at_broker=unconfirmed,
     )
 
 
@@ -378,7 +405,10 @@ def _check_recovery(
             cred,
             f"the recovery key of {source.id[:64]!r} was used by an earlier recovery (it works once)",
         )
-    accepted = replace(cred, recovered_from=source.id, recovery_key=RecoveryKey(own.public_key), binding=None)
+    # Confirmed by the RP's own check: the recovery key it stored signed it.
+    accepted = replace(
+        cred, recovered_from=source.id, recovery_key=RecoveryKey(own.public_key), binding=None, confirmed=True
+    )
     later = cred.recovery_key
     # Renewed since the recovery (e.g. a passphrase change on the new device): it counts
     # only as a rotation would, else the key named at recovery stays.

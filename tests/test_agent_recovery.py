@@ -10,6 +10,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +199,15 @@ async def test_a_backup_recovers_once_and_the_rp_checks_the_recovery(
     sync.apply_to(stored)
     assert await approve(client, tmp_path / "new", sync.public_keys()) == new_cred.id
     again = await client.sync_credentials("alice", stored)
-    assert not again.changed and not again.refused
+    # Nothing changed but the broker's record of that sign-in (last_used_at, for display).
+    assert again.last_used == [new_cred.id] and not again.refused
+    used_at = again.current[new_cred.id].last_used_at
+    assert used_at is not None and again.current == {
+        **stored,
+        new_cred.id: replace(new_cred, last_used_at=used_at),
+    }
+    again.apply_to(stored)
+    assert not (await client.sync_credentials("alice", stored)).changed
 
     # A compromised broker (here: a hand-written Redis hash) plants a second recovered
     # credential, signed with the old backup's (used) recovery key, and one from the new

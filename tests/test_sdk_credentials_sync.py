@@ -98,6 +98,32 @@ def test_an_unchanged_list_changes_nothing() -> None:
     assert sync.public_keys() == {old.cred.id: old.cred.public_key}
 
 
+def test_only_a_later_last_use_is_taken_and_confirmed_stays_the_rps() -> None:
+    """Of a credential the RP keeps, the broker's later last_used_at is taken (display
+    only); an earlier one is not, nor anything of a listing with another key. Its
+    `confirmed` is the RP's record: a broker that calls an unconfirmed setup confirmed
+    changes nothing; one that calls a confirmed credential unconfirmed is named."""
+    mine = replace(enrolled().cred, last_used_at=T0 + 500, confirmed=False)
+    used = replace(mine, last_used_at=T0 + 900, confirmed=True)
+    sync = reconcile([used], {mine.id: mine}, RP)
+    assert sync.current == {mine.id: replace(mine, last_used_at=T0 + 900)}
+    assert (sync.last_used, sync.unconfirmed_at_broker, sync.changed) == ([mine.id], [], True)
+    for listed in (replace(mine, last_used_at=T0 + 100), replace(mine, last_used_at=None)):
+        assert reconcile([listed], {mine.id: mine}, RP).current == {mine.id: mine}
+    swapped = replace(used, public_key=signing.public_key(signing.new_seed()))
+    assert reconcile([swapped], {mine.id: mine}, RP).current == {mine.id: mine}
+    held = replace(mine, confirmed=True)
+    sync = reconcile([replace(held, confirmed=False)], {held.id: held}, RP)
+    assert sync.unconfirmed_at_broker == [held.id] and sync.current == {held.id: held} and not sync.changed
+
+
+def test_an_accepted_recovery_is_confirmed_by_its_proof() -> None:
+    old = enrolled()
+    new = recovered(old)
+    sync = reconcile([old.cred, replace(new.cred, confirmed=False)], stored(old), RP)
+    assert [c.id for c in sync.added] == [new.cred.id] and sync.current[new.cred.id].confirmed
+
+
 def test_a_swapped_key_is_refused_and_the_stored_key_kept() -> None:
     old = enrolled()
     swapped = replace(old.cred, public_key=signing.public_key(signing.new_seed()))

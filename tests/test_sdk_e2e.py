@@ -378,3 +378,69 @@ async def test_a_challenge_that_names_no_digits_or_ttl_takes_the_rps_policy(
         else:
             two = await client.create_challenge("ivy", CONTEXT, digits=2)
             assert (two.digits, len(two.number), two.expires_at - two.created_at) == (2, 2, 120_000)
+
+
+async def test_confirmed_is_the_rps_own_record_and_sync_takes_the_brokers_last_use(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """A new credential comes unconfirmed; its setup test push is verified with its key
+    alone; confirm_credential(cred) gives the copy to store (confirmed), whose key then
+    verifies ordinary sign-ins. sync_credentials keeps the RP's `confirmed` whatever the
+    broker lists, takes the broker's later last_used_at, and names a credential the RP
+    confirmed that the broker does not."""
+    started = await client.create_enrollment("jo", "jo@example", totp=new_totp())
+    assert started.uri is not None
+    device = await SimulatedDevice.connect(broker.ws_url)
+    async with device.ws:
+        waiting = asyncio.create_task(client.wait_enrollment(started, timeout=FRAME_WAIT_S))
+        await device.enroll(started.uri)
+        await device.authenticate()
+        done = await waiting
+        cred = done.credential
+        assert cred is not None and cred.confirmed is False
+        unchanged = await client.sync_credentials("jo", {cred.id: cred})
+        assert unchanged.current == {cred.id: cred} and not unchanged.changed
+        assert unchanged.unconfirmed_at_broker == []
+
+        # The setup test push, verified with the new credential's key alone.
+        test = await client.create_challenge("jo", CONTEXT, credential_id=cred.id)
+        pushed = await device.recv_type(ChallengeFrame)
+        assert isinstance(await device.answer(pushed, Decision.APPROVE, test.number), AnswerResult)
+        assert (await client.wait_result(test, {cred.id: cred.public_key}, timeout=FRAME_WAIT_S)).approved
+        confirmed = await client.confirm_credential(cred)
+        assert confirmed == replace(cred, confirmed=True)
+        assert await client.confirm_credential(cred.id) is None  # twice is harmless
+
+        # An ordinary sign-in, verified with the keys of the confirmed credentials.
+        store = {confirmed.id: confirmed}
+        challenge = await client.create_challenge("jo", CONTEXT)
+        pushed = await device.recv_type(ChallengeFrame)
+        assert isinstance(await device.answer(pushed, Decision.APPROVE, challenge.number), AnswerResult)
+        keys = {c.id: c.public_key for c in store.values() if c.confirmed}
+        assert (await client.wait_result(challenge, keys, timeout=FRAME_WAIT_S)).approved
+
+    [listed] = await client.list_credentials("jo")
+    assert listed.confirmed and listed.last_used_at is not None
+    sync = await client.sync_credentials("jo", store)
+    assert sync.current == {cred.id: replace(confirmed, last_used_at=listed.last_used_at)}
+    assert (sync.last_used, sync.unconfirmed_at_broker, sync.changed) == ([cred.id], [], True)
+    again = await client.sync_credentials("jo", sync.current)
+    assert again.current == sync.current and not again.changed
+    # The broker lists it confirmed; an RP whose own record says not keeps its word.
+    assert (await client.sync_credentials("jo", {cred.id: cred})).current[cred.id].confirmed is False
+
+    # A credential the RP holds as confirmed (say its confirm call was lost) that the
+    # broker does not: named, so the RP confirms it again; unchanged in `current`.
+    second = await client.create_enrollment("jo", "jo@example", totp=new_totp())
+    assert second.uri is not None
+    other = await SimulatedDevice.connect(broker.ws_url)
+    async with other.ws:
+        waiting = asyncio.create_task(client.wait_enrollment(second, timeout=FRAME_WAIT_S))
+        await other.enroll(second.uri, name="tablet")
+        tablet = (await waiting).credential
+    assert tablet is not None and not tablet.confirmed
+    held = {**sync.current, tablet.id: replace(tablet, confirmed=True)}
+    sync = await client.sync_credentials("jo", held)
+    assert sync.unconfirmed_at_broker == [tablet.id] and sync.current == held and not sync.changed
+    await client.confirm_credential(tablet.id)
+    assert (await client.sync_credentials("jo", held)).unconfirmed_at_broker == []
