@@ -37,6 +37,7 @@ from .models import (
     SignInResult,
     Status,
     VerifiedAnswer,
+    credentials_from_json,
 )
 from .totp import TotpCheck, TotpParams, check_code, new_totp
 
@@ -91,5 +92,6 @@ __all__ = [
     "VerificationReason",
     "VerifiedAnswer",
     "check_code",
+    "credentials_from_json",
     "new_totp",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "SignInResult",
     "Status",
     "VerifiedAnswer",
+    "credentials_from_json",
     "totp_from_json",
     "totp_to_json",
 ]

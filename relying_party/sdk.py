@@ -285,7 +285,9 @@ class PushAuthClient:
     async def cancel_enrollment(self, enrollment: Enrollment | str) -> None:
         """Withdraw a pending enrollment: a device that uses its link afterwards is
         refused by the broker ("already used or has expired"), and the enrollment reads
-        as EXPIRED. For "cancel" on the setup page, and before a user's newer setup.
+        as EXPIRED. For "cancel" on the setup page, and before a user's newer setup: the
+        broker withdraws nothing by itself, so an older link works until it expires
+        unless the RP calls this for it.
 
         Harmless when it had ended before (completed, expired, withdrawn); a completed
         one keeps its credential: read it with get_enrollment, and revoke_credential it
@@ -527,9 +529,10 @@ class PushAuthClient:
         longer be answered (its result becomes CANCELLED). For "cancel" on the sign-in
         page, and when the user signs in another way (a verification code).
 
-        Returns True if it is cancelled, False if it had ended before (answered,
-        expired, superseded...): then get_result says how, verified as always. A
-        retried call is harmless."""
+        Returns True if the challenge is cancelled, by this call or by an earlier one
+        (a second call, or a retry, returns True again and changes nothing); False if
+        it had ended another way before (answered, expired, superseded, withdrawn):
+        then get_result says how, verified as always."""
         body = await self._call("DELETE", f"/v1/challenges/{_segment(challenge.id)}")
         fields = wire.obj(body, "challenge result")
         if wire.get(fields, "id", str, "challenge result") != challenge.id:

@@ -4,11 +4,14 @@ broker here; tests/test_agent_recovery.py runs sync_credentials against a real o
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 
 import pytest
 
+import relying_party
 from protocol import signing
+from relying_party import models
 from relying_party.errors import VerificationFailed, VerificationReason
 from relying_party.models import Credential, CredentialSync, RecoveryKey, RecoveryProof, credentials_from_json
 from relying_party.verify import reconcile
@@ -327,6 +330,16 @@ def test_removed_credentials_leave_and_apply_to_updates_the_rps_mapping() -> Non
     sync.apply_to(mine)
     assert mine == sync.current
     assert credentials_from_json(sync.to_json()) == sync.current
+
+
+def test_credentials_from_json_is_exported_where_its_docstrings_send_an_rp() -> None:
+    """CredentialSync.to_json names credentials_from_json to read it back: importable from
+    the package and named in relying_party.models.__all__, and it reads back JSON text."""
+    assert "credentials_from_json" in models.__all__ and "credentials_from_json" in relying_party.__all__
+    assert relying_party.credentials_from_json is models.credentials_from_json
+    old = enrolled()
+    sync = reconcile([replace(old.cred, last_used_at=T0 + 1)], stored(old), RP)
+    assert relying_party.credentials_from_json(json.loads(json.dumps(sync.to_json()))) == sync.current
 
 
 def test_a_refusal_says_which_credential_and_why() -> None:
