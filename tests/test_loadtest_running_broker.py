@@ -12,28 +12,15 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 from support import BROKER, BrokerProcess, RedisServer, line_on_stdout, new_rp_sync, run_cli
+from test_loadtest import run
 
-LOADTEST = Path(sys.executable).parent / "pushauth-loadtest"
 ALL_READY = r"listening on http://\S+ \(2 workers\)"
-
-
-def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(LOADTEST), *args, "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from support import DEADLINE, wait_until
 
 SCRIPT = textwrap.dedent(
     """
-    import os, signal, sys, time
+    import os, signal, sys, threading
     from pathlib import Path
     from relying_party.pam.watchdog import Watchdog
 
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
 
     def orphaned():
         out.write_text(str(os.getpid()))
-        time.sleep(3600)  # hangs: the deadline must end it
+        threading.Event().wait()  # hangs for good: the deadline must end it
 
     Watchdog.start(orphaned, deadline=1)
     print("watching", flush=True)
