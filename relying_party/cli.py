@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, NoReturn
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
+from .host.config import BY_POLICY, policy_summary
 from .web import access_pass, forms, passwords, proxies
 from .web.db import Database, UserExists
 
@@ -74,11 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--digits",
         type=int,
-        default=numbers.DEFAULT_DIGITS,
-        help=f"digits of the sign-in number, {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS} (default: 2)",
+        help=f"digits of the sign-in number, {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS} (default: not sent, "
+        f"{BY_POLICY} decides: 2 unless set with pushauth-broker rp set)",
     )
     serve.add_argument(
-        "--ttl", type=int, default=60, help=f"seconds a push request stays valid, {MIN_TTL_S}..{MAX_TTL_S}"
+        "--ttl",
+        type=int,
+        help=f"seconds a push request stays valid, {MIN_TTL_S}..{MAX_TTL_S} (default: not sent, "
+        f"{BY_POLICY} decides: 60 unless set with pushauth-broker rp set)",
     )
     serve.add_argument(
         "--trusted-proxy",
@@ -210,9 +214,9 @@ def _api_key(args: argparse.Namespace) -> str:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    if not numbers.MIN_DIGITS <= args.digits <= numbers.MAX_DIGITS:
+    if args.digits is not None and not numbers.MIN_DIGITS <= args.digits <= numbers.MAX_DIGITS:
         raise CliError(f"--digits must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
-    if not MIN_TTL_S <= args.ttl <= MAX_TTL_S:
+    if args.ttl is not None and not MIN_TTL_S <= args.ttl <= MAX_TTL_S:
         raise CliError(f"--ttl must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be 0..65535")
@@ -240,10 +244,10 @@ def _serve(args: argparse.Namespace) -> None:
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    asyncio.run(_run(create_app(settings), args.host, args.port))
+    asyncio.run(_run(create_app(settings), args.host, args.port, policy_summary(args.digits, args.ttl)))
 
 
-async def _run(app: web.Application, host: str, port: int) -> None:
+async def _run(app: web.Application, host: str, port: int, summary: str) -> None:
     from aiohttp import web
 
     # Open event streams (push pages) would hold a graceful stop for aiohttp's default
@@ -258,6 +262,7 @@ async def _run(app: web.Application, host: str, port: int) -> None:
             raise CliError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         bound = runner.addresses[0][1] if runner.addresses else port
         print(f"{PROG} listening on http://{host}:{bound}", flush=True)
+        print(f"sign-in {summary}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -13,14 +13,14 @@ import contextlib
 import re
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from e2e_helpers import agent_ok, approve
 from shared_broker import new_rp
-from support import DEADLINE, BrokerProcess, ManagedProcess, console_script, wait_until
+from support import DEADLINE, BrokerProcess, ManagedProcess, console_script, set_policy, wait_until
 
 import relying_party.pam.pam_module as pam_module_file
 
@@ -108,11 +108,15 @@ class World:
         *,
         broker_url: str | None = None,
         when_unreachable: str = "deny",
-        ttl: int = 60,
+        ttl: int | None = None,
+        digits: int | None = None,
         bypass: bool = False,
         extra_users: str = "",
     ) -> Path:
+        """`ttl` and `digits` None: left out, so the RP's policy at the broker decides."""
         path = self.base / f"{name}.toml"
+        digits_line = "" if digits is None else f"digits = {digits}"
+        ttl_line = "" if ttl is None else f"push = {ttl}"
         groups = f'bypass_groups = ["{self.account.bypass_group}"]' if bypass else ""
         path.write_text(
             f"""
@@ -128,11 +132,11 @@ syslog = false
 audit_file = "{self.audit}"
 
 [challenge]
-digits = 2
+{digits_line}
 
 [timeouts]
 request = 2
-push = {ttl}
+{ttl_line}
 
 [users]
 template = "{{user}}@test.example"
@@ -160,10 +164,14 @@ template = "{{user}}@test.example"
         return len(self.audit_lines())
 
 
-def make_world(broker: BrokerProcess, base: Path, account: Account) -> World:
+def make_world(broker: BrokerProcess, base: Path, account: Account, policy: Sequence[str] = ()) -> World:
     """pushauth-pam configured for `account`, enrolled with `pushauth-pam enroll` (QR code,
-    link, the agent enrolls, the test push approved with the number shown)."""
+    link, the agent enrolls, the test push approved with the number shown). `policy`:
+    `pushauth-broker rp set` flags for the new RP, set before anything reads it."""
     rp = asyncio.run(new_rp(broker, "Test host"))
+    if policy:
+        assert broker.redis_url is not None
+        set_policy(rp["id"], *policy, redis_url=broker.redis_url)
     key_file = base / "api-key"
     key_file.write_text(rp["api_key"] + "\n")
     key_file.chmod(0o600)

@@ -272,6 +272,50 @@ def test_a_push_not_answered_in_time_expires(world: World) -> None:
     world.audit_line(r"decision=deny outcome=expired", before)
 
 
+@pytest.fixture(scope="module")
+def nist_world(broker: BrokerProcess, account: Account, tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The account at a second RP that the broker holds to the NIST SP 800-63B-4 profile
+    (6 digits or more) with a 120 s lifetime; pushauth-pam's configuration names neither
+    digits nor the push's lifetime, so the enroll's test push already takes the policy."""
+    policy = ("--profile", "nist-800-63b-4", "--ttl", "120")
+    return make_world(broker, tmp_path_factory.mktemp("pam-nist"), account, policy=policy)
+
+
+def test_digits_and_lifetime_left_out_of_the_config_follow_the_rps_policy(nist_world: World) -> None:
+    world = nist_world
+    assert re.search(r"Test push: type \d{6} in your authenticator", world.enroll_output)
+    assert "digits the RP's policy at the broker; push valid: the RP's policy at the broker" in command_ok(
+        PAM, world.config(), "check-config"
+    )
+    before = world.audit_count()
+    with pam_service(module_line(world.config())) as svc:
+        proc = pamtester(world, svc)
+        number = number_of(proc)
+        assert re.fullmatch(r"\d{6}", number)
+        proc.send_line("")  # Enter first: the module waits for the answer, as long as the broker said
+        request = approve(world.home, number)
+        # The broker's lifetime (the policy's 120 s, not a number of pushauth-pam's own),
+        # which the module's wait follows (the challenge's expires_at).
+        assert (request["digits"], request["expires_at"] - request["created_at"]) == (6, 120_000)
+        code, out = finish(proc)
+    assert code == 0, out
+    world.audit_line(r"decision=allow outcome=approved", before)
+
+
+def test_digits_named_in_the_config_are_still_sent_and_the_policy_refuses_too_few(nist_world: World) -> None:
+    world = nist_world
+    config = world.config("two-digits", digits=2)
+    assert "number: digits 2;" in command_ok(PAM, config, "check-config")
+    before = world.audit_count()
+    with pam_service(module_line(config)) as svc:
+        code, out = finish(pamtester(world, svc))
+    assert code != 0, out
+    assert "The approval service failed" in out
+    line = world.audit_line(r"decision=deny outcome=broker_error", before)
+    assert "'digits' 2 is below this service's policy minimum of 6" in line, line
+    assert pending(world.home) == []  # no push was sent
+
+
 def test_a_user_without_a_device_is_refused_without_a_push(world: World, service: str) -> None:
     before = world.audit_count()
     with local_account() as other:

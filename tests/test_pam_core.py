@@ -62,7 +62,10 @@ def test_defaults_and_relative_paths(key: Path, tmp_path: Path) -> None:
     config = parse(config_text(key, '[pam]\nstore = "users.db"'), base=tmp_path)
     assert config.api_key == "pak_test"
     assert config.store == tmp_path / "users.db"
-    assert not config.fail_open and config.push_ttl == 60 and config.digits == 2
+    # Digits and lifetime left out: not sent, the RP's policy at the broker decides.
+    assert not config.fail_open and config.push_ttl is None and config.digits is None
+    named = parse(config_text(key, "[challenge]\ndigits = 6\n[timeouts]\npush = 120"), base=tmp_path)
+    assert (named.digits, named.push_ttl) == (6, 120)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ dropped: a wrong shared secret, no Message-Authenticator, a replay, an unknown c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -36,6 +37,7 @@ from support import (
     console_script,
     free_port,
     line_on_stdout,
+    set_policy,
 )
 
 from relying_party.radius import cli, core, dictionary
@@ -65,7 +67,8 @@ def write_config(
     setup: Setup,
     port: int,
     *,
-    ttl: int = 60,
+    ttl: int | None = None,
+    digits: int | None = None,
     push_only: bool = False,
     name: str = "radius",
     rate: int = 1000,
@@ -73,6 +76,7 @@ def write_config(
     broker_url: str | None = None,
     when_unreachable: str = "reject",
 ) -> Path:
+    """`ttl` and `digits` None: left out, so the RP's policy at the broker decides."""
     key_file = setup.base / "api-key"
     key_file.write_text(setup.rp["api_key"])
     path = setup.base / f"{name}.toml"
@@ -98,8 +102,8 @@ store = "{setup.store}"
 app_name = "Test VPN"
 
 [challenge]
-digits = 2
-ttl = {ttl}
+{"" if digits is None else f"digits = {digits}"}
+{"" if ttl is None else f"ttl = {ttl}"}
 answer_wait = 25
 
 [first_factor]
@@ -119,13 +123,21 @@ push_only = {str(push_only).lower()}
     return path
 
 
-@pytest.fixture(scope="module")
-def setup(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Setup:
-    """alice enrolled with `pushauth-radius enroll` (QR, link, test push approved by the agent)."""
-    base = tmp_path_factory.mktemp("radius")
-    made = Setup(base, broker, asyncio.run(new_rp(broker, "VPN")), base / "agent", base / "users.db", "")
+def make_setup(broker: BrokerProcess, base: Path, policy: tuple[str, ...] = ()) -> Setup:
+    """alice enrolled with `pushauth-radius enroll` (QR, link, test push approved by the
+    agent) at a new RP; `policy`: `pushauth-broker rp set` flags, set before anything reads it."""
+    rp = asyncio.run(new_rp(broker, "VPN"))
+    if policy:
+        assert broker.redis_url is not None
+        set_policy(rp["id"], *policy, redis_url=broker.redis_url)
+    made = Setup(base, broker, rp, base / "agent", base / "users.db", "")
     made.enroll_output = enroll_device(made, "alice", made.home, "phone")
     return made
+
+
+@pytest.fixture(scope="module")
+def setup(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    return make_setup(broker, tmp_path_factory.mktemp("radius"))
 
 
 def enroll_device(setup: Setup, user: str, home: Path, name: str) -> str:
@@ -163,6 +175,15 @@ def servers(setup: Setup) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
         "down-reject": {"broker_url": f"http://127.0.0.1:{nobody}", "when_unreachable": "reject"},
         "down-accept": {"broker_url": f"http://127.0.0.1:{nobody}", "when_unreachable": "accept"},
     }
+    with started_servers(setup, settings) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def started_servers(
+    setup: Setup, settings: dict[str, dict[str, Any]]
+) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
+    """A RADIUS server per entry of `settings` (write_config's options), started at once."""
     started: dict[str, tuple[ManagedProcess, int]] = {}
     try:
         for name, options in settings.items():
@@ -464,6 +485,77 @@ def test_push_only_waits_for_the_approval_in_the_first_request(
     asking.join(DEADLINE)
     assert result["reply"].code == "Access-Accept", result["reply"].text
     audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
+
+
+NistServers = tuple[Setup, dict[str, tuple[ManagedProcess, int]]]
+
+
+@pytest.fixture(scope="module")
+def nist(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NistServers]:
+    """alice at a second RP that the broker holds to the NIST SP 800-63B-4 profile (6
+    digits or more) with a 120 s lifetime, enrolled with a configuration that names
+    neither digits nor ttl (so its test push already takes the policy); servers that
+    name neither ("main", "push-only") and one that names `digits = 2`."""
+    made = make_setup(
+        broker, tmp_path_factory.mktemp("radius-nist"), ("--profile", "nist-800-63b-4", "--ttl", "120")
+    )
+    settings: dict[str, dict[str, Any]] = {"main": {}, "push-only": {"push_only": True}, "two": {"digits": 2}}
+    with started_servers(made, settings) as started:
+        yield made, started
+
+
+def test_digits_and_lifetime_left_out_of_the_config_follow_the_rps_policy(
+    nist: NistServers, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup, servers = nist
+    assert re.search(r"Test push: type \d{6} in your authenticator", setup.enroll_output)
+    assert cli.main(["--config", str(write_config(setup, 1812, name="check")), "check-config"]) == 0
+    shown = (
+        "challenge: number: digits the RP's policy at the broker; push valid: the RP's policy at the broker"
+    )
+    assert shown in capsys.readouterr().out
+    proc, port = servers["main"]
+    challenge = start(port)
+    assert re.fullmatch(r"\d{6}", challenge.number)
+    request = approve(setup.home, challenge.number)
+    # The broker's lifetime (the policy's 120 s, not a number of pushauth-radius's own),
+    # which the State's lifetime in Redis and the waits follow (the challenge's expires_at).
+    assert (request["digits"], request["expires_at"] - request["created_at"]) == (6, 120_000)
+    reply = follow_up(port, challenge)
+    assert reply.code == "Access-Accept", reply.text
+    audit_line(proc, r"decision=accept outcome=approved user=alice")
+
+
+def test_push_only_under_the_rps_policy_tells_the_device_no_length_it_may_not_ask_for(
+    nist: NistServers,
+) -> None:
+    setup, servers = nist
+    proc, port = servers["push-only"]
+    result: dict[str, Reply] = {}
+
+    def ask() -> None:
+        result["reply"] = radclient(port, 'User-Name = "alice"', 'User-Password = "x"')
+
+    asking = threading.Thread(target=ask)
+    asking.start()
+    request = only_pending(setup.home)
+    # The hint was written before the broker chose the number's length: it names none
+    # (a 2-digit one here was wrong), and the device asks for the policy's 6 digits.
+    assert request["context"]["number to type"] == core.PUSH_ONLY_HINT
+    assert (request["digits"], request["expires_at"] - request["created_at"]) == (6, 120_000)
+    agent_ok(setup.home, "approve", request["id"], "--number", "1" * request["digits"])
+    asking.join(DEADLINE)
+    assert result["reply"].code == "Access-Accept", result["reply"].text
+    audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
+
+
+def test_digits_named_in_the_config_are_still_sent_and_the_policy_refuses_too_few(nist: NistServers) -> None:
+    setup, servers = nist
+    proc, port = servers["two"]
+    reply = radclient(port, 'User-Name = "alice"', 'User-Password = "x"')
+    assert reply.code == "Access-Reject", reply.text
+    proc.wait_for_output(r"'digits' 2 is below this service's policy minimum of 6", stream="stderr")
+    assert pending(setup.home) == []  # no push was sent
 
 
 def test_requests_per_user_are_limited(servers: dict[str, tuple[ManagedProcess, int]]) -> None:

@@ -151,7 +151,10 @@ def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
     assert net is not None and net.name == "net" and not net.push_only
     assert cfg.client_for("192.0.2.1") is None
     assert cfg.client_for("::1") is None
-    assert (cfg.ttl, cfg.digits, cfg.first_factor, cfg.broker_down) == (60, 2, "gateway", "reject")
+    # Digits and lifetime left out: not sent, the RP's policy at the broker decides.
+    assert (cfg.ttl, cfg.digits, cfg.first_factor, cfg.broker_down) == (None, None, "gateway", "reject")
+    named = _config(tmp_path, "[challenge]\ndigits = 6\nttl = 120\n" + CLIENTS)
+    assert (named.digits, named.ttl) == (6, 120)
 
 
 @pytest.mark.parametrize(

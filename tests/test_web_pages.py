@@ -23,7 +23,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from e2e_helpers import agent as agent_cli
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import BrokerProcess
+from support import BrokerProcess, set_policy
 from support.hostile_broker import HostileBroker
 
 from protocol import signing
@@ -654,6 +654,47 @@ async def _finish_setup(site: Site, home: Path, cid: str) -> None:
     r = await site.post("/push/complete", {"csrf_token": token, "purpose": "setup"})
     assert r.status == 303 and r.headers["Location"] == "/security"
     assert site.db.device(user(site.db).id, cid).confirmed  # type: ignore[union-attr]
+
+
+async def _only_pending(home: Path) -> dict[str, Any]:
+    (request,) = json.loads((await phone(home, "pending", "--json")).stdout)
+    return request
+
+
+async def test_digits_and_lifetimes_not_named_follow_the_rps_policy(
+    broker: BrokerProcess, rp: dict[str, Any], settings: Settings, tmp_path: Path
+) -> None:
+    """Started without --digits and --ttl, the demo sends neither: under the NIST profile
+    at the broker (with a 120 s ttl and a max_ttl of 150 s) the setup's test push has 6
+    digits and lives the policy's max_ttl (its own 180 s would be refused), and a sign-in
+    has 6 digits and lives the policy's 120 s."""
+    assert broker.redis_url is not None and (settings.push_digits, settings.push_ttl) == (None, None)
+    policy = ("--profile", "nist-800-63b-4", "--ttl", "120", "--max-ttl", "150")
+    await asyncio.to_thread(set_policy, rp["id"], *policy, redis_url=broker.redis_url)
+    home = tmp_path / "phone"
+    async for site in _site(settings):
+        await site.sign_in()
+        cid = await _enroll_with_agent(site, home)
+        _, html = await site.get("/security/test-notification")
+        test = await _only_pending(home)
+        assert (len(_number(html)), test["digits"], test["expires_at"] - test["created_at"]) == (
+            6,
+            6,
+            150_000,
+        )
+        await _finish_setup(site, home, cid)
+        await site.post("/signout", {"csrf_token": await site.token("/security")})
+
+        assert (await site.sign_in()).headers["Location"] == "/signin/push"
+        _, html = await site.get("/signin/push")
+        request = await _only_pending(home)
+        assert (len(_number(html)), request["digits"]) == (6, 6)
+        assert request["expires_at"] - request["created_at"] == 120_000
+        await _approve(home, _number(html), setup=False)
+        r = await site.post(
+            "/push/complete", {"csrf_token": await site.token("/signin/push"), "purpose": "signin"}
+        )
+        assert r.status == 303 and r.headers["Location"] == "/account"
 
 
 async def test_setup_left_unfinished_can_be_finished_later(site: Site, tmp_path: Path) -> None:

@@ -11,6 +11,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from protocol import numbers
+from protocol.challenge import MAX_TTL_S, MIN_TTL_S
+
+# What decides a value the file leaves out (`challenge.digits`, a push's lifetime): said
+# in place of a number wherever the configuration is described (check-config, --help).
+BY_POLICY = "the RP's policy at the broker"
+
+
+def policy_summary(digits: int | None, ttl: int | None) -> str:
+    """The number's digits and the push's lifetime, as a configuration sets them: a value
+    left out is not sent, so the RP's policy at the broker decides it
+    (`pushauth-broker rp set RP --digits/--ttl/--profile`)."""
+    shown_digits = BY_POLICY if digits is None else str(digits)
+    shown_ttl = BY_POLICY if ttl is None else f"{ttl} s"
+    return f"number: digits {shown_digits}; push valid: {shown_ttl}"
+
 
 class ConfigError(Exception):
     """The configuration cannot be used: one line that names the file and the key."""
@@ -64,6 +80,28 @@ class TomlReader:
         if value < 0:
             raise self.error(key, "must not be negative")
         return value
+
+    def optional_int(
+        self, table: dict[str, Any], key: str, low: int, high: int, unit: str = ""
+    ) -> int | None:
+        """An int in low..high, or None when the key is absent."""
+        short = key.rsplit(".", 1)[-1]
+        if short not in table:
+            return None
+        value = self.int(table, key, low)
+        if not low <= value <= high:
+            raise self.error(key, f"must be {low}..{high}{unit}")
+        return value
+
+    def digits(self, table: dict[str, Any], key: str) -> int | None:
+        """The sign-in number's digits (2..8), or None: left to the RP's policy at the broker,
+        which may require more (6 under the NIST SP 800-63B-4 profile)."""
+        return self.optional_int(table, key, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
+
+    def ttl(self, table: dict[str, Any], key: str) -> int | None:
+        """A push's lifetime in seconds (10..600), or None: left to the RP's policy at the
+        broker (its `ttl`; the challenge's `expires_at` says what it was)."""
+        return self.optional_int(table, key, MIN_TTL_S, MAX_TTL_S, " seconds")
 
     def positive(self, table: dict[str, Any], key: str, default: float) -> float:
         value = self._get(table, key, default, (int, float))

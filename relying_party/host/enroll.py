@@ -14,8 +14,6 @@ from typing import TextIO
 
 import segno
 
-from protocol.challenge import DEFAULT_TTL_S
-
 from ..errors import VerificationFailed
 from ..models import Credential
 from ..models import Enrollment as SdkEnrollment
@@ -37,14 +35,16 @@ async def enroll_in_terminal(
     account: str,
     intro: str,
     test_context: Mapping[str, str],
-    digits: int,
+    digits: int | None,
     timeout: float,
     done: str,
     out: TextIO,
-    ttl: int = DEFAULT_TTL_S,
+    ttl: int | None = None,
 ) -> None:
     """Enroll a device for pushauth user `user` (account label `account`): `intro` is
-    printed above the QR code, `done` once the test push is approved."""
+    printed above the QR code, `done` once the test push is approved. The test push has
+    `digits` and lives `ttl` seconds; None: the RP's policy at the broker decides, as
+    for a sign-in (a 6-digit number under the NIST profile)."""
     if not math.isfinite(timeout) or timeout <= 0:
         raise EnrollError(f"the timeout is a number of seconds above 0, not {timeout:g}")
     users = UserStore(store)

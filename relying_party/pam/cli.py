@@ -32,6 +32,7 @@ from typing import NoReturn
 
 from ..errors import PushAuthError
 from ..host import devices
+from ..host.config import policy_summary
 from ..host.store import StoreError
 from ..sdk import PushAuthClient
 from . import mapping, pam_module, shell
@@ -155,7 +156,7 @@ def _check(args: argparse.Namespace) -> None:
         f"map file ({len(c.user_map)} users)" if c.user_map is not None else f"template {c.user_template!r}"
     )
     print(f"users: {users}; bypass groups: {', '.join(c.bypass_groups) or 'none'}")
-    print(f"number: {c.digits} digits; push valid {c.push_ttl} s; broker requests {c.request_timeout:g} s")
+    print(f"{policy_summary(c.digits, c.push_ttl)}; broker requests {c.request_timeout:g} s")
 
 
 def _pam_line(args: argparse.Namespace) -> None:

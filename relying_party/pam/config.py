@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from protocol import numbers
-from protocol.challenge import MAX_TTL_S, MIN_TTL_S
-
 from ..host.config import ConfigError, TomlReader, read_toml
 
 DEFAULT_PATH = Path("/etc/pushauth/pam.toml")
@@ -45,10 +42,13 @@ class Config:
     app_name: str = field(default_factory=lambda: f"{socket.gethostname()} sign-in")
     # "deny" (fail closed, the default) or "allow" (fail open) when the broker cannot be reached.
     when_unreachable: str = "deny"
-    digits: int = numbers.DEFAULT_DIGITS
+    # None: not sent, the RP's policy at the broker decides (docs/pam.md, "Configuration").
+    digits: int | None = None
     # Timeouts, in seconds (docs/pam.md, "Timeouts").
     request_timeout: float = 5.0  # each HTTP request to the broker
-    push_ttl: int = 60  # how long the push stays valid, and so the longest wait for it
+    # How long the push stays valid, and so the longest wait for it; None: the RP's policy
+    # at the broker decides, and the challenge's expires_at (its answer) bounds the wait.
+    push_ttl: int | None = None
     enroll_timeout: float = 600.0  # how long `pushauth-pam enroll` waits for the device
     code_fallback: bool = True  # "code" at the prompt, and a code when the broker is unreachable
     user_template: str = "{user}"
@@ -86,12 +86,6 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
     when = r.str(broker, "broker.when_unreachable", "deny")
     if when not in ("deny", "allow"):
         raise r.error("broker.when_unreachable", 'must be "deny" (fail closed) or "allow" (fail open)')
-    digits = r.int(challenge, "challenge.digits", numbers.DEFAULT_DIGITS)
-    if not numbers.MIN_DIGITS <= digits <= numbers.MAX_DIGITS:
-        raise r.error("challenge.digits", f"must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
-    ttl = r.int(timeouts, "timeouts.push", 60)
-    if not MIN_TTL_S <= ttl <= MAX_TTL_S:
-        raise r.error("timeouts.push", f"must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
     template = r.str(users, "users.template", "{user}")
     if template.count("{user}") != 1 or template.replace("{user}", "").count("{") != 0:
         raise r.error(
@@ -115,9 +109,9 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
         store=r.path(pam, "pam.store", "/var/lib/pushauth-pam/users.db"),
         app_name=r.str(pam, "pam.app_name", f"{socket.gethostname()} sign-in"),
         when_unreachable=when,
-        digits=digits,
+        digits=r.digits(challenge, "challenge.digits"),
         request_timeout=r.positive(timeouts, "timeouts.request", 5.0),
-        push_ttl=ttl,
+        push_ttl=r.ttl(timeouts, "timeouts.push"),
         enroll_timeout=r.positive(timeouts, "timeouts.enroll", 600.0),
         code_fallback=r.bool(challenge, "challenge.code_fallback", True),
         user_template=template,

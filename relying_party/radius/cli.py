@@ -23,6 +23,7 @@ from typing import NoReturn
 
 from ..errors import PushAuthError
 from ..host import devices
+from ..host.config import policy_summary
 from ..host.store import StoreError
 from ..sdk import PushAuthClient
 from . import audit, config, core
@@ -52,7 +53,12 @@ questions:
   Message-Authenticator?  Required on every Access-Request; without it, or wrong
                         (a wrong shared secret), the packet is dropped and logged.
   Gateway timeout?      Set the gateway's RADIUS timeout above challenge.answer_wait
-                        (default 25 s), and above challenge.ttl for push_only clients.
+                        (default 25 s), and above the push's lifetime for push_only
+                        clients: challenge.ttl, or when it is left out the RP's
+                        policy at the broker (its ttl, 60 s unless set otherwise).
+  Digits and lifetime?  challenge.digits and challenge.ttl are sent only when set;
+                        left out, the RP's policy at the broker decides them
+                        (pushauth-broker rp set RP --digits/--ttl/--profile).
   Several instances?    Point them at one Redis (radius.redis_url): the State of a
                         challenge is kept there, so any instance can take the answer.
   Audit log?            One line per decision on stderr, or to syslog (authpriv) with
@@ -167,7 +173,7 @@ def _describe(cfg: config.Config) -> str:
         f"user store: {cfg.store}",
         f"first factor: {cfg.first_factor}"
         + (f" ({cfg.upstream.host}:{cfg.upstream.port})" if cfg.upstream else " (checked by the gateway)"),
-        f"challenge: {cfg.digits} digits, valid {cfg.ttl} s, answer wait {cfg.answer_wait:g} s",
+        f"challenge: {policy_summary(cfg.digits, cfg.ttl)}; answer wait {cfg.answer_wait:g} s",
     ]
     lines += [f"client {c.name}: {c.network}" + (" (push only)" if c.push_only else "") for c in cfg.clients]
     return "\n".join(lines)

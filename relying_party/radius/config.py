@@ -14,9 +14,6 @@ from typing import Any
 
 from redis.connection import parse_url
 
-from protocol import numbers
-from protocol.challenge import MAX_TTL_S, MIN_TTL_S
-
 from ..host.config import ConfigError as ConfigError  # raised by parse and load
 from ..host.config import TomlReader, read_toml
 
@@ -56,8 +53,10 @@ class Config:
     store: Path = Path("/var/lib/pushauth-radius/users.db")
     app_name: str = "VPN"
     broker_timeout: float = 10.0
-    digits: int = numbers.DEFAULT_DIGITS
-    ttl: int = 60
+    # None: not sent, the RP's policy at the broker decides (docs/radius.md, "The
+    # number's digits and the push's lifetime").
+    digits: int | None = None
+    ttl: int | None = None
     answer_wait: float = 25.0
     first_factor: str = "gateway"  # or "upstream"
     upstream: Upstream | None = None
@@ -110,12 +109,6 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
     users = r.table("users")
     limits = r.table("limits")
 
-    digits = r.int(challenge, "challenge.digits", numbers.DEFAULT_DIGITS)
-    if not numbers.MIN_DIGITS <= digits <= numbers.MAX_DIGITS:
-        raise r.error("challenge.digits", f"must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
-    ttl = r.int(challenge, "challenge.ttl", 60)
-    if not MIN_TTL_S <= ttl <= MAX_TTL_S:
-        raise r.error("challenge.ttl", f"must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
     mode = r.str(first, "first_factor.mode", "gateway")
     if mode not in ("gateway", "upstream"):
         raise r.error("first_factor.mode", 'must be "gateway" or "upstream"')
@@ -164,8 +157,8 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
         store=r.path(radius, "radius.store", "/var/lib/pushauth-radius/users.db"),
         app_name=r.str(radius, "radius.app_name", "VPN"),
         broker_timeout=r.positive(broker, "broker.timeout", 10.0),
-        digits=digits,
-        ttl=ttl,
+        digits=r.digits(challenge, "challenge.digits"),
+        ttl=r.ttl(challenge, "challenge.ttl"),
         answer_wait=r.positive(challenge, "challenge.answer_wait", 25.0),
         first_factor=mode,
         upstream=upstream,

@@ -128,10 +128,13 @@ CODE_ONLY_MESSAGE = "Push sign-in is blocked for your account for now. Type a ve
 PUSH_ONLY_NUMBER_KEY = "number to type"
 
 
-def push_only_hint(digits: int) -> str:
-    """What a push-only request's device shows instead of a number to match."""
-    example = "1" * digits
-    return f"none is shown for this sign-in: type any {digits}-digit number, e.g. {example}"
+# What a push-only request's device shows instead of a number to match. It names no
+# length: the context is fixed when the challenge is created, before the broker has
+# picked the number (its length is the RP's policy unless challenge.digits is set), and
+# the device asks for that many digits itself (the challenge frame carries `digits`).
+# Reading the policy first (PushAuthClient.policy) would cost a request per sign-in and
+# could still disagree with the create after an `rp set`; this cannot.
+PUSH_ONLY_HINT = "none is shown for this sign-in: type any number of the length asked for, e.g. all 1s"
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from pyrad import packet as rp
 
+from protocol.challenge import DEFAULT_TTL_S
+
 from ..errors import (
     BrokerUnavailable,
     NoDevices,
@@ -38,6 +40,10 @@ STATE_BYTES = 16
 # How long a verification code stays claimed in Redis: its period with one step of
 # skew either way (relying_party.totp.SKEW_STEPS), for the longest period we issue.
 CODE_CLAIM_S = 3 * 30 + 30
+# How long the State of a code-only Access-Challenge (push blocked) lasts when
+# challenge.ttl is left to the RP's policy: there is no challenge whose expires_at could
+# say, so the broker's default ttl (docs/radius.md, "Timeouts").
+CODE_ONLY_S = DEFAULT_TTL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +112,7 @@ class Engine:
         if request.client.push_only:
             # No screen to show a number on: the device is told so, and any approval
             # counts (docs/radius.md, "Push-only clients": why that is weaker).
-            context[core.PUSH_ONLY_NUMBER_KEY] = core.push_only_hint(cfg.digits)
+            context[core.PUSH_ONLY_NUMBER_KEY] = core.PUSH_ONLY_HINT
         try:
             challenge = await self.sdk.create_challenge(user.handle, context, ttl=cfg.ttl, digits=cfg.digits)
         except NoDevices:
@@ -114,8 +120,11 @@ class Engine:
         except (PushBlocked, RateLimited):
             if request.client.push_only:
                 return self._final(Outcome.BLOCKED, name)
-            # No push, but a verification code still signs in: ask for one.
-            return await self._challenge(request, Pending(None, name, request.client.name), cfg.ttl * 1000)
+            # No push, but a verification code still signs in: ask for one, for as long as
+            # a push would have lasted (no challenge says so here: challenge.ttl, else
+            # CODE_ONLY_S).
+            ttl_s = CODE_ONLY_S if cfg.ttl is None else cfg.ttl
+            return await self._challenge(request, Pending(None, name, request.client.name), ttl_s * 1000)
         except BrokerUnavailable as exc:
             log.warning("%s", exc)
             return self._final(

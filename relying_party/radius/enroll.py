@@ -27,6 +27,7 @@ async def enroll(config: Config, name: str, *, account: str | None, timeout: flo
             ),
             test_context={"app": config.app_name, "purpose": "setup test"},
             digits=config.digits,
+            ttl=config.ttl,
             timeout=timeout,
             done=f"{name} can now sign in with push approval or a verification code",
             out=out,

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from protocol import numbers
-
 from . import proxies
 
 
@@ -21,11 +19,14 @@ class Settings:
     # over https; plain http is only for a local demo, where browsers drop Secure
     # cookies on anything but localhost.
     secure_cookies: bool = False
-    push_digits: int = numbers.DEFAULT_DIGITS
-    push_ttl: int = 60  # seconds a sign-in request stays answerable
-    # Seconds a setup's test notification stays answerable (at least push_ttl): it goes
-    # to the new device only, and waits at the broker until that device connects, so a
-    # person who enrolls first and then starts `pushauth-agent listen` still has time.
+    # The sign-in number's digits and the seconds a sign-in request stays answerable;
+    # None: not sent, the RP's policy at the broker decides (pushauth-broker rp set).
+    push_digits: int | None = None
+    push_ttl: int | None = None
+    # Seconds a setup's test notification stays answerable (at least a sign-in's, at most
+    # the policy's max_ttl: push.setup_ttl): it goes to the new device only, and waits at
+    # the broker until that device connects, so a person who enrolls first and then
+    # starts `pushauth-agent listen` still has time.
     setup_push_ttl: int = 180
     session_idle: int = 30 * 60  # seconds
     session_max: int = 8 * 3600  # seconds, absolute lifetime of a signed-in session

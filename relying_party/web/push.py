@@ -33,7 +33,9 @@ from ..errors import (
     VerificationReason,
 )
 from ..models import Challenge, SignInResult
+from ..sdk import PushAuthClient
 from . import activity, auth, credentials, push_pause, signin_context, sse
+from .config import Settings
 from .db import Database, User, now_ms
 from .keys import CLIENT, DB, SETTINGS
 from .render import render
@@ -275,7 +277,7 @@ async def start(
         challenge = await request.app[CLIENT].create_challenge(
             user.handle,
             context,
-            ttl=max(settings.push_ttl, settings.setup_push_ttl) if purpose == SETUP else settings.push_ttl,
+            ttl=await setup_ttl(request.app[CLIENT], settings) if purpose == SETUP else settings.push_ttl,
             digits=settings.push_digits,
             # A setup's test push goes to the device being added only: it is the one
             # that must prove it works, and it gets no other requests until it did.
@@ -309,6 +311,25 @@ async def start(
             challenge=json.dumps(challenge.to_json()),
         )
     return None
+
+
+async def setup_ttl(client: PushAuthClient, settings: Settings) -> int | None:
+    """A setup test push's lifetime: settings.setup_push_ttl, or a sign-in's when that is
+    longer, but never above what the RP's policy at the broker allows (its max_ttl),
+    which would be refused. The policy is read for it (GET /v1/rp/policy: one request,
+    and setups are rare); when it cannot be read, a sign-in's lifetime (push_ttl, or
+    None: the policy's own ttl), which the broker accepts whenever it accepts sign-ins."""
+    try:
+        policy = await client.policy()
+    except PushAuthError as exc:
+        log.warning("the RP's policy could not be read (%s): the setup push gets a sign-in's lifetime", exc)
+        return settings.push_ttl
+    ttl, max_ttl = policy.get("ttl"), policy.get("max_ttl")
+    if not (type(ttl) is int and type(max_ttl) is int):
+        log.warning("the broker's policy lacks ttl or max_ttl: the setup push gets a sign-in's lifetime")
+        return settings.push_ttl
+    signin = ttl if settings.push_ttl is None else settings.push_ttl
+    return min(max_ttl, max(signin, settings.setup_push_ttl))
 
 
 def settle(db: Database, challenge_id: str, status: Status | str, device: str | None = None) -> None:
