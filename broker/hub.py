@@ -262,9 +262,14 @@ class Hub:
         # Every device still holding the prompt drops it now (DESIGN flow 2: never
         # asks about an ended one); the one that answered took it off already.
         reason = _CANCEL_REASONS.get(event.status, CancelReason.ANSWERED)
+        answered_by = event.answer.cid if reason is CancelReason.ANSWERED and event.answer else None
         for device in list(self.by_user.get((rp, user), ())):
             if device.delivered.pop(ch, None) is not None:
-                await _send(device, Cancel(ch=ch, reason=reason))
+                # `by` says "answered on this device, through another connection": only
+                # to a connection that authenticated that credential itself, so no
+                # device learns the credential ids of the user's other devices.
+                by = answered_by if answered_by in device.credentials else None
+                await _send(device, Cancel(ch=ch, reason=reason, by=by))
 
 
 async def _send(device: Device, frame: Frame) -> None:

@@ -282,9 +282,9 @@ async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
                 else:
                     shown.append(ch)
             for ch in _dedupe(shown):
-                reason = conn.cancelled(ch.ch)
-                if reason is not None:  # ended while we connected: never offered
-                    report.notices.append(f"Request {ch.ch} {cancel_message(reason)}.")
+                cancel = conn.cancelled(ch.ch)
+                if cancel is not None:  # ended while we connected: never offered
+                    report.notices.append(f"Request {ch.ch} {cancel_message(cancel, by_cid)}.")
                     continue
                 report.requests.append(PendingRequest(ch, by_cid[ch.cid], now, conn))
             report.recoveries.extend(PendingNotice(n, by_cid.get(n.cid), conn) for n in conn.notices)
@@ -353,10 +353,11 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
         try:
             result = await req.conn.answer(ch, seed=seed, decision=decision, number=number)
         except Refused as exc:
-            reason = req.conn.cancelled(ch.ch)  # ended just before: say how
-            if reason is None:
+            cancel = req.conn.cancelled(ch.ch)  # ended just before: say how
+            if cancel is None:
                 raise
-            raise Refused(f"request {ch.ch} {cancel_message(reason)}", code=exc.code) from None
+            own = req.conn.session.credentials
+            raise Refused(f"request {ch.ch} {cancel_message(cancel, own)}", code=exc.code) from None
         return AnswerReport(req, result.outcome, report.notices)
 
 

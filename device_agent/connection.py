@@ -201,12 +201,12 @@ class Connection:
         assert isinstance(got, reply)
         return got
 
-    def cancelled(self, ch: str) -> str | None:
-        """The reason of a `cancel` for request `ch` that came but was not read yet
-        (the broker ended the request meanwhile), or None."""
+    def cancelled(self, ch: str) -> Cancel | None:
+        """The `cancel` for request `ch` that came but was not read yet (the broker
+        ended the request meanwhile), or None."""
         for frame in self._backlog:
             if isinstance(frame, Cancel) and frame.ch == ch:
-                return frame.reason
+                return frame
         return None
 
     # -- requests ----------------------------------------------------------------

@@ -427,7 +427,7 @@ class Listener:
         if isinstance(frame, Challenge):
             self._add(link, frame)
         elif isinstance(frame, Cancel):
-            self._drop(frame.ch, cancel_message(frame.reason))
+            self._drop(frame.ch, cancel_message(frame, link.accounts))
         elif isinstance(frame, AnswerResult):
             self.in_flight.pop(frame.ch, None)
             self.say(f"Request {frame.ch}: {outcome_message(frame.outcome)}.")

@@ -6,9 +6,11 @@ terminal UI both print these.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from protocol.challenge import Status
 from protocol.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, ErrorCode
-from protocol.frames import CancelReason, NoticeOutcome, RevokeReason
+from protocol.frames import Cancel, CancelReason, NoticeOutcome, RevokeReason
 from protocol.text import printable
 
 ERROR_MESSAGES: dict[str, str] = {
@@ -66,9 +68,10 @@ OUTCOME_MESSAGES: dict[str, str] = {
 }
 
 CANCEL_MESSAGES: dict[str, str] = {
-    # The broker does not say who answered: another device, or `approve`/`deny` run
-    # with this same home (another connection); both look alike from here.
-    CancelReason.ANSWERED: "was answered (by another device, or by approve/deny on this one)",
+    # The broker names the credential that answered (`cancel.by`) only when it is one of
+    # this connection's own: then approve/deny (or another listen/ui) with this same home
+    # answered it; otherwise it was another device (docs/protocol.md, `cancel`).
+    CancelReason.ANSWERED: "was answered on another device",
     CancelReason.EXPIRED: "expired",
     CancelReason.REVOKED: "was withdrawn because its account was removed",
     CancelReason.CANCELLED: "was cancelled by the service",
@@ -77,9 +80,16 @@ CANCEL_MESSAGES: dict[str, str] = {
 }
 
 
-def cancel_message(reason: str) -> str:
-    """Words for a `cancel` frame's reason; a newer broker's reasons mean "ended"."""
-    return CANCEL_MESSAGES.get(reason, f"has ended ({reason})")
+ANSWERED_HERE = "was answered on this device (by approve/deny, or another listen or ui window)"
+
+
+def cancel_message(cancel: Cancel, own: Container[str]) -> str:
+    """Words for a `cancel` frame; a newer broker's reasons mean "ended". `own`: the
+    credential ids this connection authenticated (a `by` naming one of them means the
+    answer came from this device, through another connection)."""
+    if cancel.reason == CancelReason.ANSWERED and cancel.by is not None and cancel.by in own:
+        return ANSWERED_HERE
+    return CANCEL_MESSAGES.get(cancel.reason, f"has ended ({cancel.reason})")
 
 
 REVOKE_MESSAGES: dict[str, str] = {

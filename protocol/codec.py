@@ -12,6 +12,7 @@ from typing import Any
 import msgpack
 
 from . import PROTOCOL_VERSION
+from . import fields as f
 from .errors import ErrorCode, ProtocolError
 from .frames import FRAME_TYPES, Frame
 
@@ -83,6 +84,9 @@ def validate(cls: type[Frame], body: dict[str, Any]) -> Frame:
     values = {}
     for name, check in schema.items():
         if name not in body:
+            if isinstance(check, f.Added):  # added within the version: older peers omit it
+                values[name] = None
+                continue
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"{cls.TYPE}: missing field {name!r}")
         values[name] = check(name, body[name])
     return cls(**values)

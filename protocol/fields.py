@@ -106,6 +106,14 @@ class Optional:
 
 
 @dataclass(frozen=True)
+class Added(Optional):
+    """A key added within a protocol version (docs/protocol.md, section 3.2): a peer of
+    the same version that predates it never sends it, so a missing key reads as nil
+    (and so does nil); the encoder leaves the key out when the value is nil, so a frame
+    that does not use it is byte for byte what it was before the key was added."""
+
+
+@dataclass(frozen=True)
 class ListOf:
     inner: Validator
     max_items: int = 64

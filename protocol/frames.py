@@ -2,7 +2,8 @@
 
 A frame on the wire is one binary WebSocket message holding one msgpack map:
 ``{"v": 2, "t": <type>, <fields>...}``. Every field is required (optional ones are
-sent as nil), keys a type does not define are ignored (later revisions may add
+sent as nil; a field added within the version, `f.Added`, may be missing and is left
+out when nil), keys a type does not define are ignored (later revisions may add
 some), and each value is checked by the validator named in the frame's SCHEMA.
 Codes the broker sends (reasons, outcomes, error codes) accept any well-formed code:
 the enums below are what this version sends, not all a receiver may see.
@@ -72,7 +73,11 @@ class Frame:
     SCHEMA: ClassVar[dict[str, f.Validator]]
 
     def to_wire(self) -> dict[str, Any]:
-        body: dict[str, Any] = {name: getattr(self, name) for name in self.SCHEMA}
+        body: dict[str, Any] = {
+            name: getattr(self, name)
+            for name, check in self.SCHEMA.items()
+            if not (isinstance(check, f.Added) and getattr(self, name) is None)  # left out when nil
+        }
         for key, value in body.items():
             if isinstance(value, tuple):  # msgpack has one array type
                 body[key] = list(value)
@@ -195,9 +200,15 @@ class Cancel(Frame):
     SCHEMA: ClassVar[dict[str, f.Validator]] = {
         "ch": f.IDENT,
         "reason": f.CODE,  # a CancelReason; unknown ones mean "ended"
+        # Added within version 2: with reason `answered`, the credential whose answer
+        # ended it, only if that credential is authenticated on the receiving
+        # connection ("answered on this device"); else left out. Never another
+        # device's credential id (docs/protocol.md, section 19).
+        "by": f.Added(f.IDENT),
     }
     ch: str
     reason: str
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

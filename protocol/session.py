@@ -32,6 +32,7 @@ from .frames import (
     Authenticate,
     Challenge,
     Enroll,
+    Enrolled,
     Frame,
     Hello,
     PushSubscribe,
@@ -155,6 +156,8 @@ class ClientSession:
         elif isinstance(frame, Welcome):
             self.credentials.update(frame.accepted)
             self.state = ClientState.READY
+        elif isinstance(frame, Enrolled):  # the new credential is this connection's too
+            self.credentials.add(frame.cid)
         elif isinstance(frame, Challenge | RecoveryNotice) and self.state is not ClientState.READY:
             raise ProtocolError(ErrorCode.UNEXPECTED_FRAME, f"{frame.TYPE} before welcome")
         return frame

@@ -186,6 +186,8 @@ def sample_frames() -> list[Frame]:
         deny,
         AnswerResult(ch=CHALLENGE.ch, outcome="approved"),
         Cancel(ch=CHALLENGE.ch, reason="answered"),
+        # `by` (added within version 2): this connection's own credential answered.
+        Cancel(ch=CHALLENGE.ch, reason="answered", by="cred_A1"),
         Revoke(rid=8, cid="cred_A1"),
         Revoked(cid="cred_A1", reason="removed_by_device", rid=8),
         Revoked(cid="cred_A1", reason="removed_by_rp", rid=None),
@@ -311,6 +313,20 @@ def decode_vectors() -> list[dict[str, Any]]:
             {"ch": "ch_7Jq2", "reason": "teleported_2"},
         ),
         (
+            "cancel.by as nil reads as a cancel without it (a key added within version 2 may be missing or nil)",
+            "device",
+            "cancel",
+            _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "answered", "by": None}),
+            {"ch": "ch_7Jq2", "reason": "answered"},
+        ),
+        (
+            "cancel.by with another reason is read as sent (a device heeds it with answered only)",
+            "device",
+            "cancel",
+            _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "expired", "by": "cred_A1"}),
+            {"ch": "ch_7Jq2", "reason": "expired", "by": "cred_A1"},
+        ),
+        (
             "welcome.rejected with a code this version does not send",
             "device",
             "welcome",
@@ -425,6 +441,8 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("an unknown frame type (a device ignores it)", D, DR, _frame_bytes("frobnicate", {"x": 1}), "unknown_frame", None),
         ("a code with upper-case letters", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "Answered"}), "invalid_field", None),
         ("a code of 33 characters", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "a" * 33}), "invalid_field", None),
+        ("cancel.by that is not an ident (empty)", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "answered", "by": ""}), "invalid_field", None),
+        ("cancel.by that is not a string", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "answered", "by": 7}), "invalid_field", None),
         ("challenge digits 9", D, DR, _frame_bytes("challenge", {**challenge, "digits": 9}), "invalid_field", None),
         ("challenge without rp_nonce (a version 1 challenge)", D, DR, _frame_bytes("challenge", {k: x for k, x in challenge.items() if k != "rp_nonce"}), "invalid_field", None),
         ("challenge context with 17 entries", D, DR, _frame_bytes("challenge", {**challenge, "ctx": {f"k{i}": "" for i in range(17)}}), "invalid_field", None),

@@ -371,8 +371,9 @@ def test_listen_drops_a_request_answered_elsewhere_and_hears_of_rp_removal(
     # Answered by another agent process (on the same home: another connection).
     result = agent(home, "approve", ch["id"], "--number", ch["number"])
     assert result.returncode == 0, result.stderr
+    # The broker's `cancel.by` names this home's own credential: not "another device".
     agent_proc.wait_for(
-        f"Request {ch['id']} was answered (by another device, or by approve/deny on this one)"
+        f"Request {ch['id']} was answered on this device (by approve/deny, or another listen or ui window)"
     )
     agent_proc.wait_for("No answer is needed")
     agent_proc.type(ch["number"])
@@ -398,8 +399,9 @@ def test_listen_output_only_mode(tmp_path: Path, rp_api: RP, listener: Callable[
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
     agent_proc.wait_for(f"pushauth-agent approve {ch['id']}")
     assert agent(home, "deny", ch["id"]).returncode == 0
+    # The broker's `cancel.by` names this home's own credential: not "another device".
     agent_proc.wait_for(
-        f"Request {ch['id']} was answered (by another device, or by approve/deny on this one)"
+        f"Request {ch['id']} was answered on this device (by approve/deny, or another listen or ui window)"
     )
     agent_proc.proc.send_signal(signal.SIGINT)
     assert agent_proc.proc.wait(15) == 0

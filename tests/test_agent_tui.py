@@ -17,7 +17,7 @@ from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import AGENT, assert_cli_error, run_cli
 from test_agent_recovery import enroll_recoverable
 from textual.pilot import Pilot
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Log
 
 from device_agent import totp
 from device_agent.store import AccountStore, Registration
@@ -43,6 +43,10 @@ def connected(app: AgentApp) -> bool:
 
 def dialog(app: AgentApp) -> RequestScreen | None:
     return app.screen if isinstance(app.screen, RequestScreen) else None
+
+
+def logged(app: AgentApp) -> str:
+    return "\n".join(app.query_one("#events", Log).lines)
 
 
 def rows(app: AgentApp) -> list[list[str]]:
@@ -109,6 +113,31 @@ async def test_a_short_number_is_not_sent_and_a_request_answered_elsewhere_close
         await until(pilot, lambda: dialog(app) is None, "the dialog to close")
         result = await client.get_result(ch, {cred.id: cred.public_key, laptop.id: laptop.public_key})
         assert result.status is Status.DENIED and app.answers == []
+        await until(
+            pilot, lambda: f"Request {ch.id} was answered on another device." in logged(app), "the log line"
+        )
+
+
+async def test_a_request_answered_by_a_command_of_this_device_says_so(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    """`deny` run with the same home (another connection of the same credential): the
+    broker's `cancel.by` names this device's own credential, so the UI does not say
+    "another device"."""
+    home = tmp_path / "phone"
+    await enroll(client, home)
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
+        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        done = await asyncio.to_thread(run_cli, [AGENT, "--home", home, "deny", ch.id], env=AGENT_ENV)
+        assert done.returncode == 0, done.stderr
+        await until(pilot, lambda: dialog(app) is None, "the dialog to close")
+        await until(
+            pilot, lambda: f"Request {ch.id} was answered on this device" in logged(app), "the log line"
+        )
+        assert "another device" not in logged(app)
 
 
 async def test_the_list_shows_live_codes_and_marks_accounts_needing_action(tmp_path: Path) -> None:

@@ -346,6 +346,52 @@ async def test_invariant_1_first_answer_wins_across_nodes(
                 await dev.close()
 
 
+async def test_answered_names_the_credential_only_to_its_own_other_connections(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """`cancel.by` (docs/protocol.md section 5, added within version 2): the other
+    connections of the credential that answered, on this node and on another, learn
+    that it was their own credential; a connection of another device of the same user
+    gets `cancel` without the key, on either node (privacy, section 19)."""
+    a = broker_factory(redis_url=redis_server.url, node="a")
+    b = broker_factory(redis_url=redis_server.url, node="b")
+    rp = add_rp("By RP", redis_url=redis_server.url)
+
+    async def again(dev: Device, url: str) -> Device:
+        """Another connection of `dev`'s credential (another process of that device)."""
+        other = await Device.connect(url, seed=dev.seed)
+        other.cid = dev.cid
+        await other.authenticate()
+        return other
+
+    async def cancel_of(dev: Device, ch: str) -> tuple[Cancel, dict[str, Any]]:
+        data = await asyncio.wait_for(dev.ws.recv(), 5)
+        frame = dev.session.receive(data)
+        assert isinstance(frame, Cancel) and frame.ch == ch, frame
+        return frame, msgpack.unpackb(data)
+
+    async with PushAuthClient(a.http_url, rp["api_key"]) as client:
+        phone = await online_device(client, a.ws_url)
+        laptop = await online_device(client, b.ws_url)
+        phones = [await again(phone, a.ws_url), await again(phone, b.ws_url)]
+        laptops = [laptop, await again(laptop, a.ws_url)]
+        for answering, mine, others in ((phone, phones, laptops), (laptop, laptops[1:], [phone, *phones])):
+            ch = await client.create_challenge("alice", CTX)
+            pushed = {id(dev): await dev.frame() for dev in [answering, *mine, *others]}
+            await answering.send(answering.answer(pushed[id(answering)], decision="deny"))  # type: ignore[arg-type]
+            assert await answering.frame() == AnswerResult(ch=ch.id, outcome="denied")
+            for dev in mine:
+                frame, raw = await cancel_of(dev, ch.id)
+                assert frame == Cancel(ch=ch.id, reason="answered", by=answering.cid)
+                assert raw["by"] == answering.cid
+            for dev in others:
+                frame, raw = await cancel_of(dev, ch.id)
+                assert frame == Cancel(ch=ch.id, reason="answered")
+                assert "by" not in raw, "another device's credential id is not told"
+        for dev in [phone, laptop, *phones, laptops[1]]:
+            await dev.close()
+
+
 async def test_invariant_3_the_device_never_sees_the_number(
     client: PushAuthClient, broker: BrokerProcess
 ) -> None:

@@ -322,6 +322,14 @@ def test_replies_to_enroll_may_come_before_welcome(frame: Frame) -> None:
     assert client.state is ClientState.CONNECTED
 
 
+def test_the_client_counts_an_enrolled_credential_as_its_own() -> None:
+    """The new credential is authenticated on this connection (docs/protocol.md,
+    `enrolled`): a `cancel.by` naming it is this connection's own credential."""
+    client = connected_client(server())
+    client.receive(codec.encode(SAMPLES[Enrolled]))
+    assert client.credentials == {SAMPLES[Enrolled].cid}  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize(
     "frame",
     [CHALLENGE, SAMPLES[Cancel], SAMPLES[AnswerResult], SAMPLES[Revoked], SAMPLES[Error]],

@@ -108,7 +108,7 @@ SAMPLES: dict[type[Frame], Frame] = {
     ),
     Challenge: CHALLENGE,
     AnswerResult: AnswerResult(ch=CHALLENGE.ch, outcome="approved"),
-    Cancel: Cancel(ch=CHALLENGE.ch, reason="answered"),
+    Cancel: Cancel(ch=CHALLENGE.ch, reason="answered", by="cred_A1"),
     Revoked: Revoked(cid="cred_A1", reason="removed_by_device", rid=8),
     Error: Error(code="already_answered", message="challenge already ended: approved", ref=CHALLENGE.ch),
     Authenticate: Authenticate(

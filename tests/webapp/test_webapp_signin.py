@@ -210,3 +210,24 @@ async def test_a_request_answered_on_another_phone_leaves_this_one_at_once(
     verdict = await rp.wait_result(challenge, keys, timeout=10)
     assert verdict.status is Status.APPROVED and verdict.answer is not None
     assert verdict.answer.credential_id == second["cid"]
+
+
+async def test_a_request_answered_in_another_tab_of_this_phone_says_so(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """Two tabs of the app on one phone: two connections of the same credential. The
+    broker's `cancel.by` names this phone's own credential, so the tab that did not
+    answer does not say "another device"."""
+    first = await enrolled(rp, phone)
+    tab = Phone(phone.context, None, phone.url)  # type: ignore[arg-type]
+    await tab.open()
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await tab.prompt(challenge.id)
+    await tab.type_number(challenge.number)
+    await tab.page.get_by_role("button", name="Approve").tap()
+    await tab.toast("Approved")
+    await phone.no_prompt()
+    await phone.toast("answered on this phone, in another window or tab")
+    verdict = await rp.wait_result(challenge, {first["cid"]: first["key"]}, timeout=10)
+    assert verdict.status is Status.APPROVED

@@ -36,6 +36,8 @@ const ENDED = {
   withdrawn: "The sign-in request was withdrawn.",
   revoked: "The account of this request was removed.",
 };
+// A `cancel` naming this phone's own credential: answered in another tab or window.
+const ANSWERED_HERE = "This request was answered on this phone, in another window or tab.";
 const OUTCOMES = {
   approved: "Approved. You can return to the sign-in page.",
   denied: "Denied. Nobody was signed in.",
@@ -433,7 +435,7 @@ async function decide(decision) {
     const code = exc instanceof ReplyError ? exc.code : "";
     if (code in ENDED || code === "already_answered" || code === "challenge_expired" || code === "unknown_challenge") {
       prompts.remove(prompt.frame.ch);
-      toast(ENDED[code] ?? "This request has already ended.");
+      toast(exc.here ? ANSWERED_HERE : ENDED[code] ?? "This request has already ended.");
     } else {
       showError("prompt-error", `Could not send the answer: ${printable(exc.message)}`);
     }
@@ -1351,7 +1353,7 @@ events.addEventListener("notice_closed", ({ detail }) => {
 events.addEventListener("ended", ({ detail }) => {
   const shownCh = $("prompt").dataset.ch;
   if (prompts.remove(detail.ch) && shownCh === detail.ch && !detail.answered)
-    toast(ENDED[detail.reason] ?? "The sign-in request ended.");
+    toast(detail.here ? ANSWERED_HERE : ENDED[detail.reason] ?? "The sign-in request ended.");
   render();
 });
 

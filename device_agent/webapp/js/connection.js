@@ -1,7 +1,8 @@
 // One WebSocket per broker (docs/protocol.md sections 2, 6.2, 15): offers pushauth.v2,
 // authenticates every account held at that broker, enrolls, answers, revokes. A thin
 // I/O shell around protocol/session.js; what it learns it reports as events:
-//   "challenge" {frame}, "ended" {ch, reason}, "removed" {cid, reason},
+//   "challenge" {frame}, "ended" {ch, reason, here} (here: answered on this phone, in
+//   another tab or window), "removed" {cid, reason},
 //   "notice" {frame} ("was this you?"), "notice_closed" {notice, cid, outcome, mine},
 //   "status" {broker, state}, "fault" {broker, message}.
 
@@ -17,9 +18,11 @@ const STABLE_MS = 5000;
 const REMOVED = new Set(["credential_revoked", "unknown_credential"]);
 
 export class ReplyError extends Error {
-  constructor(code, message) {
+  // `here`: the request was answered on this phone, through another connection.
+  constructor(code, message, here = false) {
     super(message || code);
     this.code = code;
+    this.here = here;
   }
 }
 
@@ -130,10 +133,12 @@ export class BrokerConnection {
       case "challenge":
         this.emit("challenge", { frame, connection: this });
         break;
-      case "cancel":
-        this.emit("ended", { ch: frame.ch, reason: frame.reason });
-        this.settle(`ch:${frame.ch}`, null, new ReplyError(frame.reason, `the request ended: ${frame.reason}`));
+      case "cancel": {
+        const here = this.session.answeredHere(frame);
+        this.emit("ended", { ch: frame.ch, reason: frame.reason, here });
+        this.settle(`ch:${frame.ch}`, null, new ReplyError(frame.reason, `the request ended: ${frame.reason}`, here));
         break;
+      }
       case "answer_result":
         this.settle(`ch:${frame.ch}`, frame);
         this.emit("ended", { ch: frame.ch, reason: frame.outcome, answered: true });

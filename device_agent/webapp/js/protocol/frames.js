@@ -42,6 +42,10 @@ const oneOf = (choices) => (name, v) => {
   return v;
 };
 const optional = (inner) => (name, v) => (v === null ? null : inner(name, v));
+// A key added within version 2 (section 3.2; protocol/fields.py Added): a broker that
+// predates it never sends it, so a missing key (or nil) leaves the field out of the
+// decoded frame, and the encoder leaves it out when nil.
+const added = (inner) => Object.assign((name, v) => inner(name, v), { added: true });
 const listOf = (inner, max = 64) => (name, v) => {
   if (!Array.isArray(v)) throw bad(name, "expected a list");
   if (v.length > max) throw bad(name, `at most ${max} items`);
@@ -90,7 +94,7 @@ export const FRAMES = Object.freeze({
     ["digits", int(1, 8)],
   ]],
   answer_result: [B, [["ch", IDENT], ["outcome", CODE]]],
-  cancel: [B, [["ch", IDENT], ["reason", CODE]]],
+  cancel: [B, [["ch", IDENT], ["reason", CODE], ["by", added(IDENT)]]],
   revoked: [B, [["cid", IDENT], ["reason", CODE], ["rid", optional(RID)]]],
   recovery_notice: [B, [["notice", IDENT], ["cid", IDENT], ["new_cid", IDENT], ["new_name", NAME], ["time", MS]]],
   recovery_result: [B, [["notice", IDENT], ["cid", IDENT], ["outcome", CODE], ["rid", optional(RID)]]],
@@ -125,6 +129,7 @@ export function encodeFrame(frame) {
   const body = new Map();
   for (const [name, check] of spec[1]) {
     const value = frame[name] ?? null;
+    if (value === null && check.added) continue;
     body.set(name, value);
   }
   body.set("v", PROTOCOL_VERSION);
@@ -150,6 +155,7 @@ export function decodeFrame(data, maxSize = MAX_FRAME_SIZE) {
   if (!spec) throw new ProtocolError("unknown_frame", `unknown frame type ${JSON.stringify(t.slice(0, 32))}`);
   const out = { t, sender: spec[0] };
   for (const [name, check] of spec[1]) {
+    if (check.added && (!raw.has(name) || raw.get(name) === null)) continue;
     if (!raw.has(name)) throw new ProtocolError("invalid_field", `${t}: missing field '${name}'`);
     out[name] = check(name, raw.get(name));
   }

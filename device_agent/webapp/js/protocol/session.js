@@ -12,6 +12,14 @@ export class DeviceSession {
     this.state = STATE.AWAITING_HELLO;
     this.maxFrame = maxFrame;
     this.hello = null;
+    this.credentials = new Set(); // authenticated (or enrolled) on this connection
+  }
+
+  // A `cancel` of reason answered whose `by` names a credential of this connection:
+  // this phone answered it through another connection (another tab or window). The
+  // broker names no other device's credential (section 19).
+  answeredHere(frame) {
+    return frame.t === "cancel" && frame.reason === "answered" && typeof frame.by === "string" && this.credentials.has(frame.by);
   }
 
   get nonce() {
@@ -30,7 +38,10 @@ export class DeviceSession {
     } else if (frame.t === "hello") {
       throw new ProtocolError("unexpected_frame", "hello sent twice");
     } else if (frame.t === "welcome") {
+      for (const cid of frame.accepted) this.credentials.add(cid);
       this.state = STATE.READY;
+    } else if (frame.t === "enrolled") {
+      this.credentials.add(frame.cid);
     } else if ((frame.t === "challenge" || frame.t === "recovery_notice") && this.state !== STATE.READY) {
       throw new ProtocolError("unexpected_frame", `${frame.t} before welcome`);
     }
