@@ -310,9 +310,12 @@ def test_digits_named_in_the_config_are_still_sent_and_the_policy_refuses_too_fe
     with pam_service(module_line(config)) as svc:
         code, out = finish(pamtester(world, svc))
     assert code != 0, out
-    assert "The approval service failed" in out
-    line = world.audit_line(r"decision=deny outcome=broker_error", before)
+    # Every sign-in would fail alike: a configuration to fix (PAM_SERVICE_ERR), not a
+    # passing broker failure.
+    assert "Push sign-in is misconfigured on this host" in out
+    line = world.audit_line(r"decision=deny outcome=config_error", before)
     assert "'digits' 2 is below this service's policy minimum of 6" in line, line
+    assert "challenge.digits/timeouts.push vs RP policy" in line, line
     assert pending(world.home) == []  # no push was sent
 
 

@@ -75,10 +75,12 @@ def write_config(
     upstream: int | None = None,
     broker_url: str | None = None,
     when_unreachable: str = "reject",
+    api_key: str | None = None,
 ) -> Path:
-    """`ttl` and `digits` None: left out, so the RP's policy at the broker decides."""
-    key_file = setup.base / "api-key"
-    key_file.write_text(setup.rp["api_key"])
+    """`ttl` and `digits` None: left out, so the RP's policy at the broker decides.
+    `api_key` None: the RP's own."""
+    key_file = setup.base / f"{name}-api-key"
+    key_file.write_text(setup.rp["api_key"] if api_key is None else api_key)
     path = setup.base / f"{name}.toml"
     first_factor = 'mode = "gateway"'
     if upstream is not None:
@@ -174,6 +176,8 @@ def servers(setup: Setup) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
         "rate": {"rate": 2},
         "down-reject": {"broker_url": f"http://127.0.0.1:{nobody}", "when_unreachable": "reject"},
         "down-accept": {"broker_url": f"http://127.0.0.1:{nobody}", "when_unreachable": "accept"},
+        # A key the broker refuses, where an unreachable broker would let people in.
+        "bad-key": {"api_key": "pa_" + "x" * 40, "when_unreachable": "accept"},
     }
     with started_servers(setup, settings) as started:
         yield started
@@ -553,8 +557,15 @@ def test_digits_named_in_the_config_are_still_sent_and_the_policy_refuses_too_fe
     setup, servers = nist
     proc, port = servers["two"]
     reply = radclient(port, 'User-Name = "alice"', 'User-Password = "x"')
+    # Not "unreachable" (which broker_down = "accept" would let in): a configuration to fix.
     assert reply.code == "Access-Reject", reply.text
-    proc.wait_for_output(r"'digits' 2 is below this service's policy minimum of 6", stream="stderr")
+    assert "misconfigured on this server" in reply.message, reply.text
+    proc.wait_for_output(
+        r"challenge.digits/challenge.ttl vs RP policy: 'digits' 2 is below this service's "
+        r"policy minimum of 6",
+        stream="stderr",
+    )
+    audit_line(proc, r"decision=reject outcome=config_error user=alice")
     assert pending(setup.home) == []  # no push was sent
 
 
@@ -747,6 +758,19 @@ def test_broker_unreachable_fails_closed_or_open_as_configured(
         assert reply.code == "Access-Accept", reply.text
         assert "without push approval" in reply.message
         audit_line(proc, r"decision=accept outcome=fail_open user=alice")
+
+
+def test_a_refused_api_key_is_a_configuration_error_not_unreachable(
+    servers: dict[str, tuple[ManagedProcess, int]],
+) -> None:
+    """The broker answered 401: not "unreachable", so `when_unreachable = "accept"` lets no
+    one in, and the person is told to ask the administrator rather than to try again."""
+    proc, port = servers["bad-key"]
+    reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
+    assert reply.code == "Access-Reject", reply.text
+    assert "misconfigured on this server" in reply.message, reply.text
+    proc.wait_for_output(r"broker.api_key_file: the broker refused the API key", stream="stderr")
+    audit_line(proc, r"decision=reject outcome=config_error user=alice")
 
 
 def test_check_config_and_bad_config_say_one_line(

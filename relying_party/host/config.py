@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
+from ..errors import BrokerError
+
 # What decides a value the file leaves out (`challenge.digits`, a push's lifetime): said
 # in place of a number wherever the configuration is described (check-config, --help).
 BY_POLICY = "the RP's policy at the broker"
@@ -26,6 +28,15 @@ def policy_summary(digits: int | None, ttl: int | None) -> str:
     shown_digits = BY_POLICY if digits is None else str(digits)
     shown_ttl = BY_POLICY if ttl is None else f"{ttl} s"
     return f"number: digits {shown_digits}; push valid: {shown_ttl}"
+
+
+def refused_challenge(exc: BrokerError, *, digits_key: str, ttl_key: str) -> str:
+    """Why every sign-in fails when the broker refuses a challenge as invalid (400): it is
+    made of this configuration's values (most often digits or a lifetime the RP's policy
+    does not allow), so the administrator is told which keys to compare with what. The
+    keys and the broker's words kept short: an audit line keeps its first 128 characters
+    (docs/pam.md and docs/radius.md say what to do: `pushauth-broker rp show`)."""
+    return f"{digits_key}/{ttl_key} vs RP policy: {exc.detail or exc.code}"
 
 
 class ConfigError(Exception):

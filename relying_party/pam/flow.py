@@ -18,6 +18,7 @@ from typing import Protocol
 
 from ..errors import (
     BrokerUnavailable,
+    InvalidRequest,
     NoDevices,
     PushAuthError,
     PushBlocked,
@@ -27,6 +28,7 @@ from ..errors import (
     VerificationReason,
 )
 from ..host import push_block
+from ..host.config import refused_challenge
 from ..host.store import StoreError, UserStore
 from ..models import Challenge
 from ..one_request import PendingSignIn
@@ -189,6 +191,8 @@ async def _push(
         )
     except Unauthorized as exc:
         return _refused_key(decision, exc)
+    except InvalidRequest as exc:
+        return _refused_request(decision, exc)
     except BrokerUnavailable as exc:
         decision.detail = str(exc)
         if config.fail_open:
@@ -281,6 +285,16 @@ def _refused_key(decision: Decision, exc: Unauthorized) -> Decision:
     never "unreachable" (which a stack may route to fail open)."""
     decision.outcome = Outcome.CONFIG_ERROR
     decision.detail = f"broker.api_key_file: the broker refused the API key ({exc})"
+    return decision
+
+
+def _refused_request(decision: Decision, exc: InvalidRequest) -> Decision:
+    """The broker refused the challenge this host asked for (400): what it holds comes from
+    this host's configuration (digits and lifetime against the RP's policy, the app name)
+    and its store, so every sign-in would fail alike: a configuration error to fix, never
+    "unreachable" (which a stack may route to fail open) nor a passing failure."""
+    decision.outcome = Outcome.CONFIG_ERROR
+    decision.detail = refused_challenge(exc, digits_key="challenge.digits", ttl_key="timeouts.push")
     return decision
 
 

@@ -44,6 +44,9 @@ class Outcome(enum.StrEnum):
     RATE_LIMITED = "rate_limited"
     UNKNOWN_STATE = "unknown_state"
     BROKER_UNAVAILABLE = "broker_unavailable"
+    # The broker refused this server's API key or the challenge its configuration makes
+    # (digits or a lifetime the RP's policy does not allow): every sign-in fails alike.
+    CONFIG_ERROR = "config_error"
     FAIL_OPEN = "fail_open"  # the broker was unreachable and the config says accept
     VERIFICATION_FAILED = "verification_failed"  # the SDK refused the broker's result
     BAD_REQUEST = "bad_request"
@@ -97,6 +100,7 @@ MESSAGES: dict[Outcome, str] = {
     Outcome.RATE_LIMITED: "Too many sign-in attempts. Wait a minute and try again.",
     Outcome.UNKNOWN_STATE: "This sign-in request is unknown or over. Sign in again.",
     Outcome.BROKER_UNAVAILABLE: "The approval service is unreachable. Try again later.",
+    Outcome.CONFIG_ERROR: "Push sign-in is misconfigured on this server. Ask your administrator.",
     Outcome.VERIFICATION_FAILED: "The answer could not be verified. Sign in again.",
     Outcome.BAD_REQUEST: "The request lacks a user name or password.",
 }

@@ -17,13 +17,16 @@ from protocol.challenge import DEFAULT_TTL_S
 
 from ..errors import (
     BrokerUnavailable,
+    InvalidRequest,
     NoDevices,
     PushAuthError,
     PushBlocked,
     RateLimited,
+    Unauthorized,
     VerificationFailed,
     VerificationReason,
 )
+from ..host.config import refused_challenge
 from ..host.push_block import lift_after_signin
 from ..host.store import UserStore
 from ..models import Challenge, Decision, SignInResult, Status
@@ -125,6 +128,14 @@ class Engine:
             # CODE_ONLY_S).
             ttl_s = CODE_ONLY_S if cfg.ttl is None else cfg.ttl
             return await self._challenge(request, Pending(None, name, request.client.name), ttl_s * 1000)
+        except Unauthorized as exc:
+            # Answered, so not "unreachable" (broker_down = "accept" must not let it in):
+            # this server's key is wrong or revoked, and every sign-in fails alike.
+            log.error("broker.api_key_file: the broker refused the API key (%s)", exc)
+            return self._final(Outcome.CONFIG_ERROR, name)
+        except InvalidRequest as exc:
+            log.error("%s", refused_challenge(exc, digits_key="challenge.digits", ttl_key="challenge.ttl"))
+            return self._final(Outcome.CONFIG_ERROR, name)
         except BrokerUnavailable as exc:
             log.warning("%s", exc)
             return self._final(
