@@ -103,9 +103,12 @@ class RP:
             raise Failed(f"{method} {path} answered {status} {str(data)[:200]}")
         return data
 
-    async def challenge(self, user: str, cid: str, **options: Any) -> tuple[dict[str, Any], bytes]:
+    async def challenge(self, user: str, cid: str | None, **options: Any) -> tuple[dict[str, Any], bytes]:
+        """A challenge for `cid` only, or (None) for every confirmed credential of `user`."""
         rp_nonce = secrets.token_bytes(32)
-        body = {"user": user, "credential_id": cid, "rp_nonce": b64.encode(rp_nonce), **options}
+        body = {"user": user, "rp_nonce": b64.encode(rp_nonce), **options}
+        if cid is not None:
+            body["credential_id"] = cid
         made = await self.ok("POST", "/v1/challenges", body, want=201)
         return made, rp_nonce
 
@@ -356,6 +359,7 @@ class Runner:
         acct = await self.enrolled_account("expiry")
         expiring = await self.challenge(acct, ttl=10)
         await self.challenges()
+        await self.answered_by()
         await self.fraud()
         await self.revocation()
         await self.limits()
@@ -774,6 +778,65 @@ class Runner:
             precedence,
         )
         await a.device.close()
+
+    async def answered_by(self) -> None:
+        """`cancel.by` (section 5, added within version 2): a second connection of the
+        answering credential is told it was its own; another device of the user is not."""
+        got: dict[str, Any] = {}
+        opened: list[Device] = []
+        try:
+            mine = await self.enrolled_account("by")
+            opened.append(mine.device)
+            # Another device of the same user, and a second connection of the first credential.
+            user, link, _ = await self.new_enrollment("by")
+            other = Device(self.device_url)
+            opened.append(other)
+            await other.open()
+            seed = signing.new_seed()
+            rid = other.rid()
+            await other.send_frame(enroll_frame(other.nonce, rid, link, seed, None))
+            other_cid = (await other.expect(Enrolled, lambda f: f.rid == rid)).cid
+            await other.authenticate({other_cid: seed})
+            twin = await self.device()
+            opened.append(twin)
+            await twin.authenticate({mine.cid: mine.seed})
+            for cid in (mine.cid, other_cid):  # an untargeted challenge reaches confirmed credentials
+                await self.rp.ok("POST", f"/v1/credentials/{cid}/confirm", want=204)
+            made, _ = await self.rp.challenge(user, None, digits=3)
+            ch = made["id"]
+            shown = [await d.expect(Challenge, lambda f: f.ch == ch) for d in (mine.device, twin, other)]
+            res = await self.answer(mine, shown[0], "approve", made["number"])
+            if not isinstance(res, AnswerResult) or res.outcome != "approved":
+                raise Failed(f"the approval ended {res}")
+            got["mine"] = mine.cid
+            for name, d in (("twin", twin), ("other", other)):
+                got[name] = await d.expect(Cancel, lambda f: f.ch == ch)
+        except (Failed, OSError, wse.WebSocketException, aiohttp.ClientError, TimeoutError) as exc:
+            got["failed"] = exc if isinstance(exc, Failed) else Failed(f"{type(exc).__name__}: {exc}")
+        finally:
+            for d in opened:
+                await d.close()
+
+        async def own() -> str:
+            if "failed" in got:
+                raise got["failed"]
+            twin_cancel = got["twin"]
+            if (twin_cancel.reason, twin_cancel.by) != ("answered", got["mine"]):
+                raise Failed(f"the credential's other connection got {twin_cancel}")
+            return "cancel answered, by = the answering credential"
+
+        async def private() -> str:
+            if "failed" in got:
+                raise got["failed"]
+            other_cancel = got["other"]
+            if other_cancel.reason != "answered" or other_cancel.by is not None:
+                raise Failed(f"another device of the user got {other_cancel}")
+            return "cancel answered, without by"
+
+        await self.req(
+            "CH-15", SHOULD, "a connection of the answering credential gets cancel answered with by", own
+        )
+        await self.req("CH-16", MUST, "another device's connection gets cancel answered without by", private)
 
     async def fraud(self) -> None:
         f = await self.enrolled_account("fraud")

@@ -65,6 +65,8 @@ def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, r
         "CH-2",
         "CH-6",
         "CH-11",
+        "CH-15",
+        "CH-16",
         "PREC-1",
         "REV-3",
         "LIM-2",
