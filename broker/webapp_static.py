@@ -8,7 +8,9 @@ names no other host: scripts, styles and the manifest from this origin only, net
 connections to this origin and to encrypted WebSockets and HTTPS (each account's broker
 comes from its enrollment link; a restored account recovers over HTTPS at its broker),
 plus loopback ws:// and http:// for local brokers (the app refuses them for any other
-host itself: docs/protocol.md section 2.1).
+host itself: docs/protocol.md section 2.1). Loopback by name and IPv4 only: a CSP host
+source has no form for an IPv6 literal (browsers report `[::1]` as an invalid source on
+every load and ignore it), so a local broker at ws://[::1] is reached as ws://localhost.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ CSP = "; ".join(
         "img-src 'self'",
         "manifest-src 'self'",
         "worker-src 'self'",
-        "connect-src 'self' wss: https: ws://127.0.0.1:* ws://localhost:* ws://[::1]:*"
-        " http://127.0.0.1:* http://localhost:* http://[::1]:*",
+        "connect-src 'self' wss: https: ws://127.0.0.1:* ws://localhost:*"
+        " http://127.0.0.1:* http://localhost:*",
         "media-src 'self' blob:",
         "base-uri 'none'",
         "form-action 'none'",
