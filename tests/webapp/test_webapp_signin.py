@@ -12,11 +12,13 @@ import json
 import re
 import statistics
 import time
+from dataclasses import replace
 
 import pytest
-from support import BrokerProcess, set_policy
+from support import BrokerProcess, free_port, set_policy
 from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
+from protocol import uri
 from protocol.challenge import MIN_TTL_S, Status
 from relying_party.sdk import PushAuthClient
 
@@ -35,8 +37,18 @@ async def test_add_by_pasting_the_link_then_approve_with_the_number(rp: PushAuth
     await phone.page.get_by_role("button", name="Add account").click()
     await phone.shot("02-add-account")
     await phone.axe_clean("the add account screen")
+    # A link whose server cannot be reached: the app says so at once, rather than wait
+    # with its Add button greyed, and keeps trying no server that no account uses.
+    link = (await rp.create_enrollment("alice", "alice@contoso.example")).uri
+    assert link is not None
+    away = replace(uri.parse(link), broker=f"ws://127.0.0.1:{free_port()}/v1/device").build()
+    await phone.page.get_by_label("Setup link").fill(away)
+    await phone.page.get_by_role("button", name="Add", exact=True).click()
+    await phone.page.locator("#add-error", has_text="could not connect to the server").wait_for()
+    assert await phone.page.get_by_role("button", name="Add", exact=True).is_enabled()
     await phone.page.get_by_role("button", name="Cancel").click()
     account = await enrolled(rp, phone)
+    await phone.page.locator("#conn", has_text="Connected").wait_for()
     await phone.shot("03-account-with-code")
     await phone.axe_clean("the account list")
     # The RP's test push for the new device, as the demo RP sends it.

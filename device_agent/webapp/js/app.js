@@ -541,8 +541,21 @@ async function addAccount(linkText) {
     toast(`Added ${link.account} at ${link.rp_name}. Approve the test request that follows.`);
     show("home");
   } catch (exc) {
-    const why = exc instanceof ReplyError && exc.code === "bad_token" ? "this setup link was already used or has expired; get a new one from the service" : exc.message;
+    const code = exc instanceof ReplyError ? exc.code : "";
+    const why =
+      code === "bad_token"
+        ? "this setup link was already used or has expired; get a new one from the service"
+        : ["offline", "timeout"].includes(code)
+          ? `${exc.message} (${link.broker}). Check this phone's connection and try again; nothing was added`
+          : exc.message;
     showError("add-error", `Could not add the account: ${printable(why)}`);
+    // A server that no account here uses: no connection is kept trying it.
+    const conn = connections.get(link.broker);
+    if (conn && !(await accountsAt(link.broker)).length) {
+      conn.stop();
+      connections.delete(link.broker);
+      renderConn();
+    }
   } finally {
     $("add-submit").disabled = false;
   }

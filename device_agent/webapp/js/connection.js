@@ -67,8 +67,11 @@ export class BrokerConnection {
   stop() {
     this.closed = true;
     clearTimeout(this.retryTimer);
+    // Its close is not reported: a new connection to the same server may be starting.
+    if (this.ws) this.ws.onclose = this.ws.onmessage = null;
     this.ws?.close(1000);
     this.fail(new ReplyError("closed", "the app closed the connection"));
+    this.failWaiters(new ReplyError("closed", "the app closed the connection"));
   }
 
   status(state) {
@@ -120,7 +123,7 @@ export class BrokerConnection {
       case "hello": {
         this.offsetMs = frame.time - Date.now();
         await this.authenticate();
-        for (const wake of this.helloWaiters.splice(0)) wake();
+        for (const waiter of this.helloWaiters.splice(0)) waiter.resolve();
         break;
       }
       case "welcome":
@@ -215,9 +218,27 @@ export class BrokerConnection {
     for (const key of [...this.waiting.keys()]) this.settle(key, null, error);
   }
 
+  // Connected now, or at the next hello; rejects when this attempt to connect fails (a
+  // server refusing or unreachable) or no hello comes in time, so that what waits (an
+  // enrollment) can say so rather than wait for good.
   whenConnected() {
     if (this.session?.nonce && this.ws?.readyState === WebSocket.OPEN) return Promise.resolve();
-    return new Promise((resolve) => this.helloWaiters.push(resolve));
+    if (this.closed) return Promise.reject(new ReplyError("closed", "the app closed the connection"));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: () => (clearTimeout(waiter.timer), resolve()),
+        reject: (error) => (clearTimeout(waiter.timer), reject(error)),
+      };
+      waiter.timer = setTimeout(() => {
+        this.helloWaiters = this.helloWaiters.filter((w) => w !== waiter);
+        reject(new ReplyError("timeout", "the server did not answer in time"));
+      }, REPLY_TIMEOUT_MS);
+      this.helloWaiters.push(waiter);
+    });
+  }
+
+  failWaiters(error) {
+    for (const waiter of this.helloWaiters.splice(0)) waiter.reject(error);
   }
 
   // Enroll a new key with the link's token (section 5 `enroll`, 11.3 binding).
@@ -259,6 +280,7 @@ export class BrokerConnection {
 
   fatal(message) {
     this.closed = true;
+    this.failWaiters(new ReplyError("closed", message));
     this.events.dispatchEvent(new CustomEvent("fault", { detail: { broker: this.url, message } }));
   }
 
@@ -266,6 +288,7 @@ export class BrokerConnection {
   // than 4408/4429, which needs the user or a new version.
   closedBy(ev) {
     this.fail(new ReplyError("offline", "the connection to the broker closed"));
+    if (!this.session?.nonce) this.failWaiters(new ReplyError("offline", "could not connect to the server"));
     this.status("offline");
     if (this.closed) return;
     if (ev.code >= 4400 && ev.code < 4500 && ev.code !== 4408 && ev.code !== 4429) {
