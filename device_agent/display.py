@@ -10,11 +10,13 @@ from protocol.text import printable
 
 from .store import ACTION_REQUIRED, Account, Entry
 
-# Context keys the RP SDK and demo RP send, with the labels people read. Other
-# keys are shown as they come: the user must see everything the answer signs.
+# Context keys the RP SDK and demo RP send, with the labels people read ("action": what
+# the demo RP asks for other than a sign-in, e.g. its test notification, called so on its
+# page). Other keys are shown as they come: the user must see everything the answer signs.
 CONTEXT_LABELS: dict[str, str] = {
     "app": "application",
     "application": "application",
+    "action": "request",
     "ip": "IP address",
     "location": "location",
     "browser": "browser",

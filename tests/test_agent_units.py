@@ -71,8 +71,16 @@ def test_every_outcome_and_cancel_reason_has_words() -> None:
 
 
 def test_context_shows_known_keys_with_labels_first_and_every_other_key() -> None:
-    lines = context_lines({"zeta": "1", "ip": "203.0.113.5", "app": "Mail", "custom": "x"})
-    assert lines == [("application", "Mail"), ("IP address", "203.0.113.5"), ("custom", "x"), ("zeta", "1")]
+    lines = context_lines(
+        {"zeta": "1", "ip": "203.0.113.5", "app": "Mail", "custom": "x", "action": "Test notification"}
+    )
+    assert lines == [
+        ("application", "Mail"),
+        ("request", "Test notification"),  # the demo RP's test notification and re-checks
+        ("IP address", "203.0.113.5"),
+        ("custom", "x"),
+        ("zeta", "1"),
+    ]
 
 
 def test_seconds_left_rounds_up_and_stops_at_zero() -> None:

@@ -50,6 +50,9 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
         await desktop.wait_for_url("**/security/test-notification")
         test_number = await number(desktop)
         await phone.page.locator("#prompt:not([hidden])").wait_for()
+        # What the request is for, labelled as the RP's page labels it (not its key).
+        labels = await phone.page.locator("#prompt-details dt").all_inner_texts()
+        assert "Request" in labels and "action" not in labels, labels
         await phone.shot("20-demo-rp-test-notification")
         await phone.type_number(test_number)
         await phone.page.get_by_role("button", name="Approve").tap()
