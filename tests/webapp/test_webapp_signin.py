@@ -61,12 +61,19 @@ async def test_add_by_pasting_the_link_then_approve_with_the_number(rp: PushAuth
     assert re.fullmatch(r"Expires in \d+ s", await phone.page.locator("#prompt-left").inner_text())
     await phone.shot("04-prompt")
     await phone.axe_clean("the sign-in prompt")
-    await phone.type_number(challenge.number)
+    # Keyboard only, as with a screen reader: the request takes the focus to its heading
+    # (announced), Tab goes on to the number, Enter approves.
+    focused = "document.activeElement.id"
+    assert await phone.page.evaluate(focused) == "prompt-title"
+    await phone.page.keyboard.press("Tab")
+    assert await phone.page.evaluate(focused) == "number"
+    await phone.page.keyboard.type(challenge.number)
     await phone.shot("05-prompt-number-typed")
-    await phone.page.get_by_role("button", name="Approve").tap()
+    await phone.page.keyboard.press("Enter")
     assert await result(rp, challenge, account) is Status.APPROVED
     await phone.toast("Approved")
     await phone.no_prompt()
+    assert await phone.page.evaluate(focused) == "home-title"  # back where it left off
     await phone.shot("06-approved")
 
 

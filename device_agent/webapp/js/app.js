@@ -343,17 +343,25 @@ function show(name) {
   render();
 }
 
+const VIEWS = ["home", "add", "prompt", "notice", "account", "backup"];
+
 // A sign-in request comes first (it expires in minutes), then a recovery question,
 // then the screen the user chose.
 function render() {
   const prompt = prompts.current();
   const notice = prompt ? null : currentNotice();
   const shown = prompt ? "prompt" : notice ? "notice" : view;
-  for (const id of ["home", "add", "prompt", "notice", "account", "backup"]) $(id).hidden = id !== shown;
+  const was = VIEWS.find((id) => !$(id).hidden);
+  const fresh = prompt ? $("prompt").dataset.ch !== prompt.frame.ch : notice ? $("notice").dataset.notice !== notice.frame.notice : false;
+  for (const id of VIEWS) $(id).hidden = id !== shown;
   if (prompt) renderPrompt(prompt);
   else $("prompt").removeAttribute("data-ch");
   if (notice) renderNotice(notice);
   else $("notice").removeAttribute("data-notice");
+  // A request or a question comes unbidden and replaces the screen, and the screen comes
+  // back when it ends: the focus goes to the heading of what is shown, so that a screen
+  // reader says what it is and Tab goes on from there (not from a hidden screen's button).
+  if (fresh || (was !== shown && (was === "prompt" || was === "notice"))) $(`${shown}-title`).focus();
 }
 
 // The shown request's time is up by the broker's clock: it leaves the screen at once,
