@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -51,9 +52,12 @@ async def test_codes_equal_the_python_agents_and_copy_on_tap(
     code = phone.page.locator("#accounts [data-role='code']")
     await code.wait_for()
     await phone.page.locator("#accounts [data-role='code'][data-code]").wait_for()
-    shown = await code.get_attribute("data-code")
+    shown, name = await code.evaluate("el => [el.dataset.code, el.getAttribute('aria-label')]")
     after = time.time()
     assert shown in agent_codes(totp, (before, after))
+    # A screen reader hears the code too, not only whose it is (the label is the name).
+    spoken = re.fullmatch(r"Verification code for alice@contoso\.example: ([0-9 ]+); tap to copy", name)
+    assert spoken and spoken.group(1).replace(" ", "") == shown, name
     seconds = await phone.page.locator("#accounts [data-role='secs']").inner_text()
     assert seconds.endswith(" s left") and 1 <= int(seconds.split()[0]) <= totp.period
     await phone.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=phone.url)

@@ -150,7 +150,7 @@ function renderAccounts() {
       code.type = "button";
       code.className = "code";
       code.dataset.role = "code";
-      code.setAttribute("aria-label", `Verification code for ${printable(account.name)}; tap to copy`);
+      code.setAttribute("aria-label", codeLabel(account, null));
       code.addEventListener("click", () => copyCode(code));
       row.append(code);
       if (isHotp(account)) {
@@ -160,6 +160,7 @@ function renderAccounts() {
         if (shown) {
           code.dataset.code = shown;
           code.textContent = spaced(shown);
+          code.setAttribute("aria-label", codeLabel(account, shown));
         } else {
           code.textContent = "No code yet";
           code.disabled = true;
@@ -227,10 +228,16 @@ async function tickCodes() {
     if (btn.dataset.code !== code) {
       btn.dataset.code = code;
       btn.textContent = spaced(code);
+      btn.setAttribute("aria-label", codeLabel(account, code));
     }
     li.querySelector('[data-role="secs"]').textContent = `${secondsLeft(params.period, now)} s left`;
   }
 }
+
+// The code button's name says whose code it is, the code itself (a name set by
+// aria-label replaces the button's text for a screen reader) and what a tap does.
+const codeLabel = (account, code) =>
+  `Verification code for ${printable(account.name)}${code ? `: ${spaced(code)}` : ""}; tap to copy`;
 
 const spaced = (code) => (code.length === 8 ? `${code.slice(0, 4)} ${code.slice(4)}` : `${code.slice(0, 3)} ${code.slice(3)}`);
 
