@@ -37,15 +37,22 @@ async def test_add_by_pasting_the_link_then_approve_with_the_number(rp: PushAuth
     await phone.page.get_by_role("button", name="Add account").click()
     await phone.shot("02-add-account")
     await phone.axe_clean("the add account screen")
+    # Nothing pasted, or something that is no link: each says what to do.
+    add = phone.page.get_by_role("button", name="Add", exact=True)
+    await add.click()
+    await phone.page.locator("#add-error", has_text="Paste the setup link").wait_for()
+    await phone.page.get_by_label("Setup link").fill("<b>hello</b>")
+    await add.click()
+    await phone.page.locator("#add-error", has_text="This is not a setup link this app can read").wait_for()
     # A link whose server cannot be reached: the app says so at once, rather than wait
     # with its Add button greyed, and keeps trying no server that no account uses.
     link = (await rp.create_enrollment("alice", "alice@contoso.example")).uri
     assert link is not None
     away = replace(uri.parse(link), broker=f"ws://127.0.0.1:{free_port()}/v1/device").build()
     await phone.page.get_by_label("Setup link").fill(away)
-    await phone.page.get_by_role("button", name="Add", exact=True).click()
+    await add.click()
     await phone.page.locator("#add-error", has_text="could not connect to the server").wait_for()
-    assert await phone.page.get_by_role("button", name="Add", exact=True).is_enabled()
+    assert await add.is_enabled()
     await phone.page.get_by_role("button", name="Cancel").click()
     account = await enrolled(rp, phone)
     await phone.page.locator("#conn", has_text="Connected").wait_for()

@@ -497,6 +497,7 @@ function addFromText(input) {
   showError("add-error", null);
   $("add-status").textContent = "";
   $("add-report").replaceChildren();
+  if (!input.trim()) return showError("add-error", "Paste the setup link from the service's security page, or scan its QR code.");
   const scheme = input.trim().split(":")[0].toLowerCase();
   if (scheme === "otpauth") return addCodes(input);
   if (scheme === "otpauth-migration") return importExport(input);
@@ -508,7 +509,12 @@ async function addAccount(linkText) {
   try {
     link = parseEnrollmentUri(linkText);
   } catch (exc) {
-    return showError("add-error", exc.message);
+    // The protocol module's words name the link's kind; people know it as a setup link.
+    const why = exc.message.replace(/^not a valid enrollment link: /, "");
+    return showError(
+      "add-error",
+      `This is not a setup link this app can read (${printable(why)}). Copy the whole link from the service's security page, or scan its QR code. Nothing was added.`,
+    );
   }
   const insecure = insecureTransport(link.broker);
   if (insecure) return showError("add-error", insecure);
