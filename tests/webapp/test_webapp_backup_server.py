@@ -60,6 +60,10 @@ async def test_a_server_copy_saved_by_the_app_restores_with_the_agent(
     accounts = await enroll_two(rp, phone, "gwen")
     code = await phone.save_to_server(TEST_PASSPHRASE)
     await phone.page.locator("#backup-code", has_text="Write it down now").wait_for()
+    # With the address a restore asks for, as the copy's keys are derived from it.
+    await phone.page.locator(
+        "#backup-code", has_text=f"address as written here: {app_broker.http_url}"
+    ).wait_for()
     assert await phone.save_to_server(TEST_PASSPHRASE) == code  # one code per phone
     await phone.page.locator("#backup-code", has_text="The same as before").wait_for()
     home = tmp_path / "agent"

@@ -1084,9 +1084,11 @@ async function writeBackup(event) {
       await db.putSetting(AUTO_SETTING, auto || null);
       renderAutoStatus();
       $("backup-status").textContent = `${count} saved on ${brokerHttp.httpBase(broker)}.${oldCopiesText(old)}`;
+      // The address too: the restore form asks for it, and the copy's keys are derived
+      // from it as written (another name for the same server finds nothing).
       $("backup-code").textContent = `Backup code: ${blob.codeText(code)}. ${
         fresh ? "Write it down now and keep it apart from this phone" : "The same as before; keep it apart from this phone"
-      }: a restore from the server needs it and the passphrase.`;
+      }: a restore from the server needs it, the passphrase and the server's address as written here: ${brokerHttp.httpBase(broker)}.`;
       $("backup-code").hidden = false;
     }
     $("backup-pass").value = $("backup-pass2").value = "";
