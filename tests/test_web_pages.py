@@ -484,6 +484,7 @@ async def test_rename_checks_the_name(site: Site, tmp_path: Path) -> None:
     for bad, message in (
         ("   ", "Enter a name"),
         ("x" * 65, "at most 64"),
+        ("x" * 300, "at most 64"),  # past what the form reads: the same limit said
         ("a\x07b", "not allowed"),
         # Invisible or reordering: one device's name could pass for another's.
         ("\u200b\u200b", "U+200B"),

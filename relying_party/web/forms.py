@@ -23,14 +23,23 @@ class FormError(Exception):
         self.field = field
 
 
-def text(form: MultiDictProxy[str | bytes | object], name: str, *, max_len: int, label: str) -> str:
-    """One plain-text field, present once, not a file, within `max_len` characters."""
+def text(
+    form: MultiDictProxy[str | bytes | object],
+    name: str,
+    *,
+    max_len: int,
+    label: str,
+    too_long: str | None = None,
+) -> str:
+    """One plain-text field, present once, not a file, within `max_len` characters.
+    `too_long`: the message for a longer one, where `max_len` is only a bound on what is
+    read and the field's own limit, checked after (white space collapsed), is smaller."""
     values = form.getall(name, [])
     if len(values) != 1 or not isinstance(values[0], str):
         raise FormError(f"{label} is missing.", name)
     value = values[0]
     if len(value) > max_len:
-        raise FormError(f"{label} is too long (at most {max_len} characters).", name)
+        raise FormError(too_long or f"{label} is too long (at most {max_len} characters).", name)
     if any(unicodedata.category(c) == "Cc" for c in value):
         raise FormError(f"{label} contains characters that are not allowed.", name)
     return value
@@ -47,12 +56,15 @@ def user_name(value: str) -> str:
     return value
 
 
+DEVICE_NAME_TOO_LONG = f"A device name has at most {DEVICE_NAME_MAX} characters."
+
+
 def device_name(value: str) -> str:
     value = " ".join(value.split())
     if not value:
         raise FormError("Enter a name for the device.", "name")
     if len(value) > DEVICE_NAME_MAX:
-        raise FormError(f"A device name has at most {DEVICE_NAME_MAX} characters.", "name")
+        raise FormError(DEVICE_NAME_TOO_LONG, "name")
     # Shown to people on this site and on devices: an invisible or reordering character
     # (zero-width, bidi override) could make one device's name pass for another's.
     if (bad := shown_text.first_unsafe(value)) is not None:

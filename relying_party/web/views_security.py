@@ -450,7 +450,10 @@ async def rename(request: web.Request) -> web.StreamResponse:
     device = _own_device(request, user)
     form = await request.post()
     try:
-        name = forms.device_name(forms.text(form, "name", max_len=256, label="The device name"))
+        raw = forms.text(
+            form, "name", max_len=256, label="The device name", too_long=forms.DEVICE_NAME_TOO_LONG
+        )
+        name = forms.device_name(raw)
     except forms.FormError as exc:
         get_session(request).flash("error", exc.message)
         raise web.HTTPSeeOther("/security") from None
