@@ -15,6 +15,7 @@ What a backup holds (backup.py seals it with the vault passphrase):
 from __future__ import annotations
 
 import contextlib
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,9 +100,31 @@ def check_file_target(store: AccountStore, path: Path, *, force: bool) -> None:
             f"{path} is {what} ({store.home}): a backup never goes there, even with --force;"
             " write it somewhere else (a synced folder, another disk)"
         )
+    if path.is_dir():
+        raise UsageError(
+            f"{path} is a folder; nothing was written: name a file in it, e.g. {path / 'pushauth.backup'}"
+        )
+    check_regular(path)
     if not force and (path.exists() or path.is_symlink()):
         raise UsageError(f"{path} exists already; nothing was written (--force replaces it)")
     check_folder(path)
+
+
+def check_regular(path: Path) -> None:
+    """Only a regular file (or nothing) is ever replaced by a backup, even with --force:
+    the write renames a new file over the path, which would put a plain file in place
+    of a device (/dev/null), a named pipe or a socket, and break whatever uses it."""
+    try:
+        mode = path.stat().st_mode  # through a symbolic link: what it points to
+    except FileNotFoundError:
+        return  # nothing there (or a dangling link): a new file is made
+    except OSError as exc:
+        raise UsageError(f"cannot check {path}: {exc.strerror}; nothing was written") from None
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{path} is not a regular file (a device, a pipe or a socket): a backup never replaces it,"
+            " even with --force; nothing was written"
+        )
 
 
 def check_folder(path: Path) -> None:
@@ -122,6 +145,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def write_file(path: Path, data: bytes) -> None:
     check_folder(path)  # an automatic backup's folder may have gone since (a sync folder unmounted)
+    check_regular(path)  # or its file been replaced by something that is not a file
     try:
         write_sealed_file(path, data, "backup file", make_parents=False)
     except SealedFileError as exc:

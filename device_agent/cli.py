@@ -309,7 +309,8 @@ def build_parser() -> Parser:
         "backup --to FILE          write the backup to FILE (e.g. in a synced folder that\n"
         "                          exists: a missing folder is refused, not made); an\n"
         "                          existing FILE is replaced only with --force, and never\n"
-        "                          the vault or another file in the agent's home\n"
+        "                          the vault, another file in the agent's home, a folder\n"
+        "                          or what is not a regular file (a device, a pipe)\n"
         "backup --to broker        store it in the broker's encrypted-backup store\n"
         "backup auto on --to FILE  also rewrite it after every change from now on\n"
         "backup auto off           stop the automatic backups\n"
@@ -344,7 +345,7 @@ def build_parser() -> Parser:
     )
     c.add_argument("--to", metavar="FILE|broker", help="where the backup goes")
     c.add_argument("--from", dest="source", metavar="broker", help="with delete: where the backup is")
-    c.add_argument("--force", action="store_true", help="with --to FILE: replace an existing file")
+    c.add_argument("--force", action="store_true", help="with --to FILE: replace an existing regular file")
     broker_options(c)
 
     c = command(

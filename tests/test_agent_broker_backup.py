@@ -7,7 +7,9 @@ re-activation with another user's or another service's enrollment link."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from test_agent_recovery import REPLACED, code_in, enroll_recoverable, refused_l
 from broker import keys as broker_keys
 from device_agent import backup_keys, broker_http
 from device_agent.backup import load_backup
+from device_agent.backup_actions import AUTO_BACKUP
 from device_agent.backup_keys import BackupCode
 from device_agent.passphrase import (
     BACKUP_CODE_ENV,
@@ -39,6 +42,7 @@ from relying_party.sdk import PushAuthClient
 BLOB_PREFIX = broker_keys.backup_blob("")  # the blobs' key names, less their ids
 
 TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
+TOTP_URIS_MORE = "otpauth://totp/Big:bob?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=Big"
 PASSPHRASE = AGENT_ENV[PASSPHRASE_ENV]
 NEW_PASSPHRASE = "violet kettle marches upstream"
 CODE_RE = re.compile(r"PAB1(?:-[0-9A-Z]{4}){8}")
@@ -323,6 +327,38 @@ def test_a_backup_file_never_replaces_what_must_stay(tmp_path: Path) -> None:
     assert "Backup written" in ok(home, "backup", "--to", str(existing), "--force")
     assert existing.read_bytes().startswith(b"PABACKUP")
     assert Vault.open(vault, PASSPHRASE).records  # the vault opens as before
+
+
+def test_a_backup_file_never_replaces_a_folder_a_device_or_a_pipe(tmp_path: Path) -> None:
+    # `backup --to /dev/null --force` used to rename a plain file over the device.
+    home = tmp_path / "phone"
+    ok(home, "add", TOTP_URI)
+    folder = tmp_path / "sync"
+    folder.mkdir()
+    result = agent(home, "backup", "--to", str(folder))
+    assert_cli_error(result, contains=f"{folder} is a folder")
+    assert str(folder / "pushauth.backup") in result.stderr and "--force replaces" not in result.stderr
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    link = tmp_path / "to-pipe.backup"
+    link.symlink_to(pipe)
+    for target in (folder, pipe, link):
+        for words in ([], ["auto", "on"]):
+            result = agent(home, "backup", *words, "--to", str(target), "--force")
+            assert result.returncode == 2, result
+            assert "Backup written" not in result.stdout
+    assert folder.is_dir() and not any(folder.iterdir())
+    assert stat.S_ISFIFO(pipe.lstat().st_mode) and link.is_symlink()
+    assert AUTO_BACKUP not in AccountStore(home).settings()
+    # An automatic backup whose file was replaced by a pipe since is not written over it.
+    auto = folder / "auto.backup"
+    ok(home, "backup", "auto", "on", "--to", str(auto))
+    auto.unlink()
+    os.mkfifo(auto)
+    result = agent(home, "add", TOTP_URIS_MORE)
+    assert result.returncode == 0, result.stderr  # the change itself is saved
+    assert "the automatic backup failed" in result.stderr and "not a regular file" in result.stderr
+    assert stat.S_ISFIFO(auto.lstat().st_mode)
 
 
 def test_weak_passphrases_are_refused_when_set_but_an_old_vault_still_opens(tmp_path: Path) -> None:
