@@ -395,7 +395,8 @@ def build_parser() -> Parser:
         f"{PASSPHRASE_ENV} and {NEW_PASSPHRASE_ENV}). The vault is rewritten at once.\n"
         "A new passphrase must be hard to guess (at least 12 characters; four or more\n"
         "random words do). Backups on the broker are rewritten under it and their old\n"
-        "copies deleted; the backup code stays the same.",
+        "copies deleted; the backup code stays the same. A listen or screen running\n"
+        "meanwhile can no longer read the keys: it stops (exit 2); start it again.",
     )
     return p
 

@@ -36,7 +36,7 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     "accounts": _OFFLINE,
     "listen": {
         EXIT_OK: "stopped (Ctrl-C, SIGTERM, or the end of input); a broker that is down is retried",
-        EXIT_USAGE: _BAD_INPUT,
+        EXIT_USAGE: "bad input, or passwd changed the vault's passphrase meanwhile (start it again)",
     },
     "pending": {
         EXIT_OK: "every broker was asked (what is waiting is listed; maybe nothing)",
@@ -72,7 +72,8 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     },
     "ui": {
         EXIT_OK: "quit",
-        EXIT_USAGE: "stdin or stdout is not a terminal, or bad input",
+        EXIT_USAGE: "stdin or stdout is not a terminal, or bad input, or passwd changed the vault's "
+        "passphrase meanwhile (start it again)",
     },
     "code": {EXIT_OK: None, EXIT_USAGE: "no such account, or it has no codes"},
     "add": {EXIT_OK: None, EXIT_USAGE: "not a usable otpauth:// URI, or the name is taken"},

@@ -51,7 +51,7 @@ from .messages import (
     revoked_notice,
 )
 from .stdin_lines import StdinLines
-from .store import Account, AccountStore, StoreError
+from .store import Account, AccountStore, PassphraseChanged, StoreError
 
 # docs/protocol.md, section 15: the n-th wait is drawn from [0, min(60 s, 1 s x 2^n)].
 BACKOFF_BASE_S = 1.0
@@ -140,6 +140,9 @@ class BrokerLink:
                     self.listener.link_down(self)
                     await conn.close()
             except (AgentError, StoreError) as exc:
+                if isinstance(exc, PassphraseChanged):
+                    self.listener.vault_lost(exc)
+                    return
                 say(f"{exc}")
                 if (why := _halts(exc)) is not None:
                     self.halted = why
@@ -192,9 +195,17 @@ class Listener:
         self.drained = asyncio.Event()
         self._store_version: tuple[int, int, int] | None = None
         self.chores: set[asyncio.Task[None]] = set()  # work a stop waits for (after_disown)
+        self.failure: PassphraseChanged | None = None  # why listening stopped by itself
 
     def say(self, text: str) -> None:
         print(shown_lines(text), file=self.out, flush=True)
+
+    def vault_lost(self, exc: PassphraseChanged) -> None:
+        """The vault's passphrase changed under us: no key can be read any more, so no
+        answer could be signed. Stop (the command then fails with `exc`) rather than
+        show requests nobody can answer here."""
+        self.failure = exc
+        self.stopping.set()
 
     # -- accounts -> links -----------------------------------------------------
 
@@ -220,6 +231,8 @@ class Listener:
             if self.store.version() != self._store_version:
                 try:
                     await self.sync_links()
+                except PassphraseChanged as exc:
+                    self.vault_lost(exc)
                 except StoreError as exc:
                     self.say(f"{exc}")
             self._expire()
@@ -378,6 +391,9 @@ class Listener:
         except (AgentError, StoreError) as exc:
             self.in_flight.pop(nid, None)
             self.say(f"Recovery question {nid}: the answer was not sent: {exc}.")
+            if isinstance(exc, PassphraseChanged):
+                self.vault_lost(exc)
+                return
         self._ask_next()
 
     def _question_result(self, link: BrokerLink, frame: RecoveryResult) -> None:
@@ -519,6 +535,9 @@ class Listener:
         except (AgentError, StoreError) as exc:
             self.in_flight.pop(ch, None)
             self.say(f"Request {ch}: the answer was not sent: {exc}.")
+            if isinstance(exc, PassphraseChanged):
+                self.vault_lost(exc)
+                return
         self._ask_next()
 
     def _check_drained(self) -> None:
@@ -559,6 +578,8 @@ class Listener:
             for link in self.links.values():
                 await link.stop()
             self.say("Stopped.")
+        if self.failure is not None:
+            raise self.failure  # the command fails with it (exit 2)
         return 0
 
 

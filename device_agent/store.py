@@ -49,6 +49,19 @@ class StoreError(Exception):
     """The vault cannot be read or does not hold what was asked for."""
 
 
+class PassphraseChanged(StoreError):
+    """The vault this process opened no longer opens with its passphrase: another
+    command (`passwd`) changed it meanwhile. Never asked again in the middle of a
+    command: `listen` and the screen read stdin and own the terminal, so a prompt
+    there would hang them; they stop with this message instead."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path}: the vault's passphrase was changed by another command (pushauth-agent passwd)"
+            " since this one started; start it again to type the new passphrase"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     """One push account, without its secrets."""
@@ -291,6 +304,8 @@ class AccountStore:
             vault = Vault.open(self.path, self.passphrase(), known=self._key)
         except SealedFileError as exc:
             if exc.code == SealedErrorCode.WRONG_PASSPHRASE:
+                if self._key is not None:  # it opened before, with this passphrase
+                    raise PassphraseChanged(self.path) from None
                 self._passphrase = None  # a later prompt may get it right
             raise StoreError(f"{self.path}: {exc.message}") from None
         self._key = vault.seal_key

@@ -28,7 +28,7 @@ from . import otp_actions
 from .display import local_time, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
-from .store import ACTION_REQUIRED, REVOKED, AccountStore, StoreError
+from .store import ACTION_REQUIRED, REVOKED, AccountStore, PassphraseChanged, StoreError
 
 REFRESH_S = 1.0
 W = TypeVar("W", bound=Widget)
@@ -156,6 +156,9 @@ class UiListener(Listener):
     def say(self, text: str) -> None:
         self.app.log_line(text)
 
+    def vault_lost(self, exc: PassphraseChanged) -> None:
+        self.app.vault_lost(exc)
+
     def _ask_next(self) -> None:
         if self.asking is not None:
             return
@@ -225,6 +228,7 @@ class AgentApp(App[int]):
         self.answers: list[
             tuple[str, str]
         ] = []  # (challenge or notice id, decision) sent, for tests and people
+        self.failure: PassphraseChanged | None = None  # why the screen closed by itself
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -263,6 +267,9 @@ class AgentApp(App[int]):
             return
         try:
             entries = self.store.entries()
+        except PassphraseChanged as exc:
+            self.vault_lost(exc)
+            return
         except StoreError as exc:
             self.log_line(str(exc))
             return
@@ -285,6 +292,13 @@ class AgentApp(App[int]):
         table.clear()
         for row in rows:  # rich Text: a cell that is a str would be read as markup
             table.add_row(*(Text(shown(cell)) for cell in row))
+
+    def vault_lost(self, exc: PassphraseChanged) -> None:
+        """No key can be read any more (listen.Listener.vault_lost): close the screen;
+        the command then fails with `exc`, printed once the terminal is back."""
+        if self.failure is None:
+            self.failure = exc
+            self.exit()
 
     def log_line(self, text: str) -> None:
         events = self._main_widget("#events", Log)
@@ -352,4 +366,8 @@ class AgentApp(App[int]):
 
 def run_ui(store: AccountStore) -> int:
     store.load()  # a damaged vault or a wrong passphrase is reported before the screen opens
-    return AgentApp(store).run() or 0
+    app = AgentApp(store)
+    code = app.run() or 0
+    if app.failure is not None:
+        raise app.failure
+    return code

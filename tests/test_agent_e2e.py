@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import AGENT, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
+from support import AGENT, DEADLINE, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
+from device_agent.passphrase import NEW_PASSPHRASE_ENV
 from device_agent.store import AccountStore, Registration
 from protocol import signing
 
@@ -506,6 +507,31 @@ def test_an_answer_typed_while_the_broker_is_down_is_asked_again_later(
     agent_proc.type(ch["number"])
     agent_proc.wait_for(f"Request {ch['id']}: approved")
     assert rp_api.result(ch)["status"] == "approved"
+
+
+def test_listen_stops_with_a_clear_message_when_passwd_changes_the_vault_meanwhile(
+    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
+    # It used to stay up unable to sign anything: each answer "was not sent: wrong
+    # passphrase for this vault (or its header was altered)", and on a terminal it asked
+    # for the passphrase from inside the event loop, which hung it for good.
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home)
+    agent_proc.wait_for("Connected to")
+    ch = rp_api.challenge(ttl=120)
+    agent_proc.wait_for(f"Sign-in request {ch['id']}")
+    changed = run_cli(
+        [AGENT, "--home", home, "passwd"], env={NEW_PASSPHRASE_ENV: "violet kettle marches upstream"}
+    )
+    assert changed.returncode == 0, changed.stderr
+    assert agent_proc.proc.wait(DEADLINE) == 2
+    agent_proc.wait_for("Stopped.")
+    err = agent_proc.errors()
+    assert "Traceback" not in err
+    assert "the vault's passphrase was changed by another command (pushauth-agent passwd)" in err, err
+    assert "start it again" in err and "wrong passphrase" not in agent_proc.output() + err
+    assert rp_api.result(ch)["status"] == "pending"  # nothing was answered for the user
 
 
 def test_pending_reports_the_brokers_it_reached_and_the_ones_it_did_not(tmp_path: Path, rp_api: RP) -> None:

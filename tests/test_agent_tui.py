@@ -20,6 +20,7 @@ from textual.pilot import Pilot
 from textual.widgets import DataTable, Log
 
 from device_agent import totp
+from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
 from device_agent.store import AccountStore, Registration
 from device_agent.tui import AgentApp, NoticeScreen, RequestScreen
 from protocol.challenge import Status
@@ -27,6 +28,7 @@ from relying_party.sdk import PushAuthClient
 
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5", "location": "Lyon, FR"}
 TOTP_URI = "otpauth://totp/ACME:alice?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=ACME"
+NEW_PASSPHRASE = "violet kettle marches upstream"
 
 
 async def until(pilot: Pilot[Any], check: Callable[[], bool], what: str, timeout: float = 15) -> None:
@@ -174,6 +176,32 @@ async def test_the_list_shows_live_codes_and_marks_accounts_needing_action(tmp_p
         first = acme[2]
         await until(pilot, lambda: rows(app)[0][2] != first, "the countdown to move")
         await pilot.press("q")
+
+
+async def test_a_passphrase_changed_by_passwd_meanwhile_closes_the_screen_without_asking_again(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    # It used to ask for the passphrase again from the refresh tick: on a terminal that
+    # prompt froze the screen for good; with the passphrase in the environment it logged
+    # "wrong passphrase ... (or its header was altered)" every second and signed nothing.
+    home = tmp_path / "phone"
+    await enroll(client, home)
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return AGENT_ENV[PASSPHRASE_ENV]
+
+    app = AgentApp(AccountStore(home, Passphrases(env={}, ask=ask, interactive=True)))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        changed = await asyncio.to_thread(
+            run_cli, [AGENT, "--home", home, "passwd"], env={**AGENT_ENV, NEW_PASSPHRASE_ENV: NEW_PASSPHRASE}
+        )
+        assert changed.returncode == 0, changed.stderr
+        await until(pilot, lambda: app.failure is not None, "the screen to close")
+    assert "the vault's passphrase was changed by another command" in str(app.failure)
+    assert len(asked) == 1  # at the start only
 
 
 def test_no_command_without_a_terminal_is_a_usage_error(tmp_path: Path) -> None:
