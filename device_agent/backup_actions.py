@@ -48,6 +48,12 @@ BROKER_BACKUPS = "broker_backups"
 STALE_BLOBS = "stale_broker_backups"
 _LOCAL_SETTINGS = {AUTO_BACKUP, BACKUP_CODE, BROKER_BACKUPS, STALE_BLOBS}
 ACTION_REASON = "restored from a backup: scan a new QR code from {rp_name} (pushauth-agent reactivate)"
+# New recovery keys and a new backup code end what an older backup can do with push
+# accounts, but a verification-code secret is the service's: only it can make a new one.
+OLD_CODES_STILL_WORK = (
+    "Verification codes in older backups still work, for whoever has one: to end those, remove each"
+    " account with codes at its service and add it again."
+)
 _PUSH_FIELDS = ("rp", "rp_name", "user", "label", "broker", "cid", "device_name", "added")
 
 
@@ -501,6 +507,8 @@ def after_secret_change(
         report.lines.append(
             "Whoever restored your backup knows your passphrase: change it now (pushauth-agent passwd)."
         )
+        if any(rec.otp is not None for rec in state.records):
+            report.lines.append(OLD_CODES_STILL_WORK)  # and the codes of that backup are theirs
     if reason in (DISOWN, RETIRE) and old_code is not None:
         code = BackupCode.new()
         with _quietly(store):

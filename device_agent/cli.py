@@ -211,7 +211,9 @@ def build_parser() -> Parser:
         "  recovery disown ID    no, it was not me: the new device's key is removed at once\n"
         "                        and push sign-in for the account is paused until the\n"
         '                        service lifts it, as after a "this wasn\'t me" report.\n'
-        "                        Someone has your backup and its passphrase: change it.\n\n"
+        "                        Someone has your backup and its passphrase: change it,\n"
+        "                        and add each account's verification codes again at its\n"
+        "                        service (the backup's code secrets still work).\n\n"
         "The answer is signed with this device's key for the account.",
     )
     c.add_argument(
@@ -742,10 +744,7 @@ def backup_retire(store: AccountStore) -> int:
     rotated = report_rotation(recovery_keys.rotate_recovery_keys(store))
     renewed = backup_actions.after_secret_change(store, backup_actions.RETIRE)
     failed = report_secret_change(renewed) or rotated
-    say(
-        "Verification codes in older backups still work: to end those, remove the account at"
-        " its service and add it again."
-    )
+    say(backup_actions.OLD_CODES_STILL_WORK)
     return failed
 
 

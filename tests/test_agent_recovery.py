@@ -268,6 +268,9 @@ async def test_after_no_not_me_the_old_backup_is_refused_and_a_new_one_works(
     out = ok(old, "recovery", "disown", notice["id"])
     assert f"New recovery keys for {ACCOUNT}" in out
     assert "change it now (pushauth-agent passwd)" in out
+    # The thief keeps the backup's verification-code secrets: the user must hear that
+    # only the service can end those.
+    assert "Verification codes in older backups still work, for whoever has one" in out
     assert AccountStore(old).recovery_seed(ACCOUNT) not in (None, stolen_key)
 
     # The stolen backup recovers nothing any more.
