@@ -113,11 +113,21 @@ async def register(parsed: uri.EnrollmentURI, device_name: str) -> tuple[Enrolle
     return enrolled, seed, recovery_seed
 
 
-def _saving_failed(exc: Exception, parsed: EnrollmentURI, name: str) -> AgentError:
-    # The broker holds the credential now, but its key is lost with this process.
-    return AgentError(
-        f"the broker enrolled this device but saving the account failed ({exc}); "
-        f"remove device {name!r} on {parsed.rp_name}'s security page and enroll again"
+async def _saving_failed(
+    exc: Exception, store: AccountStore, parsed: EnrollmentURI, enrolled: Enrolled, seed: bytes
+) -> AgentError:
+    """The broker holds the new credential, but this device could not save its key (a
+    vault it cannot write): the key would be lost with this process, and the service
+    would list a device that can never answer nor be removed from here. Take it back
+    while the key is still in memory."""
+    with contextlib.suppress(StoreError, OSError):
+        if any(a.cid == enrolled.cid for a in store.load()):  # written after all (a late error)
+            return AgentError(f"saving the account reported an error ({exc}), but it was saved")
+    undone = await _take_back(parsed.broker, enrolled.cid, seed, parsed.rp_name)
+    why = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return UsageError(
+        f"the account could not be saved on this device ({why}): nothing was kept here; {undone};"
+        f" fix that, then ask {parsed.rp_name} for a new QR code"
     )
 
 
@@ -136,7 +146,7 @@ async def enroll(
         replaced = store.revoked_predecessor(reg)
         return store.add(parsed.account, reg), replaced
     except (StoreError, OSError) as exc:
-        raise _saving_failed(exc, parsed, name) from None
+        raise await _saving_failed(exc, store, parsed, enrolled, seed) from None
 
 
 def _registration(
@@ -184,7 +194,7 @@ async def reactivate(store: AccountStore, account_name: str, text: str, device_n
     try:
         return store.reactivate(account.name, _registration(parsed, enrolled, name, seed, recovery_seed))
     except (StoreError, OSError) as exc:
-        raise _saving_failed(exc, parsed, name) from None
+        raise await _saving_failed(exc, store, parsed, enrolled, seed) from None
 
 
 async def _take_back(broker: str, cid: str, seed: bytes, rp_name: str) -> str:

@@ -30,7 +30,8 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     "enroll": {
         EXIT_OK: "the account was added (the service's test notification is still to approve)",
         EXIT_REFUSED: "the broker refused: the enrollment code is used or expired, ...",
-        EXIT_USAGE: "bad URI or device name, or an unencrypted remote broker; nothing was sent",
+        EXIT_USAGE: "bad URI or device name, or an unencrypted remote broker; nothing was sent. Or "
+        "the account could not be saved here: the key just registered was revoked",
         EXIT_UNREACHABLE: _UNREACHABLE,
     },
     "accounts": _OFFLINE,
@@ -103,7 +104,8 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     "reactivate": {
         EXIT_OK: "the new key was registered (the test notification is still to approve)",
         EXIT_REFUSED: "the broker refused (the link is used or expired), or the link is for another user",
-        EXIT_USAGE: "bad URI, an active account, or a link for another service; nothing was sent",
+        EXIT_USAGE: "bad URI, an active account, or a link for another service; nothing was sent. Or "
+        "the new key could not be saved here: it was revoked, the account stays as it was",
         EXIT_UNREACHABLE: _UNREACHABLE,
     },
     "passwd": {

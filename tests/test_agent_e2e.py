@@ -23,7 +23,7 @@ from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for th
 from support import AGENT, DEADLINE, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
 from device_agent.passphrase import NEW_PASSPHRASE_ENV
-from device_agent.store import AccountStore, Registration
+from device_agent.store import LOCK_FILE, AccountStore, Registration
 from protocol import signing
 
 
@@ -173,6 +173,25 @@ def test_enroll_registers_this_devices_key_and_the_token_works_once(tmp_path: Pa
     assert_cli_error(again, contains="already used or expired")
     assert again.returncode == 1
     assert len(store.load()) == 1
+
+
+def test_an_enrollment_this_device_cannot_save_is_taken_back_at_the_broker(
+    tmp_path: Path, rp_api: RP
+) -> None:
+    # It used to leave the credential at the service with its key lost (exit 1, "remove
+    # device ... on the security page"): a device listed there that can never answer.
+    home = tmp_path / "agent"
+    enroll(home, rp_api)  # a vault that opens, with one account
+    lock = home / LOCK_FILE
+    lock.unlink()
+    lock.mkdir()  # reads work, every write fails (as root too)
+    result = agent(home, "enroll", rp_api.enrollment_uri("bob", "bob@example.com"))
+    assert_cli_error(result, contains="the account could not be saved on this device")
+    assert "the key just registered was revoked at once" in result.stderr
+    assert result.returncode == 2
+    assert rp_api.credentials("bob") == []  # taken back: nothing left at the service
+    assert [a.name for a in AccountStore(home).load()] == ["alice@example.com"]
+    assert len(rp_api.credentials("alice")) == 1  # the other account is untouched
 
 
 def test_enrolling_the_same_label_twice_makes_unique_names(tmp_path: Path, rp_api: RP) -> None:
