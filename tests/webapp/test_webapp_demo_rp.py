@@ -1,8 +1,9 @@
 """The web authenticator with the demo RP, as a person uses them: set up on the demo
 RP's Security info page (password, "Add sign-in method", the setup link pasted into the
 phone app, the test notification approved with its number), then a sign-in approved on
-the phone. The demo RP is a real `pushauth-rp serve` process; two browser contexts: a
-desktop for the RP's pages and a phone for the app.
+the phone, then a second setup link for the same account, which the app asks about first.
+The demo RP is a real `pushauth-rp serve` process; two browser contexts: a desktop for
+the RP's pages and a phone for the app.
 """
 
 from __future__ import annotations
@@ -74,5 +75,42 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
         await phone.page.get_by_role("button", name="Approve").tap()
         await desktop.wait_for_url("**/account")
         await phone.toast("Approved")
+
+        # A second setup link for the same account, on the same phone: the app says it
+        # has that account already and asks first; Cancel adds nothing (the link stays
+        # unused: "Add again" below enrolls with it), "Add again" a second device.
+        await desktop.goto(stack.url + "/security")
+        await desktop.get_by_role("link", name="Add sign-in method").click()
+        await desktop.get_by_role("button", name="Add").click()
+        await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+        again = await desktop.get_by_role("textbox", name="Setup link").input_value()
+        page = phone.page
+        for answer in ("Cancel", "Add again"):
+            await page.get_by_role("button", name="Add account").click()
+            await page.get_by_label("Setup link").fill(again)
+            await page.get_by_role("button", name="Add", exact=True).click()
+            question = page.get_by_role("group", name="is on this phone already")
+            # The question, or (what the app did before it asked) the account added again.
+            await page.locator("#again:not([hidden]), #toast:has-text('Added')").first.wait_for()
+            assert await question.is_visible(), await page.locator("#toast").inner_text()
+            said = await question.inner_text()
+            assert "This phone already has" in said and "Browser Test Portal" in said, said
+            assert "second sign-in method" in said and "two devices" in said, said
+            assert await page.evaluate("document.activeElement.id") == "again-title"
+            if answer == "Cancel":
+                await phone.shot("35-add-the-same-account-again")
+                await phone.axe_clean("the question before adding an account again")
+            await question.get_by_role("button", name=answer).click()
+            if answer == "Cancel":
+                await phone.toast("Nothing was added")
+                assert await page.locator("#accounts li").count() == 1
+                assert "Waiting for your device" in await desktop.locator("#setup-status").inner_text()
+        await page.locator("#accounts li").nth(1).wait_for(state="attached")
+        await desktop.wait_for_url("**/security/test-notification")
+        await phone.page.locator("#prompt:not([hidden])").wait_for()
+        await phone.type_number(await number(desktop))
+        await phone.page.get_by_role("button", name="Approve").tap()
+        await desktop.wait_for_url("**/security")
+        assert await desktop.locator("#devices .device").count() == 2
     finally:
         stack.web.cleanup()

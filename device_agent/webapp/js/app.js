@@ -484,6 +484,7 @@ function buildKeypad() {
 // -- adding an account ---------------------------------------------------------------
 
 function openAddView() {
+  showAgain(null);
   showError("add-error", null);
   $("add-status").textContent = "";
   $("add-report").replaceChildren();
@@ -504,7 +505,46 @@ function addFromText(input) {
   return addAccount(input);
 }
 
-async function addAccount(linkText) {
+// The setup link waiting for an answer to "add it again?" (null: no question shown).
+let againLink = null;
+
+// The question replaces the form (and the scanner) until it is answered; the focus goes
+// to its heading, as it goes to the heading of each screen that appears.
+function showAgain(question) {
+  againLink = question?.linkText ?? null;
+  $("again").hidden = !question;
+  $("add-form").hidden = !!question;
+  $("scan").hidden = !!question || !scanSupported();
+  if (!question) return;
+  stopScan();
+  const { link, twin } = question;
+  const shown = twin.name !== link.account ? ` (shown here as "${twin.name}")` : "";
+  $("again-title").textContent = printable(`${link.account} is on this phone already`);
+  $("again-text").textContent = printable(
+    `This phone already has ${link.account} at ${link.rp_name}${shown}. Add it again as a second sign-in method? The service will list two devices for you.`,
+  );
+  $("again-title").focus();
+}
+
+function answerAgain(add) {
+  const linkText = againLink;
+  showAgain(null);
+  if (add) {
+    $("add-title").focus(); // not lost with the button that goes
+    return addAccount(linkText, { again: true });
+  }
+  $("link").value = "";
+  toast("Nothing was added.");
+  show("home");
+}
+
+// The account of this phone that a setup link would add a second time (same server, same
+// service, same account), or undefined. A restored account waiting for a new QR code is
+// no second one: the link re-activates it in place.
+const sameAccount = (link) =>
+  accountsCache.find((a) => hasKey(a) && a.broker === link.broker && a.rp === link.rp && a.label === link.account);
+
+async function addAccount(linkText, { again = false } = {}) {
   let link;
   try {
     link = parseEnrollmentUri(linkText);
@@ -521,6 +561,10 @@ async function addAccount(linkText) {
   const deviceName = $("device-name").value.trim() || "Web authenticator";
   if ([...deviceName].length > 64 || hasUnsafe(deviceName))
     return showError("add-error", "The phone's name must be 1 to 64 characters without control characters.");
+  // The same account again (a second setup link from the service): asked, as other
+  // authenticators ask, before anything is sent.
+  const twin = sameAccount(link);
+  if (twin && !again) return showAgain({ linkText, link, twin });
   $("add-submit").disabled = true;
   try {
     const keyPair = await newKeyPair();
@@ -1419,6 +1463,8 @@ async function main() {
   $("add-open").addEventListener("click", openAddView);
   $("add-cancel").addEventListener("click", () => (stopScan(), show("home")));
   $("add-form").addEventListener("submit", (e) => (e.preventDefault(), addFromText($("link").value)));
+  $("again-add").addEventListener("click", () => answerAgain(true));
+  $("again-cancel").addEventListener("click", () => answerAgain(false));
   $("number-form").addEventListener("submit", (e) => (e.preventDefault(), decide("approve")));
   $("deny").addEventListener("click", () => decide("deny"));
   $("notice-yes").addEventListener("click", () => answerNotice("confirm"));
