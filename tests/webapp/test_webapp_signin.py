@@ -101,7 +101,7 @@ async def test_deny_wrong_number_and_report(
     if action == "deny":
         await phone.page.get_by_role("button", name="Deny").tap()
     elif action == "report":
-        await phone.page.get_by_role("button", name="This wasn't me").tap()
+        await report_after_the_question(rp, phone, challenge, account)
     else:
         wrong = str((int(challenge.number) + 1) % 90 + 10)  # two digits, never the number
         await phone.type_number(wrong)
@@ -110,6 +110,33 @@ async def test_deny_wrong_number_and_report(
     await phone.toast(words)
     await phone.no_prompt()
     await phone.shot(f"07-after-{action}")
+
+
+async def report_after_the_question(rp: PushAuthClient, phone: Phone, challenge, account) -> None:  # type: ignore[no-untyped-def]
+    """ "This wasn't me" asks first and says what follows; Back sends nothing."""
+    page = phone.page
+    await page.get_by_role("button", name="This wasn't me").tap()
+    question = page.get_by_role("group", name="Report and block sign-in requests?")
+    # The question, or (what the app did before it asked) the report made at once.
+    await page.locator("#report-confirm:not([hidden]), #toast:has-text('Reported')").first.wait_for()
+    assert await question.is_visible(), await page.locator("#toast").inner_text()
+    said = await question.inner_text()
+    for words in (
+        "is denied",
+        "Contoso Portal is told that it was not you",
+        "paused until Contoso Portal lifts",
+    ):
+        assert words in said, said
+    assert await page.evaluate("document.activeElement.id") == "report-title"
+    assert await page.get_by_role("button", name="Approve").is_hidden()
+    await phone.shot("36-report-question")
+    await phone.axe_clean("the question before a report")
+    await question.get_by_role("button", name="Back").tap()
+    assert await page.evaluate("document.activeElement.id") == "report"
+    assert await question.is_hidden() and await page.get_by_role("button", name="Approve").is_visible()
+    assert (await rp.get_result(challenge, {account["cid"]: account["key"]})).status is Status.PENDING
+    await page.get_by_role("button", name="This wasn't me").tap()
+    await question.get_by_role("button", name="Report", exact=True).tap()
 
 
 async def test_a_number_of_the_wrong_length_is_not_sent(rp: PushAuthClient, phone: Phone) -> None:

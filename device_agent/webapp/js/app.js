@@ -403,6 +403,7 @@ function renderPrompt(prompt) {
     section.dataset.ch = frame.ch;
     $("number").value = "";
     $("number").maxLength = frame.digits;
+    confirmReport(false);
     showError("prompt-error", null);
     setBusy(false);
     clearTimeout(expiryTimer);
@@ -411,7 +412,23 @@ function renderPrompt(prompt) {
 }
 
 function setBusy(busy) {
-  for (const id of ["approve", "deny", "report"]) $(id).disabled = busy;
+  for (const id of ["approve", "deny", "report", "report-yes", "report-back"]) $(id).disabled = busy;
+}
+
+// "This wasn't me" does more than deny: it asks first, saying what follows, in place of
+// the answers (the focus goes to the question, and back to the button on "Back").
+function confirmReport(ask) {
+  $("report-confirm").hidden = !ask;
+  $("number-form").hidden = ask;
+  $("answer-row").hidden = ask;
+  if (!ask) return;
+  const prompt = prompts.current();
+  const account = prompt && accountsCache.find((a) => a.cid === prompt.frame.cid);
+  const service = printable(account ? account.rp_name : (prompt?.frame.rp_name ?? "the service"));
+  $("report-text").textContent =
+    `This request is denied, ${service} is told that it was not you, and further sign-in requests ` +
+    `for this account are paused until ${service} lifts the pause.`;
+  $("report-title").focus();
 }
 
 // -- answering -----------------------------------------------------------------------
@@ -1469,7 +1486,9 @@ async function main() {
   $("deny").addEventListener("click", () => decide("deny"));
   $("notice-yes").addEventListener("click", () => answerNotice("confirm"));
   $("notice-no").addEventListener("click", () => answerNotice("disown"));
-  $("report").addEventListener("click", () => decide("fraud"));
+  $("report").addEventListener("click", () => confirmReport(true));
+  $("report-back").addEventListener("click", () => (confirmReport(false), $("report").focus()));
+  $("report-yes").addEventListener("click", () => (confirmReport(false), $("prompt-title").focus(), decide("fraud")));
   $("rename-form").addEventListener("submit", rename);
   $("uv").addEventListener("change", toggleUv);
   $("move-up").addEventListener("click", () => move(-1));
