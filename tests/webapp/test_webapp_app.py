@@ -326,16 +326,34 @@ async def test_the_private_key_cannot_be_read_even_by_the_apps_own_code(
 
 
 async def test_accounts_keep_the_order_the_user_gives_them(rp: PushAuthClient, phone: Phone) -> None:
+    page = phone.page
+    up = page.get_by_role("button", name="Move up")
+    down = page.get_by_role("button", name="Move down")
+
+    async def moves() -> tuple[bool, bool]:
+        return await up.is_enabled(), await down.is_enabled()
+
     await enrolled(rp, phone, "alice")
+    # Only the moves that do something are offered: none for the only account.
+    await page.get_by_role("button", name="Manage alice@contoso.example").tap()
+    assert await moves() == (False, False)
+    await page.get_by_role("button", name="Back").tap()
     await enrolled(rp, phone, "bob")
-    names = phone.page.locator("#accounts .acct-name")
+    names = page.locator("#accounts .acct-name")
     assert await names.all_inner_texts() == ["alice@contoso.example", "bob@contoso.example"]
-    await phone.page.get_by_role("button", name="Manage bob@contoso.example").tap()
-    await phone.page.get_by_role("button", name="Move up").tap()
+    await page.get_by_role("button", name="Manage alice@contoso.example").tap()
+    assert await moves() == (False, True)  # the first: down only
+    await page.get_by_role("button", name="Back").tap()
+    await page.get_by_role("button", name="Manage bob@contoso.example").tap()
+    assert await moves() == (True, False)  # the last: up only
+    await up.tap()
     await phone.toast("Moved up")
-    await phone.page.get_by_role("button", name="Back").tap()
+    # Now the first: up does nothing, and the focus goes on to the move that does.
+    assert await moves() == (False, True)
+    assert await page.evaluate("document.activeElement.id") == "move-down"
+    await page.get_by_role("button", name="Back").tap()
     assert await names.all_inner_texts() == ["bob@contoso.example", "alice@contoso.example"]
-    await phone.page.reload()
+    await page.reload()
     await phone.page.locator("body[data-ready='1']").wait_for()
     await phone.page.locator("#accounts li").nth(1).wait_for()
     assert await names.all_inner_texts() == ["bob@contoso.example", "alice@contoso.example"]

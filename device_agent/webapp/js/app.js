@@ -106,6 +106,7 @@ function connectionFor(broker) {
 async function refreshAccounts() {
   accountsCache = await db.listAccounts();
   renderAccounts();
+  renderMoves();
   renderConn();
   autoBackup();
 }
@@ -796,6 +797,7 @@ async function openManage(cid) {
     ...(account.actionRequired ? [["Status", actionText(account)]] : []),
   ]);
   $("rename").value = account.name;
+  renderMoves();
   $("uv").checked = !!account.uvCredential;
   $("uv").disabled = !webauthn.available() || !hasKey(account); // nothing to approve without a key
   showError("account-error", null);
@@ -829,6 +831,19 @@ async function move(step) {
   }
   await refreshAccounts();
   toast(step < 0 ? "Moved up" : "Moved down");
+}
+
+// Only the moves that do something are offered: none for the only account, no "Move up"
+// for the first, no "Move down" for the last. A move button that the focus was on and
+// that does nothing now hands the focus to the other one (or to the screen's heading).
+function renderMoves() {
+  const at = accountsCache.findIndex((a) => a.cid === openAccount);
+  const focused = document.activeElement;
+  $("move-up").disabled = at <= 0;
+  $("move-down").disabled = at < 0 || at >= accountsCache.length - 1;
+  if (!["move-up", "move-down"].includes(focused?.id) || !focused.disabled) return;
+  const other = $(focused.id === "move-up" ? "move-down" : "move-up");
+  (other.disabled ? $("account-title") : other).focus();
 }
 
 async function toggleUv() {
