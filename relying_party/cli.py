@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--name", default="pushauth demo portal", help="application name shown on devices")
     serve.add_argument(
+        "--app-url",
+        help="where the phone app (the web authenticator) is served, linked from the setup page: "
+        "e.g. https://push.example.com/app/ when the broker runs with --webapp (default: no link)",
+    )
+    serve.add_argument(
         "--secure-cookies",
         action="store_true",
         help="mark cookies Secure (use when the site is served over https)",
@@ -222,6 +227,8 @@ def _serve(args: argparse.Namespace) -> None:
         raise CliError("--port must be 0..65535")
     if not args.broker.startswith(("http://", "https://")):
         raise CliError("--broker must be an http:// or https:// URL")
+    if args.app_url is not None and not args.app_url.startswith(("http://", "https://")):
+        raise CliError("--app-url must be an http:// or https:// URL")
     try:
         proxies.parse_networks(args.trusted_proxy)
     except ValueError as exc:
@@ -237,6 +244,7 @@ def _serve(args: argparse.Namespace) -> None:
         broker_url=args.broker,
         api_key=key,
         app_name=args.name,
+        app_url=args.app_url,
         secure_cookies=args.secure_cookies,
         push_digits=args.digits,
         push_ttl=args.ttl,

@@ -261,6 +261,9 @@ def run(args: argparse.Namespace) -> None:
         )
         children.append(broker)
         _wait_ready(broker, f"{broker_url}/healthz", stop)
+        # localhost, not 127.0.0.1: WebAuthn (the app's optional screen-lock check) needs a name.
+        app_host = "localhost" if host == "127.0.0.1" else host
+        app_url = f"http://{app_host}:{args.broker_port}/app/"
         rp = _register_rp(data, broker_url, broker_dir)
         db = data / "rp.db"
         user = _demo_user(data, db)
@@ -282,6 +285,8 @@ def run(args: argparse.Namespace) -> None:
                 broker_url,
                 "--name",
                 APP_NAME,
+                "--app-url",  # the setup page links to the phone app
+                app_url,
                 *(f"--trusted-proxy={proxy}" for proxy in args.trusted_proxy),
             ],
             data / "web.log",
@@ -289,9 +294,7 @@ def run(args: argparse.Namespace) -> None:
         )
         children.append(web)
         _wait_ready(web, f"{url}/signin", stop)
-        # localhost, not 127.0.0.1: WebAuthn (the app's optional screen-lock check) needs a name.
-        app_host = "localhost" if host == "127.0.0.1" else host
-        print(_banner(url, user, data, f"http://{app_host}:{args.broker_port}/app/"), flush=True)
+        print(_banner(url, user, data, app_url), flush=True)
         while not stop.wait(0.5):
             for child in children:
                 if not child.running():

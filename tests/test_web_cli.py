@@ -69,6 +69,7 @@ def test_user_add_and_passwd(tmp_path: Path) -> None:
             "--trusted-proxy",
         ),
         (["serve", "--broker", "http://127.0.0.1:1", "--port", "notaport"], None, "invalid int"),
+        (["serve", "--broker", "http://127.0.0.1:1", "--app-url", "javascript:x"], None, "--app-url"),
         (["serve"], None, "--broker"),
     ],
 )

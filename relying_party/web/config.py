@@ -15,6 +15,10 @@ class Settings:
     broker_url: str  # the broker's HTTP base URL, e.g. http://127.0.0.1:8470
     api_key: str
     app_name: str = "pushauth demo portal"
+    # Where the phone app (the web authenticator) is served, e.g. the broker's /app/
+    # (`pushauth-broker serve --webapp`) or its own origin (deploy/webapp.md); the setup
+    # page links to it. None: the page names the app without a link.
+    app_url: str | None = None
     # Cookies get the Secure flag (and the __Host- prefix) when the site is served
     # over https; plain http is only for a local demo, where browsers drop Secure
     # cookies on anything but localhost.

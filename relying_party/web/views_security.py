@@ -15,7 +15,7 @@ from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
 from . import access_pass, auth, credentials, forms, fraud, push, push_pause, qr, reauth, recovery_codes, sse
 from .db import Database, Device, Enrollment, User, now_ms
-from .keys import CLIENT, DB
+from .keys import CLIENT, DB, SETTINGS
 from .render import render
 from .sessions import get_session
 
@@ -220,6 +220,7 @@ async def setup_page(request: web.Request) -> web.StreamResponse:
             "expired": remaining == 0,
             "refused": enrollment.refused,
             "refused_message": REFUSED,
+            "app_url": request.app[SETTINGS].app_url,
         },
     )
 

@@ -175,7 +175,9 @@ def hostile_stack(
         hostile.check()
 
 
-def start_stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, *, broker_url: str = "") -> Stack:
+def start_stack(
+    broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, *, broker_url: str = "", app_url: str = ""
+) -> Stack:
     db = tmp_path / "rp.db"
     user = "alice"
     added = run_cli([RP_CLI, "user", "add", user, "--password-stdin", "--db", db], input=PASSWORD + "\n")
@@ -196,6 +198,7 @@ def start_stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, *, br
             "Browser Test Portal",
             "--ttl",
             str(PUSH_TTL),
+            *(["--app-url", app_url] if app_url else []),
         ],
         log_dir=tmp_path / "logs",
         name="pushauth-rp",

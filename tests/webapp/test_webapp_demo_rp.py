@@ -30,10 +30,12 @@ async def number(page: Page) -> str:
 async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
     app_broker: BrokerProcess, browser: Browser, tmp_path: Path, phones: PhoneMaker, opened: Opened
 ) -> None:
-    stack = start_stack(app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path)
+    app_url = app_broker.http_url + "/app/"
+    stack = start_stack(
+        app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path, app_url=app_url
+    )
     desktop_context = opened("desktop", await browser.new_context(viewport={"width": 1100, "height": 800}))
     desktop_context.set_default_timeout(WAIT_MS)
-    phone = await phones(app_broker.http_url + "/app/")
     try:
         desktop = await desktop_context.new_page()
         await desktop.goto(stack.url + "/signin")
@@ -45,7 +47,14 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
         await desktop.get_by_role("button", name="Add").click()
         await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
         link = await desktop.get_by_role("textbox", name="Setup link").input_value()
+        # The page names both ways: the phone app (where it is, linked: `--app-url`), its
+        # Add account with the QR code or the pasted link, and the agent's command.
+        steps = await desktop.locator(".steps").inner_text()
+        for words in ("Add account", "Scan QR code", "paste it there", "pushauth-agent enroll"):
+            assert words in steps, steps
+        assert await desktop.get_by_role("link", name=app_url).get_attribute("href") == app_url
 
+        phone = await phones(app_url)  # the app where the page said it is
         await phone.add_account(link, device_name="Alice's phone")
         # The RP saw the device register and sent its test notification.
         await desktop.wait_for_url("**/security/test-notification")
