@@ -209,7 +209,10 @@ async def test_after_no_older_backups_recover_nothing_and_a_new_one_works(
     await phone.page.locator("#notice:not([hidden])").wait_for()
     await phone.page.get_by_role("button", name="No, it wasn't me").tap()
     await phone.toast("Older backups of this phone recover nothing now")
-    assert "Not done" not in await phone.page.locator("#toast").inner_text()
+    said = await phone.page.locator("#toast").inner_text()
+    assert "Not done" not in said
+    # New recovery keys end nothing of the codes: the thief's copy of the secrets works.
+    assert "Verification codes in older backups still work" in said, said
 
     # The other account's recovery key in the old backup was replaced: refused.
     with pytest.raises(Refused) as refused:
@@ -256,7 +259,9 @@ async def test_retired_backups_recover_nothing_and_a_new_one_works(
     await page.locator(
         "#backup-status", has_text="Older backups of this phone recover nothing now"
     ).wait_for()
-    assert "Not done" not in await page.locator("#backup-status").inner_text()
+    said = await page.locator("#backup-status").inner_text()
+    assert "Not done" not in said
+    assert "Verification codes in older backups still work" in said, said
     await page.locator("#backup-auto-status[hidden]").wait_for(state="attached")
 
     # The old file's recovery key is refused, the server copy is gone, the service

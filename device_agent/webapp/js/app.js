@@ -968,6 +968,9 @@ async function answerNotice(decision) {
 // recovery key (the old ones in any backup are refused from now on), the server copies
 // are deleted and the next one gets a new backup code. What is left undone is said.
 // `answeredCid`: the account whose recovery key the disowned recovery used up.
+const OLD_CODES_STILL_WORK =
+  "Verification codes in older backups still work, for whoever has one: to end those, remove each account with codes at its service and add it again.";
+
 async function retireBackups(answeredCid = null) {
   // Automatic copies stop first, and one under way ends before anything is renewed, so
   // that no copy under the known code and keys is written again with the new keys in it.
@@ -997,7 +1000,10 @@ async function retireBackups(answeredCid = null) {
   await db.putSetting(COPIES_SETTING, kept);
   await db.putSetting(CODE_SETTING, null);
   renderAutoStatus();
-  const done = "Older backups of this phone recover nothing now: make a new one (Back up or restore), which gets a new backup code.";
+  let done = "Older backups of this phone recover nothing now: make a new one (Back up or restore), which gets a new backup code.";
+  // A verification-code secret is the service's: no new key here ends what an older
+  // backup holds (as the agent says, device_agent/backup_actions.py OLD_CODES_STILL_WORK).
+  if ((await db.listAccounts()).some((a) => a.totp)) done += ` ${OLD_CODES_STILL_WORK}`;
   return failed.length ? `${done} Not done: ${failed.join("; ")}.` : done;
 }
 
