@@ -465,6 +465,7 @@ def code_lines(code: BackupCode, *, new: bool) -> list[str]:
 PASSWD = "passwd"  # the vault passphrase was changed
 DISOWN = "disown"  # "not me": someone restored a backup of ours with our passphrase
 RETIRE = "retire"  # `backup retire`: a backup was lost, or its passphrase may be known
+CONFIRM = "confirm"  # "yes, it was me": a restore used a recovery key the backups hold
 
 
 @dataclass(slots=True)
@@ -486,7 +487,8 @@ def after_secret_change(
     store: AccountStore, reason: str, *, old_passphrase: str | None = None
 ) -> SecretChange:
     """Leave no backup that opens with what may be known, after `reason` (PASSWD,
-    DISOWN, RETIRE).
+    DISOWN, RETIRE); after CONFIRM only rewrite them (a recovery key was renewed:
+    passphrase and code stay, so the copies are replaced in place).
 
     Every broker backup this device keeps is rewritten under the current passphrase
     (and, after DISOWN or RETIRE, a new backup code: someone had the backup, maybe the

@@ -207,7 +207,11 @@ def build_parser() -> Parser:
         "whether that was you. `pending` (and `listen`) show the open questions with their\n"
         "IDs.\n\n"
         "  recovery confirm ID   yes, it was me: both devices keep working (remove this\n"
-        "                        one on the service's security page once the new one works)\n"
+        "                        one on the service's security page once the new one works).\n"
+        "                        The restore used the account's recovery key, so this device\n"
+        "                        gives it a new one and rewrites its automatic and broker\n"
+        "                        backups (if the broker cannot be reached: exit 3, and run\n"
+        "                        pushauth-agent backup retire once it can)\n"
         "  recovery disown ID    no, it was not me: the new device's key is removed at once\n"
         "                        and push sign-in for the account is paused until the\n"
         '                        service lifts it, as after a "this wasn\'t me" report.\n'
@@ -629,6 +633,11 @@ def cmd_recovery(store: AccountStore, args: argparse.Namespace) -> int:
         rotated = report_rotation(recovery_keys.rotate_recovery_keys(store))
         renewed = backup_actions.after_secret_change(store, backup_actions.DISOWN)
         return report_secret_change(renewed) or rotated
+    if report.outcome == NoticeOutcome.CONFIRMED:
+        # The restore used this account's recovery key: a new one, and backups that hold it.
+        rotation, rewritten = recovery_keys.after_confirm(store, report.question.notice.cid)
+        rotated = report_rotation(rotation)
+        return (report_secret_change(rewritten) if rewritten else EXIT_OK) or rotated
     return EXIT_OK
 
 

@@ -62,7 +62,7 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
         EXIT_OK: "the broker recorded the answer",
         EXIT_REFUSED: "no such open question (answered already, or withdrawn)",
         EXIT_USAGE: _BAD_INPUT,
-        EXIT_UNREACHABLE: "a broker could not be reached; after disown also: a recovery key or "
+        EXIT_UNREACHABLE: "a broker could not be reached; after confirm or disown also: a recovery key or "
         "a backup could not be renewed (each named)",
     },
     "remove": {

@@ -403,6 +403,8 @@ class Listener:
             self.say(f"Recovery question {frame.notice}: {notice_outcome_message(frame.outcome)}.")
             if frame.outcome == NoticeOutcome.DISOWNED:
                 self._after_disown()
+            elif frame.outcome == NoticeOutcome.CONFIRMED:
+                self._after_confirm(frame.cid)
             self._check_drained()
         else:  # answered by another command or device, or withdrawn
             self._drop_question(frame.notice, f"was closed: {notice_outcome_message(frame.outcome)}")
@@ -429,6 +431,28 @@ class Listener:
                 self._check_drained()
 
         task = asyncio.create_task(run(), name="after disown")
+        self.chores.add(task)
+
+    def _after_confirm(self, cid: str) -> None:
+        """ "Yes, it was me": the restore used this account's recovery key, so it gets a
+        new one and the backups are rewritten with it (recovery_keys.after_confirm;
+        blocking HTTP, so in a thread)."""
+
+        async def run() -> None:
+            try:
+                rotation, rewritten = await asyncio.to_thread(recovery_keys.after_confirm, self.store, cid)
+                for line in [*rotation.lines(), *rotation.failures]:
+                    self.say(line)
+                if rewritten is not None:
+                    for line in [*rewritten.text(), *rewritten.failures]:
+                        self.say(line)
+            except (AgentError, StoreError) as exc:
+                self.say(f"The recovery key was not renewed after the confirmed recovery: {exc}")
+            finally:
+                self.chores.discard(task)
+                self._check_drained()
+
+        task = asyncio.create_task(run(), name="after confirm")
         self.chores.add(task)
 
     def _prompt(self, challenge: Challenge) -> None:

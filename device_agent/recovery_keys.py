@@ -1,4 +1,5 @@
-"""Renewing the recovery keys of recoverable accounts when the old ones may be known.
+"""Renewing the recovery keys of recoverable accounts when the old ones may be known
+or were used up.
 
 A recovery key (kept in the vault and in every backup) lets a new device register a
 credential for its account by itself, once (broker/recovery.py). After a passphrase
@@ -10,6 +11,10 @@ newer ts than the last one), the broker replaces the old one, and the RP takes i
 with that signature (relying_party.verify.reconcile). The old recovery keys in old
 backups then recover nothing. The new seeds go into the vault, so the next backup
 carries them: call this BEFORE backup_actions.after_secret_change rewrites the backups.
+
+A "Yes, it was me" renews one key for another reason: the restore used the account's
+recovery key (a recovery key works once), so every backup still holding it recovers
+that account no more, and would say "recoverable" for nothing (after_confirm).
 """
 
 from __future__ import annotations
@@ -18,13 +23,18 @@ from dataclasses import dataclass, field
 
 from protocol import signing
 
-from . import broker_http
+from . import backup_actions, broker_http
 from .errors import AgentError, Unreachable
 from .store import AccountStore
 
 # What to do when a key could not be renewed now (the broker was down).
 RETRY = (
     "until it is renewed, the old recovery key in your backups still works for it once: run"
+    " pushauth-agent backup retire when the broker can be reached"
+)
+# The same, after "yes, it was me": the key in the backups was used by that restore.
+RETRY_SPENT = (
+    "the one in your backups was used by that restore, so they do not recover it: run"
     " pushauth-agent backup retire when the broker can be reached"
 )
 
@@ -51,7 +61,9 @@ class Rotation:
         return out
 
 
-def rotate_recovery_keys(store: AccountStore, names: list[str] | None = None) -> Rotation:
+def rotate_recovery_keys(
+    store: AccountStore, names: list[str] | None = None, *, retry: str = RETRY
+) -> Rotation:
     """Give every active recoverable push account (or those in `names`) a new recovery key.
 
     Blocking HTTP, one request per account. An account whose broker cannot be reached
@@ -70,7 +82,7 @@ def rotate_recovery_keys(store: AccountStore, names: list[str] | None = None) ->
                 account.broker, account.cid, store.seed(account.cid), new_seed
             )
         except Unreachable as exc:
-            report.failures.append(f"the recovery key of {account.name} was NOT renewed ({exc}); {RETRY}")
+            report.failures.append(f"the recovery key of {account.name} was NOT renewed ({exc}); {retry}")
             continue
         except AgentError as exc:
             report.failures.append(f"the recovery key of {account.name} was NOT renewed: {exc}")
@@ -93,3 +105,18 @@ def rotate_recovery_keys(store: AccountStore, names: list[str] | None = None) ->
         finally:
             store.on_change = hook
     return report
+
+
+def after_confirm(store: AccountStore, cid: str) -> tuple[Rotation, backup_actions.SecretChange | None]:
+    """ "Yes, it was me" to the recovery notice about this device's credential `cid`:
+    the restore used that account's recovery key, so it gets a new one (as after
+    `passwd`), and the backups this device keeps are rewritten with it (same passphrase
+    and backup code: nothing else changed). The backup is rewritten only if a key was
+    renewed; when the broker cannot be reached the failure says what to run later."""
+    account = next((a for a in store.active() if a.cid == cid), None)
+    if account is None or store.recovery_seed(account.name) is None:
+        return Rotation(), None
+    rotation = rotate_recovery_keys(store, [account.name], retry=RETRY_SPENT)
+    if not rotation.renewed and not rotation.dropped:
+        return rotation, None
+    return rotation, backup_actions.after_secret_change(store, backup_actions.CONFIRM)

@@ -110,6 +110,8 @@ async def test_yes_on_a_later_connect_keeps_both_devices(
     watching.wait_for(QUESTION)
     watching.type("y")
     watching.wait_for(f"Recovery question {notice['id']}: confirmed")
+    # The restore used the recovery key the old phone's backups hold: it gets a new one.
+    watching.wait_for("New recovery keys for alice@example.com")
     assert await asyncio.to_thread(notices_of, old) == []
 
     # Both devices keep approving; nothing is muted.
@@ -124,6 +126,33 @@ async def test_yes_on_a_later_connect_keeps_both_devices(
     again = await asyncio.to_thread(agent, old, "recovery", "confirm", notice["id"])
     assert_cli_error(again, contains="no open recovery question")
     assert again.returncode == 1
+
+
+async def test_yes_renews_the_used_recovery_key_so_the_old_devices_backups_recover_again(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    old, new, third = tmp_path / "old", tmp_path / "new", tmp_path / "third"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    auto = tmp_path / "auto.backup"
+    await asyncio.to_thread(ok, old, "backup", "auto", "on", "--to", str(auto))
+    out = await asyncio.to_thread(ok, new, "restore", "--from", str(auto), "--device-name", "new phone")
+    assert "recovered: alice@example.com" in out
+    used = AccountStore(old).recovery_seed("alice@example.com")
+
+    (notice,) = await asyncio.to_thread(notices_of, old)
+    out = await asyncio.to_thread(ok, old, "recovery", "confirm", notice["id"])
+    assert f"Recovery question {notice['id']}: confirmed" in out
+    assert "New recovery keys for alice@example.com" in out
+    assert f"The automatic backup {auto} was rewritten." in out
+    assert AccountStore(old).recovery_seed("alice@example.com") not in (None, used)
+    (listed,) = json.loads(await asyncio.to_thread(ok, old, "accounts", "--json"))
+    assert listed["recoverable"] is True
+
+    # The automatic backup, rewritten with the new key, recovers the account on a third home.
+    out = await asyncio.to_thread(ok, third, "restore", "--from", str(auto), "--device-name", "third")
+    assert "recovered: alice@example.com" in out and "action required" not in out
+    recovered = {c.name: c.recovered_from for c in await client.list_credentials("alice")}
+    assert recovered == {"old phone": None, "new phone": old_cred.id, "third": old_cred.id}
 
 
 async def test_one_shot_disown_and_the_new_device_is_told_while_listening(
