@@ -39,7 +39,7 @@ from .display import (
 )
 from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
 from .help_texts import command_epilog, main_exit_codes
-from .messages import notice_outcome_message, outcome_message
+from .messages import notice_outcome_message, outcome_message, removal_loss
 from .passphrase import (
     BACKUP_CODE_ENV,
     IMPORT_PASSWORD_ENV,
@@ -48,7 +48,7 @@ from .passphrase import (
     PASSPHRASE_ENV,
     Passphrases,
 )
-from .store import AccountStore, StoreError
+from .store import AccountStore, Entry, StoreError
 
 HOME_ENV = "PUSHAUTH_AGENT_HOME"
 
@@ -234,9 +234,14 @@ def build_parser() -> Parser:
         "remove",
         "Remove an account: revoke its key at the broker, then delete it here.",
         "By default nothing is deleted unless the broker confirms the revocation, so\n"
-        "the account cannot be left valid at the service with no way to remove it.",
+        "the account cannot be left valid at the service with no way to remove it.\n\n"
+        "It cannot be undone: a push account needs a new QR code from its service, and a\n"
+        "verification-code secret is gone from this device and its automatic backup. So\n"
+        "on a terminal it first asks (naming what is lost; anything but y keeps it), and\n"
+        "elsewhere (a script, a pipe) it refuses with exit 2 unless given --yes.",
     )
     c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
+    c.add_argument("--yes", "-y", action="store_true", help="remove it without asking")
     c.add_argument(
         "--local-only",
         action="store_true",
@@ -646,8 +651,27 @@ def cmd_remove(store: AccountStore, args: argparse.Namespace) -> int:
 
     from . import actions
 
+    if not args.yes and not confirm_removal(store.find_entry(args.account)):
+        say("Nothing was removed.")
+        return EXIT_OK
     say(asyncio.run(actions.remove(store, args.account, local_only=args.local_only)))
     return EXIT_OK
+
+
+def confirm_removal(entry: Entry) -> bool:
+    """Ask before `remove` loses a key or a code secret for good; off a terminal, --yes
+    says so instead (a script that meant another account loses nothing)."""
+    account = entry.account
+    loss = removal_loss(
+        account.rp_name if account else None,
+        active_key=account is not None and account.active,
+        codes=entry.otp is not None,
+    )
+    name = shown(entry.name)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(f'removing "{name}" cannot be undone ({loss}): add --yes to remove it')
+    print(f'Remove "{name}"? {loss[0].upper()}{loss[1:]}. [y/N] ', end="", flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")  # "" at the end of input
 
 
 def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:

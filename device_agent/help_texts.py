@@ -66,9 +66,10 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
         "a backup could not be renewed (each named)",
     },
     "remove": {
-        EXIT_OK: "removed (or, with --local-only or when it had no valid key, forgotten here)",
+        EXIT_OK: "removed (or, with --local-only or when it had no valid key, forgotten here), or "
+        "kept because the question was not answered y",
         EXIT_REFUSED: "the broker refused the revocation (the account stays)",
-        EXIT_USAGE: "no such account; nothing was sent",
+        EXIT_USAGE: "no such account, or not on a terminal and no --yes; nothing was sent",
         EXIT_UNREACHABLE: "the broker could not be reached: the account was NOT removed",
     },
     "ui": {
@@ -138,6 +139,10 @@ EXAMPLES: dict[str, list[str]] = {
         "pushauth-agent restore --from broker --broker wss://push.example.com/v1/device --backup-name phones",
     ],
     "code": ["pushauth-agent code", "pushauth-agent code 'ACME: alice' --json"],
+    "remove": [
+        "pushauth-agent remove 'GitHub: carol'",
+        "pushauth-agent remove 'GitHub: carol' --yes    # in a script",
+    ],
     "export": ["pushauth-agent export > codes.txt", "pushauth-agent export --format migration"],
     "import": [
         "pushauth-agent import aegis-export.json",

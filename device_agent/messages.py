@@ -144,3 +144,20 @@ def close_message(code: int | None, reason: str = "") -> str:
 
 def outcome_message(outcome: str) -> str:
     return OUTCOME_MESSAGES.get(outcome, outcome)
+
+
+def removal_loss(rp_name: str | None, *, active_key: bool, codes: bool) -> str:
+    """What `remove` loses for good, for its question (and its refusal without --yes).
+    `rp_name`: the service of a push account (None: a verification-code account);
+    `active_key`: it has a key the service still accepts; `codes`: it has code secrets."""
+    lost = []
+    if active_key:
+        lost.append(f"its key is revoked at {rp_name}, and only a new QR code from {rp_name} adds it again")
+    if codes:
+        lost.append(
+            "its verification-code secret is deleted here and from the automatic backup, and only "
+            "the service can set up codes again"
+        )
+    if not lost:
+        return "it is forgotten here (it has no key the service accepts, and no codes)"
+    return "; ".join(lost)

@@ -364,13 +364,18 @@ def test_remove_unknown_account(tmp_path: Path) -> None:
 def test_remove_refuses_when_the_broker_is_down_unless_local_only(tmp_path: Path) -> None:
     home = tmp_path / "home"
     store = store_with_account(home, dead_broker())
-    result = agent(home, "remove", "alice@example.com")
+    # Off a terminal, only with --yes: a push account's key cannot come back either.
+    unasked = agent(home, "remove", "alice@example.com")
+    line = assert_cli_error(unasked, contains='removing "alice@example.com" cannot be undone')
+    assert "its key is revoked at Example, and only a new QR code from Example adds it again" in line
+    assert "--yes" in line and unasked.returncode == 2
+    result = agent(home, "remove", "alice@example.com", "--yes")
     line = assert_cli_error(result, contains="NOT removed")
     assert "--local-only" in line
     assert result.returncode == 3
     assert [a.name for a in store.load()] == ["alice@example.com"]
 
-    result = agent(home, "remove", "alice@example.com", "--local-only")
+    result = agent(home, "remove", "alice@example.com", "--local-only", "--yes")
     assert result.returncode == 0, result.stderr
     assert "this device only" in result.stdout
     assert store.load() == []
@@ -380,7 +385,7 @@ def test_remove_of_an_already_revoked_account_needs_no_broker(tmp_path: Path) ->
     home = tmp_path / "home"
     store = store_with_account(home, dead_broker())
     store.mark_revoked("cid-alice", "removed by the service")
-    result = agent(home, "remove", "alice@example.com")
+    result = agent(home, "remove", "alice@example.com", "--yes")
     assert result.returncode == 0, result.stderr
     assert result.stdout == 'Forgot "alice@example.com" (it was already removed by the service).\n'
     assert store.load() == []
@@ -393,7 +398,7 @@ def test_remove_of_a_restored_account_that_needs_action_does_not_say_to_reactiva
     assert agent(old, "backup", "--to", str(backup)).returncode == 0
     restored = agent(new, "restore", "--from", str(backup))
     assert "action required: alice@example.com" in restored.stdout, restored.stderr
-    result = agent(new, "remove", "alice@example.com")
+    result = agent(new, "remove", "alice@example.com", "--yes")
     assert result.returncode == 0, result.stderr
     said = (
         'Forgot "alice@example.com" (a restored push account that was never re-activated: nothing to revoke).'

@@ -308,7 +308,7 @@ def test_unknown_request_id(tmp_path: Path, rp_api: RP) -> None:
 def test_remove_revokes_at_the_broker_then_forgets(tmp_path: Path, rp_api: RP) -> None:
     home = tmp_path / "agent"
     enroll(home, rp_api)
-    result = agent(home, "remove", "alice@example.com")
+    result = agent(home, "remove", "alice@example.com", "--yes")
     assert result.returncode == 0, result.stderr
     assert "Removed" in result.stdout
     assert AccountStore(home).load() == []
@@ -494,7 +494,7 @@ def test_remove_while_listening(tmp_path: Path, rp_api: RP, listener: Callable[.
     enroll(home, rp_api, "bob", "bob@example.com")
     agent_proc = listener(home)
     agent_proc.wait_for("Connected to")
-    result = agent(home, "remove", "alice@example.com")
+    result = agent(home, "remove", "alice@example.com", "--yes")
     assert result.returncode == 0, result.stderr
     assert rp_api.credentials() == []
     # The listening connection still serves the other account.

@@ -60,7 +60,7 @@ async def test_an_rp_name_with_escape_sequences_is_shown_escaped(
     assert f'Account "mal@x" ({SHOWN}) was removed' in result.stderr
 
     for user, said in (("mal", 'Forgot "mal@x"'), ("eve", f'Removed "eve@x": {SHOWN} sends no more')):
-        out = agent_ok(phone, "remove", f"{user}@x")
+        out = agent_ok(phone, "remove", f"{user}@x", "--yes")
         assert not raw_controls(out), out
         assert said in out
     assert AccountStore(phone).load() == []

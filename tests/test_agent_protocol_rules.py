@@ -119,9 +119,9 @@ def test_an_account_stored_with_a_remote_ws_url_is_never_connected(tmp_path: Pat
     with Listening(home, tmp_path / "listen") as listening:
         listening.wait_for(f"Not reconnecting to {REMOTE_WS}")
         assert "Reconnecting to" not in listening.output()
-    removed = agent(home, "remove", "cid-alice")
+    removed = agent(home, "remove", "cid-alice", "--yes")
     assert removed.returncode != 0 and "is not encrypted" in removed.stderr
-    agent_ok(home, "remove", "cid-alice", "--local-only")  # the way out: forget it here
+    agent_ok(home, "remove", "cid-alice", "--local-only", "--yes")  # the way out: forget it here
     assert AccountStore(home).load() == []
 
 

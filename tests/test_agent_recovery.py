@@ -338,7 +338,7 @@ async def test_after_the_old_device_was_removed_its_backup_is_refused(
     await enroll_recoverable(client, other, "other phone")
     other_backup = tmp_path / "other.backup"
     ok(other, "backup", "--to", str(other_backup))
-    ok(other, "remove", ACCOUNT)
+    ok(other, "remove", ACCOUNT, "--yes")
     assert "removed" in refused_line(restore(tmp_path / "newer", other_backup, "newer phone"))
     assert await client.list_credentials("alice") == []
 

@@ -336,7 +336,7 @@ def test_a_device_removed_at_the_broker_is_no_device_and_leaves_the_store(world:
     with local_account() as other:
         enroll_device(world, home, "old phone", user=other.name)
         (account,) = json.loads(agent_ok(home, "accounts", "--json"))
-        agent_ok(home, "remove", account["name"])  # revoked at the broker
+        agent_ok(home, "remove", account["name"], "--yes")  # revoked at the broker
         status, out = finish(pamtester(world, service, other.name))
         assert status != 0, out
         assert "No authenticator is set up for you on this host" in out
@@ -358,7 +358,7 @@ def test_a_code_of_a_device_removed_on_the_phone_is_refused_while_another_gets_t
     enroll_device(world, home, "spare phone")
     (account,) = json.loads(agent_ok(home, "accounts", "--json"))
     (code,) = [line["code"] for line in json.loads(agent_ok(home, "code", "--json"))]
-    agent_ok(home, "remove", account["name"])  # revoked at the broker, not yet known here
+    agent_ok(home, "remove", account["name"], "--yes")  # revoked at the broker, not yet known here
     proc = pamtester(world, service)
     number_of(proc)  # the push reached the other device
     proc.send_line(code)

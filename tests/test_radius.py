@@ -359,7 +359,7 @@ def test_a_code_of_a_device_removed_on_the_phone_is_refused(
     enroll_device(setup, "alice", home, "spare phone")
     (account,) = json.loads(agent_ok(home, "accounts", "--json"))
     (code,) = [line["code"] for line in json.loads(agent_ok(home, "code", "--json"))]
-    agent_ok(home, "remove", account["name"])
+    agent_ok(home, "remove", account["name"], "--yes")
     reply = follow_up(port, start(port), typed=code)
     assert reply.code == "Access-Reject" and reply.message == "Wrong verification code.", reply.text
     assert "spare phone" not in [d.name for d in stored_devices(setup.store, "alice")]

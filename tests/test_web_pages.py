@@ -920,7 +920,7 @@ async def test_a_device_removed_in_the_app_is_dropped_here(site: Site, tmp_path:
     await site.sign_in()
     cid = await _enroll_with_agent(site, home)
     await _finish_setup(site, home, cid)
-    removed = await phone(home, "remove", "alice")
+    removed = await phone(home, "remove", "alice", "--yes")
     assert removed.returncode == 0, removed.stderr
     _, html = await site.get("/security")
     assert "Agent is no longer registered with the sign-in service" in html
@@ -992,7 +992,7 @@ async def test_removing_the_last_device_yourself_makes_the_password_enough_again
     device was removed on the phone and dropped, a recovery-code sign-in and a new one."""
     old = await _set_up_device(site, tmp_path / "old")
     codes = await recovery_codes.replace_set(site.db, user(site.db).id)
-    removed = await phone(tmp_path / "old", "remove", "alice")
+    removed = await phone(tmp_path / "old", "remove", "alice", "--yes")
     assert removed.returncode == 0, removed.stderr
     _, html = await site.get("/security")
     assert "Agent is no longer registered" in html and site.db.device(user(site.db).id, old) is None
@@ -1029,7 +1029,7 @@ async def test_a_code_of_a_device_removed_on_the_phone_no_longer_signs_in(site: 
     cid = await _set_up_device(site, home)
     secret = site.db.device(user(site.db).id, cid).totp_secret  # type: ignore[union-attr]
     await site.post("/signout", {"csrf_token": await site.token("/security")})
-    removed = await phone(home, "remove", "alice")
+    removed = await phone(home, "remove", "alice", "--yes")
     assert removed.returncode == 0, removed.stderr
 
     r = await site.sign_in()
@@ -1053,7 +1053,7 @@ async def test_a_code_of_a_device_removed_on_the_phone_does_not_verify_it_is_you
     secret = site.db.device(user(site.db).id, cid).totp_secret  # type: ignore[union-attr]
     async for s in _site(replace(settings, reauth_window=0)):
         await _push_sign_in(s, home)
-        removed = await phone(home, "remove", "alice")
+        removed = await phone(home, "remove", "alice", "--yes")
         assert removed.returncode == 0, removed.stderr
         async with s.http.get(s.url + "/security/add", allow_redirects=False) as r:
             assert r.headers["Location"] == "/reauth"

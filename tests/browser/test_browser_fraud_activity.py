@@ -258,7 +258,7 @@ def test_reauthentication_sign_out_everywhere_and_no_device(
 
     # The app removed its account itself: the RP still lists it, the broker has none.
     name = stack.agent.accounts()[0]["name"]
-    stack.agent.ok("remove", name)
+    stack.agent.ok("remove", name, "--yes")
     stack.sign_in_password(page)
     page.wait_for_url("**/signin/code")
     expect(page.locator('#push-refused[data-reason="no_devices"]')).to_contain_text(
