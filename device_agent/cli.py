@@ -145,7 +145,9 @@ def build_parser() -> Parser:
         "why and keeps the other brokers.\n\n"
         "Each request shows the service, account, application, IP address, location,\n"
         "browser, time and seconds left; type the number shown on the sign-in screen to\n"
-        "approve, n to deny, or r to report that the sign-in was not you. Requests are\n"
+        "approve, n to deny, or r to report that the sign-in was not you (then y to\n"
+        "confirm: a report denies it and pauses push requests for the account; anything\n"
+        "else goes back to the request). Requests are\n"
         "asked one after another, newest first (a new request from a service normally\n"
         "replaces its older ones: they are dropped with a message). Accounts added or\n"
         "removed by other commands meanwhile are picked up within a second.\n\n"
@@ -254,7 +256,8 @@ def build_parser() -> Parser:
         "The account list with live codes and a countdown, and sign-in requests as they\n"
         "come: a dialog shows the service, account and context; type the number shown on\n"
         'the sign-in screen and Enter to approve, Ctrl+N to deny, Ctrl+R to report "this\n'
-        "wasn't me\", Escape to answer later (a: show it again). q quits. Accounts that\n"
+        "wasn't me\" (then y to confirm, n or Escape to go back), Escape to answer later\n"
+        "(a: show it again). q quits. Accounts that\n"
         'need action (restored push accounts) are marked. A "was this you?" question after\n'
         "a new device restored an account opens a dialog too: y (it was me), n (it was not).\n\n"
         "It needs a terminal: with stdin or stdout not one (a pipe, a file), it refuses\n"

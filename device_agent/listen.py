@@ -43,6 +43,7 @@ from .connection import Connection
 from .display import notice_question, request_text, service_name, shown_lines
 from .errors import AgentError, BrokerClosed, InsecureBroker
 from .messages import (
+    CONFIRM_REPORT,
     REVOKE_MESSAGES,
     cancel_message,
     error_message,
@@ -188,6 +189,7 @@ class Listener:
         self.requests: collections.OrderedDict[str, Request] = collections.OrderedDict()
         self.questions: collections.OrderedDict[str, Question] = collections.OrderedDict()
         self.asking: str | None = None  # a request's id, or a question's
+        self.reporting: str | None = None  # the request whose "r" waits for its "y"
         self.in_flight: dict[str, BrokerLink] = {}  # answers sent, result not yet seen
         # (broker URL, rid) of each recovery answer sent -> its notice id
         self.question_rids: dict[tuple[str, int], str] = {}
@@ -296,7 +298,7 @@ class Listener:
         if why is not None:
             self.say(f"Request {ch} {why}.")
         if self.asking == ch:
-            self.asking = None
+            self.asking = self.reporting = None
             if why is not None:
                 self.say("No answer is needed for it any more.")
             self._ask_next()
@@ -530,10 +532,19 @@ class Listener:
                 self.say('Type "y" if you restored this account on a new device, or "n" if not.')
             return
         req = self.requests[self.asking]
+        if self.reporting is not None:
+            confirmed, self.reporting = self.reporting == self.asking and text in ("y", "yes"), None
+            if confirmed:
+                await self._answer(req, Decision.FRAUD, "")
+            else:
+                self.say("Not reported.")
+                self._prompt(req.challenge)
+            return
         if text in ("n", "no", "deny"):
             await self._answer(req, Decision.DENY, "")
         elif text in ("r", "report"):
-            await self._answer(req, Decision.FRAUD, "")
+            self.reporting = req.challenge.ch  # one keystroke must not report: ask first
+            self.say(f"{CONFIRM_REPORT} [y/N]")
         elif text.isdigit() and text.isascii() and len(text) == req.challenge.digits:
             await self._answer(req, Decision.APPROVE, text)
         else:

@@ -161,3 +161,8 @@ def removal_loss(rp_name: str | None, *, active_key: bool, codes: bool) -> str:
     if not lost:
         return "it is forgotten here (it has no key the service accepts, and no codes)"
     return "; ".join(lost)
+
+
+# Asked before a "this wasn't me" report is sent (listen's r, the screen's Ctrl+R): it
+# cannot be taken back, and it pauses push for the account at the service.
+CONFIRM_REPORT = "Report this sign-in as not you? This denies it and pauses push requests for this account"

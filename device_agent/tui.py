@@ -28,6 +28,7 @@ from . import otp_actions
 from .display import local_time, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
+from .messages import CONFIRM_REPORT
 from .store import ACTION_REQUIRED, REVOKED, AccountStore, PassphraseChanged, StoreError
 
 REFRESH_S = 1.0
@@ -39,7 +40,7 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
 
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("ctrl+n", "deny", "Deny"),
-        Binding("ctrl+r", "report", "Report: this wasn't me"),
+        Binding("ctrl+r", "report", "Report: this wasn't me (asks first)"),
         Binding("escape", "later", "Later"),
     ]
     DEFAULT_CSS = """
@@ -91,10 +92,48 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
         self.dismiss((Decision.DENY, ""))
 
     def action_report(self) -> None:
-        self.dismiss((Decision.FRAUD, ""))
+        # One keystroke must not report: it pauses push for the account at the service.
+        def decided(sure: bool | None) -> None:
+            if sure and self.is_current:
+                self.dismiss((Decision.FRAUD, ""))
+
+        self.app.push_screen(ReportScreen(), decided)
 
     def action_later(self) -> None:
         self.dismiss(None)
+
+
+class ReportScreen(ModalScreen[bool]):
+    """ "Report this sign-in as not you?" over the request dialog: y reports, anything
+    else goes back to the request."""
+
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("y", "report", "Yes, report it"),
+        Binding("n", "back", "No"),
+        Binding("escape", "back", "No"),
+    ]
+    DEFAULT_CSS = """
+    ReportScreen { align: center middle; }
+    #report-dialog { width: 64; height: auto; border: thick $error; padding: 1 2; background: $surface; }
+    #report-buttons { height: auto; margin-top: 1; }
+    ReportScreen Button { margin-right: 1; }
+    """
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="report-dialog"):
+            yield Static(f"{CONFIRM_REPORT}.", id="report-question", markup=False)
+            with Horizontal(id="report-buttons"):
+                yield Button("Yes, report it (y)", variant="error", id="yes")
+                yield Button("No (n)", id="no")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_report(self) -> None:
+        self.dismiss(True)
+
+    def action_back(self) -> None:
+        self.dismiss(False)
 
 
 class NoticeScreen(ModalScreen[NoticeDecision | None]):
@@ -328,6 +367,8 @@ class AgentApp(App[int]):
         """The request being asked went away (answered elsewhere, expired, revoked)."""
         if self.dialog is not None and self.dialog.request.challenge.ch == ch:
             dialog, self.dialog = self.dialog, None
+            if isinstance(self.screen, ReportScreen) and self.screen_stack[-2] is dialog:
+                self.pop_screen()  # "report it?" about that request: nothing to report now
             if dialog.is_current:
                 self.pop_screen()  # without its callback: there is nothing to answer
 

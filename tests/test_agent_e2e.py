@@ -368,7 +368,17 @@ def test_listen_asks_one_request_after_another_and_answers(
 
     third = rp_api.challenge(context={"app": "HR"})
     agent_proc.wait_for(f"Sign-in request {third['id']}")
+    # "r" alone reports nothing: it asks first, and anything but "y" goes back.
     agent_proc.type("r")
+    agent_proc.wait_for(
+        "Report this sign-in as not you? This denies it and pauses push requests for this account [y/N]"
+    )
+    assert rp_api.result(third)["status"] == "pending"
+    agent_proc.type("")
+    agent_proc.wait_for("Not reported.")
+    assert rp_api.result(third)["status"] == "pending"
+    agent_proc.type("r")
+    agent_proc.type("y")
     agent_proc.wait_for(f"Request {third['id']}: reported")
     assert rp_api.result(third)["status"] == "reported"
 

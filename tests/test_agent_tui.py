@@ -17,12 +17,12 @@ from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import AGENT, assert_cli_error, run_cli
 from test_agent_recovery import enroll_recoverable
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Log
+from textual.widgets import DataTable, Log, Static
 
 from device_agent import totp
 from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
 from device_agent.store import AccountStore, Registration
-from device_agent.tui import AgentApp, NoticeScreen, RequestScreen
+from device_agent.tui import AgentApp, NoticeScreen, ReportScreen, RequestScreen
 from protocol.challenge import Status
 from relying_party.sdk import PushAuthClient
 
@@ -78,9 +78,11 @@ async def test_a_push_arrives_the_number_is_typed_and_the_broker_records_approve
         assert app.answers == [(ch.id, "approve")]
 
 
-@pytest.mark.parametrize(("key", "status"), [("ctrl+n", Status.DENIED), ("ctrl+r", Status.REPORTED)])
+@pytest.mark.parametrize(
+    ("keys", "status"), [(["ctrl+n"], Status.DENIED), (["ctrl+r", "y"], Status.REPORTED)]
+)
 async def test_deny_and_report_from_the_keyboard(
-    client: PushAuthClient, tmp_path: Path, key: str, status: Status
+    client: PushAuthClient, tmp_path: Path, keys: list[str], status: Status
 ) -> None:
     home = tmp_path / "phone"
     cred = await enroll(client, home)
@@ -90,9 +92,35 @@ async def test_deny_and_report_from_the_keyboard(
         ch = await client.create_challenge("alice", CONTEXT, ttl=60)
         await until(pilot, lambda: dialog(app) is not None, "the request dialog")
         await pilot.press("9")  # a half-typed number does not matter for a denial
-        await pilot.press(key)
+        await pilot.press(*keys)
         result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
         assert result.status is status
+
+
+async def test_report_asks_first_and_no_goes_back_to_the_request(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home = tmp_path / "phone"
+    cred = await enroll(client, home)
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
+        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: isinstance(app.screen, ReportScreen), "the report question")
+        question = str(app.screen.query_one("#report-question", Static).render())
+        assert "Report this sign-in as not you? This denies it and pauses push requests" in question
+        await pilot.press("n")
+        await until(pilot, lambda: dialog(app) is not None, "the request dialog again")
+        assert app.answers == []
+        assert (await client.get_result(ch, {cred.id: cred.public_key})).status is Status.PENDING
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: isinstance(app.screen, ReportScreen), "the report question")
+        await pilot.press("y")
+        result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
+        assert result.status is Status.REPORTED
+        assert app.answers == [(ch.id, "fraud")]
 
 
 async def test_a_short_number_is_not_sent_and_a_request_answered_elsewhere_closes_the_dialog(
