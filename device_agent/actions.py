@@ -13,14 +13,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from protocol import numbers, signing, uri
+from protocol import fields, numbers, signing, uri
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, RecoveryNotice, Welcome
 from protocol.uri import EnrollmentURI
 
 from .connection import Connection
 from .device_names import check_device_name, default_device_name
-from .display import shown
+from .display import shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import ACTION_REQUIRED, Account, AccountStore, Registration, StoreError
@@ -334,6 +334,19 @@ def _pick(items: list[_T], wanted: str, ident: Callable[[_T], str], what: str) -
     return matches[0] if matches else None
 
 
+def _check_id(wanted: str, what: str) -> None:
+    """An id (or a prefix of one) must have the protocol's form (fields.IDENT) before any
+    broker is asked: an empty or garbled one is a typing error, not a missing request."""
+    try:
+        fields.IDENT("id", wanted)
+    except ProtocolError:
+        shown_id = f"'{shown_clipped(wanted)}'" if wanted else "an empty id"
+        raise UsageError(
+            f"{shown_id} is not a {what} id (1 to 64 letters, digits, _ and -, as pending shows it); "
+            "nothing was sent"
+        ) from None
+
+
 def _missing(report: PendingReport, why: str, code: ErrorCode) -> Exception:
     """Nothing by that id: refused, unless a broker could not be asked (it may be there)."""
     if report.failures:
@@ -343,6 +356,7 @@ def _missing(report: PendingReport, why: str, code: ErrorCode) -> Exception:
 
 async def answer(store: AccountStore, wanted: str, decision: Decision, number: str = "") -> AnswerReport:
     """Find request `wanted` at the brokers and answer it."""
+    _check_id(wanted, "request")
     if decision is Decision.APPROVE and not NUMBER_RE.match(number):
         raise UsageError(
             f"the number must be the {numbers.MIN_DIGITS} to {numbers.MAX_DIGITS} digits "
@@ -384,6 +398,7 @@ class NoticeReport:
 async def answer_notice(store: AccountStore, wanted: str, decision: NoticeDecision) -> NoticeReport:
     """Find recovery notice `wanted` at the brokers and answer it: CONFIRM ("it was me")
     or DISOWN ("it was not": the new device's key is revoked and push is paused)."""
+    _check_id(wanted, "recovery question")
     async with _fetch_all(store) as report:
         question = _pick(report.recoveries, wanted, lambda q: q.notice.notice, "recovery questions")
         if question is None:

@@ -33,6 +33,14 @@ def shown(value: object) -> str:
     return printable(str(value))
 
 
+def shown_clipped(value: str, limit: int = 40) -> str:
+    """What the user typed, echoed back in a message: shown(), and cut after `limit`
+    characters (a pasted page must not fill the terminal), saying how long it was."""
+    if len(value) <= limit:
+        return shown(value)
+    return f"{shown(value[:limit])}... ({len(value)} characters)"
+
+
 def shown_lines(text: str) -> str:
     """A message of several lines, made by the agent from shown() values and its own
     words, as it goes to the terminal: line breaks kept, anything else unsafe escaped

@@ -55,13 +55,14 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
         EXIT_OK: "the broker recorded the answer",
         EXIT_REFUSED: "the broker refused: no such request (it was answered, cancelled, replaced or "
         "has expired), ...",
-        EXIT_USAGE: "an id that names several requests, or no active accounts; nothing was sent",
+        EXIT_USAGE: "a malformed id, an id that names several requests, or no active accounts; "
+        "nothing was sent",
         EXIT_UNREACHABLE: _UNREACHABLE,
     },
     "recovery": {
         EXIT_OK: "the broker recorded the answer",
         EXIT_REFUSED: "no such open question (answered already, or withdrawn)",
-        EXIT_USAGE: _BAD_INPUT,
+        EXIT_USAGE: "a malformed id, or bad input; nothing was sent",
         EXIT_UNREACHABLE: "a broker could not be reached; after confirm or disown also: a recovery key or "
         "a backup could not be renewed (each named)",
     },

@@ -305,6 +305,28 @@ def test_unknown_request_id(tmp_path: Path, rp_api: RP) -> None:
 # -- remove -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["approve", "", "--number", "12"], "an empty id is not a request id"),
+        (["deny", "ch_\udcff"], "'ch_\\udcff' is not a request id"),  # $'ch_\xff' from a shell
+        (["deny", "ch_" + "x" * 100_000], "'ch_" + "x" * 37 + "... (100003 characters)' is not a request id"),
+        (["recovery", "confirm", "rn_\n"], "'rn_\\x0a' is not a recovery question id"),
+    ],
+)
+def test_a_malformed_id_is_refused_before_any_broker_is_asked(
+    tmp_path: Path, rp_api: RP, args: list[str], shown: str
+) -> None:
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge()
+    result = agent(home, *args)
+    line = assert_cli_error(result, contains=shown)
+    assert "nothing was sent" in line and len(line) < 200
+    assert result.returncode == 2
+    assert rp_api.result(ch)["status"] == "pending"
+
+
 def test_remove_revokes_at_the_broker_then_forgets(tmp_path: Path, rp_api: RP) -> None:
     home = tmp_path / "agent"
     enroll(home, rp_api)
