@@ -15,6 +15,7 @@ import argparse
 import io
 import json
 import os
+import select
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,15 @@ from .display import (
     shown,
     shown_lines,
 )
-from .errors import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, AgentError, UsageError
+from .errors import (
+    EXIT_BROKEN_PIPE,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    AgentError,
+    UsageError,
+)
 from .help_texts import command_epilog, main_exit_codes
 from .messages import notice_outcome_message, outcome_message, removal_loss
 from .passphrase import (
@@ -895,6 +904,31 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The one place every command (and --help) exits through."""
+    try:
+        return run(argv)
+    except BrokenPipeError:
+        if not stdout_gone():
+            raise
+        # Whoever reads our output stopped (`export | head -5`): stop quietly, as a
+        # program killed by SIGPIPE does, with its status. Point stdout at devnull so
+        # that the flush at exit cannot fail again (the Python docs' note on SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def stdout_gone() -> bool:
+    """Is stdout a pipe or socket whose reader has gone away?"""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return False
+    poll = select.poll()
+    poll.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _, events in poll.poll(0))
+
+
+def run(argv: Sequence[str] | None = None) -> int:
     # Scripts and tests read our output through pipes: never sit in a buffer.
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
@@ -927,6 +961,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warn(f"pushauth-agent: {exc}")
         return EXIT_USAGE
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and stdout_gone():
+            raise  # nobody reads our output any more: main() stops quietly
         warn(f"pushauth-agent: {exc.filename or 'file'}: {exc.strerror or exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ EXIT_OK = 0
 EXIT_REFUSED = 1  # the broker refused (token used, request expired, already answered...)
 EXIT_USAGE = 2  # bad arguments or input: nothing was sent anywhere
 EXIT_UNREACHABLE = 3  # the broker could not be reached, or the connection broke
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the reader of our output went away (`| head`)
 
 
 class AgentError(Exception):

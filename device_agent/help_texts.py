@@ -167,6 +167,7 @@ def main_exit_codes() -> str:
             "exit codes (each command's --help lists the ones it uses):",
             *_entries({code: None for code in EXIT_MEANINGS}),
             "  130  interrupted (Ctrl-C)",
+            "  141  the reader of its output went away (| head): it stops quietly, as on SIGPIPE",
         ]
     )
 

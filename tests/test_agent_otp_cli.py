@@ -326,3 +326,22 @@ def test_remove_asks_on_a_terminal_and_needs_yes_elsewhere(tmp_path: Path) -> No
     ok(home, "add", "otpauth://totp/GitHub:carol?secret=JBSWY3DPEHPK3PXP&issuer=GitHub")
     assert 'Removed "GitHub: carol"' in ok(home, "remove", "GitHub: carol", "--yes")
     assert "--yes" in ok(home, "remove", "--help")
+
+
+@pytest.mark.parametrize("args", [["export", "--format", "migration"], ["export"], ["accounts"]])
+def test_a_reader_that_goes_away_ends_it_quietly(tmp_path: Path, args: list[str]) -> None:
+    # `pushauth-agent export --format migration | head -5`, with head gone before the
+    # first line is written (so that the write fails whatever the pipe's buffer holds).
+    home = tmp_path / "home"
+    ok(home, "add", "otpauth://totp/GitHub:carol?secret=JBSWY3DPEHPK3PXP&issuer=GitHub")
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = subprocess.run(
+            [AGENT, "--home", str(home), *args], stdout=writer, stderr=subprocess.PIPE,
+            env={**os.environ, **AGENT_ENV}, timeout=60, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(writer)
+    assert result.stderr == b""
+    assert result.returncode == 141  # as a program that SIGPIPE ended
