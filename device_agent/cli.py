@@ -324,7 +324,9 @@ def build_parser() -> Parser:
         "are named on stderr with the reason. The output holds the secrets: keep it safe.",
     )
     c.add_argument("--format", choices=otp_actions.EXPORT_FORMATS, default="otpauth", help="default: otpauth")
-    c.add_argument("--no-qr", action="store_true", help="with --format migration: print only the URIs")
+    c.add_argument(
+        "--no-qr", action="store_true", help="with --format migration: print only the URIs (alone: exit 2)"
+    )
 
     c = command(
         "backup",
@@ -559,6 +561,9 @@ def cmd_import(store: AccountStore, args: argparse.Namespace) -> int:
 def cmd_export(store: AccountStore, args: argparse.Namespace) -> int:
     import segno  # 18 ms of every command's start otherwise, and only export draws QR codes
 
+    if args.no_qr and args.format != "migration":
+        # Said but meaning nothing: the user may expect codes the otpauth format never prints.
+        raise UsageError("--no-qr goes with --format migration (--format otpauth prints no QR codes)")
     result = otp_actions.export(store, args.format)
     for i, uri in enumerate(result.uris, 1):
         if args.format == "migration" and not args.no_qr:

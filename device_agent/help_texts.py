@@ -87,7 +87,7 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
         EXIT_REFUSED: "nothing in it was usable (each refused one named, with the reason)",
         EXIT_USAGE: "the file cannot be read, or its password is wrong",
     },
-    "export": _OFFLINE,
+    "export": {EXIT_OK: None, EXIT_USAGE: "bad input, or --no-qr without --format migration"},
     "backup": {
         EXIT_OK: "written (or deleted, turned on or off, shown)",
         EXIT_REFUSED: "the broker refused it, or (delete) has no such backup",

@@ -236,6 +236,17 @@ def test_export_then_import_elsewhere_gives_the_same_codes(tmp_path: Path, fmt: 
         assert totp.code(otp, at=1_700_000_000) == totp.code(mine[name], at=1_700_000_000)
 
 
+def test_export_refuses_no_qr_without_the_migration_format(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ok(home, "add", "otpauth://totp/GitHub:carol?secret=JBSWY3DPEHPK3PXP&issuer=GitHub")
+    for args in (["--no-qr"], ["--no-qr", "--format", "otpauth"]):
+        result = agent(home, "export", *args)
+        assert_cli_error(result, contains="--no-qr goes with --format migration")
+        assert result.returncode == 2 and result.stdout == ""
+    out = ok(home, "export", "--format", "migration", "--no-qr")
+    assert out.startswith("otpauth-migration://") and "QR code" not in out
+
+
 def test_export_names_a_push_account_without_codes(tmp_path: Path) -> None:
     """A push-only account cannot move to another app: named with the reason, not left
     out in silence; the accounts with codes are exported."""
