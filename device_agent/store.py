@@ -383,14 +383,22 @@ class AccountStore:
             # Keys live here: keep a home that was created looser private too.
             os.chmod(self.home, 0o700)
 
+    def _open_lock(self) -> int:
+        """The home made private and its lock file opened, before every write: a home
+        that cannot be written fails here, saying what (not only the OS's words)."""
+        try:
+            self._prepare_home()
+            return os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot write the vault in {self.home}: {exc.strerror or exc}") from None
+
     @contextlib.contextmanager
     def change(self) -> Iterator[State]:
         """Read, let the caller change the state, write back; all under a lock.
 
         An exception inside the block writes nothing.
         """
-        self._prepare_home()
-        fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_lock()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             vault = self._open() or self._migrate() or self._create()
@@ -412,8 +420,7 @@ class AccountStore:
 
     def change_passphrase(self, new: str) -> None:
         """Re-encrypt the vault under `new` (a fresh salt, the current cost)."""
-        self._prepare_home()
-        fd = os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_lock()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             vault = self._open() or self._migrate()

@@ -521,3 +521,24 @@ def test_listen_with_no_accounts_waits_for_one(tmp_path: Path, listener: StartLi
     proc.wait_for(f"cannot reach the broker at {broker}")
     proc.proc.send_signal(signal.SIGINT)
     assert proc.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("how", ["immutable", "under a file"])
+def test_a_home_that_cannot_be_written_says_what_failed(tmp_path: Path, how: str) -> None:
+    home = tmp_path / "phone_ro"
+    if how == "under a file":
+        (tmp_path / "file").write_text("")
+        home = tmp_path / "file" / "phone"
+        why = "Not a directory"
+    else:  # as the trial's home: not writable even by root (chattr +i)
+        home.mkdir()
+        if run_cli(["chattr", "+i", str(home)]).returncode != 0:
+            pytest.skip("chattr +i is not possible here")
+        why = "Operation not permitted"
+    try:
+        result = agent(home, "add", "otpauth://totp/GitHub:carol?secret=JBSWY3DPEHPK3PXP&issuer=GitHub")
+    finally:
+        if how == "immutable":
+            run_cli(["chattr", "-i", str(home)])
+    assert_cli_error(result, contains=f"cannot write the vault in {home}: {why}")
+    assert result.returncode == 2
