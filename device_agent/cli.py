@@ -29,6 +29,7 @@ from . import backup_actions, broker_http, otp_actions, recovery_keys
 from .backup_keys import BackupCode
 from .device_names import check_device_name, default_device_name
 from .display import (
+    RECOVERABLE,
     entry_json,
     entry_line,
     notice_json,
@@ -483,6 +484,8 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
     say(f"  this device is listed as: {shown(account.device_name)}")
     if account.has_totp:
         say("  verification codes: yes")
+    if account.recoverable:
+        say(f"  {RECOVERABLE}")
     # The service sends a test notification to finish the setup: it waits at the broker
     # until this device connects, so `listen` may start now or be running already.
     say(TEST_NOTIFICATION_HINT)

@@ -160,9 +160,16 @@ def account_line(a: Account) -> str:
     else:
         state = "" if a.active else f"  [{a.status}: {a.status_reason or 'no reason given'}]"
     totp = ", verification codes" if a.has_totp else ""
+    # Only an active key's recovery key can recover: a revoked account's recovers nothing.
+    recoverable = f", {RECOVERABLE}" if a.recoverable and a.active else ""
     return shown(
-        f"{a.name}  ({a.rp_name}, user {a.user}, broker {a.broker}, added {local_time(a.added)}{totp}){state}"
+        f"{a.name}  ({a.rp_name}, user {a.user}, broker {a.broker}, added {local_time(a.added)}"
+        f"{totp}{recoverable}){state}"
     )
+
+
+# What `accounts` and `enroll` say of an account enrolled as recoverable.
+RECOVERABLE = "recoverable: a backup brings it back by itself"
 
 
 def entry_json(e: Entry) -> dict[str, Any]:

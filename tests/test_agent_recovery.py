@@ -373,6 +373,22 @@ async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works
         assert AccountStore(old).recovery_seed(ACCOUNT) not in (None, key)
 
 
+async def test_enroll_and_accounts_say_which_accounts_are_recoverable(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home = tmp_path / "phone"
+    started = await client.create_enrollment("alice", ACCOUNT, totp=new_totp(), recoverable=True)
+    assert started.uri is not None
+    out = ok(home, "enroll", started.uri, "--name", "phone")
+    assert "  recoverable: a backup brings it back by itself" in out
+    await enroll(client, home, account="alice@plain.example", name="phone")  # not recoverable
+    lines = ok(home, "accounts").splitlines()
+    (recoverable,) = [line for line in lines if line.startswith(ACCOUNT)]
+    (plain,) = [line for line in lines if line.startswith("alice@plain.example")]
+    assert "recoverable: a backup brings it back by itself" in recoverable
+    assert "recoverable" not in plain
+
+
 def test_restore_help_tells_recovered_accounts_from_those_that_need_action() -> None:
     # What restore prints ("recovered: ...", "action required: ...", as the tests above
     # read it), explained in its --help.
