@@ -108,18 +108,21 @@ def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
     }
 
 
-def notice_question(notice: RecoveryNotice, account: Account | None) -> str:
-    """ "Was this you?" after a recovery, as the user reads it (one line)."""
+def notice_question(notice: RecoveryNotice, account: Account | None, *, asking: bool = True) -> str:
+    """ "Was this you?" after a recovery, as the user reads it (one line). `asking`: with
+    the keys that answer it, where a key press does (listen); `pending` only lists it."""
     name = shown(account.name if account else notice.cid)
     return (
         f"A new device '{shown(notice.new_name)}' restored your account {name} at {local_time(notice.time)}. "
-        "Was this you? [y/n]"
+        "Was this you?" + (" [y/n]" if asking else "")
     )
 
 
 def notice_text(notice: RecoveryNotice, account: Account | None) -> str:
+    """A question as `pending` lists it: answered by `recovery confirm|disown ID`, not here."""
     service = f" ({shown(account.rp_name)})" if account else ""
-    return f"Recovery question {shown(notice.notice)}{service}\n  {notice_question(notice, account)}"
+    question = notice_question(notice, account, asking=False)
+    return f"Recovery question {shown(notice.notice)}{service}\n  {question}"
 
 
 def notice_json(notice: RecoveryNotice, account: Account | None) -> dict[str, Any]:

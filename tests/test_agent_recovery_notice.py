@@ -100,6 +100,7 @@ async def test_yes_on_a_later_connect_keeps_both_devices(
     # On its next connect the old phone is asked: `pending` shows it, text and JSON.
     text = await asyncio.to_thread(ok, old, "pending")
     assert QUESTION in text and "recovery confirm" in text
+    assert "[y/n]" not in text  # nothing here reads an answer: the last line says what does
     (notice,) = await asyncio.to_thread(notices_of, old)
     assert notice["new_device_name"] == "new phone" and notice["credential_id"] == old_cred.id
     assert notice["new_credential_id"] == new_cred.id and notice["account"] == "alice@example.com"
