@@ -19,7 +19,7 @@ from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, Recov
 from protocol.uri import EnrollmentURI
 
 from .connection import Connection
-from .device_names import check_device_name, default_device_name
+from .device_names import device_name_for
 from .display import shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
@@ -136,7 +136,7 @@ async def enroll(
 ) -> tuple[Account, Account | None]:
     """The new account, and the revoked one it replaced (store.add), if any."""
     parsed = parse_uri(text)
-    name = check_device_name(device_name if device_name is not None else default_device_name())
+    name = device_name_for(device_name, store.settings() if store.path.exists() else {})
     # Fail on a damaged vault or a missing passphrase before the broker spends the token.
     store.unlock()
     store.load()
@@ -172,7 +172,7 @@ def _registration(
 async def reactivate(store: AccountStore, account_name: str, text: str, device_name: str | None) -> Account:
     """Give a restored (or revoked) push account a fresh credential from a new enrollment URI."""
     parsed = parse_uri(text)
-    name = check_device_name(device_name if device_name is not None else default_device_name())
+    name = device_name_for(device_name, store.settings() if store.path.exists() else {})
     account = store.find(account_name)
     if account.active:
         raise UsageError(f'"{account.name}" is active already; nothing to re-activate')

@@ -24,7 +24,7 @@ from typing import Any
 from protocol import signing
 from protocol.b64 import decode as b64decode
 
-from . import backup_keys, broker_http
+from . import backup_keys, broker_http, device_names
 from .accounts_model import OtpAccount
 from .backup import Backup, dump_backup, load_backup
 from .backup_keys import BackupCode, BlobKeys
@@ -46,7 +46,7 @@ BROKER_BACKUPS = "broker_backups"
 # next backup to the broker. The seed opens nothing by itself (the blob also needs the
 # old passphrase), and it lives in the encrypted vault.
 STALE_BLOBS = "stale_broker_backups"
-_LOCAL_SETTINGS = {AUTO_BACKUP, BACKUP_CODE, BROKER_BACKUPS, STALE_BLOBS}
+_LOCAL_SETTINGS = {AUTO_BACKUP, BACKUP_CODE, BROKER_BACKUPS, STALE_BLOBS, device_names.SETTING}
 ACTION_REASON = "restored from a backup: scan a new QR code from {rp_name} (pushauth-agent reactivate)"
 # New recovery keys and a new backup code end what an older backup can do with push
 # accounts, but a verification-code secret is the service's: only it can make a new one.

@@ -25,7 +25,7 @@ import platformdirs
 
 from protocol.frames import Decision, NoticeDecision, NoticeOutcome
 
-from . import backup_actions, broker_http, otp_actions, recovery_keys
+from . import backup_actions, broker_http, device_names, otp_actions, recovery_keys
 from .backup_keys import BackupCode
 from .device_names import check_device_name, default_device_name
 from .display import (
@@ -139,7 +139,7 @@ def build_parser() -> Parser:
     c.add_argument(
         "--name",
         metavar="NAME",
-        help='this device\'s name as the service will list it (default: "pushauth-agent on HOST")',
+        help=f"this device's name as the service will list it ({device_names.DEFAULT_HELP})",
     )
 
     c = command("accounts", "List the accounts on this device.", "Never shows keys or secrets.")
@@ -393,8 +393,8 @@ def build_parser() -> Parser:
     c.add_argument(
         "--device-name",
         metavar="NAME",
-        help="this device's name at the services of recoverable accounts "
-        '(default: "pushauth-agent on HOST")',
+        help="this device's name at the services of recoverable accounts, and later for "
+        'reactivate and enroll without --name (default: "pushauth-agent on HOST")',
     )
 
     c = command(
@@ -411,7 +411,7 @@ def build_parser() -> Parser:
     c.add_argument(
         "--name",
         metavar="NAME",
-        help='this device\'s name at the service (default: "pushauth-agent on HOST")',
+        help=f"this device's name at the service ({device_names.DEFAULT_HELP})",
     )
 
     command(
@@ -837,6 +837,8 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     backup = backup_actions.open_backup(backup_actions.download(target, passphrase, code), passphrase)
     store.adopt_passphrase(passphrase)
     report = backup_actions.restore(store, backup, code)
+    if args.device_name:  # what reactivate and enroll then use unless --name says otherwise
+        store.set_setting(device_names.SETTING, device_name)
     for name in report.ready:
         say(f"ready: {shown(name)}")
     for name, rp_name in report.action_required:

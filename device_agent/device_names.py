@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping
+from typing import Any
 
 from protocol import fields
 from protocol.errors import ProtocolError
@@ -17,6 +19,19 @@ def default_device_name() -> str:
     name does for a phone authenticator."""
     host = socket.gethostname().split(".")[0] or "this computer"
     return f"pushauth-agent on {host}"[:64]
+
+
+# A vault setting (never in a backup: it names this device, not the accounts): the name
+# `restore --device-name` gave. A later enroll or reactivate without --name uses it, so a
+# service lists the restored device under the one name the user chose for it.
+SETTING = "device_name"
+DEFAULT_HELP = 'default: the name restore --device-name gave this device, else "pushauth-agent on HOST"'
+
+
+def device_name_for(given: str | None, settings: Mapping[str, Any]) -> str:
+    """The name to register with: --name, else the one restore was given, else the default."""
+    chosen = given if given is not None else settings.get(SETTING) or default_device_name()
+    return check_device_name(chosen)
 
 
 def check_device_name(name: str) -> str:

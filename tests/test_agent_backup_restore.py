@@ -59,7 +59,7 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
     raw = backup.read_bytes()
     assert b"GEZDGNBVGY3TQOJQ" not in raw and b"alice" not in raw  # ciphertext only
 
-    out = ok(new, "restore", "--from", str(backup))
+    out = ok(new, "restore", "--from", str(backup), "--device-name", "new phone")
     assert "action required: alice@example.com: get a new QR code from Test RP" in out
     assert out.splitlines()[-1] == "4 restored, 1 need action"
     listed = json.loads(ok(new, "accounts", "--json"))
@@ -75,15 +75,17 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
     assert AccountStore(new).by_broker() == {}
     started = await client.create_enrollment("alice", "alice@example.com")
     assert started.uri is not None
-    out = ok(new, "reactivate", "alice@example.com", started.uri, "--name", "new phone")
+    # No --name: the name restore gave this device, under which the service lists it.
+    out = ok(new, "reactivate", "alice@example.com", started.uri)
     assert 'Re-activated "alice@example.com" for Test RP with a new key (user alice).' in out
+    assert "this device is listed as: new phone" in out
     # Unconfirmed until the service's test notification is approved: it says so, and an
     # ordinary sign-in request does not reach the new key yet.
     assert "once Test RP has confirmed the new key with a test notification" in out
     assert "test notification: pushauth-agent listen" in out
     assert "gets its sign-in requests." not in out
     done = await client.wait_enrollment(started, timeout=10)
-    assert done.credential is not None
+    assert done.credential is not None and done.credential.name == "new phone"
     await client.create_challenge("alice", CONTEXT)
     assert json.loads(ok(new, "pending", "--json")) == []
     await client.confirm_credential(done.credential.id)  # as after its test push
