@@ -166,6 +166,27 @@ class Restored:
     action_required: list[tuple[str, str]] = field(default_factory=list)  # (name, rp_name)
     recoverable: list[str] = field(default_factory=list)  # have a recovery key
     notes: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # every account, in the backup's order
+
+    def lines(self, recovered: dict[str, str]) -> list[str]:
+        """One line per account, in the backup's order: its push part's state (with
+        `recovered`, what recover_accounts said) and whether its codes work at once."""
+        needs = dict(self.action_required)
+        out = []
+        for name in self.order:
+            codes = name in self.ready
+            if name in recovered:
+                line = recovered[name]
+            elif name in needs:
+                line = (
+                    f"action required: {shown(name)}: get a new QR code from {shown(needs[name])}, "
+                    "then: pushauth-agent reactivate"
+                )
+            else:
+                out.append(f"ready: {shown(name)}")
+                continue
+            out.append(line + ("; its verification codes work at once" if codes else ""))
+        return out
 
 
 def open_backup(data: bytes, passphrase: str) -> Backup:
@@ -226,6 +247,7 @@ def restore(store: AccountStore, backup: Backup, code: BackupCode | None = None)
     records = []
     report = Restored()
     for line in layout:
+        report.order.append(line["name"])
         otp = backup.accounts[line["otp"]] if line.get("otp") is not None else None
         if line.get("push") is None:
             records.append(Record(line["name"], None, otp=otp))
@@ -563,13 +585,13 @@ def _old_secrets(reason: str) -> str:
     return "passphrase" if reason == PASSWD else "backup code"
 
 
-def recover_accounts(store: AccountStore, names: list[str], device_name: str) -> list[str]:
+def recover_accounts(store: AccountStore, names: list[str], device_name: str) -> dict[str, str]:
     """Register a new credential for each recoverable account with its recovery key.
 
-    Returns one line per account. An account that cannot recover (the broker is
-    down, the RP removed the old device meanwhile) stays "action required".
+    Returns one line per account, by name. An account that cannot recover (the broker
+    is down, the RP removed the old device meanwhile) stays "action required".
     """
-    lines = []
+    lines: dict[str, str] = {}
     for name in names:
         account = store.find(name)
         recovery_seed = store.recovery_seed(name)
@@ -580,14 +602,14 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
                 account.broker, account.rp, account.cid, recovery_seed, seed, new_recovery_seed, device_name
             )
         except AgentError as exc:
-            lines.append(
+            lines[name] = (
                 f"action required: {shown(name)}: it could not recover by itself ({exc}); get a new QR code"
                 f" from {shown(account.rp_name)}, then: pushauth-agent reactivate"
             )
             continue
         if (got["rp"], got["user"]) != (account.rp, account.user):
             # A broker must not move an account to another service or user.
-            lines.append(f"action required: {shown(name)}: the broker answered for another account")
+            lines[name] = f"action required: {shown(name)}: the broker answered for another account"
             continue
         store.reactivate(
             name,
@@ -603,7 +625,7 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
                 recovery_seed=new_recovery_seed,
             ),
         )
-        lines.append(
+        lines[name] = (
             f"recovered: {shown(name)}: this device has its own new key ({shown(account.rp_name)} was told)"
         )
     return lines

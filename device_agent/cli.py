@@ -839,19 +839,12 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     report = backup_actions.restore(store, backup, code)
     if args.device_name:  # what reactivate and enroll then use unless --name says otherwise
         store.set_setting(device_names.SETTING, device_name)
-    for name in report.ready:
-        say(f"ready: {shown(name)}")
-    for name, rp_name in report.action_required:
-        say(
-            f"action required: {shown(name)}: get a new QR code from {shown(rp_name)}, "
-            "then: pushauth-agent reactivate"
-        )
     recovered = backup_actions.recover_accounts(store, report.recoverable, device_name)
-    for line in recovered:
+    lines = report.lines(recovered)
+    for line in lines:
         say(line)
-    need = len(report.action_required) + sum(line.startswith("action required") for line in recovered)
-    total = len({*report.ready, *(n for n, _ in report.action_required), *report.recoverable})
-    say(f"{total} restored, {need} need action")
+    need = sum(line.startswith("action required") for line in lines)
+    say(f"{len(lines)} restored, {need} need action")
     return EXIT_OK
 
 

@@ -62,6 +62,12 @@ async def test_backup_restore_and_reactivate(client: PushAuthClient, tmp_path: P
     out = ok(new, "restore", "--from", str(backup), "--device-name", "new phone")
     assert "action required: alice@example.com: get a new QR code from Test RP" in out
     assert out.splitlines()[-1] == "4 restored, 1 need action"
+    # One line per account, in the backup's order (a push account with codes was listed
+    # twice, "ready" then "action required", after all the others).
+    said = out.splitlines()[:-1]
+    assert [line.split(": ")[1] for line in said[:1] + said[2:]] == ["acme", "Big", "Bank"], said
+    assert said[1].startswith("action required: alice@example.com: "), said
+    assert len(said) == 4, said
     listed = json.loads(ok(new, "accounts", "--json"))
     assert [e["name"] for e in listed] == order
     push = listed[1]
