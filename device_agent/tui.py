@@ -11,6 +11,7 @@ same Listener as `listen` (listen.py); only the asking and printing differ.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
@@ -50,17 +51,17 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
     Button { margin-right: 1; }
     """
 
-    def __init__(self, request: Request, details: str) -> None:
+    def __init__(self, request: Request, details: Callable[[], str]) -> None:
         super().__init__()
         self.request = request
-        self.details = details
+        self.details = details  # called again each second: "expires in" counts down
 
     def compose(self) -> ComposeResult:
         digits = self.request.challenge.digits
         with Vertical(id="dialog"):
             # Plain text, never markup: the context is whatever the sign-in page was
             # told ("[/]" in a browser string crashed the screen, "[bold]" restyled it).
-            yield Static(self.details, id="details", markup=False)
+            yield Static(self.details(), id="details", markup=False)
             yield Label(f"Type the {digits}-digit number shown on the sign-in screen, then Enter:")
             yield Input(placeholder="number", restrict=r"[0-9]*", max_length=digits, id="number")
             yield Label("", id="hint")
@@ -71,6 +72,10 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
 
     def on_mount(self) -> None:
         self.query_one("#number", Input).focus()
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        self.query_one("#details", Static).update(self.details())
 
     def _approve(self) -> None:
         number = self.query_one("#number", Input).value
@@ -205,7 +210,7 @@ class UiListener(Listener):
             ch, req = self._newest()
             self.asking = ch
             account = req.link.accounts.get(req.challenge.cid)
-            self.app.ask(req, request_text(req.challenge, account, self._now(req.link)))
+            self.app.ask(req, lambda: request_text(req.challenge, account, self._now(req.link)))
         elif self.questions:
             nid, question = next(iter(self.questions.items()))
             self.asking = nid
@@ -346,7 +351,7 @@ class AgentApp(App[int]):
 
     # -- sign-in requests -----------------------------------------------------------------
 
-    def ask(self, req: Request, details: str) -> None:
+    def ask(self, req: Request, details: Callable[[], str]) -> None:
         self.dialog = RequestScreen(req, details)
 
         async def decided(choice: tuple[Decision, str] | None) -> None:

@@ -6,6 +6,7 @@ it); deny and report from the keyboard; live codes and "action required" marks; 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,14 @@ def logged(app: AgentApp) -> str:
     return "\n".join(app.query_one("#events", Log).lines)
 
 
+def expires_in(screen: RequestScreen) -> int:
+    """The seconds the dialog shows as left."""
+    shown = str(screen.query_one("#details", Static).content)
+    found = re.search(r"expires in:\s+(\d+) s", shown)
+    assert found is not None, shown
+    return int(found.group(1))
+
+
 def rows(app: AgentApp) -> list[list[str]]:
     table = app.query_one("#accounts", DataTable)
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
@@ -69,7 +78,11 @@ async def test_a_push_arrives_the_number_is_typed_and_the_broker_records_approve
         screen = dialog(app)
         assert screen is not None and screen.request.challenge.ch == ch.id
         for text in ("Test RP", "alice@example.com", "Webmail", "203.0.113.5", "Lyon, FR"):
-            assert text in screen.details
+            assert text in screen.details()
+        # "expires in" counts down while the dialog is open (it stayed at its first value).
+        await until(pilot, lambda: bool(screen.query("#details")), "the dialog's details")
+        first = expires_in(screen)
+        await until(pilot, lambda: expires_in(screen) < first, "the countdown")
         await pilot.press(*ch.number, "enter")
         result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
         assert result.status is Status.APPROVED
