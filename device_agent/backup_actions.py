@@ -31,9 +31,9 @@ from .backup_keys import BackupCode, BlobKeys
 from .display import shown
 from .errors import AgentError, Refused, UsageError
 from .legacy_store import unb64
-from .passphrase import PassphraseError, check_strength, kdf_from_env
+from .passphrase import PassphraseError, WrongPassphrase, check_strength, kdf_from_env
 from .store import ACTION_REQUIRED, Account, AccountStore, Record, Registration, State, b64
-from .vault import SealedFileError, read_sealed_file, write_sealed_file
+from .vault import SealedErrorCode, SealedFileError, read_sealed_file, write_sealed_file
 
 AUTO_BACKUP = "auto_backup"  # settings key: {"to": "<absolute path>" or "broker", "name": ...}
 # The backup code (backup_keys.py) as the user wrote it down: kept in the vault so that
@@ -189,10 +189,16 @@ class Restored:
         return out
 
 
+class WrongBackupPassphrase(UsageError, WrongPassphrase):
+    """The passphrase does not open the backup (on a terminal it is asked again)."""
+
+
 def open_backup(data: bytes, passphrase: str) -> Backup:
     try:
         return load_backup(data, passphrase)
     except SealedFileError as exc:
+        if exc.code == SealedErrorCode.WRONG_PASSPHRASE:
+            raise WrongBackupPassphrase(exc.message) from None
         raise UsageError(exc.message) from None
 
 

@@ -85,7 +85,8 @@ environment:
   {HOME_ENV}  the agent's home directory when --home is not given
                        (default: {platformdirs.user_config_dir("pushauth")})
   {PASSPHRASE_ENV}  the vault passphrase, for scripts (else it is asked on
-                       the terminal; twice when the vault is made)
+                       the terminal: twice when the vault is made; up to three
+                       times when it is wrong or empty)
   {NEW_PASSPHRASE_ENV}  the new passphrase for `passwd` in scripts
   {BACKUP_CODE_ENV}  the backup code for `restore --from broker` in scripts
   {IMPORT_PASSWORD_ENV}  the password of an encrypted export for `import`
@@ -833,8 +834,11 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     code = None
     if target["to"] == backup_actions.BROKER:
         code = BackupCode.parse(store.passphrases.backup_code())  # a typo is caught before Argon2id
-    passphrase = store.passphrases.current("the backup")
-    backup = backup_actions.open_backup(backup_actions.download(target, passphrase, code), passphrase)
+
+    def opens(passphrase: str) -> backup_actions.Backup:
+        return backup_actions.open_backup(backup_actions.download(target, passphrase, code), passphrase)
+
+    passphrase, backup = store.passphrases.opened("the backup", opens)
     store.adopt_passphrase(passphrase)
     report = backup_actions.restore(store, backup, code)
     if args.device_name:  # what reactivate and enroll then use unless --name says otherwise

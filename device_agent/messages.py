@@ -165,4 +165,13 @@ def removal_loss(rp_name: str | None, *, active_key: bool, codes: bool) -> str:
 
 # Asked before a "this wasn't me" report is sent (listen's r, the screen's Ctrl+R): it
 # cannot be taken back, and it pauses push for the account at the service.
+NO_PASSPHRASE_TYPED = "no passphrase typed"
+
+
+def try_passphrase_again(*, empty: bool, left: int) -> str:
+    """After a wrong or empty passphrase typed on a terminal, before it is asked again."""
+    why = NO_PASSPHRASE_TYPED if empty else "wrong passphrase"
+    return f"{why[0].upper()}{why[1:]}, try again ({left} left)"
+
+
 CONFIRM_REPORT = "Report this sign-in as not you? This denies it and pauses push requests for this account"

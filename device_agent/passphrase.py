@@ -10,7 +10,9 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
+from . import messages
 from .errors import UsageError
 from .vault import KdfParams
 
@@ -35,9 +37,21 @@ BACKUP_CODE_ENV = "PUSHAUTH_AGENT_BACKUP_CODE"
 MIN_PASSPHRASE_LENGTH = 12
 MIN_PASSPHRASE_SCORE = 3
 
+# Tries at a typed passphrase of an existing vault or backup, as sudo gives: each one
+# costs an Argon2id run, which is what slows guessing anyway. A passphrase from the
+# environment gets one try: a script would only repeat the same wrong one.
+PASSPHRASE_TRIES = 3
+
+T = TypeVar("T")
+
 
 class PassphraseError(UsageError):
     """No passphrase could be had, or the two typed ones differ."""
+
+
+class WrongPassphrase(Exception):
+    """Mixed into what `opens` (Passphrases.opened) raises when the passphrase does not
+    open the vault or backup: the caller's own error type, with its own message."""
 
 
 def kdf_from_env(env: Mapping[str, str] | None = None) -> KdfParams:
@@ -87,11 +101,34 @@ class Passphrases:
             raise PassphraseError(f"no {thing} was typed") from None
 
     def current(self, what: str) -> str:
-        """The passphrase of an existing vault or backup (`what` names it in the prompt)."""
+        """The passphrase of an existing vault or backup (`what` names it in the prompt),
+        unchecked: `opened` checks it, and asks again on a terminal."""
         value = self._env.get(PASSPHRASE_ENV)
         if value:
             return value
         return self._prompt(f"Passphrase of {what}: ", PASSPHRASE_ENV)
+
+    def opened(self, what: str, opens: Callable[[str], T]) -> tuple[str, T]:
+        """The passphrase of an existing vault or backup and what `opens` made of it.
+
+        `opens` raises WrongPassphrase for a passphrase that does not open it. Typed on
+        a terminal, a wrong or empty one is asked again, PASSPHRASE_TRIES times in all;
+        from PUSHAUTH_AGENT_PASSPHRASE it is tried once."""
+        value = self._env.get(PASSPHRASE_ENV)
+        if value:
+            return value, opens(value)
+        for left in reversed(range(PASSPHRASE_TRIES)):
+            typed = self._prompt(f"Passphrase of {what}: ", PASSPHRASE_ENV)
+            if typed:
+                try:
+                    return typed, opens(typed)
+                except WrongPassphrase:
+                    if not left:
+                        raise
+            elif not left:  # Enter alone: not "wrong", and no Argon2id run for it
+                raise PassphraseError(messages.NO_PASSPHRASE_TYPED)
+            print(messages.try_passphrase_again(empty=not typed, left=left), file=sys.stderr, flush=True)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def other(self, prompt: str, env_var: str) -> str:
         """A password of something else (an export to import): from `env_var`, else typed."""

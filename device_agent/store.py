@@ -32,7 +32,7 @@ from protocol.uri import TotpParams
 
 from .accounts_model import InvalidAccount, OtpAccount, decode_base32_secret
 from .legacy_store import LEGACY_FILE, LegacyStoreError, read_legacy, unb64
-from .passphrase import Passphrases, kdf_from_env
+from .passphrase import Passphrases, WrongPassphrase, kdf_from_env
 from .vault import SealedErrorCode, SealedFileError, SealKey, Vault
 
 VAULT_FILE = "vault.pav"
@@ -47,6 +47,10 @@ ACTION_REQUIRED = "action_required"
 
 class StoreError(Exception):
     """The vault cannot be read or does not hold what was asked for."""
+
+
+class WrongVaultPassphrase(StoreError, WrongPassphrase):
+    """The passphrase does not open the vault (on a terminal it is asked again)."""
 
 
 class PassphraseChanged(StoreError):
@@ -278,7 +282,9 @@ class AccountStore:
         return f"the pushauth vault {self.path}"
 
     def passphrase(self) -> str:
-        """The vault's passphrase (asked once per process)."""
+        """The vault's passphrase (asked once per process, and checked: it opens the vault)."""
+        if self._passphrase is None and self.path.exists():
+            self._open()
         if self._passphrase is None:
             self._passphrase = self.passphrases.current(self.what)
         return self._passphrase
@@ -300,16 +306,23 @@ class AccountStore:
     def _open(self) -> Vault | None:
         if not self.path.exists():
             return None
+        if self._passphrase is None:  # typed on a terminal: asked again if wrong
+            self._passphrase, vault = self.passphrases.opened(self.what, self._open_with)
+        else:
+            vault = self._open_with(self._passphrase)
+        self._key = vault.seal_key
+        return vault
+
+    def _open_with(self, passphrase: str) -> Vault:
         try:
-            vault = Vault.open(self.path, self.passphrase(), known=self._key)
+            return Vault.open(self.path, passphrase, known=self._key)
         except SealedFileError as exc:
             if exc.code == SealedErrorCode.WRONG_PASSPHRASE:
                 if self._key is not None:  # it opened before, with this passphrase
                     raise PassphraseChanged(self.path) from None
                 self._passphrase = None  # a later prompt may get it right
+                raise WrongVaultPassphrase(f"{self.path}: {exc.message}") from None
             raise StoreError(f"{self.path}: {exc.message}") from None
-        self._key = vault.seal_key
-        return vault
 
     @staticmethod
     def _parse(vault: Vault) -> State:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import select
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,51 @@ def agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def agent(home: Path, *args: str, timeout: float = 60.0, **env: str) -> subprocess.CompletedProcess[str]:
     """`pushauth-agent --home HOME ARGS` with AGENT_ENV (plus `env`)."""
     return run_cli([AGENT, "--home", home, *args], timeout=timeout, env={**AGENT_ENV, **env})
+
+
+def on_a_terminal(
+    home: Path, args: list[str], answers: list[tuple[str, str]], env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """`pushauth-agent --home HOME ARGS` with stdin, stdout and stderr on a pty, in a
+    session of its own (so getpass reads that pty, never the terminal of the tests). For
+    each (prompt, answer): waits for `prompt` after the last one, types `answer`; returns
+    the exit code and all it wrote there. `env`: the environment (default: AGENT_ENV)."""
+    main, other = os.openpty()
+    proc = subprocess.Popen(
+        [AGENT, "--home", str(home), *args], stdin=other, stdout=other, stderr=other,
+        env=env if env is not None else {**os.environ, **AGENT_ENV}, start_new_session=True,
+    )  # fmt: skip
+    os.close(other)
+    seen = b""
+
+    def read() -> bytes:
+        nonlocal seen
+        if select.select([main], [], [], 0.05)[0]:
+            with contextlib.suppress(OSError):  # EIO: the agent closed its end
+                seen += os.read(main, 4096)
+        return seen
+
+    try:
+        after = 0
+        for prompt, answer in answers:
+            wanted = prompt.encode()
+
+            def asked(wanted: bytes = wanted, after: int = after) -> bool:
+                return wanted in read()[after:] or proc.poll() is not None
+
+            wait_until(asked, message=repr(prompt))
+            if wanted not in seen[after:]:
+                break  # it ended first: the caller sees what it said
+            after = seen.index(wanted, after) + len(wanted)
+            os.write(main, answer.encode() + b"\n")
+        code = proc.wait(timeout=30)
+        while len(seen) < len(read()):  # what it wrote before it ended
+            pass
+    finally:
+        os.close(main)
+        proc.kill()
+        proc.wait()
+    return code, seen.decode(errors="replace").replace("\r\n", "\n")
 
 
 async def run_agent(home: Path, *args: str) -> tuple[int, str, str]:

@@ -7,18 +7,16 @@ independent implementation) at the time the agent printed them.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import re
-import select
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from e2e_helpers import AGENT_ENV, agent_env  # noqa: F401  (autouse)
-from support import AGENT, assert_cli_error, run_cli, wait_until
+from e2e_helpers import AGENT_ENV, agent_env, on_a_terminal  # noqa: F401  (autouse)
+from support import AGENT, assert_cli_error, run_cli
 
 from device_agent import totp
 from device_agent.accounts_model import OtpAccount
@@ -278,37 +276,6 @@ def test_export_with_nothing_to_export(tmp_path: Path) -> None:
     assert_cli_error(agent(tmp_path / "home", "export"), contains="no verification-code accounts")
 
 
-def on_a_terminal(home: Path, args: list[str], answer: str) -> tuple[int, str]:
-    """`pushauth-agent --home HOME ARGS` with stdin and stdout on a pty: waits for its
-    "[y/N]" question, types `answer`; returns the exit code and all it wrote there."""
-    main, other = os.openpty()
-    proc = subprocess.Popen(
-        [AGENT, "--home", str(home), *args], stdin=other, stdout=other, stderr=subprocess.PIPE,
-        env={**os.environ, **AGENT_ENV},
-    )  # fmt: skip
-    os.close(other)
-    seen = b""
-
-    def read() -> bytes:
-        nonlocal seen
-        if select.select([main], [], [], 0.05)[0]:
-            with contextlib.suppress(OSError):  # EIO: the agent closed its end
-                seen += os.read(main, 4096)
-        return seen
-
-    try:
-        wait_until(lambda: b"[y/N]" in read() or proc.poll() is not None, message="the question")
-        os.write(main, answer.encode() + b"\n")
-        code = proc.wait(timeout=30)
-        while len(seen) < len(read()):  # what it wrote before it ended
-            pass
-    finally:
-        os.close(main)
-        proc.kill()
-        proc.wait()
-    return code, seen.decode(errors="replace").replace("\r\n", "\n")
-
-
 def test_remove_asks_on_a_terminal_and_needs_yes_elsewhere(tmp_path: Path) -> None:
     home, auto = tmp_path / "home", tmp_path / "auto.backup"
     ok(home, "add", "otpauth://totp/GitHub:carol?secret=JBSWY3DPEHPK3PXP&issuer=GitHub")
@@ -324,12 +291,12 @@ def test_remove_asks_on_a_terminal_and_needs_yes_elsewhere(tmp_path: Path) -> No
     assert auto.read_bytes() == written
 
     # A terminal: asked, naming what is lost; anything but y keeps it.
-    code, said = on_a_terminal(home, ["remove", "GitHub: carol"], "n")
+    code, said = on_a_terminal(home, ["remove", "GitHub: carol"], [("[y/N]", "n")])
     assert code == 0, said
     assert 'Remove "GitHub: carol"? Its verification-code secret is deleted here' in said
     assert "Nothing was removed." in said
     assert [e.name for e in AccountStore(home).entries()] == ["GitHub: carol"]
-    code, said = on_a_terminal(home, ["remove", "GitHub: carol"], "y")
+    code, said = on_a_terminal(home, ["remove", "GitHub: carol"], [("[y/N]", "y")])
     assert code == 0 and 'Removed "GitHub: carol"' in said, said
     assert AccountStore(home).entries() == []
 

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent_env  # noqa: F401  (autouse)
+from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent_env, on_a_terminal  # noqa: F401  (autouse)
 from support import AGENT, assert_cli_error, run_cli
 
 from device_agent.passphrase import (
@@ -104,6 +104,61 @@ def test_wrong_passphrase_is_one_line_and_leaves_the_vault_untouched(tmp_path: P
         assert_cli_error(result, contains="wrong passphrase")
         assert result.returncode == 2
     assert (home / "vault.pav").read_bytes() == before
+
+
+def typing_env() -> dict[str, str]:
+    """A person at a terminal: no passphrase in the environment (the cheap KDF stays)."""
+    return {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+
+
+def test_a_passphrase_typed_on_a_terminal_is_asked_again_up_to_three_times(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert agent(home, "add", URI).returncode == 0
+    before = (home / "vault.pav").read_bytes()
+    ask = "Passphrase of the pushauth vault"
+
+    # Wrong, then nothing, then right: asked three times, and the command runs.
+    code, said = on_a_terminal(
+        home, ["accounts"], [(ask, "not it"), (ask, ""), (ask, TEST_PASSPHRASE)], env=typing_env()
+    )
+    assert code == 0, said
+    assert "Wrong passphrase, try again (2 left)" in said
+    assert "No passphrase typed, try again (1 left)" in said
+    assert "ACME: alice" in said
+    assert said.count(ask) == 3
+
+    # Three wrong ones: the last says why, once, and the command ends (exit 2).
+    code, said = on_a_terminal(home, ["accounts"], [(ask, "not it")] * 3, env=typing_env())
+    assert code == 2, said
+    assert said.count(ask) == 3 and "(1 left)" in said and "(0 left)" not in said
+    assert said.count("wrong passphrase for this") == 1
+    assert "ACME: alice" not in said
+
+    # An empty one last: "no passphrase typed", never "wrong passphrase".
+    code, said = on_a_terminal(home, ["accounts"], [(ask, "")] * 3, env=typing_env())
+    assert code == 2, said
+    assert said.count("No passphrase typed, try again") == 2
+    assert "pushauth-agent: no passphrase typed" in said and "wrong" not in said.lower()
+    assert (home / "vault.pav").read_bytes() == before
+
+    # From the environment (scripts): one try, no prompt.
+    result = agent(home, "accounts", **{PASSPHRASE_ENV: "not it"})
+    assert_cli_error(result, contains="wrong passphrase")
+    assert "try again" not in result.stderr
+
+
+def test_the_passphrase_of_a_backup_file_is_asked_again_on_a_terminal(tmp_path: Path) -> None:
+    home, new, backup = tmp_path / "home", tmp_path / "new", tmp_path / "b.backup"
+    assert agent(home, "add", URI).returncode == 0
+    assert agent(home, "backup", "--to", str(backup)).returncode == 0
+    ask = "Passphrase of the backup"
+    code, said = on_a_terminal(
+        new, ["restore", "--from", str(backup)], [(ask, "not it"), (ask, TEST_PASSPHRASE)], env=typing_env()
+    )
+    assert code == 0, said
+    assert "Wrong passphrase, try again (2 left)" in said
+    assert "1 restored" in said
+    assert Vault.open(new / "vault.pav", TEST_PASSPHRASE).records["entries"]
 
 
 def test_without_a_passphrase_or_a_terminal_it_says_how_and_makes_nothing(tmp_path: Path) -> None:
@@ -203,7 +258,8 @@ def test_two_different_new_passphrases_are_refused() -> None:
 def test_a_wrong_typed_passphrase_can_be_retried_in_the_same_process(tmp_path: Path) -> None:
     home = tmp_path / "home"
     AccountStore(home).add_many_otp([])
-    answers = iter(["wrong", TEST_PASSPHRASE])
+    # Three tries per read (see the terminal test above), then a later read asks anew.
+    answers = iter(["wrong", "wrong", "wrong", TEST_PASSPHRASE])
     store = AccountStore(home, Passphrases(env={}, ask=lambda _p: next(answers), interactive=True))
     with pytest.raises(StoreError, match="wrong passphrase"):
         store.entries()
