@@ -20,6 +20,7 @@ from protocol import b64, signing
 from protocol.uri import insecure_transport, split_url
 
 from .errors import InsecureBroker, Refused, Unreachable, UsageError
+from .messages import cannot_reach
 
 TIMEOUT_S = 15.0
 DEFAULT_BACKUP_NAME = "default"
@@ -45,13 +46,16 @@ def now_ms() -> int:
 
 
 def _call(
-    method: str, url: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
+    broker: str, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
+    """`method` `path` at the broker's HTTP origin; `broker` (its device WebSocket URL,
+    or the --broker given) names it when it cannot be reached."""
     # Imported here: urllib.request (with http.client, email and ssl) is a fifth of the
     # agent's start-up, and most runs of the agent never call a broker over HTTP.
     import urllib.error
     import urllib.request
 
+    url = http_base(broker) + path
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
@@ -60,8 +64,9 @@ def _call(
         return exc.code, exc.read()
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        # The origin, not the URL: a path may hold a blob id, which need not be shown.
-        raise Unreachable(f"cannot reach the broker at {http_base(url)}: {reason}") from None
+        # Named as over WebSocket, never by `url`: its path may hold a blob id, which
+        # need not be shown.
+        raise Unreachable(cannot_reach(broker, reason)) from None
 
 
 def _problem(status: int, data: bytes) -> tuple[str, str]:
@@ -72,9 +77,9 @@ def _problem(status: int, data: bytes) -> tuple[str, str]:
         return str(status), ""
 
 
-def _json_call(url: str, payload: dict[str, Any]) -> tuple[int, Any, str]:
+def _json_call(broker: str, path: str, payload: dict[str, Any]) -> tuple[int, Any, str]:
     status, data = _call(
-        "POST", url, body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+        broker, "POST", path, body=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
     )
     if status >= 400:
         code, detail = _problem(status, data)
@@ -92,8 +97,8 @@ def _blob_request(broker: str, seed: bytes, op: str, body: bytes) -> tuple[int, 
     headers = {"X-Pushauth-Time": str(ts), "X-Pushauth-Signature": b64.encode(sig)}
     if op == "put":
         headers["Content-Type"] = "application/octet-stream"
-    url = f"{http_base(broker)}/v1/backups/{quote(blob_id)}"
-    return _call(op.upper(), url, body=body if op == "put" else None, headers=headers)
+    path = f"/v1/backups/{quote(blob_id)}"
+    return _call(broker, op.upper(), path, body=body if op == "put" else None, headers=headers)
 
 
 def put_backup(broker: str, seed: bytes, blob: bytes) -> None:
@@ -142,9 +147,9 @@ def set_recovery_key(
     ts = now_ms() if ts is None else ts
     recovery_pk = signing.public_key(recovery_seed)
     sig = signing.sign(seed, signing.recovery_key_bytes(cid, recovery_pk, ts))
-    url = f"{http_base(broker)}/v1/credentials/{quote(cid)}/recovery-key"
+    path = f"/v1/credentials/{quote(cid)}/recovery-key"
     status, code, detail = _json_call(
-        url, {"recovery_pk": b64.encode(recovery_pk), "ts": ts, "sig": b64.encode(sig)}
+        broker, path, {"recovery_pk": b64.encode(recovery_pk), "ts": ts, "sig": b64.encode(sig)}
     )
     if status == 204:
         return True
@@ -180,7 +185,7 @@ def recover(
         "recovery_sig": b64.encode(signing.sign(recovery_seed, message)),
         "sig": b64.encode(signing.sign(seed, message)),
     }
-    status, body, detail = _json_call(f"{http_base(broker)}/v1/recoveries", payload)
+    status, body, detail = _json_call(broker, "/v1/recoveries", payload)
     if status != 201:
         raise Refused(f"the broker refused the recovery: {detail or body}", code=str(body))
     fields = ("id", "rp", "rp_name", "user", "account")

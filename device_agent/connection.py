@@ -40,7 +40,7 @@ from protocol.session import ClientSession, sign_answer, sign_recovery_answer
 from protocol.uri import insecure_transport
 
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable
-from .messages import close_message, error_message
+from .messages import cannot_reach, close_message, error_message
 
 OPEN_TIMEOUT_S = 10.0
 REPLY_TIMEOUT_S = 15.0
@@ -89,7 +89,12 @@ class Connection:
                 close_timeout=2,
             )
         except (OSError, TimeoutError, wse.WebSocketException) as exc:  # refused, DNS, not a WebSocket...
-            raise Unreachable(f"cannot reach the broker at {url}: {_describe(exc)}") from None
+            why = (
+                f"HTTP {exc.response.status_code} instead of a WebSocket"
+                if isinstance(exc, wse.InvalidStatus)
+                else exc
+            )
+            raise Unreachable(cannot_reach(url, why)) from None
         if ws.subprotocol is None:
             # A broker that picked no version speaks none we do: version 1 brokers
             # ignore the offer. Stop before its frames are misread.
@@ -300,19 +305,6 @@ def _closed(exc: wse.ConnectionClosed) -> str:
     """Why the connection closed: the broker's close frame, else ours, else none."""
     close = exc.rcvd or exc.sent
     return close_message(close.code, close.reason) if close else close_message(None)
-
-
-def _describe(exc: BaseException) -> str:
-    """A short reason for a failed connect, without a traceback."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is it running?)"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, wse.InvalidStatus):
-        return f"HTTP {exc.response.status_code} instead of a WebSocket"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
 
 
 __all__ = ["AgentError", "Connection", "Refused", "Unreachable", "now_ms"]

@@ -165,6 +165,25 @@ def removal_loss(rp_name: str | None, *, active_key: bool, codes: bool) -> str:
 
 # Asked before a "this wasn't me" report is sent (listen's r, the screen's Ctrl+R): it
 # cannot be taken back, and it pauses push for the account at the service.
+def cannot_reach(broker: str, exc: BaseException | str) -> str:
+    """A broker that could not be reached, named by the URL it is known by (the account's
+    ws://.../v1/device, or the --broker given): the same words over WebSocket and HTTP."""
+    return f"cannot reach the broker at {broker}: {connect_failure(exc)}"
+
+
+def connect_failure(exc: BaseException | str) -> str:
+    """A short reason for a failed connection, without a traceback or an errno."""
+    if isinstance(exc, str):
+        return exc
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is it running?)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 NO_PASSPHRASE_TYPED = "no passphrase typed"
 
 

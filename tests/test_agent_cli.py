@@ -427,6 +427,22 @@ def test_pending_and_approve_with_the_broker_down(tmp_path: Path) -> None:
     assert result.returncode == 3
 
 
+def test_backup_to_an_unreachable_broker_says_what_pending_says(tmp_path: Path) -> None:
+    # The HTTP requests (backups, recovery keys) said "[Errno 111] Connection refused"
+    # and named the broker by its http:// origin, unlike every WebSocket command.
+    broker = dead_broker()
+    home = tmp_path / "home"
+    store_with_account(home, broker)
+    (item,) = json.loads(agent(home, "pending", "--json").stdout)
+    said = item["error"]
+    assert said == f"cannot reach the broker at {broker}: connection refused (is it running?)"
+    for args in (["--broker", broker], []):  # named, or the account's broker
+        result = agent(home, "backup", "--to", "broker", *args)
+        assert_cli_error(result, contains=said)
+        assert result.returncode == 3
+        assert "Errno" not in result.stderr
+
+
 def test_enroll_keeps_totp_parameters_of_the_uri_when_parsing(tmp_path: Path) -> None:
     # The URI parser accepts TOTP parameters; with the broker down nothing is stored.
     uri = enroll_uri(dead_broker(), totp=TotpParams("JBSWY3DPEHPK3PXPJBSWY3DP", "SHA256", 8, 30))

@@ -359,7 +359,10 @@ async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works
         result = agent(old, "passwd", **{NEW_PASSPHRASE_ENV: NEW_PASSPHRASE})
         assert result.returncode == 3, result.stderr
         assert "The vault passphrase was changed." in result.stdout
-        assert f"the recovery key of {ACCOUNT} was NOT renewed (cannot reach the broker" in result.stderr
+        # In the words and with the broker URL of every WebSocket command (not its
+        # http:// origin and an "[Errno 111]").
+        unreachable = f"cannot reach the broker at {own.ws_url}: connection refused (is it running?)"
+        assert f"the recovery key of {ACCOUNT} was NOT renewed ({unreachable}" in result.stderr
         assert "the old recovery key in your backups still works for it once" in result.stderr
         assert "pushauth-agent backup retire when the broker can be reached" in result.stderr
         monkeypatch.setenv(PASSPHRASE_ENV, NEW_PASSPHRASE)
