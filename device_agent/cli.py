@@ -312,7 +312,8 @@ def build_parser() -> Parser:
         f"or taken from {IMPORT_PASSWORD_ENV}), or a text file with otpauth:// or\n"
         "otpauth-migration:// URIs (Google Authenticator's export QR codes), one per line.\n"
         "A single such URI can be given instead of FILE. Prints what was added, what was\n"
-        "skipped as a duplicate and what was refused, by name, with the reason.",
+        "skipped as a duplicate and what was refused, by name, with the reason (e.g. a\n"
+        "label whose %-escapes are not UTF-8 text).",
     )
     c.add_argument("source", metavar="FILE|URI", help="the export file, or one URI")
 

@@ -119,6 +119,12 @@ def test_push_accounts_with_totp_from_enrollment_show_codes(tmp_path: Path) -> N
         ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&digits=9", "digits"),
         ("otpauth://totp/x?secret=JBSWY3DPEHPK3PXP&algorithm=MD5", "algorithm"),
         ("https://example.com", "otpauth"),
+        # Escapes that are not UTF-8 text became "A: \ufffd\ufffd" without a word.
+        (
+            "otpauth://totp/A:%FF%FE?secret=JBSWY3DPEHPK3PXP",
+            "the label 'A:%FF%FE' has %-escapes that are not UTF-8",
+        ),
+        ("otpauth://totp/bob?secret=JBSWY3DPEHPK3PXP&issuer=%C3%28", "the issuer '%C3%28' has %-escapes"),
     ],
 )
 def test_a_malformed_uri_is_one_line_and_changes_nothing(tmp_path: Path, uri: str, contains: str) -> None:
@@ -199,6 +205,23 @@ def test_import_of_unreadable_sources_is_one_line(tmp_path: Path) -> None:
     result = agent(home, "import", broken)
     assert result.returncode == 1 and "refused: line 1" in result.stdout
     assert vault_bytes(home) == before
+
+
+def test_import_reports_a_label_that_is_not_utf8_by_name_and_adds_the_others(tmp_path: Path) -> None:
+    home, uris = tmp_path / "home", tmp_path / "uris.txt"
+    uris.write_text(
+        "otpauth://totp/A:%FF%FE?secret=JBSWY3DPEHPK3PXP\n"
+        "otpauth://totp/B:carol?secret=GEZDGNBVGY3TQOJQ\n"
+        "otpauth://totp/dan?secret=GEZDGNBVGY3TQOJQGEZA&issuer=%C3%28\n"
+    )
+    result = agent(home, "import", str(uris))
+    out = result.stdout.splitlines()
+    assert (
+        "refused: line 1 (A: \ufffd\ufffd): the label 'A:%FF%FE' has %-escapes that are not UTF-8 text" in out
+    )
+    assert "refused: line 3 (\ufffd(: dan): the issuer '%C3%28' has %-escapes that are not UTF-8 text" in out
+    assert "added: B: carol" in out and out[-1] == "1 added, 0 duplicate, 2 refused"
+    assert [e.name for e in AccountStore(home).entries()] == ["B: carol"]
 
 
 def _otps(home: Path) -> dict[str, OtpAccount]:

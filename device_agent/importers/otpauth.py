@@ -8,12 +8,14 @@ secrets, a label with or without the issuer prefix, an issuer parameter that
 differs from the prefix (the parameter wins), a literal or %3A-encoded colon,
 "+" or %20 for spaces in parameters, algorithm names such as "sha1" or
 "SHA-256", parameter names in any case, and unknown extra parameters (image=...).
+Not tolerated: %-escapes in the label or a parameter read that are not UTF-8 text,
+which would otherwise become U+FFFD ("A: \ufffd\ufffd") without a word.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import quote, unquote, unquote_plus, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ..accounts_model import InvalidAccount, OtpAccount, decode_base32_secret, encode_base32_secret
 from ..accounts_model import normalize_algorithm as _normalize_algorithm
@@ -27,7 +29,18 @@ def _invalid(reason: str) -> ImportSourceError:
     return ImportSourceError(ImportErrorCode.INVALID_ACCOUNT, reason)
 
 
+def _text(raw: str, what: str, *, strict: bool = True) -> str:
+    """`raw` percent-decoded; escapes that are not UTF-8 text are refused (`strict`), or
+    (for a refusal's label only) shown as U+FFFD."""
+    try:
+        return unquote(raw, errors="strict" if strict else "replace")
+    except UnicodeDecodeError:
+        raise _invalid(f"the {what} {raw!r} has %-escapes that are not UTF-8 text") from None
+
+
 def _query(query: str) -> dict[str, str]:
+    """The parameters by name, their values still escaped (_param decodes one when it
+    is read: an unknown parameter is never decoded, so it cannot spoil the URI)."""
     params: dict[str, str] = {}
     for part in query.split("&"):
         if not part:
@@ -36,12 +49,17 @@ def _query(query: str) -> dict[str, str]:
         key = unquote(key).strip().lower()
         if key in params:
             raise _invalid(f"parameter {key!r} is given twice")
-        params[key] = unquote_plus(value)
+        params[key] = value
     return params
 
 
+def _param(params: dict[str, str], key: str, *, strict: bool = True) -> str:
+    """The decoded value of parameter `key` ("" when absent), "+" read as a space."""
+    return _text(params.get(key, "").replace("+", " "), key, strict=strict)
+
+
 def _int_param(params: dict[str, str], key: str, default: int) -> int:
-    text = params.get(key, "").strip()
+    text = _param(params, key).strip()
     if not text:
         return default
     # ASCII digits only: isdecimal() alone takes other scripts' digits ("\u0666" is 6),
@@ -51,13 +69,13 @@ def _int_param(params: dict[str, str], key: str, default: int) -> int:
     return int(text)
 
 
-def _split_label(path: str, issuer_param: str) -> tuple[str, str]:
+def _split_label(path: str, issuer_param: str, *, strict: bool = True) -> tuple[str, str]:
     """(issuer prefix, name) from the URI path; the prefix is "" when there is none.
 
     The prefix ends at the first colon, unless the label starts with the issuer
     parameter and a colon: then an issuer that itself holds a colon stays whole.
     """
-    label = unquote(path.removeprefix("/")).strip()
+    label = _text(path.removeprefix("/"), "label", strict=strict).strip()
     if issuer_param and label.startswith(issuer_param + ":"):
         return issuer_param, label[len(issuer_param) + 1 :].strip()
     prefix, sep, rest = label.partition(":")
@@ -81,17 +99,18 @@ def parse_uri(text: str) -> OtpAccount:
     if kind not in ("totp", "hotp"):
         raise _invalid(f"unsupported token type {kind!r} (only totp and hotp)")
     params = _query(parts.query)
-    prefix, name = _split_label(parts.path, params.get("issuer", "").strip())
-    issuer = params.get("issuer", "").strip() or prefix
+    issuer_param = _param(params, "issuer").strip()
+    prefix, name = _split_label(parts.path, issuer_param)
+    issuer = issuer_param or prefix
     if "secret" not in params:
         raise _invalid("the URI has no secret")
     try:
         return OtpAccount(
-            secret=decode_base32_secret(params["secret"]),
+            secret=decode_base32_secret(_param(params, "secret")),
             name=name,
             issuer=issuer,
             kind=kind,
-            algorithm=_normalize_algorithm(params.get("algorithm") or "SHA1"),
+            algorithm=_normalize_algorithm(_param(params, "algorithm") or "SHA1"),
             digits=_int_param(params, "digits", 6),
             period=_int_param(params, "period", 30),
             # The spec requires a counter for HOTP, but some exporters leave out counter=0.
@@ -108,10 +127,10 @@ def describe(text: str) -> str:
     except ValueError:
         return "?"
     try:
-        issuer_param = _query(parts.query).get("issuer", "").strip()
+        issuer_param = _param(_query(parts.query), "issuer", strict=False).strip()
     except ImportSourceError:
         issuer_param = ""
-    prefix, name = _split_label(parts.path, issuer_param)
+    prefix, name = _split_label(parts.path, issuer_param, strict=False)
     issuer = issuer_param or prefix
     label = f"{issuer}: {name}" if issuer and name else issuer or name
     return label or "?"

@@ -12,6 +12,8 @@
 // dashed secrets, a label with or without the issuer prefix, an issuer parameter that
 // differs from the prefix (the parameter wins), "+" or %20 for spaces, algorithm names
 // such as "sha1" or "HmacSHA256", parameter names in any case, unknown parameters.
+// Refused as the agent refuses them: %-escapes in the label or in a parameter read
+// that are not UTF-8 text (they would become U+FFFD without a word).
 
 import { base32Decode, base32Encode } from "./protocol/bytes.js";
 
@@ -65,10 +67,12 @@ function repr(text) {
 }
 
 const utf8Lenient = new TextDecoder("utf-8"); // errors become U+FFFD, as errors="replace"
+const utf8Strict = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }); // errors="strict"
 
 // urllib.parse.unquote: each run of ASCII characters is percent-decoded to bytes and
 // read as UTF-8; other characters stay as they are; a "%" without two hex digits stays.
-export function unquote(text) {
+// `strict`: bytes that are not UTF-8 throw (a TypeError), as errors="strict" raises.
+export function unquote(text, strict = false) {
   if (!text.includes("%")) return text;
   return text.replace(/[\x00-\x7f]+/g, (run) => {
     const bytes = [];
@@ -79,11 +83,9 @@ export function unquote(text) {
       if (escaped) bytes.push(parseInt(item.slice(0, 2), 16));
       for (const ch of escaped ? item.slice(2) : `%${item}`) bytes.push(ch.charCodeAt(0));
     }
-    return utf8Lenient.decode(new Uint8Array(bytes));
+    return (strict ? utf8Strict : utf8Lenient).decode(new Uint8Array(bytes));
   });
 }
-
-const unquotePlus = (text) => unquote(text.replaceAll("+", " "));
 
 const SCHEME_CHARS = /^[A-Za-z0-9+.-]*$/;
 const C0_OR_SPACE = /^[\x00-\x20]+/;
@@ -210,13 +212,25 @@ function query(text) {
     const [rawKey, value] = eq < 0 ? [part, ""] : [part.slice(0, eq), part.slice(eq + 1)];
     const key = strip(unquote(rawKey)).toLowerCase();
     if (params.has(key)) throw invalid(`parameter ${repr(key)} is given twice`);
-    params.set(key, unquotePlus(value));
+    params.set(key, value); // decoded when read (param): an unknown one never is
   }
   return params;
 }
 
+// otpauth.py's _text: `raw` percent-decoded; escapes that are not UTF-8 text refused.
+function decoded(raw, what) {
+  try {
+    return unquote(raw, true);
+  } catch {
+    throw invalid(`the ${what} ${repr(raw)} has %-escapes that are not UTF-8 text`);
+  }
+}
+
+// The decoded value of parameter `key` ("" when absent), "+" read as a space.
+const param = (params, key) => decoded((params.get(key) ?? "").replaceAll("+", " "), key);
+
 function intParam(params, key, fallback) {
-  const text = strip(params.get(key) ?? "");
+  const text = strip(param(params, key));
   if (!text) return BigInt(fallback);
   if (!/^[0-9]+$/.test(text)) throw invalid(`${key} must be a whole number, not ${repr(text)}`);
   return BigInt(text);
@@ -225,7 +239,7 @@ function intParam(params, key, fallback) {
 // [issuer prefix, name] of the URI's path: the prefix ends at the first colon, unless
 // the label starts with the issuer parameter and a colon (an issuer with a colon).
 function splitLabel(path, issuerParam) {
-  const label = strip(unquote(path.startsWith("/") ? path.slice(1) : path));
+  const label = strip(decoded(path.startsWith("/") ? path.slice(1) : path, "label"));
   if (issuerParam && label.startsWith(`${issuerParam}:`)) return [issuerParam, strip(label.slice(issuerParam.length + 1))];
   const colon = label.indexOf(":");
   if (colon < 0) return ["", label];
@@ -246,12 +260,12 @@ export function parseOtpauth(input) {
   const kind = parts.netloc.toLowerCase();
   if (kind !== "totp" && kind !== "hotp") throw invalid(`unsupported token type ${repr(kind)} (only totp and hotp)`);
   const params = query(parts.query);
-  const issuerParam = strip(params.get("issuer") ?? "");
+  const issuerParam = strip(param(params, "issuer"));
   const [prefix, name] = splitLabel(parts.path, issuerParam);
   if (!params.has("secret")) throw invalid("the URI has no secret");
   // In the order the agent evaluates them, so that a URI with two faults gets its reason.
-  const secret = decodeSecret(params.get("secret"));
-  const algorithm = normalizeAlgorithm(params.get("algorithm") || "SHA1");
+  const secret = decodeSecret(param(params, "secret"));
+  const algorithm = normalizeAlgorithm(param(params, "algorithm") || "SHA1");
   const digits = intParam(params, "digits", 6);
   const period = intParam(params, "period", 30);
   // The spec requires a counter for HOTP, but some exporters leave out counter=0.
