@@ -25,6 +25,7 @@ from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphra
 from device_agent.store import AccountStore, Registration
 from device_agent.tui import AgentApp, NoticeScreen, ReportScreen, RequestScreen
 from protocol.challenge import Status
+from relying_party.models import Challenge
 from relying_party.sdk import PushAuthClient
 
 CONTEXT = {"app": "Webmail", "ip": "203.0.113.5", "location": "Lyon, FR"}
@@ -60,6 +61,14 @@ def expires_in(screen: RequestScreen) -> int:
     return int(found.group(1))
 
 
+async def request_shown(pilot: Pilot[Any], app: AgentApp, client: PushAuthClient) -> Challenge:
+    """Once the screen is connected, a sign-in request for alice, shown as its dialog."""
+    await until(pilot, lambda: connected(app), "the broker connection")
+    ch = await client.create_challenge("alice", CONTEXT, ttl=60)
+    await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+    return ch
+
+
 def rows(app: AgentApp) -> list[list[str]]:
     table = app.query_one("#accounts", DataTable)
     return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
@@ -72,9 +81,7 @@ async def test_a_push_arrives_the_number_is_typed_and_the_broker_records_approve
     cred = await enroll(client, home)
     app = AgentApp(AccountStore(home))
     async with app.run_test(size=(100, 32)) as pilot:
-        await until(pilot, lambda: connected(app), "the broker connection")
-        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
-        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        ch = await request_shown(pilot, app, client)
         screen = dialog(app)
         assert screen is not None and screen.request.challenge.ch == ch.id
         for text in ("Test RP", "alice@example.com", "Webmail", "203.0.113.5", "Lyon, FR"):
@@ -101,9 +108,7 @@ async def test_deny_and_report_from_the_keyboard(
     cred = await enroll(client, home)
     app = AgentApp(AccountStore(home))
     async with app.run_test(size=(100, 32)) as pilot:
-        await until(pilot, lambda: connected(app), "the broker connection")
-        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
-        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        ch = await request_shown(pilot, app, client)
         await pilot.press("9")  # a half-typed number does not matter for a denial
         await pilot.press(*keys)
         result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
@@ -117,9 +122,7 @@ async def test_report_asks_first_and_no_goes_back_to_the_request(
     cred = await enroll(client, home)
     app = AgentApp(AccountStore(home))
     async with app.run_test(size=(100, 32)) as pilot:
-        await until(pilot, lambda: connected(app), "the broker connection")
-        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
-        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        ch = await request_shown(pilot, app, client)
         await pilot.press("ctrl+r")
         await until(pilot, lambda: isinstance(app.screen, ReportScreen), "the report question")
         question = str(app.screen.query_one("#report-question", Static).render())
@@ -171,9 +174,7 @@ async def test_a_request_answered_by_a_command_of_this_device_says_so(
     await enroll(client, home)
     app = AgentApp(AccountStore(home))
     async with app.run_test(size=(100, 32)) as pilot:
-        await until(pilot, lambda: connected(app), "the broker connection")
-        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
-        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        ch = await request_shown(pilot, app, client)
         done = await asyncio.to_thread(run_cli, [AGENT, "--home", home, "deny", ch.id], env=AGENT_ENV)
         assert done.returncode == 0, done.stderr
         await until(pilot, lambda: dialog(app) is None, "the dialog to close")

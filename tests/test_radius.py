@@ -471,10 +471,10 @@ def test_a_challenge_not_answered_in_time_expires(
     audit_line(proc, r"decision=reject outcome=expired user=alice")
 
 
-def test_push_only_waits_for_the_approval_in_the_first_request(
-    setup: Setup, servers: dict[str, tuple[ManagedProcess, int]]
-) -> None:
-    proc, port = servers["push-only"]
+@contextlib.contextmanager
+def push_only_request(port: int) -> Iterator[dict[str, Reply]]:
+    """alice's Access-Request to a push-only server, sent from a thread (the reply comes
+    only once the push is answered); its reply is in ["reply"] after the block."""
     result: dict[str, Reply] = {}
 
     def ask() -> None:
@@ -482,11 +482,21 @@ def test_push_only_waits_for_the_approval_in_the_first_request(
 
     asking = threading.Thread(target=ask)
     asking.start()
-    request = only_pending(setup.home)
-    # The device is told that no number is shown; the one it types is not checked.
-    assert "none is shown" in request["context"]["number to type"]
-    agent_ok(setup.home, "approve", request["id"], "--number", "11")
-    asking.join(DEADLINE)
+    try:
+        yield result
+    finally:
+        asking.join(DEADLINE)
+
+
+def test_push_only_waits_for_the_approval_in_the_first_request(
+    setup: Setup, servers: dict[str, tuple[ManagedProcess, int]]
+) -> None:
+    proc, port = servers["push-only"]
+    with push_only_request(port) as result:
+        request = only_pending(setup.home)
+        # The device is told that no number is shown; the one it types is not checked.
+        assert "none is shown" in request["context"]["number to type"]
+        agent_ok(setup.home, "approve", request["id"], "--number", "11")
     assert result["reply"].code == "Access-Accept", result["reply"].text
     audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
 
@@ -535,20 +545,13 @@ def test_push_only_under_the_rps_policy_tells_the_device_no_length_it_may_not_as
 ) -> None:
     setup, servers = nist
     proc, port = servers["push-only"]
-    result: dict[str, Reply] = {}
-
-    def ask() -> None:
-        result["reply"] = radclient(port, 'User-Name = "alice"', 'User-Password = "x"')
-
-    asking = threading.Thread(target=ask)
-    asking.start()
-    request = only_pending(setup.home)
-    # The hint was written before the broker chose the number's length: it names none
-    # (a 2-digit one here was wrong), and the device asks for the policy's 6 digits.
-    assert request["context"]["number to type"] == core.PUSH_ONLY_HINT
-    assert (request["digits"], request["expires_at"] - request["created_at"]) == (6, 120_000)
-    agent_ok(setup.home, "approve", request["id"], "--number", "1" * request["digits"])
-    asking.join(DEADLINE)
+    with push_only_request(port) as result:
+        request = only_pending(setup.home)
+        # The hint was written before the broker chose the number's length: it names none
+        # (a 2-digit one here was wrong), and the device asks for the policy's 6 digits.
+        assert request["context"]["number to type"] == core.PUSH_ONLY_HINT
+        assert (request["digits"], request["expires_at"] - request["created_at"]) == (6, 120_000)
+        agent_ok(setup.home, "approve", request["id"], "--number", "1" * request["digits"])
     assert result["reply"].code == "Access-Accept", result["reply"].text
     audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
 
