@@ -13,6 +13,7 @@ the enums below are what this version sends, not all a receiver may see.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -73,15 +74,21 @@ class Frame:
     SCHEMA: ClassVar[dict[str, f.Validator]]
 
     def to_wire(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            name: getattr(self, name)
-            for name, check in self.SCHEMA.items()
-            if not (isinstance(check, f.Added) and getattr(self, name) is None)  # left out when nil
-        }
+        body: dict[str, Any] = {name: getattr(self, name) for name in self.SCHEMA}
+        for name in _added_fields(type(self)):
+            if body[name] is None:
+                del body[name]  # a field added within the version is left out when nil
         for key, value in body.items():
             if isinstance(value, tuple):  # msgpack has one array type
                 body[key] = list(value)
         return body
+
+
+@functools.cache
+def _added_fields(cls: type[Frame]) -> tuple[str, ...]:
+    """A frame type's fields added within the version (f.Added), found once per type:
+    to_wire runs for every frame sent, and most types have none."""
+    return tuple(name for name, check in cls.SCHEMA.items() if isinstance(check, f.Added))
 
 
 # -- broker -> device ---------------------------------------------------------
