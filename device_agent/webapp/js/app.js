@@ -941,10 +941,19 @@ async function answerNotice(decision) {
     const result = await n.connection.answerNotice(n.frame, account.privateKey, decision);
     notices.delete(n.frame.notice);
     // The recovery used this account's recovery key up (a recovery key works once).
-    if (account.recovery) await db.putAccount({ ...account, recovery: null });
+    const wasRecoverable = Boolean(account.recovery);
+    if (wasRecoverable) await db.putAccount({ ...account, recovery: null });
     const said = NOTICE_OUTCOMES[result.outcome] ?? `The recovery question was closed (${printable(result.outcome)}).`;
     // After a "no", the renewal stops the automatic copy before the list is refreshed.
-    const renewed = result.outcome === "disowned" ? await retireBackups(account.cid) : null;
+    // After a "yes", only this account gets a new key, so that this phone's backups
+    // (the automatic copy too, at the refresh below) bring it back by themselves again,
+    // as the agent does.
+    let renewed = null;
+    if (result.outcome === "disowned") renewed = await retireBackups(account.cid);
+    else if (result.outcome === "confirmed" && wasRecoverable) {
+      const failed = await renewRecoveryKey(await db.getAccount(account.cid));
+      renewed = failed ? `Not done: ${failed}; Retire older backups does it later.` : null;
+    }
     await refreshAccounts(); // (and the automatic server copy, which held the spent key)
     toast(renewed ? `${said} ${renewed}` : said);
   } catch (exc) {
@@ -979,14 +988,8 @@ async function retireBackups(answeredCid = null) {
   const failed = [];
   for (const account of await db.listAccounts()) {
     if (!hasKey(account) || !(account.recovery || account.cid === answeredCid)) continue;
-    try {
-      const fresh = await newRecoveryKey();
-      const taken = await brokerHttp.setRecoveryKey(account.broker, account.cid, account.privateKey, fresh.publicKey);
-      const recovery = taken ? { publicKey: fresh.publicKey, seed: await sealed.seal(fresh.seed, `recovery:${account.cid}`) } : null;
-      await db.putAccount({ ...(await db.getAccount(account.cid)), recovery });
-    } catch (exc) {
-      failed.push(`${account.name}'s recovery key was not renewed (${exc.message})`);
-    }
+    const why = await renewRecoveryKey(account);
+    if (why) failed.push(why);
   }
   const kept = [];
   for (const copy of (await db.getSetting(COPIES_SETTING)) ?? []) {
@@ -1005,6 +1008,20 @@ async function retireBackups(answeredCid = null) {
   // backup holds (as the agent says, device_agent/backup_actions.py OLD_CODES_STILL_WORK).
   if ((await db.listAccounts()).some((a) => a.totp)) done += ` ${OLD_CODES_STILL_WORK}`;
   return failed.length ? `${done} Not done: ${failed.join("; ")}.` : done;
+}
+
+// A new recovery key for one account (docs/protocol.md section 16, "Renewal"), signed
+// by its credential: null when done, else what went wrong, in words.
+async function renewRecoveryKey(account) {
+  try {
+    const fresh = await newRecoveryKey();
+    const taken = await brokerHttp.setRecoveryKey(account.broker, account.cid, account.privateKey, fresh.publicKey);
+    const recovery = taken ? { publicKey: fresh.publicKey, seed: await sealed.seal(fresh.seed, `recovery:${account.cid}`) } : null;
+    await db.putAccount({ ...(await db.getAccount(account.cid)), recovery });
+    return null;
+  } catch (exc) {
+    return `${account.name}'s recovery key was not renewed (${exc.message})`;
+  }
 }
 
 async function retireOlderBackups() {
