@@ -787,22 +787,17 @@ class Runner:
         try:
             mine = await self.enrolled_account("by")
             opened.append(mine.device)
-            # Another device of the same user, and a second connection of the first credential.
-            user, link, _ = await self.new_enrollment("by")
-            other = Device(self.device_url)
-            opened.append(other)
-            await other.open()
-            seed = signing.new_seed()
-            rid = other.rid()
-            await other.send_frame(enroll_frame(other.nonce, rid, link, seed, None))
-            other_cid = (await other.expect(Enrolled, lambda f: f.rid == rid)).cid
-            await other.authenticate({other_cid: seed})
+            # Another device of the same user (the same name: the same user), and a second
+            # connection of the first credential.
+            theirs = await self.enrolled_account("by")
+            opened.append(theirs.device)
+            other = theirs.device
             twin = await self.device()
             opened.append(twin)
             await twin.authenticate({mine.cid: mine.seed})
-            for cid in (mine.cid, other_cid):  # an untargeted challenge reaches confirmed credentials
+            for cid in (mine.cid, theirs.cid):  # an untargeted challenge reaches confirmed credentials
                 await self.rp.ok("POST", f"/v1/credentials/{cid}/confirm", want=204)
-            made, _ = await self.rp.challenge(user, None, digits=3)
+            made, _ = await self.rp.challenge(mine.user, None, digits=3)
             ch = made["id"]
             shown = [await d.expect(Challenge, lambda f: f.ch == ch) for d in (mine.device, twin, other)]
             res = await self.answer(mine, shown[0], "approve", made["number"])
