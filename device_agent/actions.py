@@ -20,7 +20,7 @@ from protocol.uri import EnrollmentURI
 
 from .connection import Connection
 from .device_names import device_name_for
-from .display import shown, shown_clipped
+from .display import number_source, shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import ACTION_REQUIRED, Account, AccountStore, Registration, StoreError
@@ -372,7 +372,7 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
             raise _missing(report, why, ErrorCode.UNKNOWN_CHALLENGE)
         ch = req.challenge
         if decision is Decision.APPROVE and len(number) != ch.digits:
-            raise UsageError(f"request {ch.ch} expects the {ch.digits}-digit number on the sign-in screen")
+            raise UsageError(f"request {ch.ch} expects the {ch.digits}-digit number on {number_source(ch)}")
         seed = store.seed(ch.cid)
         try:
             result = await req.conn.answer(ch, seed=seed, decision=decision, number=number)

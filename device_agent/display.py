@@ -6,13 +6,15 @@ import time
 from typing import Any
 
 from protocol.frames import Challenge, RecoveryNotice
+from protocol.purpose import is_setup_test
 from protocol.text import printable
 
 from .store import ACTION_REQUIRED, Account, Entry
 
 # Context keys the RP SDK and demo RP send, with the labels people read ("action": what
-# the demo RP asks for other than a sign-in, e.g. its test notification, called so on its
-# page). Other keys are shown as they come: the user must see everything the answer signs.
+# the demo RP asks for other than a sign-in, e.g. "verify it's you" before a security
+# change). Other keys (the setup test's `purpose` among them) are shown as they come: the
+# user must see everything the answer signs.
 CONTEXT_LABELS: dict[str, str] = {
     "app": "application",
     "application": "application",
@@ -75,8 +77,21 @@ def broker_calls_it(ch: Challenge, account: Account | None) -> str | None:
     return ch.rp_name if account is not None and ch.rp_name != account.rp_name else None
 
 
+def number_source(ch: Challenge) -> str:
+    """Where the user reads the number to type: a setup test notification's is on the
+    service's page for adding a device (docs/protocol.md 15.1), not a sign-in screen."""
+    return "the setup page" if is_setup_test(ch.ctx) else "the sign-in screen"
+
+
+def request_heading(ch: Challenge) -> str:
+    if is_setup_test(ch.ctx):
+        return f"Test notification {shown(ch.ch)}: finish adding this device?"
+    return f"Sign-in request {shown(ch.ch)}"
+
+
 def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> str:
-    """A multi-line description of a sign-in request, as the user must see it."""
+    """A multi-line description of a sign-in request (or a setup test notification), as
+    the user must see it: every context entry, the setup test marker included."""
     other = broker_calls_it(ch, account)
     note = "" if other is None else f"  (the broker calls it '{shown(other)}': not the name enrolled)"
     rows = [
@@ -88,12 +103,13 @@ def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
     ]
     width = max(len(label) for label, _ in rows) + 1
     body = "\n".join(f"  {label + ':':<{width}} {value}" for label, value in rows)
-    return f"Sign-in request {shown(ch.ch)}\n{body}"
+    return f"{request_heading(ch)}\n{body}"
 
 
 def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> dict[str, Any]:
     return {
         "type": "sign_in",
+        "setup_test": is_setup_test(ch.ctx),  # a test notification of a device being added
         "id": ch.ch,
         "rp": ch.rp,
         "rp_name": service_name(ch, account),

@@ -40,7 +40,7 @@ from protocol.frames import (
 from . import backup_actions, recovery_keys
 from .actions import apply_welcome, misdirected
 from .connection import Connection
-from .display import notice_question, request_text, service_name, shown_lines
+from .display import notice_question, number_source, request_text, service_name, shown_lines
 from .errors import AgentError, BrokerClosed, InsecureBroker
 from .messages import (
     CONFIRM_REPORT,
@@ -459,7 +459,7 @@ class Listener:
 
     def _prompt(self, challenge: Challenge) -> None:
         self.say(
-            f"Type the {challenge.digits}-digit number shown on the sign-in screen, "
+            f"Type the {challenge.digits}-digit number shown on {number_source(challenge)}, "
             '"n" to deny, or "r" to report "this wasn\'t me":'
         )
 

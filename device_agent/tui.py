@@ -26,7 +26,7 @@ from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log
 from protocol.frames import Decision, NoticeDecision
 
 from . import otp_actions
-from .display import local_time, request_text, shown, shown_lines
+from .display import local_time, number_source, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
 from .messages import CONFIRM_REPORT
@@ -57,12 +57,12 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
         self.details = details  # called again each second: "expires in" counts down
 
     def compose(self) -> ComposeResult:
-        digits = self.request.challenge.digits
+        digits, source = self.request.challenge.digits, number_source(self.request.challenge)
         with Vertical(id="dialog"):
             # Plain text, never markup: the context is whatever the sign-in page was
             # told ("[/]" in a browser string crashed the screen, "[bold]" restyled it).
             yield Static(self.details(), id="details", markup=False)
-            yield Label(f"Type the {digits}-digit number shown on the sign-in screen, then Enter:")
+            yield Label(f"Type the {digits}-digit number shown on {source}, then Enter:")
             yield Input(placeholder="number", restrict=r"[0-9]*", max_length=digits, id="number")
             yield Label("", id="hint")
             with Horizontal(id="buttons"):

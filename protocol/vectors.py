@@ -5,8 +5,9 @@
 
 A second implementation checks itself against that file: every frame's exact msgpack
 bytes, frames a receiver must refuse (with the error code and whether it closes),
-enrollment URIs valid and invalid, the number-matching rule, and every signing
-function's bytes and Ed25519 signature (Ed25519 is deterministic). The values here
+enrollment URIs valid and invalid, the number-matching rule, the context entry that
+marks a setup test notification, and every signing function's bytes and Ed25519
+signature (Ed25519 is deterministic). The values here
 are fixed (no clock, no randomness), so the output is the same on every run;
 tests/test_protocol_vectors.py checks that the file is exactly this output and that
 the reference code agrees with every vector.
@@ -28,7 +29,7 @@ from urllib.parse import urlencode
 
 import msgpack
 
-from . import PROTOCOL_VERSION, SUBPROTOCOLS, b64, numbers, signing
+from . import PROTOCOL_VERSION, SUBPROTOCOLS, b64, numbers, purpose, signing
 from .challenge import MAX_TTL_S, MIN_TTL_S, outcome_for
 from .codec import MAX_FRAME_SIZE, encode
 from .errors import CLOSE_CODES, ErrorCode
@@ -769,6 +770,22 @@ def signing_vectors() -> dict[str, Any]:
 # -- the file --------------------------------------------------------------------------
 
 
+def purpose_vectors() -> list[dict[str, Any]]:
+    """Contexts and whether a device words them as a setup test notification (15.1)."""
+    contexts: list[tuple[str, dict[str, str]]] = [
+        ("the marker", {"purpose": "setup test"}),
+        ("the marker with other entries", {"app": "Payroll", "purpose": "setup test", "ip": "203.0.113.5"}),
+        ("no purpose: a sign-in", {"app": "Payroll"}),
+        ("empty context", {}),
+        ("another purpose", {"purpose": "sign-in"}),
+        ("case differs", {"purpose": "Setup test"}),
+        ("spaces around", {"purpose": " setup test"}),
+        ("the value under another key", {"action": "setup test"}),
+        ("empty value", {"purpose": ""}),
+    ]
+    return [{"name": name, "ctx": ctx, "setup_test": purpose.is_setup_test(ctx)} for name, ctx in contexts]
+
+
 def build() -> dict[str, Any]:
     return {
         "description": (
@@ -803,6 +820,7 @@ def build() -> dict[str, Any]:
         "rejections": rejection_vectors(),
         "uris": uri_vectors(),
         "numbers": number_vectors(),
+        "purposes": purpose_vectors(),
         "signing": signing_vectors(),
     }
 
@@ -816,6 +834,7 @@ def count(vectors: dict[str, Any]) -> int:
     n = len(vectors["frames"]) + len(vectors["decode"]) + len(vectors["rejections"])
     n += len(vectors["uris"]["valid"]) + len(vectors["uris"]["invalid"])
     n += sum(len(v) for v in vectors["numbers"].values())
+    n += len(vectors["purposes"])
     n += sum(len(v) for v in vectors["signing"].values())
     return n
 

@@ -17,6 +17,7 @@ from textual.widgets import DataTable
 
 from device_agent.store import AccountStore
 from device_agent.tui import AgentApp
+from protocol.purpose import setup_test_context
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 
@@ -99,11 +100,12 @@ async def test_listen_started_before_the_first_enroll_answers_the_test_notificat
     done = await client.wait_enrollment(started, timeout=10)
     assert done.credential is not None
     test_push = await client.create_challenge(
-        "alice", {"action": "Test notification"}, ttl=180, credential_id=done.credential.id
+        "alice", setup_test_context({}), ttl=180, credential_id=done.credential.id
     )
     assert test_push.devices == 1
-    listening.wait_for(f"Sign-in request {test_push.id}")
-    listening.wait_for("Type the")
+    # Worded as the setup's test (docs/protocol.md 15.1), its number on the setup page.
+    listening.wait_for(f"Test notification {test_push.id}: finish adding this device?")
+    listening.wait_for("number shown on the setup page")
     listening.type(test_push.number)
     result = await client.wait_result(test_push, {done.credential.id: done.credential.public_key}, timeout=20)
     assert result.approved, result

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 
-from device_agent.display import context_lines, seconds_left
+from device_agent.display import context_lines, number_source, request_json, request_text, seconds_left
 from device_agent.listen import BACKOFF_BASE_S, BACKOFF_CAP_S, BACKOFF_TOP_ATTEMPT, backoff_delay
 from device_agent.messages import (
     CANCEL_MESSAGES,
@@ -19,6 +20,7 @@ from device_agent.messages import (
 from protocol.challenge import Status
 from protocol.errors import CLOSE_CODES, ErrorCode
 from protocol.frames import CancelReason
+from protocol.vectors import CHALLENGE
 
 
 @pytest.mark.parametrize("attempt", range(12))
@@ -81,6 +83,23 @@ def test_context_shows_known_keys_with_labels_first_and_every_other_key() -> Non
         ("custom", "x"),
         ("zeta", "1"),
     ]
+
+
+def test_a_setup_test_notification_is_worded_as_such_and_shows_its_marker() -> None:
+    """docs/protocol.md 15.1: `purpose` = "setup test" asks to finish adding the device,
+    with the number on the setup page; the entry itself is still shown (it is signed)."""
+    setup = dataclasses.replace(CHALLENGE, ctx={"app": "VPN", "purpose": "setup test"})
+    text = request_text(setup, None, CHALLENGE.created)
+    assert text.startswith(f"Test notification {CHALLENGE.ch}: finish adding this device?\n"), text
+    assert "purpose:" in text and "setup test" in text
+    assert number_source(setup) == "the setup page"
+    assert request_json(setup, None, CHALLENGE.created)["setup_test"] is True
+    # Anything else is a sign-in: no purpose, another one, or the marker misspelt.
+    for ctx in ({"app": "VPN"}, {"purpose": "Setup test"}, {"action": "setup test"}):
+        other = dataclasses.replace(CHALLENGE, ctx=ctx)
+        assert request_text(other, None, CHALLENGE.created).startswith(f"Sign-in request {CHALLENGE.ch}\n")
+        assert number_source(other) == "the sign-in screen"
+        assert request_json(other, None, CHALLENGE.created)["setup_test"] is False
 
 
 def test_seconds_left_rounds_up_and_stops_at_zero() -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from protocol import SUBPROTOCOLS, numbers, signing, uri
+from protocol import SUBPROTOCOLS, numbers, purpose, signing, uri
 from protocol.challenge import outcome_for
 from protocol.codec import decode, encode
 from protocol.errors import ErrorCode, ProtocolError
@@ -153,6 +153,17 @@ def test_numbers() -> None:
     for v in VECTORS["numbers"]["generation"]:
         drawn = {int(numbers.generate(v["digits"])) for _ in range(200)}
         assert all(v["min"] <= n <= v["max"] for n in drawn)
+
+
+def test_purposes() -> None:
+    # Exactly the exact spelling under the exact key marks a setup test (15.1); the names
+    # pin which vectors are true independently of the code that computed the file.
+    assert [v["name"] for v in VECTORS["purposes"] if v["setup_test"]] == [
+        "the marker",
+        "the marker with other entries",
+    ]
+    for v in VECTORS["purposes"]:
+        assert purpose.is_setup_test(v["ctx"]) is v["setup_test"], v["name"]
 
 
 # -- signing, from the file alone --------------------------------------------------------

@@ -154,7 +154,15 @@ def enroll_device(setup: Setup, user: str, home: Path, name: str) -> str:
         link = enroll.wait_for_output(r"^link: (\S+)$").group(1)
         agent_ok(home, "enroll", link, "--name", name)
         number = enroll.wait_for_output(r"Test push: type (\d+) in your authenticator").group(1)
-        approve(home, number)
+        # Marked as a setup test (docs/protocol.md 15.1), so the agent asks to finish
+        # adding the device rather than whether someone is signing in.
+        waiting = agent_ok(home, "pending")
+        assert "Test notification" in waiting and "finish adding this device?" in waiting, waiting
+        request = approve(home, number)
+        assert request["setup_test"] is True and request["context"] == {
+            "app": "Test VPN",
+            "purpose": "setup test",
+        }
         assert enroll.wait(timeout=DEADLINE) == 0, enroll.describe()
         return enroll.stdout()
     finally:

@@ -631,7 +631,7 @@ def _number(html: str) -> str:
 async def _approve(home: Path, number: str, *, setup: bool) -> None:
     """Approve the one pending request of its kind (setup test push or sign-in) on the phone."""
     pending = json.loads((await phone(home, "pending", "--json")).stdout)
-    (request,) = [p for p in pending if ("action" in p["context"]) == setup]
+    (request,) = [p for p in pending if p["setup_test"] is setup]
     approved = await phone(home, "approve", "--number", number, "--", request["id"])
     assert approved.returncode == 0, approved.stderr
 
@@ -678,6 +678,8 @@ async def test_digits_and_lifetimes_not_named_follow_the_rps_policy(
         cid = await _enroll_with_agent(site, home)
         _, html = await site.get("/security/test-notification")
         test = await _only_pending(home)
+        # Marked as the setup's test (docs/protocol.md 15.1): the agent words it so.
+        assert test["setup_test"] is True and test["context"]["purpose"] == "setup test"
         assert (len(_number(html)), test["digits"], test["expires_at"] - test["created_at"]) == (
             6,
             6,
@@ -689,6 +691,7 @@ async def test_digits_and_lifetimes_not_named_follow_the_rps_policy(
         assert (await site.sign_in()).headers["Location"] == "/signin/push"
         _, html = await site.get("/signin/push")
         request = await _only_pending(home)
+        assert request["setup_test"] is False and "purpose" not in request["context"]
         assert (len(_number(html)), request["digits"]) == (6, 6)
         assert request["expires_at"] - request["created_at"] == 120_000
         await _approve(home, _number(html), setup=False)

@@ -34,6 +34,7 @@ const SHELL = [
   "js/protocol/errors.js",
   "js/protocol/frames.js",
   "js/protocol/msgpack.js",
+  "js/protocol/purpose.js",
   "js/protocol/session.js",
   "js/protocol/signing.js",
   "js/protocol/text.js",

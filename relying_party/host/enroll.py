@@ -14,6 +14,8 @@ from typing import TextIO
 
 import segno
 
+from protocol.purpose import setup_test_context
+
 from ..errors import VerificationFailed
 from ..models import Credential
 from ..models import Enrollment as SdkEnrollment
@@ -42,7 +44,8 @@ async def enroll_in_terminal(
     ttl: int | None = None,
 ) -> None:
     """Enroll a device for pushauth user `user` (account label `account`): `intro` is
-    printed above the QR code, `done` once the test push is approved. The test push has
+    printed above the QR code, `done` once the test push is approved. The test push
+    carries `test_context` with the setup test marker (the device words it as such) and has
     `digits` and lives `ttl` seconds; None: the RP's policy at the broker decides, as
     for a sign-in (a 6-digit number under the NIST profile)."""
     if not math.isfinite(timeout) or timeout <= 0:
@@ -73,7 +76,11 @@ async def enroll_in_terminal(
             users.add_device(row, cred)
             print(f"device {cred.name!r} enrolled; sending a test push", file=out, flush=True)
             test = await sdk.create_challenge(
-                row_user.handle, dict(test_context), ttl=ttl, digits=digits, credential_id=cred.id
+                row_user.handle,
+                setup_test_context(test_context),
+                ttl=ttl,
+                digits=digits,
+                credential_id=cred.id,
             )
             print(f"Test push: type {test.number} in your authenticator", file=out, flush=True)
             result = await sdk.wait_result(test, {cred.id: cred.public_key})

@@ -26,7 +26,7 @@ async def enroll(config: Config, local: str, name: str, *, out: TextIO) -> None:
                 f"Enrollment of {local} ({name}) at {config.app_name}.\n"
                 "Scan this QR code with the authenticator, or give it the link below:"
             ),
-            test_context={"app": config.app_name, "purpose": "setup test", "user": local},
+            test_context={"app": config.app_name, "user": local},
             digits=config.digits,
             ttl=config.push_ttl,
             timeout=config.enroll_timeout,

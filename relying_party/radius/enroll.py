@@ -25,7 +25,7 @@ async def enroll(config: Config, name: str, *, account: str | None, timeout: flo
                 f"Enrollment of {name} at {config.app_name}. Scan this QR code with the authenticator,\n"
                 "or give it the link below (pushauth-agent enroll LINK):"
             ),
-            test_context={"app": config.app_name, "purpose": "setup test"},
+            test_context={"app": config.app_name},
             digits=config.digits,
             ttl=config.ttl,
             timeout=timeout,

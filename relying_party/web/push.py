@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol.challenge import Status
+from protocol.purpose import setup_test_context
 
 from ..errors import (
     BadBrokerResponse,
@@ -270,7 +271,9 @@ async def start(
         pending["sends"] = pending.get("sends", 0) + 1
         session["pending"] = pending
     if purpose == SETUP:
-        context["action"] = "Test notification: finish adding this device"
+        # The agreed marker (docs/protocol.md 15.1): the device asks "finish adding this
+        # device?" and points at the setup page's number, not a sign-in screen.
+        context = setup_test_context(context)
     elif purpose == REAUTH:
         context["action"] = "Verify it's you before changing your security info"
     try:

@@ -60,9 +60,15 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
         await desktop.wait_for_url("**/security/test-notification")
         test_number = await number(desktop)
         await phone.page.locator("#prompt:not([hidden])").wait_for()
-        # What the request is for, labelled as the RP's page labels it (not its key).
-        labels = await phone.page.locator("#prompt-details dt").all_inner_texts()
-        assert "Request" in labels and "action" not in labels, labels
+        # Asked as what it is, the setup's test (docs/protocol.md 15.1), with its marker
+        # shown among the details (the answer signs it).
+        assert await phone.page.locator("#prompt-title").inner_text() == "Finish adding this phone?"
+        assert (
+            await phone.page.locator("#number-label").inner_text()
+            == "Enter the number shown on the setup page"
+        )
+        details = await phone.page.locator("#prompt-details").inner_text()
+        assert "purpose" in details and "setup test" in details, details
         await phone.shot("20-demo-rp-test-notification")
         await phone.type_number(test_number)
         await phone.page.get_by_role("button", name="Approve").tap()
@@ -79,6 +85,11 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
         await phone.page.locator("#prompt:not([hidden])").wait_for()
         details = await phone.page.locator("#prompt-details").inner_text()
         assert "Browser Test Portal" in details and "127.0.0.1" in details
+        assert await phone.page.locator("#prompt-title").inner_text() == "Are you trying to sign in?"
+        assert (
+            await phone.page.locator("#number-label").inner_text()
+            == "Enter the number shown on the sign-in screen"
+        )
         await phone.shot("21-demo-rp-sign-in")
         await phone.type_number(sign_in_number)
         await phone.page.get_by_role("button", name="Approve").tap()

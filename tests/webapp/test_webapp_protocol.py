@@ -1,7 +1,7 @@
 """The web authenticator's protocol modules against docs/test-vectors.json, inside
 real Chromium: the same signing bytes and Ed25519 signatures as the Python agent
 (keys imported from the vectors' seeds, for this test only: the app makes its own
-keys non-extractable), frames byte for byte, the device's rejections, the URI parser.
+keys non-extractable), frames byte for byte, the device's rejections, the URI parser, the setup test marker.
 """
 
 from __future__ import annotations
@@ -28,3 +28,4 @@ async def test_every_vector_passes_in_the_browser(phone: Phone) -> None:
     assert checked["rejections.device"] == len(device)
     assert checked["uris.valid"] == len(VECTORS["uris"]["valid"])
     assert checked["uris.invalid"] == len(VECTORS["uris"]["invalid"])
+    assert checked["purposes"] == len(VECTORS["purposes"])

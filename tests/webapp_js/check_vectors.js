@@ -1,6 +1,6 @@
 // Run inside the web authenticator's page (Playwright page.evaluate) with
 // docs/test-vectors.json as the argument: every signing, frame, decode, device
-// rejection and URI vector against the app's own modules. Returns
+// rejection, URI and purpose vector against the app's own modules. Returns
 // {checked: {group: count}, failures: [text]}; the Python test asserts no failures.
 async (vectors) => {
   const base = new URL("js/", document.baseURI).href;
@@ -9,6 +9,7 @@ async (vectors) => {
   const frames = await import(base + "protocol/frames.js");
   const { DeviceSession } = await import(base + "protocol/session.js");
   const { parseEnrollmentUri } = await import(base + "protocol/uri.js");
+  const { isSetupTest } = await import(base + "protocol/purpose.js");
   const keys = await import(base + "keys.js");
   const { hex, fromHex } = bytes;
   const failures = [];
@@ -143,6 +144,10 @@ async (vectors) => {
       expect(exc.code === v.code, `uris.invalid[${i}] ${v.name}: ${exc.code}`);
     }
     count("uris.invalid");
+  }
+  for (const [i, v] of vectors.purposes.entries()) {
+    expect(isSetupTest(v.ctx) === v.setup_test, `purposes[${i}] ${v.name}`);
+    count("purposes");
   }
   return { checked, failures };
 }

@@ -10,6 +10,7 @@ import { BrokerConnection, ReplyError } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { hasUnsafe, printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
+import { isSetupTest } from "./protocol/purpose.js";
 import { counterCode, totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
 import { startScan, stopScan, scanSupported } from "./scan.js";
@@ -382,10 +383,16 @@ function expireShown(ch) {
   render();
 }
 
+// Where the user reads the number: a setup test notification's is on the service's page
+// for adding a device (docs/protocol.md 15.1), as device_agent/display.py says it.
+const numberSource = (frame) => (isSetupTest(frame.ctx) ? "the setup page" : "the sign-in screen");
+
 function renderPrompt(prompt) {
   const { frame } = prompt;
   const section = $("prompt");
   const fresh = section.dataset.ch !== frame.ch;
+  $("prompt-title").textContent = isSetupTest(frame.ctx) ? "Finish adding this phone?" : "Are you trying to sign in?";
+  $("number-label").textContent = `Enter the number shown on ${numberSource(frame)}`;
   const account = accountsCache.find((a) => a.cid === frame.cid);
   // The service's name as stored from the link the user scanned, not the broker's
   // word (docs/protocol.md section 18.3).
@@ -443,7 +450,7 @@ async function decide(decision) {
   if (decision === "approve") {
     number = $("number").value.trim();
     if (!/^[0-9]{1,8}$/.test(number) || number.length !== prompt.frame.digits) {
-      showError("prompt-error", `Type the ${prompt.frame.digits}-digit number shown on the sign-in screen.`);
+      showError("prompt-error", `Type the ${prompt.frame.digits}-digit number shown on ${numberSource(prompt.frame)}.`);
       $("number").focus();
       return;
     }
@@ -590,35 +597,13 @@ async function addAccount(linkText, { again = false } = {}) {
     const recovery = link.recoverable ? await newRecoveryKey() : null;
     const conn = connectionFor(link.broker);
     const enrolled = await conn.enroll(link, keyPair, deviceName, recovery?.publicKey ?? null);
-    if (enrolled.rp !== link.rp) {
-      await conn.revoke(enrolled.cid).catch(() => null);
-      throw new Error(`the server enrolled this phone at another service (${enrolled.rp}); nothing was kept`);
+    // Set before anything else awaits: the test request may be the very next frame.
+    const added = storing(enrolled.cid);
+    try {
+      await keepEnrolled(link, enrolled, { conn, keyPair, recovery, deviceName });
+    } finally {
+      added();
     }
-    // A restored account waiting for this new QR code is replaced, keeping its name and place.
-    const waiting = accountsCache.find(
-      (a) => a.actionRequired && a.broker === link.broker && a.rp === link.rp && a.user === enrolled.user,
-    );
-    if (waiting) await forget(waiting.cid);
-    const order = waiting ? waiting.order : nextOrder();
-    await db.putAccount({
-      cid: enrolled.cid,
-      broker: link.broker,
-      rp: link.rp,
-      rp_name: link.rp_name,
-      user: enrolled.user,
-      label: link.account,
-      name: waiting ? waiting.name : uniqueName(link.account),
-      deviceName,
-      privateKey: keyPair.privateKey,
-      publicKey: keyPair.publicKey,
-      totp: await sealedTotp(enrolled.cid, link.totp),
-      recovery: recovery && { publicKey: recovery.publicKey, seed: await sealed.seal(recovery.seed, `recovery:${enrolled.cid}`) },
-      uvCredential: null,
-      added: Date.now(),
-      order,
-    });
-    await db.putSetting("deviceName", deviceName);
-    setupPush(conn); // the new account is woken by push too, if it is on
     $("link").value = "";
     await refreshAccounts();
     toast(`Added ${link.account} at ${link.rp_name}. Approve the test request that follows.`);
@@ -642,6 +627,59 @@ async function addAccount(linkText, { again = false } = {}) {
   } finally {
     $("add-submit").disabled = false;
   }
+}
+
+// Accounts enrolled but not yet stored, by cid. The RP sends its test request as soon as
+// the broker reports the enrollment, so the request can arrive while the new account is
+// still being sealed and written (slow on a busy phone): it waits for that, rather than
+// be dropped as not ours and never shown.
+const adding = new Map(); // cid -> Promise resolved once the add is over (stored or not)
+
+function storing(cid) {
+  let done;
+  adding.set(cid, new Promise((resolve) => (done = resolve)));
+  return () => (adding.delete(cid), done());
+}
+
+// The account of a credential, waiting for it if it is being added.
+async function accountOf(cid) {
+  const account = await db.getAccount(cid);
+  if (account || !adding.has(cid)) return account;
+  await adding.get(cid);
+  return db.getAccount(cid);
+}
+
+// Keep what `enroll` made: the account (replacing a restored one waiting for this QR code).
+async function keepEnrolled(link, enrolled, { conn, keyPair, recovery, deviceName }) {
+  if (enrolled.rp !== link.rp) {
+    await conn.revoke(enrolled.cid).catch(() => null);
+    throw new Error(`the server enrolled this phone at another service (${enrolled.rp}); nothing was kept`);
+  }
+  // A restored account waiting for this new QR code is replaced, keeping its name and place.
+  const waiting = accountsCache.find(
+    (a) => a.actionRequired && a.broker === link.broker && a.rp === link.rp && a.user === enrolled.user,
+  );
+  if (waiting) await forget(waiting.cid);
+  const order = waiting ? waiting.order : nextOrder();
+  await db.putAccount({
+    cid: enrolled.cid,
+    broker: link.broker,
+    rp: link.rp,
+    rp_name: link.rp_name,
+    user: enrolled.user,
+    label: link.account,
+    name: waiting ? waiting.name : uniqueName(link.account),
+    deviceName,
+    privateKey: keyPair.privateKey,
+    publicKey: keyPair.publicKey,
+    totp: await sealedTotp(enrolled.cid, link.totp),
+    recovery: recovery && { publicKey: recovery.publicKey, seed: await sealed.seal(recovery.seed, `recovery:${enrolled.cid}`) },
+    uvCredential: null,
+    added: Date.now(),
+    order,
+  });
+  await db.putSetting("deviceName", deviceName);
+  setupPush(conn); // the new account is woken by push too, if it is on
 }
 
 const nextOrder = () => (accountsCache.length ? Math.max(...accountsCache.map((a) => a.order)) + 1 : 0);
@@ -1463,7 +1501,7 @@ events.addEventListener("ready", ({ detail }) => {
 
 events.addEventListener("challenge", async ({ detail }) => {
   const { frame, connection } = detail;
-  const account = await db.getAccount(frame.cid);
+  const account = await accountOf(frame.cid);
   // Not one of ours, or it names another RP than the account's: neither shown nor answered.
   if (!account || account.rp !== frame.rp || account.broker !== connection.url) return;
   prompts.add(frame, connection);

@@ -6,8 +6,8 @@ import { sign } from "./keys.js";
 
 // Context keys the RP SDK and the demo RP send, with the labels people read
 // (device_agent/display.py; "action": what the demo RP asks for other than a sign-in,
-// its test notification, as its own page calls it); other keys are shown as they come:
-// the user must see everything the answer signs.
+// e.g. "verify it's you" before a security change); other keys (the setup test's
+// `purpose` among them) are shown as they come: the user must see everything the answer signs.
 export const CONTEXT_LABELS = [
   ["app", "App"],
   ["application", "App"],
