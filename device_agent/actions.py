@@ -131,6 +131,23 @@ async def _saving_failed(
     )
 
 
+def twin_of(store: AccountStore, parsed: EnrollmentURI) -> Account | None:
+    """An active account here for the link's service and account label (as the web app
+    matches it): adding the link makes a second sign-in method of the same person on
+    this one device, which is seldom meant (a second QR code scanned by mistake)."""
+    if not store.path.exists() and not store.legacy_path.exists():
+        return None
+    store.unlock()
+    return next(
+        (
+            a
+            for a in store.active()
+            if (a.broker, a.rp, a.label) == (parsed.broker, parsed.rp, parsed.account)
+        ),
+        None,
+    )
+
+
 async def enroll(
     store: AccountStore, text: str, device_name: str | None = None
 ) -> tuple[Account, Account | None]:

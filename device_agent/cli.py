@@ -58,7 +58,7 @@ from .passphrase import (
     PASSPHRASE_ENV,
     Passphrases,
 )
-from .store import AccountStore, Entry, StoreError
+from .store import Account, AccountStore, Entry, StoreError
 
 HOME_ENV = "PUSHAUTH_AGENT_HOME"
 
@@ -133,10 +133,17 @@ def build_parser() -> Parser:
         "Makes a new key pair for the account, registers its public key with the broker\n"
         "named in the URI (the code in it works once, for a few minutes), and saves the\n"
         "account. If the URI carries a TOTP secret, the account also shows verification\n"
-        'codes. An account label that is already used here gets a suffix like " (2)"; an\n'
-        "account of the same user at the same service that was revoked is replaced instead.",
+        "codes. An account of the same user at the same service that was revoked is\n"
+        "replaced. One that is active here already (same service and account label) is\n"
+        "added again only when you say so: asked on a terminal, --again elsewhere; the\n"
+        'second one gets a suffix like " (2)" and the service lists two devices.',
     )
     c.add_argument("uri", metavar="URI", help="the pushauth://enroll?... URI; quote it in the shell")
+    c.add_argument(
+        "--again",
+        action="store_true",
+        help="add it even if this device has the account already (a second sign-in method)",
+    )
     c.add_argument(
         "--name",
         metavar="NAME",
@@ -476,6 +483,10 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
 
     from . import actions
 
+    twin = actions.twin_of(store, actions.parse_uri(args.uri))
+    if twin is not None and not args.again and not confirm_again(twin):
+        say("Nothing was added; the link was not used.")
+        return EXIT_OK
     account, replaced = asyncio.run(actions.enroll(store, args.uri, args.name))
     name, rp_name, user = shown(account.name), shown(account.rp_name), shown(account.user)
     if replaced is not None:
@@ -678,6 +689,19 @@ def cmd_remove(store: AccountStore, args: argparse.Namespace) -> int:
         return EXIT_OK
     say(asyncio.run(actions.remove(store, args.account, local_only=args.local_only)))
     return EXIT_OK
+
+
+def confirm_again(twin: Account) -> bool:
+    """Ask before `enroll` adds an account this device has already (as the web app
+    asks); off a terminal, --again says so instead. Nothing is sent before the answer."""
+    has = f'This device already has "{shown(twin.name)}" for {shown(twin.rp_name)} (user {shown(twin.user)})'
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(f"{has}: add --again to add it as a second sign-in method; nothing was sent")
+    print(
+        f"{has}. Add it again as a second sign-in method? The service will list two devices. [y/N] ", end=""
+    )
+    sys.stdout.flush()
+    return sys.stdin.readline().strip().lower() in ("y", "yes")  # "" at the end of input
 
 
 def confirm_removal(entry: Entry) -> bool:

@@ -30,7 +30,8 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     "enroll": {
         EXIT_OK: "the account was added (the service's test notification is still to approve)",
         EXIT_REFUSED: "the broker refused: the enrollment code is used or expired, ...",
-        EXIT_USAGE: "bad URI or device name, or an unencrypted remote broker; nothing was sent. Or "
+        EXIT_USAGE: "bad URI or device name, an unencrypted remote broker, or the account is here "
+        "already and no --again off a terminal; nothing was sent. Or "
         "the account could not be saved here: the key just registered was revoked",
         EXIT_UNREACHABLE: _UNREACHABLE,
     },

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
+from e2e_helpers import agent_env, on_a_terminal  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import AGENT, DEADLINE, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
@@ -169,7 +169,7 @@ def test_enroll_registers_this_devices_key_and_the_token_works_once(tmp_path: Pa
     assert unb64(cred["public_key"]) == signing.public_key(store.seed(account.cid))
     assert (account.rp, account.user, account.device_name) == (rp_api.id, "alice", "work laptop")
 
-    again = agent(home, "enroll", uri)
+    again = agent(home, "enroll", uri, "--again")  # the same account: asked first without it
     assert_cli_error(again, contains="already used or expired")
     assert again.returncode == 1
     assert len(store.load()) == 1
@@ -194,13 +194,35 @@ def test_an_enrollment_this_device_cannot_save_is_taken_back_at_the_broker(
     assert len(rp_api.credentials("alice")) == 1  # the other account is untouched
 
 
-def test_enrolling_the_same_label_twice_makes_unique_names(tmp_path: Path, rp_api: RP) -> None:
+def test_enrolling_the_same_account_again_is_asked_then_gets_a_unique_name(
+    tmp_path: Path, rp_api: RP
+) -> None:
+    """A second link for an account this device has is seldom meant (the web app asks
+    too): off a terminal it needs --again, on one it is asked; a "no" or a refusal
+    sends nothing, so the link still works. Said yes to, it gets a unique name."""
     home = tmp_path / "agent"
     enroll(home, rp_api)
-    enroll(home, rp_api)
+    link = rp_api.enrollment_uri()
+    refused = agent(home, "enroll", link, "--name", "alice-laptop")
+    assert refused.returncode == 2, refused.stdout
+    assert refused.stderr.strip() == (
+        'pushauth-agent: This device already has "alice@example.com" for Test RP (user alice): '
+        "add --again to add it as a second sign-in method; nothing was sent"
+    )
+    code, said = on_a_terminal(home, ["enroll", link], [("[y/N]", "n")])
+    assert code == 0 and "Nothing was added; the link was not used." in said, said
+    assert "Add it again as a second sign-in method? The service will list two devices." in said
+    assert len(rp_api.credentials("alice")) == 1  # nothing reached the service
+    code, said = on_a_terminal(home, ["enroll", link, "--name", "alice-laptop"], [("[y/N]", "y")])
+    assert code == 0 and 'Added "alice@example.com (2)"' in said, said
     listed = json.loads(agent(home, "accounts", "--json").stdout)
     assert [a["name"] for a in listed] == ["alice@example.com", "alice@example.com (2)"]
     assert len({a["credential_id"] for a in listed}) == 2
+    # In a script: --again, asked nothing. A new label is no twin: added without a word.
+    assert agent(home, "enroll", rp_api.enrollment_uri(), "--again").returncode == 0
+    assert agent(home, "enroll", rp_api.enrollment_uri(account="alice@work.example")).returncode == 0
+    listed = json.loads(agent(home, "accounts", "--json").stdout)
+    assert len(listed) == 4 and len(rp_api.credentials("alice")) == 4
 
 
 # -- pending / approve / deny -------------------------------------------------------------

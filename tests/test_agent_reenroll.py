@@ -69,7 +69,7 @@ async def test_revoked_account_is_marked_where_codes_are_shown_and_re_enroll_rep
     # is a second entry.
     again = await client.create_enrollment("alice", LABEL)
     assert again.uri is not None
-    out = agent_ok(home, "enroll", "--name", "Phone", again.uri)
+    out = agent_ok(home, "enroll", "--name", "Phone", "--again", again.uri)
     assert f'Added "{LABEL} (2)"' in out, out
     assert [a["name"] for a in json.loads(agent_ok(home, "accounts", "--json"))] == [LABEL, f"{LABEL} (2)"]
 

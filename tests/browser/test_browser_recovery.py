@@ -23,6 +23,12 @@ pytestmark = pytest.mark.timeout(240)
 RP_CLI = console_script("pushauth-rp")
 
 
+def _sign_in(request: dict[str, Any]) -> bool:
+    """A pending request (`pending --json`) that is a sign-in: not the setup's test
+    (docs/protocol.md 15.1), not the demo RP's "verify it's you" (its `action`)."""
+    return not request["setup_test"] and "action" not in request["context"]
+
+
 def _shot(stack: Any, page: Page, name: str) -> None:
     """Screenshot and axe: every state this file visits is both kept and checked."""
     stack.shot(page, name)
@@ -74,7 +80,7 @@ def test_recovery_codes_sign_in_once_each_and_a_new_set_replaces_the_old(stack: 
     page.wait_for_url("**/security")
     expect(page.locator(".flashes")).to_contain_text("9 recovery codes left")
     expect(page.locator("#recovery-left")).to_have_text("9 of 10 codes left")
-    assert [r for r in stack.agent.pending() if "action" not in r["context"]] == []
+    assert [r for r in stack.agent.pending() if _sign_in(r)] == []
     _shot(stack, page, "rcodes-05-signed-in-9-left")
     page.goto(stack.url + "/account")
     expect(page.locator("#signin-method")).to_have_text("Recovery code")
@@ -202,7 +208,7 @@ def test_test_notification_goes_to_the_new_device_only(
     expect(page.locator("#push")).to_contain_text("Sent to 1 device.")
     _shot(stack, page, "second-01-test-notification")
     test_push = new_phone.wait_request()
-    assert "action" in test_push["context"]
+    assert test_push["setup_test"] is True
     # Time for a person to start `listen` after enrolling (the sign-in TTL here is 15 s).
     assert test_push["seconds_left"] > 150, test_push
     expect(page.locator("#countdown-value")).to_have_text(re.compile(r"^[23]:[0-5][0-9]$"))
@@ -218,7 +224,7 @@ def test_test_notification_goes_to_the_new_device_only(
         stack.seen.add(stack.agent.wait_request(stack.seen)["id"])
         # One live prompt per user: the sign-in replaced the test push (superseded), and
         # none reached the unfinished device.
-        assert [r for r in new_phone.pending() if "action" not in r["context"]] == []
+        assert [r for r in new_phone.pending() if _sign_in(r)] == []
         other_page.get_by_role("button", name="Cancel").click()
         other_page.wait_for_url("**/signin")
     finally:
@@ -233,7 +239,7 @@ def test_test_notification_goes_to_the_new_device_only(
     page.wait_for_url("**/security/test-notification")
     expect(page.locator("#push")).to_contain_text("Sent to 1 device.")
     retest = new_phone.wait_request({test_push["id"]})
-    assert "action" in retest["context"] and stack.agent.pending() == []
+    assert retest["setup_test"] is True and stack.agent.pending() == []
     new_phone.ok("approve", "--number", stack.number(page), "--", retest["id"])
     page.wait_for_url("**/security")
     expect(page.locator("#devices .badge-warn")).to_have_count(0)
