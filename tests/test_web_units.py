@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import sqlite3
 import subprocess
 import time
@@ -10,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from relying_party.errors import BrokerUnavailable
+from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 from relying_party.web import forms, passwords, qr, signin_context, totp
+from relying_party.web.config import Settings
 from relying_party.web.db import MIGRATIONS, SCHEMA, Database, Enrollment, now_ms
+from relying_party.web.push import setup_ttl
 from relying_party.web.ratelimit import AttemptLimiter
 
 
@@ -330,3 +335,17 @@ def test_browser_names(ua: str, expected: str) -> None:
 )
 def test_places(ip: str, place: str) -> None:
     assert signin_context.place(ip) == place
+
+
+async def test_a_setup_push_waits_once_for_a_broker_that_does_not_answer(tmp_path: Path) -> None:
+    """The setup's test push reads the RP's policy first (for its lifetime). A broker that
+    accepts connections and never answers (hung) raises there, so the page reports it
+    after one request timeout rather than fall back and wait for the create as well."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # the kernel accepts; nothing ever answers
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        async with PushAuthClient(url, "pa_" + "k" * 40, request_timeout=0.2) as client:
+            settings = Settings(db_path=tmp_path / "rp.db", broker_url=url, api_key="pa_" + "k" * 40)
+            with pytest.raises(BrokerUnavailable):
+                await setup_ttl(client, settings)

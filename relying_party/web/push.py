@@ -320,10 +320,14 @@ async def setup_ttl(client: PushAuthClient, settings: Settings) -> int | None:
     """A setup test push's lifetime: settings.setup_push_ttl, or a sign-in's when that is
     longer, but never above what the RP's policy at the broker allows (its max_ttl),
     which would be refused. The policy is read for it (GET /v1/rp/policy: one request,
-    and setups are rare); when it cannot be read, a sign-in's lifetime (push_ttl, or
-    None: the policy's own ttl), which the broker accepts whenever it accepts sign-ins."""
+    and setups are rare); when the broker answers without it, a sign-in's lifetime
+    (push_ttl, or None: the policy's own ttl), which the broker accepts whenever it
+    accepts sign-ins. A broker that cannot be reached raises BrokerUnavailable: the push
+    would wait for it once more (a hung broker cost the page two request timeouts)."""
     try:
         policy = await client.policy()
+    except BrokerUnavailable:
+        raise
     except PushAuthError as exc:
         log.warning("the RP's policy could not be read (%s): the setup push gets a sign-in's lifetime", exc)
         return settings.push_ttl
