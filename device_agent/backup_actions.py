@@ -358,13 +358,27 @@ def upload(
         write_file(Path(target["to"]), data)
 
 
+class NoBrokerBackup(Refused, WrongPassphrase):
+    """The broker has no backup where this passphrase (with the code and name) points. A
+    mistyped passphrase looks exactly so (the broker cannot tell: it never sees one), so
+    on a terminal it is asked again, as a wrong one is for a file."""
+
+    retry_words = "no backup on the broker for this passphrase and backup code"
+
+
 def download(target: dict[str, Any], passphrase: str, code: BackupCode | None = None) -> bytes:
     """The sealed backup at `target`; one on the broker needs the backup code too."""
     if target["to"] == BROKER:
         if code is None:
             raise UsageError("a backup on the broker opens only with its backup code")
         keys = blob_keys(passphrase, code, target)
-        return backup_keys.unwrap(keys, broker_http.get_backup(target["broker"], keys.seed))
+        try:
+            blob = broker_http.get_backup(target["broker"], keys.seed)
+        except Refused as exc:
+            if exc.code != "not_found":
+                raise
+            raise NoBrokerBackup(str(exc), code=exc.code) from None
+        return backup_keys.unwrap(keys, blob)
     return read_file(Path(target["to"]))
 
 

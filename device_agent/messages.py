@@ -187,9 +187,8 @@ def connect_failure(exc: BaseException | str) -> str:
 NO_PASSPHRASE_TYPED = "no passphrase typed"
 
 
-def try_passphrase_again(*, empty: bool, left: int) -> str:
-    """After a wrong or empty passphrase typed on a terminal, before it is asked again."""
-    why = NO_PASSPHRASE_TYPED if empty else "wrong passphrase"
+def try_passphrase_again(why: str, *, left: int) -> str:
+    """After a wrong or empty passphrase typed on a terminal (`why`), before it is asked again."""
     return f"{why[0].upper()}{why[1:]}, try again ({left} left)"
 
 

@@ -51,7 +51,10 @@ class PassphraseError(UsageError):
 
 class WrongPassphrase(Exception):
     """Mixed into what `opens` (Passphrases.opened) raises when the passphrase does not
-    open the vault or backup: the caller's own error type, with its own message."""
+    open the vault or backup: the caller's own error type, with its own message.
+    `retry_words`: what is said before the passphrase is asked again."""
+
+    retry_words = "wrong passphrase"
 
 
 def kdf_from_env(env: Mapping[str, str] | None = None) -> KdfParams:
@@ -122,12 +125,15 @@ class Passphrases:
             if typed:
                 try:
                     return typed, opens(typed)
-                except WrongPassphrase:
+                except WrongPassphrase as exc:
                     if not left:
                         raise
+                    why = exc.retry_words
             elif not left:  # Enter alone: not "wrong", and no Argon2id run for it
                 raise PassphraseError(messages.NO_PASSPHRASE_TYPED)
-            print(messages.try_passphrase_again(empty=not typed, left=left), file=sys.stderr, flush=True)
+            else:
+                why = messages.NO_PASSPHRASE_TYPED
+            print(messages.try_passphrase_again(why, left=left), file=sys.stderr, flush=True)
         raise AssertionError("unreachable: the last try returns or raises")
 
     def other(self, prompt: str, env_var: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from e2e_helpers import AGENT_ENV, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import AGENT_ENV, agent, agent_env, enroll, on_a_terminal  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from shared_broker import broker, new_rp, rp  # noqa: F401  (fixtures)
 from support import BrokerProcess, RedisServer, assert_cli_error
@@ -169,6 +169,22 @@ def test_restore_needs_the_code_and_a_mistyped_code_is_told(broker: BrokerProces
     assert_cli_error(restore(tmp_path / "d", other), contains="no backup at")
     for name in "abcd":
         assert not (tmp_path / name / "vault.pav").exists()
+    # On a terminal a mistyped passphrase reads as no backup (the broker cannot tell), so
+    # it is asked again, as for a file; exit 1 and the same line after the last try.
+    typing = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+    ask = "Passphrase of the backup"
+    answers = [("Backup code", code), (ask, "not the passphrase"), (ask, PASSPHRASE)]
+    status, said = on_a_terminal(
+        tmp_path / "f", ["restore", "--from", "broker", *where(broker)], answers, env=typing
+    )
+    assert status == 0 and "1 restored" in said, said
+    assert "No backup on the broker for this passphrase and backup code, try again (2 left)" in said
+    answers = [("Backup code", code)] + [(ask, "not the passphrase")] * 3
+    status, said = on_a_terminal(
+        tmp_path / "g", ["restore", "--from", "broker", *where(broker)], answers, env=typing
+    )
+    assert status == 1 and said.count(ask) == 3 and said.count("no backup at") == 1, said
+    assert not (tmp_path / "g" / "vault.pav").exists()
     # Any case, dashes and spaces as the user likes; the restored device keeps the code.
     typed = code.lower().replace("-", " ")
     assert "1 restored" in ok(tmp_path / "e", "restore", "--from", "broker", *where(broker), **{
