@@ -156,6 +156,14 @@ class Credential:
     # returns the copy to store, sync_credentials keeps it as stored (a recovery it
     # accepts is confirmed by its proof).
     confirmed: bool = True
+    # The RP's own record: when a recovery the RP accepted used this credential's
+    # recovery key (the latest such recovery's ts; sync_credentials sets it, and
+    # `current` keeps the stored value). A new recovery key the device names later
+    # counts only if signed after it, even once the recovered credential is gone (a "No,
+    # not me", a removal): without it the RP could not tell a renewal from an older key
+    # replayed, nor from a credential that was never recoverable. (A broker that sends
+    # one at enrollment can only raise that floor: refusals, never an acceptance.)
+    recovery_spent_at: int | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> Credential:
@@ -175,12 +183,15 @@ class Credential:
             recovery_key=None if rkey is None else RecoveryKey.from_json(wire.obj(rkey, what)),
             recovery=None if rproof is None else RecoveryProof.from_json(wire.obj(rproof, what)),
             confirmed=confirmed is not False,
+            recovery_spent_at=get_optional(body, "recovery_spent_at", int, what),
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The broker's JSON form (public key in base64url): from_json reads it back."""
+        """The broker's JSON form (public key in base64url), with the RP's own
+        `recovery_spent_at`: from_json reads it back."""
         return {
             "confirmed": self.confirmed,
+            "recovery_spent_at": self.recovery_spent_at,
             "binding": None if self.binding is None else wire.b64encode(self.binding),
             "recovery_key": None if self.recovery_key is None else self.recovery_key.to_json(),
             "recovery": None if self.recovery is None else self.recovery.to_json(),
@@ -211,7 +222,9 @@ class CredentialSync:
     current: dict[str, Credential] = field(default_factory=dict)
     added: list[Credential] = field(default_factory=list)  # recovered credentials accepted
     rotated: list[Credential] = field(default_factory=list)  # stored ones with a verified new recovery key
-    spent: list[str] = field(default_factory=list)  # their recovery key was used by an accepted recovery
+    # Their recovery key was used by an accepted recovery (`current` has it None and
+    # records when in `recovery_spent_at`).
+    spent: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)  # stored, but the broker no longer lists them
     refused: list[VerificationFailed] = field(default_factory=list)  # listed, but did not verify
     # Stored ones whose last_used_at the broker reports later than stored (taken into

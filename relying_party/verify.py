@@ -290,6 +290,9 @@ def reconcile(listed: Sequence[Credential], stored: Mapping[str, Credential], rp
     for cred in stored.values():
         if cred.recovery is not None:
             floors[cred.recovery.from_id] = max(floors.get(cred.recovery.from_id, 0), cred.recovery.ts)
+        # The source's own record of a spend outlives the recovered credential.
+        if cred.recovery_spent_at is not None:
+            floors[cred.id] = max(floors.get(cred.id, 0), cred.recovery_spent_at)
     used: dict[str, RecoveryKey] = {}  # spent in this sync: later claims are checked against it
     added: list[Credential] = []
     spent: list[str] = []
@@ -311,7 +314,8 @@ def reconcile(listed: Sequence[Credential], stored: Mapping[str, Credential], rp
             old = current[source]
             assert old.recovery_key is not None
             used[source] = old.recovery_key
-            current[source] = replace(old, recovery_key=None)
+            spent_at = max(old.recovery_spent_at or 0, cred.recovery.ts)
+            current[source] = replace(old, recovery_key=None, recovery_spent_at=spent_at)
             spent.append(source)
             floors[source] = max(floors.get(source, 0), cred.recovery.ts)
         if len(later) == len(waiting):  # a cycle, or sources that never verify
@@ -407,7 +411,12 @@ def _check_recovery(
         )
     # Confirmed by the RP's own check: the recovery key it stored signed it.
     accepted = replace(
-        cred, recovered_from=source.id, recovery_key=RecoveryKey(own.public_key), binding=None, confirmed=True
+        cred,
+        recovered_from=source.id,
+        recovery_key=RecoveryKey(own.public_key),
+        binding=None,
+        confirmed=True,
+        recovery_spent_at=None,  # the RP's record, never the broker's listing
     )
     later = cred.recovery_key
     # Renewed since the recovery (e.g. a passphrase change on the new device): it counts

@@ -312,10 +312,20 @@ def test_a_credential_without_a_recovery_key_takes_none_unless_a_recovery_used_i
     replay = reconcile([before, new.cred], first.current, RP)
     assert reasons(replay) == {old.cred.id: VerificationReason.BAD_ROTATION}
     ok = reconcile([after, new.cred], first.current, RP)
-    assert ok.rotated == [after] and not ok.refused
+    assert ok.rotated == [replace(after, recovery_spent_at=T0 + 1000)] and not ok.refused
+    # The recovered credential gone before the RP saw the old device's new key (the old
+    # device answered "No, not me", or the user removed the new one): the spend is
+    # remembered in the old credential (through to_json too), so the new key is still
+    # taken and the replayed older one still refused.
+    kept = credentials_from_json(json.loads(json.dumps(first.to_json())))
+    spent = {old.cred.id: kept[old.cred.id]}
+    gone = reconcile([after], spent, RP)
+    assert gone.rotated == [replace(after, recovery_spent_at=T0 + 1000)] and not gone.refused
+    assert reasons(reconcile([before], spent, RP)) == {old.cred.id: VerificationReason.BAD_ROTATION}
     # The same in one sync: the recovery is checked with the stored key first.
     both = reconcile([after, new.cred], stored(old), RP)
-    assert both.added == [new.cred] and both.spent == [old.cred.id] and both.rotated == [after]
+    assert both.added == [new.cred] and both.spent == [old.cred.id]
+    assert both.rotated == [replace(after, recovery_spent_at=T0 + 1000)]
     assert both.current[old.cred.id].recovery_key == after.recovery_key
 
 
