@@ -600,7 +600,13 @@ class PushAuthClient:
         """Revoke a credential at once (the device, if online, is told immediately).
 
         Delete it from the RP's own store too: a recovery from a credential the RP no
-        longer holds is refused by sync_credentials."""
+        longer holds is refused by sync_credentials.
+
+        NotFound when the broker holds no active credential of this RP with that id:
+        revoked before (an earlier call, also one retried after its answer was lost;
+        the device itself; a "No, not me"), or unknown. It is gone either way: delete
+        it from the store all the same (the demo RP: relying_party.web.credentials.revoke).
+        BrokerUnavailable when the broker cannot be asked (nothing changed: try again)."""
         await self._call("DELETE", f"/v1/credentials/{_segment(credential_id)}", expect=(204,))
 
     async def push_block(self, user: str) -> dict[str, Any]:
