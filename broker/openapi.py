@@ -427,7 +427,7 @@ PATHS: dict[str, Any] = {
             parameters=[_path_param("user")],
         ),
         "delete": _op(
-            "Lift a fraud mute and reset the count of pushes since the last sign-in",
+            "Lift a fraud mute and reset the count of pushes since the last sign-in and in the last minute",
             {"204": {"description": "lifted"}, **_problems(400, 401)},
             parameters=[_path_param("user")],
         ),

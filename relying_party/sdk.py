@@ -619,7 +619,10 @@ class PushAuthClient:
         return wire.obj(await self._call("GET", "/v1/rp/policy"), "policy")
 
     async def lift_push_block(self, user: str) -> None:
-        """Lift a fraud mute and reset the count of pushes since the last sign-in."""
+        """Lift a fraud mute and reset the count of pushes since the last sign-in and
+        the pushes of the last minute (RateLimited ends too); a lock after too many
+        wrong numbers is lifted, a count below the limit stays (docs/http-api.md,
+        "Push fatigue protection")."""
         await self._call("DELETE", f"/v1/users/{_segment(user)}/push-block", expect=(204,))
 
     # -- HTTP ------------------------------------------------------------------
