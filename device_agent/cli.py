@@ -24,6 +24,7 @@ from typing import NoReturn
 import platformdirs
 
 from protocol.frames import Decision, NoticeDecision, NoticeOutcome
+from protocol.purpose import is_setup_test
 
 from . import backup_actions, broker_http, device_names, otp_actions, recovery_keys
 from .backup_keys import BackupCode
@@ -195,13 +196,18 @@ def build_parser() -> Parser:
         "approve",
         "Approve one sign-in request, typing the number shown on the sign-in screen.",
         "A wrong number is recorded too: it ends the request as denied (number_mismatch),\n"
-        "with no second try.",
+        'with no second try. A service\'s test notification ("finish adding this device?")\n'
+        "is approved the same way, with the number shown on its setup page.",
     )
     c.add_argument(
         "id", metavar="ID", help="the request id (as `pending` shows it; a unique prefix is enough)"
     )
     c.add_argument(
-        "--number", "-n", required=True, metavar="N", help="the number shown on the sign-in screen"
+        "--number",
+        "-n",
+        required=True,
+        metavar="N",
+        help="the number shown on the sign-in screen (or the setup page)",
     )
 
     c = command(
@@ -651,7 +657,10 @@ def cmd_answer(store: AccountStore, args: argparse.Namespace) -> int:
     report = asyncio.run(actions.answer(store, args.id, decision, number))
     for notice in report.notices:
         warn(notice)
-    say(f"Request {report.request.challenge.ch}: {outcome_message(report.outcome)}.")
+    challenge = report.request.challenge
+    say(
+        f"Request {challenge.ch}: {outcome_message(report.outcome, setup_test=is_setup_test(challenge.ctx))}."
+    )
     return EXIT_OK
 
 

@@ -36,6 +36,7 @@ from protocol.frames import (
     RecoveryResult,
     Revoked,
 )
+from protocol.purpose import is_setup_test
 
 from . import backup_actions, recovery_keys
 from .actions import apply_welcome, misdirected
@@ -191,6 +192,8 @@ class Listener:
         self.asking: str | None = None  # a request's id, or a question's
         self.reporting: str | None = None  # the request whose "r" waits for its "y"
         self.in_flight: dict[str, BrokerLink] = {}  # answers sent, result not yet seen
+        # Those of them that were a setup's test notification: their result is worded so.
+        self.setup_tests: set[str] = set()
         # (broker URL, rid) of each recovery answer sent -> its notice id
         self.question_rids: dict[tuple[str, int], str] = {}
         self.stopping = asyncio.Event()
@@ -245,6 +248,7 @@ class Listener:
             del self.question_rids[key]
         for ch in [ch for ch, sent_on in self.in_flight.items() if sent_on is link]:
             del self.in_flight[ch]
+            self.setup_tests.discard(ch)
             self.say(
                 f"Request {ch}: the connection broke before the broker confirmed the answer; "
                 "if the request is still pending it will be asked again."
@@ -472,7 +476,9 @@ class Listener:
             self._drop(frame.ch, cancel_message(frame, link.accounts))
         elif isinstance(frame, AnswerResult):
             self.in_flight.pop(frame.ch, None)
-            self.say(f"Request {frame.ch}: {outcome_message(frame.outcome)}.")
+            setup_test = frame.ch in self.setup_tests
+            self.setup_tests.discard(frame.ch)
+            self.say(f"Request {frame.ch}: {outcome_message(frame.outcome, setup_test=setup_test)}.")
             self._check_drained()
         elif isinstance(frame, RecoveryNotice):
             self._add_question(link, frame)
@@ -565,6 +571,8 @@ class Listener:
             seed = self.store.seed(req.challenge.cid)
             frame = conn.answer_frame(req.challenge, seed=seed, decision=decision, number=number)
             self.in_flight[ch] = req.link
+            if is_setup_test(req.challenge.ctx):
+                self.setup_tests.add(ch)
             await conn.send(frame)
             self.say(f"Request {ch}: answer sent ({decision}).")
         except (AgentError, StoreError) as exc:

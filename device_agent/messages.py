@@ -67,6 +67,15 @@ OUTCOME_MESSAGES: dict[str, str] = {
     Status.UNKNOWN: "ended",
 }
 
+# A setup's test notification (docs/protocol.md 15.1) approves no sign-in: its answer
+# decides whether the service finishes adding this device. Other outcomes read as above.
+SETUP_TEST_OUTCOME_MESSAGES: dict[str, str] = {
+    Status.APPROVED: "approved: the service can now finish adding this device",
+    Status.DENIED: "denied: this device is not added",
+    Status.NUMBER_MISMATCH: "number_mismatch: the number did not match, so this device is not added",
+    Status.REPORTED: "reported: adding this device was refused and reported as not you",
+}
+
 CANCEL_MESSAGES: dict[str, str] = {
     # The broker names the credential that answered (`cancel.by`) only when it is one of
     # this connection's own: then approve/deny (or another listen/ui) with this same home
@@ -142,7 +151,11 @@ def close_message(code: int | None, reason: str = "") -> str:
     return f"the broker closed the connection (code {code}{': ' + reason if reason else ''})"
 
 
-def outcome_message(outcome: str) -> str:
+def outcome_message(outcome: str, *, setup_test: bool = False) -> str:
+    """Words for an answer's outcome; `setup_test`: the request was a setup's test
+    notification (protocol.purpose.is_setup_test of its context), not a sign-in."""
+    if setup_test and outcome in SETUP_TEST_OUTCOME_MESSAGES:
+        return SETUP_TEST_OUTCOME_MESSAGES[outcome]
     return OUTCOME_MESSAGES.get(outcome, outcome)
 
 

@@ -25,6 +25,7 @@ from support import AGENT, DEADLINE, BrokerProcess, assert_cli_error, free_port,
 from device_agent.passphrase import NEW_PASSPHRASE_ENV
 from device_agent.store import LOCK_FILE, AccountStore, Registration
 from protocol import signing
+from protocol.purpose import setup_test_context
 
 
 def unb64(text: str) -> bytes:
@@ -286,8 +287,13 @@ def test_a_wrong_number_is_recorded_as_a_mismatch(tmp_path: Path, rp_api: RP) ->
     result = agent(home, "approve", ch["id"], "--number", wrong)
     assert result.returncode == 0, result.stderr
     assert "number_mismatch" in result.stdout
-    assert "did not match" in result.stdout
+    assert "did not match, so the sign-in was denied" in result.stdout
     assert rp_api.result(ch)["status"] == "number_mismatch"
+    # A setup's test notification (docs/protocol.md 15.1) is no sign-in: said so.
+    setup = rp_api.challenge(context=setup_test_context({"app": "Webmail"}))
+    wrong = "10" if setup["number"] != "10" else "11"
+    result = agent(home, "approve", setup["id"], "--number", wrong)
+    assert "number_mismatch: the number did not match, so this device is not added" in result.stdout
 
 
 def test_a_number_of_the_wrong_length_is_refused_before_sending(tmp_path: Path, rp_api: RP) -> None:

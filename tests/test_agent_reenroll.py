@@ -107,6 +107,7 @@ async def test_listen_started_before_the_first_enroll_answers_the_test_notificat
     listening.wait_for(f"Test notification {test_push.id}: finish adding this device?")
     listening.wait_for("number shown on the setup page")
     listening.type(test_push.number)
+    listening.wait_for(f"Request {test_push.id}: approved: the service can now finish adding this device")
     result = await client.wait_result(test_push, {done.credential.id: done.credential.public_key}, timeout=20)
     assert result.approved, result
 

@@ -16,6 +16,7 @@ from device_agent.messages import (
     OUTCOME_MESSAGES,
     close_message,
     error_message,
+    outcome_message,
 )
 from protocol.challenge import Status
 from protocol.errors import CLOSE_CODES, ErrorCode
@@ -93,6 +94,13 @@ def test_a_setup_test_notification_is_worded_as_such_and_shows_its_marker() -> N
     assert text.startswith(f"Test notification {CHALLENGE.ch}: finish adding this device?\n"), text
     assert "purpose:" in text and "setup test" in text
     assert number_source(setup) == "the setup page"
+    # Its outcome is about adding the device; a sign-in's, and an ending, as before.
+    assert (
+        outcome_message("approved", setup_test=True)
+        == "approved: the service can now finish adding this device"
+    )
+    assert outcome_message("approved") == "approved: the sign-in is allowed"
+    assert outcome_message("expired", setup_test=True) == outcome_message("expired")
     assert request_json(setup, None, CHALLENGE.created)["setup_test"] is True
     # Anything else is a sign-in: no purpose, another one, or the marker misspelt.
     for ctx in ({"app": "VPN"}, {"purpose": "Setup test"}, {"action": "setup test"}):
