@@ -851,6 +851,19 @@ async def test_a_restored_phone_is_added_from_the_broker_list_and_signs_in(
     _, html = await site.get("/account")
     assert "Push notification (New phone)" in html
 
+    # The user removes the new phone here, and later the old phone names a new recovery
+    # key (`backup retire`; a passphrase change does the same), signed after the restore.
+    # Taken although the restored device, whose proof dated the spend, is gone: the
+    # spend's time is kept with the old one (not a security event on every visit).
+    token = await site.token("/security")
+    r = await site.post(f"/security/devices/{added.credential_id}/remove", {"csrf_token": token}, follow=True)
+    assert "New phone was removed" in await r.text()
+    assert (await phone(old, "backup", "retire")).returncode == 0
+    await site.get("/security")
+    assert [d.credential_id for d in site.db.devices(uid)] == [old_cid]
+    assert site.db.device(uid, old_cid).recovery_public_key is not None  # type: ignore[union-attr]
+    assert not [r for r in caplog.records if r.name == "relying_party.web.security_events"]
+
 
 async def test_a_restored_phone_can_sign_in_before_security_info_was_seen(site: Site, tmp_path: Path) -> None:
     """An answer from a credential we do not hold yet makes the RP check the broker's

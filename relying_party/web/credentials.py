@@ -58,6 +58,7 @@ def stored(device: Device, handle: str) -> Credential:
         recovery_key=recovery_key,
         recovery=proof,
         confirmed=device.confirmed,
+        recovery_spent_at=device.recovery_spent_at,
     )
 
 
@@ -125,18 +126,22 @@ async def sync(client: PushAuthClient, db: Database, user: User) -> SyncReport:
             recovery_proof=json.dumps(cred.recovery.to_json()),
         ):
             report.restored.append(Restored(cred.name, source.name))
-    # Recovery keys as the SDK left them: spent by a restore, or rotated by the device.
+    # Recovery keys as the SDK left them: spent by a restore (and when), or rotated by
+    # the device.
     for cid, cred in result.current.items():
         device = devices.get(cid)
+        if device is None:
+            continue
         key = cred.recovery_key
-        have = stored(device, user.handle).recovery_key if device is not None else None
-        if device is not None and key != have:
+        if key != stored(device, user.handle).recovery_key:
             db.set_recovery_key(
                 cid,
                 None if key is None else key.public_key,
                 None if key is None else key.ts,
                 None if key is None else key.signature,
             )
+        if cred.recovery_spent_at != device.recovery_spent_at:
+            db.set_recovery_spent_at(cid, cred.recovery_spent_at)
     return report
 
 

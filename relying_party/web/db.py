@@ -131,6 +131,11 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     # the SDK checked (RecoveryProof.to_json()).
     ("devices", "recovered_from", "TEXT"),
     ("devices", "recovery_proof", "TEXT"),
+    # When a restore we accepted spent this credential's recovery key (the SDK's
+    # Credential.recovery_spent_at): a key the device names later counts only if newer,
+    # also once the restored device is gone ("No, not me", removed). NULL: never spent,
+    # or spent before this column (then the restored device's proof, while we keep it).
+    ("devices", "recovery_spent_at", "INTEGER"),
     # "Sign out everywhere" and a password change raise the epoch: a session made at a
     # lower one is signed out on its next request (sessions are rows we cannot list by
     # user cheaply; the check is one integer per request).
@@ -199,6 +204,7 @@ class Device:
     recovery_key_signature: bytes | None = None
     recovered_from: str | None = None
     recovery_proof: str | None = None  # JSON
+    recovery_spent_at: int | None = None  # see MIGRATIONS
     setup_challenge: str | None = None  # JSON, see MIGRATIONS
 
 
@@ -445,6 +451,12 @@ class Database:
             "UPDATE devices SET recovery_public_key = ?, recovery_key_ts = ?, recovery_key_signature = ?"
             " WHERE credential_id = ?",
             (public_key, ts, signature, credential_id),
+        )
+
+    def set_recovery_spent_at(self, credential_id: str, spent_at: int | None) -> None:
+        """When a restore spent the credential's recovery key, as the SDK's sync says."""
+        self.conn.execute(
+            "UPDATE devices SET recovery_spent_at = ? WHERE credential_id = ?", (spent_at, credential_id)
         )
 
     def devices(self, user_id: int, *, confirmed_only: bool = False) -> list[Device]:
