@@ -66,7 +66,9 @@ class Conflict(BrokerError):
 
 
 class NoDevices(Conflict):
-    """409 no_devices: the user has no active credential to push to."""
+    """409 no_devices: the user has no confirmed credential to push to (none at all, or
+    only devices whose setup is unfinished: the detail says how many await
+    confirm_credential)."""
 
 
 class RateLimited(BrokerError):

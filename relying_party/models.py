@@ -42,6 +42,8 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class RelyingParty:
+    """The calling RP (GET /v1/rp): `id` is part of every answer a device signs."""
+
     id: str
     name: str
 
@@ -52,6 +54,12 @@ class RelyingParty:
 
 @dataclass(frozen=True, slots=True)
 class Health:
+    """PushAuthClient.health(). Answering 200: `ok` True, `status` "ok", `node` the node's
+    name and `redis` "ok". Answering 503: `ok` False, `status` the problem's code
+    (`unavailable`: Redis unreachable or read-only; `events_unavailable`: the node's
+    event channel is down), `node` None and `redis` the problem's detail (why). A broker
+    that cannot be reached at all raises BrokerUnavailable instead."""
+
     ok: bool
     status: str
     node: str | None

@@ -168,7 +168,8 @@ class PushAuthClient:
         return self._rp
 
     async def health(self) -> Health:
-        """The broker's health; `ok` is False when it answers 503 (e.g. Redis unreachable)."""
+        """The broker's health (see Health); `ok` is False when it answers 503 (e.g. Redis
+        unreachable). BrokerUnavailable when it cannot be reached at all."""
         status, body = await self._request("GET", "/healthz", expect=(200, 503))
         fields = wire.obj(body, "health")
         if status == 503:
@@ -553,7 +554,11 @@ class PushAuthClient:
         Given the Credential (as wait_enrollment returned it, `confirmed` False), it
         returns the copy to store, with `confirmed` True: that flag in the RP's store is
         the RP's own record (sync_credentials never changes it), and its keys are the
-        ones ordinary sign-ins verify with (see wait_result). Given an id, None."""
+        ones ordinary sign-ins verify with (see wait_result). Given an id, None.
+
+        NotFound for an id the broker does not know (or another RP's); Conflict with
+        `code` "credential_revoked" for a credential revoked meanwhile (by the device,
+        or the RP): then the setup is over, start a new one."""
         cid = credential.id if isinstance(credential, Credential) else credential
         await self._call("POST", f"/v1/credentials/{_segment(cid)}/confirm", expect=(204,))
         return replace(credential, confirmed=True) if isinstance(credential, Credential) else None
