@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 from protocol.challenge import Status
 from protocol.errors import ProtocolError
@@ -30,6 +30,8 @@ __all__ = [
     "Enrollment",
     "EnrollmentStatus",
     "Health",
+    "Policy",
+    "PushBlock",
     "RelyingParty",
     "SignInResult",
     "Status",
@@ -64,6 +66,34 @@ class Health:
     status: str
     node: str | None
     redis: str | None
+
+
+class PushBlock(TypedDict):
+    """PushAuthClient.push_block(): the user's push fatigue state as the broker reports
+    it (docs/http-api.md, "Push fatigue protection"); it decides nothing in the SDK."""
+
+    user: str
+    muted_until: int | None  # Unix ms; -1: muted until the RP lifts it; None: not muted
+    pushes_since_sign_in: int
+    blocked: bool  # a create would now be refused with push_blocked (PushBlocked)
+    max_pushes_since_sign_in: int
+    consecutive_failures: int  # wrong numbers in a row
+    failure_limit: int | None  # the policy's lock after that many (None: no lock)
+
+
+class Policy(TypedDict):
+    """PushAuthClient.policy(): the RP's push policy, set by the broker's operator
+    (`pushauth-broker rp set`; docs/http-api.md, "Policy")."""
+
+    profile: str  # "default" or "nist-800-63b-4"
+    max_pushes: int
+    max_pushes_per_minute: int
+    fraud_mute: int  # seconds; 0: until the RP lifts it
+    digits: int  # when a create names none
+    min_digits: int
+    ttl: int  # seconds, when a create names none
+    max_ttl: int
+    failure_limit: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -58,6 +58,8 @@ from .models import (
     Enrollment,
     EnrollmentStatus,
     Health,
+    Policy,
+    PushBlock,
     RelyingParty,
     SignInResult,
 )
@@ -614,14 +616,19 @@ class PushAuthClient:
         BrokerUnavailable when the broker cannot be asked (nothing changed: try again)."""
         await self._call("DELETE", f"/v1/credentials/{_segment(credential_id)}", expect=(204,))
 
-    async def push_block(self, user: str) -> dict[str, Any]:
-        """The user's push fatigue state (see docs/http-api.md, "Push fatigue protection")."""
-        return wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/push-block"), "push block")
+    async def push_block(self, user: str) -> PushBlock:
+        """The user's push fatigue state (see PushBlock and docs/http-api.md, "Push fatigue
+        protection"): e.g. `muted_until` for "push is paused until ..." after PushBlocked.
+        The broker's JSON object as it sent it (not checked field by field: it decides
+        nothing here)."""
+        body = wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/push-block"), "push block")
+        return cast(PushBlock, body)
 
-    async def policy(self) -> dict[str, Any]:
-        """This RP's push policy as the broker enforces it (docs/http-api.md, "Policy"):
-        set by the broker's operator, read-only here."""
-        return wire.obj(await self._call("GET", "/v1/rp/policy"), "policy")
+    async def policy(self) -> Policy:
+        """This RP's push policy as the broker enforces it (see Policy and
+        docs/http-api.md, "Policy"): set by the broker's operator, read-only here. As the
+        broker sent it, like push_block."""
+        return cast(Policy, wire.obj(await self._call("GET", "/v1/rp/policy"), "policy"))
 
     async def lift_push_block(self, user: str) -> None:
         """Lift a fraud mute and reset the count of pushes since the last sign-in and

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 from shared_broker import new_rp
@@ -15,6 +15,7 @@ from test_broker_device_ws import CTX, Device, online_device
 
 from protocol.frames import AnswerResult, Cancel, Challenge
 from relying_party.errors import PushBlocked, RateLimited
+from relying_party.models import PushBlock
 from relying_party.sdk import PushAuthClient
 
 
@@ -64,6 +65,10 @@ async def test_rate_limit_and_a_sign_in_resets_it(
     state = await client.push_block("alice")
     assert state["pushes_since_sign_in"] == 0
     assert state["blocked"] is False
+    # The SDK's type names exactly the broker's fields.
+    assert (
+        set(state) == PushBlock.__required_keys__ and get_type_hints(client.push_block)["return"] is PushBlock
+    )
 
 
 async def test_cap_since_the_last_sign_in(

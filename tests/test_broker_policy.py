@@ -19,6 +19,7 @@ from test_broker_device_ws import CTX, Device, online_device
 
 from protocol.frames import AnswerResult, Cancel, Challenge, Error, Revoked
 from relying_party.errors import InvalidRequest, PushBlocked
+from relying_party.models import Policy
 from relying_party.sdk import PushAuthClient
 
 
@@ -27,7 +28,7 @@ def rp_cli(*argv: str, redis_url: str) -> tuple[int, str, str]:
     return result.returncode, result.stdout, result.stderr
 
 
-async def policy_at(node: BrokerProcess, api_key: str) -> dict[str, object]:
+async def policy_at(node: BrokerProcess, api_key: str) -> Policy:
     async with PushAuthClient(node.http_url, api_key) as client:
         return await client.policy()
 
@@ -54,6 +55,8 @@ async def test_two_nodes_with_different_old_flags_enforce_the_rps_one_policy(
         == await policy_at(b, rp["api_key"])
         == {k: v for k, v in shown.items() if k != "rp"}
     )
+    # The SDK's type names exactly the broker's fields.
+    assert set(await policy_at(a, rp["api_key"])) == Policy.__required_keys__
     async with (
         PushAuthClient(a.http_url, rp["api_key"]) as on_a,
         PushAuthClient(b.http_url, rp["api_key"]) as on_b,
