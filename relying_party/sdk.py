@@ -47,6 +47,7 @@ from .errors import (
     BadBrokerResponse,
     BrokerError,
     BrokerUnavailable,
+    InvalidRequest,
     NotFound,
     ServiceUnavailable,
     broker_error,
@@ -103,6 +104,15 @@ def _segment(value: str) -> str:
     """One URL path segment, percent-encoded; '.' and '..' too, so they cannot climb the path."""
     text = quote(value, safe="")
     return text.replace(".", "%2E") if set(value) == {"."} else text
+
+
+def _user_segment(user: str) -> str:
+    """A user id as a path segment. An empty one is refused here as the broker refuses
+    it in a body (400 invalid_request): in a path the broker could only answer 404, no
+    such route, which reads as "no such user" (docs/http-api.md: 1..128 characters)."""
+    if not user:
+        raise InvalidRequest(400, "invalid_request", "'user' must be a string of 1 to 128 characters")
+    return _segment(user)
 
 
 class PushAuthClient:
@@ -568,7 +578,9 @@ class PushAuthClient:
     async def list_credentials(self, user: str) -> list[Credential]:
         """The broker's list of `user`'s active credentials, unchecked: its word on keys,
         `confirmed` and `last_used_at`. Check it with sync_credentials before storing."""
-        body = wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/credentials"), "credentials")
+        body = wire.obj(
+            await self._call("GET", f"/v1/users/{_user_segment(user)}/credentials"), "credentials"
+        )
         items = body.get("credentials")
         if not isinstance(items, list):
             raise BadBrokerResponse("credentials: field 'credentials' missing or not a list")
@@ -621,7 +633,7 @@ class PushAuthClient:
         protection"): e.g. `muted_until` for "push is paused until ..." after PushBlocked.
         The broker's JSON object as it sent it (not checked field by field: it decides
         nothing here)."""
-        body = wire.obj(await self._call("GET", f"/v1/users/{_segment(user)}/push-block"), "push block")
+        body = wire.obj(await self._call("GET", f"/v1/users/{_user_segment(user)}/push-block"), "push block")
         return cast(PushBlock, body)
 
     async def policy(self) -> Policy:
@@ -635,7 +647,7 @@ class PushAuthClient:
         the pushes of the last minute (RateLimited ends too); a lock after too many
         wrong numbers is lifted, a count below the limit stays (docs/http-api.md,
         "Push fatigue protection")."""
-        await self._call("DELETE", f"/v1/users/{_segment(user)}/push-block", expect=(204,))
+        await self._call("DELETE", f"/v1/users/{_user_segment(user)}/push-block", expect=(204,))
 
     # -- HTTP ------------------------------------------------------------------
 

@@ -274,6 +274,15 @@ async def test_broker_refusals_are_typed_errors(client: PushAuthClient, broker: 
         await client.get_enrollment(replace(started, id="no_such_enrollment"))
     with pytest.raises(NotFound):
         await client.revoke_credential("no_such_credential")
+    # An empty user: the broker refuses it in a body (400); in a path it could only say
+    # 404 (no such route), so the SDK refuses it alike before sending anything.
+    with pytest.raises(InvalidRequest) as in_body:
+        await client.create_challenge("", CONTEXT)
+    for call in (client.list_credentials, client.push_block, client.lift_push_block):
+        with pytest.raises(InvalidRequest) as in_path:
+            await call("")
+        assert (in_path.value.status, in_path.value.code) == (400, "invalid_request")
+        assert in_path.value.detail == in_body.value.detail
     async with PushAuthClient(broker.http_url, "wrong-key") as stranger:
         with pytest.raises(Unauthorized):
             await stranger.rp()
