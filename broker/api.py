@@ -387,11 +387,9 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
         ) from None
     except PushRefused as refused:
         metrics.signin_refused(refused.code)
-        if refused.retry_after_s is not None:
-            raise ApiError(
-                429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
-            ) from None
-        raise ApiError(409, refused.code, refused.detail) from None
+        status = 429 if refused.code == "rate_limited" else 409
+        headers = None if refused.retry_after_s is None else {"Retry-After": str(refused.retry_after_s)}
+        raise ApiError(status, refused.code, refused.detail, headers) from None
     if not new.devices:
         if new.unconfirmed:
             raise ApiError(

@@ -14,7 +14,9 @@ from .policy import RpPolicy
 
 
 class PushRefused(Exception):
-    """No push was sent; `code` is the API's problem code."""
+    """No push was sent; `code` is the API's problem code. `retry_after_s`: when a new
+    request may succeed, if a time says so (the rate window, or a mute that ends at a
+    set time): sent as Retry-After."""
 
     def __init__(self, code: str, detail: str, retry_after_s: int | None = None) -> None:
         super().__init__(detail)
@@ -23,15 +25,20 @@ class PushRefused(Exception):
         self.retry_after_s = retry_after_s
 
 
-def refusal(kind: int, value: int, policy: RpPolicy) -> PushRefused:
-    """The refusal for CREATE_CHALLENGE's negative result `{kind, value}`."""
+def refusal(kind: int, value: int, policy: RpPolicy, now_ms: int) -> PushRefused:
+    """The refusal for CREATE_CHALLENGE's negative result `{kind, value}`, at `now_ms`."""
     if kind == -1:
-        until = (
-            "until the service lifts it"
-            if value < 0
-            else f"until {value} (Unix ms) or until the service lifts it"
+        if value < 0:
+            return PushRefused(
+                "push_blocked", "push is muted for this user after a fraud report, until the service lifts it"
+            )
+        # A timed mute: the RP can say "paused until ..." without parsing this text.
+        return PushRefused(
+            "push_blocked",
+            f"push is muted for this user after a fraud report, until {value} (Unix ms) or until "
+            "the service lifts it",
+            retry_after_s=_seconds_until(value, now_ms),
         )
-        return PushRefused("push_blocked", f"push is muted for this user after a fraud report, {until}")
     if kind == -2:
         return PushRefused(
             "push_blocked",
@@ -44,10 +51,15 @@ def refusal(kind: int, value: int, policy: RpPolicy) -> PushRefused:
             f"{value} consecutive sign-in requests answered with a wrong number (the limit is "
             f"{policy.failure_limit}, profile {policy.profile}); push is locked until the service lifts it",
         )
-    retry = max(1, -(-value // 1000))
+    retry = _seconds_until(value, 0)
     return PushRefused(
         "rate_limited",
         f"more than {policy.max_pushes_per_minute} push requests in {policy.window_s} s; "
         f"try again in {retry} s",
         retry_after_s=retry,
     )
+
+
+def _seconds_until(when_ms: int, now_ms: int) -> int:
+    """Whole seconds from `now_ms` to `when_ms`, rounded up, at least 1 (Retry-After)."""
+    return max(1, -(-(when_ms - now_ms) // 1000))

@@ -550,7 +550,7 @@ class Store:
             raise UnknownTarget(record.target)
         if count < 0:
             await self._ended(record.rp, record.user, Status.WITHDRAWN, ids)
-            raise refusal(count, int(value), policy)
+            raise refusal(count, int(value), policy, record.created)
         if not extra:  # redis-py's script: announced here
             await announce([count, value, *ended])
         return NewChallenge(count, int(value) if count == 0 else 0, ids)

@@ -15,6 +15,7 @@ from test_broker_device_ws import CTX, Device, online_device
 
 from protocol.frames import AnswerResult, Cancel, Challenge
 from relying_party.errors import PushBlocked, RateLimited
+from relying_party.models import Challenge as RpChallenge
 from relying_party.models import PushBlock
 from relying_party.sdk import PushAuthClient
 
@@ -108,6 +109,7 @@ async def test_fraud_report_mutes_push_until_the_rp_lifts_it(
     with pytest.raises(PushBlocked) as refused:
         await client.create_challenge("alice", CTX)
     assert "fraud report" in refused.value.detail
+    assert (refused.value.status, refused.value.retry_after) == (409, None)  # no set end
     assert (await client.push_block("alice"))["muted_until"] == -1
     await client.lift_push_block("alice")
     ch = await client.create_challenge("alice", CTX)
@@ -119,13 +121,24 @@ async def test_fraud_mute_times_out(
 ) -> None:
     broker = broker_factory(redis_url=redis_server.url)
     rp = await new_rp(broker, "Mute RP")
-    set_policy(rp["id"], "--fraud-mute", "1", redis_url=redis_server.url)
+    set_policy(rp["id"], "--fraud-mute", "5", redis_url=redis_server.url)
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
         dev = await online_device(client, broker.ws_url)
         await client.create_challenge("alice", CTX)
         assert await answer(dev, "fraud") == "reported"
-        with pytest.raises(PushBlocked):
+        with pytest.raises(PushBlocked) as refused:
             await client.create_challenge("alice", CTX)
-        await asyncio.sleep(1.2)
-        ch = await client.create_challenge("alice", CTX)
+        # A mute with a set end says when (Retry-After), still a 409 push_blocked.
+        assert refused.value.status == 409 and refused.value.retry_after in range(1, 6)
+        muted_until = (await client.push_block("alice"))["muted_until"]
+        assert str(muted_until) in refused.value.detail
+
+        async def after_the_mute() -> RpChallenge:
+            while True:  # the broker's clock decides when it ends: asked until it has
+                try:
+                    return await client.create_challenge("alice", CTX)
+                except PushBlocked:
+                    await asyncio.sleep(0.2)
+
+        ch = await asyncio.wait_for(after_the_mute(), 20)
         assert await answer(dev, "approve", ch.number) == "approved"
