@@ -335,4 +335,5 @@ async def test_a_setup_test_sent_before_the_new_account_is_stored_is_shown(
     assert await phone.page.locator("#prompt-title").inner_text() == "Finish adding this phone?"
     await phone.type_number(challenge.number)
     await phone.page.get_by_role("button", name="Approve").tap()
+    await phone.toast("Approved. The service can now finish adding this phone.")  # not "sign-in page"
     assert (await rp.wait_result(challenge, {cid: key}, timeout=10)).status is Status.APPROVED

@@ -45,6 +45,14 @@ const OUTCOMES = {
   number_mismatch: "The number did not match, so the sign-in was denied.",
   reported: "Reported. The service was told and sign-in requests are paused.",
 };
+// A setup's test notification approves no sign-in: its answer decides whether the
+// service finishes adding this phone (as device_agent/messages.py words it).
+const SETUP_OUTCOMES = {
+  approved: "Approved. The service can now finish adding this phone.",
+  denied: "Denied. This phone is not added.",
+  number_mismatch: "The number did not match, so this phone is not added.",
+  reported: "Reported. Adding this phone was refused and the service was told it was not you.",
+};
 const NOTICE_OUTCOMES = {
   confirmed: "Thanks. Both devices keep working; remove the old one on the service's security page when you stop using it.",
   disowned: "The new device was removed and the service was told it was not you; sign-in requests are paused until the service lifts the pause.",
@@ -470,7 +478,8 @@ async function decide(decision) {
     const answer = await signAnswer(prompt, account, decision, number);
     const result = await prompt.connection.answer(answer);
     prompts.remove(prompt.frame.ch);
-    toast(OUTCOMES[result.outcome] ?? `The request ended (${printable(result.outcome)}).`);
+    const words = isSetupTest(prompt.frame.ctx) ? SETUP_OUTCOMES : OUTCOMES;
+    toast(words[result.outcome] ?? `The request ended (${printable(result.outcome)}).`);
   } catch (exc) {
     const code = exc instanceof ReplyError ? exc.code : "";
     if (code in ENDED || code === "already_answered" || code === "challenge_expired" || code === "unknown_challenge") {
