@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisClusterException, ResponseError
+from redis.exceptions import NoPermissionError, RedisClusterException, ResponseError
 
 from . import keys
 
@@ -72,6 +72,28 @@ async def check_server(redis: Redis) -> None:
             f"pushauth needs Redis 7.0 or later (sharded pub/sub: SPUBLISH/SSUBSCRIBE route each "
             f"event to the nodes that serve its user); this server is Redis {version}"
         )
+    await _check_channels(redis)
+
+
+# No user's channel: a tag is 8 base32 characters (keys.user_tag).
+PROBE_CHANNEL = keys.channel("probe")
+
+
+async def _check_channels(redis: Redis) -> None:
+    """Refuse a Redis user that may touch the keys but not the event channels.
+
+    Redis 7 gives an ACL user made without `&pattern` no channel at all
+    (acl-pubsub-default resetchannels): such a node would start and answer /healthz,
+    then answer 503 to every challenge and enrollment (their scripts SPUBLISH) and
+    never hold a subscription. One publish to a channel nobody listens on tells.
+    """
+    try:
+        await redis.execute_command("SPUBLISH", PROBE_CHANNEL, b"")
+    except NoPermissionError as exc:
+        raise LayoutError(
+            f"the Redis user may not publish to the broker's event channels ({exc}): give it "
+            "the channels as well as the keys, e.g. ACL SETUSER USER ~pa:* &pa:* +@all"
+        ) from None
 
 
 async def ensure(redis: Redis, *, wait_s: float = 60.0) -> Migration | None:

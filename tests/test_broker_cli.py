@@ -163,6 +163,19 @@ def test_a_store_of_an_unknown_layout_is_refused_and_left_alone(redis_server: Re
         assert client.get("pa:layout") == marker
 
 
+def test_a_redis_user_without_the_event_channels_is_refused(redis_server: RedisServer) -> None:
+    """Redis 7 gives a new ACL user no channels: a node would start and answer /healthz,
+    then 503 every challenge (its scripts publish). Refused before anything starts."""
+    client = redis_server.client()
+    client.acl_setuser("pushauth", enabled=True, passwords=["+s3cret"], keys=["pa:*"], commands=["+@all"])
+    url = redis_server.url.replace("redis://", "redis://pushauth:s3cret@")
+    for argv in (["rp", "list"], ["serve", "--port", "0"]):
+        line = assert_cli_error(run_cli([BROKER, *argv, "--redis-url", url], timeout=30))
+        assert "may not publish to the broker's event channels" in line and "&pa:*" in line, line
+    client.execute_command("ACL", "SETUSER", "pushauth", "&pa:*")  # what the message says to give it
+    assert run_cli([BROKER, "rp", "list", "--redis-url", url]).returncode == 0
+
+
 def test_an_rp_name_with_control_characters_is_refused(redis_server: RedisServer) -> None:
     for name, found in (("Evil\x1b]0;pwned\x07Corp", "U+001B (ESC)"), ("Good\u202eliaP", "U+202E")):
         result = run_cli([BROKER, "rp", "add", name, "--redis-url", redis_server.url])
