@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from protocol.challenge import Status
 
@@ -38,6 +38,7 @@ from . import events, keys, metrics, notices
 from .hub import Device, Hub
 from .models import Credential
 from .store import Store, now_ms
+from .subscriber import Refused
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,13 @@ log = logging.getLogger(__name__)
 EVENTS_GRACE_S = 10.0
 MAX_BACKOFF_S = 5.0
 _BATCH = 500  # users or credentials read per round trip during a catch-up
+# Errors that are the configuration speaking (a password, an ACL), not a blip.
+_REFUSALS = (Refused, AuthenticationError, NoPermissionError)
+
+
+class EventChannelError(Exception):
+    """The node could not subscribe before serving: it must not serve, since no event
+    of another node would reach it (serve says why and exits 2)."""
 
 
 class EventListener:
@@ -62,13 +70,25 @@ class EventListener:
         self._task: asyncio.Task[None] | None = None
         self._catch_up: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._failure = ""  # why the last subscription attempt failed
+        self._refused = False  # Redis refused the first one: start() gives up at once
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self, timeout: float = 10.0) -> None:
         """Subscribe before the node serves (so no event of its first moments is lost)."""
         self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            await self.stop()
+            raise EventChannelError(
+                f"cannot subscribe to the event channel in Redis within {timeout:g} s: "
+                f"{self._failure or 'no answer from Redis'}"
+            ) from None
+        if self._refused:
+            await self.stop()
+            raise EventChannelError(f"cannot subscribe to the event channel in Redis: {self._failure}")
 
     async def stop(self) -> None:
         for task in (self._catch_up, self._task):
@@ -111,9 +131,17 @@ class EventListener:
             except (RedisError, OSError) as exc:
                 metrics.REDIS_ERRORS_EVENTS.inc()
                 reason = str(exc) or type(exc).__name__
+                if isinstance(exc, _REFUSALS) and not self.subscriptions:
+                    # Never subscribed yet, so this is how Redis is set up (the start
+                    # check passed through redis-py, which, unlike this connection,
+                    # takes a password that a Redis without one refuses).
+                    self._failure, self._refused = reason, True
+                    self._ready.set()
+                    return
             except Exception as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 log.debug("event listener failure", exc_info=True)
+            self._failure = reason
             self._lost()
             log.warning("event channel lost (%s); resubscribing in %.1fs", reason, delay)
             await asyncio.sleep(delay)

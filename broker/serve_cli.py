@@ -36,7 +36,7 @@ from .backups import (
 from .command import CliError, check_redis_url, open_redis, say
 from .context import NODE
 from .device_ws import AUTH_TIMEOUT_S
-from .event_listener import EVENTS_GRACE_S, LISTENER
+from .event_listener import EVENTS_GRACE_S, LISTENER, EventChannelError
 from .http_guard import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedSite, Timeouts
 from .limits import Limits, Rate
 from .logs import FORMATS
@@ -371,7 +371,11 @@ async def serve(args: argparse.Namespace) -> None:
         runner = web.AppRunner(
             app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
         )
-        await runner.setup()
+        try:
+            await runner.setup()  # subscribes to the event channel (broker/app.py)
+        except EventChannelError as exc:
+            await runner.cleanup()
+            raise CliError(str(exc)) from None
         metrics: web.AppRunner | None = None
         try:
             if args.metrics_port is not None:

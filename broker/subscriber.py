@@ -35,6 +35,11 @@ from redis.exceptions import ConnectionError, ResponseError
 from .redis_pipe import CONNECT_TIMEOUT_S, RedisPipe
 
 
+class Refused(ConnectionError):
+    """Redis answered the subscription connection with an error (AUTH, SELECT or a
+    subscription refused): its configuration, which trying again does not change."""
+
+
 class Subscriber(Protocol):
     received: int  # messages received, all channels, since start
 
@@ -177,7 +182,7 @@ class _Channels:
         if isinstance(reply, hiredis.ReplyError | ResponseError):
             # A refused SSUBSCRIBE (a Redis without sharded pub/sub, a cluster node
             # that does not serve the slot) would break the matching of replies.
-            raise ConnectionError(f"Redis refused a subscription: {reply}")
+            raise Refused(f"Redis refused a subscription: {reply}")
         if type(reply) is not list or len(reply) != 3:
             raise ConnectionError(f"unexpected reply on the subscription: {reply!r:.80}")
         kind = reply[0]
@@ -280,7 +285,7 @@ class RawSubscriber(_Channels):
                     await sock.wait()
                 reply = sock.replies.popleft()
                 if isinstance(reply, hiredis.ReplyError):
-                    raise ConnectionError(f"Redis refused {command[0]}: {reply}")
+                    raise Refused(f"Redis refused {command[0]}: {reply}")
             self._sock = sock
             initial = self._connected()
             if initial:

@@ -176,6 +176,17 @@ def test_a_redis_user_without_the_event_channels_is_refused(redis_server: RedisS
     assert run_cli([BROKER, "rp", "list", "--redis-url", url]).returncode == 0
 
 
+def test_a_refused_event_subscription_is_one_line_at_once(redis_server: RedisServer) -> None:
+    """A password for a Redis without one: redis-py takes it (the start check passes),
+    the node's own subscription connection is refused. It said "pushauth-broker: " after
+    10 s, exit 1; now the reason, at once, exit 2."""
+    url = redis_server.url.replace("redis://", "redis://:s3cret@")
+    result = run_cli([BROKER, "serve", "--port", "0", "--redis-url", url], timeout=30)
+    assert result.returncode == 2, result
+    line = assert_cli_error(result, contains="cannot subscribe to the event channel")
+    assert "Redis refused AUTH" in line and "s3cret" not in line, line
+
+
 def test_an_rp_name_with_control_characters_is_refused(redis_server: RedisServer) -> None:
     for name, found in (("Evil\x1b]0;pwned\x07Corp", "U+001B (ESC)"), ("Good\u202eliaP", "U+202E")):
         result = run_cli([BROKER, "rp", "add", name, "--redis-url", redis_server.url])
