@@ -329,9 +329,11 @@ def _access(logger: logging.Logger, request: LaneRequest, reply: Reply) -> None:
     agent = request.headers.get("User-Agent", "-")
     fields = {
         "remote_address": request.remote,
+        "request_start_time": when,
         "first_request_line": line,
         "response_status": reply.status,
         "response_size": reply.size,
+        "request_header": {"Referer": referer, "User-Agent": agent},
     }
     logger.info(
         '%s %s "%s" %s %s "%s" "%s"',

@@ -162,5 +162,8 @@ def test_json_logs_are_one_object_per_line_and_text_stays_the_default(
         fields = line["fields"]
         assert (fields["first_request_line"], fields["response_status"]) == (f"GET {path} HTTP/1.1", 401)
         assert fields["remote_address"] == "127.0.0.1" and fields["response_size"] > 0
+    # The same fields too, for a log pipeline that reads them rather than the text.
+    assert lane["fields"].keys() == access["fields"].keys(), (lane, access)
+    assert lane["fields"]["request_header"] == access["fields"]["request_header"]
     text_line = next(line for line in as_text.stderr().splitlines() if "/v1/rp" in line)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pushauth\.broker: 127\.0\.0\.1 ", text_line)
