@@ -244,9 +244,10 @@ def add_arguments(
         "--log-level",
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="the least severe log lines written to stderr: INFO says when the node starts and stops, "
-        "loses or regains Redis and why a device connection was closed; DEBUG adds each refused request, "
-        "timed-out connection and client that went away (default: %(default)s)",
+        help="the least severe log lines written to stderr: INFO says when the node loses or regains "
+        "Redis, why a device connection was closed and (--access-log) each request; DEBUG adds each "
+        "refused request, timed-out connection and client that went away. The node's start and stop "
+        "are status lines on stdout, at every level (default: %(default)s)",
     )
     serve.add_argument(
         "--log-format",
