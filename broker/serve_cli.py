@@ -67,7 +67,8 @@ def add_arguments(
     serve.add_argument(
         "--public-url",
         help="the URL devices reach this service at, e.g. https://push.example.com behind a load "
-        "balancer; put into enrollment URIs as wss://.../v1/device (default: the request's Host)",
+        "balancer; put into enrollment URIs as wss://.../v1/device; http:// only on loopback, "
+        "since devices refuse a broker without TLS elsewhere (default: the request's Host)",
     )
     serve.add_argument(
         "--webapp",
@@ -283,6 +284,13 @@ def _check_public_url(url: str | None) -> None:
         raise CliError(f"bad --public-url {url!r}: expected an https:// (or http://) URL with a host")
     if "?" in url or "#" in url or parts.username is not None:
         raise CliError(f"bad --public-url {url!r}: it takes no user, ?query or #fragment")
+    if parts.scheme in ("http", "ws") and not is_loopback(parts.hostname or ""):
+        # Devices refuse an unencrypted broker anywhere but on their own machine
+        # (docs/protocol.md, section 2.1): every link would be refused by every device.
+        raise CliError(
+            f"bad --public-url {url!r}: devices refuse a broker without TLS except on loopback; "
+            "give the https:// URL of the TLS load balancer in front of the nodes"
+        )
 
 
 def _check_push(args: argparse.Namespace) -> None:

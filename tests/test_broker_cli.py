@@ -90,6 +90,9 @@ def test_bad_urls_and_values_are_refused_before_anything_starts(tmp_path: Path) 
     for flags, named in (
         (["--public-url", "notaurl"], "bad --public-url 'notaurl'"),
         (["--public-url", "ftp://push.example.com"], "bad --public-url"),
+        # Links every device refuses (docs/protocol.md 2.1); loopback stays allowed.
+        (["--public-url", "http://push.example.com"], "devices refuse a broker without TLS"),
+        (["--public-url", "ws://10.0.0.5:8700"], "devices refuse a broker without TLS"),
         (["--public-url", "https://push.example.com/base?x=1#f"], "no user, ?query or #fragment"),
         (["--public-url", "https://[::1"], "bad --public-url"),
         (["--port", "70000"], "--port must be 0 to 65535"),
