@@ -437,6 +437,9 @@ async def _serve_metrics(app: web.Application, node: str, host: str, port: int) 
     except (socket.gaierror, UnicodeError) as exc:  # a name that cannot be (IDNA: "bad..host")
         await runner.cleanup()
         raise CliError(f"cannot listen on --metrics-host {host}: {exc}") from None
+    except OSError as exc:  # taken, or not this host's address: say which listener it was
+        await runner.cleanup()
+        raise OSError(exc.errno, f"metrics listener (--metrics-port): {exc.strerror or exc}") from None
     bound = runner.addresses[0][1]
     say(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics")
     return runner

@@ -206,7 +206,14 @@ def test_port_in_use_is_an_error(redis_server: RedisServer, tmp_path: Path) -> N
         taken.listen()
         port = taken.getsockname()[1]
         result = run_cli([BROKER, "serve", "--port", str(port), "--redis-url", redis_server.url], timeout=30)
+        metrics = run_cli(
+            [BROKER, "serve", "--port", "0", "--metrics-port", str(port), "--redis-url", redis_server.url],
+            timeout=30,
+        )
     assert_cli_error(result, contains="address")
+    # Which of the two listeners could not have its port: the port alone did not say.
+    assert metrics.returncode == 1
+    assert_cli_error(metrics, contains="metrics listener (--metrics-port): ")
 
 
 def test_help_answers_real_questions() -> None:
