@@ -73,6 +73,16 @@ async def check_server(redis: Redis) -> None:
             f"event to the nodes that serve its user); this server is Redis {version}"
         )
     await _check_channels(redis)
+    policy = str((await redis.info("memory")).get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        # Not refused: it works until Redis is full. Then a cache's policy drops what
+        # the broker cannot lose, where noeviction refuses writes (the broker: 503).
+        log.warning(
+            "Redis evicts keys when it is full (maxmemory-policy %s): it would drop pending "
+            "challenges and enrollment links (allkeys-*: credentials and API keys too) without a "
+            "word; set maxmemory-policy noeviction",
+            policy,
+        )
 
 
 # No user's channel: a tag is 8 base32 characters (keys.user_tag).

@@ -190,6 +190,17 @@ def test_a_refused_event_subscription_is_one_line_at_once(redis_server: RedisSer
     assert "Redis refused AUTH" in line and "s3cret" not in line, line
 
 
+def test_a_redis_that_evicts_keys_is_named_in_a_warning(redis_server: RedisServer) -> None:
+    """A cache's maxmemory-policy drops credentials and API keys once Redis is full."""
+    quiet = run_cli([BROKER, "rp", "list", "--redis-url", redis_server.url])
+    assert quiet.returncode == 0 and "maxmemory-policy" not in quiet.stderr, quiet
+    redis_server.client().config_set("maxmemory-policy", "allkeys-lru")
+    warned = run_cli([BROKER, "rp", "list", "--redis-url", redis_server.url])
+    assert warned.returncode == 0, warned
+    assert "WARNING" in warned.stderr and "(maxmemory-policy allkeys-lru)" in warned.stderr, warned
+    assert "set maxmemory-policy noeviction" in warned.stderr, warned
+
+
 def test_an_rp_name_with_control_characters_is_refused(redis_server: RedisServer) -> None:
     for name, found in (("Evil\x1b]0;pwned\x07Corp", "U+001B (ESC)"), ("Good\u202eliaP", "U+202E")):
         result = run_cli([BROKER, "rp", "add", name, "--redis-url", redis_server.url])
