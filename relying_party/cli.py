@@ -1,6 +1,6 @@
 """`pushauth-rp`: run the demo relying party and manage its users.
 
-    pushauth-rp serve --broker http://127.0.0.1:8470 [--db FILE] [--host H] [--port P]
+    pushauth-rp serve --broker http://127.0.0.1:8700 [--db FILE] [--host H] [--port P]
     pushauth-rp user add NAME [--password-stdin] [--db FILE]
     pushauth-rp user passwd NAME [--password-stdin] [--db FILE]
     pushauth-rp user tap NAME [--minutes N] [--db FILE]
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite database (default: {DEFAULT_DB})"
     )
-    serve.add_argument("--broker", required=True, help="the broker's HTTP URL, e.g. http://127.0.0.1:8470")
+    serve.add_argument("--broker", required=True, help="the broker's HTTP URL, e.g. http://127.0.0.1:8700")
     serve.add_argument(
         "--api-key-file", type=Path, help=f"file holding the RP's broker API key (default: ${API_KEY_ENV})"
     )

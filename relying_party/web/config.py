@@ -12,7 +12,7 @@ from . import proxies
 @dataclass(frozen=True)
 class Settings:
     db_path: Path
-    broker_url: str  # the broker's HTTP base URL, e.g. http://127.0.0.1:8470
+    broker_url: str  # the broker's HTTP base URL, e.g. http://127.0.0.1:8700
     api_key: str
     app_name: str = "pushauth demo portal"
     # Where the phone app (the web authenticator) is served, e.g. the broker's /app/
