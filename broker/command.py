@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
@@ -59,6 +60,15 @@ def shown_url(url: str) -> str:
     Sentinel or Cluster URL: they share one user part) replaced by ***."""
     url = re.sub(r"^([a-z+]+://[^/@:]*):[^/@]*@", r"\1:***@", url)
     return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)  # unix:///path?password=...
+
+
+def store_line(url: str | None, data_dir: Path) -> str:
+    """Which Redis a node keeps its state in, for its status lines: a node meant to share
+    one Redis with others that got none (an unset PUSHAUTH_REDIS_URL) runs on an embedded
+    Redis of its own, healthy to every check, and says so only here."""
+    if url:
+        return shown_url(url)
+    return f"the embedded Redis in {data_dir} (no --redis-url: shared with no other node)"
 
 
 async def _other_cluster_nodes(client: aioredis.Redis) -> bool:

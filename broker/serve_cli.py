@@ -33,7 +33,7 @@ from .backups import (
     NEW_BLOBS_PER_IP_DAY,
     BackupQuota,
 )
-from .command import CliError, check_redis_url, open_redis, say
+from .command import CliError, check_redis_url, open_redis, say, store_line
 from .context import NODE
 from .device_ws import AUTH_TIMEOUT_S
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventChannelError
@@ -345,6 +345,7 @@ async def serve(args: argparse.Namespace) -> None:
     for warning in deprecated_flags(args):
         log.warning("%s", warning)
     async with open_redis(args) as redis:
+        say(f"pushauth-broker node {node} store: {store_line(args.redis_url, args.data_dir)}")
         if args.cpus:  # after the embedded Redis started: it keeps the machine's CPUs
             cpus.pin(args.cpus)
         app = create_app(

@@ -82,6 +82,8 @@ def test_sigkill_of_the_broker_stops_its_redis_and_a_new_broker_starts_afresh(
 ) -> None:
     data = tmp_path / "data"
     broker = start_broker(tmp_path, data)
+    # A node that got no --redis-url (an unset PUSHAUTH_REDIS_URL) says it shares nothing.
+    assert f"store: the embedded Redis in {data} (no --redis-url" in broker.stdout()
     first = redis_pid(data)
     pids.append(first)
     rp = rp_cli(data, "add", "Kept RP")  # through the broker's running Redis

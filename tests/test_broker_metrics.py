@@ -25,6 +25,7 @@ def with_metrics(
     port = free_port()
     broker = factory(redis_url=redis.url, node=node, extra_args=["--metrics-port", str(port)])
     assert f"node {node} metrics on http://127.0.0.1:{port}/metrics" in broker.stdout()
+    assert f"node {node} store: {redis.url}\n" in broker.stdout()  # which Redis, at a glance
     return broker, port
 
 
