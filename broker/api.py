@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import secrets
 from dataclasses import replace
@@ -17,7 +18,7 @@ from protocol.challenge import MAX_TTL_S, MIN_TTL_S, Status
 from protocol.errors import ProtocolError
 from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
-from protocol.uri import EnrollmentURI
+from protocol.uri import EnrollmentURI, insecure_transport
 
 from . import jsonio, keys, metrics
 from .context import ApiRequest, node_of
@@ -34,6 +35,8 @@ from .problems import ApiError
 from .signed_requests import b64_field
 from .store import Store, UnknownTarget, now_ms
 from .webpush import WEBPUSH
+
+log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 60
 
@@ -272,7 +275,27 @@ def device_url(request: web.Request) -> str:
             public.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/") + "/v1/device"
         )
     scheme = "wss" if request.secure else "ws"
-    return f"{scheme}://{request.host}/v1/device"
+    url = f"{scheme}://{request.host}/v1/device"
+    _tell_if_refused(url)
+    return url
+
+
+_told_refused_links = False
+
+
+def _tell_if_refused(url: str) -> None:
+    """Once per process: links every device refuses (ws:// to a host other than loopback,
+    docs/protocol.md 2.1), as a node behind a TLS balancer makes from the Host header when
+    started without --public-url. The RP gets its 201 and shows the QR code regardless."""
+    global _told_refused_links
+    if _told_refused_links or insecure_transport(url) is None:
+        return
+    _told_refused_links = True
+    log.warning(
+        "enrollment links name %s, which devices refuse (no TLS to a host other than loopback): "
+        "start the node with --public-url https://... (the URL devices reach the balancer at)",
+        url,
+    )
 
 
 async def create_enrollment(request: web.Request) -> web.Response:

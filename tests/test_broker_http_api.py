@@ -274,6 +274,23 @@ async def _enroll_over_ws(broker: BrokerProcess, uri: str, name: str = "d") -> A
     return session.receive(reply)  # Enrolled, or the broker's Error frame
 
 
+async def test_links_no_device_can_use_are_named_in_the_log(api: Api, broker: BrokerProcess) -> None:
+    """A node behind a TLS balancer started without --public-url makes its links from the
+    Host header: ws://, which every device refuses away from loopback (docs/protocol.md
+    2.1). The RP still gets its link; the operator reads why in the node's log."""
+    headers = {"Authorization": f"Bearer {api.key}", "Host": "push.example.com"}
+    body = {"user": "alice", "account": "A"}
+    async with api.session.post(api.base + "/v1/enrollments", json=body, headers=headers) as response:
+        assert response.status == 201
+        link = parse((await response.json())["uri"])
+    assert link.broker == "ws://push.example.com/v1/device"
+    wait_until(
+        lambda: "ws://push.example.com/v1/device, which devices refuse" in broker.stderr(),
+        message="the warning about links devices refuse",
+    )
+    assert "--public-url https://" in broker.stderr()
+
+
 async def test_a_cancelled_enrollment_refuses_its_link(api: Api, broker: BrokerProcess) -> None:
     """DELETE /v1/enrollments/{id}: RP-scoped, idempotent, and a device using the link
     afterwards is refused (bad_token); the enrollment reads as expired."""
