@@ -31,7 +31,7 @@ from .hub import Hub
 from .jsonio import json_response
 from .models import ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyError
-from .problems import ApiError
+from .problems import ApiError, problem
 from .signed_requests import b64_field
 from .store import Store, UnknownTarget, now_ms
 from .webpush import WEBPUSH
@@ -236,6 +236,9 @@ def challenge_json(rec: ChallengeRecord, status: Status) -> dict[str, Any]:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz. Its 503s are answers to a load balancer's checks (twice a second per
+    node), not refusals of RPs or devices: they stay out of pushauth_http_rejected_total,
+    which would otherwise count mostly checks while Redis is away."""
     node = node_of(request)
     try:
         # A write, not a PING: a Redis that answers but takes no writes (a replica after
@@ -243,15 +246,15 @@ async def healthz(request: web.Request) -> web.Response:
         # every sign-in, and a load balancer must take this node out.
         await asyncio.wait_for(node.store.redis.set(keys.HEALTH.format(node=node.name), "1", px=60_000), 2.0)
     except redis_errors.ResponseError as exc:
-        raise ApiError(
-            503, "unavailable", f"redis refuses writes ({type(exc).__name__}): {str(exc).splitlines()[0]}"
-        ) from None
+        why = f"redis refuses writes ({type(exc).__name__}): {str(exc).splitlines()[0]}"
+        return problem(503, "unavailable", why, counted=False)
     except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
-        raise ApiError(503, "unavailable", f"redis: {type(exc).__name__}") from None
+        return problem(503, "unavailable", f"redis: {type(exc).__name__}", counted=False)
     # A node deaf to the event channel would leave its devices and long-polls waiting.
     listening, events = request.app[LISTENER].health()
     if not listening:
-        raise ApiError(503, "events_unavailable", f"not subscribed to the event channel: {events}")
+        why = f"not subscribed to the event channel: {events}"
+        return problem(503, "events_unavailable", why, counted=False)
     return json_response({"status": "ok", "node": node_of(request).name, "redis": "ok", "events": events})
 
 

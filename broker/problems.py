@@ -44,16 +44,22 @@ class ApiError(Exception):
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_document(status: int, code: str, detail: str) -> dict[str, object]:
+def problem_document(status: int, code: str, detail: str, *, counted: bool = True) -> dict[str, object]:
     """The problem document of one refusal, counted in the metrics (the one place both
-    aiohttp's responses and the RP lane's take it from)."""
-    metrics.rejected(status, code)
+    aiohttp's responses and the RP lane's take it from) unless `counted` is False."""
+    if counted:
+        metrics.rejected(status, code)
     return {"type": "about:blank", "title": _title(status), "status": status, "detail": detail, "code": code}
 
 
-def problem(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> web.Response:
+def problem(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, *, counted: bool = True
+) -> web.Response:
     return json_response(
-        problem_document(status, code, detail), status=status, content_type=PROBLEM_JSON, headers=headers
+        problem_document(status, code, detail, counted=counted),
+        status=status,
+        content_type=PROBLEM_JSON,
+        headers=headers,
     )
 
 

@@ -119,11 +119,14 @@ def test_a_lost_event_channel_counts_redis_errors_and_resubscriptions(
     broker_factory: Callable[..., BrokerProcess], redis_factory: Callable[..., RedisServer]
 ) -> None:
     redis = redis_factory()
-    _, port = with_metrics(broker_factory, redis, "m")
+    broker, port = with_metrics(broker_factory, redis, "m")
     redis.kill()
     wait_until(
         lambda: value(scrape(port), "pushauth_event_channel_subscribed") == 0, message="the node to notice"
     )
+    # A load balancer's checks are answered 503, and are no RP's or device's refusal.
+    assert http_status(f"{broker.http_url}/healthz") == 503
+    assert not [k for k in scrape(port) if k[0] == "pushauth_http_rejected_total"]
     redis.restart()
     wait_until(
         lambda: value(scrape(port), "pushauth_event_channel_resubscriptions_total") >= 1,
