@@ -175,7 +175,7 @@ def rp_policy(rp_id: str) -> str:
 
 
 def rp_user_keys(kind: str, rp_id: str) -> str:
-    """SCAN pattern of one RP's per-user keys of a kind ("uc", "pend"), for `rp remove`
+    """SCAN pattern of one RP's per-user keys of a kind ("uc", "pend", "guard", "recent"), for `rp remove`
     only (RP ids are URL-safe tokens: no glob characters; braces are no glob either)."""
     return f"pa:{{*}}:{kind}:{rp_id}:*"
 

@@ -4,9 +4,11 @@ Its API key and policy go first (Store.remove_rp), so no enrollment of it comple
 any more (lua.COMPLETE_ENROLLMENT checks the RP) and its key stops working within
 store.RP_CACHE_S on every node. Then every credential of its users is revoked, as
 the RP itself would (each online device is told `revoked` at once and cannot
-authenticate again), and its pending challenges end `withdrawn`, so nothing it sent
-can be approved. An operator command: it SCANs the RP's per-user keys, which is fine
-for a rare administrative step and costs the hot path nothing.
+authenticate again), its pending challenges end `withdrawn`, so nothing it sent
+can be approved, and its users' push fatigue state goes. Revoked credentials stay
+(as the RP's own revocations do), so a device that comes back learns it was removed.
+An operator command: it SCANs the RP's per-user keys, which is fine for a rare
+administrative step and costs the hot path nothing.
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ async def remove_rp(store: Store, rp_id: str) -> Removal | None:
                 and await store.cancel_challenge(record, now, Status.WITHDRAWN) == "ok"
             ):
                 ended += 1
+    # Its users' push fatigue state (counts, rate window, mutes) serves no one any more:
+    # left, it would stay in Redis for good (these keys have no expiry).
+    for kind in ("guard", "recent"):
+        async for key in store.redis.scan_iter(match=keys.rp_user_keys(kind, rp_id), count=1000):
+            await store.redis.delete(key)
     if not removed and not revoked and not ended:
         return None
     return Removal(revoked, ended)

@@ -17,6 +17,7 @@ import pytest
 from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli, set_policy
 from test_broker_device_ws import CTX, Device, online_device
 
+from broker import keys
 from protocol.frames import AnswerResult, Cancel, Challenge, Error, Revoked
 from relying_party.errors import InvalidRequest, PushBlocked
 from relying_party.models import Policy
@@ -308,9 +309,14 @@ async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
         ch = await client.create_challenge("alice", CTX)
         pushed = await dev.frame()
         assert isinstance(pushed, Challenge)
+        fatigue = [keys.push_guard(rp["id"], "alice"), keys.recent_pushes(rp["id"], "alice")]
+        kept = [keys.push_guard(stays["id"], "alice")]
+        assert redis_server.client().exists(*fatigue) == 2
         code, out, err = rp_cli("remove", rp["id"], redis_url=redis_server.url)
         assert code == 0, err
         assert out.strip() == f"removed {rp['id']}: 1 credential(s) revoked, 1 pending challenge(s) withdrawn"
+        # Its users' push counts and rate window go with it (no expiry: they would stay).
+        assert redis_server.client().exists(*fatigue) == 0
         # The device is told at once, and the pending request is gone from it.
         assert await dev.frame() == Revoked(cid=dev.cid, reason="rp_removed", rid=None)
         assert await dev.frame() == Cancel(ch=ch.id, reason="revoked")
@@ -335,6 +341,7 @@ async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
         ch2 = await other.create_challenge("alice", CTX)
         assert isinstance(await bystander.frame(), Challenge)
         assert ch2.devices == 1
+        assert redis_server.client().exists(*kept) == 1  # the other RP's counts stay
         assert_cli_error(run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", redis_server.url]))
         for d in (dev, again, bystander):
             await d.close()
