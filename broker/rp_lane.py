@@ -36,6 +36,7 @@ import orjson
 from aiohttp import web
 
 from . import api, api_stream
+from .access_log import client_address
 from .context import NODE
 from .http_guard import Timeouts, body_timed_out, head_timed_out
 from .http_head import HAND_OFF, MAX_BODY, MAX_HEAD, LaneRequest, parse_head
@@ -327,8 +328,9 @@ def _access(logger: logging.Logger, request: LaneRequest, reply: Reply) -> None:
     when = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime())
     referer = request.headers.get("Referer", "-")
     agent = request.headers.get("User-Agent", "-")
+    client = client_address(request)
     fields = {
-        "remote_address": request.remote,
+        "remote_address": client,
         "request_start_time": when,
         "first_request_line": line,
         "response_status": reply.status,
@@ -337,7 +339,7 @@ def _access(logger: logging.Logger, request: LaneRequest, reply: Reply) -> None:
     }
     logger.info(
         '%s %s "%s" %s %s "%s" "%s"',
-        request.remote,
+        client,
         when,
         line,
         reply.status,

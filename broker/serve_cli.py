@@ -24,6 +24,7 @@ from aiohttp import web
 from protocol.uri import is_loopback
 
 from . import cpus, webapp_static, webpush
+from .access_log import ClientAccessLogger
 from .activation import listening_socket, systemd_socket, url_address
 from .app import create_app, stop_serving
 from .backups import (
@@ -152,8 +153,9 @@ def add_arguments(
         action="append",
         default=[],
         metavar="ADDR[/BITS]",
-        help="a load balancer whose X-Forwarded-For names the client (its last entry); repeatable. "
-        "Without it every client behind a balancer shares the balancer's address",
+        help="a load balancer whose X-Forwarded-For names the client (its last entry), for the "
+        "per-address limits and the access log; repeatable. Without it every client behind a "
+        "balancer shares the balancer's address",
     )
     limits.add_argument(
         "--new-backups-per-ip",
@@ -379,7 +381,10 @@ async def serve(args: argparse.Namespace) -> None:
                 push.services = tuple(args.push_service)
             webpush.install(app, push)
         runner = web.AppRunner(
-            app, access_log=log if args.access_log else None, shutdown_timeout=SHUTDOWN_TIMEOUT_S
+            app,
+            access_log=log if args.access_log else None,
+            access_log_class=ClientAccessLogger,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
         try:
             await runner.setup()  # subscribes to the event channel (broker/app.py)
@@ -400,7 +405,9 @@ async def serve(args: argparse.Namespace) -> None:
                 reuse_port=args.reuse_port or None,
                 lane=Lane(app, timeouts, log if args.access_log else None) if args.rp_lane else None,
             )
-            site.handler_args(access_log=log if args.access_log else None)
+            site.handler_args(
+                access_log=log if args.access_log else None, access_log_class=ClientAccessLogger
+            )
             await site.start()
             host, port = args.host, runner.addresses[0][1]
             if args.listen_sock is not None:
