@@ -58,6 +58,13 @@ def seconds_left(expires_ms: int, broker_now_ms: int) -> int:
     return max(0, (expires_ms - broker_now_ms + 999) // 1000)
 
 
+def request_seconds_left(ch: Challenge, broker_now_ms: int) -> int:
+    """A request's seconds left, never more than its lifetime: the estimate of the broker's
+    clock may run a little early (a round trip's worth), which showed a 60 s request as
+    "expires in 61 s"; the broker cannot have made it later than it says."""
+    return seconds_left(ch.expires, max(broker_now_ms, ch.created))
+
+
 def context_lines(ctx: dict[str, str]) -> list[tuple[str, str]]:
     known = [(CONTEXT_LABELS[k], shown(ctx[k])) for k in CONTEXT_LABELS if k in ctx]
     other = [(shown(k), shown(v)) for k, v in sorted(ctx.items()) if k not in CONTEXT_LABELS]
@@ -99,7 +106,7 @@ def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
         ("account", shown(account.name if account else ch.account)),
         *context_lines(ch.ctx),
         ("time", local_time(ch.created)),
-        ("expires in", f"{seconds_left(ch.expires, broker_now_ms)} s"),
+        ("expires in", f"{request_seconds_left(ch, broker_now_ms)} s"),
     ]
     width = max(len(label) for label, _ in rows) + 1
     body = "\n".join(f"  {label + ':':<{width}} {value}" for label, value in rows)
@@ -119,7 +126,7 @@ def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
         "context": ch.ctx,
         "created_at": ch.created,
         "expires_at": ch.expires,
-        "seconds_left": seconds_left(ch.expires, broker_now_ms),
+        "seconds_left": request_seconds_left(ch, broker_now_ms),
         "digits": ch.digits,
     }
 

@@ -8,7 +8,14 @@ import random
 import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 
-from device_agent.display import context_lines, number_source, request_json, request_text, seconds_left
+from device_agent.display import (
+    context_lines,
+    number_source,
+    request_json,
+    request_seconds_left,
+    request_text,
+    seconds_left,
+)
 from device_agent.listen import BACKOFF_BASE_S, BACKOFF_CAP_S, BACKOFF_TOP_ATTEMPT, backoff_delay
 from device_agent.messages import (
     CANCEL_MESSAGES,
@@ -108,6 +115,17 @@ def test_a_setup_test_notification_is_worded_as_such_and_shows_its_marker() -> N
         assert request_text(other, None, CHALLENGE.created).startswith(f"Sign-in request {CHALLENGE.ch}\n")
         assert number_source(other) == "the sign-in screen"
         assert request_json(other, None, CHALLENGE.created)["setup_test"] is False
+
+
+def test_a_request_never_shows_more_than_its_lifetime() -> None:
+    # The broker's clock estimated a little early (before the request was made): a 60 s
+    # request said "expires in 61 s".
+    early = CHALLENGE.created - 400
+    assert CHALLENGE.expires - CHALLENGE.created == 60_000
+    assert request_seconds_left(CHALLENGE, early) == 60
+    assert request_text(CHALLENGE, None, early).endswith(" 60 s")
+    assert request_json(CHALLENGE, None, early)["seconds_left"] == 60
+    assert request_seconds_left(CHALLENGE, CHALLENGE.created + 30_500) == 30
 
 
 def test_seconds_left_rounds_up_and_stops_at_zero() -> None:

@@ -197,7 +197,9 @@ function renderAccounts() {
 function tickPrompt() {
   const prompt = prompts.current();
   if (!prompt) return;
-  const left = Math.max(0, Math.ceil((prompt.frame.expires - prompt.connection.brokerNow()) / 1000));
+  // Never more than its lifetime: the estimate of the broker's clock may run a little early.
+  const now = Math.max(prompt.connection.brokerNow(), prompt.frame.created);
+  const left = Math.max(0, Math.ceil((prompt.frame.expires - now) / 1000));
   $("prompt-left").textContent = `Expires in ${left} s`;
 }
 
