@@ -168,3 +168,12 @@ def test_bypass_by_primary_group(key: Path, tmp_path: Path) -> None:
     config = parse(config_text(key, users=f'bypass_groups = ["no-such-group-x", "{primary}"]'), base=tmp_path)
     assert mapping.in_bypass_group(config, me.pw_name) == primary
     assert mapping.in_bypass_group(config, "no-such-user-x") is None
+
+
+def test_pam_line_names_the_config_by_its_absolute_path(key: Path, tmp_path: Path) -> None:
+    # The module runs in the PAM application's working directory (sshd's is /): a relative
+    # config= printed as given found no file, and every sign-in was a config_error.
+    (tmp_path / "pam.toml").write_text(f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n')
+    result = run_cli([console_script("pushauth-pam"), "--config", "pam.toml", "pam-line"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith(f" config={tmp_path / 'pam.toml'}"), result.stdout

@@ -73,7 +73,12 @@ def _parser() -> argparse.ArgumentParser:
         store="this host's store",
     )
     sub.add_parser("check-config", help="read the configuration and say what it means")
-    sub.add_parser("pam-line", help="print the pam.d line that loads the module for this installation")
+    sub.add_parser(
+        "pam-line",
+        help="print the pam.d line that loads the module for this installation",
+        description="Print the auth line for /etc/pam.d/SERVICE that loads the libpam-python "
+        "module of this installation with this --config (made absolute).",
+    )
     sub.add_parser("exec", help="authenticate PAM_USER for pam_exec (push only, no prompts)")
     return parser
 
@@ -162,7 +167,9 @@ def _check(args: argparse.Namespace) -> None:
 def _pam_line(args: argparse.Namespace) -> None:
     module = Path(pam_module.__file__).resolve()
     purelib = sysconfig.get_paths()["purelib"]
-    print(f"auth required pam_python.so {module} site={purelib} config={args.config}")
+    # Absolute: the module runs in the PAM application's working directory (sshd's is /),
+    # not the one this command was given a relative --config in.
+    print(f"auth required pam_python.so {module} site={purelib} config={args.config.absolute()}")
 
 
 class _ExecConversation:
