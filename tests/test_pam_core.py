@@ -177,3 +177,30 @@ def test_pam_line_names_the_config_by_its_absolute_path(key: Path, tmp_path: Pat
     result = run_cli([console_script("pushauth-pam"), "--config", "pam.toml", "pam-line"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith(f" config={tmp_path / 'pam.toml'}"), result.stdout
+
+
+def test_a_config_or_map_file_others_may_write_is_refused(key: Path, tmp_path: Path) -> None:
+    # The module runs as root: whoever may write these files could turn the push off for
+    # themselves (bypass_groups, when_unreachable = "allow", a map line to their own user).
+    path = tmp_path / "pam.toml"
+    path.write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n[users]\nmap_file = "users.map"\n'
+    )
+    (tmp_path / "users.map").write_text("alice alice\n")
+    for mode in (0o664, 0o646):
+        path.chmod(mode)
+        with pytest.raises(
+            ConfigError, match=rf"pam\.toml is writable by group or others \(mode 0{mode:o}\)"
+        ):
+            load(path)
+    path.chmod(0o644)
+    os.chown(path, 65534, -1)
+    with pytest.raises(ConfigError, match=r"pam\.toml is not owned by root: refused; chown root"):
+        load(path)
+    os.chown(path, 0, -1)
+    (tmp_path / "users.map").chmod(0o666)
+    result = run_cli([console_script("pushauth-pam"), "--config", path, "check-config"])
+    assert result.returncode == 1, result.stdout
+    assert "users.map_file: " in result.stderr and "users.map is writable by group or others" in result.stderr
+    (tmp_path / "users.map").chmod(0o644)
+    assert load(path).user_map == {"alice": "alice"}

@@ -3,7 +3,9 @@
 Every value is checked here, once, with a message that names the key; the rest only
 sees the typed Config. The broker API key lives in a file of its own that only root
 may read: one readable by a group or by everyone is refused, since with it any local
-user could push to (and so pester) every user of this RP.
+user could push to (and so pester) every user of this RP. The configuration file and the
+user map decide who signs in how: one that a group or everyone may write, or that root
+does not own, is refused too (as sshd's StrictModes refuses such an authorized_keys).
 """
 
 from __future__ import annotations
@@ -73,7 +75,27 @@ KEYS = {
 
 
 def load(path: Path) -> Config:
-    return parse(read_toml(path), base=path.parent, name=str(path))
+    data = read_toml(path)
+    only_root_writes(path)
+    return parse(data, base=path.parent, name=str(path))
+
+
+def only_root_writes(path: Path, where: str = "") -> None:
+    """Refuse a file that someone other than root may change. The module runs as root in
+    sshd and sudo; whoever can write its configuration could name their own group in
+    bypass_groups or set when_unreachable = "allow", and whoever can write the user map
+    could map an account to a pushauth user whose device they hold: the second factor off."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{where}cannot read {path}: {exc.strerror}") from None
+    if info.st_mode & 0o022:
+        raise ConfigError(
+            f"{where}{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
+            f"refused, since whoever writes it decides who signs in; chmod go-w {path}"
+        )
+    if info.st_uid not in (0, os.geteuid()):
+        raise ConfigError(f"{where}{path} is not owned by root: refused; chown root {path}")
 
 
 def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
@@ -152,6 +174,7 @@ def _read_map(r: TomlReader, path: Path) -> dict[str, str]:
         text = path.read_text()
     except OSError as exc:
         raise r.error("users.map_file", f"cannot read {path}: {exc.strerror}") from None
+    only_root_writes(path, f"{r.name}: users.map_file: ")
     out: dict[str, str] = {}
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
