@@ -34,7 +34,7 @@ def refused_challenge(exc: BrokerError, *, digits_key: str, ttl_key: str) -> str
     """Why every sign-in fails when the broker refuses a challenge as invalid (400): it is
     made of this configuration's values (most often digits or a lifetime the RP's policy
     does not allow), so the administrator is told which keys to compare with what. The
-    keys and the broker's words kept short: an audit line keeps its first 128 characters
+    keys and the broker's words kept short: an audit line's detail keeps its first 512 characters
     (docs/pam.md and docs/radius.md say what to do: `pushauth-broker rp show`)."""
     return f"{digits_key}/{ttl_key} vs RP policy: {exc.detail or exc.code}"
 
