@@ -111,7 +111,10 @@ def test_the_right_number_signs_in(world: World, service: str) -> None:
     assert (
         f"user={world.account.name} pushauth_user={world.account.name}@test.example service={service}" in line
     )
-    assert re.search(r"challenge=\S+ ms=\d+ prompt_ms=\d+ approval_ms=\d+", line), line
+    # Which device approved: its credential id, as `pushauth-pam devices` lists it.
+    assert re.search(
+        rf"challenge=\S+ device={device.credential_id} ms=\d+ prompt_ms=\d+ approval_ms=\d+", line
+    ), line
     # The approving device's "last used" (pushauth-pam devices) is now.
     (used,) = [
         d for d in stored_devices(world.store, f"{world.account.name}@test.example") if d.name == "phone"
@@ -249,7 +252,7 @@ def test_code_at_the_prompt_takes_a_verification_code(world: World, service: str
     status, out = finish(proc)
     assert status == 0, out
     assert "Verification code accepted." in out
-    world.audit_line(r"decision=allow outcome=totp_ok", before)
+    world.audit_line(r"decision=allow outcome=totp_ok .* device=cr_\S+ ms=", before)  # whose code it was
     # The same code again: refused (RFC 6238 codes are single-use here).
     again = pamtester(world, service)
     number_of(again)

@@ -301,8 +301,11 @@ def test_right_number_is_accepted(setup: Setup, server: tuple[ManagedProcess, in
     reply = follow_up(port, challenge)
     assert reply.code == "Access-Accept", reply.text
     assert reply.message == "Approved."
+    # Which device approved: its credential id, as `pushauth-radius devices` lists it.
     audit_line(
-        proc, r"decision=accept outcome=approved user=alice client=gw-local addr=127\.0\.0\.1 .*challenge=\S+"
+        proc,
+        r"decision=accept outcome=approved user=alice client=gw-local addr=127\.0\.0\.1 .*challenge=\S+ "
+        rf"device={_device(setup).credential_id} ms=",
     )
     assert (_device(setup).last_used_at or 0) > used  # what `pushauth-radius devices` shows as last used
 
@@ -343,12 +346,15 @@ def test_deny_is_rejected(setup: Setup, server: tuple[ManagedProcess, int]) -> N
 def test_a_verification_code_at_the_prompt_is_checked_as_totp(
     setup: Setup, server: tuple[ManagedProcess, int]
 ) -> None:
-    _, port = server
+    proc, port = server
     (code,) = [line["code"] for line in json.loads(agent_ok(setup.home, "code", "--json"))]
     challenge = start(port)
     reply = follow_up(port, challenge, typed=code)
     assert reply.code == "Access-Accept", reply.text
     assert reply.message == "Verification code accepted."
+    audit_line(
+        proc, rf"decision=accept outcome=totp_ok .* device={_device(setup).credential_id} ms="
+    )  # whose code
     assert pending(setup.home) == []  # the push it replaced was cancelled
     again = follow_up(port, start(port), typed=code)
     assert again.code == "Access-Reject", again.text
@@ -506,7 +512,7 @@ def test_push_only_waits_for_the_approval_in_the_first_request(
         assert "none is shown" in request["context"]["number to type"]
         agent_ok(setup.home, "approve", request["id"], "--number", "11")
     assert result["reply"].code == "Access-Accept", result["reply"].text
-    audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
+    audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local .* device=cr_\S+ ms=")
 
 
 NistServers = tuple[Setup, dict[str, tuple[ManagedProcess, int]]]
@@ -561,7 +567,7 @@ def test_push_only_under_the_rps_policy_tells_the_device_no_length_it_may_not_as
         assert (request["digits"], request["expires_at"] - request["created_at"]) == (6, 120_000)
         agent_ok(setup.home, "approve", request["id"], "--number", "1" * request["digits"])
     assert result["reply"].code == "Access-Accept", result["reply"].text
-    audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local")
+    audit_line(proc, r"decision=accept outcome=approved user=alice client=gw-local .* device=cr_\S+ ms=")
 
 
 def test_digits_named_in_the_config_are_still_sent_and_the_policy_refuses_too_few(nist: NistServers) -> None:

@@ -67,6 +67,9 @@ class Decision:
     outcome: Outcome
     pushauth_user: str | None = None
     challenge_id: str | None = None
+    # The credential whose signed answer or verification code decided: which device
+    # approved (or reported) is what an administrator asks first about a sign-in.
+    device: str | None = None
     detail: str | None = None  # for the log only (a group name, an error)
     started: float = field(default_factory=time.monotonic)
     prompt_ms: int | None = None  # start -> the number prompt shown
@@ -88,6 +91,7 @@ class Decision:
             "rhost": request.rhost,
             "tty": request.tty,
             "challenge": self.challenge_id,
+            **({"device": self.device} if self.device else {}),
             "ms": int((time.monotonic() - self.started) * 1000),
         }
         if self.prompt_ms is not None:
@@ -276,6 +280,7 @@ async def _wait(
     store.answered(result)
     decision.outcome = core.outcome_of(result.status)
     if result.answer is not None:
+        decision.device = result.answer.credential_id
         decision.approval_ms = max(0, time.time_ns() // 1_000_000 - result.answer.ts)
     return decision
 
@@ -326,6 +331,7 @@ async def _check(
     check = store.check_code(user, code)
     if check.device is not None:
         decision.outcome = Outcome.TOTP_OK
+        decision.device = check.device.credential_id
     else:
         decision.outcome = Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD
     return decision

@@ -59,6 +59,9 @@ class Verdict:
     user: str | None = None
     challenge_id: str | None = None
     state: bytes | None = None
+    # The credential whose signed answer or verification code decided: which device
+    # approved (or reported) is what an administrator asks first about a sign-in.
+    device: str | None = None
 
 
 class Engine:
@@ -80,9 +83,11 @@ class Engine:
         challenge_id: str | None = None,
         *,
         push_only: bool = False,
+        device: str | None = None,
     ) -> Verdict:
         code = rp.AccessAccept if outcome in core.ACCEPTED else rp.AccessReject
-        return Verdict(code, outcome, core.message(outcome, push_only=push_only), user, challenge_id)
+        message = core.message(outcome, push_only=push_only)
+        return Verdict(code, outcome, message, user, challenge_id, device=device)
 
     # -- the first Access-Request: user name and password -------------------------
 
@@ -181,8 +186,10 @@ class Engine:
                     await self.sdk.lift_push_block(user.handle)
                 except PushAuthError as exc:
                     log.warning("could not reset the push count of %s: %s", name, exc)
-            return self._final(Outcome.APPROVED, name, challenge.id)
-        return self._final(core.outcome_of(result.status), name, challenge.id, push_only=True)
+            return self._final(Outcome.APPROVED, name, challenge.id, device=answer.credential_id)
+        return self._final(
+            core.outcome_of(result.status), name, challenge.id, push_only=True, device=_device(result)
+        )
 
     # -- the follow-up Access-Request: State and the typed answer -----------------
 
@@ -212,7 +219,7 @@ class Engine:
             return result
         if result.status is Status.PENDING or not result.final:
             await self._cancel(challenge)
-        return self._final(core.outcome_of(result.status), name, challenge.id)
+        return self._final(core.outcome_of(result.status), name, challenge.id, device=_device(result))
 
     async def _code(self, user: User, name: str, challenge: Challenge | None, code: str) -> Verdict:
         challenge_id = None if challenge is None else challenge.id
@@ -229,7 +236,7 @@ class Engine:
             # Signed in another way: a push block (a report, too many pushes) ends, or push
             # would stay blocked for good (docs/http-api.md). Best effort: the code stands.
             await lift_after_signin(self.sdk, user.handle)
-            return self._final(Outcome.TOTP_OK, name, challenge_id)
+            return self._final(Outcome.TOTP_OK, name, challenge_id, device=check.device.credential_id)
         return self._final(Outcome.TOTP_REPLAYED if check.replayed else Outcome.TOTP_BAD, name, challenge_id)
 
     async def _wait(self, challenge: Challenge, user: User, *, until_expiry: bool) -> SignInResult | Verdict:
@@ -267,6 +274,11 @@ class Engine:
             await self.sdk.cancel_challenge(challenge)
         except PushAuthError as exc:
             log.warning("could not cancel %s: %s", challenge.id, exc)
+
+
+def _device(result: SignInResult) -> str | None:
+    """The credential that signed the answer (approve, deny, report, a wrong number)."""
+    return None if result.answer is None else result.answer.credential_id
 
 
 def _now_ms() -> int:

@@ -91,6 +91,7 @@ class RadiusProtocol(asyncio.DatagramProtocol):
                 addr=host,
                 station=request.calling_station,
                 challenge=verdict.challenge_id,
+                **({"device": verdict.device} if verdict.device else {}),
                 ms=round((time.monotonic() - started) * 1000),
             )
         except (redis.exceptions.RedisError, OSError) as exc:
