@@ -81,6 +81,7 @@ def write_config(
     `api_key` None: the RP's own."""
     key_file = setup.base / f"{name}-api-key"
     key_file.write_text(setup.rp["api_key"] if api_key is None else api_key)
+    key_file.chmod(0o600)
     path = setup.base / f"{name}.toml"
     first_factor = 'mode = "gateway"'
     if upstream is not None:

@@ -129,8 +129,14 @@ def test_replies_verify_at_the_client_with_message_authenticator() -> None:
     assert challenge["Reply-Message"] == ["Type 47 in your authenticator, then press Enter"]
 
 
+def _secret(path: Path, text: str) -> None:
+    """A secret's file as the server accepts it: others may not read it."""
+    path.write_text(text)
+    path.chmod(0o640)
+
+
 def _config(tmp_path: Path, text: str) -> config.Config:
-    (tmp_path / "key").write_text("k" * 20)
+    _secret(tmp_path / "key", "k" * 20)
     path = tmp_path / "radius.toml"
     path.write_text('[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "key"\n' + text)
     return config.load(path)
@@ -143,7 +149,7 @@ CLIENTS = (
 
 
 def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
-    (tmp_path / "s").write_text("from-a-file\n")
+    _secret(tmp_path / "s", "from-a-file\n")
     cfg = _config(tmp_path, CLIENTS)
     host = cfg.client_for("10.1.2.3")
     assert host is not None and host.name == "host" and host.push_only and host.secret == b"from-a-file"
@@ -182,14 +188,14 @@ def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
-    (tmp_path / "s").write_text("x")
+    _secret(tmp_path / "s", "x")
     with pytest.raises(config.ConfigError, match="radius.toml: " + re.escape(key)):
         _config(tmp_path, text)
 
 
 @pytest.mark.parametrize("url", ["http://", "ftp://broker.example", "http://[::1"])
 def test_config_refuses_a_broker_url_no_request_could_use(tmp_path: Path, url: str) -> None:
-    (tmp_path / "key").write_text("k" * 20)
+    _secret(tmp_path / "key", "k" * 20)
     path = tmp_path / "radius.toml"
     path.write_text(f'[broker]\nurl = "{url}"\napi_key_file = "key"\n' + CLIENTS)
     with pytest.raises(config.ConfigError, match=r"radius\.toml: broker\.url: "):
@@ -283,3 +289,23 @@ def test_push_only_clients_are_not_told_to_use_a_code() -> None:
         assert "verification code" not in text.replace("asks for a verification code", ""), outcome
         assert len(text.encode()) <= packets.MAX_REPLY_MESSAGE
     assert core.message(Outcome.WITHDRAWN, push_only=False) == core.MESSAGES[Outcome.WITHDRAWN]
+
+
+def test_a_secret_file_every_local_user_may_read_is_refused(tmp_path: Path) -> None:
+    # The API key lets its holder push to every user of the RP; a shared secret lets them
+    # answer the gateway as this server: 0644 (what a plain write makes) passed before.
+    _secret(tmp_path / "s", "from-a-file\n")
+    assert _config(tmp_path, CLIENTS).client_for("10.1.2.3") is not None  # 0640: the group may
+    (tmp_path / "s").chmod(0o644)
+    with pytest.raises(
+        config.ConfigError,
+        match=r"client\[1\]\.secret_file: .*/s is readable or writable by others \(mode 0644\): refused",
+    ):
+        _config(tmp_path, CLIENTS)
+    (tmp_path / "s").chmod(0o640)
+    (tmp_path / "key").chmod(0o604)
+    with pytest.raises(
+        config.ConfigError,
+        match=r"broker\.api_key_file: .*/key is readable or writable by others \(mode 0604\)",
+    ):
+        config.load(tmp_path / "radius.toml")

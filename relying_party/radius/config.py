@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,11 +193,21 @@ class _Reader(TomlReader):
         return self.base / Path(self.str(table, key, default))
 
     def _file(self, key: str, value: str) -> str:
+        """A secret's file (the broker API key, a shared secret): refused when every local
+        user may read it. The group may (root:pushauth 0640, as deploy/radius/ has it)."""
         path = self.base / value
         try:
-            return path.read_text().strip()
+            text = path.read_text().strip()
+            mode = stat.S_IMODE(path.stat().st_mode)
         except OSError as exc:
             raise self.error(key, f"cannot read {path}: {exc.strerror}") from None
+        if mode & 0o006:
+            # With the API key anyone could push to (and pester) every user of this RP;
+            # with a shared secret answer the gateway as this server.
+            raise self.error(
+                key, f"{path} is readable or writable by others (mode {mode:04o}): refused; chmod o-rw {path}"
+            )
+        return text
 
     def secret(self, table: dict[str, Any], where: str) -> bytes:
         """`secret = "..."` or `secret_file = "..."` (better: not in the config file)."""
