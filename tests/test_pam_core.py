@@ -204,3 +204,10 @@ def test_a_config_or_map_file_others_may_write_is_refused(key: Path, tmp_path: P
     assert "users.map_file: " in result.stderr and "users.map is writable by group or others" in result.stderr
     (tmp_path / "users.map").chmod(0o644)
     assert load(path).user_map == {"alice": "alice"}
+
+
+def test_exec_and_check_config_help_say_what_they_do() -> None:
+    pam = console_script("pushauth-pam")
+    exec_help = run_cli([pam, "exec", "--help"]).stdout
+    assert "PAM_USER" in exec_help and "2 configuration error" in exec_help and "pam_exec.so" in exec_help
+    assert "misspelled" in run_cli([pam, "check-config", "--help"]).stdout

@@ -72,14 +72,30 @@ def _parser() -> argparse.ArgumentParser:
         user_help="the local account (mapped to its pushauth user by the configuration)",
         store="this host's store",
     )
-    sub.add_parser("check-config", help="read the configuration and say what it means")
+    sub.add_parser(
+        "check-config",
+        help="read the configuration and say what it means",
+        description="Read --config as a sign-in would and say what it means; a wrong, missing or "
+        "misspelled key, or a file others may write, is one line naming it (exit 1). The broker "
+        "is not asked.",
+    )
     sub.add_parser(
         "pam-line",
         help="print the pam.d line that loads the module for this installation",
         description="Print the auth line for /etc/pam.d/SERVICE that loads the libpam-python "
         "module of this installation with this --config (made absolute).",
     )
-    sub.add_parser("exec", help="authenticate PAM_USER for pam_exec (push only, no prompts)")
+    sub.add_parser(
+        "exec",
+        help="authenticate PAM_USER for pam_exec (push only, no prompts)",
+        description="For hosts without libpam-python: authenticate PAM_USER (with PAM_SERVICE, "
+        "PAM_RHOST, PAM_TTY) as pam_exec sets them, printing the number for pam_exec's stdout "
+        "option and waiting for the push; there is no verification code fallback. In /etc/pam.d: "
+        "auth required pam_exec.so stdout quiet /path/to/pushauth-pam --config FILE exec",
+        epilog="exit codes: 0 allow, 1 deny, 2 configuration error (pam_exec turns any "
+        "non-zero status into PAM_SYSTEM_ERR: pamtester says 'System error'); any PAM_TYPE "
+        "other than auth exits 0 at once.",
+    )
     return parser
 
 
