@@ -261,6 +261,15 @@ def test_code_at_the_prompt_takes_a_verification_code(world: World, service: str
     assert status != 0, out
     assert "used already" in out
     world.audit_line(r"decision=deny outcome=totp_replayed", before)
+    # Text that is no code is a wrong code: it said "No verification code typed".
+    typo = pamtester(world, service)
+    number_of(typo)
+    typo.send_line("code")
+    typo.wait_for_output(r"Verification code: ", stream="both")
+    typo.send_line("12345x")
+    status, out = finish(typo)
+    assert status != 0, out
+    assert "Wrong verification code." in out and "No verification code" not in out, out
 
 
 def test_a_push_not_answered_in_time_expires(world: World) -> None:

@@ -35,7 +35,7 @@ class Outcome(enum.StrEnum):
     TOTP_OK = "totp_ok"
     TOTP_BAD = "totp_bad"
     TOTP_REPLAYED = "totp_replayed"
-    NO_CODE = "no_code"  # asked for a code, none typed
+    NO_CODE = "no_code"  # asked for a code, nothing typed
     NOT_ENROLLED = "not_enrolled"  # no authenticator stored for the user on this host
     NO_DEVICES = "no_devices"  # the broker has no active device of the user
     BLOCKED = "push_blocked"  # and no valid code was typed instead

@@ -318,7 +318,9 @@ async def _code(
     typed = conv.prompt(prompt, echo=False) if config.code_fallback and conv.interactive else None
     code = core.clean_code(typed)
     if code is None:
-        decision.outcome = otherwise
+        # Something typed that is no code ("abc", five digits) is a wrong code, not "none
+        # typed" (which told the person they had typed nothing).
+        decision.outcome = otherwise if not (typed or "").strip() else Outcome.TOTP_BAD
         return decision
     return await _check(store, user, decision, code, sdk)
 
