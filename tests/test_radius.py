@@ -767,6 +767,10 @@ def test_broker_unreachable_fails_closed_or_open_as_configured(
     servers: dict[str, tuple[ManagedProcess, int]], choice: str
 ) -> None:
     proc, port = servers[f"down-{choice}"]
+    # Said at start already, not only at the first sign-in.
+    proc.wait_for_output(
+        r"at start: cannot reach the pushauth broker at .*; sign-ins are (rejected|accepted)", stream="stderr"
+    )
     reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
     if choice == "reject":
         assert reply.code == "Access-Reject", reply.text
@@ -784,6 +788,10 @@ def test_a_refused_api_key_is_a_configuration_error_not_unreachable(
     """The broker answered 401: not "unreachable", so `when_unreachable = "accept"` lets no
     one in, and the person is told to ask the administrator rather than to try again."""
     proc, port = servers["bad-key"]
+    # Said at start, before any sign-in: the start looked healthy until every user failed.
+    proc.wait_for_output(
+        r"at start: the broker at \S+ refused the API key of broker\.api_key_file", stream="stderr"
+    )
     reply = radclient(port, 'User-Name = "alice"', 'User-Password = "pw"')
     assert reply.code == "Access-Reject", reply.text
     assert "misconfigured on this server" in reply.message, reply.text

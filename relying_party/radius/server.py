@@ -10,6 +10,7 @@ import signal
 import redis.asyncio as aioredis
 import redis.exceptions
 
+from ..errors import BrokerUnavailable, PushAuthError, Unauthorized
 from ..host.store import UserStore
 from ..sdk import PushAuthClient
 from .config import Config
@@ -51,12 +52,16 @@ async def serve(config: Config) -> None:
             # The line tests and service managers wait for.
             print(f"pushauth-radius listening on udp {host}:{port}", flush=True)
             log.info("serving %d client(s); first factor: %s", len(config.clients), config.first_factor)
+            # Said now, not at the first sign-in: a refused key otherwise looks like a
+            # healthy start until every user is rejected.
+            probe = asyncio.create_task(_ask_broker(config, sdk))
             stop = asyncio.Event()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             try:
                 await stop.wait()
             finally:
+                probe.cancel()
                 transport.close()
                 for task in list(protocol.tasks):
                     task.cancel()
@@ -66,3 +71,25 @@ async def serve(config: Config) -> None:
     finally:
         store.close()
         await redis_client.aclose()
+
+
+async def _ask_broker(config: Config, sdk: PushAuthClient) -> None:
+    """One authenticated request at start (GET /v1/rp), to log what every sign-in would
+    meet: a refused API key (each one rejected, outcome=config_error) or a broker that
+    cannot be reached now (each one decided by when_unreachable). It serves either way."""
+    try:
+        rp = await sdk.rp()
+    except Unauthorized as exc:
+        log.error(
+            "at start: the broker at %s refused the API key of broker.api_key_file (%s): every "
+            "sign-in is rejected (outcome=config_error) until the key is fixed",
+            config.broker_url,
+            exc,
+        )
+    except BrokerUnavailable as exc:
+        then = "rejected" if config.broker_down == "reject" else "accepted on the first factor alone"
+        log.warning("at start: %s; sign-ins are %s (broker.when_unreachable) until it can be", exc, then)
+    except PushAuthError as exc:
+        log.warning("at start: asking the broker at %s failed: %s", config.broker_url, exc)
+    else:
+        log.info("broker %s: relying party %s (%s)", config.broker_url, rp.id, rp.name)
