@@ -211,3 +211,15 @@ def test_exec_and_check_config_help_say_what_they_do() -> None:
     exec_help = run_cli([pam, "exec", "--help"]).stdout
     assert "PAM_USER" in exec_help and "2 configuration error" in exec_help and "pam_exec.so" in exec_help
     assert "misspelled" in run_cli([pam, "check-config", "--help"]).stdout
+
+
+def test_check_config_says_where_the_audit_lines_go(key: Path, tmp_path: Path) -> None:
+    path = tmp_path / "pam.toml"
+    path.write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n'
+        '[pam]\nsyslog = false\naudit_file = "audit.log"\napp_name = "db1"\n'
+        "[challenge]\ncode_fallback = false\n"
+    )
+    out = run_cli([console_script("pushauth-pam"), "--config", path, "check-config"]).stdout
+    assert f"audit lines: {tmp_path / 'audit.log'}\n" in out, out
+    assert "shown on the device: 'db1'; verification codes: no" in out, out

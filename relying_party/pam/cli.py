@@ -178,6 +178,10 @@ def _check(args: argparse.Namespace) -> None:
     )
     print(f"users: {users}; bypass groups: {', '.join(c.bypass_groups) or 'none'}")
     print(f"{policy_summary(c.digits, c.push_ttl)}; broker requests {c.request_timeout:g} s")
+    # Where the audit lines go is what an administrator looks for first.
+    sinks = [sink for sink in ("syslog (authpriv)" if c.syslog else "", str(c.audit_file or "")) if sink]
+    print(f"audit lines: {' and '.join(sinks) or 'nowhere (pam.syslog = false, no pam.audit_file)'}")
+    print(f"shown on the device: {c.app_name!r}; verification codes: {'yes' if c.code_fallback else 'no'}")
 
 
 def _pam_line(args: argparse.Namespace) -> None:
