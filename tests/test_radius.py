@@ -40,6 +40,7 @@ from support import (
     set_policy,
 )
 
+from relying_party.host.store import UserStore
 from relying_party.radius import cli, core, dictionary
 from relying_party.sdk import PushAuthClient
 from relying_party.web import totp
@@ -780,6 +781,24 @@ def test_broker_unreachable_fails_closed_or_open_as_configured(
         assert reply.code == "Access-Accept", reply.text
         assert "without push approval" in reply.message
         audit_line(proc, r"decision=accept outcome=fail_open user=alice")
+
+
+def test_a_user_whose_devices_were_all_removed_gets_no_fail_open(
+    setup: Setup, servers: dict[str, tuple[ManagedProcess, int]]
+) -> None:
+    """`remove USER DEVICE` of a user's last device leaves the user's row in the store: with
+    the broker unreachable and `when_unreachable = "accept"` that user was let in on the
+    password alone (fail_open), where one never enrolled is not_enrolled."""
+    store = UserStore(setup.store)
+    try:
+        store.ensure_user("dora")  # the row a user keeps after their last device is removed
+    finally:
+        store.close()
+    proc, port = servers["down-accept"]
+    reply = radclient(port, 'User-Name = "dora"', 'User-Password = "pw"')
+    assert reply.code == "Access-Reject", reply.text
+    assert "No authenticator is set up" in reply.message, reply.text
+    audit_line(proc, r"decision=reject outcome=not_enrolled user=dora")
 
 
 def test_a_refused_api_key_is_a_configuration_error_not_unreachable(

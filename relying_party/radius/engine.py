@@ -111,7 +111,10 @@ class Engine:
             if not ok:
                 return self._final(Outcome.FIRST_FACTOR_FAILED, name)
         user = self.store.user(name)
-        if user is None:
+        if user is None or not self.store.devices(user, confirmed_only=True):
+            # No confirmed device here (never enrolled, or every device removed: the user's
+            # row stays): no push, and above all no fail open with the broker unreachable,
+            # which let a user whose devices were all removed in on the password alone.
             return self._final(Outcome.NOT_ENROLLED, name)
         context = {"app": cfg.app_name, "client": request.client.name}
         if request.calling_station:
