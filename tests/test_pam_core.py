@@ -15,6 +15,7 @@ from support import console_script, run_cli
 
 from protocol.challenge import Status
 from relying_party.host.config import TomlReader
+from relying_party.host.store import UserStore
 from relying_party.pam import core, mapping
 from relying_party.pam.config import KEYS, ConfigError, load, parse
 from relying_party.pam.core import Outcome
@@ -223,3 +224,18 @@ def test_check_config_says_where_the_audit_lines_go(key: Path, tmp_path: Path) -
     out = run_cli([console_script("pushauth-pam"), "--config", path, "check-config"]).stdout
     assert f"audit lines: {tmp_path / 'audit.log'}\n" in out, out
     assert "shown on the device: 'db1'; verification codes: no" in out, out
+
+
+def test_a_user_store_others_may_read_is_refused(key: Path, tmp_path: Path) -> None:
+    # Its TOTP secrets give every user's verification codes: a 0644 store passed unnoticed.
+    path = tmp_path / "pam.toml"
+    path.write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n[pam]\nstore = "users.db"\n'
+    )
+    UserStore(tmp_path / "users.db").close()  # made 0600
+    (tmp_path / "users.db").chmod(0o644)
+    result = run_cli([console_script("pushauth-pam"), "--config", path, "devices", "alice"])
+    assert result.returncode == 1, result.stdout
+    assert "users.db is readable or writable by others (mode 0644): refused" in result.stderr, result.stderr
+    (tmp_path / "users.db").chmod(0o600)
+    assert "alice" in run_cli([console_script("pushauth-pam"), "--config", path, "devices", "alice"]).stderr

@@ -13,6 +13,7 @@ server's (RADIUS).
 from __future__ import annotations
 
 import sqlite3
+import stat
 from pathlib import Path
 
 from ..models import Credential, Decision, SignInResult
@@ -35,6 +36,15 @@ class UserStore:
         except (OSError, sqlite3.Error) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise StoreError(f"cannot open the user store {path}: {why}") from None
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o006:
+            # Made 0600; a store every local user may read gives them every user's TOTP
+            # secrets (so their verification codes), one they may write a device of theirs.
+            self.db.close()
+            raise StoreError(
+                f"the user store {path} is readable or writable by others (mode {mode:04o}): "
+                f"refused, its TOTP secrets give every user's verification codes; chmod 600 {path}"
+            )
 
     def close(self) -> None:
         self.db.close()
