@@ -733,21 +733,25 @@ class PushAuthClient:
             # At least one answer timeout, should reading the API version have taken it all.
             return await attempt(max(self._answer_timeout, deadline - time.monotonic()))
         pause = RESEND_PAUSE_S
+        tries = 0
         while True:
             began = time.monotonic()
+            tries += 1
             try:
                 return await attempt(min(self._answer_timeout, max(0.0, deadline - began)))
             except ServiceUnavailable:
                 raise
-            except BrokerUnavailable:
+            except BrokerUnavailable as exc:
                 now = time.monotonic()
-                if now >= deadline:
-                    raise
-                if now - began < self._answer_timeout:  # refused or reset at once: not so fast
+                if now - began < self._answer_timeout and now < deadline:  # refused at once: not so fast
                     await asyncio.sleep(min(pause, deadline - now))
                     pause = min(pause * 2, 1.0)
                 if time.monotonic() >= deadline:
-                    raise
+                    # The last try's words alone ("no answer within 2 s" of a 5 s request
+                    # timeout; a refusal that took 5 s) misread the wait: say it was tried
+                    # again until the request timeout (the deadline).
+                    within = f"the {self._request_timeout:g} s request timeout"
+                    raise BrokerUnavailable(f"{exc} (the last of {tries} tries in {within})") from None
                 self.creates_sent_again += 1
 
     @contextlib.contextmanager
