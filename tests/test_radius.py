@@ -174,6 +174,33 @@ def enroll_device(setup: Setup, user: str, home: Path, name: str) -> str:
 READY = r"pushauth-radius listening on udp"
 
 
+def test_a_test_push_answered_with_a_wrong_number_adds_no_device(setup: Setup, tmp_path: Path) -> None:
+    """Said of adding a device, not of a sign-in; nothing is left at the service."""
+    config = write_config(setup, free_port())
+    enroll = ManagedProcess(
+        [RADIUS, "--config", config, "enroll", "walter"], log_dir=tmp_path, name="radius-enroll-walter"
+    ).start()
+    try:
+        home = tmp_path / "phone"
+        agent_ok(home, "enroll", enroll.wait_for_output(r"^link: (\S+)$").group(1), "--name", "phone")
+        number = enroll.wait_for_output(r"Test push: type (\d+) in your authenticator").group(1)
+        wrong = str((int(number) + 1) % 10 ** len(number)).zfill(len(number))
+        agent(home, "approve", only_pending(home)["id"], "--number", wrong)
+        assert enroll.wait(timeout=DEADLINE) != 0, enroll.describe()
+        said = enroll.stdout() + enroll.stderr()
+        assert (
+            "the test push was not approved (the number typed on the device did not match): "
+            "the device was not added; run enroll again"
+        ) in said, said
+        assert "sign-in" not in said.split("Test push:")[1], said
+    finally:
+        enroll.cleanup()
+    # The key was taken back at the service: the device learns so when it next connects.
+    agent(home, "pending")
+    (account,) = json.loads(agent_ok(home, "accounts", "--json"))
+    assert account["status"] == "revoked", account
+
+
 @pytest.fixture(scope="module")
 def servers(setup: Setup) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
     """The RADIUS servers of this module, by name, started at once (each start costs an

@@ -14,6 +14,7 @@ from typing import TextIO
 
 import segno
 
+from protocol.challenge import Status
 from protocol.purpose import setup_test_context
 
 from ..errors import VerificationFailed
@@ -85,7 +86,10 @@ async def enroll_in_terminal(
             print(f"Test push: type {test.number} in your authenticator", file=out, flush=True)
             result = await sdk.wait_result(test, {cred.id: cred.public_key})
             if not result.approved:
-                raise EnrollError(f"the test push was not approved: {result.reason}; run enroll again")
+                why = TEST_PUSH_NOT_APPROVED.get(result.status, result.reason)
+                raise EnrollError(
+                    f"the test push was not approved ({why}): the device was not added; run enroll again"
+                )
             await sdk.confirm_credential(cred.id)
             users.confirm_device(cred.id)
         except BaseException:
@@ -100,6 +104,16 @@ async def enroll_in_terminal(
         print(done, file=out, flush=True)
     finally:
         users.close()
+
+
+# Why a test push was not approved, said of adding a device (the SDK's reasons speak of
+# sign-ins: "... the sign-in is denied"); other statuses keep the SDK's words.
+TEST_PUSH_NOT_APPROVED: dict[Status, str] = {
+    Status.DENIED: "it was denied on the device",
+    Status.NUMBER_MISMATCH: "the number typed on the device did not match",
+    Status.REPORTED: "it was reported on the device as not the user's",
+    Status.EXPIRED: "no answer before it expired",
+}
 
 
 async def _withdraw(sdk: PushAuthClient, started: SdkEnrollment | None, cred: Credential | None) -> None:
