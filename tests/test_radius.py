@@ -848,8 +848,16 @@ def test_a_refused_api_key_is_a_configuration_error_not_unreachable(
 def test_check_config_and_bad_config_say_one_line(
     setup: Setup, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli.main(["--config", str(write_config(setup, 1812, name="check")), "check-config"]) == 0
-    assert "client gw-local: 127.0.0.1/32" in capsys.readouterr().out
+    checked = write_config(setup, 1812, name="check")
+    assert cli.main(["--config", str(checked), "check-config"]) == 0
+    out = capsys.readouterr().out
+    assert "client gw-local: 127.0.0.1/32" in out
+    # The tests' shared secret is short: said (RFC 2865 asks for 16 bytes), not refused.
+    assert f"warning: client gw-local's shared secret is {len(SECRET)} bytes" in out, out
+    long_secret = checked.read_text().replace(f'"{SECRET}"', '"' + "s" * 32 + '"')
+    checked.write_text(long_secret)
+    assert cli.main(["--config", str(checked), "check-config"]) == 0
+    assert "warning" not in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text('[broker]\nurl = "ftp://x"\n')
     assert cli.main(["--config", str(bad), "check-config"]) == 1

@@ -176,6 +176,7 @@ def _describe(cfg: config.Config) -> str:
         f"challenge: {policy_summary(cfg.digits, cfg.ttl)}; answer wait {cfg.answer_wait:g} s",
     ]
     lines += [f"client {c.name}: {c.network}" + (" (push only)" if c.push_only else "") for c in cfg.clients]
+    lines += [f"warning: {w}" for w in config.short_secrets(cfg)]
     return "\n".join(lines)
 
 

@@ -43,6 +43,11 @@ class Upstream:
     retries: int = 2
 
 
+# RFC 2865 section 3: the shared secret SHOULD be at least 16 octets (and is all that
+# hides a password in User-Password and signs every answer); docs/radius.md asks for 32+.
+MIN_SECRET_BYTES = 16
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     broker_url: str
@@ -227,3 +232,18 @@ class _Reader(TomlReader):
         if not key:
             raise self.error("broker.api_key_file", f"no broker API key: set it or ${API_KEY_ENV}")
         return key
+
+
+def short_secrets(cfg: Config) -> list[str]:
+    """A warning for each shared secret shorter than RFC 2865 asks (accepted: a gateway
+    may allow no longer one, but the administrator should know)."""
+    named = [(f"client {c.name}", c.secret) for c in cfg.clients]
+    if cfg.upstream is not None:
+        named.append(("first_factor (upstream)", cfg.upstream.secret))
+    return [
+        f"{what}'s shared secret is {len(secret)} bytes: RFC 2865 asks for at least "
+        f"{MIN_SECRET_BYTES}, this guide for 32 or more random characters (an offline guess "
+        "of a short one reveals the passwords in User-Password)"
+        for what, secret in named
+        if len(secret) < MIN_SECRET_BYTES
+    ]

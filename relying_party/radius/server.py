@@ -13,7 +13,7 @@ import redis.exceptions
 from ..errors import BrokerUnavailable, PushAuthError, Unauthorized
 from ..host.store import UserStore
 from ..sdk import PushAuthClient
-from .config import Config
+from .config import Config, short_secrets
 from .engine import Engine
 from .state import StateStore
 from .udp import RadiusProtocol
@@ -52,6 +52,8 @@ async def serve(config: Config) -> None:
             # The line tests and service managers wait for.
             print(f"pushauth-radius listening on udp {host}:{port}", flush=True)
             log.info("serving %d client(s); first factor: %s", len(config.clients), config.first_factor)
+            for warning in short_secrets(config):
+                log.warning("%s", warning)
             # Said now, not at the first sign-in: a refused key otherwise looks like a
             # healthy start until every user is rejected.
             probe = asyncio.create_task(_ask_broker(config, sdk))
