@@ -211,6 +211,18 @@ async def test_account_locks_after_failed_passwords(site: Site) -> None:
     assert (await site.sign_in("bob")).status == 303
 
 
+async def test_guesses_sent_at_once_lock_the_account_as_well(site: Site) -> None:
+    # Each check awaits (Argon2, the broker before a code): without one attempt at a time
+    # per account, all of a burst read "not locked" and were all checked, the right
+    # password among them signing in.
+    token = await site.token()
+    guesses = [{"csrf_token": token, "username": "alice", "password": f"guess {i}"} for i in range(12)]
+    guesses.append({"csrf_token": token, "username": "alice", "password": PASSWORD})
+    answers = await asyncio.gather(*(site.post("/signin", guess) for guess in guesses))
+    assert sorted(r.status for r in answers) == [401] * 3 + [429] * 10
+    assert not await site.signed_in()
+
+
 async def test_unknown_names_lock_the_same_way(site: Site) -> None:
     # Otherwise "locked" after a few tries would tell which user names exist.
     for _ in range(3):
@@ -412,6 +424,16 @@ async def test_codes_lock_the_account_too(site: Site, tmp_path: Path) -> None:
         assert r.status == 401 and "not right" in await r.text()
     r = await site.post("/signin/code", {"csrf_token": token, "code": totp.now()})
     assert r.status == 429 and "locked" in await r.text()
+    assert not await site.signed_in()
+
+
+async def test_codes_sent_at_once_lock_the_account_as_well(site: Site, tmp_path: Path) -> None:
+    # The code step awaits the broker's list before it checks: a burst all read "not locked".
+    token, totp = await _real_code_page(site, tmp_path)
+    wrong = [str((int(totp.now()) + i) % 1_000_000).zfill(6) for i in range(1, 13)]
+    codes = [{"csrf_token": token, "code": code} for code in [*wrong, totp.now()]]
+    answers = await asyncio.gather(*(site.post("/signin/code", code) for code in codes))
+    assert sorted(r.status for r in answers) == [401] * 3 + [429] * 10
     assert not await site.signed_in()
 
 

@@ -23,9 +23,10 @@ from . import (
     views_security,
     views_signin,
 )
+from .attempts import AttemptGate
 from .config import Settings
 from .db import Database
-from .keys import CLIENT, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
+from .keys import ATTEMPTS, CLIENT, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
 from .ratelimit import AttemptLimiter
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     app[DB] = db
     app[IP_LIMITER] = AttemptLimiter(settings.ip_failures, settings.ip_window)
     app[NAME_LIMITER] = AttemptLimiter(settings.lockout_after, settings.lockout_base)
+    app[ATTEMPTS] = AttemptGate()
     app[render.ENV_KEY] = render.environment()
     app[render.APP_NAME_KEY] = settings.app_name
     app.add_routes(views_signin.routes)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiohttp import web
 
 from .db import Database, User, now_ms
-from .keys import DB, IP_LIMITER, NAME_LIMITER, SETTINGS
+from .keys import ATTEMPTS, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
 from .sessions import Session, get_session
 
 # How long the second step may take after the password was accepted.
@@ -141,6 +142,13 @@ def record_failure(request: web.Request, user: User | None, ip: str, name: str =
         base_s=settings.lockout_base,
         max_s=settings.lockout_max,
     )
+
+
+def attempt(request: web.Request, name: str, ip: str) -> AbstractAsyncContextManager[None]:
+    """Held from the lockout check to the recorded outcome of one password or code
+    attempt on account `name` from `ip` (attempts.py: otherwise attempts sent at once
+    all pass the check before any has failed). Read the user's lockout inside it."""
+    return request.app[ATTEMPTS].hold(f"account:{name.lower()}", f"ip:{ip}")
 
 
 def ip_blocked_message(request: web.Request, ip: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..sdk import PushAuthClient
+from .attempts import AttemptGate
 from .config import Settings
 from .db import Database
 from .ratelimit import AttemptLimiter
@@ -14,3 +15,4 @@ DB = web.AppKey("db", Database)
 CLIENT = web.AppKey("client", PushAuthClient)
 IP_LIMITER = web.AppKey("ip_limiter", AttemptLimiter)
 NAME_LIMITER = web.AppKey("name_limiter", AttemptLimiter)  # failures on user names that do not exist
+ATTEMPTS = web.AppKey("attempts", AttemptGate)  # one password or code check at a time per account and address

@@ -105,25 +105,27 @@ async def reauth_code(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     db = request.app[DB]
     ip = signin_context.client_ip(request)
-    blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
-    if blocked:
-        return _page(request, user, error=blocked, status=429)
     try:
         code = forms.totp_code(forms.text(form, "code", max_len=32, label="The code"))
     except forms.FormError as exc:
         return _page(request, user, error=exc.message, status=400)
-    # As at sign-in: a device removed on the phone itself no longer verifies by code.
-    await credentials.follow(request.app[CLIENT], db, user)
-    devices = db.devices(user.id, confirmed_only=True)
-    checked = totp.check(db, devices, code)
-    context = signin_context.build(request, request.app[SETTINGS].app_name)
-    if checked.device is None:
-        auth.record_failure(request, user, ip)
-        activity.record(db, user, "code", "wrong_code", context, purpose=push.REAUTH)
-        if not devices:
-            return _page(request, user, status=401)  # it says there is none left
-        why = "That code was already used." if checked.replayed else "That code is not right."
-        return _page(request, user, error=why + " Check the code in the app and try again.", status=401)
+    async with auth.attempt(request, user.name, ip):
+        user = db.user_by_id(user.id) or user  # its lockout as the attempts before left it
+        blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
+        if blocked:
+            return _page(request, user, error=blocked, status=429)
+        # As at sign-in: a device removed on the phone itself no longer verifies by code.
+        await credentials.follow(request.app[CLIENT], db, user)
+        devices = db.devices(user.id, confirmed_only=True)
+        checked = totp.check(db, devices, code)
+        context = signin_context.build(request, request.app[SETTINGS].app_name)
+        if checked.device is None:
+            auth.record_failure(request, user, ip)
+            activity.record(db, user, "code", "wrong_code", context, purpose=push.REAUTH)
+            if not devices:
+                return _page(request, user, status=401)  # it says there is none left
+            why = "That code was already used." if checked.replayed else "That code is not right."
+            return _page(request, user, error=why + " Check the code in the app and try again.", status=401)
     await push.withdraw(request, push.REAUTH)
     activity.record(db, user, "code", "code", context, purpose=push.REAUTH, detail=checked.device.name)
     raise web.HTTPSeeOther(_verified(get_session(request)))
@@ -138,16 +140,18 @@ async def reauth_password(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/reauth")
     form = await request.post()
     ip = signin_context.client_ip(request)
-    blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
-    if blocked:
-        return _page(request, user, error=blocked, status=429)
     try:
         password = forms.text(form, "password", max_len=passwords.MAX_LENGTH, label="The password")
     except forms.FormError as exc:
         return _page(request, user, error=exc.message, status=400)
-    if not await passwords.check(user.password_hash, password):
-        auth.record_failure(request, user, ip)
-        return _page(request, user, error="The password is incorrect.", status=401)
+    async with auth.attempt(request, user.name, ip):
+        user = db.user_by_id(user.id) or user  # its lockout as the attempts before left it
+        blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
+        if blocked:
+            return _page(request, user, error=blocked, status=429)
+        if not await passwords.check(user.password_hash, password):
+            auth.record_failure(request, user, ip)
+            return _page(request, user, error="The password is incorrect.", status=401)
     raise web.HTTPSeeOther(_verified(get_session(request)))
 
 

@@ -55,22 +55,27 @@ async def recovery_code_submit(request: web.Request) -> web.StreamResponse:
     def again(error: str, status: int) -> web.Response:
         return render(request, "recovery_signin.html", {"kind": "code", "error": error}, status=status)
 
-    blocked = _blocked(request, user)
-    if blocked:
-        return again(blocked, 429)
     try:
         typed = _typed(form, "The recovery code")
     except forms.FormError as exc:
         return again(exc.message, 400)
     db = request.app[DB]
-    outcome = await recovery_codes.use(db, user.id, typed)
-    if outcome is not recovery_codes.Use.ACCEPTED:
-        auth.record_failure(request, user, signin_context.client_ip(request))
-        detail = "used already" if outcome is recovery_codes.Use.USED else ""
-        activity.record(db, user, "recovery", "wrong_code", _context(request), detail=detail)
-        if outcome is recovery_codes.Use.USED:
-            return again("That recovery code was used already. Each code works once: use another one.", 401)
-        return again("That recovery code is not right. Check it and try again.", 401)
+    ip = signin_context.client_ip(request)
+    async with auth.attempt(request, user.name, ip):
+        user = db.user_by_id(user.id) or user  # its lockout as the attempts before left it
+        blocked = _blocked(request, user)
+        if blocked:
+            return again(blocked, 429)
+        outcome = await recovery_codes.use(db, user.id, typed)
+        if outcome is not recovery_codes.Use.ACCEPTED:
+            auth.record_failure(request, user, ip)
+            detail = "used already" if outcome is recovery_codes.Use.USED else ""
+            activity.record(db, user, "recovery", "wrong_code", _context(request), detail=detail)
+            if outcome is recovery_codes.Use.USED:
+                return again(
+                    "That recovery code was used already. Each code works once: use another one.", 401
+                )
+            return again("That recovery code is not right. Check it and try again.", 401)
     await push.withdraw(request, push.SIGNIN)  # signed in another way: the prompt ends
     auth.finish_signin(request, user, "Recovery code")
     activity.record(db, user, "recovery", "code", _context(request))
@@ -102,35 +107,39 @@ async def access_pass_submit(request: web.Request) -> web.StreamResponse:
     def again(error: str, status: int) -> web.Response:
         return render(request, "recovery_signin.html", {"kind": "pass", "error": error}, status=status)
 
-    blocked = _blocked(request, user)
-    if blocked:
-        return again(blocked, 429)
     try:
         typed = _typed(form, "The temporary access pass")
     except forms.FormError as exc:
         return again(exc.message, 400)
     ip = signin_context.client_ip(request)
     db = request.app[DB]
-    outcome = await access_pass.use(
-        db,
-        user.id,
-        typed,
-        ip=ip,
-        browser=signin_context.browser(request.headers.get("User-Agent", "")),
-    )
-    if outcome is not access_pass.Use.ACCEPTED:
-        auth.record_failure(request, user, ip)
-        detail = {access_pass.Use.USED: "used already", access_pass.Use.EXPIRED: "expired"}.get(outcome, "")
-        activity.record(db, user, "access_pass", "wrong_code", _context(request), detail=detail)
-        messages = {
-            access_pass.Use.USED: "That temporary access pass was used already. It works once: "
-            "ask your administrator for a new one.",
-            access_pass.Use.EXPIRED: "That temporary access pass has expired. "
-            "Ask your administrator for a new one.",
-        }
-        return again(
-            messages.get(outcome, "That temporary access pass is not right. Check it and try again."), 401
+    async with auth.attempt(request, user.name, ip):
+        user = db.user_by_id(user.id) or user  # its lockout as the attempts before left it
+        blocked = _blocked(request, user)
+        if blocked:
+            return again(blocked, 429)
+        outcome = await access_pass.use(
+            db,
+            user.id,
+            typed,
+            ip=ip,
+            browser=signin_context.browser(request.headers.get("User-Agent", "")),
         )
+        if outcome is not access_pass.Use.ACCEPTED:
+            auth.record_failure(request, user, ip)
+            used = {access_pass.Use.USED: "used already", access_pass.Use.EXPIRED: "expired"}
+            activity.record(
+                db, user, "access_pass", "wrong_code", _context(request), detail=used.get(outcome, "")
+            )
+            messages = {
+                access_pass.Use.USED: "That temporary access pass was used already. It works once: "
+                "ask your administrator for a new one.",
+                access_pass.Use.EXPIRED: "That temporary access pass has expired. "
+                "Ask your administrator for a new one.",
+            }
+            return again(
+                messages.get(outcome, "That temporary access pass is not right. Check it and try again."), 401
+            )
     await push.withdraw(request, push.SIGNIN)
     auth.finish_signin(request, user, "Temporary access pass")
     activity.record(db, user, "access_pass", "code", _context(request))

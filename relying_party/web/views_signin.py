@@ -45,15 +45,19 @@ async def signin_submit(request: web.Request) -> web.StreamResponse:
         return again(exc.message, 400)
     if not password:
         return again("Enter your password.", 400, username)
-    user = db.user_by_name(username)
-    locked = auth.locked_message(user) if user else auth.unknown_name_locked_message(request, username)
-    if locked:
-        return again(locked, 429, username)
-    if not await passwords.check(user.password_hash if user else None, password) or user is None:
-        auth.record_failure(request, user, ip, username)
-        if user is not None:
-            activity.record(db, user, "password", "wrong_password", _context(request))
-        return again("The user name or password is incorrect.", 401, username)
+    async with auth.attempt(request, username, ip):
+        blocked = auth.ip_blocked_message(request, ip)  # again: attempts that went before may have failed
+        if blocked:
+            return again(blocked, 429)
+        user = db.user_by_name(username)
+        locked = auth.locked_message(user) if user else auth.unknown_name_locked_message(request, username)
+        if locked:
+            return again(locked, 429, username)
+        if not await passwords.check(user.password_hash if user else None, password) or user is None:
+            auth.record_failure(request, user, ip, username)
+            if user is not None:
+                activity.record(db, user, "password", "wrong_password", _context(request))
+            return again("The user name or password is incorrect.", 401, username)
 
     session = get_session(request)
     if not auth.second_factor_required(db, user):
@@ -133,27 +137,29 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
     def again(error: str, status: int) -> web.Response:
         return _code_page(request, user, error=error, status=status)
 
-    blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
-    if blocked:
-        return again(blocked, 429)
     try:
         code = forms.totp_code(forms.text(form, "code", max_len=32, label="The code"))
     except forms.FormError as exc:
         return again(exc.message, 400)
     db = request.app[DB]
-    # A device removed on the phone itself must not sign in by code: follow the broker's
-    # list first (best effort, bounded; the second step stays owed whatever it drops).
-    await credentials.follow(request.app[CLIENT], db, user)
-    devices = db.devices(user.id, confirmed_only=True)
-    checked = totp.check(db, devices, code)
-    if checked.device is None:
-        auth.record_failure(request, user, ip)
-        activity.record(db, user, "code", "wrong_code", _context(request))
-        if not devices:
-            return _code_page(request, user, status=401)  # it says there is none left
-        if checked.replayed:
-            return again("That code was already used. Wait for the next code in the app.", 401)
-        return again("That code is not right. Check the code in the app and try again.", 401)
+    async with auth.attempt(request, user.name, ip):
+        user = db.user_by_id(user.id) or user  # its lockout as the attempts before left it
+        blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
+        if blocked:
+            return again(blocked, 429)
+        # A device removed on the phone itself must not sign in by code: follow the broker's
+        # list first (best effort, bounded; the second step stays owed whatever it drops).
+        await credentials.follow(request.app[CLIENT], db, user)
+        devices = db.devices(user.id, confirmed_only=True)
+        checked = totp.check(db, devices, code)
+        if checked.device is None:
+            auth.record_failure(request, user, ip)
+            activity.record(db, user, "code", "wrong_code", _context(request))
+            if not devices:
+                return _code_page(request, user, status=401)  # it says there is none left
+            if checked.replayed:
+                return again("That code was already used. Wait for the next code in the app.", 401)
+            return again("That code is not right. Check the code in the app and try again.", 401)
     await push.withdraw(request, push.SIGNIN)  # signed in another way: the prompt ends
     auth.finish_signin(request, user, f"Verification code ({checked.device.name})")
     activity.record(db, user, "code", "code", _context(request), detail=checked.device.name)
