@@ -46,6 +46,7 @@ _NOT_PLAIN = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f-\xff]")
 _CHALLENGE_ID = re.compile(rb"/v1/challenges/([A-Za-z0-9_-]{1,128})")
 _PLAIN_QUERY = re.compile(rb"[A-Za-z0-9_.=&-]*")
 _DIGITS = re.compile(rb"[0-9]{1,6}")
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class HandOff:
@@ -80,7 +81,7 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     as its request line is in (a device's WebSocket upgrade goes to aiohttp at once)."""
     line_end = buf.find(b"\r\n")
     if line_end < 0:
-        return None if len(buf) <= MAX_HEAD else HAND_OFF
+        return _incomplete(buf)
     parts = bytes(buf[:line_end]).split(b" ")
     if len(parts) != 3 or parts[2] != b"HTTP/1.1":
         return HAND_OFF
@@ -98,7 +99,7 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
         return HAND_OFF
     end = buf.find(b"\r\n\r\n", line_end)
     if end < 0:
-        return None if len(buf) <= MAX_HEAD else HAND_OFF
+        return _incomplete(buf)
     if end + 4 > MAX_HEAD:
         return HAND_OFF
     lines = bytes(buf[line_end + 2 : end]).split(b"\r\n") if end > line_end else []
@@ -150,6 +151,15 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
         keep_alive=keep_alive,
         length=end + 4,
     )
+
+
+def _incomplete(buf: bytes | bytearray) -> HandOff | None:
+    """A head that has not ended (None: wait for more), unless it never can end here. A
+    bare LF ends no line for this parser, so a head sent with them would wait for the
+    head timeout (408) where aiohttp answers 400 at once: it is handed over as it is."""
+    if len(buf) > MAX_HEAD or _BARE_LF.search(buf):
+        return HAND_OFF
+    return None
 
 
 @dataclass(slots=True)

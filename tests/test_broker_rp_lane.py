@@ -86,6 +86,10 @@ HANDED_OFF = {
     "a percent-encoded query": b"GET /v1/challenges/ch_x?wait=1%30 HTTP/1.1\r\n\r\n",
     "two spaces": b"GET  /v1/challenges/ch_x HTTP/1.1\r\n\r\n",
     "a bare LF": b"GET /v1/challenges/ch_x HTTP/1.1\nHost: b\n\n\r\n\r\n",
+    # Without a CRLF anywhere the head would never end here: waiting for it held the
+    # connection to the head timeout (408) where aiohttp answers 400 at once.
+    "bare LFs only": b"GET /v1/challenges/ch_x HTTP/1.1\nHost: b\n\n",
+    "a bare LF after the request line": b"POST /v1/challenges HTTP/1.1\r\nHost: b\nX-A: 1\n\n",
     "a chunked body": b"POST /v1/challenges HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
     "Expect": b"POST /v1/challenges HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
     "Upgrade": b"GET /v1/challenges/ch_x HTTP/1.1\r\nUpgrade: h2c\r\n\r\n",
