@@ -20,7 +20,13 @@ REMOTE = "remote_address"  # the key aiohttp gives `%a` in a line's fields
 def client_address(request: Any) -> str:
     """The client's address of an aiohttp or RP lane request, as the limits see it
     ("-" when unknown, as aiohttp writes it)."""
-    app = getattr(request, "app", None)
+    try:
+        app = request.app
+    except (AttributeError, AssertionError):
+        # A request aiohttp refused before routing (a malformed head: 400, 431) has no
+        # app, and asking for it fails an assertion (AttributeError under -O): the line
+        # was a traceback at ERROR instead, one per bad request. Its peer is named.
+        app = None
     limiter = app.get(LIMITER) if app is not None else None
     address = limiter.client_address(request) if limiter is not None else request.remote
     return address or "-"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -188,3 +189,12 @@ def test_json_logs_are_one_object_per_line_and_text_stays_the_default(
     assert lane["fields"]["request_header"] == access["fields"]["request_header"]
     text_line = next(line for line in as_text.stderr().splitlines() if "/v1/rp" in line)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pushauth\.broker: 127\.0\.0\.1 ", text_line)
+    # A request aiohttp refuses before routing (here a NUL in a header: 400) has its line
+    # too, naming the peer; it was a traceback at ERROR ("Error in logging"), one per request.
+    with socket.create_connection(("127.0.0.1", as_text.port), timeout=10) as sock:
+        sock.sendall(b"GET /v1/bad-head HTTP/1.1\r\nHost: b\r\nX-A: a\x00b\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.0 400 ")
+    wait_until(lambda: " 400 " in as_text.stderr(), message="the refused request's access line")
+    refused = next(line for line in as_text.stderr().splitlines() if " 400 " in line)
+    assert re.search(r"INFO pushauth\.broker: 127\.0\.0\.1 \[.+\] .* 400 \d+ ", refused), refused
+    assert "Traceback" not in as_text.stderr() and "Error in logging" not in as_text.stderr()
