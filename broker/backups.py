@@ -26,7 +26,7 @@ from protocol import b64, signing
 from . import keys
 from .context import node_of
 from .http_guard import read_body
-from .limits import LIMITER
+from .limits import LIMITER, address_key
 from .problems import ApiError
 from .signed_requests import check_signed, parse_ts
 from .store import now_ms
@@ -158,7 +158,7 @@ async def put_backup(request: web.Request) -> web.Response:
         keys.BACKUP_INDEX,
         keys.BACKUP_SIZES,
         keys.BACKUP_BYTES,
-        keys.backup_quota(address, day),
+        keys.backup_quota(address_key(address), day),  # an IPv6 client's /64, as the limits count it
         blob_id,
         body,
         quota.ttl_s * 1000,

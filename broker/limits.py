@@ -60,6 +60,24 @@ RECOVERY_REQUESTS_PER_IP = Rate(1, 30)
 RECOVERY_REQUESTS = Rate(50, 500)
 # Addresses remembered at once per class; beyond it, the full (idle) buckets are forgotten.
 MAX_TRACKED_ADDRESSES = 100_000
+# An IPv6 client is counted by its /64: a subscriber is given at least that many
+# addresses (RFC 6177) and its host picks new ones at will (privacy addresses, RFC 8981),
+# so counted one by one, one client had 2^64 fresh buckets and daily backup quotas.
+IPV6_CLIENT_PREFIX = 64
+
+
+def address_key(address: str) -> str:
+    """The key one client's requests are counted under: the address itself, an IPv6
+    address's /64 network, an IPv4-mapped IPv6 address as the IPv4 address it maps."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # not an address (a Unix socket's ""): counted as it is
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
 
 
 class TokenBuckets:
@@ -142,7 +160,7 @@ class Limiter:
 
     def check(self, kind: str, request: web.Request) -> float:
         """0.0 if this request of class `kind` may go on, else seconds to wait."""
-        wait = self._per_ip[kind].take(self.client_address(request))
+        wait = self._per_ip[kind].take(address_key(self.client_address(request)))
         if not wait:
             wait = self._node[kind].take("")
         if wait:

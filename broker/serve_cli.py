@@ -125,8 +125,8 @@ def add_arguments(
     limits = serve.add_argument_group(
         "limits on clients (DESIGN invariant 13)",
         "RATE[:BURST] is a token bucket: RATE requests a second, BURST at once (default BURST: 10 x RATE); "
-        "0 turns a limit off. Over a limit: HTTP 429 rate_limited with Retry-After. Per client address, "
-        "and per node for all clients together.",
+        "0 turns a limit off. Over a limit: HTTP 429 rate_limited with Retry-After. Per client address "
+        "(an IPv6 address counts as its /64), and per node for all clients together.",
     )
     for flag, attr, what in (
         ("--device-connects-per-ip", "device_per_ip", "new device WebSockets from one address"),

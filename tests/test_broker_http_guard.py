@@ -193,6 +193,12 @@ async def test_unauthenticated_endpoints_are_rate_limited_per_address(
     # Another address (named by the trusted proxy) has its own bucket.
     other = exchange(broker, request("GET", f"/v1/backups/{blob}", X_Forwarded_For="198.51.100.7"))
     assert problem_of(other)[0] != 429
+    # An IPv6 client is counted by its /64: it may pick any address in it for each request.
+    v6 = [f"2001:db8:0:1::{i}" for i in range(1, 5)]
+    statuses = [exchange(broker, request("GET", f"/v1/backups/{blob}", X_Forwarded_For=a)) for a in v6]
+    assert [problem_of(s)[0] == 429 for s in statuses] == [False, False, False, True]
+    other = exchange(broker, request("GET", f"/v1/backups/{blob}", X_Forwarded_For="2001:db8:0:2::1"))
+    assert problem_of(other)[0] != 429
 
     # The web authenticator on its own origin asks first (CORS preflight): answered
     # before the limits, so asking costs none of the address's recoveries.
@@ -246,6 +252,13 @@ def test_the_backup_store_has_a_daily_quota_per_address_and_a_total_cap(
     assert status == 507 and json.loads(raw)["code"] == "backup_store_full"
     assert signed_blob(broker, seeds[1], "delete", b"", now + 6)[0] == 204  # room again
     assert put(3, b"four", now + 7, "203.0.113.3")[0] == 204
+    # One IPv6 client's /64 is one address here: a fresh address of it is no fresh quota.
+    for i in (2, 3):
+        assert signed_blob(broker, seeds[i], "delete", b"", now + 8)[0] == 204
+    assert put(2, b"three", now + 9, "2001:db8::a")[0] == 204
+    assert put(3, b"four", now + 10, "2001:db8::b")[0] == 204
+    status, raw = put(4, b"five", now + 11, "2001:db8::c")
+    assert status == 429 and json.loads(raw)["code"] == "quota_exceeded"
     assert_clean_log(broker)
 
 
