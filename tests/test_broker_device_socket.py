@@ -155,8 +155,24 @@ async def test_a_fragmented_message_with_a_ping_inside_is_reassembled(broker: Br
         (client_frame(wsframes.OP_CLOSE, (999).to_bytes(2, "big")), 1002),
         (client_frame(wsframes.OP_CLOSE, (1000).to_bytes(2, "big") + b"\xff"), 1007),
         (client_frame(wsframes.OP_BINARY, b"\x00" * (WS_READ_LIMIT + 1)), 1009),
+        # Empty pieces add nothing to the size, and each was kept until the message ended.
+        (
+            client_frame(wsframes.OP_BINARY, b"", fin=False)
+            + client_frame(wsframes.OP_CONTINUATION, b"", fin=False) * wsframes.MAX_FRAGMENTS,
+            1009,
+        ),
     ],
-    ids=["unmasked", "rsv", "opcode", "continuation", "long-ping", "close-code", "close-utf8", "too-big"],
+    ids=[
+        "unmasked",
+        "rsv",
+        "opcode",
+        "continuation",
+        "long-ping",
+        "close-code",
+        "close-utf8",
+        "too-big",
+        "endless-pieces",
+    ],
 )
 async def test_a_frame_that_breaks_rfc_6455_ends_the_connection_with_its_code(
     broker: BrokerProcess,
@@ -249,6 +265,14 @@ def test_the_decoder_takes_frames_split_anywhere() -> None:
         decoder = wsframes.Decoder(WS_READ_LIMIT)
         got = [m for i in range(0, len(stream), step) for m in decoder.feed(stream[i : i + step])]
         assert got == expected, step
+
+
+def test_a_message_may_come_in_up_to_max_fragments_frames() -> None:
+    decoder = wsframes.Decoder(WS_READ_LIMIT)
+    pieces = [client_frame(wsframes.OP_BINARY, b"a", fin=False)]
+    pieces += [client_frame(wsframes.OP_CONTINUATION, b"b", fin=False)] * (wsframes.MAX_FRAGMENTS - 2)
+    pieces.append(client_frame(wsframes.OP_CONTINUATION, b"c"))
+    assert decoder.feed(b"".join(pieces)) == [(wsframes.OP_BINARY, b"a" + b"b" * 126 + b"c")]
 
 
 def test_the_decoder_refuses_an_oversized_message_from_its_header() -> None:
