@@ -148,7 +148,17 @@ class WsSocket(asyncio.Protocol):
     binary messages to `on_message`, pings answered, the close handshake, write flow
     control. No task and no timer while idle; subclasses add what the socket is for."""
 
-    __slots__ = ("_closer", "_closing", "_decoder", "_drain", "_heartbeat", "_silent", "_slot", "transport")
+    __slots__ = (
+        "_closer",
+        "_closing",
+        "_decoder",
+        "_drain",
+        "_heartbeat",
+        "_pong_due",
+        "_silent",
+        "_slot",
+        "transport",
+    )
 
     def __init__(self, heartbeat: Heartbeat | None = None) -> None:
         self.transport: asyncio.Transport | None = None
@@ -159,6 +169,7 @@ class WsSocket(asyncio.Protocol):
         self._heartbeat = heartbeat
         self._slot = 0
         self._silent = False  # pinged, and nothing received since
+        self._pong_due: bytes | None = None  # the last ping's payload, while pongs wait (_pong)
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -179,7 +190,7 @@ class WsSocket(asyncio.Protocol):
             for opcode, payload in messages:
                 if opcode == OP_PING:
                     if not self._closing:
-                        self._write(wsframes.frame(OP_PONG, payload))
+                        self._pong(payload)
                 elif opcode == OP_CLOSE:
                     self._peer_closed(payload)
                     return
@@ -208,6 +219,9 @@ class WsSocket(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         drain, self._drain = self._drain, None
+        pong, self._pong_due = self._pong_due, None
+        if pong is not None and not self._closing:
+            self._pong(pong)
         if drain is not None and not drain.done():
             drain.set_result(None)
 
@@ -281,6 +295,16 @@ class WsSocket(asyncio.Protocol):
         self._write(wsframes.frame(OP_PING))
 
     # -- internals -------------------------------------------------------------
+
+    def _pong(self, payload: bytes) -> None:
+        """Answer a ping; while the peer has not read what we wrote (the transport's buffer
+        is over its limit), only the latest ping, once it has (RFC 6455 5.5.3 allows that).
+        A pong for each ping piled up without bound: a client that sent 120 MB of pings and
+        read nothing grew the broker by 186 MB in 2 s, before authenticating."""
+        if self._drain is not None:
+            self._pong_due = payload
+            return
+        self._write(wsframes.frame(OP_PONG, payload))
 
     def _write(self, data: bytes) -> None:
         transport = self.transport

@@ -186,6 +186,26 @@ async def test_a_frame_that_breaks_rfc_6455_ends_the_connection_with_its_code(
     assert await dev.at_eof()
 
 
+async def test_pings_from_a_client_that_reads_nothing_do_not_pile_up_pongs(broker: BrokerProcess) -> None:
+    # A pong per ping waited in the broker's memory for a client that never reads them
+    # (120 MB of pings grew it by 186 MB). Now only the latest ping waits, answered once
+    # the client reads: far fewer pongs than pings arrive, the last ping's among them.
+    dev = await RawDevice.open(broker.port)
+    await dev.frame()  # hello
+    pings = 200_000  # 26 MB: more pongs than the socket buffers on both sides can hold
+    payloads = [b"%08d" % i + b"p" * 117 for i in range(pings)]
+    for i in range(0, pings, 10_000):
+        dev.send(b"".join(client_frame(wsframes.OP_PING, p) for p in payloads[i : i + 10_000]))
+    await dev.writer.drain()
+    pongs, last = 0, b""
+    while last != payloads[-1]:
+        opcode, last = await dev.frame(pings=True)
+        assert opcode == wsframes.OP_PONG
+        pongs += 1
+    assert pongs < pings // 2, pongs
+    dev.close()
+
+
 async def test_the_device_closing_is_answered_and_ends_the_connection(broker: BrokerProcess) -> None:
     dev = await RawDevice.open(broker.port)
     await dev.frame()  # hello
