@@ -241,6 +241,23 @@ async def test_address_limit_stops_spraying_many_names(settings: Settings) -> No
         assert "Too many failed attempts from your network" in await r.text()
 
 
+async def test_address_limit_counts_an_ipv6_client_by_its_64(settings: Settings) -> None:
+    # A client with a /64 may use a fresh address for each guess: counted one by one,
+    # none of them ever reached the limit.
+    async for s in _site(replace(settings, ip_failures=3, trusted_proxies=("127.0.0.1",))):
+        token = await s.token()
+        for i, name in enumerate(("carol", "dave", "erin")):
+            form = {"csrf_token": token, "username": name, "password": "guess one two"}
+            r = await s.post("/signin", form, headers={"X-Forwarded-For": f"2001:db8::{i + 1}"})
+            assert r.status == 401
+        form = {"csrf_token": token, "username": "alice", "password": PASSWORD}
+        r = await s.post("/signin", form, headers={"X-Forwarded-For": "2001:db8::ff"})
+        assert r.status == 429
+        assert "Too many failed attempts from your network" in await r.text()
+        r = await s.post("/signin", form, headers={"X-Forwarded-For": "2001:db8:0:1::1"})
+        assert r.status == 303  # another /64 is another client
+
+
 # -- CSRF --------------------------------------------------------------------------------
 
 

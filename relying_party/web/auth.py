@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .db import Database, User, now_ms
 from .keys import ATTEMPTS, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
+from .ratelimit import address_key
 from .sessions import Session, get_session
 
 # How long the second step may take after the password was accepted.
@@ -132,7 +133,7 @@ def unknown_name_locked_message(request: web.Request, name: str) -> str | None:
 
 def record_failure(request: web.Request, user: User | None, ip: str, name: str = "") -> None:
     settings = request.app[SETTINGS]
-    request.app[IP_LIMITER].failed(ip)
+    request.app[IP_LIMITER].failed(address_key(ip))
     if user is None:
         request.app[NAME_LIMITER].failed(name.lower())
         return
@@ -148,11 +149,11 @@ def attempt(request: web.Request, name: str, ip: str) -> AbstractAsyncContextMan
     """Held from the lockout check to the recorded outcome of one password or code
     attempt on account `name` from `ip` (attempts.py: otherwise attempts sent at once
     all pass the check before any has failed). Read the user's lockout inside it."""
-    return request.app[ATTEMPTS].hold(f"account:{name.lower()}", f"ip:{ip}")
+    return request.app[ATTEMPTS].hold(f"account:{name.lower()}", f"ip:{address_key(ip)}")
 
 
 def ip_blocked_message(request: web.Request, ip: str) -> str | None:
-    wait = request.app[IP_LIMITER].retry_after(ip)
+    wait = request.app[IP_LIMITER].retry_after(address_key(ip))
     if wait <= 0:
         return None
     minutes = max(1, math.ceil(wait / 60))

@@ -6,8 +6,27 @@ one address from trying many accounts, which per-account counting cannot see.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
+
+# An IPv6 client is counted by its /64: a subscriber is given at least that many
+# addresses and may take a fresh one for every request (RFC 8981), so counted one by
+# one, each guess could come from an address with no failures yet.
+IPV6_CLIENT_PREFIX = 64
+
+
+def address_key(address: str) -> str:
+    """What one client's failures are counted under: the address, an IPv6 one's /64."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return str(ip)
 
 
 class AttemptLimiter:
