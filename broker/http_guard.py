@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -129,7 +130,9 @@ class GuardedRequestHandler(RequestHandler):
         traceback; anything else is a bug of ours and keeps its traceback."""
         if isinstance(exc, HttpProcessingError) or (exc is None and 400 <= status < 500):
             status, code, detail = _refusal(status, exc, message)
-            log.debug("refused a request from %s: %s %s", request.remote, status, exc or message)
+            log.debug(
+                "refused a request from %s: %s %s", request.remote, status, _hidden(str(exc or message))
+            )
         elif isinstance(exc, ConnectionError | RequestPayloadError):
             status, code, detail = 400, "incomplete_request", "the connection ended before the request did"
             log.debug("client %s went away: %s", request.remote, exc)
@@ -168,8 +171,18 @@ def body_timed_out(timeout: float) -> ApiError:
     )
 
 
+# aiohttp's parse errors quote the bytes they stopped at, which may run through the whole
+# head: the Authorization header's API key went into the debug log line and the detail.
+_CREDENTIAL = re.compile(r"(?i)(authorization:[ \t]*(?:[!#$%&'*+.^_`|~0-9a-z-]+[ \t]+)?)[^\s'\\]+")
+
+
+def _hidden(text: str) -> str:
+    """`text` with the value of any Authorization header it quotes hidden."""
+    return _CREDENTIAL.sub(r"\1[hidden]", text)
+
+
 def _refusal(status: int, exc: BaseException | None, message: str | None) -> tuple[int, str, str]:
-    text = str(getattr(exc, "message", "") or message or "bad request")
+    text = _hidden(str(getattr(exc, "message", "") or message or "bad request"))
     if isinstance(exc, LineTooLong) or "too long" in text.lower() or "too large" in text.lower():
         return 431, "header_too_large", "the request line or a header is too long (at most 8190 bytes each)"
     if isinstance(exc, BadHttpMessage) and "headers" in text.lower() and "many" in text.lower():

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import websockets
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer, http_status
+from support import BrokerProcess, RedisServer, http_status, wait_until
 from test_agent_recovery import signed_blob
 from test_broker_device_ws import CTX, Device, approve_push, online_device
 
@@ -120,6 +120,17 @@ async def test_refusals_are_problem_documents_and_leave_no_traceback(strict_brok
         broker, request("POST", "/v1/recoveries", b'{"cid": 1, "cid": 2}', Content_Type="application/json")
     )
     assert problem_of(raw)[1]["code"] == "duplicate_key"
+
+    # aiohttp quotes the head it could not parse (here one with bare LFs), API key and
+    # all: it is hidden in the answer and in the debug log line.
+    key = rp["api_key"]
+    raw = exchange(broker, f"GET / HTTP/1.1\nAuthorization: Bearer {key}\n\n".encode())
+    status, doc = problem_of(raw)
+    assert (status, doc["code"]) == (400, "bad_request") and key[:12] not in doc["detail"], doc
+    await asyncio.to_thread(
+        wait_until, lambda: "Bearer [hidden]" in broker.stderr(), message="the refusal's debug line"
+    )
+    assert key[4:12] not in broker.stderr()
 
     # Clients that go away mid-body, on endpoints with and without an API key.
     for path, headers in (("/v1/challenges", auth), ("/v1/recoveries", {}), ("/v1/enrollments", auth)):
