@@ -209,6 +209,11 @@ class WsSocket(asyncio.Protocol):
         drain, self._drain = self._drain, None
         if drain is not None and not drain.done():
             drain.set_exception(ConnectionResetError("the device socket closed"))
+            # Marked retrieved: a sender that waits on it still gets the error, but the
+            # buffer may have filled with writes nobody waits on (pongs, a hello), and
+            # then asyncio logged "Future exception was never retrieved" at ERROR for
+            # each client that stopped reading and left.
+            drain.exception()
         self.transport = None
         self._closing = True
         self.on_lost()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -22,6 +24,7 @@ from support import BrokerProcess, RedisServer, serving
 
 from broker import wsframes
 from broker.app import create_app
+from broker.context import NODE
 from broker.device_ws import HEARTBEAT, WS_READ_LIMIT, Heartbeat
 from protocol import SUBPROTOCOLS
 from protocol.frames import Hello, Welcome
@@ -234,6 +237,42 @@ async def local_app(tmp_path: Path) -> AsyncIterator[tuple[web.Application, int]
                 yield app, int(url.rsplit(":", 1)[1])
         finally:
             await redis.aclose()
+
+
+async def test_a_client_that_stops_reading_and_leaves_leaves_no_error(
+    local_app: tuple[web.Application, int],
+) -> None:
+    # Its socket's buffer filled with pongs nobody waits on; the wait the buffer made was
+    # failed when the connection ended, unretrieved: asyncio logged it at ERROR each time.
+    app, port = local_app
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    before = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        await _fill_and_leave(app, port)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(before)
+    assert not errors, errors
+
+
+async def _fill_and_leave(app: web.Application, port: int) -> None:
+    """A client fills its socket's buffer with pongs it never reads, then goes."""
+    loop = asyncio.get_running_loop()
+    hub = app[NODE].hub
+    dev = await RawDevice.open(port)
+    await dev.frame()  # hello
+    pings = b"".join(client_frame(wsframes.OP_PING, b"p" * 125) for _ in range(1000))
+    deadline = loop.time() + WAIT_S
+    while all(sock.keeps_up for sock in hub.connections):  # until its buffer is full
+        assert loop.time() < deadline, "the broker's buffer never filled"
+        dev.send(pings)
+        await dev.writer.drain()
+    dev.writer.transport.abort()
+    while hub.connections:  # until the broker saw it go
+        assert loop.time() < deadline, "the broker never saw the client go"
+        await asyncio.sleep(0.02)
 
 
 async def test_the_heartbeat_drops_a_silent_device_and_keeps_one_that_answers(
