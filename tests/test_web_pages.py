@@ -34,7 +34,7 @@ from relying_party.web.app import create_app
 from relying_party.web.config import Settings
 from relying_party.web.db import Database, Enrollment, User, now_ms
 from relying_party.web.keys import CLIENT, DB
-from relying_party.web.passwords import hash_password
+from relying_party.web.passwords import hash_password, verify_password
 
 PASSWORD = "correct horse battery"
 TOKEN_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -613,6 +613,21 @@ async def test_a_password_of_blanks_is_refused_and_a_change_speaks_of_push_only_
     _, html = await site.get("/security")
     assert "Your password was changed and you were signed out everywhere else." in html
     assert "Push requests" not in html  # push was never paused
+
+
+async def test_wrong_current_passwords_lock_the_account_as_wrong_sign_ins_do(site: Site) -> None:
+    # A session with a fresh second factor (a stolen cookie) could guess without end here.
+    await site.sign_in()
+    token = await site.token("/security/password")
+    new = "a new and long password"
+    for i in range(3):
+        form = {"csrf_token": token, "current": f"guess number {i}", "new": new, "repeat": new}
+        assert (await site.post("/security/password", form)).status == 401
+    form = {"csrf_token": token, "current": PASSWORD, "new": new, "repeat": new}
+    r = await site.post("/security/password", form)
+    assert r.status == 429 and "locked" in await r.text()
+    assert user(site.db).locked_until > now_ms()
+    assert verify_password(user(site.db).password_hash, PASSWORD)  # not changed
 
 
 async def test_the_first_recovery_codes_do_not_speak_of_earlier_ones(site: Site) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from . import auth, forms, fraud, passwords, push_pause, reauth
+from . import auth, forms, fraud, passwords, push_pause, reauth, signin_context
 from .db import User, now_ms
 from .keys import DB, SETTINGS
 from .render import render
@@ -55,8 +55,18 @@ async def password_submit(request: web.Request) -> web.StreamResponse:
         repeat = forms.text(form, "repeat", max_len=passwords.MAX_LENGTH, label="The repeated password")
     except forms.FormError as exc:
         return await _page(request, user, error=exc.message, status=400)
-    if not await passwords.check(user.password_hash, current):
-        return await _page(request, user, error="The current password is incorrect.", status=401)
+    # Guesses at the current password count as at sign-in: without it a session with a
+    # fresh second factor (a stolen cookie, minutes after the owner signed in) could try
+    # passwords here without end, the account's lockout never coming.
+    ip = signin_context.client_ip(request)
+    async with auth.attempt(request, user.name, ip):
+        user = db.user_by_id(user.id) or user  # its lockout as the attempts before left it
+        blocked = auth.ip_blocked_message(request, ip) or auth.locked_message(user)
+        if blocked:
+            return await _page(request, user, error=blocked, status=429)
+        if not await passwords.check(user.password_hash, current):
+            auth.record_failure(request, user, ip)
+            return await _page(request, user, error="The current password is incorrect.", status=401)
     problem = passwords.password_problem(new)
     if problem is None and new == current:
         problem = "The new password must differ from the current one."
