@@ -15,18 +15,24 @@ sockets against a real broker process and its log:
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import socket
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 import websockets
+from aiohttp import web
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer, http_status, wait_until
+from support import BrokerProcess, RedisServer, http_status, serving, wait_until
 from test_agent_recovery import signed_blob
 from test_broker_device_ws import CTX, Device, approve_push, online_device
 
+from broker.app import create_app
 from device_agent import broker_http
 from protocol import SUBPROTOCOLS, b64, signing
 from protocol.frames import Challenge
@@ -311,3 +317,35 @@ async def test_a_recovery_says_nothing_about_a_credential_it_cannot_prove(
 
 def _b64(data: bytes) -> str:
     return b64.encode(data)
+
+
+async def test_refused_recoveries_leave_nothing_behind(redis_server: RedisServer) -> None:
+    # The refusal was one exception object raised again and again: each raise added the
+    # refused request's frames to its traceback, keeping every such request (headers and
+    # all) alive for good, about 20 KB each, from clients with no key at all.
+    redis = aioredis.Redis.from_url(redis_server.url)
+    app = create_app(redis, node="local")
+    served: list[weakref.ref[web.Request]] = []
+
+    @web.middleware
+    async def remember(request: web.Request, handler: Any) -> web.StreamResponse:
+        served.append(weakref.ref(request))
+        return await handler(request)
+
+    app.middlewares.append(remember)
+    ts, key, sig = broker_http.now_ms(), "A" * 43, "A" * 86
+    recover = {"cid": "cr_no_such_credential", "pk": key, "name": "x", "recovery_pk": key, "ts": ts}
+    refused = {
+        "/v1/recoveries": recover | {"recovery_sig": sig, "sig": sig},
+        "/v1/credentials/cr_no_such_credential/recovery-key": {"recovery_pk": key, "ts": ts, "sig": sig},
+    }
+    try:
+        async with serving(app) as url, aiohttp.ClientSession() as http:
+            for path, body in refused.items():
+                for _ in range(3):
+                    async with http.post(url + path, json=body) as r:
+                        assert r.status == 403 and (await r.json())["code"] == "recovery_refused"
+    finally:
+        await redis.aclose()
+    gc.collect()
+    assert len(served) == 6 and not [ref for ref in served if ref() is not None]
