@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -85,6 +86,13 @@ class Subscription:
         }
 
 
+# A host the list is compared with: ASCII letters, digits, hyphens and dots only (a DNS
+# name or an IPv4 address). urlsplit keeps anything else in the host, and the resolver
+# read it otherwise: "127.0.0.1\x00.notify.windows.com" ended in a listed "*." domain,
+# and getaddrinfo, stopping at the NUL, connected the broker to 127.0.0.1:443.
+_PLAIN_HOST = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)*")
+
+
 def service_allowed(endpoint: str, services: Iterable[str]) -> bool:
     """Whether `endpoint` is on a listed push service (scheme, host and port equal;
     `*.` matches any subdomain)."""
@@ -94,6 +102,8 @@ def service_allowed(endpoint: str, services: Iterable[str]) -> bool:
     except ValueError:
         return False
     if url.username or url.password or not url.hostname:
+        return False
+    if not _PLAIN_HOST.fullmatch(url.hostname.lower()):
         return False
     for service in services:
         s = urlsplit(service)

@@ -17,7 +17,7 @@ import msgpack
 import pytest
 import websockets
 from shared_broker import broker, rp  # noqa: F401 - fixtures
-from support import BrokerProcess, RedisServer, add_rp, wait_until
+from support import BrokerProcess, RedisServer, add_rp, free_port, wait_until
 
 from protocol import SUBPROTOCOLS, signing
 from protocol.challenge import Status
@@ -31,6 +31,7 @@ from protocol.frames import (
     Enrolled,
     Error,
     Frame,
+    PushSubscribe,
     Revoked,
     Welcome,
 )
@@ -589,3 +590,29 @@ async def test_an_orderly_stop_tells_every_device_going_away_and_keeps_its_state
         welcome, pending = await back.authenticate()
         assert welcome.accepted == (back.cid,)
         assert [p.ch for p in pending] == [ch.id]
+
+
+# -- Web Push subscriptions (docs/protocol.md, appendix A) ----------------------------
+
+
+async def test_a_push_endpoint_only_on_a_listed_service(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    args = ["--push-key", str(tmp_path / "vapid.pem"), "--metrics-port", str(metrics_port)]
+    args += ["--push-service", f"https://*.localhost:{port}", "--push-service", f"http://127.0.0.1:{port}"]
+    broker = broker_factory(redis_url=redis_server.url, node="push", extra_args=args)
+    rp = add_rp("Push RP", redis_url=redis_server.url)
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, broker.ws_url, user="mallory")
+        keys = {"p256dh": b"\x04" + bytes(64), "auth": bytes(16)}  # 65 bytes, but no P-256 point
+        # A host that only ends in a listed "*." domain: the resolver stopped at the NUL
+        # and the broker connected to 127.0.0.1.
+        await dev.send(
+            PushSubscribe(
+                rid=1, cids=(dev.cid,), endpoint=f"https://127.0.0.1\x00.localhost:{port}/p", **keys
+            )
+        )
+        refused = await dev.frame()
+        assert isinstance(refused, Error) and refused.code == "push_service_refused", refused
+        await dev.close()
