@@ -239,6 +239,12 @@ class WebPush:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             metrics.WEBPUSH_FAILED.inc()
             log.warning("web push to credential %s failed: %s", cid, exc)
+        except (ValueError, TypeError) as exc:
+            # The device's subscription cannot be used (p256dh is 65 bytes but no P-256
+            # point, say): a failed push, not a task dying with a traceback at ERROR on
+            # every sign-in of the user, as it did.
+            metrics.WEBPUSH_FAILED.inc()
+            log.warning("web push to credential %s failed: unusable subscription: %s", cid, exc)
         else:
             metrics.WEBPUSH_SENT.inc()
 

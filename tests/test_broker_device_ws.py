@@ -15,10 +15,13 @@ from typing import Any
 import aiohttp
 import msgpack
 import pytest
+import redis
 import websockets
 from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BrokerProcess, RedisServer, add_rp, free_port, wait_until
+from support.metrics import scrape, value
 
+from broker import webpush
 from protocol import SUBPROTOCOLS, signing
 from protocol.challenge import Status
 from protocol.codec import encode
@@ -32,6 +35,7 @@ from protocol.frames import (
     Error,
     Frame,
     PushSubscribe,
+    PushSubscribed,
     Revoked,
     Welcome,
 )
@@ -595,7 +599,7 @@ async def test_an_orderly_stop_tells_every_device_going_away_and_keeps_its_state
 # -- Web Push subscriptions (docs/protocol.md, appendix A) ----------------------------
 
 
-async def test_a_push_endpoint_only_on_a_listed_service(
+async def test_a_push_endpoint_only_on_a_listed_service_and_a_bad_one_fails_quietly(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
 ) -> None:
     port, metrics_port = free_port(), free_port()
@@ -615,4 +619,15 @@ async def test_a_push_endpoint_only_on_a_listed_service(
         )
         refused = await dev.frame()
         assert isinstance(refused, Error) and refused.code == "push_service_refused", refused
+        await dev.send(PushSubscribe(rid=2, cids=(dev.cid,), endpoint=f"http://127.0.0.1:{port}/p", **keys))
+        assert isinstance(await dev.frame(), PushSubscribed)
         await dev.close()
+        with redis.Redis.from_url(redis_server.url) as store:  # closed: no connection holds it now
+            gone = lambda: not store.exists(webpush._live_key(dev.cid))  # noqa: E731
+            await asyncio.to_thread(wait_until, gone, message="the closed device's presence to end")
+        await client.create_challenge("mallory", CTX)
+        failed = lambda: value(scrape(metrics_port), "pushauth_webpush_wakeups_total", outcome="failed")  # noqa: E731
+        await asyncio.to_thread(wait_until, lambda: failed() == 1, message="the failed wake-up")
+    broker.terminate()
+    log = broker.stderr_path.read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
