@@ -378,6 +378,8 @@ def rejection_vectors() -> list[dict[str, Any]]:
             "malformed", None,
         ),
         ("a msgpack extension value", B, AA, _frame_bytes("authenticate", {"creds": [], "x": msgpack.ExtType(1, b"a")}), "malformed", None),
+        # msgpack decodes the timestamp type (-1) itself: refused all the same (4.1).
+        ("a msgpack timestamp (ext -1) under an unknown key", B, AA, _frame_bytes("authenticate", {"creds": [], "x": msgpack.Timestamp(0, 0)}), "malformed", None),
         ("a map key that is an integer", B, AA, _pack({"v": v, "t": "authenticate", "creds": [], 1: 2}), "malformed", None),
         ("no v", B, AA, _pack({"t": "authenticate", "creds": []}), "malformed", None),
         ("v is a string", B, AA, _frame_bytes("authenticate", {"creds": []}, v="2"), "malformed", None),
@@ -448,6 +450,7 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("challenge without rp_nonce (a version 1 challenge)", D, DR, _frame_bytes("challenge", {k: x for k, x in challenge.items() if k != "rp_nonce"}), "invalid_field", None),
         ("challenge context with 17 entries", D, DR, _frame_bytes("challenge", {**challenge, "ctx": {f"k{i}": "" for i in range(17)}}), "invalid_field", None),
         ("challenge context value of 257 characters", D, DR, _frame_bytes("challenge", {**challenge, "ctx": {"app": "x" * 257}}), "invalid_field", None),
+        ("a msgpack timestamp (ext -1) in place of created", D, DR, _frame_bytes("challenge", {**challenge, "created": msgpack.Timestamp(0, 0)}), "malformed", None),
         ("hello max_frame below 1024", D, AH, _frame_bytes("hello", {"nonce": HELLO_NONCE, "time": T0, "max_frame": 1023, "node": ""}), "invalid_field", None),
         ("a version 1 hello", D, AH, _frame_bytes("hello", {"nonce": HELLO_NONCE, "time": T0, "max_frame": 32768, "node": ""}, v=1), "unsupported_version", None),
         (f"a broker frame over {MAX_FRAME_SIZE} bytes", D, DR, _padded(MAX_FRAME_SIZE + 1).replace(b"authenticate", b"frobnicate__"), "frame_too_large", None),
