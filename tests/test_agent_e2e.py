@@ -153,6 +153,17 @@ def listener(tmp_path: Path) -> Iterator[Callable[..., Listen]]:
         proc.close()
 
 
+def enrolled_listening(
+    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen], *args: str
+) -> tuple[Path, Listen]:
+    """An agent home with alice enrolled, and its `listen ARGS` connected to the broker."""
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    agent_proc = listener(home, *args)
+    agent_proc.wait_for("Connected to")
+    return home, agent_proc
+
+
 # -- enroll ---------------------------------------------------------------------------
 
 
@@ -391,10 +402,7 @@ def test_an_account_removed_by_the_rp_while_offline_is_marked_on_next_contact(
 def test_listen_asks_one_request_after_another_and_answers(
     tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
 ) -> None:
-    home = tmp_path / "agent"
-    enroll(home, rp_api)
-    agent_proc = listener(home)
-    agent_proc.wait_for("Connected to")
+    _, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
 
     first = rp_api.challenge(context={"app": "Mail", "ip": "198.51.100.7"})
     second = rp_api.challenge(context={"app": "CRM"}, supersede=False)  # both stay live
@@ -441,10 +449,7 @@ def test_listen_asks_one_request_after_another_and_answers(
 def test_listen_drops_a_request_answered_elsewhere_and_hears_of_rp_removal(
     tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
 ) -> None:
-    home = tmp_path / "agent"
-    enroll(home, rp_api)
-    agent_proc = listener(home)
-    agent_proc.wait_for("Connected to")
+    home, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
     ch = rp_api.challenge()
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
 
@@ -470,10 +475,7 @@ def test_listen_drops_a_request_answered_elsewhere_and_hears_of_rp_removal(
 
 
 def test_listen_output_only_mode(tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]) -> None:
-    home = tmp_path / "agent"
-    enroll(home, rp_api)
-    agent_proc = listener(home, "--no-input")
-    agent_proc.wait_for("Connected to")
+    home, agent_proc = enrolled_listening(tmp_path, rp_api, listener, "--no-input")
     agent_proc.proc.stdin.close()  # type: ignore[union-attr]  # input is not read: it keeps going
     ch = rp_api.challenge()
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
@@ -504,10 +506,7 @@ def test_listen_reconnects_after_a_broker_restart(
 ) -> None:
     # Its own broker: this test kills it.
     rp_api = RP(own_broker, own_broker.add_rp("Example RP"))
-    home = tmp_path / "agent"
-    enroll(home, rp_api)
-    agent_proc = listener(home)
-    agent_proc.wait_for("Connected to")
+    _, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
     own_broker.kill(signal.SIGKILL)
     agent_proc.wait_for("Reconnecting to")
     own_broker.start()
@@ -536,10 +535,7 @@ def test_listen_picks_up_an_account_enrolled_meanwhile(
 def test_listen_says_when_a_request_expires(
     tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
 ) -> None:
-    home = tmp_path / "agent"
-    enroll(home, rp_api)
-    agent_proc = listener(home)
-    agent_proc.wait_for("Connected to")
+    _, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
     ch = rp_api.challenge(ttl=10)  # the shortest the API allows
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
     agent_proc.wait_for(f"Request {ch['id']} expired", timeout=30)
@@ -570,10 +566,7 @@ def test_an_answer_typed_while_the_broker_is_down_is_asked_again_later(
 ) -> None:
     # Its own broker: this test kills it.
     rp_api = RP(own_broker, own_broker.add_rp("Example RP"))
-    home = tmp_path / "agent"
-    enroll(home, rp_api)
-    agent_proc = listener(home)
-    agent_proc.wait_for("Connected to")
+    _, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
     ch = rp_api.challenge(ttl=120)
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
     own_broker.kill(signal.SIGKILL)
@@ -594,10 +587,7 @@ def test_listen_stops_with_a_clear_message_when_passwd_changes_the_vault_meanwhi
     # It used to stay up unable to sign anything: each answer "was not sent: wrong
     # passphrase for this vault (or its header was altered)", and on a terminal it asked
     # for the passphrase from inside the event loop, which hung it for good.
-    home = tmp_path / "agent"
-    enroll(home, rp_api)
-    agent_proc = listener(home)
-    agent_proc.wait_for("Connected to")
+    home, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
     ch = rp_api.challenge(ttl=120)
     agent_proc.wait_for(f"Sign-in request {ch['id']}")
     changed = run_cli(

@@ -8,13 +8,12 @@ it. `rp remove` leaves nothing of the RP that still works."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import aiohttp
 import pytest
-from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli, set_policy
+from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli, set_policy, until
 from test_broker_device_ws import CTX, Device, online_device
 
 from broker import keys
@@ -86,20 +85,12 @@ async def test_two_nodes_with_different_old_flags_enforce_the_rps_one_policy(
         await dev.close()
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll until true: a node's cached view (policy, API key) takes a change within 2 s."""
-    for _ in range(200):
-        if await condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never: {what}")
-
-
 async def wait_for_policy(node: BrokerProcess, api_key: str, name: str, value: object) -> None:
     async def shown() -> bool:
         return (await policy_at(node, api_key))[name] == value
 
-    await eventually(shown, f"{node.name} shows {name}={value}")
+    # A node's cached view (policy, API key) takes a change within 2 s.
+    await until(shown, message=f"{node.name} shows {name}={value}")
 
 
 def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
@@ -337,7 +328,7 @@ async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
                 async with http.get(node.http_url + "/v1/rp", headers=headers) as r:
                     return r.status == 401
 
-            await eventually(key_refused, "the removed RP's API key is refused")
+            await until(key_refused, message="the removed RP's API key is refused")
         ch2 = await other.create_challenge("alice", CTX)
         assert isinstance(await bystander.frame(), Challenge)
         assert ch2.devices == 1

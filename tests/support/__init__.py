@@ -30,7 +30,7 @@ from .process import (
 )
 from .proxy import TcpProxy
 from .redis_server import RedisServer, ping, redis_executable
-from .waiting import DEADLINE, WaitTimeout, http_status, wait_until
+from .waiting import DEADLINE, WaitTimeout, http_status, until, wait_until
 
 __all__ = [
     "AGENT",
@@ -62,5 +62,6 @@ __all__ = [
     "run_cli",
     "serving",
     "set_policy",
+    "until",
     "wait_until",
 ]

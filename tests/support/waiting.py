@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 # The one deadline for waiting on an event (a log line, a frame, a port, a state in
 # Redis): generous, because a wait ends as soon as the event happens and only a
@@ -36,6 +37,25 @@ def wait_until(
             text = message() if callable(message) else message
             raise WaitTimeout(f"timed out after {timeout:g} s waiting for {text}")
         time.sleep(interval)
+
+
+async def until(
+    condition: Callable[[], Awaitable[object]],
+    *,
+    timeout: float = DEADLINE,
+    interval: float = 0.02,
+    message: str = "condition",
+) -> object:
+    """wait_until for a test's event loop: await `condition` until it returns something
+    truthy, and return that value (the loop keeps serving meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:g} s waiting for {message}")
+        await asyncio.sleep(interval)
 
 
 def http_status(url: str, timeout: float = 2.0) -> int | None:
