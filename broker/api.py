@@ -21,6 +21,7 @@ from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI, insecure_transport
 
 from . import jsonio, keys, metrics
+from .connections import rp_authenticated
 from .context import ApiRequest, node_of
 from .event_listener import LISTENER
 from .events import ChallengeEnded
@@ -69,6 +70,7 @@ async def authenticate(request: ApiRequest) -> RelyingParty:
     rp = await _store(request).rp_for_key(key.strip())
     if rp is None:
         raise ApiError(401, "unauthorized", "unknown API key")
+    rp_authenticated(request)
     return rp
 
 

@@ -34,6 +34,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
+from .connections import ConnectionGate, Slot
 from .http_head import LaneRequest
 from .problems import ApiError, problem, problem_document
 
@@ -54,6 +55,11 @@ BODY_TIMEOUT_S = 30.0
 # of the RP SDK's pool (15 s) and of common load balancers (60 s), so that it is the
 # client that closes an idle connection, not the broker racing its next request.
 KEEPALIVE_TIMEOUT_S = 75.0
+# A response the client does not read (its window and our buffer full) must start
+# moving again within this time, else the connection is dropped: a client that sends
+# requests and never reads the answers held its connection and its handler for good.
+# A 256 KiB backup read at 20 KB/s pauses for about 12 s.
+WRITE_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,7 @@ class Timeouts:
     head_s: float = HEAD_TIMEOUT_S
     body_s: float = BODY_TIMEOUT_S
     keepalive_s: float = KEEPALIVE_TIMEOUT_S
+    write_s: float = WRITE_TIMEOUT_S
 
 
 TIMEOUTS = web.AppKey("http_timeouts", Timeouts)
@@ -73,20 +80,65 @@ class GuardedRequestHandler(RequestHandler):
     own keep-alive check uses (and, to see a complete head, its queue of parsed
     messages); tests/test_broker_http_guard.py pins the behaviour."""
 
-    __slots__ = ("_head_timeout", "_head_timer")
+    __slots__ = ("_gate", "_head_timeout", "_head_timer", "_write_timeout", "_write_timer", "connection_slot")
 
-    def __init__(self, manager: Any, *, head_timeout: float, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        manager: Any,
+        *,
+        head_timeout: float,
+        write_timeout: float = WRITE_TIMEOUT_S,
+        gate: ConnectionGate | None = None,
+        slot: Slot | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(manager, **kwargs)
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
+        self._write_timeout = write_timeout
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._gate = gate
+        # The connection's count (broker/connections.py): taken here, or by the RP lane
+        # that handed the connection over; given back at close and at an upgrade (the
+        # device socket calls connection_lost when it takes the transport).
+        self.connection_slot = slot
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.connection_slot is None and self._gate is not None:
+            self.connection_slot = self._gate.admit(transport)
+            if self.connection_slot is None:
+                return  # refused: the transport has the refusal's protocol now
         super().connection_made(transport)
         self._arm()  # a connection that never completes a head is closed too
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        self._write_disarm()
+        if self.connection_slot is not None:
+            self.connection_slot.release()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timeout > 0 and self._write_timer is None:
+            self._write_timer = self._loop.call_later(self._write_timeout, self._write_timed_out)
+
+    def resume_writing(self) -> None:
+        self._write_disarm()
+        super().resume_writing()
+
+    def _write_disarm(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        if self.transport is not None:
+            log.debug("dropping a connection: the client read no response for %gs", self._write_timeout)
+            if self._gate is not None:
+                self._gate.write_timeouts += 1
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -205,10 +257,12 @@ class GuardedSite(web.TCPSite):
         timeouts: Timeouts,
         sock: socket.socket | None = None,
         lane: Lane | None = None,
+        gate: ConnectionGate | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, host, port, **kwargs)
         self._timeouts = timeouts
+        self._gate = gate
         self._sock = sock
         self._lane = lane
         self._handler_kwargs: dict[str, Any] = {}
@@ -224,12 +278,15 @@ class GuardedSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
 
-        def guarded() -> GuardedRequestHandler:
+        def guarded(slot: Slot | None = None) -> GuardedRequestHandler:
             return GuardedRequestHandler(
                 server,
                 loop=loop,
                 head_timeout=self._timeouts.head_s,
+                write_timeout=self._timeouts.write_s,
                 keepalive_timeout=self._timeouts.keepalive_s,
+                gate=self._gate,
+                slot=slot,
                 **self._handler_kwargs,
             )
 

@@ -34,6 +34,8 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from .connections import Slot
+
 # aiohttp refuses a request line or a header over 8190 bytes (431): a longer head is
 # handed to it, to be refused there.
 MAX_HEAD: Final = 8190
@@ -172,6 +174,7 @@ class LaneRequest:
     body: bytes
     app: web.Application
     remote: str | None
+    connection_slot: Slot | None = None  # its connection's count (broker/connections.py)
     headers: CIMultiDictProxy[str] = field(init=False)
     query: MultiDictProxy[str] = field(init=False)
 

@@ -41,6 +41,7 @@ from protocol.challenge import Status
 from .events import ChallengeCreated, ChallengeEnded, ChallengesEnded, Event
 
 if TYPE_CHECKING:
+    from .connections import ConnectionGate
     from .event_listener import EventListener
     from .hub import Hub
     from .models import ChallengeRecord
@@ -271,10 +272,13 @@ def event_lag(created_ms: int) -> None:
 class NodeCollector(Collector):
     """Gauges and counts that the node keeps anyway, read when Prometheus asks."""
 
-    def __init__(self, node: str, hub: Hub, listener: EventListener) -> None:
+    def __init__(
+        self, node: str, hub: Hub, listener: EventListener, gate: ConnectionGate | None = None
+    ) -> None:
         self.node = node
         self.hub = hub
         self.listener = listener
+        self.gate = gate
 
     def collect(self) -> Iterator[Metric]:
         hub, listener = self.hub, self.listener
@@ -340,14 +344,36 @@ class NodeCollector(Collector):
             "Catch-ups from Redis completed after a resubscription",
             value=listener.catch_ups,
         )
+        if self.gate is not None:
+            yield GaugeMetricFamily(
+                "pushauth_http_connections",
+                "HTTP connections open on this node (device WebSockets not counted)",
+                value=self.gate.open,
+            )
+            refused = CounterMetricFamily(
+                "pushauth_http_connections_refused",
+                "Connections refused before their request was read: per_ip (too many open from one "
+                "address, --http-connections-per-ip), node (--http-connections)",
+                labels=["limit"],
+            )
+            for limit, count in self.gate.refused.items():
+                refused.add_metric([limit], count)
+            yield refused
+            yield CounterMetricFamily(
+                "pushauth_http_write_timeouts",
+                "Connections dropped because the client read none of a response for --write-timeout",
+                value=self.gate.write_timeouts,
+            )
 
 
 # -- the listener ------------------------------------------------------------------------
 
 
-def metrics_app(node: str, hub: Hub, listener: EventListener) -> web.Application:
+def metrics_app(
+    node: str, hub: Hub, listener: EventListener, gate: ConnectionGate | None = None
+) -> web.Application:
     """GET /metrics (text exposition format); nothing else on this port."""
-    REGISTRY.register(NodeCollector(node, hub, listener))
+    REGISTRY.register(NodeCollector(node, hub, listener, gate))
 
     async def handler(_request: web.Request) -> web.Response:
         body = generate_latest(REGISTRY)

@@ -37,6 +37,7 @@ from aiohttp import web
 
 from . import api, api_stream
 from .access_log import client_address
+from .connections import ConnectionGate, Slot
 from .context import NODE
 from .http_guard import Timeouts, body_timed_out, head_timed_out
 from .http_head import HAND_OFF, MAX_BODY, MAX_HEAD, LaneRequest, parse_head
@@ -133,15 +134,20 @@ class Lane:
     """The lane of one listening site: its settings and its open connections."""
 
     def __init__(
-        self, app: web.Application, timeouts: Timeouts, access_log: logging.Logger | None = None
+        self,
+        app: web.Application,
+        timeouts: Timeouts,
+        access_log: logging.Logger | None = None,
+        gate: ConnectionGate | None = None,
     ) -> None:
         self.app = app
         self.timeouts = timeouts
         self.access_log = access_log
+        self.gate = gate  # counts open connections (broker/connections.py)
         self.connections: set[LaneConnection] = set()
         self.closing = False
 
-    def connection(self, fallback: Callable[[], asyncio.Protocol]) -> LaneConnection:
+    def connection(self, fallback: Callable[[Slot | None], asyncio.Protocol]) -> LaneConnection:
         return LaneConnection(self, fallback)
 
     def close(self) -> None:
@@ -163,27 +169,35 @@ class LaneConnection(asyncio.Protocol):
         "_timer",
         "_timer_kind",
         "_write_paused",
+        "_write_timer",
         "buf",
         "busy",
         "lane",
         "remote",
+        "slot",
         "transport",
     )
 
-    def __init__(self, lane: Lane, fallback: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, lane: Lane, fallback: Callable[[Slot | None], asyncio.Protocol]) -> None:
         self.lane = lane
         self._fallback = fallback  # aiohttp's protocol, made when it is handed the connection
         self.transport: asyncio.Transport | None = None
         self.remote: str | None = None
+        self.slot: Slot | None = None  # the connection's count, handed on with it
         self.buf = bytearray()
         self.busy = False  # a request is being handled
         self._read_paused = self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
+        self._write_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio callbacks ------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.lane.gate is not None:
+            self.slot = self.lane.gate.admit(transport)
+            if self.slot is None:
+                return  # refused: the transport has the refusal's protocol now
         self.transport = transport  # type: ignore[assignment]  # a stream transport (uvloop's is no subclass)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -196,6 +210,9 @@ class LaneConnection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lane.connections.discard(self)
         self._disarm()
+        self._write_resumed()
+        if self.slot is not None:
+            self.slot.release()
         self.transport = None  # a handler still running writes nothing more
 
     def data_received(self, data: bytes) -> None:
@@ -209,11 +226,32 @@ class LaneConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True  # no next request is read until the client reads ours
+        seconds = self.lane.timeouts.write_s
+        if seconds > 0 and self._write_timer is None:
+            self._write_timer = asyncio.get_running_loop().call_later(seconds, self._write_timed_out)
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self._write_resumed()
         if not self.busy:
             self._next()
+
+    def _write_resumed(self) -> None:
+        self._write_paused = False
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _write_timed_out(self) -> None:
+        self._write_timer = None
+        if self.transport is not None:
+            log.debug(
+                "dropping %s's connection: it read no response for %gs",
+                self.remote,
+                self.lane.timeouts.write_s,
+            )
+            if self.lane.gate is not None:
+                self.lane.gate.write_timeouts += 1
+            self.transport.abort()
 
     # -- requests ---------------------------------------------------------------
 
@@ -248,7 +286,7 @@ class LaneConnection(asyncio.Protocol):
         del self.buf[:end]
         self._disarm()
         self.busy = True
-        spawn(self._serve(LaneRequest(head, body, self.lane.app, self.remote)))
+        spawn(self._serve(LaneRequest(head, body, self.lane.app, self.remote, self.slot)))
 
     async def _serve(self, request: LaneRequest) -> None:
         reply = Reply(self, request.head.keep_alive)
@@ -284,7 +322,8 @@ class LaneConnection(asyncio.Protocol):
         self.lane.connections.discard(self)
         self.transport = None
         data, self.buf = bytes(self.buf), bytearray()
-        handler = self._fallback()
+        handler = self._fallback(self.slot)
+        self.slot = None  # aiohttp's handler gives it back
         transport.set_protocol(handler)
         handler.connection_made(transport)
         handler.data_received(data)

@@ -35,10 +35,24 @@ from .backups import (
     BackupQuota,
 )
 from .command import CliError, check_redis_url, open_redis, say, store_line
+from .connections import (
+    CONNECTIONS_PER_IP,
+    ConnectionGate,
+    ConnectionLimits,
+    node_connections_default,
+    raise_nofile_limit,
+)
 from .context import NODE
 from .device_ws import AUTH_TIMEOUT_S
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventChannelError
-from .http_guard import BODY_TIMEOUT_S, HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedSite, Timeouts
+from .http_guard import (
+    BODY_TIMEOUT_S,
+    HEAD_TIMEOUT_S,
+    KEEPALIVE_TIMEOUT_S,
+    WRITE_TIMEOUT_S,
+    GuardedSite,
+    Timeouts,
+)
 from .limits import Limits, Rate
 from .logs import FORMATS
 from .metrics import metrics_app
@@ -158,6 +172,23 @@ def add_arguments(
         "balancer shares the balancer's address",
     )
     limits.add_argument(
+        "--http-connections-per-ip",
+        type=int,
+        default=CONNECTIONS_PER_IP,
+        metavar="N",
+        help="open HTTP connections from one address, 0: no limit; a connection that becomes a device "
+        "WebSocket or carries a valid RP API key no longer counts (429 too_many_connections, sent "
+        "before the request is read; default: %(default)s)",
+    )
+    limits.add_argument(
+        "--http-connections",
+        type=int,
+        metavar="N",
+        help="open HTTP connections to this process from all addresses, device WebSockets not counted, "
+        "0: no limit (503 node_busy; default: a quarter of the open-file limit, which the broker lifts "
+        "to its hard limit at start)",
+    )
+    limits.add_argument(
         "--new-backups-per-ip",
         type=int,
         default=NEW_BLOBS_PER_IP_DAY,
@@ -207,6 +238,13 @@ def add_arguments(
         default=KEEPALIVE_TIMEOUT_S,
         metavar="SECONDS",
         help="an idle keep-alive connection is closed after this (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--write-timeout",
+        type=float,
+        default=WRITE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a client that reads none of a response for this long is disconnected (default: %(default)s)",
     )
     serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
     serve.add_argument(
@@ -344,6 +382,14 @@ def check_serve(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota
 async def serve(args: argparse.Namespace) -> None:
     node = args.node
     limits, timeouts, quota = check_serve(args)
+    raise_nofile_limit()  # before the embedded Redis starts: it inherits the limit
+    gate = ConnectionGate(
+        ConnectionLimits(
+            per_ip=args.http_connections_per_ip,
+            node=node_connections_default() if args.http_connections is None else args.http_connections,
+            trusted_proxies=limits.trusted_proxies,
+        )
+    )
     for warning in deprecated_flags(args):
         log.warning("%s", warning)
     async with open_redis(args) as redis:
@@ -394,7 +440,7 @@ async def serve(args: argparse.Namespace) -> None:
         metrics: web.AppRunner | None = None
         try:
             if args.metrics_port is not None:
-                metrics = await _serve_metrics(app, node, args.metrics_host, args.metrics_port)
+                metrics = await _serve_metrics(app, node, args.metrics_host, args.metrics_port, gate)
             site = GuardedSite(
                 runner,
                 args.host,
@@ -403,7 +449,8 @@ async def serve(args: argparse.Namespace) -> None:
                 sock=args.listen_sock,
                 backlog=1024,
                 reuse_port=args.reuse_port or None,
-                lane=Lane(app, timeouts, log if args.access_log else None) if args.rp_lane else None,
+                lane=Lane(app, timeouts, log if args.access_log else None, gate) if args.rp_lane else None,
+                gate=gate,
             )
             site.handler_args(
                 access_log=log if args.access_log else None, access_log_class=ClientAccessLogger
@@ -436,9 +483,11 @@ async def serve(args: argparse.Namespace) -> None:
         say(f"pushauth-broker: stopped in {time.monotonic() - began:.2f}s")
 
 
-async def _serve_metrics(app: web.Application, node: str, host: str, port: int) -> web.AppRunner:
+async def _serve_metrics(
+    app: web.Application, node: str, host: str, port: int, gate: ConnectionGate
+) -> web.AppRunner:
     """The metrics listener: its own port, so that it is never on the public one."""
-    runner = web.AppRunner(metrics_app(node, app[NODE].hub, app[LISTENER]), access_log=None)
+    runner = web.AppRunner(metrics_app(node, app[NODE].hub, app[LISTENER], gate), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -470,10 +519,17 @@ def _check_ports(args: argparse.Namespace) -> None:
 
 
 def _limits(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
-    for name in ("head_timeout", "body_timeout", "keepalive_timeout"):
+    for name in ("head_timeout", "body_timeout", "keepalive_timeout", "write_timeout"):
         if not 0 < getattr(args, name) <= 3600:
             raise CliError(f"--{name.replace('_', '-')} must be more than 0 and at most 3600 seconds")
-    counts = ("new_backups_per_ip", "backup_store_max_mib", "backup_store_max_blobs")
+    counts = (
+        "new_backups_per_ip",
+        "backup_store_max_mib",
+        "backup_store_max_blobs",
+        "http_connections_per_ip",
+    )
+    if args.http_connections is not None and args.http_connections < 0:
+        raise CliError("--http-connections must be 0 or more")
     if any(getattr(args, n) < 0 for n in counts) or not 1 <= args.backup_ttl_days <= 3650:
         raise CliError("backup limits must be 0 or more, and --backup-ttl-days 1 to 3650")
     try:
@@ -484,7 +540,10 @@ def _limits(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
     except ValueError as exc:
         raise CliError(f"bad --trusted-proxy: {exc}") from None
     timeouts = Timeouts(
-        head_s=args.head_timeout, body_s=args.body_timeout, keepalive_s=args.keepalive_timeout
+        head_s=args.head_timeout,
+        body_s=args.body_timeout,
+        keepalive_s=args.keepalive_timeout,
+        write_s=args.write_timeout,
     )
     quota = BackupQuota(
         new_per_ip_day=args.new_backups_per_ip,

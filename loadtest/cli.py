@@ -17,9 +17,10 @@ from typing import Any, NoReturn
 
 import psutil
 
+from broker.connections import raise_nofile_limit
 from broker.cpus import CpusError, check, cpu_list_arg, format_cpus, pin
 
-from .cluster import Cluster, ClusterError, add_rp, raise_nofile_limit
+from .cluster import Cluster, ClusterError, add_rp
 from .monitor import usable
 from .report import idle_table, signin_table, write_json, write_png
 from .runs import RunError, Target, idle_run, recorder_summary, signin_run
@@ -59,7 +60,8 @@ examples:
   pushauth-loadtest routing --nodes 1,2,4,8 --rate 100 --duration 10  # messages per sign-in
   pushauth-loadtest idle --devices 18000 --workers 4
   pushauth-loadtest signin --broker-url http://127.0.0.1:8700 --api-key pak_... --broker-pid PID
-      # a running broker, started with --device-connects-per-ip 0 (docs/performance.md, "Commands")
+      # a running broker, started with --device-connects-per-ip 0 --http-connections-per-ip 0
+      # (docs/performance.md, "Commands")
 
 """
     + EXIT_STATUS
@@ -257,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     signin.add_argument(
         "--broker-url",
         help="load a running broker at this http://127.0.0.1:PORT instead of starting one: start it "
-        "with --device-connects-per-ip 0 (every simulated device connects from 127.0.0.1). The run's "
+        "with --device-connects-per-ip 0 --http-connections-per-ip 0 (every simulated device connects "
+        "from 127.0.0.1). The run's "
         "users and credentials stay in its Redis; the tester revokes the credentials at the end "
         "(best effort). Its Redis's CPU is not measured, unless it is the embedded Redis of a "
         "--broker-pid",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import resource
 import shutil
 import signal
 import socket
@@ -33,14 +32,6 @@ HELD_BACKLOG = 4096
 
 class ClusterError(Exception):
     """A process under test could not be started or reached."""
-
-
-def raise_nofile_limit() -> int:
-    """Lift this process's open-files soft limit to the hard limit (children inherit it)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def free_port() -> int:
@@ -278,9 +269,10 @@ class BrokerNode(Managed):
         self.listen = listen
         argv = [_script("pushauth-broker"), "serve", "--host", LOCALHOST, "--port", str(self.port)]
         argv += ["--redis-url", redis_url, "--node", node, "--log-level", "WARNING"]
-        # Every simulated device connects from 127.0.0.1: the per-address handshake limit
-        # (meant for one client's address) would throttle the whole load test.
-        argv += ["--device-connects-per-ip", "0", *options]
+        # Every simulated device connects from 127.0.0.1: the per-address limits on
+        # handshakes and open connections (meant for one client's address) would
+        # throttle the whole load test.
+        argv += ["--device-connects-per-ip", "0", "--http-connections-per-ip", "0", *options]
         self.options = tuple(options)
         fds: tuple[int, ...] = ()
         if listen is not None:

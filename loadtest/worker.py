@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from nacl.signing import SigningKey
 
+from broker.connections import raise_nofile_limit
 from protocol.challenge import Status
 from protocol.codec import encode
 from protocol.frames import AnswerResult, Challenge, Error, Frame
@@ -29,7 +30,6 @@ from relying_party.errors import BadBrokerResponse, VerificationFailed
 from relying_party.models import Challenge as RpChallenge
 from relying_party.verify import evaluate
 
-from .cluster import raise_nofile_limit
 from .device import Credential, DeviceLink, enroll
 from .http import HttpError, HttpPool, Streamed
 from .schedule import Profile, arrivals

@@ -26,9 +26,11 @@ OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 # What a 429 on a device connection means in a load test, and which broker setting to change.
 TOO_MANY_CONNECTS = (
     "the broker refused a device connection with HTTP 429: it limits new device WebSockets "
-    "per client address (`serve --device-connects-per-ip`, default 20:300) and every simulated "
-    "device connects from 127.0.0.1; start it with --device-connects-per-ip 0 (and, for more "
-    "than 20,000 devices, a higher --device-connects: the per-node limit, default 3000:20000)"
+    "per client address (`serve --device-connects-per-ip`, default 20:300) and open connections "
+    "per client address (`--http-connections-per-ip`, default 512), and every simulated device "
+    "connects from 127.0.0.1; start it with --device-connects-per-ip 0 --http-connections-per-ip 0 "
+    "(and, for more than 20,000 devices, a higher --device-connects: the per-node limit, "
+    "default 3000:20000)"
 )
 
 

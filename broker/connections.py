@@ -1,0 +1,231 @@
+"""Open HTTP connections: how many one client address and the whole node may hold
+(DESIGN invariant 13).
+
+Why: the rate limits (broker/limits.py) count requests, the timeouts (http_guard.py)
+end idle and slow connections, but neither bounds how many connections are open at
+once. One address held 3,000 keep-alive connections, sending one request a minute;
+about 1,000 idle ones used up a broker with the common 1,024 file limit, and then
+neither devices nor Redis could get a socket.
+
+What is counted: every connection from its accept until it closes or becomes a device
+WebSocket (the device sockets have limits of their own: a connect rate per address and
+an authentication timeout; 18,000 of them per node is a design target). A connection
+whose request carried a valid RP API key leaves its address's count (an RP keeps a pool,
+and waits for results on many connections at once; its key makes it accountable), but
+stays in the node's. Behind a trusted proxy the peer is the proxy, which multiplexes
+many clients: its connections count only for the node. Over a limit, the connection
+gets one response before any request is read, a 429 `too_many_connections` (per
+address) or a 503 `node_busy` (the node), both with Retry-After, and is closed.
+
+The node's limit defaults to a quarter of the process's open-file limit, which the
+broker first lifts to its hard limit (as Go programs and nginx's worker_rlimit_nofile
+do): the rest stays for device sockets, Redis and the embedded Redis's pipes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .limits import address_key
+from .problems import problem_document
+
+log = logging.getLogger(__name__)
+
+# Open connections from one address: above an RP SDK's pool (aiohttp's default of 100
+# a process) and an office of devices reconnecting at once after a restart (their
+# connect-rate burst is 300), far below what hurts a node.
+CONNECTIONS_PER_IP = 512
+# The node's share of its open-file limit for HTTP connections (the rest: device
+# sockets, Redis), and the least it is given whatever the limit.
+NODE_SHARE = 4
+MIN_NODE_CONNECTIONS = 64
+# A refused connection is kept open this long to read what the client sends, so that
+# closing it does not reset the connection before the client has read the refusal
+# (a close with unread bytes sends RST, which can discard the response in flight);
+# at most this many at once, beyond that they are closed at once.
+LINGER_S = 2.0
+MAX_LINGERING = 64
+
+
+def raise_nofile_limit() -> int:
+    """Lift this process's open-files soft limit to the hard limit (children inherit
+    it); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):  # a system capping it below the hard limit
+            return soft
+    return want
+
+
+def node_connections_default() -> int:
+    """The node's default limit on open HTTP connections, from its file limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(MIN_NODE_CONNECTIONS, soft // NODE_SHARE)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    per_ip: int = CONNECTIONS_PER_IP  # 0: no limit per address
+    node: int = 0  # 0: no limit for the node
+    trusted_proxies: tuple[str, ...] = ()  # addresses or networks (CIDR), as Limits'
+
+
+class Slot:
+    """One counted connection. `release` ends it (idempotent): at close, at the
+    WebSocket upgrade; `authenticated` takes it out of its address's count."""
+
+    __slots__ = ("_gate", "key", "released")
+
+    def __init__(self, gate: ConnectionGate, key: str | None) -> None:
+        self._gate = gate
+        self.key = key
+        self.released = False
+
+    def authenticated(self) -> None:
+        if self.key is not None and not self.released:
+            self._gate._leave_address(self.key)
+            self.key = None
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            if self.key is not None:
+                self._gate._leave_address(self.key)
+                self.key = None
+            self._gate.open -= 1
+
+
+class ConnectionGate:
+    """The counts of one broker process's listening site."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self.limits = limits
+        self._proxies = [ipaddress.ip_network(p, strict=False) for p in limits.trusted_proxies]
+        self._per_address: dict[str, int] = {}
+        self.open = 0
+        self.refused = {"per_ip": 0, "node": 0}
+        self.write_timeouts = 0  # connections dropped for reading no response
+        self._lingering = 0
+
+    def admit(self, transport: asyncio.BaseTransport) -> Slot | None:
+        """A slot for this new connection, or None: then it was answered with a
+        refusal and is being closed, and its protocol is no longer the caller."""
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else ""
+        key = None if self._is_proxy(host) else address_key(host)
+        limits = self.limits
+        if limits.node and self.open >= limits.node:
+            self._refuse(transport, "node", host)
+            return None
+        if key is not None and limits.per_ip:
+            count = self._per_address.get(key, 0)
+            if count >= limits.per_ip:
+                self._refuse(transport, "per_ip", host)
+                return None
+            self._per_address[key] = count + 1
+        elif key is not None:
+            key = None  # no limit per address: nothing to count
+        self.open += 1
+        return Slot(self, key)
+
+    def per_address(self, host: str) -> int:
+        """Connections counted for `host`'s address now (for tests and operators)."""
+        return self._per_address.get(address_key(host), 0)
+
+    def _leave_address(self, key: str) -> None:
+        left = self._per_address[key] - 1
+        if left:
+            self._per_address[key] = left
+        else:
+            del self._per_address[key]
+
+    def _is_proxy(self, host: str) -> bool:
+        if not self._proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self._proxies)
+
+    def _refuse(self, transport: asyncio.BaseTransport, reason: str, host: str) -> None:
+        self.refused[reason] += 1
+        if reason == "node":
+            status, code = 503, "node_busy"
+            detail = f"this node has {self.limits.node} connections open; try again shortly or another node"
+        else:
+            status, code = 429, "too_many_connections"
+            detail = f"{self.limits.per_ip} connections are open from this address; close some or reuse them"
+        log.debug("refused a connection from %s: %s", host, code)
+        lingering = self._lingering < MAX_LINGERING
+        refusal = Refusal(refusal_response(status, code, detail), self if lingering else None)
+        transport.set_protocol(refusal)
+        refusal.connection_made(transport)  # type: ignore[arg-type]  # a stream transport
+
+
+def refusal_response(status: int, code: str, detail: str) -> bytes:
+    """The whole response refusing a connection: a problem, Retry-After, Connection: close."""
+    body = orjson.dumps(problem_document(status, code, detail))
+    phrase = b"Too Many Requests" if status == 429 else b"Service Unavailable"
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/problem+json\r\nRetry-After: 1\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (status, phrase, len(body), body)
+    )
+
+
+class Refusal(asyncio.Protocol):
+    """A refused connection: the response, the end of our side, then what the client
+    still sends is read and dropped until it closes or LINGER_S passes."""
+
+    __slots__ = ("_gate", "_response", "_timer", "transport")
+
+    def __init__(self, response: bytes, gate: ConnectionGate | None) -> None:
+        self._response = response
+        self._gate = gate  # None: no lingering (too many already)
+        self._timer: asyncio.TimerHandle | None = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self._response)  # type: ignore[attr-defined]
+        if self._gate is None or not transport.can_write_eof():  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._gate._lingering += 1
+        transport.write_eof()  # type: ignore[attr-defined]
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the request we refused: dropped
+
+    def eof_received(self) -> bool:
+        return False  # the client is done too: close
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            if self._gate is not None:
+                self._gate._lingering -= 1
+
+
+def rp_authenticated(request: Any) -> None:
+    """`request` carried a valid RP API key: its connection leaves its address's count
+    (served by the RP lane, the request holds the slot; by aiohttp, its protocol does)."""
+    slot = getattr(request, "connection_slot", None)
+    if slot is None:
+        slot = getattr(getattr(request, "protocol", None), "connection_slot", None)
+    if slot is not None:
+        slot.authenticated()

@@ -1,0 +1,219 @@
+"""Open HTTP connections per client address and per node, and clients that read no
+responses (DESIGN invariant 13; broker/connections.py), against real broker processes:
+raw sockets hold connections, http.client is a real client reading the refusals, and
+the broker's own metrics say what it holds.
+
+- one address may hold `--http-connections-per-ip` connections; the next gets a 429
+  problem before its request is read, and a closed one frees its place;
+- a connection that becomes a device WebSocket, or whose request carried a valid RP
+  API key, no longer counts (a wrong key does);
+- behind a trusted proxy only the node's limit applies (503 node_busy over it);
+- a client that sends requests and reads none of the answers is dropped after
+  `--write-timeout`, on aiohttp's path and on the RP lane's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from support import BrokerProcess, RedisServer, free_port, new_rp_sync, wait_until
+from support.metrics import scrape, value
+from websockets.sync.client import connect as ws_connect
+
+from protocol import SUBPROTOCOLS
+
+DEADLINE_S = 20.0  # far beyond every timeout under test (1 s): "within this"
+
+
+class Node:
+    """A broker process under test and its metrics port."""
+
+    def __init__(self, broker: BrokerProcess, metrics_port: int) -> None:
+        self.broker = broker
+        self.metrics_port = metrics_port
+        self.held: list[socket.socket] = []
+
+    def metric(self, name: str, **labels: str) -> float:
+        return value(scrape(self.metrics_port), name, **labels)
+
+    def open_connections(self) -> float:
+        return self.metric("pushauth_http_connections")
+
+    def wait_open(self, count: int) -> None:
+        wait_until(lambda: self.open_connections() == count, message=lambda: f"{count} connections open")
+
+    def hold(self, count: int) -> None:
+        """Open `count` connections that send nothing, and wait until the broker has them."""
+        before = self.open_connections()
+        for _ in range(count):
+            self.held.append(socket.create_connection(("127.0.0.1", self.broker.port), timeout=DEADLINE_S))
+        self.wait_open(int(before) + count)
+
+    def http(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.broker.port, timeout=DEADLINE_S)
+
+    def close(self) -> None:
+        for sock in self.held:
+            sock.close()
+
+
+@pytest.fixture
+def start_node(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> Iterator[Callable[..., Node]]:
+    nodes: list[Node] = []
+
+    def start(*args: str) -> Node:
+        port = free_port()
+        extra = ["--metrics-port", str(port), "--log-level", "DEBUG", *args]
+        node = Node(broker_factory(redis_url=redis_server.url, node=f"n{len(nodes)}", extra_args=extra), port)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.close()
+        node.broker.terminate()
+        log = node.broker.stderr_path.read_text()
+        assert "Traceback" not in log, log[-4000:]
+        assert " ERROR " not in log, log[-4000:]
+
+
+def get(conn: http.client.HTTPConnection, path: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    conn.request("GET", path, headers=headers)
+    resp = conn.getresponse()
+    return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+def refused_with(node: Node, status: int, code: str) -> dict[str, Any]:
+    """A new connection's request, answered with the refusal `status`/`code` and closed."""
+    conn = node.http()
+    try:
+        got, headers, body = get(conn, "/healthz")
+    finally:
+        conn.close()
+    assert got == status, body
+    assert headers["content-type"].startswith("application/problem+json")
+    assert headers["retry-after"] == "1" and headers["connection"] == "close"
+    doc: dict[str, Any] = json.loads(body)
+    assert doc["status"] == status and doc["code"] == code, doc
+    return doc
+
+
+def served(node: Node) -> int:
+    conn = node.http()
+    try:
+        return get(conn, "/healthz")[0]
+    finally:
+        conn.close()
+
+
+def test_one_address_holds_at_most_its_share_of_connections(start_node: Callable[..., Node]) -> None:
+    node = start_node("--http-connections-per-ip", "3")
+    node.hold(3)
+    doc = refused_with(node, 429, "too_many_connections")
+    assert "3 connections are open from this address" in doc["detail"]
+    assert node.metric("pushauth_http_connections_refused_total", limit="per_ip") == 1
+    # The ones it holds are served as before...
+    node.held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: b\r\n\r\n")
+    assert node.held[0].recv(65536).startswith(b"HTTP/1.1 200 ")
+    # ... and one it closes frees its place.
+    node.held.pop().close()
+    node.wait_open(2)
+    assert served(node) == 200
+    assert node.metric("pushauth_http_connections_refused_total", limit="per_ip") == 1
+
+
+def test_device_sockets_and_rp_connections_leave_the_count(start_node: Callable[..., Node]) -> None:
+    node = start_node("--http-connections-per-ip", "2")
+    rp = new_rp_sync(node.broker)
+    bearer = {"Authorization": f"Bearer {rp['api_key']}"}
+    # Three device WebSockets from the address: once upgraded, they are not counted.
+    with contextlib.ExitStack() as stack:
+        for _ in range(3):
+            stack.enter_context(ws_connect(node.broker.ws_url, subprotocols=list(SUBPROTOCOLS)))
+        node.wait_open(0)
+        # Six RP connections, kept open: three on the RP lane's path, three on aiohttp's.
+        rp_conns = []
+        for path in ["/v1/challenges/no-such-challenge"] * 3 + ["/v1/users/alice/credentials"] * 3:
+            conn = node.http()
+            status, _, body = get(conn, path, **bearer)
+            assert status in (200, 404), body
+            rp_conns.append(conn)
+        node.wait_open(6)  # counted for the node, not for the address
+        assert served(node) == 200
+        # A wrong key does not take a connection out of the count; nor does a healthz.
+        anonymous = [node.http(), node.http()]
+        assert get(anonymous[0], "/v1/users/alice/credentials", Authorization="Bearer pak_wrong")[0] == 401
+        assert get(anonymous[1], "/healthz")[0] == 200
+        refused_with(node, 429, "too_many_connections")
+        for conn in rp_conns + anonymous:
+            conn.close()
+
+
+def test_behind_a_trusted_proxy_only_the_node_limit_applies(start_node: Callable[..., Node]) -> None:
+    node = start_node(
+        "--trusted-proxy", "127.0.0.1", "--http-connections-per-ip", "1", "--http-connections", "3"
+    )
+    node.hold(3)  # one address, three connections: the proxy's, many clients'
+    doc = refused_with(node, 503, "node_busy")
+    assert "3 connections open" in doc["detail"]
+    assert node.metric("pushauth_http_connections_refused_total", limit="node") == 1
+    node.held.pop().close()
+    node.wait_open(2)
+    assert served(node) == 200
+
+
+def reader_that_never_reads(node: Node, requests: bytes) -> tuple[socket.socket, threading.Thread]:
+    """A connection that sends `requests` (pipelined) from a thread and reads nothing;
+    its receive buffer is made small so that the broker's responses back up at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", node.broker.port))
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # dropped while we were still sending
+            sock.sendall(requests)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    return sock, sender
+
+
+def responses_before_the_end(sock: socket.socket) -> int:
+    """Reads what the broker sent before it dropped the connection (until an end of
+    stream or a reset): how many responses began in it."""
+    sock.settimeout(DEADLINE_S)
+    data = bytearray()
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    return data.count(b"HTTP/1.1 ")
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/openapi.json", "/v1/challenges/no-such-challenge"], ids=["aiohttp", "lane"]
+)
+def test_a_client_that_reads_no_responses_is_dropped(start_node: Callable[..., Node], path: str) -> None:
+    node = start_node("--write-timeout", "1")
+    rp = new_rp_sync(node.broker)
+    one = f"GET {path} HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {rp['api_key']}\r\n\r\n".encode()
+    # More answer bytes than any socket buffers hold: 40,000 small problems or 300 OpenAPI documents.
+    count = 300 if path == "/v1/openapi.json" else 40_000
+    sock, sender = reader_that_never_reads(node, one * count)
+    try:
+        wait_until(lambda: node.metric("pushauth_http_write_timeouts_total") == 1, message="dropped")
+        node.wait_open(0)  # while the client still holds its end
+        assert responses_before_the_end(sock) < count
+        sender.join(DEADLINE_S)
+        assert not sender.is_alive()
+        assert served(node) == 200  # and the node serves on
+    finally:
+        sock.close()
