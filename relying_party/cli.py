@@ -236,6 +236,7 @@ def _serve(args: argparse.Namespace) -> None:
     key = _api_key(args)
     _open_db(args.db).close()  # fail here, with a message, if the database cannot be opened
     # Only `serve` needs the web app and aiohttp (0.3 s of imports the user commands skip).
+    from .web import client_errors
     from .web.app import create_app
     from .web.config import Settings
 
@@ -252,6 +253,7 @@ def _serve(args: argparse.Namespace) -> None:
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    client_errors.install()  # a malformed request: one debug line, not an ERROR with a traceback
     asyncio.run(_run(create_app(settings), args.host, args.port, policy_summary(args.digits, args.ttl)))
 
 

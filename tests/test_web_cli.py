@@ -175,3 +175,33 @@ def test_demo_reports_a_taken_port(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("pushauth-demo: error: broker exited at start")
+
+
+MALFORMED = [
+    b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",  # a NUL in a header
+    b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",  # a header over 8190 bytes
+    b"POST /signin HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",  # both
+]
+
+
+def test_malformed_requests_get_a_400_and_no_traceback_in_the_log(tmp_path: Path) -> None:
+    port = free_port()
+    rp = ManagedProcess(
+        [RP, "serve", "--broker", "http://127.0.0.1:1", "--port", str(port), "--db", tmp_path / "rp.db"],
+        log_dir=tmp_path / "logs",
+        name="pushauth-rp",
+        env={"PUSHAUTH_RP_API_KEY": "k"},
+    )
+    rp.start()
+    try:
+        rp.wait_for_output(r"listening on", timeout=60)
+        for raw in MALFORMED:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(raw)
+                assert sock.recv(65536).startswith(b"HTTP/1.0 400 "), raw[:40]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/signin", timeout=10) as r:
+            assert r.status == 200  # and it serves on
+    finally:
+        rp.terminate()
+    log = rp.stderr_path.read_text()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
