@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,9 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     add.add_argument("name", help="display name shown on devices, e.g. 'Contoso Portal'")
     add.add_argument("--json", action="store_true", help='print {"id", "name", "api_key"} as JSON')
     _add_store_args(add)
-    lst = rp_sub.add_parser("list", help="list registered RPs")
+    lst = rp_sub.add_parser(
+        "list", help="list registered RPs, and which still take a previous key (rotate-key --keep-old)"
+    )
     lst.add_argument("--json", action="store_true", help="print JSON")
     _add_store_args(lst)
     rm = rp_sub.add_parser(
@@ -149,6 +152,17 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     )
     rot.add_argument("--json", action="store_true", help='print {"id", "name", "api_key"} as JSON')
     _add_store_args(rot)
+    end = rp_sub.add_parser(
+        "end-old-key",
+        help="end now the previous API key that `rotate-key --keep-old` kept working",
+        description="End the RP's previous API key, kept working by `rp rotate-key --keep-old`, now "
+        f"rather than when its minutes are up: every node refuses it within {RP_CACHE_S:g} seconds. The "
+        "current key is not touched. `rp list` shows which RPs have such a key and until when.",
+        epilog="example:\n  pushauth-broker rp end-old-key rp_Cm-Kvhqvpefc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    end.add_argument("rp_id", help="the RP id printed by `rp add`")
+    _add_store_args(end)
     add_rp_policy_commands(rp_sub, _add_store_args)
     return parser
 
@@ -183,20 +197,51 @@ async def rp_command(args: argparse.Namespace) -> None:
                 else f"stops working within {RP_CACHE_S:g} seconds"
             )
             print(f"The new API key is shown only now; the old one {old}.", file=sys.stderr)
+        elif args.rp_command == "end-old-key":
+            if await store.get_rp(args.rp_id) is None:
+                raise CliError(f"no relying party with id {args.rp_id!r}")
+            if await store.end_kept_key(args.rp_id):
+                print(f"The previous API key of {args.rp_id} stops working within {RP_CACHE_S:g} seconds.")
+            else:
+                print(f"{args.rp_id} has no previous API key working; nothing to end.")
         elif args.rp_command == "list":
             rps = await store.list_rps()
+            # A key kept by `rotate-key --keep-old` still signs in: an operator who
+            # rotated after a leak must be able to see that it does, and until when.
+            kept = await store.kept_keys([r.id for r in rps])
             if args.json:
-                print(json.dumps([{"id": r.id, "name": r.name} for r in rps]))
+                print(
+                    json.dumps(
+                        [
+                            {"id": r.id, "name": r.name, "previous_key_ends": _ends(kept.get(r.id))}
+                            for r in rps
+                        ]
+                    )
+                )
             elif not rps:
                 print("no relying parties registered (add one with `pushauth-broker rp add NAME`)")
             else:
                 for r in rps:
-                    print(f"{r.id}  {text.printable(r.name)}")  # one stored before names were checked
+                    line = f"{r.id}  {text.printable(r.name)}"  # one stored before names were checked
+                    if r.id in kept:
+                        line += (
+                            f"  (its previous API key works until {_ends(kept[r.id])}; "
+                            f"`rp end-old-key {r.id}` ends it now)"
+                        )
+                    print(line)
         else:
             try:
                 await rp_policy_command(args, store)
             except ValueError as exc:
                 raise CliError(str(exc)) from None
+
+
+def _ends(remaining_ms: int | None) -> str | None:
+    """When a kept key ends, as UTC ISO 8601 to the second (None: no key kept)."""
+    if remaining_ms is None:
+        return None
+    ends = datetime.now(UTC) + timedelta(milliseconds=remaining_ms)
+    return ends.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _show_key(args: argparse.Namespace, rp: RelyingParty, key: str) -> None:

@@ -240,6 +240,34 @@ class Store:
             names = await p.execute()
         return [RelyingParty(i, (n or b"").decode()) for i, n in zip(ids, names, strict=True)]
 
+    async def kept_keys(self, rp_ids: list[str]) -> dict[str, int]:
+        """RP id -> milliseconds its previous API key still works, for the RPs that have
+        one kept by `rp rotate-key --keep-old` (an expired one leaves its hash field
+        behind: what counts is whether its key entry is still there)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for i in rp_ids:
+                p.hget(keys.rp(i), "old_key_hash")
+            hashes = await p.execute()
+        kept = [(i, h.decode()) for i, h in zip(rp_ids, hashes, strict=True) if h is not None]
+        if not kept:
+            return {}
+        async with self.redis.pipeline(transaction=False) as p:
+            for _, h in kept:
+                p.pttl(keys.rp_key(h))
+            ttls = await p.execute()
+        return {i: int(t) for (i, _), t in zip(kept, ttls, strict=True) if int(t) > 0}
+
+    async def end_kept_key(self, rp_id: str) -> bool:
+        """End now the previous key `rotate_rp_key` kept; False if none was working."""
+        earlier = await self.redis.hget(keys.rp(rp_id), "old_key_hash")
+        if earlier is None:
+            return False
+        async with self.redis.pipeline(transaction=True) as p:
+            p.delete(keys.rp_key(earlier.decode()))
+            p.hdel(keys.rp(rp_id), "old_key_hash")
+            deleted, _ = await p.execute()
+        return bool(deleted)
+
     async def get_rp(self, rp_id: str) -> RelyingParty | None:
         name = await self.redis.hget(keys.rp(rp_id), "name")
         return RelyingParty(rp_id, name.decode()) if name is not None else None

@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -266,6 +267,24 @@ def test_rotate_key_ends_the_old_key_now_or_after_keep_old(
     assert works(kept["api_key"]) == 200 and works(rp["api_key"]) == 200
     old_entry = f"pa:{{rp}}:rpkey:{hashlib.sha256(rp['api_key'].encode()).hexdigest()}"
     assert 0 < redis_server.client().pttl(old_entry) <= 60_000
+    # `rp list` says that a previous key still works, and until when; `end-old-key` ends it.
+    [listed] = json.loads(run_cli([BROKER, "rp", "list", "--json", "--redis-url", url]).stdout)
+    ends = datetime.strptime(listed["previous_key_ends"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert timedelta(0) < ends - datetime.now(UTC) <= timedelta(seconds=61)
+    line = run_cli([BROKER, "rp", "list", "--redis-url", url]).stdout
+    assert f"previous API key works until {listed['previous_key_ends']}" in line
+    assert f"rp end-old-key {rp['id']}" in line
+    ended = run_cli([BROKER, "rp", "end-old-key", rp["id"], "--redis-url", url])
+    assert ended.returncode == 0 and "stops working" in ended.stdout, ended.stderr
+    wait_until(lambda: works(rp["api_key"]) == 401, message="the ended key refused (after the 2 s cache)")
+    assert works(kept["api_key"]) == 200  # the current key is not touched
+    [listed] = json.loads(run_cli([BROKER, "rp", "list", "--json", "--redis-url", url]).stdout)
+    assert listed["previous_key_ends"] is None
+    again = run_cli([BROKER, "rp", "end-old-key", rp["id"], "--redis-url", url])
+    assert again.returncode == 0 and "nothing to end" in again.stdout
+    assert_cli_error(
+        run_cli([BROKER, "rp", "end-old-key", "rp_nope", "--redis-url", url]), contains="no relying party"
+    )
     # Leaked: the key it replaces ends at once, and so does one kept from before.
     now = rotate()
     wait_until(
