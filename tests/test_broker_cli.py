@@ -23,7 +23,7 @@ from support import (
 )
 
 
-def test_rp_add_list_remove(redis_server: RedisServer) -> None:
+def test_rp_add_list_remove(redis_server: RedisServer, tmp_path: Path) -> None:
     url = redis_server.url
     added = run_cli([BROKER, "rp", "add", "Contoso Portal", "--redis-url", url])
     assert added.returncode == 0, added.stderr
@@ -35,6 +35,11 @@ def test_rp_add_list_remove(redis_server: RedisServer) -> None:
     removed = run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", url])
     assert removed.returncode == 0
     assert json.loads(run_cli([BROKER, "rp", "list", "--json", "--redis-url", url]).stdout) == []
+    # A --data-dir given with --redis-url is not where the state is: said, not ignored.
+    both = run_cli([BROKER, "rp", "list", "--redis-url", url, f"--data-dir={tmp_path / 'unused'}"])
+    assert both.returncode == 0 and "--data-dir is not used with --redis-url" in both.stderr
+    assert not (tmp_path / "unused").exists()
+    assert "--data-dir" not in run_cli([BROKER, "rp", "list", "--redis-url", url]).stderr
     # The key is stored only as a hash: it appears nowhere in Redis.
     key = added.stdout.split("API key: ")[1].split()[0]
     assert key.encode() not in b"".join(
