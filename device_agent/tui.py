@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widget import Widget
-from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Log, Static
+from textual.widgets import Button, DataTable, Footer, Header, Input, Label, RichLog, Static
 
 from protocol.frames import Decision, NoticeDecision
 
@@ -277,7 +277,10 @@ class AgentApp(App[int]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(id="accounts", cursor_type="row", zebra_stripes=True)
-        yield Log(id="events")
+        # Wrapped: a line about a request names its account, service and outcome, and
+        # Textual's Log cut it at the terminal's edge (a sideways scroll nobody finds).
+        # Markup off: the text shown is data (names from RPs), never instructions.
+        yield RichLog(id="events", wrap=True, min_width=20, markup=False, highlight=False)
         yield Footer()
 
     async def on_mount(self) -> None:
@@ -345,9 +348,9 @@ class AgentApp(App[int]):
             self.exit()
 
     def log_line(self, text: str) -> None:
-        events = self._main_widget("#events", Log)
+        events = self._main_widget("#events", RichLog)
         if events is not None:
-            events.write_line(shown_lines(text))
+            events.write(Text(shown_lines(text)))
 
     # -- sign-in requests -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import AGENT, assert_cli_error, run_cli
 from test_agent_recovery import enroll_recoverable
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Log, Static
+from textual.widgets import DataTable, RichLog, Static
 
 from device_agent import totp
 from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
@@ -50,7 +50,8 @@ def dialog(app: AgentApp) -> RequestScreen | None:
 
 
 def logged(app: AgentApp) -> str:
-    return "\n".join(app.query_one("#events", Log).lines)
+    """The event log's text, its lines wrapped at the widget's width joined again."""
+    return " ".join(line.text.rstrip() for line in app.query_one("#events", RichLog).lines)
 
 
 def expires_in(screen: RequestScreen) -> int:
@@ -306,3 +307,15 @@ async def test_the_refresh_tick_and_a_last_link_event_after_the_app_closed_do_no
     assert not app.query("#accounts")  # closed: its widgets are gone
     app.refresh_accounts()
     app.log_line("disconnected")
+
+
+async def test_a_long_event_line_is_wrapped_at_the_edge_not_cut(tmp_path: Path) -> None:
+    app = AgentApp(AccountStore(tmp_path / "home"))
+    async with app.run_test(size=(40, 20)) as pilot:
+        # Longer than the terminal is wide: all of it is there, on lines that fit.
+        whole = "No push accounts yet: enroll one with pushauth-agent enroll URI."
+        await until(pilot, lambda: whole in logged(app), "the whole line")
+        events = app.query_one("#events", RichLog)
+        assert len(events.lines) > 1
+        assert all(line.cell_length <= events.size.width for line in events.lines)
+        await pilot.press("q")
