@@ -282,17 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(serve_options=words[:1] == ["serve"]).parse_args(argv)
     if args.command == "serve":
         args.node = args.node or f"{socket.gethostname()}-{os.getpid()}"
-    if getattr(args, "redis_url", None) and any(
-        w == "--data-dir" or w.startswith("--data-dir=") for w in words
-    ):
-        # Said, not refused: the two often come from different places (a unit file's
-        # environment, a flag typed on top); but whoever gave --data-dir expects the
-        # state there, and it is not.
-        print(
-            "pushauth-broker: note: --data-dir is not used with --redis-url (no embedded Redis is started; "
-            "the state is in that Redis)",
-            file=sys.stderr,
-        )
+    # Read by open_redis: a --data-dir given with a Redis URL is said to be unused.
+    args.data_dir_given = any(w == "--data-dir" or w.startswith("--data-dir=") for w in words)
     logs.configure(
         getattr(args, "log_level", "WARNING"),
         getattr(args, "log_format", "text"),

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -99,6 +100,15 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
     embedded: EmbeddedRedis | None = None
     url = args.redis_url
     check_redis_url(url)
+    if url and getattr(args, "data_dir_given", False):
+        # Said, not refused: the two often come from different places (a unit file's
+        # environment, a flag typed on top); but whoever gave --data-dir expects the
+        # state there, and it is not.
+        print(
+            "pushauth-broker: note: --data-dir is not used with --redis-url (no embedded Redis is started; "
+            "the state is in that Redis)",
+            file=sys.stderr,
+        )
     if not url:
         embedded = EmbeddedRedis(args.data_dir)
         try:
