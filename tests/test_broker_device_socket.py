@@ -203,6 +203,8 @@ async def test_pings_from_a_client_that_reads_nothing_do_not_pile_up_pongs(broke
     pongs, last = 0, b""
     while last != payloads[-1]:
         opcode, last = await dev.frame(pings=True)
+        if opcode == wsframes.OP_PING:
+            continue  # the broker's own heartbeat (every 30 s), on a machine slow enough
         assert opcode == wsframes.OP_PONG
         pongs += 1
     assert pongs < pings // 2, pongs
