@@ -15,9 +15,10 @@ What a backup holds (backup.py seals it with the vault passphrase):
 from __future__ import annotations
 
 import contextlib
+import shlex
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from .accounts_model import OtpAccount
 from .backup import Backup, dump_backup, load_backup
 from .backup_keys import BackupCode, BlobKeys
 from .display import shown
-from .errors import AgentError, Refused, UsageError
+from .errors import AgentError, Refused, Unreachable, UsageError
 from .legacy_store import unb64
 from .passphrase import PassphraseError, WrongPassphrase, check_strength, kdf_from_env
 from .store import ACTION_REQUIRED, Account, AccountStore, Record, Registration, State, b64
@@ -48,6 +49,13 @@ BROKER_BACKUPS = "broker_backups"
 STALE_BLOBS = "stale_broker_backups"
 _LOCAL_SETTINGS = {AUTO_BACKUP, BACKUP_CODE, BROKER_BACKUPS, STALE_BLOBS, device_names.SETTING}
 ACTION_REASON = "restored from a backup: scan a new QR code from {rp_name} (pushauth-agent reactivate)"
+# A recoverable account whose recovery could not reach the broker: its recovery key is
+# still unused and kept in the vault, so it can recover later without a new QR code.
+NOT_RECOVERED_YET = (
+    "not recovered yet, the broker could not be reached: once it can, pushauth-agent reactivate {name}"
+    " tries its recovery key again (or scan a new QR code from {rp_name}: pushauth-agent reactivate"
+    " {name} URI)"
+)
 # New recovery keys and a new backup code end what an older backup can do with push
 # accounts, but a verification-code secret is the service's: only it can make a new one.
 OLD_CODES_STILL_WORK = (
@@ -605,13 +613,25 @@ def _old_secrets(reason: str) -> str:
     return "passphrase" if reason == PASSWD else "backup code"
 
 
-def recover_accounts(store: AccountStore, names: list[str], device_name: str) -> dict[str, str]:
+@dataclass(slots=True)
+class Recovered:
+    """What recover_accounts did: one line per account, by name, and the accounts it
+    could not recover only because the broker could not be reached (they keep their
+    unused recovery key: `reactivate NAME` tries again)."""
+
+    lines: dict[str, str] = field(default_factory=dict)
+    unreachable: list[str] = field(default_factory=list)
+
+
+def recover_accounts(store: AccountStore, names: list[str], device_name: str) -> Recovered:
     """Register a new credential for each recoverable account with its recovery key.
 
-    Returns one line per account, by name. An account that cannot recover (the broker
-    is down, the RP removed the old device meanwhile) stays "action required".
+    An account that cannot recover stays "action required": with a new QR code only if
+    the broker refused (the key was used, replaced, or the old device removed); if the
+    broker could not be reached, its recovery key is still good, so the account says
+    how to try again rather than sending the user to the service for a new QR code.
     """
-    lines: dict[str, str] = {}
+    report = Recovered()
     for name in names:
         account = store.find(name)
         recovery_seed = store.recovery_seed(name)
@@ -621,15 +641,28 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             got = broker_http.recover(
                 account.broker, account.rp, account.cid, recovery_seed, seed, new_recovery_seed, device_name
             )
+        except Unreachable as exc:
+            report.unreachable.append(name)
+            again = f"pushauth-agent reactivate {shlex.quote(shown(name))}"
+            report.lines[name] = (
+                f"action required: {shown(name)}: not recovered yet ({exc}); its recovery key is kept here:"
+                f" once the broker can be reached, run: {again} (or get a new QR code from"
+                f" {shown(account.rp_name)}, then: {again} URI)"
+            )
+            _set_reason(
+                store, name, NOT_RECOVERED_YET.format(name=shlex.quote(name), rp_name=account.rp_name)
+            )
+            continue
         except AgentError as exc:
-            lines[name] = (
+            report.lines[name] = (
                 f"action required: {shown(name)}: it could not recover by itself ({exc}); get a new QR code"
                 f" from {shown(account.rp_name)}, then: pushauth-agent reactivate"
             )
+            _set_reason(store, name, ACTION_REASON.format(rp_name=account.rp_name))
             continue
         if (got["rp"], got["user"]) != (account.rp, account.user):
             # A broker must not move an account to another service or user.
-            lines[name] = f"action required: {shown(name)}: the broker answered for another account"
+            report.lines[name] = f"action required: {shown(name)}: the broker answered for another account"
             continue
         store.reactivate(
             name,
@@ -645,10 +678,35 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
                 recovery_seed=new_recovery_seed,
             ),
         )
-        lines[name] = (
+        report.lines[name] = (
             f"recovered: {shown(name)}: this device has its own new key ({shown(account.rp_name)} was told)"
         )
-    return lines
+    return report
+
+
+def _set_reason(store: AccountStore, name: str, reason: str) -> None:
+    """What `accounts` and the screen say an "action required" account needs."""
+    account = store.find(name)
+    if account.status_reason == reason:
+        return
+    with store.change() as state:
+        rec = state.records[state.index(name)]
+        if rec.account is not None:
+            rec.account = replace(rec.account, status_reason=reason)
+
+
+def recover_again(store: AccountStore, name: str, device_name: str) -> Recovered:
+    """`reactivate NAME` without a URI: try once more the recovery that restore could
+    not finish because the broker was down, with the recovery key the backup gave."""
+    account = store.find(name)
+    if account.active:
+        raise UsageError(f'"{account.name}" is active already; nothing to re-activate')
+    if account.status != ACTION_REQUIRED or store.recovery_seed(account.name) is None:
+        raise UsageError(
+            f'"{account.name}" has no recovery key to try: get a new QR code from {account.rp_name},'
+            f" then: pushauth-agent reactivate {shlex.quote(account.name)} URI"
+        )
+    return recover_accounts(store, [account.name], device_name)
 
 
 def read_file(path: Path) -> bytes:

@@ -398,8 +398,10 @@ def build_parser() -> Parser:
         '"recovered:" a push account the service enrolled as recoverable: this device\n'
         "registered its own new key with the backup's recovery key, by itself, and it works\n"
         'at once (the old device is asked "was this you?"). "action required:" any other\n'
-        "push account (or a recoverable one that could not recover now): it needs a new\n"
-        "enrollment URI from the service (pushauth-agent reactivate).",
+        "push account (or a recoverable one whose recovery the broker refused): it needs a\n"
+        "new enrollment URI from the service (pushauth-agent reactivate ACCOUNT URI). A\n"
+        "recoverable account whose broker could not be reached keeps its recovery key:\n"
+        "once the broker is back, pushauth-agent reactivate ACCOUNT (no URI) recovers it.",
     )
     c.add_argument(
         "--from", dest="source", metavar="FILE|broker", required=True, help="the backup file, or broker"
@@ -419,10 +421,19 @@ def build_parser() -> Parser:
         "and give its pushauth://enroll URI here. The account keeps its name and place.\n"
         "As after enroll, the service then sends a test notification: the new key gets\n"
         "sign-in requests once that is approved (pushauth-agent listen, or pending and\n"
-        "approve) and the service has confirmed it.",
+        "approve) and the service has confirmed it.\n\n"
+        "Without URI: a recoverable account that restore could not recover because the\n"
+        "broker could not be reached tries its recovery key again (as restore does: it\n"
+        'works at once, and the old device is asked "was this you?").',
     )
     c.add_argument("account", metavar="ACCOUNT", help="the account name as `accounts` lists it")
-    c.add_argument("uri", metavar="URI", help="the new pushauth://enroll?... URI")
+    c.add_argument(
+        "uri",
+        metavar="URI",
+        nargs="?",
+        help="the new pushauth://enroll?... URI; without it, a recoverable account that restore "
+        "could not recover (the broker was down) tries its recovery key again",
+    )
     c.add_argument(
         "--name",
         metavar="NAME",
@@ -878,11 +889,19 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     if args.device_name:  # what reactivate and enroll then use unless --name says otherwise
         store.set_setting(device_names.SETTING, device_name)
     recovered = backup_actions.recover_accounts(store, report.recoverable, device_name)
-    lines = report.lines(recovered)
+    lines = report.lines(recovered.lines)
     for line in lines:
         say(line)
     need = sum(line.startswith("action required") for line in lines)
     say(f"{len(lines)} restored, {need} need action")
+    if recovered.unreachable:
+        # The restore is done (do not run it again: this home has accounts now), but
+        # what it was to do with the broker is not: say so by the exit status too.
+        say(
+            "The broker could not be reached, so not every recoverable account recovered yet;"
+            " run pushauth-agent reactivate ACCOUNT for each once it can (no new QR code needed)."
+        )
+        return EXIT_UNREACHABLE
     return EXIT_OK
 
 
@@ -891,6 +910,18 @@ def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
 
     from . import actions
 
+    if args.uri is None:
+        # Without a link: the recovery that restore could not finish (the broker was
+        # down), with the recovery key the backup gave.
+        name = device_names.device_name_for(args.name, store.settings())
+        again = backup_actions.recover_again(store, args.account, name)
+        for line in again.lines.values():
+            say(line)
+        if again.unreachable:
+            return EXIT_UNREACHABLE
+        if not store.find(args.account).active:
+            return EXIT_REFUSED
+        return EXIT_OK
     account = asyncio.run(actions.reactivate(store, args.account, args.uri, args.name))
     name, rp_name = shown(account.name), shown(account.rp_name)
     say(f'Re-activated "{name}" for {rp_name} with a new key (user {shown(account.user)}).')

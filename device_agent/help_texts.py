@@ -102,13 +102,18 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
         "code (any of them may be mistyped)",
         EXIT_USAGE: "a malformed backup code, the wrong passphrase of a backup file, a damaged file, "
         "or a home with accounts already",
-        EXIT_UNREACHABLE: _UNREACHABLE,
+        EXIT_UNREACHABLE: "restored, but a recoverable account could not reach its broker: it keeps "
+        "its recovery key (pushauth-agent reactivate ACCOUNT, once the broker can be reached); "
+        "do not restore again",
     },
     "reactivate": {
-        EXIT_OK: "the new key was registered (the test notification is still to approve)",
-        EXIT_REFUSED: "the broker refused (the link is used or expired), or the link is for another user",
-        EXIT_USAGE: "bad URI, an active account, or a link for another service; nothing was sent. Or "
-        "the new key could not be saved here: it was revoked, the account stays as it was",
+        EXIT_OK: "the new key was registered (the test notification is still to approve); without "
+        "URI: recovered",
+        EXIT_REFUSED: "the broker refused (the link is used or expired; without URI: the recovery "
+        "key), or the link is for another user",
+        EXIT_USAGE: "bad URI, an active account, or a link for another service; without URI: an "
+        "account with no recovery key; nothing was sent. Or the new key could not be saved here: it "
+        "was revoked, the account stays as it was",
         EXIT_UNREACHABLE: _UNREACHABLE,
     },
     "passwd": {

@@ -376,6 +376,53 @@ async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works
         assert AccountStore(old).recovery_seed(ACCOUNT) not in (None, key)
 
 
+async def test_a_restore_with_the_broker_down_keeps_the_recovery_key_and_reactivate_recovers_later(
+    redis_factory: Any, broker_factory: Any, tmp_path: Path
+) -> None:
+    # Restoring on a new phone while the broker is down (or the phone offline) must not
+    # throw the unused recovery key away and send the user to the service for a new QR
+    # code: the restore says so (exit 3), and `reactivate NAME` recovers it later.
+    server: RedisServer = redis_factory()
+    own = broker_factory(redis_url=server.url, node="own")
+    rp = own.add_rp("Down RP")
+    async with PushAuthClient(own.http_url, rp["api_key"]) as sdk:
+        old, new = tmp_path / "old", tmp_path / "new"
+        old_cred = await enroll_recoverable(sdk, old, "old phone")
+        backup = tmp_path / "old.backup"
+        ok(old, "backup", "--to", str(backup))
+        own.stop()
+
+        result = agent(new, "restore", "--from", str(backup), "--device-name", "new phone")
+        assert result.returncode == 3, result.stderr + result.stdout
+        (line,) = [x for x in result.stdout.splitlines() if x.startswith(f"action required: {ACCOUNT}")]
+        assert "not recovered yet (cannot reach the broker" in line
+        assert f"run: pushauth-agent reactivate {ACCOUNT} (or get a new QR code" in line
+        assert "1 restored, 1 need action" in result.stdout
+        listed = json.loads(ok(new, "accounts", "--json"))
+        assert [a["status"] for a in listed] == ["action_required"]
+        assert (
+            "pushauth-agent reactivate alice@example.com tries its recovery key" in listed[0]["status_reason"]
+        )
+        # Still down: said so again, and nothing is lost.
+        result = agent(new, "reactivate", ACCOUNT)
+        assert result.returncode == 3 and "not recovered yet" in result.stdout, result.stderr
+
+        own.restart()
+        out = ok(new, "reactivate", ACCOUNT)
+        assert f"recovered: {ACCOUNT}: this device has its own new key" in out
+        account = AccountStore(new).find(ACCOUNT)
+        assert account.active and account.device_name == "new phone"
+        (new_cred,) = [c for c in await sdk.list_credentials("alice") if c.recovered_from == old_cred.id]
+        assert new_cred.id == account.cid and new_cred.name == "new phone"
+        # Once recovered there is nothing left to try; an account without a recovery key
+        # needs a link.
+        result = agent(new, "reactivate", ACCOUNT)
+        assert result.returncode == 2 and "is active already" in assert_cli_error(result)
+        ok(new, "add", TOTP_URI)
+        result = agent(new, "reactivate", "ACME: alice")
+        assert result.returncode == 2 and "not a push account" in assert_cli_error(result)
+
+
 async def test_enroll_and_accounts_say_which_accounts_are_recoverable(
     client: PushAuthClient, tmp_path: Path
 ) -> None:
