@@ -364,11 +364,23 @@ def _check_id(wanted: str, what: str) -> None:
         ) from None
 
 
-def _missing(report: PendingReport, why: str, code: ErrorCode) -> Exception:
-    """Nothing by that id: refused, unless a broker could not be asked (it may be there)."""
-    if report.failures:
-        return Unreachable(f"{why}; and {'; '.join(report.failures)}")
-    return Refused(why, code=code)
+def _missing(report: PendingReport, why: str, what: str, code: ErrorCode) -> Exception:
+    """Nothing by that id: refused, unless a broker could not be asked (it may be there).
+
+    `why` says it does not exist, which only every broker answering can tell; `what`
+    ("sign-in request ch_...") names it for when one could not be asked: then saying it
+    was answered or never existed would send the user looking for a mistake they did not
+    make, when the broker is simply down.
+    """
+    if not report.failures:
+        return Refused(why, code=code)
+    unreachable = "; ".join(report.failures)
+    if len(report.unreachable) >= report.asked:
+        return Unreachable(f"{unreachable}: {what} could not be looked up; nothing was sent")
+    return Unreachable(
+        f"{what} is not at the brokers that answered, and {unreachable}: it may be waiting there;"
+        " nothing was sent"
+    )
 
 
 async def answer(store: AccountStore, wanted: str, decision: Decision, number: str = "") -> AnswerReport:
@@ -386,7 +398,7 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
                 f"no pending sign-in request {wanted} (it was answered, cancelled, replaced by a newer "
                 "one, or has expired, or never existed)"
             )
-            raise _missing(report, why, ErrorCode.UNKNOWN_CHALLENGE)
+            raise _missing(report, why, f"sign-in request {wanted}", ErrorCode.UNKNOWN_CHALLENGE)
         ch = req.challenge
         if decision is Decision.APPROVE and len(number) != ch.digits:
             raise UsageError(f"request {ch.ch} expects the {ch.digits}-digit number on {number_source(ch)}")
@@ -420,7 +432,7 @@ async def answer_notice(store: AccountStore, wanted: str, decision: NoticeDecisi
         question = _pick(report.recoveries, wanted, lambda q: q.notice.notice, "recovery questions")
         if question is None:
             why = f"no open recovery question {wanted} (it was answered, withdrawn, or never existed)"
-            raise _missing(report, why, ErrorCode.UNKNOWN_NOTICE)
+            raise _missing(report, why, f"recovery question {wanted}", ErrorCode.UNKNOWN_NOTICE)
         seed = store.seed(question.notice.cid)
         result = await question.conn.answer_notice(question.notice, seed=seed, decision=decision)
         return NoticeReport(question, result.outcome, report.notices)

@@ -647,3 +647,43 @@ def test_pending_reports_the_brokers_it_reached_and_the_ones_it_did_not(tmp_path
     result = agent(home, "approve", ch["id"], "--number", ch["number"])
     assert result.returncode == 0, result.stderr
     assert rp_api.result(ch)["status"] == "approved"
+
+
+def test_an_answer_to_an_id_no_broker_could_be_asked_about_says_so_not_that_it_never_existed(
+    tmp_path: Path, rp_api: RP
+) -> None:
+    # With its only broker down, approve/deny/recovery cannot know whether the id
+    # exists: they must say the broker could not be asked, not "answered, expired, or
+    # never existed", which sends the user hunting for a typo.
+    home = tmp_path / "agent"
+    dead = f"ws://127.0.0.1:{free_port()}/v1/device"
+    AccountStore(home).add(
+        "elsewhere",
+        Registration(
+            rp="rp2",
+            rp_name="Elsewhere",
+            user="alice",
+            label="elsewhere",
+            broker=dead,
+            cid="cid-elsewhere",
+            device_name="laptop",
+            seed=signing.new_seed(),
+        ),
+    )
+    for args, what in [
+        (["approve", "ch_abcdef", "--number", "12"], "sign-in request ch_abcdef"),
+        (["deny", "ch_abcdef"], "sign-in request ch_abcdef"),
+        (["recovery", "confirm", "rn_abcdef"], "recovery question rn_abcdef"),
+    ]:
+        result = agent(home, *args)
+        line = assert_cli_error(result)
+        assert result.returncode == 3
+        assert line.startswith(f"pushauth-agent: cannot reach the broker at {dead}: connection refused")
+        assert f"{what} could not be looked up; nothing was sent" in line and "never existed" not in line
+    # With one broker answering and one not: not there, maybe at the other.
+    enroll(home, rp_api)
+    result = agent(home, "deny", "ch_abcdef")
+    line = assert_cli_error(result)
+    assert result.returncode == 3 and "never existed" not in line
+    assert "sign-in request ch_abcdef is not at the brokers that answered, and cannot reach" in line
+    assert "it may be waiting there; nothing was sent" in line
