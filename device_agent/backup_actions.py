@@ -317,9 +317,24 @@ def auto_backup_hook(
         try:
             upload(store, target, backup_bytes(store, state), state.settings)
         except Exception as exc:  # noqa: BLE001  (any failure is reported, none is fatal)
-            warn(f"pushauth-agent: the automatic backup failed: {exc}")
+            # Say what it means: a device lost now would come back without this change.
+            warn(
+                f"pushauth-agent: the automatic backup failed: {exc}. The change is saved on this device,"
+                " but the backup does not have it yet: the next change tries again, or write it now with:"
+                f" {_backup_again(target)}"
+            )
 
     return hook
+
+
+def _backup_again(target: dict[str, Any]) -> str:
+    """The command that writes the automatic backup by hand (the file exists: --force)."""
+    if target.get("to") == BROKER:
+        return (
+            f"pushauth-agent backup --to broker --broker {shlex.quote(str(target.get('broker')))}"
+            f" --backup-name {shlex.quote(str(target.get('name')))}"
+        )
+    return f"pushauth-agent backup --to {shlex.quote(str(target.get('to')))} --force"
 
 
 BROKER = "broker"

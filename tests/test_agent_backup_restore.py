@@ -281,6 +281,15 @@ def test_a_failing_auto_backup_warns_but_the_change_is_kept(tmp_path: Path) -> N
     assert result.returncode == 0
     assert "automatic backup failed" in result.stderr
     assert [e.name for e in AccountStore(home).entries()] == ["ACME: alice", "Big: bob"]
+    # It says that the backup misses the change, and how to write it (the file exists).
+    assert "The change is saved on this device, but the backup does not have it yet" in result.stderr
+    command = result.stderr.strip().split("or write it now with: ", 1)[1]
+    assert command == f"pushauth-agent backup --to {target_dir / 'b'} --force"
+    target_dir.unlink()
+    target_dir.mkdir()
+    ok(home, *command.split()[1:])
+    ok(tmp_path / "new", "restore", "--from", str(target_dir / "b"))
+    assert [e.name for e in AccountStore(tmp_path / "new").entries()] == ["ACME: alice", "Big: bob"]
 
 
 def test_passwd_rewrites_the_automatic_backup_with_the_new_passphrase(tmp_path: Path) -> None:

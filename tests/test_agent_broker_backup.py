@@ -424,3 +424,29 @@ async def test_reactivate_refuses_a_link_for_another_user_or_service(
         assert_cli_error(result, contains="nothing was sent")
         assert (await other_client.get_enrollment(started)).status == "pending"
     assert (new / "vault.pav").read_bytes() == before
+
+
+def test_an_automatic_broker_backup_that_failed_says_how_to_write_it_and_that_command_works(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    # The change is kept but the backup misses it: the warning must say so and give the
+    # command that writes it, or a phone lost before the next change loses the account.
+    own = broker_factory(redis_url=redis_server.url, node="own")
+    home = tmp_path / "phone"
+    ok(home, "add", TOTP_URI)
+    code = CODE_RE.findall(ok(home, "backup", "auto", "on", "--to", "broker", *where(own)))[0]
+    own.stop()
+    result = agent(home, "add", TOTP_URIS_MORE)
+    assert result.returncode == 0, result.stderr  # the change itself is saved
+    (warning,) = result.stderr.splitlines()
+    assert warning.startswith(
+        f"pushauth-agent: the automatic backup failed: cannot reach the broker at {own.ws_url}"
+    )
+    assert "The change is saved on this device, but the backup does not have it yet" in warning
+    command = warning.split("or write it now with: ", 1)[1]
+    assert command == f"pushauth-agent backup --to broker --broker {own.ws_url} --backup-name phones"
+    own.restart()
+    ok(home, *command.split()[1:])
+    new = tmp_path / "new"
+    ok(new, "restore", "--from", "broker", *where(own), **{BACKUP_CODE_ENV: code})
+    assert [e.name for e in AccountStore(new).entries()] == ["ACME: alice", "Big: bob"]
