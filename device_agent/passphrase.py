@@ -82,6 +82,17 @@ def check_strength(passphrase: str, what: str = "the passphrase") -> None:
         raise PassphraseError(f"{what} is too easy to guess ({why.rstrip('.')}): {advice}")
 
 
+def _weakness(typed: str) -> str | None:
+    """Why a typed new passphrase will not do, or None."""
+    if not typed:
+        return "the passphrase cannot be empty"
+    try:
+        check_strength(typed, "the new passphrase")
+    except PassphraseError as exc:
+        return str(exc)
+    return None
+
+
 class Passphrases:
     """Asks once per process and remembers; never writes a passphrase anywhere."""
 
@@ -147,13 +158,20 @@ class Passphrases:
         if value:
             check_strength(value, f"the new passphrase ({env_var})")
             return value
-        first = self._prompt(f"New passphrase for {what}: ", env_var)
-        if not first:
-            raise PassphraseError("the passphrase cannot be empty")
-        check_strength(first, "the new passphrase")
-        if self._prompt("Type it again: ", env_var) != first:
-            raise PassphraseError("the two passphrases differ; nothing was changed")
-        return first
+        # Typed: an empty, weak or mistyped one is asked again, PASSPHRASE_TRIES times in
+        # all (ending the command made a person start over, and a first `add` in a new
+        # home lost the URI they had pasted).
+        for left in reversed(range(PASSPHRASE_TRIES)):
+            first = self._prompt(f"New passphrase for {what}: ", env_var)
+            why = _weakness(first)
+            if why is None:  # a weak one is refused before it is typed twice
+                if self._prompt("Type it again: ", env_var) == first:
+                    return first
+                why = "the two passphrases differ"
+            if not left:
+                raise PassphraseError(f"{why}; nothing was changed")
+            print(messages.try_passphrase_again(why, left=left), file=sys.stderr, flush=True)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     def backup_code(self) -> str:
         """The backup code of a broker backup, as typed (backup_keys.BackupCode.parse)."""

@@ -208,7 +208,25 @@ def test_a_weak_typed_passphrase_is_refused_before_it_is_asked_again() -> None:
     passphrases = Passphrases(env={}, ask=lambda p: asked.append(p) or "letmein", interactive=True)
     with pytest.raises(PassphraseError, match="too short"):
         passphrases.new("the vault")
-    assert len(asked) == 1
+    # Never "Type it again" for a weak one; a new one is asked for, three times in all.
+    assert asked == ["New passphrase for the vault: "] * 3
+
+
+def test_an_empty_weak_or_mistyped_new_passphrase_is_asked_again_on_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    good = "amber trumpet sleeps nightly"
+    # Weak, then a mistyped copy, then right: three tries.
+    answers = iter(["letmein", good, good + "!", good, good])
+    passphrases = Passphrases(env={}, ask=lambda _p: next(answers), interactive=True)
+    assert passphrases.new("the vault") == good
+    said = capsys.readouterr().err
+    assert "too short" in said and "(2 left)" in said
+    assert "The two passphrases differ, try again (1 left)" in said
+    # Enter alone is asked again too.
+    answers = iter(["", good, good])
+    assert Passphrases(env={}, ask=lambda _p: next(answers), interactive=True).new("the vault") == good
+    assert "The passphrase cannot be empty, try again (2 left)" in capsys.readouterr().err
 
 
 def test_passwd_without_a_vault_is_a_clear_error(tmp_path: Path) -> None:
@@ -249,9 +267,9 @@ def test_the_passphrase_is_asked_once_per_process_and_twice_when_new(tmp_path: P
 
 
 def test_two_different_new_passphrases_are_refused() -> None:
-    answers = iter(["amber trumpet sleeps nightly", "amber trumpet sleeps nightly!"])
+    answers = iter(["amber trumpet sleeps nightly", "amber trumpet sleeps nightly!"] * 3)
     passphrases = Passphrases(env={}, ask=lambda _p: next(answers), interactive=True)
-    with pytest.raises(PassphraseError, match="differ"):
+    with pytest.raises(PassphraseError, match="differ; nothing was changed"):
         passphrases.new("the vault")
 
 
