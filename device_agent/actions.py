@@ -449,12 +449,16 @@ async def remove(store: AccountStore, name: str, *, local_only: bool = False) ->
         return f'Removed "{shown(entry.name)}" (a verification-code account: nothing to revoke).'
     account = entry.account
     name, rp_name = shown(account.name), shown(account.rp_name)
+    # Nothing to revoke below, but its verification-code secret (and a restored account's
+    # unused recovery key) go too: said, since --yes skipped the question that says so.
+    codes = "; its verification codes are gone from this device too" if entry.otp is not None else ""
     if account.status == ACTION_REQUIRED:  # restored, never re-activated: it has no key
         store.remove(account.name)
-        return f'Forgot "{name}" (a restored push account that was never re-activated: nothing to revoke).'
+        never = "a restored push account that was never re-activated: nothing to revoke"
+        return f'Forgot "{name}" ({never}{codes}).'
     if not account.active:
         store.remove(account.name)
-        return f'Forgot "{name}" (it was already {shown(account.status_reason or account.status)}).'
+        return f'Forgot "{name}" (it was already {shown(account.status_reason or account.status)}{codes}).'
     try:
         conn, _, _ = await _authenticated(store, account.broker, [account])
     except (Unreachable, InsecureBroker) as exc:  # an unencrypted URL: only --local-only helps

@@ -406,6 +406,27 @@ def test_remove_of_a_restored_account_that_needs_action_does_not_say_to_reactiva
     assert result.stdout == said + "\n"
     assert "reactivate" not in result.stdout
     assert AccountStore(new).load() == []
+    # One with verification codes says that they go too (--yes skipped the question).
+    with_codes = tmp_path / "codes"
+    AccountStore(with_codes).add(
+        "bob@example.com",
+        Registration(
+            rp="rp1",
+            rp_name="Example",
+            user="bob",
+            label="bob@example.com",
+            broker=dead_broker(),
+            cid="cid-bob",
+            device_name="laptop",
+            seed=signing.new_seed(),
+            totp=TotpParams(secret="GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+        ),
+    )
+    assert agent(with_codes, "backup", "--to", str(tmp_path / "codes.backup")).returncode == 0
+    assert agent(tmp_path / "new2", "restore", "--from", str(tmp_path / "codes.backup")).returncode == 0
+    result = agent(tmp_path / "new2", "remove", "bob@example.com", "--yes")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to revoke; its verification codes are gone from this device too" in result.stdout
 
 
 def test_pending_and_approve_with_the_broker_down(tmp_path: Path) -> None:
