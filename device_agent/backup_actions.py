@@ -188,7 +188,7 @@ class Restored:
             elif name in needs:
                 line = (
                     f"action required: {shown(name)}: get a new QR code from {shown(needs[name])}, "
-                    "then: pushauth-agent reactivate"
+                    f"then: pushauth-agent reactivate {shlex.quote(shown(name))} URI"
                 )
             else:
                 out.append(f"ready: {shown(name)}")
@@ -669,9 +669,10 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             )
             continue
         except AgentError as exc:
+            then = f"pushauth-agent reactivate {shlex.quote(shown(name))} URI"
             report.lines[name] = (
                 f"action required: {shown(name)}: it could not recover by itself ({exc}); get a new QR code"
-                f" from {shown(account.rp_name)}, then: pushauth-agent reactivate"
+                f" from {shown(account.rp_name)}, then: {then}"
             )
             _set_reason(store, name, ACTION_REASON.format(rp_name=account.rp_name))
             continue

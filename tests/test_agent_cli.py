@@ -398,6 +398,7 @@ def test_remove_of_a_restored_account_that_needs_action_does_not_say_to_reactiva
     assert agent(old, "backup", "--to", str(backup)).returncode == 0
     restored = agent(new, "restore", "--from", str(backup))
     assert "action required: alice@example.com" in restored.stdout, restored.stderr
+    assert "then: pushauth-agent reactivate alice@example.com URI" in restored.stdout  # what to type
     result = agent(new, "remove", "alice@example.com", "--yes")
     assert result.returncode == 0, result.stderr
     said = (
