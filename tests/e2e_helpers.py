@@ -17,6 +17,7 @@ from support import AGENT, run_cli, wait_until
 from device_agent.passphrase import KDF_ENV, KDF_TEST_INSECURE, PASSPHRASE_ENV
 from device_agent.store import AccountStore, Registration
 from protocol import signing
+from protocol.uri import TotpParams
 from relying_party.models import Credential
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
@@ -143,23 +144,41 @@ async def enroll(
     return done.credential
 
 
+def add_push_account(
+    home: Path,
+    name: str,
+    broker: str,
+    *,
+    rp: str = "rp1",
+    rp_name: str = "Example",
+    user: str = "alice",
+    totp: TotpParams | None = None,
+) -> AccountStore:
+    """A push account named and labelled `name` (credential id cid-NAME, before any @)
+    at `broker` (a dead or fake one, say), with a fresh key: no enrollment needed."""
+    store = AccountStore(home)
+    store.add(
+        name,
+        Registration(
+            rp=rp,
+            rp_name=rp_name,
+            user=user,
+            label=name,
+            broker=broker,
+            cid="cid-" + name.split("@")[0],
+            device_name="laptop",
+            seed=signing.new_seed(),
+            totp=totp,
+        ),
+    )
+    return store
+
+
 def make_home(tmp_path: Path, url: str) -> Path:
     """An agent home (tmp_path/agent) holding one account, alice at rp1, whose broker is
     `url` (a fake one, say), with a fresh key: no enrollment needed."""
     home = tmp_path / "agent"
-    AccountStore(home).add(
-        "alice",
-        Registration(
-            rp="rp1",
-            rp_name="Example",
-            user="alice",
-            label="alice",
-            broker=url,
-            cid="cid-alice",
-            device_name="laptop",
-            seed=signing.new_seed(),
-        ),
-    )
+    add_push_account(home, "alice", url)
     return home
 
 

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
+from e2e_helpers import add_push_account, agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT, ManagedProcess, assert_cli_error, free_port, port_accepts, run_cli, wait_until
 
 from device_agent.cli import build_parser
 from device_agent.help_texts import COMMAND_EXITS
-from device_agent.store import AccountStore, Registration
+from device_agent.store import AccountStore
 from protocol import signing
 from protocol.uri import EnrollmentURI, TotpParams
 
@@ -50,21 +50,7 @@ def enroll_uri(broker: str, **kw: object) -> str:
 
 
 def store_with_account(home: Path, broker: str, name: str = "alice@example.com") -> AccountStore:
-    store = AccountStore(home)
-    store.add(
-        name,
-        Registration(
-            rp="rp1",
-            rp_name="Example",
-            user="alice",
-            label=name,
-            broker=broker,
-            cid="cid-" + name.split("@")[0],
-            device_name="laptop",
-            seed=signing.new_seed(),
-        ),
-    )
-    return store
+    return add_push_account(home, name, broker)
 
 
 # -- help ---------------------------------------------------------------------------
@@ -409,20 +395,8 @@ def test_remove_of_a_restored_account_that_needs_action_does_not_say_to_reactiva
     assert AccountStore(new).load() == []
     # One with verification codes says that they go too (--yes skipped the question).
     with_codes = tmp_path / "codes"
-    AccountStore(with_codes).add(
-        "bob@example.com",
-        Registration(
-            rp="rp1",
-            rp_name="Example",
-            user="bob",
-            label="bob@example.com",
-            broker=dead_broker(),
-            cid="cid-bob",
-            device_name="laptop",
-            seed=signing.new_seed(),
-            totp=TotpParams(secret="GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
-        ),
-    )
+    totp = TotpParams(secret="GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")
+    add_push_account(with_codes, "bob@example.com", dead_broker(), user="bob", totp=totp)
     assert agent(with_codes, "backup", "--to", str(tmp_path / "codes.backup")).returncode == 0
     assert agent(tmp_path / "new2", "restore", "--from", str(tmp_path / "codes.backup")).returncode == 0
     result = agent(tmp_path / "new2", "remove", "bob@example.com", "--yes")

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import agent_env, on_a_terminal  # noqa: F401  (autouse: the vault passphrase for every agent run)
+from e2e_helpers import add_push_account, agent_env, on_a_terminal  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import AGENT, DEADLINE, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
 
 from device_agent.passphrase import NEW_PASSPHRASE_ENV
-from device_agent.store import LOCK_FILE, AccountStore, Registration
+from device_agent.store import LOCK_FILE, AccountStore
 from protocol import signing
 from protocol.purpose import setup_test_context
 
@@ -607,19 +607,7 @@ def test_pending_reports_the_brokers_it_reached_and_the_ones_it_did_not(tmp_path
     home = tmp_path / "agent"
     enroll(home, rp_api)
     dead = f"ws://127.0.0.1:{free_port()}/v1/device"
-    AccountStore(home).add(
-        "elsewhere",
-        Registration(
-            rp="rp2",
-            rp_name="Elsewhere",
-            user="alice",
-            label="elsewhere",
-            broker=dead,
-            cid="cid-elsewhere",
-            device_name="laptop",
-            seed=signing.new_seed(),
-        ),
-    )
+    add_push_account(home, "elsewhere", dead, rp="rp2", rp_name="Elsewhere")
     # Nothing waiting yet: said only of the broker that answered, never "nothing waits".
     result = agent(home, "pending")
     assert result.returncode == 3
@@ -657,19 +645,7 @@ def test_an_answer_to_an_id_no_broker_could_be_asked_about_says_so_not_that_it_n
     # never existed", which sends the user hunting for a typo.
     home = tmp_path / "agent"
     dead = f"ws://127.0.0.1:{free_port()}/v1/device"
-    AccountStore(home).add(
-        "elsewhere",
-        Registration(
-            rp="rp2",
-            rp_name="Elsewhere",
-            user="alice",
-            label="elsewhere",
-            broker=dead,
-            cid="cid-elsewhere",
-            device_name="laptop",
-            seed=signing.new_seed(),
-        ),
-    )
+    add_push_account(home, "elsewhere", dead, rp="rp2", rp_name="Elsewhere")
     for args, what in [
         (["approve", "ch_abcdef", "--number", "12"], "sign-in request ch_abcdef"),
         (["deny", "ch_abcdef"], "sign-in request ch_abcdef"),

@@ -15,15 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_helpers import AGENT_ENV, agent_env, on_a_terminal  # noqa: F401  (autouse)
+from e2e_helpers import AGENT_ENV, add_push_account, agent_env, on_a_terminal  # noqa: F401  (autouse)
 from support import AGENT, assert_cli_error, run_cli
 
 from device_agent import totp
 from device_agent.accounts_model import OtpAccount
 from device_agent.importers.otpauth import parse_uri
 from device_agent.passphrase import IMPORT_PASSWORD_ENV
-from device_agent.store import AccountStore, Registration
-from protocol import signing
+from device_agent.store import AccountStore
 from protocol.uri import TotpParams
 
 DATA = Path(__file__).parent / "data"
@@ -87,20 +86,8 @@ def test_hotp_codes_are_shown_and_used_up_only_when_named(tmp_path: Path) -> Non
 
 def test_push_accounts_with_totp_from_enrollment_show_codes(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    AccountStore(home).add(
-        "alice@example.com",
-        Registration(
-            rp="rp1",
-            rp_name="Example",
-            user="alice",
-            label="alice@example.com",
-            broker="ws://127.0.0.1:1/v1/device",
-            cid="cid-alice",
-            device_name="laptop",
-            seed=signing.new_seed(),
-            totp=TotpParams("JBSWY3DPEHPK3PXPJBSWY3DP", "SHA512", 8, 30),
-        ),
-    )
+    totp = TotpParams("JBSWY3DPEHPK3PXPJBSWY3DP", "SHA512", 8, 30)
+    add_push_account(home, "alice@example.com", "ws://127.0.0.1:1/v1/device", totp=totp)
     ok(home, "add", HOTP_URI)
     before = time.time()
     lines = json.loads(ok(home, "code", "--json"))
@@ -273,14 +260,7 @@ def test_export_names_a_push_account_without_codes(tmp_path: Path) -> None:
     out in silence; the accounts with codes are exported."""
     home = tmp_path / "home"
     ok(home, "add", SHA256_URI)
-    store = AccountStore(home)
-    store.add(
-        "alice",
-        Registration(
-            rp="rp1", rp_name="Example", user="alice", label="alice", broker="wss://push.example.com/v1/device",
-            cid="cid-alice", device_name="laptop", seed=signing.new_seed(),
-        ),
-    )  # fmt: skip
+    add_push_account(home, "alice", "wss://push.example.com/v1/device")
     result = agent(home, "export")
     assert result.returncode == 0, result.stderr
     (uri,) = result.stdout.splitlines()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import AGENT_ENV, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import AGENT_ENV, add_push_account, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import AGENT, assert_cli_error, run_cli
 from test_agent_recovery import enroll_recoverable
@@ -22,7 +22,7 @@ from textual.widgets import DataTable, RichLog, Static
 
 from device_agent import totp
 from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
-from device_agent.store import AccountStore, Registration
+from device_agent.store import AccountStore
 from device_agent.tui import AgentApp, NoticeScreen, ReportScreen, RequestScreen
 from protocol.challenge import Status
 from relying_party.models import Challenge
@@ -187,22 +187,9 @@ async def test_a_request_answered_by_a_command_of_this_device_says_so(
 
 async def test_the_list_shows_live_codes_and_marks_accounts_needing_action(tmp_path: Path) -> None:
     home, new = tmp_path / "home", tmp_path / "new"
-    store = AccountStore(home)
     run = lambda h, *a: run_cli([AGENT, "--home", h, *a], env=AGENT_ENV)  # noqa: E731
     assert run(home, "add", TOTP_URI).returncode == 0
-    store.add(
-        "bob@example.com",
-        Registration(
-            rp="rp1",
-            rp_name="Example",
-            user="bob",
-            label="bob@example.com",
-            broker="ws://127.0.0.1:1/v1/device",
-            cid="cid-bob",
-            device_name="laptop",
-            seed=bytes(32),
-        ),
-    )
+    add_push_account(home, "bob@example.com", "ws://127.0.0.1:1/v1/device", user="bob")
     assert run(home, "backup", "--to", str(tmp_path / "b")).returncode == 0
     assert run(new, "restore", "--from", str(tmp_path / "b")).returncode == 0
     app = AgentApp(AccountStore(new))
