@@ -229,3 +229,24 @@ def rp_authenticated(request: Any) -> None:
         slot = getattr(getattr(request, "protocol", None), "connection_slot", None)
     if slot is not None:
         slot.authenticated()
+
+
+def write_deadline(
+    transport: asyncio.BaseTransport | None, seconds: float, gate: ConnectionGate | None
+) -> asyncio.TimerHandle | None:
+    """Arm a connection's write deadline, when its transport stops taking our bytes
+    (pause_writing; the caller cancels the handle at resume_writing and at close): if
+    the client reads nothing for `seconds`, the connection is dropped. None: no deadline."""
+    if seconds <= 0 or transport is None:
+        return None
+    return asyncio.get_running_loop().call_later(seconds, _write_expired, transport, seconds, gate)
+
+
+def _write_expired(transport: asyncio.BaseTransport, seconds: float, gate: ConnectionGate | None) -> None:
+    if transport.is_closing():
+        return
+    peer = transport.get_extra_info("peername")
+    log.debug("dropping a connection from %s: its client read no response for %gs", peer, seconds)
+    if gate is not None:
+        gate.write_timeouts += 1
+    transport.abort()  # aborted, not closed: a close would wait to send what nobody reads

@@ -34,7 +34,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
-from .connections import ConnectionGate, Slot
+from .connections import ConnectionGate, Slot, write_deadline
 from .http_head import LaneRequest
 from .problems import ApiError, problem, problem_document
 
@@ -120,8 +120,8 @@ class GuardedRequestHandler(RequestHandler):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        if self._write_timeout > 0 and self._write_timer is None:
-            self._write_timer = self._loop.call_later(self._write_timeout, self._write_timed_out)
+        if self._write_timer is None:
+            self._write_timer = write_deadline(self.transport, self._write_timeout, self._gate)
 
     def resume_writing(self) -> None:
         self._write_disarm()
@@ -131,14 +131,6 @@ class GuardedRequestHandler(RequestHandler):
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
-
-    def _write_timed_out(self) -> None:
-        self._write_timer = None
-        if self.transport is not None:
-            log.debug("dropping a connection: the client read no response for %gs", self._write_timeout)
-            if self._gate is not None:
-                self._gate.write_timeouts += 1
-            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

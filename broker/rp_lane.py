@@ -37,7 +37,7 @@ from aiohttp import web
 
 from . import api, api_stream
 from .access_log import client_address
-from .connections import ConnectionGate, Slot
+from .connections import ConnectionGate, Slot, write_deadline
 from .context import NODE
 from .http_guard import Timeouts, body_timed_out, head_timed_out
 from .http_head import HAND_OFF, MAX_BODY, MAX_HEAD, LaneRequest, parse_head
@@ -226,9 +226,8 @@ class LaneConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True  # no next request is read until the client reads ours
-        seconds = self.lane.timeouts.write_s
-        if seconds > 0 and self._write_timer is None:
-            self._write_timer = asyncio.get_running_loop().call_later(seconds, self._write_timed_out)
+        if self._write_timer is None:
+            self._write_timer = write_deadline(self.transport, self.lane.timeouts.write_s, self.lane.gate)
 
     def resume_writing(self) -> None:
         self._write_resumed()
@@ -240,18 +239,6 @@ class LaneConnection(asyncio.Protocol):
         if self._write_timer is not None:
             self._write_timer.cancel()
             self._write_timer = None
-
-    def _write_timed_out(self) -> None:
-        self._write_timer = None
-        if self.transport is not None:
-            log.debug(
-                "dropping %s's connection: it read no response for %gs",
-                self.remote,
-                self.lane.timeouts.write_s,
-            )
-            if self.lane.gate is not None:
-                self.lane.gate.write_timeouts += 1
-            self.transport.abort()
 
     # -- requests ---------------------------------------------------------------
 
