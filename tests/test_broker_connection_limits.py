@@ -9,11 +9,14 @@ the broker's own metrics say what it holds.
   API key, no longer counts (a wrong key does);
 - behind a trusted proxy only the node's limit applies (503 node_busy over it);
 - a client that sends requests and reads none of the answers is dropped after
-  `--write-timeout`, on aiohttp's path and on the RP lane's.
+  `--write-timeout`, on aiohttp's path and on the RP lane's;
+- device sockets that have not authenticated or enrolled yet are limited per node
+  (`--unauthenticated-devices`): 503 node_busy at the handshake over it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -23,11 +26,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from support import BrokerProcess, RedisServer, free_port, new_rp_sync, wait_until
+import websockets
+from support import BrokerProcess, RedisServer, free_port, new_rp, new_rp_sync, until, wait_until
 from support.metrics import scrape, value
+from test_broker_device_ws import Device
 from websockets.sync.client import connect as ws_connect
 
 from protocol import SUBPROTOCOLS
+from relying_party.sdk import PushAuthClient
 
 DEADLINE_S = 20.0  # far beyond every timeout under test (1 s): "within this"
 
@@ -217,3 +223,32 @@ def test_a_client_that_reads_no_responses_is_dropped(start_node: Callable[..., N
         assert served(node) == 200  # and the node serves on
     finally:
         sock.close()
+
+
+async def test_device_sockets_waiting_to_authenticate_are_limited_per_node(
+    start_node: Callable[..., Node],
+) -> None:
+    node = start_node("--unauthenticated-devices", "2")
+    rp = await new_rp(node.broker)
+
+    async def unauthenticated(count: int) -> object:
+        return await asyncio.to_thread(node.metric, "pushauth_devices_unauthenticated") == count
+
+    first, second = await Device.connect(node.broker.ws_url), await Device.connect(node.broker.ws_url)
+    await until(lambda: unauthenticated(2), message="two sockets waiting")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await Device.connect(node.broker.ws_url)
+    response = refused.value.response
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert json.loads(response.body)["code"] == "node_busy"
+    # One that enrolls has proven a key: it no longer waits, and a new device gets in.
+    async with PushAuthClient(node.broker.http_url, rp["api_key"]) as client:
+        enrollment = await client.create_enrollment("alice", "alice@example.com")
+        await first.enroll(enrollment.uri or "")
+    await until(lambda: unauthenticated(1), message="the enrolled one no longer counted")
+    third = await Device.connect(node.broker.ws_url)
+    # One that leaves frees its place too.
+    await second.ws.close()
+    await until(lambda: unauthenticated(1), message="the closed one gone")
+    for dev in (first, third):
+        await dev.ws.close()
