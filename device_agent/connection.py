@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import websockets.exceptions as wse
 from websockets.asyncio.client import ClientConnection, connect
@@ -39,6 +40,7 @@ from protocol.frames import (
 from protocol.session import ClientSession, sign_answer, sign_recovery_answer
 from protocol.uri import insecure_transport
 
+from .display import shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable
 from .messages import cannot_reach, close_message, error_message
 
@@ -89,11 +91,7 @@ class Connection:
                 close_timeout=2,
             )
         except (OSError, TimeoutError, wse.WebSocketException) as exc:  # refused, DNS, not a WebSocket...
-            why = (
-                f"HTTP {exc.response.status_code} instead of a WebSocket"
-                if isinstance(exc, wse.InvalidStatus)
-                else exc
-            )
+            why = _refusal(exc.response) if isinstance(exc, wse.InvalidStatus) else exc
             raise Unreachable(cannot_reach(url, why)) from None
         if ws.subprotocol is None:
             # A broker that picked no version speaks none we do: version 1 brokers
@@ -308,3 +306,20 @@ def _closed(exc: wse.ConnectionClosed) -> str:
 
 
 __all__ = ["AgentError", "Connection", "Refused", "Unreachable", "now_ms"]
+
+
+def _refusal(response: Any) -> str:
+    """What a broker said instead of opening the WebSocket: its status, and the code and
+    detail of its problem document when there is one (429 rate_limited, 503 node_busy:
+    a busy broker, tried again later, not a broken one)."""
+    said = f"HTTP {response.status_code} instead of a WebSocket"
+    try:
+        problem = json.loads(response.body or b"")
+    except ValueError:
+        return said
+    if isinstance(problem, dict) and isinstance(problem.get("code"), str):
+        detail = problem.get("detail")
+        said += f" ({shown(problem['code'])}" + (
+            f": {shown_clipped(detail, 200)})" if isinstance(detail, str) else ")"
+        )
+    return said

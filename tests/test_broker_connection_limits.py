@@ -23,10 +23,12 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import websockets
+from e2e_helpers import agent, agent_env, enroll  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from support import BrokerProcess, RedisServer, free_port, new_rp, new_rp_sync, until, wait_until
 from support.metrics import scrape, value
 from test_broker_device_ws import Device
@@ -252,3 +254,20 @@ async def test_device_sockets_waiting_to_authenticate_are_limited_per_node(
     await until(lambda: unauthenticated(1), message="the closed one gone")
     for dev in (first, third):
         await dev.ws.close()
+
+
+async def test_the_agent_says_what_a_busy_broker_said(
+    start_node: Callable[..., Node], tmp_path: Path
+) -> None:
+    node = start_node("--unauthenticated-devices", "1")
+    rp = await new_rp(node.broker)
+    home = tmp_path / "agent"
+    async with PushAuthClient(node.broker.http_url, rp["api_key"]) as client:
+        await enroll(client, home)
+    held = await Device.connect(node.broker.ws_url)  # the one socket waiting to authenticate
+    result = await asyncio.to_thread(agent, home, "pending")
+    assert result.returncode == 3, result.stderr
+    assert "HTTP 503 instead of a WebSocket (node_busy: 1 device connections are waiting" in result.stderr
+    await held.ws.close()
+    result = await asyncio.to_thread(agent, home, "pending")
+    assert result.returncode == 0, result.stderr
