@@ -25,11 +25,11 @@ from typing import Any
 from protocol import signing
 from protocol.b64 import decode as b64decode
 
-from . import backup_keys, broker_http, device_names
+from . import auto_backup_status, backup_keys, broker_http, device_names
 from .accounts_model import OtpAccount
 from .backup import Backup, dump_backup, load_backup
 from .backup_keys import BackupCode, BlobKeys
-from .display import shown
+from .display import local_time, shown
 from .errors import AgentError, Refused, Unreachable, UsageError
 from .legacy_store import unb64
 from .passphrase import PassphraseError, WrongPassphrase, check_strength, kdf_from_env
@@ -317,14 +317,57 @@ def auto_backup_hook(
         try:
             upload(store, target, backup_bytes(store, state), state.settings)
         except Exception as exc:  # noqa: BLE001  (any failure is reported, none is fatal)
+            auto_backup_status.failed(store.home, str(exc))
             # Say what it means: a device lost now would come back without this change.
             warn(
                 f"pushauth-agent: the automatic backup failed: {exc}. The change is saved on this device,"
-                " but the backup does not have it yet: the next change tries again, or write it now with:"
-                f" {_backup_again(target)}"
+                " but the backup does not have it yet: the next change tries again (and listen, once it"
+                f" reaches the broker), or write it now with: {_backup_again(target)}"
             )
+        else:
+            auto_backup_status.written(store.home)
 
     return hook
+
+
+def retry_auto_backup(store: AccountStore) -> str | None:
+    """Write the automatic backup again if its last attempt failed (listen calls this
+    when it reaches a broker): a line saying it did, or None (nothing to do, or it
+    failed again: the status keeps the error, and a later try may do better)."""
+    target = auto_target(store.settings())
+    if target is None or not auto_backup_status.read(store.home).behind:
+        return None
+    try:
+        upload(store, target, backup_bytes(store), store.settings())
+    except Exception as exc:  # noqa: BLE001  (as in the hook: none is fatal)
+        auto_backup_status.failed(store.home, str(exc))
+        return None
+    auto_backup_status.written(store.home)
+    return f"The automatic backup ({where_to(target)}) was written again: it has every change now."
+
+
+def auto_lines(store: AccountStore) -> list[str]:
+    """What `backup auto` says: where automatic backups go, and whether they are current."""
+    target = auto_target(store.settings())
+    if target is None:
+        return ["Automatic backups are off (backup auto on --to WHERE turns them on)."]
+    lines = [f"Automatic backups are on: {where_to(target)}."]
+    status = auto_backup_status.read(store.home)
+    if status.behind and status.behind_since_ms is not None:
+        lines.append(
+            f"The backup does not have the changes made since {local_time(status.behind_since_ms)}: the last"
+            f" attempt failed ({status.error or 'no reason kept'}). listen writes it again once it reaches"
+            f" the broker, the next change tries again, or write it now with: {_backup_again(target)}"
+        )
+    elif status.written_ms is not None:
+        lines.append(f"Last written {local_time(status.written_ms)}: it has every change.")
+    return lines
+
+
+def where_to(target: dict[str, Any]) -> str:
+    if target.get("to") == BROKER:
+        return f"to the broker {target.get('broker')} (backup name {target.get('name')!r})"
+    return f"to the file {target.get('to')}"
 
 
 def _backup_again(target: dict[str, Any]) -> str:

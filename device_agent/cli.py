@@ -26,7 +26,7 @@ import platformdirs
 from protocol.frames import Decision, NoticeDecision, NoticeOutcome
 from protocol.purpose import is_setup_test
 
-from . import backup_actions, broker_http, device_names, otp_actions, recovery_keys
+from . import auto_backup_status, backup_actions, broker_http, device_names, otp_actions, recovery_keys
 from .backup_keys import BackupCode
 from .device_names import check_device_name, default_device_name
 from .display import (
@@ -355,6 +355,7 @@ def build_parser() -> Parser:
         "backup --to broker        store it in the broker's encrypted-backup store\n"
         "backup auto on --to FILE  also rewrite it after every change from now on\n"
         "backup auto off           stop the automatic backups\n"
+        "backup auto               say where they go and whether the last one was written\n"
         "backup delete --from broker   delete a backup from the broker\n"
         "backup delete             delete the automatic backup (its file, or its copy on\n"
         "                          the broker); automatic backups stop\n"
@@ -791,7 +792,12 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
     words = [w.lower() for w in args.auto]
     if words == ["auto", "off"]:
         store.set_setting(backup_actions.AUTO_BACKUP, None)
+        auto_backup_status.forget(store.home)
         say("Automatic backups are off.")
+        return EXIT_OK
+    if words == ["auto"] and args.to is None:
+        for line in backup_actions.auto_lines(store):
+            say(line)
         return EXIT_OK
     if words == ["delete"]:
         return backup_delete(store, args)
@@ -806,7 +812,7 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
         return EXIT_OK
     if words not in ([], ["auto", "on"]):
         raise UsageError(
-            "expected: backup --to WHERE, backup auto on --to WHERE, backup auto off, "
+            "expected: backup --to WHERE, backup auto on --to WHERE, backup auto off, backup auto, "
             "backup delete [--from broker], backup code, or backup retire"
         )
     if args.to is None:
@@ -831,6 +837,8 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
     if words:
         store.set_setting(backup_actions.AUTO_BACKUP, target)
         say("It is rewritten after every change from now on (backup auto off stops that).")
+    if target == backup_actions.auto_target(store.settings()):
+        auto_backup_status.written(store.home)  # by hand, where the automatic one goes: current
     return EXIT_OK
 
 

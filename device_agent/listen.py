@@ -20,6 +20,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -38,7 +39,7 @@ from protocol.frames import (
 )
 from protocol.purpose import is_setup_test
 
-from . import backup_actions, recovery_keys
+from . import auto_backup_status, backup_actions, recovery_keys
 from .actions import apply_welcome, misdirected
 from .connection import Connection
 from .display import notice_question, number_source, request_text, service_name, shown_lines
@@ -130,6 +131,7 @@ class BrokerLink:
                         return
                     self.conn, up_since = conn, time.monotonic()
                     say(f"Connected to {self.url} ({len(welcome.accepted)} account(s)).")
+                    self.listener.reached_broker()
                     if (skew := conn.clock_warning()) is not None:
                         say(f"Warning: {skew}.")
                     self.listener.reconcile(self, challenges)
@@ -200,6 +202,7 @@ class Listener:
         self.drained = asyncio.Event()
         self._store_version: tuple[int, int, int] | None = None
         self.chores: set[asyncio.Task[None]] = set()  # work a stop waits for (after_disown)
+        self.retrying_backup = False  # an automatic backup is being written again
         self.failure: PassphraseChanged | None = None  # why listening stopped by itself
 
     def say(self, text: str) -> None:
@@ -420,45 +423,60 @@ class Listener:
         backup code, and the broker's old copy deleted (backup_actions.after_secret_change;
         blocking HTTP, so in a thread)."""
 
-        async def run() -> None:
-            try:
-                rotation = await asyncio.to_thread(recovery_keys.rotate_recovery_keys, self.store)
-                for line in [*rotation.lines(), *rotation.failures]:
-                    self.say(line)
-                report = await asyncio.to_thread(
-                    backup_actions.after_secret_change, self.store, backup_actions.DISOWN
-                )
-                for line in [*report.text(), *report.failures]:
-                    self.say(line)
-            except (AgentError, StoreError) as exc:
-                self.say(f"The backups were not renewed after the disowned recovery: {exc}")
-            finally:
-                self.chores.discard(task)
-                self._check_drained()
+        def work(lines: list[str]) -> None:
+            rotation = recovery_keys.rotate_recovery_keys(self.store)
+            lines += [*rotation.lines(), *rotation.failures]
+            report = backup_actions.after_secret_change(self.store, backup_actions.DISOWN)
+            lines += [*report.text(), *report.failures]
 
-        task = asyncio.create_task(run(), name="after disown")
-        self.chores.add(task)
+        self._chore("after disown", work, "The backups were not renewed after the disowned recovery")
 
     def _after_confirm(self, cid: str) -> None:
         """ "Yes, it was me": the restore used this account's recovery key, so it gets a
         new one and the backups are rewritten with it (recovery_keys.after_confirm;
         blocking HTTP, so in a thread)."""
 
-        async def run() -> None:
+        def work(lines: list[str]) -> None:
+            rotation, rewritten = recovery_keys.after_confirm(self.store, cid)
+            lines += [*rotation.lines(), *rotation.failures]
+            if rewritten is not None:
+                lines += [*rewritten.text(), *rewritten.failures]
+
+        self._chore("after confirm", work, "The recovery key was not renewed after the confirmed recovery")
+
+    def reached_broker(self) -> None:
+        """A broker answered: an automatic backup that failed (the broker was down) is
+        written now, not at the next change (backup_actions.retry_auto_backup)."""
+        if self.retrying_backup or not auto_backup_status.read(self.store.home).behind:
+            return
+        self.retrying_backup = True
+
+        def work(lines: list[str]) -> None:
             try:
-                rotation, rewritten = await asyncio.to_thread(recovery_keys.after_confirm, self.store, cid)
-                for line in [*rotation.lines(), *rotation.failures]:
-                    self.say(line)
-                if rewritten is not None:
-                    for line in [*rewritten.text(), *rewritten.failures]:
-                        self.say(line)
-            except (AgentError, StoreError) as exc:
-                self.say(f"The recovery key was not renewed after the confirmed recovery: {exc}")
+                if (line := backup_actions.retry_auto_backup(self.store)) is not None:
+                    lines.append(line)
             finally:
+                self.retrying_backup = False
+
+        self._chore("auto backup", work, "The automatic backup was not written again")
+
+    def _chore(self, name: str, work: Callable[[list[str]], None], failure: str) -> None:
+        """Blocking work (HTTP, Argon2id) in a thread; the lines it adds are said when it
+        ends (on this loop: the screen's log is not thread-safe), and a stop waits for it."""
+
+        async def run() -> None:
+            lines: list[str] = []
+            try:
+                await asyncio.to_thread(work, lines)
+            except (AgentError, StoreError) as exc:
+                lines.append(f"{failure}: {exc}")
+            finally:
+                for line in lines:
+                    self.say(line)
                 self.chores.discard(task)
                 self._check_drained()
 
-        task = asyncio.create_task(run(), name="after confirm")
+        task = asyncio.create_task(run(), name=name)
         self.chores.add(task)
 
     def _prompt(self, challenge: Challenge) -> None:

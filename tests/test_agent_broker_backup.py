@@ -450,3 +450,37 @@ def test_an_automatic_broker_backup_that_failed_says_how_to_write_it_and_that_co
     new = tmp_path / "new"
     ok(new, "restore", "--from", "broker", *where(own), **{BACKUP_CODE_ENV: code})
     assert [e.name for e in AccountStore(new).entries()] == ["ACME: alice", "Big: bob"]
+
+
+async def test_listen_writes_a_failed_automatic_backup_again_once_it_reaches_the_broker(
+    redis_server: RedisServer,
+    broker_factory: Callable[..., BrokerProcess],
+    tmp_path: Path,
+    listener: Callable[..., Listen],
+) -> None:
+    # A failed automatic backup used to wait for the next change, however long; `backup
+    # auto` now says it is behind, and listen writes it as soon as the broker answers.
+    own = broker_factory(redis_url=redis_server.url, node="own")
+    info = await new_rp(own)
+    home = tmp_path / "phone"
+    async with PushAuthClient(own.http_url, info["api_key"]) as client:
+        await enroll(client, home)
+    code = CODE_RE.findall(ok(home, "backup", "auto", "on", "--to", "broker", *where(own)))[0]
+    status = ok(home, "backup", "auto")
+    assert f"Automatic backups are on: to the broker {own.ws_url} (backup name 'phones')." in status
+    assert "it has every change" in status
+    own.stop()
+    result = agent(home, "add", TOTP_URI)
+    assert result.returncode == 0 and "the automatic backup failed" in result.stderr
+    status = ok(home, "backup", "auto")
+    assert "The backup does not have the changes made since" in status
+    assert f"cannot reach the broker at {own.ws_url}" in status
+    own.restart()
+    proc = listener(home)
+    proc.wait_for("Connected to")
+    proc.wait_for("was written again: it has every change now.")
+    assert "does not have" not in ok(home, "backup", "auto")
+    new = tmp_path / "new"
+    ok(new, "restore", "--from", "broker", *where(own), **{BACKUP_CODE_ENV: code})
+    assert "ACME: alice" in [e.name for e in AccountStore(new).entries()]
+    proc.close()
