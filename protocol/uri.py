@@ -131,10 +131,21 @@ def _bad(why: str) -> ProtocolError:
     return ProtocolError(ErrorCode.INVALID_URI, f"not a valid enrollment URI: {why}")
 
 
+# What a parser removes around a link (pasted with a line break, say): ASCII white space
+# only, as the spec says. str.strip() also removed U+001C..U+001F and U+0085 and kept a
+# byte-order mark, and JavaScript's trim() the other way round: two readings of one text.
+ASCII_WHITESPACE = " \t\n\r\f"
+
+
 def parse(text: str) -> EnrollmentURI:
-    text = text.strip()
+    text = text.strip(ASCII_WHITESPACE)
     if len(text) > 2048:
         raise _bad("too long")
+    # Checked on the text itself, as the web app does: urlsplit skips leading C0
+    # controls (U+001C...), which another parser refuses. The scheme in any case (RFC
+    # 3986 section 3.1), the rest exactly.
+    if text[: len(SCHEME)].lower() != SCHEME or not text.startswith("://enroll?", len(SCHEME)):
+        raise _bad("expected pushauth://enroll?...")
     parts = split_url(text)
     if parts is None or parts.scheme != SCHEME or parts.netloc != "enroll":
         raise _bad("expected pushauth://enroll?...")

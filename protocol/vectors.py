@@ -506,6 +506,10 @@ def uri_vectors() -> dict[str, list[dict[str, Any]]]:
         ("a raw = in a value belongs to the value; a bare name is an empty unknown parameter", _uri().replace("rp_name=Example+Corp", "rp_name=Example=Corp", 1) + "&flag"),
         ("TOTP digits with a leading zero", _uri(extra=[("secret", _TOTP_SECRET), ("digits", "06")])),
         ("a ws:// broker on another host: parsed (a device refuses to connect, section 2.1)", _uri(("broker", "ws://push.example.com/v1/device"))),
+        ("ASCII white space around the URI: tab, form feed, CR LF", "\t\f " + _uri() + "\r\n"),
+        ("the scheme in another case (RFC 3986: schemes are case-insensitive)", _uri().replace("pushauth://", "PushAuth://", 1)),
+        ("a percent-encoded parameter name (%76 is v)", _uri().replace("v=2", "%76=2", 1)),
+        ("a TOTP secret of 18 characters whose unused bits are not zero (not checked)", _uri(extra=[("secret", "JBSWY3DPEHPK3PXPJB")])),
     ]  # fmt: skip
     invalid = [
         ("another scheme", _uri().replace("pushauth://", "otpauth://", 1)),
@@ -545,6 +549,12 @@ def uri_vectors() -> dict[str, list[dict[str, Any]]]:
         ("TOTP period 3601", _uri(extra=[("secret", _TOTP_SECRET), ("period", "3601")])),
         ("TOTP parameters without a secret", _uri(extra=[("digits", "6")])),
         ("longer than 2048 characters", _uri(("account", "x" * 256), extra=[("pad", "p" * 1900)])),
+        ("an unknown parameter given twice", _uri(extra=[("future", "1"), ("future", "2")])),
+        ("a TOTP secret of 17 characters (a length base32 cannot end with)", _uri(extra=[("secret", "JBSWY3DPEHPK3PXPJ")])),
+        ("a byte-order mark (U+FEFF) before it: only ASCII white space is removed", "\ufeff" + _uri()),
+        ("U+0085 (next line) before it: only ASCII white space is removed", "\x85" + _uri()),
+        ("U+001C (file separator) before it: only ASCII white space is removed", "\x1c" + _uri()),
+        ("the host in upper case: only the scheme's case does not matter", _uri().replace("//enroll?", "//ENROLL?", 1)),
     ]  # fmt: skip
     out_valid = []
     for name, text in valid:

@@ -57,10 +57,15 @@ function parseTotp(q) {
 }
 
 export function parseEnrollmentUri(input) {
-  const text = input.trim();
+  // ASCII white space only, as protocol/uri.py (trim() also removes U+FEFF and
+  // Unicode spaces, which Python's parser keeps: one text, two readings).
+  const text = input.replace(/^[ \t\n\r\f]+|[ \t\n\r\f]+$/g, "");
   if ([...text].length > 2048) throw bad("too long");
   const prefix = "pushauth://enroll?";
-  if (!text.startsWith(prefix)) throw bad("expected pushauth://enroll?...");
+  // The scheme in any case (RFC 3986 section 3.1), the rest exactly, as protocol/uri.py.
+  if (text.slice(0, 8).toLowerCase() !== "pushauth" || !text.startsWith("://enroll?", 8)) {
+    throw bad("expected pushauth://enroll?...");
+  }
   const query = text.slice(prefix.length).split("#")[0];
   const q = new Map();
   for (const part of query.split(/[&]/)) {
