@@ -300,6 +300,13 @@ def decode_vectors() -> list[dict[str, Any]]:
             {"rid": 8, "cid": "cred_A1"},
         ),
         (
+            "rid 2^31, the largest (outside int32: read it as a wider integer)",
+            "broker",
+            "revoke",
+            _frame_bytes("revoke", {"rid": 2**31, "cid": "cred_A1"}),
+            {"rid": 2**31, "cid": "cred_A1"},
+        ),
+        (
             f"a frame of exactly max_frame ({MAX_FRAME_SIZE}) bytes",
             "broker",
             "authenticate",
@@ -396,6 +403,7 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("an unknown frame type with an integer rid", B, R, _frame_bytes("frobnicate", {"rid": 5, "x": 1}), "unknown_frame", "5"),
         ("an unknown frame type without rid", B, AA, _frame_bytes("frobnicate", {"x": 1}), "unknown_frame", None),
         ("an unknown frame type with a rid out of range", B, R, _frame_bytes("frobnicate", {"rid": 2**31 + 1}), "unknown_frame", None),
+        ("an unknown frame type with rid 2^31: its ref in decimal", B, R, _frame_bytes("frobnicate", {"rid": 2**31}), "unknown_frame", "2147483648"),
         # -- fields --
         ("a missing field (answer without sig)", B, R, _frame_bytes("answer", _answer_fields(sig=_DROP)), "invalid_field", None),
         ("an integer field as a string", B, R, _frame_bytes("answer", _answer_fields(ts=str(T0))), "invalid_field", None),
@@ -442,6 +450,9 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("recovery_notice before welcome", D, C, encode(NOTICE), "unexpected_frame", None),
         ("a device frame sent by a broker (answer)", D, DR, _frame_bytes("answer", answer), "unexpected_frame", None),
         ("an unknown frame type (a device ignores it)", D, DR, _frame_bytes("frobnicate", {"x": 1}), "unknown_frame", None),
+        ("an unknown frame type before hello (a device ignores it too)", D, AH, _frame_bytes("frobnicate", {"x": 1}), "unknown_frame", None),
+        ("a challenge context with a bin key (not an ignored unknown key: the context is shown and hashed)", D, DR, _frame_bytes("challenge", {**challenge, "ctx": {b"app": "Webmail"}}), "invalid_field", None),
+        ("a challenge context with a bin value", D, DR, _frame_bytes("challenge", {**challenge, "ctx": {"app": b"Webmail"}}), "invalid_field", None),
         ("a code with upper-case letters", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "Answered"}), "invalid_field", None),
         ("a code of 33 characters", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "a" * 33}), "invalid_field", None),
         ("cancel.by that is not an ident (empty)", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "answered", "by": ""}), "invalid_field", None),

@@ -3,7 +3,7 @@
 // `decodeFrame` parses and strictly checks a frame. Keys a type does not define are
 // ignored, so a newer broker may add some (section 3.2).
 
-import { decode, encode, Float } from "./msgpack.js";
+import { BIN_KEY, decode, encode, Float } from "./msgpack.js";
 import { ProtocolError } from "./errors.js";
 
 export const PROTOCOL_VERSION = 2;
@@ -72,6 +72,7 @@ const CONTEXT = (name, v) => {
   if (!(v instanceof Map)) throw bad(name, "expected a map");
   if (v.size > 16) throw bad(name, "at most 16 entries");
   const out = Object.create(null);
+  if (v.has(BIN_KEY)) throw bad(name, "a key is bin, not a string");
   for (const [key, value] of v) out[str({ min: 1, max: 32 })(`${name} key`, key)] = TEXT(`${name}[${key}]`, value);
   return out;
 };

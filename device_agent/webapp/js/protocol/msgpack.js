@@ -114,8 +114,11 @@ export function encode(value) {
   return w.result();
 }
 
-// A map key that is bin: not a string key, so an unknown key (section 4.1).
-const BIN_KEY = Symbol("bin key");
+// A map key that is bin: not a string key, so an unknown key (section 4.1) where a
+// map's keys are fixed. The map keeps one entry under this symbol when it had any, so
+// that a map of free keys (a challenge's context) can refuse it: dropped, the entry
+// would be neither shown nor hashed (the spec: invalid_field there).
+export const BIN_KEY = Symbol("bin key");
 
 class Reader {
   constructor(data) {
@@ -170,7 +173,10 @@ class Reader {
     for (let k = 0; k < n; k++) {
       const key = this.value(depth + 1, true);
       const value = this.value(depth + 1);
-      if (key === BIN_KEY) continue;
+      if (key === BIN_KEY) {
+        out.set(BIN_KEY, true);
+        continue;
+      }
       if (out.has(key)) throw new ProtocolError("malformed", "a msgpack map repeats a key");
       out.set(key, value);
     }
