@@ -14,7 +14,7 @@ from . import api, api_stream, backups, metrics, recovery, subscriber
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .cors import cors_middleware
-from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, HEARTBEAT, MAX_UNPROVEN, Heartbeat, device_socket
+from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, HEARTBEAT, Heartbeat, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
 from .events import ChallengeEnded, Event
 from .http_guard import TIMEOUTS, Timeouts
@@ -43,7 +43,6 @@ def create_app(
     public_url: str | None = None,
     enrollment_ttl_s: int = ENROLLMENT_TTL_MS // 1000,
     auth_timeout_s: float = AUTH_TIMEOUT_S,
-    max_unproven_devices: int = 0,
     events_grace_s: float = EVENTS_GRACE_S,
     limits: Limits | None = None,
     timeouts: Timeouts | None = None,
@@ -83,7 +82,6 @@ def create_app(
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)
     app[AUTH_TIMEOUT] = auth_timeout_s
-    app[MAX_UNPROVEN] = max_unproven_devices
     app[HEARTBEAT] = Heartbeat()  # one timer pings every device socket
     api.add_routes(app)
     api_stream.add_routes(app)  # POST /v1/challenges, plain or streamed

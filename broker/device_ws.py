@@ -57,12 +57,6 @@ CLOSE_REPLY_TIMEOUT_S = 1.0
 # were all refused does not stop the clock. `serve --auth-timeout` sets it per node.
 AUTH_TIMEOUT_S = 30.0
 AUTH_TIMEOUT = web.AppKey("device_auth_timeout", float)
-# Device sockets open on a node before they prove a credential or enroll (0: no limit):
-# each holds a file descriptor for up to the auth timeout, and the per-address and
-# per-node handshake rates let a crowd open tens of thousands in that time; a node out
-# of descriptors cannot reach Redis either. Over it, a new handshake is 503 node_busy.
-# `serve --unauthenticated-devices` sets it (default: a quarter of the file limit).
-MAX_UNPROVEN = web.AppKey("device_max_unproven", int)
 # Frames one connection may send (a token bucket): FRAME_BURST at once, FRAMES_PER_S a
 # second sustained; a connection over it is closed (4429 rate_limited). Ordinary use
 # is a few frames a minute; a device coming back with a backlog stays far below this.
@@ -508,15 +502,7 @@ class DeviceConnection(WsSocket):
     def greeting(self) -> bytes:
         self.hub.connect(self)  # from now on a stopping node tells it "going away" too
         self._watchdog = asyncio.get_running_loop().call_later(self.auth_timeout, self._auth_timeout)
-        self.hub.unproven += 1
         return wsframes.frame(OP_BINARY, encode(self.session.hello_frame()))
-
-    def _stop_watchdog(self) -> None:
-        """Proven, or gone: no longer waiting to authenticate (nor counted as such)."""
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-            self.hub.unproven -= 1
 
     def on_message(self, opcode: int, payload: bytes) -> None:
         inbox = self._inbox
@@ -547,8 +533,9 @@ class DeviceConnection(WsSocket):
                     await self.fail(ProtocolError(ErrorCode.MALFORMED, "frames are binary messages"))
                     break
                 await self.handle(payload)
-                if self.session.proven:
-                    self._stop_watchdog()
+                if self.session.proven and self._watchdog is not None:
+                    self._watchdog.cancel()
+                    self._watchdog = None
         except Exception:  # a bug of ours: the device reconnects and retries
             log.exception("error handling a device frame")
             self.close(1011, ErrorCode.INTERNAL.value.encode())
@@ -558,7 +545,9 @@ class DeviceConnection(WsSocket):
                 self._inbox = None
 
     def on_lost(self) -> None:
-        self._stop_watchdog()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self.hub.detach(self)
 
     def on_halt(self) -> None:
@@ -574,7 +563,7 @@ class DeviceConnection(WsSocket):
                 self.transport.resume_reading()
 
     def _auth_timeout(self) -> None:
-        self._stop_watchdog()
+        self._watchdog = None
         self._close_for(ProtocolError(ErrorCode.AUTH_TIMEOUT, "no credential proven in time"))
 
     async def fail(self, err: ProtocolError) -> None:
@@ -839,14 +828,6 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         reason = f"unsupported_version: this broker speaks {', '.join(SUBPROTOCOLS)}".encode()[:120]
         return _Upgrade(request, WsSocket(), head, (CLOSE_CODES[ErrorCode.UNSUPPORTED_VERSION], reason))
     node = app[NODE]
-    limit = app.get(MAX_UNPROVEN, 0)
-    if limit and node.hub.unproven >= limit:
-        raise ApiError(
-            503,
-            "node_busy",
-            f"{limit} device connections are waiting to authenticate on this node; try again shortly",
-            {"Retry-After": "1"},
-        )
     conn = DeviceConnection(
         ServerSession(node=node.name, now_ms=now_ms()),
         node.store,

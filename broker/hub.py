@@ -74,8 +74,6 @@ class Hub:
         self.by_cid: dict[str, set[Device]] = defaultdict(set)
         # Every open device socket, authenticated or not: a stopping node tells them all.
         self.sockets: set[Device] = set()
-        # Of those, the ones that have not proven a credential or enrolled yet.
-        self.unproven = 0
         self.result_waiters: dict[str, set[asyncio.Future[ChallengeEnded]]] = defaultdict(set)
         self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentCompleted | EnrollmentCancelled]]] = (
             defaultdict(set)

@@ -291,11 +291,6 @@ class NodeCollector(Collector):
             "pushauth_devices_connected", "Device WebSockets open on this node", value=len(hub.sockets)
         )
         yield GaugeMetricFamily(
-            "pushauth_devices_unauthenticated",
-            "Device WebSockets open on this node that have not authenticated or enrolled yet",
-            value=hub.unproven,
-        )
-        yield GaugeMetricFamily(
             "pushauth_credentials_online",
             "Credentials authenticated on a device connection of this node",
             value=len(hub.by_cid),

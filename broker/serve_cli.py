@@ -189,14 +189,6 @@ def add_arguments(
         "to its hard limit at start)",
     )
     limits.add_argument(
-        "--unauthenticated-devices",
-        type=int,
-        metavar="N",
-        help="device WebSockets open on this process that have not authenticated or enrolled yet "
-        "(each for at most --auth-timeout), 0: no limit (503 node_busy at the handshake; default: a "
-        "quarter of the open-file limit)",
-    )
-    limits.add_argument(
         "--new-backups-per-ip",
         type=int,
         default=NEW_BLOBS_PER_IP_DAY,
@@ -410,11 +402,6 @@ async def serve(args: argparse.Namespace) -> None:
             public_url=args.public_url,
             enrollment_ttl_s=args.enrollment_ttl,
             auth_timeout_s=args.auth_timeout,
-            max_unproven_devices=(
-                node_connections_default()
-                if args.unauthenticated_devices is None
-                else args.unauthenticated_devices
-            ),
             events_grace_s=args.events_grace,
             limits=limits,
             timeouts=timeouts,
@@ -541,9 +528,8 @@ def _limits(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota]:
         "backup_store_max_blobs",
         "http_connections_per_ip",
     )
-    for name in ("http_connections", "unauthenticated_devices"):
-        if getattr(args, name) is not None and getattr(args, name) < 0:
-            raise CliError(f"--{name.replace('_', '-')} must be 0 or more")
+    if args.http_connections is not None and args.http_connections < 0:
+        raise CliError("--http-connections must be 0 or more")
     if any(getattr(args, n) < 0 for n in counts) or not 1 <= args.backup_ttl_days <= 3650:
         raise CliError("backup limits must be 0 or more, and --backup-ttl-days 1 to 3650")
     try:

@@ -9,9 +9,7 @@ the broker's own metrics say what it holds.
   API key, no longer counts (a wrong key does);
 - behind a trusted proxy only the node's limit applies (503 node_busy over it);
 - a client that sends requests and reads none of the answers is dropped after
-  `--write-timeout`, on aiohttp's path and on the RP lane's;
-- device sockets that have not authenticated or enrolled yet are limited per node
-  (`--unauthenticated-devices`): 503 node_busy at the handshake over it.
+  `--write-timeout`, on aiohttp's path and on the RP lane's.
 """
 
 from __future__ import annotations
@@ -27,11 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
 from e2e_helpers import agent, agent_env, enroll  # noqa: F401  (agent_env: autouse, the vault passphrase)
-from support import BrokerProcess, RedisServer, free_port, new_rp, new_rp_sync, until, wait_until
+from support import BrokerProcess, RedisServer, free_port, new_rp, new_rp_sync, wait_until
 from support.metrics import scrape, value
-from test_broker_device_ws import Device
 from websockets.sync.client import connect as ws_connect
 
 from protocol import SUBPROTOCOLS
@@ -227,47 +223,19 @@ def test_a_client_that_reads_no_responses_is_dropped(start_node: Callable[..., N
         sock.close()
 
 
-async def test_device_sockets_waiting_to_authenticate_are_limited_per_node(
-    start_node: Callable[..., Node],
-) -> None:
-    node = start_node("--unauthenticated-devices", "2")
-    rp = await new_rp(node.broker)
-
-    async def unauthenticated(count: int) -> object:
-        return await asyncio.to_thread(node.metric, "pushauth_devices_unauthenticated") == count
-
-    first, second = await Device.connect(node.broker.ws_url), await Device.connect(node.broker.ws_url)
-    await until(lambda: unauthenticated(2), message="two sockets waiting")
-    with pytest.raises(websockets.InvalidStatus) as refused:
-        await Device.connect(node.broker.ws_url)
-    response = refused.value.response
-    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
-    assert json.loads(response.body)["code"] == "node_busy"
-    # One that enrolls has proven a key: it no longer waits, and a new device gets in.
-    async with PushAuthClient(node.broker.http_url, rp["api_key"]) as client:
-        enrollment = await client.create_enrollment("alice", "alice@example.com")
-        await first.enroll(enrollment.uri or "")
-    await until(lambda: unauthenticated(1), message="the enrolled one no longer counted")
-    third = await Device.connect(node.broker.ws_url)
-    # One that leaves frees its place too.
-    await second.ws.close()
-    await until(lambda: unauthenticated(1), message="the closed one gone")
-    for dev in (first, third):
-        await dev.ws.close()
-
-
 async def test_the_agent_says_what_a_busy_broker_said(
     start_node: Callable[..., Node], tmp_path: Path
 ) -> None:
-    node = start_node("--unauthenticated-devices", "1")
+    node = start_node("--http-connections-per-ip", "1")
     rp = await new_rp(node.broker)
     home = tmp_path / "agent"
     async with PushAuthClient(node.broker.http_url, rp["api_key"]) as client:
         await enroll(client, home)
-    held = await Device.connect(node.broker.ws_url)  # the one socket waiting to authenticate
+    await asyncio.to_thread(node.hold, 1)  # the address's one connection, idle
     result = await asyncio.to_thread(agent, home, "pending")
     assert result.returncode == 3, result.stderr
-    assert "HTTP 503 instead of a WebSocket (node_busy: 1 device connections are waiting" in result.stderr
-    await held.ws.close()
+    assert "HTTP 429 instead of a WebSocket (too_many_connections: 1 connections are open" in result.stderr
+    node.held.pop().close()
+    await asyncio.to_thread(node.wait_open, 0)
     result = await asyncio.to_thread(agent, home, "pending")
     assert result.returncode == 0, result.stderr
