@@ -11,7 +11,6 @@ from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
-from redis import exceptions as redis_errors
 
 from protocol import b64, numbers, text
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S, Status
@@ -26,6 +25,7 @@ from .context import ApiRequest, node_of
 from .event_listener import LISTENER
 from .events import ChallengeEnded
 from .fatigue import PushRefused
+from .health import HEALTH
 from .http_guard import read_body, require_json
 from .http_head import MAX_BODY
 from .hub import Hub
@@ -241,17 +241,11 @@ async def healthz(request: web.Request) -> web.Response:
     """GET /healthz. Its 503s are answers to a load balancer's checks (twice a second per
     node), not refusals of RPs or devices: they stay out of pushauth_http_rejected_total,
     which would otherwise count mostly checks while Redis is away."""
-    node = node_of(request)
-    try:
-        # A write, not a PING: a Redis that answers but takes no writes (a replica after
-        # a failover behind a plain redis:// URL, out of memory, a failing disk) fails
-        # every sign-in, and a load balancer must take this node out.
-        await asyncio.wait_for(node.store.redis.set(keys.HEALTH.format(node=node.name), "1", px=60_000), 2.0)
-    except redis_errors.ResponseError as exc:
-        why = f"redis refuses writes ({type(exc).__name__}): {str(exc).splitlines()[0]}"
+    # Checked at most once per health.FRESH_S however many ask (broker/health.py): the
+    # check writes to Redis, and anyone may ask.
+    why = await request.app[HEALTH].problem()
+    if why is not None:
         return problem(503, "unavailable", why, counted=False)
-    except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
-        return problem(503, "unavailable", f"redis: {type(exc).__name__}", counted=False)
     # A node deaf to the event channel would leave its devices and long-polls waiting.
     listening, events = request.app[LISTENER].health()
     if not listening:

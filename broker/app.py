@@ -10,13 +10,14 @@ from aiohttp import web
 
 from protocol.challenge import Status
 
-from . import api, api_stream, backups, metrics, recovery, subscriber
+from . import api, api_stream, backups, keys, metrics, recovery, subscriber
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .cors import cors_middleware
 from .device_ws import AUTH_TIMEOUT, AUTH_TIMEOUT_S, HEARTBEAT, Heartbeat, device_socket
 from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
 from .events import ChallengeEnded, Event
+from .health import HEALTH, RedisHealth
 from .http_guard import TIMEOUTS, Timeouts
 from .hub import Hub
 from .limits import LIMITER, Limiter, Limits, limit_middleware
@@ -90,6 +91,8 @@ def create_app(
     app.router.add_get(DEVICE_PATH, device_socket)
     app.router.add_get("/v1/openapi.json", _openapi_document)
     app[LISTENER] = EventListener(store, hub, grace_s=events_grace_s)
+    app[HEALTH] = RedisHealth(redis, keys.HEALTH.format(node=node))
+    app.on_cleanup.append(lambda app: app[HEALTH].close())
     app.cleanup_ctx.append(_event_listener)
     app.on_cleanup.append(lambda _app: _close_store(store))
     app.on_shutdown.append(_close_devices)

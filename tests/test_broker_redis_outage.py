@@ -33,7 +33,10 @@ async def test_redis_outage_and_recovery(
         redis_server.kill()
         await dev.send(dev.answer(pushed, number=ch.number))
         assert await dev.closed() == (1011, "internal")
-        assert http_status(broker.http_url + "/healthz") == 503
+        # Polled: the node's Redis check answers for a quarter of a second (broker/health.py).
+        await asyncio.to_thread(
+            wait_until, lambda: http_status(broker.http_url + "/healthz") == 503, message="/healthz 503"
+        )
         # The RP API says "unavailable, try again" (503 problem), never a 500.
         async with (
             aiohttp.ClientSession() as http,
@@ -83,9 +86,11 @@ async def test_a_redis_that_takes_no_writes_is_unhealthy(
     replica = redis_server.client()
     replica.replicaof("127.0.0.1", master.port)
     try:
+        # Polled: the node's Redis check answers for a quarter of a second (broker/health.py).
+        wait_until(lambda: broker.health()[0] == 503, message="/healthz 503 on a replica")
         status, body = broker.health()
         assert status == 503, body
         assert body["code"] == "unavailable" and "read only replica" in body["detail"], body
     finally:
         replica.replicaof("NO", "ONE")
-    assert broker.health()[0] == 200
+    wait_until(lambda: broker.health()[0] == 200, message="/healthz 200 once Redis takes writes")
