@@ -7,9 +7,13 @@ once. One address held 3,000 keep-alive connections, sending one request a minut
 about 1,000 idle ones used up a broker with the common 1,024 file limit, and then
 neither devices nor Redis could get a socket.
 
-What is counted: every connection from its accept until it closes or becomes a device
-WebSocket (the device sockets have limits of their own: a connect rate per address and
-an authentication timeout; 18,000 of them per node is a design target). A connection
+What is counted: every connection from its accept until it closes, or until a device
+WebSocket made of it proves a credential (broker/device_ws.py; 18,000 authenticated
+device sockets per node is a design target). Not at the upgrade: anyone can open device
+sockets and prove nothing on them for the authentication timeout, and the connect rate
+alone (per address and per node) let 66 addresses hold 19,000 of them, every file
+descriptor of a node with a 20,000 file limit, so that it accepted no one and could
+not reconnect to Redis. A connection
 whose request carried a valid RP API key leaves its address's count (an RP keeps a pool,
 and waits for results on many connections at once; its key makes it accountable), but
 stays in the node's. Behind a trusted proxy the peer is the proxy, which multiplexes
@@ -83,8 +87,9 @@ class ConnectionLimits:
 
 
 class Slot:
-    """One counted connection. `release` ends it (idempotent): at close, at the
-    WebSocket upgrade; `authenticated` takes it out of its address's count."""
+    """One counted connection. `release` ends it (idempotent): at close, when its
+    device WebSocket proves a credential; `authenticated` (an RP's key) takes it out of
+    its address's count."""
 
     __slots__ = ("_gate", "key", "released")
 

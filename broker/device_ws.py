@@ -34,6 +34,7 @@ from protocol.session import ServerSession
 from protocol.signing import answer_bytes, recovery_answer_bytes, verify
 
 from . import metrics, notices, webpush, wsframes
+from .connections import Slot
 from .context import NODE
 from .hub import Hub
 from .models import Answer as StoredAnswer
@@ -157,6 +158,7 @@ class WsSocket(asyncio.Protocol):
         "_pong_due",
         "_silent",
         "_slot",
+        "connection_slot",
         "transport",
     )
 
@@ -170,6 +172,12 @@ class WsSocket(asyncio.Protocol):
         self._slot = 0
         self._silent = False  # pinged, and nothing received since
         self._pong_due: bytes | None = None  # the last ping's payload, while pongs wait (_pong)
+        # The HTTP connection's count (broker/connections.py), kept from the upgrade until
+        # a credential is proven on the socket (DeviceConnection) or it closes: sockets that
+        # prove nothing are held by anyone, so they count against the address and the
+        # node as the connection did (the connect rate alone let a few addresses hold
+        # every file descriptor of the node for the authentication timeout).
+        self.connection_slot: Slot | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -202,6 +210,7 @@ class WsSocket(asyncio.Protocol):
             self._fail(exc.code, exc.reason.encode())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.release_slot()
         if self._closer is not None:
             self._closer.cancel()
         if self._heartbeat is not None:
@@ -229,6 +238,12 @@ class WsSocket(asyncio.Protocol):
             self._pong(pong)
         if drain is not None and not drain.done():
             drain.set_result(None)
+
+    def release_slot(self) -> None:
+        """Out of the count of open connections (proven, or closed)."""
+        slot, self.connection_slot = self.connection_slot, None
+        if slot is not None:
+            slot.release()
 
     # -- for subclasses --------------------------------------------------------
 
@@ -385,6 +400,12 @@ class _Upgrade(web.StreamResponse):
             return None  # the client went away before its answer
         tail = self._tail + bytes(getattr(handler, "_message_tail", b""))
         handler._message_tail = b""
+        # The connection's count goes with it to the socket, which gives it back once a
+        # credential is proven (WsSocket.connection_slot).
+        slot = getattr(handler, "connection_slot", None)
+        if slot is not None:
+            handler.connection_slot = None
+            self._sock.connection_slot = slot
         handler.transport = None  # aiohttp must not close or write to the socket now
         handler.connection_lost(None)
         transport.set_protocol(self._sock)
@@ -536,6 +557,7 @@ class DeviceConnection(WsSocket):
                 if self.session.proven and self._watchdog is not None:
                     self._watchdog.cancel()
                     self._watchdog = None
+                    self.release_slot()  # accountable now: out of the address's count
         except Exception:  # a bug of ours: the device reconnects and retries
             log.exception("error handling a device frame")
             self.close(1011, ErrorCode.INTERNAL.value.encode())

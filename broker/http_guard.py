@@ -99,8 +99,9 @@ class GuardedRequestHandler(RequestHandler):
         self._write_timer: asyncio.TimerHandle | None = None
         self._gate = gate
         # The connection's count (broker/connections.py): taken here, or by the RP lane
-        # that handed the connection over; given back at close and at an upgrade (the
-        # device socket calls connection_lost when it takes the transport).
+        # that handed the connection over; given back at close, or handed at an upgrade to
+        # the device socket, which gives it back once a credential is proven
+        # (broker/device_ws.py, _Upgrade.prepare).
         self.connection_slot = slot
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

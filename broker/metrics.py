@@ -347,7 +347,7 @@ class NodeCollector(Collector):
         if self.gate is not None:
             yield GaugeMetricFamily(
                 "pushauth_http_connections",
-                "HTTP connections open on this node (device WebSockets not counted)",
+                "HTTP connections open on this node (device WebSockets until they prove a credential)",
                 value=self.gate.open,
             )
             refused = CounterMetricFamily(

@@ -176,15 +176,16 @@ def add_arguments(
         type=int,
         default=CONNECTIONS_PER_IP,
         metavar="N",
-        help="open HTTP connections from one address, 0: no limit; a connection that becomes a device "
-        "WebSocket or carries a valid RP API key no longer counts (429 too_many_connections, sent "
-        "before the request is read; default: %(default)s)",
+        help="open HTTP connections from one address, 0: no limit; a device WebSocket counts until it "
+        "proves a credential, and a connection that carries a valid RP API key no longer counts (429 "
+        "too_many_connections, sent before the request is read; default: %(default)s)",
     )
     limits.add_argument(
         "--http-connections",
         type=int,
         metavar="N",
-        help="open HTTP connections to this process from all addresses, device WebSockets not counted, "
+        help="open HTTP connections to this process from all addresses, device WebSockets counted until "
+        "they prove a credential, "
         "0: no limit (503 node_busy; default: a quarter of the open-file limit, which the broker lifts "
         "to its hard limit at start)",
     )

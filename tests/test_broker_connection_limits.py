@@ -5,8 +5,9 @@ the broker's own metrics say what it holds.
 
 - one address may hold `--http-connections-per-ip` connections; the next gets a 429
   problem before its request is read, and a closed one frees its place;
-- a connection that becomes a device WebSocket, or whose request carried a valid RP
-  API key, no longer counts (a wrong key does);
+- a device WebSocket counts until it proves a credential (anyone can open one and
+  prove nothing until the authentication timeout), then no longer; nor does a
+  connection whose request carried a valid RP API key (a wrong key does);
 - behind a trusted proxy only the node's limit applies (503 node_busy over it);
 - a client that sends requests and reads none of the answers is dropped after
   `--write-timeout`, on aiohttp's path and on the RP lane's.
@@ -25,12 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 from e2e_helpers import agent, agent_env, enroll  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from support import BrokerProcess, RedisServer, free_port, new_rp, new_rp_sync, wait_until
 from support.metrics import scrape, value
-from websockets.sync.client import connect as ws_connect
+from test_broker_device_ws import Device
 
-from protocol import SUBPROTOCOLS
 from relying_party.sdk import PushAuthClient
 
 DEADLINE_S = 20.0  # far beyond every timeout under test (1 s): "within this"
@@ -135,31 +136,54 @@ def test_one_address_holds_at_most_its_share_of_connections(start_node: Callable
     assert node.metric("pushauth_http_connections_refused_total", limit="per_ip") == 1
 
 
-def test_device_sockets_and_rp_connections_leave_the_count(start_node: Callable[..., Node]) -> None:
+def test_rp_connections_leave_the_count(start_node: Callable[..., Node]) -> None:
     node = start_node("--http-connections-per-ip", "2")
     rp = new_rp_sync(node.broker)
     bearer = {"Authorization": f"Bearer {rp['api_key']}"}
-    # Three device WebSockets from the address: once upgraded, they are not counted.
-    with contextlib.ExitStack() as stack:
-        for _ in range(3):
-            stack.enter_context(ws_connect(node.broker.ws_url, subprotocols=list(SUBPROTOCOLS)))
-        node.wait_open(0)
-        # Six RP connections, kept open: three on the RP lane's path, three on aiohttp's.
-        rp_conns = []
-        for path in ["/v1/challenges/no-such-challenge"] * 3 + ["/v1/users/alice/credentials"] * 3:
-            conn = node.http()
-            status, _, body = get(conn, path, **bearer)
-            assert status in (200, 404), body
-            rp_conns.append(conn)
-        node.wait_open(6)  # counted for the node, not for the address
-        assert served(node) == 200
-        # A wrong key does not take a connection out of the count; nor does a healthz.
-        anonymous = [node.http(), node.http()]
-        assert get(anonymous[0], "/v1/users/alice/credentials", Authorization="Bearer pak_wrong")[0] == 401
-        assert get(anonymous[1], "/healthz")[0] == 200
-        refused_with(node, 429, "too_many_connections")
-        for conn in rp_conns + anonymous:
-            conn.close()
+    # Six RP connections, kept open: three on the RP lane's path, three on aiohttp's.
+    rp_conns = []
+    for path in ["/v1/challenges/no-such-challenge"] * 3 + ["/v1/users/alice/credentials"] * 3:
+        conn = node.http()
+        status, _, body = get(conn, path, **bearer)
+        assert status in (200, 404), body
+        rp_conns.append(conn)
+    node.wait_open(6)  # counted for the node, not for the address
+    assert served(node) == 200
+    # A wrong key does not take a connection out of the count; nor does a healthz.
+    anonymous = [node.http(), node.http()]
+    assert get(anonymous[0], "/v1/users/alice/credentials", Authorization="Bearer pak_wrong")[0] == 401
+    assert get(anonymous[1], "/healthz")[0] == 200
+    refused_with(node, 429, "too_many_connections")
+    for conn in rp_conns + anonymous:
+        conn.close()
+
+
+async def test_a_device_socket_counts_until_it_proves_a_credential(start_node: Callable[..., Node]) -> None:
+    """Anyone can open device WebSockets and prove nothing on them until the
+    authentication timeout: had they left the count at the upgrade, the connect rate
+    alone (20 a second per address, 3000 for the node) would bound them, and a few
+    dozen addresses held every file descriptor of a node. So a socket counts as the
+    connection it was until a credential is proven on it."""
+    node = start_node("--http-connections-per-ip", "2")
+    rp = new_rp_sync(node.broker)
+    async with PushAuthClient(node.broker.http_url, rp["api_key"]) as client:
+        enrollment = await client.create_enrollment("alice", "alice@example.com")
+        idle = await Device.connect(node.broker.ws_url)
+        enrolling = await Device.connect(node.broker.ws_url)
+        # Two sockets that proved nothing: the address's share is taken.
+        await asyncio.to_thread(refused_with, node, 429, "too_many_connections")
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await Device.connect(node.broker.ws_url)
+        assert refused.value.response.status_code == 429
+        # A credential proven (an enrollment completed): that socket counts no more.
+        await enrolling.enroll(enrollment.uri or "")
+        await asyncio.to_thread(wait_until, lambda: served(node) == 200, message="a place freed")
+        await asyncio.to_thread(node.hold, 1)  # the other place; the idle socket has one
+        await asyncio.to_thread(refused_with, node, 429, "too_many_connections")
+        # It still talks to the device that proved its key.
+        await enrolling.authenticate()
+        await idle.close()
+        await enrolling.close()
 
 
 def test_behind_a_trusted_proxy_only_the_node_limit_applies(start_node: Callable[..., Node]) -> None:
