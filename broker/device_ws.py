@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections import deque
 from typing import Any
@@ -63,6 +64,14 @@ AUTH_TIMEOUT = web.AppKey("device_auth_timeout", float)
 # is a few frames a minute; a device coming back with a backlog stays far below this.
 FRAMES_PER_S = 50.0
 FRAME_BURST = 200
+# Connections one credential may be authenticated on at once, per node. Proving a key
+# again on another connection is free (the connect rate bounds only how fast), so one
+# enrolled key, which any user of an RP can get, held 1,000 sockets of a node in 4 s
+# and could hold all of them. One more closes the oldest of the others (4429
+# rate_limited): a device that reconnects while the broker still holds its previous,
+# dead connection must win. A device with an agent, a terminal UI and a few windows of
+# the web app open uses a handful.
+MAX_SOCKETS_PER_CREDENTIAL = 16
 # aiohttp itself refuses (close 1009) anything larger; up to this size we read the
 # message and answer with our own code (4413), which tells clients more.
 WS_READ_LIMIT = 4 * MAX_FRAME_SIZE
@@ -420,6 +429,9 @@ class _Upgrade(web.StreamResponse):
         return None
 
 
+_SERIAL = itertools.count()
+
+
 class DeviceConnection(WsSocket):
     """One device's socket: frames in, in order, handled by a task that exists only
     while there are some; an idle connection is this object, its session and its
@@ -442,6 +454,7 @@ class DeviceConnection(WsSocket):
         "notices",
         "push",
         "revoking",
+        "serial",
         "session",
         "store",
     )
@@ -477,6 +490,7 @@ class DeviceConnection(WsSocket):
         self._inbox_paused = False  # reading stopped because of them
         self._worker: asyncio.Task[None] | None = None  # handles the inbox, while it has any
         self._watchdog: asyncio.TimerHandle | None = None  # the authentication deadline
+        self.serial = next(_SERIAL)  # the order of connections (the oldest is closed first)
 
     # -- called by the hub ---------------------------------------------------
 
@@ -692,7 +706,26 @@ class DeviceConnection(WsSocket):
     def _add_credential(self, cred: Credential) -> str:
         """Attach `cred` here; its user's event channel (see Hub.attach)."""
         self.credentials[cred.id] = cred
-        return self.hub.attach(self, cred)
+        channel = self.hub.attach(self, cred)
+        self._close_oldest_beyond_limit(cred.id)
+        return channel
+
+    def _close_oldest_beyond_limit(self, cid: str) -> None:
+        """At most MAX_SOCKETS_PER_CREDENTIAL open connections have `cid`: the oldest
+        others are closed. Those closing already (waiting at most CLOSE_REPLY_TIMEOUT_S
+        for the reply) are not counted, so that each new one closes a live one."""
+        live = [
+            d
+            for d in self.hub.by_cid.get(cid, ())
+            if isinstance(d, DeviceConnection) and d is not self and not d._closing
+        ]
+        excess = len(live) + 1 - MAX_SOCKETS_PER_CREDENTIAL
+        if excess <= 0:
+            return
+        for old in sorted(live, key=lambda d: d.serial)[:excess]:
+            limit = f"credential {cid} is authenticated on {MAX_SOCKETS_PER_CREDENTIAL} newer connections"
+            with contextlib.suppress(ConnectionError):  # its transport was closing
+                old._close_for(ProtocolError(ErrorCode.RATE_LIMITED, limit))
 
     def _frames_for(self, record: ChallengeRecord) -> list[Frame]:
         return [record.frame_for(c.id, c.account) for c in self.credentials.values() if c.receives(record)]

@@ -8,6 +8,7 @@ the broker's own metrics say what it holds.
 - a device WebSocket counts until it proves a credential (anyone can open one and
   prove nothing until the authentication timeout), then no longer; nor does a
   connection whose request carried a valid RP API key (a wrong key does);
+- one credential is authenticated on at most MAX_SOCKETS_PER_CREDENTIAL connections;
 - behind a trusted proxy only the node's limit applies (503 node_busy over it);
 - a client that sends requests and reads none of the answers is dropped after
   `--write-timeout`, on aiohttp's path and on the RP lane's.
@@ -30,8 +31,10 @@ import websockets
 from e2e_helpers import agent, agent_env, enroll  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from support import BrokerProcess, RedisServer, free_port, new_rp, new_rp_sync, wait_until
 from support.metrics import scrape, value
-from test_broker_device_ws import Device
+from test_broker_device_ws import CTX, Device, online_device
 
+from broker.device_ws import MAX_SOCKETS_PER_CREDENTIAL
+from protocol.frames import Challenge
 from relying_party.sdk import PushAuthClient
 
 DEADLINE_S = 20.0  # far beyond every timeout under test (1 s): "within this"
@@ -184,6 +187,30 @@ async def test_a_device_socket_counts_until_it_proves_a_credential(start_node: C
         await enrolling.authenticate()
         await idle.close()
         await enrolling.close()
+
+
+async def test_one_credential_holds_at_most_its_share_of_device_sockets(
+    start_node: Callable[..., Node],
+) -> None:
+    """A key proven on one connection more than MAX_SOCKETS_PER_CREDENTIAL closes the
+    oldest (4429 rate_limited): one enrolled key, which any user of an RP can get, no
+    longer holds as many sockets as it opens. The newest connections keep working."""
+    node = start_node()
+    rp = new_rp_sync(node.broker)
+    async with PushAuthClient(node.broker.http_url, rp["api_key"]) as client:
+        first = await online_device(client, node.broker.ws_url)
+        others = []
+        for _ in range(MAX_SOCKETS_PER_CREDENTIAL):
+            other = await Device.connect(node.broker.ws_url, seed=first.seed)
+            other.cid = first.cid
+            await other.authenticate()
+            others.append(other)
+        assert await first.closed() == (4429, "rate_limited")
+        ch = await client.create_challenge("alice", CTX)
+        for other in others:  # still served: each gets the sign-in
+            pushed = await other.frame()
+            assert isinstance(pushed, Challenge) and pushed.ch == ch.id, pushed
+            await other.close()
 
 
 def test_behind_a_trusted_proxy_only_the_node_limit_applies(start_node: Callable[..., Node]) -> None:
