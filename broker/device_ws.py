@@ -64,6 +64,13 @@ AUTH_TIMEOUT = web.AppKey("device_auth_timeout", float)
 # is a few frames a minute; a device coming back with a backlog stays far below this.
 FRAMES_PER_S = 50.0
 FRAME_BURST = 200
+# Until a credential is proven on it, a connection's budget is far smaller: a device
+# sends one `authenticate` or `enroll` there (a few, if a scanned code was refused).
+# Anyone may open such connections (512 per address at once), and each refused `enroll`
+# costs a signature check and Redis reads: with the full budget, 100 of them from one
+# address kept a broker core busy with 3,900 refused enrollments a second.
+UNPROVEN_FRAMES_PER_S = 1.0
+UNPROVEN_FRAME_BURST = 20
 # Connections one credential may be authenticated on at once, per node. Proving a key
 # again on another connection is free (the connect rate bounds only how fast), so one
 # enrolled key, which any user of an RP can get, held 1,000 sockets of a node in 4 s
@@ -472,7 +479,7 @@ class DeviceConnection(WsSocket):
         super().__init__(heartbeat)
         self.push = push
         self.auth_timeout = auth_timeout
-        self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
+        self.frames = TokenBucket(UNPROVEN_FRAMES_PER_S, UNPROVEN_FRAME_BURST)  # until proven
         self.session = session
         self.store = store
         self.hub = hub
@@ -561,7 +568,7 @@ class DeviceConnection(WsSocket):
                 if self._inbox_paused and len(inbox) <= INBOX_LOW and self._held <= INBOX_BYTES // 2:
                     self._resume_inbox()
                 if not self.frames.take():
-                    limit = f"more than {FRAME_BURST} frames at once or {FRAMES_PER_S:g} a second"
+                    limit = f"more than {self.frames.burst:g} frames at once or {self.frames.rate:g} a second"
                     await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, limit))
                     break
                 if opcode == OP_TEXT:
@@ -572,6 +579,7 @@ class DeviceConnection(WsSocket):
                     self._watchdog.cancel()
                     self._watchdog = None
                     self.release_slot()  # accountable now: out of the address's count
+                    self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
         except Exception:  # a bug of ours: the device reconnects and retries
             log.exception("error handling a device frame")
             self.close(1011, ErrorCode.INTERNAL.value.encode())

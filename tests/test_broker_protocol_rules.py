@@ -7,6 +7,7 @@ come in one fixed order. /work/notes/for-spec-broker.md lists the rules and valu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
 
@@ -17,7 +18,7 @@ from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli
 from test_broker_device_ws import CTX, Device, approve_push, keys_of, online_device
 
-from broker.device_ws import FRAME_BURST
+from broker.device_ws import FRAME_BURST, UNPROVEN_FRAME_BURST
 from protocol import signing
 from protocol.frames import Answer, AnswerResult, Cancel, Challenge, Enrolled, Error, Revoke, Revoked, Welcome
 from protocol.uri import parse as parse_uri
@@ -152,11 +153,16 @@ async def test_a_retried_answer_gets_the_recorded_outcome(
 # -- 2. frame floods ------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("proven", [False, True])
 async def test_a_frame_flood_closes_that_connection_only(
-    client: PushAuthClient, broker: BrokerProcess
+    client: PushAuthClient, broker: BrokerProcess, proven: bool
 ) -> None:
     good = await online_device(client, broker.ws_url)
-    flood = await Device.connect(broker.ws_url)
+    flood = (
+        await online_device(client, broker.ws_url, "mallory")
+        if proven
+        else await Device.connect(broker.ws_url)
+    )
     frame = msgpack.packb({"v": 2, "t": "ping_flood"})  # each one would get an error frame
     sent = 0
     try:
@@ -166,21 +172,49 @@ async def test_a_frame_flood_closes_that_connection_only(
     except websockets.ConnectionClosed:
         pass  # the broker closed it mid-flood
     assert await flood.closed() == (4429, "rate_limited")
-    assert sent > FRAME_BURST
+    assert sent > (FRAME_BURST if proven else UNPROVEN_FRAME_BURST)
     # Every other connection works as before: a sign-in end to end.
     ch = await client.create_challenge("alice", CTX)
     await approve_push(good, ch)
     assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)).approved
 
 
-async def test_a_burst_within_the_limit_is_served(broker: BrokerProcess) -> None:
-    dev = await Device.connect(broker.ws_url)
+async def test_a_burst_within_the_limit_is_served(client: PushAuthClient, broker: BrokerProcess) -> None:
+    dev = await online_device(client, broker.ws_url)
     for rid in range(FRAME_BURST // 2):
         await dev.ws.send(msgpack.packb({"v": 2, "t": "ping_burst", "rid": rid}))
     for rid in range(FRAME_BURST // 2):
         err = await dev.frame()
         assert isinstance(err, Error)
         assert (err.code, err.ref) == ("unknown_frame", str(rid))
+
+
+async def test_before_a_credential_is_proven_a_connection_has_a_small_budget(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """Anyone can open connections and send refused enrollments on them, each a signature
+    check and Redis reads: before a credential is proven, a connection may send
+    UNPROVEN_FRAME_BURST frames at once (a device sends one authenticate or enroll)."""
+    withdrawn = await client.create_enrollment("prober", "prober@example.com")
+    await client.cancel_enrollment(withdrawn.id)
+    token = parse_uri(withdrawn.uri or "").token  # refused with bad_token, not fatal
+    prober = await Device.connect(broker.ws_url)
+    answered = 0
+    with contextlib.suppress(websockets.ConnectionClosed):
+        for rid in range(FRAME_BURST // 2):  # within the budget of a proven connection
+            await prober.send(
+                prober.session.enroll_frame(rid=rid, token=token, seed=prober.seed, name="phone")
+            )
+    with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+        while isinstance(await prober.frame(), Error):
+            answered += 1
+    assert await prober.closed() == (4429, "rate_limited")
+    assert UNPROVEN_FRAME_BURST <= answered < FRAME_BURST // 2, answered
+    # Proven, a connection has the whole budget (test_a_burst_within_the_limit_is_served);
+    # an enrollment on a fresh connection still works.
+    enrollment = await client.create_enrollment("newcomer", "newcomer@example.com")
+    dev = await Device.connect(broker.ws_url)
+    await dev.enroll(enrollment.uri or "")
 
 
 # -- 3. shutdown reaches every socket -------------------------------------------------
