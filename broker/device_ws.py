@@ -212,6 +212,8 @@ class WsSocket(asyncio.Protocol):
         try:
             messages = self._decoder.feed(data)
             for opcode, payload in messages:
+                if opcode in (OP_PING, OP_PONG) and not self._closing and not self.control_allowed():
+                    return
                 if opcode == OP_PING:
                     if not self._closing:
                         self._pong(payload)
@@ -269,6 +271,11 @@ class WsSocket(asyncio.Protocol):
 
     def on_message(self, opcode: int, payload: bytes) -> None:
         """A text or binary message (OP_TEXT, OP_BINARY)."""
+
+    def control_allowed(self) -> bool:
+        """A ping or pong arrived: False if the peer sends too many (then the subclass
+        closed the connection and the rest of this read is dropped)."""
+        return True
 
     def on_lost(self) -> None:
         """The connection ended (after a close handshake, or not). Messages received
@@ -587,6 +594,17 @@ class DeviceConnection(WsSocket):
             self._worker = None
             if self._inbox is inbox and not inbox:
                 self._inbox = None
+
+    def control_allowed(self) -> bool:
+        # Pings and pongs take from the frames' budget too: a device pings every 20 s and
+        # answers ours every 30 s, while one connection that sent nothing but pings as
+        # fast as it could kept a broker core busy, proven or not.
+        if self.frames.take():
+            return True
+        limit = f"more than {self.frames.burst:g} frames at once or {self.frames.rate:g} a second"
+        with contextlib.suppress(ConnectionError):  # its transport was closing
+            self._close_for(ProtocolError(ErrorCode.RATE_LIMITED, limit))
+        return False
 
     def on_lost(self) -> None:
         if self._watchdog is not None:

@@ -217,6 +217,23 @@ async def test_before_a_credential_is_proven_a_connection_has_a_small_budget(
     await dev.enroll(enrollment.uri or "")
 
 
+@pytest.mark.parametrize("proven", [False, True])
+async def test_a_ping_flood_closes_that_connection(
+    client: PushAuthClient, broker: BrokerProcess, proven: bool
+) -> None:
+    """Pings and pongs take from the frames' budget: one connection sending nothing but
+    pings as fast as it could kept a broker core busy (a pong each, or a decode each)."""
+    flood = (
+        await online_device(client, broker.ws_url, "pinger")
+        if proven
+        else await Device.connect(broker.ws_url)
+    )
+    with contextlib.suppress(websockets.ConnectionClosed):
+        for _ in range(2000):  # as the frame flood: over the budget unless it took 36 s
+            await flood.ws.ping()
+    assert await flood.closed() == (4429, "rate_limited")
+
+
 # -- 3. shutdown reaches every socket -------------------------------------------------
 
 
