@@ -13,17 +13,20 @@ device sockets per node is a design target). Not at the upgrade: anyone can open
 sockets and prove nothing on them for the authentication timeout, and the connect rate
 alone (per address and per node) let 66 addresses hold 19,000 of them, every file
 descriptor of a node with a 20,000 file limit, so that it accepted no one and could
-not reconnect to Redis. A connection
-whose request carried a valid RP API key leaves its address's count (an RP keeps a pool,
-and waits for results on many connections at once; its key makes it accountable), but
-stays in the node's. Behind a trusted proxy the peer is the proxy, which multiplexes
-many clients: its connections count only for the node. Over a limit, the connection
+not reconnect to Redis. A connection whose request carried a valid RP API key leaves
+its address's count (an RP keeps a pool, and waits for results on many connections at
+once; its key makes it accountable), but stays in the node's. Behind a trusted proxy
+the peer is the proxy, which multiplexes many clients: its connections count only for
+the node. Over a limit, the connection
 gets one response before any request is read, a 429 `too_many_connections` (per
 address) or a 503 `node_busy` (the node), both with Retry-After, and is closed.
 
 The node's limit defaults to a quarter of the process's open-file limit, which the
 broker first lifts to its hard limit (as Go programs and nginx's worker_rlimit_nofile
-do): the rest stays for device sockets, Redis and the embedded Redis's pipes.
+do): the rest stays for device sockets, Redis and the embedded Redis's pipes. And at
+most MAX_NODE_CONNECTIONS: a connection whose client reads nothing holds its unsent
+responses until the write timeout (about 58 KB each, measured with the OpenAPI
+document), and a quarter of a 1,048,576 file limit would have let that grow to 15 GB.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ CONNECTIONS_PER_IP = 512
 # sockets, Redis), and the least it is given whatever the limit.
 NODE_SHARE = 4
 MIN_NODE_CONNECTIONS = 64
+# ... and the most (10,000 x ~58 KB of unread responses: well under a GB).
+MAX_NODE_CONNECTIONS = 10_000
 # A refused connection is kept open this long to read what the client sends, so that
 # closing it does not reset the connection before the client has read the refusal
 # (a close with unread bytes sends RST, which can discard the response in flight);
@@ -76,7 +81,7 @@ def node_connections_default() -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 20
-    return max(MIN_NODE_CONNECTIONS, soft // NODE_SHARE)
+    return min(MAX_NODE_CONNECTIONS, max(MIN_NODE_CONNECTIONS, soft // NODE_SHARE))
 
 
 @dataclass(frozen=True, slots=True)
