@@ -17,9 +17,9 @@ not reconnect to Redis. A connection whose request carried a valid RP API key le
 its address's count (an RP keeps a pool, and waits for results on many connections at
 once; its key makes it accountable), but stays in the node's. Behind a trusted proxy
 the peer is the proxy, which multiplexes many clients: its connections count only for
-the node. Over a limit, the connection
-gets one response before any request is read, a 429 `too_many_connections` (per
-address) or a 503 `node_busy` (the node), both with Retry-After, and is closed.
+the node. Over a limit, the connection gets one response before any request is read, a
+429 `too_many_connections` (per address) or a 503 `node_busy` (the node), both with
+Retry-After, and is closed.
 
 The node's limit defaults to a quarter of the process's open-file limit, which the
 broker first lifts to its hard limit (as Go programs and nginx's worker_rlimit_nofile
