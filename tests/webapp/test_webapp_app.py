@@ -296,6 +296,31 @@ async def test_dark_and_320_px_wide(
     await small.axe_clean("the dark account list at 320 px")
 
 
+async def test_the_text_follows_the_phones_text_size(
+    phones: PhoneMaker, rp: PushAuthClient, app_broker: BrokerProcess
+) -> None:
+    """A user who set larger text in the browser (its default font size, here twice the
+    usual 16 px, as "very large") gets it in the app, and the prompt still fits 320 px.
+    Before, the app's 16 px root size overrode the setting."""
+    big = await phones(app_broker.http_url + "/app/", viewport={"width": 320, "height": 640})
+    cdp = await big.context.new_cdp_session(big.page)
+    await cdp.send("Page.setFontSizes", {"fontSizes": {"standard": 32, "fixed": 32}})
+    await big.page.reload()
+    await big.page.locator("body[data-ready='1']").wait_for()
+    await enrolled(rp, big)
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await big.prompt(challenge.id)
+    sizes = await big.page.evaluate(
+        """() => ['#prompt-details', '#approve', '#keypad button'].map(
+             (s) => getComputedStyle(document.querySelector(s)).fontSize)"""
+    )
+    assert sizes == ["32px", "32px", "44.8px"], sizes
+    assert await big.page.evaluate("document.documentElement.scrollWidth") <= 320
+    await big.page.get_by_role("button", name="Deny").tap()
+    await big.no_prompt()
+    assert await big.page.evaluate("document.documentElement.scrollWidth") <= 320
+
+
 async def test_the_private_key_cannot_be_read_even_by_the_apps_own_code(
     rp: PushAuthClient, phone: Phone
 ) -> None:
