@@ -15,6 +15,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from playwright.async_api import expect
 from support import BrokerProcess, free_port, set_policy
 from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
@@ -153,6 +154,26 @@ async def test_a_number_of_the_wrong_length_is_not_sent(rp: PushAuthClient, phon
     await phone.page.get_by_role("button", name="Clear the number").tap()
     await phone.type_number(challenge.number)
     await phone.page.get_by_role("button", name="Approve").tap()
+    assert await result(rp, challenge, account) is Status.APPROVED
+
+
+@pytest.mark.parametrize(
+    "zero", ["\u0660", "\u06f0", "\u0966", "\uff10"], ids=["arabic", "persian", "devanagari", "fullwidth"]
+)
+async def test_a_number_typed_in_another_scripts_digits_is_taken(
+    rp: PushAuthClient, phone: Phone, zero: str
+) -> None:
+    """A phone keyboard set to Arabic, Persian or Hindi types its own digits (٤٧, ۴۷, ४७)
+    into the number field: they are read as the number, not silently dropped (before, the
+    field stayed empty whatever the user typed)."""
+    account = await enrolled(rp, phone)
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    typed = "".join(chr(ord(zero) + int(digit)) for digit in challenge.number)
+    await phone.page.get_by_label("Enter the number shown on the sign-in screen").focus()
+    await phone.page.keyboard.insert_text(typed)
+    await expect(phone.page.locator("#number")).to_have_value(challenge.number)
+    await phone.page.keyboard.press("Enter")
     assert await result(rp, challenge, account) is Status.APPROVED
 
 

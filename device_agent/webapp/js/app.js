@@ -514,7 +514,24 @@ function buildKeypad() {
     });
     pad.append(b);
   }
-  $("number").addEventListener("input", (e) => (e.target.value = e.target.value.replace(/[^0-9]/g, "")));
+  $("number").addEventListener("input", (e) => (e.target.value = asciiDigits(e.target.value)));
+}
+
+// The number as typed: a keyboard in another script types its own digits (Arabic-Indic ٤٧,
+// Persian ۴۷, Devanagari ४७, full-width ４７), which are the same number; all else goes.
+// Unicode encodes each script's digits as one run from 0 to 9, runs of a script side by
+// side: a digit's value is how far it is into its run.
+function asciiDigits(text) {
+  let out = "";
+  for (const ch of text) {
+    if (ch >= "0" && ch <= "9") out += ch;
+    else if (/\p{Nd}/u.test(ch)) {
+      let from = ch.codePointAt(0);
+      while (/\p{Nd}/u.test(String.fromCodePoint(from - 1))) from -= 1;
+      out += String((ch.codePointAt(0) - from) % 10);
+    }
+  }
+  return out;
 }
 
 // -- adding an account ---------------------------------------------------------------
