@@ -296,3 +296,27 @@ async def test_the_app_offers_notifications_and_its_worker_shows_the_wake_up(
         "async () => (await (await navigator.serviceWorker.ready).getNotifications()).map((n) => n.body)"
     )
     assert shown == ["A sign-in request is waiting"]
+
+
+async def test_an_account_removed_while_the_app_was_closed_does_not_hide_the_notifications_offer(
+    push_broker: BrokerProcess, phones: PhoneMaker
+) -> None:
+    """One of two accounts is removed by its service while the app is closed. When the app
+    opens, the broker refuses that account's key and the app drops it; the other account
+    is still offered notifications. Before, the app asked for the broker's push key for
+    both accounts, took the refusal for the removed one as "this server sends no push",
+    and said "Push notifications are not set up on this server" until it was reopened."""
+    created = await new_rp(push_broker, "Contoso Portal")
+    phone = await phones(push_broker.http_url + "/app/")
+    async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
+        await enrolled(rp, phone, "alice")
+        bob = await enrolled(rp, phone, "bob")
+        await phone.page.locator("#push-note[data-state='offered']").wait_for()
+        await phone.page.close()
+        await rp.revoke_credential(bob["cid"])
+    page = await phone.open()
+    await page.locator("#accounts li").nth(1).wait_for(state="detached")
+    assert await page.locator("#accounts li").count() == 1
+    await page.locator("#push-note:not([hidden])").wait_for()
+    assert await page.locator("#push-note").get_attribute("data-state") == "offered"
+    await page.get_by_role("button", name="Turn on notifications").wait_for()

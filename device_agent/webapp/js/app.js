@@ -1470,9 +1470,16 @@ async function restoreBackup(event) {
 // -- Web Push --------------------------------------------------------------------------
 
 async function setupPush(conn) {
-  const cids = (await accountsAt(conn.url)).map((a) => a.cid);
+  // Not those the broker refused at this connect: they are being removed (a refused one
+  // in the request would fail it, and that is no answer about push).
+  const cids = (await accountsAt(conn.url)).map((a) => a.cid).filter((cid) => !conn.rejected.has(cid));
   if (!cids.length) return;
-  const key = await brokerKey(conn, cids);
+  let key;
+  try {
+    key = await brokerKey(conn, cids);
+  } catch {
+    return; // no answer about push now: asked again at the next connect
+  }
   if (!key) pushState.set(conn.url, { state: PUSH.UNAVAILABLE });
   else if (!browserCanPush()) pushState.set(conn.url, { state: PUSH.FAILED, key, why: "this browser has no push notifications" });
   else {

@@ -39,6 +39,7 @@ export class BrokerConnection {
     this.attempt = 0;
     this.closed = false;
     this.authenticated = false;
+    this.rejected = new Set(); // cids the broker refused at this connection's welcome
     this.helloWaiters = [];
     this.openedAt = 0;
     this.retryTimer = null;
@@ -128,6 +129,8 @@ export class BrokerConnection {
       }
       case "welcome":
         this.authenticated = true;
+        // Refused here (removed while the app was away): asked nothing more on this connection.
+        this.rejected = new Set(frame.rejected.map((r) => r.cid));
         this.status("online");
         this.emit("ready", { connection: this });
         for (const rejected of frame.rejected)

@@ -15,12 +15,15 @@ export function browserCanPush() {
   return "serviceWorker" in navigator && "PushManager" in globalThis && "Notification" in globalThis;
 }
 
-// Asks the broker for its key; null when it sends no push.
+// Asks the broker for its key; null when it sends no push (push_unavailable, or an older
+// broker's unknown_frame). Any other failure (offline, a timeout, a credential removed
+// meanwhile) says nothing about push: it is thrown, and asked again at the next connect.
 export async function brokerKey(connection, cids) {
   try {
     return (await connection.pushSubscribe(cids, null)).key;
-  } catch {
-    return null;
+  } catch (exc) {
+    if (exc.code === "push_unavailable" || exc.code === "unknown_frame") return null;
+    throw exc;
   }
 }
 
