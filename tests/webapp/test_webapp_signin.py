@@ -13,10 +13,11 @@ import re
 import statistics
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
-from support import BrokerProcess, free_port, set_policy
+from support import BrokerProcess, RedisServer, free_port, new_rp, set_policy
 from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
 from protocol import uri
@@ -358,3 +359,39 @@ async def test_a_setup_test_sent_before_the_new_account_is_stored_is_shown(
     await phone.page.get_by_role("button", name="Approve").tap()
     await phone.toast("Approved. The service can now finish adding this phone.")  # not "sign-in page"
     assert (await rp.wait_result(challenge, {cid: key}, timeout=10)).status is Status.APPROVED
+
+
+async def test_back_online_the_app_reconnects_at_once_not_after_its_backoff(
+    phones: PhoneMaker, tmp_path: Path
+) -> None:
+    """The broker goes away (the phone's network, here the broker itself), so the app
+    waits to try again (a backoff of up to a minute). When the browser says it is online
+    again, the app connects at once, and a sign-in made then reaches the phone. The page's
+    clock is stopped once the app is open: no retry timer fires, so only the `online`
+    event can bring the connection back (before, the prompt never came)."""
+    with RedisServer(tmp_path / "redis") as redis_server:
+        broker = BrokerProcess(
+            log_dir=tmp_path / "logs", redis_url=redis_server.url, node="online", extra_args=["--webapp"]
+        ).start()
+        try:
+            created = await new_rp(broker, "Contoso Portal")
+            async with PushAuthClient(broker.http_url, created["api_key"]) as rp:
+                phone = await phones(broker.http_url + "/app/")
+                account = await enrolled(rp, phone)
+                await phone.context.clock.install()
+                await phone.page.close()
+                page = await phone.open()
+                await page.locator("#conn[data-state='online']").wait_for()
+                await page.clock.pause_at(await page.evaluate("Date.now()"))
+                broker.restart()
+                await page.locator("#conn[data-state='offline']").wait_for()
+                await phone.context.set_offline(True)
+                await phone.context.set_offline(False)  # the browser's `online` event
+                await page.locator("#conn[data-state='online']").wait_for()
+                challenge = await rp.create_challenge("alice", CONTEXT)
+                await phone.prompt(challenge.id)
+                await phone.type_number(challenge.number)
+                await page.get_by_role("button", name="Approve").tap()
+                assert await result(rp, challenge, account) is Status.APPROVED
+        finally:
+            broker.cleanup()

@@ -1629,10 +1629,17 @@ async function main() {
   renderAutoStatus();
   for (const broker of new Set(accountsCache.filter(hasKey).map((a) => a.broker))) connectionFor(broker);
   setInterval(tickCodes, 1000);
+  // Back online, or back on screen (a phone stops a hidden page's timers): a connection
+  // that is down tries again now, not when its backoff ends (up to a minute later).
+  const reconnectAll = () => {
+    for (const conn of connections.values()) conn.reconnectNow();
+  };
+  window.addEventListener("online", reconnectAll);
+  document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && reconnectAll());
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("sw.js").catch(() => null);
     navigator.serviceWorker.addEventListener("message", ({ data }) => {
-      if (data?.t === "push") for (const conn of connections.values()) conn.reconnectNow();
+      if (data?.t === "push") reconnectAll();
     });
   }
   render();
