@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from e2e_helpers import TEST_PASSPHRASE
 from PIL import Image
-from playwright.async_api import CDPSession, async_playwright
+from playwright.async_api import CDPSession, async_playwright, expect
 from support import BrokerProcess
 from test_webapp_signin import CONTEXT, result
 from webapp_world import PHONE, Phone, PhoneMaker, chromium_args, chromium_path, enrolled
@@ -463,3 +463,24 @@ async def test_a_secret_stored_in_plain_text_by_an_earlier_version_is_sealed_on_
         account["cid"],
     )
     assert fields == ["algorithm", "digits", "period", "sealed"]
+
+
+async def test_the_screen_a_keyboard_user_opens_takes_the_focus(rp: PushAuthClient, phone: Phone) -> None:
+    """With a keyboard (or a screen reader), Manage, Add account, Back up or restore and
+    each screen's Back or Cancel put the focus on the heading of the screen they open, so
+    that it is announced and Tab goes on from there. Before, the focus fell to the page's
+    body with the button that was hidden, and nothing was announced."""
+    await enrolled(rp, phone)
+    page = phone.page
+    steps = [
+        ("Manage alice@contoso.example", "Account"),
+        ("Back", "Accounts"),
+        ("Add account", "Add account"),
+        ("Cancel", "Accounts"),
+        ("Back up or restore", "Back up or restore"),
+        ("Back", "Accounts"),
+    ]
+    for button, heading in steps:
+        await page.get_by_role("button", name=button, exact=True).focus()
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_focused()

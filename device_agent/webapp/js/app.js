@@ -358,8 +358,12 @@ async function copyExportLinks() {
 // -- views -------------------------------------------------------------------------
 
 function show(name) {
+  const was = view;
   view = name;
   render();
+  // A screen the user opens takes the focus to its heading (announced; Tab goes on from
+  // there), not left on <body> with the button that went. Not under a request or question.
+  if (was !== name && !$(name).hidden) $(`${name}-title`).focus();
 }
 
 const VIEWS = ["home", "add", "prompt", "notice", "account", "backup"];
