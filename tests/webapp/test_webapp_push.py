@@ -320,3 +320,24 @@ async def test_an_account_removed_while_the_app_was_closed_does_not_hide_the_not
     await page.locator("#push-note:not([hidden])").wait_for()
     assert await page.locator("#push-note").get_attribute("data-state") == "offered"
     await page.get_by_role("button", name="Turn on notifications").wait_for()
+
+
+async def test_no_notifications_are_offered_once_the_last_account_is_removed(
+    push_broker: BrokerProcess, phones: PhoneMaker
+) -> None:
+    """Notifications are offered for the accounts of a server with push; once the last
+    one is removed on this phone, the app has nothing to be woken for and says nothing
+    about it, as before the first account was added (before, "Turn on notifications"
+    stayed on the empty home screen)."""
+    created = await new_rp(push_broker, "Contoso Portal")
+    phone = await phones(push_broker.http_url + "/app/")
+    async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
+        await enrolled(rp, phone)
+    page = phone.page
+    await page.locator("#push-note[data-state='offered']").wait_for()
+    await page.get_by_role("button", name="Manage alice@contoso.example").tap()
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.get_by_role("button", name="Remove account").tap()
+    await phone.toast("was removed from this phone")
+    await page.locator("#empty").wait_for()
+    await page.locator("#push-note").wait_for(state="hidden")

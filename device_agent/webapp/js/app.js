@@ -959,6 +959,11 @@ async function forget(cid) {
   codeParams.delete(cid);
   for (const [id, n] of notices) if (n.frame.cid === cid) notices.delete(id);
   await refreshAccounts();
+  // A server that holds none of this phone's accounts now wakes it for nothing: no word
+  // about its notifications (as before the first account was added there).
+  const brokers = new Set(accountsCache.filter(hasKey).map((a) => a.broker));
+  for (const broker of [...pushState.keys()]) if (!brokers.has(broker)) pushState.delete(broker);
+  renderPush();
 }
 
 // -- "was this you?" after a recovery (docs/protocol.md section 5 recovery_notice) -----
