@@ -395,3 +395,27 @@ async def test_back_online_the_app_reconnects_at_once_not_after_its_backoff(
                 assert await result(rp, challenge, account) is Status.APPROVED
         finally:
             broker.cleanup()
+
+
+async def test_offline_the_app_says_so_and_an_answer_fails_at_once(rp: PushAuthClient, phone: Phone) -> None:
+    """The phone goes offline with a request on screen: the status says it is not
+    connected, and Approve says the answer could not be sent rather than wait for a reply
+    that cannot come (before, "Connected" stayed and Approve hung until its 15 s timeout).
+    Back online, the request is still there and is approved."""
+    account = await enrolled(rp, phone)
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    page = phone.page
+    await phone.context.set_offline(True)
+    try:
+        await page.locator("#conn[data-state='offline']").wait_for()
+        await phone.type_number(challenge.number)
+        await page.get_by_role("button", name="Approve").tap()
+        await page.locator("#prompt-error", has_text="not connected").wait_for()
+        assert await page.locator("#approve").is_enabled()
+    finally:
+        await phone.context.set_offline(False)
+    await page.locator("#conn[data-state='online']").wait_for()
+    await phone.prompt(challenge.id)
+    await page.get_by_role("button", name="Approve").tap()
+    assert await result(rp, challenge, account) is Status.APPROVED

@@ -1640,10 +1640,14 @@ async function main() {
   setInterval(tickCodes, 1000);
   // Back online, or back on screen (a phone stops a hidden page's timers): a connection
   // that is down tries again now, not when its backoff ends (up to a minute later).
+  // Offline: the connections are dropped at once rather than left "Connected".
   const reconnectAll = () => {
     for (const conn of connections.values()) conn.reconnectNow();
   };
   window.addEventListener("online", reconnectAll);
+  window.addEventListener("offline", () => {
+    for (const conn of connections.values()) conn.dropNow();
+  });
   document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && reconnectAll());
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("sw.js").catch(() => null);

@@ -65,6 +65,17 @@ export class BrokerConnection {
     this.connect();
   }
 
+  // The browser says it is offline: the socket is as good as gone (a closing handshake
+  // would wait for the network), so it is dropped now: what waits on it fails at once, the
+  // status says so, and the backoff or `reconnectNow` (back online) connects again.
+  dropNow() {
+    const ws = this.ws;
+    if (this.closed || !ws || ws.readyState > WebSocket.OPEN) return;
+    ws.onopen = ws.onclose = ws.onmessage = null;
+    ws.close(1000);
+    this.closedBy({ code: 1006, reason: "offline" });
+  }
+
   stop() {
     this.closed = true;
     clearTimeout(this.retryTimer);
