@@ -372,6 +372,16 @@ async def setup_test(request: web.Request) -> web.StreamResponse:
     return await push.page(request, push.SETUP)
 
 
+@routes.post("/security/test-notification/later")
+async def setup_test_later(request: web.Request) -> web.StreamResponse:
+    """Finish later: the page with the number goes, so the phone's "finish adding this
+    device?" could no longer be answered; it is withdrawn. If it was approved meanwhile,
+    "Finish setup" in the device list finishes without a new one (finish_from_test)."""
+    auth.require_user(request)
+    await push.withdraw(request, push.SETUP)
+    raise web.HTTPSeeOther("/security")
+
+
 @routes.post("/security/devices/{credential}/test")
 async def device_test(request: web.Request) -> web.StreamResponse:
     """Finish a setup that was left before its test push (from the device list)."""

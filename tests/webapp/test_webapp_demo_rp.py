@@ -134,3 +134,47 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
         assert await desktop.locator("#devices .device").count() == 2
     finally:
         stack.web.cleanup()
+
+
+async def test_finish_later_takes_the_test_notification_off_the_phone(
+    app_broker: BrokerProcess, browser: Browser, tmp_path: Path, phones: PhoneMaker, opened: Opened
+) -> None:
+    """ "Finish later" on the demo RP's test-notification page leaves the page that shows
+    the number, so the phone's "Finish adding this phone?" can no longer be answered: it
+    leaves the phone at once (before, it stayed on the phone's screen, over the codes,
+    for its three minutes). "Finish setup" on Security info sends a new one."""
+    app_url = app_broker.http_url + "/app/"
+    stack = start_stack(
+        app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path, app_url=app_url
+    )
+    desktop_context = opened("desktop", await browser.new_context(viewport={"width": 1100, "height": 800}))
+    desktop_context.set_default_timeout(WAIT_MS)
+    try:
+        desktop = await desktop_context.new_page()
+        await desktop.goto(stack.url + "/signin")
+        await desktop.get_by_label("User name").fill(stack.user)
+        await desktop.get_by_label("Password").fill(stack.password)
+        await desktop.get_by_role("button", name="Sign in").click()
+        await desktop.wait_for_url("**/security")
+        await desktop.get_by_role("link", name="Add sign-in method").click()
+        await desktop.get_by_role("button", name="Add").click()
+        await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+        link = await desktop.get_by_role("textbox", name="Setup link").input_value()
+        phone = await phones(app_url)
+        await phone.add_account(link, device_name="Alice's phone")
+        await desktop.wait_for_url("**/security/test-notification")
+        await phone.page.locator("#prompt:not([hidden])").wait_for()
+        await desktop.get_by_text("Finish later", exact=True).click()
+        await desktop.wait_for_url("**/security")
+        await phone.no_prompt()
+        await phone.toast("cancelled")
+        # Finished later: a new test notification, approved with its number.
+        await desktop.get_by_role("button", name="Finish setup").click()
+        await desktop.wait_for_url("**/security/test-notification")
+        await phone.page.locator("#prompt:not([hidden])").wait_for()
+        await phone.type_number(await number(desktop))
+        await phone.page.get_by_role("button", name="Approve").tap()
+        await desktop.wait_for_url("**/security")
+        assert "Setup not finished" not in await desktop.locator("#devices").inner_text()
+    finally:
+        stack.web.cleanup()
