@@ -1168,7 +1168,8 @@ async def _sign_ins_on_the_phone(home: Path) -> list[dict[str, Any]]:
 
 async def test_send_again_cancel_and_a_code_end_the_earlier_requests(site: Site, tmp_path: Path) -> None:
     """Issue 11: the phone never keeps a request the page no longer shows. "Send again"
-    replaces it (superseded), Cancel and signing in with a code end it at the broker."""
+    replaces it (superseded), Cancel, signing in with a code and choosing the code end it
+    at the broker."""
     home = tmp_path / "phone"
     await site.sign_in()
     cid = await _enroll_with_agent(site, home)
@@ -1198,6 +1199,19 @@ async def test_send_again_cancel_and_a_code_end_the_earlier_requests(site: Site,
     r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
     assert r.status == 303 and r.headers["Location"] == "/account"
     assert await _sign_ins_on_the_phone(home) == []
+    await site.post("/signout", {"csrf_token": await site.token("/account")})
+
+    # Choosing the code on the push page ends the request at once: it would cover the
+    # phone's codes until it expired. The code page can send a new one.
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    assert len(await _sign_ins_on_the_phone(home)) == 1
+    token = await site.token("/signin/push")
+    r = await site.post("/push/use-code", {"csrf_token": token, "purpose": "signin"})
+    assert r.status == 303 and r.headers["Location"] == "/signin/code"
+    assert await _sign_ins_on_the_phone(home) == []
+    r = await site.post("/push/resend", {"csrf_token": await site.token("/signin/code"), "purpose": "signin"})
+    assert r.status == 303 and r.headers["Location"] == "/signin/push"
+    assert len(await _sign_ins_on_the_phone(home)) == 1
 
 
 # -- cancelling a setup, and a newer setup: the earlier link stops working ------------------

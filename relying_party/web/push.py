@@ -623,6 +623,22 @@ async def _finish_setup(request: web.Request, user: User, outcome: SignInResult)
     raise web.HTTPSeeOther("/security")
 
 
+async def use_code(request: web.Request) -> web.StreamResponse:
+    """POST /push/use-code ("Use a verification code instead"): the request on the phone
+    is withdrawn first, since it covers the phone's codes until it is answered or
+    expires; then the code page (which offers "Send a request to my app instead"). An
+    approval that came in meanwhile still finishes the step."""
+    form = await request.post()
+    purpose = _purpose(form.get("purpose"))
+    if purpose == SETUP:  # a device being added has no code step
+        raise web.HTTPSeeOther("/security")
+    user = _owner(request, purpose)
+    earlier = await retire(request, purpose, "cancelled")
+    if earlier is not None and earlier.approved:
+        return await _finish(request, purpose, user, earlier)
+    raise web.HTTPSeeOther(HOMES[purpose])
+
+
 async def resend(request: web.Request) -> web.StreamResponse:
     """POST /push/resend: a new request (a new number) for the same step. The earlier one
     is cancelled first; if it was approved meanwhile, that approval finishes the step."""

@@ -183,4 +183,5 @@ async def signout(request: web.Request) -> web.StreamResponse:
 
 routes.post("/push/complete")(push.complete)
 routes.post("/push/resend")(push.resend)
+routes.post("/push/use-code")(push.use_code)
 routes.get("/push/events")(push.events)

@@ -65,7 +65,7 @@ def test_fraud_report_to_password_change_and_push_resumed(
         elsewhere.wait_for_url("**/signin/push")
         stack.answer("deny", "--fraud")
         stack.status(elsewhere, "reported")
-        code_link = elsewhere.get_by_role("link", name="Use a verification code instead")
+        code_link = elsewhere.get_by_role("button", name="Use a verification code instead")
         expect(code_link).to_be_focused()
         expect(code_link).to_have_class(re.compile(r"\bprimary\b"))
         expect(elsewhere.locator("#send-again")).to_be_hidden()
@@ -247,7 +247,7 @@ def test_reauthentication_sign_out_everywhere_and_no_device(
         wait_until(lambda: not stack.agent.pending(), timeout=20, interval=0.3, message="the report recorded")
         nojs.reload()
         expect(nojs.locator("#push-status")).to_have_attribute("data-status", "reported")
-        expect(nojs.get_by_role("link", name="Use a verification code instead")).to_have_class(
+        expect(nojs.get_by_role("button", name="Use a verification code instead")).to_have_class(
             re.compile(r"\bprimary\b")
         )
         expect(nojs.locator("#send-again")).to_be_hidden()

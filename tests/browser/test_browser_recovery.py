@@ -40,7 +40,7 @@ def _to_code_page(stack: Any, page: Page) -> None:
     stack.sign_in_password(page)
     page.wait_for_url("**/signin/push")
     stack.seen.add(stack.agent.wait_request(stack.seen)["id"])  # the push reached the phone
-    page.get_by_role("link", name="Use a verification code instead").click()
+    page.get_by_role("button", name="Use a verification code instead").click()
     page.wait_for_url("**/signin/code")
 
 
