@@ -176,7 +176,12 @@ def _demo_user(data: Path, db: Path) -> dict[str, str]:
     stored = _read_json(path)
     rp_cli = [sys.executable, "-m", "relying_party", "user"]
     if stored and isinstance(stored.get("password"), str) and db.exists():
-        return {"name": str(stored.get("name", DEMO_USER)), "password": stored["password"]}
+        name = str(stored.get("name", DEMO_USER))
+        if not _still_the_password(db, name, stored["password"]):
+            # Changed on the site (Security info > Change password): the banner must not
+            # show one that no longer works, and cannot know the new one.
+            return {"name": name, "password": "(the one you set on the site; the first one no longer works)"}
+        return {"name": name, "password": stored["password"]}
     password = "-".join(secrets.token_hex(2) for _ in range(4))  # easy to type, 64 bits
     try:
         _run([*rp_cli, "add", DEMO_USER, "--password-stdin", "--db", str(db)], stdin=password + "\n")
@@ -187,6 +192,18 @@ def _demo_user(data: Path, db: Path) -> dict[str, str]:
     user = {"name": DEMO_USER, "password": password}
     atomic_write(path, json.dumps(user).encode(), mode=0o600)
     return user
+
+
+def _still_the_password(db: Path, name: str, password: str) -> bool:
+    from .web.db import Database
+    from .web.passwords import verify_password
+
+    database = Database(db)
+    try:
+        user = database.user_by_name(name)
+    finally:
+        database.close()
+    return user is not None and verify_password(user.password_hash, password)
 
 
 def _banner(url: str, user: dict[str, str], data: Path, app_url: str = "") -> str:

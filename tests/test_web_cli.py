@@ -162,6 +162,20 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     demo.send_signal(signal.SIGTERM)
     assert demo.wait(30) == 0
 
+    # A password changed since (on the site, or here with pushauth-rp) is not shown as
+    # if it still worked.
+    changed = run_cli(
+        [RP, "user", "passwd", "demo", "--password-stdin", "--db", data / "rp.db"],
+        input="a new password for the demo user\n",
+    )
+    assert changed.returncode == 0, changed.stderr
+    demo = _start_demo(tmp_path, data, broker_port, port)
+    banner = demo.stdout().rsplit("pushauth demo is running.", 1)[1]  # (the log keeps earlier runs)
+    assert password not in banner
+    assert "Password    (the one you set on the site; the first one no longer works)" in banner
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(30) == 0
+
 
 def test_demo_reports_a_taken_port(tmp_path: Path) -> None:
     with socket.socket() as taken:
