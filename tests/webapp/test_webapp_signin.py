@@ -419,3 +419,13 @@ async def test_offline_the_app_says_so_and_an_answer_fails_at_once(rp: PushAuthC
     await phone.prompt(challenge.id)
     await page.get_by_role("button", name="Approve").tap()
     assert await result(rp, challenge, account) is Status.APPROVED
+
+
+async def test_the_prompt_says_how_many_more_requests_wait(rp: PushAuthClient, phone: Phone) -> None:
+    await enrolled(rp, phone)
+    first = await rp.create_challenge("alice", CONTEXT, supersede=False)
+    await phone.prompt(first.id)
+    await rp.create_challenge("alice", {**CONTEXT, "ip": "198.51.100.7"}, supersede=False)
+    await expect(phone.page.locator("#prompt-more")).to_have_text("1 more request is waiting.")
+    await rp.create_challenge("alice", {**CONTEXT, "ip": "198.51.100.8"}, supersede=False)
+    await expect(phone.page.locator("#prompt-more")).to_have_text("2 more requests are waiting.")

@@ -420,7 +420,8 @@ function renderPrompt(prompt) {
   fillDetails($("prompt-details"), rows);
   tickPrompt();
   $("prompt-more").hidden = prompts.size < 2;
-  $("prompt-more").textContent = `${prompts.size - 1} more request(s) waiting.`;
+  const more = prompts.size - 1;
+  $("prompt-more").textContent = `${more} more ${more === 1 ? "request is" : "requests are"} waiting.`;
   if (fresh) {
     section.dataset.ch = frame.ch;
     $("number").value = "";
