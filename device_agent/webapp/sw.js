@@ -2,7 +2,7 @@
 // the phone at once), the cached copy when offline. Only the shell's own files are
 // ever cached: no API answer, no other origin, and WebSocket traffic never passes here.
 
-const CACHE = "pushauth-shell-v4";
+const CACHE = "pushauth-shell-v5";
 const SHELL = [
   "./",
   "index.html",
@@ -18,6 +18,7 @@ const SHELL = [
   "js/brokerhttp.js",
   "js/connection.js",
   "js/db.js",
+  "js/devicename.js",
   "js/keys.js",
   "js/prompts.js",
   "js/push.js",

@@ -484,3 +484,32 @@ async def test_the_screen_a_keyboard_user_opens_takes_the_focus(rp: PushAuthClie
         await page.get_by_role("button", name=button, exact=True).focus()
         await page.keyboard.press("Enter")
         await expect(page.get_by_role("heading", name=heading, exact=True)).to_be_focused()
+
+
+async def test_a_phone_left_unnamed_is_called_by_its_browser_and_system(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    # "Web authenticator" for every unnamed phone made two of them read the same in the
+    # service's device list, where the user picks the one to remove.
+    await phone.page.get_by_role("button", name="Add account").click()
+    shown = await phone.page.get_by_label("Name of this phone").get_attribute("placeholder")
+    assert shown and shown != "Web authenticator", shown
+    await phone.page.get_by_role("button", name="Cancel").click()
+    added = await enrolled(rp, phone, device_name="")
+    assert added["credential"].name == shown
+    agents = [
+        "Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0 Mobile Safari/537.36",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/17.0 Mobile/15E148 Safari/604.1",
+        "Mozilla/5.0 (Android 14; Mobile; rv:121.0) Gecko/121.0 Firefox/121.0",
+        "curl/8.0",
+    ]
+    named = await phone.page.evaluate(
+        """async (agents) => {
+             const { defaultDeviceName } = await import('./js/devicename.js');
+             return agents.map((ua) => defaultDeviceName(ua));
+           }""",
+        agents,
+    )
+    assert named == ["Chrome on Android", "Safari on iPhone", "Firefox on Android", "Web authenticator"]

@@ -16,6 +16,7 @@ import * as webauthn from "./webauthn.js";
 import { startScan, stopScan, scanSupported } from "./scan.js";
 import { PUSH, browserCanPush, brokerKey, turnOn } from "./push.js";
 import * as brokerHttp from "./brokerhttp.js";
+import { defaultDeviceName } from "./devicename.js";
 
 const $ = (id) => document.getElementById(id);
 const events = new EventTarget();
@@ -616,7 +617,7 @@ async function addAccount(linkText, { again = false } = {}) {
   }
   const insecure = insecureTransport(link.broker);
   if (insecure) return showError("add-error", insecure);
-  const deviceName = $("device-name").value.trim() || "Web authenticator";
+  const deviceName = $("device-name").value.trim() || defaultDeviceName();
   if ([...deviceName].length > 64 || hasUnsafe(deviceName))
     return showError("add-error", "The phone's name must be 1 to 64 characters without control characters.");
   // The same account again (a second setup link from the service): asked, as other
@@ -1436,7 +1437,7 @@ async function restoreBackup(event) {
   const file = $("restore-file").files[0];
   const address = $("restore-server-url").value.trim();
   const passphrase = $("restore-pass").value;
-  const deviceName = $("restore-device-name").value.trim() || "Web authenticator";
+  const deviceName = $("restore-device-name").value.trim() || defaultDeviceName();
   if ((await db.listAccounts()).length)
     return showError("restore-error", "Restore works in an app without accounts (as on a new phone). Nothing was changed.");
   if (!fromServer && !file) return showError("restore-error", "Choose the backup file first.");
@@ -1633,6 +1634,8 @@ async function main() {
     }),
   );
   $("device-name").value = (await db.getSetting("deviceName")) ?? "";
+  // Left empty, the phone is called this (the services list it so).
+  $("device-name").placeholder = $("restore-device-name").placeholder = defaultDeviceName();
   await sealPlainSecrets();
   await uniqueNames();
   await refreshAccounts();
