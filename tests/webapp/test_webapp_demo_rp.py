@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser.conftest import start_stack
+from browser.conftest import Stack, start_stack
 from playwright.async_api import Browser, Page
 from shared_broker import new_rp
 from support import BrokerProcess
@@ -27,6 +27,20 @@ async def number(page: Page) -> str:
     return text
 
 
+async def setup_link(desktop: Page, stack: Stack) -> str:
+    """Sign in to the demo RP as its user and choose Add sign-in method: the setup link
+    the setup page shows (the page stays open)."""
+    await desktop.goto(stack.url + "/signin")
+    await desktop.get_by_label("User name").fill(stack.user)
+    await desktop.get_by_label("Password").fill(stack.password)
+    await desktop.get_by_role("button", name="Sign in").click()
+    await desktop.wait_for_url("**/security")
+    await desktop.get_by_role("link", name="Add sign-in method").click()
+    await desktop.get_by_role("button", name="Add").click()
+    await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+    return await desktop.get_by_role("textbox", name="Setup link").input_value()
+
+
 async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
     app_broker: BrokerProcess, browser: Browser, tmp_path: Path, phones: PhoneMaker, opened: Opened
 ) -> None:
@@ -38,15 +52,7 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
     desktop_context.set_default_timeout(WAIT_MS)
     try:
         desktop = await desktop_context.new_page()
-        await desktop.goto(stack.url + "/signin")
-        await desktop.get_by_label("User name").fill(stack.user)
-        await desktop.get_by_label("Password").fill(stack.password)
-        await desktop.get_by_role("button", name="Sign in").click()
-        await desktop.wait_for_url("**/security")
-        await desktop.get_by_role("link", name="Add sign-in method").click()
-        await desktop.get_by_role("button", name="Add").click()
-        await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
-        link = await desktop.get_by_role("textbox", name="Setup link").input_value()
+        link = await setup_link(desktop, stack)
         # The page names both ways: the phone app (where it is, linked: `--app-url`), its
         # Add account with the QR code or the pasted link, and the agent's command.
         steps = await desktop.locator(".steps").inner_text()
@@ -151,15 +157,7 @@ async def test_finish_later_takes_the_test_notification_off_the_phone(
     desktop_context.set_default_timeout(WAIT_MS)
     try:
         desktop = await desktop_context.new_page()
-        await desktop.goto(stack.url + "/signin")
-        await desktop.get_by_label("User name").fill(stack.user)
-        await desktop.get_by_label("Password").fill(stack.password)
-        await desktop.get_by_role("button", name="Sign in").click()
-        await desktop.wait_for_url("**/security")
-        await desktop.get_by_role("link", name="Add sign-in method").click()
-        await desktop.get_by_role("button", name="Add").click()
-        await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
-        link = await desktop.get_by_role("textbox", name="Setup link").input_value()
+        link = await setup_link(desktop, stack)
         phone = await phones(app_url)
         await phone.add_account(link, device_name="Alice's phone")
         await desktop.wait_for_url("**/security/test-notification")

@@ -29,7 +29,7 @@ from multidict import CIMultiDict
 from shared_broker import new_rp
 from support import BrokerProcess, RedisServer, free_port, wait_until
 from support.metrics import scrape, value
-from webapp_world import PhoneMaker, enrolled
+from webapp_world import Phone, PhoneMaker, enrolled
 
 from broker.webpush import WAKE_PAYLOAD
 from protocol import SUBPROTOCOLS, signing
@@ -250,6 +250,17 @@ async def test_a_closed_device_is_woken_by_a_push_that_says_only_that_a_request_
     assert json.loads(text) == {"t": "waiting", "text": "A sign-in request is waiting"}
 
 
+async def offered(push_broker: BrokerProcess, phones: PhoneMaker) -> Phone:
+    """A phone with alice's account at a broker with push, offering to turn
+    notifications on."""
+    created = await new_rp(push_broker, "Contoso Portal")
+    phone = await phones(push_broker.http_url + "/app/")
+    async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
+        await enrolled(rp, phone)
+    await phone.page.locator("#push-note[data-state='offered']").wait_for()
+    return phone
+
+
 async def test_the_app_offers_notifications_and_its_worker_shows_the_wake_up(
     push_broker: BrokerProcess, phones: PhoneMaker
 ) -> None:
@@ -257,12 +268,8 @@ async def test_the_app_offers_notifications_and_its_worker_shows_the_wake_up(
     says to keep it open: the other webapp tests). Chromium here reaches no push service,
     so subscribing fails and the app says so; the service worker's handling of a push is
     shown by delivering one through DevTools (ServiceWorker.deliverPushMessage)."""
-    created = await new_rp(push_broker, "Contoso Portal")
-    phone = await phones(push_broker.http_url + "/app/")
-    async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
-        await enrolled(rp, phone)
+    phone = await offered(push_broker, phones)
     page = phone.page
-    await page.locator("#push-note[data-state='offered']").wait_for()
     await page.get_by_role("button", name="Turn on notifications").wait_for()
     await phone.shot("18-notifications-offered")
     await phone.axe_clean("the home screen offering notifications")
@@ -329,12 +336,8 @@ async def test_no_notifications_are_offered_once_the_last_account_is_removed(
     one is removed on this phone, the app has nothing to be woken for and says nothing
     about it, as before the first account was added (before, "Turn on notifications"
     stayed on the empty home screen)."""
-    created = await new_rp(push_broker, "Contoso Portal")
-    phone = await phones(push_broker.http_url + "/app/")
-    async with PushAuthClient(push_broker.http_url, created["api_key"]) as rp:
-        await enrolled(rp, phone)
+    phone = await offered(push_broker, phones)
     page = phone.page
-    await page.locator("#push-note[data-state='offered']").wait_for()
     await page.get_by_role("button", name="Manage alice@contoso.example").tap()
     page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.get_by_role("button", name="Remove account").tap()
