@@ -9,9 +9,11 @@ the RP's pages and a phone for the app.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from browser.conftest import Stack, start_stack
 from playwright.async_api import Browser, Page
 from shared_broker import new_rp
@@ -25,6 +27,24 @@ async def number(page: Page) -> str:
     text = (await page.locator("#push-number .number-value").inner_text()).strip()
     assert re.fullmatch(r"[0-9]{2,8}", text), text
     return text
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def demo(
+    app_broker: BrokerProcess, browser: Browser, tmp_path: Path, opened: Opened
+) -> AsyncIterator[tuple[Stack, Page, str]]:
+    """The demo RP on the app broker (its setup page links the phone app), a desktop
+    browser page for it, and the phone app's URL."""
+    app_url = app_broker.http_url + "/app/"
+    stack = start_stack(
+        app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path, app_url=app_url
+    )
+    desktop_context = opened("desktop", await browser.new_context(viewport={"width": 1100, "height": 800}))
+    desktop_context.set_default_timeout(WAIT_MS)
+    try:
+        yield stack, await desktop_context.new_page(), app_url
+    finally:
+        stack.web.cleanup()
 
 
 async def setup_link(desktop: Page, stack: Stack) -> str:
@@ -42,137 +62,118 @@ async def setup_link(desktop: Page, stack: Stack) -> str:
 
 
 async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
-    app_broker: BrokerProcess, browser: Browser, tmp_path: Path, phones: PhoneMaker, opened: Opened
+    demo: tuple[Stack, Page, str], phones: PhoneMaker
 ) -> None:
-    app_url = app_broker.http_url + "/app/"
-    stack = start_stack(
-        app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path, app_url=app_url
+    stack, desktop, app_url = demo
+    link = await setup_link(desktop, stack)
+    # The page names both ways: the phone app (where it is, linked: `--app-url`), its
+    # Add account with the QR code or the pasted link, and the agent's command.
+    steps = await desktop.locator(".steps").inner_text()
+    for words in ("Add account", "Scan QR code", "paste it there", "pushauth-agent enroll"):
+        assert words in steps, steps
+    assert await desktop.get_by_role("link", name=app_url).get_attribute("href") == app_url
+
+    phone = await phones(app_url)  # the app where the page said it is
+    await phone.add_account(link, device_name="Alice's phone")
+    # The RP saw the device register and sent its test notification.
+    await desktop.wait_for_url("**/security/test-notification")
+    test_number = await number(desktop)
+    await phone.page.locator("#prompt:not([hidden])").wait_for()
+    # Asked as what it is, the setup's test (docs/protocol.md 15.1), with its marker
+    # shown among the details (the answer signs it).
+    assert await phone.page.locator("#prompt-title").inner_text() == "Finish adding this phone?"
+    assert (
+        await phone.page.locator("#number-label").inner_text() == "Enter the number shown on the setup page"
     )
-    desktop_context = opened("desktop", await browser.new_context(viewport={"width": 1100, "height": 800}))
-    desktop_context.set_default_timeout(WAIT_MS)
-    try:
-        desktop = await desktop_context.new_page()
-        link = await setup_link(desktop, stack)
-        # The page names both ways: the phone app (where it is, linked: `--app-url`), its
-        # Add account with the QR code or the pasted link, and the agent's command.
-        steps = await desktop.locator(".steps").inner_text()
-        for words in ("Add account", "Scan QR code", "paste it there", "pushauth-agent enroll"):
-            assert words in steps, steps
-        assert await desktop.get_by_role("link", name=app_url).get_attribute("href") == app_url
+    details = await phone.page.locator("#prompt-details").inner_text()
+    assert "purpose" in details and "setup test" in details, details
+    await phone.shot("20-demo-rp-test-notification")
+    await phone.type_number(test_number)
+    await phone.page.get_by_role("button", name="Approve").tap()
+    await desktop.wait_for_url("**/security")
+    assert "Alice's phone" in await desktop.locator("#devices").inner_text()
 
-        phone = await phones(app_url)  # the app where the page said it is
-        await phone.add_account(link, device_name="Alice's phone")
-        # The RP saw the device register and sent its test notification.
-        await desktop.wait_for_url("**/security/test-notification")
-        test_number = await number(desktop)
-        await phone.page.locator("#prompt:not([hidden])").wait_for()
-        # Asked as what it is, the setup's test (docs/protocol.md 15.1), with its marker
-        # shown among the details (the answer signs it).
-        assert await phone.page.locator("#prompt-title").inner_text() == "Finish adding this phone?"
-        assert (
-            await phone.page.locator("#number-label").inner_text()
-            == "Enter the number shown on the setup page"
-        )
-        details = await phone.page.locator("#prompt-details").inner_text()
-        assert "purpose" in details and "setup test" in details, details
-        await phone.shot("20-demo-rp-test-notification")
-        await phone.type_number(test_number)
-        await phone.page.get_by_role("button", name="Approve").tap()
-        await desktop.wait_for_url("**/security")
-        assert "Alice's phone" in await desktop.locator("#devices").inner_text()
+    # A sign-in: password, then the number approved on the phone.
+    await desktop.get_by_role("button", name="Sign out", exact=True).click()
+    await desktop.wait_for_url("**/signin")
+    await desktop.get_by_label("User name").fill(stack.user)
+    await desktop.get_by_label("Password").fill(stack.password)
+    await desktop.get_by_role("button", name="Sign in").click()
+    sign_in_number = await number(desktop)
+    await phone.page.locator("#prompt:not([hidden])").wait_for()
+    details = await phone.page.locator("#prompt-details").inner_text()
+    assert "Browser Test Portal" in details and "127.0.0.1" in details
+    assert await phone.page.locator("#prompt-title").inner_text() == "Are you trying to sign in?"
+    assert (
+        await phone.page.locator("#number-label").inner_text()
+        == "Enter the number shown on the sign-in screen"
+    )
+    await phone.shot("21-demo-rp-sign-in")
+    await phone.type_number(sign_in_number)
+    await phone.page.get_by_role("button", name="Approve").tap()
+    await desktop.wait_for_url("**/account")
+    await phone.toast("Approved")
 
-        # A sign-in: password, then the number approved on the phone.
-        await desktop.get_by_role("button", name="Sign out", exact=True).click()
-        await desktop.wait_for_url("**/signin")
-        await desktop.get_by_label("User name").fill(stack.user)
-        await desktop.get_by_label("Password").fill(stack.password)
-        await desktop.get_by_role("button", name="Sign in").click()
-        sign_in_number = await number(desktop)
-        await phone.page.locator("#prompt:not([hidden])").wait_for()
-        details = await phone.page.locator("#prompt-details").inner_text()
-        assert "Browser Test Portal" in details and "127.0.0.1" in details
-        assert await phone.page.locator("#prompt-title").inner_text() == "Are you trying to sign in?"
-        assert (
-            await phone.page.locator("#number-label").inner_text()
-            == "Enter the number shown on the sign-in screen"
-        )
-        await phone.shot("21-demo-rp-sign-in")
-        await phone.type_number(sign_in_number)
-        await phone.page.get_by_role("button", name="Approve").tap()
-        await desktop.wait_for_url("**/account")
-        await phone.toast("Approved")
-
-        # A second setup link for the same account, on the same phone: the app says it
-        # has that account already and asks first; Cancel adds nothing (the link stays
-        # unused: "Add again" below enrolls with it), "Add again" a second device.
-        await desktop.goto(stack.url + "/security")
-        await desktop.get_by_role("link", name="Add sign-in method").click()
-        await desktop.get_by_role("button", name="Add").click()
-        await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
-        again = await desktop.get_by_role("textbox", name="Setup link").input_value()
-        page = phone.page
-        for answer in ("Cancel", "Add again"):
-            await page.get_by_role("button", name="Add account").click()
-            await page.get_by_label("Setup link").fill(again)
-            await page.get_by_role("button", name="Add", exact=True).click()
-            question = page.get_by_role("group", name="is on this phone already")
-            # The question, or (what the app did before it asked) the account added again.
-            await page.locator("#again:not([hidden]), #toast:has-text('Added')").first.wait_for()
-            assert await question.is_visible(), await page.locator("#toast").inner_text()
-            said = await question.inner_text()
-            assert "This phone already has" in said and "Browser Test Portal" in said, said
-            assert "second sign-in method" in said and "two devices" in said, said
-            assert await page.evaluate("document.activeElement.id") == "again-title"
-            if answer == "Cancel":
-                await phone.shot("35-add-the-same-account-again")
-                await phone.axe_clean("the question before adding an account again")
-            await question.get_by_role("button", name=answer).click()
-            if answer == "Cancel":
-                await phone.toast("Nothing was added")
-                assert await page.locator("#accounts li").count() == 1
-                assert "Waiting for your device" in await desktop.locator("#setup-status").inner_text()
-        await page.locator("#accounts li").nth(1).wait_for(state="attached")
-        await desktop.wait_for_url("**/security/test-notification")
-        await phone.page.locator("#prompt:not([hidden])").wait_for()
-        await phone.type_number(await number(desktop))
-        await phone.page.get_by_role("button", name="Approve").tap()
-        await desktop.wait_for_url("**/security")
-        assert await desktop.locator("#devices .device").count() == 2
-    finally:
-        stack.web.cleanup()
+    # A second setup link for the same account, on the same phone: the app says it
+    # has that account already and asks first; Cancel adds nothing (the link stays
+    # unused: "Add again" below enrolls with it), "Add again" a second device.
+    await desktop.goto(stack.url + "/security")
+    await desktop.get_by_role("link", name="Add sign-in method").click()
+    await desktop.get_by_role("button", name="Add").click()
+    await desktop.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+    again = await desktop.get_by_role("textbox", name="Setup link").input_value()
+    page = phone.page
+    for answer in ("Cancel", "Add again"):
+        await page.get_by_role("button", name="Add account").click()
+        await page.get_by_label("Setup link").fill(again)
+        await page.get_by_role("button", name="Add", exact=True).click()
+        question = page.get_by_role("group", name="is on this phone already")
+        # The question, or (what the app did before it asked) the account added again.
+        await page.locator("#again:not([hidden]), #toast:has-text('Added')").first.wait_for()
+        assert await question.is_visible(), await page.locator("#toast").inner_text()
+        said = await question.inner_text()
+        assert "This phone already has" in said and "Browser Test Portal" in said, said
+        assert "second sign-in method" in said and "two devices" in said, said
+        assert await page.evaluate("document.activeElement.id") == "again-title"
+        if answer == "Cancel":
+            await phone.shot("35-add-the-same-account-again")
+            await phone.axe_clean("the question before adding an account again")
+        await question.get_by_role("button", name=answer).click()
+        if answer == "Cancel":
+            await phone.toast("Nothing was added")
+            assert await page.locator("#accounts li").count() == 1
+            assert "Waiting for your device" in await desktop.locator("#setup-status").inner_text()
+    await page.locator("#accounts li").nth(1).wait_for(state="attached")
+    await desktop.wait_for_url("**/security/test-notification")
+    await phone.page.locator("#prompt:not([hidden])").wait_for()
+    await phone.type_number(await number(desktop))
+    await phone.page.get_by_role("button", name="Approve").tap()
+    await desktop.wait_for_url("**/security")
+    assert await desktop.locator("#devices .device").count() == 2
 
 
 async def test_finish_later_takes_the_test_notification_off_the_phone(
-    app_broker: BrokerProcess, browser: Browser, tmp_path: Path, phones: PhoneMaker, opened: Opened
+    demo: tuple[Stack, Page, str], phones: PhoneMaker
 ) -> None:
     """ "Finish later" on the demo RP's test-notification page leaves the page that shows
     the number, so the phone's "Finish adding this phone?" can no longer be answered: it
     leaves the phone at once (before, it stayed on the phone's screen, over the codes,
     for its three minutes). "Finish setup" on Security info sends a new one."""
-    app_url = app_broker.http_url + "/app/"
-    stack = start_stack(
-        app_broker, await new_rp(app_broker, "Browser Test Portal"), tmp_path, app_url=app_url
-    )
-    desktop_context = opened("desktop", await browser.new_context(viewport={"width": 1100, "height": 800}))
-    desktop_context.set_default_timeout(WAIT_MS)
-    try:
-        desktop = await desktop_context.new_page()
-        link = await setup_link(desktop, stack)
-        phone = await phones(app_url)
-        await phone.add_account(link, device_name="Alice's phone")
-        await desktop.wait_for_url("**/security/test-notification")
-        await phone.page.locator("#prompt:not([hidden])").wait_for()
-        await desktop.get_by_text("Finish later", exact=True).click()
-        await desktop.wait_for_url("**/security")
-        await phone.no_prompt()
-        await phone.toast("cancelled")
-        # Finished later: a new test notification, approved with its number.
-        await desktop.get_by_role("button", name="Finish setup").click()
-        await desktop.wait_for_url("**/security/test-notification")
-        await phone.page.locator("#prompt:not([hidden])").wait_for()
-        await phone.type_number(await number(desktop))
-        await phone.page.get_by_role("button", name="Approve").tap()
-        await desktop.wait_for_url("**/security")
-        assert "Setup not finished" not in await desktop.locator("#devices").inner_text()
-    finally:
-        stack.web.cleanup()
+    stack, desktop, app_url = demo
+    link = await setup_link(desktop, stack)
+    phone = await phones(app_url)
+    await phone.add_account(link, device_name="Alice's phone")
+    await desktop.wait_for_url("**/security/test-notification")
+    await phone.page.locator("#prompt:not([hidden])").wait_for()
+    await desktop.get_by_text("Finish later", exact=True).click()
+    await desktop.wait_for_url("**/security")
+    await phone.no_prompt()
+    await phone.toast("cancelled")
+    # Finished later: a new test notification, approved with its number.
+    await desktop.get_by_role("button", name="Finish setup").click()
+    await desktop.wait_for_url("**/security/test-notification")
+    await phone.page.locator("#prompt:not([hidden])").wait_for()
+    await phone.type_number(await number(desktop))
+    await phone.page.get_by_role("button", name="Approve").tap()
+    await desktop.wait_for_url("**/security")
+    assert "Setup not finished" not in await desktop.locator("#devices").inner_text()
