@@ -85,15 +85,23 @@ def only_root_writes(path: Path, where: str = "") -> None:
     sshd and sudo; whoever can write its configuration could name their own group in
     bypass_groups or set when_unreachable = "allow", and whoever can write the user map
     could map an account to a pushauth user whose device they hold: the second factor off."""
+    fix = ", since whoever writes it decides who signs in; chmod go-w"
+    _root_only(path, where, 0o022, "writable by group or others", fix)
+
+
+def _root_only(path: Path, where: str, mask: int, loose: str, fix: str, *, regular: bool = False) -> None:
+    """Refuse `path` when it is not a regular file (with `regular`), its mode has any bit
+    of `mask` (said as `loose`, and how to `fix` it), or someone other than root (or
+    this user) owns it."""
     try:
         info = path.stat()
     except OSError as exc:
         raise ConfigError(f"{where}cannot read {path}: {exc.strerror}") from None
-    if info.st_mode & 0o022:
-        raise ConfigError(
-            f"{where}{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}): "
-            f"refused, since whoever writes it decides who signs in; chmod go-w {path}"
-        )
+    if regular and not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where}{path} is not a regular file")
+    if info.st_mode & mask:
+        mode = stat.S_IMODE(info.st_mode)
+        raise ConfigError(f"{where}{path} is {loose} (mode {mode:04o}): refused{fix} {path}")
     if info.st_uid not in (0, os.geteuid()):
         raise ConfigError(f"{where}{path} is not owned by root: refused; chown root {path}")
 
@@ -146,23 +154,12 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
 
 def read_api_key(path: Path) -> str:
     """The broker API key, from a regular file that only its owner, root, can read."""
-    try:
-        info = path.stat()
-    except OSError as exc:
-        raise ConfigError(f"broker.api_key_file: cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"broker.api_key_file: {path} is not a regular file")
-    if info.st_mode & 0o077:
-        raise ConfigError(
-            f"broker.api_key_file: {path} is readable or writable by group or others "
-            f"(mode {stat.S_IMODE(info.st_mode):04o}): refused; chmod 600 {path}"
-        )
-    if info.st_uid not in (0, os.geteuid()):
-        raise ConfigError(f"broker.api_key_file: {path} is not owned by root: refused; chown root {path}")
+    where = "broker.api_key_file: "
+    _root_only(path, where, 0o077, "readable or writable by group or others", "; chmod 600", regular=True)
     try:
         key = path.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"broker.api_key_file: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{where}cannot read {path}: {exc.strerror}") from None
     if not key or any(c.isspace() for c in key):
         raise ConfigError(f"broker.api_key_file: {path} holds no API key (one line, no spaces)")
     return key
