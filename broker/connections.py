@@ -150,10 +150,6 @@ class ConnectionGate:
         self.open += 1
         return Slot(self, key)
 
-    def per_address(self, host: str) -> int:
-        """Connections counted for `host`'s address now (for tests and operators)."""
-        return self._per_address.get(address_key(host), 0)
-
     def _leave_address(self, key: str) -> None:
         left = self._per_address[key] - 1
         if left:

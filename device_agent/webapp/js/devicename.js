@@ -22,7 +22,7 @@ const SYSTEMS = [
 
 const first = (table, text) => table.find(([re]) => re.test(text))?.[1] ?? "";
 
-export const FALLBACK_NAME = "Web authenticator";
+const FALLBACK_NAME = "Web authenticator";
 
 // From the user agent string (every browser has one; userAgentData is Chromium's only).
 export function defaultDeviceName(userAgent = globalThis.navigator?.userAgent ?? "") {
