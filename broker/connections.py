@@ -21,6 +21,18 @@ the node. Over a limit, the connection gets one response before any request is r
 429 `too_many_connections` (per address) or a 503 `node_busy` (the node), both with
 Retry-After, and is closed.
 
+A full node makes room before it refuses: the newcomer takes the place of the oldest
+unproven connection of the address that holds the most, when that address holds more
+than the newcomer's would with it (fair shares, as a fair queue gives them). Why: the
+per-address limit stops one address, but twenty addresses of 512 connections each filled
+a node of 10,000, and then the load balancer's health checks were refused too and the
+node was taken out of service; an RP's first connection and a device's too. Now those
+holding one or two connections always get in while anyone holds many; the evicted
+connection is one that proved nothing (no RP key, no device credential), closed at once
+(a client may see any idle keep-alive connection closed, and retries). Only when every
+address holds about as many as the newcomer would is it refused: equal shares are the
+best a node can do alone against that many addresses.
+
 The node's limit defaults to a quarter of the process's open-file limit, which the
 broker first lifts to its hard limit (as Go programs and nginx's worker_rlimit_nofile
 do): the rest stays for device sockets, Redis and the embedded Redis's pipes. And at
@@ -91,29 +103,33 @@ class ConnectionLimits:
     trusted_proxies: tuple[str, ...] = ()  # addresses or networks (CIDR), as Limits'
 
 
+# The group of the connections a trusted proxy forwards: one peer, many clients. Not
+# limited per address, but still where a full node looks for room.
+PROXIED = "proxied"
+
+
 class Slot:
     """One counted connection. `release` ends it (idempotent): at close, when its
     device WebSocket proves a credential; `authenticated` (an RP's key) takes it out of
-    its address's count."""
+    its address's count. Until either, it may be evicted to make room (ConnectionGate)."""
 
-    __slots__ = ("_gate", "key", "released")
+    __slots__ = ("_gate", "key", "released", "transport")
 
-    def __init__(self, gate: ConnectionGate, key: str | None) -> None:
+    def __init__(self, gate: ConnectionGate, key: str, transport: asyncio.BaseTransport) -> None:
         self._gate = gate
-        self.key = key
+        self.key: str | None = key  # its address's group; None: proven, not evictable
+        self.transport = transport
         self.released = False
 
     def authenticated(self) -> None:
         if self.key is not None and not self.released:
-            self._gate._leave_address(self.key)
-            self.key = None
+            self._gate._leave_group(self)
 
     def release(self) -> None:
         if not self.released:
             self.released = True
             if self.key is not None:
-                self._gate._leave_address(self.key)
-                self.key = None
+                self._gate._leave_group(self)
             self._gate.open -= 1
 
 
@@ -123,9 +139,14 @@ class ConnectionGate:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self._proxies = [ipaddress.ip_network(p, strict=False) for p in limits.trusted_proxies]
-        self._per_address: dict[str, int] = {}
+        # The unproven connections of each address (or PROXIED), oldest first; and the
+        # addresses by how many they hold, to find the one holding most in O(1).
+        self._groups: dict[str, dict[Slot, None]] = {}
+        self._by_size: dict[int, dict[str, None]] = {}
+        self._largest = 0
         self.open = 0
         self.refused = {"per_ip": 0, "node": 0}
+        self.evicted = 0  # unproven connections closed to make room on a full node
         self.write_timeouts = 0  # connections dropped for reading no response
         self._lingering = 0
 
@@ -134,28 +155,59 @@ class ConnectionGate:
         refusal and is being closed, and its protocol is no longer the caller."""
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) else ""
-        key = None if self._is_proxy(host) else address_key(host)
+        key = PROXIED if self._is_proxy(host) else address_key(host)
         limits = self.limits
-        if limits.node and self.open >= limits.node:
+        group = self._groups.get(key)
+        count = len(group) if group is not None else 0
+        if limits.per_ip and key != PROXIED and count >= limits.per_ip:
+            self._refuse(transport, "per_ip", host)
+            return None
+        if limits.node and self.open >= limits.node and not self._make_room(count + 1):
             self._refuse(transport, "node", host)
             return None
-        if key is not None and limits.per_ip:
-            count = self._per_address.get(key, 0)
-            if count >= limits.per_ip:
-                self._refuse(transport, "per_ip", host)
-                return None
-            self._per_address[key] = count + 1
-        elif key is not None:
-            key = None  # no limit per address: nothing to count
+        slot = Slot(self, key, transport)
+        if group is None:
+            group = self._groups[key] = {}
+        group[slot] = None
+        self._resize(key, count, count + 1)
         self.open += 1
-        return Slot(self, key)
+        return slot
 
-    def _leave_address(self, key: str) -> None:
-        left = self._per_address[key] - 1
-        if left:
-            self._per_address[key] = left
-        else:
-            del self._per_address[key]
+    def _make_room(self, newcomer: int) -> bool:
+        """Evict the oldest unproven connection of the address holding most, if it holds
+        more than the newcomer's address would with it (`newcomer`). True: room made."""
+        if self._largest <= newcomer:
+            return False
+        key = next(iter(self._by_size[self._largest]))
+        victim = next(iter(self._groups[key]))
+        victim.release()  # counted out now; its protocol's release at close is a no-op
+        victim.transport.abort()  # not close(): that waits to send what it may never read
+        self.evicted += 1
+        log.debug("closed a connection from %s to make room on a full node", key)
+        return True
+
+    def _leave_group(self, slot: Slot) -> None:
+        key = slot.key
+        assert key is not None
+        slot.key = None
+        group = self._groups[key]
+        del group[slot]
+        if not group:
+            del self._groups[key]
+        self._resize(key, len(group) + 1, len(group))
+
+    def _resize(self, key: str, old: int, new: int) -> None:
+        """Move `key` from the addresses holding `old` connections to those holding `new`."""
+        if old:
+            sized = self._by_size[old]
+            del sized[key]
+            if not sized:
+                del self._by_size[old]
+        if new:
+            self._by_size.setdefault(new, {})[key] = None
+        # Counts move by one: the largest is the new count, or the old one's neighbour.
+        if new > self._largest or (old == self._largest and old not in self._by_size):
+            self._largest = new
 
     def _is_proxy(self, host: str) -> bool:
         if not self._proxies:

@@ -360,6 +360,12 @@ class NodeCollector(Collector):
                 refused.add_metric([limit], count)
             yield refused
             yield CounterMetricFamily(
+                "pushauth_http_connections_evicted",
+                "Unproven connections closed to make room on a full node for a client holding fewer "
+                "(the oldest of the address holding most)",
+                value=self.gate.evicted,
+            )
+            yield CounterMetricFamily(
                 "pushauth_http_write_timeouts",
                 "Connections dropped because the client read none of a response for --write-timeout",
                 value=self.gate.write_timeouts,

@@ -185,8 +185,10 @@ def add_arguments(
         type=int,
         metavar="N",
         help="open HTTP connections to this process from all addresses, device WebSockets counted until "
-        "they prove a credential, 0: no limit (503 node_busy; default: a quarter of the open-file limit, "
-        "which the broker lifts to its hard limit at start, at most 10000)",
+        "they prove a credential, 0: no limit. When full, a newcomer takes the place of the oldest unproven "
+        "connection of the address holding most, if it holds more than the newcomer's would; else 503 "
+        "node_busy (default: a quarter of the open-file limit, which the broker lifts to its hard limit at "
+        "start, at most 10000)",
     )
     limits.add_argument(
         "--new-backups-per-ip",

@@ -10,6 +10,10 @@ the broker's own metrics say what it holds.
   connection whose request carried a valid RP API key (a wrong key does);
 - one credential is authenticated on at most MAX_SOCKETS_PER_CREDENTIAL connections;
 - behind a trusted proxy only the node's limit applies (503 node_busy over it);
+- a full node makes room for a client holding fewer connections by closing the oldest
+  unproven connection of the address holding most, so a load balancer's health check
+  and an RP still get in while some addresses hold the node (loopback has many
+  addresses: 127.0.0.2, 127.0.0.3, ... stand for clients);
 - a client that sends requests and reads none of the answers is dropped after
   `--write-timeout`, on aiohttp's path and on the RP lane's.
 """
@@ -20,8 +24,10 @@ import asyncio
 import contextlib
 import http.client
 import json
+import random
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ from support import BrokerProcess, RedisServer, free_port, new_rp, new_rp_sync, 
 from support.metrics import scrape, value
 from test_broker_device_ws import CTX, Device, online_device
 
+from broker.connections import ConnectionGate, ConnectionLimits, Slot
 from broker.device_ws import MAX_SOCKETS_PER_CREDENTIAL
 from protocol.frames import Challenge
 from relying_party.sdk import PushAuthClient
@@ -57,15 +64,22 @@ class Node:
     def wait_open(self, count: int) -> None:
         wait_until(lambda: self.open_connections() == count, message=lambda: f"{count} connections open")
 
-    def hold(self, count: int) -> None:
-        """Open `count` connections that send nothing, and wait until the broker has them."""
+    def hold(self, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
+        """Open `count` connections from `source` that send nothing, and wait until the
+        broker has them."""
         before = self.open_connections()
-        for _ in range(count):
-            self.held.append(socket.create_connection(("127.0.0.1", self.broker.port), timeout=DEADLINE_S))
+        held = [
+            socket.create_connection(("127.0.0.1", self.broker.port), DEADLINE_S, (source, 0))
+            for _ in range(count)
+        ]
+        self.held += held
         self.wait_open(int(before) + count)
+        return held
 
-    def http(self) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.broker.port, timeout=DEADLINE_S)
+    def http(self, source: str = "127.0.0.1") -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(
+            "127.0.0.1", self.broker.port, timeout=DEADLINE_S, source_address=(source, 0)
+        )
 
     def close(self) -> None:
         for sock in self.held:
@@ -100,9 +114,9 @@ def get(conn: http.client.HTTPConnection, path: str, **headers: str) -> tuple[in
     return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
 
 
-def refused_with(node: Node, status: int, code: str) -> dict[str, Any]:
+def refused_with(node: Node, status: int, code: str, source: str = "127.0.0.1") -> dict[str, Any]:
     """A new connection's request, answered with the refusal `status`/`code` and closed."""
-    conn = node.http()
+    conn = node.http(source)
     try:
         got, headers, body = get(conn, "/healthz")
     finally:
@@ -115,8 +129,8 @@ def refused_with(node: Node, status: int, code: str) -> dict[str, Any]:
     return doc
 
 
-def served(node: Node) -> int:
-    conn = node.http()
+def served(node: Node, source: str = "127.0.0.1") -> int:
+    conn = node.http(source)
     try:
         return get(conn, "/healthz")[0]
     finally:
@@ -226,6 +240,61 @@ def test_behind_a_trusted_proxy_only_the_node_limit_applies(start_node: Callable
     assert served(node) == 200
 
 
+def closed_by_broker(sock: socket.socket) -> bool:
+    """Whether the broker has closed this idle connection (it reads an end or a reset)."""
+    sock.settimeout(DEADLINE_S)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_full_node_makes_room_for_a_client_holding_fewer(start_node: Callable[..., Node]) -> None:
+    """Twenty addresses of 512 connections fill a node of 10,000, the per-address limit
+    notwithstanding; then the load balancer's health checks were refused and the node
+    taken out. Now the newcomer takes the place of the oldest unproven connection of
+    the address holding most, while that address holds more than the newcomer's would."""
+    node = start_node("--http-connections", "6")
+    rp = new_rp_sync(node.broker)
+    heavy = node.hold(4, "127.0.0.2")
+    # An RP's connection from the heavy address, its key proven: never evicted.
+    rp_conn = node.http("127.0.0.2")
+    assert get(rp_conn, "/v1/challenges/no-such", Authorization=f"Bearer {rp['api_key']}")[0] == 404
+    node.hold(1, "127.0.0.3")
+    node.wait_open(6)  # full
+    # A health check from a third address: the heavy one's oldest goes.
+    assert served(node, "127.0.0.4") == 200
+    assert closed_by_broker(heavy[0])
+    assert node.metric("pushauth_http_connections_evicted_total") == 1
+    node.wait_open(5)
+    # The heavy address's next connections: one to the free place, then refused, since
+    # it would hold the most; a light address's gets in, in place of a heavy one's.
+    node.hold(1, "127.0.0.2")
+    doc = refused_with(node, 503, "node_busy", "127.0.0.2")
+    assert "6 connections open" in doc["detail"]
+    assert node.metric("pushauth_http_connections_refused_total", limit="node") == 1
+    assert served(node, "127.0.0.3") == 200
+    assert closed_by_broker(heavy[1])
+    assert node.metric("pushauth_http_connections_evicted_total") == 2
+    # The RP's connection serves on.
+    assert get(rp_conn, "/v1/challenges/no-such", Authorization=f"Bearer {rp['api_key']}")[0] == 404
+    rp_conn.close()
+
+
+def test_a_full_node_of_equal_shares_refuses(start_node: Callable[..., Node]) -> None:
+    """Every address holding one: nobody holds more than a newcomer would, so nothing
+    is evicted and the newcomer is refused."""
+    node = start_node("--http-connections", "3")
+    for source in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+        node.hold(1, source)
+    refused_with(node, 503, "node_busy", "127.0.0.5")
+    assert node.metric("pushauth_http_connections_evicted_total") == 0
+    assert node.open_connections() == 3
+    node.held.pop().close()
+    node.wait_open(2)
+    assert served(node, "127.0.0.5") == 200
+
+
 def reader_that_never_reads(node: Node, requests: bytes) -> tuple[socket.socket, threading.Thread]:
     """A connection that sends `requests` (pipelined) from a thread and reads nothing;
     its receive buffer is made small so that the broker's responses back up at once."""
@@ -290,3 +359,63 @@ async def test_the_agent_says_what_a_busy_broker_said(
     await asyncio.to_thread(node.wait_open, 0)
     result = await asyncio.to_thread(agent, home, "pending")
     assert result.returncode == 0, result.stderr
+
+
+class _Transport:
+    """What ConnectionGate asks of a transport: its peer, abort, and what a refusal writes."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.aborted = False
+
+    def get_extra_info(self, name: str) -> Any:
+        return (self.host, 40000) if name == "peername" else None
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    # A refusal's way out: its response, then a close (no lingering without write_eof).
+    def set_protocol(self, protocol: Any) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        assert data.startswith(b"HTTP/1.1 503 ")
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_gate_always_evicts_from_the_address_holding_most() -> None:
+    """The gate's bookkeeping (the address holding most, found in O(1)) against a plain
+    recount, over a random run of admissions, closes and RP authentications."""
+    rng = random.Random(7)
+    gate = ConnectionGate(ConnectionLimits(per_ip=0, node=40))
+    live: list[Slot] = []
+    for _ in range(5000):
+        op = rng.random()
+        if op < 0.6 or not live:
+            counts = Counter(s.key for s in live if s.key is not None and not s.released)
+            host = f"10.0.{rng.randrange(12)}.1"
+            newcomer = counts[host] + 1
+            slot = gate.admit(_Transport(host))  # type: ignore[arg-type]
+            evicted = [s for s in live if s.released]
+            if slot is None:
+                assert gate.open == 40 and max(counts.values(), default=0) <= newcomer
+            else:
+                live.append(slot)
+            for victim in evicted:  # at most one, from an address holding most, its oldest
+                assert victim.transport.aborted  # type: ignore[attr-defined]
+                host_of = victim.transport.host  # type: ignore[attr-defined]
+                assert counts[host_of] == max(counts.values()) > newcomer
+                live.remove(victim)
+            assert len(evicted) <= 1
+        elif op < 0.9:
+            live.pop(rng.randrange(len(live))).release()
+        else:
+            live[rng.randrange(len(live))].authenticated()
+        counts = Counter(s.key for s in live if s.key is not None)
+        assert gate.open == len(live)
+        assert gate._largest == max(counts.values(), default=0)
