@@ -26,6 +26,7 @@ from protocol.frames import (
     Error,
     Frame,
     Hello,
+    PushSubscribed,
     Revoke,
     Revoked,
     Sender,
@@ -313,8 +314,9 @@ def test_device_refuses_frames_that_devices_send(frame: Frame) -> None:
         SAMPLES[Enrolled],
         SAMPLES[Error],
         Revoked(cid="cred_A1", reason="removed_by_rp", rid=None),
+        SAMPLES[PushSubscribed],
     ],
-    ids=["enrolled", "error", "revoked"],
+    ids=["enrolled", "error", "revoked", "push_subscribed"],
 )
 def test_replies_to_enroll_may_come_before_welcome(frame: Frame) -> None:
     client = connected_client(server())
