@@ -198,8 +198,14 @@ SCHEMAS: dict[str, Any] = {
         {
             "credential_id": _ID,
             "decision": {"enum": ["approve", "deny", "fraud"]},
-            "number": {"type": "string"},
-            "ts": _MS,
+            # The answer frame's own constraints (docs/protocol.md section 5): what the
+            # device signed, which an RP checks before it verifies the signature.
+            "number": {
+                "type": "string",
+                "pattern": "^[0-9]{0,8}$",
+                "description": "the typed number: empty for deny and fraud",
+            },
+            "ts": {**_MS, "minimum": 0, "maximum": 2**53},
             "ctx_hash": _B64_32,
             "signature": _B64_64,
         }

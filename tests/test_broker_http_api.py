@@ -338,3 +338,23 @@ async def test_a_long_poll_on_an_enrollment_answers_when_it_is_cancelled(
     assert (await api.call("DELETE", f"/v1/enrollments/{enrollment['id']}"))[0] == 204
     status, after, _ = await asyncio.wait_for(poll, DEADLINE)
     assert status == 200 and after["status"] == "expired" and after["credential"] is None
+
+
+def test_openapi_answer_schema_states_the_answer_frames_constraints() -> None:
+    """An RP generating its checks from the OpenAPI document gets the answer frame's
+    rules (docs/protocol.md section 5): the typed number is 0..8 ASCII digits and ts an
+    ms time in 0..2^53. The verdict vectors' well-formed answers pass it."""
+    resolver = {"$ref": "#/components/schemas/Answer", "components": DOCUMENT["components"]}
+    vectors = json.loads((Path(__file__).parent.parent / "docs" / "test-vectors.json").read_text())
+    good = vectors["rp"]["verify"][0]["result"]["answer"]
+    jsonschema.validate(good, resolver)
+    jsonschema.validate({**good, "decision": "deny", "number": ""}, resolver)
+    for bad in (
+        {"number": "4a"},
+        {"number": "123456789"},
+        {"number": "\uff14\uff12"},
+        {"ts": -1},
+        {"ts": 2**53 + 1},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**good, **bad}, resolver)
