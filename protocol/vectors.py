@@ -52,6 +52,7 @@ from .frames import (
 )
 from .session import enroll, sign_answer, sign_recovery_answer
 from .uri import parse
+from .vectors_rp import rp_vectors
 
 # -- fixed inputs --------------------------------------------------------------------
 
@@ -846,6 +847,7 @@ def build() -> dict[str, Any]:
         "numbers": number_vectors(),
         "purposes": purpose_vectors(),
         "signing": signing_vectors(),
+        "rp": rp_vectors(),
     }
 
 
@@ -860,6 +862,7 @@ def count(vectors: dict[str, Any]) -> int:
     n += sum(len(v) for v in vectors["numbers"].values())
     n += len(vectors["purposes"])
     n += sum(len(v) for v in vectors["signing"].values())
+    n += sum(len(v) for v in vectors["rp"].values())
     return n
 
 

@@ -4,7 +4,8 @@ The vectors are computed from protocol/ (python -m protocol.vectors), not from t
 SDK, so an SDK that assembled the signed bytes differently (field order, domain,
 integer width, a missing rp_nonce) would fail here even if it agreed with itself.
 Covered: answers (verify_answer, evaluate, the freshness window), enrollment
-bindings (verify_binding), recoveries and recovery-key rotations (reconcile).
+bindings (verify_binding), recoveries and recovery-key rotations (reconcile), and the
+verdict vectors of section "rp": what the RP concludes from a create's answer and a result.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import pytest
 
 from protocol.challenge import Status
 from relying_party import Challenge, VerificationFailed, VerificationReason
+from relying_party.errors import BadBrokerResponse
 from relying_party.models import Credential, Enrollment, EnrollmentStatus, RecoveryKey, RecoveryProof
+from relying_party.sdk import _Asked
 from relying_party.verify import MAX_CLOCK_SKEW_MS, evaluate, reconcile, verify_answer, verify_binding
 from relying_party.wire import b64encode
 
@@ -173,3 +176,57 @@ def test_recovery_key_vector_is_a_valid_rotation() -> None:
     forged = replace(listed, recovery_key=RecoveryKey(h(v["recovery_pk"]), v["ts"] + 1, h(v["signature"])))
     sync = reconcile([forged], {stored.id: stored}, "rp_example")
     assert [f.reason for f in sync.refused] == [VerificationReason.BAD_ROTATION]
+
+
+# -- the RP's verdicts (docs/protocol.md sections 13 and 17; vectors "rp") -----------
+
+RP_VERIFY: list[dict[str, Any]] = VECTORS["rp"]["verify"]
+RP_CREATE: list[dict[str, Any]] = VECTORS["rp"]["create"]
+
+
+@pytest.mark.parametrize("vector", RP_VERIFY, ids=[v["name"] for v in RP_VERIFY])
+def test_rp_verify_vectors(vector: dict[str, Any]) -> None:
+    kept = vector["challenge"]
+    challenge = Challenge(
+        id=kept["id"],
+        user=kept["user"],
+        number=kept["number"],
+        digits=len(kept["number"]),
+        nonce=h(kept["nonce"]),
+        rp_nonce=h(kept["rp_nonce"]),
+        context=kept["context"],
+        created_at=kept["issued"],
+        expires_at=kept["issued"] + kept["ttl_s"] * 1000,
+    )
+    keys = {cid: h(pk) for cid, pk in vector["keys"].items()}
+    expect = vector["expect"]
+    if "failure" in expect:
+        with pytest.raises(VerificationFailed) as failure:
+            evaluate(challenge, vector["result"], rp_id=vector["rp"], public_keys=keys, now_ms=vector["now"])
+        assert failure.value.reason == expect["failure"]
+        return
+    result = evaluate(challenge, vector["result"], rp_id=vector["rp"], public_keys=keys, now_ms=vector["now"])
+    assert result.status == expect["status"]
+    assert result.approved is (expect["status"] == "approved")
+
+
+@pytest.mark.parametrize("vector", RP_CREATE, ids=[v["name"] for v in RP_CREATE])
+def test_rp_create_vectors(vector: dict[str, Any]) -> None:
+    asked = vector["request"]
+    check = _Asked(
+        request={},
+        user=asked["user"],
+        context=dict(vector["response"]["context"]),
+        ttl=asked["ttl"],
+        digits=asked["digits"],
+        rp_nonce=h(asked["rp_nonce"]),
+        credential_id=asked["credential_id"],
+        issued=vector["issued"],
+        headers={},
+    )
+    if "refused" in vector["expect"]:
+        with pytest.raises(BadBrokerResponse):
+            check.check(vector["response"])
+        return
+    challenge = check.check(vector["response"])
+    assert [challenge.created_at, challenge.expires_at] == vector["expect"]["window"]
