@@ -301,7 +301,9 @@ def build_parser() -> Parser:
         "add",
         "Add a verification-code-only account from an otpauth:// URI.",
         "The URI is the text of the QR code a service shows for an authenticator app\n"
-        "(otpauth://totp/... or otpauth://hotp/...). Quote it in the shell.",
+        "(otpauth://totp/... or otpauth://hotp/...). Quote it in the shell.\n"
+        "A pushauth://enroll link (push sign-in requests) is added with `enroll`, an\n"
+        "otpauth-migration:// export with `import`.",
     )
     c.add_argument("uri", metavar="URI", help="the otpauth:// URI")
     c.add_argument("--name", metavar="NAME", help='the name to list it under (default: "Issuer: account")')
@@ -501,6 +503,7 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
 
     from . import actions
 
+    otp_actions.check_link_command(args.uri, "enroll")
     twin = actions.twin_of(store, actions.parse_uri(args.uri))
     if twin is not None and not args.again and not confirm_again(twin):
         say("Nothing was added; the link was not used.")
@@ -563,6 +566,7 @@ def cmd_code(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_add(store: AccountStore, args: argparse.Namespace) -> int:
+    otp_actions.check_link_command(args.uri, "add")
     entry = otp_actions.add_uri(store, args.uri, args.name)
     say(f'Added "{entry.name}" (verification codes).')
     return EXIT_OK

@@ -78,8 +78,28 @@ def add_uri(store: AccountStore, text: str, name: str | None = None) -> Entry:
     return store.add_otp(otp, name)
 
 
+# Which command takes a link of each scheme, and what such a link is: a link given to
+# another command is refused with the right command's name (people type `add` for a
+# sign-in QR code's link, as an authenticator app's one "add account" button takes both).
+_LINKS = {
+    "pushauth": ("a push sign-in enrollment link", "enroll"),
+    "otpauth": ("a verification-code link", "add"),
+    "otpauth-migration": ("an authenticator export", "import"),
+}
+_TAKES = {"enroll": ("pushauth",), "add": ("otpauth",), "import": ("otpauth", "otpauth-migration")}
+
+
+def check_link_command(link: str, command: str) -> None:
+    """Refuse, naming the right command, a link that `command` does not take."""
+    scheme = link.strip(" \t\n\r\f\v").partition(":")[0].lower()  # ASCII white space only
+    if scheme in _LINKS and scheme not in _TAKES[command]:
+        what, right = _LINKS[scheme]
+        raise UsageError(f"this is {what} ({scheme}://...): use pushauth-agent {right} '{scheme}://...'")
+
+
 def read_source(source: str) -> bytes:
     """The bytes of an import: a URI given on the command line, else a file."""
+    check_link_command(source, "import")
     if source.partition(":")[0].lower() in ("otpauth", "otpauth-migration"):
         return source.encode()
     try:

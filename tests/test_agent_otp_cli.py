@@ -122,6 +122,32 @@ def test_a_malformed_uri_is_one_line_and_changes_nothing(tmp_path: Path, uri: st
     assert vault_bytes(home) == before
 
 
+ENROLL_LINK = "pushauth://enroll?v=2&broker=wss%3A%2F%2Fbroker.example%2Fv1%2Fdevice&token=t"
+
+
+@pytest.mark.parametrize(
+    ("command", "link", "right"),
+    [
+        ("add", ENROLL_LINK, "pushauth-agent enroll"),
+        ("add", " PushAuth://enroll?v=2", "pushauth-agent enroll"),  # the scheme in any case
+        ("add", "otpauth-migration://offline?data=CgA", "pushauth-agent import"),
+        ("enroll", HOTP_URI, "pushauth-agent add"),
+        ("enroll", "otpauth-migration://offline?data=CgA", "pushauth-agent import"),
+        ("import", ENROLL_LINK, "pushauth-agent enroll"),
+    ],
+)
+def test_a_link_given_to_the_wrong_command_names_the_right_one(
+    tmp_path: Path, command: str, link: str, right: str
+) -> None:
+    """`add` took a sign-in QR code's link for a bad otpauth:// URI ("not an otpauth://
+    URI"), and `enroll` an otpauth:// link for a bad enrollment link."""
+    home = tmp_path / "home"
+    ok(home, "add", HOTP_URI)
+    before = vault_bytes(home)
+    assert_cli_error(agent(home, command, link), contains=right)
+    assert vault_bytes(home) == before
+
+
 def test_adding_the_same_secret_twice_is_refused(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ok(home, "add", HOTP_URI)
