@@ -710,7 +710,10 @@ def main(argv: list[str] | None = None) -> int:
         cpus = place(args)
         out = _out_path(args)
         made = _created_dirs(out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # before anything starts: say which directory, not only errno
+            raise RunError(f"cannot make the results directory {out}: {exc.strerror or exc}") from None
         runner = {
             "signin": run_signin,
             "crossnode": run_crossnode,

@@ -198,6 +198,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_started(
     assert not (tmp_path / "out").exists()
 
 
+def test_a_results_directory_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")  # a file where a directory must go
+    out = tmp_path / "file" / "run"
+    proc = run("signin", "--duration", "1", "--rate", "10", "--devices", "1", "--out", str(out), timeout=30)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert (
+        proc.stderr.strip() == f"pushauth-loadtest: cannot make the results directory {out}: Not a directory"
+    )
+
+
 def test_a_broker_that_cannot_start_says_why_and_where_its_log_is(tmp_path: Path) -> None:
     out = tmp_path / "run"
     proc = run(
