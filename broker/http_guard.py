@@ -80,7 +80,17 @@ class GuardedRequestHandler(RequestHandler):
     own keep-alive check uses (and, to see a complete head, its queue of parsed
     messages); tests/test_broker_http_guard.py pins the behaviour."""
 
-    __slots__ = ("_gate", "_head_timeout", "_head_timer", "_write_timeout", "_write_timer", "connection_slot")
+    __slots__ = (
+        "_answered",
+        "_eof",
+        "_gate",
+        "_head_timeout",
+        "_head_timer",
+        "_parsed",
+        "_write_timeout",
+        "_write_timer",
+        "connection_slot",
+    )
 
     def __init__(
         self,
@@ -103,6 +113,10 @@ class GuardedRequestHandler(RequestHandler):
         # the device socket, which gives it back once a credential is proven
         # (broker/device_ws.py, _Upgrade.prepare).
         self.connection_slot = slot
+        # Requests parsed and answered, and whether the client half-closed: then what it
+        # sent is answered before the connection closes (eof_received).
+        self._parsed = self._answered = 0
+        self._eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.connection_slot is None and self._gate is not None:
@@ -134,11 +148,31 @@ class GuardedRequestHandler(RequestHandler):
             self._write_timer = None
 
     def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
         super().data_received(data)
+        self._parsed += len(self._messages) - queued  # (nothing takes them meanwhile)
         if self._messages:
             self._disarm()  # a complete head was parsed
         elif data and not self._request_in_progress and not self._upgraded:
             self._arm()  # the first bytes of a request head (no-op if armed already)
+
+    def eof_received(self) -> bool:
+        """The client shut down its sending side after its requests (`nc -N`, scripts,
+        some HTTP/1.0 tools): they are answered, then the connection is closed, as the
+        RP lane does. aiohttp's returns None, so asyncio closed the connection at once
+        and `GET /healthz` then a shutdown got nothing back. Counted, not read off
+        aiohttp's state: a request taken off its queue may not have started yet."""
+        if self._answered >= self._parsed:
+            return False  # nothing asked: close now
+        self._eof = True  # (a body cut short is waited for until --body-timeout, as any slow one)
+        return True
+
+    async def finish_response(self, request: Any, resp: Any, start_time: float | None) -> Any:
+        done = await super().finish_response(request, resp, start_time)
+        self._answered += 1
+        if self._eof and self._answered >= self._parsed:
+            self.close()  # aiohttp's: no next request; closed once this one is done
+        return done
 
     def _waiting_for_head(self) -> bool:
         waiter = self._waiter

@@ -164,6 +164,7 @@ _HEAD, _BODY, _IDLE = "head", "body", "idle"
 
 class LaneConnection(asyncio.Protocol):
     __slots__ = (
+        "_eof",
         "_fallback",
         "_read_paused",
         "_timer",
@@ -186,6 +187,7 @@ class LaneConnection(asyncio.Protocol):
         self.slot: Slot | None = None  # the connection's count, handed on with it
         self.buf = bytearray()
         self.busy = False  # a request is being handled
+        self._eof = False  # the client half-closed: answer what it sent, then close
         self._read_paused = self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
@@ -224,6 +226,15 @@ class LaneConnection(asyncio.Protocol):
             return
         self._next()
 
+    def eof_received(self) -> bool:
+        """The client shut down its sending side after its request (`nc -N`, scripts,
+        some HTTP/1.0 tools): its requests are still answered, then the connection is
+        closed (asyncio's default, closing now, dropped the answer unsent)."""
+        self._eof = True
+        if not self.busy:
+            self._next()  # a whole request is answered; an incomplete one ends with the connection
+        return True
+
     def pause_writing(self) -> None:
         self._write_paused = True  # no next request is read until the client reads ours
         if self._write_timer is None:
@@ -251,14 +262,16 @@ class LaneConnection(asyncio.Protocol):
             transport.resume_reading()
             self._read_paused = False
         if not self.buf:
-            if self.lane.closing:
+            if self.lane.closing or self._eof:
                 transport.close()
             elif self._timer_kind != _HEAD:  # (a new connection's head timer stays)
                 self._arm(_IDLE, self.lane.timeouts.keepalive_s)
             return
         head = parse_head(self.buf)
         if head is None:
-            if self._timer_kind != _HEAD:  # the first bytes of a request head
+            if self._eof:  # the rest of the head never comes
+                transport.close()
+            elif self._timer_kind != _HEAD:  # the first bytes of a request head
                 self._arm(_HEAD, self.lane.timeouts.head_s)
             return
         if head is HAND_OFF:
@@ -266,7 +279,9 @@ class LaneConnection(asyncio.Protocol):
             return
         end = head.length + head.content_length
         if len(self.buf) < end:
-            if self._timer_kind != _BODY:
+            if self._eof:  # nor the rest of the body
+                transport.close()
+            elif self._timer_kind != _BODY:
                 self._arm(_BODY, self.lane.timeouts.body_s)
             return
         body = bytes(self.buf[head.length : end])
@@ -314,6 +329,8 @@ class LaneConnection(asyncio.Protocol):
         transport.set_protocol(handler)
         handler.connection_made(transport)
         handler.data_received(data)
+        if self._eof and not handler.eof_received():
+            transport.close()
 
     # -- timers -----------------------------------------------------------------
 

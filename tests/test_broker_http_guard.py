@@ -5,6 +5,7 @@ sockets against a real broker process and its log:
 - every refusal is a problem document with a stable code: an oversized head 431, a
   NUL in a header 400, a wrong Content-Type 415, duplicate JSON keys 400;
 - a client that goes away mid-body gets no 500 and leaves no traceback;
+- a client that half-closes after its requests gets their answers;
 - a half-sent head, a half-sent body and a socket that proves no credential are
   closed within their timeouts while sign-ins go on;
 - unauthenticated endpoints are rate limited per address (429 + Retry-After), the
@@ -145,6 +146,64 @@ async def test_refusals_are_problem_documents_and_leave_no_traceback(strict_brok
             sock.sendall(head.replace(b"Content-Length: 0", b"Content-Length: 1000") + b'{"user": "al')
     # The broker still serves, and (checked at teardown) logged no traceback, no 500.
     assert http_status(broker.http_url + "/healthz") == 200
+
+
+def half_closed_exchange(broker: BrokerProcess, data: bytes) -> list[int]:
+    """Send raw bytes, shut down the sending side (as `nc -N` and some scripts do), and
+    read until the broker closes: the statuses of the responses, in order."""
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=DEADLINE_S) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        raw = _read_all(sock)
+    statuses = []
+    while raw:  # each response: a head, then Content-Length bytes of body
+        head, _, raw = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        statuses.append(int(lines[0].split()[1]))
+        length = next(
+            int(v) for k, _, v in (line.partition(":") for line in lines) if k.lower() == "content-length"
+        )
+        raw = raw[length:]
+    return statuses
+
+
+async def test_a_client_that_half_closes_after_its_requests_gets_their_answers(
+    strict_broker: BrokerProcess,
+) -> None:
+    """asyncio closes a connection at the client's end of stream unless its protocol
+    says otherwise, and neither aiohttp nor the RP lane did: `GET /healthz` followed by
+    a shutdown got no answer at all, a malformed request no 400. Keep-alive requests,
+    pipelined, on both paths (the lane's routes and aiohttp's)."""
+    broker = strict_broker
+    rp = await new_rp(broker)
+    key = rp["api_key"]
+
+    def get(path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+
+    lane, aiohttp_route = get("/v1/challenges/no-such-challenge"), get("/v1/openapi.json")
+    for _ in range(3):  # end of stream with the request, or in another read: any timing
+        assert half_closed_exchange(broker, get("/healthz")) == [200]
+        assert half_closed_exchange(broker, aiohttp_route) == [200]
+        assert half_closed_exchange(broker, lane) == [404]
+        assert half_closed_exchange(broker, lane + lane + aiohttp_route + get("/healthz")) == [
+            404,
+            404,
+            200,
+            200,
+        ]
+        assert half_closed_exchange(broker, aiohttp_route + lane + aiohttp_route) == [200, 404, 200]
+        assert half_closed_exchange(broker, b"G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n") == [400]
+        body = json.dumps({"user": "alice", "context": CTX}).encode()
+        create = (
+            f"POST /v1/challenges HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        assert half_closed_exchange(broker, create + body) == [409]  # no devices: answered
+        # What never became a whole request ends with the connection, unanswered.
+        assert half_closed_exchange(broker, create + body[:5]) == []
+        assert half_closed_exchange(broker, b"GET /heal") == []
+        assert half_closed_exchange(broker, b"") == []
 
 
 def _h(headers: dict[str, str]) -> dict[str, str]:
