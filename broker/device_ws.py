@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 # restart, 18,000 devices each owed a reply and the old process lingered for seconds,
 # and a device that never replies held its socket that long for nothing.
 CLOSE_REPLY_TIMEOUT_S = 1.0
+# ... and how many bytes it reads meanwhile, looking for that reply, before it drops the
+# connection: a device that kept flooding after its close (say for its frame budget)
+# had every frame of a second's worth decoded and unmasked for nothing. Enough for
+# what was in flight when the close went out: a maximal frame and the reply.
+CLOSING_READ_LIMIT = 64 * 1024
 # A connection on which no credential was authenticated and no enrollment completed
 # within this time is closed (4408 auth_timeout); an `authenticate` whose credentials
 # were all refused does not stop the clock. `serve --auth-timeout` sets it per node.
@@ -166,6 +171,7 @@ class WsSocket(asyncio.Protocol):
     control. No task and no timer while idle; subclasses add what the socket is for."""
 
     __slots__ = (
+        "_after_close",
         "_closer",
         "_closing",
         "_decoder",
@@ -182,6 +188,7 @@ class WsSocket(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._decoder = wsframes.Decoder(WS_READ_LIMIT)
         self._closing = False  # a close frame went out (or came in): no more messages
+        self._after_close = 0  # bytes read since (CLOSING_READ_LIMIT)
         self._closer: asyncio.TimerHandle | None = None  # drops a peer that does not reply to close
         self._drain: asyncio.Future[None] | None = None  # set while the transport's buffer is full
         self._heartbeat = heartbeat
@@ -209,6 +216,14 @@ class WsSocket(asyncio.Protocol):
         self._silent = False
         if self._decoder is _DISCARD:
             return
+        if self._closing:
+            self._after_close += len(data)
+            if self._after_close > CLOSING_READ_LIMIT:
+                log.info(
+                    "dropping device connection: it sent over %d bytes after the close", CLOSING_READ_LIMIT
+                )
+                self._abort()
+                return
         try:
             messages = self._decoder.feed(data)
             for opcode, payload in messages:

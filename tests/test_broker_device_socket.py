@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import os
 from collections.abc import AsyncIterator
@@ -20,12 +21,12 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from shared_broker import broker  # noqa: F401 - fixture
-from support import BrokerProcess, RedisServer, serving, until
+from support import BrokerProcess, RedisServer, serving, until, wait_until
 
 from broker import wsframes
 from broker.app import create_app
 from broker.context import NODE
-from broker.device_ws import FRAME_BURST, HEARTBEAT, WS_READ_LIMIT, Heartbeat
+from broker.device_ws import CLOSING_READ_LIMIT, FRAME_BURST, HEARTBEAT, WS_READ_LIMIT, Heartbeat
 from broker.ratelimit import TokenBucket
 from protocol import SUBPROTOCOLS
 from protocol.frames import Hello, Welcome
@@ -206,6 +207,27 @@ async def test_pings_from_a_client_that_reads_nothing_do_not_pile_up_pongs(broke
         pongs += opcode == wsframes.OP_PONG
     assert (opcode, payload) == (wsframes.OP_CLOSE, (4429).to_bytes(2, "big") + b"rate_limited")
     assert 0 < pongs < pings // 2, pongs  # about UNPROVEN_FRAME_BURST
+    dev.close()
+
+
+async def test_a_device_that_floods_on_after_the_close_is_dropped(broker: BrokerProcess) -> None:
+    """After its close frame the broker reads on for the device's reply, for up to
+    CLOSE_REPLY_TIMEOUT_S: a device that kept sending had every frame of that second
+    decoded and unmasked for nothing. Now it reads at most CLOSING_READ_LIMIT more."""
+    dev = await RawDevice.open(broker.port)
+    await dev.frame()  # hello
+    # Far past the budget of a connection that proved nothing: the broker closes it
+    # (4429) while most of this still waits in the socket for it to read.
+    flood = client_frame(wsframes.OP_BINARY, b"x" * 1000) * 2000
+    dev.send(flood)
+    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+        await dev.writer.drain()
+    dropped = f"it sent over {CLOSING_READ_LIMIT} bytes after the close"
+    await asyncio.to_thread(
+        wait_until, lambda: dropped in broker.stderr(), message="dropped for what it sent after the close"
+    )
+    with contextlib.suppress(ConnectionError):
+        assert await dev.at_eof()
     dev.close()
 
 
