@@ -54,10 +54,10 @@ log = logging.getLogger(__name__)
 # restart, 18,000 devices each owed a reply and the old process lingered for seconds,
 # and a device that never replies held its socket that long for nothing.
 CLOSE_REPLY_TIMEOUT_S = 1.0
-# ... and how many bytes it reads meanwhile, looking for that reply, before it drops the
-# connection: a device that kept flooding after its close (say for its frame budget)
-# had every frame of a second's worth decoded and unmasked for nothing. Enough for
-# what was in flight when the close went out: a maximal frame and the reply.
+# ... and how many bytes it reads meanwhile, looking for that reply, before it stops
+# reading until then: a device that kept flooding after its close (say for its frame
+# budget) had every frame of a second's worth decoded and unmasked for nothing. Enough
+# for what was in flight when the close went out: a maximal frame and the reply.
 CLOSING_READ_LIMIT = 64 * 1024
 # A connection on which no credential was authenticated and no enrollment completed
 # within this time is closed (4408 auth_timeout); an `authenticate` whose credentials
@@ -218,11 +218,12 @@ class WsSocket(asyncio.Protocol):
             return
         if self._closing:
             self._after_close += len(data)
-            if self._after_close > CLOSING_READ_LIMIT:
-                log.info(
-                    "dropping device connection: it sent over %d bytes after the close", CLOSING_READ_LIMIT
-                )
-                self._abort()
+            if self._after_close > CLOSING_READ_LIMIT and self.transport is not None:
+                # Not read at all any more (nor decoded): not aborted now, which would
+                # reset the connection before the device could read why it was closed.
+                log.info("reading no more: the device sent over %d bytes after the close", CLOSING_READ_LIMIT)
+                self._decoder = _DISCARD
+                self.transport.pause_reading()
                 return
         try:
             messages = self._decoder.feed(data)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -213,20 +214,23 @@ async def test_pings_from_a_client_that_reads_nothing_do_not_pile_up_pongs(broke
 async def test_a_device_that_floods_on_after_the_close_is_dropped(broker: BrokerProcess) -> None:
     """After its close frame the broker reads on for the device's reply, for up to
     CLOSE_REPLY_TIMEOUT_S: a device that kept sending had every frame of that second
-    decoded and unmasked for nothing. Now it reads at most CLOSING_READ_LIMIT more."""
+    decoded and unmasked for nothing. Now it reads at most CLOSING_READ_LIMIT more, and
+    the device can still read why it was closed."""
     dev = await RawDevice.open(broker.port)
     await dev.frame()  # hello
     # Far past the budget of a connection that proved nothing: the broker closes it
     # (4429) while most of this still waits in the socket for it to read.
-    flood = client_frame(wsframes.OP_BINARY, b"x" * 1000) * 2000
+    unknown = msgpack.packb({"v": 2, "t": "flood", "pad": "x" * 1000})  # each an error frame
+    flood = client_frame(wsframes.OP_BINARY, unknown) * 2000
     dev.send(flood)
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
         await dev.writer.drain()
-    dropped = f"it sent over {CLOSING_READ_LIMIT} bytes after the close"
+    dropped = f"reading no more: the device sent over {CLOSING_READ_LIMIT} bytes after the close"
     await asyncio.to_thread(
-        wait_until, lambda: dropped in broker.stderr(), message="dropped for what it sent after the close"
+        wait_until, lambda: dropped in broker.stderr(), message="no more read after the close"
     )
-    with contextlib.suppress(ConnectionError):
+    assert await dev.closed_with() == 4429
+    with contextlib.suppress(ConnectionError):  # (a reset, once the close reply is overdue)
         assert await dev.at_eof()
     dev.close()
 
