@@ -442,11 +442,52 @@ async def test_a_recovery_key_on_an_enrollment_not_made_recoverable_is_refused(b
             "recovery_key": {"public_key": b64encode(rpk), "ts": None, "signature": None},
         }
         body = {**enrollment_body(None, status="completed"), "credential": credential}
+        # The broker's word that the enrollment was recoverable changes nothing either:
+        # that choice is the RP's, kept with the Enrollment it made.
+        for claim in ({}, {"recoverable": False}, {"recoverable": True}):
+            broker.routes["GET v1/enrollments/enr_1"] = answer(200, {**body, **claim})
+            with pytest.raises(VerificationFailed) as failure:
+                await client.wait_enrollment(enrollment, timeout=5)
+            assert failure.value.reason is VerificationReason.BAD_BINDING
+            assert "recoverable" in str(failure.value)
+
+
+async def test_a_recovery_key_named_at_enrollment_with_a_rotation_signature_is_refused(
+    broker: Scripted,
+) -> None:
+    """The binding covers a new credential's recovery key, not a `ts` and `signature` the
+    broker adds to it (which would set the floor later rotations must pass)."""
+    seed, recovery_seed = signing.new_seed(), signing.new_seed()
+    async with PushAuthClient(broker.url, "key") as client:
+        broker.routes["GET v1/rp"] = RP
+        broker.routes["POST v1/enrollments"] = answer(201, enrollment_body(BROKER_URI))
+        enrollment = await client.create_enrollment("alice", "alice@acme", recoverable=True)
+        rpk, pk = signing.public_key(recovery_seed), signing.public_key(seed)
+        assert enrollment.binding_secret is not None
+        binding = signing.sign(
+            seed, signing.binding_bytes("rp_1", TOKEN, enrollment.binding_secret, pk, "Pixel", rpk)
+        )
+        bound = {
+            **bound_credential(enrollment, seed),
+            "binding": b64encode(binding),
+            "recovery_key": {"public_key": b64encode(rpk), "ts": None, "signature": None},
+        }
+        body = {**enrollment_body(None, status="completed"), "credential": bound}
         broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
+        done = await client.wait_enrollment(enrollment, timeout=5)  # as the device bound it
+        assert done.credential is not None and done.credential.recovery_key is not None
+        ts = _now_ms() + 10**9
+        signed = {
+            "public_key": b64encode(rpk),
+            "ts": ts,
+            "signature": b64encode(signing.sign(seed, signing.recovery_key_bytes("cred_1", rpk, ts))),
+        }
+        broker.routes["GET v1/enrollments/enr_1"] = answer(
+            200, {**body, "credential": {**bound, "recovery_key": signed}}
+        )
         with pytest.raises(VerificationFailed) as failure:
             await client.wait_enrollment(enrollment, timeout=5)
     assert failure.value.reason is VerificationReason.BAD_BINDING
-    assert "recoverable" in str(failure.value)
 
 
 @pytest.mark.parametrize(

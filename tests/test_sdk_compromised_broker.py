@@ -473,6 +473,10 @@ CREATE_LIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "no rp_nonce": lambda ch: {k: v for k, v in ch.items() if k != "rp_nonce"},
     "another user": lambda ch: {**ch, "user": "mallory"},
     "another digit count": lambda ch: {**ch, "digits": 3, "number": "123"},
+    # An ordinary sign-in the broker calls a test push of one credential: an RP that
+    # picks the keys it verifies with by the challenge's credential_id (the demo RP
+    # does) would then take an unconfirmed device's approval.
+    "aimed at one credential": lambda ch: {**ch, "credential_id": ALICE_TABLET.cid},
 }
 
 

@@ -276,6 +276,21 @@ def test_a_rotation_signed_by_the_credential_and_newer_is_taken() -> None:
     assert after.added == [fresh.cred] and not after.refused
 
 
+def test_a_credential_listed_twice_counts_once() -> None:
+    """A broker that lists one credential twice, with two of its device's rotations (the
+    older one last), does not get the second listing to replace the first: it is
+    refused, and the key the RP takes is the one first listed."""
+    dev = enrolled()
+    newer, _ = rotated(dev, T0 + 2000)
+    older, _ = rotated(dev, T0 + 1000)
+    sync = reconcile([newer, older], stored(dev), RP)
+    assert reasons(sync) == {dev.cred.id: VerificationReason.KEY_MISMATCH}
+    assert sync.current[dev.cred.id].recovery_key == newer.recovery_key
+    sync = reconcile([dev.cred, dev.cred], stored(dev), RP)
+    assert reasons(sync) == {dev.cred.id: VerificationReason.KEY_MISMATCH}
+    assert sync.current == stored(dev)
+
+
 def test_a_bad_rotation_is_refused_and_the_stored_recovery_key_kept() -> None:
     old = enrolled()
     first, _ = rotated(old, T0 + 100)
