@@ -997,6 +997,47 @@ async def test_a_device_removed_in_the_app_is_dropped_here(site: Site, tmp_path:
     assert site.db.devices(user(site.db).id) == []
 
 
+async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revoke_it(
+    settings: Settings, hostile: HostileBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stolen phone, and a compromised broker that refuses to revoke it (or one that
+    cannot be reached): the user's removal on Security info still ends the phone's trust
+    here, and the page says the sign-in service was not told. The broker still sends the
+    phone requests, and its approval signs nobody in; the phone kept still does."""
+    stolen, kept = tmp_path / "stolen", tmp_path / "kept"
+    async for s in _site(replace(settings, broker_url=hostile.http_url)):
+        await s.sign_in()
+        uid = user(s.db).id
+        stolen_cid = await _enroll_with_agent(s, stolen)
+        await _finish_setup(s, stolen, stolen_cid)
+        setup = await _start_setup(s, kept, name="Kept")
+        r = await s.post(setup + "/continue", {"csrf_token": await s.token(setup)})
+        assert r.headers["Location"] == "/security/test-notification"
+        (kept_cid,) = [d.credential_id for d in s.db.devices(uid) if d.credential_id != stolen_cid]
+        await _finish_setup(s, kept, kept_cid)
+
+        refusal = {"type": "about:blank", "title": "Unavailable", "status": 503, "code": "unavailable"}
+        hostile.answer("DELETE", r"/v1/credentials/.*", lambda _exchange, refusal=refusal: (503, refusal))
+        token = await s.token(f"/security/devices/{stolen_cid}/remove")
+        r = await s.post(f"/security/devices/{stolen_cid}/remove", {"csrf_token": token}, follow=True)
+        html = await r.text()
+        assert "Agent was removed here and can no longer approve sign-ins" in html
+        assert "The sign-in service could not be told" in html
+        assert [d.credential_id for d in s.db.devices(uid)] == [kept_cid]
+        assert user(s.db).second_factor  # not the last device: the second step stays
+
+        await s.post("/signout", {"csrf_token": await s.token("/security")})
+        assert (await s.sign_in()).headers["Location"] == "/signin/push"
+        _, html = await s.get("/signin/push")
+        await _approve(stolen, _number(html), setup=False)  # the broker still asks it
+        await s.post("/push/complete", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
+        assert not await s.signed_in()
+        assert [d.credential_id for d in s.db.devices(uid)] == [kept_cid]  # not added back
+        await _push_sign_in(s, kept)
+    events = " ".join(r.getMessage() for r in caplog.records if r.name == "relying_party.web.security_events")
+    assert "unknown_credential" in events
+
+
 # -- the broker's word drops devices, never the second step (docs/protocol.md section 20) -----
 
 

@@ -83,6 +83,25 @@ async def remove(client: PushAuthClient, db: Database, user: User, credential_id
     return revoked
 
 
+async def remove_at_users_word(
+    client: PushAuthClient, db: Database, user: User, credential_id: str
+) -> PushAuthError | None:
+    """The user's own removal of a device (Security info): revoked at the broker if it
+    can be, and deleted from our store whatever the broker answers. The broker is trusted
+    to deliver, never to keep a device trusted here that its user removed: a stolen phone
+    behind a compromised broker that refuses the revocation (or one that cannot be
+    reached) must not go on approving sign-ins. Returns the broker's error when it could
+    not be told (it may then still send the device requests, whose answers count nowhere
+    here: the device is no longer ours), else None."""
+    try:
+        await revoke(client, credential_id)
+    except PushAuthError as exc:
+        db.remove_device(user.id, credential_id)
+        return exc
+    db.remove_device(user.id, credential_id)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Restored:
     name: str

@@ -436,21 +436,25 @@ async def remove(request: web.Request) -> web.StreamResponse:
     user = auth.require_user(request)
     device = _own_device(request, user)
     reauth.require_fresh(request, f"/security/devices/{device.credential_id}/remove")
-    try:
-        # Already gone at the broker (the device removed itself) counts as revoked.
-        await credentials.remove(request.app[CLIENT], request.app[DB], user, device.credential_id)
-    except PushAuthError as exc:
-        log.warning("revoke failed: %s", exc)
-        get_session(request).flash(
-            "error",
-            f"{device.name} could not be removed: the sign-in service cannot be reached. Try again later.",
-        )
-        raise web.HTTPSeeOther("/security") from None
+    # Already gone at the broker (the device removed itself) counts as revoked; a broker
+    # that refuses or cannot be reached does not keep the device trusted here.
+    untold = await credentials.remove_at_users_word(
+        request.app[CLIENT], request.app[DB], user, device.credential_id
+    )
     if device.confirmed:
         # The user's own removal of their last device, after a fresh second factor, is
         # the one way back to password-only sign-in (auth.second_factor_required): never
         # a device dropped because the broker stopped listing it.
         request.app[DB].end_second_factor(user.id)
+    if untold is not None:
+        log.warning("revoke failed, %s removed here only: %s", device.credential_id, untold)
+        get_session(request).flash(
+            "error",
+            f"{device.name} was removed here and can no longer approve sign-ins. The sign-in "
+            "service could not be told, so it may still show requests: remove the account "
+            "in the app on that device too.",
+        )
+        raise web.HTTPSeeOther("/security")
     get_session(request).flash("success", f"{device.name} was removed. It can no longer approve sign-ins.")
     raise web.HTTPSeeOther("/security")
 
