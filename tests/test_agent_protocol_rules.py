@@ -191,6 +191,30 @@ async def test_an_enrollment_the_broker_made_for_another_rp_is_revoked(
     assert await client.list_credentials(USER) == []  # ...and the device took it back
 
 
+@pytest.mark.parametrize(
+    "moved", [{"rp": "another_rp"}, {"user": "mallory"}], ids=["another rp", "another user"]
+)
+async def test_a_recovery_the_broker_answers_for_another_account_is_not_kept(
+    tmp_path: Path, client: PushAuthClient, hostile: HostileBroker, moved: dict[str, str]
+) -> None:
+    """A restored account recovers by itself with its recovery key; a broker that answers
+    the recovery for another service or user does not move the account there: it stays
+    "action required" under the service and user it was enrolled at."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    started = await client.create_enrollment(USER, ACCOUNT, recoverable=True)
+    assert started.uri is not None
+    agent_ok(old, "enroll", started.uri)
+    done = await client.wait_enrollment(started, timeout=10)
+    assert done.credential is not None
+    backup = tmp_path / "phone.backup"
+    agent_ok(old, "backup", "--to", str(backup))
+    hostile.rewrite("POST", r"/v1/recoveries", lambda _exchange, body: {**body, **moved})
+    out = agent_ok(new, "restore", "--from", str(backup), "--device-name", "new phone")
+    assert f"action required: {ACCOUNT}: the broker answered for another account" in out
+    (account,) = AccountStore(new).load()
+    assert not account.active and (account.rp, account.user) == ((await client.rp()).id, USER)
+
+
 # -- gap 4: a challenge naming another RP than the account's is ignored ---------------
 
 
