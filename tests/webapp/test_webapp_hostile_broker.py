@@ -6,19 +6,22 @@ only through the hostile proxy (tests/support/hostile_broker.py), which relabels
   the phone never signs for an RP the user did not enroll with.
 - An enrollment the broker says it made for another RP than the link's is taken back
   (the key just registered is revoked) and nothing is kept.
+- A recovery the broker answers for another RP or user does not move the account.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from e2e_helpers import TEST_PASSPHRASE
 from playwright.async_api import expect
 from support import BrokerProcess, new_rp, until
 from support.hostile_broker import DeviceLink, HostileBroker
-from webapp_world import Phone, enrolled
+from webapp_world import Phone, PhoneMaker, enrolled
 
 from protocol.challenge import Status
 from protocol.frames import Answer, Challenge, Enrolled, Frame
@@ -100,3 +103,44 @@ async def test_an_enrollment_the_broker_made_for_another_rp_is_revoked(
     await until(
         taken_back, message="the phone revoked the key it just registered"
     )  # ...and the phone took it back
+
+
+@pytest.mark.parametrize(
+    ("moved", "why"),
+    [
+        ({"rp": "another_rp"}, "the server recovered the account at another service"),
+        ({"user": "mallory"}, "the server recovered the account for another user"),
+    ],
+    ids=["another rp", "another user"],
+)
+async def test_a_recovery_the_broker_answers_for_another_account_is_not_kept(
+    via_proxy: PushAuthClient,
+    hostile: HostileBroker,
+    phone: Phone,
+    phones: PhoneMaker,
+    app_broker: BrokerProcess,
+    tmp_path: Path,
+    moved: dict[str, str],
+    why: str,
+) -> None:
+    """A backup restored on a new phone recovers its account with the recovery key; a
+    broker that answers the recovery for another service or user does not move the
+    account there: it waits for a new QR code, under the service and user it had."""
+    account = await enrolled(via_proxy, phone, recoverable=True)
+    path = tmp_path / "app.backup"
+    await phone.save_backup(path, TEST_PASSPHRASE)
+    hostile.rewrite("POST", r"/v1/recoveries", lambda _exchange, body: {**body, **moved})
+    new = await phones(app_broker.http_url + "/app/")
+    await new.restore(path, TEST_PASSPHRASE)
+    await new.page.locator("#backup-status", has_text="Restored").wait_for()
+    (line,) = await new.page.locator("#restore-report li").all_inner_texts()
+    assert "action required" in line and why in line, line
+    kept = await new.page.evaluate(
+        """async (cid) => {
+          const db = await import("./js/db.js");
+          const a = await db.getAccount(cid);
+          return a && { rp: a.rp, user: a.user, actionRequired: a.actionRequired };
+        }""",
+        account["cid"],
+    )
+    assert kept == {"rp": (await via_proxy.rp()).id, "user": "alice", "actionRequired": True}

@@ -72,9 +72,12 @@ export async function recover(push, deviceName) {
   const fields = ["id", "rp", "user"];
   if (!answer || !fields.every((k) => typeof answer[k] === "string" && answer[k]))
     throw new BrokerError("malformed", "the server's answer to the recovery is malformed");
-  // The server must have recovered the account at the service the backup names.
+  // The server must have recovered the account at the service, and for the user, the
+  // backup names: a server does not move an account (as the Python agent checks too).
   if (answer.rp !== push.rp)
     throw new BrokerError("wrong_rp", `the server recovered the account at another service (${answer.rp})`);
+  if (answer.user !== push.user)
+    throw new BrokerError("wrong_user", `the server recovered the account for another user (${answer.user})`);
   return { cid: answer.id, user: answer.user, keyPair, recovery };
 }
 
