@@ -38,6 +38,7 @@ from support import (
     free_port,
     line_on_stdout,
     set_policy,
+    wait_until,
 )
 
 from relying_party.host.store import UserStore
@@ -482,6 +483,51 @@ async def _lift(setup: Setup) -> None:
     assert user is not None
     async with PushAuthClient(setup.broker.http_url, setup.rp["api_key"]) as sdk:
         await sdk.lift_push_block(user.handle)
+
+
+def test_a_device_whose_setup_never_finished_approves_nothing(
+    setup: Setup, server: tuple[ManagedProcess, int], tmp_path: Path
+) -> None:
+    """An enrollment stopped hard at its test push (the process killed: no clean-up)
+    leaves a device here whose user never proved they saw the number (whoever scanned the
+    QR code holds it). A compromised broker that calls it confirmed and sends it a
+    sign-in does not make its approval count: only devices confirmed here verify
+    sign-ins (docs/protocol.md section 17, step 4)."""
+    enroll_device(setup, "ursula", tmp_path / "phone", "phone")
+    config = write_config(setup, free_port())
+    enroll = ManagedProcess(
+        [RADIUS, "--config", config, "enroll", "ursula"], log_dir=tmp_path, name="radius-enroll-stopped"
+    ).start()
+    intruder = tmp_path / "intruder"
+    try:
+        agent_ok(intruder, "enroll", enroll.wait_for_output(r"^link: (\S+)$").group(1), "--name", "intruder")
+        enroll.wait_for_output(r"Test push: type (\d+) in your authenticator")
+        enroll.kill()
+    finally:
+        enroll.cleanup()
+    db = Database(setup.store)
+    try:
+        user = db.user_by_name("ursula")
+        assert user is not None
+        (unfinished,) = [d for d in db.devices(user.id) if not d.confirmed]
+    finally:
+        db.close()
+
+    async def confirm_at_the_broker() -> None:
+        async with PushAuthClient(setup.broker.http_url, setup.rp["api_key"]) as sdk:
+            await sdk.confirm_credential(unfinished.credential_id)
+
+    asyncio.run(confirm_at_the_broker())
+    proc, port = server
+    challenge = start(port, user="ursula")
+    (request,) = wait_until(
+        lambda: [r for r in pending(intruder) if not r["setup_test"]] or None,
+        message="the sign-in sent to the unfinished device",
+    )
+    agent_ok(intruder, "approve", request["id"], "--number", challenge.number)
+    reply = follow_up(port, challenge, user="ursula")
+    assert reply.code == "Access-Reject", reply.text
+    audit_line(proc, r"decision=reject .*user=ursula")
 
 
 def test_a_state_is_answered_once(setup: Setup, server: tuple[ManagedProcess, int]) -> None:

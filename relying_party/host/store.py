@@ -67,8 +67,11 @@ class UserStore:
         return self.db.devices(user.id, confirmed_only=confirmed_only)
 
     def public_keys(self, user: User) -> dict[str, bytes]:
-        """Every key stored for the user: an answer signed by anything else is refused."""
-        return {d.credential_id: d.public_key for d in self.devices(user)}
+        """The keys that verify the user's sign-ins: those of the devices confirmed here
+        (their setup's test push approved, or recovered with a proof). An answer signed
+        by anything else is refused, also by a device whose setup never finished (an
+        enrollment stopped hard at its test push), whatever a broker routes to it."""
+        return {d.credential_id: d.public_key for d in self.devices(user, confirmed_only=True)}
 
     def check_code(self, user: User, code: str) -> totp.CodeCheck:
         """A verification code of one of the user's confirmed devices, used at most once."""
