@@ -171,6 +171,16 @@ async def _all_ready(
         raise WorkersError(f"the workers were not ready within {READY_TIMEOUT_S:g} s")
 
 
+def _ended(code: int) -> str:
+    """How a worker ended, in an operator's words: asyncio gives a signal as -N."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
 async def _keep(worker: Worker, stopping: asyncio.Event) -> None:
     """Run one worker until the supervisor stops, starting it again when it dies."""
     delay = 1.0
@@ -182,11 +192,11 @@ async def _keep(worker: Worker, stopping: asyncio.Event) -> None:
         if stopping.is_set():
             return
         if not worker.ready.is_set():
-            raise WorkersError(f"worker {worker.index} exited with {code} before it was ready")
+            raise WorkersError(f"worker {worker.index} {_ended(code)} before it was ready")
         if time.monotonic() - began > 60:
             delay = 1.0
-        log.warning("worker %d (pid %d) exited with %s; starting it again in %gs", worker.index, proc.pid,
-                    code, delay)  # fmt: skip
+        log.warning("worker %d (pid %d) %s; starting it again in %gs", worker.index, proc.pid,
+                    _ended(code), delay)  # fmt: skip
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), delay)
         delay = min(delay * 2, 30.0)

@@ -151,6 +151,8 @@ async def test_a_killed_supervisor_stops_its_workers_in_order_and_a_dead_worker_
     (again,) = map(int, re.findall(r"worker 0 \(pid (\d+)\) back", broker.run_stdout()))
     leftovers.append(again)
     assert running(w1) and running(redis_pid)
+    # The operator's log says how the worker ended, not asyncio's "-9".
+    assert f"worker 0 (pid {w0}) was killed by SIGKILL; starting it again in 1s" in broker.output()
 
     rp = add_rp(data)
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
