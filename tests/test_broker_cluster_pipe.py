@@ -251,6 +251,32 @@ async def test_a_subscription_moves_with_its_slot(pipe: ClusterPipe, redis_clust
     await listener.stop()
 
 
+async def test_a_subscription_leaves_a_hung_master_for_the_promoted_one(
+    pipe: ClusterPipe, redis_cluster: RedisCluster
+) -> None:
+    """A master that hangs (SIGSTOP: its connections stay open, nothing is closed, no
+    `sunsubscribe` comes) is failed over by the cluster; the events of its slots are
+    published at the promoted replica from then on. The subscription finds out by its
+    PINGs going unanswered and subscribes there, while the old master still hangs."""
+    channel = "t:{hung}:ev"
+    sub = pipe.subscriber()
+    listener = Listener(sub)
+    await listener.resubscribed(0)
+    await _hold(sub, [channel])
+    master = redis_cluster.master_of_key(channel)
+    before = listener.subscriptions
+    promoted = await asyncio.to_thread(redis_cluster.hang_master, master)
+    try:
+        await listener.resubscribed(before)
+        await sub.ready([channel])
+        assert await pipe.execute("SPUBLISH", channel, b"while it hangs") == 1
+        assert await asyncio.wait_for(listener.got.get(), 10) == b"while it hangs"
+        assert redis_cluster.master_of_key(channel).port == promoted.port
+    finally:
+        await listener.stop()
+        await asyncio.to_thread(redis_cluster.wake, master)
+
+
 async def test_a_transaction_is_atomic_and_durable(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
     replies = await pipe.transaction(
         [("HSET", "t:{tx}:h", "a", "1"), ("SET", "t:{tx}:s", "x"), ("PEXPIRE", "t:{tx}:s", 60000)],

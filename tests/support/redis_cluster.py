@@ -14,6 +14,7 @@ fixture) and leave it as they found it (three masters with one replica each).
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,7 @@ class RedisCluster:
         self.masters_wanted = masters
         self.replicas_per_master = replicas
         self.nodes: list[RedisServer] = []
+        self.hung: set[int] = set()  # ports of nodes stopped by hang_master (SIGSTOP)
         for i in range(masters * (1 + replicas)):
             self.nodes.append(
                 RedisServer(
@@ -133,7 +135,8 @@ class RedisCluster:
 
     @property
     def live(self) -> list[RedisServer]:
-        return [n for n in self.nodes if n.running]
+        """The nodes that run and answer (not killed, not hung)."""
+        return [n for n in self.nodes if n.running and n.port not in self.hung]
 
     def node_at(self, port: int) -> RedisServer:
         return next(n for n in self.nodes if n.port == port)
@@ -274,6 +277,30 @@ class RedisCluster:
         self.wait_healthy(timeout)
         return next(r for r in replicas if self.is_master(r))
 
+    def hang_master(self, master: RedisServer, timeout: float = DEADLINE) -> RedisServer:
+        """SIGSTOP `master`, a hung host: its connections stay open and it answers
+        nothing. Wait until its replica has taken over its slots on every other node;
+        the promoted replica. `wake` sends SIGCONT (it then rejoins as a replica)."""
+        replicas = self.replicas_of(master)
+        if not replicas:
+            raise RuntimeError(f"{master!r} has no replica to fail over to")
+        slots = [s for s, port in (self.slot_owners(master) or {}).items() if port == master.port]
+        master.process.kill(signal.SIGSTOP)
+        self.hung.add(master.port)
+        wait_until(
+            lambda: self._promoted(replicas, slots),
+            timeout=timeout,
+            interval=0.05,
+            message=f"a replica of the hung master {master.port} promoted",
+        )
+        return next(r for r in replicas if self.is_master(r))
+
+    def wake(self, node: RedisServer, timeout: float = DEADLINE) -> None:
+        """SIGCONT a node `hang_master` stopped, and wait until the cluster agrees again."""
+        node.process.kill(signal.SIGCONT)
+        self.hung.discard(node.port)
+        self.wait_healthy(timeout)
+
     def _promoted(self, replicas: Iterable[RedisServer], slots: list[int]) -> bool:
         ports = {r.port for r in replicas}
         for node in self.live:
@@ -301,7 +328,11 @@ class RedisCluster:
         self.wait_healthy(timeout)
 
     def heal(self, timeout: float = DEADLINE) -> None:
-        """Restart every node that is down, so the next test finds a whole cluster."""
+        """Restart every node that is down (and wake a hung one), so the next test finds
+        a whole cluster."""
+        for port in list(self.hung):
+            self.node_at(port).process.kill(signal.SIGCONT)
+            self.hung.discard(port)
         for node in self.nodes:
             if not node.running:
                 node.restart()
