@@ -344,6 +344,16 @@ class NodeCollector(Collector):
             "Catch-ups from Redis completed after a resubscription",
             value=listener.catch_ups,
         )
+        store = listener.store
+        if store.clustered:
+            # Availability first: such a write is served, not refused, so this counter (and
+            # a log line a minute) is how an operator learns a master runs without a replica.
+            yield CounterMetricFamily(
+                "pushauth_redis_unreplicated_writes",
+                "Redis Cluster: durable writes (creations, enrollments, revocations) that no replica "
+                "confirmed within the WAIT bound, so they are on the master only",
+                value=store.pipe.unreplicated,  # type: ignore[union-attr]  # a ClusterPipe
+            )
         if self.gate is not None:
             yield GaugeMetricFamily(
                 "pushauth_http_connections",

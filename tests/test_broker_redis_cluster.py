@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import websockets
 from e2e_helpers import agent_env, agent_ok, enroll  # noqa: F401 - agent_env: autouse fixture
-from support import BROKER, BrokerProcess, add_rp, assert_cli_error, run_cli
+from support import BROKER, BrokerProcess, add_rp, assert_cli_error, free_port, run_cli, wait_until
+from support.metrics import scrape, value
 from support.redis_cluster import RedisCluster
 from test_broker_device_ws import CTX, Device, online_device
 
@@ -221,6 +222,37 @@ async def _until(condition: Any) -> None:
     """Poll a condition on the test's own counters (set by its own tasks)."""
     while not condition():  # noqa: ASYNC110 - several tasks' counters, no single event to wait on
         await asyncio.sleep(0.05)
+
+
+async def test_writes_on_a_master_without_a_replica_are_counted_in_the_metrics(
+    nodes: Nodes, tmp_path: Path
+) -> None:
+    """A master whose replica is dead serves its durable writes unconfirmed rather than
+    refusing them (docs/operations.md, "Durability"): the operator learns it from
+    pushauth_redis_unreplicated_writes_total, not only from a log line a minute."""
+    cluster = nodes.cluster
+    cluster.heal()
+    port = free_port()
+    broker = BrokerProcess(
+        log_dir=tmp_path, redis_url=cluster.url, node="m", extra_args=["--metrics-port", str(port)]
+    ).start()
+    try:
+        assert value(scrape(port), "pushauth_redis_unreplicated_writes_total") == 0
+        by_master = _users_per_master(nodes, nodes.rp["id"], per_master=1)
+        master_port, (user,) = next(iter(by_master.items()))
+        async with PushAuthClient(broker.http_url, nodes.rp["api_key"]) as client:
+            dev = await online_device(client, broker.ws_url, user=user)
+            (replica,) = cluster.replicas_of(cluster.node_at(master_port))
+            replica.kill()
+            await client.create_challenge(user, CTX)  # durable: a WAIT no replica answers
+            await dev.close()
+        wait_until(
+            lambda: value(scrape(port), "pushauth_redis_unreplicated_writes_total") >= 1,
+            message="the unconfirmed write counted",
+        )
+    finally:
+        broker.cleanup()
+        await asyncio.to_thread(cluster.heal)
 
 
 async def test_rp_remove_finds_its_users_on_every_master(nodes: Nodes) -> None:
