@@ -41,6 +41,11 @@ examples:
   pushauth-broker rp add "Contoso Portal"        # prints the RP id and API key
   pushauth-broker serve --redis-url redis://10.0.0.5:6379/0 --public-url https://push.example.com
 
+a running node's state (each node answers for itself; there is no status command):
+  curl http://127.0.0.1:8700/healthz     # 200, or 503 when it cannot use Redis or its event channel
+  serve --metrics-port 9700 --log-format json   # Prometheus at :9700/metrics; JSON log lines
+  docs/operations.md: the metrics and logs, --workers, Redis Cluster, backing up Redis
+
 exit status:
   0  done (serve: stopped by SIGINT or SIGTERM)
   1  the system refused: a port in use, a directory that cannot be made or read
@@ -95,7 +100,9 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
         serve_cli.add_arguments(serve, _add_store_args)
 
     rp = sub.add_parser(
-        "rp", help="register, list and remove relying parties; set and show their push policy"
+        "rp",
+        help="register, list and remove relying parties, rotate their API keys; "
+        "set and show their push policy",
     )
     rp_sub = rp.add_subparsers(dest="rp_command", required=True, metavar="ACTION")
     add = rp_sub.add_parser(

@@ -237,6 +237,9 @@ def test_help_answers_real_questions() -> None:
     out = run_cli([BROKER, "--help"]).stdout
     for needle in ("--redis-url", "private redis-server", "rp add", "serve"):
         assert needle in out
+    # An operator's "is it up?": where a node's state is, since no command shows it.
+    for needle in ("/healthz", "--metrics-port", "docs/operations.md", "rotate their API"):
+        assert needle in out
     serve = run_cli([BROKER, "serve", "--help"]).stdout
     for needle in ("--public-url", "--data-dir", "--enrollment-ttl", "PUSHAUTH_REDIS_URL"):
         assert needle in serve
