@@ -91,6 +91,32 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+# How Redis says that a password is wrong, or that one is needed (RESP3's HELLO, which
+# redis-py sends first, and AUTH); a cluster client passes them on only as text.
+_WRONG_PASSWORD = ("wrongpass", "invalid username-password pair")
+_NEEDS_PASSWORD = (
+    "noauth",
+    "hello must be called with the client already authenticated",
+    "authentication required",
+)
+
+
+def _not_reached(url: str, exc: Exception) -> str:
+    """The line for a Redis that did not answer PING: a refused or missing password is
+    said as such ("cannot reach" sent operators looking for a network fault)."""
+    reason, shown = _reason(exc), shown_url(url)
+    text = reason.lower()
+    if any(words in text for words in _WRONG_PASSWORD):
+        return f"Redis at {shown} refused the user name or password given in --redis-url ({reason})"
+    if any(words in text for words in _NEEDS_PASSWORD):
+        scheme = url.partition("://")[0]
+        return (
+            f"Redis at {shown} needs a password: give it in --redis-url, as "
+            f"{scheme}://:PASSWORD@HOST:PORT (or USER:PASSWORD@ with an ACL user)"
+        )
+    return f"cannot reach Redis at {shown}: {reason}"
+
+
 PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
 ALL_SCHEMES = (*PLAIN_SCHEMES, f"{sentinel.SCHEME}://", f"{redis_cluster.SCHEME}://")
 
@@ -134,7 +160,7 @@ async def open_redis(args: argparse.Namespace) -> AsyncIterator[aioredis.Redis]:
         try:
             await client.ping()
         except (aioredis.RedisError, RedisClusterException, OSError) as exc:
-            raise CliError(f"cannot reach Redis at {shown_url(url)}: {_reason(exc)}") from None
+            raise CliError(_not_reached(url, exc)) from None
         # One node of a cluster behind a plain URL answers PING, then MOVED for most keys
         # (a cluster of one node serves every slot itself: that one works).
         if not isinstance(client, aioredis.RedisCluster) and await _other_cluster_nodes(client):

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 from support import (
     BROKER,
     BrokerProcess,
@@ -60,6 +61,32 @@ def test_unreachable_redis_is_an_error() -> None:
     assert_cli_error(
         run_cli([BROKER, "serve", "--port", "0", "--redis-url", url]), contains="cannot reach Redis"
     )
+
+
+def test_a_refused_or_missing_redis_password_is_said_as_such(redis_server: RedisServer) -> None:
+    """Both were "cannot reach Redis at ...", with redis-py's words about HELLO for a
+    missing password: an operator looked for a network fault."""
+    port = redis_server.port
+    admin = redis.Redis(port=port)
+    admin.config_set("requirepass", "s3cret")
+    try:
+        for command in (["rp", "list"], ["serve", "--port", "0"]):
+            url = f"redis://:wrong@127.0.0.1:{port}/0"
+            line = assert_cli_error(run_cli([BROKER, *command, "--redis-url", url]))
+            assert line == (
+                f"pushauth-broker: Redis at redis://:***@127.0.0.1:{port}/0 refused the user name or "
+                "password given in --redis-url (invalid username-password pair or user is disabled.)"
+            )
+            url = f"redis://127.0.0.1:{port}/0"
+            line = assert_cli_error(run_cli([BROKER, *command, "--redis-url", url]))
+            assert line == (
+                f"pushauth-broker: Redis at {url} needs a password: give it in --redis-url, as "
+                "redis://:PASSWORD@HOST:PORT (or USER:PASSWORD@ with an ACL user)"
+            )
+        url = f"redis://:s3cret@127.0.0.1:{port}/0"
+        assert run_cli([BROKER, "rp", "list", "--redis-url", url]).returncode == 0
+    finally:
+        redis.Redis(port=port, password="s3cret").config_set("requirepass", "")
 
 
 def test_bad_arguments_are_errors(redis_server: RedisServer) -> None:
