@@ -6,11 +6,13 @@ sentinel."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+import websockets
 from support import (
     LOCALHOST,
     BrokerProcess,
@@ -183,3 +185,52 @@ async def test_two_nodes_through_sentinel_share_events(
         await dev.send(dev.answer(pushed, number=ch.number))
         assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
         assert (await waiting).approved
+
+
+async def test_the_broker_follows_a_sentinel_failover_of_a_hung_master(
+    sentinel_setup: tuple[RedisServer, RedisServer, ManagedProcess],
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    """A master that hangs (a stalled host, a network path that drops without a reset)
+    rather than dies: the sentinel promotes the replica, and the node must leave the
+    silent connections, its event subscription included, for the new master."""
+    master, replica, sentinel = sentinel_setup
+    url = f"redis+sentinel://{LOCALHOST}:{sentinel.port}/{SERVICE}"  # type: ignore[attr-defined]
+    node = broker_factory(redis_url=url, node="a")
+    rp = add_rp("Sentinel RP", redis_url=url)
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, node.ws_url)
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        await asyncio.to_thread(master.client().execute_command, "WAIT", 1, 2000)
+        master.process.kill(signal.SIGSTOP)
+        try:
+            await asyncio.to_thread(
+                wait_until,
+                lambda: _master_port(sentinel.port) == replica.port,  # type: ignore[attr-defined]
+                timeout=30,
+                message="the sentinel promoted the replica",
+            )
+
+            async def create() -> object:
+                while True:  # 503 until the broker reaches the new master
+                    try:
+                        return await client.create_challenge("alice", CTX)
+                    except BrokerUnavailable:
+                        await asyncio.sleep(0.2)
+
+            again = await asyncio.wait_for(create(), 30)
+            # Delivered live, on the device's socket or, if that met the failover, at
+            # its reconnection; either way answered and verified.
+            try:
+                pushed = await dev.frame()
+                assert isinstance(pushed, Challenge) and pushed.ch == again.id, pushed  # type: ignore[attr-defined]
+                await approve_push(dev, again)  # type: ignore[arg-type]
+            except (websockets.ConnectionClosed, TimeoutError):
+                back = await Device.connect(node.ws_url, seed=dev.seed)
+                back.cid = dev.cid
+                _, pending = await back.authenticate()
+                assert [p.ch for p in pending] == [again.id]  # type: ignore[attr-defined]
+                await back.send(back.answer(pending[0], number=again.number))  # type: ignore[attr-defined]
+            assert (await client.wait_result(again, keys, timeout=10)).approved  # type: ignore[arg-type]
+        finally:
+            master.process.kill(signal.SIGCONT)
