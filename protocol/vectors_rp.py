@@ -13,6 +13,7 @@ from typing import Any
 
 from . import b64, signing
 from .challenge import MAX_TTL_S, MIN_TTL_S
+from .vectors_reconcile import reconcile_vectors
 
 SEED_A = bytes(range(32))  # cred_A1, the RP's stored credential
 SEED_B = bytes(range(32, 64))  # another key, which the RP does not hold for cred_A1
@@ -417,4 +418,4 @@ def create_vectors() -> list[dict[str, Any]]:
 
 
 def rp_vectors() -> dict[str, Any]:
-    return {"create": create_vectors(), "verify": verify_vectors()}
+    return {"create": create_vectors(), "verify": verify_vectors(), "reconcile": reconcile_vectors()}

@@ -290,6 +290,9 @@ def reconcile(listed: Sequence[Credential], stored: Mapping[str, Credential], rp
     for cred in stored.values():
         if cred.recovery is not None:
             floors[cred.recovery.from_id] = max(floors.get(cred.recovery.from_id, 0), cred.recovery.ts)
+            # Its own K dates from its recovery: a later key must be newer, as when the
+            # recovery was accepted (_check_recovery), whichever sync sees it first.
+            floors[cred.id] = max(floors.get(cred.id, 0), cred.recovery.ts)
         # The source's own record of a spend outlives the recovered credential.
         if cred.recovery_spent_at is not None:
             floors[cred.id] = max(floors.get(cred.id, 0), cred.recovery_spent_at)

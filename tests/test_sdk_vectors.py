@@ -230,3 +230,50 @@ def test_rp_create_vectors(vector: dict[str, Any]) -> None:
         return
     challenge = check.check(vector["response"])
     assert [challenge.created_at, challenge.expires_at] == vector["expect"]["window"]
+
+
+RP_RECONCILE: list[dict[str, Any]] = VECTORS["rp"]["reconcile"]
+
+
+def _outcomes(listing: list[Credential], sync: Any) -> list[dict[str, Any]]:
+    """The SDK's CredentialSync as the vectors' per-listing outcomes: an id listed again
+    is refused (key_mismatch); the first listing is accepted, rotated, refused or kept."""
+    refusals: dict[str, list[str]] = {}
+    for failure in sync.refused:
+        refusals.setdefault(failure.credential_id, []).append(str(failure.reason))
+    added = {c.id: c for c in sync.added}
+    rotated = {c.id for c in sync.rotated}
+    seen: set[str] = set()
+    for cred in listing:
+        if cred.id in seen:  # each listing again took one key_mismatch
+            refusals[cred.id].remove("key_mismatch")
+        seen.add(cred.id)
+    seen.clear()
+    out: list[dict[str, Any]] = []
+    for cred in listing:
+        if cred.id in seen:
+            out.append({"id": cred.id, "outcome": "refused", "reason": "key_mismatch"})
+        elif cred.id not in added and refusals.get(cred.id):
+            out.append({"id": cred.id, "outcome": "refused", "reason": refusals[cred.id].pop(0)})
+        elif cred.id in added:
+            key = added[cred.id].recovery_key
+            out.append({"id": cred.id, "outcome": "accepted", "recovery_key": key and key.to_json()})
+        else:
+            out.append({"id": cred.id, "outcome": "rotated" if cred.id in rotated else "kept"})
+        seen.add(cred.id)
+    assert not any(refusals.values()), f"refusals of nothing listed: {refusals}"
+    return out
+
+
+@pytest.mark.parametrize("vector", RP_RECONCILE, ids=[v["name"] for v in RP_RECONCILE])
+def test_rp_reconcile_vectors(vector: dict[str, Any]) -> None:
+    stored = {c["id"]: Credential.from_json(c) for c in vector["stored"]}
+    listing = [Credential.from_json(c) for c in vector["listing"]["credentials"]]
+    sync = reconcile(listing, stored, vector["rp"])
+    expect = vector["expect"]
+    assert _outcomes(listing, sync) == expect["listed"]
+    assert sorted(sync.spent) == expect["spent"]
+    assert sorted(sync.removed) == expect["removed"]
+    assert sorted(sync.last_used) == expect["last_used"]
+    assert sorted(sync.unconfirmed_at_broker) == expect["unconfirmed_at_broker"]
+    assert [sync.current[cid].to_json() for cid in sorted(sync.current)] == expect["stored"]
