@@ -124,9 +124,50 @@ def recovery_answer_bytes(notice: str, cid: str, new_cid: str, decision: str, ts
     return canonical(DOMAIN_RECOVERY_ANSWER, notice, cid, new_cid, decision, ts)
 
 
+# docs/protocol.md section 9: what every verifier MUST reject before the equation, as
+# libsodium's crypto_sign_verify_detached does. Checked here too, so that the rule does
+# not rest on how PyNaCl's libsodium was built (ED25519_COMPAT drops these checks).
+ED25519_P = 2**255 - 19
+ED25519_L = 2**252 + 27742317777372353535851937790883648493
+# The y (sign bit ignored) of every encoding of a point of order 1, 2, 4 or 8, canonical
+# or not: 0, 1, p - 1, p (= 0), p + 1 (= 1) and the two y of the order-8 points.
+SMALL_ORDER_Y = frozenset(
+    {0, 1, ED25519_P - 1, ED25519_P, ED25519_P + 1}
+    | {
+        int.from_bytes(bytes.fromhex(h), "little")
+        for h in (
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        )
+    }
+)
+
+
+def refusal(public_key: bytes, signature: bytes) -> str | None:
+    """Why a key and signature are rejected before any equation, or None: `length`,
+    `non_canonical_s` (S >= L), `small_order_r`, `small_order_a` (any encoding of a point
+    of order 1, 2, 4 or 8: a key for which signatures can be made without a private key),
+    `non_canonical_a` (y >= p). In this order (vectors signing.ed25519)."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return "length"
+    mask = (1 << 255) - 1
+    if int.from_bytes(signature[32:], "little") >= ED25519_L:
+        return "non_canonical_s"
+    if int.from_bytes(signature[:32], "little") & mask in SMALL_ORDER_Y:
+        return "small_order_r"
+    y = int.from_bytes(public_key, "little") & mask
+    if y in SMALL_ORDER_Y:
+        return "small_order_a"
+    if y >= ED25519_P:
+        return "non_canonical_a"
+    return None
+
+
 def verify(public_key: bytes, message: bytes, signature: bytes) -> None:
     """Raise ProtocolError(BAD_SIGNATURE) unless `signature` is valid."""
     try:
+        if refusal(bytes(public_key), bytes(signature)) is not None:
+            raise ValueError("a key or signature every verifier must reject (section 9)")
         nacl.signing.VerifyKey(public_key).verify(message, signature)
     except (
         nacl.exceptions.BadSignatureError,

@@ -6,8 +6,9 @@
 A second implementation checks itself against that file: every frame's exact msgpack
 bytes, frames a receiver must refuse (with the error code and whether it closes),
 enrollment URIs valid and invalid, the number-matching rule, the context entry that
-marks a setup test notification, and every signing function's bytes and Ed25519
-signature (Ed25519 is deterministic). The values here
+marks a setup test notification, every signing function's bytes and Ed25519
+signature (Ed25519 is deterministic), the Ed25519 edge cases every verifier must
+reject alike (protocol/ed25519_edges.py), and the RP's verdicts (vectors_rp.py). The values here
 are fixed (no clock, no randomness), so the output is the same on every run;
 tests/test_protocol_vectors.py checks that the file is exactly this output and that
 the reference code agrees with every vector.
@@ -29,7 +30,7 @@ from urllib.parse import urlencode
 
 import msgpack
 
-from . import PROTOCOL_VERSION, SUBPROTOCOLS, b64, numbers, purpose, signing
+from . import PROTOCOL_VERSION, SUBPROTOCOLS, b64, ed25519_edges, numbers, purpose, signing
 from .challenge import MAX_TTL_S, MIN_TTL_S, outcome_for
 from .codec import MAX_FRAME_SIZE, encode
 from .errors import CLOSE_CODES, ErrorCode
@@ -728,6 +729,12 @@ def signing_vectors() -> dict[str, Any]:
             ctx_hash=signing.context_hash(ctx),
         )
         out["answer"].append(_signed(SEEDS[seed_i], message, **inputs))
+    # Keys and signatures verifiers disagree on unless they follow section 9's rule, over
+    # the first answer's bytes (its ordinary signature is the first, valid, case).
+    first = out["answer"][0]
+    out["ed25519"] = ed25519_edges.edge_vectors(
+        SEEDS[0], bytes.fromhex(first["signing_bytes"]), bytes.fromhex(first["signature"])
+    )
     body = b'{"sealed":"example"}'
 
     out["backup"] = [

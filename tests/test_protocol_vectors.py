@@ -45,7 +45,7 @@ def test_every_part_is_there() -> None:
     assert {v["type"] for v in VECTORS["frames"]} == set(FRAME_TYPES)
     assert set(SIGNING) == {
         "auth", "enroll", "binding", "context_hash", "answer", "backup", "recovery_key", "recover",
-        "recovery_answer",
+        "recovery_answer", "ed25519",
     }  # fmt: skip
     assert VECTORS["subprotocols"] == list(SUBPROTOCOLS)
     assert count(VECTORS) >= 180

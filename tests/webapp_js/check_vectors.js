@@ -75,6 +75,16 @@ async (vectors) => {
     await checkSignature("recover(new key)", i, v.new_seed, v.pk, msg, v.signature);
     count("signing.recover");
   }
+  // Keys and signatures verifiers must treat alike (docs/protocol.md section 9): the
+  // app's verify, whatever the browser's Ed25519 does with them by itself.
+  for (const [i, v] of S.ed25519.entries()) {
+    const ok = await keys.verify(fromHex(v.public_key), fromHex(v.message), fromHex(v.signature));
+    expect(ok === v.valid, `ed25519[${i}] ${v.name}: verify says ${ok}, the vector ${v.valid}`);
+    const why = keys.refusal(fromHex(v.public_key), fromHex(v.signature));
+    const want = v.rejected_for === "equation" ? null : v.rejected_for;
+    expect(why === want, `ed25519[${i}] ${v.name}: refusal ${why}, the vector ${want}`);
+    count("signing.ed25519");
+  }
   for (const [i, v] of S.context_hash.entries()) {
     const h = await signing.contextHash(v.context);
     expect(hex(h) === v.hash, `context_hash[${i}]: ${hex(h)} != ${v.hash}`);

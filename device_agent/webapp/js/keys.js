@@ -24,7 +24,40 @@ export async function sign(privateKey, bytes) {
   return new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, privateKey, bytes));
 }
 
+// docs/protocol.md section 9: what a verifier MUST reject before the equation, as
+// libsodium (the broker's and the RP SDK's verifier) does. The browser's Ed25519 does
+// not reject small-order keys or R by itself, and for a small-order key a signature
+// can be made without any private key (vectors signing.ed25519).
+const P = 2n ** 255n - 19n;
+const L = 2n ** 252n + 27742317777372353535851937790883648493n;
+const ORDER8_Y = [
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+].map((h) => littleEndian(Uint8Array.from(h.match(/../g), (b) => parseInt(b, 16))));
+// The y (sign bit ignored) of every encoding of a point of order 1, 2, 4 or 8.
+const SMALL_ORDER_Y = new Set([0n, 1n, P - 1n, P, P + 1n, ...ORDER8_Y].map(String));
+
+function littleEndian(bytes) {
+  let n = 0n;
+  for (let i = bytes.length - 1; i >= 0; i--) n = (n << 8n) | BigInt(bytes[i]);
+  return n;
+}
+
+// Why a key and signature are rejected before any equation, or null (the reference's
+// protocol.signing.refusal).
+export function refusal(publicKey, signature) {
+  if (publicKey.length !== 32 || signature.length !== 64) return "length";
+  const mask = (1n << 255n) - 1n;
+  if (littleEndian(signature.subarray(32)) >= L) return "non_canonical_s";
+  if (SMALL_ORDER_Y.has(String(littleEndian(signature.subarray(0, 32)) & mask))) return "small_order_r";
+  const y = littleEndian(publicKey) & mask;
+  if (SMALL_ORDER_Y.has(String(y))) return "small_order_a";
+  if (y >= P) return "non_canonical_a";
+  return null;
+}
+
 export async function verify(publicKey, bytes, signature) {
+  if (refusal(publicKey, signature) !== null) return false;
   const key = await crypto.subtle.importKey("raw", publicKey, { name: "Ed25519" }, false, ["verify"]);
   return crypto.subtle.verify({ name: "Ed25519" }, key, signature, bytes);
 }
