@@ -349,3 +349,33 @@ async def test_a_setup_push_waits_once_for_a_broker_that_does_not_answer(tmp_pat
             settings = Settings(db_path=tmp_path / "rp.db", broker_url=url, api_key="pa_" + "k" * 40)
             with pytest.raises(BrokerUnavailable):
                 await setup_ttl(client, settings)
+
+
+@pytest.mark.parametrize(
+    ("typed", "taken"),
+    [
+        ("123 456", "123456"),
+        ("١٢٣٤٥٦", "123456"),  # Arabic-Indic, as an Arabic keyboard types it
+        ("۱۲۳ ۴۵۶", "123456"),  # Persian, with the space the app shows
+        ("१२३४५६७८", "12345678"),  # Devanagari
+        ("\uff11\uff12\uff13\u00a0\uff14\uff15\uff16", "123456"),  # full-width, a no-break space pasted
+    ],
+)
+def test_a_code_in_any_scripts_digits_is_the_same_code(typed: str, taken: str) -> None:
+    """As the web authenticator takes the number (asciiDigits in its app.js)."""
+    assert forms.totp_code(typed) == taken
+
+
+@pytest.mark.parametrize(
+    ("typed", "says"),
+    [
+        ("12ab56", "only digits"),
+        ("١٢٣٤٥", "6 or 8 digits"),  # five digits, in any script: the length is what is wrong
+        ("²³⁴⁵⁶⁷", "only digits"),  # superscripts are not decimal digits
+        ("", "Enter the code"),
+    ],
+)
+def test_a_code_that_is_not_one_says_what_is_wrong(typed: str, says: str) -> None:
+    with pytest.raises(forms.FormError) as refused:
+        forms.totp_code(typed)
+    assert says in refused.value.message and refused.value.field == "code"

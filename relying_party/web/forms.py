@@ -75,12 +75,23 @@ def device_name(value: str) -> str:
     return value
 
 
+def ascii_digits(value: str) -> str:
+    """Each decimal digit of any script as its ASCII digit, the rest as is: a keyboard in
+    another script types its own digits (Arabic-Indic ١٢٣, Persian ۱۲۳, Devanagari १२३,
+    full-width digits), which are the same number. The web authenticator reads the number
+    typed on the phone so (asciiDigits in device_agent/webapp/js/app.js)."""
+    return "".join(str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in value)
+
+
 def totp_code(value: str) -> str:
-    # People type codes with the space the app shows ("123 456"): accept that.
-    value = value.replace(" ", "").strip()
+    # People type codes with the space the app shows ("123 456"), or paste it as another
+    # space (no-break, thin): accept that.
+    value = ascii_digits("".join(value.split()))
     if not value:
         raise FormError("Enter the code shown in the app.", "code")
-    if not value.isascii() or not value.isdigit() or len(value) not in (6, 8):
+    if not (value.isascii() and value.isdigit()):
+        raise FormError("A verification code has only digits: type the 6 or 8 digits the app shows.", "code")
+    if len(value) not in (6, 8):
         raise FormError("A verification code has 6 or 8 digits.", "code")
     return value
 
