@@ -42,6 +42,9 @@ function followPush(card) {
     const data = JSON.parse(message.data);
     setStatus(box, data);
     if (!data.final) return;
+    // The title follows the step: switching back to this tab, or a screen reader's
+    // "say title", tells how the request ended, not "Approve sign-in request".
+    document.title = data.label + " · " + document.title;
     events.close();
     stop();
     count.classList.add("hidden");
@@ -109,6 +112,42 @@ function copyButtons() {
     });
   });
 }
+
+// One submission per form until its page comes back: on a slow network a second click or
+// Enter on "Verify" sent the form again, the first answer signed in (and renewed the form
+// token) and the browser showed the second's refusal, "This form was not accepted...",
+// on a sign-in that had worked. The button says it is working (aria-disabled, not
+// disabled: it keeps the focus and its place in the Tab order).
+function oneSubmitEach() {
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.dataset.sending) {
+      event.preventDefault();
+      return;
+    }
+    form.dataset.sending = "1";
+    form.setAttribute("aria-busy", "true");
+    const button = event.submitter || form.querySelector("[type=submit]");
+    if (button) {
+      button.setAttribute("aria-disabled", "true");
+      button.classList.add("sending");
+    }
+  });
+  // Back to a page kept in the browser's memory: its forms can be sent again.
+  window.addEventListener("pageshow", (event) => {
+    if (!event.persisted) return;
+    document.querySelectorAll("form[data-sending]").forEach((form) => {
+      delete form.dataset.sending;
+      form.removeAttribute("aria-busy");
+      form.querySelectorAll(".sending").forEach((b) => {
+        b.removeAttribute("aria-disabled");
+        b.classList.remove("sending");
+      });
+    });
+  });
+}
+
+oneSubmitEach();
 
 document.addEventListener("DOMContentLoaded", () => {
   const push = document.getElementById("push");
