@@ -201,7 +201,9 @@ function tickPrompt() {
   // Never more than its lifetime: the estimate of the broker's clock may run a little early.
   const now = Math.max(prompt.connection.brokerNow(), prompt.frame.created);
   const left = Math.max(0, Math.ceil((prompt.frame.expires - now) / 1000));
-  $("prompt-left").textContent = `Expires in ${left} s`;
+  // Minutes and seconds, as the demo RP's page that shows the number counts down (one
+  // way to say one time limit on both screens, WCAG 2.2.1).
+  $("prompt-left").textContent = `Expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
 }
 
 // The account's TOTP parameters with its secret, unsealed once and kept in memory.
