@@ -152,11 +152,29 @@ async def test_a_number_of_the_wrong_length_is_not_sent(rp: PushAuthClient, phon
     await phone.page.get_by_role("button", name="Approve").tap()
     await phone.page.locator("#prompt-error", has_text="2-digit number").wait_for()
     await phone.shot("08-number-too-short")
+    # The message is the field's: a screen reader on the field says it is invalid and why.
+    number_field = phone.page.get_by_label("Enter the number shown on the sign-in screen")
+    await expect(number_field).to_have_attribute("aria-invalid", "true")
+    await expect(number_field).to_have_attribute("aria-describedby", "prompt-error")
     await phone.axe_clean("the prompt with an error")
     await phone.page.get_by_role("button", name="Clear the number").tap()
     await phone.type_number(challenge.number)
     await phone.page.get_by_role("button", name="Approve").tap()
     assert await result(rp, challenge, account) is Status.APPROVED
+
+
+async def test_an_empty_setup_link_is_the_link_fields_error(phone: Phone) -> None:
+    page = phone.page
+    await page.get_by_role("button", name="Add account").click()
+    await page.get_by_role("button", name="Add", exact=True).click()
+    await page.locator("#add-error", has_text="Paste the setup link").wait_for()
+    link = page.get_by_label("Setup link")
+    await expect(link).to_have_attribute("aria-invalid", "true")
+    await expect(link).to_have_attribute("aria-describedby", "add-error")
+    # Gone with the message: a link pasted and sent again is not marked any more.
+    await link.fill("pushauth://enroll?v=2")
+    await page.get_by_role("button", name="Add", exact=True).click()
+    await expect(link).not_to_have_attribute("aria-invalid", "true")
 
 
 @pytest.mark.parametrize(

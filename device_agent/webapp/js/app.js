@@ -75,10 +75,21 @@ function toast(message) {
   toast.timer = setTimeout(() => (el.textContent = ""), 6000);
 }
 
-function showError(id, message) {
+// An error shown under a form; `field`, the input it is about: marked invalid and
+// described by the message, so that a screen reader says both on the field (and the mark
+// goes with the message).
+function showError(id, message, field) {
   const el = $(id);
   el.textContent = message ?? "";
   el.hidden = !message;
+  for (const marked of document.querySelectorAll(`[aria-invalid][aria-describedby="${id}"]`)) {
+    marked.removeAttribute("aria-invalid");
+    marked.removeAttribute("aria-describedby");
+  }
+  if (message && field) {
+    $(field).setAttribute("aria-invalid", "true");
+    $(field).setAttribute("aria-describedby", id);
+  }
 }
 
 function text(tag, value, className) {
@@ -468,7 +479,7 @@ async function decide(decision) {
   if (decision === "approve") {
     number = $("number").value.trim();
     if (!/^[0-9]{1,8}$/.test(number) || number.length !== prompt.frame.digits) {
-      showError("prompt-error", `Type the ${prompt.frame.digits}-digit number shown on ${numberSource(prompt.frame)}.`);
+      showError("prompt-error", `Type the ${prompt.frame.digits}-digit number shown on ${numberSource(prompt.frame)}.`, "number");
       $("number").focus();
       return;
     }
@@ -559,7 +570,7 @@ function addFromText(input) {
   showError("add-error", null);
   $("add-status").textContent = "";
   $("add-report").replaceChildren();
-  if (!input.trim()) return showError("add-error", "Paste the setup link from the service's security page, or scan its QR code.");
+  if (!input.trim()) return showError("add-error", "Paste the setup link from the service's security page, or scan its QR code.", "link");
   const scheme = input.trim().split(":")[0].toLowerCase();
   if (scheme === "otpauth") return addCodes(input);
   if (scheme === "otpauth-migration") return importExport(input);
@@ -621,7 +632,7 @@ async function addAccount(linkText, { again = false } = {}) {
   if (insecure) return showError("add-error", insecure);
   const deviceName = $("device-name").value.trim() || defaultDeviceName();
   if ([...deviceName].length > 64 || hasUnsafe(deviceName))
-    return showError("add-error", "The phone's name must be 1 to 64 characters without control characters.");
+    return showError("add-error", "The phone's name must be 1 to 64 characters without control characters.", "device-name");
   // The same account again (a second setup link from the service): asked, as other
   // authenticators ask, before anything is sent.
   const twin = sameAccount(link);
@@ -1228,8 +1239,8 @@ async function writeBackup(event) {
   const format = await import("./backup.js");
   if (!accountsCache.length) return showError("backup-error", "There are no accounts to back up yet.");
   const problem = await format.passphraseProblem(passphrase);
-  if (problem) return showError("backup-error", problem);
-  if (passphrase !== $("backup-pass2").value) return showError("backup-error", "The two passphrases differ.");
+  if (problem) return showError("backup-error", problem, "backup-pass");
+  if (passphrase !== $("backup-pass2").value) return showError("backup-error", "The two passphrases differ.", "backup-pass2");
   const broker = backupBrokers().length === 1 ? backupBrokers()[0] : $("backup-broker").value;
   if (toServer && !broker) return showError("backup-error", "None of these accounts is at a server that keeps backups.");
   for (const id of ["backup-submit", "backup-server"]) $(id).disabled = true;
@@ -1442,12 +1453,12 @@ async function restoreBackup(event) {
   const deviceName = $("restore-device-name").value.trim() || defaultDeviceName();
   if ((await db.listAccounts()).length)
     return showError("restore-error", "Restore works in an app without accounts (as on a new phone). Nothing was changed.");
-  if (!fromServer && !file) return showError("restore-error", "Choose the backup file first.");
-  if (!fromServer && file.size > MAX_BACKUP_FILE) return showError("restore-error", "This file is too large to be a pushauth backup.");
-  if (fromServer && !address) return showError("restore-error", "Type the address of the server the copy was saved on.");
-  if (!passphrase) return showError("restore-error", "Type the backup's passphrase.");
+  if (!fromServer && !file) return showError("restore-error", "Choose the backup file first.", "restore-file");
+  if (!fromServer && file.size > MAX_BACKUP_FILE) return showError("restore-error", "This file is too large to be a pushauth backup.", "restore-file");
+  if (fromServer && !address) return showError("restore-error", "Type the address of the server the copy was saved on.", "restore-server-url");
+  if (!passphrase) return showError("restore-error", "Type the backup's passphrase.", "restore-pass");
   if ([...deviceName].length > 64 || hasUnsafe(deviceName))
-    return showError("restore-error", "The phone's name must be 1 to 64 characters without control characters.");
+    return showError("restore-error", "The phone's name must be 1 to 64 characters without control characters.", "restore-device-name");
   for (const id of ["restore-submit", "restore-server"]) $(id).disabled = true;
   try {
     let opened;
