@@ -448,3 +448,49 @@ async def test_the_prompt_says_how_many_more_requests_wait(rp: PushAuthClient, p
     await expect(phone.page.locator("#prompt-more")).to_have_text("1 more request is waiting.")
     await rp.create_challenge("alice", {**CONTEXT, "ip": "198.51.100.8"}, supersede=False)
     await expect(phone.page.locator("#prompt-more")).to_have_text("2 more requests are waiting.")
+
+
+async def test_a_slow_answer_keeps_the_focus_and_says_it_is_sending(rp: PushAuthClient, phone: Phone) -> None:
+    """A slow connection, from the keyboard: the answer's frame is held on its way to the
+    broker (Playwright's WebSocket route) until the test lets it go. The focus stays on
+    Deny (before, the disabled button dropped it on <body>), the app says once that it is
+    sending, and a second Enter sends no second answer."""
+    from playwright.async_api import WebSocketRoute
+
+    holding = False
+    held: list[str | bytes] = []
+    servers: list[WebSocketRoute] = []
+
+    def through(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        servers.append(server)
+
+        def up(message: str | bytes) -> None:
+            if holding:
+                held.append(message)
+            else:
+                server.send(message)
+
+        ws.on_message(up)
+
+    await phone.page.route_web_socket(re.compile(r"/v1/device"), through)
+    account = await enrolled(rp, phone)
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    page = phone.page
+    await page.get_by_role("button", name="Deny").focus()
+    holding = True
+    await page.keyboard.press("Enter")
+    await page.locator("#prompt-sending", has_text="Sending your answer").wait_for()
+    assert await page.evaluate("document.activeElement.id") == "deny"
+    await expect(page.get_by_role("button", name="Deny")).to_have_attribute("aria-disabled", "true")
+    await page.keyboard.press("Enter")  # nothing seems to happen: again
+    await expect(page.locator("#prompt-sending")).to_have_text(re.compile("Sending"))
+    answers = [m for m in held if (b"answer" if isinstance(m, bytes) else "answer") in m]
+    assert len(answers) == 1, held  # one answer, not two
+    holding = False
+    for message in held:
+        servers[-1].send(message)
+    await phone.toast("Denied")
+    assert await result(rp, challenge, account) is Status.DENIED
+    await expect(page.locator("#prompt-sending")).to_have_text("")

@@ -448,8 +448,22 @@ function renderPrompt(prompt) {
   }
 }
 
+// While an answer is on its way the answers wait: marked aria-disabled, not disabled,
+// which would drop the keyboard focus on <body> (Tab then starts over at the top of the
+// page), and a slow one says so once, in place of silence for up to the reply timeout.
+let answering = false;
+let slowTimer = null;
+const SLOW_MS = 1000;
+
 function setBusy(busy) {
-  for (const id of ["approve", "deny", "report", "report-yes", "report-back"]) $(id).disabled = busy;
+  answering = busy;
+  for (const id of ["approve", "deny", "report", "report-yes", "report-back"]) {
+    if (busy) $(id).setAttribute("aria-disabled", "true");
+    else $(id).removeAttribute("aria-disabled");
+  }
+  clearTimeout(slowTimer);
+  $("prompt-sending").textContent = "";
+  if (busy) slowTimer = setTimeout(() => ($("prompt-sending").textContent = "Sending your answer: the connection is slow."), SLOW_MS);
 }
 
 // "This wasn't me" does more than deny: it asks first, saying what follows, in place of
@@ -472,9 +486,8 @@ function confirmReport(ask) {
 
 async function decide(decision) {
   const prompt = prompts.current();
-  if (!prompt) return;
-  const account = await db.getAccount(prompt.frame.cid);
-  if (!account) return;
+  if (!prompt || answering) return;
+  // Checked here, before the first await: a second Enter in the meantime finds it busy.
   let number = "";
   if (decision === "approve") {
     number = $("number").value.trim();
@@ -487,6 +500,8 @@ async function decide(decision) {
   setBusy(true);
   showError("prompt-error", null);
   try {
+    const account = await db.getAccount(prompt.frame.cid);
+    if (!account) return;
     if (decision === "approve" && account.uvCredential) {
       try {
         await webauthn.verifyUser(account.uvCredential);
@@ -1621,9 +1636,9 @@ async function main() {
   $("deny").addEventListener("click", () => decide("deny"));
   $("notice-yes").addEventListener("click", () => answerNotice("confirm"));
   $("notice-no").addEventListener("click", () => answerNotice("disown"));
-  $("report").addEventListener("click", () => confirmReport(true));
-  $("report-back").addEventListener("click", () => (confirmReport(false), $("report").focus()));
-  $("report-yes").addEventListener("click", () => (confirmReport(false), $("prompt-title").focus(), decide("fraud")));
+  $("report").addEventListener("click", () => answering || confirmReport(true));
+  $("report-back").addEventListener("click", () => answering || (confirmReport(false), $("report").focus()));
+  $("report-yes").addEventListener("click", () => answering || (confirmReport(false), $("prompt-title").focus(), decide("fraud")));
   $("rename-form").addEventListener("submit", rename);
   $("uv").addEventListener("change", toggleUv);
   $("move-up").addEventListener("click", () => move(-1));
