@@ -9,11 +9,21 @@ function setStatus(box, data) {
   box.querySelector(".status-message").textContent = data.message;
 }
 
-function countdown(element, seconds, onEnd) {
+// The countdown is not read out every second (a live region would say it 180 times); with
+// `warning`, a live region, a screen reader hears the time left once, when it gets short
+// (as the web authenticator says it for the same request).
+const WARN_S = 20;
+
+function countdown(element, seconds, onEnd, warning) {
   const end = Date.now() + seconds * 1000;
+  let warned = false;
   function tick() {
     const left = Math.max(0, Math.round((end - Date.now()) / 1000));
     element.textContent = Math.floor(left / 60) + ":" + String(left % 60).padStart(2, "0");
+    if (warning && !warned && left > 0 && left <= WARN_S) {
+      warned = true;
+      warning.textContent = left + " seconds left.";
+    }
     if (left === 0) {
       if (onEnd) onEnd();
       return false;
@@ -36,7 +46,8 @@ function followPush(card) {
     if (box.dataset.status === "approved") form.submit();
     return;
   }
-  const stop = countdown(document.getElementById("countdown-value"), Number(card.dataset.remaining));
+  const stop = countdown(document.getElementById("countdown-value"), Number(card.dataset.remaining), null,
+                         document.getElementById("countdown-warning"));
   const events = new EventSource(card.dataset.events);
   events.addEventListener("status", (message) => {
     const data = JSON.parse(message.data);

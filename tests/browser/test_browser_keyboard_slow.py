@@ -61,6 +61,14 @@ def test_title_follows_the_request_and_a_slow_network_sends_the_code_once(
 ) -> None:
     _to_code_page(stack, page)
     expect(page).to_have_title(re.compile(r"^Approve sign-in request · "))
+    # A short time left (15 s here) is said once to a screen reader (a polite live region),
+    # not every second; the web authenticator says it in the same words.
+    warning = page.locator("#countdown-warning")
+    expect(warning).to_have_text(re.compile(r"^\d+ seconds left\.$"))
+    said = warning.inner_text()
+    shown = page.locator("#countdown-value").inner_text()
+    expect(page.locator("#countdown-value")).not_to_have_text(shown)
+    assert warning.inner_text() == said
     stack.answer("deny")
     stack.status(page, "denied")
     # The title says how it ended (a tab switched back to, a screen reader's "say title").

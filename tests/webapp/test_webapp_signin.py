@@ -219,6 +219,14 @@ async def test_an_expired_request_leaves_the_screen_at_once(rp: PushAuthClient, 
     account = await enrolled(rp, phone)
     challenge = await rp.create_challenge("alice", CONTEXT, ttl=MIN_TTL_S)
     await phone.prompt(challenge.id)
+    # Short: a screen reader hears the time left once (a polite live region), and not
+    # again while the countdown goes on (the demo RP's page says it in the same words).
+    warning = phone.page.locator("#prompt-warn")
+    await expect(warning).to_have_text(re.compile(r"^\d+ seconds left\.$"))
+    said = await warning.inner_text()
+    shown = await phone.page.locator("#prompt-left").inner_text()
+    await expect(phone.page.locator("#prompt-left")).not_to_have_text(shown)
+    assert await warning.inner_text() == said
     await phone.page.locator("#prompt[hidden]").wait_for(state="attached", timeout=(MIN_TTL_S + 20) * 1000)
     await phone.toast("The sign-in request expired.")
     await phone.shot("26-expired")

@@ -215,7 +215,20 @@ function tickPrompt() {
   // Minutes and seconds, as the demo RP's page that shows the number counts down (one
   // way to say one time limit on both screens, WCAG 2.2.1).
   $("prompt-left").textContent = `Expires in ${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
+  // The countdown is not read out every second; a screen reader hears the time left once,
+  // when it gets short (as on the demo RP's page with the number).
+  const warning = $("prompt-warn");
+  if (warning.dataset.ch !== prompt.frame.ch) {
+    warning.dataset.ch = prompt.frame.ch;
+    warning.dataset.said = "";
+    warning.textContent = "";
+  }
+  if (!warning.dataset.said && left > 0 && left <= WARN_S) {
+    warning.dataset.said = "1";
+    warning.textContent = `${left} seconds left.`;
+  }
 }
+const WARN_S = 20;
 
 // The account's TOTP parameters with its secret, unsealed once and kept in memory.
 async function totpParams(account) {
