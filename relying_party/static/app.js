@@ -144,9 +144,7 @@ function oneSubmitEach() {
       button.classList.add("sending");
     }
   });
-  // Back to a page kept in the browser's memory: its forms can be sent again.
-  window.addEventListener("pageshow", (event) => {
-    if (!event.persisted) return;
+  const release = () =>
     document.querySelectorAll("form[data-sending]").forEach((form) => {
       delete form.dataset.sending;
       form.removeAttribute("aria-busy");
@@ -155,7 +153,11 @@ function oneSubmitEach() {
         b.classList.remove("sending");
       });
     });
-  });
+  // Back to a page kept in the browser's memory: its forms can be sent again.
+  window.addEventListener("pageshow", (event) => event.persisted && release());
+  // The submission stopped (Esc, the stop button) before an answer came: the page stays,
+  // and must not stay stuck with a form that can never be sent again.
+  if (window.navigation) window.navigation.addEventListener("navigateerror", release);
 }
 
 oneSubmitEach();

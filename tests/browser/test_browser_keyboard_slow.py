@@ -93,6 +93,26 @@ def test_title_follows_the_request_and_a_slow_network_sends_the_code_once(
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
     page.route("**/signin/code", hold)
     page.get_by_label("Verification code").fill(totp_code(stack.uri))
+    # Verify, then nothing comes: the person stops the page (Esc). The form is not left
+    # stuck as "on its way", where Verify would do nothing ever again.
+    stopped = page.evaluate(
+        """async () => {
+            const verify = [...document.querySelectorAll("button")].find((b) => b.textContent === "Verify");
+            verify.click();
+            await new Promise((done) => setTimeout(done, 300));
+            const sending = verify.getAttribute("aria-disabled");
+            window.stop();
+            await new Promise((done) => setTimeout(done, 300));
+            return [sending, verify.getAttribute("aria-disabled"), verify.form.getAttribute("aria-busy")];
+        }"""
+    )
+    assert stopped == ["true", None, None]
+    for route in held:
+        with contextlib.suppress(PlaywrightError):  # the stopped request
+            route.continue_()
+    held.clear()
+    posts.clear()  # it never reached the server
+    assert page.url.endswith("/signin/code")
     # Verify, and as nothing seems to happen, Verify again a moment later; all in the page
     # (Playwright waits for a pending navigation before anything else it asks the page).
     # What the button said in between: that it is working.
