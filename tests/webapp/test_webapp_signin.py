@@ -486,6 +486,7 @@ async def test_a_slow_answer_keeps_the_focus_and_says_it_is_sending(rp: PushAuth
     challenge = await rp.create_challenge("alice", CONTEXT)
     await phone.prompt(challenge.id)
     page = phone.page
+    await expect(page).to_have_title("Are you trying to sign in? · pushauth authenticator")
     await page.get_by_role("button", name="Deny").focus()
     holding = True
     await page.keyboard.press("Enter")
@@ -500,5 +501,6 @@ async def test_a_slow_answer_keeps_the_focus_and_says_it_is_sending(rp: PushAuth
     for message in held:
         servers[-1].send(message)
     await phone.toast("Denied")
+    await expect(page).to_have_title("Accounts · pushauth authenticator")
     assert await result(rp, challenge, account) is Status.DENIED
     await expect(page.locator("#prompt-sending")).to_have_text("")

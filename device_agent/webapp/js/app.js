@@ -412,7 +412,11 @@ function render() {
   // back when it ends: the focus goes to the heading of what is shown, so that a screen
   // reader says what it is and Tab goes on from there (not from a hidden screen's button).
   if (fresh || (was !== shown && (was === "prompt" || was === "notice"))) $(`${shown}-title`).focus();
+  // The title names the screen (a screen reader's "say title", the app switcher): a
+  // request says "Are you trying to sign in?", not the same words on every screen.
+  document.title = `${$(`${shown}-title`).textContent} · ${APP_TITLE}`;
 }
+const APP_TITLE = "pushauth authenticator";
 
 // The shown request's time is up by the broker's clock: it leaves the screen at once,
 // whether or not the broker's own `cancel` (reason expired) has arrived yet.
