@@ -11,6 +11,7 @@ Real broker, Redis, Chromium (phone profile) and agent process; Argon2id at the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
+from playwright.async_api import expect
 from test_webapp_backup import NEW_PASSPHRASE, PLAIN, SAFE, enroll_two, report, stored_of
 from webapp_world import Phone, PhoneMaker, enrolled
 
@@ -327,3 +329,42 @@ async def test_the_server_copy_is_kept_up_to_date_after_each_change(
     assert "recovered: Contoso (work)" in out
     names = [a["name"] for a in json.loads(await asyncio.to_thread(ok, home, "accounts", "--json"))]
     assert names == ["Contoso (work)", PLAIN, "lena@tailspin.example"]
+
+
+async def test_a_save_the_server_never_answers_fails_in_time_and_can_be_tried_again(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """A flaky network where the upload's connection stalls: the PUT is held (Playwright's
+    route) and never answered. Before, "Save to the server" waited for good, its button
+    disabled; now the request gives up after its timeout (the page's clock, moved on by
+    Playwright) with a message that says so, and the button works again."""
+    await enrolled(rp, phone, "nora")
+    page = phone.page
+    held: list[Any] = []
+    reached = asyncio.Event()
+
+    async def stall(route: Any) -> None:
+        if route.request.method == "PUT":
+            held.append(route)
+            reached.set()
+        else:
+            await route.continue_()
+
+    await phone.context.route("**/v1/backups/**", stall)
+    await page.clock.install()  # the page's timers from now on: moved on below, not waited for
+    try:
+        await phone._backup_view()
+        await page.get_by_label("Passphrase (at least 12").fill(TEST_PASSPHRASE)
+        await page.get_by_label("The same passphrase again").fill(TEST_PASSPHRASE)
+        await page.get_by_role("button", name="Save to the server").tap()
+        await asyncio.wait_for(reached.wait(), 60)
+        await page.clock.fast_forward("00:31")
+        await page.locator("#backup-error", has_text="did not answer in 30 s").wait_for()
+        await expect(page.get_by_role("button", name="Save to the server")).to_be_enabled()
+    finally:
+        await phone.context.unroute("**/v1/backups/**", stall)
+        for route in held:
+            with contextlib.suppress(Exception):  # aborted by the page already
+                await route.abort()
+    # On a network that works again, the same button saves it.
+    assert re.fullmatch(r"PAB1(-[0-9A-Z]{4}){8}", await phone.save_to_server(TEST_PASSPHRASE))

@@ -21,6 +21,33 @@ const WHY = {
   rate_limited: "the server is busy; try again in a minute",
 };
 
+// A request with no answer in this time fails (the WebSocket's replies have their own
+// limit, connection.js): fetch() has none, and a connection that stalls on a flaky
+// network left "Save to the server" or a restore waiting for good, its buttons disabled.
+// Generous: a backup is sent whole, on whatever network the phone has.
+export const REQUEST_TIMEOUT_MS = 30000;
+
+// fetch() that gives up after `REQUEST_TIMEOUT_MS`, the answer's body included (the
+// timer stays on: aborting a request already read does nothing); a failure is a
+// BrokerError that says which. A timer of the page (not AbortSignal.timeout), so that a
+// test's clock drives it.
+async function timedFetch(url, init) {
+  const abort = new AbortController();
+  setTimeout(
+    () =>
+      abort.abort(
+        new BrokerError("timeout", `the server did not answer in ${REQUEST_TIMEOUT_MS / 1000} s (check the connection and try again)`),
+      ),
+    REQUEST_TIMEOUT_MS,
+  );
+  try {
+    return await fetch(url, { ...init, signal: abort.signal, credentials: "omit", cache: "no-store" });
+  } catch (exc) {
+    if (exc instanceof BrokerError) throw exc;
+    throw new BrokerError("unreachable", `the server could not be reached (${exc.message})`);
+  }
+}
+
 export class BrokerError extends Error {
   constructor(code, message) {
     super(message);
@@ -81,18 +108,8 @@ export async function recover(push, deviceName) {
   return { cid: answer.id, user: answer.user, keyPair, recovery };
 }
 
-async function postJson(url, body) {
-  try {
-    return await fetch(url, {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
-      credentials: "omit",
-      cache: "no-store",
-    });
-  } catch (exc) {
-    throw new BrokerError("unreachable", `the server could not be reached (${exc.message})`);
-  }
+function postJson(url, body) {
+  return timedFetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
 }
 
 // Name a new recovery key for credential `cid` (signed by its key), replacing the one
@@ -120,17 +137,11 @@ async function blobRequest(broker, seed, op, body = new Uint8Array(0)) {
   const sig = await sign(await keyFromSeed(seed), backupBytes(op, blobId, ts, bodyHash));
   const headers = { "X-Pushauth-Time": String(ts), "X-Pushauth-Signature": b64urlEncode(sig) };
   if (op === "put") headers["Content-Type"] = "application/octet-stream";
-  try {
-    return await fetch(`${httpBase(broker)}/v1/backups/${encodeURIComponent(blobId)}`, {
-      method: op.toUpperCase(),
-      headers,
-      body: op === "put" ? body : undefined,
-      credentials: "omit",
-      cache: "no-store",
-    });
-  } catch (exc) {
-    throw new BrokerError("unreachable", `the server could not be reached (${exc.message})`);
-  }
+  return timedFetch(`${httpBase(broker)}/v1/backups/${encodeURIComponent(blobId)}`, {
+    method: op.toUpperCase(),
+    headers,
+    body: op === "put" ? body : undefined,
+  });
 }
 
 async function refusal(response, what) {
