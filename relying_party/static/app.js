@@ -2,7 +2,15 @@
 // Progressive enhancement: every page works without this file (the buttons post forms).
 "use strict";
 
+// The status box is a live region: every write is read out. The stream says "Waiting"
+// when it opens (the page says so already) and again every poll, which had a screen
+// reader repeat "Waiting for you to approve the request in the app." at load and every
+// 20 s; only a change is written.
 function setStatus(box, data) {
+  const same = box.dataset.status === data.status
+    && box.querySelector(".status-label").textContent === data.label
+    && box.querySelector(".status-message").textContent === data.message;
+  if (same) return;
   box.className = "status status-" + data.tone;
   box.dataset.status = data.status;
   box.querySelector(".status-label").textContent = data.label;
@@ -49,6 +57,14 @@ function followPush(card) {
   const stop = countdown(document.getElementById("countdown-value"), Number(card.dataset.remaining), null,
                          document.getElementById("countdown-warning"));
   const events = new EventSource(card.dataset.events);
+  // The stream broke (a flaky network, the site restarting): the browser tries again by
+  // itself, and the page says so meanwhile, not "Waiting" as if all were well. The
+  // stream's first event when it is back says how things stand.
+  events.addEventListener("error", () => {
+    if (events.readyState === EventSource.CLOSED) return;
+    setStatus(box, { tone: "error", status: "unavailable", label: "Connection problem",
+                     message: "This page lost its connection to the site. Still trying." });
+  });
   events.addEventListener("status", (message) => {
     const data = JSON.parse(message.data);
     setStatus(box, data);

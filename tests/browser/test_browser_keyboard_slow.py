@@ -137,3 +137,51 @@ def test_title_follows_the_request_and_a_slow_network_sends_the_code_once(
     page.wait_for_url("**/account")
     expect(page.locator("#signin-method")).to_contain_text("Verification code (Test phone)")
     assert posts == [stack.url + "/signin/code"], posts
+
+
+# Every text the page's script writes into the push page's status box (a live region:
+# each write is read out): recorded from the parsed page on, before the script's own
+# DOMContentLoaded handler runs.
+STATUS_WRITES = """
+window.statusWrites = [];
+const observer = new MutationObserver((records) => {
+  for (const r of records)
+    if (r.target.closest && r.target.closest("#push-status .status-label"))
+      for (const node of r.addedNodes) window.statusWrites.push(node.textContent);
+});
+document.addEventListener("DOMContentLoaded", () =>
+  observer.observe(document, { subtree: true, childList: true }));
+"""
+
+
+def test_the_status_is_read_out_when_it_changes_and_a_broken_stream_is_said(stack: Any, page: Page) -> None:
+    stack.enroll(page, "live")
+    stack.sign_out(page)
+    page.context.add_init_script(STATUS_WRITES)
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    stack.answer("deny")
+    stack.status(page, "denied")
+    # "Waiting" is in the page as it loads: the stream's opening "Waiting" (and its
+    # "still waiting" every poll) was written again, and read out again.
+    assert page.evaluate("window.statusWrites") == ["Denied"]
+
+    # A flaky network: the page's event stream cannot connect. The page says so (it
+    # said "Waiting" as if all were well), and the stream, back, says how things stand.
+    broken = True
+
+    def events(route: Route) -> None:
+        if broken:
+            route.abort("connectionreset")
+        else:
+            route.continue_()
+
+    page.route("**/push/events**", events)
+    page.get_by_role("button", name="Send again").click()
+    page.wait_for_url("**/signin/push")
+    stack.status(page, "unavailable")
+    expect(page.locator("#push-status")).to_contain_text("lost its connection")
+    broken = False  # the browser's next try (EventSource's own retry) gets through
+    stack.status(page, "pending")
+    stack.answer("approve", "--number", stack.number(page))
+    page.wait_for_url("**/account")
