@@ -504,3 +504,23 @@ async def test_a_slow_answer_keeps_the_focus_and_says_it_is_sending(rp: PushAuth
     await expect(page).to_have_title("Accounts · pushauth authenticator")
     assert await result(rp, challenge, account) is Status.DENIED
     await expect(page.locator("#prompt-sending")).to_have_text("")
+
+
+async def test_a_refused_setup_link_leaves_the_focus_on_add(rp: PushAuthClient, phone: Phone) -> None:
+    """From the keyboard: Add with a setup link the broker refuses (its token made up).
+    Add was disabled while the app asked the broker, which dropped the focus on <body>:
+    after "Could not add the account", Tab started over at the top. It stays on Add."""
+    enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
+    assert enrollment.uri is not None
+    made_up = re.sub(r"([?&]token=)[^&]+", lambda m: m.group(1) + "A" * 43, enrollment.uri)
+    assert made_up != enrollment.uri
+    page = phone.page
+    await page.get_by_role("button", name="Add account").click()
+    await page.get_by_label("Setup link").fill(made_up)
+    await page.get_by_role("button", name="Add", exact=True).focus()
+    await page.keyboard.press("Enter")
+    await page.locator("#add-error", has_text="Could not add the account").wait_for()
+    assert await page.evaluate("document.activeElement.id") == "add-submit"
+    await expect(page.get_by_role("button", name="Add", exact=True)).not_to_have_attribute(
+        "aria-disabled", "true"
+    )

@@ -599,6 +599,7 @@ function openAddView() {
 // any service's verification-code link and Google Authenticator's export, pasted or
 // scanned; the last two load their readers only when used.
 function addFromText(input) {
+  if (addingLink) return; // one setup at a time: the button says it is busy (aria-disabled)
   showError("add-error", null);
   $("add-status").textContent = "";
   $("add-report").replaceChildren();
@@ -608,6 +609,10 @@ function addFromText(input) {
   if (scheme === "otpauth-migration") return importExport(input);
   return addAccount(input);
 }
+
+// An account being added: Add is aria-disabled, not disabled, which dropped the focus on
+// <body>, so that after "Could not add the account" Tab started over at the top.
+let addingLink = false;
 
 // The setup link waiting for an answer to "add it again?" (null: no question shown).
 let againLink = null;
@@ -669,7 +674,8 @@ async function addAccount(linkText, { again = false } = {}) {
   // authenticators ask, before anything is sent.
   const twin = sameAccount(link);
   if (twin && !again) return showAgain({ linkText, link, twin });
-  $("add-submit").disabled = true;
+  addingLink = true;
+  $("add-submit").setAttribute("aria-disabled", "true");
   try {
     const keyPair = await newKeyPair();
     // The service enrolls the account as recoverable: it gets a recovery key too.
@@ -704,7 +710,8 @@ async function addAccount(linkText, { again = false } = {}) {
       renderConn();
     }
   } finally {
-    $("add-submit").disabled = false;
+    addingLink = false;
+    $("add-submit").removeAttribute("aria-disabled");
   }
 }
 
