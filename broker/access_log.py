@@ -1,9 +1,14 @@
-"""The access log's client address: the one the limits count, not always the peer's.
+"""The access log's client address (the one the limits count, not always the peer's),
+and each request's duration.
 
 Behind a load balancer named with `--trusted-proxy`, every request's peer is the balancer;
 the limits take the client's address from the X-Forwarded-For the balancer added
 (limits.Limiter.client_address). The access log says the same, so a line names whom the
 limits counted, in aiohttp's lines and in the RP lane's (broker/rp_lane.py) alike.
+
+Each line ends with how long the request took, in milliseconds (`12.34ms`; the field
+`request_duration_ms`, a number): from the moment the broker had the request (aiohttp:
+its head; the lane: its whole body) until its response was handed to the connection.
 """
 
 from __future__ import annotations
@@ -15,6 +20,15 @@ from aiohttp.web_log import AccessLogger, KeyMethod
 from .limits import LIMITER
 
 REMOTE = "remote_address"  # the key aiohttp gives `%a` in a line's fields
+DURATION = "request_duration_ms"  # the key of a line's duration in its fields
+# aiohttp's default format and a duration; `%D` (aiohttp: microseconds) is compiled
+# below to milliseconds, under DURATION.
+LOG_FORMAT = AccessLogger.LOG_FORMAT + " %Dms"
+
+
+def duration_ms(seconds: float) -> float:
+    """A request's duration as its line gives it: milliseconds, to 0.01 ms."""
+    return round(seconds * 1000, 2)
 
 
 def client_address(request: Any) -> str:
@@ -33,12 +47,29 @@ def client_address(request: Any) -> str:
 
 
 class ClientAccessLogger(AccessLogger):
-    """aiohttp's access log (same format and fields) with `%a` from client_address."""
+    """aiohttp's access log (same format and fields) with `%a` from client_address and
+    the duration in milliseconds. The broker has no option for another format, so the
+    one aiohttp passes (its default) is replaced by LOG_FORMAT."""
+
+    def __init__(self, logger: Any, log_format: str = LOG_FORMAT) -> None:
+        super().__init__(logger, LOG_FORMAT)
 
     def compile_format(self, log_format: str) -> tuple[str, list[KeyMethod]]:
         fmt, methods = super().compile_format(log_format)
-        return fmt, [KeyMethod(k, _format_a) if k == REMOTE else KeyMethod(k, m) for k, m in methods]
+        return fmt, [_replaced(k, m) for k, m in methods]
+
+
+def _replaced(key: Any, method: Any) -> KeyMethod:
+    if key == REMOTE:
+        return KeyMethod(key, _format_a)
+    if key == "request_time_micro":  # %D
+        return KeyMethod(DURATION, _format_ms)
+    return KeyMethod(key, method)
 
 
 def _format_a(request: Any, response: Any, time: float) -> str:
     return "-" if request is None else client_address(request)
+
+
+def _format_ms(request: Any, response: Any, time: float) -> float:
+    return duration_ms(time)

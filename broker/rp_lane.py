@@ -36,7 +36,7 @@ import orjson
 from aiohttp import web
 
 from . import api, api_stream
-from .access_log import client_address
+from .access_log import DURATION, client_address, duration_ms
 from .connections import ConnectionGate, Slot, write_deadline
 from .context import NODE
 from .http_guard import Timeouts, body_timed_out, head_timed_out
@@ -288,9 +288,10 @@ class LaneConnection(asyncio.Protocol):
         del self.buf[:end]
         self._disarm()
         self.busy = True
-        spawn(self._serve(LaneRequest(head, body, self.lane.app, self.remote, self.slot)))
+        # Read once per request for the access log's duration (as aiohttp reads its loop's clock).
+        spawn(self._serve(LaneRequest(head, body, self.lane.app, self.remote, self.slot), time.monotonic()))
 
-    async def _serve(self, request: LaneRequest) -> None:
+    async def _serve(self, request: LaneRequest, started: float) -> None:
         reply = Reply(self, request.head.keep_alive)
         inflight = self.lane.app[NODE].inflight  # a stopping node finishes these first
         inflight.enter()
@@ -305,12 +306,12 @@ class LaneConnection(asyncio.Protocol):
                 reply.send(status, problem_document(status, code, detail), headers, PROBLEM)
         finally:
             inflight.leave()
-            self._finished(request, reply)
+            self._finished(request, reply, started)
 
-    def _finished(self, request: LaneRequest, reply: Reply) -> None:
+    def _finished(self, request: LaneRequest, reply: Reply, started: float) -> None:
         self.busy = False
         if self.lane.access_log is not None:
-            _access(self.lane.access_log, request, reply)
+            _access(self.lane.access_log, request, reply, duration_ms(time.monotonic() - started))
         if self.transport is None:
             return
         if reply.close or not reply.complete:
@@ -364,9 +365,9 @@ class LaneConnection(asyncio.Protocol):
         transport.close()
 
 
-def _access(logger: logging.Logger, request: LaneRequest, reply: Reply) -> None:
-    """One access log line in aiohttp's default format and with its fields, so that a
-    request reads the same in the log whichever way it was served."""
+def _access(logger: logging.Logger, request: LaneRequest, reply: Reply, duration: float) -> None:
+    """One access log line in access_log.LOG_FORMAT and with the fields aiohttp's lines
+    have, so that a request reads the same in the log whichever way it was served."""
     line = f"{request.method} {request.head.target} HTTP/1.1"
     when = time.strftime("[%d/%b/%Y:%H:%M:%S +0000]", time.gmtime())
     referer = request.headers.get("Referer", "-")
@@ -379,9 +380,10 @@ def _access(logger: logging.Logger, request: LaneRequest, reply: Reply) -> None:
         "response_status": reply.status,
         "response_size": reply.size,
         "request_header": {"Referer": referer, "User-Agent": agent},
+        DURATION: duration,
     }
     logger.info(
-        '%s %s "%s" %s %s "%s" "%s"',
+        '%s %s "%s" %s %s "%s" "%s" %sms',
         client,
         when,
         line,
@@ -389,6 +391,7 @@ def _access(logger: logging.Logger, request: LaneRequest, reply: Reply) -> None:
         reply.size,
         referer,
         agent,
+        duration,
         extra=fields,
     )
 

@@ -11,6 +11,7 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import psutil
@@ -142,6 +143,7 @@ def test_a_lost_event_channel_counts_redis_errors_and_resubscriptions(
 
 
 CLIENT = "203.0.113.9"
+DURATION_MS = r"\d+\.\d{1,2}ms"  # how an access line ends: the request's duration
 
 
 def forwarded_status(url: str) -> int:
@@ -181,7 +183,9 @@ def test_json_logs_are_one_object_per_line_and_text_stays_the_default(
     lines = [json.loads(line) for line in as_json.stderr().splitlines() if line.strip()]
     lane = next(line for line in lines if "/v1/challenges/ch_none" in line["event"])
     for line, path in ((access, "/v1/rp"), (lane, "/v1/challenges/ch_none")):
-        assert re.fullmatch(rf'{CLIENT} \[.+\] "GET {path} HTTP/1\.1" 401 \d+ "-" ".+"', line["event"]), line
+        assert re.fullmatch(
+            rf'{CLIENT} \[.+\] "GET {path} HTTP/1\.1" 401 \d+ "-" ".+" {DURATION_MS}', line["event"]
+        ), line
         fields = line["fields"]
         assert (fields["first_request_line"], fields["response_status"]) == (f"GET {path} HTTP/1.1", 401)
         assert fields["remote_address"] == CLIENT and fields["response_size"] > 0
@@ -190,6 +194,7 @@ def test_json_logs_are_one_object_per_line_and_text_stays_the_default(
     assert lane["fields"]["request_header"] == access["fields"]["request_header"]
     text_line = next(line for line in as_text.stderr().splitlines() if "/v1/rp" in line)
     assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO pushauth\.broker: 127\.0\.0\.1 ", text_line)
+    assert re.search(rf'" {DURATION_MS}$', text_line), text_line
     # A request aiohttp refuses before routing (here a NUL in a header: 400) has its line
     # too, naming the peer; it was a traceback at ERROR ("Error in logging"), one per request.
     with socket.create_connection(("127.0.0.1", as_text.port), timeout=10) as sock:
@@ -199,3 +204,45 @@ def test_json_logs_are_one_object_per_line_and_text_stays_the_default(
     refused = next(line for line in as_text.stderr().splitlines() if " 400 " in line)
     assert re.search(r"INFO pushauth\.broker: 127\.0\.0\.1 \[.+\] .* 400 \d+ ", refused), refused
     assert "Traceback" not in as_text.stderr() and "Error in logging" not in as_text.stderr()
+
+
+async def test_access_lines_give_how_long_each_request_took(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """A long-poll that waits a second (one the RP lane serves, one aiohttp does) is
+    logged as taking at least 1000 ms, in the text and in the `request_duration_ms`
+    field; a request answered at once is logged with its duration too."""
+    broker = broker_factory(
+        redis_url=redis_server.url, node="d", extra_args=["--log-format", "json", "--access-log"]
+    )
+    rp = add_rp("Duration RP", redis_url=redis_server.url)
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, broker.ws_url)
+        challenge = await client.create_challenge("alice", CTX)  # pending: no one answers
+        enrollment = await client.create_enrollment("bob", "bob@example.com")  # pending too
+        await dev.frame()  # the push
+        auth = {"Authorization": f"Bearer {rp['api_key']}"}
+        async with aiohttp.ClientSession(headers=auth) as http:
+            for path in (f"/v1/challenges/{challenge.id}?wait=1", f"/v1/enrollments/{enrollment.id}?wait=1"):
+                async with http.get(f"{broker.http_url}{path}") as response:
+                    assert response.status == 200 and (await response.json())["status"] == "pending"
+        await dev.close()
+
+    def line(path: str) -> dict[str, Any] | None:
+        lines = (json.loads(x) for x in broker.stderr().splitlines() if x.startswith("{"))
+        return next((x for x in lines if f'"GET {path} HTTP/1.1" 200 ' in x["event"]), None)
+
+    def logged(path: str) -> dict[str, Any]:
+        wait_until(lambda: line(path), message=f"the access line of {path}")
+        found = line(path)
+        assert found is not None
+        return found
+
+    waited = {
+        "lane": logged(f"/v1/challenges/{challenge.id}?wait=1"),
+        "aiohttp": logged(f"/v1/enrollments/{enrollment.id}?wait=1"),
+    }
+    for served, logged in waited.items():
+        duration = logged["fields"]["request_duration_ms"]
+        assert isinstance(duration, float) and duration >= 1000, (served, logged)
+        assert logged["event"].endswith(f" {duration}ms"), (served, logged)
