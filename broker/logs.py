@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +60,58 @@ def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) ->
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    for name in REDIS_CLUSTER_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
+            logger.removeFilter(old)
+        logger.addFilter(RepeatFilter(TOPOLOGY_REFRESH_FAILED))
+
+
+# redis-py's cluster client logs this at ERROR each time it fails to re-read the slot
+# map, which during a whole-cluster outage is about once a second per worker process.
+# The broker reports the outage its own way (503 /healthz, its warnings, the
+# pushauth_redis_errors_total metric), so these lines would only page whoever alerts on
+# ERROR over and over: RepeatFilter keeps the first at WARNING, then one a minute.
+REDIS_CLUSTER_LOGGERS = ("redis.asyncio.cluster", "redis.cluster")
+TOPOLOGY_REFRESH_FAILED = "Topology refresh failed"
+REPEAT_EVERY_S = 60.0
+
+
+class RepeatFilter(logging.Filter):
+    """On a logger: its lines that start with `prefix` go out at WARNING (whatever level
+    they were logged at), at most one every `every_s` seconds; one that follows lines
+    held back says how many. A held-back line is kept at DEBUG when the log level is
+    DEBUG (each one, for whoever looks closely), else dropped."""
+
+    def __init__(
+        self, prefix: str, every_s: float = REPEAT_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.every_s = every_s
+        self.clock = clock
+        self.last: float | None = None  # when a line last went out at WARNING
+        self.held = 0  # lines held back since
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        now = self.clock()
+        since = now - self.last if self.last is not None else None
+        if since is not None and since < self.every_s:
+            self.held += 1
+            _relevel(record, logging.DEBUG)
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        if self.held:
+            record.msg = f"{record.msg} (and {self.held} more like it in the last {since:.0f} s)"
+            record.repeats = self.held  # a field of JSON lines
+        _relevel(record, logging.WARNING)
+        self.last, self.held = now, 0
+        return True
+
+
+def _relevel(record: logging.LogRecord, level: int) -> None:
+    record.levelno, record.levelname = level, logging.getLevelName(level)
 
 
 _BLOB_PATH = re.compile(r"(/v1/backups/)([A-Za-z0-9_-]{4})[A-Za-z0-9_%=-]*")
