@@ -74,6 +74,13 @@ REPLICA_RECHECK_S = 5.0  # meanwhile, how often the slot map is read to see a re
 # listening at the hung one and missed them all until it woke up, or for good.
 SUBSCRIPTION_PING_S = 1.0
 
+# A slot map read asks the next node when one has not answered within MAP_HEDGE_S (a
+# live node answers in a millisecond; a hung one never does), and asks a node that
+# failed or was passed over last for SLOW_FORGOTTEN_S: a hung master is failed over
+# within seconds, and every read of the map that asked it first waited for it.
+MAP_HEDGE_S = 0.5
+SLOW_FORGOTTEN_S = 30.0
+
 # Errors that say the command did not run: resending it is always safe.
 _NOT_RUN = ("TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN")
 
@@ -242,6 +249,10 @@ class ClusterPipe:
         self._warned: dict[Address, float] = {}
         self._behind: dict[Address, float] = {}  # master -> until when its writes do not wait
         self._refreshed_at = 0.0
+        # Slot map reads: nodes that failed or were passed over (loop time), and what the
+        # last read did with each node it asked ("answered", "passed over", "failed: ...").
+        self._slow: dict[Address, float] = {}
+        self.last_map_read: dict[Address, str] = {}
 
     @classmethod
     def for_client(cls, redis: Any) -> ClusterPipe | None:
@@ -287,42 +298,86 @@ class ClusterPipe:
             self._refreshing = asyncio.ensure_future(self._refresh())
         await asyncio.shield(self._refreshing)
 
-    async def _refresh(self) -> None:
-        # Ask the masters we know first (they have the freshest view of their own
-        # slots), then everything else we ever heard of.
+    def map_sources(self) -> list[Address]:
+        """The nodes a slot map read asks, in order: the masters we know first (they have
+        the freshest view of their own slots), then everything else we ever heard of;
+        a node that failed or was slow in a recent read goes last (a hung master is
+        failed over, and asking it first again would cost every read its wait)."""
         candidates = list(dict.fromkeys([*self._nodes, *self._known, *self._seeds]))
+        now = asyncio.get_running_loop().time()
+        for address, since in list(self._slow.items()):
+            if now - since >= SLOW_FORGOTTEN_S:
+                del self._slow[address]
+        return sorted(candidates, key=lambda a: a in self._slow)  # stable: the order kept otherwise
+
+    async def _refresh(self) -> None:
+        # Asked one after another, but a node that has not answered within MAP_HEDGE_S
+        # does not hold the read up: the next is asked meanwhile, and the first answer
+        # wins. One that fails is followed by the next at once.
+        sources = iter(self.map_sources())
+        asking: dict[asyncio.Future[Any], Address] = {}
+        self.last_map_read = read = {}
         errors: list[str] = []
-        for address in candidates:
-            try:
-                reply, nodes = await asyncio.wait_for(
-                    self._node(address).pipe.execute_many([("CLUSTER", "SLOTS"), ("CLUSTER", "NODES")]),
-                    CONNECT_TIMEOUT_S,
-                )
-            except (ConnectionError, ResponseError, TimeoutError, OSError) as exc:
-                errors.append(f"{address[0]}:{address[1]}: {exc}")
-                continue
-            slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
-            known: list[Address] = []
-            for start, end, master, *replicas in reply:
-                # An empty host means "the address you reached me at".
-                owner = (master[0].decode() or address[0], int(master[1]))
-                known += [owner, *((r[0].decode() or address[0], int(r[1])) for r in replicas)]
-                for slot in range(int(start), int(end) + 1):
-                    slots[slot] = owner
-            self._slots = slots
-            self._replica_count = live_replicas(nodes.decode(), address[0])
-            self._refreshed_at = asyncio.get_running_loop().time()
-            self._known = list(dict.fromkeys(known)) or self._known
-            # Forget nodes that own no slots and whose connections broke (a dead master).
-            # A demoted master that lives keeps its connections: what is in flight there
-            # gets its MOVED and goes on, and nothing new is sent to it.
-            owners = set(slots)
-            for address_, node in list(self._nodes.items()):
-                if address_ not in owners and _broken(node.pipe) and _broken(node.durable):
-                    node.close()
-                    del self._nodes[address_]
-            return
+
+        def ask_next() -> None:
+            address = next(sources, None)
+            if address is not None:
+                command = self._node(address).pipe.execute_many([("CLUSTER", "SLOTS"), ("CLUSTER", "NODES")])
+                asking[asyncio.ensure_future(asyncio.wait_for(command, CONNECT_TIMEOUT_S))] = address
+                read[address] = "asked"
+
+        loop = asyncio.get_running_loop()
+        ask_next()
+        try:
+            while asking:
+                done, _ = await asyncio.wait(asking, timeout=MAP_HEDGE_S, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    ask_next()
+                    continue
+                for fut in done:
+                    address = asking.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        read[address] = "answered"
+                        for slow in asking.values():  # passed over: asked last next time
+                            read[slow] = "passed over"
+                            self._slow[slow] = loop.time()
+                        self._slow.pop(address, None)
+                        self._apply_map(address, *fut.result())
+                        return
+                    if not isinstance(exc, (ConnectionError, ResponseError, TimeoutError, OSError)):
+                        raise exc
+                    read[address] = f"failed: {exc!r}"
+                    self._slow[address] = loop.time()
+                    errors.append(f"{address[0]}:{address[1]}: {exc}")
+                    ask_next()
+        finally:
+            for fut in asking:
+                fut.cancel()
         raise ConnectionError("cannot read the Redis Cluster's slot map: " + "; ".join(errors))
+
+    def _apply_map(self, address: Address, reply: Any, nodes: bytes) -> None:
+        """The slot map `address` answered (CLUSTER SLOTS and CLUSTER NODES) in force."""
+        slots: list[Address | None] = [None] * REDIS_CLUSTER_HASH_SLOTS
+        known: list[Address] = []
+        for start, end, master, *replicas in reply:
+            # An empty host means "the address you reached me at".
+            owner = (master[0].decode() or address[0], int(master[1]))
+            known += [owner, *((r[0].decode() or address[0], int(r[1])) for r in replicas)]
+            for slot in range(int(start), int(end) + 1):
+                slots[slot] = owner
+        self._slots = slots
+        self._replica_count = live_replicas(nodes.decode(), address[0])
+        self._refreshed_at = asyncio.get_running_loop().time()
+        self._known = list(dict.fromkeys(known)) or self._known
+        # Forget nodes that own no slots and whose connections broke (a dead master).
+        # A demoted master that lives keeps its connections: what is in flight there
+        # gets its MOVED and goes on, and nothing new is sent to it.
+        owners = set(slots)
+        for address_, node in list(self._nodes.items()):
+            if address_ not in owners and _broken(node.pipe) and _broken(node.durable):
+                node.close()
+                del self._nodes[address_]
 
     async def _owner(self, slot: int | None) -> _Node:
         if slot is None:

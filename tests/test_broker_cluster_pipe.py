@@ -277,6 +277,43 @@ async def test_a_subscription_leaves_a_hung_master_for_the_promoted_one(
         await asyncio.to_thread(redis_cluster.wake, master)
 
 
+async def test_the_slot_map_is_read_past_a_hung_master(redis_cluster: RedisCluster) -> None:
+    """A master that hangs (SIGSTOP) is failed over; the pipe then reads the slot map
+    again, asking its masters first, the hung one among them. It does not wait for the
+    hung one's timeout: another node is asked meanwhile and its answer (the promoted
+    replica) is taken while the master still hangs; and the next read does not ask the
+    hung master first at all."""
+    redis_cluster.heal()
+    key = KEYS[0]
+    master = redis_cluster.master_of_key(key)
+    hung = (LOCALHOST, master.port)
+    # The hung master is the first node the pipe knows, so the first it asks for the map.
+    seeds = [hung, *(s for s in _seeds(redis_cluster) if s != hung)]
+    pipe = ClusterPipe(seeds, auth=[])
+    try:
+        await pipe.execute_many([("SET", k, "before") for k in KEYS])  # a connection to every master
+        assert pipe.map_sources()[0] == hung
+        promoted = await asyncio.to_thread(redis_cluster.hang_master, master)
+        try:
+            await pipe.refresh()
+            read = pipe.last_map_read
+            assert next(iter(read)) == hung and read[hung] == "passed over", read
+            answered = [a for a, what in read.items() if what == "answered"]
+            assert len(answered) == 1 and answered[0] != hung, read
+            # The new map is in force while the old master still hangs: the write goes to
+            # the promoted replica.
+            assert await pipe.execute("SET", key, "while it hangs") == b"OK"
+            assert _on(promoted, "GET", key) == b"while it hangs"
+            # And the next read asks a live node first.
+            await pipe.refresh()
+            assert hung not in pipe.last_map_read and list(pipe.last_map_read.values()) == ["answered"]
+            assert pipe.map_sources()[-1] == hung
+        finally:
+            await asyncio.to_thread(redis_cluster.wake, master)
+    finally:
+        pipe.close()
+
+
 async def test_a_transaction_is_atomic_and_durable(pipe: ClusterPipe, redis_cluster: RedisCluster) -> None:
     replies = await pipe.transaction(
         [("HSET", "t:{tx}:h", "a", "1"), ("SET", "t:{tx}:s", "x"), ("PEXPIRE", "t:{tx}:s", 60000)],
