@@ -20,6 +20,7 @@ from aiohttp.web_log import AccessLogger, KeyMethod
 from .limits import LIMITER
 
 REMOTE = "remote_address"  # the key aiohttp gives `%a` in a line's fields
+HEALTHZ = "/healthz"
 DURATION = "request_duration_ms"  # the key of a line's duration in its fields
 # aiohttp's default format and a duration; `%D` (aiohttp: microseconds) is compiled
 # below to milliseconds, under DURATION.
@@ -57,6 +58,17 @@ class ClientAccessLogger(AccessLogger):
     def compile_format(self, log_format: str) -> tuple[str, list[KeyMethod]]:
         fmt, methods = super().compile_format(log_format)
         return fmt, [_replaced(k, m) for k, m in methods]
+
+
+class ChecksQuietAccessLogger(ClientAccessLogger):
+    """ClientAccessLogger without the lines of passed health checks (`serve
+    --access-log-no-checks`): behind HAProxy, which checks each node twice a second,
+    they were half the log. A check answered 503 (the node is out) is still logged."""
+
+    def log(self, request: Any, response: Any, time: float) -> None:
+        if request is not None and request.path == HEALTHZ and response.status == 200:
+            return
+        super().log(request, response, time)
 
 
 def _replaced(key: Any, method: Any) -> KeyMethod:

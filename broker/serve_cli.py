@@ -24,7 +24,7 @@ from aiohttp import web
 from protocol.uri import is_loopback
 
 from . import cpus, webapp_static, webpush
-from .access_log import ClientAccessLogger
+from .access_log import ChecksQuietAccessLogger, ClientAccessLogger
 from .activation import listening_socket, systemd_socket, url_address
 from .app import create_app, stop_serving
 from .backups import (
@@ -301,6 +301,13 @@ def add_arguments(
     )
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request (off: it costs)")
     serve.add_argument(
+        "--access-log-no-checks",
+        dest="access_log_checks",
+        action="store_false",
+        help="with --access-log, leave out GET /healthz answered 200 (a load balancer's checks: half "
+        "the lines behind HAProxy); a failed check is still logged",
+    )
+    serve.add_argument(
         "--no-rp-lane",
         dest="rp_lane",
         action="store_false",
@@ -431,7 +438,7 @@ async def serve(args: argparse.Namespace) -> None:
         runner = web.AppRunner(
             app,
             access_log=log if args.access_log else None,
-            access_log_class=ClientAccessLogger,
+            access_log_class=ClientAccessLogger if args.access_log_checks else ChecksQuietAccessLogger,
             shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         )
         try:
@@ -455,7 +462,8 @@ async def serve(args: argparse.Namespace) -> None:
                 gate=gate,
             )
             site.handler_args(
-                access_log=log if args.access_log else None, access_log_class=ClientAccessLogger
+                access_log=log if args.access_log else None,
+                access_log_class=ClientAccessLogger if args.access_log_checks else ChecksQuietAccessLogger,
             )
             await site.start()
             host, port = args.host, runner.addresses[0][1]

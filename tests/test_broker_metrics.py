@@ -246,3 +246,22 @@ async def test_access_lines_give_how_long_each_request_took(
         duration = logged["fields"]["request_duration_ms"]
         assert isinstance(duration, float) and duration >= 1000, (served, logged)
         assert logged["event"].endswith(f" {duration}ms"), (served, logged)
+
+
+def test_passed_health_checks_can_be_left_out_of_the_access_log(
+    redis_factory: Callable[..., RedisServer], broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """`--access-log-no-checks`: a load balancer's checks answered 200 (behind HAProxy,
+    half the lines) are not logged; every other request is, and so is a failed check."""
+    redis = redis_factory()
+    broker = broker_factory(
+        redis_url=redis.url, node="q", extra_args=["--access-log", "--access-log-no-checks"]
+    )
+    assert http_status(f"{broker.http_url}/healthz") == 200
+    assert http_status(f"{broker.http_url}/v1/rp") == 401
+    wait_until(lambda: '"GET /v1/rp HTTP/1.1" 401' in broker.stderr(), message="the /v1/rp line")
+    assert "/healthz" not in broker.stderr()  # logged before the later request's line, if at all
+    redis.kill()
+    wait_until(lambda: http_status(f"{broker.http_url}/healthz") == 503, message="/healthz 503")
+    wait_until(lambda: '"GET /healthz HTTP/1.1" 503' in broker.stderr(), message="the failed check's line")
+    assert '"GET /healthz HTTP/1.1" 200' not in broker.stderr()
