@@ -19,7 +19,7 @@ from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI, insecure_transport
 
-from . import jsonio, keys, metrics
+from . import erasure, jsonio, keys, metrics
 from .connections import rp_authenticated
 from .context import ApiRequest, node_of
 from .event_listener import LISTENER
@@ -638,6 +638,14 @@ async def revoke_credential(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def erase_user(request: web.Request) -> web.Response:
+    """DELETE /v1/users/{user}: erase everything the broker holds about the user at
+    this RP (broker/erasure.py). 204 also when there was nothing (idempotent)."""
+    rp = await authenticate(request)
+    await erasure.erase_user(_store(request), rp.id, user_id(request.match_info["user"]))
+    return web.Response(status=204)
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/rp", get_rp)
@@ -649,6 +657,7 @@ def add_routes(app: web.Application) -> None:
     # body, or the streamed form when the RP asks for it).
     app.router.add_get("/v1/challenges/{id}", get_challenge)
     app.router.add_delete("/v1/challenges/{id}", cancel_challenge)
+    app.router.add_delete("/v1/users/{user}", erase_user)
     app.router.add_get("/v1/users/{user}/credentials", list_credentials)
     app.router.add_get("/v1/users/{user}/push-block", get_push_block)
     app.router.add_delete("/v1/users/{user}/push-block", lift_push_block)

@@ -52,6 +52,10 @@ too. The slot comes from the hash tag, the part of a key between braces:
     pa:{blob}:blobsz           hash  backup id -> its size in bytes
     pa:{blob}:blobbytes        str   the sum of those sizes
     pa:{blob}:blobq:{addr}:{day} str new backup ids made from a client address that UTC day
+    pa:wp:sub:{cid}            str   the credential's Web Push subscription (JSON: endpoint URL,
+                                     p256dh, auth; broker/webpush.py); deleted with the
+                                     credential's revocation
+    pa:wp:live:{cid}           hash  node -> ms: nodes holding a live connection of it (TTL 60 s)
     pa:seen:{sha256(sig)}      str   a signed device HTTP request already served (replay
                                      guard, TTL: the allowed clock skew, twice)
     pa:lid:{id}                str   the tag of a layout-1 id (credential, challenge,
@@ -245,6 +249,17 @@ BACKUP_BYTES = "pa:{blob}:blobbytes"
 
 def backup_quota(address: str, day: int) -> str:
     return f"pa:{{blob}}:blobq:{address}:{day}"
+
+
+def push_subscription(cid: str) -> str:
+    """str: the Web Push subscription of credential `cid` (no hash tag: a subscription
+    names several credentials, of any users, and is written for each one)."""
+    return f"pa:wp:sub:{cid}"
+
+
+def push_presence(cid: str) -> str:
+    """hash: node -> until (ms), the nodes that hold a live connection of `cid`."""
+    return f"pa:wp:live:{cid}"
 
 
 def seen_signature(sig_hash: str) -> str:

@@ -143,6 +143,8 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
     result = result.decode() if isinstance(result, bytes) else str(result)
     if result == "ok":
         await announce(store, answered, *([revoked] if decision is NoticeDecision.DISOWN else []))
+        if decision is NoticeDecision.DISOWN:
+            await store.forget_push_subscription(notice.new_cid)
         if withdrawn:
             ids = tuple(i.decode() for i in withdrawn)
             await announce(store, events.ChallengesEnded(notice.rp, notice.user, Status.WITHDRAWN, ids))

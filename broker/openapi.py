@@ -419,6 +419,17 @@ PATHS: dict[str, Any] = {
             parameters=[_path_param("id")],
         ),
     },
+    "/v1/users/{user}": {
+        "delete": _op(
+            "Erase everything the broker holds about the user at this RP (right to erasure): "
+            "pending enrollments are withdrawn, credentials revoked (online devices are told at "
+            "once), pending challenges end withdrawn, then every key of the user goes: "
+            "credentials (revoked ones too), challenges, enrollments, recovery notices, push "
+            "fatigue state, Web Push subscriptions. Idempotent: 204 also when there was nothing",
+            {"204": {"description": "erased (now or before)"}, **_problems(400, 401)},
+            parameters=[_path_param("user")],
+        )
+    },
     "/v1/users/{user}/credentials": {
         "get": _op(
             "A user's active credentials",
@@ -582,6 +593,7 @@ _OPERATION_IDS = {
     ("/v1/challenges", "post"): "createChallenge",
     ("/v1/challenges/{id}", "get"): "getChallenge",
     ("/v1/challenges/{id}", "delete"): "cancelChallenge",
+    ("/v1/users/{user}", "delete"): "eraseUser",
     ("/v1/users/{user}/credentials", "get"): "listCredentials",
     ("/v1/users/{user}/push-block", "get"): "getPushBlock",
     ("/v1/users/{user}/push-block", "delete"): "liftPushBlock",
@@ -657,8 +669,9 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "pushauth broker RP API",
         # 1.1: the one-request (streamed) form of POST /v1/challenges; 1.2: its Idempotency-Key;
-        # 1.3: DELETE /v1/enrollments/{id} (docs/http-api.md, "Versions").
-        "version": "1.3",
+        # 1.3: DELETE /v1/enrollments/{id}; 1.4: DELETE /v1/users/{user} (docs/http-api.md,
+        # "Versions").
+        "version": "1.4",
         "description": "See docs/http-api.md. The device WebSocket (/v1/device) is in docs/protocol.md.",
     },
     "components": {

@@ -506,7 +506,14 @@ class Store:
         )
         if done:
             await self._published(event)
+            await self.forget_push_subscription(cid)
         return bool(done)
+
+    async def forget_push_subscription(self, cid: str) -> None:
+        """A revoked credential is woken no more: its Web Push subscription (an endpoint
+        URL at a push service, personal data) goes with it instead of staying for good.
+        Not in the revoking script: the key is in another cluster slot."""
+        await self.redis.delete(keys.push_subscription(cid))
 
     async def confirm_credential(self, rp_id: str, cid: str) -> str:
         """The RP confirms a newly enrolled credential (after its test push): from now

@@ -65,12 +65,8 @@ LIVE_TTL_MS = 60_000  # a node refreshes its presence entries every third of thi
 SEND_TIMEOUT_S = 10.0
 
 
-def _sub_key(cid: str) -> str:
-    return f"pa:wp:sub:{cid}"
-
-
-def _live_key(cid: str) -> str:
-    return f"pa:wp:live:{cid}"
+_sub_key = keys.push_subscription
+_live_key = keys.push_presence
 
 
 @dataclass(frozen=True, slots=True)

@@ -649,6 +649,16 @@ class PushAuthClient:
         "Push fatigue protection")."""
         await self._call("DELETE", f"/v1/users/{_user_segment(user)}/push-block", expect=(204,))
 
+    async def erase_user(self, user: str) -> None:
+        """Erase everything the broker holds about `user` at this RP (the right to
+        erasure; docs/http-api.md): pending setups are withdrawn, every credential is
+        revoked (an online device is told at once), pending sign-ins end withdrawn, then
+        the user's credentials, challenges, enrollments, recovery notices, push fatigue
+        state and Web Push subscriptions are deleted. Idempotent: call it again after
+        BrokerUnavailable (an interrupted erasure is finished by the next call). Erase
+        the RP's own records of the user (stored credentials, TOTP secrets) too."""
+        await self._call("DELETE", f"/v1/users/{_user_segment(user)}", expect=(204,))
+
     # -- HTTP ------------------------------------------------------------------
 
     async def _pause_if_early(self, started: float, wait: int, deadline: float | None) -> None:

@@ -31,6 +31,7 @@ from relying_party.sdk import PushAuthClient
 SCHEMATHESIS = console_script("schemathesis")
 SEED = 20261204
 MAX_EXAMPLES = 25
+ERASABLE = "erin"  # the user eraseUser is offered (it has a device and a pending sign-in)
 # Backup and recovery requests are rate-limited per address: off here, so the fuzzer
 # reaches the logic behind the limit (tests/test_broker_http_guard.py tests the limit).
 NO_LIMITS = [
@@ -63,6 +64,8 @@ values = ["{credential}"]
 values = ["{challenge}"]
 [dictionaries.enrollments]
 values = ["{enrollment}"]
+[dictionaries.erasable]
+values = ["{ERASABLE}"]
 
 [[operations]]
 include-operation-id = "createChallenge"
@@ -72,6 +75,16 @@ parameters = {{ "body.user" = {{ dictionary = "users", probability = 0.5 }} }}
 include-operation-id = ["listCredentials", "getPushBlock", "liftPushBlock"]
 parameters = {{ "path.user" = {{ dictionary = "users", probability = 0.5 }} }}
 checks.use_after_free.enabled = false  # lifted, the push block reads as not blocked
+
+# Another real user: an erasure of "{user}" would leave the other operations nothing
+# but 404s.
+[[operations]]
+include-operation-id = "eraseUser"
+parameters = {{ "path.user" = {{ dictionary = "erasable", probability = 0.5 }} }}
+checks.use_after_free.enabled = false  # an erased user reads as one with nothing
+# Not the users other responses named ("{user}" among them): see above.
+phases.fuzzing.extra-data-sources.responses = false
+phases.examples.extra-data-sources.responses = false
 
 [[operations]]
 include-operation-id = ["revokeCredential", "confirmCredential", "setRecoveryKey"]
@@ -108,7 +121,10 @@ async def test_schemathesis_finds_nothing(
         dev = await online_device(client, broker.ws_url)
         challenge = await client.create_challenge("alice", CTX)
         enrollment = await client.create_enrollment("alice", "second device")
+        erasable = await online_device(client, broker.ws_url, user=ERASABLE)
+        await client.create_challenge(ERASABLE, CTX)
         await dev.close()
+        await erasable.close()
     settings = tmp_path / "schemathesis.toml"
     settings.write_text(config("alice", dev.cid, challenge.id, enrollment.id))
     argv = [

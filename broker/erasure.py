@@ -1,0 +1,107 @@
+"""`DELETE /v1/users/{user}`: erase everything the broker holds about one user of one RP
+(the right to erasure, GDPR art. 17; docs/operations.md, "Personal data").
+
+The user's keys all carry the user's hash tag {T} (broker/keys.py), so they are found
+by one SCAN for `pa:{T}:*` and deleted in one MULTI (one slot: atomic on a Redis
+Cluster too). A tag is 40 bits of a hash, so another user (of this RP or another)
+may share it: a key is erased only when it names this RP and user, in its name (the
+per-user keys) or in its hash (enrollments, credentials, challenges, notices), or
+belongs to one of those (tokens, notice indexes). RP isolation holds: nothing of
+another RP is read out or touched.
+
+Before the keys go, what is live ends as the RP's own calls would end it: pending
+enrollments are withdrawn (a device's link is refused, a long-poll answers expired),
+active credentials are revoked (an online device is told at once, removed_by_rp),
+pending challenges end withdrawn (devices drop the prompt, a long-poll answers).
+A device that comes back later is refused as unknown_credential, which the agents
+treat as removed, like a revoked one.
+
+Not in the slot, deleted after the MULTI: the credentials' Web Push subscriptions and
+presence, and the layout-1 index entries of old ids. An erasure interrupted (a node
+stops, Redis fails over) is finished by calling again: every step is idempotent.
+
+The SCAN walks the whole keyspace (a Redis has no index by tag; on a cluster every
+primary): fine for a rare request, so one erasure runs at a time per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from protocol.challenge import Status
+from protocol.frames import RevokeReason
+
+from . import keys
+from .store import Store, now_ms
+
+_ONE_AT_A_TIME = asyncio.Lock()
+_BY_ID = ("enr", "cred", "ch", "rn")  # hashes with rp and user fields
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    revoked: int  # active credentials revoked
+    ended: int  # pending challenges ended (withdrawn)
+    deleted: int  # Redis keys deleted
+
+
+async def erase_user(store: Store, rp_id: str, user: str) -> Erasure:
+    async with _ONE_AT_A_TIME:
+        return await _erase(store, rp_id, user)
+
+
+async def _erase(store: Store, rp_id: str, user: str) -> Erasure:
+    tag = keys.user_tag(rp_id, user)
+    prefix = f"pa:{{{tag}}}:"
+    own_prefixes = tuple(
+        keys.user_key(kind, rp_id, user) for kind in ("uc", "pend", "guard", "recent", "ucn", "idem")
+    )
+    owned: list[str] = []
+    ids: dict[str, list[str]] = {kind: [] for kind in _BY_ID}
+    tokens: list[tuple[str, bytes | None]] = []
+    notice_indexes: list[tuple[str, str]] = []
+    async for raw in store.redis.scan_iter(match=f"{prefix}*", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        kind, _, rest = key[len(prefix) :].partition(":")
+        if kind in _BY_ID:
+            rp, owner = await store.redis.hmget(key, ["rp", "user"])
+            if rp == rp_id.encode() and owner == user.encode():
+                owned.append(key)
+                ids[kind].append(rest)
+        elif kind == "tok":
+            tokens.append((key, await store.redis.get(key)))
+        elif kind == "rns":
+            notice_indexes.append((key, rest))
+        elif key in own_prefixes or key.startswith(f"{keys.user_key('idem', rp_id, user)}:"):
+            owned.append(key)
+    enrollments = set(ids["enr"])
+    owned += [k for k, eid in tokens if eid is not None and eid.decode() in enrollments]
+    owned += [k for k, cid in notice_indexes if cid in ids["cred"]]
+
+    # End what is live first, so that no device or long-poll is left waiting on keys
+    # that vanish under it.
+    for eid in enrollments:
+        await store.cancel_enrollment(rp_id, eid)
+    revoked = 0
+    for cid in ids["cred"]:
+        if await store.revoke_credential(rp_id, cid, RevokeReason.BY_RP.value):
+            revoked += 1
+    ended = 0
+    now = now_ms()
+    for ch in ids["ch"]:
+        record = await store.get_challenge(ch)
+        if record is None or record.rp != rp_id or record.user != user:
+            continue
+        if await store.cancel_challenge(record, now, Status.WITHDRAWN) == "ok":
+            ended += 1
+
+    deleted = 0
+    if owned:
+        (deleted,) = await store.atomic(lambda p: p.execute_command("DEL", *owned), durable=True)
+    outside = [keys.push_subscription(cid) for cid in ids["cred"]]
+    outside += [keys.push_presence(cid) for cid in ids["cred"]]
+    outside += [keys.legacy_index(i) for kind in _BY_ID for i in ids[kind] if not keys.carries_tag(i)]
+    for key in outside:  # one slot each: no multi-key command on a cluster
+        deleted += int(await store.redis.delete(key))
+    return Erasure(revoked, ended, int(deleted))

@@ -1,0 +1,148 @@
+"""The right to erasure at the broker (docs/http-api.md, "Erasing a user"): an RP erases
+one user with DELETE /v1/users/{user}, and the real Redis holds nothing of that user
+afterwards, while other users and other RPs' users with the same name keep all theirs.
+Also: a revoked credential's Web Push subscription does not stay behind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+from support import BrokerProcess, RedisServer, add_rp, free_port
+from test_broker_device_ws import CTX, Device, online_device
+
+from broker import keys
+from protocol.frames import AnswerResult, Cancel, Challenge, PushSubscribe, PushSubscribed, Revoked
+from relying_party.errors import NotFound
+from relying_party.sdk import PushAuthClient
+
+# Nothing listens there: a wake-up fails, which is not these tests' business.
+PUSH_SERVICE = f"http://127.0.0.1:{free_port()}"
+SUB_KEYS = {"p256dh": b"\x04" + bytes(64), "auth": bytes(16)}
+
+
+def all_keys(url: str) -> set[str]:
+    with redis.Redis.from_url(url) as r:
+        return {k.decode() for k in r.scan_iter(match="pa:*", count=1000)}
+
+
+def keys_of(found: set[str], rp_id: str, user: str, cids: list[str]) -> set[str]:
+    """Of `found`, the keys that are about `user` at `rp_id`: in the user's slot, or
+    naming one of the user's credentials."""
+    tag = keys.user_tag(rp_id, user)
+    return {k for k in found if k.startswith(f"pa:{{{tag}}}:") or any(k.endswith(c) for c in cids)}
+
+
+@pytest.fixture
+def push_broker(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> BrokerProcess:
+    args = ["--push-key", str(tmp_path / "vapid.pem"), "--push-service", PUSH_SERVICE]
+    return broker_factory(redis_url=redis_server.url, node="erase", extra_args=args)
+
+
+async def subscribed(dev: Device) -> None:
+    await dev.send(
+        PushSubscribe(rid=3, cids=(dev.cid,), endpoint=f"{PUSH_SERVICE}/sub/{dev.cid}", **SUB_KEYS)
+    )
+    assert isinstance(await dev.frame(), PushSubscribed)
+
+
+async def test_erase_user_removes_every_key_of_that_user_and_nothing_else(
+    push_broker: BrokerProcess, redis_server: RedisServer
+) -> None:
+    url = redis_server.url
+    a, b = add_rp("Erasing RP", redis_url=url), add_rp("Other RP", redis_url=url)
+    async with (
+        PushAuthClient(push_broker.http_url, a["api_key"]) as client,
+        PushAuthClient(push_broker.http_url, b["api_key"]) as other,
+    ):
+        # alice at A: an online device with a push subscription, a removed device, a
+        # pending setup, a denied sign-in (fatigue counts) and a pending one with context.
+        dev = await online_device(client, push_broker.ws_url, user="alice")
+        await subscribed(dev)
+        gone = await online_device(client, push_broker.ws_url, user="alice")
+        await client.revoke_credential(gone.cid)
+        await client.create_enrollment("alice", "alice@example.com")
+        first = await client.create_challenge("alice", CTX)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge) and pushed.ch == first.id, pushed
+        await dev.send(dev.answer(pushed, decision="deny"))
+        assert isinstance(await dev.frame(), AnswerResult)
+        pending = await client.create_challenge("alice", CTX)
+        assert isinstance(await dev.frame(), Challenge)
+        # bob at A, and another "alice" at B: they must keep everything.
+        bob = await online_device(client, push_broker.ws_url, user="bob")
+        await client.create_challenge("bob", CTX)
+        twin = await online_device(other, push_broker.ws_url, user="alice")
+        await subscribed(twin)
+        await other.create_challenge("alice", CTX)
+
+        before = all_keys(url)
+        alice_keys = keys_of(before, a["id"], "alice", [dev.cid, gone.cid])
+        kept = before - alice_keys
+        # What the erasure is about: credentials, challenges, enrollment, fatigue state,
+        # the push subscription (this test's own Redis, as SCAN sees it).
+        kinds = {k.split(":")[2] for k in alice_keys if k.startswith("pa:{")}
+        assert {"cred", "ch", "enr", "tok", "uc", "pend", "guard"} <= kinds, sorted(alice_keys)
+        assert keys.push_subscription(dev.cid) in alice_keys
+
+        await client.erase_user("alice")
+
+        # The online device is told at once, and its prompt ends.
+        told = [await dev.frame(), await dev.frame()]
+        assert Revoked(cid=dev.cid, reason="removed_by_rp", rid=None) in told, told
+        assert any(isinstance(f, Cancel) and f.ch == pending.id for f in told), told
+        after = all_keys(url)
+        assert keys_of(after, a["id"], "alice", [dev.cid, gone.cid]) == set()
+        assert kept - after <= {k for k in kept if k.startswith("pa:wp:live:") or k.startswith("pa:health")}
+        assert await client.list_credentials("alice") == []
+        assert (await client.push_block("alice"))["pushes_since_sign_in"] == 0
+        with pytest.raises(NotFound):
+            await client.get_result(pending, {})
+        # Idempotent: a second call finds nothing and says so the same way.
+        await client.erase_user("alice")
+        # The device that comes back is refused as unknown: the agents treat it as removed.
+        back = await Device.connect(push_broker.ws_url, seed=dev.seed)
+        back.cid = dev.cid
+        welcome, _ = await back.authenticate()
+        assert welcome.rejected == ({"cid": dev.cid, "code": "unknown_credential"},)
+        # Others are untouched and still work.
+        assert [c.id for c in await client.list_credentials("bob")] == [bob.cid]
+        assert [c.id for c in await other.list_credentials("alice")] == [twin.cid]
+        assert isinstance(await twin.frame(), Challenge)
+        await other.create_challenge("alice", CTX)  # supersedes: twin gets a Cancel and the new one
+        frames = [await twin.frame(), await twin.frame()]
+        assert any(isinstance(f, Challenge) for f in frames), frames
+
+
+async def test_erase_user_refuses_bad_input_and_other_keys(push_broker: BrokerProcess) -> None:
+    a = push_broker.add_rp("RP")
+    async with aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bearer {a['api_key']}"}
+        async with http.delete(f"{push_broker.http_url}/v1/users/alice") as resp:
+            assert resp.status == 401
+        async with http.delete(f"{push_broker.http_url}/v1/users/a%01b", headers=auth) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["code"] == "invalid_request"
+        async with http.delete(f"{push_broker.http_url}/v1/users/nobody", headers=auth) as resp:
+            assert resp.status == 204
+        async with http.get(f"{push_broker.http_url}/v1/openapi.json") as resp:
+            doc = await resp.json()
+        assert doc["paths"]["/v1/users/{user}"]["delete"]["operationId"] == "eraseUser"
+
+
+async def test_a_revoked_credentials_push_subscription_is_deleted(
+    push_broker: BrokerProcess, redis_server: RedisServer
+) -> None:
+    a = push_broker.add_rp("RP")
+    async with PushAuthClient(push_broker.http_url, a["api_key"]) as client:
+        dev = await online_device(client, push_broker.ws_url, user="carol")
+        await subscribed(dev)
+        with redis.Redis.from_url(redis_server.url) as r:
+            assert r.exists(keys.push_subscription(dev.cid))
+            await client.revoke_credential(dev.cid)  # 204 once it is done
+            assert not r.exists(keys.push_subscription(dev.cid))
