@@ -5,7 +5,7 @@ passphrase and backup code (device_agent/backup_keys.py); every read, write and
 delete is signed by that key over the time and the body's hash (signed_requests.py),
 so only holders of both secrets can read, overwrite or delete it. The broker never
 sees either secret or any key that decrypts the blob. No RP API key is involved: the
-blob belongs to a person. Ids are kept out of logs and error messages (logs.BlobIdFilter):
+blob belongs to a person. Ids are kept out of logs and error messages (logs.PathFilter):
 they name a person's backup.
 
     PUT    /v1/backups/{id}   body: the wrapped backup (application/octet-stream); 204

@@ -22,7 +22,7 @@ from protocol import text
 from . import cpus, logs
 from .activation import ActivationError
 from .command import CliError, open_redis
-from .logs import BlobIdFilter
+from .logs import PathFilter
 from .models import RelyingParty
 from .policy_cli import add_rp_policy_commands, rp_policy_command
 from .store import RP_CACHE_S, Store
@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         getattr(args, "log_level", "WARNING"),
         getattr(args, "log_format", "text"),
         getattr(args, "node", None) or "cli",
-        [BlobIdFilter()],  # every logger's lines, the access log's too
+        [PathFilter()],  # every logger's lines, the access log's too
     )
     try:
         if args.command == "serve":

@@ -4,7 +4,7 @@
 A JSON line holds `ts` (UTC, ISO 8601, milliseconds), `level`, `node`, `event` (the
 message, as the text format would print it), `logger`, and `fields`: whatever a call
 passed with `extra=` (empty for most lines), plus `exc` with the traceback, if any.
-The same filters apply to both formats (e.g. BlobIdFilter, which hides backup
+The same filters apply to both formats (PathFilter, which hides backup and user
 ids), since they rewrite the record before any formatter sees it.
 """
 
@@ -114,19 +114,30 @@ def _relevel(record: logging.LogRecord, level: int) -> None:
     record.levelno, record.levelname = level, logging.getLevelName(level)
 
 
+# What log lines must not carry of a request's path (access log, warnings that name
+# it): a backup id (the key of a person's blob) is shortened to 4 characters, and a
+# user id (the RP's name for a person, often an e-mail address) is left out: the
+# operator's logs need neither, and erasing a user (DELETE /v1/users/{user}) cannot
+# reach log files (docs/operations.md, "Personal data").
 _BLOB_PATH = re.compile(r"(/v1/backups/)([A-Za-z0-9_-]{4})[A-Za-z0-9_%=-]*")
+_USER_PATH = re.compile(r"(/v1/users/)[^/?#\s\"]+")
+_MARKERS = ("/v1/backups/", "/v1/users/")
 
 
-class BlobIdFilter(logging.Filter):
-    """Shortens backup ids in log lines (access log, errors) to their first 4 characters:
-    enough to tell requests apart, not to name a person's blob in the store."""
+def _redacted(text: str) -> str:
+    return _USER_PATH.sub(r"\1…", _BLOB_PATH.sub(r"\1\2…", text))
+
+
+class PathFilter(logging.Filter):
+    """Rewrites request paths in log lines as _BLOB_PATH and _USER_PATH say: enough to
+    tell requests apart, not to name a person."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if "/v1/backups/" in message:
-            record.msg, record.args = _BLOB_PATH.sub(r"\1\2…", message), None
+        if any(m in message for m in _MARKERS):
+            record.msg, record.args = _redacted(message), None
             # The access log's fields too (the request line), which JSON logs show.
             for key, value in list(vars(record).items()):
-                if key != "msg" and isinstance(value, str) and "/v1/backups/" in value:
-                    setattr(record, key, _BLOB_PATH.sub(r"\1\2…", value))
+                if key != "msg" and isinstance(value, str) and any(m in value for m in _MARKERS):
+                    setattr(record, key, _redacted(value))
         return True

@@ -1,17 +1,21 @@
-"""The right to erasure at the broker (docs/http-api.md, "Erasing a user"): an RP erases
-one user with DELETE /v1/users/{user}, and the real Redis holds nothing of that user
-afterwards, while other users and other RPs' users with the same name keep all theirs.
-Also: a revoked credential's Web Push subscription does not stay behind."""
+"""Personal data at the broker (docs/operations.md, "Personal data").
+
+The right to erasure (docs/http-api.md, "Erasing a user"): an RP erases one user with
+DELETE /v1/users/{user}, and the real Redis holds nothing of that user afterwards,
+while other users and other RPs' users with the same name keep all theirs. A revoked
+credential's Web Push subscription does not stay behind. Log lines at INFO (the
+access log on) carry no user id, API key or context value."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 import pytest
 import redis
-from support import BrokerProcess, RedisServer, add_rp, free_port
+from support import BrokerProcess, RedisServer, add_rp, free_port, wait_until
 from test_broker_device_ws import CTX, Device, online_device
 
 from broker import keys
@@ -146,3 +150,29 @@ async def test_a_revoked_credentials_push_subscription_is_deleted(
             assert r.exists(keys.push_subscription(dev.cid))
             await client.revoke_credential(dev.cid)  # 204 once it is done
             assert not r.exists(keys.push_subscription(dev.cid))
+
+
+async def test_logs_carry_no_user_id_api_key_or_context(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    args = ["--access-log", "--log-format", "json", "--log-level", "INFO"]
+    node = broker_factory(redis_url=redis_server.url, node="logs", extra_args=args)
+    a = node.add_rp("RP")
+    user = "alice.private@example.com"
+    async with PushAuthClient(node.http_url, a["api_key"]) as client:
+        dev = await online_device(client, node.ws_url, user=user)
+        ch = await client.create_challenge(
+            user, {"app": "Portal", "ip": "203.0.113.77", "location": "Reykjavik"}
+        )
+        assert isinstance(await dev.frame(), Challenge)
+        await client.push_block(user)
+        await client.list_credentials(user)
+        await client.cancel_challenge(ch)
+        await client.erase_user(user)
+    await asyncio.to_thread(
+        wait_until, lambda: "DELETE /v1/users/" in node.stderr(), message="the erasure's access log line"
+    )
+    log = node.stderr()
+    assert "GET /v1/users/…/credentials" in log and "GET /v1/users/…/push-block" in log, log
+    for secret_or_personal in ("alice", "example.com", a["api_key"], "203.0.113.77", "Reykjavik"):
+        assert secret_or_personal not in log, (secret_or_personal, log)
