@@ -24,7 +24,8 @@ too. The slot comes from the hash tag, the part of a key between braces:
     pa:{T}:tok:{sha256(token)} str   enrollment token -> enrollment id (TTL: expiry; kept
                                      after completion, so a retried enroll finds it)
     pa:{T}:cred:{cid}          hash  credential: rp, user, account, name, pk, created,
-                                     last_used, status (active|revoked); durable
+                                     last_used, status (active|revoked); durable while
+                                     active (TTL once revoked: store.REVOKED_RETENTION_MS)
     pa:{T}:uc:{rp}:{user}      hash  the user's active credentials: cid -> account label
     pa:{T}:ch:{id}             hash  challenge: rp, user, number, digits, nonce, ctx,
                                      ctx_hash, created, expires, status, answer fields

@@ -263,12 +263,13 @@ return 'ok'
 """
 
 # KEYS: credential hash, user-credentials hash, the user's unconfirmed-credentials set
-# ARGV: rp id, cid, now ms, channel, event
+# ARGV: rp id, cid, now ms, channel, event, how long the revoked credential is kept (ms)
 # -> 1 if revoked now, 0 if unknown, another RP's, or revoked already
 REVOKE_CREDENTIAL = """
 local c = redis.call('HMGET', KEYS[1], 'rp', 'status')
 if c[1] ~= ARGV[1] or c[2] ~= 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
 redis.call('SPUBLISH', ARGV[4], ARGV[5])
@@ -361,7 +362,7 @@ return 1
 #       credential hash, user-credentials hash, push guard hash, user-pending zset
 # ARGV: notice id, old cid, new cid, decision, now ms, muted-until ms (-1: until
 #       lifted), channel, answered event, revoked event, node, rp, user, challenge
-#       key prefix
+#       key prefix, how long a revoked credential is kept (ms)
 # -> {'ok', withdrawn ids...} (a disown withdraws the user's pending challenges, as a
 #    fraud report does); else (nothing changed but dropping a notice that was moot)
 #    'unknown' (no such notice for OLD: never made, answered already, expired),
@@ -381,6 +382,7 @@ if ARGV[4] == 'disown' then
   -- as lua.REVOKE_CREDENTIAL does, and the mute as lua.RECORD_ANSWER sets it for a
   -- fraud report
   redis.call('HSET', KEYS[4], 'status', 'revoked', 'revoked', ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ARGV[14])
   redis.call('HDEL', KEYS[5], ARGV[3])
   redis.call('HSET', KEYS[6], 'muted_until', ARGV[6])
   redis.call('SPUBLISH', ARGV[7], ARGV[9])

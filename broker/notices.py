@@ -24,7 +24,7 @@ from protocol.frames import NoticeDecision, NoticeOutcome, RevokeReason
 
 from . import events, keys, lua
 from .models import Credential, Notice
-from .store import Store
+from .store import REVOKED_RETENTION_MS, Store
 
 # 30 days: long enough for an old phone that sits switched off in a drawer or on a
 # holiday to still be asked when it comes back (an attacker who restored a stolen
@@ -137,6 +137,7 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
         notice.rp,
         notice.user,
         keys.challenge_prefix(keys.user_tag(notice.rp, notice.user)),
+        REVOKED_RETENTION_MS,
     )
     # {'ok', ids withdrawn by a disown...} or a refusal string
     result, *withdrawn = reply if isinstance(reply, list) else [reply]

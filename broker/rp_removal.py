@@ -6,7 +6,10 @@ store.RP_CACHE_S on every node. Then every credential of its users is revoked, a
 the RP itself would (each online device is told `revoked` at once and cannot
 authenticate again), its pending challenges end `withdrawn`, so nothing it sent
 can be approved, and its users' push fatigue state goes. Revoked credentials stay
-(as the RP's own revocations do), so a device that comes back learns it was removed.
+(as the RP's own revocations do) for store.REVOKED_RETENTION_MS, so a device that comes
+back learns it was removed, and then expire: what is left of the RP's users all has an
+expiry (docs/operations.md, "Personal data"); an RP that wants its users gone at once
+erases each one first (DELETE /v1/users/{user}).
 An operator command: it SCANs the RP's per-user keys, which is fine for a rare
 administrative step and costs the hot path nothing.
 """

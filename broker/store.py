@@ -26,6 +26,12 @@ from .redis_pipe import RedisPipe
 
 ENROLLMENT_TTL_MS = 10 * 60 * 1000  # DESIGN: enrollment tokens live 10 minutes
 RETENTION_MS = 15 * 60 * 1000  # results stay readable this long after expiry
+# A revoked credential is kept this long, then expires: long enough that a device that
+# comes back, or a backup restored (a backup on the broker lives 180 days after its last
+# write), learns "credential_revoked"; later it is "unknown_credential", which the
+# agents treat the same. Its name, user id and keys are personal data that no one needs
+# for good (docs/operations.md, "Personal data").
+REVOKED_RETENTION_MS = 180 * 24 * 3600 * 1000
 RP_CACHE_S = 2.0  # a removed RP's key stops working within this time
 
 
@@ -502,7 +508,14 @@ class Store:
                 keys.user_credentials(cred.rp, cred.user),
                 keys.unconfirmed(cred.rp, cred.user),
             ],
-            args=[rp_id, cid, now_ms(), keys.user_channel(cred.rp, cred.user), self._event(event)],
+            args=[
+                rp_id,
+                cid,
+                now_ms(),
+                keys.user_channel(cred.rp, cred.user),
+                self._event(event),
+                REVOKED_RETENTION_MS,
+            ],
         )
         if done:
             await self._published(event)

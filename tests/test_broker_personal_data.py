@@ -15,7 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import redis
-from support import BrokerProcess, RedisServer, add_rp, free_port, wait_until
+from support import BROKER, BrokerProcess, RedisServer, add_rp, free_port, run_cli, wait_until
 from test_broker_device_ws import CTX, Device, online_device
 
 from broker import keys
@@ -176,3 +176,39 @@ async def test_logs_carry_no_user_id_api_key_or_context(
     assert "GET /v1/users/…/credentials" in log and "GET /v1/users/…/push-block" in log, log
     for secret_or_personal in ("alice", "example.com", a["api_key"], "203.0.113.77", "Reykjavik"):
         assert secret_or_personal not in log, (secret_or_personal, log)
+
+
+async def test_a_revoked_credential_expires_and_an_active_one_does_not(
+    push_broker: BrokerProcess, redis_server: RedisServer
+) -> None:
+    """Revoked, a credential (device name, user id, keys) is kept 180 days, no longer."""
+    async with PushAuthClient(push_broker.http_url, push_broker.add_rp("RP")["api_key"]) as client:
+        kept = await online_device(client, push_broker.ws_url, user="dora")
+        gone = await online_device(client, push_broker.ws_url, user="dora")
+        await client.revoke_credential(gone.cid)
+        with redis.Redis.from_url(redis_server.url) as r:
+            assert r.pttl(keys.credential(kept.cid)) == -1
+            left = r.pttl(keys.credential(gone.cid))
+        assert 179 * DAY_MS < left <= 180 * DAY_MS, left
+
+
+async def test_rp_remove_leaves_nothing_of_its_users_without_an_expiry(
+    push_broker: BrokerProcess, redis_server: RedisServer
+) -> None:
+    rp = push_broker.add_rp("Leaving RP")
+    async with PushAuthClient(push_broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, push_broker.ws_url, user="erik")
+        await subscribed(dev)
+        await client.create_enrollment("erik", "erik@example.com")
+        await client.create_challenge("erik", CTX)
+    result = run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", redis_server.url])
+    assert result.returncode == 0, result.stderr
+    tag = keys.user_tag(rp["id"], "erik")
+    with redis.Redis.from_url(redis_server.url) as r:
+        left = {k.decode(): r.pttl(k) for k in r.scan_iter(match=f"pa:{{{tag}}}:*")}
+        assert left and all(ttl > 0 for ttl in left.values()), left
+        assert not r.exists(keys.push_subscription(dev.cid))
+    await dev.close()
+
+
+DAY_MS = 24 * 3600 * 1000
