@@ -24,7 +24,7 @@ from support.redis_cluster import RedisCluster
 from test_broker_device_ws import CTX, Device, online_device
 
 from broker import keys
-from protocol.frames import AnswerResult, Challenge
+from protocol.frames import AnswerResult, Cancel, Challenge, Revoked
 from relying_party.errors import BrokerUnavailable, PushAuthError
 from relying_party.sdk import PushAuthClient
 
@@ -271,6 +271,33 @@ async def test_rp_remove_finds_its_users_on_every_master(nodes: Nodes) -> None:
     assert f"{n} credential(s) revoked, {n} pending challenge(s) withdrawn" in removed.stdout
     for dev in devices:
         await dev.close()
+
+
+async def test_erase_user_on_a_cluster_leaves_no_key_of_the_user_on_any_master(nodes: Nodes) -> None:
+    """DELETE /v1/users/{user} through node a: the device on node b is told, and no
+    master holds a key of the user's slot any more; a user on another master keeps his."""
+    rp = add_rp("Erasing on a cluster", redis_url=nodes.cluster.url)
+    by_master = _users_per_master(nodes, rp["id"], per_master=1)
+    gone, kept = [us[0] for us in by_master.values()][:2]
+    async with PushAuthClient(nodes.a.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, nodes.b.ws_url, user=gone)
+        other = await online_device(client, nodes.b.ws_url, user=kept)
+        ch = await client.create_challenge(gone, CTX)
+        assert isinstance(await dev.frame(), Challenge)
+        await client.erase_user(gone)
+        told = [await dev.frame(), await dev.frame()]
+        assert Revoked(cid=dev.cid, reason="removed_by_rp", rid=None) in told, told
+        assert Cancel(ch=ch.id, reason="revoked") in told, told
+        assert await client.list_credentials(gone) == []
+        assert [c.id for c in await client.list_credentials(kept)] == [other.cid]
+    for user, left in ((gone, 0), (kept, 1)):
+        tag = keys.user_tag(rp["id"], user)
+        on_masters = [
+            k for m in nodes.cluster.masters() for k in m.client().scan_iter(match=f"pa:{{{tag}}}:*")
+        ]
+        assert (len(on_masters) > 0) == bool(left), (user, on_masters)
+    for d in (dev, other):
+        await d.close()
 
 
 def test_a_layout_1_store_on_a_cluster_is_refused_with_a_message(nodes: Nodes) -> None:
