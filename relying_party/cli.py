@@ -4,6 +4,7 @@
     pushauth-rp user add NAME [--password-stdin] [--db FILE]
     pushauth-rp user passwd NAME [--password-stdin] [--db FILE]
     pushauth-rp user tap NAME [--minutes N] [--db FILE]
+    pushauth-rp user delete NAME --broker URL --yes [--db FILE]
 
 The broker API key comes from the environment (PUSHAUTH_RP_API_KEY) or a file
 (--api-key-file), never from the command line, where every local user could read it.
@@ -129,7 +130,63 @@ def _parser() -> argparse.ArgumentParser:
     tap.add_argument(
         "--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite database (default: {DEFAULT_DB})"
     )
+    delete = user_sub.add_parser(
+        "delete",
+        help="delete a user here and erase them at the broker",
+        description=(
+            "Delete a user for good (the right to erasure): first the broker erases everything it "
+            "holds about them (their devices are told at once), then this database forgets them: "
+            "password, devices, TOTP secrets, sign-in activity, recovery codes, access passes. "
+            "When the broker cannot be asked, nothing is deleted: run it again."
+        ),
+    )
+    delete.add_argument("name", help="the user's name")
+    delete.add_argument("--broker", required=True, help="the broker's HTTP URL, e.g. http://127.0.0.1:8700")
+    delete.add_argument(
+        "--api-key-file", type=Path, help=f"file holding the RP's broker API key (default: ${API_KEY_ENV})"
+    )
+    delete.add_argument(
+        "--yes", action="store_true", help="delete without asking (required: it cannot be undone)"
+    )
+    delete.add_argument(
+        "--db", type=Path, default=Path(DEFAULT_DB), help=f"SQLite database (default: {DEFAULT_DB})"
+    )
     return parser
+
+
+def _delete_command(args: argparse.Namespace) -> None:
+    try:
+        name = forms.user_name(args.name)
+    except forms.FormError as exc:
+        raise CliError(exc.message) from None
+    if not args.broker.startswith(("http://", "https://")):
+        raise CliError("--broker must be an http:// or https:// URL")
+    if not args.db.exists():
+        raise CliError(f"no database {args.db} (the demo keeps it in its data folder: --db FILE)")
+    key = _api_key(args)
+    db = _open_db(args.db)
+    try:
+        user = db.user_by_name(name)
+        if user is None:
+            raise CliError(f"no user {name!r}")
+        if not args.yes:
+            raise CliError(f"deleting {name} cannot be undone: pass --yes")
+        asyncio.run(_erase_at_broker(args.broker, key, user.handle))
+        db.delete_user(user.id)  # only once the broker has erased them: a retry finds the user
+    finally:
+        db.close()
+    print(f"user {name} deleted: erased at the broker and here")
+
+
+async def _erase_at_broker(broker: str, api_key: str, handle: str) -> None:
+    from .errors import PushAuthError
+    from .sdk import PushAuthClient
+
+    try:
+        async with PushAuthClient(broker, api_key) as client:
+            await client.erase_user(handle)
+    except PushAuthError as exc:
+        raise CliError(f"the broker did not erase the user ({exc}): nothing deleted, run it again") from None
 
 
 def _tap_command(args: argparse.Namespace) -> None:
@@ -290,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve(args)
         elif args.user_command == "tap":
             _tap_command(args)
+        elif args.user_command == "delete":
+            _delete_command(args)
         else:
             _user_command(args)
     except CliError as exc:

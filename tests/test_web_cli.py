@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import urllib.parse
 import urllib.request
 from http.cookiejar import CookieJar
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import ManagedProcess, assert_cli_error, console_script, free_port, port_accepts, run_cli
+from support import (
+    BrokerProcess,
+    ManagedProcess,
+    assert_cli_error,
+    console_script,
+    free_port,
+    port_accepts,
+    run_cli,
+)
+from test_broker_device_ws import online_device
 
+from protocol.frames import Revoked
+from relying_party.sdk import PushAuthClient
 from relying_party.web.db import Database
 
 RP = console_script("pushauth-rp")
@@ -219,3 +234,39 @@ def test_malformed_requests_get_a_400_and_no_traceback_in_the_log(tmp_path: Path
         rp.terminate()
     log = rp.stderr_path.read_text()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+
+
+async def test_user_delete_erases_at_the_broker_then_here(
+    tmp_path: Path, broker: BrokerProcess, rp: dict[str, Any]
+) -> None:
+    """`pushauth-rp user delete`: the broker erases the user (the device is told at once),
+    then the database forgets them; without --yes, or with the broker down, nothing goes."""
+    db_path = tmp_path / "rp.db"
+    added = run_cli(
+        [RP, "user", "add", "alice", "--password-stdin", "--db", db_path], input="a good password\n"
+    )
+    assert added.returncode == 0, added.stderr
+    user = Database(db_path).user_by_name("alice")
+    assert user is not None
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        dev = await online_device(client, broker.ws_url, user=user.handle)
+        env = {"PUSHAUTH_RP_API_KEY": rp["api_key"]}
+        argv = [RP, "user", "delete", "alice", "--db", db_path]
+
+        def delete(*more: str, url: str = broker.http_url) -> subprocess.CompletedProcess[str]:
+            return run_cli([*argv, "--broker", url, *more], env={**os.environ, **env})
+
+        refused = await asyncio.to_thread(delete)
+        assert refused.returncode == 1 and "--yes" in refused.stderr, refused
+        down = await asyncio.to_thread(delete, "--yes", url=f"http://127.0.0.1:{free_port()}")
+        assert down.returncode == 1 and "nothing deleted" in down.stderr, down
+        assert Database(db_path).user_by_name("alice") is not None
+        assert [c.id for c in await client.list_credentials(user.handle)] == [dev.cid]
+        done = await asyncio.to_thread(delete, "--yes")
+        assert done.returncode == 0, done.stderr
+        assert "alice deleted" in done.stdout
+        assert await dev.frame() == Revoked(cid=dev.cid, reason="removed_by_rp", rid=None)
+        assert await client.list_credentials(user.handle) == []
+    assert Database(db_path).user_by_name("alice") is None
+    again = run_cli([*argv, "--broker", broker.http_url, "--yes"], env={**os.environ, **env})
+    assert again.returncode == 1 and "no user" in again.stderr

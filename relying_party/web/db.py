@@ -325,6 +325,13 @@ class Database:
         row = self.conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
         return _user(row) if row else None
 
+    def delete_user(self, user_id: int) -> None:
+        """The user and everything kept about them here: devices (keys, TOTP secrets),
+        enrollments, sign-in activity (addresses, places, browsers), recovery codes and
+        access passes go with the row (ON DELETE CASCADE). A session cookie still held
+        names a user who is gone: it is signed out. Ids are never reused (AUTOINCREMENT)."""
+        self.conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+
     def bump_session_epoch(self, user_id: int) -> int:
         """Sign out every session of the user made before now; the new epoch."""
         self.conn.execute("UPDATE users SET session_epoch = session_epoch + 1 WHERE id = ?", (user_id,))
