@@ -21,13 +21,14 @@ presence, and the layout-1 index entries of old ids. An erasure interrupted (a n
 stops, Redis fails over) is finished by calling again: every step is idempotent.
 
 The SCAN walks the whole keyspace (a Redis has no index by tag; on a cluster every
-primary): fine for a rare request, so one erasure runs at a time per process.
+primary), twice when the user has devices or a pending setup (see _erase): fine for a
+rare request, so one erasure runs at a time per process.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from protocol.challenge import Status
 from protocol.frames import RevokeReason
@@ -51,57 +52,85 @@ async def erase_user(store: Store, rp_id: str, user: str) -> Erasure:
         return await _erase(store, rp_id, user)
 
 
+@dataclass(slots=True)
+class _Found:
+    """One SCAN's view of the user's keys."""
+
+    owned: list[str] = field(default_factory=list)  # keys to delete, all in the user's slot
+    ids: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in _BY_ID})
+    pending_enrollments: int = 0
+
+
 async def _erase(store: Store, rp_id: str, user: str) -> Erasure:
-    tag = keys.user_tag(rp_id, user)
-    prefix = f"pa:{{{tag}}}:"
-    own_prefixes = tuple(
-        keys.user_key(kind, rp_id, user) for kind in ("uc", "pend", "guard", "recent", "ucn", "idem")
-    )
-    owned: list[str] = []
-    ids: dict[str, list[str]] = {kind: [] for kind in _BY_ID}
+    revoked = ended = 0
+    # A setup or a recovery that completes between the SCAN and the revocations adds a
+    # credential the SCAN did not see: when the first pass met something that could do
+    # that (a pending enrollment, an active credential), a second one finds it.
+    for _ in range(2):
+        found = await _find(store, rp_id, user)
+        now_revoked, now_ended = await _end_live(store, rp_id, user, found)
+        revoked, ended = revoked + now_revoked, ended + now_ended
+        if not now_revoked and not found.pending_enrollments:
+            break
+    return Erasure(revoked, ended, await _delete(store, found))
+
+
+async def _find(store: Store, rp_id: str, user: str) -> _Found:
+    prefix = f"pa:{{{keys.user_tag(rp_id, user)}}}:"
+    own_keys = {keys.user_key(kind, rp_id, user) for kind in ("uc", "pend", "guard", "recent", "ucn")}
+    idem_prefix = f"{keys.user_key('idem', rp_id, user)}:"
+    found = _Found()
     tokens: list[tuple[str, bytes | None]] = []
     notice_indexes: list[tuple[str, str]] = []
     async for raw in store.redis.scan_iter(match=f"{prefix}*", count=1000):
         key = raw.decode() if isinstance(raw, bytes) else raw
         kind, _, rest = key[len(prefix) :].partition(":")
         if kind in _BY_ID:
-            rp, owner = await store.redis.hmget(key, ["rp", "user"])
+            rp, owner, status = await store.redis.hmget(key, ["rp", "user", "status"])
             if rp == rp_id.encode() and owner == user.encode():
-                owned.append(key)
-                ids[kind].append(rest)
+                found.owned.append(key)
+                found.ids[kind].append(rest)
+                found.pending_enrollments += kind == "enr" and status == b"pending"
         elif kind == "tok":
             tokens.append((key, await store.redis.get(key)))
         elif kind == "rns":
             notice_indexes.append((key, rest))
-        elif key in own_prefixes or key.startswith(f"{keys.user_key('idem', rp_id, user)}:"):
-            owned.append(key)
-    enrollments = set(ids["enr"])
-    owned += [k for k, eid in tokens if eid is not None and eid.decode() in enrollments]
-    owned += [k for k, cid in notice_indexes if cid in ids["cred"]]
+        elif key in own_keys or key.startswith(idem_prefix):
+            found.owned.append(key)
+    enrollments = set(found.ids["enr"])
+    found.owned += [k for k, eid in tokens if eid is not None and eid.decode() in enrollments]
+    found.owned += [k for k, cid in notice_indexes if cid in found.ids["cred"]]
+    return found
 
-    # End what is live first, so that no device or long-poll is left waiting on keys
-    # that vanish under it.
-    for eid in enrollments:
+
+async def _end_live(store: Store, rp_id: str, user: str, found: _Found) -> tuple[int, int]:
+    """End what is live before its keys go, so that no device or long-poll is left
+    waiting on keys that vanish under it: (credentials revoked, challenges ended)."""
+    for eid in found.ids["enr"]:
         await store.cancel_enrollment(rp_id, eid)
     revoked = 0
-    for cid in ids["cred"]:
+    for cid in found.ids["cred"]:
         if await store.revoke_credential(rp_id, cid, RevokeReason.BY_RP.value):
             revoked += 1
     ended = 0
     now = now_ms()
-    for ch in ids["ch"]:
+    for ch in found.ids["ch"]:
         record = await store.get_challenge(ch)
         if record is None or record.rp != rp_id or record.user != user:
             continue
         if await store.cancel_challenge(record, now, Status.WITHDRAWN) == "ok":
             ended += 1
+    return revoked, ended
 
+
+async def _delete(store: Store, found: _Found) -> int:
     deleted = 0
-    if owned:
+    if found.owned:
+        owned = found.owned
         (deleted,) = await store.atomic(lambda p: p.execute_command("DEL", *owned), durable=True)
-    outside = [keys.push_subscription(cid) for cid in ids["cred"]]
-    outside += [keys.push_presence(cid) for cid in ids["cred"]]
-    outside += [keys.legacy_index(i) for kind in _BY_ID for i in ids[kind] if not keys.carries_tag(i)]
+    cids = found.ids["cred"]
+    outside = [keys.push_subscription(cid) for cid in cids] + [keys.push_presence(cid) for cid in cids]
+    outside += [keys.legacy_index(i) for kind in _BY_ID for i in found.ids[kind] if not keys.carries_tag(i)]
     for key in outside:  # one slot each: no multi-key command on a cluster
         deleted += int(await store.redis.delete(key))
-    return Erasure(revoked, ended, int(deleted))
+    return int(deleted)
