@@ -19,7 +19,7 @@ from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI, insecure_transport
 
-from . import erasure, jsonio, keys, metrics
+from . import jsonio, keys, metrics, user_data
 from .connections import rp_authenticated
 from .context import ApiRequest, node_of
 from .event_listener import LISTENER
@@ -584,26 +584,26 @@ async def list_credentials(request: web.Request) -> web.Response:
 
 async def get_push_block(request: web.Request) -> web.Response:
     rp = await authenticate(request)
-    user = user_id(request.match_info["user"])
-    store = _store(request)
-    since, muted_until, failures = await store.push_guard(rp.id, user)
-    policy = await store.policies.get(rp.id)
+    return json_response(await push_block_json(_store(request), rp.id, user_id(request.match_info["user"])))
+
+
+async def push_block_json(store: Store, rp_id: str, user: str) -> dict[str, Any]:
+    since, muted_until, failures = await store.push_guard(rp_id, user)
+    policy = await store.policies.get(rp_id)
     limit = policy.failure_limit
-    return json_response(
-        {
-            "user": user,
-            "muted_until": muted_until,
-            "pushes_since_sign_in": since,
-            "blocked": muted_until is not None
-            or since >= policy.max_pushes
-            or (limit is not None and failures >= limit),
-            "max_pushes_since_sign_in": policy.max_pushes,
-            # NIST SP 800-63B-4 profile: wrong numbers in a row, across challenges
-            # (counted under every profile; a lock only where failure_limit is set)
-            "consecutive_failures": failures,
-            "failure_limit": limit,
-        }
-    )
+    return {
+        "user": user,
+        "muted_until": muted_until,
+        "pushes_since_sign_in": since,
+        "blocked": muted_until is not None
+        or since >= policy.max_pushes
+        or (limit is not None and failures >= limit),
+        "max_pushes_since_sign_in": policy.max_pushes,
+        # NIST SP 800-63B-4 profile: wrong numbers in a row, across challenges
+        # (counted under every profile; a lock only where failure_limit is set)
+        "consecutive_failures": failures,
+        "failure_limit": limit,
+    }
 
 
 async def lift_push_block(request: web.Request) -> web.Response:
@@ -638,11 +638,49 @@ async def revoke_credential(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def export_user(request: web.Request) -> web.Response:
+    """GET /v1/users/{user}/data: everything the broker holds about the user at this RP
+    (the right of access; broker/user_data.py), revoked credentials and ended
+    challenges included, as long as they are kept."""
+    rp = await authenticate(request)
+    user = user_id(request.match_info["user"])
+    store = _store(request)
+    data = await user_data.export_user(store, rp.id, user)
+    now = now_ms()
+    creds = {c.id: c for c in data.credentials}
+    return json_response(
+        {
+            "user": user,
+            "credentials": [credential_json(c) for c in data.credentials if c.active],
+            "revoked_credentials": [credential_json(c) for c in data.credentials if not c.active],
+            "enrollments": [
+                enrollment_json(e, creds.get(e.credential_id or ""), now) for e in data.enrollments
+            ],
+            "challenges": [challenge_json(c, c.status_at(now)) for c in data.challenges],
+            "recovery_notices": [
+                {
+                    "id": n.id,
+                    "credential_id": n.old_cid,
+                    "new_credential_id": n.new_cid,
+                    "new_device_name": n.new_name,
+                    "account": n.account,
+                    "created_at": n.created,
+                }
+                for n in data.notices
+            ],
+            "push_subscriptions": [
+                {"credential_id": cid, "endpoint": endpoint} for cid, endpoint in data.push_endpoints.items()
+            ],
+            "push_block": await push_block_json(store, rp.id, user),
+        }
+    )
+
+
 async def erase_user(request: web.Request) -> web.Response:
     """DELETE /v1/users/{user}: erase everything the broker holds about the user at
-    this RP (broker/erasure.py). 204 also when there was nothing (idempotent)."""
+    this RP (broker/user_data.py). 204 also when there was nothing (idempotent)."""
     rp = await authenticate(request)
-    await erasure.erase_user(_store(request), rp.id, user_id(request.match_info["user"]))
+    await user_data.erase_user(_store(request), rp.id, user_id(request.match_info["user"]))
     return web.Response(status=204)
 
 
@@ -658,6 +696,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/challenges/{id}", get_challenge)
     app.router.add_delete("/v1/challenges/{id}", cancel_challenge)
     app.router.add_delete("/v1/users/{user}", erase_user)
+    app.router.add_get("/v1/users/{user}/data", export_user)
     app.router.add_get("/v1/users/{user}/credentials", list_credentials)
     app.router.add_get("/v1/users/{user}/push-block", get_push_block)
     app.router.add_delete("/v1/users/{user}/push-block", lift_push_block)

@@ -430,6 +430,15 @@ PATHS: dict[str, Any] = {
             parameters=[_path_param("user")],
         )
     },
+    "/v1/users/{user}/data": {
+        "get": _op(
+            "Everything the broker holds about the user at this RP (right of access): credentials "
+            "(revoked ones too, while kept), enrollments, challenges with their context and answers, "
+            "recovery notices, Web Push endpoints, the push fatigue state",
+            {"200": _json("UserData", "ok"), **_problems(400, 401)},
+            parameters=[_path_param("user")],
+        )
+    },
     "/v1/users/{user}/credentials": {
         "get": _op(
             "A user's active credentials",
@@ -464,6 +473,39 @@ PATHS: dict[str, Any] = {
         )
     },
 }
+
+_CREDENTIAL = SCHEMAS["Credential"]["properties"]
+SCHEMAS["UserData"] = _obj(
+    {
+        "user": _USER,
+        "credentials": {"type": "array", "items": _ref("Credential"), "description": "active"},
+        "revoked_credentials": {
+            "type": "array",
+            "items": _ref("Credential"),
+            "description": "revoked, kept 180 days after their revocation",
+        },
+        "enrollments": {"type": "array", "items": _ref("Enrollment")},
+        "challenges": {"type": "array", "items": _ref("ChallengeResult")},
+        "recovery_notices": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "id": _ID,
+                    "credential_id": _ID,
+                    "new_credential_id": _ID,
+                    "new_device_name": _CREDENTIAL["name"],
+                    "account": _CREDENTIAL["account"],
+                    "created_at": _MS,
+                }
+            ),
+        },
+        "push_subscriptions": {
+            "type": "array",
+            "items": _obj({"credential_id": _ID, "endpoint": {"type": "string"}}),
+        },
+        "push_block": _ref("PushBlock"),
+    }
+)
 
 # Device requests (no API key): signed by a device-held key over their time, see
 # broker/signed_requests.py, broker/backups.py and broker/recovery.py.
@@ -594,6 +636,7 @@ _OPERATION_IDS = {
     ("/v1/challenges/{id}", "get"): "getChallenge",
     ("/v1/challenges/{id}", "delete"): "cancelChallenge",
     ("/v1/users/{user}", "delete"): "eraseUser",
+    ("/v1/users/{user}/data", "get"): "exportUser",
     ("/v1/users/{user}/credentials", "get"): "listCredentials",
     ("/v1/users/{user}/push-block", "get"): "getPushBlock",
     ("/v1/users/{user}/push-block", "delete"): "liftPushBlock",
@@ -669,8 +712,8 @@ DOCUMENT: dict[str, Any] = {
     "info": {
         "title": "pushauth broker RP API",
         # 1.1: the one-request (streamed) form of POST /v1/challenges; 1.2: its Idempotency-Key;
-        # 1.3: DELETE /v1/enrollments/{id}; 1.4: DELETE /v1/users/{user} (docs/http-api.md,
-        # "Versions").
+        # 1.3: DELETE /v1/enrollments/{id}; 1.4: DELETE /v1/users/{user} and GET
+        # /v1/users/{user}/data (docs/http-api.md, "Versions").
         "version": "1.4",
         "description": "See docs/http-api.md. The device WebSocket (/v1/device) is in docs/protocol.md.",
     },

@@ -649,6 +649,13 @@ class PushAuthClient:
         "Push fatigue protection")."""
         await self._call("DELETE", f"/v1/users/{_user_segment(user)}/push-block", expect=(204,))
 
+    async def user_data(self, user: str) -> Mapping[str, Any]:
+        """Everything the broker holds about `user` at this RP, for the right of access
+        (docs/http-api.md, "A user's data"): active and revoked credentials, enrollments,
+        challenges (context and answers), recovery notices, Web Push endpoints and the
+        push fatigue state. The broker's JSON object as it sent it (shown, not trusted)."""
+        return wire.obj(await self._call("GET", f"/v1/users/{_user_segment(user)}/data"), "user data")
+
     async def erase_user(self, user: str) -> None:
         """Erase everything the broker holds about `user` at this RP (the right to
         erasure; docs/http-api.md): pending setups are withdrawn, every credential is

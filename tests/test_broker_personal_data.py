@@ -1,5 +1,7 @@
 """Personal data at the broker (docs/operations.md, "Personal data").
 
+The right of access: GET /v1/users/{user}/data shows all of it, for this RP's user only.
+
 The right to erasure (docs/http-api.md, "Erasing a user"): an RP erases one user with
 DELETE /v1/users/{user}, and the real Redis holds nothing of that user afterwards,
 while other users and other RPs' users with the same name keep all theirs. A revoked
@@ -85,6 +87,24 @@ async def test_erase_user_removes_every_key_of_that_user_and_nothing_else(
         await subscribed(twin)
         await other.create_challenge("alice", CTX)
 
+        # The right of access: all of it, and only this RP's alice.
+        data = await client.user_data("alice")
+        assert [c["id"] for c in data["credentials"]] == [dev.cid]
+        assert [c["id"] for c in data["revoked_credentials"]] == [gone.cid]
+        assert [c["name"] for c in data["revoked_credentials"]] == ["dev"]
+        assert [e["status"] for e in data["enrollments"]] == ["completed", "completed", "pending"]
+        assert [(c["id"], c["status"]) for c in data["challenges"]] == [
+            (first.id, "denied"),
+            (pending.id, "pending"),
+        ]
+        assert (
+            data["challenges"][0]["context"] == CTX and data["challenges"][0]["answer"]["decision"] == "deny"
+        )
+        assert data["push_subscriptions"] == [
+            {"credential_id": dev.cid, "endpoint": f"{PUSH_SERVICE}/sub/{dev.cid}"}
+        ]
+        assert data["push_block"]["pushes_since_sign_in"] == 2 and data["recovery_notices"] == []
+        assert [c["id"] for c in (await other.user_data("alice"))["credentials"]] == [twin.cid]
         before = all_keys(url)
         alice_keys = keys_of(before, a["id"], "alice", [dev.cid, gone.cid])
         kept = before - alice_keys
@@ -105,6 +125,8 @@ async def test_erase_user_removes_every_key_of_that_user_and_nothing_else(
         assert kept - after <= {k for k in kept if k.startswith("pa:wp:live:") or k.startswith("pa:health")}
         assert await client.list_credentials("alice") == []
         assert (await client.push_block("alice"))["pushes_since_sign_in"] == 0
+        after_data = await client.user_data("alice")
+        assert all(after_data[k] == [] for k in after_data if isinstance(after_data[k], list)), after_data
         with pytest.raises(NotFound):
             await client.get_result(pending, {})
         # Idempotent: a second call finds nothing and says so the same way.
@@ -137,6 +159,11 @@ async def test_erase_user_refuses_bad_input_and_other_keys(push_broker: BrokerPr
         async with http.get(f"{push_broker.http_url}/v1/openapi.json") as resp:
             doc = await resp.json()
         assert doc["paths"]["/v1/users/{user}"]["delete"]["operationId"] == "eraseUser"
+        assert doc["paths"]["/v1/users/{user}/data"]["get"]["operationId"] == "exportUser"
+        async with http.get(f"{push_broker.http_url}/v1/users/a%01b/data", headers=auth) as resp:
+            assert resp.status == 400
+        async with http.get(f"{push_broker.http_url}/v1/users/alice/data") as resp:
+            assert resp.status == 401
 
 
 async def test_a_revoked_credentials_push_subscription_is_deleted(

@@ -72,7 +72,7 @@ include-operation-id = "createChallenge"
 parameters = {{ "body.user" = {{ dictionary = "users", probability = 0.5 }} }}
 
 [[operations]]
-include-operation-id = ["listCredentials", "getPushBlock", "liftPushBlock"]
+include-operation-id = ["listCredentials", "getPushBlock", "liftPushBlock", "exportUser"]
 parameters = {{ "path.user" = {{ dictionary = "users", probability = 0.5 }} }}
 checks.use_after_free.enabled = false  # lifted, the push block reads as not blocked
 

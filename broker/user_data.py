@@ -1,5 +1,6 @@
-"""`DELETE /v1/users/{user}`: erase everything the broker holds about one user of one RP
-(the right to erasure, GDPR art. 17; docs/operations.md, "Personal data").
+"""What the broker holds about one user of one RP: `GET /v1/users/{user}/data` reads it
+all (the right of access, GDPR art. 15), `DELETE /v1/users/{user}` erases it all (the
+right to erasure, art. 17); docs/operations.md, "Personal data".
 
 The user's keys all carry the user's hash tag {T} (broker/keys.py), so they are found
 by one SCAN for `pa:{T}:*` and deleted in one MULTI (one slot: atomic on a Redis
@@ -28,12 +29,14 @@ rare request, so one erasure runs at a time per process.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass, field
 
 from protocol.challenge import Status
 from protocol.frames import RevokeReason
 
-from . import keys
+from . import keys, notices
+from .models import ChallengeRecord, Credential, Enrollment, Notice
 from .store import Store, now_ms
 
 _ONE_AT_A_TIME = asyncio.Lock()
@@ -45,6 +48,42 @@ class Erasure:
     revoked: int  # active credentials revoked
     ended: int  # pending challenges ended (withdrawn)
     deleted: int  # Redis keys deleted
+
+
+@dataclass(frozen=True, slots=True)
+class UserData:
+    """Everything found, as the broker's records (the API shapes them)."""
+
+    credentials: list[Credential]  # active and revoked (revoked ones expire, store.py)
+    enrollments: list[Enrollment]
+    challenges: list[ChallengeRecord]
+    notices: list[Notice]
+    push_endpoints: dict[str, str]  # credential id -> its Web Push endpoint URL
+
+
+async def export_user(store: Store, rp_id: str, user: str) -> UserData:
+    async with _ONE_AT_A_TIME:
+        found = await _find(store, rp_id, user)
+    ids = found.ids
+    creds = await store.get_credentials(ids["cred"])
+    enrollments = [e for e in [await store.get_enrollment(rp_id, i) for i in ids["enr"]] if e is not None]
+    challenges = [c for c in [await store.get_challenge(i) for i in ids["ch"]] if c is not None]
+    found_notices = [n for n in [await notices.get(store, i) for i in ids["rn"]] if n is not None]
+    endpoints: dict[str, str] = {}
+    for cid in creds:
+        raw = await store.redis.get(keys.push_subscription(cid))
+        if raw is not None:
+            endpoints[cid] = str(json.loads(raw).get("endpoint", ""))
+    mine = [c for c in creds.values() if c.rp == rp_id and c.user == user]
+    return UserData(
+        sorted(mine, key=lambda c: (c.created, c.id)),
+        sorted((e for e in enrollments if e.user == user), key=lambda e: (e.expires, e.id)),
+        sorted((c for c in challenges if c.rp == rp_id and c.user == user), key=lambda c: (c.created, c.id)),
+        sorted(
+            (n for n in found_notices if n.rp == rp_id and n.user == user), key=lambda n: (n.created, n.id)
+        ),
+        endpoints,
+    )
 
 
 async def erase_user(store: Store, rp_id: str, user: str) -> Erasure:
