@@ -22,19 +22,15 @@ from .http_guard import TIMEOUTS, Timeouts
 from .hub import Hub
 from .limits import LIMITER, Limiter, Limits, limit_middleware
 from .models import ChallengeRecord
+
+# With the app, not on the first request: the document describes the code this process
+# runs, not what an upgrade in place has put on disk since (broker/openapi.py).
+from .openapi import openapi_handler
 from .problems import Handler, problem_middleware
 from .store import ENROLLMENT_TTL_MS, Store, now_ms
 
 log = logging.getLogger(__name__)
 DEVICE_PATH = "/v1/device"
-
-
-async def _openapi_document(request: web.Request) -> web.StreamResponse:
-    # Built on the first request: the document's text patterns scan the Unicode database
-    # (15 ms), which every broker start paid at import and hardly any broker is asked for.
-    from .openapi import openapi_handler
-
-    return await openapi_handler(request)
 
 
 def create_app(
@@ -89,7 +85,7 @@ def create_app(
     backups.add_routes(app)  # device requests signed by device keys (no API key)
     recovery.add_routes(app)
     app.router.add_get(DEVICE_PATH, device_socket)
-    app.router.add_get("/v1/openapi.json", _openapi_document)
+    app.router.add_get("/v1/openapi.json", openapi_handler)
     app[LISTENER] = EventListener(store, hub, grace_s=events_grace_s)
     app[HEALTH] = RedisHealth(redis, keys.HEALTH.format(node=node))
     app.on_cleanup.append(lambda app: app[HEALTH].close())

@@ -2,10 +2,20 @@
 
 tests/test_broker_openapi.py checks it against the routes and validates real
 responses against these schemas, so it cannot drift from what the server does.
+
+broker/app.py imports this module when the app is made, not on the first request:
+the document must describe the code the node runs. A deployment upgraded in place
+(deploy/README.md: a git checkout with an editable install) has the next release's
+files on disk while its nodes still run the last one until each is restarted; a
+module first imported then would have served the new release's document, API version
+and all (what the SDK reads to decide whether a create may be sent again), from a
+node that does not do what it says. The costly part, the text pattern's scan of the
+Unicode database, is still made on the first request (`document`).
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +26,7 @@ from protocol.numbers import MAX_DIGITS, MIN_DIGITS
 from .api import MAX_WAIT_S
 from .backups import MAX_BLOB
 from .jsonio import json_response
-from .openapi_rules import SAFE_TEXT, b64url
+from .openapi_rules import b64url, safe_text_pattern
 from .policy import MAX_PUSHES_LIMIT
 
 # Exactly what the API accepts (issue 11, finding 8): every id, key, signature and
@@ -30,7 +40,11 @@ _MS = {"type": "integer", "description": "Unix time in milliseconds"}
 def _text(max_len: int, min_len: int = 1) -> dict[str, Any]:
     """Text shown to people: no control, format or line-separator characters
     (protocol/text.py, DESIGN invariant 12)."""
-    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": SAFE_TEXT}
+    return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": _SAFE_TEXT}
+
+
+# Stands for safe_text_pattern() in the template until `document` fills it in.
+_SAFE_TEXT = "<safe text pattern>"
 
 
 _USER = _text(128)
@@ -707,7 +721,7 @@ _links(
     {"RevokeCredential": ("revokeCredential", "id", "$response.body#/id")},
 )
 
-DOCUMENT: dict[str, Any] = {
+_TEMPLATE: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "pushauth broker RP API",
@@ -725,5 +739,26 @@ DOCUMENT: dict[str, Any] = {
 }
 
 
+def _filled(value: Any, pattern: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _filled(v, pattern) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_filled(v, pattern) for v in value]
+    return pattern if value == _SAFE_TEXT else value
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document, made on its first use (see the module's docstring)."""
+    result: dict[str, Any] = _filled(_TEMPLATE, safe_text_pattern())
+    return result
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DOCUMENT":  # `from broker.openapi import DOCUMENT`: the whole document
+        return document()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 async def openapi_handler(request: web.Request) -> web.Response:
-    return json_response(DOCUMENT)
+    return json_response(document())

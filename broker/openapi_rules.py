@@ -42,8 +42,8 @@ def _escape(cp: int) -> str:
 
 
 # Where Cc, Cf, Zl, Zp and Cs live: planes 0 and 1, and the tags of plane 14. Planes 2
-# to 13 hold ideographs or nothing; leaving them out keeps the scan (done at import,
-# by every broker command) at a few hundredths of a second instead of 0.3 s.
+# to 13 hold ideographs or nothing; leaving them out keeps the scan (done once per
+# process, when the OpenAPI document is first asked for) at a few hundredths of a second instead of 0.3 s.
 _PLANES = (range(0x20000), range(0xE0000, 0xE1000))
 
 
@@ -65,11 +65,12 @@ def _unsafe_ranges() -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+@cache
 def safe_text_pattern() -> str:
     """Text with none of the characters protocol.text.is_unsafe refuses (Cc, Cf, Zl,
-    Zp), by this Python's Unicode database: the same one the broker checks with."""
+    Zp), by this Python's Unicode database: the same one the broker checks with.
+    Made on first use, not at import: the scan costs a few hundredths of a second,
+    which a broker's start need not pay (broker/openapi.py fills it in on the first
+    request for the document)."""
     parts = [_escape(a) if a == b else f"{_escape(a)}-{_escape(b)}" for a, b in _unsafe_ranges()]
     return f"^[^{''.join(parts)}]*$"
-
-
-SAFE_TEXT = safe_text_pattern()
