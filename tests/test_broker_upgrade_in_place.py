@@ -1,4 +1,4 @@
-"""An upgrade in place (docs/operations.md, "Upgrading"): deploy/README.md installs the
+"""An upgrade in place (docs/operations.md, "Upgrading and rolling back"): deploy/README.md installs the
 broker as a git checkout with an editable install, so `git pull` puts the next release's
 files on disk while every node of the last one runs on until it is restarted. A node
 must go on describing the code it runs: the SDK reads the API version from
