@@ -35,6 +35,7 @@ from .policy import PolicyError
 from .problems import ApiError, problem
 from .signed_requests import b64_field
 from .store import Store, UnknownTarget, now_ms
+from .versions import versions
 from .webpush import WEBPUSH
 
 log = logging.getLogger(__name__)
@@ -251,7 +252,14 @@ async def healthz(request: web.Request) -> web.Response:
     if not listening:
         why = f"not subscribed to the event channel: {events}"
         return problem(503, "events_unavailable", why, counted=False)
-    return json_response({"status": "ok", "node": node_of(request).name, "redis": "ok", "events": events})
+    body = {
+        "status": "ok",
+        "node": node_of(request).name,
+        "redis": "ok",
+        "versions": versions(),
+        "events": events,
+    }
+    return json_response(body)
 
 
 async def get_rp(request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from .logs import PathFilter
 from .models import RelyingParty
 from .policy_cli import add_rp_policy_commands, rp_policy_command
 from .store import RP_CACHE_S, Store
+from .versions import version_line
 from .workers import WorkersError, supervise
 
 MAX_KEEP_OLD_MIN = 7 * 24 * 60  # a week: long enough to roll out a new key anywhere
@@ -85,6 +86,13 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
         "device agents receive them over a WebSocket and answer with signed approvals.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_line(),
+        help="print the package, RP API, device protocol and key layout versions, and exit "
+        "(a running node says them in GET /healthz)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

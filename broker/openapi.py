@@ -28,6 +28,7 @@ from .backups import MAX_BLOB
 from .jsonio import json_response
 from .openapi_rules import b64url, safe_text_pattern
 from .policy import MAX_PUSHES_LIMIT
+from .versions import API_VERSION
 
 # Exactly what the API accepts (issue 11, finding 8): every id, key, signature and
 # text field has the pattern and lengths the handlers check (tests/test_openapi_fuzz.py).
@@ -286,6 +287,15 @@ SCHEMAS: dict[str, Any] = {
             "status": {"const": "ok"},
             "node": {"type": "string"},
             "redis": {"const": "ok"},
+            # what this node runs (broker/versions.py): after an upgrade in place, not
+            # necessarily the files on its disk
+            "versions": _obj(
+                {
+                    "api": {"type": "string"},
+                    "protocol": {"type": "array", "items": {"type": "string"}},
+                    "layout": {"type": "integer"},
+                }
+            ),
             # the node's event listener (broker/event_listener.py); 503 events_unavailable
             # when unsubscribed for longer than serve --events-grace
             "events": _obj(
@@ -725,10 +735,7 @@ _TEMPLATE: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {
         "title": "pushauth broker RP API",
-        # 1.1: the one-request (streamed) form of POST /v1/challenges; 1.2: its Idempotency-Key;
-        # 1.3: DELETE /v1/enrollments/{id}; 1.4: DELETE /v1/users/{user} and GET
-        # /v1/users/{user}/data (docs/http-api.md, "Versions").
-        "version": "1.4",
+        "version": API_VERSION,  # (broker/versions.py says what each one added)
         "description": "See docs/http-api.md. The device WebSocket (/v1/device) is in docs/protocol.md.",
     },
     "components": {

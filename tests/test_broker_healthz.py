@@ -5,14 +5,18 @@ invariant 13). One check runs at a time and its result answers for health.FRESH_
 
 from __future__ import annotations
 
+import json
 import socket
 import time
+import urllib.request
 from collections.abc import Callable
 
 import redis
-from support import BrokerProcess, RedisServer, wait_until
+from support import BROKER, BrokerProcess, RedisServer, run_cli, wait_until
 
 from broker.health import FRESH_S
+from broker.versions import API_VERSION
+from protocol import SUBPROTOCOLS
 
 PIPELINED = 300
 MARKER = "pa:health:~marker"  # written by the test itself: all notifications before it are read
@@ -71,3 +75,20 @@ def test_anonymous_healthz_requests_do_not_each_write_to_redis(
     assert broker.health()[1]["code"] == "unavailable"
     redis_server.restart()
     wait_until(lambda: broker.health()[0] == 200, message="/healthz 200 with Redis back")
+
+
+def test_healthz_and_version_say_what_the_node_runs(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """The three versions that decide whether two releases serve together (docs/
+    operations.md, "Upgrading and rolling back"): a running node says those it runs, the
+    CLI those of the installed files, and the OpenAPI document the same API version."""
+    broker = broker_factory(redis_url=redis_server.url, node="a")
+    with urllib.request.urlopen(broker.http_url + "/healthz", timeout=30) as resp:
+        health = json.load(resp)
+    assert health["versions"] == {"api": API_VERSION, "protocol": list(SUBPROTOCOLS), "layout": 2}
+    with urllib.request.urlopen(broker.http_url + "/v1/openapi.json", timeout=30) as resp:
+        assert json.load(resp)["info"]["version"] == API_VERSION
+    line = run_cli([BROKER, "--version"]).stdout.strip()
+    assert line.startswith("pushauth-broker "), line
+    assert line.endswith(f"(RP API {API_VERSION}, device protocol pushauth.v2, key layout 2)"), line
