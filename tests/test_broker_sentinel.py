@@ -31,6 +31,7 @@ from test_broker_device_ws import CTX, Device, approve_push, online_device
 
 from broker.sentinel import SentinelURL, parse
 from protocol.frames import AnswerResult, Challenge
+from relying_party import models
 from relying_party.errors import BrokerUnavailable
 from relying_party.sdk import PushAuthClient
 
@@ -121,6 +122,24 @@ def sentinel_setup(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, M
         master.cleanup()
 
 
+async def promoted(sentinel: ManagedProcess, replica: RedisServer) -> None:
+    await asyncio.to_thread(
+        wait_until,
+        lambda: _master_port(sentinel.port) == replica.port,  # type: ignore[attr-defined]
+        timeout=30,
+        message="the sentinel promoted the replica",
+    )
+
+
+async def create_once_reachable(client: PushAuthClient) -> models.Challenge:
+    """alice's next challenge: 503 (BrokerUnavailable) until the broker reaches the new master."""
+    while True:
+        try:
+            return await client.create_challenge("alice", CTX)
+        except BrokerUnavailable:
+            await asyncio.sleep(0.2)  # (a retry's pace, not a wait for an event)
+
+
 async def test_the_broker_follows_a_sentinel_failover(
     sentinel_setup: tuple[RedisServer, RedisServer, ManagedProcess],
     broker_factory: Callable[..., BrokerProcess],
@@ -138,30 +157,17 @@ async def test_the_broker_follows_a_sentinel_failover(
         # Let the replica catch up, then crash the master: the sentinel promotes the replica.
         await asyncio.to_thread(master.client().execute_command, "WAIT", 1, 2000)
         master.kill()
-        await asyncio.to_thread(
-            wait_until,
-            lambda: _master_port(sentinel.port) == replica.port,  # type: ignore[attr-defined]
-            timeout=30,
-            message="the sentinel promoted the replica",
-        )
-
-        async def create() -> object:
-            while True:  # 503 (BrokerUnavailable) until the broker reaches the new master
-                try:
-                    return await client.create_challenge("alice", CTX)
-                except BrokerUnavailable:
-                    await asyncio.sleep(0.2)
-
-        again = await asyncio.wait_for(create(), 20)
+        await promoted(sentinel, replica)
+        again = await asyncio.wait_for(create_once_reachable(client), 20)
         # The device's connection may have met the failover (1011): it reconnects.
         back = await Device.connect(node.ws_url, seed=dev.seed)
         back.cid = dev.cid
         welcome, pending = await back.authenticate()
         assert welcome.accepted == (dev.cid,)  # the credential survived on the new master
-        assert [p.ch for p in pending] == [again.id]  # type: ignore[attr-defined]
-        await back.send(back.answer(pending[0], number=again.number))  # type: ignore[attr-defined]
-        assert await back.frame() == AnswerResult(ch=again.id, outcome="approved")  # type: ignore[attr-defined]
-        assert (await client.wait_result(again, keys, timeout=5)).approved  # type: ignore[arg-type]
+        assert [p.ch for p in pending] == [again.id]
+        await back.send(back.answer(pending[0], number=again.number))
+        assert await back.frame() == AnswerResult(ch=again.id, outcome="approved")
+        assert (await client.wait_result(again, keys, timeout=5)).approved
 
 
 async def test_two_nodes_through_sentinel_share_events(
@@ -204,33 +210,20 @@ async def test_the_broker_follows_a_sentinel_failover_of_a_hung_master(
         await asyncio.to_thread(master.client().execute_command, "WAIT", 1, 2000)
         master.process.kill(signal.SIGSTOP)
         try:
-            await asyncio.to_thread(
-                wait_until,
-                lambda: _master_port(sentinel.port) == replica.port,  # type: ignore[attr-defined]
-                timeout=30,
-                message="the sentinel promoted the replica",
-            )
-
-            async def create() -> object:
-                while True:  # 503 until the broker reaches the new master
-                    try:
-                        return await client.create_challenge("alice", CTX)
-                    except BrokerUnavailable:
-                        await asyncio.sleep(0.2)
-
-            again = await asyncio.wait_for(create(), 30)
+            await promoted(sentinel, replica)
+            again = await asyncio.wait_for(create_once_reachable(client), 30)
             # Delivered live, on the device's socket or, if that met the failover, at
             # its reconnection; either way answered and verified.
             try:
                 pushed = await dev.frame()
-                assert isinstance(pushed, Challenge) and pushed.ch == again.id, pushed  # type: ignore[attr-defined]
-                await approve_push(dev, again)  # type: ignore[arg-type]
+                assert isinstance(pushed, Challenge) and pushed.ch == again.id, pushed
+                await approve_push(dev, again)
             except (websockets.ConnectionClosed, TimeoutError):
                 back = await Device.connect(node.ws_url, seed=dev.seed)
                 back.cid = dev.cid
                 _, pending = await back.authenticate()
-                assert [p.ch for p in pending] == [again.id]  # type: ignore[attr-defined]
-                await back.send(back.answer(pending[0], number=again.number))  # type: ignore[attr-defined]
-            assert (await client.wait_result(again, keys, timeout=10)).approved  # type: ignore[arg-type]
+                assert [p.ch for p in pending] == [again.id]
+                await back.send(back.answer(pending[0], number=again.number))
+            assert (await client.wait_result(again, keys, timeout=10)).approved
         finally:
             master.process.kill(signal.SIGCONT)
