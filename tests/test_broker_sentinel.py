@@ -24,6 +24,7 @@ from support import (
     ping,
     redis_executable,
     run_cli,
+    until,
     wait_until,
 )
 from support.broker import BROKER
@@ -131,13 +132,18 @@ async def promoted(sentinel: ManagedProcess, replica: RedisServer) -> None:
     )
 
 
-async def create_once_reachable(client: PushAuthClient) -> models.Challenge:
+async def create_once_reachable(client: PushAuthClient, timeout: float) -> models.Challenge:
     """alice's next challenge: 503 (BrokerUnavailable) until the broker reaches the new master."""
-    while True:
+
+    async def create() -> models.Challenge | None:
         try:
             return await client.create_challenge("alice", CTX)
         except BrokerUnavailable:
-            await asyncio.sleep(0.2)  # (a retry's pace, not a wait for an event)
+            return None
+
+    made = await until(create, timeout=timeout, interval=0.2, message="a challenge made on the new master")
+    assert isinstance(made, models.Challenge)
+    return made
 
 
 async def test_the_broker_follows_a_sentinel_failover(
@@ -158,7 +164,7 @@ async def test_the_broker_follows_a_sentinel_failover(
         await asyncio.to_thread(master.client().execute_command, "WAIT", 1, 2000)
         master.kill()
         await promoted(sentinel, replica)
-        again = await asyncio.wait_for(create_once_reachable(client), 20)
+        again = await create_once_reachable(client, 20)
         # The device's connection may have met the failover (1011): it reconnects.
         back = await Device.connect(node.ws_url, seed=dev.seed)
         back.cid = dev.cid
@@ -211,7 +217,7 @@ async def test_the_broker_follows_a_sentinel_failover_of_a_hung_master(
         master.process.kill(signal.SIGSTOP)
         try:
             await promoted(sentinel, replica)
-            again = await asyncio.wait_for(create_once_reachable(client), 30)
+            again = await create_once_reachable(client, 30)
             # Delivered live, on the device's socket or, if that met the failover, at
             # its reconnection; either way answered and verified.
             try:
