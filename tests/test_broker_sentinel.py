@@ -9,6 +9,7 @@ import asyncio
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -123,6 +124,19 @@ def sentinel_setup(tmp_path: Path) -> Iterator[tuple[RedisServer, RedisServer, M
         master.cleanup()
 
 
+async def reconnected(node: BrokerProcess, dev: Device) -> tuple[Device, Any]:
+    """`dev`'s credential on a new connection (its socket may have met the failover,
+    1011): the new device and what `authenticate` answered (welcome, pending)."""
+    back = await Device.connect(node.ws_url, seed=dev.seed)
+    back.cid = dev.cid
+    return back, await back.authenticate()
+
+
+def sentinel_url(sentinel: ManagedProcess) -> str:
+    """The brokers' --redis-url: the master of SERVICE, as the sentinel names it."""
+    return f"redis+sentinel://{LOCALHOST}:{sentinel.port}/{SERVICE}"  # type: ignore[attr-defined]
+
+
 async def promoted(sentinel: ManagedProcess, replica: RedisServer) -> None:
     await asyncio.to_thread(
         wait_until,
@@ -151,7 +165,7 @@ async def test_the_broker_follows_a_sentinel_failover(
     broker_factory: Callable[..., BrokerProcess],
 ) -> None:
     master, replica, sentinel = sentinel_setup
-    url = f"redis+sentinel://{LOCALHOST}:{sentinel.port}/{SERVICE}"  # type: ignore[attr-defined]
+    url = sentinel_url(sentinel)
     node = broker_factory(redis_url=url, node="a")
     rp = add_rp("Sentinel RP", redis_url=url)
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
@@ -166,9 +180,7 @@ async def test_the_broker_follows_a_sentinel_failover(
         await promoted(sentinel, replica)
         again = await create_once_reachable(client, 20)
         # The device's connection may have met the failover (1011): it reconnects.
-        back = await Device.connect(node.ws_url, seed=dev.seed)
-        back.cid = dev.cid
-        welcome, pending = await back.authenticate()
+        back, (welcome, pending) = await reconnected(node, dev)
         assert welcome.accepted == (dev.cid,)  # the credential survived on the new master
         assert [p.ch for p in pending] == [again.id]
         await back.send(back.answer(pending[0], number=again.number))
@@ -183,7 +195,7 @@ async def test_two_nodes_through_sentinel_share_events(
     """Through Sentinel the event channel runs on redis-py's pub/sub: a challenge made on
     node B reaches a device on node A live, and B's waiting RP gets A's answer."""
     _master, _replica, sentinel = sentinel_setup
-    url = f"redis+sentinel://{LOCALHOST}:{sentinel.port}/{SERVICE}"  # type: ignore[attr-defined]
+    url = sentinel_url(sentinel)
     a = broker_factory(redis_url=url, node="a")
     b = broker_factory(redis_url=url, node="b")
     rp = add_rp("Sentinel RP", redis_url=url)
@@ -207,7 +219,7 @@ async def test_the_broker_follows_a_sentinel_failover_of_a_hung_master(
     rather than dies: the sentinel promotes the replica, and the node must leave the
     silent connections, its event subscription included, for the new master."""
     master, replica, sentinel = sentinel_setup
-    url = f"redis+sentinel://{LOCALHOST}:{sentinel.port}/{SERVICE}"  # type: ignore[attr-defined]
+    url = sentinel_url(sentinel)
     node = broker_factory(redis_url=url, node="a")
     rp = add_rp("Sentinel RP", redis_url=url)
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
@@ -225,9 +237,7 @@ async def test_the_broker_follows_a_sentinel_failover_of_a_hung_master(
                 assert isinstance(pushed, Challenge) and pushed.ch == again.id, pushed
                 await approve_push(dev, again)
             except (websockets.ConnectionClosed, TimeoutError):
-                back = await Device.connect(node.ws_url, seed=dev.seed)
-                back.cid = dev.cid
-                _, pending = await back.authenticate()
+                back, (_, pending) = await reconnected(node, dev)
                 assert [p.ch for p in pending] == [again.id]
                 await back.send(back.answer(pending[0], number=again.number))
             assert (await client.wait_result(again, keys, timeout=10)).approved
