@@ -227,8 +227,14 @@ class ConnectionGate:
             status, code = 429, "too_many_connections"
             detail = f"{self.limits.per_ip} connections are open from this address; close some or reuse them"
         log.debug("refused a connection from %s: %s", host, code)
+        self.linger(transport, refusal_response(status, code, detail))
+
+    def linger(self, transport: asyncio.BaseTransport, response: bytes = b"") -> None:
+        """End a connection the client may still be sending on: `response` (unless it
+        was written already), the end of our side, then what comes is dropped (Refusal).
+        The caller gave back the connection's slot, if it had one."""
         lingering = self._lingering < MAX_LINGERING
-        refusal = Refusal(refusal_response(status, code, detail), self if lingering else None)
+        refusal = Refusal(response, self if lingering else None)
         transport.set_protocol(refusal)
         refusal.connection_made(transport)  # type: ignore[arg-type]  # a stream transport
 
@@ -244,8 +250,9 @@ def refusal_response(status: int, code: str, detail: str) -> bytes:
 
 
 class Refusal(asyncio.Protocol):
-    """A refused connection: the response, the end of our side, then what the client
-    still sends is read and dropped until it closes or LINGER_S passes."""
+    """A refused connection (or a request refused before its body was read): the
+    response, the end of our side, then what the client still sends is read and
+    dropped until it closes or LINGER_S passes."""
 
     __slots__ = ("_gate", "_response", "_timer", "transport")
 
@@ -257,7 +264,8 @@ class Refusal(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        transport.write(self._response)  # type: ignore[attr-defined]
+        if self._response:
+            transport.write(self._response)  # type: ignore[attr-defined]
         if self._gate is None or not transport.can_write_eof():  # type: ignore[attr-defined]
             transport.close()
             return

@@ -17,7 +17,8 @@ broker serves through `GuardedRequestHandler`, aiohttp's own handler plus:
   problem document and a debug log line: client behaviour is not a server error.
 
 The body is read by handlers, through `read_body`, with its own time limit (a
-client sending one byte a second must not hold a handler either).
+client sending one byte a second must not hold a handler either), after they checked
+the API key: a request without a valid one is refused without waiting for its body.
 """
 
 from __future__ import annotations

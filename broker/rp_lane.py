@@ -11,7 +11,10 @@ How: every connection starts here. `POST /v1/challenges` and `GET /v1/challenges
 in the plain form broker/http_head.py accepts are answered by the same code as
 through aiohttp (api_stream.created and stream, api.challenge_view, problems.problem_for),
 with the same limits: the head within `Timeouts.head_s`, the body within `body_s`, an
-idle connection closed after `keepalive_s`, a 408 problem when a limit is missed. The
+idle connection closed after `keepalive_s`, a 408 problem when a limit is missed. A
+request whose head comes without its body has its API key judged at once, as aiohttp's
+handlers judge it before they read a body: without a valid one it is answered then,
+and the connection ends (its unread body would read as the next request). The
 first request the lane does not serve (any other path or form, a device's WebSocket
 upgrade) hands the connection to aiohttp with every byte it sent: the transport gets
 aiohttp's protocol and the lane is out of the way for good. Requests on one connection
@@ -40,8 +43,8 @@ from .access_log import DURATION, client_address, duration_ms
 from .connections import ConnectionGate, Slot, write_deadline
 from .context import NODE
 from .http_guard import Timeouts, body_timed_out, head_timed_out
-from .http_head import HAND_OFF, MAX_BODY, MAX_HEAD, LaneRequest, parse_head
-from .problems import PROBLEM_JSON, problem_document, problem_for
+from .http_head import HAND_OFF, MAX_BODY, MAX_HEAD, Head, LaneRequest, parse_head
+from .problems import PROBLEM_JSON, ApiError, problem_document, problem_for
 from .tasks import spawn
 
 log = logging.getLogger(__name__)
@@ -166,6 +169,7 @@ class LaneConnection(asyncio.Protocol):
     __slots__ = (
         "_eof",
         "_fallback",
+        "_key_check",
         "_read_paused",
         "_timer",
         "_timer_kind",
@@ -188,6 +192,7 @@ class LaneConnection(asyncio.Protocol):
         self.buf = bytearray()
         self.busy = False  # a request is being handled
         self._eof = False  # the client half-closed: answer what it sent, then close
+        self._key_check: LaneRequest | None = None  # the request whose body is awaited, its key judged
         self._read_paused = self._write_paused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_kind = ""
@@ -281,11 +286,15 @@ class LaneConnection(asyncio.Protocol):
         if len(self.buf) < end:
             if self._eof:  # nor the rest of the body
                 transport.close()
-            elif self._timer_kind != _BODY:
+                return
+            if self._timer_kind != _BODY:
                 self._arm(_BODY, self.lane.timeouts.body_s)
+            if self._key_check is None:
+                self._check_key(head)
             return
         body = bytes(self.buf[head.length : end])
         del self.buf[:end]
+        self._key_check = None
         self._disarm()
         self.busy = True
         # Read once per request for the access log's duration (as aiohttp reads its loop's clock).
@@ -318,6 +327,49 @@ class LaneConnection(asyncio.Protocol):
             self.transport.close()
             return
         self._next()
+
+    def _check_key(self, head: Head) -> None:
+        """A request whose head came without its body (most clients send both at once,
+        which never comes here): its API key is judged now, so that a request without a
+        valid one is refused at once rather than after the body, or the body timeout."""
+        request = LaneRequest(head, b"", self.lane.app, self.remote, self.slot)
+        self._key_check = request
+        spawn(self._refuse_unauthorized(request, time.monotonic()))
+
+    async def _refuse_unauthorized(self, request: LaneRequest, started: float) -> None:
+        try:
+            await api.authenticate(request)  # (a cache hit for a key in use)
+            return  # valid: the request is served once its body is in
+        except ApiError as exc:  # 401, or 400 for two Authorization headers
+            refusal = exc
+        except Exception as exc:  # noqa: BLE001 - Redis trouble: judged again with the body (503)
+            log.debug("API key of %s not checked before its body: %s", self.remote, exc)
+            return
+        transport = self.transport
+        if transport is None or self._key_check is not request:
+            return  # gone, or its body came meanwhile: answered in full as any request
+        self._key_check = None
+        self._disarm()
+        parts = problem_for(refusal, request.method, request.path, request.remote)
+        assert parts is not None  # (an ApiError always maps)
+        status, code, detail, headers = parts
+        # The body was not read, and would read as the next request: the connection
+        # ends after this answer. The client may be sending that body still, so the
+        # end lingers (as a refused connection's does): a close now could reset the
+        # connection before the client read the answer.
+        reply = Reply(self, keep_alive=False)
+        reply.send(status, problem_document(status, code, detail), headers, PROBLEM)
+        if self.lane.access_log is not None:
+            _access(self.lane.access_log, request, reply, duration_ms(time.monotonic() - started))
+        self.lane.connections.discard(self)
+        self.transport, self.buf = None, bytearray()
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+        if self.lane.gate is None:
+            transport.close()
+        else:
+            self.lane.gate.linger(transport)
 
     def _hand_off(self, transport: asyncio.Transport) -> None:
         """aiohttp serves this connection from here on, from the bytes of this request."""

@@ -232,7 +232,8 @@ def add_arguments(
         type=float,
         default=BODY_TIMEOUT_S,
         metavar="SECONDS",
-        help="time to send a request's body (408; default: %(default)s)",
+        help="time to send a request's body (408; a request without a valid API key is refused "
+        "at its head, without waiting for its body; default: %(default)s)",
     )
     limits.add_argument(
         "--keepalive-timeout",

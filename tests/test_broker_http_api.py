@@ -19,8 +19,10 @@ import websockets
 from multidict import CIMultiDict
 from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
 from support import DEADLINE, BrokerProcess, wait_until
+from test_broker_rp_lane import Conn
 
 from broker.app import create_app
+from broker.http_guard import BODY_TIMEOUT_S
 from broker.openapi import DOCUMENT
 from protocol import SUBPROTOCOLS, signing
 from protocol.session import ClientSession
@@ -171,6 +173,53 @@ async def test_requests_without_a_valid_key_are_unauthorized(api: Api, header: s
         body = await r.json(content_type=None)
         assert_problem(r.status, body, r.headers["Content-Type"], 401, "unauthorized")
         assert r.headers.get("WWW-Authenticate") == "Bearer"
+
+
+async def test_a_request_without_a_valid_key_is_refused_at_its_head(api: Api, broker: BrokerProcess) -> None:
+    """A POST's key is judged from its head: no wait for a body that may never come.
+
+    Each head comes alone and is answered with a 401 within a read timeout well under
+    the body timeout (the broker's default), after which the answer would be a 408. The
+    body, sent after the answer, is itself a request: a broker that read it as the next
+    one would answer it."""
+    read_timeout = 10.0
+    assert read_timeout < BODY_TIMEOUT_S / 2
+    smuggled = f"GET /v1/rp HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {api.key}\r\n\r\n".encode()
+    probe = f"GET /v1/challenges/nope HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {api.key}\r\n\r\n"
+    for auth in ("", "Authorization: Bearer pak_wrong\r\n"):
+        for path in ("/v1/challenges", "/v1/enrollments"):  # served by the RP lane, by aiohttp
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: broker\r\n{auth}Content-Type: application/json\r\n"
+                f"Content-Length: {len(smuggled)}\r\n\r\n"
+            )
+            with Conn(broker) as conn:
+                conn.sock.settimeout(read_timeout)
+                conn.send(head.encode())
+                status, headers, doc = await asyncio.to_thread(conn.response)
+                assert_problem(status, doc, headers["content-type"], 401, "unauthorized")
+                assert headers["www-authenticate"] == "Bearer"
+                if path == "/v1/challenges":
+                    # The lane closes the connection: its unread body would read as a request.
+                    assert headers["connection"] == "close", (auth, headers)
+                    conn.send(smuggled)
+                    assert await asyncio.to_thread(conn.closed)
+                else:
+                    # aiohttp reads the body it was told of and drops it; the next request is served.
+                    conn.send(smuggled + probe.encode())
+                    assert (await asyncio.to_thread(conn.response))[0] == 404
+    # A valid key's request sent in two parts is served whole, and the connection kept.
+    body = b'{"user": "nobody"}'
+    with Conn(broker) as conn:
+        conn.sock.settimeout(read_timeout)
+        conn.send(
+            f"POST /v1/challenges HTTP/1.1\r\nHost: broker\r\nAuthorization: Bearer {api.key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        conn.send(body)
+        status, headers, doc = await asyncio.to_thread(conn.response)
+        assert_problem(status, doc, headers["content-type"], 409, "no_devices")
+        conn.send(probe.encode())
+        assert (await asyncio.to_thread(conn.response))[0] == 404
 
 
 async def test_no_devices_is_a_conflict(api: Api) -> None:
