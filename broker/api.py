@@ -107,12 +107,12 @@ def text_field(body: dict[str, Any], name: str, max_len: int, *, required: bool 
 
 
 def _unsafe(name: str, ch: str) -> str:
-    return f"'{name}' must not contain control or format characters (found {text.describe(ch)})"
+    return f"'{name}' {text.refusal(ch)}"
 
 
 def context_field(body: dict[str, Any]) -> dict[str, str]:
     """The sign-in context: data the device shows as plain text (DESIGN invariant 12),
-    so no control, format or line-separator character in a key or a value."""
+    so no control, format, line-separator or invisible character in a key or a value."""
     try:
         ctx = CONTEXT("context", body.get("context", {}))
     except ProtocolError as err:

@@ -191,9 +191,7 @@ async def rp_command(args: argparse.Namespace) -> None:
                 raise CliError("the RP name must be 1 to 256 characters")
             # Devices show it as plain text (docs/protocol.md, section 18.4).
             if (bad := text.first_unsafe(name)) is not None:
-                raise CliError(
-                    f"the RP name must not contain control or format characters (found {text.describe(bad)})"
-                )
+                raise CliError(f"the RP name {text.refusal(bad)}")
             rp, key = await store.add_rp(name)
             _show_key(args, rp, key)
             if not args.json:

@@ -39,7 +39,7 @@ _MS = {"type": "integer", "description": "Unix time in milliseconds"}
 
 
 def _text(max_len: int, min_len: int = 1) -> dict[str, Any]:
-    """Text shown to people: no control, format or line-separator characters
+    """Text shown to people: no control, format, line-separator or invisible characters
     (protocol/text.py, DESIGN invariant 12)."""
     return {"type": "string", "minLength": min_len, "maxLength": max_len, "pattern": _SAFE_TEXT}
 
@@ -59,7 +59,8 @@ _CONTEXT = {
     "propertyNames": _text(32),
     "additionalProperties": _text(256, 0),
     "description": "Shown on the device, e.g. app, ip, location, browser: at most 16 entries, keys "
-    "1..32 and values 0..256 characters, none of them control, format or line-separator characters.",
+    "1..32 and values 0..256 characters, none of them control, format, line-separator or invisible "
+    "characters (docs/protocol.md section 18.4).",
 }
 
 

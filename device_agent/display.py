@@ -29,9 +29,10 @@ CONTEXT_LABELS: dict[str, str] = {
 
 def shown(value: object) -> str:
     """Text from a broker, an RP or a link, as it may be shown on a terminal or in the
-    terminal UI: every control, format and line-separator character made a visible
-    escape (protocol/text.py), so an ANSI sequence in a browser string cannot redraw
-    the IP line. Every place that shows such text goes through here."""
+    terminal UI: every control, format, line-separator and invisible character made a
+    visible escape, other spaces shown as spaces (protocol/text.py), so an ANSI sequence
+    in a browser string cannot redraw the IP line. Every place that shows such text goes
+    through here."""
     return printable(str(value))
 
 

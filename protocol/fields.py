@@ -33,7 +33,7 @@ class Str:
     max_len: int = 256
     min_len: int = 0
     pattern: re.Pattern[str] | None = None
-    # No control, format or line-separator character (protocol.text): for text a peer
+    # No control, format, line-separator or invisible character (protocol.text): for text a peer
     # states about itself, which others show (a device's own name).
     plain: bool = False
 
@@ -43,7 +43,7 @@ class Str:
         if not self.min_len <= len(value) <= self.max_len:
             raise _bad(name, f"length must be {self.min_len}..{self.max_len}")
         if self.plain and (bad := text.first_unsafe(value)) is not None:
-            raise _bad(name, f"must not contain control or format characters (found {text.describe(bad)})")
+            raise _bad(name, text.refusal(bad))
         # fullmatch: with match(), "$" also matches before a trailing newline ("abc\n").
         if self.pattern is not None and not self.pattern.fullmatch(value):
             raise _bad(name, "has characters or a form that is not allowed")

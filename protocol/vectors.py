@@ -6,7 +6,7 @@
 A second implementation checks itself against that file: every frame's exact msgpack
 bytes, frames a receiver must refuse (with the error code and whether it closes),
 enrollment URIs valid and invalid, the number-matching rule, the context entry that
-marks a setup test notification, every signing function's bytes and Ed25519
+marks a setup test notification, what a device shows of untrusted text, every signing function's bytes and Ed25519
 signature (Ed25519 is deterministic), the Ed25519 edge cases every verifier must
 reject alike (protocol/ed25519_edges.py), and the RP's verdicts (vectors_rp.py). The values here
 are fixed (no clock, no randomness), so the output is the same on every run;
@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 import msgpack
 
 from . import PROTOCOL_VERSION, SUBPROTOCOLS, b64, ed25519_edges, numbers, purpose, signing
+from . import text as shown_text
 from .challenge import MAX_TTL_S, MIN_TTL_S, outcome_for
 from .codec import MAX_FRAME_SIZE, encode
 from .errors import CLOSE_CODES, ErrorCode
@@ -429,6 +430,7 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("enroll token of 15 characters", B, AA, _frame_bytes("enroll", {"rid": 1, "token": "t" * 15, "pk": bytes(32), "name": "n", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll with an empty device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll with a bidi override in the device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "phone\u202e", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
+        ("enroll with a Hangul filler in the device name (blank, Default_Ignorable_Code_Point)", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "phone\u3164", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll with a line feed in the device name", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "a\nb", "rpk": None, "binding": None, "sig": bytes(64)}), "invalid_field", None),
         ("enroll without the binding key (nil must be sent)", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "n", "rpk": None, "sig": bytes(64)}), "invalid_field", None),
         ("push_subscribe with an endpoint but no keys", B, R, _frame_bytes("push_subscribe", {"rid": 3, "cids": ["cred_A1"], "endpoint": "https://push.example.net/send/abc123", "p256dh": None, "auth": None}), "invalid_field", None),
@@ -799,6 +801,52 @@ def signing_vectors() -> dict[str, Any]:
     return out
 
 
+def text_vectors() -> list[dict[str, Any]]:
+    """Untrusted text (section 18.4): the first character a broker refuses (`unsafe`,
+    as U+XXXX, or null) and what a device shows (`printable`)."""
+    cases: list[tuple[str, str]] = [
+        ("ASCII", "Firefox 128 on Windows"),
+        ("letters of other scripts", "서울, 東京, Zürich, Αθήνα, ᄀ, ㄱ, ﾡ"),
+        ("an emoji without a variation selector", "Anna's \u2764 phone"),
+        ("ESC of an ANSI sequence (Cc)", "Firefox\x1b[1A\x1b[2K"),
+        ("carriage return (Cc)", "Lyon\rParis"),
+        ("NEXT LINE (C1, Cc)", "Webmail\x85"),
+        ("RIGHT-TO-LEFT OVERRIDE (Cf)", "moc.\u202elive"),
+        ("ZERO WIDTH SPACE (Cf)", "Web\u200bmail"),
+        ("SOFT HYPHEN (Cf)", "Web\xadmail"),
+        ("a tag character (Cf, astral)", "Webmail\U000e0041"),
+        ("LINE SEPARATOR (Zl)", "203.0.113.5\u2028IP: 10.0.0.1"),
+        ("HANGUL FILLER (Lo, default ignorable)", "\u3164"),
+        ("HANGUL CHOSEONG FILLER (Lo, default ignorable)", "Bank\u115f"),
+        ("HANGUL JUNGSEONG FILLER (Lo, default ignorable)", "Bank\u1160"),
+        ("HALFWIDTH HANGUL FILLER (Lo, default ignorable)", "Bank\uffa0 evil.example"),
+        ("COMBINING GRAPHEME JOINER (Mn, default ignorable)", "pay\u034fpal"),
+        ("KHMER VOWEL INHERENT AQ and AA (Mn, default ignorable)", "a\u17b4\u17b5"),
+        ("MONGOLIAN FREE VARIATION SELECTOR ONE (Mn, default ignorable)", "a\u180b"),
+        ("VARIATION SELECTOR-16 after an emoji (Mn, default ignorable)", "Anna's \u2764\ufe0f phone"),
+        ("VARIATION SELECTOR-17 (Mn, astral, default ignorable)", "Web\U000e0100mail"),
+        ("a reserved default ignorable code point", "a\u2065b"),
+        ("BRAILLE PATTERN BLANK (So)", "\u2800\u2800"),
+        ("another Braille pattern", "\u2801"),
+        ("NO-BREAK SPACE in a location: shown as a space", "Saint-Denis,\xa0France"),
+        ("NARROW NO-BREAK SPACE before AM: shown as a space", "10:00\u202fAM"),
+        (
+            "a run of wide spaces: each shown as a space",
+            "Webmail\u3000\u3000\u2003\u2001\u200a\u205f\u1680\u2007evil.example",
+        ),
+        ("spaces and an unsafe character together", "a\xa0\u3164\u3000b"),
+    ]
+    return [
+        {
+            "name": name,
+            "text": value,
+            "unsafe": None if (bad := shown_text.first_unsafe(value)) is None else f"U+{ord(bad):04X}",
+            "printable": shown_text.printable(value),
+        }
+        for name, value in cases
+    ]
+
+
 # -- the file --------------------------------------------------------------------------
 
 
@@ -853,6 +901,7 @@ def build() -> dict[str, Any]:
         "uris": uri_vectors(),
         "numbers": number_vectors(),
         "purposes": purpose_vectors(),
+        "text": text_vectors(),
         "signing": signing_vectors(),
         "rp": rp_vectors(),
     }
@@ -868,6 +917,7 @@ def count(vectors: dict[str, Any]) -> int:
     n += len(vectors["uris"]["valid"]) + len(vectors["uris"]["invalid"])
     n += sum(len(v) for v in vectors["numbers"].values())
     n += len(vectors["purposes"])
+    n += len(vectors["text"])
     n += sum(len(v) for v in vectors["signing"].values())
     n += sum(len(v) for v in vectors["rp"].values())
     return n

@@ -2,8 +2,8 @@
 
 docs/protocol.md, section 18.4: a device MUST make control characters in the text it
 shows visible. The RP's name comes from the enrollment link; here a hostile broker
-(the real one behind tests/support/hostile_broker.py's proxy) writes ESC and BEL into
-it, since `pushauth-broker rp add` refuses such names. The real agent then enrolls,
+(the real one behind tests/support/hostile_broker.py's proxy) writes ESC, BEL and a
+blank Hangul filler into it, since `pushauth-broker rp add` refuses such names. The real agent then enrolls,
 is revoked by the RP, and removes accounts: nothing it prints carries a raw ESC/BEL.
 """
 
@@ -23,8 +23,9 @@ from protocol import uri
 from relying_party import PushAuthClient
 from relying_party.totp import new_totp
 
-EVIL = "Evil\x1b]0;pwned\x07Corp\x1b[2J"
-SHOWN = "Evil\\x1b]0;pwned\\x07Corp\\x1b[2J"  # what the terminal must get instead
+# Ends in a HANGUL FILLER: blank, so "Corp" could pass for a name that ends there.
+EVIL = "Evil\x1b]0;pwned\x07Corp\x1b[2J\u3164"
+SHOWN = "Evil\\x1b]0;pwned\\x07Corp\\x1b[2J\\u3164"  # what the terminal must get instead
 
 
 def raw_controls(text: str) -> list[str]:

@@ -246,10 +246,16 @@ def test_a_redis_that_evicts_keys_is_named_in_a_warning(redis_server: RedisServe
 
 
 def test_an_rp_name_with_control_characters_is_refused(redis_server: RedisServer) -> None:
-    for name, found in (("Evil\x1b]0;pwned\x07Corp", "U+001B (ESC)"), ("Good\u202eliaP", "U+202E")):
+    for name, found in (
+        ("Evil\x1b]0;pwned\x07Corp", "U+001B (ESC)"),
+        ("Good\u202eliaP", "U+202E"),
+        ("\u3164", "U+3164"),
+    ):
         result = run_cli([BROKER, "rp", "add", name, "--redis-url", redis_server.url])
         assert result.returncode == 2
-        assert found in assert_cli_error(result, contains="must not contain control or format characters")
+        assert found in assert_cli_error(
+            result, contains="must not contain control, format or invisible characters"
+        )
     assert json.loads(run_cli([BROKER, "rp", "list", "--json", "--redis-url", redis_server.url]).stdout) == []
 
 

@@ -490,10 +490,11 @@ async def test_a_device_name_with_control_or_format_characters_is_refused(
     client: PushAuthClient, broker: BrokerProcess
 ) -> None:
     """The RP lists a device's name, and other devices show it after a recovery: a bidi
-    override or a line break in it is refused (invalid_field), and the link still works."""
+    override, a line break or a blank Hangul filler in it is refused (invalid_field), and
+    the link still works."""
     enrollment = await client.create_enrollment("alice", "alice@example.com")
     token = parse_uri(enrollment.uri or "").token
-    for name in ("phone\u202e", "a\nb", "\u200bphone"):
+    for name in ("phone\u202e", "a\nb", "\u200bphone", "phone\u3164"):
         dev = await Device.connect(broker.ws_url)
         fields = msgpack.unpackb(dev.session.enroll_frame(rid=1, token=token, seed=dev.seed, name="phone"))
         fields["name"] = name

@@ -1,7 +1,7 @@
 """Context is data, shown as plain text (DESIGN invariant 12).
 
-The broker refuses control, format and line-separator characters in the context an
-RP sends (a 400 problem naming the field; nothing is pushed); whatever reaches a
+The broker refuses control, format, line-separator and invisible characters in the
+context an RP sends (a 400 problem naming the field; nothing is pushed); whatever reaches a
 device anyway (another broker, an old challenge) is shown with those characters as
 visible escapes; and text that looks like markup ("[/]", "[bold]") is shown as it is
 by `pending`, `listen` and the terminal UI, which never read it as markup."""
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from e2e_helpers import AGENT_ENV, agent_env, agent_ok, enroll, pending  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import BrokerProcess
@@ -45,35 +44,34 @@ async def post_challenge(broker: BrokerProcess, rp: dict[str, Any], body: dict[s
         return resp.status, await resp.json(content_type=None)
 
 
-@pytest.mark.parametrize(
-    ("context", "field", "char"),
-    [
-        ({"browser": ANSI}, "context.browser", "U+001B"),
-        ({"location": "Lyon\rParis"}, "context.location", "U+000D"),
-        ({"location": "Lyon\nIP address: 10.0.0.1"}, "context.location", "U+000A"),
-        ({"app": "moc.\u202elive"}, "context.app", "U+202E"),  # RIGHT-TO-LEFT OVERRIDE
-        ({"app": "Pay\u2066roll"}, "context.app", "U+2066"),  # LEFT-TO-RIGHT ISOLATE
-        ({"app": "Web\u200bmail"}, "context.app", "U+200B"),  # ZERO WIDTH SPACE (Cf)
-        ({"ip": "203.0.113.5\u2028IP: 10.0.0.1"}, "context.ip", "U+2028"),  # LINE SEPARATOR
-        ({"app": "Webmail\x85"}, "context.app", "U+0085"),  # NEXT LINE (C1)
-        ({"br\x1bowser": "x"}, "context key", "U+001B"),
-    ],
-)
+# Each with the field and the character the problem names.
+REFUSED_CONTEXTS: list[tuple[dict[str, str], str, str]] = [
+    ({"browser": ANSI}, "context.browser", "U+001B"),
+    ({"location": "Lyon\rParis"}, "context.location", "U+000D"),
+    ({"location": "Lyon\nIP address: 10.0.0.1"}, "context.location", "U+000A"),
+    ({"app": "moc.\u202elive"}, "context.app", "U+202E"),  # RIGHT-TO-LEFT OVERRIDE
+    ({"app": "Pay\u2066roll"}, "context.app", "U+2066"),  # LEFT-TO-RIGHT ISOLATE
+    ({"app": "Web\u200bmail"}, "context.app", "U+200B"),  # ZERO WIDTH SPACE (Cf)
+    ({"ip": "203.0.113.5\u2028IP: 10.0.0.1"}, "context.ip", "U+2028"),  # LINE SEPARATOR
+    ({"app": "Webmail\x85"}, "context.app", "U+0085"),  # NEXT LINE (C1)
+    ({"br\x1bowser": "x"}, "context key", "U+001B"),
+    # Blank, not control: Default_Ignorable_Code_Point (a letter, a mark) and the Braille blank.
+    ({"app": "Webmail\u3164"}, "context.app", "U+3164 (HANGUL FILLER)"),
+    ({"location": "\u2800"}, "context.location", "U+2800"),
+    ({"app": "Bank\ufe0f"}, "context.app", "U+FE0F"),  # VARIATION SELECTOR-16
+]
+
+
 async def test_the_api_refuses_control_characters_in_context(
-    client: PushAuthClient,
-    broker: BrokerProcess,
-    rp: dict[str, Any],
-    tmp_path: Path,
-    context: dict[str, str],
-    field: str,
-    char: str,
+    client: PushAuthClient, broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
 ) -> None:
     home = tmp_path / "phone"
-    await enroll(client, home)
-    status, problem = await post_challenge(broker, rp, {"user": "alice", "context": context})
-    assert status == 400, problem
-    assert problem["code"] == "invalid_request"
-    assert field in problem["detail"] and char in problem["detail"], problem
+    await enroll(client, home)  # once: each case would be pushed to this device
+    for context, field, char in REFUSED_CONTEXTS:
+        status, problem = await post_challenge(broker, rp, {"user": "alice", "context": context})
+        assert status == 400, problem
+        assert problem["code"] == "invalid_request"
+        assert field in problem["detail"] and char in problem["detail"], problem
     assert pending(home) == []  # nothing was pushed
 
 
@@ -114,17 +112,25 @@ def test_a_device_shows_anything_unsafe_that_reaches_it_as_visible_escapes() -> 
         account="alice\u2028service: Bank",
         nonce=bytes(32),
         rp_nonce=bytes(32),
-        ctx={"browser": ANSI, "app": "moc.\u202elive", "loc\rx": "a\u0085b"},
+        ctx={
+            "browser": ANSI,
+            "app": "moc.\u202elive",
+            "loc\rx": "a\u0085b",
+            "ip": "\u3164",
+            "location": "Lyon\u3000\u3000X",
+        },
         created=1_767_225_600_000,
         expires=1_767_225_660_000,
         digits=2,
     )
     text = request_text(ch, None, 1_767_225_600_000)
     lines = text.split("\n")
-    assert len(lines) == 1 + 2 + 3 + 2  # title, service, account, 3 context rows, time, expires
+    assert len(lines) == 1 + 2 + 5 + 2  # title, service, account, 5 context rows, time, expires
     assert all(first_unsafe(line) is None for line in lines), text
     assert "Firefox\\x1b[1A\\x1b[2K\\x0d  IP address: 10.0.0.1" in text
     assert "moc.\\u202elive" in text and "Bank\\x1b]0;owned\\x07" in text and "alice\\u2028service" in text
+    assert "\\u3164" in text  # a Hangul filler: an IP address that looks empty
+    assert "Lyon  X" in text  # ideographic spaces shown as ordinary ones
     assert shown("[/]") == "[/]" and shown("plain") == "plain"
 
 

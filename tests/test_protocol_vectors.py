@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from protocol import SUBPROTOCOLS, numbers, purpose, signing, uri
+from protocol import SUBPROTOCOLS, numbers, purpose, signing, text, uri
 from protocol.challenge import outcome_for
 from protocol.codec import decode, encode
 from protocol.errors import ErrorCode, ProtocolError
@@ -164,6 +164,21 @@ def test_purposes() -> None:
     ]
     for v in VECTORS["purposes"]:
         assert purpose.is_setup_test(v["ctx"]) is v["setup_test"], v["name"]
+
+
+def test_text() -> None:
+    """Section 18.4. The expectations are written here, apart from the code that computed
+    the file: which characters are refused, and that every other space is shown as one."""
+    refused = {v["unsafe"] for v in VECTORS["text"]} - {None}
+    for cp in (0x3164, 0x115F, 0x1160, 0xFFA0, 0x2800, 0x034F, 0x17B4, 0xFE0F, 0xE0100, 0x180B, 0x2065):
+        assert f"U+{cp:04X}" in refused
+    for v in VECTORS["text"]:
+        bad = text.first_unsafe(v["text"])
+        assert (None if bad is None else f"U+{ord(bad):04X}") == v["unsafe"], v["name"]
+        assert text.printable(v["text"]) == v["printable"], v["name"]
+        if v["unsafe"] is None:
+            assert v["printable"] == "".join(" " if c.isspace() else c for c in v["text"]), v["name"]
+        assert text.first_unsafe(v["printable"]) is None and v["printable"].isprintable(), v["name"]
 
 
 # -- signing, from the file alone --------------------------------------------------------

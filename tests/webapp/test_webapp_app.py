@@ -73,8 +73,8 @@ async def test_rename_and_remove_revokes_at_the_broker(rp: PushAuthClient, phone
     await page.get_by_role("button", name="Manage alice@contoso.example").tap()
     await phone.shot("10-manage-account")
     await phone.axe_clean("the manage account screen")
-    # A name with a control, zero-width or bidi character is refused, as in Add and Restore.
-    for bad in ("Ctl\u0007name", "\u200b\u200b", "\u202eevil"):
+    # A name with a control, zero-width, bidi or blank character is refused, as in Add and Restore.
+    for bad in ("Ctl\u0007name", "\u200b\u200b", "\u202eevil", "\u3164"):
         await page.get_by_label("Name shown in this app").fill(bad)
         await page.get_by_role("button", name="Rename").tap()
         await page.locator("#account-error", has_text="without control or invisible characters").wait_for()

@@ -1,6 +1,6 @@
 // Run inside the web authenticator's page (Playwright page.evaluate) with
 // docs/test-vectors.json as the argument: every signing, frame, decode, device
-// rejection, URI and purpose vector against the app's own modules. Returns
+// rejection, URI, purpose and text vector against the app's own modules. Returns
 // {checked: {group: count}, failures: [text]}; the Python test asserts no failures.
 async (vectors) => {
   const base = new URL("js/", document.baseURI).href;
@@ -10,6 +10,7 @@ async (vectors) => {
   const { DeviceSession } = await import(base + "protocol/session.js");
   const { parseEnrollmentUri } = await import(base + "protocol/uri.js");
   const { isSetupTest } = await import(base + "protocol/purpose.js");
+  const text = await import(base + "protocol/text.js");
   const keys = await import(base + "keys.js");
   const { hex, fromHex } = bytes;
   const failures = [];
@@ -158,6 +159,15 @@ async (vectors) => {
   for (const [i, v] of vectors.purposes.entries()) {
     expect(isSetupTest(v.ctx) === v.setup_test, `purposes[${i}] ${v.name}`);
     count("purposes");
+  }
+  const codePoint = (ch) => (ch === null ? null : `U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`);
+  for (const [i, v] of vectors.text.entries()) {
+    const unsafe = codePoint(text.firstUnsafe(v.text));
+    expect(unsafe === v.unsafe, `text[${i}] ${v.name}: first unsafe ${unsafe} != ${v.unsafe}`);
+    expect(text.hasUnsafe(v.text) === (v.unsafe !== null), `text[${i}] ${v.name}: hasUnsafe`);
+    const shown = text.printable(v.text);
+    expect(shown === v.printable, `text[${i}] ${v.name}: printable ${JSON.stringify(shown)}`);
+    count("text");
   }
   return { checked, failures };
 }

@@ -669,7 +669,7 @@ async function addAccount(linkText, { again = false } = {}) {
   if (insecure) return showError("add-error", insecure);
   const deviceName = $("device-name").value.trim() || defaultDeviceName();
   if ([...deviceName].length > 64 || hasUnsafe(deviceName))
-    return showError("add-error", "The phone's name must be 1 to 64 characters without control characters.", "device-name");
+    return showError("add-error", "The phone's name must be 1 to 64 characters without control or invisible characters.", "device-name");
   // The same account again (a second setup link from the service): asked, as other
   // authenticators ask, before anything is sent.
   const twin = sameAccount(link);
@@ -1497,7 +1497,7 @@ async function restoreBackup(event) {
   if (fromServer && !address) return showError("restore-error", "Type the address of the server the copy was saved on.", "restore-server-url");
   if (!passphrase) return showError("restore-error", "Type the backup's passphrase.", "restore-pass");
   if ([...deviceName].length > 64 || hasUnsafe(deviceName))
-    return showError("restore-error", "The phone's name must be 1 to 64 characters without control characters.", "restore-device-name");
+    return showError("restore-error", "The phone's name must be 1 to 64 characters without control or invisible characters.", "restore-device-name");
   for (const id of ["restore-submit", "restore-server"]) $(id).disabled = true;
   try {
     let opened;
