@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pyrad import packet as rp
 
 from protocol.challenge import DEFAULT_TTL_S
+from protocol.text import is_unsafe
 
 from ..errors import (
     BrokerUnavailable,
@@ -118,8 +119,10 @@ class Engine:
             return self._final(Outcome.NOT_ENROLLED, name)
         context = {"app": cfg.app_name, "client": request.client.name}
         if request.calling_station:
-            # Shown on the device as plain text: printable characters only, and short.
-            context["from"] = "".join(c for c in request.calling_station if c.isprintable())[:64] or "?"
+            # Shown on the device as plain text: printable and visible characters only (the
+            # broker refuses the rest, docs/protocol.md 18.4), and short.
+            station = (c for c in request.calling_station if c.isprintable() and not is_unsafe(c))
+            context["from"] = "".join(station)[:64] or "?"
         if request.client.push_only:
             # No screen to show a number on: the device is told so, and any approval
             # counts (docs/radius.md, "Push-only clients": why that is weaker).
