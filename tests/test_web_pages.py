@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html as html_lib
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from e2e_helpers import agent as agent_cli
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import BrokerProcess, set_policy
+from support import BrokerProcess, set_policy, until
 from support.hostile_broker import HostileBroker
 
 from protocol import signing
@@ -1001,12 +1002,22 @@ async def test_a_device_removed_in_the_app_is_dropped_here(site: Site, tmp_path:
 
 
 async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revoke_it(
-    settings: Settings, hostile: HostileBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    settings: Settings,
+    hostile: HostileBroker,
+    broker: BrokerProcess,
+    rp: dict[str, Any],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A stolen phone, and a compromised broker that refuses to revoke it (or one that
     cannot be reached): the user's removal on Security info still ends the phone's trust
-    here, and the page says the sign-in service was not told. The broker still sends the
-    phone requests, and its approval signs nobody in; the phone kept still does."""
+    here, and the page says the sign-in service was not told. The removal is pending: it
+    is asked again on each visit and before each push, the broker still listing the phone
+    is said once to be that (no forged device), and the user's requests go to the one
+    device left. A broker that sends the phone a request all the same gets an approval
+    that signs nobody in. Once the broker lets the revocation through, the record ends
+    and the broker no longer has the credential."""
+    caplog.set_level(logging.INFO, logger="relying_party.web.credentials")
     stolen, kept = tmp_path / "stolen", tmp_path / "kept"
     async for s in _site(replace(settings, broker_url=hostile.http_url)):
         await s.sign_in()
@@ -1020,25 +1031,118 @@ async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revo
         await _finish_setup(s, kept, kept_cid)
 
         refusal = {"type": "about:blank", "title": "Unavailable", "status": 503, "code": "unavailable"}
-        hostile.answer("DELETE", r"/v1/credentials/.*", lambda _exchange, refusal=refusal: (503, refusal))
+
+        def refuse_revocations(refusal: dict[str, Any] = refusal) -> None:
+            hostile.answer("DELETE", r"/v1/credentials/.*", lambda _exchange: (503, refusal))
+
+        def revocations_asked(cid: str = stolen_cid) -> int:
+            return len(hostile.recorded("DELETE", rf"/v1/credentials/{cid}"))
+
+        refuse_revocations()
         token = await s.token(f"/security/devices/{stolen_cid}/remove")
         r = await s.post(f"/security/devices/{stolen_cid}/remove", {"csrf_token": token}, follow=True)
         html = await r.text()
         assert "Agent was removed here and can no longer approve sign-ins" in html
         assert "The sign-in service could not be told" in html
+        assert "Agent was removed, but the sign-in service has not confirmed it yet" in html
+        assert f'data-credential="{stolen_cid}"' not in html  # not shown as a device
         assert [d.credential_id for d in s.db.devices(uid)] == [kept_cid]
+        assert [p.credential_id for p in s.db.pending_revocations(uid)] == [stolen_cid]
         assert user(s.db).second_factor  # not the last device: the second step stays
+        assert revocations_asked() == 2  # at the removal, and again by the page it leads to
+        _, html = await s.get("/security")  # the broker lists it still: pending, said once
+        assert revocations_asked() == 3 and "has not confirmed it yet" in html
+        assert "could not be verified" not in html
+        still_listed = [r for r in caplog.records if "pending removal" in r.getMessage()]
+        assert len(still_listed) == 1 and stolen_cid in still_listed[0].getMessage()
 
+        # The broker also sends the request to every device, though it was asked for one.
+        hostile.rewrite_request(
+            "POST", "/v1/challenges", lambda _exchange, body: {**body, "credential_id": None}
+        )
+        hostile.rewrite(
+            "POST",
+            "/v1/challenges",
+            lambda exchange, body: {**body, "credential_id": exchange.request_json.get("credential_id")},
+        )
         await s.post("/signout", {"csrf_token": await s.token("/security")})
+        asked = revocations_asked()
         assert (await s.sign_in()).headers["Location"] == "/signin/push"
+        assert revocations_asked() == asked + 1  # asked again before the push
+        assert hostile.last("POST", "/v1/challenges").request_json["credential_id"] == kept_cid
         _, html = await s.get("/signin/push")
-        await _approve(stolen, _number(html), setup=False)  # the broker still asks it
+        assert "Sent to 1 device." in html  # the removed phone is not counted, whatever the broker says
+        await _approve(stolen, _number(html), setup=False)
         await s.post("/push/complete", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
         assert not await s.signed_in()
         assert [d.credential_id for d in s.db.devices(uid)] == [kept_cid]  # not added back
-        await _push_sign_in(s, kept)
+
+        # An honest broker that still cannot revoke: the new request reaches the kept phone only.
+        hostile.clear()
+        refuse_revocations()
+        r = await s.post("/push/resend", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
+        assert r.headers["Location"] == "/signin/push"
+        assert json.loads((await phone(stolen, "pending", "--json")).stdout) == []
+        _, html = await s.get("/signin/push")
+        await _approve(kept, _number(html), setup=False)
+        r = await s.post("/push/complete", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
+        assert r.headers["Location"] == "/account"
+
+        hostile.clear()  # the broker revokes again
+        _, html = await s.get("/security")
+        assert "The sign-in service has now removed Agent too" in html
+        assert s.db.pending_revocations(uid) == []
+        handle = user(s.db).handle
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as honest:
+        assert [c.id for c in await honest.list_credentials(handle)] == [kept_cid]
     events = " ".join(r.getMessage() for r in caplog.records if r.name == "relying_party.web.security_events")
+    assert "an answer from Agent, a device removed here whose revocation" in events
     assert "unknown_credential" in events
+    assert "listed a credential that did not verify" not in events
+
+
+async def test_pending_revocations_are_asked_again_in_the_background(settings: Settings) -> None:
+    """Without the user coming back, the app asks the broker again for the removals it has
+    not confirmed whose time has come: one the broker has no more (revoked before, or
+    removed on the phone) ends the record; one not due yet waits for its turn."""
+    db = Database(settings.db_path)
+    alice = user(db)
+    for cid, due in (("cr_gone_at_the_broker", now_ms()), ("cr_not_due_yet", now_ms() + 3_600_000)):
+        add_device(db, alice, cid)
+        assert db.remove_device_revocation_pending(alice.id, cid, error="503", next_attempt_at=due)
+    db.close()
+    async for s in _site(replace(settings, revocation_retry=0.05)):
+
+        async def left(db: Database = s.db) -> bool:
+            return [p.credential_id for p in db.pending_revocations(alice.id)] == ["cr_not_due_yet"]
+
+        await until(left, message="the due record asked again and ended")
+        assert s.db.devices(alice.id) == []
+
+
+async def test_no_request_is_sent_when_only_a_removed_device_could_get_it(
+    settings: Settings, hostile: HostileBroker
+) -> None:
+    """alice removed her only device while the broker refused (and still refuses): she
+    still owes a second step, and a push request (here one asked for with a form the
+    page does not offer) could reach only that phone, so none is sent."""
+    db = Database(settings.db_path)
+    alice = user(db)
+    add_device(db, alice, "cr_removed_here")
+    later = now_ms() + 3_600_000
+    assert db.remove_device_revocation_pending(
+        alice.id, "cr_removed_here", error="503", next_attempt_at=later
+    )
+    db.close()
+    refusal = {"type": "about:blank", "title": "Unavailable", "status": 503, "code": "unavailable"}
+    hostile.answer("DELETE", r"/v1/credentials/.*", lambda _exchange: (503, refusal))
+    async for s in _site(replace(settings, broker_url=hostile.http_url)):
+        assert (await s.sign_in()).headers["Location"] == "/signin/code"
+        token = await s.token("/signin/code")
+        r = await s.post("/push/resend", {"csrf_token": token, "purpose": "signin"}, follow=True)
+        assert r.url.path == "/signin/code" and "No authenticator app left" in await r.text()
+        assert len(hostile.recorded("DELETE", "/v1/credentials/cr_removed_here")) == 1  # asked again
+        assert hostile.recorded("POST", "/v1/challenges") == []
 
 
 # -- the broker's word drops devices, never the second step (docs/protocol.md section 20) -----

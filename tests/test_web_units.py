@@ -19,6 +19,7 @@ from relying_party.web.config import Settings
 from relying_party.web.db import MIGRATIONS, SCHEMA, Database, Enrollment, now_ms
 from relying_party.web.push import setup_ttl
 from relying_party.web.ratelimit import AttemptLimiter
+from relying_party.web.revocations import next_attempt_at
 
 
 @pytest.fixture
@@ -182,6 +183,37 @@ def test_a_database_of_the_previous_demo_is_migrated(tmp_path: Path) -> None:
         db.close()
     columns = {r[1] for r in sqlite3.connect(path).execute("PRAGMA table_info(devices)")}
     assert {"recovery_public_key", "recovery_key_ts", "recovered_from", "setup_challenge"} <= columns
+    # Removal pending came later than all of that: the table is there, and works.
+    db = Database(path)
+    assert db.pending_revocations(1) == []
+    assert db.remove_device_revocation_pending(1, "cred-old", error="503", next_attempt_at=1)
+    assert db.device(1, "cred-old") is None
+    assert [(p.credential_id, p.name) for p in db.pending_revocations(1)] == [("cred-old", "Phone")]
+    db.close()
+
+
+def test_a_pending_revocation_keeps_its_backoff_and_says_it_is_listed_once(db: Database) -> None:
+    """The background's failures count and move its next turn; one on the user's own
+    request (a page load) does not. "Still listed" is news once. The broker's word ends it."""
+    cid, _ = _device(db, "alice")
+    uid = db.user_by_name("alice").id  # type: ignore[union-attr]
+    assert db.remove_device_revocation_pending(uid, cid, error="503", next_attempt_at=10)
+    assert not db.remove_device_revocation_pending(uid, "cred-none", error="503", next_attempt_at=10)
+    assert db.devices(uid) == [] and db.due_revocations(9, limit=5) == []
+    db.revocation_failed(cid, error="timeout")
+    (pending,) = db.due_revocations(10, limit=5)
+    assert (pending.attempts, pending.next_attempt_at, pending.last_error) == (1, 10, "timeout")
+    db.revocation_failed(cid, error="503", next_attempt_at=70)
+    (pending,) = db.pending_revocations(uid)
+    assert (pending.attempts, pending.next_attempt_at) == (2, 70) and db.due_revocations(69, limit=5) == []
+    assert db.note_revocation_listed(cid) and not db.note_revocation_listed(cid)
+    assert db.revocation_done(cid) and not db.revocation_done(cid)
+    assert db.pending_revocations(uid) == []
+
+
+def test_the_revocation_backoff_doubles_up_to_its_cap() -> None:
+    delays = [next_attempt_at(n, 30, 3600, 1_000) - 1_000 for n in (1, 2, 3, 7, 8, 100)]
+    assert delays == [30_000, 60_000, 120_000, 1_920_000, 3_600_000, 3_600_000]
 
 
 def test_the_migration_marks_accounts_with_a_finished_device_as_needing_a_second_step(

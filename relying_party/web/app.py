@@ -15,6 +15,7 @@ from . import (
     middleware,
     reauth,
     render,
+    revocations,
     sessions,
     views_account,
     views_activity,
@@ -69,11 +70,17 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with PushAuthClient(settings.broker_url, settings.api_key) as client:
         app[CLIENT] = client
-        purge = asyncio.create_task(_purge_sessions(app[DB]))
+        tasks = [
+            asyncio.create_task(_purge_sessions(app[DB])),
+            # Devices the user removed while the broker did not confirm it: asked again.
+            asyncio.create_task(revocations.run(client, app[DB], settings)),
+        ]
         yield
-        purge.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purge
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     app[DB].close()
 
 

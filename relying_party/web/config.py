@@ -48,6 +48,11 @@ class Settings:
     # A fresh second factor within this many seconds lets the user add or remove a
     # sign-in method or change the password; older, and they are asked again.
     reauth_window: int = 10 * 60
+    # A device the user removed while the broker refused or could not be reached is asked
+    # to be revoked again in the background (revocations.py): first after this many
+    # seconds, then after twice as long each time, up to revocation_retry_max.
+    revocation_retry: float = 30.0
+    revocation_retry_max: float = 3600.0
     argon2_opslimit: int | None = None  # None: PyNaCl's "interactive" profile
     argon2_memlimit: int | None = None
 

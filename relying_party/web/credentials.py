@@ -10,7 +10,11 @@ dropped. Whatever does not verify is a security event, logged and never stored.
 
 Removing a device is one idea everywhere (the Security info page, a setup cancelled,
 pushauth-pam/-radius `remove`): revoke it at the broker first, then delete it here
-(`remove`). In that order, a failure at the broker leaves both as they were.
+(`remove`). In that order, a failure at the broker leaves both as they were. The one
+exception is the user's own removal on Security info: the device goes here whatever the
+broker answers, and its revocation is asked again until the broker confirms it
+(revocations.py). Until then the broker may still list it: `sync` says so once, neither
+raising a security event nor adding it back.
 """
 
 from __future__ import annotations
@@ -35,6 +39,22 @@ def security_event(user: User, what: str, exc: VerificationFailed) -> None:
     security_log.error(
         "SECURITY EVENT: %s for user %s (%s): %s [%s]", what, user.name, user.handle, exc, exc.reason
     )
+
+
+def answer_refused(db: Database, user: User, exc: VerificationFailed) -> None:
+    """An answer that failed end-to-end verification: a security event, which names a
+    device the user removed whose revocation is pending (its phone or whoever holds it
+    answered a request the broker still sent it)."""
+    pending = {p.credential_id: p for p in db.pending_revocations(user.id)}.get(exc.credential_id or "")
+    if pending is None:
+        security_event(user, "an answer failed end-to-end verification", exc)
+    else:
+        security_event(
+            user,
+            f"an answer from {pending.name}, a device removed here whose revocation the broker has not"
+            " confirmed, was refused",
+            exc,
+        )
 
 
 def stored(device: Device, handle: str) -> Credential:
@@ -83,25 +103,6 @@ async def remove(client: PushAuthClient, db: Database, user: User, credential_id
     return revoked
 
 
-async def remove_at_users_word(
-    client: PushAuthClient, db: Database, user: User, credential_id: str
-) -> PushAuthError | None:
-    """The user's own removal of a device (Security info): revoked at the broker if it
-    can be, and deleted from our store whatever the broker answers. The broker is trusted
-    to deliver, never to keep a device trusted here that its user removed: a stolen phone
-    behind a compromised broker that refuses the revocation (or one that cannot be
-    reached) must not go on approving sign-ins. Returns the broker's error when it could
-    not be told (it may then still send the device requests, whose answers count nowhere
-    here: the device is no longer ours), else None."""
-    try:
-        await revoke(client, credential_id)
-    except PushAuthError as exc:
-        db.remove_device(user.id, credential_id)
-        return exc
-    db.remove_device(user.id, credential_id)
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class Restored:
     name: str
@@ -124,14 +125,29 @@ async def sync(client: PushAuthClient, db: Database, user: User) -> SyncReport:
     result: CredentialSync = await client.sync_credentials(
         user.handle, {cid: stored(d, user.handle) for cid, d in devices.items()}
     )
+    # Removed here by the user, the broker not yet told (revocations.py): still listed
+    # is expected, not a forged device, and never a reason to add it back.
+    removing = {p.credential_id: p for p in db.pending_revocations(user.id)}
     report = SyncReport()
     for exc in result.refused:
-        security_event(user, "the broker listed a credential that did not verify (not stored)", exc)
-        report.refused += 1
+        pending = removing.get(exc.credential_id or "")
+        if pending is None:
+            security_event(user, "the broker listed a credential that did not verify (not stored)", exc)
+            report.refused += 1
+        elif db.note_revocation_listed(pending.credential_id):
+            log.info(
+                "the broker still lists %s (%s) of user %s, removed here: pending removal, its revocation is"
+                " asked again until the broker confirms it",
+                pending.credential_id,
+                pending.name,
+                user.handle,
+            )
     for cid in result.removed:
         if db.remove_device(user.id, cid):
             report.dropped.append(devices[cid].name)
     for cred in result.added:
+        if cred.id in removing:
+            continue  # the user removed it: no proof brings it back
         source_id = cred.recovery.from_id if cred.recovery is not None else None
         source = devices.get(source_id or "")
         if source is None or cred.recovery is None or cred.recovery_key is None:

@@ -100,6 +100,23 @@ CREATE TABLE IF NOT EXISTS access_passes (
     revoked_at INTEGER                     -- replaced by a newer pass before it was used
 );
 CREATE INDEX IF NOT EXISTS access_passes_user ON access_passes(user_id);
+-- Removal pending (revocations.py): devices the user removed on Security info whose
+-- revocation the broker did not confirm (it refused, or could not be reached). The
+-- device row is gone, so nothing of it approves or verifies here; this row only asks
+-- the broker again until it revokes the credential or no longer knows it. New in a
+-- database of an older demo too: CREATE TABLE IF NOT EXISTS adds it on open.
+CREATE TABLE IF NOT EXISTS pending_revocations (
+    credential_id TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,                    -- the device's name, for the page and the logs
+    removed_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,             -- asked at removal and in the background (the backoff's count)
+    next_attempt_at INTEGER NOT NULL,      -- the background retry's backoff (ms)
+    last_error TEXT NOT NULL,
+    listed_noted INTEGER NOT NULL DEFAULT 0  -- "still listed by the broker" logged (once)
+);
+CREATE INDEX IF NOT EXISTS pending_revocations_user ON pending_revocations(user_id);
+CREATE INDEX IF NOT EXISTS pending_revocations_due ON pending_revocations(next_attempt_at);
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash BLOB PRIMARY KEY,              -- SHA-256 of the cookie: a leaked DB holds no live cookie
     data TEXT NOT NULL,
@@ -243,6 +260,20 @@ class Enrollment:
 
 
 @dataclass(frozen=True, slots=True)
+class PendingRevocation:
+    """A device removed here whose revocation the broker has not confirmed (see SCHEMA)."""
+
+    credential_id: str
+    user_id: int
+    name: str
+    removed_at: int
+    attempts: int
+    next_attempt_at: int
+    last_error: str
+    listed_noted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Activity:
     id: int
     user_id: int
@@ -327,8 +358,8 @@ class Database:
 
     def delete_user(self, user_id: int) -> None:
         """The user and everything kept about them here: devices (keys, TOTP secrets),
-        enrollments, sign-in activity (addresses, places, browsers), recovery codes and
-        access passes go with the row (ON DELETE CASCADE). A session cookie still held
+        enrollments, sign-in activity (addresses, places, browsers), recovery codes,
+        access passes and pending revocations go with the row (ON DELETE CASCADE). A session cookie still held
         names a user who is gone: it is signed out. Ids are never reused (AUTOINCREMENT)."""
         self.conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
 
@@ -529,6 +560,76 @@ class Database:
         )
         return cur.rowcount == 1
 
+    def remove_device_revocation_pending(
+        self, user_id: int, credential_id: str, *, error: str, next_attempt_at: int
+    ) -> bool:
+        """Remove one of the user's devices whose revocation the broker did not confirm,
+        and keep a record to ask it again (revocations.py): both in one step, so a device
+        is never gone here without its record. False if there was no such device."""
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute(
+                "SELECT name FROM devices WHERE user_id = ? AND credential_id = ?", (user_id, credential_id)
+            ).fetchone()
+            if row is None:
+                return False
+            self.conn.execute(
+                "DELETE FROM devices WHERE user_id = ? AND credential_id = ?", (user_id, credential_id)
+            )
+            self.conn.execute(
+                "INSERT OR REPLACE INTO pending_revocations (credential_id, user_id, name, removed_at,"
+                " attempts, next_attempt_at, last_error) VALUES (?, ?, ?, ?, 1, ?, ?)",
+                (credential_id, user_id, row["name"], now_ms(), next_attempt_at, error),
+            )
+        return True
+
+    def pending_revocations(self, user_id: int) -> list[PendingRevocation]:
+        rows = self.conn.execute(
+            "SELECT * FROM pending_revocations WHERE user_id = ? ORDER BY removed_at, credential_id",
+            (user_id,),
+        ).fetchall()
+        return [_pending_revocation(r) for r in rows]
+
+    def due_revocations(self, now: int, *, limit: int) -> list[PendingRevocation]:
+        """Records whose next retry is due, the longest waiting first."""
+        rows = self.conn.execute(
+            "SELECT * FROM pending_revocations WHERE next_attempt_at <= ?"
+            " ORDER BY next_attempt_at, credential_id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [_pending_revocation(r) for r in rows]
+
+    def revocation_failed(
+        self, credential_id: str, *, error: str, next_attempt_at: int | None = None
+    ) -> None:
+        """The broker did not confirm a revocation asked again. `next_attempt_at`: a
+        background attempt, counted, with its next turn; None: one on the user's own
+        request, which leaves the backoff as it was."""
+        if next_attempt_at is None:
+            self.conn.execute(
+                "UPDATE pending_revocations SET last_error = ? WHERE credential_id = ?",
+                (error, credential_id),
+            )
+            return
+        self.conn.execute(
+            "UPDATE pending_revocations SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+            " WHERE credential_id = ?",
+            (next_attempt_at, error, credential_id),
+        )
+
+    def revocation_done(self, credential_id: str) -> bool:
+        """The broker revoked the credential (or has it no more): the record ends."""
+        cur = self.conn.execute("DELETE FROM pending_revocations WHERE credential_id = ?", (credential_id,))
+        return cur.rowcount == 1
+
+    def note_revocation_listed(self, credential_id: str) -> bool:
+        """True the first time the broker's list is found still naming this credential."""
+        cur = self.conn.execute(
+            "UPDATE pending_revocations SET listed_noted = 1 WHERE credential_id = ? AND listed_noted = 0",
+            (credential_id,),
+        )
+        return cur.rowcount == 1
+
     def touch_device(self, credential_id: str) -> None:
         self.conn.execute(
             "UPDATE devices SET last_used_at = ? WHERE credential_id = ?", (now_ms(), credential_id)
@@ -712,6 +813,12 @@ def _user(row: sqlite3.Row) -> User:
     d["must_change_password"] = bool(d.get("must_change_password", 0))
     d["second_factor"] = bool(d.get("second_factor", 0))
     return User(**d)
+
+
+def _pending_revocation(row: sqlite3.Row) -> PendingRevocation:
+    d = dict(row)
+    d["listed_noted"] = bool(d["listed_noted"])
+    return PendingRevocation(**d)
 
 
 def _activity(row: sqlite3.Row) -> Activity:

@@ -35,7 +35,7 @@ from ..errors import (
 )
 from ..models import Challenge, SignInResult
 from ..sdk import PushAuthClient
-from . import activity, auth, credentials, push_pause, signin_context, sse
+from . import activity, auth, credentials, push_pause, revocations, signin_context, sse
 from .config import Settings
 from .db import Database, User, now_ms
 from .keys import CLIENT, DB, SETTINGS
@@ -190,15 +190,17 @@ class Refusal:
     until: int | None = None  # ms: the end of a pause (None: until lifted, or not a pause)
 
 
+NO_DEVICES = Refusal(
+    "no_devices", "None of your devices can receive requests right now. Use a verification code instead."
+)
+
+
 async def refusal(request: web.Request, user: User, exc: PushAuthError) -> Refusal:
     """What the person reads when a push request could not be sent. A block is looked up
     at the broker (GET push-block): a pause after a report says until when; a block after
     too many requests says how it ends."""
     if isinstance(exc, NoDevices):
-        return Refusal(
-            "no_devices",
-            "None of your devices can receive requests right now. Use a verification code instead.",
-        )
+        return NO_DEVICES
     if isinstance(exc, PushBlocked):
         try:
             state = await request.app[CLIENT].push_block(user.handle)
@@ -276,21 +278,43 @@ async def start(
         context = setup_test_context(context)
     elif purpose == REAUTH:
         context["action"] = "Verify it's you before changing your security info"
-    try:
-        challenge = await request.app[CLIENT].create_challenge(
-            user.handle,
-            context,
-            ttl=await setup_ttl(request.app[CLIENT], settings) if purpose == SETUP else settings.push_ttl,
-            digits=settings.push_digits,
-            # A setup's test push goes to the device being added only: it is the one
-            # that must prove it works, and it gets no other requests until it did.
-            credential_id=credential if purpose == SETUP else None,
-        )
-    except PushAuthError as exc:
-        why = await refusal(request, user, exc)
+    client = request.app[CLIENT]
+    # A setup's test push goes to the device being added only: it is the one that must
+    # prove it works, and it gets no other requests until it did.
+    target = credential if purpose == SETUP else None
+    shown_devices: int | None = None  # None: the broker's count
+    if purpose != SETUP:
+        target, shown_devices = await _avoid_removed(client, db, user)
+
+    def refused(why: Refusal) -> Refusal:
         if _tracked(purpose):
             activity.record(db, user, "push", "refused", context, purpose=purpose, detail=why.reason)
         return why
+
+    if shown_devices == 0:
+        # No device here, and the broker still has removed ones: only they would be asked.
+        return refused(NO_DEVICES)
+
+    async def create(credential_id: str | None) -> Challenge:
+        return await client.create_challenge(
+            user.handle,
+            context,
+            ttl=await setup_ttl(client, settings) if purpose == SETUP else settings.push_ttl,
+            digits=settings.push_digits,
+            credential_id=credential_id,
+        )
+
+    try:
+        try:
+            challenge = await create(target)
+        except NotFound:
+            if purpose == SETUP or target is None:
+                raise
+            # Our one device is not active at the broker: ask for all of the user's (the
+            # next sync drops it on the broker's word).
+            challenge = await create(None)
+    except PushAuthError as exc:
+        return refused(await refusal(request, user, exc))
     session.pop("push_refusal")
     if purpose == SETUP and credential is not None:
         # Kept with the device too: approved after this session or page is gone, it
@@ -302,6 +326,7 @@ async def start(
         "challenge": challenge.to_json(),
         "enrollment": enrollment,
         "credential": credential,
+        "devices": challenge.devices if shown_devices is None else min(challenge.devices, shown_devices),
     }
     if _tracked(purpose):
         db.add_activity(
@@ -314,6 +339,23 @@ async def start(
             challenge=json.dumps(challenge.to_json()),
         )
     return None
+
+
+async def _avoid_removed(client: PushAuthClient, db: Database, user: User) -> tuple[str | None, int | None]:
+    """Before a sign-in request: the revocations of devices the user removed that the
+    broker has not confirmed are asked again (revocations.py). If some are still pending,
+    the broker routes by user and would send the request to those phones too (whose
+    answers count nowhere: public_keys). The RP API can aim a request at one credential
+    but not leave one out, so when the user has exactly one device that can approve, the
+    request goes to it alone; with more, the removed phones may still get it. Returns the
+    credential to aim at (None: all of the user's) and how many devices the page may say
+    it was sent to at most (None: the broker's count; with removals pending it counts
+    them, and they cannot approve)."""
+    _confirmed, pending = await revocations.retry_for_user(client, db, user)
+    if not pending:
+        return None, None
+    devices = db.devices(user.id, confirmed_only=True)
+    return (devices[0].credential_id if len(devices) == 1 else None), len(devices)
 
 
 async def setup_ttl(client: PushAuthClient, settings: Settings) -> int | None:
@@ -463,7 +505,7 @@ async def page(
             "purpose": purpose,
             "number": challenge.number,
             "context": challenge.context,
-            "devices": challenge.devices,
+            "devices": push.get("devices", challenge.devices),
             "remaining": remaining,
             "view": view,
             "code_first": view.status in CODE_FIRST,
@@ -514,7 +556,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             if result.status not in (Status.APPROVED, Status.CANCELLED, Status.SUPERSEDED):
                 settle(db, challenge.id, result.status)
         except VerificationFailed as exc:
-            credentials.security_event(user, "an answer failed end-to-end verification", exc)
+            credentials.answer_refused(request.app[DB], user, exc)
             view = UNVERIFIED
             settle(db, challenge.id, "unverified")
         except NotFound:
@@ -543,7 +585,7 @@ async def _result(request: web.Request, user: User, challenge: Challenge) -> Sig
             lambda keys: client.get_result(challenge, keys),
         )
     except VerificationFailed as exc:
-        credentials.security_event(user, "an answer failed end-to-end verification", exc)
+        credentials.answer_refused(request.app[DB], user, exc)
         return UNVERIFIED
     except NotFound:
         return STATUS_VIEWS[Status.EXPIRED]

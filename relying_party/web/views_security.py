@@ -13,7 +13,20 @@ from ..errors import BadBrokerResponse, BrokerUnavailable, NotFound, PushAuthErr
 from ..models import Challenge
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
-from . import access_pass, auth, credentials, forms, fraud, push, push_pause, qr, reauth, recovery_codes, sse
+from . import (
+    access_pass,
+    auth,
+    credentials,
+    forms,
+    fraud,
+    push,
+    push_pause,
+    qr,
+    reauth,
+    recovery_codes,
+    revocations,
+    sse,
+)
 from .db import Database, Device, Enrollment, User, now_ms
 from .keys import CLIENT, DB, SETTINGS
 from .render import render
@@ -33,6 +46,17 @@ DROPPED = (
     "was disowned on the old device), so it was removed here too."
 )
 FINISHED = "{name} is set up: it can now approve sign-ins."
+# While a removal is pending (revocations.py), on every visit; the removal's own message
+# (UNTOLD) leaves the rest to it.
+REMOVAL_PENDING = (
+    "{name} was removed, but the sign-in service has not confirmed it yet, so that device may "
+    "still show sign-in requests (they cannot approve anything). This site keeps asking the "
+    "service to remove it; you can also remove the account in the app on that device."
+)
+REMOVAL_CONFIRMED = "The sign-in service has now removed {name} too: it gets no more requests."
+UNTOLD = (
+    "{name} was removed here and can no longer approve sign-ins. The sign-in service could not be told yet."
+)
 SYNC_REFUSED = (
     "The sign-in service listed a device for your account that could not be verified. "
     "It was not added and cannot approve sign-ins."
@@ -84,6 +108,11 @@ async def security(request: web.Request) -> web.StreamResponse:
     user = auth.require_user(request)
     db = request.app[DB]
     notices: list[tuple[str, str]] = []
+    # Removals the broker has not confirmed are asked again first (the user is looking),
+    # so that the list read next no longer names one it revokes now.
+    confirmed, pending = await revocations.retry_for_user(request.app[CLIENT], db, user)
+    notices += [("success", REMOVAL_CONFIRMED.format(name=p.name)) for p in confirmed]
+    notices += [("info", REMOVAL_PENDING.format(name=p.name)) for p in pending]
     try:
         report = await credentials.sync(request.app[CLIENT], db, user)
     except PushAuthError as exc:
@@ -437,9 +466,10 @@ async def remove(request: web.Request) -> web.StreamResponse:
     device = _own_device(request, user)
     reauth.require_fresh(request, f"/security/devices/{device.credential_id}/remove")
     # Already gone at the broker (the device removed itself) counts as revoked; a broker
-    # that refuses or cannot be reached does not keep the device trusted here.
-    untold = await credentials.remove_at_users_word(
-        request.app[CLIENT], request.app[DB], user, device.credential_id
+    # that refuses or cannot be reached does not keep the device trusted here, and is
+    # asked again until it confirms (revocations.py).
+    untold = await revocations.remove_at_users_word(
+        request.app[CLIENT], request.app[DB], request.app[SETTINGS], user, device.credential_id
     )
     if device.confirmed:
         # The user's own removal of their last device, after a fresh second factor, is
@@ -447,13 +477,10 @@ async def remove(request: web.Request) -> web.StreamResponse:
         # a device dropped because the broker stopped listing it.
         request.app[DB].end_second_factor(user.id)
     if untold is not None:
-        log.warning("revoke failed, %s removed here only: %s", device.credential_id, untold)
-        get_session(request).flash(
-            "error",
-            f"{device.name} was removed here and can no longer approve sign-ins. The sign-in "
-            "service could not be told, so it may still show requests: remove the account "
-            "in the app on that device too.",
+        log.warning(
+            "revoke failed, %s removed here, its revocation pending: %s", device.credential_id, untold
         )
+        get_session(request).flash("error", UNTOLD.format(name=device.name))
         raise web.HTTPSeeOther("/security")
     get_session(request).flash("success", f"{device.name} was removed. It can no longer approve sign-ins.")
     raise web.HTTPSeeOther("/security")

@@ -6,7 +6,8 @@ sits in front of a real broker process (real Redis, real device WebSockets) and 
 change anything on the way:
 
 - every RP API request and response is recorded (`exchanges`);
-- a rule can rewrite the broker's JSON before the SDK sees it (`rewrite`), answer in
+- a rule can change the RP's JSON request before the broker gets it (`rewrite_request`),
+  rewrite the broker's JSON before the SDK sees it (`rewrite`), answer in
   the broker's place (`answer`), or answer a new request with a recorded response
   (`replay`);
 - a streamed answer (the one-request sign-in, application/x-ndjson) is passed on line
@@ -151,7 +152,7 @@ class DeviceLink:
 class _Rule:
     method: str
     pattern: re.Pattern[str]
-    kind: Literal["answer", "rewrite"]
+    kind: Literal["answer", "rewrite", "rewrite_line", "rewrite_request"]
     fn: Any
 
 
@@ -185,6 +186,11 @@ class HostileBroker(ThreadedServer):
     def rewrite(self, method: str, path: str, fn: Rewriter) -> None:
         """Pass the broker's JSON answer to matching requests through fn(exchange, body)."""
         self._add(_Rule(method.upper(), re.compile(path), "rewrite", fn))
+
+    def rewrite_request(self, method: str, path: str, fn: Rewriter) -> None:
+        """Pass the RP's JSON request body to matching requests through fn(exchange, body)
+        on its way to the broker (the exchange keeps what the RP sent)."""
+        self._add(_Rule(method.upper(), re.compile(path), "rewrite_request", fn))
 
     def rewrite_stream(self, method: str, path: str, fn: LineRewriter) -> None:
         """Pass each line of the broker's streamed answer through fn(exchange, index, body)."""
@@ -343,8 +349,14 @@ class HostileBroker(ThreadedServer):
         if not self.streaming and "Accept" in headers:
             headers["Accept"] = "application/json"
         url = URL(self.upstream + request.raw_path, encoded=True)
+        sent = exchange.request_body
+        changed = self._rule_for(request.method, exchange.path, "rewrite_request")
+        if changed is not None and sent:
+            rule, exchange.match = changed
+            sent = _dump(rule.fn(exchange, _json(sent)))
+            exchange.rules.append("rewrite_request")
         async with self._session.request(
-            request.method, url, headers=headers, data=exchange.request_body or None, allow_redirects=False
+            request.method, url, headers=headers, data=sent or None, allow_redirects=False
         ) as upstream:
             exchange.upstream_status = upstream.status
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
