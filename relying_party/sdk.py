@@ -498,7 +498,9 @@ class PushAuthClient:
           stored if c.confirmed}`. A device whose setup is unfinished approves nothing.
         - a device's setup test push (create_challenge with `credential_id`): that new
           credential's key alone, `{cred.id: cred.public_key}`, so that only the device
-          being set up can pass it.
+          being set up can pass it (an answer from any other credential is refused as
+          UNKNOWN_CREDENTIAL whatever keys are passed: the challenge's `credential_id`
+          names the one that may answer it).
 
         The result is APPROVED only if a stored key signed an approval of this very
         challenge (RP id, challenge id, nonce, context) with the number the RP

@@ -139,9 +139,20 @@ def verify_answer(
     except (BadBrokerResponse, ProtocolError) as exc:
         raise fail(VerificationReason.MALFORMED_ANSWER, str(exc)) from None
     cid = frame.cid
-    public_key = public_keys.get(cid)
+    # A challenge aimed at one credential (a new device's setup test push) is answered
+    # by that one alone (docs/protocol.md section 17, step 4), whatever keys the caller
+    # passed: an RP that hands its confirmed keys here too must not let another device
+    # approve the test push of a device whose setup it would then confirm.
+    aimed_elsewhere = challenge.credential_id is not None and cid != challenge.credential_id
+    public_key = None if aimed_elsewhere else public_keys.get(cid)
     if public_key is None:
-        raise fail(VerificationReason.UNKNOWN_CREDENTIAL, "signed by a credential the RP does not hold", cid)
+        raise fail(
+            VerificationReason.UNKNOWN_CREDENTIAL,
+            f"signed by another credential than the one it was aimed at ({challenge.credential_id})"
+            if aimed_elsewhere
+            else "signed by a credential the RP does not hold",
+            cid,
+        )
     if frame.ctx_hash != signing.context_hash(challenge.context):
         raise fail(VerificationReason.CONTEXT_MISMATCH, "signed over another sign-in context", cid)
     message = signing.answer_bytes(

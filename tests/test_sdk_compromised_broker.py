@@ -92,6 +92,7 @@ class FakeBroker:
             "created_at": now,
             "expires_at": now + self.ttl_ms,
             "devices": 1,
+            "credential_id": body.get("credential_id"),  # a test push's target, echoed
         }
         if self.on_create is not None:
             ch = self.on_create(ch)
@@ -414,6 +415,29 @@ async def test_result_about_another_challenge_is_refused(fake_broker: FakeBroker
         with pytest.raises(VerificationFailed) as failure:
             await client.wait_result(challenge, {ALICE.cid: ALICE.public_key}, timeout=5)
     assert failure.value.reason is VerificationReason.WRONG_CHALLENGE
+
+
+@pytest.mark.parametrize("status", ["approved", "denied"])
+async def test_a_test_push_is_answered_by_its_own_credential_alone(
+    fake_broker: FakeBroker, status: str
+) -> None:
+    """A new device's test push (aimed at one credential) answered by another of the
+    user's devices counts for nothing, even when the caller passed that device's key too
+    (its confirmed keys, as for a sign-in): else the RP would confirm a device whose own
+    key never approved anything (docs/protocol.md section 17, step 4)."""
+    decision = Decision.APPROVE if status == "approved" else Decision.DENY
+    number = NUMBER if status == "approved" else ""
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        test = await client.create_challenge("alice", CONTEXT, credential_id=ALICE_TABLET.cid)
+        fake_broker.result = claims(status, answer_json(ALICE.answer(test, decision, number)))
+        keys = {ALICE.cid: ALICE.public_key, ALICE_TABLET.cid: ALICE_TABLET.public_key}
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(test, keys, timeout=5)
+        assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
+        assert failure.value.credential_id == ALICE.cid
+        # The target's own answer passes, with the same keys.
+        fake_broker.result = claims(status, answer_json(ALICE_TABLET.answer(test, decision, number)))
+        assert (await client.wait_result(test, keys, timeout=5)).status.value == status
 
 
 async def test_empty_key_store_approves_nothing(fake_broker: FakeBroker, flow: str) -> None:
