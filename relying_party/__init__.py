@@ -40,6 +40,7 @@ from .models import (
     Status,
     VerifiedAnswer,
     credentials_from_json,
+    keys_for,
 )
 from .totp import TotpCheck, TotpParams, check_code, new_totp
 
@@ -97,5 +98,6 @@ __all__ = [
     "VerifiedAnswer",
     "check_code",
     "credentials_from_json",
+    "keys_for",
     "new_totp",
 ]

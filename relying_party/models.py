@@ -37,6 +37,7 @@ __all__ = [
     "Status",
     "VerifiedAnswer",
     "credentials_from_json",
+    "keys_for",
     "totp_from_json",
     "totp_to_json",
 ]
@@ -279,8 +280,16 @@ class CredentialSync:
         return bool(self.added or self.rotated or self.spent or self.removed or self.last_used)
 
     def public_keys(self) -> dict[str, bytes]:
-        """credential id -> public key of `current`: what wait_result / get_result take."""
+        """credential id -> public key of every credential in `current`, confirmed or
+        not. To verify a result, use `keys_for(challenge)`: an ordinary sign-in counts
+        only the confirmed ones (a device whose setup is unfinished approves nothing)."""
         return {cid: cred.public_key for cid, cred in self.current.items()}
+
+    def keys_for(self, challenge: Challenge) -> dict[str, bytes]:
+        """The keys of `current` that may answer `challenge` (see the function keys_for):
+        what wait_result, get_result and PendingSignIn.result take, e.g. to read a result
+        again after an answer from a credential the RP did not hold yet."""
+        return keys_for(challenge, self.current)
 
     def apply_to(self, stored: MutableMapping[str, Credential]) -> None:
         """Make the RP's own mapping `stored` equal to `current` (in place)."""
@@ -292,6 +301,21 @@ class CredentialSync:
         """`current` in JSON form (credential id -> Credential.to_json()), for an RP that
         keeps a user's credentials as one document; credentials_from_json reads it back."""
         return {cid: cred.to_json() for cid, cred in self.current.items()}
+
+
+def keys_for(challenge: Challenge, stored: Mapping[str, Credential]) -> dict[str, bytes]:
+    """credential id -> public key of the credentials in the RP's own `stored` that may
+    answer `challenge` (docs/protocol.md section 17, step 4): for a challenge aimed at one
+    credential (a new device's setup test push) that credential alone, confirmed or not;
+    for an ordinary sign-in those the RP confirmed (confirm_credential after an approved
+    test push, or a recovery sync_credentials accepted). Only the challenge's user's:
+    another user's key must never approve this sign-in. What wait_result, get_result
+    and PendingSignIn.result take."""
+    mine = {cid: cred for cid, cred in stored.items() if cred.user == challenge.user and cred.id == cid}
+    if challenge.credential_id is not None:
+        target = mine.get(challenge.credential_id)
+        return {} if target is None else {target.id: target.public_key}
+    return {cid: cred.public_key for cid, cred in mine.items() if cred.confirmed}
 
 
 def credentials_from_json(body: Mapping[str, Any]) -> dict[str, Credential]:

@@ -3,8 +3,8 @@
     async with PushAuthClient("https://broker.example", api_key) as client:
         challenge = await client.create_challenge("alice", {"app": "Payroll", "ip": ip})
         show(challenge.number)
-        # The keys of alice's confirmed credentials, from the RP's own store:
-        result = await client.wait_result(challenge, confirmed_public_keys("alice"))
+        # The keys that may answer it, from the RP's own store (relying_party.keys_for):
+        result = await client.wait_result(challenge, keys_for(challenge, stored_credentials("alice")))
         if result.approved: ...
 
 `wait_result` verifies the device's signed answer end to end (relying_party.verify):
@@ -15,7 +15,7 @@ the long-poll above when it does not):
 
     async with await client.sign_in("alice", {"app": "Payroll", "ip": ip}) as pending:
         show(pending.challenge.number)
-        result = await pending.result(confirmed_public_keys("alice"))
+        result = await pending.result(keys_for(pending.challenge, stored_credentials("alice")))
 """
 
 from __future__ import annotations
@@ -389,7 +389,7 @@ class PushAuthClient:
 
             async with await client.sign_in("alice", {"app": "Payroll"}) as pending:
                 show(pending.challenge.number)          # at once
-                result = await pending.result(confirmed_public_keys("alice"))
+                result = await pending.result(keys_for(pending.challenge, stored_credentials("alice")))
 
         The broker answers `Accept: application/x-ndjson` with the challenge (the
         number) at once and its result when it ends, in one response (docs/http-api.md,
@@ -490,7 +490,8 @@ class PushAuthClient:
         `public_keys` maps credential id -> public key, from the RP's own store, and
         only this user's credentials: a key of another user in it would let that
         user's device approve this sign-in if a compromised broker routed it there.
-        Which of them:
+        Which of them (`relying_party.keys_for(challenge, stored)` picks them from the
+        RP's stored Credentials):
 
         - an ordinary sign-in: the keys of the user's **confirmed** credentials (the
           RP's own `confirmed`: an approved test push, then confirm_credential; or a
@@ -593,10 +594,11 @@ class PushAuthClient:
 
         `stored` maps credential id -> the Credential the RP keeps for this user (from
         wait_enrollment, or `current` of an earlier sync). The result's `current` is
-        what to store now (`apply_to`, or write `to_json()`), and `public_keys()` what
-        to verify answers with: recovered credentials only when their recovery proof
-        verifies with the recovery key in `stored` (which is then spent: a recovery
-        key works once), new recovery keys only when signed by the stored credential.
+        what to store now (`apply_to`, or write `to_json()`), and `keys_for(challenge)`
+        what to verify a result with (get_result, wait_result): recovered credentials
+        only when their recovery proof verifies with the recovery key in `stored`
+        (which is then spent: a recovery key works once), new recovery keys only when
+        signed by the stored credential.
         Refusals are in `refused` (VerificationFailed, never raised: the rest of the
         list still counts); show them as a security event. Call it when an answer
         comes from a credential the RP does not hold and when showing the user's

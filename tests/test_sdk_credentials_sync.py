@@ -13,7 +13,14 @@ import relying_party
 from protocol import signing
 from relying_party import models
 from relying_party.errors import VerificationFailed, VerificationReason
-from relying_party.models import Credential, CredentialSync, RecoveryKey, RecoveryProof, credentials_from_json
+from relying_party.models import (
+    Challenge,
+    Credential,
+    CredentialSync,
+    RecoveryKey,
+    RecoveryProof,
+    credentials_from_json,
+)
 from relying_party.verify import reconcile
 
 RP = "rp_test"
@@ -118,6 +125,29 @@ def test_only_a_later_last_use_is_taken_and_confirmed_stays_the_rps() -> None:
     held = replace(mine, confirmed=True)
     sync = reconcile([replace(held, confirmed=False)], {held.id: held}, RP)
     assert sync.unconfirmed_at_broker == [held.id] and sync.current == {held.id: held} and not sync.changed
+
+
+def test_keys_for_a_challenge_are_the_confirmed_ones_or_the_test_pushs_target() -> None:
+    """What to verify a result with, after a sync (docs/protocol.md section 17, step 4):
+    an unconfirmed setup in the RP's store approves no sign-in, a test push counts its
+    own credential alone, and another user's credential counts for nobody else."""
+    done, recovery = enrolled("cr_done"), recovered(enrolled("cr_done"), "cr_restored")
+    setup = replace(enrolled("cr_setup").cred, confirmed=False)
+    bob = replace(enrolled("cr_bob").cred, user="bob")
+    sync = reconcile([done.cred, setup, bob], {c.id: c for c in (done.cred, setup, bob)}, RP)
+    sync = replace(sync, current={**sync.current, recovery.cred.id: recovery.cred})
+    assert setup.id in sync.public_keys()  # every stored one: not what verifies a sign-in
+
+    def challenge(credential_id: str | None) -> Challenge:
+        return Challenge("ch_1", "alice", "42", 2, b"n" * 32, credential_id=credential_id)
+
+    assert sync.keys_for(challenge(None)) == {
+        done.cred.id: done.cred.public_key,
+        recovery.cred.id: recovery.cred.public_key,
+    }
+    assert sync.keys_for(challenge(setup.id)) == {setup.id: setup.public_key}
+    assert sync.keys_for(challenge("cr_bob")) == {} and sync.keys_for(challenge("cr_gone")) == {}
+    assert relying_party.keys_for(challenge(None), sync.current) == sync.keys_for(challenge(None))
 
 
 def test_an_accepted_recovery_is_confirmed_by_its_proof() -> None:
