@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# The context marker of a new device's test push: an RP needs it with the client.
+from protocol.purpose import setup_test_context
+
 from .errors import (
     BadBrokerResponse,
     BrokerError,
@@ -41,6 +44,8 @@ from .models import (
     VerifiedAnswer,
     credentials_from_json,
     keys_for,
+    totp_from_json,
+    totp_to_json,
 )
 from .totp import TotpCheck, TotpParams, check_code, new_totp
 
@@ -100,4 +105,7 @@ __all__ = [
     "credentials_from_json",
     "keys_for",
     "new_totp",
+    "setup_test_context",
+    "totp_from_json",
+    "totp_to_json",
 ]

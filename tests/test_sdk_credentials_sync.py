@@ -5,7 +5,9 @@ broker here; tests/test_agent_recovery.py runs sync_credentials against a real o
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
@@ -385,6 +387,25 @@ def test_removed_credentials_leave_and_apply_to_updates_the_rps_mapping() -> Non
     sync.apply_to(mine)
     assert mine == sync.current
     assert credentials_from_json(sync.to_json()) == sync.current
+
+
+def test_what_an_rps_own_code_needs_is_exported_from_the_package() -> None:
+    """The README's RP code imports from `relying_party` alone: the test push's context
+    marker, the TOTP parameters' stored form and the keys a result verifies with; and
+    the package says it is typed (PEP 561), in the source tree and in what is installed."""
+    from protocol import purpose
+
+    for name in ("setup_test_context", "totp_to_json", "totp_from_json", "keys_for"):
+        assert name in relying_party.__all__, name
+    assert relying_party.setup_test_context is purpose.setup_test_context
+    assert (
+        relying_party.totp_from_json(relying_party.totp_to_json(params := relying_party.new_totp())) == params
+    )
+    root = Path(relying_party.__file__).parent.parent
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    for package in ("relying_party", "protocol"):
+        assert (root / package / "py.typed").is_file()
+        assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"][package]
 
 
 def test_credentials_from_json_is_exported_where_its_docstrings_send_an_rp() -> None:
