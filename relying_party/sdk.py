@@ -143,6 +143,7 @@ class PushAuthClient:
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self._session = session
         self._owns_session = session is None
+        self._session_loop: asyncio.AbstractEventLoop | None = None  # where an owned session was opened
         self._request_timeout = request_timeout
         self._answer_timeout = min(answer_timeout, request_timeout)
         self._rp: RelyingParty | None = None
@@ -423,16 +424,13 @@ class PushAuthClient:
     ) -> PendingSignIn:
         """One streamed create: the number within `seconds`; `timeout` (with the wait)
         bounds the whole response."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
+        session = self._http()
         response: aiohttp.ClientResponse | None = None
         lines: StreamLines | None = None
         try:
             with self._network_errors(seconds):
                 async with asyncio.timeout(seconds):
-                    response = await self._session.post(
-                        url, json=asked.request, headers=headers, timeout=timeout
-                    )
+                    response = await session.post(url, json=asked.request, headers=headers, timeout=timeout)
                     if response.status == 201 and response.content_type == NDJSON:
                         lines = StreamLines(response, MAX_RESPONSE)
                         first = await lines.next()
@@ -672,6 +670,28 @@ class PushAuthClient:
 
     # -- HTTP ------------------------------------------------------------------
 
+    def _http(self) -> aiohttp.ClientSession:
+        """The HTTP session, opened on first use in the running event loop, where alone it
+        works (until close(): the next call opens a new one in its own loop). A call from
+        another loop is a programming error, said as such here rather than as aiohttp's
+        "Event loop is closed", or a hang (README, "The SDK is asyncio")."""
+        loop = asyncio.get_running_loop()
+        if self._session is not None and self._owns_session and self._session_loop is not loop:
+            raise RuntimeError(
+                "this PushAuthClient's HTTP session was opened in another event loop"
+                + (
+                    " (closed now)"
+                    if self._session_loop is not None and self._session_loop.is_closed()
+                    else ""
+                )
+                + ": hand every call to that one loop (asyncio.run_coroutine_threadsafe), "
+                "or close the client (await client.close()) before the loop ends"
+            )
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+            self._session_loop = loop
+        return self._session
+
     async def _pause_if_early(self, started: float, wait: int, deadline: float | None) -> None:
         now = time.monotonic()
         if now - started < wait or wait == 0:
@@ -708,8 +728,7 @@ class PushAuthClient:
         """Send one request; return (status, parsed JSON or None) or raise a typed error.
         `timeout`: seconds beyond the wait (default: the request timeout; a long-poll's
         is the answer timeout, since a live broker answers it when its wait is up)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
+        session = self._http()
         query = f"?wait={wait}" if wait else ""
         # encoded=True: the path segments are already quoted, and must stay so.
         url = URL(f"{self.broker_url}{path}{query}", encoded=True)
@@ -717,7 +736,7 @@ class PushAuthClient:
             timeout = self._answer_timeout if wait else self._request_timeout
         limit = aiohttp.ClientTimeout(total=timeout + (wait or 0))
         with self._network_errors(limit.total):
-            async with self._session.request(
+            async with session.request(
                 method, url, json=body, headers={**self._headers, **(headers or {})}, timeout=limit
             ) as response:
                 status = response.status

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import BrokerProcess, set_policy
+from support import BrokerProcess, new_rp_sync, set_policy
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -453,3 +453,24 @@ async def test_confirmed_is_the_rps_own_record_and_sync_takes_the_brokers_last_u
     assert sync.unconfirmed_at_broker == [tablet.id] and sync.current == held and not sync.changed
     await client.confirm_credential(tablet.id)
     assert (await client.sync_credentials("jo", held)).unconfirmed_at_broker == []
+
+
+def test_a_client_in_a_synchronous_app_names_the_event_loop_mistake(broker: BrokerProcess) -> None:
+    """A Flask or Django view that runs each SDK call with its own asyncio.run: a client
+    closed in its loop opens a new session in the next one; one whose session was left
+    open in an ended loop says so, with what to do (README, "The SDK is asyncio"),
+    rather than aiohttp's bare "Event loop is closed"."""
+    key = new_rp_sync(broker)["api_key"]
+    client = PushAuthClient(broker.http_url, key)
+
+    async def health_then_close() -> bool:
+        try:
+            return (await client.health()).ok
+        finally:
+            await client.close()
+
+    assert asyncio.run(health_then_close()) and asyncio.run(health_then_close())
+    left_open = PushAuthClient(broker.http_url, key)
+    assert asyncio.run(left_open.health()).ok
+    with pytest.raises(RuntimeError, match=r"opened in another event loop \(closed now\).*close the client"):
+        asyncio.run(left_open.health())
