@@ -32,7 +32,7 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from . import api
+from . import api, redis_refusals
 from .context import ApiRequest
 from .jsonio import json_response
 from .models import RelyingParty
@@ -115,7 +115,8 @@ async def stream(request: ApiRequest, made: Created, lines: Lines) -> None:
         result = await api.challenge_result(request, made.rp, ch, made.wait)
     except (ApiError, RedisError, OSError) as exc:
         # The challenge stands; the RP reads its result by long-poll (no second line).
-        log.warning("stream of %s ends without a result: %s", ch, exc)
+        if not redis_refusals.reported(exc, f"stream of {ch}"):
+            log.warning("stream of %s ends without a result: %s", ch, exc)
         result = None
     try:
         await lines.last(_line(result) if result is not None else b"")

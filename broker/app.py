@@ -10,7 +10,7 @@ from aiohttp import web
 
 from protocol.challenge import Status
 
-from . import api, api_stream, backups, keys, metrics, recovery, subscriber
+from . import api, api_stream, backups, keys, metrics, recovery, redis_refusals, subscriber
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .cors import cors_middleware
@@ -74,7 +74,8 @@ def create_app(
                 await hub.dispatch(ChallengeEnded(record.id, record.rp, record.user, status, answer))
         except (aioredis.RedisError, OSError) as exc:  # the next reader expires it instead
             metrics.REDIS_ERRORS_EXPIRY.inc()
-            log.warning("could not expire challenge %s: %s", record.id, exc)
+            if not redis_refusals.reported(exc, f"expiring challenge {record.id}"):
+                log.warning("could not expire challenge %s: %s", record.id, exc)
             hub.forget_challenge(record.id)
 
     app[NODE] = Node(store=store, hub=hub, name=node, public_url=public_url, expire=expire)

@@ -34,7 +34,7 @@ from protocol.frames import (
 from protocol.session import ServerSession
 from protocol.signing import answer_bytes, recovery_answer_bytes, verify
 
-from . import metrics, notices, webpush, wsframes
+from . import metrics, notices, redis_refusals, webpush, wsframes
 from .connections import Slot
 from .context import NODE
 from .hub import Hub
@@ -681,7 +681,8 @@ class DeviceConnection(WsSocket):
             # the device waiting; it reconnects with backoff and gets its pending
             # challenges again once Redis is back.
             metrics.REDIS_ERRORS_DEVICE.inc()
-            log.warning("store unavailable while handling a device frame: %s", exc)
+            if not redis_refusals.reported(exc, "a device's frame"):
+                log.warning("store unavailable while handling a device frame: %s", exc)
             await self.fail(ProtocolError(ErrorCode.INTERNAL, "the broker's store is unavailable"))
 
     async def on_authenticate(self, frame: Authenticate) -> None:

@@ -22,6 +22,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis import exceptions as redis_errors
 
+from . import redis_refusals
+
 FRESH_S = 0.25  # how long one check's result answers /healthz
 CHECK_TIMEOUT_S = 2.0  # a Redis silent this long is down for /healthz
 HEALTH_KEY_TTL_MS = 60_000
@@ -70,7 +72,12 @@ class RedisHealth:
             await asyncio.wait_for(self._redis.set(self._key, "1", px=HEALTH_KEY_TTL_MS), self._timeout_s)
             result = None
         except redis_errors.ResponseError as exc:
-            result = f"redis refuses writes ({type(exc).__name__}): {str(exc).splitlines()[0]}"
+            refusal = redis_refusals.refusal(exc)
+            result = (
+                redis_refusals.describe(refusal)
+                if refusal is not None
+                else f"redis refuses writes ({type(exc).__name__}): {str(exc).splitlines()[0]}"
+            )
         except (TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - any failure is "down"
             result = f"redis: {type(exc).__name__}"
         # Fresh from the end of the check: a check that took its whole timeout is not

@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from . import redis_refusals
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FORMATS = ("text", "json")
 
@@ -60,11 +62,14 @@ def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) ->
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    for name in REDIS_CLUSTER_LOGGERS:
+    repeated = [(name, TOPOLOGY_REFRESH_FAILED) for name in REDIS_CLUSTER_LOGGERS]
+    repeated += [(redis_refusals.LOGGER, r.what) for r in redis_refusals.REFUSALS]
+    for name in {name for name, _ in repeated}:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
             logger.removeFilter(old)
-        logger.addFilter(RepeatFilter(TOPOLOGY_REFRESH_FAILED))
+    for name, prefix in repeated:
+        logging.getLogger(name).addFilter(RepeatFilter(prefix))
 
 
 # redis-py's cluster client logs this at ERROR each time it fails to re-read the slot
@@ -72,6 +77,8 @@ def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) ->
 # The broker reports the outage its own way (503 /healthz, its warnings, the
 # pushauth_redis_errors_total metric), so these lines would only page whoever alerts on
 # ERROR over and over: RepeatFilter keeps the first at WARNING, then one a minute.
+# So for a Redis that refuses writes (full, unable to persist: broker/redis_refusals.py),
+# which fails every request until someone acts: one line a minute says so, of each kind.
 REDIS_CLUSTER_LOGGERS = ("redis.asyncio.cluster", "redis.cluster")
 TOPOLOGY_REFRESH_FAILED = "Topology refresh failed"
 REPEAT_EVERY_S = 60.0

@@ -87,12 +87,17 @@ if block ~= 0 then
   return {block, value, unpack(ended)}
 end
 local window = tonumber(ARGV[9])
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
-if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[8]) then
-  local oldest = redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')
+local recent = '(' .. (now - window)
+if redis.call('ZCOUNT', KEYS[5], recent, '+inf') >= tonumber(ARGV[8]) then
+  local oldest = redis.call('ZRANGEBYSCORE', KEYS[5], recent, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
   return {-3, tonumber(oldest[2]) + window - now}
 end
+-- The first write must be one that Redis refuses when it is out of memory (HINCRBY,
+-- not ZREMRANGEBYSCORE): Redis checks maxmemory only at a script's first write, and a
+-- script that began with a removal would create, past maxmemory, a sign-in that no
+-- device could then answer (docs/operations.md, "Redis full or not persisting").
 redis.call('HINCRBY', KEYS[4], 'since', 1)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - window)
 redis.call('ZADD', KEYS[5], now, ARGV[1])
 redis.call('PEXPIRE', KEYS[5], window)
 local superseded = {}

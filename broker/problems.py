@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
-from . import metrics
+from . import metrics, redis_refusals
 from .jsonio import json_response
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def problem_for(exc: Exception, method: str, path: str, remote: str | None) -> P
         # The store is unreachable (Redis down or failing over): nothing was done, and
         # the RP may try again, on this node or another.
         metrics.REDIS_ERRORS_API.inc()
-        log.warning("store unavailable in %s %s: %s", method, path, exc)
+        if not redis_refusals.reported(exc, f"{method} {path}"):
+            log.warning("store unavailable in %s %s: %s", method, path, exc)
         detail = "the broker's store is unavailable; try again shortly"
         return 503, "unavailable", detail, {"Retry-After": "1"}
     if isinstance(exc, ConnectionError | RequestPayloadError):

@@ -1,6 +1,8 @@
-"""Redis goes away under a running broker: devices are told (close 1011) instead of
-being left waiting, /healthz says so, nothing is lost, and all works again once
-Redis is back (append-only persistence, as in production)."""
+"""Redis goes away under a running broker, or answers but refuses writes (full, unable
+to persist, a replica): devices are told (close 1011) instead of being left waiting,
+RPs get 503 `unavailable`, /healthz says so, nothing is lost, and all works again once
+Redis is back (append-only persistence, as in production). docs/operations.md,
+"Redis full or not persisting"."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer, http_status, wait_until
+from support import BrokerProcess, RedisServer, http_status, until, wait_until
 from test_broker_device_ws import CTX, Device, online_device
 
 from protocol.frames import AnswerResult, Challenge
 from relying_party.errors import BrokerUnavailable
+from relying_party.models import Challenge as RpChallenge
 from relying_party.sdk import PushAuthClient
 
 
@@ -74,23 +77,96 @@ async def test_redis_outage_and_recovery(
         assert (await client.wait_result(ch, keys, timeout=5)).approved
 
 
-async def test_a_redis_that_takes_no_writes_is_unhealthy(
+async def test_a_redis_that_takes_no_writes_fails_requests_clearly_and_recovers(
     redis_factory: Callable[..., RedisServer], broker_factory: Callable[..., BrokerProcess]
 ) -> None:
-    """A plain redis:// URL whose server became a replica (a Sentinel failover behind the
-    broker's back): PING still answers, every sign-in fails. /healthz says so, so that a
-    load balancer takes the node out, and says healthy again once it takes writes."""
+    """Redis answers but refuses writes: its server became a replica (a Sentinel failover
+    behind a plain redis:// URL), it is full (maxmemory, noeviction), or it cannot
+    persist (a failed BGSAVE, stop-writes-on-bgsave-error). Each time: /healthz says
+    so and what to do, a sign-in cannot be created (503 `unavailable`, Retry-After,
+    never a 201 for a challenge no device could answer), a device's answer is closed
+    with 1011 `internal`, the log says it once (not once a request), and all works
+    again once Redis takes writes, the challenge made before included."""
     redis_server, master = redis_factory(), redis_factory()
     broker = broker_factory(redis_url=redis_server.url)
-    assert broker.health()[0] == 200
-    replica = redis_server.client()
-    replica.replicaof("127.0.0.1", master.port)
-    try:
+    rp = await new_rp(broker, "Refusals RP")
+    admin = redis_server.client()
+
+    async def health(status: int) -> dict[str, object]:
         # Polled: the node's Redis check answers for a quarter of a second (broker/health.py).
-        wait_until(lambda: broker.health()[0] == 503, message="/healthz 503 on a replica")
-        status, body = broker.health()
-        assert status == 503, body
-        assert body["code"] == "unavailable" and "read only replica" in body["detail"], body
+        got = await until(lambda: asyncio.to_thread(lambda: (h := broker.health())[0] == status and h[1]))
+        return got  # type: ignore[return-value]
+
+    async def refused(dev: Device, pushed: Challenge, ch: RpChallenge, says: str) -> None:
+        body = await health(503)
+        assert body["code"] == "unavailable" and says in body["detail"], body
+        async with aiohttp.ClientSession() as http:
+            for _ in range(2):
+                async with http.post(
+                    broker.http_url + "/v1/challenges",
+                    json={"user": "bob", "context": CTX},
+                    headers={"Authorization": f"Bearer {rp['api_key']}"},
+                ) as resp:
+                    problem = await resp.json(content_type=None)
+                    assert (resp.status, problem.get("code")) == (503, "unavailable"), problem
+                    assert resp.headers["Retry-After"] == "1"
+        await dev.send(dev.answer(pushed, number=ch.number))
+        assert await dev.closed() == (1011, "internal")
+        # Three refused writes, one line (broker/redis_refusals.py), with what to do.
+        lines = [x for x in broker.stderr().splitlines() if "Redis refuses writes" in x and says in x]
+        assert len(lines) == 1 and " WARNING " in lines[0], lines
+        assert "store unavailable" not in broker.stderr()
+
+    async def recovered(client: PushAuthClient, dev: Device, ch: RpChallenge) -> None:
+        await health(200)
+        back = await Device.connect(broker.ws_url, seed=dev.seed)
+        back.cid = dev.cid
+        _, pending = await back.authenticate()
+        assert [p.ch for p in pending] == [ch.id]  # nothing lost
+        await back.send(back.answer(pending[0], number=ch.number))
+        assert await back.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        keys = {c.id: c.public_key for c in await client.list_credentials(ch.user)}
+        assert (await client.wait_result(ch, keys, timeout=5)).approved
+        await back.close()
+
+    async def signing_in(client: PushAuthClient, user: str) -> tuple[Device, Challenge, RpChallenge]:
+        dev = await online_device(client, broker.ws_url, user=user)
+        ch = await client.create_challenge(user, CTX)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge)
+        return dev, pushed, ch
+
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        bob = await online_device(client, broker.ws_url, user="bob")  # the refused sign-ins' user
+        # Full: any write past maxmemory is refused (the default policy, noeviction).
+        dev, pushed, ch = await signing_in(client, "alice")
+        try:
+            admin.config_set("maxmemory", 1)
+            await refused(dev, pushed, ch, "out of memory")
+        finally:
+            admin.config_set("maxmemory", 0)
+        await recovered(client, dev, ch)
+
+        # Cannot persist: a snapshot that cannot be written (its file is a directory).
+        dev, pushed, ch = await signing_in(client, "carol")
+        admin.config_set("save", "3600 1")
+        blocker = redis_server.directory / "dump.rdb"
+        blocker.mkdir()
+        try:
+            admin.bgsave()
+            wait_until(lambda: admin.info("persistence")["rdb_last_bgsave_status"] == "err")
+            await refused(dev, pushed, ch, "cannot persist")
+        finally:
+            blocker.rmdir()
+            admin.bgsave()  # what the operator does once the disk is fixed
+        await recovered(client, dev, ch)
+        await bob.close()
+
+    # A replica: PING still answers, every write fails.
+    admin.replicaof("127.0.0.1", master.port)
+    try:
+        body = await health(503)
+        assert "read only replica" in body["detail"] and "--redis-url" in body["detail"], body
     finally:
-        replica.replicaof("NO", "ONE")
-    wait_until(lambda: broker.health()[0] == 200, message="/healthz 200 once Redis takes writes")
+        admin.replicaof("NO", "ONE")
+    await health(200)
