@@ -1,33 +1,32 @@
-"""`pushauth-broker`: run the broker and manage the relying parties it serves."""
+"""`pushauth-broker`: run the broker and manage the relying parties it serves.
+
+Every run builds the whole parser; what a command runs with (Redis, asyncio, the
+store, the server) is imported once it is known which command runs, so that `--help`
+costs no more than the parser, and an `rp` command does not load the server.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
 import os
-import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import platformdirs
 
 from protocol import text
 
-from . import cpus, logs
-from .activation import ActivationError
-from .command import CliError, open_redis
-from .logs import PathFilter
-from .models import RelyingParty
 from .policy_cli import add_rp_policy_commands, rp_policy_command
-from .store import RP_CACHE_S, Store
-from .versions import version_line
-from .workers import WorkersError, supervise
+from .timings import RP_CACHE_S
+
+if TYPE_CHECKING:
+    from .models import RelyingParty
 
 MAX_KEEP_OLD_MIN = 7 * 24 * 60  # a week: long enough to roll out a new key anywhere
 
@@ -77,6 +76,17 @@ def _add_store_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Version(argparse._VersionAction):
+    """argparse's --version, with the line made only when asked for: it reads the
+    installed package's metadata, which no other run needs."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from .versions import version_line
+
+        self.version = version_line()
+        super().__call__(parser, *args, **kwargs)
+
+
 def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     """The whole command line; without `serve_options`, `serve` is listed but has no
     options: its module imports the server, which other commands need not load."""
@@ -89,8 +99,7 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version",
-        action="version",
-        version=version_line(),
+        action=_Version,
         help="print the package, RP API, device protocol and key layout versions, and exit "
         "(a running node says them in GET /healthz)",
     )
@@ -183,6 +192,9 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
 
 
 async def rp_command(args: argparse.Namespace) -> None:
+    from .command import CliError, open_redis
+    from .store import Store
+
     async with open_redis(args) as redis:
         store = Store(redis, node="cli")
         if args.rp_command == "add":
@@ -266,6 +278,8 @@ def _show_key(args: argparse.Namespace, rp: RelyingParty, key: str) -> None:
 
 
 def _run(main: Callable[[], Coroutine[Any, Any, None]], *, exit_after: bool = False) -> None:
+    import asyncio
+
     try:
         import uvloop
 
@@ -294,14 +308,28 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     args = build_parser(serve_options=words[:1] == ["serve"]).parse_args(argv)
     if args.command == "serve":
+        import socket
+
         args.node = args.node or f"{socket.gethostname()}-{os.getpid()}"
+    return run(args, words)
+
+
+def run(args: argparse.Namespace, words: Sequence[str]) -> int:
+    import asyncio
+    import socket
+
+    from . import cpus, logs
+    from .activation import ActivationError
+    from .command import CliError
+    from .workers import WorkersError, supervise
+
     # Read by open_redis: a --data-dir given with a Redis URL is said to be unused.
     args.data_dir_given = any(w == "--data-dir" or w.startswith("--data-dir=") for w in words)
     logs.configure(
         getattr(args, "log_level", "WARNING"),
         getattr(args, "log_format", "text"),
         getattr(args, "node", None) or "cli",
-        [PathFilter()],  # every logger's lines, the access log's too
+        [logs.PathFilter()],  # every logger's lines, the access log's too
     )
     try:
         if args.command == "serve":
@@ -314,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _run(lambda: serve_cli.serve(args), exit_after=True)
         elif args.command == "rp":
-            _run(lambda: rp_command(args))
+            asyncio.run(rp_command(args))  # an admin command: no need of uvloop's speed
     except (CliError, WorkersError, ActivationError, cpus.CpusError) as exc:
         print(f"pushauth-broker: {exc}", file=sys.stderr)
         return 2

@@ -18,10 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import policy, rp_removal
-from .store import Store
+from . import policy
+
+if TYPE_CHECKING:  # the store (Redis, the frame types) only when a command runs, not for the parser
+    from .store import Store
 
 DEPRECATED_SERVE_FLAGS = {
     "--max-pushes": "max_pushes",
@@ -108,6 +110,8 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
 async def rp_policy_command(args: argparse.Namespace, store: Store) -> None:
     """`rp set`, `rp show`, `rp remove`; ValueError for the CLI's one-line message."""
     if args.rp_command == "remove":
+        from . import rp_removal
+
         removal = await rp_removal.remove_rp(store, args.rp_id)
         if removal is None:
             raise ValueError(f"no relying party with id {args.rp_id!r}")

@@ -23,6 +23,7 @@ from .fatigue import refusal
 from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyCache
 from .redis_pipe import RedisPipe
+from .timings import RP_CACHE_S
 
 ENROLLMENT_TTL_MS = 10 * 60 * 1000  # DESIGN: enrollment tokens live 10 minutes
 RETENTION_MS = 15 * 60 * 1000  # results stay readable this long after expiry
@@ -32,7 +33,6 @@ RETENTION_MS = 15 * 60 * 1000  # results stay readable this long after expiry
 # agents treat the same. Its name, user id and keys are personal data that no one needs
 # for good (docs/operations.md, "Personal data").
 REVOKED_RETENTION_MS = 180 * 24 * 3600 * 1000
-RP_CACHE_S = 2.0  # a removed RP's key stops working within this time
 
 
 def now_ms() -> int:

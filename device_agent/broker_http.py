@@ -23,7 +23,6 @@ from .errors import InsecureBroker, Refused, Unreachable, UsageError
 from .messages import cannot_reach
 
 TIMEOUT_S = 15.0
-DEFAULT_BACKUP_NAME = "default"
 
 
 def http_base(broker: str) -> str:

@@ -4,9 +4,13 @@ The work is done by actions.py (one-shot commands) and listen.py (the long-runni
 `listen`); this module parses arguments, prints results and maps failures to one
 line on stderr and an exit code.
 
-The commands that talk to a broker import actions.py (and with it asyncio and
-websockets) when they run: those imports are about half of a run's 0.16 s, and the
-offline commands (code, add, accounts, backup to a file, ...) do not need them.
+Each command imports what it needs when it runs, not this module: the commands that
+talk to a broker import actions.py (and with it asyncio and websockets), the code,
+backup and restore commands their own modules (the importers, the backups' crypto,
+the frame types). Every run builds the whole parser, so it takes its choices and
+defaults from options.py, which imports nothing. Importing it all up front was most
+of every run's CPU, `accounts` and `--help` included (docs/performance.md, "Command
+start-up").
 """
 
 from __future__ import annotations
@@ -19,16 +23,14 @@ import select
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import platformdirs
 
-from protocol.frames import Decision, NoticeDecision, NoticeOutcome
+from protocol.codes import Decision, NoticeDecision, NoticeOutcome
 from protocol.purpose import is_setup_test
 
-from . import auto_backup_status, backup_actions, broker_http, device_names, otp_actions, recovery_keys
-from .backup_keys import BackupCode
-from .device_names import check_device_name, default_device_name
+from . import auto_backup_status
 from .display import (
     RECOVERABLE,
     entry_json,
@@ -51,6 +53,7 @@ from .errors import (
 )
 from .help_texts import command_epilog, main_exit_codes
 from .messages import notice_outcome_message, outcome_message, removal_loss
+from .options import DEFAULT_BACKUP_NAME, DEVICE_NAME_HELP, EXPORT_FORMATS
 from .passphrase import (
     BACKUP_CODE_ENV,
     IMPORT_PASSWORD_ENV,
@@ -59,7 +62,10 @@ from .passphrase import (
     PASSPHRASE_ENV,
     Passphrases,
 )
-from .store import Account, AccountStore, Entry, StoreError
+from .store import Account, AccountStore, Entry, State, StoreError
+
+if TYPE_CHECKING:
+    from . import backup_actions, recovery_keys
 
 HOME_ENV = "PUSHAUTH_AGENT_HOME"
 
@@ -148,7 +154,7 @@ def build_parser() -> Parser:
     c.add_argument(
         "--name",
         metavar="NAME",
-        help=f"this device's name as the service will list it ({device_names.DEFAULT_HELP})",
+        help=f"this device's name as the service will list it ({DEVICE_NAME_HELP})",
     )
 
     c = command("accounts", "List the accounts on this device.", "Never shows keys or secrets.")
@@ -341,7 +347,7 @@ def build_parser() -> Parser:
         "cannot hold, and push accounts without codes (their sign-in requests cannot move),\n"
         "are named on stderr with the reason. The output holds the secrets: keep it safe.",
     )
-    c.add_argument("--format", choices=otp_actions.EXPORT_FORMATS, default="otpauth", help="default: otpauth")
+    c.add_argument("--format", choices=EXPORT_FORMATS, default="otpauth", help="default: otpauth")
     c.add_argument(
         "--no-qr", action="store_true", help="with --format migration: print only the URIs (alone: exit 2)"
     )
@@ -440,7 +446,7 @@ def build_parser() -> Parser:
     c.add_argument(
         "--name",
         metavar="NAME",
-        help=f"this device's name at the service ({device_names.DEFAULT_HELP})",
+        help=f"this device's name at the service ({DEVICE_NAME_HELP})",
     )
 
     command(
@@ -465,7 +471,7 @@ def broker_options(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--backup-name",
         metavar="NAME",
-        default=broker_http.DEFAULT_BACKUP_NAME,
+        default=DEFAULT_BACKUP_NAME,
         help="with broker: the name of this backup (default: %(default)s)",
     )
 
@@ -501,7 +507,7 @@ TEST_NOTIFICATION_HINT = (
 def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
     import asyncio
 
-    from . import actions
+    from . import actions, otp_actions
 
     otp_actions.check_link_command(args.uri, "enroll")
     twin = actions.twin_of(store, actions.parse_uri(args.uri))
@@ -526,6 +532,13 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def auto_backup(store: AccountStore, state: State) -> None:
+    """The store's on_change: write the automatic backup, if one is set, after a change."""
+    from . import backup_actions
+
+    backup_actions.auto_backup_hook(backup_actions.upload, warn)(store, state)
+
+
 def cmd_accounts(store: AccountStore, args: argparse.Namespace) -> int:
     entries = store.entries()
     if args.json:
@@ -539,6 +552,8 @@ def cmd_accounts(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_code(store: AccountStore, args: argparse.Namespace) -> int:
+    from . import otp_actions
+
     lines = otp_actions.codes(store, args.account)
     if args.json:
         say(
@@ -566,6 +581,8 @@ def cmd_code(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_add(store: AccountStore, args: argparse.Namespace) -> int:
+    from . import otp_actions
+
     otp_actions.check_link_command(args.uri, "add")
     entry = otp_actions.add_uri(store, args.uri, args.name)
     say(f'Added "{entry.name}" (verification codes).')
@@ -585,6 +602,8 @@ def cmd_move(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_import(store: AccountStore, args: argparse.Namespace) -> int:
+    from . import otp_actions
+
     data = otp_actions.read_source(args.source)
     password = None
     if otp_actions.needs_password(data):
@@ -598,6 +617,8 @@ def cmd_import(store: AccountStore, args: argparse.Namespace) -> int:
 
 def cmd_export(store: AccountStore, args: argparse.Namespace) -> int:
     import segno  # 18 ms of every command's start otherwise, and only export draws QR codes
+
+    from . import otp_actions
 
     if args.no_qr and args.format != "migration":
         # Said but meaning nothing: the user may expect codes the otpauth format never prints.
@@ -683,7 +704,7 @@ def cmd_answer(store: AccountStore, args: argparse.Namespace) -> int:
 def cmd_recovery(store: AccountStore, args: argparse.Namespace) -> int:
     import asyncio
 
-    from . import actions
+    from . import actions, backup_actions, recovery_keys
 
     report = asyncio.run(actions.answer_notice(store, args.id, NoticeDecision(args.decision)))
     for notice in report.notices:
@@ -746,6 +767,8 @@ def confirm_removal(entry: Entry) -> bool:
 
 
 def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
+    from . import backup_actions, recovery_keys
+
     if not store.path.exists() and not store.legacy_path.exists():
         raise StoreError("there is no vault yet (it is made with the first account)")
     store.load()  # the current passphrase, checked before the new one is asked
@@ -778,6 +801,8 @@ def report_lines(lines: list[str], failures: list[str]) -> int:
 
 
 def backup_target(store: AccountStore | None, args: argparse.Namespace, where: str) -> dict[str, str]:
+    from . import backup_actions, broker_http
+
     if where != backup_actions.BROKER:
         return {"to": str(Path(where).resolve())}
     broker = args.broker
@@ -793,6 +818,8 @@ def backup_target(store: AccountStore | None, args: argparse.Namespace, where: s
 
 
 def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
+    from . import backup_actions
+
     words = [w.lower() for w in args.auto]
     if words == ["auto", "off"]:
         store.set_setting(backup_actions.AUTO_BACKUP, None)
@@ -849,6 +876,8 @@ def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
 def backup_retire(store: AccountStore) -> int:
     """Older backups recover nothing: new recovery keys first (so that the rewritten
     backups carry them), then a new code and no copy left that opens with the old one."""
+    from . import backup_actions, recovery_keys
+
     if not store.path.exists() and not store.legacy_path.exists():
         raise UsageError("there is nothing to retire: this device has no accounts yet")
     store.load()
@@ -860,6 +889,8 @@ def backup_retire(store: AccountStore) -> int:
 
 
 def backup_delete(store: AccountStore, args: argparse.Namespace) -> int:
+    from . import backup_actions
+
     if args.source is None:
         # Alone: the automatic backup, which then stops (or the next change writes it again).
         target = backup_actions.auto_target(store.settings()) if store.path.exists() else None
@@ -884,7 +915,10 @@ def backup_delete(store: AccountStore, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
-    device_name = check_device_name(args.device_name or default_device_name())
+    from . import backup_actions, device_names
+    from .backup_keys import BackupCode
+
+    device_name = device_names.check_device_name(args.device_name or device_names.default_device_name())
     target = backup_target(None, args, args.source)
     if store.entries():
         raise UsageError("this home has accounts already; restore into a new home (--home DIR)")
@@ -920,7 +954,7 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
 def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
     import asyncio
 
-    from . import actions
+    from . import actions, backup_actions, device_names
 
     if args.uri is None:
         # Without a link: the recovery that restore could not finish (the broker was
@@ -1035,7 +1069,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         warn(f"pushauth-agent: {where} {home} is not a folder (the agent keeps its vault in a folder)")
         return EXIT_USAGE
     store = AccountStore(home, Passphrases())
-    store.on_change = backup_actions.auto_backup_hook(backup_actions.upload, warn)
+    store.on_change = auto_backup
     try:
         return COMMANDS[args.command](store, args)
     except AgentError as exc:

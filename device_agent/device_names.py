@@ -25,7 +25,6 @@ def default_device_name() -> str:
 # `restore --device-name` gave. A later enroll or reactivate without --name uses it, so a
 # service lists the restored device under the one name the user chose for it.
 SETTING = "device_name"
-DEFAULT_HELP = 'default: the name restore --device-name gave this device, else "pushauth-agent on HOST"'
 
 
 def device_name_for(given: str | None, settings: Mapping[str, Any]) -> str:

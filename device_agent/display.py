@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from protocol.frames import Challenge, RecoveryNotice
 from protocol.purpose import is_setup_test
 from protocol.text import printable
 
 from .store import ACTION_REQUIRED, Account, Entry
+
+if TYPE_CHECKING:  # the frame types are built only by the commands that talk to a broker
+    from protocol.frames import Challenge, RecoveryNotice
 
 # Context keys the RP SDK and demo RP send, with the labels people read ("action": what
 # the demo RP asks for other than a sign-in, e.g. "verify it's you" before a security

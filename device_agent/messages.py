@@ -7,11 +7,15 @@ terminal UI both print these.
 from __future__ import annotations
 
 from collections.abc import Container
+from typing import TYPE_CHECKING
 
 from protocol.challenge import Status
+from protocol.codes import CancelReason, NoticeOutcome, RevokeReason
 from protocol.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, ErrorCode
-from protocol.frames import Cancel, CancelReason, NoticeOutcome, RevokeReason
 from protocol.text import printable
+
+if TYPE_CHECKING:  # the frame types are built only by the commands that talk to a broker
+    from protocol.frames import Cancel
 
 ERROR_MESSAGES: dict[str, str] = {
     ErrorCode.MALFORMED: "the broker and this agent do not understand each other (malformed frame)",

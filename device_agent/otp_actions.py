@@ -16,9 +16,8 @@ from .errors import UsageError
 from .importers import migration, otpauth
 from .importers.report import ExportResult, ImportReport, ImportSourceError, Refused, merge
 from .importers.sources import is_password_protected, parse_source
+from .options import EXPORT_FORMATS
 from .store import AccountStore, Entry
-
-EXPORT_FORMATS = ("otpauth", "migration")
 
 
 @dataclass(frozen=True, slots=True)

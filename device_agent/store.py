@@ -26,14 +26,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-from protocol.uri import TotpParams
+from typing import TYPE_CHECKING, Any
 
 from .accounts_model import InvalidAccount, OtpAccount, decode_base32_secret
 from .legacy_store import LEGACY_FILE, LegacyStoreError, read_legacy, unb64
 from .passphrase import Passphrases, WrongPassphrase, kdf_from_env
 from .vault import SealedErrorCode, SealedFileError, SealKey, Vault
+
+if TYPE_CHECKING:  # the URI parser is needed only to move an old accounts.json: not on every start
+    from protocol.uri import TotpParams
 
 VAULT_FILE = "vault.pav"
 LOCK_FILE = ".accounts.lock"
@@ -354,6 +355,8 @@ class AccountStore:
             raise StoreError(str(exc)) from None
         if old is None:
             return None
+        from protocol.uri import TotpParams
+
         records = []
         for raw in old:
             totp = raw.get("totp")

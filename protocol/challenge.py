@@ -22,8 +22,8 @@ from __future__ import annotations
 import enum
 
 from . import numbers
+from .codes import Decision
 from .errors import ErrorCode, ProtocolError
-from .frames import Decision
 
 
 class Status(enum.StrEnum):

@@ -6,7 +6,7 @@ sent as nil; a field added within the version, `f.Added`, may be missing and is 
 out when nil), keys a type does not define are ignored (later revisions may add
 some), and each value is checked by the validator named in the frame's SCHEMA.
 Codes the broker sends (reasons, outcomes, error codes) accept any well-formed code:
-the enums below are what this version sends, not all a receiver may see.
+the enums (codes.py) are what this version sends, not all a receiver may see.
 `codec.py` does the bytes; this module is the table.
 """
 
@@ -19,48 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from . import fields as f
+
+# Re-exported: the codes are part of this module's table for its users.
+from .codes import CancelReason as CancelReason
+from .codes import Decision as Decision
+from .codes import NoticeDecision as NoticeDecision
+from .codes import NoticeOutcome as NoticeOutcome
+from .codes import RevokeReason as RevokeReason
 from .errors import ErrorCode, ProtocolError
 
 
 class Sender(enum.Enum):
     BROKER = "broker"
     DEVICE = "device"
-
-
-class Decision(enum.StrEnum):
-    APPROVE = "approve"
-    DENY = "deny"
-    FRAUD = "fraud"  # "this wasn't me"
-
-
-class CancelReason(enum.StrEnum):
-    ANSWERED = "answered"  # another device (or this one, on another connection) answered
-    EXPIRED = "expired"
-    REVOKED = "revoked"  # the credential it was sent to was removed
-    CANCELLED = "cancelled"  # the RP cancelled it
-    SUPERSEDED = "superseded"  # a newer request for the same user at the same RP replaced it
-    WITHDRAWN = "withdrawn"  # ended by a fraud report (this device's or another's), or a block
-
-
-class RevokeReason(enum.StrEnum):
-    BY_RP = "removed_by_rp"
-    BY_DEVICE = "removed_by_device"
-    DISOWNED = "disowned"  # the old device answered "no, that was not me" to its recovery
-    RP_REMOVED = "rp_removed"  # the operator removed the RP from the broker (`rp remove`)
-
-
-class NoticeDecision(enum.StrEnum):
-    """The old device's answer to "was this you?" after a recovery (DESIGN flow 5)."""
-
-    CONFIRM = "confirm"  # "yes, it was me": the notice is dismissed, nothing else changes
-    DISOWN = "disown"  # "no": the new credential is revoked and push is muted, as after fraud
-
-
-class NoticeOutcome(enum.StrEnum):
-    CONFIRMED = "confirmed"
-    DISOWNED = "disowned"
-    # The new (or old) credential was removed meanwhile: there is nothing left to answer.
-    WITHDRAWN = "withdrawn"
 
 
 TYPED_NUMBER = f.Str(max_len=8, pattern=re.compile(r"^[0-9]{0,8}$"))
