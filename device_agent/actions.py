@@ -18,6 +18,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import Challenge, Decision, Enrolled, NoticeDecision, RecoveryNotice, Welcome
 from protocol.uri import EnrollmentURI
 
+from . import broker_clock
 from .connection import Connection
 from .device_names import device_name_for
 from .display import number_source, shown, shown_clipped
@@ -274,6 +275,7 @@ async def _authenticated(
     store: AccountStore, broker: str, accounts: list[Account]
 ) -> tuple[Connection, Welcome, list[Challenge]]:
     conn = await Connection.open(broker)
+    broker_clock.record(store.home, broker, conn.clock_offset_ms)  # for `code`, offline later
     try:
         welcome, challenges = await conn.authenticate(store.seeds(accounts))
     except BaseException:

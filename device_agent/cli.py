@@ -555,6 +555,8 @@ def cmd_code(store: AccountStore, args: argparse.Namespace) -> int:
     from . import otp_actions
 
     lines = otp_actions.codes(store, args.account)
+    for note in otp_actions.clock_notes(store):
+        warn(f"Warning: {note}.")
     if args.json:
         say(
             json.dumps(

@@ -40,6 +40,7 @@ from protocol.frames import (
 from protocol.session import ClientSession, sign_answer, sign_recovery_answer
 from protocol.uri import insecure_transport
 
+from . import broker_clock
 from .display import shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable
 from .messages import cannot_reach, close_message, error_message
@@ -50,9 +51,6 @@ REPLY_TIMEOUT_S = 15.0
 # within a minute, so `listen` reconnects instead of waiting forever.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
-# The clock skew an RP accepts on an answer's `ts` (docs/protocol.md, section 2.2:
-# MAX_CLOCK_SKEW_MS, relying_party.verify); a device clock further off is warned about.
-MAX_CLOCK_SKEW_MS = 120_000
 
 F = TypeVar("F", bound=Frame)
 
@@ -125,17 +123,18 @@ class Connection:
     async def close(self) -> None:
         await self._ws.close()
 
+    @property
+    def clock_offset_ms(self) -> int:
+        """The broker's clock minus this device's, as measured at its hello."""
+        return self._clock_offset_ms
+
     def clock_warning(self) -> str | None:
         """A warning when this device's clock is off the broker's by more than the
         skew an RP accepts (docs/protocol.md, section 13); answers still carry the
         broker's time, but the device clock is wrong for everything else."""
-        if abs(self._clock_offset_ms) <= MAX_CLOCK_SKEW_MS:
+        if abs(self._clock_offset_ms) <= broker_clock.WARN_AFTER_MS:
             return None
-        ahead = "behind" if self._clock_offset_ms > 0 else "ahead of"
-        return (
-            f"this device's clock is {abs(self._clock_offset_ms) // 1000} s {ahead} the broker's at "
-            f"{self.url} (more than {MAX_CLOCK_SKEW_MS // 1000} s): set the clock right"
-        )
+        return broker_clock.wrong_clock(self._clock_offset_ms, self.url)
 
     def broker_now_ms(self) -> int:
         """Now, on the broker's clock (for expiry countdowns and answer timestamps)."""

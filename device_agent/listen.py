@@ -39,7 +39,7 @@ from protocol.frames import (
 )
 from protocol.purpose import is_setup_test
 
-from . import auto_backup_status, backup_actions, recovery_keys
+from . import auto_backup_status, backup_actions, broker_clock, recovery_keys
 from .actions import apply_welcome, misdirected
 from .connection import Connection
 from .display import notice_question, number_source, request_text, service_name, shown_lines
@@ -119,6 +119,7 @@ class BrokerLink:
             up_since: float | None = None
             try:
                 conn = await Connection.open(self.url)
+                broker_clock.record(self.listener.store.home, self.url, conn.clock_offset_ms)
                 try:
                     seeds = self.listener.store.seeds(list(self.accounts.values()))
                     welcome, challenges = await conn.authenticate(seeds)

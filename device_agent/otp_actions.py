@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import totp
+from . import broker_clock, totp
 from .accounts_model import OtpAccount
 from .errors import UsageError
 from .importers import migration, otpauth
@@ -40,13 +40,15 @@ def codes(store: AccountStore, name: str | None = None, at: float | None = None)
 
     An HOTP code is used up once shown (the service moves its counter on), so it is
     shown, and its counter advanced in the vault, only when the account is named.
+    A push account's TOTP codes are shown on its broker's clock when this device's is
+    off by at most CODE_CORRECTION_MAX_MS (code_clock).
     """
     now = time.time() if at is None else at
     if name is not None:
         entry = store.find_entry(name)
         if entry.otp is None:
             raise UsageError(f'"{entry.name}" has no verification codes (push sign-in only)')
-        line = code_line(entry, entry.otp, now)
+        line = code_line(entry, entry.otp, now + _shift_s(store, entry))
         if entry.otp.kind == "hotp":
             store.replace_otp(entry.name, entry.otp.advanced())
         return [line]
@@ -57,8 +59,54 @@ def codes(store: AccountStore, name: str | None = None, at: float | None = None)
         if entry.otp.kind == "hotp":
             out.append(CodeLine(entry.name, None, None, "hotp", entry.needs_action, entry.revoked))
         else:
-            out.append(code_line(entry, entry.otp, now))
+            out.append(code_line(entry, entry.otp, now + _shift_s(store, entry)))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class CodeClock:
+    """How the codes of one broker's accounts are timed: `shift_ms` added to this
+    device's clock (0: its own), and what to tell the user (None: nothing)."""
+
+    shift_ms: int
+    note: str | None
+
+
+def code_clock(home: Path, broker: str) -> CodeClock:
+    """Codes of `broker`'s accounts follow its clock as last measured (broker_clock),
+    within CODE_CORRECTION_MAX_MS; further off, this device's own clock, with a warning."""
+    off = broker_clock.measured(home, broker)
+    if off is None:
+        return CodeClock(0, None)
+    if abs(off) <= broker_clock.CODE_QUIET_MS:
+        return CodeClock(off, None)
+    wrong = broker_clock.wrong_clock(off, broker)
+    if abs(off) <= broker_clock.CODE_CORRECTION_MAX_MS:
+        return CodeClock(
+            off,
+            f"{wrong}; the codes of its accounts are shown on the broker's clock meanwhile,"
+            " those of other accounts here are wrong until then",
+        )
+    limit = broker_clock.CODE_CORRECTION_MAX_MS // 60_000
+    return CodeClock(
+        0,
+        f"{wrong}; services will refuse the codes shown here until then (off by more than"
+        f" {limit} min, the codes are not shown on the broker's clock)",
+    )
+
+
+def clock_notes(store: AccountStore) -> list[str]:
+    """One note per broker whose accounts' codes are shown and whose clock is far off."""
+    brokers = dict.fromkeys(
+        e.account.broker for e in store.entries() if e.account is not None and e.otp is not None
+    )
+    return [n for b in brokers if (n := code_clock(store.home, b).note) is not None]
+
+
+def _shift_s(store: AccountStore, entry: Entry) -> float:
+    if entry.account is None or entry.otp is None or entry.otp.kind != "totp":
+        return 0.0  # an imported account's codes never follow a pushauth broker's clock
+    return code_clock(store.home, entry.account.broker).shift_ms / 1000
 
 
 def _held(store: AccountStore) -> list[tuple[str, OtpAccount]]:

@@ -1,0 +1,83 @@
+"""A phone whose clock is wrong: the real agent run under libfaketime (a real skewed
+clock for the whole process, not a patched function), a real broker, the RP SDK.
+
+README, "If your phone's clock is wrong", says what the user gets; device_agent/
+broker_clock.py says what the broker's clock may and may not be used for.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+
+import pytest
+from e2e_helpers import agent, agent_env, agent_ok  # noqa: F401  (agent_env: autouse)
+from shared_broker import broker, rp  # noqa: F401  (fixtures)
+from support import BrokerProcess
+
+from protocol.uri import TotpParams
+from relying_party.sdk import PushAuthClient
+from relying_party.totp import check_code, new_totp
+
+_LIBS = glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1")
+pytestmark = pytest.mark.skipif(not _LIBS, reason="libfaketime is missing: scripts/ensure-tools test")
+
+
+def skewed(seconds: int) -> dict[str, str]:
+    """The environment that sets the agent's clock `seconds` off (monotonic clocks as they are)."""
+    return {"LD_PRELOAD": _LIBS[0], "FAKETIME": f"{seconds:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+async def enrolled_with_codes(client: PushAuthClient, home: Path) -> TotpParams:
+    """An account enrolled (on a right clock) with the RP's TOTP secret for this device."""
+    totp = new_totp()
+    started = await client.create_enrollment("alice", "alice@example.com", totp=totp)
+    assert started.uri is not None
+    agent_ok(home, "enroll", started.uri, "--name", "phone")
+    assert (await client.wait_enrollment(started, timeout=10)).completed
+    return totp
+
+
+def accepted(totp: TotpParams, home: Path, **env: str) -> tuple[bool, str]:
+    """Whether the RP (on the right clock) takes the code the agent shows; its stderr."""
+    result = agent(home, "code", "--json", **env)
+    assert result.returncode == 0, result.stderr
+    (line,) = json.loads(result.stdout)
+    return check_code(totp, line["code"], last_used_step=None).ok, result.stderr
+
+
+async def test_codes_follow_the_brokers_clock_while_this_clock_is_minutes_off(
+    client: PushAuthClient, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """3 minutes behind: the RP (one 30 s step of skew) refused every code shown before.
+    Once a connection measured the broker's clock, the account's codes follow it, and the
+    user is told which clock is wrong; once the clock is set right, the old measurement
+    no longer counts (it would be wrong the other way)."""
+    home = tmp_path / "phone"
+    totp = await enrolled_with_codes(client, home)
+    behind = skewed(-180)
+    assert agent(home, "pending", **behind).returncode == 0  # connects: measures the broker's clock
+    ok, err = accepted(totp, home, **behind)
+    assert ok, err
+    assert "this device's clock is 3 min 0 s behind the broker's" in err or "2 min 59 s behind" in err
+    assert "set this device's clock right" in err and "shown on the broker's clock" in err
+    # The user set the clock right: codes by this clock, no warning from the old measurement.
+    ok, err = accepted(totp, home)
+    assert ok and "clock" not in err, err
+
+
+async def test_a_clock_off_by_a_day_is_named_and_codes_are_not_moved_that_far(
+    client: PushAuthClient, broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Beyond 10 minutes the broker's word does not move the codes (a broker lying about
+    its time would make the device show codes of another time, for a phishing page to
+    collect and use later): the codes are this clock's, and the warning says so."""
+    home = tmp_path / "phone"
+    totp = await enrolled_with_codes(client, home)
+    ahead = skewed(86400)
+    agent_ok(home, "pending", **ahead)
+    ok, err = accepted(totp, home, **ahead)
+    assert not ok
+    assert "this device's clock is 1 d 0 h ahead of the broker's" in err, err
+    assert "services will refuse the codes shown here" in err
