@@ -30,7 +30,7 @@ from .accounts_model import OtpAccount
 from .backup import Backup, dump_backup, load_backup
 from .backup_keys import BackupCode, BlobKeys
 from .display import local_time, shown
-from .errors import AgentError, Refused, Unreachable, UsageError
+from .errors import AgentError, Refused, Unreachable, UsageError, WrongClock
 from .legacy_store import unb64
 from .passphrase import PassphraseError, WrongPassphrase, check_strength, kdf_from_env
 from .store import ACTION_REQUIRED, Account, AccountStore, Record, Registration, State, b64
@@ -55,6 +55,12 @@ NOT_RECOVERED_YET = (
     "not recovered yet, the broker could not be reached: once it can, pushauth-agent reactivate {name}"
     " tries its recovery key again (or scan a new QR code from {rp_name}: pushauth-agent reactivate"
     " {name} URI)"
+)
+# A recoverable account whose recovery the broker refused as made at the wrong time:
+# its recovery key is unused too.
+WRONG_CLOCK = (
+    "not recovered yet, this device's clock was wrong: once it is right, pushauth-agent reactivate"
+    " {name} tries its recovery key again"
 )
 # New recovery keys and a new backup code end what an older backup can do with push
 # accounts, but a verification-code secret is the service's: only it can make a new one.
@@ -710,6 +716,15 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             _set_reason(
                 store, name, NOT_RECOVERED_YET.format(name=shlex.quote(name), rp_name=account.rp_name)
             )
+            continue
+        except WrongClock as exc:
+            # Refused before anything was used: the same recovery works once the clock is right.
+            again = f"pushauth-agent reactivate {shlex.quote(shown(name))}"
+            report.lines[name] = (
+                f"action required: {shown(name)}: not recovered yet ({exc}); its recovery key is kept here:"
+                f" once this device's clock is right, run: {again} (no new QR code needed)"
+            )
+            _set_reason(store, name, WRONG_CLOCK.format(name=shlex.quote(name)))
             continue
         except AgentError as exc:
             then = f"pushauth-agent reactivate {shlex.quote(shown(name))} URI"

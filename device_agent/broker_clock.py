@@ -67,6 +67,8 @@ def describe(offset_ms: int) -> str:
         size = f"{s // 86400} d {s % 86400 // 3600} h"
     elif s >= 3600:
         size = f"{s // 3600} h {s % 3600 // 60} min"
+    elif s >= 600:  # seconds no longer matter, and a Date header measures none
+        size = f"{(abs(offset_ms) + 30_000) // 60_000} min"
     elif s >= 60:
         size = f"{s // 60} min {s % 60} s"
     else:

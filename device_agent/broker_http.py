@@ -19,7 +19,8 @@ from urllib.parse import quote, urlunsplit
 from protocol import b64, signing
 from protocol.uri import insecure_transport, split_url
 
-from .errors import InsecureBroker, Refused, Unreachable, UsageError
+from . import broker_clock
+from .errors import InsecureBroker, Refused, Unreachable, UsageError, WrongClock
 from .messages import cannot_reach
 
 TIMEOUT_S = 15.0
@@ -60,12 +61,36 @@ def _call(
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+        data = exc.read()
+        if exc.code == 403 and _problem(exc.code, data)[0] == "stale_request":
+            raise _wrong_clock(broker, exc.headers.get("Date")) from None
+        return exc.code, data
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
         # Named as over WebSocket, never by `url`: its path may hold a blob id, which
         # need not be shown.
         raise Unreachable(cannot_reach(broker, reason)) from None
+
+
+def _wrong_clock(broker: str, date: str | None) -> WrongClock:
+    """A signed request refused as stale, saying which clock is off and by how much (the
+    broker's Date header: its clock, to the second; never used to sign, see broker_clock)."""
+    import email.utils
+
+    try:
+        # Date is whole seconds, cut down: its middle is the better guess.
+        offset_ms = int(email.utils.parsedate_to_datetime(date or "").timestamp() * 1000) + 500 - now_ms()
+    except (TypeError, ValueError):
+        offset_ms = None
+    if offset_ms is None or abs(offset_ms) < 60_000:  # no Date, or one that explains nothing
+        why = f"this device's clock is more than 5 minutes off the broker's at {broker}: set it right"
+    else:
+        why = broker_clock.wrong_clock(offset_ms, broker)
+    return WrongClock(
+        f"the broker refused the request as made at the wrong time: {why} (the broker allows 5 minutes),"
+        " then try again",
+        code="stale_request",
+    )
 
 
 def _problem(status: int, data: bytes) -> tuple[str, str]:

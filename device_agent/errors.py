@@ -33,6 +33,12 @@ class Refused(AgentError):
     exit_code = EXIT_REFUSED
 
 
+class WrongClock(Refused):
+    """The broker refused a signed HTTP request as stale: this device's clock is off
+    the broker's by more than the broker allows (stale_request). Nothing was used up:
+    the same request with the clock set right goes through."""
+
+
 class Unreachable(AgentError):
     """No connection to the broker, or it broke before the answer came."""
 

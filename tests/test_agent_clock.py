@@ -81,3 +81,26 @@ async def test_a_clock_off_by_a_day_is_named_and_codes_are_not_moved_that_far(
     assert not ok
     assert "this device's clock is 1 d 0 h ahead of the broker's" in err, err
     assert "services will refuse the codes shown here" in err
+
+
+async def test_a_recovery_refused_for_the_clock_says_so_and_keeps_the_recovery_key(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    """20 minutes behind, a restore's recovery is refused as stale (the broker allows 5):
+    before, the agent sent the user to the service for a new QR code, though nothing was
+    used up. Now it names the clock and keeps the key: with the clock right, `reactivate
+    NAME` recovers without a QR code."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    started = await client.create_enrollment("alice", "alice@example.com", totp=new_totp(), recoverable=True)
+    assert started.uri is not None
+    agent_ok(old, "enroll", started.uri, "--name", "old phone")
+    backup = tmp_path / "phone.backup"
+    agent_ok(old, "backup", "--to", str(backup))
+    out = agent_ok(new, "restore", "--from", str(backup), "--device-name", "new phone", **skewed(-1200))
+    assert "this device's clock is 20 min behind the broker's" in out, out
+    assert (
+        "once this device's clock is right, run: pushauth-agent reactivate alice@example.com (no new" in out
+    )
+    assert "get a new QR code" not in out
+    out = agent_ok(new, "reactivate", "alice@example.com")  # the clock set right
+    assert "recovered: alice@example.com" in out, out
