@@ -145,11 +145,11 @@ class MalformedEvent(ValueError):
     """A message on the event channel that is not an event this release understands."""
 
 
-_STR, _INT, _BYTES, _OPT_STR = str, int, bytes, (str, type(None))
+_STR, _INT, _BYTES, _OPT_STR, _OPT_INT = str, int, bytes, (str, type(None)), (int, type(None))
 # Field types, in order, of what each event kind carries (see encode).
 _RECORD = (_STR, _STR, _STR, _STR, _STR, _INT, _BYTES, _BYTES, dict, _BYTES, _INT, _INT)
 _ANSWER = (_STR, _STR, _STR, _INT, _BYTES, _BYTES)
-_NOTICE = (_STR, _STR, _STR, _STR, _STR, _STR, _STR, _INT)
+_NOTICE = (_STR, _STR, _STR, _STR, _STR, _STR, _STR, _INT, _OPT_INT)  # the last one optional
 
 
 def _fields(what: str, value: Any, types: tuple[Any, ...], optional: int = 0) -> list[Any]:
@@ -210,7 +210,7 @@ def decode(data: bytes) -> tuple[str, Event]:
         event = CredentialRevoked(*_fields("revoked", rest, (_STR, _STR, _STR, _STR)))
     elif kind == "q":
         event = NoticeCreated(
-            Notice.from_event(_fields("notice", _fields("notice", rest, (list,))[0], _NOTICE))
+            Notice.from_event(_fields("notice", _fields("notice", rest, (list,))[0], _NOTICE, optional=1))
         )
     elif kind == "a":
         event = NoticeAnswered(*_fields("notice answered", rest, (_STR, _STR, _STR)))

@@ -302,16 +302,20 @@ return 'ok'
 # KEYS: credential hash
 # ARGV: recovery public key, ts (ms) of the credential key's signature naming it, that
 #       signature
-# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'stale' (not newer than the
-#    key named last: a replayed older naming must not bring back a used key)
+# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable', 'stale' (not newer than the
+#    key named last: a replayed older naming must not bring back a used key) or
+#    'before_recovery' (not newer than a recovery from this credential: the RP would
+#    refuse it as bad_rotation, docs/protocol.md section 16, so the device must hear it
+#    now rather than believe its backups recover the account)
 SET_RECOVERY_KEY = """
 local c = redis.call('HMGET', KEYS[1], 'status', 'recoverable', 'recovery_pk_ts', 'recovery_pk',
-  'recovery_prior')
+  'recovery_prior', 'recovered_ts')
 if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
 if c[2] ~= '1' then return 'not_recoverable' end
-local last = tonumber(c[3] or '0')
-if tonumber(ARGV[2]) <= last then return 'stale' end
+local ts = tonumber(ARGV[2])
+if ts <= tonumber(c[3] or '0') then return 'stale' end
+if ts <= tonumber(c[6] or '0') then return 'before_recovery' end
 if c[4] then
   redis.call('HSET', KEYS[1], 'recovery_prior', string.sub((c[5] or '') .. c[4], -256))
 end
@@ -320,8 +324,8 @@ return 'ok'
 """
 
 # KEYS: old credential hash, new credential hash, user-credentials hash
-# ARGV: the recovery public key that signed, new cid, account label, then the new
-#       credential hash as field/value pairs
+# ARGV: the recovery public key that signed, new cid, account label, the recovery's ts,
+#       then the new credential hash as field/value pairs
 # -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'wrong_key' (the old
 #    credential's recovery key changed or was used). A recovery key works once: it is
 #    taken off the old credential in the same step.
@@ -334,8 +338,12 @@ if c[2] ~= ARGV[1] then return 'wrong_key' end
 local prior = redis.call('HGET', KEYS[1], 'recovery_prior') or ''
 redis.call('HDEL', KEYS[1], 'recovery_pk', 'recovery_pk_sig')
 redis.call('HSET', KEYS[1], 'recovery_used', '1', 'recovery_prior', string.sub(prior .. c[2], -256))
+-- the latest recovery ts from OLD: its next rotation must be newer (SET_RECOVERY_KEY)
+if tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'recovered_ts') or '0') then
+  redis.call('HSET', KEYS[1], 'recovered_ts', ARGV[4])
+end
 local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return 'ok'

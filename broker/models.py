@@ -262,11 +262,15 @@ class Notice:
     user: str
     account: str
     created: int
+    # The recovery's signed ts (the new device's clock; None in a notice made by an
+    # older release): the old device's next rotation must be newer (section 16).
+    recovery_ts: int | None = None
 
     def to_fields(self) -> list[Any]:
         return [
             "old", self.old_cid, "new", self.new_cid, "name", self.new_name, "rp", self.rp,
             "user", self.user, "account", self.account, "created", self.created,
+            *(["rts", self.recovery_ts] if self.recovery_ts is not None else []),
         ]  # fmt: skip
 
     @classmethod
@@ -280,6 +284,7 @@ class Notice:
             user=_s(h, "user"),
             account=_s(h, "account"),
             created=_i(h, "created"),
+            recovery_ts=_i(h, "rts") or None,
         )
 
     def to_event(self) -> list[Any]:
@@ -292,6 +297,7 @@ class Notice:
             self.user,
             self.account,
             self.created,
+            self.recovery_ts,
         ]
 
     @classmethod
@@ -300,5 +306,10 @@ class Notice:
 
     def frame(self) -> RecoveryNotice:
         return RecoveryNotice(
-            notice=self.id, cid=self.old_cid, new_cid=self.new_cid, new_name=self.new_name, time=self.created
+            notice=self.id,
+            cid=self.old_cid,
+            new_cid=self.new_cid,
+            new_name=self.new_name,
+            time=self.created,
+            recovery_ts=self.recovery_ts,
         )

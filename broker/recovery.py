@@ -50,6 +50,12 @@ _REFUSALS = {
     "revoked": (409, "credential_revoked", "the credential was removed; it can no longer be recovered"),
     "not_recoverable": (409, "not_recoverable", "the service did not enroll this credential as recoverable"),
     "stale": (409, "conflict", "a newer recovery key is named already"),
+    "before_recovery": (
+        409,
+        "conflict",
+        "ts is not newer than the recovery made with this credential's recovery key (the service would"
+        " refuse this rotation): sign a later ts (the recovery notice's recovery_ts + 1)",
+    ),
     "used": (
         409,
         "recovery_key_used",
@@ -150,7 +156,7 @@ async def recover(request: web.Request) -> web.Response:
         "recovered_from", old.id, "rec_ts", ts, "rec_sig", recovery_sig, "rec_pop", sig,
         "rec_rpk", new_recovery_pk,
     ]  # fmt: skip
-    notice = Notice(keys.mint("rn", tag), old.id, cid, name, old.rp, old.user, old.account, created)
+    notice = Notice(keys.mint("rn", tag), old.id, cid, name, old.rp, old.user, old.account, created, ts)
 
     # One transaction: the new credential never exists without its "was this you?"
     # notice to the old device (the notice script checks the recovery went through).
@@ -164,6 +170,7 @@ async def recover(request: web.Request) -> web.Response:
             recovery_pk,
             cid,
             old.account,
+            ts,
             *fields,
         )
         notices.queue_create(p, store, notice)

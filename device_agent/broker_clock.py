@@ -84,6 +84,32 @@ def wrong_clock(offset_ms: int, broker: str) -> str:
     )
 
 
+def rotation_too_early(account: str, recovery_ts: int, recovery_time: int, offset_ms: int | None) -> str:
+    """Why the recovery key of `account` cannot be renewed after "yes, it was me": the
+    restore was signed at `recovery_ts` (the new device's clock; the broker's then was
+    `recovery_time`), more than signing.ROTATION_AHEAD_MAX_MS ahead of this device's
+    clock, and the service takes a new key only after it. Names the clock that is wrong
+    (`offset_ms`: the broker's clock minus this device's, if measured) and what to do."""
+    from .display import local_time
+
+    wrong = []
+    if offset_ms is None or offset_ms > WARN_AFTER_MS:
+        mine = "" if offset_ms is None else f" ({describe(offset_ms)} the broker's)"
+        wrong.append(f"if this device's clock is behind{mine}, set it right")
+    new_ahead = recovery_ts - recovery_time
+    if new_ahead > WARN_AFTER_MS:
+        wrong.append(
+            f"the new device's clock was {describe(-new_ahead)} the broker's when it restored: set that"
+            f" device's clock right, and wait until {local_time(recovery_ts)} by a right clock"
+        )
+    return (
+        f"the recovery key of {account} was NOT renewed: the restore was signed by the new device at"
+        f" {local_time(recovery_ts)}, more than 10 min after this device's clock, and the service takes a"
+        f" new key only after that; {'; '.join(wrong)}; then run pushauth-agent backup retire (until then"
+        " your backups do not recover this account)"
+    )
+
+
 def record(home: Path, broker: str, offset_ms: int) -> None:
     """Keep the offset just measured on a connection to `broker`."""
     setting = _setting_ms()

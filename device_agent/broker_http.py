@@ -182,7 +182,8 @@ def set_recovery_key(
     why = {
         "credential_revoked": "the account was removed at the service",
         "not_found": "the service does not know this device's key (removed?)",
-        "conflict": "a newer recovery key is named already (is this device's clock behind?)",
+        # a newer key is named already, or a recovery from this credential is not older
+        "conflict": f"{detail or code} (is this device's clock behind?)",
     }.get(code, detail or code)
     raise Refused(f"the broker did not take the new recovery key: {why}", code=code)
 

@@ -721,7 +721,7 @@ def cmd_recovery(store: AccountStore, args: argparse.Namespace) -> int:
         return report_secret_change(renewed) or rotated
     if report.outcome == NoticeOutcome.CONFIRMED:
         # The restore used this account's recovery key: a new one, and backups that hold it.
-        rotation, rewritten = recovery_keys.after_confirm(store, report.question.notice.cid)
+        rotation, rewritten = recovery_keys.after_confirm(store, report.question.notice)
         rotated = report_rotation(rotation)
         return (report_secret_change(rewritten) if rewritten else EXIT_OK) or rotated
     return EXIT_OK

@@ -198,7 +198,7 @@ class Listener:
         # Those of them that were a setup's test notification: their result is worded so.
         self.setup_tests: set[str] = set()
         # (broker URL, rid) of each recovery answer sent -> its notice id
-        self.question_rids: dict[tuple[str, int], str] = {}
+        self.question_rids: dict[tuple[str, int], RecoveryNotice] = {}
         self.stopping = asyncio.Event()
         self.drained = asyncio.Event()
         self._store_version: tuple[int, int, int] | None = None
@@ -395,7 +395,7 @@ class Listener:
             seed = self.store.seed(question.notice.cid)
             frame = conn.recovery_answer_frame(question.notice, seed=seed, decision=decision)
             self.in_flight[nid] = question.link
-            self.question_rids[(question.link.url, frame.rid)] = nid
+            self.question_rids[(question.link.url, frame.rid)] = question.notice
             await conn.send(frame)
             self.say(f"Recovery question {nid}: answer sent ({decision}).")
         except (AgentError, StoreError) as exc:
@@ -407,14 +407,14 @@ class Listener:
         self._ask_next()
 
     def _question_result(self, link: BrokerLink, frame: RecoveryResult) -> None:
-        mine = frame.rid is not None and self.question_rids.pop((link.url, frame.rid), None) is not None
-        if mine:
+        notice = None if frame.rid is None else self.question_rids.pop((link.url, frame.rid), None)
+        if notice is not None:
             self.in_flight.pop(frame.notice, None)
             self.say(f"Recovery question {frame.notice}: {notice_outcome_message(frame.outcome)}.")
             if frame.outcome == NoticeOutcome.DISOWNED:
                 self._after_disown()
             elif frame.outcome == NoticeOutcome.CONFIRMED:
-                self._after_confirm(frame.cid)
+                self._after_confirm(notice)
             self._check_drained()
         else:  # answered by another command or device, or withdrawn
             self._drop_question(frame.notice, f"was closed: {notice_outcome_message(frame.outcome)}")
@@ -432,13 +432,13 @@ class Listener:
 
         self._chore("after disown", work, "The backups were not renewed after the disowned recovery")
 
-    def _after_confirm(self, cid: str) -> None:
+    def _after_confirm(self, notice: RecoveryNotice) -> None:
         """ "Yes, it was me": the restore used this account's recovery key, so it gets a
         new one and the backups are rewritten with it (recovery_keys.after_confirm;
         blocking HTTP, so in a thread)."""
 
         def work(lines: list[str]) -> None:
-            rotation, rewritten = recovery_keys.after_confirm(self.store, cid)
+            rotation, rewritten = recovery_keys.after_confirm(self.store, notice)
             lines += [*rotation.lines(), *rotation.failures]
             if rewritten is not None:
                 lines += [*rewritten.text(), *rewritten.failures]
@@ -504,12 +504,13 @@ class Listener:
         elif isinstance(frame, RecoveryResult):
             self._question_result(link, frame)
         elif isinstance(frame, Error):
-            nid = (
+            sent = (
                 self.question_rids.pop((link.url, int(frame.ref)), None)
                 if (frame.ref or "").isdigit()
                 else None
             )
-            if nid is not None:
+            if sent is not None:
+                nid = sent.notice
                 self.in_flight.pop(nid, None)
                 self.say(
                     f"Recovery question {nid}: the answer was not recorded: {error_message(frame.code)}."

@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protocol import signing
+from protocol.frames import RecoveryNotice
 
-from . import backup_actions, broker_http
+from . import backup_actions, broker_clock, broker_http
 from .errors import AgentError, Unreachable
 from .store import AccountStore
 
@@ -62,12 +63,18 @@ class Rotation:
 
 
 def rotate_recovery_keys(
-    store: AccountStore, names: list[str] | None = None, *, retry: str = RETRY
+    store: AccountStore,
+    names: list[str] | None = None,
+    *,
+    retry: str = RETRY,
+    recovery: RecoveryNotice | None = None,
 ) -> Rotation:
     """Give every active recoverable push account (or those in `names`) a new recovery key.
 
     Blocking HTTP, one request per account. An account whose broker cannot be reached
     or refuses keeps its old key (reported in `failures`); the others are renewed.
+    `recovery`: the notice of a recovery from these accounts, whose `recovery_ts` the
+    new key's ts must follow (signing.rotation_ts).
     """
     report = Rotation()
     new_seeds: dict[str, bytes] = {}  # credential id -> new recovery seed, taken by the broker
@@ -76,10 +83,19 @@ def rotate_recovery_keys(
             continue
         if store.recovery_seed(account.name) is None:
             continue
+        now = broker_http.now_ms()
+        ts = signing.rotation_ts(now, recovery.recovery_ts if recovery else None)
+        if ts is None:
+            assert recovery is not None and recovery.recovery_ts is not None
+            offset = broker_clock.measured(store.home, account.broker)
+            report.failures.append(
+                broker_clock.rotation_too_early(account.name, recovery.recovery_ts, recovery.time, offset)
+            )
+            continue
         new_seed = signing.new_seed()
         try:
             taken = broker_http.set_recovery_key(
-                account.broker, account.cid, store.seed(account.cid), new_seed
+                account.broker, account.cid, store.seed(account.cid), new_seed, ts=ts
             )
         except Unreachable as exc:
             report.failures.append(f"the recovery key of {account.name} was NOT renewed ({exc}); {retry}")
@@ -107,16 +123,19 @@ def rotate_recovery_keys(
     return report
 
 
-def after_confirm(store: AccountStore, cid: str) -> tuple[Rotation, backup_actions.SecretChange | None]:
-    """ "Yes, it was me" to the recovery notice about this device's credential `cid`:
-    the restore used that account's recovery key, so it gets a new one (as after
-    `passwd`), and the backups this device keeps are rewritten with it (same passphrase
-    and backup code: nothing else changed). The backup is rewritten only if a key was
-    renewed; when the broker cannot be reached the failure says what to run later."""
-    account = next((a for a in store.active() if a.cid == cid), None)
+def after_confirm(
+    store: AccountStore, notice: RecoveryNotice
+) -> tuple[Rotation, backup_actions.SecretChange | None]:
+    """ "Yes, it was me" to `notice`, about this device's credential `notice.cid`: the
+    restore used that account's recovery key, so it gets a new one (as after `passwd`),
+    signed after the restore (the RP orders them so), and the backups this device keeps
+    are rewritten with it (same passphrase and backup code: nothing else changed). The
+    backup is rewritten only if a key was renewed; when the broker cannot be reached
+    the failure says what to run later."""
+    account = next((a for a in store.active() if a.cid == notice.cid), None)
     if account is None or store.recovery_seed(account.name) is None:
         return Rotation(), None
-    rotation = rotate_recovery_keys(store, [account.name], retry=RETRY_SPENT)
+    rotation = rotate_recovery_keys(store, [account.name], retry=RETRY_SPENT, recovery=notice)
     if not rotation.renewed and not rotation.dropped:
         return rotation, None
     return rotation, backup_actions.after_secret_change(store, backup_actions.CONFIRM)

@@ -217,12 +217,17 @@ class RecoveryNotice(Frame):
         "new_cid": f.IDENT,
         "new_name": f.NAME,
         "time": f.TIMESTAMP_MS,
+        # Added within version 2: the recovery's signed `ts` (the new device's clock),
+        # which the RP orders this credential's next recovery-key rotation after
+        # (docs/protocol.md, section 16); left out by a broker that did not keep it.
+        "recovery_ts": f.Added(f.TIMESTAMP_MS),
     }
     notice: str
     cid: str
     new_cid: str
     new_name: str
     time: int
+    recovery_ts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,26 @@ def recovery_key_bytes(cid: str, recovery_pk: bytes, ts: int) -> bytes:
     return canonical(DOMAIN_RECOVERY_KEY, cid, recovery_pk, ts)
 
 
+# How far ahead of its own clock a device signs a rotation's ts to order it after a
+# recovery (section 16, "Renewal"). The recovery's ts comes from the broker (the
+# `recovery_notice`), which is trusted to deliver, not to decide: a rotation ts far in
+# the future would make the RP refuse every later rotation of the user's until then
+# (each must be newer), so the device follows it only this far, which covers clocks
+# off by minutes, as phones' are.
+ROTATION_AHEAD_MAX_MS = 10 * 60 * 1000
+
+
+def rotation_ts(now_ms: int, recovery_ts: int | None) -> int | None:
+    """The ts a device signs a recovery-key rotation with: its own clock, or, when a
+    recovery from the credential (its `recovery_ts`) is not older, just after that,
+    since the RP takes a rotation only if it is newer than every recovery from the
+    credential. None when that is more than ROTATION_AHEAD_MAX_MS ahead of `now_ms`:
+    one of the two devices' clocks is wrong, and no ts works that the device may sign."""
+    if recovery_ts is None or recovery_ts < now_ms:
+        return now_ms
+    return recovery_ts + 1 if recovery_ts + 1 - now_ms <= ROTATION_AHEAD_MAX_MS else None
+
+
 def recover_bytes(rp: str, old_cid: str, pk: bytes, name: str, recovery_pk: bytes, ts: int) -> bytes:
     """A new credential `pk` for the account of `old_cid` at RP `rp`; signed by the
     recovery key of `old_cid` and, as proof of possession, by the new key. The RP checks

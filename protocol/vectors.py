@@ -21,6 +21,7 @@ frame field maps, where msgpack bin and str must be told apart, a binary value i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import struct
@@ -196,6 +197,9 @@ def sample_frames() -> list[Frame]:
         Revoked(cid="cred_A1", reason="removed_by_device", rid=8),
         Revoked(cid="cred_A1", reason="removed_by_rp", rid=None),
         NOTICE,
+        # `recovery_ts` (added within version 2): the recovery's signed ts, here the new
+        # device's clock 90 s ahead of the broker's; the old device's rotation follows it.
+        dataclasses.replace(NOTICE, recovery_ts=T0 + 90_000),
         sign_recovery_answer(NOTICE, seed=SEEDS[0], decision="disown", ts=T0 + 20_000, rid=9),
         RecoveryResult(notice=NOTICE.notice, cid="cred_A1", outcome="disowned", rid=9),
         Error(code="already_answered", message="challenge already ended: approved", ref=CHALLENGE.ch),
@@ -460,6 +464,7 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("a code with upper-case letters", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "Answered"}), "invalid_field", None),
         ("a code of 33 characters", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "a" * 33}), "invalid_field", None),
         ("cancel.by that is not an ident (empty)", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "answered", "by": ""}), "invalid_field", None),
+        ("recovery_notice.recovery_ts that is not an integer", D, DR, _frame_bytes("recovery_notice", {"notice": "rn_4kQ9", "cid": "cred_A1", "new_cid": "cred_N1", "new_name": "N", "time": T0, "recovery_ts": "1"}), "invalid_field", None),
         ("cancel.by that is not a string", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "answered", "by": 7}), "invalid_field", None),
         ("challenge digits 9", D, DR, _frame_bytes("challenge", {**challenge, "digits": 9}), "invalid_field", None),
         ("challenge without rp_nonce (a version 1 challenge)", D, DR, _frame_bytes("challenge", {k: x for k, x in challenge.items() if k != "rp_nonce"}), "invalid_field", None),

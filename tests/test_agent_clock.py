@@ -104,3 +104,37 @@ async def test_a_recovery_refused_for_the_clock_says_so_and_keeps_the_recovery_k
     assert "get a new QR code" not in out
     out = agent_ok(new, "reactivate", "alice@example.com")  # the clock set right
     assert "recovered: alice@example.com" in out, out
+
+
+async def test_an_old_phone_behind_the_new_one_renews_its_recovery_key_after_the_restore(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    """The old phone 90 s behind the new one: "yes, it was me" renews the account's
+    recovery key (the restore used it up). The RP takes a rotation only if it is newer
+    than the recovery (docs/protocol.md section 16); signed by this clock it was not, so
+    the RP refused it (bad_rotation) and the rewritten backup, "recovered" on the next
+    device, was refused too (recovery_key_used). Now the phone signs it just after the
+    restore's ts (from the notice), and the rewritten backup recovers."""
+    old, behind = tmp_path / "old", skewed(-90)
+    started = await client.create_enrollment("alice", "alice@example.com", totp=new_totp(), recoverable=True)
+    assert started.uri is not None
+    agent_ok(old, "enroll", started.uri, "--name", "old phone", **behind)
+    done = await client.wait_enrollment(started, timeout=10)
+    assert done.credential is not None
+    stored = {done.credential.id: done.credential}
+    backup = tmp_path / "phone.backup"
+    agent_ok(old, "backup", "--to", str(backup), **behind)
+    out = agent_ok(tmp_path / "new", "restore", "--from", str(backup), "--device-name", "new phone")
+    assert "recovered: alice@example.com" in out, out
+    (await client.sync_credentials("alice", stored)).apply_to(stored)
+    (notice,) = json.loads(agent_ok(old, "pending", "--json", **behind))
+    out = agent_ok(old, "recovery", "confirm", notice["id"], **behind)
+    assert "New recovery keys for alice@example.com" in out, out
+    sync = await client.sync_credentials("alice", stored)
+    assert [c.id for c in sync.rotated] == [done.credential.id] and not sync.refused, sync.refused
+    sync.apply_to(stored)
+    agent_ok(old, "backup", "--to", str(backup), "--force", **behind)
+    out = agent_ok(tmp_path / "third", "restore", "--from", str(backup), "--device-name", "third phone")
+    assert "recovered: alice@example.com" in out, out
+    sync = await client.sync_credentials("alice", stored)
+    assert [c.name for c in sync.added] == ["third phone"] and not sync.refused, sync.refused

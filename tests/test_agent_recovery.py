@@ -594,8 +594,16 @@ async def test_recovery_routes_refuse_bad_requests(
     # None of these made a credential.
     assert {c.id for c in await client.list_credentials("alice")} == {cred.id, plain.id}
     # Once: the first good recovery registers a credential, the next one is refused.
-    assert recover()[0] == 201
+    recovered_at = broker_http.now_ms() + 60_000  # the new device's clock a minute ahead
+    assert recover(ts=recovered_at)[0] == 201
     assert recover()[1]["code"] == "recovery_key_used"
     assert len(await client.list_credentials("alice")) == 3
+    # A rotation must be newer than that recovery too, or the RP refuses it (bad_rotation,
+    # docs/protocol.md section 16): the broker says so at once (409 conflict).
+    for ts in (now + 1, recovered_at):
+        with pytest.raises(broker_http.Refused, match="not newer than the recovery") as refused:
+            broker_http.set_recovery_key(broker.ws_url, cred.id, seed, signing.new_seed(), ts=ts)
+        assert refused.value.code == "conflict"
+    assert broker_http.set_recovery_key(broker.ws_url, cred.id, seed, signing.new_seed(), ts=recovered_at + 1)
     await client.revoke_credential(cred.id)
     assert recover()[1]["code"] == "credential_revoked"

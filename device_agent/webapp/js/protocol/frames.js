@@ -97,7 +97,7 @@ export const FRAMES = Object.freeze({
   answer_result: [B, [["ch", IDENT], ["outcome", CODE]]],
   cancel: [B, [["ch", IDENT], ["reason", CODE], ["by", added(IDENT)]]],
   revoked: [B, [["cid", IDENT], ["reason", CODE], ["rid", optional(RID)]]],
-  recovery_notice: [B, [["notice", IDENT], ["cid", IDENT], ["new_cid", IDENT], ["new_name", NAME], ["time", MS]]],
+  recovery_notice: [B, [["notice", IDENT], ["cid", IDENT], ["new_cid", IDENT], ["new_name", NAME], ["time", MS], ["recovery_ts", added(MS)]]],
   recovery_result: [B, [["notice", IDENT], ["cid", IDENT], ["outcome", CODE], ["rid", optional(RID)]]],
   error: [B, [["code", CODE], ["message", str({ max: 512 })], ["ref", optional(str({ max: 64 }))]]],
   authenticate: [D, [["creds", listOf(record([["cid", IDENT], ["sig", bin(64)]]), 64)]]],
