@@ -11,6 +11,7 @@ import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { hasUnsafe, printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
 import { isSetupTest } from "./protocol/purpose.js";
+import { rotationTs } from "./protocol/signing.js";
 import { counterCode, totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
 import { startScan, stopScan, scanSupported } from "./scan.js";
@@ -1080,7 +1081,7 @@ async function answerNotice(decision) {
     let renewed = null;
     if (result.outcome === "disowned") renewed = await retireBackups(account.cid);
     else if (result.outcome === "confirmed" && wasRecoverable) {
-      const failed = await renewRecoveryKey(await db.getAccount(account.cid));
+      const failed = await renewRecoveryKey(await db.getAccount(account.cid), n.frame);
       renewed = failed ? `Not done: ${failed}; Retire older backups does it later.` : null;
     }
     await refreshAccounts(); // (and the automatic server copy, which held the spent key)
@@ -1140,11 +1141,20 @@ async function retireBackups(answeredCid = null) {
 }
 
 // A new recovery key for one account (docs/protocol.md section 16, "Renewal"), signed
-// by its credential: null when done, else what went wrong, in words.
-async function renewRecoveryKey(account) {
+// by its credential: null when done, else what went wrong, in words. `notice`: the
+// recovery_notice of a recovery from it, which the new key must be dated after.
+async function renewRecoveryKey(account, notice = null) {
+  const ts = rotationTs(Date.now(), notice?.recovery_ts ?? null);
+  if (ts === null) {
+    const newAhead = notice.recovery_ts - notice.time; // the new device's clock minus the broker's
+    const which = newAhead > 120_000
+      ? `the new device's clock was ${Math.round(newAhead / 60_000)} min ahead when it restored: set it right`
+      : "this phone's clock is behind: set it right";
+    return `${account.name}'s recovery key was not renewed: the restore is dated more than 10 min after this phone's clock (${which}, then Retire older backups)`;
+  }
   try {
     const fresh = await newRecoveryKey();
-    const taken = await brokerHttp.setRecoveryKey(account.broker, account.cid, account.privateKey, fresh.publicKey);
+    const taken = await brokerHttp.setRecoveryKey(account.broker, account.cid, account.privateKey, fresh.publicKey, ts);
     const recovery = taken ? { publicKey: fresh.publicKey, seed: await sealed.seal(fresh.seed, `recovery:${account.cid}`) } : null;
     await db.putAccount({ ...(await db.getAccount(account.cid)), recovery });
     return null;

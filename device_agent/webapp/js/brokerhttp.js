@@ -115,8 +115,8 @@ function postJson(url, body) {
 // Name a new recovery key for credential `cid` (signed by its key), replacing the one
 // named before or used by a recovery: true when the broker took it, false when the
 // service did not enroll the credential as recoverable.
-export async function setRecoveryKey(broker, cid, privateKey, recoveryPk) {
-  const ts = Date.now();
+// `ts`: when to date it (default this clock; after a recovery, signing.js rotationTs).
+export async function setRecoveryKey(broker, cid, privateKey, recoveryPk, ts = Date.now()) {
   const sig = await sign(privateKey, recoveryKeyBytes(cid, recoveryPk, ts));
   const url = `${httpBase(broker)}/v1/credentials/${encodeURIComponent(cid)}/recovery-key`;
   const response = await postJson(url, { recovery_pk: b64urlEncode(recoveryPk), ts, sig: b64urlEncode(sig) });

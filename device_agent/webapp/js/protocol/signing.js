@@ -65,6 +65,17 @@ export const backupBytes = (op, blobId, ts, bodyHash) =>
 export const recoveryKeyBytes = (cid, recoveryPk, ts) =>
   canonical(DOMAIN.recoveryKey, cid, recoveryPk, new U64(ts));
 
+// The ts a device signs a recovery-key rotation with (docs/protocol.md section 16,
+// "Renewal"; protocol/signing.py rotation_ts): its clock, or just after a recovery from
+// the credential that is not older (the RP takes only a newer rotation), but never more
+// than ROTATION_AHEAD_MAX_MS ahead of its clock (the broker delivers recoveryTs; one far
+// ahead would make the RP refuse the user's later rotations): null then.
+export const ROTATION_AHEAD_MAX_MS = 10 * 60 * 1000;
+export function rotationTs(nowMs, recoveryTs) {
+  if (recoveryTs === null || recoveryTs === undefined || recoveryTs < nowMs) return nowMs;
+  return recoveryTs + 1 - nowMs <= ROTATION_AHEAD_MAX_MS ? recoveryTs + 1 : null;
+}
+
 export const recoverBytes = (rp, oldCid, pk, name, recoveryPk, ts) =>
   canonical(DOMAIN.recover, rp, oldCid, pk, name, recoveryPk, new U64(ts));
 
