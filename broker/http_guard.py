@@ -35,6 +35,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
+from . import metrics
 from .connections import ConnectionGate, Slot, write_deadline
 from .http_head import LaneRequest
 from .problems import ApiError, problem, problem_document
@@ -87,6 +88,7 @@ class GuardedRequestHandler(RequestHandler):
         "_gate",
         "_head_timeout",
         "_head_timer",
+        "_heard",
         "_parsed",
         "_write_timeout",
         "_write_timer",
@@ -118,6 +120,7 @@ class GuardedRequestHandler(RequestHandler):
         # sent is answered before the connection closes (eof_received).
         self._parsed = self._answered = 0
         self._eof = False
+        self._heard = False  # any byte received (a connection the RP lane hands over has)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self.connection_slot is None and self._gate is not None:
@@ -149,6 +152,7 @@ class GuardedRequestHandler(RequestHandler):
             self._write_timer = None
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         queued = len(self._messages)
         super().data_received(data)
         self._parsed += len(self._messages) - queued  # (nothing takes them meanwhile)
@@ -195,7 +199,7 @@ class GuardedRequestHandler(RequestHandler):
             return
         peer = transport.get_extra_info("peername")
         log.debug("closing a connection from %s: no complete request head in %gs", peer, self._head_timeout)
-        transport.write(head_timed_out(self._head_timeout))
+        transport.write(head_timed_out(self._head_timeout, silent=not self._heard))
         self.force_close()
 
     def handle_error(
@@ -229,10 +233,24 @@ class GuardedRequestHandler(RequestHandler):
         return resp
 
 
-def head_timed_out(timeout: float) -> bytes:
-    """The whole 408 response to a request head that did not arrive in time."""
+def head_timed_out(timeout: float, *, silent: bool) -> bytes:
+    """The whole 408 response to a request head that did not arrive in time.
+
+    `silent`: the connection sent not one byte. Browsers open connections ahead of need
+    (preconnect), as do load balancers and the load tester (prewarm), and leave some
+    unused: those are no refused requests, so they are counted apart
+    (`pushauth_http_silent_connections_total`), not in `pushauth_http_rejected_total`,
+    where they would read as hundreds of refusals after every clean run. They still get
+    the 408, which tells a client that does reuse one why it was closed."""
+    if silent:
+        metrics.SILENT_CONNECTIONS.inc()
     body = orjson.dumps(
-        problem_document(408, "request_timeout", f"the request head did not arrive within {timeout:g} s")
+        problem_document(
+            408,
+            "request_timeout",
+            f"the request head did not arrive within {timeout:g} s",
+            counted=not silent,
+        )
     )
     return (
         b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/problem+json\r\n"

@@ -168,6 +168,13 @@ _REJECTED = Counter(
     registry=REGISTRY,
 )
 _rejected_children: dict[tuple[int, str], Counter] = {}
+SILENT_CONNECTIONS = Counter(
+    "pushauth_http_silent_connections",
+    "Connections closed at --head-timeout without having sent a byte: connections opened "
+    "ahead of need (browsers' preconnect, load balancers, the load tester's prewarm) and "
+    "left unused, or a slow-loris; not counted as rejected requests",
+    registry=REGISTRY,
+)
 
 _DEVICE_ERRORS = Counter(
     "pushauth_device_errors",

@@ -407,7 +407,10 @@ class LaneConnection(asyncio.Protocol):
         timeouts = self.lane.timeouts
         if kind == _HEAD:
             log.debug("closing %s's connection: no request head in %gs", self.remote, timeouts.head_s)
-            transport.write(head_timed_out(timeouts.head_s))
+            # An empty buffer at the head timeout: not one byte came since the connection
+            # was made (after a request the timer is the idle one, and a head's first bytes
+            # stay in the buffer).
+            transport.write(head_timed_out(timeouts.head_s, silent=not self.buf))
         elif kind == _BODY:
             refusal = body_timed_out(timeouts.body_s)
             reply = Reply(self, keep_alive=False)

@@ -30,7 +30,8 @@ from aiohttp.http_parser import HttpRequestParser
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer
+from support import BrokerProcess, RedisServer, free_port
+from support.metrics import scrape, value
 from test_broker_device_ws import CTX, approve_push, online_device
 
 from broker.http_head import HAND_OFF, MAX_BODY, Head, parse_head
@@ -230,9 +231,25 @@ def nodes(
         "--log-level",
         "DEBUG",
     ]
-    lane = broker_factory(redis_url=redis_server.url, node="lane", extra_args=limits)
+    METRICS["lane"] = free_port()
+    lane = broker_factory(
+        redis_url=redis_server.url, node="lane", extra_args=[*limits, "--metrics-port", str(METRICS["lane"])]
+    )
     plain = broker_factory(redis_url=redis_server.url, node="plain", extra_args=[*limits, "--no-rp-lane"])
     return lane, plain
+
+
+# The metrics port of the `nodes` fixture's lane node, by node name.
+METRICS: dict[str, int] = {}
+
+
+def timeouts_counted(node: BrokerProcess) -> tuple[float, float]:
+    """(408s counted as refused requests, silent connections closed) on `node`."""
+    samples = scrape(METRICS[node.node])
+    return (
+        value(samples, "pushauth_http_rejected_total", status="408", code="request_timeout"),
+        value(samples, "pushauth_http_silent_connections_total"),
+    )
 
 
 class Conn:
@@ -432,7 +449,8 @@ async def test_time_limits_and_shutdown(nodes: tuple[BrokerProcess, BrokerProces
     rp = await new_rp(lane)
     key = rp["api_key"]
     read = req("GET", "/v1/challenges/ch_aaaaaaaa0123456789012345678901", key)
-    with Conn(lane) as idle, Conn(lane) as half_head, Conn(lane) as half_body:
+    before = timeouts_counted(lane)
+    with Conn(lane) as idle, Conn(lane) as half_head, Conn(lane) as half_body, Conn(lane) as silent:
         idle.send(read)
         assert idle.response()[0] == 404
         half_head.send(read[:30])
@@ -446,6 +464,10 @@ async def test_time_limits_and_shutdown(nodes: tuple[BrokerProcess, BrokerProces
         status, headers, doc = half_body.response()
         assert (status, doc["code"], headers["connection"]) == (408, "request_timeout", "close")
         assert "body" in doc["detail"] and half_body.closed()
+        # A connection that sent nothing gets its 408 too, but is no refused request:
+        # browsers, load balancers and the load tester open connections ahead of need.
+        assert silent.response()[0] == 408 and silent.closed()
+    assert timeouts_counted(lane) == (before[0] + 2, before[1] + 1)
 
     # Connection: close is honoured; a stopping node closes idle connections.
     with Conn(lane) as conn:
