@@ -154,13 +154,16 @@ _NOTICE = (_STR, _STR, _STR, _STR, _STR, _STR, _STR, _INT, _OPT_INT)  # the last
 
 def _fields(what: str, value: Any, types: tuple[Any, ...], optional: int = 0) -> list[Any]:
     """`value` as a list of len(types) items of those types; the last `optional` ones
-    may be missing (a node of the previous release does not send them)."""
-    if type(value) is not list or not len(types) - optional <= len(value) <= len(types):
+    may be missing (a node of the previous release does not send them), and items after
+    the last are ignored (a node of a later release may send more, as the recovery
+    notice's `recovery_ts` was added: a strict count made every older node of a rolling
+    upgrade skip such an event, so its devices heard of it only at their next connect)."""
+    if type(value) is not list or len(value) < len(types) - optional:
         raise MalformedEvent(f"{what}: expected {len(types)} fields")
     for i, (item, kind) in enumerate(zip(value, types, strict=False)):
         if not isinstance(item, kind) or isinstance(item, bool):
             raise MalformedEvent(f"{what}: field {i} has the wrong type")
-    return value
+    return value if len(value) <= len(types) else value[: len(types)]
 
 
 def _record(value: Any) -> ChallengeRecord:
