@@ -349,12 +349,7 @@ class HostileBroker(ThreadedServer):
         if not self.streaming and "Accept" in headers:
             headers["Accept"] = "application/json"
         url = URL(self.upstream + request.raw_path, encoded=True)
-        sent = exchange.request_body
-        changed = self._rule_for(request.method, exchange.path, "rewrite_request")
-        if changed is not None and sent:
-            rule, exchange.match = changed
-            sent = _dump(rule.fn(exchange, _json(sent)))
-            exchange.rules.append("rewrite_request")
+        sent = self._rewritten(request, exchange, "rewrite_request", exchange.request_body)
         async with self._session.request(
             request.method, url, headers=headers, data=sent or None, allow_redirects=False
         ) as upstream:
@@ -362,15 +357,20 @@ class HostileBroker(ThreadedServer):
             out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP}
             if upstream.content_type == NDJSON:
                 return await self._forward_stream(request, exchange, upstream, out_headers)
-            exchange.upstream_body = await upstream.read()
-        body = exchange.upstream_body
-        rewritten = self._rule_for(request.method, exchange.path, "rewrite")
-        if rewritten is not None and body:
-            rule, exchange.match = rewritten
-            body = _dump(rule.fn(exchange, _json(body)))
-            exchange.rules.append("rewrite")
+            exchange.upstream_body = received = await upstream.read()
+        body = self._rewritten(request, exchange, "rewrite", received)
         exchange.status, exchange.response_body = upstream.status, body
         return web.Response(status=upstream.status, body=body, headers=out_headers)
+
+    def _rewritten(self, request: web.Request, exchange: Exchange, kind: str, body: bytes) -> bytes:
+        """`body` (a request's or a response's JSON) as the `kind` rule for this route
+        rewrites it, or as it is."""
+        found = self._rule_for(request.method, exchange.path, kind)
+        if found is None or not body:
+            return body
+        rule, exchange.match = found
+        exchange.rules.append(kind)
+        return _dump(rule.fn(exchange, _json(body)))
 
     async def _forward_stream(
         self,
