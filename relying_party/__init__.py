@@ -9,55 +9,101 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# The context marker of a new device's test push: an RP needs it with the client.
-from protocol.purpose import setup_test_context
-
-from .errors import (
-    BadBrokerResponse,
-    BrokerError,
-    BrokerUnavailable,
-    Conflict,
-    InvalidRequest,
-    NoDevices,
-    NotFound,
-    PushAuthError,
-    PushBlocked,
-    RateLimited,
-    ServiceUnavailable,
-    Unauthorized,
-    VerificationFailed,
-    VerificationReason,
-)
-from .models import (
-    Challenge,
-    Credential,
-    CredentialSync,
-    Decision,
-    Enrollment,
-    EnrollmentStatus,
-    Health,
-    Policy,
-    PushBlock,
-    RelyingParty,
-    SignInResult,
-    Status,
-    VerifiedAnswer,
-    credentials_from_json,
-    keys_for,
-    totp_from_json,
-    totp_to_json,
-)
-from .totp import TotpCheck, TotpParams, check_code, new_totp
-
 if TYPE_CHECKING:
+    # The context marker of a new device's test push: an RP needs it with the client.
+    from protocol.purpose import setup_test_context
+
+    from .errors import (
+        BadBrokerResponse,
+        BrokerError,
+        BrokerUnavailable,
+        Conflict,
+        InvalidRequest,
+        NoDevices,
+        NotFound,
+        PushAuthError,
+        PushBlocked,
+        RateLimited,
+        ServiceUnavailable,
+        Unauthorized,
+        VerificationFailed,
+        VerificationReason,
+    )
+    from .models import (
+        Challenge,
+        Credential,
+        CredentialSync,
+        Decision,
+        Enrollment,
+        EnrollmentStatus,
+        Health,
+        Policy,
+        PushBlock,
+        RelyingParty,
+        SignInResult,
+        Status,
+        VerifiedAnswer,
+        credentials_from_json,
+        keys_for,
+        totp_from_json,
+        totp_to_json,
+    )
     from .one_request import PendingSignIn
     from .sdk import PushAuthClient
+    from .totp import TotpCheck, TotpParams, check_code, new_totp
 
-# The client and the one-request sign-in need aiohttp; the rest of the package (the
-# demo's user commands, the PAM and RADIUS integrations' code checks) does not, so
-# they are imported on first use: a CLI command should not pay 0.3 s for a client it
-# never opens.
-_LAZY = {"PendingSignIn": ".one_request", "PushAuthClient": ".sdk"}
+# Every name is imported from its module on first use, not with the package: each
+# `relying_party.*` module (the host CLIs `pushauth-pam` and `pushauth-radius`, the
+# demo's `pushauth-rp`, the PAM module in every sign-in) imports this package first,
+# and most of them need neither the client (aiohttp, about 0.2 s of CPU) nor the data
+# models (which load the frame types) nor pyotp (docs/performance.md, "Command start-up").
+_LAZY = {
+    "setup_test_context": "protocol.purpose",
+    **dict.fromkeys(
+        (
+            "BadBrokerResponse",
+            "BrokerError",
+            "BrokerUnavailable",
+            "Conflict",
+            "InvalidRequest",
+            "NoDevices",
+            "NotFound",
+            "PushAuthError",
+            "PushBlocked",
+            "RateLimited",
+            "ServiceUnavailable",
+            "Unauthorized",
+            "VerificationFailed",
+            "VerificationReason",
+        ),
+        ".errors",
+    ),
+    **dict.fromkeys(
+        (
+            "Challenge",
+            "Credential",
+            "CredentialSync",
+            "Decision",
+            "Enrollment",
+            "EnrollmentStatus",
+            "Health",
+            "Policy",
+            "PushBlock",
+            "RelyingParty",
+            "SignInResult",
+            "Status",
+            "VerifiedAnswer",
+            "credentials_from_json",
+            "keys_for",
+            "totp_from_json",
+            "totp_to_json",
+        ),
+        ".models",
+    ),
+    "PendingSignIn": ".one_request",
+    "PushAuthClient": ".sdk",
+    **dict.fromkeys(("TotpCheck", "TotpParams", "check_code", "new_totp"), ".totp"),
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +113,10 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

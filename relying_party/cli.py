@@ -8,19 +8,17 @@
 
 The broker API key comes from the environment (PUSHAUTH_RP_API_KEY) or a file
 (--api-key-file), never from the command line, where every local user could read it.
+
+Each command imports what it needs when it runs (the database, the password hashing,
+the form checks; the web app and aiohttp only for `serve`): every run builds the whole
+parser, which needs none of them (docs/performance.md, "Command start-up").
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import datetime
-import getpass
-import logging
 import os
-import signal
-import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -29,11 +27,12 @@ from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
 from .host.config import BY_POLICY, policy_summary
-from .web import access_pass, forms, passwords, proxies
-from .web.db import Database, UserExists
+from .web import access_pass
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from .web.db import Database
 
 PROG = "pushauth-rp"
 DEFAULT_DB = "pushauth-rp.db"
@@ -155,6 +154,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _delete_command(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from .web import forms
+
     try:
         name = forms.user_name(args.name)
     except forms.FormError as exc:
@@ -190,6 +193,10 @@ async def _erase_at_broker(broker: str, api_key: str, handle: str) -> None:
 
 
 def _tap_command(args: argparse.Namespace) -> None:
+    import datetime
+
+    from .web import forms
+
     try:
         name = forms.user_name(args.name)
     except forms.FormError as exc:
@@ -213,6 +220,8 @@ def _tap_command(args: argparse.Namespace) -> None:
 
 
 def _read_password(from_stdin: bool) -> str:
+    import getpass
+
     if from_stdin:
         line = sys.stdin.readline()
         return line[:-1] if line.endswith("\n") else line
@@ -225,6 +234,9 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _user_command(args: argparse.Namespace) -> None:
+    from .web import forms, passwords
+    from .web.db import UserExists
+
     try:
         name = forms.user_name(args.name)
     except forms.FormError as exc:
@@ -254,6 +266,10 @@ def _user_command(args: argparse.Namespace) -> None:
 
 
 def _open_db(path: Path) -> Database:
+    import sqlite3
+
+    from .web.db import Database
+
     if path.parent and not path.parent.exists():
         raise CliError(f"folder {path.parent} does not exist")
     try:
@@ -276,6 +292,11 @@ def _api_key(args: argparse.Namespace) -> str:
 
 
 def _serve(args: argparse.Namespace) -> None:
+    import asyncio
+    import logging
+
+    from .web import proxies
+
     if args.digits is not None and not numbers.MIN_DIGITS <= args.digits <= numbers.MAX_DIGITS:
         raise CliError(f"--digits must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
     if args.ttl is not None and not MIN_TTL_S <= args.ttl <= MAX_TTL_S:
@@ -315,6 +336,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 async def _run(app: web.Application, host: str, port: int, summary: str) -> None:
+    import asyncio
+    import signal
+
     from aiohttp import web
 
     # Open event streams (push pages) would hold a graceful stop for aiohttp's default

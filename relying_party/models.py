@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypedDict
 
 from protocol.challenge import Status
+from protocol.codes import Decision
 from protocol.errors import ProtocolError
-from protocol.frames import Decision
 from protocol.uri import TotpParams, parse_totp
 
 from . import wire

@@ -1,14 +1,16 @@
 """Light commands stay light: what a command line imports before it runs a command.
 
-Every run of `pushauth-agent` and `pushauth-broker` builds the whole parser; each
-command imports what it needs when it runs (docs/performance.md, "Command start-up").
-An import added at the top of cli.py, or of a module the parser needs, would bring
-back a heavy module into every run: the modules below were each most of a run's CPU.
+Every run of `pushauth-agent`, `pushauth-broker`, `pushauth-pam`, `pushauth-radius`
+and `pushauth-rp` builds the whole parser; each command imports what it needs when it
+runs (docs/performance.md, "Command start-up"). An import added at the top of cli.py,
+or of a module the parser needs, would bring back a heavy module into every run: the
+modules below were each most of a run's CPU.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,28 +23,65 @@ atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
 sys.exit(importlib.import_module(module).main(argv))
 """
 
-LIGHT_COMMANDS = {
+# module: (arguments, environment, modules it must not import)
+LIGHT_COMMANDS: dict[str, tuple[list[str], dict[str, str], set[str]]] = {
     # The frame types and signing, the importers and TOTP, the backups and a broker's client.
     "device_agent.cli": (
-        ["--home", "{home}", "accounts"],
+        ["--home", "{tmp}/home", "accounts"],
+        {},
         {"asyncio", "websockets", "protocol.frames", "nacl.signing", "pyotp", "device_agent.backup_actions"},
     ),
     # Redis, asyncio, the store and frame types, the server.
     "broker.cli": (
         ["rp", "list", "--help"],
+        {},
         {"redis", "asyncio", "uvloop", "aiohttp", "protocol.frames", "broker.store", "broker.api"},
+    ),
+    # A sign-in as pam_exec runs it on every login, of a member of a bypass group (root,
+    # whose primary group is named in pam.toml): decided before any push, so without the
+    # SDK's client (aiohttp), the frame types and signing, TOTP, the enrollment's QR codes.
+    "relying_party.pam.cli": (
+        ["--config", "{tmp}/pam.toml", "exec"],
+        {"PAM_USER": "root", "PAM_SERVICE": "sshd"},
+        {"aiohttp", "relying_party.sdk", "relying_party.models", "protocol.frames", "nacl", "pyotp", "segno"},
+    ),
+    # Redis (read by the configuration's check), the server, pyrad, the SDK, asyncio.
+    "relying_party.radius.cli": (
+        ["devices", "--help"],
+        {},
+        {"redis", "pyrad", "aiohttp", "asyncio", "relying_party.sdk", "protocol.frames", "segno"},
+    ),
+    # The SDK's data models and frame types, the password hashing, asyncio, the web app.
+    "relying_party.cli": (
+        ["user", "add", "--help"],
+        {},
+        {"relying_party.models", "protocol.frames", "nacl", "asyncio", "aiohttp", "relying_party.web.app"},
     ),
 }
 
 
+def _pam_config(tmp: Path) -> None:
+    """pam.toml with root's group bypassing push, and its root-only API key file."""
+    key = tmp / "api-key"
+    key.write_text("k_test\n")
+    key.chmod(0o600)
+    (tmp / "pam.toml").write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n'
+        f'[pam]\nstore = "{tmp / "users.db"}"\nsyslog = false\n'
+        '[users]\ntemplate = "{user}@test.example"\nbypass_groups = ["root"]\n'
+    )
+
+
 def test_light_commands_do_not_import_what_they_do_not_use(tmp_path: Path) -> None:
-    for module, (words, heavy) in LIGHT_COMMANDS.items():
+    _pam_config(tmp_path)
+    for module, (words, env, heavy) in LIGHT_COMMANDS.items():
         out = tmp_path / f"{module}.json"
-        argv = [w.format(home=tmp_path / "home") for w in words]
+        argv = [w.format(tmp=tmp_path) for w in words]
         run = subprocess.run(
             [sys.executable, "-c", PROBE, str(out), module, *argv],
             capture_output=True,
             text=True,
+            env={**os.environ, **env},
             check=False,
         )
         assert run.returncode == 0, run.stderr

@@ -29,15 +29,18 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from protocol.text import printable
 
 from ..errors import BrokerUnavailable, PushAuthError
-from ..sdk import PushAuthClient
-from ..web import credentials
 from ..web.db import Device, User
 from .store import UserStore
+
+if TYPE_CHECKING:
+    # The client (aiohttp) only for `remove`: `add_commands` builds part of the host
+    # CLIs' parsers, which every run of them builds (docs/performance.md, "Command start-up").
+    from ..sdk import PushAuthClient
 
 # What the broker did on a removal.
 REVOKED = "revoked"  # revoked now: an online device is told at once
@@ -215,6 +218,8 @@ async def remove(
         if here_only:
             users.db.remove_device(user.id, cid)
             return Removed(cid, device.name, NOT_ASKED, same_codes, len(others))
+        from ..web import credentials
+
         async with client() as sdk:
             try:
                 revoked = await credentials.remove(sdk, users.db, user, cid)
@@ -236,6 +241,8 @@ async def _revoke_listed(sdk: PushAuthClient, user: User, which: str, who: str) 
     """A credential not in the store (removed here with --here-only): revoked at the
     broker only if the broker lists it for this user; the API key reaches every user of
     this RP, and `remove alice ID` must not revoke bob's phone."""
+    from ..web import credentials
+
     try:
         listed = await sdk.list_credentials(user.handle)
         if not any(cred.id == which for cred in listed):

@@ -10,9 +10,12 @@ pushauth-radius, as the demo RP does it in relying_party/web/fraud.py.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ..errors import PushAuthError
-from ..sdk import PushAuthClient
+
+if TYPE_CHECKING:
+    from ..sdk import PushAuthClient
 
 log = logging.getLogger(__name__)
 

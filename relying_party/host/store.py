@@ -15,11 +15,18 @@ from __future__ import annotations
 import sqlite3
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..models import Credential, Decision, SignInResult
-from ..sdk import PushAuthClient
-from ..web import credentials, totp
+from protocol.codes import Decision
+
 from ..web.db import Database, Device, Enrollment, User, UserExists
+
+if TYPE_CHECKING:
+    # Imported where they are used: listing a user's devices needs none of them, and a
+    # sign-in needs the code check (pyotp) only when a code is typed.
+    from ..models import Credential, SignInResult
+    from ..sdk import PushAuthClient
+    from ..web import credentials, totp
 
 # The web schema wants a password hash; this one never verifies (it is no Argon2 string).
 NO_PASSWORD = "!pushauth-radius: no password here"
@@ -75,6 +82,8 @@ class UserStore:
 
     def check_code(self, user: User, code: str) -> totp.CodeCheck:
         """A verification code of one of the user's confirmed devices, used at most once."""
+        from ..web import totp
+
         return totp.check(self.db, self.devices(user, confirmed_only=True), code)
 
     def add_enrollment(self, enrollment: Enrollment) -> None:
@@ -115,9 +124,13 @@ class UserStore:
 
     async def sync(self, client: PushAuthClient, user: User) -> credentials.SyncReport:
         """Follow the broker's list of the user's devices, as far as it verifies."""
+        from ..web import credentials
+
         return await credentials.sync(client, self.db, user)
 
     async def follow(self, client: PushAuthClient, user: User) -> None:
         """Before a code is checked (credentials.follow): a device removed on the phone
         itself no longer counts; the broker unreachable leaves the store as it is."""
+        from ..web import credentials
+
         await credentials.follow(client, self.db, user)

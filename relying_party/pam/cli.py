@@ -14,32 +14,29 @@ The libpam-python module (relying_party/pam/pam_module.py) is the main way: it c
 ask for the "code" fallback. `exec` is for hosts without libpam-python:
 
     auth required pam_exec.so stdout quiet /opt/pushauth/.venv/bin/pushauth-pam exec
+
+Each command imports what it needs when it runs: `exec` runs on every sign-in (and
+returns at once for a PAM_TYPE other than auth), the SDK and aiohttp are most of a
+run's CPU, and `--help`, `check-config`, `pam-line` and `devices` need no client
+(docs/performance.md, "Command start-up").
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
-import pwd
-import shlex
 import sys
-import sysconfig
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from ..errors import PushAuthError
 from ..host import devices
-from ..host.config import policy_summary
-from ..host.store import StoreError
-from ..sdk import PushAuthClient
-from . import mapping, pam_module, shell
+from . import mapping
 from .config import DEFAULT_PATH, Config, ConfigError, load
-from .core import Outcome
-from .enroll import EnrollError, enroll
-from .flow import Request
+
+if TYPE_CHECKING:
+    from ..sdk import PushAuthClient
 
 PROG = "pushauth-pam"
 
@@ -107,6 +104,13 @@ def _config(path: Path) -> Config:
 
 
 def _enroll(args: argparse.Namespace) -> None:
+    import asyncio
+    import pwd
+
+    from ..errors import PushAuthError
+    from ..host.store import StoreError
+    from .enroll import EnrollError, enroll
+
     config = _config(args.config)
     try:
         pwd.getpwnam(args.user)
@@ -130,6 +134,8 @@ def _pushauth_user(config: Config, local: str) -> str:
 
 
 def _unknown(local: str, exc: devices.UnknownUser) -> CliError:
+    import pwd
+
     try:
         pwd.getpwnam(local)
     except KeyError:
@@ -138,6 +144,8 @@ def _unknown(local: str, exc: devices.UnknownUser) -> CliError:
 
 
 def _devices(args: argparse.Namespace) -> None:
+    from ..host.store import StoreError
+
     config = _config(args.config)
     name = _pushauth_user(config, args.user)
     try:
@@ -149,10 +157,17 @@ def _devices(args: argparse.Namespace) -> None:
 
 
 def _remove(args: argparse.Namespace) -> None:
+    import asyncio
+    import shlex
+
+    from ..host.store import StoreError
+
     config = _config(args.config)
     name = _pushauth_user(config, args.user)
 
     def client() -> PushAuthClient:
+        from ..sdk import PushAuthClient
+
         return PushAuthClient(config.broker_url, config.api_key, request_timeout=config.request_timeout)
 
     try:
@@ -169,6 +184,8 @@ def _remove(args: argparse.Namespace) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
+    from ..host.config import policy_summary
+
     c = _config(args.config)
     print(f"broker: {c.broker_url} (API key read from its root-only file)")
     print(f"store: {c.store}")
@@ -185,6 +202,10 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _pam_line(args: argparse.Namespace) -> None:
+    import sysconfig
+
+    from . import pam_module
+
     module = Path(pam_module.__file__).resolve()
     purelib = sysconfig.get_paths()["purelib"]
     # Absolute: the module runs in the PAM application's working directory (sshd's is /),
@@ -211,6 +232,10 @@ def _exec(args: argparse.Namespace) -> int:
     started = time.monotonic()
     if os.environ.get("PAM_TYPE", "auth") != "auth":
         return 0  # account, session, password: nothing of ours to check
+    from . import shell
+    from .core import Outcome
+    from .flow import Request
+
     user = os.environ.get("PAM_USER", "")
     if not user:
         raise CliError("no PAM_USER: run by pam_exec (auth ... pam_exec.so stdout ... pushauth-pam exec)")

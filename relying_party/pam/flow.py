@@ -4,6 +4,11 @@ The I/O around core's decisions: the RP SDK (every answer is verified end to end
 there, with the keys in our store), the user store and the PAM conversation, which
 is whatever shell runs us (libpam-python's pamh, pam_exec's stdout) behind the
 Conversation protocol.
+
+The SDK (and with it aiohttp, PyNaCl and the frame types: most of a sign-in's imports)
+is imported once a push is to be sent: a member of a bypass group, an unmapped user
+or one with no device here is answered without it (docs/performance.md, "Command
+start-up").
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import (
     BrokerUnavailable,
@@ -30,13 +35,15 @@ from ..errors import (
 from ..host import push_block
 from ..host.config import refused_challenge
 from ..host.store import StoreError, UserStore
-from ..models import Challenge
-from ..one_request import PendingSignIn
-from ..sdk import PushAuthClient
-from ..web.db import User
 from . import core, mapping
 from .config import Config
 from .core import Outcome
+
+if TYPE_CHECKING:
+    from ..models import Challenge
+    from ..one_request import PendingSignIn
+    from ..sdk import PushAuthClient
+    from ..web.db import User
 
 log = logging.getLogger("pushauth.pam")
 
@@ -139,6 +146,8 @@ async def authenticate(
         user = store.user(name)
         if user is None or not store.devices(user, confirmed_only=True):
             return Decision(Outcome.NOT_ENROLLED, name, started=started)
+        from ..sdk import PushAuthClient
+
         async with PushAuthClient(
             config.broker_url, config.api_key, request_timeout=config.request_timeout
         ) as sdk:
@@ -342,6 +351,8 @@ async def _check(
 async def withdraw(config: Config, challenge: Challenge) -> str | None:
     """End a push with a client of its own (the shell's watchdog), within the configured
     request timeout. Returns why it could not, or None."""
+    from ..sdk import PushAuthClient
+
     try:
         async with PushAuthClient(
             config.broker_url, config.api_key, request_timeout=config.request_timeout

@@ -8,27 +8,29 @@ device management.
                                                         the user's devices as the store has them
     pushauth-radius [--config FILE] remove USER DEVICE [--here-only]
                                                         revoke a device at the broker, delete it here
+
+Each command imports what it needs when it runs: the server (Redis's asyncio client,
+pyrad, the engine) only for `serve`, the SDK's client (aiohttp) only for the commands
+that talk to the broker; `--help` needs none of them (docs/performance.md, "Command
+start-up").
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import math
-import shlex
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..errors import PushAuthError
 from ..host import devices
-from ..host.config import policy_summary
 from ..host.store import StoreError
-from ..sdk import PushAuthClient
-from . import audit, config, core
-from .enroll import EnrollError, enroll
-from .server import StartError, serve
+from . import config, core
+
+if TYPE_CHECKING:
+    from ..sdk import PushAuthClient
 
 PROG = "pushauth-radius"
 DEFAULT_CONFIG = Path("/etc/pushauth/radius.toml")
@@ -72,6 +74,11 @@ environment:
 exit codes: 0 done, 1 error (one line on stderr), 2 bad arguments.
 See docs/radius.md for every setting and deploy/radius/ for an OpenVPN example.
 """
+
+
+class CliError(Exception):
+    """A command failed (the server could not start, an enrollment did not complete, a
+    user name no user can have): one line on stderr, exit status 1."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -147,14 +154,19 @@ def _user(cfg: config.Config, user: str) -> str:
     alice it looks up."""
     name = core.map_user(user, strip_realm=cfg.strip_realm, lowercase=cfg.lowercase)
     if name is None:
-        raise EnrollError("a user name has 1 to 64 letters, digits, dots, dashes, underscores or @")
+        raise CliError("a user name has 1 to 64 letters, digits, dots, dashes, underscores or @")
     return name
 
 
 def _remove(cfg: config.Config, args: argparse.Namespace) -> None:
+    import asyncio
+    import shlex
+
     name = _user(cfg, args.user)
 
     def client() -> PushAuthClient:
+        from ..sdk import PushAuthClient
+
         return PushAuthClient(cfg.broker_url, cfg.api_key, request_timeout=cfg.broker_timeout)
 
     removed = asyncio.run(
@@ -166,6 +178,8 @@ def _remove(cfg: config.Config, args: argparse.Namespace) -> None:
 
 
 def _describe(cfg: config.Config) -> str:
+    from ..host.config import policy_summary
+
     lines = [
         f"listen: udp {cfg.listen}:{cfg.port}",
         f"broker: {cfg.broker_url} (when unreachable: {cfg.broker_down})",
@@ -180,6 +194,34 @@ def _describe(cfg: config.Config) -> str:
     return "\n".join(lines)
 
 
+def _serve(cfg: config.Config) -> None:
+    import asyncio
+
+    from . import audit
+    from .server import StartError, serve
+
+    try:
+        audit.setup(syslog=cfg.audit_syslog)
+    except OSError as exc:
+        raise CliError(f"cannot log to syslog (/dev/log): {exc.strerror}") from None
+    try:
+        asyncio.run(serve(cfg))
+    except StartError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _enroll(cfg: config.Config, args: argparse.Namespace) -> None:
+    import asyncio
+
+    from .enroll import EnrollError, enroll
+
+    name = _user(cfg, args.user)
+    try:
+        asyncio.run(enroll(cfg, name, account=args.account, timeout=args.timeout, out=sys.stdout))
+    except EnrollError as exc:
+        raise CliError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -187,20 +229,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check-config":
             print(_describe(cfg))
         elif args.command == "serve":
-            try:
-                audit.setup(syslog=cfg.audit_syslog)
-            except OSError as exc:
-                raise StartError(f"cannot log to syslog (/dev/log): {exc.strerror}") from None
-            asyncio.run(serve(cfg))
+            _serve(cfg)
         elif args.command == "enroll":
-            name = _user(cfg, args.user)
-            asyncio.run(enroll(cfg, name, account=args.account, timeout=args.timeout, out=sys.stdout))
+            _enroll(cfg, args)
         elif args.command == "devices":
             name = _user(cfg, args.user)
             devices.show(cfg.store, name, who=name, as_json=args.json, out=sys.stdout)
         else:
             _remove(cfg, args)
-    except (config.ConfigError, StartError, EnrollError, StoreError, devices.DeviceError) as exc:
+    except (config.ConfigError, CliError, StoreError, devices.DeviceError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except PushAuthError as exc:

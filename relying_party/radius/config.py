@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.connection import parse_url
-
 from ..host.config import ConfigError as ConfigError  # raised by parse and load
 from ..host.config import TomlReader, read_toml
 
@@ -182,6 +180,10 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
 class _Reader(TomlReader):
     def redis_url(self, table: dict[str, Any], key: str, default: str) -> str:
         url = self.str(table, key, default)
+        # Here, not at the top: importing redis is about a third of a command's start, and
+        # the command line's parser and --help need no configuration read.
+        from redis.connection import parse_url
+
         try:
             parse_url(url)  # redis-py's own reading: scheme, port, options
         except ValueError as exc:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-
-from multidict import MultiDictProxy
+from typing import TYPE_CHECKING
 
 from protocol import text as shown_text
+
+if TYPE_CHECKING:
+    from multidict import MultiDictProxy
 
 USER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 DEVICE_NAME_MAX = 64

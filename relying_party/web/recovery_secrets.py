@@ -13,7 +13,6 @@ hashed once and looked up by equality.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import secrets
@@ -57,6 +56,10 @@ def digest(secret: str, salt: bytes) -> bytes:
 
 
 async def digest_async(secret: str, salt: bytes) -> bytes:
+    # asyncio imported here: `pushauth-rp`'s parser imports access_pass.py (and this
+    # module) for its --minutes range, and a CLI run needs no event loop.
+    import asyncio
+
     return await asyncio.to_thread(digest, secret, salt)
 
 
