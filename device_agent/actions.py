@@ -278,6 +278,9 @@ async def _authenticated(
     broker_clock.record(store.home, broker, conn.clock_offset_ms)  # for `code`, offline later
     try:
         welcome, challenges = await conn.authenticate(store.seeds(accounts))
+    except asyncio.CancelledError:
+        conn.abort()  # no longer needed: a closing handshake would wait for a hung broker
+        raise
     except BaseException:
         await conn.close()
         raise
@@ -285,8 +288,14 @@ async def _authenticated(
 
 
 @contextlib.asynccontextmanager
-async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
-    """Ask every broker at once (a slow one does not delay the others); close all after."""
+async def _fetch_all(
+    store: AccountStore, enough: Callable[[PendingReport], bool] | None = None
+) -> AsyncIterator[PendingReport]:
+    """Ask every broker at once (a slow one does not delay the others); close all after.
+
+    `enough`: once the brokers that answered so far satisfy it (the request to answer
+    was found), the others are not waited for: a hung broker must not hold up a sign-in
+    at another one for the whole connect timeout. Their connections are dropped."""
     brokers = _accounts_or_fail(store)
     report = PendingReport([], [], [], asked=len(brokers))
     async with contextlib.AsyncExitStack() as stack:
@@ -318,7 +327,16 @@ async def _fetch_all(store: AccountStore) -> AsyncIterator[PendingReport]:
                 report.requests.append(PendingRequest(ch, by_cid[ch.cid], now, conn))
             report.recoveries.extend(PendingNotice(n, by_cid.get(n.cid), conn) for n in conn.notices)
 
-        await asyncio.gather(*(one(b, accs) for b, accs in brokers.items()))
+        waiting = {asyncio.create_task(one(b, accs), name=f"ask {b}") for b, accs in brokers.items()}
+        try:
+            while waiting:
+                _done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if enough is not None and enough(report):
+                    break
+        finally:
+            for task in waiting:  # not needed any more (or we are cancelled ourselves)
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
         report.requests.sort(key=lambda r: r.challenge.created, reverse=True)
         report.recoveries.sort(key=lambda r: (r.notice.time, r.notice.notice))
         yield report
@@ -393,7 +411,13 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
             f"the number must be the {numbers.MIN_DIGITS} to {numbers.MAX_DIGITS} digits "
             "shown on the sign-in screen"
         )
-    async with _fetch_all(store) as report:
+
+    # Found by its whole id at one broker: the others need not be waited for (a prefix
+    # waits for all of them, as it might name a request at another one as well).
+    def found(report: PendingReport) -> bool:
+        return any(r.challenge.ch == wanted for r in report.requests)
+
+    async with _fetch_all(store, found) as report:
         req = _pick(report.requests, wanted, lambda r: r.challenge.ch, "requests")
         if req is None:
             why = (
@@ -430,7 +454,11 @@ async def answer_notice(store: AccountStore, wanted: str, decision: NoticeDecisi
     """Find recovery notice `wanted` at the brokers and answer it: CONFIRM ("it was me")
     or DISOWN ("it was not": the new device's key is revoked and push is paused)."""
     _check_id(wanted, "recovery question")
-    async with _fetch_all(store) as report:
+
+    def found(report: PendingReport) -> bool:
+        return any(q.notice.notice == wanted for q in report.recoveries)
+
+    async with _fetch_all(store, found) as report:
         question = _pick(report.recoveries, wanted, lambda q: q.notice.notice, "recovery questions")
         if question is None:
             why = f"no open recovery question {wanted} (it was answered, withdrawn, or never existed)"

@@ -21,9 +21,8 @@ from protocol.uri import insecure_transport, split_url
 
 from . import broker_clock
 from .errors import InsecureBroker, Refused, Unreachable, UsageError, WrongClock
-from .messages import cannot_reach
-
-TIMEOUT_S = 15.0
+from .messages import cannot_reach, silent
+from .timeouts import connect_timeout
 
 
 def http_base(broker: str) -> str:
@@ -57,8 +56,9 @@ def _call(
 
     url = http_base(broker) + path
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    timeout = connect_timeout()  # for each step: connecting, then each read
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         data = exc.read()
@@ -67,6 +67,8 @@ def _call(
         return exc.code, data
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):  # a hung broker, or a black-holed port
+            reason = silent(timeout)
         # Named as over WebSocket, never by `url`: its path may hold a blob id, which
         # need not be shown.
         raise Unreachable(cannot_reach(broker, reason)) from None

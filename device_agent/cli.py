@@ -30,7 +30,7 @@ import platformdirs
 from protocol.codes import Decision, NoticeDecision, NoticeOutcome
 from protocol.purpose import is_setup_test
 
-from . import auto_backup_status
+from . import auto_backup_status, timeouts
 from .display import (
     RECOVERABLE,
     entry_json,
@@ -97,6 +97,9 @@ environment:
   {NEW_PASSPHRASE_ENV}  the new passphrase for `passwd` in scripts
   {BACKUP_CODE_ENV}  the backup code for `restore --from broker` in scripts
   {IMPORT_PASSWORD_ENV}  the password of an encrypted export for `import`
+  {timeouts.CONNECT_TIMEOUT_ENV}  seconds to wait for a broker to answer
+                       when connecting (default {timeouts.OPEN_TIMEOUT_S:g}); a broker that
+                       does not is named, and the others are served meanwhile
   {KDF_ENV}=test-insecure  FOR TESTS ONLY: new vaults and backups get the
                        cheapest key derivation, which does not protect them
 
@@ -1073,6 +1076,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     store = AccountStore(home, Passphrases())
     store.on_change = auto_backup
     try:
+        timeouts.connect_timeout()  # a malformed setting is refused before anything is done
         return COMMANDS[args.command](store, args)
     except AgentError as exc:
         warn(f"pushauth-agent: {exc}")

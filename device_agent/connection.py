@@ -43,9 +43,9 @@ from protocol.uri import insecure_transport
 from . import broker_clock
 from .display import shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable
-from .messages import cannot_reach, close_message, error_message
+from .messages import cannot_reach, close_message, error_message, silent
+from .timeouts import connect_timeout
 
-OPEN_TIMEOUT_S = 10.0
 REPLY_TIMEOUT_S = 15.0
 # Keepalive pings find a dead connection (a sleeping laptop, a dropped NAT entry)
 # within a minute, so `listen` reconnects instead of waiting forever.
@@ -78,17 +78,23 @@ class Connection:
         insecure = insecure_transport(url)
         if insecure is not None:  # before any byte goes out (docs/protocol.md, section 2.1)
             raise InsecureBroker(insecure)
+        timeout = connect_timeout()
+        deadline = time.monotonic() + timeout
         try:
             ws = await connect(
                 url,
                 subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
                 max_size=MAX_FRAME_SIZE,
-                open_timeout=OPEN_TIMEOUT_S,
+                open_timeout=timeout,
                 ping_interval=PING_INTERVAL_S,
                 ping_timeout=PING_TIMEOUT_S,
                 close_timeout=2,
             )
-        except (OSError, TimeoutError, wse.WebSocketException) as exc:  # refused, DNS, not a WebSocket...
+        except TimeoutError:
+            # Connected or not, nothing came back in time: a stopped process, a full
+            # backlog, a port that drops packets, a proxy that never forwards.
+            raise Unreachable(cannot_reach(url, silent(timeout))) from None
+        except (OSError, wse.WebSocketException) as exc:  # refused, DNS, not a WebSocket...
             why = _refusal(exc.response) if isinstance(exc, wse.InvalidStatus) else exc
             raise Unreachable(cannot_reach(url, why)) from None
         if ws.subprotocol is None:
@@ -102,11 +108,16 @@ class Connection:
             )
         conn = cls(url, ws)
         try:
-            async with asyncio.timeout(REPLY_TIMEOUT_S):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 hello = await conn._recv_wire()
         except TimeoutError:
-            await conn.close()
-            raise Unreachable(f"the broker at {url} sent no greeting") from None
+            conn.abort()
+            raise Unreachable(
+                cannot_reach(url, f"no greeting after the WebSocket opened; {silent(timeout)}")
+            ) from None
+        except BaseException:
+            conn.abort()  # cancelled (another broker had what was wanted), or a protocol error
+            raise
         assert isinstance(hello, Hello)  # ClientSession allows nothing else first
         # Expiry times come from the broker's clock; measure ours against it once.
         conn._clock_offset_ms = hello.time - now_ms()
@@ -127,6 +138,11 @@ class Connection:
     def clock_offset_ms(self) -> int:
         """The broker's clock minus this device's, as measured at its hello."""
         return self._clock_offset_ms
+
+    def abort(self) -> None:
+        """Drop the connection at once, without the closing handshake: for a broker
+        that is not answering (a close would wait for it) or one no longer needed."""
+        self._ws.transport.abort()
 
     def clock_warning(self) -> str | None:
         """A warning when this device's clock is off the broker's by more than the

@@ -188,6 +188,11 @@ def cannot_reach(broker: str, exc: BaseException | str) -> str:
     return f"cannot reach the broker at {broker}: {connect_failure(exc)}"
 
 
+def silent(timeout: float) -> str:
+    """Why a broker that accepted nothing, or nothing more, in `timeout` s is named so."""
+    return f"it did not answer within {timeout:g} s (hung, or its port unreachable)"
+
+
 def connect_failure(exc: BaseException | str) -> str:
     """A short reason for a failed connection, without a traceback or an errno."""
     if isinstance(exc, str):

@@ -7,6 +7,7 @@ answers through a stdin pipe, as a person would type them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -20,10 +21,21 @@ from typing import Any
 import pytest
 from e2e_helpers import add_push_account, agent_env, on_a_terminal  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import AGENT, DEADLINE, BrokerProcess, assert_cli_error, free_port, run_cli, wait_until
+from support import (
+    AGENT,
+    DEADLINE,
+    BrokerProcess,
+    RedisServer,
+    assert_cli_error,
+    free_port,
+    new_rp_sync,
+    run_cli,
+    wait_until,
+)
 
 from device_agent.passphrase import NEW_PASSPHRASE_ENV
 from device_agent.store import LOCK_FILE, AccountStore
+from device_agent.timeouts import CONNECT_TIMEOUT_ENV
 from protocol import signing
 from protocol.purpose import setup_test_context
 
@@ -663,3 +675,57 @@ def test_an_answer_to_an_id_no_broker_could_be_asked_about_says_so_not_that_it_n
     assert result.returncode == 3 and "never existed" not in line
     assert "sign-in request ch_abcdef is not at the brokers that answered, and cannot reach" in line
     assert "it may be waiting there; nothing was sent" in line
+
+
+# -- several brokers, one of them hung ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broker_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A second broker on its own Redis (the shared one is "A"), for a test to hang."""
+    base = tmp_path_factory.mktemp("broker-b")
+    with RedisServer(base / "redis") as redis_server:
+        node = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node="b").start()
+        yield node
+        node.cleanup()
+
+
+@contextlib.contextmanager
+def hung(node: BrokerProcess) -> Iterator[None]:
+    """`node` stopped (SIGSTOP): its port still accepts TCP connections, nothing answers."""
+    os.kill(node.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+
+
+def test_a_hung_broker_does_not_hold_up_an_answer_at_another_and_pending_names_it(
+    tmp_path: Path, rp_api: RP, broker_b: BrokerProcess
+) -> None:
+    home = tmp_path / "agent"
+    forum = RP(broker_b, new_rp_sync(broker_b, "Forum"))
+    enroll(home, rp_api)
+    enroll(home, forum)
+    ch = rp_api.challenge()
+    with hung(broker_b):
+        # However long the agent would wait for B, the request found at A is answered at
+        # once (it waited for B's connect timeout first: 10 s of the user's sign-in).
+        slow_b = {CONNECT_TIMEOUT_ENV: "600"}
+        result = run_cli([AGENT, "--home", home, "approve", ch["id"], "--number", ch["number"]], env=slow_b)
+        assert result.returncode == 0, result.stderr
+        assert rp_api.result(ch)["status"] == "approved"
+        # pending waits for B as long as the connect timeout, then names it and why.
+        result = run_cli([AGENT, "--home", home, "pending", "--json"], env={CONNECT_TIMEOUT_ENV: "0.5"})
+        assert result.returncode == 3, result.stderr
+        why = f"cannot reach the broker at {broker_b.ws_url}: it did not answer within 0.5 s"
+        (item,) = json.loads(result.stdout)
+        assert item["type"] == "unreachable" and item["broker"] == broker_b.ws_url
+        assert item["error"].startswith(why), item
+        # So does a backup to it (HTTP), and the other one-shot commands work offline.
+        to_b = ["backup", "--to", "broker", "--broker", broker_b.ws_url]
+        result = run_cli([AGENT, "--home", home, *to_b], env={CONNECT_TIMEOUT_ENV: "0.5"})
+        assert result.returncode == 3 and why in result.stderr, result.stderr
+        assert "alice@example.com" in run_cli([AGENT, "--home", home, "accounts"]).stdout
+    result = run_cli([AGENT, "--home", home, "pending", "--json"], env={CONNECT_TIMEOUT_ENV: "nope"})
+    assert_cli_error(result, contains=f"{CONNECT_TIMEOUT_ENV} must be a number of seconds")
