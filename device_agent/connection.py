@@ -316,6 +316,10 @@ def _closed_error(url: str, exc: wse.ConnectionClosed) -> Unreachable:
 
 def _closed(exc: wse.ConnectionClosed) -> str:
     """Why the connection closed: the broker's close frame, else ours, else none."""
+    if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1011:
+        # Our own keepalive gave up (websockets closes with 1011 "keepalive ping timeout"):
+        # the broker went silent (stopped, or the network dropped); it had no error of its own.
+        return f"the broker stopped answering (no reply to a keepalive ping within {PING_TIMEOUT_S:g} s)"
     close = exc.rcvd or exc.sent
     return close_message(close.code, close.reason) if close else close_message(None)
 

@@ -6,8 +6,11 @@ import dataclasses
 import random
 
 import pytest
+import websockets.exceptions as wse
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
+from websockets.frames import Close
 
+from device_agent.connection import _closed_error
 from device_agent.display import (
     context_lines,
     number_source,
@@ -73,6 +76,20 @@ def test_protocol_closes_are_explained_by_their_reason() -> None:
     assert "restarting" in close_message(1001)
     assert "4999" in close_message(4999, "")
     assert close_message(None) == "the connection was lost"
+
+
+def test_a_broker_gone_silent_is_not_said_to_have_had_an_internal_error() -> None:
+    # websockets ends a connection whose pings go unanswered with its own close 1011
+    # ("keepalive ping timeout"): a hung broker said nothing, least of all an error.
+    ours = wse.ConnectionClosedError(None, Close(1011, "keepalive ping timeout"))
+    message = str(_closed_error("ws://b.example/v1/device", ours))
+    assert message.startswith(
+        "ws://b.example/v1/device: the broker stopped answering (no reply to a keepalive"
+    )
+    assert "internal error" not in message
+    # The broker's own 1011 still reads as its error.
+    theirs = wse.ConnectionClosedError(Close(1011, ""), None)
+    assert "the broker had an internal error" in str(_closed_error("ws://b.example/v1/device", theirs))
 
 
 def test_every_outcome_and_cancel_reason_has_words() -> None:
