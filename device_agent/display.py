@@ -57,6 +57,11 @@ def local_time(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(ms / 1000))
 
 
+def clock_time(seconds: float) -> str:
+    """A moment of today on this device's clock (time.time() `seconds`), for statuses."""
+    return time.strftime("%H:%M:%S", time.localtime(seconds))
+
+
 def seconds_left(expires_ms: int, broker_now_ms: int) -> int:
     return max(0, (expires_ms - broker_now_ms + 999) // 1000)
 

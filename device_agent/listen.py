@@ -42,7 +42,15 @@ from protocol.purpose import is_setup_test
 from . import auto_backup_status, backup_actions, broker_clock, recovery_keys
 from .actions import apply_welcome, misdirected
 from .connection import Connection
-from .display import notice_question, number_source, request_text, service_name, shown_lines
+from .display import (
+    clock_time,
+    notice_question,
+    number_source,
+    request_text,
+    service_name,
+    shown,
+    shown_lines,
+)
 from .errors import AgentError, BrokerClosed, InsecureBroker
 from .messages import (
     CONFIRM_REPORT,
@@ -101,11 +109,29 @@ class BrokerLink:
         # Why it stopped for good (a 44xx close, an unencrypted URL): it is not
         # restarted until its accounts change (docs/protocol.md, section 15).
         self.halted: str | None = None
+        # When it was last found not answering, with no connection since (time.time()):
+        # "not reachable since 10:32" tells a short blip from a broker down for hours.
+        self.down_since: float | None = None
         self.task = asyncio.create_task(self._run(), name=f"link {url}")
 
     @property
     def cids(self) -> frozenset[str]:
         return frozenset(self.accounts)
+
+    @property
+    def services(self) -> str:
+        """The services whose accounts this broker serves, as the user knows them."""
+        return ", ".join(sorted({shown(a.rp_name) for a in self.accounts.values()})) or self.url
+
+    def status(self) -> str | None:
+        """This broker's state in a few words, or None while it is connected."""
+        if self.conn is not None:
+            return None
+        if self.halted is not None:
+            return "not connected: see the messages below"
+        if self.down_since is not None:
+            return f"not reachable since {clock_time(self.down_since)}, retrying"
+        return "connecting"
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -131,7 +157,13 @@ class BrokerLink:
                         say(f"No account is active at {self.url} any more; not connecting to it.")
                         return
                     self.conn, up_since = conn, time.monotonic()
-                    say(f"Connected to {self.url} ({len(welcome.accepted)} account(s)).")
+                    back = (
+                        ""
+                        if self.down_since is None
+                        else f"; not reachable since {clock_time(self.down_since)}"
+                    )
+                    self.down_since = None
+                    say(f"Connected to {self.url} ({len(welcome.accepted)} account(s){back}).")
                     self.listener.reached_broker()
                     if (skew := conn.clock_warning()) is not None:
                         say(f"Warning: {skew}.")
@@ -164,7 +196,13 @@ class BrokerLink:
                 attempt = 0
             delay = backoff_delay(attempt)
             attempt += 1
-            say(f"Reconnecting to {self.url} in {delay:.1f} s.")
+            if self.down_since is None:
+                self.down_since = time.time()
+            # Each broker on its own: the others' accounts work meanwhile.
+            say(
+                f"Reconnecting to {self.url} in {delay:.1f} s ({self.services}: not reachable since "
+                f"{clock_time(self.down_since)})."
+            )
             await asyncio.sleep(delay)
 
 

@@ -335,6 +335,9 @@ class AgentApp(App[int]):
                     ACTION_REQUIRED: "ACTION REQUIRED: reactivate",
                     REVOKED: f"revoked: {entry.account.status_reason or 'removed at the service'}",
                 }.get(entry.account.status, "push")
+                link = self.listener.links.get(entry.account.broker)
+                if status == "push" and link is not None and (state := link.status()) is not None:
+                    status = f"push: {state}"  # its broker is down; the other accounts work
             rows.append((entry.name, code, left, status))
         table.clear()
         for row in rows:  # rich Text: a cell that is a str would be read as markup

@@ -729,3 +729,36 @@ def test_a_hung_broker_does_not_hold_up_an_answer_at_another_and_pending_names_i
         assert "alice@example.com" in run_cli([AGENT, "--home", home, "accounts"]).stdout
     result = run_cli([AGENT, "--home", home, "pending", "--json"], env={CONNECT_TIMEOUT_ENV: "nope"})
     assert_cli_error(result, contains=f"{CONNECT_TIMEOUT_ENV} must be a number of seconds")
+
+
+def test_listen_serves_the_other_brokers_while_one_is_hung_and_says_since_when(
+    tmp_path: Path,
+    rp_api: RP,
+    broker_b: BrokerProcess,
+    listener: Callable[..., Listen],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    home = tmp_path / "agent"
+    forum = RP(broker_b, new_rp_sync(broker_b, "Forum"))
+    enroll(home, rp_api)
+    enroll(home, forum)
+    monkeypatch.setenv(CONNECT_TIMEOUT_ENV, "0.5")
+    with hung(broker_b):
+        proc = listener(home)
+        b = broker_b.ws_url
+        said = lambda text: lambda: text in proc.output()  # noqa: E731  (the links run side by side)
+        wait_until(said(f"Connected to {rp_api.base.replace('http', 'ws')}/v1/device"), message="A connects")
+        wait_until(said(f"cannot reach the broker at {b}: it did not answer within 0.5 s"), message="B fails")
+        wait_until(said(f"Reconnecting to {b} in "), message="B's retry")
+        retry = proc.output().split(f"Reconnecting to {b} in ")[1].splitlines()[0]
+        assert " s (Forum: not reachable since " in retry, retry
+        since = retry.split("not reachable since ")[1].rstrip(").")
+        ch = rp_api.challenge()  # meanwhile, a sign-in at A is asked and answered
+        proc.wait_for(ch["id"])
+        proc.type(ch["number"])
+        proc.wait_for(f"Request {ch['id']}: approved")
+    proc.wait_for(f"Connected to {b} (1 account(s); not reachable since {since}).")
+    ch = forum.challenge()
+    proc.wait_for(ch["id"])
+    proc.type(ch["number"])
+    proc.wait_for(f"Request {ch['id']}: approved")

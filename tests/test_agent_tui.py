@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from e2e_helpers import AGENT_ENV, add_push_account, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import AGENT, assert_cli_error, run_cli
+from support import AGENT, assert_cli_error, free_port, run_cli
 from test_agent_recovery import enroll_recoverable
 from textual.pilot import Pilot
 from textual.widgets import DataTable, RichLog, Static
@@ -80,8 +80,15 @@ async def test_a_push_arrives_the_number_is_typed_and_the_broker_records_approve
 ) -> None:
     home = tmp_path / "phone"
     cred = await enroll(client, home)
+    # An account at a second broker that is down: its row says so; the first works meanwhile.
+    add_push_account(home, "bob@forum", f"ws://127.0.0.1:{free_port()}/v1/device", rp="rp2", rp_name="Forum")
     app = AgentApp(AccountStore(home))
-    async with app.run_test(size=(100, 32)) as pilot:
+    async with app.run_test(size=(120, 32)) as pilot:
+        await until(pilot, lambda: "not reachable since" in rows(app)[-1][3], "the down broker's status")
+        alice, forum = rows(app)
+        assert alice[3] == "push" and re.fullmatch(
+            r"push: not reachable since \d\d:\d\d:\d\d, retrying", forum[3]
+        )
         ch = await request_shown(pilot, app, client)
         screen = dialog(app)
         assert screen is not None and screen.request.challenge.ch == ch.id
