@@ -109,7 +109,7 @@ class BrokerLink:
         # Why it stopped for good (a 44xx close, an unencrypted URL): it is not
         # restarted until its accounts change (docs/protocol.md, section 15).
         self.halted: str | None = None
-        # When it was last found not answering, with no connection since (time.time()):
+        # When it was found not answering, with no healthy connection since (time.time()):
         # "not reachable since 10:32" tells a short blip from a broker down for hours.
         self.down_since: float | None = None
         self.task = asyncio.create_task(self._run(), name=f"link {url}")
@@ -162,7 +162,8 @@ class BrokerLink:
                         if self.down_since is None
                         else f"; not reachable since {clock_time(self.down_since)}"
                     )
-                    self.down_since = None
+                    # down_since stays until the connection proves healthy (below): a broker
+                    # that drops every connection at once has been unusable since then.
                     say(f"Connected to {self.url} ({len(welcome.accepted)} account(s){back}).")
                     self.listener.reached_broker()
                     if (skew := conn.clock_warning()) is not None:
@@ -194,6 +195,7 @@ class BrokerLink:
                 print(f"pushauth-agent: internal error on {self.url}: {exc!r}", file=sys.stderr, flush=True)
             if up_since is not None and time.monotonic() - up_since >= HEALTHY_AFTER_S:
                 attempt = 0
+                self.down_since = None
             delay = backoff_delay(attempt)
             attempt += 1
             if self.down_since is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import secrets
 import signal
@@ -27,12 +28,14 @@ import pytest
 from e2e_helpers import agent, agent_env, agent_ok, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from hostile_fixtures import client, hostile  # noqa: F401  (fixtures: the SDK through the hostile proxy)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
-from support import AGENT, BrokerProcess, wait_until
+from support import AGENT, BrokerProcess, until, wait_until
 from support.hostile_broker import DeviceLink, HostileBroker
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from device_agent.display import clock_time
+from device_agent.listen import Listener
 from device_agent.store import AccountStore, Registration
 from protocol import SUBPROTOCOLS, signing
 from protocol import uri as enrollment_uri
@@ -358,6 +361,42 @@ async def test_after_4429_or_4408_it_reconnects_with_backoff(
         delay = float(listening.output().split(f"Reconnecting to {refusing.url} in ")[1].split(" s")[0])
         assert 0 <= delay <= 60
         assert "Not reconnecting" not in listening.output()
+
+
+def welcomes_then_closes(cid: str) -> Callable[[ServerConnection], Awaitable[None]]:
+    """A reconnect storm: every connection is authenticated, then dropped at once."""
+
+    async def behaviour(ws: ServerConnection) -> None:
+        await welcomes(cid)(ws)
+        await ws.close(1011, "")
+
+    return behaviour
+
+
+async def test_a_broker_dropping_every_connection_after_welcome_stays_not_reachable_since_the_first_drop(
+    tmp_path: Path, peers: Any
+) -> None:
+    storm = await peers(welcomes_then_closes("cid-alice"))
+    home = tmp_path / "agent"
+    store_account(home, storm.url)
+    said = io.StringIO()
+    listener = Listener(AccountStore(home), interactive=False, out=said)
+    await listener.sync_links()
+    link = listener.links[storm.url]
+
+    async def retries(n: int) -> bool:
+        return said.getvalue().count("Reconnecting to") >= n
+
+    try:
+        await until(lambda: retries(1), message="the first retry")
+        first = link.down_since
+        assert first is not None and link.status() == f"not reachable since {clock_time(first)}, retrying"
+        await until(lambda: retries(2), message="the second retry")
+        assert storm.connections >= 2 and f"Connected to {storm.url}" in said.getvalue()
+        # Connected again for a moment is not reachable again: the status keeps its first time.
+        assert link.down_since == first, said.getvalue()
+    finally:
+        await link.stop()
 
 
 # -- gap 7: a lost `enrolled` is retried with the same token and key -----------------
