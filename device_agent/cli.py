@@ -191,7 +191,8 @@ def build_parser() -> Parser:
         "Asks every broker this device has accounts on. Also lists the open recovery\n"
         'questions ("was this you?": a new device restored one of these accounts); answer\n'
         "them with: pushauth-agent recovery confirm|disown ID.\n\n"
-        "A broker that cannot be reached is named on stderr, and what the others have is\n"
+        "A broker that cannot be reached, or does not answer within 10 s (hung; see\n"
+        f"{timeouts.CONNECT_TIMEOUT_ENV}), is named on stderr, and what the others have is\n"
         'still listed; "No sign-in requests are waiting" is said only when every broker\n'
         "answered.\n\n"
         '--json prints one list; each item has a "type": "sign_in" (a request: id, rp,\n'
