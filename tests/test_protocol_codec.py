@@ -290,8 +290,11 @@ def test_every_missing_field_is_refused(frame: Frame, name: str) -> None:
     assert repr(name) in error.message
 
 
-def test_cancel_by_is_the_one_field_added_within_v2() -> None:
-    assert [(frame.TYPE, name) for frame, name in added_fields()] == [("cancel", "by")]
+def test_the_fields_added_within_v2_are_cancel_by_and_recovery_notice_recovery_ts() -> None:
+    assert [(frame.TYPE, name) for frame, name in added_fields()] == [
+        ("cancel", "by"),
+        ("recovery_notice", "recovery_ts"),
+    ]
 
 
 @pytest.mark.parametrize(("frame", "name"), added_fields(), ids=lambda x: getattr(x, "TYPE", x))

@@ -7,6 +7,8 @@ take it from here.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from protocol import signing, vectors
 from protocol.frames import (
     FRAME_TYPES,
@@ -73,8 +75,9 @@ def _answer() -> Answer:
     )
 
 
-RECOVERY_NOTICE = vectors.NOTICE
 RECOVERY_TS = vectors.T0 + 20_000
+# With the recovery's ts (added within version 2), so that every field is exercised.
+RECOVERY_NOTICE = replace(vectors.NOTICE, recovery_ts=vectors.T0 + 5_000)
 
 
 def _recovery_answer() -> RecoveryAnswer:
