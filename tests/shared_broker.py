@@ -20,11 +20,16 @@ from support import BrokerProcess, RedisServer, new_rp
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """One broker for this module (starting one per test costs seconds); each test
     gets its own RP, so users and credentials never meet across tests."""
-    base = tmp_path_factory.mktemp("device-ws")
+    yield from broker_on_own_redis(tmp_path_factory, "shared")
+
+
+def broker_on_own_redis(tmp_path_factory: pytest.TempPathFactory, node: str) -> Iterator[BrokerProcess]:
+    """A broker named `node` on a Redis of its own, for a module-scoped fixture to yield."""
+    base = tmp_path_factory.mktemp(f"broker-{node}")
     with RedisServer(base / "redis") as redis_server:
-        node = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node="shared").start()
-        yield node
-        node.cleanup()
+        started = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node=node).start()
+        yield started
+        started.cleanup()
 
 
 @pytest.fixture

@@ -20,12 +20,11 @@ from typing import Any
 
 import pytest
 from e2e_helpers import add_push_account, agent_env, on_a_terminal  # noqa: F401  (autouse: the vault passphrase for every agent run)
-from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
+from shared_broker import broker, broker_on_own_redis, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import (
     AGENT,
     DEADLINE,
     BrokerProcess,
-    RedisServer,
     assert_cli_error,
     free_port,
     new_rp_sync,
@@ -683,11 +682,7 @@ def test_an_answer_to_an_id_no_broker_could_be_asked_about_says_so_not_that_it_n
 @pytest.fixture(scope="module")
 def broker_b(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
     """A second broker on its own Redis (the shared one is "A"), for a test to hang."""
-    base = tmp_path_factory.mktemp("broker-b")
-    with RedisServer(base / "redis") as redis_server:
-        node = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node="b").start()
-        yield node
-        node.cleanup()
+    yield from broker_on_own_redis(tmp_path_factory, "b")
 
 
 @contextlib.contextmanager
