@@ -129,11 +129,24 @@ def notice_outcome_message(outcome: str) -> str:
     return NOTICE_OUTCOME_MESSAGES.get(outcome, outcome)
 
 
+# A key the broker does not know was never removed by anyone: the service erased the
+# user, or the broker's data was restored from a copy older than this enrollment
+# (docs/operations.md, "Restoring from an older backup"). The service dropped it too
+# once it listed the broker's devices, so the way back is a new enrollment, which
+# replaces this account in place (actions.enroll).
+UNKNOWN_WAY_BACK = (
+    " The broker has no record of this device's key (its data may have been restored from an older"
+    " copy, or the service erased the account there): add this device again on the service's"
+    " security page, then enroll its new link here (pushauth-agent enroll URI: it replaces this account)."
+)
+
+
 def revoked_notice(account: str, rp_name: str | None, reason: str) -> str:
     """What the user reads when one of their accounts stops working here."""
     # The names come from the RP's link (or the broker's frame): shown as display.shown does.
     who = f'"{printable(account)}" ({printable(rp_name)})' if rp_name else f'"{printable(account)}"'
-    return f"Account {who} was {reason}: this device gets no more sign-in requests for it."
+    way_back = UNKNOWN_WAY_BACK if reason == REVOKE_MESSAGES[ErrorCode.UNKNOWN_CREDENTIAL] else ""
+    return f"Account {who} was {reason}: this device gets no more sign-in requests for it.{way_back}"
 
 
 def error_message(code: str, detail: str = "") -> str:

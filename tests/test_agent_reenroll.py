@@ -73,6 +73,18 @@ async def test_revoked_account_is_marked_where_codes_are_shown_and_re_enroll_rep
     assert f'Added "{LABEL} (2)"' in out, out
     assert [a["name"] for a in json.loads(agent_ok(home, "accounts", "--json"))] == [LABEL, f"{LABEL} (2)"]
 
+    # A key the broker has no record of (the user erased there; after a restore of the
+    # broker's Redis from a copy older than the enrollment, the same): the device says so,
+    # and how to get the account back, instead of only "no more sign-in requests".
+    await client.erase_user("alice")
+    told = (await asyncio.to_thread(agent, home, "pending")).stderr
+    assert told.count("was unknown to the broker") == 2, told
+    assert "restored from an older copy" in told and "pushauth-agent enroll URI" in told, told
+    back = await client.create_enrollment("alice", LABEL, totp=new_totp())
+    assert back.uri is not None
+    out = agent_ok(home, "enroll", "--name", "Phone", back.uri)
+    assert f'Replaced the revoked account "{LABEL}"' in out, out
+
 
 async def test_default_device_name_says_which_app(client: PushAuthClient, tmp_path: Path) -> None:
     home = tmp_path / "phone"
