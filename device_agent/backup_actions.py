@@ -15,6 +15,7 @@ What a backup holds (backup.py seals it with the vault passphrase):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shlex
 import stat
 from collections.abc import Callable, Iterator
@@ -358,6 +359,8 @@ def auto_lines(store: AccountStore) -> list[str]:
     if target is None:
         return ["Automatic backups are off (backup auto on --to WHERE turns them on)."]
     lines = [f"Automatic backups are on: {where_to(target)}."]
+    if (repaired := repair_auto_backup(store)) is not None:
+        lines.append(repaired)
     status = auto_backup_status.read(store.home)
     if status.behind and status.behind_since_ms is not None:
         lines.append(
@@ -420,14 +423,72 @@ def upload(
 ) -> None:
     """Put a sealed backup where `target` says: a file, or the broker's blob store
     (wrapped under the keys of passphrase and backup code, backup_keys.py)."""
+    settings = settings if settings is not None else store.settings()
     if target["to"] == BROKER:
-        code = code_of(settings if settings is not None else store.settings())
+        code = code_of(settings)
         if code is None:
             raise UsageError("this device has no backup code yet: run pushauth-agent backup --to broker")
         keys = blob_keys(store.passphrase(), code, target)
-        broker_http.put_backup(target["broker"], keys.seed, backup_keys.wrap(keys, data))
+        data = backup_keys.wrap(keys, data)
+        broker_http.put_backup(target["broker"], keys.seed, data)
     else:
         write_file(Path(target["to"]), data)
+    if target == auto_target(settings):  # what repair_auto_backup compares the copy with
+        auto_backup_status.stored(store.home, _digest(data))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _stored_copy(store: AccountStore, target: dict[str, Any]) -> bytes | None:
+    """The bytes at the automatic backup's target as they are now (None: none there)."""
+    if target["to"] == BROKER:
+        code = code_of(store.settings())
+        if code is None:
+            return None
+        try:
+            return broker_http.get_backup(target["broker"], blob_keys(store.passphrase(), code, target).seed)
+        except Refused as exc:
+            if exc.code != "not_found":
+                raise
+            return None
+    try:
+        return Path(target["to"]).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def repair_auto_backup(store: AccountStore) -> str | None:
+    """Compare the automatic backup's copy with what this device stored there last, and
+    write it again if it is gone or another (the broker's Redis restored from an older
+    copy keeps an older blob, or none, and says nothing; a synced folder can do the same).
+    A line saying what was found and done, or None (the copy is the last one written, or
+    nothing to compare: no automatic backup, one that is behind, or no digest kept yet)."""
+    target = auto_target(store.settings())
+    status = auto_backup_status.read(store.home)
+    if target is None or status.behind or status.digest is None:
+        return None
+    try:
+        copy = _stored_copy(store, target)
+    except (AgentError, OSError) as exc:
+        return f"The automatic backup ({where_to(target)}) could not be checked: {exc}."
+    if copy is not None and _digest(copy) == status.digest:
+        return None
+    what = "is gone" if copy is None else "is not the one this device wrote last (an older one?)"
+    lead = f"The automatic backup ({where_to(target)}) {what}"
+    cause = (
+        "the broker's data may have been restored from an older copy"
+        if target["to"] == BROKER
+        else "the file was replaced or deleted"
+    )
+    try:
+        upload(store, target, backup_bytes(store), store.settings())
+    except Exception as exc:  # noqa: BLE001  (as in the hook: none is fatal)
+        auto_backup_status.failed(store.home, str(exc))
+        return f"{lead} ({cause}), and could not be written again: {exc}."
+    auto_backup_status.written(store.home)
+    return f"{lead} ({cause}): it was written again and has every change now."
 
 
 class NoBrokerBackup(Refused, WrongPassphrase):

@@ -244,6 +244,7 @@ class Listener:
         self._store_version: tuple[int, int, int] | None = None
         self.chores: set[asyncio.Task[None]] = set()  # work a stop waits for (after_disown)
         self.retrying_backup = False  # an automatic backup is being written again
+        self.checked_backup = False  # its copy was compared with what was last stored
         self.failure: PassphraseChanged | None = None  # why listening stopped by itself
 
     def say(self, text: str) -> None:
@@ -487,14 +488,21 @@ class Listener:
 
     def reached_broker(self) -> None:
         """A broker answered: an automatic backup that failed (the broker was down) is
-        written now, not at the next change (backup_actions.retry_auto_backup)."""
-        if self.retrying_backup or not auto_backup_status.read(self.store.home).behind:
+        written now, not at the next change (backup_actions.retry_auto_backup). Once per
+        run, one that did not fail is compared with its copy, which a broker restored from
+        an older copy of its data lost in silence (backup_actions.repair_auto_backup)."""
+        behind = auto_backup_status.read(self.store.home).behind
+        if self.retrying_backup or (not behind and self.checked_backup):
             return
         self.retrying_backup = True
+        self.checked_backup = True
 
         def work(lines: list[str]) -> None:
             try:
-                if (line := backup_actions.retry_auto_backup(self.store)) is not None:
+                line = backup_actions.retry_auto_backup(self.store) or backup_actions.repair_auto_backup(
+                    self.store
+                )
+                if line is not None:
                     lines.append(line)
             finally:
                 self.retrying_backup = False

@@ -484,3 +484,28 @@ async def test_listen_writes_a_failed_automatic_backup_again_once_it_reaches_the
     ok(new, "restore", "--from", "broker", *where(own), **{BACKUP_CODE_ENV: code})
     assert "ACME: alice" in [e.name for e in AccountStore(new).entries()]
     proc.close()
+
+    # The broker's Redis restored from a copy taken before the next change: the blob is
+    # the older one again, and no attempt failed. `backup auto` finds it out and writes it
+    # again; so does listen, once per run, when it reaches the broker.
+    r = redis_server.client()
+    (blob,) = r.keys(broker_keys.backup_blob("*"))
+    older = r.dump(blob)
+    ok(home, "add", TOTP_URIS_MORE)
+    r.restore(blob, 0, older, replace=True)
+    status = ok(home, "backup", "auto")
+    assert "is not the one this device wrote last" in status and "restored from an older copy" in status, (
+        status
+    )
+    assert "it was written again and has every change now" in status, status
+    newer = tmp_path / "newer"
+    ok(newer, "restore", "--from", "broker", *where(own), **{BACKUP_CODE_ENV: code})
+    assert "Big: bob" in [e.name for e in AccountStore(newer).entries()]
+    assert "written again" not in ok(home, "backup", "auto")  # the copy is the last one written
+    r.delete(blob)
+    proc = listener(home)
+    proc.wait_for(
+        "is gone (the broker's data may have been restored from an older copy): it was written again"
+    )
+    proc.close()
+    assert r.exists(blob)
