@@ -400,33 +400,66 @@ class AccountStore:
             os.chmod(self.home, 0o700)
 
     def _open_lock(self) -> int:
-        """The home made private and its lock file opened, before every write: a home
-        that cannot be written fails here, saying what (not only the OS's words)."""
+        """The home made private and its lock file opened and locked, before every write:
+        a home that cannot be written fails here, saying what (not only the OS's words).
+
+        A failed first command removes the lock file again (`_locked`); a process that
+        was waiting for it then holds a lock on a file no longer there, so it locks the
+        one at the path anew."""
+        lock = self.home / LOCK_FILE
         try:
-            self._prepare_home()
-            return os.open(self.home / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            for _ in range(100):
+                self._prepare_home()
+                try:
+                    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+                except FileNotFoundError:  # the home was removed in between: make it again
+                    continue
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                        return fd
+                except FileNotFoundError:
+                    pass
+                os.close(fd)
+            raise OSError(f"{lock} keeps being removed")
         except OSError as exc:
             raise StoreError(f"cannot write the vault in {self.home}: {exc.strerror or exc}") from None
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The home's lock, held. A home left without a vault (a refused first change, a
+        passphrase not given) is put back as it was: its lock file removed, and the home
+        too if this made it, so a failed first command leaves nothing behind."""
+        made_home = not self.home.exists()
+        fd = self._open_lock()
+        try:
+            yield
+        finally:
+            try:
+                if not self.path.exists() and not self.legacy_path.exists():
+                    with contextlib.suppress(OSError):
+                        (self.home / LOCK_FILE).unlink()
+                        if made_home:
+                            self.home.rmdir()  # only if empty: nothing of anyone else's goes
+            finally:
+                os.close(fd)  # closing releases the lock
 
     @contextlib.contextmanager
     def change(self) -> Iterator[State]:
         """Read, let the caller change the state, write back; all under a lock.
 
-        An exception inside the block writes nothing.
+        An exception inside the block writes nothing, and in a home without a vault
+        yet makes none (the new passphrase is asked only once there is something to keep).
         """
-        fd = self._open_lock()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            vault = self._open() or self._migrate() or self._create()
-            state = self._parse(vault)
+        with self._locked():
+            vault = self._open() or self._migrate()
+            state = State([], {}) if vault is None else self._parse(vault)
             yield state
-            self._write(vault, state)
+            self._write(vault or self._create(), state)
             if self.on_change is not None:
                 # Still under the lock: automatic backups are written in the order of
                 # the changes, so an older state never overwrites a newer backup.
                 self.on_change(self, state)
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def ensure_vault(self) -> None:
         """Make the (empty) vault now if there is none: a new passphrase is asked here."""
@@ -436,9 +469,7 @@ class AccountStore:
 
     def change_passphrase(self, new: str) -> None:
         """Re-encrypt the vault under `new` (a fresh salt, the current cost)."""
-        fd = self._open_lock()
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with self._locked():
             vault = self._open() or self._migrate()
             if vault is None:
                 raise StoreError("there is no vault yet (it is made with the first account)")
@@ -447,8 +478,6 @@ class AccountStore:
             except SealedFileError as exc:
                 raise StoreError(f"{self.path}: {exc.message}") from None
             self._passphrase, self._key = new, vault.seal_key
-        finally:
-            os.close(fd)
 
     # -- reading ----------------------------------------------------------------
 

@@ -332,6 +332,31 @@ def test_commands_that_need_accounts_say_how_to_add_one(tmp_path: Path) -> None:
         assert result.returncode == 2
 
 
+def test_a_failed_first_command_leaves_nothing_in_a_new_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refused first change used to leave .accounts.lock (and an empty vault, made with a
+    # new passphrase, for rename and move): a home that looked used, holding nothing.
+    home = tmp_path / "home"
+    otp = "otpauth://totp/Example:alice?secret=JBSWY3DPEHPK3PXP&issuer=Example"
+    for args, says in (
+        (["add", otp, "--name", "bad\tname"], "account name"),
+        (["rename", "a", "b"], 'no account named "a"'),
+        (["move", "a", "1"], "position"),
+        (["enroll", enroll_uri(dead_broker())], "cannot reach the broker"),
+        (["passwd"], "no vault yet"),
+    ):
+        assert_cli_error(agent(home, *args), contains=says)
+        assert not home.exists(), (args, sorted(p.name for p in home.iterdir()))
+    monkeypatch.setenv("PUSHAUTH_AGENT_PASSPHRASE", "too short")  # the new vault's: refused
+    for args in (["add", otp], ["listen"]):
+        assert_cli_error(agent(home, *args), contains="too short")
+        assert not home.exists(), (args, sorted(p.name for p in home.iterdir()))
+    home.mkdir()  # a home made beforehand stays, empty
+    assert_cli_error(agent(home, "add", otp), contains="too short")
+    assert list(home.iterdir()) == []
+
+
 @pytest.mark.parametrize("number", ["abc", "", "123456789", "12 34", "-1"])
 def test_approve_with_a_malformed_number_sends_nothing(tmp_path: Path, number: str) -> None:
     store_with_account(tmp_path / "home", dead_broker())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
+from support import wait_until
 
 from device_agent.store import REVOKED, AccountStore, Registration, StoreError, unique_name
 from device_agent.vault import Vault
@@ -229,3 +230,41 @@ def test_concurrent_processes_lose_no_account_and_never_see_a_torn_file(tmp_path
     assert queue.get(timeout=5) >= 0
     names = {a.name for a in AccountStore(home).load()}
     assert names == {f"w{w}-{i}" for w in range(3) for i in range(10)}
+
+
+def test_a_change_waiting_on_a_failed_first_change_locks_the_home_made_anew(tmp_path: Path) -> None:
+    # The failed first change removes the lock file (and the home it made) while another
+    # writer waits on it: that writer must lock the file at the path, not the removed one.
+    import threading
+
+    home = tmp_path / "home"
+    first, second = AccountStore(home), AccountStore(home)
+    locked, waiting = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def fail_first() -> None:
+        try:
+            with first.change():
+                locked.set()
+                assert waiting.wait(30)
+                raise StoreError("refused")
+        except StoreError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=fail_first)
+    thread.start()
+    assert locked.wait(30)
+    waiter = threading.Thread(target=lambda: add(second, "late", "cid-late"))
+    waiter.start()
+    # flock conflicts between two open files, in one process too: the waiter blocks
+    # (Linux lists a blocked lock with "->" in /proc/locks).
+    inode = f":{(home / '.accounts.lock').stat().st_ino} "
+    wait_until(
+        lambda: any("->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines())
+    )
+    waiting.set()
+    thread.join(30)
+    waiter.join(30)
+    assert [str(e) for e in errors] == ["refused"]
+    assert [a.name for a in AccountStore(home).load()] == ["late"]
+    assert (home / ".accounts.lock").exists()
