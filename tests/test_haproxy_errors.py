@@ -2,10 +2,11 @@
 problem documents, as every broker error is, with a code that says the load balancer
 answered: 503 when no node is up (with Retry-After), 504 when a node stays silent on
 a request that may not be sent again, 408 for a request whose body does not come
-in time. The other statuses it may answer (400, 500, 501, 502) are checked in the
-file. HAProxy 2.6 answers a malformed or incomplete request *head* (400, 408) with
-its built-in HTML whatever the config says (its HTTP/1 layer refuses it before any
-proxy's error settings apply); docs/operations.md says so.
+in time. They are whole HTTP messages in deploy/haproxy-errors/ (`errorfile`); the
+other statuses it may answer (400, 500, 501, 502) are checked in the files. A
+malformed request *head* is refused by HAProxy's HTTP/1 layer before any proxy's
+rules: HAProxy 3.3 and later send the errorfile then too, 2.6 its built-in HTML
+whatever the config says; docs/operations.md says so.
 
 One real broker node (a) behind the shipped config; the other server (b) points at
 a port nothing listens on, so it is down throughout.
@@ -24,7 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 from support import DEADLINE, LOCALHOST, BrokerProcess, RedisServer, free_port, new_rp
-from support.haproxy import SHIPPED, HAProxyProcess, frontends
+from support.haproxy import ERROR_FILES, SHIPPED, HAProxyProcess, frontends, haproxy_version
 
 FRONTEND = "pushauth"
 # Status -> the code the shipped config answers it with.
@@ -65,18 +66,19 @@ def lb(tmp_path: Path) -> Iterator[tuple[HAProxyProcess, BrokerProcess]]:
 
 
 def test_every_error_haproxy_answers_itself_is_a_problem_document() -> None:
-    """The shipped file answers each status HAProxy may make itself with JSON whose
-    status is that status and whose code is the load balancer's."""
+    """The shipped file answers each status HAProxy may make itself with a shipped
+    errorfile: a whole HTTP message of that status, its body JSON whose status is that
+    status and whose code is the load balancer's."""
     found: dict[int, dict[str, Any]] = {}
     for line in SHIPPED.read_text().splitlines():
-        match = re.match(r"\s*http-error status (\d+) content-type (\S+) string '([^']*)'", line)
+        match = re.match(r"\s*errorfile (\d+) (\S+)$", line)
         if match:
-            assert match[2] == "application/problem+json", line
-            found[int(match[1])] = json.loads(match[3])
+            raw = (ERROR_FILES / Path(match[2]).name).read_bytes()
+            found[int(match[1])] = _assert_raw_problem(raw, int(match[1]))
     assert {status: body["code"] for status, body in found.items()} == CODES
-    for status, body in found.items():
-        assert body["status"] == status and body["type"] == "about:blank", body
-        assert body["title"] and body["detail"], body
+    for body in found.values():
+        assert body["type"] == "about:blank" and body["title"] and body["detail"], body
+    assert sorted(p.name for p in ERROR_FILES.glob("*.http")) == [f"{s}.http" for s in sorted(CODES)]
 
 
 async def test_haproxy_s_own_errors_are_problem_documents(lb: tuple[HAProxyProcess, BrokerProcess]) -> None:
@@ -101,6 +103,14 @@ async def test_haproxy_s_own_errors_are_problem_documents(lb: tuple[HAProxyProce
     # refused by HAProxy itself (it reads the whole request before choosing a node).
     partial = b"POST /v1/challenges HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}"
     _assert_raw_problem(_raw(haproxy, partial), 408)
+    # A malformed head (a header line without a colon): HAProxy's HTTP/1 layer refuses it
+    # before any proxy's rules, with the errorfile from 3.3 on (haproxy/haproxy#3032);
+    # 2.6 sends its built-in HTML whatever the config says (docs/operations.md).
+    malformed = _raw(haproxy, b"GET /v1/rp HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+    if haproxy_version() >= (3, 3):
+        _assert_raw_problem(malformed, 400)
+    else:
+        assert malformed.startswith(b"HTTP/1.1 400 ") and b"text/html" in malformed, malformed
 
 
 async def _problem(http: aiohttp.ClientSession, method: str, url: str, headers: dict[str, str]) -> int:
@@ -127,11 +137,14 @@ def _raw(haproxy: HAProxyProcess, request: bytes) -> bytes:
     return b"".join(chunks)
 
 
-def _assert_raw_problem(raw: bytes, status: int) -> None:
+def _assert_raw_problem(raw: bytes, status: int) -> dict[str, Any]:
+    """A whole HTTP/1.1 problem response of `status` with the load balancer's code; its body."""
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     assert lines[0].startswith(f"HTTP/1.1 {status} "), raw
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     assert headers["content-type"] == "application/problem+json", raw
+    assert int(headers["content-length"]) == len(body), raw
     parsed = json.loads(body)
     assert parsed["status"] == status and parsed["code"] == CODES[status], parsed
+    return parsed

@@ -44,6 +44,7 @@ from support.failover import (
     wait_async,
 )
 from support.haproxy import (
+    ERROR_FILES,
     SHIPPED,
     AccessLine,
     RenderError,
@@ -85,13 +86,14 @@ def _render_shipped(directory: Path) -> tuple[str, str]:
 def test_the_tested_config_is_the_shipped_one(tmp_path: Path) -> None:
     """Only what ties the file to a production host changes; haproxy accepts the result."""
     text, rendered = _render_shipped(tmp_path)
-    replaced = ("bind ", "server ", "log ", "stats socket ", "maxconn ")
+    replaced = ("bind ", "server ", "log ", "stats socket ", "maxconn ", "errorfile ")
     kept = [line for line in text.splitlines() if not line.strip().startswith(replaced)]
     assert kept, "the renderer would replace every line"
     missing = [line for line in kept if line not in rendered.splitlines()]
     assert not missing, f"lines of deploy/haproxy.cfg missing from the tested config: {missing}"
     assert "ssl crt" not in rendered and "/run/haproxy" not in rendered
     assert "server a 127.0.0.1:18701 track api/a" in rendered  # options after the address kept
+    assert f"    errorfile 503 {ERROR_FILES / '503.http'}" in rendered.splitlines()  # the shipped files
     check = subprocess.run(
         [haproxy_executable(), "-c", "-f", str(_write(tmp_path / "haproxy.cfg", rendered))],
         capture_output=True,
@@ -116,6 +118,13 @@ def test_render_refuses_a_config_it_cannot_map(tmp_path: Path) -> None:
     without = "\n".join(line for line in text.splitlines() if "hard-stop-after" not in line)
     with pytest.raises(RenderError, match="hard-stop-after"):  # a shorter time asked of a file without one
         render(without, binds=binds, servers=servers, stats_socket=socket, hard_stop_after="2s")
+    with pytest.raises(RenderError, match=r"no 599\.http in"):  # an errorfile deploy/ does not ship
+        render(
+            text + "    errorfile 599 /etc/haproxy/pushauth-errors/599.http\n",
+            binds=binds,
+            servers=servers,
+            stats_socket=socket,
+        )
 
 
 async def test_a_killed_node_costs_no_5xx(cluster: Cluster) -> None:

@@ -12,7 +12,8 @@ a production host and keeps every other line as written:
   `maxconn` lowered to TEST_MAXCONN: haproxy refuses to start when it cannot raise its
   open-file limit to twice that, and a test process here may hold at most 20,000;
 - `hard-stop-after` in `global`, when a test asks, gets the test's shorter time (a
-  reload test cannot wait the shipped minutes).
+  reload test cannot wait the shipped minutes);
+- each `errorfile` names the shipped file of that name in deploy/haproxy-errors/.
 
 A line the renderer needs but does not find (a frontend without a port, a server
 without an address) is an error, so the file and the test cannot drift apart.
@@ -27,6 +28,7 @@ import resource
 import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from .waiting import DEADLINE, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "deploy" / "haproxy.cfg"
+ERROR_FILES = REPO / "deploy" / "haproxy-errors"
 _HOST_ONLY = {"user", "group", "chroot", "daemon", "pidfile"}
 
 
@@ -63,6 +66,15 @@ def haproxy_executable() -> str:
     if found is None:
         raise RuntimeError("haproxy is not installed (scripts/ensure-tools test installs it)")
     return found
+
+
+def haproxy_version() -> tuple[int, int]:
+    """The (major, minor) version of the haproxy the tests run."""
+    out = subprocess.run([haproxy_executable(), "-v"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"version (\d+)\.(\d+)", out)
+    if match is None:
+        raise RuntimeError(f"cannot read haproxy's version from {out!r}")
+    return int(match[1]), int(match[2])
 
 
 def render(
@@ -104,6 +116,11 @@ def render(
         elif section == "global" and words[:2] == ["stats", "socket"]:
             out.append(f"    stats socket {stats_socket} mode 600 level admin")
             has_socket = True
+        elif keyword == "errorfile" and len(words) == 3:
+            shipped = ERROR_FILES / Path(words[2]).name
+            if not shipped.is_file():
+                raise RenderError(f"errorfile {words[2]}: no {shipped.name} in {ERROR_FILES}")
+            out.append(f"{line[: len(line) - len(line.lstrip())]}errorfile {words[1]} {shipped}")
         elif section in ("frontend", "listen") and keyword == "bind":
             if name not in binds:
                 raise RenderError(f"no test port for {section} {name!r}")
