@@ -289,13 +289,17 @@ async def _authenticated(
 
 @contextlib.asynccontextmanager
 async def _fetch_all(
-    store: AccountStore, enough: Callable[[PendingReport], bool] | None = None
+    store: AccountStore,
+    enough: Callable[[PendingReport], bool] | None = None,
+    each: Callable[[list[PendingRequest]], None] | None = None,
 ) -> AsyncIterator[PendingReport]:
     """Ask every broker at once (a slow one does not delay the others); close all after.
 
     `enough`: once the brokers that answered so far satisfy it (the request to answer
     was found), the others are not waited for: a hung broker must not hold up a sign-in
-    at another one for the whole connect timeout. Their connections are dropped."""
+    at another one for the whole connect timeout. Their connections are dropped.
+    `each`: given each broker's requests (newest first) as soon as it answered, so that
+    `pending` shows them while a hung broker is still waited for."""
     brokers = _accounts_or_fail(store)
     report = PendingReport([], [], [], asked=len(brokers))
     async with contextlib.AsyncExitStack() as stack:
@@ -319,12 +323,16 @@ async def _fetch_all(
                     report.notices.append(f"{why}.")
                 else:
                     shown.append(ch)
+            found = []
             for ch in _dedupe(shown):
                 cancel = conn.cancelled(ch.ch)
                 if cancel is not None:  # ended while we connected: never offered
                     report.notices.append(f"Request {ch.ch} {cancel_message(cancel, by_cid)}.")
                     continue
-                report.requests.append(PendingRequest(ch, by_cid[ch.cid], now, conn))
+                found.append(PendingRequest(ch, by_cid[ch.cid], now, conn))
+            report.requests.extend(found)
+            if each is not None and found:
+                each(sorted(found, key=lambda r: r.challenge.created, reverse=True))
             report.recoveries.extend(PendingNotice(n, by_cid.get(n.cid), conn) for n in conn.notices)
 
         waiting = {asyncio.create_task(one(b, accs), name=f"ask {b}") for b, accs in brokers.items()}
@@ -342,8 +350,11 @@ async def _fetch_all(
         yield report
 
 
-async def pending(store: AccountStore) -> PendingReport:
-    async with _fetch_all(store) as report:
+async def pending(
+    store: AccountStore, each: Callable[[list[PendingRequest]], None] | None = None
+) -> PendingReport:
+    """Every broker's pending requests; `each` gets each broker's as it answers."""
+    async with _fetch_all(store, each=each) as report:
         return report
 
 

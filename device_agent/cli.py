@@ -98,8 +98,11 @@ environment:
   {BACKUP_CODE_ENV}  the backup code for `restore --from broker` in scripts
   {IMPORT_PASSWORD_ENV}  the password of an encrypted export for `import`
   {timeouts.CONNECT_TIMEOUT_ENV}  seconds to wait for a broker to answer
-                       when connecting (default {timeouts.OPEN_TIMEOUT_S:g}); a broker that
-                       does not is named, and the others are served meanwhile
+                       when connecting, and for the reply to each keepalive ping
+                       while connected (default {timeouts.OPEN_TIMEOUT_S:g}; a ping goes out
+                       every {timeouts.PING_INTERVAL_S:g} s, or this often when it is less):
+                       a broker that does not answer is named, `listen` reconnects to
+                       it, and the others are served meanwhile
   {KDF_ENV}=test-insecure  FOR TESTS ONLY: new vaults and backups get the
                        cheapest key derivation, which does not protect them
 
@@ -191,10 +194,11 @@ def build_parser() -> Parser:
         "Asks every broker this device has accounts on. Also lists the open recovery\n"
         'questions ("was this you?": a new device restored one of these accounts); answer\n'
         "them with: pushauth-agent recovery confirm|disown ID.\n\n"
-        "A broker that cannot be reached, or does not answer within 10 s (hung; see\n"
-        f"{timeouts.CONNECT_TIMEOUT_ENV}), is named on stderr, and what the others have is\n"
-        'still listed; "No sign-in requests are waiting" is said only when every broker\n'
-        "answered.\n\n"
+        "Each broker's requests are printed as soon as it answered. A broker that cannot\n"
+        "be reached, or does not answer within 10 s (hung; see\n"
+        f"{timeouts.CONNECT_TIMEOUT_ENV}), is named on stderr at the end, and what the others\n"
+        'have is still listed; "No sign-in requests are waiting" is said only when every\n'
+        "broker answered.\n\n"
         '--json prints one list; each item has a "type": "sign_in" (a request: id, rp,\n'
         'rp_name, account, context, seconds_left, ...), "recovery_notice" (a question), or\n'
         '"unreachable" (a broker that could not be asked: "broker" its URL, "error" why).\n'
@@ -647,7 +651,14 @@ def cmd_pending(store: AccountStore, args: argparse.Namespace) -> int:
 
     from . import actions
 
-    report = asyncio.run(actions.pending(store))
+    def show(requests: list[actions.PendingRequest]) -> None:
+        # Printed as each broker answers: a hung one (named at the end, once its connect
+        # timeout has passed) does not hold up what the others have.
+        for r in requests:
+            say(request_text(r.challenge, r.account, r.broker_now_ms))
+            say()
+
+    report = asyncio.run(actions.pending(store, None if args.json else show))
     for notice in report.notices:
         warn(notice)
     for failure in report.failures:
@@ -674,10 +685,7 @@ def cmd_pending(store: AccountStore, args: argparse.Namespace) -> int:
                 f"No sign-in requests are waiting at the {answered} of {report.asked} brokers that "
                 f"answered; not known for {', '.join(shown(b) for b in report.unreachable)}."
             )
-    else:
-        for r in report.requests:
-            say(request_text(r.challenge, r.account, r.broker_now_ms))
-            say()
+    else:  # each listed already, as its broker answered
         say("Answer with: pushauth-agent approve ID --number N, or: pushauth-agent deny ID [--fraud]")
         if report.unreachable:
             say(f"Not asked (could not be reached): {', '.join(shown(b) for b in report.unreachable)}.")

@@ -44,13 +44,9 @@ from . import broker_clock
 from .display import shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable
 from .messages import cannot_reach, close_message, error_message, silent
-from .timeouts import connect_timeout
+from .timeouts import PING_INTERVAL_S, connect_timeout
 
 REPLY_TIMEOUT_S = 15.0
-# Keepalive pings find a dead connection (a sleeping laptop, a dropped NAT entry)
-# within a minute, so `listen` reconnects instead of waiting forever.
-PING_INTERVAL_S = 20.0
-PING_TIMEOUT_S = 20.0
 
 F = TypeVar("F", bound=Frame)
 
@@ -86,8 +82,8 @@ class Connection:
                 subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS],
                 max_size=MAX_FRAME_SIZE,
                 open_timeout=timeout,
-                ping_interval=PING_INTERVAL_S,
-                ping_timeout=PING_TIMEOUT_S,
+                ping_interval=min(PING_INTERVAL_S, timeout),
+                ping_timeout=timeout,
                 close_timeout=2,
             )
         except TimeoutError:
@@ -319,7 +315,7 @@ def _closed(exc: wse.ConnectionClosed) -> str:
     if exc.rcvd is None and exc.sent is not None and exc.sent.code == 1011:
         # Our own keepalive gave up (websockets closes with 1011 "keepalive ping timeout"):
         # the broker went silent (stopped, or the network dropped); it had no error of its own.
-        return f"the broker stopped answering (no reply to a keepalive ping within {PING_TIMEOUT_S:g} s)"
+        return f"the broker stopped answering (no reply to a keepalive ping within {connect_timeout():g} s)"
     close = exc.rcvd or exc.sent
     return close_message(close.code, close.reason) if close else close_message(None)
 

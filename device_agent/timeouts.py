@@ -16,6 +16,13 @@ from .errors import UsageError
 OPEN_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_ENV = "PUSHAUTH_AGENT_CONNECT_TIMEOUT"
 MAX_CONNECT_TIMEOUT_S = 3600.0
+# While connected, keepalive pings find a dead or hung broker (a sleeping laptop, a
+# dropped NAT entry, a stopped broker process), so `listen` reconnects instead of
+# showing its accounts connected for good: a ping every PING_INTERVAL_S (or every
+# connect timeout, when that is shorter), whose pong must come within the connect
+# timeout, the one setting for how long a broker may stay silent. By default a hung
+# broker is noticed within 20 s.
+PING_INTERVAL_S = 10.0
 
 
 def connect_timeout() -> float:

@@ -25,6 +25,7 @@ from support import (
     AGENT,
     DEADLINE,
     BrokerProcess,
+    ManagedProcess,
     assert_cli_error,
     free_port,
     new_rp_sync,
@@ -710,11 +711,23 @@ def test_a_hung_broker_does_not_hold_up_an_answer_at_another_and_pending_names_i
         result = run_cli([AGENT, "--home", home, "approve", ch["id"], "--number", ch["number"]], env=slow_b)
         assert result.returncode == 0, result.stderr
         assert rp_api.result(ch)["status"] == "approved"
+        # pending lists what A has as soon as A answered, while it still waits for B (it
+        # printed nothing until B's connect timeout had passed).
+        ch = rp_api.challenge()
+        listing = ManagedProcess(
+            [AGENT, "--home", home, "pending"], log_dir=tmp_path / "pending", env=slow_b
+        ).start()
+        try:
+            listing.wait_for_output(f"Sign-in request {ch['id']}")
+            assert listing.running, listing.describe()  # B is still waited for
+        finally:
+            listing.terminate()
         # pending waits for B as long as the connect timeout, then names it and why.
         result = run_cli([AGENT, "--home", home, "pending", "--json"], env={CONNECT_TIMEOUT_ENV: "0.5"})
         assert result.returncode == 3, result.stderr
         why = f"cannot reach the broker at {broker_b.ws_url}: it did not answer within 0.5 s"
-        (item,) = json.loads(result.stdout)
+        sign_in, item = json.loads(result.stdout)
+        assert sign_in["id"] == ch["id"]
         assert item["type"] == "unreachable" and item["broker"] == broker_b.ws_url
         assert item["error"].startswith(why), item
         # So does a backup to it (HTTP), and the other one-shot commands work offline.
@@ -757,3 +770,8 @@ def test_listen_serves_the_other_brokers_while_one_is_hung_and_says_since_when(
     proc.wait_for(ch["id"])
     proc.type(ch["number"])
     proc.wait_for(f"Request {ch['id']}: approved")
+    # B hangs while connected: the keepalive ping's pong is waited for as long as the
+    # connect timeout (it was 20 s, after up to 20 s between pings), then B is retried.
+    with hung(broker_b):
+        proc.wait_for(f"{b}: the broker stopped answering (no reply to a keepalive ping within 0.5 s)")
+        proc.wait_for(f"Reconnecting to {b} in ")
