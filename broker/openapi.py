@@ -86,6 +86,8 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "integer"},
             "detail": {"type": "string"},
             "code": {"type": "string"},
+            # 409 conflict of a recovery-key rotation: the ts the next one must be newer than
+            "newer_than": {"type": "integer"},
         },
         "required": ["type", "title", "status", "detail", "code"],
     },

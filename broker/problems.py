@@ -44,19 +44,35 @@ class ApiError(Exception):
 PROBLEM_JSON = "application/problem+json"
 
 
-def problem_document(status: int, code: str, detail: str, *, counted: bool = True) -> dict[str, object]:
+def problem_document(
+    status: int, code: str, detail: str, *, counted: bool = True, extra: dict[str, object] | None = None
+) -> dict[str, object]:
     """The problem document of one refusal, counted in the metrics (the one place both
-    aiohttp's responses and the RP lane's take it from) unless `counted` is False."""
+    aiohttp's responses and the RP lane's take it from) unless `counted` is False.
+    `extra`: RFC 9457 extension members, for a client that acts on them."""
     if counted:
         metrics.rejected(status, code)
-    return {"type": "about:blank", "title": _title(status), "status": status, "detail": detail, "code": code}
+    doc: dict[str, object] = {
+        "type": "about:blank",
+        "title": _title(status),
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    return {**(extra or {}), **doc}
 
 
 def problem(
-    status: int, code: str, detail: str, headers: dict[str, str] | None = None, *, counted: bool = True
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    *,
+    counted: bool = True,
+    extra: dict[str, object] | None = None,
 ) -> web.Response:
     return json_response(
-        problem_document(status, code, detail, counted=counted),
+        problem_document(status, code, detail, counted=counted, extra=extra),
         status=status,
         content_type=PROBLEM_JSON,
         headers=headers,

@@ -36,7 +36,7 @@ from .context import node_of
 from .events import NoticeCreated
 from .jsonio import json_response
 from .models import Credential, Notice
-from .problems import ApiError
+from .problems import ApiError, problem
 from .signed_requests import b64_field, check_signed, parse_ts
 from .store import now_ms
 
@@ -114,6 +114,14 @@ async def set_recovery_key(request: web.Request) -> web.Response:
     store = node_of(request).store
     await check_signed(store, cred.public_key, message, sig, ts)
     result = await store.redis.eval(lua.SET_RECOVERY_KEY, 1, keys.credential(cred.id), recovery_pk, ts, sig)
+    if result in (b"stale", b"before_recovery"):
+        # The device may sign again just after this (within signing.ROTATION_AHEAD_MAX_MS
+        # of its own clock, as after a recovery notice): a clock behind the new device's,
+        # or behind its own rotation signed ahead, costs no failed rotation. Only the
+        # credential's holder learns it: the signature was checked above.
+        named, recovered = await store.redis.hmget(keys.credential(cred.id), "recovery_pk_ts", "recovered_ts")
+        status, code, detail = _REFUSALS[result.decode()]
+        return problem(status, code, detail, extra={"newer_than": max(int(named or 0), int(recovered or 0))})
     if result != b"ok":
         raise _refused(result)
     return web.Response(status=204)

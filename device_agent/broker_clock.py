@@ -110,6 +110,29 @@ def rotation_too_early(account: str, recovery_ts: int, recovery_time: int, offse
     )
 
 
+def rotation_refused(newer_than: int, offset_ms: int | None) -> str:
+    """Why a recovery key was not renewed: the broker takes a new one only
+    signed after `newer_than` (a restore of the account, or its last new key, signed by a
+    clock ahead), which is more than signing.ROTATION_AHEAD_MAX_MS after this device's
+    clock. Names the clock that is wrong (`offset_ms`: the broker's clock minus this
+    device's, if measured) and what to do."""
+    from .display import local_time
+
+    if offset_ms is not None and offset_ms > WARN_AFTER_MS:
+        wrong = f"this device's clock is {describe(offset_ms)} the broker's: set it right"
+    else:
+        wrong = (
+            "if this device's clock is right, the device that restored this account had a clock ahead:"
+            f" wait until {local_time(newer_than)} by a right clock"
+        )
+    return (
+        "the service takes a new key only if signed after"
+        f" {local_time(newer_than)} (a restore of this account, or its last new key, was signed then), more"
+        f" than 10 min after this device's clock; {wrong}; then run pushauth-agent backup retire (until then"
+        " the old recovery key stays the one that works, unless a restore used it)"
+    )
+
+
 def record(home: Path, broker: str, offset_ms: int) -> None:
     """Keep the offset just measured on a connection to `broker`."""
     setting = _setting_ms()

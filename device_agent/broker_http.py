@@ -20,7 +20,7 @@ from protocol import b64, signing
 from protocol.uri import insecure_transport, split_url
 
 from . import broker_clock
-from .errors import InsecureBroker, Refused, Unreachable, UsageError, WrongClock
+from .errors import InsecureBroker, Refused, RotationTooEarly, Unreachable, UsageError, WrongClock
 from .messages import cannot_reach, silent
 from .timeouts import connect_timeout
 
@@ -174,13 +174,16 @@ def set_recovery_key(
     recovery_pk = signing.public_key(recovery_seed)
     sig = signing.sign(seed, signing.recovery_key_bytes(cid, recovery_pk, ts))
     path = f"/v1/credentials/{quote(cid)}/recovery-key"
-    status, code, detail = _json_call(
-        broker, path, {"recovery_pk": b64.encode(recovery_pk), "ts": ts, "sig": b64.encode(sig)}
-    )
+    body = json.dumps({"recovery_pk": b64.encode(recovery_pk), "ts": ts, "sig": b64.encode(sig)}).encode()
+    status, data = _call(broker, "POST", path, body=body, headers={"Content-Type": "application/json"})
     if status == 204:
         return True
+    code, detail = _problem(status, data)
     if code == "not_recoverable":
         return False
+    if code == "conflict" and (newer_than := _newer_than(data)) is not None:
+        why = f"the broker did not take the new recovery key: {detail}"
+        raise RotationTooEarly(why, newer_than=newer_than)
     why = {
         "credential_revoked": "the account was removed at the service",
         "not_found": "the service does not know this device's key (removed?)",
@@ -188,6 +191,16 @@ def set_recovery_key(
         "conflict": f"{detail or code} (is this device's clock behind?)",
     }.get(code, detail or code)
     raise Refused(f"the broker did not take the new recovery key: {why}", code=code)
+
+
+def _newer_than(data: bytes) -> int | None:
+    """The `newer_than` of a 409 conflict to a recovery-key rotation: the ts the broker
+    holds (docs/http-api.md); None from a broker that does not say it."""
+    try:
+        value = json.loads(data).get("newer_than")
+    except (ValueError, AttributeError):
+        return None
+    return value if type(value) is int and value >= 0 else None
 
 
 def recover(

@@ -39,6 +39,17 @@ class WrongClock(Refused):
     the same request with the clock set right goes through."""
 
 
+class RotationTooEarly(Refused):
+    """The broker refused a recovery-key rotation (409 conflict) whose ts is not newer
+    than `newer_than`: a recovery from the credential, or its last rotation, signed by a
+    clock ahead of this device's. Signing again just after it may work
+    (recovery_keys.rotate_recovery_keys)."""
+
+    def __init__(self, message: str, *, newer_than: int) -> None:
+        super().__init__(message, code="conflict")
+        self.newer_than = newer_than
+
+
 class Unreachable(AgentError):
     """No connection to the broker, or it broke before the answer came."""
 

@@ -25,8 +25,8 @@ from protocol import signing
 from protocol.frames import RecoveryNotice
 
 from . import backup_actions, broker_clock, broker_http
-from .errors import AgentError, Unreachable
-from .store import AccountStore
+from .errors import AgentError, Refused, RotationTooEarly, Unreachable
+from .store import Account, AccountStore
 
 # What to do when a key could not be renewed now (the broker was down).
 RETRY = (
@@ -94,9 +94,7 @@ def rotate_recovery_keys(
             continue
         new_seed = signing.new_seed()
         try:
-            taken = broker_http.set_recovery_key(
-                account.broker, account.cid, store.seed(account.cid), new_seed, ts=ts
-            )
+            taken = _name_key(store, account, new_seed, ts)
         except Unreachable as exc:
             report.failures.append(f"the recovery key of {account.name} was NOT renewed ({exc}); {retry}")
             continue
@@ -121,6 +119,29 @@ def rotate_recovery_keys(
         finally:
             store.on_change = hook
     return report
+
+
+def _name_key(store: AccountStore, account: Account, new_seed: bytes, ts: int) -> bool:
+    """Name `new_seed` the recovery key of `account`, signed at `ts` (broker_http.set_recovery_key).
+
+    A refusal as not newer than what the broker holds (a recovery from this credential
+    signed by a device whose clock was ahead of this one's, or this device's own last
+    rotation signed ahead after such a recovery) is tried once more, just after it, as
+    after a recovery notice (signing.rotation_ts: at most ROTATION_AHEAD_MAX_MS ahead of
+    this device's clock); beyond that a clock is wrong, and the failure says which."""
+    seed = store.seed(account.cid)
+    try:
+        return broker_http.set_recovery_key(account.broker, account.cid, seed, new_seed, ts=ts)
+    except RotationTooEarly as exc:
+        newer_than = exc.newer_than
+        retry_ts = signing.rotation_ts(broker_http.now_ms(), newer_than)
+        if retry_ts is not None and retry_ts > ts:
+            try:
+                return broker_http.set_recovery_key(account.broker, account.cid, seed, new_seed, ts=retry_ts)
+            except RotationTooEarly as again:
+                newer_than = again.newer_than
+        why = broker_clock.rotation_refused(newer_than, broker_clock.measured(store.home, account.broker))
+        raise Refused(why, code="conflict") from None
 
 
 def after_confirm(

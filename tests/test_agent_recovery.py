@@ -24,6 +24,7 @@ from support import AGENT, BrokerProcess, RedisServer, assert_cli_error, run_cli
 from broker import keys as redis_keys
 from device_agent import broker_http, recovery_keys
 from device_agent.backup_keys import BackupCode
+from device_agent.errors import RotationTooEarly
 from device_agent.passphrase import BACKUP_CODE_ENV, NEW_PASSPHRASE_ENV, PASSPHRASE_ENV
 from device_agent.store import AccountStore
 from protocol import b64, signing
@@ -601,9 +602,19 @@ async def test_recovery_routes_refuse_bad_requests(
     # A rotation must be newer than that recovery too, or the RP refuses it (bad_rotation,
     # docs/protocol.md section 16): the broker says so at once (409 conflict).
     for ts in (now + 1, recovered_at):
-        with pytest.raises(broker_http.Refused, match="not newer than the recovery") as refused:
+        with pytest.raises(RotationTooEarly, match="not newer than the recovery") as refused:
             broker_http.set_recovery_key(broker.ws_url, cred.id, seed, signing.new_seed(), ts=ts)
-        assert refused.value.code == "conflict"
-    assert broker_http.set_recovery_key(broker.ws_url, cred.id, seed, signing.new_seed(), ts=recovered_at + 1)
+        assert refused.value.code == "conflict" and refused.value.newer_than == recovered_at
+    # The agent's own later rotations sign again just after it, as after a recovery
+    # notice (they failed with the 409): this device's clock is behind the new device's.
+    changed = agent(home, "passwd", **{NEW_PASSPHRASE_ENV: "violet kettle marches upstream"})
+    assert changed.returncode == 0 and "New recovery keys for alice@example.com" in changed.stdout, changed
+    (listed,) = [c for c in await client.list_credentials("alice") if c.id == cred.id]
+    assert listed.recovery_key is not None and listed.recovery_key.ts == recovered_at + 1
+    # Then a rotation by this clock is not newer than that one: again just after it.
+    retired = agent(home, "backup", "retire", PUSHAUTH_AGENT_PASSPHRASE="violet kettle marches upstream")
+    assert retired.returncode == 0 and "New recovery keys for alice@example.com" in retired.stdout, retired
+    (listed,) = [c for c in await client.list_credentials("alice") if c.id == cred.id]
+    assert listed.recovery_key is not None and listed.recovery_key.ts == recovered_at + 2
     await client.revoke_credential(cred.id)
     assert recover()[1]["code"] == "credential_revoked"

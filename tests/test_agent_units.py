@@ -150,3 +150,19 @@ def test_seconds_left_rounds_up_and_stops_at_zero() -> None:
     assert seconds_left(10_000, 9_001) == 1
     assert seconds_left(10_000, 10_000) == 0
     assert seconds_left(10_000, 20_000) == 0
+
+
+def test_a_rotation_the_broker_takes_only_far_ahead_names_the_wrong_clock() -> None:
+    # After the one retry just after `newer_than` (recovery_keys._name_key), what is left
+    # is a wrong clock: this device's, when measured off the broker's, else the restorer's.
+    from device_agent.broker_clock import rotation_refused
+    from device_agent.display import local_time
+
+    at = 1_800_000_000_000
+    behind = rotation_refused(at, 15 * 60_000)
+    assert "this device's clock is 15 min behind the broker's: set it right" in behind
+    restorer = rotation_refused(at, None)
+    assert f"the device that restored this account had a clock ahead: wait until {local_time(at)}" in restorer
+    for why in (behind, restorer):
+        assert why.startswith(f"the service takes a new key only if signed after {local_time(at)}")
+        assert why.endswith("unless a restore used it)") and "pushauth-agent backup retire" in why
