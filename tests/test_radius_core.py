@@ -283,11 +283,19 @@ def test_text_attributes_that_are_not_utf8() -> None:
     assert parsed.calling_station == "10.0.0.\\xff"  # escaped text, not a bytes repr
 
 
-def test_push_only_clients_are_not_told_to_use_a_code() -> None:
-    for outcome in (Outcome.BLOCKED, Outcome.WITHDRAWN):
+def test_push_only_clients_are_told_what_to_do_and_never_to_use_a_code() -> None:
+    # A push-only request ends in one reply, with no prompt to type a code at (and in a
+    # push-only setup no other client asks for one), nor a number shown to match.
+    no_challenge = {Outcome.TOTP_OK, Outcome.TOTP_BAD, Outcome.TOTP_REPLAYED, Outcome.UNKNOWN_STATE}
+    for outcome in core.MESSAGES.keys() - no_challenge:
         text = core.message(outcome, push_only=True)
-        assert "verification code" not in text.replace("asks for a verification code", ""), outcome
+        assert not re.search(r"\bcode\b|number typed", text), (outcome, text)
         assert len(text.encode()) <= packets.MAX_REPLY_MESSAGE
+    # What to do: approve on the authenticator (online), or ask for push to be unblocked.
+    assert "approve the request on your authenticator" in core.message(Outcome.EXPIRED, push_only=True)
+    assert "is it online?" in core.message(Outcome.EXPIRED, push_only=True)
+    for outcome in (Outcome.BLOCKED, Outcome.WITHDRAWN):
+        assert "Ask your administrator to unblock it" in core.message(outcome, push_only=True)
     assert core.message(Outcome.WITHDRAWN, push_only=False) == core.MESSAGES[Outcome.WITHDRAWN]
 
 

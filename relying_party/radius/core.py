@@ -71,10 +71,11 @@ DROPPED = frozenset(
     }
 )
 
-# A push-only client cannot send a verification code: what its user can do instead.
+# A push-only client cannot send a verification code, and in a push-only setup no other
+# client asks for one: what its user can do instead (never "use a code").
 PUSH_ONLY_BLOCKED = (
-    "Push sign-in is blocked for your account for now. Sign in from a client that asks "
-    "for a verification code, or ask your administrator to unblock push."
+    "Push sign-in is blocked for your account for now (a request was reported as not yours, "
+    "or too many were sent). Ask your administrator to unblock it."
 )
 
 # Reply-Message of each final outcome: what the VPN client shows the person.
@@ -106,8 +107,19 @@ MESSAGES: dict[Outcome, str] = {
 }
 
 
-# Push-only clients: the same outcomes, in words that do not ask for a verification code.
-PUSH_ONLY_MESSAGES: dict[Outcome, str] = {Outcome.WITHDRAWN: PUSH_ONLY_BLOCKED}
+# Push-only clients: the same outcomes, in words that say what to do on the
+# authenticator, with no number to match (none was shown) and no verification code.
+PUSH_ONLY_MESSAGES: dict[Outcome, str] = {
+    Outcome.WITHDRAWN: PUSH_ONLY_BLOCKED,
+    Outcome.EXPIRED: (
+        "No answer from your authenticator in time (is it online?). Sign in again, then approve the"
+        " request on your authenticator."
+    ),
+    Outcome.NUMBER_MISMATCH: (
+        "The request was not approved. Sign in again, then approve it on your authenticator."
+    ),
+    Outcome.SUPERSEDED: "A newer sign-in request replaced this one: approve that one on your authenticator.",
+}
 
 
 def message(outcome: Outcome, *, push_only: bool) -> str:
