@@ -4,7 +4,8 @@ Off unless `pushauth-broker serve --webapp`: an operator may host the files on a
 origin instead (deploy/webapp.md). Whoever serves them can make the app sign, so the
 route serves only the files that are there when the broker starts (read once into
 memory: nothing written later is served), under a strict Content-Security-Policy that
-names no other host: scripts, styles and the manifest from this origin only, network
+names no other host: scripts, styles and the manifest from this origin only (scripts may
+compile WebAssembly: the fast Argon2id of backups), network
 connections to this origin and to encrypted WebSockets and HTTPS (each account's broker
 comes from its enrollment link; a restored account recovers over HTTPS at its broker),
 plus loopback ws:// and http:// for local brokers (the app refuses them for any other
@@ -38,7 +39,10 @@ TYPES = {
 CSP = "; ".join(
     [
         "default-src 'none'",
-        "script-src 'self'",
+        # 'wasm-unsafe-eval' lets the app compile WebAssembly (hash-wasm's Argon2id,
+        # js/sealedfile.js), nothing more: no eval of JavaScript, and the module that
+        # carries the WebAssembly comes from this origin like the rest of the code.
+        "script-src 'self' 'wasm-unsafe-eval'",
         "style-src 'self'",
         "img-src 'self'",
         "manifest-src 'self'",

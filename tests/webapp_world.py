@@ -37,9 +37,9 @@ PHONE = {
     "has_touch": True,
 }
 # One generous deadline for anything the page must show: a deadline, not a measure (each
-# wait ends as soon as the page shows it). Generous because of Argon2id in JavaScript:
-# 0.8 s per derivation on an idle machine, two for a save to the server, which took up to
-# 12 s while four test workers and their browsers shared two cores, and once over 15 s.
+# wait ends as soon as the page shows it). Generous because of Argon2id: 0.2 s per
+# derivation in WebAssembly on an idle machine (0.8 s in JavaScript, which took up to 12 s
+# for a save to the server while four test workers and their browsers shared two cores).
 WAIT_MS = 60_000
 
 

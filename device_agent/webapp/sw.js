@@ -2,7 +2,7 @@
 // the phone at once), the cached copy when offline. Only the shell's own files are
 // ever cached: no API answer, no other origin, and WebSocket traffic never passes here.
 
-const CACHE = "pushauth-shell-v5";
+const CACHE = "pushauth-shell-v6";
 const SHELL = [
   "./",
   "index.html",
@@ -46,6 +46,7 @@ const OPTIONAL = [
   "vendor/jsQR.js",
   "vendor/zxcvbn.js",
   "vendor/uqr.js",
+  "vendor/hash-wasm/argon2.js",
   ...["argon2.js", "blake2.js", "_blake.js", "_md.js", "_u64.js", "utils.js"].map((f) => `vendor/noble-hashes/${f}`),
   ...["chacha.js", "_arx.js", "_poly1305.js", "utils.js"].map((f) => `vendor/noble-ciphers/${f}`),
 ];

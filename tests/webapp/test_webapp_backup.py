@@ -2,7 +2,9 @@
 
 - The app's modules against docs/backup-vectors.json in Chromium: each sealed vector
   opens to its document and is reproduced byte for byte; each refused one is refused
-  with its code (tests/test_backup_vectors.py holds the agent to the same file).
+  with its code (tests/test_backup_vectors.py holds the agent to the same file). The
+  app derives keys with WebAssembly under the broker's policy, and noble's JavaScript
+  fallback (a browser without WebAssembly) derives the agent's keys too.
 - A backup the app saves (a real download) restores with `pushauth-agent restore` as a
   subprocess: the recoverable account recovers by itself and the app is asked "was this
   you?", the other comes back as "action required", codes are the same.
@@ -46,7 +48,7 @@ from device_agent.passphrase import (
     check_strength,
 )
 from device_agent.store import AccountStore
-from device_agent.vault import KdfParams
+from device_agent.vault import KdfParams, derive_key
 from protocol.challenge import Status
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
@@ -120,6 +122,28 @@ CODE_OF = """async (cid) => {
 }"""
 
 
+# The app's Argon2id (the one it chose: WebAssembly where allowed) and the one a browser
+# without WebAssembly chooses (WebAssembly hidden from the page for the call), each
+# against the agent's derive_key.
+BOTH_ARGON2 = r"""async (cases) => {
+  const sf = await import(new URL('js/sealedfile.js', document.baseURI).href);
+  const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  const bytes = (h) => new Uint8Array(h.match(/../g).map((x) => parseInt(x, 16)));
+  const saved = globalThis.WebAssembly;
+  globalThis.WebAssembly = undefined;
+  let fallback;
+  try { fallback = await sf.chooseArgon2(); } finally { globalThis.WebAssembly = saved; }
+  const keys = [];
+  for (const [passphrase, salt, opslimit, memlimit] of cases) {
+    const app = await sf.deriveKey(passphrase, bytes(salt), { opslimit, memlimit });
+    const js = await fallback.argon2id(new TextEncoder().encode(passphrase.normalize('NFC')), bytes(salt),
+      { t: opslimit, m: Math.floor(memlimit / 1024), dkLen: 32 });
+    keys.push([hex(app), hex(js)]);
+  }
+  return { app: (await sf.argon2()).name, fallback: fallback.name, keys };
+}"""
+
+
 async def test_the_app_agrees_with_every_backup_vector(phone: Phone) -> None:
     result = await phone.page.evaluate(CHECK, VECTORS)
     assert result["failures"] == []
@@ -127,6 +151,15 @@ async def test_the_app_agrees_with_every_backup_vector(phone: Phone) -> None:
     assert result["refused"] == len(VECTORS["refused"])
     assert result["codes"] == len(VECTORS["codes"]["valid"]) + len(VECTORS["codes"]["invalid"])
     assert result["blobs"] == len(VECTORS["blobs"]) == 1
+    # The vectors' costs, a memory not a multiple of 4 KiB (9 blocks: Argon2 uses 8 and
+    # hashes 9) and an empty passphrase (which hash-wasm refuses and noble derives).
+    cases = [(v["passphrase"], v["salt"], v["opslimit"], v["memlimit"]) for v in VECTORS["sealed"]]
+    cases += [("odd memory", "00" * 16, 2, 9 * 1024 + 100), ("", "11" * 16, 1, 8192)]
+    both = await phone.page.evaluate(BOTH_ARGON2, cases)
+    assert (both["app"], both["fallback"]) == ("wasm", "js")  # the policy lets it compile
+    for (passphrase, salt, opslimit, memlimit), keys in zip(cases, both["keys"], strict=True):
+        want = derive_key(passphrase, bytes.fromhex(salt), KdfParams(opslimit, memlimit)).hex()
+        assert keys == [want, want], passphrase
 
 
 PASSPHRASES = [

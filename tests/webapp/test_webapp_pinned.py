@@ -59,8 +59,8 @@ def pinned_copy(site: Path, pins: str) -> str:
     assert html.count(APP_SCRIPT) == 1, "index.html no longer loads js/app.js as the tests expect"
     index.write_text(html.replace(APP_SCRIPT, f'<script type="importmap">{pins}</script>\n  {APP_SCRIPT}'))
     digest = base64.b64encode(hashlib.sha256(pins.encode()).digest()).decode()
-    assert "script-src 'self';" in CSP
-    return CSP.replace("script-src 'self';", f"script-src 'self' 'sha256-{digest}';")
+    assert CSP.count("script-src 'self' ") == 1
+    return CSP.replace("script-src 'self' ", f"script-src 'self' 'sha256-{digest}' ")
 
 
 async def serve(site: Path, csp: str) -> AsyncIterator[str]:
@@ -156,9 +156,10 @@ async def test_the_pinned_app_backs_up_and_a_new_phone_recovers_across_origins(
     pinned: str,
     tmp_path: Path,
 ) -> None:
-    """The backup's modules (and the vendored Argon2id and XChaCha20-Poly1305 they import)
-    load under the pins; the restored account recovers with POST /v1/recoveries from the
-    app's own origin to the broker's (CORS, broker/cors.py)."""
+    """The backup's modules (and the vendored Argon2id, WebAssembly and JavaScript, and
+    XChaCha20-Poly1305 they import) load under the pins; the restored account recovers
+    with POST /v1/recoveries from the app's own origin to the broker's (CORS,
+    broker/cors.py)."""
     phones = []
     messages: list[ConsoleMessage] = []
     try:
@@ -183,6 +184,9 @@ async def test_the_pinned_app_backs_up_and_a_new_phone_recovers_across_origins(
         (recovered,) = sync.added
         assert recovered.recovered_from == cid and not sync.refused
         assert not integrity_errors(messages)
+        # Its keys came from the WebAssembly Argon2id: the policy, pins added, compiles it.
+        chosen = "import('./js/sealedfile.js').then(async (sf) => (await sf.argon2()).name)"
+        assert await new.page.evaluate(chosen) == "wasm"
     finally:
         for phone in phones:
             await phone.context.close()

@@ -1,8 +1,10 @@
 // The sealed-file format of the Python agent's vault and backups (device_agent/vault.py,
 // docs/backup-format.md): a passphrase, Argon2id, XChaCha20-Poly1305 with the header as
 // associated data. No I/O: bytes in, bytes out, so that docs/test-vectors.json checks
-// it as it checks the Python side. The primitives are @noble/hashes and @noble/ciphers
-// (vendored by scripts/build-webapp): WebCrypto has neither Argon2id nor XChaCha20.
+// it as it checks the Python side. The primitives are hash-wasm's Argon2id (WebAssembly),
+// @noble/hashes (Argon2id in JavaScript where WebAssembly is not allowed, BLAKE2b) and
+// @noble/ciphers (vendored by scripts/build-webapp): WebCrypto has neither Argon2id nor
+// XChaCha20.
 //
 // Layout (integers big-endian):
 //   magic 8 | version u16 = 1 | kdf u8 = 1 (Argon2id v1.3) | opslimit u32 | memlimit u64
@@ -10,6 +12,7 @@
 // check = BLAKE2b-128(key = derived key, person "pushauth-keychk"): it tells a wrong
 // passphrase apart from a damaged file.
 
+import { argon2id as wasmArgon2id } from "../vendor/hash-wasm/argon2.js";
 import { argon2idAsync } from "../vendor/noble-hashes/argon2.js";
 import { blake2b } from "../vendor/noble-hashes/blake2.js";
 import { xchacha20poly1305 } from "../vendor/noble-ciphers/chacha.js";
@@ -50,13 +53,62 @@ const CHECK_PERSON = person("pushauth-keychk");
 // derives the same key (as device_agent/vault.py does).
 const passphraseBytes = (passphrase) => new TextEncoder().encode(passphrase.normalize("NFC"));
 
+// Argon2id, two ways with one result (tests/webapp/test_webapp_backup.py holds both to
+// libsodium's, the agent's):
+// - hash-wasm's WebAssembly: about 0.2 s for the default cost in headless Chromium here
+//   (libsodium natively 0.07 s, noble 0.8 s). Its work is one synchronous call, so the
+//   page does not repaint (no progress) for that long: a pause short enough to accept
+//   rather than move the derivation to a Worker. Its memory is WebAssembly memory grown
+//   to the cost (64 MiB by default, DEFAULT_KDF; a file may ask up to 4 GiB, the format's
+//   limit, which fails where the browser cannot allocate it).
+// - noble's JavaScript: about 0.8 s here and several seconds on a phone, yielding to the
+//   page between blocks (with progress), for where WebAssembly cannot run: iOS Lockdown
+//   Mode has none, and a Content-Security-Policy without 'wasm-unsafe-eval' (as written
+//   for releases before this one: deploy/webapp.md) refuses to compile it.
+// Both take m in whole KiB blocks, as libsodium counts them, and p = 1.
+const wasmArgon2 = async (password, salt, { t, m, dkLen, onProgress }) => {
+  // hash-wasm refuses an empty password, which Argon2id allows (a file opened with no
+  // passphrase is a wrong passphrase, as with the agent): noble takes that case.
+  if (password.length === 0) return jsArgon2(password, salt, { t, m, dkLen, onProgress });
+  onProgress?.(0);
+  const key = await wasmArgon2id({
+    password,
+    salt,
+    iterations: t,
+    memorySize: m,
+    parallelism: 1,
+    hashLength: dkLen,
+    outputType: "binary",
+  });
+  onProgress?.(1);
+  return key;
+};
+const jsArgon2 = (password, salt, { t, m, dkLen, onProgress }) =>
+  argon2idAsync(password, salt, { t, m, p: 1, dkLen, onProgress });
+
+// Which of the two this browser runs: WebAssembly if it compiles and gives noble's
+// result on the cheapest cost (a few milliseconds, once per page), else noble. A
+// derivation that fails after this (a crafted file's cost over what the browser can
+// allocate) fails: noble would not do better.
+export async function chooseArgon2() {
+  const probe = [new Uint8Array([1]), new Uint8Array(16), { t: 1, m: 8, dkLen: 32 }];
+  try {
+    const [fast, slow] = await Promise.all([wasmArgon2(...probe), jsArgon2(...probe)]);
+    if (equal(fast, slow)) return { name: "wasm", argon2id: wasmArgon2 };
+  } catch {
+    // no WebAssembly, or compiling it refused: noble's JavaScript
+  }
+  return { name: "js", argon2id: jsArgon2 };
+}
+let chosen = null;
+export const argon2 = () => (chosen ??= chooseArgon2());
+
 export async function deriveKey(passphrase, salt, kdf, onProgress) {
-  return argon2idAsync(passphraseBytes(passphrase), salt, {
+  const { argon2id } = await argon2();
+  return argon2id(passphraseBytes(passphrase), salt, {
     t: kdf.opslimit,
     m: Math.floor(kdf.memlimit / 1024), // libsodium counts whole KiB blocks too
-    p: 1,
     dkLen: 32,
-    // argon2idAsync yields to the event loop between blocks: the page stays responsive.
     onProgress,
   });
 }
