@@ -404,7 +404,9 @@ async def _real_code_page(site: Site, tmp_path: Path) -> tuple[str, pyotp.TOTP]:
     return await site.token("/signin/code"), pyotp.TOTP(device.totp_secret)
 
 
-async def test_code_signs_in_once_and_is_refused_when_replayed(site: Site, tmp_path: Path) -> None:
+async def test_code_signs_in_once_and_is_refused_when_replayed_and_a_report_kept_here_pauses_push(
+    site: Site, tmp_path: Path
+) -> None:
     token, totp = await _real_code_page(site, tmp_path)
     wrong = str((int(totp.now()) + 1) % 1_000_000).zfill(6)
     r = await site.post("/signin/code", {"csrf_token": token, "code": wrong})
@@ -423,6 +425,45 @@ async def test_code_signs_in_once_and_is_refused_when_replayed(site: Site, tmp_p
     r = await site.post("/signin/code", {"csrf_token": token, "code": code})
     assert r.status == 401 and "already used" in await r.text()
     assert not await site.signed_in()
+
+    # That sign-in's request is reported on the phone as "not me"; the RP reads it (the
+    # page asks the broker). Then the broker's data is restored from a copy older than the
+    # report (docs/operations.md): its mute is gone, and it would send push again.
+    home = tmp_path / "phone"
+    reported = await phone(home, "deny", "--fraud", "--", (await _only_pending(home))["id"])
+    assert reported.returncode == 0, reported.stderr
+    _, html = await site.get("/signin/push")
+    assert 'data-status="reported"' in html
+    alice = user(site.db)
+    await site.server.app[CLIENT].lift_push_block(alice.handle)  # what the restore does
+    # Whoever knows the password: no push is sent while this RP's own record holds the
+    # report, and the page says the same as when the broker pauses push.
+    assert (await site.sign_in()).headers["Location"] == "/signin/code"
+    status, html = await site.get("/signin/code")
+    assert status == 200 and 'data-reason="paused"' in html
+    assert "paused until you change your password" in html_lib.unescape(html)
+    r = await site.post("/push/resend", {"csrf_token": await site.token("/signin/code"), "purpose": "signin"})
+    assert r.headers["Location"] == "/signin/code"
+    assert json.loads((await phone(home, "pending", "--json")).stdout) == []
+    state = await site.server.app[CLIENT].push_block(alice.handle)
+    assert state["pushes_since_sign_in"] == 0 and state["muted_until"] is None
+    # The code signs in and asks for the new password; it ends the pause here.
+    r = await site.post(
+        "/signin/code", {"csrf_token": await site.token("/signin/code"), "code": totp.at(time.time() + 30)}
+    )
+    assert r.headers["Location"] == "/security/password"
+    new = "a new and long password"
+    form = {
+        "csrf_token": await site.token("/security/password"),
+        "current": PASSWORD,
+        "new": new,
+        "repeat": new,
+    }
+    r = await site.post("/security/password", form, follow=True)
+    assert "Push requests to your devices are on again" in html_lib.unescape(await r.text())
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await site.sign_in(password=new)).headers["Location"] == "/signin/push"
+    assert len(json.loads((await phone(home, "pending", "--json")).stdout)) == 1
 
 
 async def test_code_with_one_step_of_clock_skew(site: Site, tmp_path: Path) -> None:

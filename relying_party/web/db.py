@@ -180,6 +180,7 @@ BACKFILLS: dict[tuple[str, str], str] = {
     ),
 }
 ACTIVITY_KEEP = 200  # rows per user: enough for months of sign-ins, bounded against floods
+# (beyond it, only reports not yet answered by a password change: Database.add_activity)
 
 
 def now_ms() -> int:
@@ -743,8 +744,12 @@ class Database:
                     challenge,
                 ),
             )
+            # A report not yet answered by a password change stays whatever follows it:
+            # it is what pauses push here (unresolved_report), and an attacker who knows
+            # the password could otherwise push it out with refused sign-ins.
             self.conn.execute(
-                "DELETE FROM signin_activity WHERE user_id = ? AND id NOT IN"
+                "DELETE FROM signin_activity WHERE user_id = ? AND NOT (result = 'reported' AND seen = 0)"
+                " AND id NOT IN"
                 " (SELECT id FROM signin_activity WHERE user_id = ? ORDER BY at DESC, id DESC LIMIT ?)",
                 (user_id, user_id, ACTIVITY_KEEP),
             )
@@ -780,6 +785,18 @@ class Database:
             (user_id,),
         ).fetchall()
         return [_activity(r) for r in rows]
+
+    def unresolved_report(self, user_id: int) -> bool:
+        """A request was reported as "not me" and the password was not changed since (the
+        fraud flow, fraud.py): this RP's own record, which pauses push whatever the
+        broker says (its mute is lost when its data is restored from an older copy)."""
+        row = self.conn.execute(
+            "SELECT must_change_password OR EXISTS (SELECT 1 FROM signin_activity"
+            " WHERE user_id = users.id AND result = 'reported' AND seen = 0) AS unresolved"
+            " FROM users WHERE id = ?",
+            (user_id,),
+        ).fetchone()
+        return bool(row and row["unresolved"])
 
     def mark_reports_seen(self, user_id: int) -> None:
         self.conn.execute(

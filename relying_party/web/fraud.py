@@ -1,11 +1,14 @@
 """After "this wasn't me": the push pause, and what the next sign-in shows and requires.
 
 As in Microsoft's and Duo's fraud flows: a report pauses push for the user at the
-broker (its fraud mute); the next successful sign-in (a verification code, or push
-once the pause ended) shows what was reported (time, place, browser) and must change
-the password, since whoever sent the request knew it. The password change lifts the
-pause at the broker (DELETE /v1/users/{user}/push-block), which also resets the count
-of pushes since the last sign-in.
+broker (its fraud mute) and here: while this RP's own record holds a report that no
+password change answered (Database.unresolved_report), no push is sent, whatever the
+broker says (its mute may have ended, or been lost with a restore of its data from an
+older copy). The next successful sign-in (a verification code) shows what was reported
+(time, place, browser) and must change the password, since whoever sent the request
+knew it. The password change ends the pause here and lifts it at the broker (DELETE
+/v1/users/{user}/push-block), which also resets the count of pushes since the last
+sign-in.
 """
 
 from __future__ import annotations

@@ -190,6 +190,7 @@ class Refusal:
     until: int | None = None  # ms: the end of a pause (None: until lifted, or not a pause)
 
 
+PAUSED_HERE = Refusal("paused", push_pause.paused_message(push_pause.REPORTED.until))
 NO_DEVICES = Refusal(
     "no_devices", "None of your devices can receive requests right now. Use a verification code instead."
 )
@@ -278,6 +279,16 @@ async def start(
         context = setup_test_context(context)
     elif purpose == REAUTH:
         context["action"] = "Verify it's you before changing your security info"
+
+    def refused(why: Refusal) -> Refusal:
+        if _tracked(purpose):
+            activity.record(db, user, "push", "refused", context, purpose=purpose, detail=why.reason)
+        return why
+
+    if db.unresolved_report(user.id):
+        # Reported as "not me" here and the password not changed since: no push, whatever
+        # the broker says (push_pause.py), as when the broker refuses with its pause.
+        return refused(PAUSED_HERE)
     client = request.app[CLIENT]
     # A setup's test push goes to the device being added only: it is the one that must
     # prove it works, and it gets no other requests until it did.
@@ -285,11 +296,6 @@ async def start(
     shown_devices: int | None = None  # None: the broker's count
     if purpose != SETUP:
         target, shown_devices = await _avoid_removed(client, db, user)
-
-    def refused(why: Refusal) -> Refusal:
-        if _tracked(purpose):
-            activity.record(db, user, "push", "refused", context, purpose=purpose, detail=why.reason)
-        return why
 
     if shown_devices == 0:
         # No device here, and the broker still has removed ones: only they would be asked.

@@ -2,6 +2,11 @@
 
 One place for reading it: the sign-in pages (why a push was refused), Security info
 (the pause and its end) and the password change that lifts it (fraud.py).
+
+This RP's own record of a report (Database.unresolved_report) pauses push too, until
+the password change, whatever the broker says: a broker whose data was restored from an
+older copy has lost its mute (docs/operations.md, "Restoring from an older backup"),
+and one whose timed mute ended would let whoever knows the password push again.
 """
 
 from __future__ import annotations
@@ -15,6 +20,10 @@ from typing import Any
 class PushPause:
     kind: str  # paused (after a report) | blocked (too many requests, or wrong numbers)
     until: int | None  # ms, the end of a pause; None: until lifted
+
+
+# The pause this RP keeps itself after a report: until the password change (no end time).
+REPORTED = PushPause("paused", None)
 
 
 def pause_of(state: dict[str, Any] | None, now: int) -> PushPause | None:

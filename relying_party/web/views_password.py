@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from . import auth, forms, fraud, passwords, push_pause, reauth, signin_context
-from .db import User, now_ms
+from .db import User
 from .keys import DB, SETTINGS
 from .render import render
 from .sessions import get_session
@@ -20,7 +20,6 @@ async def _page(
 ) -> web.Response:
     db = request.app[DB]
     reports = db.unseen_reports(user.id)  # also when the user came from Security info's pause
-    state = await fraud.push_state(request, user) if user.must_change_password or reports else None
     return render(
         request,
         "password.html",
@@ -29,7 +28,8 @@ async def _page(
             "error": error,
             "required": user.must_change_password,
             "reports": reports,
-            "pause": push_pause.pause_of(state, now_ms()),
+            # A report kept here pauses push until this change, whatever the broker says.
+            "pause": push_pause.REPORTED if user.must_change_password or reports else None,
         },
         status=status,
     )
@@ -79,7 +79,7 @@ async def password_submit(request: web.Request) -> web.StreamResponse:
     )
     # Push was paused by a report (which the new password answers): then say whether it is
     # on again. Otherwise there is nothing to say about push.
-    paused = user.must_change_password or bool(db.unseen_reports(user.id))
+    paused = db.unresolved_report(user.id)
     db.set_password(user.id, hashed)  # also ends "must change" (fraud.py)
     db.mark_reports_seen(user.id)
     # Whoever knew the old password may hold a session: all others end now.

@@ -128,7 +128,14 @@ async def security(request: web.Request) -> web.StreamResponse:
             notices.append(("success", FINISHED.format(name=device.name)))
     devices = db.devices(user.id)
     names = {d.credential_id: d.name for d in devices}
-    pause = push_pause.pause_of(await fraud.push_state(request, user), now_ms()) if devices else None
+    pause = None
+    if devices:  # this RP's record of a report first: it pauses push whatever the broker says
+        reported = db.unresolved_report(user.id)
+        pause = (
+            push_pause.REPORTED
+            if reported
+            else push_pause.pause_of(await fraud.push_state(request, user), now_ms())
+        )
     return render(
         request,
         "security.html",
