@@ -121,6 +121,30 @@ async def test_removal_by_the_service_reaches_the_open_app(rp: PushAuthClient, p
     await phone.no_prompt()
     await phone.page.locator("#accounts li").wait_for(state="detached")
 
+    # A key the server does not know (the user erased there while the app was closed; a
+    # restore of the server's data from a copy older than the setup does the same): the
+    # account stays, waiting, and the app says how to get it back, in the person's terms.
+    unknown = await enrolled(rp, phone)
+    await phone.page.close()
+    await rp.erase_user("alice")
+    page = await phone.open()
+    await phone.toast("add this phone again on Contoso Portal's security page and scan the new QR code")
+    await page.locator(
+        f"#accounts li[data-cid='{unknown['cid']}'] .acct-action", has_text="no longer knows this phone's key"
+    ).wait_for()
+    # The new QR code replaces it in place: one account, with a key, and the service has it.
+    started = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
+    assert started.uri is not None
+    await page.get_by_role("button", name="Add account").click()
+    await page.get_by_label("Setup link").fill(started.uri)
+    await page.get_by_role("button", name="Add", exact=True).click()
+    await phone.toast("Added alice@contoso.example")
+    done = await rp.wait_enrollment(started, timeout=10)
+    assert done.completed and done.credential is not None
+    item = page.locator("#accounts li")
+    await page.locator(f"#accounts li[data-cid='{done.credential.id}']").wait_for()
+    assert await item.count() == 1 and await item.locator(".acct-action").count() == 0
+
 
 async def test_approving_asks_for_the_screen_lock_when_set(
     rp: PushAuthClient, phones: PhoneMaker, app_broker: BrokerProcess

@@ -1010,6 +1010,23 @@ async function remove() {
 
 async function forget(cid) {
   await db.deleteAccount(cid);
+  await dropped(cid);
+}
+
+// A key the server does not know was removed by nobody: the service erased the account
+// there, or the server's data was restored from a copy older than this phone's setup
+// (docs/operations.md, "Restoring from an older backup"). The service drops this phone
+// too once it compares its list with the server's, so its codes go; the account stays,
+// waiting for a new QR code, which replaces it in place (keepEnrolled), as the agent
+// keeps it revoked until `enroll` replaces it.
+async function keepUnknown(account) {
+  const { cid } = account;
+  await db.putAccount({ ...account, privateKey: null, publicKey: null, uvCredential: null, recovery: null, totp: null, actionRequired: true, unknownKey: true });
+  await dropped(cid);
+}
+
+// What this phone holds about a credential besides its account: gone with its key.
+async function dropped(cid) {
   prompts.dropCredential(cid);
   codeParams.delete(cid);
   for (const [id, n] of notices) if (n.frame.cid === cid) notices.delete(id);
@@ -1185,7 +1202,13 @@ const MAX_BACKUP_FILE = 64 * 1024 ** 2 + 4096;
 // Recovery answers after which the backup's recovery key is of no more use.
 const SPENT = new Set(["recovery_key_used", "credential_revoked", "recovery_refused"]);
 
-const actionText = (account) => `Action required: scan a new QR code from ${account.rp_name}'s security page.`;
+const actionText = (account) =>
+  account.unknownKey
+    ? `Action required: the server no longer knows this phone's key. Add this phone again on ${account.rp_name}'s security page and scan the new QR code here.`
+    : `Action required: scan a new QR code from ${account.rp_name}'s security page.`;
+// The toast when the server says it does not know an account's key (keepUnknown).
+const unknownText = (account) =>
+  `was removed: the server has no record of this phone's key (its data may have been restored from an older copy, or ${account.rp_name} erased your account there). To use it again, add this phone again on ${account.rp_name}'s security page and scan the new QR code here: it replaces this account.`;
 // An account's code generator as stored and backed up: time-based, or counter-based
 // with the next counter to use.
 const totpOf = ({ kind = "totp", secret, algorithm, digits, period, counter }) =>
@@ -1641,8 +1664,13 @@ events.addEventListener("ended", ({ detail }) => {
 events.addEventListener("removed", async ({ detail }) => {
   const account = await db.getAccount(detail.cid);
   if (!account) return;
-  await forget(detail.cid);
-  toast(`${printable(account.name)} ${REMOVALS[detail.reason] ?? "was removed."}`);
+  if (detail.reason === "unknown_credential") {
+    await keepUnknown(account);
+    toast(`${printable(account.name)} ${unknownText(account)}`);
+  } else {
+    await forget(detail.cid);
+    toast(`${printable(account.name)} ${REMOVALS[detail.reason] ?? "was removed."}`);
+  }
   render();
 });
 
