@@ -19,6 +19,7 @@ from secrets import token_bytes
 from typing import Any
 
 import pytest
+import redis
 from e2e_helpers import TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from playwright.async_api import expect
@@ -302,11 +303,29 @@ async def copy_written_after(phone: Phone, before: str) -> str:
     return digest
 
 
+def blob_keys(broker: Any) -> set[bytes]:
+    with redis.Redis.from_url(broker.redis_url) as r:
+        return set(r.scan_iter(match="pa:{blob}:blob:*"))
+
+
+async def rewritten(phone: Phone, words: str) -> None:
+    """The app opened again (a new run): its first connection compares the automatic copy
+    with what it stored last and, as `words` say, writes it again."""
+    await phone.page.reload()
+    await phone.page.locator("body[data-ready='1']").wait_for()
+    await phone.toast(words)
+    await phone.toast("it was written again and has every change now")
+
+
 async def test_the_server_copy_is_kept_up_to_date_after_each_change(
     rp: PushAuthClient, phone: Phone, app_broker: Any, tmp_path: Path
 ) -> None:
     await enroll_two(rp, phone, "lena")
+    before = blob_keys(app_broker)
     code = await phone.save_to_server(TEST_PASSPHRASE)
+    (key,) = blob_keys(app_broker) - before
+    with redis.Redis.from_url(app_broker.redis_url) as r:
+        saved = r.dump(key)  # the copy as a restore of the server's data would bring it back
     await phone.page.locator("#backup-auto-status", has_text="kept up to date after each change").wait_for()
     await phone.shot("30-saved-to-the-server")
     await phone.axe_clean("the backup screen after a save to the server, with its backup code")
@@ -323,6 +342,15 @@ async def test_the_server_copy_is_kept_up_to_date_after_each_change(
     await phone.page.get_by_label("Name shown in this app").fill("Contoso (work)")
     await phone.page.get_by_role("button", name="Rename").tap()
     await copy_written_after(phone, second)
+
+    # The server's data restored from an older copy: the first copy is back, then none.
+    # Each is found when the app next reaches the server, and the copy written again.
+    with redis.Redis.from_url(app_broker.redis_url) as r:
+        r.restore(key, 0, saved, replace=True)
+    await rewritten(phone, "is not the one this phone wrote last")
+    with redis.Redis.from_url(app_broker.redis_url) as r:
+        r.delete(key)
+    await rewritten(phone, "is gone")
 
     home = tmp_path / "agent"
     out = (await agent_restores_from_server(home, app_broker, code)).stdout

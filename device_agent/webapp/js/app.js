@@ -1220,7 +1220,8 @@ const CODE_SETTING = "backupCode"; // the backup code of server copies, sealed
 // The seed opens nothing by itself (the copy also needs the passphrase and the code).
 const COPIES_SETTING = "serverCopies";
 // Automatic server copies: {broker, salt, kdf, fileKey, seed, wrap (the last three
-// sealed), last (digest of the last copy's content), at}. The derived keys, not the
+// sealed), last (digest of the last copy's content), stored (SHA-256 of the bytes last
+// uploaded: checkAutoCopy), at}. The derived keys, not the
 // passphrase: they open only this phone's own copies, whose content the phone holds.
 const AUTO_SETTING = "autoBackup";
 
@@ -1329,7 +1330,7 @@ async function writeBackup(event) {
       const had = await storedCode();
       const fresh = !had;
       const code = had ?? blob.newCode();
-      const { keys, old } = await saveToServer(broker, passphrase, code, data);
+      const { keys, old, stored } = await saveToServer(broker, passphrase, code, data);
       // Kept only once a copy exists under it; shown each time, so it can be written down.
       if (fresh) await db.putSetting(CODE_SETTING, await sealed.seal(code, "backup-code"));
       const auto = $("backup-auto").checked && {
@@ -1340,6 +1341,7 @@ async function writeBackup(event) {
         seed: await sealed.seal(keys.seed, "auto-backup:seed"),
         wrap: await sealed.seal(keys.wrap, "auto-backup:wrap"),
         last: await contentDigest(doc),
+        stored, // what repairs a copy the server lost (checkAutoCopy)
         at: Date.now(),
       };
       await db.putSetting(AUTO_SETTING, auto || null);
@@ -1371,7 +1373,8 @@ async function saveToServer(broker, passphrase, code, data) {
     onProgress: progress("Deriving the server copy's keys"),
   });
   const blobPk = await publicKeyOfSeed(keys.seed);
-  await brokerHttp.putBlob(broker, keys.seed, blob.wrap(keys, blobPk, data));
+  const wrapped = blob.wrap(keys, blobPk, data);
+  await brokerHttp.putBlob(broker, keys.seed, wrapped);
   // Copies this phone made on that broker under another passphrase (a new one was
   // given by saving again): deleted now, as the agent's passwd does, so that whoever
   // learnt the old passphrase opens nothing; one that cannot be deleted now is kept in
@@ -1394,7 +1397,7 @@ async function saveToServer(broker, passphrase, code, data) {
   }
   copies.push({ broker, seed: await sealed.seal(keys.seed, `server-copy:${broker}`) });
   await db.putSetting(COPIES_SETTING, copies);
-  return { keys, old };
+  return { keys, old, stored: await sha256Hex(wrapped) };
 }
 
 // What saveToServer did with the copies under another passphrase, for the status line.
@@ -1406,11 +1409,10 @@ function oldCopiesText({ deleted, failed }) {
   return `${gone} A copy under a previous passphrase could not be deleted (${printable(failed.join("; "))}); it is tried again at the next save.`;
 }
 
+const sha256Hex = async (bytes) => hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
+
 // What a copy holds, apart from when it was made: an unchanged list needs no new copy.
-async function contentDigest(doc) {
-  const bytes = utf8(JSON.stringify({ ...doc, created_at: 0 }));
-  return hex(new Uint8Array(await crypto.subtle.digest("SHA-256", bytes)));
-}
+const contentDigest = (doc) => sha256Hex(utf8(JSON.stringify({ ...doc, created_at: 0 })));
 
 // After each change (every path that changes accounts ends in refreshAccounts), the
 // automatic server copy is rewritten under the kept keys: one upload at a time, the
@@ -1432,24 +1434,67 @@ function autoBackup() {
   return autoRunning;
 }
 
+// A copy can go without any upload failing: the server's data restored from an older
+// copy brings back an older copy, or none, and says nothing. So once per run of the app,
+// when its server is first reached, the copy is compared with what this phone stored
+// there last (`stored`, the SHA-256 of the uploaded bytes: nothing secret), and written
+// again if it is gone or another (as the agent's backup_actions.repair_auto_backup does).
+let autoCheck = false; // the next autoBackupOnce compares the server's copy first
+let autoChecked = false; // asked for in this run already
+
+async function checkAutoCopy(broker) {
+  if (autoChecked) return;
+  const auto = await db.getSetting(AUTO_SETTING);
+  if (!auto?.stored || auto.broker !== broker || autoChecked) return;
+  autoChecked = autoCheck = true;
+  autoBackup();
+}
+
+// How the server's copy differs from the one this phone stored last, or null: the same.
+async function copyLost(auto, seed) {
+  let copy;
+  try {
+    copy = await brokerHttp.getBlob(auto.broker, seed);
+  } catch (exc) {
+    if (exc.code === "not_found") return "is gone";
+    throw exc;
+  }
+  return (await sha256Hex(copy)) === auto.stored ? null : "is not the one this phone wrote last (an older one?)";
+}
+
 async function autoBackupOnce() {
   const auto = await db.getSetting(AUTO_SETTING);
   if (!auto) return;
+  const check = autoCheck && !!auto.stored;
+  autoCheck = false;
+  const where = `The copy on ${brokerHttp.httpBase(auto.broker)}`;
+  let lost = null;
   try {
     const format = await import("./backup.js");
     const blob = await import("./blobkeys.js");
     const doc = format.backupDocument(await backupLines(), (await db.getSetting("deviceName")) ?? "");
     const digest = await contentDigest(doc);
-    if (digest === auto.last) return;
-    const sk = { key: await sealed.open(auto.fileKey, "auto-backup:file"), salt: auto.salt, kdf: auto.kdf };
     const keys = { seed: await sealed.open(auto.seed, "auto-backup:seed"), wrap: await sealed.open(auto.wrap, "auto-backup:wrap") };
+    if (check) {
+      try {
+        lost = await copyLost(auto, keys.seed);
+      } catch (exc) {
+        toast(`${where} could not be checked (${printable(exc.message)}).`);
+      }
+    }
+    if (digest === auto.last && !lost) return;
+    const sk = { key: await sealed.open(auto.fileKey, "auto-backup:file"), salt: auto.salt, kdf: auto.kdf };
     const blobPk = await publicKeyOfSeed(keys.seed);
-    await brokerHttp.putBlob(auto.broker, keys.seed, blob.wrap(keys, blobPk, format.sealBackupWith(doc, sk)));
+    const wrapped = blob.wrap(keys, blobPk, format.sealBackupWith(doc, sk));
+    await brokerHttp.putBlob(auto.broker, keys.seed, wrapped);
     const now = await db.getSetting(AUTO_SETTING); // turned off meanwhile (a "no"): stays off
-    if (now) await db.putSetting(AUTO_SETTING, { ...now, last: digest, at: Date.now() });
+    if (now) await db.putSetting(AUTO_SETTING, { ...now, last: digest, stored: await sha256Hex(wrapped), at: Date.now() });
     renderAutoStatus();
+    if (lost)
+      toast(`${where} ${lost} (the server's data may have been restored from an older copy): it was written again and has every change now.`);
   } catch (exc) {
-    toast(`The copy on the server could not be updated (${printable(exc.message)}); it is tried again after the next change.`);
+    const why = lost ? `${where} ${lost}, and could not be written again` : "The copy on the server could not be updated";
+    toast(`${why} (${printable(exc.message)}); it is tried again after the next change.`);
   }
 }
 
@@ -1628,6 +1673,7 @@ events.addEventListener("ready", ({ detail }) => {
   for (const [id, n] of notices) if (n.connection === detail.connection) notices.delete(id);
   render();
   setupPush(detail.connection);
+  checkAutoCopy(detail.connection.url);
 });
 
 events.addEventListener("challenge", async ({ detail }) => {
