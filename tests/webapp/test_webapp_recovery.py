@@ -4,7 +4,9 @@ a subprocess, restores a backup holding that recovery key on a "new phone" and r
 by itself; the open app asks at once. "Yes" keeps both devices (each one's answer
 verified by the RP SDK, and a request approved by the Python agent leaves the app's
 screen); "No" has the broker revoke the new key and pause push for the user as a fraud
-report does; a question with nothing left to answer (the RP removed the new device)
+report does, and renews the account's recovery key on a phone whose clock is a minute
+behind the one that restored (the broker's 409 `newer_than`: signed again just after it,
+never far ahead); a question with nothing left to answer (the RP removed the new device)
 leaves the screen. Real broker, Redis, Chromium (phone profile) and agent process.
 
 The backup the agent restores is the one the app saves on its Backup screen (its
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e_helpers import TEST_PASSPHRASE, agent, agent_env  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
+from playwright.async_api import Route
 from support import BrokerProcess
 from test_webapp_signin import CONTEXT
 from webapp_world import Phone
@@ -160,19 +164,31 @@ async def test_yes_keeps_both_devices(
 async def test_no_asked_on_opening_removes_the_new_device_and_the_service_is_told(
     rp: PushAuthClient, phone: Phone, app_broker: BrokerProcess, tmp_path: Path
 ) -> None:
+    # This phone's clock runs a minute behind the new phone's (its timers as they run):
+    # the restore is dated after this phone's clock.
+    await phone.context.clock.install(time=time.time() - 60)
     old = await recoverable_on_the_app(rp, phone)
     new_home, _ = await restore_with_the_python_agent(phone, old, tmp_path, app_closed=True)
     new = await the_question(phone, rp, old)
+    assert new.recovery is not None
     await phone.page.get_by_role("button", name="No, it wasn't me").tap()
-    await phone.toast("The new device was removed")
+    said = await phone.page.locator("#toast", has_text="The new device was removed").inner_text()
     await phone.page.locator("#notice[hidden]").wait_for(state="attached")
     await phone.shot("25-recovery-disowned")
     await phone.axe_clean("the home screen after a disowned recovery")
+    # The account got a new recovery key (older backups recover nothing now): dated by
+    # this phone's clock, the broker refused it as not newer than the restore (409
+    # conflict, with newer_than); the app signed it again just after the restore.
+    assert "Older backups of this phone recover nothing now" in said and "Not done" not in said, said
+    assert await recovery_key_shown(phone) == "kept on this phone and in its backups"
 
     # The new credential is revoked, and the RP sees the fraud: push is muted for alice.
     assert [c.id for c in await rp.list_credentials("alice")] == [old.id]
     sync = await rp.sync_credentials("alice", {old.id: old, new.id: new})
     assert sync.removed == [new.id]
+    assert [c.id for c in sync.rotated] == [old.id] and not sync.refused
+    (listed,) = await rp.list_credentials("alice")
+    assert listed.recovery_key is not None and listed.recovery_key.ts == new.recovery.ts + 1
     assert (await rp.push_block("alice"))["muted_until"] is not None
     with pytest.raises(PushBlocked):
         await rp.create_challenge("alice", CONTEXT)
@@ -189,6 +205,31 @@ async def test_no_asked_on_opening_removes_the_new_device_and_the_service_is_tol
     await phone.page.get_by_role("button", name="Approve").tap()
     verdict = await rp.wait_result(challenge, {old.id: old.public_key}, timeout=10)
     assert verdict.status is Status.APPROVED
+
+    # "Retire older backups", dated by this phone's clock, is again not newer than what the
+    # broker holds (the key just named): a broker that says the next key must be dated an
+    # hour ahead gets no such key (the service would refuse the person's later keys), and
+    # the app names the clock to check.
+    statuses: list[int] = []
+
+    async def an_hour_ahead(route: Route) -> None:
+        answer = await route.fetch()
+        statuses.append(answer.status)
+        if answer.status != 409:
+            return await route.fulfill(response=answer)
+        body = await answer.json()
+        await route.fulfill(response=answer, json={**body, "newer_than": body["newer_than"] + 3_600_000})
+
+    await phone.page.route("**/recovery-key", an_hour_ahead)
+    await phone._backup_view()
+    phone.page.once("dialog", lambda dialog: dialog.accept())
+    await phone.page.get_by_role("button", name="Retire older backups").tap()
+    said = await phone.page.locator("#backup-status", has_text="Not done").inner_text()
+    assert f"{ACCOUNT}'s recovery key was not renewed: the server takes a new one only if dated after" in said
+    assert "the device that restored this account had a clock ahead: wait until" in said, said
+    assert statuses == [409]  # signed once, not an hour ahead
+    (listed,) = await rp.list_credentials("alice")
+    assert listed.recovery_key is not None and listed.recovery_key.ts == new.recovery.ts + 1
 
 
 async def test_the_question_goes_when_the_service_removes_the_new_device(

@@ -1157,6 +1157,10 @@ async function retireBackups(answeredCid = null) {
   return failed.length ? `${done} Not done: ${failed.join("; ")}.` : done;
 }
 
+// A phone clock further than this off the server's is named as wrong: the skew an RP
+// accepts on an answer's ts (as device_agent/broker_clock.py WARN_AFTER_MS).
+const CLOCK_WARN_MS = 120_000;
+
 // A new recovery key for one account (docs/protocol.md section 16, "Renewal"), signed
 // by its credential: null when done, else what went wrong, in words. `notice`: the
 // recovery_notice of a recovery from it, which the new key must be dated after.
@@ -1164,20 +1168,57 @@ async function renewRecoveryKey(account, notice = null) {
   const ts = rotationTs(Date.now(), notice?.recovery_ts ?? null);
   if (ts === null) {
     const newAhead = notice.recovery_ts - notice.time; // the new device's clock minus the broker's
-    const which = newAhead > 120_000
+    const which = newAhead > CLOCK_WARN_MS
       ? `the new device's clock was ${Math.round(newAhead / 60_000)} min ahead when it restored: set it right`
       : "this phone's clock is behind: set it right";
     return `${account.name}'s recovery key was not renewed: the restore is dated more than 10 min after this phone's clock (${which}, then Retire older backups)`;
   }
   try {
     const fresh = await newRecoveryKey();
-    const taken = await brokerHttp.setRecoveryKey(account.broker, account.cid, account.privateKey, fresh.publicKey, ts);
+    const taken = await nameRecoveryKey(account, fresh.publicKey, ts);
     const recovery = taken ? { publicKey: fresh.publicKey, seed: await sealed.seal(fresh.seed, `recovery:${account.cid}`) } : null;
     await db.putAccount({ ...(await db.getAccount(account.cid)), recovery });
     return null;
   } catch (exc) {
+    if (exc.wrongClock) return `${account.name}'s recovery key was not renewed: ${exc.message}`;
     return `${account.name}'s recovery key was not renewed (${exc.message})`;
   }
+}
+
+// brokerHttp.setRecoveryKey for `account`, dated `ts`. A refusal as not newer than what
+// the server holds (a restore of this account on a device whose clock was ahead of this
+// phone's, or this phone's own last new key dated after such a restore) is tried once
+// more just after it, as after a recovery notice (rotationTs: at most 10 min ahead of
+// this phone's clock; the server's word moves it no further); past that a clock is
+// wrong, and the error (`wrongClock`) says which, as the agent does
+// (device_agent/recovery_keys.py _name_key).
+async function nameRecoveryKey(account, publicKey, ts) {
+  const name = (at) => brokerHttp.setRecoveryKey(account.broker, account.cid, account.privateKey, publicKey, at);
+  let newerThan;
+  try {
+    return await name(ts);
+  } catch (exc) {
+    if (exc.newerThan === undefined) throw exc;
+    newerThan = exc.newerThan;
+  }
+  const retry = rotationTs(Date.now(), newerThan);
+  if (retry !== null && retry > ts) {
+    try {
+      return await name(retry);
+    } catch (exc) {
+      if (exc.newerThan === undefined) throw exc;
+      newerThan = exc.newerThan;
+    }
+  }
+  const when = new Date(newerThan).toLocaleString();
+  const offset = connections.get(account.broker)?.offsetMs ?? 0; // the server's clock minus this phone's
+  const which = offset > CLOCK_WARN_MS
+    ? `this phone's clock is ${Math.round(offset / 60_000)} min behind the server's: set it right`
+    : `if this phone's clock is right, the device that restored this account had a clock ahead: wait until ${when}`;
+  throw Object.assign(
+    new Error(`the server takes a new one only if dated after ${when} (this account was restored on another device, or got its last new key, then), more than 10 min after this phone's clock (${which}, then Retire older backups)`),
+    { wrongClock: true },
+  );
 }
 
 async function retireOlderBackups() {

@@ -116,6 +116,10 @@ function postJson(url, body) {
 // named before or used by a recovery: true when the broker took it, false when the
 // service did not enroll the credential as recoverable.
 // `ts`: when to date it (default this clock; after a recovery, signing.js rotationTs).
+// A refusal as not newer than what the broker holds (409 conflict: a recovery from the
+// credential, or its last new key, dated by a clock ahead of this one) carries that
+// holding's ts as `newerThan` (docs/http-api.md, RP API 1.6), as device_agent/broker_http.py
+// reads it; undefined from a broker that does not say it.
 export async function setRecoveryKey(broker, cid, privateKey, recoveryPk, ts = Date.now()) {
   const sig = await sign(privateKey, recoveryKeyBytes(cid, recoveryPk, ts));
   const url = `${httpBase(broker)}/v1/credentials/${encodeURIComponent(cid)}/recovery-key`;
@@ -123,6 +127,8 @@ export async function setRecoveryKey(broker, cid, privateKey, recoveryPk, ts = D
   if (response.status === 204) return true;
   const failure = await refusal(response, "did not take the new recovery key");
   if (failure.code === "not_recoverable") return false;
+  const newerThan = failure.problem?.newer_than;
+  if (failure.code === "conflict" && Number.isSafeInteger(newerThan) && newerThan >= 0) failure.newerThan = newerThan;
   throw failure;
 }
 
@@ -148,7 +154,7 @@ async function refusal(response, what) {
   const answer = await response.json().catch(() => null);
   const code = typeof answer?.code === "string" ? answer.code : `http_${response.status}`;
   const detail = typeof answer?.detail === "string" ? answer.detail : code;
-  return new BrokerError(code, `the server ${what}: ${detail}`);
+  return Object.assign(new BrokerError(code, `the server ${what}: ${detail}`), { problem: answer });
 }
 
 export async function putBlob(broker, seed, blob) {
