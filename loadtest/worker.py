@@ -32,6 +32,7 @@ from relying_party.verify import evaluate
 
 from .device import Credential, DeviceLink, enroll
 from .http import HttpError, HttpPool, Streamed
+from .idle_device import Dialer, IdleDevice
 from .schedule import Profile, arrivals
 from .stats import LAG, Recorder
 
@@ -375,49 +376,48 @@ class IdleWorker:
     http: aiohttp.ClientSession
     creds: list[Credential]
     out: Queue[Any]
-    waiting: set[DeviceLink] = field(default_factory=set)  # not welcomed since the last mark
+    waiting: set[IdleDevice] = field(default_factory=set)  # not welcomed since the last mark
     connected: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # failed (re)connects by kind
 
     async def run(self, commands: Queue[Any]) -> None:
-        links = [DeviceLink(self.cfg.device_url, [c]) for c in self.creds]
-        # Thousands of long-lived links: the garbage collector walking them over and
+        # Lean devices (loadtest/idle_device.py): no task while idle, keys made now.
+        dialer = Dialer(self.cfg.device_url, self._welcomed, self._dropped, self._failed, HANDSHAKES)
+        devices = [IdleDevice(dialer, c) for c in self.creds]
+        # Thousands of long-lived devices: the garbage collector walking them over and
         # over cost the generator more per device the more it held (as in the broker,
         # broker/serve_cli.py tune_gc). What exists now is never collected again.
         gc.collect()
         gc.freeze()
         gc.set_threshold(gc.get_threshold()[0], gc.get_threshold()[1], 100)
-        self.out.put(("ready", self.cfg.index, len(links)))
-        tasks: list[asyncio.Task[None]] = []
+        self.out.put(("ready", self.cfg.index, len(devices)))
         reporter = asyncio.create_task(self._report())
-        gate = asyncio.Semaphore(HANDSHAKES)
         try:
             while True:
                 command = await _command(commands)
                 if command[0] == "connect":
-                    self.waiting = set(links)
-                    hooks = (self._welcomed, self._dropped, self._failed)
-                    tasks = [asyncio.create_task(link.stay_connected(gate, *hooks)) for link in links]
+                    self.waiting = set(devices)
+                    for device in devices:
+                        device.start()
                 elif command[0] == "mark":
-                    self.waiting = set(links)
+                    self.waiting = set(devices)
                     self.out.put(("marked", self.cfg.index))
                 elif command[0] == "stop":
                     break
         finally:
             reporter.cancel()
-            for task in tasks:
-                task.cancel()
-            for link in links:
-                link.close()
+            dialer.stopped = True
+            for device in devices:
+                device.close()
 
-    def _welcomed(self, link: DeviceLink) -> None:
+    def _welcomed(self, device: IdleDevice) -> None:
         self.connected += 1
-        if link in self.waiting:
-            self.waiting.discard(link)
+        if device in self.waiting:
+            self.waiting.discard(device)
             if not self.waiting:
                 self.out.put(("all", self.cfg.index, time.time()))
 
-    def _dropped(self, link: DeviceLink) -> None:
+    def _dropped(self, device: IdleDevice) -> None:
         self.connected -= 1
 
     def _failed(self, exc: Exception) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import base64
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from protocol import SUBPROTOCOLS
 
@@ -46,7 +46,7 @@ def _mask(data: bytes, key: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
 
 
-def _frame(opcode: int, payload: bytes) -> bytes:
+def frame(opcode: int, payload: bytes) -> bytes:
     n = len(payload)
     head = bytes([0x80 | opcode])
     if n < 126:
@@ -57,6 +57,82 @@ def _frame(opcode: int, payload: bytes) -> bytes:
         head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
     key = os.urandom(4)  # clients must mask (RFC 6455 5.3)
     return head + key + _mask(payload, key)
+
+
+def opening_request(host: str, path: str, key: bytes) -> bytes:
+    """The client's opening handshake (RFC 6455 4.1), offering the protocol's versions."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Sec-WebSocket-Protocol: {', '.join(SUBPROTOCOLS)}\r\n\r\n"
+    ).encode()
+
+
+def accept_for(key: bytes) -> bytes:
+    """The Sec-WebSocket-Accept a server answers `key` with (RFC 6455 4.2.2)."""
+    return base64.b64encode(hashlib.sha1(key + GUID).digest())
+
+
+def opening_answer(buf: bytearray, accept: bytes) -> bool:
+    """The server's answer at the start of `buf`: False while incomplete; True, and the
+    head taken off `buf`, if it is a 101 with `accept` (the key's Sec-WebSocket-Accept);
+    WsError otherwise."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return False
+    head = bytes(buf[:end])
+    del buf[: end + 4]
+    status = head.split(b"\r\n", 1)[0]
+    if b" 101 " not in status + b" ":
+        if status.startswith(b"HTTP/1.1 429 "):
+            raise WsError(TOO_MANY_CONNECTS)
+        raise WsError(f"handshake refused: {status.decode(errors='replace')}")
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+    }
+    if headers.get(b"sec-websocket-accept") != accept:
+        raise WsError("handshake: wrong Sec-WebSocket-Accept")
+    return True
+
+
+def read_frames(buf: bytearray) -> Iterator[tuple[int, bytes]]:
+    """The whole frames at the start of `buf`, each taken off it as it is yielded, up to
+    and including a close: (opcode, payload). Pongs are left out; WsError if the server
+    broke the rules a device relies on (masked, fragmented, too large, text)."""
+    while len(buf) >= 2:
+        b0, b1 = buf[0], buf[1]
+        if b1 & 0x80:
+            raise WsError("the server masked a frame")
+        if not b0 & 0x80 or b0 & 0x70:
+            raise WsError("fragmented frames or extensions are not expected")
+        n, pos = b1 & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                break
+            n, pos = int.from_bytes(buf[2:4], "big"), 4
+        elif n == 127:
+            if len(buf) < 10:
+                break
+            n, pos = int.from_bytes(buf[2:10], "big"), 10
+        if n > MAX_MESSAGE:
+            raise WsError("message too large")
+        if len(buf) < pos + n:
+            break
+        payload = bytes(buf[pos : pos + n])
+        del buf[: pos + n]
+        opcode = b0 & 0x0F
+        if opcode == OP_TEXT:
+            raise WsError("text message from a binary-only server")
+        if opcode != OP_PONG:
+            yield opcode, payload
+        if opcode == OP_CLOSE:
+            return
+
+
+def close_payload(payload: bytes) -> tuple[int | None, str]:
+    """A close frame's code and reason."""
+    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+    return code, payload[2:].decode(errors="replace")
 
 
 class WsClient(asyncio.Protocol):
@@ -87,12 +163,7 @@ class WsClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
-        request = (
-            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {self.key.decode()}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Protocol: {', '.join(SUBPROTOCOLS)}\r\n\r\n"
-        )
-        transport.write(request.encode())  # type: ignore[attr-defined]
+        transport.write(opening_request(self.host, self.path, self.key))  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -104,65 +175,26 @@ class WsClient(asyncio.Protocol):
             self._fail(exc)
 
     def _handshake(self) -> bool:
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
+        if not opening_answer(self.buf, accept_for(self.key)):
             return False
-        head = bytes(self.buf[:end])
-        del self.buf[: end + 4]
-        status = head.split(b"\r\n", 1)[0]
-        if b" 101 " not in status + b" ":
-            if status.startswith(b"HTTP/1.1 429 "):
-                raise WsError(TOO_MANY_CONNECTS)
-            raise WsError(f"handshake refused: {status.decode(errors='replace')}")
-        accept = base64.b64encode(hashlib.sha1(self.key + GUID).digest())
-        headers = {
-            k.strip().lower(): v.strip()
-            for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:])
-        }
-        if headers.get(b"sec-websocket-accept") != accept:
-            raise WsError("handshake: wrong Sec-WebSocket-Accept")
         self.opened.set_result(None)
         return True
 
     def _frames(self) -> None:
-        buf = self.buf
-        while len(buf) >= 2:
-            b0, b1 = buf[0], buf[1]
-            if b1 & 0x80:
-                raise WsError("the server masked a frame")
-            if not b0 & 0x80 or b0 & 0x70:
-                raise WsError("fragmented frames or extensions are not expected")
-            n, pos = b1 & 0x7F, 2
-            if n == 126:
-                if len(buf) < 4:
-                    return
-                n, pos = int.from_bytes(buf[2:4], "big"), 4
-            elif n == 127:
-                if len(buf) < 10:
-                    return
-                n, pos = int.from_bytes(buf[2:10], "big"), 10
-            if n > MAX_MESSAGE:
-                raise WsError("message too large")
-            if len(buf) < pos + n:
-                return
-            payload = bytes(buf[pos : pos + n])
-            del buf[: pos + n]
-            opcode = b0 & 0x0F
+        for opcode, payload in read_frames(self.buf):
             if opcode == OP_BINARY:
                 self.on_message(payload)
             elif opcode == OP_PING:
                 self._write(OP_PONG, payload)
             elif opcode == OP_CLOSE:
-                self.close_code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-                self.close_reason = payload[2:].decode(errors="replace")
+                self.close_code, self.close_reason = close_payload(payload)
                 self._write(OP_CLOSE, payload[:2])
                 self.transport.close()  # type: ignore[union-attr]
-            elif opcode == OP_TEXT:
-                raise WsError("text message from a binary-only server")
+                return
 
     def _write(self, opcode: int, payload: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_frame(opcode, payload))  # type: ignore[attr-defined]
+            self.transport.write(frame(opcode, payload))  # type: ignore[attr-defined]
 
     def send(self, data: bytes) -> None:
         self._write(OP_BINARY, data)

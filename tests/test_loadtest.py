@@ -19,11 +19,23 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from hdrh.histogram import HdrHistogram
-from support import ManagedProcess, descendants, free_port, pid_alive, wait_until
+from support import (
+    BrokerProcess,
+    ManagedProcess,
+    descendants,
+    free_port,
+    new_rp,
+    pid_alive,
+    until,
+    wait_until,
+)
 
 from loadtest.cli import build_parser, command_line
+from loadtest.device import Credential, LinkError, enroll
+from loadtest.idle_device import Dialer, IdleDevice
 from loadtest.report import signin_table
 from loadtest.runs import _signin_summary
 from loadtest.schedule import Profile, arrivals, parse_rate
@@ -160,6 +172,34 @@ def test_idle_smoke_run_weighs_devices_and_sees_them_back_after_a_restart(tmp_pa
     if held:  # the socket stayed open: no device was refused while no broker ran
         assert r["restart"]["failed_connects"] == {}, r["restart"]
         assert "restart (held socket):" in proc.stdout
+
+
+async def test_an_idle_device_is_back_only_at_a_welcome_that_accepts_its_signature(
+    broker: BrokerProcess,
+) -> None:
+    """loadtest/idle_device.py, the lean devices of `idle`: a device counts as back at a
+    welcome that accepted its credential, whose signature over the broker's nonce the
+    broker checked; signed with another key, it is a failed connect (and tries again)."""
+    rp = await new_rp(broker)
+    async with aiohttp.ClientSession() as http:
+        (cred,) = await enroll(http, broker.http_url, broker.ws_url, rp["api_key"], ["alice"])
+    welcomed: list[IdleDevice] = []
+    failed: list[Exception] = []
+    dialer = Dialer(broker.ws_url, welcomed.append, lambda _: None, failed.append, limit=4)
+    good = IdleDevice(dialer, cred)
+    forged = IdleDevice(dialer, Credential(cred.cid, os.urandom(32), cred.user, cred.public_key))
+    good.start()
+    forged.start()
+
+    async def both_heard() -> bool:
+        return bool(welcomed and failed)
+
+    await until(both_heard, message="a welcome and a refusal")
+    dialer.stopped = True
+    good.close()
+    forged.close()
+    assert welcomed == [good]
+    assert isinstance(failed[0], LinkError) and "bad_signature" in str(failed[0]), failed
 
 
 def _gone_pid() -> int:
