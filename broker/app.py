@@ -19,6 +19,7 @@ from .event_listener import EVENTS_GRACE_S, LISTENER, EventListener
 from .events import ChallengeEnded, Event
 from .health import HEALTH, RedisHealth
 from .http_guard import TIMEOUTS, Timeouts
+from .http_head import DEVICE_PATH
 from .hub import Hub
 from .limits import LIMITER, Limiter, Limits, limit_middleware
 from .models import ChallengeRecord
@@ -30,7 +31,6 @@ from .problems import Handler, problem_middleware
 from .store import ENROLLMENT_TTL_MS, Store, now_ms
 
 log = logging.getLogger(__name__)
-DEVICE_PATH = "/v1/device"
 
 
 def create_app(

@@ -447,16 +447,26 @@ class _Upgrade(web.StreamResponse):
             self._sock.connection_slot = slot
         handler.transport = None  # aiohttp must not close or write to the socket now
         handler.connection_lost(None)
-        transport.set_protocol(self._sock)
-        self._sock.opened(transport, self._head)  # type: ignore[arg-type]
-        if self._refusal is not None:
-            self._sock.close(*self._refusal)
-        elif tail:
-            self._sock.data_received(tail)
+        take_over(transport, self._sock, self._head, tail, self._refusal)
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+def take_over(
+    transport: Any, sock: WsSocket, head: bytes, tail: bytes, refusal: tuple[int, bytes] | None = None
+) -> None:
+    """The socket is `sock`'s from here: the 101 `head` goes out with its greeting, and
+    the bytes the client sent after its request (`tail`) are its first input; or, with
+    a `refusal`, it is closed with that code and reason at once. From an aiohttp handler
+    (_Upgrade) or from the RP lane (broker/rp_lane.py), which both gave up the transport."""
+    transport.set_protocol(sock)
+    sock.opened(transport, head)
+    if refusal is not None:
+        sock.close(*refusal)
+    elif tail:
+        sock.data_received(tail)
 
 
 _SERIAL = itertools.count()
@@ -910,6 +920,9 @@ def _same_answer(recorded: StoredAnswer | None, answer: StoredAnswer) -> bool:
 
 
 async def device_socket(request: web.Request) -> web.StreamResponse:
+    """GET /v1/device through aiohttp: with the RP lane on (the default), the upgrades
+    it hands over (an invalid handshake, no common protocol version, any odd form; see
+    broker/rp_lane.py), else all of them."""
     app = request.app
     try:
         accept, version = wsframes.handshake(request.headers, SUBPROTOCOLS)
@@ -925,8 +938,13 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         log.info("device offered no protocol version this broker speaks (%s)", offered)
         reason = f"unsupported_version: this broker speaks {', '.join(SUBPROTOCOLS)}".encode()[:120]
         return _Upgrade(request, WsSocket(), head, (CLOSE_CODES[ErrorCode.UNSUPPORTED_VERSION], reason))
+    return _Upgrade(request, new_connection(app), head)
+
+
+def new_connection(app: web.Application) -> DeviceConnection:
+    """A device connection of this node, for a socket about to be taken over."""
     node = app[NODE]
-    conn = DeviceConnection(
+    return DeviceConnection(
         ServerSession(node=node.name, now_ms=now_ms()),
         node.store,
         node.hub,
@@ -934,4 +952,3 @@ async def device_socket(request: web.Request) -> web.StreamResponse:
         push=app.get(WEBPUSH),
         heartbeat=app.get(HEARTBEAT),
     )
-    return _Upgrade(request, conn, head)

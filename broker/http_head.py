@@ -8,11 +8,15 @@ parser here does not try to be a second HTTP implementation. It takes one narrow
 unambiguous form and nothing else:
 
 - the request line `POST /v1/challenges HTTP/1.1` or `GET /v1/challenges/<id>[?query]
-  HTTP/1.1`, with an id and a query of plain characters (no percent-encoding);
+  HTTP/1.1`, with an id and a query of plain characters (no percent-encoding), or a
+  device's WebSocket upgrade, `GET /v1/device[?query] HTTP/1.1` (broker/rp_lane.py says
+  why it is served here too);
 - header lines `name: value`, the name a token, the value printable ASCII or tab,
   CRLF line ends, at most MAX_HEADERS of them and MAX_HEAD bytes in all;
 - exactly one Host; at most one Content-Length of up to MAX_BODY bytes (none or 0 for
-  GET); no Transfer-Encoding, Expect or Upgrade.
+  GET); no Transfer-Encoding or Expect; Upgrade and `Connection: upgrade` only on the
+  device route, and there each of Upgrade, Connection and the Sec-WebSocket-* headers
+  at most once (the handshake's own checks, broker/wsframes.py, are the caller's).
 
 Anything else (another route, HTTP/1.0, a chunked body, a folded or malformed line,
 a non-ASCII byte, a head too long) is `HAND_OFF`: the connection goes to aiohttp with
@@ -49,6 +53,11 @@ _CHALLENGE_ID = re.compile(rb"/v1/challenges/([A-Za-z0-9_-]{1,128})")
 _PLAIN_QUERY = re.compile(rb"[A-Za-z0-9_.=&-]*")
 _DIGITS = re.compile(rb"[0-9]{1,6}")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
+DEVICE_PATH: Final = "/v1/device"  # the device WebSocket (docs/protocol.md)
+_DEVICE = DEVICE_PATH.encode()
+# A device upgrade's headers that must come once: with two, which one a server reads is
+# a matter of implementation, so such a request goes to aiohttp as it always did.
+_ONCE = frozenset((b"upgrade", b"connection"))
 
 
 class HandOff:
@@ -65,7 +74,7 @@ HAND_OFF: Final = HandOff()
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    route: str  # "create" or "result"
+    route: str  # "create", "result" or "device"
     method: str
     target: str  # as sent: the path and query, for the access log
     path: str
@@ -80,7 +89,7 @@ class Head:
 def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     """The request head at the start of `buf`: a Head, HAND_OFF, or None while it is
     incomplete. Decided as early as the bytes allow: another route is HAND_OFF as soon
-    as its request line is in (a device's WebSocket upgrade goes to aiohttp at once)."""
+    as its request line is in."""
     line_end = buf.find(b"\r\n")
     if line_end < 0:
         return _incomplete(buf)
@@ -95,6 +104,8 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     elif method == b"GET" and (m := _CHALLENGE_ID.fullmatch(path)) is not None:
         route = "result"
         params["id"] = m.group(1).decode()
+    elif method == b"GET" and path == _DEVICE:
+        route = "device"
     else:
         return HAND_OFF
     if not _PLAIN_QUERY.fullmatch(query):
@@ -111,6 +122,8 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     content_length: int | None = None
     keep_alive = True
     hosts = 0
+    device = route == "device"
+    seen: set[bytes] = set()
     for line in lines:
         name, colon, value = line.partition(b":")
         # A name that is not a token covers a folded line (it starts with a space) and a
@@ -121,8 +134,12 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
         if _NOT_PLAIN.search(value):
             return HAND_OFF
         lname = name.lower()
-        if lname in (b"transfer-encoding", b"expect", b"upgrade"):
+        if lname in (b"transfer-encoding", b"expect") or (lname == b"upgrade" and not device):
             return HAND_OFF
+        if device and (lname in _ONCE or lname.startswith(b"sec-websocket-")):
+            if lname in seen:
+                return HAND_OFF
+            seen.add(lname)
         if lname == b"content-length":
             if content_length is not None or not _DIGITS.fullmatch(value):
                 return HAND_OFF
@@ -131,7 +148,7 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
             hosts += 1
         elif lname == b"connection":
             tokens = {t.strip().lower() for t in value.split(b",")}
-            if b"upgrade" in tokens:
+            if b"upgrade" in tokens and not device:
                 return HAND_OFF
             if b"close" in tokens:
                 keep_alive = False
@@ -139,7 +156,7 @@ def parse_head(buf: bytes | bytearray) -> Head | HandOff | None:
     if hosts != 1:
         return HAND_OFF  # HTTP/1.1 needs one (RFC 9112, 3.2): aiohttp answers 400
     content_length = content_length or 0
-    if content_length > MAX_BODY or (route == "result" and content_length):
+    if content_length > MAX_BODY or (route != "create" and content_length):
         return HAND_OFF  # aiohttp answers 413, or reads the GET's body as it always did
     return Head(
         route=route,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .http_head import DEVICE_PATH
 from .problems import Handler, problem
 
 
@@ -191,12 +192,21 @@ def device_request_path(path: str) -> str | None:
 
 def request_class(request: web.Request) -> str | None:
     """Which limited class an unauthenticated request belongs to, if any."""
-    if request.path == "/v1/device":
+    if request.path == DEVICE_PATH:
         return "device"
     kind = device_request_path(request.path)
     if kind == "recovery" and request.method != "POST":
         return None
     return kind
+
+
+def refusal(kind: str, wait: float) -> tuple[int, str, str, dict[str, str]]:
+    """The problem (status, code, detail, headers) refusing a request of class `kind`
+    that may come again in `wait` seconds (aiohttp's requests and the RP lane's device
+    upgrades alike)."""
+    retry = max(1, math.ceil(wait))
+    detail = f"too many {kind} requests from this address or to this node; try again in {retry} s"
+    return 429, "rate_limited", detail, {"Retry-After": str(retry)}
 
 
 def limit_middleware(classify: Callable[[web.Request], str | None] = request_class) -> Handler:
@@ -206,13 +216,7 @@ def limit_middleware(classify: Callable[[web.Request], str | None] = request_cla
         if kind is not None:
             wait = request.app[LIMITER].check(kind, request)
             if wait:
-                retry = max(1, math.ceil(wait))
-                return problem(
-                    429,
-                    "rate_limited",
-                    f"too many {kind} requests from this address or to this node; try again in {retry} s",
-                    {"Retry-After": str(retry)},
-                )
+                return problem(*refusal(kind, wait))
         return await handler(request)
 
     return limits  # type: ignore[return-value]

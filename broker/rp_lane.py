@@ -15,13 +15,23 @@ idle connection closed after `keepalive_s`, a 408 problem when a limit is missed
 request whose head comes without its body has its API key judged at once, as aiohttp's
 handlers judge it before they read a body: without a valid one it is answered then,
 and the connection ends (its unread body would read as the next request). The
-first request the lane does not serve (any other path or form, a device's WebSocket
-upgrade) hands the connection to aiohttp with every byte it sent: the transport gets
-aiohttp's protocol and the lane is out of the way for good. Requests on one connection
+first request the lane does not serve (any other path or form) hands the connection to
+aiohttp with every byte it sent: the transport gets aiohttp's protocol and the lane is
+out of the way for good.
+
+A device's WebSocket upgrade (`GET /v1/device`) is served here too, since 2026-12-07:
+through aiohttp, its connection handler, request object, two tasks and four middlewares
+came before the socket was taken over (broker/device_ws.py), the largest share of the
+broker's CPU for a device's return after a restart that was not the device's own work
+(docs/performance.md, section 24). The lane applies the device connect limits
+(broker/limits.py: the same buckets, the same 429 problem), hands the socket to a
+device connection with the connection's count (broker/connections.py), and writes the
+access line aiohttp wrote (101, 0 bytes); an invalid handshake, one with no protocol
+version in common and an upgrade during shutdown go to aiohttp, as before. Requests on one connection
 are answered in order; bytes that come while one is handled wait (at most MAX_WAITING,
 then reading pauses). At shutdown idle connections close and busy ones after their
-response, as aiohttp does its own. These routes are not in a rate-limited class
-(broker/limits.py: RP requests carry an API key), so the lane has no limiter to apply.
+response, as aiohttp does its own. The RP routes are not in a rate-limited class
+(broker/limits.py: RP requests carry an API key); the device upgrade is.
 """
 
 from __future__ import annotations
@@ -38,12 +48,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from . import api, api_stream
+from protocol import SUBPROTOCOLS
+
+from . import api, api_stream, device_ws, wsframes
 from .access_log import DURATION, client_address, duration_ms
 from .connections import ConnectionGate, Slot, write_deadline
 from .context import NODE
 from .http_guard import Timeouts, body_timed_out, head_timed_out
 from .http_head import HAND_OFF, MAX_BODY, MAX_HEAD, Head, LaneRequest, parse_head
+from .limits import LIMITER, refusal
 from .problems import PROBLEM_JSON, ApiError, problem_document, problem_for
 from .tasks import spawn
 
@@ -292,6 +305,9 @@ class LaneConnection(asyncio.Protocol):
             if self._key_check is None:
                 self._check_key(head)
             return
+        if head.route == "device":
+            self._upgrade(transport, head)
+            return
         body = bytes(self.buf[head.length : end])
         del self.buf[:end]
         self._key_check = None
@@ -370,6 +386,48 @@ class LaneConnection(asyncio.Protocol):
             transport.close()
         else:
             self.lane.gate.linger(transport)
+
+    def _upgrade(self, transport: asyncio.Transport, head: Head) -> None:
+        """A device's WebSocket upgrade (GET /v1/device): the per-address and per-node
+        connect limits, then the socket goes to its device connection, as through aiohttp
+        (broker/device_ws.py device_socket) but without its connection handler, request,
+        tasks and middlewares for every device that connects. A handshake that is not
+        valid, one with no protocol version in common (answered with close 4406) and any
+        upgrade during shutdown are handed to aiohttp instead, to be answered there as
+        before (the limits are checked there too: each upgrade takes one token either way)."""
+        started = time.monotonic()
+        app = self.lane.app
+        request = LaneRequest(head, b"", app, self.remote, self.slot)
+        try:
+            accept, version = wsframes.handshake(request.headers, SUBPROTOCOLS)
+        except wsframes.HandshakeError:
+            version = None
+        if version is None or self.lane.closing:
+            self._hand_off(transport)
+            return
+        self._disarm()
+        wait = app[LIMITER].check("device", request)
+        if wait:
+            del self.buf[: head.length]
+            self.busy = True  # (as a request served: _finished goes on with the next)
+            status, code, detail, headers = refusal("device", wait)
+            reply = Reply(self, head.keep_alive)
+            reply.send(status, problem_document(status, code, detail), headers, PROBLEM)
+            self._finished(request, reply, started)
+            return
+        self.lane.connections.discard(self)
+        self.transport = None
+        tail, self.buf = bytes(self.buf[head.length :]), bytearray()
+        sock = device_ws.new_connection(app)
+        # The connection's count goes with it (WsSocket.connection_slot).
+        sock.connection_slot, self.slot = self.slot, None
+        device_ws.take_over(transport, sock, wsframes.switching_protocols(accept, version), tail)
+        if self._eof and not sock.eof_received():
+            transport.close()
+        if self.lane.access_log is not None:
+            reply = Reply(self, keep_alive=False)
+            reply.status = 101  # (aiohttp logs the upgrade so: 101, 0 bytes)
+            _access(self.lane.access_log, request, reply, duration_ms(time.monotonic() - started))
 
     def _hand_off(self, transport: asyncio.Transport) -> None:
         """aiohttp serves this connection from here on, from the bytes of this request."""

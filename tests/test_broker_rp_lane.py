@@ -30,7 +30,7 @@ from aiohttp.http_parser import HttpRequestParser
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer, free_port
+from support import BrokerProcess, RedisServer, free_port, wait_until
 from support.metrics import scrape, value
 from test_broker_device_ws import CTX, approve_push, online_device
 
@@ -69,6 +69,20 @@ def test_the_plain_forms_are_lane_requests() -> None:
     assert head.query == "wait=25" and not head.keep_alive and head.length == len(get)
     # Host is the one header HTTP/1.1 requires (RFC 9112, 3.2).
     assert isinstance(parse_head(b"GET /v1/challenges/x HTTP/1.1\r\nHost: b\r\n\r\n"), Head)
+    # A device's WebSocket upgrade (its handshake is checked by the lane, not the parser).
+    head = parse_head(UPGRADE + b"\x89\x80abcd")  # (a ping sent along: not the head's)
+    assert isinstance(head, Head)
+    assert (head.route, head.method, head.path, head.length) == ("device", "GET", "/v1/device", len(UPGRADE))
+    assert ("Upgrade", "websocket") in head.headers and ("Connection", "Upgrade") in head.headers
+    for cut in range(len(UPGRADE)):
+        assert parse_head(UPGRADE[:cut]) is None
+
+
+UPGRADE = (
+    b"GET /v1/device HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+    b"Sec-WebSocket-Protocol: pushauth.v2\r\n\r\n"
+)
 
 
 @pytest.mark.parametrize("cut", [0, 5, 30, len(PLAIN_CREATE) - 5])
@@ -78,7 +92,12 @@ def test_an_incomplete_head_waits_for_more(cut: int) -> None:
 
 HANDED_OFF = {
     "another route": b"GET /v1/rp HTTP/1.1\r\n\r\n",
-    "a WebSocket upgrade, before its headers": b"GET /v1/device HTTP/1.1\r\nUpgr",
+    "a device upgrade with two Upgrade headers": UPGRADE.replace(b"Upgrade:", b"Upgrade: x\r\nUpgrade:"),
+    "a device upgrade with two keys": UPGRADE.replace(
+        b"Sec-WebSocket-Key:", b"Sec-WebSocket-Key: a\r\nsec-websocket-key:"
+    ),
+    "a device upgrade with a body": UPGRADE.replace(b"Host: b", b"Host: b\r\nContent-Length: 1"),
+    "a device upgrade over HTTP/1.0": UPGRADE.replace(b"HTTP/1.1", b"HTTP/1.0"),
     "a trailing slash": b"POST /v1/challenges/ HTTP/1.1\r\n\r\n",
     "another method": b"DELETE /v1/challenges/ch_x HTTP/1.1\r\n\r\n",
     "HEAD": b"HEAD /v1/challenges/ch_x HTTP/1.1\r\n\r\n",
@@ -230,6 +249,10 @@ def nodes(
         "1",
         "--log-level",
         "DEBUG",
+        "--access-log",
+        # Device upgrades: four from one address, then 429 (test_device_upgrades_on_the_lane).
+        "--device-connects-per-ip",
+        "0.001:4",
     ]
     METRICS["lane"] = free_port()
     lane = broker_factory(
@@ -360,6 +383,66 @@ async def test_the_lane_answers_as_aiohttp_does(nodes: tuple[BrokerProcess, Brok
         got, expected = answer(lane, data), answer(plain, data)
         assert got == expected, name
         assert got[0] != 500 and (got[0] < 400) == (got[2] is None), (name, got)
+
+
+async def test_device_upgrades_on_the_lane_are_answered_as_through_aiohttp(
+    nodes: tuple[BrokerProcess, BrokerProcess],
+) -> None:
+    """The lane serves device upgrades itself (broker/rp_lane.py, LaneConnection._upgrade):
+    the same 101 and hello, frames sent along with the request served after it, the
+    same per-address limit and 429 problem (counted as a rejected request), the same
+    access line, and an invalid handshake still answered by aiohttp."""
+    answers: dict[str, list[Any]] = {}
+    for node in nodes:
+        got = answers[node.node] = []
+        for _ in range(2):  # two of the four upgrades the limit allows
+            with Conn(node) as conn:
+                conn.send(UPGRADE + bytes([0x89, 0x82, 1, 2, 3, 4, ord("h") ^ 1, ord("i") ^ 2]))
+                status, headers = conn.head()
+                hello = conn.file.read(2)  # a binary frame: opcode, length (< 126)
+                conn.file.read(hello[1])
+                got.append((status, headers, hello[0], conn.file.read(4)))  # then the pong to the ping
+        bad = UPGRADE.replace(b"Version: 13", b"Version: 8")
+        got.append(answer(node, bad))  # aiohttp's 400 (the third token)
+        with Conn(node) as conn:  # no version in common: aiohttp's 101, then close 4406
+            conn.send(UPGRADE.replace(b"pushauth.v2", b"pushauth.v9"))
+            got.append((conn.head()[0], conn.file.read(4)))
+        rejected = value(
+            scrape(METRICS["lane"]), "pushauth_http_rejected_total", status="429", code="rate_limited"
+        )
+        status, ctype, code, rest = answer(node, UPGRADE)  # the fifth
+        assert int(rest.pop("retry-after")) > 60, rest  # (the two nodes' may differ by a second)
+        got.append((status, ctype, code, rest))
+        if node.node == "lane":  # the refusal is counted as aiohttp's are
+            after = value(
+                scrape(METRICS["lane"]), "pushauth_http_rejected_total", status="429", code="rate_limited"
+            )
+            assert after == rejected + 1
+    lane, plain = answers["lane"], answers["plain"]
+    assert lane == plain
+    assert lane[0][:3] == (
+        101,
+        {
+            "upgrade": "websocket",
+            "connection": "upgrade",
+            "sec-websocket-accept": "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            "sec-websocket-protocol": "pushauth.v2",
+        },
+        0x82,
+    )
+    assert lane[0][3] == b"\x8a\x02hi"
+    assert lane[2][0] == 400 and lane[2][2] == "invalid_request"
+    assert lane[3] == (101, b"\x88\x35\x11\x36")
+    assert lane[4][:3] == (429, "application/problem+json; charset=utf-8", "rate_limited")
+    for node in nodes:  # the same access lines (aiohttp writes its own after the answer)
+
+        def statuses(node: BrokerProcess = node) -> list[str]:
+            marker = '"GET /v1/device HTTP/1.1" '
+            log = node.stderr_path.read_text().splitlines()
+            return [line.split(marker)[1].split()[0] for line in log if marker in line]
+
+        wait_until(lambda: len(statuses()) >= 5, message=f"{node.node}'s access lines")
+        assert statuses() == ["101", "101", "400", "101", "429"], node.node
 
 
 async def test_one_connection_mixes_lane_and_aiohttp_requests(
