@@ -344,7 +344,9 @@ class WsSocket(asyncio.Protocol):
     def beat(self) -> None:
         """The heartbeat's visit: drop a peer that stayed silent since the last ping."""
         transport = self.transport
-        if transport is None or self._closing:
+        # Closing without a close frame (the device left; its end is reported in a later
+        # step of the loop): a ping's write would raise, out of the heartbeat's timer.
+        if transport is None or self._closing or transport.is_closing():
             return
         if self._silent:
             log.info("closing device connection: no pong within %gs", HEARTBEAT_S)

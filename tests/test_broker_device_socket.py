@@ -338,6 +338,25 @@ async def test_the_heartbeat_drops_a_silent_device_and_keeps_one_that_answers(
     lively.close()
 
 
+async def test_the_heartbeat_passes_over_a_socket_that_is_closing(
+    local_app: tuple[web.Application, int],
+) -> None:
+    """A socket whose transport is closing, its end not yet reported (a device that left
+    just as its ping was due), is not pinged: the write raised, and asyncio logged the
+    heartbeat's timer callback failing at ERROR, with a traceback."""
+    app, port = local_app
+    heartbeat: Heartbeat = app[HEARTBEAT]
+    heartbeat.interval = 3600.0  # the test ticks
+    dev = await RawDevice.open(port)
+    await dev.frame()  # hello
+    (conn,) = app[NODE].hub.connections
+    assert conn.transport is not None
+    conn.transport.close()  # closing; connection_lost comes in a later step of the loop
+    for _ in range(Heartbeat.SLOTS):
+        heartbeat.tick()  # raised ConnectionResetError
+    assert await dev.at_eof()
+
+
 def test_the_decoder_takes_frames_split_anywhere() -> None:
     frames = [
         client_frame(wsframes.OP_BINARY, b"a" * 130, fin=False),
