@@ -313,8 +313,9 @@ def add_arguments(
         dest="rp_lane",
         action="store_false",
         help="serve every request through aiohttp, a sign-in's RP requests (POST /v1/challenges, "
-        "GET /v1/challenges/ID) included; by default those are answered from protocol callbacks, "
-        "which costs less CPU (docs/performance.md, section 11). The answers are the same either way",
+        "GET /v1/challenges/ID) and device WebSocket upgrades (GET /v1/device) included; by default "
+        "those are answered from protocol callbacks, which costs less CPU (docs/performance.md, "
+        "sections 11 and 24). The answers are the same either way",
     )
     add_store_args(serve)
 

@@ -5,10 +5,11 @@ Why not aiohttp's WebSocketResponse for device sockets: it keeps, per connection
 HTTP request and its headers, a reader, a writer, a message queue, two timers and a
 chain of about ten suspended coroutines (the request handler, the middlewares, the
 receive loop), about 19 KiB of broker memory per idle device. The device socket needs
-only binary messages, ping/pong and close, so broker/device_ws.py does the handshake
-inside an ordinary aiohttp handler (limits and problem documents apply as for any
-request), then takes the socket over and serves it from protocol callbacks with this
-decoder. No extension is negotiated (no compression), so every RSV bit must be 0.
+only binary messages, ping/pong and close, so the handshake is checked here, by the RP
+lane (broker/rp_lane.py, which applies the device connect limits as aiohttp's middleware
+does) or by an ordinary aiohttp handler (broker/device_ws.py, for what the lane hands
+over), and then broker/device_ws.py takes the socket over and serves it from protocol
+callbacks with this decoder. No extension is negotiated (no compression), so every RSV bit must be 0.
 """
 
 from __future__ import annotations

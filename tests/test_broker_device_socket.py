@@ -1,5 +1,5 @@
 """The device socket's own WebSocket layer (broker/wsframes.py, broker/device_ws.py):
-the handshake inside an aiohttp handler, the hand-over of the socket, frames from a raw
+the handshake (in the RP lane, or an aiohttp handler), the hand-over of the socket, frames from a raw
 TCP client (pipelined, fragmented, broken), the close handshake and the heartbeat.
 
 The broker is real (a process, or the app in this process where the test drives the
