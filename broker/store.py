@@ -405,8 +405,11 @@ class Store:
             tag = keys.tag_of(legacy) or keys.NO_TAG
         token_key = keys.token(tag, token_hash)
         eid = await self.redis.get(token_key)
-        if eid is not None:
-            keys.remember_legacy(eid.decode(), tag)  # a layout-1 enrollment id has no tag
+        if eid is not None and not keys.carries_tag(eid.decode()):
+            # A layout-1 enrollment id has no tag: remembered for the process's life,
+            # so only those (a tagged id names its own, and remembering every
+            # enrollment would grow the node's memory with each one made).
+            keys.remember_legacy(eid.decode(), tag)
         h = await self.redis.hgetall(keys.enrollment(eid.decode())) if eid is not None else {}
         if not h:
             raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")

@@ -21,7 +21,7 @@ from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BrokerProcess, RedisServer, add_rp, free_port, wait_until
 from support.metrics import scrape, value
 
-from broker import webpush
+from broker import keys, webpush
 from protocol import SUBPROTOCOLS, signing
 from protocol.challenge import Status
 from protocol.codec import encode
@@ -451,6 +451,31 @@ async def test_invariant_6_revoked_credential_is_cut_off_at_once(
 
     with pytest.raises(NoDevices):
         await client.create_challenge("alice", CTX)
+
+
+async def test_a_user_whose_devices_are_gone_leaves_no_lasting_key(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """What has no TTL is durable state only (an active credential, a count or a mute):
+    after a denied and an approved sign-in and the revocation, nothing of the user stays
+    for ever. The fatigue guard, zeroed instead of removed, used to: one key per user
+    ever signed in (a soak run, docs/operations.md "Long-running nodes")."""
+    dev = await online_device(client, broker.ws_url, user="gone")
+    await client.create_challenge("gone", CTX)
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge)
+    await dev.send(dev.answer(pushed, decision="deny"))
+    assert (await dev.frame()).outcome == "denied"  # type: ignore[union-attr]
+    await approve_push(dev, await client.create_challenge("gone", CTX))
+    await client.revoke_credential(dev.cid)
+    tag = keys.user_tag((await client.rp()).id, "gone")
+    r = redis.Redis.from_url(str(broker.redis_url))
+    try:
+        names = list(r.scan_iter(match=f"pa:{{{tag}}}:*"))
+        assert names  # the ended challenges and the revoked credential, with their TTLs
+        assert [n for n in names if r.pttl(n) == -1] == []
+    finally:
+        r.close()
 
 
 async def test_invariant_7_enrollment_token_is_single_use(
