@@ -34,7 +34,10 @@ too. The slot comes from the hash tag, the part of a key between braces:
     pa:{T}:guard:{rp}:{user}   hash  fatigue guard: since (pushes since the last
                                      successful sign-in), muted_until (ms; -1: until
                                      the RP lifts it) after a fraud report, failures
-                                     (consecutive wrong numbers, across challenges)
+                                     (consecutive wrong numbers, across challenges);
+                                     no TTL, but an absent field reads as 0 and a
+                                     successful sign-in removes the counts and a past
+                                     mute, so it lasts only while it holds something
     pa:{T}:recent:{rp}:{user}  zset  push times in the rate window since the last
                                      successful sign-in
     pa:{T}:ucn:{rp}:{user}     set   the user's credentials the RP has not confirmed yet

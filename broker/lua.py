@@ -152,8 +152,12 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HSET', KEYS[3], 'last_used', ARGV[2])
 local locked = false
 if ARGV[3] == 'approved' then
-  -- a successful sign-in resets the fatigue counts (but never lifts a fraud mute)
-  redis.call('HSET', KEYS[4], 'since', 0, 'failures', 0)
+  -- a successful sign-in resets the fatigue counts (but never lifts a fraud mute).
+  -- Absent reads as 0: fields are removed, not zeroed, so that the guard, which has
+  -- no TTL, is gone once it holds nothing (else one key per user ever signed in)
+  redis.call('HDEL', KEYS[4], 'since', 'failures')
+  local muted = tonumber(redis.call('HGET', KEYS[4], 'muted_until') or '0')
+  if muted > 0 and muted <= tonumber(ARGV[2]) then redis.call('HDEL', KEYS[4], 'muted_until') end
   redis.call('DEL', KEYS[5])
 elseif ARGV[3] == 'number_mismatch' then
   -- a failed attempt (NIST SP 800-63B-4): counted across challenges

@@ -492,8 +492,8 @@ def run_signin(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         revoked = result["credentials_revoked"]
         print(
             f"credentials: revoked {revoked['revoked']} of the {revoked['enrolled']} this run enrolled "
-            "at the broker (best effort); their records, and the users' push-fatigue state, stay in "
-            "its Redis, the challenges until they expire"
+            "at the broker (best effort); their records stay in its Redis (180 days once revoked), "
+            "the challenges until they expire"
         )
     write_png(out / "report.png", [("sign-in", result["_recorder"])], args.command)
     return result
