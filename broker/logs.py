@@ -64,6 +64,7 @@ def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) ->
     root.setLevel(level)
     repeated = [(name, TOPOLOGY_REFRESH_FAILED) for name in REDIS_CLUSTER_LOGGERS]
     repeated += [(redis_refusals.LOGGER, r.what) for r in redis_refusals.REFUSALS]
+    repeated += STORE_UNAVAILABLE
     for name in {name for name, _ in repeated}:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, RepeatFilter)]:
@@ -82,6 +83,17 @@ def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) ->
 REDIS_CLUSTER_LOGGERS = ("redis.asyncio.cluster", "redis.cluster")
 TOPOLOGY_REFRESH_FAILED = "Topology refresh failed"
 REPEAT_EVERY_S = 60.0
+# Redis down or restarting: each request, device frame and expiry that needs it fails
+# and used to log a line, so a 10 s outage at 2,000 sign-ins/s wrote 20,000 lines.
+# The outage itself is told by the event listener (lost and regained), /healthz and
+# pushauth_redis_errors_total; of these, the first line goes out, then one a minute
+# with the count (a soak run, docs/operations.md "Long-running nodes").
+STORE_UNAVAILABLE = [
+    ("broker.problems", "store unavailable in "),
+    ("broker.device_ws", "store unavailable while handling a device frame"),
+    ("broker.app", "could not expire challenge"),
+    ("broker.webpush", "web push: store unavailable"),
+]
 
 
 class RepeatFilter(logging.Filter):

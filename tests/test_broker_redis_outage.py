@@ -56,6 +56,8 @@ async def test_redis_outage_and_recovery(
         # The SDK's type for "try again shortly", as for a broker it cannot reach.
         with pytest.raises(BrokerUnavailable, match="store is unavailable"):
             await client.create_challenge("alice", CTX)
+        # One line for the failed requests, not one each (broker/logs.py STORE_UNAVAILABLE).
+        assert broker.stderr().count("store unavailable in POST /v1/challenges") == 1
 
         redis_server.restart()
         # Healthy, and done catching up from Redis: a catch-up still running when the
