@@ -32,6 +32,7 @@ import redis
 from .lifeline import die_with_parent
 
 SOCKET_NAME = "redis.sock"
+HASH_MAX_LISTPACK_VALUE = 1024
 LOCK_NAME = "redis.lock"
 PID_NAME = "redis.pid"
 MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux, less elsewhere
@@ -156,6 +157,11 @@ class EmbeddedRedis:
                 "--appendonly", "yes",
                 "--appendfsync", "everysec",
                 "--save", "",
+                # A challenge's hash holds its context as one JSON value, usually over
+                # Redis's 64-byte default for the compact listpack encoding: then it
+                # takes 1.6-1.9 KiB instead of 0.7 (docs/operations.md, "Long-running
+                # nodes"); challenges are most of what Redis holds under load.
+                "--hash-max-listpack-value", str(HASH_MAX_LISTPACK_VALUE),
                 "--daemonize", "no",
             ],
             stdin=subprocess.DEVNULL,

@@ -143,6 +143,12 @@ def test_a_second_process_on_the_data_dir_shares_the_running_redis(tmp_path: Pat
         rp_cli(data, "add", name)
     assert redis_running(pid) and _read(data / "redis.pid") == str(pid)
     assert sorted(r["name"] for r in rp_cli(data, "list")) == ["One", "Two"]
+    # Challenge hashes (their context over 64 bytes) in the compact encoding: half the memory.
+    embedded = redis.Redis(unix_socket_path=str(data / "redis.sock"))
+    try:
+        assert embedded.config_get("hash-max-listpack-value") == {"hash-max-listpack-value": "1024"}
+    finally:
+        embedded.close()
     broker.terminate()
     wait_until(lambda: not redis_running(pid), message="redis-server to stop with its broker")
 
