@@ -9,7 +9,10 @@ neither devices nor Redis could get a socket.
 
 What is counted: every connection from its accept until it closes, or until a device
 WebSocket made of it proves a credential (broker/device_ws.py; 18,000 authenticated
-device sockets per node is a design target). Not at the upgrade: anyone can open device
+device sockets per node is a design target), and again once every credential proven on
+it was revoked (Slot.rejoin): a soak run left 164 such sockets open, outside every
+limit, since a credential any user of an RP can get and have revoked would otherwise
+take a socket out of the count for good. Not at the upgrade: anyone can open device
 sockets and prove nothing on them for the authentication timeout, and the connect rate
 alone (per address and per node) let 66 addresses hold 19,000 of them, every file
 descriptor of a node with a 20,000 file limit, so that it accepted no one and could
@@ -111,12 +114,15 @@ PROXIED = "proxied"
 class Slot:
     """One counted connection. `release` ends it (idempotent): at close, when its
     device WebSocket proves a credential; `authenticated` (an RP's key) takes it out of
-    its address's count. Until either, it may be evicted to make room (ConnectionGate)."""
+    its address's count. Until either, it may be evicted to make room (ConnectionGate).
+    `rejoin` counts a released one again: a device socket whose every proven credential
+    was revoked is accountable for nothing any more."""
 
-    __slots__ = ("_gate", "key", "released", "transport")
+    __slots__ = ("_gate", "address", "key", "released", "transport")
 
     def __init__(self, gate: ConnectionGate, key: str, transport: asyncio.BaseTransport) -> None:
         self._gate = gate
+        self.address = key  # its address's group, for good
         self.key: str | None = key  # its address's group; None: proven, not evictable
         self.transport = transport
         self.released = False
@@ -131,6 +137,16 @@ class Slot:
             if self.key is not None:
                 self._gate._leave_group(self)
             self._gate.open -= 1
+
+    def rejoin(self) -> None:
+        """Counted again, for its address and the node, as a connection just admitted
+        (evictable, the newest of its address). Never refused: it is open already, and
+        its address's next connections are refused while it holds its share."""
+        if self.released and not self.transport.is_closing():
+            self.released = False
+            self.key = self.address
+            self._gate._join_group(self)
+            self._gate.open += 1
 
 
 class ConnectionGate:
@@ -166,12 +182,16 @@ class ConnectionGate:
             self._refuse(transport, "node", host)
             return None
         slot = Slot(self, key, transport)
-        if group is None:
-            group = self._groups[key] = {}
-        group[slot] = None
-        self._resize(key, count, count + 1)
+        self._join_group(slot)
         self.open += 1
         return slot
+
+    def _join_group(self, slot: Slot) -> None:
+        key = slot.key
+        assert key is not None
+        group = self._groups.setdefault(key, {})
+        group[slot] = None
+        self._resize(key, len(group) - 1, len(group))
 
     def _make_room(self, newcomer: int) -> bool:
         """Evict the oldest unproven connection of the address holding most, if it holds

@@ -196,10 +196,11 @@ class WsSocket(asyncio.Protocol):
         self._silent = False  # pinged, and nothing received since
         self._pong_due: bytes | None = None  # the last ping's payload, while pongs wait (_pong)
         # The HTTP connection's count (broker/connections.py), kept from the upgrade until
-        # a credential is proven on the socket (DeviceConnection) or it closes: sockets that
-        # prove nothing are held by anyone, so they count against the address and the
-        # node as the connection did (the connect rate alone let a few addresses hold
-        # every file descriptor of the node for the authentication timeout).
+        # it closes, and released while a credential proven on the socket is live
+        # (DeviceConnection._recount): sockets that prove nothing are held by anyone, so
+        # they count against the address and the node as the connection did (the connect
+        # rate alone let a few addresses hold every file descriptor of the node for the
+        # authentication timeout); so do those whose every credential was revoked.
         self.connection_slot: Slot | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------
@@ -274,7 +275,7 @@ class WsSocket(asyncio.Protocol):
             drain.set_result(None)
 
     def release_slot(self) -> None:
-        """Out of the count of open connections (proven, or closed)."""
+        """Out of the count of open connections for good (closed)."""
         slot, self.connection_slot = self.connection_slot, None
         if slot is not None:
             slot.release()
@@ -573,6 +574,22 @@ class DeviceConnection(WsSocket):
             del self.notices[notice_id]  # the device drops them with the account
         if cred is not None:
             self.hub.detach_credential(self, cred)
+        self._recount()
+
+    def _recount(self) -> None:
+        """Once a credential was proven here, the connection is out of the counts of open
+        connections (broker/connections.py) while it holds a live one, and counted again
+        for its address and the node, as an unproven one, once every one was revoked:
+        no client keeps connections out of the limits by having its credentials revoked
+        (docs/protocol.md 2.2). The deadline stays met: the device is told `revoked` and
+        may enroll again on it; a device with nothing left closes it (section 15)."""
+        slot = self.connection_slot
+        if slot is None or self._watchdog is not None:
+            return  # nothing counted, or nothing proven yet: counted anyway
+        if self.credentials:
+            slot.release()
+        else:
+            slot.rejoin()
 
     # -- frames from the device --------------------------------------------
 
@@ -610,11 +627,12 @@ class DeviceConnection(WsSocket):
                     await self.fail(ProtocolError(ErrorCode.MALFORMED, "frames are binary messages"))
                     break
                 await self.handle(payload)
-                if self.session.proven and self._watchdog is not None:
-                    self._watchdog.cancel()
-                    self._watchdog = None
-                    self.release_slot()  # accountable now: out of the address's count
-                    self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
+                if self.session.proven:
+                    if self._watchdog is not None:
+                        self._watchdog.cancel()
+                        self._watchdog = None
+                        self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
+                    self._recount()  # accountable now: out of the address's count
         except Exception:  # a bug of ours: the device reconnects and retries
             log.exception("error handling a device frame")
             self.close(1011, ErrorCode.INTERNAL.value.encode())

@@ -6,7 +6,8 @@ the broker's own metrics say what it holds.
 - one address may hold `--http-connections-per-ip` connections; the next gets a 429
   problem before its request is read, and a closed one frees its place;
 - a device WebSocket counts until it proves a credential (anyone can open one and
-  prove nothing until the authentication timeout), then no longer; nor does a
+  prove nothing until the authentication timeout), then no longer, and again once every
+  credential proven on it was revoked; nor does a
   connection whose request carried a valid RP API key (a wrong key does);
 - one credential is authenticated on at most MAX_SOCKETS_PER_CREDENTIAL connections;
 - behind a trusted proxy only the node's limit applies (503 node_busy over it);
@@ -41,7 +42,7 @@ from test_broker_device_ws import CTX, Device, online_device
 
 from broker.connections import ConnectionGate, ConnectionLimits, Slot
 from broker.device_ws import MAX_SOCKETS_PER_CREDENTIAL
-from protocol.frames import Challenge
+from protocol.frames import Challenge, Revoked
 from relying_party.sdk import PushAuthClient
 
 DEADLINE_S = 20.0  # far beyond every timeout under test (1 s): "within this"
@@ -180,7 +181,8 @@ async def test_a_device_socket_counts_until_it_proves_a_credential(start_node: C
     authentication timeout: had they left the count at the upgrade, the connect rate
     alone (20 a second per address, 3000 for the node) would bound them, and a few
     dozen addresses held every file descriptor of a node. So a socket counts as the
-    connection it was until a credential is proven on it."""
+    connection it was until a credential is proven on it, and again once every
+    credential proven on it was revoked."""
     node = start_node("--http-connections-per-ip", "2")
     rp = new_rp_sync(node.broker)
     async with PushAuthClient(node.broker.http_url, rp["api_key"]) as client:
@@ -199,7 +201,18 @@ async def test_a_device_socket_counts_until_it_proves_a_credential(start_node: C
         await asyncio.to_thread(refused_with, node, 429, "too_many_connections")
         # It still talks to the device that proved its key.
         await enrolling.authenticate()
+        # Its only credential revoked (the RP removed the device), it counts again, as an
+        # unproven socket would: no credential any user can get and have revoked keeps
+        # a socket out of the limits. The address holds three of its two places now.
+        await client.revoke_credential(enrolling.cid)
+        assert await enrolling.frame() == Revoked(cid=enrolling.cid, reason="removed_by_rp", rid=None)
+        before = await asyncio.to_thread(node.open_connections)
+        node.held.pop().close()
+        await asyncio.to_thread(node.wait_open, int(before) - 1)
+        await asyncio.to_thread(refused_with, node, 429, "too_many_connections")
         await idle.close()
+        await asyncio.to_thread(node.wait_open, int(before) - 2)
+        assert await asyncio.to_thread(served, node) == 200
         await enrolling.close()
 
 
@@ -374,6 +387,9 @@ class _Transport:
     def abort(self) -> None:
         self.aborted = True
 
+    def is_closing(self) -> bool:
+        return self.aborted
+
     # A refusal's way out: its response, then a close (no lingering without write_eof).
     def set_protocol(self, protocol: Any) -> None:
         pass
@@ -390,10 +406,12 @@ class _Transport:
 
 def test_the_gate_always_evicts_from_the_address_holding_most() -> None:
     """The gate's bookkeeping (the address holding most, found in O(1)) against a plain
-    recount, over a random run of admissions, closes and RP authentications."""
+    recount, over a random run of admissions, closes, RP authentications, and device
+    sockets proving a credential then counted again once it is revoked."""
     rng = random.Random(7)
     gate = ConnectionGate(ConnectionLimits(per_ip=0, node=40))
     live: list[Slot] = []
+    proven: list[Slot] = []  # device sockets out of the counts, until revoked
     for _ in range(5000):
         op = rng.random()
         if op < 0.6 or not live:
@@ -403,7 +421,8 @@ def test_the_gate_always_evicts_from_the_address_holding_most() -> None:
             slot = gate.admit(_Transport(host))  # type: ignore[arg-type]
             evicted = [s for s in live if s.released]
             if slot is None:
-                assert gate.open == 40 and max(counts.values(), default=0) <= newcomer
+                # (over 40: sockets counted again are never refused, only evicted later)
+                assert gate.open >= 40 and max(counts.values(), default=0) <= newcomer
             else:
                 live.append(slot)
             for victim in evicted:  # at most one, from an address holding most, its oldest
@@ -412,10 +431,21 @@ def test_the_gate_always_evicts_from_the_address_holding_most() -> None:
                 assert counts[host_of] == max(counts.values()) > newcomer
                 live.remove(victim)
             assert len(evicted) <= 1
-        elif op < 0.9:
+        elif op < 0.85:
             live.pop(rng.randrange(len(live))).release()
-        else:
+        elif op < 0.9:
             live[rng.randrange(len(live))].authenticated()
+        elif op < 0.95:  # a device socket proves a credential: out of every count
+            slot = live.pop(rng.randrange(len(live)))
+            if not slot.released and slot.key is not None:
+                slot.release()
+                proven.append(slot)
+            else:
+                live.append(slot)
+        elif proven:  # ... and every credential proven on it is revoked: counted again
+            slot = proven.pop(rng.randrange(len(proven)))
+            slot.rejoin()
+            live.append(slot)
         counts = Counter(s.key for s in live if s.key is not None)
         assert gate.open == len(live)
         assert gate._largest == max(counts.values(), default=0)
