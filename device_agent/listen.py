@@ -154,7 +154,7 @@ class BrokerLink:
                     for rej in welcome.rejected:
                         self.accounts.pop(rej["cid"], None)
                     if not welcome.accepted:
-                        say(f"No account is active at {self.url} any more; not connecting to it.")
+                        await self._leave(conn)
                         return
                     self.conn, up_since = conn, time.monotonic()
                     back = (
@@ -172,7 +172,8 @@ class BrokerLink:
                     self.listener.reconcile_questions(self, conn.notices)
                     while self.accounts:
                         self.listener.on_frame(self, await conn.recv())
-                    return  # every account here was revoked
+                    await self._leave(conn)  # every account here was revoked
+                    return
                 finally:
                     self.conn = None
                     self.listener.link_down(self)
@@ -206,6 +207,18 @@ class BrokerLink:
                 f"{clock_time(self.down_since)})."
             )
             await asyncio.sleep(delay)
+
+    async def _leave(self, conn: Connection) -> None:
+        """No active account is left at this broker (removed, revoked or erased there):
+        the connection is closed normally (1000), and not reopened until an account is
+        added there (Listener.sync_links starts a new link then). The broker would keep
+        it open, counted under its connection limits, for nothing (docs/protocol.md 15)."""
+        await conn.close()
+        self.listener.say(_left(self.url))
+
+
+def _left(url: str) -> str:
+    return f"No accounts left at {url}: disconnected."
 
 
 def _halts(exc: AgentError | StoreError) -> str | None:
@@ -268,9 +281,12 @@ class Listener:
             if halted_as_is:
                 continue  # stopped for good: only a change of its accounts restarts it
             if link.task.done() or url not in wanted or link.cids != {a.cid for a in wanted[url]}:
+                running = not link.task.done()  # else it ended, and said why
                 await link.stop()
                 del self.links[url]
                 self._forget_link(link)
+                if running and url not in wanted:  # removed here before the broker told the link
+                    self.say(_left(url))
         for url, accounts in wanted.items():
             if url not in self.links:
                 self.links[url] = BrokerLink(self, url, accounts)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from e2e_helpers import add_push_account, agent_env, on_a_terminal  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from shared_broker import broker, broker_on_own_redis, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
@@ -137,6 +138,11 @@ class Listen:
 
     def errors(self) -> str:
         return self.err_path.read_text()
+
+    def sockets_to(self, port: int) -> list[Any]:
+        """Its open TCP connections to `port` (the broker's)."""
+        conns = psutil.Process(self.proc.pid).net_connections(kind="tcp")
+        return [c for c in conns if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED]
 
     def type(self, line: str) -> None:
         assert self.proc.stdin is not None
@@ -459,7 +465,7 @@ def test_listen_asks_one_request_after_another_and_answers(
 
 
 def test_listen_drops_a_request_answered_elsewhere_and_hears_of_rp_removal(
-    tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]
+    tmp_path: Path, broker: BrokerProcess, rp_api: RP, listener: Callable[..., Listen]
 ) -> None:
     home, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
     ch = rp_api.challenge()
@@ -481,6 +487,17 @@ def test_listen_drops_a_request_answered_elsewhere_and_hears_of_rp_removal(
     agent_proc.wait_for(f'Account "alice@example.com" ({rp_api.name}) was removed by the service')
     (account,) = AccountStore(home).load()
     assert account.status == "revoked"
+    # Nothing left there: the link is closed, not kept open (nor reopened) for nothing...
+    agent_proc.wait_for(f"No accounts left at {broker.ws_url}: disconnected.")
+    wait_until(
+        lambda: not agent_proc.sockets_to(broker.port), message="the agent's socket to the broker closed"
+    )
+    # ... until an account there is added while listening.
+    enroll(home, rp_api, "bob", "bob@example.com")
+    agent_proc.wait_for("Connected to")
+    assert "Reconnecting" not in agent_proc.output()
+    wait_until(lambda: len(agent_proc.sockets_to(broker.port)) == 1, message="one link to the broker")
+    assert agent_proc.output().count("No accounts left") == 1
 
     agent_proc.proc.send_signal(signal.SIGTERM)
     assert agent_proc.proc.wait(15) == 0
@@ -556,7 +573,9 @@ def test_listen_says_when_a_request_expires(
     assert rp_api.result(ch)["status"] == "expired"
 
 
-def test_remove_while_listening(tmp_path: Path, rp_api: RP, listener: Callable[..., Listen]) -> None:
+def test_remove_while_listening(
+    tmp_path: Path, broker: BrokerProcess, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
     home = tmp_path / "agent"
     enroll(home, rp_api)
     enroll(home, rp_api, "bob", "bob@example.com")
@@ -571,6 +590,13 @@ def test_remove_while_listening(tmp_path: Path, rp_api: RP, listener: Callable[.
     agent_proc.type(ch["number"])
     agent_proc.wait_for(f"Request {ch['id']}: approved")
     assert [a.name for a in AccountStore(home).load()] == ["bob@example.com"]
+    # The last one removed: the link is closed, and said so once.
+    assert agent(home, "remove", "bob@example.com", "--yes").returncode == 0
+    agent_proc.wait_for("No accounts left at ")
+    wait_until(
+        lambda: not agent_proc.sockets_to(broker.port), message="the agent's socket to the broker closed"
+    )
+    assert agent_proc.output().count("No accounts left") == 1
 
 
 def test_an_answer_typed_while_the_broker_is_down_is_asked_again_later(
