@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from e2e_helpers import TEST_PASSPHRASE
 from PIL import Image
-from playwright.async_api import CDPSession, async_playwright, expect
-from support import BrokerProcess
+from playwright.async_api import CDPSession, WebSocket, async_playwright, expect
+from support import BrokerProcess, until
 from test_webapp_signin import CONTEXT, result
 from webapp_world import PHONE, Phone, PhoneMaker, chromium_args, chromium_path, enrolled
 
@@ -113,13 +113,22 @@ async def test_the_app_says_nothing_of_a_servers_push_before_it_has_one(
 
 
 async def test_removal_by_the_service_reaches_the_open_app(rp: PushAuthClient, phone: Phone) -> None:
+    sockets: list[WebSocket] = []
+    phone.page.on("websocket", lambda ws: sockets.append(ws))
     account = await enrolled(rp, phone)
     challenge = await rp.create_challenge("alice", CONTEXT)
     await phone.prompt(challenge.id)
+    assert [ws.is_closed() for ws in sockets] == [False]
     await rp.revoke_credential(account["cid"])
     await phone.toast("was removed by the service")
     await phone.no_prompt()
     await phone.page.locator("#accounts li").wait_for(state="detached")
+
+    # No account left at that server: its connection is closed, not kept (nor reopened).
+    async def closed() -> bool:
+        return all(ws.is_closed() for ws in sockets)
+
+    await until(closed, message="the app's socket to the server closed")
 
     # A key the server does not know (the user erased there while the app was closed; a
     # restore of the server's data from a copy older than the setup does the same): the

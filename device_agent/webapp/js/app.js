@@ -614,6 +614,7 @@ function addFromText(input) {
 // An account being added: Add is aria-disabled, not disabled, which dropped the focus on
 // <body>, so that after "Could not add the account" Tab started over at the top.
 let addingLink = false;
+let addingAt = null; // the server whose connection that add enrolls on
 
 // The setup link waiting for an answer to "add it again?" (null: no question shown).
 let againLink = null;
@@ -676,6 +677,7 @@ async function addAccount(linkText, { again = false } = {}) {
   const twin = sameAccount(link);
   if (twin && !again) return showAgain({ linkText, link, twin });
   addingLink = true;
+  addingAt = link.broker;
   $("add-submit").setAttribute("aria-disabled", "true");
   try {
     const keyPair = await newKeyPair();
@@ -712,6 +714,7 @@ async function addAccount(linkText, { again = false } = {}) {
     }
   } finally {
     addingLink = false;
+    addingAt = null;
     $("add-submit").removeAttribute("aria-disabled");
   }
 }
@@ -1036,6 +1039,14 @@ async function dropped(cid) {
   const brokers = new Set(accountsCache.filter(hasKey).map((a) => a.broker));
   for (const broker of [...pushState.keys()]) if (!brokers.has(broker)) pushState.delete(broker);
   renderPush();
+  // Nor is its connection kept open (the server would hold it for nothing) or reconnected:
+  // closed normally (docs/protocol.md section 15); adding an account there opens a new one.
+  for (const [broker, conn] of [...connections])
+    if (!brokers.has(broker) && broker !== addingAt) {
+      conn.stop();
+      connections.delete(broker);
+    }
+  renderConn();
 }
 
 // -- "was this you?" after a recovery (docs/protocol.md section 5 recovery_notice) -----
