@@ -128,7 +128,11 @@ async def test_the_sdk_asks_again_through_a_redis_outage_and_gets_the_approval(
     """PushAuthClient.wait_result while the broker's Redis is cut and restored: the
     long-poll answered 503 is asked again (it is only a read), not raised to the RP."""
     with TcpProxy([redis_server.port]) as proxy:
-        broker = broker_factory(redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        # At debug level: a repeated "store unavailable" line is held back to one a
+        # minute at the default level (broker/logs.py RepeatFilter), kept at debug.
+        broker = broker_factory(
+            redis_url=f"redis://127.0.0.1:{proxy.port}/0", extra_args=["--log-level", "DEBUG"]
+        )
         rp = add_rp("Outage RP", redis_url=redis_server.url)
         async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
             dev = await online_device(client, broker.ws_url)
@@ -136,7 +140,7 @@ async def test_the_sdk_asks_again_through_a_redis_outage_and_gets_the_approval(
             proxy.set_backends([])
             proxy.drop_connections()
             # Refused while Redis is away: the SDK asks again after each 503, and keeps
-            # waiting (the broker logs each refusal).
+            # waiting (the broker logs each refusal, at debug level after the first).
             refused = f"store unavailable in GET /v1/challenges/{ch.id}"
             await asyncio.to_thread(
                 wait_until,
