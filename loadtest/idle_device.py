@@ -11,8 +11,9 @@ of its own:
   its connections: the broker's answer is still checked against it), written from
   `connection_made`;
 - the handshake, `hello`, `authenticate` and `welcome` are handled in `data_received`
-  as they come; a task exists only while the TCP connect is in flight (asyncio has no
-  callback form of it), a timer only while a device waits to reconnect;
+  as they come; a TCP connect is a non-blocking socket the loop watches (a task is
+  made only once it has connected, to wrap it in a transport: asyncio has no callback
+  form of that), a timer exists only while a device waits to reconnect;
 - at most `limit` devices of a worker (worker.HANDSHAKES) are between connect and
   welcome at once, the others queue (the broker's listen backlog is finite), as
   DeviceLink's semaphore did.
@@ -27,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import os
 import random
+import socket
 from collections import deque
 from collections.abc import Callable
 
@@ -73,7 +76,9 @@ class Dialer:
     ) -> None:
         hostport, _, path = url.removeprefix("ws://").partition("/")
         host, _, port = hostport.partition(":")
-        self.host, self.port = host, int(port or 80)
+        # Resolved once (a worker's devices all dial the same address).
+        family, _, _, _, self.address = socket.getaddrinfo(host, int(port or 80), type=socket.SOCK_STREAM)[0]
+        self.family = family
         key = base64.b64encode(os.urandom(16))
         self.request = opening_request(hostport, "/" + path, key)
         self.accept = accept_for(key)
@@ -81,6 +86,7 @@ class Dialer:
         self.limit = limit
         self.opening = 0  # devices between connect and welcome (or failure)
         self.queue: deque[IdleDevice] = deque()
+        self._wrapping: set[asyncio.Task[None]] = set()
         self.stopped = False
 
     def want(self, device: IdleDevice) -> None:
@@ -93,13 +99,41 @@ class Dialer:
             self.queue.append(device)
 
     def _open(self, device: IdleDevice) -> None:
+        # A non-blocking connect watched by the loop, not a task running create_connection:
+        # while no broker listens, each device is refused about twice a second, and a
+        # task, a coroutine and a raised exception per refusal cost the generator more
+        # CPU than the broker's restart (docs/performance.md, section 26). A task is made
+        # only for a connect that succeeded, to wrap its socket in a transport.
         self.opening += 1
-        asyncio.get_running_loop().create_task(self._connect(device))
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        err = sock.connect_ex(self.address)
+        if err == errno.EINPROGRESS:
+            asyncio.get_running_loop().add_writer(sock, self._connect_done, device, sock)
+        else:  # 0 (Linux gives EINPROGRESS even on loopback) or an error at once
+            self._connect_done(device, sock, err)
 
-    async def _connect(self, device: IdleDevice) -> None:
+    def _connect_done(self, device: IdleDevice, sock: socket.socket, err: int | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        if err is None:
+            loop.remove_writer(sock)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            sock.close()
+            # OSError picks the subclass from errno (ConnectionRefusedError, ...): the
+            # failure kinds counted are the ones create_connection raised.
+            device.failed(OSError(err, os.strerror(err)))
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as create_connection does
+        task = loop.create_task(self._wrap(device, sock))
+        self._wrapping.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._wrapping.discard)
+
+    async def _wrap(self, device: IdleDevice, sock: socket.socket) -> None:
         try:
-            await asyncio.get_running_loop().create_connection(lambda: device, self.host, self.port)
+            await asyncio.get_running_loop().create_connection(lambda: device, sock=sock)
         except OSError as exc:
+            sock.close()
             device.failed(exc)
 
     def opened(self) -> None:

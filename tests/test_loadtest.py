@@ -8,6 +8,7 @@ figures are benchmarks (docs/performance.md), not tests.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
@@ -200,6 +201,39 @@ async def test_an_idle_device_is_back_only_at_a_welcome_that_accepts_its_signatu
     forged.close()
     assert welcomed == [good]
     assert isinstance(failed[0], LinkError) and "bad_signature" in str(failed[0]), failed
+
+
+async def test_an_idle_device_refused_is_counted_by_kind_without_a_task_per_attempt() -> None:
+    """While no broker listens, an idle device's connects are refused again and again
+    (a restart with the port closed: tens of thousands a run). Each is counted as
+    create_connection counted it (ConnectionRefusedError) and retried with the backoff,
+    but costs no task: a non-blocking connect the loop watches (docs/performance.md 26)."""
+    loop = asyncio.get_running_loop()
+    tasks = 0
+    factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        nonlocal tasks
+        tasks += 1
+        return factory(loop, coro, **kwargs) if factory else asyncio.Task(coro, loop=loop, **kwargs)
+
+    failed: list[Exception] = []
+    dialer = Dialer(f"ws://127.0.0.1:{free_port()}/v1/device", print, print, failed.append, limit=4)
+    device = IdleDevice(dialer, Credential("c", os.urandom(32), "u", b""))
+    loop.set_task_factory(counting)
+    try:
+        device.start()
+
+        async def refused_twice() -> bool:
+            return len(failed) >= 2
+
+        await until(refused_twice, message="two refused connects")
+    finally:
+        loop.set_task_factory(factory)
+        dialer.stopped = True
+        device.close()
+    assert all(type(exc) is ConnectionRefusedError for exc in failed), failed
+    assert tasks == 0
 
 
 def _gone_pid() -> int:
