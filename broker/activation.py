@@ -70,6 +70,36 @@ def listening_socket(fd: int) -> socket.socket:
     return sock
 
 
+# serve's --host and --port defaults.
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8700
+# The listen backlog of the socket `serve` binds itself: room for the connections of a
+# restart's first moments (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+
+
+def listen_early(host: str, port: int, backlog: int) -> socket.socket | None:
+    """`serve`'s own listening socket, made before the server's modules are imported.
+
+    Without socket activation the port is closed from the old broker's exit until the
+    new one listens. Importing aiohttp, redis and the broker's modules, connecting to
+    Redis and subscribing to the event channel is most of that time (0.3 s of CPU on an
+    idle machine, more next to thousands of devices knocking): listening first, the
+    devices that connect meanwhile wait in the backlog, as with socket activation,
+    instead of being refused and waiting out their backoff (docs/performance.md,
+    section 26). Only for an address literal (a name may resolve to several, which
+    aiohttp then binds each): None otherwise. The options are asyncio's create_server's
+    (SO_REUSEADDR; IPV6_V6ONLY for an IPv6 address)."""
+    import ipaddress
+
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+    if not 0 <= port <= 65535:
+        return None
+    return socket.create_server((host, port), family=family, backlog=backlog)
+
+
 def url_address(sock: socket.socket) -> tuple[str, int]:
     """The socket's host (bracketed if IPv6) and port, for the "listening on" line."""
     host, port = sock.getsockname()[:2]

@@ -26,6 +26,8 @@ from .policy_cli import add_rp_policy_commands, rp_policy_command
 from .timings import RP_CACHE_S
 
 if TYPE_CHECKING:
+    import socket
+
     from .models import RelyingParty
 
 MAX_KEEP_OLD_MIN = 7 * 24 * 60  # a week: long enough to roll out a new key anywhere
@@ -306,12 +308,51 @@ def _exit_now() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
+    early = _listen_early(words[1:]) if words[:1] == ["serve"] else None
     args = build_parser(serve_options=words[:1] == ["serve"]).parse_args(argv)
     if args.command == "serve":
         import socket
 
         args.node = args.node or f"{socket.gethostname()}-{os.getpid()}"
+        args.early_sock = early
+    elif early is not None:
+        early.close()
     return run(args, words)
+
+
+def _listen_early(words: Sequence[str]) -> socket.socket | None:
+    """`serve`'s listening socket, made before its modules are imported (building the
+    serve parser imports them): see activation.listen_early. The options that decide it
+    are read here by a small parser of their own; run() uses the socket only if the
+    real parse gave the same address and no socket was passed, else closes it. None
+    when it does not apply (--help, --workers, a passed socket, a host name) or when the
+    bind fails (serve binds again and says why)."""
+    from .activation import DEFAULT_HOST, DEFAULT_PORT, LISTEN_BACKLOG, listen_early
+
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("-h", "--help", action="store_true")
+    pre.add_argument("--host", default=DEFAULT_HOST)
+    pre.add_argument("--port", type=int, default=DEFAULT_PORT)
+    pre.add_argument("--workers", type=int, default=1)
+    pre.add_argument("--listen-fd")
+    pre.add_argument("--reuse-port", action="store_true")
+    try:
+        known, _ = pre.parse_known_args(list(words))
+    except (SystemExit, ValueError):  # a bad value: the real parser says so
+        return None
+    if known.help or known.workers != 1 or known.listen_fd is not None or known.reuse_port:
+        return None
+    if "LISTEN_FDS" in os.environ:  # systemd's socket, perhaps (activation.systemd_socket decides)
+        return None
+    try:
+        return listen_early(known.host, known.port, LISTEN_BACKLOG)
+    except OSError:
+        return None
+
+
+def _bound_as(sock: socket.socket, host: str, port: int) -> tuple[str, int]:
+    """The address `sock` has if it was bound for --host `host` --port `port`."""
+    return host, port or sock.getsockname()[1]
 
 
 def run(args: argparse.Namespace, words: Sequence[str]) -> int:
@@ -333,9 +374,23 @@ def run(args: argparse.Namespace, words: Sequence[str]) -> int:
     )
     try:
         if args.command == "serve":
+            from .activation import listening_socket, systemd_socket
+
+            # The socket this process was given (systemd's, or a supervisor's
+            # --listen-fd); else its own if main() made it early for these options.
+            if args.listen_fd is not None:
+                args.listen_sock = listening_socket(args.listen_fd)
+            else:
+                args.listen_sock = systemd_socket()
+            early, args.early_sock = getattr(args, "early_sock", None), None
+            if early is not None:
+                mine = args.listen_sock is None and args.workers == 1 and not args.reuse_port
+                if mine and early.getsockname()[:2] == _bound_as(early, args.host, args.port):
+                    args.listen_sock = early
+                else:
+                    early.close()
             from . import serve_cli
 
-            args.listen_sock = serve_cli.passed_socket(args)
             if args.workers != 1:
                 serve_cli.check_serve(args)
                 asyncio.run(supervise(args, list(words)))

@@ -25,7 +25,7 @@ from protocol.uri import is_loopback
 
 from . import cpus, webapp_static, webpush
 from .access_log import ChecksQuietAccessLogger, ClientAccessLogger
-from .activation import listening_socket, systemd_socket, url_address
+from .activation import DEFAULT_HOST, DEFAULT_PORT, LISTEN_BACKLOG, url_address
 from .app import create_app, stop_serving
 from .backups import (
     BACKUP_STORE_MAX_BLOBS,
@@ -72,12 +72,12 @@ def add_arguments(
     `add_store_args` adds --redis-url and --data-dir, which the `rp` commands share."""
     serve.add_argument(
         "--host",
-        default="127.0.0.1",
+        default=DEFAULT_HOST,
         help="address to listen on (default: %(default)s); not used when systemd passes the "
         "listening socket (socket activation: deploy/pushauth-broker@.socket)",
     )
     serve.add_argument(
-        "--port", type=int, default=8700, help="port; 0 picks a free one (default: %(default)s)"
+        "--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)"
     )
     serve.add_argument(
         "--public-url",
@@ -458,7 +458,7 @@ async def serve(args: argparse.Namespace) -> None:
                 args.port,
                 timeouts=timeouts,
                 sock=args.listen_sock,
-                backlog=1024,
+                backlog=LISTEN_BACKLOG,
                 reuse_port=args.reuse_port or None,
                 lane=Lane(app, timeouts, log if args.access_log else None, gate) if args.rp_lane else None,
                 gate=gate,
@@ -512,14 +512,6 @@ async def _serve_metrics(
     bound = runner.addresses[0][1]
     say(f"pushauth-broker node {node} metrics on http://{host}:{bound}/metrics")
     return runner
-
-
-def passed_socket(args: argparse.Namespace) -> socket.socket | None:
-    """The listening socket this process was given (systemd's, or a supervisor's
-    --listen-fd), or None: then `serve` binds --host and --port itself."""
-    if args.listen_fd is not None:
-        return listening_socket(args.listen_fd)
-    return systemd_socket()
 
 
 def _check_ports(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from support import (
     RedisServer,
     add_rp,
     assert_cli_error,
+    free_port,
     line_on_stdout,
 )
 from test_broker_device_ws import CTX, Device, online_device
@@ -133,6 +134,32 @@ def run_activated(tmp_path: Path, passed: int, *extra: str, env: dict[str, str] 
         check=False,
     )
     return assert_cli_error(result)
+
+
+def test_without_a_passed_socket_the_broker_listens_before_it_starts() -> None:
+    """Without socket activation, `serve` listens before it imports the server and
+    reaches Redis (broker/activation.py listen_early): after a restart, devices that
+    connect while it starts wait in the backlog instead of being refused. Here "Redis"
+    is a socket that accepts and never answers, so the broker stays in its start; its
+    port already takes connections (it refused them until the start was over before)."""
+    with socket.create_server((LOCALHOST, 0)) as stalled:
+        stalled.settimeout(DEADLINE)
+        port = free_port()
+        url = f"redis://{LOCALHOST}:{stalled.getsockname()[1]}/0"
+        proc = subprocess.Popen(
+            [BROKER, "serve", "--port", str(port), "--redis-url", url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            redis_side, _ = stalled.accept()  # the broker is connecting to Redis
+            with socket.create_connection((LOCALHOST, port), timeout=DEADLINE):
+                pass  # accepted into the backlog: ConnectionRefusedError before
+            redis_side.close()
+        finally:
+            stalled.close()
+            _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 2 and b"cannot reach Redis" in err, err
 
 
 def test_a_socket_that_is_not_listening_is_refused(tmp_path: Path) -> None:
