@@ -11,9 +11,9 @@ of its own:
   its connections: the broker's answer is still checked against it), written from
   `connection_made`;
 - the handshake, `hello`, `authenticate` and `welcome` are handled in `data_received`
-  as they come; a TCP connect is a non-blocking socket the loop watches (a task is
-  made only once it has connected, to wrap it in a transport: asyncio has no callback
-  form of that), a timer exists only while a device waits to reconnect;
+  as they come; a task exists only while the TCP connect is in flight (asyncio has no
+  callback form of it; after a refusal the next connect is cheaper, Dialer._probe), a
+  timer only while a device waits to reconnect;
 - at most `limit` devices of a worker (worker.HANDSHAKES) are between connect and
   welcome at once, the others queue (the broker's listen backlog is finite), as
   DeviceLink's semaphore did.
@@ -76,8 +76,9 @@ class Dialer:
     ) -> None:
         hostport, _, path = url.removeprefix("ws://").partition("/")
         host, _, port = hostport.partition(":")
-        # Resolved once (a worker's devices all dial the same address).
-        family, _, _, _, self.address = socket.getaddrinfo(host, int(port or 80), type=socket.SOCK_STREAM)[0]
+        self.host, self.port = host, int(port or 80)
+        # Resolved once, for _probe (a worker's devices all dial the same address).
+        family, _, _, _, self.address = socket.getaddrinfo(host, self.port, type=socket.SOCK_STREAM)[0]
         self.family = family
         key = base64.b64encode(os.urandom(16))
         self.request = opening_request(hostport, "/" + path, key)
@@ -86,7 +87,7 @@ class Dialer:
         self.limit = limit
         self.opening = 0  # devices between connect and welcome (or failure)
         self.queue: deque[IdleDevice] = deque()
-        self._wrapping: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # connects in flight
         self.stopped = False
 
     def want(self, device: IdleDevice) -> None:
@@ -99,35 +100,54 @@ class Dialer:
             self.queue.append(device)
 
     def _open(self, device: IdleDevice) -> None:
-        # A non-blocking connect watched by the loop, not a task running create_connection:
-        # while no broker listens, each device is refused about twice a second, and a
-        # task, a coroutine and a raised exception per refusal cost the generator more
-        # CPU than the broker's restart (docs/performance.md, section 26). A task is made
-        # only for a connect that succeeded, to wrap its socket in a transport.
         self.opening += 1
+        if device.refused:
+            self._probe(device)
+            return
+        task = asyncio.get_running_loop().create_task(self._connect(device))
+        self._tasks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, device: IdleDevice) -> None:
+        try:
+            await asyncio.get_running_loop().create_connection(lambda: device, self.host, self.port)
+        except OSError as exc:
+            device.failed(exc)
+
+    def _probe(self, device: IdleDevice) -> None:
+        """A connect for a device that was refused last time: while no broker listens,
+        each device is refused about twice a second (tens of thousands of times in a
+        restart with the port closed). uvloop's create_connection spends about 26 us of
+        CPU on a refusal, half of it the kernel's; here it is a non-blocking connect
+        asked twice, about 14 us: on loopback the kernel has answered by the second
+        call (0, connected; ECONNREFUSED), else (EALREADY) the loop watches the
+        socket. A connect that succeeds is wrapped in a transport from a task, a few
+        us more than create_connection, so devices that were not refused use that."""
         sock = socket.socket(self.family, socket.SOCK_STREAM)
         sock.setblocking(False)
         err = sock.connect_ex(self.address)
         if err == errno.EINPROGRESS:
-            asyncio.get_running_loop().add_writer(sock, self._connect_done, device, sock)
-        else:  # 0 (Linux gives EINPROGRESS even on loopback) or an error at once
-            self._connect_done(device, sock, err)
+            err = sock.connect_ex(self.address)
+        if err in (errno.EINPROGRESS, errno.EALREADY):
+            asyncio.get_running_loop().add_writer(sock, self._probed, device, sock)
+        else:
+            self._probed(device, sock, 0 if err == errno.EISCONN else err)
 
-    def _connect_done(self, device: IdleDevice, sock: socket.socket, err: int | None = None) -> None:
+    def _probed(self, device: IdleDevice, sock: socket.socket, err: int | None = None) -> None:
         loop = asyncio.get_running_loop()
-        if err is None:
+        if err is None:  # from the loop's watch
             loop.remove_writer(sock)
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             sock.close()
             # OSError picks the subclass from errno (ConnectionRefusedError, ...): the
-            # failure kinds counted are the ones create_connection raised.
+            # failure kinds counted are the ones create_connection raises.
             device.failed(OSError(err, os.strerror(err)))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as create_connection does
         task = loop.create_task(self._wrap(device, sock))
-        self._wrapping.add(task)  # the loop holds tasks weakly
-        task.add_done_callback(self._wrapping.discard)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _wrap(self, device: IdleDevice, sock: socket.socket) -> None:
         try:
@@ -147,7 +167,18 @@ class IdleDevice(asyncio.Protocol):
     """One credential on one WebSocket that connects, authenticates and stays, and
     reconnects with DeviceLink's backoff whenever the connection ends."""
 
-    __slots__ = ("_buf", "_delay", "_dialer", "_key", "_session", "_state", "_timer", "cred", "transport")
+    __slots__ = (
+        "_buf",
+        "_delay",
+        "_dialer",
+        "_key",
+        "_session",
+        "_state",
+        "_timer",
+        "cred",
+        "refused",
+        "transport",
+    )
 
     def __init__(self, dialer: Dialer, cred: Credential) -> None:
         self._dialer = dialer
@@ -159,6 +190,7 @@ class IdleDevice(asyncio.Protocol):
         self._delay = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self.transport: asyncio.Transport | None = None
+        self.refused = False  # the last connect was refused: the next is Dialer._probe
 
     def start(self) -> None:
         self._dialer.want(self)
@@ -232,6 +264,7 @@ class IdleDevice(asyncio.Protocol):
                 raise LinkError(f"credentials rejected: {received.rejected}")
             self._state = _READY
             self._delay = 0.0
+            self.refused = False
             self._dialer.opened()
             self._dialer.on_welcome(self)
         # Anything else before welcome can only be a protocol error (ignored, as
@@ -259,6 +292,7 @@ class IdleDevice(asyncio.Protocol):
     def failed(self, exc: Exception) -> None:
         """A connect that did not end in welcome: counted, and tried again after the
         backoff (once its connection, if any, has closed)."""
+        self.refused = isinstance(exc, ConnectionRefusedError)
         self._dialer.on_fail(exc)
         self._dialer.opened()
         self._delay = min(max(self._delay * 2, RETRY_MIN_S), RETRY_MAX_S)
