@@ -77,6 +77,9 @@ HEALTHY_AFTER_S = 5.0
 STORE_POLL_S = 1.0
 # After stdin ends, wait this long for the results of answers already sent.
 DRAIN_TIMEOUT_S = 5.0
+# An answer not confirmed by then is said to be waiting (a stalled network, a lift): silence
+# until keepalive gives up on the connection (up to 20 s) reads as a hang.
+SLOW_ANSWER_S = 3.0
 
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
@@ -88,6 +91,15 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
 class Request:
     challenge: Challenge
     link: BrokerLink
+
+
+@dataclass(slots=True)
+class Sent:
+    """An answer sent, its result not yet seen: what is needed to send it again."""
+
+    request: Request
+    decision: Decision
+    number: str
 
 
 @dataclass(slots=True)
@@ -170,6 +182,7 @@ class BrokerLink:
                         say(f"Warning: {skew}.")
                     self.listener.reconcile(self, challenges)
                     self.listener.reconcile_questions(self, conn.notices)
+                    await self.listener.resend(self)
                     while self.accounts:
                         self.listener.on_frame(self, await conn.recv())
                     await self._leave(conn)  # every account here was revoked
@@ -248,6 +261,9 @@ class Listener:
         self.asking: str | None = None  # a request's id, or a question's
         self.reporting: str | None = None  # the request whose "r" waits for its "y"
         self.in_flight: dict[str, BrokerLink] = {}  # answers sent, result not yet seen
+        # The sign-in answers among them, kept across a dropped connection: they are sent
+        # again once it is back (docs/protocol.md, section 8), not asked again.
+        self.sent: dict[str, Sent] = {}
         # Those of them that were a setup's test notification: their result is worded so.
         self.setup_tests: set[str] = set()
         # (broker URL, rid) of each recovery answer sent -> its notice id
@@ -284,7 +300,7 @@ class Listener:
                 running = not link.task.done()  # else it ended, and said why
                 await link.stop()
                 del self.links[url]
-                self._forget_link(link)
+                self._forget_link(link, restarted=url in wanted)
                 if running and url not in wanted:  # removed here before the broker told the link
                     self.say(_left(url))
         for url, accounts in wanted.items():
@@ -304,21 +320,75 @@ class Listener:
             self._expire()
 
     def link_down(self, link: BrokerLink) -> None:
-        """Answers sent on a broken connection may or may not have been recorded."""
+        """Answers sent on a broken connection may or may not have been recorded: a
+        sign-in answer is sent again after reconnecting (an answer the broker already
+        recorded then gets its outcome, docs/protocol.md section 8), unless listening
+        stops; a recovery answer's outcome comes as a `recovery_result` on connect."""
         for key in [k for k in self.question_rids if k[0] == link.url]:
             del self.question_rids[key]
         for ch in [ch for ch, sent_on in self.in_flight.items() if sent_on is link]:
-            del self.in_flight[ch]
-            self.setup_tests.discard(ch)
-            self.say(
-                f"Request {ch}: the connection broke before the broker confirmed the answer; "
-                "if the request is still pending it will be asked again."
-            )
+            if self.stopping.is_set():
+                self._unsent(ch, "listening stopped before the broker confirmed the answer")
+            elif ch in self.sent:
+                self.say(
+                    f"Request {ch}: the connection broke before the broker confirmed the answer; "
+                    "it will be sent again once reconnected."
+                )
+            else:
+                self._unsent(ch, "the connection broke before the broker confirmed the answer")
         self._check_drained()
 
-    def _forget_link(self, link: BrokerLink) -> None:
+    def _unsent(self, ch: str, why: str) -> None:
+        """Give up on the answer to `ch` (sent, result unknown): say so."""
+        self.in_flight.pop(ch, None)
+        self.setup_tests.discard(ch)
+        if self.sent.pop(ch, None) is not None:
+            self.say(f"Request {ch}: {why}; whether it was recorded is unknown (the sign-in page shows it).")
+        else:
+            self.say(f"Request {ch}: {why}; if it is still pending it will be asked again.")
+
+    async def resend(self, link: BrokerLink) -> None:
+        """After (re)connecting: send again the answers whose result a broken connection
+        lost (signed again, same decision and number: an idempotent retry), promptly, as
+        the challenge may expire (a retry after expiry gets `challenge_expired` even when
+        the first answer was recorded, so an expired one is not sent: its fate is unknown)."""
+        conn = link.conn
+        for ch, sent in list(self.sent.items()):
+            if sent.request.link.url != link.url or conn is None:
+                continue
+            sent.request.link = link
+            self.in_flight[ch] = link
+            if conn.broker_now_ms() >= sent.request.challenge.expires:
+                self._unsent(ch, "it expired before the broker confirmed the answer")
+                continue
+            try:
+                seed = self.store.seed(sent.request.challenge.cid)
+                frame = conn.answer_frame(
+                    sent.request.challenge, seed=seed, decision=sent.decision, number=sent.number
+                )
+            except (AgentError, StoreError) as exc:
+                self._unsent(ch, f"the answer could not be sent again: {exc}")
+                if isinstance(exc, PassphraseChanged):
+                    self.vault_lost(exc)
+                    return
+                continue
+            try:
+                await conn.send(frame)
+            except AgentError:
+                return  # broken again: link_down keeps it for the next connection
+            self.say(f"Request {ch}: answer sent again ({sent.decision}).")
+        self._check_drained()
+
+    def _forget_link(self, link: BrokerLink, *, restarted: bool = False) -> None:
+        """`restarted`: a new link to the same broker replaces it (its accounts changed),
+        which sends again the answers this one could not confirm."""
         for ch in [ch for ch, req in self.requests.items() if req.link is link]:
             self._drop(ch, None)
+        if not restarted:
+            for ch in [ch for ch, sent in self.sent.items() if sent.request.link is link]:
+                self._unsent(
+                    ch, f"no connection to {link.url} any more before the broker confirmed the answer"
+                )
         for nid in [nid for nid, q in self.questions.items() if q.link is link]:
             self._drop_question(nid, None)
 
@@ -559,6 +629,7 @@ class Listener:
             self._drop(frame.ch, cancel_message(frame, link.accounts))
         elif isinstance(frame, AnswerResult):
             self.in_flight.pop(frame.ch, None)
+            self.sent.pop(frame.ch, None)
             setup_test = frame.ch in self.setup_tests
             self.setup_tests.discard(frame.ch)
             self.say(f"Request {frame.ch}: {outcome_message(frame.outcome, setup_test=setup_test)}.")
@@ -581,6 +652,7 @@ class Listener:
                 )
                 self._check_drained()
             elif frame.ref is not None and self.in_flight.pop(frame.ref, None) is not None:
+                self.sent.pop(frame.ref, None)
                 self.say(f"Request {frame.ref}: the answer was not recorded: {error_message(frame.code)}.")
                 self._check_drained()
             else:
@@ -655,17 +727,27 @@ class Listener:
             seed = self.store.seed(req.challenge.cid)
             frame = conn.answer_frame(req.challenge, seed=seed, decision=decision, number=number)
             self.in_flight[ch] = req.link
+            self.sent[ch] = sent = Sent(req, decision, number)
             if is_setup_test(req.challenge.ctx):
                 self.setup_tests.add(ch)
             await conn.send(frame)
             self.say(f"Request {ch}: answer sent ({decision}).")
+            asyncio.get_running_loop().call_later(SLOW_ANSWER_S, self._still_waiting, ch, sent)
         except (AgentError, StoreError) as exc:
             self.in_flight.pop(ch, None)
+            self.sent.pop(ch, None)
             self.say(f"Request {ch}: the answer was not sent: {exc}.")
             if isinstance(exc, PassphraseChanged):
                 self.vault_lost(exc)
                 return
         self._ask_next()
+
+    def _still_waiting(self, ch: str, sent: Sent) -> None:
+        if self.sent.get(ch) is sent and sent.request.link.conn is not None:
+            self.say(
+                f"Request {ch}: the broker has not confirmed the answer yet (a slow or interrupted "
+                "connection); if the connection breaks, it is sent again once reconnected."
+            )
 
     def _check_drained(self) -> None:
         if not self.in_flight and not self.chores:

@@ -27,6 +27,7 @@ from support import (
     wait_until,
 )
 
+from device_agent.timeouts import CONNECT_TIMEOUT_ENV
 from protocol.challenge import Status
 from relying_party.sdk import PushAuthClient
 
@@ -179,16 +180,49 @@ async def test_node_killed_while_pending_device_fails_over(
     listener.stop()
 
 
+async def test_an_answer_whose_result_was_lost_is_sent_again_after_reconnecting(
+    broker: BrokerProcess,
+    rp: dict[str, Any],
+    tcp_proxy: Callable[..., TcpProxy],
+    tmp_path: Path,
+) -> None:
+    """A bad mobile network (a lift, a train): the approval reaches the broker, its result
+    never comes back, and only keepalive finds the connection dead. After reconnecting,
+    `listen` sends the answer again (an idempotent retry, docs/protocol.md section 8) and
+    shows the outcome the broker recorded: not silence, and not the same prompt again."""
+    lb = tcp_proxy([broker.port])
+    home = tmp_path / "phone"
+    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", rp["api_key"]) as via_lb:
+        cred = await enroll(via_lb, home)  # its broker URL is the proxy's
+    # Keepalive pings every second, dead after a second without a pong.
+    listener = _interactive_listener(home, tmp_path / "logs", {CONNECT_TIMEOUT_ENV: "1"})
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        ch = await client.create_challenge("alice", CONTEXT, ttl=60)
+        wait_until(lambda: "Type the 2-digit number" in listener.out(), message="the prompt")
+        lb.lose_replies()
+        listener.type(ch.number)
+        result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=15)
+    assert result.approved  # recorded: only the reply was lost
+    wait_until(
+        lambda: f"Request {ch.id}: approved: the sign-in is allowed." in listener.out(),
+        message="the outcome after reconnecting",
+    )
+    out = listener.out()
+    listener.stop()
+    assert f"Request {ch.id}: answer sent again (approve)." in out
+    assert out.count("Type the 2-digit number") == 1, out  # not asked again
+
+
 class _interactive_listener:
     """`pushauth-agent listen` with its stdin a pipe, as a person at a terminal."""
 
-    def __init__(self, home: Path, log_dir: Path) -> None:
+    def __init__(self, home: Path, log_dir: Path, env: dict[str, str] | None = None) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log = log_dir / "listen-interactive.log"
         self._fh = self.log.open("wb")
         self.proc = subprocess.Popen(
             [str(AGENT), "--home", str(home), "listen"],
-            env={**os.environ, **AGENT_ENV},
+            env={**os.environ, **AGENT_ENV, **(env or {})},
             stdin=subprocess.PIPE,
             stdout=self._fh,
             stderr=subprocess.STDOUT,

@@ -35,6 +35,8 @@ class TcpProxy(ThreadedServer):
         # The next this many connections lose every byte the backend sends back (a path that
         # fails one way: the request arrives and is carried out, the answer never comes).
         self.mute_replies = 0
+        # One switch per open connection: on, it loses what the backend sends back from then on.
+        self._mutes: set[_Switch] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -51,6 +53,15 @@ class TcpProxy(ThreadedServer):
         """Replace the backend list; affects new connections only."""
         with self._lock:
             self._backends = [_backend(b) for b in backends]
+
+    def lose_replies(self) -> None:
+        """From now on, lose every byte the backends send back on the connections open
+        now, without closing them (a network that fails one way mid-connection: the
+        device's answer arrives and is carried out, the broker's reply never comes, and
+        nothing tells the device until its keepalive gives up). New connections work."""
+        with self._lock:
+            for switch in self._mutes:
+                switch.on = True
 
     def drop_connections(self) -> None:
         """Cut every open connection (both sides), as a restarted load balancer would."""
@@ -76,17 +87,21 @@ class TcpProxy(ThreadedServer):
             self._writers.add(up_w)
             with self._lock:
                 muted, self.mute_replies = self.mute_replies > 0, max(0, self.mute_replies - 1)
+                mute = _Switch()
+                self._mutes.add(mute)
             try:
                 # When one direction ends, close both: half-open is not what an LB does here.
                 pumps = [
                     asyncio.create_task(_pump(client_r, up_w)),
-                    asyncio.create_task(_discard(up_r) if muted else _pump(up_r, client_w)),
+                    asyncio.create_task(_discard(up_r) if muted else _pump(up_r, client_w, mute)),
                 ]
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
                 for pump in pumps:
                     pump.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
             finally:
+                with self._lock:
+                    self._mutes.discard(mute)
                 self._writers.discard(up_w)
                 _close(up_w)
         finally:
@@ -122,9 +137,17 @@ class TcpProxy(ThreadedServer):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Switch:
+    on = False
+
+
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, mute: _Switch | None = None
+) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while data := await reader.read(_CHUNK):
+            if mute is not None and mute.on:
+                continue  # lost on the way
             writer.write(data)
             await writer.drain()
 
