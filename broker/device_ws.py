@@ -703,7 +703,13 @@ class DeviceConnection(WsSocket):
             else:
                 metrics.device_error(err.code.value)
                 ref = None if err.ref is None else str(err.ref)
-                await self.send(Error(code=err.code.value, message=err.message, ref=ref))
+                try:
+                    await self.send(Error(code=err.code.value, message=err.message, ref=ref))
+                except ConnectionError:
+                    # Closing meanwhile (its held frames came with its close, after a stall on
+                    # the device's network): nobody is left to tell, which is not our error.
+                    if not self._closing:
+                        raise
         except (RedisError, OSError) as exc:
             if self._closing and isinstance(exc, ConnectionError):
                 return  # the device went away before its reply: nothing to tell it

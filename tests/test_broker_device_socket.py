@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from aiohttp import web
 from shared_broker import broker  # noqa: F401 - fixture
 from support import BrokerProcess, RedisServer, serving, until, wait_until
 
-from broker import wsframes
+from broker import metrics, wsframes
 from broker.app import create_app
 from broker.context import NODE
 from broker.device_ws import CLOSING_READ_LIMIT, FRAME_BURST, HEARTBEAT, WS_READ_LIMIT, Heartbeat
@@ -355,6 +356,33 @@ async def test_the_heartbeat_passes_over_a_socket_that_is_closing(
     for _ in range(Heartbeat.SLOTS):
         heartbeat.tick()  # raised ConnectionResetError
     assert await dev.at_eof()
+
+
+async def test_a_refusal_for_a_device_that_already_closed_is_not_logged_as_an_error(
+    local_app: tuple[web.Application, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A flaky mobile network delivers a device's held frames and its close together (a
+    lift, then the device gave up): the frame is refused (an `error` frame, not fatal)
+    after the close made the socket closing. The refusal cannot be sent, and that is no
+    error of the broker's: it logged "error handling a device frame" with a traceback."""
+    _app, port = local_app
+    dev = await RawDevice.open(port)
+    session = ClientSession()
+    session.receive((await dev.frame())[1])  # hello
+    refused = metrics.REGISTRY.get_sample_value("pushauth_device_errors_total", {"code": "bad_token"}) or 0
+    enroll = session.enroll_frame(rid=1, token="t" * 32, seed=os.urandom(32), name="phone")
+    dev.send(
+        client_frame(wsframes.OP_BINARY, enroll) + client_frame(wsframes.OP_CLOSE, (1001).to_bytes(2, "big"))
+    )
+    await dev.closed_with()
+
+    async def handled() -> bool:  # the refusal and any log of it come in one step
+        return (
+            metrics.REGISTRY.get_sample_value("pushauth_device_errors_total", {"code": "bad_token"}) or 0
+        ) > refused
+
+    await until(handled, message="the enroll refused")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_the_decoder_takes_frames_split_anywhere() -> None:
