@@ -12,12 +12,13 @@ import json
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
-from support import BrokerProcess, RedisServer, free_port, new_rp, set_policy
+from support import BrokerProcess, RedisServer, TcpProxy, free_port, new_rp, set_policy
 from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
 from protocol import uri
@@ -446,6 +447,35 @@ async def test_offline_the_app_says_so_and_an_answer_fails_at_once(rp: PushAuthC
     await phone.prompt(challenge.id)
     await page.get_by_role("button", name="Approve").tap()
     assert await result(rp, challenge, account) is Status.APPROVED
+
+
+async def test_an_answer_typed_while_the_app_reconnects_waits_for_the_connection(
+    app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy]
+) -> None:
+    """A bad mobile network: the connection broke (a lift, a train) while the browser
+    still says it is online, and the app waits out its backoff. Approve then waits for
+    the next connection, tried at once, and the answer goes out on it (before: "Could not
+    send the answer: not connected" at once, while the status said "Connected" a moment
+    later, and the person had to answer again)."""
+    lb = tcp_proxy([app_broker.port])  # the phone's way to the broker
+    created = await new_rp(app_broker, "Flaky Network RP")
+    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
+        phone = await phones(app_broker.http_url + "/app/")
+        account = await enrolled(via_lb, phone)  # its link names the proxy
+    page = phone.page
+    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+        challenge = await rp.create_challenge("alice", CONTEXT)
+        await phone.prompt(challenge.id)
+        lb.set_backends([])  # a network that carries nothing: reconnecting fails
+        lb.drop_connections()
+        await page.locator("#conn[data-state='offline']").wait_for()
+        await phone.type_number(challenge.number)
+        await page.get_by_role("button", name="Approve").tap()
+        await page.locator("#prompt-sending", has_text="the connection is slow").wait_for()
+        lb.set_backends([app_broker.port])  # back: the next attempt (at once when told) works
+        await page.evaluate("window.dispatchEvent(new Event('online'))")
+        await phone.toast("Approved")
+        assert await result(rp, challenge, account) is Status.APPROVED
 
 
 async def test_the_prompt_says_how_many_more_requests_wait(rp: PushAuthClient, phone: Phone) -> None:

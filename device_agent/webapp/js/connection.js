@@ -238,6 +238,7 @@ export class BrokerConnection {
   whenConnected() {
     if (this.session?.nonce && this.ws?.readyState === WebSocket.OPEN) return Promise.resolve();
     if (this.closed) return Promise.reject(new ReplyError("closed", "the app closed the connection"));
+    if (!navigator.onLine) return Promise.reject(new ReplyError("offline", "not connected to the broker"));
     return new Promise((resolve, reject) => {
       const waiter = {
         resolve: () => (clearTimeout(waiter.timer), resolve()),
@@ -275,8 +276,40 @@ export class BrokerConnection {
     return this.request(String(rid), { t: "recovery_answer", rid, notice: notice.notice, cid: notice.cid, decision, ts, sig });
   }
 
-  answer(frame) {
+  // An answer typed while the connection is down but the browser is online (a lift, a
+  // train, the moments after the network came back) waits for the next connection, tried
+  // now rather than after the backoff, for up to the reply timeout: before, it was refused
+  // ("not connected") while the status said "online" again a moment later. Offline, as
+  // the browser says, it fails at once: no connection can come.
+  async answer(frame) {
+    await this.online(REPLY_TIMEOUT_MS);
     return this.request(`ch:${frame.ch}`, { t: "answer", ...frame });
+  }
+
+  // Resolves once this connection is authenticated (now, or at its next welcome); rejects
+  // after `ms` without one, or when the connection is stopped for good.
+  online(ms) {
+    if (this.authenticated && this.ws?.readyState === WebSocket.OPEN) return Promise.resolve();
+    if (this.closed) return Promise.reject(new ReplyError("closed", "the app closed the connection"));
+    if (!navigator.onLine) return Promise.reject(new ReplyError("offline", "not connected to the broker"));
+    return new Promise((resolve, reject) => {
+      const done = (error) => {
+        clearTimeout(timer);
+        this.events.removeEventListener("status", seen);
+        this.events.removeEventListener("fault", seen);
+        error ? reject(error) : resolve();
+      };
+      const seen = ({ type, detail }) => {
+        if (detail.broker !== this.url) return;
+        if (type === "status" && detail.state === "online") done(null);
+        else if (this.closed) done(new ReplyError("closed", detail.message ?? "the connection was closed"));
+        else if (!navigator.onLine) done(new ReplyError("offline", "not connected to the broker"));
+      };
+      const timer = setTimeout(() => done(new ReplyError("offline", "not connected to the broker")), ms);
+      this.events.addEventListener("status", seen);
+      this.events.addEventListener("fault", seen);
+      this.reconnectNow();
+    });
   }
 
   // Web Push (docs/protocol.md appendix A): with `sub` null, asks for the broker's key
