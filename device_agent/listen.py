@@ -100,6 +100,7 @@ class Sent:
     request: Request
     decision: Decision
     number: str
+    sent: bool = True  # False: given while not connected, never sent yet
 
 
 @dataclass(slots=True)
@@ -180,9 +181,11 @@ class BrokerLink:
                     self.listener.reached_broker()
                     if (skew := conn.clock_warning()) is not None:
                         say(f"Warning: {skew}.")
+                    # Answers a broken connection left unconfirmed first: their results come
+                    # before anything the new prompts ask.
+                    await self.listener.resend(self)
                     self.listener.reconcile(self, challenges)
                     self.listener.reconcile_questions(self, conn.notices)
-                    await self.listener.resend(self)
                     while self.accounts:
                         self.listener.on_frame(self, await conn.recv())
                     await self._leave(conn)  # every account here was revoked
@@ -328,24 +331,36 @@ class Listener:
             del self.question_rids[key]
         for ch in [ch for ch, sent_on in self.in_flight.items() if sent_on is link]:
             if self.stopping.is_set():
-                self._unsent(ch, "listening stopped before the broker confirmed the answer")
+                self._unsent(ch, "listening stopped")
             elif ch in self.sent:
                 self.say(
                     f"Request {ch}: the connection broke before the broker confirmed the answer; "
                     "it will be sent again once reconnected."
                 )
             else:
-                self._unsent(ch, "the connection broke before the broker confirmed the answer")
+                self._unsent(ch, "the connection broke")
         self._check_drained()
 
-    def _unsent(self, ch: str, why: str) -> None:
-        """Give up on the answer to `ch` (sent, result unknown): say so."""
+    def _forget_answer(self, ch: str) -> Sent | None:
         self.in_flight.pop(ch, None)
         self.setup_tests.discard(ch)
-        if self.sent.pop(ch, None) is not None:
-            self.say(f"Request {ch}: {why}; whether it was recorded is unknown (the sign-in page shows it).")
+        return self.sent.pop(ch, None)
+
+    def _unsent(self, ch: str, why: str) -> None:
+        """Give up on the answer to `ch` (`why`: what happened): say what is known of it."""
+        sent = self._forget_answer(ch)
+        if sent is None:  # a recovery answer: its outcome comes as a recovery_result
+            self.say(
+                f"Request {ch}: {why} before the broker confirmed the answer; if it is still pending "
+                "it will be asked again."
+            )
+        elif sent.sent:
+            self.say(
+                f"Request {ch}: {why} before the broker confirmed the answer; whether it was recorded "
+                "is unknown (the sign-in page shows it)."
+            )
         else:
-            self.say(f"Request {ch}: {why}; if it is still pending it will be asked again.")
+            self.say(f"Request {ch}: {why} before the answer could be sent; nothing was recorded.")
 
     async def resend(self, link: BrokerLink) -> None:
         """After (re)connecting: send again the answers whose result a broken connection
@@ -359,7 +374,7 @@ class Listener:
             sent.request.link = link
             self.in_flight[ch] = link
             if conn.broker_now_ms() >= sent.request.challenge.expires:
-                self._unsent(ch, "it expired before the broker confirmed the answer")
+                self._unsent(ch, "it expired")
                 continue
             try:
                 seed = self.store.seed(sent.request.challenge.cid)
@@ -367,7 +382,7 @@ class Listener:
                     sent.request.challenge, seed=seed, decision=sent.decision, number=sent.number
                 )
             except (AgentError, StoreError) as exc:
-                self._unsent(ch, f"the answer could not be sent again: {exc}")
+                self._unsent(ch, f"it could not be signed ({exc})")
                 if isinstance(exc, PassphraseChanged):
                     self.vault_lost(exc)
                     return
@@ -376,7 +391,8 @@ class Listener:
                 await conn.send(frame)
             except AgentError:
                 return  # broken again: link_down keeps it for the next connection
-            self.say(f"Request {ch}: answer sent again ({sent.decision}).")
+            self.say(f"Request {ch}: answer sent{' again' if sent.sent else ''} ({sent.decision}).")
+            sent.sent = True
         self._check_drained()
 
     def _forget_link(self, link: BrokerLink, *, restarted: bool = False) -> None:
@@ -386,9 +402,7 @@ class Listener:
             self._drop(ch, None)
         if not restarted:
             for ch in [ch for ch, sent in self.sent.items() if sent.request.link is link]:
-                self._unsent(
-                    ch, f"no connection to {link.url} any more before the broker confirmed the answer"
-                )
+                self._unsent(ch, f"no connection to {link.url} any more")
         for nid in [nid for nid, q in self.questions.items() if q.link is link]:
             self._drop_question(nid, None)
 
@@ -719,11 +733,20 @@ class Listener:
         self.requests.pop(ch, None)
         self.asking = None
         conn = req.link.conn
+        if conn is None:
+            # Between connections (a lift, a train): the answer waits for the next one,
+            # sent then (resend), rather than be refused and asked again after it.
+            self.in_flight[ch] = req.link
+            self.sent[ch] = Sent(req, decision, number, sent=False)
+            if is_setup_test(req.challenge.ctx):
+                self.setup_tests.add(ch)
+            self.say(
+                f"Request {ch}: not connected to {req.link.url} now; the answer ({decision}) is sent "
+                "once reconnected."
+            )
+            self._ask_next()
+            return
         try:
-            if conn is None:
-                raise AgentError(
-                    f"not connected to {req.link.url}; it will be asked again after reconnecting"
-                )
             seed = self.store.seed(req.challenge.cid)
             frame = conn.answer_frame(req.challenge, seed=seed, decision=decision, number=number)
             self.in_flight[ch] = req.link

@@ -599,9 +599,12 @@ def test_remove_while_listening(
     assert agent_proc.output().count("No accounts left") == 1
 
 
-def test_an_answer_typed_while_the_broker_is_down_is_asked_again_later(
+def test_an_answer_typed_while_the_broker_is_down_goes_out_once_it_is_back(
     tmp_path: Path, own_broker: BrokerProcess, listener: Callable[..., Listen]
 ) -> None:
+    """Typed between connections (a lift, a train, a broker restarting): the answer waits
+    for the next connection and goes out on it (before: "the answer was not sent: not
+    connected", and the same request was asked again after reconnecting)."""
     # Its own broker: this test kills it.
     rp_api = RP(own_broker, own_broker.add_rp("Example RP"))
     _, agent_proc = enrolled_listening(tmp_path, rp_api, listener)
@@ -610,12 +613,12 @@ def test_an_answer_typed_while_the_broker_is_down_is_asked_again_later(
     own_broker.kill(signal.SIGKILL)
     agent_proc.wait_for("Reconnecting to")
     agent_proc.type(ch["number"])
-    agent_proc.wait_for(f"Request {ch['id']}: the answer was not sent: not connected")
+    agent_proc.wait_for(f"Request {ch['id']}: not connected to {own_broker.ws_url} now; the answer (approve)")
     own_broker.start()  # the challenge waited in Redis meanwhile
     agent_proc.wait_for("Connected to", timeout=30)
-    agent_proc.wait_for(f"Sign-in request {ch['id']}")
-    agent_proc.type(ch["number"])
+    agent_proc.wait_for(f"Request {ch['id']}: answer sent (approve).")
     agent_proc.wait_for(f"Request {ch['id']}: approved")
+    assert agent_proc.output().count(f"Sign-in request {ch['id']}") == 1  # not asked again
     assert rp_api.result(ch)["status"] == "approved"
 
 
