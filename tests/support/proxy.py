@@ -56,9 +56,9 @@ class TcpProxy(ThreadedServer):
 
     def lose_replies(self) -> None:
         """From now on, lose every byte the backends send back on the connections open
-        now, without closing them (a network that fails one way mid-connection: the
-        device's answer arrives and is carried out, the broker's reply never comes, and
-        nothing tells the device until its keepalive gives up). New connections work."""
+        now, and their end (a network that fails one way mid-connection: the device's
+        answer arrives and is carried out, the broker's reply never comes, and nothing
+        tells the device until it gives up on the connection). New connections work."""
         with self._lock:
             for switch in self._mutes:
                 switch.on = True
@@ -150,6 +150,8 @@ async def _pump(
                 continue  # lost on the way
             writer.write(data)
             await writer.drain()
+    if mute is not None and mute.on:
+        await asyncio.Event().wait()  # its end is lost too: the client never hears of it
 
 
 async def _discard(reader: asyncio.StreamReader) -> None:

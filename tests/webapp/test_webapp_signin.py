@@ -478,6 +478,34 @@ async def test_an_answer_typed_while_the_app_reconnects_waits_for_the_connection
         assert await result(rp, challenge, account) is Status.APPROVED
 
 
+async def test_back_on_screen_a_connection_silently_dropped_by_the_network_is_renewed(
+    app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy]
+) -> None:
+    """The network lost the connection without a word (a lift, a NAT that forgot it): the
+    socket stays open here and says "Connected" while nothing arrives. Back on screen, a
+    connection silent for STALE_MS (25 s) is replaced, and the waiting request shows
+    (before: it never came, however often the app was opened). The page's clock is the
+    test's, so the silence takes no real time."""
+    lb = tcp_proxy([app_broker.port])  # the phone's way to the broker
+    created = await new_rp(app_broker, "Lift RP")
+    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
+        phone = await phones(app_broker.http_url + "/app/")
+        account = await enrolled(via_lb, phone)  # its link names the proxy
+    await phone.context.clock.install()
+    await phone.page.close()
+    page = await phone.open()
+    await page.locator("#conn[data-state='online']").wait_for()
+    lb.lose_replies()  # from now on nothing reaches the phone on this connection
+    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+        challenge = await rp.create_challenge("alice", CONTEXT)
+        await page.clock.fast_forward(30_000)
+        await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+        await phone.prompt(challenge.id)
+        await phone.type_number(challenge.number)
+        await page.get_by_role("button", name="Approve").tap()
+        assert await result(rp, challenge, account) is Status.APPROVED
+
+
 async def test_the_prompt_says_how_many_more_requests_wait(rp: PushAuthClient, phone: Phone) -> None:
     await enrolled(rp, phone)
     first = await rp.create_challenge("alice", CONTEXT, supersede=False)

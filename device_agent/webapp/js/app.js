@@ -6,7 +6,7 @@ import * as db from "./db.js";
 import { newKeyPair, newRecoveryKey, publicKeyOfSeed } from "./keys.js";
 import * as sealed from "./sealed.js";
 import { base32Encode, equal, hex, utf8 } from "./protocol/bytes.js";
-import { BrokerConnection, ReplyError } from "./connection.js";
+import { BrokerConnection, ReplyError, STALE_MS } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { hasUnsafe, printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
@@ -1833,10 +1833,12 @@ async function main() {
   // Back online, or back on screen (a phone stops a hidden page's timers): a connection
   // that is down tries again now, not when its backoff ends (up to a minute later).
   // Offline: the connections are dropped at once rather than left "Connected".
-  const reconnectAll = () => {
-    for (const conn of connections.values()) conn.reconnectNow();
+  // `staleMs`: an open connection silent this long is replaced (see reconnectNow); a push
+  // says a request waits, so one that did not bring it is replaced whatever its age.
+  const reconnectAll = (staleMs = STALE_MS) => {
+    for (const conn of connections.values()) conn.reconnectNow(staleMs);
   };
-  window.addEventListener("online", reconnectAll);
+  window.addEventListener("online", () => reconnectAll());
   window.addEventListener("offline", () => {
     for (const conn of connections.values()) conn.dropNow();
   });
@@ -1844,7 +1846,7 @@ async function main() {
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("sw.js").catch(() => null);
     navigator.serviceWorker.addEventListener("message", ({ data }) => {
-      if (data?.t === "push") reconnectAll();
+      if (data?.t === "push") reconnectAll(0);
     });
   }
   render();

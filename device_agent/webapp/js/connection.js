@@ -15,6 +15,9 @@ import { sign } from "./keys.js";
 const REPLY_TIMEOUT_MS = 15000;
 const MAX_BACKOFF_MS = 60000;
 const STABLE_MS = 5000;
+// An open connection silent this long is renewed when the app is back on screen or online
+// (see reconnectNow): idle ones hear nothing (the broker's pings do not reach the page).
+export const STALE_MS = 25000;
 const REMOVED = new Set(["credential_revoked", "unknown_credential"]);
 
 export class ReplyError extends Error {
@@ -43,6 +46,7 @@ export class BrokerConnection {
     this.helloWaiters = [];
     this.openedAt = 0;
     this.retryTimer = null;
+    this.heardAt = 0; // when the broker's last message came (Date.now())
   }
 
   brokerNow() {
@@ -58,9 +62,15 @@ export class BrokerConnection {
     this.connect();
   }
 
-  // Now rather than after the backoff (a push said a request is waiting).
-  reconnectNow() {
-    if (this.closed || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
+  // Now rather than after the backoff (a push said a request is waiting, the app is back
+  // on screen or the browser back online). An open connection that heard nothing from the
+  // broker for `staleMs` is replaced too: a network that dropped it silently (a lift, a
+  // train, a NAT that forgot it) leaves it open here for many minutes, saying "Connected"
+  // while no request can arrive, and a page cannot send WebSocket pings to find out.
+  reconnectNow(staleMs = Infinity) {
+    if (this.closed) return;
+    if (this.ws?.readyState === WebSocket.OPEN && Date.now() - this.heardAt >= staleMs) this.dropNow();
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
     clearTimeout(this.retryTimer);
     this.connect();
   }
@@ -105,7 +115,10 @@ export class BrokerConnection {
         this.fatal("the broker speaks an older or unknown protocol version; it or this app must be upgraded");
       }
     };
-    ws.onmessage = (msg) => this.receive(msg.data);
+    ws.onmessage = (msg) => {
+      this.heardAt = Date.now();
+      this.receive(msg.data);
+    };
     ws.onclose = (ev) => this.closedBy(ev);
   }
 
