@@ -26,8 +26,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
 def broker_on_own_redis(tmp_path_factory: pytest.TempPathFactory, node: str) -> Iterator[BrokerProcess]:
     """A broker named `node` on a Redis of its own, for a module-scoped fixture to yield."""
     base = tmp_path_factory.mktemp(f"broker-{node}")
+    # No per-address budget for backups and recoveries (1 a second, a burst of 30 for
+    # recoveries): every test of the module comes from 127.0.0.1, so the budget would be
+    # the whole module's, and a fast run of one that recovers often was refused
+    # rate_limited. The per-node limits stay; test_broker_http_guard tests the others.
+    no_address_limits = ["--backup-requests-per-ip", "0", "--recovery-requests-per-ip", "0"]
     with RedisServer(base / "redis") as redis_server:
-        started = BrokerProcess(log_dir=base / "logs", redis_url=redis_server.url, node=node).start()
+        started = BrokerProcess(
+            log_dir=base / "logs", redis_url=redis_server.url, node=node, extra_args=no_address_limits
+        ).start()
         yield started
         started.cleanup()
 
