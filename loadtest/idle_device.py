@@ -33,7 +33,8 @@ import os
 import random
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from nacl.signing import SigningKey
 
@@ -104,7 +105,10 @@ class Dialer:
         if device.refused:
             self._probe(device)
             return
-        task = asyncio.get_running_loop().create_task(self._connect(device))
+        self._spawn(self._connect(device))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._tasks.discard)
 
@@ -134,9 +138,8 @@ class Dialer:
             self._probed(device, sock, 0 if err == errno.EISCONN else err)
 
     def _probed(self, device: IdleDevice, sock: socket.socket, err: int | None = None) -> None:
-        loop = asyncio.get_running_loop()
         if err is None:  # from the loop's watch
-            loop.remove_writer(sock)
+            asyncio.get_running_loop().remove_writer(sock)
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             sock.close()
@@ -145,9 +148,7 @@ class Dialer:
             device.failed(OSError(err, os.strerror(err)))
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as create_connection does
-        task = loop.create_task(self._wrap(device, sock))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._wrap(device, sock))
 
     async def _wrap(self, device: IdleDevice, sock: socket.socket) -> None:
         try:
