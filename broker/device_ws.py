@@ -25,6 +25,8 @@ from protocol.frames import (
     Error,
     Frame,
     NoticeDecision,
+    Ping,
+    Pong,
     PushSubscribe,
     RecoveryAnswer,
     Revoke,
@@ -697,6 +699,8 @@ class DeviceConnection(WsSocket):
                 await self.on_recovery_answer(frame)
             elif isinstance(frame, PushSubscribe):
                 await webpush.on_subscribe(self.push, self, frame)
+            elif isinstance(frame, Ping):
+                await self.send(Pong(rid=frame.rid))
         except ProtocolError as err:
             if err.fatal:
                 await self.fail(err)

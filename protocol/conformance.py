@@ -50,6 +50,8 @@ from .frames import (
     Error,
     Frame,
     Hello,
+    Ping,
+    Pong,
     Revoke,
     Revoked,
     Welcome,
@@ -477,6 +479,20 @@ class Runner:
             return "error unknown_frame (ref '42', then nil); the connection stayed open"
 
         await self.req("ENC-5", MUST, "an unknown frame type gets an error frame, not a close", unknown_type)
+
+        async def ping() -> str:
+            d = await self.device()
+            await d.send_frame(Ping(rid=7))
+            await d.expect(Pong, lambda f: f.rid == 7)  # an error frame (unknown_frame) fails it
+            await d.authenticate({})
+            await d.send_frame(Ping(rid=8))
+            await d.expect(Pong, lambda f: f.rid == 8)
+            await d.close()
+            return "pong rid 7 before authenticate, pong rid 8 after"
+
+        await self.req(
+            "ENC-6", SHOULD, "ping gets pong with its rid, in any state (added within version 2)", ping
+        )
         await self.req(
             "STATE-1",
             MUST,

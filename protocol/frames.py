@@ -417,8 +417,31 @@ class PushSubscribed(Frame):
     cids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Ping(Frame):
+    """Optional extension within version 2 (docs/protocol.md, `ping`): is this connection
+    still alive? A device that cannot send WebSocket pings (a web page) asks with a frame;
+    the broker answers `pong` with the same rid."""
+
+    TYPE: ClassVar[str] = "ping"
+    SENDER: ClassVar[Sender] = Sender.DEVICE
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {"rid": f.REQUEST_ID}
+    rid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Frame):
+    """The answer to `ping`."""
+
+    TYPE: ClassVar[str] = "pong"
+    SENDER: ClassVar[Sender] = Sender.BROKER
+    SCHEMA: ClassVar[dict[str, f.Validator]] = {"rid": f.REQUEST_ID}
+    rid: int
+
+
 _ALL: tuple[type[Frame], ...] = (Hello, Welcome, Enrolled, Challenge, AnswerResult, Cancel, Revoked, Error)
 _ALL += (RecoveryNotice, RecoveryResult)
 _ALL += (Authenticate, Enroll, Answer, Revoke, RecoveryAnswer)
 _ALL += (PushSubscribe, PushSubscribed)
+_ALL += (Ping, Pong)
 FRAME_TYPES: dict[str, type[Frame]] = {cls.TYPE: cls for cls in _ALL}

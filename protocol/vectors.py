@@ -45,6 +45,8 @@ from .frames import (
     Error,
     Frame,
     Hello,
+    Ping,
+    Pong,
     PushSubscribe,
     PushSubscribed,
     RecoveryNotice,
@@ -212,6 +214,8 @@ def sample_frames() -> list[Frame]:
         ),
         PushSubscribe(rid=11, cids=("cred_A1",), endpoint=None, p256dh=None, auth=None),
         PushSubscribed(rid=10, key=b"\x04" + bytes(range(64, 128)), cids=("cred_A1",)),
+        Ping(rid=12),
+        Pong(rid=12),
     ]
 
 

@@ -34,6 +34,8 @@ from protocol.frames import (
     Enrolled,
     Error,
     Frame,
+    Ping,
+    Pong,
     PushSubscribe,
     PushSubscribed,
     Revoked,
@@ -199,6 +201,21 @@ async def test_structural_errors_close_with_a_code_and_change_nothing(
     await good.send(good.answer(pushed, number=ch.number))
     assert await good.frame() == AnswerResult(ch=ch.id, outcome="approved")
     assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)).approved
+
+
+async def test_a_ping_frame_gets_a_pong_before_and_after_authentication(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """`ping` (added within version 2): a page cannot send WebSocket pings, so it asks
+    with a frame whether its connection still reaches the broker. The pong names the
+    ping's rid, on a connection that has proven nothing yet as on an authenticated one."""
+    dev = await Device.connect(broker.ws_url)
+    await dev.send(encode(Ping(rid=7)))
+    assert await dev.frame() == Pong(rid=7)
+    await dev.send(encode(Authenticate(creds=())))
+    assert isinstance(await dev.frame(), Welcome)
+    await dev.send(encode(Ping(rid=2**31 - 1)))
+    assert await dev.frame() == Pong(rid=2**31 - 1)
 
 
 async def test_unknown_frame_types_and_keys_are_not_fatal(

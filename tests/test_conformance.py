@@ -60,6 +60,7 @@ def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, r
         "VER-2",
         "ENC-3",
         "ENC-5",
+        "ENC-6",
         "ENR-2",
         "ENR-3",
         "CH-2",

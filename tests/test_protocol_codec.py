@@ -82,6 +82,7 @@ def test_every_frame_type_has_a_sample_and_a_sender() -> None:
         "revoke",
         "recovery_answer",
         "push_subscribe",  # the optional Web Push extension (docs/protocol.md, appendix A)
+        "ping",  # added within version 2: a page's keep-alive
     }
     for cls in FRAME_TYPES.values():
         # The dataclass fields are exactly the schema: nothing is sent that is not checked.

@@ -22,6 +22,8 @@ from protocol.frames import (
     Error,
     Frame,
     Hello,
+    Ping,
+    Pong,
     PushSubscribe,
     PushSubscribed,
     RecoveryAnswer,
@@ -143,6 +145,8 @@ SAMPLES: dict[type[Frame], Frame] = {
         auth=bytes(range(16)),
     ),
     PushSubscribed: PushSubscribed(rid=10, key=b"\x04" + bytes(range(64, 128)), cids=("cred_A1",)),
+    Ping: Ping(rid=12),
+    Pong: Pong(rid=12),
 }
 
 assert set(SAMPLES) == set(FRAME_TYPES.values()), "a frame type has no sample"

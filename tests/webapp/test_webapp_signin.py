@@ -506,6 +506,32 @@ async def test_back_on_screen_a_connection_silently_dropped_by_the_network_is_re
         assert await result(rp, challenge, account) is Status.APPROVED
 
 
+async def test_on_screen_a_connection_silently_dropped_by_the_network_is_found_by_a_ping(
+    app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy]
+) -> None:
+    """The app stays on screen (no visibility change, no push) while the network loses its
+    connection without a word: after 20 s of silence it asks with a `ping` frame, no pong
+    comes, so it connects again and the waiting request shows (before: "Connected" and no
+    request until the page was reloaded). The page's clock is the test's."""
+    lb = tcp_proxy([app_broker.port])
+    created = await new_rp(app_broker, "Lobby RP")
+    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
+        phone = await phones(app_broker.http_url + "/app/")
+        account = await enrolled(via_lb, phone)
+    await phone.context.clock.install()
+    await phone.page.close()
+    page = await phone.open()
+    await page.locator("#conn[data-state='online']").wait_for()
+    lb.lose_replies()
+    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+        challenge = await rp.create_challenge("alice", CONTEXT)
+        await page.clock.run_for(40_000)  # the probe's 5 s tick, 20 s silence, 10 s wait, backoff
+        await phone.prompt(challenge.id)
+        await phone.type_number(challenge.number)
+        await page.get_by_role("button", name="Approve").tap()
+        assert await result(rp, challenge, account) is Status.APPROVED
+
+
 async def test_the_prompt_says_how_many_more_requests_wait(rp: PushAuthClient, phone: Phone) -> None:
     await enrolled(rp, phone)
     first = await rp.create_challenge("alice", CONTEXT, supersede=False)

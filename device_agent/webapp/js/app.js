@@ -6,7 +6,7 @@ import * as db from "./db.js";
 import { newKeyPair, newRecoveryKey, publicKeyOfSeed } from "./keys.js";
 import * as sealed from "./sealed.js";
 import { base32Encode, equal, hex, utf8 } from "./protocol/bytes.js";
-import { BrokerConnection, ReplyError, STALE_MS } from "./connection.js";
+import { BrokerConnection, PROBE_EVERY_MS, ReplyError, STALE_MS } from "./connection.js";
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { hasUnsafe, printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
@@ -1843,6 +1843,10 @@ async function main() {
     for (const conn of connections.values()) conn.dropNow();
   });
   document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && reconnectAll());
+  // On screen, a connection lost without a word is found by asking (BrokerConnection.probe).
+  setInterval(() => {
+    if (document.visibilityState === "visible") for (const conn of connections.values()) conn.probe();
+  }, PROBE_EVERY_MS);
   if ("serviceWorker" in navigator) {
     navigator.serviceWorker.register("sw.js").catch(() => null);
     navigator.serviceWorker.addEventListener("message", ({ data }) => {

@@ -18,6 +18,12 @@ const STABLE_MS = 5000;
 // An open connection silent this long is renewed when the app is back on screen or online
 // (see reconnectNow): idle ones hear nothing (the broker's pings do not reach the page).
 export const STALE_MS = 25000;
+// While the app is on screen, `probe` runs this often: a connection silent for
+// PROBE_AFTER_MS is asked with a `ping` frame and dropped if no reply comes in
+// PROBE_TIMEOUT_MS, so a link lost without a word is noticed within about 35 s.
+export const PROBE_EVERY_MS = 5000;
+const PROBE_AFTER_MS = 20000;
+const PROBE_TIMEOUT_MS = 10000;
 const REMOVED = new Set(["credential_revoked", "unknown_credential"]);
 
 export class ReplyError extends Error {
@@ -47,6 +53,7 @@ export class BrokerConnection {
     this.openedAt = 0;
     this.retryTimer = null;
     this.heardAt = 0; // when the broker's last message came (Date.now())
+    this.probing = false; // a ping is waiting for its reply
   }
 
   brokerNow() {
@@ -73,6 +80,29 @@ export class BrokerConnection {
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
     clearTimeout(this.retryTimer);
     this.connect();
+  }
+
+  // A page cannot send WebSocket pings (docs/protocol.md 2.1), and an idle connection
+  // hears nothing: without asking, one that the network lost without a word (a NAT that
+  // forgot it) says "Connected" for many minutes while no request can arrive, on a phone
+  // without Web Push (Safari before the app is installed) until the user reloads. So a
+  // connection silent for PROBE_AFTER_MS asks with a `ping` frame; any reply (`pong`, or
+  // an older broker's `error` unknown_frame) proves it alive, none in PROBE_TIMEOUT_MS
+  // drops it and connects again.
+  probe() {
+    if (this.closed || this.probing || !this.authenticated || this.ws?.readyState !== WebSocket.OPEN) return;
+    if (Date.now() - this.heardAt < PROBE_AFTER_MS) return;
+    const ws = this.ws;
+    const rid = this.nextRid++;
+    const done = () => (this.probing = false);
+    const timer = setTimeout(() => {
+      this.waiting.delete(String(rid));
+      done();
+      if (this.ws === ws) this.dropNow();
+    }, PROBE_TIMEOUT_MS);
+    this.probing = true;
+    this.waiting.set(String(rid), { resolve: done, reject: done, timer });
+    this.send({ t: "ping", rid });
   }
 
   // The browser says it is offline: the socket is as good as gone (a closing handshake
@@ -175,6 +205,7 @@ export class BrokerConnection {
         break;
       case "enrolled":
       case "push_subscribed":
+      case "pong":
         this.settle(String(frame.rid), frame);
         break;
       case "revoked":

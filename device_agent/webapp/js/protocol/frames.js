@@ -116,6 +116,9 @@ export const FRAMES = Object.freeze({
     ["p256dh", optional(bin(65))], ["auth", optional(bin(16))],
   ]],
   push_subscribed: [B, [["rid", RID], ["key", bin(65)], ["cids", listOf(IDENT, 64)]]],
+  // Added within version 2: a page's keep-alive (it cannot send WebSocket pings).
+  ping: [D, [["rid", RID]]],
+  pong: [B, [["rid", RID]]],
   recovery_answer: [D, [
     ["rid", RID], ["notice", IDENT], ["cid", IDENT], ["decision", oneOf(["confirm", "disown"])],
     ["ts", MS], ["sig", bin(64)],
