@@ -349,6 +349,23 @@ def reconcile_vectors() -> list[Json]:
         ],
         ["bad_rotation"],
     )
+    # "Another recovery key" is any change of the listed object, not only of its public
+    # key: an implementation written from the text compared public keys alone and kept
+    # both of these, where the rotation check decides.
+    case(
+        "the stored recovery key signed again with a newer ts (same public key): a rotation, rotated",
+        "rotation",
+        [A1_rotated],
+        [listed("cred_A1", "A1", rkey=recovery_key("RA1", ts=rot + 1, cid="cred_A1", by="A1"))],
+        ["rotated"],
+    )
+    case(
+        "the stored recovery key listed with a ts and a signature not by the credential key (same public key): bad_rotation",
+        "rotation",
+        [A1],
+        [listed("cred_A1", "A1", rkey=recovery_key("RA1", ts=rot, cid="cred_A1", by="X1"))],
+        ["bad_rotation"],
+    )
     case(
         "a recovery key listed null (used by a recovery the RP has not seen): not a rotation, nothing changes",
         "rotation",
