@@ -355,12 +355,20 @@ def decode_vectors() -> list[dict[str, Any]]:
             ),
             {"accepted": [], "rejected": [{"cid": "cred_A1", "code": "quarantined"}], "pending": 0, "notices": 0},
         ),
+        (
+            "push_subscribe before authenticate is accepted, as enroll is (section 6.1: its cids are checked as a request)",
+            "broker",
+            "push_subscribe",
+            _frame_bytes("push_subscribe", {"rid": 3, "cids": [], "endpoint": None, "p256dh": None, "auth": None}),
+            {"rid": 3, "cids": [], "endpoint": None, "p256dh": None, "auth": None},
+        ),
     ]  # fmt: skip
+    before_auth = {"authenticate", "push_subscribe"}  # the broker's state these cases are read in
     return [
         {
             "name": name,
             "receiver": receiver,
-            "state": "awaiting_auth" if t == "authenticate" else "ready",
+            "state": "awaiting_auth" if t in before_auth else "ready",
             "type": t,
             **_message(data),
             "fields": tagged(fields),
