@@ -58,6 +58,7 @@ from .logs import FORMATS
 from .metrics import metrics_app
 from .policy_cli import add_deprecated_serve_flags, deprecated_flags
 from .rp_lane import Lane
+from .webapp_static import incomplete as incomplete_webapp
 from .workers import MAX_WORKERS
 
 log = logging.getLogger("pushauth.broker")
@@ -382,6 +383,8 @@ def check_serve(args: argparse.Namespace) -> tuple[Limits, Timeouts, BackupQuota
     check_redis_url(args.redis_url)
     _check_push(args)
     _check_ports(args)
+    if args.webapp and (lacking := webapp_static.missing()):
+        raise CliError(f"--webapp: {incomplete_webapp(lacking)}")
     if args.cpus:
         try:
             cpus.check(args.cpus)

@@ -28,6 +28,11 @@ from aiohttp import web
 
 PREFIX = "/app"
 ROOT = Path(__file__).resolve().parent.parent / "device_agent" / "webapp"
+# The vendored third-party files scripts/build-webapp installs (npm), one a line with its
+# hash: not in git, so a clone that never ran the script, or a wheel built without them,
+# lacks them. Shipped beside the app (pyproject.toml's package-data) so the check below
+# knows what a complete copy holds wherever it is installed.
+VENDOR_LIST = ROOT.parent / "webapp_build" / "vendor.sha384"
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -75,6 +80,27 @@ class StaticFile:
     body: bytes
     content_type: str
     etag: str
+
+
+def missing(root: Path = ROOT, vendor_list: Path = VENDOR_LIST) -> list[str]:
+    """The files of a complete app that are not under `root` (paths relative to it):
+    served without them the app loads and then fails on a phone (no QR scanning, no
+    backups), or every path answers 404."""
+    if not vendor_list.is_file():
+        return ["index.html", f"vendor/ (the list {vendor_list.name} is missing too)"]
+    wanted = ["index.html"]
+    wanted += ["vendor/" + line.split()[1] for line in vendor_list.read_text().splitlines() if line.strip()]
+    return [name for name in wanted if not (root / name).is_file()]
+
+
+def incomplete(names: list[str], root: Path = ROOT) -> str:
+    """What to tell an operator whose copy lacks `names`."""
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (
+        f"the web authenticator's files in {root} are incomplete (missing {shown}): "
+        "in a clone, run scripts/build-webapp (it needs npm); a wheel has them only when "
+        "built after that (deploy/webapp.md)"
+    )
 
 
 def load(root: Path = ROOT) -> dict[str, StaticFile]:
@@ -137,6 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     serves (a checksum list to compare a deployed copy with), or the import map that pins
     the modules (deploy/webapp.md)."""
     args = sys.argv[1:] if argv is None else argv
+    lacking = missing()
+    if lacking:
+        # A checksum list of an incomplete copy would be published as the release's.
+        print(f"python -m broker.webapp_static: {incomplete(lacking)}", file=sys.stderr)
+        sys.exit(2)
     files = load()
     if args == ["--import-map"]:
         print(import_map(files))
