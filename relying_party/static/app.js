@@ -75,10 +75,15 @@ function followPush(card) {
     events.close();
     stop();
     count.classList.add("hidden");
+    // "15 seconds left." stayed in its live region after the end, read by a screen reader
+    // next to "Expired" or "Denied".
+    document.getElementById("countdown-warning").textContent = "";
     if (data.status === "approved") {
       form.submit();  // the server checks the signed answer again before signing in
     } else {
       number.classList.add("number-ended");
+      const label = number.querySelector(".number-label");
+      label.textContent = label.dataset.ended;
       const code = document.getElementById("use-code");
       if (data.next === "code" && code) {
         // Reported (or push paused): the code is the way on, "Send again" would be refused.

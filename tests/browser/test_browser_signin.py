@@ -50,6 +50,12 @@ def test_deny_wrong_number_and_report_are_refused(stack: Any, page: Page) -> Non
     stack.answer("deny")
     stack.status(page, "denied")
     expect(page.locator("#push-status")).to_contain_text("denied")
+    # A screen reader hears the number is void (it is struck through), not "Number to
+    # enter in the app", and no "15 seconds left." after the end; the same on a reload.
+    expect(page.locator("#push-number")).to_contain_text("Number of the ended request, no longer valid:")
+    expect(page.locator("#countdown-warning")).to_have_text("")
+    page.reload()
+    expect(page.locator("#push-number")).to_contain_text("Number of the ended request, no longer valid:")
     stack.shot(page, "deny-01-denied")
 
     page.get_by_role("button", name="Send again").click()
