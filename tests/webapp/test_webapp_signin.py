@@ -212,6 +212,11 @@ async def test_superseded_and_cancelled_requests_leave_the_screen_at_once(
     await phone.no_prompt()
     await phone.toast("cancelled")
     await phone.shot("09-cancelled")
+    # The demo RP's "Send again" cancels the shown request, then sends a new one: the
+    # "cancelled" message goes when the new request comes (before, it stayed above it).
+    third = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(third.id)
+    assert await phone.page.locator("#toast").inner_text() == ""
 
 
 async def test_an_expired_request_leaves_the_screen_at_once(rp: PushAuthClient, phone: Phone) -> None:

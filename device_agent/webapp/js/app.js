@@ -67,13 +67,27 @@ const REMOVALS = {
   disowned: "was removed after a recovery was disowned.",
 };
 
-function toast(message) {
+// `about`: the id of the sign-in request whose end (or answer) the message tells. It goes
+// when another request comes on screen: "The sign-in request was cancelled." above the
+// request that "Send again" brought read as if that one were cancelled. (The same request
+// shown again, re-sent after a reconnect before its end arrived, keeps it.)
+function toast(message, { about = null } = {}) {
   const el = $("toast");
   el.textContent = "";
   // A fresh text node each time, so screen readers announce a repeated message too.
-  requestAnimationFrame(() => (el.textContent = message));
+  cancelAnimationFrame(toast.frame);
+  toast.frame = requestAnimationFrame(() => (el.textContent = message));
+  toast.about = about;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => (el.textContent = ""), 6000);
+}
+
+function dropToastOfOtherRequest(ch) {
+  if (!toast.about || toast.about === ch) return;
+  cancelAnimationFrame(toast.frame);
+  clearTimeout(toast.timer);
+  $("toast").textContent = "";
+  toast.about = null;
 }
 
 // An error shown under a form; `field`, the input it is about: marked invalid and
@@ -405,6 +419,7 @@ function render() {
   const was = VIEWS.find((id) => !$(id).hidden);
   const fresh = prompt ? $("prompt").dataset.ch !== prompt.frame.ch : notice ? $("notice").dataset.notice !== notice.frame.notice : false;
   for (const id of VIEWS) $(id).hidden = id !== shown;
+  if (prompt && fresh) dropToastOfOtherRequest(prompt.frame.ch);
   if (prompt) renderPrompt(prompt);
   else $("prompt").removeAttribute("data-ch");
   if (notice) renderNotice(notice);
@@ -425,7 +440,7 @@ function expireShown(ch) {
   const prompt = prompts.current();
   if (prompt || $("prompt").dataset.ch !== ch) return render();
   prompts.remove(ch);
-  toast(ENDED.expired);
+  toast(ENDED.expired, { about: ch });
   render();
 }
 
@@ -533,12 +548,12 @@ async function decide(decision) {
     const result = await prompt.connection.answer(answer);
     prompts.remove(prompt.frame.ch);
     const words = isSetupTest(prompt.frame.ctx) ? SETUP_OUTCOMES : OUTCOMES;
-    toast(words[result.outcome] ?? `The request ended (${printable(result.outcome)}).`);
+    toast(words[result.outcome] ?? `The request ended (${printable(result.outcome)}).`, { about: prompt.frame.ch });
   } catch (exc) {
     const code = exc instanceof ReplyError ? exc.code : "";
     if (code in ENDED || code === "already_answered" || code === "challenge_expired" || code === "unknown_challenge") {
       prompts.remove(prompt.frame.ch);
-      toast(exc.here ? ANSWERED_HERE : ENDED[code] ?? "This request has already ended.");
+      toast(exc.here ? ANSWERED_HERE : ENDED[code] ?? "This request has already ended.", { about: prompt.frame.ch });
     } else {
       showError("prompt-error", `Could not send the answer: ${printable(exc.message)}`);
     }
@@ -1755,7 +1770,7 @@ events.addEventListener("notice_closed", ({ detail }) => {
 events.addEventListener("ended", ({ detail }) => {
   const shownCh = $("prompt").dataset.ch;
   if (prompts.remove(detail.ch) && shownCh === detail.ch && !detail.answered)
-    toast(detail.here ? ANSWERED_HERE : ENDED[detail.reason] ?? "The sign-in request ended.");
+    toast(detail.here ? ANSWERED_HERE : ENDED[detail.reason] ?? "The sign-in request ended.", { about: detail.ch });
   render();
 });
 
