@@ -442,9 +442,13 @@ async def test_offline_the_app_says_so_and_an_answer_fails_at_once(rp: PushAuthC
     await phone.context.set_offline(True)
     try:
         await page.locator("#conn[data-state='offline']").wait_for()
+        await expect(page.locator("#conn")).to_have_text("Offline")  # not "Connecting…"
         await phone.type_number(challenge.number)
         await page.get_by_role("button", name="Approve").tap()
-        await page.locator("#prompt-error", has_text="not connected").wait_for()
+        # In the user's words: not "not connected to the broker".
+        await page.locator(
+            "#prompt-error", has_text="This phone is offline, so the answer was not sent"
+        ).wait_for()
         assert await page.locator("#approve").is_enabled()
     finally:
         await phone.context.set_offline(False)

@@ -158,8 +158,15 @@ function renderConn() {
   const states = [...connections.values()].map((c) => c.state ?? "connecting");
   const online = states.length > 0 && states.every((s) => s === "online");
   el.dataset.state = online ? "online" : states.includes("online") ? "partly" : "offline";
-  el.textContent = online ? "Connected" : "Connecting…";
+  // "Connecting…" with the network off (flight mode, no signal) promised what cannot come.
+  el.textContent = online ? "Connected" : navigator.onLine ? "Connecting…" : "Offline";
 }
+
+// An answer that could not leave the phone, in the user's words ("broker" is ours).
+const NOT_SENT = () =>
+  navigator.onLine
+    ? "Not connected to the server right now, so the answer was not sent. Try again in a moment."
+    : "This phone is offline, so the answer was not sent. Try again once it is connected.";
 
 function renderAccounts() {
   const list = $("accounts");
@@ -554,6 +561,8 @@ async function decide(decision) {
     if (code in ENDED || code === "already_answered" || code === "challenge_expired" || code === "unknown_challenge") {
       prompts.remove(prompt.frame.ch);
       toast(exc.here ? ANSWERED_HERE : ENDED[code] ?? "This request has already ended.", { about: prompt.frame.ch });
+    } else if (code === "offline") {
+      showError("prompt-error", NOT_SENT());
     } else {
       showError("prompt-error", `Could not send the answer: ${printable(exc.message)}`);
     }
@@ -1853,9 +1862,10 @@ async function main() {
   const reconnectAll = (staleMs = STALE_MS) => {
     for (const conn of connections.values()) conn.reconnectNow(staleMs);
   };
-  window.addEventListener("online", () => reconnectAll());
+  window.addEventListener("online", () => (reconnectAll(), renderConn()));
   window.addEventListener("offline", () => {
     for (const conn of connections.values()) conn.dropNow();
+    renderConn();
   });
   document.addEventListener("visibilitychange", () => document.visibilityState === "visible" && reconnectAll());
   // On screen, a connection lost without a word is found by asking (BrokerConnection.probe).
