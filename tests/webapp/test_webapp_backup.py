@@ -272,6 +272,8 @@ async def test_a_backup_saved_by_the_app_restores_on_a_new_phone(
     new = await phones(app_broker.http_url + "/app/")
     await new.restore(path, TEST_PASSPHRASE)
     lines = await report(new)
+    # The button keeps the keyboard focus through the restore (before: lost on <body>).
+    assert await new.page.evaluate("document.activeElement.id") == "restore-submit"
     await new.shot("27-restored")
     await new.axe_clean("the backup screen after a restore")
     assert any(line.startswith(f"{SAFE}: recovered") for line in lines), lines

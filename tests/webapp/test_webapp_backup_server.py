@@ -63,6 +63,8 @@ async def test_a_server_copy_saved_by_the_app_restores_with_the_agent(
     accounts = await enroll_two(rp, phone, "gwen")
     code = await phone.save_to_server(TEST_PASSPHRASE)
     await phone.page.locator("#backup-code", has_text="Write it down now").wait_for()
+    # The focus goes to the code, so a screen reader reads it (before: lost on <body>).
+    assert await phone.page.evaluate("document.activeElement.id") == "backup-code"
     # With the address a restore asks for, as the copy's keys are derived from it.
     await phone.page.locator(
         "#backup-code", has_text=f"address as written here: {app_broker.http_url}"

@@ -1256,6 +1256,13 @@ async function nameRecoveryKey(account, publicKey, ts) {
   );
 }
 
+// A button disabled while its work runs drops the keyboard focus on <body>: Tab then
+// starts over at the top of a long screen, and a screen reader loses its place. Back from
+// the work, the focus returns to `el` unless the user put it elsewhere meanwhile.
+function refocus(el) {
+  if (el && (!document.activeElement || document.activeElement === document.body)) el.focus();
+}
+
 async function retireOlderBackups() {
   const what = "Retire older backups? Older backups will no longer set up sign-in requests on another device, and this phone's copies on the server are deleted. Make a new backup afterwards.";
   if (!confirm(what)) return;
@@ -1268,6 +1275,7 @@ async function retireOlderBackups() {
     $("backup-status").textContent = said;
   } finally {
     $("backup-retire").disabled = false;
+    refocus($("backup-retire"));
   }
 }
 
@@ -1429,6 +1437,9 @@ async function writeBackup(event) {
         fresh ? "Write it down now and keep it apart from this phone" : "The same as before; keep it apart from this phone"
       }: a restore from the server needs it, the passphrase and the server's address as written here: ${brokerHttp.httpBase(broker)}.`;
       $("backup-code").hidden = false;
+      // The code is the one thing to write down now, and it is not in the status line:
+      // the focus goes to it, so that a screen reader reads it out.
+      $("backup-code").focus();
     }
     $("backup-pass").value = $("backup-pass2").value = "";
   } catch (exc) {
@@ -1437,6 +1448,7 @@ async function writeBackup(event) {
   } finally {
     $("backup-submit").disabled = false;
     renderBackupTargets();
+    refocus(event.submitter);
   }
 }
 
@@ -1681,6 +1693,7 @@ async function restoreBackup(event) {
     $("backup-status").textContent = `Restored ${opened.lines.length} account(s) from the backup of '${printable(opened.deviceName)}'.`;
   } finally {
     for (const id of ["restore-submit", "restore-server"]) $(id).disabled = false;
+    refocus(event.submitter);
   }
 }
 
