@@ -262,17 +262,6 @@ async def start(
     db = request.app[DB]
     context = signin_context.build(request, settings.app_name)
     await retire(request, purpose, "replaced")
-    if purpose == SIGNIN:
-        # However many the broker allows, one sign-in never sends more than a few:
-        # a flood of requests is how push fatigue attacks work.
-        pending = session["pending"]
-        if pending.get("sends", 0) >= MAX_SENDS:
-            return Refusal(
-                "too_many",
-                "That is enough requests for one sign-in. Use a verification code, or start again.",
-            )
-        pending["sends"] = pending.get("sends", 0) + 1
-        session["pending"] = pending
     if purpose == SETUP:
         # The agreed marker (docs/protocol.md 15.1): the device asks "finish adding this
         # device?" and points at the setup page's number, not a sign-in screen.
@@ -289,6 +278,20 @@ async def start(
         # Reported as "not me" here and the password not changed since: no push, whatever
         # the broker says (push_pause.py), as when the broker refuses with its pause.
         return refused(PAUSED_HERE)
+    # Checked after the pause, which is the reason to give: "That is enough requests for one
+    # sign-in ... or start again" after a report promised a push that starting again would
+    # not bring.
+    if purpose == SIGNIN:
+        # However many the broker allows, one sign-in never sends more than a few:
+        # a flood of requests is how push fatigue attacks work.
+        pending = session["pending"]
+        if pending.get("sends", 0) >= MAX_SENDS:
+            return Refusal(
+                "too_many",
+                "That is enough requests for one sign-in. Use a verification code, or start again.",
+            )
+        pending["sends"] = pending.get("sends", 0) + 1
+        session["pending"] = pending
     client = request.app[CLIENT]
     # A setup's test push goes to the device being added only: it is the one that must
     # prove it works, and it gets no other requests until it did.
