@@ -131,16 +131,24 @@ function followSetup(card) {
 
 function copyButtons() {
   document.querySelectorAll("[data-copy]").forEach((button) => {
+    // A button's new words ("Copied") are not read out by screen readers: a status
+    // beside it says what happened.
+    const said = document.createElement("span");
+    said.className = "visually-hidden";
+    said.setAttribute("role", "status");
+    button.after(said);
     button.addEventListener("click", async () => {
       const input = document.getElementById(button.dataset.copy);
       input.select();
       try {
         await navigator.clipboard.writeText(input.value);
         button.textContent = "Copied";
+        said.textContent = "Copied.";
       } catch {
         button.textContent = "Press Ctrl+C";
+        said.textContent = "Not copied: the text is selected, press Ctrl+C to copy it.";
       }
-      setTimeout(() => { button.textContent = "Copy"; }, 2500);
+      setTimeout(() => { button.textContent = "Copy"; said.textContent = ""; }, 2500);
     });
   });
 }

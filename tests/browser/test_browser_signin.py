@@ -254,6 +254,11 @@ def test_cancel_on_the_setup_page_withdraws_its_link(stack: Any, page: Page) -> 
     page.get_by_role("button", name="Add").click()
     page.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
     link = page.get_by_role("textbox", name="Setup link").input_value()
+    # "Copy" says it copied in a status, which a screen reader reads (its new words are not).
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_role("status").filter(has_text="Copied.")).to_be_attached()
+    assert page.evaluate("navigator.clipboard.readText()") == link
     page.get_by_role("button", name="Cancel").click()
     page.wait_for_url("**/security")
     expect(page.get_by_role("status").filter(has_text="The setup was cancelled")).to_be_visible()
