@@ -66,7 +66,10 @@ async def authenticate(request: ApiRequest) -> RelyingParty:
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <API key>'")
-    if len(key) > 256:
+    # Keys are ASCII. A header's bytes that are not UTF-8 reach us as lone surrogates
+    # (aiohttp decodes with surrogateescape), which hashing the key could not encode:
+    # such a key was a 500 and a traceback, for anyone, before any key was checked.
+    if len(key) > 256 or not key.isascii():
         raise ApiError(401, "unauthorized", "unknown API key")
     rp = await _store(request).rp_for_key(key.strip())
     if rp is None:
@@ -275,6 +278,12 @@ async def get_rp_policy(request: web.Request) -> web.Response:
     return json_response(policy.to_json())
 
 
+# What an enrollment link may name from a request's Host header (without --public-url):
+# a host name or IPv4 address of RFC 3986 unreserved characters, or an IPv6 literal, and
+# an optional port.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?", re.ASCII)
+
+
 def device_url(request: web.Request) -> str:
     public = node_of(request).public_url
     if public:
@@ -282,7 +291,18 @@ def device_url(request: web.Request) -> str:
             public.replace("https://", "wss://", 1).replace("http://", "ws://", 1).rstrip("/") + "/v1/device"
         )
     scheme = "wss" if request.secure else "ws"
-    url = f"{scheme}://{request.host}/v1/device"
+    host = request.host
+    if _HOST.fullmatch(host) is None:
+        # Refused before anything is stored: a Host with bytes that are not UTF-8 was a
+        # 500 and a traceback after the enrollment was made (building the link failed),
+        # and a host with spaces or slashes made a link no device can use.
+        raise ApiError(
+            400,
+            "invalid_request",
+            "the Host header is not a host name and port, from which devices could be sent to "
+            "this broker (start the node with --public-url to name it)",
+        )
+    url = f"{scheme}://{host}/v1/device"
     _tell_if_refused(url)
     return url
 
@@ -311,8 +331,8 @@ async def create_enrollment(request: web.Request) -> web.Response:
     user = text_field(body, "user", 128)
     account = text_field(body, "account", 256)
     recoverable = bool_field(body, "recoverable")
-    new = await _store(request).create_enrollment(rp, user, account, recoverable)
     broker_url = device_url(request)
+    new = await _store(request).create_enrollment(rp, user, account, recoverable)
     uri = EnrollmentURI(broker_url, new.token, rp.id, rp.name, account, recoverable=recoverable).build()
     out = enrollment_json(new.enrollment, None, now_ms())
     out.update(token=new.token, broker_url=broker_url, uri=uri)

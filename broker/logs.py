@@ -47,7 +47,26 @@ class JsonFormatter(logging.Formatter):
         elif record.exc_text:
             line["exc"] = record.exc_text
         # default=str: a field orjson cannot encode is shown, not lost with the line.
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:
+            # A string with lone surrogates: a client's header bytes that are not UTF-8
+            # (aiohttp decodes them with surrogateescape), in an access log line's
+            # User-Agent, say. orjson refuses them, and the line was lost to a "Logging
+            # error" traceback: a client could keep its requests out of the log.
+            return orjson.dumps(_escaped(line), default=str).decode()
+
+
+def _escaped(value: Any) -> Any:
+    """`value` with every string's lone surrogates written as backslash escapes (as the
+    text format's stderr writes them)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_escaped(k): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) -> None:

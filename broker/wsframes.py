@@ -15,7 +15,6 @@ callbacks with this decoder. No extension is negotiated (no compression), so eve
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Mapping
 
@@ -66,7 +65,7 @@ def handshake(headers: Mapping[str, str], protocols: tuple[str, ...]) -> tuple[s
     try:
         if len(base64.b64decode(key, validate=True)) != 16:
             raise HandshakeError("Sec-WebSocket-Key is not 16 bytes in base64")
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a key that is not ASCII (b64decode's ValueError)
         raise HandshakeError("Sec-WebSocket-Key is not base64") from None
     chosen = None
     if "Sec-WebSocket-Protocol" in headers:

@@ -148,6 +148,56 @@ async def test_refusals_are_problem_documents_and_leave_no_traceback(strict_brok
     assert http_status(broker.http_url + "/healthz") == 200
 
 
+async def test_header_bytes_that_are_not_utf8_get_4xx_and_their_log_lines(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """aiohttp hands a header's bytes that are not UTF-8 on as lone surrogates. In an API
+    key, a Sec-WebSocket-Key or (for a new enrollment's link) the Host, they were a 500
+    and a traceback, the enrollment stored all the same; in any logged header (User-Agent,
+    a subprotocol) the JSON log line was lost to a "Logging error" traceback."""
+    args = ["--access-log", "--log-format", "json", "--log-level", "INFO"]
+    node = broker_factory(redis_url=redis_server.url, node="bytes", extra_args=args)
+    rp = await new_rp(node)
+    auth = {"Authorization": f"Bearer {rp['api_key']}"}
+    bad = b"\xff\xfe\xc3"
+
+    def raw(method: str, path: str, body: bytes = b"", **headers: str) -> bytes:
+        return request(method, path, body, **_h(headers)).replace(b"BAD", bad)
+
+    for method, path, body in (("GET", "/v1/rp", b""), ("POST", "/v1/challenges", b'{"user": "u"}')):
+        got = exchange(
+            node, raw(method, path, body, Authorization="Bearer BAD", Content_Type="application/json")
+        )
+        assert problem_of(got)[1]["code"] == "unauthorized", got
+    upgrade = "GET /v1/device HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\n"
+    upgrade += "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: BAD\r\n\r\n"
+    status, doc = problem_of(exchange(node, upgrade.encode().replace(b"BAD", bad)))
+    assert (status, doc["code"]) == (400, "invalid_request") and "Sec-WebSocket-Key" in doc["detail"]
+    enroll = raw(
+        "POST", "/v1/enrollments", b'{"user": "u", "account": "a"}', Content_Type="application/json", **auth
+    )
+    status, doc = problem_of(
+        exchange(node, enroll.replace(b"Host: broker", b"Host: BAD").replace(b"BAD", bad))
+    )
+    assert (status, doc["code"]) == (400, "invalid_request") and "Host" in doc["detail"]
+    async with (
+        aiohttp.ClientSession(headers=auth) as http,
+        http.get(f"{node.http_url}/v1/users/u/data") as got,
+    ):
+        assert (await got.json())["enrollments"] == []  # refused before it was made
+
+    got = exchange(node, raw("GET", "/v1/rp?last", User_Agent="BAD", Referer="BAD", **auth))
+    assert got.startswith(b"HTTP/1.1 200 ")
+    await asyncio.to_thread(
+        wait_until, lambda: "GET /v1/rp?last HTTP/1.1" in node.stderr(), message="its access log line"
+    )
+    node.terminate()
+    log = node.stderr()
+    assert "Logging error" not in log and "Traceback" not in log, log[-4000:]
+    assert '"level":"ERROR"' not in log and '" 500 ' not in log, log[-4000:]
+    assert log.count('GET /v1/rp HTTP/1.1\\" 401') == 1, log[-4000:]  # the bad key's line is there too
+
+
 def half_closed_exchange(broker: BrokerProcess, data: bytes) -> list[int]:
     """Send raw bytes, shut down the sending side (as `nc -N` and some scripts do), and
     read until the broker closes: the statuses of the responses, in order."""
