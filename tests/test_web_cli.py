@@ -213,7 +213,7 @@ MALFORMED = [
 ]
 
 
-def test_malformed_requests_get_a_400_and_no_traceback_in_the_log(tmp_path: Path) -> None:
+def test_malformed_requests_get_a_4xx_and_no_traceback_in_the_log(tmp_path: Path) -> None:
     port = free_port()
     rp = ManagedProcess(
         [RP, "serve", "--broker", "http://127.0.0.1:1", "--port", str(port), "--db", tmp_path / "rp.db"],
@@ -228,6 +228,19 @@ def test_malformed_requests_get_a_400_and_no_traceback_in_the_log(tmp_path: Path
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 sock.sendall(raw)
                 assert sock.recv(65536).startswith(b"HTTP/1.0 400 "), raw[:40]
+        # A cookie of bytes that are not UTF-8 was a 500 with a traceback (hashing it failed):
+        # it is not one of ours, so it is ignored.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /signin HTTP/1.1\r\nHost: x\r\nCookie: pushauth_rp=\xff\xfe\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # A client that hangs up mid-form was an ERROR with a traceback. Expect: 100-continue,
+        # so that the form's handler is reading when it goes.
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = b"POST /signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            sock.sendall(head + b"Expect: 100-continue\r\nContent-Length: 1000\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue")
+            sock.sendall(b"csrf_token=T&username=al")
+        rp.wait_for_output(r"client went away during POST /signin", timeout=30, stream="stderr")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/signin", timeout=10) as r:
             assert r.status == 200  # and it serves on
     finally:

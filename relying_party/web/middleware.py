@@ -55,6 +55,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         own = exc.text and not exc.text.startswith(f"{exc.status}:") and exc.status != 413
         detail = exc.text if own else None
         return error_page(request, exc.status, detail)
+    except ConnectionResetError:
+        # The client left before its request's body had all come: nobody reads an answer,
+        # and it is no error of ours (it was logged as one, with a traceback, for anyone
+        # who opens a form post and hangs up).
+        log.info("client went away during %s %s", request.method, request.path)
+        return error_page(request, 400)
     except ValueError as exc:
         # Malformed request bodies (a broken multipart form, bad encodings) surface here.
         log.info("bad request %s %s: %s", request.method, request.path, exc)

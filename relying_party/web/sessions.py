@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,6 +67,9 @@ class Session:
 SESSION_KEY: Any = web.RequestKey("session", Session) if hasattr(web, "RequestKey") else "session"
 
 
+_COOKIE = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+
+
 def _hash(cookie: str) -> bytes:
     return hashlib.sha256(cookie.encode()).digest()
 
@@ -79,8 +83,10 @@ def middleware(db: Database, settings: Settings) -> Callable[..., Awaitable[web.
     async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         cookie = request.cookies.get(settings.cookie_name)
         data = None
-        # Cookies are ours only if they look like ours; anything else is ignored.
-        if cookie and len(cookie) <= 64:
+        # Cookies are ours only if they look like ours (secrets.token_urlsafe); anything
+        # else is ignored: bytes that are not UTF-8 reach us as lone surrogates, which
+        # hashing the cookie could not encode (a 500 and a traceback, for anyone).
+        if cookie and _COOKIE.fullmatch(cookie):
             raw = db.session_get(_hash(cookie))
             data = json.loads(raw) if raw is not None else None
         session = Session(cookie, data) if data is not None else Session(None, {"created": now_ms()})
