@@ -233,6 +233,29 @@ async def test_unknown_names_lock_the_same_way(site: Site) -> None:
     assert "This account is locked for 1 minute" in await r.text()
 
 
+async def test_unknown_names_lock_as_long_and_as_often_as_users(site: Site) -> None:
+    """Failures on names that do not exist were counted in a sliding window, a user's in a
+    row with each lock doubling: a second round of guesses locked alice for 2 minutes and
+    "nobody" for 1 (and failures spread over more than a minute never locked "nobody"),
+    which told which names exist. Both are counted the same way now, in the database."""
+    for _ in range(2):  # two rounds, each lock ended as time would end it
+        site.db.conn.execute("UPDATE users SET locked_until = 0")
+        site.db.conn.execute("UPDATE unknown_name_failures SET locked_until = 0")
+        answers = []
+        for name in ("alice", "nobody"):
+            for _ in range(3):
+                assert (await site.sign_in(name, "wrong password")).status == 401
+            r = await site.sign_in(name, "wrong password")
+            assert r.status == 429
+            answers.append(re.search(r"locked for \d+ minutes?", await r.text()))
+        assert answers[0] and answers[1] and answers[0].group() == answers[1].group(), answers
+    assert answers[0].group() == "locked for 2 minutes"
+    counts = "SELECT failed_attempts, lockouts FROM {} WHERE name = ?"
+    alice = site.db.conn.execute(counts.format("users"), ("alice",)).fetchone()
+    nobody = site.db.conn.execute(counts.format("unknown_name_failures"), ("NoBody",)).fetchone()
+    assert tuple(alice) == tuple(nobody) == (0, 2)
+
+
 async def test_address_limit_stops_spraying_many_names(settings: Settings) -> None:
     async for s in _site(replace(settings, ip_failures=3)):
         for name in ("carol", "dave", "erin"):

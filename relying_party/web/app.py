@@ -27,7 +27,7 @@ from . import (
 from .attempts import AttemptGate
 from .config import Settings
 from .db import Database
-from .keys import ATTEMPTS, CLIENT, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
+from .keys import ATTEMPTS, CLIENT, DB, IP_LIMITER, SETTINGS
 from .ratelimit import AttemptLimiter
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -49,7 +49,6 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[DB] = db
     app[IP_LIMITER] = AttemptLimiter(settings.ip_failures, settings.ip_window)
-    app[NAME_LIMITER] = AttemptLimiter(settings.lockout_after, settings.lockout_base)
     app[ATTEMPTS] = AttemptGate()
     app[render.ENV_KEY] = render.environment()
     app[render.APP_NAME_KEY] = settings.app_name

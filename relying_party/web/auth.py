@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .db import Database, User, now_ms
-from .keys import ATTEMPTS, DB, IP_LIMITER, NAME_LIMITER, SETTINGS
+from .keys import ATTEMPTS, DB, IP_LIMITER, SETTINGS
 from .ratelimit import address_key
 from .sessions import Session, get_session
 
@@ -127,22 +127,22 @@ def locked_message(user: User) -> str | None:
 
 def unknown_name_locked_message(request: web.Request, name: str) -> str | None:
     """The same lockout for names that do not exist, so that it tells nothing about which do."""
-    wait_s = request.app[NAME_LIMITER].retry_after(name.lower())
-    return _locked(wait_s * 1000) if wait_s > 0 else None
+    wait_ms = request.app[DB].unknown_name_locked_until(name) - now_ms()
+    return _locked(wait_ms) if wait_ms > 0 else None
 
 
 def record_failure(request: web.Request, user: User | None, ip: str, name: str = "") -> None:
     settings = request.app[SETTINGS]
     request.app[IP_LIMITER].failed(address_key(ip))
+    lockout = {
+        "after": settings.lockout_after,
+        "base_s": settings.lockout_base,
+        "max_s": settings.lockout_max,
+    }
     if user is None:
-        request.app[NAME_LIMITER].failed(name.lower())
-        return
-    request.app[DB].record_failure(
-        user.id,
-        after=settings.lockout_after,
-        base_s=settings.lockout_base,
-        max_s=settings.lockout_max,
-    )
+        request.app[DB].record_unknown_name_failure(name, **lockout)
+    else:
+        request.app[DB].record_failure(user.id, **lockout)
 
 
 def attempt(request: web.Request, name: str, ip: str) -> AbstractAsyncContextManager[None]:

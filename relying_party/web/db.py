@@ -117,6 +117,18 @@ CREATE TABLE IF NOT EXISTS pending_revocations (
 );
 CREATE INDEX IF NOT EXISTS pending_revocations_user ON pending_revocations(user_id);
 CREATE INDEX IF NOT EXISTS pending_revocations_due ON pending_revocations(next_attempt_at);
+-- Failed sign-ins on user names that do not exist, counted and locked exactly as a
+-- user's (Database.record_failure): a lockout that lasted, doubled or decayed otherwise
+-- would tell which names exist. Kept like a user's counts (until the name signs in,
+-- which it cannot), up to UNKNOWN_NAMES_MAX rows. New in a database of an older demo too.
+CREATE TABLE IF NOT EXISTS unknown_name_failures (
+    name TEXT PRIMARY KEY COLLATE NOCASE,
+    failed_attempts INTEGER NOT NULL,
+    lockouts INTEGER NOT NULL,
+    locked_until INTEGER NOT NULL,
+    last_failed_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS unknown_name_failures_age ON unknown_name_failures(last_failed_at);
 CREATE TABLE IF NOT EXISTS sessions (
     id_hash BLOB PRIMARY KEY,              -- SHA-256 of the cookie: a leaked DB holds no live cookie
     data TEXT NOT NULL,
@@ -296,6 +308,20 @@ class UserExists(Exception):
     pass
 
 
+# Names that do not exist whose failed sign-ins are kept (unknown_name_failures).
+UNKNOWN_NAMES_MAX = 100_000
+
+
+def _failed_once(row: sqlite3.Row | None, after: int, base_s: int, max_s: int) -> tuple[int, int, int]:
+    """(failed_attempts, lockouts, locked_until) after one more failure on an account or
+    name whose counts are `row` (None: none yet): a lock after `after` in a row."""
+    failed, lockouts = (row["failed_attempts"] + 1, row["lockouts"]) if row else (1, 0)
+    if failed < after:
+        return failed, lockouts, 0
+    # Each lockout in a row doubles the wait, so guessing stays slow for good.
+    return 0, lockouts + 1, now_ms() + min(base_s * 2**lockouts, max_s) * 1000
+
+
 class Database:
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
@@ -382,17 +408,43 @@ class Database:
             ).fetchone()
             if row is None:
                 return
-            failed, lockouts = row["failed_attempts"] + 1, row["lockouts"]
-            locked_until = 0
-            if failed >= after:
-                # Each lockout in a row doubles the wait, so guessing stays slow for good.
-                locked_until = now_ms() + min(base_s * 2**lockouts, max_s) * 1000
-                failed, lockouts = 0, lockouts + 1
+            failed, lockouts, locked_until = _failed_once(row, after, base_s, max_s)
             self.conn.execute(
                 "UPDATE users SET failed_attempts = ?, lockouts = ?,"
                 " locked_until = MAX(locked_until, ?) WHERE id = ?",
                 (failed, lockouts, locked_until, user_id),
             )
+
+    def record_unknown_name_failure(self, name: str, *, after: int, base_s: int, max_s: int) -> None:
+        """record_failure for a user name that does not exist: the same counts and locks."""
+        now = now_ms()
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            row = self.conn.execute(
+                "SELECT failed_attempts, lockouts FROM unknown_name_failures WHERE name = ?", (name,)
+            ).fetchone()
+            failed, lockouts, locked_until = _failed_once(row, after, base_s, max_s)
+            self.conn.execute(
+                "INSERT INTO unknown_name_failures VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET failed_attempts = excluded.failed_attempts, lockouts = excluded.lockouts,"
+                " locked_until = MAX(locked_until, excluded.locked_until),"
+                " last_failed_at = excluded.last_failed_at",
+                (name, failed, lockouts, locked_until, now),
+            )
+            # Bounded: past the cap the names failed on longest ago are forgotten (a sign-in
+            # attempt costs a password hash and counts against its address, so reaching it
+            # takes many addresses and days; the users table keeps its counts regardless).
+            self.conn.execute(
+                "DELETE FROM unknown_name_failures WHERE name IN (SELECT name FROM unknown_name_failures"
+                " ORDER BY last_failed_at DESC LIMIT -1 OFFSET ?)",
+                (UNKNOWN_NAMES_MAX,),
+            )
+
+    def unknown_name_locked_until(self, name: str) -> int:
+        row = self.conn.execute(
+            "SELECT locked_until FROM unknown_name_failures WHERE name = ?", (name,)
+        ).fetchone()
+        return row["locked_until"] if row else 0
 
     def record_success(self, user_id: int) -> None:
         self.conn.execute(

@@ -14,5 +14,4 @@ SETTINGS = web.AppKey("settings", Settings)
 DB = web.AppKey("db", Database)
 CLIENT = web.AppKey("client", PushAuthClient)
 IP_LIMITER = web.AppKey("ip_limiter", AttemptLimiter)
-NAME_LIMITER = web.AppKey("name_limiter", AttemptLimiter)  # failures on user names that do not exist
 ATTEMPTS = web.AppKey("attempts", AttemptGate)  # one password or code check at a time per account and address
