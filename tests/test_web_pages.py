@@ -169,6 +169,29 @@ async def test_wrong_password_and_unknown_user_read_the_same(site: Site) -> None
     assert not await site.signed_in()
 
 
+async def test_the_password_step_gives_a_new_cookie(site: Site) -> None:
+    """Session fixation at the second step: the cookie from before the password (which
+    someone else may have planted) reached the pending sign-in, its push page and number,
+    and the approval's finish. It is replaced when the password is accepted."""
+    add_device(site.db, user(site.db))
+
+    def cookie() -> str:
+        return site.http.cookie_jar.filter_cookies(site.server.make_url(""))["pushauth_rp"].value
+
+    await site.get("/signin")
+    planted = cookie()
+    r = await site.sign_in()
+    assert r.status == 303 and r.headers["Location"] in ("/signin/push", "/signin/code")
+    assert cookie() != planted
+    status, html = await site.get(r.headers["Location"])
+    assert status == 200 and ("<h1>Enter code</h1>" in html or "<h1>Approve sign-in request</h1>" in html)
+    async with (
+        aiohttp.ClientSession() as other,
+        other.get(site.url + "/signin/code", headers={"Cookie": f"pushauth_rp={planted}"}) as got,
+    ):
+        assert got.url.path == "/signin"  # the planted cookie is worth nothing
+
+
 async def test_user_without_authenticator_signs_in_with_password(site: Site) -> None:
     await site.token()
     before = site.http.cookie_jar.filter_cookies(site.server.make_url("/"))["pushauth_rp"].value

@@ -95,6 +95,11 @@ def second_factor_required(db: Database, user: User) -> bool:
 
 
 def begin_second_step(session: Session, user: User) -> None:
+    # A new cookie once the password is accepted, as at sign-in (finish_signin): the
+    # pending second step is privilege too. With the cookie from before, planted by
+    # someone else (session fixation), that someone saw the push page's number and could
+    # finish the sign-in as the user, by being first to ask once the phone approved.
+    session.rotate()
     session["pending"] = {"uid": user.id, "since": now_ms()}
 
 
