@@ -45,12 +45,15 @@ from support.failover import (
 )
 from support.haproxy import (
     ERROR_FILES,
+    PRIVILEGED,
     SHIPPED,
     AccessLine,
     RenderError,
     frontends,
     haproxy_executable,
+    identity,
     render,
+    serving_identity,
 )
 
 from protocol.challenge import MIN_TTL_S, Status
@@ -72,13 +75,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         started.cleanup()
 
 
-def _render_shipped(directory: Path) -> tuple[str, str]:
+def _render_shipped(directory: Path, **options: Any) -> tuple[str, str]:
     text = SHIPPED.read_text()
     rendered = render(
         text,
         binds={name: 20000 + i for i, name in enumerate(frontends(text))},
         servers={"a": "127.0.0.1:18701", "b": "127.0.0.1:18702"},
         stats_socket=directory / "admin.sock",
+        **options,
     )
     return text, rendered
 
@@ -87,11 +91,14 @@ def test_the_tested_config_is_the_shipped_one(tmp_path: Path) -> None:
     """Only what ties the file to a production host changes; haproxy accepts the result."""
     text, rendered = _render_shipped(tmp_path)
     replaced = ("bind ", "server ", "log ", "stats socket ", "maxconn ", "errorfile ")
+    if not PRIVILEGED:  # haproxy started by another user than root cannot change user or chroot
+        replaced += ("user ", "group ", "chroot ")
     kept = [line for line in text.splitlines() if not line.strip().startswith(replaced)]
     assert kept, "the renderer would replace every line"
     missing = [line for line in kept if line not in rendered.splitlines()]
     assert not missing, f"lines of deploy/haproxy.cfg missing from the tested config: {missing}"
-    assert "ssl crt" not in rendered and "/run/haproxy" not in rendered
+    settings = "\n".join(line for line in rendered.splitlines() if not line.strip().startswith("#"))
+    assert "ssl crt" not in settings and "/run/haproxy" not in settings
     assert "server a 127.0.0.1:18701 track api/a" in rendered  # options after the address kept
     assert f"    errorfile 503 {ERROR_FILES / '503.http'}" in rendered.splitlines()  # the shipped files
     check = subprocess.run(
@@ -103,6 +110,11 @@ def test_the_tested_config_is_the_shipped_one(tmp_path: Path) -> None:
     )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+    # Started by another user than root haproxy would refuse them: the renderer drops them.
+    privileged = {"user haproxy", "group haproxy", "chroot /var/lib/haproxy"}
+    assert privileged <= {line.strip() for line in text.splitlines()}
+    _, unprivileged = _render_shipped(tmp_path, privileged=False)
+    assert not privileged & {line.strip() for line in unprivileged.splitlines()}
 
 
 def test_render_refuses_a_config_it_cannot_map(tmp_path: Path) -> None:
@@ -322,6 +334,8 @@ async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster) -> None:
         fleet = Fleet(device_url(lb.url(FRONTEND)), creds)
         await fleet.start()
         (old,) = lb.workers()
+        if PRIVILEGED:  # as systemd runs it: the master stays root to reload, its workers do not
+            assert identity(old) == serving_identity()
         reloaded = 0.0
 
         def reload() -> None:
@@ -353,6 +367,8 @@ async def test_a_reload_leaves_no_old_haproxy_behind(cluster: Cluster) -> None:
         keys = {c.cid: c.public_key for c in creds}
         results = await asyncio.gather(*(load.client.wait_result(ch, keys, timeout=DEADLINE) for ch in made))
         assert [r.status for r in results] == [Status.APPROVED] * len(creds)
+        if PRIVILEGED:  # the worker started by the reload drops root too
+            assert [identity(pid) for pid in lb.workers()] == [serving_identity()]
     finally:
         if load is not None:
             await load.close()

@@ -8,9 +8,16 @@ a production host and keeps every other line as written:
 - `log` lines in `global` go to stdout (the test reads the access log);
 - the `stats socket` goes to the test's directory (added if the file has none, as an
   older config: the measurements of docs/performance.md run one);
-- `user`, `group`, `chroot`, `daemon` and `pidfile` in `global` are dropped, and its
-  `maxconn` lowered to TEST_MAXCONN: haproxy refuses to start when it cannot raise its
-  open-file limit to twice that, and a test process here may hold at most 20,000;
+- `user`, `group` and `chroot` in `global` are kept when the tests run as root (here and
+  in CI: PRIVILEGED), so the tested haproxy drops root as the shipped one does, and
+  `serving_identity` can prove it; elsewhere they are dropped, since haproxy started by
+  another user cannot change user or chroot and refuses to start. The chroot needs no
+  other change: the log goes to stdout (a descriptor already open) and the stats socket
+  and errorfiles are opened before it, as the TLS key is in production;
+- `daemon` and `pidfile` in `global` are dropped (the test runs haproxy in the
+  foreground and reads its PID), and its `maxconn` lowered to TEST_MAXCONN: haproxy
+  refuses to start when it cannot raise its open-file limit to twice that, and a test
+  process here may hold at most 20,000;
 - `hard-stop-after` in `global`, when a test asks, gets the test's shorter time (a
   reload test cannot wait the shipped minutes);
 - each `errorfile` names the shipped file of that name in deploy/haproxy-errors/.
@@ -22,7 +29,10 @@ without an address) is an error, so the file and the test cannot drift apart.
 from __future__ import annotations
 
 import csv
+import grp
 import io
+import os
+import pwd
 import re
 import resource
 import shutil
@@ -40,7 +50,10 @@ from .waiting import DEADLINE, wait_until
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "deploy" / "haproxy.cfg"
 ERROR_FILES = REPO / "deploy" / "haproxy-errors"
-_HOST_ONLY = {"user", "group", "chroot", "daemon", "pidfile"}
+_HOST_ONLY = {"daemon", "pidfile"}
+_PRIVILEGE = {"user", "group", "chroot"}
+# haproxy can change user and chroot only when started as root.
+PRIVILEGED = os.geteuid() == 0
 
 
 def _test_maxconn() -> int:
@@ -84,8 +97,10 @@ def render(
     servers: Mapping[str, str],
     stats_socket: Path,
     hard_stop_after: str | None = None,
+    privileged: bool = PRIVILEGED,
 ) -> str:
-    """The loopback variant of a config (see the module's docstring)."""
+    """The loopback variant of a config (see the module's docstring); `privileged`: keep
+    its user, group and chroot."""
     out: list[str] = []
     section, name = "", ""
     bound: set[str] = set()
@@ -104,7 +119,7 @@ def render(
                 out.append("    # rendered for a loopback test run by tests/support/haproxy.py")
             continue
         keyword = words[0]
-        if section == "global" and keyword in _HOST_ONLY:
+        if section == "global" and (keyword in _HOST_ONLY or (keyword in _PRIVILEGE and not privileged)):
             continue
         if section == "global" and keyword == "maxconn":
             out.append(f"    maxconn {min(int(words[1]), TEST_MAXCONN)}")
@@ -150,6 +165,36 @@ def render(
 def frontends(text: str) -> list[str]:
     """Names of the config's frontends (each needs a port)."""
     return [m.group(1) for m in re.finditer(r"^(?:frontend|listen)\s+(\S+)", text, re.MULTILINE)]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a process runs as, and the directory it sees as /."""
+
+    uids: tuple[int, ...]  # real, effective, saved, filesystem
+    gids: tuple[int, ...]
+    groups: tuple[int, ...]  # supplementary
+    root: str
+
+
+def identity(pid: int) -> Identity:
+    """The running process's identity, from /proc (its root link needs root to read)."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    return Identity(
+        uids=tuple(int(v) for v in fields["Uid"].split()),
+        gids=tuple(int(v) for v in fields["Gid"].split()),
+        groups=tuple(int(v) for v in fields["Groups"].split()),
+        root=os.readlink(f"/proc/{pid}/root"),
+    )
+
+
+def serving_identity() -> Identity:
+    """What a serving haproxy process of the shipped file is: user and group haproxy (made
+    by Debian's package), no other group, shut in /var/lib/haproxy."""
+    uid, gid = pwd.getpwnam("haproxy").pw_uid, grp.getgrnam("haproxy").gr_gid
+    return Identity(uids=(uid,) * 4, gids=(gid,) * 4, groups=(), root="/var/lib/haproxy")
 
 
 @dataclass(frozen=True)
