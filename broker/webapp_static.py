@@ -20,6 +20,7 @@ import base64
 import hashlib
 import json
 import mimetypes
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,9 @@ def import_map(files: dict[str, StaticFile]) -> str:
     return json.dumps({"integrity": pins}, indent=1)
 
 
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
+
+
 def main(argv: list[str] | None = None) -> None:
     """`python -m broker.webapp_static [--import-map]`: the sha384 of every file an operator
     serves (a checksum list to compare a deployed copy with), or the import map that pins
@@ -169,11 +173,19 @@ def main(argv: list[str] | None = None) -> None:
         print(f"python -m broker.webapp_static: {incomplete(lacking)}", file=sys.stderr)
         sys.exit(2)
     files = load()
-    if args == ["--import-map"]:
-        print(import_map(files))
-        return
-    for name, found in files.items():
-        print(f"{integrity(found.body)}  {name}")
+    try:
+        if args == ["--import-map"]:
+            print(import_map(files))
+        else:
+            for name, found in files.items():
+                print(f"{integrity(found.body)}  {name}")
+        sys.stdout.flush()  # here, where a reader that went away can be caught, not at exit
+    except BrokenPipeError:
+        # `... | head -1`: the reader has what it wanted. Stop quietly, as a Unix tool that
+        # SIGPIPE ended, with its status (as pushauth-agent does); stdout to devnull so that
+        # the flush at exit cannot fail again (the Python docs' note on SIGPIPE).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,27 @@ def checksums(pythonpath: Path | None = None) -> subprocess.CompletedProcess[str
     return run_cli([sys.executable, "-m", "broker.webapp_static"], env=env, cwd=pythonpath or REPO)
 
 
+@pytest.mark.parametrize("args", [[], ["--import-map"]])
+def test_a_reader_that_goes_away_ends_the_list_quietly(args: list[str]) -> None:
+    """`python -m broker.webapp_static | head -1`: no traceback once head has its line,
+    the status of a tool that SIGPIPE ended. The reader is gone before the first write, so
+    the write fails whatever the pipe's buffer would hold."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "broker.webapp_static", *args],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+    assert (result.returncode, result.stderr) == (141, b"")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built as an operator builds one (`pip wheel` of the checkout, after
