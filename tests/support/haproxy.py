@@ -3,7 +3,9 @@
 The test runs the shipped file, not a copy of it: `render` changes only what ties it to
 a production host and keeps every other line as written:
 
-- each frontend's `bind` lines become one plain-HTTP `bind 127.0.0.1:PORT` (no TLS);
+- each frontend's `bind` lines become one plain-HTTP `bind 127.0.0.1:PORT` (no TLS); or,
+  when the test gives a `certificate`, a TLS bind keeps its options (`ssl`, `alpn`) with
+  that file as its `crt`, so the test runs the shipped TLS settings;
 - each `server NAME ADDRESS ...` gets the test's address for NAME (options kept);
 - `log` lines in `global` go to stdout (the test reads the access log);
 - the `stats socket` goes to the test's directory (added if the file has none, as an
@@ -98,9 +100,10 @@ def render(
     stats_socket: Path,
     hard_stop_after: str | None = None,
     privileged: bool = PRIVILEGED,
+    certificate: Path | None = None,
 ) -> str:
     """The loopback variant of a config (see the module's docstring); `privileged`: keep
-    its user, group and chroot."""
+    its user, group and chroot; `certificate`: serve its TLS binds with that PEM file."""
     out: list[str] = []
     section, name = "", ""
     bound: set[str] = set()
@@ -140,7 +143,7 @@ def render(
             if name not in binds:
                 raise RenderError(f"no test port for {section} {name!r}")
             if name not in bound:  # several binds (say IPv4 and IPv6) become one
-                out.append(f"    bind {LOCALHOST}:{binds[name]}")
+                out.append(f"    bind {LOCALHOST}:{binds[name]}{_tls_options(words, certificate)}")
                 bound.add(name)
         elif section in ("backend", "listen") and keyword == "server":
             if len(words) < 3 or words[1] not in servers:
@@ -160,6 +163,18 @@ def render(
         at = next(i for i, line in enumerate(out) if line.split()[:1] == ["global"])
         out.insert(at + 1, f"    stats socket {stats_socket} mode 600 level admin")
     return "\n".join(out) + "\n"
+
+
+def _tls_options(bind: list[str], certificate: Path | None) -> str:
+    """A bind line's options after its address, `crt` naming `certificate`, when the test
+    serves TLS and the line does; else none (plain HTTP)."""
+    if certificate is None or "ssl" not in bind:
+        return ""
+    options = bind[2:]
+    if "crt" not in options[:-1]:
+        raise RenderError(f"a TLS bind without a crt: {' '.join(bind)}")
+    options[options.index("crt") + 1] = str(certificate)
+    return " " + " ".join(options)
 
 
 def frontends(text: str) -> list[str]:
@@ -250,6 +265,7 @@ class HAProxyProcess(ManagedProcess):
         name: str = "haproxy",
         master_worker: bool = False,
         hard_stop_after: str | None = None,
+        certificate: Path | None = None,
     ) -> None:
         self.binds = dict(binds)
         self.socket_path = Path(log_dir) / f"{name}.sock"
@@ -262,6 +278,7 @@ class HAProxyProcess(ManagedProcess):
                 servers=servers,
                 stats_socket=self.socket_path,
                 hard_stop_after=hard_stop_after,
+                certificate=certificate,
             )
         )
         super().__init__(
