@@ -311,6 +311,11 @@ def keys_for(challenge: Challenge, stored: Mapping[str, Credential]) -> dict[str
     test push, or a recovery sync_credentials accepted). Only the challenge's user's:
     another user's key must never approve this sign-in. What wait_result, get_result
     and PendingSignIn.result take."""
+    if not isinstance(stored, Mapping) or not all(isinstance(c, Credential) for c in stored.values()):
+        raise TypeError(
+            "keys_for takes the RP's stored credentials as {credential id: Credential} "
+            "(credentials_from_json reads them back; CredentialSync.current is one)"
+        )
     mine = {cid: cred for cid, cred in stored.items() if cred.user == challenge.user and cred.id == cid}
     if challenge.credential_id is not None:
         target = mine.get(challenge.credential_id)

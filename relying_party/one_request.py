@@ -23,6 +23,7 @@ import aiohttp
 
 from .errors import BadBrokerResponse
 from .models import Challenge, SignInResult
+from .verify import check_public_keys
 
 if TYPE_CHECKING:
     from .sdk import PushAuthClient
@@ -97,6 +98,7 @@ class PendingSignIn:
         verification, same PENDING on `timeout`): from the stream's second line, or by
         long-poll when the stream gives none (a broker that does not stream, a stream
         cut short, the broker's wait over while the challenge is still pending)."""
+        check_public_keys(public_keys)  # a wrong argument fails now, not after the wait
         started = time.monotonic()
         lines, self._lines = self._lines, None  # the stream is read once
         if lines is not None:

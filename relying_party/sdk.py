@@ -510,6 +510,7 @@ class PushAuthClient:
         out is asked again (after the 503's Retry-After, else 1 s) while the wait may
         go on, and raised (BrokerUnavailable) after that.
         """
+        verify.check_public_keys(public_keys)  # a wrong argument fails now, not after the wait
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
             until_expiry = max(0, math.ceil((challenge.expires_at - _now_ms()) / 1000))

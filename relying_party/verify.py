@@ -46,6 +46,31 @@ ANSWERED = frozenset({Status.APPROVED, Status.DENIED, Status.NUMBER_MISMATCH, St
 # within the challenge's lifetime (RP clock) widened by this much on each side. The
 # rp_nonce already ties an answer to one challenge; this bounds how long it can matter.
 MAX_CLOCK_SKEW_MS = 120_000
+PUBLIC_KEY_BYTES = 32  # Ed25519
+
+
+def check_public_keys(public_keys: object) -> None:
+    """Refuse, as the programming error it is, a `public_keys` argument that is not
+    credential id -> 32-byte public key: the RP's stored Credentials themselves, a list
+    of them, or keys in base64url text. Checked before anything is read, because such
+    keys would otherwise fail every answer as BAD_SIGNATURE (or UNKNOWN_CREDENTIAL), the
+    security event a forged answer raises, and send the RP hunting an attack that is
+    not there (an outsider's trial passed `stored_credentials(user)` as the keys)."""
+    hint = "pass keys_for(challenge, stored), stored being {credential id: Credential}"
+    if not isinstance(public_keys, Mapping):
+        kind = type(public_keys).__name__
+        raise TypeError(f"public_keys must map credential id -> public key (bytes), not a {kind}: {hint}")
+    for cid, key in public_keys.items():
+        if not isinstance(cid, str) or not isinstance(key, bytes):
+            raise TypeError(
+                f"public_keys must map credential id (str) -> public key (bytes), "
+                f"not {type(cid).__name__} -> {type(key).__name__}: {hint}"
+            )
+        if len(key) != PUBLIC_KEY_BYTES:
+            raise ValueError(
+                f"public_keys[{cid[:64]!r}] is {len(key)} bytes, not an Ed25519 public key "
+                f"({PUBLIC_KEY_BYTES} bytes): {hint}"
+            )
 
 
 def evaluate(
@@ -59,8 +84,10 @@ def evaluate(
     """The SDK's verdict on one ChallengeResult body from the broker.
 
     Raises BadBrokerResponse for a body that is not a ChallengeResult at all, and
-    VerificationFailed for one that claims an answer that does not hold up.
+    VerificationFailed for one that claims an answer that does not hold up
+    (TypeError or ValueError for `public_keys` that are not id -> 32-byte key).
     """
+    check_public_keys(public_keys)
     what = "challenge result"
     result_id = wire.get(body, "id", str, what)
     raw_status = wire.get(body, "status", str, what)

@@ -44,6 +44,7 @@ from relying_party import (
     Unauthorized,
     VerificationFailed,
     VerificationReason,
+    keys_for,
     new_totp,
 )
 
@@ -198,6 +199,33 @@ async def test_rp_with_another_stored_key_does_not_accept_the_brokers_approval(
             await client.wait_result(challenge, {cred.id: other_key}, timeout=FRAME_WAIT_S)
     assert failure.value.reason is VerificationReason.BAD_SIGNATURE
     assert failure.value.broker_status is Status.APPROVED
+
+
+async def test_keys_in_the_wrong_shape_are_a_programming_error_not_a_forgery(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """An outsider's trial passed its stored {id: Credential} (the README's
+    `stored_credentials(user)`) where the keys go: every honest approval then failed as
+    BAD_SIGNATURE, the security event of a forged answer. The wrong shape is refused as
+    a TypeError naming keys_for, before any wait; the right call still approves."""
+    device, cred = await enroll_device(client, broker, "bea")
+    stored = {cred.id: replace(cred, confirmed=True)}
+    async with device.ws:
+        challenge = await client.create_challenge("bea", CONTEXT)
+        pushed = await device.recv_type(ChallengeFrame)
+        assert isinstance(await device.answer(pushed, Decision.APPROVE, challenge.number), AnswerResult)
+        text_key = {cred.id: cred.to_json()["public_key"]}  # base64url, as stored in JSON
+        for wrong in (stored, list(stored.values()), text_key):
+            with pytest.raises(TypeError, match=r"keys_for\(challenge, stored\)"):
+                await client.wait_result(challenge, wrong, timeout=FRAME_WAIT_S)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"keys_for\(challenge, stored\)"):
+                await client.get_result(challenge, wrong)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="not an Ed25519 public key"):
+            await client.get_result(challenge, {cred.id: cred.public_key[:31]})
+        with pytest.raises(TypeError, match="keys_for takes the RP's stored credentials"):
+            keys_for(challenge, list(stored.values()))  # type: ignore[arg-type]
+        result = await client.wait_result(challenge, keys_for(challenge, stored), timeout=FRAME_WAIT_S)
+    assert result.approved
 
 
 async def test_second_answer_is_refused_and_first_one_stands(
