@@ -1,5 +1,11 @@
 """Errors the RP SDK raises: one base type, stable codes, nothing untyped.
 
+Every error has a stable `code` (str): a BrokerError the broker's problem code
+(`no_devices`, `push_blocked`, `rate_limited`, `unavailable`, ... or `http_<status>`
+when the broker sent none), and for the others the type's own: `broker_unavailable`,
+`bad_broker_response`, `verification_failed` (whose `reason` says which check failed).
+So `except PushAuthError as exc: log(exc.code)` works for all of them.
+
 `BrokerError` is the broker saying no (a problem+json body, docs/http-api.md);
 `BrokerUnavailable` is the network failing or the broker unable to serve now (503,
 `ServiceUnavailable`, which is both); `BadBrokerResponse` is a broker that
@@ -16,16 +22,22 @@ from typing import Any
 
 
 class PushAuthError(Exception):
-    """Base of every error the SDK raises."""
+    """Base of every error the SDK raises; `code` is stable (see the module's doc)."""
+
+    code: str = "pushauth_error"
 
 
 class BrokerUnavailable(PushAuthError):
     """The broker could not be reached, did not answer in time, or answered 503 (it
     cannot reach its store): nothing was done; try again shortly."""
 
+    code = "broker_unavailable"
+
 
 class BadBrokerResponse(PushAuthError):
     """The broker answered, but not in the form docs/http-api.md describes."""
+
+    code = "bad_broker_response"
 
 
 class BrokerError(PushAuthError):
@@ -143,7 +155,10 @@ class VerificationReason(enum.StrEnum):
 
 
 class VerificationFailed(PushAuthError):
-    """The broker's result does not match a valid device signature: never an approval."""
+    """The broker's result does not match a valid device signature: never an approval.
+    `code` is "verification_failed"; `reason` (VerificationReason) says which check."""
+
+    code = "verification_failed"
 
     def __init__(
         self,

@@ -177,8 +177,28 @@ async def test_error_without_a_problem_body_still_has_status_and_code(broker: Sc
 async def test_unreachable_broker_is_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     async with PushAuthClient(url, "key") as client:
-        with pytest.raises(BrokerUnavailable, match=f"cannot reach the pushauth broker at {url}"):
+        with pytest.raises(BrokerUnavailable, match=f"cannot reach the pushauth broker at {url}") as caught:
             await client.health()
+    # Every SDK error has a stable code, not only the broker's refusals: an RP logs
+    # `exc.code` for any PushAuthError (an outsider's trial found this one without).
+    assert caught.value.code == "broker_unavailable"
+
+
+def test_every_error_type_has_a_stable_code() -> None:
+    import relying_party
+    from relying_party import PushAuthError
+
+    types = [getattr(relying_party, n) for n in relying_party.__all__]
+    errors = [t for t in types if isinstance(t, type) and issubclass(t, PushAuthError)]
+    assert len(errors) == 13
+    for error in errors:
+        assert isinstance(error.code, str) and error.code, error
+    reason = VerificationReason.BAD_SIGNATURE
+    assert (VerificationFailed(reason, "x").code, VerificationFailed(reason, "x").reason) == (
+        "verification_failed",
+        reason,
+    )
+    assert ServiceUnavailable(503, "unavailable", "no Redis").code == "unavailable"
 
 
 async def test_broker_that_does_not_answer_in_time_is_unavailable(broker: Scripted) -> None:
@@ -188,8 +208,9 @@ async def test_broker_that_does_not_answer_in_time_is_unavailable(broker: Script
 
     broker.routes["GET v1/rp"] = slow
     async with PushAuthClient(broker.url, "key", request_timeout=0.3) as client:
-        with pytest.raises(BrokerUnavailable, match=r"cannot reach .*: no answer within 0\.3 s"):
+        with pytest.raises(BrokerUnavailable, match=r"cannot reach .*: no answer within 0\.3 s") as caught:
             await client.rp()
+    assert caught.value.code == "broker_unavailable"
 
 
 @pytest.mark.parametrize(
@@ -206,8 +227,9 @@ async def test_broker_that_does_not_answer_in_time_is_unavailable(broker: Script
 async def test_malformed_success_is_a_bad_broker_response(broker: Scripted, handler: Handler) -> None:
     broker.routes["GET v1/rp"] = handler
     async with PushAuthClient(broker.url, "key") as client:
-        with pytest.raises(BadBrokerResponse):
+        with pytest.raises(BadBrokerResponse) as caught:
             await client.rp()
+    assert caught.value.code == "bad_broker_response"
 
 
 @pytest.mark.parametrize("url", ["ftp://broker", "broker.example", "http://"])
