@@ -95,9 +95,11 @@ class PendingSignIn:
 
     async def result(self, public_keys: Mapping[str, bytes], timeout: float | None = None) -> SignInResult:
         """The verified result, as PushAuthClient.wait_result gives it (same arguments, same
-        verification, same PENDING on `timeout`): from the stream's second line, or by
-        long-poll when the stream gives none (a broker that does not stream, a stream
-        cut short, the broker's wait over while the challenge is still pending)."""
+        verification, same PENDING on `timeout`, and the same bound on it for a broker
+        that hangs: BrokerUnavailable at most `answer_timeout` later): from the stream's
+        second line, or by long-poll when the stream gives none (a broker that does not
+        stream, a stream cut short, the broker's wait over while the challenge is still
+        pending)."""
         check_public_keys(public_keys)  # a wrong argument fails now, not after the wait
         started = time.monotonic()
         lines, self._lines = self._lines, None  # the stream is read once

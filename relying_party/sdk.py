@@ -460,7 +460,14 @@ class PushAuthClient:
         wait: int = 0,
     ) -> SignInResult:
         """One verified read of a challenge's result, held up to `wait` seconds while pending."""
-        body = await self._call("GET", f"/v1/challenges/{_segment(challenge.id)}", wait=wait)
+        return await self._read_result(challenge, public_keys, wait=wait, timeout=None)
+
+    async def _read_result(
+        self, challenge: Challenge, public_keys: Mapping[str, bytes], *, wait: int, timeout: float | None
+    ) -> SignInResult:
+        """get_result, with `timeout` seconds beyond the wait (None: _request's default)."""
+        path = f"/v1/challenges/{_segment(challenge.id)}"
+        body = await self._call("GET", path, wait=wait, timeout=timeout)
         return await self.verified(challenge, body, public_keys)
 
     async def verified(
@@ -508,7 +515,11 @@ class PushAuthClient:
         wait ends at the challenge's expiry at the latest (status EXPIRED). A 503 (the
         broker cannot read the state now), a broken connection or a request that timed
         out is asked again (after the 503's Retry-After, else 1 s) while the wait may
-        go on, and raised (BrokerUnavailable) after that.
+        go on, and raised (BrokerUnavailable) after that. A broker that hangs (accepts
+        the connection, never answers) is told from a slow one only by time: each read
+        waits `answer_timeout` (3 s) beyond its long-poll, so BrokerUnavailable may come
+        up to that long after `timeout` (or the expiry). A page that must answer within
+        N s passes `timeout=N - answer_timeout`.
         """
         verify.check_public_keys(public_keys)  # a wrong argument fails now, not after the wait
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -519,7 +530,13 @@ class PushAuthClient:
                 wait = min(wait, math.floor(max(0.0, deadline - time.monotonic())))
             started = time.monotonic()
             try:
-                result = await self.get_result(challenge, public_keys, wait=wait)
+                # Every read gets the answer timeout beyond its wait, a read with no wait
+                # (the last moment of `timeout`, a challenge at its expiry) too: a live
+                # broker answers it in milliseconds, and with the request timeout (10 s by
+                # default) a hung one held the page that long past its `timeout`.
+                result = await self._read_result(
+                    challenge, public_keys, wait=wait, timeout=self._answer_timeout
+                )
             except BrokerUnavailable as exc:
                 # The broker (or the node the balancer chose) cannot read the state now
                 # (503: its Redis gone, its event channel lost), or the connection broke

@@ -189,3 +189,28 @@ async def test_a_create_whose_answer_was_lost_gets_the_challenge_it_made(
             # The first attempt's challenge, the one the RP holds, and then the answer's
             # result: no second challenge, no cancel of this one.
             await approved(dev, client, challenge, pending, keys)
+
+
+async def test_a_result_read_with_no_wait_left_gives_a_hung_node_the_answer_timeout(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """wait_result's last read (its `timeout` spent, or the challenge at its expiry) asks
+    with no long-poll. It got the whole request timeout (10 s by default) rather than the
+    answer timeout, so on a hung node wait_result(timeout=T), and the one request's
+    result(timeout=T) which ends in that read, held a sign-in page T + 10 s (an outsider's
+    trial measured 5 + 4 s with request_timeout=4). Now every read of wait_result is given
+    up `answer_timeout` after its wait; the error says so."""
+    live, hung = nodes(redis_server, broker_factory)
+    rp = add_rp("Hung RP", redis_url=redis_server.url)
+    async with (
+        PushAuthClient(live.http_url, rp["api_key"]) as direct,
+        PushAuthClient(hung.http_url, rp["api_key"], request_timeout=30, answer_timeout=1.0) as stuck,
+    ):
+        dev = await online_device(direct, live.ws_url)
+        challenge = await direct.create_challenge("alice", CTX)
+        keys = await keys_of(direct, "alice")
+        with pytest.raises(BrokerUnavailable, match=r"no answer within 1 s$"):
+            await stuck.wait_result(challenge, keys, timeout=0)
+        with pytest.raises(BrokerUnavailable, match=r"no answer within 1 s$"):
+            await PendingSignIn(stuck, challenge, None).result(keys, timeout=0)
+        await dev.close()
