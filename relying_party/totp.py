@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+import unicodedata
 from dataclasses import dataclass
 
 import pyotp
@@ -46,10 +47,21 @@ def code_at(params: TotpParams, step: int) -> str:
     return pyotp.HOTP(params.secret, digits=params.digits, digest=_DIGESTS[params.algorithm]).at(step)
 
 
+def normalize_code(typed: str) -> str:
+    """A code as a person types or pastes it, as the digits it means: without spaces
+    (authenticators group the digits, the web authenticator shows "123 456"; a paste may
+    bring a no-break or thin space), and each decimal digit of any script (Arabic-Indic,
+    full-width, ...) as its ASCII digit, since a keyboard in another script types its own."""
+    return "".join(
+        str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in "".join(typed.split())
+    )
+
+
 def matching_steps(params: TotpParams, code: str, *, now: float | None = None) -> list[int]:
     """The time steps within SKEW_STEPS of `now` (default: this clock) whose code is
-    `code`: the current step first, then the one before, then the one after. Empty for
-    none, and for a code that is not `params.digits` ASCII digits."""
+    `code` (as typed: normalize_code): the current step first, then the one before, then
+    the one after. Empty for none, and for a code that is not `params.digits` digits."""
+    code = normalize_code(code)
     if len(code) != params.digits or not (code.isascii() and code.isdigit()):
         return []
     step = int((time.time() if now is None else now) // params.period)
@@ -75,6 +87,10 @@ def check_code(
     params: TotpParams, code: str, *, last_used_step: int | None, now: float | None = None
 ) -> TotpCheck:
     """Check a verification code against one device credential's stored parameters.
+
+    `code` as the person typed it: spaces and digits of other scripts are read as the
+    digits they are (normalize_code), so "123 456", as the web authenticator shows it, is
+    the code 123456.
 
     `last_used_step`: the step this credential's last accepted code had (None: none
     yet). A match at that step or an earlier one is refused (`replayed`): so is every

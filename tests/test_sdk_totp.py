@@ -44,6 +44,15 @@ async def test_the_provisioned_totp_survives_the_stored_enrollment_and_checks_th
 
     (shown,) = json.loads(agent_ok(home, "code", "--json"))
     code = shown["code"]
+    # As a person types it: grouped as the web authenticator shows it ("1234 5678"), a
+    # pasted no-break space, a keyboard's own digits (Arabic-Indic). An outsider's RP,
+    # passing the form's text to check_code as the README shows, refused each of these.
+    arabic_indic = "".join(chr(0x0660 + int(d)) for d in code)
+    for typed in (f"{code[:4]} {code[4:]}", f" {code[:4]}\u00a0{code[4:]} ", arabic_indic):
+        assert check_code(done.totp, typed, last_used_step=None) == check_code(
+            done.totp, code, last_used_step=None
+        ), typed
+    assert not check_code(done.totp, f"{code[:4]}-{code[4:]}", last_used_step=None).ok
     first = check_code(done.totp, code, last_used_step=None)
     assert first.ok and first.step is not None
     # Stored as the credential's last used step: the same code is refused from then on.

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from protocol import text as shown_text
 
+from ..totp import normalize_code
+
 if TYPE_CHECKING:
     from multidict import MultiDictProxy
 
@@ -77,18 +79,12 @@ def device_name(value: str) -> str:
     return value
 
 
-def ascii_digits(value: str) -> str:
-    """Each decimal digit of any script as its ASCII digit, the rest as is: a keyboard in
-    another script types its own digits (Arabic-Indic ١٢٣, Persian ۱۲۳, Devanagari १२३,
-    full-width digits), which are the same number. The web authenticator reads the number
-    typed on the phone so (asciiDigits in device_agent/webapp/js/app.js)."""
-    return "".join(str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in value)
-
-
 def totp_code(value: str) -> str:
     # People type codes with the space the app shows ("123 456"), or paste it as another
-    # space (no-break, thin): accept that.
-    value = ascii_digits("".join(value.split()))
+    # space (no-break, thin), or in their keyboard's digits (Arabic-Indic ١٢٣, Persian ۱۲۳,
+    # Devanagari १२३, full-width; the web authenticator reads the number typed on the
+    # phone so: asciiDigits in device_agent/webapp/js/app.js): the SDK's reading of a code.
+    value = normalize_code(value)
     if not value:
         raise FormError("Enter the code shown in the app.", "code")
     if not (value.isascii() and value.isdigit()):
