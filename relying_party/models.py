@@ -193,8 +193,11 @@ class Credential:
     # the broker (wait_enrollment: False, list_credentials) it is the broker's word;
     # in the RP's store it is the RP's own record: confirm_credential(credential)
     # returns the copy to store, sync_credentials keeps it as stored (a recovery it
-    # accepts is confirmed by its proof).
-    confirmed: bool = True
+    # accepts is confirmed by its proof). False unless said: an RP that builds its
+    # Credentials from its own columns and leaves this out must not make an unfinished
+    # setup's key (a QR code someone else scanned) count for sign-ins (keys_for). Read
+    # from JSON without the field (an RP's record from before it existed) it is True.
+    confirmed: bool = False
     # The RP's own record: when a recovery the RP accepted used this credential's
     # recovery key (the latest such recovery's ts; sync_credentials sets it, and
     # `current` keeps the stored value). A new recovery key the device names later

@@ -50,6 +50,7 @@ def enrolled(cid: str = "cr_old", name: str = "old phone") -> Device:
         account="alice@example.com",
         binding=b"b" * 64,
         recovery_key=RecoveryKey(signing.public_key(recovery_seed)),
+        confirmed=True,  # its test push approved
     )
     return Device(cred, seed, recovery_seed)
 
@@ -83,6 +84,7 @@ def recovered(
             recovery_signature=signing.sign(recovery_seed or old.recovery_seed, message),
             signature=signing.sign(seed, message),
         ),
+        confirmed=True,  # the broker lists a recovered credential as confirmed
     )
     return Device(cred, seed, new_recovery)
 
@@ -150,6 +152,27 @@ def test_keys_for_a_challenge_are_the_confirmed_ones_or_the_test_pushs_target() 
     assert sync.keys_for(challenge(setup.id)) == {setup.id: setup.public_key}
     assert sync.keys_for(challenge("cr_bob")) == {} and sync.keys_for(challenge("cr_gone")) == {}
     assert relying_party.keys_for(challenge(None), sync.current) == sync.keys_for(challenge(None))
+
+
+def test_a_credential_built_without_confirmed_approves_no_sign_in() -> None:
+    """An RP that keeps its devices in columns of its own builds each Credential itself
+    (as the demo RP does: relying_party.web.credentials.stored). Leaving `confirmed` out
+    made it True, so a setup never finished (no approved test push: a QR code someone
+    else scanned) counted for every sign-in in keys_for. Unsaid, it is False now; a JSON
+    record from before the flag existed still reads as confirmed."""
+    seed = signing.new_seed()
+    built = Credential(
+        id="cr_x", user="alice", name="phone", public_key=signing.public_key(seed), created_at=T0
+    )
+    assert not built.confirmed
+
+    def challenge(credential_id: str | None) -> Challenge:
+        return Challenge("ch_1", "alice", "42", 2, b"n" * 32, credential_id=credential_id)
+
+    assert relying_party.keys_for(challenge(None), {built.id: built}) == {}
+    assert relying_party.keys_for(challenge(built.id), {built.id: built}) == {built.id: built.public_key}
+    legacy = {k: v for k, v in built.to_json().items() if k != "confirmed"}
+    assert Credential.from_json(legacy).confirmed
 
 
 def test_an_accepted_recovery_is_confirmed_by_its_proof() -> None:
