@@ -22,6 +22,7 @@ from protocol.uri import EnrollmentURI, insecure_transport
 from . import jsonio, keys, metrics, user_data
 from .connections import rp_authenticated
 from .context import ApiRequest, node_of
+from .enrollment_quota import EnrollmentRefused
 from .event_listener import LISTENER
 from .events import ChallengeEnded
 from .fatigue import PushRefused
@@ -332,7 +333,12 @@ async def create_enrollment(request: web.Request) -> web.Response:
     account = text_field(body, "account", 256)
     recoverable = bool_field(body, "recoverable")
     broker_url = device_url(request)
-    new = await _store(request).create_enrollment(rp, user, account, recoverable)
+    try:
+        new = await _store(request).create_enrollment(rp, user, account, recoverable)
+    except EnrollmentRefused as refused:  # over the RP's enrollment quota: nothing stored
+        raise ApiError(
+            429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
+        ) from None
     uri = EnrollmentURI(broker_url, new.token, rp.id, rp.name, account, recoverable=recoverable).build()
     out = enrollment_json(new.enrollment, None, now_ms())
     out.update(token=new.token, broker_url=broker_url, uri=uri)

@@ -12,12 +12,18 @@ too. The slot comes from the hash tag, the part of a key between braces:
   reads for such ids only (Store.resolve_tags).
 - {rp}: the RPs and their API keys (few; one slot).
 - {blob}: the encrypted backups and their quota index (one slot: the quota is global).
+- {rq.RP}: one RP's enrollment quota (its own slot per RP: every enrollment the RP
+  makes passes through it, so RPs do not share one hot slot).
 
     pa:{rp}:rp:{rp}            hash  RP: name, key_hash, created, old_key_hash (rotate-key)
     pa:{rp}:rpkey:{sha256(key)} str  API key hash -> RP id
     pa:{rp}:rps                set   RP ids
     pa:{rp}:rpp:{rp}           hash  the RP's policy: the settings the operator set
                                      (broker/policy.py; the others are the profile's)
+    pa:{rq.RP}:enrp            zset  the RP's pending enrollment ids, score = expiry ms
+                                     (broker/enrollment_quota.py; expires with the last)
+    pa:{rq.RP}:enrb            hash  the RP's enrollment-rate bucket: tokens, at (ms)
+                                     (TTL: a minute, the time it takes to fill)
     pa:{T}:enr:{id}            hash  enrollment: rp, user, account, recoverable, status,
                                      expires, cid and pk once completed (TTL: expiry +
                                      retention)
@@ -186,6 +192,16 @@ def rp_user_keys(kind: str, rp_id: str) -> str:
     """SCAN pattern of one RP's per-user keys of a kind ("uc", "pend", "guard", "recent"), for `rp remove`
     only (RP ids are URL-safe tokens: no glob characters; braces are no glob either)."""
     return f"pa:{{*}}:{kind}:{rp_id}:*"
+
+
+def rp_pending_enrollments(rp_id: str) -> str:
+    """zset: the RP's pending enrollment ids, score = expiry ms (its quota's count)."""
+    return f"pa:{{rq.{rp_id}}}:enrp"
+
+
+def rp_enrollment_bucket(rp_id: str) -> str:
+    """hash: the RP's enrollment-rate token bucket (same slot as its pending zset)."""
+    return f"pa:{{rq.{rp_id}}}:enrb"
 
 
 def enrollment(enrollment_id: str) -> str:

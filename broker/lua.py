@@ -250,6 +250,38 @@ redis.call('SPUBLISH', ARGV[5], ARGV[6])
 return 'ok'
 """
 
+# The RP's enrollment quota (broker/enrollment_quota.py), in the RP's own slot; the
+# enrollment's keys are in its user's slot, so they are written after this, apart.
+# KEYS: the RP's pending-enrollments zset, the RP's enrollment-rate bucket (hash)
+# ARGV: enrollment id, its expiry ms, now ms, max pending, enrollments per minute
+# -> {n, 0}: reserved, n pending now with it; {-1, ms}: at the cap (the earliest
+#    pending one expires in ms); {-2, ms}: over the rate (a token comes in ms).
+#    Refused: nothing written. Expired ids are pruned first, so an enrollment nobody
+#    completed or withdrew frees its place at its expiry. The bucket holds a minute's
+#    worth, refilled continuously; a clock that went back refills nothing.
+RESERVE_ENROLLMENT = """
+local now = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[4]) then
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {-1, math.max(1, tonumber(first[2]) - now)}
+end
+local rate = tonumber(ARGV[5])
+local tokens = rate
+local b = redis.call('HMGET', KEYS[2], 'tokens', 'at')
+if b[1] then
+  tokens = math.min(rate, tonumber(b[1]) + math.max(0, now - tonumber(b[2])) * rate / 60000)
+end
+if tokens < 1 then return {-2, math.ceil((1 - tokens) * 60000 / rate)} end
+redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - 1), 'at', now)
+redis.call('PEXPIRE', KEYS[2], 60000)
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return {n + 1, 0}
+"""
+
 # KEYS: enrollment hash
 # ARGV: rp id, now ms, channel, event
 # -> 'cancelled' (withdrawn now: the event was published), 'ok' (ended before:

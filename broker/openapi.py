@@ -27,7 +27,7 @@ from .api import MAX_WAIT_S
 from .backups import MAX_BLOB
 from .jsonio import json_response
 from .openapi_rules import b64url, safe_text_pattern
-from .policy import MAX_PUSHES_LIMIT
+from .policy import MAX_ENROLLMENTS_PER_MINUTE, MAX_PENDING_ENROLLMENTS, MAX_PUSHES_LIMIT
 from .versions import API_VERSION
 
 # Exactly what the API accepts (issue 11, finding 8): every id, key, signature and
@@ -282,6 +282,20 @@ SCHEMAS: dict[str, Any] = {
             "ttl": _TTL,
             "max_ttl": _TTL,
             "failure_limit": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
+            # API 1.7: the RP's enrollment quota (docs/http-api.md, "Enrollment quota")
+            "max_pending_enrollments": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_PENDING_ENROLLMENTS,
+                "description": "enrollments of this RP pending at once (429 too_many_enrollments beyond)",
+            },
+            "enrollments_per_minute": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_ENROLLMENTS_PER_MINUTE,
+                "description": "enrollments this RP may make a minute, a burst of as many "
+                "(429 rate_limited beyond)",
+            },
         }
     ),
     "CredentialList": _obj({"credentials": {"type": "array", "items": _ref("Credential")}}),
@@ -390,8 +404,10 @@ PATHS: dict[str, Any] = {
     },
     "/v1/enrollments": {
         "post": _op(
-            "Start adding an authenticator for a user",
-            {"201": _json("Enrollment", "created"), **_problems(400, 401, 413)},
+            "Start adding an authenticator for a user. 429 (with Retry-After; nothing is made) over "
+            "the RP's enrollment quota: too_many_enrollments when max_pending_enrollments are pending, "
+            "rate_limited over enrollments_per_minute (GET /v1/rp/policy)",
+            {"201": _json("Enrollment", "created"), **_problems(400, 401, 413, 429)},
             requestBody=_body("NewEnrollment"),
         )
     },

@@ -1,10 +1,11 @@
 """Push policy per relying party, kept in Redis, the same on every node.
 
 DESIGN ("Digits and TTL are the RP's policy"; invariant 8; "Policies ... are per RP,
-kept in Redis"): push caps, rate, fraud-mute length, digits and TTL bounds are
-settings of an RP, set by the operator with `pushauth-broker rp set RP_ID ...` and
-shown to the RP at GET /v1/rp/policy. Fields the operator never set take the
-profile's defaults, so a new RP gets a complete policy without a write.
+kept in Redis"): push caps, rate, fraud-mute length, digits and TTL bounds, and the
+RP's enrollment quota (invariant 13) are settings of an RP, set by the operator with
+`pushauth-broker rp set RP_ID ...` and shown to the RP at GET /v1/rp/policy. Fields
+the operator never set take the profile's defaults, so a new RP gets a complete policy
+without a write.
 
 Why a short per-node cache and no invalidation event: what must agree exactly across
 nodes, the counts (pushes since the last sign-in, pushes in the rate window,
@@ -49,6 +50,10 @@ NIST_MAX_TTL_S = 600  # "valid for at most 10 minutes"
 NIST_FAILURE_LIMIT = 100  # "no more than 100 consecutive failed authentication attempts"
 MAX_PUSHES_LIMIT = 100  # the cap since the last sign-in never exceeds NIST's 100
 RATE_WINDOW_S = 60
+# Upper bounds an operator may set: about 1.4 GB of Redis at the longest user and
+# account, and a full bucket of that many at once (docs/operations.md, "Enrollments").
+MAX_PENDING_ENROLLMENTS = 1_000_000
+MAX_ENROLLMENTS_PER_MINUTE = 100_000
 CACHE_S = 2.0
 
 
@@ -74,6 +79,11 @@ class RpPolicy:
     min_digits: int = numbers.MIN_DIGITS
     ttl: int = 60  # seconds, when the request names none
     max_ttl: int = MAX_TTL_S
+    # What one RP may hold of the shared Redis in enrollments (DESIGN invariant 13;
+    # broker/enrollment_quota.py): pending at once, and made per minute (a bucket of a
+    # minute's worth), which bounds the ended ones kept for reading too.
+    max_pending_enrollments: int = 10_000
+    enrollments_per_minute: int = 600
 
     @property
     def failure_limit(self) -> int | None:
@@ -100,6 +110,8 @@ class RpPolicy:
         _between("digits", self.digits, self.min_digits, numbers.MAX_DIGITS, "(at least min_digits)")
         _between("max_ttl", self.max_ttl, MIN_TTL_S, MAX_TTL_S, "seconds")
         _between("ttl", self.ttl, MIN_TTL_S, self.max_ttl, "seconds (at most max_ttl)")
+        _between("max_pending_enrollments", self.max_pending_enrollments, 1, MAX_PENDING_ENROLLMENTS)
+        _between("enrollments_per_minute", self.enrollments_per_minute, 1, MAX_ENROLLMENTS_PER_MINUTE)
         if self.profile not in PROFILES:
             raise PolicyError("profile", f"profile must be one of {', '.join(PROFILES)}")
         if self.profile == PROFILE_NIST:

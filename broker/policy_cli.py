@@ -2,7 +2,8 @@
 
     pushauth-broker rp set RP_ID [--profile nist-800-63b-4|default] [--max-pushes N]
         [--max-pushes-per-minute N] [--fraud-mute SECONDS] [--digits N] [--min-digits N]
-        [--ttl S] [--max-ttl S] [--reset] [--json]
+        [--ttl S] [--max-ttl S] [--max-pending-enrollments N]
+        [--enrollments-per-minute N] [--reset] [--json]
     pushauth-broker rp show RP_ID [--json]
 
 The serve flags --max-pushes, --max-pushes-per-minute and --fraud-mute made the push
@@ -63,18 +64,21 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
     nist = policy.profile_defaults(policy.PROFILE_NIST)
     s = rp_sub.add_parser(
         "set",
-        help="set an RP's push policy (caps, rate, fraud mute, digits, TTL, profile)",
-        description="Set settings of a relying party's push policy; settings not named keep their value, "
+        help="set an RP's policy (push caps, rate, fraud mute, digits, TTL, profile; enrollment quota)",
+        description="Set settings of a relying party's policy; settings not named keep their value, "
         "and settings never set take the profile's defaults. Every broker node applies the change within "
         f"{policy.CACHE_S:g} seconds. The {policy.PROFILE_NIST} profile (NIST SP 800-63B-4, out-of-band "
         f"push): at least {policy.NIST_MIN_DIGITS} digits, a challenge lives at most 10 minutes, and "
         f"{policy.NIST_FAILURE_LIMIT} consecutive wrong numbers lock push for that user until the RP lifts "
-        "it (DELETE /v1/users/{user}/push-block). A new bound that the setting in force does not fit "
+        "it (DELETE /v1/users/{user}/push-block). The enrollment quota (--max-pending-enrollments, "
+        "--enrollments-per-minute) bounds what the RP may hold of the shared Redis in enrollments "
+        '(docs/operations.md, "Enrollment quota"). A new bound that the setting in force does not fit '
         "(--max-ttl below the ttl) is refused: give both.",
         epilog="""examples:
   pushauth-broker rp set rp_Cm-Kvhqvpefc --digits 3 --max-pushes 5
   pushauth-broker rp set rp_Cm-Kvhqvpefc --profile nist-800-63b-4 --max-ttl 300
   pushauth-broker rp set rp_Cm-Kvhqvpefc --max-ttl 30 --ttl 30
+  pushauth-broker rp set rp_Cm-Kvhqvpefc --enrollments-per-minute 3000 --max-pending-enrollments 50000
   pushauth-broker rp set rp_Cm-Kvhqvpefc --reset          # back to the defaults""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -88,6 +92,18 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
         ("min_digits", "N", "the fewest digits a request may ask for"),
         ("ttl", "SECONDS", "a challenge's lifetime when the request names none"),
         ("max_ttl", "SECONDS", "the longest lifetime a request may ask for, at most 600"),
+        (
+            "max_pending_enrollments",
+            "N",
+            "enrollments of the RP pending at once before 429 too_many_enrollments, "
+            f"1..{policy.MAX_PENDING_ENROLLMENTS:,}",
+        ),
+        (
+            "enrollments_per_minute",
+            "N",
+            "enrollments the RP may make a minute (a burst of as many) before 429 rate_limited, "
+            f"1..{policy.MAX_ENROLLMENTS_PER_MINUTE:,}",
+        ),
     ):
         default, strict = getattr(defaults, name), getattr(nist, name)
         shown = f"{default}" if default == strict else f"{default}; {policy.PROFILE_NIST}: {strict}"
@@ -101,7 +117,7 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
     s.add_argument("--reset", action="store_true", help="forget every setting first, then apply the flags")
     s.add_argument("--json", action="store_true", help="print the policy now in force as JSON")
     add_store_args(s)
-    show = rp_sub.add_parser("show", help="show an RP's push policy")
+    show = rp_sub.add_parser("show", help="show an RP's policy (push, enrollment quota)")
     show.add_argument("rp_id", help="the RP id printed by `rp add`")
     show.add_argument("--json", action="store_true", help="print JSON")
     add_store_args(show)

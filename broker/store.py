@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -12,18 +13,21 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from protocol.challenge import Status
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import RevokeReason
 
-from . import events, keys, lua
+from . import enrollment_quota, events, keys, lua
 from .cluster_pipe import ClusterPipe
 from .fatigue import refusal
 from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyCache
 from .redis_pipe import RedisPipe
 from .timings import RP_CACHE_S
+
+log = logging.getLogger(__name__)
 
 ENROLLMENT_TTL_MS = 10 * 60 * 1000  # DESIGN: enrollment tokens live 10 minutes
 RETENTION_MS = 15 * 60 * 1000  # results stay readable this long after expiry
@@ -122,6 +126,9 @@ class Store:
         self._confirm = admin(lua.CONFIRM_CREDENTIAL, durable=True)
         self._cancel_enrollment = admin(lua.CANCEL_ENROLLMENT, durable=True)
         self._lift = redis.register_script(lua.LIFT_PUSH_BLOCK)
+        # Taking a place twice (resent after a lost connection) only errs high, for the
+        # enrollment's 10 minutes at most (broker/enrollment_quota.py).
+        self._reserve_enrollment = self._script(lua.RESERVE_ENROLLMENT)
 
     def _script(
         self, source: str, *, idempotent: bool = True, durable: bool = False
@@ -288,6 +295,9 @@ class Store:
                 p.delete(keys.rp_key(earlier.decode()))
             p.srem(keys.RPS, rp_id)
             await p.execute()
+        # Its enrollment quota: in a slot of its own, so apart (no enrollment of it can
+        # be made or completed any more).
+        await self.redis.delete(keys.rp_pending_enrollments(rp_id), keys.rp_enrollment_bucket(rp_id))
         return True
 
     async def stored_policy(self, rp_id: str) -> dict[bytes, bytes]:
@@ -338,9 +348,19 @@ class Store:
     async def create_enrollment(
         self, rp: RelyingParty, user: str, account: str, recoverable: bool
     ) -> NewEnrollment:
+        """A new pending enrollment, within the RP's enrollment quota: EnrollmentRefused
+        (nothing stored) over it (broker/enrollment_quota.py)."""
         tag = keys.user_tag(rp.id, user)
         eid, token = keys.mint("en", tag), keys.mint_token(tag)
-        expires = now_ms() + self.enrollment_ttl_ms
+        now = now_ms()
+        expires = now + self.enrollment_ttl_ms
+        policy = await self.policies.get(rp.id)
+        kind, wait_ms = await self._reserve_enrollment(
+            keys=[keys.rp_pending_enrollments(rp.id), keys.rp_enrollment_bucket(rp.id)],
+            args=[eid, expires, now, policy.max_pending_enrollments, policy.enrollments_per_minute],
+        )
+        if kind < 0:
+            raise enrollment_quota.refusal(kind, wait_ms, policy)
         enrollment = Enrollment(eid, rp.id, user, account, recoverable, "pending", expires, None)
         fields = {
             "rp": rp.id,
@@ -356,8 +376,24 @@ class Store:
             p.execute_command("PEXPIREAT", keys.enrollment(eid), expires + RETENTION_MS)
             p.execute_command("SET", keys.token(tag, sha256_hex(token)), eid, "PXAT", expires)
 
-        await self.atomic(fill, durable=True)
+        try:
+            await self.atomic(fill, durable=True)
+        except Exception:
+            # Most likely not made: its place goes back. (A reply lost after the write
+            # leaves the count one low until this enrollment expires; a request that
+            # went away, cancelled, keeps its place until then: one high.)
+            await self.free_enrollment_place(rp.id, eid)
+            raise
         return NewEnrollment(enrollment, token)
+
+    async def free_enrollment_place(self, rp_id: str, eid: str) -> None:
+        """The enrollment is no longer pending (completed, withdrawn, never written): it
+        leaves the RP's count. Best effort: a place not given back (Redis unreachable
+        just now) frees itself at the enrollment's expiry."""
+        try:
+            await self._many([("ZREM", keys.rp_pending_enrollments(rp_id), eid)])
+        except (RedisError, OSError) as exc:
+            log.info("enrollment %s keeps its place in the quota until it expires: %s", eid, exc)
 
     async def get_enrollment(self, rp_id: str, eid: str) -> Enrollment | None:
         await self.resolve_tags([eid])
@@ -381,6 +417,7 @@ class Store:
         )
         if result == b"cancelled":
             await self._published(event)  # other nodes get it from the channel
+            await self.free_enrollment_place(rp_id, eid)
         return result in (b"cancelled", b"ok")
 
     async def complete_enrollment(
@@ -463,7 +500,8 @@ class Store:
         if not await self.redis.exists(keys.rp(cred.rp)):
             await self.revoke_credential(cred.rp, cred.id, RevokeReason.RP_REMOVED.value)
             raise ProtocolError(ErrorCode.BAD_TOKEN, "enrollment token is unknown, used or expired")
-        await self._published(event)
+        await self._published(event)  # first: the RP's long-poll here is woken at once
+        await self.free_enrollment_place(cred.rp, enrollment.id)
         return cred
 
     async def _enrolled_before(

@@ -23,6 +23,7 @@ from typing import IO
 
 from broker.activation import activated_argv
 from broker.cpus import pin
+from broker.policy import MAX_ENROLLMENTS_PER_MINUTE
 
 LOCALHOST = "127.0.0.1"
 # A held socket's backlog: every device's connection attempt made while no broker runs
@@ -312,6 +313,18 @@ def add_rp(redis_url: str, name: str = "Load test") -> tuple[str, str]:
     if result.returncode != 0:
         raise ClusterError(f"pushauth-broker rp add failed: {result.stderr.strip()}")
     rp = json.loads(result.stdout)
+    # A run enrolls its whole fleet at once (18,000 devices or more), far above an RP's
+    # default enrollment rate (600 a minute, docs/http-api.md "Enrollment quota"); each
+    # is completed at once, so the pending cap is never near.
+    result = subprocess.run(
+        [
+            _script("pushauth-broker"), "rp", "set", rp["id"], "--enrollments-per-minute",
+            str(MAX_ENROLLMENTS_PER_MINUTE), "--redis-url", redis_url,
+        ],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise ClusterError(f"pushauth-broker rp set failed: {result.stderr.strip()}")
     return rp["id"], rp["api_key"]
 
 

@@ -84,7 +84,9 @@ class NoDevices(Conflict):
 
 
 class RateLimited(BrokerError):
-    """429: too many requests (or pushes for this user); try again later."""
+    """429: too many requests (or pushes for this user, or enrollments for this RP:
+    `code` "too_many_enrollments" when its pending ones are at the policy's cap); try
+    again after `retry_after` seconds."""
 
 
 class PushBlocked(Conflict):

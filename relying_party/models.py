@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from protocol.challenge import Status
 from protocol.codes import Decision
@@ -95,6 +95,11 @@ class Policy(TypedDict):
     ttl: int  # seconds, when a create names none
     max_ttl: int
     failure_limit: int | None
+    # The RP's enrollment quota (API 1.7; absent from older brokers): over it
+    # create_enrollment raises RateLimited, code "too_many_enrollments" (pending at once)
+    # or "rate_limited" (made a minute), with retry_after.
+    max_pending_enrollments: NotRequired[int]
+    enrollments_per_minute: NotRequired[int]
 
 
 @dataclass(frozen=True, slots=True)

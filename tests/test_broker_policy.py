@@ -56,7 +56,7 @@ async def test_two_nodes_with_different_old_flags_enforce_the_rps_one_policy(
         == {k: v for k, v in shown.items() if k != "rp"}
     )
     # The SDK's type names exactly the broker's fields.
-    assert set(await policy_at(a, rp["api_key"])) == Policy.__required_keys__
+    assert set(await policy_at(a, rp["api_key"])) == Policy.__required_keys__ | Policy.__optional_keys__
     async with (
         PushAuthClient(a.http_url, rp["api_key"]) as on_a,
         PushAuthClient(b.http_url, rp["api_key"]) as on_b,
@@ -109,6 +109,8 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
         "ttl": 60,
         "max_ttl": 600,
         "failure_limit": None,
+        "max_pending_enrollments": 10000,
+        "enrollments_per_minute": 600,
     }
     nist = set_policy(rp["id"], "--profile", "nist-800-63b-4", "--max-ttl", "300", redis_url=url)
     assert (nist["digits"], nist["min_digits"], nist["max_ttl"], nist["failure_limit"]) == (6, 6, 300, 100)
@@ -121,6 +123,8 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
         (["--max-pushes", "101"], "--max-pushes"),
         (["--max-pushes-per-minute", "0"], "--max-pushes-per-minute"),
         (["--fraud-mute", "-1"], "--fraud-mute"),
+        (["--max-pending-enrollments", "0"], "max_pending_enrollments must be 1 to 1000000"),
+        (["--enrollments-per-minute", "100001"], "--enrollments-per-minute"),
     ):
         result = run_cli([BROKER, "rp", "set", rp["id"], *flags, "--redis-url", url])
         assert_cli_error(result, contains=named)

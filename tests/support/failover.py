@@ -109,8 +109,16 @@ class Cluster:
             self.wait_node(name, "UP")
         self.rp = add_rp("Failover test", redis_url=self.redis.url)
         # Each user signs in about once a second here: far above the per-minute cap
-        # that protects real users from push fatigue.
-        set_policy(self.rp["id"], "--max-pushes-per-minute", "10000", redis_url=self.redis.url)
+        # that protects real users from push fatigue. And a fleet is enrolled at once,
+        # faster than the RP's default enrollment rate (600 a minute).
+        set_policy(
+            self.rp["id"],
+            "--max-pushes-per-minute",
+            "10000",
+            "--enrollments-per-minute",
+            "100000",
+            redis_url=self.redis.url,
+        )
         return self
 
     def balancer(self, name: str = "haproxy", **options: Any) -> HAProxyProcess:
