@@ -625,6 +625,33 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
         )
 
 
+def test_a_security_event_goes_to_the_audit_log_not_to_the_persons_terminal(
+    world: World, service: str
+) -> None:
+    """The module's own log records (here the SECURITY EVENT of an approval that does not
+    verify) go where the audit lines go. Python's default put them on the PAM process's
+    stderr: the person's terminal (pamtester, sudo), or /dev/null under a daemon sshd."""
+    before = world.audit_count()
+    removed_home, kept_home = world.base / "agent-sec-removed", world.base / "agent-sec-kept"
+    with local_account() as other:
+        user = other.name
+        enroll_device(world, removed_home, "removed", user=user)
+        enroll_device(world, kept_home, "kept", user=user)
+        down = world.config("security-down", broker_url=f"http://127.0.0.1:{free_port()}")
+        command_ok(PAM, down, "remove", user, "removed", "--here-only")  # the broker still lists it
+        proc = pamtester(world, service, user)
+        number = number_of(proc)
+        proc.send_line("")
+        approve(removed_home, number)
+        status, out = finish(proc)
+        assert status != 0 and "The answer could not be verified" in out, out
+        world.audit_line(rf"decision=deny outcome=verification_failed user={user} ", before)
+        world.audit_line(
+            rf"error: SECURITY EVENT: the broker's result for {user}@test.example did not verify", before
+        )
+        assert "SECURITY EVENT" not in out and "did not verify" not in out, out
+
+
 def test_devices_and_remove_name_an_unknown_user_or_device(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:

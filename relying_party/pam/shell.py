@@ -5,10 +5,12 @@ line, tell the person the outcome."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 import syslog
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,15 +69,55 @@ def decide(
             audit.record(f"error: no watchdog for the push: {exc}", to_syslog=config.syslog, audit_file=None)
 
     underway = flow.Underway(on_push=watch)
-    try:
-        decision = asyncio.run(flow.authenticate(config, request, conv, started, underway))
-    except Exception as exc:  # noqa: BLE001 - a PAM module must answer, never crash its host
-        decision = flow.Decision(Outcome.CONFIG_ERROR, detail=f"{type(exc).__name__}: {exc}", started=started)
+    with _logs_to_audit(config):
+        try:
+            decision = asyncio.run(flow.authenticate(config, request, conv, started, underway))
+        except Exception as exc:  # noqa: BLE001 - a PAM module must answer, never crash its host
+            decision = flow.Decision(
+                Outcome.CONFIG_ERROR, detail=f"{type(exc).__name__}: {exc}", started=started
+            )
     for watchdog in watchdogs:
         watchdog.dismiss()
     _record(config, request, decision)
     _tell(conv, decision)
     return decision
+
+
+class _AuditHandler(logging.Handler):
+    """Log records of the sign-in (a SECURITY EVENT, a push that could not be cancelled
+    or unblocked) as lines of their own where the audit lines go."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(logging.WARNING)
+        self.config = config
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = "".join(c if c.isprintable() else "?" for c in record.getMessage())
+        except Exception:  # noqa: BLE001 - a bad log call must not decide a sign-in
+            self.handleError(record)
+            return
+        audit.record(
+            f"{record.levelname.lower()}: {text}",
+            to_syslog=self.config.syslog,
+            audit_file=self.config.audit_file,
+            priority=syslog.LOG_ERR if record.levelno >= logging.ERROR else syslog.LOG_WARNING,
+        )
+
+
+@contextlib.contextmanager
+def _logs_to_audit(config: Config) -> Iterator[None]:
+    """Without a handler of ours, Python writes the records on the PAM process's stderr:
+    the person's terminal under sudo or pamtester (an internal error, the user's handle,
+    the broker's URL), and nowhere an administrator reads under a daemon sshd, whose PAM
+    child's stderr is /dev/null. The watchdog, forked meanwhile, keeps the handler."""
+    root = logging.getLogger()
+    handler = _AuditHandler(config)
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
 
 
 def _in_new_thread(work: Callable[[], T]) -> T:
