@@ -30,5 +30,10 @@ async def lift_after_signin(sdk: PushAuthClient, handle: str) -> str | None:
         await sdk.lift_push_block(handle)
     except PushAuthError as exc:
         log.warning("cannot lift the push block of %s: %s", handle, exc)
-        return f"push block not lifted ({type(exc).__name__})"
+        return not_lifted(type(exc).__name__)
     return None
+
+
+def not_lifted(reason: str) -> str:
+    """The audit detail of a sign-in whose lift did not happen, for `reason`."""
+    return f"push block not lifted ({reason})"

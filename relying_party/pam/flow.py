@@ -80,6 +80,7 @@ class Decision:
     detail: str | None = None  # for the log only (a group name, an error)
     started: float = field(default_factory=time.monotonic)
     prompt_ms: int | None = None  # start -> the number prompt shown
+    broker_unreachable: bool = False  # creating the push found the broker unreachable
     approval_ms: int | None = None  # the device signed its answer -> our decision
 
     @property
@@ -163,8 +164,13 @@ async def authenticate(
             )
             if decision.outcome is Outcome.TOTP_OK:
                 # Signed in another way: the broker's push block (after a report, or too
-                # many pushes) ends now, or push would stay blocked for good.
-                problem = await push_block.lift_after_signin(sdk, user.handle)
+                # many pushes) ends now, or push would stay blocked for good. Not when the
+                # broker was just found unreachable: asking again would keep the person
+                # waiting another timeouts.request for nothing; the next code sign-in lifts it.
+                if decision.broker_unreachable:
+                    problem: str | None = push_block.not_lifted(BrokerUnavailable.__name__)
+                else:
+                    problem = await push_block.lift_after_signin(sdk, user.handle)
                 if problem is not None:
                     # First: the audit line cuts long values short.
                     decision.detail = "; ".join(filter(None, (problem, decision.detail)))
@@ -207,7 +213,7 @@ async def _push(
     except InvalidRequest as exc:
         return _refused_request(decision, exc)
     except BrokerUnavailable as exc:
-        decision.detail = str(exc)
+        decision.detail, decision.broker_unreachable = str(exc), True
         if config.fail_open:
             decision.outcome = Outcome.FAIL_OPEN
             return decision
