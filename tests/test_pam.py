@@ -342,6 +342,19 @@ def test_a_user_without_a_device_is_refused_without_a_push(world: World, service
     assert pending(world.home) == []
 
 
+def test_the_audit_file_is_made_readable_by_its_owner_alone(world: World, tmp_path: Path) -> None:
+    """Who signed in when and from where: made 0600 under the PAM process's usual umask
+    (022 here, as sshd's), not 0644."""
+    audit = tmp_path / "made-here.log"
+    config = tmp_path / "made-here.toml"
+    config.write_text(world.config("made-here-src").read_text().replace(str(world.audit), str(audit)))
+    with local_account() as other, pam_service(module_line(config)) as svc:
+        status, out = finish(pamtester(world, svc, other.name))
+    assert status != 0 and "No authenticator is set up for you" in out, out
+    assert f"outcome=not_enrolled user={other.name}" in audit.read_text()
+    assert audit.stat().st_mode & 0o777 == 0o600
+
+
 def test_a_device_removed_at_the_broker_is_no_device_and_leaves_the_store(world: World, service: str) -> None:
     before = world.audit_count()
     home = world.base / "agent-removed"

@@ -32,5 +32,10 @@ def record(text: str, *, to_syslog: bool, audit_file: Path | None, priority: int
         syslog.syslog(priority, text)
     if audit_file is not None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        with contextlib.suppress(OSError), audit_file.open("a") as out:
-            out.write(f"{stamp} {TAG}[{os.getpid()}]: {text}\n")
+        with contextlib.suppress(OSError):
+            # Made readable by its owner alone, as the store: who signed in when, from
+            # where, and the users' handles at the broker are no one else's business
+            # (under sshd's umask open() made it 0644). A file that exists keeps its mode.
+            fd = os.open(audit_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with open(fd, "a") as out:
+                out.write(f"{stamp} {TAG}[{os.getpid()}]: {text}\n")
