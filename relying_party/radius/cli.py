@@ -203,7 +203,10 @@ def _serve(cfg: config.Config) -> None:
     try:
         audit.setup(syslog=cfg.audit_syslog)
     except OSError as exc:
-        raise CliError(f"cannot log to syslog (/dev/log): {exc.strerror}") from None
+        raise CliError(
+            f"radius.syslog: cannot log to syslog ({audit.SYSLOG_SOCKET}): {exc.strerror}; "
+            "start a syslog daemon (journald, rsyslog), or set syslog = false for stderr"
+        ) from None
     try:
         asyncio.run(serve(cfg))
     except StartError as exc:
