@@ -12,6 +12,8 @@ server's (RADIUS).
 
 from __future__ import annotations
 
+import os
+import pwd
 import sqlite3
 import stat
 from pathlib import Path
@@ -36,13 +38,37 @@ class StoreError(Exception):
     """The user store cannot be opened: one line for the CLI."""
 
 
+def _account(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _owner_hint(path: Path) -> str:
+    """Why a store another account owns cannot be opened, and the fix: `enroll` run as
+    root makes a store (mode 0600) that the server, run as its own user, cannot open."""
+    try:
+        owner = path.stat().st_uid
+    except OSError:
+        return ""
+    me = os.geteuid()
+    if owner == me:
+        return ""
+    return (
+        f" (it belongs to {_account(owner)}, and this runs as {_account(me)}: run enroll, devices"
+        f" and remove as the account the server runs as, or give it the store: chown"
+        f" {_account(me)} {path}*)"
+    )
+
+
 class UserStore:
     def __init__(self, path: Path) -> None:
         try:
             self.db = Database(path)
         except (OSError, sqlite3.Error) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise StoreError(f"cannot open the user store {path}: {why}") from None
+            raise StoreError(f"cannot open the user store {path}: {why}{_owner_hint(path)}") from None
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o006:
             # Made 0600; a store every local user may read gives them every user's TOTP
