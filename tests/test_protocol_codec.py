@@ -8,7 +8,8 @@ and never anything else.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import fields as dataclass_fields
 from dataclasses import replace
 from typing import Any
@@ -32,6 +33,7 @@ from protocol.frames import (
     Error,
     Frame,
     Hello,
+    Ping,
     Revoke,
     Revoked,
     Sender,
@@ -593,6 +595,62 @@ def test_msgpack_timestamps_are_refused() -> None:
         body[key] = value
         error = rejected(pack(body), ErrorCode.MALFORMED)
         assert error.close_code == 4400
+    # A timestamp as a map key, and the extension forms the C unpacker refuses by length
+    # (96-bit timestamp, ext 32) or as invalid (an empty timestamp), or hands to the hook
+    # (an empty extension of another type): all malformed, with the same words.
+    placeholder = pack("PLACEHOLDER")
+    for raw in (
+        b"\x81" + pack(stamp) + b"\x01",
+        b"\xc7\x0c\xff" + bytes(12),
+        b"\xc7\x00\xff",
+        b"\xc7\x00\x05",
+        b"\xc9\x00\x00\x00\x01\x05\x00",
+    ):
+        body = wire(SAMPLES[Answer])
+        body["x"] = ["PLACEHOLDER"]
+        for data in (pack(body).replace(placeholder, raw), raw):
+            assert rejected(data, ErrorCode.MALFORMED).message == codec.EXTENSIONS_REFUSED
+
+
+def _python_calls(action: Callable[[], object]) -> int:
+    """Python function calls (generator resumptions included) made while `action` runs."""
+    calls = 0
+
+    def count(_frame: object, event: str, _arg: object) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    previous = sys.getprofile()
+    sys.setprofile(count)
+    try:
+        action()
+    finally:
+        sys.setprofile(previous)
+    return calls
+
+
+def test_hostile_structure_costs_no_python_call_per_value() -> None:
+    # A 32 KiB frame can hold some 32,000 tiny values, in a key the receiver must ignore:
+    # a check in Python for each of them cost the broker 10 to 13 ms of CPU per frame,
+    # where a plain frame costs 0.2, at the 50 frames a second a device may send. Counted
+    # rather than timed: lists cost no Python call at all, and a map exactly one (its
+    # repeated-key check, which only Python can make with msgpack's C unpacker).
+    body = wire(SAMPLES[Ping])
+    plain = pack({**body, "x": 0})
+    baseline = _python_calls(lambda: codec.decode(plain))
+    for junk, maps in (
+        ([[]] * 30_000, 0),
+        ([1] * 30_000, 0),
+        ([[[[None]]]] * 6_000, 0),
+        (["a"] * 15_000, 0),
+        ([{}] * 30_000, 30_000),
+        ([{"": {}}] * 10_000, 20_000),
+        ([{"a": 0, "b": [0]}] * 4_000, 4_000),
+    ):
+        data = pack({**body, "x": junk})
+        assert len(data) <= codec.MAX_FRAME_SIZE
+        assert codec.decode(data) == SAMPLES[Ping]
+        assert _python_calls(lambda data=data: codec.decode(data)) == baseline + maps
 
 
 # -- error codes and close codes ----------------------------------------------------
