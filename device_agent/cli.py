@@ -789,7 +789,7 @@ def cmd_passwd(store: AccountStore, args: argparse.Namespace) -> int:
         raise StoreError("there is no vault yet (it is made with the first account)")
     store.load()  # the current passphrase, checked before the new one is asked
     old = store.passphrase()
-    store.change_passphrase(store.passphrases.new(store.what, env_var=NEW_PASSPHRASE_ENV))
+    store.change_passphrase(store.passphrases.new(store.what, env_var=NEW_PASSPHRASE_ENV, current=old))
     say("The vault passphrase was changed.")
     # Backups made with the old passphrase hold the recovery keys: renew those first,
     # so that the rewritten backups carry the new ones.

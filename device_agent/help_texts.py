@@ -118,7 +118,7 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     },
     "passwd": {
         EXIT_OK: "changed, and the recovery keys and backups renewed",
-        EXIT_USAGE: "the current passphrase is wrong or the new one weak; nothing was changed",
+        EXIT_USAGE: "the current passphrase is wrong, or the new one weak or the same; nothing was changed",
         EXIT_UNREACHABLE: "the passphrase WAS changed, but a recovery key or a broker backup could "
         "not be renewed (each named; then: backup retire)",
     },

@@ -82,10 +82,17 @@ def check_strength(passphrase: str, what: str = "the passphrase") -> None:
         raise PassphraseError(f"{what} is too easy to guess ({why.rstrip('.')}): {advice}")
 
 
-def _weakness(typed: str) -> str | None:
+SAME_AS_CURRENT = "the new passphrase is the same as the current one"
+
+
+def _weakness(typed: str, current: str | None = None) -> str | None:
     """Why a typed new passphrase will not do, or None."""
     if not typed:
         return "the passphrase cannot be empty"
+    if current is not None and typed == current:
+        # `passwd` is what a person is told to run when the passphrase may be known
+        # (after a "not me"): "changed" to itself would say done and change nothing.
+        return SAME_AS_CURRENT
     try:
         check_strength(typed, "the new passphrase")
     except PassphraseError as exc:
@@ -151,11 +158,13 @@ class Passphrases:
         """A password of something else (an export to import): from `env_var`, else typed."""
         return self._env.get(env_var) or self._prompt(prompt, env_var)
 
-    def new(self, what: str, *, env_var: str = PASSPHRASE_ENV) -> str:
+    def new(self, what: str, *, env_var: str = PASSPHRASE_ENV, current: str | None = None) -> str:
         """A passphrase for something new: from `env_var`, else typed twice; a weak one
-        is refused (check_strength)."""
+        is refused (check_strength), and so is `current` (the one it replaces)."""
         value = self._env.get(env_var)
         if value:
+            if current is not None and value == current:
+                raise PassphraseError(f"{SAME_AS_CURRENT} ({env_var}); nothing was changed")
             check_strength(value, f"the new passphrase ({env_var})")
             return value
         # Typed: an empty, weak or mistyped one is asked again, PASSPHRASE_TRIES times in
@@ -163,7 +172,7 @@ class Passphrases:
         # home lost the URI they had pasted).
         for left in reversed(range(PASSPHRASE_TRIES)):
             first = self._prompt(f"New passphrase for {what}: ", env_var)
-            why = _weakness(first)
+            why = _weakness(first, current)
             if why is None:  # a weak one is refused before it is typed twice
                 if self._prompt("Type it again: ", env_var) == first:
                     return first

@@ -301,3 +301,28 @@ def test_without_the_test_variable_a_new_vault_gets_the_real_cost(
     store = AccountStore(tmp_path / "home")
     store.add_many_otp([])
     assert Vault.open(store.path, TEST_PASSPHRASE).kdf == KdfParams()
+
+
+def test_passwd_to_the_same_passphrase_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    # After a "not me" the agent says "change it now (pushauth-agent passwd)": typing the
+    # old one again said "The vault passphrase was changed." and changed nothing.
+    home = tmp_path / "home"
+    assert agent(home, "add", URI).returncode == 0
+    before = (home / "vault.pav").read_bytes()
+    result = agent(home, "passwd", **{NEW_PASSPHRASE_ENV: TEST_PASSPHRASE})
+    assert_cli_error(result, contains="the new passphrase is the same as the current one")
+    assert result.returncode == 2 and "changed" not in result.stdout
+    assert (home / "vault.pav").read_bytes() == before
+
+    # Typed: asked again, as for a weak one.
+    new = "amber trumpet sleeps nightly"
+    code, said = on_a_terminal(
+        home,
+        ["passwd"],
+        [("Passphrase of", TEST_PASSPHRASE), ("New passphrase", TEST_PASSPHRASE), ("New passphrase", new),
+         ("Type it again", new)],
+        env=typing_env(),
+    )  # fmt: skip
+    assert code == 0, said
+    assert "The new passphrase is the same as the current one, try again (2 left)" in said
+    assert agent(home, "accounts", **{PASSPHRASE_ENV: new}).returncode == 0
