@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widget import Widget
@@ -46,10 +46,28 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
     ]
     DEFAULT_CSS = """
     RequestScreen { align: center middle; }
-    #dialog { width: 72; height: auto; border: thick $accent; padding: 1 2; background: $surface; }
+    #dialog {
+        width: 72; max-width: 100%; height: auto; border: thick $accent; padding: 1 2; background: $surface;
+    }
+    #details-box { height: auto; }
+    #prompt { width: 100%; }
     #buttons { height: auto; margin-top: 1; }
     Button { margin-right: 1; }
+    RequestScreen.-small #dialog { height: 100%; padding: 0 1; }
+    RequestScreen.-small #details-box { height: 1fr; }
+    RequestScreen.-small #buttons { margin-top: 0; }
+    RequestScreen.-small Button { min-width: 0; width: auto; }
     """
+    # Rows the dialog needs besides its details: borders, padding, the prompt, the
+    # number field, the hint and the buttons at their full size.
+    FRAME_ROWS = 14
+    FULL_WIDTH = 74
+    # Button labels, full and small (a 40-column terminal holds all three of these).
+    LABELS: ClassVar[dict[str, tuple[str, str]]] = {
+        "approve": ("Approve", "Approve"),
+        "deny": ("Deny (Ctrl+N)", "Deny ^N"),
+        "report": ("Not me (Ctrl+R)", "Not me ^R"),
+    }
 
     def __init__(self, request: Request, details: Callable[[], str]) -> None:
         super().__init__()
@@ -61,18 +79,37 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
         with Vertical(id="dialog"):
             # Plain text, never markup: the context is whatever the sign-in page was
             # told ("[/]" in a browser string crashed the screen, "[bold]" restyled it).
-            yield Static(self.details(), id="details", markup=False)
-            yield Label(f"Type the {digits}-digit number shown on {source}, then Enter:")
+            # In its own scroll box: on a small terminal the details scroll, while the
+            # number field and the buttons stay on screen (SMALL_SCREEN_CSS).
+            with VerticalScroll(id="details-box"):
+                yield Static(self.details(), id="details", markup=False)
+            yield Label(f"Type the {digits}-digit number shown on {source}, then Enter:", id="prompt")
             yield Input(placeholder="number", restrict=r"[0-9]*", max_length=digits, id="number")
             yield Label("", id="hint")
             with Horizontal(id="buttons"):
-                yield Button("Approve", variant="success", id="approve")
-                yield Button("Deny (Ctrl+N)", variant="warning", id="deny")
-                yield Button("Not me (Ctrl+R)", variant="error", id="report")
+                for key, variant in (("approve", "success"), ("deny", "warning"), ("report", "error")):
+                    yield Button(self.LABELS[key][0], variant=variant, id=key)
 
     def on_mount(self) -> None:
         self.query_one("#number", Input).focus()
         self.set_interval(1.0, self._tick)
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        """On a terminal too small for the whole dialog (40x12, a split pane) it fills the
+        screen with compact fields and buttons, and only the details scroll: the number
+        field and the buttons stay in view (a dialog 72 wide cut off its buttons, and one
+        taller than the screen cut off the service and account at its top)."""
+        rows = len(self.details().splitlines()) + self.FRAME_ROWS
+        small = self.size.height < rows or self.size.width < self.FULL_WIDTH
+        self.set_class(small, "-small")
+        self.query_one("#number", Input).compact = small
+        for button in self.query(Button):
+            button.compact = small
+            button.label = self.LABELS[button.id or ""][small]
 
     def _tick(self) -> None:
         self.query_one("#details", Static).update(self.details())
@@ -119,7 +156,9 @@ class ReportScreen(ModalScreen[bool]):
     ]
     DEFAULT_CSS = """
     ReportScreen { align: center middle; }
-    #report-dialog { width: 64; height: auto; border: thick $error; padding: 1 2; background: $surface; }
+    #report-dialog {
+        width: 64; max-width: 100%; height: auto; border: thick $error; padding: 1 2; background: $surface;
+    }
     #report-buttons { height: auto; margin-top: 1; }
     ReportScreen Button { margin-right: 1; }
     """
@@ -151,7 +190,9 @@ class NoticeScreen(ModalScreen[NoticeDecision | None]):
     ]
     DEFAULT_CSS = """
     NoticeScreen { align: center middle; }
-    #notice-dialog { width: 72; height: auto; border: thick $error; padding: 1 2; background: $surface; }
+    #notice-dialog {
+        width: 72; max-width: 100%; height: auto; border: thick $error; padding: 1 2; background: $surface;
+    }
     #notice-buttons { height: auto; margin-top: 1; }
     NoticeScreen Button { margin-right: 1; }
     """
@@ -260,7 +301,7 @@ class AgentApp(App[int]):
     ]
     DEFAULT_CSS = """
     #accounts { height: 1fr; }
-    #events { height: 8; border-top: solid $accent; }
+    #events { height: 8; max-height: 40%; border-top: solid $accent; }
     """
 
     def __init__(self, store: AccountStore) -> None:

@@ -313,3 +313,31 @@ async def test_a_long_event_line_is_wrapped_at_the_edge_not_cut(tmp_path: Path) 
         assert len(events.lines) > 1
         assert all(line.cell_length <= events.size.width for line in events.lines)
         await pilot.press("q")
+
+
+async def test_on_a_40x12_terminal_the_request_dialog_fits_and_shows_who_asks(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    # The dialog was 72 columns wide and as tall as its details: on 40x12 its top (the
+    # service and account) was above the screen and its "Not me" button past the edge.
+    home = tmp_path / "phone"
+    cred = await enroll(client, home)
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(40, 12)) as pilot:
+        ch = await request_shown(pilot, app, client)
+        screen = dialog(app)
+        assert screen is not None
+        await pilot.pause()
+        whole = app.screen.region
+        for widget in ("#dialog", "#number", "#approve", "#deny", "#report", "#details-box", "#prompt"):
+            region = screen.query_one(widget).region
+            assert region.area and whole.contains_region(region), (widget, region, whole)
+        # The details box starts with the heading, then the service and the account.
+        lines = screen.details().splitlines()
+        assert "service:" in lines[1] and "account:" in lines[2], lines
+        box = screen.query_one("#details-box").region
+        # In view unscrolled: at 36 columns the heading and the service take two rows each.
+        assert box.height >= 5, box
+        await pilot.press(*ch.number, "enter")
+        result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
+        assert result.status is Status.APPROVED
