@@ -228,3 +228,11 @@ def try_passphrase_again(why: str, *, left: int) -> str:
 
 
 CONFIRM_REPORT = "Report this sign-in as not you? This denies it and pauses push requests for this account"
+
+
+# A vault that does not open (damaged, cut short, not a vault at all) is left as it is;
+# what brings the accounts back is a backup, restored into a home of its own.
+DAMAGED_VAULT_WAY_BACK = (
+    "; it was left as it is. To get your accounts back, put back a copy of this file, or"
+    " restore your backup into a new home: pushauth-agent --home NEW_FOLDER restore --from FILE|broker"
+)

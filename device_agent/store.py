@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import messages
 from .accounts_model import InvalidAccount, OtpAccount, decode_base32_secret
 from .legacy_store import LEGACY_FILE, LegacyStoreError, read_legacy, unb64
 from .passphrase import Passphrases, WrongPassphrase, kdf_from_env
@@ -323,7 +324,10 @@ class AccountStore:
                     raise PassphraseChanged(self.path) from None
                 self._passphrase = None  # a later prompt may get it right
                 raise WrongVaultPassphrase(f"{self.path}: {exc.message}") from None
-            raise StoreError(f"{self.path}: {exc.message}") from None
+            way_back = (
+                "" if exc.code == SealedErrorCode.UNSUPPORTED_VERSION else messages.DAMAGED_VAULT_WAY_BACK
+            )
+            raise StoreError(f"{self.path}: {exc.message}{way_back}") from None
 
     @staticmethod
     def _parse(vault: Vault) -> State:

@@ -243,8 +243,13 @@ def test_a_damaged_vault_is_reported_and_left_alone(tmp_path: Path) -> None:
     path.write_bytes(bytes(damaged))
     for args in (["accounts"], ["add", URI.replace("alice", "bob")]):
         result = agent(home, *args)
-        assert_cli_error(result, contains="fails authentication")
+        line = assert_cli_error(result, contains="fails authentication")
+        # ... and says what to do next: a backup restored into a new home.
+        assert "left as it is" in line and "pushauth-agent --home NEW_FOLDER restore --from" in line
     assert path.read_bytes() == bytes(damaged)
+    path.write_bytes(b"")  # a file cut to nothing says the same
+    line = assert_cli_error(agent(home, "accounts"), contains="not a pushauth vault file")
+    assert "restore --from FILE|broker" in line
 
 
 def test_the_passphrase_is_asked_once_per_process_and_twice_when_new(tmp_path: Path) -> None:
