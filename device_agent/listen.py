@@ -77,6 +77,10 @@ HEALTHY_AFTER_S = 5.0
 STORE_POLL_S = 1.0
 # After stdin ends, wait this long for the results of answers already sent.
 DRAIN_TIMEOUT_S = 5.0
+NO_INPUT_HINT = (
+    "To keep listening with no input to read answers from (in the background, or as a service),"
+    " run: pushauth-agent listen --no-input (and answer with pushauth-agent approve or deny)"
+)
 # An answer not confirmed by then is said to be waiting (a stalled network, a lift): silence
 # until keepalive gives up on the connection (up to 20 s) reads as a hang.
 SLOW_ANSWER_S = 3.0
@@ -780,7 +784,9 @@ class Listener:
 
     async def _read_input(self) -> None:
         lines = StdinLines()
+        read = 0
         while (line := await lines.get()) is not None:
+            read += 1
             await self.on_line(line)
         # Stdin ended: nobody can answer any more. Wait briefly for results of
         # answers already sent (a script pipes "42" and closes), then stop.
@@ -790,6 +796,10 @@ class Listener:
                 async with asyncio.timeout(DRAIN_TIMEOUT_S):
                     await self.drained.wait()
         self.say("Input ended; stopping.")
+        if not read:
+            # Started with no input at all (`&`, nohup, a service with stdin closed):
+            # it stopped at once, which is not what anyone starting it that way wants.
+            self.say(NO_INPUT_HINT)
         self.stopping.set()
 
     async def run(self) -> int:

@@ -579,3 +579,13 @@ def test_a_home_that_cannot_be_written_says_what_failed(tmp_path: Path, how: str
             run_cli(["chattr", "-i", str(home)])
     assert_cli_error(result, contains=f"cannot write the vault in {home}: {why}")
     assert result.returncode == 2
+
+
+def test_listen_started_with_no_input_at_all_says_how_to_run_without_input(tmp_path: Path) -> None:
+    # `listen < /dev/null` (nohup, `&`, a service) stopped at once with "Input ended";
+    # the way to keep it running without input was only in its --help.
+    store_with_account(tmp_path / "home", dead_broker())
+    result = agent(tmp_path / "home", "listen")  # stdin: /dev/null
+    assert result.returncode == 0, result.stderr
+    assert "Input ended; stopping." in result.stdout
+    assert "pushauth-agent listen --no-input" in result.stdout
