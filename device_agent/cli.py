@@ -83,6 +83,14 @@ secret is kept in one vault encrypted with your passphrase (`passwd` changes it)
 Moving to a new device: `backup`, then `restore` there, then `reactivate` the push
 accounts marked "action required". When a new device restores a recoverable account,
 this device is asked "was this you?" (`listen`, `pending`, `recovery`).
+
+Lost this device? On the new one, `restore` your backup first: verification codes
+work at once and recoverable accounts get a new key by themselves. Then, on each
+service's security page (signed in with a code, or the service's recovery code),
+remove the lost device: its keys stop at once (not before the restore: a removed
+device's accounts cannot be recovered), and add the new one for the accounts that
+say "action required" (`reactivate`). With no backup, each service's recovery codes
+or administrator are the way back in.
 """
 
 EPILOG = f"""\

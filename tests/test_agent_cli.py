@@ -65,6 +65,16 @@ def test_help_explains_commands_exit_codes_and_environment() -> None:
     assert "PUSHAUTH_AGENT_HOME" in result.stdout
 
 
+def test_help_says_what_to_do_when_this_device_is_lost() -> None:
+    # It said how to move while both devices are at hand; a lost phone is the other case,
+    # and its order matters: a lost device removed before the restore leaves its
+    # recoverable accounts nothing to recover from.
+    text = " ".join(run_cli([AGENT, "--help"]).stdout.split())
+    assert "Lost this device? On the new one, `restore` your backup first" in text
+    assert "remove the lost device" in text and "not before the restore" in text
+    assert "recovery codes" in text
+
+
 @pytest.mark.parametrize("command", ["enroll", "accounts", "listen", "pending", "approve", "deny", "remove"])
 def test_each_command_has_its_own_help(command: str) -> None:
     result = run_cli([AGENT, command, "--help"])
