@@ -76,7 +76,12 @@ OUTCOME_MESSAGES: dict[str, str] = {
 SETUP_TEST_OUTCOME_MESSAGES: dict[str, str] = {
     Status.APPROVED: "approved: the service can now finish adding this device",
     Status.DENIED: "denied: this device is not added",
-    Status.NUMBER_MISMATCH: "number_mismatch: the number did not match, so this device is not added",
+    # A slip of the finger, not a "no": the account stays here, and the page offers to send
+    # another test ("enroll again" would only make a second device at the service).
+    Status.NUMBER_MISMATCH: (
+        "number_mismatch: the number did not match, so this device is not added yet; on the"
+        " service's setup page, send a new test notification and type the number it shows"
+    ),
     Status.REPORTED: "reported: adding this device was refused and reported as not you",
 }
 

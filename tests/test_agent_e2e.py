@@ -322,7 +322,9 @@ def test_a_wrong_number_is_recorded_as_a_mismatch(tmp_path: Path, rp_api: RP) ->
     setup = rp_api.challenge(context=setup_test_context({"app": "Webmail"}))
     wrong = "10" if setup["number"] != "10" else "11"
     result = agent(home, "approve", setup["id"], "--number", wrong)
-    assert "number_mismatch: the number did not match, so this device is not added" in result.stdout
+    assert "number_mismatch: the number did not match, so this device is not added yet" in result.stdout
+    # ... and what to do about it: the account stays here, the page sends another test.
+    assert "send a new test notification and type the number it shows" in result.stdout
 
 
 def test_a_number_of_the_wrong_length_is_refused_before_sending(tmp_path: Path, rp_api: RP) -> None:
