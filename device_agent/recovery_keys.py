@@ -51,9 +51,13 @@ class Rotation:
     def lines(self) -> list[str]:
         out = []
         if self.renewed:
+            them = "them" if len(self.renewed) > 1 else "it"
+            # Automatic and broker backups are rewritten by the caller; a file made by hand
+            # is not known here, and said nothing of being out of date.
             out.append(
                 f"New recovery keys for {', '.join(self.renewed)}: the ones in older backups no longer"
-                " recover these accounts."
+                f" recover {them}. Automatic and broker backups get the new ones; write any other"
+                " backup again (pushauth-agent backup --to FILE --force)."
             )
         out += [
             f"{name}: the service does not have it as recoverable; its recovery key was deleted here."

@@ -305,6 +305,9 @@ async def test_after_passwd_an_older_backup_is_refused(client: PushAuthClient, t
 
     out = ok(old, "passwd", **{NEW_PASSPHRASE_ENV: NEW_PASSPHRASE})
     assert f"New recovery keys for {ACCOUNT}:" in out and "plain" not in out.split("New recovery keys")[1]
+    # The backup file made by hand is not rewritten: said so, with the way to.
+    assert "no longer recover it. Automatic and broker backups get the new ones" in out
+    assert "write any other backup again (pushauth-agent backup --to FILE --force)" in out
     # The backup made before the change (with the old passphrase) recovers nothing.
     out = restore(tmp_path / "new", before, "new phone")
     assert REPLACED in refused_line(out)
