@@ -1109,7 +1109,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         warn(f"pushauth-agent: {exc.filename or 'file'}: {exc.strerror or exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        warn("pushauth-agent: interrupted")
+        # Mostly at a prompt, whose line a hidden passphrase left unended: start a new one.
+        start = "\n" if sys.stderr.isatty() else ""
+        warn(f"{start}pushauth-agent: interrupted")
         return 130
 
 
