@@ -186,10 +186,10 @@ def build_parser() -> Parser:
         "browser, time and seconds left; type the number shown on the sign-in screen to\n"
         "approve, n to deny, or r to report that the sign-in was not you (then y to\n"
         "confirm: a report denies it and pauses push requests for the account; anything\n"
-        "else goes back to the request). Requests are\n"
-        "asked one after another, newest first (a new request from a service normally\n"
-        "replaces its older ones: they are dropped with a message). Accounts added or\n"
-        "removed by other commands meanwhile are picked up within a second.\n\n"
+        "else goes back to the request). Requests are asked one after another, newest\n"
+        "first (a new request from a service normally replaces its older ones: they are\n"
+        "dropped with a message). Accounts added or removed by other commands meanwhile\n"
+        "are picked up within a second.\n\n"
         "Stops on Ctrl-C, SIGTERM, or when input ends (after waiting a few seconds for\n"
         "answers already sent). With --no-input it never reads input: it only prints\n"
         "requests and events until stopped, for use with approve/deny from elsewhere.",
@@ -203,10 +203,10 @@ def build_parser() -> Parser:
         'questions ("was this you?": a new device restored one of these accounts); answer\n'
         "them with: pushauth-agent recovery confirm|disown ID.\n\n"
         "Each broker's requests are printed as soon as it answered. A broker that cannot\n"
-        "be reached, or does not answer within 10 s (hung; see\n"
-        f"{timeouts.CONNECT_TIMEOUT_ENV}), is named on stderr at the end, and what the others\n"
-        'have is still listed; "No sign-in requests are waiting" is said only when every\n'
-        "broker answered.\n\n"
+        "be reached, or does not answer within 10 s (hung), is named on stderr at the end\n"
+        f"(the 10 s: {timeouts.CONNECT_TIMEOUT_ENV}), and what the others have is still\n"
+        'listed; "No sign-in requests are waiting" is said only when every broker\n'
+        "answered.\n\n"
         '--json prints one list; each item has a "type": "sign_in" (a request: id, rp,\n'
         'rp_name, account, context, seconds_left, ...), "recovery_notice" (a question), or\n'
         '"unreachable" (a broker that could not be asked: "broker" its URL, "error" why).\n'
@@ -303,9 +303,9 @@ def build_parser() -> Parser:
         "come: a dialog shows the service, account and context; type the number shown on\n"
         'the sign-in screen and Enter to approve, Ctrl+N to deny, Ctrl+R to report "this\n'
         "wasn't me\" (then y to confirm, n or Escape to go back), Escape to answer later\n"
-        "(a: show it again). q quits. Accounts that\n"
-        'need action (restored push accounts) are marked. A "was this you?" question after\n'
-        "a new device restored an account opens a dialog too: y (it was me), n (it was not).\n\n"
+        "(a: show it again). q or Ctrl+Q quits. Accounts that need action (restored push\n"
+        'accounts) are marked. A "was this you?" question after a new device restored an\n'
+        "account opens a dialog too: y (it was me), n (it was not).\n\n"
         "It needs a terminal: with stdin or stdout not one (a pipe, a file), it refuses\n"
         "(exit 2) and nothing is opened.",
     )

@@ -7,6 +7,7 @@ real broker are in test_agent_e2e.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import pytest
 from e2e_helpers import add_push_account, agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import AGENT, ManagedProcess, assert_cli_error, free_port, port_accepts, run_cli, wait_until
 
-from device_agent.cli import build_parser
+from device_agent.cli import COMMANDS, build_parser
 from device_agent.help_texts import COMMAND_EXITS
 from device_agent.store import AccountStore
 from protocol import signing
@@ -63,6 +64,22 @@ def test_help_explains_commands_exit_codes_and_environment() -> None:
         assert text in result.stdout
     assert "exit codes" in result.stdout
     assert "PUSHAUTH_AGENT_HOME" in result.stdout
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_help_text_is_filled_to_the_width_of_its_paragraph(command: str) -> None:
+    # Text edited in place left lines like "else goes back to the request). Requests are"
+    # followed by the rest on the next line: read as a paragraph break in a terminal.
+    text = run_cli([AGENT, command, "--help"]).stdout
+    body = text.split("\n\n", 1)[1].split("positional arguments:")[0].split("options:")[0]
+    short = []
+    for paragraph in body.split("\n\n"):
+        lines = paragraph.split("\n")
+        for line, after in itertools.pairwise(lines):
+            table = line.startswith(" ") or "   " in line or after.startswith(" ")  # columns
+            if not table and len(line) < 60:
+                short.append(line)
+    assert not short, short
 
 
 def test_help_says_what_to_do_when_this_device_is_lost() -> None:
