@@ -63,7 +63,13 @@ OUTCOME_MESSAGES: dict[str, str] = {
     Status.APPROVED: "approved: the sign-in is allowed",
     Status.DENIED: "denied: the sign-in was refused",
     Status.NUMBER_MISMATCH: "number_mismatch: the number did not match, so the sign-in was denied",
-    Status.REPORTED: "reported: the sign-in was refused and reported as not you",
+    # What next, since the report leaves the account changed: whoever started the sign-in
+    # got past its first step, and push stays off until the service turns it back on.
+    Status.REPORTED: (
+        "reported: the sign-in was refused and reported as not you. Push requests for this"
+        " account are paused until the service lifts the pause; whoever tried may know your"
+        " password there: change it (sign in with a verification code: pushauth-agent code)"
+    ),
     Status.EXPIRED: "expired: the sign-in request timed out",
     Status.CANCELLED: "cancelled: the service cancelled the sign-in request",
     Status.SUPERSEDED: "superseded: a newer sign-in request replaced it",

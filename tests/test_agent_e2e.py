@@ -350,6 +350,10 @@ def test_deny_and_report(tmp_path: Path, rp_api: RP) -> None:
     result = agent(home, "deny", ch["id"], "--fraud")
     assert result.returncode == 0, result.stderr
     assert "reported" in result.stdout
+    # ... with what that changed and what to do next.
+    said = " ".join(result.stdout.split())
+    assert "Push requests for this account are paused until the service lifts the pause" in said
+    assert "change it (sign in with a verification code: pushauth-agent code)" in said
     assert rp_api.result(ch)["status"] == "reported"
 
 
