@@ -940,7 +940,7 @@ def backup_delete(store: AccountStore, args: argparse.Namespace) -> int:
 
 def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     from . import backup_actions, device_names
-    from .backup_keys import BackupCode
+    from .backup_keys import BackupCode, BackupCodeError
 
     device_name = device_names.check_device_name(args.device_name or device_names.default_device_name())
     target = backup_target(None, args, args.source)
@@ -948,7 +948,8 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
         raise UsageError("this home has accounts already; restore into a new home (--home DIR)")
     code = None
     if target["to"] == backup_actions.BROKER:
-        code = BackupCode.parse(store.passphrases.backup_code())  # a typo is caught before Argon2id
+        # A typo is caught before Argon2id, and asked again on a terminal.
+        code = store.passphrases.parsed_backup_code(BackupCode.parse, BackupCodeError)
 
     def opens(passphrase: str) -> backup_actions.Backup:
         return backup_actions.open_backup(backup_actions.download(target, passphrase, code), passphrase)

@@ -188,3 +188,20 @@ class Passphrases:
         if value:
             return value
         return self._prompt("Backup code (PAB1-...): ", BACKUP_CODE_ENV, "backup code")
+
+    def parsed_backup_code(self, parse: Callable[[str], T], mistyped: type[Exception]) -> T:
+        """The backup code as `parse` reads it. Typed on a terminal, one that `parse` finds
+        mistyped (`mistyped`: a missing group, a wrong check letter) is asked again,
+        PASSPHRASE_TRIES times in all, as a passphrase is: 32 characters copied from paper
+        are easy to slip on, and a restore that ended there was started over from scratch.
+        From PUSHAUTH_AGENT_BACKUP_CODE it is tried once."""
+        if self._env.get(BACKUP_CODE_ENV):
+            return parse(self.backup_code())
+        for left in reversed(range(PASSPHRASE_TRIES)):
+            try:
+                return parse(self.backup_code())
+            except mistyped as exc:
+                if not left:
+                    raise
+                print(messages.try_passphrase_again(str(exc), left=left), file=sys.stderr, flush=True)
+        raise AssertionError("unreachable: the last try returns or raises")

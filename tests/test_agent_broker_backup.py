@@ -185,6 +185,13 @@ def test_restore_needs_the_code_and_a_mistyped_code_is_told(broker: BrokerProces
     )
     assert status == 1 and said.count(ask) == 3 and said.count("no backup at") == 1, said
     assert not (tmp_path / "g" / "vault.pav").exists()
+    # A code mistyped from paper is asked again on a terminal too (it ended the restore).
+    answers = [("Backup code", typo), ("Backup code", code), (ask, PASSPHRASE)]
+    status, said = on_a_terminal(
+        tmp_path / "h", ["restore", "--from", "broker", *where(broker)], answers, env=typing
+    )
+    assert status == 0 and "1 restored" in said, said
+    assert "This backup code is mistyped (its check letters do not match)" in said and "(2 left)" in said
     # Any case, dashes and spaces as the user likes; the restored device keeps the code.
     typed = code.lower().replace("-", " ")
     assert "1 restored" in ok(tmp_path / "e", "restore", "--from", "broker", *where(broker), **{
