@@ -78,6 +78,19 @@ FRAME_BURST = 200
 # address kept a broker core busy with 3,900 refused enrollments a second.
 UNPROVEN_FRAMES_PER_S = 1.0
 UNPROVEN_FRAME_BURST = 20
+# Bytes of data messages one connection may send, counted before decoding as frames
+# are: the frame budget alone let a 32 KiB frame of 32,000 empty maps (legal, under a
+# key the broker ignores) cost 3 ms of decoding each, so one address made a broker core
+# busy before authenticating (20 connections a second, 20 such frames each) and one
+# credential could keep 800 a second coming. A connection starts with UNPROVEN_BYTES,
+# and nothing is added until a credential is proven on it (it lives AUTH_TIMEOUT_S at
+# most): an `authenticate` with 64 credentials is 9 KiB, an `enroll` under 1 KiB. Then
+# BYTES_PER_S are added, up to BYTE_BURST; what was left of UNPROVEN_BYTES is where it
+# starts, so a connection made, proven and dropped again brings no fresh burst (an
+# answer is about 300 bytes: 50 a second, the frame rate, fit in BYTES_PER_S).
+UNPROVEN_BYTES = 64 * 1024
+BYTES_PER_S = 16 * 1024
+BYTE_BURST = 256 * 1024
 # Connections one credential may be authenticated on at once, per node. Proving a key
 # again on another connection is free (the connect rate bounds only how fast), so one
 # enrolled key, which any user of an RP can get, held 1,000 sockets of a node in 4 s
@@ -492,6 +505,7 @@ class DeviceConnection(WsSocket):
         "_worker",
         "answering",
         "auth_timeout",
+        "bytes",
         "credentials",
         "delivered",
         "frames",
@@ -518,6 +532,7 @@ class DeviceConnection(WsSocket):
         self.push = push
         self.auth_timeout = auth_timeout
         self.frames = TokenBucket(UNPROVEN_FRAMES_PER_S, UNPROVEN_FRAME_BURST)  # until proven
+        self.bytes = TokenBucket(0.0, UNPROVEN_BYTES)  # until proven: a fixed allowance
         self.session = session
         self.store = store
         self.hub = hub
@@ -625,6 +640,9 @@ class DeviceConnection(WsSocket):
                     limit = f"more than {self.frames.burst:g} frames at once or {self.frames.rate:g} a second"
                     await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, limit))
                     break
+                if not self.bytes.take(len(payload)):
+                    await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, self._bytes_limit()))
+                    break
                 if opcode == OP_TEXT:
                     await self.fail(ProtocolError(ErrorCode.MALFORMED, "frames are binary messages"))
                     break
@@ -634,6 +652,7 @@ class DeviceConnection(WsSocket):
                         self._watchdog.cancel()
                         self._watchdog = None
                         self.frames = TokenBucket(FRAMES_PER_S, FRAME_BURST)
+                        self.bytes = TokenBucket(BYTES_PER_S, BYTE_BURST, tokens=self.bytes.left())
                     self._recount()  # accountable now: out of the address's count
         except Exception:  # a bug of ours: the device reconnects and retries
             log.exception("error handling a device frame")
@@ -642,6 +661,11 @@ class DeviceConnection(WsSocket):
             self._worker = None
             if self._inbox is inbox and not inbox:
                 self._inbox = None
+
+    def _bytes_limit(self) -> str:
+        if self.bytes.rate == 0:
+            return f"more than {self.bytes.burst:g} bytes of frames before a credential is proven"
+        return f"more than {self.bytes.burst:g} bytes of frames at once or {self.bytes.rate:g} a second"
 
     def control_allowed(self) -> bool:
         # Pings and pongs take from the frames' budget too: a device pings every 20 s and

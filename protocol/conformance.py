@@ -936,6 +936,23 @@ class Runner:
 
         await self.req("LIM-2", MUST, "more than 200 frames at once close 4429 rate_limited", flood)
 
+        async def bytes_before_proof() -> str:
+            d = await self.device()
+            for rid in (1, 2):  # 64 KiB in all: the whole budget, which is allowed
+                await d.send(padded(MAX_FRAME_SIZE, {"t": "ping", "rid": rid}))
+                await d.expect(Pong, lambda f, rid=rid: f.rid == rid)
+            await d.send_frame(Ping(rid=3))  # anything more is not
+            return "two pings of 32 KiB answered; a third ping: " + await expect_close(
+                d, 4429, "rate_limited"
+            )
+
+        await self.req(
+            "LIM-4",
+            SHOULD,
+            "more than 64 KiB of frames before a credential is proven closes 4429 (added within version 2)",
+            bytes_before_proof,
+        )
+
         title = "a connection that proves no credential in 30 s closes 4408 auth_timeout"
         if not self.slow:
             self.skip("LIM-3", MUST, title, "takes 30 s: run with --slow")
@@ -1006,13 +1023,11 @@ def enroll_frame(
     )
 
 
-def padded(size: int) -> bytes:
-    """An empty `authenticate` of exactly `size` bytes: an unknown key `pad` (bin 32)."""
-    prefix = (
-        b"\x84"
-        + msgpack.packb({"v": PROTOCOL_VERSION, "t": "authenticate", "creds": []})[1:]
-        + b"\xa3pad\xc6"
-    )
+def padded(size: int, body: dict[str, Any] | None = None) -> bytes:
+    """A frame of exactly `size` bytes, an empty `authenticate` unless `body` gives the
+    fields (`t` included), with an unknown key `pad` (bin 32) to fill it."""
+    fields = {"v": PROTOCOL_VERSION, **(body or {"t": "authenticate", "creds": []})}
+    prefix = bytes([0x80 | (len(fields) + 1)]) + msgpack.packb(fields)[1:] + b"\xa3pad\xc6"
     fill = size - len(prefix) - 4
     return prefix + struct.pack(">I", fill) + bytes(fill)
 

@@ -446,3 +446,18 @@ def test_the_handshake_checks_match_rfc_6455() -> None:
     ):
         with pytest.raises(wsframes.HandshakeError):
             wsframes.handshake({**good, **broken}, SUBPROTOCOLS)
+
+
+def test_a_token_bucket_takes_costs_and_may_start_low_or_never_refill() -> None:
+    """The byte budget's bucket (broker/device_ws.py): a fixed allowance until a credential
+    is proven (rate 0), then a refilling one that starts with what was left."""
+    allowance = TokenBucket(0.0, 100, now=0.0)
+    assert allowance.take(60, now=0.0)
+    assert not allowance.take(41, now=1000.0)  # nothing added, however long it waits
+    assert allowance.take(40, now=1000.0)
+    assert allowance.left(now=2000.0) == 0
+    bucket = TokenBucket(10.0, 1000, now=0.0, tokens=allowance.left(now=0.0))
+    assert not bucket.take(1, now=0.0)
+    assert bucket.take(25, now=2.5)  # 10 a second
+    assert bucket.left(now=500.0) == 1000  # up to the burst
+    assert not TokenBucket(1.0, 5, now=0.0).take(6, now=0.0)  # a cost over the burst never fits

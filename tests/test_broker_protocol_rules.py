@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 
 import msgpack
@@ -18,23 +19,40 @@ from shared_broker import broker, rp  # noqa: F401 - fixtures
 from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli
 from test_broker_device_ws import CTX, Device, approve_push, keys_of, online_device
 
-from broker.device_ws import FRAME_BURST, UNPROVEN_FRAME_BURST
+from broker.device_ws import BYTE_BURST, FRAME_BURST, UNPROVEN_BYTES, UNPROVEN_FRAME_BURST
 from protocol import signing
-from protocol.frames import Answer, AnswerResult, Cancel, Challenge, Enrolled, Error, Revoke, Revoked, Welcome
+from protocol.codec import MAX_FRAME_SIZE
+from protocol.conformance import padded
+from protocol.frames import (
+    Answer,
+    AnswerResult,
+    Cancel,
+    Challenge,
+    Enrolled,
+    Error,
+    Pong,
+    PushSubscribe,
+    Revoke,
+    Revoked,
+    Welcome,
+)
+from protocol.session import sign_answer
 from protocol.uri import parse as parse_uri
 from relying_party.sdk import PushAuthClient
 
 # -- 1. retries after a lost reply -------------------------------------------------
 
 
-def enroll_frame(dev: Device, uri: str, rid: int = 7, seed: bytes | None = None) -> bytes:
+def enroll_frame(
+    dev: Device, uri: str, rid: int = 7, seed: bytes | None = None, name: str = "phone"
+) -> bytes:
     """An enroll frame over this connection's nonce, bound to the link as the agent does."""
     link = parse_uri(uri)
     return dev.session.enroll_frame(
         rid=rid,
         token=link.token,
         seed=seed or dev.seed,
-        name="phone",
+        name=name,
         rp=link.rp,
         binding_secret=link.binding_secret,
     )
@@ -232,6 +250,117 @@ async def test_a_ping_flood_closes_that_connection(
         for _ in range(2000):  # as the frame flood: over the budget unless it took 36 s
             await flood.ws.ping()
     assert await flood.closed() == (4429, "rate_limited")
+
+
+# -- 2b. byte budgets --------------------------------------------------------------
+# A legal 32 KiB frame can cost 3 ms to decode (32,000 empty maps under an ignored key):
+# frames are counted in bytes too, before decoding (docs/protocol.md 2.2).
+
+
+def big_ping(rid: int) -> bytes:
+    """A `ping` of exactly MAX_FRAME_SIZE bytes (an ignored key fills it): legal, answered."""
+    return padded(MAX_FRAME_SIZE, {"t": "ping", "rid": rid})
+
+
+async def test_before_a_credential_is_proven_a_connection_may_send_64_kib(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    good = await online_device(client, broker.ws_url)
+    enrollment = await client.create_enrollment("late", "late@example.com")
+    uri = enrollment.uri or ""
+    dev = await Device.connect(broker.ws_url)
+    for rid in range(UNPROVEN_BYTES // MAX_FRAME_SIZE):  # the whole allowance: served
+        await dev.send(big_ping(rid))
+        assert await dev.frame() == Pong(rid=rid)
+    # A valid enroll over it is refused unread: the token stays unused.
+    await dev.send(enroll_frame(dev, uri))
+    assert await dev.closed() == (4429, "rate_limited")
+    assert not (await client.get_enrollment(enrollment)).completed
+    # A new connection has its own allowance and enrolls with the token; the other
+    # connections work as before.
+    again = await Device.connect(broker.ws_url, seed=dev.seed)
+    await again.enroll(uri)
+    ch = await client.create_challenge("alice", CTX)
+    await approve_push(good, ch)
+    assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)).approved
+
+
+async def test_once_proven_the_byte_budget_goes_on_from_what_was_left(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """After the proof the bytes refill (16 KiB a second, up to BYTE_BURST) from what the
+    connection had left, not from a fresh burst: a credential could otherwise reconnect
+    for one, again and again."""
+    good = await online_device(client, broker.ws_url)
+    flood = await online_device(client, broker.ws_url, "mallory")  # enrolled, authenticated
+    with contextlib.suppress(websockets.ConnectionClosed):
+        for rid in range(BYTE_BURST // MAX_FRAME_SIZE):  # a full burst's worth
+            await flood.send(big_ping(rid))
+    pongs = 0
+    with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+        while isinstance(await flood.frame(), Pong):
+            pongs += 1
+    assert await flood.closed() == (4429, "rate_limited")
+    # Under 64 KiB were left after an enroll and an authenticate: one of these at once,
+    # and one more per 2 s since.
+    assert 1 <= pongs < BYTE_BURST // MAX_FRAME_SIZE - 1, pongs
+    ch = await client.create_challenge("alice", CTX)
+    await approve_push(good, ch)
+    assert (await client.wait_result(ch, await keys_of(client, "alice"), timeout=5)).approved
+
+
+async def test_the_largest_legitimate_traffic_is_within_the_byte_budgets(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """A device with 64 accounts, the most one `authenticate` names, every frame at its
+    largest: refused enroll retries and the 64 enrollments on one connection (as the load
+    tester's provisioning does), then on another a push subscription, the authenticate
+    and 64 prompts answered at once."""
+    name = "\U0001f4f1" * 64  # the longest device name, in 4-byte characters
+    withdrawn = await client.create_enrollment("gone", "gone@example.com")
+    await client.cancel_enrollment(withdrawn.id)
+    users = [f"many{i}" for i in range(64)]
+    links = await asyncio.gather(*(client.create_enrollment(u, f"{u}@example.com") for u in users))
+    setup = await Device.connect(broker.ws_url)
+    for rid in range(UNPROVEN_FRAME_BURST // 2):  # a scanned code refused, and retried
+        await setup.send(
+            enroll_frame(setup, withdrawn.uri or "", rid=rid, seed=signing.new_seed(), name=name)
+        )
+        err = await setup.frame()
+        assert isinstance(err, Error) and err.code == "bad_token", err
+    seeds: dict[str, bytes] = {}
+    for rid, link in enumerate(links, start=100):
+        seed = signing.new_seed()
+        await setup.send(enroll_frame(setup, link.uri or "", rid=rid, seed=seed, name=name))
+        enrolled = await setup.frame()
+        assert isinstance(enrolled, Enrolled), enrolled
+        seeds[enrolled.cid] = seed
+    await asyncio.gather(*(client.confirm_credential(cid) for cid in seeds))
+
+    dev = await Device.connect(broker.ws_url)
+    subscribe = PushSubscribe(
+        rid=1, cids=tuple(seeds), endpoint="\U0001f514" * 2048, p256dh=bytes(65), auth=bytes(16)
+    )
+    await dev.send(subscribe)  # this broker sends no Web Push: refused, not fatal
+    err = await dev.frame()
+    assert isinstance(err, Error) and err.code == "push_unavailable", err
+    await dev.send(dev.session.authenticate_frame(seeds))
+    welcome = await dev.frame()
+    assert isinstance(welcome, Welcome) and len(welcome.accepted) == 64, welcome
+    made = await asyncio.gather(*(client.create_challenge(u, CTX) for u in users))
+    numbers = {c.id: c.number for c in made}
+    pushed = [await dev.frame() for _ in users]
+    now = int(time.time() * 1000)
+    answers = [
+        sign_answer(ch, seed=seeds[ch.cid], decision="approve", number=numbers[ch.ch], ts=now)
+        for ch in pushed
+        if isinstance(ch, Challenge)
+    ]
+    for answer in answers:  # all at once, as a device that comes back with a backlog
+        await dev.send(answer)
+    results = [await dev.frame() for _ in users]
+    assert {r.outcome for r in results if isinstance(r, AnswerResult)} == {"approved"}, results
+    assert len(results) == 64
 
 
 # -- 3. shutdown reaches every socket -------------------------------------------------

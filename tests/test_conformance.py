@@ -71,6 +71,7 @@ def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, r
         "PREC-1",
         "REV-3",
         "LIM-2",
+        "LIM-4",
     ):
         assert lines.get(rid, {}).get("status") == "pass", f"{rid} did not pass\n{shown}"
     assert lines["LIM-3"]["status"] == "skip"  # needs --slow

@@ -93,6 +93,11 @@ def test_domains_versions_and_limits_match_the_code() -> None:
     limits = section("Transport")
     assert f"a burst of {device_ws.FRAME_BURST}, then {device_ws.FRAMES_PER_S:g} per second" in limits
     assert f"{device_ws.AUTH_TIMEOUT_S:g} s from the handshake" in limits
+    assert f"proven on the connection, {device_ws.UNPROVEN_BYTES} bytes (64 KiB) in all" in limits
+    assert (
+        f"at most {device_ws.BYTE_BURST} bytes (256 KiB), refilled at {device_ws.BYTES_PER_S:g} bytes"
+        in limits
+    )
     assert f"{MAX_CLOCK_SKEW_MS // 1000} s (`MAX_CLOCK_SKEW_MS`)" in limits
     assert f"`MAX_CLOCK_SKEW_MS` = {MAX_CLOCK_SKEW_MS}" in section("Freshness")
     assert f"subprotocol `{SUBPROTOCOLS[0]}`" in DOC
