@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from protocol.challenge import Status
 
-from . import api, api_stream, backups, keys, metrics, recovery, redis_refusals, subscriber
+from . import api, api_stream, backups, clock, keys, metrics, recovery, redis_refusals, subscriber
 from .backups import QUOTA, BackupQuota
 from .context import NODE, Node
 from .cors import cors_middleware
@@ -90,10 +90,24 @@ def create_app(
     app[LISTENER] = EventListener(store, hub, grace_s=events_grace_s)
     app[HEALTH] = RedisHealth(redis, keys.HEALTH.format(node=node))
     app.on_cleanup.append(lambda app: app[HEALTH].close())
+    app.on_response_prepare.append(_broker_date)  # aiohttp would date replies by this host
+    app.cleanup_ctx.append(_shared_clock(redis))  # before serving: one time for every node
     app.cleanup_ctx.append(_event_listener)
     app.on_cleanup.append(lambda _app: _close_store(store))
     app.on_shutdown.append(_close_devices)
     return app
+
+
+async def _broker_date(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Date"] = clock.http_date().decode()
+
+
+def _shared_clock(redis: aioredis.Redis) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def follow(_app: web.Application) -> AsyncIterator[None]:
+        async with clock.following(redis):
+            yield
+
+    return follow
 
 
 async def _event_listener(app: web.Application) -> AsyncIterator[None]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -24,6 +23,7 @@ from protocol.challenge import Status
 from protocol.frames import Cancel, CancelReason, Frame, NoticeOutcome, RecoveryResult, Revoked
 
 from . import keys
+from .clock import now_ms
 from .events import (
     ChallengeCreated,
     ChallengeEnded,
@@ -184,7 +184,7 @@ class Hub:
         challenge's events can have passed this node by, and the record is kept in
         `live` for the long-poll to read without asking Redis."""
         loop = asyncio.get_running_loop()
-        delay = max(0.0, at_ms / 1000 - time.time())
+        delay = max(0.0, (at_ms - now_ms()) / 1000)  # the broker clock (broker/clock.py)
         self.expiry_timers[record.id] = loop.call_later(delay, _expire_now, expire, record)
         channel = keys.user_channel(record.rp, record.user)
         self.channels.hold(channel)

@@ -38,6 +38,8 @@ from prometheus_client.utils import floatToGoString
 
 from protocol.challenge import Status
 
+from . import clock
+from .clock import now_ms
 from .events import ChallengeCreated, ChallengeEnded, ChallengesEnded, Event
 
 if TYPE_CHECKING:
@@ -254,7 +256,7 @@ def delivered(record: ChallengeRecord) -> None:
     if record.created_at:
         STAGE_DELIVERED.observe(now - record.created_at)
     else:  # created on another node: only its wall-clock creation time is known
-        STAGE_DELIVERED.observe(max(0.0, time.time() - record.created / 1000))
+        STAGE_DELIVERED.observe(max(0.0, (now_ms() - record.created) / 1000))
 
 
 def answered(record: ChallengeRecord) -> None:
@@ -270,7 +272,7 @@ def result_sent(record: ChallengeRecord | None) -> None:
 
 
 def event_lag(created_ms: int) -> None:
-    EVENT_LAG.observe(max(0.0, time.time() - created_ms / 1000))
+    EVENT_LAG.observe(max(0.0, (now_ms() - created_ms) / 1000))
 
 
 # -- read at scrape time ---------------------------------------------------------------
@@ -320,6 +322,12 @@ class NodeCollector(Collector):
             "pushauth_event_channel_subscribed",
             "1 while this node is subscribed to its event channels",
             value=1 if listener.subscribed and healthy else 0,
+        )
+        yield GaugeMetricFamily(
+            "pushauth_clock_offset_seconds",
+            "This host's clock minus Redis's, which the broker keeps time by (broker/clock.py): "
+            "beyond a second or two, this host's NTP is broken",
+            value=clock.host_offset_ms() / 1000,
         )
         down = 0.0 if listener.down_since is None else time.monotonic() - listener.down_since
         yield GaugeMetricFamily(

@@ -41,7 +41,6 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
@@ -52,6 +51,7 @@ from protocol import SUBPROTOCOLS
 
 from . import api, api_stream, device_ws, wsframes
 from .access_log import DURATION, client_address, duration_ms
+from .clock import http_date
 from .connections import ConnectionGate, Slot, write_deadline
 from .context import NODE
 from .http_guard import Timeouts, body_timed_out, head_timed_out
@@ -92,7 +92,7 @@ class Reply:
         self.started, self.status = True, status
         self.close = self.close or self._conn.lane.closing or (headers or {}).get("Connection") == "close"
         out = [b"HTTP/1.1 %d %s\r\n" % (status, _phrase(status))]
-        out.append(b"Content-Type: %s\r\nDate: %s\r\n" % (ctype.encode(), _date()))
+        out.append(b"Content-Type: %s\r\nDate: %s\r\n" % (ctype.encode(), http_date()))
         for name, value in (headers or {}).items():
             if name.lower() not in ("connection", "content-type"):
                 out.append(b"%s: %s\r\n" % (name.encode(), value.encode()))
@@ -518,16 +518,3 @@ def _phrase(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode()
     except ValueError:
         return b"Unknown"
-
-
-_date_cache: tuple[int, bytes] = (0, b"")
-
-
-def _date() -> bytes:
-    """The Date header's value (RFC 9110 asks an origin server with a clock for it), made
-    once a second."""
-    global _date_cache
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache = (now, formatdate(now, usegmt=True).encode())
-    return _date_cache[1]

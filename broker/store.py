@@ -20,6 +20,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import RevokeReason
 
 from . import enrollment_quota, events, keys, lua
+from .clock import now_ms  # the broker clock, Redis's (its users import it from here)
 from .cluster_pipe import ClusterPipe
 from .fatigue import refusal
 from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
@@ -37,10 +38,6 @@ RETENTION_MS = 15 * 60 * 1000  # results stay readable this long after expiry
 # agents treat the same. Its name, user id and keys are personal data that no one needs
 # for good (docs/operations.md, "Personal data").
 REVOKED_RETENTION_MS = 180 * 24 * 3600 * 1000
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def new_id(prefix: str, nbytes: int = 16) -> str:

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import PushSubscribe, PushSubscribed
 
 from . import keys, metrics
+from .clock import now_ms
 from .context import NODE
 from .models import ChallengeRecord
 from .tasks import spawn
@@ -171,7 +171,7 @@ class WebPush:
         async with redis.pipeline(transaction=False) as p:
             for cid in cids:
                 if live:
-                    p.hset(_live_key(cid), node, int(time.time() * 1000) + LIVE_TTL_MS)
+                    p.hset(_live_key(cid), node, now_ms() + LIVE_TTL_MS)
                     p.pexpire(_live_key(cid), LIVE_TTL_MS)
                 else:
                     p.hdel(_live_key(cid), node)
@@ -184,7 +184,7 @@ class WebPush:
                 p.exists(_sub_key(cid))
                 p.hvals(_live_key(cid))
             found = await p.execute()
-        now = int(time.time() * 1000)
+        now = now_ms()
         offline: list[str] = []
         connected: list[str] = []
         for cid, has_sub, live in zip(cids, found[::2], found[1::2], strict=True):

@@ -1,0 +1,82 @@
+"""Wrong clocks as they happen: real processes under libfaketime (a real skewed clock for
+the whole process, not a patched function), real Redis, the RP SDK.
+
+A phone's clock is tests/test_agent_clock.py's; here: a broker node whose NTP broke (its
+clock off the other node's and Redis's), a clock stepped while the agent listens, and an
+RP server whose clock is off. docs/operations.md, "Clocks", says what each may be off.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+import pytest
+from support import BrokerProcess, RedisServer, new_rp, wait_until
+from test_broker_device_ws import CTX, Device
+
+from protocol.frames import AnswerResult, Challenge
+from relying_party.models import Status
+from relying_party.sdk import PushAuthClient
+
+_LIBS = glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1")
+pytestmark = pytest.mark.skipif(not _LIBS, reason="libfaketime is missing: scripts/ensure-tools test")
+
+
+def skewed(seconds: int) -> dict[str, str]:
+    """The environment that sets a process's clock `seconds` off (monotonic clocks as they are)."""
+    return {"LD_PRELOAD": _LIBS[0], "FAKETIME": f"{seconds:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+async def online(client: PushAuthClient, url: str) -> Device:
+    """alice's confirmed device, authenticated on the node at `url`."""
+    enrollment = await client.create_enrollment("alice", "alice@example.com")
+    dev = await Device.connect(url)
+    await dev.enroll(enrollment.uri or "")
+    await client.confirm_credential(dev.cid)
+    await dev.authenticate()
+    return dev
+
+
+async def test_a_node_whose_clock_is_off_keeps_the_stores_time(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """Node b's NTP broke: its clock is 90 s ahead of node a's and Redis's. Before, each
+    node decided by its own clock, and a challenge created on a (60 s) was expired at once
+    on b: every answer from a device connected there was refused `challenge_expired`, the
+    RP waited out the minute, and no one was told why. Now both keep Redis's time: the
+    answer counts, b's `hello` and its challenges' times are the store's, and b's log
+    names its clock."""
+    a = broker_factory(redis_url=redis_server.url, node="a")
+    b = broker_factory(redis_url=redis_server.url, node="b", env=skewed(90))
+    rp = await new_rp(a)
+    async with PushAuthClient(a.http_url, rp["api_key"]) as client:
+        dev = await online(client, b.ws_url)
+        ch = await client.create_challenge("alice", CTX, ttl=60)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge) and pushed.ch == ch.id, pushed
+        await dev.send(dev.answer(pushed, number=ch.number))
+        assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        assert (await client.wait_result(ch, keys, timeout=10)).status is Status.APPROVED
+        # b's hello tells the store's time, not its own (90 s off; 30 s is room for a slow run).
+        assert dev.session.hello is not None
+        assert abs(dev.session.hello.time - time.time() * 1000) < 30_000, "b's hello tells its own clock"
+
+    # A challenge created on b: its times are the store's too (a device on a answers it).
+    async with PushAuthClient(b.http_url, rp["api_key"]) as on_b:
+        raw = await on_b.create_challenge("alice", CTX, ttl=60)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge) and pushed.ch == raw.id
+        assert pushed.expires - pushed.created == 60_000
+        assert abs(pushed.created - time.time() * 1000) < 30_000, "b dated it by its own clock"
+    await dev.close()
+    async with aiohttp.ClientSession() as http, http.get(b.http_url + "/healthz") as reply:
+        # The Date a device measures its own clock by, when a signed request is refused as stale.
+        assert abs(parsedate_to_datetime(reply.headers["Date"]).timestamp() - time.time()) < 30
+    wait_until(lambda: "this node's clock is 1 min 30 s ahead of Redis's" in b.stderr(), message=b.stderr)
+    assert "set this host's clock right (NTP)" in b.stderr()
+    assert "clock" not in a.stderr(), a.stderr()
