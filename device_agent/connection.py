@@ -55,6 +55,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# The broker's clock is carried from its hello on this one, which no setting of the wall
+# clock moves (an NTP step, the user fixing the time, a resumed VM) and which counts a
+# suspend: the wall clock plus an offset measured before such a step would be off by the
+# step, and a laptop that slept would count the sleep out.
+_STEADY = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def _steady_ms() -> int:
+    return time.clock_gettime_ns(_STEADY) // 1_000_000
+
+
 class Connection:
     """An open, hello-received connection to one broker."""
 
@@ -63,7 +74,8 @@ class Connection:
         self._ws = ws
         self.session = ClientSession(max_frame=MAX_FRAME_SIZE)
         self._backlog: collections.deque[Frame] = collections.deque()
-        self._clock_offset_ms = 0
+        self._hello_time = now_ms()  # the broker's clock at hello, and this steady clock then
+        self._hello_steady = _steady_ms()
         self._next_rid = 1
         # The open "was this you?" notices the broker sent right after the welcome.
         self.notices: list[RecoveryNotice] = []
@@ -115,8 +127,8 @@ class Connection:
             conn.abort()  # cancelled (another broker had what was wanted), or a protocol error
             raise
         assert isinstance(hello, Hello)  # ClientSession allows nothing else first
-        # Expiry times come from the broker's clock; measure ours against it once.
-        conn._clock_offset_ms = hello.time - now_ms()
+        # Expiry times come from the broker's clock: carried from here on a steady clock.
+        conn._hello_time, conn._hello_steady = hello.time, _steady_ms()
         return conn
 
     async def __aenter__(self) -> Self:
@@ -132,8 +144,9 @@ class Connection:
 
     @property
     def clock_offset_ms(self) -> int:
-        """The broker's clock minus this device's, as measured at its hello."""
-        return self._clock_offset_ms
+        """The broker's clock minus this device's wall clock now (measured at its hello,
+        so a step of this clock since then counts)."""
+        return self.broker_now_ms() - now_ms()
 
     def abort(self) -> None:
         """Drop the connection at once, without the closing handshake: for a broker
@@ -144,13 +157,14 @@ class Connection:
         """A warning when this device's clock is off the broker's by more than the
         skew an RP accepts (docs/protocol.md, section 13); answers still carry the
         broker's time, but the device clock is wrong for everything else."""
-        if abs(self._clock_offset_ms) <= broker_clock.WARN_AFTER_MS:
+        offset = self.clock_offset_ms
+        if abs(offset) <= broker_clock.WARN_AFTER_MS:
             return None
-        return broker_clock.wrong_clock(self._clock_offset_ms, self.url)
+        return broker_clock.wrong_clock(offset, self.url)
 
     def broker_now_ms(self) -> int:
         """Now, on the broker's clock (for expiry countdowns and answer timestamps)."""
-        return now_ms() + self._clock_offset_ms
+        return self._hello_time + _steady_ms() - self._hello_steady
 
     def rid(self) -> int:
         rid, self._next_rid = self._next_rid, self._next_rid + 1

@@ -12,10 +12,14 @@ import glob
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import BrokerProcess, RedisServer, new_rp, wait_until
+from test_agent_e2e import RP, Listen, enroll, listener  # noqa: F401  (listener: a fixture)
 from test_broker_device_ws import CTX, Device
 
 from protocol.frames import AnswerResult, Challenge
@@ -80,3 +84,51 @@ async def test_a_node_whose_clock_is_off_keeps_the_stores_time(
     wait_until(lambda: "this node's clock is 1 min 30 s ahead of Redis's" in b.stderr(), message=b.stderr)
     assert "set this host's clock right (NTP)" in b.stderr()
     assert "clock" not in a.stderr(), a.stderr()
+
+
+@pytest.mark.parametrize(
+    ("at_connect", "then"),
+    [("-600", "+0"), ("+0", "+600")],
+    ids=["set-right-while-listening", "stepped-ahead-while-listening"],
+)
+async def test_a_clock_stepped_while_listening_changes_nothing_in_a_sign_in(
+    tmp_path: Path,
+    broker: BrokerProcess,
+    rp: dict[str, Any],
+    listener: Callable[..., Listen],
+    monkeypatch: pytest.MonkeyPatch,
+    at_connect: str,
+    then: str,
+) -> None:
+    """The device's clock is stepped 10 minutes while `listen` is connected (NTP setting a
+    wrong clock right, a VM resumed). The agent carried the broker's clock as its own wall
+    clock plus the offset measured at hello, so after the step it was 10 minutes off: it
+    showed "expires in: 0 s", signed the answer 10 minutes ahead of the broker, printed
+    "approved: the sign-in is allowed", and the RP refused the answer as stale. Now the
+    broker's clock is carried on the boot-time clock, which no step moves."""
+    home = tmp_path / "agent"
+    enroll(home, RP(broker, rp))
+    stamp = tmp_path / "faketime"  # libfaketime reads the offset from it on every call
+    stamp.write_text(at_connect)
+    for name, value in {
+        "LD_PRELOAD": _LIBS[0],
+        "FAKETIME_TIMESTAMP_FILE": str(stamp),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    listening = listener(home)
+    for name in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE"):
+        monkeypatch.delenv(name)
+    listening.wait_for("Connected to")
+    stamp.write_text(then)
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
+        ch = await client.create_challenge("alice", {"app": "Webmail"})
+        listening.wait_for(f"Sign-in request {ch.id}")
+        listening.wait_for("expires in:")
+        listening.type(ch.number)
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        result = await client.wait_result(ch, keys, timeout=20)
+    assert result.status is Status.APPROVED
+    listening.wait_for(f"Request {ch.id}: approved")
+    assert "expires in:  0 s" not in listening.output(), listening.output()
