@@ -43,6 +43,7 @@ from protocol.numbers import MAX_DIGITS, MIN_DIGITS
 from protocol.uri import BINDING_SECRET_BYTES, TotpParams
 
 from . import verify, wire
+from .clocks import ClockWatch
 from .errors import (
     BadBrokerResponse,
     BrokerError,
@@ -154,6 +155,10 @@ class PushAuthClient:
         # How long one held request (a long-poll past its wait, a stream's result line)
         # may go unanswered before the SDK asks again (relying_party/one_request.py).
         self.held_answer_s = LONG_POLL_S + self._answer_timeout
+        # This server's clock against the broker's, measured on each create and logged
+        # (logger "pushauth.sdk") when seconds apart: `clock.offset_ms`, the broker's
+        # minus this one's, None before the first create (relying_party/clocks.py).
+        self.clock = ClockWatch(self.broker_url, verify.MAX_CLOCK_SKEW_MS)
 
     async def __aenter__(self) -> PushAuthClient:
         return self
@@ -371,7 +376,7 @@ class PushAuthClient:
                 timeout=seconds,
                 headers=asked.headers,
             )
-            return asked.check(body)
+            return asked.check(body, self.clock)
 
         deadline = time.monotonic() + self._request_timeout
         return await self._sent_until_answered(attempt, deadline, resend=await self._may_resend(supersede))
@@ -442,10 +447,10 @@ class PushAuthClient:
                     assert response is not None
                     response.release()
                     body = _decoded("POST", "/v1/challenges", status, raw, retry_after, (201,))
-                    return PendingSignIn(self, asked.check(body), None)
+                    return PendingSignIn(self, asked.check(body, self.clock), None)
             if first is None:
                 raise BadBrokerResponse("challenge: the stream ended before the challenge")
-            challenge = asked.check(_parse_line(first, "challenge"))
+            challenge = asked.check(_parse_line(first, "challenge"), self.clock)
         except BaseException:
             if response is not None:
                 response.close()
@@ -891,8 +896,12 @@ class _Asked:
         headers = {"Idempotency-Key": secrets.token_urlsafe(16)}
         return cls(request, user, ctx, ttl, digits, rp_nonce, credential_id, _now_ms(), headers)
 
-    def check(self, body: Any) -> Challenge:
+    def check(self, body: Any, clock: ClockWatch | None = None) -> Challenge:
+        """The challenge the broker made, checked, with its lifetime by the RP's clock;
+        `clock` (the client's) measures the broker's creation time against this one."""
         challenge = Challenge.from_json(wire.obj(body, "challenge"), context=self.context)
+        if clock is not None:
+            clock.measured(self.issued, challenge.created_at, _now_ms())
         if self.digits is not None and challenge.digits != self.digits:
             raise BadBrokerResponse(f"challenge: asked for {self.digits} digits, got {challenge.digits}")
         if not MIN_DIGITS <= challenge.digits <= MAX_DIGITS:

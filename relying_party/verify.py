@@ -28,7 +28,7 @@ from protocol.codec import validate
 from protocol.errors import ProtocolError
 from protocol.frames import Answer, Decision
 
-from . import wire
+from . import clocks, wire
 from .errors import BadBrokerResponse, VerificationFailed, VerificationReason
 from .models import (
     Challenge,
@@ -196,12 +196,7 @@ def verify_answer(
     if not signing.is_valid(public_key, message, frame.sig):
         raise fail(VerificationReason.BAD_SIGNATURE, "the signature does not verify with the stored key", cid)
     if not challenge.created_at - MAX_CLOCK_SKEW_MS <= frame.ts <= challenge.expires_at + MAX_CLOCK_SKEW_MS:
-        raise fail(
-            VerificationReason.STALE_ANSWER,
-            f"signed at {frame.ts}, outside the challenge's lifetime "
-            f"{challenge.created_at}..{challenge.expires_at} (RP clock, +/- {MAX_CLOCK_SKEW_MS} ms)",
-            cid,
-        )
+        raise fail(VerificationReason.STALE_ANSWER, _stale(frame.ts, challenge), cid)
     return VerifiedAnswer(
         credential_id=cid,
         decision=Decision(frame.decision),
@@ -209,6 +204,21 @@ def verify_answer(
         ts=frame.ts,
         ctx_hash=frame.ctx_hash,
         signature=frame.sig,
+    )
+
+
+def _stale(ts: int, challenge: Challenge) -> str:
+    """Why an answer signed at `ts` (the broker's clock) is refused, in words an operator
+    can act on: a replay, or (when every answer is refused so) clocks apart."""
+    if ts < challenge.created_at:
+        where = f"{clocks.describe(challenge.created_at - ts)} before the challenge was created"
+    else:
+        where = f"{clocks.describe(ts - challenge.expires_at)} after it expired"
+    return (
+        f"signed {where}, by this server's clock (at {ts}; its lifetime {challenge.created_at}.."
+        f"{challenge.expires_at}, +/- {MAX_CLOCK_SKEW_MS // 1000} s): an old answer sent again, or, if"
+        " every answer is refused so, this server's clock is off the broker's (the SDK logs its offset"
+        " when it creates a challenge: set the clock right, NTP)"
     )
 
 

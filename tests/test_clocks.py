@@ -8,7 +8,12 @@ RP server whose clock is off. docs/operations.md, "Clocks", says what each may b
 
 from __future__ import annotations
 
+import asyncio
 import glob
+import json
+import os
+import re
+import sys
 import time
 from collections.abc import Callable
 from email.utils import parsedate_to_datetime
@@ -132,3 +137,65 @@ async def test_a_clock_stepped_while_listening_changes_nothing_in_a_sign_in(
     assert result.status is Status.APPROVED
     listening.wait_for(f"Request {ch.id}: approved")
     assert "expires in:  0 s" not in listening.output(), listening.output()
+
+
+# An RP server: the SDK in a process of its own, so that its clock can be skewed.
+_RP_SCRIPT = """
+import asyncio, json, logging, sys
+from relying_party.sdk import PushAuthClient
+
+async def main(url, key):
+    async with PushAuthClient(url, key) as client:
+        ch = await client.create_challenge("alice", {"app": "Portal"})
+        print(json.dumps({"id": ch.id, "number": ch.number}), flush=True)
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        try:
+            print(json.dumps({"status": (await client.wait_result(ch, keys, timeout=30)).status}), flush=True)
+        except Exception as exc:
+            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}), flush=True)
+
+logging.basicConfig(level=logging.WARNING)
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_an_rp_server_whose_clock_is_off_is_told_so(
+    broker: BrokerProcess, rp: dict[str, Any], client: PushAuthClient
+) -> None:
+    """The RP server's clock is 5 minutes ahead. Its window for answers is counted by its
+    own clock, so every push answer (signed on the broker's clock) is refused as stale:
+    that holds, and must (a replayed old answer looks the same). But nothing named the
+    clock: the refusal gave two raw millisecond times, which read like an attack. Now
+    the SDK logs the offset it measures when it creates the challenge, and the refusal
+    says how far outside and that a clock off the broker's is the cause if every answer
+    is refused so."""
+    dev = await online(client, broker.ws_url)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _RP_SCRIPT,
+        broker.http_url,
+        rp["api_key"],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **skewed(300)},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    created = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    pushed = await dev.frame()
+    assert isinstance(pushed, Challenge) and pushed.ch == created["id"]
+    await dev.send(dev.answer(pushed, number=created["number"]))
+    assert await dev.frame() == AnswerResult(ch=created["id"], outcome="approved")  # the broker's word
+    outcome = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+    logged = (await asyncio.wait_for(proc.stderr.read(), 30)).decode()
+    assert await proc.wait() == 0, logged
+    await dev.close()
+    assert outcome["error"] == "VerificationFailed", outcome  # never an approval
+    assert re.search(
+        r"stale_answer: signed (4 min 59|5 min 0) s before the challenge was created", outcome["message"]
+    )
+    assert "this server's clock is off the broker's" in outcome["message"]
+    assert re.search(r"this server's clock is (4 min 59|5 min 0) s ahead of the broker's at http", logged), (
+        logged
+    )
+    assert "set this server's clock right (NTP)" in logged
