@@ -199,3 +199,33 @@ async def test_an_rp_server_whose_clock_is_off_is_told_so(
         logged
     )
     assert "set this server's clock right (NTP)" in logged
+
+
+async def test_a_node_clock_stepped_while_a_challenge_is_pending_changes_nothing(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess], tmp_path: Path
+) -> None:
+    """The node's clock is stepped an hour ahead while a challenge waits (NTP stepping a
+    clock, a VM resumed from a snapshot). Before, the node then judged the challenge
+    expired and refused the answer; now its time is Redis's, carried on the boot-time
+    clock, which no step moves."""
+    stamp = tmp_path / "faketime"  # libfaketime reads the offset from it on every call
+    stamp.write_text("+0")
+    env = {
+        "LD_PRELOAD": _LIBS[0],
+        "FAKETIME_TIMESTAMP_FILE": str(stamp),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    node = broker_factory(redis_url=redis_server.url, node="a", env=env)
+    rp = await new_rp(node)
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        dev = await online(client, node.ws_url)
+        ch = await client.create_challenge("alice", CTX, ttl=60)
+        pushed = await dev.frame()
+        assert isinstance(pushed, Challenge) and pushed.ch == ch.id
+        stamp.write_text("+3600")
+        await dev.send(dev.answer(pushed, number=ch.number))
+        assert await dev.frame() == AnswerResult(ch=ch.id, outcome="approved")
+        keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
+        assert (await client.wait_result(ch, keys, timeout=10)).status is Status.APPROVED
+    await dev.close()
