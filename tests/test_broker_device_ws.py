@@ -17,7 +17,7 @@ import msgpack
 import pytest
 import redis
 import websockets
-from shared_broker import broker, rp  # noqa: F401 - fixtures
+from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
 from support import BrokerProcess, RedisServer, add_rp, free_port, wait_until
 from support.metrics import scrape, value
 
@@ -321,6 +321,46 @@ async def test_answer_to_another_users_challenge_is_refused(
     assert isinstance(err, Error)
     assert err.code == "unknown_credential"
     assert (await client.get_result(ch, await keys_of(client, "alice"))).status is Status.PENDING
+
+
+async def test_invariant_5_another_rp_reaches_none_of_this_rps_objects(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """Another RP at the same broker, whose own user is also called alice, neither reads,
+    cancels, confirms nor removes this RP's challenge, enrollment or credential by id
+    (each is a 404, as a missing one), and its alice's device cannot answer our alice's
+    challenge; everything stays as it was (docs/protocol.md section 20, "Another RP")."""
+    ours = await online_device(client, broker.ws_url, "alice")
+    ch = await client.create_challenge("alice", CTX)
+    pushed = await ours.frame()
+    assert isinstance(pushed, Challenge) and pushed.ch == ch.id
+    enrollment = await client.create_enrollment("alice", "alice@example.com")
+    other_rp = await new_rp(broker, "Other RP")
+    async with PushAuthClient(broker.http_url, other_rp["api_key"]) as other:
+        theirs = await online_device(other, broker.ws_url, "alice")
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {other_rp['api_key']}"}) as http:
+            for method, path in [
+                ("GET", f"/v1/challenges/{ch.id}"),
+                ("DELETE", f"/v1/challenges/{ch.id}"),
+                ("GET", f"/v1/enrollments/{enrollment.id}"),
+                ("DELETE", f"/v1/enrollments/{enrollment.id}"),
+                ("POST", f"/v1/credentials/{ours.cid}/confirm"),
+                ("DELETE", f"/v1/credentials/{ours.cid}"),
+            ]:
+                async with http.request(method, broker.http_url + path) as response:
+                    body = await response.json(content_type=None)
+                    assert response.status == 404 and body["code"] == "not_found", (method, path, body)
+        # Its device signs our challenge, over our RP id, with its own active key.
+        stolen = Challenge(**{**{k: getattr(pushed, k) for k in Challenge.SCHEMA}, "cid": theirs.cid})
+        await theirs.send(theirs.answer(stolen, number=ch.number))
+        err = await theirs.frame()
+        assert isinstance(err, Error) and err.code == "unknown_challenge", err
+        assert [c.id for c in await other.list_credentials("alice")] == [theirs.cid]
+    assert (await client.get_result(ch, await keys_of(client, "alice"))).status is Status.PENDING
+    assert [c.id for c in await client.list_credentials("alice")] == [ours.cid]
+    assert (await client.get_enrollment(enrollment)).status.value == "pending"
+    await ours.send(ours.answer(pushed, number=ch.number))  # and our device still answers it
+    assert await ours.frame() == AnswerResult(ch=ch.id, outcome="approved")
 
 
 async def test_answer_over_another_context_is_refused(client: PushAuthClient, broker: BrokerProcess) -> None:
