@@ -58,10 +58,11 @@ def parse_uri(text: str) -> uri.EnrollmentURI:
     return parsed
 
 
-def misdirected(ch: Challenge, account: Account | None) -> str | None:
+def misdirected(ch: Challenge, account: Account | None, broker_now_ms: int) -> str | None:
     """Why a challenge must be neither shown nor answered, or None: its credential is
-    not one of this device's, or it names another RP than the one the account was
-    enrolled at (docs/protocol.md, section 18.2; the broker's word, not the RP's)."""
+    not one of this device's, it names another RP than the one the account was
+    enrolled at (the broker's word, not the RP's), or its `expires` has passed by the
+    broker's clock (an old request sent again) (docs/protocol.md, section 18.2)."""
     if account is None:
         return f"Sign-in request {ch.ch} for an unknown credential was ignored"
     if ch.rp != account.rp:
@@ -69,6 +70,8 @@ def misdirected(ch: Challenge, account: Account | None) -> str | None:
             f"Sign-in request {ch.ch} was ignored: the broker sent it for "
             f'"{account.name}" ({account.rp_name}) but it names another service ({ch.rp})'
         )
+    if broker_now_ms >= ch.expires:
+        return f"Sign-in request {ch.ch} was ignored: it had expired when the broker sent it"
     return None
 
 
@@ -319,7 +322,7 @@ async def _fetch_all(
             now = conn.broker_now_ms()
             shown = []
             for ch in challenges:
-                if (why := misdirected(ch, by_cid.get(ch.cid))) is not None:
+                if (why := misdirected(ch, by_cid.get(ch.cid), now)) is not None:
                     report.notices.append(f"{why}.")
                 else:
                     shown.append(ch)

@@ -429,7 +429,7 @@ class Listener:
         # One request reaches each credential of the user: show it once.
         if challenge.ch in self.requests or challenge.ch in self.in_flight:
             return
-        if (why := misdirected(challenge, link.accounts.get(challenge.cid))) is not None:
+        if (why := misdirected(challenge, link.accounts.get(challenge.cid), self._now(link))) is not None:
             self.say(f"{why}.")  # never shown nor answered (docs/protocol.md, section 18.2)
             return
         self.requests[challenge.ch] = Request(challenge, link)

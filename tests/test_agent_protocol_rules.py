@@ -252,6 +252,41 @@ async def test_a_challenge_for_another_rp_is_neither_shown_nor_answered(
     assert (await client.get_result(ch, {cred.id: cred.public_key})).status == "pending"
 
 
+async def test_a_challenge_that_has_expired_is_neither_shown_nor_answered(
+    tmp_path: Path, client: PushAuthClient, hostile: HostileBroker
+) -> None:
+    """Section 18.2: a challenge whose `expires` has passed (by the broker's own clock,
+    as its hello told) is ignored, as one for another RP is: a broker that sends an old
+    request again gets it neither shown nor signed, by `pending`, `approve` or `listen`."""
+    home = tmp_path / "agent"
+    started, uri = await start_enrollment(client)
+    agent_ok(home, "enroll", uri)
+    done = await client.wait_enrollment(started, timeout=10)
+    assert done.credential is not None
+    await client.confirm_credential(done.credential.id)
+
+    def ended_a_minute_ago(frame: Frame, _link: DeviceLink) -> Frame:
+        if not isinstance(frame, Challenge):
+            return frame
+        return replace(frame, created=frame.created - 120_000, expires=frame.created - 60_000)
+
+    hostile.on_broker_frame(ended_a_minute_ago)
+    ch = await client.create_challenge(USER, {"app": "Payroll"}, ttl=60)
+    pending = agent(home, "pending")
+    assert pending.returncode == 0, pending.stderr
+    assert "No sign-in requests are waiting." in pending.stdout
+    assert f"Sign-in request {ch.id} was ignored: it had expired" in pending.stderr
+    approve = agent(home, "approve", ch.id, "--number", ch.number)
+    assert approve.returncode == 1, approve.stderr
+    assert f"no pending sign-in request {ch.id}" in approve.stderr
+    with Listening(home, tmp_path / "listen") as listening:
+        listening.wait_for(f"Sign-in request {ch.id} was ignored: it had expired")
+        assert "Answer with" not in listening.output()
+    assert hostile.device_frames(Answer) == []  # nothing was signed
+    cred = done.credential
+    assert (await client.get_result(ch, {cred.id: cred.public_key})).status == "pending"
+
+
 # -- gap 6: no automatic reconnect after a 44xx close but 4429 and 4408 ---------------
 
 
