@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import io
 import json
 import secrets
 import signal
+import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from e2e_helpers import agent, agent_env, agent_ok, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from hostile_fixtures import client, hostile  # noqa: F401  (fixtures: the SDK through the hostile proxy)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
@@ -109,6 +115,50 @@ def test_reactivate_and_restore_refuse_an_unencrypted_remote_broker(tmp_path: Pa
     assert AccountStore(home).load()[0].status == "revoked"  # unchanged
     fresh = tmp_path / "new-device"
     one_line_error(agent(fresh, "restore", "--from", "broker", "--broker", REMOTE_WS), 2, "is not encrypted")
+
+
+async def test_a_broker_whose_certificate_does_not_verify_is_left_before_anything(tmp_path: Path) -> None:
+    """Section 18.2: wss:// with certificate checks. A TLS server on this computer with a
+    certificate no CA the agent trusts vouches for (whoever sits on the path to the
+    broker can make one) gets no WebSocket request and no frame: the agent stops at the
+    TLS handshake and says why."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "impostor.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(pem)
+    requests: list[str] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        requests.append(ws.request.path if ws.request else "")
+        await ws.send(hello())
+
+    async with serve(handler, "127.0.0.1", 0, ssl=tls) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        home = tmp_path / "agent"
+        link = remote_link(f"wss://localhost:{port}/v1/device")
+        enroll = await asyncio.to_thread(agent, home, "enroll", link)
+        one_line_error(enroll, 3, "certificate verify failed")
+    assert requests == []
+    assert accounts(home) == []
 
 
 def test_an_account_stored_with_a_remote_ws_url_is_never_connected(tmp_path: Path) -> None:
