@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from e2e_helpers import agent, agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
@@ -36,6 +37,7 @@ from pam_world import (
 )
 from shared_broker import broker  # noqa: F401 - a fixture
 from support import DEADLINE, BrokerProcess, ManagedProcess, assert_cli_error, free_port, run_cli, wait_until
+from support.hostile_broker import Exchange, HostileBroker
 
 from relying_party.host.store import UserStore
 from relying_party.pam import cli as pam_cli
@@ -144,6 +146,64 @@ def test_deny_is_refused(world: World, service: str) -> None:
     assert code != 0, out
     assert "Denied on your authenticator." in out
     world.audit_line(r"decision=deny outcome=denied", before)
+
+
+def test_a_broker_replaying_an_earlier_approval_is_refused(world: World, broker: BrokerProcess) -> None:
+    """A compromised broker answers a new sign-in with an earlier, really approved one of
+    the same user and context: in the one-request stream (the old challenge with the
+    SDK's new rp_nonce echoed, then its genuine signed approval while the person denies
+    the real one), and as a plain body (the SDK then reads the old approval by long-poll).
+    Both are refused and audited as verification failures, never allowed (the SDK's
+    freshness check, through the module; docs/protocol.md section 20)."""
+    with (
+        HostileBroker(broker.http_url) as hostile,
+        pam_service(module_line(world.config("hostile", broker_url=hostile.http_url))) as service,
+    ):
+        before = world.audit_count()
+        proc = pamtester(world, service)  # honestly, through the proxy: allowed
+        number = number_of(proc)
+        proc.send_line("")
+        approve(world.home, number)
+        code, out = finish(proc)
+        assert code == 0, out
+        honest = hostile.last("POST", "/v1/challenges")
+        old_challenge, old_result = honest.lines[0], honest.lines[-1]
+        assert old_challenge["number"] == number and old_result["status"] == "approved"
+
+        def replayed(exchange: Exchange, index: int, body: Any) -> Any:
+            if index == 0:
+                return {**old_challenge, "rp_nonce": exchange.request_json["rp_nonce"]}
+            return old_result
+
+        hostile.rewrite_stream("POST", "/v1/challenges", replayed)
+        proc = pamtester(world, service)
+        assert number_of(proc) == number  # the old challenge, as the broker claims
+        proc.send_line("")
+        agent_ok(world.home, "deny", only_pending(world.home)["id"])  # the real one: denied
+        code, out = finish(proc)
+        assert code != 0, out
+        assert "successfully authenticated" not in out
+        world.audit_line(
+            r"decision=deny outcome=verification_failed .*challenge=" + old_challenge["id"], before
+        )
+
+        hostile.clear()  # the old challenge as one plain body: the SDK reads its result by long-poll
+        hostile.replay(
+            "POST",
+            "/v1/challenges",
+            honest,
+            edit=lambda request, _body: {**old_challenge, "rp_nonce": request.request_json["rp_nonce"]},
+        )
+        after = world.audit_count()
+        proc = pamtester(world, service)
+        assert number_of(proc) == number
+        proc.send_line("")
+        code, out = finish(proc)
+        assert code != 0, out
+        world.audit_line(r"decision=deny outcome=verification_failed", after)
+        served = hostile.last("GET", f"/v1/challenges/{old_challenge['id']}.*")
+        assert served.forwarded and served.json["status"] == "approved"  # the real, old approval
+    hostile.check()
 
 
 def test_a_sign_in_whose_process_is_killed_at_the_prompt_withdraws_its_push(

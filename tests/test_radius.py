@@ -40,6 +40,7 @@ from support import (
     set_policy,
     wait_until,
 )
+from support.hostile_broker import HostileBroker
 
 from relying_party.host.store import UserStore
 from relying_party.radius import cli, core, dictionary
@@ -203,7 +204,15 @@ def test_a_test_push_answered_with_a_wrong_number_adds_no_device(setup: Setup, t
 
 
 @pytest.fixture(scope="module")
-def servers(setup: Setup) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
+def hostile(broker: BrokerProcess) -> Iterator[HostileBroker]:
+    """A compromised broker (the real one behind a lying proxy) for the "hostile" server."""
+    with HostileBroker(broker.http_url) as proxy:
+        yield proxy
+    proxy.check()
+
+
+@pytest.fixture(scope="module")
+def servers(setup: Setup, hostile: HostileBroker) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
     """The RADIUS servers of this module, by name, started at once (each start costs an
     interpreter's imports): the main one, and one per setting the tests need."""
     nobody = free_port()  # nothing listens there: an unreachable broker
@@ -216,6 +225,8 @@ def servers(setup: Setup) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
         "down-accept": {"broker_url": f"http://127.0.0.1:{nobody}", "when_unreachable": "accept"},
         # A key the broker refuses, where an unreachable broker would let people in.
         "bad-key": {"api_key": "pa_" + "x" * 40, "when_unreachable": "accept"},
+        # Its SDK talks to the broker through the lying proxy (the devices do not).
+        "hostile": {"broker_url": hostile.http_url},
     }
     with started_servers(setup, settings) as started:
         yield started
@@ -527,6 +538,42 @@ def test_a_device_whose_setup_never_finished_approves_nothing(
     reply = follow_up(port, challenge, user="ursula")
     assert reply.code == "Access-Reject", reply.text
     audit_line(proc, r"decision=reject .*user=ursula")
+
+
+def test_a_broker_replaying_an_earlier_approval_gets_a_reject(
+    setup: Setup, servers: dict[str, tuple[ManagedProcess, int]], hostile: HostileBroker
+) -> None:
+    """A compromised broker answers a new sign-in with an earlier, really approved one of
+    the same user and context (its id, nonce and number, with the SDK's new rp_nonce
+    echoed) and serves its genuine signed approval: the VPN gets an Access-Reject and the
+    audit log a security event, not an Access-Accept (the SDK's freshness check, through
+    the integration; docs/protocol.md section 20)."""
+    proc, port = servers["hostile"]
+    hostile.clear()
+    honest = start(port)  # through the proxy, honestly: approved on the device, accepted
+    approve(setup.home, honest.number)
+    assert follow_up(port, honest).code == "Access-Accept"
+    created = hostile.last("POST", "/v1/challenges")
+    old_id = created.json["id"]
+    assert hostile.last("GET", f"/v1/challenges/{old_id}").json["status"] == "approved"
+
+    hostile.replay(
+        "POST",
+        "/v1/challenges",
+        created,
+        edit=lambda request, body: {**body, "rp_nonce": request.request_json["rp_nonce"]},
+    )
+    try:
+        replayed = start(port)
+        assert replayed.number == honest.number  # the old challenge, as the broker claims
+        reply = follow_up(port, replayed)
+    finally:
+        hostile.clear()
+    assert reply.code == "Access-Reject", reply.text
+    served = hostile.last("GET", f"/v1/challenges/{old_id}")
+    assert served.forwarded and served.json["status"] == "approved"  # the real, old approval
+    audit_line(proc, r"decision=reject outcome=verification_failed user=alice")
+    assert "SECURITY EVENT" in proc.stderr()
 
 
 def test_a_state_is_answered_once(setup: Setup, server: tuple[ManagedProcess, int]) -> None:
