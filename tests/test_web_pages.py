@@ -961,6 +961,44 @@ async def test_a_key_the_device_did_not_bind_to_the_setup_is_refused(
     assert events and all("bad_binding" in r.getMessage() for r in events)
 
 
+async def test_a_replayed_approval_of_an_earlier_sign_in_does_not_sign_in(
+    settings: Settings, hostile: HostileBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A compromised broker answers a new sign-in with an earlier, really approved one of
+    the same user (its id and number, with the SDK's new rp_nonce echoed) and serves its
+    genuine signed approval: the page says it was not accepted, nobody is signed in, and
+    it is logged as a security event (docs/protocol.md section 20)."""
+    home = tmp_path / "phone"
+    async for s in _site(replace(settings, broker_url=hostile.http_url)):
+        await s.sign_in()
+        cid = await _enroll_with_agent(s, home)
+        await _finish_setup(s, home, cid)
+        await s.post("/signout", {"csrf_token": await s.token("/security")})
+        await _push_sign_in(s, home)  # honestly, through the proxy
+        created = hostile.last("POST", "/v1/challenges")
+        assert hostile.last("GET", rf"/v1/challenges/{created.json['id']}.*").json["status"] == "approved"
+        await s.post("/signout", {"csrf_token": await s.token("/account")})
+
+        hostile.replay(
+            "POST",
+            "/v1/challenges",
+            created,
+            edit=lambda request, body: {**body, "rp_nonce": request.request_json["rp_nonce"]},
+        )
+        assert (await s.sign_in()).headers["Location"] == "/signin/push"
+        _, html = await s.get("/signin/push")
+        assert _number(html) == created.json["number"]  # the old challenge, as the broker claims
+        async with s.http.get(s.url + "/push/events?purpose=signin") as r:
+            assert '"status": "unverified"' in await r.text()
+        r = await s.post("/push/complete", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
+        assert r.headers.get("Location") != "/account"
+        assert not await s.signed_in()
+        served = hostile.last("GET", rf"/v1/challenges/{created.json['id']}.*")
+        assert served.forwarded and served.json["status"] == "approved"  # the real, old approval
+    events = [r for r in caplog.records if r.name == "relying_party.web.security_events"]
+    assert events and all("failed end-to-end verification" in r.getMessage() for r in events)
+
+
 async def test_a_restored_phone_is_added_from_the_broker_list_and_signs_in(
     site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
