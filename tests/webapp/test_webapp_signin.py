@@ -178,6 +178,29 @@ async def test_an_empty_setup_link_is_the_link_fields_error(phone: Phone) -> Non
     await expect(link).not_to_have_attribute("aria-invalid", "true")
 
 
+@pytest.mark.parametrize("broker", ["ws://push.example.com/v1/device", "ws://10.0.0.8:8700/v1/device"])
+async def test_an_unencrypted_link_to_another_host_is_refused_before_anything(
+    phone: Phone, broker: str
+) -> None:
+    """docs/protocol.md 18.2: wss:// for any broker but this phone itself. A setup link
+    naming ws:// to another host is refused at once, saying why; no account is added."""
+    page = phone.page
+    link = uri.EnrollmentURI(
+        broker=broker, token="t" * 32, rp="rp1", rp_name="Example", account="a@example.com"
+    )
+    await page.get_by_role("button", name="Add account").click()
+    await page.get_by_label("Setup link").fill(link.build())
+    await page.get_by_role("button", name="Add", exact=True).click()
+    await page.locator("#add-error", has_text="is not encrypted: wss:// is required").wait_for()
+    stored = await page.evaluate(
+        """async () => {
+             const db = await import(new URL('js/db.js', document.baseURI).href);
+             return (await db.listAccounts()).length;
+           }"""
+    )
+    assert stored == 0
+
+
 @pytest.mark.parametrize(
     "zero", ["\u0660", "\u06f0", "\u0966", "\uff10"], ids=["arabic", "persian", "devanagari", "fullwidth"]
 )
