@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import io
 import json
 import secrets
@@ -27,14 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from e2e_helpers import agent, agent_env, agent_ok, assert_clear_failure, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from hostile_fixtures import client, hostile  # noqa: F401  (fixtures: the SDK through the hostile proxy)
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker per module, an RP per test)
 from support import AGENT, BrokerProcess, until, wait_until
+from support.certs import self_signed
 from support.hostile_broker import DeviceLink, HostileBroker
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -122,27 +118,7 @@ async def test_a_broker_whose_certificate_does_not_verify_is_left_before_anythin
     certificate no CA the agent trusts vouches for (whoever sits on the path to the
     broker can make one) gets no WebSocket request and no frame: the agent stops at the
     TLS handshake and says why."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = tmp_path / "impostor.pem"
-    pem.write_bytes(
-        cert.public_bytes(serialization.Encoding.PEM)
-        + key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    pem = self_signed(tmp_path / "impostor.pem", "localhost")
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(pem)
     requests: list[str] = []
@@ -268,12 +244,32 @@ async def test_a_recovery_the_broker_answers_for_another_account_is_not_kept(
     assert not account.active and (account.rp, account.user) == ((await client.rp()).id, USER)
 
 
-# -- gap 4: a challenge naming another RP than the account's is ignored ---------------
+# -- gap 4: a challenge naming another RP than the account's, or one already expired, is ignored
 
 
-async def test_a_challenge_for_another_rp_is_neither_shown_nor_answered(
-    tmp_path: Path, client: PushAuthClient, hostile: HostileBroker
+def _for_another_rp(frame: Challenge) -> Challenge:
+    return replace(frame, rp="another_rp")
+
+
+def _ended_a_minute_ago(frame: Challenge) -> Challenge:
+    return replace(frame, created=frame.created - 120_000, expires=frame.created - 60_000)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "why"),
+    [(_for_another_rp, "another service (another_rp)"), (_ended_a_minute_ago, "it had expired")],
+    ids=["another rp", "expired"],
+)
+async def test_a_challenge_for_another_rp_or_expired_is_neither_shown_nor_answered(
+    tmp_path: Path,
+    client: PushAuthClient,
+    hostile: HostileBroker,
+    tamper: Callable[[Challenge], Challenge],
+    why: str,
 ) -> None:
+    """Section 18.2: a challenge naming another RP than the account's, or whose `expires`
+    has passed (by the broker's own clock, as its hello told: an old request sent again),
+    is ignored: neither shown nor signed, by `pending`, `approve` or `listen`."""
     home = tmp_path / "agent"
     started, uri = await start_enrollment(client)
     agent_ok(home, "enroll", uri)
@@ -281,57 +277,22 @@ async def test_a_challenge_for_another_rp_is_neither_shown_nor_answered(
     assert done.credential is not None
     await client.confirm_credential(done.credential.id)
 
-    def elsewhere(frame: Frame, _link: DeviceLink) -> Frame:
-        return replace(frame, rp="another_rp") if isinstance(frame, Challenge) else frame
+    def tampered(frame: Frame, _link: DeviceLink) -> Frame:
+        return tamper(frame) if isinstance(frame, Challenge) else frame
 
-    hostile.on_broker_frame(elsewhere)
+    hostile.on_broker_frame(tampered)
     ch = await client.create_challenge(USER, {"app": "Payroll"}, ttl=60)
     pending = agent(home, "pending")
     assert pending.returncode == 0, pending.stderr
     assert "No sign-in requests are waiting." in pending.stdout
     assert f"Sign-in request {ch.id} was ignored" in pending.stderr
-    assert "another service (another_rp)" in pending.stderr
+    assert why in pending.stderr
     approve = agent(home, "approve", ch.id, "--number", ch.number)
     assert approve.returncode == 1, approve.stderr
     assert f"no pending sign-in request {ch.id}" in approve.stderr
     with Listening(home, tmp_path / "listen") as listening:
         listening.wait_for(f"Sign-in request {ch.id} was ignored")
-        assert "Answer with" not in listening.output()
-    assert hostile.device_frames(Answer) == []  # nothing was signed
-    cred = done.credential
-    assert (await client.get_result(ch, {cred.id: cred.public_key})).status == "pending"
-
-
-async def test_a_challenge_that_has_expired_is_neither_shown_nor_answered(
-    tmp_path: Path, client: PushAuthClient, hostile: HostileBroker
-) -> None:
-    """Section 18.2: a challenge whose `expires` has passed (by the broker's own clock,
-    as its hello told) is ignored, as one for another RP is: a broker that sends an old
-    request again gets it neither shown nor signed, by `pending`, `approve` or `listen`."""
-    home = tmp_path / "agent"
-    started, uri = await start_enrollment(client)
-    agent_ok(home, "enroll", uri)
-    done = await client.wait_enrollment(started, timeout=10)
-    assert done.credential is not None
-    await client.confirm_credential(done.credential.id)
-
-    def ended_a_minute_ago(frame: Frame, _link: DeviceLink) -> Frame:
-        if not isinstance(frame, Challenge):
-            return frame
-        return replace(frame, created=frame.created - 120_000, expires=frame.created - 60_000)
-
-    hostile.on_broker_frame(ended_a_minute_ago)
-    ch = await client.create_challenge(USER, {"app": "Payroll"}, ttl=60)
-    pending = agent(home, "pending")
-    assert pending.returncode == 0, pending.stderr
-    assert "No sign-in requests are waiting." in pending.stdout
-    assert f"Sign-in request {ch.id} was ignored: it had expired" in pending.stderr
-    approve = agent(home, "approve", ch.id, "--number", ch.number)
-    assert approve.returncode == 1, approve.stderr
-    assert f"no pending sign-in request {ch.id}" in approve.stderr
-    with Listening(home, tmp_path / "listen") as listening:
-        listening.wait_for(f"Sign-in request {ch.id} was ignored: it had expired")
-        assert "Answer with" not in listening.output()
+        assert why in listening.output() and "Answer with" not in listening.output()
     assert hostile.device_frames(Answer) == []  # nothing was signed
     cred = done.credential
     assert (await client.get_result(ch, {cred.id: cred.public_key})).status == "pending"

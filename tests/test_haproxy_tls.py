@@ -7,18 +7,14 @@ No broker node is needed: only handshakes, which HAProxy answers itself.
 
 from __future__ import annotations
 
-import datetime
 import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 from support import LOCALHOST, free_port
+from support.certs import self_signed
 from support.haproxy import SHIPPED, HAProxyProcess, frontends
 
 FRONTEND = "pushauth"
@@ -28,7 +24,7 @@ HOST = "localhost"
 @pytest.fixture(scope="module")
 def lb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HAProxyProcess, Path]]:
     directory = tmp_path_factory.mktemp("haproxy-tls")
-    certificate = _self_signed(directory / "lb.pem")
+    certificate = self_signed(directory / "lb.pem", HOST, rsa_key=True)  # RSA: the ECDHE-RSA ciphers tested
     config = SHIPPED.read_text()
     haproxy = HAProxyProcess(
         log_dir=directory,
@@ -70,28 +66,3 @@ def _handshake(haproxy: HAProxyProcess, certificate: Path, tls12_cipher: str | N
     except BaseException:
         sock.close()
         raise
-
-
-def _self_signed(path: Path) -> Path:
-    """An RSA certificate for HOST with its key, in one PEM file as HAProxy's `crt` takes
-    it (RSA: the ECDHE-RSA ciphers above need an RSA key)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    path.write_bytes(pem)
-    return path
