@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import select
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,16 @@ def agent(home: Path, *args: str, timeout: float = 60.0, **env: str) -> subproce
 
 
 def on_a_terminal(
-    home: Path, args: list[str], answers: list[tuple[str, str]], env: dict[str, str] | None = None
+    home: Path,
+    args: list[str],
+    answers: list[tuple[str, str | signal.Signals]],
+    env: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     """`pushauth-agent --home HOME ARGS` with stdin, stdout and stderr on a pty, in a
     session of its own (so getpass reads that pty, never the terminal of the tests). For
-    each (prompt, answer): waits for `prompt` after the last one, types `answer`; returns
-    the exit code and all it wrote there. `env`: the environment (default: AGENT_ENV)."""
+    each (prompt, answer): waits for `prompt` after the last one, types `answer` (or sends
+    it, a signal: SIGINT is what Ctrl-C on the terminal sends); returns the exit code and
+    all it wrote there. `env`: the environment (default: AGENT_ENV)."""
     main, other = os.openpty()
     proc = subprocess.Popen(
         [AGENT, "--home", str(home), *args], stdin=other, stdout=other, stderr=other,
@@ -74,7 +79,10 @@ def on_a_terminal(
             if wanted not in seen[after:]:
                 break  # it ended first: the caller sees what it said
             after = seen.index(wanted, after) + len(wanted)
-            os.write(main, answer.encode() + b"\n")
+            if isinstance(answer, signal.Signals):
+                proc.send_signal(answer)
+            else:
+                os.write(main, answer.encode() + b"\n")
         code = proc.wait(timeout=30)
         while len(seen) < len(read()):  # what it wrote before it ended
             pass

@@ -7,10 +7,8 @@ The CLI runs as a real subprocess; in-process checks open the vault independentl
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
-import select
 import signal
 import stat
 import subprocess
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent_env, on_a_terminal  # noqa: F401  (autouse)
-from support import AGENT, assert_cli_error, run_cli, wait_until
+from support import AGENT, assert_cli_error, run_cli
 
 from device_agent.passphrase import (
     KDF_ENV,
@@ -341,29 +339,6 @@ def test_ctrl_c_at_the_passphrase_prompt_ends_the_prompt_line_first(tmp_path: Pa
     # a hidden prompt echoes nothing, not even the Enter that would end its line.
     home = tmp_path / "home"
     assert agent(home, "add", URI).returncode == 0
-    main, other = os.openpty()
-    proc = subprocess.Popen(
-        [AGENT, "--home", str(home), "accounts"], stdin=other, stdout=other, stderr=other,
-        env=typing_env(), start_new_session=True,
-    )  # fmt: skip
-    os.close(other)
-    seen = b""
-
-    def read() -> bytes:
-        nonlocal seen
-        if select.select([main], [], [], 0.05)[0]:
-            with contextlib.suppress(OSError):  # EIO: the agent closed its end
-                seen += os.read(main, 4096)
-        return seen
-
-    try:
-        wait_until(lambda: b"Passphrase of" in read(), message="the passphrase prompt")
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C on its terminal sends
-        assert proc.wait(timeout=30) == 130
-        wait_until(lambda: b"interrupted" in read(), message="the message")
-    finally:
-        os.close(main)
-        proc.kill()
-        proc.wait()
-    said = seen.decode().replace("\r\n", "\n")
+    code, said = on_a_terminal(home, ["accounts"], [("Passphrase of", signal.SIGINT)], env=typing_env())
+    assert code == 130
     assert said.rstrip().endswith(": \npushauth-agent: interrupted"), said
