@@ -15,6 +15,7 @@ const SHELL = [
   "js/app.js",
   "js/backup.js",
   "js/blobkeys.js",
+  "js/brokerclock.js",
   "js/brokerhttp.js",
   "js/connection.js",
   "js/db.js",

@@ -276,6 +276,37 @@ async def test_a_request_made_while_the_app_was_closed_is_shown_when_it_opens(
     assert await result(rp, challenge, account) is Status.APPROVED
 
 
+async def test_the_phones_clock_stepped_while_connected_changes_nothing_in_a_sign_in(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """The phone's clock is stepped 10 minutes while the app is connected (the user setting
+    the time, NTP or the carrier correcting it), back then ahead. The app took the broker's
+    clock as Date.now() plus the offset measured at hello: set back, it signed the answer
+    10 minutes early, the broker took it, the app said "Approved" and the RP refused it as
+    stale; set ahead, the request was expired by that estimate at once. Now the broker's
+    clock is carried on performance.now(), and a clock that parted from it since the hello
+    (a step, or a sleep it did not count) gets a new hello before the answer is signed.
+    The page's clock is the test's: set_system_time steps Date.now() only."""
+    account = await enrolled(rp, phone)
+    await phone.context.clock.install()
+    await phone.page.close()
+    page = await phone.open()
+    await page.locator("#conn[data-state='online']").wait_for()
+    for step_s in (-600, +600):
+        await page.clock.set_system_time(time.time() + step_s)
+        # Longer than the wait for the prompt to go: a copy of the request the broker sent
+        # again on the new connection came back after "Approved" (now it does not).
+        challenge = await rp.create_challenge("alice", CONTEXT, ttl=120)
+        await phone.prompt(challenge.id)
+        left = await page.locator("#prompt-left").inner_text()
+        assert re.fullmatch(r"Expires in (1:[0-5]\d|2:00)", left), left
+        await phone.type_number(challenge.number)
+        await page.get_by_role("button", name="Approve").tap()
+        assert await result(rp, challenge, account) is Status.APPROVED  # its ts verified by the RP
+        await phone.toast("Approved")
+        await phone.no_prompt()
+
+
 async def test_time_from_the_rps_request_to_the_prompt_on_screen(
     rp: PushAuthClient, phone: Phone, app_broker: BrokerProcess
 ) -> None:

@@ -11,6 +11,7 @@ import { encodeFrame, SUBPROTOCOLS } from "./protocol/frames.js";
 import { DeviceSession } from "./protocol/session.js";
 import { insecureTransport } from "./protocol/uri.js";
 import { sign } from "./keys.js";
+import { BrokerClock } from "./brokerclock.js";
 
 const REPLY_TIMEOUT_MS = 15000;
 const MAX_BACKOFF_MS = 60000;
@@ -42,7 +43,7 @@ export class BrokerConnection {
     this.events = events;
     this.ws = null;
     this.session = null;
-    this.offsetMs = 0; // broker clock minus ours (section 13)
+    this.clock = new BrokerClock(); // the broker's, from its last hello (section 13)
     this.waiting = new Map(); // rid or "ch:<id>" -> {resolve, reject, timer}
     this.nextRid = 1;
     this.attempt = 0;
@@ -57,7 +58,24 @@ export class BrokerConnection {
   }
 
   brokerNow() {
-    return Date.now() + this.offsetMs;
+    return this.clock.now();
+  }
+
+  // The broker's clock minus this phone's, now.
+  get offsetMs() {
+    return this.clock.offset();
+  }
+
+  // Now on the broker's clock, for a signature (an answer's `ts`). When this phone's clock
+  // was stepped or it slept since the hello (brokerclock.js), the estimate may be off by
+  // the step, and the service would refuse the answer as stale: a new connection's hello
+  // says the broker's time first. Rejects as `answer` does when none comes.
+  async signingNow() {
+    if (this.clock.doubtful()) {
+      this.dropNow();
+      await this.online(REPLY_TIMEOUT_MS);
+    }
+    return this.brokerNow();
   }
 
   start() {
@@ -74,9 +92,12 @@ export class BrokerConnection {
   // broker for `staleMs` is replaced too: a network that dropped it silently (a lift, a
   // train, a NAT that forgot it) leaves it open here for many minutes, saying "Connected"
   // while no request can arrive, and a page cannot send WebSocket pings to find out.
+  // One whose broker clock is in doubt (a step of this phone's clock, or a sleep, since its
+  // hello) is replaced too, so that the time left shown is right again.
   reconnectNow(staleMs = Infinity) {
     if (this.closed) return;
-    if (this.ws?.readyState === WebSocket.OPEN && Date.now() - this.heardAt >= staleMs) this.dropNow();
+    const silent = Date.now() - this.heardAt >= staleMs;
+    if (this.ws?.readyState === WebSocket.OPEN && (silent || this.clock.doubtful())) this.dropNow();
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
     clearTimeout(this.retryTimer);
     this.connect();
@@ -176,7 +197,7 @@ export class BrokerConnection {
   async handle(frame) {
     switch (frame.t) {
       case "hello": {
-        this.offsetMs = frame.time - Date.now();
+        this.clock.set(frame.time);
         await this.authenticate();
         for (const waiter of this.helloWaiters.splice(0)) waiter.resolve();
         break;
@@ -315,7 +336,7 @@ export class BrokerConnection {
   // `recovery_result`, rejects with the broker's error code.
   async answerNotice(notice, privateKey, decision) {
     const rid = this.nextRid++;
-    const ts = this.brokerNow();
+    const ts = await this.signingNow();
     const sig = await sign(privateKey, recoveryAnswerBytes(notice.notice, notice.cid, notice.new_cid, decision, ts));
     return this.request(String(rid), { t: "recovery_answer", rid, notice: notice.notice, cid: notice.cid, decision, ts, sig });
   }

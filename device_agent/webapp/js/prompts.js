@@ -26,17 +26,28 @@ export function contextRows(ctx) {
   return rows;
 }
 
+// Far more than live at once (a challenge lives 10 minutes at most), and small.
+const GONE_KEPT = 256;
+
 export class Prompts {
   constructor() {
     this.byCh = new Map(); // ch -> {frame, connection}
+    // Requests that left here (answered, expired, ended): the broker sends a pending one
+    // again on every new connection, and an answer given just after a reconnect (one
+    // waiting for the connection, or for a fresh hello: connection.js signingNow) raced
+    // that copy, which came back on screen after "Approved" until it expired.
+    this.gone = new Set();
   }
 
   add(frame, connection) {
+    if (this.gone.has(frame.ch)) return;
     // One frame per credential of the same user: the first one answers for them all.
     if (!this.byCh.has(frame.ch)) this.byCh.set(frame.ch, { frame, connection });
   }
 
   remove(ch) {
+    this.gone.add(ch);
+    if (this.gone.size > GONE_KEPT) this.gone.delete(this.gone.values().next().value);
     return this.byCh.delete(ch);
   }
 
@@ -65,7 +76,7 @@ export class Prompts {
 
 export async function signAnswer(prompt, account, decision, number) {
   const { frame, connection } = prompt;
-  const ts = connection.brokerNow();
+  const ts = await connection.signingNow();
   if (ts >= frame.expires) throw new Error("this request has expired");
   const ctxHash = await contextHash(frame.ctx);
   const bytes = answerBytes({
