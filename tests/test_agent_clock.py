@@ -7,26 +7,19 @@ broker_clock.py says what the broker's clock may and may not be used for.
 
 from __future__ import annotations
 
-import glob
 import json
 from pathlib import Path
 
-import pytest
 from e2e_helpers import agent, agent_env, agent_ok  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import BrokerProcess
+from support.faketime import needs_faketime, skewed
 
 from protocol.uri import TotpParams
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import check_code, new_totp
 
-_LIBS = glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1")
-pytestmark = pytest.mark.skipif(not _LIBS, reason="libfaketime is missing: scripts/ensure-tools test")
-
-
-def skewed(seconds: int) -> dict[str, str]:
-    """The environment that sets the agent's clock `seconds` off (monotonic clocks as they are)."""
-    return {"LD_PRELOAD": _LIBS[0], "FAKETIME": f"{seconds:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+pytestmark = needs_faketime
 
 
 async def enrolled_with_codes(client: PushAuthClient, home: Path) -> TotpParams:

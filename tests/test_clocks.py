@@ -9,7 +9,6 @@ RP server whose clock is off. docs/operations.md, "Clocks", says what each may b
 from __future__ import annotations
 
 import asyncio
-import glob
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import aiohttp
 import pytest
 from e2e_helpers import agent_env  # noqa: F401  (autouse: the vault passphrase for every agent run)
 from support import BrokerProcess, RedisServer, new_rp, wait_until
+from support.faketime import needs_faketime, skewed, stepped
 from test_agent_e2e import RP, Listen, enroll, listener  # noqa: F401  (listener: a fixture)
 from test_broker_device_ws import CTX, Device
 
@@ -31,13 +31,7 @@ from protocol.frames import AnswerResult, Challenge
 from relying_party.models import Status
 from relying_party.sdk import PushAuthClient
 
-_LIBS = glob.glob("/usr/lib/*/faketime/libfaketime.so.1") + glob.glob("/usr/lib/faketime/libfaketime.so.1")
-pytestmark = pytest.mark.skipif(not _LIBS, reason="libfaketime is missing: scripts/ensure-tools test")
-
-
-def skewed(seconds: int) -> dict[str, str]:
-    """The environment that sets a process's clock `seconds` off (monotonic clocks as they are)."""
-    return {"LD_PRELOAD": _LIBS[0], "FAKETIME": f"{seconds:+d}", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+pytestmark = needs_faketime
 
 
 async def online(client: PushAuthClient, url: str) -> Device:
@@ -114,13 +108,7 @@ async def test_a_clock_stepped_while_listening_changes_nothing_in_a_sign_in(
     home = tmp_path / "agent"
     enroll(home, RP(broker, rp))
     stamp = tmp_path / "faketime"  # libfaketime reads the offset from it on every call
-    stamp.write_text(at_connect)
-    for name, value in {
-        "LD_PRELOAD": _LIBS[0],
-        "FAKETIME_TIMESTAMP_FILE": str(stamp),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }.items():
+    for name, value in stepped(stamp, at_connect).items():
         monkeypatch.setenv(name, value)
     listening = listener(home)
     for name in ("LD_PRELOAD", "FAKETIME_TIMESTAMP_FILE"):
@@ -209,13 +197,7 @@ async def test_a_node_clock_stepped_while_a_challenge_is_pending_changes_nothing
     expired and refused the answer; now its time is Redis's, carried on the boot-time
     clock, which no step moves."""
     stamp = tmp_path / "faketime"  # libfaketime reads the offset from it on every call
-    stamp.write_text("+0")
-    env = {
-        "LD_PRELOAD": _LIBS[0],
-        "FAKETIME_TIMESTAMP_FILE": str(stamp),
-        "FAKETIME_NO_CACHE": "1",
-        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
-    }
+    env = stepped(stamp)
     node = broker_factory(redis_url=redis_server.url, node="a", env=env)
     rp = await new_rp(node)
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:

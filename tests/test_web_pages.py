@@ -903,9 +903,12 @@ async def test_broken_request_bodies(site: Site, body: bytes, content_type: str)
     assert not await site.signed_in()
 
 
-async def test_an_answer_that_does_not_verify_signs_nobody_in(site: Site, tmp_path: Path) -> None:
+async def test_an_answer_that_does_not_verify_signs_nobody_in(
+    site: Site, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """The RP checks every answer with the key it stored at enrollment, not the broker's word:
-    here its stored key is another one, so even a right approval is refused."""
+    here its stored key is another one, so even a right approval is refused, and logged as a
+    security event (an answer refused for a clock is not: tests/browser)."""
     home = tmp_path / "phone"
     await site.sign_in()
     cid = await _enroll_with_agent(site, home)
@@ -919,8 +922,12 @@ async def test_an_answer_that_does_not_verify_signs_nobody_in(site: Site, tmp_pa
     token = await site.token("/signin/push")
     r = await site.post("/push/complete", {"csrf_token": token, "purpose": "signin"})
     assert r.status == 409
-    assert "could not be verified" in await r.text()
+    assert "could not be verified with the keys of your devices" in await r.text()
     assert not await site.signed_in()
+    events = [r for r in caplog.records if r.name == "relying_party.web.security_events"]
+    assert events and all(
+        "SECURITY EVENT" in r.getMessage() and "bad_signature" in r.getMessage() for r in events
+    )
 
 
 # -- protocol v2: the SDK's checks of what the broker says, as the pages show them ----------

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from relying_party.errors import BrokerUnavailable
+from relying_party.clocks import ClockWatch
+from relying_party.errors import BrokerUnavailable, VerificationFailed, VerificationReason
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
 from relying_party.web import forms, passwords, qr, signin_context, totp
 from relying_party.web.config import Settings
+from relying_party.web.credentials import clock_off
 from relying_party.web.db import MIGRATIONS, SCHEMA, Database, Enrollment, now_ms
 from relying_party.web.push import setup_ttl
 from relying_party.web.ratelimit import AttemptLimiter
@@ -411,3 +413,26 @@ def test_a_code_that_is_not_one_says_what_is_wrong(typed: str, says: str) -> Non
     with pytest.raises(forms.FormError) as refused:
         forms.totp_code(typed)
     assert says in refused.value.message and refused.value.field == "code"
+
+
+def test_an_answer_refused_for_its_time_names_the_clock_that_is_off(db: Database) -> None:
+    """Which clock the warning names (credentials.clock_off), by the offset the SDK measured
+    when it created the request: this server's when it is off the broker's, else the
+    device's; either before any measure. The whole way through: tests/browser."""
+    user = db.add_user("alice", "x")
+    exc = VerificationFailed(
+        VerificationReason.STALE_ANSWER, "signed 10 min 0 s after it expired", challenge_id="ch"
+    )
+    watch = ClockWatch("http://broker.example", 120_000)
+    said = clock_off(user, exc, watch)
+    assert (
+        "was refused as signed at the wrong time, not forged" in said
+        and "this server's clock or the device's" in said
+    )
+    watch.measured(issued=1_000_000, broker_created=1_000_000 - 300_000, received=1_000_050)
+    said = clock_off(user, exc, watch)
+    assert "this server's clock is 5 min 0 s ahead of the broker's at http://broker.example" in said, said
+    watch.measured(issued=1_000_000, broker_created=1_000_020, received=1_000_050)
+    said = clock_off(user, exc, watch)
+    assert "so the device's is the one off" in said and "check the device's date and time" in said, said
+    assert "[challenge ch: stale_answer: signed 10 min 0 s after it expired]" in said, said

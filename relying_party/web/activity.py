@@ -41,6 +41,7 @@ RESULTS: dict[str, ResultView] = {
     "withdrawn": ResultView("Withdrawn after a report", "error"),
     "refused": ResultView("Not sent", "error"),
     "unverified": ResultView("Answer failed verification", "error"),
+    "clock_off": ResultView("Not confirmed: a clock is off", "error"),
     "wrong_code": ResultView("Wrong code", "error"),
     "wrong_password": ResultView("Wrong password", "error"),
     "pending": ResultView("Waiting for an answer", "info"),

@@ -24,7 +24,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 
-from ..errors import NotFound, PushAuthError, VerificationFailed
+from .. import clocks
+from ..errors import NotFound, PushAuthError, VerificationFailed, VerificationReason
 from ..models import Credential, CredentialSync, RecoveryKey, RecoveryProof
 from ..sdk import PushAuthClient
 from .db import Database, Device, User
@@ -41,13 +42,19 @@ def security_event(user: User, what: str, exc: VerificationFailed) -> None:
     )
 
 
-def answer_refused(db: Database, user: User, exc: VerificationFailed) -> None:
+def answer_refused(
+    db: Database, user: User, exc: VerificationFailed, clock: clocks.ClockWatch, what: str = "an answer"
+) -> None:
     """An answer that failed end-to-end verification: a security event, which names a
     device the user removed whose revocation is pending (its phone or whoever holds it
-    answered a request the broker still sent it)."""
+    answered a request the broker still sent it). Except one signed at the wrong time:
+    a warning naming the clock (`clock_off`)."""
+    if exc.reason is VerificationReason.STALE_ANSWER:
+        log.warning("%s", clock_off(user, exc, clock))
+        return
     pending = {p.credential_id: p for p in db.pending_revocations(user.id)}.get(exc.credential_id or "")
     if pending is None:
-        security_event(user, "an answer failed end-to-end verification", exc)
+        security_event(user, f"{what} failed end-to-end verification", exc)
     else:
         security_event(
             user,
@@ -55,6 +62,32 @@ def answer_refused(db: Database, user: User, exc: VerificationFailed) -> None:
             " confirmed, was refused",
             exc,
         )
+
+
+def clock_off(user: User, exc: VerificationFailed, clock: clocks.ClockWatch) -> str:
+    """Why an answer was refused as signed outside its request's lifetime (stale_answer):
+    a clock, not a forgery. The SDK checks the signature over this request's own values
+    first, so the device did sign this very request; only its time was outside the
+    lifetime by this server's clock. Before, it was logged as a SECURITY EVENT and the
+    page said the answer "could not be verified with the keys of your devices"."""
+    off = clock.offset_ms  # the broker's clock minus this server's, at the last create
+    if off is not None and abs(off) > clocks.WARN_MS:
+        which = clock.wrong_clock(off)
+    elif off is not None:
+        which = (
+            f"this server's clock is within {clocks.WARN_MS // 1000} s of the broker's, so the device's is"
+            " the one off (it signed on a wrong estimate of the broker's time): the user should check the"
+            " device's date and time"
+        )
+    else:
+        which = (
+            "this server's clock or the device's is off (the SDK measures this server's against the"
+            " broker's when it creates a request, and has not since this server started)"
+        )
+    return (
+        f"a push answer for user {user.name} ({user.handle}) was refused as signed at the wrong time,"
+        f" not forged (it verifies with the device's key): {which} [{exc}]"
+    )
 
 
 def stored(device: Device, handle: str) -> Credential:

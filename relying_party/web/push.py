@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol.challenge import Status
-from protocol.purpose import setup_test_context
+from protocol.purpose import is_setup_test, setup_test_context
 
 from ..errors import (
     BadBrokerResponse,
@@ -123,6 +123,17 @@ UNVERIFIED = StatusView(
     True,
     "error",
 )
+# An answer signed outside the request's lifetime by this server's clock (the SDK's
+# stale_answer): the device signed this very request (its signature verifies), so a clock
+# is off, this server's or the device's, not a forgery (credentials.clock_off logs which).
+_CLOCK_OFF = (
+    "Your approval could not be confirmed because a clock is off, on this service or on your "
+    "device. Check that your phone's date and time are right (set automatically), then send a new request"
+)
+CLOCK_OFF = StatusView(
+    "clock_off", "Not confirmed", _CLOCK_OFF + " or use a verification code instead.", True, "error"
+)
+CLOCK_OFF_SETUP = StatusView("clock_off", "Not confirmed", _CLOCK_OFF + ".", True, "error")
 UNAVAILABLE = StatusView(
     "unavailable",
     "Connection problem",
@@ -141,6 +152,16 @@ def view_of(status: Status) -> StatusView:
     """What the page shows for a verified status; one this demo does not know (from a
     newer SDK or broker) is ended and not approved."""
     return STATUS_VIEWS.get(status, ENDED)
+
+
+def refused_answer(
+    request: web.Request, user: User, challenge: Challenge, exc: VerificationFailed
+) -> StatusView:
+    """An answer the SDK refused, logged: what the page says of it."""
+    credentials.answer_refused(request.app[DB], user, exc, request.app[CLIENT].clock)
+    if exc.reason is VerificationReason.STALE_ANSWER:
+        return CLOCK_OFF_SETUP if is_setup_test(challenge.context) else CLOCK_OFF
+    return UNVERIFIED
 
 
 def public_keys(db: Database, user: User, challenge: Challenge) -> dict[str, bytes]:
@@ -466,8 +487,8 @@ async def settle_pending(request: web.Request, user: User) -> None:
             settle(db, row.challenge_id or "", "expired")
             continue
         outcome = await _result(request, user, challenge)
-        if outcome is UNVERIFIED:
-            settle(db, challenge.id, "unverified")
+        if outcome in (UNVERIFIED, CLOCK_OFF, CLOCK_OFF_SETUP):
+            settle(db, challenge.id, outcome.status)
         elif isinstance(outcome, SignInResult) and outcome.final:
             settle(db, challenge.id, outcome.status, _device_name(db, user, outcome))
         elif outcome is STATUS_VIEWS[Status.EXPIRED] or challenge.expires_at < now_ms() - 60_000:
@@ -565,9 +586,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             if result.status not in (Status.APPROVED, Status.CANCELLED, Status.SUPERSEDED):
                 settle(db, challenge.id, result.status)
         except VerificationFailed as exc:
-            credentials.answer_refused(request.app[DB], user, exc)
-            view = UNVERIFIED
-            settle(db, challenge.id, "unverified")
+            view = refused_answer(request, user, challenge, exc)
+            settle(db, challenge.id, view.status)
         except NotFound:
             view = STATUS_VIEWS[Status.EXPIRED]  # the broker no longer knows it: it cannot be answered
             settle(db, challenge.id, "expired")
@@ -594,8 +614,7 @@ async def _result(request: web.Request, user: User, challenge: Challenge) -> Sig
             lambda keys: client.get_result(challenge, keys),
         )
     except VerificationFailed as exc:
-        credentials.answer_refused(request.app[DB], user, exc)
-        return UNVERIFIED
+        return refused_answer(request, user, challenge, exc)
     except NotFound:
         return STATUS_VIEWS[Status.EXPIRED]
     except PushAuthError:

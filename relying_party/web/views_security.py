@@ -79,7 +79,7 @@ async def finish_from_test(request: web.Request, user: User, device: Device) -> 
         db.set_setup_challenge(cid, None)  # unreadable, or forgotten by the broker: none to finish
         return False
     except VerificationFailed as exc:
-        credentials.security_event(user, "a setup's test answer failed end-to-end verification", exc)
+        credentials.answer_refused(db, user, exc, client.clock, "a setup's test answer")
         db.set_setup_challenge(cid, None)
         return False
     except PushAuthError as exc:

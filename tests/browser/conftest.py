@@ -166,6 +166,12 @@ def stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, request: py
 
 
 @pytest.fixture
+def new_stack(broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path) -> Callable[..., Stack]:
+    """A stack the test starts itself: `new_stack(env={...})` (see start_stack)."""
+    return lambda **options: start_stack(broker, rp, tmp_path, **options)
+
+
+@pytest.fixture
 def hostile_stack(
     broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
 ) -> Iterator[tuple[Stack, HostileBroker]]:
@@ -177,8 +183,15 @@ def hostile_stack(
 
 
 def start_stack(
-    broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path, *, broker_url: str = "", app_url: str = ""
+    broker: BrokerProcess,
+    rp: dict[str, Any],
+    tmp_path: Path,
+    *,
+    broker_url: str = "",
+    app_url: str = "",
+    env: dict[str, str] | None = None,
 ) -> Stack:
+    """The demo RP as a process (`env`: more of its environment, e.g. libfaketime's)."""
     db = tmp_path / "rp.db"
     user = "alice"
     added = run_cli([RP_CLI, "user", "add", user, "--password-stdin", "--db", db], input=PASSWORD + "\n")
@@ -203,7 +216,7 @@ def start_stack(
         ],
         log_dir=tmp_path / "logs",
         name="pushauth-rp",
-        env={"PUSHAUTH_RP_API_KEY": rp["api_key"]},
+        env={"PUSHAUTH_RP_API_KEY": rp["api_key"], **(env or {})},
         ready=lambda _p: http_status(url + "/signin", timeout=1.0) == 200,
     ).start()
     return Stack(

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
+from support.faketime import needs_faketime, stepped
 
 from protocol import signing
 from relying_party import wire
@@ -268,3 +270,58 @@ def test_cancel_on_the_setup_page_withdraws_its_link(stack: Any, page: Page) -> 
     page.reload()
     expect(page.locator("#devices")).not_to_contain_text("Test phone")
     expect(page.locator("#devices")).not_to_contain_text("Setup not finished")
+
+
+@needs_faketime
+def test_an_answer_refused_because_a_clock_is_off_says_so(new_stack: Any, tmp_path: Path, page: Page) -> None:
+    """This service's clock is 5 minutes ahead (the demo RP under libfaketime): the SDK
+    refuses every push answer as signed outside the request's lifetime (stale_answer), as
+    it must. The page said "could not be verified with the keys of your devices" and the
+    log a SECURITY EVENT, as if the answer were forged, for the setup's test notification
+    too. Now the page says a clock is off and what to do, and the log is a warning naming
+    this server's clock."""
+    stamp = tmp_path / "faketime"
+    stack = new_stack(env=stepped(stamp, "+300"))
+    stack.sign_in_password(page)
+    page.wait_for_url("**/security")
+    page.get_by_role("link", name="Add sign-in method", exact=True).click()
+    page.get_by_role("button", name="Add").click()
+    page.wait_for_url(re.compile(r".*/security/setup/[A-Za-z0-9_-]+$"))
+    stack.agent.ok(
+        "enroll", "--name", "Test phone", page.get_by_role("textbox", name="Setup link").input_value()
+    )
+    page.wait_for_url("**/security/test-notification")
+    stack.answer("approve", "--number", stack.number(page))
+    stack.status(page, "clock_off")
+    said = page.locator("#push-status").inner_text()
+    assert "could not be confirmed because a clock is off, on this service or on your device" in said, said
+    assert "Check that your phone's date and time are right" in said and "verification code" not in said, said
+    stack.shot(page, "clock-01-setup-test-refused")
+
+    stamp.write_text("+0")  # this server's clock set right: the next one is approved
+    page.get_by_role("button", name="Send again").click()
+    stack.status(page, "pending")
+    stack.answer("approve", "--number", stack.number(page))
+    page.wait_for_url("**/security")
+    stack.sign_out(page)
+
+    stamp.write_text("+300")
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    stack.answer("approve", "--number", stack.number(page))
+    stack.status(page, "clock_off")
+    expect(page.locator("#push-status")).to_contain_text(
+        "then send a new request or use a verification code instead"
+    )
+    page.reload()  # asked again: the same
+    stack.status(page, "clock_off")
+    expect(page.get_by_role("button", name="Use a verification code instead")).to_be_visible()
+    stack.shot(page, "clock-02-sign-in-refused")
+    log = stack.web.stderr()
+    refusals = [line for line in log.splitlines() if "was refused as signed at the wrong time" in line]
+    assert len(refusals) >= 2, log  # the test notification's and the sign-in's
+    for line in refusals:
+        assert " WARNING relying_party.web.credentials: " in line, line
+        assert "this server's clock is 5 min 0 s ahead of the broker's" in line or "4 min 59 s" in line, line
+        assert "set this server's clock right (NTP)" in line, line
+    assert "SECURITY EVENT" not in log, log
