@@ -569,13 +569,16 @@ async def test_back_on_screen_a_connection_silently_dropped_by_the_network_is_re
         assert await result(rp, challenge, account) is Status.APPROVED
 
 
+@pytest.mark.parametrize("stepped_back", [False, True], ids=["", "clock stepped back"])
 async def test_on_screen_a_connection_silently_dropped_by_the_network_is_found_by_a_ping(
-    app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy]
+    app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy], stepped_back: bool
 ) -> None:
     """The app stays on screen (no visibility change, no push) while the network loses its
     connection without a word: after 20 s of silence it asks with a `ping` frame, no pong
     comes, so it connects again and the waiting request shows (before: "Connected" and no
-    request until the page was reloaded). The page's clock is the test's."""
+    request until the page was reloaded). Also when the phone's clock is stepped back
+    meanwhile (the silence was counted on Date.now() alone: 10 minutes more of it). The
+    page's clock is the test's."""
     lb = tcp_proxy([app_broker.port])
     created = await new_rp(app_broker, "Lobby RP")
     async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
@@ -588,6 +591,8 @@ async def test_on_screen_a_connection_silently_dropped_by_the_network_is_found_b
     lb.lose_replies()
     async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
         challenge = await rp.create_challenge("alice", CONTEXT)
+        if stepped_back:  # Date.now() 10 minutes back; the silence is still counted
+            await page.clock.set_system_time(await page.evaluate("Date.now()") / 1000 - 600)
         await page.clock.run_for(40_000)  # the probe's 5 s tick, 20 s silence, 10 s wait, backoff
         await phone.prompt(challenge.id)
         await phone.type_number(challenge.number)

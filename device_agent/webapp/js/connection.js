@@ -54,6 +54,7 @@ export class BrokerConnection {
     this.openedAt = 0;
     this.retryTimer = null;
     this.heardAt = 0; // when the broker's last message came (Date.now())
+    this.heardAtMono = 0; // the same, on performance.now()
     this.probing = false; // a ping is waiting for its reply
   }
 
@@ -96,11 +97,17 @@ export class BrokerConnection {
   // hello) is replaced too, so that the time left shown is right again.
   reconnectNow(staleMs = Infinity) {
     if (this.closed) return;
-    const silent = Date.now() - this.heardAt >= staleMs;
+    const silent = this.silentMs() >= staleMs;
     if (this.ws?.readyState === WebSocket.OPEN && (silent || this.clock.doubtful())) this.dropNow();
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) return;
     clearTimeout(this.retryTimer);
     this.connect();
+  }
+
+  // How long the broker has said nothing, by whichever clock saw longer: the phone's clock
+  // stepped back leaves Date.now() short, and performance.now() may not count a sleep.
+  silentMs() {
+    return Math.max(Date.now() - this.heardAt, performance.now() - this.heardAtMono);
   }
 
   // A page cannot send WebSocket pings (docs/protocol.md 2.1), and an idle connection
@@ -112,7 +119,7 @@ export class BrokerConnection {
   // drops it and connects again.
   probe() {
     if (this.closed || this.probing || !this.authenticated || this.ws?.readyState !== WebSocket.OPEN) return;
-    if (Date.now() - this.heardAt < PROBE_AFTER_MS) return;
+    if (this.silentMs() < PROBE_AFTER_MS) return;
     const ws = this.ws;
     const rid = this.nextRid++;
     const done = () => (this.probing = false);
@@ -168,6 +175,7 @@ export class BrokerConnection {
     };
     ws.onmessage = (msg) => {
       this.heardAt = Date.now();
+      this.heardAtMono = performance.now();
       this.receive(msg.data);
     };
     ws.onclose = (ev) => this.closedBy(ev);
