@@ -13,6 +13,9 @@ class TokenBucket:
     and `rate` a second for as long as it likes; more than that is a flood. A bucket
     may start below `burst` (`tokens`), and with `rate` 0 it is a fixed allowance."""
 
+    # Two per device connection, 18,000 idle ones on a node: no __dict__ each.
+    __slots__ = ("_at", "_tokens", "burst", "rate")
+
     def __init__(
         self, rate: float, burst: float, now: float | None = None, tokens: float | None = None
     ) -> None:
