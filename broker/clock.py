@@ -39,6 +39,9 @@ REFRESH_S = 10.0  # how often Redis's clock is read again (drift and steps of Re
 READ_TIMEOUT_S = 2.0
 # A read whose round trip took longer says little about when TIME was taken: skipped.
 MAX_ROUND_TRIP_NS = 250_000_000
+# A reading behind the kept one by less than this is a read's own error (or drift of
+# ms): the clock does not go back for it (next_offset).
+STEP_BACK_NS = 1_000_000_000
 WARN_MS = 2_000  # a host clock further off Redis's is logged (NTP keeps hosts within ms)
 KEY = "pushauth:clock"  # never written: it only picks the cluster node that answers
 _TIME = "return redis.call('TIME')"
@@ -98,6 +101,21 @@ def describe(off_ms: int) -> str:
     return f"{size} {'ahead of' if off_ms > 0 else 'behind'}"
 
 
+def next_offset(old: int | None, read: int) -> int:
+    """The offset to keep after a read that measured `read` (both in ns).
+
+    Each read is off by up to half its round trip (tens of ms on a loaded node), so
+    taking every one would move the clock back and forth by that much every REFRESH_S,
+    and back is what breaks a wait: a result held until a challenge's `expires` woke at
+    it by the old reading and found it, by the new, not yet expired, and answered
+    `pending` (a loaded clean-clone run of tests/test_haproxy_failover.py saw it). So
+    the clock only moves forward, except by a step of more than STEP_BACK_NS (Redis's
+    own clock set back, a failover to a Redis whose clock differs): then it follows."""
+    if old is None or read >= old or old - read > STEP_BACK_NS:
+        return read
+    return old
+
+
 async def read(redis: Any) -> bool:
     """Read Redis's clock once; False if it did not answer in time or took too long."""
     before = _steady_ns()
@@ -110,7 +128,7 @@ async def read(redis: Any) -> bool:
     if after - before > MAX_ROUND_TRIP_NS:
         return False
     redis_ns = int(sec) * 1_000_000_000 + int(usec) * 1_000
-    _shared.offset_ns = redis_ns - (before + after) // 2
+    _shared.offset_ns = next_offset(_shared.offset_ns, redis_ns - (before + after) // 2)
     host_off = time.time_ns() // 1_000_000 - now_ms()
     _shared.host_off_ms = host_off
     _report(host_off)

@@ -27,6 +27,7 @@ from support.faketime import needs_faketime, skewed, stepped
 from test_agent_e2e import RP, Listen, enroll, listener  # noqa: F401  (listener: a fixture)
 from test_broker_device_ws import CTX, Device
 
+from broker import clock
 from protocol.frames import AnswerResult, Challenge
 from relying_party.models import Status
 from relying_party.sdk import PushAuthClient
@@ -211,3 +212,15 @@ async def test_a_node_clock_stepped_while_a_challenge_is_pending_changes_nothing
         keys = {c.id: c.public_key for c in await client.list_credentials("alice")}
         assert (await client.wait_result(ch, keys, timeout=10)).status is Status.APPROVED
     await dev.close()
+
+
+def test_the_broker_clock_does_not_go_back_for_a_reads_own_error() -> None:
+    """A read of Redis's clock is off by up to half its round trip: a reading a little
+    behind the kept one is not taken (a wait until `expires` would wake before it by the
+    new reading), one ahead is, and a step back of more than a second is followed."""
+    ms = 1_000_000
+    assert clock.next_offset(None, 5 * ms) == 5 * ms
+    assert clock.next_offset(5 * ms, 7 * ms) == 7 * ms
+    assert clock.next_offset(5 * ms, 5 * ms - 40 * ms) == 5 * ms
+    assert clock.next_offset(5 * ms, 5 * ms - clock.STEP_BACK_NS) == 5 * ms
+    assert clock.next_offset(5 * ms, 5 * ms - clock.STEP_BACK_NS - 1) == 5 * ms - clock.STEP_BACK_NS - 1
