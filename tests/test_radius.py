@@ -33,6 +33,7 @@ from support import (
     DEADLINE,
     BrokerProcess,
     ManagedProcess,
+    RedisServer,
     assert_cli_error,
     console_script,
     free_port,
@@ -79,9 +80,10 @@ def write_config(
     broker_url: str | None = None,
     when_unreachable: str = "reject",
     api_key: str | None = None,
+    redis_url: str | None = None,
 ) -> Path:
     """`ttl` and `digits` None: left out, so the RP's policy at the broker decides.
-    `api_key` None: the RP's own."""
+    `api_key` None: the RP's own; `redis_url` None: the broker's Redis."""
     key_file = setup.base / f"{name}-api-key"
     key_file.write_text(setup.rp["api_key"] if api_key is None else api_key)
     key_file.chmod(0o600)
@@ -103,7 +105,7 @@ timeout = 2
 [radius]
 listen = "127.0.0.1"
 port = {port}
-redis_url = "{setup.broker.redis_url}"
+redis_url = "{redis_url or setup.broker.redis_url}"
 store = "{setup.store}"
 app_name = "Test VPN"
 
@@ -212,7 +214,16 @@ def hostile(broker: BrokerProcess) -> Iterator[HostileBroker]:
 
 
 @pytest.fixture(scope="module")
-def servers(setup: Setup, hostile: HostileBroker) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
+def own_redis(setup: Setup) -> Iterator[RedisServer]:
+    """A Redis of the "own-redis" server alone, which a test may take down."""
+    with RedisServer(setup.base / "own-redis") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def servers(
+    setup: Setup, hostile: HostileBroker, own_redis: RedisServer
+) -> Iterator[dict[str, tuple[ManagedProcess, int]]]:
     """The RADIUS servers of this module, by name, started at once (each start costs an
     interpreter's imports): the main one, and one per setting the tests need."""
     nobody = free_port()  # nothing listens there: an unreachable broker
@@ -227,6 +238,7 @@ def servers(setup: Setup, hostile: HostileBroker) -> Iterator[dict[str, tuple[Ma
         "bad-key": {"api_key": "pa_" + "x" * 40, "when_unreachable": "accept"},
         # Its SDK talks to the broker through the lying proxy (the devices do not).
         "hostile": {"broker_url": hostile.http_url},
+        "own-redis": {"redis_url": own_redis.url},
     }
     with started_servers(setup, settings) as started:
         yield started
@@ -771,6 +783,26 @@ def test_an_unknown_client_is_dropped_and_logged(server: tuple[ManagedProcess, i
         sock.setblocking(False)
         with pytest.raises(BlockingIOError):
             sock.recvfrom(4096)
+
+
+def test_a_request_while_redis_is_down_is_dropped_with_an_audit_line(
+    servers: dict[str, tuple[ManagedProcess, int]], own_redis: RedisServer
+) -> None:
+    """No reply (the gateway retries or fails over), and a line in the format of every
+    other, so that a log search on decision= finds it."""
+    proc, port = servers["own-redis"]
+    own_redis.kill()
+    with _socket() as sock:
+        sock.sendto(_request("rita"), ("127.0.0.1", port))
+        audit_line(
+            proc,
+            r"decision=drop outcome=store_unavailable user=rita client=gw-local addr=127\.0\.0\.1 "
+            r'detail="Redis unavailable: [^"]+"$',
+        )
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.recvfrom(4096)
+    assert "Traceback" not in proc.stderr()
 
 
 def _freeradius(base: Path, port: int) -> ManagedProcess:

@@ -57,6 +57,9 @@ class Outcome(enum.StrEnum):
     REPLAYED = "replayed"
     DUPLICATE_IN_PROGRESS = "duplicate_in_progress"
     MALFORMED = "malformed"
+    # Redis (State records, replay and code checks) cannot be reached: no reply, so the
+    # gateway retries or fails over to an instance that can.
+    STORE_UNAVAILABLE = "store_unavailable"
 
 
 ACCEPTED = frozenset({Outcome.APPROVED, Outcome.TOTP_OK, Outcome.FAIL_OPEN})
@@ -68,6 +71,7 @@ DROPPED = frozenset(
         Outcome.REPLAYED,
         Outcome.DUPLICATE_IN_PROGRESS,
         Outcome.MALFORMED,
+        Outcome.STORE_UNAVAILABLE,
     }
 )
 

@@ -68,6 +68,7 @@ class RadiusProtocol(asyncio.DatagramProtocol):
         started = time.monotonic()
         host = addr[0]
         reply: bytes | None = None
+        request: packets.AccessRequest | Outcome | None = None
         try:
             request = packets.parse(data, client)
             if isinstance(request, Outcome):
@@ -95,10 +96,18 @@ class RadiusProtocol(asyncio.DatagramProtocol):
                 ms=round((time.monotonic() - started) * 1000),
             )
         except (redis.exceptions.RedisError, OSError) as exc:
-            # No reply: the gateway retries, or fails over to another instance.
-            log.error("request from %s (%s) dropped: Redis unavailable: %s", client.name, host, exc)
+            # No reply: the gateway retries, or fails over to another instance. An audit
+            # line as every other drop's, so that a search on decision= finds it.
+            audit.record(
+                "drop",
+                outcome=Outcome.STORE_UNAVAILABLE,
+                user=request.user_name if isinstance(request, packets.AccessRequest) else None,
+                client=client.name,
+                addr=host,
+                detail=f"Redis unavailable: {exc}",
+            )
         except Exception:
-            # One request's failure (Redis down, a bug) must not stop the server: no
+            # One request's failure (a bug) must not stop the server: no
             # reply, so the client retries or fails over; the log says why.
             log.exception("request from %s (%s) failed", client.name, host)
         finally:
