@@ -355,11 +355,12 @@ def test_right_number_is_accepted(setup: Setup, server: tuple[ManagedProcess, in
     reply = follow_up(port, challenge)
     assert reply.code == "Access-Accept", reply.text
     assert reply.message == "Approved."
-    # Which device approved: its credential id, as `pushauth-radius devices` lists it.
+    # Which device approved: its credential id, as `pushauth-radius devices` lists it; the
+    # station is the first request's (the follow-up sent none).
     audit_line(
         proc,
-        r"decision=accept outcome=approved user=alice client=gw-local addr=127\.0\.0\.1 .*challenge=\S+ "
-        rf"device={_device(setup).credential_id} ms=",
+        r"decision=accept outcome=approved user=alice client=gw-local addr=127\.0\.0\.1 "
+        rf"station=10\.0\.0\.9\S* challenge=\S+ device={_device(setup).credential_id} ms=",
     )
     assert (_device(setup).last_used_at or 0) > used  # what `pushauth-radius devices` shows as last used
 

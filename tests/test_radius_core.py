@@ -22,6 +22,7 @@ from protocol.challenge import Status
 from relying_party.host.config import TomlReader
 from relying_party.radius import config, core, dictionary, packets
 from relying_party.radius.core import Cached, DuplicateCache, InProgress, New, Outcome, Totp, WaitForPush
+from relying_party.radius.state import Pending
 
 CLIENT = config.Client("gw", ipaddress.ip_network("10.0.0.0/24"), b"s3cret")
 
@@ -317,3 +318,13 @@ def test_a_secret_file_every_local_user_may_read_is_refused(tmp_path: Path) -> N
         match=r"broker\.api_key_file: .*/key is readable or writable by others \(mode 0604\)",
     ):
         config.load(tmp_path / "radius.toml")
+
+
+def test_a_state_record_keeps_the_station_and_reads_one_written_without() -> None:
+    """The follow-up's audit line names the first request's station; a record written by
+    an instance of an earlier version (a rolling upgrade) has none and still reads."""
+    pending = Pending(None, "alice", "vpn-gw1", "203.0.113.9")
+    assert Pending.from_json(pending.to_json()) == pending
+    assert Pending.from_json('{"challenge": null, "user": "alice", "client": "vpn-gw1"}') == Pending(
+        None, "alice", "vpn-gw1"
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyrad import packet as rp
 
@@ -63,6 +63,9 @@ class Verdict:
     # The credential whose signed answer or verification code decided: which device
     # approved (or reported) is what an administrator asks first about a sign-in.
     device: str | None = None
+    # The Calling-Station-Id for the audit line when the request has none: a follow-up's
+    # is the first request's (kept with the State).
+    station: str | None = None
 
 
 class Engine:
@@ -138,7 +141,8 @@ class Engine:
             # a push would have lasted (no challenge says so here: challenge.ttl, else
             # CODE_ONLY_S).
             ttl_s = CODE_ONLY_S if cfg.ttl is None else cfg.ttl
-            return await self._challenge(request, Pending(None, name, request.client.name), ttl_s * 1000)
+            pending = Pending(None, name, request.client.name, request.calling_station)
+            return await self._challenge(request, pending, ttl_s * 1000)
         except Unauthorized as exc:
             # Answered, so not "unreachable" (broker_down = "accept" must not let it in):
             # this server's key is wrong or revoked, and every sign-in fails alike.
@@ -157,7 +161,7 @@ class Engine:
             return self._final(Outcome.BROKER_UNAVAILABLE, name)
         if request.client.push_only:
             return await self._push_only(challenge, user, name)
-        pending = Pending(challenge, name, request.client.name)
+        pending = Pending(challenge, name, request.client.name, request.calling_station)
         return await self._challenge(request, pending, challenge.expires_at - _now_ms())
 
     async def _challenge(self, request: AccessRequest, pending: Pending, ttl_ms: int) -> Verdict:
@@ -212,6 +216,12 @@ class Engine:
             # Another gateway or another user than the one challenged: not an answer to it.
             await self._cancel(challenge)
             return self._final(Outcome.UNKNOWN_STATE, request.user_name, challenge_id)
+        return replace(await self._decide(request, pending), station=pending.station)
+
+    async def _decide(self, request: AccessRequest, pending: Pending) -> Verdict:
+        """The answer to `pending`, from its own client and user."""
+        name, challenge = pending.user, pending.challenge
+        challenge_id = None if challenge is None else challenge.id
         user = self.store.user(name)
         if user is None:
             return self._final(Outcome.NOT_ENROLLED, name, challenge_id)

@@ -30,16 +30,22 @@ class Pending:
     challenge: Challenge | None  # None: push is blocked, only a verification code is asked for
     user: str  # the pushauth-radius user name
     client: str  # the client that got the Access-Challenge: only it may answer
+    # The first request's Calling-Station-Id, for the follow-up's audit line: gateways
+    # often send it in the first request only.
+    station: str | None = None
 
     def to_json(self) -> str:
         challenge = None if self.challenge is None else self.challenge.to_json()
-        return json.dumps({"challenge": challenge, "user": self.user, "client": self.client})
+        return json.dumps(
+            {"challenge": challenge, "user": self.user, "client": self.client, "station": self.station}
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Pending:
         data: dict[str, Any] = json.loads(text)
         challenge = None if data["challenge"] is None else Challenge.from_stored(data["challenge"])
-        return cls(challenge, data["user"], data["client"])
+        # .get: a record written by an instance of an earlier version (a rolling upgrade).
+        return cls(challenge, data["user"], data["client"], data.get("station"))
 
 
 class StateStore:

@@ -90,7 +90,7 @@ class RadiusProtocol(asyncio.DatagramProtocol):
                 user=verdict.user,
                 client=client.name,
                 addr=host,
-                station=request.calling_station,
+                station=request.calling_station or verdict.station,
                 challenge=verdict.challenge_id,
                 **({"device": verdict.device} if verdict.device else {}),
                 ms=round((time.monotonic() - started) * 1000),
