@@ -488,7 +488,8 @@ async def test_offline_the_app_says_so_and_an_answer_fails_at_once(rp: PushAuthC
     """The phone goes offline with a request on screen: the status says it is not
     connected, and Approve says the answer could not be sent rather than wait for a reply
     that cannot come (before, "Connected" stayed and Approve hung until its 15 s timeout).
-    Back online, the request is still there and is approved."""
+    Back online, the request is still there, the error gone (it would be sent now), and
+    it is approved."""
     account = await enrolled(rp, phone)
     challenge = await rp.create_challenge("alice", CONTEXT)
     await phone.prompt(challenge.id)
@@ -507,6 +508,7 @@ async def test_offline_the_app_says_so_and_an_answer_fails_at_once(rp: PushAuthC
     finally:
         await phone.context.set_offline(False)
     await page.locator("#conn[data-state='online']").wait_for()
+    await expect(page.locator("#prompt-error")).to_be_hidden()  # before: until Approve again
     await phone.prompt(challenge.id)
     await page.get_by_role("button", name="Approve").tap()
     assert await result(rp, challenge, account) is Status.APPROVED

@@ -90,10 +90,17 @@ function dropToastOfOtherRequest(ch) {
   toast.about = null;
 }
 
+// An error that says an answer was not sent for want of a connection, by its element id:
+// the broker of that connection. Once the connection is back online the error goes (the
+// answer would be sent now), where it stayed saying so until the next press.
+const unsentAt = new Map();
+const CONNECTION_FAILURES = new Set(["offline", "timeout", "closed"]);
+
 // An error shown under a form; `field`, the input it is about: marked invalid and
 // described by the message, so that a screen reader says both on the field (and the mark
 // goes with the message).
 function showError(id, message, field) {
+  unsentAt.delete(id);
   const el = $(id);
   el.textContent = message ?? "";
   el.hidden = !message;
@@ -561,10 +568,9 @@ async function decide(decision) {
     if (code in ENDED || code === "already_answered" || code === "challenge_expired" || code === "unknown_challenge") {
       prompts.remove(prompt.frame.ch);
       toast(exc.here ? ANSWERED_HERE : ENDED[code] ?? "This request has already ended.", { about: prompt.frame.ch });
-    } else if (code === "offline") {
-      showError("prompt-error", NOT_SENT());
     } else {
-      showError("prompt-error", `Could not send the answer: ${printable(exc.message)}`);
+      showError("prompt-error", code === "offline" ? NOT_SENT() : `Could not send the answer: ${printable(exc.message)}`);
+      if (CONNECTION_FAILURES.has(code)) unsentAt.set("prompt-error", prompt.connection.url);
     }
   } finally {
     setBusy(false);
@@ -1812,6 +1818,7 @@ events.addEventListener("removed", async ({ detail }) => {
 events.addEventListener("status", ({ detail }) => {
   const conn = connections.get(detail.broker);
   if (conn) conn.state = detail.state;
+  if (detail.state === "online") for (const [id, broker] of unsentAt) if (broker === detail.broker) showError(id, null);
   renderConn();
 });
 
