@@ -269,9 +269,11 @@ async def test_a_backup_saved_by_the_app_restores_on_a_new_phone(
     accounts = await enroll_two(rp, phone, "dave")
     path = tmp_path / "app.backup"
     await phone.save_backup(path, TEST_PASSPHRASE)
+    assert (await phone.page.locator("#backup-status").inner_text()).startswith("Backup of 2 accounts saved")
     new = await phones(app_broker.http_url + "/app/")
     await new.restore(path, TEST_PASSPHRASE)
     lines = await report(new)
+    assert (await new.page.locator("#backup-status").inner_text()).startswith("Restored 2 accounts from")
     # The button keeps the keyboard focus through the restore (before: lost on <body>).
     assert await new.page.evaluate("document.activeElement.id") == "restore-submit"
     await new.shot("27-restored")

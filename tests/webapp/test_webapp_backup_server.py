@@ -161,6 +161,7 @@ async def test_an_old_copy_that_cannot_be_deleted_now_is_deleted_at_the_next_sav
     await enrolled(rp, phone, "nora")  # not recoverable: the agent's restores ask the phone nothing
     code = await phone.save_to_server(TEST_PASSPHRASE)
     status = phone.page.locator("#backup-status")
+    assert (await status.inner_text()).startswith("Backup of 1 account saved on")  # not "1 account(s)"
 
     # The network fails for the deletion only: the new copy is saved, the old one stays
     # listed, and the status says so.

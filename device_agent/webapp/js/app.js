@@ -114,6 +114,9 @@ function showError(id, message, field) {
   }
 }
 
+// "1 account", "2 accounts": a count with its noun in the right number.
+const counted = (n, noun) => `${n} ${n === 1 ? noun : `${noun}s`}`;
+
 function text(tag, value, className) {
   const el = document.createElement(tag);
   el.textContent = printable(value);
@@ -1411,7 +1414,7 @@ async function writeBackup(event) {
     const doc = format.backupDocument(await backupLines(), (await db.getSetting("deviceName")) ?? "");
     const sk = await format.backupKey(passphrase, { onProgress: progress("Encrypting the backup") });
     const data = format.sealBackupWith(doc, sk);
-    const count = `Backup of ${doc.settings.layout.length} account(s)`;
+    const count = `Backup of ${counted(doc.settings.layout.length, "account")}`;
     if (!toServer) {
       download(data, `pushauth-${new Date().toISOString().slice(0, 10)}.backup`);
       $("backup-status").textContent = `${count} saved as a file. Keep it apart from this phone, and the passphrase apart from the file.`;
@@ -1696,7 +1699,7 @@ async function restoreBackup(event) {
     await refreshAccounts();
     renderBackupTargets();
     for (const broker of new Set(accountsCache.filter(hasKey).map((a) => a.broker))) connectionFor(broker);
-    $("backup-status").textContent = `Restored ${opened.lines.length} account(s) from the backup of '${printable(opened.deviceName)}'.`;
+    $("backup-status").textContent = `Restored ${counted(opened.lines.length, "account")} from the backup of '${printable(opened.deviceName)}'.`;
   } finally {
     for (const id of ["restore-submit", "restore-server"]) $(id).disabled = false;
     refocus(event.submitter);
