@@ -180,7 +180,9 @@ async def test_showing_the_codes_secrets_asks_for_the_screen_lock_when_set(
     assert await page.locator("#export-qr canvas").count() == 0
     await cdp.send("WebAuthn.setUserVerified", {"authenticatorId": authenticator, "isUserVerified": True})
     await page.get_by_role("button", name="Show the codes' secrets").tap()
-    await page.locator("#export-status", has_text="1 account(s) with verification codes").wait_for()
+    await page.locator(
+        "#export-status", has_text="1 account with verification codes; 1 QR code for"
+    ).wait_for()
     assert await page.locator("#export-error").is_hidden()
     assert (await page.locator("#export-links").input_value()).startswith("otpauth://totp/")
 

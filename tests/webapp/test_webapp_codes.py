@@ -425,15 +425,15 @@ async def test_a_google_authenticator_export_adds_what_this_app_can_hold(
     status = page.locator("#add-status")
 
     await add_link(phone, first)
-    await status.filter(has_text="10 of 10 account(s) added. This was QR code 1 of 2").wait_for()
+    await status.filter(has_text="10 of 10 accounts added. This was QR code 1 of 2").wait_for()
     await add_link(phone, second)
-    await status.filter(has_text="2 of 2 account(s) added. This was QR code 2 of 2").wait_for()
+    await status.filter(has_text="2 of 2 accounts added. This was QR code 2 of 2").wait_for()
     report = await page.locator("#add-report li").all_inner_texts()
     assert report == ["added: Ex: u10@x.org", "added: Bank: me"]
     await phone.shot("32-google-authenticator-export")
     await phone.axe_clean("the Add account screen with an import report")
     await add_link(phone, first)
-    await status.filter(has_text="0 of 10 account(s) added.").wait_for()
+    await status.filter(has_text="0 of 10 accounts added.").wait_for()
     assert (await page.locator("#add-report li").all_inner_texts())[0] == (
         'Ex: u0@x.org: not added, it is here already as "Ex: u0@x.org"'
     )
@@ -531,9 +531,9 @@ async def test_the_codes_move_to_another_app_by_qr_code_or_link(
     first, second = [line for line in out.splitlines() if line.startswith("otpauth-migration://")]
     status = phone.page.locator("#add-status")
     await add_link(phone, first)
-    await status.filter(has_text="10 of 10 account(s) added. This was QR code 1 of 2").wait_for()
+    await status.filter(has_text="10 of 10 accounts added. This was QR code 1 of 2").wait_for()
     await add_link(phone, second)
-    await status.filter(has_text="2 of 2 account(s) added. This was QR code 2 of 2").wait_for()
+    await status.filter(has_text="2 of 2 accounts added. This was QR code 2 of 2").wait_for()
     slow = pyotp.random_base32()
     await add_link(phone, f"otpauth://totp/Slow:s?secret={slow}&issuer=Slow&digits=8&period=60")
     await phone.toast("Added Slow: s")  # one account: back on the list
@@ -547,7 +547,7 @@ async def test_the_codes_move_to_another_app_by_qr_code_or_link(
     await page.get_by_role("button", name="Back up or restore").tap()
     await page.get_by_role("button", name="Show the codes' secrets").tap()
     await page.locator(
-        "#export-status", has_text="14 account(s) with verification codes; 2 QR code(s)"
+        "#export-status", has_text="14 accounts with verification codes; 2 QR codes for"
     ).wait_for()
     assert await page.locator("#export-report li").all_inner_texts() == [
         "not exported: hal@contoso.example: it has no verification codes (sign-in requests stay with this "

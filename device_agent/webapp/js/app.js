@@ -388,7 +388,7 @@ async function showExport() {
     ...notInCodes.map((r) => text("li", `not in the QR codes: ${r.label}: ${r.reason} (its link is above)`)),
   );
   $("export-status").textContent = links.length
-    ? `${links.length} account(s) with verification codes; ${codes.length} QR code(s) for Google Authenticator.`
+    ? `${counted(links.length, "account")} with verification codes; ${counted(codes.length, "QR code")} for Google Authenticator.`
     : "No account here has verification codes to move.";
   $("export-out").hidden = false;
   $("export-show").hidden = true;
@@ -908,7 +908,7 @@ async function importExport(input) {
   lines.push(...batch.refused.map((r) => ({ added: false, text: `${r.label}: not added, ${r.reason}` })));
   const added = lines.filter((l) => l.added).length;
   const more = batch.batchSize > 1 ? ` This was QR code ${batch.batchIndex + 1} of ${batch.batchSize} of the export: scan the others too.` : "";
-  $("add-status").textContent = `${added} of ${lines.length} account(s) added.${more}`;
+  $("add-status").textContent = `${added} of ${counted(lines.length, "account")} added.${more}`;
   $("add-report").replaceChildren(...lines.map((l) => text("li", printable(l.text))));
   $("link").value = "";
 }
