@@ -69,6 +69,15 @@ class Phone:
         await self.page.locator("body[data-ready='1']").wait_for(timeout=WAIT_MS)
         return self.page
 
+    async def reopen_on_test_clock(self) -> Page:
+        """The app opened again with the page's clock the test's (Playwright's installed
+        clock: it runs on until the test moves or pauses it), once it is connected."""
+        await self.context.clock.install()
+        await self.page.close()
+        page = await self.open()
+        await page.locator("#conn[data-state='online']").wait_for()
+        return page
+
     async def shot(self, name: str) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
         await self.page.screenshot(path=str(SHOTS / f"webapp-{name}.png"), full_page=True)

@@ -288,10 +288,7 @@ async def test_the_phones_clock_stepped_while_connected_changes_nothing_in_a_sig
     (a step, or a sleep it did not count) gets a new hello before the answer is signed.
     The page's clock is the test's: set_system_time steps Date.now() only."""
     account = await enrolled(rp, phone)
-    await phone.context.clock.install()
-    await phone.page.close()
-    page = await phone.open()
-    await page.locator("#conn[data-state='online']").wait_for()
+    page = await phone.reopen_on_test_clock()
     for step_s in (-600, +600):
         await page.clock.set_system_time(time.time() + step_s)
         # Longer than the wait for the prompt to go: a copy of the request the broker sent
@@ -465,10 +462,7 @@ async def test_back_online_the_app_reconnects_at_once_not_after_its_backoff(
             async with PushAuthClient(broker.http_url, created["api_key"]) as rp:
                 phone = await phones(broker.http_url + "/app/")
                 account = await enrolled(rp, phone)
-                await phone.context.clock.install()
-                await phone.page.close()
-                page = await phone.open()
-                await page.locator("#conn[data-state='online']").wait_for()
+                page = await phone.reopen_on_test_clock()
                 await page.clock.pause_at(await page.evaluate("Date.now()"))
                 broker.restart()
                 await page.locator("#conn[data-state='offline']").wait_for()
@@ -556,10 +550,7 @@ async def test_back_on_screen_a_connection_silently_dropped_by_the_network_is_re
     async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
         phone = await phones(app_broker.http_url + "/app/")
         account = await enrolled(via_lb, phone)  # its link names the proxy
-    await phone.context.clock.install()
-    await phone.page.close()
-    page = await phone.open()
-    await page.locator("#conn[data-state='online']").wait_for()
+    page = await phone.reopen_on_test_clock()
     lb.lose_replies()  # from now on nothing reaches the phone on this connection
     async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
         challenge = await rp.create_challenge("alice", CONTEXT)
@@ -586,10 +577,7 @@ async def test_on_screen_a_connection_silently_dropped_by_the_network_is_found_b
     async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
         phone = await phones(app_broker.http_url + "/app/")
         account = await enrolled(via_lb, phone)
-    await phone.context.clock.install()
-    await phone.page.close()
-    page = await phone.open()
-    await page.locator("#conn[data-state='online']").wait_for()
+    page = await phone.reopen_on_test_clock()
     lb.lose_replies()
     async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
         challenge = await rp.create_challenge("alice", CONTEXT)
