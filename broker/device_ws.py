@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -636,11 +637,12 @@ class DeviceConnection(WsSocket):
                 self._held -= len(payload)
                 if self._inbox_paused and len(inbox) <= INBOX_LOW and self._held <= INBOX_BYTES // 2:
                     self._resume_inbox()
-                if not self.frames.take():
+                now = time.monotonic()  # one reading for both budgets
+                if not self.frames.take(now=now):
                     limit = f"more than {self.frames.burst:g} frames at once or {self.frames.rate:g} a second"
                     await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, limit))
                     break
-                if not self.bytes.take(len(payload)):
+                if not self.bytes.take(len(payload), now):
                     await self.fail(ProtocolError(ErrorCode.RATE_LIMITED, self._bytes_limit()))
                     break
                 if opcode == OP_TEXT:
