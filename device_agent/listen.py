@@ -181,7 +181,8 @@ class BrokerLink:
                     )
                     # down_since stays until the connection proves healthy (below): a broker
                     # that drops every connection at once has been unusable since then.
-                    say(f"Connected to {self.url} ({len(welcome.accepted)} account(s){back}).")
+                    accounts = len(welcome.accepted)
+                    say(f"Connected to {self.url} ({accounts} account{'' if accounts == 1 else 's'}{back}).")
                     self.listener.reached_broker()
                     if (skew := conn.clock_warning()) is not None:
                         say(f"Warning: {skew}.")

@@ -116,6 +116,7 @@ function showError(id, message, field) {
 
 // "1 account", "2 accounts": a count with its noun in the right number.
 const counted = (n, noun) => `${n} ${n === 1 ? noun : `${noun}s`}`;
+const moreWaiting = (n, noun) => `${n} more ${n === 1 ? `${noun} is` : `${noun}s are`} waiting.`;
 
 function text(tag, value, className) {
   const el = document.createElement(tag);
@@ -484,8 +485,7 @@ function renderPrompt(prompt) {
   fillDetails($("prompt-details"), rows);
   tickPrompt();
   $("prompt-more").hidden = prompts.size < 2;
-  const more = prompts.size - 1;
-  $("prompt-more").textContent = `${more} more ${more === 1 ? "request is" : "requests are"} waiting.`;
+  $("prompt-more").textContent = moreWaiting(prompts.size - 1, "request");
   if (fresh) {
     section.dataset.ch = frame.ch;
     $("number").value = "";
@@ -1107,7 +1107,7 @@ function renderNotice(n) {
     ["Added", when],
   ]);
   $("notice-more").hidden = notices.size < 2;
-  $("notice-more").textContent = `${notices.size - 1} more recovery question(s) waiting.`;
+  $("notice-more").textContent = moreWaiting(notices.size - 1, "recovery question");
   if (section.dataset.notice !== frame.notice) {
     section.dataset.notice = frame.notice;
     showError("notice-error", null);
