@@ -1,4 +1,4 @@
-"""Redis key names: the one place that knows the broker's state layout (version 2).
+"""Redis key names: the one place that knows the broker's state layout (version 3).
 
 Layout 2 is built for Redis Cluster: every atomic step (a Lua script, a MULTI) touches
 keys of ONE hash slot, and the shard channel a script publishes on is in that slot
@@ -52,6 +52,15 @@ too. The slot comes from the hash tag, the part of a key between braces:
                                      unconfirmed=1 too; challenge hash field target)
     pa:{T}:ev                  shard channel: the events about the users of tag T
                                      (docs/scaling.md, "Event routing")
+    pa:{T}:own:{rp}:{user}     zset  the user's keys that no other record names: every
+                                     enrollment, token, challenge and Idempotency-Key, and
+                                     each credential once revoked (active ones are in uc,
+                                     notices in rns); score = the key's expiry ms, pruned
+                                     as those pass (TTL: the last one). Written in the same
+                                     step as each key (broker/lua.py, index_keys): erasure
+                                     and export read it instead of walking the keyspace
+                                     (broker/user_data.py). Layout 3 (broker/layout.py
+                                     built it for older data)
     pa:{T}:rn:{id}             hash  recovery notice ("was this you?"): old, new, name,
                                      rp, user, account, created (TTL: 30 days)
     pa:{T}:rns:{old cid}       zset  the open recovery notices of a credential, score =
@@ -70,7 +79,7 @@ too. The slot comes from the hash tag, the part of a key between braces:
                                      guard, TTL: the allowed clock skew, twice)
     pa:lid:{id}                str   the tag of a layout-1 id (credential, challenge,
                                      enrollment; "tok:" + token hash for a token)
-    pa:layout                  str   "2": the layout version (broker/layout.py)
+    pa:layout                  str   "3": the layout version (broker/layout.py)
     credential hash, more fields: recovery_pk (the key that may register a new
                                      credential for it), recovered_from (old cid),
                                      notices ("1" while it may have open recovery
@@ -90,7 +99,7 @@ import re
 import secrets
 
 LAYOUT = "pa:layout"
-LAYOUT_VERSION = "2"
+LAYOUT_VERSION = "3"
 HEALTH = "pa:health:{node}"  # /healthz writes it: a Redis that takes no writes is not healthy
 RPS = "pa:{rp}:rps"
 TAG_LEN = 8
@@ -218,6 +227,11 @@ def credential(cid: str) -> str:
 
 def user_key(kind: str, rp_id: str, user: str) -> str:
     return f"pa:{{{user_tag(rp_id, user)}}}:{kind}:{rp_id}:{len(user)}:{user}"
+
+
+def user_index(rp_id: str, user: str) -> str:
+    """zset: the user's keys that no other record names, score = their expiry ms."""
+    return user_key("own", rp_id, user)
 
 
 def user_credentials(rp_id: str, user: str) -> str:

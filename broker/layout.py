@@ -13,10 +13,20 @@ key to its layout-2 name once (docs/operations.md, "Key layout and migration"):
 - then every key is renamed (RENAME keeps its TTL).
 
 Idempotent and restartable: layout-1 names never begin with "pa:{", an interrupted
-run leaves the remaining layout-1 keys for the next one, and pa:layout is set to "2"
-only at the end. One node migrates (a lock key); the others wait for it. It runs on
-the Redis of layout 1, a single server or Sentinel's master (RENAME across slots is
+run leaves the remaining layout-1 keys for the next one, and pa:layout is set only at
+the end. One node migrates (a lock key); the others wait for it. Layout 1 is moved on
+the Redis it lives on, a single server or Sentinel's master (RENAME across slots is
 no Cluster command): migrate first, then move the data to a cluster.
+
+Layout 3 adds each user's index (keys.user_index): the keys of the user that no other
+record names, which erasure and export read instead of walking the keyspace
+(broker/user_data.py). Every write of this release indexes its key in the same step;
+the move from layout 2 indexes what older releases wrote, by one SCAN (on a Redis
+Cluster, of every master): enrollments, tokens, challenges, Idempotency-Keys and
+revoked credentials (active ones are named by the user's credential hash). Adding to
+an index twice changes nothing, so an interrupted run is simply run again. It needs
+no older node writing meanwhile (its keys would not be indexed): the layout number
+makes older brokers refuse the store at start (docs/operations.md, "Upgrading").
 """
 
 from __future__ import annotations
@@ -30,7 +40,8 @@ from dataclasses import dataclass, field
 from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError, RedisClusterException, ResponseError
 
-from . import keys
+from . import keys, lua
+from .clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,7 @@ class Migration:
     renamed: int = 0
     indexed: int = 0  # layout-1 ids recorded in pa:lid
     by_kind: dict[str, int] = field(default_factory=dict)
+    user_keys: int = 0  # keys added to their users' indexes (layout 3)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -107,12 +119,12 @@ async def _check_channels(redis: Redis) -> None:
 
 
 async def ensure(redis: Redis, *, wait_s: float = 60.0) -> Migration | None:
-    """Make sure the store has layout 2; the Migration if this call moved it."""
+    """Make sure the store has this release's layout; the Migration if this call moved it."""
     await check_server(redis)
     marker = await redis.get(keys.LAYOUT)
     if marker == keys.LAYOUT_VERSION.encode():
         return None
-    if marker is not None:  # layout 1 had no marker: this is a newer broker's store, or not ours
+    if marker not in (None, b"2"):  # layout 1 had no marker: a newer broker's store, or not ours
         raise LayoutError(
             f"the store has key layout {marker.decode(errors='replace')!r} ({keys.LAYOUT}), which this "
             f"broker (layout {keys.LAYOUT_VERSION}) does not know: a newer broker's store? "
@@ -129,10 +141,16 @@ async def ensure(redis: Redis, *, wait_s: float = 60.0) -> Migration | None:
             await asyncio.sleep(0.2)  # a node start, not a test: polls a key another writes
         return None
     try:
-        result = await migrate(redis)
+        result = await migrate(redis) if marker is None else Migration()
+        await redis.set(keys.LAYOUT, "2")  # the renames are done: a rerun only indexes
+        result.user_keys = await index_users(redis)
         await redis.set(keys.LAYOUT, keys.LAYOUT_VERSION)
     finally:
         await redis.delete(LOCK)
+    if result.user_keys:
+        log.warning(
+            "moved the store to key layout %s: %d keys indexed by user", keys.LAYOUT_VERSION, result.user_keys
+        )
     if result.renamed:
         log.warning(
             "moved the store to key layout %s: %d keys renamed, %d old ids indexed (%s)",
@@ -247,6 +265,87 @@ async def migrate(redis: Redis) -> Migration:
     ):
         await _rename(redis, old, new, old[3:], result)
     return result
+
+
+_INDEXED = ("enr", "tok", "ch", "idem", "cred")  # the kinds a user's index names
+
+
+async def index_users(redis: Redis) -> int:
+    """Layout 2 -> 3: add every key an index names to its user's index (keys.user_index),
+    with its expiry as score; the number added. Keeps the migration's lock while it runs."""
+    added = 0
+    batch: list[str] = []
+
+    async def flush() -> int:
+        await redis.pexpire(LOCK, LOCK_MS)  # still at it
+        owners = await _owners(redis, batch)
+        at = now_ms()
+        async with redis.pipeline(transaction=False) as p:
+            for key, (rp_id, user, ttl) in owners.items():
+                # A key without expiry (none should be) is kept for the longest a
+                # record is, and then dropped from the index, not the index kept for good.
+                untl = at + (ttl if ttl > 0 else 180 * 24 * 3600 * 1000)
+                p.eval(lua.INDEX_KEYS, 1, keys.user_index(rp_id, user), at, untl, key)
+            await p.execute()
+        batch.clear()
+        return len(owners)
+
+    async for raw in redis.scan_iter(match="pa:{*", count=1000):
+        key = raw.decode()
+        if key.split(":", 3)[2:3] and key.split(":", 3)[2] in _INDEXED:
+            batch.append(key)
+            if len(batch) >= _BATCH:
+                added += await flush()
+    if batch:
+        added += await flush()
+    return added
+
+
+async def _owners(redis: Redis, names: list[str]) -> dict[str, tuple[str, str, int]]:
+    """key -> (rp, user, ms it lives) for the keys of `names` that an index names: an
+    active credential is not one (the user's credential hash names it)."""
+    async with redis.pipeline(transaction=False) as p:
+        for name in names:
+            kind = name.split(":", 3)[2]
+            if kind in ("enr", "ch", "cred"):
+                p.hmget(name, "rp", "user", "status")
+            else:
+                p.get(name)  # a token: its enrollment id; an Idempotency-Key: unused
+            p.pttl(name)
+        replies = await p.execute()
+    owners: dict[str, tuple[str, str, int]] = {}
+    tokens: list[tuple[str, str, int]] = []
+    for j, name in enumerate(names):
+        value, ttl = replies[2 * j], replies[2 * j + 1]
+        _, tag, kind, rest = name.split(":", 3)
+        if ttl == -2:
+            continue  # expired meanwhile
+        if kind in ("enr", "ch", "cred"):
+            rp_id, user, status = value
+            if rp_id is None or user is None or (kind == "cred" and status == b"active"):
+                continue
+            owners[name] = (rp_id.decode(), user.decode(), ttl)
+        elif kind == "tok" and value is not None:
+            tokens.append((name, f"pa:{tag}:enr:{value.decode()}", ttl))
+        elif kind == "idem" and (owner := _idempotency_owner(rest)) is not None:
+            owners[name] = (*owner, ttl)
+    if tokens:
+        async with redis.pipeline(transaction=False) as p:
+            for _, enrollment, _ in tokens:
+                p.hmget(enrollment, "rp", "user")
+            for (name, _, ttl), (rp_id, user) in zip(tokens, await p.execute(), strict=True):
+                if rp_id is not None and user is not None:
+                    owners[name] = (rp_id.decode(), user.decode(), ttl)
+    return owners
+
+
+def _idempotency_owner(rest: str) -> tuple[str, str] | None:
+    """(rp, user) of an Idempotency-Key's key, from its "{rp}:{len}:{user}:{key}"."""
+    rp_id, _, rest = rest.partition(":")
+    length, _, rest = rest.partition(":")
+    if not length.isdigit() or rest[int(length) : int(length) + 1] != ":":
+        return None
+    return rp_id, rest[: int(length)]
 
 
 def _quota_key(rest: str) -> str:

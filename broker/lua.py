@@ -38,9 +38,34 @@ local function end_pending(pend, now, st, keep, prefix, channel, node, rp, user)
 end
 """
 
+# Adds keys of one user to that user's index (keys.user_index), with `untl` (ms), the
+# time they expire by, as score; drops the members whose keys expired more than a
+# minute ago, and keeps the index a minute longer than its last member (the margin:
+# the node's clock that says `now` against Redis's, which expires the keys). Each write
+# that makes such a key calls it in the same step, so the index never misses a key
+# (broker/user_data.py erases from it).
+_INDEX = """
+local function index_keys(own, now, untl, ...)
+  redis.call('ZREMRANGEBYSCORE', own, '-inf', '(' .. (now - 60000))
+  for _, k in ipairs({...}) do redis.call('ZADD', own, untl, k) end
+  if redis.call('PTTL', own) < untl + 60000 - now then redis.call('PEXPIREAT', own, untl + 60000) end
+end
+"""
+
+# KEYS: the user's index; ARGV: now ms, the time the keys expire by (ms), the keys
+# (the enrollment and its token: Store.create_enrollment's MULTI)
+INDEX_KEYS = (
+    _INDEX
+    + """
+index_keys(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), unpack(ARGV, 3))
+return 1
+"""
+)
+
 # KEYS: user-credentials hash, challenge hash, user-pending zset, push guard hash,
-#       recent-pushes zset, the user's unconfirmed-credentials set, and with an
-#       Idempotency-Key its key (the challenge it made, "id n", until that expires)
+#       recent-pushes zset, the user's unconfirmed-credentials set, the user's index,
+#       and with an Idempotency-Key its key (the challenge it made, "id n", until that
+#       expires)
 # ARGV: challenge id, now ms, expires ms, retention ms, channel, event, max pushes
 #       since the last sign-in, max pushes per window, window ms, target cid ('':
 #       every confirmed credential), supersede ('1': end the user's other pending
@@ -57,8 +82,9 @@ end
 #    {-6, "id n"}: the Idempotency-Key made challenge id already (sent to n), nothing done
 CREATE_CHALLENGE = (
     _END_PENDING
+    + _INDEX
     + """
-local idem = KEYS[7]
+local idem = KEYS[8]
 if idem then
   local prior = redis.call('GET', idem)
   if prior then return {-6, prior} end
@@ -114,7 +140,12 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 if redis.call('PTTL', KEYS[3]) < keep_until - now then
   redis.call('PEXPIREAT', KEYS[3], keep_until)
 end
-if idem then redis.call('SET', idem, ARGV[1] .. ' ' .. n, 'PXAT', ARGV[3]) end
+if idem then
+  redis.call('SET', idem, ARGV[1] .. ' ' .. n, 'PXAT', ARGV[3])
+  index_keys(KEYS[7], now, keep_until, KEYS[2], idem)
+else
+  index_keys(KEYS[7], now, keep_until, KEYS[2])
+end
 redis.call('SPUBLISH', ARGV[5], ARGV[6])
 return {n, 0, unpack(superseded)}
 """
@@ -303,19 +334,24 @@ end
 return 'ok'
 """
 
-# KEYS: credential hash, user-credentials hash, the user's unconfirmed-credentials set
+# KEYS: credential hash, user-credentials hash, the user's unconfirmed-credentials
+#       set, the user's index (the revoked credential leaves the first hash for it)
 # ARGV: rp id, cid, now ms, channel, event, how long the revoked credential is kept (ms)
 # -> 1 if revoked now, 0 if unknown, another RP's, or revoked already
-REVOKE_CREDENTIAL = """
+REVOKE_CREDENTIAL = (
+    _INDEX
+    + """
 local c = redis.call('HMGET', KEYS[1], 'rp', 'status')
 if c[1] ~= ARGV[1] or c[2] ~= 'active' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'revoked', 'revoked', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('HDEL', KEYS[2], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
+index_keys(KEYS[4], tonumber(ARGV[3]), tonumber(ARGV[3]) + tonumber(ARGV[6]), KEYS[1])
 redis.call('SPUBLISH', ARGV[4], ARGV[5])
 return 1
 """
+)
 
 # KEYS: credential hash, the user's unconfirmed-credentials set
 # ARGV: rp id, cid, channel, event
@@ -408,7 +444,8 @@ return 1
 """
 
 # KEYS: notice hash, the old credential's notice zset, old credential hash, new
-#       credential hash, user-credentials hash, push guard hash, user-pending zset
+#       credential hash, user-credentials hash, push guard hash, user-pending zset,
+#       the user's index
 # ARGV: notice id, old cid, new cid, decision, now ms, muted-until ms (-1: until
 #       lifted), channel, answered event, revoked event, node, rp, user, challenge
 #       key prefix, how long a revoked credential is kept (ms)
@@ -418,6 +455,7 @@ return 1
 #    'old_revoked', 'new_revoked' (NEW was removed meanwhile: the notice is dropped)
 ANSWER_NOTICE = (
     _END_PENDING
+    + _INDEX
     + """
 local n = redis.call('HMGET', KEYS[1], 'old', 'new')
 if n[1] ~= ARGV[2] or n[2] ~= ARGV[3] then return 'unknown' end
@@ -433,6 +471,7 @@ if ARGV[4] == 'disown' then
   redis.call('HSET', KEYS[4], 'status', 'revoked', 'revoked', ARGV[5])
   redis.call('PEXPIRE', KEYS[4], ARGV[14])
   redis.call('HDEL', KEYS[5], ARGV[3])
+  index_keys(KEYS[8], tonumber(ARGV[5]), tonumber(ARGV[5]) + tonumber(ARGV[14]), KEYS[4])
   redis.call('HSET', KEYS[6], 'muted_until', ARGV[6])
   redis.call('SPUBLISH', ARGV[7], ARGV[9])
   local channel, node, rp, user, prefix = ARGV[7], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
@@ -455,4 +494,63 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[#ARGV])
 local left = redis.call('ZCARD', KEYS[1])
 if left == 0 then redis.call('HDEL', KEYS[2], 'notices') end
 return left
+"""
+
+# -- erasure (broker/user_data.py) ----------------------------------------------------
+
+# Deletes every key of one user at one RP in one step, found from the user's own
+# records, never by looking through other keys: the index (keys.user_index) and what
+# it names, the active credentials (the user-credentials hash), the recovery notices
+# of every credential (their zsets name them), and the per-user keys. The keys named
+# by the records carry the user's tag (`prefix`, "pa:{T}:"), so they are in the slot
+# of KEYS, as _END_PENDING's challenges are.
+# KEYS: the user's index, user-credentials hash, unconfirmed set, pending zset, push
+#       guard hash, recent-pushes zset
+# ARGV: now ms, prefix, force ('1': delete even what is still live)
+# -> {'live'} (nothing deleted) when something is still live without force: an active
+#    credential, a pending challenge or a pending enrollment, made since the caller
+#    ended what it found (it ends those, then calls again); else {'ok', keys deleted,
+#    the credential ids whose keys went (their Web Push keys are in other slots)...}
+ERASE_USER = """
+local now, prefix = tonumber(ARGV[1]), ARGV[2]
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local function kind_of(k)
+  if string.sub(k, 1, #prefix) ~= prefix then return nil, nil end
+  local rest = string.sub(k, #prefix + 1)
+  local colon = string.find(rest, ':', 1, true)
+  if not colon then return nil, nil end
+  return string.sub(rest, 1, colon - 1), string.sub(rest, colon + 1)
+end
+if ARGV[3] ~= '1' then
+  if redis.call('HLEN', KEYS[2]) > 0 then return {'live'} end
+  if redis.call('ZCOUNT', KEYS[4], '(' .. now, '+inf') > 0 then return {'live'} end
+  for _, k in ipairs(members) do
+    if kind_of(k) == 'enr' then
+      local e = redis.call('HMGET', k, 'status', 'expires')
+      if e[1] == 'pending' and tonumber(e[2]) > now then return {'live'} end
+    end
+  end
+end
+local victims, seen, cids = {}, {}, {}
+local function add(k)
+  if not seen[k] then seen[k] = true; victims[#victims + 1] = k end
+end
+local function add_credential(cid)
+  if seen['cid:' .. cid] then return end
+  seen['cid:' .. cid] = true
+  cids[#cids + 1] = cid
+  add(prefix .. 'cred:' .. cid)
+  local notices = prefix .. 'rns:' .. cid
+  for _, nid in ipairs(redis.call('ZRANGE', notices, 0, -1)) do add(prefix .. 'rn:' .. nid) end
+  add(notices)
+end
+for _, cid in ipairs(redis.call('HKEYS', KEYS[2])) do add_credential(cid) end
+for _, k in ipairs(members) do
+  local kind, id = kind_of(k)
+  if kind == 'cred' then add_credential(id) else add(k) end
+end
+for i = 1, #KEYS do add(KEYS[i]) end
+local deleted = 0
+for _, k in ipairs(victims) do deleted = deleted + redis.call('DEL', k) end
+return {'ok', deleted, unpack(cids)}
 """

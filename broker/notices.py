@@ -116,7 +116,7 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
     revoked = events.CredentialRevoked(notice.new_cid, notice.rp, notice.user, RevokeReason.DISOWNED.value)
     reply = await store.redis.eval(
         lua.ANSWER_NOTICE,
-        7,
+        8,
         keys.recovery_notice(notice.id),
         keys.recovery_notices(notice.old_cid),
         keys.credential(notice.old_cid),
@@ -124,6 +124,7 @@ async def answer(store: Store, notice: Notice, decision: NoticeDecision, now: in
         keys.user_credentials(notice.rp, notice.user),
         keys.push_guard(notice.rp, notice.user),
         keys.pending(notice.rp, notice.user),
+        keys.user_index(notice.rp, notice.user),
         notice.id,
         notice.old_cid,
         notice.new_cid,

@@ -368,10 +368,15 @@ class Store:
             "expires": expires,
         }
 
+        token_key = keys.token(tag, sha256_hex(token))
+
         def fill(p: Any) -> None:
             p.execute_command("HSET", keys.enrollment(eid), *(x for kv in fields.items() for x in kv))
             p.execute_command("PEXPIREAT", keys.enrollment(eid), expires + RETENTION_MS)
-            p.execute_command("SET", keys.token(tag, sha256_hex(token)), eid, "PXAT", expires)
+            p.execute_command("SET", token_key, eid, "PXAT", expires)
+            # Both in the user's index in the same step: an erasure finds them there.
+            index = keys.user_index(rp.id, user)
+            p.eval(lua.INDEX_KEYS, 1, index, now, expires + RETENTION_MS, keys.enrollment(eid), token_key)
 
         try:
             await self.atomic(fill, durable=True)
@@ -545,6 +550,7 @@ class Store:
                 keys.credential(cid),
                 keys.user_credentials(cred.rp, cred.user),
                 keys.unconfirmed(cred.rp, cred.user),
+                keys.user_index(cred.rp, cred.user),
             ],
             args=[
                 rp_id,
@@ -616,6 +622,7 @@ class Store:
                 keys.push_guard(record.rp, record.user),
                 keys.recent_pushes(record.rp, record.user),
                 keys.unconfirmed(record.rp, record.user),
+                keys.user_index(record.rp, record.user),
                 *([keys.create_key(record.rp, record.user, idempotency_key)] if idempotency_key else []),
             ],
             args=[

@@ -2,51 +2,55 @@
 all (the right of access, GDPR art. 15), `DELETE /v1/users/{user}` erases it all (the
 right to erasure, art. 17); docs/operations.md, "Personal data".
 
-The user's keys all carry the user's hash tag {T} (broker/keys.py), so they are found
-by one SCAN for `pa:{T}:*` and deleted in one MULTI (one slot: atomic on a Redis
-Cluster too). A tag is 40 bits of a hash, so another user (of this RP or another)
-may share it: a key is erased only when it names this RP and user, in its name (the
-per-user keys) or in its hash (enrollments, credentials, challenges, notices), or
-belongs to one of those (tokens, notice indexes). RP isolation holds: nothing of
-another RP is read out or touched.
+The user's keys are found from the user's own records, never by walking the keyspace,
+so both cost what the user holds, whatever else Redis holds (10 million devices or
+one), on a single Redis, Sentinel and a Redis Cluster alike (broker/keys.py):
+
+- the per-user keys, named by RP and user: active credentials (uc), unconfirmed ones
+  (ucn), pending challenges (pend), fatigue state (guard, recent);
+- the user's index (own): every enrollment, token, challenge and Idempotency-Key, and
+  each credential once revoked, written in the same atomic step as the key itself
+  (lua.index_keys), so a key exists only once its index entry does; layout 3's
+  migration indexed what older releases wrote (broker/layout.py);
+- through those, the credentials' recovery notices (rns names the rn hashes).
+
+The index is per RP and user, so a user that shares the 40-bit tag (another user, of
+this RP or another) is never touched: RP isolation holds.
 
 Before the keys go, what is live ends as the RP's own calls would end it: pending
 enrollments are withdrawn (a device's link is refused, a long-poll answers expired),
 active credentials are revoked (an online device is told at once, removed_by_rp),
 pending challenges end withdrawn (devices drop the prompt, a long-poll answers).
-A device that comes back later is refused as unknown_credential, which the agents
-treat as removed, like a revoked one.
+Then one script (lua.ERASE_USER) deletes every key of the user in one step (one slot:
+atomic on a Redis Cluster too), reading the records again as it does: a key written
+meanwhile is in them, so none is left behind. A setup or recovery that completed, or a
+challenge or enrollment the RP made, after the first look is still live: the script
+refuses, and the erasure ends it and tries again (a few times; then it deletes it all
+the same, and a device of a credential so deleted hears unknown_credential when it
+comes back). A device that comes back later is refused as unknown_credential, which
+the agents treat as removed, like a revoked one.
 
-Not in the slot, deleted after the MULTI: the credentials' Web Push subscriptions and
+Not in the slot, deleted after the script: the credentials' Web Push subscriptions and
 presence, and the layout-1 index entries of old ids. An erasure interrupted (a node
 stops, Redis fails over) is finished by calling again: every step is idempotent.
-
-On one Redis the SCAN walks the whole keyspace (a Redis has no index by tag), twice
-when the user has devices or a pending setup (see _erase): fine for a rare request, so
-one erasure runs at a time per process. A Redis Cluster keeps the user's keys in one
-slot: its master is asked for that slot's keys only (CLUSTER GETKEYSINSLOT), so there
-the cost does not grow with the keyspace (at 10 million devices, a SCAN of every
-primary would read some 50 million names for each erasure).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-
-from redis.asyncio import RedisCluster
 
 from protocol.challenge import Status
 from protocol.frames import RevokeReason
 
-from . import keys, notices
+from . import keys, lua, notices
 from .models import ChallengeRecord, Credential, Enrollment, Notice
 from .store import Store, now_ms
 
-_ONE_AT_A_TIME = asyncio.Lock()
-_BY_ID = ("enr", "cred", "ch", "rn")  # hashes with rp and user fields
+_BY_ID = ("enr", "cred", "ch", "rn")  # the kinds of records with an id
+# How often the erasure ends what was made live meanwhile before it deletes it anyway
+# (an RP that keeps making sign-ins for the user while erasing it).
+_ROUNDS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +72,7 @@ class UserData:
 
 
 async def export_user(store: Store, rp_id: str, user: str) -> UserData:
-    async with _ONE_AT_A_TIME:
-        found = await _find(store, rp_id, user)
+    found = await _find(store, rp_id, user)
     ids = found.ids
     creds = await store.get_credentials(ids["cred"])
     enrollments = [e for e in [await store.get_enrollment(rp_id, i) for i in ids["enr"]] if e is not None]
@@ -93,83 +96,88 @@ async def export_user(store: Store, rp_id: str, user: str) -> UserData:
 
 
 async def erase_user(store: Store, rp_id: str, user: str) -> Erasure:
-    async with _ONE_AT_A_TIME:
-        return await _erase(store, rp_id, user)
+    revoked = ended = 0
+    found = _Found()
+    for round_ in range(_ROUNDS):
+        found = await _find(store, rp_id, user)
+        now_revoked, now_ended = await _end_live(store, rp_id, user, found)
+        revoked, ended = revoked + now_revoked, ended + now_ended
+        reply = await store.redis.eval(
+            lua.ERASE_USER,
+            6,
+            *_user_keys(rp_id, user),
+            now_ms(),
+            _prefix(rp_id, user),
+            "1" if round_ == _ROUNDS - 1 else "0",
+        )
+        if reply[0] != b"live":
+            break
+    _, deleted, *cids = reply
+    return Erasure(
+        revoked, ended, int(deleted) + await _delete_outside(store, found, [c.decode() for c in cids])
+    )
 
 
 @dataclass(slots=True)
 class _Found:
-    """One SCAN's view of the user's keys."""
+    """The ids of the user's records, as the user's own records name them."""
 
-    owned: list[str] = field(default_factory=list)  # keys to delete, all in the user's slot
     ids: dict[str, list[str]] = field(default_factory=lambda: {kind: [] for kind in _BY_ID})
     pending_enrollments: int = 0
 
 
-async def _erase(store: Store, rp_id: str, user: str) -> Erasure:
-    revoked = ended = 0
-    # A setup or a recovery that completes between the SCAN and the revocations adds a
-    # credential the SCAN did not see: when the first pass met something that could do
-    # that (a pending enrollment, an active credential), a second one finds it.
-    for _ in range(2):
-        found = await _find(store, rp_id, user)
-        now_revoked, now_ended = await _end_live(store, rp_id, user, found)
-        revoked, ended = revoked + now_revoked, ended + now_ended
-        if not now_revoked and not found.pending_enrollments:
-            break
-    return Erasure(revoked, ended, await _delete(store, found))
+def _prefix(rp_id: str, user: str) -> str:
+    return f"pa:{{{keys.user_tag(rp_id, user)}}}:"
 
 
-async def _keys_with(store: Store, prefix: str) -> AsyncIterator[bytes | str]:
-    """Every key whose name starts with `prefix` (`pa:{T}:`: all in one slot)."""
-    client = store.redis
-    if not isinstance(client, RedisCluster):
-        async for raw in client.scan_iter(match=f"{prefix}*", count=1000):
-            yield raw
-        return
-    slot = client.keyslot(prefix)
-    count = await client.cluster_countkeysinslot(slot)
-    # A few more than counted: keys added meanwhile (what is missed, the second pass of
-    # _erase or the RP's next call finds).
-    for raw in await client.cluster_get_keys_in_slot(slot, count + 100) if count else []:
-        key = raw.decode() if isinstance(raw, bytes) else raw
-        if key.startswith(prefix):
-            yield raw
+def _user_keys(rp_id: str, user: str) -> list[str]:
+    """lua.ERASE_USER's KEYS."""
+    return [
+        keys.user_index(rp_id, user),
+        keys.user_credentials(rp_id, user),
+        keys.unconfirmed(rp_id, user),
+        keys.pending(rp_id, user),
+        keys.push_guard(rp_id, user),
+        keys.recent_pushes(rp_id, user),
+    ]
 
 
 async def _find(store: Store, rp_id: str, user: str) -> _Found:
-    prefix = f"pa:{{{keys.user_tag(rp_id, user)}}}:"
-    own_keys = {keys.user_key(kind, rp_id, user) for kind in ("uc", "pend", "guard", "recent", "ucn")}
-    idem_prefix = f"{keys.user_key('idem', rp_id, user)}:"
+    """Reads the user's index, active credentials and pending challenges, then the
+    recovery notices of those credentials: a handful of commands, however big Redis is."""
+    prefix = _prefix(rp_id, user)
+    async with store.redis.pipeline(transaction=False) as p:
+        p.zrange(keys.user_index(rp_id, user), 0, -1)
+        p.hkeys(keys.user_credentials(rp_id, user))
+        p.zrange(keys.pending(rp_id, user), 0, -1)
+        indexed, active, pending = await p.execute()
     found = _Found()
-    tokens: list[tuple[str, bytes | None]] = []
-    notice_indexes: list[tuple[str, str]] = []
-    async for raw in _keys_with(store, prefix):
-        key = raw.decode() if isinstance(raw, bytes) else raw
-        kind, _, rest = key[len(prefix) :].partition(":")
-        if kind in _BY_ID:
-            rp, owner, status = await store.redis.hmget(key, ["rp", "user", "status"])
-            if rp == rp_id.encode() and owner == user.encode():
-                found.owned.append(key)
-                found.ids[kind].append(rest)
-                found.pending_enrollments += kind == "enr" and status == b"pending"
-        elif kind == "tok":
-            tokens.append((key, await store.redis.get(key)))
-        elif kind == "rns":
-            notice_indexes.append((key, rest))
-        elif key in own_keys or key.startswith(idem_prefix):
-            found.owned.append(key)
-    enrollments = set(found.ids["enr"])
-    found.owned += [k for k, eid in tokens if eid is not None and eid.decode() in enrollments]
-    found.owned += [k for k, cid in notice_indexes if cid in found.ids["cred"]]
+    ids = found.ids
+    for raw in indexed:
+        kind, _, id_ = raw.decode()[len(prefix) :].partition(":")
+        if kind in ids:
+            ids[kind].append(id_)
+    ids["cred"] = list(dict.fromkeys([c.decode() for c in active] + ids["cred"]))
+    ids["ch"] = list(dict.fromkeys(ids["ch"] + [c.decode() for c in pending]))
+    if ids["cred"]:
+        async with store.redis.pipeline(transaction=False) as p:
+            for cid in ids["cred"]:
+                p.zrange(f"{prefix}rns:{cid}", 0, -1)
+            ids["rn"] = [n.decode() for lst in await p.execute() for n in lst]
+    if ids["enr"]:
+        async with store.redis.pipeline(transaction=False) as p:
+            for eid in ids["enr"]:
+                p.hget(f"{prefix}enr:{eid}", "status")
+            found.pending_enrollments = sum(s == b"pending" for s in await p.execute())
     return found
 
 
 async def _end_live(store: Store, rp_id: str, user: str, found: _Found) -> tuple[int, int]:
     """End what is live before its keys go, so that no device or long-poll is left
     waiting on keys that vanish under it: (credentials revoked, challenges ended)."""
-    for eid in found.ids["enr"]:
-        await store.cancel_enrollment(rp_id, eid)
+    if found.pending_enrollments:
+        for eid in found.ids["enr"]:
+            await store.cancel_enrollment(rp_id, eid)
     revoked = 0
     for cid in found.ids["cred"]:
         if await store.revoke_credential(rp_id, cid, RevokeReason.BY_RP.value):
@@ -178,21 +186,26 @@ async def _end_live(store: Store, rp_id: str, user: str, found: _Found) -> tuple
     now = now_ms()
     for ch in found.ids["ch"]:
         record = await store.get_challenge(ch)
-        if record is None or record.rp != rp_id or record.user != user:
+        if (
+            record is None
+            or record.rp != rp_id
+            or record.user != user
+            or record.status_at(now) is not Status.PENDING
+        ):
             continue
         if await store.cancel_challenge(record, now, Status.WITHDRAWN) == "ok":
             ended += 1
     return revoked, ended
 
 
-async def _delete(store: Store, found: _Found) -> int:
-    deleted = 0
-    if found.owned:
-        owned = found.owned
-        (deleted,) = await store.atomic(lambda p: p.execute_command("DEL", *owned), durable=True)
-    cids = found.ids["cred"]
+async def _delete_outside(store: Store, found: _Found, cids: list[str]) -> int:
+    """What is not in the user's slot: the credentials' Web Push keys, and the
+    layout-1 index entries of old ids (broker/layout.py)."""
+    cids = list(dict.fromkeys(cids + found.ids["cred"]))
     outside = [keys.push_subscription(cid) for cid in cids] + [keys.push_presence(cid) for cid in cids]
-    outside += [keys.legacy_index(i) for kind in _BY_ID for i in found.ids[kind] if not keys.carries_tag(i)]
+    ids = [*cids, *(i for kind in ("enr", "ch", "rn") for i in found.ids[kind])]
+    outside += [keys.legacy_index(i) for i in ids if not keys.carries_tag(i)]
+    deleted = 0
     for key in outside:  # one slot each: no multi-key command on a cluster
         deleted += int(await store.redis.delete(key))
-    return int(deleted)
+    return deleted

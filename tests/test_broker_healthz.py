@@ -86,9 +86,9 @@ def test_healthz_and_version_say_what_the_node_runs(
     broker = broker_factory(redis_url=redis_server.url, node="a")
     with urllib.request.urlopen(broker.http_url + "/healthz", timeout=30) as resp:
         health = json.load(resp)
-    assert health["versions"] == {"api": API_VERSION, "protocol": list(SUBPROTOCOLS), "layout": 2}
+    assert health["versions"] == {"api": API_VERSION, "protocol": list(SUBPROTOCOLS), "layout": 3}
     with urllib.request.urlopen(broker.http_url + "/v1/openapi.json", timeout=30) as resp:
         assert json.load(resp)["info"]["version"] == API_VERSION
     line = run_cli([BROKER, "--version"]).stdout.strip()
     assert line.startswith("pushauth-broker "), line
-    assert line.endswith(f"(RP API {API_VERSION}, device protocol pushauth.v2, key layout 2)"), line
+    assert line.endswith(f"(RP API {API_VERSION}, device protocol pushauth.v2, key layout 3)"), line

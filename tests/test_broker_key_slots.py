@@ -8,7 +8,7 @@ is the proof, for each Lua script of broker/lua.py and each multi-key command it
 runs: enrollment (token, enrollment, credential), confirm, sign-in, wrong number,
 fraud report (ends the user's other prompts), lifting the block, cancel, expiry,
 revocation, a recovery with its "was this you?" notice and its answer, backups,
-the RP's policy, and `rp remove`.
+the RP's policy, a user's export and erasure, and `rp remove`.
 """
 
 from __future__ import annotations
@@ -127,6 +127,13 @@ async def test_every_flow_runs_on_one_slot_per_step(cluster_broker: BrokerProces
         await client.revoke_credential(dev.cid)
         await dev.close()
         other = await online_device(client, cluster_broker.ws_url, "bob")
+        # alice's data read, then erased in one script: from her index, credentials,
+        # recovery notices (revoked ones, ended challenges, the notice of the recovery).
+        data = await client.user_data("alice")
+        assert len(data["credentials"]) == 1 and len(data["revoked_credentials"]) == 2, data
+        await client.erase_user("alice")
+        data = await client.user_data("alice")
+        assert data["credentials"] == data["revoked_credentials"] == data["challenges"] == [], data
     # The RP removed: its keys go, its users' credentials are revoked.
     removed = run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", url])
     assert removed.returncode == 0, removed.stderr

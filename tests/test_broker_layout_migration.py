@@ -22,8 +22,11 @@ import redis.asyncio as aioredis
 from support import BrokerProcess, RedisServer
 from test_broker_device_ws import CTX, Device
 
-from broker import keys, layout
+from broker import keys, layout, lua, user_data
+from broker.models import ChallengeRecord
+from broker.store import Store, now_ms
 from protocol import signing
+from protocol.challenge import Status
 from protocol.frames import AnswerResult, Challenge, Enrolled
 from protocol.signing import context_hash
 from relying_party.sdk import PushAuthClient
@@ -96,7 +99,7 @@ async def test_a_store_of_layout_1_is_moved_and_its_ids_keep_working(
     old = write_layout_1(r)
     broker = broker_factory(redis_url=redis_server.url, node="new")
 
-    assert r.get(keys.LAYOUT) == b"2"
+    assert r.get(keys.LAYOUT) == keys.LAYOUT_VERSION.encode()
     names = [k.decode() for k in r.scan_iter("pa:*")]
     assert not [n for n in names if n.startswith(_V1_PREFIXES)], names
     assert r.exists(keys.credential(old["cid"])) or r.get(keys.legacy_index(old["cid"])) is not None
@@ -142,5 +145,79 @@ async def test_a_store_of_layout_1_is_moved_and_its_ids_keep_working(
         assert again.renamed == 0, again
     finally:
         await client.aclose()
+
+    # The old user's erasure finds what layout 1 wrote (the old challenge, ended, and the
+    # old enrollment and its token are named by no other record: the move indexed them).
+    async with PushAuthClient(broker.http_url, old["api_key"]) as client:
+        await client.erase_user(USER)
+    tag = keys.user_tag(old["rp"], USER)
+    assert [k for k in r.scan_iter(match=f"pa:{{{tag}}}:*")] == []
     broker.terminate()
     assert "Traceback" not in broker.stderr_path.read_text()
+
+
+async def test_a_store_of_layout_2_gets_each_users_index_and_erasure_finds_the_older_data(
+    redis_server: RedisServer,
+) -> None:
+    """Layout 3 indexes each user's keys as they are written (broker/user_data.py erases
+    from the index, with no keyspace walk); what a layout-2 release wrote has no index,
+    and the move to layout 3 makes it: an erasure then leaves nothing of the user."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    store = Store(client, "upgrade")
+    try:
+        await layout.ensure(client)
+        rp, _ = await store.add_rp("RP")
+        rp_id = rp.id
+        for user in (USER, "bob"):
+            await _user_with_history(store, rp_id, user)
+        # As a layout-2 release left it: the same keys, no index.
+        indexes = [keys.user_index(rp_id, u) for u in (USER, "bob")]
+        assert [await client.delete(i) for i in indexes] == [1, 1]
+        await client.set(keys.LAYOUT, "2")
+
+        moved = await layout.ensure(client)
+        # Each user: three enrollments and their tokens, two challenges, an Idempotency-Key
+        # and the revoked credential (the active one is named by the user's credential hash).
+        assert moved is not None and moved.user_keys == 2 * 10, moved
+        assert await client.get(keys.LAYOUT) == keys.LAYOUT_VERSION.encode()
+
+        # The deleting script refuses while something is live (here all of it: an active
+        # credential, a pending sign-in and setup) and deletes nothing: a setup completed
+        # or a sign-in made after the erasure's first look is ended before its keys go.
+        args = (now_ms(), f"pa:{{{keys.user_tag(rp_id, USER)}}}:", "0")
+        user_keys = [keys.user_index(rp_id, USER), keys.user_credentials(rp_id, USER)]
+        user_keys += [keys.unconfirmed(rp_id, USER), keys.pending(rp_id, USER)]
+        user_keys += [keys.push_guard(rp_id, USER), keys.recent_pushes(rp_id, USER)]
+        assert await client.eval(lua.ERASE_USER, 6, *user_keys, *args) == [b"live"]
+        erased = await user_data.erase_user(store, rp_id, USER)
+        assert (erased.revoked, erased.ended) == (1, 1), erased
+        tag = keys.user_tag(rp_id, USER)
+        assert [k async for k in client.scan_iter(match=f"pa:{{{tag}}}:*")] == []
+        assert len([k async for k in client.scan_iter(match=f"pa:{{{keys.user_tag(rp_id, 'bob')}}}:*")]) > 10
+    finally:
+        store.close()
+        await client.aclose()
+
+
+async def _user_with_history(store: Store, rp_id: str, user: str) -> None:
+    """A device, a removed one, a pending setup, an ended and a pending sign-in (one made
+    with an Idempotency-Key): what only the user's index names, and what it need not."""
+    rp = await store.get_rp(rp_id)
+    assert rp is not None
+    cids = []
+    for _ in range(2):
+        made = await store.create_enrollment(rp, user, "acct", False)
+        cred = await store.complete_enrollment(made.token, secrets.token_bytes(32), "phone")
+        assert await store.confirm_credential(rp_id, cred.id) == "ok"
+        cids.append(cred.id)
+    assert await store.revoke_credential(rp_id, cids[1], "removed_by_rp")
+    await store.create_enrollment(rp, user, "acct", False)
+    for idempotency_key in ("k1", None):
+        now = now_ms()
+        record = ChallengeRecord(
+            keys.mint("ch", keys.user_tag(rp_id, user)), rp_id, rp.name, user, "42", 2,
+            secrets.token_bytes(32), secrets.token_bytes(32), dict(CTX), context_hash(CTX), now, now + 60_000,
+        )  # fmt: skip
+        assert (await store.create_challenge(record, idempotency_key=idempotency_key)).devices == 1
+        if idempotency_key:
+            assert await store.cancel_challenge(record, now_ms(), Status.CANCELLED) == "ok"

@@ -35,6 +35,25 @@ def all_keys(url: str) -> set[str]:
         return {k.decode() for k in r.scan_iter(match="pa:*", count=1000)}
 
 
+UNRELATED = 20_000
+
+
+def commands(r: redis.Redis) -> dict[str, int]:
+    """How many times the server ran each command (INFO commandstats), less this INFO."""
+    stats = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in r.info("commandstats").items()}
+    stats["info"] = stats.get("info", 0) + 1
+    return stats
+
+
+def assert_no_walk(url: str, before: dict[str, int]) -> None:
+    """Since `before`, the server ran a few dozen commands at most, and none that lists
+    keys: the cost is the user's, not the keyspace's."""
+    with redis.Redis.from_url(url) as r:
+        ran = {k: n - before.get(k, 0) for k, n in commands(r).items() if n > before.get(k, 0)}
+    assert not {"scan", "keys", "cluster|getkeysinslot", "cluster|countkeysinslot"} & set(ran), ran
+    assert sum(ran.values()) < 100, ran
+
+
 def keys_of(found: set[str], rp_id: str, user: str, cids: list[str]) -> set[str]:
     """Of `found`, the keys that are about `user` at `rp_id`: in the user's slot, or
     naming one of the user's credentials."""
@@ -87,8 +106,18 @@ async def test_erase_user_removes_every_key_of_that_user_and_nothing_else(
         await subscribed(twin)
         await other.create_challenge("alice", CTX)
 
+        # Many keys of nobody in particular: what the broker reads to find alice's must
+        # not grow with them (no SCAN, no slot listing: broker/user_data.py).
+        with redis.Redis.from_url(url) as r:
+            with r.pipeline(transaction=False) as p:  # one key a command: a cluster node takes it
+                for i in range(UNRELATED):
+                    p.set(f"unrelated:{i}", i)
+                p.execute()
+            counts = commands(r)
+
         # The right of access: all of it, and only this RP's alice.
         data = await client.user_data("alice")
+        assert_no_walk(url, counts)
         assert [c["id"] for c in data["credentials"]] == [dev.cid]
         assert [c["id"] for c in data["revoked_credentials"]] == [gone.cid]
         assert [c["name"] for c in data["revoked_credentials"]] == ["dev"]
@@ -111,10 +140,13 @@ async def test_erase_user_removes_every_key_of_that_user_and_nothing_else(
         # What the erasure is about: credentials, challenges, enrollment, fatigue state,
         # the push subscription (this test's own Redis, as SCAN sees it).
         kinds = {k.split(":")[2] for k in alice_keys if k.startswith("pa:{")}
-        assert {"cred", "ch", "enr", "tok", "uc", "pend", "guard"} <= kinds, sorted(alice_keys)
+        assert {"cred", "ch", "enr", "tok", "uc", "pend", "guard", "own"} <= kinds, sorted(alice_keys)
         assert keys.push_subscription(dev.cid) in alice_keys
 
+        with redis.Redis.from_url(url) as r:
+            counts = commands(r)
         await client.erase_user("alice")
+        assert_no_walk(url, counts)
 
         # The online device is told at once, and its prompt ends.
         told = [await dev.frame(), await dev.frame()]
@@ -214,14 +246,20 @@ async def test_a_revoked_credential_expires_and_an_active_one_does_not(
     push_broker: BrokerProcess, redis_server: RedisServer
 ) -> None:
     """Revoked, a credential (device name, user id, keys) is kept 180 days, no longer."""
-    async with PushAuthClient(push_broker.http_url, push_broker.add_rp("RP")["api_key"]) as client:
+    rp = push_broker.add_rp("RP")
+    async with PushAuthClient(push_broker.http_url, rp["api_key"]) as client:
         kept = await online_device(client, push_broker.ws_url, user="dora")
         gone = await online_device(client, push_broker.ws_url, user="dora")
         await client.revoke_credential(gone.cid)
         with redis.Redis.from_url(redis_server.url) as r:
             assert r.pttl(keys.credential(kept.cid)) == -1
             left = r.pttl(keys.credential(gone.cid))
+            # The user's index names it now (erasure finds it there), and lasts as long.
+            index = keys.user_index(rp["id"], "dora")
+            assert r.zscore(index, keys.credential(gone.cid)) is not None
+            index_left = r.pttl(index)
         assert 179 * DAY_MS < left <= 180 * DAY_MS, left
+        assert left <= index_left <= 180 * DAY_MS + 2 * 60_000, index_left
 
 
 async def test_rp_remove_leaves_nothing_of_its_users_without_an_expiry(
