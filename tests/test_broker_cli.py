@@ -23,6 +23,8 @@ from support import (
     wait_until,
 )
 
+from broker import keys
+
 
 def test_rp_add_list_remove(redis_server: RedisServer, tmp_path: Path) -> None:
     url = redis_server.url
@@ -202,7 +204,7 @@ def test_a_redis_password_is_never_shown(redis_server: RedisServer) -> None:
 def test_a_store_of_an_unknown_layout_is_refused_and_left_alone(redis_server: RedisServer) -> None:
     """A newer broker's store (or something else's): never "migrated" over."""
     client = redis_server.client()
-    for marker in (b"3", b"garbage"):
+    for marker in (str(int(keys.LAYOUT_VERSION) + 1).encode(), b"garbage"):
         client.set("pa:layout", marker)
         for argv in (["rp", "list"], ["serve", "--port", "0"]):
             line = assert_cli_error(run_cli([BROKER, *argv, "--redis-url", redis_server.url]))
