@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from shared_broker import broker_on_own_redis
 from support import AGENT, BrokerProcess, ManagedProcess, console_script, free_port, run_cli, wait_until
 from support.hostile_broker import HostileBroker
 from support.waiting import http_status
@@ -63,6 +64,15 @@ def browser() -> Iterator[Browser]:
         b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker (on its own Redis) for each module: a start per test was a fifth of a
+    browser test's setup (each test still has its own RP, conftest's `rp`, so users,
+    devices and policies never meet, and its own demo RP process). None of these tests
+    stops or restarts the broker; one that must takes conftest's `own_broker`."""
+    yield from broker_on_own_redis(tmp_path_factory, "browser")
 
 
 @dataclass
