@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from e2e_helpers import agent, agent_env, agent_ok, enroll  # noqa: F401  (agent_env: autouse)
+from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP a test)
 from test_agent_e2e import Listen, listener  # noqa: F401  (listener: fixture)
 from textual.widgets import DataTable
 
