@@ -9,10 +9,12 @@ it. `rp remove` leaves nothing of the RP that still works."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import pytest
+import redis
+from shared_broker import broker_on_own_redis
 from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli, set_policy, until
 from test_broker_device_ws import CTX, Device, online_device
 
@@ -21,6 +23,20 @@ from protocol.frames import AnswerResult, Cancel, Challenge, Error, Revoked
 from relying_party.errors import InvalidRequest, PushBlocked
 from relying_party.models import Policy
 from relying_party.sdk import PushAuthClient
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One broker with the default settings, on its own Redis, for the tests that need no
+    flags of their own: each adds its own RPs, whose policies and counts never meet (a
+    broker start per test cost about a second of CPU)."""
+    yield from broker_on_own_redis(tmp_path_factory, "policy")
+
+
+@pytest.fixture
+def redis_url(node: BrokerProcess) -> str:
+    assert node.redis_url is not None
+    return node.redis_url
 
 
 def rp_cli(*argv: str, redis_url: str) -> tuple[int, str, str]:
@@ -154,12 +170,9 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
     assert set_policy(rp["id"], "--reset", redis_url=url)["profile"] == "default"
 
 
-async def test_nist_profile_bounds_digits_and_ttl(
-    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
-) -> None:
-    node = broker_factory(redis_url=redis_server.url)
-    rp = add_rp("NIST RP", redis_url=redis_server.url)
-    set_policy(rp["id"], "--profile", "nist-800-63b-4", "--max-ttl", "300", redis_url=redis_server.url)
+async def test_nist_profile_bounds_digits_and_ttl(node: BrokerProcess, redis_url: str) -> None:
+    rp = add_rp("NIST RP", redis_url=redis_url)
+    set_policy(rp["id"], "--profile", "nist-800-63b-4", "--max-ttl", "300", redis_url=redis_url)
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
         dev = await online_device(client, node.ws_url)
         # A request naming no digits gets the policy's (the SDK always names them: it
@@ -209,13 +222,12 @@ def wrong(number: str) -> str:
 
 
 async def test_nist_profile_locks_push_after_100_consecutive_wrong_numbers(
-    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+    node: BrokerProcess, redis_url: str
 ) -> None:
-    node = broker_factory(redis_url=redis_server.url)
-    rp = add_rp("Lock RP", redis_url=redis_server.url)
+    rp = add_rp("Lock RP", redis_url=redis_url)
     # The profile keeps the push cap of 20 since the last sign-in; the rate is out of the way.
     nist = ("--profile", "nist-800-63b-4", "--max-pushes-per-minute", "10000")
-    assert set_policy(rp["id"], *nist, redis_url=redis_server.url)["max_pushes"] == 20
+    assert set_policy(rp["id"], *nist, redis_url=redis_url)["max_pushes"] == 20
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
         dev = await online_device(client, node.ws_url)
         # A successful sign-in resets the count; a deny is no failed attempt (no number typed).
@@ -256,14 +268,13 @@ async def test_nist_profile_locks_push_after_100_consecutive_wrong_numbers(
 
 
 async def test_the_wrong_number_that_reaches_the_limit_withdraws_the_other_prompts(
-    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+    node: BrokerProcess, redis_url: str
 ) -> None:
-    node = broker_factory(redis_url=redis_server.url)
-    rp = add_rp("Lock RP", redis_url=redis_server.url)
+    rp = add_rp("Lock RP", redis_url=redis_url)
     set_policy(
         rp["id"],
         *("--profile", "nist-800-63b-4", "--max-pushes", "100", "--max-pushes-per-minute", "10000"),
-        redis_url=redis_server.url,
+        redis_url=redis_url,
     )
     async with PushAuthClient(node.http_url, rp["api_key"]) as client:
         dev = await online_device(client, node.ws_url)
@@ -290,11 +301,11 @@ async def test_the_wrong_number_that_reaches_the_limit_withdraws_the_other_promp
 
 
 async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
-    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+    node: BrokerProcess, redis_url: str
 ) -> None:
-    node = broker_factory(redis_url=redis_server.url)
-    rp = add_rp("Leaving RP", redis_url=redis_server.url)
-    stays = add_rp("Staying RP", redis_url=redis_server.url)
+    rp = add_rp("Leaving RP", redis_url=redis_url)
+    stays = add_rp("Staying RP", redis_url=redis_url)
+    store = redis.Redis.from_url(redis_url)
     async with (
         PushAuthClient(node.http_url, rp["api_key"]) as client,
         PushAuthClient(node.http_url, stays["api_key"]) as other,
@@ -306,12 +317,12 @@ async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
         assert isinstance(pushed, Challenge)
         fatigue = [keys.push_guard(rp["id"], "alice"), keys.recent_pushes(rp["id"], "alice")]
         kept = [keys.push_guard(stays["id"], "alice")]
-        assert redis_server.client().exists(*fatigue) == 2
-        code, out, err = rp_cli("remove", rp["id"], redis_url=redis_server.url)
+        assert store.exists(*fatigue) == 2
+        code, out, err = rp_cli("remove", rp["id"], redis_url=redis_url)
         assert code == 0, err
         assert out.strip() == f"removed {rp['id']}: 1 credential(s) revoked, 1 pending challenge(s) withdrawn"
         # Its users' push counts and rate window go with it (no expiry: they would stay).
-        assert redis_server.client().exists(*fatigue) == 0
+        assert store.exists(*fatigue) == 0
         # The device is told at once, and the pending request is gone from it.
         assert await dev.frame() == Revoked(cid=dev.cid, reason="rp_removed", rid=None)
         assert await dev.frame() == Cancel(ch=ch.id, reason="revoked")
@@ -336,7 +347,8 @@ async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
         ch2 = await other.create_challenge("alice", CTX)
         assert isinstance(await bystander.frame(), Challenge)
         assert ch2.devices == 1
-        assert redis_server.client().exists(*kept) == 1  # the other RP's counts stay
-        assert_cli_error(run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", redis_server.url]))
+        assert store.exists(*kept) == 1  # the other RP's counts stay
+        assert_cli_error(run_cli([BROKER, "rp", "remove", rp["id"], "--redis-url", redis_url]))
         for d in (dev, again, bystander):
             await d.close()
+    store.close()
