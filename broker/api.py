@@ -13,8 +13,9 @@ from typing import Any
 from aiohttp import web
 
 from protocol import b64, numbers, text
-from protocol.challenge import MAX_TTL_S, MIN_TTL_S, Status
+from protocol.challenge import MAX_TARGETS, MAX_TTL_S, MIN_TTL_S, Status
 from protocol.errors import ProtocolError
+from protocol.fields import ID_RE
 from protocol.frames import CONTEXT, RevokeReason
 from protocol.signing import context_hash
 from protocol.uri import EnrollmentURI, insecure_transport
@@ -129,6 +130,38 @@ def context_field(body: dict[str, Any]) -> dict[str, str]:
     return ctx
 
 
+def targets_field(body: dict[str, Any]) -> tuple[str, ...]:
+    """Whom a challenge is aimed at: `credential_id` (one) or `credential_ids` (1 to
+    MAX_TARGETS, each once), or neither (empty: the user's confirmed credentials).
+    Each must be an id (protocol.fields.ID_RE), which also keeps the space that joins
+    them in the store (models.TARGET_SEP) out of any one."""
+    one, many = body.get("credential_id"), body.get("credential_ids")
+    if one is not None and many is not None:
+        raise ApiError(400, "invalid_request", "send 'credential_id' or 'credential_ids', not both")
+    if one is not None:
+        if not isinstance(one, str) or not ID_RE.match(one):
+            raise ApiError(400, "invalid_request", f"'credential_id' must be a credential id ({_ID_RULE})")
+        return (one,)
+    if many is None:
+        return ()
+    if not isinstance(many, list) or not 1 <= len(many) <= MAX_TARGETS:
+        raise ApiError(
+            400, "invalid_request", f"'credential_ids' must be a list of 1 to {MAX_TARGETS} credential ids"
+        )
+    for i, cid in enumerate(many):
+        if not isinstance(cid, str) or not ID_RE.match(cid):
+            raise ApiError(
+                400, "invalid_request", f"'credential_ids' item {i} is not a credential id ({_ID_RULE})"
+            )
+    if len(set(many)) != len(many):
+        twice = sorted({cid for cid in many if many.count(cid) > 1})
+        raise ApiError(400, "invalid_request", f"'credential_ids' names {', '.join(twice)} more than once")
+    return tuple(many)
+
+
+_ID_RULE = "1 to 64 characters of A-Z a-z 0-9 - _"
+
+
 def user_id(value: str) -> str:
     return text_field({"user": value}, "user", 128)
 
@@ -225,7 +258,10 @@ def challenge_json(rec: ChallengeRecord, status: Status) -> dict[str, Any]:
         "digits": rec.digits,
         "created_at": rec.created,
         "expires_at": rec.expires,
-        "credential_id": rec.target,
+        # One target is named in both (a create may have used either field); several only
+        # in credential_ids (docs/http-api.md, "Whom a challenge goes to").
+        "credential_id": rec.targets[0] if len(rec.targets) == 1 else None,
+        "credential_ids": list(rec.targets) or None,
         "answer": None
         if a is None
         else {
@@ -389,14 +425,15 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
     validate the body, create the challenge and push it; the 201 body, with the
     number. Every refusal is an ApiError, raised before anything is answered."""
     body = await json_body(
-        request, {"user", "context", "ttl", "digits", "rp_nonce", "supersede", "credential_id"}
+        request,
+        {"user", "context", "ttl", "digits", "rp_nonce", "supersede", "credential_id", "credential_ids"},
     )
     user = text_field(body, "user", 128)
     # One live prompt per user per RP by default (DESIGN invariant 12): the older
     # pending ones end as superseded, so "send again" never leaves a stale number
     # answerable. An RP that runs parallel sign-ins on purpose opts out.
     supersede = bool_field(body, "supersede", True)
-    target = text_field(body, "credential_id", 64, required=False) or None
+    targets = targets_field(body)
     # The RP's own fresh value, signed by the device (docs/protocol.md, "Freshness"): an
     # RP that sends none gets one made here, and with it no protection from a broker
     # that replays old answers.
@@ -427,7 +464,7 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
         ctx_hash=context_hash(ctx),
         created=now,
         expires=now + ttl * 1000,
-        target=target,
+        targets=targets,
         created_at=metrics.perf(),
     )
     store, hub = _store(request), _hub(request)
@@ -437,9 +474,13 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
     idempotency_key = idempotency_key_header(request)
     try:
         new = await store.create_challenge(record, supersede=supersede, idempotency_key=idempotency_key)
-    except UnknownTarget:
+    except UnknownTarget as unknown:
+        # Which ones, in words and as a member the RP can act on (leave them out).
         raise ApiError(
-            404, "not_found", f"no active credential {target} for this user (removed, or another user's)"
+            404,
+            "not_found",
+            f"no active credential {', '.join(unknown.cids)} for this user (removed, or another user's)",
+            extra={"credential_ids": list(unknown.cids)},
         ) from None
     except PushRefused as refused:
         metrics.signin_refused(refused.code)
@@ -489,11 +530,11 @@ async def _made_before(
 ) -> dict[str, Any]:
     """The 201 body of the challenge an earlier create with the same Idempotency-Key made
     (a create sent again: nothing new pushed, nothing superseded), whatever its state now.
-    A key used for another request (other context, digits, target or rp_nonce) is 409."""
+    A key used for another request (other context, digits, targets or rp_nonce) is 409."""
     made = await store.get_challenge(made_id)
     if made is None or made.rp != asked.rp:  # expired with its key: a race of milliseconds
         raise ApiError(404, "not_found", "the challenge this Idempotency-Key made has expired")
-    same = (made.ctx_hash, made.digits, made.target) == (asked.ctx_hash, asked.digits, asked.target)
+    same = (made.ctx_hash, made.digits, made.targets) == (asked.ctx_hash, asked.digits, asked.targets)
     if not same or (rp_nonce_sent and made.rp_nonce != asked.rp_nonce):
         raise ApiError(
             409, "idempotency_key_reused", "this Idempotency-Key made a challenge for another request"

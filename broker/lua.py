@@ -67,14 +67,14 @@ return 1
 #       and with an Idempotency-Key its key (the challenge it made, "id n", until that
 #       expires)
 # ARGV: challenge id, now ms, expires ms, retention ms, channel, event, max pushes
-#       since the last sign-in, max pushes per window, window ms, target cid ('':
-#       every confirmed credential), supersede ('1': end the user's other pending
+#       since the last sign-in, max pushes per window, window ms, the target cids
+#       joined by a space ('': every confirmed credential), supersede ('1': end the user's other pending
 #       challenges at this RP), node, rp, user, challenge key prefix, consecutive
 #       wrong numbers that lock push (0: no such limit), then the challenge hash as
 #       field/value pairs
-# -> {n, 0, superseded ids...}: sent to n credentials (the target, or the confirmed
-#    ones); {0, unconfirmed}: none to send to; {-4, 0}: the target is not an active
-#    credential of the user; refused (the new one not written): {-1, muted until ms
+# -> {n, 0, superseded ids...}: sent to n credentials (the targets, or the confirmed
+#    ones); {0, unconfirmed}: none to send to; {-4, 0, cids...}: these targets are not
+#    active credentials of the user (nothing done); refused (the new one not written): {-1, muted until ms
 #    (-1: until lifted), withdrawn ids...} after a fraud report, {-2, pushes,
 #    withdrawn ids...} at the cap since the last sign-in (a block: the user's pending
 #    challenges are withdrawn), {-5, failures, withdrawn ids...} at the limit of
@@ -93,8 +93,13 @@ local now = tonumber(ARGV[2])
 local channel, node, rp, user, prefix = ARGV[5], ARGV[12], ARGV[13], ARGV[14], ARGV[15]
 local n
 if ARGV[10] ~= '' then
-  if redis.call('HEXISTS', KEYS[1], ARGV[10]) == 0 then return {-4, 0} end
-  n = 1
+  local unknown = {}
+  n = 0
+  for cid in string.gmatch(ARGV[10], '%S+') do
+    n = n + 1
+    if redis.call('HEXISTS', KEYS[1], cid) == 0 then unknown[#unknown + 1] = cid end
+  end
+  if #unknown > 0 then return {-4, 0, unpack(unknown)} end
 else
   local unconfirmed = redis.call('SCARD', KEYS[6])
   n = redis.call('HLEN', KEYS[1]) - unconfirmed
@@ -161,8 +166,8 @@ return {n, 0, unpack(superseded)}
 #    wrong number that reaches the limit, withdraws the user's other pending
 #    challenges at this RP in the same step); else {why}:
 #    'unknown', 'expired', 'revoked', 'not_sent' (a targeted challenge answered by
-#    another credential, or an untargeted one by a credential the RP has not
-#    confirmed) or the challenge's final status (it ended already)
+#    a credential it was not aimed at, or an untargeted one by a credential the RP
+#    has not confirmed) or the challenge's final status (it ended already)
 RECORD_ANSWER = (
     _END_PENDING
     + """
@@ -173,7 +178,8 @@ if tonumber(ARGV[2]) >= tonumber(st[2]) then return {'expired'} end
 local cred = redis.call('HMGET', KEYS[3], 'status', 'unconfirmed')
 if cred[1] ~= 'active' then return {'revoked'} end
 if st[3] then
-  if st[3] ~= ARGV[4] then return {'not_sent'} end
+  -- the targets, joined by a space: the answering cid must be one of them, whole
+  if not string.find(' ' .. st[3] .. ' ', ' ' .. ARGV[4] .. ' ', 1, true) then return {'not_sent'} end
 elseif cred[2] == '1' then
   return {'not_sent'}
 end

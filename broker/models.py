@@ -24,6 +24,17 @@ def _b(h: dict[bytes, bytes], key: str) -> bytes:
     return h.get(key.encode(), b"")
 
 
+# Between the ids of a challenge's targets where they are one string (its hash field
+# `target`, its event, the create script's argument): ids match protocol.fields.ID_RE,
+# so none holds it.
+TARGET_SEP = " "
+
+
+def split_targets(joined: str | None) -> tuple[str, ...]:
+    """A challenge's targets from their stored or sent form (empty or None: none)."""
+    return tuple(joined.split(TARGET_SEP)) if joined else ()
+
+
 @dataclass(frozen=True, slots=True)
 class RelyingParty:
     id: str
@@ -91,11 +102,11 @@ class Credential:
         return self.status == "active"
 
     def receives(self, record: ChallengeRecord) -> bool:
-        """Whether challenge `record` goes to this credential: the one it targets, or
-        else any confirmed credential of its user at its RP."""
+        """Whether challenge `record` goes to this credential: one of those it targets,
+        or else any confirmed credential of its user at its RP."""
         if self.rp != record.rp or self.user != record.user:
             return False
-        return self.id == record.target if record.target else self.confirmed
+        return self.id in record.targets if record.targets else self.confirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +177,13 @@ class ChallengeRecord:
     status: Status = Status.PENDING
     answer: Answer | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # Sent only to this credential (e.g. a new device's setup test push), which may be
-    # one the RP has not confirmed yet; None: every confirmed credential of the user.
-    target: str | None = None
+    # Sent only to these credentials, confirmed or not (the RP API's credential_id, e.g.
+    # a new device's setup test push, or credential_ids); empty: every confirmed
+    # credential of the user. Stored and sent between nodes as one string, the ids
+    # joined by a space (ids never hold one): a node of the release before sets reads
+    # it as one id that no credential has, so it delivers such a challenge to no one
+    # rather than to every device (docs/operations.md, "Upgrading and rolling back").
+    targets: tuple[str, ...] = ()
     # When this node created, first delivered and recorded the answer of this record
     # (time.perf_counter; 0: not here): the stage histograms of broker/metrics.py.
     # Never stored, never sent.
@@ -184,8 +199,8 @@ class ChallengeRecord:
             "ctx", json.dumps(self.ctx), "ctx_hash", self.ctx_hash, "created", self.created,
             "expires", self.expires, "status", Status.PENDING.value,
         ]  # fmt: skip
-        if self.target is not None:
-            fields += ["target", self.target]
+        if self.targets:
+            fields += ["target", TARGET_SEP.join(self.targets)]
         return fields
 
     @classmethod
@@ -215,20 +230,20 @@ class ChallengeRecord:
             expires=_i(h, "expires"),
             status=Status(_s(h, "status", "pending")),
             answer=answer,
-            target=_s(h, "target") or None,
+            targets=split_targets(_s(h, "target")),
         )
 
     def to_event(self) -> list[Any]:
         return [
             self.id, self.rp, self.rp_name, self.user, self.number, self.digits,
             self.nonce, self.rp_nonce, self.ctx, self.ctx_hash, self.created, self.expires,
-            self.target,
+            TARGET_SEP.join(self.targets) or None,
         ]  # fmt: skip
 
     @classmethod
     def from_event(cls, v: list[Any]) -> ChallengeRecord:
-        # A node of the previous release sends no target (a rolling upgrade).
-        return cls(*v[:12], target=v[12] if len(v) > 12 else None)
+        # A node of an older release sends no target (a rolling upgrade).
+        return cls(*v[:12], targets=split_targets(v[12]) if len(v) > 12 else ())
 
     def status_at(self, now_ms: int) -> Status:
         return effective_status(self.status, now_ms, self.expires)

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol.challenge import MAX_TTL_S, MIN_TTL_S
+from protocol.challenge import MAX_TARGETS, MAX_TTL_S, MIN_TTL_S
 from protocol.numbers import MAX_DIGITS, MIN_DIGITS
 
 from .api import MAX_WAIT_S
@@ -51,8 +51,18 @@ _SAFE_TEXT = "<safe text pattern>"
 _USER = _text(128)
 _DIGITS = {"type": "integer", "minimum": MIN_DIGITS, "maximum": MAX_DIGITS}
 _TTL = {"type": "integer", "minimum": MIN_TTL_S, "maximum": MAX_TTL_S}
-# A challenge's credential_id, as the broker reports it.
-_TARGETED = {"oneOf": [_ID, {"type": "null"}], "description": "the targeted credential"}
+# A challenge's credential_id and credential_ids, as the broker reports them.
+_TARGETED = {
+    "oneOf": [_ID, {"type": "null"}],
+    "description": "the credential it was aimed at, when it was aimed at one (by credential_id or "
+    "credential_ids); else null",
+}
+_TARGET_SET = {"type": "array", "items": _ID, "minItems": 1, "maxItems": MAX_TARGETS, "uniqueItems": True}
+_TARGETED_SET = {
+    "oneOf": [_TARGET_SET, {"type": "null"}],
+    "description": "the credentials it was aimed at (by credential_id or credential_ids), in the "
+    "order the create named them; null: the user's confirmed ones (API 1.8)",
+}
 _CONTEXT = {
     "type": "object",
     "maxProperties": 16,
@@ -88,6 +98,8 @@ SCHEMAS: dict[str, Any] = {
             "code": {"type": "string"},
             # 409 conflict of a recovery-key rotation: the ts the next one must be newer than
             "newer_than": {"type": "integer"},
+            # 404 not_found of POST /v1/challenges: the targets that are not the user's
+            "credential_ids": {"type": "array", "items": {"type": "string"}},
         },
         "required": ["type", "title", "status", "detail", "code"],
     },
@@ -189,9 +201,23 @@ SCHEMAS: dict[str, Any] = {
                 "oneOf": [_ID, {"type": "null"}],
                 "description": "send only to this credential (confirmed or not): a new device's test push",
             },
+            "credential_ids": {
+                "oneOf": [_TARGET_SET, {"type": "null"}],
+                "description": "send only to these credentials of the user (confirmed or not), each "
+                "named once: e.g. all but a device whose removal is pending. 404 not_found naming the "
+                "ones that are not active credentials of the user (member credential_ids); nothing "
+                "is made. Not with credential_id (API 1.8)",
+            },
         },
         ["user"],
-    ),
+    )
+    # credential_id or credential_ids, not both (either may be null: not named)
+    | {
+        "not": {
+            "required": ["credential_id", "credential_ids"],
+            "properties": {"credential_id": {"type": "string"}, "credential_ids": {"type": "array"}},
+        }
+    },
     "Challenge": _obj(
         {
             "id": _ID,
@@ -204,6 +230,7 @@ SCHEMAS: dict[str, Any] = {
             "created_at": _MS,
             "expires_at": _MS,
             "credential_id": _TARGETED,
+            "credential_ids": _TARGETED_SET,
             "devices": {"type": "integer", "minimum": 1},
             "superseded": {
                 "type": "array",
@@ -246,6 +273,7 @@ SCHEMAS: dict[str, Any] = {
             "created_at": _MS,
             "expires_at": _MS,
             "credential_id": _TARGETED,
+            "credential_ids": _TARGETED_SET,
             "answer": {"oneOf": [_ref("Answer"), {"type": "null"}]},
         }
     ),
@@ -360,7 +388,7 @@ _IDEMPOTENCY_KEY = {
     "description": "a create sent again with the same key (a node that hung, a broken connection) gets "
     "the challenge the first one made, in the same 201 form, instead of a new one: nothing more pushed "
     "or superseded; until that challenge expires; per RP and user. 409 idempotency_key_reused when the "
-    "key made a challenge for another request (context, digits, credential_id or rp_nonce)",
+    "key made a challenge for another request (context, digits, credential_id(s) or rp_nonce)",
 }
 
 _STREAM_WAIT = {
@@ -652,7 +680,7 @@ def _extra_statuses(path: str, operation: dict[str, Any]) -> list[int]:
         statuses.append(401)
     if "requestBody" in operation:
         statuses += [413, 415]
-    if "{" in path or path == "/v1/challenges":  # a credential_id that is not the user's
+    if "{" in path or path == "/v1/challenges":  # a credential_id(s) that is not the user's
         statuses.append(404)
     if operation.get("security") == [] and path != "/healthz":
         statuses += [403, 409, 429]

@@ -33,12 +33,21 @@ _CODES_BY_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        *,
+        extra: dict[str, object] | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
         self.headers = headers
+        self.extra = extra  # RFC 9457 extension members of its problem document
 
 
 PROBLEM_JSON = "application/problem+json"
@@ -89,7 +98,8 @@ def _title(status: int) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-Problem = tuple[int, str, str, dict[str, str] | None]  # status, code, detail, headers
+# status, code, detail, headers, extension members
+Problem = tuple[int, str, str, dict[str, str] | None, dict[str, object] | None]
 
 
 @web.middleware
@@ -100,7 +110,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         parts = problem_for(exc, request.method, request.path, request.remote)
         if parts is None:
             raise
-        return problem(*parts)
+        status, code, detail, headers, extra = parts
+        return problem(status, code, detail, headers, extra=extra)
 
 
 def problem_for(exc: Exception, method: str, path: str, remote: str | None) -> Problem | None:
@@ -108,14 +119,14 @@ def problem_for(exc: Exception, method: str, path: str, remote: str | None) -> P
     a redirect). Logged here: client mistakes at debug level, bugs with a traceback."""
     if isinstance(exc, ApiError):
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
-        return exc.status, exc.code, exc.detail, headers
+        return exc.status, exc.code, exc.detail, headers, exc.extra
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             return None
         code = _CODES_BY_STATUS.get(exc.status, "http_error")
         # A 405 says which methods the resource has (RFC 9110: Allow is required).
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return exc.status, code, exc.reason or _title(exc.status), allow
+        return exc.status, code, exc.reason or _title(exc.status), allow, None
     if isinstance(exc, RedisError):
         # The store is unreachable (Redis down or failing over): nothing was done, and
         # the RP may try again, on this node or another.
@@ -123,11 +134,11 @@ def problem_for(exc: Exception, method: str, path: str, remote: str | None) -> P
         if not redis_refusals.reported(exc, f"{method} {path}"):
             log.warning("store unavailable in %s %s: %s", method, path, exc)
         detail = "the broker's store is unavailable; try again shortly"
-        return 503, "unavailable", detail, {"Retry-After": "1"}
+        return 503, "unavailable", detail, {"Retry-After": "1"}, None
     if isinstance(exc, ConnectionError | RequestPayloadError):
         # The client went away mid-request (or sent a broken chunked body): its
         # behaviour, not our error. No traceback; the answer may not even arrive.
         log.debug("incomplete request %s %s from %s: %s", method, path, remote, exc)
-        return 400, "incomplete_request", "the request body ended early or was malformed", None
+        return 400, "incomplete_request", "the request body ended early or was malformed", None, None
     log.error("unhandled error in %s %s", method, path, exc_info=exc)
-    return 500, "internal", "internal error; the broker logged it", None
+    return 500, "internal", "internal error; the broker logged it", None, None

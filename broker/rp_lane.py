@@ -327,8 +327,8 @@ class LaneConnection(asyncio.Protocol):
             if reply.started or parts is None:
                 reply.close = True  # a response began: the connection cannot carry on
             else:
-                status, code, detail, headers = parts
-                reply.send(status, problem_document(status, code, detail), headers, PROBLEM)
+                status, code, detail, headers, extra = parts
+                reply.send(status, problem_document(status, code, detail, extra=extra), headers, PROBLEM)
         finally:
             inflight.leave()
             self._finished(request, reply, started)
@@ -368,7 +368,7 @@ class LaneConnection(asyncio.Protocol):
         self._disarm()
         parts = problem_for(refusal, request.method, request.path, request.remote)
         assert parts is not None  # (an ApiError always maps)
-        status, code, detail, headers = parts
+        status, code, detail, headers, _extra = parts
         # The body was not read, and would read as the next request: the connection
         # ends after this answer. The client may be sending that body still, so the
         # end lingers (as a refused connection's does): a close now could reset the

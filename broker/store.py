@@ -23,7 +23,7 @@ from . import enrollment_quota, events, keys, lua
 from .clock import now_ms  # the broker clock, Redis's (its users import it from here)
 from .cluster_pipe import ClusterPipe
 from .fatigue import refusal
-from .models import Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
+from .models import TARGET_SEP, Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyCache
 from .redis_pipe import RedisPipe
 from .timings import RP_CACHE_S
@@ -51,7 +51,11 @@ def sha256_hex(text: str) -> str:
 
 
 class UnknownTarget(Exception):
-    """A challenge aimed at a credential that is not an active one of its user."""
+    """A challenge aimed at credentials that are not active ones of its user: `cids`."""
+
+    def __init__(self, cids: tuple[str, ...]) -> None:
+        super().__init__(", ".join(cids))
+        self.cids = cids
 
 
 CREATED_BEFORE = -6  # CREATE_CHALLENGE's answer when its Idempotency-Key made one already
@@ -594,11 +598,12 @@ class Store:
     async def create_challenge(
         self, record: ChallengeRecord, *, supersede: bool = True, idempotency_key: str | None = None
     ) -> NewChallenge:
-        """Store and announce a challenge, to `record.target` or else to the user's
+        """Store and announce a challenge, to `record.targets` or else to the user's
         confirmed credentials; with `supersede`, the user's older pending challenges at
         this RP end (superseded) in the same step. Raises PushRefused when the fatigue
         policy holds it back (nothing stored; a block withdraws the pending ones), and
-        UnknownTarget for a target that is not an active credential of the user. With an
+        UnknownTarget naming the targets that are not active credentials of the user
+        (nothing stored). With an
         `idempotency_key` that made a challenge of this user already (and it has not
         expired), nothing is done: `made_before` names that challenge."""
         event = events.ChallengeCreated(record)
@@ -629,7 +634,7 @@ class Store:
                 record.id, record.created, record.expires, RETENTION_MS, keys.channel(tag),
                 self._event(event),
                 policy.max_pushes, policy.max_pushes_per_minute, policy.window_s * 1000,
-                record.target or "", "1" if supersede else "0", self.node, record.rp, record.user,
+                TARGET_SEP.join(record.targets), "1" if supersede else "0", self.node, record.rp, record.user,
                 keys.challenge_prefix(tag), policy.failure_limit or 0, *record.to_fields(),
             ],
             **extra,
@@ -640,7 +645,7 @@ class Store:
             return NewChallenge(int(devices), 0, (), made_before=made)
         ids = tuple(i.decode() for i in ended)
         if count == -4:
-            raise UnknownTarget(record.target)
+            raise UnknownTarget(ids)
         if count < 0:
             await self._ended(record.rp, record.user, Status.WITHDRAWN, ids)
             raise refusal(count, int(value), policy, record.created)

@@ -16,8 +16,9 @@ from .keys import LAYOUT_VERSION
 # one-request (streamed) form of POST /v1/challenges; 1.2 its Idempotency-Key; 1.3
 # DELETE /v1/enrollments/{id}; 1.4 DELETE /v1/users/{user} and GET /v1/users/{user}/data;
 # 1.5 `versions` in /healthz; 1.6 `newer_than` in a recovery-key rotation's 409 conflict;
-# 1.7 the RP's enrollment quota (429 from POST /v1/enrollments, two Policy fields).
-API_VERSION = "1.7"
+# 1.7 the RP's enrollment quota (429 from POST /v1/enrollments, two Policy fields);
+# 1.8 `credential_ids` of POST /v1/challenges (a challenge aimed at a set of credentials).
+API_VERSION = "1.8"
 
 
 def package_version() -> str:

@@ -245,9 +245,9 @@ class WebPush:
             metrics.WEBPUSH_SENT.inc()
 
     async def targets(self, redis: aioredis.Redis, record: ChallengeRecord) -> list[str]:
-        """The credentials a challenge goes to: its target, or the user's confirmed ones."""
-        if record.target:
-            return [record.target]
+        """The credentials a challenge goes to: its targets, or the user's confirmed ones."""
+        if record.targets:
+            return list(record.targets)
         async with redis.pipeline(transaction=False) as p:
             p.hkeys(keys.user_credentials(record.rp, record.user))
             p.smembers(keys.unconfirmed(record.rp, record.user))

@@ -56,6 +56,10 @@ ENDED_WITHOUT_ANSWER = frozenset(
 )
 MIN_TTL_S = 10
 MAX_TTL_S = 600  # NIST SP 800-63B-4: an out-of-band secret is valid at most 10 minutes
+# The most credentials one challenge may be aimed at (the RP API's credential_ids): far
+# more devices than a person has, and a bound on the ids a create checks in its one
+# atomic step.
+MAX_TARGETS = 32
 DEFAULT_TTL_S = 60
 
 

@@ -94,6 +94,24 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         None,
     ),
     ("POST", "/v1/challenges", {"body": {"user": "alice", "sneaky": 1}}, 400, "invalid_request"),
+    # Whom it is aimed at (RP API 1.8): a list of 1 to 32 ids, each once, not with credential_id.
+    *(
+        ("POST", "/v1/challenges", {"body": {"user": "alice", **aim}}, 400, "invalid_request")
+        for aim in (
+            {"credential_ids": []},
+            {"credential_ids": "cr_a"},
+            {"credential_ids": {"cr_a": 1}},
+            {"credential_ids": [7]},
+            {"credential_ids": [["cr_a"]]},
+            {"credential_ids": ["cr_a", "cr_b", "cr_a"]},
+            {"credential_ids": [f"cr_{i}" for i in range(33)]},
+            {"credential_ids": ["cr_a cr_b"]},  # not an id (the store joins them with a space)
+            {"credential_ids": ["x" * 65]},
+            {"credential_id": "cr_a cr_b"},
+            {"credential_id": 7},
+            {"credential_id": "cr_a", "credential_ids": ["cr_b"]},
+        )
+    ),
     ("POST", "/v1/challenges", {"raw": b'{"user": "' + b"a" * 20000 + b'"}'}, 413, "payload_too_large"),
     ("POST", "/v1/enrollments", {"body": {"user": "alice"}}, 400, "invalid_request"),
     ("POST", "/v1/enrollments", {"body": {"user": "alice", "account": "a", "recoverable": "yes"}}, 400, None),
