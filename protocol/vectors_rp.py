@@ -208,6 +208,24 @@ def verify_vectors() -> list[dict[str, Any]]:
             {"keys": {"cred_B2": signing.public_key(SEED_B).hex()}},
         ),
         (
+            "aimed at credentials (credential_ids): signed by one of them",
+            _result("approved", ok),
+            {"status": "approved"},
+            {"aimed": ["cred_B2", CID]},
+        ),
+        (
+            "aimed at credentials: signed by one outside them, though the RP passed its key",
+            _result("approved", ok),
+            {"failure": "unknown_credential"},
+            {"aimed": ["cred_B2", "cred_C3"], "keys": {CID: signing.public_key(SEED_A).hex()}},
+        ),
+        (
+            "aimed at one credential (a setup's test push): signed by another the RP holds",
+            _result("approved", ok),
+            {"failure": "unknown_credential"},
+            {"aimed": ["cred_B2"]},
+        ),
+        (
             "signed over another context than the RP sent",
             _result("approved", _answer("approve", "42", ctx={"app": "Payroll"})),
             {"failure": "context_mismatch"},
@@ -289,6 +307,9 @@ def verify_vectors() -> list[dict[str, Any]]:
                     "context": dict(CONTEXT),
                     "issued": T0,
                     "ttl_s": TTL_S,
+                    # The credentials it was aimed at (credential_id's one or
+                    # credential_ids), null: the user's confirmed ones (step 4).
+                    "credential_ids": changes.get("aimed"),
                 },
                 "keys": changes.get("keys", {CID: signing.public_key(SEED_A).hex()}),
                 "now": changes.get("now", T0 + 11_000),
@@ -320,7 +341,15 @@ def _created(**changes: Any) -> dict[str, Any]:
 
 def create_vectors() -> list[dict[str, Any]]:
     """The broker's 201 to POST /v1/challenges and what the RP keeps or refuses (section 13)."""
-    base = {"user": "alice", "rp_nonce": RP_NONCE.hex(), "ttl": TTL_S, "digits": 6, "credential_id": None}
+    base = {
+        "user": "alice",
+        "rp_nonce": RP_NONCE.hex(),
+        "ttl": TTL_S,
+        "digits": 6,
+        "credential_id": None,
+        "credential_ids": None,
+    }
+    pair = [CID, "cred_B2"]
     long_ms = MAX_TTL_S * 1000
     cases: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
         (
@@ -405,10 +434,76 @@ def create_vectors() -> list[dict[str, Any]]:
             {"refused": "credential_id"},
         ),
         (
-            "aimed at the credential the RP named",
+            "aimed at the credential the RP named (a broker before RP API 1.8: no credential_ids)",
             {"credential_id": CID},
             _created(credential_id=CID),
             {"window": [T0, T0 + TTL_S * 1000]},
+        ),
+        (
+            "aimed at the credential the RP named, in both fields (RP API 1.8)",
+            {"credential_id": CID},
+            _created(credential_id=CID, credential_ids=[CID]),
+            {"window": [T0, T0 + TTL_S * 1000]},
+        ),
+        (
+            "credential_id named, credential_ids says another",
+            {"credential_id": CID},
+            _created(credential_id=CID, credential_ids=["cred_X"]),
+            {"refused": "credential_ids"},
+        ),
+        (
+            "aimed at the credentials the RP named (credential_ids)",
+            {"credential_ids": pair},
+            _created(credential_ids=pair),
+            {"window": [T0, T0 + TTL_S * 1000]},
+        ),
+        (
+            "aimed at the credentials the RP named, listed in another order",
+            {"credential_ids": pair},
+            _created(credential_ids=pair[::-1]),
+            {"window": [T0, T0 + TTL_S * 1000]},
+        ),
+        (
+            "aimed at one more credential than the RP named",
+            {"credential_ids": pair},
+            _created(credential_ids=[*pair, "cred_X"]),
+            {"refused": "credential_ids"},
+        ),
+        (
+            "aimed at one fewer credential than the RP named",
+            {"credential_ids": pair},
+            _created(credential_ids=[CID]),
+            {"refused": "credential_ids"},
+        ),
+        (
+            "credential_ids named, sent to every confirmed credential",
+            {"credential_ids": pair},
+            _created(),
+            {"refused": "credential_ids"},
+        ),
+        (
+            "credential_ids named, credential_id set though there are two",
+            {"credential_ids": pair},
+            _created(credential_id=CID, credential_ids=pair),
+            {"refused": "credential_id"},
+        ),
+        (
+            "credential_ids of one: credential_id names it too",
+            {"credential_ids": [CID]},
+            _created(credential_id=CID, credential_ids=[CID]),
+            {"window": [T0, T0 + TTL_S * 1000]},
+        ),
+        (
+            "credential_ids of one: credential_id null",
+            {"credential_ids": [CID]},
+            _created(credential_ids=[CID]),
+            {"refused": "credential_id"},
+        ),
+        (
+            "not aimed: credential_ids set all the same",
+            {},
+            _created(credential_ids=pair),
+            {"refused": "credential_ids"},
         ),
     ]
     return [

@@ -70,7 +70,13 @@ class Unauthorized(BrokerError):
 
 
 class NotFound(BrokerError):
-    """404: no such object for this RP (other RPs' objects look the same)."""
+    """404: no such object for this RP (other RPs' objects look the same).
+
+    `credential_ids`: from a create aimed at credentials, those the broker says are not
+    active credentials of the user (its problem's member of that name; empty when it
+    named none)."""
+
+    credential_ids: tuple[str, ...] = ()
 
 
 class Conflict(BrokerError):
@@ -121,13 +127,17 @@ def broker_error(status: int, problem: Any, retry_after: str | None = None) -> B
     detail = body.get("detail")
     title = body.get("title")
     cls = _BY_CODE.get(code) or _BY_STATUS.get(status, BrokerError)
-    return cls(
+    error = cls(
         status,
         code,
         detail if isinstance(detail, str) else "",
         title if isinstance(title, str) else "",
         _retry_after_s(retry_after),
     )
+    named = body.get("credential_ids")
+    if isinstance(error, NotFound) and isinstance(named, list) and all(isinstance(c, str) for c in named):
+        error.credential_ids = tuple(named)
+    return error
 
 
 def _retry_after_s(value: str | None) -> int | None:

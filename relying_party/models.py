@@ -313,10 +313,11 @@ class CredentialSync:
 
 def keys_for(challenge: Challenge, stored: Mapping[str, Credential]) -> dict[str, bytes]:
     """credential id -> public key of the credentials in the RP's own `stored` that may
-    answer `challenge` (docs/protocol.md section 17, step 4): for a challenge aimed at one
-    credential (a new device's setup test push) that credential alone, confirmed or not;
-    for an ordinary sign-in those the RP confirmed (confirm_credential after an approved
-    test push, or a recovery sync_credentials accepted). Only the challenge's user's:
+    answer `challenge` (docs/protocol.md section 17, step 4): for a challenge aimed at
+    credentials (credential_id: a new device's setup test push; credential_ids) those
+    alone, confirmed or not (the RP named them); for an ordinary sign-in those the RP
+    confirmed (confirm_credential after an approved test push, or a recovery
+    sync_credentials accepted). Only the challenge's user's:
     another user's key must never approve this sign-in. What wait_result, get_result
     and PendingSignIn.result take."""
     if not isinstance(stored, Mapping) or not all(isinstance(c, Credential) for c in stored.values()):
@@ -325,9 +326,9 @@ def keys_for(challenge: Challenge, stored: Mapping[str, Credential]) -> dict[str
             "(credentials_from_json reads them back; CredentialSync.current is one)"
         )
     mine = {cid: cred for cid, cred in stored.items() if cred.user == challenge.user and cred.id == cid}
-    if challenge.credential_id is not None:
-        target = mine.get(challenge.credential_id)
-        return {} if target is None else {target.id: target.public_key}
+    aimed = challenge.aimed_at
+    if aimed is not None:
+        return {cid: cred.public_key for cid, cred in mine.items() if cid in aimed}
     return {cid: cred.public_key for cid, cred in mine.items() if cred.confirmed}
 
 
@@ -478,9 +479,21 @@ class Challenge:
     created_at: int = 0
     expires_at: int = 0
     devices: int = 0
-    # Sent only to this credential (a new device's setup test push), or None: to every
-    # confirmed credential of the user.
+    # Sent only to this credential (a new device's setup test push, or a sign-in aimed
+    # at one device), or None: see credential_ids.
     credential_id: str | None = None
+    # Sent only to these credentials (RP API 1.8: credential_ids, or credential_id's
+    # one), in the order the create named them; None: to every confirmed credential of
+    # the user. Only they may answer it (aimed_at).
+    credential_ids: tuple[str, ...] | None = None
+
+    @property
+    def aimed_at(self) -> frozenset[str] | None:
+        """The credentials this challenge was sent to, the only ones whose answer counts
+        (docs/protocol.md section 17, step 4); None: the user's confirmed ones."""
+        if self.credential_ids is not None:
+            return frozenset(self.credential_ids)
+        return None if self.credential_id is None else frozenset((self.credential_id,))
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any], *, context: Mapping[str, str]) -> Challenge:
@@ -500,7 +513,8 @@ class Challenge:
             created_at=get(body, "created_at", int, what),
             expires_at=get(body, "expires_at", int, what),
             devices=get(body, "devices", int, what),
-            credential_id=get_optional(body, "credential_id", str, what),
+            credential_id=(one := get_optional(body, "credential_id", str, what)),
+            credential_ids=_targets(body, one, what),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -517,12 +531,25 @@ class Challenge:
             "expires_at": self.expires_at,
             "devices": self.devices,
             "credential_id": self.credential_id,
+            "credential_ids": None if self.credential_ids is None else list(self.credential_ids),
         }
 
     @classmethod
     def from_stored(cls, body: Mapping[str, Any]) -> Challenge:
         """Read back what to_json wrote."""
         return cls.from_json(body, context=get_str_map(body, "context", "stored challenge"))
+
+
+def _targets(body: Mapping[str, Any], one: str | None, what: str) -> tuple[str, ...] | None:
+    """A challenge's `credential_ids` (None: not aimed), read as its broker says them;
+    a broker before RP API 1.8 (or a challenge stored before it) names only
+    `credential_id`, which is then the one."""
+    many = body.get("credential_ids")
+    if many is None:
+        return None if one is None else (one,)
+    if not isinstance(many, list) or not many or not all(isinstance(cid, str) for cid in many):
+        raise BadBrokerResponse(f"{what}: field 'credential_ids' is not a list of credential ids")
+    return tuple(many)
 
 
 @dataclass(frozen=True, slots=True)

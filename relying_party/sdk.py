@@ -27,7 +27,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, TypeVar, cast, overload
@@ -324,17 +324,27 @@ class PushAuthClient:
         *,
         supersede: bool = True,
         credential_id: str | None = None,
+        credential_ids: Sequence[str] | None = None,
     ) -> Challenge:
         """Push a sign-in challenge to the user's devices; show `.number` to the user.
 
         Raises NoDevices when the user has no confirmed credential (NotFound for a
-        `credential_id` that is not an active credential of the user).
+        `credential_id` or any of `credential_ids` that is not an active credential of
+        the user: its `credential_ids` names them, and nothing was sent).
 
         One live prompt per user: the broker ends the user's older pending challenges
         (they become SUPERSEDED, and the devices drop them), which is what "send
         again" needs. `supersede=False` keeps them (parallel sign-ins on purpose).
         `credential_id` sends it to that credential only, confirmed or not: the test
-        push of a device being set up (then `confirm_credential`).
+        push of a device being set up (then `confirm_credential`). `credential_ids`
+        (RP API 1.8; a list of 1 to 32 ids, each once, not with `credential_id`) sends it
+        to those credentials only, confirmed or not: e.g. the user's confirmed ones but
+        a device whose removal the broker has not confirmed, which then is not asked.
+        Only the credentials it was aimed at can answer it: wait_result refuses an
+        answer from any other as UNKNOWN_CREDENTIAL, whatever keys it is given (a
+        broker that delivered it elsewhere all the same). An empty list is refused
+        (InvalidRequest), never taken for "every device"; an older broker refuses the
+        field (InvalidRequest: unknown fields).
 
         `ttl` (seconds, 10..600) and `digits` (2..8) default to None: not sent, so the
         RP's policy at the broker decides (its `ttl` and `digits`, set by the broker's
@@ -365,7 +375,9 @@ class PushAuthClient:
         older one (or when the version cannot be read) it is sent once, with all of
         `request_timeout`.
         """
-        asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
+        asked = _Asked.new(
+            user, context, ttl, digits, supersede=supersede, targets=_targets(credential_id, credential_ids)
+        )
 
         async def attempt(seconds: float) -> Challenge:
             body = await self._call(
@@ -390,6 +402,7 @@ class PushAuthClient:
         *,
         supersede: bool = True,
         credential_id: str | None = None,
+        credential_ids: Sequence[str] | None = None,
     ) -> PendingSignIn:
         """create_challenge and wait_result in one HTTP request, where the broker streams.
 
@@ -404,12 +417,15 @@ class PushAuthClient:
         it: a broker that does not stream (it answers plain JSON: told by the
         Content-Type), a stream cut short, or a wait that ran out. Arguments (`ttl` and
         `digits` None: the RP's policy at the broker), checks and errors are
-        create_challenge's. `pending.result` takes the keys wait_result takes: for an
-        ordinary sign-in those of the user's confirmed credentials (the RP's own
-        record), for a setup test push (`credential_id`) that new credential's key
-        alone.
+        create_challenge's (`credential_id`, `credential_ids` too). `pending.result`
+        takes the keys wait_result takes: for an ordinary sign-in those of the user's
+        confirmed credentials (the RP's own record), for a setup test push
+        (`credential_id`) that new credential's key alone, for one aimed at
+        `credential_ids` theirs (`keys_for` picks them).
         """
-        asked = _Asked.new(user, context, ttl, digits, supersede=supersede, credential_id=credential_id)
+        asked = _Asked.new(
+            user, context, ttl, digits, supersede=supersede, targets=_targets(credential_id, credential_ids)
+        )
         # The broker holds the result at most this long (the challenge's expiry bounds it too,
         # which is all that bounds it when the policy's ttl applies).
         wait = MAX_WAIT_S if ttl is None else min(MAX_WAIT_S, ttl)
@@ -512,6 +528,8 @@ class PushAuthClient:
           being set up can pass it (an answer from any other credential is refused as
           UNKNOWN_CREDENTIAL whatever keys are passed: the challenge's `credential_id`
           names the one that may answer it).
+        - a sign-in aimed at `credential_ids`: their keys (an answer from a credential
+          outside them is refused as UNKNOWN_CREDENTIAL, whatever keys are passed).
 
         The result is APPROVED only if a stored key signed an approval of this very
         challenge (RP id, challenge id, nonce, context) with the number the RP
@@ -853,6 +871,22 @@ def _decoded(
     return parsed
 
 
+def _targets(credential_id: str | None, credential_ids: Sequence[str] | None) -> tuple[str, ...] | None:
+    """The credentials a create aims at (None: the user's confirmed ones). A caller's
+    mistake of type is raised here: a string passed as `credential_ids` would read as
+    its characters. Values (an empty list, an id twice, too many) are the broker's to
+    refuse (InvalidRequest); an empty list is sent as one, never dropped into "all"."""
+    if credential_ids is None:
+        return None if credential_id is None else (credential_id,)
+    if credential_id is not None:
+        raise ValueError("name credential_id or credential_ids, not both")
+    if isinstance(credential_ids, str | bytes) or not all(isinstance(c, str) for c in credential_ids):
+        raise TypeError(
+            "credential_ids must be a list of credential ids (str), e.g. [cred.id for cred in ...]"
+        )
+    return tuple(credential_ids)
+
+
 @dataclass(frozen=True, slots=True)
 class _Asked:
     """What the RP asks for in POST /v1/challenges, and the check of what the broker made."""
@@ -863,7 +897,8 @@ class _Asked:
     ttl: int | None  # None: not sent, the RP's policy at the broker decides
     digits: int | None
     rp_nonce: bytes
-    credential_id: str | None
+    # The credentials it is aimed at (credential_id's one, or credential_ids), None: all.
+    targets: tuple[str, ...] | None
     issued: int
     # Sent with every attempt of this create: a broker that got an earlier one answers
     # with the challenge that one made (docs/http-api.md, Idempotency-Key).
@@ -878,7 +913,7 @@ class _Asked:
         digits: int | None,
         *,
         supersede: bool,
-        credential_id: str | None,
+        targets: tuple[str, ...] | None,
     ) -> _Asked:
         ctx = dict(context or {})
         rp_nonce = secrets.token_bytes(32)
@@ -891,10 +926,13 @@ class _Asked:
         # Sent only when not the default, so plain calls work with older brokers too.
         if not supersede:
             request["supersede"] = False
-        if credential_id is not None:
-            request["credential_id"] = credential_id
+        # One target goes as credential_id, which every broker knows; several need 1.8.
+        if targets is not None and len(targets) == 1:
+            request["credential_id"] = targets[0]
+        elif targets is not None:
+            request["credential_ids"] = list(targets)
         headers = {"Idempotency-Key": secrets.token_urlsafe(16)}
-        return cls(request, user, ctx, ttl, digits, rp_nonce, credential_id, _now_ms(), headers)
+        return cls(request, user, ctx, ttl, digits, rp_nonce, targets, _now_ms(), headers)
 
     def check(self, body: Any, clock: ClockWatch | None = None) -> Challenge:
         """The challenge the broker made, checked, with its lifetime by the RP's clock;
@@ -910,8 +948,14 @@ class _Asked:
             )
         if challenge.rp_nonce != self.rp_nonce or challenge.user != self.user:
             raise BadBrokerResponse("challenge: the broker changed the RP's nonce or the user")
-        if challenge.credential_id != self.credential_id:
-            raise BadBrokerResponse("challenge: the broker aimed it at another credential than asked")
+        # The set the RP named, and credential_id only when it is one (RP API 1.8; a
+        # broker before it names one target in credential_id alone, read as the set).
+        one = self.targets[0] if self.targets is not None and len(self.targets) == 1 else None
+        aimed = None if challenge.credential_ids is None else sorted(challenge.credential_ids)
+        if challenge.credential_id != one or aimed != (
+            None if self.targets is None else sorted(self.targets)
+        ):
+            raise BadBrokerResponse("challenge: the broker aimed it at other credentials than asked")
         return replace(
             challenge, created_at=self.issued, expires_at=self.issued + self.lifetime_ms(challenge)
         )

@@ -166,16 +166,19 @@ def verify_answer(
     except (BadBrokerResponse, ProtocolError) as exc:
         raise fail(VerificationReason.MALFORMED_ANSWER, str(exc)) from None
     cid = frame.cid
-    # A challenge aimed at one credential (a new device's setup test push) is answered
-    # by that one alone (docs/protocol.md section 17, step 4), whatever keys the caller
-    # passed: an RP that hands its confirmed keys here too must not let another device
-    # approve the test push of a device whose setup it would then confirm.
-    aimed_elsewhere = challenge.credential_id is not None and cid != challenge.credential_id
+    # A challenge aimed at credentials (a new device's setup test push; a sign-in that
+    # leaves a device out) is answered by those alone (docs/protocol.md section 17, step
+    # 4), whatever keys the caller passed: an RP that hands its confirmed keys here too
+    # must not let another device approve the test push of a device whose setup it
+    # would then confirm, nor a device it left out (a broker that delivers to it all the
+    # same) approve a sign-in.
+    aimed = challenge.aimed_at
+    aimed_elsewhere = aimed is not None and cid not in aimed
     public_key = None if aimed_elsewhere else public_keys.get(cid)
     if public_key is None:
         raise fail(
             VerificationReason.UNKNOWN_CREDENTIAL,
-            f"signed by another credential than the one it was aimed at ({challenge.credential_id})"
+            f"signed by a credential it was not aimed at ({', '.join(sorted(aimed or ()))})"
             if aimed_elsewhere
             else "signed by a credential the RP does not hold",
             cid,

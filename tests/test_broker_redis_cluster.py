@@ -95,6 +95,22 @@ async def test_sign_ins_across_two_nodes_on_a_cluster(nodes: Nodes, tmp_path: Pa
         await dev.send(dev.answer(pushed, number=ch.number))
         assert await dev.frame(timeout=20) == AnswerResult(ch=ch.id, outcome="approved")
         assert (await waiting).approved
+        # Aimed at two of dave's devices (credential_ids), one offline: the event from B
+        # reaches A, which shows it to the online one alone; the device left out gets
+        # neither the prompt nor its end (superseded by the next): its next frame is the
+        # one aimed at it.
+        offline = await online_device(on_b, nodes.b.ws_url, user="dave")
+        await offline.close()
+        left_out = await online_device(on_b, nodes.a.ws_url, user="dave")
+        aimed = await on_b.create_challenge("dave", CTX, credential_ids=[dev.cid, offline.cid])
+        assert aimed.devices == 2
+        pushed = await dev.frame(timeout=20)
+        assert isinstance(pushed, Challenge) and pushed.ch == aimed.id
+        own = await on_b.create_challenge("dave", CTX, credential_ids=[left_out.cid])
+        assert await dev.frame(timeout=20) == Cancel(ch=aimed.id, reason="superseded")
+        pushed = await left_out.frame(timeout=20)
+        assert isinstance(pushed, Challenge) and pushed.ch == own.id, pushed
+        await left_out.close()
         await dev.close()
 
         home = tmp_path / "agent"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from e2e_helpers import agent, agent_env, agent_ok, enroll, pending  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, new_rp, rp  # noqa: F401 - fixtures
-from support import BrokerProcess, RedisServer, add_rp, set_policy
+from support import BrokerProcess, RedisServer, add_rp, new_rp, set_policy
 from test_agent_e2e import Listen, listener  # noqa: F401 - fixture
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -25,7 +25,7 @@ from protocol.codec import encode
 from protocol.frames import AnswerResult, Cancel, Enrolled, Error, Frame, Hello, Welcome
 from protocol.frames import Challenge as ChallengeFrame
 from protocol.session import ClientSession, sign_answer
-from relying_party import NoDevices, NotFound, PushAuthClient, PushBlocked, Status
+from relying_party import InvalidRequest, NoDevices, NotFound, PushAuthClient, PushBlocked, Status, keys_for
 from relying_party.models import Challenge
 from relying_party.verify import evaluate
 
@@ -282,6 +282,77 @@ async def test_a_targeted_challenge_goes_only_to_that_credential(
     assert pending(laptop_home) == [] and [r["id"] for r in pending(phone_home)] == [to_phone.id]
     with pytest.raises(NotFound):
         await client.create_challenge("bob", CONTEXT, credential_id=phone.id)
+
+
+async def test_a_challenge_aimed_at_some_credentials_reaches_them_alone(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """credential_ids (RP API 1.8): alice's phone and tablet are asked, her stolen phone
+    (its removal pending at the RP) is left out. It is online at the creation and
+    connects again after it (the pending challenges read from Redis): it never gets the
+    frame, nor the end of the prompt; an answer it makes anyway (it learned the id) is
+    refused. The tablet, offline at the creation, gets it when it connects, and its
+    answer approves. Bad targets (another user's or another RP's credential, an empty
+    list) are refused, naming the ones that are not alice's, and store nothing. (Across
+    nodes: tests/test_broker_redis_cluster.py.)"""
+    other = await new_rp(broker, "Other RP")
+    async with PushAuthClient(broker.http_url, other["api_key"]) as other_client:
+        elsewhere = await device_for(other_client, broker.ws_url, "other RP's phone")
+    phone = await device_for(client, broker.ws_url, "phone")
+    tablet = await device_for(client, broker.ws_url, "tablet")
+    stolen = await device_for(client, broker.ws_url, "stolen")
+    [phone_cid], [tablet_cid], [stolen_cid], [elsewhere_cid] = (
+        list(d.seeds) for d in (phone, tablet, stolen, elsewhere)
+    )
+    await tablet.close()
+    await elsewhere.close()
+    await phone.authenticate()
+    await stolen.authenticate()
+
+    refusals = [
+        ("bob", [phone_cid], [phone_cid]),  # another user's
+        ("alice", [phone_cid, elsewhere_cid], [elsewhere_cid]),  # another RP's
+    ]
+    for user, aimed, named in refusals:
+        with pytest.raises(NotFound) as unknown:
+            await client.create_challenge(user, CONTEXT, credential_ids=aimed)
+        assert unknown.value.credential_ids == tuple(named)
+        assert named[0] in unknown.value.detail
+    with pytest.raises(InvalidRequest, match="credential_ids"):  # never "every device"
+        await client.create_challenge("alice", CONTEXT, credential_ids=[])
+    assert (await client.push_block("alice"))["pushes_since_sign_in"] == 0  # nothing made
+
+    ch = await client.create_challenge("alice", CONTEXT, credential_ids=[phone_cid, tablet_cid])
+    assert (ch.devices, ch.credential_ids, ch.credential_id) == (2, (phone_cid, tablet_cid), None)
+    frame = await phone.recv()
+    assert isinstance(frame, ChallengeFrame) and frame.ch == ch.id
+    # The stolen phone connects again after the creation: nothing pending for it.
+    late = await Device.connect(broker.ws_url)
+    late.seeds = dict(stolen.seeds)
+    assert await late.authenticate() == []
+    # An answer it makes anyway is refused (the broker never sent it there).
+    await stolen.answer(frame, "approve", ch.number, cid=stolen_cid)
+    refused = await stolen.recv()
+    assert isinstance(refused, Error) and (refused.code, refused.ref) == ("unknown_challenge", ch.id)
+    # The tablet, offline at the creation, gets it on connecting, and approves.
+    tablet_again = await Device.connect(broker.ws_url)
+    tablet_again.seeds = dict(tablet.seeds)
+    [pending_frame] = await tablet_again.authenticate()
+    assert pending_frame.ch == ch.id and pending_frame.cid == tablet_cid
+    await tablet_again.answer(pending_frame, "approve", ch.number)
+    assert isinstance(await tablet_again.recv(), AnswerResult)
+    stored = {c.id: c for c in await client.list_credentials("alice")}
+    verdict = await client.wait_result(ch, keys_for(ch, stored), timeout=10)
+    assert verdict.approved and verdict.credential_id == tablet_cid
+    assert await phone.recv() == Cancel(ch=ch.id, reason="answered")
+    # The stolen phone's connections got neither the prompt nor its end: the next frame
+    # each gets is that of a request aimed at it.
+    own = await client.create_challenge("alice", CONTEXT, credential_id=stolen_cid)
+    for conn in (stolen, late):
+        got = await conn.recv()
+        assert isinstance(got, ChallengeFrame) and got.ch == own.id, got
+    for dev in (phone, stolen, late, tablet_again):
+        await dev.close()
 
 
 async def test_an_unconfirmed_credential_gets_no_ordinary_sign_in_and_cannot_answer_one(

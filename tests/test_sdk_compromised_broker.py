@@ -93,6 +93,9 @@ class FakeBroker:
             "expires_at": now + self.ttl_ms,
             "devices": 1,
             "credential_id": body.get("credential_id"),  # a test push's target, echoed
+            # as a broker of RP API 1.8 says whom it was aimed at
+            "credential_ids": body.get("credential_ids")
+            or ([body["credential_id"]] if body.get("credential_id") else None),
         }
         if self.on_create is not None:
             ch = self.on_create(ch)
@@ -216,6 +219,7 @@ async def run_sign_in(
     timeout: float | None = 5,
     ttl: int = 60,
     flow: str = "long-poll",
+    credential_ids: list[str] | None = None,
 ) -> SignInResult:
     """Create a challenge through the SDK, let the broker answer as told, return the SDK's verdict:
     with create_challenge + wait_result, or with sign_in (the broker streams its lie)."""
@@ -223,10 +227,12 @@ async def run_sign_in(
     async with PushAuthClient(fake.url, "test-key") as client:
         if flow == "one request":
             fake.stream_result = make_result
-            async with await client.sign_in("alice", CONTEXT, ttl=ttl) as pending:
+            async with await client.sign_in(
+                "alice", CONTEXT, ttl=ttl, credential_ids=credential_ids
+            ) as pending:
                 assert pending.streamed
                 return await pending.result(store, timeout=timeout)
-        challenge = await client.create_challenge("alice", CONTEXT, ttl=ttl)
+        challenge = await client.create_challenge("alice", CONTEXT, ttl=ttl, credential_ids=credential_ids)
         fake.result = make_result(challenge)
         return await client.wait_result(challenge, store, timeout=timeout)
 
@@ -440,6 +446,68 @@ async def test_a_test_push_is_answered_by_its_own_credential_alone(
         assert (await client.wait_result(test, keys, timeout=5)).status.value == status
 
 
+async def test_a_sign_in_aimed_at_some_devices_is_answered_by_them_alone(
+    fake_broker: FakeBroker, flow: str
+) -> None:
+    """credential_ids leaves alice's phone out (say, its removal is pending): a broker that
+    delivers to it all the same gets its real approval refused, though the caller passed
+    the phone's key too (all of alice's keys, as for an ordinary sign-in); an answer from
+    one it was aimed at passes with the same keys. Both flows: create + long-poll and the
+    one request."""
+    aimed = [ALICE_TABLET.cid, "cred_alice_laptop"]
+    with pytest.raises(VerificationFailed) as failure:
+        await run_sign_in(
+            fake_broker,
+            lambda ch: claims("approved", answer_json(ALICE.answer(ch))),
+            flow=flow,
+            credential_ids=aimed,
+        )
+    assert failure.value.reason is VerificationReason.UNKNOWN_CREDENTIAL
+    assert failure.value.credential_id == ALICE.cid
+    assert fake_broker.asked[-1]["credential_ids"] == aimed
+    result = await run_sign_in(
+        fake_broker,
+        lambda ch: claims("approved", answer_json(ALICE_TABLET.answer(ch))),
+        flow=flow,
+        credential_ids=aimed,
+    )
+    assert result.approved and result.credential_id == ALICE_TABLET.cid
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        [ALICE.cid, ALICE_TABLET.cid],  # one more than asked: the phone left out
+        [ALICE_TABLET.cid],  # one fewer
+        None,  # every confirmed device
+    ],
+)
+async def test_a_challenge_aimed_elsewhere_than_asked_is_refused(
+    fake_broker: FakeBroker, said: list[str] | None
+) -> None:
+    fake_broker.on_create = lambda ch: {**ch, "credential_ids": said, "credential_id": None}
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        with pytest.raises(BadBrokerResponse, match="aimed it at other credentials"):
+            await client.create_challenge(
+                "alice", CONTEXT, credential_ids=[ALICE_TABLET.cid, "cred_alice_laptop"]
+            )
+
+
+async def test_credential_ids_of_the_wrong_kind_are_the_callers_mistake(fake_broker: FakeBroker) -> None:
+    """A string would read as a list of its characters; with credential_id as well, which
+    one was meant is unclear: raised before anything is sent."""
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        with pytest.raises(TypeError, match="list of credential ids"):
+            await client.create_challenge("alice", CONTEXT, credential_ids=ALICE.cid)
+        with pytest.raises(TypeError, match="list of credential ids"):
+            await client.sign_in("alice", CONTEXT, credential_ids=[ALICE.cid, 7])  # type: ignore[list-item]
+        with pytest.raises(ValueError, match="not both"):
+            await client.create_challenge(
+                "alice", CONTEXT, credential_id=ALICE.cid, credential_ids=[ALICE_TABLET.cid]
+            )
+    assert fake_broker.asked == []
+
+
 async def test_empty_key_store_approves_nothing(fake_broker: FakeBroker, flow: str) -> None:
     with pytest.raises(VerificationFailed) as failure:
         await run_sign_in(
@@ -501,6 +569,8 @@ CREATE_LIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     # picks the keys it verifies with by the challenge's credential_id (the demo RP
     # does) would then take an unconfirmed device's approval.
     "aimed at one credential": lambda ch: {**ch, "credential_id": ALICE_TABLET.cid},
+    # ... or one aimed at some of the user's devices (RP API 1.8): likewise.
+    "aimed at some credentials": lambda ch: {**ch, "credential_ids": [ALICE_TABLET.cid, ALICE.cid]},
 }
 
 

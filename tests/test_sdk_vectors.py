@@ -21,7 +21,7 @@ from protocol.challenge import Status
 from relying_party import Challenge, VerificationFailed, VerificationReason
 from relying_party.errors import BadBrokerResponse
 from relying_party.models import Credential, Enrollment, EnrollmentStatus, RecoveryKey, RecoveryProof
-from relying_party.sdk import _Asked
+from relying_party.sdk import _Asked, _targets
 from relying_party.verify import MAX_CLOCK_SKEW_MS, evaluate, reconcile, verify_answer, verify_binding
 from relying_party.wire import b64encode
 
@@ -197,6 +197,7 @@ def test_rp_verify_vectors(vector: dict[str, Any]) -> None:
         context=kept["context"],
         created_at=kept["issued"],
         expires_at=kept["issued"] + kept["ttl_s"] * 1000,
+        credential_ids=None if kept["credential_ids"] is None else tuple(kept["credential_ids"]),
     )
     keys = {cid: h(pk) for cid, pk in vector["keys"].items()}
     expect = vector["expect"]
@@ -220,7 +221,7 @@ def test_rp_create_vectors(vector: dict[str, Any]) -> None:
         ttl=asked["ttl"],
         digits=asked["digits"],
         rp_nonce=h(asked["rp_nonce"]),
-        credential_id=asked["credential_id"],
+        targets=_targets(asked["credential_id"], asked["credential_ids"]),
         issued=vector["issued"],
         headers={},
     )
