@@ -1145,12 +1145,13 @@ async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revo
     cannot be reached): the user's removal on Security info still ends the phone's trust
     here, and the page says the sign-in service was not told. The removal is pending: it
     is asked again on each visit and before each push, the broker still listing the phone
-    is said once to be that (no forged device), and the user's requests go to the one
-    device left. A broker that sends the phone a request all the same gets an approval
-    that signs nobody in. Once the broker lets the revocation through, the record ends
-    and the broker no longer has the credential."""
+    is said once to be that (no forged device), and the user's requests go to the two
+    devices left alone (the RP API's credential_ids): the stolen phone is not asked, nor
+    shown the sign-in's context. A broker that sends the phone a request all the same
+    gets an approval that signs nobody in. Once the broker lets the revocation through,
+    the record ends and the broker no longer has the credential."""
     caplog.set_level(logging.INFO, logger="relying_party.web.credentials")
-    stolen, kept = tmp_path / "stolen", tmp_path / "kept"
+    stolen, kept, kept2 = tmp_path / "stolen", tmp_path / "kept", tmp_path / "kept2"
     async for s in _site(replace(settings, broker_url=hostile.http_url)):
         await s.sign_in()
         uid = user(s.db).id
@@ -1161,6 +1162,13 @@ async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revo
         assert r.headers["Location"] == "/security/test-notification"
         (kept_cid,) = [d.credential_id for d in s.db.devices(uid) if d.credential_id != stolen_cid]
         await _finish_setup(s, kept, kept_cid)
+        setup = await _start_setup(s, kept2, name="Kept 2")
+        r = await s.post(setup + "/continue", {"csrf_token": await s.token(setup)})
+        (kept2_cid,) = [
+            d.credential_id for d in s.db.devices(uid) if d.credential_id not in (stolen_cid, kept_cid)
+        ]
+        await _finish_setup(s, kept2, kept2_cid)
+        left = [kept_cid, kept2_cid]
 
         refusal = {"type": "about:blank", "title": "Unavailable", "status": 503, "code": "unavailable"}
 
@@ -1178,7 +1186,7 @@ async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revo
         assert "The sign-in service could not be told" in html
         assert "Agent was removed, but the sign-in service has not confirmed it yet" in html
         assert f'data-credential="{stolen_cid}"' not in html  # not shown as a device
-        assert [d.credential_id for d in s.db.devices(uid)] == [kept_cid]
+        assert [d.credential_id for d in s.db.devices(uid)] == left
         assert [p.credential_id for p in s.db.pending_revocations(uid)] == [stolen_cid]
         assert user(s.db).second_factor  # not the last device: the second step stays
         assert revocations_asked() == 2  # at the removal, and again by the page it leads to
@@ -1188,35 +1196,36 @@ async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revo
         still_listed = [r for r in caplog.records if "pending removal" in r.getMessage()]
         assert len(still_listed) == 1 and stolen_cid in still_listed[0].getMessage()
 
-        # The broker also sends the request to every device, though it was asked for one.
+        # The broker also sends the request to every device, though it was asked for two.
         hostile.rewrite_request(
-            "POST", "/v1/challenges", lambda _exchange, body: {**body, "credential_id": None}
+            "POST", "/v1/challenges", lambda _exchange, body: {**body, "credential_ids": None}
         )
         hostile.rewrite(
             "POST",
             "/v1/challenges",
-            lambda exchange, body: {**body, "credential_id": exchange.request_json.get("credential_id")},
+            lambda exchange, body: {**body, "credential_ids": exchange.request_json.get("credential_ids")},
         )
         await s.post("/signout", {"csrf_token": await s.token("/security")})
         asked = revocations_asked()
         assert (await s.sign_in()).headers["Location"] == "/signin/push"
         assert revocations_asked() == asked + 1  # asked again before the push
-        assert hostile.last("POST", "/v1/challenges").request_json["credential_id"] == kept_cid
+        assert hostile.last("POST", "/v1/challenges").request_json["credential_ids"] == left
         _, html = await s.get("/signin/push")
-        assert "Sent to 1 device." in html  # the removed phone is not counted, whatever the broker says
+        assert "Sent to 2 devices." in html  # the removed phone is not counted, whatever the broker says
         await _approve(stolen, _number(html), setup=False)
         await s.post("/push/complete", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
         assert not await s.signed_in()
-        assert [d.credential_id for d in s.db.devices(uid)] == [kept_cid]  # not added back
+        assert [d.credential_id for d in s.db.devices(uid)] == left  # not added back
 
-        # An honest broker that still cannot revoke: the new request reaches the kept phone only.
+        # An honest broker that still cannot revoke: the new request reaches the kept phones only.
         hostile.clear()
         refuse_revocations()
         r = await s.post("/push/resend", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
         assert r.headers["Location"] == "/signin/push"
         assert json.loads((await phone(stolen, "pending", "--json")).stdout) == []
         _, html = await s.get("/signin/push")
-        await _approve(kept, _number(html), setup=False)
+        assert "Sent to 2 devices." in html
+        await _approve(kept2, _number(html), setup=False)
         r = await s.post("/push/complete", {"csrf_token": await s.token("/signin/push"), "purpose": "signin"})
         assert r.headers["Location"] == "/account"
 
@@ -1226,7 +1235,7 @@ async def test_a_device_removed_here_stays_removed_when_the_broker_will_not_revo
         assert s.db.pending_revocations(uid) == []
         handle = user(s.db).handle
     async with PushAuthClient(broker.http_url, rp["api_key"]) as honest:
-        assert [c.id for c in await honest.list_credentials(handle)] == [kept_cid]
+        assert sorted(c.id for c in await honest.list_credentials(handle)) == sorted(left)
     events = " ".join(r.getMessage() for r in caplog.records if r.name == "relying_party.web.security_events")
     assert "an answer from Agent, a device removed here whose revocation" in events
     assert "unknown_credential" in events

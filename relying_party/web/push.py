@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol.challenge import Status
+from protocol.challenge import MAX_TARGETS, Status
 from protocol.purpose import is_setup_test, setup_test_context
 
 from ..errors import (
@@ -166,12 +166,13 @@ def refused_answer(
 
 def public_keys(db: Database, user: User, challenge: Challenge) -> dict[str, bytes]:
     """The keys that may answer `challenge`: an answer signed by anything else is refused.
-    A setup's test push (targeted) only the new device's; any other request only the
-    devices whose setup was finished: a device becomes active for sign-ins once its test
-    push is approved, whatever a broker routes to it."""
-    if challenge.credential_id is not None:
-        device = db.device(user.id, challenge.credential_id)
-        return {device.credential_id: device.public_key} if device else {}
+    A setup's test push (targeted) only the new device's; a request aimed at devices
+    (removals pending) only theirs; any other request only the devices whose setup was
+    finished: a device becomes active for sign-ins once its test push is approved,
+    whatever a broker routes to it."""
+    aimed = challenge.aimed_at
+    if aimed is not None:  # its devices, as the RP chose them (relying_party.keys_for)
+        return {d.credential_id: d.public_key for d in db.devices(user.id) if d.credential_id in aimed}
     return {d.credential_id: d.public_key for d in db.devices(user.id, confirmed_only=True)}
 
 
@@ -316,33 +317,37 @@ async def start(
     client = request.app[CLIENT]
     # A setup's test push goes to the device being added only: it is the one that must
     # prove it works, and it gets no other requests until it did.
-    target = credential if purpose == SETUP else None
-    shown_devices: int | None = None  # None: the broker's count
+    targets = (credential,) if purpose == SETUP and credential is not None else None
     if purpose != SETUP:
-        target, shown_devices = await _avoid_removed(client, db, user)
+        targets = await _avoid_removed(client, db, user)
 
-    if shown_devices == 0:
+    if targets == ():
         # No device here, and the broker still has removed ones: only they would be asked.
         return refused(NO_DEVICES)
 
-    async def create(credential_id: str | None) -> Challenge:
+    async def create(aimed: tuple[str, ...] | None) -> Challenge:
         return await client.create_challenge(
             user.handle,
             context,
             ttl=await setup_ttl(client, settings) if purpose == SETUP else settings.push_ttl,
             digits=settings.push_digits,
-            credential_id=credential_id,
+            credential_ids=aimed,
         )
 
     try:
         try:
-            challenge = await create(target)
-        except NotFound:
-            if purpose == SETUP or target is None:
+            challenge = await create(targets)
+        except NotFound as exc:
+            if purpose == SETUP or targets is None:
                 raise
-            # Our one device is not active at the broker: ask for all of the user's (the
-            # next sync drops it on the broker's word).
-            challenge = await create(None)
+            # Some of our devices are not active at the broker (removed on the phone):
+            # the request goes to the others (the next sync drops those on the broker's
+            # word). None left: only removed phones could be asked, so none is.
+            gone = set(exc.credential_ids) or set(targets)
+            targets = tuple(cid for cid in targets if cid not in gone)
+            if not targets:
+                return refused(NO_DEVICES)
+            challenge = await create(targets)
     except PushAuthError as exc:
         return refused(await refusal(request, user, exc))
     session.pop("push_refusal")
@@ -356,7 +361,8 @@ async def start(
         "challenge": challenge.to_json(),
         "enrollment": enrollment,
         "credential": credential,
-        "devices": challenge.devices if shown_devices is None else min(challenge.devices, shown_devices),
+        # With removals pending, the devices it was aimed at, whatever the broker counts.
+        "devices": challenge.devices if targets is None else min(challenge.devices, len(targets)),
     }
     if _tracked(purpose):
         db.add_activity(
@@ -371,21 +377,21 @@ async def start(
     return None
 
 
-async def _avoid_removed(client: PushAuthClient, db: Database, user: User) -> tuple[str | None, int | None]:
+async def _avoid_removed(client: PushAuthClient, db: Database, user: User) -> tuple[str, ...] | None:
     """Before a sign-in request: the revocations of devices the user removed that the
     broker has not confirmed are asked again (revocations.py). If some are still pending,
     the broker routes by user and would send the request to those phones too (whose
-    answers count nowhere: public_keys). The RP API can aim a request at one credential
-    but not leave one out, so when the user has exactly one device that can approve, the
-    request goes to it alone; with more, the removed phones may still get it. Returns the
-    credential to aim at (None: all of the user's) and how many devices the page may say
-    it was sent to at most (None: the broker's count; with removals pending it counts
-    them, and they cannot approve)."""
+    answers count nowhere: public_keys, but whose holder, perhaps a thief, would see the
+    sign-in's context and its person be asked). So the request is aimed at the devices
+    that can approve (the RP API's credential_ids): the removed phones get none. Returns
+    them (empty: none is left, so no request may go), or None when no removal is pending
+    (the user's devices as the broker has them)."""
     _confirmed, pending = await revocations.retry_for_user(client, db, user)
     if not pending:
-        return None, None
-    devices = db.devices(user.id, confirmed_only=True)
-    return (devices[0].credential_id if len(devices) == 1 else None), len(devices)
+        return None
+    # The RP API takes at most MAX_TARGETS; a person with more devices than that keeps
+    # the ones set up last out of such a request (db.devices: oldest first).
+    return tuple(d.credential_id for d in db.devices(user.id, confirmed_only=True))[:MAX_TARGETS]
 
 
 async def setup_ttl(client: PushAuthClient, settings: Settings) -> int | None:
