@@ -1266,7 +1266,9 @@ async def test_no_request_is_sent_when_only_a_removed_device_could_get_it(
 ) -> None:
     """alice removed her only device while the broker refused (and still refuses): she
     still owes a second step, and a push request (here one asked for with a form the
-    page does not offer) could reach only that phone, so none is sent."""
+    page does not offer) could reach only that phone, so none is sent. Nor when the one
+    device left here is one the broker no longer has (removed on the phone): the request
+    aimed at it is refused (404), and none goes to every device instead."""
     db = Database(settings.db_path)
     alice = user(db)
     add_device(db, alice, "cr_removed_here")
@@ -1284,6 +1286,12 @@ async def test_no_request_is_sent_when_only_a_removed_device_could_get_it(
         assert r.url.path == "/signin/code" and "No authenticator app left" in await r.text()
         assert len(hostile.recorded("DELETE", "/v1/credentials/cr_removed_here")) == 1  # asked again
         assert hostile.recorded("POST", "/v1/challenges") == []
+
+        add_device(s.db, alice, "cr_gone_at_the_broker")
+        r = await s.post("/push/resend", {"csrf_token": token, "purpose": "signin"}, follow=True)
+        assert "None of your devices can receive requests right now" in await r.text()
+        [create] = hostile.recorded("POST", "/v1/challenges")
+        assert create.request_json["credential_id"] == "cr_gone_at_the_broker"
 
 
 # -- the broker's word drops devices, never the second step (docs/protocol.md section 20) -----
