@@ -262,6 +262,7 @@ def challenge_json(rec: ChallengeRecord, status: Status) -> dict[str, Any]:
         # in credential_ids (docs/http-api.md, "Whom a challenge goes to").
         "credential_id": rec.targets[0] if len(rec.targets) == 1 else None,
         "credential_ids": list(rec.targets) or None,
+        "number_matching": rec.number_matching,
         "answer": None
         if a is None
         else {
@@ -426,7 +427,17 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
     number. Every refusal is an ApiError, raised before anything is answered."""
     body = await json_body(
         request,
-        {"user", "context", "ttl", "digits", "rp_nonce", "supersede", "credential_id", "credential_ids"},
+        {
+            "user",
+            "context",
+            "ttl",
+            "digits",
+            "rp_nonce",
+            "supersede",
+            "credential_id",
+            "credential_ids",
+            "number_matching",
+        },
     )
     user = text_field(body, "user", 128)
     # One live prompt per user per RP by default (DESIGN invariant 12): the older
@@ -446,8 +457,11 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
     policy = await _store(request).policies.get(rp.id)
     ttl = int_field(body, "ttl", policy.ttl, MIN_TTL_S, MAX_TTL_S)
     digits = int_field(body, "digits", policy.digits, numbers.MIN_DIGITS, numbers.MAX_DIGITS)
+    # Off only where the operator allows it for this RP (never under the NIST profile):
+    # a plain approve/deny prompt for clients that cannot show a number (RP API 1.9).
+    number_matching = bool_field(body, "number_matching", True)
     try:
-        policy.check_challenge(digits=digits, ttl=ttl)
+        policy.check_challenge(digits=digits, ttl=ttl, number_matching=number_matching)
     except PolicyError as err:
         raise ApiError(400, "invalid_request", err.message) from None
     now = now_ms()
@@ -465,6 +479,7 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
         created=now,
         expires=now + ttl * 1000,
         targets=targets,
+        number_matching=number_matching,
         created_at=metrics.perf(),
     )
     store, hub = _store(request), _hub(request)
@@ -505,8 +520,14 @@ async def start_challenge(request: ApiRequest, rp: RelyingParty) -> dict[str, An
         push.wake_for(store.redis, record)
     out = challenge_json(record, Status.PENDING)
     del out["answer"], out["status"]
-    out.update(number=record.number, devices=new.devices, superseded=list(new.superseded))
+    out.update(number=shown_number(record), devices=new.devices, superseded=list(new.superseded))
     return out
+
+
+def shown_number(record: ChallengeRecord) -> str | None:
+    """The number the RP shows; none (null) for a challenge without number matching,
+    whose number is drawn only so that nothing else differs, and is shown nowhere."""
+    return record.number if record.number_matching else None
 
 
 def idempotency_key_header(request: ApiRequest) -> str | None:
@@ -534,14 +555,19 @@ async def _made_before(
     made = await store.get_challenge(made_id)
     if made is None or made.rp != asked.rp:  # expired with its key: a race of milliseconds
         raise ApiError(404, "not_found", "the challenge this Idempotency-Key made has expired")
-    same = (made.ctx_hash, made.digits, made.targets) == (asked.ctx_hash, asked.digits, asked.targets)
+    same = (made.ctx_hash, made.digits, made.targets, made.number_matching) == (
+        asked.ctx_hash,
+        asked.digits,
+        asked.targets,
+        asked.number_matching,
+    )
     if not same or (rp_nonce_sent and made.rp_nonce != asked.rp_nonce):
         raise ApiError(
             409, "idempotency_key_reused", "this Idempotency-Key made a challenge for another request"
         )
     out = challenge_json(made, Status.PENDING)
     del out["answer"], out["status"]
-    out.update(number=made.number, devices=devices, superseded=[])
+    out.update(number=shown_number(made), devices=devices, superseded=[])
     return out
 
 

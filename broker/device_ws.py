@@ -14,7 +14,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from protocol import SUBPROTOCOLS
-from protocol.challenge import outcome_for
+from protocol.challenge import check_answer_number, outcome_for
 from protocol.codec import MAX_FRAME_SIZE, encode
 from protocol.errors import CLOSE_CODES, ErrorCode, ProtocolError
 from protocol.frames import (
@@ -890,6 +890,10 @@ class DeviceConnection(WsSocket):
         if record is None or record.rp != cred.rp or record.user != cred.user:
             # Another user's challenge looks exactly like a missing one.
             raise ProtocolError(ErrorCode.UNKNOWN_CHALLENGE, "no such challenge", ref=frame.ch)
+        # The shape that needs the challenge: an approval without a number is refused
+        # (4400, as the stateless shape faults) unless the challenge has no number
+        # matching, whose approvals sign the empty number (docs/protocol.md section 7.1).
+        check_answer_number(frame.decision, frame.number, number_matching=record.number_matching)
         if frame.ctx_hash != record.ctx_hash:
             raise ProtocolError(ErrorCode.CONTEXT_MISMATCH, "signed over another context", ref=frame.ch)
         message = answer_bytes(
@@ -911,7 +915,9 @@ class DeviceConnection(WsSocket):
         now = now_ms()
         if now >= record.expires:
             raise ProtocolError(ErrorCode.CHALLENGE_EXPIRED, "challenge expired", ref=frame.ch)
-        status = outcome_for(frame.decision, frame.number, record.number)
+        status = outcome_for(
+            frame.decision, frame.number, record.number, number_matching=record.number_matching
+        )
         answer = StoredAnswer(frame.cid, frame.decision, frame.number, frame.ts, frame.ctx_hash, frame.sig)
         # Take it off this connection first, so the hub sends this device the
         # result and not a "handled elsewhere" cancel.

@@ -167,7 +167,9 @@ def _fields(what: str, value: Any, types: tuple[Any, ...], optional: int = 0) ->
 
 
 def _record(value: Any) -> ChallengeRecord:
-    v = _fields("challenge", value, (*_RECORD, _OPT_STR), optional=1)
+    # The target and number_matching (0 or 1) are optional: a previous release's node
+    # sends neither, or no number_matching.
+    v = _fields("challenge", value, (*_RECORD, _OPT_STR, _INT), optional=2)
     if not all(type(k) is str and type(x) is str for k, x in v[8].items()):
         raise MalformedEvent("challenge: context must map strings to strings")
     return ChallengeRecord.from_event(v)

@@ -184,6 +184,12 @@ class ChallengeRecord:
     # it as one id that no credential has, so it delivers such a challenge to no one
     # rather than to every device (docs/operations.md, "Upgrading and rolling back").
     targets: tuple[str, ...] = ()
+    # False for a challenge the RP created without number matching (RP API 1.9, only
+    # where its policy allows it): the RP gets no number, devices are told `nm: false`,
+    # and any approval signed over it is `approved` whatever it typed. `number` is still
+    # drawn (never shown anywhere) so that every other path stays as it is. Stored as
+    # nm=0; a record without it (every one made before) has number matching.
+    number_matching: bool = True
     # When this node created, first delivered and recorded the answer of this record
     # (time.perf_counter; 0: not here): the stage histograms of broker/metrics.py.
     # Never stored, never sent.
@@ -201,6 +207,8 @@ class ChallengeRecord:
         ]  # fmt: skip
         if self.targets:
             fields += ["target", TARGET_SEP.join(self.targets)]
+        if not self.number_matching:
+            fields += ["nm", "0"]
         return fields
 
     @classmethod
@@ -231,6 +239,7 @@ class ChallengeRecord:
             status=Status(_s(h, "status", "pending")),
             answer=answer,
             targets=split_targets(_s(h, "target")),
+            number_matching=_s(h, "nm") != "0",
         )
 
     def to_event(self) -> list[Any]:
@@ -238,12 +247,18 @@ class ChallengeRecord:
             self.id, self.rp, self.rp_name, self.user, self.number, self.digits,
             self.nonce, self.rp_nonce, self.ctx, self.ctx_hash, self.created, self.expires,
             TARGET_SEP.join(self.targets) or None,
+            int(self.number_matching),
         ]  # fmt: skip
 
     @classmethod
     def from_event(cls, v: list[Any]) -> ChallengeRecord:
-        # A node of an older release sends no target (a rolling upgrade).
-        return cls(*v[:12], targets=split_targets(v[12]) if len(v) > 12 else ())
+        # A node of a previous release sends no target, or no number_matching (a rolling
+        # upgrade; such a node never makes a challenge without number matching).
+        return cls(
+            *v[:12],
+            targets=split_targets(v[12]) if len(v) > 12 else (),
+            number_matching=bool(v[13]) if len(v) > 13 else True,
+        )
 
     def status_at(self, now_ms: int) -> Status:
         return effective_status(self.status, now_ms, self.expires)
@@ -261,6 +276,7 @@ class ChallengeRecord:
             created=self.created,
             expires=self.expires,
             digits=self.digits,
+            nm=None if self.number_matching else False,
         )
 
 

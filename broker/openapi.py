@@ -74,6 +74,13 @@ _CONTEXT = {
 }
 
 
+# API 1.9: false only for a challenge created with "number_matching": false.
+_NUMBER_MATCHING = {
+    "type": "boolean",
+    "description": "false: created without number matching (no number shown; any signed approval approves)",
+}
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -208,6 +215,15 @@ SCHEMAS: dict[str, Any] = {
                 "ones that are not active credentials of the user (member credential_ids); nothing "
                 "is made. Not with credential_id (API 1.8)",
             },
+            # API 1.9 (docs/http-api.md, "Push without number matching")
+            "number_matching": {
+                "type": "boolean",
+                "default": True,
+                "description": "false: no number (the Challenge's number is null), the device asks "
+                "approve / deny / report only, and any signed approval approves. Only where the RP's "
+                "policy has allow_numberless_push (400 naming the field otherwise; never under "
+                "nist-800-63b-4)",
+            },
         },
         ["user"],
     )
@@ -222,7 +238,11 @@ SCHEMAS: dict[str, Any] = {
         {
             "id": _ID,
             "user": _USER,
-            "number": {"type": "string", "pattern": "^[1-9][0-9]{1,7}$"},
+            "number": {
+                "oneOf": [{"type": "string", "pattern": "^[1-9][0-9]{1,7}$"}, {"type": "null"}],
+                "description": "the number to show: exactly digits digits; null when number_matching "
+                "is false (nothing to show)",
+            },
             "digits": _DIGITS,
             "nonce": _B64_32,
             "rp_nonce": _B64_32,
@@ -231,6 +251,7 @@ SCHEMAS: dict[str, Any] = {
             "expires_at": _MS,
             "credential_id": _TARGETED,
             "credential_ids": _TARGETED_SET,
+            "number_matching": _NUMBER_MATCHING,
             "devices": {"type": "integer", "minimum": 1},
             "superseded": {
                 "type": "array",
@@ -274,6 +295,7 @@ SCHEMAS: dict[str, Any] = {
             "expires_at": _MS,
             "credential_id": _TARGETED,
             "credential_ids": _TARGETED_SET,
+            "number_matching": _NUMBER_MATCHING,
             "answer": {"oneOf": [_ref("Answer"), {"type": "null"}]},
         }
     ),
@@ -323,6 +345,12 @@ SCHEMAS: dict[str, Any] = {
                 "maximum": MAX_ENROLLMENTS_PER_MINUTE,
                 "description": "enrollments this RP may make a minute, a burst of as many "
                 "(429 rate_limited beyond)",
+            },
+            # API 1.9: may a challenge be created with number_matching false?
+            "allow_numberless_push": {
+                "type": "boolean",
+                "description": "challenges without number matching allowed (off by default; never "
+                "under nist-800-63b-4)",
             },
         }
     ),

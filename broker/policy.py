@@ -27,6 +27,13 @@ authenticator's output proving wrong: an answer with the wrong number
 (expired, cancelled, superseded, withdrawn) present no secret, so they are not
 attempts in NIST's sense; unanswered prompts are bounded by the push cap instead, and
 a report mutes push anyway.
+
+Push without number matching (`allow_numberless_push`, off by default): whether the RP
+may create a challenge with `"number_matching": false`, for a client that has no screen
+to show a number on (a RADIUS push-only gateway). It is a plain approve/deny prompt,
+which proves less (docs/protocol.md section 18.7), so it is the operator's choice per
+RP, never the RP's alone, and the NIST profile refuses it: NIST's out-of-band push needs
+a secret typed on the device.
 """
 
 from __future__ import annotations
@@ -84,6 +91,8 @@ class RpPolicy:
     # minute's worth), which bounds the ended ones kept for reading too.
     max_pending_enrollments: int = 10_000
     enrollments_per_minute: int = 600
+    # May the RP create challenges without number matching (RP API 1.9)? Stored as 0/1.
+    allow_numberless_push: bool = False
 
     @property
     def failure_limit(self) -> int | None:
@@ -121,10 +130,28 @@ class RpPolicy:
                 )
             if self.max_ttl > NIST_MAX_TTL_S:
                 raise PolicyError("max_ttl", f"the {PROFILE_NIST} profile allows max_ttl of at most 600 s")
+            if self.allow_numberless_push:
+                raise PolicyError(
+                    "allow_numberless_push",
+                    f"the {PROFILE_NIST} profile needs number matching (a secret typed on the device): "
+                    "allow_numberless_push must be off",
+                )
         return self
 
-    def check_challenge(self, *, digits: int, ttl: int) -> None:
-        """PolicyError if a challenge's digits or ttl is outside this RP's bounds."""
+    def check_challenge(self, *, digits: int, ttl: int, number_matching: bool = True) -> None:
+        """PolicyError if a challenge's digits or ttl is outside this RP's bounds, or it
+        asks for no number matching where the policy does not allow it."""
+        if not number_matching and not self.allow_numberless_push:
+            how = (
+                "a profile that needs number matching"
+                if self.profile == PROFILE_NIST
+                else "the broker's operator allows it: `pushauth-broker rp set RP_ID --allow-numberless-push`"
+            )
+            raise PolicyError(
+                "number_matching",
+                f"'number_matching' false is not allowed by this service's policy{self._profile_note()}: "
+                f"allow_numberless_push is off ({how})",
+            )
         if digits < self.min_digits:
             raise PolicyError(
                 "digits",
@@ -147,8 +174,9 @@ def _between(name: str, value: int, lo: int, hi: int, note: str = "") -> None:
         raise PolicyError(name, f"{name} must be {lo} to {hi}{' ' + note if note else ''}")
 
 
-INT_FIELDS = tuple(f.name for f in fields(RpPolicy) if f.name != "profile")
-FIELDS = ("profile", *INT_FIELDS)
+BOOL_FIELDS = ("allow_numberless_push",)
+INT_FIELDS = tuple(f.name for f in fields(RpPolicy) if f.name != "profile" and f.name not in BOOL_FIELDS)
+FIELDS = ("profile", *INT_FIELDS, *BOOL_FIELDS)
 
 
 def profile_defaults(profile: str) -> RpPolicy:
@@ -164,7 +192,8 @@ def effective(stored: Mapping[str, Any]) -> RpPolicy:
     strings or ints); the others are the profile's defaults. Not validated."""
     profile = str(stored.get("profile") or PROFILE_DEFAULT)
     base = profile_defaults(profile if profile in PROFILES else PROFILE_DEFAULT)
-    return replace(base, **{k: int(v) for k, v in stored.items() if k in INT_FIELDS})
+    flags = {k: str(v).lower() in ("1", "true") for k, v in stored.items() if k in BOOL_FIELDS}
+    return replace(base, **{k: int(v) for k, v in stored.items() if k in INT_FIELDS}, **flags)
 
 
 def from_hash(h: Mapping[bytes, bytes]) -> RpPolicy:

@@ -3,7 +3,8 @@
     pushauth-broker rp set RP_ID [--profile nist-800-63b-4|default] [--max-pushes N]
         [--max-pushes-per-minute N] [--fraud-mute SECONDS] [--digits N] [--min-digits N]
         [--ttl S] [--max-ttl S] [--max-pending-enrollments N]
-        [--enrollments-per-minute N] [--reset] [--json]
+        [--enrollments-per-minute N] [--allow-numberless-push | --no-allow-numberless-push]
+        [--reset] [--json]
     pushauth-broker rp show RP_ID [--json]
 
 The serve flags --max-pushes, --max-pushes-per-minute and --fraud-mute made the push
@@ -114,6 +115,15 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
             metavar=metavar,
             help=f"{what} (default: {shown})",
         )
+    s.add_argument(
+        "--allow-numberless-push",
+        dest="allow_numberless_push",
+        action=argparse.BooleanOptionalAction,
+        help='let the RP create challenges without number matching ("number_matching": false: a plain '
+        "approve/deny prompt, for clients with no screen to show a number, such as a RADIUS push-only "
+        f"gateway; weaker, docs/protocol.md section 18.7); refused under {policy.PROFILE_NIST} "
+        "(default: off)",
+    )
     s.add_argument("--reset", action="store_true", help="forget every setting first, then apply the flags")
     s.add_argument("--json", action="store_true", help="print the policy now in force as JSON")
     add_store_args(s)
@@ -146,10 +156,15 @@ async def rp_policy_command(args: argparse.Namespace, store: Store) -> None:
         for name in policy.INT_FIELDS:
             if getattr(args, name) is not None:
                 settings[name] = getattr(args, name)
+        for name in policy.BOOL_FIELDS:  # kept as 0/1 in the hash
+            if getattr(args, name) is not None:
+                settings[name] = int(getattr(args, name))
         try:
             policy.effective(settings).validate()
         except policy.PolicyError as err:
             flag = "--" + err.field.replace("_", "-")
+            if err.field in policy.BOOL_FIELDS and getattr(args, err.field, None) is None:
+                flag = "--no-" + err.field.replace("_", "-")  # on in force, and the profile refuses it
             if getattr(args, err.field, None) is not None or err.field == "profile":
                 raise ValueError(f"{flag}: {err.message}; nothing was changed") from None
             # The setting that no longer fits was not on this command line: it is the one in

@@ -17,8 +17,9 @@ from .keys import LAYOUT_VERSION
 # DELETE /v1/enrollments/{id}; 1.4 DELETE /v1/users/{user} and GET /v1/users/{user}/data;
 # 1.5 `versions` in /healthz; 1.6 `newer_than` in a recovery-key rotation's 409 conflict;
 # 1.7 the RP's enrollment quota (429 from POST /v1/enrollments, two Policy fields);
-# 1.8 `credential_ids` of POST /v1/challenges (a challenge aimed at a set of credentials).
-API_VERSION = "1.8"
+# 1.8 `credential_ids` of POST /v1/challenges (a challenge aimed at a set of credentials);
+# 1.9 challenges without number matching (`number_matching`, Policy `allow_numberless_push`).
+API_VERSION = "1.9"
 
 
 def package_version() -> str:

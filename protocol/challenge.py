@@ -2,6 +2,7 @@
 
     pending --approve, right number--> approved
     pending --approve, wrong number--> number_mismatch   (counts as denied; no retry)
+    pending --approve, any number----> approved  (a challenge without number matching)
     pending --deny-------------------> denied
     pending --fraud------------------> reported
     pending --time passes expiry-----> expired
@@ -63,14 +64,20 @@ MAX_TARGETS = 32
 DEFAULT_TTL_S = 60
 
 
-def outcome_for(decision: str, typed: str, expected: str) -> Status:
-    """The final state an answer leads to (assuming it is valid and in time)."""
+def outcome_for(decision: str, typed: str, expected: str, *, number_matching: bool = True) -> Status:
+    """The final state an answer leads to (assuming it is valid and in time).
+
+    Without number matching (a challenge the RP created with `number_matching` false)
+    an approval approves whatever it typed: no number was shown, and a device that
+    predates the challenge frame's `nm` still asks for one, so its user typed anything."""
     if decision == Decision.DENY:
         return Status.DENIED
     if decision == Decision.FRAUD:
         return Status.REPORTED
     if decision == Decision.APPROVE:
-        return Status.APPROVED if numbers.matches(expected, typed) else Status.NUMBER_MISMATCH
+        if not number_matching or numbers.matches(expected, typed):
+            return Status.APPROVED
+        return Status.NUMBER_MISMATCH
     raise ProtocolError(ErrorCode.INVALID_FIELD, f"unknown decision {decision!r}")
 
 
@@ -92,8 +99,14 @@ def effective_status(status: Status, now_ms: int, expires_ms: int) -> Status:
 
 
 def check_answer_shape(decision: str, typed: str) -> None:
-    """An approval carries the typed number; a deny or report carries none."""
-    if decision == Decision.APPROVE and not typed:
-        raise ProtocolError(ErrorCode.INVALID_FIELD, "an approval must carry the typed number")
+    """The shape that needs no state: a deny or report carries no number."""
     if decision != Decision.APPROVE and typed:
         raise ProtocolError(ErrorCode.INVALID_FIELD, "only an approval carries a number")
+
+
+def check_answer_number(decision: str, typed: str, *, number_matching: bool) -> None:
+    """The shape that needs the challenge: an approval of a challenge with number
+    matching carries the typed number; one of a challenge without it may carry none
+    (docs/protocol.md section 12: it signs the empty number)."""
+    if decision == Decision.APPROVE and number_matching and not typed:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "an approval must carry the typed number")

@@ -520,11 +520,13 @@ class Runner:
                 "unexpected_frame",
             ),
         )
-        shape = Answer(**{**_some_answer().to_wire(), "number": ""})
+        # A deny with a number: the shape fault that needs no state. (An approval without
+        # a number needs its challenge since `nm`: section 7.1.)
+        shape = Answer(**{**_some_answer().to_wire(), "decision": "deny"})
         await self.req(
             "STATE-4",
             MUST,
-            "an approval without a number closes 4400 invalid_field (shape before state)",
+            "a denial with a number closes 4400 invalid_field (shape before state)",
             lambda: closes(encode(shape), 4400, "invalid_field"),
         )
         many = [{"cid": f"c{i}", "sig": bytes(64)} for i in range(65)]

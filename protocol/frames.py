@@ -141,6 +141,11 @@ class Challenge(Frame):
         "created": f.TIMESTAMP_MS,
         "expires": f.TIMESTAMP_MS,
         "digits": f.Int(1, 8),
+        # Added within version 2: false for a challenge the RP created without number
+        # matching (no number shown anywhere: the device asks approve / deny / report and
+        # signs an empty number); left out (nil) otherwise. A device that predates it asks
+        # for `digits` digits, and whatever it types approves such a challenge.
+        "nm": f.Added(f.Bool()),
     }
     ch: str
     cid: str
@@ -155,6 +160,13 @@ class Challenge(Frame):
     created: int
     expires: int
     digits: int
+    nm: bool | None = None
+
+    @property
+    def number_matching(self) -> bool:
+        """Whether the device asks for the number shown on the sign-in screen (nil or
+        true: yes; only an explicit false turns it off)."""
+        return self.nm is not False
 
 
 @dataclass(frozen=True, slots=True)

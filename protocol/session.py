@@ -83,8 +83,10 @@ class ServerSession:
                 f"{frame.TYPE} is sent by the broker, not a device",
             )
         if isinstance(frame, Answer):
-            # A shape fault needs no state, so it is refused here, before anything about
-            # the credential or the challenge: always 4400 invalid_field.
+            # A shape fault that needs no state (a deny or report with a number) is
+            # refused here, before anything about the credential or the challenge:
+            # always 4400 invalid_field. An approval without a number is refused only
+            # for a challenge with number matching (broker: on_answer).
             check_answer_shape(frame.decision, frame.number)
         elif isinstance(frame, PushSubscribe):
             frame.check_shape()

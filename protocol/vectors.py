@@ -145,6 +145,12 @@ def sample_frames() -> list[Frame]:
     """One valid frame of every type (two where an optional field matters)."""
     answer = sign_answer(CHALLENGE, seed=SEEDS[0], decision="approve", number="42", ts=T0 + 10_000)
     deny = sign_answer(CHALLENGE, seed=SEEDS[0], decision="deny", number="", ts=T0 + 11_000)
+    # `nm` (added within version 2): a challenge without number matching, and its
+    # approval, which signs the empty number.
+    numberless = dataclasses.replace(CHALLENGE, ch="ch_9Nn0", nm=False)
+    numberless_approval = sign_answer(
+        numberless, seed=SEEDS[0], decision="approve", number="", ts=T0 + 12_000
+    )
     return [
         Hello(nonce=HELLO_NONCE, time=T0, max_frame=MAX_FRAME_SIZE, node="node-a"),
         Authenticate(
@@ -191,6 +197,8 @@ def sample_frames() -> list[Frame]:
         CHALLENGE,
         answer,
         deny,
+        numberless,
+        numberless_approval,
         AnswerResult(ch=CHALLENGE.ch, outcome="approved"),
         Cancel(ch=CHALLENGE.ch, reason="answered"),
         # `by` (added within version 2): this connection's own credential answered.
@@ -356,6 +364,27 @@ def decode_vectors() -> list[dict[str, Any]]:
             {"accepted": [], "rejected": [{"cid": "cred_A1", "code": "quarantined"}], "pending": 0, "notices": 0},
         ),
         (
+            "an approval with the empty number is accepted at decode: its challenge decides (section 7.1; one without number matching takes it)",
+            "broker",
+            "answer",
+            _frame_bytes("answer", _answer_fields(number="")),
+            _answer_fields(number=""),
+        ),
+        (
+            "challenge.nm as nil reads as a challenge with number matching (added within version 2)",
+            "device",
+            "challenge",
+            _frame_bytes("challenge", {**CHALLENGE.to_wire(), "nm": None}),
+            CHALLENGE.to_wire(),
+        ),
+        (
+            "challenge.nm true is read as sent: number matching, as when it is missing (a sender leaves it out)",
+            "device",
+            "challenge",
+            _frame_bytes("challenge", {**CHALLENGE.to_wire(), "nm": True}),
+            {**CHALLENGE.to_wire(), "nm": True},
+        ),
+        (
             "push_subscribe before authenticate is accepted, as enroll is (section 6.1: its cids are checked as a request)",
             "broker",
             "push_subscribe",
@@ -451,11 +480,12 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("enroll without the binding key (nil must be sent)", B, AA, _frame_bytes("enroll", {"rid": 1, "token": TOKEN, "pk": bytes(32), "name": "n", "rpk": None, "sig": bytes(64)}), "invalid_field", None),
         ("push_subscribe with an endpoint but no keys", B, R, _frame_bytes("push_subscribe", {"rid": 3, "cids": ["cred_A1"], "endpoint": "https://push.example.net/send/abc123", "p256dh": None, "auth": None}), "invalid_field", None),
         ("push_subscribe with keys but no endpoint", B, AA, _frame_bytes("push_subscribe", {"rid": 3, "cids": [], "endpoint": None, "p256dh": b"\x04" + bytes(64), "auth": bytes(16)}), "invalid_field", None),
-        # -- answer shape (before any state) --
-        ("an approval without a number", B, R, _frame_bytes("answer", _answer_fields(number="")), "invalid_field", None),
+        # -- answer shape (before any state; an approval without a number needs its
+        # challenge: refused for one with number matching, section 7.1) --
         ("a denial with a number", B, R, _frame_bytes("answer", _answer_fields(decision="deny")), "invalid_field", None),
         ("a fraud report with a number", B, R, _frame_bytes("answer", _answer_fields(decision="fraud")), "invalid_field", None),
-        ("an approval without a number, before authenticate: shape before state", B, AA, _frame_bytes("answer", _answer_fields(number="")), "invalid_field", None),
+        ("a denial with a number, before authenticate: shape before state", B, AA, _frame_bytes("answer", _answer_fields(decision="deny")), "invalid_field", None),
+        ("an approval without a number, before authenticate: state first (its shape needs the challenge)", B, AA, _frame_bytes("answer", _answer_fields(number="")), "not_authenticated", None),
         # -- direction and state --
         ("a broker frame sent by a device (hello)", B, AA, encode(_sample("hello")), "unexpected_frame", None),
         ("a broker frame sent by a device (error)", B, R, _frame_bytes("error", {"code": "x", "message": "", "ref": None}), "unexpected_frame", None),
@@ -479,6 +509,8 @@ def rejection_vectors() -> list[dict[str, Any]]:
         ("recovery_notice.recovery_ts that is not an integer", D, DR, _frame_bytes("recovery_notice", {"notice": "rn_4kQ9", "cid": "cred_A1", "new_cid": "cred_N1", "new_name": "N", "time": T0, "recovery_ts": "1"}), "invalid_field", None),
         ("cancel.by that is not a string", D, DR, _frame_bytes("cancel", {"ch": "ch_7Jq2", "reason": "answered", "by": 7}), "invalid_field", None),
         ("challenge digits 9", D, DR, _frame_bytes("challenge", {**challenge, "digits": 9}), "invalid_field", None),
+        ("challenge.nm as 0, not a boolean", D, DR, _frame_bytes("challenge", {**challenge, "nm": 0}), "invalid_field", None),
+        ("challenge.nm as the string false", D, DR, _frame_bytes("challenge", {**challenge, "nm": "false"}), "invalid_field", None),
         ("challenge without rp_nonce (a version 1 challenge)", D, DR, _frame_bytes("challenge", {k: x for k, x in challenge.items() if k != "rp_nonce"}), "invalid_field", None),
         ("challenge context with 17 entries", D, DR, _frame_bytes("challenge", {**challenge, "ctx": {f"k{i}": "" for i in range(17)}}), "invalid_field", None),
         ("challenge context value of 257 characters", D, DR, _frame_bytes("challenge", {**challenge, "ctx": {"app": "x" * 257}}), "invalid_field", None),
@@ -632,12 +664,18 @@ def number_vectors() -> dict[str, Any]:
         ("123456", "123456"),
         ("123456", "0123456"),
     ]
+    # (decision, typed, expected, number_matching): without number matching the RP keeps
+    # no number (expected ""), and any approval approves (section 12).
     outcomes = [
-        ("approve", "42", "42"),
-        ("approve", "43", "42"),
-        ("approve", "042", "42"),
-        ("deny", "", "42"),
-        ("fraud", "", "42"),
+        ("approve", "42", "42", True),
+        ("approve", "43", "42", True),
+        ("approve", "042", "42", True),
+        ("deny", "", "42", True),
+        ("fraud", "", "42", True),
+        ("approve", "", "", False),
+        ("approve", "17", "", False),
+        ("deny", "", "", False),
+        ("fraud", "", "", False),
     ]
     return {
         "generation": [
@@ -646,8 +684,14 @@ def number_vectors() -> dict[str, Any]:
         ],
         "match": [{"expected": e, "typed": t, "match": numbers.matches(e, t)} for e, t in match],
         "outcome": [
-            {"decision": d, "typed": t, "expected": e, "outcome": outcome_for(d, t, e).value}
-            for d, t, e in outcomes
+            {
+                "decision": d,
+                "typed": t,
+                "expected": e,
+                "number_matching": nm,
+                "outcome": outcome_for(d, t, e, number_matching=nm).value,
+            }
+            for d, t, e, nm in outcomes
         ],
     }
 

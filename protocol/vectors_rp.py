@@ -75,6 +75,7 @@ def _result(status: str, answer: dict[str, Any] | None, **changes: Any) -> dict[
         "created_at": T0 + BROKER_OFFSET + 5,
         "expires_at": T0 + BROKER_OFFSET + 5 + TTL_S * 1000,
         "credential_id": None,
+        "number_matching": True,
         "answer": answer,
     }
     body.update(changes)
@@ -291,9 +292,42 @@ def verify_vectors() -> list[dict[str, Any]]:
             {"failure": "status_mismatch"},
             {},
         ),
+        # A challenge the RP created without number matching (section 12): it kept no
+        # number, and any approval signed over the challenge approves.
+        (
+            "without number matching: an approval with the empty number approves",
+            _result("approved", _answer("approve", ""), number_matching=False),
+            {"status": "approved"},
+            {"number_matching": False},
+        ),
+        (
+            "without number matching: an approval with a typed number (a device that ignores nm) approves",
+            _result("approved", _answer("approve", "17"), number_matching=False),
+            {"status": "approved"},
+            {"number_matching": False},
+        ),
+        (
+            "without number matching: a deny",
+            _result("denied", _answer("deny", ""), number_matching=False),
+            {"status": "denied"},
+            {"number_matching": False},
+        ),
+        (
+            "without number matching: the broker says number_mismatch for an approval",
+            _result("number_mismatch", _answer("approve", "17"), number_matching=False),
+            {"failure": "status_mismatch"},
+            {"number_matching": False},
+        ),
+        (
+            "with number matching: the broker's result says none, the empty approval is still refused",
+            _result("approved", _answer("approve", ""), number_matching=False),
+            {"failure": "malformed_answer"},
+            {},
+        ),
     ]
     out = []
     for name, result, expect, changes in cases:
+        matching = changes.get("number_matching", True)
         out.append(
             {
                 "name": name,
@@ -301,7 +335,8 @@ def verify_vectors() -> list[dict[str, Any]]:
                 "challenge": {
                     "id": CH,
                     "user": "alice",
-                    "number": "42",
+                    "number": "42" if matching else "",
+                    "number_matching": matching,
                     "nonce": NONCE.hex(),
                     "rp_nonce": RP_NONCE.hex(),
                     "context": dict(CONTEXT),
@@ -332,6 +367,7 @@ def _created(**changes: Any) -> dict[str, Any]:
         "created_at": T0 + BROKER_OFFSET,
         "expires_at": T0 + BROKER_OFFSET + TTL_S * 1000,
         "credential_id": None,
+        "number_matching": True,
         "devices": 1,
         "superseded": [],
     }
@@ -348,8 +384,11 @@ def create_vectors() -> list[dict[str, Any]]:
         "digits": 6,
         "credential_id": None,
         "credential_ids": None,
+        "number_matching": True,
     }
     pair = [CID, "cred_B2"]
+    older = _created()
+    del older["number_matching"]
     long_ms = MAX_TTL_S * 1000
     cases: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]] = [
         (
@@ -504,6 +543,36 @@ def create_vectors() -> list[dict[str, Any]]:
             {},
             _created(credential_ids=pair),
             {"refused": "credential_ids"},
+        ),
+        (
+            "a broker before RP API 1.9 says no number_matching: number matching",
+            {},
+            older,
+            {"window": [T0, T0 + TTL_S * 1000]},
+        ),
+        (
+            "without number matching, as asked: no number",
+            {"number_matching": False},
+            _created(number=None, number_matching=False),
+            {"window": [T0, T0 + TTL_S * 1000]},
+        ),
+        (
+            "number matching asked, the broker made none (no number to match: weaker than asked)",
+            {},
+            _created(number=None, number_matching=False),
+            {"refused": "number_matching"},
+        ),
+        (
+            "no number matching asked, the broker made one with it",
+            {"number_matching": False},
+            _created(),
+            {"refused": "number_matching"},
+        ),
+        (
+            "no number matching asked, the broker says so and still gives a number",
+            {"number_matching": False},
+            _created(number_matching=False),
+            {"refused": "number"},
         ),
     ]
     return [

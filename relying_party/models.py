@@ -100,6 +100,9 @@ class Policy(TypedDict):
     # or "rate_limited" (made a minute), with retry_after.
     max_pending_enrollments: NotRequired[int]
     enrollments_per_minute: NotRequired[int]
+    # May create_challenge(number_matching=False)? (API 1.9; absent from older brokers:
+    # no.) Off by default, never under nist-800-63b-4.
+    allow_numberless_push: NotRequired[bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -463,6 +466,9 @@ class Challenge:
 
     `context` is the context the RP sent (not the broker's echo of it), and `number`
     is what the RP shows the user; the SDK compares the typed number with it itself.
+    With `number_matching` False (created with `number_matching=False`) there is no
+    number: `number` is "" and nothing is to be shown; the device asks approve / deny /
+    report only, and any approval signed over this challenge approves.
     """
 
     id: str
@@ -495,13 +501,24 @@ class Challenge:
             return frozenset(self.credential_ids)
         return None if self.credential_id is None else frozenset((self.credential_id,))
 
+    # The RP's own choice (RP API 1.9), checked against the broker's answer at creation.
+    number_matching: bool = True
+
     @classmethod
     def from_json(cls, body: Mapping[str, Any], *, context: Mapping[str, str]) -> Challenge:
         what = "challenge"
-        number = get(body, "number", str, what)
+        # A broker before RP API 1.9 says nothing: every challenge had number matching.
+        number_matching = get_optional(body, "number_matching", bool, what)
+        number_matching = True if number_matching is None else number_matching
         digits = get(body, "digits", int, what)
-        if not (number.isascii() and number.isdigit() and len(number) == digits):
-            raise BadBrokerResponse(f"challenge: number is not {digits} digits")
+        if number_matching:
+            number = get(body, "number", str, what)
+            if not (number.isascii() and number.isdigit() and len(number) == digits):
+                raise BadBrokerResponse(f"challenge: number is not {digits} digits")
+        elif body.get("number") is not None:
+            raise BadBrokerResponse("challenge: a number for a challenge without number matching")
+        else:
+            number = ""
         return cls(
             id=get(body, "id", str, what),
             user=get(body, "user", str, what),
@@ -515,6 +532,7 @@ class Challenge:
             devices=get(body, "devices", int, what),
             credential_id=(one := get_optional(body, "credential_id", str, what)),
             credential_ids=_targets(body, one, what),
+            number_matching=number_matching,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -522,7 +540,8 @@ class Challenge:
         return {
             "id": self.id,
             "user": self.user,
-            "number": self.number,
+            "number": self.number if self.number_matching else None,
+            "number_matching": self.number_matching,
             "digits": self.digits,
             "nonce": wire.b64encode(self.nonce),
             "rp_nonce": wire.b64encode(self.rp_nonce),
@@ -566,7 +585,7 @@ class VerifiedAnswer:
 
 _REASONS: dict[Status, str] = {
     Status.PENDING: "waiting for the user's answer",
-    Status.APPROVED: "approved on the user's device with the number shown",
+    Status.APPROVED: "approved on the user's device (with the number shown, where there was one)",
     Status.DENIED: "denied on the user's device",
     Status.NUMBER_MISMATCH: "the number typed on the device did not match; the sign-in is denied",
     Status.REPORTED: "reported on the user's device as not their sign-in",

@@ -325,6 +325,7 @@ class PushAuthClient:
         supersede: bool = True,
         credential_id: str | None = None,
         credential_ids: Sequence[str] | None = None,
+        number_matching: bool = True,
     ) -> Challenge:
         """Push a sign-in challenge to the user's devices; show `.number` to the user.
 
@@ -374,9 +375,24 @@ class PushAuthClient:
         with `supersede=False` again only to a broker of RP API 1.2 or later; to an
         older one (or when the version cannot be read) it is sent once, with all of
         `request_timeout`.
+
+        `number_matching=False` (RP API 1.9) makes a challenge with no number, for a client
+        that has no screen to show one on (a RADIUS push-only gateway): `.number` is "",
+        the device asks approve / deny / report only, and any approval signed over this
+        challenge approves. It proves less (docs/protocol.md section 18.7), so the broker
+        allows it only where the RP's policy says `allow_numberless_push` (InvalidRequest
+        otherwise; never under the NIST profile). The broker's answer must say the
+        number matching asked for, either way (BadBrokerResponse otherwise): a broker
+        cannot turn it off for a challenge made with it.
         """
         asked = _Asked.new(
-            user, context, ttl, digits, supersede=supersede, targets=_targets(credential_id, credential_ids)
+            user,
+            context,
+            ttl,
+            digits,
+            supersede=supersede,
+            targets=_targets(credential_id, credential_ids),
+            number_matching=number_matching,
         )
 
         async def attempt(seconds: float) -> Challenge:
@@ -403,6 +419,7 @@ class PushAuthClient:
         supersede: bool = True,
         credential_id: str | None = None,
         credential_ids: Sequence[str] | None = None,
+        number_matching: bool = True,
     ) -> PendingSignIn:
         """create_challenge and wait_result in one HTTP request, where the broker streams.
 
@@ -424,7 +441,13 @@ class PushAuthClient:
         `credential_ids` theirs (`keys_for` picks them).
         """
         asked = _Asked.new(
-            user, context, ttl, digits, supersede=supersede, targets=_targets(credential_id, credential_ids)
+            user,
+            context,
+            ttl,
+            digits,
+            supersede=supersede,
+            targets=_targets(credential_id, credential_ids),
+            number_matching=number_matching,
         )
         # The broker holds the result at most this long (the challenge's expiry bounds it too,
         # which is all that bounds it when the policy's ttl applies).
@@ -903,6 +926,7 @@ class _Asked:
     # Sent with every attempt of this create: a broker that got an earlier one answers
     # with the challenge that one made (docs/http-api.md, Idempotency-Key).
     headers: dict[str, str]
+    number_matching: bool = True  # False: sent as "number_matching": false (RP API 1.9)
 
     @classmethod
     def new(
@@ -914,6 +938,7 @@ class _Asked:
         *,
         supersede: bool,
         targets: tuple[str, ...] | None,
+        number_matching: bool = True,
     ) -> _Asked:
         ctx = dict(context or {})
         rp_nonce = secrets.token_bytes(32)
@@ -931,8 +956,10 @@ class _Asked:
             request["credential_id"] = targets[0]
         elif targets is not None:
             request["credential_ids"] = list(targets)
+        if not number_matching:
+            request["number_matching"] = False
         headers = {"Idempotency-Key": secrets.token_urlsafe(16)}
-        return cls(request, user, ctx, ttl, digits, rp_nonce, targets, _now_ms(), headers)
+        return cls(request, user, ctx, ttl, digits, rp_nonce, targets, _now_ms(), headers, number_matching)
 
     def check(self, body: Any, clock: ClockWatch | None = None) -> Challenge:
         """The challenge the broker made, checked, with its lifetime by the RP's clock;
@@ -956,6 +983,13 @@ class _Asked:
             None if self.targets is None else sorted(self.targets)
         ):
             raise BadBrokerResponse("challenge: the broker aimed it at other credentials than asked")
+        if challenge.number_matching != self.number_matching:
+            # Either way a broker must not choose it: off, an approval needs no number
+            # (a weaker sign-in the RP did not ask for); on, the RP shows nothing to type.
+            raise BadBrokerResponse(
+                f"challenge: asked for number_matching {str(self.number_matching).lower()}, "
+                f"the broker made one with {str(challenge.number_matching).lower()}"
+            )
         return replace(
             challenge, created_at=self.issued, expires_at=self.issued + self.lifetime_ms(challenge)
         )

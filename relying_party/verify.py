@@ -5,7 +5,8 @@ answer verifies, with a public key from the RP's own store, over the values the
 RP itself holds for the challenge (its RP id, the challenge id, the nonce, its own
 fresh `rp_nonce` and the context it sent), signed within the challenge's lifetime
 by the RP's clock, and if the typed number matches the number the RP was given at
-creation. The outcome is then computed here with protocol.challenge.outcome_for;
+creation (for a challenge the RP made without number matching, any approval counts).
+The outcome is then computed here with protocol.challenge.outcome_for;
 a broker status that disagrees with it is a VerificationFailed, never an approval.
 
 Enrollment binding is checked here too: a completed enrollment's key counts only
@@ -23,7 +24,13 @@ from dataclasses import replace
 from typing import Any
 
 from protocol import signing
-from protocol.challenge import ENDED_WITHOUT_ANSWER, Status, check_answer_shape, outcome_for
+from protocol.challenge import (
+    ENDED_WITHOUT_ANSWER,
+    Status,
+    check_answer_number,
+    check_answer_shape,
+    outcome_for,
+)
 from protocol.codec import validate
 from protocol.errors import ProtocolError
 from protocol.frames import Answer, Decision
@@ -120,7 +127,10 @@ def evaluate(
     except VerificationFailed as failure:
         failure.broker_status = claimed
         raise
-    outcome = outcome_for(answer.decision, answer.number, challenge.number)
+    # The RP's own number matching, kept from creation (never the broker's word now).
+    outcome = outcome_for(
+        answer.decision, answer.number, challenge.number, number_matching=challenge.number_matching
+    )
     if outcome is not claimed:
         raise VerificationFailed(
             VerificationReason.STATUS_MISMATCH,
@@ -163,6 +173,7 @@ def verify_answer(
         )
         assert isinstance(frame, Answer)
         check_answer_shape(frame.decision, frame.number)
+        check_answer_number(frame.decision, frame.number, number_matching=challenge.number_matching)
     except (BadBrokerResponse, ProtocolError) as exc:
         raise fail(VerificationReason.MALFORMED_ANSWER, str(exc)) from None
     cid = frame.cid

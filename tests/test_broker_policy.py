@@ -19,6 +19,7 @@ from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error
 from test_broker_device_ws import CTX, Device, online_device
 
 from broker import keys
+from protocol import signing
 from protocol.frames import AnswerResult, Cancel, Challenge, Error, Revoked
 from relying_party.errors import InvalidRequest, PushBlocked
 from relying_party.models import Policy
@@ -127,7 +128,15 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
         "failure_limit": None,
         "max_pending_enrollments": 10000,
         "enrollments_per_minute": 600,
+        "allow_numberless_push": False,
     }
+    # Push without number matching: off by default, and the NIST profile refuses it, both
+    # when it is asked for under the profile and when the profile is asked for with it on.
+    assert set_policy(rp["id"], "--allow-numberless-push", redis_url=url)["allow_numberless_push"] is True
+    result = run_cli([BROKER, "rp", "set", rp["id"], "--profile", "nist-800-63b-4", "--redis-url", url])
+    line = assert_cli_error(result, contains="needs number matching")
+    assert "give --no-allow-numberless-push too" in line and "nothing was changed" in line
+    assert set_policy(rp["id"], "--no-allow-numberless-push", redis_url=url)["allow_numberless_push"] is False
     nist = set_policy(rp["id"], "--profile", "nist-800-63b-4", "--max-ttl", "300", redis_url=url)
     assert (nist["digits"], nist["min_digits"], nist["max_ttl"], nist["failure_limit"]) == (6, 6, 300, 100)
     # Refusals: one line, exit non-zero, nothing changed.
@@ -141,6 +150,10 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
         (["--fraud-mute", "-1"], "--fraud-mute"),
         (["--max-pending-enrollments", "0"], "max_pending_enrollments must be 1 to 1000000"),
         (["--enrollments-per-minute", "100001"], "--enrollments-per-minute"),
+        (
+            ["--allow-numberless-push"],
+            "--allow-numberless-push: the nist-800-63b-4 profile needs number matching",
+        ),
     ):
         result = run_cli([BROKER, "rp", "set", rp["id"], *flags, "--redis-url", url])
         assert_cli_error(result, contains=named)
@@ -188,7 +201,11 @@ async def test_nist_profile_bounds_digits_and_ttl(node: BrokerProcess, redis_url
             6,
             60_000,
         )
-        for kwargs, field in (({"digits": 4}, "'digits' 4"), ({"digits": 6, "ttl": 301}, "'ttl' 301")):
+        for kwargs, field in (
+            ({"digits": 4}, "'digits' 4"),
+            ({"digits": 6, "ttl": 301}, "'ttl' 301"),
+            ({"number_matching": False}, "'number_matching' false"),  # never under this profile
+        ):
             with pytest.raises(InvalidRequest) as refused:
                 await client.create_challenge("alice", CTX, **kwargs)  # type: ignore[arg-type]
             assert refused.value.status == 400
@@ -352,3 +369,72 @@ async def test_rp_remove_revokes_its_devices_and_ends_its_challenges(
         for d in (dev, again, bystander):
             await d.close()
     store.close()
+
+
+async def test_push_without_number_matching_needs_the_policy_and_any_signed_approval_approves(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """RP API 1.9: `"number_matching": false` (a RADIUS push-only gateway has no screen
+    for a number) is refused unless the RP's policy allows it, and then the device is
+    told `nm: false`, the RP gets no number, and any approval signed over the challenge
+    is `approved`: the empty number a new device signs and whatever an older device's
+    user typed (never "the number did not match", never a failed attempt). A challenge
+    with number matching still refuses an approval without a number, and a wrong one."""
+    node = broker_factory(redis_url=redis_server.url)
+    rp = add_rp("Push-only RP", redis_url=redis_server.url)
+    headers = {"Authorization": f"Bearer {rp['api_key']}"}
+
+    async def create(http: aiohttp.ClientSession, **body: object) -> tuple[int, dict[str, object]]:
+        async with http.post(
+            node.http_url + "/v1/challenges", json={"user": "alice", "context": CTX, **body}, headers=headers
+        ) as r:
+            return r.status, await r.json(content_type=None)
+
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client, aiohttp.ClientSession() as http:
+        dev = await online_device(client, node.ws_url)
+        # Not allowed by the policy (the default), or not a boolean: a problem body, nothing stored.
+        with pytest.raises(InvalidRequest) as refused:
+            await client.create_challenge("alice", CTX, number_matching=False)
+        assert refused.value.status == 400 and "'number_matching' false" in refused.value.detail
+        assert "--allow-numberless-push" in refused.value.detail
+        for bad in ("no", 0, None):
+            status, problem = await create(http, number_matching=bad)
+            assert (status, problem["code"]) == (400, "invalid_request"), problem
+            assert "number_matching" in str(problem["detail"])
+        assert (await client.push_block("alice"))["pushes_since_sign_in"] == 0
+
+        assert set_policy(rp["id"], "--allow-numberless-push", redis_url=redis_server.url)[
+            "allow_numberless_push"
+        ]
+
+        async def allowed() -> bool:  # each node applies a changed policy within 2 s
+            return (await client.policy())["allow_numberless_push"] is True
+
+        await until(allowed, message="the node applies allow_numberless_push")
+        status, made = await create(http, number_matching=False)
+        assert status == 201 and (made["number"], made["number_matching"]) == (None, False)
+        pushed = await next_challenge(dev)  # the refused ones never reached it
+        assert (pushed.ch, pushed.nm, pushed.number_matching) == (made["id"], False, False)
+        # The empty number: approved, at the broker and by the SDK's own check.
+        ch = await client.create_challenge("alice", CTX, number_matching=False)
+        assert (ch.number, ch.number_matching) == ("", False)
+        assert await answer(dev, "approve", "") == "approved"
+        verified = await client.wait_result(ch, {dev.cid: signing.public_key(dev.seed)}, timeout=5)
+        assert verified.approved
+        # A device that ignores `nm` asks for a number: whatever was typed approves.
+        ch = await client.create_challenge("alice", CTX, number_matching=False)
+        assert await answer(dev, "approve", "17") == "approved"
+        assert (await client.wait_result(ch, {dev.cid: signing.public_key(dev.seed)}, timeout=5)).approved
+        state = await client.push_block("alice")
+        assert (state["consecutive_failures"], state["pushes_since_sign_in"]) == (0, 0)
+        # With number matching (the default, under the same policy): a wrong number is
+        # still number_mismatch, and an approval without a number closes 4400.
+        ch = await client.create_challenge("alice", CTX)
+        assert ch.number_matching and len(ch.number) == 2
+        assert await answer(dev, "approve", wrong(ch.number)) == "number_mismatch"
+        assert (await client.push_block("alice"))["consecutive_failures"] == 1
+        await client.create_challenge("alice", CTX)
+        pushed = await next_challenge(dev)
+        assert pushed.nm is None
+        await dev.send(dev.answer(pushed, decision="approve", number=""))
+        assert await dev.closed() == (4400, "invalid_field")

@@ -117,9 +117,12 @@ async def test_schemathesis_finds_nothing(
 ) -> None:
     broker = broker_factory(redis_url=redis_server.url, node="fuzzed", extra_args=NO_LIMITS)
     rp = add_rp("Fuzzed RP", redis_url=redis_server.url)
-    # Caps out of the way: pushes to the real user should reach the broker's logic.
+    # Caps out of the way: pushes to the real user should reach the broker's logic; and
+    # "number_matching": false allowed, so that a schema-valid create is never refused.
     set_policy(
-        rp["id"], "--max-pushes", "100", "--max-pushes-per-minute", "10000", redis_url=redis_server.url
+        rp["id"],
+        *("--max-pushes", "100", "--max-pushes-per-minute", "10000", "--allow-numberless-push"),
+        redis_url=redis_server.url,
     )
     async with PushAuthClient(broker.http_url, rp["api_key"]) as client:
         dev = await online_device(client, broker.ws_url)

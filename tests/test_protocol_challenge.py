@@ -20,6 +20,7 @@ from protocol.challenge import (
     MAX_TTL_S,
     MIN_TTL_S,
     Status,
+    check_answer_number,
     check_answer_shape,
     check_answerable,
     effective_status,
@@ -69,7 +70,9 @@ def test_ttl_limits() -> None:
     assert MAX_TTL_S == 600  # NIST SP 800-63B-4: at most 10 minutes
 
 
-def expected_result(status: Status, now: int, decision: str, typed: str) -> Status | ErrorCode:
+def expected_result(
+    status: Status, now: int, decision: str, typed: str, number_matching: bool = True
+) -> Status | ErrorCode:
     """The specification, written independently of protocol/challenge.py."""
     if status is Status.EXPIRED:
         return ErrorCode.CHALLENGE_EXPIRED
@@ -77,43 +80,51 @@ def expected_result(status: Status, now: int, decision: str, typed: str) -> Stat
         return ErrorCode.ALREADY_ANSWERED
     if now >= EXPIRES:
         return ErrorCode.CHALLENGE_EXPIRED
-    if (decision == "approve") != bool(typed):
+    if decision != "approve" and typed:
+        return ErrorCode.INVALID_FIELD
+    if decision == "approve" and not typed and number_matching:
         return ErrorCode.INVALID_FIELD
     if decision == "deny":
         return Status.DENIED
     if decision == "fraud":
         return Status.REPORTED
-    return Status.APPROVED if typed == EXPECTED else Status.NUMBER_MISMATCH
+    # Without number matching any approval approves, whatever it typed (section 12).
+    return Status.APPROVED if typed == EXPECTED or not number_matching else Status.NUMBER_MISMATCH
 
 
-def apply(status: Status, now: int, decision: str, typed: str) -> Status | ErrorCode:
+def apply(
+    status: Status, now: int, decision: str, typed: str, number_matching: bool = True
+) -> Status | ErrorCode:
     """What the broker does with an answer, in the order it does it."""
     try:
         check_answerable(status, now, EXPIRES)
         check_answer_shape(decision, typed)
-        return outcome_for(decision, typed, EXPECTED)
+        check_answer_number(decision, typed, number_matching=number_matching)
+        return outcome_for(decision, typed, EXPECTED, number_matching=number_matching)
     except ProtocolError as error:
         return error.code
 
 
-TRANSITIONS = list(itertools.product(Status, [BEFORE, AT, AFTER], ANSWERS))
+TRANSITIONS = list(itertools.product(Status, [BEFORE, AT, AFTER], ANSWERS, [True, False]))
 
 
 @pytest.mark.parametrize(
-    ("status", "now", "answer"),
+    ("status", "now", "answer", "number_matching"),
     TRANSITIONS,
     ids=[
-        f"{s.value}-{['before', 'at', 'after'][[BEFORE, AT, AFTER].index(n)]}-{d}:{t}"
-        for s, n, (d, t) in TRANSITIONS
+        f"{s.value}-{['before', 'at', 'after'][[BEFORE, AT, AFTER].index(n)]}-{d}:{t}{'' if nm else '-nm0'}"
+        for s, n, (d, t), nm in TRANSITIONS
     ],
 )
-def test_every_transition(status: Status, now: int, answer: tuple[str, str]) -> None:
+def test_every_transition(status: Status, now: int, answer: tuple[str, str], number_matching: bool) -> None:
     decision, typed = answer
-    assert apply(status, now, decision, typed) == expected_result(status, now, decision, typed)
+    assert apply(status, now, decision, typed, number_matching) == expected_result(
+        status, now, decision, typed, number_matching
+    )
 
 
 def test_the_transition_table_reaches_every_outcome() -> None:
-    results = {apply(s, n, d, t) for s, n, (d, t) in TRANSITIONS}
+    results = {apply(s, n, d, t, nm) for s, n, (d, t), nm in TRANSITIONS}
     assert results == {
         Status.APPROVED,
         Status.NUMBER_MISMATCH,
@@ -130,6 +141,12 @@ def test_outcome_for() -> None:
     assert outcome_for("approve", "43", "42") is Status.NUMBER_MISMATCH  # counts as denied; no retry
     assert outcome_for("deny", "", "42") is Status.DENIED
     assert outcome_for("fraud", "", "42") is Status.REPORTED
+    # Without number matching (the RP's choice, section 12) any approval approves: the
+    # empty number a new device signs, and whatever an older device's user typed.
+    for typed in ("", "17", "42"):
+        assert outcome_for("approve", typed, "42", number_matching=False) is Status.APPROVED
+    assert outcome_for("deny", "", "42", number_matching=False) is Status.DENIED
+    assert outcome_for("fraud", "", "42", number_matching=False) is Status.REPORTED
     for bad in ["", "APPROVE", "approved", "report", "maybe"]:
         with pytest.raises(ProtocolError) as info:
             outcome_for(bad, "42", "42")
@@ -159,7 +176,7 @@ def test_check_answerable() -> None:
     [
         ("approve", "42", True),
         ("approve", "0", True),  # the shape only; whether it matches is outcome_for's job
-        ("approve", "", False),  # an approval must carry the typed number
+        ("approve", "", True),  # whether it must carry one depends on the challenge: below
         ("deny", "", True),
         ("deny", "42", False),  # only an approval carries a number
         ("fraud", "", True),
@@ -173,6 +190,15 @@ def test_check_answer_shape(decision: str, typed: str, ok: bool) -> None:
         with pytest.raises(ProtocolError) as info:
             check_answer_shape(decision, typed)
         assert info.value.code is ErrorCode.INVALID_FIELD
+
+
+def test_an_approval_without_a_number_only_for_a_challenge_without_number_matching() -> None:
+    with pytest.raises(ProtocolError) as info:
+        check_answer_number("approve", "", number_matching=True)
+    assert (info.value.code, info.value.fatal) == (ErrorCode.INVALID_FIELD, True)
+    check_answer_number("approve", "", number_matching=False)
+    for decision, typed, matching in (("approve", "42", True), ("approve", "7", False), ("deny", "", True)):
+        check_answer_number(decision, typed, number_matching=matching)
 
 
 @pytest.mark.parametrize("status", list(Status))

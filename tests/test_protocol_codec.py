@@ -296,6 +296,7 @@ def test_every_missing_field_is_refused(frame: Frame, name: str) -> None:
 
 def test_the_fields_added_within_v2_are_cancel_by_and_recovery_notice_recovery_ts() -> None:
     assert [(frame.TYPE, name) for frame, name in added_fields()] == [
+        ("challenge", "nm"),
         ("cancel", "by"),
         ("recovery_notice", "recovery_ts"),
     ]
@@ -363,6 +364,8 @@ def bad_values(check: f.Validator, good: Any) -> list[tuple[str, Any]]:
             out.append(("empty", b""))
         out.append(("over max", b"\x00" * (check.max_len + 1)))
         return out
+    if isinstance(check, f.Bool):
+        return [("nil", None), ("int", 0), ("one", 1), ("str", "false"), ("bytes", b"\x00"), *common]
     if isinstance(check, f.Int):
         return [
             ("nil", None),

@@ -149,7 +149,11 @@ def test_numbers() -> None:
     for v in VECTORS["numbers"]["match"]:
         assert numbers.matches(v["expected"], v["typed"]) is v["match"], v
     for v in VECTORS["numbers"]["outcome"]:
-        assert outcome_for(v["decision"], v["typed"], v["expected"]) == v["outcome"], v
+        number_matching = v["number_matching"]
+        assert (
+            outcome_for(v["decision"], v["typed"], v["expected"], number_matching=number_matching)
+            == v["outcome"]
+        ), v
     for v in VECTORS["numbers"]["generation"]:
         drawn = {int(numbers.generate(v["digits"])) for _ in range(200)}
         assert all(v["min"] <= n <= v["max"] for n in drawn)

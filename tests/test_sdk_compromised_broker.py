@@ -83,7 +83,9 @@ class FakeBroker:
         ch = {
             "id": "ch_" + secrets.token_hex(8),
             "user": body["user"],
-            "number": self.number,
+            # An honest broker's answer to number_matching (RP API 1.9): echoed, no number when off.
+            "number": self.number if body.get("number_matching", True) else None,
+            "number_matching": body.get("number_matching", True),
             "digits": body.get("digits", 2),  # this broker's policy: 2 digits
             "nonce": b64encode(secrets.token_bytes(32)),
             # The SDK's own value, echoed (the SDK refuses a challenge without it).
@@ -571,6 +573,19 @@ CREATE_LIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "aimed at one credential": lambda ch: {**ch, "credential_id": ALICE_TABLET.cid},
     # ... or one aimed at some of the user's devices (RP API 1.8): likewise.
     "aimed at some credentials": lambda ch: {**ch, "credential_ids": [ALICE_TABLET.cid, ALICE.cid]},
+    # Number matching turned off behind the RP's back: an approval would need no number.
+    "without number matching": lambda ch: {**ch, "number_matching": False, "number": None},
+    "without number matching, the number still sent": lambda ch: {**ch, "number_matching": False},
+}
+# What a broker may not answer to a create without number matching (the RP shows no
+# number, so one "with" it could only confuse: nobody would type it).
+NUMBERLESS_CREATE_LIES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "with number matching": lambda ch: {**ch, "number_matching": True, "number": NUMBER},
+    "silent about it (as a broker before 1.9), with a number": lambda ch: {
+        **{k: v for k, v in ch.items() if k != "number_matching"},
+        "number": NUMBER,
+    },
+    "without, but with a number": lambda ch: {**ch, "number": NUMBER},
 }
 
 
@@ -580,6 +595,50 @@ async def test_a_created_challenge_that_is_not_the_rps_is_refused(fake_broker: F
     async with PushAuthClient(fake_broker.url, "test-key") as client:
         with pytest.raises(BadBrokerResponse):
             await client.create_challenge("alice", CONTEXT, digits=2)
+
+
+@pytest.mark.parametrize("case", sorted(NUMBERLESS_CREATE_LIES))
+async def test_a_created_challenge_with_other_number_matching_than_asked_is_refused(
+    fake_broker: FakeBroker, case: str
+) -> None:
+    fake_broker.on_create = NUMBERLESS_CREATE_LIES[case]
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        with pytest.raises(BadBrokerResponse, match="number"):
+            await client.create_challenge("alice", CONTEXT, number_matching=False)
+        assert fake_broker.asked[-1]["number_matching"] is False
+
+
+async def test_without_number_matching_an_approval_needs_everything_but_the_number(
+    fake_broker: FakeBroker,
+) -> None:
+    """A challenge the RP made without number matching: any approval signed by a stored
+    key over exactly this challenge approves, whatever it typed, and everything else the
+    SDK refuses stays refused (another key, another challenge's rp_nonce, a stale ts, a
+    broker's "approved" over a deny)."""
+    keys = {ALICE.cid: ALICE.public_key}
+    async with PushAuthClient(fake_broker.url, "test-key") as client:
+        ch = await client.create_challenge("alice", CONTEXT, number_matching=False)
+        assert (ch.number, ch.number_matching) == ("", False)
+        for typed in ("", "17"):
+            fake_broker.result = claims("approved", answer_json(ALICE.answer(ch, number=typed)))
+            assert (await client.wait_result(ch, keys, timeout=0)).approved
+        forged = {
+            VerificationReason.BAD_SIGNATURE: ALICE.answer(ch, number="", rp_nonce=secrets.token_bytes(32)),
+            VerificationReason.UNKNOWN_CREDENTIAL: MALLORY.answer(ch, number=""),
+            VerificationReason.STALE_ANSWER: ALICE.answer(ch, number="", ts=ch.created_at - 3_600_000),
+            VerificationReason.STATUS_MISMATCH: ALICE.answer(ch, Decision.DENY, ""),
+        }
+        for reason, answer in forged.items():
+            fake_broker.result = claims("approved", answer_json(answer))
+            with pytest.raises(VerificationFailed) as failure:
+                await client.wait_result(ch, keys, timeout=0)
+            assert failure.value.reason is reason
+        # The same empty approval of a challenge with number matching is no approval.
+        normal = await client.create_challenge("alice", CONTEXT)
+        fake_broker.result = claims("approved", answer_json(ALICE.answer(normal, number="")))
+        with pytest.raises(VerificationFailed) as failure:
+            await client.wait_result(normal, keys, timeout=0)
+        assert failure.value.reason is VerificationReason.MALFORMED_ANSWER
 
 
 # What a broker may not answer to a create that named no digits or ttl (the RP's policy

@@ -191,13 +191,14 @@ def test_rp_verify_vectors(vector: dict[str, Any]) -> None:
         id=kept["id"],
         user=kept["user"],
         number=kept["number"],
-        digits=len(kept["number"]),
+        digits=len(kept["number"]) or 2,
         nonce=h(kept["nonce"]),
         rp_nonce=h(kept["rp_nonce"]),
         context=kept["context"],
         created_at=kept["issued"],
         expires_at=kept["issued"] + kept["ttl_s"] * 1000,
         credential_ids=None if kept["credential_ids"] is None else tuple(kept["credential_ids"]),
+        number_matching=kept["number_matching"],
     )
     keys = {cid: h(pk) for cid, pk in vector["keys"].items()}
     expect = vector["expect"]
@@ -224,6 +225,7 @@ def test_rp_create_vectors(vector: dict[str, Any]) -> None:
         targets=_targets(asked["credential_id"], asked["credential_ids"]),
         issued=vector["issued"],
         headers={},
+        number_matching=asked["number_matching"],
     )
     if "refused" in vector["expect"]:
         with pytest.raises(BadBrokerResponse):
@@ -231,6 +233,8 @@ def test_rp_create_vectors(vector: dict[str, Any]) -> None:
         return
     challenge = check.check(vector["response"])
     assert [challenge.created_at, challenge.expires_at] == vector["expect"]["window"]
+    assert challenge.number_matching is asked["number_matching"]
+    assert (challenge.number == "") is not asked["number_matching"]  # nothing to show
 
 
 RP_RECONCILE: list[dict[str, Any]] = VECTORS["rp"]["reconcile"]

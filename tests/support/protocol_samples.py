@@ -111,7 +111,7 @@ SAMPLES: dict[type[Frame], Frame] = {
         user="alice",
         account="alice@example.com",
     ),
-    Challenge: CHALLENGE,
+    Challenge: replace(CHALLENGE, nm=False),  # its field added within version 2 set too
     AnswerResult: AnswerResult(ch=CHALLENGE.ch, outcome="approved"),
     Cancel: Cancel(ch=CHALLENGE.ch, reason="answered", by="cred_A1"),
     Revoked: Revoked(cid="cred_A1", reason="removed_by_device", rid=8),
