@@ -45,7 +45,10 @@ a push, and the gateway gets an Access-Challenge saying "Type 47 in your
 authenticator, then press Enter". The follow-up Access-Request (with the State) gets
 Access-Accept once the device's signed approval with that number is verified here;
 a 6-8 digit verification code typed at that prompt is checked as TOTP instead.
-Clients marked push_only get no challenge: the first request waits for the approval.
+Clients marked push_only get no challenge: the first request waits for the approval,
+a push without number matching (plain approve / deny on the device), which the
+broker's operator must allow for this RP: pushauth-broker rp set RP_ID
+--allow-numberless-push (never under nist-800-63b-4; docs/radius.md).
 """
 
 EPILOG = """\
@@ -189,7 +192,11 @@ def _describe(cfg: config.Config) -> str:
         + (f" ({cfg.upstream.host}:{cfg.upstream.port})" if cfg.upstream else " (checked by the gateway)"),
         f"challenge: {policy_summary(cfg.digits, cfg.ttl)}; answer wait {cfg.answer_wait:g} s",
     ]
-    lines += [f"client {c.name}: {c.network}" + (" (push only)" if c.push_only else "") for c in cfg.clients]
+    lines += [
+        f"client {c.name}: {c.network}"
+        + (" (push only: no number; needs the RP's policy --allow-numberless-push)" if c.push_only else "")
+        for c in cfg.clients
+    ]
     lines += [f"warning: {w}" for w in config.short_secrets(cfg)]
     return "\n".join(lines)
 

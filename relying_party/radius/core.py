@@ -143,18 +143,6 @@ def challenge_message(number: str) -> str:
 # Access-Challenge when push cannot be sent (blocked after a report or too many pushes):
 # the person can still sign in with a verification code from the authenticator.
 CODE_ONLY_MESSAGE = "Push sign-in is blocked for your account for now. Type a verification code"
-# The context key under which a push-only request shows its number on the device,
-# since the person has no other screen to read it from (see docs/radius.md).
-PUSH_ONLY_NUMBER_KEY = "number to type"
-
-
-# What a push-only request's device shows instead of a number to match. It names no
-# length: the context is fixed when the challenge is created, before the broker has
-# picked the number (its length is the RP's policy unless challenge.digits is set), and
-# the device asks for that many digits itself (the challenge frame carries `digits`).
-# Reading the policy first (PushAuthClient.policy) would cost a request per sign-in and
-# could still disagree with the create after an `rp set`; this cannot.
-PUSH_ONLY_HINT = "none is shown for this sign-in: type any number of the length asked for, e.g. all 1s"
 
 
 @dataclass(frozen=True, slots=True)

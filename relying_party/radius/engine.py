@@ -30,7 +30,7 @@ from ..errors import (
 from ..host.config import refused_challenge
 from ..host.push_block import lift_after_signin
 from ..host.store import UserStore
-from ..models import Challenge, Decision, SignInResult, Status
+from ..models import Challenge, SignInResult, Status
 from ..sdk import PushAuthClient
 from ..web.db import User
 from . import core, upstream
@@ -126,12 +126,18 @@ class Engine:
             # broker refuses the rest, docs/protocol.md 18.4), and short.
             station = (c for c in request.calling_station if c.isprintable() and not is_unsafe(c))
             context["from"] = "".join(station)[:64] or "?"
-        if request.client.push_only:
-            # No screen to show a number on: the device is told so, and any approval
-            # counts (docs/radius.md, "Push-only clients": why that is weaker).
-            context[core.PUSH_ONLY_NUMBER_KEY] = core.PUSH_ONLY_HINT
+        push_only = request.client.push_only
         try:
-            challenge = await self.sdk.create_challenge(user.handle, context, ttl=cfg.ttl, digits=cfg.digits)
+            # No screen to show a number on: a push without number matching, a plain
+            # approve / deny on the device (docs/radius.md, "Push-only clients": why that
+            # is weaker, and the broker policy it needs). Digits mean nothing then.
+            challenge = await self.sdk.create_challenge(
+                user.handle,
+                context,
+                ttl=cfg.ttl,
+                digits=None if push_only else cfg.digits,
+                number_matching=not push_only,
+            )
         except NoDevices:
             return self._final(Outcome.NO_DEVICES, name)
         except (PushBlocked, RateLimited):
@@ -149,7 +155,18 @@ class Engine:
             log.error("broker.api_key_file: the broker refused the API key (%s)", exc)
             return self._final(Outcome.CONFIG_ERROR, name)
         except InvalidRequest as exc:
-            log.error("%s", refused_challenge(exc, digits_key="challenge.digits", ttl_key="challenge.ttl"))
+            if push_only and "number_matching" in (exc.detail or ""):
+                log.error(
+                    "client %s is push_only, and the broker refuses a push without number matching "
+                    "for this server's RP (%s): allow it with `pushauth-broker rp set RP_ID "
+                    '--allow-numberless-push` (docs/radius.md, "Push-only clients")',
+                    request.client.name,
+                    exc,
+                )
+            else:
+                log.error(
+                    "%s", refused_challenge(exc, digits_key="challenge.digits", ttl_key="challenge.ttl")
+                )
             return self._final(Outcome.CONFIG_ERROR, name)
         except BrokerUnavailable as exc:
             log.warning("%s", exc)
@@ -185,18 +202,10 @@ class Engine:
         result = await self._wait(challenge, user, until_expiry=True)
         if isinstance(result, Verdict):
             return result
-        answer = result.answer
-        # A verified approval (signed by a stored key over this very challenge) is what
-        # push-only accepts, whatever number was typed: there was none to type.
-        if answer is not None and answer.decision is Decision.APPROVE:
-            if result.status is Status.NUMBER_MISMATCH:
-                # The broker counts it as a wrong number; our sign-in succeeded, so the
-                # count of pushes since the last sign-in starts again, as after an approval.
-                try:
-                    await self.sdk.lift_push_block(user.handle)
-                except PushAuthError as exc:
-                    log.warning("could not reset the push count of %s: %s", name, exc)
-            return self._final(Outcome.APPROVED, name, challenge.id, device=answer.credential_id)
+        # The challenge has no number matching, so the SDK itself calls any verified
+        # approval (a stored key's, over this very challenge) APPROVED, as the broker does.
+        if result.approved:
+            return self._final(Outcome.APPROVED, name, challenge.id, device=_device(result))
         return self._final(
             core.outcome_of(result.status), name, challenge.id, push_only=True, device=_device(result)
         )
