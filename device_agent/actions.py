@@ -417,10 +417,14 @@ def _missing(report: PendingReport, why: str, what: str, code: ErrorCode) -> Exc
     )
 
 
-async def answer(store: AccountStore, wanted: str, decision: Decision, number: str = "") -> AnswerReport:
-    """Find request `wanted` at the brokers and answer it."""
+async def answer(
+    store: AccountStore, wanted: str, decision: Decision, number: str | None = None
+) -> AnswerReport:
+    """Find request `wanted` at the brokers and answer it. `number` None: none given
+    (a deny or report, or the approval of a request without number matching, checked
+    once the request is found); any number given must look like one an RP shows."""
     _check_id(wanted, "request")
-    if decision is Decision.APPROVE and not NUMBER_RE.match(number):
+    if decision is Decision.APPROVE and number is not None and not NUMBER_RE.match(number):
         raise UsageError(
             f"the number must be the {numbers.MIN_DIGITS} to {numbers.MAX_DIGITS} digits "
             "shown on the sign-in screen"
@@ -440,11 +444,16 @@ async def answer(store: AccountStore, wanted: str, decision: Decision, number: s
             )
             raise _missing(report, why, f"sign-in request {wanted}", ErrorCode.UNKNOWN_CHALLENGE)
         ch = req.challenge
-        if decision is Decision.APPROVE and len(number) != ch.digits:
+        if decision is Decision.APPROVE and not ch.number_matching and number is not None:
+            raise UsageError(
+                f"request {ch.ch} has no number to type (the service shows none): approve it without "
+                "--number, and only if you started that sign-in just now; nothing was sent"
+            )
+        if decision is Decision.APPROVE and ch.number_matching and len(number or "") != ch.digits:
             raise UsageError(f"request {ch.ch} expects the {ch.digits}-digit number on {number_source(ch)}")
         seed = store.seed(ch.cid)
         try:
-            result = await req.conn.answer(ch, seed=seed, decision=decision, number=number)
+            result = await req.conn.answer(ch, seed=seed, decision=decision, number=number or "")
         except Refused as exc:
             cancel = req.conn.cancelled(ch.ch)  # ended just before: say how
             if cancel is None:

@@ -219,7 +219,10 @@ def build_parser() -> Parser:
         "Approve one sign-in request, typing the number shown on the sign-in screen.",
         "A wrong number is recorded too: it ends the request as denied (number_mismatch),\n"
         'with no second try. A service\'s test notification ("finish adding this device?")\n'
-        "is approved the same way, with the number shown on its setup page.",
+        "is approved the same way, with the number shown on its setup page. A request that\n"
+        '`pending` lists with "number: none to compare" (a service that shows no number,\n'
+        "such as a VPN client that cannot) is approved without --number: approve it only\n"
+        "if you started that sign-in just now.",
     )
     c.add_argument(
         "id", metavar="ID", help="the request id (as `pending` shows it; a unique prefix is enough)"
@@ -227,9 +230,9 @@ def build_parser() -> Parser:
     c.add_argument(
         "--number",
         "-n",
-        required=True,
         metavar="N",
-        help="the number shown on the sign-in screen (or the setup page)",
+        help="the number shown on the sign-in screen (or the setup page); left out for a request "
+        "without a number",
     )
 
     c = command(
@@ -694,7 +697,10 @@ def cmd_pending(store: AccountStore, args: argparse.Namespace) -> int:
                 f"answered; not known for {', '.join(shown(b) for b in report.unreachable)}."
             )
     else:  # each listed already, as its broker answered
-        say("Answer with: pushauth-agent approve ID --number N, or: pushauth-agent deny ID [--fraud]")
+        say(
+            "Answer with: pushauth-agent approve ID --number N (no --number where it says "
+            '"number: none to compare"), or: pushauth-agent deny ID [--fraud]'
+        )
         if report.unreachable:
             say(f"Not asked (could not be reached): {', '.join(shown(b) for b in report.unreachable)}.")
     if report.recoveries:
@@ -712,9 +718,9 @@ def cmd_answer(store: AccountStore, args: argparse.Namespace) -> int:
     from . import actions
 
     if args.command == "approve":
-        decision, number = Decision.APPROVE, args.number.strip()
+        decision, number = Decision.APPROVE, (None if args.number is None else args.number.strip())
     else:
-        decision, number = (Decision.FRAUD if args.fraud else Decision.DENY), ""
+        decision, number = (Decision.FRAUD if args.fraud else Decision.DENY), None
     report = asyncio.run(actions.answer(store, args.id, decision, number))
     for notice in report.notices:
         warn(notice)

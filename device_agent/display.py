@@ -98,6 +98,12 @@ def number_source(ch: Challenge) -> str:
     return "the setup page" if is_setup_test(ch.ctx) else "the sign-in screen"
 
 
+# What a request without number matching says in place of the number (docs/protocol.md
+# section 15): with nothing to compare, only the person's own knowledge that they are
+# signing in right now tells their sign-in from an attacker's.
+NO_NUMBER = "none to compare: approve only a sign-in you started just now"
+
+
 def request_heading(ch: Challenge) -> str:
     if is_setup_test(ch.ctx):
         return f"Test notification {shown(ch.ch)}: finish adding this device?"
@@ -115,6 +121,7 @@ def request_text(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
         *context_lines(ch.ctx),
         ("time", local_time(ch.created)),
         ("expires in", f"{request_seconds_left(ch, broker_now_ms)} s"),
+        *([] if ch.number_matching else [("number", NO_NUMBER)]),
     ]
     width = max(len(label) for label, _ in rows) + 1
     body = "\n".join(f"  {label + ':':<{width}} {value}" for label, value in rows)
@@ -136,6 +143,8 @@ def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
         "expires_at": ch.expires,
         "seconds_left": request_seconds_left(ch, broker_now_ms),
         "digits": ch.digits,
+        # False: no number to type (approve with `approve ID`, no --number)
+        "number_matching": ch.number_matching,
     }
 
 

@@ -437,9 +437,8 @@ class Listener:
         if not self.interactive:
             # Output-only: show it at once; another command answers it.
             self._show(self.requests[challenge.ch])
-            self.say(
-                f"Answer with: pushauth-agent approve {challenge.ch} --number N  (or: deny {challenge.ch})"
-            )
+            how = "--number N" if challenge.number_matching else "(no number to type)"
+            self.say(f"Answer with: pushauth-agent approve {challenge.ch} {how}  (or: deny {challenge.ch})")
         elif self.asking is not None:
             service = service_name(challenge, link.accounts.get(challenge.cid))
             self.say(f"Another sign-in request ({service}) is waiting; it comes next.")
@@ -634,6 +633,12 @@ class Listener:
         self.chores.add(task)
 
     def _prompt(self, challenge: Challenge) -> None:
+        if not challenge.number_matching:
+            self.say(
+                "This request has no number to compare: approve only a sign-in you started just now. "
+                'Type "a" to approve, "n" to deny, or "r" to report "this wasn\'t me":'
+            )
+            return
         self.say(
             f"Type the {challenge.digits}-digit number shown on {number_source(challenge)}, "
             '"n" to deny, or "r" to report "this wasn\'t me":'
@@ -726,6 +731,14 @@ class Listener:
         elif text in ("r", "report"):
             self.reporting = req.challenge.ch  # one keystroke must not report: ask first
             self.say(f"{CONFIRM_REPORT} [y/N]")
+        elif not req.challenge.number_matching:
+            # No number to type: an explicit word approves, anything else asks again.
+            if text in ("a", "approve"):
+                await self._answer(req, Decision.APPROVE, "")
+            else:
+                if text:
+                    self.say("That is not a, n or r.")
+                self._prompt(req.challenge)
         elif text.isdigit() and text.isascii() and len(text) == req.challenge.digits:
             await self._answer(req, Decision.APPROVE, text)
         else:

@@ -83,15 +83,26 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
             # number field and the buttons stay on screen (SMALL_SCREEN_CSS).
             with VerticalScroll(id="details-box"):
                 yield Static(self.details(), id="details", markup=False)
-            yield Label(f"Type the {digits}-digit number shown on {source}, then Enter:", id="prompt")
-            yield Input(placeholder="number", restrict=r"[0-9]*", max_length=digits, id="number")
+            if self.request.challenge.number_matching:
+                yield Label(f"Type the {digits}-digit number shown on {source}, then Enter:", id="prompt")
+                yield Input(placeholder="number", restrict=r"[0-9]*", max_length=digits, id="number")
+            else:
+                # No number field at all: there is nothing to compare, so the only check
+                # left is the person's own (docs/protocol.md section 15).
+                yield Label(
+                    "No number to compare for this request: approve only a sign-in you started just now.",
+                    id="prompt",
+                )
             yield Label("", id="hint")
             with Horizontal(id="buttons"):
                 for key, variant in (("approve", "success"), ("deny", "warning"), ("report", "error")):
                     yield Button(self.LABELS[key][0], variant=variant, id=key)
 
     def on_mount(self) -> None:
-        self.query_one("#number", Input).focus()
+        if self.request.challenge.number_matching:
+            self.query_one("#number", Input).focus()
+        else:  # its buttons are mounted after this screen: focus Approve once they are
+            self.call_after_refresh(lambda: self.query_one("#approve", Button).focus())
         self.set_interval(1.0, self._tick)
         self._fit()
 
@@ -106,7 +117,8 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
         rows = len(self.details().splitlines()) + self.FRAME_ROWS
         small = self.size.height < rows or self.size.width < self.FULL_WIDTH
         self.set_class(small, "-small")
-        self.query_one("#number", Input).compact = small
+        for field in self.query("#number").results(Input):
+            field.compact = small
         for button in self.query(Button):
             button.compact = small
             button.label = self.LABELS[button.id or ""][small]
@@ -115,6 +127,9 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
         self.query_one("#details", Static).update(self.details())
 
     def _approve(self) -> None:
+        if not self.request.challenge.number_matching:
+            self.dismiss((Decision.APPROVE, ""))  # the empty number, signed (section 12)
+            return
         number = self.query_one("#number", Input).value
         digits = self.request.challenge.digits
         if len(number) != digits:

@@ -6,6 +6,7 @@ answers through a stdin pipe, as a person would type them.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -27,6 +28,7 @@ from support import (
     DEADLINE,
     BrokerProcess,
     ManagedProcess,
+    allow_numberless_push,
     assert_cli_error,
     free_port,
     new_rp_sync,
@@ -335,6 +337,48 @@ def test_a_number_of_the_wrong_length_is_refused_before_sending(tmp_path: Path, 
     assert_cli_error(result, contains="2-digit")
     assert result.returncode == 2
     assert rp_api.result(ch)["status"] == "pending"
+
+
+def test_a_request_without_a_number_is_approved_without_one(
+    tmp_path: Path, broker: BrokerProcess, rp_api: RP, listener: Callable[..., Listen]
+) -> None:
+    """A push without number matching (the RP's policy allows it; a RADIUS push-only
+    client asks for it): `pending` says there is no number to compare, `approve ID`
+    takes no --number and signs the empty one, and the broker records approved."""
+    asyncio.run(allow_numberless_push(broker, rp_api.id))  # before the broker reads the policy
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge(number_matching=False)
+    assert (ch["number"], ch["number_matching"]) == (None, False)
+    text = agent(home, "pending").stdout
+    assert "none to compare: approve only a sign-in you started just now" in text, text
+    assert "(no --number where it says" in text
+    (listed,) = json.loads(agent(home, "pending", "--json").stdout)
+    assert listed["number_matching"] is False
+    typed = agent(home, "approve", ch["id"], "--number", "12")  # nothing to type: refused, not sent
+    assert_cli_error(typed, contains="has no number to type")
+    assert typed.returncode == 2 and rp_api.result(ch)["status"] == "pending"
+    result = agent(home, "approve", ch["id"])
+    assert result.returncode == 0, result.stderr
+    assert f"Request {ch['id']}: approved: the sign-in is allowed." in result.stdout
+    final = rp_api.result(ch)
+    assert (final["status"], final["answer"]["number"]) == ("approved", "")
+    # A request with number matching still needs its number.
+    normal = rp_api.challenge()
+    assert_cli_error(agent(home, "approve", normal["id"]), contains="expects the 2-digit number")
+    assert rp_api.result(normal)["status"] == "pending"
+    # listen asks approve / deny / report, with no number.
+    agent_proc = listener(home)
+    agent_proc.wait_for(f"Sign-in request {normal['id']}")
+    agent_proc.type(normal["number"])
+    agent_proc.wait_for(f"Request {normal['id']}: approved")  # before the next one supersedes it
+    again = rp_api.challenge(number_matching=False, context={"app": "VPN"})
+    agent_proc.wait_for("This request has no number to compare: approve only a sign-in you started just now.")
+    agent_proc.type("12")
+    agent_proc.wait_for("That is not a, n or r.")
+    agent_proc.type("a")
+    agent_proc.wait_for(f"Request {again['id']}: approved")
+    assert rp_api.result(again)["status"] == "approved"
 
 
 def test_deny_and_report(tmp_path: Path, rp_api: RP) -> None:

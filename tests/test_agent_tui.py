@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from e2e_helpers import AGENT_ENV, add_push_account, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import AGENT, assert_cli_error, free_port, run_cli
+from support import AGENT, BrokerProcess, allow_numberless_push, assert_cli_error, free_port, run_cli
 from test_agent_recovery import enroll_recoverable
 from textual.pilot import Pilot
-from textual.widgets import DataTable, RichLog, Static
+from textual.widgets import DataTable, Label, RichLog, Static
 
 from device_agent import totp
 from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
@@ -110,6 +110,32 @@ async def test_a_push_arrives_the_number_is_typed_and_the_broker_records_approve
         assert result.answer is not None and result.answer.number == ch.number
         await until(pilot, lambda: dialog(app) is None, "the dialog to close")
         assert app.answers == [(ch.id, "approve")]
+
+
+async def test_a_request_without_a_number_has_no_number_field_and_approve_signs_none(
+    client: PushAuthClient, broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
+) -> None:
+    await allow_numberless_push(broker, rp["id"])  # before the broker reads the RP's policy
+    home = tmp_path / "phone"
+    cred = await enroll(client, home)
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: connected(app), "the broker connection")
+        ch = await client.create_challenge("alice", CONTEXT, number_matching=False)
+        await until(pilot, lambda: dialog(app) is not None, "the request dialog")
+        screen = dialog(app)
+        assert screen is not None
+        await until(
+            pilot, lambda: screen.focused is not None and screen.focused.id == "approve", "Approve focused"
+        )
+        assert not screen.query("#number")  # no number field at all
+        prompt = str(screen.query_one("#prompt", Label).content)
+        assert "No number to compare" in prompt and "started just now" in prompt
+        assert "none to compare" in screen.details()
+        await pilot.press("enter")
+        result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
+        assert result.status is Status.APPROVED
+        assert result.answer is not None and result.answer.number == ""
 
 
 @pytest.mark.parametrize(

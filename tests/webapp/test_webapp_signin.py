@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
-from support import BrokerProcess, RedisServer, TcpProxy, free_port, new_rp, set_policy
+from support import BrokerProcess, RedisServer, TcpProxy, allow_numberless_push, free_port, new_rp, set_policy
 from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
 from protocol import uri
@@ -116,6 +116,43 @@ async def test_deny_wrong_number_and_report(
     await phone.toast(words)
     await phone.no_prompt()
     await phone.shot(f"07-after-{action}")
+
+
+async def test_a_request_without_a_number_has_no_number_field_and_approves(
+    app_broker: BrokerProcess, phone: Phone
+) -> None:
+    """A push without number matching (the RP's policy allows it; a RADIUS push-only
+    client asks for it): no number field and no keypad, a note that there is no number
+    to compare, Approve / Deny / "This wasn't me"; Approve signs the empty number and the
+    SDK verifies it approved. The next request with a number shows the field again."""
+    created = await new_rp(app_broker, "Contoso VPN")
+    await allow_numberless_push(app_broker, created["id"])  # before the broker reads the policy
+    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+        account = await enrolled(rp, phone)
+        challenge = await rp.create_challenge("alice", CONTEXT, number_matching=False)
+        await phone.prompt(challenge.id)
+        page = phone.page
+        for field in ("#number", "#keypad", "#number-label"):
+            await expect(page.locator(field)).to_be_hidden()
+        note = page.locator("#no-number")
+        await expect(note).to_be_visible()
+        await expect(note).to_contain_text("No number to compare for this request")
+        await expect(note).to_contain_text("Approve only a sign-in you started just now")
+        for name in ("Approve", "Deny", "This wasn't me"):
+            await expect(page.get_by_role("button", name=name, exact=True)).to_be_visible()
+        await phone.shot("08-prompt-without-a-number")
+        await phone.axe_clean("a request without a number")
+        await page.get_by_role("button", name="Approve", exact=True).tap()
+        assert await result(rp, challenge, account) is Status.APPROVED
+        await phone.toast("Approved")
+        await phone.no_prompt()
+        normal = await rp.create_challenge("alice", CONTEXT)
+        await phone.prompt(normal.id)
+        await expect(page.locator("#number")).to_be_visible()
+        await expect(note).to_be_hidden()
+        await phone.type_number(normal.number)
+        await page.get_by_role("button", name="Approve", exact=True).tap()
+        assert await result(rp, normal, account) is Status.APPROVED
 
 
 async def report_after_the_question(rp: PushAuthClient, phone: Phone, challenge, account) -> None:  # type: ignore[no-untyped-def]

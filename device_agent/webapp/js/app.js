@@ -465,6 +465,10 @@ function expireShown(ch) {
 // Where the user reads the number: a setup test notification's is on the service's page
 // for adding a device (docs/protocol.md 15.1), as device_agent/display.py says it.
 const numberSource = (frame) => (isSetupTest(frame.ctx) ? "the setup page" : "the sign-in screen");
+// A request without number matching (the frame's `nm` false, docs/protocol.md section 5):
+// no number field, only the answers, and the words that the person's own knowledge of
+// this sign-in is all there is to go on.
+const hasNumber = (frame) => frame.nm !== false;
 
 function renderPrompt(prompt) {
   const { frame } = prompt;
@@ -472,6 +476,8 @@ function renderPrompt(prompt) {
   const fresh = section.dataset.ch !== frame.ch;
   $("prompt-title").textContent = isSetupTest(frame.ctx) ? "Finish adding this phone?" : "Are you trying to sign in?";
   $("number-label").textContent = `Enter the number shown on ${numberSource(frame)}`;
+  for (const id of ["number-label", "number", "keypad"]) $(id).hidden = !hasNumber(frame);
+  $("no-number").hidden = hasNumber(frame);
   const account = accountsCache.find((a) => a.cid === frame.cid);
   // The service's name as stored from the link the user scanned, not the broker's
   // word (docs/protocol.md section 18.3).
@@ -539,7 +545,7 @@ async function decide(decision) {
   if (!prompt || answering) return;
   // Checked here, before the first await: a second Enter in the meantime finds it busy.
   let number = "";
-  if (decision === "approve") {
+  if (decision === "approve" && hasNumber(prompt.frame)) {
     number = $("number").value.trim();
     if (!/^[0-9]{1,8}$/.test(number) || number.length !== prompt.frame.digits) {
       showError("prompt-error", `Type the ${prompt.frame.digits}-digit number shown on ${numberSource(prompt.frame)}.`, "number");

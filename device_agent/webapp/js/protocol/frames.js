@@ -41,6 +41,10 @@ const oneOf = (choices) => (name, v) => {
   if (typeof v !== "string" || !choices.includes(v)) throw bad(name, `must be one of ${choices}`);
   return v;
 };
+const bool = (name, v) => {
+  if (typeof v !== "boolean") throw bad(name, "expected true or false");
+  return v;
+};
 const optional = (inner) => (name, v) => (v === null ? null : inner(name, v));
 // A key added within version 2 (section 3.2; protocol/fields.py Added): a broker that
 // predates it never sends it, so a missing key (or nil) leaves the field out of the
@@ -93,6 +97,9 @@ export const FRAMES = Object.freeze({
     ["ch", IDENT], ["cid", IDENT], ["rp", IDENT], ["rp_name", TEXT], ["account", TEXT],
     ["nonce", bin(32)], ["rp_nonce", bin(32)], ["ctx", CONTEXT], ["created", MS], ["expires", MS],
     ["digits", int(1, 8)],
+    // Added within version 2: false for a request without number matching (no number
+    // anywhere: approve / deny / report, the empty number signed); left out otherwise.
+    ["nm", added(bool)],
   ]],
   answer_result: [B, [["ch", IDENT], ["outcome", CODE]]],
   cancel: [B, [["ch", IDENT], ["reason", CODE], ["by", added(IDENT)]]],
