@@ -462,7 +462,7 @@ def unsigned(answer: Answer, **over: object) -> Answer:
     return Answer(**{**{k: getattr(answer, k) for k in Answer.SCHEMA}, "sig": b"\x00" * 64, **over})
 
 
-@pytest.mark.parametrize(("decision", "number"), [("approve", ""), ("deny", "12")])
+@pytest.mark.parametrize(("decision", "number"), [("deny", "12"), ("fraud", "7")])
 async def test_the_shape_of_an_answer_comes_before_its_credential(
     decision: str, number: str, client: PushAuthClient, broker: BrokerProcess
 ) -> None:
@@ -470,6 +470,22 @@ async def test_the_shape_of_an_answer_comes_before_its_credential(
     pushed = await pushed_challenge(client, dev)
     bad = unsigned(dev.answer(pushed, decision="deny"), decision=decision, number=number, cid="cr_never")
     await dev.send(bad)
+    assert await dev.closed() == (4400, "invalid_field")
+
+
+async def test_an_approval_without_a_number_needs_its_challenge_then_comes_before_the_context(
+    client: PushAuthClient, broker: BrokerProcess
+) -> None:
+    """Since `challenge.nm` (docs/protocol.md section 7.1): an approval with the empty
+    number is refused, 4400 invalid_field, once its challenge is found and has number
+    matching, before its context and signature; before that the credential decides."""
+    dev = await online_device(client, broker.ws_url)
+    pushed = await pushed_challenge(client, dev)
+    empty = unsigned(dev.answer(pushed, decision="deny"), decision="approve", number="")
+    await dev.send(unsigned(empty, cid="cr_never"))
+    err = await dev.frame()
+    assert isinstance(err, Error) and (err.code, err.ref) == ("unknown_credential", pushed.ch)
+    await dev.send(unsigned(empty, ctx_hash=bytes(32)))
     assert await dev.closed() == (4400, "invalid_field")
 
 
