@@ -85,13 +85,16 @@ def http_date() -> bytes:
 
 
 def host_offset_ms() -> int:
-    """This host's wall clock minus the broker's, at the last read of Redis's (0 before)."""
+    """This host's wall clock minus Redis's, at the last read of Redis's (0 before)."""
     return _shared.host_off_ms
 
 
 def describe(off_ms: int) -> str:
-    """'1 min 30 s ahead of' / '4 s behind': how a clock `off_ms` ahead of another stands to it."""
-    s = abs(off_ms) // 1000
+    """'1 min 30 s ahead of' / '4.0 s behind': how a clock `off_ms` ahead of another stands
+    to it. Rounded, not cut: an offset is measured to within half a round trip either side,
+    and 89.99 s is 1 min 30 s (cut, it read "1 min 29 s" whenever the reading fell short
+    of the true 90 s by a millisecond, as a loaded host's readings do)."""
+    s = round(abs(off_ms) / 1000)
     if s >= 3600:
         size = f"{s // 3600} h {s % 3600 // 60} min"
     elif s >= 60:
@@ -118,20 +121,25 @@ def next_offset(old: int | None, read: int) -> int:
 
 async def read(redis: Any) -> bool:
     """Read Redis's clock once; False if it did not answer in time or took too long."""
-    before = _steady_ns()
+    # This host's wall clock is read around the same round trip as the steady clock, so
+    # that its offset from Redis's is as good as the reading (within half the round
+    # trip), wherever a loaded host lets this task wait: read apart, a wait between the
+    # two reads added itself to the logged offset.
+    wall_before, before = time.time_ns(), _steady_ns()
     try:
         sec, usec = await asyncio.wait_for(redis.eval(_TIME, 1, KEY), READ_TIMEOUT_S)
     except (RedisError, OSError, TimeoutError, ValueError) as exc:  # the next read tries again
         log.debug("could not read Redis's clock: %s", exc)
         return False
-    after = _steady_ns()
+    after, wall_after = _steady_ns(), time.time_ns()
     if after - before > MAX_ROUND_TRIP_NS:
         return False
     redis_ns = int(sec) * 1_000_000_000 + int(usec) * 1_000
     _shared.offset_ns = next_offset(_shared.offset_ns, redis_ns - (before + after) // 2)
-    host_off = time.time_ns() // 1_000_000 - now_ms()
-    _shared.host_off_ms = host_off
-    _report(host_off)
+    if abs(wall_after - wall_before) <= MAX_ROUND_TRIP_NS:  # else stepped meanwhile: next time
+        host_off = ((wall_before + wall_after) // 2 - redis_ns) // 1_000_000
+        _shared.host_off_ms = host_off
+        _report(host_off)
     return True
 
 

@@ -224,3 +224,14 @@ def test_the_broker_clock_does_not_go_back_for_a_reads_own_error() -> None:
     assert clock.next_offset(5 * ms, 5 * ms - 40 * ms) == 5 * ms
     assert clock.next_offset(5 * ms, 5 * ms - clock.STEP_BACK_NS) == 5 * ms
     assert clock.next_offset(5 * ms, 5 * ms - clock.STEP_BACK_NS - 1) == 5 * ms - clock.STEP_BACK_NS - 1
+
+
+def test_a_clock_offset_is_told_to_the_nearest_second() -> None:
+    """A node 90 s ahead is measured to within half a round trip either side: 89.99 s
+    was told as "1 min 29 s" (cut, not rounded) whenever the reading fell just short, as
+    a loaded host's do."""
+    assert clock.describe(89_990) == "1 min 30 s ahead of"
+    assert clock.describe(90_400) == "1 min 30 s ahead of"
+    assert clock.describe(-59_960) == "1 min 0 s behind"
+    assert clock.describe(3_599_700) == "1 h 0 min ahead of"
+    assert clock.describe(-4_040) == "4.0 s behind"
