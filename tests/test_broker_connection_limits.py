@@ -98,6 +98,7 @@ def start_node(
         extra = ["--metrics-port", str(port), "--log-level", "DEBUG", *args]
         node = Node(broker_factory(redis_url=redis_server.url, node=f"n{len(nodes)}", extra_args=extra), port)
         nodes.append(node)
+        node.wait_open(0)  # the readiness probe's connection closed: counts start from nothing
         return node
 
     yield start
