@@ -311,9 +311,16 @@ def test_a_full_node_of_equal_shares_refuses(start_node: Callable[..., Node]) ->
 
 def reader_that_never_reads(node: Node, requests: bytes) -> tuple[socket.socket, threading.Thread]:
     """A connection that sends `requests` (pipelined) from a thread and reads nothing;
-    its receive buffer is made small so that the broker's responses back up at once."""
+    its receive buffer is made small so that the broker's responses back up at once.
+
+    Its segments are Ethernet's size (MSS 1460), as a client across a network has:
+    loopback's 64 KB segments made the kernel size the broker's send buffer for them,
+    about 4 MB, so some 11,000 answers (7 s of the lane's work on a quiet machine, over
+    30 s on a loaded one) had to be written before the broker's writes backed up and
+    its write timeout began; with 1460 some 700 do."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1460)  # the MSS it announces
     sock.connect(("127.0.0.1", node.broker.port))
 
     def send() -> None:
