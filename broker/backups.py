@@ -17,13 +17,13 @@ they name a person's backup.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from protocol import b64, signing
 
 from . import keys
+from .bounds import BackupQuota
 from .context import node_of
 from .http_guard import read_body
 from .limits import LIMITER, address_key
@@ -32,27 +32,6 @@ from .signed_requests import check_signed, parse_ts
 from .store import now_ms
 
 MAX_BLOB = 256 * 1024  # a backup of hundreds of accounts is a few dozen KiB
-# Refreshed by every write (the agent writes on every change of its accounts). Was 400
-# days: anyone may store a blob here without an account, in the Redis that holds
-# sign-in state, so abandoned copies (a lost phone, a replaced passphrase) and
-# junk should not pile up against the store's cap for over a year; six months
-# still outlives any phone upgrade.
-BLOB_TTL_S = 180 * 24 * 3600
-# New backup ids per client address per UTC day (overwriting one's own is free): a
-# household makes a few; more is someone filling the store (429 quota_exceeded).
-NEW_BLOBS_PER_IP_DAY = 20
-# The whole store: at most this many bytes and blobs (507 backup_store_full). 256 MiB
-# bounds what strangers can put next to sign-in state; size Redis above it.
-BACKUP_STORE_MAX_BYTES = 256 * 1024 * 1024
-BACKUP_STORE_MAX_BLOBS = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class BackupQuota:
-    new_per_ip_day: int = NEW_BLOBS_PER_IP_DAY
-    max_bytes: int = BACKUP_STORE_MAX_BYTES
-    max_blobs: int = BACKUP_STORE_MAX_BLOBS
-    ttl_s: int = BLOB_TTL_S
 
 
 QUOTA = web.AppKey("backup_quota", BackupQuota)

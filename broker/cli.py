@@ -1,8 +1,9 @@
 """`pushauth-broker`: run the broker and manage the relying parties it serves.
 
 Every run builds the whole parser; what a command runs with (Redis, asyncio, the
-store, the server) is imported once it is known which command runs, so that `--help`
-costs no more than the parser, and an `rp` command does not load the server.
+store, the server) is imported once it is known which command runs and its arguments
+are accepted, so that `--help` and a refused command cost no more than the parser and
+its checks, and an `rp` command does not load the server.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import platformdirs
 
 from protocol import text
 
+from .bounds import RP_CACHE_S
 from .policy_cli import add_rp_policy_commands, rp_policy_command
-from .timings import RP_CACHE_S
 
 if TYPE_CHECKING:
     import socket
 
     from .models import RelyingParty
+    from .serve_options import Settings
 
 MAX_KEEP_OLD_MIN = 7 * 24 * 60  # a week: long enough to roll out a new key anywhere
 
@@ -91,7 +93,7 @@ class _Version(argparse._VersionAction):
 
 def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     """The whole command line; without `serve_options`, `serve` is listed but has no
-    options: its module imports the server, which other commands need not load."""
+    options (broker/serve_options.py: imported by a `serve` run only)."""
     parser = argparse.ArgumentParser(
         prog="pushauth-broker",
         description="The pushauth broker: relying parties send sign-in challenges over its HTTP API; "
@@ -114,9 +116,9 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
         "WebSocket (/v1/device) on one port until SIGINT/SIGTERM.",
     )
     if serve_options:
-        from . import serve_cli
+        from .serve_options import add_arguments
 
-        serve_cli.add_arguments(serve, _add_store_args)
+        add_arguments(serve, _add_store_args)
 
     rp = sub.add_parser(
         "rp",
@@ -193,26 +195,36 @@ def build_parser(*, serve_options: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def check_rp(args: argparse.Namespace) -> None:
+    """Refuse bad `rp` arguments before Redis (and redis-py, the store, asyncio) is
+    imported or reached: what needs no stored state to be judged."""
+    from .cli_common import CliError, check_redis_url
+
+    check_redis_url(args.redis_url)
+    if args.rp_command == "add":
+        args.name = args.name.strip()
+        if not 1 <= len(args.name) <= 256:
+            raise CliError("the RP name must be 1 to 256 characters")
+        # Devices show it as plain text (docs/protocol.md, section 18.4).
+        if (bad := text.first_unsafe(args.name)) is not None:
+            raise CliError(f"the RP name {text.refusal(bad)}")
+    elif args.rp_command == "rotate-key" and not 0 <= args.keep_old <= MAX_KEEP_OLD_MIN:
+        raise CliError(f"--keep-old must be 0 to {MAX_KEEP_OLD_MIN} minutes")
+
+
 async def rp_command(args: argparse.Namespace) -> None:
-    from .command import CliError, open_redis
+    from .cli_common import CliError
+    from .command import open_redis
     from .store import Store
 
     async with open_redis(args) as redis:
         store = Store(redis, node="cli")
         if args.rp_command == "add":
-            name = args.name.strip()
-            if not 1 <= len(name) <= 256:
-                raise CliError("the RP name must be 1 to 256 characters")
-            # Devices show it as plain text (docs/protocol.md, section 18.4).
-            if (bad := text.first_unsafe(name)) is not None:
-                raise CliError(f"the RP name {text.refusal(bad)}")
-            rp, key = await store.add_rp(name)
+            rp, key = await store.add_rp(args.name)  # check_rp stripped and checked it
             _show_key(args, rp, key)
             if not args.json:
                 print("The API key is shown only now; the broker keeps a hash of it.", file=sys.stderr)
         elif args.rp_command == "rotate-key":
-            if not 0 <= args.keep_old <= MAX_KEEP_OLD_MIN:
-                raise CliError(f"--keep-old must be 0 to {MAX_KEEP_OLD_MIN} minutes")
             rp = await store.get_rp(args.rp_id)
             key = await store.rotate_rp_key(args.rp_id, args.keep_old * 60) if rp is not None else None
             if rp is None or key is None:
@@ -308,97 +320,47 @@ def _exit_now() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    early = _listen_early(words[1:]) if words[:1] == ["serve"] else None
     args = build_parser(serve_options=words[:1] == ["serve"]).parse_args(argv)
     if args.command == "serve":
         import socket
 
         args.node = args.node or f"{socket.gethostname()}-{os.getpid()}"
-        args.early_sock = early
-    elif early is not None:
-        early.close()
     return run(args, words)
 
 
-def _listen_early(words: Sequence[str]) -> socket.socket | None:
-    """`serve`'s listening socket, made before its modules are imported (building the
-    serve parser imports them): see activation.listen_early. The options that decide it
-    are read here by a small parser of their own; run() uses the socket only if the
-    real parse gave the same address and no socket was passed, else closes it. None
-    when it does not apply (--help, --workers, a passed socket, a host name) or when the
-    bind fails (serve binds again and says why)."""
-    from .activation import DEFAULT_HOST, DEFAULT_PORT, LISTEN_BACKLOG, listen_early
-
-    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    pre.add_argument("-h", "--help", action="store_true")
-    pre.add_argument("--host", default=DEFAULT_HOST)
-    pre.add_argument("--port", type=int, default=DEFAULT_PORT)
-    pre.add_argument("--workers", type=int, default=1)
-    pre.add_argument("--listen-fd")
-    pre.add_argument("--reuse-port", action="store_true")
-    try:
-        known, _ = pre.parse_known_args(list(words))
-    except (SystemExit, ValueError):  # a bad value: the real parser says so
-        return None
-    if known.help or known.workers != 1 or known.listen_fd is not None or known.reuse_port:
-        return None
-    if "LISTEN_FDS" in os.environ:  # systemd's socket, perhaps (activation.systemd_socket decides)
-        return None
-    try:
-        return listen_early(known.host, known.port, LISTEN_BACKLOG)
-    except OSError:
-        return None
-
-
-def _bound_as(sock: socket.socket, host: str, port: int) -> tuple[str, int]:
-    """The address `sock` has if it was bound for --host `host` --port `port`."""
-    return host, port or sock.getsockname()[1]
-
-
 def run(args: argparse.Namespace, words: Sequence[str]) -> int:
-    import asyncio
     import socket
 
-    from . import cpus, logs
+    from . import cpus
     from .activation import ActivationError
-    from .command import CliError
-    from .workers import WorkersError, supervise
+    from .cli_common import CliError
 
     # Read by open_redis: a --data-dir given with a Redis URL is said to be unused.
     args.data_dir_given = any(w == "--data-dir" or w.startswith("--data-dir=") for w in words)
-    logs.configure(
-        getattr(args, "log_level", "WARNING"),
-        getattr(args, "log_format", "text"),
-        getattr(args, "node", None) or "cli",
-        [logs.PathFilter()],  # every logger's lines, the access log's too
-    )
     try:
         if args.command == "serve":
-            from .activation import listening_socket, systemd_socket
+            from .serve_options import check_serve
 
-            # The socket this process was given (systemd's, or a supervisor's
-            # --listen-fd); else its own if main() made it early for these options.
-            if args.listen_fd is not None:
-                args.listen_sock = listening_socket(args.listen_fd)
-            else:
-                args.listen_sock = systemd_socket()
-            early, args.early_sock = getattr(args, "early_sock", None), None
-            if early is not None:
-                mine = args.listen_sock is None and args.workers == 1 and not args.reuse_port
-                if mine and early.getsockname()[:2] == _bound_as(early, args.host, args.port):
-                    args.listen_sock = early
-                else:
-                    early.close()
-            from . import serve_cli
+            # Before anything is imported or started: a refusal costs the parser only.
+            settings = check_serve(args)
+            args.listen_sock = _listening_socket(args)  # before anything else is imported
+        else:
+            check_rp(args)
+        from . import logs  # (it imports redis-py)
 
-            if args.workers != 1:
-                serve_cli.check_serve(args)
-                asyncio.run(supervise(args, list(words)))
-            else:
-                _run(lambda: serve_cli.serve(args), exit_after=True)
+        logs.configure(
+            getattr(args, "log_level", "WARNING"),
+            getattr(args, "log_format", "text"),
+            getattr(args, "node", None) or "cli",
+            [logs.PathFilter()],  # every logger's lines, the access log's too
+        )
+        if args.command == "serve":
+            _serve(args, words, settings)
         elif args.command == "rp":
+            import asyncio
+
             asyncio.run(rp_command(args))  # an admin command: no need of uvloop's speed
-    except (CliError, WorkersError, ActivationError, cpus.CpusError) as exc:
+    except (CliError, ActivationError, cpus.CpusError) as exc:
         print(f"pushauth-broker: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `rp show ... | head`: the reader has all it wanted
@@ -414,6 +376,51 @@ def run(args: argparse.Namespace, words: Sequence[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _listening_socket(args: argparse.Namespace) -> socket.socket | None:
+    """The socket `serve` was given (systemd's, or a supervisor's --listen-fd); else, for
+    one process, its own, made before the server's modules are imported
+    (activation.listen_early); else None: the server binds --host and --port itself."""
+    from .activation import listening_socket, systemd_socket
+
+    if args.listen_fd is not None:
+        return listening_socket(args.listen_fd)
+    sock = systemd_socket()
+    if sock is None and args.workers == 1 and not args.reuse_port:
+        sock = _listen_early(args.host, args.port)
+    return sock
+
+
+def _serve(args: argparse.Namespace, words: Sequence[str], settings: Settings) -> None:
+    """`serve` with accepted arguments and its listening socket: the server's modules."""
+    from .cli_common import CliError
+
+    if args.workers != 1:
+        import asyncio
+
+        from .workers import WorkersError, supervise
+
+        try:
+            asyncio.run(supervise(args, list(words)))
+        except WorkersError as exc:
+            raise CliError(str(exc)) from None
+    else:
+        from . import serve_cli
+
+        _run(lambda: serve_cli.serve(args, settings), exit_after=True)
+
+
+def _listen_early(host: str, port: int) -> socket.socket | None:
+    """The listening socket for --host and --port (activation.listen_early), or None
+    when it does not apply (a host name) or the bind fails: serve binds again then, and
+    says why."""
+    from .activation import LISTEN_BACKLOG, listen_early
+
+    try:
+        return listen_early(host, port, LISTEN_BACKLOG)
+    except OSError:
+        return None
 
 
 def _os_error(exc: OSError) -> str:

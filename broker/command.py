@@ -1,5 +1,7 @@
-"""What every `pushauth-broker` command shares: the error it reports, its status
-lines, and the Redis it works on (--redis-url, or the embedded Redis in --data-dir)."""
+"""The Redis a `pushauth-broker` command works on (--redis-url, or the embedded Redis
+in --data-dir), checked to be usable before the command goes on: reached, with the
+password it needs, not one node of a cluster, of a key layout this broker knows.
+What the commands share that needs no Redis is in broker/cli_common.py."""
 
 from __future__ import annotations
 
@@ -9,67 +11,17 @@ import contextlib
 import re
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import MasterNotFoundError
 from redis.exceptions import RedisClusterException, ResponseError
 
 from . import layout, redis_cluster, sentinel
+from .cli_common import CliError, check_redis_url, shown_url
 from .embedded import EmbeddedRedis, EmbeddedRedisError
 
 REDIS_CONNECTIONS = 64  # redis-py's pool; the hot path has its own pipelined connection
 REDIS_POOL_WAIT_S = 10.0
-
-
-class CliError(Exception):
-    """Bad input or environment: one line on stderr, exit status 2."""
-
-
-def say(line: str) -> None:
-    """A status line on stdout. A worker's stdout is a pipe to its supervisor: if that
-    died (and this worker is stopping because of it), the stop must go on regardless."""
-    with contextlib.suppress(OSError):
-        print(line, flush=True)
-
-
-def check_redis_url(url: str | None) -> None:
-    """--redis-url (or PUSHAUTH_REDIS_URL): a URL no client can use is refused before
-    anything starts, with the reason, instead of as a traceback from inside redis-py (a
-    bad scheme, port or IPv6 host)."""
-    if url is None:
-        return  # the embedded Redis
-    try:
-        if sentinel.is_sentinel_url(url):
-            sentinel.parse(url)
-        elif redis_cluster.is_cluster_url(url):
-            redis_cluster.parse(url)
-        elif not url.startswith(PLAIN_SCHEMES):
-            raise ValueError(f"the scheme must be one of {', '.join(ALL_SCHEMES)}")
-        else:
-            parse_url(url)
-    except ValueError as exc:
-        raise CliError(f"bad --redis-url {shown_url(url)!r}: {exc}") from None
-    if url.startswith(PLAIN_SCHEMES[:2]) and not re.fullmatch(r"/?(\d+)?", urlsplit(url).path):
-        raise CliError(f"bad --redis-url {shown_url(url)!r}: the path must be a database number, e.g. /0")
-
-
-def shown_url(url: str) -> str:
-    """`url` fit for a message or a log line: its password (of every host of a
-    Sentinel or Cluster URL: they share one user part) replaced by ***."""
-    url = re.sub(r"^([a-z+]+://[^/@:]*):[^/@]*@", r"\1:***@", url)
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)  # unix:///path?password=...
-
-
-def store_line(url: str | None, data_dir: Path) -> str:
-    """Which Redis a node keeps its state in, for its status lines: a node meant to share
-    one Redis with others that got none (an unset PUSHAUTH_REDIS_URL) runs on an embedded
-    Redis of its own, healthy to every check, and says so only here."""
-    if url:
-        return shown_url(url)
-    return f"the embedded Redis in {data_dir} (no --redis-url: shared with no other node)"
 
 
 async def _other_cluster_nodes(client: aioredis.Redis) -> bool:
@@ -115,10 +67,6 @@ def _not_reached(url: str, exc: Exception) -> str:
             f"{scheme}://:PASSWORD@HOST:PORT (or USER:PASSWORD@ with an ACL user)"
         )
     return f"cannot reach Redis at {shown}: {reason}"
-
-
-PLAIN_SCHEMES = ("redis://", "rediss://", "unix://")
-ALL_SCHEMES = (*PLAIN_SCHEMES, f"{sentinel.SCHEME}://", f"{redis_cluster.SCHEME}://")
 
 
 @contextlib.asynccontextmanager

@@ -55,15 +55,12 @@ from typing import Any
 
 import orjson
 
+from .bounds import CONNECTIONS_PER_IP
 from .limits import address_key
 from .problems import problem_document
 
 log = logging.getLogger(__name__)
 
-# Open connections from one address: above an RP SDK's pool (aiohttp's default of 100
-# a process) and an office of devices reconnecting at once after a restart (their
-# connect-rate burst is 300), far below what hurts a node.
-CONNECTIONS_PER_IP = 512
 # The node's share of its open-file limit for HTTP connections (the rest: device
 # sockets, Redis), and the least it is given whatever the limit.
 NODE_SHARE = 4

@@ -38,6 +38,7 @@ from protocol.session import ServerSession
 from protocol.signing import answer_bytes, recovery_answer_bytes, verify
 
 from . import metrics, notices, redis_refusals, webpush, wsframes
+from .bounds import AUTH_TIMEOUT_S
 from .connections import Slot
 from .context import NODE
 from .hub import Hub
@@ -62,10 +63,6 @@ CLOSE_REPLY_TIMEOUT_S = 1.0
 # budget) had every frame of a second's worth decoded and unmasked for nothing. Enough
 # for what was in flight when the close went out: a maximal frame and the reply.
 CLOSING_READ_LIMIT = 64 * 1024
-# A connection on which no credential was authenticated and no enrollment completed
-# within this time is closed (4408 auth_timeout); an `authenticate` whose credentials
-# were all refused does not stop the clock. `serve --auth-timeout` sets it per node.
-AUTH_TIMEOUT_S = 30.0
 AUTH_TIMEOUT = web.AppKey("device_auth_timeout", float)
 # Frames one connection may send (a token bucket): FRAME_BURST at once, FRAMES_PER_S a
 # second sustained; a connection over it is closed (4429 rate_limited). Ordinary use

@@ -35,6 +35,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from protocol.challenge import Status
 
 from . import events, keys, metrics, notices
+from .bounds import EVENTS_GRACE_S
 from .hub import Device, Hub
 from .models import Credential
 from .store import Store, now_ms
@@ -42,10 +43,6 @@ from .subscriber import Refused
 
 log = logging.getLogger(__name__)
 
-# How long the listener may be unsubscribed before /healthz says 503. Short blips
-# (a Redis restart, a failover) heal by themselves and the catch-up covers them; a
-# node that stays deaf longer should get no new traffic. `serve --events-grace`.
-EVENTS_GRACE_S = 10.0
 MAX_BACKOFF_S = 5.0
 _BATCH = 500  # users or credentials read per round trip during a catch-up
 # Errors that are the configuration speaking (a password, an ACL), not a blip.

@@ -28,7 +28,6 @@ import logging
 import re
 import socket
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +36,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineToo
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from . import metrics
+from .bounds import WRITE_TIMEOUT_S, Timeouts
 from .connections import ConnectionGate, Slot, write_deadline
 from .http_head import LaneRequest
 from .problems import ApiError, problem, problem_document
@@ -46,31 +46,6 @@ if TYPE_CHECKING:
     from .rp_lane import Lane
 
 log = logging.getLogger(__name__)
-
-# A request head (request line and headers, at most ~8 KiB by aiohttp's limits) must
-# arrive within this time of the connection opening or of its first byte. Real
-# clients send it in one packet; 10 s allows for a very slow mobile link.
-HEAD_TIMEOUT_S = 10.0
-# A request body (at most 16 KiB of JSON, or a 256 KiB backup) must arrive within
-# this time of the handler asking for it: 256 KiB at 20 KB/s takes 13 s.
-BODY_TIMEOUT_S = 30.0
-# An idle keep-alive connection is closed after this. Longer than the idle timeouts
-# of the RP SDK's pool (15 s) and of common load balancers (60 s), so that it is the
-# client that closes an idle connection, not the broker racing its next request.
-KEEPALIVE_TIMEOUT_S = 75.0
-# A response the client does not read (its window and our buffer full) must start
-# moving again within this time, else the connection is dropped: a client that sends
-# requests and never reads the answers held its connection and its handler for good.
-# A 256 KiB backup read at 20 KB/s pauses for about 12 s.
-WRITE_TIMEOUT_S = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class Timeouts:
-    head_s: float = HEAD_TIMEOUT_S
-    body_s: float = BODY_TIMEOUT_S
-    keepalive_s: float = KEEPALIVE_TIMEOUT_S
-    write_s: float = WRITE_TIMEOUT_S
 
 
 TIMEOUTS = web.AppKey("http_timeouts", Timeouts)

@@ -23,42 +23,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .bounds import Limits, Rate
 from .http_head import DEVICE_PATH
 from .problems import Handler, problem
 
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """`per_s` requests a second, `burst` at once; per_s == 0: no limit."""
-
-    per_s: float
-    burst: int
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        """'RATE' or 'RATE:BURST' (burst defaults to 10 x RATE, at least 1); '0': none."""
-        rate_s, _, burst_s = text.partition(":")
-        per_s = float(rate_s)
-        burst = int(burst_s) if burst_s else max(1, math.ceil(per_s * 10))
-        if not (per_s >= 0 and math.isfinite(per_s)) or burst < 1:
-            raise ValueError("RATE must be >= 0 and BURST >= 1")
-        return cls(per_s, burst)
-
-    def __str__(self) -> str:
-        return f"{self.per_s:g}:{self.burst}"
-
-
-# Device sockets before authentication: per address, a whole office behind one NAT
-# reconnecting after a broker restart (burst), then 20 a second; per node, 18,000
-# devices back within seconds of a restart (DESIGN performance targets).
-DEVICE_CONNECTS_PER_IP = Rate(20, 300)
-DEVICE_CONNECTS = Rate(3000, 20000)
-# Backup reads, writes and deletes (/v1/backups/...): a device writes one on change.
-BACKUP_REQUESTS_PER_IP = Rate(2, 60)
-BACKUP_REQUESTS = Rate(200, 2000)
-# Recoveries and recovery-key rotations: once per account per new device or passphrase.
-RECOVERY_REQUESTS_PER_IP = Rate(1, 30)
-RECOVERY_REQUESTS = Rate(50, 500)
 # Addresses remembered at once per class; beyond it, the full (idle) buckets are forgotten.
 MAX_TRACKED_ADDRESSES = 100_000
 # An IPv6 client is counted by its /64: a subscriber is given at least that many
@@ -114,17 +82,6 @@ class TokenBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    device_per_ip: Rate = DEVICE_CONNECTS_PER_IP
-    device: Rate = DEVICE_CONNECTS
-    backup_per_ip: Rate = BACKUP_REQUESTS_PER_IP
-    backup: Rate = BACKUP_REQUESTS
-    recovery_per_ip: Rate = RECOVERY_REQUESTS_PER_IP
-    recovery: Rate = RECOVERY_REQUESTS
-    trusted_proxies: tuple[str, ...] = ()  # addresses or networks (CIDR)
 
 
 @dataclass

@@ -19,8 +19,6 @@ from typing import Any
 
 import orjson
 
-from . import redis_refusals
-
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FORMATS = ("text", "json")
 
@@ -72,6 +70,10 @@ def _escaped(value: Any) -> Any:
 def configure(level: str, fmt: str, node: str, filters: list[logging.Filter]) -> None:
     """Root logging to stderr in `fmt` ("text" or "json"), with `filters` on its handler
     (so they apply to every logger's lines, aiohttp's access log included)."""
+    # Here, not at the top: it imports redis-py, and `serve`'s options (broker/serve_options.py)
+    # take FORMATS from this module before anything is run.
+    from . import redis_refusals
+
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter(node) if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     for f in filters:

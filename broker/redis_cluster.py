@@ -18,9 +18,11 @@ over redis-py's asyncio RedisCluster built here. docs/operations.md, "Redis Clus
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+if TYPE_CHECKING:
+    from redis.asyncio.cluster import RedisCluster
 
 SCHEME = "redis+cluster"
 DEFAULT_PORT = 6379
@@ -83,6 +85,9 @@ def parse(url: str) -> ClusterURL:
 
 def cluster_client(url: str) -> RedisCluster:
     """redis-py's asyncio cluster client for the URL (it follows the slot map)."""
+    # Here, not at the top: parse() checks --redis-url before redis-py is loaded.
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
     where = parse(url)
     client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in where.seeds],

@@ -2,7 +2,7 @@
 
 Its API key and policy go first (Store.remove_rp), so no enrollment of it completes
 any more (lua.COMPLETE_ENROLLMENT checks the RP) and its key stops working within
-timings.RP_CACHE_S on every node. Then every credential of its users is revoked, as
+bounds.RP_CACHE_S on every node. Then every credential of its users is revoked, as
 the RP itself would (each online device is told `revoked` at once and cannot
 authenticate again), its pending challenges end `withdrawn`, so nothing it sent
 can be approved, and its users' push fatigue state goes. Revoked credentials stay

@@ -14,10 +14,11 @@ speaks only to a fixed address.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 SCHEME = "redis+sentinel"
 DEFAULT_PORT = 26379
@@ -68,6 +69,9 @@ def parse(url: str) -> SentinelURL:
 
 def master_client(url: str) -> Redis:
     """A client of the current master of the URL's service (it follows failovers)."""
+    # Here, not at the top: parse() checks --redis-url before redis-py is loaded.
+    from redis.asyncio.sentinel import Sentinel
+
     where = parse(url)
     sentinel = Sentinel(list(where.sentinels), socket_timeout=SOCKET_TIMEOUT_S)
     return sentinel.master_for(

@@ -20,13 +20,13 @@ from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import RevokeReason
 
 from . import enrollment_quota, events, keys, lua
+from .bounds import RP_CACHE_S
 from .clock import now_ms  # the broker clock, Redis's (its users import it from here)
 from .cluster_pipe import ClusterPipe
 from .fatigue import refusal
 from .models import TARGET_SEP, Answer, ChallengeRecord, Credential, Enrollment, RelyingParty
 from .policy import PolicyCache
 from .redis_pipe import RedisPipe
-from .timings import RP_CACHE_S
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,10 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from aiohttp import web
 
 PREFIX = "/app"
 ROOT = Path(__file__).resolve().parent.parent / "device_agent" / "webapp"
@@ -118,6 +120,10 @@ def load(root: Path = ROOT) -> dict[str, StaticFile]:
 
 
 def add_routes(app: web.Application, root: Path = ROOT) -> None:
+    # Here, not at the top: `serve --webapp` checks the files with missing() before the
+    # server is imported, and `python -m broker.webapp_static` serves nothing.
+    from aiohttp import web
+
     files = load(root)
 
     async def redirect(_request: web.Request) -> web.StreamResponse:

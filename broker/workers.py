@@ -39,7 +39,6 @@ from .lifeline import die_with_parent
 
 log = logging.getLogger("pushauth.broker")
 
-MAX_WORKERS = 64
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0  # a worker's own orderly stop takes at most its 5 s shutdown timeout
 _READY = b" listening on "

@@ -153,18 +153,19 @@ def test_bad_serve_values_are_refused_before_anything_starts(tmp_path: Path) -> 
 
 def test_bad_addresses_files_and_folders_are_named(tmp_path: Path) -> None:
     data = ["--data-dir", str(tmp_path / "data")]
-    # Not an address: said with the host, after the embedded Redis started (and stopped).
-    assert_cli_error(
-        run_cli([BROKER, "serve", "--host", "999.1.1.1", "--port", "0", *data]),
-        contains="cannot listen on 999.1.1.1",
-    )
-    # A mistyped folder for the Web Push key is refused, not made.
+    # A mistyped folder for the Web Push key is refused, not made, before anything starts.
     key = tmp_path / "no-such-folder" / "vapid.pem"
     assert_cli_error(
         run_cli([BROKER, "serve", "--port", "0", "--push-key", str(key), *data]),
         contains=f"the folder {key.parent} does not exist",
     )
     assert not key.parent.exists()
+    assert not (tmp_path / "data").exists(), "refused before the embedded Redis started"
+    # Not an address: said with the host, after the embedded Redis started (and stopped).
+    assert_cli_error(
+        run_cli([BROKER, "serve", "--host", "999.1.1.1", "--port", "0", *data]),
+        contains="cannot listen on 999.1.1.1",
+    )
     # Nor is a file that holds no P-256 key (a traceback from the VAPID library before).
     for name, content in (("junk.pem", b"not a pem\n"), ("rsa.pem", rsa_private_key_pem())):
         (tmp_path / name).write_bytes(content)

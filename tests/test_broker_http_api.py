@@ -22,7 +22,7 @@ from support import DEADLINE, BrokerProcess, wait_until
 from test_broker_rp_lane import Conn
 
 from broker.app import create_app
-from broker.http_guard import BODY_TIMEOUT_S
+from broker.bounds import BODY_TIMEOUT_S
 from broker.openapi import DOCUMENT
 from protocol import SUBPROTOCOLS, signing
 from protocol.session import ClientSession
