@@ -23,6 +23,7 @@ from .connection import Connection
 from .device_names import device_name_for
 from .display import number_source, shown, shown_clipped
 from .errors import AgentError, BrokerClosed, InsecureBroker, Refused, Unreachable, UsageError
+from .links import parse_uri
 from .messages import REVOKE_MESSAGES, cancel_message, revoked_notice
 from .store import ACTION_REQUIRED, Account, AccountStore, Registration, StoreError
 
@@ -45,17 +46,6 @@ def apply_welcome(store: AccountStore, welcome: Welcome) -> list[str]:
 
 
 # -- enroll -----------------------------------------------------------------------
-
-
-def parse_uri(text: str) -> uri.EnrollmentURI:
-    try:
-        parsed = uri.parse(text)
-    except ProtocolError as exc:
-        raise UsageError(exc.message) from None
-    insecure = uri.insecure_transport(parsed.broker)
-    if insecure is not None:  # refused before the passphrase, the token, anything
-        raise InsecureBroker(insecure)
-    return parsed
 
 
 def misdirected(ch: Challenge, account: Account | None, broker_now_ms: int) -> str | None:

@@ -526,12 +526,15 @@ TEST_NOTIFICATION_HINT = (
 
 
 def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
+    from .links import check_link_command, parse_uri
+
+    check_link_command(args.uri, "enroll")
+    link = parse_uri(args.uri)  # a bad link is refused before what enrolls is imported
     import asyncio
 
-    from . import actions, otp_actions
+    from . import actions
 
-    otp_actions.check_link_command(args.uri, "enroll")
-    twin = actions.twin_of(store, actions.parse_uri(args.uri))
+    twin = actions.twin_of(store, link)
     if twin is not None and not args.again and not confirm_again(twin):
         say("Nothing was added; the link was not used.")
         return EXIT_OK

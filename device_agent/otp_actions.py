@@ -16,6 +16,7 @@ from .errors import UsageError
 from .importers import migration, otpauth
 from .importers.report import ExportResult, ImportReport, ImportSourceError, Refused, merge
 from .importers.sources import is_password_protected, parse_source
+from .links import check_link_command
 from .options import EXPORT_FORMATS
 from .store import AccountStore, Entry
 
@@ -123,25 +124,6 @@ def add_uri(store: AccountStore, text: str, name: str | None = None) -> Entry:
         if held.same_codes_as(otp):
             raise UsageError(f'this account is already here as "{held_name}"; nothing was added')
     return store.add_otp(otp, name)
-
-
-# Which command takes a link of each scheme, and what such a link is: a link given to
-# another command is refused with the right command's name (people type `add` for a
-# sign-in QR code's link, as an authenticator app's one "add account" button takes both).
-_LINKS = {
-    "pushauth": ("a push sign-in enrollment link", "enroll"),
-    "otpauth": ("a verification-code link", "add"),
-    "otpauth-migration": ("an authenticator export", "import"),
-}
-_TAKES = {"enroll": ("pushauth",), "add": ("otpauth",), "import": ("otpauth", "otpauth-migration")}
-
-
-def check_link_command(link: str, command: str) -> None:
-    """Refuse, naming the right command, a link that `command` does not take."""
-    scheme = link.strip(" \t\n\r\f\v").partition(":")[0].lower()  # ASCII white space only
-    if scheme in _LINKS and scheme not in _TAKES[command]:
-        what, right = _LINKS[scheme]
-        raise UsageError(f"this is {what} ({scheme}://...): use pushauth-agent {right} '{scheme}://...'")
 
 
 def read_source(source: str) -> bytes:

@@ -36,6 +36,14 @@ LIGHT_COMMANDS: list[tuple[str, list[str], dict[str, str], int, set[str]]] = [
         0,
         {"asyncio", "websockets", "protocol.frames", "nacl.signing", "pyotp", "device_agent.backup_actions"},
     ),
+    # An enrollment link that is not one: refused before what enrolls is imported.
+    (
+        "device_agent.cli",
+        ["--home", "{tmp}/home", "enroll", "not-a-link"],
+        {},
+        2,
+        {"asyncio", "websockets", "protocol.frames", "nacl.signing", "device_agent.actions"},
+    ),
     # Redis, asyncio, the store and frame types, the server.
     (
         "broker.cli",
