@@ -28,8 +28,9 @@ broker's CPU for a device's return after a restart that was not the device's own
 device connection with the connection's count (broker/connections.py), and writes the
 access line aiohttp wrote (101, 0 bytes); an invalid handshake, one with no protocol
 version in common and an upgrade during shutdown go to aiohttp, as before. Requests on one connection
-are answered in order; bytes that come while one is handled wait (at most MAX_WAITING,
-then reading pauses). At shutdown idle connections close and busy ones after their
+are answered in order; bytes that come while one is handled, or while the client reads
+none of the answers (writes paused), wait: at most MAX_WAITING, then reading pauses
+until no more than that wait. At shutdown idle connections close and busy ones after their
 response, as aiohttp does its own. The RP routes are not in a rate-limited class
 (broker/limits.py: RP requests carry an API key); the device upgrade is.
 """
@@ -237,12 +238,17 @@ class LaneConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        if self.busy:
-            if len(self.buf) > MAX_WAITING and self.transport is not None:
-                self.transport.pause_reading()
-                self._read_paused = True
-            return
-        self._next()
+        if not self.busy:
+            self._next()  # (which takes nothing while writes are paused)
+        # Reading pauses while more than MAX_WAITING bytes wait, and resumes (_next) once
+        # no more do. It paused only while a request was in hand, and _next resumed it at
+        # every answer: pipelined requests answered at once (a 401, a 404) kept the lane
+        # reading as fast as they came, and while the client read none of the answers
+        # (writes paused) nothing was taken off the buffer at all. A client with no key
+        # had a broker buffer 120 MB in 3 s on loopback, until the write timeout.
+        if len(self.buf) > MAX_WAITING and not self._read_paused and self.transport is not None:
+            self.transport.pause_reading()
+            self._read_paused = True
 
     def eof_received(self) -> bool:
         """The client shut down its sending side after its request (`nc -N`, scripts,
@@ -276,9 +282,8 @@ class LaneConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self._write_paused:
             return
-        if self._read_paused:
-            transport.resume_reading()
-            self._read_paused = False
+        if len(self.buf) <= MAX_WAITING:
+            self._resume_reading(transport)
         if not self.buf:
             if self.lane.closing or self._eof:
                 transport.close()
@@ -315,6 +320,11 @@ class LaneConnection(asyncio.Protocol):
         self.busy = True
         # Read once per request for the access log's duration (as aiohttp reads its loop's clock).
         spawn(self._serve(LaneRequest(head, body, self.lane.app, self.remote, self.slot), time.monotonic()))
+
+    def _resume_reading(self, transport: asyncio.Transport) -> None:
+        if self._read_paused:
+            transport.resume_reading()
+            self._read_paused = False
 
     async def _serve(self, request: LaneRequest, started: float) -> None:
         reply = Reply(self, request.head.keep_alive)
@@ -418,6 +428,7 @@ class LaneConnection(asyncio.Protocol):
         self.lane.connections.discard(self)
         self.transport = None
         tail, self.buf = bytes(self.buf[head.length :]), bytearray()
+        self._resume_reading(transport)  # (the device connection pauses it as it needs)
         sock = device_ws.new_connection(app)
         # The connection's count goes with it (WsSocket.connection_slot).
         sock.connection_slot, self.slot = self.slot, None
@@ -435,6 +446,7 @@ class LaneConnection(asyncio.Protocol):
         self.lane.connections.discard(self)
         self.transport = None
         data, self.buf = bytes(self.buf), bytearray()
+        self._resume_reading(transport)  # (aiohttp pauses it as it needs)
         handler = self._fallback(self.slot)
         self.slot = None  # aiohttp's handler gives it back
         transport.set_protocol(handler)
