@@ -18,7 +18,16 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import expect
-from support import BrokerProcess, RedisServer, TcpProxy, allow_numberless_push, free_port, new_rp, set_policy
+from support import (
+    BrokerProcess,
+    RedisServer,
+    TcpProxy,
+    allow_numberless_push,
+    free_port,
+    new_rp,
+    set_policy,
+    until,
+)
 from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
 from protocol import uri
@@ -597,6 +606,40 @@ async def test_back_on_screen_a_connection_silently_dropped_by_the_network_is_re
         await phone.type_number(challenge.number)
         await page.get_by_role("button", name="Approve").tap()
         assert await result(rp, challenge, account) is Status.APPROVED
+
+
+async def test_a_reply_that_never_comes_drops_the_connection_and_the_next_request_shows(
+    app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy]
+) -> None:
+    """The network loses the way back after the answer went out: it is carried out, its
+    reply never comes. After the reply timeout (15 s) the app drops that connection and
+    makes another, and the next request shows. Before, it closed the socket politely: the
+    broker's half of the closing handshake was lost too, the browser waited a minute for
+    it, and meanwhile no request could arrive and no probe could ask (CI failed the ping
+    test below on this: the reply lost was the one to the app's Web Push query). The
+    page's clock is the test's."""
+    lb = tcp_proxy([app_broker.port])
+    created = await new_rp(app_broker, "Tunnel RP")
+    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
+        phone = await phones(app_broker.http_url + "/app/")
+        account = await enrolled(via_lb, phone)
+    page = await phone.reopen_on_test_clock()
+    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+        first = await rp.create_challenge("alice", CONTEXT)
+        await phone.prompt(first.id)
+        lb.lose_replies()
+        await phone.type_number(first.number)
+        await page.get_by_role("button", name="Approve").tap()
+        assert await result(rp, first, account) is Status.APPROVED  # it went out
+        routed = sum(lb.routed.values())
+        await page.clock.fast_forward(16_000)  # past the reply timeout, short of a probe
+
+        async def connected_again() -> bool:
+            return sum(lb.routed.values()) > routed
+
+        await until(connected_again, message="a new connection")  # before: after a minute
+        second = await rp.create_challenge("alice", CONTEXT)
+        await phone.prompt(second.id)
 
 
 @pytest.mark.parametrize("stepped_back", [False, True], ids=["", "clock stepped back"])

@@ -276,12 +276,17 @@ export class BrokerConnection {
     this.ws.send(encodeFrame(frame));
   }
 
+  // No reply in REPLY_TIMEOUT_MS: the connection it went on is dropped and another is
+  // made. Not closed politely: a network that lost the way back loses the broker's half of
+  // the closing handshake too, and the browser then waits a minute for it, "Connected" and
+  // asking nothing, no request able to arrive (a probe cannot help a closing socket).
   request(key, frame) {
+    const ws = this.ws;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(key);
         reject(new ReplyError("timeout", "the broker did not answer in time"));
-        this.ws?.close(1000);
+        if (this.ws === ws) this.dropNow();
       }, REPLY_TIMEOUT_MS);
       this.waiting.set(key, { resolve, reject, timer });
       try {
