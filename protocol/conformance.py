@@ -362,6 +362,7 @@ class Runner:
         expiring = await self.challenge(acct, ttl=10)
         await self.challenges()
         await self.answered_by()
+        await self.aimed()
         await self.fraud()
         await self.revocation()
         await self.limits()
@@ -850,6 +851,53 @@ class Runner:
             "CH-15", SHOULD, "a connection of the answering credential gets cancel answered with by", own
         )
         await self.req("CH-16", MUST, "another device's connection gets cancel answered without by", private)
+
+    async def aimed(self) -> None:
+        """A challenge aimed at some of the user's credentials (`credential_ids`, RP API 1.8,
+        added within version 2: section 12 "Delivery"): it reaches those alone, and another
+        device of the user can neither see nor answer it."""
+
+        async def only_them() -> str:
+            opened: list[Device] = []
+            try:
+                left_out = await self.enrolled_account("aimed")
+                opened.append(left_out.device)
+                aimed_at = await self.enrolled_account("aimed")  # the same user's second device
+                opened.append(aimed_at.device)
+                for cid in (left_out.cid, aimed_at.cid):  # confirmed: an untargeted one would reach both
+                    await self.rp.ok("POST", f"/v1/credentials/{cid}/confirm", want=204)
+                made, _ = await self.rp.challenge(
+                    aimed_at.user, None, digits=3, credential_ids=[aimed_at.cid]
+                )
+                if made.get("credential_ids") != [aimed_at.cid]:
+                    raise Failed(f"the broker says it aimed it at {made.get('credential_ids')}")
+                shown = await aimed_at.device.expect(Challenge, lambda f: f.ch == made["id"])
+                # The left-out device answers what it would have been shown, signed with its own key.
+                res = await self.answer(
+                    left_out, Challenge(**{**shown.to_wire(), "cid": left_out.cid}), "approve", made["number"]
+                )
+                if not isinstance(res, Error) or res.code != "unknown_challenge":
+                    raise Failed(f"the left-out device's approval got {res}, not unknown_challenge")
+                res = await self.answer(aimed_at, shown, "approve", made["number"])
+                if not isinstance(res, AnswerResult) or res.outcome != "approved":
+                    raise Failed(f"the device it was aimed at got {res} after the other's answer")
+                # Its cancel would come before the answer to a later ping on the same connection.
+                await left_out.device.send_frame(Ping(rid=7))
+                await left_out.device.expect(Pong, lambda f: f.rid == 7)
+                told = [f for f in left_out.device.seen if getattr(f, "ch", None) == made["id"]]
+                if told:
+                    raise Failed(f"the left-out device was sent {told}")
+                return "only the device named got it; the other: unknown_challenge, no frame, no cancel"
+            finally:
+                for d in opened:
+                    await d.close()
+
+        await self.req(
+            "CH-17",
+            SHOULD,
+            "a challenge aimed at credential_ids reaches those alone (added within version 2)",
+            only_them,
+        )
 
     async def fraud(self) -> None:
         f = await self.enrolled_account("fraud")

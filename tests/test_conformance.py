@@ -68,6 +68,7 @@ def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, r
         "CH-11",
         "CH-15",
         "CH-16",
+        "CH-17",
         "PREC-1",
         "REV-3",
         "LIM-2",
