@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.async_api import expect
@@ -554,6 +555,20 @@ async def test_offline_the_app_says_so_and_an_answer_fails_at_once(rp: PushAuthC
     assert await result(rp, challenge, account) is Status.APPROVED
 
 
+async def enrolled_behind_a_proxy(
+    app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy], rp_name: str
+) -> tuple[TcpProxy, str, Phone, dict[str, Any]]:
+    """A phone enrolled at a new RP through a TCP proxy, the phone's way to the broker (the
+    setup link names the proxy, so the app connects through it and the test can cut or mute
+    that): the proxy, the RP's API key, the phone and its account."""
+    lb = tcp_proxy([app_broker.port])
+    created = await new_rp(app_broker, rp_name)
+    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
+        phone = await phones(app_broker.http_url + "/app/")
+        account = await enrolled(via_lb, phone)
+    return lb, created["api_key"], phone, account
+
+
 async def test_an_answer_typed_while_the_app_reconnects_waits_for_the_connection(
     app_broker: BrokerProcess, phones: PhoneMaker, tcp_proxy: Callable[..., TcpProxy]
 ) -> None:
@@ -562,13 +577,11 @@ async def test_an_answer_typed_while_the_app_reconnects_waits_for_the_connection
     the next connection, tried at once, and the answer goes out on it (before: "Could not
     send the answer: not connected" at once, while the status said "Connected" a moment
     later, and the person had to answer again)."""
-    lb = tcp_proxy([app_broker.port])  # the phone's way to the broker
-    created = await new_rp(app_broker, "Flaky Network RP")
-    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
-        phone = await phones(app_broker.http_url + "/app/")
-        account = await enrolled(via_lb, phone)  # its link names the proxy
+    lb, api_key, phone, account = await enrolled_behind_a_proxy(
+        app_broker, phones, tcp_proxy, "Flaky Network RP"
+    )
     page = phone.page
-    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+    async with PushAuthClient(app_broker.http_url, api_key) as rp:
         challenge = await rp.create_challenge("alice", CONTEXT)
         await phone.prompt(challenge.id)
         lb.set_backends([])  # a network that carries nothing: reconnecting fails
@@ -591,14 +604,10 @@ async def test_back_on_screen_a_connection_silently_dropped_by_the_network_is_re
     connection silent for STALE_MS (25 s) is replaced, and the waiting request shows
     (before: it never came, however often the app was opened). The page's clock is the
     test's, so the silence takes no real time."""
-    lb = tcp_proxy([app_broker.port])  # the phone's way to the broker
-    created = await new_rp(app_broker, "Lift RP")
-    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
-        phone = await phones(app_broker.http_url + "/app/")
-        account = await enrolled(via_lb, phone)  # its link names the proxy
+    lb, api_key, phone, account = await enrolled_behind_a_proxy(app_broker, phones, tcp_proxy, "Lift RP")
     page = await phone.reopen_on_test_clock()
     lb.lose_replies()  # from now on nothing reaches the phone on this connection
-    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+    async with PushAuthClient(app_broker.http_url, api_key) as rp:
         challenge = await rp.create_challenge("alice", CONTEXT)
         await page.clock.fast_forward(30_000)
         await page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
@@ -618,13 +627,9 @@ async def test_a_reply_that_never_comes_drops_the_connection_and_the_next_reques
     it, and meanwhile no request could arrive and no probe could ask (CI failed the ping
     test below on this: the reply lost was the one to the app's Web Push query). The
     page's clock is the test's."""
-    lb = tcp_proxy([app_broker.port])
-    created = await new_rp(app_broker, "Tunnel RP")
-    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
-        phone = await phones(app_broker.http_url + "/app/")
-        account = await enrolled(via_lb, phone)
+    lb, api_key, phone, account = await enrolled_behind_a_proxy(app_broker, phones, tcp_proxy, "Tunnel RP")
     page = await phone.reopen_on_test_clock()
-    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+    async with PushAuthClient(app_broker.http_url, api_key) as rp:
         first = await rp.create_challenge("alice", CONTEXT)
         await phone.prompt(first.id)
         lb.lose_replies()
@@ -652,14 +657,10 @@ async def test_on_screen_a_connection_silently_dropped_by_the_network_is_found_b
     request until the page was reloaded). Also when the phone's clock is stepped back
     meanwhile (the silence was counted on Date.now() alone: 10 minutes more of it). The
     page's clock is the test's."""
-    lb = tcp_proxy([app_broker.port])
-    created = await new_rp(app_broker, "Lobby RP")
-    async with PushAuthClient(f"http://127.0.0.1:{lb.port}", created["api_key"]) as via_lb:
-        phone = await phones(app_broker.http_url + "/app/")
-        account = await enrolled(via_lb, phone)
+    lb, api_key, phone, account = await enrolled_behind_a_proxy(app_broker, phones, tcp_proxy, "Lobby RP")
     page = await phone.reopen_on_test_clock()
     lb.lose_replies()
-    async with PushAuthClient(app_broker.http_url, created["api_key"]) as rp:
+    async with PushAuthClient(app_broker.http_url, api_key) as rp:
         challenge = await rp.create_challenge("alice", CONTEXT)
         if stepped_back:  # Date.now() 10 minutes back; the silence is still counted
             await page.clock.set_system_time(await page.evaluate("Date.now()") / 1000 - 600)
