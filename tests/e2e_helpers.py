@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import select
 import signal
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import AGENT, run_cli, wait_until
+from support import AGENT, interruptible, run_cli, wait_until
 
 from device_agent.passphrase import KDF_ENV, KDF_TEST_INSECURE, PASSPHRASE_ENV
 from device_agent.store import AccountStore, Registration
@@ -42,24 +41,6 @@ def agent(home: Path, *args: str, timeout: float = 60.0, **env: str) -> subproce
     return run_cli([AGENT, "--home", home, *args], timeout=timeout, env={**AGENT_ENV, **env})
 
 
-# read(2)'s number in /proc/PID/syscall, by machine.
-_READ_SYSCALL = {"x86_64": "0", "aarch64": "63"}.get(platform.machine())
-
-
-def reading(pid: int) -> bool:
-    """Whether process `pid` waits in read(2) (the terminal, at a prompt). A signal that
-    comes in C code on the way to that read (after the prompt is written) is lost to it:
-    Python's C handler only sets a flag, checked when a system call is interrupted, and
-    the read then blocks all the same. A person is far too slow to meet that; a test on
-    a loaded machine is not (the Ctrl-C test of the vault's prompt hung there once).
-    On a machine whose read(2) number is not known here: true."""
-    if _READ_SYSCALL is None:
-        return True
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/syscall") as f:
-        return f.read().split(" ", 1)[0] == _READ_SYSCALL
-    return False
-
-
 def _where(pid: int) -> str:
     """What a process waits in, from /proc: for a failure's message."""
     said = []
@@ -82,7 +63,7 @@ def on_a_terminal(
     all it wrote there. `env`: the environment (default: AGENT_ENV)."""
     main, other = os.openpty()
     proc = subprocess.Popen(
-        [AGENT, "--home", str(home), *args], stdin=other, stdout=other, stderr=other,
+        interruptible([AGENT, "--home", str(home), *args]), stdin=other, stdout=other, stderr=other,
         env=env if env is not None else {**os.environ, **AGENT_ENV}, start_new_session=True,
     )  # fmt: skip
     os.close(other)
@@ -108,8 +89,6 @@ def on_a_terminal(
                 break  # it ended first: the caller sees what it said
             after = seen.index(wanted, after) + len(wanted)
             if isinstance(answer, signal.Signals):
-                # As a person would: at the prompt, once it waits for the keyboard.
-                wait_until(lambda: reading(proc.pid) or proc.poll() is not None, message="a read")
                 proc.send_signal(answer)
             else:
                 os.write(main, answer.encode() + b"\n")

@@ -29,6 +29,7 @@ from support import (
     ManagedProcess,
     descendants,
     free_port,
+    interruptible,
     new_rp,
     pid_alive,
     until,
@@ -356,14 +357,6 @@ def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()  # the failed run left no empty directory
 
 
-# Ctrl-C must reach the tester even where this test's own SIGINT is ignored (a job started
-# in the background by a script passes SIG_IGN on to its children, and Python keeps it).
-DEFAULT_SIGINT = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
 def _signing_in(metrics_port: int) -> bool:
     """The broker node has created challenges: the generator's devices are connected and
     the run is under way (every process of the tester has long finished starting)."""
@@ -398,7 +391,7 @@ def test_a_stopped_run_leaves_nothing_it_started_running(tmp_path: Path, stop: s
         f"--broker-option=--metrics-port={metrics_port}",
     ]  # fmt: skip
     if stop == "ctrl-c":
-        argv = [sys.executable, "-c", DEFAULT_SIGINT, *argv]
+        argv = interruptible(argv)  # Ctrl-C reaches it whatever this run inherited
     with ManagedProcess(argv, log_dir=tmp_path / "logs", name="loadtest") as tester:
         started = wait_until(
             lambda: _under_way(tester.pid, when, metrics_port), message=f"the tester's processes ({when})"

@@ -26,6 +26,7 @@ from .process import (
     children,
     cleanup_all,
     descendants,
+    interruptible,
     line_on_stdout,
     pid_alive,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "descendants",
     "free_port",
     "http_status",
+    "interruptible",
     "line_on_stdout",
     "new_rp",
     "new_rp_sync",

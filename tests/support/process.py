@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -273,6 +274,22 @@ class ManagedProcess:
 
     def __repr__(self) -> str:
         return f"<ManagedProcess {self.name} running={self.running}>"
+
+
+# Runs argv[1:] with SIGINT back to its default first. A runner started in the background
+# by a shell without job control (a script's `cmd &`, some CI agents) has SIGINT ignored,
+# every process it starts inherits that across exec, and Python then installs no
+# KeyboardInterrupt: a test's Ctrl-C would be lost on the program it tests.
+_DEFAULT_SIGINT = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def interruptible(argv: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """`argv` as a person at a terminal runs it: Ctrl-C (SIGINT) interrupts it, whatever
+    this test run inherited. argv[0] must be a path (it is exec'd, not looked up)."""
+    return [sys.executable, "-c", _DEFAULT_SIGINT, *(os.fspath(a) for a in argv)]
 
 
 def line_on_stdout(pattern: str) -> Ready:
