@@ -361,6 +361,7 @@ class Runner:
         acct = await self.enrolled_account("expiry")
         expiring = await self.challenge(acct, ttl=10)
         await self.challenges()
+        await self.number_matching()
         await self.answered_by()
         await self.aimed()
         await self.fraud()
@@ -798,6 +799,55 @@ class Runner:
         )
         await a.device.close()
 
+    async def number_matching(self) -> None:
+        """An approval with an empty number (sections 7.1 step 2a and 12.1): refused, and
+        fatal, for a challenge with number matching; approved for one without (`nm` false,
+        RP API 1.9, added within version 2), which only an RP whose policy the operator set
+        may create."""
+        a = await self.enrolled_account("nm")
+
+        async def empty_refused() -> str:
+            d = await self.device()  # a second connection of the credential: it takes the close
+            await d.authenticate({a.cid: a.seed})
+            made, _ = await self.rp.challenge(a.user, a.cid)
+            ch = await d.expect(Challenge, lambda f: f.ch == made["id"])
+            await d.send_frame(
+                sign_answer(ch, seed=a.seed, decision="approve", number="", ts=int(time.time() * 1000))
+            )
+            closed = await expect_close(d, 4400, "invalid_field")
+            status = (await self.rp.ok("GET", f"/v1/challenges/{ch.ch}"))["status"]
+            if status != "pending":
+                raise Failed(f"{closed}, but the challenge is {status}, not pending")
+            return f"{closed}; the challenge stayed pending"
+
+        await self.req(
+            "CH-18",
+            MUST,
+            "an approval without a number, to a challenge with number matching, closes 4400",
+            empty_refused,
+        )
+        title = "without number matching (nm false) an approval without a number is approved and verifies"
+        status, policy = await self.rp.call("GET", "/v1/rp/policy")
+        if status != 200 or not isinstance(policy, dict) or policy.get("allow_numberless_push") is not True:
+            self.skip(
+                "CH-19", SHOULD, title, "this RP's policy does not allow it (the operator sets it: 12.1)"
+            )
+        else:
+
+            async def numberless() -> str:
+                made, ch = await self.challenge(a, number_matching=False)
+                if made.get("number") is not None or ch.nm is not False:
+                    raise Failed(f"the RP got number {made.get('number')!r}, the device nm {ch.nm!r}")
+                res = await self.answer(a, ch, "approve")
+                if not isinstance(res, AnswerResult) or res.outcome != "approved":
+                    raise Failed(f"an approval without a number got {res}")
+                result = await self.rp.ok("GET", f"/v1/challenges/{ch.ch}")
+                rp_verify(self.rp.id, made, result, signing.public_key(a.seed), {}, number_matching=False)
+                return "number null for the RP, nm false for the device; approved, and it verifies"
+
+            await self.req("CH-19", SHOULD, title, numberless)
+        await a.device.close()
+
     async def answered_by(self) -> None:
         """`cancel.by` (section 5, added within version 2): a second connection of the
         answering credential is told it was its own; another device of the user is not."""
@@ -1101,9 +1151,16 @@ def _some_answer() -> Answer:
 
 
 def rp_verify(
-    rp_id: str, made: dict[str, Any], result: dict[str, Any], public_key: bytes, ctx: dict[str, str]
+    rp_id: str,
+    made: dict[str, Any],
+    result: dict[str, Any],
+    public_key: bytes,
+    ctx: dict[str, str],
+    *,
+    number_matching: bool = True,
 ) -> None:
-    """What an RP checks of an approved result (docs/protocol.md, "What an RP verifies")."""
+    """What an RP checks of an approved result (docs/protocol.md, "What an RP verifies");
+    `number_matching`: the RP's own choice at creation, not the broker's word."""
     if result.get("id") != made["id"] or result.get("status") != "approved":
         raise Failed(f"the RP sees {result.get('id')} {result.get('status')}")
     ans = result.get("answer") or {}
@@ -1123,7 +1180,7 @@ def rp_verify(
     )
     if not signing.is_valid(public_key, message, b64.decode(ans.get("signature", ""))):
         raise Failed("the answer's signature does not verify over the RP's values")
-    if ans.get("number") != made["number"]:
+    if number_matching and ans.get("number") != made["number"]:
         raise Failed("the signed number is not the RP's number")
 
 

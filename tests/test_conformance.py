@@ -9,6 +9,7 @@ authentication deadline) run against a broker started with a short `--auth-timeo
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from support import BrokerProcess, RedisServer, free_port, run_cli
+from support import BrokerProcess, RedisServer, allow_numberless_push, free_port, run_cli
 
 LINE = re.compile(
     r"^(?P<id>[A-Z]+-\d+)\s+(?P<level>MUST|SHOULD)\s+(?P<status>pass|fail|skip)\s+(?P<text>.*)$"
@@ -49,6 +50,7 @@ def run_conformance(
 
 
 def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, rp: dict[str, Any]) -> None:
+    asyncio.run(allow_numberless_push(broker, rp["id"]))  # so that CH-19 runs
     result, lines = run_conformance(broker, rp["api_key"])
     shown = f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     failed = [line for line in lines.values() if line["status"] == "fail" and line["level"] == "MUST"]
@@ -69,6 +71,8 @@ def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, r
         "CH-15",
         "CH-16",
         "CH-17",
+        "CH-18",
+        "CH-19",
         "PREC-1",
         "REV-3",
         "LIM-2",
@@ -89,6 +93,7 @@ def test_the_authentication_deadline_with_slow(
     )
     result, lines = run_conformance(broker, broker.add_rp("Slow RP")["api_key"], "--slow")
     assert lines["LIM-3"]["status"] == "pass", f"{result.stdout}\n{result.stderr}"
+    assert lines["CH-19"]["status"] == "skip"  # an RP whose policy does not allow numberless push
 
 
 def test_a_wrong_api_key_is_a_clear_error(broker: BrokerProcess) -> None:
