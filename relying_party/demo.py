@@ -136,6 +136,10 @@ def _run(argv: Sequence[str], *, stdin: str | None = None, env: dict[str, str] |
         check=False,
         timeout=60,
     )
+    if result.returncode in (-signal.SIGINT, 128 + signal.SIGINT):
+        # Ctrl-C while a set-up step ran: the terminal sent it to that step too, which is
+        # no failure to report (it was one: "python -m relying_party failed (130)").
+        raise Interrupted
     if result.returncode != 0:
         raise DemoError(result.stderr.strip() or f"{' '.join(argv[:3])} failed ({result.returncode})")
     return result.stdout

@@ -23,12 +23,14 @@ from support import (
     assert_cli_error,
     console_script,
     free_port,
+    interruptible,
     port_accepts,
     run_cli,
 )
 from test_broker_device_ws import online_device
 
 from protocol.frames import Revoked
+from relying_party import demo as demo_cli
 from relying_party.sdk import PushAuthClient
 from relying_party.web.db import Database
 
@@ -190,6 +192,19 @@ def test_demo_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert "Password    (the one you set on the site; the first one no longer works)" in banner
     demo.send_signal(signal.SIGTERM)
     assert demo.wait(30) == 0
+
+
+def test_ctrl_c_in_a_demo_set_up_step_is_a_stop_not_an_error() -> None:
+    """Ctrl-C on the terminal reaches the whole foreground group, so a set-up step the demo
+    runs as a subprocess (registering the RP, adding the demo user) dies of it as well.
+    That is the person stopping the demo: it says "stopped." and exits 0, as after its
+    start (run() ends on Interrupted), where it said "pushauth-demo: error: ... python -m
+    relying_party failed (130)" and exited 1. A step that fails otherwise is still one."""
+    for interrupted in ("import os, signal; os.kill(os.getpid(), signal.SIGINT)", "raise SystemExit(130)"):
+        with pytest.raises(demo_cli.Interrupted):
+            demo_cli._run(interruptible([sys.executable, "-c", interrupted]))
+    with pytest.raises(demo_cli.DemoError, match=r"failed \(3\)"):
+        demo_cli._run([sys.executable, "-c", "raise SystemExit(3)"])
 
 
 def test_demo_reports_a_taken_port(tmp_path: Path) -> None:
