@@ -53,7 +53,7 @@ from .errors import (
 )
 from .help_texts import command_epilog, main_exit_codes
 from .messages import notice_outcome_message, outcome_message, removal_loss
-from .options import DEFAULT_BACKUP_NAME, DEVICE_NAME_HELP, EXPORT_FORMATS
+from .options import DEFAULT_BACKUP_NAME, DEVICE_NAME_HELP, EXPORT_FORMATS, IMAGE_FORMATS_SAID
 from .passphrase import (
     BACKUP_CODE_ENV,
     IMPORT_PASSWORD_ENV,
@@ -151,6 +151,8 @@ def build_parser() -> Parser:
     c = command(
         "enroll",
         "Add an account from a pushauth://enroll URI (the text of the service's QR code).",
+        "URI is the link the service's security page shows next to its QR code, or an\n"
+        f"image of that QR code ({IMAGE_FORMATS_SAID}): a screenshot, or a photo.\n\n"
         "Makes a new key pair for the account, registers its public key with the broker\n"
         "named in the URI (the code in it works once, for a few minutes), and saves the\n"
         "account. If the URI carries a TOTP secret, the account also shows verification\n"
@@ -159,7 +161,11 @@ def build_parser() -> Parser:
         "added again only when you say so: asked on a terminal, --again elsewhere; the\n"
         'second one gets a suffix like " (2)" and the service lists two devices.',
     )
-    c.add_argument("uri", metavar="URI", help="the pushauth://enroll?... URI; quote it in the shell")
+    c.add_argument(
+        "uri",
+        metavar="URI|IMAGE",
+        help="the pushauth://enroll?... URI (quote it in the shell), or an image of its QR code",
+    )
     c.add_argument(
         "--again",
         action="store_true",
@@ -326,11 +332,12 @@ def build_parser() -> Parser:
         "add",
         "Add a verification-code-only account from an otpauth:// URI.",
         "The URI is the text of the QR code a service shows for an authenticator app\n"
-        "(otpauth://totp/... or otpauth://hotp/...). Quote it in the shell.\n"
+        "(otpauth://totp/... or otpauth://hotp/...). Quote it in the shell. Or give an\n"
+        f"image of the QR code ({IMAGE_FORMATS_SAID}): a screenshot of the page, or a photo.\n"
         "A pushauth://enroll link (push sign-in requests) is added with `enroll`, an\n"
         "otpauth-migration:// export with `import`.",
     )
-    c.add_argument("uri", metavar="URI", help="the otpauth:// URI")
+    c.add_argument("uri", metavar="URI|IMAGE", help="the otpauth:// URI, or an image of its QR code")
     c.add_argument("--name", metavar="NAME", help='the name to list it under (default: "Issuer: account")')
 
     c = command("rename", "Rename an account (on this device only).", "Names are unique on this device.")
@@ -349,13 +356,17 @@ def build_parser() -> Parser:
         "import",
         "Import verification-code accounts from another authenticator's export.",
         "FILE is an Aegis vault export (.json, plain or encrypted: the password is asked,\n"
-        f"or taken from {IMPORT_PASSWORD_ENV}), or a text file with otpauth:// or\n"
-        "otpauth-migration:// URIs (Google Authenticator's export QR codes), one per line.\n"
-        "A single such URI can be given instead of FILE. Prints what was added, what was\n"
-        "skipped as a duplicate and what was refused, by name, with the reason (e.g. a\n"
-        "label whose %-escapes are not UTF-8 text).",
+        f"or taken from {IMPORT_PASSWORD_ENV}), a text file with otpauth:// or\n"
+        "otpauth-migration:// URIs (Google Authenticator's export QR codes), one per line,\n"
+        f"or an image of such QR codes ({IMAGE_FORMATS_SAID}; a screenshot, or a photo of\n"
+        "the other phone's screen; one image may hold several codes). A single such URI can\n"
+        "be given instead of a FILE. Give every QR code of an export of more than 10\n"
+        "accounts in one import (one screenshot each): a missing one is named.\n"
+        "Prints what was added, what was skipped as a duplicate and what was refused, by\n"
+        "name, with the reason (e.g. a label whose %-escapes are not UTF-8 text). A FILE\n"
+        "that is no export at all (or an image without such a code) adds nothing of any.",
     )
-    c.add_argument("source", metavar="FILE|URI", help="the export file, or one URI")
+    c.add_argument("sources", metavar="FILE|URI", nargs="+", help="export files or images, or URIs")
 
     c = command(
         "export",
@@ -461,8 +472,9 @@ def build_parser() -> Parser:
         "uri",
         metavar="URI",
         nargs="?",
-        help="the new pushauth://enroll?... URI; without it, a recoverable account that restore "
-        "could not recover (the broker was down) tries its recovery key again",
+        help="the new pushauth://enroll?... URI, or an image of its QR code; without it, a "
+        "recoverable account that restore could not recover (the broker was down) tries its "
+        "recovery key again",
     )
     c.add_argument(
         "--name",
@@ -526,9 +538,9 @@ TEST_NOTIFICATION_HINT = (
 
 
 def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
-    from .links import check_link_command, parse_uri
+    from .links import link_argument, parse_uri
 
-    check_link_command(args.uri, "enroll")
+    args.uri = link_argument(args.uri, "enroll")
     link = parse_uri(args.uri)  # a bad link is refused before what enrolls is imported
     import asyncio
 
@@ -608,9 +620,10 @@ def cmd_code(store: AccountStore, args: argparse.Namespace) -> int:
 
 def cmd_add(store: AccountStore, args: argparse.Namespace) -> int:
     from . import otp_actions
+    from .links import link_argument
 
-    otp_actions.check_link_command(args.uri, "add")
-    entry = otp_actions.add_uri(store, args.uri, args.name)
+    uri = link_argument(args.uri, "add")
+    entry = otp_actions.add_uri(store, uri, args.name)
     say(f'Added "{entry.name}" (verification codes).')
     return EXIT_OK
 
@@ -630,11 +643,11 @@ def cmd_move(store: AccountStore, args: argparse.Namespace) -> int:
 def cmd_import(store: AccountStore, args: argparse.Namespace) -> int:
     from . import otp_actions
 
-    data = otp_actions.read_source(args.source)
+    sources = otp_actions.read_sources(args.sources)
     password = None
-    if otp_actions.needs_password(data):
+    if otp_actions.needs_password(sources):
         password = store.passphrases.other("Password of the exported vault: ", IMPORT_PASSWORD_ENV)
-    report = otp_actions.import_source(store, data, password)
+    report = otp_actions.import_sources(store, sources, password)
     for line in report.lines():
         say(line)
     # Nothing usable at all (e.g. one malformed URI): a failure for scripts too.
@@ -989,6 +1002,7 @@ def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
     import asyncio
 
     from . import actions, backup_actions, device_names
+    from .links import link_argument
 
     if args.uri is None:
         # Without a link: the recovery that restore could not finish (the broker was
@@ -1002,7 +1016,8 @@ def cmd_reactivate(store: AccountStore, args: argparse.Namespace) -> int:
         if not store.find(args.account).active:
             return EXIT_REFUSED
         return EXIT_OK
-    account = asyncio.run(actions.reactivate(store, args.account, args.uri, args.name))
+    uri = link_argument(args.uri, "reactivate")
+    account = asyncio.run(actions.reactivate(store, args.account, uri, args.name))
     name, rp_name = shown(account.name), shown(account.rp_name)
     say(f'Re-activated "{name}" for {rp_name} with a new key (user {shown(account.user)}).')
     say(f"  this device is listed as: {shown(account.device_name)}")

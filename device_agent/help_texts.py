@@ -30,8 +30,8 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     "enroll": {
         EXIT_OK: "the account was added (the service's test notification is still to approve)",
         EXIT_REFUSED: "the broker refused: the enrollment code is used or expired, ...",
-        EXIT_USAGE: "bad URI or device name, an unencrypted remote broker, or the account is here "
-        "already and no --again off a terminal; nothing was sent. Or "
+        EXIT_USAGE: "bad URI or device name, an image without its QR code, an unencrypted remote "
+        "broker, or the account is here already and no --again off a terminal; nothing was sent. Or "
         "the account could not be saved here: the key just registered was revoked",
         EXIT_UNREACHABLE: _UNREACHABLE,
     },
@@ -80,13 +80,17 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
         "passphrase meanwhile (start it again)",
     },
     "code": {EXIT_OK: None, EXIT_USAGE: "no such account, or it has no codes"},
-    "add": {EXIT_OK: None, EXIT_USAGE: "not a usable otpauth:// URI, or the name is taken"},
+    "add": {
+        EXIT_OK: None,
+        EXIT_USAGE: "not a usable otpauth:// URI (or no image of one), or the name is taken",
+    },
     "rename": {EXIT_OK: None, EXIT_USAGE: "no such account, or the new name is taken"},
     "move": {EXIT_OK: None, EXIT_USAGE: "no such account, or no such position"},
     "import": {
         EXIT_OK: "something was added, or all of it is here already (each named)",
         EXIT_REFUSED: "nothing in it was usable (each refused one named, with the reason)",
-        EXIT_USAGE: "the file cannot be read, or its password is wrong",
+        EXIT_USAGE: "a file cannot be read or is no export (an image without such a QR code), or "
+        "the password is wrong; nothing was added",
     },
     "export": {EXIT_OK: None, EXIT_USAGE: "bad input, or --no-qr without --format migration"},
     "backup": {
@@ -125,7 +129,10 @@ COMMAND_EXITS: dict[str, dict[int, str | None]] = {
 }
 
 EXAMPLES: dict[str, list[str]] = {
-    "enroll": ["pushauth-agent enroll 'pushauth://enroll?v=2&broker=wss://...' --name 'work laptop'"],
+    "enroll": [
+        "pushauth-agent enroll 'pushauth://enroll?v=2&broker=wss://...' --name 'work laptop'",
+        "pushauth-agent enroll ~/Pictures/setup-screenshot.png    # the page's QR code",
+    ],
     "approve": ["pushauth-agent pending", "pushauth-agent approve ch_7Hq2 --number 47"],
     "deny": ["pushauth-agent deny ch_7Hq2", "pushauth-agent deny ch_7Hq2 --fraud    # this wasn't me"],
     "pending": [
@@ -154,6 +161,7 @@ EXAMPLES: dict[str, list[str]] = {
     "import": [
         "pushauth-agent import aegis-export.json",
         "pushauth-agent import 'otpauth-migration://offline?data=...'",
+        "pushauth-agent import export-1.jpg export-2.jpg    # photos of each QR code of the export",
     ],
 }
 

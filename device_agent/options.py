@@ -11,3 +11,6 @@ from __future__ import annotations
 EXPORT_FORMATS = ("otpauth", "migration")
 DEFAULT_BACKUP_NAME = "default"
 DEVICE_NAME_HELP = 'default: the name restore --device-name gave this device, else "pushauth-agent on HOST"'
+# The image files whose QR codes `enroll`, `reactivate`, `add` and `import` read
+# (device_agent/qr_images.py).
+IMAGE_FORMATS_SAID = "PNG, JPEG, GIF or WebP"

@@ -7,15 +7,16 @@ the CLI and the terminal UI print.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import broker_clock, totp
+from . import broker_clock, qr_images, totp
 from .accounts_model import OtpAccount
 from .errors import UsageError
 from .importers import migration, otpauth
 from .importers.report import ExportResult, ImportReport, ImportSourceError, Refused, merge
-from .importers.sources import is_password_protected, parse_source
+from .importers.sources import MAX_SOURCE_BYTES, is_password_protected, parse_sources
 from .links import check_link_command
 from .options import EXPORT_FORMATS
 from .store import AccountStore, Entry
@@ -126,21 +127,30 @@ def add_uri(store: AccountStore, text: str, name: str | None = None) -> Entry:
     return store.add_otp(otp, name)
 
 
-def read_source(source: str) -> bytes:
-    """The bytes of an import: a URI given on the command line, else a file."""
-    check_link_command(source, "import")
-    if source.partition(":")[0].lower() in ("otpauth", "otpauth-migration"):
-        return source.encode()
-    try:
-        return Path(source).read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+def read_sources(sources: Sequence[str]) -> list[tuple[str, bytes]]:
+    """The (name, bytes) of each thing given to import: a URI on the command line
+    (named "", as it is its own label), else a file."""
+    read: list[tuple[str, bytes]] = []
+    for source in sources:
+        check_link_command(source, "import")
+        if source.partition(":")[0].lower() in ("otpauth", "otpauth-migration"):
+            read.append(("", source.encode()))
+            continue
+        try:
+            with open(source, "rb") as fh:  # bounded: the parser refuses more than this anyway
+                read.append((source, fh.read(max(MAX_SOURCE_BYTES, qr_images.MAX_IMAGE_BYTES) + 1)))
+        except OSError as exc:
+            raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    return read
 
 
-def import_source(store: AccountStore, data: bytes, password: str | None) -> ImportReport:
-    """Add every new account of an export; duplicates and refusals are reported by name."""
+def import_sources(
+    store: AccountStore, sources: Sequence[tuple[str, bytes]], password: str | None
+) -> ImportReport:
+    """Add every new account of one or more exports; duplicates and refusals are
+    reported by name, and nothing is added if one source is not an export at all."""
     try:
-        parsed = parse_source(data, password=password)
+        parsed = parse_sources(sources, password=password)
     except ImportSourceError as exc:
         raise UsageError(exc.message) from None
     report = merge([otp for _, otp in _held(store)], parsed)
@@ -149,8 +159,8 @@ def import_source(store: AccountStore, data: bytes, password: str | None) -> Imp
     return report
 
 
-def needs_password(data: bytes) -> bool:
-    return is_password_protected(data)
+def needs_password(sources: Sequence[tuple[str, bytes]]) -> bool:
+    return any(is_password_protected(data) for _, data in sources)
 
 
 # A push-only account in an export: named, never left out in silence (the web app says

@@ -1,15 +1,20 @@
 """Recognize what the user gave to `import` and hand it to the right importer.
 
-Accepted: an Aegis vault export (JSON), or text with one URI per line, where each
+Accepted: an Aegis vault export (JSON); text with one URI per line, where each
 line is an otpauth:// URI or an otpauth-migration:// URI (a scanned QR code of
-Google Authenticator's export; give every code of a multi-code export). Blank lines
-and # comments are skipped; any other line is refused by line number.
+Google Authenticator's export; give every code of a multi-code export), blank lines
+and # comments skipped, any other line refused by line number; or an image of such
+QR codes (a screenshot or photo), any other code in it refused by its number.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
+from .. import qr_images
+from ..links import other_command
+from ..options import IMAGE_FORMATS_SAID
 from . import aegis, migration, otpauth
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
@@ -31,6 +36,48 @@ def is_password_protected(data: bytes) -> bool:
 def parse_source(data: bytes, *, password: str | None = None) -> Parsed:
     """All accounts in `data`, with refusals and notes. Whole-source problems raise
     ImportSourceError (unrecognized, malformed, password required or wrong)."""
+    return parse_sources([("", data)], password=password)
+
+
+def parse_sources(sources: Sequence[tuple[str, bytes]], *, password: str | None = None) -> Parsed:
+    """All accounts of several sources, each (file name, bytes), as one import: the QR
+    codes of a Google Authenticator export may come one screenshot each, and a code
+    is missing only if no source holds it. Refusals name their source when there are
+    several. A source that is not an export at all fails the whole import, naming it
+    (when named): nothing is added from a command line with a wrong file on it."""
+    parsed = Parsed()
+    uris: list[tuple[str, str]] = []  # (how a refusal names it, the URI's text)
+    for name, data in sources:
+        try:
+            found = _read_source(data, password)
+        except ImportSourceError as exc:
+            if not name:
+                raise
+            raise ImportSourceError(exc.code, f"{name}: {exc.message}") from None
+        if isinstance(found, Parsed):
+            parsed.extend(found)
+        else:
+            at = f"{name}, " if len(sources) > 1 else ""
+            uris += [(at + where, text) for where, text in found]
+    parsed.extend(_parse_uris(uris))
+    return parsed
+
+
+def _read_source(data: bytes, password: str | None) -> Parsed | list[tuple[str, str]]:
+    """An Aegis vault parsed, or the URIs of a text file or an image's QR codes, each
+    with where it was found ("line 3", "QR code 2")."""
+    if qr_images.is_image(data):  # before the size check: screenshots may be larger than exports
+        try:
+            codes = qr_images.decode(data)
+        except qr_images.QrImageError as exc:
+            raise ImportSourceError(ImportErrorCode.UNRECOGNIZED, exc.message) from None
+        uris = [(f"QR code {n}", code) for n, code in enumerate(codes, 1)]
+        other = next((o for code in codes if (o := other_command(code, "import")) is not None), None)
+        why = "no QR code in it is an otpauth:// or otpauth-migration:// link"
+        if other is not None:
+            why = f"its QR code is {other[0]}, not an export: use pushauth-agent {other[1]} with it"
+        _check_recognized(uris, why)
+        return uris
     if len(data) > MAX_SOURCE_BYTES:
         raise ImportSourceError(ImportErrorCode.MALFORMED, "the file is too large for an account export")
     try:
@@ -38,40 +85,45 @@ def parse_source(data: bytes, *, password: str | None = None) -> Parsed:
     except UnicodeDecodeError:
         raise ImportSourceError(
             ImportErrorCode.UNRECOGNIZED,
-            "not a supported export (Aegis .json, otpauth:// or otpauth-migration:// text)",
+            f"not a supported export (Aegis .json, otpauth:// or otpauth-migration:// text,"
+            f" or an image of their QR codes: {IMAGE_FORMATS_SAID})",
         ) from None
     if text.lstrip().startswith("{"):
         return aegis.parse(data, password)
-    return parse_lines(text)
+    lines = [(f"line {n}", line.strip()) for n, line in enumerate(text.splitlines(), 1)]
+    uris = [(where, line) for where, line in lines if line and not line.startswith("#")]
+    _check_recognized(uris, "no otpauth:// or otpauth-migration:// URI found (nor an Aegis .json vault)")
+    return uris
 
 
-def parse_lines(text: str) -> Parsed:
+def _check_recognized(uris: Sequence[tuple[str, str]], why: str) -> None:
+    if not any(_scheme(text) in ("otpauth", "otpauth-migration") for _, text in uris):
+        raise ImportSourceError(ImportErrorCode.UNRECOGNIZED, why)
+
+
+def _scheme(text: str) -> str:
+    return text.partition(":")[0].lower()
+
+
+def _parse_uris(uris: Sequence[tuple[str, str]]) -> Parsed:
     parsed = Parsed()
     batches: list[migration.MigrationBatch] = []
-    recognized = False
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        scheme = line.partition(":")[0].lower()
+    for where, text in uris:
+        scheme = _scheme(text)
         if scheme == "otpauth":
-            recognized = True
-            parsed.extend(otpauth.parse_lines([line], first_line=number))
-        elif scheme == "otpauth-migration":
-            recognized = True
             try:
-                batch = migration.parse_uri(line)
+                parsed.accounts.append(otpauth.parse_uri(text))
             except ImportSourceError as exc:
-                parsed.refused.append(Refused(f"line {number} (Google Authenticator export)", exc.message))
+                parsed.refused.append(Refused(f"{where} ({otpauth.describe(text)})", exc.message))
+        elif scheme == "otpauth-migration":
+            try:
+                batch = migration.parse_uri(text)
+            except ImportSourceError as exc:
+                parsed.refused.append(Refused(f"{where} (Google Authenticator export)", exc.message))
                 continue
             batches.append(batch)
             parsed.extend(batch.parsed)
         else:
-            parsed.refused.append(Refused(f"line {number}", "not an otpauth:// or otpauth-migration:// URI"))
-    if not recognized:
-        raise ImportSourceError(
-            ImportErrorCode.UNRECOGNIZED,
-            "no otpauth:// or otpauth-migration:// URI found (nor an Aegis .json vault)",
-        )
+            parsed.refused.append(Refused(where, "not an otpauth:// or otpauth-migration:// URI"))
     parsed.notes += migration.missing_codes(batches)
     return parsed

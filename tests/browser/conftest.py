@@ -143,8 +143,10 @@ class Stack:
     def status(self, page: Page, status: str) -> None:
         page.locator(f'#push-status[data-status="{status}"]').wait_for(timeout=20_000)
 
-    def enroll(self, page: Page, prefix: str) -> None:
-        """Password sign-in -> Security info -> add the app -> approve the test push."""
+    def enroll(self, page: Page, prefix: str, *, from_screenshot: bool = False) -> None:
+        """Password sign-in -> Security info -> add the app -> approve the test push.
+        With `from_screenshot`, the agent is given a screenshot of the setup page (what
+        Chromium draws, as a person's screenshot would be), not the link's text."""
         self.sign_in_password(page)
         page.wait_for_url("**/security")
         self.shot(page, f"{prefix}-01-security-info-empty")
@@ -157,7 +159,11 @@ class Stack:
         assert self.uri.startswith("pushauth://enroll?")
         assert page.locator(".qr-frame svg").count() == 1
         self.shot(page, f"{prefix}-03-qr-code")
-        self.agent.ok("enroll", "--name", "Test phone", self.uri)
+        given = self.uri
+        if from_screenshot:
+            given = str(self.agent.home.parent / f"{prefix}-setup-screenshot.png")
+            page.screenshot(path=given)  # the visible screen only, as a person's screenshot
+        self.agent.ok("enroll", "--name", "Test phone", given)
         # The page sees the device register, then sends the test notification.
         page.wait_for_url("**/security/test-notification")
         self.shot(page, f"{prefix}-04-test-notification")

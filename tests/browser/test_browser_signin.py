@@ -43,6 +43,19 @@ def test_enroll_then_sign_in_with_push(stack: Any, page: Page) -> None:
     stack.shot(page, "journey-08-account")
 
 
+def test_setup_from_a_screenshot_of_the_qr_code_then_sign_in(stack: Any, page: Page) -> None:
+    """A desktop authenticator has no camera facing its own screen: the agent reads the
+    QR code from a screenshot of the setup page, and that key signs in."""
+    stack.enroll(page, "screenshot", from_screenshot=True)
+    assert len(stack.agent.accounts()) == 1
+    stack.sign_out(page)
+    stack.sign_in_password(page)
+    page.wait_for_url("**/signin/push")
+    stack.answer("approve", "--number", stack.number(page))
+    page.wait_for_url("**/account")
+    expect(page.locator("#signin-method")).to_contain_text("Push notification (Test phone)")
+
+
 def test_deny_wrong_number_and_report_are_refused(stack: Any, page: Page) -> None:
     stack.enroll(page, "deny")
     stack.sign_out(page)
