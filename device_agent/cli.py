@@ -32,7 +32,7 @@ from protocol.purpose import is_setup_test
 
 from . import auto_backup_status, timeouts
 from .display import (
-    RECOVERABLE,
+    enrolled_lines,
     entry_json,
     entry_line,
     notice_json,
@@ -315,6 +315,11 @@ def build_parser() -> Parser:
         "(a: show it again). q or Ctrl+Q quits. Accounts that need action (restored push\n"
         'accounts) are marked. A "was this you?" question after a new device restored an\n'
         "account opens a dialog too: y (it was me), n (it was not).\n\n"
+        "+ (or n) adds an account: paste the service's setup link or a verification-code\n"
+        "link, or type the path of a screenshot of its QR code, or of an export file; the\n"
+        "setup's test notification then comes as a request. c copies the selected account's\n"
+        "code (arrow keys select) to the clipboard, through the terminal (OSC 52). On a new\n"
+        "home the vault's passphrase is asked before the screen opens.\n\n"
         "It needs a terminal: with stdin or stdout not one (a pipe, a file), it refuses\n"
         "(exit 2) and nothing is opened.",
     )
@@ -551,17 +556,8 @@ def cmd_enroll(store: AccountStore, args: argparse.Namespace) -> int:
         say("Nothing was added; the link was not used.")
         return EXIT_OK
     account, replaced = asyncio.run(actions.enroll(store, args.uri, args.name))
-    name, rp_name, user = shown(account.name), shown(account.rp_name), shown(account.user)
-    if replaced is not None:
-        say(f'Replaced the revoked account "{name}" for {rp_name} (user {user}).')
-    else:
-        say(f'Added "{name}" for {rp_name} (user {user}).')
-    say(f"  broker: {shown(account.broker)}")
-    say(f"  this device is listed as: {shown(account.device_name)}")
-    if account.has_totp:
-        say("  verification codes: yes")
-    if account.recoverable:
-        say(f"  {RECOVERABLE}")
+    for line in enrolled_lines(account, replaced):
+        say(line)
     # The service sends a test notification to finish the setup: it waits at the broker
     # until this device connects, so `listen` may start now or be running already.
     say(TEST_NOTIFICATION_HINT)

@@ -215,6 +215,24 @@ def account_line(a: Account) -> str:
 RECOVERABLE = "recoverable: a backup brings it back by itself"
 
 
+def enrolled_lines(account: Account, replaced: Account | None) -> list[str]:
+    """What `enroll` (and the terminal screen's Add) says of an account just enrolled."""
+    name, rp_name, user = shown(account.name), shown(account.rp_name), shown(account.user)
+    if replaced is not None:
+        lines = [f'Replaced the revoked account "{name}" for {rp_name} (user {user}).']
+    else:
+        lines = [f'Added "{name}" for {rp_name} (user {user}).']
+    lines += [
+        f"  broker: {shown(account.broker)}",
+        f"  this device is listed as: {shown(account.device_name)}",
+    ]
+    if account.has_totp:
+        lines.append("  verification codes: yes")
+    if account.recoverable:
+        lines.append(f"  {RECOVERABLE}")
+    return lines
+
+
 def entry_json(e: Entry) -> dict[str, Any]:
     """Push accounts as `account_json`; verification-code-only ones with their parameters."""
     if e.account is not None:

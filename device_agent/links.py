@@ -66,30 +66,42 @@ def _is_file(argument: str) -> bool:
         return False
 
 
+def _names_a_file(argument: str) -> bool:
+    """Whether `argument` is to be read as a file: not one of our links, and a file
+    that exists or a name that only an image has (a missing one is reported as such)."""
+    if _scheme(argument) in _LINKS:
+        return False
+    return ("://" not in argument and Path(argument).suffix.lower() in _IMAGE_SUFFIXES) or _is_file(argument)
+
+
+def _image_codes(path: str) -> list[str] | None:
+    """The QR codes in the image file `path`, or None if it is a file but no image."""
+    from . import qr_images
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            if not qr_images.is_image(head):
+                return None
+            data = head + fh.read(qr_images.MAX_IMAGE_BYTES)
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return qr_images.decode(data)
+    except qr_images.QrImageError as exc:
+        raise qr_images.QrImageError(f"{path}: {exc.message}") from None
+
+
 def link_argument(argument: str, command: str) -> str:
     """The link `command` was given: the argument itself, or, when it names an image
     file, the one QR code in it that `command` takes (a screenshot of the service's
     page). A link for another command is refused naming that command."""
-    named_image = "://" not in argument and Path(argument).suffix.lower() in _IMAGE_SUFFIXES
-    if _scheme(argument) in _LINKS or not (named_image or _is_file(argument)):
+    if not _names_a_file(argument):
         check_link_command(argument, command)
         return argument  # a link, or not a file: the command's parser says what is wrong
-    try:
-        with open(argument, "rb") as fh:
-            head = fh.read(16)
-            from . import qr_images
-
-            if not qr_images.is_image(head):
-                raise UsageError(
-                    f"{argument} is neither a link nor an image of a QR code ({IMAGE_FORMATS_SAID})"
-                )
-            data = head + fh.read(qr_images.MAX_IMAGE_BYTES)
-    except OSError as exc:
-        raise UsageError(f"cannot read {argument}: {exc.strerror}") from None
-    try:
-        codes = qr_images.decode(data)
-    except qr_images.QrImageError as exc:
-        raise qr_images.QrImageError(f"{argument}: {exc.message}") from None
+    codes = _image_codes(argument)
+    if codes is None:
+        raise UsageError(f"{argument} is neither a link nor an image of a QR code ({IMAGE_FORMATS_SAID})")
     taken = [code for code in codes if _scheme(code) in _TAKES[command]]
     if len(taken) == 1:
         return taken[0]
@@ -102,6 +114,28 @@ def link_argument(argument: str, command: str) -> str:
         what, right = other
         raise UsageError(f"the QR code in {argument} is {what}: use pushauth-agent {right} {argument}")
     raise UsageError(f"the QR code in {argument} is not {_LINKS[_TAKES[command][0]][0]}")
+
+
+def command_for(argument: str) -> str:
+    """The command that adds what `argument` is, for one "add" that takes anything (the
+    terminal screen's): a link by its scheme; an image by its QR codes (a setup code
+    enrolls, one verification-code link is added, anything else is an import); any
+    other file is an export to import."""
+    scheme = _scheme(argument)
+    if scheme in _LINKS:
+        return _LINKS[scheme][1]
+    if not _names_a_file(argument):
+        raise UsageError(
+            "give a link (pushauth://enroll, otpauth:// or otpauth-migration://) or the path of "
+            f"an image of its QR code ({IMAGE_FORMATS_SAID}) or of an export file"
+        )
+    codes = _image_codes(argument)
+    if codes is None:
+        return "import"
+    schemes = [_scheme(code) for code in codes]
+    if "pushauth" in schemes:
+        return "enroll"
+    return "add" if schemes == ["otpauth"] else "import"
 
 
 def parse_uri(text: str) -> uri.EnrollmentURI:

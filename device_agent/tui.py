@@ -22,10 +22,11 @@ from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, RichLog, Static
+from textual.widgets.data_table import ColumnKey
 
 from protocol.frames import Decision, NoticeDecision
 
-from . import otp_actions
+from . import adding, otp_actions
 from .display import local_time, number_source, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
@@ -246,6 +247,84 @@ class NoticeScreen(ModalScreen[NoticeDecision | None]):
         self.dismiss(None)
 
 
+class AddScreen(ModalScreen[list[str] | None]):
+    """Add an account from what the service shows: its setup link, a verification-code
+    link, an export, or the path of a screenshot of its QR code (adding.add_anything)."""
+
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("escape", "cancel", "Cancel"),
+    ]
+    DEFAULT_CSS = """
+    AddScreen { align: center middle; }
+    #add-dialog {
+        width: 76; max-width: 100%; height: auto; border: thick $accent; padding: 1 2; background: $surface;
+    }
+    #add-hint { margin-top: 1; }
+    #add-buttons { height: auto; margin-top: 1; }
+    AddScreen Button { margin-right: 1; }
+    """
+
+    def __init__(self, store: AccountStore) -> None:
+        super().__init__()
+        self.store = store
+        self.again_for: str | None = None  # the text whose account is here already, once said
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="add-dialog"):
+            yield Label(
+                "Paste the service's setup link (pushauth://enroll...) or verification-code link "
+                "(otpauth://...), or type the path of a screenshot of its QR code or of an export:",
+                id="add-prompt",
+            )
+            yield Input(placeholder="link or file", id="add-link")
+            yield Label("", id="add-hint", markup=False)
+            with Horizontal(id="add-buttons"):
+                yield Button("Add", variant="primary", id="add")
+                yield Button("Cancel (Esc)", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#add-link", Input).focus()
+
+    def on_input_submitted(self, _event: Input.Submitted) -> None:
+        self._add()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "add":
+            self._add()
+        else:
+            self.action_cancel()
+
+    def _add(self) -> None:
+        field = self.query_one("#add-link", Input)
+        text = field.value.strip()
+        if not text or field.disabled:
+            return
+        field.disabled = True
+        self._hint("Adding...")
+        self.run_worker(self._adding(text, again=text == self.again_for), exclusive=True)
+
+    async def _adding(self, text: str, *, again: bool) -> None:
+        field = self.query_one("#add-link", Input)
+        try:
+            lines = await adding.add_anything(self.store, text, again=again)
+        except adding.AlreadyHere as exc:
+            self.again_for = text
+            self._hint(f"{exc.message}. Press Enter again to add it anyway.")
+        except AgentError as exc:
+            self._hint(exc.message)
+        else:
+            self.dismiss(lines)
+            return
+        field.disabled = False
+        field.focus()
+
+    def _hint(self, text: str) -> None:
+        self.query_one("#add-hint", Label).update(Text(shown_lines(text)))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class UiListener(Listener):
     """The Listener of `listen`, asking through the app instead of stdin."""
 
@@ -312,6 +391,8 @@ class AgentApp(App[int]):
     SUB_TITLE = "sign-in requests and verification codes"
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("q", "quit", "Quit"),
+        Binding("plus,n", "add", "Add account"),
+        Binding("c", "copy_code", "Copy code"),
         Binding("a", "ask_again", "Show waiting request"),
     ]
     DEFAULT_CSS = """
@@ -329,6 +410,8 @@ class AgentApp(App[int]):
             tuple[str, str]
         ] = []  # (challenge or notice id, decision) sent, for tests and people
         self.failure: PassphraseChanged | None = None  # why the screen closed by itself
+        self.columns: list[ColumnKey] = []
+        self.shown_rows: list[str] = []  # the accounts' names, in the table's order
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -341,12 +424,12 @@ class AgentApp(App[int]):
 
     async def on_mount(self) -> None:
         table = self.query_one("#accounts", DataTable)
-        table.add_columns("account", "code", "left", "status")
+        self.columns = table.add_columns("account", "code", "left", "status")
         self.refresh_accounts()
         self.set_interval(REFRESH_S, self.refresh_accounts)
         await self.listener.sync_links()
         if not self.listener.links:
-            self.log_line("No push accounts yet: enroll one with pushauth-agent enroll URI.")
+            self.log_line("No push accounts yet: press + to add one (or pushauth-agent enroll URI).")
         self.run_worker(self.listener._watch_store(), exclusive=False, group="store")
 
     async def on_unmount(self) -> None:
@@ -395,9 +478,57 @@ class AgentApp(App[int]):
                 if status == "push" and link is not None and (state := link.status()) is not None:
                     status = f"push: {state}"  # its broker is down; the other accounts work
             rows.append((entry.name, code, left, status))
+        names = [entry.name for entry in entries]
+        if names == self.shown_rows:
+            # The same accounts: cells updated in place, so the row the person has
+            # selected (to copy its code) and the scroll stay where they are; a clear()
+            # each second put the cursor back on the first row.
+            for name, row in zip(names, rows, strict=True):
+                for column, cell in zip(self.columns, row, strict=True):
+                    table.update_cell(name, column, Text(shown(cell)))
+            return
+        selected = self.selected_account()
         table.clear()
-        for row in rows:  # rich Text: a cell that is a str would be read as markup
-            table.add_row(*(Text(shown(cell)) for cell in row))
+        for name, row in zip(names, rows, strict=True):  # rich Text: a str cell would be read as markup
+            table.add_row(*(Text(shown(cell)) for cell in row), key=name)
+        self.shown_rows = names
+        if selected in names:
+            table.move_cursor(row=names.index(selected))
+
+    def selected_account(self) -> str | None:
+        """The name of the account on the list's cursor row, if any."""
+        table = self._main_widget("#accounts", DataTable)
+        if table is None or not 0 <= table.cursor_row < len(self.shown_rows):
+            return None
+        return self.shown_rows[table.cursor_row]
+
+    def action_copy_code(self) -> None:
+        """The selected account's code to the clipboard, as a phone app's tap on it does
+        (through the terminal: OSC 52, which most terminals and tmux pass on)."""
+        name = self.selected_account()
+        if name is None:
+            return
+        try:
+            # Computed now, not the one on screen: it may have just rolled over. An HOTP
+            # code is used up by this, as by `code NAME` (the counter moves on).
+            (line,) = otp_actions.codes(self.store, name)
+        except AgentError as exc:
+            self.log_line(str(exc))
+            return
+        if line.code is None:
+            return
+        self.copy_to_clipboard(line.code)
+        left = f", valid {line.seconds_left} s more" if line.seconds_left is not None else " (used up)"
+        self.log_line(f'Copied the code of "{name}" to the clipboard{left}.')
+        self.refresh_accounts()
+
+    def action_add(self) -> None:
+        def added(lines: list[str] | None) -> None:
+            for line in lines or []:
+                self.log_line(line)
+            self.refresh_accounts()
+
+        self.push_screen(AddScreen(self.store), added)
 
     def vault_lost(self, exc: PassphraseChanged) -> None:
         """No key can be read any more (listen.Listener.vault_lost): close the screen;
@@ -473,6 +604,9 @@ class AgentApp(App[int]):
 
 
 def run_ui(store: AccountStore) -> int:
+    # The vault made (its new passphrase asked) before the screen opens, as `listen`
+    # does: Add would otherwise ask for it under the screen.
+    store.ensure_vault()
     store.load()  # a damaged vault or a wrong passphrase is reported before the screen opens
     app = AgentApp(store)
     code = app.run() or 0

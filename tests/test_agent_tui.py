@@ -6,6 +6,7 @@ it); deny and report from the keyboard; live codes and "action required" marks; 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import Callable
@@ -13,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import AGENT_ENV, add_push_account, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+import segno
+from e2e_helpers import AGENT_ENV, add_push_account, agent_env, enroll, on_a_terminal  # noqa: F401  (agent_env: autouse)
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import AGENT, BrokerProcess, allow_numberless_push, assert_cli_error, free_port, run_cli
 from test_agent_recovery import enroll_recoverable
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Label, RichLog, Static
+from textual.widgets import DataTable, Input, Label, RichLog, Static
 
 from device_agent import totp
 from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
 from device_agent.store import AccountStore
-from device_agent.tui import AgentApp, NoticeScreen, ReportScreen, RequestScreen
+from device_agent.tui import AddScreen, AgentApp, NoticeScreen, ReportScreen, RequestScreen
 from protocol.challenge import Status
 from relying_party.models import Challenge
 from relying_party.sdk import PushAuthClient
@@ -339,7 +341,7 @@ async def test_a_long_event_line_is_wrapped_at_the_edge_not_cut(tmp_path: Path) 
     app = AgentApp(AccountStore(tmp_path / "home"))
     async with app.run_test(size=(40, 20)) as pilot:
         # Longer than the terminal is wide: all of it is there, on lines that fit.
-        whole = "No push accounts yet: enroll one with pushauth-agent enroll URI."
+        whole = "No push accounts yet: press + to add one (or pushauth-agent enroll URI)."
         await until(pilot, lambda: whole in logged(app), "the whole line")
         events = app.query_one("#events", RichLog)
         assert len(events.lines) > 1
@@ -373,3 +375,134 @@ async def test_on_a_40x12_terminal_the_request_dialog_fits_and_shows_who_asks(
         await pilot.press(*ch.number, "enter")
         result = await client.wait_result(ch, {cred.id: cred.public_key}, timeout=10)
         assert result.status is Status.APPROVED
+
+
+# -- the list: a selected row, its code copied; Add ---------------------------------------
+
+
+def code_uri(i: int) -> str:
+    return f"otpauth://totp/Svc{i}:user{i}?secret={'GEZDGNBVGY3TQOJQ'[: 8 + i]}{'A' * (8 - i)}&issuer=Svc{i}"
+
+
+async def test_the_selected_row_stays_across_refreshes_and_c_copies_its_current_code(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    for i in range(3):
+        assert run_cli([AGENT, "--home", home, "add", code_uri(i)], env=AGENT_ENV).returncode == 0
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(100, 32)) as pilot:
+        await until(pilot, lambda: len(rows(app)) == 3, "the account rows")
+        table = app.query_one("#accounts", DataTable)
+        table.focus()
+        await pilot.press("down", "down")
+        assert app.selected_account() == "Svc2: user2"
+        app.refresh_accounts()  # the list's tick, run now rather than waited for
+        await pilot.pause()
+        assert table.cursor_row == 2 and app.selected_account() == "Svc2: user2"
+        await pilot.press("up")
+        otp = AccountStore(home).totp("Svc1: user1")
+        assert otp is not None
+        before = totp.code(otp, time.time())
+        await pilot.press("c")
+        after = totp.code(otp, time.time())
+        assert app.clipboard in {before, after}  # the code of the step it was copied in
+        await until(
+            pilot,
+            lambda: 'Copied the code of "Svc1: user1" to the clipboard, valid' in logged(app),
+            "the log",
+        )
+        await pilot.press("q")
+
+
+def add_dialog(app: AgentApp) -> AddScreen | None:
+    return app.screen if isinstance(app.screen, AddScreen) else None
+
+
+async def typed_into_add(pilot: Pilot[Any], app: AgentApp, text: str) -> AddScreen:
+    if add_dialog(app) is None:
+        await pilot.press("+")
+        await until(pilot, lambda: add_dialog(app) is not None, "the Add dialog")
+    screen = add_dialog(app)
+    assert screen is not None
+    field = screen.query_one("#add-link", Input)
+    field.value = text  # as pasted
+    await pilot.press("enter")
+    return screen
+
+
+def hint(screen: AddScreen) -> str:
+    return str(screen.query_one("#add-hint", Label).content)
+
+
+async def test_add_enrolls_a_setup_link_and_the_services_test_push_is_asked_at_once(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home = tmp_path / "phone"
+    app = AgentApp(AccountStore(home))
+    started = await client.create_enrollment("alice", "alice@example.com")
+    assert started.uri is not None
+    async with app.run_test(size=(120, 32)) as pilot:
+        await typed_into_add(pilot, app, started.uri)
+        await until(pilot, lambda: add_dialog(app) is None, "the Add dialog to close", timeout=30)
+        assert 'Added "alice@example.com" for Test RP (user alice).' in logged(app)
+        done = await client.wait_enrollment(started, timeout=10)
+        assert done.completed and done.credential is not None
+        assert [r[0] for r in rows(app)] == ["alice@example.com"]
+        # The service's test notification reaches the screen that enrolled: the new
+        # account's broker was connected without a restart.
+        test = await client.create_challenge(
+            "alice", {"app": "Test RP", "purpose": "setup test"}, ttl=60, credential_ids=[done.credential.id]
+        )
+        await until(pilot, lambda: dialog(app) is not None, "the test notification", timeout=30)
+        await until(pilot, lambda: getattr(app.focused, "id", None) == "number", "the number field")
+        await pilot.press(*test.number, "enter")
+        result = await client.wait_result(test, {done.credential.id: done.credential.public_key}, timeout=10)
+        assert result.status is Status.APPROVED
+        await pilot.press("q")
+
+
+async def test_add_says_what_is_wrong_in_the_dialog_and_asks_before_adding_an_account_twice(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home = tmp_path / "phone"
+    await enroll(client, home)  # alice, through the CLI
+    segno.make(TOTP_URI, error="m").save(str(tmp_path / "code.png"), scale=6)
+    again = await client.create_enrollment("alice", "alice@example.com")
+    assert again.uri is not None
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(120, 32)) as pilot:
+        screen = await typed_into_add(pilot, app, "hello")
+        await until(pilot, lambda: "give a link" in hint(screen), "the refusal")
+        assert add_dialog(app) is screen  # open, to correct it
+        await typed_into_add(pilot, app, str(tmp_path / "missing.png"))
+        await until(pilot, lambda: "cannot read" in hint(screen), "the missing file")
+        await typed_into_add(pilot, app, again.uri)
+        await until(pilot, lambda: "is here already for Test RP" in hint(screen), "the question")
+        assert len(AccountStore(home).load()) == 1  # nothing done yet
+        await pilot.press("enter")  # again: a second sign-in method, as asked
+        await until(pilot, lambda: add_dialog(app) is None, "the Add dialog to close", timeout=30)
+        assert len(AccountStore(home).load()) == 2
+        # A screenshot of a verification-code QR code.
+        await typed_into_add(pilot, app, str(tmp_path / "code.png"))
+        await until(pilot, lambda: add_dialog(app) is None, "the Add dialog to close")
+        assert 'Added "ACME: alice" (verification codes).' in logged(app)
+        await until(pilot, lambda: any(r[0] == "ACME: alice" for r in rows(app)), "its row")
+        await pilot.press("q")
+
+
+def test_on_a_new_home_the_screen_asks_for_the_new_passphrase_before_it_opens(tmp_path: Path) -> None:
+    """Add makes the vault with the first account: asked for under the running screen,
+    the passphrase prompt would be drawn over (and typed into) the screen. The vault is
+    made first, as `listen` makes it."""
+    home = tmp_path / "new"
+    env = {k: v for k, v in os.environ.items() if k not in (PASSPHRASE_ENV, NEW_PASSPHRASE_ENV)}
+    env["PUSHAUTH_AGENT_KDF"] = AGENT_ENV["PUSHAUTH_AGENT_KDF"]
+    code, said = on_a_terminal(
+        home,
+        [],
+        [("New passphrase for the pushauth vault", NEW_PASSPHRASE), ("Type it again: ", NEW_PASSPHRASE),
+         ("Add account", "q")],
+        env=env,
+    )  # fmt: skip
+    assert code == 0, said
+    assert (home / "vault.pav").exists()
+    assert AccountStore(home, Passphrases(env={PASSPHRASE_ENV: NEW_PASSPHRASE})).load() == []  # it opens
