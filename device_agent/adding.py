@@ -16,9 +16,10 @@ class AlreadyHere(UsageError):
     """The service's account is active on this device already: adding it again makes a
     second sign-in method of the same person, seldom meant (a QR code scanned twice)."""
 
-    def __init__(self, twin: Account) -> None:
+    def __init__(self, twin: Account, message: str | None = None) -> None:
         super().__init__(
-            f'"{shown(twin.name)}" is here already for {shown(twin.rp_name)}: add it again only for'
+            message
+            or f'"{shown(twin.name)}" is here already for {shown(twin.rp_name)}: add it again only for'
             " a second sign-in method on this device"
         )
         self.twin = twin

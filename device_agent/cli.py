@@ -318,8 +318,10 @@ def build_parser() -> Parser:
         "+ (or n) adds an account: paste the service's setup link or a verification-code\n"
         "link, or type the path of a screenshot of its QR code, or of an export file; the\n"
         "setup's test notification then comes as a request. c copies the selected account's\n"
-        "code (arrow keys select) to the clipboard, through the terminal (OSC 52). On a new\n"
-        "home the vault's passphrase is asked before the screen opens.\n\n"
+        "code (arrow keys select) to the clipboard, through the terminal (OSC 52); r renames\n"
+        "it, d or Delete removes it (asked first, as `remove` asks: a push account's key is\n"
+        "revoked at the service). On a new home the vault's passphrase is asked before the\n"
+        "screen opens.\n\n"
         "It needs a terminal: with stdin or stdout not one (a pipe, a file), it refuses\n"
         "(exit 2) and nothing is opened.",
     )

@@ -3,9 +3,10 @@
 Textual draws it: the account list with live codes and a countdown, like the phone
 app; an incoming sign-in request opens a dialog with its context and a number
 field; approve, deny or report from the keyboard. A "was this you?" question after
-a new device restored one of the accounts opens its own dialog (y / n). The broker
-connections are the
-same Listener as `listen` (listen.py); only the asking and printing differ.
+a new device restored one of the accounts opens its own dialog (y / n). As on a
+phone, accounts are added (+: a link, a screenshot of a QR code, an export), their
+codes copied (c), renamed (r) and removed (d) from the list. The broker connections
+are the same Listener as `listen` (listen.py); only the asking and printing differ.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from textual.widgets.data_table import ColumnKey
 
 from protocol.frames import Decision, NoticeDecision
 
-from . import adding, otp_actions
+from . import actions, adding, otp_actions
 from .display import local_time, number_source, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
-from .messages import CONFIRM_REPORT
+from .messages import CONFIRM_REPORT, removal_loss
 from .store import ACTION_REQUIRED, REVOKED, AccountStore, PassphraseChanged, StoreError
 
 REFRESH_S = 1.0
@@ -161,39 +162,50 @@ class RequestScreen(ModalScreen[tuple[Decision, str] | None]):
         self.dismiss(None)
 
 
-class ReportScreen(ModalScreen[bool]):
-    """ "Report this sign-in as not you?" over the request dialog: y reports, anything
-    else goes back to the request."""
+class ConfirmScreen(ModalScreen[bool]):
+    """A question that cannot be taken back, over whatever asked it: y does it, anything
+    else goes back."""
 
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
-        Binding("y", "report", "Yes, report it"),
+        Binding("y", "yes", "Yes"),
         Binding("n", "back", "No"),
         Binding("escape", "back", "No"),
     ]
     DEFAULT_CSS = """
-    ReportScreen { align: center middle; }
-    #report-dialog {
+    ConfirmScreen { align: center middle; }
+    #confirm-dialog {
         width: 64; max-width: 100%; height: auto; border: thick $error; padding: 1 2; background: $surface;
     }
-    #report-buttons { height: auto; margin-top: 1; }
-    ReportScreen Button { margin-right: 1; }
+    #confirm-buttons { height: auto; margin-top: 1; }
+    ConfirmScreen Button { margin-right: 1; }
     """
 
+    def __init__(self, question: str, yes: str) -> None:
+        super().__init__()
+        self.question, self.yes = question, yes
+
     def compose(self) -> ComposeResult:
-        with Vertical(id="report-dialog"):
-            yield Static(f"{CONFIRM_REPORT}.", id="report-question", markup=False)
-            with Horizontal(id="report-buttons"):
-                yield Button("Yes, report it (y)", variant="error", id="yes")
+        with Vertical(id="confirm-dialog"):
+            yield Static(self.question, id="confirm-question", markup=False)
+            with Horizontal(id="confirm-buttons"):
+                yield Button(f"{self.yes} (y)", variant="error", id="yes")
                 yield Button("No (n)", id="no")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")
 
-    def action_report(self) -> None:
+    def action_yes(self) -> None:
         self.dismiss(True)
 
     def action_back(self) -> None:
         self.dismiss(False)
+
+
+class ReportScreen(ConfirmScreen):
+    """ "Report this sign-in as not you?" over the request dialog."""
+
+    def __init__(self) -> None:
+        super().__init__(f"{CONFIRM_REPORT}.", "Yes, report it")
 
 
 class NoticeScreen(ModalScreen[NoticeDecision | None]):
@@ -247,82 +259,126 @@ class NoticeScreen(ModalScreen[NoticeDecision | None]):
         self.dismiss(None)
 
 
-class AddScreen(ModalScreen[list[str] | None]):
-    """Add an account from what the service shows: its setup link, a verification-code
-    link, an export, or the path of a screenshot of its QR code (adding.add_anything)."""
+class InputScreen(ModalScreen[list[str] | None]):
+    """One line of text for an action that may be refused: the refusal is shown in the
+    dialog, which stays open to correct it; done, it closes with what to log."""
 
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
         Binding("escape", "cancel", "Cancel"),
     ]
     DEFAULT_CSS = """
-    AddScreen { align: center middle; }
-    #add-dialog {
+    InputScreen { align: center middle; }
+    #input-dialog {
         width: 76; max-width: 100%; height: auto; border: thick $accent; padding: 1 2; background: $surface;
     }
-    #add-hint { margin-top: 1; }
-    #add-buttons { height: auto; margin-top: 1; }
-    AddScreen Button { margin-right: 1; }
+    #input-hint { margin-top: 1; }
+    #input-buttons { height: auto; margin-top: 1; }
+    InputScreen Button { margin-right: 1; }
     """
+    PROMPT = ""
+    PLACEHOLDER = ""
+    BUTTON = "OK"
 
-    def __init__(self, store: AccountStore) -> None:
+    def __init__(self, store: AccountStore, value: str = "") -> None:
         super().__init__()
         self.store = store
-        self.again_for: str | None = None  # the text whose account is here already, once said
+        self.value = value
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="add-dialog"):
-            yield Label(
-                "Paste the service's setup link (pushauth://enroll...) or verification-code link "
-                "(otpauth://...), or type the path of a screenshot of its QR code or of an export:",
-                id="add-prompt",
-            )
-            yield Input(placeholder="link or file", id="add-link")
-            yield Label("", id="add-hint", markup=False)
-            with Horizontal(id="add-buttons"):
-                yield Button("Add", variant="primary", id="add")
+        with Vertical(id="input-dialog"):
+            yield Label(self.PROMPT, id="input-prompt")
+            yield Input(self.value, placeholder=self.PLACEHOLDER, id="input-text")
+            yield Label("", id="input-hint", markup=False)
+            with Horizontal(id="input-buttons"):
+                yield Button(self.BUTTON, variant="primary", id="ok")
                 yield Button("Cancel (Esc)", id="cancel")
 
     def on_mount(self) -> None:
-        self.query_one("#add-link", Input).focus()
+        self.query_one("#input-text", Input).focus()
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
-        self._add()
+        self._submit()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "add":
-            self._add()
+        if event.button.id == "ok":
+            self._submit()
         else:
             self.action_cancel()
 
-    def _add(self) -> None:
-        field = self.query_one("#add-link", Input)
+    def _submit(self) -> None:
+        field = self.query_one("#input-text", Input)
         text = field.value.strip()
         if not text or field.disabled:
             return
-        field.disabled = True
-        self._hint("Adding...")
-        self.run_worker(self._adding(text, again=text == self.again_for), exclusive=True)
+        field.disabled = True  # one at a time: an enrollment takes a round trip
+        self.hint("Working...")
+        self.run_worker(self._applying(text), exclusive=True)
 
-    async def _adding(self, text: str, *, again: bool) -> None:
-        field = self.query_one("#add-link", Input)
+    async def _applying(self, text: str) -> None:
+        field = self.query_one("#input-text", Input)
         try:
-            lines = await adding.add_anything(self.store, text, again=again)
-        except adding.AlreadyHere as exc:
-            self.again_for = text
-            self._hint(f"{exc.message}. Press Enter again to add it anyway.")
-        except AgentError as exc:
-            self._hint(exc.message)
+            lines = await self.apply(text)
+        except (AgentError, StoreError) as exc:
+            self.hint(str(exc))
         else:
             self.dismiss(lines)
             return
         field.disabled = False
         field.focus()
 
-    def _hint(self, text: str) -> None:
-        self.query_one("#add-hint", Label).update(Text(shown_lines(text)))
+    async def apply(self, text: str) -> list[str]:
+        """Do it; raise AgentError or StoreError to refuse (the message is shown)."""
+        raise NotImplementedError
+
+    def hint(self, text: str) -> None:
+        self.query_one("#input-hint", Label).update(Text(shown_lines(text)))
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        # Not while it works: an enrollment cut short would leave its key at the service.
+        if not self.query_one("#input-text", Input).disabled:
+            self.dismiss(None)
+
+
+class AddScreen(InputScreen):
+    """Add an account from what the service shows: its setup link, a verification-code
+    link, an export, or the path of a screenshot of its QR code (adding.add_anything)."""
+
+    PROMPT = (
+        "Paste the service's setup link (pushauth://enroll...) or verification-code link "
+        "(otpauth://...), or type the path of a screenshot of its QR code or of an export:"
+    )
+    PLACEHOLDER = "link or file"
+    BUTTON = "Add"
+
+    def __init__(self, store: AccountStore) -> None:
+        super().__init__(store)
+        self.again_for: str | None = None  # the text whose account is here already, once said
+
+    async def apply(self, text: str) -> list[str]:
+        try:
+            return await adding.add_anything(self.store, text, again=text == self.again_for)
+        except adding.AlreadyHere as exc:
+            self.again_for = text
+            raise adding.AlreadyHere(
+                exc.twin, f"{exc.message}. Press Enter again to add it anyway."
+            ) from None
+
+
+class RenameScreen(InputScreen):
+    """A new name for the selected account (on this device only)."""
+
+    PROMPT = "New name (on this device only; the service is not told):"
+    BUTTON = "Rename"
+
+    def __init__(self, store: AccountStore, name: str) -> None:
+        super().__init__(store, name)
+        self.name_now = name
+        self.renamed_to: str | None = None
+
+    async def apply(self, text: str) -> list[str]:
+        entry = self.store.rename(self.name_now, text)
+        self.renamed_to = entry.name
+        return [f'Renamed "{shown(self.name_now)}" to "{shown(entry.name)}".']
 
 
 class UiListener(Listener):
@@ -393,6 +449,8 @@ class AgentApp(App[int]):
         Binding("q", "quit", "Quit"),
         Binding("plus,n", "add", "Add account"),
         Binding("c", "copy_code", "Copy code"),
+        Binding("r", "rename", "Rename"),
+        Binding("delete,d", "remove", "Remove"),
         Binding("a", "ask_again", "Show waiting request"),
     ]
     DEFAULT_CSS = """
@@ -412,6 +470,7 @@ class AgentApp(App[int]):
         self.failure: PassphraseChanged | None = None  # why the screen closed by itself
         self.columns: list[ColumnKey] = []
         self.shown_rows: list[str] = []  # the accounts' names, in the table's order
+        self.keep_selected: str | None = None  # the row to select once the list is drawn again
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -487,7 +546,7 @@ class AgentApp(App[int]):
                 for column, cell in zip(self.columns, row, strict=True):
                     table.update_cell(name, column, Text(shown(cell)))
             return
-        selected = self.selected_account()
+        selected, self.keep_selected = self.keep_selected or self.selected_account(), None
         table.clear()
         for name, row in zip(names, rows, strict=True):  # rich Text: a str cell would be read as markup
             table.add_row(*(Text(shown(cell)) for cell in row), key=name)
@@ -522,13 +581,58 @@ class AgentApp(App[int]):
         self.log_line(f'Copied the code of "{name}" to the clipboard{left}.')
         self.refresh_accounts()
 
+    def _logged_then_refreshed(self, lines: list[str] | None) -> None:
+        for line in lines or []:
+            self.log_line(line)
+        self.refresh_accounts()
+
     def action_add(self) -> None:
-        def added(lines: list[str] | None) -> None:
-            for line in lines or []:
-                self.log_line(line)
+        self.push_screen(AddScreen(self.store), self._logged_then_refreshed)
+
+    def action_rename(self) -> None:
+        name = self.selected_account()
+        if name is None:
+            return
+        screen = RenameScreen(self.store, name)
+
+        def renamed(lines: list[str] | None) -> None:
+            self.keep_selected = screen.renamed_to  # the cursor follows the account
+            self._logged_then_refreshed(lines)
+
+        self.push_screen(screen, renamed)
+
+    def action_remove(self) -> None:
+        """Remove the selected account, as `remove` does (its key revoked at the service
+        first), after the same question: it cannot be undone."""
+        name = self.selected_account()
+        if name is None:
+            return
+        try:
+            entry = self.store.find_entry(name)
+        except (AgentError, StoreError) as exc:
+            self.log_line(str(exc))
+            return
+        account = entry.account
+        loss = removal_loss(
+            account.rp_name if account else None,
+            active_key=account is not None and account.active,
+            codes=entry.otp is not None,
+        )
+        question = f'Remove "{shown(name)}"? {loss[0].upper()}{loss[1:]}.'
+
+        async def removing() -> None:
+            try:
+                self.log_line(await actions.remove(self.store, name))
+            except (AgentError, StoreError) as exc:
+                self.log_line(str(exc))
             self.refresh_accounts()
 
-        self.push_screen(AddScreen(self.store), added)
+        def decided(sure: bool | None) -> None:
+            if sure:  # in a worker: the revocation is a round trip to the broker
+                self.log_line(f'Removing "{shown(name)}"...')
+                self.run_worker(removing(), group="remove")
+
+        self.push_screen(ConfirmScreen(question, "Remove it"), decided)
 
     def vault_lost(self, exc: PassphraseChanged) -> None:
         """No key can be read any more (listen.Listener.vault_lost): close the screen;

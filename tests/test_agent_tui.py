@@ -25,7 +25,15 @@ from textual.widgets import DataTable, Input, Label, RichLog, Static
 from device_agent import totp
 from device_agent.passphrase import NEW_PASSPHRASE_ENV, PASSPHRASE_ENV, Passphrases
 from device_agent.store import AccountStore
-from device_agent.tui import AddScreen, AgentApp, NoticeScreen, ReportScreen, RequestScreen
+from device_agent.tui import (
+    AddScreen,
+    AgentApp,
+    ConfirmScreen,
+    NoticeScreen,
+    RenameScreen,
+    ReportScreen,
+    RequestScreen,
+)
 from protocol.challenge import Status
 from relying_party.models import Challenge
 from relying_party.sdk import PushAuthClient
@@ -167,7 +175,7 @@ async def test_report_asks_first_and_no_goes_back_to_the_request(
         ch = await request_shown(pilot, app, client)
         await pilot.press("ctrl+r")
         await until(pilot, lambda: isinstance(app.screen, ReportScreen), "the report question")
-        question = str(app.screen.query_one("#report-question", Static).render())
+        question = str(app.screen.query_one("#confirm-question", Static).render())
         assert "Report this sign-in as not you? This denies it and pauses push requests" in question
         await pilot.press("n")
         await until(pilot, lambda: dialog(app) is not None, "the request dialog again")
@@ -423,14 +431,14 @@ async def typed_into_add(pilot: Pilot[Any], app: AgentApp, text: str) -> AddScre
         await until(pilot, lambda: add_dialog(app) is not None, "the Add dialog")
     screen = add_dialog(app)
     assert screen is not None
-    field = screen.query_one("#add-link", Input)
+    field = screen.query_one("#input-text", Input)
     field.value = text  # as pasted
     await pilot.press("enter")
     return screen
 
 
-def hint(screen: AddScreen) -> str:
-    return str(screen.query_one("#add-hint", Label).content)
+def hint(screen: Any) -> str:
+    return str(screen.query_one("#input-hint", Label).content)
 
 
 async def test_add_enrolls_a_setup_link_and_the_services_test_push_is_asked_at_once(
@@ -506,3 +514,43 @@ def test_on_a_new_home_the_screen_asks_for_the_new_passphrase_before_it_opens(tm
     assert code == 0, said
     assert (home / "vault.pav").exists()
     assert AccountStore(home, Passphrases(env={PASSPHRASE_ENV: NEW_PASSPHRASE})).load() == []  # it opens
+
+
+async def test_rename_and_remove_the_selected_account_from_the_screen(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home = tmp_path / "phone"
+    cred = await enroll(client, home)
+    assert run_cli([AGENT, "--home", home, "add", TOTP_URI], env=AGENT_ENV).returncode == 0
+    app = AgentApp(AccountStore(home))
+    async with app.run_test(size=(120, 32)) as pilot:
+        await until(pilot, lambda: len(rows(app)) == 2, "the account rows")
+        app.query_one("#accounts", DataTable).focus()
+        await pilot.press("down")  # ACME: alice
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, RenameScreen), "the rename dialog")
+        field = app.screen.query_one("#input-text", Input)
+        assert field.value == "ACME: alice"
+        field.value = "alice@example.com"  # taken: said in the dialog, which stays
+        await pilot.press("enter")
+        await until(pilot, lambda: "already an account named" in hint(app.screen), "the refusal")
+        field.value = "Work codes"
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: [r[0] for r in rows(app)] == ["alice@example.com", "Work codes"], "the new name"
+        )
+        assert app.selected_account() == "Work codes"  # the cursor stayed on it
+        # Remove the push account: asked first, naming what is lost; n keeps it.
+        await pilot.press("up", "d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        question = str(app.screen.query_one("#confirm-question", Static).render())
+        assert 'Remove "alice@example.com"? Its key is revoked at Test RP' in question
+        await pilot.press("n")
+        await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), "the question to close")
+        assert [c.id for c in await client.list_credentials("alice")] == [cred.id]
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), "the question")
+        await pilot.press("y")
+        await until(pilot, lambda: [r[0] for r in rows(app)] == ["Work codes"], "the row to go", timeout=30)
+        assert await client.list_credentials("alice") == []  # revoked at the broker, not only forgotten
+        await pilot.press("q")
