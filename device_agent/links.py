@@ -36,10 +36,15 @@ _TAKES = {
 def other_command(link: str, command: str) -> tuple[str, str] | None:
     """What `link` is and the command that takes it, if it is a link of ours that
     `command` does not take."""
-    scheme = _scheme(link)
+    scheme = scheme_of(link)
     if scheme in _LINKS and scheme not in _TAKES[command]:
         return _LINKS[scheme]
     return None
+
+
+def takes(command: str, link: str) -> bool:
+    """Whether `command` takes `link` (by its scheme)."""
+    return scheme_of(link) in _TAKES[command]
 
 
 def check_link_command(link: str, command: str) -> None:
@@ -47,11 +52,11 @@ def check_link_command(link: str, command: str) -> None:
     other = other_command(link, command)
     if other is not None:
         what, right = other
-        scheme = _scheme(link)
+        scheme = scheme_of(link)
         raise UsageError(f"this is {what} ({scheme}://...): use pushauth-agent {right} '{scheme}://...'")
 
 
-def _scheme(link: str) -> str:
+def scheme_of(link: str) -> str:
     return link.strip(" \t\n\r\f\v").partition(":")[0].lower()  # ASCII white space only
 
 
@@ -69,7 +74,7 @@ def _is_file(argument: str) -> bool:
 def _names_a_file(argument: str) -> bool:
     """Whether `argument` is to be read as a file: not one of our links, and a file
     that exists or a name that only an image has (a missing one is reported as such)."""
-    if _scheme(argument) in _LINKS:
+    if scheme_of(argument) in _LINKS:
         return False
     return ("://" not in argument and Path(argument).suffix.lower() in _IMAGE_SUFFIXES) or _is_file(argument)
 
@@ -102,7 +107,7 @@ def link_argument(argument: str, command: str) -> str:
     codes = _image_codes(argument)
     if codes is None:
         raise UsageError(f"{argument} is neither a link nor an image of a QR code ({IMAGE_FORMATS_SAID})")
-    taken = [code for code in codes if _scheme(code) in _TAKES[command]]
+    taken = [code for code in codes if takes(command, code)]
     if len(taken) == 1:
         return taken[0]
     if taken:
@@ -121,7 +126,7 @@ def command_for(argument: str) -> str:
     terminal screen's): a link by its scheme; an image by its QR codes (a setup code
     enrolls, one verification-code link is added, anything else is an import); any
     other file is an export to import."""
-    scheme = _scheme(argument)
+    scheme = scheme_of(argument)
     if scheme in _LINKS:
         return _LINKS[scheme][1]
     if not _names_a_file(argument):
@@ -132,7 +137,7 @@ def command_for(argument: str) -> str:
     codes = _image_codes(argument)
     if codes is None:
         return "import"
-    schemes = [_scheme(code) for code in codes]
+    schemes = [scheme_of(code) for code in codes]
     if "pushauth" in schemes:
         return "enroll"
     return "add" if schemes == ["otpauth"] else "import"

@@ -17,7 +17,7 @@ from .errors import UsageError
 from .importers import migration, otpauth
 from .importers.report import ExportResult, ImportReport, ImportSourceError, Refused, merge
 from .importers.sources import MAX_SOURCE_BYTES, is_password_protected, parse_sources
-from .links import check_link_command
+from .links import check_link_command, takes
 from .options import EXPORT_FORMATS
 from .store import AccountStore, Entry
 
@@ -133,7 +133,7 @@ def read_sources(sources: Sequence[str]) -> list[tuple[str, bytes]]:
     read: list[tuple[str, bytes]] = []
     for source in sources:
         check_link_command(source, "import")
-        if source.partition(":")[0].lower() in ("otpauth", "otpauth-migration"):
+        if takes("import", source):
             read.append(("", source.encode()))
             continue
         try:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 
 from .. import qr_images
-from ..links import other_command
+from ..links import other_command, scheme_of, takes
 from ..options import IMAGE_FORMATS_SAID
 from . import aegis, migration, otpauth
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
@@ -97,19 +97,15 @@ def _read_source(data: bytes, password: str | None) -> Parsed | list[tuple[str, 
 
 
 def _check_recognized(uris: Sequence[tuple[str, str]], why: str) -> None:
-    if not any(_scheme(text) in ("otpauth", "otpauth-migration") for _, text in uris):
+    if not any(takes("import", text) for _, text in uris):
         raise ImportSourceError(ImportErrorCode.UNRECOGNIZED, why)
-
-
-def _scheme(text: str) -> str:
-    return text.partition(":")[0].lower()
 
 
 def _parse_uris(uris: Sequence[tuple[str, str]]) -> Parsed:
     parsed = Parsed()
     batches: list[migration.MigrationBatch] = []
     for where, text in uris:
-        scheme = _scheme(text)
+        scheme = scheme_of(text)
         if scheme == "otpauth":
             try:
                 parsed.accounts.append(otpauth.parse_uri(text))
