@@ -25,6 +25,15 @@ MAX_LABEL_CHARS = 256
 _BASE32_RE = re.compile(r"^[A-Z2-7]+$")
 
 
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name an account in the agent's list (the web app's nameProblem
+    says the same), or None: shown on a terminal, it must be printable text."""
+    name = name.strip()
+    if not name or len(name) > MAX_LABEL_CHARS or any(not ch.isprintable() for ch in name):
+        return f"an account name must be 1 to {MAX_LABEL_CHARS} printable characters"
+    return None
+
+
 class InvalidAccount(ValueError):
     """An account field breaks the rules; the message names the field and is for people."""
 

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from protocol.purpose import is_setup_test
-from protocol.text import printable
+from protocol.text import printable, printable_clipped
 
 from .store import ACTION_REQUIRED, Account, Entry
 
@@ -41,9 +41,7 @@ def shown(value: object) -> str:
 def shown_clipped(value: str, limit: int = 40) -> str:
     """What the user typed, echoed back in a message: shown(), and cut after `limit`
     characters (a pasted page must not fill the terminal), saying how long it was."""
-    if len(value) <= limit:
-        return shown(value)
-    return f"{shown(value[:limit])}... ({len(value)} characters)"
+    return printable_clipped(value, limit)
 
 
 def shown_lines(text: str) -> str:

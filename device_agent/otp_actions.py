@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import broker_clock, qr_images, totp
-from .accounts_model import OtpAccount
+from .accounts_model import OtpAccount, name_problem
+from .display import shown_clipped
 from .errors import UsageError
 from .importers import migration, otpauth
 from .importers.report import ExportResult, ImportReport, ImportSourceError, Refused, merge
@@ -121,6 +122,8 @@ def add_uri(store: AccountStore, text: str, name: str | None = None) -> Entry:
         otp = otpauth.parse_uri(text)
     except ImportSourceError as exc:
         raise UsageError(exc.message) from None
+    if name is None and (problem := name_problem(otp.label)) is not None:
+        raise UsageError(f"its label {shown_clipped(otp.label)} cannot name it ({problem}): give --name NAME")
     for held_name, held in _held(store):
         if held.same_codes_as(otp):
             raise UsageError(f'this account is already here as "{held_name}"; nothing was added')

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import messages
-from .accounts_model import InvalidAccount, OtpAccount, decode_base32_secret
+from .accounts_model import InvalidAccount, OtpAccount, decode_base32_secret, name_problem
 from .legacy_store import LEGACY_FILE, LegacyStoreError, read_legacy, unb64
 from .passphrase import Passphrases, WrongPassphrase, kdf_from_env
 from .vault import SealedErrorCode, SealedFileError, SealKey, Vault
@@ -246,10 +246,10 @@ def unique_name(wanted: str, taken: set[str]) -> str:
 
 
 def check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 256 or any(not ch.isprintable() for ch in name):
-        raise StoreError("an account name must be 1 to 256 printable characters")
-    return name
+    problem = name_problem(name)
+    if problem is not None:
+        raise StoreError(problem)
+    return name.strip()
 
 
 def _revoked_predecessor(state: State, reg: Registration) -> Record | None:

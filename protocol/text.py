@@ -125,3 +125,11 @@ def printable(text: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def printable_clipped(text: str, limit: int = 40) -> str:
+    """printable(), cut after `limit` characters, saying how long it was: a name or
+    a pasted page echoed in a message must not fill the terminal."""
+    if len(text) <= limit:
+        return printable(text)
+    return f"{printable(text[:limit])}... ({len(text)} characters)"

@@ -237,6 +237,34 @@ def test_import_reports_a_label_that_is_not_utf8_by_name_and_adds_the_others(tmp
     assert [e.name for e in AccountStore(home).entries()] == ["B: carol"]
 
 
+def test_a_label_the_list_cannot_show_is_refused_by_name_and_the_others_are_imported(tmp_path: Path) -> None:
+    # A control character (an ANSI sequence in a label) or a 302-character label: the
+    # list refuses it as a name; the import used to fail whole on it ("an account name
+    # must be ..."), naming no account, and add said no more. Now that one is refused by
+    # name, escaped, as the web app refuses it, and add says --name gives it one.
+    home, uris = tmp_path / "home", tmp_path / "uris.txt"
+    issuer, name = "L" * 200, "x" * 100  # each within the model's 256, "Issuer: name" not
+    uris.write_text(
+        "otpauth://totp/Good:zoe?secret=JBSWY3DPEHPK3PXQ\n"
+        "otpauth://totp/%1B%5B31mEvil:x?secret=JBSWY3DPEHPK3PXP\n"
+        f"otpauth://totp/{issuer}:{name}?secret=GEZDGNBVGY3TQOJQ\n"
+    )
+    result = agent(home, "import", str(uris))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    assert out[0] == "added: Good: zoe"
+    assert out[1] == "refused: \\x1b[31mEvil: x: an account name must be 1 to 256 printable characters"
+    too_long = "an account name must be 1 to 256 printable characters"
+    assert out[2] == f"refused: {'L' * 40}... (302 characters): {too_long}"
+    assert out[-1] == "1 added, 0 duplicate, 2 refused" and "\x1b" not in result.stdout
+    assert [e.name for e in AccountStore(home).entries()] == ["Good: zoe"]
+    evil = "otpauth://totp/%1B%5B31mEvil:x?secret=JBSWY3DPEHPK3PXP"
+    refused = agent(home, "add", evil)
+    assert_cli_error(refused, contains="its label \\x1b[31mEvil: x cannot name it (an account name must be")
+    assert "give --name NAME" in refused.stderr and refused.returncode == 2
+    assert ok(home, "add", evil, "--name", "Evil") == 'Added "Evil" (verification codes).\n'
+
+
 def _otps(home: Path) -> dict[str, OtpAccount]:
     return {e.name: e.otp for e in AccountStore(home).entries() if e.otp is not None}
 

@@ -6,7 +6,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..accounts_model import OtpAccount
+from protocol.text import printable_clipped
+
+from ..accounts_model import OtpAccount, name_problem
 
 
 class ImportErrorCode(enum.StrEnum):
@@ -88,14 +90,22 @@ def merge(existing: Sequence[OtpAccount], parsed: Parsed) -> ImportReport:
     held = list(existing)
     added: list[OtpAccount] = []
     duplicates: list[Duplicate] = []
+    refused = list(parsed.refused)
     for account in parsed.accounts:
+        # A label the list cannot show (a control character, an ANSI sequence, 300
+        # characters) is refused by name as the web app refuses it: the store would
+        # refuse it too, and with it the whole import, naming none.
+        problem = name_problem(account.label)
+        if problem is not None:
+            refused.append(Refused(printable_clipped(account.label), problem))
+            continue
         twin = next((h for h in held if h.same_codes_as(account)), None)
         if twin is None:
             added.append(account)
             held.append(account)
         else:
             duplicates.append(Duplicate(account, twin))
-    return ImportReport(added, duplicates, list(parsed.refused), list(parsed.notes))
+    return ImportReport(added, duplicates, refused, list(parsed.notes))
 
 
 @dataclass(frozen=True, slots=True)
