@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import WebSocketRoute, expect
 from support import (
     BrokerProcess,
     RedisServer,
@@ -693,7 +693,6 @@ async def test_a_slow_answer_keeps_the_focus_and_says_it_is_sending(rp: PushAuth
     broker (Playwright's WebSocket route) until the test lets it go. The focus stays on
     Deny (before, the disabled button dropped it on <body>), the app says once that it is
     sending, and a second Enter sends no second answer."""
-    from playwright.async_api import WebSocketRoute
 
     holding = False
     held: list[str | bytes] = []
@@ -754,3 +753,55 @@ async def test_a_refused_setup_link_leaves_the_focus_on_add(rp: PushAuthClient, 
     await expect(page.get_by_role("button", name="Add", exact=True)).not_to_have_attribute(
         "aria-disabled", "true"
     )
+
+
+async def test_a_bad_frame_from_the_broker_is_reported_and_the_app_connects_again(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """A broker that breaks the protocol (here: a text message, which no frame is): the
+    app closes that connection with 4400, says the broker sent a bad frame, signs
+    nothing more on it, and connects again with backoff (docs/protocol.md, sections 7.2
+    and 15). It used to take the close it had started itself, 4400 echoed back (as a
+    broker may answer it), for the broker's "do not come back" and stop ("reopen the
+    app"): no request arrived again."""
+    account = await enrolled(rp, phone)
+    page = phone.page
+    routed: list[str] = []
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()  # the real broker behind it
+        routed.append("breaks" if not routed else "passes")
+        if routed[-1] == "passes":
+            return
+
+        def down(message: str | bytes) -> None:
+            # After the broker's first frame (its hello): sent earlier, it would open the
+            # page's socket before the broker's handshake, without its subprotocol.
+            ws.send(message)
+            ws.send("this is not a frame")
+
+        server.on_message(down)
+
+        async def echoed(code: int | None, reason: str | None) -> None:
+            # Its close answered with the same code, as RFC 6455 5.5.1 says endpoints
+            # typically do (this broker answers 1000; another may echo).
+            await server.close()
+            await ws.close(code=code, reason=reason)
+
+        ws.on_close(echoed)
+
+    await page.route_web_socket(re.compile(r".*/v1/device$"), route)
+    await page.reload()  # its next connection goes through the route
+    await page.locator("#fault", has_text="the broker sent a bad frame (malformed)").wait_for()
+
+    async def connected_again() -> bool:
+        return len(routed) >= 2
+
+    await until(connected_again, message="a new connection after the bad frame")
+    await page.locator("#conn", has_text="Connected").wait_for()
+    challenge = await rp.create_challenge("alice", CONTEXT)
+    await phone.prompt(challenge.id)
+    await phone.type_number(challenge.number)
+    await page.get_by_role("button", name="Approve").tap()
+    await phone.toast("Approved")
+    assert await result(rp, challenge, account) is Status.APPROVED

@@ -139,17 +139,25 @@ export class BrokerConnection {
   dropNow() {
     const ws = this.ws;
     if (this.closed || !ws || ws.readyState > WebSocket.OPEN) return;
-    ws.onopen = ws.onclose = ws.onmessage = null;
-    ws.close(1000);
+    this.abandon(1000);
     this.closedBy({ code: 1006, reason: "offline" });
+  }
+
+  // Close the socket without hearing of it again: its close event, whenever it comes
+  // (a lost network holds it a minute) and whatever its code (a broker may echo ours),
+  // must not end or retry a newer connection, nor be read as the broker's own close.
+  abandon(code, reason) {
+    const ws = this.ws;
+    if (!ws) return;
+    ws.onopen = ws.onclose = ws.onmessage = null;
+    ws.close(code, reason);
   }
 
   stop() {
     this.closed = true;
     clearTimeout(this.retryTimer);
     // Its close is not reported: a new connection to the same server may be starting.
-    if (this.ws) this.ws.onclose = this.ws.onmessage = null;
-    this.ws?.close(1000);
+    this.abandon(1000);
     this.fail(new ReplyError("closed", "the app closed the connection"));
     this.failWaiters(new ReplyError("closed", "the app closed the connection"));
   }
@@ -194,12 +202,15 @@ export class BrokerConnection {
   }
 
   // The broker broke the protocol: close with the error's code, sign nothing more on
-  // this connection, report it, and reconnect with backoff (section 7.2).
+  // this connection, report it, and reconnect with backoff (sections 7.2 and 15). The
+  // close is this app's, so the code that comes back is no 44xx "do not come back" from
+  // the broker: the socket is abandoned, and the retry starts now.
   breach(code, message) {
     const close = { malformed: 4400, invalid_field: 4400, unexpected_frame: 4400, unsupported_version: 4406, frame_too_large: 4413 }[code] ?? 4400;
     this.session = null;
-    this.ws?.close(close, code);
+    this.abandon(close, code);
     this.events.dispatchEvent(new CustomEvent("fault", { detail: { broker: this.url, message: `the broker sent a bad frame (${code}): ${message}` } }));
+    this.closedBy({ code: 1006, reason: code });
   }
 
   async handle(frame) {
