@@ -362,8 +362,10 @@ def build_parser() -> Parser:
     c = command(
         "import",
         "Import verification-code accounts from another authenticator's export.",
-        "FILE is an Aegis vault export (.json, plain or encrypted: the password is asked,\n"
-        f"or taken from {IMPORT_PASSWORD_ENV}), a text file with otpauth:// or\n"
+        "FILE is another app's export: Aegis (.json), 2FAS (.2fas), andOTP (.json, or\n"
+        "encrypted), Bitwarden (.json or .csv, unencrypted), FreeOTP+ (.json) or Proton\n"
+        "Authenticator (.json); for an encrypted one the password is asked, or taken from\n"
+        f"{IMPORT_PASSWORD_ENV}. Or a text file with otpauth:// or\n"
         "otpauth-migration:// URIs (Google Authenticator's export QR codes), one per line,\n"
         f"or an image of such QR codes ({IMAGE_FORMATS_SAID}; a screenshot, or a photo of\n"
         "the other phone's screen; one image may hold several codes). A single such URI can\n"

@@ -28,7 +28,8 @@ from typing import Any
 import nacl.bindings
 import nacl.exceptions
 
-from ..accounts_model import InvalidAccount, OtpAccount, decode_base32_secret, normalize_algorithm
+from ..accounts_model import OtpAccount
+from .entries import KINDS, account, gcm_open, label_of, text
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
 PASSWORD_SLOT = 1
@@ -86,16 +87,7 @@ def _gcm_open(key: bytes, params: Any, ciphertext: bytes, what: str) -> bytes | 
         raise _malformed(f"{what} has no nonce and tag")
     nonce = _hex(params.get("nonce"), NONCE_BYTES, f"{what} nonce")
     tag = _hex(params.get("tag"), TAG_BYTES, f"{what} tag")
-    try:
-        return nacl.bindings.crypto_aead_aes256gcm_decrypt(ciphertext + tag, None, nonce, key)
-    except nacl.exceptions.UnavailableError:
-        raise ImportSourceError(
-            ImportErrorCode.CRYPTO_UNAVAILABLE,
-            "this CPU has no AES instructions, which libsodium needs for encrypted Aegis files;"
-            " export a plain (unencrypted) vault from Aegis instead",
-        ) from None
-    except nacl.exceptions.CryptoError:
-        return None
+    return gcm_open("Aegis", key, nonce, ciphertext + tag)
 
 
 def _password_slot_key(slot: dict[str, Any], password: bytes) -> bytes | None:
@@ -152,28 +144,25 @@ def _decrypt_db(doc: dict[str, Any], password: str | None) -> Any:
 def _entry(entry: Any, position: int) -> OtpAccount | Refused:
     if not isinstance(entry, dict):
         return Refused(f"entry {position}", "not a JSON object")
-    name = entry.get("name") if isinstance(entry.get("name"), str) else ""
-    issuer = entry.get("issuer") if isinstance(entry.get("issuer"), str) else ""
-    label = f"{issuer}: {name}" if issuer and name else issuer or name or f"entry {position}"
+    name, issuer = text(entry.get("name")), text(entry.get("issuer"))
+    label = label_of(issuer, name, f"entry {position}")
     kind = entry.get("type")
-    if kind not in ("totp", "hotp"):
-        return Refused(label, f"unsupported token type {kind!r} (only totp and hotp)")
     info = entry.get("info")
+    if not isinstance(kind, str) or kind not in KINDS:
+        return Refused(label, f"unsupported token type {kind!r} (only totp and hotp)")
     if not isinstance(info, dict) or not isinstance(info.get("secret"), str):
         return Refused(label, "no secret")
-    try:
-        return OtpAccount(
-            secret=decode_base32_secret(info["secret"]),
-            name=name.strip(),
-            issuer=issuer.strip(),
-            kind=kind,
-            algorithm=normalize_algorithm(str(info.get("algo", "SHA1"))),
-            digits=info.get("digits", 6),
-            period=info.get("period", 30) if kind == "totp" else 30,
-            counter=info.get("counter", 0) if kind == "hotp" else 0,
-        )
-    except InvalidAccount as exc:
-        return Refused(label, str(exc))
+    return account(
+        label,
+        secret=info["secret"],
+        name=name,
+        issuer=issuer,
+        kind=kind,
+        algorithm=info.get("algo", "SHA1"),
+        digits=info.get("digits", 6),
+        period=info.get("period", 30),
+        counter=info.get("counter", 0),
+    )
 
 
 def parse(data: bytes, password: str | None = None) -> Parsed:

@@ -1,6 +1,8 @@
 """Recognize what the user gave to `import` and hand it to the right importer.
 
-Accepted: an Aegis vault export (JSON); text with one URI per line, where each
+Accepted: an Aegis vault export (JSON), a 2FAS backup (.2fas, plain or encrypted), an
+andOTP backup (JSON, or encrypted), a Bitwarden export (JSON or CSV), a FreeOTP+ or
+Proton Authenticator export (JSON); text with one URI per line, where each
 line is an otpauth:// URI or an otpauth-migration:// URI (a scanned QR code of
 Google Authenticator's export; give every code of a multi-code export), blank lines
 and # comments skipped, any other line refused by line number; or an image of such
@@ -9,28 +11,42 @@ QR codes (a screenshot or photo), any other code in it refused by its number.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from .. import qr_images
 from ..links import other_command, scheme_of, takes
 from ..options import IMAGE_FORMATS_SAID
-from . import aegis, migration, otpauth
+from . import aegis, andotp, linked, migration, otpauth, twofas
+from .entries import json_of
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
 MAX_SOURCE_BYTES = 16 * 1024**2
+SUPPORTED = (
+    "Aegis, 2FAS, andOTP, Bitwarden, FreeOTP+ or Proton Authenticator exports, otpauth:// or"
+    f" otpauth-migration:// text, or an image of their QR codes: {IMAGE_FORMATS_SAID}"
+)
 
 
 def is_password_protected(data: bytes) -> bool:
-    """Whether `parse_source` will need a password (an encrypted Aegis file)."""
+    """Whether `parse_source` will need a password: an encrypted Aegis vault or 2FAS
+    backup, or a binary file that may be an encrypted andOTP backup."""
+    doc = json_of(data)
+    if doc is None:
+        return _binary(data) and andotp.may_be_encrypted(data)
     try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    try:
-        return aegis.looks_like_aegis(doc) and aegis.is_encrypted(data)
+        return (aegis.looks_like_aegis(doc) and aegis.is_encrypted(data)) or twofas.is_encrypted(doc)
     except ImportSourceError:
         return False  # parse_source will report what is wrong with it
+
+
+def _binary(data: bytes) -> bool:
+    if qr_images.is_image(data):
+        return False
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return True
+    return False
 
 
 def parse_source(data: bytes, *, password: str | None = None) -> Parsed:
@@ -83,17 +99,38 @@ def _read_source(data: bytes, password: str | None) -> Parsed | list[tuple[str, 
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
+        if andotp.may_be_encrypted(data):
+            return andotp.parse(andotp.decrypt(data, password))
         raise ImportSourceError(
-            ImportErrorCode.UNRECOGNIZED,
-            f"not a supported export (Aegis .json, otpauth:// or otpauth-migration:// text,"
-            f" or an image of their QR codes: {IMAGE_FORMATS_SAID})",
+            ImportErrorCode.UNRECOGNIZED, f"not a supported export ({SUPPORTED})"
         ) from None
-    if text.lstrip().startswith("{"):
-        return aegis.parse(data, password)
+    if text.lstrip().startswith(("{", "[")):
+        return _parse_json(data, text, password)
+    if linked.looks_like_bitwarden_csv(text):
+        return linked.parse_bitwarden_csv(text)
     lines = [(f"line {n}", line.strip()) for n, line in enumerate(text.splitlines(), 1)]
     uris = [(where, line) for where, line in lines if line and not line.startswith("#")]
     _check_recognized(uris, "no otpauth:// or otpauth-migration:// URI found (nor an Aegis .json vault)")
     return uris
+
+
+def _parse_json(data: bytes, text: str, password: str | None) -> Parsed:
+    doc = json_of(text)
+    if doc is None or aegis.looks_like_aegis(doc):
+        return aegis.parse(data, password)  # says what is wrong with a JSON file that is none
+    if twofas.looks_like(doc):
+        return twofas.parse(doc, password)
+    if linked.looks_like_bitwarden(doc):
+        return linked.parse_bitwarden(doc)
+    if linked.looks_like_proton(doc):
+        return linked.parse_proton(doc)
+    if linked.looks_like_freeotp_plus(doc):
+        return linked.parse_freeotp_plus(doc)
+    if andotp.looks_like(doc):
+        return andotp.parse(doc)
+    raise ImportSourceError(
+        ImportErrorCode.UNRECOGNIZED, f"a JSON file of no export this reads ({SUPPORTED})"
+    )
 
 
 def _check_recognized(uris: Sequence[tuple[str, str]], why: str) -> None:
