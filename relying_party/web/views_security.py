@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -256,7 +257,11 @@ async def setup_page(request: web.Request) -> web.StreamResponse:
             "expired": remaining == 0,
             "refused": enrollment.refused,
             "refused_message": REFUSED,
-            "app_url": request.app[SETTINGS].app_url,
+            "app_url": (app_url := request.app[SETTINGS].app_url),
+            # The phone app's own address with the link in its fragment: on the phone that
+            # shows this page, which cannot scan its own screen, one tap opens the app with
+            # the link filled in (the fragment reaches no server; the app asks before it adds).
+            "app_link": None if app_url is None else f"{app_url}#enroll={quote(enrollment.uri, safe='')}",
         },
     )
 

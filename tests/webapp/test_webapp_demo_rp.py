@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
@@ -150,6 +151,47 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
     await phone.page.get_by_role("button", name="Approve").tap()
     await desktop.wait_for_url("**/security")
     assert await desktop.locator("#devices .device").count() == 2
+
+
+async def test_on_the_phone_itself_the_setup_page_opens_the_app_with_its_link(
+    demo: tuple[Stack, Page, str], phones: PhoneMaker
+) -> None:
+    """A phone cannot scan its own screen: the setup page, seen on the phone, links to
+    the app with the setup link in the address's fragment. The app fills its Add form
+    with it, says whose it is, takes it out of the address, and adds nothing until Add
+    is tapped; then the setup goes on as with a scanned code."""
+    stack, _, app_url = demo
+    phone = await phones(app_url)  # the app, installed on this phone already
+    rp_page = await phone.page.context.new_page()  # the service's page on the same phone
+    link = await setup_link(rp_page, stack)
+    opener = rp_page.get_by_role("link", name="open the app with this setup link")
+    assert await opener.get_attribute("href") == f"{app_url}#enroll={quote(link, safe='')}"
+    async with phone.page.context.expect_page() as opened_app:
+        await opener.click()
+    app = await opened_app.value
+    await app.locator("#add:not([hidden])").wait_for()
+    assert await app.get_by_label("Setup link").input_value() == link
+    status = await app.locator("#add-status").inner_text()
+    assert "setup link from Browser Test Portal for" in status and "Tap Add" in status, status
+    assert "#" not in app.url  # the link is not left in the address (history, bookmarks)
+    assert await app.locator("#accounts li").count() == 0  # nothing added before the tap
+    await app.get_by_role("button", name="Add", exact=True).click()
+    await rp_page.wait_for_url("**/security/test-notification")
+    await app.locator("#prompt:not([hidden])").wait_for()
+    test_number = await number(rp_page)
+    for digit in test_number:
+        await app.locator(f"#keypad button[data-key='{digit}']").tap()
+    await app.get_by_role("button", name="Approve").tap()
+    await rp_page.wait_for_url("**/security")
+    assert await rp_page.locator("#devices .device").count() == 1
+
+    # The app open already (an installed app's window): the link arrives as a new fragment.
+    await app.evaluate(
+        "link => { location.hash = 'enroll=' + encodeURIComponent(link); }", "pushauth://enroll?x"
+    )
+    await app.locator("#add:not([hidden])").wait_for()
+    assert await app.get_by_label("Setup link").input_value() == "pushauth://enroll?x"
+    assert "#" not in app.url
 
 
 async def test_finish_later_takes_the_test_notification_off_the_phone(

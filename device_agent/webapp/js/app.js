@@ -635,6 +635,34 @@ function openAddView() {
   show("add");
 }
 
+// A service's page on this same phone cannot have its QR code scanned: it links here
+// with its setup link in the address's fragment (#enroll=LINK, docs/protocol.md section
+// 11), which no request carries to a server. The link is taken out of the address at
+// once (no history entry or bookmark keeps it) and put in the Add form; nothing is
+// added before the person taps Add, so a page cannot add accounts by linking here.
+function takeLinkFromAddress() {
+  const prefix = "#enroll=";
+  if (!location.hash.startsWith(prefix)) return;
+  const encoded = location.hash.slice(prefix.length);
+  history.replaceState(null, "", location.pathname + location.search);
+  let linkText;
+  try {
+    linkText = decodeURIComponent(encoded);
+  } catch {
+    return;
+  }
+  openAddView();
+  $("link").value = linkText;
+  let service = "";
+  try {
+    const link = parseEnrollmentUri(linkText);
+    service = ` from ${printable(link.rp_name)} for ${printable(link.account)}`;
+  } catch {
+    // Said by Add, in the form's words, when tapped.
+  }
+  $("add-status").textContent = `A page opened this app with a setup link${service}. Tap Add if you are setting it up now.`;
+}
+
 // The Add account screen takes a service's setup link (push sign-in, maybe with codes),
 // any service's verification-code link and Google Authenticator's export, pasted or
 // scanned; the last two load their readers only when used.
@@ -1908,6 +1936,8 @@ async function main() {
     });
   }
   render();
+  takeLinkFromAddress();
+  window.addEventListener("hashchange", takeLinkFromAddress); // the app was open already
   document.body.dataset.ready = "1";
 }
 
