@@ -195,12 +195,18 @@ def build_parser() -> Parser:
         "else goes back to the request). Requests are asked one after another, newest\n"
         "first (a new request from a service normally replaces its older ones: they are\n"
         "dropped with a message). Accounts added or removed by other commands meanwhile\n"
-        "are picked up within a second.\n\n"
+        "are picked up within a second. On a terminal, each new request rings its bell\n"
+        "(a sound, a flash or a mark on the tab, as the terminal is set; --no-bell: none).\n\n"
         "Stops on Ctrl-C, SIGTERM, or when input ends (after waiting a few seconds for\n"
         "answers already sent). With --no-input it never reads input: it only prints\n"
         "requests and events until stopped, for use with approve/deny from elsewhere.",
     )
     c.add_argument("--no-input", action="store_true", help="only print; do not read answers from stdin")
+    c.add_argument(
+        "--no-bell",
+        action="store_true",
+        help="no terminal bell for a new request (it rings only when the output is a terminal)",
+    )
 
     c = command(
         "pending",
@@ -314,7 +320,8 @@ def build_parser() -> Parser:
         "wasn't me\" (then y to confirm, n or Escape to go back), Escape to answer later\n"
         "(a: show it again). q or Ctrl+Q quits. Accounts that need action (restored push\n"
         'accounts) are marked. A "was this you?" question after a new device restored an\n'
-        "account opens a dialog too: y (it was me), n (it was not).\n\n"
+        "account opens a dialog too: y (it was me), n (it was not). Each new request rings\n"
+        "the terminal's bell.\n\n"
         "+ (or n) adds an account: paste the service's setup link or a verification-code\n"
         "link, or type the path of a screenshot of its QR code, or of an export file; the\n"
         "setup's test notification then comes as a request. c copies the selected account's\n"
@@ -1044,7 +1051,8 @@ def cmd_listen(store: AccountStore, args: argparse.Namespace) -> int:
 
     from .listen import listen  # only this command and the screen need it
 
-    return asyncio.run(listen(store, interactive=not args.no_input))
+    bell = not args.no_bell and sys.stdout.isatty()  # never a BEL in a file or a pipe
+    return asyncio.run(listen(store, interactive=not args.no_input, bell=bell))
 
 
 COMMANDS = {

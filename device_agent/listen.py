@@ -259,10 +259,13 @@ def _halts(exc: AgentError | StoreError) -> str | None:
 
 
 class Listener:
-    def __init__(self, store: AccountStore, *, interactive: bool, out: TextIO = sys.stdout) -> None:
+    def __init__(
+        self, store: AccountStore, *, interactive: bool, out: TextIO = sys.stdout, bell: bool = False
+    ) -> None:
         self.store = store
         self.interactive = interactive
         self.out = out
+        self.bell = bell  # ring the terminal's bell for each new request or question
         self.links: dict[str, BrokerLink] = {}
         self.requests: collections.OrderedDict[str, Request] = collections.OrderedDict()
         self.questions: collections.OrderedDict[str, Question] = collections.OrderedDict()
@@ -434,6 +437,7 @@ class Listener:
             self.say(f"{why}.")  # never shown nor answered (docs/protocol.md, section 18.2)
             return
         self.requests[challenge.ch] = Request(challenge, link)
+        self.alert()
         if not self.interactive:
             # Output-only: show it at once; another command answers it.
             self._show(self.requests[challenge.ch])
@@ -444,6 +448,14 @@ class Listener:
             self.say(f"Another sign-in request ({service}) is waiting; it comes next.")
         if ask:
             self._ask_next()
+
+    def alert(self) -> None:
+        """Something new to answer: the terminal's bell (BEL), which terminals turn into
+        a sound, a flash, a mark on the tab or an urgent window, so that a person in
+        their browser hears of the request the sign-in page waits on."""
+        if self.bell:
+            self.out.write("\a")
+            self.out.flush()
 
     def _drop(self, ch: str, why: str | None) -> None:
         if self.requests.pop(ch, None) is None:
@@ -501,6 +513,7 @@ class Listener:
         if notice.notice in self.questions or notice.notice in self.in_flight:
             return
         self.questions[notice.notice] = Question(notice, link)
+        self.alert()
         if not self.interactive:
             self._show_question(self.questions[notice.notice])
             self.say(
@@ -839,5 +852,5 @@ class Listener:
         return 0
 
 
-async def listen(store: AccountStore, *, interactive: bool) -> int:
-    return await Listener(store, interactive=interactive).run()
+async def listen(store: AccountStore, *, interactive: bool, bell: bool = False) -> int:
+    return await Listener(store, interactive=interactive, bell=bell).run()

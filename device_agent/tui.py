@@ -391,6 +391,9 @@ class UiListener(Listener):
     def say(self, text: str) -> None:
         self.app.log_line(text)
 
+    def alert(self) -> None:
+        self.app.bell()  # the terminal's bell, as `listen` rings it
+
     def vault_lost(self, exc: PassphraseChanged) -> None:
         self.app.vault_lost(exc)
 

@@ -566,6 +566,7 @@ def test_listen_output_only_mode(tmp_path: Path, rp_api: RP, listener: Callable[
     )
     agent_proc.proc.send_signal(signal.SIGINT)
     assert agent_proc.proc.wait(15) == 0
+    assert "\a" not in agent_proc.output()  # a file, not a terminal: no bell in it
 
 
 def test_listen_shows_requests_that_were_pending_before_it_started(
@@ -856,3 +857,18 @@ def test_listen_serves_the_other_brokers_while_one_is_hung_and_says_since_when(
     with hung(broker_b):
         proc.wait_for(f"{b}: the broker stopped answering (no reply to a keepalive ping within 2 s)")
         proc.wait_for(f"Reconnecting to {b} in ")
+
+
+@pytest.mark.parametrize("args", [[], ["--no-bell"]], ids=["bell", "no-bell"])
+def test_listen_on_a_terminal_rings_the_bell_for_a_new_request(
+    tmp_path: Path, rp_api: RP, args: list[str]
+) -> None:
+    """A person in their browser must hear of the request the sign-in page waits on: on
+    a terminal, listen rings its bell (BEL) once per new request; --no-bell, never. (In a
+    file or a pipe it never does: test_listen_output_only_mode's output has none.)"""
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    rp_api.challenge()  # waiting when listen connects: shown, and rung for, at once
+    code, said = on_a_terminal(home, ["listen", *args], [("-digit number shown on", signal.SIGINT)])
+    assert code in (0, 130), said
+    assert said.count("\a") == (0 if args else 1), said

@@ -554,3 +554,27 @@ async def test_rename_and_remove_the_selected_account_from_the_screen(
         await until(pilot, lambda: [r[0] for r in rows(app)] == ["Work codes"], "the row to go", timeout=30)
         assert await client.list_credentials("alice") == []  # revoked at the broker, not only forgotten
         await pilot.press("q")
+
+
+class BellCounting(AgentApp):
+    """The screen, with Textual's bell (a BEL on the terminal; nothing when headless)
+    counted instead of written."""
+
+    rung = 0
+
+    def bell(self) -> None:
+        self.rung += 1
+
+
+async def test_a_new_request_rings_the_terminals_bell_once(client: PushAuthClient, tmp_path: Path) -> None:
+    home = tmp_path / "phone"
+    await enroll(client, home)
+    app = BellCounting(AccountStore(home))
+    async with app.run_test(size=(120, 32)) as pilot:
+        ch = await request_shown(pilot, app, client)
+        assert app.rung == 1
+        await until(pilot, lambda: getattr(app.focused, "id", None) == "number", "the number field")
+        await pilot.press(*ch.number, "enter")
+        await until(pilot, lambda: dialog(app) is None, "the dialog to close")
+        assert app.rung == 1  # once per request, not per line said about it
+        await pilot.press("q")
