@@ -286,7 +286,7 @@ class InputScreen(ModalScreen[list[str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="input-dialog"):
-            yield Label(self.PROMPT, id="input-prompt")
+            yield Label(self.PROMPT, id="input-prompt", markup=False)
             yield Input(self.value, placeholder=self.PLACEHOLDER, id="input-text")
             yield Label("", id="input-hint", markup=False)
             with Horizontal(id="input-buttons"):
@@ -320,6 +320,8 @@ class InputScreen(ModalScreen[list[str] | None]):
             lines = await self.apply(text)
         except (AgentError, StoreError) as exc:
             self.hint(str(exc))
+        except Exception as exc:  # noqa: BLE001  (a worker's error would close the whole screen)
+            self.hint(f"That did not work: {type(exc).__name__}: {exc}")
         else:
             self.dismiss(lines)
             return
@@ -628,6 +630,8 @@ class AgentApp(App[int]):
                 self.log_line(await actions.remove(self.store, name))
             except (AgentError, StoreError) as exc:
                 self.log_line(str(exc))
+            except Exception as exc:  # noqa: BLE001  (a worker's error would close the whole screen)
+                self.log_line(f'Removing "{shown(name)}" did not work: {type(exc).__name__}: {exc}')
             self.refresh_accounts()
 
         def decided(sure: bool | None) -> None:
