@@ -145,16 +145,14 @@ def _entry(entry: Any, position: int) -> OtpAccount | Refused:
     if not isinstance(entry, dict):
         return Refused(f"entry {position}", "not a JSON object")
     name, issuer = text(entry.get("name")), text(entry.get("issuer"))
-    label = label_of(issuer, name, f"entry {position}")
     kind = entry.get("type")
-    info = entry.get("info")
     if not isinstance(kind, str) or kind not in KINDS:
+        label = label_of(issuer, name, f"entry {position}")
         return Refused(label, f"unsupported token type {kind!r} (only totp and hotp)")
-    if not isinstance(info, dict) or not isinstance(info.get("secret"), str):
-        return Refused(label, "no secret")
+    info = entry.get("info") if isinstance(entry.get("info"), dict) else {}
     return account(
-        label,
-        secret=info["secret"],
+        f"entry {position}",
+        secret=info.get("secret"),
         name=name,
         issuer=issuer,
         kind=kind,

@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Any
 
-from .entries import TAG_BYTES, account, collect, gcm_open, label_of, malformed, text
+from .entries import TAG_BYTES, account, collect, gcm_open, malformed, text
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
 APP = "andOTP"
@@ -65,8 +65,8 @@ def _entry(entry: Any, number: int) -> Any:
     if "issuer" not in entry and " - " in name:  # before 0.6.3: "Issuer - name"
         issuer, _, name = (part.strip() for part in name.partition(" - "))
     return account(
-        label_of(issuer, name, f"entry {number}"),
-        secret=entry.get("secret") if isinstance(entry.get("secret"), str) else None,
+        f"entry {number}",
+        secret=entry.get("secret"),
         name=name,
         issuer=issuer,
         kind=text(entry.get("type")) or "totp",

@@ -34,9 +34,9 @@ def text(value: Any) -> str:
 
 
 def account(
-    label: str,
+    fallback: str,
     *,
-    secret: bytes | str | None,
+    secret: Any,
     name: str,
     issuer: str,
     kind: str,
@@ -45,10 +45,15 @@ def account(
     period: Any = 30,
     counter: Any = 0,
 ) -> OtpAccount | Refused:
-    """One entry's account, or its refusal under `label` with the reason."""
+    """One entry's account, or its refusal with the reason under its label ("Issuer:
+    name", or `fallback`, e.g. "entry 3", when it has neither). `secret` is base32
+    text or bytes; anything else is no secret."""
+    label = label_of(issuer, name, fallback)
     kind = kind.lower()
     if kind not in KINDS:
         return Refused(label, f"unsupported token type {kind!r} (only totp and hotp)")
+    if not isinstance(secret, str | bytes):
+        return Refused(label, "no secret")
     try:
         raw = decode_base32_secret(secret) if isinstance(secret, str) else secret
         if not raw:

@@ -11,7 +11,7 @@ import csv
 import io
 from typing import Any
 
-from .entries import account, collect, from_link, label_of, malformed, text
+from .entries import account, collect, from_link, malformed, text
 from .report import Parsed, Refused
 
 BITWARDEN_CSV_COLUMNS = {"name", "login_totp"}
@@ -38,7 +38,7 @@ def looks_like_bitwarden_csv(source: str) -> bool:
 def _item(name: str, totp: Any, fallback: str) -> Any:
     label = name or fallback
     if isinstance(totp, str) and "://" not in totp:  # a bare secret
-        return account(label, secret=totp, name="", issuer=name or fallback, kind="totp")
+        return account(fallback, secret=totp, name="", issuer=name, kind="totp")
     return from_link(label, totp)
 
 
@@ -91,7 +91,7 @@ def parse_freeotp_plus(doc: Any) -> Parsed:
         issuer, name = text(token.get("issuerExt")), text(token.get("label"))
         results.append(
             account(
-                label_of(issuer, name, f"token {number}"),
+                f"token {number}",
                 secret=_freeotp_secret(token.get("secret")),
                 name=name,
                 issuer=issuer,

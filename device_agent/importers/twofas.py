@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Any
 
-from .entries import account, collect, gcm_open, label_of, malformed, text
+from .entries import account, collect, gcm_open, malformed, text
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
 APP = "2FAS"
@@ -68,8 +68,8 @@ def _entry(service: Any, number: int) -> Any:
     issuer = text(otp.get("issuer")) or text(service.get("name"))
     name = text(otp.get("account")) or text(otp.get("label"))
     return account(
-        label_of(issuer, name, f"service {number}"),
-        secret=service.get("secret") if isinstance(service.get("secret"), str) else None,
+        f"service {number}",
+        secret=service.get("secret"),
         name=name,
         issuer=issuer,
         kind=text(otp.get("tokenType")) or "totp",
