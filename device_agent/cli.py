@@ -73,10 +73,11 @@ DESCRIPTION = """\
 The pushauth device agent: approve sign-ins with number matching.
 
 Add an account by enrolling the pushauth://enroll URI that a service shows as a QR
-code on its security page. Each account gets its own Ed25519 key, made on this
-device and never sent anywhere. Then run `listen` to see sign-in requests as they
-come and answer them, or use `pending`, `approve` and `deny` from scripts.
-Without a command, on a terminal, the full screen opens (the same as `ui`).
+code on its security page (or a screenshot of that code). Each account gets its own
+Ed25519 key, made on this device and never sent anywhere. Then run `listen` to see
+sign-in requests as they come and answer them, or use `pending`, `approve` and `deny`
+from scripts. Without a command, on a terminal, the full screen opens (the same as
+`ui`: + adds an account there).
 
 Verification codes: `code`, `add otpauth://...`, `import`, `export`. Every key and
 secret is kept in one vault encrypted with your passphrase (`passwd` changes it).
