@@ -2,7 +2,7 @@
 // the phone at once), the cached copy when offline. Only the shell's own files are
 // ever cached: no API answer, no other origin, and WebSocket traffic never passes here.
 
-const CACHE = "pushauth-shell-v6";
+const CACHE = "pushauth-shell-v7";
 const SHELL = [
   "./",
   "index.html",
@@ -28,6 +28,12 @@ const SHELL = [
   "js/sealedfile.js",
   "js/otp.js",
   "js/migration.js",
+  "js/importers/sources.js",
+  "js/importers/entries.js",
+  "js/importers/aegis.js",
+  "js/importers/twofas.js",
+  "js/importers/andotp.js",
+  "js/importers/linked.js",
   "js/export.js",
   "js/scan-worker.js",
   "js/totp.js",
@@ -48,7 +54,7 @@ const OPTIONAL = [
   "vendor/zxcvbn.js",
   "vendor/uqr.js",
   "vendor/hash-wasm/argon2.js",
-  ...["argon2.js", "blake2.js", "_blake.js", "_md.js", "_u64.js", "utils.js"].map((f) => `vendor/noble-hashes/${f}`),
+  ...["argon2.js", "blake2.js", "_blake.js", "_md.js", "_u64.js", "utils.js", "scrypt.js", "pbkdf2.js", "sha2.js", "hmac.js"].map((f) => `vendor/noble-hashes/${f}`),
   ...["chacha.js", "_arx.js", "_poly1305.js", "utils.js"].map((f) => `vendor/noble-ciphers/${f}`),
 ];
 const SHELL_URLS = new Set([...SHELL, ...OPTIONAL].map((p) => new URL(p, self.registration.scope).href));

@@ -630,6 +630,7 @@ function asciiDigits(text) {
 function openAddView() {
   showAgain(null);
   showError("add-error", null);
+  endFileImport();
   $("add-status").textContent = "";
   $("add-report").replaceChildren();
   show("add");
@@ -692,6 +693,7 @@ function showAgain(question) {
   againLink = question?.linkText ?? null;
   $("again").hidden = !question;
   $("add-form").hidden = !!question;
+  $("import-box").hidden = !!question;
   $("scan").hidden = !!question || !scanSupported();
   if (!question) return;
   stopScan();
@@ -945,6 +947,76 @@ async function importExport(input) {
   $("add-status").textContent = `${added} of ${counted(lines.length, "account")} added.${more}`;
   $("add-report").replaceChildren(...lines.map((l) => text("li", printable(l.text))));
   $("link").value = "";
+}
+
+// -- another app's export file (js/importers/, loaded when a file is chosen) -------------
+
+// The chosen file ({name, data}) while its password is asked; null otherwise. Its bytes
+// and the password stay in this page: nothing is sent, stored or logged.
+let importFile = null;
+let importBusy = false;
+
+function endFileImport() {
+  importFile = null;
+  $("import-file").value = "";
+  $("import-password").value = "";
+  $("import-password-form").hidden = true;
+  showError("import-error", null);
+}
+
+async function chooseImportFile() {
+  const file = $("import-file").files[0];
+  endFileImport();
+  if (!file) return;
+  showError("add-error", null);
+  $("add-report").replaceChildren();
+  const sources = await import("./importers/sources.js");
+  // Refused before it is read: a file this large is no export (as the agent's limit).
+  if (file.size > sources.MAX_SOURCE_BYTES) return importFailed(file.name, "the file is too large for an account export");
+  importFile = { name: file.name, data: new Uint8Array(await file.arrayBuffer()) };
+  return openImportFile(null);
+}
+
+function importFailed(name, why) {
+  endFileImport();
+  $("add-status").textContent = "";
+  showError("import-error", printable(`Could not import ${name}: ${why}. Nothing was added.`), "import-file");
+}
+
+// Reads the chosen file (with `password` once asked for one) and adds every account this
+// app can hold; the others are said by name with the reason, as from a pasted export.
+async function openImportFile(password) {
+  if (!importFile || importBusy) return;
+  const { name, data } = importFile;
+  const [otp, sources] = await Promise.all([import("./otp.js"), import("./importers/sources.js")]);
+  importBusy = true;
+  $("add-status").textContent = printable(`Reading ${name}…`);
+  let parsed;
+  try {
+    parsed = await sources.parseFile(data, password);
+  } catch (exc) {
+    if (!(exc instanceof otp.OtpError)) throw exc;
+    if (exc.code === "password_required" || exc.code === "wrong_password") {
+      // The file stays chosen: the password is asked (again) beside it.
+      const asked = exc.code === "password_required";
+      $("add-status").textContent = asked ? printable(`${name}: ${exc.message}.`) : "";
+      showError("import-error", asked ? null : printable(`${name}: ${exc.message}. Nothing was added.`), asked ? null : "import-password");
+      $("import-password-form").hidden = false;
+      $("import-password").focus();
+      if (!asked) $("import-password").select();
+      return;
+    }
+    return importFailed(name, exc.message);
+  } finally {
+    importBusy = false;
+  }
+  endFileImport();
+  const lines = await addCodeAccounts(otp, parsed.accounts);
+  lines.push(...parsed.refused.map((r) => ({ added: false, text: `${r.label}: not added, ${r.reason}` })));
+  const added = lines.filter((l) => l.added).length;
+  const notes = parsed.notes.map((n) => ` ${n}.`).join("");
+  $("add-status").textContent = printable(`${added} of ${counted(lines.length, "account")} added from ${name}.${notes}`);
+  $("add-report").replaceChildren(...lines.map((l) => text("li", printable(l.text))));
 }
 
 // A backup names each account once (both readers refuse a name twice), and one address
@@ -1871,6 +1943,8 @@ async function main() {
   $("add-open").addEventListener("click", openAddView);
   $("add-cancel").addEventListener("click", () => (stopScan(), show("home")));
   $("add-form").addEventListener("submit", (e) => (e.preventDefault(), addFromText($("link").value)));
+  $("import-file").addEventListener("change", () => chooseImportFile());
+  $("import-password-form").addEventListener("submit", (e) => (e.preventDefault(), openImportFile($("import-password").value)));
   $("again-add").addEventListener("click", () => answerAgain(true));
   $("again-cancel").addEventListener("click", () => answerAgain(false));
   $("number-form").addEventListener("submit", (e) => (e.preventDefault(), decide("approve")));

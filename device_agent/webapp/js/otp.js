@@ -49,7 +49,7 @@ export const chars = (text) => [...text].length; // Python's len(): code points
 const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Cn}\p{Zl}\p{Zp}]|(?! )\p{Zs}/u;
 
 // Python's repr() of a string, which the agent's messages quote values with.
-function repr(text) {
+export function repr(text) {
   const quote = text.includes("'") && !text.includes('"') ? '"' : "'";
   let out = "";
   for (const ch of text) {
@@ -154,8 +154,19 @@ export function decodeSecret(text) {
   return base32Decode(cleaned);
 }
 
+// Python's repr() of a value read from an export's JSON, for a refusal that quotes it as
+// the agent's does (a digits field of "6" is refused there: it takes whole numbers only).
+export function pyValue(value) {
+  if (typeof value === "string") return repr(value);
+  if (typeof value === "bigint" || typeof value === "number") return String(value);
+  if (value === null || value === undefined) return "None";
+  if (value === true || value === false) return value ? "True" : "False";
+  if (Array.isArray(value)) return `[${value.map(pyValue).join(", ")}]`;
+  return `{${Object.entries(value).map(([k, v]) => `${repr(k)}: ${pyValue(v)}`).join(", ")}}`;
+}
+
 // "sha1", "SHA-256", "HmacSHA512" and the like to SHA1 / SHA256 / SHA512.
-function normalizeAlgorithm(text) {
+export function normalizeAlgorithm(text) {
   let name = strip(text).toUpperCase().replaceAll("-", "").replaceAll("_", "");
   if (name.startsWith("HMAC")) name = name.slice(4);
   if (ALGORITHMS.includes(name)) return name;
@@ -169,10 +180,14 @@ function checkAccount(a) {
   if (!ALGORITHMS.includes(a.algorithm)) throw invalid(`unsupported algorithm ${repr(String(a.algorithm))}`);
   if (!a.secret.length) throw invalid("the secret is empty");
   if (a.secret.length > MAX_SECRET_BYTES) throw invalid(`the secret is longer than ${MAX_SECRET_BYTES} bytes`);
-  if (!DIGITS.includes(Number(a.digits))) throw invalid(`unsupported number of digits ${a.digits} (6, 7 or 8)`);
-  if (a.period < 1n || a.period > BigInt(MAX_PERIOD))
-    throw invalid(`the period must be 1..${MAX_PERIOD} seconds, not ${a.period}`);
-  if (a.counter < 0n || a.counter >= 2n ** 63n) throw invalid(`the counter must be 0..2^63-1, not ${a.counter}`);
+  // Whole numbers only (BigInts by now): an export's JSON may hold "6", 6.5 or null.
+  const whole = (v) => typeof v === "bigint";
+  if (!whole(a.digits) || !DIGITS.includes(Number(a.digits)))
+    throw invalid(`unsupported number of digits ${pyValue(a.digits)} (6, 7 or 8)`);
+  if (!whole(a.period) || a.period < 1n || a.period > BigInt(MAX_PERIOD))
+    throw invalid(`the period must be 1..${MAX_PERIOD} seconds, not ${pyValue(a.period)}`);
+  if (!whole(a.counter) || a.counter < 0n || a.counter >= 2n ** 63n)
+    throw invalid(`the counter must be 0..2^63-1, not ${pyValue(a.counter)}`);
   for (const [label, value] of [["name", a.name], ["issuer", a.issuer]])
     if (chars(value) > MAX_LABEL_CHARS) throw invalid(`the ${label} must be text of at most ${MAX_LABEL_CHARS} characters`);
   if (!a.name && !a.issuer) throw invalid("the account has neither a name nor an issuer");
@@ -181,8 +196,10 @@ function checkAccount(a) {
 
 // {secret (bytes), name, issuer, kind, algorithm, digits, period, counter (BigInt)}: an
 // account as the agent's OtpAccount holds it; throws OtpError where that refuses.
+// Numbers that are not whole (from an export's JSON) stay as they are, to be refused.
 export function account({ secret, name, issuer = "", kind = "totp", algorithm = "SHA1", digits = 6n, period = 30n, counter = 0n }) {
-  return checkAccount({ secret, name, issuer, kind, algorithm, digits: BigInt(digits), period: BigInt(period), counter: BigInt(counter) });
+  const int = (v) => (typeof v === "number" && Number.isInteger(v) ? BigInt(v) : v);
+  return checkAccount({ secret, name, issuer, kind, algorithm, digits: int(digits), period: int(period), counter: int(counter) });
 }
 
 // How people see an account: "Issuer: name" (or whichever of the two exists).
@@ -238,8 +255,10 @@ function intParam(params, key, fallback) {
 
 // [issuer prefix, name] of the URI's path: the prefix ends at the first colon, unless
 // the label starts with the issuer parameter and a colon (an issuer with a colon).
-function splitLabel(path, issuerParam) {
-  const label = strip(decoded(path.startsWith("/") ? path.slice(1) : path, "label"));
+// `strict`: %-escapes that are not UTF-8 refused; else (a refusal's label) shown as U+FFFD.
+function splitLabel(path, issuerParam, strict = true) {
+  const raw = path.startsWith("/") ? path.slice(1) : path;
+  const label = strip(strict ? decoded(raw, "label") : unquote(raw));
   if (issuerParam && label.startsWith(`${issuerParam}:`)) return [issuerParam, strip(label.slice(issuerParam.length + 1))];
   const colon = label.indexOf(":");
   if (colon < 0) return ["", label];
@@ -271,6 +290,26 @@ export function parseOtpauth(input) {
   // The spec requires a counter for HOTP, but some exporters leave out counter=0.
   const counter = intParam(params, "counter", 0);
   return checkAccount({ secret, name, issuer: issuerParam || prefix, kind, algorithm, digits, period, counter });
+}
+
+// otpauth.py's describe: a best-effort label for a URI that may be invalid, with which a
+// file's refused line is named ("?" when there is none).
+export function describeOtpauth(input) {
+  let parts;
+  try {
+    parts = urlsplit(strip(input));
+  } catch {
+    return "?";
+  }
+  let issuerParam = "";
+  try {
+    issuerParam = strip(unquote((query(parts.query).get("issuer") ?? "").replaceAll("+", " ")));
+  } catch {
+    // a parameter given twice: no issuer to show
+  }
+  const [prefix, name] = splitLabel(parts.path, issuerParam, false);
+  const issuer = issuerParam || prefix;
+  return (issuer && name ? `${issuer}: ${name}` : issuer || name) || "?";
 }
 
 // -- writing: the agent's otpauth.to_uri ---------------------------------------------------
