@@ -16,7 +16,7 @@ import segno
 from PIL import Image
 from playwright.async_api import Browser
 from support import BrokerProcess
-from webapp_world import SHOTS, Opened, chromium_args, chromium_path, new_phone
+from webapp_world import SHOTS, Opened, Phone, chromium_args, chromium_path, new_phone
 
 from relying_party.sdk import PushAuthClient
 from relying_party.totp import new_totp
@@ -135,3 +135,77 @@ def keep_first_frame(video: Path, png: Path) -> None:
     start = raw.index(b"FRAME\n") + len(b"FRAME\n")
     png.parent.mkdir(parents=True, exist_ok=True)
     Image.frombytes("L", (WIDTH, HEIGHT), raw[start : start + WIDTH * HEIGHT]).save(png)
+
+
+def screenshot_of(text: str, path: Path, *, transparent: bool = False) -> Path:
+    """A phone screenshot (1080 x 2000) with the QR code of `text` on it, among other
+    things; or the code alone on a transparent background."""
+    out = io.BytesIO()
+    segno.make(text, error="m").save(out, kind="png", scale=8, border=4)
+    code = Image.open(io.BytesIO(out.getvalue())).convert("L")
+    if transparent:  # black modules, clear elsewhere: drawn on black, it would be black on black
+        clear = Image.new("LA", code.size, (0, 0))
+        clear.putalpha(code.point(lambda v: 255 - v))
+        clear.save(path)
+        return path
+    screen = Image.new("RGB", (1080, 2000), (242, 244, 248))
+    screen.paste(Image.new("RGB", (1080, 160), (20, 60, 160)), (0, 0))
+    screen.paste(code, ((1080 - code.width) // 2, 600))
+    screen.save(path)
+    return path
+
+
+async def test_a_picture_of_a_qr_code_adds_its_account(
+    rp: PushAuthClient, phone: Phone, tmp_path: Path
+) -> None:
+    """A QR code that cannot be scanned with this phone's camera (it is on this phone's
+    own screen, or was sent as a picture): "Import from a file" takes the picture and reads
+    its code as the camera would, a setup link and a verification-code link alike; a
+    picture without a code, or one the browser cannot open, says so and adds nothing."""
+    page = phone.page
+    await page.get_by_role("button", name="Add account").tap()
+    chooser = page.get_by_label("Import from a file")
+    for bad, words in (
+        (
+            save_png(Image.new("RGB", (1080, 2000), "white"), tmp_path / "blank.png"),
+            "no QR code of an account was found",
+        ),
+        (
+            cut(screenshot_of("otpauth://totp/X:y?secret=JBSWY3DPEHPK3PXP", tmp_path / "cut.png")),
+            "cannot be opened",
+        ),
+    ):
+        await chooser.set_input_files(str(bad))
+        await page.locator("#import-error", has_text=words).wait_for()
+        assert await page.locator("#accounts li").count() == 0
+    secret = pyotp.random_base32()
+    code_link = f"otpauth://totp/Example:ana%40example.org?secret={secret}&issuer=Example"
+    await chooser.set_input_files(str(screenshot_of(code_link, tmp_path / "codes.png", transparent=True)))
+    code = page.locator("#accounts li [data-role='code'][data-code]")
+    await code.wait_for()
+    now = time.time()
+    assert await code.get_attribute("data-code") in {
+        pyotp.TOTP(secret).at(now),
+        pyotp.TOTP(secret).at(now - 30),
+    }
+    # A service's setup link, from a screenshot of its page: enrolled as a pasted link is.
+    enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
+    assert enrollment.uri is not None
+    await page.get_by_role("button", name="Add account").tap()
+    await page.get_by_label("Import from a file").set_input_files(
+        str(screenshot_of(enrollment.uri, tmp_path / "setup.png"))
+    )
+    done = await rp.wait_enrollment(enrollment, timeout=20)
+    assert done.completed and done.credential is not None
+    await page.locator("#accounts li").nth(1).wait_for()
+
+
+def save_png(image: Image.Image, path: Path) -> Path:
+    image.save(path)
+    return path
+
+
+def cut(path: Path) -> Path:
+    """The file cut short, as a download that stopped."""
+    path.write_bytes(path.read_bytes()[:400])
+    return path

@@ -14,7 +14,7 @@ import { isSetupTest } from "./protocol/purpose.js";
 import { rotationTs } from "./protocol/signing.js";
 import { counterCode, totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
-import { startScan, stopScan, scanSupported } from "./scan.js";
+import { scanImage, startScan, stopScan, scanSupported } from "./scan.js";
 import { PUSH, browserCanPush, brokerKey, turnOn } from "./push.js";
 import * as brokerHttp from "./brokerhttp.js";
 import { defaultDeviceName } from "./devicename.js";
@@ -970,11 +970,26 @@ async function chooseImportFile() {
   if (!file) return;
   showError("add-error", null);
   $("add-report").replaceChildren();
+  // A picture (a screenshot of a service's QR code, or of another app's export code):
+  // its code is read as the camera reads one, and added as a pasted link is.
+  if (file.type.startsWith("image/")) return addFromImage(file);
   const sources = await import("./importers/sources.js");
   // Refused before it is read: a file this large is no export (as the agent's limit).
   if (file.size > sources.MAX_SOURCE_BYTES) return importFailed(file.name, "the file is too large for an account export");
   importFile = { name: file.name, data: new Uint8Array(await file.arrayBuffer()) };
   return openImportFile(null);
+}
+
+async function addFromImage(file) {
+  let link;
+  try {
+    link = await scanImage(file);
+  } catch {
+    return importFailed(file.name, "the picture cannot be opened (damaged, or a kind this browser cannot show)");
+  }
+  if (!link) return importFailed(file.name, "no QR code of an account was found in it: choose a screenshot, or a sharp photo, of the whole code");
+  $("link").value = link;
+  return addFromText(link);
 }
 
 function importFailed(name, why) {

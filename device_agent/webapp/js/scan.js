@@ -22,23 +22,41 @@ async function nativeDetector() {
   return async (video) => (await detector.detect(video).catch(() => [])).map((c) => c.rawValue);
 }
 
-function workerDetector() {
+// jsQR on `source` (a video frame or an image) drawn at most `maxWidth` px wide.
+function workerDetector(maxWidth = 640) {
   worker ??= new Worker("js/scan-worker.js");
   const canvas = document.createElement("canvas");
   const ctx = canvas.getContext("2d", { willReadFrequently: true });
-  return (video) =>
+  return (source) =>
     new Promise((resolve, reject) => {
-      if (!video.videoWidth) return resolve([]);
-      // At most 640 px wide: enough for a QR code on a screen, cheap to scan.
-      const scale = Math.min(1, 640 / video.videoWidth);
-      canvas.width = Math.round(video.videoWidth * scale);
-      canvas.height = Math.round(video.videoHeight * scale);
-      ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
+      const sourceWidth = source.videoWidth ?? source.width;
+      const sourceHeight = source.videoHeight ?? source.height;
+      if (!sourceWidth) return resolve([]);
+      const scale = Math.min(1, maxWidth / sourceWidth);
+      canvas.width = Math.round(sourceWidth * scale);
+      canvas.height = Math.round(sourceHeight * scale);
+      ctx.fillStyle = "#fff"; // a transparent picture's code is drawn on white, not black
+      ctx.fillRect(0, 0, canvas.width, canvas.height);
+      ctx.drawImage(source, 0, 0, canvas.width, canvas.height);
       const { data, width, height } = ctx.getImageData(0, 0, canvas.width, canvas.height);
       worker.onmessage = ({ data: text }) => resolve(text ? [text] : []);
       worker.onerror = (e) => (e.preventDefault(), reject(new Error("the QR decoder is not installed on this server")));
       worker.postMessage({ pixels: data, width, height }, [data.buffer]);
     });
+}
+
+// The link in a picture the person chose (a screenshot, a QR code sent to them): the
+// camera's decoders on the image. At most 1,600 px wide for jsQR: a phone's screenshot
+// keeps its code's modules, a big photo is scaled down. null: no code of ours in it.
+// Throws if the file is no image the browser can open.
+export async function scanImage(file) {
+  const bitmap = await createImageBitmap(file);
+  try {
+    const detect = (await nativeDetector()) ?? workerDetector(1600);
+    return (await detect(bitmap)).find((text) => LINK.test(text)) ?? null;
+  } finally {
+    bitmap.close();
+  }
 }
 
 export async function startScan(video, box, status, onLink) {
