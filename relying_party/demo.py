@@ -230,8 +230,9 @@ def _banner(url: str, user: dict[str, str], data: Path, app_url: str = "") -> st
     3. Choose "Add sign-in method" > Authenticator app. The page shows a QR code
        and the setup link. Copy the link and, in a third terminal, run
          {agent} enroll --name 'My laptop' 'LINK'
-       (Or, for steps 1 and 3 at once, run {agent} alone: the full
-       screen, where + takes the link or the path of a screenshot of the QR code.)
+       Or, for steps 1 and 3 at once, the full screen, where + takes the link or
+       the path of a screenshot of the QR code:
+         {agent}
     4. The page sends a test notification to the new device only: type the
        number it shows into `listen`. The device now approves sign-ins.
     5. Sign out and sign in again: type the number into `listen` to approve, or n
