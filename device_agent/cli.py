@@ -328,8 +328,9 @@ def build_parser() -> Parser:
         "setup's test notification then comes as a request. c copies the selected account's\n"
         "code (arrow keys select) to the clipboard, through the terminal (OSC 52); r renames\n"
         "it, d or Delete removes it (asked first, as `remove` asks: a push account's key is\n"
-        "revoked at the service). On a new home the vault's passphrase is asked before the\n"
-        "screen opens.\n\n"
+        "revoked at the service); Enter on a restored account marked ACTION REQUIRED asks for\n"
+        "its new setup link (as reactivate). On a new home the vault's passphrase is asked\n"
+        "before the screen opens.\n\n"
         "It needs a terminal: with stdin or stdout not one (a pipe, a file), it refuses\n"
         "(exit 2) and nothing is opened.",
     )

@@ -5,7 +5,7 @@ app; an incoming sign-in request opens a dialog with its context and a number
 field; approve, deny or report from the keyboard. A "was this you?" question after
 a new device restored one of the accounts opens its own dialog (y / n). As on a
 phone, accounts are added (+: a link, a screenshot of a QR code, an export), their
-codes copied (c), renamed (r) and removed (d) from the list. The broker connections
+codes copied (c), renamed (r), removed (d), and a restored one re-activated (Enter). The broker connections
 are the same Listener as `listen` (listen.py); only the asking and printing differ.
 """
 
@@ -27,7 +27,7 @@ from textual.widgets.data_table import ColumnKey
 
 from protocol.frames import Decision, NoticeDecision
 
-from . import actions, adding, otp_actions
+from . import actions, adding, links, otp_actions
 from .display import local_time, number_source, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
@@ -383,6 +383,30 @@ class RenameScreen(InputScreen):
         return [f'Renamed "{shown(self.name_now)}" to "{shown(entry.name)}".']
 
 
+class ReactivateScreen(InputScreen):
+    """A new key for a restored push account ("action required"), from a new setup link
+    of its service: as `pushauth-agent reactivate ACCOUNT LINK`."""
+
+    PLACEHOLDER = "setup link or file"
+    BUTTON = "Re-activate"
+
+    def __init__(self, store: AccountStore, name: str, service: str) -> None:
+        super().__init__(store)
+        self.name_now = name
+        self.PROMPT = (
+            f'"{shown(name)}" needs a new key. On {shown(service)}\'s security page, add this device '
+            "again; paste its new setup link here, or the path of a screenshot of its QR code:"
+        )
+
+    async def apply(self, text: str) -> list[str]:
+        link = links.link_argument(text, "reactivate")
+        account = await actions.reactivate(self.store, self.name_now, link, None)
+        return [
+            f'Re-activated "{shown(account.name)}" for {shown(account.rp_name)} with a new key.',
+            "Its sign-in requests come once the service has confirmed it with a test notification.",
+        ]
+
+
 class UiListener(Listener):
     """The Listener of `listen`, asking through the app instead of stdin."""
 
@@ -535,7 +559,7 @@ class AgentApp(App[int]):
             status = "codes"
             if entry.account is not None:
                 status = {
-                    ACTION_REQUIRED: "ACTION REQUIRED: reactivate",
+                    ACTION_REQUIRED: "ACTION REQUIRED: Enter to re-activate",
                     REVOKED: f"revoked: {entry.account.status_reason or 'removed at the service'}",
                 }.get(entry.account.status, "push")
                 link = self.listener.links.get(entry.account.broker)
@@ -593,6 +617,22 @@ class AgentApp(App[int]):
 
     def action_add(self) -> None:
         self.push_screen(AddScreen(self.store), self._logged_then_refreshed)
+
+    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
+        """Enter on a restored push account that needs a new key: its setup link asked."""
+        name = self.selected_account()
+        if name is None:
+            return
+        try:
+            entry = self.store.find_entry(name)
+        except (AgentError, StoreError) as exc:
+            self.log_line(str(exc))
+            return
+        if entry.account is None or entry.account.active:
+            return
+        self.push_screen(
+            ReactivateScreen(self.store, name, entry.account.rp_name), self._logged_then_refreshed
+        )
 
     def action_rename(self) -> None:
         name = self.selected_account()

@@ -30,6 +30,7 @@ from device_agent.tui import (
     AgentApp,
     ConfirmScreen,
     NoticeScreen,
+    ReactivateScreen,
     RenameScreen,
     ReportScreen,
     RequestScreen,
@@ -577,4 +578,37 @@ async def test_a_new_request_rings_the_terminals_bell_once(client: PushAuthClien
         await pilot.press(*ch.number, "enter")
         await until(pilot, lambda: dialog(app) is None, "the dialog to close")
         assert app.rung == 1  # once per request, not per line said about it
+        await pilot.press("q")
+
+
+async def test_enter_on_a_restored_account_reactivates_it_with_a_new_setup_link(
+    client: PushAuthClient, tmp_path: Path
+) -> None:
+    home, new = tmp_path / "phone", tmp_path / "new"
+    old = await enroll(client, home)
+    run = lambda h, *a: run_cli([AGENT, "--home", h, *a], env=AGENT_ENV)  # noqa: E731
+    assert run(home, "backup", "--to", str(tmp_path / "b")).returncode == 0
+    assert run(new, "restore", "--from", str(tmp_path / "b")).returncode == 0
+    app = AgentApp(AccountStore(new))
+    async with app.run_test(size=(120, 32)) as pilot:
+        await until(pilot, lambda: len(rows(app)) == 1, "the account row")
+        assert rows(app)[0][3] == "ACTION REQUIRED: Enter to re-activate"
+        app.query_one("#accounts", DataTable).focus()
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, ReactivateScreen), "the re-activate dialog")
+        field = app.screen.query_one("#input-text", Input)
+        field.value = "otpauth://totp/X:y?secret=JBSWY3DPEHPK3PXP"  # not a setup link: said, nothing sent
+        await pilot.press("enter")
+        await until(pilot, lambda: "use pushauth-agent add" in hint(app.screen), "the refusal")
+        started = await client.create_enrollment("alice", "alice@example.com")
+        assert started.uri is not None
+        field.value = started.uri
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: not isinstance(app.screen, ReactivateScreen), "the dialog to close", timeout=30
+        )
+        assert 'Re-activated "alice@example.com" for Test RP with a new key.' in logged(app)
+        done = await client.wait_enrollment(started, timeout=10)
+        assert done.completed and done.credential is not None and done.credential.id != old.id
+        await until(pilot, lambda: rows(app)[0][3] == "push", "the account active again")
         await pilot.press("q")
