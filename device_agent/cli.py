@@ -381,8 +381,8 @@ def build_parser() -> Parser:
         "be given instead of a FILE. Give every QR code of an export of more than 10\n"
         "accounts in one import (one screenshot each): a missing one is named.\n"
         "Prints what was added, what was skipped as a duplicate and what was refused, by\n"
-        "name, with the reason (e.g. a label whose %-escapes are not UTF-8 text). A FILE\n"
-        "that is no export at all (or an image without such a code) adds nothing of any.",
+        "name, with the reason (e.g. a label whose %-escapes are not UTF-8 text). If one\n"
+        "FILE is no export at all (or an image without such a code), nothing is added.",
     )
     c.add_argument("sources", metavar="FILE|URI", nargs="+", help="export files or images, or URIs")
 
