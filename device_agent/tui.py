@@ -32,7 +32,7 @@ from .display import local_time, number_source, request_text, shown, shown_lines
 from .errors import AgentError
 from .listen import Listener, Question, Request
 from .messages import CONFIRM_REPORT, removal_loss
-from .store import ACTION_REQUIRED, REVOKED, AccountStore, PassphraseChanged, StoreError
+from .store import ACTION_REQUIRED, REVOKED, AccountStore, Entry, PassphraseChanged, StoreError
 
 REFRESH_S = 1.0
 W = TypeVar("W", bound=Widget)
@@ -618,20 +618,24 @@ class AgentApp(App[int]):
     def action_add(self) -> None:
         self.push_screen(AddScreen(self.store), self._logged_then_refreshed)
 
-    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
-        """Enter on a restored push account that needs a new key: its setup link asked."""
+    def _selected_entry(self) -> Entry | None:
+        """The account on the cursor row, read from the vault (a failure is logged)."""
         name = self.selected_account()
         if name is None:
-            return
+            return None
         try:
-            entry = self.store.find_entry(name)
+            return self.store.find_entry(name)
         except (AgentError, StoreError) as exc:
             self.log_line(str(exc))
-            return
-        if entry.account is None or entry.account.active:
+            return None
+
+    def on_data_table_row_selected(self, _event: DataTable.RowSelected) -> None:
+        """Enter on a restored push account that needs a new key: its setup link asked."""
+        entry = self._selected_entry()
+        if entry is None or entry.account is None or entry.account.active:
             return
         self.push_screen(
-            ReactivateScreen(self.store, name, entry.account.rp_name), self._logged_then_refreshed
+            ReactivateScreen(self.store, entry.name, entry.account.rp_name), self._logged_then_refreshed
         )
 
     def action_rename(self) -> None:
@@ -649,15 +653,10 @@ class AgentApp(App[int]):
     def action_remove(self) -> None:
         """Remove the selected account, as `remove` does (its key revoked at the service
         first), after the same question: it cannot be undone."""
-        name = self.selected_account()
-        if name is None:
+        entry = self._selected_entry()
+        if entry is None:
             return
-        try:
-            entry = self.store.find_entry(name)
-        except (AgentError, StoreError) as exc:
-            self.log_line(str(exc))
-            return
-        account = entry.account
+        name, account = entry.name, entry.account
         loss = removal_loss(
             account.rp_name if account else None,
             active_key=account is not None and account.active,
