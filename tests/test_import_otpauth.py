@@ -10,6 +10,7 @@ import pytest
 from device_agent.accounts_model import OtpAccount
 from device_agent.importers import otpauth
 from device_agent.importers.report import ImportErrorCode, ImportSourceError
+from device_agent.importers.sources import parse_source
 
 DATA = Path(__file__).parent / "data"
 
@@ -36,7 +37,7 @@ STEAM_REFUSAL = "unsupported token type 'steam'"
 
 
 def test_aegis_otpauth_vectors() -> None:
-    parsed = otpauth.parse_lines((DATA / "aegis_otpauth_vectors.txt").read_text().splitlines())
+    parsed = parse_source((DATA / "aegis_otpauth_vectors.txt").read_bytes())
     assert parsed.accounts == AEGIS_VECTORS
     assert len(parsed.refused) == 1
     assert parsed.refused[0].label == "line 7 (Boeing: Sophia)"
@@ -144,7 +145,7 @@ def test_lines_with_comments_and_bad_lines() -> None:
         "otpauth://totp/Bad:Entry?secret=1111",
         "   otpauth://hotp/Issuu:James?secret=YOOMIXWS5GN6RTBPUFFWKTW5M4&counter=1   ",
     ]
-    parsed = otpauth.parse_lines(text)
+    parsed = parse_source("\n".join(text).encode())
     assert [a.label for a in parsed.accounts] == ["Deno: Mason", "Issuu: James"]
     assert [(r.label, r.reason) for r in parsed.refused] == [
         ("line 4 (Bad: Entry)", "the secret is not base32 (letters A-Z and digits 2-7)")

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from ..accounts_model import InvalidAccount, OtpAccount, decode_base32_secret, encode_base32_secret
 from ..accounts_model import normalize_algorithm as _normalize_algorithm
-from .report import ExportResult, ImportErrorCode, ImportSourceError, Parsed, Refused
+from .report import ExportResult, ImportErrorCode, ImportSourceError
 
 SCHEME = "otpauth"
 MAX_URI_CHARS = 4096
@@ -134,20 +134,6 @@ def describe(text: str) -> str:
     issuer = issuer_param or prefix
     label = f"{issuer}: {name}" if issuer and name else issuer or name
     return label or "?"
-
-
-def parse_lines(lines: Iterable[str], *, first_line: int = 1) -> Parsed:
-    """otpauth:// URIs one per line (blank lines and # comments skipped)."""
-    parsed = Parsed()
-    for number, line in enumerate(lines, first_line):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            parsed.accounts.append(parse_uri(line))
-        except ImportSourceError as exc:
-            parsed.refused.append(Refused(f"line {number} ({describe(line)})", exc.message))
-    return parsed
 
 
 def to_uri(account: OtpAccount) -> str:
