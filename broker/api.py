@@ -23,6 +23,7 @@ from protocol.uri import EnrollmentURI, insecure_transport
 from . import jsonio, keys, metrics, user_data
 from .connections import rp_authenticated
 from .context import ApiRequest, node_of
+from .credential_cap import TooManyCredentials
 from .enrollment_quota import EnrollmentRefused
 from .event_listener import LISTENER
 from .events import ChallengeEnded
@@ -376,6 +377,8 @@ async def create_enrollment(request: web.Request) -> web.Response:
         raise ApiError(
             429, refused.code, refused.detail, {"Retry-After": str(refused.retry_after_s)}
         ) from None
+    except TooManyCredentials as refused:  # the user has as many devices as allowed
+        raise refused.api_error() from None
     uri = EnrollmentURI(broker_url, new.token, rp.id, rp.name, account, recoverable=recoverable).build()
     out = enrollment_json(new.enrollment, None, now_ms())
     out.update(token=new.token, broker_url=broker_url, uri=uri)

@@ -264,10 +264,12 @@ return 1
 
 # KEYS: token key, enrollment hash, credential hash, user-credentials hash, the
 #       user's unconfirmed-credentials set
-# ARGV: enrollment id, now ms, cid, account, channel, event, then the credential
-#       hash as field/value pairs (with unconfirmed=1: it gets only challenges aimed
-#       at it until the RP confirms it)
-# -> 'ok', or 'bad_token' (unknown, used, expired, bound to another enrollment).
+# ARGV: enrollment id, now ms, cid, account, channel, event, the RP's max_credentials,
+#       then the credential hash as field/value pairs (with unconfirmed=1: it gets
+#       only challenges aimed at it until the RP confirms it)
+# -> 'ok', or 'bad_token' (unknown, used, expired, bound to another enrollment), or
+#    'too_many_credentials' (the user has max_credentials active ones: nothing written,
+#    the token still works; broker/credential_cap.py).
 # Whether the RP still exists is asked after (Store.complete_enrollment): the RP's
 # hash is in another slot.
 # The token works once: the enrollment leaves 'pending' here. Its key stays until the
@@ -277,8 +279,9 @@ COMPLETE_ENROLLMENT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'bad_token' end
 local st = redis.call('HMGET', KEYS[2], 'status', 'expires')
 if st[1] ~= 'pending' or tonumber(ARGV[2]) >= tonumber(st[2]) then return 'bad_token' end
+if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[7]) then return 'too_many_credentials' end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[3])
@@ -403,16 +406,18 @@ return 'ok'
 
 # KEYS: old credential hash, new credential hash, user-credentials hash
 # ARGV: the recovery public key that signed, new cid, account label, the recovery's ts,
-#       then the new credential hash as field/value pairs
-# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable' or 'wrong_key' (the old
-#    credential's recovery key changed or was used). A recovery key works once: it is
-#    taken off the old credential in the same step.
+#       the RP's max_credentials, then the new credential hash as field/value pairs
+# -> 'ok'; else 'unknown', 'revoked', 'not_recoverable', 'wrong_key' (the old
+#    credential's recovery key changed or was used) or 'too_many_credentials' (the
+#    user has max_credentials active ones; the key is not used up). A recovery key
+#    works once: it is taken off the old credential in the same step.
 RECOVER_CREDENTIAL = """
 local c = redis.call('HMGET', KEYS[1], 'status', 'recovery_pk')
 if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
 if not c[2] then return 'not_recoverable' end
 if c[2] ~= ARGV[1] then return 'wrong_key' end
+if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then return 'too_many_credentials' end
 local prior = redis.call('HGET', KEYS[1], 'recovery_prior') or ''
 redis.call('HDEL', KEYS[1], 'recovery_pk', 'recovery_pk_sig')
 redis.call('HSET', KEYS[1], 'recovery_used', '1', 'recovery_prior', string.sub(prior .. c[2], -256))
@@ -421,7 +426,7 @@ if tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'recovered_ts') or '
   redis.call('HSET', KEYS[1], 'recovered_ts', ARGV[4])
 end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 6, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 return 'ok'

@@ -27,7 +27,7 @@ from .api import MAX_WAIT_S
 from .backups import MAX_BLOB
 from .jsonio import json_response
 from .openapi_rules import b64url, safe_text_pattern
-from .policy import MAX_ENROLLMENTS_PER_MINUTE, MAX_PENDING_ENROLLMENTS, MAX_PUSHES_LIMIT
+from .policy import MAX_CREDENTIALS, MAX_ENROLLMENTS_PER_MINUTE, MAX_PENDING_ENROLLMENTS, MAX_PUSHES_LIMIT
 from .versions import API_VERSION
 
 # Exactly what the API accepts (issue 11, finding 8): every id, key, signature and
@@ -346,6 +346,14 @@ SCHEMAS: dict[str, Any] = {
                 "description": "enrollments this RP may make a minute, a burst of as many "
                 "(429 rate_limited beyond)",
             },
+            # API 1.10: devices per user (broker/credential_cap.py)
+            "max_credentials": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_CREDENTIALS,
+                "description": "active credentials (devices) one user may have at this RP "
+                "(409 too_many_credentials beyond, with the limit as max_credentials)",
+            },
             # API 1.9: may a challenge be created with number_matching false?
             "allow_numberless_push": {
                 "type": "boolean",
@@ -462,8 +470,9 @@ PATHS: dict[str, Any] = {
         "post": _op(
             "Start adding an authenticator for a user. 429 (with Retry-After; nothing is made) over "
             "the RP's enrollment quota: too_many_enrollments when max_pending_enrollments are pending, "
-            "rate_limited over enrollments_per_minute (GET /v1/rp/policy)",
-            {"201": _json("Enrollment", "created"), **_problems(400, 401, 413, 429)},
+            "rate_limited over enrollments_per_minute (GET /v1/rp/policy). 409 too_many_credentials "
+            "(nothing is made) when the user has max_credentials devices already",
+            {"201": _json("Enrollment", "created"), **_problems(400, 401, 409, 413, 429)},
             requestBody=_body("NewEnrollment"),
         )
     },
@@ -681,7 +690,8 @@ PATHS["/v1/recoveries"] = {
     "post": {
         "summary": (
             "Register a new credential for a restored device with the old one's recovery key, once"
-            " (409 recovery_key_used after that)"
+            " (409 recovery_key_used after that; 409 too_many_credentials, the key kept, when the user"
+            " has max_credentials devices already)"
         ),
         **_SIGNED,
         "requestBody": _body("Recovery"),

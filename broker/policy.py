@@ -61,6 +61,8 @@ RATE_WINDOW_S = 60
 # account, and a full bucket of that many at once (docs/operations.md, "Enrollments").
 MAX_PENDING_ENROLLMENTS = 1_000_000
 MAX_ENROLLMENTS_PER_MINUTE = 100_000
+# The most devices per user an operator may allow: a challenge is one frame per device.
+MAX_CREDENTIALS = 1_000
 CACHE_S = 2.0
 
 
@@ -91,6 +93,9 @@ class RpPolicy:
     # minute's worth), which bounds the ended ones kept for reading too.
     max_pending_enrollments: int = 10_000
     enrollments_per_minute: int = 600
+    # Active credentials (devices) one user may have at the RP (RP API 1.10; each gets
+    # every challenge of the user: broker/credential_cap.py).
+    max_credentials: int = 10
     # May the RP create challenges without number matching (RP API 1.9)? Stored as 0/1.
     allow_numberless_push: bool = False
 
@@ -121,6 +126,7 @@ class RpPolicy:
         _between("ttl", self.ttl, MIN_TTL_S, self.max_ttl, "seconds (at most max_ttl)")
         _between("max_pending_enrollments", self.max_pending_enrollments, 1, MAX_PENDING_ENROLLMENTS)
         _between("enrollments_per_minute", self.enrollments_per_minute, 1, MAX_ENROLLMENTS_PER_MINUTE)
+        _between("max_credentials", self.max_credentials, 1, MAX_CREDENTIALS)
         if self.profile not in PROFILES:
             raise PolicyError("profile", f"profile must be one of {', '.join(PROFILES)}")
         if self.profile == PROFILE_NIST:

@@ -3,7 +3,8 @@
     pushauth-broker rp set RP_ID [--profile nist-800-63b-4|default] [--max-pushes N]
         [--max-pushes-per-minute N] [--fraud-mute SECONDS] [--digits N] [--min-digits N]
         [--ttl S] [--max-ttl S] [--max-pending-enrollments N]
-        [--enrollments-per-minute N] [--allow-numberless-push | --no-allow-numberless-push]
+        [--enrollments-per-minute N] [--max-credentials N]
+        [--allow-numberless-push | --no-allow-numberless-push]
         [--reset] [--json]
     pushauth-broker rp show RP_ID [--json]
 
@@ -65,7 +66,8 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
     nist = policy.profile_defaults(policy.PROFILE_NIST)
     s = rp_sub.add_parser(
         "set",
-        help="set an RP's policy (push caps, rate, fraud mute, digits, TTL, profile; enrollment quota)",
+        help="set an RP's policy (push caps, rate, fraud mute, digits, TTL, profile; enrollment quota, "
+        "devices per user)",
         description="Set settings of a relying party's policy; settings not named keep their value, "
         "and settings never set take the profile's defaults. Every broker node applies the change within "
         f"{policy.CACHE_S:g} seconds. The {policy.PROFILE_NIST} profile (NIST SP 800-63B-4, out-of-band "
@@ -73,13 +75,14 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
         f"{policy.NIST_FAILURE_LIMIT} consecutive wrong numbers lock push for that user until the RP lifts "
         "it (DELETE /v1/users/{user}/push-block). The enrollment quota (--max-pending-enrollments, "
         "--enrollments-per-minute) bounds what the RP may hold of the shared Redis in enrollments "
-        '(docs/operations.md, "Enrollment quota"). A new bound that the setting in force does not fit '
-        "(--max-ttl below the ttl) is refused: give both.",
+        '(docs/operations.md, "Enrollment quota"); --max-credentials bounds the devices of one user. '
+        "A new bound that the setting in force does not fit (--max-ttl below the ttl) is refused: give both.",
         epilog="""examples:
   pushauth-broker rp set rp_Cm-Kvhqvpefc --digits 3 --max-pushes 5
   pushauth-broker rp set rp_Cm-Kvhqvpefc --profile nist-800-63b-4 --max-ttl 300
   pushauth-broker rp set rp_Cm-Kvhqvpefc --max-ttl 30 --ttl 30
   pushauth-broker rp set rp_Cm-Kvhqvpefc --enrollments-per-minute 3000 --max-pending-enrollments 50000
+  pushauth-broker rp set rp_Cm-Kvhqvpefc --max-credentials 3
   pushauth-broker rp set rp_Cm-Kvhqvpefc --reset          # back to the defaults""",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -104,6 +107,12 @@ def add_rp_policy_commands(rp_sub: Any, add_store_args: Callable[[argparse.Argum
             "N",
             "enrollments the RP may make a minute (a burst of as many) before 429 rate_limited, "
             f"1..{policy.MAX_ENROLLMENTS_PER_MINUTE:,}",
+        ),
+        (
+            "max_credentials",
+            "N",
+            "devices (active credentials) one user may have at the RP before 409 too_many_credentials; "
+            f"each gets every push to the user; a lower value removes none, 1..{policy.MAX_CREDENTIALS:,}",
         ),
     ):
         default, strict = getattr(defaults, name), getattr(nist, name)

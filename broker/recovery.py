@@ -30,7 +30,7 @@ from protocol import signing
 from protocol.errors import ProtocolError
 from protocol.fields import NAME
 
-from . import keys, lua, notices
+from . import credential_cap, keys, lua, notices
 from .api import json_body, text_field
 from .context import node_of
 from .events import NoticeCreated
@@ -155,6 +155,7 @@ async def recover(request: web.Request) -> web.Response:
         raise ApiError(403, "bad_signature", "the new key's signature does not verify")
     store = node_of(request).store
     await check_signed(store, recovery_pk, message, recovery_sig, ts)
+    policy = await store.policies.get(old.rp)
     # The new credential, its notice and the old credential: one user, one slot.
     tag = keys.user_tag(old.rp, old.user)
     cid, created = keys.mint("cr", tag), now_ms()
@@ -179,11 +180,14 @@ async def recover(request: web.Request) -> web.Response:
             cid,
             old.account,
             ts,
+            policy.max_credentials,
             *fields,
         )
         notices.queue_create(p, store, notice)
 
     result, _made = await store.atomic(fill, durable=True)
+    if result == b"too_many_credentials":  # the key is not used up: it works once one is removed
+        raise credential_cap.TooManyCredentials(policy.max_credentials).api_error()
     if result != b"ok":
         raise _refused(result)
     await notices.announce(store, NoticeCreated(notice))

@@ -19,7 +19,7 @@ from protocol.challenge import Status
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import RevokeReason
 
-from . import enrollment_quota, events, keys, lua
+from . import credential_cap, enrollment_quota, events, keys, lua
 from .bounds import RP_CACHE_S
 from .clock import now_ms  # the broker clock, Redis's (its users import it from here)
 from .cluster_pipe import ClusterPipe
@@ -356,6 +356,10 @@ class Store:
         now = now_ms()
         expires = now + self.enrollment_ttl_ms
         policy = await self.policies.get(rp.id)
+        # Told now, before a QR code is shown; the device's `enroll` counts again,
+        # atomically, since other enrollments of the user may complete meanwhile.
+        if await self.redis.hlen(keys.user_credentials(rp.id, user)) >= policy.max_credentials:
+            raise credential_cap.TooManyCredentials(policy.max_credentials)
         kind, wait_ms = await self._reserve_enrollment(
             keys=[keys.rp_pending_enrollments(rp.id), keys.rp_enrollment_bucket(rp.id)],
             args=[eid, expires, now, policy.max_pending_enrollments, policy.enrollments_per_minute],
@@ -484,6 +488,7 @@ class Store:
         if recovery_pk is not None and enrollment.recoverable:
             fields += ["recovery_pk", recovery_pk]
         event = events.EnrollmentCompleted(enrollment.id, enrollment.rp, cred.id)
+        policy = await self.policies.get(cred.rp)
         result = await self._enroll(
             keys=[
                 token_key,
@@ -494,9 +499,11 @@ class Store:
             ],
             args=[
                 enrollment.id, now, cred.id, cred.account, keys.user_channel(cred.rp, cred.user),
-                self._event(event), *fields,
+                self._event(event), policy.max_credentials, *fields,
             ],
         )  # fmt: skip
+        if result == b"too_many_credentials":
+            raise credential_cap.TooManyCredentials(policy.max_credentials)
         if result != b"ok":  # used meanwhile: by a concurrent retry of this same key?
             h = await self.redis.hgetall(keys.enrollment(enrollment.id))
             return await self._enrolled_before(enrollment.id, h, public_key, now)

@@ -18,8 +18,9 @@ from .keys import LAYOUT_VERSION
 # 1.5 `versions` in /healthz; 1.6 `newer_than` in a recovery-key rotation's 409 conflict;
 # 1.7 the RP's enrollment quota (429 from POST /v1/enrollments, two Policy fields);
 # 1.8 `credential_ids` of POST /v1/challenges (a challenge aimed at a set of credentials);
-# 1.9 challenges without number matching (`number_matching`, Policy `allow_numberless_push`).
-API_VERSION = "1.9"
+# 1.9 challenges without number matching (`number_matching`, Policy `allow_numberless_push`);
+# 1.10 devices per user (Policy `max_credentials`, 409 too_many_credentials).
+API_VERSION = "1.10"
 
 
 def package_version() -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from protocol import signing
 from protocol.b64 import decode as b64decode
+from protocol.errors import ErrorCode
 
 from . import auto_backup_status, backup_keys, broker_http, device_names
 from .accounts_model import OtpAccount
@@ -62,6 +63,13 @@ NOT_RECOVERED_YET = (
 WRONG_CLOCK = (
     "not recovered yet, this device's clock was wrong: once it is right, pushauth-agent reactivate"
     " {name} tries its recovery key again"
+)
+# A recoverable account whose recovery the broker refused because the user has as many
+# devices at the service as it allows: its recovery key is unused too.
+TOO_MANY_DEVICES = (
+    "not recovered yet, {rp_name} allows no more devices for this account: remove one you no longer"
+    " use (on its Security info page), then pushauth-agent reactivate {name} tries its recovery key"
+    " again"
 )
 # New recovery keys and a new backup code end what an older backup can do with push
 # accounts, but a verification-code secret is the service's: only it can make a new one.
@@ -788,6 +796,18 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             _set_reason(store, name, WRONG_CLOCK.format(name=shlex.quote(name)))
             continue
         except AgentError as exc:
+            if exc.code == ErrorCode.TOO_MANY_CREDENTIALS:
+                # Refused before anything was used: the same recovery works with a place free.
+                again = f"pushauth-agent reactivate {shlex.quote(shown(name))}"
+                report.lines[name] = (
+                    f"action required: {shown(name)}: not recovered yet: {shown(account.rp_name)} allows no"
+                    " more devices for this account; its recovery key is kept here: remove a device you no"
+                    f" longer use on the service's Security info page, then run: {again}"
+                )
+                _set_reason(
+                    store, name, TOO_MANY_DEVICES.format(name=shlex.quote(name), rp_name=account.rp_name)
+                )
+                continue
             then = f"pushauth-agent reactivate {shlex.quote(shown(name))} URI"
             report.lines[name] = (
                 f"action required: {shown(name)}: it could not recover by itself ({exc}); get a new QR code"

@@ -39,6 +39,10 @@ ERROR_MESSAGES: dict[str, str] = {
     ErrorCode.BAD_TOKEN: (
         "the enrollment code is unknown, already used or expired; ask the service for a new QR code"
     ),
+    ErrorCode.TOO_MANY_CREDENTIALS: (
+        "the service allows no more devices for this account; remove one you no longer use (on its"
+        " Security info page), then use the same setup link or QR code again while it is valid"
+    ),
     ErrorCode.UNKNOWN_NOTICE: (
         "there is no such open recovery question (it was answered already, or withdrawn)"
     ),

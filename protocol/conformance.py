@@ -59,6 +59,9 @@ from .frames import (
 from .session import ClientSession, enroll, sign_answer
 
 TIMEOUT_S = 10.0
+# ENR-6 enrolls max_credentials devices for one user: done where that is a few (the
+# default is 10), skipped above.
+MAX_CAP_CHECKED = 16
 MUST, SHOULD = "MUST", "SHOULD"
 
 
@@ -358,6 +361,7 @@ class Runner:
         await self.versions()
         await self.encoding()
         await self.enrollment()
+        await self.device_cap()
         acct = await self.enrolled_account("expiry")
         expiring = await self.challenge(acct, ttl=10)
         await self.challenges()
@@ -677,6 +681,56 @@ class Runner:
             "AUTH-1", MUST, "authenticate accepts proven credentials and lists refused ones with codes", auth
         )
         await state["device"].close()
+
+    async def device_cap(self) -> None:
+        """The RP's `max_credentials` (12.1; RP API 1.10, `too_many_credentials` added
+        within version 2): an enroll past it is refused with the token kept, and works
+        once one of the user's credentials was removed."""
+        title = "an enroll past max_credentials is too_many_credentials, the token kept for after a removal"
+        status, policy = await self.rp.call("GET", "/v1/rp/policy")
+        cap = policy.get("max_credentials") if status == 200 and isinstance(policy, dict) else None
+        if type(cap) is not int or not 1 <= cap <= MAX_CAP_CHECKED:
+            why = "the broker names no max_credentials" if cap is None else f"max_credentials is {cap}"
+            self.skip("ENR-6", SHOULD, title, f"{why} (checked up to {MAX_CAP_CHECKED})")
+            return
+
+        async def capped() -> str:
+            d = await self.device()
+            links = [await self.new_enrollment("cap") for _ in range(cap + 1)]
+            cids = []
+            try:
+                for rid, (_, link, _) in enumerate(links[:cap], start=1):
+                    await d.send_frame(enroll_frame(d.nonce, rid, link, signing.new_seed(), None))
+                    cids.append((await d.expect(Enrolled, lambda f, rid=rid: f.rid == rid)).cid)
+                user, last, _ = links[cap]
+                seed, rid = signing.new_seed(), cap + 1
+                await d.send_frame(enroll_frame(d.nonce, rid, last, seed, None))
+                err = await d.expect(
+                    Enrolled | Error, lambda f: f.rid == rid if isinstance(f, Enrolled) else f.ref == str(rid)
+                )  # type: ignore[arg-type]
+                if not isinstance(err, Error) or err.code != "too_many_credentials":
+                    raise Failed(f"enroll number {cap + 1} of max_credentials {cap} got {err}")
+                status, problem = await self.rp.call(
+                    "POST", "/v1/enrollments", {"user": user, "account": "cap@conformance"}
+                )
+                if (
+                    status != 409
+                    or not isinstance(problem, dict)
+                    or problem.get("code") != "too_many_credentials"
+                ):
+                    raise Failed(f"a new enrollment for the user at the cap answered {status} {problem}")
+                await self.rp.ok("DELETE", f"/v1/credentials/{cids.pop()}", want=204)
+                rid += 1
+                await d.send_frame(enroll_frame(d.nonce, rid, last, seed, None))
+                await d.expect(Enrolled, lambda f: f.rid == rid)
+            finally:
+                await d.close()
+            return (
+                f"enroll {cap + 1} of {cap}: too_many_credentials; the RP's create 409; "
+                "after a removal the same token enrolls"
+            )
+
+        await self.req("ENR-6", SHOULD, title, capped)
 
     async def challenges(self) -> None:
         a = await self.enrolled_account("signin")

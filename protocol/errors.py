@@ -33,6 +33,9 @@ class ErrorCode(enum.StrEnum):
     ALREADY_ANSWERED = "already_answered"
     CONTEXT_MISMATCH = "context_mismatch"
     BAD_TOKEN = "bad_token"  # enrollment token unknown, used or expired
+    # Added within version 2: the user has as many devices at the RP as its policy allows
+    # (`max_credentials`); the token is not used up, so it works once one is removed.
+    TOO_MANY_CREDENTIALS = "too_many_credentials"
     UNKNOWN_NOTICE = "unknown_notice"  # no such open recovery notice for this credential
     RATE_LIMITED = "rate_limited"  # a device sent frames faster than the broker allows
     # Optional extensions (docs/protocol.md, appendix A).

@@ -89,6 +89,14 @@ class NoDevices(Conflict):
     confirm_credential)."""
 
 
+class TooManyCredentials(Conflict):
+    """409 too_many_credentials: the user has as many devices as the RP's policy allows
+    (`max_credentials`, when the broker said it; GET /v1/rp/policy has it too). Nothing
+    was made: the person removes a device (remove_credential) before adding another."""
+
+    max_credentials: int | None = None
+
+
 class RateLimited(BrokerError):
     """429: too many requests (or pushes for this user, or enrollments for this RP:
     `code` "too_many_enrollments" when its pending ones are at the policy's cap); try
@@ -104,6 +112,7 @@ _BY_CODE: dict[str, type[BrokerError]] = {
     "no_devices": NoDevices,
     "push_blocked": PushBlocked,
     "not_found": NotFound,
+    "too_many_credentials": TooManyCredentials,
 }
 _BY_STATUS: dict[int, type[BrokerError]] = {
     400: InvalidRequest,
@@ -137,6 +146,9 @@ def broker_error(status: int, problem: Any, retry_after: str | None = None) -> B
     named = body.get("credential_ids")
     if isinstance(error, NotFound) and isinstance(named, list) and all(isinstance(c, str) for c in named):
         error.credential_ids = tuple(named)
+    limit = body.get("max_credentials")
+    if isinstance(error, TooManyCredentials) and type(limit) is int and limit > 0:
+        error.max_credentials = limit
     return error
 
 

@@ -103,6 +103,9 @@ class Policy(TypedDict):
     # May create_challenge(number_matching=False)? (API 1.9; absent from older brokers:
     # no.) Off by default, never under nist-800-63b-4.
     allow_numberless_push: NotRequired[bool]
+    # Devices one user may have (API 1.10; absent from older brokers: no cap): beyond it
+    # create_enrollment raises TooManyCredentials.
+    max_credentials: NotRequired[int]
 
 
 @dataclass(frozen=True, slots=True)

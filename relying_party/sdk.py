@@ -223,6 +223,10 @@ class PushAuthClient:
         until then. The enrollment wait_enrollment returns carries the same `totp`:
         store it with that credential once completed (that device's verification
         codes; relying_party.totp.check_code checks one).
+
+        Raises TooManyCredentials when the user has as many devices as the RP's policy
+        allows (nothing is made: one must be removed first), RateLimited over the RP's
+        enrollment quota.
         """
         body = await self._call(
             "POST",

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from e2e_helpers import AGENT_ENV, TEST_PASSPHRASE, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
-from support import AGENT, BrokerProcess, RedisServer, assert_cli_error, run_cli
+from support import AGENT, BrokerProcess, RedisServer, assert_cli_error, run_cli, store_policy
 
 from broker import keys as redis_keys
 from device_agent import broker_http, recovery_keys
@@ -345,6 +345,36 @@ async def test_after_the_old_device_was_removed_its_backup_is_refused(
     ok(other, "remove", ACCOUNT, "--yes")
     assert "removed" in refused_line(restore(tmp_path / "newer", other_backup, "newer phone"))
     assert await client.list_credentials("alice") == []
+
+
+async def test_a_recovery_past_the_rps_device_cap_keeps_its_key_for_after_a_removal(
+    client: PushAuthClient, broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
+) -> None:
+    """A user at the RP's max_credentials: the restore's recovery is refused (409
+    too_many_credentials) before the recovery key is used, the account says what to do,
+    and once a device is removed `reactivate NAME` recovers with the same key."""
+    await store_policy(broker, rp["id"], max_credentials=2)
+    old = tmp_path / "old"
+    old_cred = await enroll_recoverable(client, old, "old phone")
+    tablet = await enroll(client, tmp_path / "tablet", name="tablet")
+    backup = tmp_path / "old.backup"
+    ok(old, "backup", "--to", str(backup))
+
+    new = tmp_path / "new"
+    out = restore(new, backup, "new phone")
+    (line,) = [x for x in out.splitlines() if x.startswith(f"{REFUSED}: {ACCOUNT}")]
+    assert f"{rp['name']} allows no more devices for this account; its recovery key is kept here" in line
+    assert f"then run: pushauth-agent reactivate {ACCOUNT}" in line
+    assert out.splitlines()[-1] == "1 restored, 1 need action"
+    (listed,) = json.loads(ok(new, "accounts", "--json"))
+    assert listed["status"] == "action_required"
+    assert "allows no more devices" in listed["status_reason"]
+    assert sorted(c.name for c in await client.list_credentials("alice")) == ["old phone", "tablet"]
+
+    await client.revoke_credential(tablet.id)
+    assert f"recovered: {ACCOUNT}: this device has its own new key" in ok(new, "reactivate", ACCOUNT)
+    (recovered,) = [c for c in await client.list_credentials("alice") if c.recovered_from == old_cred.id]
+    assert recovered.name == "new phone" and recovered.id == AccountStore(new).find(ACCOUNT).cid
 
 
 async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works(

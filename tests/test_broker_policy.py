@@ -128,6 +128,7 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
         "failure_limit": None,
         "max_pending_enrollments": 10000,
         "enrollments_per_minute": 600,
+        "max_credentials": 10,
         "allow_numberless_push": False,
     }
     # Push without number matching: off by default, and the NIST profile refuses it, both
@@ -150,6 +151,7 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
         (["--fraud-mute", "-1"], "--fraud-mute"),
         (["--max-pending-enrollments", "0"], "max_pending_enrollments must be 1 to 1000000"),
         (["--enrollments-per-minute", "100001"], "--enrollments-per-minute"),
+        (["--max-credentials", "0"], "max_credentials must be 1 to 1000"),
         (
             ["--allow-numberless-push"],
             "--allow-numberless-push: the nist-800-63b-4 profile needs number matching",

@@ -65,6 +65,7 @@ def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, r
         "ENC-6",
         "ENR-2",
         "ENR-3",
+        "ENR-6",
         "CH-2",
         "CH-6",
         "CH-11",

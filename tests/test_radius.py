@@ -1108,6 +1108,21 @@ def test_a_failed_enroll_leaves_the_store_as_it_was(setup: Setup, capsys: pytest
     assert _store_rows(setup.store) == before
 
 
+def test_enroll_past_the_devices_cap_says_so_and_leaves_the_store_as_it_was(
+    broker: BrokerProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The RP allows one device per user (the broker's max_credentials): alice has hers, so a
+    second enroll is refused before any link is printed, in one line that says what to do."""
+    capped = make_setup(broker, tmp_path, ("--max-credentials", "1"))
+    config = write_config(capped, 1812, name="enroll-capped")
+    before = _store_rows(capped.store)
+    assert cli.main(["--config", str(config), "enroll", "alice", "--timeout", "5"]) == 1
+    out, err = capsys.readouterr()
+    assert "pushauth://" not in out and err.count("\n") == 1, err
+    assert "alice has as many devices as the service allows (1): remove one first" in err
+    assert _store_rows(capped.store) == before
+
+
 def test_a_user_name_that_is_not_utf8_is_a_bad_request(server: tuple[ManagedProcess, int]) -> None:
     proc, port = server
     pkt = rp.AuthPacket(

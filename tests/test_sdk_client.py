@@ -38,6 +38,7 @@ from relying_party import (
     PushBlocked,
     RateLimited,
     ServiceUnavailable,
+    TooManyCredentials,
     Unauthorized,
     VerificationFailed,
     VerificationReason,
@@ -121,6 +122,7 @@ def raw(status: int, text: bytes, content_type: str = "text/html") -> Handler:
         (404, "not_found", NotFound),
         (409, "no_devices", NoDevices),
         (409, "push_blocked", PushBlocked),
+        (409, "too_many_credentials", TooManyCredentials),
         (409, "some_new_conflict", Conflict),
         (429, "rate_limited", RateLimited),
         (503, "unavailable", ServiceUnavailable),
@@ -166,6 +168,23 @@ async def test_retry_after_seconds_come_with_the_error(
     assert caught.value.retry_after == seconds
 
 
+@pytest.mark.parametrize(("said", "limit"), [(3, 3), ("3", None), (0, None), (True, None), (None, None)])
+async def test_too_many_credentials_says_the_limit_only_when_it_is_one(
+    broker: Scripted, said: Any, limit: int | None
+) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        body = {"title": "Conflict", "status": 409, "code": "too_many_credentials", "detail": "no more"}
+        if said is not None:
+            body["max_credentials"] = said
+        return web.json_response(body, status=409, content_type="application/problem+json")
+
+    broker.routes["POST v1/enrollments"] = refuse
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(TooManyCredentials) as caught:
+            await client.create_enrollment("alice", "alice@example.com")
+    assert isinstance(caught.value, Conflict) and caught.value.max_credentials == limit
+
+
 async def test_error_without_a_problem_body_still_has_status_and_code(broker: Scripted) -> None:
     broker.routes["GET v1/rp"] = raw(502, b"<html>Bad Gateway</html>")
     async with PushAuthClient(broker.url, "key") as client:
@@ -190,7 +209,7 @@ def test_every_error_type_has_a_stable_code() -> None:
 
     types = [getattr(relying_party, n) for n in relying_party.__all__]
     errors = [t for t in types if isinstance(t, type) and issubclass(t, PushAuthError)]
-    assert len(errors) == 13
+    assert len(errors) == 14
     for error in errors:
         assert isinstance(error.code, str) and error.code, error
     reason = VerificationReason.BAD_SIGNATURE

@@ -24,8 +24,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from e2e_helpers import agent as agent_cli
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import BrokerProcess, set_policy, until
+from support import BrokerProcess, set_policy, store_policy, until
 from support.hostile_broker import HostileBroker
+from test_broker_device_ws import Device
 
 from protocol import signing
 from relying_party import wire
@@ -605,6 +606,28 @@ async def test_unknown_method_is_refused(site: Site) -> None:
     await site.sign_in()
     r = await site.post("/security/add", {"csrf_token": await site.token("/security/add"), "method": "sms"})
     assert r.status == 400 and "Choose a method" in await r.text()
+
+
+async def test_a_user_at_the_devices_cap_is_told_before_any_qr_code(
+    site: Site, broker: BrokerProcess, rp: dict[str, Any]
+) -> None:
+    """The broker's max_credentials (here 1) refuses a new setup for a user who has that
+    many devices: the page says so and what to do, and starts nothing."""
+    await store_policy(broker, rp["id"], max_credentials=1)
+    handle = user(site.db).handle
+    async with PushAuthClient(broker.http_url, rp["api_key"]) as sdk:
+        started = await sdk.create_enrollment(handle, "alice")
+        phone = await Device.connect(broker.ws_url)
+        await phone.enroll(started.uri or "")
+        await phone.close()
+    await site.sign_in()
+    r = await site.post(
+        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
+    )
+    page = await r.text()
+    assert r.status == 409 and "You have as many authenticators as this site allows (1)" in page
+    assert "Remove one you no longer use" in page and "pushauth://" not in page
+    assert site.db.open_enrollments(user(site.db).id) == []
 
 
 async def test_rename_checks_the_name(site: Site, tmp_path: Path) -> None:

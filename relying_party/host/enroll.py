@@ -17,7 +17,7 @@ import segno
 from protocol.challenge import Status
 from protocol.purpose import setup_test_context
 
-from ..errors import VerificationFailed
+from ..errors import TooManyCredentials, VerificationFailed
 from ..models import Credential
 from ..models import Enrollment as SdkEnrollment
 from ..sdk import PushAuthClient
@@ -59,7 +59,15 @@ async def enroll_in_terminal(
         cred = None
         try:
             params = new_totp()
-            started = await sdk.create_enrollment(row_user.handle, account, totp=params)
+            try:
+                started = await sdk.create_enrollment(row_user.handle, account, totp=params)
+            except TooManyCredentials as exc:
+                limit = f" ({exc.max_credentials})" if exc.max_credentials else ""
+                raise EnrollError(
+                    f"{user} has as many devices as the service allows{limit}: remove one first (the"
+                    " devices command lists them, remove removes one), or ask the broker's operator to"
+                    " raise max_credentials"
+                ) from None
             row = Enrollment.started(started, row_user.id, params)
             users.add_enrollment(row)
             print(intro, file=out)

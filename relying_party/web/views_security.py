@@ -10,7 +10,14 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..errors import BadBrokerResponse, BrokerUnavailable, NotFound, PushAuthError, VerificationFailed
+from ..errors import (
+    BadBrokerResponse,
+    BrokerUnavailable,
+    NotFound,
+    PushAuthError,
+    TooManyCredentials,
+    VerificationFailed,
+)
 from ..models import Challenge
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
@@ -179,6 +186,14 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
         created = await request.app[CLIENT].create_enrollment(
             user.handle, user.name, totp=params, recoverable=True
         )
+    except TooManyCredentials as exc:
+        # Said before a QR code is shown: the device's setup would be refused anyway.
+        limit = f" ({exc.max_credentials})" if exc.max_credentials else ""
+        message = (
+            f"You have as many authenticators as this site allows{limit}. Remove one you no longer "
+            "use on your Security info page, then add the new one."
+        )
+        return render(request, "add_method.html", {"error": message}, status=409)
     except PushAuthError as exc:
         log.warning("enrollment failed: %s", exc)
         message = (

@@ -16,6 +16,7 @@ from .broker import (
     new_rp_sync,
     run_cli,
     set_policy,
+    store_policy,
 )
 from .failed import FAILED_DIR
 from .local_app import serving
@@ -66,6 +67,7 @@ __all__ = [
     "run_cli",
     "serving",
     "set_policy",
+    "store_policy",
     "until",
     "wait_until",
 ]

@@ -193,18 +193,23 @@ def set_policy(rp_id: str, *flags: str, redis_url: str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
-async def allow_numberless_push(broker: BrokerProcess, rp_id: str) -> None:
-    """`pushauth-broker rp set RP_ID --allow-numberless-push` with the broker's own Store
-    code, without a subprocess (the CLI itself is tested in test_broker_policy.py). Set it
-    before the broker reads the RP's policy (an enrollment or a challenge does): a node
-    keeps what it read for 2 s."""
+async def store_policy(broker: BrokerProcess, rp_id: str, **settings: int) -> None:
+    """`pushauth-broker rp set RP_ID --SETTING VALUE ...` with the broker's own Store code,
+    without a subprocess (the CLI itself is tested in test_broker_policy.py). Set it before
+    the broker reads the RP's policy (an enrollment or a challenge does): a node keeps
+    what it read for 2 s."""
     if broker.redis_url is None:
-        raise RuntimeError("allow_numberless_push needs a broker started with --redis-url")
+        raise RuntimeError("store_policy needs a broker started with --redis-url")
     redis = aioredis.Redis.from_url(broker.redis_url)
     try:
-        await Store(redis, node="test").set_policy(rp_id, {"allow_numberless_push": 1})
+        await Store(redis, node="test").set_policy(rp_id, settings)
     finally:
         await redis.aclose()
+
+
+async def allow_numberless_push(broker: BrokerProcess, rp_id: str) -> None:
+    """`pushauth-broker rp set RP_ID --allow-numberless-push` (store_policy)."""
+    await store_policy(broker, rp_id, allow_numberless_push=1)
 
 
 async def new_rp(broker: BrokerProcess, name: str = "Test RP") -> dict[str, Any]:

@@ -27,8 +27,10 @@ from support import (
     free_port,
     new_rp,
     set_policy,
+    store_policy,
     until,
 )
+from test_broker_device_ws import Device
 from webapp_world import ROOT, Phone, PhoneMaker, enrolled
 
 from protocol import uri
@@ -98,6 +100,26 @@ async def test_add_by_pasting_the_link_then_approve_with_the_number(rp: PushAuth
     await phone.no_prompt()
     assert await phone.page.evaluate(focused) == "home-title"  # back where it left off
     await phone.shot("06-approved")
+
+
+async def test_a_link_past_the_services_device_cap_says_to_remove_one_and_adds_nothing(
+    rp: PushAuthClient, phone: Phone, app_broker: BrokerProcess
+) -> None:
+    await store_policy(app_broker, (await rp.rp()).id, max_credentials=1)  # before its first read
+    first, second = [await rp.create_enrollment("alice", "alice@contoso.example") for _ in range(2)]
+    tablet = await Device.connect(app_broker.ws_url)
+    await tablet.enroll(first.uri or "")
+    await tablet.close()
+    await phone.page.get_by_role("button", name="Add account").click()
+    await phone.page.get_by_label("Setup link").fill(second.uri or "")
+    await phone.page.get_by_role("button", name="Add", exact=True).click()
+    await phone.page.locator(
+        "#add-error",
+        has_text="Contoso Portal allows no more devices for this account. Remove one you no longer",
+    ).wait_for()
+    await phone.page.get_by_role("button", name="Cancel").click()
+    assert await phone.page.locator("#accounts li").count() == 0
+    assert len(await rp.list_credentials("alice")) == 1
 
 
 @pytest.mark.parametrize(

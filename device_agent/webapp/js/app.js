@@ -770,9 +770,11 @@ async function addAccount(linkText, { again = false } = {}) {
     const why =
       code === "bad_token"
         ? "this setup link was already used or has expired; get a new one from the service"
-        : ["offline", "timeout"].includes(code)
-          ? `${exc.message} (${link.broker}). Check this phone's connection and try again; nothing was added`
-          : exc.message;
+        : code === "too_many_credentials"
+          ? `${link.rp_name} allows no more devices for this account. Remove one you no longer use on its security page, then add this link again while it is valid`
+          : ["offline", "timeout"].includes(code)
+            ? `${exc.message} (${link.broker}). Check this phone's connection and try again; nothing was added`
+            : exc.message;
     showError("add-error", `Could not add the account: ${printable(why)}`);
     // A server that no account here uses: no connection is kept trying it.
     const conn = connections.get(link.broker);
