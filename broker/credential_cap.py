@@ -34,8 +34,9 @@ CODE = ErrorCode.TOO_MANY_CREDENTIALS.value
 def detail(limit: int) -> str:
     """The words of every refusal (problem detail, `error` frame message)."""
     return (
-        f"this user has {limit} devices at this service, as many as its policy allows "
-        "(max_credentials); remove one (DELETE /v1/credentials/{id}, or on the device) "
+        # "as many as", not "N": a cap lowered later leaves users with more.
+        f"this user has as many devices at this service as its policy allows ({limit}, "
+        "max_credentials); remove one (DELETE /v1/credentials/{id}, or on the device) "
         "before adding another"
     )
 

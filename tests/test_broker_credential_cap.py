@@ -96,7 +96,7 @@ async def test_a_user_at_the_cap_gets_no_new_device_until_one_is_removed(
         refused = await send_enroll(third, setups[2])
         assert isinstance(refused, Error), refused
         assert (refused.code, refused.ref) == ("too_many_credentials", "7")
-        assert "2 devices" in refused.message and "max_credentials" in refused.message
+        assert "as many devices at this service as its policy allows (2, max_credentials)" in refused.message
         await still_open(third)
         assert everything(url) == before, "a refused enroll changed the store"
         assert (await on_b.get_enrollment(setups[2])).status == "pending"
