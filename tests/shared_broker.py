@@ -39,6 +39,20 @@ def broker_on_own_redis(tmp_path_factory: pytest.TempPathFactory, node: str) -> 
         started.cleanup()
 
 
+def two_nodes_on_one_redis(
+    tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
+    """Nodes "a" and "b" sharing one Redis, for a module-scoped fixture to yield (each
+    test makes RPs of its own): what holds across nodes is counted in Redis."""
+    base = tmp_path_factory.mktemp(name)
+    with RedisServer(base / "redis") as server:
+        a = BrokerProcess(log_dir=base / "logs", redis_url=server.url, node="a").start()
+        b = BrokerProcess(log_dir=base / "logs", redis_url=server.url, node="b").start()
+        yield a, b
+        a.cleanup()
+        b.cleanup()
+
+
 @pytest.fixture
 async def rp(broker: BrokerProcess) -> dict[str, Any]:
     return await new_rp(broker)

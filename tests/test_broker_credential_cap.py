@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import redis
 from e2e_helpers import agent, agent_env  # noqa: F401  (agent_env: autouse)
-from support import BrokerProcess, RedisServer, assert_cli_error, new_rp, store_policy
+from shared_broker import two_nodes_on_one_redis
+from support import BrokerProcess, assert_cli_error, new_rp, store_policy
 from test_broker_device_ws import Device
 
 from device_agent.store import AccountStore
@@ -32,13 +33,7 @@ from relying_party.sdk import PushAuthClient
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
     """Two broker nodes on one Redis, for the module (each test has RPs of its own)."""
-    base = tmp_path_factory.mktemp("cap")
-    with RedisServer(base / "redis") as server:
-        a = BrokerProcess(log_dir=base / "logs", redis_url=server.url, node="a").start()
-        b = BrokerProcess(log_dir=base / "logs", redis_url=server.url, node="b").start()
-        yield a, b
-        a.cleanup()
-        b.cleanup()
+    yield from two_nodes_on_one_redis(tmp_path_factory, "cap")
 
 
 def everything(url: str) -> dict[bytes, Any]:

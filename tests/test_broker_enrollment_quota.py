@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
-from support import BROKER, BrokerProcess, RedisServer, new_rp, run_cli, set_policy, until
+from shared_broker import two_nodes_on_one_redis
+from support import BROKER, BrokerProcess, new_rp, run_cli, set_policy, until
 from test_broker_device_ws import Device
 
 from broker import keys
@@ -27,13 +28,7 @@ from relying_party.sdk import PushAuthClient
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess, BrokerProcess]]:
     """Two broker nodes on one Redis, for the module (each test has RPs of its own)."""
-    base = tmp_path_factory.mktemp("quota")
-    with RedisServer(base / "redis") as server:
-        a = BrokerProcess(log_dir=base / "logs", redis_url=server.url, node="a").start()
-        b = BrokerProcess(log_dir=base / "logs", redis_url=server.url, node="b").start()
-        yield a, b
-        a.cleanup()
-        b.cleanup()
+    yield from two_nodes_on_one_redis(tmp_path_factory, "quota")
 
 
 def stored(url: str, rp_id: str) -> tuple[set[bytes], list[Any], dict[bytes, bytes]]:
