@@ -91,6 +91,8 @@ async def json_body(request: ApiRequest, allowed: set[str]) -> dict[str, Any]:
         body = jsonio.loads_request(raw or b"null")
     except jsonio.DuplicateKey as dup:
         raise ApiError(400, "duplicate_key", f"the body names {dup.key!r} twice") from None
+    except jsonio.TooDeep as deep:
+        raise ApiError(400, "invalid_json", str(deep)) from None
     except ValueError:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(body, dict):

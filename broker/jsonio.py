@@ -34,6 +34,10 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class TooDeep(ValueError):
+    """Arrays or objects nested deeper than the duplicate-key check can follow."""
+
+
 _PAIRS = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 
@@ -45,7 +49,13 @@ def loads_request(raw: bytes) -> Any:
     them (object_pairs_hook): a few microseconds for a request body of the RP API."""
     value = orjson.loads(raw)
     if isinstance(value, dict | list):
-        _PAIRS.decode(raw.decode())
+        # orjson takes 1,024 levels, the standard library's parser about as many as the
+        # interpreter's recursion limit leaves: a body in between was a RecursionError (a
+        # 500). No request of the API nests more than a few levels.
+        try:
+            _PAIRS.decode(raw.decode())
+        except RecursionError:
+            raise TooDeep("the body nests arrays or objects too deeply") from None
     return value
 
 

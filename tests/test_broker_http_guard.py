@@ -148,6 +148,32 @@ async def test_refusals_are_problem_documents_and_leave_no_traceback(strict_brok
     assert http_status(broker.http_url + "/healthz") == 200
 
 
+async def test_deeply_nested_json_bodies_are_refused_as_400(strict_broker: BrokerProcess) -> None:
+    """orjson parses up to 1,024 levels; the duplicate-key check after it (the standard
+    library's parser) ran out of recursion below that: a body of 1,000 nested arrays or
+    objects was a RecursionError, a 500 and a traceback, on the RP lane and elsewhere."""
+    broker = strict_broker
+    rp = await new_rp(broker)
+    auth = {"Authorization": f"Bearer {rp['api_key']}", "Content-Type": "application/json"}
+    depth = 1000
+    arrays = b"[" * depth + b"]" * depth
+    objects = b'{"a":' * depth + b"1" + b"}" * depth
+    for path, headers in (
+        ("/v1/challenges", auth),
+        ("/v1/enrollments", auth),
+        ("/v1/recoveries", {"Content-Type": "application/json"}),
+    ):
+        for body in (arrays, objects):
+            status, doc = problem_of(exchange(broker, request("POST", path, body, **_h(headers))))
+            assert (status, doc["code"]) == (400, "invalid_json"), (path, doc)
+    async with (
+        aiohttp.ClientSession(headers={"Authorization": auth["Authorization"]}) as http,
+        http.get(f"{broker.http_url}/v1/users/a/data") as got,
+    ):
+        assert (await got.json())["enrollments"] == []  # nothing was made
+    # strict_broker's teardown: no traceback, no ERROR line, no 500 in the log.
+
+
 async def test_header_bytes_that_are_not_utf8_get_4xx_and_their_log_lines(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
