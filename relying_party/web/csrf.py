@@ -32,6 +32,10 @@ def token(session: Session) -> str:
     return value
 
 
+def _utf8(value: str) -> bytes:
+    return value.encode("utf-8", "surrogatepass")  # a form field's lone surrogate too
+
+
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in SAFE_METHODS:
@@ -44,6 +48,8 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
         expected = session.get("csrf")
         form = await request.post()  # parsed once; handlers read the cached copy
         sent = form.get(FIELD)
-        if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
+        # Compared as bytes: compare_digest refuses str with non-ASCII characters
+        # (TypeError, a 500), and a forged token may have any.
+        if not expected or not isinstance(sent, str) or not hmac.compare_digest(_utf8(sent), _utf8(expected)):
             raise CsrfError("missing or wrong CSRF token")
     return await handler(request)
