@@ -191,6 +191,18 @@ class GuardedRequestHandler(RequestHandler):
         transport.write(head_timed_out(self._head_timeout, silent=not self._heard))
         self.force_close()
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp reads what is left of a body after the answer (lingering close): a
+        compressed body that does not inflate fails there, after a 415 or a 401, and
+        aiohttp logged it as an "Unhandled exception" with a traceback at ERROR level,
+        for any client that sends `Content-Encoding: gzip` and junk. The client's
+        mistake, answered already: a debug line."""
+        exc = kw.get("exc_info")
+        if isinstance(exc, RequestPayloadError):
+            log.debug("dropped the rest of a request body that could not be read: %s", exc)
+            return
+        super().log_exception(*args, **kw)
+
     def handle_error(
         self,
         request: Any,

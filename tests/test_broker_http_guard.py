@@ -174,6 +174,26 @@ async def test_deeply_nested_json_bodies_are_refused_as_400(strict_broker: Broke
     # strict_broker's teardown: no traceback, no ERROR line, no 500 in the log.
 
 
+async def test_a_compressed_body_that_does_not_inflate_is_no_error_in_the_log(
+    strict_broker: BrokerProcess,
+) -> None:
+    """A body sent with Content-Encoding: gzip is refused (415) before it is read, or
+    not read at all (401); aiohttp then reads the rest of it to keep the connection, and
+    junk that does not inflate was an "Unhandled exception" traceback at ERROR level."""
+    broker = strict_broker
+    junk = b"junk that is not gzip" * 10
+    gz = {"Content_Type": "application/json", "Content_Encoding": "gzip"}
+    for path, status in (("/v1/recoveries", 415), ("/v1/enrollments", 401), ("/v1/rp", 405)):
+        assert problem_of(exchange(broker, request("POST", path, junk, **gz)))[0] == status, path
+    await asyncio.to_thread(
+        wait_until,
+        lambda: broker.stderr().count("dropped the rest of a request body") == 3,
+        message="a debug line for each",
+    )
+    assert http_status(broker.http_url + "/healthz") == 200
+    # strict_broker's teardown: no traceback, no ERROR line, no 500 in the log.
+
+
 async def test_header_bytes_that_are_not_utf8_get_4xx_and_their_log_lines(
     redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
 ) -> None:
