@@ -918,6 +918,13 @@ async def test_one_sign_in_sends_a_limited_number_of_requests(site: Site, tmp_pa
             "multipart/form-data; boundary=b",
         ),
         (b"\x00\x01\x02", "application/octet-stream"),
+        # A charset Python does not know was a LookupError: a 500 and a traceback.
+        (b"csrf_token=T&username=alice&password=x", "application/x-www-form-urlencoded; charset=bogus"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="csrf_token"\r\n'
+            b"Content-Type: text/plain; charset=bogus\r\n\r\nT\r\n--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
     ],
 )
 async def test_broken_request_bodies(site: Site, body: bytes, content_type: str) -> None:
@@ -926,6 +933,18 @@ async def test_broken_request_bodies(site: Site, body: bytes, content_type: str)
     r = await site.post("/signin", body, headers={"Content-Type": content_type})
     assert 400 <= r.status < 500
     assert "Traceback" not in await r.text()
+    assert not await site.signed_in()
+
+
+async def test_a_form_whose_compression_does_not_inflate_is_refused(site: Site) -> None:
+    """Content-Encoding: gzip on a form that is not gzip: aiohttp's RequestPayloadError
+    in the form's parsing was a 500 page and a traceback."""
+    token = await site.token()
+    form = f"csrf_token={token}&username=alice&password={PASSWORD}".encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"}
+    r = await site.post("/signin", form, headers=headers)
+    assert r.status == 400
+    assert "could not be read" in await r.text()
     assert not await site.signed_in()
 
 

@@ -7,15 +7,20 @@ SameSite=Lax cookies are a third layer, not the only one.
 from __future__ import annotations
 
 import hmac
+import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from .sessions import Session, get_session
 
+log = logging.getLogger(__name__)
+
 FIELD = "csrf_token"
+UNREADABLE = "This form could not be read (an unknown character set or compression). Nothing was changed."
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,7 +51,13 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
             raise CsrfError("cross-origin form post")
         session = get_session(request)
         expected = session.get("csrf")
-        form = await request.post()  # parsed once; handlers read the cached copy
+        try:
+            form = await request.post()  # parsed once; handlers read the cached copy
+        except (LookupError, RequestPayloadError) as exc:
+            # A charset Python does not know (`charset=bogus`, on the form or a part of
+            # it) or a Content-Encoding that does not inflate: the client's, not a 500.
+            log.info("unreadable form in %s %s: %s", request.method, request.path, exc)
+            raise web.HTTPBadRequest(text=UNREADABLE) from None
         sent = form.get(FIELD)
         # Compared as bytes: compare_digest refuses str with non-ASCII characters
         # (TypeError, a 500), and a forged token may have any.
