@@ -76,8 +76,12 @@ class Rate:
         """'RATE' or 'RATE:BURST' (burst defaults to 10 x RATE, at least 1); '0': none."""
         rate_s, _, burst_s = text.partition(":")
         per_s = float(rate_s)
+        # Checked before the default burst is counted from it: an infinite RATE ('inf',
+        # '1e400', or '1e308' times 10) was an OverflowError, a traceback for `serve`.
+        if not (per_s >= 0 and math.isfinite(per_s * 10)):
+            raise ValueError("RATE must be >= 0 and BURST >= 1")
         burst = int(burst_s) if burst_s else max(1, math.ceil(per_s * 10))
-        if not (per_s >= 0 and math.isfinite(per_s)) or burst < 1:
+        if burst < 1:
             raise ValueError("RATE must be >= 0 and BURST >= 1")
         return cls(per_s, burst)
 

@@ -148,6 +148,18 @@ def test_bad_serve_values_are_refused_before_anything_starts(tmp_path: Path) -> 
         result = run_cli([BROKER, "serve", *flags, *data])
         assert result.returncode == 2
         assert_cli_error(result, contains=named)
+    # An infinite RATE was an OverflowError traceback (its default burst is 10 x RATE);
+    # argparse's refusal: the usage, then the line that names the option.
+    for flag, value in (
+        ("--device-connects", "inf"),
+        ("--device-connects-per-ip", "1e400"),
+        ("--backup-requests", "1e308"),
+    ):
+        result = run_cli([BROKER, "serve", flag, value, *data])
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert f"argument {flag}: expected RATE or RATE:BURST" in result.stderr.splitlines()[-1], (
+            result.stderr
+        )
     assert not (tmp_path / "data").exists(), "refused before the embedded Redis started"
 
 
