@@ -22,6 +22,7 @@ import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
+from urllib.parse import urlsplit
 
 from protocol import numbers
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
@@ -162,8 +163,7 @@ def _delete_command(args: argparse.Namespace) -> None:
         name = forms.user_name(args.name)
     except forms.FormError as exc:
         raise CliError(exc.message) from None
-    if not args.broker.startswith(("http://", "https://")):
-        raise CliError("--broker must be an http:// or https:// URL")
+    _broker_url(args.broker)
     if not args.db.exists():
         raise CliError(f"no database {args.db} (the demo keeps it in its data folder: --db FILE)")
     key = _api_key(args)
@@ -276,6 +276,21 @@ def _open_db(path: Path) -> Database:
         return Database(path)
     except sqlite3.Error as exc:
         raise CliError(f"cannot open database {path}: {exc}") from None
+    except OSError as exc:  # a folder, a file it may not write
+        raise CliError(f"cannot open database {path}: {exc.strerror}") from None
+
+
+def _broker_url(value: str) -> str:
+    """--broker as the SDK takes it: http(s)://HOST[:PORT][/...], said here in one line
+    (the SDK's ValueError for 'http://' or 'http://[::1' was a traceback)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError for a port that is no number or out of range)
+    except ValueError as exc:
+        raise CliError(f"--broker {value!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CliError("--broker must be an http:// or https:// URL with a host")
+    return value
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -288,6 +303,11 @@ def _api_key(args: argparse.Namespace) -> str:
         key = os.environ.get(API_KEY_ENV, "").strip()
     if not key:
         raise CliError(f"no broker API key: set ${API_KEY_ENV} or pass --api-key-file")
+    if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+        # One word, as `pushauth-broker rp add` printed it: the SDK refused it with a
+        # traceback, and a header cannot carry every character.
+        where = args.api_key_file if args.api_key_file is not None else f"${API_KEY_ENV}"
+        raise CliError(f"the broker API key in {where} is not one word of printable ASCII (pak_...)")
     return key
 
 
@@ -303,8 +323,7 @@ def _serve(args: argparse.Namespace) -> None:
         raise CliError(f"--ttl must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be 0..65535")
-    if not args.broker.startswith(("http://", "https://")):
-        raise CliError("--broker must be an http:// or https:// URL")
+    _broker_url(args.broker)
     if args.app_url is not None and not args.app_url.startswith(("http://", "https://")):
         raise CliError("--app-url must be an http:// or https:// URL")
     try:

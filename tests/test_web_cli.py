@@ -104,6 +104,27 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert db.user_by_name("bob") is None
 
 
+@pytest.mark.parametrize(
+    ("argv", "key", "message"),
+    [
+        # Each was a traceback (the SDK's or the database's ValueError / OSError), exit 1.
+        (["--broker", "http://"], "pak_x", "--broker must be an http:// or https:// URL"),
+        (["--broker", "https://"], "pak_x", "--broker must be an http:// or https:// URL"),
+        (["--broker", "http://[::1"], "pak_x", "Invalid IPv6 URL"),
+        (["--broker", "http://127.0.0.1:99999"], "pak_x", "Port out of range"),
+        (["--broker", "http://127.0.0.1:1"], "pak_a b", "not one word of printable ASCII"),
+        (["--broker", "http://127.0.0.1:1"], "pak_\u20ac", "not one word of printable ASCII"),
+        (["--broker", "http://127.0.0.1:1", "--db", "."], "pak_x", "cannot open database"),
+    ],
+)
+def test_bad_serve_settings_are_one_line_before_it_starts(
+    tmp_path: Path, argv: list[str], key: str, message: str
+) -> None:
+    result = run_cli([RP, "serve", "--port", "0", *argv], env={"PUSHAUTH_RP_API_KEY": key}, cwd=tmp_path)
+    assert_cli_error(result, contains=message)
+    assert "listening" not in result.stdout
+
+
 def test_missing_database_folder(tmp_path: Path) -> None:
     result = run_cli(
         [RP, "user", "add", "alice", "--password-stdin", "--db", tmp_path / "nope" / "rp.db"],
