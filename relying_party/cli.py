@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import urlsplit
 
 from protocol import numbers
+from protocol import text as shown_text
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
-from .host.config import BY_POLICY, policy_summary
+from .host.config import BY_POLICY, CONTEXT_VALUE_MAX, policy_summary
 from .web import access_pass
 
 if TYPE_CHECKING:
@@ -324,6 +325,12 @@ def _serve(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be 0..65535")
     _broker_url(args.broker)
+    # Every push carries --name in its context, which the broker refuses (400) with a
+    # control or invisible character: no sign-in by push would have worked.
+    if not 1 <= len(args.name) <= CONTEXT_VALUE_MAX:
+        raise CliError(f"--name must be 1 to {CONTEXT_VALUE_MAX} characters (it is shown on the devices)")
+    if (bad := shown_text.first_unsafe(args.name)) is not None:
+        raise CliError(f"--name {shown_text.refusal(bad)} (it is shown on the devices)")
     if args.app_url is not None and not args.app_url.startswith(("http://", "https://")):
         raise CliError("--app-url must be an http:// or https:// URL")
     try:

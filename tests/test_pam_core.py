@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from support import console_script, run_cli
+from support import assert_cli_error, console_script, run_cli
 
 from protocol.challenge import Status
 from relying_party.host.config import TomlReader
@@ -161,6 +161,30 @@ def test_check_config_refuses_a_template_that_maps_nobody(key: Path, tmp_path: P
     result = run_cli([console_script("pushauth-pam"), "--config", path, "check-config"])
     assert result.returncode == 1, result.stdout
     assert "users.template" in result.stderr and "' '" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("Host\\u0007", "must not contain control, format or invisible characters (found U+0007)"),
+        ("Host\\u200b", "must not contain control, format or invisible characters (found U+200B"),
+        ("", "must be 1 to 256 characters"),
+        ("h" * 257, "must be 1 to 256 characters"),
+    ],
+)
+def test_check_config_refuses_an_app_name_the_broker_would_refuse_in_every_push(
+    key: Path, tmp_path: Path, name: str, why: str
+) -> None:
+    """pam.app_name goes into every push's context, where the broker refuses a control or
+    invisible character or more than 256 characters (400): every sign-in was denied
+    (outcome=broker_error) while check-config said the configuration was fine."""
+    path = tmp_path / "pam.toml"
+    path.write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n[pam]\napp_name = "{name}"\n'
+    )
+    result = run_cli([console_script("pushauth-pam"), "--config", path, "check-config"])
+    line = assert_cli_error(result, contains=f"pam.app_name: {why}")
+    assert result.returncode == 1, line
 
 
 def test_bypass_by_primary_group(key: Path, tmp_path: Path) -> None:

@@ -186,6 +186,12 @@ def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
         # A Redis URL redis-py cannot read: a traceback at start before.
         ('[radius]\nredis_url = "mysql://x"\n' + CLIENTS, "radius.redis_url"),
         ('[radius]\nredis_url = "redis://h:99999/0"\n' + CLIENTS, "radius.redis_url"),
+        # Every push carries the app name in its context: one the broker refuses (400)
+        # made every sign-in fail, while check-config said it was fine.
+        ('[radius]\napp_name = "VPN\\u0007"\n' + CLIENTS, "radius.app_name: must not contain control"),
+        ('[radius]\napp_name = "VPN\\u202e"\n' + CLIENTS, "radius.app_name: must not contain control"),
+        ('[radius]\napp_name = ""\n' + CLIENTS, "radius.app_name: must be 1 to 256"),
+        (f'[radius]\napp_name = "{"v" * 257}"\n' + CLIENTS, "radius.app_name: must be 1 to 256"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:

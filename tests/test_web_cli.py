@@ -115,6 +115,10 @@ def test_bad_input_is_one_line_and_changes_nothing(
         (["--broker", "http://127.0.0.1:1"], "pak_a b", "not one word of printable ASCII"),
         (["--broker", "http://127.0.0.1:1"], "pak_\u20ac", "not one word of printable ASCII"),
         (["--broker", "http://127.0.0.1:1", "--db", "."], "pak_x", "cannot open database"),
+        # In every push's context, where the broker refuses it (400): no push sign-in worked.
+        (["--broker", "http://127.0.0.1:1", "--name", "Portal\x07"], "pak_x", "--name must not contain"),
+        (["--broker", "http://127.0.0.1:1", "--name", "Portal\u202e"], "pak_x", "--name must not contain"),
+        (["--broker", "http://127.0.0.1:1", "--name", ""], "pak_x", "--name must be 1 to 256"),
     ],
 )
 def test_bad_serve_settings_are_one_line_before_it_starts(

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from protocol import numbers
+from protocol import numbers, text
 from protocol.challenge import MAX_TTL_S, MIN_TTL_S
 
 from ..errors import BrokerError
@@ -19,6 +19,8 @@ from ..errors import BrokerError
 # What decides a value the file leaves out (`challenge.digits`, a push's lifetime): said
 # in place of a number wherever the configuration is described (check-config, --help).
 BY_POLICY = "the RP's policy at the broker"
+# The longest value of a sign-in's context the broker takes (protocol.frames.CONTEXT).
+CONTEXT_VALUE_MAX = 256
 
 
 def policy_summary(digits: int | None, ttl: int | None) -> str:
@@ -82,6 +84,16 @@ class TomlReader:
 
     def str(self, table: dict[str, Any], key: str, default: str | None) -> str:
         return self._get(table, key, default, str)
+
+    def shown(self, table: dict[str, Any], key: str, default: str) -> str:
+        """Text every push shows the device in its context (an app name): what the broker
+        takes there, 1 to 256 plain characters, or it refuses every sign-in (400)."""
+        value = self.str(table, key, default)
+        if not 1 <= len(value) <= CONTEXT_VALUE_MAX:
+            raise self.error(key, f"must be 1 to {CONTEXT_VALUE_MAX} characters (it is shown on the device)")
+        if (bad := text.first_unsafe(value)) is not None:
+            raise self.error(key, text.refusal(bad))
+        return value
 
     def bool(self, table: dict[str, Any], key: str, default: bool) -> bool:
         return self._get(table, key, default, bool)
