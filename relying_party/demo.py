@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -157,9 +158,13 @@ def _register_rp(data: Path, broker_url: str, broker_dir: Path) -> dict[str, Any
     """The demo RP's id and API key: the stored one if the broker still accepts it."""
     path = data / "rp.json"
     stored = _read_json(path)
-    if stored and isinstance(stored.get("api_key"), str):
-        status = _http_status(f"{broker_url}/v1/rp", {"Authorization": f"Bearer {stored['api_key']}"})
-        if status == 200:
+    key = stored.get("api_key") if stored else None
+    # One word of printable ASCII, as `rp add` wrote it: an edited file's key with a line
+    # break in it was a ValueError from http.client (a traceback); registered anew instead,
+    # as when the broker refuses the stored key.
+    if isinstance(key, str) and key.isascii() and key.isprintable() and " " not in key:
+        status = _http_status(f"{broker_url}/v1/rp", {"Authorization": f"Bearer {key}"})
+        if status == 200 and stored is not None:
             return stored
     out = _run(
         [sys.executable, "-m", "broker", "rp", "add", APP_NAME, "--data-dir", str(broker_dir), "--json"]
@@ -202,11 +207,16 @@ def _still_the_password(db: Path, name: str, password: str) -> bool:
     from .web.db import Database
     from .web.passwords import verify_password
 
-    database = Database(db)
     try:
-        user = database.user_by_name(name)
-    finally:
-        database.close()
+        database = Database(db)
+        try:
+            user = database.user_by_name(name)
+        finally:
+            database.close()
+    except (sqlite3.Error, OSError) as exc:  # a damaged file: a traceback before
+        raise DemoError(
+            f"cannot open database {db}: {exc}; move it away to start the demo user anew"
+        ) from None
     return user is not None and verify_password(user.password_hash, password)
 
 
@@ -248,7 +258,10 @@ def _banner(url: str, user: dict[str, str], data: Path, app_url: str = "") -> st
 
 def run(args: argparse.Namespace) -> None:
     data: Path = args.data_dir.resolve()
-    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:  # a file of that name, a folder it may not write in
+        raise DemoError(f"cannot use {data} as the data folder: {exc.strerror}") from None
     broker_dir = data / "broker"
     host = args.host
     broker_url = f"http://{host}:{args.broker_port}"

@@ -232,6 +232,30 @@ def test_ctrl_c_in_a_demo_set_up_step_is_a_stop_not_an_error() -> None:
         demo_cli._run([sys.executable, "-c", "raise SystemExit(3)"])
 
 
+def test_demo_names_what_is_wrong_in_its_data_folder(tmp_path: Path) -> None:
+    """Each was a traceback: a --data-dir that is a file (FileExistsError), an rp.json whose
+    key has a line break in it (http.client's ValueError), a damaged rp.db (sqlite3's
+    DatabaseError). Now one line, exit 1, and everything started is stopped."""
+    taken = tmp_path / "a-file"
+    taken.write_text("")
+    ports = ["--broker-port", str(free_port()), "--port", str(free_port())]
+    result = run_cli([DEMO, "--data-dir", taken, *ports])
+    assert_cli_error(result, contains=f"cannot use {taken} as the data folder")
+
+    data = tmp_path / "demo-data"
+    data.mkdir()
+    (data / "rp.json").write_text(json.dumps({"id": "rp_x", "name": "x", "api_key": "pak_x\ny"}))
+    (data / "demo-user.json").write_text(json.dumps({"name": "demo", "password": "a password"}))
+    (data / "rp.db").write_text("not a database\n")
+    result = run_cli([DEMO, "--data-dir", data, *ports], timeout=90)
+    assert_cli_error(result, contains=f"cannot open database {data / 'rp.db'}")
+    # The stored key could not be sent: the demo registered its RP anew, as when the
+    # broker refuses a stored key.
+    assert json.loads((data / "rp.json").read_text())["api_key"].startswith("pak_")
+    assert "\n" not in json.loads((data / "rp.json").read_text())["api_key"]
+    assert not port_accepts(int(ports[1])) and not port_accepts(int(ports[3]))
+
+
 def test_demo_reports_a_taken_port(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
