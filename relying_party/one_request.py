@@ -73,7 +73,9 @@ class StreamLines:
 def parse_line(line: bytes, what: str) -> Any:
     try:
         return json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: arrays or objects nested past the parser's recursion limit (a
+    # few KB of "[[[["), which escaped the SDK's own errors.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadBrokerResponse(f"{what}: a line of the broker's stream is not JSON") from None
 
 

@@ -1026,5 +1026,7 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
 def _parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    # RecursionError: arrays or objects nested past the parser's recursion limit (a
+    # few KB of "[[[["), which escaped the SDK's own errors.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None

@@ -240,8 +240,10 @@ async def test_broker_that_does_not_answer_in_time_is_unavailable(broker: Script
         answer(200, {"id": 7, "name": "Acme"}),
         answer(200, {"name": "Acme"}),
         raw(200, b'{"id": "x", "name": "' + b"x" * (2 << 20) + b'"}', "application/json"),
+        # A RecursionError from the JSON parser before: no PushAuthError, a traceback in the RP.
+        raw(200, b"[" * 5000 + b"]" * 5000, "application/json"),
     ],
-    ids=["not json", "not an object", "wrong type", "missing field", "oversized"],
+    ids=["not json", "not an object", "wrong type", "missing field", "oversized", "nested too deep"],
 )
 async def test_malformed_success_is_a_bad_broker_response(broker: Scripted, handler: Handler) -> None:
     broker.routes["GET v1/rp"] = handler
@@ -249,6 +251,16 @@ async def test_malformed_success_is_a_bad_broker_response(broker: Scripted, hand
         with pytest.raises(BadBrokerResponse) as caught:
             await client.rp()
     assert caught.value.code == "bad_broker_response"
+
+
+async def test_a_streamed_line_nested_too_deep_is_a_bad_broker_response(broker: Scripted) -> None:
+    """The one-request sign-in's first line, arrays nested past the parser's recursion
+    limit: a RecursionError escaped the SDK before."""
+    deep = b"[" * 5000 + b"]" * 5000 + b"\n"
+    broker.routes["POST v1/challenges"] = raw(201, deep, "application/x-ndjson")
+    async with PushAuthClient(broker.url, "key") as client:
+        with pytest.raises(BadBrokerResponse):
+            await client.sign_in("alice", {"app": "x"})
 
 
 @pytest.mark.parametrize("url", ["ftp://broker", "broker.example", "http://"])
