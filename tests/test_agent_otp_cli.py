@@ -214,6 +214,13 @@ def test_import_of_unreadable_sources_is_one_line(tmp_path: Path) -> None:
     assert wrong.returncode == 1
     assert wrong.stdout.splitlines()[-1] == "0 added, 0 duplicate, 1 refused"
     assert "refused: line 1 (Google Authenticator export): " in wrong.stdout
+    # JSON nested past the parser's recursion limit: a RecursionError traceback before.
+    for name, text in (
+        ("deep.json", "[" * 5000 + "]" * 5000),
+        ("deep-aegis.json", '{"a":' * 3000 + "1" + "}" * 3000),
+    ):
+        (tmp_path / name).write_text(text)
+        assert_cli_error(agent(home, "import", str(tmp_path / name)), contains="not JSON")
     broken = "otpauth-migration://offline?data=" + base64.b64encode(b"\x0a\x05junk").decode()
     result = agent(home, "import", broken)
     assert result.returncode == 1 and "refused: line 1" in result.stdout

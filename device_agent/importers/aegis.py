@@ -52,7 +52,7 @@ def looks_like_aegis(doc: Any) -> bool:
 def _load(data: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise _malformed("not JSON") from None
     if not looks_like_aegis(doc):
         raise _malformed("no version / header / db")
@@ -137,7 +137,7 @@ def _decrypt_db(doc: dict[str, Any], password: str | None) -> Any:
         raise _malformed("the encrypted db fails authentication (damaged or altered)")
     try:
         return json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise _malformed("the decrypted db is not JSON") from None
 
 

@@ -54,7 +54,7 @@ def decrypt(data: bytes, password: str | None) -> Any:
         )
     try:
         return json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise malformed(APP, "the decrypted backup is not JSON") from None
 
 

@@ -97,7 +97,9 @@ def json_of(data: bytes | str) -> Any:
     """The JSON document, or None if it is none."""
     try:
         return json.loads(data.decode("utf-8-sig") if isinstance(data, bytes) else data)
-    except (UnicodeDecodeError, ValueError):
+    # RecursionError: arrays or objects nested past the parser's recursion limit (a few
+    # KB of "[[[[" in a file given to `import`), a traceback before.
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
 
 

@@ -51,7 +51,7 @@ def _decrypted(sealed: Any, password: str | None) -> Any:
         raise ImportSourceError(ImportErrorCode.WRONG_PASSWORD, "wrong password for this 2FAS backup")
     try:
         return json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise malformed(APP, "the decrypted services are not JSON") from None
 
 
