@@ -344,7 +344,7 @@ def _refusal(response: Any) -> str:
     said = f"HTTP {response.status_code} instead of a WebSocket"
     try:
         problem = json.loads(response.body or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's limit
         return said
     if isinstance(problem, dict) and isinstance(problem.get("code"), str):
         detail = problem.get("detail")

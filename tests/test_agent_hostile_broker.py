@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
 import msgpack
@@ -19,6 +20,7 @@ import pytest
 from e2e_helpers import agent_env, assert_clear_failure, make_home, run_agent  # noqa: F401  (agent_env: autouse, the vault passphrase)
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from device_agent.store import AccountStore
@@ -186,6 +188,22 @@ async def test_a_protocol_close_from_the_broker_is_explained(tmp_path: Path, ser
     server.behaviour = refuse
     code, _out, err = await run_agent(make_home(tmp_path, server.url), "pending")
     assert_clear_failure(code, err, "did not accept this device's keys", exit_code=3)
+
+
+async def test_a_refusal_nested_past_the_json_parsers_limit_is_one_line(tmp_path: Path) -> None:
+    """A server that answers the WebSocket handshake with a 400 whose body is arrays nested
+    thousands deep: the agent read it as a problem document, and json.loads' RecursionError
+    ended the command with a traceback."""
+
+    def refuse(connection: ServerConnection, _request: Request) -> Response:
+        return connection.respond(HTTPStatus.BAD_REQUEST, "[" * 5000 + "]" * 5000)
+
+    async with serve(lambda ws: ws.close(), "127.0.0.1", 0, process_request=refuse) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        home = make_home(tmp_path, f"ws://127.0.0.1:{port}/v1/device")
+        code, _out, err = await run_agent(home, "pending")
+    assert "Traceback" not in err, err
+    assert code != 0 and "HTTP 400 instead of a WebSocket" in err, err
 
 
 async def test_a_welcome_with_a_bogus_pending_count_does_not_hang_forever(
