@@ -99,7 +99,9 @@ def _problem(status: int, data: bytes) -> tuple[str, str]:
     try:
         doc = json.loads(data)
         return str(doc.get("code", status)), str(doc.get("detail", ""))
-    except (ValueError, AttributeError):
+    # RecursionError: a body nested past the parser's limit (a few KB of "[[[["), which
+    # ended restore, reactivate or backup with a traceback.
+    except (ValueError, AttributeError, RecursionError):
         return str(status), ""
 
 
@@ -110,7 +112,11 @@ def _json_call(broker: str, path: str, payload: dict[str, Any]) -> tuple[int, An
     if status >= 400:
         code, detail = _problem(status, data)
         return status, code, detail
-    return status, json.loads(data) if data else None, ""
+    try:
+        body = json.loads(data) if data else None
+    except (ValueError, RecursionError):
+        body = None  # not JSON: the caller refuses it as a malformed answer
+    return status, body, ""
 
 
 # -- the encrypted-backup store ---------------------------------------------------------
@@ -198,7 +204,7 @@ def _newer_than(data: bytes) -> int | None:
     holds (docs/http-api.md); None from a broker that does not say it."""
     try:
         value = json.loads(data).get("newer_than")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return value if type(value) is int and value >= 0 else None
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
 from e2e_helpers import AGENT_ENV, agent, agent_env, enroll, on_a_terminal  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from shared_broker import broker, new_rp, rp  # noqa: F401  (fixtures)
-from support import BrokerProcess, RedisServer, assert_cli_error
+from support import BrokerProcess, RedisServer, assert_cli_error, serving
 from test_agent_e2e import Listen, listener  # noqa: F401  (listener: fixture)
 from test_agent_recovery import REPLACED, code_in, enroll_recoverable, refused_line, restore
 
@@ -198,6 +199,27 @@ def test_restore_needs_the_code_and_a_mistyped_code_is_told(broker: BrokerProces
         BACKUP_CODE_ENV: typed
     })  # fmt: skip
     assert code in ok(tmp_path / "e", "backup", "code")
+
+
+async def test_a_broker_answer_nested_past_the_json_parsers_limit_is_one_line(tmp_path: Path) -> None:
+    """A broken or hostile broker whose problem document is arrays nested thousands deep:
+    json.loads' RecursionError ended restore --from broker with a traceback."""
+
+    async def deep(_request: web.Request) -> web.Response:
+        return web.Response(
+            status=400, body=b"[" * 5000 + b"]" * 5000, content_type="application/problem+json"
+        )
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", deep)
+    async with serving(app) as url:
+        ws = url.replace("http://", "ws://") + "/v1/device"
+        result = await asyncio.to_thread(
+            agent, tmp_path / "new", "restore", "--from", "broker", "--broker", ws,
+            **{BACKUP_CODE_ENV: BackupCode.new().text},
+        )  # fmt: skip
+    assert_cli_error(result, contains="400")
+    assert not (tmp_path / "new" / "vault.pav").exists()
 
 
 def test_passwd_rewrites_the_broker_backup_and_deletes_the_old_copy(
