@@ -15,7 +15,10 @@ devices enrolling at once on two nodes cannot both pass a count of one below the
   room, completed after others): `error` `too_many_credentials`, and the token is not
   used up, so the same QR code works once a device is removed, while it is valid.
 - A recovery (`POST /v1/recoveries`) over the cap: `409 too_many_credentials`, and
-  the recovery key is not used up either.
+  the recovery key is not used up either. The old credential it recovers from does not
+  count: a recovery replaces a lost device, whose credential stays valid until someone
+  removes it (and removing it first would revoke the very key that recovers), so a user
+  at the cap can still recover, and holds at most one more until the old one goes.
 
 Removing a device (the RP's `DELETE /v1/credentials/{id}`, the device's `revoke`)
 frees its place at once. A lower cap set later removes nobody's devices: it refuses

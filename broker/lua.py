@@ -409,15 +409,16 @@ return 'ok'
 #       the RP's max_credentials, then the new credential hash as field/value pairs
 # -> 'ok'; else 'unknown', 'revoked', 'not_recoverable', 'wrong_key' (the old
 #    credential's recovery key changed or was used) or 'too_many_credentials' (the
-#    user has max_credentials active ones; the key is not used up). A recovery key
-#    works once: it is taken off the old credential in the same step.
+#    user has max_credentials active ones besides OLD; the key is not used up). A
+#    recovery key works once: it is taken off the old credential in the same step.
+#    OLD does not count: a recovery replaces it (broker/credential_cap.py).
 RECOVER_CREDENTIAL = """
 local c = redis.call('HMGET', KEYS[1], 'status', 'recovery_pk')
 if not c[1] then return 'unknown' end
 if c[1] ~= 'active' then return 'revoked' end
 if not c[2] then return 'not_recoverable' end
 if c[2] ~= ARGV[1] then return 'wrong_key' end
-if redis.call('HLEN', KEYS[3]) >= tonumber(ARGV[5]) then return 'too_many_credentials' end
+if redis.call('HLEN', KEYS[3]) - 1 >= tonumber(ARGV[5]) then return 'too_many_credentials' end
 local prior = redis.call('HGET', KEYS[1], 'recovery_prior') or ''
 redis.call('HDEL', KEYS[1], 'recovery_pk', 'recovery_pk_sig')
 redis.call('HSET', KEYS[1], 'recovery_used', '1', 'recovery_prior', string.sub(prior .. c[2], -256))

@@ -68,8 +68,8 @@ WRONG_CLOCK = (
 # devices at the service as it allows: its recovery key is unused too.
 TOO_MANY_DEVICES = (
     "not recovered yet, {rp_name} allows no more devices for this account: remove one you no longer"
-    " use (on its Security info page), then pushauth-agent reactivate {name} tries its recovery key"
-    " again"
+    " use on its Security info page, but not {old} (its key is what recovers this account), then"
+    " pushauth-agent reactivate {name} tries its recovery key again"
 )
 # New recovery keys and a new backup code end what an older backup can do with push
 # accounts, but a verification-code secret is the service's: only it can make a new one.
@@ -799,13 +799,18 @@ def recover_accounts(store: AccountStore, names: list[str], device_name: str) ->
             if exc.code == ErrorCode.TOO_MANY_CREDENTIALS:
                 # Refused before anything was used: the same recovery works with a place free.
                 again = f"pushauth-agent reactivate {shlex.quote(shown(name))}"
+                # Not the backup's own device: removing it revokes the key that recovers.
+                old = f'"{account.device_name}"' if account.device_name else "the device of this backup"
                 report.lines[name] = (
                     f"action required: {shown(name)}: not recovered yet: {shown(account.rp_name)} allows no"
                     " more devices for this account; its recovery key is kept here: remove a device you no"
-                    f" longer use on the service's Security info page, then run: {again}"
+                    f" longer use on the service's Security info page, but not {shown(old)} (its key is what"
+                    f" recovers this account), then run: {again}"
                 )
                 _set_reason(
-                    store, name, TOO_MANY_DEVICES.format(name=shlex.quote(name), rp_name=account.rp_name)
+                    store,
+                    name,
+                    TOO_MANY_DEVICES.format(name=shlex.quote(name), rp_name=account.rp_name, old=old),
                 )
                 continue
             then = f"pushauth-agent reactivate {shlex.quote(shown(name))} URI"

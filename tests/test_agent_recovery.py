@@ -350,31 +350,39 @@ async def test_after_the_old_device_was_removed_its_backup_is_refused(
 async def test_a_recovery_past_the_rps_device_cap_keeps_its_key_for_after_a_removal(
     client: PushAuthClient, broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
 ) -> None:
-    """A user at the RP's max_credentials: the restore's recovery is refused (409
-    too_many_credentials) before the recovery key is used, the account says what to do,
-    and once a device is removed `reactivate NAME` recovers with the same key."""
-    await store_policy(broker, rp["id"], max_credentials=2)
+    """The RP's max_credentials, here 1. The device a recovery comes from does not count
+    (the recovery replaces it, and removing it first would revoke the recovering key),
+    so a user at the cap still recovers. With as many other devices as the cap, the
+    recovery is refused (409 too_many_credentials) before its key is used; the account
+    says what to remove (not the backup's own device), and after that removal
+    `reactivate NAME` recovers with the same key."""
+    await store_policy(broker, rp["id"], max_credentials=1)
     old = tmp_path / "old"
     old_cred = await enroll_recoverable(client, old, "old phone")
-    tablet = await enroll(client, tmp_path / "tablet", name="tablet")
-    backup = tmp_path / "old.backup"
-    ok(old, "backup", "--to", str(backup))
-
+    ok(old, "backup", "--to", str(tmp_path / "old.backup"))
     new = tmp_path / "new"
-    out = restore(new, backup, "new phone")
+    assert recovered_line(restore(new, tmp_path / "old.backup", "new phone"))
+    assert sorted(c.name for c in await client.list_credentials("alice")) == ["new phone", "old phone"]
+
+    # The new phone's backup, restored on a third: the old phone is one other device.
+    ok(new, "backup", "--to", str(tmp_path / "new.backup"))
+    third = tmp_path / "third"
+    out = restore(third, tmp_path / "new.backup", "third phone")
     (line,) = [x for x in out.splitlines() if x.startswith(f"{REFUSED}: {ACCOUNT}")]
     assert f"{rp['name']} allows no more devices for this account; its recovery key is kept here" in line
+    assert 'but not "new phone" (its key is what recovers this account)' in line
     assert f"then run: pushauth-agent reactivate {ACCOUNT}" in line
     assert out.splitlines()[-1] == "1 restored, 1 need action"
-    (listed,) = json.loads(ok(new, "accounts", "--json"))
+    (listed,) = json.loads(ok(third, "accounts", "--json"))
     assert listed["status"] == "action_required"
-    assert "allows no more devices" in listed["status_reason"]
-    assert sorted(c.name for c in await client.list_credentials("alice")) == ["old phone", "tablet"]
+    assert "allows no more devices" in listed["status_reason"] and '"new phone"' in listed["status_reason"]
+    assert len(await client.list_credentials("alice")) == 2
 
-    await client.revoke_credential(tablet.id)
-    assert f"recovered: {ACCOUNT}: this device has its own new key" in ok(new, "reactivate", ACCOUNT)
-    (recovered,) = [c for c in await client.list_credentials("alice") if c.recovered_from == old_cred.id]
-    assert recovered.name == "new phone" and recovered.id == AccountStore(new).find(ACCOUNT).cid
+    await client.revoke_credential(old_cred.id)
+    assert f"recovered: {ACCOUNT}: this device has its own new key" in ok(third, "reactivate", ACCOUNT)
+    new_cid = AccountStore(new).find(ACCOUNT).cid
+    (recovered,) = [c for c in await client.list_credentials("alice") if c.recovered_from == new_cid]
+    assert recovered.name == "third phone" and recovered.id == AccountStore(third).find(ACCOUNT).cid
 
 
 async def test_passwd_with_the_broker_down_says_the_old_recovery_key_still_works(

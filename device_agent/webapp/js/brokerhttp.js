@@ -19,7 +19,7 @@ const WHY = {
   credential_revoked: "the old device was removed at the service",
   recovery_refused: "the server does not accept this recovery key",
   rate_limited: "the server is busy; try again in a minute",
-  too_many_credentials: "the service allows no more devices for this account: remove one you no longer use on its security page, then restore again",
+  too_many_credentials: "the service allows no more devices for this account: remove one you no longer use on its security page, but not the device this backup came from (its key is what recovers the account), then restore again",
 };
 
 // A request with no answer in this time fails (the WebSocket's replies have their own
