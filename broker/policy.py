@@ -205,11 +205,12 @@ def effective(stored: Mapping[str, Any]) -> RpPolicy:
 def from_hash(h: Mapping[bytes, bytes]) -> RpPolicy:
     """An RP's policy from its Redis hash. Only `rp set` writes it, validated; a hash
     that is broken anyway (written by hand) falls back to the defaults, loudly."""
-    stored = {k.decode(): v.decode() for k, v in h.items()}
     try:
+        # Decoded inside: a hash edited by hand with bytes that are not UTF-8 falls back too.
+        stored = {k.decode(): v.decode() for k, v in h.items()}
         return effective(stored).validate()
     except (ValueError, UnicodeDecodeError) as exc:
-        log.warning("the stored policy %r is invalid (%s); using the default policy", stored, exc)
+        log.warning("the stored policy %r is invalid (%s); using the default policy", dict(h), exc)
         return RpPolicy()
 
 

@@ -1286,6 +1286,10 @@ def main(argv: list[str] | None = None) -> int:
         "--slow", action="store_true", help="also the checks that wait for the broker's timers"
     )
     args = parser.parse_args(argv)
+    # A key with a space or a line break cannot go in a header (aiohttp raised ValueError,
+    # a traceback); `rp add` prints one word of printable ASCII.
+    if not (args.api_key.isascii() and args.api_key.isprintable()) or " " in args.api_key:
+        parser.error("--api-key must be one word of printable ASCII, as `pushauth-broker rp add` prints it")
     try:
         return asyncio.run(main_async(args))
     except KeyboardInterrupt:

@@ -15,7 +15,17 @@ import aiohttp
 import pytest
 import redis
 from shared_broker import broker_on_own_redis
-from support import BROKER, BrokerProcess, RedisServer, add_rp, assert_cli_error, run_cli, set_policy, until
+from support import (
+    BROKER,
+    BrokerProcess,
+    RedisServer,
+    add_rp,
+    assert_cli_error,
+    new_rp,
+    run_cli,
+    set_policy,
+    until,
+)
 from test_broker_device_ws import CTX, Device, online_device
 
 from broker import keys
@@ -183,6 +193,19 @@ def test_rp_set_and_show_through_the_cli(redis_server: RedisServer) -> None:
     assert code == 0 and "profile nist-800-63b-4" in out
     assert "max-ttl                 300\n" in out and "digits                  6  (profile default)" in out
     assert set_policy(rp["id"], "--reset", redis_url=url)["profile"] == "default"
+
+
+async def test_a_policy_broken_by_hand_in_redis_is_the_default_policy(
+    node: BrokerProcess, redis_url: str
+) -> None:
+    """Only `rp set` writes a policy, validated; one edited by hand with bytes that are not
+    UTF-8 is read as the defaults (and logged), not a 500 for every request of the RP."""
+    rp = await new_rp(node, "Hand-edited")
+    with redis.Redis.from_url(redis_url) as r:
+        r.hset(keys.rp_policy(rp["id"]), mapping={b"max_pushes": b"\xff\xfe", b"\xc3": b"1"})
+    async with PushAuthClient(node.http_url, rp["api_key"]) as client:
+        assert (await client.policy())["max_pushes"] == 20
+        assert (await client.create_enrollment("alice", "alice@example.com")).uri
 
 
 async def test_nist_profile_bounds_digits_and_ttl(node: BrokerProcess, redis_url: str) -> None:

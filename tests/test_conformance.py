@@ -102,6 +102,11 @@ def test_a_wrong_api_key_is_a_clear_error(broker: BrokerProcess) -> None:
     assert result.returncode == 2
     assert "API key" in result.stderr
     assert not lines
+    for key in ("pak_one\nline", "two words", "pak_\u00e9"):
+        result, lines = run_conformance(broker, key)
+        assert result.returncode == 2 and not lines, result.stderr
+        assert "--api-key must be one word of printable ASCII" in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_an_unreachable_broker_is_a_clear_error() -> None:
