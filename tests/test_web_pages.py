@@ -516,6 +516,60 @@ async def test_code_signs_in_once_and_is_refused_when_replayed_and_a_report_kept
     assert len(json.loads((await phone(home, "pending", "--json")).stdout)) == 1
 
 
+async def _sign_in_page_left(site: Site, home: Path) -> tuple[str, str]:
+    """Whoever knows alice's password (her device set up): the push page is loaded once,
+    then left (that browser is gone). The id of its request, pending on the phone, and
+    the page's number."""
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    status, html = await site.get("/signin/push")
+    assert status == 200 and 'data-status="pending"' in html
+    site.http.cookie_jar.clear()
+    request = await _only_pending(home)
+    (row,) = [a for a in site.db.activity(user(site.db).id) if a.challenge_id == request["id"]]
+    # Still waiting: its request is kept, for whichever page reads its result later.
+    assert (row.result, row.challenge is not None) == ("pending", True)
+    return str(request["id"]), _number(html)
+
+
+async def test_a_report_made_after_the_push_page_was_left_is_kept_here(site: Site, tmp_path: Path) -> None:
+    """The phone reports the request only after its page was left: the next sign-in (a
+    code, push being paused) reads it, keeps the report and shows what was reported
+    (before, loading the page had dropped the request kept for that, and the row stayed
+    "pending" for good)."""
+    home = tmp_path / "phone"
+    ch, _ = await _sign_in_page_left(site, home)
+    reported = await phone(home, "deny", "--fraud", "--", ch)
+    assert reported.returncode == 0, reported.stderr
+
+    assert (await site.sign_in()).headers["Location"] == "/signin/code"
+    code = json.loads((await phone(home, "code", "--json")).stdout)[0]["code"]
+    r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
+    assert r.headers["Location"] == "/security/password"
+    (row,) = [a for a in site.db.activity(user(site.db).id) if a.challenge_id == ch]
+    assert row.result == "reported"
+    _, html = await site.get("/security/password")
+    assert "What was reported" in html
+
+
+async def test_a_wrong_number_is_listed_as_such_in_the_activity(site: Site, tmp_path: Path) -> None:
+    home = tmp_path / "phone"
+    ch, number = await _sign_in_page_left(site, home)
+    typed = str((int(number) + 1) % 10 ** len(number)).zfill(len(number))
+    wrong = await phone(home, "approve", "--number", typed, "--", ch)
+    assert wrong.returncode == 0 and "number_mismatch" in wrong.stdout, wrong.stderr
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    code = json.loads((await phone(home, "code", "--json")).stdout)[0]["code"]
+    r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
+    assert r.headers["Location"] == "/account"
+    _, html = await site.get("/security/activity")
+    (row,) = [a for a in site.db.activity(user(site.db).id) if a.challenge_id == ch]
+    assert row.result == "wrong_number" and "Wrong number entered" in html
+
+
 async def test_code_with_one_step_of_clock_skew(site: Site, tmp_path: Path) -> None:
     token, totp = await _real_code_page(site, tmp_path)
     # Codes are picked by time step: keep clear of a step boundary while the request runs.

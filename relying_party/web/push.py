@@ -418,8 +418,10 @@ async def setup_ttl(client: PushAuthClient, settings: Settings) -> int | None:
 
 
 def settle(db: Database, challenge_id: str, status: Status | str, device: str | None = None) -> None:
-    """Record a push attempt's final result in the activity (once; later calls change nothing)."""
-    result = status if isinstance(status, str) else activity.result_of(status)
+    """Record a push attempt's final result in the activity (once; later calls change nothing).
+    A `Status` is mapped (a StrEnum is a str too, so it is tested first): stored raw, a
+    pending one would end the row's wait and drop the challenge that settle_pending reads."""
+    result = activity.result_of(status) if isinstance(status, Status) else status
     if result is not None:
         db.settle_activity(challenge_id, result, device)
 
