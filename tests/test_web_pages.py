@@ -723,7 +723,12 @@ async def test_the_remove_page_names_a_device_that_keeps_the_same_codes(site: Si
     assert "its verification codes will no longer work." in html and "except on" not in html
     add_device(site.db, user(site.db), cid="cred-b", name="Phone B")  # the same TOTP secret
     _, html = await site.get("/security/devices/cred-a/remove")
-    assert "will no longer work, except on Phone B: restored from its backup, it shows the same codes" in html
+    shared = "it shows the same codes (one was restored from a backup of the other) and keeps them"
+    assert f"will no longer work, except on Phone B: {shared}" in html
+    # Either way round: the restored one removed, the page does not say the other came from it.
+    _, html = await site.get("/security/devices/cred-b/remove")
+    assert f"will no longer work, except on Phone A: {shared}" in html
+    assert "restored from its backup" not in html
 
 
 async def test_removing_someone_elses_or_a_removed_device(
