@@ -158,10 +158,16 @@ def test_pause_of_the_brokers_push_block() -> None:
     assert push_pause.pause_of({"muted_until": True, "blocked": "yes"}, now) is None
 
 
-def test_paused_message_says_until_when() -> None:
-    assert "until 04 Dec 2026, 18:00 UTC" in push_pause.paused_message(1796407200000)
-    assert "until you change your password" in push_pause.paused_message(-1)
-    assert "verification code" in push_pause.paused_message(None)
+def test_paused_message_says_until_when_and_why() -> None:
+    assert "until 04 Dec 2026, 18:00 UTC" in push_pause.paused_message(1796407200000, reported_here=False)
+    assert "until you change your password" in push_pause.paused_message(-1, reported_here=False)
+    assert "verification code" in push_pause.paused_message(None, reported_here=True)
+    # A report kept here was a sign-in request; the broker's mute alone may also come from
+    # a "not me" answer to a restore on a new device (a disown), which it does not tell.
+    assert "a sign-in request was reported" in push_pause.paused_message(None, reported_here=True)
+    broker_only = push_pause.paused_message(None, reported_here=False)
+    assert "a sign-in request was reported" not in broker_only
+    assert "or to a restore of your account on a new device" in broker_only
 
 
 # -- sign-in activity ----------------------------------------------------------------------

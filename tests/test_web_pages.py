@@ -1159,6 +1159,41 @@ async def test_a_restored_phone_is_added_from_the_broker_list_and_signs_in(
     assert not [r for r in caplog.records if r.name == "relying_party.web.security_events"]
 
 
+async def test_a_not_me_to_a_restore_is_not_called_a_reported_sign_in(site: Site, tmp_path: Path) -> None:
+    """The old phone answers "not me" to a restore of its backup (a disown): the broker
+    mutes push as after a report, which this RP did not see. The pages say push is paused
+    after a "not me" without claiming a sign-in request was reported (none was)."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    await site.sign_in()
+    old_cid = await _enroll_with_agent(site, old)
+    await _finish_setup(site, old, old_cid)
+    backup = tmp_path / "phone.backup"
+    assert (await phone(old, "backup", "--to", str(backup))).returncode == 0
+    restored = await phone(new, "restore", "--from", str(backup), "--device-name", "New phone")
+    assert restored.returncode == 0 and "recovered: alice" in restored.stdout, restored.stderr
+    (question,) = json.loads((await phone(old, "pending", "--json")).stdout)
+    assert question["type"] == "recovery_notice"
+    disowned = await phone(old, "recovery", "disown", question["id"])
+    assert disowned.returncode in (0, 3) and "disowned" in disowned.stdout, disowned.stderr
+
+    _, html = await site.get("/security")
+    assert 'id="push-pause"' in html
+    shown = html_lib.unescape(html)
+    assert "reported as not made by you" not in shown and "to a restore of your account" in shown
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await site.sign_in()).headers["Location"] == "/signin/code"
+    _, html = await site.get("/signin/code")
+    shown = html_lib.unescape(html)
+    assert 'data-reason="paused"' in html and "reported as not made by you" not in shown
+    assert "to a restore of your account on a new device" in shown
+    code = json.loads((await phone(old, "code", "--json")).stdout)[0]["code"]
+    r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
+    assert r.headers["Location"] == "/security/password"
+    _, html = await site.get("/security/password")
+    shown = html_lib.unescape(html)
+    assert "reported as not made by you" not in shown and "answered \u201cnot me\u201d" in shown
+
+
 async def test_a_restored_phone_can_sign_in_before_security_info_was_seen(site: Site, tmp_path: Path) -> None:
     """An answer from a credential we do not hold yet makes the RP check the broker's
     list (the restored device is accepted with its proof) and verify again."""

@@ -212,7 +212,7 @@ class Refusal:
     until: int | None = None  # ms: the end of a pause (None: until lifted, or not a pause)
 
 
-PAUSED_HERE = Refusal("paused", push_pause.paused_message(push_pause.REPORTED.until))
+PAUSED_HERE = Refusal("paused", push_pause.paused_message(push_pause.REPORTED.until, reported_here=True))
 NO_DEVICES = Refusal(
     "no_devices", "None of your devices can receive requests right now. Use a verification code instead."
 )
@@ -231,7 +231,8 @@ async def refusal(request: web.Request, user: User, exc: PushAuthError) -> Refus
             state = None
         pause = push_pause.pause_of(state, now_ms())
         if pause is not None and pause.kind == "paused":
-            return Refusal("paused", push_pause.paused_message(pause.until), pause.until)
+            message = push_pause.paused_message(pause.until, reported_here=False)
+            return Refusal("paused", message, pause.until)
         return Refusal("blocked", push_pause.BLOCKED_MESSAGE)
     if isinstance(exc, RateLimited):
         wait = exc.retry_after or 60

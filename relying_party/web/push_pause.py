@@ -20,10 +20,20 @@ from typing import Any
 class PushPause:
     kind: str  # paused (after a report) | blocked (too many requests, or wrong numbers)
     until: int | None  # ms, the end of a pause; None: until lifted
+    # True: this RP's own record of a sign-in reported here. False: the broker's mute,
+    # which a "not me" answer to a restore of the account on a new device (a disown) sets
+    # as well, and which this RP cannot tell apart from a report.
+    reported_here: bool = False
 
 
 # The pause this RP keeps itself after a report: until the password change (no end time).
-REPORTED = PushPause("paused", None)
+REPORTED = PushPause("paused", None, reported_here=True)
+# Why push is paused, in the words of the sign-in pages and Security info.
+REPORTED_WHY = "a sign-in request was reported as not made by you"
+NOT_ME_WHY = (
+    "one of your devices answered \u201cnot me\u201d, to a sign-in request or to a restore "
+    "of your account on a new device"
+)
 
 
 def pause_of(state: dict[str, Any] | None, now: int) -> PushPause | None:
@@ -42,13 +52,15 @@ def _when(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%d %b %Y, %H:%M UTC")
 
 
-def paused_message(until: int | None) -> str:
-    """A fraud pause in words; `until` in ms (None: until lifted)."""
+def paused_message(until: int | None, *, reported_here: bool) -> str:
+    """A fraud pause in words; `until` in ms (None: until lifted); `reported_here`: this
+    RP's own record of a report (else the broker's mute, whose cause it does not know)."""
     end = f"until {_when(until)}" if until is not None and until > 0 else "until you change your password"
+    why = REPORTED_WHY if reported_here else NOT_ME_WHY
     return (
-        f"Push requests to your devices are paused {end}, because a sign-in request was reported "
-        "as not made by you. Sign in with a verification code from the app; you will then be asked "
-        "to change your password, which resumes push requests."
+        f"Push requests to your devices are paused {end}, because {why}. Sign in with a "
+        "verification code from the app; you will then be asked to change your password, which "
+        "resumes push requests."
     )
 
 
