@@ -225,6 +225,15 @@ def connect_failure(exc: BaseException | str) -> str:
     """A short reason for a failed connection, without a traceback or an errno."""
     if isinstance(exc, str):
         return exc
+    import ssl  # only once a connection failed (every command imports this module)
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"its certificate does not verify (certificate verify failed: {exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        # Not OpenSSL's "[SSL: WRONG_VERSION_NUMBER] ... (_ssl.c:1006)": most often a URL
+        # with https:// or wss:// for a server that speaks plain http:// or ws:// there.
+        why = exc.reason or "no reason given"
+        return f"the TLS handshake failed ({why}): is it serving https:// (wss://) there?"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused (is it running?)"
     if isinstance(exc, TimeoutError):

@@ -36,6 +36,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+from device_agent.backup_keys import BackupCode
 from device_agent.display import clock_time
 from device_agent.listen import Listener
 from device_agent.store import AccountStore, Registration
@@ -135,6 +136,28 @@ async def test_a_broker_whose_certificate_does_not_verify_is_left_before_anythin
         one_line_error(enroll, 3, "certificate verify failed")
     assert requests == []
     assert accounts(home) == []
+
+
+@pytest.mark.parametrize("command", ["enroll", "restore"])
+def test_https_or_wss_to_a_plain_broker_is_named_without_an_openssl_error(
+    tmp_path: Path, broker: BrokerProcess, command: str
+) -> None:
+    """A broker that serves plain http:// and ws:// (as the README's) named with https://
+    or wss://, as a person may type it: the TLS handshake fails, and the agent says so in
+    its own words, not with OpenSSL's "[SSL: WRONG_VERSION_NUMBER] ... (_ssl.c:1006)"."""
+    home = tmp_path / "agent"
+    tls_url = broker.ws_url.replace("ws://", "wss://")
+    if command == "enroll":
+        result = agent(home, "enroll", remote_link(tls_url))
+    else:
+        code = BackupCode.new().text
+        https = broker.http_url.replace("http://", "https://")
+        result = agent(
+            home, "restore", "--from", "broker", "--broker", https, PUSHAUTH_AGENT_BACKUP_CODE=code
+        )
+    one_line_error(result, 3, "the TLS handshake failed")
+    assert "[SSL:" not in result.stderr and "_ssl.c" not in result.stderr, result.stderr
+    assert "is it serving https:// (wss://) there?" in result.stderr
 
 
 def test_an_account_stored_with_a_remote_ws_url_is_never_connected(tmp_path: Path) -> None:
