@@ -946,6 +946,27 @@ async def test_setup_left_unfinished_can_be_finished_later(site: Site, tmp_path:
     assert status == 200 and "Approve the test notification" in html
 
 
+@pytest.mark.parametrize("answer", [["deny"], ["deny", "--fraud"]])
+async def test_a_test_notification_denied_or_reported_says_the_device_was_not_added(
+    site: Site, tmp_path: Path, answer: list[str]
+) -> None:
+    """The setup page speaks of the device, not of a sign-in (before: "Nothing was signed
+    in", and after a report "sign in with a verification code", to a signed-in person)."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    await _enroll_with_agent(site, home)
+    _, html = await site.get("/security/test-notification")
+    assert 'data-status="pending"' in html
+    request = await _only_pending(home)
+    assert request["setup_test"] is True
+    answered = await phone(home, *answer, "--", request["id"])
+    assert answered.returncode == 0, answered.stderr
+    _, html = await site.get("/security/test-notification")
+    shown = html_lib.unescape(html)
+    assert "so the device was not added" in shown
+    assert "Nothing was signed in" not in shown and "sign in with a verification code" not in shown
+
+
 async def test_one_sign_in_sends_a_limited_number_of_requests(site: Site, tmp_path: Path) -> None:
     await site.sign_in()
     cid = await _enroll_with_agent(site, tmp_path / "phone")

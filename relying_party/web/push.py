@@ -148,9 +148,34 @@ ENDED = StatusView(
 )
 
 
-def view_of(status: Status) -> StatusView:
-    """What the page shows for a verified status; one this demo does not know (from a
-    newer SDK or broker) is ended and not approved."""
+# A setup's test notification signs nobody in: where the sign-in words would say so, what
+# its page says instead.
+SETUP_VIEWS: dict[str, StatusView] = {
+    Status.DENIED: StatusView(
+        "denied",
+        "Denied",
+        "The test notification was denied in the app, so the device was not added. Send it again "
+        "to finish adding it, or remove the device on Security info.",
+        True,
+        "error",
+    ),
+    Status.REPORTED: StatusView(
+        "reported",
+        "Reported",
+        "The test notification was reported as not made by you, so the device was not added, and "
+        "push requests to your devices are paused. If you did not add this device, remove it on "
+        "Security info and change your password.",
+        True,
+        "error",
+    ),
+}
+
+
+def view_of(status: Status, purpose: str = SIGNIN) -> StatusView:
+    """What the page of `purpose` shows for a verified status; one this demo does not know
+    (from a newer SDK or broker) is ended and not approved."""
+    if purpose == SETUP and status in SETUP_VIEWS:
+        return SETUP_VIEWS[status]
     return STATUS_VIEWS.get(status, ENDED)
 
 
@@ -531,7 +556,7 @@ async def page(
     if view is None:
         outcome = await _result(request, _owner(request, purpose), challenge)
         if isinstance(outcome, SignInResult):
-            view = view_of(outcome.status)
+            view = view_of(outcome.status, purpose)
             settle(request.app[DB], challenge.id, outcome.status)
         else:
             view = outcome
@@ -589,7 +614,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 lambda keys: client.wait_result(challenge, keys, timeout=POLL_S),
                 lambda keys: client.get_result(challenge, keys),
             )
-            view = view_of(result.status)
+            view = view_of(result.status, purpose)
             # An approval is recorded by the POST that finishes the step, and a request we
             # ended ourselves by retire(), which knows why (replaced or cancelled).
             if result.status not in (Status.APPROVED, Status.CANCELLED, Status.SUPERSEDED):
@@ -650,7 +675,7 @@ async def complete(request: web.Request) -> web.StreamResponse:
         return await page(request, purpose, view=outcome, status=409)
     settle(request.app[DB], challenge.id, outcome.status, _device_name(request.app[DB], user, outcome))
     if not outcome.approved or outcome.answer is None:
-        return await page(request, purpose, view=view_of(outcome.status))
+        return await page(request, purpose, view=view_of(outcome.status, purpose))
     return await _finish(request, purpose, user, outcome)
 
 
