@@ -475,6 +475,9 @@ async def test_code_signs_in_once_and_is_refused_when_replayed_and_a_report_kept
     r = await site.post("/signin/code", {"csrf_token": token, "code": code})
     assert r.status == 401 and "already used" in await r.text()
     assert not await site.signed_in()
+    # The activity says so too (a right code typed again is not a typo).
+    latest = next(a.result for a in site.db.activity(user(site.db).id) if a.method == "code")
+    assert latest == "used_code"
 
     # That sign-in's request is reported on the phone as "not me"; the RP reads it (the
     # page asks the broker). Then the broker's data is restored from a copy older than the

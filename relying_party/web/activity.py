@@ -43,6 +43,8 @@ RESULTS: dict[str, ResultView] = {
     "unverified": ResultView("Answer failed verification", "error"),
     "clock_off": ResultView("Not confirmed: a clock is off", "error"),
     "wrong_code": ResultView("Wrong code", "error"),
+    # A right code typed again (one seen by whoever typed it: a shoulder, a phishing page).
+    "used_code": ResultView("Code already used", "error"),
     "wrong_password": ResultView("Wrong password", "error"),
     "pending": ResultView("Waiting for an answer", "info"),
 }

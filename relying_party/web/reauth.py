@@ -121,7 +121,8 @@ async def reauth_code(request: web.Request) -> web.StreamResponse:
         context = signin_context.build(request, request.app[SETTINGS].app_name)
         if checked.device is None:
             auth.record_failure(request, user, ip)
-            activity.record(db, user, "code", "wrong_code", context, purpose=push.REAUTH)
+            result = "used_code" if checked.replayed else "wrong_code"
+            activity.record(db, user, "code", result, context, purpose=push.REAUTH)
             if not devices:
                 return _page(request, user, status=401)  # it says there is none left
             why = "That code was already used." if checked.replayed else "That code is not right."

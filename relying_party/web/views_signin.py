@@ -154,7 +154,8 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
         checked = totp.check(db, devices, code)
         if checked.device is None:
             auth.record_failure(request, user, ip)
-            activity.record(db, user, "code", "wrong_code", _context(request))
+            result = "used_code" if checked.replayed else "wrong_code"
+            activity.record(db, user, "code", result, _context(request))
             if not devices:
                 return _code_page(request, user, status=401)  # it says there is none left
             if checked.replayed:
