@@ -364,12 +364,21 @@ class AnswerReport:
 _T = TypeVar("_T")
 
 
+MIN_PREFIX = 4  # characters of an id that pick an item by prefix
+
+
 def _pick(items: list[_T], wanted: str, ident: Callable[[_T], str], what: str) -> _T | None:
-    """The item `wanted` names exactly, or by a unique prefix (as git does)."""
+    """The item `wanted` names exactly, or by a unique prefix (as git does) of at least
+    MIN_PREFIX characters: a shorter one is refused as such, not taken for a missing id."""
     for item in items:
         if ident(item) == wanted:
             return item
-    matches = [i for i in items if len(wanted) >= 4 and ident(i).startswith(wanted)]
+    if len(wanted) < MIN_PREFIX:
+        raise UsageError(
+            f"{wanted!r} is too short to pick one of the {what} by: give at least {MIN_PREFIX} "
+            "characters of its id (as pending shows it); nothing was sent"
+        )
+    matches = [i for i in items if ident(i).startswith(wanted)]
     if len(matches) > 1:
         raise UsageError(f"{wanted!r} names several {what}: {', '.join(ident(m) for m in matches)}")
     return matches[0] if matches else None

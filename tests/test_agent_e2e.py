@@ -260,6 +260,25 @@ def test_enrolling_the_same_account_again_is_asked_then_gets_a_unique_name(
 # -- pending / approve / deny -------------------------------------------------------------
 
 
+def test_a_prefix_too_short_to_pick_a_request_is_refused_as_such(tmp_path: Path, rp_api: RP) -> None:
+    """`approve ch_`: a prefix under 4 characters picks nothing (every id starts so); it is
+    refused as too short, exit 2, nothing sent, rather than "no pending request ch_ (...
+    never existed)" with exit 1 while one is waiting (seen in a trial)."""
+    home = tmp_path / "agent"
+    enroll(home, rp_api)
+    ch = rp_api.challenge(context={"app": "Payroll"})
+    for args in (
+        ["approve", "ch_", "--number", ch["number"]],
+        ["deny", "ch"],
+        ["recovery", "confirm", "rn_"],
+    ):
+        result = agent(home, *args)
+        assert result.returncode == 2, result.stderr + result.stdout
+        assert "is too short to pick" in result.stderr and "at least 4 characters" in result.stderr
+    assert rp_api.result(ch)["status"] == "pending"
+    assert agent(home, "approve", ch["id"], "--number", ch["number"]).returncode == 0
+
+
 def test_pending_then_approve_with_the_right_number(tmp_path: Path, rp_api: RP) -> None:
     home = tmp_path / "agent"
     enroll(home, rp_api)
