@@ -451,7 +451,8 @@ def build_parser() -> Parser:
     c = command(
         "restore",
         "Restore a backup into this (new, empty) home.",
-        "Asks for the backup's passphrase, which becomes this vault's passphrase too.\n"
+        "Asks for the backup's passphrase, which becomes this vault's passphrase too (a home\n"
+        "with an empty vault already, made by listen say, keeps the vault's own passphrase).\n"
         f"From the broker it also asks for the backup code (scripts: {BACKUP_CODE_ENV}).\n"
         'Each account is listed as it comes back. "ready:" verification codes work at once.\n'
         '"recovered:" a push account the service enrolled as recoverable: this device\n'
@@ -975,6 +976,9 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
 
     device_name = device_names.check_device_name(args.device_name or device_names.default_device_name())
     target = backup_target(None, args, args.source)
+    # A vault made before (by listen, or emptied by remove) keeps the passphrase it was
+    # made with: only a new one takes the backup's (adopt_passphrase). Said at the end.
+    had_vault = store.path.exists()
     if store.entries():
         raise UsageError("this home has accounts already; restore into a new home (--home DIR)")
     code = None
@@ -996,6 +1000,11 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
         say(line)
     need = sum(line.startswith("action required") for line in lines)
     say(f"{len(lines)} restored, {need} need action")
+    if had_vault:
+        say(
+            "This home had a vault already (empty), so it keeps its own passphrase, not the "
+            "backup's: type that one from now on (pushauth-agent passwd changes it)."
+        )
     if recovered.unreachable:
         # The restore is done (do not run it again: this home has accounts now), but
         # what it was to do with the broker is not: say so by the exit status too.

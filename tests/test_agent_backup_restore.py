@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import AGENT_ENV, agent, agent_env, enroll  # noqa: F401  (agent_env: autouse)
+from e2e_helpers import AGENT_ENV, agent, agent_env, enroll, on_a_terminal  # noqa: F401  (agent_env: autouse)
 from e2e_helpers import agent_ok as ok
 from shared_broker import broker, rp  # noqa: F401  (fixtures)
 from support import BrokerProcess, assert_cli_error
@@ -175,6 +176,32 @@ def test_restore_refuses_a_home_with_accounts(tmp_path: Path) -> None:
     before = (other / "vault.pav").read_bytes()
     assert_cli_error(agent(other, "restore", "--from", str(tmp_path / "b")), contains="has accounts already")
     assert (other / "vault.pav").read_bytes() == before
+
+
+def test_a_restore_into_an_empty_vault_says_which_passphrase_opens_it(tmp_path: Path) -> None:
+    """A new device whose vault was made first (`listen`, as the demo's banner says, asks
+    for a new passphrase) and is empty: restore asks for the vault's passphrase, then the
+    backup's, and the vault keeps its own. Said so, since the help and README say the
+    backup's becomes the vault's (seen in a trial: the backup's was then refused)."""
+    home, other = tmp_path / "home", tmp_path / "other"
+    ok(home, "add", TOTP_URIS[0])
+    backup = tmp_path / "b"
+    ok(home, "backup", "--to", str(backup))
+    own = "plum orbit canyon velvet ostrich"
+    ok(other, "add", TOTP_URIS[1], **{PASSPHRASE_ENV: own})
+    ok(other, "remove", "Big: bob", "--yes", **{PASSPHRASE_ENV: own})
+    typing = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+    answers = [
+        ("Passphrase of the pushauth vault", own),
+        ("Passphrase of the backup", AGENT_ENV[PASSPHRASE_ENV]),
+    ]
+    status, said = on_a_terminal(other, ["restore", "--from", str(backup)], answers, env=typing)
+    assert status == 0 and "1 restored" in said, said
+    assert "keeps its own passphrase, not the backup's" in said, said
+    assert "ACME: alice" in ok(other, "accounts", **{PASSPHRASE_ENV: own})
+    # A new home takes the backup's, and says nothing of it.
+    fresh = ok(tmp_path / "fresh", "restore", "--from", str(backup))
+    assert "keeps its own passphrase" not in fresh
 
 
 def _variants(good: bytes) -> dict[str, tuple[bytes, str]]:
