@@ -369,16 +369,11 @@ MIN_PREFIX = 4  # characters of an id that pick an item by prefix
 
 def _pick(items: list[_T], wanted: str, ident: Callable[[_T], str], what: str) -> _T | None:
     """The item `wanted` names exactly, or by a unique prefix (as git does) of at least
-    MIN_PREFIX characters: a shorter one is refused as such, not taken for a missing id."""
+    MIN_PREFIX characters (a shorter one that names nothing: _missing)."""
     for item in items:
         if ident(item) == wanted:
             return item
-    if len(wanted) < MIN_PREFIX:
-        raise UsageError(
-            f"{wanted!r} is too short to pick one of the {what} by: give at least {MIN_PREFIX} "
-            "characters of its id (as pending shows it); nothing was sent"
-        )
-    matches = [i for i in items if ident(i).startswith(wanted)]
+    matches = [i for i in items if len(wanted) >= MIN_PREFIX and ident(i).startswith(wanted)]
     if len(matches) > 1:
         raise UsageError(f"{wanted!r} names several {what}: {', '.join(ident(m) for m in matches)}")
     return matches[0] if matches else None
@@ -397,8 +392,10 @@ def _check_id(wanted: str, what: str) -> None:
         ) from None
 
 
-def _missing(report: PendingReport, why: str, what: str, code: ErrorCode) -> Exception:
+def _missing(report: PendingReport, wanted: str, why: str, what: str, code: ErrorCode) -> Exception:
     """Nothing by that id: refused, unless a broker could not be asked (it may be there).
+    A prefix too short to pick by (`approve ch_`) is said to be so, not taken for an id
+    that does not exist (exit 1 "never existed" while the request waited, seen in a trial).
 
     `why` says it does not exist, which only every broker answering can tell; `what`
     ("sign-in request ch_...") names it for when one could not be asked: then saying it
@@ -406,6 +403,11 @@ def _missing(report: PendingReport, why: str, what: str, code: ErrorCode) -> Exc
     make, when the broker is simply down.
     """
     if not report.failures:
+        if len(wanted) < MIN_PREFIX:
+            return UsageError(
+                f"{wanted!r} is too short to pick one by: give at least {MIN_PREFIX} characters of "
+                "its id (as pending shows it); nothing was sent"
+            )
         return Refused(why, code=code)
     unreachable = "; ".join(report.failures)
     if len(report.unreachable) >= report.asked:
@@ -441,7 +443,7 @@ async def answer(
                 f"no pending sign-in request {wanted} (it was answered, cancelled, replaced by a newer "
                 "one, or has expired, or never existed)"
             )
-            raise _missing(report, why, f"sign-in request {wanted}", ErrorCode.UNKNOWN_CHALLENGE)
+            raise _missing(report, wanted, why, f"sign-in request {wanted}", ErrorCode.UNKNOWN_CHALLENGE)
         ch = req.challenge
         if decision is Decision.APPROVE and not ch.number_matching and number is not None:
             raise UsageError(
@@ -484,7 +486,7 @@ async def answer_notice(store: AccountStore, wanted: str, decision: NoticeDecisi
         question = _pick(report.recoveries, wanted, lambda q: q.notice.notice, "recovery questions")
         if question is None:
             why = f"no open recovery question {wanted} (it was answered, withdrawn, or never existed)"
-            raise _missing(report, why, f"recovery question {wanted}", ErrorCode.UNKNOWN_NOTICE)
+            raise _missing(report, wanted, why, f"recovery question {wanted}", ErrorCode.UNKNOWN_NOTICE)
         seed = store.seed(question.notice.cid)
         result = await question.conn.answer_notice(question.notice, seed=seed, decision=decision)
         return NoticeReport(question, result.outcome, report.notices)
