@@ -425,6 +425,8 @@ async def answer(
     (a deny or report, or the approval of a request without number matching, checked
     once the request is found); any number given must look like one an RP shows."""
     _check_id(wanted, "request")
+    if number is not None:
+        number = numbers.as_typed(number)  # as shown on the page: "856 825" is 856825
     if decision is Decision.APPROVE and number is not None and not NUMBER_RE.match(number):
         raise UsageError(
             f"the number must be the {numbers.MIN_DIGITS} to {numbers.MAX_DIGITS} digits "

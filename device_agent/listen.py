@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from protocol import numbers
 from protocol.frames import (
     AnswerResult,
     Cancel,
@@ -752,8 +753,12 @@ class Listener:
                 if text:
                     self.say("That is not a, n or r.")
                 self._prompt(req.challenge)
-        elif text.isdigit() and text.isascii() and len(text) == req.challenge.digits:
-            await self._answer(req, Decision.APPROVE, text)
+        elif (
+            (typed := numbers.as_typed(text)).isdigit()
+            and typed.isascii()
+            and len(typed) == req.challenge.digits
+        ):
+            await self._answer(req, Decision.APPROVE, typed)  # "85 68", or full-width digits, as 8568
         else:
             if text:
                 self.say(f"That is not a {req.challenge.digits}-digit number, n or r.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import unicodedata
 
 DEFAULT_DIGITS = 2  # as Microsoft Authenticator
 MIN_DIGITS = 2
@@ -21,6 +22,17 @@ def generate(digits: int = DEFAULT_DIGITS) -> str:
         raise ValueError(f"digits must be {MIN_DIGITS}..{MAX_DIGITS}")
     low = 10 ** (digits - 1)
     return str(low + secrets.randbelow(9 * low))
+
+
+def as_typed(typed: str) -> str:
+    """A number or code as a person types or pastes it, as the digits it means: without
+    spaces (pages and authenticators group digits, "856 825"; a paste may bring a no-break
+    or thin space), and each decimal digit of any script (Arabic-Indic, full-width, ...)
+    as its ASCII digit, since a keyboard in another script types its own. What a device
+    signs, and what an RP compares, is the ASCII digits."""
+    return "".join(
+        str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in "".join(typed.split())
+    )
 
 
 def matches(expected: str, typed: str) -> bool:

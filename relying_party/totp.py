@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-import unicodedata
 from dataclasses import dataclass
 
 import pyotp
 
+from protocol import numbers
 from protocol.uri import ALGORITHMS, TotpParams
 
 SECRET_LENGTH = 32  # base32 characters: 160 bits, the RFC 4226 recommended size for SHA-1
@@ -47,14 +47,9 @@ def code_at(params: TotpParams, step: int) -> str:
     return pyotp.HOTP(params.secret, digits=params.digits, digest=_DIGESTS[params.algorithm]).at(step)
 
 
-def normalize_code(typed: str) -> str:
-    """A code as a person types or pastes it, as the digits it means: without spaces
-    (authenticators group the digits, the web authenticator shows "123 456"; a paste may
-    bring a no-break or thin space), and each decimal digit of any script (Arabic-Indic,
-    full-width, ...) as its ASCII digit, since a keyboard in another script types its own."""
-    return "".join(
-        str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in "".join(typed.split())
-    )
+# A code as a person types or pastes it, as the digits it means (one rule with the
+# device's typed number: protocol.numbers).
+normalize_code = numbers.as_typed
 
 
 def matching_steps(params: TotpParams, code: str, *, now: float | None = None) -> list[int]:

@@ -302,7 +302,8 @@ def test_pending_then_approve_with_the_right_number(tmp_path: Path, rp_api: RP) 
     assert 0 < listed["seconds_left"] <= 60
     assert "number" not in listed  # the device never learns it
 
-    result = agent(home, "approve", ch["id"][:8], "--number", ch["number"])  # a unique prefix will do
+    # A unique prefix will do; the number as the page groups it too ("1234 5678").
+    result = agent(home, "approve", ch["id"][:8], "--number", f"{ch['number'][:4]} {ch['number'][4:]}")
     assert result.returncode == 0, result.stderr
     assert f"Request {ch['id']}: approved" in result.stdout
     final = rp_api.result(ch)
@@ -502,7 +503,8 @@ def test_listen_asks_one_request_after_another_and_answers(
     agent_proc.type("7")  # too short: asked again, nothing sent
     agent_proc.wait_for("not a 2-digit number")
     assert rp_api.result(first)["status"] == "pending"
-    agent_proc.type(first["number"])
+    # Typed as a page may group it, with a space (it signs the digits: approved below).
+    agent_proc.type(f"{first['number'][0]} {first['number'][1]}")
     agent_proc.wait_for(f"Sign-in request {second['id']}")
     agent_proc.type("n")
     wait_until(lambda: rp_api.result(second)["status"] == "denied", message="the deny to be recorded")

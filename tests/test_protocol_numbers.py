@@ -79,3 +79,18 @@ def test_matches_compares_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(numbers.hmac, "compare_digest", spy)
     assert numbers.matches("42", "4\u00e9") is False
     assert calls == [(b"42", "4\u00e9".encode())]
+
+
+@pytest.mark.parametrize(
+    ("typed", "digits"),
+    [
+        ("856 825", "856825"),  # grouped as a page shows it
+        ("85\u00a068", "8568"),  # a no-break space, from a paste
+        ("\u0668\u0665\u0666\u0668", "8568"),  # Arabic-Indic digits
+        ("\uff18\uff15", "85"),  # full-width digits
+        (" 47\n", "47"),
+        ("4x7", "4x7"),  # not a digit: left for the caller to refuse
+    ],
+)
+def test_a_typed_number_is_the_digits_it_means(typed: str, digits: str) -> None:
+    assert numbers.as_typed(typed) == digits
