@@ -890,6 +890,21 @@ async def _finish_setup(site: Site, home: Path, cid: str) -> None:
     assert site.db.device(user(site.db).id, cid).confirmed  # type: ignore[union-attr]
 
 
+async def _signed_in_with_a_backed_up_phone(site: Site, home: Path) -> tuple[str, Path]:
+    """Sign in, set up the phone at `home` (its test notification approved) and back it up
+    to a file beside it: its credential id and the backup file."""
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    backup = home.parent / "phone.backup"
+    assert (await phone(home, "backup", "--to", str(backup))).returncode == 0
+    return cid, backup
+
+
+async def _restore_as_new_phone(home: Path, backup: Path) -> Any:
+    return await phone(home, "restore", "--from", str(backup), "--device-name", "New phone")
+
+
 async def _only_pending(home: Path) -> dict[str, Any]:
     (request,) = json.loads((await phone(home, "pending", "--json")).stdout)
     return request
@@ -1141,12 +1156,8 @@ async def test_a_restored_phone_is_added_from_the_broker_list_and_signs_in(
     (no new QR code); Security info accepts the new device only because our stored
     recovery key signed that recovery, and that key is then spent."""
     old, new = tmp_path / "old", tmp_path / "new"
-    await site.sign_in()
-    old_cid = await _enroll_with_agent(site, old)
-    await _finish_setup(site, old, old_cid)
-    backup = tmp_path / "phone.backup"
-    assert (await phone(old, "backup", "--to", str(backup))).returncode == 0
-    restored = await phone(new, "restore", "--from", str(backup), "--device-name", "New phone")
+    old_cid, backup = await _signed_in_with_a_backed_up_phone(site, old)
+    restored = await _restore_as_new_phone(new, backup)
     assert restored.returncode == 0 and "recovered: alice" in restored.stdout, restored.stderr
 
     status, html = await site.get("/security")
@@ -1188,12 +1199,8 @@ async def test_a_not_me_to_a_restore_is_not_called_a_reported_sign_in(site: Site
     mutes push as after a report, which this RP did not see. The pages say push is paused
     after a "not me" without claiming a sign-in request was reported (none was)."""
     old, new = tmp_path / "old", tmp_path / "new"
-    await site.sign_in()
-    old_cid = await _enroll_with_agent(site, old)
-    await _finish_setup(site, old, old_cid)
-    backup = tmp_path / "phone.backup"
-    assert (await phone(old, "backup", "--to", str(backup))).returncode == 0
-    restored = await phone(new, "restore", "--from", str(backup), "--device-name", "New phone")
+    _old_cid, backup = await _signed_in_with_a_backed_up_phone(site, old)
+    restored = await _restore_as_new_phone(new, backup)
     assert restored.returncode == 0 and "recovered: alice" in restored.stdout, restored.stderr
     (question,) = json.loads((await phone(old, "pending", "--json")).stdout)
     assert question["type"] == "recovery_notice"
@@ -1222,13 +1229,9 @@ async def test_a_restored_phone_can_sign_in_before_security_info_was_seen(site: 
     """An answer from a credential we do not hold yet makes the RP check the broker's
     list (the restored device is accepted with its proof) and verify again."""
     old, new = tmp_path / "old", tmp_path / "new"
-    await site.sign_in()
-    old_cid = await _enroll_with_agent(site, old)
-    await _finish_setup(site, old, old_cid)
-    backup = tmp_path / "phone.backup"
-    assert (await phone(old, "backup", "--to", str(backup))).returncode == 0
+    _old_cid, backup = await _signed_in_with_a_backed_up_phone(site, old)
     await site.post("/signout", {"csrf_token": await site.token("/security")})
-    assert (await phone(new, "restore", "--from", str(backup), "--device-name", "New phone")).returncode == 0
+    assert (await _restore_as_new_phone(new, backup)).returncode == 0
 
     await _push_sign_in(site, new)
     assert [d.name for d in site.db.devices(user(site.db).id)] == ["Agent", "New phone"]
