@@ -384,7 +384,7 @@ def test_a_failed_first_command_leaves_nothing_in_a_new_home(
     assert list(home.iterdir()) == []
 
 
-@pytest.mark.parametrize("number", ["abc", "", "123456789", "12 34", "-1"])
+@pytest.mark.parametrize("number", ["abc", "", "123456789", "12-34", "12345 6789", "-1"])
 def test_approve_with_a_malformed_number_sends_nothing(tmp_path: Path, number: str) -> None:
     store_with_account(tmp_path / "home", dead_broker())
     result = agent(tmp_path / "home", "approve", "abcd", "--number", number)
