@@ -35,6 +35,7 @@ from protocol.frames import (
     Frame,
     Hello,
     Ping,
+    RecoveryNotice,
     Revoke,
     Revoked,
     Sender,
@@ -795,6 +796,8 @@ def test_fuzz_random_msgpack_values(value: Any) -> None:
     st.dictionaries(st.one_of(frame_field_names, st.sampled_from(["v", "t"])), msgpack_values, max_size=3),
     st.lists(frame_field_names, max_size=2),
 )
+# Found by this test in a whole run: a field added within the version, sent as nil.
+@example(SAMPLES[RecoveryNotice], {"recovery_ts": None}, [])
 def test_fuzz_frames_with_fields_replaced(frame: Frame, changes: dict[str, Any], removed: list[str]) -> None:
     body = wire(frame)
     body.update(changes)
@@ -803,9 +806,13 @@ def test_fuzz_frames_with_fields_replaced(frame: Frame, changes: dict[str, Any],
     decoded = decode_or_refuse(pack(body))
     if decoded is not None:
         # Whatever was accepted is exactly what was sent (no silent conversion), but
-        # for keys the frame type does not define, which are ignored.
+        # for keys the frame type does not define, which are ignored, and a field added
+        # within the version sent as nil, which reads as missing and is left out when
+        # sent again (docs/protocol.md section 3.2).
         known = {*decoded.SCHEMA, "v", "t"}
-        assert wire(decoded) == {k: v for k, v in body.items() if k in known}
+        added = {name for name, check in decoded.SCHEMA.items() if isinstance(check, f.Added)}
+        sent = {k: v for k, v in body.items() if k in known and not (k in added and v is None)}
+        assert wire(decoded) == sent
 
 
 @settings(max_examples=1000, deadline=None)
