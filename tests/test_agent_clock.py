@@ -8,6 +8,7 @@ broker_clock.py says what the broker's clock may and may not be used for.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from e2e_helpers import agent, agent_env, agent_ok  # noqa: F401  (agent_env: autouse)
@@ -53,7 +54,9 @@ async def test_codes_follow_the_brokers_clock_while_this_clock_is_minutes_off(
     assert agent(home, "pending", **behind).returncode == 0  # connects: measures the broker's clock
     ok, err = accepted(totp, home, **behind)
     assert ok, err
-    assert "this device's clock is 3 min 0 s behind the broker's" in err or "2 min 59 s behind" in err
+    # Measured to within half a round trip, rounded to the second (a loaded host's round
+    # trip can take more than one).
+    assert re.search(r"this device's clock is (2 min 59|3 min [01]) s behind the broker's", err), err
     assert "set this device's clock right" in err and "shown on the broker's clock" in err
     # The user set the clock right: codes by this clock, no warning from the old measurement.
     ok, err = accepted(totp, home)
