@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from protocol.errors import ErrorCode, ProtocolError
 
-from .problems import ApiError
+from .api_error import ApiError
 
 CODE = ErrorCode.TOO_MANY_CREDENTIALS.value
 

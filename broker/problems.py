@@ -12,6 +12,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from redis.exceptions import RedisError
 
 from . import metrics, redis_refusals
+from .api_error import ApiError
 from .jsonio import json_response
 
 log = logging.getLogger(__name__)
@@ -30,24 +31,6 @@ _CODES_BY_STATUS = {
     431: "header_too_large",
     503: "unavailable",
 }
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        headers: dict[str, str] | None = None,
-        *,
-        extra: dict[str, object] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers
-        self.extra = extra  # RFC 9457 extension members of its problem document
 
 
 PROBLEM_JSON = "application/problem+json"
