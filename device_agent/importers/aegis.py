@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import unicodedata
 from typing import Any
 
@@ -29,7 +28,7 @@ import nacl.bindings
 import nacl.exceptions
 
 from ..accounts_model import OtpAccount
-from .entries import KINDS, account, gcm_open, label_of, text
+from .entries import KINDS, account, gcm_open, json_of, label_of, text
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
 PASSWORD_SLOT = 1
@@ -50,10 +49,9 @@ def looks_like_aegis(doc: Any) -> bool:
 
 
 def _load(data: bytes) -> dict[str, Any]:
-    try:
-        doc = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise _malformed("not JSON") from None
+    doc = json_of(data)
+    if doc is None:
+        raise _malformed("not JSON")
     if not looks_like_aegis(doc):
         raise _malformed("no version / header / db")
     if doc["version"] != 1:
@@ -135,10 +133,10 @@ def _decrypt_db(doc: dict[str, Any], password: str | None) -> Any:
     plain = _gcm_open(master, header.get("params"), ciphertext, "the db")
     if plain is None:
         raise _malformed("the encrypted db fails authentication (damaged or altered)")
-    try:
-        return json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise _malformed("the decrypted db is not JSON") from None
+    doc = json_of(plain)
+    if doc is None:
+        raise _malformed("the decrypted db is not JSON")
+    return doc
 
 
 def _entry(entry: Any, position: int) -> OtpAccount | Refused:

@@ -14,10 +14,9 @@ tried as one once a password is given.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
-from .entries import TAG_BYTES, account, collect, gcm_open, malformed, text
+from .entries import TAG_BYTES, account, collect, gcm_open, json_of, malformed, text
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
 APP = "andOTP"
@@ -52,10 +51,10 @@ def decrypt(data: bytes, password: str | None) -> Any:
             ImportErrorCode.WRONG_PASSWORD,
             "wrong password for this andOTP backup (or it is no andOTP backup at all)",
         )
-    try:
-        return json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise malformed(APP, "the decrypted backup is not JSON") from None
+    doc = json_of(plain)
+    if doc is None:
+        raise malformed(APP, "the decrypted backup is not JSON")
+    return doc
 
 
 def _entry(entry: Any, number: int) -> Any:

@@ -94,7 +94,7 @@ def collect(results: Iterable[OtpAccount | Refused]) -> Parsed:
 
 
 def json_of(data: bytes | str) -> Any:
-    """The JSON document, or None if it is none."""
+    """The JSON document, or None if it is none (or is JSON's null, which no export is)."""
     try:
         return json.loads(data.decode("utf-8-sig") if isinstance(data, bytes) else data)
     # RecursionError: arrays or objects nested past the parser's recursion limit (a few

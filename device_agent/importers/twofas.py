@@ -17,10 +17,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 from typing import Any
 
-from .entries import account, collect, gcm_open, malformed, text
+from .entries import account, collect, gcm_open, json_of, malformed, text
 from .report import ImportErrorCode, ImportSourceError, Parsed, Refused
 
 APP = "2FAS"
@@ -49,10 +48,10 @@ def _decrypted(sealed: Any, password: str | None) -> Any:
     plain = gcm_open(APP, key, iv, data)
     if plain is None:
         raise ImportSourceError(ImportErrorCode.WRONG_PASSWORD, "wrong password for this 2FAS backup")
-    try:
-        return json.loads(plain.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise malformed(APP, "the decrypted services are not JSON") from None
+    doc = json_of(plain)
+    if doc is None:
+        raise malformed(APP, "the decrypted services are not JSON")
+    return doc
 
 
 def _position(service: Any) -> float:
