@@ -335,6 +335,7 @@ def test_an_answer_refused_because_a_clock_is_off_says_so(new_stack: Any, tmp_pa
     assert len(refusals) >= 2, log  # the test notification's and the sign-in's
     for line in refusals:
         assert " WARNING relying_party.web.credentials: " in line, line
-        assert "this server's clock is 5 min 0 s ahead of the broker's" in line or "4 min 59 s" in line, line
+        # At least the offset (relying_party/clocks.py): 5 min less the request's time.
+        assert re.search(r"this server's clock is (5 min 0|4 min 5\d) s ahead of the broker's", line), line
         assert "set this server's clock right (NTP)" in line, line
     assert "SECURITY EVENT" not in log, log
