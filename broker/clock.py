@@ -33,6 +33,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from protocol import durations
+
 log = logging.getLogger("pushauth.broker.clock")
 
 REFRESH_S = 10.0  # how often Redis's clock is read again (drift and steps of Redis's own)
@@ -91,17 +93,8 @@ def host_offset_ms() -> int:
 
 def describe(off_ms: int) -> str:
     """'1 min 30 s ahead of' / '4.0 s behind': how a clock `off_ms` ahead of another stands
-    to it. Rounded, not cut: an offset is measured to within half a round trip either side,
-    and 89.99 s is 1 min 30 s (cut, it read "1 min 29 s" whenever the reading fell short
-    of the true 90 s by a millisecond, as a loaded host's readings do)."""
-    s = round(abs(off_ms) / 1000)
-    if s >= 3600:
-        size = f"{s // 3600} h {s % 3600 // 60} min"
-    elif s >= 60:
-        size = f"{s // 60} min {s % 60} s"
-    else:
-        size = f"{abs(off_ms) / 1000:.1f} s"
-    return f"{size} {'ahead of' if off_ms > 0 else 'behind'}"
+    to it (protocol/durations.py words the size)."""
+    return f"{durations.clock_offset(off_ms)} {'ahead of' if off_ms > 0 else 'behind'}"
 
 
 def next_offset(old: int | None, read: int) -> int:

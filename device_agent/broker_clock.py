@@ -33,6 +33,8 @@ import json
 import time
 from pathlib import Path
 
+from protocol import durations
+
 from .files import atomic_write
 
 CLOCKS_FILE = "broker-clocks.json"
@@ -61,23 +63,9 @@ def _setting_ms() -> float | None:
 
 def describe(offset_ms: int) -> str:
     """'3 min 5 s behind' / '20 s ahead of': how this device's clock stands to a clock
-    `offset_ms` ahead of it (positive: this device is behind). Rounded to the unit shown,
-    not cut: an offset is measured to within half a round trip, and a clock a day ahead
-    measured 86,399.6 s read "23 h 59 min" (as broker/clock.py's describe once did)."""
-    ms = abs(offset_ms)
-    s, minutes = (ms + 500) // 1000, (ms + 30_000) // 60_000
-    if minutes >= 24 * 60:
-        hours = (ms + 1_800_000) // 3_600_000
-        size = f"{hours // 24} d {hours % 24} h"
-    elif minutes >= 60:
-        size = f"{minutes // 60} h {minutes % 60} min"
-    elif s >= 600:  # seconds no longer matter, and a Date header measures none
-        size = f"{minutes} min"
-    elif s >= 60:
-        size = f"{s // 60} min {s % 60} s"
-    else:
-        size = f"{s} s"
-    return f"{size} {'behind' if offset_ms > 0 else 'ahead of'}"
+    `offset_ms` ahead of it (positive: this device is behind; protocol/durations.py words
+    the size)."""
+    return f"{durations.clock_offset(offset_ms)} {'behind' if offset_ms > 0 else 'ahead of'}"
 
 
 def wrong_clock(offset_ms: int, broker: str) -> str:

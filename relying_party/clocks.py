@@ -17,22 +17,14 @@ from __future__ import annotations
 
 import logging
 
+from protocol import durations
+
 log = logging.getLogger("pushauth.sdk")
 
 # The broker clock counted apart from this one by more than this is logged: NTP keeps
 # servers within milliseconds, so seconds already mean a broken clock, well before
 # answers are refused (at MAX_CLOCK_SKEW_MS).
 WARN_MS = 10_000
-
-
-def describe(off_ms: int) -> str:
-    """'5 min 0 s' / '12 s' / '2 h 5 min': the size of an offset."""
-    s = abs(off_ms) // 1000
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    if s >= 60:
-        return f"{s // 60} min {s % 60} s"
-    return f"{s} s"
 
 
 def broker_offset_ms(issued: int, broker_created: int, received: int) -> int:
@@ -71,8 +63,9 @@ class ClockWatch:
         way = "behind" if off > 0 else "ahead of"
         limit = f"{self.max_skew_ms // 1000} s"
         effect = "push sign-ins fail" if abs(off) > self.max_skew_ms else "push sign-ins fail if it grows"
+        size = durations.clock_offset(off)
         return (
-            f"this server's clock is {describe(off)} {way} the broker's at {self.broker_url}: push answers"
+            f"this server's clock is {size} {way} the broker's at {self.broker_url}: push answers"
             f" are signed on the broker's clock and refused as stale (stale_answer) when more than {limit}"
             f" outside a challenge's lifetime by this one, so {effect}: set this server's clock right (NTP)"
         )

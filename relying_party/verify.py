@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from protocol import signing
+from protocol import durations, signing
 from protocol.challenge import (
     ENDED_WITHOUT_ANSWER,
     Status,
@@ -35,7 +35,7 @@ from protocol.codec import validate
 from protocol.errors import ProtocolError
 from protocol.frames import Answer, Decision
 
-from . import clocks, wire
+from . import wire
 from .errors import BadBrokerResponse, VerificationFailed, VerificationReason
 from .models import (
     Challenge,
@@ -225,9 +225,9 @@ def _stale(ts: int, challenge: Challenge) -> str:
     """Why an answer signed at `ts` (the broker's clock) is refused, in words an operator
     can act on: a replay, or (when every answer is refused so) clocks apart."""
     if ts < challenge.created_at:
-        where = f"{clocks.describe(challenge.created_at - ts)} before the challenge was created"
+        where = f"{durations.clock_offset(challenge.created_at - ts)} before the challenge was created"
     else:
-        where = f"{clocks.describe(ts - challenge.expires_at)} after it expired"
+        where = f"{durations.clock_offset(ts - challenge.expires_at)} after it expired"
     return (
         f"signed {where}, by this server's clock (at {ts}; its lifetime {challenge.created_at}.."
         f"{challenge.expires_at}, +/- {MAX_CLOCK_SKEW_MS // 1000} s): an old answer sent again, or, if"

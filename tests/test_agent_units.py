@@ -152,20 +152,13 @@ def test_seconds_left_rounds_up_and_stops_at_zero() -> None:
     assert seconds_left(10_000, 20_000) == 0
 
 
-def test_a_clock_offset_is_told_rounded_to_the_unit_shown() -> None:
-    """A clock a day ahead is measured to within half a round trip: 86,399.6 s read
-    "23 h 59 min" (cut, not rounded), which failed a CI run of test_agent_clock."""
+def test_a_clock_offset_is_told_with_the_clock_that_is_off() -> None:
+    """Positive: the broker's clock is ahead, so this device is behind (the size's words
+    are protocol/durations.py's, tested in test_protocol_durations.py)."""
     from device_agent.broker_clock import describe
 
     assert describe(-86_399_600) == "1 d 0 h ahead of"
-    assert describe(86_400_400) == "1 d 0 h behind"
-    assert describe(-(23 * 3600 + 40 * 60) * 1000) == "23 h 40 min ahead of"
-    assert describe(3_599_700) == "1 h 0 min behind"
-    assert describe(1_199_800) == "20 min behind"
     assert describe(179_600) == "3 min 0 s behind"
-    assert describe(-59_700) == "1 min 0 s ahead of"
-    assert describe(19_600) == "20 s behind"
-    assert describe(2 * 86_400_000 + 5 * 3_600_000) == "2 d 5 h behind"
 
 
 def test_a_rotation_the_broker_takes_only_far_ahead_names_the_wrong_clock() -> None:
