@@ -246,6 +246,8 @@ def enrollment_json(enr: Enrollment, cred: Credential | None, now: int) -> dict[
         "status": enr.status_at(now),
         "expires_at": enr.expires,
         "credential": credential_json(cred) if cred else None,
+        # API 1.11: the latest refusal of a device at the user's device cap (still pending).
+        "refused": enr.refused.to_json() if enr.refused else None,
     }
 
 

@@ -13,7 +13,10 @@ devices enrolling at once on two nodes cannot both pass a count of one below the
   nothing stored (the RP can tell the person before showing a QR code that would fail).
 - A device's `enroll` that would go over the cap (enrollments made while there was
   room, completed after others): `error` `too_many_credentials`, and the token is not
-  used up, so the same QR code works once a device is removed, while it is valid.
+  used up, so the same QR code works once a device is removed, while it is valid. The
+  enrollment stays pending, and the same script writes the refusal on it (`refused`:
+  code, time, cap; RP API 1.11) and publishes an event that answers the RP's long-poll
+  on it on any node: the RP tells the person now, not at the link's expiry.
 - A recovery (`POST /v1/recoveries`) over the cap: `409 too_many_credentials`, and
   the recovery key is not used up either. The old credential it recovers from does not
   count: a recovery replaces a lost device, whose credential stays valid until someone

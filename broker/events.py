@@ -69,6 +69,16 @@ class EnrollmentCancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class EnrollmentRefused:
+    """A device's `enroll` was refused at the user's device cap (broker/credential_cap.py):
+    the enrollment stays pending, with its `refused` member set; its long-polls answer now
+    (RP API 1.11), so the RP can tell the person instead of showing the QR code in silence."""
+
+    enrollment_id: str
+    rp: str
+
+
+@dataclass(frozen=True, slots=True)
 class CredentialRevoked:
     cid: str
     rp: str
@@ -99,6 +109,7 @@ Event = (
     | CredentialConfirmed
     | EnrollmentCompleted
     | EnrollmentCancelled
+    | EnrollmentRefused
     | CredentialRevoked
     | NoticeCreated
     | NoticeAnswered
@@ -120,6 +131,8 @@ def encode(node: str, event: Event) -> bytes:
             body = ["n", eid, rp, cid]
         case EnrollmentCancelled(eid, rp):
             body = ["w", eid, rp]
+        case EnrollmentRefused(eid, rp):
+            body = ["f", eid, rp]
         case CredentialRevoked(cid, rp, user, reason):
             body = ["r", cid, rp, user, reason]
         case NoticeCreated(notice):
@@ -211,6 +224,8 @@ def decode(data: bytes) -> tuple[str, Event]:
         event = EnrollmentCompleted(*_fields("enrolled", rest, (_STR, _STR, _STR)))
     elif kind == "w":
         event = EnrollmentCancelled(*_fields("enrollment cancelled", rest, (_STR, _STR)))
+    elif kind == "f":
+        event = EnrollmentRefused(*_fields("enrollment refused", rest, (_STR, _STR)))
     elif kind == "r":
         event = CredentialRevoked(*_fields("revoked", rest, (_STR, _STR, _STR, _STR)))
     elif kind == "q":

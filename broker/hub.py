@@ -32,6 +32,7 @@ from .events import (
     CredentialRevoked,
     EnrollmentCancelled,
     EnrollmentCompleted,
+    EnrollmentRefused,
     Event,
     NoticeAnswered,
     NoticeCreated,
@@ -42,6 +43,8 @@ from .tasks import spawn
 
 log = logging.getLogger(__name__)
 UserKey = tuple[str, str]  # (rp id, user)
+# What answers an RP's long-poll on an enrollment (each leaves it to read the state again).
+EnrollmentEvent = EnrollmentCompleted | EnrollmentCancelled | EnrollmentRefused
 # What a device is told when a prompt it holds ends without its own answer.
 _CANCEL_REASONS = {
     Status.EXPIRED: CancelReason.EXPIRED,
@@ -75,9 +78,7 @@ class Hub:
         # Every open device socket, authenticated or not: a stopping node tells them all.
         self.sockets: set[Device] = set()
         self.result_waiters: dict[str, set[asyncio.Future[ChallengeEnded]]] = defaultdict(set)
-        self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentCompleted | EnrollmentCancelled]]] = (
-            defaultdict(set)
-        )
+        self.enrollment_waiters: dict[str, set[asyncio.Future[EnrollmentEvent]]] = defaultdict(set)
         self.expiry_timers: dict[str, asyncio.TimerHandle] = {}
         # Challenges created on this node that have not ended: the RP's long-poll
         # (usually on this node too) reads them here instead of from Redis.
@@ -144,10 +145,8 @@ class Hub:
         self.result_waiters[ch].add(fut)
         return fut
 
-    def wait_enrollment(self, eid: str) -> asyncio.Future[EnrollmentCompleted | EnrollmentCancelled]:
-        fut: asyncio.Future[EnrollmentCompleted | EnrollmentCancelled] = (
-            asyncio.get_running_loop().create_future()
-        )
+    def wait_enrollment(self, eid: str) -> asyncio.Future[EnrollmentEvent]:
+        fut: asyncio.Future[EnrollmentEvent] = asyncio.get_running_loop().create_future()
         self.enrollment_waiters[eid].add(fut)
         return fut
 
@@ -221,7 +220,7 @@ class Hub:
                     cred = device.credentials.get(cid)
                     if cred is not None:
                         device.credentials[cid] = replace(cred, confirmed=True)
-            case EnrollmentCompleted(eid, _, _) | EnrollmentCancelled(eid, _):
+            case EnrollmentCompleted(eid, _, _) | EnrollmentCancelled(eid, _) | EnrollmentRefused(eid, _):
                 for fut in self.enrollment_waiters.pop(eid, ()):
                     if not fut.done():
                         fut.set_result(event)

@@ -25,8 +25,9 @@ too. The slot comes from the hash tag, the part of a key between braces:
     pa:{rq.RP}:enrb            hash  the RP's enrollment-rate bucket: tokens, at (ms)
                                      (TTL: a minute, the time it takes to fill)
     pa:{T}:enr:{id}            hash  enrollment: rp, user, account, recoverable, status,
-                                     expires, cid and pk once completed (TTL: expiry +
-                                     retention)
+                                     expires, cid and pk once completed, refused,
+                                     refused_at, refused_max after a device was refused
+                                     at the device cap (TTL: expiry + retention)
     pa:{T}:tok:{sha256(token)} str   enrollment token -> enrollment id (TTL: expiry; kept
                                      after completion, so a retried enroll finds it)
     pa:{T}:cred:{cid}          hash  credential: rp, user, account, name, pk, created,

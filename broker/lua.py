@@ -265,11 +265,13 @@ return 1
 # KEYS: token key, enrollment hash, credential hash, user-credentials hash, the
 #       user's unconfirmed-credentials set
 # ARGV: enrollment id, now ms, cid, account, channel, event, the RP's max_credentials,
-#       then the credential hash as field/value pairs (with unconfirmed=1: it gets
-#       only challenges aimed at it until the RP confirms it)
+#       the refusal's event, then the credential hash as field/value pairs (with
+#       unconfirmed=1: it gets only challenges aimed at it until the RP confirms it)
 # -> 'ok', or 'bad_token' (unknown, used, expired, bound to another enrollment), or
-#    'too_many_credentials' (the user has max_credentials active ones: nothing written,
-#    the token still works; broker/credential_cap.py).
+#    'too_many_credentials' (the user has max_credentials active ones: no credential,
+#    the token still works and the enrollment stays pending; the refusal is written on
+#    it, the latest one, and its event wakes the RP's long-polls on any node: RP API
+#    1.11, broker/credential_cap.py).
 # Whether the RP still exists is asked after (Store.complete_enrollment): the RP's
 # hash is in another slot.
 # The token works once: the enrollment leaves 'pending' here. Its key stays until the
@@ -279,9 +281,14 @@ COMPLETE_ENROLLMENT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'bad_token' end
 local st = redis.call('HMGET', KEYS[2], 'status', 'expires')
 if st[1] ~= 'pending' or tonumber(ARGV[2]) >= tonumber(st[2]) then return 'bad_token' end
-if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[7]) then return 'too_many_credentials' end
+if redis.call('HLEN', KEYS[4]) >= tonumber(ARGV[7]) then
+  redis.call('HSET', KEYS[2], 'refused', 'too_many_credentials', 'refused_at', ARGV[2],
+    'refused_max', ARGV[7])
+  redis.call('SPUBLISH', ARGV[5], ARGV[8])
+  return 'too_many_credentials'
+end
 local fields = {}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[3], unpack(fields))
 redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 redis.call('SADD', KEYS[5], ARGV[3])

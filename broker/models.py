@@ -110,6 +110,25 @@ class Credential:
 
 
 @dataclass(frozen=True, slots=True)
+class EnrollmentRefusal:
+    """Why a device's `enroll` with a valid link was refused, and when: the code of the
+    `error` frame it got (`too_many_credentials`) and the cap it met."""
+
+    code: str
+    at: int
+    max_credentials: int
+
+    @classmethod
+    def from_hash(cls, h: dict[bytes, bytes]) -> EnrollmentRefusal | None:
+        if not h.get(b"refused"):
+            return None
+        return cls(_s(h, "refused"), _i(h, "refused_at"), _i(h, "refused_max"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "at": self.at, "max_credentials": self.max_credentials}
+
+
+@dataclass(frozen=True, slots=True)
 class Enrollment:
     id: str
     rp: str
@@ -119,6 +138,9 @@ class Enrollment:
     status: str  # pending | completed | cancelled (expired is computed from `expires`)
     expires: int
     credential_id: str | None
+    # The latest refusal of a device's `enroll` while it stayed pending (RP API 1.11):
+    # at the user's device cap (broker/credential_cap.py).
+    refused: EnrollmentRefusal | None = None
 
     @classmethod
     def from_hash(cls, eid: str, h: dict[bytes, bytes]) -> Enrollment:
@@ -131,6 +153,7 @@ class Enrollment:
             status=_s(h, "status"),
             expires=_i(h, "expires"),
             credential_id=_s(h, "cid") or None,
+            refused=EnrollmentRefusal.from_hash(h),
         )
 
     def status_at(self, now_ms: int) -> str:

@@ -173,8 +173,30 @@ SCHEMAS: dict[str, Any] = {
             "token": {"type": "string", "description": "single-use, 10 minutes; only at creation"},
             "broker_url": {"type": "string", "description": "device WebSocket URL; only at creation"},
             "uri": {"type": "string", "description": "pushauth://enroll URI without TOTP; only at creation"},
+            # API 1.11: a device refused at the user's device cap (broker/credential_cap.py).
+            "refused": {
+                "oneOf": [_ref("EnrollmentRefusal"), {"type": "null"}],
+                "description": "the latest refusal of a device that used this enrollment's link "
+                "(the enrollment stays pending and its link keeps working); a long-poll on the "
+                "enrollment answers when one is written; null when none",
+            },
         },
-        ["id", "user", "account", "recoverable", "status", "expires_at", "credential"],
+        ["id", "user", "account", "recoverable", "status", "expires_at", "credential", "refused"],
+    ),
+    "EnrollmentRefusal": _obj(
+        {
+            "code": {
+                "enum": ["too_many_credentials"],
+                "description": "the error code the device was given: the user has max_credentials "
+                "active credentials (remove one, then the same link works)",
+            },
+            "at": _MS,
+            "max_credentials": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "the RP's policy's max_credentials when the device was refused",
+            },
+        }
     ),
     "NewEnrollment": _obj(
         {

@@ -488,6 +488,7 @@ class Store:
         if recovery_pk is not None and enrollment.recoverable:
             fields += ["recovery_pk", recovery_pk]
         event = events.EnrollmentCompleted(enrollment.id, enrollment.rp, cred.id)
+        refusal = events.EnrollmentRefused(enrollment.id, enrollment.rp)
         policy = await self.policies.get(cred.rp)
         result = await self._enroll(
             keys=[
@@ -499,10 +500,11 @@ class Store:
             ],
             args=[
                 enrollment.id, now, cred.id, cred.account, keys.user_channel(cred.rp, cred.user),
-                self._event(event), policy.max_credentials, *fields,
+                self._event(event), policy.max_credentials, self._event(refusal), *fields,
             ],
         )  # fmt: skip
         if result == b"too_many_credentials":
+            await self._published(refusal)  # the RP's long-poll here hears it at once
             raise credential_cap.TooManyCredentials(policy.max_credentials)
         if result != b"ok":  # used meanwhile: by a concurrent retry of this same key?
             h = await self.redis.hgetall(keys.enrollment(enrollment.id))

@@ -19,8 +19,9 @@ from .keys import LAYOUT_VERSION
 # 1.7 the RP's enrollment quota (429 from POST /v1/enrollments, two Policy fields);
 # 1.8 `credential_ids` of POST /v1/challenges (a challenge aimed at a set of credentials);
 # 1.9 challenges without number matching (`number_matching`, Policy `allow_numberless_push`);
-# 1.10 devices per user (Policy `max_credentials`, 409 too_many_credentials).
-API_VERSION = "1.10"
+# 1.10 devices per user (Policy `max_credentials`, 409 too_many_credentials); 1.11 an
+# enrollment's `refused`: a device refused at that cap, and its long-polls answer then.
+API_VERSION = "1.11"
 
 
 def package_version() -> str:

@@ -1,4 +1,4 @@
-"""Devices per user (DESIGN invariant 13; broker/credential_cap.py; RP API 1.10).
+"""Devices per user (DESIGN invariant 13; broker/credential_cap.py; RP API 1.10, 1.11).
 
 Every active credential of a user gets each of that user's challenges, so without a cap
 one user's sign-in could fan out to as many devices as the RP's enrollment rate allowed
@@ -6,7 +6,9 @@ it to add. On two real broker nodes sharing one real Redis: the RP's `max_creden
 refuses a new enrollment for a user at the cap (409, nothing stored), a device's
 `enroll` past it (`error` too_many_credentials, the token kept for later), and of two
 devices enrolling at once one below the cap on two nodes exactly one gets in; a removal
-frees a place at once; other users are not touched."""
+frees a place at once; other users are not touched. A device refused at the cap is
+written on its enrollment (`refused`), and the RP's long-poll on it, on the other node,
+answers at once (API 1.11)."""
 
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import redis
 from e2e_helpers import agent, agent_env  # noqa: F401  (agent_env: autouse)
 from shared_broker import two_nodes_on_one_redis
-from support import BrokerProcess, assert_cli_error, new_rp, store_policy
+from support import DEADLINE, BrokerProcess, assert_cli_error, new_rp, store_policy, wait_until
 from test_broker_device_ws import Device
 
 from device_agent.store import AccountStore
@@ -55,6 +58,13 @@ def everything(url: str) -> dict[bytes, Any]:
     return out
 
 
+def enrollment_key(url: str, eid: str) -> bytes:
+    """The enrollment's hash, found by its id (whatever the key layout's tag)."""
+    with redis.Redis.from_url(url) as r:
+        (key,) = list(r.scan_iter(match=f"pa:*:enr:{eid}", count=1000))
+        return bytes(key)
+
+
 async def send_enroll(dev: Device, enrollment: Enrollment, rid: int = 7) -> Any:
     token = parse_uri(enrollment.uri or "").token
     await dev.send(dev.session.enroll_frame(rid=rid, token=token, seed=dev.seed, name=f"dev{rid}"))
@@ -85,7 +95,8 @@ async def test_a_user_at_the_cap_gets_no_new_device_until_one_is_removed(
         await second.enroll(setups[1].uri or "")
 
         # The third device, on the other node: refused, told why, its connection kept,
-        # nothing stored, and its setup still pending (the same QR code works later).
+        # no credential stored, and its setup still pending (the same QR code works
+        # later); the refusal is written on the enrollment, and only there (API 1.11).
         third = await Device.connect(a.ws_url)
         before = everything(url)
         refused = await send_enroll(third, setups[2])
@@ -93,8 +104,17 @@ async def test_a_user_at_the_cap_gets_no_new_device_until_one_is_removed(
         assert (refused.code, refused.ref) == ("too_many_credentials", "7")
         assert "as many devices at this service as its policy allows (2, max_credentials)" in refused.message
         await still_open(third)
-        assert everything(url) == before, "a refused enroll changed the store"
+        after = everything(url)
+        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+        assert changed == {enrollment_key(url, setups[2].id)}, "a refused enroll changed the store"
+        key = enrollment_key(url, setups[2].id)
+        assert {k: v for k, v in after[key].items() if before[key].get(k) != v}.keys() == {
+            b"refused",
+            b"refused_at",
+            b"refused_max",
+        }
         assert (await on_b.get_enrollment(setups[2])).status == "pending"
+        before = after
 
         # A new setup for her is refused before any QR code is shown, on either node, with
         # the limit said; nothing is stored. Bob, at the same RP, is not touched.
@@ -122,6 +142,54 @@ async def test_a_user_at_the_cap_gets_no_new_device_until_one_is_removed(
         assert len(await on_a.list_credentials("alice")) == 1
         await on_a.create_enrollment("alice", "alice@example.com")
         for dev in (first, second, third):
+            await dev.close()
+
+
+async def test_a_device_refused_at_the_cap_answers_the_rps_long_poll_on_the_other_node(
+    nodes: tuple[BrokerProcess, BrokerProcess],
+) -> None:
+    """The RP's setup page waits on B; the device is refused on A: the long-poll answers
+    then, the enrollment still pending, with the refusal and the cap said. The same link
+    works after a removal, and the refusal stays readable as the latest one."""
+    a, b = nodes
+    rp = await new_rp(a, "Heard")
+    await store_policy(a, rp["id"], max_credentials=1)
+    headers = {"Authorization": f"Bearer {rp['api_key']}"}
+    async with (
+        PushAuthClient(a.http_url, rp["api_key"]) as client,
+        aiohttp.ClientSession(headers=headers) as http,
+    ):
+        setups = [await client.create_enrollment("erin", "erin@example.com") for _ in range(2)]
+        first = await Device.connect(b.ws_url)
+        await first.enroll(setups[0].uri or "")
+
+        async def read(wait: int) -> dict[str, Any]:
+            async with http.get(f"{b.http_url}/v1/enrollments/{setups[1].id}?wait={wait}") as r:
+                assert r.status == 200, await r.text()
+                return dict(await r.json())
+
+        assert (await read(0))["refused"] is None
+        waiting = asyncio.create_task(read(60))
+        await asyncio.to_thread(wait_until, lambda: b.long_polls() == 1, message="the long-poll on B")
+        second = await Device.connect(a.ws_url)
+        error = await send_enroll(second, setups[1])
+        assert isinstance(error, Error) and error.code == "too_many_credentials", error
+        # Within the test's deadline, well before the long-poll's wait: woken, not timed out.
+        answered = await asyncio.wait_for(waiting, DEADLINE)
+        assert answered["status"] == "pending" and answered["credential"] is None
+        refusal = answered["refused"]
+        assert refusal is not None
+        assert refusal.keys() == {"code", "at", "max_credentials"}
+        assert (refusal["code"], refusal["max_credentials"]) == ("too_many_credentials", 1)
+        assert refusal == (await read(0))["refused"]
+
+        # After a removal the same link gets in; the enrollment completes, and its last
+        # refusal stays as it was.
+        await client.revoke_credential(first.cid)
+        assert isinstance(await send_enroll(second, setups[1], rid=8), Enrolled)
+        done = await read(0)
+        assert done["status"] == "completed" and done["refused"] == refusal
+        for dev in (first, second):
             await dev.close()
 
 
