@@ -28,6 +28,7 @@ __all__ = [
     "CredentialSync",
     "Decision",
     "Enrollment",
+    "EnrollmentRefusal",
     "EnrollmentStatus",
     "Health",
     "Policy",
@@ -355,6 +356,33 @@ class EnrollmentStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
+# The refusal codes an enrollment may carry (RP API 1.11): what the device was told.
+REFUSAL_CODES = frozenset({"too_many_credentials"})
+
+
+@dataclass(frozen=True, slots=True)
+class EnrollmentRefusal:
+    """A device used the enrollment's link and was refused (RP API 1.11); the enrollment
+    stays pending and the link keeps working. `code` "too_many_credentials": the user
+    had `max_credentials` devices (the RP's policy then); one must be removed before the
+    same link works. `at`: when, in ms (the broker's clock)."""
+
+    code: str
+    at: int
+    max_credentials: int
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> EnrollmentRefusal:
+        what = "enrollment.refused"
+        code = get(body, "code", str, what)
+        if code not in REFUSAL_CODES:
+            raise BadBrokerResponse(f"{what}: unknown code {code[:32]!r}")
+        limit = get(body, "max_credentials", int, what)
+        if limit < 1:
+            raise BadBrokerResponse(f"{what}: max_credentials must be at least 1")
+        return cls(code=code, at=get(body, "at", int, what), max_credentials=limit)
+
+
 @dataclass(frozen=True, slots=True)
 class Enrollment:
     """An enrollment; `uri` (the QR code's text) is only known right after creation."""
@@ -377,6 +405,10 @@ class Enrollment:
     # wait_enrollment checks the device's binding with it.
     binding_secret: bytes | None = None
     recoverable: bool = False
+    # The latest refusal of a device that used the link (RP API 1.11; None from an
+    # older broker): still pending, but that device was not added. wait_enrollment
+    # returns when a newer one than the Enrollment it was given carries arrives.
+    refused: EnrollmentRefusal | None = None
 
     @property
     def completed(self) -> bool:
@@ -405,6 +437,9 @@ class Enrollment:
             broker_url=get_optional(body, "broker_url", str, what),
             uri=get_optional(body, "uri", str, what),
             recoverable=body.get("recoverable") is True,
+            refused=None
+            if body.get("refused") is None
+            else EnrollmentRefusal.from_json(wire.obj(body["refused"], "enrollment.refused")),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -283,21 +283,31 @@ class PushAuthClient:
         return got
 
     async def wait_enrollment(self, enrollment: Enrollment, timeout: float) -> Enrollment:
-        """Long-poll until the enrollment is completed or expired, or `timeout` seconds pass.
+        """Long-poll until the enrollment is completed or expired, a device that used its
+        link is refused, or `timeout` seconds pass.
 
         Returns the enrollment in whatever state it reached: check `.completed` (then
         store `.credential`, whose key and recovery key were checked against the
         link's secret, and with it `.totp`, the TOTP parameters the RP provisioned in
-        create_enrollment, or None), or `.status` for EXPIRED / PENDING (timed out).
+        create_enrollment, or None), or `.status` for EXPIRED / PENDING. A PENDING one
+        with `.refused` set returns as soon as the broker reports a refusal other than
+        the one `enrollment` carries (RP API 1.11): a device was refused because the
+        user has `.refused.max_credentials` devices; tell the person to remove one, and
+        keep the link shown (it still works). To go on waiting, pass the returned
+        enrollment, so the same refusal does not return again. PENDING without a new
+        refusal: timed out.
         Raises VerificationFailed (BAD_BINDING) for a key the device did not bind to the
         link.
         """
+        known = enrollment.refused if isinstance(enrollment, Enrollment) else None  # else TypeError below
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             wait = min(MAX_WAIT_S, math.floor(max(0.0, deadline - time.monotonic())))
             started = time.monotonic()
             enrollment = await self.get_enrollment(enrollment, wait=wait)
             if enrollment.status is not EnrollmentStatus.PENDING:
+                return enrollment
+            if enrollment.refused is not None and enrollment.refused != known:
                 return enrollment
             if _now_ms() >= enrollment.expires_at:
                 return replace(enrollment, status=EnrollmentStatus.EXPIRED)

@@ -66,8 +66,16 @@ def enrollment_key(url: str, eid: str) -> bytes:
 
 
 async def send_enroll(dev: Device, enrollment: Enrollment, rid: int = 7) -> Any:
-    token = parse_uri(enrollment.uri or "").token
-    await dev.send(dev.session.enroll_frame(rid=rid, token=token, seed=dev.seed, name=f"dev{rid}"))
+    link = parse_uri(enrollment.uri or "")  # bound to the link as the agent does
+    frame = dev.session.enroll_frame(
+        rid=rid,
+        token=link.token,
+        seed=dev.seed,
+        name=f"dev{rid}",
+        rp=link.rp,
+        binding_secret=link.binding_secret,
+    )
+    await dev.send(frame)
     return await dev.frame()
 
 
@@ -189,6 +197,36 @@ async def test_a_device_refused_at_the_cap_answers_the_rps_long_poll_on_the_othe
         assert isinstance(await send_enroll(second, setups[1], rid=8), Enrolled)
         done = await read(0)
         assert done["status"] == "completed" and done["refused"] == refusal
+        for dev in (first, second):
+            await dev.close()
+
+
+async def test_the_sdks_wait_enrollment_returns_with_the_refusal(
+    nodes: tuple[BrokerProcess, BrokerProcess],
+) -> None:
+    """The SDK's wait on A returns when the device is refused on B (not at its timeout),
+    with `refused`; given that enrollment back, it waits on for news, and completes."""
+    a, b = nodes
+    rp = await new_rp(a, "Told")
+    await store_policy(a, rp["id"], max_credentials=1)
+    async with PushAuthClient(a.http_url, rp["api_key"]) as client:
+        setups = [await client.create_enrollment("fred", "fred@example.com") for _ in range(2)]
+        first = await Device.connect(a.ws_url)
+        await first.enroll(setups[0].uri or "")
+        waiting = asyncio.create_task(client.wait_enrollment(setups[1], timeout=2 * DEADLINE))
+        await asyncio.to_thread(wait_until, lambda: a.long_polls() == 1, message="the long-poll on A")
+        second = await Device.connect(b.ws_url)
+        assert isinstance(await send_enroll(second, setups[1]), Error)
+        told = await asyncio.wait_for(waiting, DEADLINE)
+        assert told.status == "pending" and told.refused is not None
+        assert (told.refused.code, told.refused.max_credentials) == ("too_many_credentials", 1)
+        # Waiting on with what it returned: the next news is the completion.
+        waiting = asyncio.create_task(client.wait_enrollment(told, timeout=2 * DEADLINE))
+        await asyncio.to_thread(wait_until, lambda: a.long_polls() == 1, message="the next long-poll on A")
+        await client.revoke_credential(first.cid)
+        assert isinstance(await send_enroll(second, setups[1], rid=8), Enrolled)
+        done = await asyncio.wait_for(waiting, DEADLINE)
+        assert done.completed and done.credential is not None
         for dev in (first, second):
             await dev.close()
 

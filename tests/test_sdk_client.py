@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from support import free_port, serving
+from support import DEADLINE, free_port, serving
 
 from protocol import signing
 from protocol import uri as enrollment_uri
@@ -30,6 +30,7 @@ from relying_party import (
     Conflict,
     Credential,
     Enrollment,
+    EnrollmentRefusal,
     EnrollmentStatus,
     InvalidRequest,
     NoDevices,
@@ -649,6 +650,56 @@ async def test_wait_enrollment_timeout_returns_pending(broker: Scripted) -> None
         broker.routes["GET v1/enrollments/enr_1"] = answer(200, enrollment_body(None))
         enrollment = await client.wait_enrollment(enrollment, timeout=0)
     assert enrollment.status is EnrollmentStatus.PENDING
+
+
+REFUSAL = {"code": "too_many_credentials", "at": 1_700_000_000_000, "max_credentials": 3}
+
+
+async def test_a_refusal_is_read_and_a_new_one_ends_the_wait(broker: Scripted) -> None:
+    """API 1.11: a pending enrollment's `refused` is read (absent from an older broker:
+    None); wait_enrollment returns on one other than the Enrollment it was given carries."""
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await started(broker, client)
+        assert enrollment.refused is None
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, {**enrollment_body(None), "refused": REFUSAL})
+        # At once, not at the end of its wait (the test's deadline is half of it).
+        refused = await asyncio.wait_for(client.wait_enrollment(enrollment, timeout=2 * DEADLINE), DEADLINE)
+        assert refused.status is EnrollmentStatus.PENDING
+        assert refused.refused == EnrollmentRefusal("too_many_credentials", 1_700_000_000_000, 3)
+        assert refused.uri == enrollment.uri and refused.binding_secret == enrollment.binding_secret
+        # Told once: given the refused one, the same refusal is no news (it times out pending).
+        again = await client.wait_enrollment(refused, timeout=0)
+        assert again.status is EnrollmentStatus.PENDING and again.refused == refused.refused
+        assert broker.asked("GET v1/enrollments/enr_1") == 2
+        newer = {**REFUSAL, "at": REFUSAL["at"] + 1}
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, {**enrollment_body(None), "refused": newer})
+        waited = asyncio.wait_for(client.wait_enrollment(refused, timeout=2 * DEADLINE), DEADLINE)
+        assert (await waited).refused == replace(refused.refused, at=newer["at"])
+        for body in ({**enrollment_body(None), "refused": None}, enrollment_body(None)):
+            broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
+            assert (await client.get_enrollment(enrollment)).refused is None
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        "too_many_credentials",
+        [REFUSAL],
+        {**REFUSAL, "code": "some_new_reason"},
+        {**REFUSAL, "code": None},
+        {**REFUSAL, "at": "1700000000000"},
+        {**REFUSAL, "at": True},
+        {**REFUSAL, "max_credentials": 0},
+        {**REFUSAL, "max_credentials": 2.5},
+        {k: v for k, v in REFUSAL.items() if k != "max_credentials"},
+    ],
+)
+async def test_a_malformed_refusal_is_a_bad_response(broker: Scripted, refused: Any) -> None:
+    async with PushAuthClient(broker.url, "key") as client:
+        enrollment = await started(broker, client)
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, {**enrollment_body(None), "refused": refused})
+        with pytest.raises(BadBrokerResponse, match="refused"):
+            await client.wait_enrollment(enrollment, timeout=5)
 
 
 @pytest.mark.parametrize(
