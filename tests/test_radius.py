@@ -1123,6 +1123,41 @@ def test_enroll_past_the_devices_cap_says_so_and_leaves_the_store_as_it_was(
     assert _store_rows(capped.store) == before
 
 
+def test_a_device_refused_at_the_cap_while_enroll_waits_is_said_at_once(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
+    """Two setups for alice started while she had room for one more (max_credentials 2):
+    the first link's device gets in, the second's is refused by the broker; that enroll
+    says so in one line and exits 1 then, not at its timeout (RP API 1.11)."""
+    capped = make_setup(broker, tmp_path, ("--max-credentials", "2"))
+    config = write_config(capped, free_port(), name="enroll-refused")
+    first, second = (
+        ManagedProcess(
+            [RADIUS, "--config", config, "enroll", "alice", "--timeout", str(4 * DEADLINE)],
+            log_dir=tmp_path,
+            name=f"radius-enroll-{n}",
+        ).start()
+        for n in ("first", "second")
+    )
+    try:
+        links = [p.wait_for_output(r"^link: (\S+)$").group(1) for p in (first, second)]
+        agent_ok(tmp_path / "tablet", "enroll", links[0], "--name", "tablet")
+        first.wait_for_output(r"Test push: type (\d+) in your authenticator")
+        refused = agent(tmp_path / "laptop", "enroll", links[1], "--name", "laptop")
+        assert refused.returncode == 1, refused
+        assert second.wait(timeout=DEADLINE) == 1, second.describe()
+        err = second.stderr()
+        assert err.count("\n") == 1, err
+        assert (
+            "the device was refused: alice already has the most devices the service allows (2); "
+            "remove one first"
+        ) in err, err
+        assert "did not enroll in time" not in err
+    finally:
+        first.cleanup()
+        second.cleanup()
+
+
 def test_a_user_name_that_is_not_utf8_is_a_bad_request(server: tuple[ManagedProcess, int]) -> None:
     proc, port = server
     pkt = rp.AuthPacket(
