@@ -24,7 +24,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from e2e_helpers import agent as agent_cli
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
-from support import BrokerProcess, set_policy, store_policy, until
+from support import DEADLINE, BrokerProcess, set_policy, store_policy, until
 from support.hostile_broker import HostileBroker
 from test_broker_device_ws import Device
 
@@ -688,6 +688,58 @@ async def test_a_user_at_the_devices_cap_is_told_before_any_qr_code(
     assert r.status == 409 and "You have as many authenticators as this site allows (1)" in page
     assert "Remove one you no longer use" in page and "pushauth://" not in page
     assert site.db.open_enrollments(user(site.db).id) == []
+
+
+async def _sse_events(stream: aiohttp.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The setup page's server-sent events, one `data:` object at a time, but "pending"
+    (said again at each of the page's long-polls that timed out, on a slow machine)."""
+    while line := await stream.readline():
+        if line.startswith(b"data: ") and (event := json.loads(line[len(b"data: ") :])) != {
+            "status": "pending"
+        }:
+            yield event
+
+
+async def test_a_device_refused_at_the_devices_cap_is_said_on_the_setup_page_and_the_code_still_works(
+    site: Site, broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
+) -> None:
+    """The setup started while alice had room (max_credentials 1); another device took the
+    place before her phone scanned the code: the broker refuses the phone, and the page,
+    still showing the QR code, says why and what to do (RP API 1.11). Once that other
+    device is removed, the same code adds the phone and the page moves on."""
+    await store_policy(broker, rp["id"], max_credentials=1)
+    await site.sign_in()
+    setup, link = await _setup_link(site)
+    async with (
+        PushAuthClient(broker.http_url, rp["api_key"]) as sdk,
+        site.http.get(site.url + setup + "/events") as r,
+    ):
+        other = await sdk.create_enrollment(user(site.db).handle, "alice")
+        tablet = await Device.connect(broker.ws_url)
+        await tablet.enroll(other.uri or "")
+        await tablet.close()
+        events = _sse_events(r.content)
+        refused = await phone(tmp_path / "phone", "enroll", "--name", "Phone", link)
+        assert refused.returncode == 1, refused
+        said = await asyncio.wait_for(anext(events), DEADLINE)
+        assert said == {
+            "status": "at_device_cap",
+            "message": "This account already has the most devices allowed (1). Remove one under "
+            "Security info, then scan this code again.",
+        }
+        # The page, shown again, keeps the code; "Next" says the same.
+        _, html = await site.get(setup)
+        assert 'id="enroll-uri"' in html and html_lib.unescape(link) in html_lib.unescape(html)
+        r2 = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)}, follow=True)
+        shown = html_lib.unescape(await r2.text())
+        assert "already has the most devices allowed (1)" in shown and 'id="enroll-uri"' in shown
+        assert site.db.devices(user(site.db).id) == []
+
+        await sdk.revoke_credential(tablet.cid)
+        enrolled = await phone(tmp_path / "phone", "enroll", "--name", "Phone", link)
+        assert enrolled.returncode == 0, enrolled.stderr
+        assert await asyncio.wait_for(anext(events), DEADLINE) == {"status": "completed"}
+    assert [d.name for d in site.db.devices(user(site.db).id)] == ["Phone"]
 
 
 async def test_rename_checks_the_name(site: Site, tmp_path: Path) -> None:

@@ -122,6 +122,11 @@ function followSetup(card) {
       setStatus(box, { tone: "error", status: "unverified", label: "Not verified",
                        message: "This setup could not be verified. Start again." });
       window.location.reload();
+    } else if (data.status === "at_device_cap") {
+      // A device used the link while the account had as many devices as allowed: nothing
+      // was added. The QR code stays: it works again once a device is removed.
+      setStatus(box, { tone: "error", status: "at_device_cap", label: "Too many devices",
+                       message: data.message });
     } else if (data.status === "unavailable") {
       setStatus(box, { tone: "error", status: "unavailable", label: "Connection problem",
                        message: "The sign-in service cannot be reached. Still trying." });

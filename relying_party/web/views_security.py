@@ -45,6 +45,13 @@ routes = web.RouteTableDef()
 POLL_S = 20
 SETUP_ENDED = frozenset({"completed", "expired", "unverified"})
 REFUSED = "This setup could not be verified, so the device was not added. Start again with a new QR code."
+# A device used the setup's link while the account had as many devices as the broker's
+# policy allows (RP API 1.11): nothing was added, the setup goes on and its QR code works
+# again once one is removed.
+AT_DEVICE_CAP = (
+    "This account already has the most devices allowed ({limit}). Remove one under Security info, "
+    "then scan this code again."
+)
 SYNC_UNAVAILABLE = (
     "The sign-in service cannot be reached right now: devices restored or removed elsewhere "
     "show up here once it can."
@@ -363,6 +370,13 @@ async def setup_events(request: web.Request) -> web.StreamResponse:
                 state = broker.status.value
                 if _store(db, enrollment, broker, user.handle) is not None:
                     state = "completed"
+                elif state == "pending" and broker.refused is not None and broker.refused != sdk.refused:
+                    # Said once per refusal: the wait goes on with it known.
+                    sdk = broker
+                    message = AT_DEVICE_CAP.format(limit=broker.refused.max_credentials)
+                    if not await sse.send(response, "setup", {"status": "at_device_cap", "message": message}):
+                        break
+                    continue
             except VerificationFailed as exc:
                 _refuse(db, user, enrollment, exc)
                 state = "unverified"
@@ -400,6 +414,15 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
             get_session(request).flash("error", "The sign-in service cannot be reached right now.")
             raise web.HTTPSeeOther(here) from None
         credential_id = _store(db, enrollment, broker, user.handle) if broker else None
+        if (
+            credential_id is None
+            and broker is not None
+            and broker.status.value == "pending"
+            and broker.refused
+        ):
+            limit = broker.refused.max_credentials
+            get_session(request).flash("error", AT_DEVICE_CAP.format(limit=limit))
+            raise web.HTTPSeeOther(here)
         if credential_id is None:
             expired = broker is None or broker.status.value == "expired" or now_ms() >= enrollment.expires_at
             get_session(request).flash(
