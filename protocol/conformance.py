@@ -702,7 +702,7 @@ class Runner:
                 for rid, (_, link, _) in enumerate(links[:cap], start=1):
                     await d.send_frame(enroll_frame(d.nonce, rid, link, signing.new_seed(), None))
                     cids.append((await d.expect(Enrolled, lambda f, rid=rid: f.rid == rid)).cid)
-                user, last, _ = links[cap]
+                user, last, last_id = links[cap]
                 seed, rid = signing.new_seed(), cap + 1
                 await d.send_frame(enroll_frame(d.nonce, rid, last, seed, None))
                 err = await d.expect(
@@ -710,6 +710,21 @@ class Runner:
                 )  # type: ignore[arg-type]
                 if not isinstance(err, Error) or err.code != "too_many_credentials":
                     raise Failed(f"enroll number {cap + 1} of max_credentials {cap} got {err}")
+                # RP API 1.11: the refusal is on the enrollment, still pending (an older
+                # broker names no `refused`).
+                enr = await self.rp.ok("GET", f"/v1/enrollments/{last_id}")
+                if not isinstance(enr, dict):
+                    raise Failed(f"the refused device's enrollment reads {str(enr)[:200]}")
+                refusal = enr.get("refused") if "refused" in enr else {"code": "too_many_credentials"}
+                if (
+                    enr.get("status") != "pending"
+                    or not isinstance(refusal, dict)
+                    or refusal.get("code") != "too_many_credentials"
+                    or refusal.get("max_credentials", cap) != cap
+                ):
+                    raise Failed(
+                        f"the refused device's enrollment reads {enr.get('status')}, refused {refusal}"
+                    )
                 status, problem = await self.rp.call(
                     "POST", "/v1/enrollments", {"user": user, "account": "cap@conformance"}
                 )
@@ -726,7 +741,8 @@ class Runner:
             finally:
                 await d.close()
             return (
-                f"enroll {cap + 1} of {cap}: too_many_credentials; the RP's create 409; "
+                f"enroll {cap + 1} of {cap}: too_many_credentials, its enrollment pending"
+                f"{' with refused' if 'refused' in enr else ''}; the RP's create 409; "
                 "after a removal the same token enrolls"
             )
 

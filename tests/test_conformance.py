@@ -81,6 +81,8 @@ def test_every_must_passes_against_the_reference_broker(broker: BrokerProcess, r
     ):
         assert lines.get(rid, {}).get("status") == "pass", f"{rid} did not pass\n{shown}"
     assert lines["LIM-3"]["status"] == "skip"  # needs --slow
+    # RP API 1.11: the refused device's enrollment says so (`refused`).
+    assert "its enrollment pending with refused" in lines["ENR-6"]["text"], shown
 
 
 def test_the_authentication_deadline_with_slow(
