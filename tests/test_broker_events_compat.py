@@ -31,6 +31,7 @@ def _with_extra(data: bytes, path: tuple[int, ...]) -> bytes:
         (events.NoticeCreated(NOTICE), (2,)),  # inside the notice
         (events.CredentialConfirmed("cred-1"), ()),  # at the top
         (events.CredentialRevoked("cred-1", "rp_1", "alice", "removed_by_rp"), ()),
+        (events.EnrollmentRefused("en_1", "rp_1"), ()),  # RP API 1.11
     ],
 )
 def test_a_later_releases_extra_fields_are_ignored(event: events.Event, path: tuple[int, ...]) -> None:
