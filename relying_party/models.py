@@ -9,6 +9,7 @@ number and context are what the answer must be signed over).
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
 from typing import Any, NotRequired, TypedDict
@@ -356,8 +357,11 @@ class EnrollmentStatus(enum.StrEnum):
     EXPIRED = "expired"
 
 
-# The refusal codes an enrollment may carry (RP API 1.11): what the device was told.
-REFUSAL_CODES = frozenset({"too_many_credentials"})
+# The refusal an enrollment may carry (RP API 1.11): what the device was told. A code
+# this SDK does not know (a later broker's) is read, not refused: the RP can still say
+# that a device was refused, and an SDK that refused it could not read the enrollment.
+TOO_MANY_CREDENTIALS = "too_many_credentials"
+_REFUSAL_CODE = re.compile(r"[a-z0-9_]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,20 +369,24 @@ class EnrollmentRefusal:
     """A device used the enrollment's link and was refused (RP API 1.11); the enrollment
     stays pending and the link keeps working. `code` "too_many_credentials": the user
     had `max_credentials` devices (the RP's policy then); one must be removed before the
-    same link works. `at`: when, in ms (the broker's clock)."""
+    same link works. Another code (from a later broker) may come without
+    `max_credentials`. `at`: when, in ms (the broker's clock)."""
 
     code: str
     at: int
-    max_credentials: int
+    max_credentials: int | None = None
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> EnrollmentRefusal:
         what = "enrollment.refused"
         code = get(body, "code", str, what)
-        if code not in REFUSAL_CODES:
-            raise BadBrokerResponse(f"{what}: unknown code {code[:32]!r}")
-        limit = get(body, "max_credentials", int, what)
-        if limit < 1:
+        if not _REFUSAL_CODE.fullmatch(code):
+            raise BadBrokerResponse(f"{what}: code {code[:32]!r} is not a refusal code")
+        if code == TOO_MANY_CREDENTIALS:
+            limit: int | None = get(body, "max_credentials", int, what)
+        else:
+            limit = get_optional(body, "max_credentials", int, what)
+        if limit is not None and limit < 1:
             raise BadBrokerResponse(f"{what}: max_credentials must be at least 1")
         return cls(code=code, at=get(body, "at", int, what), max_credentials=limit)
 

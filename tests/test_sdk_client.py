@@ -678,6 +678,11 @@ async def test_a_refusal_is_read_and_a_new_one_ends_the_wait(broker: Scripted) -
         for body in ({**enrollment_body(None), "refused": None}, enrollment_body(None)):
             broker.routes["GET v1/enrollments/enr_1"] = answer(200, body)
             assert (await client.get_enrollment(enrollment)).refused is None
+        # A later broker's reason is read, not a bad response: the RP can still say a
+        # device was refused (and could not read the enrollment at all otherwise).
+        later = {"code": "some_new_reason", "at": 5}
+        broker.routes["GET v1/enrollments/enr_1"] = answer(200, {**enrollment_body(None), "refused": later})
+        assert (await client.get_enrollment(enrollment)).refused == EnrollmentRefusal("some_new_reason", 5)
 
 
 @pytest.mark.parametrize(
@@ -685,8 +690,10 @@ async def test_a_refusal_is_read_and_a_new_one_ends_the_wait(broker: Scripted) -
     [
         "too_many_credentials",
         [REFUSAL],
-        {**REFUSAL, "code": "some_new_reason"},
+        {**REFUSAL, "code": "Not A Code"},
+        {**REFUSAL, "code": ""},
         {**REFUSAL, "code": None},
+        {"code": "some_new_reason", "at": 1, "max_credentials": 0},
         {**REFUSAL, "at": "1700000000000"},
         {**REFUSAL, "at": True},
         {**REFUSAL, "max_credentials": 0},

@@ -82,10 +82,13 @@ async def enroll_in_terminal(
             if not completed.completed and completed.refused is not None:
                 # A device used the link while the user had as many as allowed (setups
                 # started with room, others finished first): said now, not at the timeout.
+                limit = completed.refused.max_credentials
+                if limit is None:  # a later broker's reason: the device's app says it
+                    raise EnrollError(f"the device was refused ({completed.refused.code}); run enroll again")
                 raise EnrollError(
                     f"the device was refused: {user} already has the most devices the service allows"
-                    f" ({completed.refused.max_credentials}); remove one first (the devices command lists"
-                    " them, remove removes one), then run enroll again"
+                    f" ({limit}); remove one first (the devices command lists them, remove removes"
+                    " one), then run enroll again"
                 )
             if not completed.completed or completed.credential is None:
                 raise EnrollError(f"the device did not enroll in time ({completed.status}); run enroll again")

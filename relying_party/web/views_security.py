@@ -18,7 +18,7 @@ from ..errors import (
     TooManyCredentials,
     VerificationFailed,
 )
-from ..models import Challenge
+from ..models import Challenge, EnrollmentRefusal
 from ..models import Enrollment as BrokerEnrollment
 from ..totp import new_totp
 from . import (
@@ -52,6 +52,16 @@ AT_DEVICE_CAP = (
     "This account already has the most devices allowed ({limit}). Remove one under Security info, "
     "then scan this code again."
 )
+# A refusal of a later broker's that this demo does not know: the device says why.
+DEVICE_REFUSED = "The sign-in service refused that device ({code}); the app on it says why."
+
+
+def _refused_words(refused: EnrollmentRefusal) -> str:
+    if refused.max_credentials is None:
+        return DEVICE_REFUSED.format(code=refused.code)
+    return AT_DEVICE_CAP.format(limit=refused.max_credentials)
+
+
 SYNC_UNAVAILABLE = (
     "The sign-in service cannot be reached right now: devices restored or removed elsewhere "
     "show up here once it can."
@@ -373,7 +383,7 @@ async def setup_events(request: web.Request) -> web.StreamResponse:
                 elif state == "pending" and broker.refused is not None and broker.refused != sdk.refused:
                     # Said once per refusal: the wait goes on with it known.
                     sdk = broker
-                    message = AT_DEVICE_CAP.format(limit=broker.refused.max_credentials)
+                    message = _refused_words(broker.refused)
                     if not await sse.send(response, "setup", {"status": "at_device_cap", "message": message}):
                         break
                     continue
@@ -420,8 +430,7 @@ async def setup_continue(request: web.Request) -> web.StreamResponse:
             and broker.status.value == "pending"
             and broker.refused
         ):
-            limit = broker.refused.max_credentials
-            get_session(request).flash("error", AT_DEVICE_CAP.format(limit=limit))
+            get_session(request).flash("error", _refused_words(broker.refused))
             raise web.HTTPSeeOther(here)
         if credential_id is None:
             expired = broker is None or broker.status.value == "expired" or now_ms() >= enrollment.expires_at
