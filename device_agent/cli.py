@@ -23,7 +23,7 @@ import select
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import platformdirs
 
@@ -129,9 +129,31 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+class _Version(argparse._VersionAction):
+    """argparse's --version, as pushauth-broker has it: the line is made only when asked
+    for, since it reads the installed package's metadata, which no other run needs."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from importlib import metadata
+
+        from protocol import SUBPROTOCOLS
+
+        try:
+            version = metadata.version("pushauth")
+        except metadata.PackageNotFoundError:  # run from a source tree without an install
+            version = "unknown"
+        self.version = f"pushauth-agent {version} (device protocol {', '.join(SUBPROTOCOLS)})"
+        super().__call__(parser, *args, **kwargs)
+
+
 def build_parser() -> Parser:
     fmt = argparse.RawDescriptionHelpFormatter
     p = Parser(prog="pushauth-agent", description=DESCRIPTION, epilog=EPILOG, formatter_class=fmt)
+    p.add_argument(
+        "--version",
+        action=_Version,
+        help="print the package and device protocol versions, and exit",
+    )
     p.add_argument(
         "--home",
         metavar="DIR",

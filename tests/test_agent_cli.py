@@ -82,6 +82,20 @@ def test_each_help_text_is_filled_to_the_width_of_its_paragraph(command: str) ->
     assert not short, short
 
 
+def test_version_is_one_line_from_the_package_metadata() -> None:
+    # As pushauth-broker --version: the installed package's version, and the protocol spoken.
+    from importlib import metadata
+
+    from protocol import SUBPROTOCOLS
+
+    result = run_cli([AGENT, "--version"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        f"pushauth-agent {metadata.version('pushauth')} (device protocol {', '.join(SUBPROTOCOLS)})\n"
+    )
+    assert result.stderr == ""
+
+
 def test_help_says_what_to_do_when_this_device_is_lost() -> None:
     # It said how to move while both devices are at hand; a lost phone is the other case,
     # and its order matters: a lost device removed before the restore leaves its
