@@ -545,8 +545,8 @@ def broker_options(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--backup-name",
         metavar="NAME",
-        default=DEFAULT_BACKUP_NAME,
-        help="with broker: the name of this backup (default: %(default)s)",
+        help=f"with broker: the name of this backup at the broker (default: {DEFAULT_BACKUP_NAME}); "
+        "a file has none (with a FILE: exit 2, nothing done)",
     )
 
 
@@ -878,10 +878,24 @@ def report_lines(lines: list[str], failures: list[str]) -> int:
     return EXIT_UNREACHABLE if failures else EXIT_OK
 
 
-def backup_target(store: AccountStore | None, args: argparse.Namespace, where: str) -> dict[str, str]:
+def backup_target(
+    store: AccountStore | None, args: argparse.Namespace, where: str, option: str = "--to"
+) -> dict[str, str]:
     from . import backup_actions, broker_http
 
     if where != backup_actions.BROKER:
+        # Said but meaning nothing for a file: whoever gave a name expects to find the
+        # backup under it (restore --from broker --backup-name NAME), and would not.
+        if args.backup_name is not None:
+            raise UsageError(
+                f"--backup-name names a backup at the service ({option} broker), not a file: "
+                f"leave it out with {option} FILE; nothing was done"
+            )
+        if args.broker is not None:
+            raise UsageError(
+                f"--broker says which service keeps a backup ({option} broker), not where a file is: "
+                f"leave it out with {option} FILE; nothing was done"
+            )
         return {"to": str(Path(where).resolve())}
     broker = args.broker
     if broker is None and store is not None:
@@ -890,9 +904,10 @@ def backup_target(store: AccountStore | None, args: argparse.Namespace, where: s
     if broker is None:
         raise UsageError("say which broker keeps the backup: --broker URL")
     broker_http.http_base(broker)  # a malformed URL is refused before anything happens
-    if not args.backup_name or len(args.backup_name) > 64:
+    name = DEFAULT_BACKUP_NAME if args.backup_name is None else args.backup_name
+    if not name or len(name) > 64:
         raise UsageError("the backup name must be 1 to 64 characters")
-    return {"to": backup_actions.BROKER, "broker": broker, "name": args.backup_name}
+    return {"to": backup_actions.BROKER, "broker": broker, "name": name}
 
 
 def cmd_backup(store: AccountStore, args: argparse.Namespace) -> int:
@@ -997,7 +1012,7 @@ def cmd_restore(store: AccountStore, args: argparse.Namespace) -> int:
     from .backup_keys import BackupCode, BackupCodeError
 
     device_name = device_names.check_device_name(args.device_name or device_names.default_device_name())
-    target = backup_target(None, args, args.source)
+    target = backup_target(None, args, args.source, "--from")
     # A vault made before (by listen, or emptied by remove) keeps the passphrase it was
     # made with: only a new one takes the backup's (adopt_passphrase). Said at the end.
     had_vault = store.path.exists()

@@ -123,6 +123,34 @@ def test_a_backup_into_a_folder_that_does_not_exist_is_refused(tmp_path: Path, a
     assert not (tmp_path / "nonexistent").exists()
 
 
+@pytest.mark.parametrize("auto", [False, True])
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        ("--backup-name", "--backup-name names a backup at the service"),
+        ("--broker", "--broker says which service"),
+    ],
+)
+def test_a_file_backup_with_an_option_of_the_broker_store_is_a_usage_error(
+    tmp_path: Path, auto: bool, option: str, said: str
+) -> None:
+    # --backup-name X with --to FILE was ignored in silence: the backup was written, and
+    # whoever named it then looked for X in vain.
+    home, target = tmp_path / "phone", tmp_path / "x.backup"
+    ok(home, "add", TOTP_URIS[0])
+    value = "ws://127.0.0.1:9/v1/device" if option == "--broker" else "X"
+    result = agent(home, "backup", *(["auto", "on"] if auto else []), "--to", str(target), option, value)
+    line = assert_cli_error(result, contains=said)
+    assert result.returncode == 2 and ("not a file" in line or "not where a file is" in line), line
+    assert result.stdout == "" and not target.exists()
+    assert "automatic backups: on" not in ok(home, "accounts")
+    ok(home, "backup", "--to", str(target))
+    restored = agent(tmp_path / "new", "restore", "--from", str(target), option, value)
+    assert_cli_error(restored, contains=said)
+    assert restored.returncode == 2 and "--from broker" in restored.stderr
+    assert not (tmp_path / "new" / "vault.pav").exists()
+
+
 def test_an_automatic_backup_whose_folder_went_is_not_made_again(tmp_path: Path) -> None:
     home, sync = tmp_path / "phone", tmp_path / "sync"
     sync.mkdir()
