@@ -44,6 +44,15 @@ API_KEY_ENV = "PUSHAUTH_RP_API_KEY"
 class CliError(Exception):
     """Bad input or environment: one line on stderr, exit status 1."""
 
+    exit_code = 1
+
+
+class UsageError(CliError):
+    """A wrong argument or option value, found before anything is done: exit status 2,
+    as argparse's own usage errors (a missing argument, a word that is no number)."""
+
+    exit_code = 2
+
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -55,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="The pushauth demo relying party: a web sign-in with push approval and number matching.",
+        epilog="exit codes: 0 done; 1 failed (no database, no such user, the broker refused or "
+        "could not be reached, ...); 2 usage error (a missing or wrong argument or option value; "
+        "nothing done); 130 interrupted",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
@@ -163,7 +175,7 @@ def _delete_command(args: argparse.Namespace) -> None:
     try:
         name = forms.user_name(args.name)
     except forms.FormError as exc:
-        raise CliError(exc.message) from None
+        raise UsageError(exc.message) from None
     _broker_url(args.broker)
     if not args.db.exists():
         raise CliError(f"no database {args.db} (the demo keeps it in its data folder: --db FILE)")
@@ -174,7 +186,7 @@ def _delete_command(args: argparse.Namespace) -> None:
         if user is None:
             raise CliError(f"no user {name!r}")
         if not args.yes:
-            raise CliError(f"deleting {name} cannot be undone: pass --yes")
+            raise UsageError(f"deleting {name} cannot be undone: pass --yes")
         asyncio.run(_erase_at_broker(args.broker, key, user.handle))
         db.delete_user(user.id)  # only once the broker has erased them: a retry finds the user
     finally:
@@ -201,7 +213,13 @@ def _tap_command(args: argparse.Namespace) -> None:
     try:
         name = forms.user_name(args.name)
     except forms.FormError as exc:
-        raise CliError(exc.message) from None
+        raise UsageError(exc.message) from None
+    if not access_pass.MIN_MINUTES <= args.minutes <= access_pass.MAX_MINUTES:
+        # Checked before the database is opened: a usage error, whatever the database holds.
+        raise UsageError(
+            f"--minutes: a temporary access pass lasts {access_pass.MIN_MINUTES} to "
+            f"{access_pass.MAX_MINUTES} minutes, not {args.minutes}"
+        )
     if not args.db.exists():
         raise CliError(f"no database {args.db} (the demo keeps it in its data folder: --db FILE)")
     db = _open_db(args.db)
@@ -212,7 +230,7 @@ def _tap_command(args: argparse.Namespace) -> None:
         try:
             secret, expires = access_pass.issue(db, user.id, args.minutes)
         except access_pass.BadMinutes as exc:
-            raise CliError(f"--minutes: {exc}") from None
+            raise UsageError(f"--minutes: {exc}") from None
     finally:
         db.close()
     until = datetime.datetime.fromtimestamp(expires / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -227,7 +245,7 @@ def _read_password(from_stdin: bool) -> str:
         line = sys.stdin.readline()
         return line[:-1] if line.endswith("\n") else line
     if not sys.stdin.isatty():
-        raise CliError("no terminal to ask for the password: use --password-stdin")
+        raise UsageError("no terminal to ask for the password: use --password-stdin")
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != first:
         raise CliError("the passwords do not match")
@@ -241,7 +259,7 @@ def _user_command(args: argparse.Namespace) -> None:
     try:
         name = forms.user_name(args.name)
     except forms.FormError as exc:
-        raise CliError(exc.message) from None
+        raise UsageError(exc.message) from None
     password = _read_password(args.password_stdin)
     problem = passwords.password_problem(password)
     if problem:
@@ -288,9 +306,9 @@ def _broker_url(value: str) -> str:
         parts = urlsplit(value)
         parts.port  # noqa: B018 (raises ValueError for a port that is no number or out of range)
     except ValueError as exc:
-        raise CliError(f"--broker {value!r}: {exc}") from None
+        raise UsageError(f"--broker {value!r}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CliError("--broker must be an http:// or https:// URL with a host")
+        raise UsageError("--broker must be an http:// or https:// URL with a host")
     return value
 
 
@@ -319,24 +337,24 @@ def _serve(args: argparse.Namespace) -> None:
     from .web import proxies
 
     if args.digits is not None and not numbers.MIN_DIGITS <= args.digits <= numbers.MAX_DIGITS:
-        raise CliError(f"--digits must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
+        raise UsageError(f"--digits must be {numbers.MIN_DIGITS}..{numbers.MAX_DIGITS}")
     if args.ttl is not None and not MIN_TTL_S <= args.ttl <= MAX_TTL_S:
-        raise CliError(f"--ttl must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
+        raise UsageError(f"--ttl must be {MIN_TTL_S}..{MAX_TTL_S} seconds")
     if not 0 <= args.port <= 65535:
-        raise CliError("--port must be 0..65535")
+        raise UsageError("--port must be 0..65535")
     _broker_url(args.broker)
     # Every push carries --name in its context, which the broker refuses (400) with a
     # control or invisible character: no sign-in by push would have worked.
     if not 1 <= len(args.name) <= CONTEXT_VALUE_MAX:
-        raise CliError(f"--name must be 1 to {CONTEXT_VALUE_MAX} characters (it is shown on the devices)")
+        raise UsageError(f"--name must be 1 to {CONTEXT_VALUE_MAX} characters (it is shown on the devices)")
     if (bad := shown_text.first_unsafe(args.name)) is not None:
-        raise CliError(f"--name {shown_text.refusal(bad)} (it is shown on the devices)")
+        raise UsageError(f"--name {shown_text.refusal(bad)} (it is shown on the devices)")
     if args.app_url is not None and not args.app_url.startswith(("http://", "https://")):
-        raise CliError("--app-url must be an http:// or https:// URL")
+        raise UsageError("--app-url must be an http:// or https:// URL")
     try:
         proxies.parse_networks(args.trusted_proxy)
     except ValueError as exc:
-        raise CliError(f"--trusted-proxy: {exc}") from None
+        raise UsageError(f"--trusted-proxy: {exc}") from None
     key = _api_key(args)
     _open_db(args.db).close()  # fail here, with a message, if the database cannot be opened
     # Only `serve` needs the web app and aiohttp (0.3 s of imports the user commands skip).
@@ -403,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
             _user_command(args)
     except CliError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     return 0

@@ -67,6 +67,16 @@ def test_user_add_and_passwd(tmp_path: Path) -> None:
     assert changed is not None and changed.password_hash != first_hash
 
 
+# What the command could not do with well-formed arguments: exit 1. Every other bad
+# input below is a usage error, exit 2 as argparse's own (a wrong --digits, --minutes or
+# user name was exit 1 where a missing argument was 2).
+NOT_USAGE = ("at least 8", "already exists", "no user", "API key", "not one word", "cannot open database")
+
+
+def exit_for(message: str) -> int:
+    return 1 if any(said in message for said in NOT_USAGE) else 2
+
+
 @pytest.mark.parametrize(
     ("argv", "stdin", "message"),
     [
@@ -99,6 +109,7 @@ def test_bad_input_is_one_line_and_changes_nothing(
     extra = ["--db", str(db_path)] if argv[0] == "user" and argv[1] in ("add", "passwd") else []
     result = run_cli([RP, *argv, *extra], input=stdin, env={"PUSHAUTH_RP_API_KEY": ""})
     assert_cli_error(result, contains=message)
+    assert result.returncode == exit_for(message), result.stderr
     db = Database(db_path)
     assert db.user_by_name("alice") == before
     assert db.user_by_name("bob") is None
@@ -126,6 +137,7 @@ def test_bad_serve_settings_are_one_line_before_it_starts(
 ) -> None:
     result = run_cli([RP, "serve", "--port", "0", *argv], env={"PUSHAUTH_RP_API_KEY": key}, cwd=tmp_path)
     assert_cli_error(result, contains=message)
+    assert result.returncode == exit_for(message), result.stderr
     assert "listening" not in result.stdout
 
 
@@ -346,7 +358,7 @@ async def test_user_delete_erases_at_the_broker_then_here(
             return run_cli([*argv, "--broker", url, *more], env={**os.environ, **env})
 
         refused = await asyncio.to_thread(delete)
-        assert refused.returncode == 1 and "--yes" in refused.stderr, refused
+        assert refused.returncode == 2 and "--yes" in refused.stderr, refused  # a usage error
         down = await asyncio.to_thread(delete, "--yes", url=f"http://127.0.0.1:{free_port()}")
         assert down.returncode == 1 and "nothing deleted" in down.stderr, down
         assert Database(db_path).user_by_name("alice") is not None

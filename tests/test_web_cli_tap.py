@@ -67,20 +67,24 @@ def test_tap_is_printed_once_and_kept_hashed(db_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
-        (["nobody"], "no user 'nobody'"),
-        (["bad name"], "user name"),
-        (["alice", "--minutes", "9"], "10 to 43200 minutes"),
-        (["alice", "--minutes", "43201"], "10 to 43200 minutes"),
-        (["alice", "--minutes", "ten"], "invalid int value"),
-        (["alice", "--minutes"], "expected one argument"),
-        ([], "the following arguments are required"),
+        (["nobody"], "no user 'nobody'", 1),
+        # The rest are usage errors: exit 2, as argparse's own (--minutes out of its range
+        # was exit 1).
+        (["bad name"], "user name", 2),
+        (["alice", "--minutes", "9"], "10 to 43200 minutes", 2),
+        (["alice", "--minutes", "43201"], "10 to 43200 minutes", 2),
+        (["alice", "--minutes", "ten"], "invalid int value", 2),
+        (["alice", "--minutes"], "expected one argument", 2),
+        ([], "the following arguments are required", 2),
+        (["--minutes", "5"], "the following arguments are required: name", 2),
     ],
 )
-def test_tap_bad_input_is_one_line(db_path: Path, args: list[str], message: str) -> None:
+def test_tap_bad_input_is_one_line(db_path: Path, args: list[str], message: str, code: int) -> None:
     result = run_cli([RP, "user", "tap", *args, "--db", db_path])
     assert_cli_error(result, contains=message)
+    assert result.returncode == code, result.stderr
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT COUNT(*) FROM access_passes").fetchone() == (0,)
 
@@ -88,6 +92,10 @@ def test_tap_bad_input_is_one_line(db_path: Path, args: list[str], message: str)
 def test_tap_without_the_database(tmp_path: Path) -> None:
     missing = tmp_path / "nope.db"
     assert_cli_error(run_cli([RP, "user", "tap", "alice", "--db", missing]), contains="no database")
+    # A usage error is said as such before the database is looked for.
+    result = run_cli([RP, "user", "tap", "alice", "--minutes", "5", "--db", missing])
+    assert_cli_error(result, contains="--minutes: a temporary access pass lasts 10 to 43200 minutes, not 5")
+    assert result.returncode == 2
     assert not missing.exists()  # not created empty by mistake
     assert_cli_error(
         run_cli([RP, "user", "tap", "alice", "--db", tmp_path / "no" / "such.db"]), contains="no database"
