@@ -34,6 +34,21 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+# RFC 4226 section 4 asks for 128 bits and recommends 160, but many services hand out
+# 80-bit secrets (16 base32 characters): those are taken, shorter ones refused where an
+# account comes in (add, import), as the enrollment link's TOTP secret is (protocol/uri.py).
+# An account held already (a vault, a backup) is not refused for it.
+MIN_SECRET_BYTES = 10
+
+
+def secret_problem(secret: bytes) -> str | None:
+    """Why an added or imported account's secret is too weak to take (the web app's
+    secretProblem says the same), or None."""
+    if len(secret) < MIN_SECRET_BYTES:
+        return f"secret is {len(secret) * 8} bits; at least {MIN_SECRET_BYTES * 8} are needed"
+    return None
+
+
 class InvalidAccount(ValueError):
     """An account field breaks the rules; the message names the field and is for people."""
 

@@ -372,7 +372,8 @@ def build_parser() -> Parser:
         "The URI is the text of the QR code a service shows for an authenticator app\n"
         "(otpauth://totp/... or otpauth://hotp/...). Quote it in the shell. Or give an\n"
         f"image of the QR code ({IMAGE_FORMATS_SAID}): a screenshot of the page, or a photo.\n"
-        "A pushauth://enroll link (push sign-in requests) is added with `enroll`, an\n"
+        "A secret shorter than 80 bits (16 base32 characters) is refused. A\n"
+        "pushauth://enroll link (push sign-in requests) is added with `enroll`, an\n"
         "otpauth-migration:// export with `import`.",
     )
     c.add_argument("uri", metavar="URI|IMAGE", help="the otpauth:// URI, or an image of its QR code")
@@ -403,8 +404,9 @@ def build_parser() -> Parser:
         "be given instead of a FILE. Give every QR code of an export of more than 10\n"
         "accounts in one import (one screenshot each): a missing one is named.\n"
         "Prints what was added, what was skipped as a duplicate and what was refused, by\n"
-        "name, with the reason (e.g. a label whose %-escapes are not UTF-8 text). If one\n"
-        "FILE is no export at all (or an image without such a code), nothing is added.",
+        "name, with the reason (e.g. a label whose %-escapes are not UTF-8 text, or a\n"
+        "secret shorter than 80 bits). If one FILE is no export at all (or an image\n"
+        "without such a code), nothing is added.",
     )
     c.add_argument("sources", metavar="FILE|URI", nargs="+", help="export files or images, or URIs")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import broker_clock, qr_images, totp
-from .accounts_model import OtpAccount, name_problem
+from .accounts_model import OtpAccount, name_problem, secret_problem
 from .display import shown_clipped
 from .errors import UsageError
 from .importers import migration, otpauth
@@ -122,6 +122,8 @@ def add_uri(store: AccountStore, text: str, name: str | None = None) -> Entry:
         otp = otpauth.parse_uri(text)
     except ImportSourceError as exc:
         raise UsageError(exc.message) from None
+    if (problem := secret_problem(otp.secret)) is not None:
+        raise UsageError(f"{shown_clipped(otp.label)}: {problem}; nothing was added")
     if name is None and (problem := name_problem(otp.label)) is not None:
         raise UsageError(f"its label {shown_clipped(otp.label)} cannot name it ({problem}): give --name NAME")
     for held_name, held in _held(store):

@@ -244,6 +244,30 @@ def test_import_reports_a_label_that_is_not_utf8_by_name_and_adds_the_others(tmp
     assert [e.name for e in AccountStore(home).entries()] == ["B: carol"]
 
 
+def test_a_secret_under_80_bits_is_refused_by_name_and_the_others_are_imported(tmp_path: Path) -> None:
+    # 1 to 9 bytes were taken: RFC 4226 asks for 128 bits; 80 (16 base32 characters) is
+    # what many services hand out, and the least the enrollment link's secret may have.
+    home, uris = tmp_path / "home", tmp_path / "uris.txt"
+    uris.write_text(
+        "otpauth://totp/S:one?secret=ME&issuer=S\n"  # 1 byte
+        "otpauth://totp/S:eighty?secret=JBSWY3DPEHPK3PXP&issuer=S\n"  # 10 bytes
+        "otpauth://hotp/S:nine?secret=JBSWY3DPEHPK3PX&issuer=S&counter=1\n"  # 9 bytes
+    )
+    result = agent(home, "import", str(uris))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "added: S: eighty",
+        "refused: S: one: secret is 8 bits; at least 80 are needed",
+        "refused: S: nine: secret is 72 bits; at least 80 are needed",
+        "1 added, 0 duplicate, 2 refused",
+    ]
+    assert [e.name for e in AccountStore(home).entries()] == ["S: eighty"]
+    before = vault_bytes(home)
+    refused = agent(home, "add", "otpauth://totp/Ex:short?secret=MFRGGZA&issuer=Ex")  # 4 bytes
+    assert_cli_error(refused, contains="Ex: short: secret is 32 bits; at least 80 are needed")
+    assert refused.returncode == 2 and vault_bytes(home) == before
+
+
 def test_a_label_the_list_cannot_show_is_refused_by_name_and_the_others_are_imported(tmp_path: Path) -> None:
     # A control character (an ANSI sequence in a label) or a 302-character label: the
     # list refuses it as a name; the import used to fail whole on it ("an account name

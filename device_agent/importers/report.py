@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from protocol.text import printable_clipped
 
-from ..accounts_model import OtpAccount, name_problem
+from ..accounts_model import OtpAccount, name_problem, secret_problem
 
 
 class ImportErrorCode(enum.StrEnum):
@@ -96,6 +96,10 @@ def merge(existing: Sequence[OtpAccount], parsed: Parsed) -> ImportReport:
         # characters) is refused by name as the web app refuses it: the store would
         # refuse it too, and with it the whole import, naming none.
         problem = name_problem(account.label)
+        if problem is not None:
+            refused.append(Refused(printable_clipped(account.label), problem))
+            continue
+        problem = secret_problem(account.secret)
         if problem is not None:
             refused.append(Refused(printable_clipped(account.label), problem))
             continue

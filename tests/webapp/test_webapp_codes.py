@@ -394,6 +394,7 @@ async def test_an_otpauth_link_adds_an_account_with_the_services_codes(phone: Ph
         (f"otpauth://totp/x?secret={secret}&digits=5", "unsupported number of digits 5 (6, 7 or 8)"),
         (f"otpauth://totp/x?secret={secret[:-1]}*", "the secret is not base32"),
         (f"otpauth://totp/A%07B?secret={secret}", "an account name must be 1 to 256 printable characters"),
+        ("otpauth://totp/Ex:short?secret=MFRGGZA&issuer=Ex", "Ex: short: not added, secret is 32 bits"),
         (f"otpauth://totp/A:%FF%FE?secret={secret}", "the label 'A:%FF%FE' has %-escapes that are not UTF-8"),
         ("otpauth://steam/x?secret=AAAA", "unsupported token type 'steam'"),
     ):  # fmt: skip

@@ -858,11 +858,12 @@ async function heldCodes(otp) {
 }
 
 // Why this app will not add `account` (null when it will): what the agent would refuse
-// as a name in its list (a backup must restore there), a counter this app cannot keep
+// as a name in its list (a backup must restore there) or as a secret (under 80 bits,
+// as the agent's import and add refuse it), a counter this app cannot keep
 // exactly (past 2^53), or an account that makes the codes of one it holds.
 function codesRefusal(otp, account, held) {
   if (account.counter > BigInt(Number.MAX_SAFE_INTEGER)) return "its counter is too large for this app";
-  const problem = otp.nameProblem(otp.labelOf(account));
+  const problem = otp.nameProblem(otp.labelOf(account)) ?? otp.secretProblem(account.secret);
   if (problem) return problem;
   const twin = held.find((h) => otp.sameCodes(h.otp, account));
   return twin ? `it is here already as "${twin.name}"` : null;

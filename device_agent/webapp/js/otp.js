@@ -212,6 +212,13 @@ export function sameCodes(a, b) {
   return a.kind === "hotp" || a.period === b.period;
 }
 
+// The agent's accounts_model.secret_problem: a secret under 80 bits is refused where an
+// account comes in (RFC 4226 asks for 128; many services hand out 80).
+export function secretProblem(secret) {
+  if (secret.length < 10) return `secret is ${secret.length * 8} bits; at least 80 are needed`;
+  return null;
+}
+
 // The agent's store.check_name: what it refuses as an account's name in its list.
 export function nameProblem(name) {
   const n = strip(name);
