@@ -16,7 +16,7 @@ import binascii
 import ipaddress
 import re
 from dataclasses import dataclass, replace
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, unquote, urlencode, urlsplit
 
 from . import b64
 from .errors import ErrorCode, ProtocolError
@@ -149,16 +149,8 @@ def parse(text: str) -> EnrollmentURI:
     parts = split_url(text)
     if parts is None or parts.scheme != SCHEME or parts.netloc != "enroll":
         raise _bad("expected pushauth://enroll?...")
-    # application/x-www-form-urlencoded, but a "%" must start an escape and the bytes
-    # must be UTF-8 (as the web app's parser, decodeURIComponent, has it).
-    if _BAD_PERCENT.search(parts.query):
-        raise _bad("a parameter is not valid percent-encoded UTF-8")
-    try:
-        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False, errors="strict")
-    except UnicodeDecodeError:
-        raise _bad("a parameter is not valid percent-encoded UTF-8") from None
     q: dict[str, str] = {}
-    for key, value in pairs:
+    for key, value in _pairs(parts.query):
         if key in q:
             raise _bad(f"parameter {key!r} given twice")
         q[key] = value
@@ -204,6 +196,37 @@ def parse(text: str) -> EnrollmentURI:
         recoverable=recoverable == "1",
         binding_secret=secret,
     )
+
+
+# What a refusal calls a parameter whose value is not UTF-8 text: the two labels the
+# device shows by their meaning (docs/protocol.md, section 11.1).
+_SHOWN_AS = {"account": "the account name", "rp_name": "the service name"}
+
+
+def _pairs(query: str) -> list[tuple[str, str]]:
+    """The query's (name, value) pairs as application/x-www-form-urlencoded reads them
+    (urllib's parse_qsl: split at "&", empty pieces skipped, each piece at its first "="),
+    but a "%" must start an escape and the bytes must be UTF-8 (as the web app's parser,
+    decodeURIComponent, has it); a value that is not is refused by its parameter's name,
+    never shown with U+FFFD in its place."""
+    pairs = []
+    for piece in query.split("&"):
+        if not piece:
+            continue
+        raw_key, _, raw_value = piece.partition("=")
+        key = _form_decode(raw_key, "a parameter name")
+        what = _SHOWN_AS.get(key, f"parameter {key!r}")
+        pairs.append((key, _form_decode(raw_value, what)))
+    return pairs
+
+
+def _form_decode(raw: str, what: str) -> str:
+    if _BAD_PERCENT.search(raw):
+        raise _bad(f"{what} in the link is not valid percent-encoded UTF-8 (a % that starts no escape)")
+    try:
+        return unquote(raw.replace("+", " "), errors="strict")
+    except UnicodeDecodeError:
+        raise _bad(f"{what} in the link is not valid UTF-8") from None
 
 
 def parse_totp(q: dict[str, str]) -> TotpParams:

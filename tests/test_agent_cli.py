@@ -221,6 +221,10 @@ def test_ui_refuses_without_a_terminal(tmp_path: Path, stdin_tty: bool) -> None:
             "pushauth://enroll?v=2&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=a&secret=!!",
             "base32",
         ),
+        (
+            "pushauth://enroll?v=2&broker=ws://h/&token=" + TOKEN + "&rp=r&rp_name=R&account=al%FFice",
+            "the account name in the link is not valid UTF-8",
+        ),
         ("", "pushauth://enroll"),
     ],
 )

@@ -294,6 +294,29 @@ def test_totp_edges_are_accepted() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        (
+            "account=alice%40example.com",
+            "account=al%FFice",
+            "the account name in the link is not valid UTF-8",
+        ),
+        ("account=alice%40example.com", "account=%C3%28", "the account name in the link is not valid UTF-8"),
+        ("account=alice%40example.com", "account=100%", "the account name in the link is not valid percent-"),
+        ("rp_name=Example+Corp", "rp_name=Ex%FE", "the service name in the link is not valid UTF-8"),
+        ("token=", "token=%FF", "parameter 'token' in the link is not valid UTF-8"),
+        ("v=2", "%FF=2", "a parameter name in the link is not valid UTF-8"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_by_the_parameters_name(old: str, new: str, said: str) -> None:
+    # It was "a parameter is not valid percent-encoded UTF-8", naming none: the account
+    # name is the one a person can hold against the service's page.
+    text = BASE.build()
+    assert old in text
+    assert said in refused(text.replace(old, new, 1)).message
+
+
 def test_uri_errors_keep_their_code_and_are_not_fatal() -> None:
     error = refused("nope")
     assert not error.fatal  # a local parsing error, not a broken connection

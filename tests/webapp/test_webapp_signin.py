@@ -65,6 +65,13 @@ async def test_add_by_pasting_the_link_then_approve_with_the_number(rp: PushAuth
     # with its Add button greyed, and keeps trying no server that no account uses.
     link = (await rp.create_enrollment("alice", "alice@contoso.example")).uri
     assert link is not None
+    # An account name whose bytes are not UTF-8 is refused by name, not shown with U+FFFD.
+    assert "&account=alice%40contoso.example" in link
+    await phone.page.get_by_label("Setup link").fill(link.replace("%40contoso", "%FF", 1))
+    await add.click()
+    await phone.page.locator(
+        "#add-error", has_text="the account name in the link is not valid UTF-8"
+    ).wait_for()
     away = replace(uri.parse(link), broker=f"ws://127.0.0.1:{free_port()}/v1/device").build()
     await phone.page.get_by_label("Setup link").fill(away)
     await add.click()

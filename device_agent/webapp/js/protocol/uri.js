@@ -13,12 +13,21 @@ const NUMBER_RE = /^[0-9]{1,9}$/;
 
 const bad = (why) => new ProtocolError("invalid_uri", `not a valid enrollment link: ${why}`);
 
+// What a refusal calls a parameter whose value is not UTF-8 text (protocol/uri.py's
+// _SHOWN_AS): the two labels the device shows, by their meaning.
+const SHOWN_AS = { account: "the account name", rp_name: "the service name" };
+
 // application/x-www-form-urlencoded: "+" is a space, then percent-decoding, then UTF-8.
-function formDecode(text) {
+// A value that is not is refused by its parameter's name (`what`), never shown with
+// U+FFFD in its place.
+function formDecode(text, what) {
+  if (/%(?![0-9A-Fa-f]{2})/.test(text)) {
+    throw bad(`${what} in the link is not valid percent-encoded UTF-8 (a % that starts no escape)`);
+  }
   try {
     return decodeURIComponent(text.replace(/\+/g, " "));
   } catch {
-    throw bad("a parameter is not valid percent-encoded UTF-8");
+    throw bad(`${what} in the link is not valid UTF-8`);
   }
 }
 
@@ -71,8 +80,8 @@ export function parseEnrollmentUri(input) {
   for (const part of query.split(/[&]/)) {
     if (part === "") continue;
     const eq = part.indexOf("=");
-    const key = formDecode(eq < 0 ? part : part.slice(0, eq));
-    const value = formDecode(eq < 0 ? "" : part.slice(eq + 1));
+    const key = formDecode(eq < 0 ? part : part.slice(0, eq), "a parameter name");
+    const value = formDecode(eq < 0 ? "" : part.slice(eq + 1), Object.hasOwn(SHOWN_AS, key) ? SHOWN_AS[key] : `parameter '${key}'`);
     if (q.has(key)) throw bad(`parameter '${key}' given twice`);
     q.set(key, value);
   }
