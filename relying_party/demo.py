@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=PROG,
         description="Run the pushauth broker and the demo relying party together, ready to try in a browser.",
-        epilog="Stop everything with Ctrl-C. Delete the data folder to start from scratch.",
+        epilog="Stop everything with Ctrl-C. Delete the data folder to start from scratch. "
+        "Exit codes: 1 it could not start (said why), 2 a usage error (nothing started).",
     )
     parser.add_argument("--data-dir", type=Path, default=Path("demo-data"), help="default: ./demo-data")
     parser.add_argument("--host", default="127.0.0.1", help="address both listen on (default: 127.0.0.1)")
@@ -347,8 +348,26 @@ def run(args: argparse.Namespace) -> None:
     print("stopped.", flush=True)
 
 
+def _check_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A wrong port or proxy is a usage error (exit 2) before anything starts: it was
+    found by the web app after the broker had started, and said as the web app's exit (1)."""
+    from .web import proxies
+
+    for option, port in (("--broker-port", args.broker_port), ("--port", args.port)):
+        if not 1 <= port <= 65535:
+            parser.error(f"{option} must be 1..65535, not {port}")
+    if args.port == args.broker_port:
+        parser.error(f"--port and --broker-port must differ (both {args.port})")
+    try:
+        proxies.parse_networks(args.trusted_proxy)
+    except ValueError as exc:
+        parser.error(f"--trusted-proxy: {exc}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check_options(parser, args)
     try:
         run(args)
     except DemoError as exc:

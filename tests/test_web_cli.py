@@ -268,6 +268,24 @@ def test_demo_names_what_is_wrong_in_its_data_folder(tmp_path: Path) -> None:
     assert not port_accepts(int(ports[1])) and not port_accepts(int(ports[3]))
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--port", "99999"], "--port must be 1..65535, not 99999"),
+        (["--broker-port", "0"], "--broker-port must be 1..65535, not 0"),
+        (["--port", "8790", "--broker-port", "8790"], "--port and --broker-port must differ"),
+        (["--trusted-proxy", "10.0.0.0/33"], "--trusted-proxy: "),
+    ],
+)
+def test_demo_usage_errors_exit_2_before_anything_starts(tmp_path: Path, args: list[str], said: str) -> None:
+    # Found by the web app once the broker had started, and said as its exit (1).
+    data = tmp_path / "demo-data"
+    result = run_cli([DEMO, "--data-dir", data, *args])
+    assert_cli_error(result, contains=said)
+    assert result.returncode == 2 and result.stdout == ""
+    assert not data.exists()
+
+
 def test_demo_reports_a_taken_port(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
