@@ -37,7 +37,8 @@ ERROR_MESSAGES: dict[str, str] = {
     ),
     ErrorCode.CONTEXT_MISMATCH: "the sign-in details changed; the answer was refused",
     ErrorCode.BAD_TOKEN: (
-        "the enrollment code is unknown, already used or expired; ask the service for a new QR code"
+        "the setup link is unknown, already used, withdrawn by the service or expired; ask the"
+        " service for a new QR code"
     ),
     ErrorCode.TOO_MANY_CREDENTIALS: (
         "the service allows no more devices for this account; remove one you no longer use (on its"

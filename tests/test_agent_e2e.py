@@ -202,7 +202,7 @@ def test_enroll_registers_this_devices_key_and_the_token_works_once(tmp_path: Pa
     assert (account.rp, account.user, account.device_name) == (rp_api.id, "alice", "work laptop")
 
     again = agent(home, "enroll", uri, "--again")  # the same account: asked first without it
-    assert_cli_error(again, contains="already used or expired")
+    assert_cli_error(again, contains="already used, withdrawn by the service or expired")
     assert again.returncode == 1
     assert len(store.load()) == 1
 

@@ -1749,7 +1749,7 @@ async def _refused(home: Path, link: str) -> None:
     """The phone tries the link: the broker refuses it as used or expired."""
     enrolled = await phone(home, "enroll", "--name", "Late", link)
     assert enrolled.returncode != 0
-    assert "already used or expired" in enrolled.stdout + enrolled.stderr
+    assert "withdrawn by the service" in enrolled.stdout + enrolled.stderr
 
 
 async def test_cancel_withdraws_the_setup_link(site: Site, tmp_path: Path) -> None:

@@ -279,7 +279,10 @@ def test_cancel_on_the_setup_page_withdraws_its_link(stack: Any, page: Page) -> 
     expect(page.get_by_role("status").filter(has_text="The setup was cancelled")).to_be_visible()
     stack.shot(page, "setup-cancelled")
     late = stack.agent.run("enroll", "--name", "Test phone", link)
-    assert late.returncode != 0 and "already used or expired" in late.stdout + late.stderr
+    assert (
+        late.returncode != 0
+        and "already used, withdrawn by the service or expired" in late.stdout + late.stderr
+    )
     page.reload()
     expect(page.locator("#devices")).not_to_contain_text("Test phone")
     expect(page.locator("#devices")).not_to_contain_text("Setup not finished")

@@ -769,7 +769,7 @@ async function addAccount(linkText, { again = false } = {}) {
     const code = exc instanceof ReplyError ? exc.code : "";
     const why =
       code === "bad_token"
-        ? "this setup link was already used or has expired; get a new one from the service"
+        ? "this setup link was already used, withdrawn by the service or has expired; get a new one from the service"
         : code === "too_many_credentials"
           ? `${link.rp_name} allows no more devices for this account. Remove one you no longer use on its security page, then add this link again while it is valid`
           : ["offline", "timeout"].includes(code)
