@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from e2e_helpers import agent as agent_cli
 from shared_broker import broker, rp  # noqa: F401  (fixtures: one broker for the module, an RP per test)
 from support import DEADLINE, BrokerProcess, set_policy, store_policy, until
+from support.faketime import needs_faketime, skewed
 from support.hostile_broker import HostileBroker
 from test_broker_device_ws import Device
 
@@ -1244,6 +1245,27 @@ async def test_a_restored_phone_is_added_from_the_broker_list_and_signs_in(
     assert [d.credential_id for d in site.db.devices(uid)] == [old_cid]
     assert site.db.device(uid, old_cid).recovery_public_key is not None  # type: ignore[union-attr]
     assert not [r for r in caplog.records if r.name == "relying_party.web.security_events"]
+
+
+@needs_faketime
+async def test_a_restored_phone_is_listed_as_added_when_it_was_restored(site: Site, tmp_path: Path) -> None:
+    """Security info lists a restored device as added when the restore was made (the
+    time its recovery proof signs), not when the page first saw it: hours later, often.
+    The new phone restores with its clock 3 minutes behind (the broker takes up to 5), so
+    the two differ by that much."""
+    old, new = tmp_path / "old", tmp_path / "new"
+    old_cid, backup = await _signed_in_with_a_backed_up_phone(site, old)
+    before = now_ms()
+    restored = await asyncio.to_thread(
+        agent_cli, new, "restore", "--from", str(backup), "--device-name", "New phone", **skewed(-180)
+    )
+    assert restored.returncode == 0 and "recovered: alice" in restored.stdout, restored.stderr
+    after = now_ms()
+    status, _ = await site.get("/security")
+    assert status == 200
+    (added,) = [d for d in site.db.devices(user(site.db).id) if d.credential_id != old_cid]
+    # Signed between `before` and `after` by a clock 180 s behind (a second either way).
+    assert before - 181_000 <= added.created_at <= after - 179_000, (before, after, added.created_at)
 
 
 async def test_a_not_me_to_a_restore_is_not_called_a_reported_sign_in(site: Site, tmp_path: Path) -> None:

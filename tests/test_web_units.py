@@ -126,10 +126,17 @@ def test_a_restored_device_shares_the_code_count_of_its_source(db: Database) -> 
     db.set_recovery_key(cid, bytes(range(32)))
     proof = '{"from": "x", "ts": 1, "recovery_signature": "", "signature": ""}'
     assert db.add_recovered_device(
-        source, "cred-new", "New phone", bytes(32), recovery_public_key=bytes(32), recovery_proof=proof
+        source,
+        "cred-new",
+        "New phone",
+        bytes(32),
+        recovery_public_key=bytes(32),
+        recovery_proof=proof,
+        added_at=1_000,
     )
     new = db.device(user.id, "cred-new")
     assert new is not None and new.recovered_from == cid and new.confirmed and new.totp_secret == secret
+    assert new.created_at == 1_000  # when the restore was made, not when it was stored
     assert db.device(user.id, cid).recovery_public_key is None  # type: ignore[union-attr]  # spent
     now = 1_800_000_015.0
     code = oathtool(secret, now)
@@ -272,7 +279,13 @@ def test_the_second_step_ends_only_when_the_user_removes_the_last_device(db: Dat
     db.set_recovery_key(first, bytes(range(32)))
     proof = '{"from": "x", "ts": 1, "recovery_signature": "", "signature": ""}'
     assert db.add_recovered_device(
-        source, "cred-new", "New phone", bytes(32), recovery_public_key=bytes(32), recovery_proof=proof
+        source,
+        "cred-new",
+        "New phone",
+        bytes(32),
+        recovery_public_key=bytes(32),
+        recovery_proof=proof,
+        added_at=1_000,
     )
     assert db.remove_device(alice.id, first)
     assert not db.end_second_factor(alice.id)  # the restored one is left

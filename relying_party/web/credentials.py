@@ -28,7 +28,7 @@ from .. import clocks
 from ..errors import NotFound, PushAuthError, VerificationFailed, VerificationReason
 from ..models import Credential, CredentialSync, RecoveryKey, RecoveryProof
 from ..sdk import PushAuthClient
-from .db import Database, Device, User
+from .db import Database, Device, User, now_ms
 
 # One logger for what only a compromised or misbehaving broker causes: an operator
 # may route it to an alert.
@@ -192,6 +192,9 @@ async def sync(client: PushAuthClient, db: Database, user: User) -> SyncReport:
             cred.public_key,
             recovery_public_key=cred.recovery_key.public_key,
             recovery_proof=json.dumps(cred.recovery.to_json()),
+            # When the restore was made, as the proof the SDK verified dates it (never
+            # later than now): the page is often first seen hours after a restore.
+            added_at=min(cred.recovery.ts, now_ms()),
         ):
             report.restored.append(Restored(cred.name, source.name))
     # Recovery keys as the SDK left them: spent by a restore (and when), or rotated by

@@ -496,9 +496,11 @@ class Database:
         *,
         recovery_public_key: bytes,
         recovery_proof: str,
+        added_at: int,
     ) -> bool:
         """Store a credential that a restored device made with `source`'s recovery key
-        (checked by the SDK), and spend that key: it works once.
+        (checked by the SDK), and spend that key: it works once. `added_at`: when the
+        restore made it (its proof's signed time), not when this RP first listed it.
 
         The restored app has the account's verification-code secret from its backup,
         so the new row gets `source`'s, with its used-code counter (see
@@ -520,7 +522,7 @@ class Database:
                     source.totp_digits,
                     source.totp_period,
                     source.totp_last_counter,
-                    now_ms(),
+                    added_at,
                     recovery_public_key,
                     source.credential_id,
                     recovery_proof,
