@@ -115,13 +115,10 @@ def test_lockout_doubles_and_resets_on_success(db: Database) -> None:
     assert reset is not None and (reset.failed_attempts, reset.lockouts, reset.locked_until) == (0, 0, 0)
 
 
-def test_a_restored_device_shares_the_code_count_of_its_source(db: Database) -> None:
-    """The restored app has the account's secret from its backup: a code used on either
-    device is used on both."""
-    cid, secret = _device(db, "alice")
-    user = db.user_by_name("alice")
-    assert user is not None
-    source = db.device(user.id, cid)
+def _restored(db: Database, user_id: int, cid: str) -> None:
+    """A device "cred-new" restored with `cid`'s recovery key, the restore made at 1,000
+    (the proof's checks are the SDK's, not the database's)."""
+    source = db.device(user_id, cid)
     assert source is not None
     db.set_recovery_key(cid, bytes(range(32)))
     proof = '{"from": "x", "ts": 1, "recovery_signature": "", "signature": ""}'
@@ -134,6 +131,15 @@ def test_a_restored_device_shares_the_code_count_of_its_source(db: Database) -> 
         recovery_proof=proof,
         added_at=1_000,
     )
+
+
+def test_a_restored_device_shares_the_code_count_of_its_source(db: Database) -> None:
+    """The restored app has the account's secret from its backup: a code used on either
+    device is used on both."""
+    cid, secret = _device(db, "alice")
+    user = db.user_by_name("alice")
+    assert user is not None
+    _restored(db, user.id, cid)
     new = db.device(user.id, "cred-new")
     assert new is not None and new.recovered_from == cid and new.confirmed and new.totp_secret == secret
     assert new.created_at == 1_000  # when the restore was made, not when it was stored
@@ -274,19 +280,7 @@ def test_the_second_step_ends_only_when_the_user_removes_the_last_device(db: Dat
     alice = db.user_by_name("alice")
     assert alice is not None and alice.second_factor
     assert not db.add_user("bob", "x").second_factor
-    source = db.device(alice.id, first)
-    assert source is not None
-    db.set_recovery_key(first, bytes(range(32)))
-    proof = '{"from": "x", "ts": 1, "recovery_signature": "", "signature": ""}'
-    assert db.add_recovered_device(
-        source,
-        "cred-new",
-        "New phone",
-        bytes(32),
-        recovery_public_key=bytes(32),
-        recovery_proof=proof,
-        added_at=1_000,
-    )
+    _restored(db, alice.id, first)
     assert db.remove_device(alice.id, first)
     assert not db.end_second_factor(alice.id)  # the restored one is left
     assert db.remove_device(alice.id, "cred-new")
