@@ -155,6 +155,24 @@ async def test_removal_by_the_service_reaches_the_open_app(rp: PushAuthClient, p
     assert await item.count() == 1 and await item.locator(".acct-action").count() == 0
 
 
+async def test_an_account_removed_by_the_service_while_its_screen_is_open_leaves_the_screen(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """Removed by the service while its Manage screen is open: the app goes home (the focus
+    on its heading), not left on a screen whose Rename, Move and screen-lock buttons did
+    nothing any more (Rename threw in the page: the account is gone from the database)."""
+    account = await enrolled(rp, phone)
+    page = phone.page
+    await page.get_by_role("button", name="Manage alice@contoso.example").tap()
+    await page.locator("#account:not([hidden])").wait_for()
+    await rp.revoke_credential(account["cid"])
+    await phone.toast("was removed by the service")
+    await page.locator("#account").wait_for(state="hidden")
+    await page.locator("#home:not([hidden])").wait_for()
+    assert await page.evaluate("document.activeElement.id") == "home-title"
+    await page.locator("#accounts li").wait_for(state="detached")
+
+
 async def test_approving_asks_for_the_screen_lock_when_set(
     rp: PushAuthClient, phones: PhoneMaker, app_broker: BrokerProcess
 ) -> None:

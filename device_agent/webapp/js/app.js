@@ -1097,6 +1097,7 @@ async function rename(event) {
   if (accountsCache.some((a) => a.name === name && a.cid !== openAccount))
     return showError("account-error", `There is already an account named "${printable(name)}"; choose another name.`);
   const account = await db.getAccount(openAccount);
+  if (!account) return show("home"); // removed meanwhile (in another tab)
   await db.putAccount({ ...account, name });
   await refreshAccounts();
   toast("Renamed");
@@ -1133,6 +1134,7 @@ function renderMoves() {
 
 async function toggleUv() {
   const account = await db.getAccount(openAccount);
+  if (!account) return show("home"); // removed meanwhile (in another tab)
   showError("account-error", null);
   if (!$("uv").checked) {
     await db.putAccount({ ...account, uvCredential: null });
@@ -1191,6 +1193,13 @@ async function dropped(cid) {
   codeParams.delete(cid);
   for (const [id, n] of notices) if (n.frame.cid === cid) notices.delete(id);
   await refreshAccounts();
+  // Its Manage screen, open when the service removed it, goes home: left open, its Rename,
+  // Move and screen-lock buttons acted on an account that is no longer there (nothing
+  // happened). An account kept waiting for a new QR code (keepUnknown) is shown anew.
+  if (view === "account" && openAccount === cid) {
+    if (accountsCache.some((a) => a.cid === cid)) await openManage(cid);
+    else show("home");
+  }
   // A server that holds none of this phone's accounts now wakes it for nothing: no word
   // about its notifications (as before the first account was added there).
   const brokers = new Set(accountsCache.filter(hasKey).map((a) => a.broker));
