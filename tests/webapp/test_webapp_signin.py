@@ -521,6 +521,23 @@ async def test_a_setup_test_sent_before_the_new_account_is_stored_is_shown(
     assert (await rp.wait_result(challenge, {cid: key}, timeout=10)).status is Status.APPROVED
 
 
+async def test_a_setup_test_that_ends_elsewhere_is_not_called_a_sign_in(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """The demo RP's "Finish later" cancels the setup's test notification: the app said
+    "The sign-in request was cancelled." of a request it had worded "Finish adding this
+    phone?" (no sign-in was under way)."""
+    account = await enrolled(rp, phone)
+    challenge = await rp.create_challenge(
+        "alice", setup_test_context({"app": "Contoso Portal"}), credential_id=account["cid"]
+    )
+    await phone.prompt(challenge.id)
+    assert await rp.cancel_challenge(challenge)
+    await phone.no_prompt()
+    await phone.toast("The test notification was cancelled")
+    assert "sign-in" not in await phone.page.locator("#toast").inner_text()
+
+
 async def test_back_online_the_app_reconnects_at_once_not_after_its_backoff(
     phones: PhoneMaker, tmp_path: Path
 ) -> None:

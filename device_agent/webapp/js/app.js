@@ -39,6 +39,16 @@ const ENDED = {
   withdrawn: "The sign-in request was withdrawn.",
   revoked: "The account of this request was removed.",
 };
+// The same ends of a setup's test notification (docs/protocol.md 15.1), which the app
+// words "Finish adding this phone?": no sign-in was under way. The service lists the phone
+// as not finished; its security page sends the test again.
+const SETUP_ENDED = {
+  cancelled: "The test notification was cancelled. Finish adding this phone on the service's security page.",
+  expired: "The test notification expired. Finish adding this phone on the service's security page.",
+  withdrawn: "The test notification was withdrawn.",
+};
+const endedText = (frame, code) =>
+  (frame && isSetupTest(frame.ctx) ? SETUP_ENDED[code] : undefined) ?? ENDED[code];
 // A `cancel` naming this phone's own credential: answered in another tab or window.
 const ANSWERED_HERE = "This request was answered on this phone, in another window or tab.";
 const OUTCOMES = {
@@ -458,7 +468,7 @@ function expireShown(ch) {
   const prompt = prompts.current();
   if (prompt || $("prompt").dataset.ch !== ch) return render();
   prompts.remove(ch);
-  toast(ENDED.expired, { about: ch });
+  toast(($("prompt").dataset.setup ? SETUP_ENDED : ENDED).expired, { about: ch });
   render();
 }
 
@@ -475,6 +485,7 @@ function renderPrompt(prompt) {
   const section = $("prompt");
   const fresh = section.dataset.ch !== frame.ch;
   $("prompt-title").textContent = isSetupTest(frame.ctx) ? "Finish adding this phone?" : "Are you trying to sign in?";
+  section.dataset.setup = isSetupTest(frame.ctx) ? "1" : ""; // for its end (expireShown)
   $("number-label").textContent = `Enter the number shown on ${numberSource(frame)}`;
   for (const id of ["number-label", "number", "keypad"]) $(id).hidden = !hasNumber(frame);
   $("no-number").hidden = hasNumber(frame);
@@ -576,7 +587,7 @@ async function decide(decision) {
     const code = exc instanceof ReplyError ? exc.code : "";
     if (code in ENDED || code === "already_answered" || code === "challenge_expired" || code === "unknown_challenge") {
       prompts.remove(prompt.frame.ch);
-      toast(exc.here ? ANSWERED_HERE : ENDED[code] ?? "This request has already ended.", { about: prompt.frame.ch });
+      toast(exc.here ? ANSWERED_HERE : endedText(prompt.frame, code) ?? "This request has already ended.", { about: prompt.frame.ch });
     } else {
       showError("prompt-error", code === "offline" ? NOT_SENT() : `Could not send the answer: ${printable(exc.message)}`);
       if (CONNECTION_FAILURES.has(code)) unsentAt.set("prompt-error", prompt.connection.url);
@@ -1933,8 +1944,9 @@ events.addEventListener("notice_closed", ({ detail }) => {
 
 events.addEventListener("ended", ({ detail }) => {
   const shownCh = $("prompt").dataset.ch;
+  const frame = prompts.byCh.get(detail.ch)?.frame;
   if (prompts.remove(detail.ch) && shownCh === detail.ch && !detail.answered)
-    toast(detail.here ? ANSWERED_HERE : ENDED[detail.reason] ?? "The sign-in request ended.", { about: detail.ch });
+    toast(detail.here ? ANSWERED_HERE : endedText(frame, detail.reason) ?? "The request ended.", { about: detail.ch });
   render();
 });
 
