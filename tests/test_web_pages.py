@@ -1299,6 +1299,52 @@ async def test_a_not_me_to_a_restore_is_not_called_a_reported_sign_in(site: Site
     assert "reported as not made by you" not in shown and "answered \u201cnot me\u201d" in shown
 
 
+async def test_a_setup_test_kept_back_by_a_pause_says_what_to_do_to_the_signed_in_person(
+    site: Site, tmp_path: Path
+) -> None:
+    """Push paused (here by a "not me" to a restore) while a device is being added: the test
+    notification is not sent, and Security info says so in the words of someone signed in.
+    It said "Sign in with a verification code from the app; you will then be asked to
+    change your password", the sign-in page's words, to a person signed in already."""
+    old, new, third = tmp_path / "old", tmp_path / "new", tmp_path / "third"
+    _old_cid, backup = await _signed_in_with_a_backed_up_phone(site, old)
+    assert (await _restore_as_new_phone(new, backup)).returncode == 0
+    (question,) = json.loads((await phone(old, "pending", "--json")).stdout)
+    assert (await phone(old, "recovery", "disown", question["id"])).returncode in (0, 3)
+
+    setup = await _start_setup(site, third, "Third")
+    r = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)}, follow=True)
+    shown = html_lib.unescape(await r.text())
+    assert "The test notification to Third was not sent" in shown
+    assert "Change your password to resume them, then choose Finish setup" in shown
+    assert "you will then be asked" not in shown
+    (added,) = [d for d in site.db.devices(user(site.db).id) if d.name == "Third"]
+    assert not added.confirmed
+    # Its Finish setup, while push is still paused, says the same.
+    token = await site.token("/security")
+    r = await site.post(f"/security/devices/{added.credential_id}/test", {"csrf_token": token}, follow=True)
+    shown = html_lib.unescape(await r.text())
+    assert "The test notification to Third was not sent" in shown and "you will then be asked" not in shown
+
+
+async def test_send_again_of_a_setup_test_reported_as_not_me_says_why_none_was_sent(
+    site: Site, tmp_path: Path
+) -> None:
+    """The new phone answers its own test notification "not me" (push is paused), and the
+    person presses Send again on the setup page: Security info says the test was not sent,
+    in the words of someone signed in (the same words as Finish setup's)."""
+    await site.sign_in()
+    home = tmp_path / "phone"
+    await _enroll_with_agent(site, home)
+    reported = await phone(home, "deny", "--fraud", "--", (await _only_pending(home))["id"])
+    assert reported.returncode == 0, reported.stderr
+    token = await site.token("/security/test-notification")
+    r = await site.post("/push/resend", {"csrf_token": token, "purpose": "setup"}, follow=True)
+    shown = html_lib.unescape(await r.text())
+    assert "The test notification to Agent was not sent" in shown
+    assert "you will then be asked" not in shown
+
+
 async def test_a_restored_phone_can_sign_in_before_security_info_was_seen(site: Site, tmp_path: Path) -> None:
     """An answer from a credential we do not hold yet makes the RP check the broker's
     list (the restored device is accepted with its proof) and verify again."""

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -289,6 +289,28 @@ def take_refusal(request: web.Request, purpose: str) -> Refusal | None:
     return Refusal(**kept)
 
 
+def _setup_refusal(why: Refusal, name: str) -> Refusal:
+    """A setup's test notification kept back by a pause of push, in the words of a person
+    signed in on Security info (whose banner says why and until when), where it is shown
+    (Add sign-in method's last step, Finish setup, Send again). The sign-in pages' words
+    ("sign in with a verification code ... you will then be asked to change your
+    password") told someone signed in already to sign in."""
+    if why.reason == "paused":
+        message = (
+            f"The test notification to {name} was not sent: push requests to your devices are "
+            "paused. Change your password to resume them, then choose Finish setup next to it."
+        )
+    elif why.reason == "blocked":
+        message = (
+            f"The test notification to {name} was not sent: push requests to your devices are "
+            "paused after too many without a successful sign-in. They resume the next time you "
+            "sign in; then choose Finish setup next to it."
+        )
+    else:
+        return why
+    return replace(why, message=message)
+
+
 def _tracked(purpose: str) -> bool:
     return purpose in (SIGNIN, REAUTH)  # sign-in activity; a setup's test push is not a sign-in
 
@@ -320,6 +342,9 @@ async def start(
     def refused(why: Refusal) -> Refusal:
         if _tracked(purpose):
             activity.record(db, user, "push", "refused", context, purpose=purpose, detail=why.reason)
+        if purpose == SETUP:
+            device = db.device(user.id, credential) if credential is not None else None
+            return _setup_refusal(why, device.name if device is not None else "your new device")
         return why
 
     if db.unresolved_report(user.id):
