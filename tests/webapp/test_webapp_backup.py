@@ -452,6 +452,12 @@ async def test_a_weak_passphrase_saves_nothing_and_restore_needs_an_empty_app(
     path = tmp_path / "erin.backup"
     await phone.save_backup(path, TEST_PASSPHRASE)
     assert len(downloads) == 1  # only the good one
+    # The fields are emptied by a save: the next one (to the server, say) asks for the
+    # passphrase again. It said "too short (0 characters, at least 12)" of what was typed.
+    await page.get_by_role("button", name="Save to the server").tap()
+    error = page.locator("#backup-error", has_text="Type the passphrase again")
+    await error.wait_for()
+    assert "too short" not in await error.inner_text()
     before = await page.locator("#accounts li").evaluate_all("els => els.map(e => e.dataset.cid)")
     await phone.restore(path, TEST_PASSPHRASE)
     await page.locator("#restore-error", has_text="Restore works in an app without accounts").wait_for()

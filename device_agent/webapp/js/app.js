@@ -1540,6 +1540,11 @@ function download(bytes, name) {
   setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
+// A save empties the passphrase fields (the passphrase is not kept on screen): the next
+// save, to the server after a file say, asks for it again in those words, where it said
+// "too short (0 characters)" of the passphrase just typed.
+let backupSaved = false;
+
 async function writeBackup(event) {
   event.preventDefault();
   showError("backup-error", null);
@@ -1548,6 +1553,14 @@ async function writeBackup(event) {
   const passphrase = $("backup-pass").value;
   const format = await import("./backup.js");
   if (!accountsCache.length) return showError("backup-error", "There are no accounts to back up yet.");
+  if (!passphrase)
+    return showError(
+      "backup-error",
+      backupSaved
+        ? "Type the passphrase again, in both fields: they are emptied after each backup."
+        : "Type a passphrase for the backup, in both fields.",
+      "backup-pass",
+    );
   const problem = await format.passphraseProblem(passphrase);
   if (problem) return showError("backup-error", problem, "backup-pass");
   if (passphrase !== $("backup-pass2").value) return showError("backup-error", "The two passphrases differ.", "backup-pass2");
@@ -1595,6 +1608,7 @@ async function writeBackup(event) {
       $("backup-code").focus();
     }
     $("backup-pass").value = $("backup-pass2").value = "";
+    backupSaved = true;
   } catch (exc) {
     $("backup-status").textContent = "";
     showError("backup-error", `Could not save the backup: ${printable(exc.message)}`);
