@@ -254,6 +254,23 @@ async def test_an_empty_setup_link_is_the_link_fields_error(phone: Phone) -> Non
     await expect(link).not_to_have_attribute("aria-invalid", "true")
 
 
+async def test_names_from_a_link_are_shown_with_unsafe_characters_visible_in_messages(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """A link's names are its maker's text: a line break (a link wrapped by a mail app and
+    pasted) or a right-to-left override is shown escaped (docs/protocol.md 18.4) in the
+    status messages too, as on the prompt and in the list. "Added alice at Contoso
+    Portal" was written as it came, the override turning the rest of the message around."""
+    page = phone.page
+    enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
+    assert enrollment.uri is not None and "&rp_name=Contoso+Portal&" in enrollment.uri
+    odd = "&rp_name=Cont\noso+Portal%E2%80%AE&"
+    await phone.add_account(enrollment.uri.replace("&rp_name=Contoso+Portal&", odd))
+    await phone.toast("at Cont\\x0aoso Portal\\u202e.")
+    said = await page.locator("#toast").text_content()
+    assert said is not None and "\n" not in said and "\u202e" not in said
+
+
 @pytest.mark.parametrize("broker", ["ws://push.example.com/v1/device", "ws://10.0.0.8:8700/v1/device"])
 async def test_an_unencrypted_link_to_another_host_is_refused_before_anything(
     phone: Phone, broker: str

@@ -85,8 +85,11 @@ function toast(message, { about = null } = {}) {
   const el = $("toast");
   el.textContent = "";
   // A fresh text node each time, so screen readers announce a repeated message too.
+  // Made printable here, once for every message: some carry a link's names as they came
+  // (docs/protocol.md 18.4), "Added alice at Contoso Portal" among them, where a line break
+  // or a right-to-left override was written as it was. Text printable already is unchanged.
   cancelAnimationFrame(toast.frame);
-  toast.frame = requestAnimationFrame(() => (el.textContent = message));
+  toast.frame = requestAnimationFrame(() => (el.textContent = printable(message)));
   toast.about = about;
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => (el.textContent = ""), 6000);
