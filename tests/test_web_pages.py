@@ -574,6 +574,26 @@ async def test_a_wrong_number_is_listed_as_such_in_the_activity(site: Site, tmp_
     assert row.result == "wrong_number" and "Wrong number entered" in html
 
 
+async def test_an_answer_read_by_the_open_push_page_names_its_device_in_the_activity(
+    site: Site, tmp_path: Path
+) -> None:
+    """Denied on the phone while the sign-in page is open: the page learns it and the
+    activity row names the device that answered, as for an approval. The rows of denials,
+    wrong numbers and reports read by the open page named none (only those read later did)."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    ch = (await _only_pending(home))["id"]
+    assert (await phone(home, "deny", "--", ch)).returncode == 0
+    status, html = await site.get("/signin/push")
+    assert status == 200 and 'data-status="denied"' in html
+    (row,) = [a for a in site.db.activity(user(site.db).id) if a.challenge_id == ch]
+    assert (row.result, row.detail) == ("denied", "Agent")
+
+
 async def test_code_with_one_step_of_clock_skew(site: Site, tmp_path: Path) -> None:
     token, totp = await _real_code_page(site, tmp_path)
     # Codes are picked by time step: keep clear of a step boundary while the request runs.

@@ -579,10 +579,13 @@ async def page(
     push, challenge = stored
     remaining = max(0, math.ceil((challenge.expires_at - now_ms()) / 1000))
     if view is None:
-        outcome = await _result(request, _owner(request, purpose), challenge)
+        owner = _owner(request, purpose)
+        outcome = await _result(request, owner, challenge)
         if isinstance(outcome, SignInResult):
             view = view_of(outcome.status, purpose)
-            settle(request.app[DB], challenge.id, outcome.status)
+            # The device that answered is named, as settle_pending and retire name it.
+            db = request.app[DB]
+            settle(db, challenge.id, outcome.status, _device_name(db, owner, outcome))
         else:
             view = outcome
         if view.status == "pending" and remaining == 0:
@@ -643,7 +646,7 @@ async def events(request: web.Request) -> web.StreamResponse:
             # An approval is recorded by the POST that finishes the step, and a request we
             # ended ourselves by retire(), which knows why (replaced or cancelled).
             if result.status not in (Status.APPROVED, Status.CANCELLED, Status.SUPERSEDED):
-                settle(db, challenge.id, result.status)
+                settle(db, challenge.id, result.status, _device_name(db, user, result))
         except VerificationFailed as exc:
             view = refused_answer(request, user, challenge, exc)
             settle(db, challenge.id, view.status)
