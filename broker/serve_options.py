@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from protocol import text
 from protocol.uri import is_loopback
 
 from . import cpus, webapp_static
@@ -44,6 +45,7 @@ from .logs import FORMATS
 from .policy_cli import add_deprecated_serve_flags
 
 DEFAULT_LIMITS = Limits()
+MAX_NODE = 128  # --node: a host name (up to 64) and a pid, with room to spare
 Settings = tuple[Limits, Timeouts, BackupQuota]
 
 
@@ -231,7 +233,11 @@ def add_arguments(
         metavar="SECONDS",
         help="a client that reads none of a response for this long is disconnected (default: %(default)s)",
     )
-    serve.add_argument("--node", help="this node's name in logs and /healthz (default: host-pid)")
+    serve.add_argument(
+        "--node",
+        help=f"this node's name in logs and /healthz: 1 to {MAX_NODE} characters, no spaces or control "
+        "characters (default: host-pid)",
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -361,6 +367,7 @@ def check_serve(args: argparse.Namespace) -> Settings:
         raise CliError("--events-grace must be more than 0 and at most 3600 seconds")
     if not 0 <= args.port <= 65535:
         raise CliError("--port must be 0 to 65535")
+    _check_node(args.node)
     _check_public_url(args.public_url)
     check_redis_url(args.redis_url)
     _check_push(args)
@@ -375,6 +382,20 @@ def check_serve(args: argparse.Namespace) -> Settings:
     if not _folder_made_at_start(args):
         check_push_key_folder(args)
     return _limits(args)
+
+
+def _check_node(node: str) -> None:
+    """--node goes into every event the node publishes, its Redis keys, its metrics and
+    log lines: a name that is not UTF-8 (bytes from the shell) started a node whose every
+    write to Redis failed (/healthz 503 for good) and whose /metrics was a 500."""
+    if not 1 <= len(node) <= MAX_NODE:
+        raise CliError(f"--node must be 1 to {MAX_NODE} characters")
+    bad = text.first_unsafe(node) or next((c for c in node if c.isspace()), None)
+    if bad is not None:
+        raise CliError(
+            f"--node {node!r} must not contain spaces, control, format or invisible characters "
+            f"(found {text.describe(bad)})"
+        )
 
 
 def check_push_key_folder(args: argparse.Namespace) -> None:

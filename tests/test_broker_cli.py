@@ -144,6 +144,11 @@ def test_bad_serve_values_are_refused_before_anything_starts(tmp_path: Path) -> 
         (["--push-subject", "notamailto"], "bad --push-subject"),
         (["--push-service", "notorigin"], "bad --push-service"),
         (["--push-service", "https://fcm.googleapis.com/fcm/send"], "an https:// origin"),
+        # A name that is not UTF-8 (bytes from the shell) started a node that could write
+        # nothing to Redis (/healthz 503 for good) and whose /metrics was a traceback.
+        (["--node", "\udcff"], "--node '\\udcff' must not contain"),
+        (["--node", "n 1"], "(found U+0020 (SPACE))"),
+        (["--node", "n" * 129], "--node must be 1 to 128 characters"),
     ):
         result = run_cli([BROKER, "serve", *flags, *data])
         assert result.returncode == 2
