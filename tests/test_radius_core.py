@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from pyrad import packet as rp
+from support import assert_cli_error, console_script, run_cli
 
 from protocol.challenge import Status
 from relying_party.host.config import TomlReader
@@ -324,6 +325,31 @@ def test_a_secret_file_every_local_user_may_read_is_refused(tmp_path: Path) -> N
         match=r"broker\.api_key_file: .*/key is readable or writable by others \(mode 0604\)",
     ):
         config.load(tmp_path / "radius.toml")
+
+
+def test_an_api_key_or_secret_file_no_request_could_use_is_one_line(tmp_path: Path) -> None:
+    """`pushauth-radius check-config` as run: a key file that is not UTF-8 was a traceback, and
+    one with a space or a second line passed, then every request to the broker was one."""
+    _config(tmp_path, CLIENTS.replace('secret_file = "s"', 'secret = "b"'))
+    check = [console_script("pushauth-radius"), "--config", tmp_path / "radius.toml", "check-config"]
+    for content, why in (
+        (b"\xff\xfepak\n", "/key is not UTF-8 text"),
+        (b"pak_one\npak_two\n", "holds no API key (one line of printable ASCII, no spaces)"),
+        (b"pak one", "holds no API key"),
+    ):
+        (tmp_path / "key").write_bytes(content)
+        assert_cli_error(run_cli(check), contains="radius.toml: broker.api_key_file: ")
+        assert why in run_cli(check).stderr
+    (tmp_path / "key").write_text("k" * 20)
+    from_env = (tmp_path / "radius.toml").read_text().replace('api_key_file = "key"\n', "")
+    (tmp_path / "radius.toml").write_text(from_env)
+    line = assert_cli_error(run_cli(check, env={config.API_KEY_ENV: "pak\x01"}))
+    assert f"${config.API_KEY_ENV}: holds no API key" in line
+    _secret(tmp_path / "s", "")
+    (tmp_path / "s").write_bytes(b"\xff")
+    (tmp_path / "radius.toml").write_text('[broker]\nurl = "http://127.0.0.1:1"\n' + CLIENTS)
+    line = assert_cli_error(run_cli(check, env={config.API_KEY_ENV: "k" * 20}))
+    assert "client[1].secret_file: " in line and "/s is not UTF-8 text" in line
 
 
 def test_a_state_record_keeps_the_station_and_reads_one_written_without() -> None:

@@ -208,6 +208,8 @@ class _Reader(TomlReader):
             mode = stat.S_IMODE(path.stat().st_mode)
         except OSError as exc:
             raise self.error(key, f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise self.error(key, f"{path} is not UTF-8 text") from None
         if mode & 0o006:
             # With the API key anyone could push to (and pester) every user of this RP;
             # with a shared secret answer the gateway as this server.
@@ -233,6 +235,11 @@ class _Reader(TomlReader):
             key = os.environ.get(API_KEY_ENV, "").strip()
         if not key:
             raise self.error("broker.api_key_file", f"no broker API key: set it or ${API_KEY_ENV}")
+        # One printable ASCII word, as the broker issues it: a key with a space or a line
+        # in it passed check-config, then every request to the broker was a traceback.
+        if not (key.isascii() and key.isprintable()) or any(c.isspace() for c in key):
+            where = "broker.api_key_file" if "api_key_file" in broker else f"${API_KEY_ENV}"
+            raise self.error(where, "holds no API key (one line of printable ASCII, no spaces)")
         return key
 
 
