@@ -231,6 +231,27 @@ def test_a_config_or_map_file_others_may_write_is_refused(key: Path, tmp_path: P
     assert load(path).user_map == {"alice": "alice"}
 
 
+def test_a_key_or_map_file_that_is_not_utf8_is_a_configuration_error(key: Path, tmp_path: Path) -> None:
+    """It was a UnicodeDecodeError traceback: from check-config, and from `exec` (and the
+    PAM module), whose sign-in must end as a refusal with an audit line, never a crash."""
+    path = tmp_path / "pam.toml"
+    path.write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n[pam]\nsyslog = false\n'
+        '[users]\nmap_file = "users.map"\n'
+    )
+    pam = console_script("pushauth-pam")
+    for bad, named in ((tmp_path / "users.map", "users.map_file: "), (key, "broker.api_key_file: ")):
+        (tmp_path / "users.map").write_text("alice alice\n")
+        key.write_text("pak_test\n")
+        bad.write_bytes(b"alice \xff\xfe\n")
+        line = assert_cli_error(run_cli([pam, "--config", path, "check-config"]), contains=named)
+        assert f"{bad} is not UTF-8 text" in line, line
+        signin = run_cli([pam, "--config", path, "exec"], env={"PAM_USER": "alice", "PAM_TYPE": "auth"})
+        assert signin.returncode == 2, signin.stderr
+        assert "Traceback" not in signin.stderr and f"{bad} is not UTF-8 text" in signin.stderr, signin.stderr
+        assert "outcome=config_error" in signin.stderr, signin.stderr
+
+
 def test_exec_and_check_config_help_say_what_they_do() -> None:
     pam = console_script("pushauth-pam")
     exec_help = run_cli([pam, "exec", "--help"]).stdout

@@ -160,6 +160,8 @@ def read_api_key(path: Path) -> str:
         key = path.read_text().strip()
     except OSError as exc:
         raise ConfigError(f"{where}cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}{path} is not UTF-8 text") from None
     if not key or any(c.isspace() for c in key):
         raise ConfigError(f"broker.api_key_file: {path} holds no API key (one line, no spaces)")
     return key
@@ -171,6 +173,8 @@ def _read_map(r: TomlReader, path: Path) -> dict[str, str]:
         text = path.read_text()
     except OSError as exc:
         raise r.error("users.map_file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise r.error("users.map_file", f"{path} is not UTF-8 text") from None
     only_root_writes(path, f"{r.name}: users.map_file: ")
     out: dict[str, str] = {}
     for n, raw in enumerate(text.splitlines(), 1):
