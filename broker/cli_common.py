@@ -46,11 +46,43 @@ def check_redis_url(url: str | None) -> None:
             # client takes; imported only now: it loads the whole of redis-py.
             from redis.asyncio.connection import parse_url
 
-            parse_url(url)
+            if (problem := option_problem(parse_url(url))) is not None:
+                raise ValueError(problem)
     except ValueError as exc:
         raise CliError(f"bad --redis-url {shown_url(url)!r}: {exc}") from None
     if url.startswith(PLAIN_SCHEMES[:2]) and not re.fullmatch(r"/?(\d+)?", urlsplit(url).path):
         raise CliError(f"bad --redis-url {shown_url(url)!r}: the path must be a database number, e.g. /0")
+
+
+# Options redis-py reads from a URL's query that make its replies text, not the bytes
+# every reader of our keys expects: a traceback at the first reply.
+TEXT_REPLIES = frozenset({"decode_responses", "encoding", "encoding_errors"})
+
+
+def option_problem(kwargs: dict[str, object]) -> str | None:
+    """Why a `?name=value` of a plain Redis URL (redis-py's parse_url gave `kwargs`) cannot
+    be used, or None. redis-py passes a name it does not know to its connection class as
+    it is: a TypeError traceback when the first connection is made."""
+    import inspect
+
+    from redis.asyncio.connection import BlockingConnectionPool, Connection
+
+    given = kwargs.get("connection_class")  # parse_url's class for rediss:// and unix://
+    cls = given if isinstance(given, type) else Connection
+    classes = (*cls.__mro__, *BlockingConnectionPool.__mro__)  # the pool's own: max_connections
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    known = {
+        p.name
+        for klass in classes
+        for p in inspect.signature(klass.__init__).parameters.values()
+        if p.kind in named and p.name not in ("self", "connection_class")
+    }
+    for name, value in kwargs.items():
+        if name in TEXT_REPLIES:
+            return f"the option {name!r} is not supported (pushauth reads replies as bytes): leave it out"
+        if name not in known and not (name == "connection_class" and isinstance(value, type)):
+            return f"unknown option {name!r} in the query"
+    return None
 
 
 def shown_url(url: str) -> str:

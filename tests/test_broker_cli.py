@@ -116,6 +116,11 @@ def test_bad_redis_urls_are_refused_before_anything_starts() -> None:
         ("redis://127.0.0.1:99999", "Port out of range"),
         ("redis://127.0.0.1:x/0", "Port could not be cast"),
         ("redis://127.0.0.1:1/abc", "the path must be a database number"),
+        # Options redis-py takes from the query as they are: a traceback at the first
+        # connection (an unknown name) or at the first reply (text instead of bytes).
+        ("redis://127.0.0.1:1/0?foo=1", "unknown option 'foo' in the query"),
+        ("unix:///run/redis.sock?db=1&sockettimeout=1", "unknown option 'sockettimeout'"),
+        ("redis://127.0.0.1:1/0?decode_responses=yes", "the option 'decode_responses' is not supported"),
     ):
         for argv in (["rp", "list"], ["serve", "--port", "0"], ["serve", "--port", "0", "--workers", "2"]):
             result = run_cli([BROKER, *argv, "--redis-url", url])

@@ -187,6 +187,9 @@ def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
         # A Redis URL redis-py cannot read: a traceback at start before.
         ('[radius]\nredis_url = "mysql://x"\n' + CLIENTS, "radius.redis_url"),
         ('[radius]\nredis_url = "redis://h:99999/0"\n' + CLIENTS, "radius.redis_url"),
+        # Passed, then serve died at its first Redis connection with redis-py's TypeError.
+        ('[radius]\nredis_url = "redis://h/0?foo=1"\n' + CLIENTS, "radius.redis_url: unknown option 'foo'"),
+        ('[radius]\nredis_url = "redis://h/0?encoding=x"\n' + CLIENTS, "radius.redis_url: the option"),
         # Every push carries the app name in its context: one the broker refuses (400)
         # made every sign-in fail, while check-config said it was fine.
         ('[radius]\napp_name = "VPN\\u0007"\n' + CLIENTS, "radius.app_name: must not contain control"),

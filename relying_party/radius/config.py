@@ -182,10 +182,15 @@ class _Reader(TomlReader):
         url = self.str(table, key, default)
         # Here, not at the top: importing redis is about a third of a command's start, and
         # the command line's parser and --help need no configuration read.
-        from redis.connection import parse_url
+        from redis.asyncio.connection import parse_url
+
+        from broker.cli_common import option_problem
 
         try:
-            parse_url(url)  # redis-py's own reading: scheme, port, options
+            # redis-py's own reading (scheme, port, options), then the options it would only
+            # refuse once connecting (an unknown name) or that make its replies text.
+            if (problem := option_problem(parse_url(url))) is not None:
+                raise ValueError(problem)
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
         return url
