@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from protocol import text
-from protocol.uri import is_loopback
+from protocol.uri import is_loopback, split_url
 
 from . import cpus, webapp_static
 from .activation import DEFAULT_HOST, DEFAULT_PORT
@@ -319,6 +319,10 @@ def _check_public_url(url: str | None) -> None:
         parts.port  # noqa: B018 - raises ValueError when out of range
     except ValueError as exc:
         raise CliError(f"bad --public-url {url!r}: {exc}") from None
+    # Bytes that are not UTF-8 (from the shell) made every enrollment a 500 with a
+    # traceback; a space, a link no device can read.
+    if (bad := _unsafe(url)) is not None:
+        raise CliError(f"bad --public-url {url!r}: {bad}")
     if parts.scheme not in ("https", "http", "wss", "ws") or not parts.hostname:
         raise CliError(f"bad --public-url {url!r}: expected an https:// (or http://) URL with a host")
     if "?" in url or "#" in url or parts.username is not None:
@@ -332,13 +336,25 @@ def _check_public_url(url: str | None) -> None:
         )
 
 
+def _unsafe(value: str) -> str | None:
+    """Why `value` (a name or URL the node sends on) is refused: a space, or a control,
+    format or invisible character, or bytes that are not UTF-8 (shown as U+DCxx)."""
+    bad = text.first_unsafe(value) or next((c for c in value if c.isspace()), None)
+    if bad is None:
+        return None
+    return f"must not contain spaces, control, format or invisible characters (found {text.describe(bad)})"
+
+
 def _check_push(args: argparse.Namespace) -> None:
     """--push-subject and --push-service, as RFC 8292 and the push services take them."""
     subject = args.push_subject
     if not (subject.startswith("mailto:") and "@" in subject) and not subject.startswith("https://"):
         raise CliError(f"bad --push-subject {subject!r}: a mailto: address or an https:// URL")
     for origin in args.push_service or ():
-        parts = urlsplit(origin)
+        parts = split_url(origin)  # None: a malformed IPv6 host or port (a traceback before)
+        if parts is None or (bad := _unsafe(origin)) is not None:
+            why = "not a URL" if parts is None else bad
+            raise CliError(f"bad --push-service {origin!r}: {why}")
         # http:// only on this machine (a push relay beside the broker, a test's service).
         secure = parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname or ""))
         if not secure or not parts.hostname or parts.path not in ("", "/") or parts.query:
@@ -390,12 +406,8 @@ def _check_node(node: str) -> None:
     write to Redis failed (/healthz 503 for good) and whose /metrics was a 500."""
     if not 1 <= len(node) <= MAX_NODE:
         raise CliError(f"--node must be 1 to {MAX_NODE} characters")
-    bad = text.first_unsafe(node) or next((c for c in node if c.isspace()), None)
-    if bad is not None:
-        raise CliError(
-            f"--node {node!r} must not contain spaces, control, format or invisible characters "
-            f"(found {text.describe(bad)})"
-        )
+    if (bad := _unsafe(node)) is not None:
+        raise CliError(f"--node {node!r} {bad}")
 
 
 def check_push_key_folder(args: argparse.Namespace) -> None:

@@ -149,6 +149,11 @@ def test_bad_serve_values_are_refused_before_anything_starts(tmp_path: Path) -> 
         (["--push-subject", "notamailto"], "bad --push-subject"),
         (["--push-service", "notorigin"], "bad --push-service"),
         (["--push-service", "https://fcm.googleapis.com/fcm/send"], "an https:// origin"),
+        # Bytes that are not UTF-8 made every enrollment a 500; a space, links no device reads.
+        (["--public-url", "https://push.\udcffexample.com"], "bad --public-url"),
+        (["--public-url", "https://push example.com"], "(found U+0020 (SPACE))"),
+        (["--push-service", "http://[::1"], "bad --push-service 'http://[::1': not a URL"),
+        (["--push-service", "https://fcm.googleapis.com:99999"], "not a URL"),
         # A name that is not UTF-8 (bytes from the shell) started a node that could write
         # nothing to Redis (/healthz 503 for good) and whose /metrics was a traceback.
         (["--node", "\udcff"], "--node '\\udcff' must not contain"),
