@@ -201,6 +201,11 @@ def check_rp(args: argparse.Namespace) -> None:
     from .cli_common import CliError, check_redis_url
 
     check_redis_url(args.redis_url)
+    rp_id = getattr(args, "rp_id", None)
+    if rp_id is not None and (not rp_id.isascii() or not rp_id.isprintable()):
+        # No RP has such an id (they are ASCII); not UTF-8 (bytes from the shell), it was
+        # "'utf-8' codec can't encode character '\udcff'..." from inside redis-py.
+        raise CliError(f"no relying party with id {rp_id!r}")
     if args.rp_command == "add":
         args.name = args.name.strip()
         if not 1 <= len(args.name) <= 256:

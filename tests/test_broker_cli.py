@@ -55,6 +55,12 @@ def test_rp_remove_unknown_is_an_error(redis_server: RedisServer) -> None:
         run_cli([BROKER, "rp", "remove", "nope", "--redis-url", redis_server.url]),
         contains="no relying party",
     )
+    # An id that is not UTF-8 (bytes from the shell): the same words, not redis-py's
+    # "'utf-8' codec can't encode character '\udcff'".
+    for argv in (["remove", "rp_\udcff"], ["show", "rp_\udcff"], ["set", "rp_\udcff", "--ttl", "60"]):
+        result = run_cli([BROKER, "rp", *argv, "--redis-url", redis_server.url])
+        assert result.returncode == 2
+        assert_cli_error(result, contains="no relying party with id 'rp_\\udcff'")
 
 
 def test_unreachable_redis_is_an_error() -> None:
