@@ -195,6 +195,12 @@ def test_config_clients_most_specific_wins(tmp_path: Path) -> None:
         ('[radius]\napp_name = "VPN\\u0007"\n' + CLIENTS, "radius.app_name: must not contain control"),
         ('[radius]\napp_name = "VPN\\u202e"\n' + CLIENTS, "radius.app_name: must not contain control"),
         ('[radius]\napp_name = ""\n' + CLIENTS, "radius.app_name: must be 1 to 256"),
+        # So does the client's name (the context's "client"), and it starts audit lines.
+        (
+            '[[client]]\nname = "gw\\n"\naddress = "10.0.0.1"\nsecret = "a"\n',
+            "client[0].name: must not contain",
+        ),
+        ('[[client]]\nname = ""\naddress = "10.0.0.1"\nsecret = "a"\n', "client[0].name: must be 1 to 256"),
         (f'[radius]\napp_name = "{"v" * 257}"\n' + CLIENTS, "radius.app_name: must be 1 to 256"),
     ],
 )

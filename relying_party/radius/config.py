@@ -144,7 +144,9 @@ def parse(data: dict[str, Any], *, base: Path, name: str = "config") -> Config:
             raise r.error(f"{where}.address", str(exc)) from None
         clients.append(
             Client(
-                name=r.str(raw, f"{where}.name", str(network)),
+                # Every push from this client shows its name (the context's "client"): one
+                # the broker refuses (a control character, over 256) failed every sign-in.
+                name=r.shown(raw, f"{where}.name", str(network)),
                 network=network,
                 secret=r.secret(raw, where),
                 push_only=r.bool(raw, f"{where}.push_only", False),
