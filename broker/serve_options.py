@@ -350,6 +350,8 @@ def _check_push(args: argparse.Namespace) -> None:
     subject = args.push_subject
     if not (subject.startswith("mailto:") and "@" in subject) and not subject.startswith("https://"):
         raise CliError(f"bad --push-subject {subject!r}: a mailto: address or an https:// URL")
+    if (bad := _unsafe(subject)) is not None:  # signed into every push's VAPID token
+        raise CliError(f"bad --push-subject {subject!r}: {bad}")
     for origin in args.push_service or ():
         parts = split_url(origin)  # None: a malformed IPv6 host or port (a traceback before)
         if parts is None or (bad := _unsafe(origin)) is not None:

@@ -158,6 +158,7 @@ def test_bad_serve_values_are_refused_before_anything_starts(tmp_path: Path) -> 
         # Bytes that are not UTF-8 made every enrollment a 500; a space, links no device reads.
         (["--public-url", "https://push.\udcffexample.com"], "bad --public-url"),
         (["--public-url", "https://push example.com"], "(found U+0020 (SPACE))"),
+        (["--push-subject", "mailto:ops\udcff@example.com"], "bad --push-subject"),
         (["--push-service", "http://[::1"], "bad --push-service 'http://[::1': not a URL"),
         (["--push-service", "https://fcm.googleapis.com:99999"], "not a URL"),
         # A name that is not UTF-8 (bytes from the shell) started a node that could write
