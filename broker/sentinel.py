@@ -50,9 +50,12 @@ def parse(url: str) -> SentinelURL:
         host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
         if not host:
             raise ValueError(f"a sentinel address is missing its host: {item!r}")
-        if port and not port.isdigit():
-            raise ValueError(f"a sentinel port must be a number: {item!r}")
+        if port and not (port.isdigit() and 0 < int(port) < 65536):  # 99999: a traceback before
+            raise ValueError(f"a sentinel port must be a number from 1 to 65535: {item!r}")
         sentinels.append((host.strip("[]"), int(port) if port else DEFAULT_PORT))
+    if parts.query or parts.fragment:
+        # Nothing reads them: a timeout or a password there would be ignored in silence.
+        raise ValueError("it takes no ?options or #fragment (the user and password go before the hosts)")
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
         raise ValueError("the path must be /service or /service/db, e.g. /mymaster/0")

@@ -58,6 +58,9 @@ def test_sentinel_urls_are_parsed() -> None:
         "redis+sentinel://h:port/svc",
         "redis+sentinel://h:1/svc/zero",
         "redis+sentinel:///svc",
+        "redis+sentinel://h:99999/svc",  # a ValueError traceback from redis-py before
+        "redis+sentinel://h:0/svc",
+        "redis+sentinel://h:1/svc?socket_timeout=1",  # ignored in silence before
     ],
 )
 def test_a_bad_sentinel_url_is_a_clear_cli_error(url: str, tmp_path: Path) -> None:
