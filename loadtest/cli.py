@@ -14,9 +14,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import psutil
 
+from broker.cli_common import CliError, check_redis_url
 from broker.connections import raise_nofile_limit
 from broker.cpus import CpusError, check, cpu_list_arg, format_cpus, pin
 
@@ -393,6 +395,18 @@ def command_line(argv: list[str], api_key: str | None) -> str:
 
 def check_args(args: argparse.Namespace) -> None:
     """What argparse cannot check alone; raises UsageError before anything starts."""
+    if redis_url := getattr(args, "redis_url", None):
+        # Here, not as the broker it would be given fails to start (exit 1, its log kept).
+        try:
+            check_redis_url(redis_url)
+        except CliError as exc:
+            raise UsageError(str(exc)) from None
+    for name in ("broker_cpus", "redis_cpus"):
+        if cpus := getattr(args, name, None):
+            try:
+                check(cpus, "--" + name.replace("_", "-"))  # a CPU this machine lacks: exit 2
+            except CpusError as exc:
+                raise UsageError(str(exc)) from None
     if args.mode in ("signin", "crossnode", "flows", "routing"):
         start, end = args.rate
         if start != end and args.warmup > 0:
@@ -439,8 +453,20 @@ def _signin_kwargs(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _local(url: str) -> str:
     url = url.rstrip("/")
-    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
-        # Load is only ever sent to this machine.
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port out of range or not a number: "cannot reach" it before
+        port = None
+    # Load is only ever sent to this machine; a path or ?query would be put before /v1/...
+    if (
+        not url.startswith(("http://127.0.0.1:", "http://localhost:"))
+        or not port
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
         raise UsageError("--broker-url must be http://127.0.0.1:PORT (load stays on this machine)")
     return url
 

@@ -267,6 +267,13 @@ def _gone_pid() -> int:
             "GONE: no such",
         ),
         (["nosuchmode"], "invalid choice"),
+        # Each was found only once the run had started: "cannot reach" a port out of range,
+        # a path put before /v1/rp, a broker that failed to start (exit 1), a CPU it lacks.
+        (["signin", "--broker-url", "http://127.0.0.1:99999", "--api-key", "x"], "127.0.0.1:PORT"),
+        (["signin", "--broker-url", "http://127.0.0.1:1/base?x", "--api-key", "x"], "127.0.0.1:PORT"),
+        (["signin", "--redis-url", "foo://x"], "bad --redis-url 'foo://x': the scheme must be"),
+        (["signin", "--redis-url", "redis://127.0.0.1:1/0?foo=1"], "unknown option 'foo'"),
+        (["signin", "--broker-cpus", "4095"], "--broker-cpus: CPU 4095 does not exist here"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_started(
