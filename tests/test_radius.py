@@ -1094,6 +1094,33 @@ def test_enroll_checks_its_timeout_before_creating_anything(
     assert _store_rows(setup.store) == before
 
 
+@pytest.mark.parametrize(
+    ("account", "why"),
+    [
+        ("phone\udcff", "(found U+DCFF)"),  # bytes that are not UTF-8: "not valid JSON" at the broker
+        ("a\x1b[2Jb", "(found U+001B (ESC))"),
+        ("a" * 257, "1 to 256 characters, not 257"),
+    ],
+)
+def test_enroll_checks_its_account_label_before_creating_anything(
+    setup: Setup, account: str, why: str
+) -> None:
+    config = write_config(setup, 1812, name="enroll-account")
+    before = _store_rows(setup.store)
+    result = subprocess.run(
+        [RADIUS, "--config", config, "enroll", "newcomer", "--account", account, "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        errors="backslashreplace",
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    line = assert_cli_error(result, contains="argument --account: ")
+    assert why in line, line
+    assert _store_rows(setup.store) == before
+
+
 def test_a_failed_enroll_leaves_the_store_as_it_was(setup: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     config = write_config(setup, 1812, name="enroll-fail")
     before = _store_rows(setup.store)

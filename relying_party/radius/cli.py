@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from protocol import text
+
 from ..errors import PushAuthError
 from ..host import devices
 from ..host.store import StoreError
@@ -79,6 +81,9 @@ See docs/radius.md for every setting and deploy/radius/ for an OpenVPN example.
 """
 
 
+ACCOUNT_MAX = 256  # the broker's longest account label (POST /v1/enrollments)
+
+
 class CliError(Exception):
     """A command failed (the server could not start, an enrollment did not complete, a
     user name no user can have): one line on stderr, exit status 1."""
@@ -87,6 +92,16 @@ class CliError(Exception):
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _account(value: str) -> str:
+    """An --account the broker takes (1 to 256 plain characters), checked before anything is
+    created: bytes that are not UTF-8 were sent as a body the broker called 'not valid JSON'."""
+    if not 1 <= len(value) <= ACCOUNT_MAX:
+        raise argparse.ArgumentTypeError(f"1 to {ACCOUNT_MAX} characters, not {len(value)}")
+    if (bad := text.first_unsafe(value)) is not None:
+        raise argparse.ArgumentTypeError(text.refusal(bad))
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -135,7 +150,11 @@ def _parser() -> argparse.ArgumentParser:
         "USER is mapped as the gateway's User-Name is ([users]: realm stripped, lower case).",
     )
     enroll_cmd.add_argument("user", help="the user's name as pushauth-radius sees it (e.g. alice)")
-    enroll_cmd.add_argument("--account", help="the account label shown on the device (default: USER)")
+    enroll_cmd.add_argument(
+        "--account",
+        type=_account,
+        help=f"the account label shown on the device: 1 to {ACCOUNT_MAX} characters (default: USER)",
+    )
     enroll_cmd.add_argument(
         "--timeout",
         type=_seconds,
