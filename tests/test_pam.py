@@ -606,6 +606,37 @@ def test_pam_exec_mode_pushes_with_the_number_printed(world: World) -> None:
     )
 
 
+def test_a_remote_host_with_control_characters_is_shown_escaped_and_still_pushes(world: World) -> None:
+    """PAM_RHOST (a reverse-DNS name sshd looked up, pam_exec's environment) goes into the
+    push's context: with an escape sequence there the broker refused the push (400) and
+    the sign-in ended as config_error. Now the device shows it escaped."""
+    before = world.audit_count()
+    line = f"auth required pam_exec.so stdout quiet {PAM} --config {world.config()} exec\n"
+    with pam_service(line) as svc:
+        proc = ManagedProcess(
+            [
+                "stdbuf",
+                "-oL",
+                "pamtester",
+                "-v",
+                "-I",
+                "rhost=203.0.113.9\x1b[2J\u202e",
+                svc,
+                world.account.name,
+                "authenticate",
+            ],
+            log_dir=world.base / "logs",
+            name=f"pamtester-{next(RUNS)}",
+            stdin=True,
+        ).start()
+        number = proc.wait_for_output(r"Type (\d+) in your authenticator$", stream="both").group(1)
+        request = approve(world.home, number)
+        status, out = finish(proc)
+    assert status == 0, out
+    assert request["context"]["from"] == "203.0.113.9\\x1b[2J\\u202e"
+    world.audit_line(rf"decision=allow outcome=approved user={world.account.name} ", before)
+
+
 # -- devices and remove ----------------------------------------------------------------
 
 

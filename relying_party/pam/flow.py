@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from protocol.text import printable
+
 from ..errors import (
     BrokerUnavailable,
     InvalidRequest,
@@ -33,7 +35,7 @@ from ..errors import (
     VerificationReason,
 )
 from ..host import push_block
-from ..host.config import refused_challenge
+from ..host.config import CONTEXT_VALUE_MAX, refused_challenge
 from ..host.store import StoreError, UserStore
 from . import core, mapping
 from .config import Config
@@ -179,6 +181,11 @@ async def authenticate(
         store.close()
 
 
+def _shown(value: str) -> str:
+    """`value` for a push's context: unsafe characters escaped (\\x1b), 1 to 256 characters."""
+    return printable(value)[:CONTEXT_VALUE_MAX] or "-"
+
+
 async def _push(
     config: Config,
     request: Request,
@@ -189,9 +196,12 @@ async def _push(
     decision: Decision,
     underway: Underway,
 ) -> Decision:
-    context = {"app": config.app_name, "service": request.service, "user": request.user}
+    # What the PAM application handed us (PAM_RHOST, PAM_SERVICE, the user name), as plain
+    # text the broker takes: a control character or bytes that are not UTF-8 there made
+    # the broker refuse the push (400), and the sign-in end as config_error.
+    context = {"app": config.app_name, "service": _shown(request.service), "user": _shown(request.user)}
     if request.rhost:
-        context["from"] = request.rhost[:256]
+        context["from"] = _shown(request.rhost)
     try:
         # The one-request sign-in (the number now, the result on the same HTTP exchange;
         # the long-poll with a broker that does not stream): PushAuthClient.sign_in.
