@@ -269,6 +269,19 @@ def test_check_config_says_where_the_audit_lines_go(key: Path, tmp_path: Path) -
     out = run_cli([console_script("pushauth-pam"), "--config", path, "check-config"]).stdout
     assert f"audit lines: {tmp_path / 'audit.log'}\n" in out, out
     assert "shown on the device: 'db1'; verification codes: no" in out, out
+    # Where no line can be written (sign-ins go on, so the lines would be lost in silence).
+    for where, why in (
+        (tmp_path, f"pam.audit_file: {tmp_path} is not a regular file"),
+        (
+            tmp_path / "no-such-folder" / "audit.log",
+            f"the folder {tmp_path / 'no-such-folder'} does not exist",
+        ),
+    ):
+        path.write_text(path.read_text().replace('audit_file = "audit.log"', f'audit_file = "{where}"'))
+        assert_cli_error(
+            run_cli([console_script("pushauth-pam"), "--config", path, "check-config"]), contains=why
+        )
+        path.write_text(path.read_text().replace(f'audit_file = "{where}"', 'audit_file = "audit.log"'))
 
 
 def test_a_user_store_others_may_read_is_refused(key: Path, tmp_path: Path) -> None:

@@ -187,6 +187,18 @@ def _check(args: argparse.Namespace) -> None:
     from ..host.config import policy_summary
 
     c = _config(args.config)
+    if c.audit_file is not None:
+        # Sign-ins do not wait on it (a full disk must not decide one), so its lines would
+        # be lost in silence: said here, where the administrator checks the file.
+        if c.audit_file.exists() and not c.audit_file.is_file():
+            raise CliError(
+                f"pam.audit_file: {c.audit_file} is not a regular file: no audit line could be written"
+            )
+        if not c.audit_file.parent.is_dir():
+            raise CliError(
+                f"pam.audit_file: the folder {c.audit_file.parent} does not exist: "
+                "no audit line could be written"
+            )
     print(f"broker: {c.broker_url} (API key read from its root-only file)")
     print(f"store: {c.store}")
     print(f"when the broker is unreachable: {'allow (fail open)' if c.fail_open else 'deny (fail closed)'}")
