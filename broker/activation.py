@@ -52,8 +52,10 @@ def listening_socket(fd: int) -> socket.socket:
     """A socket object for inherited descriptor `fd`, checked to be a listening TCP socket."""
     try:
         sock = socket.socket(fileno=fd)
-    except OSError as exc:
-        raise ActivationError(f"file descriptor {fd} is not a socket: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a negative --listen-fd (a traceback before)
+        raise ActivationError(
+            f"file descriptor {fd} is not a socket: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     try:
         listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
     except OSError:

@@ -25,6 +25,7 @@ from support import (
     assert_cli_error,
     free_port,
     line_on_stdout,
+    run_cli,
 )
 from test_broker_device_ws import CTX, Device, online_device
 
@@ -170,6 +171,14 @@ def test_a_socket_that_is_not_listening_is_refused(tmp_path: Path) -> None:
         assert "not a TCP socket" in run_activated(tmp_path, udp.fileno())
     with open(tmp_path / "file", "w") as file:
         assert "not a socket" in run_activated(tmp_path, file.fileno())
+
+
+def test_a_listen_fd_that_is_no_descriptor_is_one_line(tmp_path: Path) -> None:
+    for fd in ("-1", "99999999999"):
+        result = run_cli([BROKER, "serve", "--listen-fd", fd, "--data-dir", tmp_path / "data"])
+        assert result.returncode == 2
+        assert_cli_error(result, contains=f"file descriptor {fd} is not a socket")
+    assert not (tmp_path / "data").exists()
 
 
 def test_more_than_one_passed_socket_is_refused(tmp_path: Path, held: socket.socket) -> None:
