@@ -348,6 +348,8 @@ def _node_counts(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected node counts like 1,2,4,8, not {text!r}") from None
     if not counts or not all(1 <= n <= 8 for n in counts):
         raise argparse.ArgumentTypeError("node counts are 1..8")
+    if len(set(counts)) != len(counts):  # one result per count: a repeat failed after the run
+        raise argparse.ArgumentTypeError(f"each node count once, not {text!r}")
     return counts
 
 
@@ -411,6 +413,13 @@ def check_args(args: argparse.Namespace) -> None:
         start, end = args.rate
         if start != end and args.warmup > 0:
             raise UsageError("a ramp is measured from its start: use --warmup 0 with FROM:TO rates")
+        if (start + end) / 2 * args.duration < 1:
+            # No sign-in to measure: the run went on, then ended in "zip() argument 2 is
+            # longer than argument 1" (no CPU reading was taken in its window).
+            raise UsageError(
+                f"--rate {start:g}{'' if start == end else f':{end:g}'} for --duration {args.duration:g} "
+                "makes no sign-in: at least one is needed (raise either)"
+            )
     if args.mode != "signin":
         return
     if not args.broker_url:

@@ -274,6 +274,10 @@ def _gone_pid() -> int:
         (["signin", "--redis-url", "foo://x"], "bad --redis-url 'foo://x': the scheme must be"),
         (["signin", "--redis-url", "redis://127.0.0.1:1/0?foo=1"], "unknown option 'foo'"),
         (["signin", "--broker-cpus", "4095"], "--broker-cpus: CPU 4095 does not exist here"),
+        # A run of no sign-in, a node count twice: "zip() argument 2 is longer than argument 1"
+        # once the run was over.
+        (["signin", "--rate", "1", "--duration", "0.5", "--warmup", "0"], "makes no sign-in"),
+        (["routing", "--nodes", "1,1"], "each node count once"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_nothing_started(
