@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from pam_world import pam_service
 from support import assert_cli_error, console_script, run_cli
 
 from protocol.challenge import Status
@@ -202,6 +203,26 @@ def test_pam_line_names_the_config_by_its_absolute_path(key: Path, tmp_path: Pat
     result = run_cli([console_script("pushauth-pam"), "--config", "pam.toml", "pam-line"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith(f" config={tmp_path / 'pam.toml'}"), result.stdout
+
+
+def test_pam_line_of_a_config_in_a_folder_with_a_space_is_read_by_pam_as_one_argument(
+    key: Path, tmp_path: Path
+) -> None:
+    """PAM splits a pam.d line at blanks: printed bare, config=/x/pam dir/pam.toml reached the
+    module as config=/x/pam, and every sign-in was a config_error ("misconfigured")."""
+    folder = tmp_path / "pam dir"
+    folder.mkdir()
+    (folder / "pam.toml").write_text(
+        f'[broker]\nurl = "http://127.0.0.1:1"\napi_key_file = "{key}"\n'
+        '[pam]\nsyslog = false\nstore = "users.db"\n'
+    )
+    result = run_cli([console_script("pushauth-pam"), "--config", folder / "pam.toml", "pam-line"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith(f" [config={folder / 'pam.toml'}]"), result.stdout
+    with pam_service(result.stdout) as service:
+        signin = run_cli(["pamtester", "-v", service, "root", "authenticate"])
+    # Read and used: root has no device here (not: "Push sign-in is misconfigured").
+    assert "No authenticator is set up for you on this host" in signin.stdout + signin.stderr, signin
 
 
 def test_a_config_or_map_file_others_may_write_is_refused(key: Path, tmp_path: Path) -> None:

@@ -222,7 +222,17 @@ def _pam_line(args: argparse.Namespace) -> None:
     purelib = sysconfig.get_paths()["purelib"]
     # Absolute: the module runs in the PAM application's working directory (sshd's is /),
     # not the one this command was given a relative --config in.
-    print(f"auth required pam_python.so {module} site={purelib} config={args.config.absolute()}")
+    words = [str(module), f"site={purelib}", f"config={args.config.absolute()}"]
+    print("auth required pam_python.so " + " ".join(_pam_arg(w) for w in words))
+
+
+def _pam_arg(word: str) -> str:
+    """One argument of a pam.d line: PAM splits a line at blanks, so an argument holding one
+    goes in [brackets], a ']' in it escaped (pam.conf(5)). Printed bare, a config in
+    "/etc/push auth/" was read as config=/etc/push: every sign-in a config_error."""
+    if not any(c.isspace() for c in word) and not word.startswith("["):
+        return word
+    return "[" + word.replace("]", "\\]") + "]"
 
 
 class _ExecConversation:
