@@ -85,6 +85,9 @@ class EmbeddedRedis:
         living owner runs. Call it from the main thread (see broker/lifeline.py)."""
         if len(str(self.socket)) > MAX_SOCKET_PATH:
             raise EmbeddedRedisError(f"data directory path too long for a Unix socket: {self.data_dir}")
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            # mkdir's own words were "--data-dir /etc/hosts: File exists".
+            raise EmbeddedRedisError(f"--data-dir {self.data_dir} is not a directory")
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not self._take_lock():
             return self._share(timeout)  # another living process owns the server

@@ -213,6 +213,12 @@ def test_bad_addresses_files_and_folders_are_named(tmp_path: Path) -> None:
         ),
         contains="cannot listen on --metrics-host bad..host",
     )
+    # A file given as the data directory: said so (it was mkdir's "File exists"), exit 2.
+    (tmp_path / "a-file").write_text("")
+    for argv in (["rp", "list"], ["serve", "--port", "0"]):
+        result = run_cli([BROKER, *argv, "--data-dir", tmp_path / "a-file"])
+        assert result.returncode == 2
+        assert_cli_error(result, contains=f"--data-dir {tmp_path / 'a-file'} is not a directory")
     # A data directory that cannot be made: the message names it.
     for argv in (["rp", "list"], ["serve", "--port", "0"]):
         assert_cli_error(
