@@ -271,6 +271,13 @@ def test_a_key_or_map_file_that_is_not_utf8_is_a_configuration_error(key: Path, 
         assert signin.returncode == 2, signin.stderr
         assert "Traceback" not in signin.stderr and f"{bad} is not UTF-8 text" in signin.stderr, signin.stderr
         assert "outcome=config_error" in signin.stderr, signin.stderr
+    (tmp_path / "users.map").unlink()
+    key.write_text("pak_test\n")
+    os.mkfifo(tmp_path / "users.map")  # check-config and every sign-in waited for a writer
+    line = assert_cli_error(
+        run_cli([pam, "--config", path, "check-config"], timeout=20), contains="users.map_file: "
+    )
+    assert f"{tmp_path / 'users.map'} is not a regular file" in line, line
 
 
 def test_exec_and_check_config_help_say_what_they_do() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import os
 import re
 import struct
 import tomllib
@@ -359,6 +360,10 @@ def test_an_api_key_or_secret_file_no_request_could_use_is_one_line(tmp_path: Pa
     (tmp_path / "radius.toml").write_text('[broker]\nurl = "http://127.0.0.1:1"\n' + CLIENTS)
     line = assert_cli_error(run_cli(check, env={config.API_KEY_ENV: "k" * 20}))
     assert "client[1].secret_file: " in line and "/s is not UTF-8 text" in line
+    (tmp_path / "s").unlink()
+    os.mkfifo(tmp_path / "s")  # check-config waited for a writer for good
+    line = assert_cli_error(run_cli(check, env={config.API_KEY_ENV: "k" * 20}, timeout=20))
+    assert "client[1].secret_file: " in line and "/s is not a regular file" in line
 
 
 def test_a_state_record_keeps_the_station_and_reads_one_written_without() -> None:

@@ -169,6 +169,8 @@ def read_api_key(path: Path) -> str:
 
 def _read_map(r: TomlReader, path: Path) -> dict[str, str]:
     """`local_user pushauth_user` per line; # starts a comment."""
+    if path.exists() and not path.is_file():  # a FIFO waited forever, /dev/zero filled the memory
+        raise r.error("users.map_file", f"{path} is not a regular file")
     try:
         text = path.read_text()
     except OSError as exc:

@@ -210,6 +210,9 @@ class _Reader(TomlReader):
         """A secret's file (the broker API key, a shared secret): refused when every local
         user may read it. The group may (root:pushauth 0640, as deploy/radius/ has it)."""
         path = self.base / value
+        if path.exists() and not path.is_file():
+            # A FIFO waited forever for a writer, /dev/zero filled the memory.
+            raise self.error(key, f"{path} is not a regular file")
         try:
             text = path.read_text().strip()
             mode = stat.S_IMODE(path.stat().st_mode)
