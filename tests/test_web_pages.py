@@ -441,10 +441,7 @@ async def _real_code_page(site: Site, tmp_path: Path) -> tuple[str, pyotp.TOTP]:
     follows the broker's list first), then the password: at the code page. Its CSRF
     token and the device's codes (the secret we provisioned for it)."""
     home = tmp_path / "phone"
-    await site.sign_in()
-    cid = await _enroll_with_agent(site, home)
-    await _finish_setup(site, home, cid)
-    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    cid = await _signed_out_with_a_phone(site, home)
     device = site.db.device(user(site.db).id, cid)
     assert device is not None and (device.totp_algorithm, device.totp_digits, device.totp_period) == (
         "SHA1",
@@ -524,10 +521,7 @@ async def _sign_in_page_left(site: Site, home: Path) -> tuple[str, str]:
     """Whoever knows alice's password (her device set up): the push page is loaded once,
     then left (that browser is gone). The id of its request, pending on the phone, and
     the page's number."""
-    await site.sign_in()
-    cid = await _enroll_with_agent(site, home)
-    await _finish_setup(site, home, cid)
-    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    await _signed_out_with_a_phone(site, home)
     assert (await site.sign_in()).headers["Location"] == "/signin/push"
     status, html = await site.get("/signin/push")
     assert status == 200 and 'data-status="pending"' in html
@@ -581,10 +575,7 @@ async def test_an_answer_read_by_the_open_push_page_names_its_device_in_the_acti
     activity row names the device that answered, as for an approval. The rows of denials,
     wrong numbers and reports read by the open page named none (only those read later did)."""
     home = tmp_path / "phone"
-    await site.sign_in()
-    cid = await _enroll_with_agent(site, home)
-    await _finish_setup(site, home, cid)
-    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    await _signed_out_with_a_phone(site, home)
     assert (await site.sign_in()).headers["Location"] == "/signin/push"
     ch = (await _only_pending(home))["id"]
     assert (await phone(home, "deny", "--", ch)).returncode == 0
@@ -961,6 +952,16 @@ async def _finish_setup(site: Site, home: Path, cid: str) -> None:
     r = await site.post("/push/complete", {"csrf_token": token, "purpose": "setup"})
     assert r.status == 303 and r.headers["Location"] == "/security"
     assert site.db.device(user(site.db).id, cid).confirmed  # type: ignore[union-attr]
+
+
+async def _signed_out_with_a_phone(site: Site, home: Path) -> str:
+    """Sign in, set up the phone at `home` (its test notification approved), sign out:
+    the phone's credential id, for a test of the sign-in that follows."""
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    await _finish_setup(site, home, cid)
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    return cid
 
 
 async def _signed_in_with_a_backed_up_phone(site: Site, home: Path) -> tuple[str, Path]:
@@ -1774,10 +1775,7 @@ async def test_send_again_cancel_and_a_code_end_the_earlier_requests(site: Site,
     replaces it (superseded), Cancel, signing in with a code and choosing the code end it
     at the broker."""
     home = tmp_path / "phone"
-    await site.sign_in()
-    cid = await _enroll_with_agent(site, home)
-    await _finish_setup(site, home, cid)
-    await site.post("/signout", {"csrf_token": await site.token("/security")})
+    await _signed_out_with_a_phone(site, home)
 
     # Send again, twice: one live request on the phone, the one with the page's number.
     assert (await site.sign_in()).headers["Location"] == "/signin/push"
