@@ -29,7 +29,7 @@ _OFFLINE: dict[int, str | None] = {EXIT_OK: None, EXIT_USAGE: _BAD_INPUT}
 COMMAND_EXITS: dict[str, dict[int, str | None]] = {
     "enroll": {
         EXIT_OK: "the account was added (the service's test notification is still to approve)",
-        EXIT_REFUSED: "the broker refused: the enrollment code is used or expired, ...",
+        EXIT_REFUSED: "the broker refused: the setup link is used, withdrawn or expired, ...",
         EXIT_USAGE: "bad URI or device name, an image without its QR code, an unencrypted remote "
         "broker, or the account is here already and no --again off a terminal; nothing was sent. Or "
         "the account could not be saved here: the key just registered was revoked",

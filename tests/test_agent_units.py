@@ -66,7 +66,7 @@ def test_backoff_is_the_specs_one_second_to_sixty() -> None:
 
 def test_every_error_code_has_words() -> None:
     assert set(ErrorCode) <= ERROR_MESSAGES.keys()
-    assert error_message("bad_token").startswith("the enrollment code")
+    assert error_message("bad_token").startswith("the setup link")
     assert "something new" in error_message("brand_new_code", "something new")
 
 
