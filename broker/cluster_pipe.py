@@ -51,7 +51,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError, NoScriptError, ResponseError
 
 from .redis_pipe import CONNECT_TIMEOUT_S, REPLY_TIMEOUT_S, RedisPipe, _Protocol
-from .subscriber import _Channels, _pack
+from .subscriber import HeartbeatSocket, _Channels, _pack, heartbeats
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,6 @@ DURABLE_REPLICAS = 1
 DURABLE_WAIT_MS = 1000
 UNREPLICATED_LOG_S = 60.0  # how often a master without a confirming replica is logged
 REPLICA_RECHECK_S = 5.0  # meanwhile, how often the slot map is read to see a replica back
-# A subscription connection carries nothing while no one publishes, so silence alone says
-# nothing: each one is PINGed this often, and one that answers none within
-# REPLY_TIMEOUT_S is taken for lost. A master that hangs (SIGSTOP, a stalled host, a
-# network path that drops without a reset) is failed over by the cluster, and the events
-# of its slots are published at the new master from then on: without this the node kept
-# listening at the hung one and missed them all until it woke up, or for good.
-SUBSCRIPTION_PING_S = 1.0
 
 # A slot map read asks the next node when one has not answered within MAP_HEDGE_S (a
 # live node answers in a millisecond; a hung one never does), and asks a node that
@@ -729,56 +722,35 @@ def _chain(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
 # -- sharded pub/sub ----------------------------------------------------------------------
 
 
-_PING = hiredis.pack_command(("PING",))
-# PING's answer outside pub/sub mode (no channel held yet) and inside it (RESP2).
-_PONGS = (b"PONG", [b"pong", b""])
-
-
-class _ShardSocket(asyncio.Protocol):
+class _ShardSocket(HeartbeatSocket):
     """One SSUBSCRIBE connection to one master; its replies go to the subscriber's one
-    queue (the order across masters does not matter, within one it is kept)."""
+    queue (the order across masters does not matter, within one it is kept). A master
+    that hangs is failed over by the cluster, and the events of its slots are published
+    at the new master from then on: its heartbeat (subscriber.py) ends the connection,
+    and the event listener reads the slot map and subscribes anew."""
 
     def __init__(self, owner: ClusterSubscriber, address: Address) -> None:
+        super().__init__()
         self.owner = owner
         self.address = address
-        self.reader = hiredis.Reader()
-        self.transport: asyncio.Transport | None = None
-        self.lost: ConnectionError | None = None
-        self.pinged_at: float | None = None  # a PING without its PONG yet
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def peer(self) -> str:
+        return f"Redis Cluster node {self.address[0]}:{self.address[1]}"
+
+    def _wake(self) -> None:
+        self.owner._wake()
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            if reply in _PONGS:  # the heartbeat's answer: the master is alive
-                self.pinged_at = None
-                continue
-            self.owner._replies.append((self, reply))
+            if not self._pong(reply):
+                self.owner._replies.append((self, reply))
         self.owner._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.lost is None:  # the heartbeat may have said why first
-            where = f"{self.address[0]}:{self.address[1]}"
-            self.lost = ConnectionError(f"Redis Cluster node {where} lost: {exc or 'closed by server'}")
+            self.lost = ConnectionError(f"{self.peer()} lost: {exc or 'closed by server'}")
         self.owner._wake()
-
-    def heartbeat(self, now: float) -> None:
-        """PING when none is out; a PING unanswered for REPLY_TIMEOUT_S loses the
-        connection (the event listener then reads the slot map and subscribes anew)."""
-        if self.lost is not None or self.transport is None:
-            return
-        if self.pinged_at is None:
-            self.pinged_at = now
-            self.transport.write(_PING)
-        elif now - self.pinged_at > REPLY_TIMEOUT_S:
-            where = f"{self.address[0]}:{self.address[1]}"
-            self.lost = ConnectionError(
-                f"Redis Cluster node {where} answered no PING within {REPLY_TIMEOUT_S:g} s (hung?)"
-            )
-            self.transport.abort()
-            self.owner._wake()
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and self.lost is None:
@@ -878,13 +850,6 @@ class ClusterSubscriber(_Channels):
                     raise
                 await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S)) - 1])
 
-    async def _heartbeat(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SUBSCRIPTION_PING_S)
-            for sock in list(self._socks.values()):
-                sock.heartbeat(loop.time())
-
     async def messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
         heartbeat: asyncio.Task[None] | None = None
         try:
@@ -892,7 +857,7 @@ class ClusterSubscriber(_Channels):
             await self._connect_all()
             # From here: a master that hangs before it confirms the subscriptions is
             # found out as well as one that hangs later.
-            heartbeat = asyncio.ensure_future(self._heartbeat())
+            heartbeat = asyncio.ensure_future(heartbeats(lambda: self._socks.values()))
             initial = self._connected()
             if initial:
                 self._write(initial)

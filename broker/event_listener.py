@@ -13,7 +13,8 @@ its hub (broker/hub.py). Three things make that robust (DESIGN invariant 10, iss
   Redis (`catch_up`): pending challenges and open recovery questions of the users
   with devices here are delivered if new, prompts that ended meanwhile are
   cancelled, credentials revoked or confirmed meanwhile are acted on, and waiting
-  long-polls whose challenge ended or enrollment completed are answered. Subscribing
+  long-polls whose challenge ended, or whose enrollment completed, was cancelled or
+  had a device refused, are answered. Subscribing
   first and reading second leaves no gap: anything later arrives as an event, and
   the hub and the connections ignore what they already have.
 - /healthz reports the listener: down for longer than a grace period, the node
@@ -300,9 +301,14 @@ async def _notices(store: Store, hub: Hub) -> None:
 
 
 async def _waiters(store: Store, hub: Hub) -> None:
-    """Long-polls waiting here for a challenge that ended or an enrollment that completed
-    or was cancelled, and challenges created here that ended (their channel holds are
-    released)."""
+    """Long-polls waiting here for a challenge that ended, or for an enrollment that
+    completed, was cancelled or has a device refused at the cap; and challenges created
+    here that ended (their channel holds are released).
+
+    A refusal leaves its enrollment pending, so the state does not say whether it came
+    before or after a waiting long-poll read it: every long-poll of an enrollment with a
+    refusal answers. One that had read it already answers early with what it had read,
+    which a long-poll may always do (the SDK asks again for a refusal it knows)."""
     await _ended(store, hub, sorted(hub.result_waiters.keys() | hub.holding.keys()))
     for eid in sorted(hub.enrollment_waiters):
         h = await store.redis.hgetall(keys.enrollment(eid))
@@ -311,6 +317,8 @@ async def _waiters(store: Store, hub: Hub) -> None:
             await hub.dispatch(events.EnrollmentCompleted(eid, rp, h[b"cid"].decode()))
         elif h.get(b"status") == b"cancelled":
             await hub.dispatch(events.EnrollmentCancelled(eid, rp))
+        elif h.get(b"refused"):
+            await hub.dispatch(events.EnrollmentRefused(eid, rp))
 
 
 def _devices(hub: Hub) -> set[Device]:

@@ -32,7 +32,7 @@ import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError, ResponseError
 
-from .redis_pipe import CONNECT_TIMEOUT_S, RedisPipe
+from .redis_pipe import CONNECT_TIMEOUT_S, REPLY_TIMEOUT_S, RedisPipe
 
 
 class Refused(ConnectionError):
@@ -72,6 +72,7 @@ class Subscriber(Protocol):
 
 
 _SUB, _UNSUB = b"ssubscribe", b"sunsubscribe"
+_PING_COMMAND = b"ping"  # ClientSubscriber's writer: the heartbeat's PING
 _MESSAGES = (b"smessage", b"message")
 
 
@@ -211,27 +212,110 @@ class _Channels:
         return not any(c in self._sent for c in channels)
 
 
-class _Socket(asyncio.Protocol):
-    """RESP replies of the subscription connection, parsed by hiredis, in order."""
+# A subscription connection carries nothing while no one publishes, so silence alone says
+# nothing: each one is PINGed this often, and one that answers none within
+# REPLY_TIMEOUT_S is taken for lost, and subscribed anew. A Redis that hangs (SIGSTOP, a
+# stalled host: a Sentinel or the cluster fails it over) or a network path that drops
+# without a reset (a firewall's state lost) otherwise left the node listening on a
+# connection that would never carry an event again, for good, and /healthz content.
+SUBSCRIPTION_PING_S = 1.0
+_PING = hiredis.pack_command(("PING",))
+# PING's answer outside pub/sub mode (no channel held yet) and inside it (RESP2).
+_PONGS = (b"PONG", [b"pong", b""])
+
+
+class Pings:
+    """When a subscription connection is PINGed, and when its silence means it is lost
+    (no I/O: each subscriber sends and reads in its own way)."""
+
+    def __init__(self) -> None:
+        self.out_since: float | None = None  # a PING without its PONG yet
+
+    def answered(self) -> None:
+        self.out_since = None
+
+    def tick(self, now: float, peer: str) -> bool:
+        """Called every SUBSCRIPTION_PING_S: True when a PING is to be sent now (none is
+        out); ConnectionError when the one out is overdue (drop the connection)."""
+        if self.out_since is None:
+            self.out_since = now
+            return True
+        if now - self.out_since > REPLY_TIMEOUT_S:
+            raise ConnectionError(f"{peer} answered no PING within {REPLY_TIMEOUT_S:g} s (hung?)")
+        return False
+
+
+class HeartbeatSocket(asyncio.Protocol):
+    """A subscription connection that `heartbeat` PINGs: a reply that is a PONG is
+    taken by `_pong`, never handed on; a PING unanswered past REPLY_TIMEOUT_S aborts
+    the connection, with `lost` saying why (the subscriber's `messages` then raises it,
+    and the event listener subscribes anew and catches up)."""
 
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
-        self.replies: deque[Any] = deque()
-        self.wakeup: asyncio.Future[None] | None = None
-        self.lost: Exception | None = None
+        self.lost: ConnectionError | None = None
+        self.pings = Pings()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def peer(self) -> str:
+        """Who answers, for the log: "Redis", "Redis Cluster node HOST:PORT"."""
+        raise NotImplementedError
+
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def _pong(self, reply: Any) -> bool:
+        """Whether `reply` is the heartbeat's answer (the server is alive)."""
+        if reply in _PONGS:
+            self.pings.answered()
+            return True
+        return False
+
+    def heartbeat(self, now: float) -> None:
+        if self.lost is not None or self.transport is None:
+            return
+        try:
+            if self.pings.tick(now, self.peer()):
+                self.transport.write(_PING)
+        except ConnectionError as silent:
+            self.lost = silent
+            self.transport.abort()
+            self._wake()
+
+
+async def heartbeats(socks: Callable[[], Iterable[HeartbeatSocket]]) -> None:
+    """Every SUBSCRIPTION_PING_S, the heartbeat of each socket `socks()` names now."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(SUBSCRIPTION_PING_S)
+        for sock in list(socks()):
+            sock.heartbeat(loop.time())
+
+
+class _Socket(HeartbeatSocket):
+    """RESP replies of the subscription connection, parsed by hiredis, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: deque[Any] = deque()
+        self.wakeup: asyncio.Future[None] | None = None
+
+    def peer(self) -> str:
+        return "Redis"
+
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
-            self.replies.append(reply)
+            if not self._pong(reply):
+                self.replies.append(reply)
         self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed by server'}")
+        if self.lost is None:  # the heartbeat may have said why first
+            self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed by server'}")
         self._wake()
 
     def _wake(self) -> None:
@@ -278,6 +362,9 @@ class RawSubscriber(_Channels):
             transport, sock = await asyncio.wait_for(connecting, CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"cannot connect to Redis: {exc}") from None
+        # From here: a server that hangs before it answers AUTH or confirms the
+        # subscriptions is found out as well as one that hangs later.
+        heartbeat = asyncio.ensure_future(heartbeats(lambda: (sock,)))
         try:
             for command in pipe.setup:  # AUTH: answered before pub/sub mode
                 transport.write(hiredis.pack_command(tuple(command)))
@@ -307,6 +394,7 @@ class RawSubscriber(_Channels):
                         yield data
                 await sock.wait()
         finally:
+            heartbeat.cancel()
             self._sock = None
             self._disconnected()
             self._early.clear()
@@ -337,12 +425,24 @@ class ClientSubscriber(_Channels):
             for command, channel in await queue.get():
                 if command == _SUB:
                     await pubsub.ssubscribe(channel)
-                else:
+                elif command == _UNSUB:
                     await pubsub.sunsubscribe(channel)
+                else:
+                    await pubsub.ping()
+
+    @staticmethod
+    async def _heartbeat(pings: Pings, queue: asyncio.Queue[list[tuple[bytes, str]]]) -> None:
+        """PINGs through the writer; ends with ConnectionError when one goes unanswered
+        (a hung master that Sentinel fails over: the node must follow it)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SUBSCRIPTION_PING_S)
+            if pings.tick(loop.time(), "Redis"):
+                queue.put_nowait([(_PING_COMMAND, "")])
 
     async def messages(self, on_subscribed: Callable[[], None]) -> AsyncIterator[bytes]:
         pubsub = self._redis.pubsub()
-        writer: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
         try:
             await pubsub.connect()
             queue: asyncio.Queue[list[tuple[bytes, str]]] = asyncio.Queue()
@@ -350,42 +450,52 @@ class ClientSubscriber(_Channels):
             initial = self._connected()
             if initial:
                 queue.put_nowait(initial)
-            writer = asyncio.create_task(self._writer(pubsub, queue))
+            pings = Pings()
+            tasks += [
+                asyncio.create_task(self._writer(pubsub, queue)),
+                asyncio.create_task(self._heartbeat(pings, queue)),
+            ]
             channels = [channel for _, channel in initial]
             early: deque[bytes] = deque()
             while not self._all_confirmed(channels):
-                data = self._reply(await self._read(pubsub, writer))
+                data = self._reply(await self._read(pubsub, tasks, pings))
                 if data is not None:
                     early.append(data)
             on_subscribed()
             while early:
                 yield early.popleft()
             while True:
-                data = self._reply(await self._read(pubsub, writer))
+                data = self._reply(await self._read(pubsub, tasks, pings))
                 if data is not None:
                     yield data
         finally:
             self._writes = None
             self._disconnected()
-            if writer is not None:
-                writer.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(BaseException):
-                    await writer
+                    await task
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
 
     @staticmethod
-    async def _read(pubsub: Any, writer: asyncio.Task[None]) -> Any:
+    async def _read(pubsub: Any, tasks: list[asyncio.Task[None]], pings: Pings) -> Any:
         while True:
-            if writer.done():
-                writer.result()  # a failed write: raise it
+            for task in tasks:
+                if task.done():
+                    task.result()  # a failed write, a PING unanswered: raise it
             # redis-py reconnects by itself and subscribes again: the confirmations it
             # gets then match no command sent here, and _reply ends this connection, so
             # the listener starts over and catches up (what was published between is lost).
-            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=None)
-            if msg is not None:
-                kind = msg["type"]
-                return [kind.encode() if isinstance(kind, str) else kind, msg["channel"], msg["data"]]
+            # Not blocking for good: the heartbeat's verdict is read at least this often.
+            msg = await pubsub.get_message(ignore_subscribe_messages=False, timeout=SUBSCRIPTION_PING_S)
+            if msg is None:
+                continue
+            kind = msg["type"]
+            if kind in ("pong", b"pong"):
+                pings.answered()
+                continue
+            return [kind.encode() if isinstance(kind, str) else kind, msg["channel"], msg["data"]]
 
     def close(self) -> None:
         pass

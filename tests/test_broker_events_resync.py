@@ -16,11 +16,12 @@ from typing import Any
 import aiohttp
 import msgpack
 from shared_broker import new_rp
-from support import BrokerProcess, RedisServer, TcpProxy, wait_until
-from test_broker_device_ws import CTX, online_device
+from support import DEADLINE, BrokerProcess, RedisServer, TcpProxy, store_policy, wait_until
+from test_broker_credential_cap import send_enroll
+from test_broker_device_ws import CTX, Device, online_device
 
 from broker import keys
-from protocol.frames import Cancel, Challenge
+from protocol.frames import Cancel, Challenge, Error
 from relying_party.sdk import PushAuthClient
 
 GARBAGE = [
@@ -126,6 +127,63 @@ async def test_garbage_is_skipped_and_what_a_deaf_node_missed_reaches_its_device
         err = node.stderr_path.read_text()
         assert "skipped a malformed event" in err
         assert "Traceback" not in err, err
+
+
+async def test_a_refusal_published_while_a_node_resubscribes_answers_its_long_poll(
+    redis_factory: Callable[..., RedisServer],
+    broker_factory: Callable[..., BrokerProcess],
+    tcp_proxy: Callable[..., TcpProxy],
+) -> None:
+    """A long-poll on an enrollment that starts while its node is reconnecting to the
+    event channel (it reads Redis and waits) hears of a device refused at the cap on
+    another node meanwhile: once its node is subscribed again, the catch-up answers it,
+    as it does a completion, instead of leaving it to its wait's end.
+
+    Node A is a Redis user of its own, so that only A's subscription is cut; it reaches
+    Redis through a proxy that holds A's reconnection (at its AUTH) until the test lets
+    it through, while A's open connections go on working."""
+    redis_server = redis_factory()
+    admin = redis_server.client()
+    admin.acl_setuser(
+        "node-a", enabled=True, passwords=["+a-secret"], keys=["*"], channels=["*"], commands=["+@all"]
+    )
+    proxy = tcp_proxy([redis_server.port])
+    a = broker_factory(redis_url=f"redis://node-a:a-secret@127.0.0.1:{proxy.port}/0", node="a")
+    b = broker_factory(redis_url=redis_server.url, node="b")
+    rp = await new_rp(b, "Resync RP")
+    await store_policy(b, rp["id"], max_credentials=1)
+    async with PushAuthClient(b.http_url, rp["api_key"]) as via_b, aiohttp.ClientSession() as http:
+        setups = [await via_b.create_enrollment("erin", "erin@example.com") for _ in range(2)]
+        first = await Device.connect(a.ws_url)  # A listens on erin's channel for it
+        await first.enroll(setups[0].uri or "")
+
+        # A's subscription is cut, and its new connection hangs before it subscribes.
+        proxy.hold_new_connections()
+        admin.execute_command("CLIENT", "KILL", "USER", "node-a", "TYPE", "pubsub")
+        await asyncio.to_thread(wait_until, lambda: proxy.waiting == 1, message="A to reconnect")
+        assert not a.health()[1]["events"]["subscribed"]
+        url = f"{a.http_url}/v1/enrollments/{setups[1].id}?wait=60"
+        poll = asyncio.create_task(_get_json(http, url, rp["api_key"]))
+        await asyncio.to_thread(wait_until, lambda: a.long_polls() == 1, message="the long-poll on A")
+
+        # The second device is refused on B: B's event goes by A.
+        second = await Device.connect(b.ws_url)
+        error = await send_enroll(second, setups[1])
+        assert isinstance(error, Error) and error.code == "too_many_credentials", error
+        assert (await via_b.get_enrollment(setups[1])).refused is not None
+
+        # A subscribes and catches up: the long-poll answers, well before its 60 s.
+        proxy.let_through()
+        status, answered = await asyncio.wait_for(poll, DEADLINE)
+        assert status == 200, answered
+        assert answered["status"] == "pending"
+        assert answered["refused"]["code"] == "too_many_credentials"
+        assert a.health()[1]["events"]["resubscriptions"] == 1
+        for dev in (first, second):
+            await dev.close()
+    for node in (a, b):
+        node.terminate()
+        assert "Traceback" not in node.stderr_path.read_text()
 
 
 async def _get_json(http: aiohttp.ClientSession, url: str, key: str) -> tuple[int, Any]:

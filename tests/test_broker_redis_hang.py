@@ -188,3 +188,32 @@ async def test_the_sdk_asks_again_when_its_long_poll_connection_breaks(
             result = await asyncio.wait_for(waiting, 60)
             assert result.status is Status.APPROVED
             await dev.close()
+
+
+async def test_a_silent_path_to_redis_does_not_leave_a_node_deaf_for_good(
+    redis_server: RedisServer, broker_factory: Callable[..., BrokerProcess]
+) -> None:
+    """Node A's connections to Redis stop carrying Redis's replies and nothing closes
+    them (a path that drops packets without a reset: a firewall's state lost, a stalled
+    host). Its subscription carries nothing while no one publishes, so only a PING that
+    goes unanswered tells: A subscribes again on a new connection and catches up, and
+    a challenge made on node B meanwhile reaches A's device. Without the PINGs A stayed
+    subscribed to nothing for good, /healthz saying all was well."""
+    with TcpProxy([redis_server.port]) as proxy:
+        a = broker_factory(redis_url=f"redis://127.0.0.1:{proxy.port}/0", node="a")
+        b = broker_factory(redis_url=redis_server.url, node="b")
+        rp = add_rp("Silent RP", redis_url=redis_server.url)
+        async with PushAuthClient(b.http_url, rp["api_key"]) as via_b:
+            dev = await online_device(via_b, a.ws_url)
+            proxy.lose_replies()  # A's open connections; new ones work
+            missed = await via_b.create_challenge("alice", CTX, ttl=120)
+            # A PING unanswered for 5 s, then A's catch-up reads through its own
+            # connection, which gives up after 5 s too: a generous bound on both.
+            got = await dev.frame(timeout=60)
+            assert isinstance(got, Challenge) and got.ch == missed.id
+            assert a.health()[1]["events"]["resubscriptions"] >= 1
+            await dev.close()
+        a.terminate()
+        err = a.stderr_path.read_text()
+        assert "answered no PING" in err, err
+        assert "Traceback" not in err, err

@@ -246,3 +246,39 @@ async def test_the_broker_follows_a_sentinel_failover_of_a_hung_master(
             assert (await client.wait_result(again, keys, timeout=10)).approved
         finally:
             master.process.kill(signal.SIGCONT)
+
+
+async def test_a_node_listening_at_a_hung_master_hears_events_from_its_successor(
+    sentinel_setup: tuple[RedisServer, RedisServer, ManagedProcess],
+    broker_factory: Callable[..., BrokerProcess],
+) -> None:
+    """The master hangs and the sentinel promotes the replica: node A, whose device
+    waits for sign-ins, must leave its silent subscription for the new master, where
+    node B now publishes. Its subscription carries nothing while no one publishes, so
+    only an unanswered PING tells A; the challenge made on B reaches A's device, live
+    or at the catch-up that follows A's new subscription."""
+    master, replica, sentinel = sentinel_setup
+    url = sentinel_url(sentinel)
+    a = broker_factory(redis_url=url, node="a")
+    b = broker_factory(redis_url=url, node="b")
+    rp = add_rp("Sentinel RP", redis_url=url)
+    async with PushAuthClient(b.http_url, rp["api_key"]) as via_b:
+        dev = await online_device(via_b, a.ws_url)
+        keys = {c.id: c.public_key for c in await via_b.list_credentials("alice")}
+        await asyncio.to_thread(master.client().execute_command, "WAIT", 1, 2000)
+        master.process.kill(signal.SIGSTOP)
+        try:
+            await promoted(sentinel, replica)
+            again = await create_once_reachable(via_b, 30)
+            try:
+                pushed = await dev.frame(timeout=60)
+                assert isinstance(pushed, Challenge) and pushed.ch == again.id, pushed
+                await dev.send(dev.answer(pushed, number=again.number))
+                assert await dev.frame() == AnswerResult(ch=again.id, outcome="approved")
+            except websockets.ConnectionClosed:  # A's socket met the failover: 1011
+                back, (_, pending) = await reconnected(a, dev)
+                assert [p.ch for p in pending] == [again.id]
+                await back.send(back.answer(pending[0], number=again.number))
+            assert (await via_b.wait_result(again, keys, timeout=10)).approved
+        finally:
+            master.process.kill(signal.SIGCONT)

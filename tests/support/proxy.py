@@ -41,6 +41,10 @@ class TcpProxy(ThreadedServer):
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._lock = threading.Lock()
+        # Set: new connections go on to a backend; clear: they are accepted and wait.
+        self._open = asyncio.Event()
+        self._open.set()
+        self.waiting = 0  # new connections held now (hold_new_connections)
 
     # -- control (from the test's thread) --------------------------------------
 
@@ -63,6 +67,17 @@ class TcpProxy(ThreadedServer):
             for switch in self._mutes:
                 switch.on = True
 
+    def hold_new_connections(self) -> None:
+        """From now on, accept new connections but forward nothing either way until
+        `let_through`: a connection attempt that neither fails nor succeeds (a backend's
+        listen queue full, a SYN lost), for as long as the test needs. Open connections
+        are not touched."""
+        self._run(self._set_open(False))
+
+    def let_through(self) -> None:
+        """Held and new connections go on to a backend (after `hold_new_connections`)."""
+        self._run(self._set_open(True))
+
     def drop_connections(self) -> None:
         """Cut every open connection (both sides), as a restarted load balancer would."""
         self._run(self._drop())
@@ -78,6 +93,12 @@ class TcpProxy(ThreadedServer):
         self._tasks.add(task)
         self._writers.add(client_w)
         try:
+            if not self._open.is_set():
+                self.waiting += 1
+                try:
+                    await self._open.wait()
+                finally:
+                    self.waiting -= 1
             upstream = await self._connect()
             if upstream is None:
                 self.refused += 1
@@ -117,6 +138,12 @@ class TcpProxy(ThreadedServer):
                 continue
             return backend, streams
         return None
+
+    async def _set_open(self, open_: bool) -> None:
+        if open_:
+            self._open.set()
+        else:
+            self._open.clear()
 
     async def _drop(self) -> None:
         for writer in list(self._writers):
