@@ -819,11 +819,21 @@ class ClusterSubscriber(_Channels):
             raise ConnectionError(f"cannot connect to Redis at {address[0]}:{address[1]}: {exc}") from None
         if self._pipe._auth:  # answered before pub/sub mode, alone on the connection
             sock.write(hiredis.pack_command(("AUTH", *self._pipe._auth)))
-            while not any(s is sock for s, _ in self._replies):
-                if sock.lost is not None:
-                    raise sock.lost
-                self._wakeup = loop.create_future()
-                await self._wakeup
+            try:
+                # A master that hangs now would hold this read, and with it the node's
+                # event listener, for as long as it hangs (its heartbeat starts later).
+                async with asyncio.timeout(REPLY_TIMEOUT_S):
+                    while not any(s is sock for s, _ in self._replies):
+                        if sock.lost is not None:
+                            raise sock.lost
+                        self._wakeup = loop.create_future()
+                        await self._wakeup
+            except TimeoutError:
+                if sock.transport is not None:
+                    sock.transport.abort()
+                raise ConnectionError(
+                    f"{sock.peer()} answered no AUTH within {REPLY_TIMEOUT_S:g} s (hung?)"
+                ) from None
             ((_, reply),) = [r for r in self._replies if r[0] is sock]
             self._replies.remove((sock, reply))
             if isinstance(reply, hiredis.ReplyError):

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis
+from redis.exceptions import ConnectionError
 from support import LOCALHOST, RedisServer, wait_until
 from support.redis_cluster import RedisCluster
 
@@ -352,3 +355,20 @@ async def test_a_pipe_for_redis_pys_cluster_client(redis_cluster: RedisCluster) 
         p.close()
     finally:
         await client.aclose()
+
+
+async def test_a_master_that_hangs_before_it_answers_auth_is_given_up(tmp_path: Path) -> None:
+    """The subscription's connection to a master authenticates before it subscribes; a
+    master that hangs just then (SIGSTOP: the connection is accepted, nothing answers)
+    costs the subscriber a ConnectionError after REPLY_TIMEOUT_S, so the event listener
+    reads the slot map again, instead of a wait as long as the hang."""
+    server = RedisServer(tmp_path / "hung", name="hung").start()
+    try:
+        server.client().config_set("requirepass", "pw")
+        server.process.kill(signal.SIGSTOP)
+        sub = ClusterPipe([(LOCALHOST, server.port)], auth=["pw"]).subscriber()
+        with pytest.raises(ConnectionError, match="answered no AUTH within 5 s"):
+            await asyncio.wait_for(sub._connect((LOCALHOST, server.port)), 30)
+    finally:
+        server.process.kill(signal.SIGCONT)
+        server.cleanup()
