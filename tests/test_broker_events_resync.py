@@ -160,7 +160,7 @@ async def test_a_refusal_published_while_a_node_resubscribes_answers_its_long_po
         # A's subscription is cut, and its new connection hangs before it subscribes.
         proxy.hold_new_connections()
         admin.execute_command("CLIENT", "KILL", "USER", "node-a", "TYPE", "pubsub")
-        await asyncio.to_thread(wait_until, lambda: proxy.waiting == 1, message="A to reconnect")
+        await asyncio.to_thread(wait_until, lambda: proxy.waiting >= 1, message="A to reconnect")
         assert not a.health()[1]["events"]["subscribed"]
         url = f"{a.http_url}/v1/enrollments/{setups[1].id}?wait=60"
         poll = asyncio.create_task(_get_json(http, url, rp["api_key"]))
