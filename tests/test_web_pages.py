@@ -781,6 +781,44 @@ async def test_rename_checks_the_name(site: Site, tmp_path: Path) -> None:
     assert site.db.device(user(site.db).id, cid).name == "Work phone"  # type: ignore[union-attr]
 
 
+async def test_two_devices_of_one_name_are_told_apart(site: Site, tmp_path: Path) -> None:
+    """The same phone added again, or two phones that report the same default name: before,
+    Security info listed two "Agent"s, and the person could not tell which one to remove.
+    This site names the second one "Agent (2)" (the device keeps its own name), and a rename
+    to a name another device has is refused."""
+    await site.sign_in()
+    for home in ("phone", "other-phone"):
+        setup = await _start_setup(site, tmp_path / home, name="Agent")
+        r = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)})
+        assert r.headers["Location"] == "/security/test-notification"
+    first, second = site.db.devices(user(site.db).id)
+    assert (first.name, second.name) == ("Agent", "Agent (2)")
+    _, html = await site.get("/security")
+    assert re.findall(r'class="device-name">([^<]*)<', html) == ["Agent", "Agent (2)"]
+    _, html = await site.get(f"/security/devices/{second.credential_id}/remove")
+    assert "Agent (2)" in html
+    # A rename does not make them alike again, whatever the case or spacing.
+    token = await site.token("/security")
+    r = await site.post(
+        f"/security/devices/{second.credential_id}/rename",
+        {"csrf_token": token, "name": " agent "},
+        follow=True,
+    )
+    assert "Another of your devices is already called Agent. Choose a different name." in await r.text()
+    assert site.db.device(user(site.db).id, second.credential_id).name == "Agent (2)"  # type: ignore[union-attr]
+    # Its own name again is no clash; nor is a third that finds both taken.
+    r = await site.post(
+        f"/security/devices/{second.credential_id}/rename",
+        {"csrf_token": await site.token("/security"), "name": "agent (2)"},
+        follow=True,
+    )
+    assert "Renamed to agent (2)." in await r.text()
+    assert site.db.unique_device_name(user(site.db).id, "AGENT") == "AGENT (3)"
+    assert site.db.unique_device_name(user(site.db).id, "x" * 64) == "x" * 64
+    add_device(site.db, user(site.db), cid="cred-long", name="x" * 64)
+    assert site.db.unique_device_name(user(site.db).id, "x" * 64) == "x" * 60 + " (2)"
+
+
 async def test_the_remove_page_names_a_device_that_keeps_the_same_codes(site: Site) -> None:
     """A phone restored from another's backup shows that one's codes: removing the other
     does not stop them there, and the page says so instead of promising it."""

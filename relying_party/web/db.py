@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .forms import DEVICE_NAME_MAX
+
 if TYPE_CHECKING:
     from protocol.uri import TotpParams
 
@@ -462,7 +464,9 @@ class Database:
         *,
         recovery_public_key: bytes | None = None,
     ) -> bool:
-        """Store a new credential once (several waiting pages may see it complete)."""
+        """Store a new credential once (several waiting pages may see it complete), under a
+        name none of the user's other devices has (unique_device_name)."""
+        name = self.unique_device_name(enrollment.user_id, name, credential_id)
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO devices (credential_id, user_id, name, public_key, totp_secret,"
             " totp_algorithm, totp_digits, totp_period, created_at, recovery_public_key)"
@@ -507,6 +511,7 @@ class Database:
         use_totp_counter). It is confirmed: its owner proved the recovery key."""
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
+            name = self.unique_device_name(source.user_id, name, credential_id)
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO devices (credential_id, user_id, name, public_key, totp_secret,"
                 " totp_algorithm, totp_digits, totp_period, totp_last_counter, confirmed, created_at,"
@@ -551,6 +556,31 @@ class Database:
         self.conn.execute(
             "UPDATE devices SET recovery_spent_at = ? WHERE credential_id = ?", (spent_at, credential_id)
         )
+
+    def device_named(self, user_id: int, name: str, *, other_than: str | None = None) -> Device | None:
+        """The user's device called `name` (case and spacing aside), but `other_than`."""
+        key = _name_key(name)
+        for device in self.devices(user_id):
+            if device.credential_id != other_than and _name_key(device.name) == key:
+                return device
+        return None
+
+    def unique_device_name(self, user_id: int, name: str, credential_id: str | None = None) -> str:
+        """`name`, or `name (2)`, `name (3)` ... when another of the user's devices has it:
+        the same phone added again, or two phones that report the same default name, are
+        told apart wherever they are named (Security info, its Remove, the activity). The
+        device keeps its own name; this is this site's name for it, which the user can
+        change (Rename). At most DEVICE_NAME_MAX characters, the name cut to make room."""
+        taken = {_name_key(d.name) for d in self.devices(user_id) if d.credential_id != credential_id}
+        if _name_key(name) not in taken:
+            return name
+        n = 2
+        while True:
+            suffix = f" ({n})"
+            candidate = name[: DEVICE_NAME_MAX - len(suffix)].rstrip() + suffix
+            if _name_key(candidate) not in taken:
+                return candidate
+            n += 1
 
     def devices(self, user_id: int, *, confirmed_only: bool = False) -> list[Device]:
         sql = "SELECT * FROM devices WHERE user_id = ?"
@@ -877,6 +907,10 @@ class Database:
 
     def sessions_purge(self) -> None:
         self.conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now_ms(),))
+
+
+def _name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
 
 
 def _user(row: sqlite3.Row) -> User:

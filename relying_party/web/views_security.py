@@ -558,6 +558,13 @@ async def rename(request: web.Request) -> web.StreamResponse:
     except forms.FormError as exc:
         get_session(request).flash("error", exc.message)
         raise web.HTTPSeeOther("/security") from None
+    other = request.app[DB].device_named(user.id, name, other_than=device.credential_id)
+    if other is not None:
+        # Two devices of one name could not be told apart here (which one to remove?).
+        get_session(request).flash(
+            "error", f"Another of your devices is already called {other.name}. Choose a different name."
+        )
+        raise web.HTTPSeeOther("/security")
     request.app[DB].rename_device(user.id, device.credential_id, name)
     get_session(request).flash("success", f"Renamed to {name}.")
     raise web.HTTPSeeOther("/security")
