@@ -533,6 +533,40 @@ async def _sign_in_page_left(site: Site, home: Path) -> tuple[str, str]:
     return str(request["id"]), _number(html)
 
 
+async def test_a_code_of_a_device_whose_setup_was_not_finished_says_so(site: Site, tmp_path: Path) -> None:
+    """A tablet was added but its test notification never approved ("Setup not finished"):
+    its code does not sign in, and the page says why instead of "not right" (which sent the
+    person checking a code that is right). Shown after the password step only."""
+    phone_home, tablet_home = tmp_path / "phone", tmp_path / "tablet"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, phone_home)
+    await _finish_setup(site, phone_home, cid)
+    setup = await _start_setup(site, tablet_home, name="Tablet")
+    r = await site.post(setup + "/continue", {"csrf_token": await site.token(setup)})
+    assert r.headers["Location"] == "/security/test-notification"
+    await site.post("/signout", {"csrf_token": await site.token("/security")})
+
+    assert (await site.sign_in()).headers["Location"] == "/signin/push"
+    code = json.loads((await phone(tablet_home, "code", "--json")).stdout)[0]["code"]
+    r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
+    shown = html_lib.unescape(await r.text())
+    assert r.status == 401 and not await site.signed_in()
+    assert "That code is from Tablet, whose setup was not finished, so it cannot sign you in." in shown
+    assert "finish setting up Tablet under Security info" in shown and "not right" not in shown
+    latest = next(a for a in site.db.activity(user(site.db).id) if a.method == "code")
+    assert (latest.result, latest.detail) == ("wrong_code", "Tablet, setup not finished")
+    # A code of the finished phone signs in as before.
+    code = json.loads((await phone(phone_home, "code", "--json")).stdout)[0]["code"]
+    r = await site.post("/signin/code", {"csrf_token": await site.token("/signin/code"), "code": code})
+    assert r.status == 303 and r.headers["Location"] == "/account"
+    # "Verify it's you" says the same of it, and is not verified by it.
+    code = json.loads((await phone(tablet_home, "code", "--json")).stdout)[0]["code"]
+    r = await site.post("/reauth/code", {"csrf_token": await site.token("/reauth"), "code": code})
+    shown = html_lib.unescape(await r.text())
+    assert r.status == 401 and "That code is from Tablet, whose setup was not finished" in shown
+    assert "so it cannot verify it's you" in shown
+
+
 async def test_a_report_made_after_the_push_page_was_left_is_kept_here(site: Site, tmp_path: Path) -> None:
     """The phone reports the request only after its page was left: the next sign-in (a
     code, push being paused) reads it, keeps the report and shows what was reported

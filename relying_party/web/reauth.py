@@ -122,7 +122,13 @@ async def reauth_code(request: web.Request) -> web.StreamResponse:
         if checked.device is None:
             auth.record_failure(request, user, ip)
             result = "used_code" if checked.replayed else "wrong_code"
-            activity.record(db, user, "code", result, context, purpose=push.REAUTH)
+            unfinished = None
+            if not checked.replayed:
+                unfinished = totp.unfinished_hint(db.devices(user.id), code, purpose="verify it's you")
+            detail = "" if unfinished is None else f"{unfinished[1].name}, setup not finished"
+            activity.record(db, user, "code", result, context, purpose=push.REAUTH, detail=detail)
+            if unfinished is not None:
+                return _page(request, user, error=unfinished[0], status=401)
             if not devices:
                 return _page(request, user, status=401)  # it says there is none left
             why = "That code was already used." if checked.replayed else "That code is not right."

@@ -17,7 +17,7 @@ from .. import totp as sdk_totp
 from ..totp import SKEW_STEPS
 from .db import Database, Device
 
-__all__ = ["SKEW_STEPS", "CodeCheck", "check", "code_at", "params_of"]
+__all__ = ["SKEW_STEPS", "CodeCheck", "check", "code_at", "params_of", "unfinished_hint"]
 
 
 def params_of(device: Device) -> TotpParams:
@@ -45,3 +45,26 @@ def check(db: Database, devices: list[Device], code: str, *, now: float | None =
                 return CodeCheck(device)
             replayed = True
     return CodeCheck(None, replayed)
+
+
+# A code of a device that was added but whose test notification was never approved: it
+# does not sign in (a device counts once its setup is finished), but "not right" sent the
+# person checking a code that is right.
+UNFINISHED = (
+    "That code is from {name}, whose setup was not finished, so it cannot {purpose}. "
+    "Use a code from another device{or_else}; then finish setting up {name} under Security info."
+)
+
+
+def unfinished_hint(
+    devices: list[Device], code: str, *, purpose: str, or_else: str = "", now: float | None = None
+) -> tuple[str, Device] | None:
+    """Why `code` was refused if it is the code of one of `devices` not set up yet: the
+    message and the device. Only for a refused code (nothing is accepted or recorded of
+    it here: the device's used steps are not spent). It names the device: shown only
+    after the password step, where the account's Security info would name it as well."""
+    t = time.time() if now is None else now
+    for device in devices:
+        if not device.confirmed and sdk_totp.matching_steps(params_of(device), code, now=t):
+            return UNFINISHED.format(name=device.name, purpose=purpose, or_else=or_else), device
+    return None

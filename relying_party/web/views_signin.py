@@ -155,7 +155,17 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
         if checked.device is None:
             auth.record_failure(request, user, ip)
             result = "used_code" if checked.replayed else "wrong_code"
-            activity.record(db, user, "code", result, _context(request))
+            # Shown after the password step only: naming one of the account's devices
+            # tells no more than its Security info page does. Not accepted all the same.
+            unfinished = None
+            if not checked.replayed:
+                unfinished = totp.unfinished_hint(
+                    db.devices(user.id), code, purpose="sign you in", or_else=", or a recovery code"
+                )
+            detail = "" if unfinished is None else f"{unfinished[1].name}, setup not finished"
+            activity.record(db, user, "code", result, _context(request), detail=detail)
+            if unfinished is not None:
+                return again(unfinished[0], 401)
             if not devices:
                 return _code_page(request, user, status=401)  # it says there is none left
             if checked.replayed:
