@@ -1438,6 +1438,35 @@ async def test_send_again_of_a_setup_test_reported_as_not_me_says_why_none_was_s
     assert "you will then be asked" not in shown
 
 
+@pytest.mark.parametrize("seen_on", ["test page", "security info"])
+async def test_a_device_that_reported_its_own_setup_is_shown_so(
+    site: Site, tmp_path: Path, seen_on: str
+) -> None:
+    """The phone being added answers its own test notification "not me": Security info
+    listed it as "Setup not finished" with no word of the report, and the push pause the
+    report set was put down to "a sign-in request or a restore". Now the device says it
+    reported its setup, and the pause names it as the cause. Whether the report was read
+    on the setup's page or first by Security info (the page was left)."""
+    home = tmp_path / "phone"
+    await site.sign_in()
+    cid = await _enroll_with_agent(site, home)
+    reported = await phone(home, "deny", "--fraud", "--", (await _only_pending(home))["id"])
+    assert reported.returncode == 0, reported.stderr
+    if seen_on == "test page":
+        _, html = await site.get("/security/test-notification")
+        assert "so the device was not added" in html_lib.unescape(html)
+    _, html = await site.get("/security")
+    shown = " ".join(html_lib.unescape(html).split())
+    assert "Setup not finished" in shown
+    assert "Reported by this device during setup: its test notification was answered “not me” on" in shown
+    assert "If you did not add this device, remove it and change your password." in shown
+    assert 'id="push-pause"' in html and "Push requests to your devices are paused" in shown
+    assert "because Agent, while it was being added, answered “not me” to its own test notification" in shown
+    assert "to a sign-in request" not in shown
+    device = site.db.device(user(site.db).id, cid)
+    assert device is not None and not device.confirmed and device.setup_reported_at is not None
+
+
 async def test_a_restored_phone_can_sign_in_before_security_info_was_seen(site: Site, tmp_path: Path) -> None:
     """An answer from a credential we do not hold yet makes the RP check the broker's
     list (the restored device is accepted with its proof) and verify again."""

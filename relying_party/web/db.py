@@ -185,6 +185,11 @@ MIGRATIONS: tuple[tuple[str, str, str], ...] = (
     # broker's list of devices says (auth.second_factor_required): the broker can make
     # us drop devices, never make the account password-only again.
     ("users", "second_factor", "INTEGER NOT NULL DEFAULT 0"),
+    # When the device being added answered its own setup's test notification "this wasn't
+    # me" (verified: its own key signed the report). Security info says so beside it, and
+    # names it as the cause of the push pause the report set at the broker. Cleared if its
+    # setup is finished after all.
+    ("devices", "setup_reported_at", "INTEGER"),
 )
 # Run once, in the same transaction, right after its column was added to an existing
 # database: what that database already knew, carried into the new column.
@@ -238,6 +243,7 @@ class Device:
     recovery_proof: str | None = None  # JSON
     recovery_spent_at: int | None = None  # see MIGRATIONS
     setup_challenge: str | None = None  # JSON, see MIGRATIONS
+    setup_reported_at: int | None = None  # ms, see MIGRATIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,8 +607,8 @@ class Database:
         with self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.execute(
-                "UPDATE devices SET confirmed = 1, last_used_at = ?, setup_challenge = NULL"
-                " WHERE credential_id = ?",
+                "UPDATE devices SET confirmed = 1, last_used_at = ?, setup_challenge = NULL,"
+                " setup_reported_at = NULL WHERE credential_id = ?",
                 (now_ms(), credential_id),
             )
             self._second_factor_set(credential_id)
@@ -631,6 +637,16 @@ class Database:
             "UPDATE devices SET setup_challenge = ? WHERE credential_id = ? AND confirmed = 0",
             (challenge, credential_id),
         )
+
+    def note_setup_report(self, user_id: int, credential_id: str) -> bool:
+        """The device being set up reported its test notification as not made by the user
+        (the first report's time is kept). Not for a device whose setup was finished."""
+        cur = self.conn.execute(
+            "UPDATE devices SET setup_reported_at = COALESCE(setup_reported_at, ?)"
+            " WHERE user_id = ? AND credential_id = ? AND confirmed = 0",
+            (now_ms(), user_id, credential_id),
+        )
+        return cur.rowcount == 1
 
     def rename_device(self, user_id: int, credential_id: str, name: str) -> bool:
         cur = self.conn.execute(

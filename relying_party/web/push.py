@@ -214,7 +214,7 @@ async def verified(
     recovery key signed) and the result read once more with `again`."""
     db = request.app[DB]
     try:
-        return await read(public_keys(db, user, challenge))
+        result = await read(public_keys(db, user, challenge))
     except VerificationFailed as exc:
         if exc.reason is not VerificationReason.UNKNOWN_CREDENTIAL:
             raise
@@ -225,7 +225,24 @@ async def verified(
         keys = public_keys(db, user, challenge)
         if exc.credential_id is None or exc.credential_id not in keys:
             raise
-        return await again(keys)
+        result = await again(keys)
+    note_setup_report(db, user, challenge, result)
+    return result
+
+
+def note_setup_report(db: Database, user: User, challenge: Challenge, result: SignInResult) -> None:
+    """A setup's test notification reported "this wasn't me" by the device being added (its
+    own verified signature): kept with the device, for Security info to say so wherever the
+    result was read (its page, its event stream, a later visit: finish_from_test)."""
+    cid = result.credential_id
+    aimed = challenge.aimed_at
+    if (
+        result.status is Status.REPORTED
+        and cid is not None
+        and is_setup_test(challenge.context)
+        and (aimed is None or cid in aimed)
+    ):
+        db.note_setup_report(user.id, cid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ class PushPause:
     # which a "not me" answer to a restore of the account on a new device (a disown) sets
     # as well, and which this RP cannot tell apart from a report.
     reported_here: bool = False
+    # The device that answered its own setup's test notification "not me" (Security info
+    # names it: Database.note_setup_report), when that report is the pause's likely cause.
+    setup_reported_by: str | None = None
 
 
 # The pause this RP keeps itself after a report: until the password change (no end time).
@@ -31,8 +34,8 @@ REPORTED = PushPause("paused", None, reported_here=True)
 # Why push is paused, in the words of the sign-in pages and Security info.
 REPORTED_WHY = "a sign-in request was reported as not made by you"
 NOT_ME_WHY = (
-    "one of your devices answered \u201cnot me\u201d, to a sign-in request or to a restore "
-    "of your account on a new device"
+    "one of your devices answered \u201cnot me\u201d, to a sign-in request, to its own setup, "
+    "or to a restore of your account on a new device"
 )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+from dataclasses import replace
 from urllib.parse import quote
 
 from aiohttp import web
@@ -110,6 +111,7 @@ async def finish_from_test(request: web.Request, user: User, device: Device) -> 
     except PushAuthError as exc:
         log.warning("cannot read the test notification of %s: %s", cid, exc)
         return False
+    push.note_setup_report(db, user, challenge, result)
     if not result.final:
         return False  # still waiting for the phone: looked at again next time
     if not result.approved or result.credential_id != cid:
@@ -161,6 +163,8 @@ async def security(request: web.Request) -> web.StreamResponse:
             if reported
             else push_pause.pause_of(await fraud.push_state(request, user), now_ms())
         )
+        if pause is not None and pause.kind == "paused" and not pause.reported_here:
+            pause = _with_setup_reporter(pause, user, devices)
     return render(
         request,
         "security.html",
@@ -176,6 +180,20 @@ async def security(request: web.Request) -> web.StreamResponse:
             "access_pass": access_pass.latest(db, user.id),
         },
     )
+
+
+def _with_setup_reporter(
+    pause: push_pause.PushPause, user: User, devices: list[Device]
+) -> push_pause.PushPause:
+    """The broker's fraud pause, naming the device being added that reported its own setup's
+    test notification since the password last changed (which lifts a pause): the likely
+    cause, which the broker's word alone does not tell."""
+    since = user.password_changed_at or 0
+    reporters = [d for d in devices if d.setup_reported_at is not None and d.setup_reported_at > since]
+    if not reporters:
+        return pause
+    latest = max(reporters, key=lambda d: d.setup_reported_at or 0)
+    return replace(pause, setup_reported_by=latest.name)
 
 
 @routes.get("/security/add")
