@@ -1986,6 +1986,28 @@ async def test_a_new_setup_withdraws_the_earlier_link(site: Site, tmp_path: Path
     assert [d.name for d in site.db.devices(user(site.db).id)] == ["Agent"]
 
 
+async def test_a_setup_over_the_sites_enrollment_quota_says_when_and_keeps_the_earlier_one(
+    site: Site, broker: BrokerProcess, rp: dict[str, Any], tmp_path: Path
+) -> None:
+    """The broker's enrollment quota is the whole site's (here one a minute): a start
+    over it is 429 saying when to try again, not "cannot be reached", and it changes
+    nothing: the person's setup started before is not withdrawn, its link still works."""
+    await store_policy(broker, rp["id"], enrollments_per_minute=1)
+    await site.sign_in()
+    first_page, first = await _setup_link(site)
+    r = await site.post(
+        "/security/add", {"csrf_token": await site.token("/security/add"), "method": "authenticator"}
+    )
+    page = await r.text()
+    assert r.status == 429, page
+    assert "Too many authenticator setups were started on this site just now. Try again in 1 minute." in page
+    assert "pushauth://" not in page
+    enrolled = await phone(tmp_path / "phone", "enroll", "--name", "Agent", first)
+    assert enrolled.returncode == 0, enrolled.stderr
+    r = await site.post(first_page + "/continue", {"csrf_token": await site.token(first_page)})
+    assert r.headers["Location"] == "/security/test-notification"
+
+
 # -- a test notification approved after its page was closed -----------------------------------
 
 

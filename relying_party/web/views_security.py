@@ -16,6 +16,7 @@ from ..errors import (
     BrokerUnavailable,
     NotFound,
     PushAuthError,
+    RateLimited,
     TooManyCredentials,
     VerificationFailed,
 )
@@ -211,11 +212,9 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
     if form.get("method") != "authenticator":
         return render(request, "add_method.html", {"error": "Choose a method to add."}, status=400)
     params = new_totp()
+    db = request.app[DB]
+    earlier = db.open_enrollments(user.id)
     try:
-        # One live link per user: an earlier setup not used yet is withdrawn first ("Add"
-        # twice, or a setup page left open), so the link on the new page is the only one.
-        for earlier in request.app[DB].open_enrollments(user.id):
-            await _withdraw(request, user, earlier, keep_registered=True)
         # Recoverable: the app registers a recovery key, so a restore of its backup on a
         # new phone brings the account back without a new QR code (credentials.sync).
         created = await request.app[CLIENT].create_enrollment(
@@ -229,6 +228,16 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
             "use on your Security info page, then add the new one."
         )
         return render(request, "add_method.html", {"error": message}, status=409)
+    except RateLimited as exc:
+        # The broker's enrollment quota is this site's, not this person's: many setups
+        # started at once across the site (or one person starting setup after setup).
+        minutes = max(1, math.ceil((exc.retry_after or 60) / 60))
+        unit = "minute" if minutes == 1 else "minutes"
+        message = (
+            "Too many authenticator setups were started on this site just now. "
+            f"Try again in {minutes} {unit}."
+        )
+        return render(request, "add_method.html", {"error": message}, status=429)
     except PushAuthError as exc:
         log.warning("enrollment failed: %s", exc)
         message = (
@@ -237,7 +246,15 @@ async def add_authenticator(request: web.Request) -> web.StreamResponse:
             else "The setup could not be started. Try again later."
         )
         return render(request, "add_method.html", {"error": message}, status=503)
-    request.app[DB].add_enrollment(Enrollment.started(created, user.id, params))
+    db.add_enrollment(Enrollment.started(created, user.id, params))
+    # One live link per user: an earlier setup not used yet is withdrawn ("Add" twice, or
+    # a setup page left open), so the link on the new page is the only one. After the new
+    # one exists: a refused or failed start leaves the earlier setup working.
+    for setup in earlier:
+        try:
+            await _withdraw(request, user, setup, keep_registered=True)
+        except PushAuthError as exc:  # kept, and withdrawn at the next start
+            log.warning("an earlier setup (%s) could not be withdrawn: %s", setup.id, exc)
     raise web.HTTPSeeOther(f"/security/setup/{created.id}")
 
 
