@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import platformdirs
 
 from protocol.codes import Decision, NoticeDecision, NoticeOutcome
-from protocol.purpose import is_setup_test
+from protocol.purpose import purpose_of
 
 from . import auto_backup_status, timeouts
 from .display import (
@@ -775,9 +775,7 @@ def cmd_answer(store: AccountStore, args: argparse.Namespace) -> int:
     for notice in report.notices:
         warn(notice)
     challenge = report.request.challenge
-    say(
-        f"Request {challenge.ch}: {outcome_message(report.outcome, setup_test=is_setup_test(challenge.ctx))}."
-    )
+    say(f"Request {challenge.ch}: {outcome_message(report.outcome, purpose=purpose_of(challenge.ctx))}.")
     return EXIT_OK
 
 

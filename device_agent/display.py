@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from protocol.purpose import is_setup_test
+from protocol.purpose import SETUP_TEST, VERIFY, is_setup_test, is_verify, purpose_of
 from protocol.text import printable, printable_clipped
 
 from .store import ACTION_REQUIRED, Account, Entry
@@ -90,10 +90,15 @@ def broker_calls_it(ch: Challenge, account: Account | None) -> str | None:
     return ch.rp_name if account is not None and ch.rp_name != account.rp_name else None
 
 
+# Where the user reads the number to type, by the request's agreed purpose (docs/protocol.md
+# 15.1): a setup test notification's is on the service's page for adding a device, a
+# re-authentication's on the page that asked the person to verify it is them.
+_NUMBER_SOURCES = {SETUP_TEST: "the setup page", VERIFY: "the page asking you to verify"}
+
+
 def number_source(ch: Challenge) -> str:
-    """Where the user reads the number to type: a setup test notification's is on the
-    service's page for adding a device (docs/protocol.md 15.1), not a sign-in screen."""
-    return "the setup page" if is_setup_test(ch.ctx) else "the sign-in screen"
+    """Where the user reads the number to type (a sign-in's: the sign-in screen)."""
+    return _NUMBER_SOURCES.get(purpose_of(ch.ctx) or "", "the sign-in screen")
 
 
 # What a request without number matching says in place of the number (docs/protocol.md
@@ -105,6 +110,8 @@ NO_NUMBER = "none to compare: approve only a sign-in you started just now"
 def request_heading(ch: Challenge) -> str:
     if is_setup_test(ch.ctx):
         return f"Test notification {shown(ch.ch)}: finish adding this device?"
+    if is_verify(ch.ctx):
+        return f"Verification request {shown(ch.ch)}: is this you verifying your identity?"
     return f"Sign-in request {shown(ch.ch)}"
 
 
@@ -130,6 +137,7 @@ def request_json(ch: Challenge, account: Account | None, broker_now_ms: int) -> 
     return {
         "type": "sign_in",
         "setup_test": is_setup_test(ch.ctx),  # a test notification of a device being added
+        "purpose": purpose_of(ch.ctx),  # "setup test", "verify" or None (a sign-in): 15.1
         "id": ch.ch,
         "rp": ch.rp,
         "rp_name": service_name(ch, account),

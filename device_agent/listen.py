@@ -38,7 +38,7 @@ from protocol.frames import (
     RecoveryResult,
     Revoked,
 )
-from protocol.purpose import is_setup_test
+from protocol.purpose import purpose_of
 
 from . import auto_backup_status, backup_actions, broker_clock, recovery_keys
 from .actions import apply_welcome, misdirected
@@ -276,8 +276,9 @@ class Listener:
         # The sign-in answers among them, kept across a dropped connection: they are sent
         # again once it is back (docs/protocol.md, section 8), not asked again.
         self.sent: dict[str, Sent] = {}
-        # Those of them that were a setup's test notification: their result is worded so.
-        self.setup_tests: set[str] = set()
+        # Those of them with an agreed purpose (a setup's test notification, a "verify it's
+        # you", docs/protocol.md 15.1) -> that purpose: their result is worded so.
+        self.purposes: dict[str, str] = {}
         # (broker URL, rid) of each recovery answer sent -> its notice id
         self.question_rids: dict[tuple[str, int], RecoveryNotice] = {}
         self.stopping = asyncio.Event()
@@ -352,7 +353,7 @@ class Listener:
 
     def _forget_answer(self, ch: str) -> Sent | None:
         self.in_flight.pop(ch, None)
-        self.setup_tests.discard(ch)
+        self.purposes.pop(ch, None)
         return self.sent.pop(ch, None)
 
     def _unsent(self, ch: str, why: str) -> None:
@@ -668,9 +669,8 @@ class Listener:
         elif isinstance(frame, AnswerResult):
             self.in_flight.pop(frame.ch, None)
             self.sent.pop(frame.ch, None)
-            setup_test = frame.ch in self.setup_tests
-            self.setup_tests.discard(frame.ch)
-            self.say(f"Request {frame.ch}: {outcome_message(frame.outcome, setup_test=setup_test)}.")
+            purpose = self.purposes.pop(frame.ch, None)
+            self.say(f"Request {frame.ch}: {outcome_message(frame.outcome, purpose=purpose)}.")
             self._check_drained()
         elif isinstance(frame, RecoveryNotice):
             self._add_question(link, frame)
@@ -774,8 +774,8 @@ class Listener:
             # sent then (resend), rather than be refused and asked again after it.
             self.in_flight[ch] = req.link
             self.sent[ch] = Sent(req, decision, number, sent=False)
-            if is_setup_test(req.challenge.ctx):
-                self.setup_tests.add(ch)
+            if (purpose := purpose_of(req.challenge.ctx)) is not None:
+                self.purposes[ch] = purpose
             self.say(
                 f"Request {ch}: not connected to {req.link.url} now; the answer ({decision}) is sent "
                 "once reconnected."
@@ -787,8 +787,8 @@ class Listener:
             frame = conn.answer_frame(req.challenge, seed=seed, decision=decision, number=number)
             self.in_flight[ch] = req.link
             self.sent[ch] = sent = Sent(req, decision, number)
-            if is_setup_test(req.challenge.ctx):
-                self.setup_tests.add(ch)
+            if (purpose := purpose_of(req.challenge.ctx)) is not None:
+                self.purposes[ch] = purpose
             await conn.send(frame)
             self.say(f"Request {ch}: answer sent ({decision}).")
             asyncio.get_running_loop().call_later(SLOW_ANSWER_S, self._still_waiting, ch, sent)

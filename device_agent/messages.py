@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from protocol.challenge import Status
 from protocol.codes import CancelReason, NoticeOutcome, RevokeReason
 from protocol.errors import CLOSE_GOING_AWAY, CLOSE_NORMAL, ErrorCode
+from protocol.purpose import SETUP_TEST, VERIFY
 from protocol.text import printable
 
 if TYPE_CHECKING:  # the frame types are built only by the commands that talk to a broker
@@ -94,6 +95,28 @@ SETUP_TEST_OUTCOME_MESSAGES: dict[str, str] = {
         " service's setup page, send a new test notification and type the number it shows"
     ),
     Status.REPORTED: "reported: adding this device was refused and reported as not you",
+}
+
+# A re-authentication (docs/protocol.md 15.1, `purpose` = "verify"): a person already
+# signed in confirms it is them before a sensitive change; no sign-in is at stake. A
+# report means someone else may hold a session there, hence its advice.
+VERIFY_OUTCOME_MESSAGES: dict[str, str] = {
+    Status.APPROVED: "approved: it was you, the service can go on with the change",
+    Status.DENIED: "denied: the verification was refused",
+    Status.NUMBER_MISMATCH: "number_mismatch: the number did not match, so the verification was denied",
+    Status.REPORTED: (
+        "reported: the verification was refused and reported as not you. Push requests for this"
+        " account are paused until the service lifts the pause; someone may be signed in to your"
+        " account there: change your password (sign in with a verification code: pushauth-agent code)"
+    ),
+    Status.EXPIRED: "expired: the verification request timed out",
+    Status.CANCELLED: "cancelled: the service cancelled the verification request",
+    Status.SUPERSEDED: "superseded: a newer verification request replaced it",
+}
+
+_PURPOSE_OUTCOME_MESSAGES: dict[str, dict[str, str]] = {
+    SETUP_TEST: SETUP_TEST_OUTCOME_MESSAGES,
+    VERIFY: VERIFY_OUTCOME_MESSAGES,
 }
 
 CANCEL_MESSAGES: dict[str, str] = {
@@ -184,12 +207,12 @@ def close_message(code: int | None, reason: str = "") -> str:
     return f"the broker closed the connection (code {code}{': ' + reason if reason else ''})"
 
 
-def outcome_message(outcome: str, *, setup_test: bool = False) -> str:
-    """Words for an answer's outcome; `setup_test`: the request was a setup's test
-    notification (protocol.purpose.is_setup_test of its context), not a sign-in."""
-    if setup_test and outcome in SETUP_TEST_OUTCOME_MESSAGES:
-        return SETUP_TEST_OUTCOME_MESSAGES[outcome]
-    return OUTCOME_MESSAGES.get(outcome, outcome)
+def outcome_message(outcome: str, *, purpose: str | None = None) -> str:
+    """Words for an answer's outcome; `purpose`: the request's agreed purpose
+    (protocol.purpose.purpose_of of its context: a setup's test notification or a
+    re-authentication), None for a sign-in."""
+    special = _PURPOSE_OUTCOME_MESSAGES.get(purpose or "", {})
+    return special.get(outcome) or OUTCOME_MESSAGES.get(outcome, outcome)
 
 
 def removal_loss(rp_name: str | None, *, active_key: bool, codes: bool) -> str:

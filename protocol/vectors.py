@@ -912,7 +912,8 @@ def text_vectors() -> list[dict[str, Any]]:
 
 
 def purpose_vectors() -> list[dict[str, Any]]:
-    """Contexts and whether a device words them as a setup test notification (15.1)."""
+    """Contexts, the agreed purpose a device words them by (15.1; None: a sign-in), and
+    whether that is a setup test notification."""
     contexts: list[tuple[str, dict[str, str]]] = [
         ("the marker", {"purpose": "setup test"}),
         ("the marker with other entries", {"app": "Payroll", "purpose": "setup test", "ip": "203.0.113.5"}),
@@ -923,8 +924,21 @@ def purpose_vectors() -> list[dict[str, Any]]:
         ("spaces around", {"purpose": " setup test"}),
         ("the value under another key", {"action": "setup test"}),
         ("empty value", {"purpose": ""}),
+        ("verify", {"purpose": "verify"}),
+        ("verify with other entries", {"app": "Payroll", "purpose": "verify", "action": "Remove a device"}),
+        ("verify, case differs", {"purpose": "Verify"}),
+        ("verify, spaces around", {"purpose": "verify "}),
+        ("verify under another key", {"action": "verify"}),
     ]
-    return [{"name": name, "ctx": ctx, "setup_test": purpose.is_setup_test(ctx)} for name, ctx in contexts]
+    return [
+        {
+            "name": name,
+            "ctx": ctx,
+            "purpose": purpose.purpose_of(ctx),
+            "setup_test": purpose.is_setup_test(ctx),
+        }
+        for name, ctx in contexts
+    ]
 
 
 def build() -> dict[str, Any]:

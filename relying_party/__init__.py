@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     # The context marker of a new device's test push: an RP needs it with the client.
-    from protocol.purpose import setup_test_context
+    from protocol.purpose import setup_test_context, verify_context
 
     from .errors import (
         BadBrokerResponse,
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 # models (which load the frame types) nor pyotp (docs/performance.md, "Command start-up").
 _LAZY = {
     "setup_test_context": "protocol.purpose",
+    "verify_context": "protocol.purpose",
     **dict.fromkeys(
         (
             "BadBrokerResponse",
@@ -164,4 +165,5 @@ __all__ = [
     "setup_test_context",
     "totp_from_json",
     "totp_to_json",
+    "verify_context",
 ]

@@ -120,11 +120,11 @@ def test_a_setup_test_notification_is_worded_as_such_and_shows_its_marker() -> N
     assert number_source(setup) == "the setup page"
     # Its outcome is about adding the device; a sign-in's, and an ending, as before.
     assert (
-        outcome_message("approved", setup_test=True)
+        outcome_message("approved", purpose="setup test")
         == "approved: the service can now finish adding this device"
     )
     assert outcome_message("approved") == "approved: the sign-in is allowed"
-    assert outcome_message("expired", setup_test=True) == outcome_message("expired")
+    assert outcome_message("expired", purpose="setup test") == outcome_message("expired")
     assert request_json(setup, None, CHALLENGE.created)["setup_test"] is True
     # Anything else is a sign-in: no purpose, another one, or the marker misspelt.
     for ctx in ({"app": "VPN"}, {"purpose": "Setup test"}, {"action": "setup test"}):
@@ -132,6 +132,32 @@ def test_a_setup_test_notification_is_worded_as_such_and_shows_its_marker() -> N
         assert request_text(other, None, CHALLENGE.created).startswith(f"Sign-in request {CHALLENGE.ch}\n")
         assert number_source(other) == "the sign-in screen"
         assert request_json(other, None, CHALLENGE.created)["setup_test"] is False
+
+
+def test_a_verify_request_is_worded_as_such_and_shows_its_marker() -> None:
+    """docs/protocol.md 15.1: `purpose` = "verify" (a "verify it's you" of a person already
+    signed in) asks whether they are verifying their identity, with the number on the page
+    asking them to; the entry is still shown (it is signed), and its outcomes fit."""
+    verify = dataclasses.replace(CHALLENGE, ctx={"app": "VPN", "purpose": "verify"})
+    text = request_text(verify, None, CHALLENGE.created)
+    assert text.startswith(f"Verification request {CHALLENGE.ch}: is this you verifying your identity?\n"), (
+        text
+    )
+    assert "purpose:" in text and "verify" in text
+    assert number_source(verify) == "the page asking you to verify"
+    assert (
+        outcome_message("approved", purpose="verify")
+        == "approved: it was you, the service can go on with the change"
+    )
+    assert "sign-in" not in outcome_message("denied", purpose="verify")
+    assert outcome_message("expired", purpose="verify") == "expired: the verification request timed out"
+    assert outcome_message("withdrawn", purpose="verify") == outcome_message("withdrawn")
+    shown_json = request_json(verify, None, CHALLENGE.created)
+    assert shown_json["purpose"] == "verify" and shown_json["setup_test"] is False
+    for ctx in ({"purpose": "Verify"}, {"action": "verify"}):
+        other = dataclasses.replace(CHALLENGE, ctx=ctx)
+        assert request_text(other, None, CHALLENGE.created).startswith(f"Sign-in request {CHALLENGE.ch}\n")
+        assert request_json(other, None, CHALLENGE.created)["purpose"] is None
 
 
 def test_a_request_never_shows_more_than_its_lifetime() -> None:

@@ -166,8 +166,32 @@ def test_purposes() -> None:
         "the marker",
         "the marker with other entries",
     ]
+    assert [v["name"] for v in VECTORS["purposes"] if v["purpose"] == "verify"] == [
+        "verify",
+        "verify with other entries",
+    ]
     for v in VECTORS["purposes"]:
         assert purpose.is_setup_test(v["ctx"]) is v["setup_test"], v["name"]
+        assert purpose.purpose_of(v["ctx"]) == v["purpose"], v["name"]
+        assert purpose.is_verify(v["ctx"]) is (v["purpose"] == "verify"), v["name"]
+
+
+def test_the_verify_marker_is_one_exact_context_entry() -> None:
+    """15.1: `purpose` = "verify" marks a re-authentication, spelt exactly so; an RP adds
+    it with verify_context, keeping its other entries (all of them shown and signed)."""
+    ctx = purpose.verify_context({"app": "Mail", "action": "Remove a device"})
+    assert ctx == {"app": "Mail", "action": "Remove a device", "purpose": "verify"}
+    assert purpose.is_verify(ctx) and not purpose.is_setup_test(ctx)
+    assert purpose.purpose_of(ctx) == purpose.VERIFY == "verify"
+    assert purpose.purpose_of(purpose.setup_test_context({})) == "setup test"
+    for other in (
+        {},
+        {"purpose": "Verify"},
+        {"purpose": " verify"},
+        {"action": "verify"},
+        {"purpose": "sign-in"},
+    ):
+        assert not purpose.is_verify(other) and purpose.purpose_of(other) is None, other
 
 
 def test_text() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol.challenge import MAX_TARGETS, Status
-from protocol.purpose import is_setup_test, setup_test_context
+from protocol.purpose import is_setup_test, setup_test_context, verify_context
 
 from ..errors import (
     BadBrokerResponse,
@@ -354,7 +354,10 @@ async def start(
         # device?" and points at the setup page's number, not a sign-in screen.
         context = setup_test_context(context)
     elif purpose == REAUTH:
+        # The agreed marker for a re-authentication (docs/protocol.md 15.1): the device
+        # asks whether this is you verifying your identity, not whether you are signing in.
         context["action"] = "Verify it's you before changing your security info"
+        context = verify_context(context)
 
     def refused(why: Refusal) -> Refusal:
         if _tracked(purpose):

@@ -8,7 +8,10 @@ the RP's pages and a phone for the app.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -62,8 +65,21 @@ async def setup_link(desktop: Page, stack: Stack) -> str:
     return await desktop.get_by_role("textbox", name="Setup link").input_value()
 
 
+async def age_reauth(page: Page, db: Path) -> None:
+    """Make this browser's second factor older than the re-authentication window (as
+    tests/browser/test_browser_fraud_activity.py does): its session row gets verified_at 0."""
+    cookie = next(c["value"] for c in await page.context.cookies() if c["name"] == "pushauth_rp")
+    with sqlite3.connect(db) as conn:
+        key = hashlib.sha256(cookie.encode()).digest()
+        (data,) = conn.execute("SELECT data FROM sessions WHERE id_hash = ?", (key,)).fetchone()
+        conn.execute(
+            "UPDATE sessions SET data = ? WHERE id_hash = ?",
+            (json.dumps({**json.loads(data), "verified_at": 0}), key),
+        )
+
+
 async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
-    demo: tuple[Stack, Page, str], phones: PhoneMaker
+    demo: tuple[Stack, Page, str], phones: PhoneMaker, tmp_path: Path
 ) -> None:
     stack, desktop, app_url = demo
     link = await setup_link(desktop, stack)
@@ -114,6 +130,31 @@ async def test_set_up_on_the_demo_rp_and_sign_in_with_the_phone_app(
     await phone.page.get_by_role("button", name="Approve").tap()
     await desktop.wait_for_url("**/account")
     await phone.toast("Approved")
+
+    # "Verify it's you" before removing the phone, long after the sign-in: the request is
+    # worded as a re-authentication (`purpose` = "verify", docs/protocol.md 15.1), not as
+    # a sign-in, its number on the page asking to verify, the marker shown (it is signed).
+    await age_reauth(desktop, tmp_path / "rp.db")  # start_stack's database
+    await desktop.goto(stack.url + "/security")
+    await desktop.get_by_role("link", name="Remove Alice's phone").click()
+    await desktop.wait_for_url("**/reauth")
+    await desktop.get_by_role("button", name="Send a request to my app").click()
+    await desktop.wait_for_url("**/reauth/push")
+    verify_number = await number(desktop)
+    await phone.page.locator("#prompt:not([hidden])").wait_for()
+    assert await phone.page.locator("#prompt-title").inner_text() == "Is this you verifying your identity?"
+    assert (
+        await phone.page.locator("#number-label").inner_text()
+        == "Enter the number shown on the page asking you to verify"
+    )
+    details = await phone.page.locator("#prompt-details").inner_text()
+    assert "purpose" in details and "verify" in details, details
+    await phone.shot("22-demo-rp-verify-its-you")
+    await phone.type_number(verify_number)
+    await phone.page.get_by_role("button", name="Approve").tap()
+    await desktop.wait_for_url(re.compile(r".*/security/devices/[A-Za-z0-9_-]+/remove$"))
+    await phone.toast("Approved. You can return to the page that asked you to verify.")
+    await desktop.get_by_role("link", name="Cancel").click()  # the phone stays
 
     # A second setup link for the same account, on the same phone: the app says it
     # has that account already and asks first; Cancel adds nothing (the link stays

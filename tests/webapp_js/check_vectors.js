@@ -9,7 +9,7 @@ async (vectors) => {
   const frames = await import(base + "protocol/frames.js");
   const { DeviceSession } = await import(base + "protocol/session.js");
   const { parseEnrollmentUri } = await import(base + "protocol/uri.js");
-  const { isSetupTest } = await import(base + "protocol/purpose.js");
+  const { isSetupTest, purposeOf } = await import(base + "protocol/purpose.js");
   const text = await import(base + "protocol/text.js");
   const keys = await import(base + "keys.js");
   const { hex, fromHex } = bytes;
@@ -158,6 +158,7 @@ async (vectors) => {
   }
   for (const [i, v] of vectors.purposes.entries()) {
     expect(isSetupTest(v.ctx) === v.setup_test, `purposes[${i}] ${v.name}`);
+    expect(purposeOf(v.ctx) === v.purpose, `purposes[${i}] ${v.name}: purpose ${purposeOf(v.ctx)}`);
     count("purposes");
   }
   const codePoint = (ch) => (ch === null ? null : `U+${ch.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`);

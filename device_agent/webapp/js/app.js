@@ -10,7 +10,7 @@ import { BrokerConnection, PROBE_EVERY_MS, ReplyError, STALE_MS } from "./connec
 import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
 import { hasUnsafe, printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
-import { isSetupTest } from "./protocol/purpose.js";
+import { SETUP_TEST, VERIFY, purposeOf } from "./protocol/purpose.js";
 import { rotationTs } from "./protocol/signing.js";
 import { counterCode, totp, secondsLeft } from "./totp.js";
 import * as webauthn from "./webauthn.js";
@@ -47,8 +47,16 @@ const SETUP_ENDED = {
   expired: "The test notification expired. Finish adding this phone on the service's security page.",
   withdrawn: "The test notification was withdrawn.",
 };
-const endedText = (frame, code) =>
-  (frame && isSetupTest(frame.ctx) ? SETUP_ENDED[code] : undefined) ?? ENDED[code];
+// The same ends of a "verify it's you" (docs/protocol.md 15.1, `purpose` = "verify"): a
+// person already signed in confirming it is them; no sign-in was under way.
+const VERIFY_ENDED = {
+  cancelled: "The verification request was cancelled.",
+  expired: "The verification request expired.",
+  withdrawn: "The verification request was withdrawn.",
+};
+const ENDED_BY_PURPOSE = { [SETUP_TEST]: SETUP_ENDED, [VERIFY]: VERIFY_ENDED };
+const endedWords = (purpose, code) => ENDED_BY_PURPOSE[purpose]?.[code] ?? ENDED[code];
+const endedText = (frame, code) => endedWords(frame ? purposeOf(frame.ctx) : null, code);
 // A `cancel` naming this phone's own credential: answered in another tab or window.
 const ANSWERED_HERE = "This request was answered on this phone, in another window or tab.";
 const OUTCOMES = {
@@ -65,6 +73,15 @@ const SETUP_OUTCOMES = {
   number_mismatch: "The number did not match, so this phone is not added.",
   reported: "Reported. Adding this phone was refused and the service was told it was not you.",
 };
+// A "verify it's you" approves no sign-in: it confirms a person already signed in before
+// a sensitive change (as device_agent/messages.py words it).
+const VERIFY_OUTCOMES = {
+  approved: "Approved. You can return to the page that asked you to verify.",
+  denied: "Denied. The verification was refused.",
+  number_mismatch: "The number did not match, so the verification was denied.",
+  reported: "Reported. The service was told it was not you and sign-in requests are paused.",
+};
+const OUTCOMES_BY_PURPOSE = { [SETUP_TEST]: SETUP_OUTCOMES, [VERIFY]: VERIFY_OUTCOMES };
 const NOTICE_OUTCOMES = {
   confirmed: "Thanks. Both devices keep working; remove the old one on the service's security page when you stop using it.",
   disowned: "The new device was removed and the service was told it was not you; sign-in requests are paused until the service lifts the pause.",
@@ -471,13 +488,18 @@ function expireShown(ch) {
   const prompt = prompts.current();
   if (prompt || $("prompt").dataset.ch !== ch) return render();
   prompts.remove(ch);
-  toast(($("prompt").dataset.setup ? SETUP_ENDED : ENDED).expired, { about: ch });
+  toast(endedWords($("prompt").dataset.purpose, "expired"), { about: ch });
   render();
 }
 
-// Where the user reads the number: a setup test notification's is on the service's page
-// for adding a device (docs/protocol.md 15.1), as device_agent/display.py says it.
-const numberSource = (frame) => (isSetupTest(frame.ctx) ? "the setup page" : "the sign-in screen");
+// Where the user reads the number, and what the request asks, by its agreed purpose
+// (docs/protocol.md 15.1), as device_agent/display.py says it: a setup test notification's
+// number is on the service's page for adding a device, a "verify it's you"'s on the page
+// that asked the person to verify.
+const NUMBER_SOURCES = { [SETUP_TEST]: "the setup page", [VERIFY]: "the page asking you to verify" };
+const numberSource = (frame) => NUMBER_SOURCES[purposeOf(frame.ctx)] ?? "the sign-in screen";
+const TITLES = { [SETUP_TEST]: "Finish adding this phone?", [VERIFY]: "Is this you verifying your identity?" };
+const promptTitle = (frame) => TITLES[purposeOf(frame.ctx)] ?? "Are you trying to sign in?";
 // A request without number matching (the frame's `nm` false, docs/protocol.md section 5):
 // no number field, only the answers, and the words that the person's own knowledge of
 // this sign-in is all there is to go on.
@@ -487,8 +509,8 @@ function renderPrompt(prompt) {
   const { frame } = prompt;
   const section = $("prompt");
   const fresh = section.dataset.ch !== frame.ch;
-  $("prompt-title").textContent = isSetupTest(frame.ctx) ? "Finish adding this phone?" : "Are you trying to sign in?";
-  section.dataset.setup = isSetupTest(frame.ctx) ? "1" : ""; // for its end (expireShown)
+  $("prompt-title").textContent = promptTitle(frame);
+  section.dataset.purpose = purposeOf(frame.ctx) ?? ""; // for its end (expireShown)
   $("number-label").textContent = `Enter the number shown on ${numberSource(frame)}`;
   for (const id of ["number-label", "number", "keypad"]) $(id).hidden = !hasNumber(frame);
   $("no-number").hidden = hasNumber(frame);
@@ -584,7 +606,7 @@ async function decide(decision) {
     const answer = await signAnswer(prompt, account, decision, number);
     const result = await prompt.connection.answer(answer);
     prompts.remove(prompt.frame.ch);
-    const words = isSetupTest(prompt.frame.ctx) ? SETUP_OUTCOMES : OUTCOMES;
+    const words = OUTCOMES_BY_PURPOSE[purposeOf(prompt.frame.ctx)] ?? OUTCOMES;
     toast(words[result.outcome] ?? `The request ended (${printable(result.outcome)}).`, { about: prompt.frame.ch });
   } catch (exc) {
     const code = exc instanceof ReplyError ? exc.code : "";
