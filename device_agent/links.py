@@ -57,7 +57,8 @@ def check_link_command(link: str, command: str) -> None:
 
 
 def scheme_of(link: str) -> str:
-    return link.strip(" \t\n\r\f\v").partition(":")[0].lower()  # ASCII white space only
+    # ASCII white space only; a link wrapped across lines read as one (uri.unwrap)
+    return uri.unwrap(link).strip(" \t\n\r\f\v").partition(":")[0].lower()
 
 
 # A missing file with one of these names is reported as such, not as a bad link.

@@ -137,8 +137,22 @@ def _bad(why: str) -> ProtocolError:
 ASCII_WHITESPACE = " \t\n\r\f"
 
 
+# What wrapping puts into a link copied from text (an e-mail, a terminal; docs/protocol.md
+# 11.1, after RFC 3986 Appendix C: white space in a URI extracted from text is removed):
+# a line break (CR, LF) with the spaces and tabs on either side of it (a mail client's
+# soft break " \r\n", an indented next line), and any tab (urllib's urlsplit and the WHATWG
+# URL parser drop tabs and line breaks anywhere). A space elsewhere stays: no link of ours
+# has one (the builder writes "+"), and a parser reads it as a space, as it always did.
+_WRAPPING = re.compile(r"[ \t]*[\r\n][\r\n \t]*|\t")
+
+
+def unwrap(text: str) -> str:
+    """`text` as one link: the white space of a wrapped line removed (see _WRAPPING)."""
+    return _WRAPPING.sub("", text)
+
+
 def parse(text: str) -> EnrollmentURI:
-    text = text.strip(ASCII_WHITESPACE)
+    text = unwrap(text).strip(ASCII_WHITESPACE)
     if len(text) > 2048:
         raise _bad("too long")
     # Checked on the text itself, as the web app does: urlsplit skips leading C0

@@ -574,6 +574,15 @@ def uri_vectors() -> dict[str, list[dict[str, Any]]]:
         ("the scheme in another case (RFC 3986: schemes are case-insensitive)", _uri().replace("pushauth://", "PushAuth://", 1)),
         ("a percent-encoded parameter name (%76 is v)", _uri().replace("v=2", "%76=2", 1)),
         ("a TOTP secret of 18 characters whose unused bits are not zero (not checked)", _uri(extra=[("secret", "JBSWY3DPEHPK3PXPJB")])),
+        # A link wrapped across lines (section 11.1): line breaks, the spaces and tabs
+        # beside them, and tabs, are removed before it is read.
+        ("wrapped: a line break inside the account name", _uri().replace("%40example", "%40exam\nple", 1)),
+        ("wrapped: CR LF and an indented next line inside the service name", _uri().replace("Example+Corp", "Exam\r\n    ple+Corp", 1)),
+        ("wrapped: a mail client's soft break (a space before CR LF) in the broker URL and the token", _uri().replace("push.example", "push.exa \r\nmple", 1).replace(TOKEN, TOKEN[:9] + " \r\n" + TOKEN[9:], 1)),
+        ("wrapped: inside the scheme and inside a parameter name", _uri().replace("pushauth", "push\nauth", 1).replace("rp_name=", "rp_na\r\nme=", 1)),
+        ("wrapped: several breaks and a blank line in a row, with a tab", _uri().replace("Example+Corp", "Exa \n\n \r\n\tmple+Corp", 1)),
+        ("a tab anywhere is removed", _uri().replace("Example+Corp", "Exa\tmple+Corp", 1)),
+        ("a raw space away from a line break stays: read as a space", _uri().replace("Example+Corp", "Example Corp", 1)),
     ]  # fmt: skip
     invalid = [
         ("another scheme", _uri().replace("pushauth://", "otpauth://", 1)),
@@ -619,6 +628,8 @@ def uri_vectors() -> dict[str, list[dict[str, Any]]]:
         ("U+0085 (next line) before it: only ASCII white space is removed", "\x85" + _uri()),
         ("U+001C (file separator) before it: only ASCII white space is removed", "\x1c" + _uri()),
         ("the host in upper case: only the scheme's case does not matter", _uri().replace("//enroll?", "//ENROLL?", 1)),
+        ("a no-break space (U+00A0) beside a line break stays: a malformed token", _uri().replace(TOKEN, TOKEN[:9] + "\u00a0\n" + TOKEN[9:], 1)),
+        ("a raw space in the token away from a line break stays: a malformed token", _uri().replace(TOKEN, TOKEN[:9] + " " + TOKEN[9:], 1)),
     ]  # fmt: skip
     out_valid = []
     for name, text in valid:

@@ -111,6 +111,25 @@ def test_surrounding_whitespace_is_ignored() -> None:
     assert uri.parse(f"  {BASE.build()}\n") == BASE
 
 
+def test_a_link_wrapped_across_lines_reads_as_the_link() -> None:
+    """docs/protocol.md 11.1 (RFC 3986 Appendix C): a link an e-mail or a terminal wrapped
+    is read as the link. Line breaks, the spaces and tabs beside them, and tabs go; they
+    used to stay in the names ("Exam   ple Corp" after an indented next line)."""
+    link = BASE.build()
+    cut = link.index("Example") + 4
+    for wrap in ("\n", "\r\n", " \r\n", "\r\n    ", "\n\t", " \n\n \r\n\t", "\t"):
+        assert uri.parse(link[:cut] + wrap + link[cut:]) == BASE, repr(wrap)
+    # Anywhere: in the scheme, a parameter name, the broker URL, an escape.
+    at = link.index("%40") + 2
+    assert uri.parse("push\r\n auth" + link[8:at] + "\n" + link[at:]) == BASE
+    assert uri.unwrap("a \r\n b\tc d") == "abc d"
+    # A space away from a line break is not wrapping: it stays, read as a space.
+    assert uri.parse(link.replace("Example+Corp", "Example Corp")).rp_name == "Example Corp"
+    # Only ASCII spaces and tabs beside a break: a no-break space stays (and is refused here).
+    with pytest.raises(ProtocolError):
+        uri.parse(link.replace("enrolltoken_", "enroll\u00a0\ntoken_"))
+
+
 def test_scheme_is_case_insensitive() -> None:
     assert uri.parse(BASE.build().replace("pushauth://", "PushAuth://", 1)) == BASE
 

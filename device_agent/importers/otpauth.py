@@ -8,6 +8,9 @@ secrets, a label with or without the issuer prefix, an issuer parameter that
 differs from the prefix (the parameter wins), a literal or %3A-encoded colon,
 "+" or %20 for spaces in parameters, algorithm names such as "sha1" or
 "SHA-256", parameter names in any case, and unknown extra parameters (image=...).
+A link wrapped across lines (pasted from an e-mail or a terminal) is read as the link:
+line breaks, the spaces and tabs beside them, and tabs are removed first, as for an
+enrollment link (protocol.uri.unwrap, docs/protocol.md 11.1).
 Not tolerated: %-escapes in the label or a parameter read that are not UTF-8 text,
 which would otherwise become U+FFFD ("A: \ufffd\ufffd") without a word.
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from urllib.parse import quote, unquote, urlsplit
+
+from protocol.uri import unwrap
 
 from ..accounts_model import InvalidAccount, OtpAccount, decode_base32_secret, encode_base32_secret
 from ..accounts_model import normalize_algorithm as _normalize_algorithm
@@ -86,7 +91,7 @@ def _split_label(path: str, issuer_param: str, *, strict: bool = True) -> tuple[
 
 def parse_uri(text: str) -> OtpAccount:
     """Parse one otpauth:// URI; raises ImportSourceError(INVALID_ACCOUNT) with the reason."""
-    text = text.strip()
+    text = unwrap(text).strip()
     if len(text) > MAX_URI_CHARS:
         raise _invalid(f"the URI is longer than {MAX_URI_CHARS} characters")
     try:
@@ -123,7 +128,7 @@ def parse_uri(text: str) -> OtpAccount:
 def describe(text: str) -> str:
     """A best-effort label for an otpauth:// URI that may be invalid (for refusals)."""
     try:
-        parts = urlsplit(text.strip())
+        parts = urlsplit(unwrap(text).strip())
     except ValueError:
         return "?"
     try:

@@ -125,6 +125,10 @@ def otpauth_corpus() -> list[str]:
         "otpauth://totp/x?secret=" + "A" * 5000,
         "otpauth://totp/" + "é" * 4070 + "?secret=AA",  # 4096 code points, more UTF-16 units
     ]
+    # Wrapped across lines (docs/protocol.md 11.1): breaks with the white space beside them.
+    for wrap in ("\n", "\r\n", " \r\n ", "\n\t", " \n \n ", "\t", "\u00a0\n", "\r \r"):
+        for cut in (5, 17, 24, 40, 60, len(BASES[13]) - 3):
+            out.append(BASES[13][:cut] + wrap + BASES[13][cut:])
     return out
 
 
@@ -403,6 +407,21 @@ async def test_an_otpauth_link_adds_an_account_with_the_services_codes(phone: Ph
         await page.locator("#add-error", has_text="Nothing was added").wait_for()
         assert await page.locator("#accounts li").count() == 1
     await phone.axe_clean("the Add account screen with a refusal")
+
+
+async def test_an_otpauth_link_wrapped_across_lines_adds_the_account_as_named(phone: Phone) -> None:
+    """Pasted from an e-mail or a terminal that wrapped it (docs/protocol.md 11.1): the
+    line breaks and the spaces beside them are not kept in the names (before: "Exam  ple")."""
+    secret = pyotp.random_base32()
+    uri = f"otpauth://totp/Example%20Corp:alice.liddell%40example.com?secret={secret}&issuer=Example%20Corp"
+    for after, wrap in (("totp/Exam", " \r\n  "), ("alice.lid", "\n\t"), ("issuer=Exam", " \r\n ")):
+        at = uri.index(after) + len(after)
+        uri = uri[:at] + wrap + uri[at:]
+    await add_link(phone, uri)
+    await phone.toast("Added Example Corp: alice.liddell@example.com")
+    assert await names(phone) == ["Example Corp: alice.liddell@example.com"]
+    service = pyotp.TOTP(secret)
+    assert await shown_code(phone, "Example Corp: alice.liddell@example.com") in service_codes(service)
 
 
 async def test_a_google_authenticator_export_adds_what_this_app_can_hold(

@@ -109,6 +109,34 @@ async def test_add_by_pasting_the_link_then_approve_with_the_number(rp: PushAuth
     await phone.shot("06-approved")
 
 
+async def test_a_setup_link_wrapped_across_lines_adds_the_account_as_named(
+    rp: PushAuthClient, phone: Phone
+) -> None:
+    """A setup link pasted from an e-mail or a terminal that wrapped it (docs/protocol.md
+    11.1): the line breaks and the spaces beside them are not kept in the names (before,
+    the account was added as "alice.lid\\n   dell@..." or with spaces in it)."""
+    label = "alice.liddell@contoso.example"
+    enrollment = await rp.create_enrollment("alice", label, totp=new_totp())
+    assert enrollment.uri is not None
+    link = enrollment.uri
+    for after, wrap in (("pushauth://enr", "\n"), ("alice.lid", " \r\n   "), ("rp_name=Con", "\r\n\t")):
+        at = link.index(after) + len(after)
+        link = link[:at] + wrap + link[at:]
+    cid = await phone.add_account(link)
+    done = await rp.wait_enrollment(enrollment, timeout=10)
+    assert done.completed and done.credential is not None and done.credential.id == cid
+    assert label in await phone.page.locator(f"#accounts li[data-cid='{cid}']").inner_text()
+    stored = await phone.page.evaluate(
+        """async (cid) => {
+          const db = await import(new URL("js/db.js", document.baseURI).href);
+          const a = (await db.listAccounts()).find((x) => x.cid === cid);
+          return [a.rp_name, a.label];
+        }""",
+        cid,
+    )
+    assert stored == ["Contoso Portal", label], stored
+
+
 async def test_a_link_past_the_services_device_cap_says_to_remove_one_and_adds_nothing(
     rp: PushAuthClient, phone: Phone, app_broker: BrokerProcess
 ) -> None:
@@ -257,14 +285,15 @@ async def test_an_empty_setup_link_is_the_link_fields_error(phone: Phone) -> Non
 async def test_names_from_a_link_are_shown_with_unsafe_characters_visible_in_messages(
     rp: PushAuthClient, phone: Phone
 ) -> None:
-    """A link's names are its maker's text: a line break (a link wrapped by a mail app and
-    pasted) or a right-to-left override is shown escaped (docs/protocol.md 18.4) in the
-    status messages too, as on the prompt and in the list. "Added alice at Contoso
-    Portal" was written as it came, the override turning the rest of the message around."""
+    """A link's names are its maker's text: a line break (percent-encoded: a raw one is a
+    wrapped link's, removed, 11.1) or a right-to-left override is shown escaped
+    (docs/protocol.md 18.4) in the status messages too, as on the prompt and in the list.
+    "Added alice at Contoso Portal" was written as it came, the override turning the rest
+    of the message around."""
     page = phone.page
     enrollment = await rp.create_enrollment("alice", "alice@contoso.example", totp=new_totp())
     assert enrollment.uri is not None and "&rp_name=Contoso+Portal&" in enrollment.uri
-    odd = "&rp_name=Cont\noso+Portal%E2%80%AE&"
+    odd = "&rp_name=Cont%0Aoso+Portal%E2%80%AE&"
     await phone.add_account(enrollment.uri.replace("&rp_name=Contoso+Portal&", odd))
     await phone.toast("at Cont\\x0aoso Portal\\u202e.")
     said = await page.locator("#toast").text_content()

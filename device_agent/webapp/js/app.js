@@ -7,7 +7,7 @@ import { newKeyPair, newRecoveryKey, publicKeyOfSeed } from "./keys.js";
 import * as sealed from "./sealed.js";
 import { base32Encode, equal, hex, utf8 } from "./protocol/bytes.js";
 import { BrokerConnection, PROBE_EVERY_MS, ReplyError, STALE_MS } from "./connection.js";
-import { parseEnrollmentUri, insecureTransport } from "./protocol/uri.js";
+import { parseEnrollmentUri, insecureTransport, unwrap } from "./protocol/uri.js";
 import { hasUnsafe, printable } from "./protocol/text.js";
 import { Prompts, contextRows, signAnswer } from "./prompts.js";
 import { SETUP_TEST, VERIFY, purposeOf } from "./protocol/purpose.js";
@@ -709,7 +709,7 @@ function addFromText(input) {
   $("add-status").textContent = "";
   $("add-report").replaceChildren();
   if (!input.trim()) return showError("add-error", "Paste the setup link from the service's security page, or scan its QR code.", "link");
-  const scheme = input.trim().split(":")[0].toLowerCase();
+  const scheme = unwrap(input).trim().split(":")[0].toLowerCase(); // a wrapped link read as one
   if (scheme === "otpauth") return addCodes(input);
   if (scheme === "otpauth-migration") return importExport(input);
   return addAccount(input);

@@ -16,6 +16,7 @@
 // that are not UTF-8 text (they would become U+FFFD without a word).
 
 import { base32Decode, base32Encode } from "./protocol/bytes.js";
+import { unwrap } from "./protocol/uri.js";
 
 export class OtpError extends Error {
   constructor(code, message) {
@@ -273,8 +274,9 @@ function splitLabel(path, issuerParam, strict = true) {
 }
 
 // One otpauth:// URI as an account; throws OtpError("invalid_account") with the reason.
+// A link wrapped across lines is read as the link (protocol/uri.js's unwrap, as otpauth.py).
 export function parseOtpauth(input) {
-  const text = strip(input);
+  const text = strip(unwrap(input));
   if (chars(text) > MAX_URI_CHARS) throw invalid(`the URI is longer than ${MAX_URI_CHARS} characters`);
   let parts;
   try {
@@ -304,7 +306,7 @@ export function parseOtpauth(input) {
 export function describeOtpauth(input) {
   let parts;
   try {
-    parts = urlsplit(strip(input));
+    parts = urlsplit(strip(unwrap(input)));
   } catch {
     return "?";
   }

@@ -65,10 +65,17 @@ function parseTotp(q) {
   return { secret, algorithm, digits, period };
 }
 
+// What wrapping puts into a link copied from text (an e-mail, a terminal;
+// docs/protocol.md 11.1, after RFC 3986 Appendix C), as protocol/uri.py's unwrap removes
+// it: a line break (CR, LF) with the spaces and tabs on either side of it, and any tab.
+// A space elsewhere stays (read as a space, as before).
+const WRAPPING = /[ \t]*[\r\n][\r\n \t]*|\t/g;
+export const unwrap = (text) => text.replace(WRAPPING, "");
+
 export function parseEnrollmentUri(input) {
   // ASCII white space only, as protocol/uri.py (trim() also removes U+FEFF and
   // Unicode spaces, which Python's parser keeps: one text, two readings).
-  const text = input.replace(/^[ \t\n\r\f]+|[ \t\n\r\f]+$/g, "");
+  const text = unwrap(input).replace(/^[ \t\n\r\f]+|[ \t\n\r\f]+$/g, "");
   if ([...text].length > 2048) throw bad("too long");
   const prefix = "pushauth://enroll?";
   // The scheme in any case (RFC 3986 section 3.1), the rest exactly, as protocol/uri.py.
