@@ -21,6 +21,17 @@ def stored_devices(store: Path, name: str) -> list[Device]:
         db.close()
 
 
+def rename_device(store: Path, credential_id: str, name: str) -> None:
+    """Name a device as it is in the store, as an older store may have it (two devices of
+    one name, which a device added now would not get: Database.unique_device_name)."""
+    db = Database(store)
+    try:
+        with db.conn:
+            db.conn.execute("UPDATE devices SET name = ? WHERE credential_id = ?", (name, credential_id))
+    finally:
+        db.close()
+
+
 def command(program: Path | str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli([program, "--config", config, *args])
 

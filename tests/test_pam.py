@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from e2e_helpers import agent, agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
-from host_cli import command, command_ok, stored_devices
+from host_cli import command, command_ok, rename_device, stored_devices
 from pam_world import (
     NUMBER_PROMPT,
     PAM,
@@ -661,14 +661,19 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
         enroll_device(world, lost_home, "phone", user=user)
         enroll_device(world, kept_home, "phone", user=user)
         listed = json.loads(command_ok(PAM, world.config(), "devices", user, "--json"))
+        # Two devices of one name are told apart (the second "phone (2)"), as on the demo RP.
         assert [(d["name"], d["confirmed"], d["restored_from"]) for d in listed] == [
-            ("phone", True, None)
-        ] * 2
+            ("phone", True, None),
+            ("phone (2)", True, None),
+        ]
         assert all(d["added"] and d["last_used"] for d in listed), listed  # the setup's approval
         lost, kept = (str(d["credential_id"]) for d in listed)
         stored = stored_devices(world.store, name)
 
-        # Two devices named "phone": refused with both ids, nothing changed.
+        # Two devices named "phone" (a store from before a second one was kept as "phone (2)"):
+        # refused with both ids, nothing changed.
+        rename_device(world.store, kept, "phone")
+        stored = stored_devices(world.store, name)
         ambiguous = command(PAM, world.config(), "remove", user, "phone")
         line = assert_cli_error(ambiguous, contains='2 devices named "phone"')
         assert ambiguous.returncode == 1 and lost in line and kept in line

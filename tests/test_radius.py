@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 from e2e_helpers import agent, agent_env, agent_ok, approve, only_pending, pending  # noqa: F401 - agent_env is a fixture
-from host_cli import command, command_ok, stored_devices
+from host_cli import command, command_ok, rename_device, stored_devices
 from pyrad import packet as rp
 from shared_broker import broker, new_rp  # noqa: F401 - broker is a fixture
 from support import (
@@ -1006,11 +1006,18 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
     listed = json.loads(
         command_ok(RADIUS, config, "devices", "CORP\\Carol", "--json")
     )  # mapped as the server maps it
-    assert [(d["name"], d["confirmed"], d["restored_from"]) for d in listed] == [("phone", True, None)] * 2
+    # Two devices of one name are told apart (the second "phone (2)"), as on the demo RP.
+    assert [(d["name"], d["confirmed"], d["restored_from"]) for d in listed] == [
+        ("phone", True, None),
+        ("phone (2)", True, None),
+    ]
     lost, kept = (str(d["credential_id"]) for d in listed)
     stored = stored_devices(setup.store, "carol")
 
-    # Two devices named "phone": refused with both ids, nothing changed.
+    # Two devices named "phone" (a store from before a second one was kept as "phone (2)"):
+    # refused with both ids, nothing changed.
+    rename_device(setup.store, kept, "phone")
+    stored = stored_devices(setup.store, "carol")
     ambiguous = command(RADIUS, config, "remove", "carol", "phone")
     line = assert_cli_error(ambiguous, contains='2 devices named "phone"')
     assert ambiguous.returncode == 1 and lost in line and kept in line

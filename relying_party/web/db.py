@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .forms import DEVICE_NAME_MAX
-
 if TYPE_CHECKING:
     from protocol.uri import TotpParams
 
@@ -577,6 +575,10 @@ class Database:
         told apart wherever they are named (Security info, its Remove, the activity). The
         device keeps its own name; this is this site's name for it, which the user can
         change (Rename). At most DEVICE_NAME_MAX characters, the name cut to make room."""
+        # Here, not at the top: forms imports the TOTP code (pyotp), which the PAM module's
+        # per-login `exec` must not load (tests/test_cli_startup.py).
+        from .forms import DEVICE_NAME_MAX
+
         taken = {_name_key(d.name) for d in self.devices(user_id) if d.credential_id != credential_id}
         if _name_key(name) not in taken:
             return name
