@@ -668,7 +668,6 @@ def test_remove_revokes_a_device_at_the_broker_and_here_or_here_only_when_it_is_
         ]
         assert all(d["added"] and d["last_used"] for d in listed), listed  # the setup's approval
         lost, kept = (str(d["credential_id"]) for d in listed)
-        stored = stored_devices(world.store, name)
 
         # Two devices named "phone" (a store from before a second one was kept as "phone (2)"):
         # refused with both ids, nothing changed.
